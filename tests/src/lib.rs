@@ -1,0 +1,2 @@
+//! walrus-tests: cross-crate end-to-end tests that start real processes and real servers
+//! (BIND 9, nginx, Apache) on loopback and stop every one of them, even on failure.

@@ -1,0 +1,10 @@
+//! walrus-actors: the Walrus actors that run inside one `walrus-node` process per host.
+//!
+//! - **Reporter**: gathers OS and web-server load and answers a Controller's round request.
+//! - **Controller**: the first member of the `Controllers` group is master; it runs rounds
+//!   and the four-phase assignment of areas to clusters (paper §6).
+//! - **Director**: puts each area's answer into DNS (RFC 2136 with TSIG, or embedded).
+//! - **Replicator**: primary-push content replication.
+//!
+//! Each actor is a thin shell over a pure logic type that is unit-tested on its own.
+#![warn(missing_docs)]
