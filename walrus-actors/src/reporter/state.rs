@@ -78,6 +78,8 @@ pub enum Condition {
 /// The latest state, as published after each gathering.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
+    /// Gatherings so far (lets an observer tell whether it missed one).
+    pub gatherings: u64,
     /// When the latest gathering ended; None before the first.
     pub at: Option<Instant>,
     /// The server's condition.
@@ -89,6 +91,7 @@ pub struct Snapshot {
 impl Default for Snapshot {
     fn default() -> Self {
         Self {
+            gatherings: 0,
             at: None,
             condition: Condition::Starting,
             bypass: BypassStatus::Off,
@@ -192,6 +195,7 @@ impl ReporterState {
         web: Result<WebReading, WebError>,
         bypass: BypassStatus,
     ) -> &Snapshot {
+        self.snapshot.gatherings += 1;
         self.snapshot.at = Some(now);
         self.snapshot.bypass = bypass;
         self.snapshot.condition = match (os, web) {
