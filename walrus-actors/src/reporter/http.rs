@@ -7,13 +7,23 @@
 //! So we send an HTTP/1.0 request (the server then answers without chunking and closes)
 //! and parse the answer with a pure function tested on its own.
 //!
-//! `https://` URLs are refused with [`HttpError::BadUrl`] for now (see the module docs of
-//! `reporter` for what remains).
+//! `https://` pages go through rustls (ring provider, chosen explicitly per connection so
+//! no process-level provider is needed), verified against a CA file: the system bundle by
+//! default, or the operator's own CA for a self-signed server.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+
+/// The CA bundle `https://` pages are verified against unless configured otherwise
+/// (Debian's `ca-certificates`).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Largest response we accept, head and body (status pages are under 2 KiB).
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -66,6 +76,14 @@ pub enum HttpError {
         /// The limit, bytes.
         limit: usize,
     },
+    /// TLS could not be set up or the handshake failed (bad certificate, wrong name).
+    #[error("TLS with {target}: {reason}")]
+    Tls {
+        /// `host:port`, or the CA file when loading it failed.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The answer is not HTTP/1.x as we understand it.
     #[error("malformed HTTP answer: {reason}")]
     Malformed {
@@ -81,9 +99,10 @@ impl HttpError {
     }
 }
 
-/// An `http://host[:port]/path` URL.
+/// An `http://host[:port]/path` or `https://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    tls: bool,
     host: String,
     port: u16,
     path_and_query: String,
@@ -102,7 +121,8 @@ impl HttpUrl {
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.target(), self.path_and_query)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.target(), self.path_and_query)
     }
 }
 
@@ -114,14 +134,13 @@ impl FromStr for HttpUrl {
             url: url.to_owned(),
             reason,
         };
-        if url.starts_with("https://") {
-            return Err(bad(
-                "https is not supported yet; probe the server over http",
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or(bad("must start with http://"))?;
+        let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest, 80)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest, 443)
+        } else {
+            return Err(bad("must start with http:// or https://"));
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -135,7 +154,7 @@ impl FromStr for HttpUrl {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or(bad("unclosed '[' in host"))?;
             match after {
-                "" => (host, 80),
+                "" => (host, default_port),
                 p => (
                     host,
                     p.strip_prefix(':')
@@ -146,13 +165,14 @@ impl FromStr for HttpUrl {
         } else {
             match authority.rsplit_once(':') {
                 Some((host, port)) => (host, port.parse().map_err(|_| bad("bad port"))?),
-                None => (authority, 80),
+                None => (authority, default_port),
             }
         };
         if host.is_empty() {
             return Err(bad("no host"));
         }
         Ok(HttpUrl {
+            tls,
             host: host.to_owned(),
             port,
             path_and_query: path.to_owned(),
@@ -169,52 +189,176 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// GETs `url`, all of it (connect, send, read) within `timeout`.
-pub async fn get(url: &HttpUrl, timeout: Duration) -> Result<HttpResponse, HttpError> {
-    let target = url.target();
-    match tokio::time::timeout(timeout, get_inner(url, &target)).await {
-        Ok(result) => result,
-        Err(_) => Err(HttpError::Timeout {
-            target,
-            after: timeout,
-        }),
+/// How `https://` pages are verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsOptions {
+    /// PEM file of the CAs to trust. Default (None): [`SYSTEM_CA_BUNDLE`].
+    pub ca_file: Option<PathBuf>,
+    /// The name the certificate must carry. Default (None): the URL's host (useful when
+    /// the probe connects to `127.0.0.1` but the certificate names the site).
+    pub server_name: Option<String>,
+}
+
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").field("name", &self.name).finish()
     }
 }
 
-async fn get_inner(url: &HttpUrl, target: &str) -> Result<HttpResponse, HttpError> {
-    let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::ConnectionRefused {
-                HttpError::Refused {
-                    target: target.to_owned(),
+/// A page to GET: URL, timeout and, for `https://`, the verified TLS setup.
+#[derive(Debug, Clone)]
+pub struct Page {
+    url: HttpUrl,
+    timeout: Duration,
+    tls: Option<Arc<Tls>>,
+}
+
+impl fmt::Display for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.url.fmt(f)
+    }
+}
+
+impl Page {
+    /// Parses the URL and, for `https://`, loads the CA file (once, here, not per GET).
+    pub fn new(url: &str, timeout: Duration, tls: &TlsOptions) -> Result<Self, HttpError> {
+        let url: HttpUrl = url.parse()?;
+        let tls = if url.tls {
+            let ca_file = tls
+                .ca_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+            let name_text = tls.server_name.clone().unwrap_or_else(|| url.host.clone());
+            let name = ServerName::try_from(name_text.clone()).map_err(|_| HttpError::Tls {
+                target: url.target(),
+                reason: format!("{name_text:?} is not a valid server name"),
+            })?;
+            Some(Arc::new(Tls {
+                connector: TlsConnector::from(client_config(&ca_file)?),
+                name,
+            }))
+        } else {
+            None
+        };
+        Ok(Self { url, timeout, tls })
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &HttpUrl {
+        &self.url
+    }
+
+    /// GETs the page, all of it (connect, handshake, send, read) within the timeout.
+    pub async fn get(&self) -> Result<HttpResponse, HttpError> {
+        let target = self.url.target();
+        match tokio::time::timeout(self.timeout, self.get_inner(&target)).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError::Timeout {
+                target,
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn get_inner(&self, target: &str) -> Result<HttpResponse, HttpError> {
+        let url = &self.url;
+        let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::ConnectionRefused {
+                    HttpError::Refused {
+                        target: target.to_owned(),
+                    }
+                } else {
+                    HttpError::Connect {
+                        target: target.to_owned(),
+                        source,
+                    }
                 }
-            } else {
-                HttpError::Connect {
-                    target: target.to_owned(),
-                    source,
-                }
+            })?;
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: walrus-reporter\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            url.path_and_query,
+            url.target()
+        );
+        let answer = match &self.tls {
+            None => exchange(stream, request.as_bytes(), target).await?,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(|e| HttpError::Tls {
+                        target: target.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                exchange(stream, request.as_bytes(), target).await?
             }
-        })?;
+        };
+        parse_response(&answer)
+    }
+}
+
+/// A rustls client configuration trusting the CAs in `ca_file`, ring provider.
+fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+    let tls_err = |reason: String| HttpError::Tls {
+        target: ca_file.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| tls_err(format!("cannot read CA file: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    // A system bundle may hold a certificate webpki cannot use: skip those, need one.
+    let (added, _ignored) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
+    if added == 0 {
+        return Err(tls_err("no usable CA certificate in the file".to_owned()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Sends the request and reads the answer to its end, at most [`MAX_RESPONSE_BYTES`].
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+    target: &str,
+) -> Result<Vec<u8>, HttpError> {
     let io = |source| HttpError::Io {
         target: target.to_owned(),
         source,
     };
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: walrus-reporter\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path_and_query,
-        url.target()
-    );
-    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    stream.write_all(request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
     let mut buf = Vec::with_capacity(2048);
-    let mut limited = (&mut stream).take(MAX_RESPONSE_BYTES as u64 + 1);
-    limited.read_to_end(&mut buf).await.map_err(io)?;
-    if buf.len() > MAX_RESPONSE_BYTES {
-        return Err(HttpError::TooLarge {
-            limit: MAX_RESPONSE_BYTES,
-        });
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > MAX_RESPONSE_BYTES {
+                    return Err(HttpError::TooLarge {
+                        limit: MAX_RESPONSE_BYTES,
+                    });
+                }
+            }
+            // A TLS server that closes without close_notify: the answer is complete when
+            // its length says so, which `parse_response` checks.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => break,
+            Err(e) => return Err(io(e)),
+        }
     }
-    parse_response(&buf)
+    Ok(buf)
 }
 
 /// Parses a complete HTTP/1.x answer (the connection was read to its end).
@@ -323,9 +467,11 @@ mod tests {
         assert_eq!(u.to_string(), "http://[::1]:81/server-status?auto");
         let u: HttpUrl = "http://localhost".parse().unwrap();
         assert_eq!((u.port, u.path_and_query.as_str()), (80, "/"));
+        let u: HttpUrl = "https://www.example.com/health".parse().unwrap();
+        assert_eq!((u.tls, u.port), (true, 443));
+        assert_eq!(u.to_string(), "https://www.example.com:443/health");
         for bad in [
             "ftp://x/",
-            "https://x/",
             "http://:80/",
             "http://x:99999/",
             "http://[::1/",
@@ -368,6 +514,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn https_setup_errors_are_clear() {
+        let missing = TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            server_name: None,
+        };
+        let e = Page::new("https://127.0.0.1/", Duration::from_secs(1), &missing).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("TLS with /nonexistent/ca.pem: cannot read CA file"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("walrus-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let opts = TlsOptions {
+            ca_file: Some(empty),
+            server_name: None,
+        };
+        let e = Page::new("https://127.0.0.1/", Duration::from_secs(1), &opts).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("no usable CA certificate in the file"),
+            "{e}"
+        );
+        // Plain http never touches the CA file.
+        assert!(Page::new("http://127.0.0.1/", Duration::from_secs(1), &opts).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn refused_is_told_apart() {
         // Bind then drop a listener: the port is (almost certainly) closed right after.
@@ -375,22 +552,30 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let url: HttpUrl = format!("http://127.0.0.1:{port}/").parse().unwrap();
-        let e = get(&url, Duration::from_secs(5)).await.unwrap_err();
+        let page = Page::new(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_secs(5),
+            &TlsOptions::default(),
+        )
+        .unwrap();
+        let e = page.get().await.unwrap_err();
         assert!(e.is_refused(), "{e}");
     }
 
     #[tokio::test]
     async fn silent_server_times_out() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url: HttpUrl = format!("http://{}/", l.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let page = Page::new(
+            &format!("http://{}/", l.local_addr().unwrap()),
+            Duration::from_millis(200),
+            &TlsOptions::default(),
+        )
+        .unwrap();
         let hold = tokio::spawn(async move {
             let (_s, _) = l.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
-        let e = get(&url, Duration::from_millis(200)).await.unwrap_err();
+        let e = page.get().await.unwrap_err();
         assert!(matches!(e, HttpError::Timeout { .. }), "{e}");
         hold.abort();
     }
@@ -398,9 +583,12 @@ mod tests {
     #[tokio::test]
     async fn oversized_answer_is_refused() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url: HttpUrl = format!("http://{}/", l.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let page = Page::new(
+            &format!("http://{}/", l.local_addr().unwrap()),
+            Duration::from_secs(10),
+            &TlsOptions::default(),
+        )
+        .unwrap();
         let serve = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
             let mut req = [0u8; 1024];
@@ -408,7 +596,7 @@ mod tests {
             let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
             let _ = s.write_all(&vec![b'x'; MAX_RESPONSE_BYTES + 10]).await;
         });
-        let e = get(&url, Duration::from_secs(10)).await.unwrap_err();
+        let e = page.get().await.unwrap_err();
         assert!(matches!(e, HttpError::TooLarge { .. }), "{e}");
         serve.abort();
     }

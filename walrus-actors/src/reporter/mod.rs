@@ -18,8 +18,8 @@
 //! The gcs wiring (join `Reporters`, answer a round request by multicasting the report on
 //! `Controllers`) is the actor's job; it needs only [`ReporterHandle::report`].
 //!
-//! Not done here: `https://` status pages and probes (refused as a bad URL), and non-Linux
-//! OS statistics (every report is TEMPFAIL there, since `/proc` is missing).
+//! Not done here: non-Linux OS statistics (every report is TEMPFAIL there, since `/proc`
+//! is missing).
 
 pub mod bypass;
 pub mod http;
@@ -91,6 +91,9 @@ pub struct ReporterConfig {
     pub bypass_file: PathBuf,
     /// The procfs directory. Default `/proc`; tests point it elsewhere.
     pub proc_root: PathBuf,
+    /// How `https://` status pages and probes are verified. Default: the system CA
+    /// bundle, the name in the URL.
+    pub tls: http::TlsOptions,
 }
 
 impl ReporterConfig {
@@ -105,6 +108,7 @@ impl ReporterConfig {
             stale_after: None,
             bypass_file: PathBuf::from("/var/lib/walrus/bypass"),
             proc_root: PathBuf::from("/proc"),
+            tls: http::TlsOptions::default(),
         }
     }
 
@@ -122,18 +126,17 @@ impl ReporterConfig {
     pub fn web_reader(&self) -> Result<AnyWebReader, ReporterError> {
         let timeout = self.effective_web_timeout();
         let parse = |url: &str| {
-            url.parse::<http::HttpUrl>()
-                .map_err(|source| ReporterError::BadUrl {
-                    server: self.server.clone(),
-                    source,
-                })
+            http::Page::new(url, timeout, &self.tls).map_err(|source| ReporterError::BadUrl {
+                server: self.server.clone(),
+                source,
+            })
         };
         Ok(match &self.web {
             WebSource::Nginx { url, max_workers } => {
-                AnyWebReader::Nginx(NginxReader::new(parse(url)?, timeout, *max_workers))
+                AnyWebReader::Nginx(NginxReader::new(parse(url)?, *max_workers))
             }
             WebSource::Apache { url, max_workers } => {
-                AnyWebReader::Apache(ApacheReader::new(parse(url)?, timeout, *max_workers))
+                AnyWebReader::Apache(ApacheReader::new(parse(url)?, *max_workers))
             }
             WebSource::Probe {
                 url,
@@ -142,7 +145,6 @@ impl ReporterConfig {
                 max_workers,
             } => AnyWebReader::Probe(ProbeReader::new(
                 parse(url)?,
-                timeout,
                 *expect_status,
                 body_contains.clone(),
                 *max_workers,
@@ -171,7 +173,7 @@ impl ReporterConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReporterError {
-    /// The web source URL is not usable.
+    /// The web source URL is not usable (or its TLS setup failed).
     #[error("reporter for {server}: {source}")]
     BadUrl {
         /// The server.
@@ -388,7 +390,7 @@ mod tests {
         assert!(Gatherer::with_reader(c, Scripted(VecDeque::new())).is_err());
         let mut c = config();
         c.web = WebSource::Probe {
-            url: "https://example.com/".into(),
+            url: "gopher://example.com/".into(),
             expect_status: None,
             body_contains: None,
             max_workers: 1,

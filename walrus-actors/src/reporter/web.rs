@@ -16,9 +16,8 @@
 //!
 //! Parsers are pure functions tested on captured output of nginx 1.22 and Apache 2.4.
 
-use super::http::{self, HttpError, HttpUrl};
+use super::http::{HttpError, Page};
 use std::future::Future;
-use std::time::Duration;
 
 /// One reading of a web server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,20 +246,15 @@ fn to_u32(v: u64) -> u32 {
 /// Reads an nginx `stub_status` page.
 #[derive(Debug, Clone)]
 pub struct NginxReader {
-    url: HttpUrl,
-    timeout: Duration,
+    page: Page,
     max_workers: u32,
 }
 
 impl NginxReader {
     /// `max_workers` comes from configuration (nginx does not say; worker_processes ×
     /// worker_connections is its ceiling).
-    pub fn new(url: HttpUrl, timeout: Duration, max_workers: u32) -> Self {
-        Self {
-            url,
-            timeout,
-            max_workers,
-        }
+    pub fn new(page: Page, max_workers: u32) -> Self {
+        Self { page, max_workers }
     }
 
     /// The figures a status page body gives (pure: used by [`WebReader::read`]).
@@ -277,9 +271,9 @@ impl NginxReader {
 
 impl WebReader for NginxReader {
     async fn read(&mut self) -> Result<WebReading, WebError> {
-        let body = fetch_ok(&self.url, self.timeout).await?;
+        let body = fetch_ok(&self.page).await?;
         let status = parse_stub_status(&body).map_err(|source| WebError::Parse {
-            url: self.url.to_string(),
+            url: self.page.to_string(),
             source,
         })?;
         Ok(self.reading_from(&status))
@@ -289,20 +283,15 @@ impl WebReader for NginxReader {
 /// Reads an Apache `mod_status` page (give the URL with `?auto`).
 #[derive(Debug, Clone)]
 pub struct ApacheReader {
-    url: HttpUrl,
-    timeout: Duration,
+    page: Page,
     max_workers: Option<u32>,
 }
 
 impl ApacheReader {
     /// `max_workers` from configuration overrides the scoreboard's busy + idle workers
     /// (which counts only the workers started so far, up to `MaxRequestWorkers`).
-    pub fn new(url: HttpUrl, timeout: Duration, max_workers: Option<u32>) -> Self {
-        Self {
-            url,
-            timeout,
-            max_workers,
-        }
+    pub fn new(page: Page, max_workers: Option<u32>) -> Self {
+        Self { page, max_workers }
     }
 
     /// The figures a status page body gives (pure: used by [`WebReader::read`]).
@@ -321,9 +310,9 @@ impl ApacheReader {
 
 impl WebReader for ApacheReader {
     async fn read(&mut self) -> Result<WebReading, WebError> {
-        let body = fetch_ok(&self.url, self.timeout).await?;
+        let body = fetch_ok(&self.page).await?;
         let status = parse_apache_auto(&body).map_err(|source| WebError::Parse {
-            url: self.url.to_string(),
+            url: self.page.to_string(),
             source,
         })?;
         Ok(self.reading_from(&status))
@@ -333,8 +322,7 @@ impl WebReader for ApacheReader {
 /// A plain health probe: GET a page, check its status code and, optionally, its body.
 #[derive(Debug, Clone)]
 pub struct ProbeReader {
-    url: HttpUrl,
-    timeout: Duration,
+    page: Page,
     expect_status: Option<u16>,
     body_contains: Option<String>,
     max_workers: u32,
@@ -343,15 +331,13 @@ pub struct ProbeReader {
 impl ProbeReader {
     /// `expect_status` None accepts any 2xx; `max_workers` comes from configuration.
     pub fn new(
-        url: HttpUrl,
-        timeout: Duration,
+        page: Page,
         expect_status: Option<u16>,
         body_contains: Option<String>,
         max_workers: u32,
     ) -> Self {
         Self {
-            url,
-            timeout,
+            page,
             expect_status,
             body_contains,
             max_workers,
@@ -361,13 +347,11 @@ impl ProbeReader {
 
 impl WebReader for ProbeReader {
     async fn read(&mut self) -> Result<WebReading, WebError> {
-        let url = self.url.to_string();
-        let answer = http::get(&self.url, self.timeout)
-            .await
-            .map_err(|source| WebError::Http {
-                url: url.clone(),
-                source,
-            })?;
+        let url = self.page.to_string();
+        let answer = self.page.get().await.map_err(|source| WebError::Http {
+            url: url.clone(),
+            source,
+        })?;
         let ok = match self.expect_status {
             Some(code) => answer.status == code,
             None => (200..300).contains(&answer.status),
@@ -399,16 +383,14 @@ impl WebReader for ProbeReader {
 }
 
 /// GET a status page and insist on 200.
-async fn fetch_ok(url: &HttpUrl, timeout: Duration) -> Result<String, WebError> {
-    let answer = http::get(url, timeout)
-        .await
-        .map_err(|source| WebError::Http {
-            url: url.to_string(),
-            source,
-        })?;
+async fn fetch_ok(page: &Page) -> Result<String, WebError> {
+    let answer = page.get().await.map_err(|source| WebError::Http {
+        url: page.to_string(),
+        source,
+    })?;
     if answer.status != 200 {
         return Err(WebError::Status {
-            url: url.to_string(),
+            url: page.to_string(),
             status: answer.status,
             expected: "200".to_owned(),
         });
@@ -440,6 +422,7 @@ impl WebReader for AnyWebReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const NGINX_IDLE: &str = include_str!("../../tests/fixtures/nginx-1.22-stub_status-idle.txt");
     const NGINX_25: &str = include_str!("../../tests/fixtures/nginx-1.22-stub_status-after-25.txt");
@@ -447,8 +430,13 @@ mod tests {
     const APACHE_25: &str =
         include_str!("../../tests/fixtures/apache-2.4-status-auto-after-25.txt");
 
-    fn url() -> HttpUrl {
-        "http://127.0.0.1/status".parse().unwrap()
+    fn page() -> Page {
+        Page::new(
+            "http://127.0.0.1/status",
+            Duration::from_secs(1),
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -469,7 +457,7 @@ mod tests {
         let t = parse_stub_status(NGINX_25).unwrap();
         // 25 page requests plus our own status request in between.
         assert_eq!(t.requests - s.requests, 26);
-        let r = NginxReader::new(url(), Duration::from_secs(1), 512).reading_from(&t);
+        let r = NginxReader::new(page(), 512).reading_from(&t);
         assert_eq!(r.busy_workers, 0, "our own request is not a busy worker");
         assert_eq!(
             (r.requests, r.own_requests, r.max_workers),
@@ -491,10 +479,10 @@ mod tests {
         );
         let t = parse_apache_auto(APACHE_25).unwrap();
         assert_eq!(t.total_accesses - s.total_accesses, 26);
-        let r = ApacheReader::new(url(), Duration::from_secs(1), None).reading_from(&t);
+        let r = ApacheReader::new(page(), None).reading_from(&t);
         assert_eq!(r.busy_workers, 0);
         assert_eq!(r.max_workers, Some(16), "busy + idle");
-        let r = ApacheReader::new(url(), Duration::from_secs(1), Some(150)).reading_from(&t);
+        let r = ApacheReader::new(page(), Some(150)).reading_from(&t);
         assert_eq!(r.max_workers, Some(150), "configuration wins");
     }
 

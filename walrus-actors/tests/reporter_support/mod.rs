@@ -58,6 +58,8 @@ pub enum Kind {
 pub struct WebServer {
     pub kind: Kind,
     pub port: u16,
+    /// nginx only: a second, https listener (certificate and key in `dir`).
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -68,11 +70,23 @@ pub const PAGE_BODY: &str = "walrus-ok\n";
 impl WebServer {
     /// Starts a server in `dir` on a free port (retrying with another port if it clashes).
     pub fn start(kind: Kind, dir: &Path) -> Self {
+        Self::start_inner(kind, dir, false)
+    }
+
+    /// nginx with an https listener too, serving `cert_pem` (written to `dir`).
+    pub fn start_nginx_tls(dir: &Path, cert_pem: &str, key_pem: &str) -> Self {
+        std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+        Self::start_inner(Kind::Nginx, dir, true)
+    }
+
+    fn start_inner(kind: Kind, dir: &Path, tls: bool) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
             let mut s = WebServer {
                 kind,
                 port: free_port(),
+                tls_port: tls.then(free_port),
                 dir: dir.to_owned(),
                 child: None,
             };
@@ -146,7 +160,7 @@ impl WebServer {
         match self.kind {
             Kind::Nginx => {
                 let conf = self.dir.join("nginx.conf");
-                std::fs::write(&conf, nginx_conf(&self.dir, self.port)).unwrap();
+                std::fs::write(&conf, nginx_conf(&self.dir, self.port, self.tls_port)).unwrap();
                 cmd.arg("-c").arg(&conf).arg("-p").arg(&self.dir);
                 cmd.args(["-g", "daemon off;"]);
             }
@@ -190,8 +204,20 @@ impl Drop for WebServer {
     }
 }
 
-fn nginx_conf(dir: &Path, port: u16) -> String {
+fn nginx_conf(dir: &Path, port: u16, tls_port: Option<u16>) -> String {
     let d = dir.display();
+    let tls = tls_port.map_or_else(String::new, |p| {
+        format!(
+            "  server {{
+    listen 127.0.0.1:{p} ssl;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    root {d}/html;
+    location = /nginx_status {{ stub_status; }}
+  }}
+"
+        )
+    });
     format!(
         "worker_processes 1;
 pid {d}/nginx.pid;
@@ -209,7 +235,7 @@ http {{
     root {d}/html;
     location = /nginx_status {{ stub_status; }}
   }}
-}}
+{tls}}}
 "
     )
 }
