@@ -5,6 +5,8 @@
 //! this process's CPU time (sum of every thread's on-CPU nanoseconds from
 //! `/proc/self/task/*/schedstat`, plus user+system ticks from `/proc/self/stat` as a
 //! cross-check) and memory (`VmRSS`, `VmHWM`), scales to one hour and prints one JSON line.
+//! It also shows what answering the readings cost the web server (`web_server_cpu_ms`:
+//! nginx's whole process group over the run, status requests included).
 //! The anchor, measured in the same run for the same time: the same runtime with a 1 s
 //! ticker that gathers nothing. Target: under 1% of one core.
 //!
@@ -33,6 +35,39 @@ fn cpu_ns() -> u64 {
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// On-CPU nanoseconds of every process in process group `pgrp` (the web server's master
+/// and workers), so the cost of answering the status requests is shown too.
+fn group_cpu_ns(pgrp: u32) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let path = entry.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp.
+        let group = stat[close + 2..].split_whitespace().nth(2);
+        if group.and_then(|g| g.parse::<u32>().ok()) != Some(pgrp) {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(path.join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
         }
     }
     total
@@ -113,6 +148,8 @@ async fn main() {
     let (gatherer, handle) =
         Gatherer::with_reader(config.clone(), config.web_reader().unwrap()).unwrap();
     let rss_before = status_kib("VmRSS:");
+    let pgrp = server.process_group().unwrap();
+    let server_before = group_cpu_ns(pgrp);
     let (g_ns, g_ticks) = (cpu_ns(), cpu_ticks());
     let started = Instant::now();
     let task = gatherer.spawn(tokio::time::sleep(run));
@@ -120,6 +157,7 @@ async fn main() {
     let wall = started.elapsed();
     let used_ns = cpu_ns() - g_ns;
     let used_ticks = cpu_ticks() - g_ticks;
+    let server_ns = group_cpu_ns(pgrp) - server_before;
     let gatherings = handle.snapshot().gatherings;
     let last = handle.report(Round(1));
     assert!(
@@ -131,7 +169,7 @@ async fn main() {
     let cpu_ms_per_hour = per_hour(used_ns, wall);
     let anchor_ms_per_hour = per_hour(anchor_ns, anchor_wall);
     println!(
-        "{{\"bench\":\"reporter_cost\",\"target\":\"{target}\",\"interval_ms\":{},\"run_s\":{:.1},\"gatherings\":{gatherings},\"cpu_ms\":{:.3},\"cpu_ticks\":{used_ticks},\"cpu_ms_per_hour\":{:.1},\"core_fraction\":{:.6},\"anchor_cpu_ms\":{:.3},\"anchor_cpu_ticks\":{anchor_ticks},\"anchor_cpu_ms_per_hour\":{:.1},\"rss_kib\":{},\"rss_growth_kib\":{},\"hwm_kib\":{},\"target_core_fraction\":0.01}}",
+        "{{\"bench\":\"reporter_cost\",\"target\":\"{target}\",\"interval_ms\":{},\"run_s\":{:.1},\"gatherings\":{gatherings},\"cpu_ms\":{:.3},\"cpu_ticks\":{used_ticks},\"cpu_ms_per_hour\":{:.1},\"core_fraction\":{:.6},\"anchor_cpu_ms\":{:.3},\"anchor_cpu_ticks\":{anchor_ticks},\"anchor_cpu_ms_per_hour\":{:.1},\"web_server_cpu_ms\":{:.3},\"rss_kib\":{},\"rss_growth_kib\":{},\"hwm_kib\":{},\"target_core_fraction\":0.01}}",
         interval.as_millis(),
         wall.as_secs_f64(),
         used_ns as f64 / 1e6,
@@ -139,6 +177,7 @@ async fn main() {
         cpu_ms_per_hour / 3_600_000.0,
         anchor_ns as f64 / 1e6,
         anchor_ms_per_hour,
+        server_ns as f64 / 1e6,
         status_kib("VmRSS:"),
         status_kib("VmRSS:").saturating_sub(rss_before),
         status_kib("VmHWM:"),

@@ -80,7 +80,7 @@ pub enum Condition {
 pub struct Snapshot {
     /// Gatherings so far (lets an observer tell whether it missed one).
     pub gatherings: u64,
-    /// When the latest gathering ended; None before the first.
+    /// When the latest gathering took its readings; None before the first.
     pub at: Option<Instant>,
     /// The server's condition.
     pub condition: Condition,

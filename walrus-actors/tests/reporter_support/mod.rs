@@ -98,6 +98,11 @@ impl WebServer {
         panic!("{kind:?} did not start: {last}");
     }
 
+    /// The process group of the server (master and workers), while it runs.
+    pub fn process_group(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The status page the Reporter reads.
     pub fn status_url(&self) -> String {
         match self.kind {
