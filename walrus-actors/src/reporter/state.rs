@@ -80,6 +80,9 @@ pub enum Condition {
 pub struct Snapshot {
     /// Gatherings so far (lets an observer tell whether it missed one).
     pub gatherings: u64,
+    /// The gathering at which the condition took its present kind (Starting, Stats,
+    /// Transient or Down): "PANIC since gathering 812", whenever one looks.
+    pub condition_since: u64,
     /// When the latest gathering took its readings; None before the first.
     pub at: Option<Instant>,
     /// The server's condition.
@@ -92,6 +95,7 @@ impl Default for Snapshot {
     fn default() -> Self {
         Self {
             gatherings: 0,
+            condition_since: 0,
             at: None,
             condition: Condition::Starting,
             bypass: BypassStatus::Off,
@@ -198,7 +202,7 @@ impl ReporterState {
         self.snapshot.gatherings += 1;
         self.snapshot.at = Some(now);
         self.snapshot.bypass = bypass;
-        self.snapshot.condition = match (os, web) {
+        let condition = match (os, web) {
             (_, Err(e)) => self.web_failed(&e),
             (Err(e), Ok(_)) => {
                 self.failures_in_a_row = 0;
@@ -215,6 +219,10 @@ impl ReporterState {
                 }
             }
         };
+        if std::mem::discriminant(&condition) != std::mem::discriminant(&self.snapshot.condition) {
+            self.snapshot.condition_since = self.snapshot.gatherings;
+        }
+        self.snapshot.condition = condition;
         &self.snapshot
     }
 
@@ -405,6 +413,13 @@ mod tests {
         assert_eq!(
             panic_reason(&body(&s, t1)),
             "web server down: http://127.0.0.1:8080/nginx_status: connection to 127.0.0.1:8080 refused"
+        );
+        assert_eq!(s.snapshot().condition_since, 2);
+        s.handle_gathering(t1, Ok(os(2)), Err(refused()), BypassStatus::Off);
+        assert_eq!(
+            s.snapshot().condition_since,
+            2,
+            "still down since gathering 2"
         );
         // Back: one reading to start a period (TEMPFAIL), then statistics; the restarted
         // server's counter starts again and no hits are invented across the outage.
