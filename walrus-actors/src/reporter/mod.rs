@@ -15,8 +15,16 @@
 //!   round request ──> ReporterHandle::report(round) ──> model::Report (no reading here)
 //! ```
 //!
-//! The gcs wiring (join `Reporters`, answer a round request by multicasting the report on
-//! `Controllers`) is the actor's job; it needs only [`ReporterHandle::report`].
+//! The gcs wiring is the actor's job and stays thin:
+//! - start: [`spawn`]`(config, shutdown)` on the node's tokio runtime gives a
+//!   [`ReporterHandle`] (cheap to clone, `Send`);
+//! - join `Reporters`; on a Controller's round request for round `r`, multicast
+//!   `handle.report(r)` on `Controllers` at once (it only reads the latest snapshot);
+//! - a Replicator on the same host calls [`ReporterHandle::set_generation`];
+//! - the status page shows [`ReporterHandle::snapshot`] (condition, since which
+//!   gathering, bypass);
+//! - `walrus-node bypass on|off [--for D]` calls [`bypass::write_bypass`] /
+//!   [`bypass::clear_bypass`] on the configured `bypass_file`.
 //!
 //! Not done here: non-Linux OS statistics (every report is TEMPFAIL there, since `/proc`
 //! is missing).
