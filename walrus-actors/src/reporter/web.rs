@@ -430,6 +430,12 @@ mod tests {
     const APACHE_25: &str =
         include_str!("../../tests/fixtures/apache-2.4-status-auto-after-25.txt");
 
+    const NGINX_HELD: &str = include_str!("../../tests/fixtures/nginx-1.22-stub_status-3-held.txt");
+    const APACHE_HELD: &str =
+        include_str!("../../tests/fixtures/apache-2.4-status-auto-3-held.txt");
+    const APACHE_NO_EXTENDED: &str =
+        include_str!("../../tests/fixtures/apache-2.4-status-auto-extendedstatus-off.txt");
+
     fn page() -> Page {
         Page::new(
             "http://127.0.0.1/status",
@@ -484,6 +490,30 @@ mod tests {
         assert_eq!(r.max_workers, Some(16), "busy + idle");
         let r = ApacheReader::new(page(), Some(150)).reading_from(&t);
         assert_eq!(r.max_workers, Some(150), "configuration wins");
+    }
+
+    #[test]
+    fn captured_held_connections_are_busy_workers() {
+        // Three connections that sent only a request line, plus our own status request.
+        let n = parse_stub_status(NGINX_HELD).unwrap();
+        assert_eq!((n.active, n.reading, n.writing), (4, 3, 1));
+        assert_eq!(
+            NginxReader::new(page(), 64).reading_from(&n).busy_workers,
+            3
+        );
+        let a = parse_apache_auto(APACHE_HELD).unwrap();
+        assert_eq!((a.busy_workers, a.idle_workers), (4, 12));
+        let r = ApacheReader::new(page(), None).reading_from(&a);
+        assert_eq!((r.busy_workers, r.max_workers), (3, Some(16)));
+    }
+
+    #[test]
+    fn captured_apache_without_extended_status_says_so() {
+        let e = parse_apache_auto(APACHE_NO_EXTENDED).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "apache status: `Total Accesses (is ExtendedStatus On?)` is missing"
+        );
     }
 
     #[test]
