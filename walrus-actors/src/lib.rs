@@ -11,3 +11,4 @@
 
 pub mod model;
 pub mod wire;
+pub mod reporter;
