@@ -94,9 +94,9 @@ pub fn bind_config(
     };
     let glue = |zone: &Name| {
         let mut s = String::new();
-        let owner_in_zone = zone.zone_of(&layout.ns_name)
-            && !(zone == &layout.site && layout.area_zone.zone_of(&layout.ns_name));
-        if owner_in_zone {
+        // BIND wants an address for an in-zone NS in every zone that encloses its name
+        // (the site zone does not delegate the area zone, so both hold it).
+        if zone.zone_of(&layout.ns_name) {
             for a in &layout.ns_addrs {
                 let t = match a {
                     IpAddr::V4(_) => "A",
@@ -170,7 +170,10 @@ mod tests {
             .area_zone_file
             .1
             .contains("ns.area-1.example.com.\tIN\tA\t127.0.0.1"));
-        assert!(!c.site_zone_file.1.contains("ns.area-1.example.com.\tIN\tA"));
+        assert!(c
+            .site_zone_file
+            .1
+            .contains("ns.area-1.example.com.\tIN\tA\t127.0.0.1"));
         assert!(c.render().contains("---- area-1.example.com.zone ----"));
     }
 

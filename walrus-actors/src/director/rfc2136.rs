@@ -298,6 +298,24 @@ fn tsig_error_name(code: u16) -> String {
     }
 }
 
+/// The rcode as the RFCs and `dig` spell it.
+fn rcode_name(rc: ResponseCode) -> String {
+    match rc {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("rcode {}", u16::from(other)),
+    }
+}
+
 fn now_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -369,7 +387,7 @@ impl NameServer for Rfc2136Updater {
             .map_err(|e| self.failed(format!("malformed reply to the update: {e}")))?;
         let rcode = reply.response_code();
         if let Some(err) = tsig_error(&reply) {
-            return Err(self.refused(format!("{rcode}, {}", tsig_error_name(err))));
+            return Err(self.refused(format!("{}, {}", rcode_name(rcode), tsig_error_name(err))));
         }
         // Authenticate the reply before believing it (RFC 8945 §5.3).
         let verified = match verifier.as_mut() {
@@ -380,9 +398,12 @@ impl NameServer for Rfc2136Updater {
             ResponseCode::NoError => verified
                 .map_err(|e| self.failed(format!("reply to the update not authenticated: {e}"))),
             ResponseCode::ServFail => Err(self.failed("update answered SERVFAIL".into())),
+            ResponseCode::Refused => Err(self.refused(
+                "REFUSED (the server's update-policy does not grant this key this name)".into(),
+            )),
             // REFUSED (policy), NOTAUTH (not authoritative / key not allowed), NOTZONE,
             // FORMERR, NOTIMP, YXDOMAIN...: a human must look.
-            rc => Err(self.refused(format!("{rc}"))),
+            rc => Err(self.refused(rcode_name(rc))),
         }
     }
 }
