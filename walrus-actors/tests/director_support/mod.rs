@@ -120,7 +120,7 @@ impl Bind {
             "options {{\n\tdirectory \"{d}\";\n\tpid-file \"{d}/named.pid\";\n\
              \tsession-keyfile \"{d}/session.key\";\n\tmanaged-keys-directory \"{d}\";\n\
              \tlisten-on port {port} {{ 127.0.0.1; }};\n\tlisten-on-v6 {{ none; }};\n\
-             \trecursion no;\n\tdnssec-validation no;\n\tnotify no;\n}};\n\
+             \trecursion no;\n\tdnssec-validation no;\n\tnotify no;\n\tminimal-responses yes;\n}};\n\
              controls {{ }};\n{}\n{}",
             key.to_bind_key(),
             cfg.zone_statements
