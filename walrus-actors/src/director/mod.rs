@@ -253,7 +253,8 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
-    /// The last attempt's outcome (an `Unreachable` error if there was none).
+    /// The last attempt's outcome. [`apply`] always makes at least one attempt; a report
+    /// built by hand without any reads as a `Failed` error with empty fields.
     pub fn outcome(&self) -> Result<&Applied, &NameServerError> {
         match self.attempts.last() {
             Some(a) => a.outcome.as_ref(),

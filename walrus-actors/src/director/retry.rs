@@ -15,7 +15,8 @@ pub struct RetryPolicy {
     pub initial: Duration,
     /// Ceiling of any delay. Default 10 s.
     pub max: Duration,
-    /// Attempts in one application of an answer, the first included; then the Director
+    /// Attempts in one application of an answer, the first included (there is always at
+    /// least one, whatever this says); then the Director
     /// reports the failure and waits for the next decision or its own periodic re-check.
     /// Default 8 (about 20 s of trying with the defaults).
     pub max_attempts: u32,
@@ -36,11 +37,11 @@ impl RetryPolicy {
     /// is allowed. The first attempt has no wait. `jitter` is a uniform draw in `[0, 1)`
     /// (values outside are clamped), supplied by the caller so tests are deterministic.
     pub fn delay_before(&self, attempt: u32, jitter: f64) -> Option<Duration> {
-        if attempt == 0 || attempt > self.max_attempts {
-            return None;
-        }
         if attempt == 1 {
             return Some(Duration::ZERO);
+        }
+        if attempt == 0 || attempt > self.max_attempts {
+            return None;
         }
         // Step k = initial * 2^(attempt-2), capped; shift is bounded so it cannot overflow.
         let shift = (attempt - 2).min(30);
@@ -105,6 +106,16 @@ mod tests {
         assert!(p.delay_before(3, 0.0).is_some());
         assert_eq!(p.delay_before(4, 0.0), None);
         assert_eq!(p.delay_before(0, 0.0), None);
+        let none = RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            none.delay_before(1, 0.0),
+            Some(Duration::ZERO),
+            "always one attempt"
+        );
+        assert_eq!(none.delay_before(2, 0.0), None);
     }
 
     #[test]
