@@ -299,3 +299,27 @@ async fn area_1_decision_never_touches_area_2_server() {
         .is_ok());
     assert_ne!(b2.serial(), s2, "the serial check sees a touched server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answer_goes_over_tcp_and_is_verified() {
+    let bind = Bind::start(1, "walrus-area1");
+    let ns = updater(&bind, "a1", bind.key.clone());
+    // 60 AAAA: the update (~2 KB) is too large for one datagram, and so is the answer.
+    let addrs: Vec<String> = (1..=60).map(|i| format!("2001:db8::{i:x}")).collect();
+    let refs: Vec<&str> = addrs.iter().map(|s| s.as_str()).collect();
+    let want = director("a1", 30).wanted_for(&answer("c1", &refs)).unwrap();
+    let r = apply(&ns, &want, &RetryPolicy::default(), &mut rng()).await;
+    assert!(matches!(r.outcome(), Ok(Applied::Updated { .. })), "{r:?}");
+    assert_eq!(r.attempts.len(), 1);
+    assert_eq!(
+        dig(bind.addr, "www.area-1.example.com", "AAAA")
+            .data_of("AAAA")
+            .len(),
+        60
+    );
+    let r = apply(&ns, &want, &RetryPolicy::default(), &mut rng()).await;
+    assert!(
+        matches!(r.outcome(), Ok(Applied::Unchanged { .. })),
+        "{r:?}"
+    );
+}

@@ -245,6 +245,17 @@ async fn big_answer_sets_tc_and_dig_falls_back_to_tcp() {
     let full = dig(run.addr, "www.area-1.example.com", "AAAA");
     assert!(!full.flags.contains(&"tc".to_owned()));
     assert_eq!(full.data_of("AAAA").len(), 80);
+    // Our own query client (what the Director verifies with) also falls back to TCP.
+    let m = walrus_actors::director::wire::query(
+        run.addr,
+        run.server.layout().area_www(),
+        hickory_proto::rr::RecordType::AAAA,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert!(!m.truncated());
+    assert_eq!(m.answers().len(), 80);
 }
 
 /// Runs as a child process of `restart_with_no_controller_serves_last_answer`: an

@@ -74,14 +74,24 @@ async fn query_tcp(
         .map_err(|e| format!("tcp query: {e}"))
 }
 
+/// Requests larger than this go straight over TCP (a datagram this size is not
+/// fragmented on any sane path; the DNS flag day 2020 value).
+const UDP_REQUEST_MAX: usize = 1232;
+
 /// Sends the already-serialised (and signed) request `bytes` with message id `id` and
-/// returns the raw reply: over UDP, then over TCP when the reply has TC set.
+/// returns the raw reply: over UDP, then over TCP when the reply has TC set; a request
+/// too large for one unfragmented datagram goes over TCP directly.
 pub async fn exchange_raw(
     server: SocketAddr,
     id: u16,
     bytes: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
+    if bytes.len() > UDP_REQUEST_MAX {
+        return tokio::time::timeout(timeout, exchange_tcp(server, bytes))
+            .await
+            .map_err(|_| format!("no reply within {timeout:?} (tcp)"))?;
+    }
     let reply = tokio::time::timeout(timeout, exchange_udp(server, id, bytes))
         .await
         .map_err(|_| format!("no reply within {timeout:?} (udp)"))??;

@@ -147,6 +147,12 @@ impl ZoneLayout {
             Some(n) => fqdn(n)?,
             None => child("ns", &area_zone)?,
         };
+        // The names derived later must exist (a name near the 255-octet limit would not
+        // take another label): check once here so the getters cannot fail.
+        for zone in [&site, &area_zone] {
+            child("www", zone)?;
+            child("hostmaster", zone)?;
+        }
         Ok(Self {
             site,
             area_zone,
@@ -158,8 +164,8 @@ impl ZoneLayout {
 
     /// `www.<site>`: the name clients resolve.
     pub fn site_www(&self) -> Name {
-        // Invariant-free: prepending one short label to a validated name only fails when
-        // the result exceeds 255 octets, which `new` checked via `child`.
+        // `new` checked that this label fits; the fallback is never taken for a layout
+        // built by `new`.
         child("www", &self.site).unwrap_or_else(|_| self.site.clone())
     }
 
@@ -517,6 +523,27 @@ mod tests {
 
     fn run(st: &ZoneState, name: &str, t: RecordType, tr: Transport) -> Message {
         Message::from_vec(&respond(&layout(), st, &ask(name, t, None), tr).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn names_too_long_for_the_layout_are_refused() {
+        let long = format!("{}.example.com", vec!["a".repeat(60); 4].join("."));
+        assert!(ZoneLayout::new(
+            &long,
+            "area-1.example.com",
+            None,
+            vec![],
+            RecordTtl::DEFAULT
+        )
+        .is_err());
+        assert!(ZoneLayout::new(
+            "example.com",
+            "example.com",
+            None,
+            vec![],
+            RecordTtl::DEFAULT
+        )
+        .is_err());
     }
 
     #[test]
