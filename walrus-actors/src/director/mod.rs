@@ -46,13 +46,18 @@
 //!   the last write wins until the components merge. The key must live on every Controller
 //!   host.
 //!
-//! # What is not here
-//! The actor shell (joining `Directors`, receiving decisions from walrus-gcs, status
-//! reporting) is a thin layer over [`AreaDirector`] and [`apply`] and lives with the gcs
-//! wiring. Every attempt and outcome is logged with `tracing` and returned in an
-//! [`ApplyReport`] for the status page.
+//! # Layers
+//! - [`AreaDirector`], [`core::DirectorCore`]: pure decision logic (which answer, when to
+//!   apply, re-check, retry, abandon), time passed in, unit-tested.
+//! - [`apply`]: one application with retries against a [`NameServer`].
+//! - [`driver::run`]: the async shell (decisions from a channel, status on a watch).
+//! - Not here: the actor that joins `Directors` on walrus-gcs and forwards each delivered
+//!   `Decision` into the driver's channel. Every attempt and outcome is logged with
+//!   `tracing` and kept in [`core::DirectorStatus`] for the status page.
 
 pub mod bind_config;
+pub mod core;
+pub mod driver;
 pub mod embedded;
 pub mod retry;
 pub mod rfc2136;
