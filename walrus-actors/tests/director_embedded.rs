@@ -414,3 +414,29 @@ async fn unwritable_state_is_reported_retried_and_not_served() {
         vec!["10.0.1.1"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_ipv6_loopback() {
+    let dir = TempDir::new("emb-v6");
+    let server = EmbeddedServer::open(
+        AreaName::from("a1"),
+        layout(1, 30),
+        dir.path().join("state.json"),
+    )
+    .unwrap();
+    let listening = server.bind("[::1]:0".parse().unwrap()).await.unwrap();
+    let addr = listening.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(listening.run(async {
+        let _ = rx.await;
+    }));
+    let want = director("a1", 30)
+        .wanted_for(&answer("c1", &["2001:db8::7", "10.0.0.7"]))
+        .unwrap();
+    apply(&server, &want, &RetryPolicy::default(), &mut rng()).await;
+    for transport in [&[][..], &["+tcp"][..]] {
+        let d = dig_with(addr, "www.example.com", "AAAA", transport);
+        assert_eq!(d.data_of("AAAA"), vec!["2001:db8::7"], "{d:?}");
+    }
+    let _ = tx.send(());
+}
