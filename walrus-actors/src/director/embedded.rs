@@ -86,7 +86,23 @@ impl EmbeddedServer {
         layout: ZoneLayout,
         state_file: PathBuf,
     ) -> Result<Self, EmbeddedError> {
-        let state = load_state(&state_file)?.unwrap_or_default();
+        Self::open_or(area, layout, state_file, WwwRecords::default())
+    }
+
+    /// Like [`EmbeddedServer::open`], but with no state file yet (first start) serves
+    /// `initial` — e.g. the home cluster's servers from the configuration — so the site
+    /// resolves even before the first decision. `initial` is not written to disk; the
+    /// first applied decision is.
+    pub fn open_or(
+        area: AreaName,
+        layout: ZoneLayout,
+        state_file: PathBuf,
+        initial: WwwRecords,
+    ) -> Result<Self, EmbeddedError> {
+        let state = load_state(&state_file)?.unwrap_or(ZoneState {
+            www: initial,
+            ..ZoneState::default()
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 area,
@@ -394,6 +410,26 @@ mod tests {
         assert_eq!(s2.state().www, want);
         assert_eq!(s2.state().serial, 2);
         assert!(!d.join("state.json.tmp").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn initial_answer_only_until_a_state_file_exists() {
+        let d = tmpdir("initial");
+        let f = d.join("state.json");
+        let home = WwwRecords::from_addrs(["10.9.9.9".parse().unwrap()], RecordTtl::DEFAULT);
+        let s = EmbeddedServer::open_or(AreaName::from("a1"), layout(), f.clone(), home.clone())
+            .unwrap();
+        assert_eq!(s.state().www, home);
+        assert!(!f.exists(), "the initial answer is not persisted");
+        let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        s.replace(&want).await.unwrap();
+        let s2 = EmbeddedServer::open_or(AreaName::from("a1"), layout(), f, home).unwrap();
+        assert_eq!(
+            s2.state().www,
+            want,
+            "the last decision beats the initial answer"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
