@@ -29,7 +29,8 @@
 //!   name server's host. *In a partition*, each connected component has its own master
 //!   (the first member of `Controllers`); an area's Director follows the master of the
 //!   component it is in, which is exactly the master that can reach that area's name server,
-//!   so every reachable area keeps getting decisions from someone who can see it. A
+//!   so every reachable area keeps getting decisions from someone who can see it, and no
+//!   two masters ever write one area's server (a Director is in exactly one component). A
 //!   Director cut off from every Controller keeps its server's last answer (the embedded
 //!   server even across restarts, see [`embedded`]): DNS keeps answering when every
 //!   Controller is gone. When components merge, the single new master's next decision
