@@ -11,3 +11,4 @@
 
 pub mod director;
 pub mod model;
+pub mod wire;
