@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater};
-use walrus_actors::director::wire;
+use walrus_actors::director::transport;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords};
 use walrus_actors::director::NameServer;
 use walrus_actors::model::AreaName;
@@ -53,7 +53,7 @@ async fn update_latency<N: NameServer>(
         let t0 = Instant::now();
         ns.replace(&w).await.unwrap();
         loop {
-            let m = wire::query(server, www.clone(), RecordType::A, Duration::from_secs(2))
+            let m = transport::query(server, www.clone(), RecordType::A, Duration::from_secs(2))
                 .await
                 .unwrap();
             let seen = m.answers().iter().any(|r| match r.data() {

@@ -246,7 +246,7 @@ async fn big_answer_sets_tc_and_dig_falls_back_to_tcp() {
     assert!(!full.flags.contains(&"tc".to_owned()));
     assert_eq!(full.data_of("AAAA").len(), 80);
     // Our own query client (what the Director verifies with) also falls back to TCP.
-    let m = walrus_actors::director::wire::query(
+    let m = walrus_actors::director::transport::query(
         run.addr,
         run.server.layout().area_www(),
         hickory_proto::rr::RecordType::AAAA,

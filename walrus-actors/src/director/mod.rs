@@ -62,7 +62,7 @@ pub mod driver;
 pub mod embedded;
 pub mod retry;
 pub mod rfc2136;
-pub mod wire;
+pub mod transport;
 pub mod zone;
 
 use crate::model::{AreaAnswer, AreaName, ClusterName, Decision};

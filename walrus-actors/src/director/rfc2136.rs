@@ -5,14 +5,14 @@
 //! delete rrset AAAA, add each new record, RFC 2136 §2.5): the server applies it atomically
 //! and bumps the zone serial by one. Queries go through hickory-client.
 //!
-//! The update itself is signed with hickory's `TSigner` but exchanged by [`super::wire`]
+//! The update itself is signed with hickory's `TSigner` but exchanged by [`super::transport`]
 //! rather than through hickory-client's `Client`: a refused signed update comes back
 //! unsigned (TSIG error BADKEY/BADSIG with an empty MAC), hickory-client's verifier then
 //! fails and the caller only sees an opaque `Err` that cannot be told from a transport
 //! failure. Reading the reply ourselves gives the rcode and the TSIG error, so a refusal is
 //! reported as such and never retried, while a timeout is.
 
-use super::wire;
+use super::transport;
 use super::zone::{fqdn, WwwRecords};
 use super::{DirectorError, Held, NameServer, NameServerError};
 use crate::model::AreaName;
@@ -224,7 +224,7 @@ impl Rfc2136Updater {
     }
 
     async fn query(&self, name: Name, rtype: RecordType) -> Result<Message, NameServerError> {
-        let reply = wire::query(self.cfg.server, name, rtype, self.cfg.timeout)
+        let reply = transport::query(self.cfg.server, name, rtype, self.cfg.timeout)
             .await
             .map_err(|e| self.unreachable(e))?;
         match reply.response_code() {
@@ -380,7 +380,7 @@ impl NameServer for Rfc2136Updater {
         let bytes = msg
             .to_vec()
             .map_err(|e| self.failed(format!("cannot encode the update: {e}")))?;
-        let raw = wire::exchange_raw(self.cfg.server, msg.id(), &bytes, self.cfg.timeout)
+        let raw = transport::exchange_raw(self.cfg.server, msg.id(), &bytes, self.cfg.timeout)
             .await
             .map_err(|e| self.unreachable(e))?;
         let reply = Message::from_vec(&raw)
