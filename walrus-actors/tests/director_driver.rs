@@ -33,9 +33,18 @@ impl Drop for Director {
 }
 
 fn start<N: NameServer + Clone + 'static>(ns: N, cfg: CoreConfig, policy: RetryPolicy) -> Director {
+    start_area("a1", ns, cfg, policy)
+}
+
+fn start_area<N: NameServer + Clone + 'static>(
+    area: &str,
+    ns: N,
+    cfg: CoreConfig,
+    policy: RetryPolicy,
+) -> Director {
     let core = DirectorCore::new(
         AreaDirector {
-            area: AreaName::from("a1"),
+            area: AreaName::from(area),
             ttl: RecordTtl::DEFAULT,
         },
         ns.describe(),
@@ -193,4 +202,58 @@ async fn decisions_flow_to_embedded_and_shutdown_stops() {
         .expect("driver stops on shutdown")
         .unwrap();
     let _ = stop_srv.send(());
+}
+
+/// Direct mode (paper): no node beside the name servers; the master runs one driver per
+/// area in its own process, each with an RFC 2136 updater pointed at that area's server,
+/// and hands every decision to all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_master_updates_every_area_server() {
+    let b1 = Bind::start(1, "walrus-area1");
+    let b2 = Bind::start(2, "walrus-area2");
+    let mk = |bind: &Bind, area: &str| {
+        Rfc2136Updater::new(Rfc2136Config {
+            area: AreaName::from(area),
+            server: bind.addr,
+            area_zone: bind.layout.area_zone.clone(),
+            key: bind.key.clone(),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap()
+    };
+    let drivers = [
+        start_area("a1", mk(&b1, "a1"), CoreConfig::default(), fast_retry()),
+        start_area("a2", mk(&b2, "a2"), CoreConfig::default(), fast_retry()),
+    ];
+    let dec = Decision {
+        round: Round(1),
+        answers: [
+            (
+                AreaName::from("a1"),
+                AreaAnswer {
+                    cluster: ClusterName::from("c1"),
+                    records: vec!["10.0.1.1".parse().unwrap()],
+                },
+            ),
+            (
+                AreaName::from("a2"),
+                AreaAnswer {
+                    cluster: ClusterName::from("c2"),
+                    records: vec!["10.0.2.1".parse().unwrap()],
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        changes: vec![],
+    };
+    for d in &drivers {
+        d.tx.send(dec.clone()).await.unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        assert!(wait_until(30, || {
+            dig(b1.addr, "www.area-1.example.com", "A").data_of("A") == vec!["10.0.1.1"]
+                && dig(b2.addr, "www.area-2.example.com", "A").data_of("A") == vec!["10.0.2.1"]
+        }));
+    });
 }
