@@ -213,7 +213,9 @@ async fn serve_udp(server: EmbeddedServer, sock: Arc<UdpSocket>) {
             Ok(x) => x,
             Err(e) => {
                 // ICMP errors from earlier sends show up here on some systems: not fatal.
+                // A short pause keeps a persistently failing socket from spinning a core.
                 tracing::debug!(error = %e, "udp recv");
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
