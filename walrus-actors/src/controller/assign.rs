@@ -1,0 +1,1226 @@
+//! The four-phase assignment of areas to clusters (paper §6.1, Figure 6.1), as one pure
+//! function: [`assign`].
+//!
+//! Inputs ([`Input`]): the topology, this round's [`Observation`] of every server, the
+//! [`History`] carried from earlier rounds (last round's loads, open incidents, per-area
+//! hysteresis), the current answers, the [`Params`], the round number and `now`.
+//! Output ([`Outcome`]): every area's new answer, a [`Change`] with its reason for every
+//! area whose answer changed, the notifications to send, each server's effective state
+//! (for the status page) and the history for the next round. Nothing here touches a clock,
+//! a socket or a random source: the same input gives the same output.
+//!
+//! In order of importance (paper §6.1): every area has a working server; areas use local
+//! servers; load is balanced.
+//!
+//! - **Phase 1, problem notification.** BYPASS and PANIC count as dead; PANIC notifies a
+//!   human once per incident and again when the server works again. No answer counts as
+//!   dead too, and (beyond the paper, its proposed future work) notifies once the server
+//!   has been silent for [`Params::dead_after`]. TEMPFAIL uses last round's load; a
+//!   TEMPFAIL server with no last round (just started, or dead last round) counts as
+//!   working at exactly the threshold: it keeps an area served if nothing better works,
+//!   but is not "below threshold", so it attracts no area by itself.
+//! - **Phase 2, locality.** Every area whose home cluster has a working server below
+//!   `threshold` is assigned home. An area that is away from home returns only when a home
+//!   server is below `threshold - return_margin` (hysteresis, see below).
+//! - **Phase 3, availability.** Every area pointing at a cluster with no working server (or
+//!   at nothing yet) goes to working clusters round-robin, best (least loaded) first, even
+//!   if they are over threshold.
+//! - **Phase 4, load balancing.** Remaining areas, worst (most loaded cluster) first, each
+//!   to the best cluster not yet given an area in this phase, only when that cluster's load
+//!   is lower than the current one's by at least `margin`. At most one area per cluster per
+//!   round (paper §6.2: conservatism against oscillation).
+//!
+//! **Record set.** The working servers of the area's cluster below threshold, or all its
+//! working servers if none is below; least loaded first; at most `max_records` addresses.
+//! An answer whose cluster and address *set* are unchanged is kept as it was (order
+//! included), so a reshuffle of loads alone never causes a DNS update. If no server
+//! anywhere works, every area keeps its last answer (fail static) and a human is told.
+//!
+//! **Hysteresis (beyond the paper).** The oscillation test showed a loop the paper does not
+//! guard against: an area whose own traffic pushes its home cluster over threshold leaves
+//! in phase 4, its home then falls below threshold, phase 2 brings it back, and so on
+//! every other round. Two guards: an area away from home returns only when its home has a
+//! server below `threshold - return_margin`; and when an area leaves home again within
+//! `flap_window` rounds of returning, its own return margin doubles (capped at the
+//! threshold). After staying home `flap_window` rounds the margin is reset. An area whose
+//! traffic alone overloads its home therefore ends up staying away (served, by a working
+//! cluster) instead of flapping; the status page shows it.
+
+use crate::controller::notify::Event;
+use crate::model::{AreaAnswer, AreaName, Change, ClusterName, Round, ServerName, Topology};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Tuning of the assignment. Every field has a documented default ([`Params::default`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// A server at or above this load gets no new clients except in dire need.
+    /// Unit: load (1.0 = at capacity). Default: 0.8.
+    pub threshold: f64,
+    /// Phase 4 moves an area only to a cluster whose load is lower than its current
+    /// cluster's by at least this much, to pay for the DNS update. Default: 0.2.
+    pub margin: f64,
+    /// At most this many addresses in an area's answer, so it fits one UDP datagram.
+    /// Default: 20.
+    pub max_records: usize,
+    /// Notify a human when a server has not answered for this long (beyond the paper).
+    /// Default: 5 minutes.
+    pub dead_after: Duration,
+    /// Hysteresis: an area away from home returns only when a home server is below
+    /// `threshold - return_margin`. Default: 0.1.
+    pub return_margin: f64,
+    /// Rounds after a return home within which leaving again counts as a flap (and doubles
+    /// that area's return margin); also the rounds at home after which the margin resets.
+    /// Default: 10.
+    pub flap_window: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            threshold: 0.8,
+            margin: 0.2,
+            max_records: 20,
+            dead_after: Duration::from_secs(300),
+            return_margin: 0.1,
+            flap_window: 10,
+        }
+    }
+}
+
+/// What this round said about one server (from its report, or its silence).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// Fresh statistics, already turned into a load by the load formula.
+    Load(f64),
+    /// TEMPFAIL: no statistics this round; use last round's.
+    TempFail,
+    /// BYPASS: leave me out this round.
+    Bypass {
+        /// The Reporter's reason.
+        reason: String,
+    },
+    /// PANIC: leave me out and tell a human.
+    Panic {
+        /// The Reporter's reason.
+        reason: String,
+    },
+    /// No (usable) report arrived before the round's report timeout.
+    NoAnswer,
+}
+
+/// Where a working server's load figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadBasis {
+    /// This round's report.
+    Fresh,
+    /// TEMPFAIL: last round's figure.
+    LastRound,
+    /// TEMPFAIL with no last round: taken as exactly the threshold.
+    Unknown,
+}
+
+/// Why a server counts as dead this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadCause {
+    /// It did not answer (it may only be unreachable).
+    NoAnswer,
+    /// It answered BYPASS.
+    Bypass,
+    /// It answered PANIC.
+    Panic,
+}
+
+/// A server's effective state this round, after phase 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ServerState {
+    /// It may be given clients.
+    Working {
+        /// Its load (1.0 = at capacity).
+        load: f64,
+        /// Where that figure comes from.
+        basis: LoadBasis,
+    },
+    /// It gets no clients this round.
+    Dead(DeadCause),
+}
+
+/// What the assignment remembers between rounds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Per server: last load, open incidents.
+    pub servers: BTreeMap<ServerName, ServerHistory>,
+    /// Per area: hysteresis state.
+    pub areas: BTreeMap<AreaName, AreaHistory>,
+    /// True while no server anywhere works (fail static; the human was told once).
+    pub fail_static: bool,
+}
+
+/// One server's memory between rounds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerHistory {
+    /// Its load last round, if it worked with a known load (used on TEMPFAIL).
+    pub last_load: Option<f64>,
+    /// A PANIC incident is open (the human was told; tell again when it works).
+    pub panic_open: bool,
+    /// When it stopped answering, if it is silent now.
+    pub silent_since: Option<Instant>,
+    /// The human was told it has been silent longer than `dead_after`.
+    pub dead_notified: bool,
+}
+
+/// One area's memory between rounds (hysteresis against returning home in a loop).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AreaHistory {
+    /// Its current return margin (starts at [`Params::return_margin`]).
+    pub return_margin: f64,
+    /// The round it last returned home in phase 2, while that is within the flap window.
+    pub returned_home: Option<Round>,
+}
+
+/// Everything one round of the assignment needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Areas with their home cluster, clusters with their servers.
+    pub topology: &'a Topology,
+    /// This round's observation per server; a server missing here did not answer.
+    pub observations: &'a BTreeMap<ServerName, Observation>,
+    /// What earlier rounds left ([`Outcome::history`] of the previous round).
+    pub history: &'a History,
+    /// The answers in force now (the last decision); empty at the very first round.
+    pub current: &'a BTreeMap<AreaName, AreaAnswer>,
+    /// Tuning.
+    pub params: &'a Params,
+    /// This round's number.
+    pub round: Round,
+    /// This round's time (for `dead_after`).
+    pub now: Instant,
+}
+
+/// The result of one round of the assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Every area's answer after this round (changed or not).
+    pub answers: BTreeMap<AreaName, AreaAnswer>,
+    /// One entry per area whose answer changed, with phase and figures.
+    pub changes: Vec<Change>,
+    /// Notifications for a human, already deduplicated per incident.
+    pub notifications: Vec<Event>,
+    /// Each server's effective state this round (status page).
+    pub states: BTreeMap<ServerName, ServerState>,
+    /// Each cluster's load (mean of its working servers'), None when none works.
+    pub cluster_loads: BTreeMap<ClusterName, Option<f64>>,
+    /// To pass as [`Input::history`] next round.
+    pub history: History,
+}
+
+/// Runs one round of the four-phase assignment.
+pub fn assign(input: &Input<'_>) -> Outcome {
+    assign_with(input, Rules::PAPER)
+}
+
+/// Switches that exist only so tests can show a rule matters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// Phase 4 gives at most one area to each cluster per round (paper §6.2).
+    pub(crate) one_per_cluster: bool,
+}
+
+impl Rules {
+    pub(crate) const PAPER: Rules = Rules {
+        one_per_cluster: true,
+    };
+}
+
+/// Float slack when comparing loads against the margin.
+const EPS: f64 = 1e-9;
+
+/// Per cluster, what the phases need to know.
+struct ClusterView {
+    /// Working servers, least loaded first: (load, name).
+    working: Vec<(f64, ServerName)>,
+    /// Mean load of the working servers.
+    load: Option<f64>,
+}
+
+impl ClusterView {
+    fn min_load(&self) -> Option<f64> {
+        self.working.first().map(|(l, _)| *l)
+    }
+}
+
+/// How an area got its cluster this round.
+struct Placement {
+    cluster: ClusterName,
+    phase: u8,
+    reason: String,
+}
+
+pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
+    let p = input.params;
+    let mut history = History {
+        servers: BTreeMap::new(),
+        areas: input.history.areas.clone(),
+        fail_static: input.history.fail_static,
+    };
+    let mut notifications = Vec::new();
+    let mut states = BTreeMap::new();
+
+    // Phase 1: problem notification, and each server's effective state.
+    let mut clusters: BTreeMap<ClusterName, ClusterView> = BTreeMap::new();
+    for (cname, spec) in &input.topology.clusters {
+        let mut working = Vec::new();
+        for server in spec.servers.keys() {
+            let prev = input
+                .history
+                .servers
+                .get(server)
+                .cloned()
+                .unwrap_or_default();
+            let obs = input
+                .observations
+                .get(server)
+                .unwrap_or(&Observation::NoAnswer);
+            let (state, next) = phase1_server(server, cname, obs, &prev, input, &mut notifications);
+            if let ServerState::Working { load, .. } = state {
+                working.push((load, server.clone()));
+            }
+            states.insert(server.clone(), state);
+            history.servers.insert(server.clone(), next);
+        }
+        working.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let load = if working.is_empty() {
+            None
+        } else {
+            Some(working.iter().map(|(l, _)| l).sum::<f64>() / working.len() as f64)
+        };
+        clusters.insert(cname.clone(), ClusterView { working, load });
+    }
+    let cluster_loads: BTreeMap<ClusterName, Option<f64>> =
+        clusters.iter().map(|(n, v)| (n.clone(), v.load)).collect();
+    // Working clusters, best (least loaded) first, ties by name.
+    let mut ranked: Vec<(f64, ClusterName)> = clusters
+        .iter()
+        .filter_map(|(n, v)| v.load.map(|l| (l, n.clone())))
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+
+    if ranked.is_empty() {
+        // Fail static: no server anywhere works; keep every answer as it is.
+        if !history.fail_static {
+            notifications.push(Event::NoWorkingServer {
+                round: input.round,
+                areas: input.topology.areas.len(),
+            });
+        }
+        history.fail_static = true;
+        return Outcome {
+            answers: input.current.clone(),
+            changes: Vec::new(),
+            notifications,
+            states,
+            cluster_loads,
+            history,
+        };
+    }
+    if history.fail_static {
+        notifications.push(Event::WorkingServerRestored { round: input.round });
+        history.fail_static = false;
+    }
+
+    let mut placed: BTreeMap<AreaName, Placement> = BTreeMap::new();
+    let current_cluster = |area: &AreaName| input.current.get(area).map(|a| &a.cluster);
+
+    // Phase 2: locality preference.
+    for (area, spec) in &input.topology.areas {
+        let home = &spec.home_cluster;
+        let Some(view) = clusters.get(home) else {
+            continue;
+        };
+        let away = current_cluster(area).is_some_and(|c| c != home);
+        let extra = if away {
+            history
+                .areas
+                .get(area)
+                .map_or(p.return_margin, |h| h.return_margin)
+        } else {
+            0.0
+        };
+        let bar = p.threshold - extra;
+        if let Some(min) = view.min_load() {
+            if min < bar {
+                let reason = if away {
+                    format!(
+                        "home cluster {home} has a working server at {min:.2}, below threshold \
+                         {:.2} minus return margin {extra:.2}",
+                        p.threshold
+                    )
+                } else {
+                    format!(
+                        "home cluster {home} has a working server at {min:.2}, below threshold \
+                         {:.2}",
+                        p.threshold
+                    )
+                };
+                placed.insert(
+                    area.clone(),
+                    Placement {
+                        cluster: home.clone(),
+                        phase: 2,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    // Phase 3: ensure availability, round-robin over working clusters, best first.
+    let mut rr = 0usize;
+    for area in input.topology.areas.keys() {
+        if placed.contains_key(area) {
+            continue;
+        }
+        let cur = current_cluster(area);
+        let cur_works = cur
+            .and_then(|c| clusters.get(c))
+            .and_then(|v| v.load)
+            .is_some();
+        if cur_works {
+            continue;
+        }
+        let (load, target) = &ranked[rr % ranked.len()];
+        rr += 1;
+        let why = match cur {
+            None => "no cluster assigned yet".to_owned(),
+            Some(c) if clusters.contains_key(c) => format!("{c} has no working server"),
+            Some(c) => format!("{c} is not in the topology"),
+        };
+        placed.insert(
+            area.clone(),
+            Placement {
+                cluster: target.clone(),
+                phase: 3,
+                reason: format!("{why}; round-robin to working cluster {target} at {load:.2}"),
+            },
+        );
+    }
+
+    // Phase 4: load balancing, worst area first, at most one area per cluster.
+    let mut remaining: Vec<(f64, AreaName, ClusterName)> = input
+        .topology
+        .areas
+        .keys()
+        .filter(|a| !placed.contains_key(*a))
+        .filter_map(|a| {
+            let c = current_cluster(a)?;
+            let l = clusters.get(c)?.load?;
+            Some((l, a.clone(), c.clone()))
+        })
+        .collect();
+    remaining.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut given: BTreeSet<ClusterName> = BTreeSet::new();
+    for (cur_load, area, cur) in remaining {
+        let best = ranked
+            .iter()
+            .find(|(_, c)| !(rules.one_per_cluster && given.contains(c)));
+        let placement = match best {
+            Some((best_load, best)) if *best != cur && cur_load - best_load >= p.margin - EPS => {
+                given.insert(best.clone());
+                Placement {
+                    cluster: best.clone(),
+                    phase: 4,
+                    reason: format!(
+                        "{cur} at {cur_load:.2}; {best} at {best_load:.2} is better by at least \
+                         the margin {:.2}",
+                        p.margin
+                    ),
+                }
+            }
+            _ => Placement {
+                cluster: cur,
+                phase: 4,
+                reason: String::new(),
+            },
+        };
+        placed.insert(area, placement);
+    }
+
+    // Hysteresis bookkeeping, record sets and changes.
+    let mut answers = BTreeMap::new();
+    let mut changes = Vec::new();
+    for (area, spec) in &input.topology.areas {
+        let Some(placement) = placed.remove(area) else {
+            continue;
+        };
+        let home = &spec.home_cluster;
+        let from = current_cluster(area).cloned();
+        update_area_history(&mut history, area, home, from.as_ref(), &placement, input);
+
+        let Some(view) = clusters.get(&placement.cluster) else {
+            continue;
+        };
+        let records = record_set(view, input.topology, &placement.cluster, p);
+        let old = input.current.get(area);
+        let same =
+            old.is_some_and(|o| o.cluster == placement.cluster && same_set(&o.records, &records));
+        if same {
+            if let Some(o) = old {
+                answers.insert(area.clone(), o.clone());
+            }
+            continue;
+        }
+        let moved = from.as_ref() != Some(&placement.cluster);
+        let (phase, reason) = if moved {
+            (placement.phase, placement.reason)
+        } else {
+            (
+                0,
+                record_change_reason(old.map(|o| &o.records[..]), &records),
+            )
+        };
+        changes.push(Change {
+            area: area.clone(),
+            from,
+            to: placement.cluster.clone(),
+            phase,
+            reason,
+        });
+        answers.insert(
+            area.clone(),
+            AreaAnswer {
+                cluster: placement.cluster,
+                records,
+            },
+        );
+    }
+
+    Outcome {
+        answers,
+        changes,
+        notifications,
+        states,
+        cluster_loads,
+        history,
+    }
+}
+
+/// Phase 1 for one server: its state this round and its history for the next.
+fn phase1_server(
+    server: &ServerName,
+    cluster: &ClusterName,
+    obs: &Observation,
+    prev: &ServerHistory,
+    input: &Input<'_>,
+    notifications: &mut Vec<Event>,
+) -> (ServerState, ServerHistory) {
+    let p = input.params;
+    let mut next = prev.clone();
+    let state = match obs {
+        Observation::Load(l) => ServerState::Working {
+            load: *l,
+            basis: LoadBasis::Fresh,
+        },
+        Observation::TempFail => match prev.last_load {
+            Some(l) => ServerState::Working {
+                load: l,
+                basis: LoadBasis::LastRound,
+            },
+            None => ServerState::Working {
+                load: p.threshold,
+                basis: LoadBasis::Unknown,
+            },
+        },
+        Observation::Bypass { .. } => ServerState::Dead(DeadCause::Bypass),
+        Observation::Panic { .. } => ServerState::Dead(DeadCause::Panic),
+        Observation::NoAnswer => ServerState::Dead(DeadCause::NoAnswer),
+    };
+    next.last_load = match state {
+        ServerState::Working {
+            load,
+            basis: LoadBasis::Fresh | LoadBasis::LastRound,
+        } => Some(load),
+        _ => None,
+    };
+    let working = matches!(state, ServerState::Working { .. });
+
+    // PANIC: once per incident, and again when the server works again.
+    if let Observation::Panic { reason } = obs {
+        if !prev.panic_open {
+            notifications.push(Event::PanicRaised {
+                round: input.round,
+                server: server.clone(),
+                cluster: cluster.clone(),
+                reason: reason.clone(),
+            });
+        }
+        next.panic_open = true;
+    } else if working && prev.panic_open {
+        notifications.push(Event::PanicCleared {
+            round: input.round,
+            server: server.clone(),
+            cluster: cluster.clone(),
+        });
+        next.panic_open = false;
+    }
+
+    // Silence longer than dead_after: once per incident, and again when it answers.
+    if matches!(obs, Observation::NoAnswer) {
+        let since = prev.silent_since.unwrap_or(input.now);
+        next.silent_since = Some(since);
+        let silent_for = input.now.saturating_duration_since(since);
+        if !prev.dead_notified && silent_for >= p.dead_after {
+            notifications.push(Event::ServerDead {
+                round: input.round,
+                server: server.clone(),
+                cluster: cluster.clone(),
+                silent_secs: silent_for.as_secs(),
+            });
+            next.dead_notified = true;
+        }
+    } else {
+        if prev.dead_notified {
+            let silent_for = prev
+                .silent_since
+                .map_or(Duration::ZERO, |s| input.now.saturating_duration_since(s));
+            notifications.push(Event::ServerBack {
+                round: input.round,
+                server: server.clone(),
+                cluster: cluster.clone(),
+                silent_secs: silent_for.as_secs(),
+            });
+        }
+        next.silent_since = None;
+        next.dead_notified = false;
+    }
+    (state, next)
+}
+
+/// Keeps the per-area hysteresis state: doubles the return margin on a flap, resets it
+/// after a stay at home of `flap_window` rounds.
+fn update_area_history(
+    history: &mut History,
+    area: &AreaName,
+    home: &ClusterName,
+    from: Option<&ClusterName>,
+    placement: &Placement,
+    input: &Input<'_>,
+) {
+    let p = input.params;
+    let h = history.areas.entry(area.clone()).or_insert(AreaHistory {
+        return_margin: p.return_margin,
+        returned_home: None,
+    });
+    let to = &placement.cluster;
+    let within = |r: Round| input.round.0.saturating_sub(r.0) <= p.flap_window;
+    if from.is_some_and(|f| f != home) && to == home {
+        h.returned_home = Some(input.round);
+    } else if from == Some(home) && to != home && placement.phase == 4 {
+        if h.returned_home.is_some_and(within) {
+            h.return_margin = (h.return_margin * 2.0).min(p.threshold);
+        }
+        h.returned_home = None;
+    } else if to == home && h.returned_home.is_some_and(|r| !within(r)) {
+        h.return_margin = p.return_margin;
+        h.returned_home = None;
+    }
+}
+
+/// The addresses an area assigned to this cluster is given.
+fn record_set(
+    view: &ClusterView,
+    topology: &Topology,
+    cluster: &ClusterName,
+    p: &Params,
+) -> Vec<IpAddr> {
+    let below: Vec<&ServerName> = view
+        .working
+        .iter()
+        .filter(|(l, _)| *l < p.threshold)
+        .map(|(_, s)| s)
+        .collect();
+    let chosen: Vec<&ServerName> = if below.is_empty() {
+        view.working.iter().map(|(_, s)| s).collect()
+    } else {
+        below
+    };
+    let Some(spec) = topology.clusters.get(cluster) else {
+        return Vec::new();
+    };
+    chosen
+        .into_iter()
+        .filter_map(|s| spec.servers.get(s))
+        .flatten()
+        .copied()
+        .take(p.max_records)
+        .collect()
+}
+
+fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
+    let a: BTreeSet<&IpAddr> = a.iter().collect();
+    let b: BTreeSet<&IpAddr> = b.iter().collect();
+    a == b
+}
+
+fn record_change_reason(old: Option<&[IpAddr]>, new: &[IpAddr]) -> String {
+    let old: BTreeSet<&IpAddr> = old.unwrap_or(&[]).iter().collect();
+    let new_set: BTreeSet<&IpAddr> = new.iter().collect();
+    let added: Vec<String> = new_set.difference(&old).map(|a| a.to_string()).collect();
+    let removed: Vec<String> = old.difference(&new_set).map(|a| a.to_string()).collect();
+    format!(
+        "record set changed: added [{}], removed [{}]",
+        added.join(", "),
+        removed.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AreaSpec, ClusterSpec};
+    use std::net::Ipv4Addr;
+
+    /// `clusters`: per cluster, its number of servers. Area `aN` has home `cN`; server
+    /// `cN-sM` has address 10.N.0.M.
+    fn topo(clusters: &[usize]) -> Topology {
+        let mut t = Topology {
+            areas: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+        };
+        for (i, n) in clusters.iter().enumerate() {
+            let c = i + 1;
+            t.areas.insert(
+                AreaName(format!("a{c}")),
+                AreaSpec {
+                    home_cluster: ClusterName(format!("c{c}")),
+                },
+            );
+            let servers = (1..=*n)
+                .map(|s| {
+                    (
+                        ServerName(format!("c{c}-s{s}")),
+                        vec![IpAddr::V4(Ipv4Addr::new(10, c as u8, 0, s as u8))],
+                    )
+                })
+                .collect();
+            t.clusters
+                .insert(ClusterName(format!("c{c}")), ClusterSpec { servers });
+        }
+        t
+    }
+
+    fn ip(c: u8, s: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, c, 0, s))
+    }
+
+    fn answer(c: u8, records: &[IpAddr]) -> AreaAnswer {
+        AreaAnswer {
+            cluster: ClusterName(format!("c{c}")),
+            records: records.to_vec(),
+        }
+    }
+
+    fn home_answers(t: &Topology) -> BTreeMap<AreaName, AreaAnswer> {
+        t.areas
+            .iter()
+            .map(|(a, s)| {
+                let recs = t.clusters[&s.home_cluster]
+                    .servers
+                    .values()
+                    .flatten()
+                    .copied()
+                    .collect();
+                (
+                    a.clone(),
+                    AreaAnswer {
+                        cluster: s.home_cluster.clone(),
+                        records: recs,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    struct Run {
+        topology: Topology,
+        history: History,
+        current: BTreeMap<AreaName, AreaAnswer>,
+        params: Params,
+        round: u64,
+        t0: Instant,
+    }
+
+    impl Run {
+        fn new(topology: Topology) -> Self {
+            Self {
+                current: home_answers(&topology),
+                topology,
+                history: History::default(),
+                params: Params::default(),
+                round: 0,
+                t0: Instant::now(),
+            }
+        }
+
+        fn step_at(&mut self, o: &BTreeMap<ServerName, Observation>, at: Duration) -> Outcome {
+            self.round += 1;
+            let out = assign(&Input {
+                topology: &self.topology,
+                observations: o,
+                history: &self.history,
+                current: &self.current,
+                params: &self.params,
+                round: Round(self.round),
+                now: self.t0 + at,
+            });
+            self.history = out.history.clone();
+            self.current = out.answers.clone();
+            out
+        }
+
+        fn step(&mut self, o: &BTreeMap<ServerName, Observation>) -> Outcome {
+            self.step_at(o, Duration::from_secs(self.round + 1))
+        }
+    }
+
+    fn all_load(t: &Topology, load: f64) -> BTreeMap<ServerName, Observation> {
+        t.clusters
+            .values()
+            .flat_map(|c| c.servers.keys())
+            .map(|s| (s.clone(), Observation::Load(load)))
+            .collect()
+    }
+
+    fn set(o: &mut BTreeMap<ServerName, Observation>, s: &str, v: Observation) {
+        o.insert(ServerName::from(s), v);
+    }
+
+    /// Paper Figure 2.2: three areas; cluster 2 has two dead servers and one overloaded;
+    /// area 2 moves to cluster 3 and the others stay home.
+    #[test]
+    fn figure_2_2_area_2_moves_to_cluster_3() {
+        let mut run = Run::new(topo(&[3, 3, 3]));
+        let mut o = all_load(&run.topology, 0.3);
+        set(&mut o, "c1-s1", Observation::Load(0.5));
+        set(&mut o, "c1-s2", Observation::Load(0.5));
+        set(&mut o, "c1-s3", Observation::Load(0.5));
+        set(&mut o, "c2-s1", Observation::NoAnswer);
+        set(&mut o, "c2-s2", Observation::NoAnswer);
+        set(&mut o, "c2-s3", Observation::Load(0.95));
+        let out = run.step(&o);
+        assert_eq!(out.changes.len(), 1, "{:?}", out.changes);
+        let ch = &out.changes[0];
+        assert_eq!(ch.area, AreaName::from("a2"));
+        assert_eq!(ch.from, Some(ClusterName::from("c2")));
+        assert_eq!(ch.to, ClusterName::from("c3"));
+        assert_eq!(ch.phase, 4);
+        assert!(ch.reason.contains("c2 at 0.95"), "{}", ch.reason);
+        assert_eq!(
+            out.answers[&AreaName::from("a2")],
+            answer(3, &[ip(3, 1), ip(3, 2), ip(3, 3)])
+        );
+        assert_eq!(
+            out.answers[&AreaName::from("a1")].cluster,
+            ClusterName::from("c1")
+        );
+        assert_eq!(
+            out.answers[&AreaName::from("a3")].cluster,
+            ClusterName::from("c3")
+        );
+        assert!(
+            out.notifications.is_empty(),
+            "silence is not notified at once"
+        );
+        assert_eq!(
+            out.states[&ServerName::from("c2-s1")],
+            ServerState::Dead(DeadCause::NoAnswer)
+        );
+    }
+
+    #[test]
+    fn phase2_brings_an_area_home_and_record_set_drops_overloaded_servers() {
+        let mut run = Run::new(topo(&[3, 3]));
+        run.current
+            .insert(AreaName::from("a1"), answer(2, &[ip(2, 1)]));
+        let mut o = all_load(&run.topology, 0.2);
+        set(&mut o, "c1-s2", Observation::Load(0.9));
+        let out = run.step(&o);
+        // a2 stays in c2 with the same three addresses: no change for it.
+        assert_eq!(out.changes.len(), 1, "{:?}", out.changes);
+        assert_eq!(out.changes[0].phase, 2);
+        assert_eq!(out.changes[0].to, ClusterName::from("c1"));
+        assert_eq!(
+            out.answers[&AreaName::from("a1")],
+            answer(1, &[ip(1, 1), ip(1, 3)])
+        );
+        // Next round c1-s2 recovers: same cluster, new record set, phase 0.
+        set(&mut o, "c1-s2", Observation::Load(0.1));
+        let out = run.step(&o);
+        assert_eq!(out.changes.len(), 1, "{:?}", out.changes);
+        assert_eq!(out.changes[0].phase, 0);
+        assert!(out.changes[0].reason.contains("added [10.1.0.2]"));
+        assert_eq!(
+            out.answers[&AreaName::from("a1")].records,
+            vec![ip(1, 2), ip(1, 1), ip(1, 3)]
+        );
+    }
+
+    #[test]
+    fn all_servers_of_a_cluster_dead_moves_its_area_in_phase_3() {
+        let mut run = Run::new(topo(&[2, 2, 2]));
+        let mut o = all_load(&run.topology, 0.5);
+        set(&mut o, "c1-s1", Observation::Load(0.3));
+        set(
+            &mut o,
+            "c2-s1",
+            Observation::Bypass {
+                reason: "maint".into(),
+            },
+        );
+        set(&mut o, "c2-s2", Observation::NoAnswer);
+        let out = run.step(&o);
+        let a2 = &out.changes[0];
+        assert_eq!((a2.area.0.as_str(), a2.phase), ("a2", 3));
+        // best cluster first: c1 (mean 0.4) beats c3 (0.5)
+        assert_eq!(a2.to, ClusterName::from("c1"));
+        assert!(
+            a2.reason.contains("c2 has no working server"),
+            "{}",
+            a2.reason
+        );
+        assert_eq!(out.cluster_loads[&ClusterName::from("c2")], None);
+        // record set least loaded first
+        assert_eq!(
+            out.answers[&AreaName::from("a2")].records,
+            vec![ip(1, 1), ip(1, 2)]
+        );
+    }
+
+    #[test]
+    fn phase3_is_round_robin_best_first_even_over_threshold() {
+        let mut run = Run::new(topo(&[1, 1, 1, 1, 1]));
+        let mut o = all_load(&run.topology, 0.9);
+        set(&mut o, "c4-s1", Observation::Load(0.95));
+        set(&mut o, "c1-s1", Observation::NoAnswer);
+        set(&mut o, "c2-s1", Observation::NoAnswer);
+        set(&mut o, "c3-s1", Observation::NoAnswer);
+        let out = run.step(&o);
+        let to: Vec<(&str, &str, u8)> = out
+            .changes
+            .iter()
+            .map(|c| (c.area.0.as_str(), c.to.0.as_str(), c.phase))
+            .collect();
+        assert_eq!(to, vec![("a1", "c5", 3), ("a2", "c4", 3), ("a3", "c5", 3)]);
+    }
+
+    #[test]
+    fn first_round_with_no_current_answers_uses_phase_2_and_3() {
+        let mut run = Run::new(topo(&[1, 1]));
+        run.current.clear();
+        let mut o = all_load(&run.topology, 0.1);
+        set(&mut o, "c2-s1", Observation::Load(0.9));
+        let out = run.step(&o);
+        assert_eq!(out.changes.len(), 2);
+        assert_eq!(
+            (out.changes[0].phase, out.changes[0].from.clone()),
+            (2, None)
+        );
+        assert_eq!(out.changes[1].phase, 3);
+        assert_eq!(out.changes[1].to, ClusterName::from("c1"));
+        assert!(out.changes[1].reason.contains("no cluster assigned yet"));
+    }
+
+    #[test]
+    fn all_clusters_over_threshold_everyone_stays_and_gets_all_working_servers() {
+        let mut run = Run::new(topo(&[2, 2, 2]));
+        let mut o = all_load(&run.topology, 0.9);
+        set(&mut o, "c1-s1", Observation::Load(1.2));
+        set(&mut o, "c1-s2", Observation::Load(1.0));
+        let out = run.step(&o);
+        // c1 at 1.1 vs best 0.9: better by exactly... 0.2 → a1 moves (margin is "at least").
+        assert_eq!(out.changes.len(), 1, "{:?}", out.changes);
+        assert_eq!(out.changes[0].phase, 4);
+        assert_eq!(out.changes[0].to, ClusterName::from("c2"));
+        // All over threshold: records are all working servers.
+        assert_eq!(
+            out.answers[&AreaName::from("a1")].records,
+            vec![ip(2, 1), ip(2, 2)]
+        );
+
+        // Within margin: nobody moves.
+        let mut run = Run::new(topo(&[2, 2, 2]));
+        let mut o = all_load(&run.topology, 0.9);
+        set(&mut o, "c1-s1", Observation::Load(1.0));
+        let out = run.step(&o);
+        assert!(out.changes.is_empty(), "{:?}", out.changes);
+    }
+
+    #[test]
+    fn tempfail_uses_last_round_load() {
+        let mut run = Run::new(topo(&[2, 2]));
+        let mut o = all_load(&run.topology, 0.2);
+        set(&mut o, "c1-s1", Observation::Load(0.6));
+        run.step(&o);
+        set(&mut o, "c1-s1", Observation::TempFail);
+        let out = run.step(&o);
+        assert_eq!(
+            out.states[&ServerName::from("c1-s1")],
+            ServerState::Working {
+                load: 0.6,
+                basis: LoadBasis::LastRound
+            }
+        );
+        assert!(out.changes.is_empty());
+        // Still TEMPFAIL: the carried figure carries on.
+        let out = run.step(&o);
+        assert_eq!(
+            out.states[&ServerName::from("c1-s1")],
+            ServerState::Working {
+                load: 0.6,
+                basis: LoadBasis::LastRound
+            }
+        );
+    }
+
+    #[test]
+    fn tempfail_without_history_counts_as_working_at_threshold() {
+        // c1: its only server TEMPFAILs at the first round; a1 is not sent home by it
+        // (not below threshold) but it is not dead either, so a1 stays.
+        let mut run = Run::new(topo(&[1, 1]));
+        let mut o = all_load(&run.topology, 0.7);
+        set(&mut o, "c1-s1", Observation::TempFail);
+        let out = run.step(&o);
+        assert_eq!(
+            out.states[&ServerName::from("c1-s1")],
+            ServerState::Working {
+                load: 0.8,
+                basis: LoadBasis::Unknown
+            }
+        );
+        assert!(out.changes.is_empty(), "{:?}", out.changes);
+        // Its home cluster is only TEMPFAIL and a1 points at a dead c2: phase 3 picks c1.
+        let mut run = Run::new(topo(&[1, 1]));
+        run.current
+            .insert(AreaName::from("a1"), answer(2, &[ip(2, 1)]));
+        set(&mut o, "c2-s1", Observation::NoAnswer);
+        let out = run.step(&o);
+        assert_eq!(out.answers[&AreaName::from("a1")], answer(1, &[ip(1, 1)]));
+        assert_eq!(out.changes[0].phase, 3);
+        // A dead round forgets the load: TEMPFAIL after it is Unknown again.
+        let mut run = Run::new(topo(&[1, 1]));
+        let mut o = all_load(&run.topology, 0.3);
+        run.step(&o);
+        set(&mut o, "c1-s1", Observation::NoAnswer);
+        run.step(&o);
+        set(&mut o, "c1-s1", Observation::TempFail);
+        let out = run.step(&o);
+        assert!(matches!(
+            out.states[&ServerName::from("c1-s1")],
+            ServerState::Working {
+                basis: LoadBasis::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn at_most_one_move_into_each_cluster_per_round() {
+        // c1..c3 overloaded, c4 and c5 idle: only two areas can move this round, one each.
+        let mut run = Run::new(topo(&[1, 1, 1, 1, 1]));
+        let mut o = all_load(&run.topology, 0.1);
+        set(&mut o, "c1-s1", Observation::Load(1.3));
+        set(&mut o, "c2-s1", Observation::Load(1.2));
+        set(&mut o, "c3-s1", Observation::Load(1.1));
+        set(&mut o, "c5-s1", Observation::Load(0.05));
+        let out = run.step(&o);
+        let moves: Vec<(&str, &str)> = out
+            .changes
+            .iter()
+            .map(|c| (c.area.0.as_str(), c.to.0.as_str()))
+            .collect();
+        // worst area (a1, c1 at 1.3) gets the best cluster (c5), next worst gets c4.
+        assert_eq!(moves, vec![("a1", "c5"), ("a2", "c4")]);
+        // Without the rule both would go to c5 and a3 too.
+        let out = assign_with(
+            &Input {
+                topology: &run.topology,
+                observations: &o,
+                history: &History::default(),
+                current: &home_answers(&run.topology),
+                params: &run.params,
+                round: Round(1),
+                now: run.t0,
+            },
+            Rules {
+                one_per_cluster: false,
+            },
+        );
+        assert_eq!(out.changes.len(), 3);
+        assert!(out.changes.iter().all(|c| c.to == ClusterName::from("c5")));
+    }
+
+    #[test]
+    fn panic_notifies_once_per_incident_and_when_it_clears() {
+        let mut run = Run::new(topo(&[2, 1]));
+        let mut o = all_load(&run.topology, 0.2);
+        set(
+            &mut o,
+            "c1-s1",
+            Observation::Panic {
+                reason: "nginx died".into(),
+            },
+        );
+        let out = run.step(&o);
+        assert_eq!(
+            out.notifications,
+            vec![Event::PanicRaised {
+                round: Round(1),
+                server: "c1-s1".into(),
+                cluster: "c1".into(),
+                reason: "nginx died".into()
+            }]
+        );
+        assert_eq!(out.answers[&AreaName::from("a1")].records, vec![ip(1, 2)]);
+        assert!(run.step(&o).notifications.is_empty());
+        // Silence in between does not end the incident.
+        set(&mut o, "c1-s1", Observation::NoAnswer);
+        assert!(run.step(&o).notifications.is_empty());
+        set(
+            &mut o,
+            "c1-s1",
+            Observation::Panic {
+                reason: "nginx died".into(),
+            },
+        );
+        assert!(run.step(&o).notifications.is_empty());
+        set(&mut o, "c1-s1", Observation::Load(0.2));
+        let out = run.step(&o);
+        assert_eq!(
+            out.notifications,
+            vec![Event::PanicCleared {
+                round: Round(5),
+                server: "c1-s1".into(),
+                cluster: "c1".into()
+            }]
+        );
+        assert!(run.step(&o).notifications.is_empty());
+    }
+
+    #[test]
+    fn silence_longer_than_dead_after_notifies_once_and_on_return() {
+        let mut run = Run::new(topo(&[2]));
+        let mut o = all_load(&run.topology, 0.2);
+        set(&mut o, "c1-s2", Observation::NoAnswer);
+        let out = run.step_at(&o, Duration::from_secs(10));
+        assert!(out.notifications.is_empty());
+        let out = run.step_at(&o, Duration::from_secs(309));
+        assert!(out.notifications.is_empty(), "299 s < 300 s");
+        let out = run.step_at(&o, Duration::from_secs(310));
+        assert_eq!(
+            out.notifications,
+            vec![Event::ServerDead {
+                round: Round(3),
+                server: "c1-s2".into(),
+                cluster: "c1".into(),
+                silent_secs: 300
+            }]
+        );
+        assert!(run
+            .step_at(&o, Duration::from_secs(400))
+            .notifications
+            .is_empty());
+        set(&mut o, "c1-s2", Observation::TempFail);
+        let out = run.step_at(&o, Duration::from_secs(410));
+        assert_eq!(
+            out.notifications,
+            vec![Event::ServerBack {
+                round: Round(5),
+                server: "c1-s2".into(),
+                cluster: "c1".into(),
+                silent_secs: 400
+            }]
+        );
+        // BYPASS is an answer: it never counts towards dead_after.
+        let mut run = Run::new(topo(&[2]));
+        set(
+            &mut o,
+            "c1-s2",
+            Observation::Bypass {
+                reason: "maint".into(),
+            },
+        );
+        run.step_at(&o, Duration::from_secs(0));
+        assert!(run
+            .step_at(&o, Duration::from_secs(1000))
+            .notifications
+            .is_empty());
+    }
+
+    #[test]
+    fn no_working_server_anywhere_keeps_last_answers_and_notifies_once() {
+        let mut run = Run::new(topo(&[1, 1]));
+        let before = run.current.clone();
+        let o = BTreeMap::new();
+        let out = run.step(&o);
+        assert_eq!(out.answers, before);
+        assert!(out.changes.is_empty());
+        assert_eq!(
+            out.notifications,
+            vec![Event::NoWorkingServer {
+                round: Round(1),
+                areas: 2
+            }]
+        );
+        assert!(run.step(&o).notifications.is_empty());
+        let out = run.step(&all_load(&run.topology, 0.1));
+        assert_eq!(
+            out.notifications,
+            vec![Event::WorkingServerRestored { round: Round(3) }]
+        );
+    }
+
+    #[test]
+    fn record_set_is_capped_and_reordering_alone_is_no_change() {
+        let mut run = Run::new(topo(&[30]));
+        run.current.clear();
+        let mut o = all_load(&run.topology, 0.5);
+        for s in 1..=30u32 {
+            set(
+                &mut o,
+                &format!("c1-s{s}"),
+                Observation::Load(f64::from(s) / 100.0),
+            );
+        }
+        let out = run.step(&o);
+        let recs = &out.answers[&AreaName::from("a1")].records;
+        assert_eq!(recs.len(), 20);
+        assert_eq!(recs[0], ip(1, 1));
+        assert_eq!(recs[19], ip(1, 20));
+        // Same twenty least loaded, different order: no change, old order kept.
+        for s in 1..=20u32 {
+            set(
+                &mut o,
+                &format!("c1-s{s}"),
+                Observation::Load(f64::from(21 - s) / 100.0),
+            );
+        }
+        let out = run.step(&o);
+        assert!(out.changes.is_empty());
+        assert_eq!(out.answers[&AreaName::from("a1")].records[0], ip(1, 1));
+    }
+
+    #[test]
+    fn an_area_away_from_home_returns_only_below_threshold_minus_return_margin() {
+        let mut run = Run::new(topo(&[1, 1]));
+        run.current
+            .insert(AreaName::from("a1"), answer(2, &[ip(2, 1)]));
+        let mut o = all_load(&run.topology, 0.2);
+        set(&mut o, "c1-s1", Observation::Load(0.75));
+        let out = run.step(&o);
+        assert!(out.changes.is_empty(), "0.75 is not below 0.8 - 0.1");
+        set(&mut o, "c1-s1", Observation::Load(0.65));
+        let out = run.step(&o);
+        assert_eq!(out.changes[0].phase, 2);
+        assert!(out.changes[0].reason.contains("return margin 0.10"));
+    }
+}

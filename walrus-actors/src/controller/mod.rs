@@ -1,0 +1,4 @@
+//! stub
+pub mod assign;
+pub mod load;
+pub mod notify;
