@@ -1230,4 +1230,175 @@ mod tests {
         assert_eq!(out.changes[0].phase, 2);
         assert!(out.changes[0].reason.contains("return margin 0.10"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn observation() -> impl Strategy<Value = Observation> {
+            prop_oneof![
+                4 => (0.0f64..1.5).prop_map(Observation::Load),
+                1 => Just(Observation::TempFail),
+                1 => Just(Observation::Bypass { reason: "b".into() }),
+                1 => Just(Observation::Panic { reason: "p".into() }),
+                2 => Just(Observation::NoAnswer),
+            ]
+        }
+
+        /// A random site: cluster sizes, per area (home, current cluster or none), per
+        /// server an observation and maybe a last load.
+        fn site() -> impl Strategy<Value = Site> {
+            (1usize..7).prop_flat_map(|nc| {
+                (
+                    proptest::collection::vec(1usize..6, nc),
+                    proptest::collection::vec((0..nc, proptest::option::of(0..nc)), 1..10),
+                    proptest::collection::vec(
+                        (observation(), proptest::option::of(0.0f64..1.5)),
+                        30,
+                    ),
+                )
+            })
+        }
+
+        type Site = (
+            Vec<usize>,
+            Vec<(usize, Option<usize>)>,
+            Vec<(Observation, Option<f64>)>,
+        );
+
+        proptest! {
+            #[test]
+            fn answers_are_working_nonempty_and_phase4_is_conservative(site in site()) {
+                check(site, Rules::PAPER)?;
+            }
+        }
+
+        /// The checker catches a planted fault: without the one-per-cluster rule, it finds
+        /// a round where phase 4 moves two areas into one cluster.
+        #[test]
+        fn property_checker_catches_phase4_without_the_rule() {
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let result = runner.run(&site(), |s| {
+                check(
+                    s,
+                    Rules {
+                        one_per_cluster: false,
+                    },
+                )
+            });
+            let Err(proptest::test_runner::TestError::Fail(why, _)) = result else {
+                panic!("no counterexample found: {result:?}");
+            };
+            assert!(why.to_string().contains("phase: 4"), "{why}");
+        }
+
+        fn check((sizes, areas, server_obs): Site, rules: Rules) -> Result<(), TestCaseError> {
+            {
+                let mut t = topo(&sizes);
+                t.areas = areas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (home, _))| {
+                        (
+                            AreaName(format!("x{i}")),
+                            AreaSpec {
+                                home_cluster: ClusterName(format!("c{}", home + 1)),
+                            },
+                        )
+                    })
+                    .collect();
+                let servers: Vec<ServerName> = t
+                    .clusters
+                    .values()
+                    .flat_map(|c| c.servers.keys().cloned())
+                    .collect();
+                let mut observations = BTreeMap::new();
+                let mut history = History::default();
+                for (i, s) in servers.iter().enumerate() {
+                    let (o, last) = server_obs[i % server_obs.len()].clone();
+                    observations.insert(s.clone(), o);
+                    history.servers.insert(
+                        s.clone(),
+                        ServerHistory {
+                            last_load: last,
+                            ..ServerHistory::default()
+                        },
+                    );
+                }
+                let current: BTreeMap<AreaName, AreaAnswer> = areas
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, cur))| {
+                        let c = ClusterName(format!("c{}", (*cur)? + 1));
+                        let records = t.clusters[&c].servers.values().flatten().copied().collect();
+                        Some((
+                            AreaName(format!("x{i}")),
+                            AreaAnswer {
+                                cluster: c,
+                                records,
+                            },
+                        ))
+                    })
+                    .collect();
+                let params = Params::default();
+                let out = assign_with(
+                    &Input {
+                        topology: &t,
+                        observations: &observations,
+                        history: &history,
+                        current: &current,
+                        params: &params,
+                        round: Round(7),
+                        now: Instant::now(),
+                    },
+                    rules,
+                );
+                let working: BTreeSet<IpAddr> = out
+                    .states
+                    .iter()
+                    .filter(|(_, st)| matches!(st, ServerState::Working { .. }))
+                    .flat_map(|(s, _)| {
+                        t.clusters
+                            .values()
+                            .filter_map(move |c| c.servers.get(s))
+                            .flatten()
+                            .copied()
+                    })
+                    .collect();
+                if working.is_empty() {
+                    // Fail static: nothing changes.
+                    prop_assert_eq!(&out.answers, &current);
+                    prop_assert!(out.changes.is_empty());
+                } else {
+                    prop_assert_eq!(out.answers.len(), t.areas.len());
+                    for (area, ans) in &out.answers {
+                        prop_assert!(!ans.records.is_empty(), "{} has no records", area);
+                        prop_assert!(ans.records.len() <= params.max_records);
+                        for r in &ans.records {
+                            prop_assert!(working.contains(r), "{} answers dead {}", area, r);
+                        }
+                        // Records belong to the cluster the area is assigned to.
+                        let own: BTreeSet<IpAddr> = t.clusters[&ans.cluster]
+                            .servers
+                            .values()
+                            .flatten()
+                            .copied()
+                            .collect();
+                        prop_assert!(ans.records.iter().all(|r| own.contains(r)));
+                    }
+                }
+                let mut phase4_into: BTreeMap<&ClusterName, usize> = BTreeMap::new();
+                for c in out.changes.iter().filter(|c| c.phase == 4) {
+                    *phase4_into.entry(&c.to).or_default() += 1;
+                }
+                prop_assert!(phase4_into.values().all(|&n| n <= 1), "{:?}", out.changes);
+                // Every change is real and explained.
+                for c in &out.changes {
+                    prop_assert!(!c.reason.is_empty());
+                    prop_assert!(current.get(&c.area) != out.answers.get(&c.area));
+                }
+            }
+            Ok(())
+        }
+    }
 }
