@@ -272,7 +272,10 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         fail_static: input.history.fail_static,
     };
     let mut notifications = Vec::new();
-    let mut states = BTreeMap::new();
+    // Collected as vectors and bulk-built into maps afterwards: much cheaper than one
+    // insert per server at 20,000 servers (see examples/assign_bench.rs).
+    let mut states_v = Vec::with_capacity(input.observations.len());
+    let mut servers_v = Vec::with_capacity(input.observations.len());
 
     // Phase 1: problem notification, and each server's effective state.
     let mut clusters: BTreeMap<ClusterName, ClusterView> = BTreeMap::new();
@@ -293,8 +296,8 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
             if let ServerState::Working { load, .. } = state {
                 working.push((load, server.clone()));
             }
-            states.insert(server.clone(), state);
-            history.servers.insert(server.clone(), next);
+            states_v.push((server.clone(), state));
+            servers_v.push((server.clone(), next));
         }
         working.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         let load = if working.is_empty() {
@@ -304,6 +307,8 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         };
         clusters.insert(cname.clone(), ClusterView { working, load });
     }
+    let states: BTreeMap<ServerName, ServerState> = states_v.into_iter().collect();
+    history.servers = servers_v.into_iter().collect();
     let cluster_loads: BTreeMap<ClusterName, Option<f64>> =
         clusters.iter().map(|(n, v)| (n.clone(), v.load)).collect();
     // Working clusters, best (least loaded) first, ties by name.
