@@ -284,11 +284,18 @@ impl RoundMachine {
 
     /// Two components merged: the other component's master may have changed answers this
     /// one does not know of. Every area's answer is re-sent at the next round (the
-    /// Director applies an identical answer as a no-op). Call it for a merge, not for a
-    /// plain join of a new Controller.
-    pub fn handle_merge(&mut self, _now: Instant) {
-        if self.is_master() {
-            self.resend.extend(self.topology.areas.keys().cloned());
+    /// Director applies an identical answer as a no-op). A round being gathered is
+    /// restarted: its request reached only the old component's Reporters, so closing it
+    /// would count the newly reachable servers as dead and could move an area for one
+    /// round (the harness test `partition_with_each_directors_on_its_own_side_changes_no_dns`
+    /// caught exactly that). Call it for a merge, not for a plain join of a Controller.
+    pub fn handle_merge(&mut self, now: Instant) {
+        if !self.is_master() {
+            return;
+        }
+        self.resend.extend(self.topology.areas.keys().cloned());
+        if matches!(self.role, Role::Gathering { .. }) {
+            self.start_round(now);
         }
     }
 
@@ -1016,6 +1023,31 @@ mod tests {
             m.handle_report(t2, report(s, 3, 10)).unwrap();
         }
         assert_eq!(drain_no_status(&mut m).len(), 1);
+    }
+
+    #[test]
+    fn merge_while_gathering_restarts_the_round() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        m.handle_report(t0, report("c1-s1", 1, 10)).unwrap();
+        let t1 = t0 + Duration::from_millis(100);
+        m.handle_merge(t1);
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(2) }]
+        );
+        assert_eq!(m.poll_timeout(), Some(t1 + Duration::from_millis(400)));
+        assert!(matches!(
+            m.handle_report(t1, report("c1-s2", 1, 10)),
+            Err(ReportIgnored::WrongRound { .. })
+        ));
+        // A backup ignores a merge.
+        let mut b = RoundMachine::new(RoundConfig::default(), topo());
+        b.handle_merge(t1);
+        assert_eq!(drain(&mut b), vec![]);
+        assert_eq!(b.poll_timeout(), None);
     }
 
     #[test]
