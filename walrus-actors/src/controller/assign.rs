@@ -96,6 +96,59 @@ impl Default for Params {
     }
 }
 
+/// A [`Params`] value that would make the assignment meaningless.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsError {
+    /// A load figure that must be a finite number in the given range is not.
+    #[error("{field} = {value} must be a finite number in {range}")]
+    OutOfRange {
+        /// The parameter's name.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// The accepted range, for the message.
+        range: &'static str,
+    },
+    /// `max_records` is 0: every answer would be empty.
+    #[error("max_records must be at least 1")]
+    NoRecords,
+}
+
+impl Params {
+    /// Checks the parameters once, when the configuration is loaded.
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        let check = |field, value: f64, ok: bool, range| {
+            if value.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(ParamsError::OutOfRange {
+                    field,
+                    value,
+                    range,
+                })
+            }
+        };
+        check(
+            "threshold",
+            self.threshold,
+            self.threshold > 0.0,
+            "(0, inf)",
+        )?;
+        check("margin", self.margin, self.margin >= 0.0, "[0, inf)")?;
+        check(
+            "return_margin",
+            self.return_margin,
+            (0.0..=self.threshold).contains(&self.return_margin),
+            "[0, threshold]",
+        )?;
+        if self.max_records == 0 {
+            return Err(ParamsError::NoRecords);
+        }
+        Ok(())
+    }
+}
+
 /// What this round said about one server (from its report, or its silence).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
@@ -1219,6 +1272,49 @@ mod tests {
         let out = run.step(&o);
         assert!(out.changes.is_empty());
         assert_eq!(out.answers[&AreaName::from("a1")].records[0], ip(1, 1));
+    }
+
+    #[test]
+    fn params_validation() {
+        assert_eq!(Params::default().validate(), Ok(()));
+        let bad = |p: Params| p.validate().unwrap_err();
+        assert!(matches!(
+            bad(Params {
+                threshold: f64::NAN,
+                ..Params::default()
+            }),
+            ParamsError::OutOfRange {
+                field: "threshold",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(Params {
+                margin: -0.1,
+                ..Params::default()
+            }),
+            ParamsError::OutOfRange {
+                field: "margin",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(Params {
+                return_margin: 0.9,
+                ..Params::default()
+            }),
+            ParamsError::OutOfRange {
+                field: "return_margin",
+                ..
+            }
+        ));
+        assert_eq!(
+            bad(Params {
+                max_records: 0,
+                ..Params::default()
+            }),
+            ParamsError::NoRecords
+        );
     }
 
     #[test]

@@ -75,6 +75,43 @@ impl RoundConfig {
     }
 }
 
+/// A [`RoundConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoundConfigError {
+    /// The round period is zero.
+    #[error("round_period must be longer than zero")]
+    ZeroPeriod,
+    /// The report timeout does not end before the next round starts.
+    #[error("report_timeout {timeout:?} must be shorter than round_period {period:?}")]
+    TimeoutTooLong {
+        /// `report_timeout`.
+        timeout: Duration,
+        /// `round_period`.
+        period: Duration,
+    },
+    /// The assignment's parameters are invalid.
+    #[error(transparent)]
+    Params(#[from] crate::controller::assign::ParamsError),
+}
+
+impl RoundConfig {
+    /// Checks the configuration once, when it is loaded.
+    pub fn validate(&self) -> Result<(), RoundConfigError> {
+        if self.round_period.is_zero() {
+            return Err(RoundConfigError::ZeroPeriod);
+        }
+        if self.report_timeout >= self.round_period {
+            return Err(RoundConfigError::TimeoutTooLong {
+                timeout: self.report_timeout,
+                period: self.round_period,
+            });
+        }
+        self.params.validate()?;
+        Ok(())
+    }
+}
+
 /// What the driver must do, as plain data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -638,6 +675,24 @@ mod tests {
         assert_eq!(c.report_timeout, Duration::from_millis(400));
         let c = RoundConfig::with_period(Duration::from_secs(120));
         assert_eq!(c.report_timeout, Duration::from_secs(48));
+    }
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(RoundConfig::default().validate(), Ok(()));
+        let mut c = RoundConfig::default();
+        c.report_timeout = c.round_period;
+        assert!(matches!(
+            c.validate(),
+            Err(RoundConfigError::TimeoutTooLong { .. })
+        ));
+        assert_eq!(
+            RoundConfig::with_period(Duration::ZERO).validate(),
+            Err(RoundConfigError::ZeroPeriod)
+        );
+        let mut c = RoundConfig::default();
+        c.params.max_records = 0;
+        assert!(matches!(c.validate(), Err(RoundConfigError::Params(_))));
     }
 
     #[test]
