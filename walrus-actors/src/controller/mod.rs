@@ -30,29 +30,38 @@
 //!   only the Reporters it can reach; every other server is "no answer", hence dead for the
 //!   round. A server can be in one component only at a time, so no server is counted by two
 //!   masters.
-//! - **An area's DNS in each component.** In component A, an area whose home cluster is
-//!   reachable and has a server below threshold stays home (phase 2). An area whose
-//!   cluster is entirely in another component looks dead to A's master, which moves it to
-//!   A's best working cluster (phase 3). Whether that move reaches the area's name server
-//!   depends on where the Director is: with a Director beside the name server (the
-//!   `Directors` group), only the master of the component that holds that Director
-//!   changes the area, so each area's DNS follows exactly one master — the one on its
-//!   side, which sees the area's home cluster as working and keeps it home. An area
-//!   whose name server sits alone in a component with no Controller keeps its last answer
-//!   (the Director serves it; fail static). In the paper's direct mode (the master sends
-//!   RFC 2136 updates itself) the update crosses the partition only if IP routing still
-//!   works where the group cannot; then two masters could write the same name server,
-//!   which is why the `Directors` mode is the default.
-//! - **No flapping between two masters.** An area's answer is written only by the master
-//!   of the component that can reach its Director, and a Director is in one component at a
-//!   time, so two masters never alternate on one area round after round. Within a master,
-//!   phase 4 moves at most one area into a cluster per round and only for a gain of
-//!   `margin`, and an area returns home only below `threshold - return_margin` (with its
-//!   own margin doubling if it flaps), so one master does not flap either. When the
-//!   partition heals, the first member of the merged list stays master (or the merged
-//!   list's first member takes over); it re-sends every area's answer once
-//!   ([`round::RoundMachine::handle_merge`]), then changes only what its round computes,
-//!   now from every server's report: the answers converge in one round.
+//! - **An area's DNS in each component.** Each master computes answers for every area, but
+//!   an answer reaches DNS only through a Director (beside the area's name server, on the
+//!   `Directors` group) in the master's component; a master writes only answers that
+//!   changed in its own view.
+//!   - Area, its Director and its home cluster all on one side: that side's master sees
+//!     the home cluster working and keeps the area home (phase 2). The other side's master
+//!     sees that cluster dead and moves the area in its own view (phase 3), but no Director
+//!     hears it: the area's DNS does not change.
+//!   - Area's Director on one side, its home cluster's servers on the other: the Director's
+//!     side sees the cluster dead and moves the area once (phase 3) to one of its working
+//!     clusters; clients keep being served.
+//!   - Director alone in a component with no Controller: the name server keeps its last
+//!     answer (fail static).
+//!   - Paper's direct mode (the master sends RFC 2136 updates itself): an update may cross
+//!     the partition when IP routing works where the group does not. Each master still
+//!     writes only its own changes, so there is no round-after-round alternation, but the
+//!     last writer wins on an area both can reach; the `Directors` mode avoids that.
+//! - **No flapping between two masters.** An area's Director is in one component at a
+//!   time, so at most one master's answers reach it; and a master sends an area only when
+//!   its answer changed (or once after a takeover or merge), so two masters cannot
+//!   alternate on one area round after round. Within one master, phase 4 moves at most one
+//!   area into a cluster per round and only for a gain of `margin`, and an area returns home
+//!   only below `threshold - return_margin` (its margin doubling if it flaps).
+//! - **Heal.** The first member of the merged list is master (the other stops at once). It
+//!   restarts any round in progress — that round's request reached only its old component,
+//!   so closing it would count the newly reachable servers as dead and move an area for one
+//!   round — and re-sends every area's answer once with the first round computed from all
+//!   servers ([`round::RoundMachine::handle_merge`]). The answers converge in that round.
+//!
+//! Tested at the logic level in `tests/controller_rounds.rs` (a deterministic harness in
+//! place of walrus-gcs): kill the master, a newcomer joins, two partition layouts and their
+//! heal.
 //!
 //! What the actor must do is listed in the [`round`] module doc.
 
