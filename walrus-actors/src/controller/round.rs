@@ -31,6 +31,15 @@
 //! round numbers after it), so a failover causes no wave of DNS changes. It re-sends only
 //! the answers the last decision changed, in case the old master died between its
 //! multicast and its DNS update (the Director applies an identical answer as a no-op).
+//!
+//! Backups also shadow the master's *history* (last loads for TEMPFAIL, open PANIC and
+//! dead-server incidents, per-area hysteresis): they keep the reports they see on
+//! `Controllers` for the next [`SHADOW_WINDOW`] rounds and, when the master's decision for
+//! a round arrives, run the same deterministic assignment on the same reports and keep only
+//! the history. So a takeover neither re-notifies an open incident nor forgets a load.
+//! This relies on the group's total order delivering a round's reports before its
+//! decision (the `Agreed` service); a backup that missed some reports keeps a slightly
+//! older history, which costs at most one duplicate notification.
 
 use crate::controller::assign::{
     assign, History, Input, Observation, Outcome, Params, ServerState,
@@ -112,6 +121,10 @@ impl RoundConfig {
     }
 }
 
+/// A backup keeps reports only for this many rounds after the last decision it holds
+/// (bounds its memory whatever round numbers arrive).
+pub const SHADOW_WINDOW: u64 = 4;
+
 /// What the driver must do, as plain data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -148,13 +161,15 @@ pub struct RoundStatus {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReportIgnored {
-    /// This Controller is a backup: only the master gathers reports.
-    #[error("report from {server} for round {round}: not master")]
-    NotMaster {
+    /// A backup keeps reports only for the few rounds after the last decision it holds.
+    #[error("report from {server} for round {round}: backup holds decision {decided}")]
+    OutsideBackupWindow {
         /// The reporting server.
         server: ServerName,
         /// The round in the report.
         round: Round,
+        /// The last decision this backup holds.
+        decided: Round,
     },
     /// The master is between rounds.
     #[error("report from {server} for round {round}: no round is gathering")]
@@ -251,6 +266,9 @@ pub struct RoundMachine {
     max_round: Round,
     /// The assignment's memory between rounds (only meaningful on the master).
     history: History,
+    /// Backup only: reports of rounds not yet decided, per round (at most
+    /// [`SHADOW_WINDOW`] rounds after the last decision held).
+    shadow: BTreeMap<Round, BTreeMap<ServerName, Observation>>,
     /// Areas whose answer must be re-sent at the next round even if unchanged.
     resend: BTreeSet<AreaName>,
     outputs: VecDeque<Output>,
@@ -272,6 +290,7 @@ impl RoundMachine {
             last: None,
             max_round: Round(0),
             history: History::default(),
+            shadow: BTreeMap::new(),
             resend: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -307,7 +326,7 @@ impl RoundMachine {
                 self.outputs.push_back(Output::ApplyAnswers(resend));
             }
         }
-        self.history = History::default();
+        self.shadow.clear();
         self.start_round(now);
     }
 
@@ -336,39 +355,19 @@ impl RoundMachine {
         }
     }
 
-    /// A report arrived on `Controllers`.
+    /// A report arrived on `Controllers`. The master gathers it into the round; a backup
+    /// keeps it for its shadow of the master's history (see [`RoundMachine::handle_decision`]).
     pub fn handle_report(&mut self, now: Instant, report: Report) -> Result<(), ReportIgnored> {
-        let server = report.server;
-        let Role::Gathering { round, reports, .. } = &mut self.role else {
-            return Err(if self.is_master() {
-                ReportIgnored::NotGathering {
-                    server,
-                    round: report.round,
-                }
-            } else {
-                ReportIgnored::NotMaster {
-                    server,
-                    round: report.round,
-                }
-            });
-        };
-        if report.round != *round {
-            return Err(ReportIgnored::WrongRound {
-                server,
-                got: report.round,
-                expected: *round,
-            });
-        }
+        let Report {
+            server,
+            round: got,
+            body,
+            ..
+        } = report;
         if !self.servers.contains(&server) {
             return Err(ReportIgnored::UnknownServer { server });
         }
-        if reports.contains_key(&server) {
-            return Err(ReportIgnored::Duplicate {
-                server,
-                round: *round,
-            });
-        }
-        let observation = match report.body {
+        let observation = match body {
             ReportBody::Stats(stats) => {
                 if let Err(error) = load::validate(&stats) {
                     return Err(ReportIgnored::Malformed { server, error });
@@ -379,18 +378,49 @@ impl RoundMachine {
             ReportBody::Bypass { reason } => Observation::Bypass { reason },
             ReportBody::Panic { reason } => Observation::Panic { reason },
         };
-        reports.insert(server, observation);
-        if reports.len() == self.servers.len() {
-            self.close_round(now);
+        match &mut self.role {
+            Role::Gathering { round, reports, .. } => {
+                if got != *round {
+                    return Err(ReportIgnored::WrongRound {
+                        server,
+                        got,
+                        expected: *round,
+                    });
+                }
+                if reports.contains_key(&server) {
+                    return Err(ReportIgnored::Duplicate { server, round: got });
+                }
+                reports.insert(server, observation);
+                if reports.len() == self.servers.len() {
+                    self.close_round(now);
+                }
+                Ok(())
+            }
+            Role::Idle { .. } => Err(ReportIgnored::NotGathering { server, round: got }),
+            Role::Backup => {
+                let decided = self.last.as_ref().map_or(Round(0), |d| d.round);
+                if got <= decided || got.0 > decided.0 + SHADOW_WINDOW {
+                    return Err(ReportIgnored::OutsideBackupWindow {
+                        server,
+                        round: got,
+                        decided,
+                    });
+                }
+                let reports = self.shadow.entry(got).or_default();
+                if reports.contains_key(&server) {
+                    return Err(ReportIgnored::Duplicate { server, round: got });
+                }
+                reports.insert(server, observation);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// A decision from another Controller arrived on `Controllers` (the driver does not
     /// feed this Controller's own decisions back).
     pub fn handle_decision(
         &mut self,
-        _now: Instant,
+        now: Instant,
         decision: Decision,
     ) -> Result<(), DecisionIgnored> {
         let have = self.max_round;
@@ -416,6 +446,25 @@ impl RoundMachine {
                 have,
             });
         }
+        // Shadow the master's history: run the same assignment on the same reports (the
+        // group's total order delivers a round's reports before its decision). Only the
+        // history is kept; the answers are the master's. Without this, a new master would
+        // re-notify open PANICs, forget TEMPFAIL loads and the areas' hysteresis.
+        if let Some(observations) = self.shadow.remove(&decision.round) {
+            let empty = BTreeMap::new();
+            let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+            let out = assign(&Input {
+                topology: &self.topology,
+                observations: &observations,
+                history: &self.history,
+                current,
+                params: &self.config.params,
+                round: decision.round,
+                now,
+            });
+            self.history = out.history;
+        }
+        self.shadow.retain(|r, _| *r > decision.round);
         self.last = Some(decision);
         Ok(())
     }
@@ -658,14 +707,123 @@ mod tests {
         assert!(!m.is_master());
         assert_eq!(m.poll_timeout(), None);
         m.handle_timeout(t0 + Duration::from_secs(5));
+        // It keeps reports of the next few rounds for its shadow history, silently.
+        assert_eq!(m.handle_report(t0, report("c1-s1", 1, 10)), Ok(()));
         assert_eq!(
             m.handle_report(t0, report("c1-s1", 1, 10)),
-            Err(ReportIgnored::NotMaster {
+            Err(ReportIgnored::Duplicate {
                 server: "c1-s1".into(),
                 round: Round(1)
             })
         );
+        assert_eq!(
+            m.handle_report(t0, report("c1-s1", 5, 10)),
+            Err(ReportIgnored::OutsideBackupWindow {
+                server: "c1-s1".into(),
+                round: Round(5),
+                decided: Round(0)
+            })
+        );
         assert_eq!(drain(&mut m), vec![]);
+        assert_eq!(m.poll_timeout(), None);
+    }
+
+    /// Round 1 as the master saw it: c1-s1 PANICs, c2-s1 at load 0.6, the rest at 0.1.
+    fn round_1_reports() -> Vec<Report> {
+        vec![
+            Report {
+                server: "c1-s1".into(),
+                round: Round(1),
+                body: ReportBody::Panic {
+                    reason: "down".into(),
+                },
+                generation: None,
+            },
+            report("c1-s2", 1, 10),
+            report("c2-s1", 1, 60),
+            report("c2-s2", 1, 10),
+        ]
+    }
+
+    /// A master and a backup through round 1; the backup saw the reports when `shadow`.
+    fn master_and_backup(t0: Instant, shadow: bool) -> (RoundMachine, RoundMachine) {
+        let mut master = RoundMachine::new(RoundConfig::default(), topo());
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        master.handle_became_master(t0);
+        drain(&mut master);
+        for r in round_1_reports() {
+            if shadow {
+                backup.handle_report(t0, r.clone()).unwrap();
+            }
+            master.handle_report(t0, r).unwrap();
+        }
+        let out = drain(&mut master);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Notify(Event::PanicRaised { .. }))));
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:?}")
+        };
+        backup.handle_decision(t0, d.clone()).unwrap();
+        (master, backup)
+    }
+
+    /// After the takeover, round 2: c1-s1 still PANICs, c2-s1 TEMPFAILs.
+    fn takeover_round_2(backup: &mut RoundMachine, t: Instant) -> Vec<Output> {
+        backup.handle_became_master(t);
+        drain(backup);
+        let mut reports = round_1_reports();
+        reports[2].body = ReportBody::TempFail {
+            reason: "reading".into(),
+        };
+        for mut r in reports {
+            r.round = Round(2);
+            backup.handle_report(t, r).unwrap();
+        }
+        drain(backup)
+    }
+
+    #[test]
+    fn a_backup_shadows_the_masters_history_so_a_takeover_does_not_renotify() {
+        let t0 = Instant::now();
+        let (_, mut backup) = master_and_backup(t0, true);
+        let out = takeover_round_2(&mut backup, t0 + Duration::from_secs(1));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Notify(_))),
+            "PANIC already notified by the old master: {out:?}"
+        );
+        let Output::Status(st) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            st.states[&ServerName::from("c2-s1")],
+            ServerState::Working {
+                load: 0.6,
+                basis: LoadBasis::LastRound
+            },
+            "TEMPFAIL uses the load the old master saw"
+        );
+    }
+
+    #[test]
+    fn without_the_shadow_a_takeover_would_renotify_and_forget_loads() {
+        // The planted fault for the test above: the backup never saw round 1's reports.
+        let t0 = Instant::now();
+        let (_, mut backup) = master_and_backup(t0, false);
+        let out = takeover_round_2(&mut backup, t0 + Duration::from_secs(1));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Notify(Event::PanicRaised { .. }))));
+        let Output::Status(st) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert!(matches!(
+            st.states[&ServerName::from("c2-s1")],
+            ServerState::Working {
+                basis: LoadBasis::Unknown,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -934,10 +1092,9 @@ mod tests {
         m.handle_lost_mastership(t0);
         assert_eq!(drain(&mut m), vec![]);
         assert_eq!(m.poll_timeout(), None);
-        assert!(matches!(
-            m.handle_report(t0, report("c1-s1", 1, 10)),
-            Err(ReportIgnored::NotMaster { .. })
-        ));
+        // A report now only feeds the backup's shadow: no output.
+        let _ = m.handle_report(t0, report("c1-s1", 1, 10));
+        assert_eq!(drain(&mut m), vec![]);
         m.handle_timeout(t0 + Duration::from_secs(10));
         assert_eq!(drain(&mut m), vec![]);
     }
