@@ -9,7 +9,8 @@
 //!  gcs view of `Controllers`: first member == me? ─► handle_became_master / handle_lost_mastership
 //!  Report delivered on `Controllers`            ─► handle_report
 //!  Decision delivered on `Controllers` (not own)─► handle_decision
-//!  partition healed (view merged two components)─► handle_merge
+//!  partition healed (view merged two components)─► handle_merge (after handle_became_master
+//!                                                   if this view made it first)
 //!  timer from poll_timeout fired                ─► handle_timeout
 //!
 //!  Output::RequestReports{round} ─► multicast the request on `Reporters`
@@ -325,6 +326,12 @@ impl RoundMachine {
             if !resend.is_empty() {
                 self.outputs.push_back(Output::ApplyAnswers(resend));
             }
+        }
+        // Number the first round after any round the old master may have started (its
+        // reports are in the shadow), so a late report of that round is never taken for
+        // one of ours.
+        if let Some(r) = self.shadow.keys().next_back() {
+            self.max_round = self.max_round.max(*r);
         }
         self.shadow.clear();
         self.start_round(now);
@@ -1159,6 +1166,26 @@ mod tests {
                 changes: vec![],
             })]
         );
+    }
+
+    #[test]
+    fn takeover_numbers_its_round_after_the_old_masters_unfinished_one() {
+        let t0 = Instant::now();
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        backup.handle_decision(t0, first_decision()).unwrap();
+        // The old master had requested round 2 and a report reached us; then it died.
+        backup.handle_report(t0, report("c1-s1", 2, 10)).unwrap();
+        backup.handle_became_master(t0);
+        let out = drain(&mut backup);
+        assert_eq!(
+            out.last(),
+            Some(&Output::RequestReports { round: Round(3) })
+        );
+        // A late report of the old round 2 is refused.
+        assert!(matches!(
+            backup.handle_report(t0, report("c1-s2", 2, 10)),
+            Err(ReportIgnored::WrongRound { .. })
+        ));
     }
 
     #[test]
