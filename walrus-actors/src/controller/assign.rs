@@ -1442,62 +1442,87 @@ mod tests {
                     })
                     .collect();
                 let params = Params::default();
-                let out = assign_with(
-                    &Input {
-                        topology: &t,
-                        observations: &observations,
-                        history: &history,
-                        current: &current,
-                        params: &params,
-                        round: Round(7),
-                        now: Instant::now(),
-                    },
-                    rules,
-                );
-                let working: BTreeSet<IpAddr> = out
-                    .states
-                    .iter()
-                    .filter(|(_, st)| matches!(st, ServerState::Working { .. }))
-                    .flat_map(|(s, _)| {
-                        t.clusters
-                            .values()
-                            .filter_map(move |c| c.servers.get(s))
-                            .flatten()
-                            .copied()
-                    })
-                    .collect();
-                if working.is_empty() {
-                    // Fail static: nothing changes.
-                    prop_assert_eq!(&out.answers, &current);
-                    prop_assert!(out.changes.is_empty());
-                } else {
-                    prop_assert_eq!(out.answers.len(), t.areas.len());
-                    for (area, ans) in &out.answers {
-                        prop_assert!(!ans.records.is_empty(), "{} has no records", area);
-                        prop_assert!(ans.records.len() <= params.max_records);
-                        for r in &ans.records {
-                            prop_assert!(working.contains(r), "{} answers dead {}", area, r);
+                let mut current = current;
+                let mut history = history;
+                // Three chained rounds: the first from the random state, then with the
+                // observations rotated, feeding answers and history back.
+                for k in 0..3usize {
+                    if k > 0 {
+                        for (i, s) in servers.iter().enumerate() {
+                            let (o, _) = server_obs[(i + 7 * k) % server_obs.len()].clone();
+                            observations.insert(s.clone(), o);
                         }
-                        // Records belong to the cluster the area is assigned to.
-                        let own: BTreeSet<IpAddr> = t.clusters[&ans.cluster]
-                            .servers
-                            .values()
-                            .flatten()
-                            .copied()
-                            .collect();
-                        prop_assert!(ans.records.iter().all(|r| own.contains(r)));
                     }
+                    let out = assign_with(
+                        &Input {
+                            topology: &t,
+                            observations: &observations,
+                            history: &history,
+                            current: &current,
+                            params: &params,
+                            round: Round(7 + k as u64),
+                            now: Instant::now(),
+                        },
+                        rules,
+                    );
+                    check_round(&t, &params, &current, &out)?;
+                    current = out.answers;
+                    history = out.history;
                 }
-                let mut phase4_into: BTreeMap<&ClusterName, usize> = BTreeMap::new();
-                for c in out.changes.iter().filter(|c| c.phase == 4) {
-                    *phase4_into.entry(&c.to).or_default() += 1;
+            }
+            Ok(())
+        }
+
+        /// The properties of one round's outcome given the answers before it.
+        fn check_round(
+            t: &Topology,
+            params: &Params,
+            current: &BTreeMap<AreaName, AreaAnswer>,
+            out: &Outcome,
+        ) -> Result<(), TestCaseError> {
+            let working: BTreeSet<IpAddr> = out
+                .states
+                .iter()
+                .filter(|(_, st)| matches!(st, ServerState::Working { .. }))
+                .flat_map(|(s, _)| {
+                    t.clusters
+                        .values()
+                        .filter_map(move |c| c.servers.get(s))
+                        .flatten()
+                        .copied()
+                })
+                .collect();
+            if working.is_empty() {
+                // Fail static: nothing changes.
+                prop_assert_eq!(&out.answers, current);
+                prop_assert!(out.changes.is_empty());
+            } else {
+                prop_assert_eq!(out.answers.len(), t.areas.len());
+                for (area, ans) in &out.answers {
+                    prop_assert!(!ans.records.is_empty(), "{} has no records", area);
+                    prop_assert!(ans.records.len() <= params.max_records);
+                    for r in &ans.records {
+                        prop_assert!(working.contains(r), "{} answers dead {}", area, r);
+                    }
+                    // Records belong to the cluster the area is assigned to.
+                    let own: BTreeSet<IpAddr> = t.clusters[&ans.cluster]
+                        .servers
+                        .values()
+                        .flatten()
+                        .copied()
+                        .collect();
+                    prop_assert!(ans.records.iter().all(|r| own.contains(r)));
                 }
-                prop_assert!(phase4_into.values().all(|&n| n <= 1), "{:?}", out.changes);
-                // Every change is real and explained.
-                for c in &out.changes {
-                    prop_assert!(!c.reason.is_empty());
-                    prop_assert!(current.get(&c.area) != out.answers.get(&c.area));
-                }
+            }
+            let mut phase4_into: BTreeMap<&ClusterName, usize> = BTreeMap::new();
+            for c in out.changes.iter().filter(|c| c.phase == 4) {
+                *phase4_into.entry(&c.to).or_default() += 1;
+            }
+            prop_assert!(phase4_into.values().all(|&n| n <= 1), "{:?}", out.changes);
+            // Every change is real and explained.
+            for c in &out.changes {
+                prop_assert!(!c.reason.is_empty());
+                prop_assert!(current.get(&c.area) != out.answers.get(&c.area));
             }
             Ok(())
         }
