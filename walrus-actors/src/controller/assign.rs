@@ -1443,7 +1443,6 @@ mod tests {
                     .collect();
                 let params = Params::default();
                 let mut current = current;
-                let mut history = history;
                 // Three chained rounds: the first from the random state, then with the
                 // observations rotated, feeding answers and history back.
                 for k in 0..3usize {
