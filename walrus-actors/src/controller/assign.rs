@@ -42,9 +42,11 @@
 //! every other round. Two guards: an area away from home returns only when its home has a
 //! server below `threshold - return_margin`; and when an area leaves home again within
 //! `flap_window` rounds of returning, its own return margin doubles (capped at the
-//! threshold). After staying home `flap_window` rounds the margin is reset. An area whose
-//! traffic alone overloads its home therefore ends up staying away (served, by a working
-//! cluster) instead of flapping; the status page shows it.
+//! threshold). After staying home `flap_window` rounds the margin is reset. While the
+//! area is away, a raised margin decays back towards `return_margin` with a half-life of
+//! `return_margin_half_life` (default 10 minutes), so an area is never exiled for good:
+//! once its home can take it again it returns; if its own traffic still overloads its
+//! home, it costs one round trip per few half-lives (two DNS changes), not one per round.
 //!
 //! **Known limit (also in the paper's algorithm).** The Controller does not know how much
 //! traffic each area brings. An area heavier than `margin` of a cluster's capacity, alone
@@ -81,6 +83,10 @@ pub struct Params {
     /// that area's return margin); also the rounds at home after which the margin resets.
     /// Default: 10.
     pub flap_window: u64,
+    /// While an area is away, a return margin raised by flaps halves over this time, down
+    /// to `return_margin`. Zero: no decay (an area that flapped enough stays away).
+    /// Default: 10 minutes.
+    pub return_margin_half_life: Duration,
 }
 
 impl Default for Params {
@@ -92,6 +98,7 @@ impl Default for Params {
             dead_after: Duration::from_secs(300),
             return_margin: 0.1,
             flap_window: 10,
+            return_margin_half_life: Duration::from_secs(600),
         }
     }
 }
@@ -237,6 +244,24 @@ pub struct AreaHistory {
     pub return_margin: f64,
     /// The round it last returned home in phase 2, while that is within the flap window.
     pub returned_home: Option<Round>,
+    /// When `return_margin` was last raised by a flap (the decay starts there).
+    pub raised_at: Option<Instant>,
+}
+
+impl AreaHistory {
+    /// The return margin in force at `now`: the raised margin decayed with the half-life,
+    /// never below [`Params::return_margin`].
+    pub fn effective_margin(&self, p: &Params, now: Instant) -> f64 {
+        let Some(at) = self.raised_at else {
+            return self.return_margin;
+        };
+        if p.return_margin_half_life.is_zero() {
+            return self.return_margin;
+        }
+        let halves = now.saturating_duration_since(at).as_secs_f64()
+            / p.return_margin_half_life.as_secs_f64();
+        (self.return_margin * 0.5f64.powf(halves)).max(p.return_margin)
+    }
 }
 
 /// Everything one round of the assignment needs.
@@ -408,7 +433,7 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
             history
                 .areas
                 .get(area)
-                .map_or(p.return_margin, |h| h.return_margin)
+                .map_or(p.return_margin, |h| h.effective_margin(p, input.now))
         } else {
             0.0
         };
@@ -675,6 +700,7 @@ fn update_area_history(
     let h = history.areas.entry(area.clone()).or_insert(AreaHistory {
         return_margin: p.return_margin,
         returned_home: None,
+        raised_at: None,
     });
     let to = &placement.cluster;
     let within = |r: Round| input.round.0.saturating_sub(r.0) <= p.flap_window;
@@ -682,12 +708,14 @@ fn update_area_history(
         h.returned_home = Some(input.round);
     } else if from == Some(home) && to != home && placement.phase == 4 {
         if h.returned_home.is_some_and(within) {
-            h.return_margin = (h.return_margin * 2.0).min(p.threshold);
+            h.return_margin = (h.effective_margin(p, input.now) * 2.0).min(p.threshold);
+            h.raised_at = Some(input.now);
         }
         h.returned_home = None;
     } else if to == home && h.returned_home.is_some_and(|r| !within(r)) {
         h.return_margin = p.return_margin;
         h.returned_home = None;
+        h.raised_at = None;
     }
 }
 
