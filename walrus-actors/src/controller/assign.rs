@@ -48,12 +48,15 @@
 //! once its home can take it again it returns; if its own traffic still overloads its
 //! home, it costs one round trip per few half-lives (two DNS changes), not one per round.
 //!
-//! **Known limit (also in the paper's algorithm).** The Controller does not know how much
-//! traffic each area brings. An area heavier than `margin` of a cluster's capacity, alone
-//! between two otherwise idle clusters that are not its home, can move back and forth in
-//! phase 4 (after the move, the cluster it left is the better one by more than `margin`).
-//! The oscillation tests therefore use areas lighter than the margin; a fix would estimate
-//! each area's weight from the load change after it moves.
+//! **Ping-pong damping (beyond the paper).** The Controller does not know how much traffic
+//! each area brings. An area heavier than `margin` of a cluster's capacity (say its home
+//! cluster is down and two idle clusters remain) would move back and forth in phase 4 in
+//! the paper's algorithm: after each move the cluster it left is better by more than
+//! `margin`. So when phase 4 moves an area again within `flap_window` rounds of its last
+//! phase-4 move (straight back, or round a cycle of clusters), that area's extra required
+//! gain doubles (starting at `margin`) and decays with `return_margin_half_life`. A heavy
+//! area then settles after a few moves. The damping is also a backstop for the other two
+//! guards (the oscillation tests show each guard's own effect with the others off).
 
 use crate::controller::notify::Event;
 use crate::model::{AreaAnswer, AreaName, Change, ClusterName, Round, ServerName, Topology};
@@ -246,6 +249,14 @@ pub struct AreaHistory {
     pub returned_home: Option<Round>,
     /// When `return_margin` was last raised by a flap (the decay starts there).
     pub raised_at: Option<Instant>,
+    /// The round of its last phase-4 move: moving again within `flap_window` rounds is a
+    /// ping-pong (straight back, or round a cycle of clusters).
+    pub last_move: Option<Round>,
+    /// Extra gain (above `margin`) phase 4 needs to move this area, raised on each
+    /// ping-pong; decays with the same half-life as the return margin.
+    pub move_extra: f64,
+    /// When `move_extra` was last raised.
+    pub move_raised_at: Option<Instant>,
 }
 
 impl AreaHistory {
@@ -262,7 +273,30 @@ impl AreaHistory {
             / p.return_margin_half_life.as_secs_f64();
         (self.return_margin * 0.5f64.powf(halves)).max(p.return_margin)
     }
+
+    /// The extra phase-4 gain in force at `now` (decayed; 0 when negligible).
+    pub fn effective_move_extra(&self, p: &Params, now: Instant) -> f64 {
+        let Some(at) = self.move_raised_at else {
+            return self.move_extra;
+        };
+        if p.return_margin_half_life.is_zero() {
+            return self.move_extra;
+        }
+        let halves = now.saturating_duration_since(at).as_secs_f64()
+            / p.return_margin_half_life.as_secs_f64();
+        let extra = self.move_extra * 0.5f64.powf(halves);
+        if extra < MIN_MOVE_EXTRA {
+            0.0
+        } else {
+            extra
+        }
+    }
 }
+
+/// Below this, a decayed ping-pong damping counts as gone.
+const MIN_MOVE_EXTRA: f64 = 0.01;
+/// Ping-pong damping never grows beyond this (loads differ by less in practice).
+const MAX_MOVE_EXTRA: f64 = 10.0;
 
 /// Everything one round of the assignment needs.
 #[derive(Debug, Clone, Copy)]
@@ -302,7 +336,7 @@ pub struct Outcome {
 
 /// Runs one round of the four-phase assignment.
 pub fn assign(input: &Input<'_>) -> Outcome {
-    assign_with(input, Rules::PAPER)
+    assign_with(input, Rules::ALL)
 }
 
 /// Switches that exist only so tests can show a rule matters.
@@ -310,11 +344,14 @@ pub fn assign(input: &Input<'_>) -> Outcome {
 pub(crate) struct Rules {
     /// Phase 4 gives at most one area to each cluster per round (paper §6.2).
     pub(crate) one_per_cluster: bool,
+    /// Phase 4 damps an area that moves straight back to the cluster it just left.
+    pub(crate) ping_pong_damping: bool,
 }
 
 impl Rules {
-    pub(crate) const PAPER: Rules = Rules {
+    pub(crate) const ALL: Rules = Rules {
         one_per_cluster: true,
+        ping_pong_damping: true,
     };
 }
 
@@ -514,16 +551,33 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         let best = ranked
             .iter()
             .find(|(_, c)| !(rules.one_per_cluster && given.contains(c)));
+        // An area that just moved back and forth needs a larger gain (ping-pong damping).
+        let extra = if rules.ping_pong_damping {
+            history
+                .areas
+                .get(&area)
+                .map_or(0.0, |h| h.effective_move_extra(p, input.now))
+        } else {
+            0.0
+        };
+        let needed = p.margin + extra;
         let placement = match best {
-            Some((best_load, best)) if *best != cur && cur_load - best_load >= p.margin - EPS => {
+            Some((best_load, best)) if *best != cur && cur_load - best_load >= needed - EPS => {
                 given.insert(best.clone());
+                let why = if extra > 0.0 {
+                    format!(
+                        "the margin {:.2} plus ping-pong damping {extra:.2}",
+                        p.margin
+                    )
+                } else {
+                    format!("the margin {:.2}", p.margin)
+                };
                 Placement {
                     cluster: best.clone(),
                     phase: 4,
                     reason: format!(
                         "{cur} at {cur_load:.2}; {best} at {best_load:.2} is better by at least \
-                         the margin {:.2}",
-                        p.margin
+                         {why}"
                     ),
                 }
             }
@@ -701,9 +755,21 @@ fn update_area_history(
         return_margin: p.return_margin,
         returned_home: None,
         raised_at: None,
+        last_move: None,
+        move_extra: 0.0,
+        move_raised_at: None,
     });
-    let to = &placement.cluster;
     let within = |r: Round| input.round.0.saturating_sub(r.0) <= p.flap_window;
+    if placement.phase == 4 && from.is_some_and(|f| f != &placement.cluster) {
+        // Moved by phase 4 again soon after its last phase-4 move: damp it.
+        if h.last_move.is_some_and(within) {
+            let raised = (h.effective_move_extra(p, input.now) * 2.0).max(p.margin);
+            h.move_extra = raised.min(MAX_MOVE_EXTRA);
+            h.move_raised_at = Some(input.now);
+        }
+        h.last_move = Some(input.round);
+    }
+    let to = &placement.cluster;
     if from.is_some_and(|f| f != home) && to == home {
         h.returned_home = Some(input.round);
     } else if from == Some(home) && to != home && placement.phase == 4 {
@@ -1146,6 +1212,7 @@ mod tests {
             },
             Rules {
                 one_per_cluster: false,
+                ..Rules::ALL
             },
         );
         assert_eq!(out.changes.len(), 3);
@@ -1398,7 +1465,7 @@ mod tests {
         proptest! {
             #[test]
             fn answers_are_working_nonempty_and_phase4_is_conservative(site in site()) {
-                check(site, Rules::PAPER)?;
+                check(site, Rules::ALL)?;
             }
         }
 
@@ -1412,6 +1479,7 @@ mod tests {
                     s,
                     Rules {
                         one_per_cluster: false,
+                        ..Rules::ALL
                     },
                 )
             });
