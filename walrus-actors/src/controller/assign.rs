@@ -32,6 +32,9 @@
 //!
 //! **Record set.** The working servers of the area's cluster below threshold, or all its
 //! working servers if none is below; least loaded first; at most `max_records` addresses.
+//! Beyond the paper, with a small hysteresis (`record_hysteresis`): a server already in
+//! the answer stays until `threshold + record_hysteresis`, so a server whose load jitters
+//! around the threshold does not cause a DNS update every round.
 //! An answer whose cluster and address *set* are unchanged is kept as it was (order
 //! included), so a reshuffle of loads alone never causes a DNS update. If no server
 //! anywhere works, every area keeps its last answer (fail static) and a human is told.
@@ -90,6 +93,10 @@ pub struct Params {
     /// to `return_margin`. Zero: no decay (an area that flapped enough stays away).
     /// Default: 10 minutes.
     pub return_margin_half_life: Duration,
+    /// Record-set hysteresis: a server already in an area's answer stays while below
+    /// `threshold + record_hysteresis`, and ranks as if this much less loaded when the
+    /// answer is cut to `max_records`. Default: 0.05.
+    pub record_hysteresis: f64,
 }
 
 impl Default for Params {
@@ -102,6 +109,7 @@ impl Default for Params {
             return_margin: 0.1,
             flap_window: 10,
             return_margin_half_life: Duration::from_secs(600),
+            record_hysteresis: 0.05,
         }
     }
 }
@@ -151,6 +159,12 @@ impl Params {
             self.return_margin,
             (0.0..=self.threshold).contains(&self.return_margin),
             "[0, threshold]",
+        )?;
+        check(
+            "record_hysteresis",
+            self.record_hysteresis,
+            self.record_hysteresis >= 0.0,
+            "[0, inf)",
         )?;
         if self.max_records == 0 {
             return Err(ParamsError::NoRecords);
@@ -604,8 +618,14 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         let Some(view) = clusters.get(&placement.cluster) else {
             continue;
         };
-        let records = record_set(view, input.topology, &placement.cluster, p);
         let old = input.current.get(area);
+        // Servers already in this area's answer (same cluster) keep their place a little
+        // longer: record-set hysteresis.
+        let serving: BTreeSet<IpAddr> = old
+            .filter(|o| o.cluster == placement.cluster)
+            .map(|o| o.records.iter().copied().collect())
+            .unwrap_or_default();
+        let records = record_set(view, input.topology, &placement.cluster, p, &serving);
         let same =
             old.is_some_and(|o| o.cluster == placement.cluster && same_set(&o.records, &records));
         if same {
@@ -785,30 +805,48 @@ fn update_area_history(
     }
 }
 
-/// The addresses an area assigned to this cluster is given.
+/// The addresses an area assigned to this cluster is given: working servers below
+/// threshold (or all working ones if none is), least loaded first, at most `max_records`.
+/// A server whose address is in `serving` (the area's current answer) counts as below
+/// threshold up to `threshold + record_hysteresis`, and ranks as if `record_hysteresis`
+/// less loaded, so load jitter around the threshold or among the least loaded does not
+/// rewrite DNS every round.
 fn record_set(
     view: &ClusterView,
     topology: &Topology,
     cluster: &ClusterName,
     p: &Params,
+    serving: &BTreeSet<IpAddr>,
 ) -> Vec<IpAddr> {
-    let below: Vec<&ServerName> = view
-        .working
-        .iter()
-        .filter(|(l, _)| *l < p.threshold)
-        .map(|(_, s)| s)
-        .collect();
-    let chosen: Vec<&ServerName> = if below.is_empty() {
-        view.working.iter().map(|(_, s)| s).collect()
-    } else {
-        below
-    };
     let Some(spec) = topology.clusters.get(cluster) else {
         return Vec::new();
     };
+    let h = p.record_hysteresis;
+    // (rank load, load, name, addresses)
+    let mut ranked: Vec<(f64, f64, &ServerName, &[IpAddr])> = view
+        .working
+        .iter()
+        .filter_map(|(load, name)| {
+            let addrs = spec.servers.get(name)?;
+            let incumbent = addrs.iter().any(|a| serving.contains(a));
+            let rank = if incumbent { load - h } else { *load };
+            Some((rank, *load, name, addrs.as_slice()))
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.cmp(b.2)));
+    // Below threshold, or (incumbents) below threshold + h: exactly rank < threshold.
+    let below: Vec<&[IpAddr]> = ranked
+        .iter()
+        .filter(|(rank, ..)| *rank < p.threshold)
+        .map(|(.., addrs)| *addrs)
+        .collect();
+    let chosen = if below.is_empty() {
+        ranked.iter().map(|(.., addrs)| *addrs).collect()
+    } else {
+        below
+    };
     chosen
         .into_iter()
-        .filter_map(|s| spec.servers.get(s))
         .flatten()
         .copied()
         .take(p.max_records)
@@ -1367,6 +1405,47 @@ mod tests {
         let out = run.step(&o);
         assert!(out.changes.is_empty());
         assert_eq!(out.answers[&AreaName::from("a1")].records[0], ip(1, 1));
+    }
+
+    /// Rounds in which a1's answer changed while c1-s2's load alternates 0.78 / 0.82.
+    fn churn_with(record_hysteresis: f64) -> usize {
+        let mut run = Run::new(topo(&[3]));
+        run.params.record_hysteresis = record_hysteresis;
+        let mut o = all_load(&run.topology, 0.3);
+        (0..20)
+            .filter(|i| {
+                let l = if i % 2 == 0 { 0.78 } else { 0.82 };
+                set(&mut o, "c1-s2", Observation::Load(l));
+                !run.step(&o).changes.is_empty()
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_server_jittering_around_the_threshold_does_not_rewrite_dns_every_round() {
+        assert_eq!(churn_with(0.05), 0);
+        // Planted fault: without the hysteresis the answer changes every round after the
+        // first (out at 0.82, back in at 0.78).
+        assert_eq!(churn_with(0.0), 19);
+    }
+
+    #[test]
+    fn an_incumbent_leaves_beyond_threshold_plus_hysteresis() {
+        let mut run = Run::new(topo(&[3]));
+        let mut o = all_load(&run.topology, 0.3);
+        set(&mut o, "c1-s2", Observation::Load(0.84));
+        assert!(run.step(&o).changes.is_empty(), "0.84 < 0.8 + 0.05: stays");
+        set(&mut o, "c1-s2", Observation::Load(0.86));
+        let out = run.step(&o);
+        assert_eq!(
+            out.answers[&AreaName::from("a1")].records,
+            vec![ip(1, 1), ip(1, 3)]
+        );
+        // Coming back, it must be below the threshold itself.
+        set(&mut o, "c1-s2", Observation::Load(0.81));
+        assert!(run.step(&o).changes.is_empty());
+        set(&mut o, "c1-s2", Observation::Load(0.79));
+        assert_eq!(run.step(&o).changes.len(), 1);
     }
 
     #[test]
