@@ -51,8 +51,10 @@
 //!   time, so at most one master's answers reach it; and a master sends an area only when
 //!   its answer changed (or once after a takeover or merge), so two masters cannot
 //!   alternate on one area round after round. Within one master, phase 4 moves at most one
-//!   area into a cluster per round and only for a gain of `margin`, and an area returns home
-//!   only below `threshold - return_margin` (its margin doubling if it flaps).
+//!   area into a cluster per round and only for a gain of `margin` (more for an area it
+//!   moved recently: ping-pong damping), an area returns home only below
+//!   `threshold - return_margin` (its margin doubling if it flaps), and a server already in
+//!   an answer stays until `threshold + record_hysteresis` (see [`assign`]).
 //! - **Heal.** The first member of the merged list is master (the other stops at once). It
 //!   restarts any round in progress — that round's request reached only its old component,
 //!   so closing it would count the newly reachable servers as dead and move an area for one
