@@ -49,7 +49,7 @@
 //! area is away, a raised margin decays back towards `return_margin` with a half-life of
 //! `return_margin_half_life` (default 10 minutes), so an area is never exiled for good:
 //! once its home can take it again it returns; if its own traffic still overloads its
-//! home, it costs one round trip per few half-lives (two DNS changes), not one per round.
+//! home, it costs about one round trip (two DNS changes) per half-life, not one per round.
 //!
 //! **Ping-pong damping (beyond the paper).** The Controller does not know how much traffic
 //! each area brings. An area heavier than `margin` of a cluster's capacity (say its home

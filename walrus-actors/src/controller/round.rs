@@ -12,6 +12,7 @@
 //!  partition healed (view merged two components)─► handle_merge (after handle_became_master
 //!                                                   if this view made it first)
 //!  timer from poll_timeout fired                ─► handle_timeout
+//!  configuration reloaded (SIGHUP)              ─► handle_reconfigure
 //!
 //!  Output::RequestReports{round} ─► multicast the request on `Reporters`
 //!  Output::Multicast(decision)   ─► multicast on `Controllers` (and `Directors`)
@@ -360,6 +361,23 @@ impl RoundMachine {
         if matches!(self.role, Role::Gathering { .. }) {
             self.start_round(now);
         }
+    }
+
+    /// The configuration was reloaded (SIGHUP): new timings, parameters or topology take
+    /// effect from the next round closed. Servers and areas no longer in the topology are
+    /// forgotten; new areas get an answer at that round (phase 2 or 3).
+    pub fn handle_reconfigure(&mut self, _now: Instant, config: RoundConfig, topology: Topology) {
+        self.servers = topology
+            .clusters
+            .values()
+            .flat_map(|c| c.servers.keys().cloned())
+            .collect();
+        self.history
+            .areas
+            .retain(|a, _| topology.areas.contains_key(a));
+        self.resend.retain(|a| topology.areas.contains_key(a));
+        self.config = config;
+        self.topology = topology;
     }
 
     /// A report arrived on `Controllers`. The master gathers it into the round; a backup
@@ -1287,6 +1305,37 @@ mod tests {
         b.handle_merge(t1);
         assert_eq!(drain(&mut b), vec![]);
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn reconfigure_adds_an_area_at_the_next_round_without_touching_the_others() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let mut t = topo();
+        t.areas.insert(
+            "a3".into(),
+            AreaSpec {
+                home_cluster: "c2".into(),
+            },
+        );
+        m.handle_reconfigure(t0, RoundConfig::default(), t);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        assert_eq!(
+            out[1],
+            Output::ApplyAnswers([("a3".into(), home(2))].into())
+        );
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(d.answers.len(), 3);
+        assert_eq!(d.changes.len(), 1);
     }
 
     #[test]
