@@ -10,4 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod controller;
+pub mod director;
 pub mod model;
+pub mod reporter;
+pub mod wire;

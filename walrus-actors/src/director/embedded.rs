@@ -1,0 +1,464 @@
+//! The embedded authoritative server: the Director serves its area zone and the site zone
+//! itself (the default for demos and small sites; no BIND to run).
+//!
+//! Why our own small server on hickory-proto rather than hickory-server: the whole zone is
+//! a handful of records computed from the current answer, so the answer logic is a pure
+//! function ([`super::zone::respond`]) that unit tests drive byte for byte, including the
+//! TC bit; hickory-server would bring its catalog, authority traits and file loaders for
+//! zones we do not have, and its truncation and NXDOMAIN behaviour would not be ours to
+//! test. This module is only sockets and the state file.
+//!
+//! The current answer is written to a state file atomically (write a temporary file in the
+//! same directory, fsync it, rename it over the old one, fsync the directory) *before* it is
+//! served, and read back at start: after a restart the server answers with the last answer
+//! before any Controller is heard from.
+
+use super::zone::{respond, Transport, ZoneLayout, ZoneState};
+use super::{Held, NameServer, NameServerError};
+use crate::director::zone::WwwRecords;
+use crate::model::AreaName;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+/// The state file is tiny; anything larger is not ours.
+const MAX_STATE_FILE: u64 = 1 << 20;
+/// Concurrent TCP connections served; more wait in the accept queue.
+const MAX_TCP_CONNECTIONS: usize = 128;
+/// A TCP connection idle this long is closed (RFC 7766 §6.2.3 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// UDP worker tasks sharing the socket.
+const UDP_WORKERS: usize = 2;
+
+/// Errors of the embedded server's start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// The state file exists but cannot be read or parsed.
+    #[error("cannot read state file {path}: {detail}")]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// "udp" or "tcp".
+        proto: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// One area's embedded name server: zone layout, current answer, state file. Cheap to
+/// clone (shared); one clone serves sockets while another is the Director's [`NameServer`].
+#[derive(Clone)]
+pub struct EmbeddedServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    area: AreaName,
+    layout: ZoneLayout,
+    state_file: PathBuf,
+    /// What is served; replaced whole after the state file is written.
+    state: RwLock<ZoneState>,
+    /// Serialises writers so the serial and the file stay in step.
+    writer: Mutex<()>,
+}
+
+impl EmbeddedServer {
+    /// Opens the server's state: the last answer from `state_file` when it exists, else
+    /// an empty answer (www has no address until the first decision).
+    pub fn open(
+        area: AreaName,
+        layout: ZoneLayout,
+        state_file: PathBuf,
+    ) -> Result<Self, EmbeddedError> {
+        Self::open_or(area, layout, state_file, WwwRecords::default())
+    }
+
+    /// Like [`EmbeddedServer::open`], but with no state file yet (first start) serves
+    /// `initial` — e.g. the home cluster's servers from the configuration — so the site
+    /// resolves even before the first decision. `initial` is not written to disk; the
+    /// first applied decision is.
+    pub fn open_or(
+        area: AreaName,
+        layout: ZoneLayout,
+        state_file: PathBuf,
+        initial: WwwRecords,
+    ) -> Result<Self, EmbeddedError> {
+        let state = load_state(&state_file)?.unwrap_or(ZoneState {
+            www: initial,
+            ..ZoneState::default()
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                area,
+                layout,
+                state_file,
+                state: RwLock::new(state),
+                writer: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// What is served now.
+    pub fn state(&self) -> ZoneState {
+        match self.inner.state.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The zone layout served.
+    pub fn layout(&self) -> &ZoneLayout {
+        &self.inner.layout
+    }
+
+    /// Binds UDP and TCP on `listen` (port 0: one free port for both).
+    pub async fn bind(&self, listen: SocketAddr) -> Result<Listening, EmbeddedError> {
+        // With port 0, the UDP port the OS picks may be taken for TCP: try a few.
+        let tries = if listen.port() == 0 { 20 } else { 1 };
+        let mut last = None;
+        for _ in 0..tries {
+            let udp = UdpSocket::bind(listen)
+                .await
+                .map_err(|source| EmbeddedError::Bind {
+                    addr: listen,
+                    proto: "udp",
+                    source,
+                })?;
+            let addr = udp.local_addr().map_err(|source| EmbeddedError::Bind {
+                addr: listen,
+                proto: "udp",
+                source,
+            })?;
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => {
+                    return Ok(Listening {
+                        server: self.clone(),
+                        udp: Arc::new(udp),
+                        tcp,
+                        addr,
+                    })
+                }
+                Err(source) => {
+                    last = Some(EmbeddedError::Bind {
+                        addr,
+                        proto: "tcp",
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or(EmbeddedError::Bind {
+            addr: listen,
+            proto: "tcp",
+            source: std::io::Error::other("no attempt"),
+        }))
+    }
+
+    fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let state = match self.inner.state.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        respond(&self.inner.layout, &state, request, transport)
+    }
+}
+
+/// Bound sockets, ready to serve.
+pub struct Listening {
+    server: EmbeddedServer,
+    udp: Arc<UdpSocket>,
+    tcp: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listening {
+    /// The address served (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut tasks = JoinSet::new();
+        for _ in 0..UDP_WORKERS {
+            tasks.spawn(serve_udp(self.server.clone(), self.udp.clone()));
+        }
+        tasks.spawn(serve_tcp(self.server.clone(), self.tcp));
+        tracing::info!(addr = %self.addr, area = %self.server.inner.area, "embedded name server serving");
+        shutdown.await;
+        tasks.shutdown().await;
+    }
+}
+
+async fn serve_udp(server: EmbeddedServer, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors from earlier sends show up here on some systems: not fatal.
+                // A short pause keeps a persistently failing socket from spinning a core.
+                tracing::debug!(error = %e, "udp recv");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        if let Some(reply) = server.answer(&buf[..n], Transport::Udp) {
+            if let Err(e) = sock.send_to(&reply, peer).await {
+                tracing::debug!(error = %e, %peer, "udp send");
+            }
+        }
+    }
+}
+
+async fn serve_tcp(server: EmbeddedServer, listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "tcp accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let server = server.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let _ = serve_tcp_conn(&server, stream).await;
+        });
+        // Reap finished connections so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_tcp_conn(server: &EmbeddedServer, mut s: TcpStream) -> std::io::Result<()> {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
+            Ok(Ok(n)) => n as usize,
+            _ => return Ok(()),
+        };
+        let mut buf = vec![0u8; len];
+        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        let Some(reply) = server.answer(&buf, Transport::Tcp) else {
+            return Ok(());
+        };
+        let Ok(rlen) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&rlen.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        s.write_all(&framed).await?;
+    }
+}
+
+fn load_state(path: &Path) -> Result<Option<ZoneState>, EmbeddedError> {
+    let err = |detail: String| EmbeddedError::StateFile {
+        path: path.to_owned(),
+        detail,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_STATE_FILE + 1),
+        &mut text,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > MAX_STATE_FILE {
+        return Err(err(format!("larger than {MAX_STATE_FILE} bytes")));
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| err(format!("line {}, column {}: {e}", e.line(), e.column())))
+}
+
+/// Writes `state` to `path` atomically: temp file in the same directory, fsync, rename,
+/// fsync the directory (so the rename itself survives a power cut).
+fn store_state(path: &Path, state: &ZoneState) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl NameServer for EmbeddedServer {
+    fn area(&self) -> &AreaName {
+        &self.inner.area
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "embedded server for {} (state {})",
+            self.inner.layout.area_zone,
+            self.inner.state_file.display()
+        )
+    }
+
+    async fn held(&self) -> Result<Held, NameServerError> {
+        let s = self.state();
+        Ok(Held {
+            www: s.www,
+            serial: Some(s.serial),
+        })
+    }
+
+    async fn replace(&self, want: &WwwRecords) -> Result<(), NameServerError> {
+        let _writer = self.inner.writer.lock().await;
+        let old = self.state();
+        let mut serial = old.serial.wrapping_add(1);
+        if serial == 0 {
+            serial = 1;
+        }
+        let next = ZoneState {
+            serial,
+            www: want.clone(),
+        };
+        let path = self.inner.state_file.clone();
+        let to_store = next.clone();
+        let stored = tokio::task::spawn_blocking(move || store_state(&path, &to_store))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        if let Err(e) = stored {
+            return Err(NameServerError::Storage {
+                area: self.inner.area.clone(),
+                path: self.inner.state_file.display().to_string(),
+                detail: e.to_string(),
+            });
+        }
+        match self.inner.state.write() {
+            Ok(mut s) => *s = next,
+            Err(p) => *p.into_inner() = next,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::director::zone::RecordTtl;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("walrus-embedded-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn layout() -> ZoneLayout {
+        ZoneLayout::new(
+            "example.com",
+            "a1.example.com",
+            None,
+            vec![],
+            RecordTtl::DEFAULT,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen_and_tmp_is_gone() {
+        let d = tmpdir("reopen");
+        let f = d.join("state.json");
+        let s = EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone()).unwrap();
+        assert_eq!(s.state(), ZoneState::default());
+        let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        s.replace(&want).await.unwrap();
+        let s2 = EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone()).unwrap();
+        assert_eq!(s2.state().www, want);
+        assert_eq!(s2.state().serial, 2);
+        assert!(!d.join("state.json.tmp").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn initial_answer_only_until_a_state_file_exists() {
+        let d = tmpdir("initial");
+        let f = d.join("state.json");
+        let home = WwwRecords::from_addrs(["10.9.9.9".parse().unwrap()], RecordTtl::DEFAULT);
+        let s = EmbeddedServer::open_or(AreaName::from("a1"), layout(), f.clone(), home.clone())
+            .unwrap();
+        assert_eq!(s.state().www, home);
+        assert!(!f.exists(), "the initial answer is not persisted");
+        let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        s.replace(&want).await.unwrap();
+        let s2 = EmbeddedServer::open_or(AreaName::from("a1"), layout(), f, home).unwrap();
+        assert_eq!(
+            s2.state().www,
+            want,
+            "the last decision beats the initial answer"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn corrupt_state_file_is_an_error_naming_the_file() {
+        let d = tmpdir("corrupt");
+        let f = d.join("state.json");
+        std::fs::write(&f, "{ not json").unwrap();
+        let e = EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("state.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn unwritable_state_file_is_a_storage_error_and_nothing_changes() {
+        let d = tmpdir("unwritable");
+        // A directory where the temp file should go makes the write fail.
+        let f = d.join("state.json");
+        std::fs::create_dir_all(d.join("state.json.tmp")).unwrap();
+        let s = EmbeddedServer::open(AreaName::from("a1"), layout(), f).unwrap();
+        let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        let e = s.replace(&want).await.unwrap_err();
+        assert!(matches!(e, NameServerError::Storage { .. }));
+        assert!(e.is_retryable());
+        assert_eq!(s.state(), ZoneState::default(), "not served unless stored");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,545 @@
+//! The platform-independent piece of the Reporter (paper §4, "three pieces"): sans-IO,
+//! deterministic.
+//!
+//! [`ReporterState`] takes each gathering's results (an OS sample, a web reading, the bypass
+//! file), turns consecutive ones into statistics over the period, and decides the
+//! server's condition. It publishes a [`Snapshot`]; a round request is answered from the
+//! latest snapshot by [`Snapshot::report`], a pure function of the snapshot and the time,
+//! so the request path never reads statistics.
+//!
+//! Special replies, in order of precedence:
+//! 1. **BYPASS** while the operator's bypass file is in force (a server taken out for
+//!    maintenance is not a failure: no human is paged). An unreadable bypass file counts
+//!    as a bypass: the operator meant something by creating it.
+//! 2. **TEMPFAIL** before the first statistics (a period needs two readings), when the
+//!    latest gathering is stale (older than `stale_after`), when the OS reading failed, or
+//!    while the web server has failed fewer than `panic_after` readings in a row.
+//! 3. **PANIC** when the web server refuses connections (nothing listens: it is down, at
+//!    once) or has failed `panic_after` readings in a row (status page failing, probe
+//!    failing, timeouts) — with the reason, for the human who gets the notification.
+
+use super::bypass::{Bypass, BypassError};
+use super::os::{os_stats, OsError, OsSample};
+use super::web::{WebError, WebReading};
+use crate::model::{Generation, Report, ReportBody, Round, ServerName, ServerStats, WebStats};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the bypass file said at the latest gathering.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BypassStatus {
+    /// No file.
+    #[default]
+    Off,
+    /// A file (possibly expired: checked against the wall clock when a report is built).
+    On(Bypass),
+    /// A file that could not be read or parsed: counts as a bypass until cleared.
+    Unreadable(String),
+}
+
+impl BypassStatus {
+    /// From the result of `read_bypass`.
+    pub fn from_read(result: Result<Option<Bypass>, BypassError>) -> Self {
+        match result {
+            Ok(None) => BypassStatus::Off,
+            Ok(Some(b)) => BypassStatus::On(b),
+            Err(e) => BypassStatus::Unreadable(e.to_string()),
+        }
+    }
+
+    /// The BYPASS reason when in force at `wall`.
+    fn active_reason(&self, wall: SystemTime) -> Option<String> {
+        match self {
+            BypassStatus::Off => None,
+            BypassStatus::On(b) => b.is_active(wall).then(|| b.describe(wall)),
+            BypassStatus::Unreadable(e) => Some(format!("operator bypass ({e})")),
+        }
+    }
+}
+
+/// The server's condition after the latest gathering.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// No statistics yet: nothing read, or only one reading (a period needs two).
+    Starting,
+    /// Fresh statistics over the latest period.
+    Stats(ServerStats),
+    /// A reading failed, transiently as far as we know: TEMPFAIL.
+    Transient {
+        /// What failed.
+        reason: String,
+    },
+    /// The web server is down or keeps failing: PANIC.
+    Down {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// The latest state, as published after each gathering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Gatherings so far (lets an observer tell whether it missed one).
+    pub gatherings: u64,
+    /// The gathering at which the condition took its present kind (Starting, Stats,
+    /// Transient or Down): "PANIC since gathering 812", whenever one looks.
+    pub condition_since: u64,
+    /// When the latest gathering took its readings; None before the first.
+    pub at: Option<Instant>,
+    /// The server's condition.
+    pub condition: Condition,
+    /// The bypass file.
+    pub bypass: BypassStatus,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self {
+            gatherings: 0,
+            condition_since: 0,
+            at: None,
+            condition: Condition::Starting,
+            bypass: BypassStatus::Off,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The report for `round` at `now` (monotonic, for staleness) and `wall` (for bypass
+    /// expiry). Pure and instant: this is the whole request path.
+    pub fn report(
+        &self,
+        server: &ServerName,
+        round: Round,
+        generation: Option<Generation>,
+        now: Instant,
+        wall: SystemTime,
+        stale_after: Duration,
+    ) -> Report {
+        Report {
+            server: server.clone(),
+            round,
+            body: self.body(now, wall, stale_after),
+            generation,
+        }
+    }
+
+    fn body(&self, now: Instant, wall: SystemTime, stale_after: Duration) -> ReportBody {
+        if let Some(reason) = self.bypass.active_reason(wall) {
+            return ReportBody::Bypass { reason };
+        }
+        let Some(at) = self.at else {
+            return ReportBody::TempFail {
+                reason: "no statistics yet (just started)".to_owned(),
+            };
+        };
+        let age = now.saturating_duration_since(at);
+        if age > stale_after {
+            return ReportBody::TempFail {
+                reason: format!(
+                    "latest statistics are {} ms old (limit {} ms): the gatherer is late",
+                    age.as_millis(),
+                    stale_after.as_millis()
+                ),
+            };
+        }
+        match &self.condition {
+            Condition::Starting => ReportBody::TempFail {
+                reason: "no statistics yet: first reading taken, a period needs two".to_owned(),
+            },
+            Condition::Stats(s) => ReportBody::Stats(s.clone()),
+            Condition::Transient { reason } => ReportBody::TempFail {
+                reason: reason.clone(),
+            },
+            Condition::Down { reason } => ReportBody::Panic {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// The readings a period is measured from.
+#[derive(Debug, Clone, Copy)]
+struct Previous {
+    at: Instant,
+    os: OsSample,
+    web: WebReading,
+}
+
+/// Keeps the latest statistics and decides the condition (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ReporterState {
+    panic_after: u32,
+    previous: Option<Previous>,
+    failures_in_a_row: u32,
+    snapshot: Snapshot,
+}
+
+impl ReporterState {
+    /// `panic_after`: web readings failed in a row (other than connection refused) before
+    /// PANIC; at least 1.
+    pub fn new(panic_after: u32) -> Self {
+        Self {
+            panic_after: panic_after.max(1),
+            previous: None,
+            failures_in_a_row: 0,
+            snapshot: Snapshot::default(),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// One gathering's results, taken at `now` (when the OS sample was read).
+    pub fn handle_gathering(
+        &mut self,
+        now: Instant,
+        os: Result<OsSample, OsError>,
+        web: Result<WebReading, WebError>,
+        bypass: BypassStatus,
+    ) -> &Snapshot {
+        self.snapshot.gatherings += 1;
+        self.snapshot.at = Some(now);
+        self.snapshot.bypass = bypass;
+        let condition = match (os, web) {
+            (_, Err(e)) => self.web_failed(&e),
+            (Err(e), Ok(_)) => {
+                self.failures_in_a_row = 0;
+                Condition::Transient {
+                    reason: format!("OS statistics unreadable: {e}"),
+                }
+            }
+            (Ok(os), Ok(web)) => {
+                self.failures_in_a_row = 0;
+                let current = Previous { at: now, os, web };
+                match self.previous.replace(current) {
+                    None => Condition::Starting,
+                    Some(prev) => Condition::Stats(stats(&prev, &current)),
+                }
+            }
+        };
+        if std::mem::discriminant(&condition) != std::mem::discriminant(&self.snapshot.condition) {
+            self.snapshot.condition_since = self.snapshot.gatherings;
+        }
+        self.snapshot.condition = condition;
+        &self.snapshot
+    }
+
+    fn web_failed(&mut self, e: &WebError) -> Condition {
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let n = self.failures_in_a_row;
+        if e.is_down() {
+            // A restarted server starts its counters again: measure from its next reading.
+            self.previous = None;
+            Condition::Down {
+                reason: format!("web server down: {e}"),
+            }
+        } else if n >= self.panic_after {
+            self.previous = None;
+            Condition::Down {
+                reason: format!("web server failed {n} readings in a row: {e}"),
+            }
+        } else {
+            Condition::Transient {
+                reason: format!(
+                    "web server reading failed ({n} of {} before PANIC): {e}",
+                    self.panic_after
+                ),
+            }
+        }
+    }
+}
+
+fn stats(prev: &Previous, cur: &Previous) -> ServerStats {
+    let period = cur.at.saturating_duration_since(prev.at);
+    let os = os_stats(&prev.os, &cur.os, period);
+    let hits = match (prev.web.requests, cur.web.requests) {
+        (Some(a), Some(b)) if b >= a => b - a,
+        // The counter went back: the server restarted; all it counts is since then.
+        (Some(_), Some(b)) => b,
+        _ => 0,
+    }
+    .saturating_sub(cur.web.own_requests);
+    ServerStats {
+        period,
+        cpu_user: os.cpu_user,
+        cpu_system: os.cpu_system,
+        cpu_idle: os.cpu_idle,
+        mem_free_bytes: os.mem_free_bytes,
+        swap_used_bytes: os.swap_used_bytes,
+        pages_out_per_sec: os.pages_out_per_sec,
+        free_virtual_bytes: os.free_virtual_bytes,
+        total_virtual_bytes: os.total_virtual_bytes,
+        procs_running: os.procs_running,
+        procs_blocked: os.procs_blocked,
+        web: WebStats {
+            hits,
+            busy_workers: cur.web.busy_workers,
+            max_workers: cur.web.max_workers.unwrap_or(0),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::http::HttpError;
+    use super::super::os::{CpuTimes, MemInfo, ProcStat, VmStat};
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    const STALE: Duration = Duration::from_secs(3);
+
+    fn os(ticks: u64) -> OsSample {
+        OsSample {
+            stat: ProcStat {
+                cpu: CpuTimes {
+                    user: ticks,
+                    system: ticks,
+                    idle: 2 * ticks,
+                    ..CpuTimes::default()
+                },
+                procs_running: 2,
+                procs_blocked: 1,
+            },
+            mem: MemInfo {
+                total: 1000,
+                free: 400,
+                available: 600,
+                swap_total: 100,
+                swap_free: 100,
+            },
+            vm: VmStat { pswpout: ticks },
+        }
+    }
+
+    fn web(requests: u64) -> WebReading {
+        WebReading {
+            requests: Some(requests),
+            own_requests: 1,
+            busy_workers: 3,
+            max_workers: Some(64),
+        }
+    }
+
+    fn refused() -> WebError {
+        WebError::Http {
+            url: "http://127.0.0.1:8080/nginx_status".into(),
+            source: HttpError::Refused {
+                target: "127.0.0.1:8080".into(),
+            },
+        }
+    }
+
+    fn status_500() -> WebError {
+        WebError::Status {
+            url: "http://127.0.0.1:8080/".into(),
+            status: 500,
+            expected: "200".into(),
+        }
+    }
+
+    fn body(s: &ReporterState, now: Instant) -> ReportBody {
+        s.snapshot()
+            .report(
+                &ServerName::from("w1"),
+                Round(7),
+                None,
+                now,
+                UNIX_EPOCH + Duration::from_secs(1000),
+                STALE,
+            )
+            .body
+    }
+
+    fn tempfail(b: &ReportBody) -> &str {
+        match b {
+            ReportBody::TempFail { reason } => reason,
+            other => panic!("expected TEMPFAIL, got {other:?}"),
+        }
+    }
+
+    fn panic_reason(b: &ReportBody) -> &str {
+        match b {
+            ReportBody::Panic { reason } => reason,
+            other => panic!("expected PANIC, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tempfail_until_two_readings_then_stats() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        assert_eq!(tempfail(&body(&s, t0)), "no statistics yet (just started)");
+        s.handle_gathering(t0, Ok(os(100)), Ok(web(10)), BypassStatus::Off);
+        assert!(tempfail(&body(&s, t0)).contains("a period needs two"));
+        let t1 = t0 + Duration::from_secs(2);
+        s.handle_gathering(t1, Ok(os(200)), Ok(web(31)), BypassStatus::Off);
+        let ReportBody::Stats(st) = body(&s, t1) else {
+            panic!("expected stats")
+        };
+        assert_eq!(st.period, Duration::from_secs(2));
+        assert_eq!(st.web.hits, 20, "21 counted, 1 of them ours");
+        assert_eq!((st.web.busy_workers, st.web.max_workers), (3, 64));
+        assert_eq!((st.cpu_user, st.cpu_system, st.cpu_idle), (0.25, 0.25, 0.5));
+        assert_eq!(st.pages_out_per_sec, 50.0);
+        assert_eq!((st.procs_running, st.procs_blocked), (2, 1));
+        assert_eq!(st.free_virtual_bytes, 700);
+    }
+
+    #[test]
+    fn report_carries_name_round_and_generation() {
+        let s = ReporterState::new(3);
+        let r = s.snapshot().report(
+            &ServerName::from("w9"),
+            Round(42),
+            Some(Generation(5)),
+            Instant::now(),
+            SystemTime::now(),
+            STALE,
+        );
+        assert_eq!(r.server, ServerName::from("w9"));
+        assert_eq!(r.round, Round(42));
+        assert_eq!(r.generation, Some(Generation(5)));
+    }
+
+    #[test]
+    fn refused_is_panic_at_once_and_recovery_is_normal() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), BypassStatus::Off);
+        let t1 = t0 + Duration::from_secs(1);
+        s.handle_gathering(t1, Ok(os(2)), Err(refused()), BypassStatus::Off);
+        assert_eq!(
+            panic_reason(&body(&s, t1)),
+            "web server down: http://127.0.0.1:8080/nginx_status: connection to 127.0.0.1:8080 refused"
+        );
+        assert_eq!(s.snapshot().condition_since, 2);
+        s.handle_gathering(t1, Ok(os(2)), Err(refused()), BypassStatus::Off);
+        assert_eq!(
+            s.snapshot().condition_since,
+            2,
+            "still down since gathering 2"
+        );
+        // Back: one reading to start a period (TEMPFAIL), then statistics; the restarted
+        // server's counter starts again and no hits are invented across the outage.
+        let t2 = t1 + Duration::from_secs(1);
+        s.handle_gathering(t2, Ok(os(3)), Ok(web(1)), BypassStatus::Off);
+        tempfail(&body(&s, t2));
+        let t3 = t2 + Duration::from_secs(1);
+        s.handle_gathering(t3, Ok(os(4)), Ok(web(6)), BypassStatus::Off);
+        let ReportBody::Stats(st) = body(&s, t3) else {
+            panic!("expected stats")
+        };
+        assert_eq!(st.web.hits, 4);
+    }
+
+    #[test]
+    fn other_failures_panic_after_n_in_a_row() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), BypassStatus::Off);
+        for n in 1..=2 {
+            s.handle_gathering(t0, Ok(os(1)), Err(status_500()), BypassStatus::Off);
+            let r = body(&s, t0);
+            assert!(
+                tempfail(&r).contains(&format!("({n} of 3 before PANIC)")),
+                "{r:?}"
+            );
+        }
+        // A success in between resets the count.
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), BypassStatus::Off);
+        for _ in 0..2 {
+            s.handle_gathering(t0, Ok(os(1)), Err(status_500()), BypassStatus::Off);
+            tempfail(&body(&s, t0));
+        }
+        s.handle_gathering(t0, Ok(os(1)), Err(status_500()), BypassStatus::Off);
+        assert_eq!(
+            panic_reason(&body(&s, t0)),
+            "web server failed 3 readings in a row: http://127.0.0.1:8080/: status 500, expected 200"
+        );
+    }
+
+    #[test]
+    fn os_failure_is_tempfail() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        let err = OsError::Missing {
+            file: "/proc/stat",
+            field: "cpu",
+        };
+        s.handle_gathering(t0, Err(err), Ok(web(1)), BypassStatus::Off);
+        assert_eq!(
+            tempfail(&body(&s, t0)),
+            "OS statistics unreadable: /proc/stat: field `cpu` is missing"
+        );
+    }
+
+    #[test]
+    fn stale_snapshot_is_tempfail() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), BypassStatus::Off);
+        s.handle_gathering(t0, Ok(os(2)), Ok(web(2)), BypassStatus::Off);
+        assert!(matches!(body(&s, t0 + STALE), ReportBody::Stats(_)));
+        let late = body(&s, t0 + STALE + Duration::from_millis(1));
+        assert!(tempfail(&late).contains("the gatherer is late"));
+        // Even a PANIC turns into TEMPFAIL when it is stale: we no longer know.
+        s.handle_gathering(t0, Ok(os(2)), Err(refused()), BypassStatus::Off);
+        tempfail(&body(&s, t0 + STALE * 2));
+    }
+
+    #[test]
+    fn bypass_wins_and_expires() {
+        let t0 = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut s = ReporterState::new(3);
+        let b = Bypass::new("disk swap", Some(Duration::from_secs(60)), wall);
+        // BYPASS beats PANIC: a server taken down for maintenance pages nobody.
+        s.handle_gathering(t0, Ok(os(1)), Err(refused()), BypassStatus::On(b));
+        let rep = |secs| {
+            s.snapshot()
+                .report(
+                    &ServerName::from("w1"),
+                    Round(1),
+                    None,
+                    t0,
+                    UNIX_EPOCH + Duration::from_secs(secs),
+                    STALE,
+                )
+                .body
+        };
+        assert_eq!(
+            rep(1000),
+            ReportBody::Bypass {
+                reason: "disk swap (bypass ends in 60s)".into()
+            }
+        );
+        // Expired: the server's real condition shows again.
+        panic_reason(&rep(1060));
+    }
+
+    #[test]
+    fn unreadable_bypass_file_counts_as_bypass() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        let status = BypassStatus::from_read(Err(BypassError::Syntax {
+            line: 1,
+            reason: "expected `key = value`".into(),
+        }));
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), status);
+        assert!(matches!(body(&s, t0), ReportBody::Bypass { .. }));
+    }
+
+    #[test]
+    fn counter_going_back_counts_from_restart() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(500)), BypassStatus::Off);
+        s.handle_gathering(t0, Ok(os(2)), Ok(web(8)), BypassStatus::Off);
+        let ReportBody::Stats(st) = body(&s, t0) else {
+            panic!("expected stats")
+        };
+        assert_eq!(st.web.hits, 7);
+    }
+}

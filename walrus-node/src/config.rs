@@ -1,0 +1,1079 @@
+//! The deployment configuration: one TOML file describes the whole site.
+//!
+//! Every host runs `walrus-node run --config walrus.toml --node NAME`; the file names the
+//! site, its areas (zone, name server, home cluster), its clusters (servers with their
+//! addresses and status pages), the nodes with their roles, the timings, the controller's
+//! parameters, the DNS backend and the notification channels. Per-host secrets (TLS key,
+//! TSIG key) are file paths, so the same file can be copied to every host.
+//!
+//! Parse, don't validate: the file deserializes into `Raw*` structs that refuse unknown
+//! fields, then [`Config::from_toml`] builds the validated [`Config`]; nothing downstream
+//! checks it again. Every error names the file, the line and the field, and says what was
+//! expected ([`ConfigError`]).
+//!
+//! ```text
+//!  walrus.toml ──toml──▶ RawConfig (spans kept) ──validate──▶ Config ──▶ actors' configs
+//! ```
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use walrus_actors::model::{AreaName, AreaSpec, ClusterName, ClusterSpec, ServerName, Topology};
+
+/// A configuration error, naming the file, the line and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the error is in.
+    pub file: PathBuf,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// The dotted path of the field, e.g. `areas.eu.home_cluster`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A role a node can run; the file lists each node's roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Joins `Controllers`; the first member is master and runs rounds.
+    Controller,
+    /// Reports its web server's load on request.
+    Reporter,
+    /// Replicates the site's content (primary or replica).
+    Replicator,
+    /// Puts its area's answer into the area's name server.
+    Director,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Controller => "controller",
+            Role::Reporter => "reporter",
+            Role::Replicator => "replicator",
+            Role::Director => "director",
+        })
+    }
+}
+
+/// How a Director reaches its area's name server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsBackend {
+    /// The Director serves the area zone and the site zone itself (the default).
+    #[default]
+    Embedded,
+    /// RFC 2136 dynamic update with TSIG to an existing server (BIND, Knot, PowerDNS).
+    Rfc2136,
+}
+
+/// Who sends each area's update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsMode {
+    /// A Director beside each name server applies its own area's answer (the default).
+    #[default]
+    Director,
+    /// The master Controller sends every area's update itself (paper §7.2).
+    Direct,
+}
+
+/// The kind of web-server status a Reporter reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusKind {
+    /// nginx `stub_status`.
+    Nginx,
+    /// Apache `mod_status` (`?auto`).
+    Apache,
+    /// A plain HTTP(S) health probe.
+    Probe,
+}
+
+/// How the Replicator moves content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMethod {
+    /// Walrus's own transfer over the cluster's QUIC connections (the default).
+    #[default]
+    Walrus,
+    /// `rsync -a --delete` from the primary to each replica.
+    Rsync,
+}
+
+/// The validated deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub file: PathBuf,
+    /// The site's DNS name, e.g. `example.com`; clients resolve `www.<site>`.
+    pub site: String,
+    /// Round and reporting periods.
+    pub timing: Timing,
+    /// The assignment's parameters.
+    pub controller: ControllerParams,
+    /// DNS backend, mode and TTL.
+    pub dns: Dns,
+    /// Where notifications go.
+    pub notify: Notify,
+    /// Cluster CA and the node certificates.
+    pub tls: Tls,
+    /// Every area.
+    pub areas: BTreeMap<AreaName, Area>,
+    /// Every cluster.
+    pub clusters: BTreeMap<ClusterName, Cluster>,
+    /// Every node (host running `walrus-node`).
+    pub nodes: BTreeMap<String, Node>,
+    /// Content replication, when configured.
+    pub replicator: Option<Replicator>,
+}
+
+/// Round and reporting periods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// How often the master runs a round. Default 1 s.
+    pub round_period: Duration,
+    /// How long the master waits for reports in a round. Default 40% of `round_period`.
+    pub report_timeout: Duration,
+    /// How often a Reporter gathers statistics. Default 1 s.
+    pub report_interval: Duration,
+    /// Group-communication timeouts: `lan` (failure detected within 1 s) or `wan`.
+    pub gcs_profile: GcsProfile,
+}
+
+/// Group-communication timeout profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GcsProfile {
+    /// Short timeouts for one data centre or a test on loopback.
+    #[default]
+    Lan,
+    /// Longer timeouts for nodes across the Internet.
+    Wan,
+}
+
+/// The assignment's parameters (paper §6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerParams {
+    /// Load (1.0 = at capacity) above which a server gets no new clients except in dire
+    /// need. Default 0.8.
+    pub threshold: f64,
+    /// How much lower a cluster's load must be before phase 4 moves an area to it.
+    /// Default 0.2.
+    pub margin: f64,
+    /// Most addresses in one answer (keeps it in one UDP datagram). Default 20, at most 30.
+    pub max_records: usize,
+    /// A replica more than this many generations behind is treated as BYPASS. Default 1.
+    pub max_generation_lag: u64,
+}
+
+/// DNS settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dns {
+    /// Embedded server or RFC 2136.
+    pub backend: DnsBackend,
+    /// Director beside each name server, or direct from the master.
+    pub mode: DnsMode,
+    /// TTL of the `www.<area zone>` records. Default 30 s, at least 1 s.
+    pub ttl: Duration,
+}
+
+/// Notification channels (both optional).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    /// A command run with the event as JSON on stdin (program and arguments).
+    pub command: Option<Vec<String>>,
+    /// A URL the event is POSTed to as JSON.
+    pub webhook: Option<String>,
+    /// A server dead this long is reported to a human. Default 5 min.
+    pub dead_after: Duration,
+}
+
+/// TLS material of the group-communication layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Directory holding `<node>.pem` and `<node>.key` for each node.
+    pub dir: PathBuf,
+}
+
+/// One area.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Area {
+    /// The area's own zone, e.g. `area-eu.example.com`.
+    pub zone: String,
+    /// The area's authoritative name server (where its clients' resolvers ask).
+    pub name_server: SocketAddr,
+    /// The cluster in the same place.
+    pub home_cluster: ClusterName,
+    /// TSIG key file (BIND `key` statement format), for the RFC 2136 backend.
+    pub tsig_key_file: Option<PathBuf>,
+}
+
+/// One cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// Its servers.
+    pub servers: BTreeMap<ServerName, Server>,
+}
+
+/// One web server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Addresses handed out in DNS answers.
+    pub addresses: Vec<IpAddr>,
+    /// How its Reporter reads its load.
+    pub status: Status,
+}
+
+/// How a Reporter reads a web server's load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// nginx, Apache or a plain probe.
+    pub kind: StatusKind,
+    /// The status page or probe URL.
+    pub url: String,
+    /// Maximum workers, where the server does not say (nginx, probe). Default 512.
+    pub max_workers: u32,
+}
+
+/// One host running `walrus-node`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The group-communication (QUIC) address.
+    pub address: SocketAddr,
+    /// The roles it runs.
+    pub roles: BTreeSet<Role>,
+    /// The web server a Reporter on this node reports on.
+    pub server: Option<ServerName>,
+    /// The area a Director on this node serves.
+    pub area: Option<AreaName>,
+    /// Where `/status`, `/metrics` and the dashboard are served, if anywhere.
+    pub status_addr: Option<SocketAddr>,
+}
+
+/// Content replication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replicator {
+    /// The node whose content root is the primary copy.
+    pub primary: String,
+    /// The content root on the primary; on replicas, the directory holding generations
+    /// and the `current` link the web server serves.
+    pub root: PathBuf,
+    /// Generations kept beside the current one. Default 2.
+    pub keep: usize,
+    /// Walrus's own transfer or rsync.
+    pub method: ReplicationMethod,
+}
+
+// ----------------------------------------------------------------------------------------
+// Raw form, as written in the file.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    site: Spanned<String>,
+    #[serde(default)]
+    timing: Option<Spanned<RawTiming>>,
+    #[serde(default)]
+    controller: Option<Spanned<RawControllerParams>>,
+    #[serde(default)]
+    dns: Option<Spanned<RawDns>>,
+    #[serde(default)]
+    notify: Option<Spanned<RawNotify>>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    areas: Spanned<BTreeMap<String, Spanned<RawArea>>>,
+    clusters: Spanned<BTreeMap<String, Spanned<RawCluster>>>,
+    nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
+    #[serde(default)]
+    replicator: Option<Spanned<RawReplicator>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    #[serde(default, with = "human_duration")]
+    round_period: Option<Duration>,
+    #[serde(default, with = "human_duration")]
+    report_timeout: Option<Duration>,
+    #[serde(default, with = "human_duration")]
+    report_interval: Option<Duration>,
+    #[serde(default)]
+    gcs_profile: GcsProfile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControllerParams {
+    threshold: Option<f64>,
+    margin: Option<f64>,
+    max_records: Option<usize>,
+    max_generation_lag: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    backend: DnsBackend,
+    #[serde(default)]
+    mode: DnsMode,
+    #[serde(default, with = "human_duration")]
+    ttl: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    command: Option<Vec<String>>,
+    webhook: Option<String>,
+    #[serde(default, with = "human_duration")]
+    dead_after: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArea {
+    zone: String,
+    name_server: SocketAddr,
+    home_cluster: String,
+    tsig_key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    servers: BTreeMap<String, Spanned<RawServer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    addresses: Vec<IpAddr>,
+    status: StatusKind,
+    status_url: String,
+    max_workers: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    address: SocketAddr,
+    roles: Vec<Role>,
+    server: Option<String>,
+    area: Option<String>,
+    status_addr: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplicator {
+    primary: String,
+    root: PathBuf,
+    keep: Option<usize>,
+    #[serde(default)]
+    method: ReplicationMethod,
+}
+
+/// Durations written as human strings ("500ms", "30s", "5m").
+mod human_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write e.g. \"500ms\", \"30s\" or \"5m\""
+            ))
+        })
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Validation.
+
+/// Turns byte offsets into lines and builds errors that name file, line and field.
+struct Locator<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.source.len());
+        self.source.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: span.map(|s| self.line_of(s.start)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn known<'k>(keys: impl Iterator<Item = &'k String>) -> String {
+    let list: Vec<&str> = keys.map(String::as_str).collect();
+    if list.is_empty() {
+        "none are defined".to_owned()
+    } else {
+        format!("known: {}", list.join(", "))
+    }
+}
+
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            field: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::from_toml(path, &source)
+    }
+
+    /// Parses and validates `source`, which came from `file` (named in errors).
+    pub fn from_toml(file: &Path, source: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { file, source };
+        let raw: RawConfig = toml::from_str(source).map_err(|e| {
+            // toml's message already names the unknown or missing field; keep its first
+            // line and add ours.
+            let message = e.message().trim().to_owned();
+            loc.err(e.span(), "", message)
+        })?;
+        validate(&loc, raw)
+    }
+
+    /// The areas and clusters as the Controller sees them.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            areas: self
+                .areas
+                .iter()
+                .map(|(name, area)| {
+                    (
+                        name.clone(),
+                        AreaSpec {
+                            home_cluster: area.home_cluster.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|(name, cluster)| {
+                    (
+                        name.clone(),
+                        ClusterSpec {
+                            servers: cluster
+                                .servers
+                                .iter()
+                                .map(|(s, server)| (s.clone(), server.addresses.clone()))
+                                .collect(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The node called `name`, or an error listing the known ones.
+    pub fn node(&self, name: &str) -> Result<&Node, ConfigError> {
+        self.nodes.get(name).ok_or_else(|| ConfigError {
+            file: self.file.clone(),
+            line: None,
+            field: "nodes".to_owned(),
+            message: format!("there is no node `{name}`; {}", known(self.nodes.keys())),
+        })
+    }
+}
+
+fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+    let site = raw.site.get_ref().trim_end_matches('.').to_owned();
+    if !is_dns_name(&site) {
+        return Err(loc.err(
+            Some(raw.site.span()),
+            "site",
+            format!("`{site}` is not a DNS name; write e.g. \"example.com\""),
+        ));
+    }
+
+    let timing = validate_timing(loc, raw.timing)?;
+    let controller = validate_controller(loc, raw.controller)?;
+    let dns = validate_dns(loc, raw.dns)?;
+    let notify = validate_notify(loc, raw.notify)?;
+    let tls = Tls {
+        ca: raw
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca.clone())
+            .unwrap_or_else(|| PathBuf::from("certs/ca.pem")),
+        dir: raw
+            .tls
+            .as_ref()
+            .and_then(|t| t.dir.clone())
+            .unwrap_or_else(|| PathBuf::from("certs")),
+    };
+
+    let clusters = validate_clusters(loc, &raw.clusters)?;
+    let cluster_names: Vec<String> = clusters.keys().map(|c| c.0.clone()).collect();
+    let areas = validate_areas(loc, &raw.areas, &clusters, &cluster_names, dns.backend)?;
+    let servers: BTreeSet<&ServerName> = clusters.values().flat_map(|c| c.servers.keys()).collect();
+    let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas)?;
+
+    let replicator = match raw.replicator {
+        None => None,
+        Some(r) => {
+            let span = r.span();
+            let r = r.into_inner();
+            match nodes.get(&r.primary) {
+                None => {
+                    return Err(loc.err(
+                        Some(span),
+                        "replicator.primary",
+                        format!("`{}` is not a node; {}", r.primary, known(nodes.keys())),
+                    ))
+                }
+                Some(node) if !node.roles.contains(&Role::Replicator) => {
+                    return Err(loc.err(
+                        Some(span),
+                        "replicator.primary",
+                        format!(
+                            "node `{}` does not run the `replicator` role; add it to its roles",
+                            r.primary
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            Some(Replicator {
+                primary: r.primary,
+                root: r.root,
+                keep: r.keep.unwrap_or(2),
+                method: r.method,
+            })
+        }
+    };
+
+    Ok(Config {
+        file: loc.file.to_path_buf(),
+        site,
+        timing,
+        controller,
+        dns,
+        notify,
+        tls,
+        areas,
+        clusters,
+        nodes,
+        replicator,
+    })
+}
+
+fn validate_timing(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawTiming>>,
+) -> Result<Timing, ConfigError> {
+    let span = raw.as_ref().map(|r| r.span());
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let round_period = raw.round_period.unwrap_or(Duration::from_secs(1));
+    if round_period < Duration::from_millis(100) || round_period > Duration::from_secs(3600) {
+        return Err(loc.err(
+            span,
+            "timing.round_period",
+            format!("{round_period:?} is out of range; expected 100ms to 1h"),
+        ));
+    }
+    let report_timeout = raw.report_timeout.unwrap_or(round_period * 2 / 5);
+    if report_timeout.is_zero() || report_timeout >= round_period {
+        return Err(loc.err(
+            span,
+            "timing.report_timeout",
+            format!(
+                "{report_timeout:?} must be above zero and below round_period ({round_period:?})"
+            ),
+        ));
+    }
+    let report_interval = raw.report_interval.unwrap_or(Duration::from_secs(1));
+    if report_interval < Duration::from_millis(50) {
+        return Err(loc.err(
+            span,
+            "timing.report_interval",
+            format!("{report_interval:?} is too short; expected at least 50ms"),
+        ));
+    }
+    Ok(Timing {
+        round_period,
+        report_timeout,
+        report_interval,
+        gcs_profile: raw.gcs_profile,
+    })
+}
+
+fn validate_controller(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawControllerParams>>,
+) -> Result<ControllerParams, ConfigError> {
+    let span = raw.as_ref().map(|r| r.span());
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let threshold = raw.threshold.unwrap_or(0.8);
+    if !(threshold > 0.0 && threshold <= 10.0) {
+        return Err(loc.err(
+            span,
+            "controller.threshold",
+            format!("{threshold} is out of range; expected a load above 0 (1.0 = at capacity)"),
+        ));
+    }
+    let margin = raw.margin.unwrap_or(0.2);
+    if !(0.0..=1.0).contains(&margin) {
+        return Err(loc.err(
+            span,
+            "controller.margin",
+            format!("{margin} is out of range; expected 0.0 to 1.0"),
+        ));
+    }
+    let max_records = raw.max_records.unwrap_or(20);
+    if !(1..=30).contains(&max_records) {
+        return Err(loc.err(
+            span,
+            "controller.max_records",
+            format!("{max_records} is out of range; expected 1 to 30 (one UDP datagram)"),
+        ));
+    }
+    Ok(ControllerParams {
+        threshold,
+        margin,
+        max_records,
+        max_generation_lag: raw.max_generation_lag.unwrap_or(1),
+    })
+}
+
+fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, ConfigError> {
+    let span = raw.as_ref().map(|r| r.span());
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let ttl = raw.ttl.unwrap_or(Duration::from_secs(30));
+    if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+        return Err(loc.err(
+            span,
+            "dns.ttl",
+            format!("{ttl:?} is not allowed; expected whole seconds, at least 1s"),
+        ));
+    }
+    Ok(Dns {
+        backend: raw.backend,
+        mode: raw.mode,
+        ttl,
+    })
+}
+
+fn validate_notify(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawNotify>>,
+) -> Result<Notify, ConfigError> {
+    let span = raw.as_ref().map(|r| r.span());
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    if raw.command.as_ref().is_some_and(Vec::is_empty) {
+        return Err(loc.err(
+            span,
+            "notify.command",
+            "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/page\", \"--team\", \"web\"]",
+        ));
+    }
+    if let Some(url) = &raw.webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(loc.err(
+                span,
+                "notify.webhook",
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    Ok(Notify {
+        command: raw.command,
+        webhook: raw.webhook,
+        dead_after: raw.dead_after.unwrap_or(Duration::from_secs(300)),
+    })
+}
+
+fn validate_clusters(
+    loc: &Locator<'_>,
+    raw: &Spanned<BTreeMap<String, Spanned<RawCluster>>>,
+) -> Result<BTreeMap<ClusterName, Cluster>, ConfigError> {
+    if raw.get_ref().is_empty() {
+        return Err(loc.err(
+            Some(raw.span()),
+            "clusters",
+            "no cluster is defined; add e.g. [clusters.c1.servers.web1]",
+        ));
+    }
+    let mut clusters = BTreeMap::new();
+    let mut seen_servers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, cluster) in raw.get_ref() {
+        let field = format!("clusters.{name}");
+        if cluster.get_ref().servers.is_empty() {
+            return Err(loc.err(
+                Some(cluster.span()),
+                format!("{field}.servers"),
+                "a cluster needs at least one server",
+            ));
+        }
+        let mut servers = BTreeMap::new();
+        for (server_name, server) in &cluster.get_ref().servers {
+            let sfield = format!("{field}.servers.{server_name}");
+            if let Some(other) = seen_servers.insert(server_name.clone(), name.clone()) {
+                return Err(loc.err(
+                    Some(server.span()),
+                    sfield,
+                    format!("server names must be unique across the site; `{server_name}` is also in cluster `{other}`"),
+                ));
+            }
+            let s = server.get_ref();
+            if s.addresses.is_empty() {
+                return Err(loc.err(
+                    Some(server.span()),
+                    format!("{sfield}.addresses"),
+                    "a server needs at least one address to hand out",
+                ));
+            }
+            if !(s.status_url.starts_with("http://") || s.status_url.starts_with("https://")) {
+                return Err(loc.err(
+                    Some(server.span()),
+                    format!("{sfield}.status_url"),
+                    format!("`{}` is not an http:// or https:// URL", s.status_url),
+                ));
+            }
+            servers.insert(
+                ServerName(server_name.clone()),
+                Server {
+                    addresses: s.addresses.clone(),
+                    status: Status {
+                        kind: s.status,
+                        url: s.status_url.clone(),
+                        max_workers: s.max_workers.unwrap_or(512),
+                    },
+                },
+            );
+        }
+        clusters.insert(ClusterName(name.clone()), Cluster { servers });
+    }
+    Ok(clusters)
+}
+
+fn validate_areas(
+    loc: &Locator<'_>,
+    raw: &Spanned<BTreeMap<String, Spanned<RawArea>>>,
+    clusters: &BTreeMap<ClusterName, Cluster>,
+    cluster_names: &[String],
+    backend: DnsBackend,
+) -> Result<BTreeMap<AreaName, Area>, ConfigError> {
+    if raw.get_ref().is_empty() {
+        return Err(loc.err(
+            Some(raw.span()),
+            "areas",
+            "no area is defined; add e.g. [areas.eu]",
+        ));
+    }
+    let mut areas = BTreeMap::new();
+    for (name, area) in raw.get_ref() {
+        let field = format!("areas.{name}");
+        let a = area.get_ref();
+        let home = ClusterName(a.home_cluster.clone());
+        if !clusters.contains_key(&home) {
+            return Err(loc.err(
+                Some(area.span()),
+                format!("{field}.home_cluster"),
+                format!(
+                    "`{}` is not a cluster; {}",
+                    a.home_cluster,
+                    known(cluster_names.iter())
+                ),
+            ));
+        }
+        let zone = a.zone.trim_end_matches('.').to_owned();
+        if !is_dns_name(&zone) {
+            return Err(loc.err(
+                Some(area.span()),
+                format!("{field}.zone"),
+                format!("`{zone}` is not a DNS name; write e.g. \"area-{name}.example.com\""),
+            ));
+        }
+        if backend == DnsBackend::Rfc2136 && a.tsig_key_file.is_none() {
+            return Err(loc.err(
+                Some(area.span()),
+                format!("{field}.tsig_key_file"),
+                "the rfc2136 backend needs a TSIG key file for every area (see `walrus-node dns bind-config`)",
+            ));
+        }
+        areas.insert(
+            AreaName(name.clone()),
+            Area {
+                zone,
+                name_server: a.name_server,
+                home_cluster: home,
+                tsig_key_file: a.tsig_key_file.clone(),
+            },
+        );
+    }
+    Ok(areas)
+}
+
+fn validate_nodes(
+    loc: &Locator<'_>,
+    raw: &Spanned<BTreeMap<String, Spanned<RawNode>>>,
+    servers: &BTreeSet<&ServerName>,
+    areas: &BTreeMap<AreaName, Area>,
+) -> Result<BTreeMap<String, Node>, ConfigError> {
+    if raw.get_ref().is_empty() {
+        return Err(loc.err(
+            Some(raw.span()),
+            "nodes",
+            "no node is defined; add e.g. [nodes.n1]",
+        ));
+    }
+    let mut nodes = BTreeMap::new();
+    let mut addresses: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    for (name, node) in raw.get_ref() {
+        let field = format!("nodes.{name}");
+        let n = node.get_ref();
+        let span = Some(node.span());
+        if let Some(other) = addresses.insert(n.address, name.clone()) {
+            return Err(loc.err(
+                span,
+                format!("{field}.address"),
+                format!("{} is also the address of node `{other}`", n.address),
+            ));
+        }
+        let roles: BTreeSet<Role> = n.roles.iter().copied().collect();
+        if roles.is_empty() {
+            return Err(loc.err(
+                span,
+                format!("{field}.roles"),
+                "a node needs at least one role: controller, reporter, replicator, director",
+            ));
+        }
+        let server = match (&n.server, roles.contains(&Role::Reporter)) {
+            (Some(s), _) => {
+                let s = ServerName(s.clone());
+                if !servers.contains(&s) {
+                    let names: Vec<String> = servers.iter().map(|s| s.0.clone()).collect();
+                    return Err(loc.err(
+                        span,
+                        format!("{field}.server"),
+                        format!(
+                            "`{s}` is not a server of any cluster; {}",
+                            known(names.iter())
+                        ),
+                    ));
+                }
+                Some(s)
+            }
+            (None, true) => {
+                return Err(loc.err(
+                    span,
+                    format!("{field}.server"),
+                    "a node with the `reporter` role must name the web server it reports on",
+                ))
+            }
+            (None, false) => None,
+        };
+        let area = match (&n.area, roles.contains(&Role::Director)) {
+            (Some(a), _) => {
+                let a = AreaName(a.clone());
+                if !areas.contains_key(&a) {
+                    let names: Vec<String> = areas.keys().map(|a| a.0.clone()).collect();
+                    return Err(loc.err(
+                        span,
+                        format!("{field}.area"),
+                        format!("`{a}` is not an area; {}", known(names.iter())),
+                    ));
+                }
+                Some(a)
+            }
+            (None, true) => return Err(loc.err(
+                span,
+                format!("{field}.area"),
+                "a node with the `director` role must name the area whose name server it updates",
+            )),
+            (None, false) => None,
+        };
+        nodes.insert(
+            name.clone(),
+            Node {
+                address: n.address,
+                roles,
+                server,
+                area,
+                status_addr: n.status_addr,
+            },
+        );
+    }
+    if !nodes
+        .values()
+        .any(|n: &Node| n.roles.contains(&Role::Controller))
+    {
+        return Err(loc.err(
+            Some(raw.span()),
+            "nodes",
+            "no node runs the `controller` role; at least one must (two or more for failover)",
+        ));
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/walrus.toml");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("walrus.toml"), text)
+    }
+
+    #[test]
+    fn the_annotated_example_is_valid() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(config.areas.len(), 3);
+        assert_eq!(config.clusters.len(), 3);
+        assert_eq!(config.timing.round_period, Duration::from_secs(1));
+        assert_eq!(config.timing.report_timeout, Duration::from_millis(400));
+        let topology = config.topology();
+        assert_eq!(
+            topology.areas[&AreaName::from("eu")].home_cluster,
+            ClusterName::from("c-eu")
+        );
+    }
+
+    #[test]
+    fn an_unknown_home_cluster_names_file_line_field_and_the_known_ones() {
+        let text = EXAMPLE.replace("home_cluster = \"c-eu\"", "home_cluster = \"c9\"");
+        let err = parse(&text).unwrap_err();
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("[areas.eu]"))
+            .unwrap()
+            + 1;
+        assert_eq!(err.line, Some(line));
+        assert_eq!(err.field, "areas.eu.home_cluster");
+        assert_eq!(
+            err.to_string(),
+            format!("walrus.toml:{line}: `areas.eu.home_cluster`: `c9` is not a cluster; known: c-asia, c-eu, c-us")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_line() {
+        let text = EXAMPLE.replace("[timing]", "[timing]\nround_perod = \"2s\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("round_perod"), "{err}");
+        let line = EXAMPLE.lines().position(|l| l == "[timing]").unwrap() + 2;
+        assert_eq!(err.line, Some(line), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_and_ranges_are_explained() {
+        let err = parse(&EXAMPLE.replace("round_period = \"1s\"", "round_period = \"soon\""))
+            .unwrap_err();
+        assert!(err.message.contains("not a duration"), "{err}");
+        let err = parse(&EXAMPLE.replace("threshold = 0.8", "threshold = -1.0")).unwrap_err();
+        assert_eq!(err.field, "controller.threshold");
+        let err = parse(&EXAMPLE.replace("ttl = \"30s\"", "ttl = \"500ms\"")).unwrap_err();
+        assert_eq!(err.field, "dns.ttl");
+    }
+
+    #[test]
+    fn a_reporter_must_name_a_known_server() {
+        let err = parse(&EXAMPLE.replace("server = \"eu-1\"", "server = \"eu-9\"")).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-a.server");
+        assert!(err.message.contains("known: asia-1"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_server_names_are_refused() {
+        let err = parse(&EXAMPLE.replace(
+            "[clusters.c-us.servers.us-2]",
+            "[clusters.c-us.servers.eu-1]",
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("unique"), "{err}");
+    }
+
+    #[test]
+    fn rfc2136_needs_a_tsig_key_per_area() {
+        let text = EXAMPLE.replace("backend = \"embedded\"", "backend = \"rfc2136\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.field.ends_with("tsig_key_file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load(Path::new("/nonexistent/walrus.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/walrus.toml: cannot read"),
+            "{err}"
+        );
+    }
+}
