@@ -113,9 +113,10 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
                     };
                 }
                 if let Some(Entry {
-                    kind: Kind::File {
-                        chunks: old_chunks, ..
-                    },
+                    kind:
+                        Kind::File {
+                            chunks: old_chunks, ..
+                        },
                     ..
                 }) = old.get(&e.path)
                 {
@@ -157,10 +158,7 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
 
 /// Segments of the new file: chunks found in the old file are local, the rest remote;
 /// neighbours of the same kind are merged.
-fn delta_segments(
-    old: &[super::manifest::Chunk],
-    new: &[super::manifest::Chunk],
-) -> Vec<Segment> {
+fn delta_segments(old: &[super::manifest::Chunk], new: &[super::manifest::Chunk]) -> Vec<Segment> {
     let have: HashMap<ContentHash, (u64, u32)> =
         old.iter().map(|c| (c.hash, (c.offset, c.len))).collect();
     let mut out: Vec<Segment> = Vec::new();
@@ -223,10 +221,7 @@ mod tests {
     #[test]
     fn unchanged_files_are_linked_changed_fetched_deleted_listed() {
         let old = m(1, vec![file("a", b"A", 0o644), file("b", b"B", 0o644)]);
-        let new = m(
-            2,
-            vec![file("a", b"A", 0o644), file("c", b"CC", 0o644)],
-        );
+        let new = m(2, vec![file("a", b"A", 0o644), file("c", b"CC", 0o644)]);
         let p = diff(&old, &new);
         assert_eq!(
             p.actions,

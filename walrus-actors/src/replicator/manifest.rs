@@ -192,7 +192,11 @@ impl Manifest {
         if self.entries.len() > limits.max_entries {
             return Err(ManifestError::OverLimit {
                 path: String::new(),
-                what: format!("{} entries, limit {}", self.entries.len(), limits.max_entries),
+                what: format!(
+                    "{} entries, limit {}",
+                    self.entries.len(),
+                    limits.max_entries
+                ),
             });
         }
         let mut dirs: HashSet<&RelPath> = HashSet::new();
@@ -274,7 +278,10 @@ fn check_chunks(size: u64, chunks: &[Chunk]) -> Result<(), String> {
     let mut at = 0u64;
     for c in chunks {
         if c.offset != at || c.len == 0 || c.len as usize > fastcdc::v2020::MAXIMUM_MAX {
-            return Err(format!("chunk at {} of {} bytes is misplaced", c.offset, c.len));
+            return Err(format!(
+                "chunk at {} of {} bytes is misplaced",
+                c.offset, c.len
+            ));
         }
         at += u64::from(c.len);
     }
@@ -557,13 +564,25 @@ mod tests {
     fn check_refuses_orphans_disorder_and_escapes() {
         let l = Limits::default();
         let orphan = manifest(vec![file("a/x", b"x")]);
-        assert!(matches!(orphan.check(&l), Err(ManifestError::NoParent { .. })));
+        assert!(matches!(
+            orphan.check(&l),
+            Err(ManifestError::NoParent { .. })
+        ));
         let under_file = manifest(vec![file("a", b"x"), file("a/x", b"x")]);
-        assert!(matches!(under_file.check(&l), Err(ManifestError::NoParent { .. })));
+        assert!(matches!(
+            under_file.check(&l),
+            Err(ManifestError::NoParent { .. })
+        ));
         let unsorted = manifest(vec![file("b", b""), file("a", b"")]);
-        assert!(matches!(unsorted.check(&l), Err(ManifestError::Unsorted { .. })));
+        assert!(matches!(
+            unsorted.check(&l),
+            Err(ManifestError::Unsorted { .. })
+        ));
         let repeated = manifest(vec![file("a", b""), file("a", b"")]);
-        assert!(matches!(repeated.check(&l), Err(ManifestError::Unsorted { .. })));
+        assert!(matches!(
+            repeated.check(&l),
+            Err(ManifestError::Unsorted { .. })
+        ));
         let mut link = file("l", b"");
         link.kind = Kind::Symlink {
             target: "../../etc/passwd".into(),
@@ -582,11 +601,20 @@ mod tests {
             max_total_size: 15,
         };
         let big = manifest(vec![file("a", &[0; 11])]);
-        assert!(matches!(big.check(&tight), Err(ManifestError::OverLimit { .. })));
+        assert!(matches!(
+            big.check(&tight),
+            Err(ManifestError::OverLimit { .. })
+        ));
         let total = manifest(vec![file("a", &[0; 8]), file("b", &[0; 8])]);
-        assert!(matches!(total.check(&tight), Err(ManifestError::OverLimit { .. })));
+        assert!(matches!(
+            total.check(&tight),
+            Err(ManifestError::OverLimit { .. })
+        ));
         let many = manifest(vec![file("a", b""), file("b", b""), file("c", b"")]);
-        assert!(matches!(many.check(&tight), Err(ManifestError::OverLimit { .. })));
+        assert!(matches!(
+            many.check(&tight),
+            Err(ManifestError::OverLimit { .. })
+        ));
         let mut gap = file("a", &[0; 10]);
         gap.kind = Kind::File {
             hash: ContentHash::of(&[0; 10]),
@@ -605,7 +633,10 @@ mod tests {
     #[test]
     fn chunk_sizes_bound_the_chunk_count() {
         assert_eq!(chunk_sizes(CHUNKED_FILE_MIN - 1), None);
-        assert_eq!(chunk_sizes(200 << 20), Some((16 << 10, 64 << 10, 256 << 10)));
+        assert_eq!(
+            chunk_sizes(200 << 20),
+            Some((16 << 10, 64 << 10, 256 << 10))
+        );
         assert_eq!(chunk_sizes(64 << 30), None);
         for size in [1u64 << 30, 10 << 30, 15 << 30] {
             let (min, _, _) = chunk_sizes(size).unwrap();

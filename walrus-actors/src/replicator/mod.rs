@@ -23,5 +23,7 @@ pub mod diff;
 pub mod manifest;
 pub mod path;
 pub mod protocol;
+pub mod rsync;
 pub mod store;
 pub mod transfer;
+pub mod watcher;

@@ -184,7 +184,15 @@ mod tests {
 
     #[test]
     fn accepts_normal_relative_paths() {
-        for ok in ["a", "a/b", "dir/file.html", ".hidden", "a/..b", "a/b..", "x y/é"] {
+        for ok in [
+            "a",
+            "a/b",
+            "dir/file.html",
+            ".hidden",
+            "a/..b",
+            "a/b..",
+            "x y/é",
+        ] {
             assert_eq!(RelPath::new(ok).unwrap().as_str(), ok);
         }
     }
@@ -192,9 +200,15 @@ mod tests {
     #[test]
     fn refuses_escaping_and_odd_paths() {
         assert_eq!(RelPath::new(""), Err(PathError::Empty));
-        assert!(matches!(RelPath::new("/etc/passwd"), Err(PathError::Absolute(_))));
+        assert!(matches!(
+            RelPath::new("/etc/passwd"),
+            Err(PathError::Absolute(_))
+        ));
         assert!(matches!(RelPath::new("../x"), Err(PathError::ParentDir(_))));
-        assert!(matches!(RelPath::new("a/../../x"), Err(PathError::ParentDir(_))));
+        assert!(matches!(
+            RelPath::new("a/../../x"),
+            Err(PathError::ParentDir(_))
+        ));
         assert!(matches!(RelPath::new("a//b"), Err(PathError::NotNormal(_))));
         assert!(matches!(RelPath::new("a/"), Err(PathError::NotNormal(_))));
         assert!(matches!(RelPath::new("./a"), Err(PathError::NotNormal(_))));
@@ -226,7 +240,10 @@ mod tests {
 
     #[test]
     fn parent_of_nested_and_top_level() {
-        assert_eq!(RelPath::new("a/b/c").unwrap().parent(), Some(RelPath::new("a/b").unwrap()));
+        assert_eq!(
+            RelPath::new("a/b/c").unwrap().parent(),
+            Some(RelPath::new("a/b").unwrap())
+        );
         assert_eq!(RelPath::new("a").unwrap().parent(), None);
     }
 

@@ -224,7 +224,10 @@ impl ReplicaStore {
         let target = self.dir.join("incoming.target");
         fs::write(&target, new.generation.0.to_string()).map_err(io_err("write", &target))?;
 
-        let base = self.dir.join("gens").join(self.current.generation.0.to_string());
+        let base = self
+            .dir
+            .join("gens")
+            .join(self.current.generation.0.to_string());
         let plan = diff(&self.current, &new);
         let mut pending = Vec::new();
         for (i, (e, action)) in new.entries.iter().zip(plan.actions).enumerate() {
@@ -306,7 +309,10 @@ impl ReplicaStore {
             });
         }
         let tmp = self.dir.join("tmp");
-        let base = self.dir.join("gens").join(self.current.generation.0.to_string());
+        let base = self
+            .dir
+            .join("gens")
+            .join(self.current.generation.0.to_string());
         Build {
             store: self,
             manifest: m,
@@ -401,12 +407,13 @@ impl Build<'_> {
     pub fn commit(self) -> Result<(), StoreError> {
         let g = self.manifest.generation;
         let dir = self.store.dir.clone();
-        // Directory modes last (deepest first), so a read-only directory can be filled.
+        // Directory modes and mtimes last (deepest first): filling a directory changes its
+        // mtime, and a read-only directory could not be filled.
         for e in self.manifest.entries.iter().rev() {
             if matches!(e.kind, Kind::Dir) {
                 let p = e.path.under(&self.incoming);
-                fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o777))
-                    .map_err(io_err("chmod", &p))?;
+                let d = fs::File::open(&p).map_err(io_err("open", &p))?;
+                set_meta(&d, e, &p)?;
             }
         }
         let gens = dir.join("gens");
@@ -631,12 +638,21 @@ mod tests {
         assert_eq!(s.current_generation(), Generation(2));
         assert!(!cur.join("gone").exists());
         assert_eq!(fs::read(cur.join("new")).unwrap(), b"new");
-        assert_eq!(fs::metadata(cur.join("d/same")).unwrap().ino(), ino1, "hard-linked");
+        assert_eq!(
+            fs::metadata(cur.join("d/same")).unwrap().ino(),
+            ino1,
+            "hard-linked"
+        );
 
         fs::write(src.join("new"), b"newer").unwrap();
         build_from(&mut s, &src, scan(&src, 3));
         s.prune().unwrap();
-        let gens: Vec<u64> = s.list_generations().unwrap().iter().map(|g| g.0 .0).collect();
+        let gens: Vec<u64> = s
+            .list_generations()
+            .unwrap()
+            .iter()
+            .map(|g| g.0 .0)
+            .collect();
         assert_eq!(gens, [2, 3]);
         // Reopening finds the current generation and its manifest.
         let again = ReplicaStore::open(s.dir(), StoreConfig::default()).unwrap();
@@ -657,7 +673,10 @@ mod tests {
         let p = b.pending()[0].clone();
         let mut w = b.writer(&p).unwrap();
         w.write(b"evil").unwrap();
-        assert!(matches!(w.finish(), Err(StoreError::ContentMismatch { .. })));
+        assert!(matches!(
+            w.finish(),
+            Err(StoreError::ContentMismatch { .. })
+        ));
         drop(b);
         assert_eq!(s.interrupted(), Some(Generation(2)));
         assert_eq!(fs::read(s.current_path().join("f")).unwrap(), b"good");

@@ -13,8 +13,8 @@
 use super::manifest::{Kind, Manifest};
 use super::path::RelPath;
 use super::protocol::{
-    pages, read_frame, read_message, write_data, write_message, FileRequest, Frame,
-    FrameError, Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
+    pages, read_frame, read_message, write_data, write_message, FileRequest, Frame, FrameError,
+    Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
 };
 use super::store::{ReplicaStore, StoreError};
 use crate::model::Generation;
@@ -298,11 +298,7 @@ pub struct PullReport {
 }
 
 /// Brings the replica's store to the primary's newest generation over one connection.
-pub async fn pull<R, W>(
-    store: &mut ReplicaStore,
-    r: R,
-    w: W,
-) -> Result<PullReport, TransferError>
+pub async fn pull<R, W>(store: &mut ReplicaStore, r: R, w: W) -> Result<PullReport, TransferError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -390,9 +386,7 @@ where
                             reason,
                         })
                     }
-                    Response::Refused { reason } => {
-                        return Err(TransferError::Refused { reason })
-                    }
+                    Response::Refused { reason } => return Err(TransferError::Refused { reason }),
                     other => return Err(unexpected(&other)),
                 };
                 let want: u64 = match &p.delta {
@@ -480,15 +474,29 @@ mod tests {
         fs::write(root.join("b"), b"bbbb").unwrap();
         let src = PrimarySource::new(&root).unwrap();
         let mut scanner = Scanner::new();
-        src.publish(scanner.scan(&root, Generation(1), &Limits::default()).unwrap());
+        src.publish(
+            scanner
+                .scan(&root, Generation(1), &Limits::default())
+                .unwrap(),
+        );
         let mut store =
             ReplicaStore::open(&t.path().join("store"), StoreConfig::default()).unwrap();
         let rep = sync_once(&src, &mut store).await;
-        assert_eq!((rep.generation, rep.fetched_files, rep.fetched_bytes), (Generation(1), 2, 7));
+        assert_eq!(
+            (rep.generation, rep.fetched_files, rep.fetched_bytes),
+            (Generation(1), 2, 7)
+        );
         fs::write(root.join("b"), b"BB").unwrap();
-        src.publish(scanner.scan(&root, Generation(2), &Limits::default()).unwrap());
+        src.publish(
+            scanner
+                .scan(&root, Generation(2), &Limits::default())
+                .unwrap(),
+        );
         let rep = sync_once(&src, &mut store).await;
-        assert_eq!((rep.generation, rep.fetched_files, rep.fetched_bytes), (Generation(2), 1, 2));
+        assert_eq!(
+            (rep.generation, rep.fetched_files, rep.fetched_bytes),
+            (Generation(2), 1, 2)
+        );
         assert_eq!(fs::read(store.current_path().join("b")).unwrap(), b"BB");
         assert!(sync_once(&src, &mut store).await.up_to_date);
     }
@@ -501,7 +509,11 @@ mod tests {
         fs::write(root.join("ok"), b"ok").unwrap();
         fs::write(t.path().join("secret"), b"secret").unwrap();
         let src = PrimarySource::new(&root).unwrap();
-        src.publish(Scanner::new().scan(&root, Generation(1), &Limits::default()).unwrap());
+        src.publish(
+            Scanner::new()
+                .scan(&root, Generation(1), &Limits::default())
+                .unwrap(),
+        );
         // The scanned file is replaced by a symlink to a file outside the root.
         fs::remove_file(root.join("ok")).unwrap();
         std::os::unix::fs::symlink("../secret", root.join("ok")).unwrap();
