@@ -295,9 +295,13 @@ pub struct PullReport {
     pub fetched_files: usize,
     /// Bytes of file data received.
     pub fetched_bytes: u64,
+    /// When the new generation became visible (`current` switched), before old
+    /// generations were pruned.
+    pub switched_at: Option<tokio::time::Instant>,
 }
 
-/// Brings the replica's store to the primary's newest generation over one connection.
+/// Brings the replica's store to the primary's newest generation over one connection,
+/// then prunes generations beyond `keep`.
 pub async fn pull<R, W>(store: &mut ReplicaStore, r: R, w: W) -> Result<PullReport, TransferError>
 where
     R: AsyncRead + Unpin,
@@ -325,6 +329,7 @@ where
             up_to_date: true,
             fetched_files: 0,
             fetched_bytes: 0,
+            switched_at: None,
         });
     }
     write_message(&mut w, &Request::Manifest { generation }).await?;
@@ -425,11 +430,14 @@ where
     };
     let ((), fetched_bytes) = tokio::try_join!(send, receive)?;
     build.commit()?;
+    let switched_at = Some(tokio::time::Instant::now());
+    store.prune()?;
     Ok(PullReport {
         generation,
         up_to_date: false,
         fetched_files: pending.len(),
         fetched_bytes,
+        switched_at,
     })
 }
 
