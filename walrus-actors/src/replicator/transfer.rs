@@ -301,8 +301,21 @@ pub struct PullReport {
 }
 
 /// Brings the replica's store to the primary's newest generation over one connection,
-/// then prunes generations beyond `keep`.
+/// then prunes generations beyond `keep`. A refusal (bad manifest, bad stream, content
+/// that does not match) is logged and returned; the served generation never changes then.
 pub async fn pull<R, W>(store: &mut ReplicaStore, r: R, w: W) -> Result<PullReport, TransferError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let result = pull_inner(store, r, w).await;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "replicator: pull refused or failed");
+    }
+    result
+}
+
+async fn pull_inner<R, W>(store: &mut ReplicaStore, r: R, w: W) -> Result<PullReport, TransferError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -355,13 +368,7 @@ where
             other => return Err(unexpected(&other)),
         }
     }
-    let build = match store.begin(manifest) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "replicator: refused the primary's manifest");
-            return Err(e.into());
-        }
-    };
+    let build = store.begin(manifest)?;
     let pending = build.pending().to_vec();
     let batches: Vec<&[super::store::Pending]> = pending.chunks(MAX_FILES_PER_REQUEST).collect();
     let send = async {
