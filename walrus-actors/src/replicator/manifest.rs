@@ -358,13 +358,22 @@ struct StatKey {
     ino: u64,
 }
 
+/// An entry a scan left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its file-system path.
+    pub path: PathBuf,
+    /// Why it was left out.
+    pub reason: String,
+}
+
 /// Scans a content root into manifests, re-hashing only files whose size, mtime, ctime or
 /// inode changed since the previous scan (the primary keeps one `Scanner`).
 #[derive(Debug, Default)]
 pub struct Scanner {
     cache: HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
     /// Entries skipped by the last scan (special files, bad names, escaping symlinks).
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Skipped>,
 }
 
 impl Scanner {
@@ -427,7 +436,10 @@ impl Scanner {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "replicator: skipping entry with a bad name");
-                    self.skipped.push(e.to_string());
+                    self.skipped.push(Skipped {
+                        path: abs.join(&name),
+                        reason: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -507,12 +519,18 @@ impl Scanner {
                     }),
                     Err(e) => {
                         tracing::warn!(error = %e, "replicator: skipping symlink");
-                        self.skipped.push(e.to_string());
+                        self.skipped.push(Skipped {
+                            path: p,
+                            reason: e.to_string(),
+                        });
                     }
                 }
             } else {
                 tracing::warn!(path = %rel, "replicator: skipping special file");
-                self.skipped.push(format!("special file {rel}"));
+                self.skipped.push(Skipped {
+                    path: p,
+                    reason: "special file".into(),
+                });
             }
         }
         Ok(())

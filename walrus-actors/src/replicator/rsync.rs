@@ -9,6 +9,8 @@
 //! scans `incoming` into a manifest and switches `current` with one rename. A push cut in
 //! the middle leaves `incoming` half-filled; the next push simply completes it.
 //!
+//! The replica's daemon module needs `read only = no` and, with `use chroot = no`,
+//! `munge symlinks = no` (else every symlink arrives rewritten under `/rsyncd-munged/`).
 //! `--safe-links` drops symlinks that point outside the tree and `--no-D` skips device and
 //! special files, matching the native method's rules. The daemon trusts the primary (rsync
 //! daemon authentication); the native method checks everything it receives.

@@ -298,10 +298,16 @@ impl ReplicaStore {
     }
 
     /// Adopts a tree that another method (rsync) wrote into `STORE/incoming`: scans it
-    /// into the manifest of `generation` and switches to it like a normal build.
+    /// into the manifest of `generation`, removes what the scan refuses (escaping symlinks,
+    /// special files, names that are not UTF-8) and switches to it like a normal build.
     pub fn commit_external(&mut self, generation: Generation) -> Result<(), StoreError> {
         let incoming = self.dir.join("incoming");
-        let m = super::manifest::Scanner::new().scan(&incoming, generation, &self.cfg.limits)?;
+        let mut scanner = super::manifest::Scanner::new();
+        let m = scanner.scan(&incoming, generation, &self.cfg.limits)?;
+        // What the scan refuses (escaping symlinks, special files) must not be served.
+        for skipped in &scanner.skipped {
+            remove_any(&skipped.path)?;
+        }
         if generation <= self.current.generation {
             return Err(StoreError::NotNewer {
                 offered: generation,
