@@ -403,6 +403,86 @@ impl Scanner {
         Ok(m)
     }
 
+    /// Rescans only the `dirty` paths (each with its subtree) and their parent directories'
+    /// own entries, on top of `prev`: the cost follows the change, not the tree. Returns
+    /// `None` when the result is not consistent (a dirty path under a directory that is
+    /// not in the manifest, say): the caller then runs a full [`scan`](Self::scan).
+    pub fn scan_dirty(
+        &mut self,
+        root: &Path,
+        prev: &Manifest,
+        dirty: &std::collections::BTreeSet<RelPath>,
+        generation: Generation,
+        limits: &Limits,
+    ) -> Result<Option<Manifest>, ManifestError> {
+        let mut map: std::collections::BTreeMap<RelPath, Entry> = prev
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect();
+        self.skipped.clear();
+        let mut cache = HashMap::new();
+        let mut parents = std::collections::BTreeSet::new();
+        let mut done: Vec<&RelPath> = Vec::new();
+        for d in dirty {
+            if let Some(p) = d.parent() {
+                parents.insert(p);
+            }
+            // A path under one already rescanned is covered (dirty is sorted).
+            if done
+                .last()
+                .is_some_and(|last| d.as_str().starts_with(&format!("{last}/")))
+            {
+                continue;
+            }
+            done.push(d);
+            let prefix = format!("{d}/");
+            let stale: Vec<RelPath> = map
+                .range(d.clone()..)
+                .take_while(|(k, _)| *k == d || k.as_str().starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                map.remove(&k);
+            }
+            let mut out = Vec::new();
+            self.visit(root, d.clone(), &mut out, &mut cache, limits)?;
+            for e in out {
+                map.insert(e.path.clone(), e);
+            }
+        }
+        for p in parents {
+            let covered = done
+                .iter()
+                .any(|d| p == **d || p.as_str().starts_with(&format!("{d}/")));
+            if covered {
+                continue;
+            }
+            let Some(entry) = map.get_mut(&p) else {
+                return Ok(None);
+            };
+            match fs::symlink_metadata(p.under(root)) {
+                Ok(md) if md.is_dir() && matches!(entry.kind, Kind::Dir) => {
+                    entry.mode = md.permissions().mode() & 0o7777;
+                    entry.mtime = Mtime {
+                        secs: md.mtime(),
+                        nanos: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+                    };
+                }
+                _ => return Ok(None),
+            }
+        }
+        self.cache.extend(cache);
+        let m = Manifest {
+            generation,
+            entries: map.into_values().collect(),
+        };
+        if m.check(limits).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(m))
+    }
+
     fn walk(
         &mut self,
         root: &Path,
@@ -443,95 +523,108 @@ impl Scanner {
                     continue;
                 }
             };
-            if out.len() >= limits.max_entries {
+            self.visit(root, rel, out, cache, limits)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the entry at `rel` (and, for a directory, everything under it) to `out`.
+    fn visit(
+        &mut self,
+        root: &Path,
+        rel: RelPath,
+        out: &mut Vec<Entry>,
+        cache: &mut HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
+        limits: &Limits,
+    ) -> Result<(), ManifestError> {
+        if out.len() >= limits.max_entries {
+            return Err(ManifestError::OverLimit {
+                path: rel.to_string(),
+                what: format!("more than {} entries", limits.max_entries),
+            });
+        }
+        let p = rel.under(root);
+        let md = match fs::symlink_metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(ManifestError::Io { path: p, source }),
+        };
+        let mtime = Mtime {
+            secs: md.mtime(),
+            nanos: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+        };
+        let mode = md.permissions().mode() & 0o7777;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            out.push(Entry {
+                path: rel.clone(),
+                kind: Kind::Dir,
+                mode,
+                size: 0,
+                mtime,
+            });
+            self.walk(root, Some(&rel), out, cache, limits)?;
+        } else if ft.is_file() {
+            let key = StatKey {
+                size: md.len(),
+                mtime,
+                ctime: (md.ctime(), md.ctime_nsec()),
+                ino: md.ino(),
+            };
+            let (hash, chunks) = match self.cache.remove(&rel) {
+                Some((k, h, c)) if k == key => (h, c),
+                _ => match hash_file(&p, key.size) {
+                    Ok(hc) => hc,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(source) => return Err(ManifestError::Io { path: p, source }),
+                },
+            };
+            if key.size > limits.max_file_size {
                 return Err(ManifestError::OverLimit {
                     path: rel.to_string(),
-                    what: format!("more than {} entries", limits.max_entries),
+                    what: format!("size {} over limit {}", key.size, limits.max_file_size),
                 });
             }
-            let p = rel.under(root);
-            let md = match fs::symlink_metadata(&p) {
-                Ok(md) => md,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            cache.insert(rel.clone(), (key, hash, chunks.clone()));
+            out.push(Entry {
+                path: rel,
+                kind: Kind::File { hash, chunks },
+                mode,
+                size: key.size,
+                mtime,
+            });
+        } else if ft.is_symlink() {
+            let target = match fs::read_link(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(source) => return Err(ManifestError::Io { path: p, source }),
             };
-            let mtime = Mtime {
-                secs: md.mtime(),
-                nanos: md.mtime_nsec().clamp(0, 999_999_999) as u32,
-            };
-            let mode = md.permissions().mode() & 0o7777;
-            let ft = md.file_type();
-            if ft.is_dir() {
-                out.push(Entry {
-                    path: rel.clone(),
-                    kind: Kind::Dir,
-                    mode,
+            let checked = target
+                .to_str()
+                .ok_or_else(|| PathError::NotUtf8(target.to_string_lossy().into_owned()))
+                .and_then(|t| check_symlink_target(&rel, t).map(|()| t.to_owned()));
+            match checked {
+                Ok(target) => out.push(Entry {
+                    path: rel,
+                    kind: Kind::Symlink { target },
+                    mode: 0o777,
                     size: 0,
                     mtime,
-                });
-                self.walk(root, Some(&rel), out, cache, limits)?;
-            } else if ft.is_file() {
-                let key = StatKey {
-                    size: md.len(),
-                    mtime,
-                    ctime: (md.ctime(), md.ctime_nsec()),
-                    ino: md.ino(),
-                };
-                let (hash, chunks) = match self.cache.remove(&rel) {
-                    Some((k, h, c)) if k == key => (h, c),
-                    _ => match hash_file(&p, key.size) {
-                        Ok(hc) => hc,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(source) => return Err(ManifestError::Io { path: p, source }),
-                    },
-                };
-                if key.size > limits.max_file_size {
-                    return Err(ManifestError::OverLimit {
-                        path: rel.to_string(),
-                        what: format!("size {} over limit {}", key.size, limits.max_file_size),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "replicator: skipping symlink");
+                    self.skipped.push(Skipped {
+                        path: p,
+                        reason: e.to_string(),
                     });
                 }
-                cache.insert(rel.clone(), (key, hash, chunks.clone()));
-                out.push(Entry {
-                    path: rel,
-                    kind: Kind::File { hash, chunks },
-                    mode,
-                    size: key.size,
-                    mtime,
-                });
-            } else if ft.is_symlink() {
-                let target = match fs::read_link(&p) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(ManifestError::Io { path: p, source }),
-                };
-                let checked = target
-                    .to_str()
-                    .ok_or_else(|| PathError::NotUtf8(target.to_string_lossy().into_owned()))
-                    .and_then(|t| check_symlink_target(&rel, t).map(|()| t.to_owned()));
-                match checked {
-                    Ok(target) => out.push(Entry {
-                        path: rel,
-                        kind: Kind::Symlink { target },
-                        mode: 0o777,
-                        size: 0,
-                        mtime,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "replicator: skipping symlink");
-                        self.skipped.push(Skipped {
-                            path: p,
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            } else {
-                tracing::warn!(path = %rel, "replicator: skipping special file");
-                self.skipped.push(Skipped {
-                    path: p,
-                    reason: "special file".into(),
-                });
             }
+        } else {
+            tracing::warn!(path = %rel, "replicator: skipping special file");
+            self.skipped.push(Skipped {
+                path: p,
+                reason: "special file".into(),
+            });
         }
         Ok(())
     }
@@ -686,6 +779,40 @@ mod tests {
         fs::write(r.join("d/e/f.txt"), b"hello!").unwrap();
         let changed = s.scan(r, Generation(5), &Limits::default()).unwrap();
         assert!(!changed.same_tree(&m));
+    }
+
+    #[test]
+    fn a_dirty_rescan_equals_a_full_scan() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("a/b")).unwrap();
+        fs::create_dir_all(r.join("c")).unwrap();
+        fs::write(r.join("a/b/f"), b"1").unwrap();
+        fs::write(r.join("c/g"), b"2").unwrap();
+        let l = Limits::default();
+        let mut s = Scanner::new();
+        let m1 = s.scan(r, Generation(1), &l).unwrap();
+        fs::write(r.join("a/b/f"), b"changed").unwrap();
+        fs::remove_dir_all(r.join("c")).unwrap();
+        fs::create_dir_all(r.join("n/m")).unwrap();
+        fs::write(r.join("n/m/h"), b"3").unwrap();
+        let dirty: std::collections::BTreeSet<RelPath> = ["a/b/f", "c", "c/g", "n", "n/m/h"]
+            .into_iter()
+            .map(|p| RelPath::new(p).unwrap())
+            .collect();
+        let partial = s
+            .scan_dirty(r, &m1, &dirty, Generation(2), &l)
+            .unwrap()
+            .unwrap();
+        let full = Scanner::new().scan(r, Generation(2), &l).unwrap();
+        assert_eq!(partial, full);
+        // A dirty path whose parent is unknown asks for a full scan.
+        fs::create_dir_all(r.join("x/y")).unwrap();
+        let orphan = [RelPath::new("x/y").unwrap()].into_iter().collect();
+        assert_eq!(
+            s.scan_dirty(r, &full, &orphan, Generation(3), &l).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   STORE/incoming.target          its generation number: an interrupted build
 //!   STORE/salvage/                 a crashed build's files, reused after hash checks
 //!   STORE/tmp/                     files being written, renamed into incoming when whole
+//!   STORE/trash-5/                 a pruned generation, being deleted in the background
 //! ```
 //!
 //! A build creates `incoming` from scratch: directories, symlinks, hard links and local
@@ -149,6 +150,12 @@ impl ReplicaStore {
             cfg,
             current: manifest,
         };
+        for de in fs::read_dir(dir).map_err(io_err("list", dir))? {
+            let de = de.map_err(io_err("list", dir))?;
+            if de.file_name().to_string_lossy().starts_with("trash-") {
+                remove_in_background(de.path());
+            }
+        }
         // Generations newer than current were renamed but never switched to: drop them.
         for (g, path) in store.list_generations()? {
             if current.is_none_or(|c| g > c) {
@@ -279,7 +286,9 @@ impl ReplicaStore {
     }
 
     /// Removes complete generations beyond `keep` (oldest first), never the current one.
-    /// Returns how many were removed.
+    /// Each is renamed to `STORE/trash-N` at once (so it is gone from `gens/`) and deleted
+    /// by a background thread: deleting a large tree takes seconds and must not delay the
+    /// next generation. Returns how many were removed.
     pub fn prune(&self) -> Result<usize, StoreError> {
         let gens = self.list_generations()?;
         let keep = self.cfg.keep.max(1);
@@ -289,8 +298,11 @@ impl ReplicaStore {
                 if *g == self.current.generation {
                     continue;
                 }
-                remove_any(path)?;
                 remove_any(&path.with_extension("manifest"))?;
+                let to = self.dir.join(format!("trash-{}", g.0));
+                remove_any(&to)?;
+                fs::rename(path, &to).map_err(io_err("rename", path))?;
+                remove_in_background(to);
                 removed += 1;
             }
         }
@@ -582,6 +594,21 @@ fn salvaged(salvage: &Path, e: &Entry, dst: &Path) -> Result<bool, StoreError> {
 fn syncfs(dir: &Path) -> Result<(), StoreError> {
     let d = fs::File::open(dir).map_err(io_err("open", dir))?;
     rustix::fs::syncfs(&d).map_err(|e| io_err("syncfs", dir)(e.into()))
+}
+
+/// Deletes a pruned generation on a background thread (leftovers of a crash are deleted
+/// by the next open).
+fn remove_in_background(trash: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("walrus-trash".into())
+        .spawn(move || {
+            if let Err(e) = remove_any(&trash) {
+                tracing::warn!(error = %e, "replicator: could not empty the trash");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "replicator: could not start the trash thread");
+    }
 }
 
 /// Removes a file, symlink or directory tree; a missing path is fine.

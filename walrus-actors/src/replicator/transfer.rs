@@ -298,6 +298,23 @@ pub struct PullReport {
     /// When the new generation became visible (`current` switched), before old
     /// generations were pruned.
     pub switched_at: Option<tokio::time::Instant>,
+    /// Where the time went.
+    pub timings: PullTimings,
+}
+
+/// Where one [`pull`]'s time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullTimings {
+    /// Fetching the manifest.
+    pub manifest: Duration,
+    /// Checking it, diffing, laying out directories, links and local copies.
+    pub layout: Duration,
+    /// Fetching and writing the missing files.
+    pub fetch: Duration,
+    /// Making it durable and switching `current`.
+    pub commit: Duration,
+    /// Removing old generations.
+    pub prune: Duration,
 }
 
 /// Brings the replica's store to the primary's newest generation over one connection,
@@ -343,8 +360,10 @@ where
             fetched_files: 0,
             fetched_bytes: 0,
             switched_at: None,
+            timings: PullTimings::default(),
         });
     }
+    let t0 = tokio::time::Instant::now();
     write_message(&mut w, &Request::Manifest { generation }).await?;
     w.flush().await.map_err(FrameError::from)?;
     let max_entries = crate::replicator::manifest::Limits::default().max_entries;
@@ -368,7 +387,9 @@ where
             other => return Err(unexpected(&other)),
         }
     }
+    let t_manifest = t0.elapsed();
     let build = store.begin(manifest)?;
+    let t_layout = t0.elapsed();
     let pending = build.pending().to_vec();
     let batches: Vec<&[super::store::Pending]> = pending.chunks(MAX_FILES_PER_REQUEST).collect();
     let send = async {
@@ -436,15 +457,26 @@ where
         Ok::<u64, TransferError>(bytes)
     };
     let ((), fetched_bytes) = tokio::try_join!(send, receive)?;
+    let t_fetch = t0.elapsed();
     build.commit()?;
     let switched_at = Some(tokio::time::Instant::now());
+    let t_commit = t0.elapsed();
     store.prune()?;
+    let timings = PullTimings {
+        manifest: t_manifest,
+        layout: t_layout - t_manifest,
+        fetch: t_fetch - t_layout,
+        commit: t_commit - t_fetch,
+        prune: t0.elapsed() - t_commit,
+    };
+    tracing::debug!(?timings, generation = generation.0, "replicator: pulled");
     Ok(PullReport {
         generation,
         up_to_date: false,
         fetched_files: pending.len(),
         fetched_bytes,
         switched_at,
+        timings,
     })
 }
 

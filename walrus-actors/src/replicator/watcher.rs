@@ -8,10 +8,12 @@
 //! continues after a restart) and published to the [`PrimarySource`].
 
 use super::manifest::{Limits, Manifest, ManifestError, Scanner};
+use super::path::RelPath;
 use super::protocol::{load_manifest, save_manifest, FrameError};
 use super::transfer::PrimarySource;
 use crate::model::Generation;
 use notify::Watcher as _;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,8 +160,27 @@ impl PrimaryScanner {
 
     /// Rescans; returns the new manifest if the tree changed (or on the very first scan).
     pub fn rescan(&mut self) -> Result<Option<&Manifest>, WatchError> {
+        self.rescan_paths(None)
+    }
+
+    /// Rescans only `dirty` (relative paths reported by inotify, with their subtrees) when
+    /// possible, the whole tree otherwise (`None`, first scan, or an inconsistent result).
+    pub fn rescan_paths(
+        &mut self,
+        dirty: Option<&BTreeSet<RelPath>>,
+    ) -> Result<Option<&Manifest>, WatchError> {
         let next = Generation(self.latest.as_ref().map_or(1, |m| m.generation.0 + 1));
-        let m = self.scanner.scan(&self.root, next, &self.limits)?;
+        let partial = match (dirty, &self.latest) {
+            (Some(d), Some(prev)) => {
+                self.scanner
+                    .scan_dirty(&self.root, prev, d, next, &self.limits)?
+            }
+            _ => None,
+        };
+        let m = match partial {
+            Some(m) => m,
+            None => self.scanner.scan(&self.root, next, &self.limits)?,
+        };
         if self.latest.as_ref().is_some_and(|l| l.same_tree(&m)) {
             return Ok(None);
         }
@@ -183,10 +204,16 @@ pub async fn run_primary(
     cfg: WatchConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WatchError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        // Any event, or an error such as a queue overflow, means "rescan".
-        let _ = tx.send(());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // The paths of an event are rescanned; an error (such as a queue overflow) or an
+        // event that asks for it means a full rescan.
+        let _ = tx.send(match res {
+            // Reads (the primary serving files) change nothing.
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
+            Ok(ev) if !ev.need_rescan() && !ev.paths.is_empty() => Some(ev.paths),
+            _ => None,
+        });
     })
     .map_err(|source| WatchError::Notify {
         root: scanner.root.clone(),
@@ -199,12 +226,14 @@ pub async fn run_primary(
             source,
         })?;
     // The first scan runs after the watch is set up, so no change falls between the two.
-    let first = scan_blocking(scanner).await?;
+    let first = scan_blocking(scanner, None).await?;
     scanner = first.0;
     if let Some(m) = scanner.latest() {
         source.publish(m.clone());
     }
     let mut debouncer = Debouncer::new(cfg.quiet, cfg.max_delay);
+    // Paths changed since the last scan; `None` means "rescan everything".
+    let mut dirty: Option<BTreeSet<RelPath>> = Some(BTreeSet::new());
     let mut next_rescan = Instant::now() + cfg.rescan_every;
     tokio::pin!(shutdown);
     loop {
@@ -212,17 +241,23 @@ pub async fn run_primary(
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             ev = rx.recv() => {
-                if ev.is_none() {
+                let Some(paths) = ev else {
                     return Ok(());
-                }
+                };
                 debouncer.on_change(Instant::now());
+                mark_dirty(&mut dirty, &scanner.root, paths);
             }
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
                 let due = debouncer.poll(now);
                 if due || now >= next_rescan {
-                    next_rescan = now + cfg.rescan_every;
-                    let (s, changed) = scan_blocking(scanner).await?;
+                    let full = now >= next_rescan;
+                    if full {
+                        next_rescan = now + cfg.rescan_every;
+                    }
+                    let paths = if full { None } else { dirty.take() };
+                    dirty = Some(BTreeSet::new());
+                    let (s, changed) = scan_blocking(scanner, paths).await?;
                     scanner = s;
                     if changed {
                         if let Some(m) = scanner.latest() {
@@ -237,9 +272,40 @@ pub async fn run_primary(
     }
 }
 
-async fn scan_blocking(mut s: PrimaryScanner) -> Result<(PrimaryScanner, bool), WatchError> {
+/// Most dirty paths collected before falling back to a full rescan.
+const MAX_DIRTY: usize = 4096;
+
+/// Adds an event's paths (absolute) to the dirty set; anything odd means a full rescan.
+fn mark_dirty(dirty: &mut Option<BTreeSet<RelPath>>, root: &Path, paths: Option<Vec<PathBuf>>) {
+    let Some(set) = dirty.as_mut() else { return };
+    let Some(paths) = paths else {
+        *dirty = None;
+        return;
+    };
+    for p in paths {
+        match p
+            .strip_prefix(root)
+            .ok()
+            .and_then(|r| RelPath::from_fs(r).ok())
+        {
+            Some(r) if set.len() < MAX_DIRTY => {
+                set.insert(r);
+            }
+            _ => {
+                // The root itself, a name we do not replicate, or too many: rescan all.
+                *dirty = None;
+                return;
+            }
+        }
+    }
+}
+
+async fn scan_blocking(
+    mut s: PrimaryScanner,
+    dirty: Option<BTreeSet<RelPath>>,
+) -> Result<(PrimaryScanner, bool), WatchError> {
     let r = tokio::task::spawn_blocking(move || {
-        let changed = s.rescan().map(|m| m.is_some());
+        let changed = s.rescan_paths(dirty.as_ref()).map(|m| m.is_some());
         (s, changed)
     })
     .await;
