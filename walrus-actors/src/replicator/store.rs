@@ -237,6 +237,10 @@ impl ReplicaStore {
             .join(self.current.generation.0.to_string());
         let plan = diff(&self.current, &new);
         let mut pending = Vec::new();
+        // Directories and symlinks first, in order (a parent before its children); links
+        // and local copies after, spread over threads (one link per unchanged file is most
+        // of a small change's cost).
+        let mut local: Vec<(usize, RelPath, bool)> = Vec::new();
         for (i, (e, action)) in new.entries.iter().zip(plan.actions).enumerate() {
             let dst = e.path.under(&incoming);
             match action {
@@ -246,21 +250,8 @@ impl ReplicaStore {
                         symlink(target, &dst).map_err(io_err("symlink", &dst))?;
                     }
                 }
-                Action::Link { from } => {
-                    let src = from.under(&base);
-                    fs::hard_link(&src, &dst).map_err(io_err("link", &src))?;
-                }
-                Action::Copy { from } => {
-                    let src = from.under(&base);
-                    let t = tmp.join(i.to_string());
-                    fs::copy(&src, &t).map_err(io_err("copy", &src))?;
-                    let f = fs::OpenOptions::new()
-                        .write(true)
-                        .open(&t)
-                        .map_err(io_err("open", &t))?;
-                    set_meta(&f, e, &t)?;
-                    fs::rename(&t, &dst).map_err(io_err("rename", &t))?;
-                }
+                Action::Link { from } => local.push((i, from, true)),
+                Action::Copy { from } => local.push((i, from, false)),
                 a @ (Action::Fetch | Action::Delta { .. }) => {
                     if salvaged(&salvage, e, &dst)? {
                         continue;
@@ -275,6 +266,43 @@ impl ReplicaStore {
                 }
             }
         }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let per = local.len().div_ceil(threads).max(1024);
+        let (entries, base_ref, incoming_ref, tmp_ref) = (&new.entries, &base, &incoming, &tmp);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = local
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        for (i, from, link) in part {
+                            let e = &entries[*i];
+                            let src = from.under(base_ref);
+                            let dst = e.path.under(incoming_ref);
+                            if *link {
+                                fs::hard_link(&src, &dst).map_err(io_err("link", &src))?;
+                            } else {
+                                let t = tmp_ref.join(i.to_string());
+                                fs::copy(&src, &t).map_err(io_err("copy", &src))?;
+                                let f = fs::OpenOptions::new()
+                                    .write(true)
+                                    .open(&t)
+                                    .map_err(io_err("open", &t))?;
+                                set_meta(&f, e, &t)?;
+                                fs::rename(&t, &dst).map_err(io_err("rename", &t))?;
+                            }
+                        }
+                        Ok::<(), StoreError>(())
+                    })
+                })
+                .collect();
+            for w in workers {
+                match w.join() {
+                    Ok(r) => r?,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
         Ok(Build {
             store: self,
             manifest: new,
