@@ -317,7 +317,8 @@ pub fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Vec<Chunk>)
     match chunk_sizes(size) {
         None => {
             let mut hasher = blake3::Hasher::new();
-            let mut buf = vec![0u8; 256 * 1024];
+            // Under glibc's mmap threshold: no mmap/munmap per file.
+            let mut buf = vec![0u8; 64 * 1024];
             let mut r = io::BufReader::with_capacity(0, file);
             loop {
                 let n = r.read(&mut buf)?;

@@ -162,8 +162,12 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge { tag, len });
     }
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
+    buf.reserve(len);
+    // `take` + `read_to_end` fills the buffer without zeroing it first.
+    let got = (&mut *r).take(len as u64).read_to_end(buf).await?;
+    if got != len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     if tag == TAG_DATA {
         return Ok(Frame::Data);
     }
