@@ -424,8 +424,25 @@ impl Build<'_> {
         let Kind::File { hash, .. } = entry.kind else {
             return Err(StoreError::NotAFile(entry.path));
         };
-        let tmp = self.tmp.join(p.index.to_string());
-        let file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let dst = entry.path.under(&self.incoming);
+        // The temporary file lives in its final directory, like rsync's: ext4 allocates a
+        // new inode near its directory, and 20,000 files created in one `tmp/` directory
+        // make every allocation scan the same crowded block group. `create_new` never
+        // clobbers an entry that happens to have that name; then `STORE/tmp/` is used.
+        let name = entry.path.as_str().rsplit('/').next().unwrap_or("f");
+        let near = dst.with_file_name(format!(".{name}.walrus-tmp"));
+        let (tmp, file) = match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&near)
+        {
+            Ok(f) => (near, f),
+            Err(_) => {
+                let t = self.tmp.join(p.index.to_string());
+                let f = fs::File::create(&t).map_err(io_err("create", &t))?;
+                (t, f)
+            }
+        };
         let base = match &p.delta {
             Some((base, _)) => {
                 let b = base.under(&self.base);
@@ -448,8 +465,8 @@ impl Build<'_> {
         })
     }
 
-    /// Makes the generation durable, renames it into `gens/`, switches `current` to it and
-    /// prunes old generations.
+    /// Makes the generation durable, renames it into `gens/` and switches `current` to it
+    /// (call [`ReplicaStore::prune`] after).
     pub fn commit(self) -> Result<(), StoreError> {
         let g = self.manifest.generation;
         let dir = self.store.dir.clone();
