@@ -783,6 +783,23 @@ mod tests {
     }
 
     #[test]
+    fn special_files_are_skipped_with_a_warning() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mkfifo (coreutils)");
+        fs::write(t.path().join("f"), b"f").unwrap();
+        let mut s = Scanner::new();
+        let m = s.scan(t.path(), Generation(1), &Limits::default()).unwrap();
+        assert_eq!(m.entries.len(), 1);
+        assert_eq!(s.skipped.len(), 1);
+        assert_eq!(s.skipped[0].path, fifo);
+    }
+
+    #[test]
     fn a_dirty_rescan_equals_a_full_scan() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
