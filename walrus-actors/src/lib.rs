@@ -12,5 +12,6 @@
 pub mod controller;
 pub mod director;
 pub mod model;
+pub mod replicator;
 pub mod reporter;
 pub mod wire;
