@@ -11,5 +11,5 @@
 
 pub mod director;
 pub mod model;
-pub mod wire;
 pub mod reporter;
+pub mod wire;

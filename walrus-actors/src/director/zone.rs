@@ -262,6 +262,21 @@ pub fn respond(
     request: &[u8],
     transport: Transport,
 ) -> Option<Vec<u8>> {
+    respond_with(layout, state, request, transport, None)
+}
+
+/// Like [`respond`], but `www.<site>` is a CNAME to `www.<site_target>` instead of this
+/// area's own `www.<area_zone>` when `site_target` is given (and differs from our own area
+/// zone): the answer [`super::steering::Steering`] picks from the query's source. Nothing
+/// else changes; the other area's zone is not ours, so the answer holds only the CNAME and
+/// the resolver follows it to that area's own name server.
+pub fn respond_with(
+    layout: &ZoneLayout,
+    state: &ZoneState,
+    request: &[u8],
+    transport: Transport,
+    site_target: Option<&Name>,
+) -> Option<Vec<u8>> {
     let req = match Message::from_vec(request) {
         Ok(m) => m,
         Err(_) => return formerr_from_raw_header(request),
@@ -303,7 +318,7 @@ pub fn respond(
         return emit(&resp, limit);
     };
     resp.add_query(query.clone());
-    answer_query(layout, state, query, &mut resp);
+    answer_query(layout, state, query, site_target, &mut resp);
     emit(&resp, limit)
 }
 
@@ -358,7 +373,12 @@ fn zone_of<'a>(layout: &'a ZoneLayout, name: &Name) -> Option<&'a Name> {
 }
 
 /// Every record of `zone` (the whole zone is a handful of records).
-fn zone_records(layout: &ZoneLayout, state: &ZoneState, zone: &Name) -> Vec<Record> {
+fn zone_records(
+    layout: &ZoneLayout,
+    state: &ZoneState,
+    zone: &Name,
+    site_target: Option<&Name>,
+) -> Vec<Record> {
     let ttl = layout.ttl.secs();
     let is_area = zone == &layout.area_zone;
     // The site zone never changes, so its serial is constant.
@@ -389,10 +409,16 @@ fn zone_records(layout: &ZoneLayout, state: &ZoneState, zone: &Name) -> Vec<Reco
             ));
         }
     } else {
+        let target = match site_target {
+            Some(t) if t != &layout.area_zone => {
+                child("www", t).unwrap_or_else(|_| layout.area_www())
+            }
+            _ => layout.area_www(),
+        };
         out.push(Record::from_rdata(
             layout.site_www(),
             ttl,
-            RData::CNAME(CNAME(layout.area_www())),
+            RData::CNAME(CNAME(target)),
         ));
     }
     out
@@ -407,7 +433,13 @@ fn addr_record(name: Name, ttl: u32, a: IpAddr) -> Record {
 
 /// Fills answer and authority sections for one question (RFC 1034 §4.3.2, simplified to
 /// our two zones without delegations or wildcards).
-fn answer_query(layout: &ZoneLayout, state: &ZoneState, query: &Query, resp: &mut Message) {
+fn answer_query(
+    layout: &ZoneLayout,
+    state: &ZoneState,
+    query: &Query,
+    site_target: Option<&Name>,
+    resp: &mut Message,
+) {
     if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {
         resp.set_response_code(ResponseCode::Refused);
         return;
@@ -432,7 +464,7 @@ fn answer_query(layout: &ZoneLayout, state: &ZoneState, query: &Query, resp: &mu
     let mut name = qname;
     let mut zone = zone.clone();
     for _ in 0..8 {
-        let records = zone_records(layout, state, &zone);
+        let records = zone_records(layout, state, &zone, site_target);
         let at_name: Vec<&Record> = records.iter().filter(|r| r.name() == &name).collect();
         if at_name.is_empty() {
             let exists = records.iter().any(|r| name.zone_of(r.name()));
