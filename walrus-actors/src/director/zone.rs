@@ -123,6 +123,17 @@ pub struct ZoneLayout {
     pub ns_addrs: Vec<IpAddr>,
     /// TTL of the www records and of negative answers (SOA minimum).
     pub ttl: RecordTtl,
+    /// TTL of the NS records and of the name server's own addresses. [`ZoneLayout::new`]
+    /// sets it to `ttl`; [`ZoneLayout::with_ns_ttl`] raises it. The steering lab found that
+    /// a low TTL here (like the www TTL) makes resolvers replace the parent's long-lived glue
+    /// by our short-lived records, and BIND then fails with "loop detected" once they
+    /// expire: give it hours.
+    pub ns_ttl: RecordTtl,
+    /// The other areas' name servers, listed beside ours in the site zone's NS rrset: every
+    /// area server is authoritative for the site zone (§7.2), and a resolver that takes the
+    /// NS rrset from the child (not the parent's delegation) must still see all of them, or
+    /// it keeps asking only the first server it met. Empty by default.
+    pub site_servers: Vec<Name>,
 }
 
 impl ZoneLayout {
@@ -159,7 +170,27 @@ impl ZoneLayout {
             ns_name,
             ns_addrs,
             ttl,
+            ns_ttl: ttl,
+            site_servers: Vec::new(),
         })
+    }
+
+    /// The same layout with NS records and name-server addresses served with `ns_ttl`.
+    pub fn with_ns_ttl(mut self, ns_ttl: RecordTtl) -> Self {
+        self.ns_ttl = ns_ttl;
+        self
+    }
+
+    /// The same layout with the other areas' name servers (host names as an operator writes
+    /// them) added to the site zone's NS rrset.
+    pub fn with_site_servers(mut self, names: &[&str]) -> Result<Self, DirectorError> {
+        for n in names {
+            let n = fqdn(n)?;
+            if n != self.ns_name && !self.site_servers.contains(&n) {
+                self.site_servers.push(n);
+            }
+        }
+        Ok(self)
     }
 
     /// `www.<site>`: the name clients resolve.
@@ -383,13 +414,23 @@ fn zone_records(
     let is_area = zone == &layout.area_zone;
     // The site zone never changes, so its serial is constant.
     let serial = if is_area { state.serial } else { 1 };
+    let ns_ttl = layout.ns_ttl.secs();
     let mut out = vec![
         layout.soa(zone, serial),
-        Record::from_rdata(zone.clone(), ttl, RData::NS(NS(layout.ns_name.clone()))),
+        Record::from_rdata(zone.clone(), ns_ttl, RData::NS(NS(layout.ns_name.clone()))),
     ];
+    if !is_area {
+        for other in &layout.site_servers {
+            out.push(Record::from_rdata(
+                zone.clone(),
+                ns_ttl,
+                RData::NS(NS(other.clone())),
+            ));
+        }
+    }
     if zone_of(layout, &layout.ns_name) == Some(zone) {
         for a in &layout.ns_addrs {
-            out.push(addr_record(layout.ns_name.clone(), ttl, *a));
+            out.push(addr_record(layout.ns_name.clone(), ns_ttl, *a));
         }
     }
     if is_area {
@@ -739,6 +780,53 @@ mod tests {
         assert_eq!(
             Message::from_vec(&r).unwrap().response_code(),
             ResponseCode::NotImp
+        );
+    }
+
+    #[test]
+    fn site_zone_lists_every_area_server_with_the_ns_ttl() {
+        let l = layout()
+            .with_ns_ttl(RecordTtl(3600))
+            .with_site_servers(&["ns.area-2.example.com", "ns.area-1.example.com."])
+            .unwrap();
+        let ask_ns = |zone: &str| {
+            let bytes = respond(
+                &l,
+                &state(&[]),
+                &ask(zone, RecordType::NS, None),
+                Transport::Udp,
+            );
+            Message::from_vec(&bytes.unwrap()).unwrap()
+        };
+        let site = ask_ns("example.com.");
+        let names: Vec<String> = site
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::NS(n) => Some(n.0.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["ns.area-1.example.com.", "ns.area-2.example.com."]);
+        assert!(site.answers().iter().all(|r| r.ttl() == 3600));
+        // The area zone is ours alone; its www keeps the short TTL.
+        assert_eq!(ask_ns("area-1.example.com.").answers().len(), 1);
+        let r = run(
+            &state(&["10.0.0.1"]),
+            "www.area-1.example.com.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(r.answers()[0].ttl(), 30);
+        let glue = respond(
+            &l,
+            &state(&[]),
+            &ask("ns.area-1.example.com.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert_eq!(
+            Message::from_vec(&glue.unwrap()).unwrap().answers()[0].ttl(),
+            3600
         );
     }
 
