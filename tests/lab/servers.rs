@@ -228,6 +228,7 @@ pub fn start_resolver(
                 "log_target('stderr')\nnet.ipv6 = false\nnet.listen('{addr}', 53, {{ kind = 'dns' }})\n\
                  net.outgoing_v4('{addr}')\ntrust_anchors.remove('.')\n\
                  policy.special_names = {{}}\n\
+                 modules.load('hints > iterate')\n\
                  hints.root({{['a.root.test.'] = '{ROOT_ADDR}'}})\n\
                  cache.open(20*MB, 'lmdb://{ds}/cache')\n"
             );
