@@ -58,6 +58,15 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Rewrites report.md and the plots from OUT/results.json.
+    Report {
+        /// The report directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The command line to name in the report.
+        #[arg(long, default_value = "walrus-lab full --out docs/lab")]
+        command: String,
+    },
     /// Removes namespaces left by killed runs (`--all`: every lab namespace).
     Clean {
         #[arg(long)]
@@ -162,6 +171,13 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Cmd::Report { out, command } => {
+            let text = std::fs::read_to_string(out.join("results.json"))?;
+            let results: Vec<analysis::RunResult> = serde_json::from_str(&text)?;
+            let path = report::write_report(&out, &results, &command)?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Cmd::Clean { all } => {
             for n in netns::clean_stale(all) {
                 println!("removed {n}");
@@ -185,7 +201,6 @@ async fn main() -> anyhow::Result<()> {
                     .await
                     .map_err(anyhow::Error::msg)?;
             }
-            let _ = analysis::BIN_SECS;
             Ok(())
         }
     }
