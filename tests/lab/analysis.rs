@@ -56,6 +56,59 @@ pub struct ClientSummary {
     pub answer_nearest: f64,
 }
 
+/// When the failure of a run happened (Unix ms), as the orchestrator wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureTimes {
+    /// The dying cluster's web servers were killed.
+    pub killed: u64,
+    /// The area's answer was moved (none: never).
+    pub updated: Option<u64>,
+}
+
+/// What the clients saw of a cluster's death.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureOutcome {
+    /// The times.
+    pub times: FailureTimes,
+    /// Requests to the dead cluster after it died.
+    pub dead_uses: usize,
+    /// Failed requests after it died.
+    pub errors_after: usize,
+    /// Requests after it died.
+    pub requests_after: usize,
+    /// Last use of a dead address, ms after the kill (none: never used).
+    pub last_dead_use_ms: Option<u64>,
+    /// Last use of a dead address, ms after the answer moved.
+    pub last_dead_use_after_update_ms: Option<i64>,
+}
+
+/// The failure outcome of a run with a failure.
+pub fn failure_outcome(
+    spec: &LabSpec,
+    times: FailureTimes,
+    recs: &[ClientRecord],
+) -> Option<FailureOutcome> {
+    let f = spec.failure?;
+    let dead = spec.cluster(f.area);
+    let after: Vec<&ClientRecord> = recs.iter().filter(|r| r.t >= times.killed).collect();
+    let dead_uses: Vec<&&ClientRecord> = after
+        .iter()
+        .filter(|r| r.addr.is_some_and(|a| dead.contains(&a)))
+        .collect();
+    let last = dead_uses.iter().map(|r| r.t).max();
+    Some(FailureOutcome {
+        times,
+        dead_uses: dead_uses.len(),
+        errors_after: after.iter().filter(|r| r.error.is_some()).count(),
+        requests_after: after.len(),
+        last_dead_use_ms: last.map(|t| t - times.killed),
+        last_dead_use_after_update_ms: match (last, times.updated) {
+            (Some(l), Some(u)) => Some(l as i64 - u as i64),
+            _ => None,
+        },
+    })
+}
+
 /// Everything measured in one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -71,6 +124,9 @@ pub struct RunResult {
     pub convergence: Vec<Convergence>,
     /// Per resolver kind (or oracle), then `all`.
     pub clients: Vec<ClientSummary>,
+    /// The cluster failure, when the run had one.
+    #[serde(default)]
+    pub failure: Option<FailureOutcome>,
 }
 
 /// Reads a JSON-lines file, skipping lines that do not parse (a killed writer's last line).
@@ -211,6 +267,10 @@ pub fn analyze(spec: &LabSpec, name: &str) -> RunResult {
         regions: spec.regions,
         convergence: convergence(spec, &queries, start),
         clients: client_summaries(spec, &clients),
+        failure: std::fs::read_to_string(spec.dir.join("failure.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .and_then(|t| failure_outcome(spec, t, &clients)),
     }
 }
 
@@ -236,6 +296,20 @@ pub enum CheckFailed {
         /// Percent to the nearest area.
         percent: u32,
     },
+    /// A client used a dead server's address after failover + TTL.
+    #[error(
+        "client {client} in r{region} used dead server {addr} {late_ms} ms after the answer moved"
+    )]
+    DeadAddress {
+        /// Region.
+        region: u8,
+        /// Client.
+        client: u32,
+        /// The address.
+        addr: String,
+        /// How long after the answer moved.
+        late_ms: u64,
+    },
     /// A client was given an address that the answering area's zone does not hold.
     #[error(
         "client {client} in r{region} got {addr} from area a{area}'s zone, which does not hold it"
@@ -250,6 +324,33 @@ pub enum CheckFailed {
         /// The area named by the CNAME.
         area: u8,
     },
+}
+
+/// After the answer moved and `grace_ms` more (the TTL the resolver and the stub may still
+/// hold, plus requests in flight), no client uses a dead server's address.
+pub fn check_no_dead_address(
+    spec: &LabSpec,
+    times: FailureTimes,
+    recs: &[ClientRecord],
+    grace_ms: u64,
+) -> Result<(), CheckFailed> {
+    let (Some(f), Some(updated)) = (spec.failure, times.updated) else {
+        return Ok(());
+    };
+    let dead = spec.cluster(f.area);
+    for r in recs {
+        if r.t > updated + grace_ms {
+            if let Some(addr) = r.addr.filter(|a| dead.contains(a)) {
+                return Err(CheckFailed::DeadAddress {
+                    region: r.region,
+                    client: r.client,
+                    addr: addr.to_string(),
+                    late_ms: r.t - updated,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After warm-up, the nearest area serves most (more than `min_share`) of each resolver's
@@ -284,7 +385,12 @@ pub fn check_addresses(spec: &LabSpec, recs: &[ClientRecord]) -> Result<(), Chec
         let (Some(addr), Some(area), Some(_)) = (r.addr, r.answer_area, r.resolver) else {
             continue;
         };
-        if !spec.answer_of(Area(area)).contains(&addr) {
+        let moved = spec
+            .failure
+            .filter(|f| f.redirect && f.area == Area(area))
+            .map(|f| spec.cluster(f.to))
+            .unwrap_or_default();
+        if !spec.answer_of(Area(area)).contains(&addr) && !moved.contains(&addr) {
             return Err(CheckFailed::ForeignAddress {
                 region: r.region,
                 client: r.client,
@@ -317,6 +423,7 @@ mod tests {
             think_ms: 100,
             probe_rate: 10,
             seed: 1,
+            failure: None,
         }
     }
 
@@ -338,13 +445,13 @@ mod tests {
     #[test]
     fn converged_resolver_passes() {
         // 10 s of learning spread over both areas, then region 1 sticks to area 1.
-        let mut q = probes(1, &[[1u8, 2]; 10].concat());
+        let mut q = probes(1, &[[1u8, 2]; 9].concat());
         q.extend(probes(1, &[1; 40]).into_iter().map(|mut r| {
             r.t += 11_000;
             r
         }));
         let c = convergence(&spec(), &q, 0);
-        assert_eq!(c[0].queries, 60);
+        assert_eq!(c[0].queries, 58);
         assert!(c[0].nearest_after_warmup > 0.99);
         assert!(check_converged(&c, 0.5, 20).is_ok());
     }
@@ -389,6 +496,37 @@ mod tests {
             check_addresses(&spec(), &[rec("10.2.1.1", 1)]),
             Err(CheckFailed::ForeignAddress { area: 1, .. })
         ));
+    }
+
+    #[test]
+    fn dead_address_after_grace_is_caught() {
+        let mut s = spec();
+        s.failure = Some(crate::lab::spec::Failure {
+            area: Area(2),
+            at_secs: 5,
+            to: Area(1),
+            detect_ms: 1000,
+            redirect: true,
+        });
+        let times = FailureTimes {
+            killed: 5_000,
+            updated: Some(6_000),
+        };
+        let mut early = rec("10.2.1.1", 2);
+        early.t = 6_500;
+        let mut moved = rec("10.1.1.1", 2);
+        moved.t = 20_000;
+        let recs = vec![early.clone(), moved];
+        assert!(check_no_dead_address(&s, times, &recs, 3_000).is_ok());
+        // Planted fault: a dead address long after the move.
+        let mut late = early;
+        late.t = 12_000;
+        assert!(matches!(
+            check_no_dead_address(&s, times, &[late.clone()], 3_000),
+            Err(CheckFailed::DeadAddress { late_ms: 6_000, .. })
+        ));
+        let o = failure_outcome(&s, times, &recs).unwrap();
+        assert_eq!((o.dead_uses, o.last_dead_use_ms), (1, Some(1_500)));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! each answers, run the clients, stop everything (also on error or Ctrl-C: every part is
 //! a guard), then compute the run's figures from the records.
 
+use super::analysis::FailureTimes;
 use super::analysis::{analyze, RunResult};
 use super::netns::{clean_stale, ChildGuard, LabError, Namespaces};
+use super::relay::now_ms;
 use super::servers;
-use super::spec::{LabSpec, ROOT_ADDR};
+use super::spec::{Failure, LabSpec, ROOT_ADDR};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -76,6 +78,9 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
             spec.dir.join(format!("clients-{r}.log")),
         ));
     }
+    if let Some(f) = spec.failure {
+        fail_cluster(spec, f, &mut guards).await?;
+    }
     let budget = u64::from(spec.seconds) + 90;
     for (c, log) in &mut clients {
         wait_exit(c, budget, log, &mut guards).await?;
@@ -88,6 +93,46 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     let result = analyze(spec, name);
     tracing::info!(name, secs = started.elapsed().as_secs(), "run done");
     Ok(result)
+}
+
+/// When the failure is due, kills the area's web servers and (if `redirect`) moves the
+/// area's answer; writes the times to `failure.json`.
+async fn fail_cluster(
+    spec: &LabSpec,
+    f: Failure,
+    guards: &mut Vec<ChildGuard>,
+) -> anyhow::Result<()> {
+    let start_file = spec.dir.join("start-r1.txt");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let start: u64 = loop {
+        if let Some(t) = std::fs::read_to_string(&start_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break t;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "clients never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let due = start + u64::from(f.at_secs) * 1000;
+    tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms()))).await;
+    let prefix = format!("nginx {}/", f.area);
+    guards.retain(|g| !g.what.starts_with(&prefix)); // dropped guards SIGKILL their nginx
+    let killed = now_ms();
+    let mut updated = None;
+    if f.redirect {
+        tokio::time::sleep(Duration::from_millis(f.detect_ms)).await;
+        let dir = spec.dir.join(f.area.to_string());
+        let tmp = dir.join("answer.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&spec.cluster(f.to))?)?;
+        std::fs::rename(&tmp, dir.join("answer.json"))?;
+        updated = Some(now_ms());
+    }
+    std::fs::write(
+        spec.dir.join("failure.json"),
+        serde_json::to_vec(&FailureTimes { killed, updated })?,
+    )?;
+    Ok(())
 }
 
 /// Waits for `child` to exit successfully, checking that no server died meanwhile.

@@ -3,7 +3,7 @@
 //! the report when Python or matplotlib is missing, so nothing else depends on it).
 
 use super::analysis::RunResult;
-use super::spec::{LabSpec, Mode, ResolverKind};
+use super::spec::{Area, Failure, LabSpec, Mode, ResolverKind};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ pub fn base_spec(work: &Path, tag: &str, areas: u8, regions: u8, mode: Mode) -> 
         think_ms: 200,
         probe_rate: 8,
         seed: 9,
+        failure: None,
     }
 }
 
@@ -58,6 +59,24 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
             s.probe_rate = 0;
         }
         plan.push((format!("steady-{}", mode.name()), s));
+    }
+    for (tag, redirect, name) in [("f0", true, "walrus"), ("f1", false, "round-robin")] {
+        let mode = if redirect {
+            Mode::Walrus
+        } else {
+            Mode::RoundRobin
+        };
+        let mut s = base_spec(work, tag, 3, 3, mode);
+        s.seconds = seconds;
+        s.probe_rate = 0;
+        s.failure = Some(Failure {
+            area: Area(2),
+            at_secs: seconds / 3,
+            to: Area(1),
+            detect_ms: 1000,
+            redirect,
+        });
+        plan.push((format!("cluster-dies-{name}"), s));
     }
     plan
 }
@@ -152,6 +171,34 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
             );
         }
     }
+    let failed: Vec<&RunResult> = results.iter().filter(|r| r.failure.is_some()).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(md, "\n## A cluster dies\n");
+        let _ = writeln!(
+            md,
+            "Area a2's whole home cluster is killed (SIGKILL) a third into the run. With \
+             Walrus, 1 s later (standing in for detection plus one Controller round until \
+             the runtime lands) a2's name server answers with a1's cluster; with round-robin \
+             DNS nothing changes. TTL 2 s.\n"
+        );
+        let _ = writeln!(md, "| run | requests after | errors after | uses of dead servers | last dead use after kill (ms) | after answer moved (ms) |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for r in failed {
+            if let Some(f) = &r.failure {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    r.name,
+                    f.requests_after,
+                    f.errors_after,
+                    f.dead_uses,
+                    f.last_dead_use_ms.map_or("never".into(), |x| x.to_string()),
+                    f.last_dead_use_after_update_ms
+                        .map_or("—".into(), |x| x.to_string()),
+                );
+            }
+        }
+    }
     let _ = writeln!(md, "\n## Plots\n");
     match plots {
         Ok(names) => {
@@ -162,6 +209,9 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
         Err(e) => {
             let _ = writeln!(md, "No plots: {e}\n");
         }
+    }
+    if let Ok(reading) = std::fs::read_to_string(out.join("reading.md")) {
+        let _ = writeln!(md, "\n{reading}");
     }
     let path = out.join("report.md");
     std::fs::write(&path, md)?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::steering::Steering;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords, ZoneLayout};
+use walrus_actors::director::NameServer;
 use walrus_actors::model::AreaName;
 
 fn write(path: &Path, text: &str) -> Result<(), LabError> {
@@ -170,9 +171,44 @@ pub async fn run_area_ns(spec: LabSpec, a: Area) -> anyhow::Result<()> {
     let listening = server
         .bind(std::net::SocketAddr::new(a.backbone().into(), 53))
         .await?;
+    tokio::spawn(follow_answer_file(
+        server.clone(),
+        spec.dir.join(a.to_string()).join("answer.json"),
+        ttl,
+    ));
     println!("authd {a} ready on {}", listening.local_addr());
     listening.run(std::future::pending()).await;
     Ok(())
+}
+
+/// Stands in for the Director until the runtime lands: whenever `file` (a JSON list of
+/// IPv4 addresses, written atomically by the orchestrator) changes, the server's www
+/// records are replaced through the same [`NameServer`] call the Director uses.
+async fn follow_answer_file(server: EmbeddedServer, file: PathBuf, ttl: RecordTtl) {
+    let mut last: Option<String> = None;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        if last.as_ref() == Some(&text) {
+            continue;
+        }
+        match serde_json::from_str::<Vec<std::net::Ipv4Addr>>(&text) {
+            Ok(addrs) if !addrs.is_empty() => {
+                let want = WwwRecords::from_addrs(addrs.into_iter().map(Into::into), ttl);
+                match server.replace(&want).await {
+                    Ok(()) => println!("answer replaced: {want:?}"),
+                    Err(e) => eprintln!("answer not replaced: {e}"),
+                }
+            }
+            _ => eprintln!(
+                "ignoring {}: not a non-empty list of addresses",
+                file.display()
+            ),
+        }
+        last = Some(text);
+    }
 }
 
 /// Starts one resolver in region `r`.
@@ -287,6 +323,7 @@ mod tests {
             think_ms: 1,
             probe_rate: 0,
             seed: 0,
+            failure: None,
         };
         let z = root_zone(&spec);
         assert_eq!(z.matches("walrus.test. IN NS").count(), 3);

@@ -256,6 +256,27 @@ pub struct LabSpec {
     pub probe_rate: u32,
     /// Seed of the clients' random choices.
     pub seed: u64,
+    /// A cluster that dies during the run, if any.
+    #[serde(default)]
+    pub failure: Option<Failure>,
+}
+
+/// "A cluster dies": every web server of `area`'s home cluster is killed (SIGKILL) `at_secs`
+/// after the clients start; `detect_ms` later, when `redirect` is set, area `area`'s name
+/// server is given the servers of `to`'s cluster instead — what the master Controller's
+/// next round does (paper §6.1, ensure availability), emulated until the runtime lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The area whose home cluster dies.
+    pub area: Area,
+    /// Seconds after the clients' start.
+    pub at_secs: u32,
+    /// The cluster its area is moved to.
+    pub to: Area,
+    /// Detection plus one round, milliseconds.
+    pub detect_ms: u64,
+    /// Whether the area's answer is changed at all (false: round-robin DNS, no Director).
+    pub redirect: bool,
 }
 
 impl LabSpec {
@@ -303,7 +324,7 @@ impl LabSpec {
             .map(|k| a.web_public(k))
             .collect()
     }
-    /// What area `a`'s name server answers for `www` in this run's mode.
+    /// What area `a`'s name server answers for `www` in this run's mode (at the start).
     pub fn answer_of(&self, a: Area) -> Vec<Ipv4Addr> {
         match self.mode {
             Mode::Walrus | Mode::WalrusSteered | Mode::Oracle => self.cluster(a),
@@ -365,6 +386,7 @@ mod tests {
             think_ms: 100,
             probe_rate: 1,
             seed: 1,
+            failure: None,
         }
     }
 
