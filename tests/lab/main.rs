@@ -27,6 +27,10 @@ enum Cmd {
         /// Work directory for configurations and raw records.
         #[arg(long, default_value = "/tmp/walrus-lab")]
         work: PathBuf,
+        /// Only the runs whose name starts with this; their results replace those of the
+        /// same name in OUT/results.json, the others are kept.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// One run.
     Run {
@@ -118,19 +122,36 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let exe = std::env::current_exe()?;
     match cli.cmd {
-        Cmd::Full { out, seconds, work } => {
+        Cmd::Full {
+            out,
+            seconds,
+            work,
+            only,
+        } => {
             let command = format!(
                 "walrus-lab full --out {} --seconds {seconds}",
                 out.display()
             );
             let plan = report::full_plan(&work, seconds);
             let work_fut = async {
-                let mut results = Vec::new();
+                let mut results: Vec<analysis::RunResult> = match &only {
+                    Some(_) => std::fs::read_to_string(out.join("results.json"))
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 for (name, s) in &plan {
+                    if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
+                        continue;
+                    }
                     eprintln!("== {name}");
                     let r = orchestrate::run_once(s, &exe, name).await?;
                     println!("{}", serde_json::to_string(&r)?);
-                    results.push(r);
+                    match results.iter_mut().find(|x| x.name == r.name) {
+                        Some(x) => *x = r,
+                        None => results.push(r),
+                    }
                     report::write_report(&out, &results, &command)?;
                 }
                 anyhow::Ok(())
