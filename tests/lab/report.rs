@@ -120,7 +120,7 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for r in &conv {
-        for c in &r.convergence {
+        for c in r.convergence.iter().filter(|c| c.queries > 0) {
             let per: Vec<String> = c
                 .per_area
                 .iter()

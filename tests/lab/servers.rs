@@ -229,7 +229,7 @@ pub fn start_resolver(
     match kind {
         ResolverKind::Unbound | ResolverKind::UnboundFast => {
             let fast = if kind == ResolverKind::UnboundFast {
-                "  fast-server-permil: 900\n  fast-server-num: 1\n"
+                "  fast-server-permil: 900\n  fast-server-num: 1\n  infra-cache-min-rtt: 2\n"
             } else {
                 ""
             };

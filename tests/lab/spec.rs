@@ -105,7 +105,9 @@ pub const ROOT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 pub enum ResolverKind {
     /// Unbound with its defaults (Debian `unbound`).
     Unbound,
-    /// Unbound with `fast-server-permil: 900`, `fast-server-num: 1` (the resolver-side fix).
+    /// Unbound with `fast-server-permil: 900`, `fast-server-num: 1` and
+    /// `infra-cache-min-rtt: 2` (the resolver-side fix; the default 50 ms floor on its RTT
+    /// estimates makes every server nearer than 50 ms look alike).
     UnboundFast,
     /// BIND 9 as a resolver (Debian `bind9`).
     Bind,
