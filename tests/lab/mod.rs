@@ -18,6 +18,20 @@
 //!  └──────────────────────────────┘
 //! ```
 //!
+//! Run (as root; the lab creates and always deletes its own namespaces, `walrus-lab clean`
+//! removes those of a run killed with SIGKILL):
+//!
+//! ```text
+//! cargo build -p walrus-tests
+//! target/debug/walrus-lab full --out docs/lab --seconds 40      # every scenario, ~10 min
+//! target/debug/walrus-lab run --areas 3 --resolvers unbound,bind --mode walrus-steered
+//! cargo test -p walrus-tests --test lab_short                   # the CI form, ~30 s
+//! ```
+//!
+//! Debian packages: `iproute2 bind9 nginx` (CI form); the full lab adds `unbound
+//! knot-resolver pdns-recursor` and, for the PNG plots, `python3-matplotlib` (or matplotlib
+//! from PyPI; without it the report says so and has no plots).
+//!
 //! - [`spec`]: what a run builds and the address plan.
 //! - [`netns`]: namespaces, bridge, veths, process guards, stale cleanup.
 //! - [`relay`]: the delay relay and its DNS query log (which resolver asked which area).
