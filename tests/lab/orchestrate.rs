@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 /// Runs one lab described by `spec`; `exe` is the `walrus-lab` binary (it plays the
 /// in-namespace roles: relay, area name server, clients, readiness probe).
 pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<RunResult> {
+    spec.validate().map_err(anyhow::Error::msg)?;
     clean_stale(false);
     std::fs::create_dir_all(&spec.dir)?;
     let spec_file = spec.dir.join("spec.json");

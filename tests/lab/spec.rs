@@ -282,6 +282,42 @@ pub struct Failure {
 }
 
 impl LabSpec {
+    /// Checks what the address plan needs: 2..=9 areas, 1..=9 regions and servers per
+    /// cluster, a full region×area matrix, at least one resolver unless the mode is the
+    /// oracle, a failure naming two different existing areas.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=9).contains(&self.areas) {
+            return Err(format!("areas must be 2..=9, not {}", self.areas));
+        }
+        if !(1..=9).contains(&self.regions) || !(1..=9).contains(&self.servers_per_cluster) {
+            return Err("regions and servers per cluster must be 1..=9".into());
+        }
+        if self.rtt_ms.len() != usize::from(self.regions)
+            || self
+                .rtt_ms
+                .iter()
+                .any(|row| row.len() != usize::from(self.areas))
+        {
+            return Err(format!(
+                "the latency matrix must have {} rows of {} RTTs",
+                self.regions, self.areas
+            ));
+        }
+        if self.resolvers.is_empty() && self.mode != Mode::Oracle {
+            return Err("no resolver: clients could not resolve".into());
+        }
+        if self.ttl_secs == 0 {
+            return Err("the TTL must be at least 1 s".into());
+        }
+        if let Some(f) = self.failure {
+            let ok = |a: Area| (1..=self.areas).contains(&a.0);
+            if !ok(f.area) || !ok(f.to) || f.area == f.to {
+                return Err(format!("bad failure: {} moved to {}", f.area, f.to));
+            }
+        }
+        Ok(())
+    }
+
     /// Every area.
     pub fn all_areas(&self) -> impl Iterator<Item = Area> {
         (1..=self.areas).map(Area)
@@ -415,5 +451,25 @@ mod tests {
         );
         assert_eq!(s.backend_of("10.4.0.53:53".parse().unwrap()), None);
         assert_eq!(s.answer_of(Area(2)).len(), 2);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.areas = 10;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.rtt_ms[1].pop();
+        assert!(s.validate().unwrap_err().contains("latency matrix"));
+        let mut s = spec();
+        s.failure = Some(Failure {
+            area: Area(2),
+            at_secs: 1,
+            to: Area(2),
+            detect_ms: 1,
+            redirect: true,
+        });
+        assert!(s.validate().is_err());
     }
 }
