@@ -33,6 +33,25 @@ pub struct Convergence {
     pub series: Vec<(u64, f64, usize)>,
     /// Queries per area (area number → count).
     pub per_area: BTreeMap<u8, usize>,
+    /// Per region: probe queries before the first [`SETTLED_RUN`] in a row that all went
+    /// to the nearest area (the learning cost), or `None` if that never happened.
+    #[serde(default)]
+    pub settle_after: Vec<Option<usize>>,
+}
+
+/// Consecutive probes to the nearest area that count as "settled".
+pub const SETTLED_RUN: usize = 10;
+
+/// Index of the first run of [`SETTLED_RUN`] `true`s in a row.
+fn settled_at(hits: &[bool]) -> Option<usize> {
+    let mut run = 0;
+    for (i, h) in hits.iter().enumerate() {
+        run = if *h { run + 1 } else { 0 };
+        if run == SETTLED_RUN {
+            return Some(i + 1 - SETTLED_RUN);
+        }
+    }
+    None
 }
 
 /// What the clients of one resolver (or the oracle) saw.
@@ -143,6 +162,19 @@ pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
 pub fn convergence(spec: &LabSpec, queries: &[QueryRecord], start: u64) -> Vec<Convergence> {
     let mut out = Vec::new();
     for &kind in &spec.resolvers {
+        let settle_after = spec
+            .all_regions()
+            .map(|r| {
+                let mut qs: Vec<&QueryRecord> = queries
+                    .iter()
+                    .filter(|q| q.region == r.0 && is_probe(&q.qname))
+                    .filter(|q| ResolverKind::of_addr(q.src) == Some((r, kind)))
+                    .collect();
+                qs.sort_by_key(|q| q.t);
+                let hits: Vec<bool> = qs.iter().map(|q| Area(q.area) == spec.nearest(r)).collect();
+                settled_at(&hits)
+            })
+            .collect();
         let mine: Vec<(u64, bool, u8)> = queries
             .iter()
             .filter(|q| is_probe(&q.qname))
@@ -180,6 +212,7 @@ pub fn convergence(spec: &LabSpec, queries: &[QueryRecord], start: u64) -> Vec<C
             nearest_after_warmup: frac(&late),
             series: bins.iter().map(|(b, v)| (*b, frac(v), v.len())).collect(),
             per_area,
+            settle_after,
         });
     }
     out
@@ -454,6 +487,30 @@ mod tests {
         assert_eq!(c[0].queries, 58);
         assert!(c[0].nearest_after_warmup > 0.99);
         assert!(check_converged(&c, 0.5, 20).is_ok());
+    }
+
+    #[test]
+    fn settling_is_the_first_run_of_nearest_probes() {
+        let t = true;
+        let f = false;
+        assert_eq!(settled_at(&[t; 10]), Some(0));
+        assert_eq!(
+            settled_at(&[[f, t, f].as_slice(), &[t; 10]].concat()),
+            Some(3)
+        );
+        assert_eq!(
+            settled_at(&[[t; 9].as_slice(), &[f], &[t; 9]].concat()),
+            None
+        );
+        let mut q = probes(1, &[2, 2, 1, 2]);
+        q.extend(probes(1, &[1; 12]).into_iter().map(|mut r| {
+            r.t += 10_000;
+            r
+        }));
+        assert_eq!(
+            convergence(&spec(), &q, 0)[0].settle_after,
+            vec![Some(4), None]
+        );
     }
 
     #[test]

@@ -71,6 +71,18 @@ enum Cmd {
         #[arg(long, default_value = "walrus-lab full --out docs/lab")]
         command: String,
     },
+    /// Recomputes every figure of a full lab from its raw records (WORK), then the report.
+    Reanalyze {
+        /// The work directory of the full lab.
+        #[arg(long, default_value = "/tmp/walrus-lab")]
+        work: PathBuf,
+        /// The report directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The command line to name in the report.
+        #[arg(long, default_value = "walrus-lab full --out docs/lab")]
+        command: String,
+    },
     /// Removes namespaces left by killed runs (`--all`: every lab namespace).
     Clean {
         #[arg(long)]
@@ -195,6 +207,18 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Report { out, command } => {
             let text = std::fs::read_to_string(out.join("results.json"))?;
             let results: Vec<analysis::RunResult> = serde_json::from_str(&text)?;
+            let path = report::write_report(&out, &results, &command)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Reanalyze { work, out, command } => {
+            let mut results = Vec::new();
+            for (name, planned) in report::full_plan(&work, 0) {
+                let Ok(s) = load(&planned.dir.join("spec.json")) else {
+                    continue;
+                };
+                results.push(analysis::analyze(&s, &name));
+            }
             let path = report::write_report(&out, &results, &command)?;
             println!("{}", path.display());
             Ok(())

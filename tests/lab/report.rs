@@ -108,7 +108,9 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
         md,
         "Each probe is a never-seen name under the site zone, so each one makes the resolver \
          choose among the site zone's name servers again (all areas serve it, §7.2). Counted \
-         at the relays (ground truth). *After warm-up* = after the first 10 s.\n"
+         at the relays (ground truth). *After warm-up* = after the first 10 s. *Settled \
+         after* = probes a region's resolver sent before its first 10 in a row all went to \
+         the nearest area (the learning cost; \"never\" = not within the run).\n"
     );
     let conv: Vec<&RunResult> = results
         .iter()
@@ -116,9 +118,9 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
         .collect();
     let _ = writeln!(
         md,
-        "| run | areas | resolver | probes | nearest (all) | nearest (after warm-up) | per area |"
+        "| run | areas | resolver | probes | nearest (all) | nearest (after warm-up) | settled after (per region) | per area |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for r in &conv {
         for c in r.convergence.iter().filter(|c| c.queries > 0) {
             let per: Vec<String> = c
@@ -128,13 +130,18 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
                 .collect();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.name,
                 r.areas,
                 c.resolver.name(),
                 c.queries,
                 pct(c.nearest_all),
                 pct(c.nearest_after_warmup),
+                c.settle_after
+                    .iter()
+                    .map(|x| x.map_or("never".into(), |n| n.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 per.join(" ")
             );
         }
