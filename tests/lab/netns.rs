@@ -200,12 +200,25 @@ pub fn clean_stale(all: bool) -> Vec<String> {
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if all || !Path::new(&format!("/proc/{pid}")).exists() {
+        if all || !alive(pid) {
             delete_namespace(name);
             removed.push(name.to_owned());
         }
     }
     removed
+}
+
+/// Whether process `pid` exists and is not a zombie (a SIGKILLed run stays a zombie until
+/// its parent reaps it; its namespaces are stale already).
+fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    }
 }
 
 fn ip(ns: &str, args: &[&str]) -> Result<String, LabError> {
