@@ -15,3 +15,4 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod transport;
