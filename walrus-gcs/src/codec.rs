@@ -117,7 +117,10 @@ pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Co
 /// Checks a frame header and returns the body length that follows it. `limit` is the
 /// receiver's largest accepted body (at most [`MAX_FRAME`]); nothing is allocated before
 /// this check passes.
-pub fn parse_frame_header(header: [u8; FRAME_HEADER_LEN], limit: usize) -> Result<usize, FrameError> {
+pub fn parse_frame_header(
+    header: [u8; FRAME_HEADER_LEN],
+    limit: usize,
+) -> Result<usize, FrameError> {
     if header[0] != FRAME_VERSION {
         return Err(FrameError::Version {
             got: header[0],
@@ -172,16 +175,28 @@ mod tests {
     fn frame_headers_are_checked_before_allocation() {
         assert_eq!(
             parse_frame_header([2, 0, 0, 0, 1], 100),
-            Err(FrameError::Version { got: 2, expected: 1 })
+            Err(FrameError::Version {
+                got: 2,
+                expected: 1
+            })
         );
         assert_eq!(
             parse_frame_header([1, 0, 0, 0, 101], 100),
-            Err(FrameError::TooLarge { len: 101, limit: 100 })
+            Err(FrameError::TooLarge {
+                len: 101,
+                limit: 100
+            })
         );
         assert_eq!(
             parse_frame_header([1, 0xFF, 0xFF, 0xFF, 0xFF], usize::MAX),
-            Err(FrameError::TooLarge { len: u32::MAX as usize, limit: MAX_FRAME })
+            Err(FrameError::TooLarge {
+                len: u32::MAX as usize,
+                limit: MAX_FRAME
+            })
         );
-        assert_eq!(parse_frame_header([1, 0, 0, 0, 0], 100), Err(FrameError::Empty));
+        assert_eq!(
+            parse_frame_header([1, 0, 0, 0, 0], 100),
+            Err(FrameError::Empty)
+        );
     }
 }

@@ -302,7 +302,10 @@ struct Blocklist {
 
 impl Blocklist {
     fn is_cut(&self, peer: &str) -> bool {
-        self.cut.lock().unwrap_or_else(|p| p.into_inner()).contains(peer)
+        self.cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
     }
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     fn set(&self, peer: &str, cut: bool) {
@@ -386,7 +389,9 @@ impl<M: Message> Transport<M> {
         let mut accepted_rxs = Vec::new();
         for (name, addr) in peers {
             if name == me {
-                return Err(TransportError::Config(format!("{me} lists itself as a peer")));
+                return Err(TransportError::Config(format!(
+                    "{me} lists itself as a peer"
+                )));
             }
             certs::check_node_name(&name).map_err(|e| TransportError::Config(e.to_string()))?;
             let (acc_tx, acc_rx) = mpsc::channel(2);
@@ -444,14 +449,17 @@ impl<M: Message> Transport<M> {
         let peer = self.peer(to)?;
         let mut guard = peer.link();
         let Some(link) = guard.as_ref() else {
-            return Err(TransportError::NoLink { peer: to.to_owned() });
+            return Err(TransportError::NoLink {
+                peer: to.to_owned(),
+            });
         };
         match link.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let limit = self.shared.limits.peer_queue;
                 warn!(peer = to, limit, "send queue full: closing the link");
-                link.conn.close(close_code::OVERLOAD.into(), b"send queue full");
+                link.conn
+                    .close(close_code::OVERLOAD.into(), b"send queue full");
                 *guard = None;
                 Err(TransportError::QueueFull {
                     peer: to.to_owned(),
@@ -460,7 +468,9 @@ impl<M: Message> Transport<M> {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 *guard = None;
-                Err(TransportError::NoLink { peer: to.to_owned() })
+                Err(TransportError::NoLink {
+                    peer: to.to_owned(),
+                })
             }
         }
     }
@@ -472,7 +482,11 @@ impl<M: Message> Transport<M> {
         self.shared
             .peers
             .values()
-            .filter_map(|p| p.link().as_ref().map(|l| (cap - l.tx.capacity() as f64) / cap))
+            .filter_map(|p| {
+                p.link()
+                    .as_ref()
+                    .map(|l| (cap - l.tx.capacity() as f64) / cap)
+            })
             .fold(0.0, f64::max)
     }
 
@@ -487,12 +501,16 @@ impl<M: Message> Transport<M> {
             guard
                 .as_ref()
                 .map(|l| l.conn.clone())
-                .ok_or_else(|| TransportError::NoLink { peer: peer.to_owned() })?
+                .ok_or_else(|| TransportError::NoLink {
+                    peer: peer.to_owned(),
+                })?
         };
-        conn.open_bi().await.map_err(|source| TransportError::Connection {
-            peer: peer.to_owned(),
-            source,
-        })
+        conn.open_bi()
+            .await
+            .map_err(|source| TransportError::Connection {
+                peer: peer.to_owned(),
+                source,
+            })
     }
 
     /// Waits for the next point-to-point stream a peer opened; `None` after shutdown.
@@ -511,7 +529,8 @@ impl<M: Message> Transport<M> {
         self.shared
             .endpoint
             .close(close_code::SHUTDOWN.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
     }
 
     /// Fault injection: cuts traffic with `peer` (closes the link and refuses it until
@@ -521,7 +540,8 @@ impl<M: Message> Transport<M> {
         self.shared.blocked.set(peer, true);
         if let Some(p) = self.shared.peers.get(peer) {
             if let Some(link) = p.link().take() {
-                link.conn.close(close_code::CUT.into(), b"cut by the fault switch");
+                link.conn
+                    .close(close_code::CUT.into(), b"cut by the fault switch");
             }
         }
     }
@@ -536,7 +556,9 @@ impl<M: Message> Transport<M> {
         self.shared
             .peers
             .get(name)
-            .ok_or_else(|| TransportError::UnknownPeer { peer: name.to_owned() })
+            .ok_or_else(|| TransportError::UnknownPeer {
+                peer: name.to_owned(),
+            })
     }
 }
 
@@ -574,12 +596,18 @@ fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
     let chain = tls::peer_chain(&conn);
     let Some(name) = tls::peer_name(&chain, shared.peers.keys().map(String::as_str)) else {
         warn!(%from, "certificate names no configured peer: closed");
-        conn.close(close_code::REFUSED.into(), b"certificate names no configured peer");
+        conn.close(
+            close_code::REFUSED.into(),
+            b"certificate names no configured peer",
+        );
         return;
     };
     if name > shared.me.as_str() {
         warn!(%from, peer = name, "peer dialed but should be dialed: closed");
-        conn.close(close_code::REFUSED.into(), b"the node whose name sorts first dials");
+        conn.close(
+            close_code::REFUSED.into(),
+            b"the node whose name sorts first dials",
+        );
         return;
     }
     if shared.blocked.is_cut(name) {
@@ -587,12 +615,17 @@ fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
         conn.close(close_code::CUT.into(), b"cut by the fault switch");
         return;
     }
-    let Some(peer) = shared.peers.get(name) else { return };
+    let Some(peer) = shared.peers.get(name) else {
+        return;
+    };
     if let Err(e) = peer.accepted.try_send(conn) {
         let conn = match e {
             mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
         };
-        warn!(peer = name, "connections arrive faster than links start: closed");
+        warn!(
+            peer = name,
+            "connections arrive faster than links start: closed"
+        );
         conn.close(close_code::REFUSED.into(), b"busy");
     }
 }
@@ -681,7 +714,11 @@ fn jitter(me: &str, peer: &str, attempt: u64, span: Duration) -> Duration {
 }
 
 async fn dial<M: Message>(shared: &Shared<M>, name: &str) -> Result<quinn::Connection, String> {
-    let addr = shared.peers.get(name).map(|p| p.addr).ok_or("unknown peer")?;
+    let addr = shared
+        .peers
+        .get(name)
+        .map(|p| p.addr)
+        .ok_or("unknown peer")?;
     let connecting = shared
         .endpoint
         .connect(addr, name)
@@ -725,7 +762,10 @@ async fn run_link<M: Message>(
     conn.close(code.into(), reason.as_bytes());
     {
         let mut guard = peer.link();
-        if guard.as_ref().is_some_and(|l| l.conn.stable_id() == conn.stable_id()) {
+        if guard
+            .as_ref()
+            .is_some_and(|l| l.conn.stable_id() == conn.stable_id())
+        {
             *guard = None;
         }
     }
@@ -737,7 +777,26 @@ async fn run_link<M: Message>(
 
 /// Why a connection ended, as text.
 fn closed_reason(e: &quinn::ConnectionError) -> (u32, String) {
-    (close_code::SHUTDOWN, format!("connection lost: {e}"))
+    (close_code::SHUTDOWN, describe(e))
+}
+
+/// A stream operation failed: say why, from the connection's close reason if it has one.
+fn lost(conn: &quinn::Connection, what: &str, err: impl std::fmt::Display) -> (u32, String) {
+    match conn.close_reason() {
+        Some(e) => (close_code::SHUTDOWN, format!("{what}: {}", describe(&e))),
+        None => (close_code::SHUTDOWN, format!("{what}: {err}")),
+    }
+}
+
+fn describe(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => format!(
+            "closed by the peer (code {}): {}",
+            c.error_code,
+            String::from_utf8_lossy(&c.reason)
+        ),
+        other => format!("connection lost: {other}"),
+    }
 }
 
 async fn write_loop<M: Message>(
@@ -750,7 +809,7 @@ async fn write_loop<M: Message>(
         Err(e) => return closed_reason(&e),
     };
     if let Err(e) = stream.write_all(&PREAMBLE).await {
-        return (close_code::SHUTDOWN, format!("write: {e}"));
+        return lost(conn, "write", e);
     }
     let mut buf = Vec::with_capacity(shared.limits.write_batch);
     loop {
@@ -770,14 +829,17 @@ async fn write_loop<M: Message>(
             if let Err(e) = codec::encode_frame(&frame, &mut buf) {
                 // Our own message cannot be framed (over the size limit): the stream
                 // would lose it silently, so the link ends instead.
-                return (close_code::PROTOCOL, format!("cannot encode a message: {e}"));
+                return (
+                    close_code::PROTOCOL,
+                    format!("cannot encode a message: {e}"),
+                );
             }
             if buf.len() < shared.limits.write_batch {
                 next = rx.try_recv().ok();
             }
         }
         if let Err(e) = stream.write_all(&buf).await {
-            return (close_code::SHUTDOWN, format!("write: {e}"));
+            return lost(conn, "write", e);
         }
     }
 }
@@ -797,13 +859,18 @@ async fn read_loop<M: Message>(
         return (close_code::PROTOCOL, format!("reading preamble: {e}"));
     }
     if preamble != PREAMBLE {
-        return (close_code::PROTOCOL, format!("bad preamble {preamble:02x?}"));
+        return (
+            close_code::PROTOCOL,
+            format!("bad preamble {preamble:02x?}"),
+        );
     }
     up.store(true, Ordering::Relaxed);
     info!(peer = name, "link up");
     if shared
         .events
-        .send(TransportEvent::LinkUp { peer: name.to_owned() })
+        .send(TransportEvent::LinkUp {
+            peer: name.to_owned(),
+        })
         .await
         .is_err()
     {
@@ -813,7 +880,7 @@ async fn read_loop<M: Message>(
     loop {
         let mut header = [0u8; codec::FRAME_HEADER_LEN];
         if let Err(e) = stream.read_exact(&mut header).await {
-            return (close_code::SHUTDOWN, format!("read: {e}"));
+            return lost(conn, "read", e);
         }
         let len = match codec::parse_frame_header(header, shared.limits.max_frame) {
             Ok(len) => len,
@@ -830,7 +897,10 @@ async fn read_loop<M: Message>(
         if frame.from != name {
             return (
                 close_code::PROTOCOL,
-                format!("frame says it is from {:?}, certificate says {name:?}", frame.from),
+                format!(
+                    "frame says it is from {:?}, certificate says {name:?}",
+                    frame.from
+                ),
             );
         }
         if body.capacity() > 64 * 1024 {

@@ -62,8 +62,12 @@ pub fn transport_config(limits: &Limits) -> quinn::TransportConfig {
 }
 
 /// The server side: requires a client certificate from the cluster CA; no 0-RTT.
-pub fn server_config(identity: &NodeIdentity, limits: &Limits) -> Result<quinn::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider()).build()?;
+pub fn server_config(
+    identity: &NodeIdentity,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider()).build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -84,7 +88,10 @@ pub fn server_config(identity: &NodeIdentity, limits: &Limits) -> Result<quinn::
 
 /// The client side: presents this node's certificate, checks the server's against the CA
 /// and the dialed name; no 0-RTT.
-pub fn client_config(identity: &NodeIdentity, limits: &Limits) -> Result<quinn::ClientConfig, TlsError> {
+pub fn client_config(
+    identity: &NodeIdentity,
+    limits: &Limits,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(identity)?)
