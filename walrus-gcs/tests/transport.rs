@@ -21,12 +21,12 @@ enum Msg {
 }
 
 async fn all_up(nodes: &mut [(Transport<Msg>, Events<Msg>)]) {
-    let names: Vec<String> = nodes.iter().map(|(t, _)| t.me().to_owned()).collect();
+    let names: Vec<String> = nodes.iter().map(|(t, _)| t.me().to_string()).collect();
     for (t, events) in nodes.iter_mut() {
         let others: Vec<&str> = names
             .iter()
             .map(String::as_str)
-            .filter(|n| *n != t.me())
+            .filter(|n| *n != t.me().as_str())
             .collect();
         wait_all_up(events, &others).await;
     }
@@ -38,8 +38,8 @@ async fn three_nodes_link_up_and_deliver_in_fifo_order() {
     let (mut nodes, _) = cluster::<Msg>(&ca, &["a", "b", "c"], &[], Limits::default()).await;
     all_up(&mut nodes).await;
     for k in 0..2000u64 {
-        nodes[2].0.send("a", Msg::Hello(k)).unwrap();
-        nodes[0].0.send("c", Msg::Hello(k)).unwrap();
+        nodes[2].0.send(&id("a"), Msg::Hello(k)).unwrap();
+        nodes[0].0.send(&id("c"), Msg::Hello(k)).unwrap();
     }
     for (idx, from) in [(0usize, "c"), (2, "a")] {
         let mut got = Vec::new();
@@ -50,7 +50,7 @@ async fn three_nodes_link_up_and_deliver_in_fifo_order() {
             .await
             {
                 TransportEvent::Message { from: f, msg } => {
-                    assert_eq!(f, from);
+                    assert_eq!(f.as_str(), from);
                     got.push(msg);
                 }
                 _ => unreachable!(),
@@ -60,7 +60,7 @@ async fn three_nodes_link_up_and_deliver_in_fifo_order() {
         assert_eq!(got, want, "FIFO per link");
     }
     assert!(matches!(
-        nodes[0].0.send("zz", Msg::Hello(0)),
+        nodes[0].0.send(&id("zz"), Msg::Hello(0)),
         Err(TransportError::UnknownPeer { .. })
     ));
     for (t, _) in &nodes {
@@ -90,9 +90,9 @@ async fn certificates_from_another_ca_or_for_unknown_names_are_refused() {
         ..forged
     };
     let cfg = walrus_gcs::transport::TransportConfig {
-        me: "a".into(),
+        me: id("a"),
         listen: walrus_gcs::transport::Listen::Socket(sock_a),
-        peers: addrs.iter().filter(|(n, _)| n != "a").cloned().collect(),
+        peers: vec![(id("b"), addrs[1].1)],
         identity: forged,
         limits: Limits::default(),
     };
@@ -204,7 +204,7 @@ async fn a_peer_sending_garbage_is_dropped_while_the_rest_carry_on() {
             "{what}: {err:?}"
         );
         // The honest link carries on.
-        nodes[1].0.send("b", Msg::Hello(k as u64)).unwrap();
+        nodes[1].0.send(&id("b"), Msg::Hello(k as u64)).unwrap();
         let e = wait_for(&mut nodes[0].1, "c's message", |e| {
             matches!(e, TransportEvent::Message { .. })
         })
@@ -212,7 +212,8 @@ async fn a_peer_sending_garbage_is_dropped_while_the_rest_carry_on() {
         match e {
             TransportEvent::Message { from, msg } => {
                 assert_eq!(
-                    from, "c",
+                    from.as_str(),
+                    "c",
                     "{what}: nothing may be delivered from the garbage peer"
                 );
                 assert_eq!(msg, Msg::Hello(k as u64));
@@ -232,7 +233,9 @@ async fn a_peer_sending_garbage_is_dropped_while_the_rest_carry_on() {
         matches!(e, TransportEvent::Message { .. })
     })
     .await;
-    assert!(matches!(e, TransportEvent::Message { from, msg: Msg::Blob(_) } if from == "a"));
+    assert!(
+        matches!(e, TransportEvent::Message { from, msg: Msg::Blob(_) } if from.as_str() == "a")
+    );
     conn.close(0u32.into(), b"");
     for (t, _) in &nodes {
         t.shutdown().await;
@@ -250,12 +253,12 @@ async fn a_frame_over_the_receivers_limit_closes_the_link_and_it_reconnects() {
     let (mut nodes, _) = cluster::<Msg>(&ca, &["a", "b"], &[], limits).await;
     wait_up(&mut nodes[0].1, "b").await;
     wait_up(&mut nodes[1].1, "a").await;
-    nodes[0].0.send("b", Msg::Blob(vec![1; 2048])).unwrap();
+    nodes[0].0.send(&id("b"), Msg::Blob(vec![1; 2048])).unwrap();
     let reason = wait_down(&mut nodes[0].1, "b").await;
     assert!(reason.contains("over the limit"), "{reason}");
     // a dials again; the link comes back and small messages flow.
     wait_up(&mut nodes[0].1, "b").await;
-    nodes[0].0.send("b", Msg::Hello(5)).unwrap();
+    nodes[0].0.send(&id("b"), Msg::Hello(5)).unwrap();
     let e = wait_for(&mut nodes[1].1, "the small message", |e| {
         matches!(e, TransportEvent::Message { .. })
     })
@@ -289,7 +292,7 @@ async fn a_full_send_queue_closes_the_link_instead_of_growing() {
     // writer, a's queue fills, and a closes the link rather than buffer more.
     let mut full = None;
     for k in 0..100_000u64 {
-        match nodes[0].0.send("b", Msg::Blob(vec![0; 1000])) {
+        match nodes[0].0.send(&id("b"), Msg::Blob(vec![0; 1000])) {
             Ok(()) => {}
             Err(e) => {
                 full = Some((k, e));
@@ -332,7 +335,7 @@ async fn the_fault_switch_partitions_and_heals_real_links() {
             })
             .await
         {
-            lost.insert(peer);
+            lost.insert(peer.to_string());
         }
     }
     wait_down(&mut nodes[0].1, "c").await;
@@ -345,11 +348,11 @@ async fn the_fault_switch_partitions_and_heals_real_links() {
         "{seen:?}"
     );
     assert!(matches!(
-        nodes[2].0.send("a", Msg::Hello(0)),
+        nodes[2].0.send(&id("a"), Msg::Hello(0)),
         Err(TransportError::NoLink { .. })
     ));
     // a-b is untouched.
-    nodes[0].0.send("b", Msg::Hello(42)).unwrap();
+    nodes[0].0.send(&id("b"), Msg::Hello(42)).unwrap();
     let e = wait_for(&mut nodes[1].1, "a→b", |e| {
         matches!(e, TransportEvent::Message { .. })
     })
@@ -364,7 +367,7 @@ async fn the_fault_switch_partitions_and_heals_real_links() {
     let ts: Vec<&Transport<Msg>> = nodes.iter().map(|(t, _)| t).collect();
     partition(&ts, &[&["a", "b", "c"]]);
     wait_all_up(&mut nodes[2].1, &["a", "b"]).await;
-    nodes[0].0.send("c", Msg::Hello(7)).unwrap();
+    nodes[0].0.send(&id("c"), Msg::Hello(7)).unwrap();
     let e = wait_for(&mut nodes[2].1, "a→c", |e| {
         matches!(e, TransportEvent::Message { .. })
     })
@@ -396,7 +399,7 @@ async fn a_restarted_peer_reconnects_and_point_to_point_streams_work() {
     // A point-to-point stream a → b.
     let a = nodes[0].0.clone();
     let writer = tokio::spawn(async move {
-        let (mut send, mut recv) = a.open_stream("b").await.unwrap();
+        let (mut send, mut recv) = a.open_stream(&id("b")).await.unwrap();
         send.write_all(b"file chunk").await.unwrap();
         send.finish().unwrap();
         recv.read_to_end(1024).await.unwrap()
@@ -405,7 +408,7 @@ async fn a_restarted_peer_reconnects_and_point_to_point_streams_work() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(incoming.peer, "a");
+    assert_eq!(incoming.peer, id("a"));
     assert_eq!(
         incoming.recv.read_to_end(1024).await.unwrap(),
         b"file chunk"
@@ -427,7 +430,7 @@ async fn a_restarted_peer_reconnects_and_point_to_point_streams_work() {
         .unwrap();
     wait_up(&mut nodes[0].1, "b").await;
     wait_up(&mut b2_events, "a").await;
-    nodes[0].0.send("b", Msg::Hello(9)).unwrap();
+    nodes[0].0.send(&id("b"), Msg::Hello(9)).unwrap();
     let e = wait_for(&mut b2_events, "a→b2", |e| {
         matches!(e, TransportEvent::Message { .. })
     })

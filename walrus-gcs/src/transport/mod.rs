@@ -60,11 +60,7 @@ pub use certs::NodeIdentity;
 #[cfg(feature = "testing")]
 pub use fault::partition;
 
-/// The name of a node, as configured and as its certificate's SAN says.
-///
-/// Placeholder until the protocol core's `NodeId` is merged; then this becomes a
-/// re-export of it.
-pub type NodeId = String;
+pub use crate::NodeId;
 
 /// Bytes a stream starts with: magic and the frame version.
 pub const PREAMBLE: [u8; 4] = [b'W', b'G', b'C', codec::FRAME_VERSION];
@@ -301,18 +297,18 @@ struct Blocklist {
 }
 
 impl Blocklist {
-    fn is_cut(&self, peer: &str) -> bool {
+    fn is_cut(&self, peer: &NodeId) -> bool {
         self.cut
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(peer)
     }
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
-    fn set(&self, peer: &str, cut: bool) {
+    fn set(&self, peer: &NodeId, cut: bool) {
         {
             let mut set = self.cut.lock().unwrap_or_else(|p| p.into_inner());
             if cut {
-                set.insert(peer.to_owned());
+                set.insert(peer.clone());
             } else {
                 set.remove(peer);
             }
@@ -363,7 +359,7 @@ impl<M: Message> Transport<M> {
             identity,
             limits,
         } = config;
-        certs::check_node_name(&me).map_err(|e| TransportError::Config(e.to_string()))?;
+        certs::check_node_name(me.as_str()).map_err(|e| TransportError::Config(e.to_string()))?;
         let server = tls::server_config(&identity, &limits)?;
         let client = tls::client_config(&identity, &limits)?;
         let socket = match listen {
@@ -393,7 +389,8 @@ impl<M: Message> Transport<M> {
                     "{me} lists itself as a peer"
                 )));
             }
-            certs::check_node_name(&name).map_err(|e| TransportError::Config(e.to_string()))?;
+            certs::check_node_name(name.as_str())
+                .map_err(|e| TransportError::Config(e.to_string()))?;
             let (acc_tx, acc_rx) = mpsc::channel(2);
             let peer = Peer {
                 addr,
@@ -431,7 +428,7 @@ impl<M: Message> Transport<M> {
     }
 
     /// This node's name.
-    pub fn me(&self) -> &str {
+    pub fn me(&self) -> &NodeId {
         &self.shared.me
     }
 
@@ -445,32 +442,28 @@ impl<M: Message> Transport<M> {
 
     /// Queues `msg` for `to` without waiting. Fails if there is no link; if the queue is
     /// full the link is closed (the peer is too slow) and the error says so.
-    pub fn send(&self, to: &str, msg: M) -> Result<(), TransportError> {
+    pub fn send(&self, to: &NodeId, msg: M) -> Result<(), TransportError> {
         let peer = self.peer(to)?;
         let mut guard = peer.link();
         let Some(link) = guard.as_ref() else {
-            return Err(TransportError::NoLink {
-                peer: to.to_owned(),
-            });
+            return Err(TransportError::NoLink { peer: to.clone() });
         };
         match link.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let limit = self.shared.limits.peer_queue;
-                warn!(peer = to, limit, "send queue full: closing the link");
+                warn!(peer = %to, limit, "send queue full: closing the link");
                 link.conn
                     .close(close_code::OVERLOAD.into(), b"send queue full");
                 *guard = None;
                 Err(TransportError::QueueFull {
-                    peer: to.to_owned(),
+                    peer: to.clone(),
                     limit,
                 })
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 *guard = None;
-                Err(TransportError::NoLink {
-                    peer: to.to_owned(),
-                })
+                Err(TransportError::NoLink { peer: to.clone() })
             }
         }
     }
@@ -493,7 +486,7 @@ impl<M: Message> Transport<M> {
     /// Opens a point-to-point stream to `peer` over the existing link.
     pub async fn open_stream(
         &self,
-        peer: &str,
+        peer: &NodeId,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
         let conn = {
             let p = self.peer(peer)?;
@@ -501,14 +494,12 @@ impl<M: Message> Transport<M> {
             guard
                 .as_ref()
                 .map(|l| l.conn.clone())
-                .ok_or_else(|| TransportError::NoLink {
-                    peer: peer.to_owned(),
-                })?
+                .ok_or_else(|| TransportError::NoLink { peer: peer.clone() })?
         };
         conn.open_bi()
             .await
             .map_err(|source| TransportError::Connection {
-                peer: peer.to_owned(),
+                peer: peer.clone(),
                 source,
             })
     }
@@ -536,7 +527,7 @@ impl<M: Message> Transport<M> {
     /// Fault injection: cuts traffic with `peer` (closes the link and refuses it until
     /// [`Transport::restore`]). Cut both ends for a symmetric partition ([`partition`]).
     #[cfg(feature = "testing")]
-    pub fn cut(&self, peer: &str) {
+    pub fn cut(&self, peer: &NodeId) {
         self.shared.blocked.set(peer, true);
         if let Some(p) = self.shared.peers.get(peer) {
             if let Some(link) = p.link().take() {
@@ -548,17 +539,15 @@ impl<M: Message> Transport<M> {
 
     /// Fault injection: lets traffic with `peer` flow again.
     #[cfg(feature = "testing")]
-    pub fn restore(&self, peer: &str) {
+    pub fn restore(&self, peer: &NodeId) {
         self.shared.blocked.set(peer, false);
     }
 
-    fn peer(&self, name: &str) -> Result<&Peer<M>, TransportError> {
+    fn peer(&self, name: &NodeId) -> Result<&Peer<M>, TransportError> {
         self.shared
             .peers
             .get(name)
-            .ok_or_else(|| TransportError::UnknownPeer {
-                peer: name.to_owned(),
-            })
+            .ok_or_else(|| TransportError::UnknownPeer { peer: name.clone() })
     }
 }
 
@@ -594,7 +583,9 @@ async fn accept_loop<M: Message>(shared: Arc<Shared<M>>) {
 fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
     let from = conn.remote_address();
     let chain = tls::peer_chain(&conn);
-    let Some(name) = tls::peer_name(&chain, shared.peers.keys().map(String::as_str)) else {
+    let found = tls::peer_name(&chain, shared.peers.keys().map(NodeId::as_str));
+    let Some((name, peer)) = found.and_then(|f| shared.peers.iter().find(|(k, _)| k.as_str() == f))
+    else {
         warn!(%from, "certificate names no configured peer: closed");
         conn.close(
             close_code::REFUSED.into(),
@@ -602,8 +593,8 @@ fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
         );
         return;
     };
-    if name > shared.me.as_str() {
-        warn!(%from, peer = name, "peer dialed but should be dialed: closed");
+    if *name > shared.me {
+        warn!(%from, peer = %name, "peer dialed but should be dialed: closed");
         conn.close(
             close_code::REFUSED.into(),
             b"the node whose name sorts first dials",
@@ -611,19 +602,16 @@ fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
         return;
     }
     if shared.blocked.is_cut(name) {
-        debug!(peer = name, "cut by the fault switch: closed");
+        debug!(peer = %name, "cut by the fault switch: closed");
         conn.close(close_code::CUT.into(), b"cut by the fault switch");
         return;
     }
-    let Some(peer) = shared.peers.get(name) else {
-        return;
-    };
     if let Err(e) = peer.accepted.try_send(conn) {
         let conn = match e {
             mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
         };
         warn!(
-            peer = name,
+            peer = %name,
             "connections arrive faster than links start: closed"
         );
         conn.close(close_code::REFUSED.into(), b"busy");
@@ -637,7 +625,7 @@ async fn peer_task<M: Message>(
     name: NodeId,
     mut accepted: mpsc::Receiver<quinn::Connection>,
 ) {
-    let dialer = shared.me.as_str() < name.as_str();
+    let dialer = shared.me < name;
     let mut shutdown = shared.shutdown.clone();
     let mut backoff = shared.limits.backoff_min;
     let mut attempt: u64 = 0;
@@ -663,7 +651,8 @@ async fn peer_task<M: Message>(
                 Err(reason) => {
                     attempt += 1;
                     debug!(peer = %name, %reason, ?backoff, "dial failed");
-                    let delay = backoff + jitter(&shared.me, &name, attempt, backoff / 2);
+                    let delay =
+                        backoff + jitter(shared.me.as_str(), name.as_str(), attempt, backoff / 2);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.wait_for(|s| *s) => return,
@@ -693,7 +682,8 @@ async fn peer_task<M: Message>(
             debug!(peer = %name, %reason, "link failed before it was up");
             if dialer {
                 attempt += 1;
-                let delay = backoff + jitter(&shared.me, &name, attempt, backoff / 2);
+                let delay =
+                    backoff + jitter(shared.me.as_str(), name.as_str(), attempt, backoff / 2);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
@@ -713,7 +703,7 @@ fn jitter(me: &str, peer: &str, attempt: u64, span: Duration) -> Duration {
     Duration::from_micros(h.finish() % span)
 }
 
-async fn dial<M: Message>(shared: &Shared<M>, name: &str) -> Result<quinn::Connection, String> {
+async fn dial<M: Message>(shared: &Shared<M>, name: &NodeId) -> Result<quinn::Connection, String> {
     let addr = shared
         .peers
         .get(name)
@@ -721,7 +711,7 @@ async fn dial<M: Message>(shared: &Shared<M>, name: &str) -> Result<quinn::Conne
         .ok_or("unknown peer")?;
     let connecting = shared
         .endpoint
-        .connect(addr, name)
+        .connect(addr, name.as_str())
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(shared.limits.handshake_timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
@@ -734,7 +724,7 @@ async fn dial<M: Message>(shared: &Shared<M>, name: &str) -> Result<quinn::Conne
 /// the link was reported up, and a newer connection from the same peer if one replaced it.
 async fn run_link<M: Message>(
     shared: &Shared<M>,
-    name: &str,
+    name: &NodeId,
     conn: quinn::Connection,
     accepted: &mut mpsc::Receiver<quinn::Connection>,
 ) -> (String, bool, Option<quinn::Connection>) {
@@ -770,7 +760,7 @@ async fn run_link<M: Message>(
         }
     }
     if code == close_code::PROTOCOL {
-        warn!(peer = name, %reason, "peer broke the wire format: connection closed");
+        warn!(peer = %name, %reason, "peer broke the wire format: connection closed");
     }
     (reason, up.load(Ordering::Relaxed), replacement)
 }
@@ -823,7 +813,7 @@ async fn write_loop<M: Message>(
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             let frame = FrameRef {
-                from: &shared.me,
+                from: shared.me.as_str(),
                 msg: &msg,
             };
             if let Err(e) = codec::encode_frame(&frame, &mut buf) {
@@ -846,7 +836,7 @@ async fn write_loop<M: Message>(
 
 async fn read_loop<M: Message>(
     shared: &Shared<M>,
-    name: &str,
+    name: &NodeId,
     conn: &quinn::Connection,
     up: &AtomicBool,
 ) -> (u32, String) {
@@ -865,12 +855,10 @@ async fn read_loop<M: Message>(
         );
     }
     up.store(true, Ordering::Relaxed);
-    info!(peer = name, "link up");
+    info!(peer = %name, "link up");
     if shared
         .events
-        .send(TransportEvent::LinkUp {
-            peer: name.to_owned(),
-        })
+        .send(TransportEvent::LinkUp { peer: name.clone() })
         .await
         .is_err()
     {
@@ -894,7 +882,7 @@ async fn read_loop<M: Message>(
             Ok(f) => f,
             Err(e) => return (close_code::PROTOCOL, format!("malformed frame: {e}")),
         };
-        if frame.from != name {
+        if frame.from != name.as_str() {
             return (
                 close_code::PROTOCOL,
                 format!(
@@ -908,7 +896,7 @@ async fn read_loop<M: Message>(
             body = Vec::new();
         }
         let event = TransportEvent::Message {
-            from: name.to_owned(),
+            from: name.clone(),
             msg: frame.msg,
         };
         if shared.events.send(event).await.is_err() {
@@ -919,7 +907,7 @@ async fn read_loop<M: Message>(
 
 async fn accept_streams<M: Message>(
     shared: &Shared<M>,
-    name: &str,
+    name: &NodeId,
     conn: &quinn::Connection,
 ) -> (u32, String) {
     loop {
@@ -928,7 +916,7 @@ async fn accept_streams<M: Message>(
             Err(e) => return closed_reason(&e),
         };
         let stream = IncomingStream {
-            peer: name.to_owned(),
+            peer: name.clone(),
             send,
             recv,
         };
@@ -936,7 +924,7 @@ async fn accept_streams<M: Message>(
             let mut s = match e {
                 mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
             };
-            warn!(peer = name, "incoming stream queue full: stream reset");
+            warn!(peer = %name, "incoming stream queue full: stream reset");
             let _ = s.send.reset(0u32.into());
             let _ = s.recv.stop(0u32.into());
         }

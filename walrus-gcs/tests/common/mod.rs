@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use walrus_gcs::transport::certs::{self, CertifiedKey, NodeIdentity};
-use walrus_gcs::transport::{Limits, Listen, Transport, TransportConfig, TransportEvent};
+use walrus_gcs::transport::{Limits, Listen, NodeId, Transport, TransportConfig, TransportEvent};
 
 /// How long any "eventually" in these tests may take.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -53,9 +53,13 @@ pub fn config(
     limits: Limits,
 ) -> TransportConfig {
     TransportConfig {
-        me: me.to_owned(),
+        me: NodeId::new(me),
         listen: Listen::Socket(socket),
-        peers: addrs.iter().filter(|(n, _)| n != me).cloned().collect(),
+        peers: addrs
+            .iter()
+            .filter(|(n, _)| n != me)
+            .map(|(n, a)| (NodeId::new(n.clone()), *a))
+            .collect(),
         identity: ca.identity(me),
         limits,
     }
@@ -107,7 +111,7 @@ pub async fn wait_up<M: std::fmt::Debug>(events: &mut Events<M>, peer: &str) {
     wait_for(
         events,
         &format!("link up to {peer}"),
-        |e| matches!(e, TransportEvent::LinkUp { peer: p } if p == peer),
+        |e| matches!(e, TransportEvent::LinkUp { peer: p } if p.as_str() == peer),
     )
     .await;
 }
@@ -116,7 +120,7 @@ pub async fn wait_down<M: std::fmt::Debug>(events: &mut Events<M>, peer: &str) -
     match wait_for(
         events,
         &format!("link down to {peer}"),
-        |e| matches!(e, TransportEvent::LinkDown { peer: p, .. } if p == peer),
+        |e| matches!(e, TransportEvent::LinkDown { peer: p, .. } if p.as_str() == peer),
     )
     .await
     {
@@ -136,7 +140,7 @@ pub async fn wait_all_up<M: std::fmt::Debug>(events: &mut Events<M>, peers: &[&s
         })
         .await
         {
-            missing.remove(&peer);
+            missing.remove(peer.as_str());
         }
     }
 }
@@ -161,4 +165,9 @@ pub async fn drain_for<M>(events: &mut Events<M>, window: Duration) -> Vec<Trans
         out.push(e);
     }
     out
+}
+
+/// Shorthand for a node id.
+pub fn id(name: &str) -> NodeId {
+    NodeId::new(name)
 }
