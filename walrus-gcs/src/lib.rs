@@ -28,6 +28,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod gcs;
 pub mod node;
 pub mod transport;
 pub mod types;
@@ -39,6 +40,7 @@ pub mod sim;
 pub use config::CoreConfig;
 pub use error::GcsError;
 pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
+pub use gcs::{DriverError, Gcs, GcsConfig, Session};
 pub use node::Node;
 pub use types::{
     GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,

@@ -524,6 +524,19 @@ impl<M: Message> Transport<M> {
             tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
     }
 
+    /// Closes the current link to `peer` with `reason` (logged and sent to the peer); the
+    /// link is re-established as usual. The driver uses it for a peer whose frames are
+    /// stale (an older incarnation on a live link).
+    pub fn close_link(&self, peer: &NodeId, reason: &str) {
+        if let Some(p) = self.shared.peers.get(peer) {
+            if let Some(link) = p.link().take() {
+                warn!(peer = %peer, %reason, "closing the link");
+                link.conn
+                    .close(close_code::PROTOCOL.into(), reason.as_bytes());
+            }
+        }
+    }
+
     /// Fault injection: cuts traffic with `peer` (closes the link and refuses it until
     /// [`Transport::restore`]). Cut both ends for a symmetric partition ([`partition`]).
     #[cfg(feature = "testing")]
