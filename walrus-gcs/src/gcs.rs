@@ -215,11 +215,13 @@ impl Gcs {
             .map_err(|_| DriverError::Stopped)?;
         let id = rx.await.map_err(|_| DriverError::Stopped)?;
         Ok(Session {
-            id,
-            cmds: self.cmds.clone(),
+            sender: SessionSender {
+                id,
+                cmds: self.cmds.clone(),
+                progress: self.progress.clone(),
+            },
             events: events_rx,
             read,
-            progress: self.progress.clone(),
             closed: false,
         })
     }
@@ -251,17 +253,83 @@ impl Gcs {
 }
 
 /// One local session: joins and leaves groups, multicasts, and receives its events.
+/// [`Session::sender`] gives a cloneable handle for sending from other tasks.
 pub struct Session {
-    id: SessionId,
-    cmds: mpsc::Sender<Command>,
+    sender: SessionSender,
     events: mpsc::UnboundedReceiver<Event>,
     read: Arc<AtomicUsize>,
-    progress: Arc<Notify>,
     closed: bool,
+}
+
+/// The sending side of a [`Session`] (cheap to clone; usable from any task).
+#[derive(Clone)]
+pub struct SessionSender {
+    id: SessionId,
+    cmds: mpsc::Sender<Command>,
+    progress: Arc<Notify>,
 }
 
 impl Session {
     /// The session's id (unique within this incarnation of the node).
+    pub fn id(&self) -> SessionId {
+        self.sender.id
+    }
+
+    /// A handle that joins, leaves and multicasts for this session from another task.
+    pub fn sender(&self) -> SessionSender {
+        self.sender.clone()
+    }
+
+    /// See [`SessionSender::join`].
+    pub async fn join(&self, group: GroupName) -> Result<(), DriverError> {
+        self.sender.join(group).await
+    }
+
+    /// See [`SessionSender::leave`].
+    pub async fn leave(&self, group: GroupName) -> Result<(), DriverError> {
+        self.sender.leave(group).await
+    }
+
+    /// See [`SessionSender::multicast`].
+    pub async fn multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.sender.multicast(service, groups, payload).await
+    }
+
+    /// The next event for this session; `None` once it is disconnected or the node
+    /// stopped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let e = self.events.recv().await?;
+        self.read.fetch_add(1, Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        let e = self.events.try_recv().ok()?;
+        self.read.fetch_add(1, Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// Closes the session: it leaves every group (members see `Disconnect`).
+    pub async fn close(mut self) {
+        self.closed = true;
+        let _ = self
+            .sender
+            .cmds
+            .send(Command::Close {
+                session: self.sender.id,
+            })
+            .await;
+    }
+}
+
+impl SessionSender {
+    /// The session's id.
     pub fn id(&self) -> SessionId {
         self.id
     }
@@ -324,27 +392,6 @@ impl Session {
         }
     }
 
-    /// The next event for this session; `None` once it is disconnected or the node
-    /// stopped.
-    pub async fn recv(&mut self) -> Option<Event> {
-        let e = self.events.recv().await?;
-        self.read.fetch_add(1, Ordering::Relaxed);
-        Some(e)
-    }
-
-    /// The next event if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Event> {
-        let e = self.events.try_recv().ok()?;
-        self.read.fetch_add(1, Ordering::Relaxed);
-        Some(e)
-    }
-
-    /// Closes the session: it leaves every group (members see `Disconnect`).
-    pub async fn close(mut self) {
-        self.closed = true;
-        let _ = self.cmds.send(Command::Close { session: self.id }).await;
-    }
-
     async fn request(&self, cmd: Command) -> Result<(), DriverError> {
         self.cmds.send(cmd).await.map_err(|_| DriverError::Stopped)
     }
@@ -353,7 +400,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.closed {
-            let _ = self.cmds.try_send(Command::Close { session: self.id });
+            let _ = self.sender.cmds.try_send(Command::Close {
+                session: self.sender.id,
+            });
         }
     }
 }
