@@ -113,7 +113,7 @@ async fn five_nodes_form_one_view_and_agree_on_the_order() {
         handles.push(tokio::spawn(async move {
             for k in 0..PER_NODE {
                 let payload = format!("{i}:{k}").into_bytes();
-                tx.multicast(Service::Agreed, &[group.clone()], payload)
+                tx.multicast(Service::Agreed, std::slice::from_ref(&group), payload)
                     .await
                     .unwrap();
             }
@@ -147,10 +147,10 @@ async fn five_nodes_form_one_view_and_agree_on_the_order() {
         assert_eq!(o, &orders[0], "node {i} delivered a different order");
     }
     // FIFO per sender inside the total order, and nothing lost or duplicated.
-    for i in 0..names.len() {
+    for (i, name) in names.iter().enumerate() {
         let mine: Vec<&String> = orders[0]
             .iter()
-            .filter(|(from, _)| from.as_str() == names[i])
+            .filter(|(from, _)| from.as_str() == *name)
             .map(|(_, p)| p)
             .collect();
         let want: Vec<String> = (0..PER_NODE).map(|k| format!("{i}:{k}")).collect();
