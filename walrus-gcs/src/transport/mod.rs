@@ -119,6 +119,10 @@ pub struct Limits {
     pub max_uni_streams: u32,
     /// Connection attempts being handshaken at once. Default 64; more are refused.
     pub max_incoming: usize,
+    /// Largest UDP payload path-MTU discovery may try, bytes. Default 1452 (quinn's;
+    /// fits Ethernet). Larger values cut per-packet costs where the path allows it
+    /// (loopback: 65 535); discovery still finds the real path MTU.
+    pub mtu_upper_bound: u16,
 }
 
 impl Default for Limits {
@@ -140,6 +144,7 @@ impl Default for Limits {
             max_bidi_streams: 32,
             max_uni_streams: 1,
             max_incoming: 64,
+            mtu_upper_bound: 1452,
         }
     }
 }
@@ -369,8 +374,12 @@ impl<M: Message> Transport<M> {
                 source,
             })?,
         };
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(limits.mtu_upper_bound.max(1200))
+            .map_err(|e| TransportError::Config(format!("mtu_upper_bound: {e}")))?;
         let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),

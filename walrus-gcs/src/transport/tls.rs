@@ -58,6 +58,9 @@ pub fn transport_config(limits: &Limits) -> quinn::TransportConfig {
         .keep_alive_interval(Some(limits.keep_alive))
         // Protocol messages go on streams; no datagrams are accepted.
         .datagram_receive_buffer_size(None);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(limits.mtu_upper_bound.max(1200));
+    t.mtu_discovery_config(Some(mtu));
     t
 }
 
