@@ -182,3 +182,64 @@ async fn a_two_three_partition_gives_two_views_and_healing_merges_them() {
         g.shutdown().await;
     }
 }
+
+/// The driver's one link-level rule: after a peer's frames showed incarnation 5, a frame
+/// with incarnation 3 (a previous life) is dropped and the link closed with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_from_an_older_incarnation_closes_the_link() {
+    use walrus_gcs::codec;
+    use walrus_gcs::transport::{close_code, tls, PREAMBLE};
+    use walrus_gcs::wire::Heartbeat;
+    use walrus_gcs::{Incarnation, NodeId, ViewId};
+
+    let ca = Ca::new();
+    let bound = bind(&["a", "b"]);
+    let addrs: Vec<(String, std::net::SocketAddr)> =
+        bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+    let (_, sock_b, b_addr) = bound.into_iter().nth(1).unwrap();
+    let b = Gcs::start(GcsConfig {
+        transport: config(&ca, "b", sock_b, &addrs, Limits::default()),
+        core: CoreConfig::lan(),
+        incarnation: None,
+    })
+    .await
+    .unwrap();
+    // "a" is a raw QUIC client with a genuine certificate.
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(
+        tls::client_config(&ca.identity("a"), &Limits::default()).unwrap(),
+    );
+    let conn = ep.connect(b_addr, "b").unwrap().await.unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    let heartbeat = |inc: u64| {
+        PeerMessage::Heartbeat(Heartbeat {
+            incarnation: Incarnation(inc),
+            view: ViewId {
+                counter: 1,
+                coordinator: NodeId::new("a"),
+                incarnation: Incarnation(inc),
+            },
+            alive: vec![],
+            max_counter: 1,
+        })
+    };
+    let mut bytes = PREAMBLE.to_vec();
+    codec::encode_frame(&("a", heartbeat(5)), &mut bytes).unwrap();
+    codec::encode_frame(&("a", heartbeat(5)), &mut bytes).unwrap();
+    s.write_all(&bytes).await.unwrap();
+    // Control: the current incarnation does not close the link.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    assert!(quiet.is_err(), "the link must stay up: {quiet:?}");
+    let mut stale = Vec::new();
+    codec::encode_frame(&("a", heartbeat(3)), &mut stale).unwrap();
+    s.write_all(&stale).await.unwrap();
+    let err = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, close_code::PROTOCOL.into());
+            assert!(String::from_utf8_lossy(&c.reason).contains("older incarnation"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    b.shutdown().await;
+}
