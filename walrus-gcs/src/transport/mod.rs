@@ -41,6 +41,7 @@
 pub mod certs;
 #[cfg(feature = "testing")]
 mod fault;
+mod frames;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -886,43 +887,43 @@ async fn read_loop<M: Message>(
     {
         return (close_code::SHUTDOWN, "driver gone".into());
     }
-    let mut body = Vec::new();
+    // Reads come in chunks of up to 64 KiB; frames are cut out of them without
+    // waiting on the stream once per frame.
+    let mut frames = frames::FrameBuffer::new(shared.limits.max_frame);
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let mut header = [0u8; codec::FRAME_HEADER_LEN];
-        if let Err(e) = stream.read_exact(&mut header).await {
-            return lost(conn, "read", e);
+        loop {
+            let range = match frames.next_frame() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return (close_code::PROTOCOL, format!("frame refused: {e}")),
+            };
+            let frame: FrameOwned<M> = match codec::decode(frames.body(range)) {
+                Ok(f) => f,
+                Err(e) => return (close_code::PROTOCOL, format!("malformed frame: {e}")),
+            };
+            if frame.from != name.as_str() {
+                return (
+                    close_code::PROTOCOL,
+                    format!(
+                        "frame says it is from {:?}, certificate says {name:?}",
+                        frame.from
+                    ),
+                );
+            }
+            let event = TransportEvent::Message {
+                from: name.clone(),
+                msg: frame.msg,
+            };
+            if shared.events.send(event).await.is_err() {
+                return (close_code::SHUTDOWN, "driver gone".into());
+            }
         }
-        let len = match codec::parse_frame_header(header, shared.limits.max_frame) {
-            Ok(len) => len,
-            Err(e) => return (close_code::PROTOCOL, format!("frame refused: {e}")),
-        };
-        body.resize(len, 0);
-        if let Err(e) = stream.read_exact(&mut body).await {
-            return (close_code::PROTOCOL, format!("truncated frame: {e}"));
-        }
-        let frame: FrameOwned<M> = match codec::decode(&body) {
-            Ok(f) => f,
-            Err(e) => return (close_code::PROTOCOL, format!("malformed frame: {e}")),
-        };
-        if frame.from != name.as_str() {
-            return (
-                close_code::PROTOCOL,
-                format!(
-                    "frame says it is from {:?}, certificate says {name:?}",
-                    frame.from
-                ),
-            );
-        }
-        if body.capacity() > 64 * 1024 {
-            // Do not keep a large buffer for a peer that sent one large frame.
-            body = Vec::new();
-        }
-        let event = TransportEvent::Message {
-            from: name.clone(),
-            msg: frame.msg,
-        };
-        if shared.events.send(event).await.is_err() {
-            return (close_code::SHUTDOWN, "driver gone".into());
+        frames.compact();
+        match stream.read(&mut chunk).await {
+            Ok(Some(n)) => frames.push(&chunk[..n]),
+            Ok(None) => return (close_code::PROTOCOL, "peer ended its message stream".into()),
+            Err(e) => return lost(conn, "read", e),
         }
     }
 }
