@@ -318,6 +318,7 @@ async fn a_full_send_queue_closes_the_link_instead_of_growing() {
         matches!(e, TransportError::QueueFull { limit: 8, .. }),
         "{e:?}"
     );
+    assert!(k < 1000, "{k} messages of 1000 bytes accepted");
     // Bounded in bytes (the receiver's event queue in bytes too).
     let (k, e) = overflow_with(Limits {
         peer_queue_bytes: 32 * 1024,
@@ -337,6 +338,8 @@ async fn a_full_send_queue_closes_the_link_instead_of_growing() {
         ),
         "{e:?}"
     );
+    // 16 384 messages would fit the count limit: the byte limit is what stopped it.
+    assert!(k < 1000, "{k} messages of 1000 bytes accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
