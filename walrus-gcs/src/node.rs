@@ -314,7 +314,7 @@ impl Node {
                     peer.row = m.alive;
                     peer.view = Some((m.view, now));
                 }
-                self.evaluate(now);
+                // Not evaluated here: the heartbeat tick does it (keeps large clusters cheap).
             }
             PeerMessage::Submit(m) => self.on_submit(sender, m),
             PeerMessage::Ordered(m) => self.on_ordered(&sender, m),
