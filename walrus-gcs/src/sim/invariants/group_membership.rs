@@ -92,8 +92,8 @@ impl Invariant for GroupMembership {
         _r: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
         v: &mut Vec<String>,
     ) {
-        let mut lists: BTreeMap<(GroupName, Stamp, Option<ViewId>), (&Vec<Member>, &NodeRef)> =
-            BTreeMap::new();
+        type Point = (GroupName, Stamp, Option<ViewId>);
+        let mut lists: BTreeMap<Point, (&Vec<Member>, &NodeRef)> = BTreeMap::new();
         for (who, group, stamp, members) in &self.seen {
             let next = self.next.get(&(who.clone(), stamp.view.clone())).cloned();
             let key = (group.clone(), stamp.clone(), next);
