@@ -615,12 +615,11 @@ impl Node {
             if self.frozen.is_some() || self.broken {
                 return;
             }
-            let ops: Vec<Op> = self
+            // `pending` is in counter order: skip what was already submitted in this view.
+            let from = self
                 .pending
-                .iter()
-                .filter(|op| op.counter > self.sent_upto)
-                .cloned()
-                .collect();
+                .partition_point(|op| op.counter <= self.sent_upto);
+            let ops: Vec<Op> = self.pending.range(from..).cloned().collect();
             let Some(last) = ops.last() else {
                 return;
             };
