@@ -283,8 +283,9 @@ impl Node {
         node
     }
 
-    /// Plants protocol bugs (only for showing that the simulator's checkers catch them).
-    #[doc(hidden)]
+    /// Plants protocol bugs (only for showing that the simulator's checkers catch them;
+    /// exists only with the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
     pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
         self.bugs = bugs;
     }

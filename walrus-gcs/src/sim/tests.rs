@@ -55,9 +55,9 @@ fn seeds_200_to_300() {
 }
 
 #[test]
-fn large_clusters_of_32_and_33_nodes() {
-    sweep(1_000_000..1_000_002, |seed| SimConfig {
-        nodes: 32 + (seed % 2) as usize,
+fn large_clusters_of_32_to_34_nodes() {
+    sweep(1_000_000..1_000_003, |seed| SimConfig {
+        nodes: 32 + (seed % 3) as usize,
         ..SimConfig::standard(seed)
     });
 }
