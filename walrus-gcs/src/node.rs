@@ -161,6 +161,10 @@ pub struct Node {
 
     next_heartbeat: Instant,
     outputs: VecDeque<Output>,
+    /// Ordering messages of the view this node accepted but has not installed yet (the
+    /// sequencer may install it before the coordinator's `Install` reaches us over another
+    /// link); replayed after the install. Bounded by `max_unstable`.
+    early: Vec<(NodeRef, PeerMessage)>,
 }
 
 /// FNV-1a, for the virtual-synchrony digest (deterministic, no std hasher state).
@@ -267,6 +271,7 @@ impl Node {
             groups: BTreeMap::new(),
             next_heartbeat: now,
             outputs: VecDeque::new(),
+            early: Vec::new(),
         };
         node.outputs.push_back(Output::ViewInstalled(ViewChange {
             view,
@@ -278,8 +283,9 @@ impl Node {
         node
     }
 
-    /// Plants protocol bugs (only for showing that the simulator's checkers catch them).
-    #[doc(hidden)]
+    /// Plants protocol bugs (only for showing that the simulator's checkers catch them;
+    /// exists only with the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
     pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
         self.bugs = bugs;
     }
@@ -310,6 +316,26 @@ impl Node {
             id: from.clone(),
             incarnation: inc,
         };
+        let ordering = matches!(
+            msg,
+            PeerMessage::Submit(_)
+                | PeerMessage::Ordered(_)
+                | PeerMessage::Ack(_)
+                | PeerMessage::Commit(_)
+        );
+        if ordering
+            && self.accepted.as_ref().map(|a| &a.id) == msg.view()
+            && (self.early.len() as u64) < self.config.max_unstable
+        {
+            self.early.push((sender, msg));
+            return;
+        }
+        self.dispatch(now, sender, msg);
+        self.pump();
+    }
+
+    fn dispatch(&mut self, now: Instant, sender: NodeRef, msg: PeerMessage) {
+        let from = &sender.id.clone();
         match msg {
             PeerMessage::Heartbeat(m) => {
                 self.max_counter = self.max_counter.max(m.max_counter);
@@ -342,7 +368,6 @@ impl Node {
                 self.evaluate(now);
             }
         }
-        self.pump();
     }
 
     /// The transport connected to `peer`.
@@ -591,12 +616,11 @@ impl Node {
             if self.frozen.is_some() || self.broken {
                 return;
             }
-            // `pending` is in counter order: the unsent ops are a suffix (no scan of
-            // the whole queue per request).
-            let first = self
+            // `pending` is in counter order: skip what was already submitted in this view.
+            let from = self
                 .pending
                 .partition_point(|op| op.counter <= self.sent_upto);
-            let ops: Vec<Op> = self.pending.range(first..).cloned().collect();
+            let ops: Vec<Op> = self.pending.range(from..).cloned().collect();
             let Some(last) = ops.last() else {
                 return;
             };
@@ -1101,6 +1125,7 @@ impl Node {
                 return;
             }
             self.accepted = None;
+            self.early.clear();
         }
         let desired = self.candidate(now);
         let need = self.frozen.is_some()
@@ -1246,6 +1271,7 @@ impl Node {
         }
         self.freeze();
         self.proposal = None;
+        self.early.clear();
         self.highest = m.proposal.clone();
         self.accepted = Some(Accepted {
             id: m.proposal.clone(),
@@ -1500,6 +1526,7 @@ impl Node {
         }
         let old_table = std::mem::replace(&mut self.groups, table);
         self.outputs.push_back(Output::ViewInstalled(change));
+        let early = std::mem::take(&mut self.early);
         let names: BTreeSet<GroupName> = old_table
             .keys()
             .chain(self.groups.keys())
@@ -1525,6 +1552,13 @@ impl Node {
                 .collect();
             if before != after {
                 self.announce(&g, MembershipReason::Network, at.clone());
+            }
+        }
+        // Our own resubmissions go first (FIFO per node), then what arrived early.
+        self.pump();
+        for (sender, msg) in early {
+            if msg.view() == Some(&self.view) {
+                self.dispatch(now, sender, msg);
             }
         }
     }
