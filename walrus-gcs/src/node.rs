@@ -84,6 +84,8 @@ struct Frozen {
 #[derive(Debug)]
 struct Accepted {
     id: ViewId,
+    /// The proposed members: the install must name exactly these.
+    members: Vec<NodeRef>,
     deadline: Instant,
     /// InstallData entries of this node's old view, by sequence number.
     data: BTreeMap<u64, Entry>,
@@ -670,9 +672,16 @@ impl Node {
 
     /// Sequencer: takes ops of `origin` (FIFO, gap-checked) and orders what fits.
     fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
+        let cap = self.config.max_pending.saturating_mul(self.members.len());
         let Some(seqr) = self.seqr.as_mut() else {
             return;
         };
+        if seqr.backlog.len() + ops.len() > cap {
+            // More than every member may have pending: refuse, and change the view (the
+            // submitters will submit again there).
+            self.broken = true;
+            return;
+        }
         let expected = seqr.expected.entry(origin.clone()).or_insert(base);
         for op in ops {
             if op.counter < *expected {
@@ -1255,6 +1264,7 @@ impl Node {
         let acceptable = m.proposal > self.highest
             && m.proposal.coordinator == from.id
             && m.proposal.incarnation == from.incarnation
+            && m.members.windows(2).all(|w| w[0] < w[1])
             && m.members.contains(&self.me)
             && m.members.contains(&from)
             && m.members.iter().all(|x| self.alive(now, x));
@@ -1275,6 +1285,7 @@ impl Node {
         self.highest = m.proposal.clone();
         self.accepted = Some(Accepted {
             id: m.proposal.clone(),
+            members: m.members.clone(),
             deadline: now + self.config.flush_timeout * 2,
             data: BTreeMap::new(),
         });
@@ -1308,7 +1319,11 @@ impl Node {
     fn on_accept_data(&mut self, from: NodeRef, m: AcceptData) {
         if let Some(p) = self.proposal.as_mut() {
             if p.id == m.proposal && p.members.contains(&from) {
-                p.data.entry(from).or_default().extend(m.entries);
+                let held = p.data.entry(from).or_default();
+                // A member holds at most the unstable window (plus one chunk of slack).
+                if (held.len() + m.entries.len()) as u64 <= self.config.max_unstable * 2 {
+                    held.extend(m.entries);
+                }
             }
         }
     }
@@ -1437,7 +1452,9 @@ impl Node {
             return;
         }
         if let Some(a) = self.accepted.as_mut() {
-            if a.id == m.view {
+            if a.id == m.view
+                && (a.data.len() + m.entries.len()) as u64 <= self.config.max_unstable * 2
+            {
                 for e in m.entries {
                     a.data.insert(e.seq, e);
                 }
@@ -1452,7 +1469,7 @@ impl Node {
         let Some(a) = self.accepted.take() else {
             return;
         };
-        if a.id != m.view || self.frozen.is_none() {
+        if a.id != m.view || a.members != m.members || self.frozen.is_none() {
             self.accepted = Some(a);
             return;
         }
