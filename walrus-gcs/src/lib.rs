@@ -4,14 +4,61 @@
 //! local sessions join and leave, and multicast with Reliable and Agreed (totally
 //! ordered) service, with partitions and merges (Extended Virtual Synchrony).
 //!
-//! What it does not own: sockets, clocks and randomness. The protocol core is a
-//! sans-IO state machine; the QUIC transport drives it.
+//! What it does not own: sockets, clocks and randomness. The protocol core ([`Node`]) is
+//! a sans-IO state machine; the QUIC transport drives it. `PROTOCOL.md` (beside this
+//! crate's `Cargo.toml`) describes the protocol and justifies it.
 //!
 //! ```text
-//!  session ──multicast──▶ core (sans-IO) ──Output::Send──▶ transport ──▶ peer core
+//!  session ──multicast──▶ Node (sans-IO) ──Output::Send──▶ transport ──▶ peer Node
 //!     ▲                                                                    │
 //!     └────────────── Output::Deliver / membership events ◀────────────────┘
 //! ```
+//!
+//! Following one message: [`Node::multicast`] appends an [`wire::Op`] to the node's
+//! pending list and sends it in a [`wire::Submit`] to the view's sequencer (its first
+//! member). The sequencer numbers it and sends an [`wire::Ordered`] entry to every member;
+//! each acknowledges with [`wire::Ack`]. Once the sender itself holds the entry, the
+//! sequencer advances the commit point ([`wire::Commit`]), and every member delivers the
+//! entries up to it, in sequence order, as [`Event::Message`] to each local session in a
+//! destination group. If the view changes first, the flush delivers or drops the entry
+//! consistently, and the sender submits it again in the next view if it was dropped.
+//!
+//! What a driver (the QUIC transport) owes the core:
+//! * create it with `Node::new(config, me, incarnation, peers, now)`, where a restarted
+//!   process passes a larger [`Incarnation`] (for example its start time in ms);
+//! * feed every frame from a peer to [`Node::handle_message`] after checking the sender's
+//!   certificate names `from`, and report connections with [`Node::handle_link_up`] /
+//!   [`Node::handle_link_down`];
+//! * after every input drain [`Node::poll_output`] (send [`Output::Send`] on the link to
+//!   its peer, in order; hand [`Output::Deliver`] to the session), then arm one timer at
+//!   [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it fires;
+//! * call [`Node::mark_read`] when a session's application takes events off its queue:
+//!   a session that leaves more than `CoreConfig::session_queue_limit` unread is
+//!   disconnected ([`Event::Disconnected`], delivered past the limit: close its stream).
+//!
+//! The deterministic simulator (`walrus_gcs::sim`, feature `testing`) drives many cores this way on
+//! a virtual clock and checks the guarantees listed in `PROTOCOL.md`.
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod gcs;
+pub mod node;
+pub mod transport;
+pub mod types;
+pub mod wire;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod sim;
+
+pub use config::CoreConfig;
+pub use error::GcsError;
+pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
+pub use gcs::{DriverError, Gcs, GcsConfig, Session, SessionSender};
+pub use node::Node;
+pub use types::{
+    GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
+};
+pub use wire::PeerMessage;
