@@ -9,6 +9,7 @@
 //! Each actor is a thin shell over a pure logic type that is unit-tested on its own.
 #![warn(missing_docs)]
 
+pub mod controller;
 pub mod director;
 pub mod model;
 pub mod wire;

@@ -1,0 +1,235 @@
+//! The load of one web server: one number computed from its Reporter's [`ServerStats`].
+//!
+//! `1.0` means "at capacity". The default formula is
+//!
+//! ```text
+//! load = max( busy_workers / max_workers ,  1 - cpu_idle )
+//! if free_virtual / total_virtual < low_virtual_fraction:
+//!     load = max(load, threshold + low_virtual_excess)
+//! ```
+//!
+//! - The worker fraction says how full the web server's own pool is (the paper's "busy
+//!   servers / maximum servers"); it is left out when `max_workers` is 0 (the server did
+//!   not say).
+//! - The CPU busy fraction (user + system + everything not idle) says how full the host is.
+//! - Nearly exhausted virtual memory is pushed above the threshold: such a host is about to
+//!   swap itself to a halt, so it gets no new clients except in dire need (paper §2: an
+//!   overloaded server is still better than none, so it is not declared dead).
+//!
+//! Each part can be switched off in [`LoadFormula`]. Statistics come from the network, so
+//! [`validate`] rejects reports whose fractions are not numbers in `0..=1`; the round
+//! ignores such a report as malformed.
+
+use crate::model::ServerStats;
+
+/// How a server's load is computed from its statistics. See the module doc for the formula.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadFormula {
+    /// Count busy / maximum web-server workers. Default: true.
+    pub use_workers: bool,
+    /// Count the CPU busy fraction (`1 - cpu_idle`). Default: true.
+    pub use_cpu: bool,
+    /// Below this fraction of free virtual memory the server is pushed above the threshold.
+    /// Unit: fraction of `total_virtual_bytes` (0.0–1.0). Default: 0.05. 0 switches it off.
+    pub low_virtual_fraction: f64,
+    /// How far above the threshold a server low on virtual memory is put. Default: 0.5.
+    pub low_virtual_excess: f64,
+}
+
+impl Default for LoadFormula {
+    fn default() -> Self {
+        Self {
+            use_workers: true,
+            use_cpu: true,
+            low_virtual_fraction: 0.05,
+            low_virtual_excess: 0.5,
+        }
+    }
+}
+
+/// Why a report's statistics cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatsError {
+    /// A fraction is NaN, infinite, or outside `0..=1` (with a small rounding slack).
+    #[error("{field} = {value} is not a fraction in 0..=1")]
+    BadFraction {
+        /// The field's name in [`ServerStats`].
+        field: &'static str,
+        /// The value received.
+        value: f64,
+    },
+    /// A rate is NaN, infinite or negative.
+    #[error("{field} = {value} is not a finite non-negative number")]
+    BadRate {
+        /// The field's name in [`ServerStats`].
+        field: &'static str,
+        /// The value received.
+        value: f64,
+    },
+    /// More virtual memory free than exists.
+    #[error("free virtual memory {free} B exceeds total {total} B")]
+    VirtualMemory {
+        /// `free_virtual_bytes`.
+        free: u64,
+        /// `total_virtual_bytes`.
+        total: u64,
+    },
+    /// More busy workers than the maximum the server said it has.
+    #[error("busy workers {busy} exceed maximum {max}")]
+    Workers {
+        /// `busy_workers`.
+        busy: u32,
+        /// `max_workers`.
+        max: u32,
+    },
+}
+
+/// Slack for fractions computed from counters (a sum of parts may round to 1.0000001).
+const FRACTION_SLACK: f64 = 1e-6;
+
+/// Checks that statistics from a Reporter make sense before they are used.
+pub fn validate(stats: &ServerStats) -> Result<(), StatsError> {
+    for (field, value) in [
+        ("cpu_user", stats.cpu_user),
+        ("cpu_system", stats.cpu_system),
+        ("cpu_idle", stats.cpu_idle),
+    ] {
+        if !value.is_finite() || !(-FRACTION_SLACK..=1.0 + FRACTION_SLACK).contains(&value) {
+            return Err(StatsError::BadFraction { field, value });
+        }
+    }
+    let rate = stats.pages_out_per_sec;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(StatsError::BadRate {
+            field: "pages_out_per_sec",
+            value: rate,
+        });
+    }
+    if stats.free_virtual_bytes > stats.total_virtual_bytes {
+        return Err(StatsError::VirtualMemory {
+            free: stats.free_virtual_bytes,
+            total: stats.total_virtual_bytes,
+        });
+    }
+    let web = &stats.web;
+    if web.max_workers > 0 && web.busy_workers > web.max_workers {
+        return Err(StatsError::Workers {
+            busy: web.busy_workers,
+            max: web.max_workers,
+        });
+    }
+    Ok(())
+}
+
+impl LoadFormula {
+    /// The server's load (1.0 = at capacity) from statistics that passed [`validate`].
+    /// `threshold` is the assignment's threshold, used only by the low-memory rule.
+    pub fn load(&self, stats: &ServerStats, threshold: f64) -> f64 {
+        let mut load: f64 = 0.0;
+        if self.use_workers && stats.web.max_workers > 0 {
+            load = load.max(f64::from(stats.web.busy_workers) / f64::from(stats.web.max_workers));
+        }
+        if self.use_cpu {
+            load = load.max((1.0 - stats.cpu_idle).clamp(0.0, 1.0));
+        }
+        if self.low_virtual_fraction > 0.0 && stats.total_virtual_bytes > 0 {
+            // u64 -> f64 loses precision only beyond 2^53 bytes, irrelevant for a fraction.
+            let free = stats.free_virtual_bytes as f64 / stats.total_virtual_bytes as f64;
+            if free < self.low_virtual_fraction {
+                load = load.max(threshold + self.low_virtual_excess);
+            }
+        }
+        load
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WebStats;
+    use std::time::Duration;
+
+    fn stats(busy: u32, max: u32, idle: f64, free_virt: u64) -> ServerStats {
+        ServerStats {
+            period: Duration::from_secs(1),
+            cpu_user: (1.0 - idle) / 2.0,
+            cpu_system: (1.0 - idle) / 2.0,
+            cpu_idle: idle,
+            mem_free_bytes: 1 << 30,
+            swap_used_bytes: 0,
+            pages_out_per_sec: 0.0,
+            free_virtual_bytes: free_virt,
+            total_virtual_bytes: 1000,
+            procs_running: 1,
+            procs_blocked: 0,
+            web: WebStats {
+                hits: 10,
+                busy_workers: busy,
+                max_workers: max,
+            },
+        }
+    }
+
+    #[test]
+    fn load_is_the_larger_of_workers_and_cpu() {
+        let f = LoadFormula::default();
+        assert!((f.load(&stats(30, 100, 0.9, 500), 0.8) - 0.3).abs() < 1e-9);
+        assert!((f.load(&stats(10, 100, 0.4, 500), 0.8) - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unknown_max_workers_uses_cpu_only() {
+        let f = LoadFormula::default();
+        assert!((f.load(&stats(50, 0, 0.75, 500), 0.8) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn low_virtual_memory_pushes_above_threshold() {
+        let f = LoadFormula::default();
+        let l = f.load(&stats(1, 100, 0.99, 10), 0.8);
+        assert!((l - 1.3).abs() < 1e-9, "{l}");
+        let off = LoadFormula {
+            low_virtual_fraction: 0.0,
+            ..LoadFormula::default()
+        };
+        assert!(off.load(&stats(1, 100, 0.99, 10), 0.8) < 0.8);
+    }
+
+    #[test]
+    fn parts_can_be_switched_off() {
+        let f = LoadFormula {
+            use_cpu: false,
+            ..LoadFormula::default()
+        };
+        assert!((f.load(&stats(20, 100, 0.0, 500), 0.8) - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        assert_eq!(validate(&stats(1, 2, 0.5, 10)), Ok(()));
+        let mut s = stats(1, 2, 0.5, 10);
+        s.cpu_idle = f64::NAN;
+        assert!(matches!(
+            validate(&s),
+            Err(StatsError::BadFraction {
+                field: "cpu_idle",
+                ..
+            })
+        ));
+        let mut s = stats(1, 2, 0.5, 10);
+        s.cpu_user = 1.5;
+        assert!(matches!(validate(&s), Err(StatsError::BadFraction { .. })));
+        assert!(matches!(
+            validate(&stats(3, 2, 0.5, 10)),
+            Err(StatsError::Workers { busy: 3, max: 2 })
+        ));
+        assert!(matches!(
+            validate(&stats(1, 2, 0.5, 2000)),
+            Err(StatsError::VirtualMemory { .. })
+        ));
+        let mut s = stats(1, 2, 0.5, 10);
+        s.pages_out_per_sec = -1.0;
+        assert!(matches!(validate(&s), Err(StatsError::BadRate { .. })));
+    }
+}

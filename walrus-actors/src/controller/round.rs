@@ -1,0 +1,1359 @@
+//! The Controller's rounds as a sans-IO state machine: [`RoundMachine`].
+//!
+//! Inputs go in through `handle_*` (with `now` passed in); outputs come out as plain data
+//! through [`RoundMachine::poll_output`], and the one timer to arm through
+//! [`RoundMachine::poll_timeout`]. The actor that drives it (not written yet: it needs
+//! walrus-gcs) only translates:
+//!
+//! ```text
+//!  gcs view of `Controllers`: first member == me? ─► handle_became_master / handle_lost_mastership
+//!  Report delivered on `Controllers`            ─► handle_report
+//!  Decision delivered on `Controllers` (not own)─► handle_decision
+//!  partition healed (view merged two components)─► handle_merge (after handle_became_master
+//!                                                   if this view made it first)
+//!  timer from poll_timeout fired                ─► handle_timeout
+//!  configuration reloaded (SIGHUP)              ─► handle_reconfigure
+//!
+//!  Output::RequestReports{round} ─► multicast the request on `Reporters`
+//!  Output::Multicast(decision)   ─► multicast on `Controllers` (and `Directors`)
+//!  Output::ApplyAnswers(map)     ─► hand to the Director (only areas whose answer changed)
+//!  Output::Notify(event)         ─► Notifier::notify (never blocks)
+//!  Output::Status(status)        ─► status page / metrics
+//! ```
+//!
+//! A round (paper §6): the master requests reports with the round number, gathers them
+//! until `report_timeout` (or until every server of the topology has answered), runs the
+//! assignment ([`super::assign`]), multicasts the decision and applies the answers that
+//! changed. Rounds start every `round_period`. A server without a usable report this round
+//! is dead for this round.
+//!
+//! Mastership: a master that loses its place stops at once — its round in progress is
+//! dropped and outputs not yet polled are discarded, so no DNS change follows. Backups
+//! keep the last decision they received; a new master continues from it (same answers,
+//! round numbers after it), so a failover causes no wave of DNS changes. It re-sends only
+//! the answers the last decision changed, in case the old master died between its
+//! multicast and its DNS update (the Director applies an identical answer as a no-op).
+//!
+//! Backups also shadow the master's *history* (last loads for TEMPFAIL, open PANIC and
+//! dead-server incidents, per-area hysteresis): they keep the reports they see on
+//! `Controllers` for the next [`SHADOW_WINDOW`] rounds and, when the master's decision for
+//! a round arrives, run the same deterministic assignment on the same reports and keep only
+//! the history. So a takeover neither re-notifies an open incident nor forgets a load.
+//! This relies on the group's total order delivering a round's reports before its
+//! decision (the `Agreed` service); a backup that missed some reports keeps a slightly
+//! older history, which costs at most one duplicate notification.
+
+use crate::controller::assign::{
+    assign, History, Input, Observation, Outcome, Params, ServerState,
+};
+use crate::controller::load::{self, LoadFormula, StatsError};
+use crate::controller::notify::Event;
+use crate::model::{
+    AreaAnswer, AreaName, ClusterName, Decision, Report, ReportBody, Round, ServerName, Topology,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Timing and tuning of the rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundConfig {
+    /// Time from one round's start to the next's. Default: 1 s; minutes are fine.
+    pub round_period: Duration,
+    /// How long the master gathers reports after its request. Default: 40% of the
+    /// period (400 ms). Must be shorter than the period.
+    pub report_timeout: Duration,
+    /// The assignment's parameters.
+    pub params: Params,
+    /// How a report's statistics become a load.
+    pub load: LoadFormula,
+}
+
+impl Default for RoundConfig {
+    fn default() -> Self {
+        Self::with_period(Duration::from_secs(1))
+    }
+}
+
+impl RoundConfig {
+    /// Defaults with this period and a report timeout of 40% of it.
+    pub fn with_period(round_period: Duration) -> Self {
+        Self {
+            round_period,
+            report_timeout: round_period.mul_f64(0.4),
+            params: Params::default(),
+            load: LoadFormula::default(),
+        }
+    }
+}
+
+/// A [`RoundConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoundConfigError {
+    /// The round period is zero.
+    #[error("round_period must be longer than zero")]
+    ZeroPeriod,
+    /// The report timeout does not end before the next round starts.
+    #[error("report_timeout {timeout:?} must be shorter than round_period {period:?}")]
+    TimeoutTooLong {
+        /// `report_timeout`.
+        timeout: Duration,
+        /// `round_period`.
+        period: Duration,
+    },
+    /// The assignment's parameters are invalid.
+    #[error(transparent)]
+    Params(#[from] crate::controller::assign::ParamsError),
+}
+
+impl RoundConfig {
+    /// Checks the configuration once, when it is loaded.
+    pub fn validate(&self) -> Result<(), RoundConfigError> {
+        if self.round_period.is_zero() {
+            return Err(RoundConfigError::ZeroPeriod);
+        }
+        if self.report_timeout >= self.round_period {
+            return Err(RoundConfigError::TimeoutTooLong {
+                timeout: self.report_timeout,
+                period: self.round_period,
+            });
+        }
+        self.params.validate()?;
+        Ok(())
+    }
+}
+
+/// A backup keeps reports only for this many rounds after the last decision it holds
+/// (bounds its memory whatever round numbers arrive).
+pub const SHADOW_WINDOW: u64 = 4;
+
+/// What the driver must do, as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Multicast a report request for this round on `Reporters`.
+    RequestReports {
+        /// The round the Reporters must put in their reports.
+        round: Round,
+    },
+    /// Multicast this decision on `Controllers` (backups keep it; Directors may follow it).
+    Multicast(Decision),
+    /// Hand these answers to the Director: only the areas whose answer changed (or must be
+    /// re-sent after a takeover or merge).
+    ApplyAnswers(BTreeMap<AreaName, AreaAnswer>),
+    /// Tell a human (already deduplicated per incident).
+    Notify(Event),
+    /// This round's view, for the status page and metrics.
+    Status(RoundStatus),
+}
+
+/// What the status page shows about one closed round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundStatus {
+    /// The round.
+    pub round: Round,
+    /// Reports used this round.
+    pub reports: usize,
+    /// Each server's effective state.
+    pub states: BTreeMap<ServerName, ServerState>,
+    /// Each cluster's load, None when no server of it works.
+    pub cluster_loads: BTreeMap<ClusterName, Option<f64>>,
+}
+
+/// Why a report was not used (the driver logs it; the server counts as not answering).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportIgnored {
+    /// A backup keeps reports only for the few rounds after the last decision it holds.
+    #[error("report from {server} for round {round}: backup holds decision {decided}")]
+    OutsideBackupWindow {
+        /// The reporting server.
+        server: ServerName,
+        /// The round in the report.
+        round: Round,
+        /// The last decision this backup holds.
+        decided: Round,
+    },
+    /// The master is between rounds.
+    #[error("report from {server} for round {round}: no round is gathering")]
+    NotGathering {
+        /// The reporting server.
+        server: ServerName,
+        /// The round in the report.
+        round: Round,
+    },
+    /// The report answers another round's request.
+    #[error("report from {server} for round {got}, gathering round {expected}")]
+    WrongRound {
+        /// The reporting server.
+        server: ServerName,
+        /// The round in the report.
+        got: Round,
+        /// The round being gathered.
+        expected: Round,
+    },
+    /// The server is not in the topology.
+    #[error("report from unknown server {server}")]
+    UnknownServer {
+        /// The name it gave.
+        server: ServerName,
+    },
+    /// The server already reported this round; the first report counts.
+    #[error("second report from {server} for round {round}")]
+    Duplicate {
+        /// The reporting server.
+        server: ServerName,
+        /// The round.
+        round: Round,
+    },
+    /// The statistics make no sense.
+    #[error("malformed report from {server}: {error}")]
+    Malformed {
+        /// The reporting server.
+        server: ServerName,
+        /// What is wrong.
+        error: StatsError,
+    },
+}
+
+/// Why a decision from another Controller was not adopted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecisionIgnored {
+    /// Not newer than what this Controller already holds.
+    #[error("decision of round {got} is not newer than round {have}")]
+    Stale {
+        /// The decision's round.
+        got: Round,
+        /// The newest round known here.
+        have: Round,
+    },
+    /// This Controller is master: another master's decision means two components just
+    /// merged. The areas on which it disagrees are re-sent at the next round.
+    #[error("decision of round {got} from another master; {disagree} areas will be re-sent")]
+    OtherMaster {
+        /// The decision's round.
+        got: Round,
+        /// Areas whose answer differs from ours.
+        disagree: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Role {
+    Backup,
+    /// Master between rounds: the next one starts at `next_at`.
+    Idle {
+        next_at: Instant,
+    },
+    /// Master gathering reports for `round` until `deadline`.
+    Gathering {
+        round: Round,
+        started: Instant,
+        deadline: Instant,
+        reports: BTreeMap<ServerName, Observation>,
+    },
+}
+
+/// The round logic of one Controller, master or backup. See the module doc.
+#[derive(Debug)]
+pub struct RoundMachine {
+    config: RoundConfig,
+    topology: Topology,
+    /// Every server of the topology (to spot unknown reporters and close rounds early).
+    servers: BTreeSet<ServerName>,
+    role: Role,
+    /// The last decision made here or received from a master.
+    last: Option<Decision>,
+    /// The highest round number seen anywhere; the next round is one more.
+    max_round: Round,
+    /// The assignment's memory between rounds (only meaningful on the master).
+    history: History,
+    /// Backup only: reports of rounds not yet decided, per round (at most
+    /// [`SHADOW_WINDOW`] rounds after the last decision held).
+    shadow: BTreeMap<Round, BTreeMap<ServerName, Observation>>,
+    /// Areas whose answer must be re-sent at the next round even if unchanged.
+    resend: BTreeSet<AreaName>,
+    outputs: VecDeque<Output>,
+}
+
+impl RoundMachine {
+    /// A Controller that starts as a backup with no decision.
+    pub fn new(config: RoundConfig, topology: Topology) -> Self {
+        let servers = topology
+            .clusters
+            .values()
+            .flat_map(|c| c.servers.keys().cloned())
+            .collect();
+        Self {
+            config,
+            topology,
+            servers,
+            role: Role::Backup,
+            last: None,
+            max_round: Round(0),
+            history: History::default(),
+            shadow: BTreeMap::new(),
+            resend: BTreeSet::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// True while this Controller is master.
+    pub fn is_master(&self) -> bool {
+        !matches!(self.role, Role::Backup)
+    }
+
+    /// The last decision made or received (what a new master continues from).
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.last.as_ref()
+    }
+
+    /// This Controller is now first in the `Controllers` membership list. It starts a
+    /// round at once, continuing from the last decision it holds.
+    pub fn handle_became_master(&mut self, now: Instant) {
+        if self.is_master() {
+            return;
+        }
+        if let Some(last) = &self.last {
+            let resend: BTreeMap<AreaName, AreaAnswer> = last
+                .changes
+                .iter()
+                .filter_map(|c| {
+                    last.answers
+                        .get(&c.area)
+                        .map(|a| (c.area.clone(), a.clone()))
+                })
+                .collect();
+            if !resend.is_empty() {
+                self.outputs.push_back(Output::ApplyAnswers(resend));
+            }
+        }
+        // Number the first round after any round the old master may have started (its
+        // reports are in the shadow), so a late report of that round is never taken for
+        // one of ours.
+        if let Some(r) = self.shadow.keys().next_back() {
+            self.max_round = self.max_round.max(*r);
+        }
+        self.shadow.clear();
+        self.start_round(now);
+    }
+
+    /// This Controller is no longer first in the membership list: it stops at once. The
+    /// round in progress is dropped and outputs not yet polled are discarded.
+    pub fn handle_lost_mastership(&mut self, _now: Instant) {
+        self.role = Role::Backup;
+        self.outputs.clear();
+        self.resend.clear();
+    }
+
+    /// Two components merged: the other component's master may have changed answers this
+    /// one does not know of. Every area's answer is re-sent at the next round (the
+    /// Director applies an identical answer as a no-op). A round being gathered is
+    /// restarted: its request reached only the old component's Reporters, so closing it
+    /// would count the newly reachable servers as dead and could move an area for one
+    /// round (the harness test `partition_with_each_directors_on_its_own_side_changes_no_dns`
+    /// caught exactly that). Call it for a merge, not for a plain join of a Controller.
+    pub fn handle_merge(&mut self, now: Instant) {
+        if !self.is_master() {
+            return;
+        }
+        self.resend.extend(self.topology.areas.keys().cloned());
+        if matches!(self.role, Role::Gathering { .. }) {
+            self.start_round(now);
+        }
+    }
+
+    /// The configuration was reloaded (SIGHUP): new timings, parameters or topology take
+    /// effect from the next round closed. Servers and areas no longer in the topology are
+    /// forgotten; new areas get an answer at that round (phase 2 or 3).
+    pub fn handle_reconfigure(&mut self, _now: Instant, config: RoundConfig, topology: Topology) {
+        self.servers = topology
+            .clusters
+            .values()
+            .flat_map(|c| c.servers.keys().cloned())
+            .collect();
+        self.history
+            .areas
+            .retain(|a, _| topology.areas.contains_key(a));
+        self.resend.retain(|a| topology.areas.contains_key(a));
+        self.config = config;
+        self.topology = topology;
+    }
+
+    /// A report arrived on `Controllers`. The master gathers it into the round; a backup
+    /// keeps it for its shadow of the master's history (see [`RoundMachine::handle_decision`]).
+    pub fn handle_report(&mut self, now: Instant, report: Report) -> Result<(), ReportIgnored> {
+        let Report {
+            server,
+            round: got,
+            body,
+            ..
+        } = report;
+        if !self.servers.contains(&server) {
+            return Err(ReportIgnored::UnknownServer { server });
+        }
+        let observation = match body {
+            ReportBody::Stats(stats) => {
+                if let Err(error) = load::validate(&stats) {
+                    return Err(ReportIgnored::Malformed { server, error });
+                }
+                Observation::Load(self.config.load.load(&stats, self.config.params.threshold))
+            }
+            ReportBody::TempFail { .. } => Observation::TempFail,
+            ReportBody::Bypass { reason } => Observation::Bypass { reason },
+            ReportBody::Panic { reason } => Observation::Panic { reason },
+        };
+        match &mut self.role {
+            Role::Gathering { round, reports, .. } => {
+                if got != *round {
+                    return Err(ReportIgnored::WrongRound {
+                        server,
+                        got,
+                        expected: *round,
+                    });
+                }
+                if reports.contains_key(&server) {
+                    return Err(ReportIgnored::Duplicate { server, round: got });
+                }
+                reports.insert(server, observation);
+                if reports.len() == self.servers.len() {
+                    self.close_round(now);
+                }
+                Ok(())
+            }
+            Role::Idle { .. } => Err(ReportIgnored::NotGathering { server, round: got }),
+            Role::Backup => {
+                let decided = self.last.as_ref().map_or(Round(0), |d| d.round);
+                if got <= decided || got.0 > decided.0 + SHADOW_WINDOW {
+                    return Err(ReportIgnored::OutsideBackupWindow {
+                        server,
+                        round: got,
+                        decided,
+                    });
+                }
+                let reports = self.shadow.entry(got).or_default();
+                if reports.contains_key(&server) {
+                    return Err(ReportIgnored::Duplicate { server, round: got });
+                }
+                reports.insert(server, observation);
+                Ok(())
+            }
+        }
+    }
+
+    /// A decision from another Controller arrived on `Controllers` (the driver does not
+    /// feed this Controller's own decisions back).
+    pub fn handle_decision(
+        &mut self,
+        now: Instant,
+        decision: Decision,
+    ) -> Result<(), DecisionIgnored> {
+        let have = self.max_round;
+        self.max_round = self.max_round.max(decision.round);
+        if self.is_master() {
+            let ours = self.last.as_ref().map(|d| &d.answers);
+            let disagree: Vec<AreaName> = decision
+                .answers
+                .iter()
+                .filter(|(a, ans)| ours.and_then(|o| o.get(*a)) != Some(*ans))
+                .map(|(a, _)| a.clone())
+                .collect();
+            let n = disagree.len();
+            self.resend.extend(disagree);
+            return Err(DecisionIgnored::OtherMaster {
+                got: decision.round,
+                disagree: n,
+            });
+        }
+        if decision.round <= have {
+            return Err(DecisionIgnored::Stale {
+                got: decision.round,
+                have,
+            });
+        }
+        // Shadow the master's history: run the same assignment on the same reports (the
+        // group's total order delivers a round's reports before its decision). Only the
+        // history is kept; the answers are the master's. Without this, a new master would
+        // re-notify open PANICs, forget TEMPFAIL loads and the areas' hysteresis.
+        if let Some(observations) = self.shadow.remove(&decision.round) {
+            let empty = BTreeMap::new();
+            let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+            let out = assign(&Input {
+                topology: &self.topology,
+                observations: &observations,
+                history: &self.history,
+                current,
+                params: &self.config.params,
+                round: decision.round,
+                now,
+            });
+            self.history = out.history;
+        }
+        self.shadow.retain(|r, _| *r > decision.round);
+        self.last = Some(decision);
+        Ok(())
+    }
+
+    /// The timer from [`RoundMachine::poll_timeout`] fired (or any time: early calls do
+    /// nothing).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &self.role {
+            Role::Backup => {}
+            Role::Idle { next_at } => {
+                if now >= *next_at {
+                    self.start_round(now);
+                }
+            }
+            Role::Gathering { deadline, .. } => {
+                if now >= *deadline {
+                    self.close_round(now);
+                }
+            }
+        }
+    }
+
+    /// The next output to perform, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`RoundMachine::handle_timeout`] next; None for a backup.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.role {
+            Role::Backup => None,
+            Role::Idle { next_at } => Some(*next_at),
+            Role::Gathering { deadline, .. } => Some(*deadline),
+        }
+    }
+
+    fn start_round(&mut self, now: Instant) {
+        let round = Round(self.max_round.0 + 1);
+        self.max_round = round;
+        self.role = Role::Gathering {
+            round,
+            started: now,
+            deadline: now + self.config.report_timeout,
+            reports: BTreeMap::new(),
+        };
+        self.outputs.push_back(Output::RequestReports { round });
+    }
+
+    fn close_round(&mut self, now: Instant) {
+        let Role::Gathering {
+            round,
+            started,
+            reports,
+            ..
+        } = std::mem::replace(&mut self.role, Role::Backup)
+        else {
+            return;
+        };
+        let empty = BTreeMap::new();
+        let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+        let Outcome {
+            answers,
+            changes,
+            notifications,
+            states,
+            cluster_loads,
+            history,
+        } = assign(&Input {
+            topology: &self.topology,
+            observations: &reports,
+            history: &self.history,
+            current,
+            params: &self.config.params,
+            round,
+            now,
+        });
+        self.history = history;
+        let mut apply: BTreeMap<AreaName, AreaAnswer> = BTreeMap::new();
+        for area in changes
+            .iter()
+            .map(|c| &c.area)
+            .chain(std::mem::take(&mut self.resend).iter())
+        {
+            if let Some(a) = answers.get(area) {
+                apply.insert(area.clone(), a.clone());
+            }
+        }
+        let decision = Decision {
+            round,
+            answers,
+            changes,
+        };
+        self.outputs.push_back(Output::Multicast(decision.clone()));
+        if !apply.is_empty() {
+            self.outputs.push_back(Output::ApplyAnswers(apply));
+        }
+        self.outputs
+            .extend(notifications.into_iter().map(Output::Notify));
+        self.outputs.push_back(Output::Status(RoundStatus {
+            round,
+            reports: reports.len(),
+            states,
+            cluster_loads,
+        }));
+        self.last = Some(decision);
+        let next_at = (started + self.config.round_period).max(now);
+        self.role = Role::Idle { next_at };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::assign::{DeadCause, LoadBasis};
+    use crate::model::{AreaSpec, Change, ClusterSpec, ServerStats, WebStats};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Two areas a1, a2 with home clusters c1, c2; two servers each (cN-s1, cN-s2 at
+    /// 10.N.0.1 and 10.N.0.2).
+    fn topo() -> Topology {
+        let mut t = Topology {
+            areas: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+        };
+        for c in 1..=2u8 {
+            t.areas.insert(
+                AreaName(format!("a{c}")),
+                AreaSpec {
+                    home_cluster: ClusterName(format!("c{c}")),
+                },
+            );
+            let servers = (1..=2u8)
+                .map(|s| (ServerName(format!("c{c}-s{s}")), vec![ip(c, s)]))
+                .collect();
+            t.clusters
+                .insert(ClusterName(format!("c{c}")), ClusterSpec { servers });
+        }
+        t
+    }
+
+    fn ip(c: u8, s: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, c, 0, s))
+    }
+
+    /// Statistics whose load is `busy` percent (workers), with an idle CPU.
+    fn stats(busy: u32) -> ServerStats {
+        ServerStats {
+            period: Duration::from_secs(1),
+            cpu_user: 0.0,
+            cpu_system: 0.0,
+            cpu_idle: 1.0,
+            mem_free_bytes: 1 << 30,
+            swap_used_bytes: 0,
+            pages_out_per_sec: 0.0,
+            free_virtual_bytes: 1 << 30,
+            total_virtual_bytes: 1 << 31,
+            procs_running: 1,
+            procs_blocked: 0,
+            web: WebStats {
+                hits: 0,
+                busy_workers: busy,
+                max_workers: 100,
+            },
+        }
+    }
+
+    fn report(server: &str, round: u64, busy: u32) -> Report {
+        Report {
+            server: server.into(),
+            round: Round(round),
+            body: ReportBody::Stats(stats(busy)),
+            generation: None,
+        }
+    }
+
+    fn drain(m: &mut RoundMachine) -> Vec<Output> {
+        std::iter::from_fn(|| m.poll_output()).collect()
+    }
+
+    /// Outputs without the Status line (checked separately where it matters).
+    fn drain_no_status(m: &mut RoundMachine) -> Vec<Output> {
+        drain(m)
+            .into_iter()
+            .filter(|o| !matches!(o, Output::Status(_)))
+            .collect()
+    }
+
+    fn home(c: u8) -> AreaAnswer {
+        AreaAnswer {
+            cluster: ClusterName(format!("c{c}")),
+            records: vec![ip(c, 1), ip(c, 2)],
+        }
+    }
+
+    fn first_decision() -> Decision {
+        Decision {
+            round: Round(1),
+            answers: [("a1".into(), home(1)), ("a2".into(), home(2))].into(),
+            changes: vec![
+                Change {
+                    area: "a1".into(),
+                    from: None,
+                    to: "c1".into(),
+                    phase: 2,
+                    reason: "home cluster c1 has a working server at 0.10, below threshold 0.80"
+                        .into(),
+                },
+                Change {
+                    area: "a2".into(),
+                    from: None,
+                    to: "c2".into(),
+                    phase: 2,
+                    reason: "home cluster c2 has a working server at 0.10, below threshold 0.80"
+                        .into(),
+                },
+            ],
+        }
+    }
+
+    /// A master that has run round 1 with everyone at load 0.1.
+    fn master_after_round_1(t0: Instant) -> RoundMachine {
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(1) }]
+        );
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn a_backup_does_nothing_and_has_no_timer() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        assert!(!m.is_master());
+        assert_eq!(m.poll_timeout(), None);
+        m.handle_timeout(t0 + Duration::from_secs(5));
+        // It keeps reports of the next few rounds for its shadow history, silently.
+        assert_eq!(m.handle_report(t0, report("c1-s1", 1, 10)), Ok(()));
+        assert_eq!(
+            m.handle_report(t0, report("c1-s1", 1, 10)),
+            Err(ReportIgnored::Duplicate {
+                server: "c1-s1".into(),
+                round: Round(1)
+            })
+        );
+        assert_eq!(
+            m.handle_report(t0, report("c1-s1", 5, 10)),
+            Err(ReportIgnored::OutsideBackupWindow {
+                server: "c1-s1".into(),
+                round: Round(5),
+                decided: Round(0)
+            })
+        );
+        assert_eq!(drain(&mut m), vec![]);
+        assert_eq!(m.poll_timeout(), None);
+    }
+
+    /// Round 1 as the master saw it: c1-s1 PANICs, c2-s1 at load 0.6, the rest at 0.1.
+    fn round_1_reports() -> Vec<Report> {
+        vec![
+            Report {
+                server: "c1-s1".into(),
+                round: Round(1),
+                body: ReportBody::Panic {
+                    reason: "down".into(),
+                },
+                generation: None,
+            },
+            report("c1-s2", 1, 10),
+            report("c2-s1", 1, 60),
+            report("c2-s2", 1, 10),
+        ]
+    }
+
+    /// A master and a backup through round 1; the backup saw the reports when `shadow`.
+    fn master_and_backup(t0: Instant, shadow: bool) -> (RoundMachine, RoundMachine) {
+        let mut master = RoundMachine::new(RoundConfig::default(), topo());
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        master.handle_became_master(t0);
+        drain(&mut master);
+        for r in round_1_reports() {
+            if shadow {
+                backup.handle_report(t0, r.clone()).unwrap();
+            }
+            master.handle_report(t0, r).unwrap();
+        }
+        let out = drain(&mut master);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Notify(Event::PanicRaised { .. }))));
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:?}")
+        };
+        backup.handle_decision(t0, d.clone()).unwrap();
+        (master, backup)
+    }
+
+    /// After the takeover, round 2: c1-s1 still PANICs, c2-s1 TEMPFAILs.
+    fn takeover_round_2(backup: &mut RoundMachine, t: Instant) -> Vec<Output> {
+        backup.handle_became_master(t);
+        drain(backup);
+        let mut reports = round_1_reports();
+        reports[2].body = ReportBody::TempFail {
+            reason: "reading".into(),
+        };
+        for mut r in reports {
+            r.round = Round(2);
+            backup.handle_report(t, r).unwrap();
+        }
+        drain(backup)
+    }
+
+    #[test]
+    fn a_backup_shadows_the_masters_history_so_a_takeover_does_not_renotify() {
+        let t0 = Instant::now();
+        let (_, mut backup) = master_and_backup(t0, true);
+        let out = takeover_round_2(&mut backup, t0 + Duration::from_secs(1));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Notify(_))),
+            "PANIC already notified by the old master: {out:?}"
+        );
+        let Output::Status(st) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            st.states[&ServerName::from("c2-s1")],
+            ServerState::Working {
+                load: 0.6,
+                basis: LoadBasis::LastRound
+            },
+            "TEMPFAIL uses the load the old master saw"
+        );
+    }
+
+    #[test]
+    fn without_the_shadow_a_takeover_would_renotify_and_forget_loads() {
+        // The planted fault for the test above: the backup never saw round 1's reports.
+        let t0 = Instant::now();
+        let (_, mut backup) = master_and_backup(t0, false);
+        let out = takeover_round_2(&mut backup, t0 + Duration::from_secs(1));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Notify(Event::PanicRaised { .. }))));
+        let Output::Status(st) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert!(matches!(
+            st.states[&ServerName::from("c2-s1")],
+            ServerState::Working {
+                basis: LoadBasis::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn defaults_are_one_second_and_forty_percent() {
+        let c = RoundConfig::default();
+        assert_eq!(c.round_period, Duration::from_secs(1));
+        assert_eq!(c.report_timeout, Duration::from_millis(400));
+        let c = RoundConfig::with_period(Duration::from_secs(120));
+        assert_eq!(c.report_timeout, Duration::from_secs(48));
+    }
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(RoundConfig::default().validate(), Ok(()));
+        let mut c = RoundConfig::default();
+        c.report_timeout = c.round_period;
+        assert!(matches!(
+            c.validate(),
+            Err(RoundConfigError::TimeoutTooLong { .. })
+        ));
+        assert_eq!(
+            RoundConfig::with_period(Duration::ZERO).validate(),
+            Err(RoundConfigError::ZeroPeriod)
+        );
+        let mut c = RoundConfig::default();
+        c.params.max_records = 0;
+        assert!(matches!(c.validate(), Err(RoundConfigError::Params(_))));
+    }
+
+    #[test]
+    fn first_round_assigns_everyone_home_and_closes_early_when_all_answered() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        let out = drain(&mut m);
+        assert_eq!(out.len(), 3, "{out:#?}");
+        assert_eq!(out[0], Output::Multicast(first_decision()));
+        assert_eq!(
+            out[1],
+            Output::ApplyAnswers([("a1".into(), home(1)), ("a2".into(), home(2))].into())
+        );
+        let Output::Status(st) = &out[2] else {
+            panic!("{:?}", out[2])
+        };
+        assert_eq!(st.round, Round(1));
+        assert_eq!(st.reports, 4);
+        // Next round one period after the first started.
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        m.handle_timeout(t0 + Duration::from_millis(999));
+        assert_eq!(drain(&mut m), vec![]);
+        m.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(2) }]
+        );
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t0 + Duration::from_millis(1400)),
+            "report timeout is 40% of the period"
+        );
+    }
+
+    #[test]
+    fn unchanged_round_multicasts_but_applies_nothing() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 2, 30)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        assert_eq!(
+            out,
+            vec![Output::Multicast(Decision {
+                round: Round(2),
+                answers: first_decision().answers,
+                changes: vec![],
+            })]
+        );
+    }
+
+    #[test]
+    fn silent_server_is_dead_at_the_timeout_and_only_its_area_is_applied() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        assert_eq!(drain(&mut m), vec![], "c2-s2 may still answer");
+        m.handle_timeout(t1 + Duration::from_millis(400));
+        let out = drain(&mut m);
+        let a2 = AreaAnswer {
+            cluster: "c2".into(),
+            records: vec![ip(2, 1)],
+        };
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(d.round, Round(2));
+        assert_eq!(d.changes.len(), 1);
+        assert_eq!(d.changes[0].phase, 0);
+        assert_eq!(out[1], Output::ApplyAnswers([("a2".into(), a2)].into()));
+        let Output::Status(st) = &out[2] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(st.reports, 3);
+        assert_eq!(
+            st.states[&ServerName::from("c2-s2")],
+            ServerState::Dead(DeadCause::NoAnswer)
+        );
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn reports_from_another_round_unknown_server_duplicate_or_malformed_are_ignored() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        assert_eq!(
+            m.handle_report(t0, report("c1-s1", 7, 10)),
+            Err(ReportIgnored::WrongRound {
+                server: "c1-s1".into(),
+                got: Round(7),
+                expected: Round(1)
+            })
+        );
+        assert_eq!(
+            m.handle_report(t0, report("intruder", 1, 10)),
+            Err(ReportIgnored::UnknownServer {
+                server: "intruder".into()
+            })
+        );
+        let mut bad = report("c1-s2", 1, 10);
+        if let ReportBody::Stats(s) = &mut bad.body {
+            s.cpu_idle = f64::NAN;
+        }
+        assert!(matches!(
+            m.handle_report(t0, bad),
+            Err(ReportIgnored::Malformed { .. })
+        ));
+        m.handle_report(t0, report("c1-s1", 1, 10)).unwrap();
+        assert_eq!(
+            m.handle_report(t0, report("c1-s1", 1, 90)),
+            Err(ReportIgnored::Duplicate {
+                server: "c1-s1".into(),
+                round: Round(1)
+            })
+        );
+        assert_eq!(drain(&mut m), vec![]);
+        m.handle_timeout(t0 + Duration::from_millis(400));
+        let out = drain(&mut m);
+        let Output::Status(st) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        // Only the first, valid report of c1-s1 counted; the malformed one left c1-s2 dead.
+        assert_eq!(st.reports, 1);
+        assert_eq!(
+            st.states[&ServerName::from("c1-s1")],
+            ServerState::Working {
+                load: 0.1,
+                basis: LoadBasis::Fresh
+            }
+        );
+        assert_eq!(
+            st.states[&ServerName::from("c1-s2")],
+            ServerState::Dead(DeadCause::NoAnswer)
+        );
+        // Between rounds: not gathering.
+        assert!(matches!(
+            m.handle_report(t0 + Duration::from_millis(500), report("c2-s1", 1, 10)),
+            Err(ReportIgnored::NotGathering { .. })
+        ));
+    }
+
+    #[test]
+    fn special_replies_become_observations() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        let special = |server: &str, body| Report {
+            server: ServerName::from(server),
+            round: Round(1),
+            body,
+            generation: None,
+        };
+        m.handle_report(
+            t0,
+            special(
+                "c1-s1",
+                ReportBody::Panic {
+                    reason: "down".into(),
+                },
+            ),
+        )
+        .unwrap();
+        m.handle_report(
+            t0,
+            special(
+                "c1-s2",
+                ReportBody::Bypass {
+                    reason: "op".into(),
+                },
+            ),
+        )
+        .unwrap();
+        m.handle_report(
+            t0,
+            special(
+                "c2-s1",
+                ReportBody::TempFail {
+                    reason: "new".into(),
+                },
+            ),
+        )
+        .unwrap();
+        m.handle_report(t0, report("c2-s2", 1, 20)).unwrap();
+        let out = drain(&mut m);
+        assert!(out.contains(&Output::Notify(Event::PanicRaised {
+            round: Round(1),
+            server: "c1-s1".into(),
+            cluster: "c1".into(),
+            reason: "down".into()
+        })));
+        let Output::Status(st) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            st.states[&ServerName::from("c1-s2")],
+            ServerState::Dead(DeadCause::Bypass)
+        );
+        assert_eq!(
+            st.states[&ServerName::from("c2-s1")],
+            ServerState::Working {
+                load: 0.8,
+                basis: LoadBasis::Unknown
+            }
+        );
+        // a1's home is dead: phase 3 sends it to c2, answering only with c2-s2 (below
+        // threshold; c2-s1 is at the threshold).
+        let Output::ApplyAnswers(apply) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            apply[&AreaName::from("a1")],
+            AreaAnswer {
+                cluster: "c2".into(),
+                records: vec![ip(2, 2)]
+            }
+        );
+    }
+
+    #[test]
+    fn losing_mastership_stops_at_once_even_mid_round() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        // The request was not yet polled when the view changed: it is dropped too.
+        m.handle_lost_mastership(t0);
+        assert_eq!(drain(&mut m), vec![]);
+        assert_eq!(m.poll_timeout(), None);
+        // A report now only feeds the backup's shadow: no output.
+        let _ = m.handle_report(t0, report("c1-s1", 1, 10));
+        assert_eq!(drain(&mut m), vec![]);
+        m.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(drain(&mut m), vec![]);
+    }
+
+    #[test]
+    fn a_decision_closed_but_not_polled_is_dropped_on_loss() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        m.handle_lost_mastership(t0 + MS);
+        assert_eq!(drain(&mut m), vec![]);
+    }
+
+    #[test]
+    fn failover_continues_from_the_last_decision_without_changes() {
+        let t0 = Instant::now();
+        let mut old = master_after_round_1(t0);
+        let Some(Output::Multicast(d1)) = old.poll_output() else {
+            panic!()
+        };
+        // Round 2 on the old master: nothing changes.
+        drain(&mut old);
+        let t1 = t0 + Duration::from_secs(1);
+        old.handle_timeout(t1);
+        drain(&mut old);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            old.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        let Some(Output::Multicast(d2)) = old.poll_output() else {
+            panic!()
+        };
+        assert!(d2.changes.is_empty());
+
+        // The backup received both decisions.
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        backup.handle_decision(t0, d1.clone()).unwrap();
+        backup.handle_decision(t1, d2.clone()).unwrap();
+        assert_eq!(
+            backup.handle_decision(t1, d1),
+            Err(DecisionIgnored::Stale {
+                got: Round(1),
+                have: Round(2)
+            })
+        );
+        assert_eq!(backup.last_decision(), Some(&d2));
+
+        // The old master dies; the backup takes over: round 3, no re-send (the last
+        // decision changed nothing), and with the same loads no change.
+        let t2 = t1 + Duration::from_secs(1);
+        backup.handle_became_master(t2);
+        assert_eq!(
+            drain(&mut backup),
+            vec![Output::RequestReports { round: Round(3) }]
+        );
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            backup.handle_report(t2, report(s, 3, 10)).unwrap();
+        }
+        assert_eq!(
+            drain_no_status(&mut backup),
+            vec![Output::Multicast(Decision {
+                round: Round(3),
+                answers: d2.answers,
+                changes: vec![],
+            })]
+        );
+    }
+
+    #[test]
+    fn takeover_numbers_its_round_after_the_old_masters_unfinished_one() {
+        let t0 = Instant::now();
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        backup.handle_decision(t0, first_decision()).unwrap();
+        // The old master had requested round 2 and a report reached us; then it died.
+        backup.handle_report(t0, report("c1-s1", 2, 10)).unwrap();
+        backup.handle_became_master(t0);
+        let out = drain(&mut backup);
+        assert_eq!(
+            out.last(),
+            Some(&Output::RequestReports { round: Round(3) })
+        );
+        // A late report of the old round 2 is refused.
+        assert!(matches!(
+            backup.handle_report(t0, report("c1-s2", 2, 10)),
+            Err(ReportIgnored::WrongRound { .. })
+        ));
+    }
+
+    #[test]
+    fn takeover_resends_only_what_the_last_decision_changed() {
+        let t0 = Instant::now();
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        backup.handle_decision(t0, first_decision()).unwrap();
+        backup.handle_became_master(t0);
+        assert_eq!(
+            drain(&mut backup),
+            vec![
+                Output::ApplyAnswers(first_decision().answers),
+                Output::RequestReports { round: Round(2) }
+            ]
+        );
+        // Becoming master again while master is a no-op.
+        backup.handle_became_master(t0);
+        assert_eq!(drain(&mut backup), vec![]);
+    }
+
+    #[test]
+    fn another_masters_decision_marks_disagreeing_areas_for_resend() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let mut theirs = first_decision();
+        theirs.round = Round(40);
+        theirs.answers.insert("a2".into(), home(1));
+        assert_eq!(
+            m.handle_decision(t0, theirs),
+            Err(DecisionIgnored::OtherMaster {
+                got: Round(40),
+                disagree: 1
+            })
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(41) }],
+            "round numbers continue after the highest seen"
+        );
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 41, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1],
+            Output::ApplyAnswers([("a2".into(), home(2))].into()),
+            "our (unchanged) answer for a2 is re-sent, a1 is not"
+        );
+    }
+
+    #[test]
+    fn merge_resends_every_area_once() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        m.handle_merge(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        assert_eq!(out[1], Output::ApplyAnswers(first_decision().answers));
+        // And only once.
+        let t2 = t1 + Duration::from_secs(1);
+        m.handle_timeout(t2);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t2, report(s, 3, 10)).unwrap();
+        }
+        assert_eq!(drain_no_status(&mut m).len(), 1);
+    }
+
+    #[test]
+    fn merge_while_gathering_restarts_the_round() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        m.handle_report(t0, report("c1-s1", 1, 10)).unwrap();
+        let t1 = t0 + Duration::from_millis(100);
+        m.handle_merge(t1);
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(2) }]
+        );
+        assert_eq!(m.poll_timeout(), Some(t1 + Duration::from_millis(400)));
+        assert!(matches!(
+            m.handle_report(t1, report("c1-s2", 1, 10)),
+            Err(ReportIgnored::WrongRound { .. })
+        ));
+        // A backup ignores a merge.
+        let mut b = RoundMachine::new(RoundConfig::default(), topo());
+        b.handle_merge(t1);
+        assert_eq!(drain(&mut b), vec![]);
+        assert_eq!(b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn reconfigure_adds_an_area_at_the_next_round_without_touching_the_others() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let mut t = topo();
+        t.areas.insert(
+            "a3".into(),
+            AreaSpec {
+                home_cluster: "c2".into(),
+            },
+        );
+        m.handle_reconfigure(t0, RoundConfig::default(), t);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        assert_eq!(
+            out[1],
+            Output::ApplyAnswers([("a3".into(), home(2))].into())
+        );
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(d.answers.len(), 3);
+        assert_eq!(d.changes.len(), 1);
+    }
+
+    #[test]
+    fn a_late_close_starts_the_next_round_at_once() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        // The driver was stalled for 3 s.
+        let late = t0 + Duration::from_secs(3);
+        m.handle_timeout(late);
+        assert!(matches!(m.poll_output(), Some(Output::Multicast(_))));
+        drain(&mut m);
+        assert_eq!(m.poll_timeout(), Some(late));
+        m.handle_timeout(late);
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(2) }]
+        );
+    }
+}
