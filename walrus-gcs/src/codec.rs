@@ -62,6 +62,82 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Version byte at the start of every frame on a transport stream.
+pub const FRAME_VERSION: u8 = 1;
+
+/// Length of a frame header: the version byte and a big-endian `u32` body length.
+pub const FRAME_HEADER_LEN: usize = 5;
+
+/// Why a frame header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The version byte is not [`FRAME_VERSION`].
+    #[error("frame version {got}, expected {expected}")]
+    Version {
+        /// The version byte received.
+        got: u8,
+        /// The one this build speaks.
+        expected: u8,
+    },
+    /// The announced body length is over the limit (checked before allocating).
+    #[error("frame body of {len} bytes is over the limit of {limit}")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit it broke.
+        limit: usize,
+    },
+    /// A body of zero bytes, which no value encodes to.
+    #[error("empty frame body")]
+    Empty,
+}
+
+/// Appends one frame (header + encoded `value`) to `out`.
+pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    out.extend_from_slice(&[FRAME_VERSION, 0, 0, 0, 0]);
+    let body = bincode::serde::encode_into_std_write(value, out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    if body > MAX_FRAME {
+        out.truncate(start);
+        return Err(CodecError::TooLarge {
+            len: body,
+            limit: MAX_FRAME,
+        });
+    }
+    let len = u32::try_from(body).map_err(|_| CodecError::TooLarge {
+        len: body,
+        limit: MAX_FRAME,
+    })?;
+    out[start + 1..start + FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Checks a frame header and returns the body length that follows it. `limit` is the
+/// receiver's largest accepted body (at most [`MAX_FRAME`]); nothing is allocated before
+/// this check passes.
+pub fn parse_frame_header(
+    header: [u8; FRAME_HEADER_LEN],
+    limit: usize,
+) -> Result<usize, FrameError> {
+    if header[0] != FRAME_VERSION {
+        return Err(FrameError::Version {
+            got: header[0],
+            expected: FRAME_VERSION,
+        });
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let limit = limit.min(MAX_FRAME);
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +159,44 @@ mod tests {
         // A varint length prefix claiming 2^32 bytes must fail before allocating.
         let bytes = [0xFC, 0, 0, 0, 1];
         assert!(decode::<Vec<u8>>(&bytes).is_err());
+    }
+
+    #[test]
+    fn frames_carry_version_and_length() {
+        let mut out = vec![9u8];
+        encode_frame(&(1u8, String::from("x")), &mut out).unwrap();
+        let header: [u8; FRAME_HEADER_LEN] = out[1..6].try_into().unwrap();
+        let len = parse_frame_header(header, MAX_FRAME).unwrap();
+        assert_eq!(len, out.len() - 6);
+        assert_eq!(decode::<(u8, String)>(&out[6..]).unwrap(), (1, "x".into()));
+    }
+
+    #[test]
+    fn frame_headers_are_checked_before_allocation() {
+        assert_eq!(
+            parse_frame_header([2, 0, 0, 0, 1], 100),
+            Err(FrameError::Version {
+                got: 2,
+                expected: 1
+            })
+        );
+        assert_eq!(
+            parse_frame_header([1, 0, 0, 0, 101], 100),
+            Err(FrameError::TooLarge {
+                len: 101,
+                limit: 100
+            })
+        );
+        assert_eq!(
+            parse_frame_header([1, 0xFF, 0xFF, 0xFF, 0xFF], usize::MAX),
+            Err(FrameError::TooLarge {
+                len: u32::MAX as usize,
+                limit: MAX_FRAME
+            })
+        );
+        assert_eq!(
+            parse_frame_header([1, 0, 0, 0, 0], 100),
+            Err(FrameError::Empty)
+        );
     }
 }

@@ -4,14 +4,45 @@
 //! local sessions join and leave, and multicast with Reliable and Agreed (totally
 //! ordered) service, with partitions and merges (Extended Virtual Synchrony).
 //!
-//! What it does not own: sockets, clocks and randomness. The protocol core is a
-//! sans-IO state machine; the QUIC transport drives it.
+//! What it does not own: sockets, clocks and randomness. The protocol core ([`Node`]) is
+//! a sans-IO state machine; the QUIC transport drives it. `PROTOCOL.md` (beside this
+//! crate's `Cargo.toml`) describes the protocol and justifies it.
 //!
 //! ```text
-//!  session ──multicast──▶ core (sans-IO) ──Output::Send──▶ transport ──▶ peer core
+//!  session ──multicast──▶ Node (sans-IO) ──Output::Send──▶ transport ──▶ peer Node
 //!     ▲                                                                    │
 //!     └────────────── Output::Deliver / membership events ◀────────────────┘
 //! ```
+//!
+//! Following one message: [`Node::multicast`] appends an [`wire::Op`] to the node's
+//! pending list and sends it in a [`wire::Submit`] to the view's sequencer (its first
+//! member). The sequencer numbers it and sends an [`wire::Ordered`] entry to every member;
+//! each acknowledges with [`wire::Ack`]. Once the sender itself holds the entry, the
+//! sequencer advances the commit point ([`wire::Commit`]), and every member delivers the
+//! entries up to it, in sequence order, as [`Event::Message`] to each local session in a
+//! destination group. If the view changes first, the flush delivers or drops the entry
+//! consistently, and the sender submits it again in the next view if it was dropped.
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod gcs;
+pub mod node;
+pub mod transport;
+pub mod types;
+pub mod wire;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod sim;
+
+pub use config::CoreConfig;
+pub use error::GcsError;
+pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
+pub use gcs::{DriverError, Gcs, GcsConfig, Session, SessionSender};
+pub use node::Node;
+pub use types::{
+    GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
+};
+pub use wire::PeerMessage;

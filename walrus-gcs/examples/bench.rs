@@ -1,0 +1,219 @@
+//! Throughput and latency of Agreed multicast over QUIC on loopback, one OS process per
+//! node (this binary re-runs itself as each node), every node sending at full speed.
+//!
+//! ```text
+//! cargo run --release -p walrus-gcs --example bench -- --nodes 3 --size 1024 --seconds 10 \
+//!     [--kill-after S] [--rate MSGS_PER_SEC_PER_NODE]
+//! ```
+//! Prints one JSON line:
+//! `{"nodes":3,"size":1024,"msgs_per_sec":..,"mb_per_sec":..,"p50_us":..,"p99_us":..}`
+//! (plus `"view_change_ms"` with `--kill-after`). `msgs_per_sec` is the number of distinct
+//! messages delivered per second at a node, averaged over the nodes that ran to the end;
+//! `p50_us` is the median of the nodes' medians and `p99_us` the largest of their 99th
+//! percentiles, from the send time to delivery at each receiver (sender included).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod node;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use walrus_gcs::transport::certs;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Number of nodes (processes).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Payload size in bytes (at least 16: a timestamp and a counter).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Kill (SIGKILL) the last node this many seconds after sending starts and report
+    /// how long the others take to install a view without it.
+    #[arg(long)]
+    kill_after: Option<f64>,
+    /// Messages per second per node (0 = full speed).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Run as one node (internal: the benchmark starts itself this way).
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// The node's own arguments (with --worker).
+    #[arg(last = true, hide = true)]
+    rest: Vec<String>,
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.worker {
+        let mut argv = vec!["gcs-node".to_string()];
+        argv.extend(args.rest);
+        let node_args = node::Args::parse_from(argv);
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        rt.block_on(node::run(node_args));
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("walrus-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    certs::write_new_ca(&dir).expect("CA");
+    let names: Vec<String> = (0..args.nodes).map(|i| format!("n{i}")).collect();
+    let ports: Vec<u16> = names
+        .iter()
+        .map(|_| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let exe = std::env::current_exe().expect("own path");
+    let (tx, rx) = mpsc::channel::<(usize, Value)>();
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        certs::write_node_cert(&dir, name).expect("node certificate");
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--worker").arg("--");
+        cmd.args(["--name", name])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", ports[i]))
+            .arg("--certs")
+            .arg(&dir)
+            .arg("--bench-secs")
+            .arg(args.seconds.to_string())
+            .arg("--size")
+            .arg(args.size.to_string())
+            .arg("--rate")
+            .arg(args.rate.to_string());
+        for (j, peer) in names.iter().enumerate() {
+            if j != i {
+                cmd.arg("--peer")
+                    .arg(format!("{peer}=127.0.0.1:{}", ports[j]));
+            }
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn node");
+        let out = child.stdout.take().expect("stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send((i, v));
+                }
+            }
+        });
+        children.push(Some(ChildGuard(child)));
+    }
+    drop(tx);
+
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds + 120.0);
+    let victim = args.nodes - 1;
+    let mut started_at: Option<Instant> = None;
+    let mut killed_us: Option<u64> = None;
+    let mut view_change_us: std::collections::BTreeMap<usize, u64> = Default::default();
+    let mut reports: Vec<Value> = Vec::new();
+    let expected_reports = if args.kill_after.is_some() {
+        args.nodes - 1
+    } else {
+        args.nodes
+    };
+    while reports.len() < expected_reports {
+        if let (Some(k), Some(s), None) = (args.kill_after, started_at, killed_us) {
+            if s.elapsed().as_secs_f64() >= k {
+                if let Some(mut c) = children[victim].take() {
+                    killed_us = Some(node::unix_us());
+                    let _ = c.0.kill();
+                    let _ = c.0.wait();
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            eprintln!(
+                "bench: timed out with {} of {expected_reports} reports",
+                reports.len()
+            );
+            std::process::exit(1);
+        }
+        let (i, v) = match rx.recv_timeout(left.min(Duration::from_millis(20))) {
+            Ok(x) => x,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match v["event"].as_str() {
+            Some("membership") if started_at.is_none() => {
+                let n = v["members"].as_array().map_or(0, |a| a.len());
+                if n >= args.nodes {
+                    started_at = Some(Instant::now());
+                }
+            }
+            Some("view") => {
+                if let Some(k) = killed_us {
+                    let has_victim = v["members"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|m| m == names[victim].as_str()));
+                    if i != victim && !has_victim {
+                        let t = v["t_us"].as_u64().unwrap_or(k);
+                        view_change_us.entry(i).or_insert(t.saturating_sub(k));
+                    }
+                }
+            }
+            Some("bench") if i != victim || args.kill_after.is_none() => reports.push(v),
+            _ => {}
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let rates: Vec<f64> = reports
+        .iter()
+        .map(|r| r["delivered"].as_f64().unwrap_or(0.0) / r["secs"].as_f64().unwrap_or(1.0))
+        .collect();
+    let msgs_per_sec = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let mut p50s: Vec<u64> = reports
+        .iter()
+        .map(|r| r["p50_us"].as_u64().unwrap_or(0))
+        .collect();
+    p50s.sort_unstable();
+    let p50 = p50s.get(p50s.len() / 2).copied().unwrap_or(0);
+    let p99 = reports
+        .iter()
+        .map(|r| r["p99_us"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut out = json!({
+        "nodes": args.nodes,
+        "size": args.size,
+        "msgs_per_sec": msgs_per_sec.round(),
+        "mb_per_sec": (msgs_per_sec * args.size as f64 / 1e6 * 100.0).round() / 100.0,
+        "p50_us": p50,
+        "p99_us": p99,
+    });
+    if args.rate > 0.0 {
+        out["rate_per_node"] = json!(args.rate);
+    }
+    if args.kill_after.is_some() {
+        // The view change is done when the last survivor has installed it.
+        out["view_change_ms"] = if view_change_us.len() >= args.nodes - 1 {
+            json!(view_change_us.values().max().copied().unwrap_or(0) / 1000)
+        } else {
+            Value::Null
+        };
+    }
+    println!("{out}");
+}

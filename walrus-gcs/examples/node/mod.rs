@@ -1,0 +1,231 @@
+//! One GCS node as its own OS process (shared by the `gcs-node` and `bench` examples).
+//! It prints one JSON line per event on stdout.
+//!
+//! ```text
+//! gcs-node --name n0 --listen 127.0.0.1:7000 --peer n1=127.0.0.1:7001 --peer n2=... \
+//!          --certs DIR [--group G] [--send N] [--bench-secs S --size B [--rate R]]
+//! ```
+//! Lines: `{"event":"view",...}` for every installed view, `{"event":"membership",...}`,
+//! `{"event":"msg",...}` for each delivered message (not in bench mode), and with
+//! `--bench-secs` one `{"event":"bench",...}` line with delivery counts and latencies.
+#![allow(missing_docs, dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use serde_json::json;
+use walrus_gcs::transport::{Limits, Listen, NodeIdentity, TransportConfig};
+use walrus_gcs::{CoreConfig, Event, Gcs, GcsConfig, GroupName, NodeId, Service};
+
+/// Command line of a node.
+#[derive(Parser, Debug)]
+pub struct Args {
+    /// This node's name (its certificate's SAN).
+    #[arg(long)]
+    name: String,
+    /// UDP address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// A peer as NAME=ADDR (repeat).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(String, SocketAddr)>,
+    /// Directory with ca.pem, NAME.pem, NAME.key.
+    #[arg(long)]
+    certs: PathBuf,
+    /// Group to join.
+    #[arg(long, default_value = "walrus")]
+    group: String,
+    /// Once every configured node is in the group, multicast this many Agreed messages.
+    #[arg(long, default_value_t = 0)]
+    send: usize,
+    /// Benchmark mode: send Agreed messages for this many seconds (after the group is
+    /// complete), then report.
+    #[arg(long)]
+    bench_secs: Option<f64>,
+    /// Payload size in bytes (benchmark mode; at least 16).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Messages per second to send (benchmark mode); 0 = as fast as the core accepts.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Use the WAN profile (timeouts ten times longer).
+    #[arg(long)]
+    wan: bool,
+}
+
+fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
+    let (n, a) = s.split_once('=').ok_or("expected NAME=ADDR")?;
+    Ok((n.to_owned(), a.parse().map_err(|e| format!("{a}: {e}"))?))
+}
+
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn emit(v: serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Runs a node with `args` until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let identity = NodeIdentity::load(&args.certs, &args.name).expect("certificates");
+    let nodes = args.peers.len() + 1;
+    let gcs = Gcs::start(GcsConfig {
+        transport: TransportConfig {
+            me: NodeId::new(args.name.clone()),
+            listen: Listen::Addr(args.listen),
+            peers: args
+                .peers
+                .iter()
+                .map(|(n, a)| (NodeId::new(n.clone()), *a))
+                .collect(),
+            identity,
+            limits: Limits::default(),
+        },
+        core: if args.wan {
+            CoreConfig::wan()
+        } else {
+            CoreConfig::lan()
+        },
+        incarnation: None,
+    })
+    .await
+    .expect("start");
+
+    let me = args.name.clone();
+    let mut views = gcs.watch_view();
+    tokio::spawn(async move {
+        while views.changed().await.is_ok() {
+            let v = views.borrow_and_update().clone();
+            if let Some(v) = v {
+                let members: Vec<String> = v.members.iter().map(|m| m.id.to_string()).collect();
+                emit(json!({"event":"view","node":me,"view":v.view.to_string(),
+                            "members":members,"t_us":unix_us()}));
+            }
+        }
+    });
+
+    let group = GroupName::new(args.group.clone());
+    let mut session = gcs.open_session().await.expect("session");
+    session.join(group.clone()).await.expect("join");
+    let sender = session.sender();
+    let mut started = false;
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut delivered: u64 = 0;
+    let mut bench_window: Option<(u64, u64)> = None; // (start_us, end_us)
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<u64>(1);
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    loop {
+        tokio::select! {
+            e = session.recv() => {
+                let Some(e) = e else { break };
+                match e {
+                    Event::Membership { members, reason, view, .. } => {
+                        let names: Vec<String> = members.iter().map(|m| m.node.to_string()).collect();
+                        emit(json!({"event":"membership","node":args.name,"view":view.to_string(),
+                                    "members":names,"reason":format!("{reason:?}"),"t_us":unix_us()}));
+                        if !started && members.len() >= nodes {
+                            started = true;
+                            let tx = sender.clone();
+                            let g = group.clone();
+                            let name = args.name.clone();
+                            let (n, secs, size, rate) = (args.send, args.bench_secs, args.size.max(16), args.rate);
+                            let done = done_tx.clone();
+                            if let Some(secs) = secs {
+                                let start = unix_us();
+                                bench_window = Some((start, start + (secs * 1e6) as u64));
+                            }
+                            tokio::spawn(async move {
+                                if let Some(secs) = secs {
+                                    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+                                    let mut k: u64 = 0;
+                                    let t0 = tokio::time::Instant::now();
+                                    while tokio::time::Instant::now() < end {
+                                        if rate > 0.0 {
+                                            let due = t0 + Duration::from_secs_f64(k as f64 / rate);
+                                            tokio::time::sleep_until(due).await;
+                                        }
+                                        let mut p = vec![0u8; size];
+                                        p[..8].copy_from_slice(&unix_us().to_le_bytes());
+                                        p[8..16].copy_from_slice(&k.to_le_bytes());
+                                        if tx.multicast(Service::Agreed, std::slice::from_ref(&g), p).await.is_err() {
+                                            break;
+                                        }
+                                        k += 1;
+                                    }
+                                    let _ = done.send(k).await;
+                                } else {
+                                    for k in 0..n {
+                                        let p = format!("{name}:{k}").into_bytes();
+                                        tx.multicast(Service::Agreed, std::slice::from_ref(&g), p).await.expect("multicast");
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Event::Message { sender: (from, _), payload, .. } => {
+                        if let Some((start, end)) = bench_window {
+                            if payload.len() >= 16 {
+                                let now = unix_us();
+                                let sent = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+                                if sent >= start && sent <= end {
+                                    delivered += 1;
+                                    latencies.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                                }
+                            }
+                        } else {
+                            emit(json!({"event":"msg","node":args.name,"from":from.to_string(),
+                                        "payload":String::from_utf8_lossy(&payload),"t_us":unix_us()}));
+                        }
+                    }
+                    Event::Disconnected { reason } => {
+                        emit(json!({"event":"disconnected","node":args.name,"reason":format!("{reason:?}")}));
+                        break;
+                    }
+                }
+            }
+            sent = done_rx.recv() => {
+                // Let the last messages arrive, then report.
+                let sent = sent.unwrap_or(0);
+                let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+                while let Ok(Some(e)) = tokio::time::timeout_at(grace, session.recv()).await {
+                    if let (Event::Message { payload, .. }, Some((start, end))) = (e, bench_window) {
+                        if payload.len() >= 16 {
+                            let now = unix_us();
+                            let ts = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+                            if ts >= start && ts <= end {
+                                delivered += 1;
+                                latencies.push(now.saturating_sub(ts).min(u32::MAX as u64) as u32);
+                            }
+                        }
+                    }
+                }
+                latencies.sort_unstable();
+                let pct = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied().unwrap_or(0);
+                let secs = bench_window.map(|(s, e)| (e - s) as f64 / 1e6).unwrap_or(1.0);
+                emit(json!({"event":"bench","node":args.name,"sent":sent,"delivered":delivered,
+                            "secs":secs,"p50_us":pct(0.5),"p99_us":pct(0.99)}));
+            }
+            _ = &mut shutdown => break,
+            _ = term.recv() => break,
+        }
+    }
+    gcs.shutdown().await;
+}

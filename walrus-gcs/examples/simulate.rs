@@ -1,0 +1,2 @@
+//! Runs the deterministic simulator over many seeds (lands next).
+fn main() {}

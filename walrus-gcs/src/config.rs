@@ -1,0 +1,79 @@
+//! Tunables of the protocol core, with LAN defaults and a WAN profile.
+
+use std::time::Duration;
+
+/// Settings of one node's protocol core. [`CoreConfig::default`] is the LAN profile;
+/// [`CoreConfig::wan`] is the same with timeouts ten times longer (one setting to change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// How often a node sends a heartbeat (with its list of live peers) to every
+    /// configured peer. Default 100 ms (LAN), 1 s (WAN).
+    pub heartbeat_interval: Duration,
+    /// A peer that has not been heard from for this long (or whose link the transport
+    /// reported down) is dead to this node. Default 400 ms (LAN), 4 s (WAN). With the
+    /// defaults a killed node leaves the view in about this time plus one flush round.
+    pub failure_timeout: Duration,
+    /// How long the would-be coordinator waits after noticing a membership change before
+    /// proposing a view, so a burst of changes yields one view. Default 50 ms (LAN),
+    /// 500 ms (WAN).
+    pub settle: Duration,
+    /// How long a proposer waits for every member's flush answer (and a member for the
+    /// install) before giving up and proposing again. Default 500 ms (LAN), 5 s (WAN).
+    pub flush_timeout: Duration,
+    /// How long a node that is not the designated coordinator of the view it wants waits
+    /// before proposing that view itself. Default 1 s (LAN), 10 s (WAN).
+    pub view_change_timeout: Duration,
+    /// Largest multicast payload in bytes; larger sends are refused with
+    /// [`crate::GcsError::MessageTooLarge`]. Default 1 MiB. Must stay below
+    /// [`crate::codec::MAX_FRAME`] minus headers.
+    pub max_message_size: usize,
+    /// How many delivered events a session may leave unread (see
+    /// [`crate::Node::mark_read`]) before it is disconnected with
+    /// [`crate::Event::Disconnected`]. Default 10 000.
+    pub session_queue_limit: usize,
+    /// How many of this node's operations (multicasts, joins, leaves) may wait to be
+    /// ordered before [`crate::Node::multicast`] refuses with
+    /// [`crate::GcsError::Backpressure`]. Default 10 000.
+    pub max_pending: usize,
+    /// How many ordered but not yet stable messages the sequencer keeps before it stops
+    /// ordering new ones (flow control; bounds every member's memory). Default 20 000.
+    pub max_unstable: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_millis(400),
+            settle: Duration::from_millis(50),
+            flush_timeout: Duration::from_millis(500),
+            view_change_timeout: Duration::from_secs(1),
+            max_message_size: 1024 * 1024,
+            session_queue_limit: 10_000,
+            max_pending: 10_000,
+            max_unstable: 20_000,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// The LAN profile (same as [`Default`]).
+    pub fn lan() -> Self {
+        Self::default()
+    }
+
+    /// The WAN profile: every timeout ten times the LAN one.
+    pub fn wan() -> Self {
+        Self::lan().scaled(10)
+    }
+
+    /// This configuration with every time setting multiplied by `factor`.
+    pub fn scaled(mut self, factor: u32) -> Self {
+        self.heartbeat_interval *= factor;
+        self.failure_timeout *= factor;
+        self.settle *= factor;
+        self.flush_timeout *= factor;
+        self.view_change_timeout *= factor;
+        self
+    }
+}

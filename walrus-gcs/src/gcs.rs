@@ -1,0 +1,609 @@
+//! [`Gcs`]: the public async (tokio) API, and the thin driver that runs one node.
+//!
+//! What it owns: one driver task per node that turns transport events (messages, link
+//! up/down), local requests from [`Session`]s and one timer (armed from
+//! [`Node::poll_timeout`]) into inputs of the sans-IO [`Node`], and the node's outputs
+//! into sends on the [`Transport`] and events for sessions. No protocol rule lives here:
+//! ordering, membership, failure detection and flow control are the core's.
+//!
+//! ```text
+//!  Session::multicast ─cmd─▶ ┌────────── driver task ──────────┐
+//!  Session::join/leave ─cmd─▶│ Node::multicast / join / leave  │─ Output::Send ─▶ Transport
+//!  Transport events ────────▶│ handle_message / link_up / down │
+//!  timer (poll_timeout) ────▶│ handle_timeout                  │─ Output::Deliver ─▶ Session::recv
+//!                            └─────────────────────────────────┘
+//! ```
+//!
+//! The one rule the driver applies on its own is a link-level one: a frame whose sender
+//! incarnation is older than one already heard from that peer is stale (a previous life
+//! of the node); it is dropped and the link closed with a logged reason. Stale views are
+//! the core's to judge.
+//!
+//! Bounded memory: a session's events wait in a channel, but the core counts what a
+//! session has not read ([`Node::mark_read`], called as [`Session::recv`] takes events)
+//! and disconnects a session past `CoreConfig::session_queue_limit`; local multicasts
+//! wait when the core reports backpressure.
+//!
+//! # Example
+//!
+//! One node on loopback (add `(name, address)` pairs to `peers` for a cluster; every
+//! node gets a certificate from the same CA, see [`crate::transport::certs`]):
+//!
+//! ```no_run
+//! use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
+//! use walrus_gcs::{CoreConfig, Event, Gcs, GcsConfig, GroupName, NodeId, Service};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let ca = certs::create_ca()?;
+//!     let cert = certs::issue_node_cert(&ca.key, "node-a")?;
+//!     let gcs = Gcs::start(GcsConfig {
+//!         transport: TransportConfig {
+//!             me: NodeId::new("node-a"),
+//!             listen: Listen::Addr("127.0.0.1:0".parse()?),
+//!             peers: vec![],
+//!             identity: NodeIdentity { ca: ca.cert, cert: cert.cert, key: cert.key },
+//!             limits: Limits::default(),
+//!         },
+//!         core: CoreConfig::lan(),
+//!         incarnation: None,
+//!     })
+//!     .await?;
+//!     let mut session = gcs.open_session().await?;
+//!     let controllers = GroupName::new("Controllers");
+//!     session.join(controllers.clone()).await?;
+//!     session.multicast(Service::Agreed, &[controllers], b"report".to_vec()).await?;
+//!     while let Some(event) = session.recv().await {
+//!         match event {
+//!             Event::Membership { members, .. } => println!("master: {:?}", members.first()),
+//!             Event::Message { payload, .. } => {
+//!                 assert_eq!(payload, b"report");
+//!                 break;
+//!             }
+//!             Event::Disconnected { .. } => break,
+//!         }
+//!     }
+//!     gcs.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::event::{Event, Output, ViewChange};
+use crate::transport::{Transport, TransportConfig, TransportError, TransportEvent};
+use crate::{
+    CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
+};
+
+/// Configuration of one GCS node.
+#[derive(Debug)]
+pub struct GcsConfig {
+    /// Name, address, peers, certificates and limits of the transport.
+    pub transport: TransportConfig,
+    /// Protocol timeouts and limits ([`CoreConfig::lan`] or [`CoreConfig::wan`]).
+    pub core: CoreConfig,
+    /// This life of the node; `None` takes the wall clock in milliseconds, which grows
+    /// across restarts.
+    pub incarnation: Option<Incarnation>,
+}
+
+/// Why a call on [`Gcs`] or [`Session`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The transport could not start.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// The core refused the request.
+    #[error("{0}")]
+    Refused(#[from] GcsError),
+    /// The node has shut down.
+    #[error("the GCS node has stopped")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<(), GcsError>>;
+
+enum Command {
+    Open {
+        reply: oneshot::Sender<SessionId>,
+        events: mpsc::UnboundedSender<Event>,
+        read: Arc<AtomicUsize>,
+    },
+    Close {
+        session: SessionId,
+    },
+    Join {
+        session: SessionId,
+        group: GroupName,
+        reply: Reply,
+    },
+    Leave {
+        session: SessionId,
+        group: GroupName,
+        reply: Reply,
+    },
+    Multicast {
+        session: SessionId,
+        service: Service,
+        groups: Vec<GroupName>,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<(), (GcsError, Vec<u8>)>>,
+    },
+    Shutdown,
+}
+
+/// A running GCS node. See the crate docs for an example.
+pub struct Gcs {
+    me: NodeId,
+    incarnation: Incarnation,
+    cmds: mpsc::Sender<Command>,
+    transport: Transport<PeerMessage>,
+    view: watch::Receiver<Option<ViewChange>>,
+    progress: Arc<Notify>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Gcs {
+    /// Starts the transport and the driver. Must run inside a tokio runtime.
+    pub async fn start(config: GcsConfig) -> Result<Self, DriverError> {
+        let GcsConfig {
+            transport,
+            core,
+            incarnation,
+        } = config;
+        let me = transport.me.clone();
+        let peers: Vec<NodeId> = transport.peers.iter().map(|(n, _)| n.clone()).collect();
+        let incarnation = incarnation.unwrap_or_else(wall_clock_incarnation);
+        let (transport, events) = Transport::<PeerMessage>::start(transport).await?;
+        let node = Node::new(core, me.clone(), incarnation, peers, now());
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (view_tx, view_rx) = watch::channel(None);
+        let progress = Arc::new(Notify::new());
+        let driver = Driver {
+            node,
+            transport: transport.clone(),
+            sessions: HashMap::new(),
+            incarnations: HashMap::new(),
+            view: view_tx,
+            progress: progress.clone(),
+        };
+        let task = tokio::spawn(driver.run(cmd_rx, events));
+        info!(node = %me, %incarnation, "GCS node started");
+        Ok(Self {
+            me,
+            incarnation,
+            cmds: cmd_tx,
+            transport,
+            view: view_rx,
+            progress,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// This node's name.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// Opens a local session (the Controller, the Reporter and the Replicator each hold
+    /// one).
+    pub async fn open_session(&self) -> Result<Session, DriverError> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let read = Arc::new(AtomicUsize::new(0));
+        let (reply, rx) = oneshot::channel();
+        self.cmds
+            .send(Command::Open {
+                reply,
+                events: events_tx,
+                read: read.clone(),
+            })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        let id = rx.await.map_err(|_| DriverError::Stopped)?;
+        Ok(Session {
+            sender: SessionSender {
+                id,
+                cmds: self.cmds.clone(),
+                progress: self.progress.clone(),
+            },
+            events: events_rx,
+            read,
+            closed: false,
+        })
+    }
+
+    /// The view this node is in (`None` until it installs its first one).
+    pub fn view(&self) -> Option<ViewChange> {
+        self.view.borrow().clone()
+    }
+
+    /// Watches view installations.
+    pub fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
+        self.view.clone()
+    }
+
+    /// The transport, for point-to-point streams ([`Transport::open_stream`],
+    /// [`Transport::accept_stream`]) and, with the `testing` feature, the fault switch.
+    pub fn transport(&self) -> &Transport<PeerMessage> {
+        &self.transport
+    }
+
+    /// Stops the node: sessions end, peers are told the links close, the driver exits.
+    pub async fn shutdown(&self) {
+        let _ = self.cmds.send(Command::Shutdown).await;
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// One local session: joins and leaves groups, multicasts, and receives its events.
+/// [`Session::sender`] gives a cloneable handle for sending from other tasks.
+pub struct Session {
+    sender: SessionSender,
+    events: mpsc::UnboundedReceiver<Event>,
+    read: Arc<AtomicUsize>,
+    closed: bool,
+}
+
+/// The sending side of a [`Session`] (cheap to clone; usable from any task).
+#[derive(Clone)]
+pub struct SessionSender {
+    id: SessionId,
+    cmds: mpsc::Sender<Command>,
+    progress: Arc<Notify>,
+}
+
+impl Session {
+    /// The session's id (unique within this incarnation of the node).
+    pub fn id(&self) -> SessionId {
+        self.sender.id
+    }
+
+    /// A handle that joins, leaves and multicasts for this session from another task.
+    pub fn sender(&self) -> SessionSender {
+        self.sender.clone()
+    }
+
+    /// See [`SessionSender::join`].
+    pub async fn join(&self, group: GroupName) -> Result<(), DriverError> {
+        self.sender.join(group).await
+    }
+
+    /// See [`SessionSender::leave`].
+    pub async fn leave(&self, group: GroupName) -> Result<(), DriverError> {
+        self.sender.leave(group).await
+    }
+
+    /// See [`SessionSender::multicast`].
+    pub async fn multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.sender.multicast(service, groups, payload).await
+    }
+
+    /// The next event for this session; `None` once it is disconnected or the node
+    /// stopped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let e = self.events.recv().await?;
+        self.read.fetch_add(1, Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        let e = self.events.try_recv().ok()?;
+        self.read.fetch_add(1, Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// Closes the session: it leaves every group (members see `Disconnect`).
+    pub async fn close(mut self) {
+        self.closed = true;
+        let _ = self
+            .sender
+            .cmds
+            .send(Command::Close {
+                session: self.sender.id,
+            })
+            .await;
+    }
+}
+
+impl SessionSender {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Joins `group`; the members get a membership event once it is ordered.
+    pub async fn join(&self, group: GroupName) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Join {
+            session: self.id,
+            group,
+            reply,
+        })
+        .await?;
+        Ok(rx.await.map_err(|_| DriverError::Stopped)??)
+    }
+
+    /// Leaves `group`.
+    pub async fn leave(&self, group: GroupName) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Leave {
+            session: self.id,
+            group,
+            reply,
+        })
+        .await?;
+        Ok(rx.await.map_err(|_| DriverError::Stopped)??)
+    }
+
+    /// Multicasts `payload` to every session in at least one of `groups` (open groups:
+    /// the sender need not be a member). Waits while the core applies backpressure;
+    /// refuses payloads over `CoreConfig::max_message_size`.
+    pub async fn multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        let mut payload = payload;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            // Register for progress before asking, so a wake-up between the refusal and
+            // the wait is not lost.
+            let progress = self.progress.notified();
+            self.request(Command::Multicast {
+                session: self.id,
+                service,
+                groups: groups.to_vec(),
+                payload,
+                reply,
+            })
+            .await?;
+            match rx.await.map_err(|_| DriverError::Stopped)? {
+                Ok(()) => return Ok(()),
+                Err((GcsError::Backpressure { .. }, back)) => {
+                    payload = back;
+                    let _ = tokio::time::timeout(Duration::from_millis(20), progress).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn request(&self, cmd: Command) -> Result<(), DriverError> {
+        self.cmds.send(cmd).await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.sender.cmds.try_send(Command::Close {
+                session: self.sender.id,
+            });
+        }
+    }
+}
+
+struct SessionSlot {
+    events: mpsc::UnboundedSender<Event>,
+    read: Arc<AtomicUsize>,
+}
+
+struct Driver {
+    node: Node,
+    transport: Transport<PeerMessage>,
+    sessions: HashMap<SessionId, SessionSlot>,
+    /// Highest incarnation heard from each peer (the link-level staleness rule).
+    incarnations: HashMap<NodeId, Incarnation>,
+    view: watch::Sender<Option<ViewChange>>,
+    progress: Arc<Notify>,
+}
+
+/// How many queued inputs of one kind the driver takes before flushing outputs.
+const BATCH: usize = 256;
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<TransportEvent<PeerMessage>>,
+    ) {
+        self.flush();
+        loop {
+            let deadline = self.node.poll_timeout();
+            let timer = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = cmds.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if !self.command(cmd) {
+                        break;
+                    }
+                    let mut stop = false;
+                    for _ in 0..BATCH {
+                        match cmds.try_recv() {
+                            Ok(cmd) => if !self.command(cmd) { stop = true; break; },
+                            Err(_) => break,
+                        }
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.transport_event(ev);
+                    for _ in 0..BATCH {
+                        match events.try_recv() {
+                            Ok(ev) => self.transport_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = timer => {}
+            }
+            // Busy periods can run past the deadline: time is an input like any other.
+            if self.node.poll_timeout().is_some_and(|t| t <= now()) {
+                self.node.handle_timeout(now());
+            }
+            self.mark_read();
+            self.flush();
+        }
+        self.sessions.clear();
+        self.transport.shutdown().await;
+        info!(node = %self.node.id(), "GCS node stopped");
+    }
+
+    /// Applies one local request; `false` means shut down.
+    fn command(&mut self, cmd: Command) -> bool {
+        let t = now();
+        match cmd {
+            Command::Open {
+                reply,
+                events,
+                read,
+            } => {
+                let id = self.node.open_session(t);
+                self.sessions.insert(id, SessionSlot { events, read });
+                let _ = reply.send(id);
+            }
+            Command::Close { session } => {
+                self.sessions.remove(&session);
+                let _ = self.node.close_session(t, session);
+            }
+            Command::Join {
+                session,
+                group,
+                reply,
+            } => {
+                let _ = reply.send(self.node.join(t, session, group));
+            }
+            Command::Leave {
+                session,
+                group,
+                reply,
+            } => {
+                let _ = reply.send(self.node.leave(t, session, group));
+            }
+            Command::Multicast {
+                session,
+                service,
+                groups,
+                payload,
+                reply,
+            } => {
+                // The core takes the payload by value; keep a copy only to hand it back
+                // when the core says "later" (backpressure), so the caller can retry.
+                let copy = payload.clone();
+                let r = self.node.multicast(t, session, service, &groups, payload);
+                let _ = reply.send(r.map_err(|e| (e, copy)));
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn transport_event(&mut self, ev: TransportEvent<PeerMessage>) {
+        let t = now();
+        match ev {
+            TransportEvent::LinkUp { peer } => self.node.handle_link_up(t, &peer),
+            TransportEvent::LinkDown { peer, reason } => {
+                debug!(%peer, %reason, "link down");
+                self.node.handle_link_down(t, &peer);
+            }
+            TransportEvent::Message { from, msg } => {
+                let inc = msg.incarnation();
+                match self.incarnations.get(&from) {
+                    Some(&seen) if inc < seen => {
+                        warn!(peer = %from, %inc, %seen, kind = msg.kind(), "stale incarnation: frame dropped");
+                        self.transport
+                            .close_link(&from, "frame from an older incarnation");
+                        return;
+                    }
+                    Some(&seen) if inc == seen => {}
+                    _ => {
+                        self.incarnations.insert(from.clone(), inc);
+                    }
+                }
+                self.node.handle_message(t, &from, msg);
+            }
+        }
+    }
+
+    fn mark_read(&mut self) {
+        for (id, slot) in &self.sessions {
+            let n = slot.read.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                self.node.mark_read(*id, n);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut any = false;
+        while let Some(out) = self.node.poll_output() {
+            any = true;
+            match out {
+                Output::Send { to, msg } => match self.transport.send(&to, msg) {
+                    Ok(()) | Err(TransportError::NoLink { .. }) => {}
+                    Err(e) => debug!(peer = %to, error = %e, "send failed"),
+                },
+                Output::Deliver { session, event } => {
+                    let gone = matches!(event, Event::Disconnected { .. });
+                    if let Some(slot) = self.sessions.get(&session) {
+                        let _ = slot.events.send(event);
+                    }
+                    if gone {
+                        self.sessions.remove(&session);
+                    }
+                }
+                Output::ViewInstalled(v) => {
+                    info!(node = %self.node.id(), view = %v.view, members = v.members.len(), "view installed");
+                    self.view.send_replace(Some(v));
+                }
+            }
+        }
+        if any {
+            self.progress.notify_waiters();
+        }
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn wall_clock_incarnation() -> Incarnation {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Incarnation(ms)
+}

@@ -1,0 +1,954 @@
+//! The QUIC transport: authenticated, bounded, reconnecting links between configured nodes.
+//!
+//! What it owns: one quinn endpoint per node that both dials and accepts, one connection
+//! per pair of configured peers, reconnection with backoff, framing of messages on
+//! streams, mutual TLS with the cluster CA ([`tls`], [`certs`]), every quinn limit set
+//! explicitly ([`Limits`]), bounded per-peer send queues, link up/down events, and
+//! point-to-point streams to a named peer (the Replicator pulls files over them).
+//! What it does not own: any protocol rule. It moves opaque messages of type `M`
+//! (the GCS core's `PeerMessage`) and reports which links live; the driver feeds those
+//! events to the sans-IO core.
+//!
+//! ```text
+//!            send(to, msg) ─▶ per-peer bounded queue ─▶ writer ─▶ uni stream ─┐
+//!                                                                             │ QUIC
+//!  events ◀─ Message{from,msg} ◀─ reader (header check, decode, name check) ◀─┘ (mTLS)
+//!         ◀─ LinkUp / LinkDown (per peer, in order)
+//! ```
+//!
+//! Rules:
+//! - **Who dials.** Of a pair, the node whose name sorts first dials; the other only
+//!   accepts. One connection per pair, no simultaneous-dial race. A connection from a
+//!   peer that should not dial is closed. If an accepted peer reconnects (it restarted),
+//!   the new connection replaces the old one.
+//! - **Who is let in.** The peer's certificate must chain to the cluster CA (checked by
+//!   rustls during the handshake) and name a configured peer in its SAN (checked before
+//!   any stream is read); the sender name inside every frame must equal that name.
+//! - **Frames.** Each direction of a link is one unidirectional stream that starts with a
+//!   preamble ([`PREAMBLE`]) and then carries frames: version byte, `u32` body length
+//!   checked against [`Limits::max_frame`] before allocating, bincode body
+//!   `(sender name, message)` decoded through [`crate::codec`] with a size limit.
+//!   Anything malformed closes the connection with a logged reason; never a panic.
+//! - **Link up** is reported once both directions are open (each side has read the
+//!   other's preamble), **link down** when the connection ends for any reason; the two
+//!   alternate strictly per peer.
+//! - **Bounded memory.** Sends go into a per-peer queue of [`Limits::peer_queue`]
+//!   messages; when it is full the peer is too slow and the link is closed ("send queue
+//!   full"), which the core sees as a link down. Received messages wait in one event
+//!   queue of [`Limits::event_queue`]; when it is full, reading stops and QUIC flow
+//!   control pushes back on the senders.
+
+pub mod certs;
+#[cfg(feature = "testing")]
+mod fault;
+pub mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+
+use crate::codec;
+pub use certs::NodeIdentity;
+#[cfg(feature = "testing")]
+pub use fault::partition;
+
+pub use crate::NodeId;
+
+/// Bytes a stream starts with: magic and the frame version.
+pub const PREAMBLE: [u8; 4] = [b'W', b'G', b'C', codec::FRAME_VERSION];
+
+/// QUIC application close codes the transport uses (the reason text says more).
+pub mod close_code {
+    /// Normal shutdown of the node.
+    pub const SHUTDOWN: u32 = 0;
+    /// The peer broke the wire format (bad preamble, version, length, body, name).
+    pub const PROTOCOL: u32 = 1;
+    /// The peer's certificate names no configured node, or it should not have dialed.
+    pub const REFUSED: u32 = 2;
+    /// The connection was replaced by a newer one from the same peer.
+    pub const REPLACED: u32 = 3;
+    /// The send queue to the peer overflowed.
+    pub const OVERLOAD: u32 = 4;
+    /// Cut by the fault-injection switch.
+    pub const CUT: u32 = 5;
+}
+
+/// Limits of the transport. Every quinn limit is set from here because several of
+/// quinn's defaults are unbounded.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Messages waiting to be written to one peer. Default 16384. Overflow closes the link.
+    pub peer_queue: usize,
+    /// Received messages and link events waiting for the driver. Default 16384. When
+    /// full, reading pauses and QUIC flow control pushes back.
+    pub event_queue: usize,
+    /// Incoming point-to-point streams waiting for [`Transport::accept_stream`]. Default
+    /// 64; more are reset.
+    pub stream_queue: usize,
+    /// Largest frame body accepted, in bytes. Default [`codec::MAX_FRAME`] (1 MiB + 64 KiB).
+    pub max_frame: usize,
+    /// Bytes a writer coalesces into one write. Default 64 KiB.
+    pub write_batch: usize,
+    /// QUIC idle timeout: a connection with no packets for this long is dead. Default 3 s.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive interval (keeps an idle link from timing out). Default 500 ms.
+    pub keep_alive: Duration,
+    /// Time allowed for a TLS handshake. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// First delay before re-dialing a peer; doubles per failure. Default 50 ms.
+    pub backoff_min: Duration,
+    /// Largest delay between dials. Default 2 s.
+    pub backoff_max: Duration,
+    /// Per-stream receive window, bytes. Default 4 MiB.
+    pub stream_receive_window: u32,
+    /// Per-connection receive window, bytes. Default 16 MiB.
+    pub receive_window: u32,
+    /// Per-connection send window, bytes. Default 16 MiB.
+    pub send_window: u64,
+    /// Concurrent bidirectional (point-to-point) streams a peer may open. Default 32.
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional streams a peer may open. Default 1 (the message stream).
+    pub max_uni_streams: u32,
+    /// Connection attempts being handshaken at once. Default 64; more are refused.
+    pub max_incoming: usize,
+    /// Largest UDP payload path-MTU discovery may try, bytes. Default 1452 (quinn's;
+    /// fits Ethernet). Larger values cut per-packet costs where the path allows it
+    /// (loopback: 65 535); discovery still finds the real path MTU.
+    pub mtu_upper_bound: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            peer_queue: 16_384,
+            event_queue: 16_384,
+            stream_queue: 64,
+            max_frame: codec::MAX_FRAME,
+            write_batch: 64 * 1024,
+            idle_timeout: Duration::from_secs(3),
+            keep_alive: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            stream_receive_window: 4 * 1024 * 1024,
+            receive_window: 16 * 1024 * 1024,
+            send_window: 16 * 1024 * 1024,
+            max_bidi_streams: 32,
+            max_uni_streams: 1,
+            max_incoming: 64,
+            mtu_upper_bound: 1452,
+        }
+    }
+}
+
+/// Where the endpoint listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind this address.
+    Addr(SocketAddr),
+    /// Use this already bound socket (tests bind first to learn free ports).
+    Socket(UdpSocket),
+}
+
+/// Configuration of one node's transport.
+#[derive(Debug)]
+pub struct TransportConfig {
+    /// This node's name (its certificate's SAN).
+    pub me: NodeId,
+    /// Where to listen.
+    pub listen: Listen,
+    /// Every other configured node and its address.
+    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// CA, certificate and key.
+    pub identity: NodeIdentity,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// What the transport reports to its driver, in order per peer.
+#[derive(Debug)]
+pub enum TransportEvent<M> {
+    /// A link to `peer` is up: messages flow both ways.
+    LinkUp {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The link to `peer` ended; messages queued to it are lost.
+    LinkDown {
+        /// The peer.
+        peer: NodeId,
+        /// Why (also logged).
+        reason: String,
+    },
+    /// A message from `from` (the name its certificate proves).
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: M,
+    },
+}
+
+/// A point-to-point stream a peer opened to this node.
+#[derive(Debug)]
+pub struct IncomingStream {
+    /// The peer, as its certificate names it.
+    pub peer: NodeId,
+    /// Our sending half.
+    pub send: quinn::SendStream,
+    /// Our receiving half.
+    pub recv: quinn::RecvStream,
+}
+
+/// Why a transport call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The TLS configuration could not be built.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The UDP socket could not be bound or used.
+    #[error("socket {addr:?}: {source}")]
+    Io {
+        /// The address, if known.
+        addr: Option<SocketAddr>,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// `peer` is not in the configured peer list.
+    #[error("{peer} is not a configured peer")]
+    UnknownPeer {
+        /// The name.
+        peer: NodeId,
+    },
+    /// No live link to `peer` right now.
+    #[error("no link to {peer}")]
+    NoLink {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The send queue to `peer` was full; the link was closed.
+    #[error("send queue to {peer} full ({limit} messages); link closed")]
+    QueueFull {
+        /// The peer.
+        peer: NodeId,
+        /// The queue's limit.
+        limit: usize,
+    },
+    /// A QUIC connection error.
+    #[error("connection to {peer}: {source}")]
+    Connection {
+        /// The peer.
+        peer: NodeId,
+        /// quinn's error.
+        source: quinn::ConnectionError,
+    },
+}
+
+/// The frame body as sent: the sender's name and the message (borrowed).
+#[derive(Serialize)]
+struct FrameRef<'a, M> {
+    from: &'a str,
+    msg: &'a M,
+}
+
+/// The frame body as received.
+#[derive(Deserialize)]
+struct FrameOwned<M> {
+    from: String,
+    msg: M,
+}
+
+/// Bound on the message type the transport carries.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
+
+struct Link<M> {
+    tx: mpsc::Sender<M>,
+    conn: quinn::Connection,
+}
+
+struct Peer<M> {
+    addr: SocketAddr,
+    link: Mutex<Option<Link<M>>>,
+    /// Accepted connections handed to the peer's task (acceptor side only).
+    accepted: mpsc::Sender<quinn::Connection>,
+}
+
+impl<M> Peer<M> {
+    fn link(&self) -> MutexGuard<'_, Option<Link<M>>> {
+        // A poisoned lock only means another task panicked while holding it; the
+        // Option inside is always in a consistent state.
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Peers cut by the fault switch; always present, only settable with `testing`.
+#[derive(Default)]
+struct Blocklist {
+    cut: Mutex<HashSet<NodeId>>,
+    changed: Notify,
+}
+
+impl Blocklist {
+    fn is_cut(&self, peer: &NodeId) -> bool {
+        self.cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+    }
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    fn set(&self, peer: &NodeId, cut: bool) {
+        {
+            let mut set = self.cut.lock().unwrap_or_else(|p| p.into_inner());
+            if cut {
+                set.insert(peer.clone());
+            } else {
+                set.remove(peer);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+struct Shared<M> {
+    me: NodeId,
+    limits: Limits,
+    endpoint: quinn::Endpoint,
+    peers: HashMap<NodeId, Peer<M>>,
+    events: mpsc::Sender<TransportEvent<M>>,
+    streams: mpsc::Sender<IncomingStream>,
+    shutdown: watch::Receiver<bool>,
+    pending_handshakes: AtomicUsize,
+    blocked: Blocklist,
+}
+
+/// One node's transport. Cheap to clone; all clones drive the same endpoint.
+pub struct Transport<M> {
+    shared: Arc<Shared<M>>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+    incoming: Arc<tokio::sync::Mutex<mpsc::Receiver<IncomingStream>>>,
+}
+
+impl<M> Clone for Transport<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            shutdown_tx: self.shutdown_tx.clone(),
+            incoming: self.incoming.clone(),
+        }
+    }
+}
+
+impl<M: Message> Transport<M> {
+    /// Binds the endpoint and starts dialing and accepting. Must run inside a tokio
+    /// runtime. Returns the transport and the receiver of its events.
+    pub async fn start(
+        config: TransportConfig,
+    ) -> Result<(Self, mpsc::Receiver<TransportEvent<M>>), TransportError> {
+        let TransportConfig {
+            me,
+            listen,
+            peers,
+            identity,
+            limits,
+        } = config;
+        certs::check_node_name(me.as_str()).map_err(|e| TransportError::Config(e.to_string()))?;
+        let server = tls::server_config(&identity, &limits)?;
+        let client = tls::client_config(&identity, &limits)?;
+        let socket = match listen {
+            Listen::Socket(s) => s,
+            Listen::Addr(addr) => UdpSocket::bind(addr).map_err(|source| TransportError::Io {
+                addr: Some(addr),
+                source,
+            })?,
+        };
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(limits.mtu_upper_bound.max(1200))
+            .map_err(|e| TransportError::Config(format!("mtu_upper_bound: {e}")))?;
+        let mut endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| TransportError::Io { addr: None, source })?;
+        endpoint.set_default_client_config(client);
+
+        let (events_tx, events_rx) = mpsc::channel(limits.event_queue.max(1));
+        let (streams_tx, streams_rx) = mpsc::channel(limits.stream_queue.max(1));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut peer_map = HashMap::new();
+        let mut accepted_rxs = Vec::new();
+        for (name, addr) in peers {
+            if name == me {
+                return Err(TransportError::Config(format!(
+                    "{me} lists itself as a peer"
+                )));
+            }
+            certs::check_node_name(name.as_str())
+                .map_err(|e| TransportError::Config(e.to_string()))?;
+            let (acc_tx, acc_rx) = mpsc::channel(2);
+            let peer = Peer {
+                addr,
+                link: Mutex::new(None),
+                accepted: acc_tx,
+            };
+            if peer_map.insert(name.clone(), peer).is_some() {
+                return Err(TransportError::Config(format!("peer {name} listed twice")));
+            }
+            accepted_rxs.push((name, acc_rx));
+        }
+        let shared = Arc::new(Shared {
+            me,
+            limits,
+            endpoint,
+            peers: peer_map,
+            events: events_tx,
+            streams: streams_tx,
+            shutdown: shutdown_rx,
+            pending_handshakes: AtomicUsize::new(0),
+            blocked: Blocklist::default(),
+        });
+        for (name, acc_rx) in accepted_rxs {
+            tokio::spawn(peer_task(shared.clone(), name, acc_rx));
+        }
+        tokio::spawn(accept_loop(shared.clone()));
+        Ok((
+            Self {
+                shared,
+                shutdown_tx: Arc::new(shutdown_tx),
+                incoming: Arc::new(tokio::sync::Mutex::new(streams_rx)),
+            },
+            events_rx,
+        ))
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &NodeId {
+        &self.shared.me
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.shared
+            .endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Io { addr: None, source })
+    }
+
+    /// Queues `msg` for `to` without waiting. Fails if there is no link; if the queue is
+    /// full the link is closed (the peer is too slow) and the error says so.
+    pub fn send(&self, to: &NodeId, msg: M) -> Result<(), TransportError> {
+        let peer = self.peer(to)?;
+        let mut guard = peer.link();
+        let Some(link) = guard.as_ref() else {
+            return Err(TransportError::NoLink { peer: to.clone() });
+        };
+        match link.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let limit = self.shared.limits.peer_queue;
+                warn!(peer = %to, limit, "send queue full: closing the link");
+                link.conn
+                    .close(close_code::OVERLOAD.into(), b"send queue full");
+                *guard = None;
+                Err(TransportError::QueueFull {
+                    peer: to.clone(),
+                    limit,
+                })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                *guard = None;
+                Err(TransportError::NoLink { peer: to.clone() })
+            }
+        }
+    }
+
+    /// Fraction (0.0–1.0) of the fullest live per-peer send queue; a driver uses it to
+    /// hold back local sends before a queue overflows.
+    pub fn queue_fill(&self) -> f64 {
+        let cap = self.shared.limits.peer_queue.max(1) as f64;
+        self.shared
+            .peers
+            .values()
+            .filter_map(|p| {
+                p.link()
+                    .as_ref()
+                    .map(|l| (cap - l.tx.capacity() as f64) / cap)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Opens a point-to-point stream to `peer` over the existing link.
+    pub async fn open_stream(
+        &self,
+        peer: &NodeId,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
+        let conn = {
+            let p = self.peer(peer)?;
+            let guard = p.link();
+            guard
+                .as_ref()
+                .map(|l| l.conn.clone())
+                .ok_or_else(|| TransportError::NoLink { peer: peer.clone() })?
+        };
+        conn.open_bi()
+            .await
+            .map_err(|source| TransportError::Connection {
+                peer: peer.clone(),
+                source,
+            })
+    }
+
+    /// Waits for the next point-to-point stream a peer opened; `None` after shutdown.
+    pub async fn accept_stream(&self) -> Option<IncomingStream> {
+        let mut rx = self.incoming.lock().await;
+        let mut shutdown = self.shared.shutdown.clone();
+        tokio::select! {
+            s = rx.recv() => s,
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    }
+
+    /// Closes every link and the endpoint, and waits (bounded) until the peers know.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+        self.shared
+            .endpoint
+            .close(close_code::SHUTDOWN.into(), b"shutdown");
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+
+    /// Closes the current link to `peer` with `reason` (logged and sent to the peer); the
+    /// link is re-established as usual. The driver uses it for a peer whose frames are
+    /// stale (an older incarnation on a live link).
+    pub fn close_link(&self, peer: &NodeId, reason: &str) {
+        if let Some(p) = self.shared.peers.get(peer) {
+            if let Some(link) = p.link().take() {
+                warn!(peer = %peer, %reason, "closing the link");
+                link.conn
+                    .close(close_code::PROTOCOL.into(), reason.as_bytes());
+            }
+        }
+    }
+
+    /// Fault injection: cuts traffic with `peer` (closes the link and refuses it until
+    /// [`Transport::restore`]). Cut both ends for a symmetric partition ([`partition`]).
+    #[cfg(feature = "testing")]
+    pub fn cut(&self, peer: &NodeId) {
+        self.shared.blocked.set(peer, true);
+        if let Some(p) = self.shared.peers.get(peer) {
+            if let Some(link) = p.link().take() {
+                link.conn
+                    .close(close_code::CUT.into(), b"cut by the fault switch");
+            }
+        }
+    }
+
+    /// Fault injection: lets traffic with `peer` flow again.
+    #[cfg(feature = "testing")]
+    pub fn restore(&self, peer: &NodeId) {
+        self.shared.blocked.set(peer, false);
+    }
+
+    fn peer(&self, name: &NodeId) -> Result<&Peer<M>, TransportError> {
+        self.shared
+            .peers
+            .get(name)
+            .ok_or_else(|| TransportError::UnknownPeer { peer: name.clone() })
+    }
+}
+
+/// Accepts connections, checks who they are, and hands them to the peer's task.
+async fn accept_loop<M: Message>(shared: Arc<Shared<M>>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            i = shared.endpoint.accept() => match i { Some(i) => i, None => return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        if shared.pending_handshakes.load(Ordering::Relaxed) >= shared.limits.max_incoming {
+            warn!(from = %incoming.remote_address(), "too many handshakes in progress: refused");
+            incoming.refuse();
+            continue;
+        }
+        shared.pending_handshakes.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            let result = tokio::time::timeout(shared.limits.handshake_timeout, incoming).await;
+            shared.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
+            match result {
+                Ok(Ok(conn)) => admit(&shared, conn),
+                Ok(Err(e)) => warn!(%from, error = %e, "handshake refused"),
+                Err(_) => warn!(%from, "handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Decides whether an authenticated connection may become a link.
+fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
+    let from = conn.remote_address();
+    let chain = tls::peer_chain(&conn);
+    let found = tls::peer_name(&chain, shared.peers.keys().map(NodeId::as_str));
+    let Some((name, peer)) = found.and_then(|f| shared.peers.iter().find(|(k, _)| k.as_str() == f))
+    else {
+        warn!(%from, "certificate names no configured peer: closed");
+        conn.close(
+            close_code::REFUSED.into(),
+            b"certificate names no configured peer",
+        );
+        return;
+    };
+    if *name > shared.me {
+        warn!(%from, peer = %name, "peer dialed but should be dialed: closed");
+        conn.close(
+            close_code::REFUSED.into(),
+            b"the node whose name sorts first dials",
+        );
+        return;
+    }
+    if shared.blocked.is_cut(name) {
+        debug!(peer = %name, "cut by the fault switch: closed");
+        conn.close(close_code::CUT.into(), b"cut by the fault switch");
+        return;
+    }
+    if let Err(e) = peer.accepted.try_send(conn) {
+        let conn = match e {
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+        };
+        warn!(
+            peer = %name,
+            "connections arrive faster than links start: closed"
+        );
+        conn.close(close_code::REFUSED.into(), b"busy");
+    }
+}
+
+/// Owns the lifecycle of the link to one peer: dial (or wait for the peer to dial), run
+/// the link, report down, retry with backoff. Link events of one peer are thus ordered.
+async fn peer_task<M: Message>(
+    shared: Arc<Shared<M>>,
+    name: NodeId,
+    mut accepted: mpsc::Receiver<quinn::Connection>,
+) {
+    let dialer = shared.me < name;
+    let mut shutdown = shared.shutdown.clone();
+    let mut backoff = shared.limits.backoff_min;
+    let mut attempt: u64 = 0;
+    let mut next: Option<quinn::Connection> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let conn = if let Some(c) = next.take() {
+            c
+        } else if dialer {
+            if shared.blocked.is_cut(&name) {
+                let changed = shared.blocked.changed.notified();
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            match dial(&shared, &name).await {
+                Ok(c) => c,
+                Err(reason) => {
+                    attempt += 1;
+                    debug!(peer = %name, %reason, ?backoff, "dial failed");
+                    let delay =
+                        backoff + jitter(shared.me.as_str(), name.as_str(), attempt, backoff / 2);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(shared.limits.backoff_max);
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                c = accepted.recv() => match c { Some(c) => c, None => return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        };
+        let (reason, was_up, replacement) = run_link(&shared, &name, conn, &mut accepted).await;
+        if was_up {
+            info!(peer = %name, %reason, "link down");
+            backoff = shared.limits.backoff_min;
+            let _ = shared
+                .events
+                .send(TransportEvent::LinkDown {
+                    peer: name.clone(),
+                    reason,
+                })
+                .await;
+        } else {
+            debug!(peer = %name, %reason, "link failed before it was up");
+            if dialer {
+                attempt += 1;
+                let delay =
+                    backoff + jitter(shared.me.as_str(), name.as_str(), attempt, backoff / 2);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(shared.limits.backoff_max);
+            }
+        }
+        next = replacement;
+    }
+}
+
+/// A deterministic spread of re-dial times (no global RNG): a hash of the pair and attempt.
+fn jitter(me: &str, peer: &str, attempt: u64, span: Duration) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (me, peer, attempt).hash(&mut h);
+    let span = span.as_micros().max(1) as u64;
+    Duration::from_micros(h.finish() % span)
+}
+
+async fn dial<M: Message>(shared: &Shared<M>, name: &NodeId) -> Result<quinn::Connection, String> {
+    let addr = shared
+        .peers
+        .get(name)
+        .map(|p| p.addr)
+        .ok_or("unknown peer")?;
+    let connecting = shared
+        .endpoint
+        .connect(addr, name.as_str())
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(shared.limits.handshake_timeout, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+/// Runs one connection as the link to `name` until it ends. Returns the reason, whether
+/// the link was reported up, and a newer connection from the same peer if one replaced it.
+async fn run_link<M: Message>(
+    shared: &Shared<M>,
+    name: &NodeId,
+    conn: quinn::Connection,
+    accepted: &mut mpsc::Receiver<quinn::Connection>,
+) -> (String, bool, Option<quinn::Connection>) {
+    let Some(peer) = shared.peers.get(name) else {
+        return ("unknown peer".into(), false, None);
+    };
+    let (tx, rx) = mpsc::channel(shared.limits.peer_queue.max(1));
+    *peer.link() = Some(Link {
+        tx,
+        conn: conn.clone(),
+    });
+    let up = AtomicBool::new(false);
+    let mut shutdown = shared.shutdown.clone();
+    let mut replacement = None;
+    let (code, reason): (u32, String) = tokio::select! {
+        r = write_loop(shared, &conn, rx) => r,
+        r = read_loop(shared, name, &conn, &up) => r,
+        r = accept_streams(shared, name, &conn) => r,
+        c = accepted.recv() => {
+            replacement = c;
+            (close_code::REPLACED, "replaced by a newer connection from the peer".into())
+        }
+        _ = shutdown.wait_for(|s| *s) => (close_code::SHUTDOWN, "shutdown".into()),
+    };
+    conn.close(code.into(), reason.as_bytes());
+    {
+        let mut guard = peer.link();
+        if guard
+            .as_ref()
+            .is_some_and(|l| l.conn.stable_id() == conn.stable_id())
+        {
+            *guard = None;
+        }
+    }
+    if code == close_code::PROTOCOL {
+        warn!(peer = %name, %reason, "peer broke the wire format: connection closed");
+    }
+    (reason, up.load(Ordering::Relaxed), replacement)
+}
+
+/// Why a connection ended, as text.
+fn closed_reason(e: &quinn::ConnectionError) -> (u32, String) {
+    (close_code::SHUTDOWN, describe(e))
+}
+
+/// A stream operation failed: say why, from the connection's close reason if it has one.
+fn lost(conn: &quinn::Connection, what: &str, err: impl std::fmt::Display) -> (u32, String) {
+    match conn.close_reason() {
+        Some(e) => (close_code::SHUTDOWN, format!("{what}: {}", describe(&e))),
+        None => (close_code::SHUTDOWN, format!("{what}: {err}")),
+    }
+}
+
+fn describe(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => format!(
+            "closed by the peer (code {}): {}",
+            c.error_code,
+            String::from_utf8_lossy(&c.reason)
+        ),
+        other => format!("connection lost: {other}"),
+    }
+}
+
+async fn write_loop<M: Message>(
+    shared: &Shared<M>,
+    conn: &quinn::Connection,
+    mut rx: mpsc::Receiver<M>,
+) -> (u32, String) {
+    let mut stream = match conn.open_uni().await {
+        Ok(s) => s,
+        Err(e) => return closed_reason(&e),
+    };
+    if let Err(e) = stream.write_all(&PREAMBLE).await {
+        return lost(conn, "write", e);
+    }
+    let mut buf = Vec::with_capacity(shared.limits.write_batch);
+    loop {
+        let Some(first) = rx.recv().await else {
+            // The queue's sender was dropped: the link was closed by `send` (overflow)
+            // or by the fault switch; the connection close says which.
+            conn.closed().await;
+            return (close_code::SHUTDOWN, "link closed locally".into());
+        };
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            let frame = FrameRef {
+                from: shared.me.as_str(),
+                msg: &msg,
+            };
+            if let Err(e) = codec::encode_frame(&frame, &mut buf) {
+                // Our own message cannot be framed (over the size limit): the stream
+                // would lose it silently, so the link ends instead.
+                return (
+                    close_code::PROTOCOL,
+                    format!("cannot encode a message: {e}"),
+                );
+            }
+            if buf.len() < shared.limits.write_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = stream.write_all(&buf).await {
+            return lost(conn, "write", e);
+        }
+    }
+}
+
+async fn read_loop<M: Message>(
+    shared: &Shared<M>,
+    name: &NodeId,
+    conn: &quinn::Connection,
+    up: &AtomicBool,
+) -> (u32, String) {
+    let mut stream = match conn.accept_uni().await {
+        Ok(s) => s,
+        Err(e) => return closed_reason(&e),
+    };
+    let mut preamble = [0u8; PREAMBLE.len()];
+    if let Err(e) = stream.read_exact(&mut preamble).await {
+        return (close_code::PROTOCOL, format!("reading preamble: {e}"));
+    }
+    if preamble != PREAMBLE {
+        return (
+            close_code::PROTOCOL,
+            format!("bad preamble {preamble:02x?}"),
+        );
+    }
+    up.store(true, Ordering::Relaxed);
+    info!(peer = %name, "link up");
+    if shared
+        .events
+        .send(TransportEvent::LinkUp { peer: name.clone() })
+        .await
+        .is_err()
+    {
+        return (close_code::SHUTDOWN, "driver gone".into());
+    }
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; codec::FRAME_HEADER_LEN];
+        if let Err(e) = stream.read_exact(&mut header).await {
+            return lost(conn, "read", e);
+        }
+        let len = match codec::parse_frame_header(header, shared.limits.max_frame) {
+            Ok(len) => len,
+            Err(e) => return (close_code::PROTOCOL, format!("frame refused: {e}")),
+        };
+        body.resize(len, 0);
+        if let Err(e) = stream.read_exact(&mut body).await {
+            return (close_code::PROTOCOL, format!("truncated frame: {e}"));
+        }
+        let frame: FrameOwned<M> = match codec::decode(&body) {
+            Ok(f) => f,
+            Err(e) => return (close_code::PROTOCOL, format!("malformed frame: {e}")),
+        };
+        if frame.from != name.as_str() {
+            return (
+                close_code::PROTOCOL,
+                format!(
+                    "frame says it is from {:?}, certificate says {name:?}",
+                    frame.from
+                ),
+            );
+        }
+        if body.capacity() > 64 * 1024 {
+            // Do not keep a large buffer for a peer that sent one large frame.
+            body = Vec::new();
+        }
+        let event = TransportEvent::Message {
+            from: name.clone(),
+            msg: frame.msg,
+        };
+        if shared.events.send(event).await.is_err() {
+            return (close_code::SHUTDOWN, "driver gone".into());
+        }
+    }
+}
+
+async fn accept_streams<M: Message>(
+    shared: &Shared<M>,
+    name: &NodeId,
+    conn: &quinn::Connection,
+) -> (u32, String) {
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => return closed_reason(&e),
+        };
+        let stream = IncomingStream {
+            peer: name.clone(),
+            send,
+            recv,
+        };
+        if let Err(e) = shared.streams.try_send(stream) {
+            let mut s = match e {
+                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+            };
+            warn!(peer = %name, "incoming stream queue full: stream reset");
+            let _ = s.send.reset(0u32.into());
+            let _ = s.recv.stop(0u32.into());
+        }
+    }
+}

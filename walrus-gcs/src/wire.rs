@@ -1,0 +1,388 @@
+//! [`PeerMessage`]: the one message type that crosses the wire between protocol cores.
+//!
+//! Every variant carries the sender's [`Incarnation`], and every variant that belongs to a
+//! view or a proposal carries its [`ViewId`], so the transport and the core can drop stale
+//! frames (an old incarnation, an old view) without understanding the rest. Encoding goes
+//! through [`crate::codec`] only.
+
+use crate::types::{GroupName, Incarnation, NodeRef, Service, SessionId, Stamp, ViewId};
+use serde::{Deserialize, Serialize};
+
+/// A message from one node's core to another's. See `PROTOCOL.md` for the flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Failure detector: "I am alive, in this view, and I hear these nodes".
+    Heartbeat(Heartbeat),
+    /// Member → sequencer: operations of mine to put in the view's order.
+    Submit(Submit),
+    /// Sequencer → members: operations with their sequence numbers.
+    Ordered(Ordered),
+    /// Member → sequencer: "I hold every ordered entry up to `held`".
+    Ack(Ack),
+    /// Sequencer → members: how far entries may be delivered and may be forgotten.
+    Commit(Commit),
+    /// Coordinator → proposed members: start a view change to this view.
+    Propose(Propose),
+    /// Member → coordinator: a chunk of the entries of my old view I still hold.
+    AcceptData(AcceptData),
+    /// Member → coordinator: I accept, here is what I hold of my old view (after the
+    /// `AcceptData` chunks).
+    Accept(Accept),
+    /// Member → coordinator: I refuse this proposal.
+    Reject(Reject),
+    /// Coordinator → members: a chunk of entries every member of an old view must
+    /// deliver before installing (sent before the `Install`).
+    InstallData(InstallData),
+    /// Coordinator → members: install the new view.
+    Install(Install),
+}
+
+impl PeerMessage {
+    /// The sender's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        match self {
+            PeerMessage::Heartbeat(m) => m.incarnation,
+            PeerMessage::Submit(m) => m.incarnation,
+            PeerMessage::Ordered(m) => m.incarnation,
+            PeerMessage::Ack(m) => m.incarnation,
+            PeerMessage::Commit(m) => m.incarnation,
+            PeerMessage::Propose(m) => m.incarnation,
+            PeerMessage::AcceptData(m) => m.incarnation,
+            PeerMessage::Accept(m) => m.incarnation,
+            PeerMessage::Reject(m) => m.incarnation,
+            PeerMessage::InstallData(m) => m.incarnation,
+            PeerMessage::Install(m) => m.incarnation,
+        }
+    }
+
+    /// The view or proposal this message belongs to (the current view for a heartbeat).
+    pub fn view(&self) -> Option<&ViewId> {
+        match self {
+            PeerMessage::Heartbeat(m) => Some(&m.view),
+            PeerMessage::Submit(m) => Some(&m.view),
+            PeerMessage::Ordered(m) => Some(&m.view),
+            PeerMessage::Ack(m) => Some(&m.view),
+            PeerMessage::Commit(m) => Some(&m.view),
+            PeerMessage::Propose(m) => Some(&m.proposal),
+            PeerMessage::AcceptData(m) => Some(&m.proposal),
+            PeerMessage::Accept(m) => Some(&m.proposal),
+            PeerMessage::Reject(m) => Some(&m.proposal),
+            PeerMessage::InstallData(m) => Some(&m.view),
+            PeerMessage::Install(m) => Some(&m.view),
+        }
+    }
+
+    /// A short name of the variant, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Heartbeat(_) => "heartbeat",
+            PeerMessage::Submit(_) => "submit",
+            PeerMessage::Ordered(_) => "ordered",
+            PeerMessage::Ack(_) => "ack",
+            PeerMessage::Commit(_) => "commit",
+            PeerMessage::Propose(_) => "propose",
+            PeerMessage::AcceptData(_) => "accept-data",
+            PeerMessage::Accept(_) => "accept",
+            PeerMessage::Reject(_) => "reject",
+            PeerMessage::InstallData(_) => "install-data",
+            PeerMessage::Install(_) => "install",
+        }
+    }
+}
+
+/// See [`PeerMessage::Heartbeat`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The sender's current view.
+    pub view: ViewId,
+    /// The nodes the sender currently considers alive (its row of the connectivity
+    /// matrix), sorted.
+    pub alive: Vec<NodeRef>,
+    /// The largest view counter the sender has seen, so proposals everywhere go higher.
+    pub max_counter: u64,
+}
+
+/// An operation of one session, put into the total order by the sequencer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    /// Numbers the operations of one node incarnation: 1, 2, 3, … (FIFO per node).
+    pub counter: u64,
+    /// The session that asked for it.
+    pub session: SessionId,
+    /// What to do.
+    pub kind: OpKind,
+}
+
+/// What an [`Op`] does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// The session joins the group.
+    Join(GroupName),
+    /// The session leaves the group.
+    Leave(GroupName),
+    /// The session is gone (closed, or disconnected for not reading): it leaves every group.
+    Gone,
+    /// A multicast.
+    Message {
+        /// Requested service.
+        service: Service,
+        /// Destination groups (sorted, without duplicates).
+        groups: Vec<GroupName>,
+        /// Application bytes.
+        payload: Vec<u8>,
+    },
+}
+
+/// An operation with its place in the order of a view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Sequence number in the view (1, 2, 3, …).
+    pub seq: u64,
+    /// The node incarnation that submitted it.
+    pub origin: NodeRef,
+    /// The operation.
+    pub op: Op,
+}
+
+/// See [`PeerMessage::Submit`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submit {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The view the sender is in.
+    pub view: ViewId,
+    /// Counter of the first operation the sender submits in this view, so the sequencer
+    /// can tell a lost submission (a gap) from a first one.
+    pub base: u64,
+    /// Operations, in counter order.
+    pub ops: Vec<Op>,
+}
+
+/// See [`PeerMessage::Ordered`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ordered {
+    /// Sender's (the sequencer's) incarnation.
+    pub incarnation: Incarnation,
+    /// The view.
+    pub view: ViewId,
+    /// Entries with consecutive sequence numbers.
+    pub entries: Vec<Entry>,
+}
+
+/// See [`PeerMessage::Ack`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The view.
+    pub view: ViewId,
+    /// The sender holds every entry with a sequence number up to this.
+    pub held: u64,
+}
+
+/// See [`PeerMessage::Commit`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Sender's (the sequencer's) incarnation.
+    pub incarnation: Incarnation,
+    /// The view.
+    pub view: ViewId,
+    /// Entries up to this one may be delivered: each one's origin holds it.
+    pub commit: u64,
+    /// Every member holds every entry up to this one; delivered ones may be forgotten.
+    pub stable: u64,
+}
+
+/// See [`PeerMessage::Propose`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propose {
+    /// Sender's (the coordinator's) incarnation.
+    pub incarnation: Incarnation,
+    /// The id of the proposed view.
+    pub proposal: ViewId,
+    /// Its members, sorted.
+    pub members: Vec<NodeRef>,
+}
+
+/// The part of a member's flush answer that is not entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushReport {
+    /// The view the member is leaving.
+    pub old_view: ViewId,
+    /// It delivered every entry of the old view up to this one.
+    pub delivered: u64,
+    /// The highest commit point of the old view it knows.
+    pub commit: u64,
+    /// The group memberships of its own sessions as they stand once its held entries are
+    /// delivered, with their join stamps.
+    pub groups: Vec<GroupRecord>,
+    /// How many entries it sent in `AcceptData` chunks before this.
+    pub held_count: u64,
+    /// The largest view counter it has seen.
+    pub max_counter: u64,
+}
+
+/// One session's membership of one group, with the stamp of its join.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The group.
+    pub group: GroupName,
+    /// When the join was ordered; members of a group are listed in stamp order.
+    pub stamp: Stamp,
+    /// The member.
+    pub member: crate::types::Member,
+}
+
+/// See [`PeerMessage::AcceptData`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptData {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The proposal being answered.
+    pub proposal: ViewId,
+    /// Entries of the sender's old view it still holds.
+    pub entries: Vec<Entry>,
+}
+
+/// See [`PeerMessage::Accept`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The proposal being accepted.
+    pub proposal: ViewId,
+    /// What the sender holds of its old view.
+    pub report: FlushReport,
+}
+
+/// See [`PeerMessage::Reject`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The proposal being refused.
+    pub proposal: ViewId,
+    /// The highest view or proposal id the sender has accepted (propose above it).
+    pub highest: ViewId,
+}
+
+/// See [`PeerMessage::InstallData`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallData {
+    /// Sender's (the coordinator's) incarnation.
+    pub incarnation: Incarnation,
+    /// The view being installed.
+    pub view: ViewId,
+    /// The old view these entries belong to.
+    pub old_view: ViewId,
+    /// Entries of `old_view` that its members moving to `view` deliver.
+    pub entries: Vec<Entry>,
+}
+
+/// What the members of one old view deliver before installing the new view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// The old view.
+    pub old_view: ViewId,
+    /// Entries above this sequence number that belong to the cut were all sent in
+    /// `InstallData` chunks (members already delivered the ones at or below it).
+    pub above: u64,
+    /// The sequence numbers the members deliver above `above`, ascending.
+    pub seqs: Vec<u64>,
+}
+
+/// See [`PeerMessage::Install`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Install {
+    /// Sender's (the coordinator's) incarnation.
+    pub incarnation: Incarnation,
+    /// The new view's id.
+    pub view: ViewId,
+    /// Its members, sorted; the first is the sequencer.
+    pub members: Vec<NodeRef>,
+    /// For each old view a member comes from, what it delivers first.
+    pub cuts: Vec<Cut>,
+    /// Every group membership in the new view, sorted by group then stamp.
+    pub groups: Vec<GroupRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Member, NodeId};
+
+    #[test]
+    fn every_message_round_trips_through_the_codec() {
+        let view = ViewId {
+            counter: 3,
+            coordinator: NodeId::new("a"),
+            incarnation: Incarnation(1),
+        };
+        let me = NodeRef {
+            id: NodeId::new("a"),
+            incarnation: Incarnation(1),
+        };
+        let op = Op {
+            counter: 1,
+            session: SessionId(1),
+            kind: OpKind::Message {
+                service: Service::Agreed,
+                groups: vec![GroupName::new("g")],
+                payload: vec![1, 2, 3],
+            },
+        };
+        let entry = Entry {
+            seq: 1,
+            origin: me.clone(),
+            op: op.clone(),
+        };
+        let msgs = vec![
+            PeerMessage::Heartbeat(Heartbeat {
+                incarnation: Incarnation(1),
+                view: view.clone(),
+                alive: vec![me.clone()],
+                max_counter: 3,
+            }),
+            PeerMessage::Submit(Submit {
+                incarnation: Incarnation(1),
+                view: view.clone(),
+                base: 1,
+                ops: vec![op],
+            }),
+            PeerMessage::Ordered(Ordered {
+                incarnation: Incarnation(1),
+                view: view.clone(),
+                entries: vec![entry.clone()],
+            }),
+            PeerMessage::Install(Install {
+                incarnation: Incarnation(1),
+                view: view.clone(),
+                members: vec![me.clone()],
+                cuts: vec![Cut {
+                    old_view: view.clone(),
+                    above: 0,
+                    seqs: vec![1],
+                }],
+                groups: vec![GroupRecord {
+                    group: GroupName::new("g"),
+                    stamp: Stamp {
+                        view: view.clone(),
+                        seq: 1,
+                    },
+                    member: Member {
+                        node: NodeId::new("a"),
+                        incarnation: Incarnation(1),
+                        session: SessionId(1),
+                    },
+                }],
+            }),
+        ];
+        for m in msgs {
+            let bytes = crate::codec::encode(&m).unwrap();
+            let back: PeerMessage = crate::codec::decode(&bytes).unwrap();
+            assert_eq!(back, m);
+        }
+    }
+}
