@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod director;
+pub mod group;
 pub mod model;
-pub mod wire;
 pub mod reporter;
+pub mod wire;

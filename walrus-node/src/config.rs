@@ -138,6 +138,8 @@ pub struct Config {
     pub dns: Dns,
     /// Where notifications go.
     pub notify: Notify,
+    /// Reporter settings shared by every reporting node.
+    pub reporter: ReporterSettings,
     /// Cluster CA and the node certificates.
     pub tls: Tls,
     /// Every area.
@@ -198,6 +200,22 @@ pub struct Dns {
     pub mode: DnsMode,
     /// TTL of the `www.<area zone>` records. Default 30 s, at least 1 s.
     pub ttl: Duration,
+    /// Where an embedded name server keeps each area's last answer
+    /// (`<state_dir>/<area>.state`), so it serves it after a restart before any
+    /// Controller is heard from. Default `/var/lib/walrus/dns`.
+    pub state_dir: PathBuf,
+}
+
+/// Reporter settings (the `[reporter]` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReporterSettings {
+    /// The operator's bypass file on each reporting host (`walrus-node bypass on|off`
+    /// writes it; while it exists the Reporter answers BYPASS). Default
+    /// `/var/lib/walrus/bypass`.
+    pub bypass_file: PathBuf,
+    /// Web readings failing in a row before PANIC (connection refused is PANIC at once).
+    /// Default 3.
+    pub panic_after: u32,
 }
 
 /// Notification channels (both optional).
@@ -306,6 +324,8 @@ struct RawConfig {
     notify: Option<Spanned<RawNotify>>,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    reporter: Option<Spanned<RawReporter>>,
     areas: Spanned<BTreeMap<String, Spanned<RawArea>>>,
     clusters: Spanned<BTreeMap<String, Spanned<RawCluster>>>,
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
@@ -344,6 +364,14 @@ struct RawDns {
     mode: DnsMode,
     #[serde(default, with = "human_duration")]
     ttl: Option<Duration>,
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReporter {
+    bypass_file: Option<PathBuf>,
+    panic_after: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -564,6 +592,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let controller = validate_controller(loc, raw.controller)?;
     let dns = validate_dns(loc, raw.dns)?;
     let notify = validate_notify(loc, raw.notify)?;
+    let reporter = validate_reporter(loc, raw.reporter)?;
     let tls = Tls {
         ca: raw
             .tls
@@ -624,6 +653,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         controller,
         dns,
         notify,
+        reporter,
         tls,
         areas,
         clusters,
@@ -721,10 +751,42 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
             format!("{ttl:?} is not allowed; expected whole seconds, at least 1s"),
         ));
     }
+    if raw.mode == DnsMode::Direct && raw.backend == DnsBackend::Embedded {
+        return Err(loc.err(
+            span,
+            "dns.mode",
+            "\"direct\" needs backend = \"rfc2136\": the master cannot write another host's embedded server; use mode = \"director\"",
+        ));
+    }
     Ok(Dns {
         backend: raw.backend,
         mode: raw.mode,
         ttl,
+        state_dir: raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/dns")),
+    })
+}
+
+fn validate_reporter(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawReporter>>,
+) -> Result<ReporterSettings, ConfigError> {
+    let span = raw.as_ref().map(|r| r.span());
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let panic_after = raw.panic_after.unwrap_or(3);
+    if panic_after == 0 {
+        return Err(loc.err(
+            span,
+            "reporter.panic_after",
+            "must be at least 1 (failed readings in a row before PANIC)",
+        ));
+    }
+    Ok(ReporterSettings {
+        bypass_file: raw
+            .bypass_file
+            .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/bypass")),
+        panic_after,
     })
 }
 
@@ -1065,6 +1127,46 @@ mod tests {
         let text = EXAMPLE.replace("backend = \"embedded\"", "backend = \"rfc2136\"");
         let err = parse(&text).unwrap_err();
         assert!(err.field.ends_with("tsig_key_file"), "{err}");
+    }
+
+    #[test]
+    fn state_dir_and_bypass_file_have_defaults_and_can_be_set() {
+        let bare = EXAMPLE
+            .lines()
+            .filter(|l| {
+                !l.starts_with("state_dir")
+                    && !l.starts_with("bypass_file")
+                    && !l.starts_with("panic_after")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = parse(&bare).unwrap();
+        assert_eq!(config.dns.state_dir, PathBuf::from("/var/lib/walrus/dns"));
+        assert_eq!(
+            config.reporter.bypass_file,
+            PathBuf::from("/var/lib/walrus/bypass")
+        );
+        assert_eq!(config.reporter.panic_after, 3);
+        let text = EXAMPLE
+            .replace(
+                "state_dir = \"/var/lib/walrus/dns\"",
+                "state_dir = \"/tmp/w/dns\"",
+            )
+            .replace(
+                "bypass_file = \"/var/lib/walrus/bypass\"",
+                "bypass_file = \"/tmp/w/bypass\"",
+            )
+            .replace("panic_after = 3", "panic_after = 2");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.dns.state_dir, PathBuf::from("/tmp/w/dns"));
+        assert_eq!(config.reporter.bypass_file, PathBuf::from("/tmp/w/bypass"));
+        assert_eq!(config.reporter.panic_after, 2);
+    }
+
+    #[test]
+    fn direct_mode_needs_rfc2136() {
+        let err = parse(&EXAMPLE.replace("mode = \"director\"", "mode = \"direct\"")).unwrap_err();
+        assert_eq!(err.field, "dns.mode");
     }
 
     #[test]

@@ -9,4 +9,6 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
+pub mod runtime;

@@ -67,6 +67,7 @@
 //!
 //! What the actor must do is listed in the [`round`] module doc.
 
+pub mod actor;
 pub mod assign;
 pub mod load;
 pub mod notify;

@@ -56,6 +56,7 @@
 //!   `Decision` into the driver's channel. Every attempt and outcome is logged with
 //!   `tracing` and kept in [`core::DirectorStatus`] for the status page.
 
+pub mod actor;
 pub mod bind_config;
 pub mod core;
 pub mod driver;
