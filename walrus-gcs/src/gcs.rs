@@ -78,7 +78,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::event::{Event, Output, ViewChange};
-use crate::transport::{Transport, TransportConfig, TransportError, TransportEvent};
+use crate::transport::{
+    Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
+};
 use crate::{
     CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
 };
@@ -429,7 +431,7 @@ impl Driver {
     async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<TransportEvent<PeerMessage>>,
+        mut events: TransportEvents<PeerMessage>,
     ) {
         self.flush();
         loop {
@@ -462,8 +464,8 @@ impl Driver {
                     self.transport_event(ev);
                     for _ in 0..BATCH {
                         match events.try_recv() {
-                            Ok(ev) => self.transport_event(ev),
-                            Err(_) => break,
+                            Some(ev) => self.transport_event(ev),
+                            None => break,
                         }
                     }
                 }

@@ -1,28 +1,211 @@
-//! [`Node`]: the sans-IO protocol core of one GCS node (skeleton; protocol lands next).
+//! [`Node`]: the sans-IO protocol core of one GCS node.
+//!
+//! It owns the node's view (membership of nodes), the replicated table of process-group
+//! memberships, the ordering of operations by the view's sequencer, the flush at a view
+//! change, and a heartbeat failure detector. It never touches a socket, a clock or a
+//! random source: time comes in as `now`, messages go out as [`Output::Send`].
+//!
+//! ```text
+//!  multicast/join/leave ─▶ pending ─Submit─▶ sequencer ─Ordered─▶ every member ─Ack─▶
+//!  sequencer ─Commit─▶ every member: deliver entries ≤ commit, in seq order ─▶ sessions
+//!
+//!  view change: Propose ─▶ members freeze and Accept (with what they hold) ─▶
+//!  coordinator computes each old view's cut ─InstallData + Install─▶ members deliver
+//!  the cut, install the view, and submit again what was not ordered.
+//! ```
+//!
+//! See `PROTOCOL.md` for why this is safe.
 
 use crate::config::CoreConfig;
 use crate::error::GcsError;
-use crate::event::Output;
-use crate::types::{GroupName, Incarnation, NodeId, Service, SessionId};
-use crate::wire::PeerMessage;
-use std::collections::VecDeque;
+use crate::event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
+use crate::types::{
+    GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
+};
+use crate::wire::{
+    Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install,
+    InstallData, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-/// The protocol core of one node. Feed it inputs (`handle_*`, local requests), then drain
-/// [`Node::poll_output`] and arm a timer at [`Node::poll_timeout`].
+/// Test-only switches that plant protocol bugs, to show the simulator's checkers catch them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Install new views without delivering the old view's cut (skips the flush).
+    pub skip_flush: bool,
+}
+
+/// What a peer looks like from here.
+#[derive(Debug, Default)]
+struct Peer {
+    /// Latest incarnation heard from it.
+    incarnation: Option<Incarnation>,
+    /// When it was last heard from (any message).
+    last_heard: Option<Instant>,
+    /// The transport reported its link down (cleared by link-up or by hearing from it).
+    link_down: bool,
+    /// Its last reported list of live nodes (its row of the connectivity matrix).
+    row: Vec<NodeRef>,
+    /// The view it last said it was in, and when we heard that.
+    view: Option<(ViewId, Instant)>,
+}
+
+/// An open local session.
+#[derive(Debug, Default)]
+struct Session {
+    /// Events delivered but not yet marked read.
+    unread: usize,
+}
+
+/// Sequencer state: present on the first member of the view while it is not frozen.
+#[derive(Debug, Default)]
+struct Sequencer {
+    /// Next sequence number to give.
+    next_seq: u64,
+    /// Highest contiguous entry each member holds.
+    acks: BTreeMap<NodeRef, u64>,
+    /// Next op counter expected from each member (FIFO and gap check).
+    expected: BTreeMap<NodeRef, u64>,
+    /// Ops waiting for room in the window of unstable entries.
+    backlog: VecDeque<(NodeRef, Op)>,
+    /// Last commit/stable sent to the members.
+    sent: (u64, u64),
+}
+
+/// What this node froze of its view when it first accepted a proposal.
+#[derive(Debug, Clone)]
+struct Frozen {
+    report: FlushReport,
+    entries: Vec<Entry>,
+}
+
+/// A proposal of someone else that this node accepted and whose install it awaits.
+#[derive(Debug)]
+struct Accepted {
+    id: ViewId,
+    deadline: Instant,
+    /// InstallData entries of this node's old view, by sequence number.
+    data: BTreeMap<u64, Entry>,
+}
+
+/// A view change this node coordinates.
+#[derive(Debug)]
+struct Proposal {
+    id: ViewId,
+    members: Vec<NodeRef>,
+    deadline: Instant,
+    /// Entries received in AcceptData chunks, per member.
+    data: BTreeMap<NodeRef, Vec<Entry>>,
+    /// Complete answers, per member.
+    reports: BTreeMap<NodeRef, (FlushReport, Vec<Entry>)>,
+}
+
+/// The protocol core of one node. Feed it inputs (`handle_*` and the local requests),
+/// then drain [`Node::poll_output`] and call [`Node::handle_timeout`] at
+/// [`Node::poll_timeout`].
 #[derive(Debug)]
 pub struct Node {
     config: CoreConfig,
-    me: NodeId,
-    incarnation: Incarnation,
-    peers: Vec<NodeId>,
-    outputs: VecDeque<Output>,
+    me: NodeRef,
+    peers: BTreeMap<NodeId, Peer>,
+    bugs: PlantedBugs,
+
+    // --- the current view ---
+    view: ViewId,
+    members: Vec<NodeRef>,
+    installed_at: Instant,
+    /// Entries of the current view this node holds (delivered ones until stable).
+    held: BTreeMap<u64, Entry>,
+    /// Every entry up to this one has been received.
+    held_max: u64,
+    delivered: u64,
+    commit: u64,
+    stable: u64,
+    /// A gap in the sequencer's stream (or a submitter's) was seen: this view must change.
+    broken: bool,
+    seqr: Option<Sequencer>,
+    /// Digest and count of the operations delivered in the current view.
+    digest: u64,
+    delivered_count: u64,
+
+    // --- view change ---
+    frozen: Option<Frozen>,
+    accepted: Option<Accepted>,
+    proposal: Option<Proposal>,
+    /// Highest view or proposal id this node installed or accepted.
+    highest: ViewId,
+    max_counter: u64,
+    /// Since when this node has wanted a different view.
+    change_since: Option<Instant>,
+    /// When this node will propose the view it wants, if nothing else happens first.
+    change_deadline: Option<Instant>,
+    /// Nodes that did not answer a proposal: left out of proposals until then.
+    suspects: BTreeMap<NodeRef, Instant>,
+
+    // --- local sessions and their operations ---
+    sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
+    /// This node's operations not yet delivered back to it, in counter order.
+    pending: VecDeque<Op>,
+    next_op: u64,
+    /// Counter of the last op submitted in the current view.
+    sent_upto: u64,
+    /// Counter of the first op submitted in the current view.
+    submit_base: Option<u64>,
+    /// Replicated group table: members of each group in join-stamp order.
+    groups: BTreeMap<GroupName, Vec<GroupRecord>>,
+
+    next_heartbeat: Instant,
+    outputs: VecDeque<Output>,
+}
+
+/// FNV-1a, for the virtual-synchrony digest (deterministic, no std hasher state).
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Rough wire size of an op, for chunking (payload plus a generous header allowance).
+fn op_size(op: &Op) -> usize {
+    match &op.kind {
+        OpKind::Message {
+            groups, payload, ..
+        } => payload.len() + groups.iter().map(|g| g.0.len() + 8).sum::<usize>() + 64,
+        OpKind::Join(g) | OpKind::Leave(g) => g.0.len() + 64,
+        OpKind::Gone => 64,
+    }
+}
+
+/// Splits `items` into chunks whose summed size stays under `budget` (at least one each).
+fn chunks<T>(items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut cur_size = 0;
+    for item in items {
+        let s = size(&item);
+        if !cur.is_empty() && cur_size + s > budget {
+            out.push(std::mem::take(&mut cur));
+            cur_size = 0;
+        }
+        cur_size += s;
+        cur.push(item);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 impl Node {
     /// A node named `me` in its `incarnation`, with the configured `peers` (itself may be
-    /// listed; it is ignored). It starts alone in a view of its own.
+    /// listed; it is ignored). It starts alone in a view of its own, announced by an
+    /// [`Output::ViewInstalled`].
     pub fn new(
         config: CoreConfig,
         me: NodeId,
@@ -30,96 +213,257 @@ impl Node {
         peers: Vec<NodeId>,
         now: Instant,
     ) -> Self {
-        let _ = now;
-        Node {
-            config,
-            me,
+        let me = NodeRef {
+            id: me,
             incarnation,
+        };
+        let peers = peers
+            .into_iter()
+            .filter(|p| *p != me.id)
+            .map(|p| (p, Peer::default()))
+            .collect();
+        let view = ViewId {
+            counter: 1,
+            coordinator: me.id.clone(),
+            incarnation,
+        };
+        let mut node = Node {
+            config,
+            me: me.clone(),
             peers,
-            outputs: VecDeque::new(),
+            bugs: PlantedBugs::default(),
+            view: view.clone(),
+            members: vec![me.clone()],
+            installed_at: now,
+            held: BTreeMap::new(),
+            held_max: 0,
+            delivered: 0,
+            commit: 0,
+            stable: 0,
+            broken: false,
+            seqr: Some(Sequencer {
+                next_seq: 1,
+                ..Sequencer::default()
+            }),
+            digest: FNV_START,
+            delivered_count: 0,
+            frozen: None,
+            accepted: None,
+            proposal: None,
+            highest: view.clone(),
+            max_counter: 1,
+            change_since: None,
+            change_deadline: None,
+            suspects: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             next_session: 1,
-        }
+            pending: VecDeque::new(),
+            next_op: 1,
+            sent_upto: 0,
+            submit_base: None,
+            groups: BTreeMap::new(),
+            next_heartbeat: now,
+            outputs: VecDeque::new(),
+        };
+        node.outputs.push_back(Output::ViewInstalled(ViewChange {
+            view,
+            members: vec![me],
+            previous: None,
+            delivered: 0,
+            digest: FNV_START,
+        }));
+        node
     }
 
-    /// A message from peer `from` (the transport checked the name against the certificate).
+    /// Plants protocol bugs (only for showing that the simulator's checkers catch them).
+    #[doc(hidden)]
+    pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
+        self.bugs = bugs;
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// A message from peer `from` (the transport has checked the name against the peer's
+    /// certificate). Messages from unknown nodes, older incarnations or other views are
+    /// dropped.
     pub fn handle_message(&mut self, now: Instant, from: &NodeId, msg: PeerMessage) {
-        let _ = (now, from, msg);
+        let inc = msg.incarnation();
+        let Some(peer) = self.peers.get_mut(from) else {
+            return;
+        };
+        match peer.incarnation {
+            Some(known) if inc < known => return,
+            Some(known) if inc == known => {}
+            _ => {
+                // A new incarnation: what we knew of the old one is void.
+                peer.incarnation = Some(inc);
+                peer.row.clear();
+                peer.view = None;
+            }
+        }
+        peer.last_heard = Some(now);
+        peer.link_down = false;
+        let sender = NodeRef {
+            id: from.clone(),
+            incarnation: inc,
+        };
+        match msg {
+            PeerMessage::Heartbeat(m) => {
+                self.max_counter = self.max_counter.max(m.max_counter);
+                if let Some(peer) = self.peers.get_mut(from) {
+                    peer.row = m.alive;
+                    peer.view = Some((m.view, now));
+                }
+                self.evaluate(now);
+            }
+            PeerMessage::Submit(m) => self.on_submit(sender, m),
+            PeerMessage::Ordered(m) => self.on_ordered(&sender, m),
+            PeerMessage::Ack(m) => self.on_ack(sender, m),
+            PeerMessage::Commit(m) => self.on_commit(&sender, m),
+            PeerMessage::Propose(m) => {
+                self.on_propose(now, sender, m);
+                self.evaluate(now);
+            }
+            PeerMessage::AcceptData(m) => self.on_accept_data(sender, m),
+            PeerMessage::Accept(m) => {
+                self.on_accept(now, sender, m);
+                self.evaluate(now);
+            }
+            PeerMessage::Reject(m) => {
+                self.on_reject(now, m);
+                self.evaluate(now);
+            }
+            PeerMessage::InstallData(m) => self.on_install_data(&sender, m),
+            PeerMessage::Install(m) => {
+                self.on_install(now, &sender, m);
+                self.evaluate(now);
+            }
+        }
+        self.pump();
     }
 
     /// The transport connected to `peer`.
     pub fn handle_link_up(&mut self, now: Instant, peer: &NodeId) {
-        let _ = (now, peer);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.link_down = false;
+        }
+        self.evaluate(now);
+        self.pump();
     }
 
-    /// The transport lost its connection to `peer`.
+    /// The transport lost its connection to `peer`: it is dead to this node until heard
+    /// from again.
     pub fn handle_link_down(&mut self, now: Instant, peer: &NodeId) {
-        let _ = (now, peer);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.link_down = true;
+            p.row.clear();
+        }
+        self.evaluate(now);
+        self.pump();
     }
 
     /// Time passed; call at (or after) [`Node::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+        if now >= self.next_heartbeat {
+            self.send_heartbeats(now);
+            self.next_heartbeat = now + self.config.heartbeat_interval;
+        }
+        self.evaluate(now);
+        self.pump();
     }
 
+    // ------------------------------------------------------------------ local requests
+
     /// Opens a local session.
-    pub fn open_session(&mut self, now: Instant) -> SessionId {
-        let _ = now;
+    pub fn open_session(&mut self, _now: Instant) -> SessionId {
         let s = SessionId(self.next_session);
         self.next_session += 1;
+        self.sessions.insert(s, Session::default());
         s
     }
 
-    /// Closes a local session: it leaves every group (members see `Disconnect`).
-    pub fn close_session(&mut self, now: Instant, session: SessionId) -> Result<(), GcsError> {
-        let _ = (now, session);
+    /// Closes a local session: it receives nothing more and leaves every group (the
+    /// other members see reason `Disconnect`).
+    pub fn close_session(&mut self, _now: Instant, session: SessionId) -> Result<(), GcsError> {
+        if self.sessions.remove(&session).is_none() {
+            return Err(GcsError::UnknownSession(session));
+        }
+        self.push_op(session, OpKind::Gone);
+        self.pump();
         Ok(())
     }
 
-    /// Session `session` joins `group`.
+    /// Session `session` joins `group`; every member (the joiner included) gets a
+    /// `Join` membership event at the join's place in the total order.
     pub fn join(
         &mut self,
-        now: Instant,
+        _now: Instant,
         session: SessionId,
         group: GroupName,
     ) -> Result<(), GcsError> {
-        let _ = (now, session, group);
+        self.check_request(session)?;
+        self.push_op(session, OpKind::Join(group));
+        self.pump();
         Ok(())
     }
 
-    /// Session `session` leaves `group`.
+    /// Session `session` leaves `group`; the remaining members get a `Leave` event.
     pub fn leave(
         &mut self,
-        now: Instant,
+        _now: Instant,
         session: SessionId,
         group: GroupName,
     ) -> Result<(), GcsError> {
-        let _ = (now, session, group);
+        self.check_request(session)?;
+        self.push_op(session, OpKind::Leave(group));
+        self.pump();
         Ok(())
     }
 
-    /// Multicasts `payload` to every session in at least one of `groups`.
+    /// Multicasts `payload` to every session that is a member of at least one of
+    /// `groups` when the message takes its place in the order (the sender too, if it is
+    /// one). Refuses payloads over `CoreConfig::max_message_size`.
     pub fn multicast(
         &mut self,
-        now: Instant,
+        _now: Instant,
         session: SessionId,
         service: Service,
         groups: &[GroupName],
         payload: Vec<u8>,
     ) -> Result<(), GcsError> {
-        let _ = (now, session, service, groups);
         if payload.len() > self.config.max_message_size {
             return Err(GcsError::MessageTooLarge {
                 size: payload.len(),
                 limit: self.config.max_message_size,
             });
         }
+        if groups.is_empty() {
+            return Err(GcsError::NoGroups);
+        }
+        self.check_request(session)?;
+        let mut groups = groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        self.push_op(
+            session,
+            OpKind::Message {
+                service,
+                groups,
+                payload,
+            },
+        );
+        self.pump();
         Ok(())
     }
 
-    /// The application of `session` has taken `count` delivered events.
+    /// The application of `session` has taken `count` delivered events off its queue.
     pub fn mark_read(&mut self, session: SessionId, count: usize) {
-        let _ = (session, count);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.unread = s.unread.saturating_sub(count);
+        }
     }
+
+    // ------------------------------------------------------------------ outputs
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -128,21 +472,1058 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        let mut t = self.next_heartbeat;
+        if let Some(p) = &self.proposal {
+            t = t.min(p.deadline);
+        }
+        if let Some(a) = &self.accepted {
+            t = t.min(a.deadline);
+        }
+        if let (Some(d), None, None) = (self.change_deadline, &self.proposal, &self.accepted) {
+            t = t.min(d);
+        }
+        Some(t)
     }
+
+    // ------------------------------------------------------------------ accessors
 
     /// This node's name.
     pub fn id(&self) -> &NodeId {
-        &self.me
+        &self.me.id
     }
 
     /// This node's incarnation.
     pub fn incarnation(&self) -> Incarnation {
-        self.incarnation
+        self.me.incarnation
     }
 
-    /// The configured peers.
-    pub fn peers(&self) -> &[NodeId] {
-        &self.peers
+    /// The current view's id.
+    pub fn view(&self) -> &ViewId {
+        &self.view
+    }
+
+    /// The current view's members, sorted (the first is the sequencer).
+    pub fn members(&self) -> &[NodeRef] {
+        &self.members
+    }
+
+    /// Whether this node is between views (it accepted a proposal and awaits an install).
+    pub fn is_changing_view(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Open local sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions.keys().copied()
+    }
+
+    /// The members of `group` as this node knows them (in join-stamp order).
+    pub fn group_members(&self, group: &GroupName) -> Vec<Member> {
+        self.groups
+            .get(group)
+            .map(|l| l.iter().map(|r| r.member.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many of this node's operations wait to be ordered.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A one-line summary of the ordering state, for traces.
+    pub fn summary(&self) -> String {
+        let seqr = self.seqr.as_ref().map(|q| {
+            format!(
+                " seqr(next {} acks {:?} backlog {})",
+                q.next_seq,
+                q.acks.values().collect::<Vec<_>>(),
+                q.backlog.len()
+            )
+        });
+        format!(
+            "{} view {} held {} delivered {} commit {} stable {} pending {} sent_upto {} frozen {} broken {}{}",
+            self.me,
+            self.view,
+            self.held_max,
+            self.delivered,
+            self.commit,
+            self.stable,
+            self.pending.len(),
+            self.sent_upto,
+            self.frozen.is_some(),
+            self.broken,
+            seqr.unwrap_or_default()
+        )
+    }
+
+    // ------------------------------------------------------------------ local ops
+
+    fn check_request(&self, session: SessionId) -> Result<(), GcsError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(GcsError::UnknownSession(session));
+        }
+        if self.pending.len() >= self.config.max_pending {
+            return Err(GcsError::Backpressure {
+                pending: self.pending.len(),
+                limit: self.config.max_pending,
+            });
+        }
+        Ok(())
+    }
+
+    fn push_op(&mut self, session: SessionId, kind: OpKind) {
+        let op = Op {
+            counter: self.next_op,
+            session,
+            kind,
+        };
+        self.next_op += 1;
+        self.pending.push_back(op);
+    }
+
+    /// Submits every pending op not yet submitted in this view, until nothing new comes
+    /// up (a delivery may disconnect a session, which makes a new op).
+    fn pump(&mut self) {
+        loop {
+            if self.frozen.is_some() || self.broken {
+                return;
+            }
+            let ops: Vec<Op> = self
+                .pending
+                .iter()
+                .filter(|op| op.counter > self.sent_upto)
+                .cloned()
+                .collect();
+            let Some(last) = ops.last() else {
+                return;
+            };
+            self.sent_upto = last.counter;
+            let base = *self.submit_base.get_or_insert(ops[0].counter);
+            if self.seqr.is_some() {
+                let me = self.me.clone();
+                self.seq_accept(me, base, ops);
+            } else {
+                let to = self.members[0].id.clone();
+                for chunk in chunks(ops, self.config.max_message_size, op_size) {
+                    self.send(
+                        to.clone(),
+                        PeerMessage::Submit(Submit {
+                            incarnation: self.me.incarnation,
+                            view: self.view.clone(),
+                            base,
+                            ops: chunk,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMessage) {
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    fn send_to_members(&mut self, msg: PeerMessage) {
+        let others: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .map(|m| m.id.clone())
+            .collect();
+        for to in others {
+            self.send(to, msg.clone());
+        }
+    }
+
+    // ------------------------------------------------------------------ ordering
+
+    fn is_member(&self, who: &NodeRef) -> bool {
+        self.members.contains(who)
+    }
+
+    /// Sequencer: takes ops of `origin` (FIFO, gap-checked) and orders what fits.
+    fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        let expected = seqr.expected.entry(origin.clone()).or_insert(base);
+        for op in ops {
+            if op.counter < *expected {
+                continue;
+            }
+            if op.counter > *expected {
+                // A submission was lost: this origin's FIFO order cannot be kept here.
+                self.broken = true;
+                return;
+            }
+            *expected += 1;
+            seqr.backlog.push_back((origin.clone(), op));
+        }
+        self.seq_order();
+    }
+
+    /// Sequencer: gives sequence numbers to backlog ops while the window has room.
+    fn seq_order(&mut self) {
+        let window = self.config.max_unstable;
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        let mut batch = Vec::new();
+        while seqr.next_seq.saturating_sub(self.stable) <= window {
+            let Some((origin, op)) = seqr.backlog.pop_front() else {
+                break;
+            };
+            batch.push(Entry {
+                seq: seqr.next_seq,
+                origin,
+                op,
+            });
+            seqr.next_seq += 1;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        for chunk in chunks(batch.clone(), self.config.max_message_size, |e| {
+            op_size(&e.op)
+        }) {
+            self.send_to_members(PeerMessage::Ordered(Ordered {
+                incarnation: self.me.incarnation,
+                view: self.view.clone(),
+                entries: chunk,
+            }));
+        }
+        for e in batch {
+            self.held_max = e.seq;
+            self.held.insert(e.seq, e);
+        }
+        let me = self.me.clone();
+        let held = self.held_max;
+        if let Some(seqr) = self.seqr.as_mut() {
+            seqr.acks.insert(me, held);
+        }
+        self.seq_advance();
+    }
+
+    /// Sequencer: advances commit and stable points and tells the members.
+    fn seq_advance(&mut self) {
+        let Some(seqr) = self.seqr.as_ref() else {
+            return;
+        };
+        let mut commit = self.commit;
+        while let Some(e) = self.held.get(&(commit + 1)) {
+            if seqr.acks.get(&e.origin).copied().unwrap_or(0) >= e.seq {
+                commit += 1;
+            } else {
+                break;
+            }
+        }
+        let stable = self
+            .members
+            .iter()
+            .map(|m| seqr.acks.get(m).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        let sent = seqr.sent;
+        self.commit = commit;
+        self.stable = self.stable.max(stable);
+        if (commit, self.stable) != sent {
+            if let Some(seqr) = self.seqr.as_mut() {
+                seqr.sent = (commit, self.stable);
+            }
+            self.send_to_members(PeerMessage::Commit(Commit {
+                incarnation: self.me.incarnation,
+                view: self.view.clone(),
+                commit,
+                stable: self.stable,
+            }));
+        }
+        self.deliver_committed();
+        // Room may have opened in the window.
+        if self.seqr.as_ref().is_some_and(|s| {
+            !s.backlog.is_empty() && s.next_seq - self.stable <= self.config.max_unstable
+        }) {
+            self.seq_order();
+        }
+    }
+
+    fn on_submit(&mut self, from: NodeRef, m: Submit) {
+        if m.view != self.view || self.seqr.is_none() || !self.is_member(&from) {
+            return;
+        }
+        self.seq_accept(from, m.base, m.ops);
+    }
+
+    fn on_ordered(&mut self, from: &NodeRef, m: Ordered) {
+        if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
+            return;
+        }
+        for e in m.entries {
+            if e.seq <= self.held_max {
+                continue;
+            }
+            if e.seq != self.held_max + 1 {
+                self.broken = true;
+                break;
+            }
+            self.held_max = e.seq;
+            self.held.insert(e.seq, e);
+        }
+        self.send(
+            from.id.clone(),
+            PeerMessage::Ack(Ack {
+                incarnation: self.me.incarnation,
+                view: self.view.clone(),
+                held: self.held_max,
+            }),
+        );
+        self.deliver_committed();
+    }
+
+    fn on_ack(&mut self, from: NodeRef, m: Ack) {
+        if m.view != self.view || !self.is_member(&from) {
+            return;
+        }
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        let a = seqr.acks.entry(from).or_insert(0);
+        *a = (*a).max(m.held);
+        self.seq_advance();
+    }
+
+    fn on_commit(&mut self, from: &NodeRef, m: Commit) {
+        if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
+            return;
+        }
+        self.commit = self.commit.max(m.commit);
+        self.stable = self.stable.max(m.stable);
+        self.deliver_committed();
+    }
+
+    /// Delivers held entries up to the commit point, then forgets stable delivered ones.
+    fn deliver_committed(&mut self) {
+        if self.frozen.is_some() {
+            return;
+        }
+        let upto = self.commit.min(self.held_max);
+        while self.delivered < upto {
+            let Some(e) = self.held.get(&(self.delivered + 1)).cloned() else {
+                self.broken = true;
+                return;
+            };
+            self.delivered = e.seq;
+            let view = self.view.clone();
+            self.apply(&view, &e);
+        }
+        let forget = self.stable.min(self.delivered);
+        if self
+            .held
+            .first_key_value()
+            .is_some_and(|(k, _)| *k <= forget)
+        {
+            self.held = self.held.split_off(&(forget + 1));
+        }
+    }
+
+    /// Delivers one ordered entry of view `view`: updates the group table and hands
+    /// events to local sessions.
+    fn apply(&mut self, view: &ViewId, e: &Entry) {
+        let mut h = fnv(self.digest, e.origin.id.0.as_bytes());
+        h = fnv(h, &e.origin.incarnation.0.to_le_bytes());
+        h = fnv(h, &e.op.counter.to_le_bytes());
+        self.digest = fnv(h, &e.seq.to_le_bytes());
+        self.delivered_count += 1;
+        if e.origin == self.me {
+            if self
+                .pending
+                .front()
+                .is_some_and(|p| p.counter == e.op.counter)
+            {
+                self.pending.pop_front();
+            } else {
+                self.pending.retain(|p| p.counter != e.op.counter);
+            }
+        }
+        let member = Member {
+            node: e.origin.id.clone(),
+            incarnation: e.origin.incarnation,
+            session: e.op.session,
+        };
+        let at = Stamp {
+            view: view.clone(),
+            seq: e.seq,
+        };
+        match &e.op.kind {
+            OpKind::Message {
+                service,
+                groups,
+                payload,
+            } => {
+                let mut targets = BTreeSet::new();
+                for g in groups {
+                    if let Some(list) = self.groups.get(g) {
+                        for r in list {
+                            if r.member.node == self.me.id
+                                && r.member.incarnation == self.me.incarnation
+                            {
+                                targets.insert(r.member.session);
+                            }
+                        }
+                    }
+                }
+                for s in targets {
+                    self.deliver(
+                        s,
+                        Event::Message {
+                            sender: (e.origin.id.clone(), e.op.session),
+                            service: *service,
+                            groups: groups.clone(),
+                            payload: payload.clone(),
+                        },
+                    );
+                }
+            }
+            OpKind::Join(g) => {
+                let list = self.groups.entry(g.clone()).or_default();
+                if list.iter().any(|r| r.member == member) {
+                    return;
+                }
+                list.push(GroupRecord {
+                    group: g.clone(),
+                    stamp: at.clone(),
+                    member,
+                });
+                list.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.member.cmp(&b.member)));
+                self.announce(g, MembershipReason::Join, at);
+            }
+            OpKind::Leave(g) => {
+                let Some(list) = self.groups.get_mut(g) else {
+                    return;
+                };
+                let before = list.len();
+                list.retain(|r| r.member != member);
+                if list.len() == before {
+                    return;
+                }
+                if list.is_empty() {
+                    self.groups.remove(g);
+                }
+                self.announce(g, MembershipReason::Leave, at.clone());
+                // The leaver learns it is out too (the list without it), like Spread's
+                // self-leave notification.
+                if member.node == self.me.id && member.incarnation == self.me.incarnation {
+                    let members = self.group_members(g);
+                    self.deliver(
+                        member.session,
+                        Event::Membership {
+                            group: g.clone(),
+                            view: at.view.clone(),
+                            members,
+                            reason: MembershipReason::Leave,
+                            at,
+                        },
+                    );
+                }
+            }
+            OpKind::Gone => {
+                let mut changed = Vec::new();
+                for (g, list) in self.groups.iter_mut() {
+                    let before = list.len();
+                    list.retain(|r| r.member != member);
+                    if list.len() != before {
+                        changed.push(g.clone());
+                    }
+                }
+                self.groups.retain(|_, l| !l.is_empty());
+                for g in changed {
+                    self.announce(&g, MembershipReason::Disconnect, at.clone());
+                }
+            }
+        }
+    }
+
+    /// Tells every local member of `group` its new member list.
+    fn announce(&mut self, group: &GroupName, reason: MembershipReason, at: Stamp) {
+        let list = self.groups.get(group).cloned().unwrap_or_default();
+        let members: Vec<Member> = list.iter().map(|r| r.member.clone()).collect();
+        let locals: Vec<SessionId> = members
+            .iter()
+            .filter(|m| m.node == self.me.id && m.incarnation == self.me.incarnation)
+            .map(|m| m.session)
+            .collect();
+        for s in locals {
+            self.deliver(
+                s,
+                Event::Membership {
+                    group: group.clone(),
+                    view: at.view.clone(),
+                    members: members.clone(),
+                    reason,
+                    at: at.clone(),
+                },
+            );
+        }
+    }
+
+    /// Hands `event` to an open local session, disconnecting it past its queue limit.
+    fn deliver(&mut self, session: SessionId, event: Event) {
+        let limit = self.config.session_queue_limit;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.unread += 1;
+        self.outputs.push_back(Output::Deliver { session, event });
+        if s.unread > limit {
+            self.sessions.remove(&session);
+            self.outputs.push_back(Output::Deliver {
+                session,
+                event: Event::Disconnected {
+                    reason: DisconnectReason::QueueOverflow { limit },
+                },
+            });
+            self.push_op(session, OpKind::Gone);
+        }
+    }
+
+    // ------------------------------------------------------------------ failure detector
+
+    fn alive(&self, now: Instant, who: &NodeRef) -> bool {
+        if *who == self.me {
+            return true;
+        }
+        let Some(p) = self.peers.get(&who.id) else {
+            return false;
+        };
+        !p.link_down
+            && p.incarnation == Some(who.incarnation)
+            && p.last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) < self.config.failure_timeout)
+    }
+
+    fn alive_peers(&self, now: Instant) -> Vec<NodeRef> {
+        self.peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let r = NodeRef {
+                    id: id.clone(),
+                    incarnation: p.incarnation?,
+                };
+                self.alive(now, &r).then_some(r)
+            })
+            .collect()
+    }
+
+    fn send_heartbeats(&mut self, now: Instant) {
+        let now_alive = self.alive_peers(now);
+        let hb = PeerMessage::Heartbeat(Heartbeat {
+            incarnation: self.me.incarnation,
+            view: self.view.clone(),
+            alive: now_alive,
+            max_counter: self.max_counter,
+        });
+        let to: Vec<NodeId> = self.peers.keys().cloned().collect();
+        for p in to {
+            self.send(p, hb.clone());
+        }
+    }
+
+    /// Does `x` see `y` (per the connectivity matrix as this node knows it)?
+    fn sees(&self, now: Instant, x: &NodeRef, y: &NodeRef) -> bool {
+        if *x == self.me {
+            return self.alive(now, y);
+        }
+        self.peers.get(&x.id).is_some_and(|p| p.row.contains(y))
+    }
+
+    /// The view this node wants: itself plus, in name order, every live node that is
+    /// mutually connected with all those already chosen (a clique of the matrix).
+    fn candidate(&self, now: Instant) -> Vec<NodeRef> {
+        let mut chosen = vec![self.me.clone()];
+        for q in self.alive_peers(now) {
+            if self.suspects.get(&q).is_some_and(|until| now < *until) {
+                continue;
+            }
+            if chosen
+                .iter()
+                .all(|c| self.sees(now, c, &q) && self.sees(now, &q, c))
+            {
+                chosen.push(q);
+            }
+        }
+        chosen.sort();
+        chosen
+    }
+
+    /// A member of our view that keeps saying it is in another view never installed ours.
+    fn member_elsewhere(&self) -> bool {
+        self.members.iter().any(|m| {
+            *m != self.me
+                && self.peers.get(&m.id).is_some_and(|p| {
+                    p.incarnation == Some(m.incarnation)
+                        && p.view.as_ref().is_some_and(|(v, at)| {
+                            *v != self.view
+                                && *at >= self.installed_at + self.config.failure_timeout
+                        })
+                })
+        })
+    }
+
+    // ------------------------------------------------------------------ view change
+
+    /// Decides whether to (re)start a view change.
+    fn evaluate(&mut self, now: Instant) {
+        self.suspects.retain(|_, until| now < *until);
+        if let Some(p) = &self.proposal {
+            if now < p.deadline {
+                return;
+            }
+            // Members that did not answer in time are left out of the next try.
+            let silent: Vec<NodeRef> = p
+                .members
+                .iter()
+                .filter(|m| !p.reports.contains_key(*m))
+                .cloned()
+                .collect();
+            for m in silent {
+                self.suspects
+                    .insert(m, now + self.config.view_change_timeout);
+            }
+            self.proposal = None;
+            let members = self.candidate(now);
+            self.propose(now, members);
+            return;
+        }
+        if let Some(a) = &self.accepted {
+            if now < a.deadline {
+                return;
+            }
+            self.accepted = None;
+        }
+        let desired = self.candidate(now);
+        let need = self.frozen.is_some()
+            || self.broken
+            || desired != self.members
+            || self.member_elsewhere();
+        if !need {
+            self.change_since = None;
+            self.change_deadline = None;
+            self.change_deadline = None;
+            return;
+        }
+        let since = *self.change_since.get_or_insert(now);
+        let designated = desired.first() == Some(&self.me);
+        let wait = if designated || self.frozen.is_some() || self.broken {
+            self.config.settle
+        } else {
+            self.config.view_change_timeout
+        };
+        if now >= since + wait {
+            self.change_deadline = None;
+            self.propose(now, desired);
+        } else {
+            self.change_deadline = Some(since + wait);
+        }
+    }
+
+    /// Freezes this node's part of the current view: from now on it neither delivers nor
+    /// acknowledges nor orders anything of it; the flush decides.
+    fn freeze(&mut self) {
+        if self.frozen.is_some() {
+            return;
+        }
+        self.seqr = None;
+        // Own memberships as they stand once our own held entries are delivered (all of
+        // them are in any cut, see PROTOCOL.md).
+        let mut own: Vec<GroupRecord> = self
+            .groups
+            .values()
+            .flatten()
+            .filter(|r| r.member.node == self.me.id && r.member.incarnation == self.me.incarnation)
+            .cloned()
+            .collect();
+        for e in self.held.range(self.delivered + 1..).map(|(_, e)| e) {
+            if e.origin != self.me {
+                continue;
+            }
+            let member = Member {
+                node: self.me.id.clone(),
+                incarnation: self.me.incarnation,
+                session: e.op.session,
+            };
+            match &e.op.kind {
+                OpKind::Join(g) => {
+                    if !own.iter().any(|r| r.group == *g && r.member == member) {
+                        own.push(GroupRecord {
+                            group: g.clone(),
+                            stamp: Stamp {
+                                view: self.view.clone(),
+                                seq: e.seq,
+                            },
+                            member,
+                        });
+                    }
+                }
+                OpKind::Leave(g) => own.retain(|r| !(r.group == *g && r.member == member)),
+                OpKind::Gone => own.retain(|r| r.member != member),
+                OpKind::Message { .. } => {}
+            }
+        }
+        let entries: Vec<Entry> = self.held.values().cloned().collect();
+        self.frozen = Some(Frozen {
+            report: FlushReport {
+                old_view: self.view.clone(),
+                delivered: self.delivered,
+                commit: self.commit,
+                groups: own,
+                held_count: entries.len() as u64,
+                max_counter: self.max_counter,
+            },
+            entries,
+        });
+    }
+
+    fn propose(&mut self, now: Instant, members: Vec<NodeRef>) {
+        let counter = self.max_counter.max(self.highest.counter) + 1;
+        self.max_counter = counter;
+        let id = ViewId {
+            counter,
+            coordinator: self.me.id.clone(),
+            incarnation: self.me.incarnation,
+        };
+        self.freeze();
+        self.highest = id.clone();
+        self.accepted = None;
+        self.change_since = None;
+        self.change_deadline = None;
+        let Some(frozen) = self.frozen.clone() else {
+            return;
+        };
+        let mut reports = BTreeMap::new();
+        reports.insert(self.me.clone(), (frozen.report, frozen.entries));
+        self.proposal = Some(Proposal {
+            id: id.clone(),
+            members: members.clone(),
+            deadline: now + self.config.flush_timeout,
+            data: BTreeMap::new(),
+            reports,
+        });
+        for m in &members {
+            if *m != self.me {
+                self.send(
+                    m.id.clone(),
+                    PeerMessage::Propose(Propose {
+                        incarnation: self.me.incarnation,
+                        proposal: id.clone(),
+                        members: members.clone(),
+                    }),
+                );
+            }
+        }
+        self.try_complete(now);
+    }
+
+    fn on_propose(&mut self, now: Instant, from: NodeRef, m: Propose) {
+        self.max_counter = self.max_counter.max(m.proposal.counter);
+        let acceptable = m.proposal > self.highest
+            && m.proposal.coordinator == from.id
+            && m.proposal.incarnation == from.incarnation
+            && m.members.contains(&self.me)
+            && m.members.contains(&from)
+            && m.members.iter().all(|x| self.alive(now, x));
+        if !acceptable {
+            self.send(
+                from.id.clone(),
+                PeerMessage::Reject(Reject {
+                    incarnation: self.me.incarnation,
+                    proposal: m.proposal,
+                    highest: self.highest.clone(),
+                }),
+            );
+            return;
+        }
+        self.freeze();
+        self.proposal = None;
+        self.highest = m.proposal.clone();
+        self.accepted = Some(Accepted {
+            id: m.proposal.clone(),
+            deadline: now + self.config.flush_timeout * 2,
+            data: BTreeMap::new(),
+        });
+        let Some(frozen) = self.frozen.clone() else {
+            return;
+        };
+        for chunk in chunks(frozen.entries, self.config.max_message_size, |e| {
+            op_size(&e.op)
+        }) {
+            self.send(
+                from.id.clone(),
+                PeerMessage::AcceptData(AcceptData {
+                    incarnation: self.me.incarnation,
+                    proposal: m.proposal.clone(),
+                    entries: chunk,
+                }),
+            );
+        }
+        let mut report = frozen.report;
+        report.max_counter = self.max_counter;
+        self.send(
+            from.id,
+            PeerMessage::Accept(Accept {
+                incarnation: self.me.incarnation,
+                proposal: m.proposal,
+                report,
+            }),
+        );
+    }
+
+    fn on_accept_data(&mut self, from: NodeRef, m: AcceptData) {
+        if let Some(p) = self.proposal.as_mut() {
+            if p.id == m.proposal && p.members.contains(&from) {
+                p.data.entry(from).or_default().extend(m.entries);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, now: Instant, from: NodeRef, m: Accept) {
+        self.max_counter = self.max_counter.max(m.report.max_counter);
+        let Some(p) = self.proposal.as_mut() else {
+            return;
+        };
+        if p.id != m.proposal || !p.members.contains(&from) {
+            return;
+        }
+        let entries = p.data.remove(&from).unwrap_or_default();
+        if entries.len() as u64 != m.report.held_count {
+            return; // a chunk was lost; the proposal will time out
+        }
+        p.reports.insert(from, (m.report, entries));
+        self.try_complete(now);
+    }
+
+    fn on_reject(&mut self, now: Instant, m: Reject) {
+        self.max_counter = self.max_counter.max(m.highest.counter);
+        if self.proposal.as_ref().is_some_and(|p| p.id == m.proposal) {
+            self.proposal = None;
+            self.change_since = Some(now);
+        }
+    }
+
+    /// Coordinator: once every member answered, computes the cuts and installs.
+    fn try_complete(&mut self, now: Instant) {
+        let Some(p) = &self.proposal else {
+            return;
+        };
+        if p.reports.len() != p.members.len() {
+            return;
+        }
+        let Some(p) = self.proposal.take() else {
+            return;
+        };
+        // Group the answers by the old view each member leaves.
+        let mut by_old: BTreeMap<ViewId, Vec<(&NodeRef, &FlushReport, &Vec<Entry>)>> =
+            BTreeMap::new();
+        for (who, (r, es)) in &p.reports {
+            by_old
+                .entry(r.old_view.clone())
+                .or_default()
+                .push((who, r, es));
+        }
+        let mut cuts = Vec::new();
+        let mut data: Vec<(ViewId, Vec<Entry>)> = Vec::new();
+        for (old, survivors) in &by_old {
+            let commit = survivors.iter().map(|s| s.1.commit).max().unwrap_or(0);
+            let above = survivors.iter().map(|s| s.1.delivered).min().unwrap_or(0);
+            let mut union: BTreeMap<u64, &Entry> = BTreeMap::new();
+            for (who, _, es) in survivors {
+                for e in es.iter() {
+                    union.entry(e.seq).or_insert(e);
+                    // An entry whose origin survives and holds it is in the cut.
+                    let _ = who;
+                }
+            }
+            let holds_own = |e: &Entry| {
+                survivors
+                    .iter()
+                    .any(|(who, _, es)| **who == e.origin && es.iter().any(|x| x.seq == e.seq))
+            };
+            let chosen: Vec<Entry> = union
+                .range(above + 1..)
+                .filter(|(seq, e)| **seq <= commit || holds_own(e))
+                .map(|(_, e)| (*e).clone())
+                .collect();
+            cuts.push(Cut {
+                old_view: old.clone(),
+                above,
+                seqs: chosen.iter().map(|e| e.seq).collect(),
+            });
+            data.push((old.clone(), chosen));
+        }
+        let mut groups: Vec<GroupRecord> = p
+            .reports
+            .values()
+            .flat_map(|(r, _)| r.groups.iter().cloned())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        let install = Install {
+            incarnation: self.me.incarnation,
+            view: p.id.clone(),
+            members: p.members.clone(),
+            cuts,
+            groups,
+        };
+        for m in &p.members {
+            if *m == self.me {
+                continue;
+            }
+            let Some((r, _)) = p.reports.get(m) else {
+                continue;
+            };
+            if let Some((old, es)) = data.iter().find(|(o, _)| *o == r.old_view) {
+                let mine: Vec<Entry> = es.iter().filter(|e| e.seq > r.delivered).cloned().collect();
+                for chunk in chunks(mine, self.config.max_message_size, |e| op_size(&e.op)) {
+                    self.send(
+                        m.id.clone(),
+                        PeerMessage::InstallData(InstallData {
+                            incarnation: self.me.incarnation,
+                            view: p.id.clone(),
+                            old_view: old.clone(),
+                            entries: chunk,
+                        }),
+                    );
+                }
+            }
+            self.send(m.id.clone(), PeerMessage::Install(install.clone()));
+        }
+        let my_old = self.view.clone();
+        let mine = data
+            .into_iter()
+            .find(|(o, _)| *o == my_old)
+            .map(|(_, es)| es)
+            .unwrap_or_default();
+        self.install(now, install, mine);
+    }
+
+    fn on_install_data(&mut self, from: &NodeRef, m: InstallData) {
+        if m.view.coordinator != from.id || m.old_view != self.view {
+            return;
+        }
+        if let Some(a) = self.accepted.as_mut() {
+            if a.id == m.view {
+                for e in m.entries {
+                    a.data.insert(e.seq, e);
+                }
+            }
+        }
+    }
+
+    fn on_install(&mut self, now: Instant, from: &NodeRef, m: Install) {
+        if m.view.coordinator != from.id || m.view.incarnation != from.incarnation {
+            return;
+        }
+        let Some(a) = self.accepted.take() else {
+            return;
+        };
+        if a.id != m.view || self.frozen.is_none() {
+            self.accepted = Some(a);
+            return;
+        }
+        let Some(cut) = m.cuts.iter().find(|c| c.old_view == self.view) else {
+            self.accepted = Some(a);
+            return;
+        };
+        let mut entries = Vec::new();
+        for seq in cut.seqs.iter().filter(|s| **s > self.delivered) {
+            match a.data.get(seq).or_else(|| self.held.get(seq)) {
+                Some(e) => entries.push(e.clone()),
+                None => {
+                    // A chunk was lost: we cannot deliver this cut; wait for another view.
+                    self.accepted = Some(a);
+                    return;
+                }
+            }
+        }
+        self.install(now, m, entries);
+    }
+
+    /// Delivers the old view's cut, then installs the new view.
+    fn install(&mut self, now: Instant, m: Install, cut: Vec<Entry>) {
+        let old = self.view.clone();
+        if !self.bugs.skip_flush {
+            for e in cut {
+                if e.seq > self.delivered {
+                    self.delivered = e.seq;
+                    self.apply(&old, &e);
+                }
+            }
+        }
+        let change = ViewChange {
+            view: m.view.clone(),
+            members: m.members.clone(),
+            previous: Some(old),
+            delivered: self.delivered_count,
+            digest: self.digest,
+        };
+        self.view = m.view.clone();
+        self.members = m.members;
+        self.installed_at = now;
+        self.highest = self.highest.clone().max(m.view.clone());
+        self.max_counter = self.max_counter.max(m.view.counter);
+        self.held.clear();
+        self.held_max = 0;
+        self.delivered = 0;
+        self.commit = 0;
+        self.stable = 0;
+        self.broken = false;
+        self.digest = FNV_START;
+        self.delivered_count = 0;
+        self.frozen = None;
+        self.accepted = None;
+        self.proposal = None;
+        self.change_since = None;
+        self.change_deadline = None;
+        self.seqr = (self.members.first() == Some(&self.me)).then(|| Sequencer {
+            next_seq: 1,
+            ..Sequencer::default()
+        });
+        self.sent_upto = 0;
+        self.submit_base = None;
+        // The new group table: every member's own memberships, in stamp order.
+        let mut table: BTreeMap<GroupName, Vec<GroupRecord>> = BTreeMap::new();
+        for r in m.groups {
+            table.entry(r.group.clone()).or_default().push(r);
+        }
+        for list in table.values_mut() {
+            list.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.member.cmp(&b.member)));
+        }
+        let old_table = std::mem::replace(&mut self.groups, table);
+        self.outputs.push_back(Output::ViewInstalled(change));
+        let names: BTreeSet<GroupName> = old_table
+            .keys()
+            .chain(self.groups.keys())
+            .cloned()
+            .collect();
+        let at = Stamp {
+            view: self.view.clone(),
+            seq: 0,
+        };
+        for g in names {
+            let before: Vec<&Member> = old_table
+                .get(&g)
+                .into_iter()
+                .flatten()
+                .map(|r| &r.member)
+                .collect();
+            let after: Vec<&Member> = self
+                .groups
+                .get(&g)
+                .into_iter()
+                .flatten()
+                .map(|r| &r.member)
+                .collect();
+            if before != after {
+                self.announce(&g, MembershipReason::Network, at.clone());
+            }
+        }
     }
 }

@@ -275,23 +275,15 @@ async fn a_frame_over_the_receivers_limit_closes_the_link_and_it_reconnects() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_send_queue_closes_the_link_instead_of_growing() {
+/// b never reads its events: its event queue fills, QUIC flow control stops a's writer,
+/// a's queue fills, and a closes the link rather than buffer more.
+async fn overflow_with(limits: Limits) -> (u64, TransportError) {
     let ca = Ca::new();
-    let limits = Limits {
-        peer_queue: 8,
-        event_queue: 4,
-        stream_receive_window: 8 * 1024,
-        receive_window: 16 * 1024,
-        ..Limits::default()
-    };
     let (mut nodes, _) = cluster::<Msg>(&ca, &["a", "b"], &[], limits).await;
     wait_up(&mut nodes[0].1, "b").await;
     wait_up(&mut nodes[1].1, "a").await;
-    // b never reads its events: its event queue fills, QUIC flow control stops a's
-    // writer, a's queue fills, and a closes the link rather than buffer more.
     let mut full = None;
-    for k in 0..100_000u64 {
+    for k in 0..200_000u64 {
         match nodes[0].0.send(&id("b"), Msg::Blob(vec![0; 1000])) {
             Ok(()) => {}
             Err(e) => {
@@ -303,15 +295,51 @@ async fn a_full_send_queue_closes_the_link_instead_of_growing() {
             tokio::task::yield_now().await;
         }
     }
-    let (k, e) = full.expect("the queue must overflow");
-    assert!(
-        matches!(e, TransportError::QueueFull { limit: 8, .. }),
-        "{e:?} after {k}"
-    );
+    let full = full.expect("the queue must overflow");
     wait_down(&mut nodes[0].1, "b").await;
     for (t, _) in &nodes {
         t.shutdown().await;
     }
+    full
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_send_queue_closes_the_link_instead_of_growing() {
+    // Bounded in messages (the receiver's event queue in messages too).
+    let (k, e) = overflow_with(Limits {
+        peer_queue: 8,
+        event_queue: 4,
+        stream_receive_window: 8 * 1024,
+        receive_window: 16 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    assert!(
+        matches!(e, TransportError::QueueFull { limit: 8, .. }),
+        "{e:?}"
+    );
+    assert!(k < 1000, "{k} messages of 1000 bytes accepted");
+    // Bounded in bytes (the receiver's event queue in bytes too).
+    let (k, e) = overflow_with(Limits {
+        peer_queue_bytes: 32 * 1024,
+        event_queue_bytes: 8 * 1024,
+        stream_receive_window: 8 * 1024,
+        receive_window: 16 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    assert!(
+        matches!(
+            e,
+            TransportError::QueueFull {
+                limit_bytes: 32768,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // 16 384 messages would fit the count limit: the byte limit is what stopped it.
+    assert!(k < 1000, "{k} messages of 1000 bytes accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,1 +1,815 @@
-//! Deterministic simulator of many nodes (lands next).
+//! Deterministic simulator: many [`Node`]s on a virtual clock, with a seeded RNG.
+//!
+//! Links are reliable and FIFO while they live (what a QUIC connection gives) with random
+//! latency; the fault plan breaks them: partitions into components (the transport may or
+//! may not report the break), non-transitive cuts, silent one-way cuts, heals, crashes
+//! and restarts with a new incarnation. Random client activity opens and closes
+//! sessions, joins and leaves groups, multicasts Reliable and Agreed messages to one or
+//! two groups, and sometimes stops reading (the core must disconnect the session). The
+//! [`invariants::Checker`] sees everything and reports violations; a run ends with a
+//! quiet phase that checks liveness.
+//!
+//! Same seed, same run: the only randomness is the seeded ChaCha RNG, and the only real
+//! `Instant` is the base that virtual time is added to.
+
+pub mod invariants;
+
+use crate::config::CoreConfig;
+use crate::event::{Event, Output};
+use crate::node::{Node, PlantedBugs};
+use crate::types::{GroupName, Incarnation, NodeId, NodeRef, Service, SessionId};
+use crate::wire::PeerMessage;
+use invariants::{Checker, EndState, LivenessProbe, Request, Sent};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// One simulated run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// RNG seed: same seed, same run.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Length of the fault phase (virtual time).
+    pub duration: Duration,
+    /// Partition/heal cycles in the fault phase.
+    pub partitions: usize,
+    /// Crash/restart pairs in the fault phase.
+    pub crashes: usize,
+    /// Mean time between two client actions (virtual).
+    pub client_interval: Duration,
+    /// The nodes' configuration.
+    pub core: CoreConfig,
+    /// Planted bugs (to show the checkers catch them).
+    pub bugs: PlantedBugs,
+    /// How long after the last fault every node must be in one view.
+    pub view_bound: Duration,
+    /// How long probe messages sent then have to reach everyone.
+    pub delivery_bound: Duration,
+}
+
+impl SimConfig {
+    /// The standard run for `seed`: 3–7 nodes, 60 s of faults with 5+ partition cycles and
+    /// 2+ crashes, then the liveness phase.
+    pub fn standard(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        SimConfig {
+            seed,
+            nodes: rng.random_range(3..=7),
+            duration: Duration::from_secs(60),
+            partitions: rng.random_range(5..=8),
+            crashes: rng.random_range(2..=3),
+            client_interval: Duration::from_millis(20),
+            core: CoreConfig {
+                session_queue_limit: 200,
+                ..CoreConfig::default()
+            },
+            bugs: PlantedBugs::default(),
+            view_bound: Duration::from_secs(5),
+            delivery_bound: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// Virtual seconds simulated.
+    pub virtual_seconds: f64,
+    /// Partition cycles applied.
+    pub partitions: u64,
+    /// Crashes applied.
+    pub crashes: u64,
+    /// Multicasts accepted by the cores.
+    pub messages: u64,
+    /// Deliveries checked.
+    pub deliveries: u64,
+    /// Views installed (all nodes).
+    pub views: u64,
+    /// What the checkers found.
+    pub violations: Vec<String>,
+    /// The last lines of the run's trace (faults, views), for a failure report.
+    pub trace: Vec<String>,
+}
+
+impl SimReport {
+    /// A failure report: seed, how to replay, violations and the trace tail.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "seed {} ({} nodes) failed; replay with WALRUS_SIM_SEED={}\n",
+            self.seed, self.nodes, self.seed
+        );
+        for v in self.violations.iter().take(10) {
+            s.push_str(&format!("  violation: {v}\n"));
+        }
+        s.push_str("  trace (last lines):\n");
+        for t in &self.trace {
+            s.push_str(&format!("    {t}\n"));
+        }
+        s
+    }
+}
+
+#[derive(Debug)]
+enum Ev {
+    Msg {
+        from: usize,
+        to: usize,
+        epoch: u64,
+        msg: PeerMessage,
+    },
+    LinkDown {
+        at: usize,
+        peer: usize,
+    },
+    LinkUp {
+        at: usize,
+        peer: usize,
+    },
+    Client,
+    Fault(Fault),
+    SampleViews,
+    SendProbes,
+    End,
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Partition,
+    HealAll,
+    Crash(usize),
+    Restart(usize),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Link {
+    cut: bool,
+    epoch: u64,
+    last_arrival: Duration,
+}
+
+struct SimSession {
+    id: SessionId,
+    stalled: bool,
+    probe: bool,
+    groups: BTreeSet<GroupName>,
+    sent: u64,
+}
+
+struct SimNode {
+    node: Option<Node>,
+    incarnation: u64,
+    sessions: Vec<SimSession>,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    base: Instant,
+    now: Duration,
+    events: BTreeMap<(Duration, u64), Ev>,
+    next_ev: u64,
+    names: Vec<NodeId>,
+    nodes: Vec<SimNode>,
+    links: Vec<Vec<Link>>,
+    latency_max_ms: u64,
+    checker: Checker,
+    next_msg: u64,
+    closed: Vec<(NodeRef, SessionId)>,
+    trace: VecDeque<String>,
+    report: SimReport,
+    probe: Option<LivenessProbe>,
+    probe_group: GroupName,
+    groups: Vec<GroupName>,
+}
+
+/// Runs one simulation and checks it.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    let mut sim = Sim::new(cfg.clone());
+    sim.run();
+    sim.report
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let names: Vec<NodeId> = (0..cfg.nodes)
+            .map(|i| NodeId::new(format!("n{i:02}")))
+            .collect();
+        let latency_max_ms = rng.random_range(2..=30);
+        let n = cfg.nodes;
+        Sim {
+            rng,
+            base: Instant::now(),
+            now: Duration::ZERO,
+            events: BTreeMap::new(),
+            next_ev: 0,
+            nodes: (0..n)
+                .map(|_| SimNode {
+                    node: None,
+                    incarnation: 0,
+                    sessions: Vec::new(),
+                })
+                .collect(),
+            links: vec![vec![Link::default(); n]; n],
+            latency_max_ms,
+            checker: Checker::default(),
+            next_msg: 1,
+            closed: Vec::new(),
+            trace: VecDeque::new(),
+            report: SimReport {
+                seed: cfg.seed,
+                nodes: n,
+                ..SimReport::default()
+            },
+            probe: None,
+            probe_group: GroupName::new("probe"),
+            groups: (0..4).map(|i| GroupName::new(format!("g{i}"))).collect(),
+            names,
+            cfg,
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        if self.trace.len() >= 40 {
+            self.trace.pop_front();
+        }
+        self.trace
+            .push_back(format!("{:>9.3}s {line}", self.now.as_secs_f64()));
+    }
+
+    fn at(&mut self, t: Duration, ev: Ev) {
+        self.next_ev += 1;
+        self.events.insert((t, self.next_ev), ev);
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + self.now
+    }
+
+    fn plan(&mut self) {
+        let d = self.cfg.duration;
+        let cycles = self.cfg.partitions.max(1) as u32;
+        let slot = d / cycles;
+        for c in 0..cycles {
+            let start = slot * c
+                + Duration::from_millis(self.rng.random_range(0..=slot.as_millis() as u64 / 3));
+            let len = Duration::from_millis(self.rng.random_range(500..=4000)).min(slot / 2);
+            self.at(start, Ev::Fault(Fault::Partition));
+            self.at(start + len, Ev::Fault(Fault::HealAll));
+        }
+        for _ in 0..self.cfg.crashes {
+            let t = Duration::from_millis(self.rng.random_range(1000..d.as_millis() as u64 - 1000));
+            let who = self.rng.random_range(0..self.cfg.nodes);
+            let back = Duration::from_millis(self.rng.random_range(300..=3000));
+            self.at(t, Ev::Fault(Fault::Crash(who)));
+            self.at((t + back).min(d), Ev::Fault(Fault::Restart(who)));
+        }
+        // The last fault: heal everything and restart whoever is down.
+        self.at(d, Ev::Fault(Fault::HealAll));
+        for i in 0..self.cfg.nodes {
+            self.at(d, Ev::Fault(Fault::Restart(i)));
+        }
+        self.at(d + self.cfg.view_bound, Ev::SampleViews);
+        self.at(d + self.cfg.view_bound, Ev::SendProbes);
+        self.at(d + self.cfg.view_bound + self.cfg.delivery_bound, Ev::End);
+        self.at(Duration::ZERO, Ev::Client);
+    }
+
+    fn run(&mut self) {
+        for i in 0..self.cfg.nodes {
+            self.start(i);
+        }
+        self.plan();
+        loop {
+            let next_ev = self.events.first_key_value().map(|(k, _)| k.0);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.node.as_ref()?.poll_timeout())
+                .min()
+                .map(|t| t.saturating_duration_since(self.base));
+            let (t, timer) = match (next_ev, next_timer) {
+                (Some(e), Some(tm)) if tm < e => (tm, true),
+                (Some(e), _) => (e, false),
+                (None, Some(tm)) => (tm, true),
+                (None, None) => break,
+            };
+            self.now = self.now.max(t);
+            if timer {
+                let now = self.instant();
+                for i in 0..self.nodes.len() {
+                    let due = self.nodes[i]
+                        .node
+                        .as_ref()
+                        .and_then(|n| n.poll_timeout())
+                        .is_some_and(|d| d <= now);
+                    if due {
+                        if let Some(n) = self.nodes[i].node.as_mut() {
+                            n.handle_timeout(now);
+                        }
+                        self.drain(i);
+                        let stuck = self.nodes[i]
+                            .node
+                            .as_ref()
+                            .and_then(|n| n.poll_timeout())
+                            .is_some_and(|d| d <= now);
+                        if stuck {
+                            let who = self.who(i);
+                            self.checker.violations.push(format!(
+                                "timer: {who} asks to be woken at a time already handled ({:?})",
+                                self.now
+                            ));
+                            self.finish();
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some((_, ev)) = self.events.pop_first() else {
+                break;
+            };
+            if matches!(ev, Ev::End) {
+                break;
+            }
+            self.handle(ev);
+        }
+        self.finish();
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.instant();
+        match ev {
+            Ev::Msg {
+                from,
+                to,
+                epoch,
+                msg,
+            } => {
+                if self.links[from][to].epoch != epoch || self.links[from][to].cut {
+                    return;
+                }
+                let name = self.names[from].clone();
+                if let Some(n) = self.nodes[to].node.as_mut() {
+                    n.handle_message(now, &name, msg);
+                    self.drain(to);
+                }
+            }
+            Ev::LinkDown { at, peer } => {
+                let name = self.names[peer].clone();
+                if let Some(n) = self.nodes[at].node.as_mut() {
+                    n.handle_link_down(now, &name);
+                    self.drain(at);
+                }
+            }
+            Ev::LinkUp { at, peer } => {
+                let name = self.names[peer].clone();
+                if let Some(n) = self.nodes[at].node.as_mut() {
+                    n.handle_link_up(now, &name);
+                    self.drain(at);
+                }
+            }
+            Ev::Client => {
+                if self.now >= self.cfg.duration + self.cfg.view_bound {
+                    return; // quiet: only the probes travel now
+                }
+                self.client();
+                let gap = self
+                    .rng
+                    .random_range(0..=self.cfg.client_interval.as_micros() as u64 * 2);
+                let t = self.now + Duration::from_micros(gap);
+                self.at(t, Ev::Client);
+            }
+            Ev::Fault(f) => self.fault(f),
+            Ev::SampleViews => {
+                let views = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.node.as_ref())
+                    .map(|n| {
+                        (
+                            NodeRef {
+                                id: n.id().clone(),
+                                incarnation: n.incarnation(),
+                            },
+                            n.view().clone(),
+                            n.members().to_vec(),
+                        )
+                    })
+                    .collect();
+                self.probe = Some(LivenessProbe {
+                    view_bound: self.cfg.view_bound,
+                    views,
+                    delivery_bound: self.cfg.delivery_bound,
+                    ..LivenessProbe::default()
+                });
+            }
+            Ev::SendProbes => {
+                for i in 0..self.nodes.len() {
+                    let Some(s) = self.nodes[i].sessions.iter().position(|s| s.probe) else {
+                        continue;
+                    };
+                    let group = self.probe_group.clone();
+                    // Listed before sending: a sequencer delivers its own at once.
+                    let id = self.next_msg;
+                    if let Some(p) = self.probe.as_mut() {
+                        p.probes.push(id);
+                    }
+                    if self.multicast(i, s, Service::Agreed, vec![group]).is_none() {
+                        if let Some(p) = self.probe.as_mut() {
+                            p.probes.retain(|x| *x != id);
+                        }
+                    }
+                }
+                let receivers = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let node = n.node.as_ref()?;
+                        let s = n.sessions.iter().find(|s| s.probe)?;
+                        Some((
+                            NodeRef {
+                                id: node.id().clone(),
+                                incarnation: node.incarnation(),
+                            },
+                            s.id,
+                        ))
+                    })
+                    .collect();
+                if let Some(p) = self.probe.as_mut() {
+                    p.receivers = receivers;
+                }
+            }
+            Ev::End => {}
+        }
+    }
+
+    /// Takes a node's outputs: sends go on the links, deliveries to the checker.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
+                return;
+            };
+            let who = self.who(i);
+            match out {
+                Output::Send { to, msg } => {
+                    let Some(j) = self.names.iter().position(|n| *n == to) else {
+                        continue;
+                    };
+                    let link = self.links[i][j];
+                    if link.cut {
+                        continue;
+                    }
+                    let lat = Duration::from_micros(
+                        self.rng.random_range(200..=self.latency_max_ms * 1000),
+                    );
+                    let arrival = (self.now + lat).max(link.last_arrival);
+                    self.links[i][j].last_arrival = arrival;
+                    self.at(
+                        arrival,
+                        Ev::Msg {
+                            from: i,
+                            to: j,
+                            epoch: link.epoch,
+                            msg,
+                        },
+                    );
+                }
+                Output::Deliver { session, event } => {
+                    let now = self.now;
+                    self.checker.deliver(now, &who, session, &event);
+                    if let (Event::Message { payload, .. }, Some(p)) = (&event, self.probe.as_mut())
+                    {
+                        if let Some(id) = invariants::payload_id(payload) {
+                            if p.probes.contains(&id) {
+                                p.received.insert(((who.clone(), session), id));
+                            }
+                        }
+                    }
+                    if let Event::Disconnected { .. } = event {
+                        self.log(format!("{who}/{session} disconnected (queue overflow)"));
+                        self.closed.push((who.clone(), session));
+                        self.nodes[i].sessions.retain(|s| s.id != session);
+                    } else if self.nodes[i]
+                        .sessions
+                        .iter()
+                        .any(|s| s.id == session && !s.stalled)
+                    {
+                        if let Some(n) = self.nodes[i].node.as_mut() {
+                            n.mark_read(session, 1);
+                        }
+                    }
+                }
+                Output::ViewInstalled(change) => {
+                    let now = self.now;
+                    self.report.views += 1;
+                    self.checker.view(now, &who, &change);
+                    let members: Vec<String> =
+                        change.members.iter().map(|m| m.to_string()).collect();
+                    self.log(format!("{who} installs {} {:?}", change.view, members));
+                }
+            }
+        }
+    }
+
+    fn who(&self, i: usize) -> NodeRef {
+        NodeRef {
+            id: self.names[i].clone(),
+            incarnation: Incarnation(self.nodes[i].incarnation),
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        self.nodes[i].incarnation += 1;
+        let now = self.instant();
+        let mut node = Node::new(
+            self.cfg.core.clone(),
+            self.names[i].clone(),
+            Incarnation(self.nodes[i].incarnation),
+            self.names.clone(),
+            now,
+        );
+        node.plant_bugs(self.cfg.bugs);
+        let probe = node.open_session(now);
+        let _ = node.join(now, probe, self.probe_group.clone());
+        self.nodes[i].node = Some(node);
+        let who = self.who(i);
+        self.checker.request(
+            self.now,
+            (who.clone(), probe),
+            self.probe_group.clone(),
+            Request::Join,
+        );
+        self.nodes[i].sessions = vec![SimSession {
+            id: probe,
+            stalled: false,
+            probe: true,
+            groups: [self.probe_group.clone()].into(),
+            sent: 0,
+        }];
+        self.log(format!("{who} starts"));
+        self.drain(i);
+    }
+
+    fn fault(&mut self, f: Fault) {
+        let n = self.cfg.nodes;
+        match f {
+            Fault::Partition => {
+                self.report.partitions += 1;
+                let kind = self.rng.random_range(0..4);
+                let notify = self.rng.random_bool(0.5);
+                let mut cuts = Vec::new();
+                match kind {
+                    0 | 1 => {
+                        let k = self.rng.random_range(2..=3.min(n));
+                        let comp: Vec<usize> =
+                            (0..n).map(|_| self.rng.random_range(0..k)).collect();
+                        for a in 0..n {
+                            for b in 0..n {
+                                if a != b && comp[a] != comp[b] {
+                                    cuts.push((a, b));
+                                }
+                            }
+                        }
+                        self.log(format!(
+                            "partition into components {comp:?} (notify {notify})"
+                        ));
+                    }
+                    2 => {
+                        for a in 0..n {
+                            for b in a + 1..n {
+                                if self.rng.random_bool(0.3) {
+                                    cuts.push((a, b));
+                                    cuts.push((b, a));
+                                }
+                            }
+                        }
+                        self.log(format!("non-transitive cuts {cuts:?} (notify {notify})"));
+                    }
+                    _ => {
+                        for a in 0..n {
+                            for b in 0..n {
+                                if a != b && self.rng.random_bool(0.15) {
+                                    cuts.push((a, b));
+                                }
+                            }
+                        }
+                        self.log(format!("silent one-way cuts {cuts:?}"));
+                    }
+                }
+                let one_way = kind == 3;
+                for (a, b) in cuts {
+                    self.links[a][b].cut = true;
+                    self.links[a][b].epoch += 1;
+                    if notify && !one_way {
+                        let d = Duration::from_millis(self.rng.random_range(1..=200));
+                        self.at(self.now + d, Ev::LinkDown { at: a, peer: b });
+                    }
+                }
+            }
+            Fault::HealAll => {
+                self.log("heal all links".into());
+                for a in 0..n {
+                    for b in 0..n {
+                        if self.links[a][b].cut {
+                            self.links[a][b].cut = false;
+                            let d = Duration::from_millis(self.rng.random_range(1..=50));
+                            self.at(self.now + d, Ev::LinkUp { at: a, peer: b });
+                        }
+                    }
+                }
+            }
+            Fault::Crash(i) => {
+                if self.nodes[i].node.is_none() {
+                    return;
+                }
+                self.report.crashes += 1;
+                let who = self.who(i);
+                self.log(format!("{who} crashes"));
+                self.nodes[i].node = None;
+                self.nodes[i].sessions.clear();
+                for j in 0..n {
+                    self.links[i][j].epoch += 1;
+                    self.links[j][i].epoch += 1;
+                    if j != i && self.rng.random_bool(0.5) {
+                        let d = Duration::from_millis(self.rng.random_range(1..=300));
+                        self.at(self.now + d, Ev::LinkDown { at: j, peer: i });
+                    }
+                }
+            }
+            Fault::Restart(i) => {
+                if self.nodes[i].node.is_some() {
+                    return;
+                }
+                self.start(i);
+                for j in 0..n {
+                    if j != i {
+                        let d = Duration::from_millis(self.rng.random_range(1..=50));
+                        self.at(self.now + d, Ev::LinkUp { at: j, peer: i });
+                        self.at(self.now + d, Ev::LinkUp { at: i, peer: j });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One random client action on a random live node.
+    fn client(&mut self) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.is_some())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let i = live[self.rng.random_range(0..live.len())];
+        let now = self.instant();
+        let who = self.who(i);
+        let apps: Vec<usize> = (0..self.nodes[i].sessions.len())
+            .filter(|k| !self.nodes[i].sessions[*k].probe)
+            .collect();
+        let roll = self.rng.random_range(0..100);
+        if apps.is_empty() || (apps.len() < 3 && roll < 5) {
+            let Some(node) = self.nodes[i].node.as_mut() else {
+                return;
+            };
+            let id = node.open_session(now);
+            self.nodes[i].sessions.push(SimSession {
+                id,
+                stalled: false,
+                probe: false,
+                groups: BTreeSet::new(),
+                sent: 0,
+            });
+            return;
+        }
+        let k = apps[self.rng.random_range(0..apps.len())];
+        let sid = self.nodes[i].sessions[k].id;
+        let group = self.groups[self.rng.random_range(0..self.groups.len())].clone();
+        match roll {
+            0..=14 => {
+                let Some(node) = self.nodes[i].node.as_mut() else {
+                    return;
+                };
+                if node.join(now, sid, group.clone()).is_ok() {
+                    self.nodes[i].sessions[k].groups.insert(group.clone());
+                    self.checker
+                        .request(self.now, (who, sid), group, Request::Join);
+                }
+            }
+            15..=19 => {
+                let Some(node) = self.nodes[i].node.as_mut() else {
+                    return;
+                };
+                if node.leave(now, sid, group.clone()).is_ok() {
+                    self.nodes[i].sessions[k].groups.remove(&group);
+                    self.checker
+                        .request(self.now, (who, sid), group, Request::Leave);
+                }
+            }
+            20..=21 => {
+                let Some(node) = self.nodes[i].node.as_mut() else {
+                    return;
+                };
+                if node.close_session(now, sid).is_ok() {
+                    self.closed.push((who, sid));
+                    self.nodes[i].sessions.remove(k);
+                }
+            }
+            22 => {
+                if self.rng.random_bool(0.3) {
+                    self.log(format!("{who}/{sid} stops reading"));
+                    self.nodes[i].sessions[k].stalled = true;
+                }
+            }
+            _ => {
+                let service = if self.rng.random_bool(0.7) {
+                    Service::Agreed
+                } else {
+                    Service::Reliable
+                };
+                let mut groups = vec![group];
+                if self.rng.random_bool(0.3) {
+                    groups.push(self.groups[self.rng.random_range(0..self.groups.len())].clone());
+                }
+                self.multicast(i, k, service, groups);
+            }
+        }
+        self.drain(i);
+    }
+
+    fn multicast(
+        &mut self,
+        i: usize,
+        k: usize,
+        service: Service,
+        mut groups: Vec<GroupName>,
+    ) -> Option<u64> {
+        let now = self.instant();
+        let who = self.who(i);
+        let id = self.next_msg;
+        let mut payload = id.to_le_bytes().to_vec();
+        let extra = self.rng.random_range(0..64);
+        payload.extend((0..extra).map(|x| x as u8));
+        let sid = self.nodes[i].sessions[k].id;
+        let node = self.nodes[i].node.as_mut()?;
+        node.multicast(now, sid, service, &groups, payload).ok()?;
+        self.next_msg += 1;
+        groups.sort();
+        groups.dedup();
+        let index = self.nodes[i].sessions[k].sent;
+        self.nodes[i].sessions[k].sent += 1;
+        self.checker.sent(Sent {
+            id,
+            node: who,
+            session: sid,
+            index,
+            service,
+            groups,
+            at: self.now,
+        });
+        self.drain(i);
+        Some(id)
+    }
+
+    fn finish(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(line) = self.nodes[i].node.as_ref().map(|n| n.summary()) {
+                self.log(format!("end: {line}"));
+                if let Some(n) = self.nodes[i].node.as_ref() {
+                    let m: Vec<String> = n
+                        .group_members(&self.probe_group)
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect();
+                    let sessions: Vec<String> = n.sessions().map(|s| s.to_string()).collect();
+                    self.log(format!("end: probe group {m:?} open sessions {sessions:?}"));
+                }
+            }
+        }
+        let alive: Vec<NodeRef> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.is_some())
+            .map(|i| self.who(i))
+            .collect();
+        let end = EndState {
+            alive,
+            closed: self.closed.clone(),
+            probe: self.probe.clone(),
+        };
+        self.checker.finish(&end);
+        self.report.virtual_seconds = self.now.as_secs_f64();
+        self.report.messages = self.checker.messages();
+        self.report.deliveries = self.checker.deliveries;
+        self.report.violations = self.checker.violations.clone();
+        self.report.trace = self.trace.iter().cloned().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests;

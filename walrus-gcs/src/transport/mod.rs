@@ -41,6 +41,7 @@
 pub mod certs;
 #[cfg(feature = "testing")]
 mod fault;
+mod frames;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -52,7 +53,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::codec;
@@ -87,9 +88,15 @@ pub mod close_code {
 pub struct Limits {
     /// Messages waiting to be written to one peer. Default 16384. Overflow closes the link.
     pub peer_queue: usize,
+    /// Encoded bytes waiting to be written to one peer. Default 64 MiB. Overflow closes
+    /// the link.
+    pub peer_queue_bytes: usize,
     /// Received messages and link events waiting for the driver. Default 16384. When
     /// full, reading pauses and QUIC flow control pushes back.
     pub event_queue: usize,
+    /// Bytes of received messages waiting for the driver, over all peers. Default 64 MiB;
+    /// like `event_queue`, reaching it pauses reading.
+    pub event_queue_bytes: usize,
     /// Incoming point-to-point streams waiting for [`Transport::accept_stream`]. Default
     /// 64; more are reset.
     pub stream_queue: usize,
@@ -129,7 +136,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             peer_queue: 16_384,
+            peer_queue_bytes: 64 * 1024 * 1024,
             event_queue: 16_384,
+            event_queue_bytes: 64 * 1024 * 1024,
             stream_queue: 64,
             max_frame: codec::MAX_FRAME,
             write_batch: 64 * 1024,
@@ -197,6 +206,25 @@ pub enum TransportEvent<M> {
     },
 }
 
+/// The receiving end of a transport's events. Taking an event frees its share of the
+/// byte budget ([`Limits::event_queue_bytes`]).
+#[derive(Debug)]
+pub struct TransportEvents<M> {
+    rx: mpsc::Receiver<(TransportEvent<M>, Option<OwnedSemaphorePermit>)>,
+}
+
+impl<M> TransportEvents<M> {
+    /// The next event; `None` once the transport has stopped.
+    pub async fn recv(&mut self) -> Option<TransportEvent<M>> {
+        self.rx.recv().await.map(|(e, _permit)| e)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<TransportEvent<M>> {
+        self.rx.try_recv().ok().map(|(e, _permit)| e)
+    }
+}
+
 /// A point-to-point stream a peer opened to this node.
 #[derive(Debug)]
 pub struct IncomingStream {
@@ -239,12 +267,22 @@ pub enum TransportError {
         peer: NodeId,
     },
     /// The send queue to `peer` was full; the link was closed.
-    #[error("send queue to {peer} full ({limit} messages); link closed")]
+    #[error("send queue to {peer} full ({limit} messages or {limit_bytes} bytes); link closed")]
     QueueFull {
         /// The peer.
         peer: NodeId,
-        /// The queue's limit.
+        /// The queue's limit in messages.
         limit: usize,
+        /// The queue's limit in bytes.
+        limit_bytes: usize,
+    },
+    /// The message could not be encoded (e.g. over the frame limit); nothing was sent.
+    #[error("cannot encode a message for {peer}: {source}")]
+    Encode {
+        /// The peer.
+        peer: NodeId,
+        /// The codec's error.
+        source: codec::CodecError,
     },
     /// A QUIC connection error.
     #[error("connection to {peer}: {source}")]
@@ -274,20 +312,23 @@ struct FrameOwned<M> {
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
-struct Link<M> {
-    tx: mpsc::Sender<M>,
+struct Link {
+    /// Encoded frames for the writer.
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes in `tx`'s queue.
+    queued: Arc<AtomicUsize>,
     conn: quinn::Connection,
 }
 
-struct Peer<M> {
+struct Peer {
     addr: SocketAddr,
-    link: Mutex<Option<Link<M>>>,
+    link: Mutex<Option<Link>>,
     /// Accepted connections handed to the peer's task (acceptor side only).
     accepted: mpsc::Sender<quinn::Connection>,
 }
 
-impl<M> Peer<M> {
-    fn link(&self) -> MutexGuard<'_, Option<Link<M>>> {
+impl Peer {
+    fn link(&self) -> MutexGuard<'_, Option<Link>> {
         // A poisoned lock only means another task panicked while holding it; the
         // Option inside is always in a consistent state.
         self.link.lock().unwrap_or_else(|p| p.into_inner())
@@ -326,8 +367,10 @@ struct Shared<M> {
     me: NodeId,
     limits: Limits,
     endpoint: quinn::Endpoint,
-    peers: HashMap<NodeId, Peer<M>>,
-    events: mpsc::Sender<TransportEvent<M>>,
+    peers: HashMap<NodeId, Peer>,
+    events: mpsc::Sender<(TransportEvent<M>, Option<OwnedSemaphorePermit>)>,
+    /// Byte budget of received messages not yet taken by the driver.
+    event_bytes: Arc<Semaphore>,
     streams: mpsc::Sender<IncomingStream>,
     shutdown: watch::Receiver<bool>,
     pending_handshakes: AtomicUsize,
@@ -356,7 +399,7 @@ impl<M: Message> Transport<M> {
     /// runtime. Returns the transport and the receiver of its events.
     pub async fn start(
         config: TransportConfig,
-    ) -> Result<(Self, mpsc::Receiver<TransportEvent<M>>), TransportError> {
+    ) -> Result<(Self, TransportEvents<M>), TransportError> {
         let TransportConfig {
             me,
             listen,
@@ -388,6 +431,7 @@ impl<M: Message> Transport<M> {
         endpoint.set_default_client_config(client);
 
         let (events_tx, events_rx) = mpsc::channel(limits.event_queue.max(1));
+        let limits_event_bytes = limits.event_queue_bytes;
         let (streams_tx, streams_rx) = mpsc::channel(limits.stream_queue.max(1));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut peer_map = HashMap::new();
@@ -417,6 +461,9 @@ impl<M: Message> Transport<M> {
             endpoint,
             peers: peer_map,
             events: events_tx,
+            event_bytes: Arc::new(Semaphore::new(
+                limits_event_bytes.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             streams: streams_tx,
             shutdown: shutdown_rx,
             pending_handshakes: AtomicUsize::new(0),
@@ -432,7 +479,7 @@ impl<M: Message> Transport<M> {
                 shutdown_tx: Arc::new(shutdown_tx),
                 incoming: Arc::new(tokio::sync::Mutex::new(streams_rx)),
             },
-            events_rx,
+            TransportEvents { rx: events_rx },
         ))
     }
 
@@ -453,21 +500,43 @@ impl<M: Message> Transport<M> {
     /// full the link is closed (the peer is too slow) and the error says so.
     pub fn send(&self, to: &NodeId, msg: M) -> Result<(), TransportError> {
         let peer = self.peer(to)?;
+        // Encoded here, on the caller's task, so the queue's size is known in bytes.
+        let mut frame = Vec::new();
+        let body = FrameRef {
+            from: self.shared.me.as_str(),
+            msg: &msg,
+        };
+        codec::encode_frame(&body, &mut frame).map_err(|source| TransportError::Encode {
+            peer: to.clone(),
+            source,
+        })?;
+        let len = frame.len();
         let mut guard = peer.link();
         let Some(link) = guard.as_ref() else {
             return Err(TransportError::NoLink { peer: to.clone() });
         };
-        match link.tx.try_send(msg) {
-            Ok(()) => Ok(()),
+        let limits = &self.shared.limits;
+        let over_bytes = link.queued.load(Ordering::Relaxed) + len > limits.peer_queue_bytes;
+        let result = if over_bytes {
+            Err(mpsc::error::TrySendError::Full(frame))
+        } else {
+            link.tx.try_send(frame)
+        };
+        match result {
+            Ok(()) => {
+                link.queued.fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                let limit = self.shared.limits.peer_queue;
-                warn!(peer = %to, limit, "send queue full: closing the link");
+                warn!(peer = %to, limit = limits.peer_queue, limit_bytes = limits.peer_queue_bytes,
+                      "send queue full: closing the link");
                 link.conn
                     .close(close_code::OVERLOAD.into(), b"send queue full");
                 *guard = None;
                 Err(TransportError::QueueFull {
                     peer: to.clone(),
-                    limit,
+                    limit: limits.peer_queue,
+                    limit_bytes: limits.peer_queue_bytes,
                 })
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -565,7 +634,7 @@ impl<M: Message> Transport<M> {
         self.shared.blocked.set(peer, false);
     }
 
-    fn peer(&self, name: &NodeId) -> Result<&Peer<M>, TransportError> {
+    fn peer(&self, name: &NodeId) -> Result<&Peer, TransportError> {
         self.shared
             .peers
             .get(name)
@@ -695,10 +764,13 @@ async fn peer_task<M: Message>(
             backoff = shared.limits.backoff_min;
             let _ = shared
                 .events
-                .send(TransportEvent::LinkDown {
-                    peer: name.clone(),
-                    reason,
-                })
+                .send((
+                    TransportEvent::LinkDown {
+                        peer: name.clone(),
+                        reason,
+                    },
+                    None,
+                ))
                 .await;
         } else {
             debug!(peer = %name, %reason, "link failed before it was up");
@@ -754,15 +826,17 @@ async fn run_link<M: Message>(
         return ("unknown peer".into(), false, None);
     };
     let (tx, rx) = mpsc::channel(shared.limits.peer_queue.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
     *peer.link() = Some(Link {
         tx,
+        queued: queued.clone(),
         conn: conn.clone(),
     });
     let up = AtomicBool::new(false);
     let mut shutdown = shared.shutdown.clone();
     let mut replacement = None;
     let (code, reason): (u32, String) = tokio::select! {
-        r = write_loop(shared, &conn, rx) => r,
+        r = write_loop(shared, &conn, rx, &queued) => r,
         r = read_loop(shared, name, &conn, &up) => r,
         r = accept_streams(shared, name, &conn) => r,
         c = accepted.recv() => {
@@ -814,7 +888,8 @@ fn describe(e: &quinn::ConnectionError) -> String {
 async fn write_loop<M: Message>(
     shared: &Shared<M>,
     conn: &quinn::Connection,
-    mut rx: mpsc::Receiver<M>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    queued: &AtomicUsize,
 ) -> (u32, String) {
     let mut stream = match conn.open_uni().await {
         Ok(s) => s,
@@ -833,25 +908,19 @@ async fn write_loop<M: Message>(
         };
         buf.clear();
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            let frame = FrameRef {
-                from: shared.me.as_str(),
-                msg: &msg,
-            };
-            if let Err(e) = codec::encode_frame(&frame, &mut buf) {
-                // Our own message cannot be framed (over the size limit): the stream
-                // would lose it silently, so the link ends instead.
-                return (
-                    close_code::PROTOCOL,
-                    format!("cannot encode a message: {e}"),
-                );
-            }
+        // Coalesce what is queued into one write (fewer stream operations and packets).
+        while let Some(frame) = next.take() {
+            queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            buf.extend_from_slice(&frame);
             if buf.len() < shared.limits.write_batch {
                 next = rx.try_recv().ok();
             }
         }
         if let Err(e) = stream.write_all(&buf).await {
             return lost(conn, "write", e);
+        }
+        if buf.capacity() > 4 * shared.limits.write_batch {
+            buf = Vec::with_capacity(shared.limits.write_batch);
         }
     }
 }
@@ -880,49 +949,56 @@ async fn read_loop<M: Message>(
     info!(peer = %name, "link up");
     if shared
         .events
-        .send(TransportEvent::LinkUp { peer: name.clone() })
+        .send((TransportEvent::LinkUp { peer: name.clone() }, None))
         .await
         .is_err()
     {
         return (close_code::SHUTDOWN, "driver gone".into());
     }
-    let mut body = Vec::new();
+    // Reads come in chunks of up to 64 KiB; frames are cut out of them without
+    // waiting on the stream once per frame.
+    let mut frames = frames::FrameBuffer::new(shared.limits.max_frame);
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let mut header = [0u8; codec::FRAME_HEADER_LEN];
-        if let Err(e) = stream.read_exact(&mut header).await {
-            return lost(conn, "read", e);
+        loop {
+            let range = match frames.next_frame() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return (close_code::PROTOCOL, format!("frame refused: {e}")),
+            };
+            let size = range.len();
+            let frame: FrameOwned<M> = match codec::decode(frames.body(range)) {
+                Ok(f) => f,
+                Err(e) => return (close_code::PROTOCOL, format!("malformed frame: {e}")),
+            };
+            if frame.from != name.as_str() {
+                return (
+                    close_code::PROTOCOL,
+                    format!(
+                        "frame says it is from {:?}, certificate says {name:?}",
+                        frame.from
+                    ),
+                );
+            }
+            let event = TransportEvent::Message {
+                from: name.clone(),
+                msg: frame.msg,
+            };
+            // Wait for room in the byte budget first: while the driver lags, reading
+            // stops and QUIC flow control holds the sender back.
+            let want = u32::try_from(size.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+            let Ok(permit) = shared.event_bytes.clone().acquire_many_owned(want).await else {
+                return (close_code::SHUTDOWN, "driver gone".into());
+            };
+            if shared.events.send((event, Some(permit))).await.is_err() {
+                return (close_code::SHUTDOWN, "driver gone".into());
+            }
         }
-        let len = match codec::parse_frame_header(header, shared.limits.max_frame) {
-            Ok(len) => len,
-            Err(e) => return (close_code::PROTOCOL, format!("frame refused: {e}")),
-        };
-        body.resize(len, 0);
-        if let Err(e) = stream.read_exact(&mut body).await {
-            return (close_code::PROTOCOL, format!("truncated frame: {e}"));
-        }
-        let frame: FrameOwned<M> = match codec::decode(&body) {
-            Ok(f) => f,
-            Err(e) => return (close_code::PROTOCOL, format!("malformed frame: {e}")),
-        };
-        if frame.from != name.as_str() {
-            return (
-                close_code::PROTOCOL,
-                format!(
-                    "frame says it is from {:?}, certificate says {name:?}",
-                    frame.from
-                ),
-            );
-        }
-        if body.capacity() > 64 * 1024 {
-            // Do not keep a large buffer for a peer that sent one large frame.
-            body = Vec::new();
-        }
-        let event = TransportEvent::Message {
-            from: name.clone(),
-            msg: frame.msg,
-        };
-        if shared.events.send(event).await.is_err() {
-            return (close_code::SHUTDOWN, "driver gone".into());
+        frames.compact();
+        match stream.read(&mut chunk).await {
+            Ok(Some(n)) => frames.push(&chunk[..n]),
+            Ok(None) => return (close_code::PROTOCOL, "peer ended its message stream".into()),
+            Err(e) => return lost(conn, "read", e),
         }
     }
 }

@@ -5,7 +5,6 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use walrus_gcs::transport::certs::{self, CertifiedKey, NodeIdentity};
 use walrus_gcs::transport::{Limits, Listen, NodeId, Transport, TransportConfig, TransportEvent};
 
@@ -65,7 +64,7 @@ pub fn config(
     }
 }
 
-pub type Events<M> = mpsc::Receiver<TransportEvent<M>>;
+pub type Events<M> = walrus_gcs::transport::TransportEvents<M>;
 
 /// Starts a transport per name, all knowing each other (plus `extra` peers that are
 /// configured but not started). Returns them with their addresses.

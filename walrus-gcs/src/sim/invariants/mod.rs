@@ -1,0 +1,176 @@
+//! Invariant checkers of the simulator, one per file. Each sees every send request,
+//! view installation and delivery as it happens (online checks) and checks again at the
+//! end of a run. A violation is a sentence naming what broke, where and when.
+
+use crate::event::{Event, ViewChange};
+use crate::types::{GroupName, NodeRef, Service, SessionId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+mod group_membership;
+mod liveness;
+mod no_duplication;
+mod reliable_fifo;
+mod self_delivery;
+mod total_order;
+mod view_agreement;
+mod virtual_synchrony;
+
+pub use liveness::LivenessProbe;
+
+/// A multicast the simulated application asked for (and the core accepted).
+#[derive(Clone, Debug)]
+pub struct Sent {
+    /// Unique id, carried in the first 8 bytes of the payload.
+    pub id: u64,
+    /// Sending node incarnation.
+    pub node: NodeRef,
+    /// Sending session.
+    pub session: SessionId,
+    /// How many multicasts this session had sent before this one.
+    pub index: u64,
+    /// Requested service.
+    pub service: Service,
+    /// Destination groups.
+    pub groups: Vec<GroupName>,
+    /// Virtual time of the request.
+    pub at: Duration,
+}
+
+/// A local session of one node incarnation, as the checkers name it.
+pub type SessionKey = (NodeRef, SessionId);
+
+/// A join or leave request of a session, with its virtual time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `join` was accepted by the core.
+    Join,
+    /// `leave` was accepted by the core.
+    Leave,
+}
+
+/// What the simulator knows at the end of a run, for the end-of-run checks.
+#[derive(Debug, Default)]
+pub struct EndState {
+    /// Node incarnations alive at the end.
+    pub alive: Vec<NodeRef>,
+    /// Sessions closed by the application (or found disconnected).
+    pub closed: Vec<SessionKey>,
+    /// The liveness probe, if the run had a quiet phase.
+    pub probe: Option<LivenessProbe>,
+}
+
+/// One checker.
+pub trait Invariant {
+    /// A multicast was accepted by the core.
+    fn on_sent(&mut self, _sent: &Sent) {}
+    /// A node installed a view.
+    fn on_view(
+        &mut self,
+        _at: Duration,
+        _who: &NodeRef,
+        _change: &ViewChange,
+        _v: &mut Vec<String>,
+    ) {
+    }
+    /// A session received an event.
+    fn on_deliver(
+        &mut self,
+        _at: Duration,
+        _who: &NodeRef,
+        _session: SessionId,
+        _event: &Event,
+        _sent: &BTreeMap<u64, Sent>,
+        _v: &mut Vec<String>,
+    ) {
+    }
+    /// End of run.
+    fn at_end(
+        &mut self,
+        _end: &EndState,
+        _sent: &BTreeMap<u64, Sent>,
+        _requests: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+        _v: &mut Vec<String>,
+    ) {
+    }
+}
+
+/// Every checker, fed by the simulator.
+pub struct Checker {
+    invariants: Vec<Box<dyn Invariant>>,
+    sent: BTreeMap<u64, Sent>,
+    requests: BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+    /// Violations found so far.
+    pub violations: Vec<String>,
+    /// How many deliveries were checked.
+    pub deliveries: u64,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker {
+            invariants: vec![
+                Box::new(view_agreement::ViewAgreement::default()),
+                Box::new(virtual_synchrony::VirtualSynchrony::default()),
+                Box::new(total_order::TotalOrder::default()),
+                Box::new(no_duplication::NoDuplication::default()),
+                Box::new(reliable_fifo::ReliableFifo::default()),
+                Box::new(self_delivery::SelfDelivery::default()),
+                Box::new(group_membership::GroupMembership::default()),
+                Box::new(liveness::Liveness),
+            ],
+            sent: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            violations: Vec::new(),
+            deliveries: 0,
+        }
+    }
+}
+
+impl Checker {
+    /// Records a multicast the core accepted.
+    pub fn sent(&mut self, sent: Sent) {
+        for i in &mut self.invariants {
+            i.on_sent(&sent);
+        }
+        self.sent.insert(sent.id, sent);
+    }
+
+    /// Records a join or leave request the core accepted.
+    pub fn request(&mut self, at: Duration, who: SessionKey, group: GroupName, r: Request) {
+        self.requests.entry((who, group)).or_default().push((at, r));
+    }
+
+    /// Records a view installation.
+    pub fn view(&mut self, at: Duration, who: &NodeRef, change: &ViewChange) {
+        for i in &mut self.invariants {
+            i.on_view(at, who, change, &mut self.violations);
+        }
+    }
+
+    /// Records a delivery.
+    pub fn deliver(&mut self, at: Duration, who: &NodeRef, session: SessionId, event: &Event) {
+        self.deliveries += 1;
+        for i in &mut self.invariants {
+            i.on_deliver(at, who, session, event, &self.sent, &mut self.violations);
+        }
+    }
+
+    /// Runs the end-of-run checks.
+    pub fn finish(&mut self, end: &EndState) {
+        for i in &mut self.invariants {
+            i.at_end(end, &self.sent, &self.requests, &mut self.violations);
+        }
+    }
+
+    /// How many multicasts were recorded.
+    pub fn messages(&self) -> u64 {
+        self.sent.len() as u64
+    }
+}
+
+/// The message id a payload carries (its first 8 bytes), if any.
+pub fn payload_id(payload: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}

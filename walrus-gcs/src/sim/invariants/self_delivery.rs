@@ -1,0 +1,70 @@
+//! Self-delivery: a session that is a member of a destination group when it sends, and
+//! stays one, receives its own message, unless its node crashes or the session closes.
+
+use super::{EndState, Invariant, Request, Sent, SessionKey};
+use crate::event::Event;
+use crate::types::{GroupName, NodeRef, SessionId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[derive(Default)]
+pub(super) struct SelfDelivery {
+    got: BTreeSet<(SessionKey, u64)>,
+}
+
+impl Invariant for SelfDelivery {
+    fn on_deliver(
+        &mut self,
+        _at: Duration,
+        who: &NodeRef,
+        session: SessionId,
+        e: &Event,
+        _sent: &BTreeMap<u64, Sent>,
+        _v: &mut Vec<String>,
+    ) {
+        if let Event::Message { payload, .. } = e {
+            if let Some(id) = super::payload_id(payload) {
+                self.got.insert(((who.clone(), session), id));
+            }
+        }
+    }
+
+    fn at_end(
+        &mut self,
+        end: &EndState,
+        sent: &BTreeMap<u64, Sent>,
+        requests: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+        v: &mut Vec<String>,
+    ) {
+        let closed: BTreeSet<&SessionKey> = end.closed.iter().collect();
+        let mut missing = Vec::new();
+        for s in sent.values() {
+            let key = (s.node.clone(), s.session);
+            if !end.alive.contains(&s.node) || closed.contains(&key) {
+                continue;
+            }
+            let member_throughout = s.groups.iter().any(|g| {
+                let Some(hist) = requests.get(&(key.clone(), g.clone())) else {
+                    return false;
+                };
+                let joined_before = hist
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t <= s.at)
+                    .is_some_and(|(_, r)| *r == Request::Join);
+                let left_after = hist.iter().any(|(t, r)| *t > s.at && *r == Request::Leave);
+                joined_before && !left_after
+            });
+            if member_throughout && !self.got.contains(&(key, s.id)) {
+                missing.push(s.id);
+            }
+        }
+        if !missing.is_empty() {
+            v.push(format!(
+                "self-delivery: {} messages never reached their live sender, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
+    }
+}

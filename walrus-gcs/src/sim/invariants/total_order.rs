@@ -1,0 +1,100 @@
+//! Total order: there is one order of all Agreed messages and membership changes that
+//! every session's delivery sequence follows, also across partitions (the graph of
+//! "delivered just before" edges of all sessions has no cycle).
+
+use super::{payload_id, Invariant, Sent, SessionKey};
+use crate::event::Event;
+use crate::types::{GroupName, NodeRef, Service, SessionId, Stamp};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Key {
+    Msg(u64),
+    Change(GroupName, Stamp),
+}
+
+#[derive(Default)]
+pub(super) struct TotalOrder {
+    last: BTreeMap<SessionKey, Key>,
+    edges: BTreeSet<(Key, Key)>,
+}
+
+impl Invariant for TotalOrder {
+    fn on_deliver(
+        &mut self,
+        _at: Duration,
+        who: &NodeRef,
+        session: SessionId,
+        e: &Event,
+        _sent: &BTreeMap<u64, Sent>,
+        _v: &mut Vec<String>,
+    ) {
+        let key = match e {
+            Event::Message {
+                service: Service::Agreed,
+                payload,
+                ..
+            } => match payload_id(payload) {
+                Some(id) => Key::Msg(id),
+                None => return,
+            },
+            Event::Membership { group, at, .. } => Key::Change(group.clone(), at.clone()),
+            _ => return,
+        };
+        let sk = (who.clone(), session);
+        if let Some(prev) = self.last.insert(sk, key.clone()) {
+            if prev != key {
+                self.edges.insert((prev, key));
+            }
+        }
+    }
+
+    fn at_end(
+        &mut self,
+        _end: &super::EndState,
+        _sent: &BTreeMap<u64, Sent>,
+        _r: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, super::Request)>>,
+        v: &mut Vec<String>,
+    ) {
+        // Kahn's algorithm: whatever is left has a cycle.
+        let mut indeg: BTreeMap<&Key, usize> = BTreeMap::new();
+        let mut out: BTreeMap<&Key, Vec<&Key>> = BTreeMap::new();
+        for (a, b) in &self.edges {
+            indeg.entry(a).or_insert(0);
+            *indeg.entry(b).or_insert(0) += 1;
+            out.entry(a).or_default().push(b);
+        }
+        let mut ready: VecDeque<&Key> = indeg
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut done = 0;
+        while let Some(k) = ready.pop_front() {
+            done += 1;
+            for n in out.get(k).into_iter().flatten() {
+                if let Some(d) = indeg.get_mut(n) {
+                    *d -= 1;
+                    if *d == 0 {
+                        ready.push_back(n);
+                    }
+                }
+            }
+        }
+        if done < indeg.len() {
+            let stuck: Vec<String> = indeg
+                .iter()
+                .filter(|(_, d)| **d > 0)
+                .take(6)
+                .map(|(k, _)| format!("{k:?}"))
+                .collect();
+            v.push(format!(
+                "total order: sessions delivered Agreed messages/membership changes in \
+                 contradicting orders ({} items in cycles, e.g. {})",
+                indeg.len() - done,
+                stuck.join(", ")
+            ));
+        }
+    }
+}
