@@ -189,6 +189,10 @@ pub struct ControllerParams {
     pub max_records: usize,
     /// A replica more than this many generations behind is treated as BYPASS. Default 1.
     pub max_generation_lag: u64,
+    /// Count the CPU busy fraction in a server's load (default true). `false` uses the
+    /// web-server workers only: for web servers that share one machine (tests, demos),
+    /// where the CPU figure says nothing about any one of them.
+    pub use_cpu: bool,
 }
 
 /// DNS settings.
@@ -353,6 +357,7 @@ struct RawControllerParams {
     margin: Option<f64>,
     max_records: Option<usize>,
     max_generation_lag: Option<u64>,
+    use_cpu: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -737,6 +742,7 @@ fn validate_controller(
         margin,
         max_records,
         max_generation_lag: raw.max_generation_lag.unwrap_or(1),
+        use_cpu: raw.use_cpu.unwrap_or(true),
     })
 }
 

@@ -112,7 +112,10 @@ pub fn round_config(config: &Config) -> RoundConfig {
             dead_after: config.notify.dead_after,
             ..Params::default()
         },
-        load: LoadFormula::default(),
+        load: LoadFormula {
+            use_cpu: config.controller.use_cpu,
+            ..LoadFormula::default()
+        },
     }
 }
 
