@@ -13,6 +13,7 @@
 //! ```
 
 use std::future::Future;
+use std::time::Duration;
 use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, Service, Session};
 
 /// One group-communication session, as an actor holds it.
@@ -51,6 +52,12 @@ pub trait GroupLayer: Send + Sync + 'static {
 
     /// Stops the node cleanly (peers are told).
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
+
+    /// Completes once this node shares a view with at least one other node, or after
+    /// `grace`. A Controller waits for it before joining `Controllers`: a restarted node
+    /// first sits alone in a view of its own, and a session that joined there would come
+    /// first in the merged membership list and depose the running master.
+    fn settled(&self, grace: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// A walrus-gcs [`Session`] with the identity it has in membership lists.
@@ -112,6 +119,15 @@ impl GroupLayer for Gcs {
 
     async fn shutdown(&self) {
         Gcs::shutdown(self).await
+    }
+
+    async fn settled(&self, grace: Duration) {
+        let mut view = self.watch_view();
+        let _ = tokio::time::timeout(
+            grace,
+            view.wait_for(|v| v.as_ref().is_some_and(|v| v.members.len() > 1)),
+        )
+        .await;
     }
 }
 

@@ -283,6 +283,16 @@ pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
     })
 }
 
+/// How long a Controller waits for its node to share a view with another node before it
+/// joins `Controllers` alone (see [`GroupLayer::settled`]): five failure timeouts of the
+/// gcs profile (2 s on a LAN, 20 s on a WAN).
+pub fn join_grace(config: &Config) -> Duration {
+    match config.timing.gcs_profile {
+        GcsProfile::Lan => CoreConfig::lan().failure_timeout * 5,
+        GcsProfile::Wan => CoreConfig::wan().failure_timeout * 5,
+    }
+}
+
 // ----------------------------------------------------------------------------------------
 // The running node.
 
@@ -382,10 +392,17 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 }
             }
             let session = self.open_session().await?;
+            let grace = if self.config.nodes.len() > 1 {
+                join_grace(&self.config)
+            } else {
+                Duration::ZERO
+            };
+            let layer = self.layer.clone();
             let (handle, task) = controller_actor::spawn(
                 session,
                 controller_settings(&self.config),
                 direct,
+                async move { layer.settled(grace).await },
                 self.shutdown_signal(),
             )?;
             self.tasks.push((

@@ -55,6 +55,7 @@ fn records(d: &Decision, area: &str) -> Vec<String> {
 }
 
 async fn failover_keeps_answers<F: Layers>(layers: F) {
+    init_logs();
     let dir = TempDir::new("failover");
     let w1 = TinyHttp::start().await;
     let w2 = TinyHttp::start().await;
@@ -220,6 +221,7 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
 }
 
 async fn web_server_death_reaches_dns<F: Layers>(layers: F) {
+    init_logs();
     let dir = TempDir::new("roundtrip");
     let mut w1a = TinyHttp::start().await;
     let mut w1b = TinyHttp::start().await;

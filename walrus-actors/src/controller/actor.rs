@@ -122,12 +122,14 @@ impl ControllerHandle {
     }
 }
 
-/// Starts a Controller on `session` as a tokio task; it runs until `shutdown` completes,
-/// then leaves `Controllers` and closes the session.
+/// Starts a Controller on `session` as a tokio task: it joins `Controllers` once
+/// `before_join` completes (see [`crate::group::GroupLayer::settled`]), and runs until
+/// `shutdown` completes, then leaves `Controllers` and closes the session.
 pub fn spawn<S: GroupSession>(
     session: S,
     settings: ControllerSettings,
     direct: DirectDrivers,
+    before_join: impl Future<Output = ()> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<
     (
@@ -139,7 +141,14 @@ pub fn spawn<S: GroupSession>(
     settings.round.validate()?;
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let (status_tx, status_rx) = watch::channel(ControllerStatus::default());
-    let task = tokio::spawn(run(session, settings, direct, cmd_rx, status_tx, shutdown));
+    let task = tokio::spawn(async move {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = before_join => {}
+        }
+        run(session, settings, direct, cmd_rx, status_tx, shutdown).await
+    });
     Ok((
         ControllerHandle {
             commands: cmd_tx,

@@ -178,6 +178,9 @@ impl GroupLayer for LocalNode {
             .collect();
         st.remove_sessions(&gone, MembershipReason::Disconnect);
     }
+
+    /// The bus has one view: settled at once.
+    async fn settled(&self, _grace: std::time::Duration) {}
 }
 
 /// A session on a [`LocalBus`].

@@ -199,3 +199,11 @@ pub fn deployment_toml(areas: &[AreaSpec], servers: &[ServerSpec], nodes: &[Node
     }
     t
 }
+
+/// Logs to the test's output when RUST_LOG is set (e.g. RUST_LOG=walrus_actors=info).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
