@@ -29,7 +29,7 @@
 //! One node on loopback (add `(name, address)` pairs to `peers` for a cluster; every
 //! node gets a certificate from the same CA, see [`crate::transport::certs`]):
 //!
-//! ```no_run
+//! ```
 //! use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
 //! use walrus_gcs::{CoreConfig, Event, Gcs, GcsConfig, GroupName, NodeId, Service};
 //!

@@ -588,12 +588,12 @@ impl Node {
             if self.frozen.is_some() || self.broken {
                 return;
             }
-            let ops: Vec<Op> = self
+            // `pending` is in counter order: the unsent ops are a suffix (no scan of
+            // the whole queue per request).
+            let first = self
                 .pending
-                .iter()
-                .filter(|op| op.counter > self.sent_upto)
-                .cloned()
-                .collect();
+                .partition_point(|op| op.counter <= self.sent_upto);
+            let ops: Vec<Op> = self.pending.range(first..).cloned().collect();
             let Some(last) = ops.last() else {
                 return;
             };

@@ -131,6 +131,7 @@ pub enum OpKind {
         /// Destination groups (sorted, without duplicates).
         groups: Vec<GroupName>,
         /// Application bytes.
+        #[serde(with = "crate::codec::bytes")]
         payload: Vec<u8>,
     },
 }

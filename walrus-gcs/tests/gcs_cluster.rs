@@ -81,7 +81,6 @@ async fn recv_until<T>(s: &mut Session, what: &str, mut f: impl FnMut(Event) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the protocol core (branch gcs-core); run with --ignored"]
 async fn five_nodes_form_one_view_and_agree_on_the_order() {
     let names = ["n0", "n1", "n2", "n3", "n4"];
     let nodes = start_cluster(&names).await;
@@ -162,7 +161,6 @@ async fn five_nodes_form_one_view_and_agree_on_the_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the protocol core (branch gcs-core); run with --ignored"]
 async fn a_two_three_partition_gives_two_views_and_healing_merges_them() {
     let names = ["n0", "n1", "n2", "n3", "n4"];
     let nodes = start_cluster(&names).await;

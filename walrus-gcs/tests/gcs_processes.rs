@@ -143,7 +143,6 @@ fn members_of(v: &Value) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs the protocol core (branch gcs-core); run with --ignored"]
 fn three_processes_agree_and_a_killed_one_leaves_the_view() {
     let dir = TempDir::new("gcs-proc");
     let names = ["n0", "n1", "n2"];

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 #[test]
-#[ignore = "needs the protocol core (branch gcs-core); run with --ignored"]
 fn namespaces_partition_and_heal() {
     let exe = std::env::current_exe().unwrap();
     let examples = exe.parent().unwrap().parent().unwrap().join("examples");
