@@ -287,7 +287,7 @@ fn certs(action: CertsAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bypass_file(config: &PathBuf, file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+fn bypass_file(config: &std::path::Path, file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match file {
         Some(f) => Ok(f),
         None => Ok(Config::load(config)?.reporter.bypass_file),

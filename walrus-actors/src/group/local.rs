@@ -292,7 +292,7 @@ mod tests {
             panic!("membership expected")
         };
         assert_eq!(members, vec![a.member().clone(), b.member().clone()]);
-        a.multicast(Service::Agreed, &[g.clone()], b"x".to_vec())
+        a.multicast(Service::Agreed, std::slice::from_ref(&g), b"x".to_vec())
             .await
             .unwrap();
         assert!(matches!(b.recv().await, Some(Event::Message { payload, .. }) if payload == b"x"));
