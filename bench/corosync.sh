@@ -129,9 +129,12 @@ rate_field=""
 CORO="{\"system\":\"corosync\",\"nodes\":$NODES,\"size\":$SIZE,\"msgs_per_sec\":$mps,\"mb_per_sec\":$mbps,\"p50_us\":$p50,\"p99_us\":$p99$rate_field}"
 echo "$CORO"
 
-# Stop corosync before measuring walrus, so the two never share the CPUs.
-for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+# Stop corosync before measuring walrus, so the two never share the CPUs (stderr
+# silenced: bash reports the killed jobs).
+exec 3>&2 2>/dev/null
+for pid in "${PIDS[@]}"; do kill -9 "$pid" || true; done
+for pid in "${PIDS[@]}"; do wait "$pid" || true; done
+exec 2>&3 3>&-
 PIDS=()
 
 if [ -n "$WALRUS" ]; then

@@ -50,6 +50,14 @@ struct Args {
     rest: Vec<String>,
 }
 
+/// Worker threads per node process (`WALRUS_BENCH_THREADS`, default 2).
+fn threads() -> usize {
+    std::env::var("WALRUS_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
@@ -65,7 +73,19 @@ fn main() {
         let mut argv = vec!["gcs-node".to_string()];
         argv.extend(args.rest);
         let node_args = node::Args::parse_from(argv);
-        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        // Worker threads per node process: `WALRUS_BENCH_THREADS` (1 = current-thread
+        // runtime), default 2 like tokio's default on these 2-core machines.
+        let rt = if threads() <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads())
+                .enable_all()
+                .build()
+        }
+        .expect("tokio runtime");
         rt.block_on(node::run(node_args));
         return;
     }

@@ -79,7 +79,7 @@ use tracing::{debug, info, warn};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::transport::{
-    Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
+    Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
 };
 use crate::{
     CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
@@ -95,6 +95,29 @@ pub struct GcsConfig {
     /// This life of the node; `None` takes the wall clock in milliseconds, which grows
     /// across restarts.
     pub incarnation: Option<Incarnation>,
+}
+
+impl GcsConfig {
+    /// The LAN profile: `CoreConfig::lan()` and `Limits::lan()` on `transport`.
+    pub fn lan(mut transport: TransportConfig) -> Self {
+        transport.limits = Limits::lan();
+        Self {
+            transport,
+            core: CoreConfig::lan(),
+            incarnation: None,
+        }
+    }
+
+    /// The WAN profile (one line to switch): every protocol and connection timeout
+    /// longer, see `CoreConfig::wan()` and `Limits::wan()`.
+    pub fn wan(mut transport: TransportConfig) -> Self {
+        transport.limits = Limits::wan();
+        Self {
+            transport,
+            core: CoreConfig::wan(),
+            incarnation: None,
+        }
+    }
 }
 
 /// Why a call on [`Gcs`] or [`Session`] failed.

@@ -101,6 +101,9 @@ struct Proposal {
     reports: BTreeMap<NodeRef, (FlushReport, Vec<Entry>)>,
 }
 
+/// One member's flush answer, as the coordinator groups them by old view.
+type Answer<'a> = (&'a NodeRef, &'a FlushReport, &'a Vec<Entry>);
+
 /// The protocol core of one node. Feed it inputs (`handle_*` and the local requests),
 /// then drain [`Node::poll_output`] and call [`Node::handle_timeout`] at
 /// [`Node::poll_timeout`].
@@ -314,7 +317,7 @@ impl Node {
                     peer.row = m.alive;
                     peer.view = Some((m.view, now));
                 }
-                self.evaluate(now);
+                // Not evaluated here: the heartbeat tick does it (keeps large clusters cheap).
             }
             PeerMessage::Submit(m) => self.on_submit(sender, m),
             PeerMessage::Ordered(m) => self.on_ordered(&sender, m),
@@ -1320,8 +1323,7 @@ impl Node {
             return;
         };
         // Group the answers by the old view each member leaves.
-        let mut by_old: BTreeMap<ViewId, Vec<(&NodeRef, &FlushReport, &Vec<Entry>)>> =
-            BTreeMap::new();
+        let mut by_old: BTreeMap<ViewId, Vec<Answer<'_>>> = BTreeMap::new();
         for (who, (r, es)) in &p.reports {
             by_old
                 .entry(r.old_view.clone())
@@ -1527,3 +1529,6 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use serde_json::json;
 use walrus_gcs::transport::{Limits, Listen, NodeIdentity, TransportConfig};
-use walrus_gcs::{CoreConfig, Event, Gcs, GcsConfig, GroupName, NodeId, Service};
+use walrus_gcs::{Event, Gcs, GcsConfig, GroupName, NodeId, Service};
 
 /// Command line of a node.
 #[derive(Parser, Debug)]
@@ -84,27 +84,23 @@ pub async fn run(args: Args) {
         .init();
     let identity = NodeIdentity::load(&args.certs, &args.name).expect("certificates");
     let nodes = args.peers.len() + 1;
-    let gcs = Gcs::start(GcsConfig {
-        transport: TransportConfig {
-            me: NodeId::new(args.name.clone()),
-            listen: Listen::Addr(args.listen),
-            peers: args
-                .peers
-                .iter()
-                .map(|(n, a)| (NodeId::new(n.clone()), *a))
-                .collect(),
-            identity,
-            limits: Limits::default(),
-        },
-        core: if args.wan {
-            CoreConfig::wan()
-        } else {
-            CoreConfig::lan()
-        },
-        incarnation: None,
-    })
-    .await
-    .expect("start");
+    let transport = TransportConfig {
+        me: NodeId::new(args.name.clone()),
+        listen: Listen::Addr(args.listen),
+        peers: args
+            .peers
+            .iter()
+            .map(|(n, a)| (NodeId::new(n.clone()), *a))
+            .collect(),
+        identity,
+        limits: Limits::default(),
+    };
+    let config = if args.wan {
+        GcsConfig::wan(transport)
+    } else {
+        GcsConfig::lan(transport)
+    };
+    let gcs = Gcs::start(config).await.expect("start");
 
     let me = args.name.clone();
     let mut views = gcs.watch_view();

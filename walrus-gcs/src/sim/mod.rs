@@ -187,6 +187,9 @@ struct Sim {
     probe: Option<LivenessProbe>,
     probe_group: GroupName,
     groups: Vec<GroupName>,
+    trace_len: usize,
+    /// Also trace every delivery (`WALRUS_SIM_TRACE=all`).
+    trace_all: bool,
 }
 
 /// Runs one simulation and checks it.
@@ -233,11 +236,16 @@ impl Sim {
             groups: (0..4).map(|i| GroupName::new(format!("g{i}"))).collect(),
             names,
             cfg,
+            trace_len: std::env::var("WALRUS_SIM_TRACE_LINES")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(40),
+            trace_all: std::env::var("WALRUS_SIM_TRACE").is_ok_and(|v| v == "all"),
         }
     }
 
     fn log(&mut self, line: String) {
-        if self.trace.len() >= 40 {
+        if self.trace.len() >= self.trace_len {
             self.trace.pop_front();
         }
         self.trace
@@ -340,6 +348,11 @@ impl Sim {
                 break;
             }
             self.handle(ev);
+            if !self.checker.violations.is_empty() {
+                // Stop at the first violation, so the trace ends where it happened.
+                self.log("stopped at the first violation".into());
+                break;
+            }
         }
         self.finish();
     }
@@ -484,6 +497,34 @@ impl Sim {
                 }
                 Output::Deliver { session, event } => {
                     let now = self.now;
+                    if self.trace_all {
+                        let line = match &event {
+                            Event::Message {
+                                payload, service, ..
+                            } => {
+                                format!(
+                                    "{who}/{session} gets {service:?} {:?}",
+                                    invariants::payload_id(payload)
+                                )
+                            }
+                            Event::Membership {
+                                group,
+                                members,
+                                reason,
+                                at,
+                                ..
+                            } => {
+                                let m: Vec<String> =
+                                    members.iter().map(|m| m.to_string()).collect();
+                                format!(
+                                    "{who}/{session} gets {group} {reason:?} @{}:{} {m:?}",
+                                    at.view, at.seq
+                                )
+                            }
+                            Event::Disconnected { .. } => format!("{who}/{session} disconnected"),
+                        };
+                        self.log(line);
+                    }
                     self.checker.deliver(now, &who, session, &event);
                     if let (Event::Message { payload, .. }, Some(p)) = (&event, self.probe.as_mut())
                     {
@@ -627,9 +668,13 @@ impl Sim {
                 }
             }
             Fault::Crash(i) => {
-                if self.nodes[i].node.is_none() {
+                // If that node is already down, crash the next live one instead.
+                let Some(i) = (0..n)
+                    .map(|k| (i + k) % n)
+                    .find(|k| self.nodes[*k].node.is_some())
+                else {
                     return;
-                }
+                };
                 self.report.crashes += 1;
                 let who = self.who(i);
                 self.log(format!("{who} crashes"));
@@ -802,7 +847,10 @@ impl Sim {
             closed: self.closed.clone(),
             probe: self.probe.clone(),
         };
-        self.checker.finish(&end);
+        if self.checker.violations.is_empty() {
+            // (A run stopped at its first violation skips the end-of-run checks.)
+            self.checker.finish(&end);
+        }
         self.report.virtual_seconds = self.now.as_secs_f64();
         self.report.messages = self.checker.messages();
         self.report.deliveries = self.checker.deliveries;

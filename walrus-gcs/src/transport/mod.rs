@@ -158,6 +158,27 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The LAN profile (same as [`Default`]).
+    pub fn lan() -> Self {
+        Self::default()
+    }
+
+    /// The WAN profile: connection timeouts and dial backoff ten times the LAN ones, so
+    /// a slow or lossy path is not taken for a dead link (pair with `CoreConfig::wan`).
+    pub fn wan() -> Self {
+        let lan = Self::lan();
+        Self {
+            idle_timeout: lan.idle_timeout * 10,
+            keep_alive: lan.keep_alive * 4,
+            handshake_timeout: lan.handshake_timeout * 4,
+            backoff_min: lan.backoff_min * 10,
+            backoff_max: lan.backoff_max * 10,
+            ..lan
+        }
+    }
+}
+
 /// Where the endpoint listens.
 #[derive(Debug)]
 pub enum Listen {
