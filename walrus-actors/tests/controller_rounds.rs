@@ -1,8 +1,10 @@
 //! Several Controllers' round machines driven together by a small deterministic harness
 //! that stands in for walrus-gcs (which is not usable yet): a membership list per
 //! connected component (first member is master), multicast inside a component, Reporters
-//! that answer in their component, and one Director per area that applies answers only
-//! from a master in its component. It checks the Controller's side of issue 4's
+//! that answer in their component, and one Director per area that hears only a master in
+//! its component. Both Director modes are run: `Directors` (each Director applies its
+//! area's answer from every multicast decision when it differs from what DNS holds) and
+//! direct (the master's `ApplyAnswers` reach the area's name server). It checks the Controller's side of issue 4's
 //! "three Controllers, kill the master" and partition behaviour; the same scenario over
 //! real walrus-gcs nodes is still to be written with the actor.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +19,17 @@ use walrus_actors::model::{
 };
 
 type Id = u32;
+
+/// How answers reach an area's name server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// A Director beside the name server follows every decision multicast on `Directors`.
+    Directors,
+    /// The master sends the changed answers itself (`Output::ApplyAnswers`).
+    Direct,
+}
+
+const MODES: [Mode; 2] = [Mode::Directors, Mode::Direct];
 
 /// One connected component.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +66,7 @@ struct Harness {
     now: Instant,
     /// When set, the master's ApplyAnswers outputs are lost (it "dies" after multicasting).
     drop_applies_of: Option<Id>,
+    mode: Mode,
 }
 
 /// Areas a1..a3 with home clusters c1..c3; two servers each.
@@ -104,7 +118,7 @@ fn stats(busy: u32) -> ServerStats {
 }
 
 impl Harness {
-    fn new(ids: &[Id]) -> Self {
+    fn new(ids: &[Id], mode: Mode) -> Self {
         let topology = topology();
         let servers: BTreeSet<ServerName> = topology
             .clusters
@@ -135,6 +149,7 @@ impl Harness {
             t0,
             now: t0,
             drop_applies_of: None,
+            mode,
         };
         h.views_changed(false);
         h
@@ -205,31 +220,45 @@ impl Harness {
                     }
                     Output::Multicast(d) => {
                         self.decisions.push((id, d.clone()));
+                        if self.mode == Mode::Directors {
+                            for (area, answer) in &d.answers {
+                                if comp.areas.contains(area) {
+                                    self.write(id, area, answer);
+                                }
+                            }
+                        }
                         for member in comp.members.iter().filter(|m| **m != id) {
                             let m = self.controllers.get_mut(member).unwrap();
                             let _ = m.handle_decision(self.now, d.clone());
                         }
                     }
                     Output::ApplyAnswers(answers) => {
-                        if self.drop_applies_of == Some(id) {
+                        if self.drop_applies_of == Some(id) || self.mode != Mode::Direct {
                             continue;
                         }
-                        for (area, answer) in answers {
-                            // Only the Director of an area in this component hears it.
-                            if comp.areas.contains(&area) && self.dns.get(&area) != Some(&answer) {
-                                self.writes.push(Write {
-                                    by: id,
-                                    at: self.now - self.t0,
-                                    area: area.clone(),
-                                    answer: answer.clone(),
-                                });
-                                self.dns.insert(area, answer);
+                        for (area, answer) in &answers {
+                            // Only a name server reachable in this component hears it.
+                            if comp.areas.contains(area) {
+                                self.write(id, area, answer);
                             }
                         }
                     }
                     Output::Notify(_) | Output::Status(_) => {}
                 }
             }
+        }
+    }
+
+    /// The name server of `area` is told `answer`; it changes only if it differs.
+    fn write(&mut self, by: Id, area: &AreaName, answer: &AreaAnswer) {
+        if self.dns.get(area) != Some(answer) {
+            self.writes.push(Write {
+                by,
+                at: self.now - self.t0,
+                area: area.clone(),
+                answer: answer.clone(),
+            });
+            self.dns.insert(area.clone(), answer.clone());
         }
     }
 
@@ -296,7 +325,13 @@ fn kill_cluster(h: &mut Harness, c: u8) {
 
 #[test]
 fn three_controllers_kill_the_master_no_answer_changes() {
-    let mut h = Harness::new(&[1, 2, 3]);
+    for mode in MODES {
+        kill_the_master(mode);
+    }
+}
+
+fn kill_the_master(mode: Mode) {
+    let mut h = Harness::new(&[1, 2, 3], mode);
     h.run_for(Duration::from_secs(3));
     assert_eq!(h.master(), vec![1]);
     assert_eq!(h.dns, h.home_dns());
@@ -353,7 +388,8 @@ fn three_controllers_kill_the_master_no_answer_changes() {
 
 #[test]
 fn master_dying_between_multicast_and_dns_update_is_covered_by_the_new_master() {
-    let mut h = Harness::new(&[1, 2, 3]);
+    // Direct mode only: with Directors the multicast itself carries the answer.
+    let mut h = Harness::new(&[1, 2, 3], Mode::Direct);
     h.run_for(Duration::from_secs(2));
     // From now on master 1's DNS updates are lost (it dies right after multicasting).
     h.drop_applies_of = Some(1);
@@ -375,7 +411,13 @@ fn master_dying_between_multicast_and_dns_update_is_covered_by_the_new_master() 
 
 #[test]
 fn partition_each_side_serves_and_nothing_flaps_then_it_converges() {
-    let mut h = Harness::new(&[1, 2, 3]);
+    for mode in MODES {
+        partition_with_a3_director_on_the_other_side(mode);
+    }
+}
+
+fn partition_with_a3_director_on_the_other_side(mode: Mode) {
+    let mut h = Harness::new(&[1, 2, 3], mode);
     h.run_for(Duration::from_secs(2));
     assert_eq!(h.dns, h.home_dns());
     let writes = h.writes.len();
@@ -452,7 +494,13 @@ fn partition_each_side_serves_and_nothing_flaps_then_it_converges() {
 
 #[test]
 fn partition_with_each_directors_on_its_own_side_changes_no_dns() {
-    let mut h = Harness::new(&[1, 2, 3]);
+    for mode in MODES {
+        partition_each_side_whole(mode);
+    }
+}
+
+fn partition_each_side_whole(mode: Mode) {
+    let mut h = Harness::new(&[1, 2, 3], mode);
     h.run_for(Duration::from_secs(2));
     let writes = h.writes.len();
     let all = h.components[0].clone();

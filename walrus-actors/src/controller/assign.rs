@@ -373,14 +373,14 @@ impl Rules {
 const EPS: f64 = 1e-9;
 
 /// Per cluster, what the phases need to know.
-struct ClusterView {
+struct ClusterView<'a> {
     /// Working servers, least loaded first: (load, name).
-    working: Vec<(f64, ServerName)>,
+    working: Vec<(f64, &'a ServerName)>,
     /// Mean load of the working servers.
     load: Option<f64>,
 }
 
-impl ClusterView {
+impl ClusterView<'_> {
     fn min_load(&self) -> Option<f64> {
         self.working.first().map(|(l, _)| *l)
     }
@@ -390,7 +390,94 @@ impl ClusterView {
 struct Placement {
     cluster: ClusterName,
     phase: u8,
-    reason: String,
+    reason: Reason,
+}
+
+/// Why a phase placed an area, as data: formatted only for the areas that change (most
+/// areas stay where they are every round).
+enum Reason {
+    /// Phase 2: the home cluster has a working server below the bar.
+    Home {
+        home: ClusterName,
+        min: f64,
+        threshold: f64,
+        /// The return margin, when the area was away from home.
+        return_margin: Option<f64>,
+    },
+    /// Phase 3: the current cluster cannot serve.
+    Availability {
+        why: Unserved,
+        target: ClusterName,
+        load: f64,
+    },
+    /// Phase 4: a move to a better cluster.
+    Balance {
+        cur: ClusterName,
+        cur_load: f64,
+        best: ClusterName,
+        best_load: f64,
+        margin: f64,
+        damping: f64,
+    },
+    /// Phase 4 left the area where it was.
+    Stay,
+}
+
+/// Why an area needs phase 3.
+enum Unserved {
+    NothingYet,
+    NoWorkingServer(ClusterName),
+    NotInTopology(ClusterName),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Home {
+                home,
+                min,
+                threshold,
+                return_margin,
+            } => {
+                write!(
+                    f,
+                    "home cluster {home} has a working server at {min:.2}, below threshold \
+                     {threshold:.2}"
+                )?;
+                if let Some(m) = return_margin {
+                    write!(f, " minus return margin {m:.2}")?;
+                }
+                Ok(())
+            }
+            Reason::Availability { why, target, load } => {
+                match why {
+                    Unserved::NothingYet => write!(f, "no cluster assigned yet")?,
+                    Unserved::NoWorkingServer(c) => write!(f, "{c} has no working server")?,
+                    Unserved::NotInTopology(c) => write!(f, "{c} is not in the topology")?,
+                }
+                write!(f, "; round-robin to working cluster {target} at {load:.2}")
+            }
+            Reason::Balance {
+                cur,
+                cur_load,
+                best,
+                best_load,
+                margin,
+                damping,
+            } => {
+                write!(
+                    f,
+                    "{cur} at {cur_load:.2}; {best} at {best_load:.2} is better by at least \
+                     the margin {margin:.2}"
+                )?;
+                if *damping > 0.0 {
+                    write!(f, " plus ping-pong damping {damping:.2}")?;
+                }
+                Ok(())
+            }
+            Reason::Stay => write!(f, "stays"),
+        }
+    }
 }
 
 pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
@@ -407,7 +494,7 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     let mut servers_v = Vec::with_capacity(input.observations.len());
 
     // Phase 1: problem notification, and each server's effective state.
-    let mut clusters: BTreeMap<ClusterName, ClusterView> = BTreeMap::new();
+    let mut clusters: BTreeMap<&ClusterName, ClusterView<'_>> = BTreeMap::new();
     for (cname, spec) in &input.topology.clusters {
         let mut working = Vec::new();
         for server in spec.servers.keys() {
@@ -423,27 +510,29 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
                 .unwrap_or(&Observation::NoAnswer);
             let (state, next) = phase1_server(server, cname, obs, &prev, input, &mut notifications);
             if let ServerState::Working { load, .. } = state {
-                working.push((load, server.clone()));
+                working.push((load, server));
             }
             states_v.push((server.clone(), state));
             servers_v.push((server.clone(), next));
         }
-        working.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        working.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         let load = if working.is_empty() {
             None
         } else {
             Some(working.iter().map(|(l, _)| l).sum::<f64>() / working.len() as f64)
         };
-        clusters.insert(cname.clone(), ClusterView { working, load });
+        clusters.insert(cname, ClusterView { working, load });
     }
     let states: BTreeMap<ServerName, ServerState> = states_v.into_iter().collect();
     history.servers = servers_v.into_iter().collect();
-    let cluster_loads: BTreeMap<ClusterName, Option<f64>> =
-        clusters.iter().map(|(n, v)| (n.clone(), v.load)).collect();
+    let cluster_loads: BTreeMap<ClusterName, Option<f64>> = clusters
+        .iter()
+        .map(|(n, v)| ((*n).clone(), v.load))
+        .collect();
     // Working clusters, best (least loaded) first, ties by name.
     let mut ranked: Vec<(f64, ClusterName)> = clusters
         .iter()
-        .filter_map(|(n, v)| v.load.map(|l| (l, n.clone())))
+        .filter_map(|(n, v)| v.load.map(|l| (l, (*n).clone())))
         .collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
 
@@ -491,18 +580,11 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         let bar = p.threshold - extra;
         if let Some(min) = view.min_load() {
             if min < bar {
-                let reason = if away {
-                    format!(
-                        "home cluster {home} has a working server at {min:.2}, below threshold \
-                         {:.2} minus return margin {extra:.2}",
-                        p.threshold
-                    )
-                } else {
-                    format!(
-                        "home cluster {home} has a working server at {min:.2}, below threshold \
-                         {:.2}",
-                        p.threshold
-                    )
+                let reason = Reason::Home {
+                    home: home.clone(),
+                    min,
+                    threshold: p.threshold,
+                    return_margin: away.then_some(extra),
                 };
                 placed.insert(
                     area.clone(),
@@ -533,16 +615,20 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         let (load, target) = &ranked[rr % ranked.len()];
         rr += 1;
         let why = match cur {
-            None => "no cluster assigned yet".to_owned(),
-            Some(c) if clusters.contains_key(c) => format!("{c} has no working server"),
-            Some(c) => format!("{c} is not in the topology"),
+            None => Unserved::NothingYet,
+            Some(c) if clusters.contains_key(c) => Unserved::NoWorkingServer(c.clone()),
+            Some(c) => Unserved::NotInTopology(c.clone()),
         };
         placed.insert(
             area.clone(),
             Placement {
                 cluster: target.clone(),
                 phase: 3,
-                reason: format!("{why}; round-robin to working cluster {target} at {load:.2}"),
+                reason: Reason::Availability {
+                    why,
+                    target: target.clone(),
+                    load: *load,
+                },
             },
         );
     }
@@ -578,27 +664,23 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         let placement = match best {
             Some((best_load, best)) if *best != cur && cur_load - best_load >= needed - EPS => {
                 given.insert(best.clone());
-                let why = if extra > 0.0 {
-                    format!(
-                        "the margin {:.2} plus ping-pong damping {extra:.2}",
-                        p.margin
-                    )
-                } else {
-                    format!("the margin {:.2}", p.margin)
-                };
                 Placement {
                     cluster: best.clone(),
                     phase: 4,
-                    reason: format!(
-                        "{cur} at {cur_load:.2}; {best} at {best_load:.2} is better by at least \
-                         {why}"
-                    ),
+                    reason: Reason::Balance {
+                        cur,
+                        cur_load,
+                        best: best.clone(),
+                        best_load: *best_load,
+                        margin: p.margin,
+                        damping: extra,
+                    },
                 }
             }
             _ => Placement {
                 cluster: cur,
                 phase: 4,
-                reason: String::new(),
+                reason: Reason::Stay,
             },
         };
         placed.insert(area, placement);
@@ -636,7 +718,7 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         }
         let moved = from.as_ref() != Some(&placement.cluster);
         let (phase, reason) = if moved {
-            (placement.phase, placement.reason)
+            (placement.phase, placement.reason.to_string())
         } else {
             (
                 0,
@@ -812,7 +894,7 @@ fn update_area_history(
 /// less loaded, so load jitter around the threshold or among the least loaded does not
 /// rewrite DNS every round.
 fn record_set(
-    view: &ClusterView,
+    view: &ClusterView<'_>,
     topology: &Topology,
     cluster: &ClusterName,
     p: &Params,
@@ -830,7 +912,7 @@ fn record_set(
             let addrs = spec.servers.get(name)?;
             let incumbent = addrs.iter().any(|a| serving.contains(a));
             let rank = if incumbent { load - h } else { *load };
-            Some((rank, *load, name, addrs.as_slice()))
+            Some((rank, *load, *name, addrs.as_slice()))
         })
         .collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.cmp(b.2)));

@@ -31,9 +31,11 @@
 //!   round. A server can be in one component only at a time, so no server is counted by two
 //!   masters.
 //! - **An area's DNS in each component.** Each master computes answers for every area, but
-//!   an answer reaches DNS only through a Director (beside the area's name server, on the
-//!   `Directors` group) in the master's component; a master writes only answers that
-//!   changed in its own view.
+//!   an answer reaches an area's name server only from within the master's component: in
+//!   the `Directors` mode the master multicasts each decision and the area's Director
+//!   (beside its name server) applies its own area's answer when it differs from what DNS
+//!   holds (`director` module); in the direct mode the master sends the changed answers
+//!   itself (`Output::ApplyAnswers`).
 //!   - Area, its Director and its home cluster all on one side: that side's master sees
 //!     the home cluster working and keeps the area home (phase 2). The other side's master
 //!     sees that cluster dead and moves the area in its own view (phase 3), but no Director
@@ -48,9 +50,10 @@
 //!     writes only its own changes, so there is no round-after-round alternation, but the
 //!     last writer wins on an area both can reach; the `Directors` mode avoids that.
 //! - **No flapping between two masters.** An area's Director is in one component at a
-//!   time, so at most one master's answers reach it; and a master sends an area only when
-//!   its answer changed (or once after a takeover or merge), so two masters cannot
-//!   alternate on one area round after round. Within one master, phase 4 moves at most one
+//!   time, so at most one master's decisions reach it, and that master's answer for the
+//!   area changes only when its own computation does: two masters cannot alternate on one
+//!   area round after round. (Direct mode across a partition is the exception named
+//!   above: last writer wins, but each master writes only its own changes.) Within one master, phase 4 moves at most one
 //!   area into a cluster per round and only for a gain of `margin` (more for an area it
 //!   moved recently: ping-pong damping), an area returns home only below
 //!   `threshold - return_margin` (its margin doubling if it flaps), and a server already in
@@ -62,8 +65,8 @@
 //!   servers ([`round::RoundMachine::handle_merge`]). The answers converge in that round.
 //!
 //! Tested at the logic level in `tests/controller_rounds.rs` (a deterministic harness in
-//! place of walrus-gcs): kill the master, a newcomer joins, two partition layouts and their
-//! heal.
+//! place of walrus-gcs, both Director modes): kill the master, a newcomer joins, two
+//! partition layouts and their heal.
 //!
 //! What the actor must do is listed in the [`round`] module doc.
 

@@ -14,9 +14,10 @@
 //!  timer from poll_timeout fired                ─► handle_timeout
 //!  configuration reloaded (SIGHUP)              ─► handle_reconfigure
 //!
-//!  Output::RequestReports{round} ─► multicast the request on `Reporters`
-//!  Output::Multicast(decision)   ─► multicast on `Controllers` (and `Directors`)
-//!  Output::ApplyAnswers(map)     ─► hand to the Director (only areas whose answer changed)
+//!  Output::RequestReports{round} ─► WalrusMessage::RoundRequest on `Reporters`
+//!  Output::Multicast(decision)   ─► WalrusMessage::Decision on `Controllers` + `Directors`
+//!  Output::ApplyAnswers(map)     ─► direct mode only: the name-server updater, per area
+//!                                   (only areas whose answer changed, or re-sends)
 //!  Output::Notify(event)         ─► Notifier::notify (never blocks)
 //!  Output::Status(status)        ─► status page / metrics
 //! ```
