@@ -176,12 +176,13 @@ async fn bypass_on_off_and_expiry_with_the_gatherer_running() {
     })
     .await;
 
-    // On for one second: it ends by itself (the file stays; its `until` has passed).
+    // On for a few seconds: it ends by itself (the file stays; its `until` has passed).
+    // Long enough that a gathering sees it on a loaded 2-core machine.
     write_bypass(
         &bypass_file,
         &Bypass::new(
             "quick check",
-            Some(Duration::from_secs(1)),
+            Some(Duration::from_secs(4)),
             SystemTime::now(),
         ),
     )
@@ -190,11 +191,11 @@ async fn bypass_on_off_and_expiry_with_the_gatherer_running() {
         matches!(handle.report(Round(6)).body, ReportBody::Bypass { .. }).then_some(())
     })
     .await;
-    // Deterministically: the same snapshot two seconds later is no bypass.
+    // Deterministically: the same snapshot five seconds later is no bypass.
     let later = handle.report_at(
         Round(7),
         std::time::Instant::now(),
-        SystemTime::now() + Duration::from_secs(2),
+        SystemTime::now() + Duration::from_secs(5),
     );
     assert!(stats(&later.body).is_some(), "{later:?}");
     // And for real, on the wall clock.
