@@ -180,11 +180,32 @@ impl<F: Layers> Cluster<F> {
     /// The configuration node `node` runs with: the deployment's, with its own state
     /// directory `DIR/state/NODE` (embedded DNS state, bypass file).
     pub fn node_config(&self, node: &str) -> Config {
-        let mut c = self.config.clone();
+        self.for_node(self.config.clone(), node)
+    }
+
+    fn for_node(&self, mut c: Config, node: &str) -> Config {
         let state = self.dir.join("state").join(node);
         c.dns.state_dir = state.join("dns");
         c.reporter.bypass_file = state.join("bypass");
+        c.tls = self.config.tls.clone();
         c
+    }
+
+    /// Reloads node `node` with a new deployment file (as SIGHUP does), adapted like
+    /// [`Cluster::node_config`]. See [`NodeRuntime::reload`].
+    pub async fn reload_node(
+        &mut self,
+        node: &str,
+        new: Config,
+    ) -> Result<crate::runtime::ReloadReport, RunError> {
+        let new = self.for_node(new, node);
+        match self.nodes.get_mut(node) {
+            Some(rt) => rt.reload(&new).await,
+            None => Err(RunError::Role {
+                node: node.to_owned(),
+                detail: "not running".into(),
+            }),
+        }
     }
 
     /// Starts node `node` (again, after a stop or kill: a new incarnation).
