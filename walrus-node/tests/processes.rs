@@ -143,7 +143,7 @@ async fn sigkill_of_the_master_process_and_the_next_change_still_reaches_dns() {
     let conf = dir.path().join("walrus.toml");
     std::fs::write(&conf, &toml).unwrap();
 
-    let mut ctl = vec![
+    let mut ctl = [
         Some(NodeProcess::start(&conf, "ctl-1", dir.path())),
         Some(NodeProcess::start(&conf, "ctl-2", dir.path())),
     ];
