@@ -12,7 +12,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 use support::*;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, LocalLayers, QuicLayers};
@@ -331,9 +330,6 @@ async fn quic_round_trip_a_dead_web_server_leaves_the_dns_answer() {
 async fn local_round_trip_a_dead_web_server_leaves_the_dns_answer() {
     web_server_death_reaches_dns(LocalLayers::default()).await;
 }
-
-#[allow(dead_code)]
-fn unused(_: Duration) {}
 
 /// A partition over real sockets: {ctl-1, w-1} | {ctl-2, w-2}. Each side has a master
 /// that sees the other side's cluster dead and keeps its own Director's area home; after
