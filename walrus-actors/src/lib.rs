@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod director;
+pub mod group;
 pub mod model;
 pub mod replicator;
 pub mod reporter;

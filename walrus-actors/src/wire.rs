@@ -32,3 +32,44 @@ pub enum WalrusMessage {
     /// A round's outcome (sent on `Controllers` and `Directors`).
     Decision(Decision),
 }
+
+impl WalrusMessage {
+    /// The bytes of this message on the wire (bincode through `walrus_gcs::codec`).
+    pub fn encode(&self) -> Result<Vec<u8>, walrus_gcs::codec::CodecError> {
+        walrus_gcs::codec::encode(self)
+    }
+
+    /// Decodes one message from a multicast payload (size-limited; trailing bytes refused).
+    pub fn decode(bytes: &[u8]) -> Result<Self, walrus_gcs::codec::CodecError> {
+        walrus_gcs::codec::decode(bytes)
+    }
+}
+
+/// A group name of the actors' protocol (one of the constants above).
+pub fn group(name: &str) -> walrus_gcs::GroupName {
+    walrus_gcs::GroupName::new(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ReportBody, Round};
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        let m = WalrusMessage::Report(Report {
+            server: "w1".into(),
+            round: Round(7),
+            body: ReportBody::TempFail {
+                reason: "starting".into(),
+            },
+            generation: None,
+        });
+        let bytes = m.encode().unwrap();
+        assert_eq!(WalrusMessage::decode(&bytes).unwrap(), m);
+        assert!(WalrusMessage::decode(&[0xff, 0xff, 0xff]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(WalrusMessage::decode(&long).is_err());
+    }
+}

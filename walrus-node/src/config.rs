@@ -78,6 +78,22 @@ impl fmt::Display for Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "controller" => Ok(Role::Controller),
+            "reporter" => Ok(Role::Reporter),
+            "replicator" => Ok(Role::Replicator),
+            "director" => Ok(Role::Director),
+            other => Err(format!(
+                "`{other}` is not a role; expected controller, reporter, replicator or director"
+            )),
+        }
+    }
+}
+
 /// How a Director reaches its area's name server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +154,8 @@ pub struct Config {
     pub dns: Dns,
     /// Where notifications go.
     pub notify: Notify,
+    /// Reporter settings shared by every reporting node.
+    pub reporter: ReporterSettings,
     /// Cluster CA and the node certificates.
     pub tls: Tls,
     /// Every area.
@@ -187,6 +205,10 @@ pub struct ControllerParams {
     pub max_records: usize,
     /// A replica more than this many generations behind is treated as BYPASS. Default 1.
     pub max_generation_lag: u64,
+    /// Count the CPU busy fraction in a server's load (default true). `false` uses the
+    /// web-server workers only: for web servers that share one machine (tests, demos),
+    /// where the CPU figure says nothing about any one of them.
+    pub use_cpu: bool,
 }
 
 /// DNS settings.
@@ -198,6 +220,22 @@ pub struct Dns {
     pub mode: DnsMode,
     /// TTL of the `www.<area zone>` records. Default 30 s, at least 1 s.
     pub ttl: Duration,
+    /// Where an embedded name server keeps each area's last answer
+    /// (`<state_dir>/<area>.state`), so it serves it after a restart before any
+    /// Controller is heard from. Default `/var/lib/walrus/dns`.
+    pub state_dir: PathBuf,
+}
+
+/// Reporter settings (the `[reporter]` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReporterSettings {
+    /// The operator's bypass file on each reporting host (`walrus-node bypass on|off`
+    /// writes it; while it exists the Reporter answers BYPASS). Default
+    /// `/var/lib/walrus/bypass`.
+    pub bypass_file: PathBuf,
+    /// Web readings failing in a row before PANIC (connection refused is PANIC at once).
+    /// Default 3.
+    pub panic_after: u32,
 }
 
 /// Notification channels (both optional).
@@ -306,6 +344,8 @@ struct RawConfig {
     notify: Option<Spanned<RawNotify>>,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    reporter: Option<Spanned<RawReporter>>,
     areas: Spanned<BTreeMap<String, Spanned<RawArea>>>,
     clusters: Spanned<BTreeMap<String, Spanned<RawCluster>>>,
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
@@ -333,6 +373,7 @@ struct RawControllerParams {
     margin: Option<f64>,
     max_records: Option<usize>,
     max_generation_lag: Option<u64>,
+    use_cpu: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -344,6 +385,14 @@ struct RawDns {
     mode: DnsMode,
     #[serde(default, with = "human_duration")]
     ttl: Option<Duration>,
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReporter {
+    bypass_file: Option<PathBuf>,
+    panic_after: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -539,6 +588,38 @@ impl Config {
         }
     }
 
+    /// This configuration with node `node`'s roles replaced (the `--roles` flag of
+    /// `walrus-node run`), checked as the file's roles are: a reporter needs `server`, a
+    /// director needs `area`, and the roles may not be empty.
+    pub fn with_roles(mut self, node: &str, roles: &[Role]) -> Result<Config, ConfigError> {
+        let file = self.file.clone();
+        let err = |field: &str, message: &str| ConfigError {
+            file: file.clone(),
+            line: None,
+            field: format!("nodes.{node}.{field}"),
+            message: format!("{message} (roles given with --roles)"),
+        };
+        self.node(node)?;
+        let Some(n) = self.nodes.get_mut(node) else {
+            return Err(err("roles", "no such node"));
+        };
+        if roles.is_empty() {
+            return Err(err("roles", "a node needs at least one role"));
+        }
+        let roles: BTreeSet<Role> = roles.iter().copied().collect();
+        if roles.contains(&Role::Reporter) && n.server.is_none() {
+            return Err(err(
+                "server",
+                "the `reporter` role needs the web server it reports on",
+            ));
+        }
+        if roles.contains(&Role::Director) && n.area.is_none() {
+            return Err(err("area", "the `director` role needs the area it serves"));
+        }
+        n.roles = roles;
+        Ok(self)
+    }
+
     /// The node called `name`, or an error listing the known ones.
     pub fn node(&self, name: &str) -> Result<&Node, ConfigError> {
         self.nodes.get(name).ok_or_else(|| ConfigError {
@@ -564,6 +645,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let controller = validate_controller(loc, raw.controller)?;
     let dns = validate_dns(loc, raw.dns)?;
     let notify = validate_notify(loc, raw.notify)?;
+    let reporter = validate_reporter(loc, raw.reporter)?;
     let tls = Tls {
         ca: raw
             .tls
@@ -624,6 +706,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         controller,
         dns,
         notify,
+        reporter,
         tls,
         areas,
         clusters,
@@ -707,6 +790,7 @@ fn validate_controller(
         margin,
         max_records,
         max_generation_lag: raw.max_generation_lag.unwrap_or(1),
+        use_cpu: raw.use_cpu.unwrap_or(true),
     })
 }
 
@@ -721,10 +805,42 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
             format!("{ttl:?} is not allowed; expected whole seconds, at least 1s"),
         ));
     }
+    if raw.mode == DnsMode::Direct && raw.backend == DnsBackend::Embedded {
+        return Err(loc.err(
+            span,
+            "dns.mode",
+            "\"direct\" needs backend = \"rfc2136\": the master cannot write another host's embedded server; use mode = \"director\"",
+        ));
+    }
     Ok(Dns {
         backend: raw.backend,
         mode: raw.mode,
         ttl,
+        state_dir: raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/dns")),
+    })
+}
+
+fn validate_reporter(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawReporter>>,
+) -> Result<ReporterSettings, ConfigError> {
+    let span = raw.as_ref().map(|r| r.span());
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let panic_after = raw.panic_after.unwrap_or(3);
+    if panic_after == 0 {
+        return Err(loc.err(
+            span,
+            "reporter.panic_after",
+            "must be at least 1 (failed readings in a row before PANIC)",
+        ));
+    }
+    Ok(ReporterSettings {
+        bypass_file: raw
+            .bypass_file
+            .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/bypass")),
+        panic_after,
     })
 }
 
@@ -1065,6 +1181,59 @@ mod tests {
         let text = EXAMPLE.replace("backend = \"embedded\"", "backend = \"rfc2136\"");
         let err = parse(&text).unwrap_err();
         assert!(err.field.ends_with("tsig_key_file"), "{err}");
+    }
+
+    #[test]
+    fn state_dir_and_bypass_file_have_defaults_and_can_be_set() {
+        let bare = EXAMPLE
+            .lines()
+            .filter(|l| {
+                !l.starts_with("state_dir")
+                    && !l.starts_with("bypass_file")
+                    && !l.starts_with("panic_after")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = parse(&bare).unwrap();
+        assert_eq!(config.dns.state_dir, PathBuf::from("/var/lib/walrus/dns"));
+        assert_eq!(
+            config.reporter.bypass_file,
+            PathBuf::from("/var/lib/walrus/bypass")
+        );
+        assert_eq!(config.reporter.panic_after, 3);
+        let text = EXAMPLE
+            .replace(
+                "state_dir = \"/var/lib/walrus/dns\"",
+                "state_dir = \"/tmp/w/dns\"",
+            )
+            .replace(
+                "bypass_file = \"/var/lib/walrus/bypass\"",
+                "bypass_file = \"/tmp/w/bypass\"",
+            )
+            .replace("panic_after = 3", "panic_after = 2");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.dns.state_dir, PathBuf::from("/tmp/w/dns"));
+        assert_eq!(config.reporter.bypass_file, PathBuf::from("/tmp/w/bypass"));
+        assert_eq!(config.reporter.panic_after, 2);
+    }
+
+    #[test]
+    fn direct_mode_needs_rfc2136() {
+        let err = parse(&EXAMPLE.replace("mode = \"director\"", "mode = \"direct\"")).unwrap_err();
+        assert_eq!(err.field, "dns.mode");
+    }
+
+    #[test]
+    fn roles_from_the_command_line_are_checked_like_the_files() {
+        let c = parse(EXAMPLE).unwrap();
+        let c2 = c.clone().with_roles("eu-a", &[Role::Controller]).unwrap();
+        assert_eq!(c2.nodes["eu-a"].roles, [Role::Controller].into());
+        let err = c.clone().with_roles("eu-b", &[Role::Director]).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-b.area");
+        assert!(c.clone().with_roles("eu-a", &[]).is_err());
+        assert!(c.with_roles("nobody", &[Role::Controller]).is_err());
+        assert!("boss".parse::<Role>().is_err());
+        assert_eq!("director".parse::<Role>(), Ok(Role::Director));
     }
 
     #[test]

@@ -2,11 +2,23 @@
 //!
 //! The shared configuration ([`config`]) describes the whole deployment and names each
 //! host's roles; `walrus-node run --node NAME` starts the actors that host runs
-//! (Controller, Reporter, Director, Replicator) over one walrus-gcs node.
+//! (Controller, Reporter, Director) over one walrus-gcs node ([`runtime`]). The
+//! in-process launcher ([`cluster`]) starts a whole deployment in one process on loopback,
+//! for the demo and for tests.
 //!
 //! ```text
-//!  walrus.toml ─▶ config::Config ─▶ roles of --node ─▶ actors ─▶ walrus-gcs (QUIC)
+//!  walrus.toml ─▶ config::Config ─▶ runtime::NodeRuntime (roles of --node)
+//!                                      │ one walrus-gcs node (QUIC, mutual TLS)
+//!                                      ├─ Controller  (joins Controllers; first is master)
+//!                                      ├─ Reporter    (joins Reporters; answers rounds)
+//!                                      └─ Director    (joins Directors; its area's DNS)
+//!  cluster::Cluster: every node of a Config in one process, each stoppable or killable
 //! ```
+//!
+//! Not here yet: the Replicator role (skipped with a warning), the status page and
+//! metrics, `walrus-node status` and `demo`.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
+pub mod runtime;

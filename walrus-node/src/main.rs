@@ -5,6 +5,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+use walrus_actors::model::AreaName;
+use walrus_actors::reporter::bypass::{self, Bypass};
 use walrus_node::config::Config;
 
 /// Walrus: one web site served from clusters in several areas; every client sent to the
@@ -12,6 +15,10 @@ use walrus_node::config::Config;
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// Log as JSON lines instead of human-readable text (RUST_LOG sets the level; default
+    /// info).
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +39,13 @@ enum Command {
     /// Run the roles that the configuration gives this node.
     ///
     /// Example: walrus-node run --config /etc/walrus/walrus.toml --node eu-a
+    ///
+    /// Starts the group-communication node with this node's certificate
+    /// (<tls.dir>/<node>.pem and .key, CA tls.ca), then its roles. SIGTERM or Ctrl-C stops
+    /// cleanly (roles leave their groups, peers are told). SIGHUP re-reads the file and
+    /// applies what can change safely ([timing] round_period and report_timeout,
+    /// [controller], [notify]); an invalid file is refused and the running configuration
+    /// kept.
     Run {
         /// The deployment's configuration file.
         #[arg(long, default_value = "/etc/walrus/walrus.toml")]
@@ -39,12 +53,127 @@ enum Command {
         /// This host's node name, as in the file's [nodes.NAME].
         #[arg(long)]
         node: String,
+        /// Run these roles instead of the file's (comma-separated), e.g.
+        /// --roles controller,reporter.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<walrus_node::config::Role>>,
+    },
+    /// Create the cluster CA and node certificates for the group's mutual TLS.
+    ///
+    /// Example: walrus-node certs init --dir /etc/walrus/certs
+    ///          walrus-node certs issue --dir /etc/walrus/certs eu-a eu-b us-a
+    ///
+    /// Then copy ca.pem and NODE.pem/NODE.key to each node; keep ca.key off the nodes.
+    /// Re-issuing a node's certificate rotates it.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
+    /// Take this host's web server out of rounds (BYPASS), or put it back.
+    ///
+    /// Example: walrus-node bypass on --config /etc/walrus/walrus.toml --for 30m --reason "kernel upgrade"
+    ///          walrus-node bypass off --config /etc/walrus/walrus.toml
+    ///
+    /// Writes or removes the bypass file ([reporter] bypass_file, or --file); the Reporter
+    /// reads it every interval. With --for the bypass ends by itself.
+    Bypass {
+        #[command(subcommand)]
+        action: BypassAction,
+    },
+    /// DNS helpers.
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Create DIR/ca.pem and DIR/ca.key (refuses to overwrite an existing CA).
+    ///
+    /// Example: walrus-node certs init --dir /etc/walrus/certs
+    Init {
+        /// Where the CA goes.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue DIR/NAME.pem and DIR/NAME.key (SAN = NAME) with the CA in DIR.
+    ///
+    /// Example: walrus-node certs issue --dir /etc/walrus/certs eu-a eu-b
+    Issue {
+        /// The directory holding ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node names, as in the configuration's [nodes.NAME].
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BypassAction {
+    /// Leave this server out of rounds.
+    ///
+    /// Example: walrus-node bypass on --config /etc/walrus/walrus.toml --for 30m
+    On {
+        /// The configuration file (for [reporter] bypass_file).
+        #[arg(long, default_value = "/etc/walrus/walrus.toml")]
+        config: PathBuf,
+        /// The bypass file itself, instead of the configuration's.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// How long (e.g. 30m, 2h); without it, until `bypass off`.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Why (shown in reports and on the status page).
+        #[arg(long, default_value = "operator bypass")]
+        reason: String,
+    },
+    /// Put this server back into rounds.
+    ///
+    /// Example: walrus-node bypass off --config /etc/walrus/walrus.toml
+    Off {
+        /// The configuration file (for [reporter] bypass_file).
+        #[arg(long, default_value = "/etc/walrus/walrus.toml")]
+        config: PathBuf,
+        /// The bypass file itself, instead of the configuration's.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsAction {
+    /// Print BIND 9 zone statements and starting zone files for one area (paper §7.2).
+    ///
+    /// Example: walrus-node dns bind-config --config /etc/walrus/walrus.toml --area eu \
+    ///            --zone-dir /var/lib/bind/walrus
+    ///
+    /// The area's name server is authoritative for its own zone and the site zone, where
+    /// www.<site> is a CNAME to www.<area zone>; the update-policy lets only the area's
+    /// TSIG key change www.<area zone> A and AAAA. Create the key with
+    /// `tsig-keygen -a hmac-sha256 NAME` and include it before the zone statements.
+    BindConfig {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/walrus/walrus.toml")]
+        config: PathBuf,
+        /// The area, as in [areas.NAME].
+        #[arg(long)]
+        area: String,
+        /// Where the zone files will live on the name server (writable by named).
+        #[arg(long, default_value = "/var/lib/bind/walrus")]
+        zone_dir: PathBuf,
+        /// The TSIG key name; default: the name in the area's tsig_key_file, else
+        /// walrus-<area>.
+        #[arg(long)]
+        key_name: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    init_logs(cli.log_json);
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("walrus-node: {e:#}");
@@ -53,42 +182,197 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::CheckConfig { config } => {
-            let config = Config::load(&config)?;
-            println!(
-                "{}: valid — site {}, {} areas, {} clusters, {} servers, {} nodes",
-                config.file.display(),
-                config.site,
-                config.areas.len(),
-                config.clusters.len(),
-                config
-                    .clusters
-                    .values()
-                    .map(|c| c.servers.len())
-                    .sum::<usize>(),
-                config.nodes.len()
-            );
-            for (name, area) in &config.areas {
-                println!(
-                    "  area {name}: zone {}, name server {}, home cluster {}",
-                    area.zone, area.name_server, area.home_cluster
-                );
-            }
-            for (name, node) in &config.nodes {
-                let roles: Vec<String> = node.roles.iter().map(|r| r.to_string()).collect();
-                println!("  node {name}: {} [{}]", node.address, roles.join(", "));
-            }
-            Ok(())
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CheckConfig { config } => check_config(config),
+        Command::Run {
+            config,
+            node,
+            roles,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            rt.block_on(run_node(config, node, roles))
         }
-        Command::Run { config, node } => {
-            let config = Config::load(&config)?;
-            let node = config.node(&node).context("choosing this host's node")?;
-            anyhow::bail!(
-                "the actors are not wired into the node yet (roles requested: {:?})",
-                node.roles
-            )
+        Command::Certs { action } => certs(action),
+        Command::Bypass { action } => bypass_cmd(action),
+        Command::Dns {
+            action:
+                DnsAction::BindConfig {
+                    config,
+                    area,
+                    zone_dir,
+                    key_name,
+                },
+        } => bind_config(config, area, zone_dir, key_name),
+    }
+}
+
+fn check_config(config: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&config)?;
+    println!(
+        "{}: valid — site {}, {} areas, {} clusters, {} servers, {} nodes",
+        config.file.display(),
+        config.site,
+        config.areas.len(),
+        config.clusters.len(),
+        config
+            .clusters
+            .values()
+            .map(|c| c.servers.len())
+            .sum::<usize>(),
+        config.nodes.len()
+    );
+    for (name, area) in &config.areas {
+        println!(
+            "  area {name}: zone {}, name server {}, home cluster {}",
+            area.zone, area.name_server, area.home_cluster
+        );
+    }
+    for (name, node) in &config.nodes {
+        let roles: Vec<String> = node.roles.iter().map(|r| r.to_string()).collect();
+        println!("  node {name}: {} [{}]", node.address, roles.join(", "));
+    }
+    Ok(())
+}
+
+async fn run_node(
+    path: PathBuf,
+    node: String,
+    roles: Option<Vec<walrus_node::config::Role>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let load = |path: &PathBuf| -> anyhow::Result<Config> {
+        let config = Config::load(path)?;
+        Ok(match &roles {
+            Some(r) => config.with_roles(&node, r)?,
+            None => config,
+        })
+    };
+    let config = load(&path)?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut runtime = walrus_node::runtime::start(&config, &node).await?;
+    tracing::info!(node = %node, config = %path.display(), "walrus-node running");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
+            _ = hup.recv() => match load(&path) {
+                Ok(new) => match runtime.reload(&new).await {
+                    Ok(r) => tracing::info!(applied = ?r.applied, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; keeping the running configuration"),
+                },
+                Err(e) => tracing::error!(error = %e, "SIGHUP: invalid file refused; keeping the running configuration"),
+            },
         }
     }
+    runtime.stop().await;
+    Ok(())
+}
+
+fn certs(action: CertsAction) -> anyhow::Result<()> {
+    use walrus_gcs::transport::certs;
+    match action {
+        CertsAction::Init { dir } => {
+            certs::write_new_ca(&dir)?;
+            println!(
+                "created {0}/ca.pem and {0}/ca.key (give ca.pem to every node; keep ca.key off the nodes)",
+                dir.display()
+            );
+        }
+        CertsAction::Issue { dir, names } => {
+            for name in names {
+                certs::write_node_cert(&dir, &name)?;
+                println!("issued {0}/{name}.pem and {0}/{name}.key", dir.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bypass_file(config: &std::path::Path, file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match file {
+        Some(f) => Ok(f),
+        None => Ok(Config::load(config)?.reporter.bypass_file),
+    }
+}
+
+fn bypass_cmd(action: BypassAction) -> anyhow::Result<()> {
+    match action {
+        BypassAction::On {
+            config,
+            file,
+            duration,
+            reason,
+        } => {
+            let path = bypass_file(&config, file)?;
+            let b = Bypass::new(reason, duration, SystemTime::now());
+            bypass::write_bypass(&path, &b)?;
+            match duration {
+                Some(d) => println!(
+                    "bypass on for {} ({})",
+                    humantime::format_duration(d),
+                    path.display()
+                ),
+                None => println!("bypass on until `bypass off` ({})", path.display()),
+            }
+        }
+        BypassAction::Off { config, file } => {
+            let path = bypass_file(&config, file)?;
+            if bypass::clear_bypass(&path)? {
+                println!("bypass off ({})", path.display());
+            } else {
+                println!("bypass was not on ({})", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bind_config(
+    config: PathBuf,
+    area: String,
+    zone_dir: PathBuf,
+    key_name: Option<String>,
+) -> anyhow::Result<()> {
+    use walrus_actors::director::rfc2136::TsigKey;
+    let config = Config::load(&config)?;
+    let area = AreaName(area);
+    let a = config.areas.get(&area).with_context(|| {
+        let known: Vec<&str> = config.areas.keys().map(|a| a.0.as_str()).collect();
+        format!("there is no area `{area}`; known: {}", known.join(", "))
+    })?;
+    let key_name = match (key_name, &a.tsig_key_file) {
+        (Some(k), _) => k,
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading TSIG key file {}", f.display()))?;
+            let key = TsigKey::from_bind_key(&text)
+                .with_context(|| format!("TSIG key file {}", f.display()))?;
+            key.name.to_ascii()
+        }
+        (None, None) => format!("walrus-{area}"),
+    };
+    let layout = walrus_node::runtime::zone_layout(&config, &area)?;
+    let initial = walrus_node::runtime::initial_answer(&config, &area);
+    let out =
+        walrus_actors::director::bind_config::bind_config(&layout, &key_name, &zone_dir, &initial)?;
+    print!("{}", out.render());
+    Ok(())
 }

@@ -29,6 +29,7 @@
 //! Not done here: non-Linux OS statistics (every report is TEMPFAIL there, since `/proc`
 //! is missing).
 
+pub mod actor;
 pub mod bypass;
 pub mod http;
 pub mod os;

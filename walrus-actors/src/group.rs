@@ -1,0 +1,135 @@
+//! The actors' view of walrus-gcs: one [`GroupSession`] per actor, opened from a
+//! [`GroupLayer`] (one per node).
+//!
+//! The real implementation is walrus-gcs itself ([`walrus_gcs::Gcs`] and [`GcsSession`]).
+//! The actors are generic over these two small traits so that their shells can also be
+//! unit-tested against [`local::LocalBus`] (feature `testing`), an in-process group bus
+//! with a trivially total order: one lock, every delivery in one sequence. Integration
+//! tests of the node use the real walrus-gcs over QUIC.
+//!
+//! ```text
+//!  GroupLayer (Gcs, one per node) ──open_session──▶ GroupSession (one per actor)
+//!                                                    join / leave / multicast / recv
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, Service, Session};
+
+/// One group-communication session, as an actor holds it.
+pub trait GroupSession: Send + Sync + 'static {
+    /// This session as it appears in membership lists (node, incarnation, session id).
+    fn member(&self) -> &Member;
+
+    /// Joins `group`; the members get a membership event once it is ordered.
+    fn join(&self, group: GroupName) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Leaves `group`.
+    fn leave(&self, group: GroupName) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Multicasts `payload` to every session in at least one of `groups`.
+    fn multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// The next event; `None` once the session is gone.
+    fn recv(&mut self) -> impl Future<Output = Option<Event>> + Send;
+
+    /// Closes the session (it leaves every group).
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// One node's group-communication layer: opens sessions, shuts down.
+pub trait GroupLayer: Send + Sync + 'static {
+    /// The sessions it opens.
+    type Session: GroupSession;
+
+    /// Opens a session.
+    fn open_session(&self) -> impl Future<Output = Result<Self::Session, DriverError>> + Send;
+
+    /// Stops the node cleanly (peers are told).
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+
+    /// Completes once this node shares a view with at least one other node, or after
+    /// `grace`. A Controller waits for it before joining `Controllers`: a restarted node
+    /// first sits alone in a view of its own, and a session that joined there would come
+    /// first in the merged membership list and depose the running master.
+    fn settled(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// A walrus-gcs [`Session`] with the identity it has in membership lists.
+pub struct GcsSession {
+    session: Session,
+    member: Member,
+}
+
+impl GcsSession {
+    /// Opens a session on `gcs`.
+    pub async fn open(gcs: &Gcs) -> Result<Self, DriverError> {
+        let session = gcs.open_session().await?;
+        let member = Member {
+            node: gcs.id().clone(),
+            incarnation: gcs.incarnation(),
+            session: session.id(),
+        };
+        Ok(Self { session, member })
+    }
+}
+
+impl GroupSession for GcsSession {
+    fn member(&self) -> &Member {
+        &self.member
+    }
+
+    async fn join(&self, group: GroupName) -> Result<(), DriverError> {
+        self.session.join(group).await
+    }
+
+    async fn leave(&self, group: GroupName) -> Result<(), DriverError> {
+        self.session.leave(group).await
+    }
+
+    async fn multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.session.multicast(service, groups, payload).await
+    }
+
+    async fn recv(&mut self) -> Option<Event> {
+        self.session.recv().await
+    }
+
+    async fn close(self) {
+        self.session.close().await
+    }
+}
+
+impl GroupLayer for Gcs {
+    type Session = GcsSession;
+
+    async fn open_session(&self) -> Result<GcsSession, DriverError> {
+        GcsSession::open(self).await
+    }
+
+    async fn shutdown(&self) {
+        Gcs::shutdown(self).await
+    }
+
+    async fn settled(&self, grace: Duration) {
+        let mut view = self.watch_view();
+        let _ = tokio::time::timeout(
+            grace,
+            view.wait_for(|v| v.as_ref().is_some_and(|v| v.members.len() > 1)),
+        )
+        .await;
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod local;

@@ -1,0 +1,310 @@
+//! [`LocalBus`]: an in-process group bus for unit tests of the actor shells (feature
+//! `testing`). Not a model of walrus-gcs's failure behaviour: it has one view, a total
+//! order given by one lock, membership lists in join order, and a [`LocalBus::crash`]
+//! that removes a node's sessions with reason `Network` (what a view change does).
+//! Integration tests use the real walrus-gcs.
+
+use super::{GroupLayer, GroupSession};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use walrus_gcs::{
+    DriverError, Event, GroupName, Incarnation, Member, MembershipReason, NodeId, Service,
+    SessionId, Stamp, ViewId,
+};
+
+/// The shared bus; clone it to hand to every node.
+#[derive(Clone, Default)]
+pub struct LocalBus {
+    inner: Arc<Mutex<BusState>>,
+}
+
+#[derive(Default)]
+struct BusState {
+    next_session: u64,
+    seq: u64,
+    sessions: BTreeMap<SessionId, Slot>,
+    groups: BTreeMap<GroupName, Vec<Member>>,
+    dead: BTreeSet<(NodeId, Incarnation)>,
+}
+
+struct Slot {
+    member: Member,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl LocalBus {
+    /// A new, empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A node on this bus, in its `incarnation`.
+    pub fn node(&self, name: &str, incarnation: u64) -> LocalNode {
+        LocalNode {
+            bus: self.clone(),
+            node: NodeId::new(name),
+            incarnation: Incarnation(incarnation),
+        }
+    }
+
+    /// The node crashes: its sessions vanish from every group (reason `Network`) and see
+    /// their event streams end; it can open no more sessions in this incarnation.
+    pub fn crash(&self, node: &str, incarnation: u64) {
+        let mut st = self.lock();
+        let key = (NodeId::new(node), Incarnation(incarnation));
+        st.dead.insert(key.clone());
+        let gone: Vec<SessionId> = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.member.node == key.0 && s.member.incarnation == key.1)
+            .map(|(id, _)| *id)
+            .collect();
+        st.remove_sessions(&gone, MembershipReason::Network);
+    }
+
+    /// The members of `group`, in join order.
+    pub fn members(&self, group: &str) -> Vec<Member> {
+        self.lock()
+            .groups
+            .get(&GroupName::new(group))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BusState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl BusState {
+    fn stamp(&mut self) -> (ViewId, Stamp) {
+        self.seq += 1;
+        let view = ViewId {
+            counter: 1,
+            coordinator: NodeId::new("local-bus"),
+            incarnation: Incarnation(0),
+        };
+        (
+            view.clone(),
+            Stamp {
+                view,
+                seq: self.seq,
+            },
+        )
+    }
+
+    fn announce(&mut self, group: &GroupName, reason: MembershipReason) {
+        let (view, at) = self.stamp();
+        let members = self.groups.get(group).cloned().unwrap_or_default();
+        for m in &members {
+            if let Some(slot) = self.sessions.get(&m.session) {
+                let _ = slot.tx.send(Event::Membership {
+                    group: group.clone(),
+                    view: view.clone(),
+                    members: members.clone(),
+                    reason,
+                    at: at.clone(),
+                });
+            }
+        }
+    }
+
+    fn remove_sessions(&mut self, ids: &[SessionId], reason: MembershipReason) {
+        let mut touched = BTreeSet::new();
+        for id in ids {
+            if let Some(slot) = self.sessions.remove(id) {
+                for (g, members) in self.groups.iter_mut() {
+                    let before = members.len();
+                    members.retain(|m| m != &slot.member);
+                    if members.len() != before {
+                        touched.insert(g.clone());
+                    }
+                }
+            }
+        }
+        for g in touched {
+            self.announce(&g, reason);
+        }
+    }
+}
+
+/// One node's handle on a [`LocalBus`].
+#[derive(Clone)]
+pub struct LocalNode {
+    bus: LocalBus,
+    node: NodeId,
+    incarnation: Incarnation,
+}
+
+impl GroupLayer for LocalNode {
+    type Session = LocalSession;
+
+    async fn open_session(&self) -> Result<LocalSession, DriverError> {
+        let mut st = self.bus.lock();
+        if st.dead.contains(&(self.node.clone(), self.incarnation)) {
+            return Err(DriverError::Stopped);
+        }
+        st.next_session += 1;
+        let session = SessionId(st.next_session);
+        let member = Member {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            session,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        st.sessions.insert(
+            session,
+            Slot {
+                member: member.clone(),
+                tx,
+            },
+        );
+        Ok(LocalSession {
+            bus: self.bus.clone(),
+            member,
+            rx,
+        })
+    }
+
+    async fn shutdown(&self) {
+        let mut st = self.bus.lock();
+        st.dead.insert((self.node.clone(), self.incarnation));
+        let gone: Vec<SessionId> = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.member.node == self.node && s.member.incarnation == self.incarnation)
+            .map(|(id, _)| *id)
+            .collect();
+        st.remove_sessions(&gone, MembershipReason::Disconnect);
+    }
+
+    /// The bus has one view: settled at once.
+    async fn settled(&self, _grace: std::time::Duration) {}
+}
+
+/// A session on a [`LocalBus`].
+pub struct LocalSession {
+    bus: LocalBus,
+    member: Member,
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl LocalSession {
+    fn alive(&self, st: &BusState) -> Result<(), DriverError> {
+        if st.sessions.contains_key(&self.member.session) {
+            Ok(())
+        } else {
+            Err(DriverError::Stopped)
+        }
+    }
+}
+
+impl GroupSession for LocalSession {
+    fn member(&self) -> &Member {
+        &self.member
+    }
+
+    async fn join(&self, group: GroupName) -> Result<(), DriverError> {
+        let mut st = self.bus.lock();
+        self.alive(&st)?;
+        let members = st.groups.entry(group.clone()).or_default();
+        if !members.contains(&self.member) {
+            members.push(self.member.clone());
+            st.announce(&group, MembershipReason::Join);
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, group: GroupName) -> Result<(), DriverError> {
+        let mut st = self.bus.lock();
+        self.alive(&st)?;
+        if let Some(members) = st.groups.get_mut(&group) {
+            let before = members.len();
+            members.retain(|m| m != &self.member);
+            if members.len() != before {
+                st.announce(&group, MembershipReason::Leave);
+            }
+        }
+        Ok(())
+    }
+
+    async fn multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        let mut st = self.bus.lock();
+        self.alive(&st)?;
+        st.seq += 1;
+        let mut to: BTreeSet<SessionId> = BTreeSet::new();
+        for g in groups {
+            if let Some(members) = st.groups.get(g) {
+                to.extend(members.iter().map(|m| m.session));
+            }
+        }
+        for id in to {
+            if let Some(slot) = st.sessions.get(&id) {
+                let _ = slot.tx.send(Event::Message {
+                    sender: (self.member.node.clone(), self.member.session),
+                    service,
+                    groups: groups.to_vec(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    async fn close(self) {
+        let mut st = self.bus.lock();
+        st.remove_sessions(&[self.member.session], MembershipReason::Disconnect);
+    }
+}
+
+impl Drop for LocalSession {
+    fn drop(&mut self) {
+        let mut st = self.bus.lock();
+        if st.sessions.contains_key(&self.member.session) {
+            st.remove_sessions(&[self.member.session], MembershipReason::Disconnect);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn membership_in_join_order_and_crash_removes_a_node() {
+        let bus = LocalBus::new();
+        let a = bus.node("a", 1).open_session().await.unwrap();
+        let mut b = bus.node("b", 1).open_session().await.unwrap();
+        let g = GroupName::new("G");
+        a.join(g.clone()).await.unwrap();
+        b.join(g.clone()).await.unwrap();
+        let Some(Event::Membership { members, .. }) = b.recv().await else {
+            panic!("membership expected")
+        };
+        assert_eq!(members, vec![a.member().clone(), b.member().clone()]);
+        a.multicast(Service::Agreed, std::slice::from_ref(&g), b"x".to_vec())
+            .await
+            .unwrap();
+        assert!(matches!(b.recv().await, Some(Event::Message { payload, .. }) if payload == b"x"));
+        bus.crash("a", 1);
+        let Some(Event::Membership {
+            members, reason, ..
+        }) = b.recv().await
+        else {
+            panic!("membership expected")
+        };
+        assert_eq!(members, vec![b.member().clone()]);
+        assert_eq!(reason, MembershipReason::Network);
+        assert!(a.join(g).await.is_err());
+    }
+}

@@ -1,0 +1,286 @@
+//! The actor shells over the in-process group bus: each moves the right message to the
+//! right group, and ignores what it must ignore (malformed payloads, others' messages).
+//! The rules themselves are tested on the pure types; the real group layer in
+//! walrus-node's cluster tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use walrus_actors::controller::actor::{self, ControllerSettings};
+use walrus_actors::controller::notify::NotifyConfig;
+use walrus_actors::controller::round::RoundConfig;
+use walrus_actors::group::local::{LocalBus, LocalSession};
+use walrus_actors::group::{GroupLayer, GroupSession};
+use walrus_actors::model::{
+    AreaSpec, ClusterSpec, Decision, Report, ReportBody, Round, ServerName, ServerStats, Topology,
+    WebStats,
+};
+use walrus_actors::reporter::{self, ReporterConfig, WebSource};
+use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
+use walrus_gcs::{Event, Service};
+
+fn topology() -> Topology {
+    Topology {
+        areas: [(
+            "a1".into(),
+            AreaSpec {
+                home_cluster: "c1".into(),
+            },
+        )]
+        .into(),
+        clusters: [(
+            "c1".into(),
+            ClusterSpec {
+                servers: [("s1".into(), vec!["192.0.2.1".parse().unwrap()])].into(),
+            },
+        )]
+        .into(),
+    }
+}
+
+fn settings() -> ControllerSettings {
+    ControllerSettings {
+        round: RoundConfig::with_period(Duration::from_millis(200)),
+        topology: topology(),
+        notify: NotifyConfig::default(),
+    }
+}
+
+fn stats() -> ServerStats {
+    ServerStats {
+        period: Duration::from_secs(1),
+        cpu_user: 0.1,
+        cpu_system: 0.0,
+        cpu_idle: 0.9,
+        mem_free_bytes: 1 << 30,
+        swap_used_bytes: 0,
+        pages_out_per_sec: 0.0,
+        free_virtual_bytes: 1 << 30,
+        total_virtual_bytes: 1 << 31,
+        procs_running: 1,
+        procs_blocked: 0,
+        web: WebStats {
+            hits: 1,
+            busy_workers: 1,
+            max_workers: 10,
+        },
+    }
+}
+
+/// The next message on `s` that decodes, skipping membership events.
+async fn next_message(s: &mut LocalSession) -> (Vec<walrus_gcs::GroupName>, WalrusMessage) {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), s.recv())
+            .await
+            .expect("no event in 10 s")
+            .expect("session ended");
+        if let Event::Message {
+            groups, payload, ..
+        } = ev
+        {
+            if let Ok(m) = WalrusMessage::decode(&payload) {
+                return (groups, m);
+            }
+        }
+    }
+}
+
+fn stop() -> (
+    oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+#[tokio::test]
+async fn controller_requests_reports_and_multicasts_its_decision() {
+    let bus = LocalBus::new();
+    let session = bus.node("ctl", 1).open_session().await.unwrap();
+    let mut reporter = bus.node("web", 1).open_session().await.unwrap();
+    reporter.join(group(REPORTERS)).await.unwrap();
+    let mut director = bus.node("dir", 1).open_session().await.unwrap();
+    director.join(group(DIRECTORS)).await.unwrap();
+    let (halt, shutdown) = stop();
+    let (handle, task) =
+        actor::spawn(session, settings(), BTreeMap::new(), async {}, shutdown).unwrap();
+
+    let (groups, msg) = next_message(&mut reporter).await;
+    assert_eq!(groups, vec![group(REPORTERS)]);
+    let WalrusMessage::RoundRequest { round } = msg else {
+        panic!("expected a round request, got {msg:?}")
+    };
+    // Garbage on Controllers is ignored; the round goes on.
+    reporter
+        .multicast(Service::Agreed, &[group(CONTROLLERS)], vec![0xff; 7])
+        .await
+        .unwrap();
+    let report = WalrusMessage::Report(Report {
+        server: ServerName::from("s1"),
+        round,
+        body: ReportBody::Stats(stats()),
+        generation: None,
+    });
+    reporter
+        .multicast(
+            Service::Agreed,
+            &[group(CONTROLLERS)],
+            report.encode().unwrap(),
+        )
+        .await
+        .unwrap();
+    let (groups, msg) = next_message(&mut director).await;
+    assert_eq!(groups, vec![group(CONTROLLERS), group(DIRECTORS)]);
+    let WalrusMessage::Decision(d) = msg else {
+        panic!("expected a decision, got {msg:?}")
+    };
+    assert_eq!(d.round, round);
+    assert_eq!(
+        d.answers[&"a1".into()].records,
+        vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let st = handle.status();
+    assert!(st.is_master);
+    assert_eq!(st.terms, 1);
+
+    halt.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        bus.members(CONTROLLERS).is_empty(),
+        "a clean stop leaves the group"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_adopts_the_masters_decision_and_ignores_its_own_kind_of_noise() {
+    let bus = LocalBus::new();
+    // The first member is master: a plain session standing in for it.
+    let master = bus.node("m", 1).open_session().await.unwrap();
+    master.join(group(CONTROLLERS)).await.unwrap();
+    let session = bus.node("b", 1).open_session().await.unwrap();
+    let (halt, shutdown) = stop();
+    let (handle, task) =
+        actor::spawn(session, settings(), BTreeMap::new(), async {}, shutdown).unwrap();
+    let mut w = handle.watch();
+    w.wait_for(|s| s.members.len() == 2).await.unwrap();
+    assert!(!handle.status().is_master);
+    let d = Decision {
+        round: Round(41),
+        answers: [(
+            "a1".into(),
+            walrus_actors::model::AreaAnswer {
+                cluster: "c1".into(),
+                records: vec!["192.0.2.1".parse().unwrap()],
+            },
+        )]
+        .into(),
+        changes: vec![],
+    };
+    master
+        .multicast(
+            Service::Agreed,
+            &[group(CONTROLLERS)],
+            WalrusMessage::Decision(d.clone()).encode().unwrap(),
+        )
+        .await
+        .unwrap();
+    w.wait_for(|s| s.last_decision.as_ref() == Some(&d))
+        .await
+        .unwrap();
+    // The master crashes: the backup is first, becomes master and numbers after 41.
+    bus.crash("m", 1);
+    let mut watcher = bus.node("watch", 1).open_session().await.unwrap();
+    watcher.join(group(DIRECTORS)).await.unwrap();
+    let (_, msg) = next_message(&mut watcher).await;
+    let WalrusMessage::Decision(next) = msg else {
+        panic!("expected a decision, got {msg:?}")
+    };
+    assert!(next.round > Round(41), "{:?}", next.round);
+    assert_eq!(next.answers, d.answers, "the takeover changed an answer");
+    assert!(handle.status().is_master);
+    halt.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reporter_answers_a_round_request_on_controllers() {
+    let bus = LocalBus::new();
+    let session = bus.node("web", 1).open_session().await.unwrap();
+    let mut ctl = bus.node("ctl", 1).open_session().await.unwrap();
+    ctl.join(group(CONTROLLERS)).await.unwrap();
+    let mut cfg = ReporterConfig::new(
+        ServerName::from("s1"),
+        WebSource::Probe {
+            url: "http://127.0.0.1:1/".into(),
+            expect_status: None,
+            body_contains: None,
+            max_workers: 10,
+        },
+    );
+    cfg.bypass_file = std::env::temp_dir().join("walrus-actor-shells-no-bypass");
+    let (halt, shutdown) = stop();
+    let (gather_halt, gather_stop) = stop();
+    let (handle, gatherer) = reporter::spawn(cfg, gather_stop).unwrap();
+    let task = tokio::spawn(reporter::actor::run(session, handle, shutdown));
+    while bus.members(REPORTERS).is_empty() {
+        tokio::task::yield_now().await;
+    }
+    ctl.multicast(
+        Service::Agreed,
+        &[group(REPORTERS)],
+        WalrusMessage::RoundRequest { round: Round(7) }
+            .encode()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let (groups, msg) = next_message(&mut ctl).await;
+    assert_eq!(groups, vec![group(CONTROLLERS)]);
+    let WalrusMessage::Report(r) = msg else {
+        panic!("expected a report, got {msg:?}")
+    };
+    assert_eq!((r.server.0.as_str(), r.round), ("s1", Round(7)));
+    halt.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    gather_halt.send(()).unwrap();
+    gatherer.await.unwrap();
+}
+
+#[tokio::test]
+async fn director_forwards_decisions_and_drops_garbage() {
+    let bus = LocalBus::new();
+    let session = bus.node("dir", 1).open_session().await.unwrap();
+    let ctl = bus.node("ctl", 1).open_session().await.unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (halt, shutdown) = stop();
+    let task = tokio::spawn(walrus_actors::director::actor::run(session, tx, shutdown));
+    while bus.members(DIRECTORS).is_empty() {
+        tokio::task::yield_now().await;
+    }
+    ctl.multicast(
+        Service::Agreed,
+        &[group(DIRECTORS)],
+        b"not a message".to_vec(),
+    )
+    .await
+    .unwrap();
+    let d = Decision {
+        round: Round(3),
+        answers: BTreeMap::new(),
+        changes: vec![],
+    };
+    ctl.multicast(
+        Service::Agreed,
+        &[group(CONTROLLERS), group(DIRECTORS)],
+        WalrusMessage::Decision(d.clone()).encode().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rx.recv().await.unwrap(), d);
+    halt.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(rx.try_recv().is_err(), "garbage was forwarded");
+}

@@ -1,0 +1,796 @@
+//! The node runtime: from the validated [`Config`] and a node name to the running roles of
+//! that node over one group-communication layer.
+//!
+//! ```text
+//!  Config ─┬─ gcs_config ───────────▶ walrus_gcs::Gcs (QUIC, mutual TLS from tls.dir)
+//!          ├─ controller_settings ──▶ controller::actor  (joins Controllers)
+//!          ├─ reporter_config ──────▶ reporter::spawn + reporter::actor (joins Reporters)
+//!          └─ zone_layout, ... ─────▶ embedded server / RFC 2136 updater
+//!                                      + director::driver + director::actor (joins Directors)
+//! ```
+//!
+//! [`run`] is the entry point (it takes a shutdown future, like mini-redis's
+//! `server::run`); [`NodeRuntime`] is the running node, which the binary reloads on
+//! SIGHUP and the in-process launcher ([`crate::cluster`]) stops or kills.
+//!
+//! What a reload changes (safely, without touching the group or DNS): `[timing]`
+//! `round_period` and `report_timeout`, the `[controller]` parameters and `[notify]`.
+//! Everything else (areas, clusters, nodes, DNS, TLS, the Reporter's interval) needs a
+//! restart; [`NodeRuntime::reload`] says which sections it did not apply.
+
+use crate::config::{Config, ConfigError, DnsBackend, DnsMode, GcsProfile, Role, StatusKind};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use walrus_actors::controller::actor::{
+    self as controller_actor, ControllerHandle, ControllerSettings, DirectDrivers,
+};
+use walrus_actors::controller::assign::Params;
+use walrus_actors::controller::load::LoadFormula;
+use walrus_actors::controller::notify::NotifyConfig;
+use walrus_actors::controller::round::RoundConfig;
+use walrus_actors::director::core::{
+    CoreConfig as DirectorCoreConfig, DirectorCore, DirectorStatus,
+};
+use walrus_actors::director::embedded::EmbeddedServer;
+use walrus_actors::director::retry::RetryPolicy;
+use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
+use walrus_actors::director::zone::{fqdn, RecordTtl, WwwRecords, ZoneLayout};
+use walrus_actors::director::{self, AreaDirector, NameServer};
+use walrus_actors::group::GroupLayer;
+use walrus_actors::model::{AreaName, Decision};
+use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
+use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
+use walrus_gcs::{CoreConfig, Gcs, GcsConfig, NodeId};
+
+/// Why a node could not start (or a reload was refused).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The configuration is invalid or does not name this node.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A certificate or key could not be read.
+    #[error("node {node}: TLS: {source}")]
+    Certs {
+        /// The node.
+        node: String,
+        /// What failed.
+        source: certs::CertError,
+    },
+    /// walrus-gcs could not start or refused a session.
+    #[error("node {node}: group communication: {source}")]
+    Gcs {
+        /// The node.
+        node: String,
+        /// What failed.
+        source: walrus_gcs::DriverError,
+    },
+    /// The Reporter could not start.
+    #[error(transparent)]
+    Reporter(#[from] reporter::ReporterError),
+    /// The Controller could not start.
+    #[error(transparent)]
+    Controller(#[from] controller_actor::ControllerError),
+    /// A Director's name server could not be set up.
+    #[error("area {area}: {detail}")]
+    Director {
+        /// The area.
+        area: AreaName,
+        /// What failed.
+        detail: String,
+    },
+    /// A node's role needs a setting the file does not give.
+    #[error("node {node}: {detail}")]
+    Role {
+        /// The node.
+        node: String,
+        /// What is missing.
+        detail: String,
+    },
+}
+
+// ----------------------------------------------------------------------------------------
+// Config → each role's configuration (pure; unit-tested below).
+
+/// The Controller's round configuration: timings from `[timing]`, the assignment's
+/// parameters from `[controller]` (others keep their documented defaults), the dead-server
+/// notification delay from `[notify]`.
+pub fn round_config(config: &Config) -> RoundConfig {
+    RoundConfig {
+        round_period: config.timing.round_period,
+        report_timeout: config.timing.report_timeout,
+        params: Params {
+            threshold: config.controller.threshold,
+            margin: config.controller.margin,
+            max_records: config.controller.max_records,
+            dead_after: config.notify.dead_after,
+            ..Params::default()
+        },
+        load: LoadFormula {
+            use_cpu: config.controller.use_cpu,
+            ..LoadFormula::default()
+        },
+    }
+}
+
+/// The notification channels of `[notify]`, for the site.
+pub fn notify_config(config: &Config) -> NotifyConfig {
+    NotifyConfig {
+        site: config.site.clone(),
+        command: config.notify.command.clone(),
+        webhook: config.notify.webhook.clone(),
+        ..NotifyConfig::default()
+    }
+}
+
+/// Everything a Controller runs with.
+pub fn controller_settings(config: &Config) -> ControllerSettings {
+    ControllerSettings {
+        round: round_config(config),
+        topology: config.topology(),
+        notify: notify_config(config),
+    }
+}
+
+/// The Reporter of node `node`: its server's status page, the reporting interval, the
+/// bypass file.
+pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, RunError> {
+    let n = config.node(node)?;
+    let server_name = n.server.clone().ok_or_else(|| RunError::Role {
+        node: node.to_owned(),
+        detail: "the reporter role needs `server`".into(),
+    })?;
+    let server = config
+        .clusters
+        .values()
+        .find_map(|c| c.servers.get(&server_name))
+        .ok_or_else(|| RunError::Role {
+            node: node.to_owned(),
+            detail: format!("server {server_name} is in no cluster"),
+        })?;
+    let url = server.status.url.clone();
+    let max = server.status.max_workers;
+    let web = match server.status.kind {
+        StatusKind::Nginx => WebSource::Nginx {
+            url,
+            max_workers: max,
+        },
+        StatusKind::Apache => WebSource::Apache {
+            url,
+            max_workers: None,
+        },
+        StatusKind::Probe => WebSource::Probe {
+            url,
+            expect_status: None,
+            body_contains: None,
+            max_workers: max,
+        },
+    };
+    let mut rc = ReporterConfig::new(server_name, web);
+    rc.interval = config.timing.report_interval;
+    rc.bypass_file = config.reporter.bypass_file.clone();
+    rc.panic_after = config.reporter.panic_after;
+    Ok(rc)
+}
+
+fn director_error(area: &AreaName, e: impl std::fmt::Display) -> RunError {
+    RunError::Director {
+        area: area.clone(),
+        detail: e.to_string(),
+    }
+}
+
+/// The §7.2 zone layout of `area`: the site zone, the area zone, the name server
+/// `ns.<area zone>` at the area's `name_server` address, the configured TTL.
+pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunError> {
+    let a = config.areas.get(area).ok_or_else(|| RunError::Director {
+        area: area.clone(),
+        detail: "not an area of the configuration".into(),
+    })?;
+    let ttl = RecordTtl::try_from(config.dns.ttl).map_err(|e| director_error(area, e))?;
+    ZoneLayout::new(&config.site, &a.zone, None, vec![a.name_server.ip()], ttl)
+        .map_err(|e| director_error(area, e))
+}
+
+/// What an area's embedded server answers before its first decision (no state file yet):
+/// its home cluster's addresses, at most `max_records`.
+pub fn initial_answer(config: &Config, area: &AreaName) -> WwwRecords {
+    let ttl = RecordTtl::try_from(config.dns.ttl).unwrap_or_default();
+    let addrs = config
+        .areas
+        .get(area)
+        .and_then(|a| config.clusters.get(&a.home_cluster))
+        .map(|c| {
+            c.servers
+                .values()
+                .flat_map(|s| s.addresses.iter().copied())
+                .take(config.controller.max_records)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    WwwRecords::from_addrs(addrs, ttl)
+}
+
+/// The embedded server's state file of `area`.
+pub fn state_file(config: &Config, area: &AreaName) -> PathBuf {
+    config.dns.state_dir.join(format!("{area}.state"))
+}
+
+/// The RFC 2136 updater of `area` (its name server, zone and TSIG key file).
+pub fn rfc2136_updater(config: &Config, area: &AreaName) -> Result<Rfc2136Updater, RunError> {
+    let a = config.areas.get(area).ok_or_else(|| RunError::Director {
+        area: area.clone(),
+        detail: "not an area of the configuration".into(),
+    })?;
+    let path = a.tsig_key_file.as_ref().ok_or_else(|| RunError::Director {
+        area: area.clone(),
+        detail: "the rfc2136 backend needs tsig_key_file".into(),
+    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| director_error(area, format!("TSIG key file {}: {e}", path.display())))?;
+    let key = TsigKey::from_bind_key(&text)
+        .map_err(|e| director_error(area, format!("TSIG key file {}: {e}", path.display())))?;
+    let area_zone = fqdn(&a.zone).map_err(|e| director_error(area, e))?;
+    Rfc2136Updater::new(Rfc2136Config {
+        area: area.clone(),
+        server: a.name_server,
+        area_zone,
+        key,
+        timeout: Duration::from_secs(2),
+    })
+    .map_err(|e| director_error(area, e))
+}
+
+/// The walrus-gcs configuration of `node`: its address, every other node as a peer, its
+/// certificate `<tls.dir>/<node>.pem` and key `<tls.dir>/<node>.key`, the CA `tls.ca`, and
+/// the LAN or WAN timeouts.
+pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
+    let n = config.node(node)?;
+    let certs_err = |source| RunError::Certs {
+        node: node.to_owned(),
+        source,
+    };
+    let identity = NodeIdentity {
+        ca: certs::read_cert(&config.tls.ca).map_err(certs_err)?,
+        cert: certs::read_cert(&config.tls.dir.join(format!("{node}.pem"))).map_err(certs_err)?,
+        key: certs::read_key(&config.tls.dir.join(format!("{node}.key"))).map_err(certs_err)?,
+    };
+    let peers = config
+        .nodes
+        .iter()
+        .filter(|(name, _)| name.as_str() != node)
+        .map(|(name, p)| (NodeId::new(name.as_str()), p.address))
+        .collect();
+    Ok(GcsConfig {
+        transport: TransportConfig {
+            me: NodeId::new(node),
+            listen: Listen::Addr(n.address),
+            peers,
+            identity,
+            limits: Limits::default(),
+        },
+        core: match config.timing.gcs_profile {
+            GcsProfile::Lan => CoreConfig::lan(),
+            GcsProfile::Wan => CoreConfig::wan(),
+        },
+        incarnation: None,
+    })
+}
+
+/// How long a Controller waits for its node to share a view with another node before it
+/// joins `Controllers` alone (see [`GroupLayer::settled`]): five failure timeouts of the
+/// gcs profile (2 s on a LAN, 20 s on a WAN).
+pub fn join_grace(config: &Config) -> Duration {
+    match config.timing.gcs_profile {
+        GcsProfile::Lan => CoreConfig::lan().failure_timeout * 5,
+        GcsProfile::Wan => CoreConfig::wan().failure_timeout * 5,
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// The running node.
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Sections applied to the running roles.
+    pub applied: Vec<&'static str>,
+    /// Sections that changed but need a restart to take effect.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// One area's Director on this node (or one of the master's direct-mode updaters).
+pub struct DirectorView {
+    /// Its status (last application, attempts, in sync).
+    pub status: watch::Receiver<DirectorStatus>,
+    /// The embedded server, when the backend is embedded.
+    pub embedded: Option<(EmbeddedServer, SocketAddr)>,
+}
+
+/// A running node: its roles' tasks and handles.
+pub struct NodeRuntime<L: GroupLayer> {
+    name: String,
+    config: Config,
+    layer: Arc<L>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    controller: Option<ControllerHandle>,
+    reporter: Option<ReporterHandle>,
+    directors: BTreeMap<AreaName, DirectorView>,
+}
+
+impl<L: GroupLayer> NodeRuntime<L> {
+    /// Starts the roles the configuration gives node `node` over `layer`. On error every
+    /// role started so far is stopped and the layer shut down.
+    pub async fn start(config: &Config, node: &str, layer: L) -> Result<Self, RunError> {
+        let (stop, _) = watch::channel(false);
+        let mut rt = NodeRuntime {
+            name: node.to_owned(),
+            config: config.clone(),
+            layer: Arc::new(layer),
+            stop,
+            tasks: Vec::new(),
+            controller: None,
+            reporter: None,
+            directors: BTreeMap::new(),
+        };
+        match rt.start_roles().await {
+            Ok(()) => Ok(rt),
+            Err(e) => {
+                rt.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_roles(&mut self) -> Result<(), RunError> {
+        let n = self.config.node(&self.name)?.clone();
+        let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
+        tracing::info!(node = %self.name, roles = %roles.join(","), "starting roles");
+        if n.roles.contains(&Role::Director) {
+            if self.config.dns.mode == DnsMode::Direct {
+                tracing::warn!(node = %self.name, "dns.mode = direct: the master updates every area itself; this node's director role is idle");
+            } else if let Some(area) = &n.area {
+                let tx = self.start_area_director(area).await?;
+                let session = self.open_session().await?;
+                let stop = self.shutdown_signal();
+                self.spawn("director", async move {
+                    director::actor::run(session, tx, stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+            }
+        }
+        if n.roles.contains(&Role::Reporter) {
+            let rc = reporter_config(&self.config, &self.name)?;
+            let (handle, gatherer) = reporter::spawn(rc, self.shutdown_signal())?;
+            self.tasks.push(("reporter gatherer", gatherer));
+            let session = self.open_session().await?;
+            let stop = self.shutdown_signal();
+            let h = handle.clone();
+            self.spawn("reporter", async move {
+                reporter::actor::run(session, h, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            self.reporter = Some(handle);
+        }
+        if n.roles.contains(&Role::Controller) {
+            let mut direct = DirectDrivers::new();
+            if self.config.dns.mode == DnsMode::Direct {
+                let areas: Vec<AreaName> = self.config.areas.keys().cloned().collect();
+                for area in areas {
+                    let ns = rfc2136_updater(&self.config, &area)?;
+                    let tx = self.start_driver(&area, ns, None);
+                    direct.insert(area, tx);
+                }
+            }
+            let session = self.open_session().await?;
+            let grace = if self.config.nodes.len() > 1 {
+                join_grace(&self.config)
+            } else {
+                Duration::ZERO
+            };
+            let layer = self.layer.clone();
+            let (handle, task) = controller_actor::spawn(
+                session,
+                controller_settings(&self.config),
+                direct,
+                async move { layer.settled(grace).await },
+                self.shutdown_signal(),
+            )?;
+            self.tasks.push((
+                "controller",
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "controller stopped"),
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => tracing::error!(error = %e, "controller task failed"),
+                    }
+                }),
+            ));
+            self.controller = Some(handle);
+        }
+        if n.roles.contains(&Role::Replicator) {
+            tracing::warn!(node = %self.name, "the replicator role is not wired into walrus-node yet; skipped");
+        }
+        Ok(())
+    }
+
+    /// The Director of `area` beside its name server: the embedded server (bound on the
+    /// area's `name_server` address) or an RFC 2136 updater, and the driver.
+    async fn start_area_director(
+        &mut self,
+        area: &AreaName,
+    ) -> Result<mpsc::Sender<Decision>, RunError> {
+        match self.config.dns.backend {
+            DnsBackend::Embedded => {
+                let layout = zone_layout(&self.config, area)?;
+                let file = state_file(&self.config, area);
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        director_error(area, format!("state dir {}: {e}", dir.display()))
+                    })?;
+                }
+                let server = EmbeddedServer::open_or(
+                    area.clone(),
+                    layout,
+                    file,
+                    initial_answer(&self.config, area),
+                )
+                .map_err(|e| director_error(area, e))?;
+                let listen = self.config.areas[area].name_server;
+                let listening = server
+                    .bind(listen)
+                    .await
+                    .map_err(|e| director_error(area, e))?;
+                let addr = listening.local_addr();
+                tracing::info!(%area, %addr, "embedded name server listening");
+                let stop = self.shutdown_signal();
+                self.spawn("embedded dns", async move {
+                    listening.run(stop).await;
+                    Ok(())
+                });
+                Ok(self.start_driver(area, server.clone(), Some((server, addr))))
+            }
+            DnsBackend::Rfc2136 => {
+                let ns = rfc2136_updater(&self.config, area)?;
+                Ok(self.start_driver(area, ns, None))
+            }
+        }
+    }
+
+    fn start_driver<N: NameServer + Clone + 'static>(
+        &mut self,
+        area: &AreaName,
+        ns: N,
+        embedded: Option<(EmbeddedServer, SocketAddr)>,
+    ) -> mpsc::Sender<Decision> {
+        let ttl = RecordTtl::try_from(self.config.dns.ttl).unwrap_or_default();
+        let core = DirectorCore::new(
+            AreaDirector {
+                area: area.clone(),
+                ttl,
+            },
+            ns.describe(),
+            DirectorCoreConfig::default(),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let (status_tx, status_rx) = watch::channel(core.status().clone());
+        let stop = self.shutdown_signal();
+        self.spawn("director driver", async move {
+            director::driver::run(ns, core, RetryPolicy::default(), rx, status_tx, stop).await;
+            Ok(())
+        });
+        self.directors.insert(
+            area.clone(),
+            DirectorView {
+                status: status_rx,
+                embedded,
+            },
+        );
+        tx
+    }
+
+    async fn open_session(&self) -> Result<L::Session, RunError> {
+        self.layer
+            .open_session()
+            .await
+            .map_err(|source| RunError::Gcs {
+                node: self.name.clone(),
+                source,
+            })
+    }
+
+    fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        what: &'static str,
+        f: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let node = self.name.clone();
+        self.tasks.push((
+            what,
+            tokio::spawn(async move {
+                if let Err(e) = f.await {
+                    tracing::error!(%node, role = what, error = %e, "role stopped");
+                }
+            }),
+        ));
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The group layer (e.g. the [`Gcs`] node, for its view).
+    pub fn layer(&self) -> &L {
+        &self.layer
+    }
+
+    /// The Controller, if this node runs one.
+    pub fn controller(&self) -> Option<&ControllerHandle> {
+        self.controller.as_ref()
+    }
+
+    /// The Reporter, if this node runs one.
+    pub fn reporter(&self) -> Option<&ReporterHandle> {
+        self.reporter.as_ref()
+    }
+
+    /// The Directors (one in Directors mode; one per area on a direct-mode Controller).
+    pub fn directors(&self) -> &BTreeMap<AreaName, DirectorView> {
+        &self.directors
+    }
+
+    /// Applies what can change safely from `new` (see the module doc); refuses a file that
+    /// no longer names this node, keeping the running configuration.
+    pub async fn reload(&mut self, new: &Config) -> Result<ReloadReport, RunError> {
+        new.node(&self.name)?;
+        let old = &self.config;
+        let mut report = ReloadReport::default();
+        let reloadable = old.timing.round_period != new.timing.round_period
+            || old.timing.report_timeout != new.timing.report_timeout;
+        if reloadable {
+            report.applied.push("timing");
+        }
+        if old.controller != new.controller {
+            report.applied.push("controller");
+        }
+        if old.notify != new.notify {
+            report.applied.push("notify");
+        }
+        let restart = [
+            ("site", old.site != new.site),
+            (
+                "timing (report_interval, gcs_profile)",
+                old.timing.report_interval != new.timing.report_interval
+                    || old.timing.gcs_profile != new.timing.gcs_profile,
+            ),
+            ("dns", old.dns != new.dns),
+            ("reporter", old.reporter != new.reporter),
+            ("tls", old.tls != new.tls),
+            ("areas", old.areas != new.areas),
+            ("clusters", old.clusters != new.clusters),
+            ("nodes", old.nodes != new.nodes),
+            ("replicator", old.replicator != new.replicator),
+        ];
+        report.needs_restart = restart
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(s, _)| *s)
+            .collect();
+        // Keep the running topology: areas and clusters change only with a restart, so
+        // the Controller's view stays consistent with the Reporters and Directors.
+        let mut applied = self.config.clone();
+        applied.timing.round_period = new.timing.round_period;
+        applied.timing.report_timeout = new.timing.report_timeout;
+        applied.controller = new.controller.clone();
+        applied.notify = new.notify.clone();
+        if let Some(c) = &self.controller {
+            let settings = controller_settings(&applied);
+            settings
+                .round
+                .validate()
+                .map_err(controller_actor::ControllerError::from)?;
+            c.reconfigure(settings).await?;
+        }
+        self.config = applied;
+        Ok(report)
+    }
+
+    /// Stops cleanly: every role leaves its group and closes its session, then the group
+    /// layer shuts down (peers are told).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (what, task) in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %self.name, role = what, "did not stop in 5 s; aborted");
+                abort.abort();
+            }
+        }
+        self.layer.shutdown().await;
+        tracing::info!(node = %self.name, "node stopped");
+    }
+
+    /// Stops without goodbye: every task is aborted at once, nothing is sent. The caller
+    /// crashes the group layer first when it can (see [`crate::cluster`]), so that peers
+    /// see a failure rather than a departure.
+    pub fn abort(self) -> Arc<L> {
+        for (_, task) in &self.tasks {
+            task.abort();
+        }
+        self.layer
+    }
+}
+
+/// Runs node `node` of `config` over walrus-gcs until `shutdown` completes, then stops it
+/// cleanly. The binary's `walrus-node run` uses [`start`] directly (it also reloads).
+pub async fn run(
+    config: Config,
+    node: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let rt = start(&config, node).await?;
+    shutdown.await;
+    rt.stop().await;
+    Ok(())
+}
+
+/// Starts walrus-gcs with the node's certificate, then the node's roles.
+pub async fn start(config: &Config, node: &str) -> Result<NodeRuntime<Gcs>, RunError> {
+    let gcs = Gcs::start(gcs_config(config, node)?)
+        .await
+        .map_err(|source| RunError::Gcs {
+            node: node.to_owned(),
+            source,
+        })?;
+    NodeRuntime::start(config, node, gcs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const EXAMPLE: &str = include_str!("../../config/walrus.toml");
+
+    fn example() -> Config {
+        Config::from_toml(Path::new("walrus.toml"), EXAMPLE).unwrap()
+    }
+
+    #[test]
+    fn round_config_takes_timings_parameters_and_dead_after() {
+        let text = EXAMPLE
+            .replace("round_period = \"1s\"", "round_period = \"2s\"")
+            .replace("report_timeout = \"400ms\"", "report_timeout = \"700ms\"")
+            .replace("threshold = 0.8", "threshold = 0.7")
+            .replace("margin = 0.2", "margin = 0.3")
+            .replace("max_records = 20", "max_records = 5")
+            .replace("dead_after = \"5m\"", "dead_after = \"90s\"");
+        let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+        let r = round_config(&c);
+        assert_eq!(r.round_period, Duration::from_secs(2));
+        assert_eq!(r.report_timeout, Duration::from_millis(700));
+        assert_eq!(r.params.threshold, 0.7);
+        assert_eq!(r.params.margin, 0.3);
+        assert_eq!(r.params.max_records, 5);
+        assert_eq!(r.params.dead_after, Duration::from_secs(90));
+        assert_eq!(r.params.return_margin, Params::default().return_margin);
+        r.validate().unwrap();
+    }
+
+    #[test]
+    fn reporter_config_follows_the_nodes_server() {
+        let c = example();
+        let r = reporter_config(&c, "eu-a").unwrap();
+        assert_eq!(r.server.0, "eu-1");
+        assert_eq!(
+            r.web,
+            WebSource::Nginx {
+                url: "http://127.0.1.1:8080/nginx_status".into(),
+                max_workers: 1024
+            }
+        );
+        assert_eq!(r.interval, Duration::from_secs(1));
+        assert_eq!(r.bypass_file, PathBuf::from("/var/lib/walrus/bypass"));
+        let r = reporter_config(&c, "eu-b").unwrap();
+        assert!(matches!(r.web, WebSource::Apache { .. }));
+        let r = reporter_config(&c, "us-b").unwrap();
+        assert!(matches!(
+            r.web,
+            WebSource::Probe {
+                max_workers: 512,
+                ..
+            }
+        ));
+        assert!(reporter_config(&c, "nobody").is_err());
+    }
+
+    #[test]
+    fn zone_layout_and_initial_answer_of_an_area() {
+        let c = example();
+        let eu = AreaName::from("eu");
+        let l = zone_layout(&c, &eu).unwrap();
+        assert_eq!(l.site.to_ascii(), "example.com.");
+        assert_eq!(l.area_zone.to_ascii(), "area-eu.example.com.");
+        assert_eq!(l.ns_name.to_ascii(), "ns.area-eu.example.com.");
+        assert_eq!(
+            l.ns_addrs,
+            vec!["127.0.0.11".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(l.ttl.secs(), 30);
+        let w = initial_answer(&c, &eu);
+        assert_eq!(w.v4.len(), 2, "{w:?}");
+        assert_eq!(
+            state_file(&c, &eu),
+            PathBuf::from("/var/lib/walrus/dns/eu.state")
+        );
+        assert!(zone_layout(&c, &AreaName::from("mars")).is_err());
+    }
+
+    #[test]
+    fn controller_settings_carry_topology_and_notify() {
+        let text = EXAMPLE.replace(
+            "# webhook = \"http://127.0.0.1:9099/walrus\"",
+            "webhook = \"http://127.0.0.1:9099/walrus\"",
+        );
+        let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+        let s = controller_settings(&c);
+        assert_eq!(s.topology.areas.len(), 3);
+        assert_eq!(s.notify.site, "example.com");
+        assert_eq!(
+            s.notify.webhook.as_deref(),
+            Some("http://127.0.0.1:9099/walrus")
+        );
+    }
+
+    #[test]
+    fn gcs_config_names_missing_certificates() {
+        let c = example();
+        let Err(e) = gcs_config(&c, "eu-a") else {
+            panic!("no certificates exist at /etc/walrus/certs here")
+        };
+        assert!(e.to_string().contains("node eu-a: TLS"), "{e}");
+    }
+
+    #[test]
+    fn gcs_config_lists_every_other_node_as_peer() {
+        let dir = std::env::temp_dir().join(format!("walrus-rt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        certs::write_new_ca(&dir).unwrap();
+        certs::write_node_cert(&dir, "eu-a").unwrap();
+        let mut c = example();
+        c.tls.ca = dir.join("ca.pem");
+        c.tls.dir = dir.clone();
+        let g = gcs_config(&c, "eu-a").unwrap();
+        assert_eq!(g.transport.me, NodeId::new("eu-a"));
+        assert_eq!(g.transport.peers.len(), 5);
+        assert!(g.transport.peers.iter().all(|(n, _)| n.as_str() != "eu-a"));
+        assert_eq!(g.core, CoreConfig::lan());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,433 @@
+//! The operator commands of the `walrus-node` binary, run as a real process: `certs`,
+//! `bypass`, `dns bind-config` (its output loaded by BIND's own checkers), `check-config`,
+//! and `run` with SIGHUP (reload, invalid file refused) and SIGTERM (clean stop).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+use support::{need, TempDir};
+use walrus_actors::reporter::bypass::read_bypass;
+use walrus_gcs::transport::NodeIdentity;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_walrus-node"))
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const EXAMPLE: &str = include_str!("../../config/walrus.toml");
+
+#[test]
+fn certs_init_then_issue_gives_loadable_identities() {
+    let dir = TempDir::new("certs");
+    let certs = dir.path().join("certs");
+    // Issuing before a CA exists fails with the file named.
+    let out = bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .arg("eu-a")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ca.key"));
+
+    ok(bin()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap());
+    let out = ok(bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .args(["eu-a", "us-a"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("eu-a.pem") && out.contains("us-a.key"),
+        "{out}"
+    );
+    NodeIdentity::load(&certs, "eu-a").unwrap();
+    NodeIdentity::load(&certs, "us-a").unwrap();
+    // A second init refuses to overwrite the CA.
+    let out = bin()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // A name that cannot be a SAN is refused.
+    let out = bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .arg("bad name")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn bypass_on_for_a_while_then_off() {
+    let dir = TempDir::new("bypass");
+    let file = dir.path().join("bypass");
+    let out = ok(bin()
+        .args([
+            "bypass",
+            "on",
+            "--for",
+            "30m",
+            "--reason",
+            "kernel upgrade",
+            "--file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap());
+    assert!(out.contains("bypass on for 30m"), "{out}");
+    let b = read_bypass(&file).unwrap().unwrap();
+    assert_eq!(b.reason, "kernel upgrade");
+    let left = b.until.unwrap().duration_since(SystemTime::now()).unwrap();
+    assert!(left > Duration::from_secs(29 * 60) && left <= Duration::from_secs(30 * 60));
+    assert!(b.is_active(SystemTime::now()));
+
+    ok(bin()
+        .args(["bypass", "off", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    assert!(read_bypass(&file).unwrap().is_none());
+    let out = ok(bin()
+        .args(["bypass", "off", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    assert!(out.contains("was not on"), "{out}");
+
+    // Without --file, the configuration's [reporter] bypass_file is used.
+    let conf = dir.path().join("walrus.toml");
+    let other = dir.path().join("from-config");
+    std::fs::write(
+        &conf,
+        EXAMPLE.replace(
+            "bypass_file = \"/var/lib/walrus/bypass\"",
+            &format!("bypass_file = \"{}\"", other.display()),
+        ),
+    )
+    .unwrap();
+    ok(bin()
+        .args(["bypass", "on", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap());
+    let b = read_bypass(&other).unwrap().unwrap();
+    assert_eq!(b.until, None, "no --for: until cleared");
+}
+
+/// Splits `dns bind-config` output into its files (`// ---- NAME ----` headers).
+fn split_render(text: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line
+            .strip_prefix("// ---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+        {
+            files.push((name.to_owned(), String::new()));
+        } else if let Some((_, body)) = files.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    files
+}
+
+#[test]
+fn dns_bind_config_loads_in_bind() {
+    let checkconf = need("named-checkconf", "bind9-utils");
+    let checkzone = need("named-checkzone", "bind9-utils");
+    let dir = TempDir::new("bindconf");
+    let conf = dir.path().join("walrus.toml");
+    std::fs::write(&conf, EXAMPLE).unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    let out = ok(bin()
+        .args(["dns", "bind-config", "--area", "eu", "--config"])
+        .arg(&conf)
+        .arg("--zone-dir")
+        .arg(&zones)
+        .output()
+        .unwrap());
+    let files = split_render(&out);
+    assert_eq!(files.len(), 3, "{out}");
+    assert_eq!(files[0].0, "named.conf");
+    assert!(
+        files[0].1.contains("walrus-eu"),
+        "default key name: {}",
+        files[0].1
+    );
+    for (name, body) in &files[1..] {
+        std::fs::write(zones.join(name), body).unwrap();
+    }
+    // A named.conf as an operator would write it: the key from tsig-keygen, then ours.
+    let named = dir.path().join("named.conf");
+    std::fs::write(
+        &named,
+        format!(
+            "key \"walrus-eu\" {{ algorithm hmac-sha256; secret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\"; }};\n{}",
+            files[0].1
+        ),
+    )
+    .unwrap();
+    let r = Command::new(&checkconf)
+        .arg("-z")
+        .arg(&named)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "named-checkconf -z: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    for (zone, file) in [
+        ("example.com", "example.com.zone"),
+        ("area-eu.example.com", "area-eu.example.com.zone"),
+    ] {
+        let r = Command::new(&checkzone)
+            .arg(zone)
+            .arg(zones.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "named-checkzone {zone}: {}",
+            String::from_utf8_lossy(&r.stdout)
+        );
+    }
+    // The area zone starts with the home cluster's addresses.
+    let area_zone = &files
+        .iter()
+        .find(|(n, _)| n.starts_with("area-eu"))
+        .unwrap()
+        .1;
+    assert!(
+        area_zone.contains("127.0.1.1") && area_zone.contains("127.0.1.2"),
+        "{area_zone}"
+    );
+
+    // Planted fault: the checker does catch a broken zone file.
+    std::fs::write(zones.join("example.com.zone"), "garbage\n").unwrap();
+    let r = Command::new(&checkconf)
+        .arg("-z")
+        .arg(&named)
+        .output()
+        .unwrap();
+    assert!(
+        !r.status.success(),
+        "named-checkconf accepted a broken zone"
+    );
+
+    // An unknown area is an error naming the known ones.
+    let out = bin()
+        .args(["dns", "bind-config", "--area", "mars", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: asia, eu, us"));
+}
+
+#[test]
+fn check_config_reports_the_field_of_an_error() {
+    let dir = TempDir::new("check");
+    let conf = dir.path().join("walrus.toml");
+    std::fs::write(&conf, EXAMPLE).unwrap();
+    let out = ok(bin()
+        .args(["check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap());
+    assert!(out.contains("3 areas"), "{out}");
+    std::fs::write(
+        &conf,
+        EXAMPLE.replace("home_cluster = \"c-eu\"", "home_cluster = \"c9\""),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("areas.eu.home_cluster"));
+}
+
+#[test]
+fn run_refuses_roles_the_node_cannot_take() {
+    let dir = TempDir::new("roles");
+    let conf = dir.path().join("walrus.toml");
+    std::fs::write(&conf, EXAMPLE).unwrap();
+    let out = bin()
+        .args(["run", "--node", "eu-b", "--roles", "director", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nodes.eu-b.area"), "{err}");
+    let out = bin()
+        .args(["run", "--node", "eu-b", "--roles", "boss", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a role"));
+}
+
+#[test]
+fn help_of_every_command_has_an_example() {
+    for args in [
+        vec!["run", "--help"],
+        vec!["certs", "init", "--help"],
+        vec!["certs", "issue", "--help"],
+        vec!["bypass", "on", "--help"],
+        vec!["bypass", "off", "--help"],
+        vec!["dns", "bind-config", "--help"],
+        vec!["check-config", "--help"],
+    ] {
+        let out = ok(bin().args(&args).output().unwrap());
+        assert!(out.contains("Example: walrus-node"), "{args:?}: {out}");
+    }
+}
+
+/// Kills the child on drop (the test may fail half-way).
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        if start.elapsed() > timeout {
+            panic!("no `{needle}` in the log after {timeout:?}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn one_node_config(dir: &Path, threshold: &str) -> String {
+    let dns = walrus_node::cluster::free_dns_port().unwrap();
+    let gcs = walrus_node::cluster::free_udp_port().unwrap();
+    format!(
+        "site = \"example.com\"\n\
+         [timing]\nround_period = \"500ms\"\nreport_interval = \"200ms\"\n\
+         [controller]\nthreshold = {threshold}\nuse_cpu = false\n\
+         [dns]\nstate_dir = \"{d}/dns\"\n\
+         [reporter]\nbypass_file = \"{d}/bypass\"\n\
+         [tls]\nca = \"{d}/certs/ca.pem\"\ndir = \"{d}/certs\"\n\
+         [areas.a1]\nzone = \"area-a1.example.com\"\nname_server = \"127.0.0.1:{dns}\"\nhome_cluster = \"c1\"\n\
+         [clusters.c1.servers.s1]\naddresses = [\"192.0.2.1\"]\nstatus = \"probe\"\nstatus_url = \"http://127.0.0.1:1/\"\n\
+         [nodes.n1]\naddress = \"127.0.0.1:{gcs}\"\nroles = [\"controller\", \"reporter\", \"director\"]\nserver = \"s1\"\narea = \"a1\"\n",
+        d = dir.display()
+    )
+}
+
+#[test]
+fn run_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm() {
+    let dir = TempDir::new("run");
+    let certs = dir.path().join("certs");
+    ok(bin()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap());
+    ok(bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .arg("n1")
+        .output()
+        .unwrap());
+    let conf = dir.path().join("walrus.toml");
+    let text = one_node_config(dir.path(), "0.8");
+    std::fs::write(&conf, &text).unwrap();
+    let log: PathBuf = dir.path().join("log.jsonl");
+    let child = bin()
+        .args(["run", "--log-json", "--node", "n1", "--config"])
+        .arg(&conf)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    wait_for_log(&log, "walrus-node running", Duration::from_secs(30));
+    wait_for_log(&log, "this controller is master", Duration::from_secs(30));
+
+    // A valid change of a reloadable setting is applied.
+    std::fs::write(&conf, text.replace("threshold = 0.8", "threshold = 0.7")).unwrap();
+    signal(&guard.0, "HUP");
+    let out = wait_for_log(&log, "configuration reloaded", Duration::from_secs(30));
+    assert!(out.contains("controller"), "{out}");
+
+    // An invalid file is refused and the node keeps running.
+    std::fs::write(
+        &conf,
+        text.replace("threshold = 0.8", "threshold = \"high\""),
+    )
+    .unwrap();
+    signal(&guard.0, "HUP");
+    wait_for_log(&log, "invalid file refused", Duration::from_secs(30));
+    assert!(
+        guard.0.try_wait().unwrap().is_none(),
+        "the node died on a bad file"
+    );
+
+    // SIGTERM: a clean stop, exit status 0.
+    signal(&guard.0, "TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("node stopped"), "{text}");
+    // --log-json: every line is one JSON object.
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}

@@ -1,0 +1,199 @@
+//! The paper's direct mode against a real BIND 9: the master Controller itself sends
+//! TSIG-signed RFC 2136 updates to the area's name server. BIND is set up exactly from
+//! `walrus-node dns bind-config` (what an operator would do), the deployment runs in one
+//! process over real walrus-gcs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+use walrus_node::cluster::{free_dns_port, Cluster, QuicLayers};
+use walrus_node::config::Config;
+
+/// `named` in the foreground, SIGKILLed on drop.
+struct Named(Child);
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_master_updates_bind_when_a_cluster_dies() {
+    init_logs();
+    let named = need("named", "bind9");
+    let keygen = need("tsig-keygen", "bind9");
+    let dir = TempDir::new("direct");
+    let bind_dir = dir.path().join("bind");
+    std::fs::create_dir_all(&bind_dir).unwrap();
+    let key = Command::new(keygen)
+        .args(["-a", "hmac-sha256", "walrus-a1"])
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    let key_file = dir.path().join("a1.key");
+    std::fs::write(&key_file, &key.stdout).unwrap();
+
+    let mut s1 = TinyHttp::start().await;
+    let s2 = TinyHttp::start().await;
+    let port = free_dns_port().unwrap();
+    let toml = deployment_toml(
+        &[AreaSpec {
+            name: "a1",
+            home: "c1",
+            dns_port: port,
+        }],
+        &[
+            ServerSpec {
+                name: "s1",
+                cluster: "c1",
+                address: "192.0.2.1",
+                url: s1.url(),
+            },
+            ServerSpec {
+                name: "s2",
+                cluster: "c2",
+                address: "192.0.2.2",
+                url: s2.url(),
+            },
+        ],
+        &[
+            NodeSpec {
+                name: "ctl-1",
+                roles: &["controller"],
+                server: None,
+                area: None,
+            },
+            NodeSpec {
+                name: "w-1",
+                roles: &["reporter"],
+                server: Some("s1"),
+                area: None,
+            },
+            NodeSpec {
+                name: "w-2",
+                roles: &["reporter"],
+                server: Some("s2"),
+                area: None,
+            },
+        ],
+    )
+    .replacen(
+        "[dns]\n",
+        "[dns]\nbackend = \"rfc2136\"\nmode = \"direct\"\n",
+        1,
+    )
+    .replacen(
+        "home_cluster = \"c1\"\n",
+        &format!(
+            "home_cluster = \"c1\"\ntsig_key_file = \"{}\"\n",
+            key_file.display()
+        ),
+        1,
+    );
+    let conf = dir.path().join("walrus.toml");
+    std::fs::write(&conf, &toml).unwrap();
+
+    // BIND from the operator command's output.
+    let out = Command::new(env!("CARGO_BIN_EXE_walrus-node"))
+        .args(["dns", "bind-config", "--area", "a1", "--config"])
+        .arg(&conf)
+        .arg("--zone-dir")
+        .arg(&bind_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(n) = line
+            .strip_prefix("// ---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+        {
+            files.push((n.to_owned(), String::new()));
+        } else if let Some((_, b)) = files.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    assert!(
+        files[0].1.contains("walrus-a1"),
+        "key name from the key file"
+    );
+    for (n, b) in &files[1..] {
+        std::fs::write(bind_dir.join(n), b).unwrap();
+    }
+    let d = bind_dir.display();
+    std::fs::write(
+        bind_dir.join("named.conf"),
+        format!(
+            "options {{\n directory \"{d}\";\n pid-file \"{d}/named.pid\";\n session-keyfile \"{d}/session.key\";\n managed-keys-directory \"{d}\";\n listen-on port {port} {{ 127.0.0.1; }};\n listen-on-v6 {{ none; }};\n recursion no;\n dnssec-validation no;\n notify no;\n}};\ncontrols {{ }};\n{}\n{}",
+            String::from_utf8_lossy(&key.stdout),
+            files[0].1
+        ),
+    )
+    .unwrap();
+    let _named = Named(
+        Command::new(named)
+            .arg("-g")
+            .arg("-c")
+            .arg(bind_dir.join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(bind_dir.join("named.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // BIND answers www.example.com with the CNAME only (it does not chase into the
+    // other zone it serves); a resolver follows it to this name.
+    let name = "www.area-a1.example.com";
+    let ready = tokio::time::timeout(
+        Duration::from_secs(30),
+        poll_until("BIND serves the starting answer", PATIENCE * 2, || {
+            (dig_a(dns, name) == ["192.0.2.1"]).then_some(())
+        }),
+    )
+    .await;
+    if ready.is_err() {
+        panic!(
+            "BIND does not serve the starting answer; named log:\n{}",
+            std::fs::read_to_string(bind_dir.join("named.log")).unwrap_or_default()
+        );
+    }
+
+    let config = Config::from_toml(Path::new("walrus.toml"), &toml).unwrap();
+    let cluster = Cluster::start(config, dir.path(), QuicLayers)
+        .await
+        .unwrap();
+    // The master's own updater for a1 reports in-sync status once it has checked BIND.
+    poll_until("the master's direct updater is in sync", PATIENCE, || {
+        let v = &cluster.node("ctl-1")?.directors()[&"a1".into()];
+        v.status.borrow().in_sync.then_some(())
+    })
+    .await;
+    s1.stop();
+    let moved = tokio::time::timeout(
+        Duration::from_secs(60),
+        poll_until("BIND's answer moves to c2", PATIENCE * 4, || {
+            (dig_a(dns, name) == ["192.0.2.2"]).then_some(())
+        }),
+    )
+    .await;
+    if moved.is_err() {
+        panic!(
+            "named log:\n{}",
+            std::fs::read_to_string(bind_dir.join("named.log")).unwrap_or_default()
+        );
+    }
+    cluster.stop_all().await;
+}

@@ -1,0 +1,209 @@
+//! Test support for walrus-node: temp dirs, a tiny HTTP server to probe, `dig`, polling,
+//! and a loopback deployment written as TOML.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("walrus-node-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A tiny HTTP server answering 200 "ok" to everything: what the Reporter's health probe
+/// reads. Stopping it closes the port (the probe then sees connection refused: PANIC).
+pub struct TinyHttp {
+    pub addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TinyHttp {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        TinyHttp {
+            addr,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/healthz", self.addr)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for TinyHttp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The path of a binary, or a panic naming the Debian package that provides it.
+pub fn need(binary: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(binary);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{binary}` is missing: install the Debian package `{package}`");
+}
+
+/// The A records `dig` sees for `name` at `server` (sorted).
+pub fn dig_a(server: SocketAddr, name: &str) -> Vec<String> {
+    let dig = need("dig", "bind9-dnsutils");
+    let out = Command::new(dig)
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args([name, "A", "+short", "+time=1", "+tries=2"])
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Polls `f` every 50 ms until it gives `Some`, or panics after `timeout` naming `what`.
+pub async fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Generous on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One web server of the test deployment.
+pub struct ServerSpec {
+    pub name: &'static str,
+    pub cluster: &'static str,
+    /// The address handed out in DNS (TEST-NET: never contacted).
+    pub address: &'static str,
+    /// The probe URL (a TinyHttp).
+    pub url: String,
+}
+
+/// One area of the test deployment.
+pub struct AreaSpec {
+    pub name: &'static str,
+    pub home: &'static str,
+    pub dns_port: u16,
+}
+
+/// One node of the test deployment.
+pub struct NodeSpec {
+    pub name: &'static str,
+    pub roles: &'static [&'static str],
+    pub server: Option<&'static str>,
+    pub area: Option<&'static str>,
+}
+
+/// A loopback deployment as TOML text (fast timings: rounds of 500 ms).
+pub fn deployment_toml(areas: &[AreaSpec], servers: &[ServerSpec], nodes: &[NodeSpec]) -> String {
+    let mut t = String::from(
+        "site = \"example.com\"\n\
+         [timing]\nround_period = \"500ms\"\nreport_timeout = \"250ms\"\nreport_interval = \"200ms\"\n\
+         [dns]\nttl = \"5s\"\n\
+         [reporter]\npanic_after = 2\n\
+         [controller]\nuse_cpu = false\n",
+    );
+    for a in areas {
+        t += &format!(
+            "[areas.{0}]\nzone = \"area-{0}.example.com\"\nname_server = \"127.0.0.1:{1}\"\nhome_cluster = \"{2}\"\n",
+            a.name, a.dns_port, a.home
+        );
+    }
+    for s in servers {
+        t += &format!(
+            "[clusters.{}.servers.{}]\naddresses = [\"{}\"]\nstatus = \"probe\"\nstatus_url = \"{}\"\nmax_workers = 100\n",
+            s.cluster, s.name, s.address, s.url
+        );
+    }
+    for n in nodes {
+        let port = walrus_node::cluster::free_udp_port().unwrap();
+        let roles: Vec<String> = n.roles.iter().map(|r| format!("\"{r}\"")).collect();
+        t += &format!(
+            "[nodes.{}]\naddress = \"127.0.0.1:{port}\"\nroles = [{}]\n",
+            n.name,
+            roles.join(", ")
+        );
+        if let Some(s) = n.server {
+            t += &format!("server = \"{s}\"\n");
+        }
+        if let Some(a) = n.area {
+            t += &format!("area = \"{a}\"\n");
+        }
+    }
+    t
+}
+
+/// Logs to the test's output when RUST_LOG is set (e.g. RUST_LOG=walrus_actors=info).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
