@@ -281,7 +281,8 @@ impl<S: GroupSession> Shell<S> {
         }
         // A view change that brings members we did not have is a merge of components
         // (a plain join says `Join`): the other side's master may have changed answers.
-        if first_is_me && reason == MembershipReason::Network && newcomers {
+        // Backups need it too: the merged master may number its rounds below theirs.
+        if reason == MembershipReason::Network && newcomers {
             self.machine.handle_merge(t);
         }
         self.status.members = members;

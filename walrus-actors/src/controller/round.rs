@@ -274,6 +274,11 @@ pub struct RoundMachine {
     shadow: BTreeMap<Round, BTreeMap<ServerName, Observation>>,
     /// Areas whose answer must be re-sent at the next round even if unchanged.
     resend: BTreeSet<AreaName>,
+    /// Backup only: components merged since the last decision adopted. The merged
+    /// component's master numbers its rounds from its own history, possibly below ours,
+    /// so its next decision is adopted whatever its round (total order delivers nothing
+    /// from a deposed master after the merge's membership change).
+    rebase: bool,
     outputs: VecDeque<Output>,
 }
 
@@ -295,6 +300,7 @@ impl RoundMachine {
             history: History::default(),
             shadow: BTreeMap::new(),
             resend: BTreeSet::new(),
+            rebase: false,
             outputs: VecDeque::new(),
         }
     }
@@ -354,8 +360,14 @@ impl RoundMachine {
     /// would count the newly reachable servers as dead and could move an area for one
     /// round (the harness test `partition_with_each_directors_on_its_own_side_changes_no_dns`
     /// caught exactly that). Call it for a merge, not for a plain join of a Controller.
+    ///
+    /// On a backup, a merge means the master may be the other component's, whose round
+    /// numbers can be lower than the last decision held here: its next decision is
+    /// adopted whatever its round, and reports are not shadowed until then.
     pub fn handle_merge(&mut self, now: Instant) {
         if !self.is_master() {
+            self.rebase = true;
+            self.shadow.clear();
             return;
         }
         self.resend.extend(self.topology.areas.keys().cloned());
@@ -425,7 +437,7 @@ impl RoundMachine {
             Role::Idle { .. } => Err(ReportIgnored::NotGathering { server, round: got }),
             Role::Backup => {
                 let decided = self.last.as_ref().map_or(Round(0), |d| d.round);
-                if got <= decided || got.0 > decided.0 + SHADOW_WINDOW {
+                if self.rebase || got <= decided || got.0 > decided.0 + SHADOW_WINDOW {
                     return Err(ReportIgnored::OutsideBackupWindow {
                         server,
                         round: got,
@@ -449,7 +461,9 @@ impl RoundMachine {
         now: Instant,
         decision: Decision,
     ) -> Result<(), DecisionIgnored> {
-        let have = self.max_round;
+        // Staleness is judged against the last decision adopted, not the highest round
+        // seen: after a merge (`rebase`) the master's numbering may restart lower.
+        let have = self.last.as_ref().map_or(Round(0), |d| d.round);
         self.max_round = self.max_round.max(decision.round);
         if self.is_master() {
             let ours = self.last.as_ref().map(|d| &d.answers);
@@ -466,7 +480,7 @@ impl RoundMachine {
                 disagree: n,
             });
         }
-        if decision.round <= have {
+        if decision.round <= have && !self.rebase {
             return Err(DecisionIgnored::Stale {
                 got: decision.round,
                 have,
@@ -492,6 +506,7 @@ impl RoundMachine {
         }
         self.shadow.retain(|r, _| *r > decision.round);
         self.last = Some(decision);
+        self.rebase = false;
         Ok(())
     }
 
@@ -1301,11 +1316,51 @@ mod tests {
             m.handle_report(t1, report("c1-s2", 1, 10)),
             Err(ReportIgnored::WrongRound { .. })
         ));
-        // A backup ignores a merge.
+        // A backup emits nothing on a merge.
         let mut b = RoundMachine::new(RoundConfig::default(), topo());
         b.handle_merge(t1);
         assert_eq!(drain(&mut b), vec![]);
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    /// Regression: after a partition heals, the merged master may number its rounds
+    /// below the last decision a backup from the other component holds. Without the
+    /// rebase on merge, that backup refused every decision as stale until the numbering
+    /// caught up, and held old answers meanwhile.
+    #[test]
+    fn a_backup_follows_the_merged_master_whose_rounds_are_lower() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        let Some(Output::Multicast(d1)) = m.poll_output() else {
+            panic!()
+        };
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        let mut ahead = d1.clone();
+        ahead.round = Round(50);
+        backup.handle_decision(t0, ahead).unwrap();
+        // Without a merge, round 1 is stale.
+        assert!(matches!(
+            backup.handle_decision(t0, d1.clone()),
+            Err(DecisionIgnored::Stale { .. })
+        ));
+        // After a merge, the merged master's round 1 and then round 2 are adopted.
+        backup.handle_merge(t0);
+        backup.handle_decision(t0, d1.clone()).unwrap();
+        assert_eq!(backup.last_decision(), Some(&d1));
+        let mut d2 = d1.clone();
+        d2.round = Round(2);
+        backup.handle_decision(t0, d2.clone()).unwrap();
+        // Once rebased, an older decision is stale again.
+        assert_eq!(
+            backup.handle_decision(t0, d1),
+            Err(DecisionIgnored::Stale {
+                got: Round(1),
+                have: Round(2)
+            })
+        );
+        // Taking over later numbers above every round seen (50), never reusing one.
+        backup.handle_became_master(t0);
+        assert!(drain(&mut backup).contains(&Output::RequestReports { round: Round(51) }));
     }
 
     #[test]
