@@ -270,7 +270,7 @@ impl Observer {
             }
         }
         if let Some(v) = &s.view {
-            let id = format!("{:?}", v.view);
+            let id = v.view.to_string();
             if self.last_view.as_ref() != Some(&id) {
                 self.counters.view_changes += 1;
                 self.last_view = Some(id);
@@ -372,8 +372,8 @@ impl Observer {
             node: self.node.clone(),
             site: self.config.site.clone(),
             view: s.view.as_ref().map(|v| ViewDoc {
-                id: format!("{:?}", v.view),
-                members: v.members.iter().map(|m| format!("{m:?}")).collect(),
+                id: v.view.to_string(),
+                members: v.members.iter().map(|m| m.id.as_str().to_owned()).collect(),
             }),
             master,
             is_master: ctl.is_some_and(|c| c.is_master),
