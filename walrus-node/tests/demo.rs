@@ -198,6 +198,22 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     assert!(value("walrus_dns_updates_total") >= 1.0, "{metrics}");
     assert!(value("walrus_servers{state=\"dead\"}") >= 1.0, "{metrics}");
 
+    // `walrus-node status` prints the same as a table.
+    let table = Command::new(exe)
+        .args(["status", "--addr", &addr.to_string()])
+        .output()
+        .unwrap();
+    let table_text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{table:?}");
+    assert!(table_text.contains("master ctl-"), "{table_text}");
+    assert!(
+        table_text
+            .lines()
+            .any(|l| l.starts_with("eu ") && l.contains("c-eu")),
+        "{table_text}"
+    );
+    assert!(table_text.contains("dead (PANIC)"), "{table_text}");
+
     // The dashboard in a real browser.
     let dom = chromium_dom(&format!("http://{addr}/"));
     if let Err(e) = dashboard_shows_the_move(&dom) {
