@@ -291,3 +291,24 @@ pub fn free_dns_port() -> std::io::Result<u16> {
     }
     Err(std::io::Error::other("no port free for both UDP and TCP"))
 }
+
+#[cfg(feature = "testing")]
+impl Cluster<QuicLayers> {
+    /// Splits the running nodes into `components` over real sockets (walrus-gcs's fault
+    /// switch): links between components are cut at both ends, links inside restored. A
+    /// running node listed in no component is cut from everyone.
+    pub fn partition(&self, components: &[&[&str]]) {
+        let transports: Vec<_> = self
+            .nodes
+            .values()
+            .map(|rt| rt.layer().transport())
+            .collect();
+        walrus_gcs::transport::partition(&transports, components);
+    }
+
+    /// Restores every link between running nodes.
+    pub fn heal(&self) {
+        let names: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+        self.partition(&[&names]);
+    }
+}

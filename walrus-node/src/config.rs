@@ -78,6 +78,22 @@ impl fmt::Display for Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "controller" => Ok(Role::Controller),
+            "reporter" => Ok(Role::Reporter),
+            "replicator" => Ok(Role::Replicator),
+            "director" => Ok(Role::Director),
+            other => Err(format!(
+                "`{other}` is not a role; expected controller, reporter, replicator or director"
+            )),
+        }
+    }
+}
+
 /// How a Director reaches its area's name server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -570,6 +586,38 @@ impl Config {
                 })
                 .collect(),
         }
+    }
+
+    /// This configuration with node `node`'s roles replaced (the `--roles` flag of
+    /// `walrus-node run`), checked as the file's roles are: a reporter needs `server`, a
+    /// director needs `area`, and the roles may not be empty.
+    pub fn with_roles(mut self, node: &str, roles: &[Role]) -> Result<Config, ConfigError> {
+        let file = self.file.clone();
+        let err = |field: &str, message: &str| ConfigError {
+            file: file.clone(),
+            line: None,
+            field: format!("nodes.{node}.{field}"),
+            message: format!("{message} (roles given with --roles)"),
+        };
+        self.node(node)?;
+        let Some(n) = self.nodes.get_mut(node) else {
+            return Err(err("roles", "no such node"));
+        };
+        if roles.is_empty() {
+            return Err(err("roles", "a node needs at least one role"));
+        }
+        let roles: BTreeSet<Role> = roles.iter().copied().collect();
+        if roles.contains(&Role::Reporter) && n.server.is_none() {
+            return Err(err(
+                "server",
+                "the `reporter` role needs the web server it reports on",
+            ));
+        }
+        if roles.contains(&Role::Director) && n.area.is_none() {
+            return Err(err("area", "the `director` role needs the area it serves"));
+        }
+        n.roles = roles;
+        Ok(self)
     }
 
     /// The node called `name`, or an error listing the known ones.
@@ -1173,6 +1221,19 @@ mod tests {
     fn direct_mode_needs_rfc2136() {
         let err = parse(&EXAMPLE.replace("mode = \"director\"", "mode = \"direct\"")).unwrap_err();
         assert_eq!(err.field, "dns.mode");
+    }
+
+    #[test]
+    fn roles_from_the_command_line_are_checked_like_the_files() {
+        let c = parse(EXAMPLE).unwrap();
+        let c2 = c.clone().with_roles("eu-a", &[Role::Controller]).unwrap();
+        assert_eq!(c2.nodes["eu-a"].roles, [Role::Controller].into());
+        let err = c.clone().with_roles("eu-b", &[Role::Director]).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-b.area");
+        assert!(c.clone().with_roles("eu-a", &[]).is_err());
+        assert!(c.with_roles("nobody", &[Role::Controller]).is_err());
+        assert!("boss".parse::<Role>().is_err());
+        assert_eq!("director".parse::<Role>(), Ok(Role::Director));
     }
 
     #[test]

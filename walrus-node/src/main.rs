@@ -53,6 +53,10 @@ enum Command {
         /// This host's node name, as in the file's [nodes.NAME].
         #[arg(long)]
         node: String,
+        /// Run these roles instead of the file's (comma-separated), e.g.
+        /// --roles controller,reporter.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<walrus_node::config::Role>>,
     },
     /// Create the cluster CA and node certificates for the group's mutual TLS.
     ///
@@ -237,12 +241,16 @@ fn init_logs(json: bool, default_level: &str) {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig { config } => check_config(config),
-        Command::Run { config, node } => {
+        Command::Run {
+            config,
+            node,
+            roles,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            rt.block_on(run_node(config, node))
+            rt.block_on(run_node(config, node, roles))
         }
         Command::Certs { action } => certs(action),
         Command::Bypass { action } => bypass_cmd(action),
@@ -329,9 +337,20 @@ fn check_config(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_node(path: PathBuf, node: String) -> anyhow::Result<()> {
+async fn run_node(
+    path: PathBuf,
+    node: String,
+    roles: Option<Vec<walrus_node::config::Role>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let config = Config::load(&path)?;
+    let load = |path: &PathBuf| -> anyhow::Result<Config> {
+        let config = Config::load(path)?;
+        Ok(match &roles {
+            Some(r) => config.with_roles(&node, r)?,
+            None => config,
+        })
+    };
+    let config = load(&path)?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut runtime = walrus_node::runtime::start(&config, &node).await?;
@@ -368,7 +387,7 @@ async fn run_node(path: PathBuf, node: String) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
-            _ = hup.recv() => match Config::load(&path) {
+            _ = hup.recv() => match load(&path) {
                 Ok(new) => match runtime.reload(&new).await {
                     Ok(r) => tracing::info!(applied = ?r.applied, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; keeping the running configuration"),

@@ -12,7 +12,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 use support::*;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, LocalLayers, QuicLayers};
@@ -332,5 +331,144 @@ async fn local_round_trip_a_dead_web_server_leaves_the_dns_answer() {
     web_server_death_reaches_dns(LocalLayers::default()).await;
 }
 
-#[allow(dead_code)]
-fn unused(_: Duration) {}
+/// A partition over real sockets: {ctl-1, w-1} | {ctl-2, w-2}. Each side has a master
+/// that sees the other side's cluster dead and keeps its own Director's area home; after
+/// the heal one master remains and the answers converge to both areas home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_partition_gives_each_side_a_master_and_the_heal_leaves_one() {
+    init_logs();
+    let dir = TempDir::new("partition");
+    let w1 = TinyHttp::start().await;
+    let w2 = TinyHttp::start().await;
+    let p1 = free_dns_port().unwrap();
+    let p2 = free_dns_port().unwrap();
+    let toml = deployment_toml(
+        &[
+            AreaSpec {
+                name: "a1",
+                home: "c1",
+                dns_port: p1,
+            },
+            AreaSpec {
+                name: "a2",
+                home: "c2",
+                dns_port: p2,
+            },
+        ],
+        &[
+            ServerSpec {
+                name: "s1",
+                cluster: "c1",
+                address: "192.0.2.1",
+                url: w1.url(),
+            },
+            ServerSpec {
+                name: "s2",
+                cluster: "c2",
+                address: "192.0.2.2",
+                url: w2.url(),
+            },
+        ],
+        &[
+            NodeSpec {
+                name: "ctl-1",
+                roles: &["controller"],
+                server: None,
+                area: None,
+            },
+            NodeSpec {
+                name: "ctl-2",
+                roles: &["controller"],
+                server: None,
+                area: None,
+            },
+            NodeSpec {
+                name: "w-1",
+                roles: &["reporter", "director"],
+                server: Some("s1"),
+                area: Some("a1"),
+            },
+            NodeSpec {
+                name: "w-2",
+                roles: &["reporter", "director"],
+                server: Some("s2"),
+                area: Some("a2"),
+            },
+        ],
+    );
+    let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
+    let cluster = Cluster::start(config, dir.path(), QuicLayers)
+        .await
+        .unwrap();
+    let dns1: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
+    let dns2: SocketAddr = format!("127.0.0.1:{p2}").parse().unwrap();
+    let home = |c: &Cluster<QuicLayers>| {
+        let (_, d) = master(c)?;
+        (records(&d, "a1") == ["192.0.2.1"] && records(&d, "a2") == ["192.0.2.2"] && d.round.0 >= 3)
+            .then_some(())
+    };
+    poll_until("one master, both areas home", PATIENCE, || home(&cluster)).await;
+    let serials = (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2"));
+
+    cluster.partition(&[&["ctl-1", "w-1"], &["ctl-2", "w-2"]]);
+    let is_master = |c: &Cluster<QuicLayers>, n: &str| {
+        c.node(n).unwrap().controller().unwrap().status().is_master
+    };
+    poll_until("a master on each side", PATIENCE, || {
+        (is_master(&cluster, "ctl-1") && is_master(&cluster, "ctl-2")).then_some(())
+    })
+    .await;
+    // Let both masters run a few rounds apart.
+    let r = |c: &Cluster<QuicLayers>, n: &str| {
+        c.node(n)
+            .unwrap()
+            .controller()
+            .unwrap()
+            .status()
+            .last_round
+            .map(|s| s.round.0)
+            .unwrap_or(0)
+    };
+    let (r1, r2) = (r(&cluster, "ctl-1"), r(&cluster, "ctl-2"));
+    poll_until("three rounds on each side", PATIENCE, || {
+        (r(&cluster, "ctl-1") >= r1 + 3 && r(&cluster, "ctl-2") >= r2 + 3).then_some(())
+    })
+    .await;
+    // Each area's Director follows only its own side's master, which sees its home
+    // cluster working: no name server changed.
+    assert_eq!(dig_a(dns1, "www.example.com"), ["192.0.2.1"]);
+    assert_eq!(dig_a(dns2, "www.example.com"), ["192.0.2.2"]);
+    assert_eq!(
+        (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2")),
+        serials,
+        "a partition changed a name server's answer"
+    );
+
+    cluster.heal();
+    poll_until(
+        "one master after the heal, both areas home",
+        PATIENCE,
+        || {
+            let one = is_master(&cluster, "ctl-1") != is_master(&cluster, "ctl-2");
+            one.then(|| home(&cluster)).flatten()
+        },
+    )
+    .await;
+    // The backup follows the merged master's decisions again.
+    let (m, d) = master(&cluster).unwrap();
+    let backup = if m == "ctl-1" { "ctl-2" } else { "ctl-1" };
+    poll_until(
+        "the backup adopts the merged master's decisions",
+        PATIENCE,
+        || {
+            let st = cluster.node(backup)?.controller()?.status();
+            st.last_decision
+                .is_some_and(|b| b.round > d.round && b.answers == d.answers)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(dig_a(dns1, "www.example.com"), ["192.0.2.1"]);
+    assert_eq!(dig_a(dns2, "www.example.com"), ["192.0.2.2"]);
+    cluster.stop_all().await;
+}

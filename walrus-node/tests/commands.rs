@@ -273,6 +273,28 @@ fn check_config_reports_the_field_of_an_error() {
 }
 
 #[test]
+fn run_refuses_roles_the_node_cannot_take() {
+    let dir = TempDir::new("roles");
+    let conf = dir.path().join("walrus.toml");
+    std::fs::write(&conf, EXAMPLE).unwrap();
+    let out = bin()
+        .args(["run", "--node", "eu-b", "--roles", "director", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nodes.eu-b.area"), "{err}");
+    let out = bin()
+        .args(["run", "--node", "eu-b", "--roles", "boss", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a role"));
+}
+
+#[test]
 fn help_of_every_command_has_an_example() {
     for args in [
         vec!["run", "--help"],

@@ -1,9 +1,8 @@
 //! The Controller: rounds, the four-phase assignment of areas to clusters, and
 //! notifications (paper §6).
 //!
-//! What lives here is the logic, with no runtime: the actor that joins the `Controllers`
-//! group and moves messages is a thin shell over [`round::RoundMachine`] (it needs
-//! walrus-gcs and is not written yet).
+//! What lives here is the logic, with no runtime, and [`actor`]: the thin shell that joins
+//! the `Controllers` group over walrus-gcs and moves messages for [`round::RoundMachine`].
 //!
 //! ```text
 //!            Reports (on `Controllers`)                      Decision (to backups)

@@ -2,8 +2,8 @@
 //!
 //! Inputs go in through `handle_*` (with `now` passed in); outputs come out as plain data
 //! through [`RoundMachine::poll_output`], and the one timer to arm through
-//! [`RoundMachine::poll_timeout`]. The actor that drives it (not written yet: it needs
-//! walrus-gcs) only translates:
+//! [`RoundMachine::poll_timeout`]. The actor that drives it
+//! ([`super::actor`]) only translates:
 //!
 //! ```text
 //!  gcs view of `Controllers`: first member == me? ─► handle_became_master / handle_lost_mastership

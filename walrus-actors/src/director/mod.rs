@@ -52,7 +52,7 @@
 //!   apply, re-check, retry, abandon), time passed in, unit-tested.
 //! - [`apply`]: one application with retries against a [`NameServer`].
 //! - [`driver::run`]: the async shell (decisions from a channel, status on a watch).
-//! - Not here: the actor that joins `Directors` on walrus-gcs and forwards each delivered
+//! - [`actor`]: the shell that joins `Directors` on walrus-gcs and forwards each delivered
 //!   `Decision` into the driver's channel. Every attempt and outcome is logged with
 //!   `tracing` and kept in [`core::DirectorStatus`] for the status page.
 
