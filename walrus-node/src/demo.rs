@@ -115,6 +115,10 @@ pub enum Step {
     KillMaster,
     /// The killed Controller's host starts again (it joins as a backup).
     RestartController,
+    /// Area asia's hosts and one backup Controller are cut off from the rest.
+    Partition,
+    /// Every link works again.
+    Heal,
 }
 
 /// The script: (seconds after the first decision, step, what to print).
@@ -157,32 +161,26 @@ pub fn script(s: Scenario) -> Vec<(u64, Step, &'static str)> {
             v
         }
         Scenario::Tour => {
-            let mut v = failures;
-            v.extend([
+            vec![
+                (2, KillWeb("eu-1"), "web server eu-1 dies: area eu's answer drops it"),
                 (
-                    9,
-                    Load("c-us", 95),
-                    "cluster c-us overloads (95 of 100 workers busy on each server)",
+                    4,
+                    KillWeb("eu-2"),
+                    "web server eu-2 dies too: cluster c-eu has no working server, area eu must move",
                 ),
+                (6, Load("c-us", 95), "cluster c-us overloads (95 of 100 workers busy on each server)"),
+                (9, KillMaster, "the master Controller's host is killed (SIGKILL-like: no goodbye)"),
+                (12, StartWeb("eu-1"), "web servers eu-1 and eu-2 are back: area eu returns home"),
+                (12, StartWeb("eu-2"), ""),
+                (14, Calm("c-us"), "cluster c-us calms down"),
+                (16, RestartController, "the killed Controller's host restarts: it joins as a backup"),
                 (
-                    12,
-                    KillMaster,
-                    "the master Controller's host is killed (SIGKILL-like: no goodbye)",
+                    18,
+                    Partition,
+                    "partition: area asia's hosts and one backup Controller are cut off; each side gets a master, each area's name server follows its own side",
                 ),
-                (
-                    15,
-                    StartWeb("eu-1"),
-                    "web servers eu-1 and eu-2 are back: area eu returns home",
-                ),
-                (15, StartWeb("eu-2"), ""),
-                (19, Calm("c-us"), "cluster c-us calms down"),
-                (
-                    22,
-                    RestartController,
-                    "the killed Controller's host restarts: it joins as a backup",
-                ),
-            ]);
-            v
+                (23, Heal, "the partition heals: one master remains and the answers converge"),
+            ]
         }
     }
 }
@@ -389,27 +387,34 @@ impl<W: Write> Narrator<W> {
     }
 }
 
-/// The master among the running Controllers (exactly one), with its status.
+/// The running Controllers that say they are master.
+fn masters(cluster: &Cluster<QuicLayers>) -> Vec<String> {
+    CONTROLLERS
+        .iter()
+        .filter(|c| {
+            cluster
+                .node(c)
+                .and_then(|n| n.controller())
+                .is_some_and(|h| h.status().is_master)
+        })
+        .map(|c| (*c).to_owned())
+        .collect()
+}
+
+/// The master to show: the only one, or during a partition the one whose view is the
+/// largest (the side with most hosts), with its status.
 fn master(
     cluster: &Cluster<QuicLayers>,
 ) -> Option<(String, walrus_actors::controller::actor::ControllerStatus)> {
-    let mut found = None;
-    for c in CONTROLLERS {
-        let Some(st) = cluster
-            .node(c)
-            .and_then(|n| n.controller())
-            .map(|h| h.status())
-        else {
-            continue;
-        };
-        if st.is_master {
-            if found.is_some() {
-                return None;
-            }
-            found = Some((c.to_owned(), st));
-        }
-    }
-    found
+    masters(cluster)
+        .into_iter()
+        .filter_map(|m| {
+            let rt = cluster.node(&m)?;
+            let size = rt.layer().view().map_or(0, |v| v.members.len());
+            Some((size, m.clone(), rt.controller()?.status()))
+        })
+        .max_by_key(|(size, _, _)| *size)
+        .map(|(_, m, st)| (m, st))
 }
 
 fn sample(cluster: &Cluster<QuicLayers>) -> Sample {
@@ -551,7 +556,7 @@ async fn drive<W: Write>(
     let mut summary = DemoSummary::default();
     let mut steps = script(opts.scenario).into_iter().peekable();
     let mut steady: Option<Instant> = None;
-    let mut last_master: Option<String> = None;
+    let mut last_masters: Vec<String> = Vec::new();
     let mut killed: Option<String> = None;
     let mut overloaded: BTreeMap<String, u32> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -577,14 +582,17 @@ async fn drive<W: Write>(
             }
         }
         let s = sample(cluster);
-        let master_now = s.master.clone();
         let added = status::lock(observer).observe(s);
-        if master_now.is_some() && master_now != last_master {
-            say.say(&format!(
-                "master Controller: {}",
-                master_now.as_deref().unwrap_or("-")
-            ));
-            last_master = master_now;
+        let masters_now = masters(cluster);
+        if !masters_now.is_empty() && masters_now != last_masters {
+            match masters_now.as_slice() {
+                [one] => say.say(&format!("master Controller: {one}")),
+                many => say.say(&format!(
+                    "master Controllers: {} (one per side of the partition)",
+                    many.join(", ")
+                )),
+            }
+            last_masters = masters_now;
         }
         summary.moves = status::lock(observer).counters().area_moves;
         for line in added {
@@ -641,11 +649,53 @@ async fn drive<W: Write>(
                         }
                     }
                 }
+                Step::Partition => partition(say, cluster),
+                Step::Heal => heal(say, cluster),
             }
         }
     }
     summary
 }
+
+/// Cuts area asia's hosts and one backup Controller off from the rest.
+#[cfg(feature = "faults")]
+fn partition<W: Write>(say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
+    let masters = masters(cluster);
+    let running = cluster.running();
+    let Some(backup) = CONTROLLERS
+        .iter()
+        .rev()
+        .find(|c| running.iter().any(|r| r == *c) && !masters.iter().any(|m| m == *c))
+    else {
+        say.say("no backup Controller running; partition skipped");
+        return;
+    };
+    let side_b: Vec<&str> = vec!["asia-1", "asia-2", backup];
+    let side_a: Vec<&str> = running
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !side_b.contains(n))
+        .collect();
+    say.say(&format!(
+        "sides: {{{}}} | {{{}}}",
+        side_a.join(", "),
+        side_b.join(", ")
+    ));
+    cluster.partition(&[&side_a, &side_b]);
+}
+
+#[cfg(feature = "faults")]
+fn heal<W: Write>(_say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
+    cluster.heal();
+}
+
+#[cfg(not(feature = "faults"))]
+fn partition<W: Write>(say: &mut Narrator<W>, _cluster: &Cluster<QuicLayers>) {
+    say.say("built without the `faults` feature: partition skipped");
+}
+
+#[cfg(not(feature = "faults"))]
+fn heal<W: Write>(_say: &mut Narrator<W>, _cluster: &Cluster<QuicLayers>) {}
 
 #[cfg(test)]
 mod tests {
