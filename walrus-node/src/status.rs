@@ -152,6 +152,10 @@ pub struct Counters {
     pub rounds: u64,
     /// Reports used in those rounds.
     pub reports: u64,
+    /// Sum of those rounds' durations (report request to decision), seconds.
+    pub round_seconds_sum: f64,
+    /// The last of those rounds' duration, seconds.
+    pub last_round_seconds: f64,
     /// Decisions seen (made or adopted).
     pub decisions: u64,
     /// Areas moved to another cluster.
@@ -230,6 +234,8 @@ impl Observer {
                 if self.last_round_closed != Some(r.round.0) {
                     self.counters.rounds += 1;
                     self.counters.reports += r.reports as u64;
+                    self.counters.round_seconds_sum += r.duration.as_secs_f64();
+                    self.counters.last_round_seconds = r.duration.as_secs_f64();
                     self.last_round_closed = Some(r.round.0);
                 }
             }
@@ -456,6 +462,21 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
         "counter",
         "Rounds this node closed as master.",
         one(c.rounds),
+    );
+    metric(
+        "walrus_round_duration_seconds",
+        "summary",
+        "Duration of the rounds this node closed as master (report request to decision).",
+        vec![
+            ("_sum".to_owned(), c.round_seconds_sum),
+            ("_count".to_owned(), c.rounds as f64),
+        ],
+    );
+    metric(
+        "walrus_last_round_duration_seconds",
+        "gauge",
+        "Duration of the last round this node closed as master.",
+        vec![(String::new(), c.last_round_seconds)],
     );
     metric(
         "walrus_reports_received_total",
@@ -862,6 +883,7 @@ mod tests {
                 ]
                 .into(),
                 cluster_loads: [(ClusterName::from("c-us"), Some(0.25))].into(),
+                duration: Duration::from_millis(400),
             }),
             ..ControllerStatus::default()
         }
@@ -927,6 +949,8 @@ mod tests {
         for family in [
             "walrus_rounds_total 1",
             "walrus_reports_received_total 5",
+            "walrus_round_duration_seconds_sum 0.4",
+            "walrus_round_duration_seconds_count 1",
             "walrus_area_moves_total 0",
             "walrus_dns_updates_total 0",
             "walrus_dns_update_failures_total 0",
@@ -943,7 +967,15 @@ mod tests {
         // Every sample line belongs to a declared family.
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(m.contains(&format!("# TYPE {name} ")), "{line}");
+            let base = name
+                .strip_suffix("_sum")
+                .or_else(|| name.strip_suffix("_count"))
+                .unwrap_or(name);
+            assert!(
+                m.contains(&format!("# TYPE {name} "))
+                    || m.contains(&format!("# TYPE {base} summary")),
+                "{line}"
+            );
         }
     }
 
