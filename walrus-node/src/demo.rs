@@ -421,6 +421,7 @@ fn sample(cluster: &Cluster<QuicLayers>) -> Sample {
     let mut s = Sample::default();
     if let Some((name, st)) = master(cluster) {
         s.view = cluster.node(&name).and_then(|n| n.layer().view());
+        s.gcs = cluster.node(&name).map(|n| n.layer().stats());
         s.master = Some(name);
         s.controller = Some(st);
     }

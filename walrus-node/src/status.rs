@@ -31,7 +31,7 @@ use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::reporter::state::{Condition, Snapshot};
 use walrus_actors::reporter::ReporterHandle;
-use walrus_gcs::ViewChange;
+use walrus_gcs::{Gcs, GcsStats, ViewChange};
 
 /// How many decisions the event log keeps.
 pub const EVENT_LOG: usize = 50;
@@ -170,6 +170,21 @@ pub struct Counters {
     pub view_changes: u64,
     /// Times this node's Controller became master.
     pub master_terms: u64,
+    /// The group node's message counters (from the latest sample).
+    pub gcs: GcsCounters,
+}
+
+/// walrus-gcs message counters (see [`GcsStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GcsCounters {
+    /// Multicasts accepted from local sessions.
+    pub multicasts: u64,
+    /// Messages delivered to local sessions.
+    pub delivered: u64,
+    /// Protocol frames sent.
+    pub frames_sent: u64,
+    /// Protocol frames received.
+    pub frames_received: u64,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -188,6 +203,8 @@ pub struct Sample {
     pub directors: BTreeMap<AreaName, DirectorStatus>,
     /// The group view.
     pub view: Option<ViewChange>,
+    /// The group node's message counters.
+    pub gcs: Option<GcsStats>,
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -274,6 +291,14 @@ impl Observer {
                 }
                 *seen = newest;
             }
+        }
+        if let Some(g) = s.gcs {
+            self.counters.gcs = GcsCounters {
+                multicasts: g.multicasts,
+                delivered: g.delivered,
+                frames_sent: g.frames_sent,
+                frames_received: g.frames_received,
+            };
         }
         if let Some(v) = &s.view {
             let id = v.view.to_string();
@@ -526,6 +551,30 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
         "Times this node's Controller became master.",
         one(c.master_terms),
     );
+    for (name, help, v) in [
+        (
+            "walrus_gcs_multicasts_total",
+            "Multicasts the group node accepted from local sessions.",
+            c.gcs.multicasts,
+        ),
+        (
+            "walrus_gcs_messages_delivered_total",
+            "Messages the group node delivered to local sessions.",
+            c.gcs.delivered,
+        ),
+        (
+            "walrus_gcs_frames_sent_total",
+            "Protocol frames the group node sent to peers.",
+            c.gcs.frames_sent,
+        ),
+        (
+            "walrus_gcs_frames_received_total",
+            "Protocol frames the group node received from peers.",
+            c.gcs.frames_received,
+        ),
+    ] {
+        metric(name, "counter", help, one(v));
+    }
     metric(
         "walrus_gcs_view_members",
         "gauge",
@@ -610,6 +659,8 @@ pub struct NodeSources {
     pub directors: BTreeMap<AreaName, watch::Receiver<DirectorStatus>>,
     /// The group view.
     pub view: Option<watch::Receiver<Option<ViewChange>>>,
+    /// The group node, for its message counters.
+    pub gcs: Option<Arc<Gcs>>,
 }
 
 impl NodeSources {
@@ -630,6 +681,7 @@ impl NodeSources {
                 .map(|(a, d)| (a.clone(), d.status.clone()))
                 .collect(),
             view: Some(rt.layer().watch_view()),
+            gcs: Some(rt.shared_layer()),
         }
     }
 
@@ -649,6 +701,7 @@ impl NodeSources {
                 .map(|(a, rx)| (a.clone(), rx.borrow().clone()))
                 .collect(),
             view: self.view.as_ref().and_then(|v| v.borrow().clone()),
+            gcs: self.gcs.as_ref().map(|g| g.stats()),
         }
     }
 }

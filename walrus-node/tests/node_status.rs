@@ -95,6 +95,15 @@ async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr()
         "{metrics}"
     );
     assert!(metrics.contains("walrus_is_master 1"), "{metrics}");
+    let delivered: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("walrus_gcs_messages_delivered_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!(delivered > 0, "{metrics}");
     let (code, page) = http_get(status, "/").unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("<title>Walrus dashboard</title>"));
