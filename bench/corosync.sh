@@ -10,10 +10,11 @@
 # last line with the ratio walrus/corosync.
 #
 # usage: bench/corosync.sh [--nodes 3] [--size 1024] [--seconds 10] [--rate 0] [--walrus PATH]
+#                          [--walrus-args "--max-pending 300"]
 # needs: root, corosync libcpg-dev libqb-dev (Debian), iproute2, a C compiler
 set -euo pipefail
 
-NODES=3 SIZE=1024 SECONDS_=10 RATE=0 WALRUS=""
+NODES=3 SIZE=1024 SECONDS_=10 RATE=0 WALRUS="" WALRUS_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) NODES=$2; shift 2 ;;
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
         --seconds) SECONDS_=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --walrus) WALRUS=$2; shift 2 ;;
+        --walrus-args) WALRUS_ARGS=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -138,7 +140,8 @@ exec 2>&3 3>&-
 PIDS=()
 
 if [ -n "$WALRUS" ]; then
-    W=$("$WALRUS" --nodes "$NODES" --size "$SIZE" --seconds "$SECONDS_" --rate "$RATE" | tail -n 1)
+    # shellcheck disable=SC2086
+    W=$("$WALRUS" --nodes "$NODES" --size "$SIZE" --seconds "$SECONDS_" --rate "$RATE" $WALRUS_ARGS | tail -n 1)
     echo "$W" | sed 's/^{/{"system":"walrus-gcs",/'
     wm=$(echo "$W" | sed -n 's/.*"msgs_per_sec":\([0-9.]*\).*/\1/p')
     awk -v w="$wm" -v c="$mps" 'BEGIN { printf "{\"ratio_msgs_per_sec\":%.3f}\n", (c > 0 ? w / c : 0) }'

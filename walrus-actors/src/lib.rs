@@ -13,5 +13,6 @@ pub mod controller;
 pub mod director;
 pub mod group;
 pub mod model;
+pub mod replicator;
 pub mod reporter;
 pub mod wire;

@@ -42,6 +42,9 @@ struct Args {
     /// Messages per second per node (0 = full speed).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Override the core's `max_pending` on every node (default: the LAN profile's).
+    #[arg(long)]
+    max_pending: Option<usize>,
     /// Run as one node (internal: the benchmark starts itself this way).
     #[arg(long, hide = true)]
     worker: bool,
@@ -121,6 +124,9 @@ fn main() {
             .arg(args.size.to_string())
             .arg("--rate")
             .arg(args.rate.to_string());
+        if let Some(n) = args.max_pending {
+            cmd.arg("--max-pending").arg(n.to_string());
+        }
         for (j, peer) in names.iter().enumerate() {
             if j != i {
                 cmd.arg("--peer")
@@ -177,6 +183,9 @@ fn main() {
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        if std::env::var_os("WALRUS_BENCH_DEBUG").is_some() {
+            eprintln!("n{i}: {v}");
+        }
         match v["event"].as_str() {
             Some("membership") if started_at.is_none() => {
                 let n = v["members"].as_array().map_or(0, |a| a.len());
@@ -226,6 +235,9 @@ fn main() {
     });
     if args.rate > 0.0 {
         out["rate_per_node"] = json!(args.rate);
+    }
+    if let Some(n) = args.max_pending {
+        out["max_pending"] = json!(n);
     }
     if args.kill_after.is_some() {
         // The view change is done when the last survivor has installed it.

@@ -70,8 +70,8 @@ fn main() {
                     t.failed.push(seed);
                     eprintln!("{}", r.describe());
                 }
-                if t.seeds % 1000 == 0 {
-                    eprintln!("{} seeds done, {} failed", t.seeds, t.failed.len());
+                if t.seeds % 500 == 0 {
+                    eprintln!("progress: {}", t.json(started));
                 }
             })
         })
@@ -80,17 +80,23 @@ fn main() {
         w.join().unwrap();
     }
     let t = totals.lock().unwrap();
-    println!(
-        "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
-        t.seeds,
-        t.virtual_seconds,
-        t.partitions,
-        t.crashes,
-        t.messages,
-        t.violations,
-        t.deliveries,
-        t.views,
-        t.failed,
-        started.elapsed().as_secs_f64()
-    );
+    println!("{}", t.json(started));
+}
+
+impl Totals {
+    fn json(&self, started: std::time::Instant) -> String {
+        format!(
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            self.seeds,
+            self.virtual_seconds,
+            self.partitions,
+            self.crashes,
+            self.messages,
+            self.violations,
+            self.deliveries,
+            self.views,
+            self.failed,
+            started.elapsed().as_secs_f64()
+        )
+    }
 }

@@ -582,6 +582,19 @@ impl Driver {
                 payload,
                 reply,
             } => {
+                // Local flow control: while a peer's send queue is long, new local
+                // multicasts wait, so queues stay short and heartbeats are not stuck
+                // behind data (the core's own limits bound what it holds).
+                let queued = self.transport.max_queued_bytes();
+                let limit = self.transport.limits().backpressure_bytes;
+                if queued > limit {
+                    let e = GcsError::Backpressure {
+                        pending: queued,
+                        limit,
+                    };
+                    let _ = reply.send(Err((e, payload)));
+                    return true;
+                }
                 // The core takes the payload by value; keep a copy only to hand it back
                 // when the core says "later" (backpressure), so the caller can retry.
                 let copy = payload.clone();

@@ -22,6 +22,22 @@
 //! entries up to it, in sequence order, as [`Event::Message`] to each local session in a
 //! destination group. If the view changes first, the flush delivers or drops the entry
 //! consistently, and the sender submits it again in the next view if it was dropped.
+//!
+//! What a driver (the QUIC transport) owes the core:
+//! * create it with `Node::new(config, me, incarnation, peers, now)`, where a restarted
+//!   process passes a larger [`Incarnation`] (for example its start time in ms);
+//! * feed every frame from a peer to [`Node::handle_message`] after checking the sender's
+//!   certificate names `from`, and report connections with [`Node::handle_link_up`] /
+//!   [`Node::handle_link_down`];
+//! * after every input drain [`Node::poll_output`] (send [`Output::Send`] on the link to
+//!   its peer, in order; hand [`Output::Deliver`] to the session), then arm one timer at
+//!   [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it fires;
+//! * call [`Node::mark_read`] when a session's application takes events off its queue:
+//!   a session that leaves more than `CoreConfig::session_queue_limit` unread is
+//!   disconnected ([`Event::Disconnected`], delivered past the limit: close its stream).
+//!
+//! The deterministic simulator (`walrus_gcs::sim`, feature `testing`) drives many cores this way on
+//! a virtual clock and checks the guarantees listed in `PROTOCOL.md`.
 #![warn(missing_docs)]
 
 pub mod codec;

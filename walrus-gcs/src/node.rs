@@ -84,6 +84,8 @@ struct Frozen {
 #[derive(Debug)]
 struct Accepted {
     id: ViewId,
+    /// The proposed members: the install must name exactly these.
+    members: Vec<NodeRef>,
     deadline: Instant,
     /// InstallData entries of this node's old view, by sequence number.
     data: BTreeMap<u64, Entry>,
@@ -161,6 +163,10 @@ pub struct Node {
 
     next_heartbeat: Instant,
     outputs: VecDeque<Output>,
+    /// Ordering messages of the view this node accepted but has not installed yet (the
+    /// sequencer may install it before the coordinator's `Install` reaches us over another
+    /// link); replayed after the install. Bounded by `max_unstable`.
+    early: Vec<(NodeRef, PeerMessage)>,
 }
 
 /// FNV-1a, for the virtual-synchrony digest (deterministic, no std hasher state).
@@ -267,6 +273,7 @@ impl Node {
             groups: BTreeMap::new(),
             next_heartbeat: now,
             outputs: VecDeque::new(),
+            early: Vec::new(),
         };
         node.outputs.push_back(Output::ViewInstalled(ViewChange {
             view,
@@ -278,8 +285,9 @@ impl Node {
         node
     }
 
-    /// Plants protocol bugs (only for showing that the simulator's checkers catch them).
-    #[doc(hidden)]
+    /// Plants protocol bugs (only for showing that the simulator's checkers catch them;
+    /// exists only with the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
     pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
         self.bugs = bugs;
     }
@@ -310,6 +318,26 @@ impl Node {
             id: from.clone(),
             incarnation: inc,
         };
+        let ordering = matches!(
+            msg,
+            PeerMessage::Submit(_)
+                | PeerMessage::Ordered(_)
+                | PeerMessage::Ack(_)
+                | PeerMessage::Commit(_)
+        );
+        if ordering
+            && self.accepted.as_ref().map(|a| &a.id) == msg.view()
+            && (self.early.len() as u64) < self.config.max_unstable
+        {
+            self.early.push((sender, msg));
+            return;
+        }
+        self.dispatch(now, sender, msg);
+        self.pump();
+    }
+
+    fn dispatch(&mut self, now: Instant, sender: NodeRef, msg: PeerMessage) {
+        let from = &sender.id.clone();
         match msg {
             PeerMessage::Heartbeat(m) => {
                 self.max_counter = self.max_counter.max(m.max_counter);
@@ -342,7 +370,6 @@ impl Node {
                 self.evaluate(now);
             }
         }
-        self.pump();
     }
 
     /// The transport connected to `peer`.
@@ -591,12 +618,11 @@ impl Node {
             if self.frozen.is_some() || self.broken {
                 return;
             }
-            // `pending` is in counter order: the unsent ops are a suffix (no scan of
-            // the whole queue per request).
-            let first = self
+            // `pending` is in counter order: skip what was already submitted in this view.
+            let from = self
                 .pending
                 .partition_point(|op| op.counter <= self.sent_upto);
-            let ops: Vec<Op> = self.pending.range(first..).cloned().collect();
+            let ops: Vec<Op> = self.pending.range(from..).cloned().collect();
             let Some(last) = ops.last() else {
                 return;
             };
@@ -646,9 +672,16 @@ impl Node {
 
     /// Sequencer: takes ops of `origin` (FIFO, gap-checked) and orders what fits.
     fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
+        let cap = self.config.max_pending.saturating_mul(self.members.len());
         let Some(seqr) = self.seqr.as_mut() else {
             return;
         };
+        if seqr.backlog.len() + ops.len() > cap {
+            // More than every member may have pending: refuse, and change the view (the
+            // submitters will submit again there).
+            self.broken = true;
+            return;
+        }
         let expected = seqr.expected.entry(origin.clone()).or_insert(base);
         for op in ops {
             if op.counter < *expected {
@@ -1101,6 +1134,7 @@ impl Node {
                 return;
             }
             self.accepted = None;
+            self.early.clear();
         }
         let desired = self.candidate(now);
         let need = self.frozen.is_some()
@@ -1230,6 +1264,7 @@ impl Node {
         let acceptable = m.proposal > self.highest
             && m.proposal.coordinator == from.id
             && m.proposal.incarnation == from.incarnation
+            && m.members.windows(2).all(|w| w[0] < w[1])
             && m.members.contains(&self.me)
             && m.members.contains(&from)
             && m.members.iter().all(|x| self.alive(now, x));
@@ -1246,9 +1281,11 @@ impl Node {
         }
         self.freeze();
         self.proposal = None;
+        self.early.clear();
         self.highest = m.proposal.clone();
         self.accepted = Some(Accepted {
             id: m.proposal.clone(),
+            members: m.members.clone(),
             deadline: now + self.config.flush_timeout * 2,
             data: BTreeMap::new(),
         });
@@ -1282,7 +1319,11 @@ impl Node {
     fn on_accept_data(&mut self, from: NodeRef, m: AcceptData) {
         if let Some(p) = self.proposal.as_mut() {
             if p.id == m.proposal && p.members.contains(&from) {
-                p.data.entry(from).or_default().extend(m.entries);
+                let held = p.data.entry(from).or_default();
+                // A member holds at most the unstable window (plus one chunk of slack).
+                if (held.len() + m.entries.len()) as u64 <= self.config.max_unstable * 2 {
+                    held.extend(m.entries);
+                }
             }
         }
     }
@@ -1411,7 +1452,9 @@ impl Node {
             return;
         }
         if let Some(a) = self.accepted.as_mut() {
-            if a.id == m.view {
+            if a.id == m.view
+                && (a.data.len() + m.entries.len()) as u64 <= self.config.max_unstable * 2
+            {
                 for e in m.entries {
                     a.data.insert(e.seq, e);
                 }
@@ -1426,7 +1469,7 @@ impl Node {
         let Some(a) = self.accepted.take() else {
             return;
         };
-        if a.id != m.view || self.frozen.is_none() {
+        if a.id != m.view || a.members != m.members || self.frozen.is_none() {
             self.accepted = Some(a);
             return;
         }
@@ -1500,6 +1543,7 @@ impl Node {
         }
         let old_table = std::mem::replace(&mut self.groups, table);
         self.outputs.push_back(Output::ViewInstalled(change));
+        let early = std::mem::take(&mut self.early);
         let names: BTreeSet<GroupName> = old_table
             .keys()
             .chain(self.groups.keys())
@@ -1525,6 +1569,13 @@ impl Node {
                 .collect();
             if before != after {
                 self.announce(&g, MembershipReason::Network, at.clone());
+            }
+        }
+        // Our own resubmissions go first (FIFO per node), then what arrived early.
+        self.pump();
+        for (sender, msg) in early {
+            if msg.view() == Some(&self.view) {
+                self.dispatch(now, sender, msg);
             }
         }
     }

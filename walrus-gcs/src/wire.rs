@@ -315,6 +315,38 @@ mod tests {
     use crate::types::{Member, NodeId};
 
     #[test]
+    fn a_largest_message_fits_in_one_frame() {
+        let max = crate::CoreConfig::default().max_message_size;
+        let msg = PeerMessage::Ordered(Ordered {
+            incarnation: Incarnation(u64::MAX),
+            view: ViewId {
+                counter: u64::MAX,
+                coordinator: NodeId::new("a-rather-long-node-name.example.com"),
+                incarnation: Incarnation(u64::MAX),
+            },
+            entries: vec![Entry {
+                seq: u64::MAX,
+                origin: NodeRef {
+                    id: NodeId::new("a-rather-long-node-name.example.com"),
+                    incarnation: Incarnation(u64::MAX),
+                },
+                op: Op {
+                    counter: u64::MAX,
+                    session: SessionId(u64::MAX),
+                    kind: OpKind::Message {
+                        service: Service::Agreed,
+                        groups: vec![GroupName::new("Controllers"), GroupName::new("Reporters")],
+                        payload: vec![0xAB; max],
+                    },
+                },
+            }],
+        });
+        let bytes = crate::codec::encode(&msg).unwrap();
+        assert!(bytes.len() <= crate::codec::MAX_FRAME);
+        assert_eq!(crate::codec::decode::<PeerMessage>(&bytes).unwrap(), msg);
+    }
+
+    #[test]
     fn every_message_round_trips_through_the_codec() {
         let view = ViewId {
             counter: 3,

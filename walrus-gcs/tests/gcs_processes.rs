@@ -173,5 +173,7 @@ fn three_processes_agree_and_a_killed_one_leaves_the_view() {
     }
     let took = killed_at.elapsed();
     eprintln!("view without the killed node after {took:?}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The LAN bound: failure timeout (400 ms) + a flush round (at most the flush timeout,
+    // 500 ms) + proposal settle; doubled and more for a loaded 2-core machine.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }

@@ -13,7 +13,8 @@
 //! served, and read back at start: after a restart the server answers with the last answer
 //! before any Controller is heard from.
 
-use super::zone::{respond, Transport, ZoneLayout, ZoneState};
+use super::steering::Steering;
+use super::zone::{respond_with, Transport, ZoneLayout, ZoneState};
 use super::{Held, NameServer, NameServerError};
 use crate::director::zone::WwwRecords;
 use crate::model::AreaName;
@@ -76,6 +77,8 @@ struct Inner {
     state: RwLock<ZoneState>,
     /// Serialises writers so the serial and the file stay in step.
     writer: Mutex<()>,
+    /// Source steering of the site's `www` (empty: the paper's §7.2 answer).
+    steering: RwLock<Steering>,
 }
 
 impl EmbeddedServer {
@@ -110,6 +113,7 @@ impl EmbeddedServer {
                 state_file,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
+                steering: RwLock::new(Steering::none()),
             }),
         })
     }
@@ -170,12 +174,31 @@ impl EmbeddedServer {
         }))
     }
 
-    fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// Replaces the source steering map (see [`super::steering`]); takes effect at the
+    /// next query.
+    pub fn set_steering(&self, steering: Steering) {
+        match self.inner.steering.write() {
+            Ok(mut s) => *s = steering,
+            Err(p) => *p.into_inner() = steering,
+        }
+    }
+
+    fn answer(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        source: std::net::IpAddr,
+    ) -> Option<Vec<u8>> {
         let state = match self.inner.state.read() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        respond(&self.inner.layout, &state, request, transport)
+        let steering = match self.inner.steering.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let target = steering.target_for(source);
+        respond_with(&self.inner.layout, &state, request, transport, target)
     }
 }
 
@@ -219,7 +242,7 @@ async fn serve_udp(server: EmbeddedServer, sock: Arc<UdpSocket>) {
                 continue;
             }
         };
-        if let Some(reply) = server.answer(&buf[..n], Transport::Udp) {
+        if let Some(reply) = server.answer(&buf[..n], Transport::Udp, peer.ip()) {
             if let Err(e) = sock.send_to(&reply, peer).await {
                 tracing::debug!(error = %e, %peer, "udp send");
             }
@@ -234,7 +257,7 @@ async fn serve_tcp(server: EmbeddedServer, listener: TcpListener) {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "tcp accept");
@@ -245,14 +268,18 @@ async fn serve_tcp(server: EmbeddedServer, listener: TcpListener) {
         let server = server.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let _ = serve_tcp_conn(&server, stream).await;
+            let _ = serve_tcp_conn(&server, stream, peer.ip()).await;
         });
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
 }
 
-async fn serve_tcp_conn(server: &EmbeddedServer, mut s: TcpStream) -> std::io::Result<()> {
+async fn serve_tcp_conn(
+    server: &EmbeddedServer,
+    mut s: TcpStream,
+    peer: std::net::IpAddr,
+) -> std::io::Result<()> {
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
             Ok(Ok(n)) => n as usize,
@@ -265,7 +292,7 @@ async fn serve_tcp_conn(server: &EmbeddedServer, mut s: TcpStream) -> std::io::R
         {
             return Ok(());
         }
-        let Some(reply) = server.answer(&buf, Transport::Tcp) else {
+        let Some(reply) = server.answer(&buf, Transport::Tcp, peer) else {
             return Ok(());
         };
         let Ok(rlen) = u16::try_from(reply.len()) else {

@@ -63,6 +63,7 @@ pub mod driver;
 pub mod embedded;
 pub mod retry;
 pub mod rfc2136;
+pub mod steering;
 pub mod transport;
 pub mod zone;
 

@@ -123,6 +123,17 @@ pub struct ZoneLayout {
     pub ns_addrs: Vec<IpAddr>,
     /// TTL of the www records and of negative answers (SOA minimum).
     pub ttl: RecordTtl,
+    /// TTL of the NS records and of the name server's own addresses. [`ZoneLayout::new`]
+    /// sets it to `ttl`; [`ZoneLayout::with_ns_ttl`] raises it. The steering lab found that
+    /// a low TTL here (like the www TTL) makes resolvers replace the parent's long-lived glue
+    /// by our short-lived records, and BIND then fails with "loop detected" once they
+    /// expire: give it hours.
+    pub ns_ttl: RecordTtl,
+    /// The other areas' name servers, listed beside ours in the site zone's NS rrset: every
+    /// area server is authoritative for the site zone (§7.2), and a resolver that takes the
+    /// NS rrset from the child (not the parent's delegation) must still see all of them, or
+    /// it keeps asking only the first server it met. Empty by default.
+    pub site_servers: Vec<Name>,
 }
 
 impl ZoneLayout {
@@ -159,7 +170,27 @@ impl ZoneLayout {
             ns_name,
             ns_addrs,
             ttl,
+            ns_ttl: ttl,
+            site_servers: Vec::new(),
         })
+    }
+
+    /// The same layout with NS records and name-server addresses served with `ns_ttl`.
+    pub fn with_ns_ttl(mut self, ns_ttl: RecordTtl) -> Self {
+        self.ns_ttl = ns_ttl;
+        self
+    }
+
+    /// The same layout with the other areas' name servers (host names as an operator writes
+    /// them) added to the site zone's NS rrset.
+    pub fn with_site_servers(mut self, names: &[&str]) -> Result<Self, DirectorError> {
+        for n in names {
+            let n = fqdn(n)?;
+            if n != self.ns_name && !self.site_servers.contains(&n) {
+                self.site_servers.push(n);
+            }
+        }
+        Ok(self)
     }
 
     /// `www.<site>`: the name clients resolve.
@@ -262,6 +293,21 @@ pub fn respond(
     request: &[u8],
     transport: Transport,
 ) -> Option<Vec<u8>> {
+    respond_with(layout, state, request, transport, None)
+}
+
+/// Like [`respond`], but `www.<site>` is a CNAME to `www.<site_target>` instead of this
+/// area's own `www.<area_zone>` when `site_target` is given (and differs from our own area
+/// zone): the answer [`super::steering::Steering`] picks from the query's source. Nothing
+/// else changes; the other area's zone is not ours, so the answer holds only the CNAME and
+/// the resolver follows it to that area's own name server.
+pub fn respond_with(
+    layout: &ZoneLayout,
+    state: &ZoneState,
+    request: &[u8],
+    transport: Transport,
+    site_target: Option<&Name>,
+) -> Option<Vec<u8>> {
     let req = match Message::from_vec(request) {
         Ok(m) => m,
         Err(_) => return formerr_from_raw_header(request),
@@ -303,7 +349,7 @@ pub fn respond(
         return emit(&resp, limit);
     };
     resp.add_query(query.clone());
-    answer_query(layout, state, query, &mut resp);
+    answer_query(layout, state, query, site_target, &mut resp);
     emit(&resp, limit)
 }
 
@@ -358,18 +404,33 @@ fn zone_of<'a>(layout: &'a ZoneLayout, name: &Name) -> Option<&'a Name> {
 }
 
 /// Every record of `zone` (the whole zone is a handful of records).
-fn zone_records(layout: &ZoneLayout, state: &ZoneState, zone: &Name) -> Vec<Record> {
+fn zone_records(
+    layout: &ZoneLayout,
+    state: &ZoneState,
+    zone: &Name,
+    site_target: Option<&Name>,
+) -> Vec<Record> {
     let ttl = layout.ttl.secs();
     let is_area = zone == &layout.area_zone;
     // The site zone never changes, so its serial is constant.
     let serial = if is_area { state.serial } else { 1 };
+    let ns_ttl = layout.ns_ttl.secs();
     let mut out = vec![
         layout.soa(zone, serial),
-        Record::from_rdata(zone.clone(), ttl, RData::NS(NS(layout.ns_name.clone()))),
+        Record::from_rdata(zone.clone(), ns_ttl, RData::NS(NS(layout.ns_name.clone()))),
     ];
+    if !is_area {
+        for other in &layout.site_servers {
+            out.push(Record::from_rdata(
+                zone.clone(),
+                ns_ttl,
+                RData::NS(NS(other.clone())),
+            ));
+        }
+    }
     if zone_of(layout, &layout.ns_name) == Some(zone) {
         for a in &layout.ns_addrs {
-            out.push(addr_record(layout.ns_name.clone(), ttl, *a));
+            out.push(addr_record(layout.ns_name.clone(), ns_ttl, *a));
         }
     }
     if is_area {
@@ -389,10 +450,16 @@ fn zone_records(layout: &ZoneLayout, state: &ZoneState, zone: &Name) -> Vec<Reco
             ));
         }
     } else {
+        let target = match site_target {
+            Some(t) if t != &layout.area_zone => {
+                child("www", t).unwrap_or_else(|_| layout.area_www())
+            }
+            _ => layout.area_www(),
+        };
         out.push(Record::from_rdata(
             layout.site_www(),
             ttl,
-            RData::CNAME(CNAME(layout.area_www())),
+            RData::CNAME(CNAME(target)),
         ));
     }
     out
@@ -407,7 +474,13 @@ fn addr_record(name: Name, ttl: u32, a: IpAddr) -> Record {
 
 /// Fills answer and authority sections for one question (RFC 1034 §4.3.2, simplified to
 /// our two zones without delegations or wildcards).
-fn answer_query(layout: &ZoneLayout, state: &ZoneState, query: &Query, resp: &mut Message) {
+fn answer_query(
+    layout: &ZoneLayout,
+    state: &ZoneState,
+    query: &Query,
+    site_target: Option<&Name>,
+    resp: &mut Message,
+) {
     if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {
         resp.set_response_code(ResponseCode::Refused);
         return;
@@ -432,7 +505,7 @@ fn answer_query(layout: &ZoneLayout, state: &ZoneState, query: &Query, resp: &mu
     let mut name = qname;
     let mut zone = zone.clone();
     for _ in 0..8 {
-        let records = zone_records(layout, state, &zone);
+        let records = zone_records(layout, state, &zone, site_target);
         let at_name: Vec<&Record> = records.iter().filter(|r| r.name() == &name).collect();
         if at_name.is_empty() {
             let exists = records.iter().any(|r| name.zone_of(r.name()));
@@ -707,6 +780,53 @@ mod tests {
         assert_eq!(
             Message::from_vec(&r).unwrap().response_code(),
             ResponseCode::NotImp
+        );
+    }
+
+    #[test]
+    fn site_zone_lists_every_area_server_with_the_ns_ttl() {
+        let l = layout()
+            .with_ns_ttl(RecordTtl(3600))
+            .with_site_servers(&["ns.area-2.example.com", "ns.area-1.example.com."])
+            .unwrap();
+        let ask_ns = |zone: &str| {
+            let bytes = respond(
+                &l,
+                &state(&[]),
+                &ask(zone, RecordType::NS, None),
+                Transport::Udp,
+            );
+            Message::from_vec(&bytes.unwrap()).unwrap()
+        };
+        let site = ask_ns("example.com.");
+        let names: Vec<String> = site
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::NS(n) => Some(n.0.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["ns.area-1.example.com.", "ns.area-2.example.com."]);
+        assert!(site.answers().iter().all(|r| r.ttl() == 3600));
+        // The area zone is ours alone; its www keeps the short TTL.
+        assert_eq!(ask_ns("area-1.example.com.").answers().len(), 1);
+        let r = run(
+            &state(&["10.0.0.1"]),
+            "www.area-1.example.com.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(r.answers()[0].ttl(), 30);
+        let glue = respond(
+            &l,
+            &state(&[]),
+            &ask("ns.area-1.example.com.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert_eq!(
+            Message::from_vec(&glue.unwrap()).unwrap().answers()[0].ttl(),
+            3600
         );
     }
 

@@ -50,6 +50,9 @@ pub struct Args {
     /// Messages per second to send (benchmark mode); 0 = as fast as the core accepts.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Override `CoreConfig::max_pending` (local operations waiting to be ordered).
+    #[arg(long)]
+    max_pending: Option<usize>,
     /// Use the WAN profile (timeouts ten times longer).
     #[arg(long)]
     wan: bool,
@@ -95,11 +98,14 @@ pub async fn run(args: Args) {
         identity,
         limits: Limits::default(),
     };
-    let config = if args.wan {
+    let mut config = if args.wan {
         GcsConfig::wan(transport)
     } else {
         GcsConfig::lan(transport)
     };
+    if let Some(n) = args.max_pending {
+        config.core.max_pending = n;
+    }
     let gcs = Gcs::start(config).await.expect("start");
 
     let me = args.name.clone();

@@ -295,6 +295,13 @@ impl Sim {
             self.start(i);
         }
         self.plan();
+        self.run_until(Duration::MAX);
+        self.finish();
+    }
+
+    /// Processes events and timers up to virtual time `until` (or the `End` event, or
+    /// the first violation). Returns false if the run is over.
+    fn run_until(&mut self, until: Duration) -> bool {
         loop {
             let next_ev = self.events.first_key_value().map(|(k, _)| k.0);
             let next_timer = self
@@ -307,8 +314,12 @@ impl Sim {
                 (Some(e), Some(tm)) if tm < e => (tm, true),
                 (Some(e), _) => (e, false),
                 (None, Some(tm)) => (tm, true),
-                (None, None) => break,
+                (None, None) => return false,
             };
+            if t > until {
+                self.now = until;
+                return true;
+            }
             self.now = self.now.max(t);
             if timer {
                 let now = self.instant();
@@ -334,27 +345,25 @@ impl Sim {
                                 "timer: {who} asks to be woken at a time already handled ({:?})",
                                 self.now
                             ));
-                            self.finish();
-                            return;
+                            return false;
                         }
                     }
                 }
                 continue;
             }
             let Some((_, ev)) = self.events.pop_first() else {
-                break;
+                return false;
             };
             if matches!(ev, Ev::End) {
-                break;
+                return false;
             }
             self.handle(ev);
             if !self.checker.violations.is_empty() {
                 // Stop at the first violation, so the trace ends where it happened.
                 self.log("stopped at the first violation".into());
-                break;
+                return false;
             }
         }
-        self.finish();
     }
 
     fn handle(&mut self, ev: Ev) {

@@ -55,9 +55,9 @@ fn seeds_200_to_300() {
 }
 
 #[test]
-fn large_clusters_of_32_and_33_nodes() {
-    sweep(1_000_000..1_000_002, |seed| SimConfig {
-        nodes: 32 + (seed % 2) as usize,
+fn large_clusters_of_32_to_34_nodes() {
+    sweep(1_000_000..1_000_003, |seed| SimConfig {
+        nodes: 32 + (seed % 3) as usize,
         ..SimConfig::standard(seed)
     });
 }
@@ -88,4 +88,93 @@ fn planted_bug_skip_flush_is_caught() {
         caught.iter().any(|v| v.starts_with("virtual synchrony")),
         "skipping the flush went unnoticed: {caught:?}"
     );
+}
+
+/// A cluster of `n` nodes with no planned faults and no client traffic, run until it
+/// forms one view.
+fn quiet_cluster(n: usize, seed: u64) -> Sim {
+    let cfg = SimConfig {
+        nodes: n,
+        partitions: 0,
+        crashes: 0,
+        ..SimConfig::standard(seed)
+    };
+    let mut sim = Sim::new(cfg);
+    for i in 0..n {
+        sim.start(i);
+    }
+    assert!(sim.run_until(Duration::from_secs(3)));
+    assert!(one_view(&sim, n), "no common view after 3 s");
+    sim
+}
+
+fn one_view(sim: &Sim, n: usize) -> bool {
+    let views: BTreeSet<(ViewId, usize)> = sim
+        .nodes
+        .iter()
+        .filter_map(|x| x.node.as_ref())
+        .map(|x| (x.view().clone(), x.members().len()))
+        .collect();
+    views.len() == 1 && views.iter().all(|(_, m)| *m == n)
+}
+
+/// Steps 10 ms at a time until `done`, returning the virtual time it took.
+fn time_until(sim: &mut Sim, limit: Duration, done: impl Fn(&Sim) -> bool) -> Duration {
+    let start = sim.now;
+    while sim.now - start < limit {
+        let t = sim.now + Duration::from_millis(10);
+        assert!(sim.run_until(t));
+        if done(sim) {
+            return sim.now - start;
+        }
+    }
+    panic!("not done within {limit:?}");
+}
+
+use crate::types::ViewId;
+
+/// With the default (LAN) timeouts and no link-down report, a killed node leaves the
+/// survivors' view within 1 s (the QUIC issue's target), in virtual time.
+#[test]
+fn a_silently_killed_node_leaves_the_view_within_one_second() {
+    for seed in 0..5 {
+        let mut sim = quiet_cluster(5, seed);
+        sim.nodes[4].node = None; // killed, nobody told
+        let took = time_until(&mut sim, Duration::from_secs(3), |s| one_view(s, 4));
+        eprintln!("seed {seed}: killed node left the view after {took:?} (virtual)");
+        assert!(took < Duration::from_secs(1), "seed {seed}: took {took:?}");
+    }
+}
+
+/// A healed 2|3 partition merges within 3 s (the QUIC issue's target), in virtual time.
+#[test]
+fn a_healed_partition_merges_within_three_seconds() {
+    for seed in 0..5 {
+        let mut sim = quiet_cluster(5, seed);
+        for a in 0..5 {
+            for b in 0..5 {
+                if (a < 2) != (b < 2) {
+                    sim.links[a][b].cut = true;
+                    sim.links[a][b].epoch += 1;
+                }
+            }
+        }
+        let split = time_until(&mut sim, Duration::from_secs(3), |s| {
+            s.nodes
+                .iter()
+                .filter_map(|x| x.node.as_ref())
+                .all(|x| x.members().len() == if x.id().as_str() < "n02" { 2 } else { 3 })
+        });
+        assert!(
+            split < Duration::from_secs(1),
+            "seed {seed}: split took {split:?}"
+        );
+        sim.fault(Fault::HealAll);
+        let merged = time_until(&mut sim, Duration::from_secs(5), |s| one_view(s, 5));
+        eprintln!("seed {seed}: split after {split:?}, merged after {merged:?} (virtual)");
+        assert!(
+            merged < Duration::from_secs(3),
+            "seed {seed}: merge took {merged:?}"
+        );
+    }
 }

@@ -86,15 +86,17 @@ pub mod close_code {
 /// quinn's defaults are unbounded.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Messages waiting to be written to one peer. Default 16384. Overflow closes the link.
+    /// Messages waiting to be written to one peer. Default 65 536 (more than the core's
+    /// window of unstable messages, so only a stuck peer overflows it). Overflow closes
+    /// the link.
     pub peer_queue: usize,
     /// Encoded bytes waiting to be written to one peer. Default 64 MiB. Overflow closes
     /// the link.
     pub peer_queue_bytes: usize,
-    /// Received messages and link events waiting for the driver. Default 16384. When
+    /// Received messages and link events waiting for the driver. Default 4096. When
     /// full, reading pauses and QUIC flow control pushes back.
     pub event_queue: usize,
-    /// Bytes of received messages waiting for the driver, over all peers. Default 64 MiB;
+    /// Bytes of received messages waiting for the driver, over all peers. Default 8 MiB;
     /// like `event_queue`, reaching it pauses reading.
     pub event_queue_bytes: usize,
     /// Incoming point-to-point streams waiting for [`Transport::accept_stream`]. Default
@@ -114,12 +116,20 @@ pub struct Limits {
     pub backoff_min: Duration,
     /// Largest delay between dials. Default 2 s.
     pub backoff_max: Duration,
-    /// Per-stream receive window, bytes. Default 4 MiB.
+    /// Per-stream receive window, bytes. Default 2 MiB (LAN), 8 MiB (WAN). Larger
+    /// windows only queue more data in front of a heartbeat.
     pub stream_receive_window: u32,
-    /// Per-connection receive window, bytes. Default 16 MiB.
+    /// Per-connection receive window, bytes. Default 4 MiB (LAN), 16 MiB (WAN).
     pub receive_window: u32,
-    /// Per-connection send window, bytes. Default 16 MiB.
+    /// Per-connection send window, bytes. Default 4 MiB (LAN), 16 MiB (WAN).
     pub send_window: u64,
+    /// RTT assumed before the first measurement; it sets how soon a lost handshake
+    /// packet is resent. Default 50 ms (LAN), 333 ms (WAN, quinn's default).
+    pub initial_rtt: Duration,
+    /// The driver holds back local multicasts while a peer's send queue holds more than
+    /// this many bytes, so queues stay short and heartbeats are not stuck behind data.
+    /// Default 1 MiB (LAN), 4 MiB (WAN).
+    pub backpressure_bytes: usize,
     /// Concurrent bidirectional (point-to-point) streams a peer may open. Default 32.
     pub max_bidi_streams: u32,
     /// Concurrent unidirectional streams a peer may open. Default 1 (the message stream).
@@ -135,10 +145,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            peer_queue: 16_384,
+            peer_queue: 65_536,
             peer_queue_bytes: 64 * 1024 * 1024,
-            event_queue: 16_384,
-            event_queue_bytes: 64 * 1024 * 1024,
+            event_queue: 4096,
+            event_queue_bytes: 8 * 1024 * 1024,
             stream_queue: 64,
             max_frame: codec::MAX_FRAME,
             write_batch: 64 * 1024,
@@ -147,9 +157,11 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
-            stream_receive_window: 4 * 1024 * 1024,
-            receive_window: 16 * 1024 * 1024,
-            send_window: 16 * 1024 * 1024,
+            stream_receive_window: 2 * 1024 * 1024,
+            receive_window: 4 * 1024 * 1024,
+            send_window: 4 * 1024 * 1024,
+            initial_rtt: Duration::from_millis(50),
+            backpressure_bytes: 1024 * 1024,
             max_bidi_streams: 32,
             max_uni_streams: 1,
             max_incoming: 64,
@@ -174,6 +186,11 @@ impl Limits {
             handshake_timeout: lan.handshake_timeout * 4,
             backoff_min: lan.backoff_min * 10,
             backoff_max: lan.backoff_max * 10,
+            stream_receive_window: lan.stream_receive_window * 4,
+            receive_window: lan.receive_window * 4,
+            send_window: lan.send_window * 4,
+            initial_rtt: Duration::from_millis(333),
+            backpressure_bytes: lan.backpressure_bytes * 4,
             ..lan
         }
     }
@@ -580,6 +597,21 @@ impl<M: Message> Transport<M> {
                     .map(|l| (cap - l.tx.capacity() as f64) / cap)
             })
             .fold(0.0, f64::max)
+    }
+
+    /// Bytes waiting in the fullest live per-peer send queue.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.shared
+            .peers
+            .values()
+            .filter_map(|p| p.link().as_ref().map(|l| l.queued.load(Ordering::Relaxed)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The transport's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
     }
 
     /// Opens a point-to-point stream to `peer` over the existing link.

@@ -56,6 +56,7 @@ pub fn transport_config(limits: &Limits) -> quinn::TransportConfig {
         .send_window(limits.send_window)
         .max_idle_timeout(quinn::IdleTimeout::try_from(limits.idle_timeout).ok())
         .keep_alive_interval(Some(limits.keep_alive))
+        .initial_rtt(limits.initial_rtt)
         // Protocol messages go on streams; no datagrams are accepted.
         .datagram_receive_buffer_size(None);
     let mut mtu = quinn::MtuDiscoveryConfig::default();

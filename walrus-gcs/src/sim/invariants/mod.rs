@@ -174,3 +174,6 @@ pub fn payload_id(payload: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;
     Some(u64::from_le_bytes(bytes))
 }
+
+#[cfg(test)]
+mod tests;

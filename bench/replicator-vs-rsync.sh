@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Replicator vs rsync, one run on this machine (issue 7, "Must show" 3).
+#
+# Builds the benchmark in release mode, then `replicate bench` generates the data set under
+# a fresh directory in /tmp (20,000 files: 19,950 of 1-50 KiB log-uniform and 50 of
+# 2-8 MiB in 1,111 directories, plus one 200 MiB file; about 755 MB), starts an rsync daemon
+# on 127.0.0.1, and prints one JSON line per case:
+#   {"case":"full|small|append","walrus_s":..,"rsync_s":..,"ratio":..}   ratio = rsync_s / walrus_s
+# then the primary's first scan and the live watcher's change-to-visible latency (p50, p99).
+# rsync runs `rsync -a --delete SRC/ rsync://127.0.0.1:PORT/bench/rsync/`; walrus runs the
+# primary -> replica transfer over TCP loopback (QUIC once the walrus-gcs stream API lands).
+# Each measured run starts from dropped caches with the source read back in, writes into a
+# fresh never-used directory (full case), and the two systems alternate which goes first.
+# Neither side fsyncs. Needs root (drop_caches) and the Debian package `rsync`.
+# The data set is deleted on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v rsync >/dev/null || { echo "rsync missing: apt-get install rsync" >&2; exit 1; }
+cargo build --release --quiet -p walrus-actors --example replicate
+WORK=$(mktemp -d /tmp/walrus-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+PORT=${RSYNC_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+target/release/examples/replicate bench "$WORK" --rsync-port "$PORT"

@@ -1,0 +1,265 @@
+//! `walrus-lab`: the steering lab's command (see `tests/lab/mod.rs`). Needs root (network
+//! namespaces). The hidden subcommands are the roles it plays inside the namespaces.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use walrus_tests::lab::{analysis, clients, netns, orchestrate, relay, report, servers, spec};
+
+#[derive(Parser)]
+#[command(about = "Walrus steering lab: real resolvers, emulated latency, convergence")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The full lab: every scenario, then the report (Markdown, JSON, PNG) in OUT.
+    Full {
+        /// Where the report goes (e.g. docs/lab).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 40)]
+        seconds: u32,
+        /// Work directory for configurations and raw records.
+        #[arg(long, default_value = "/tmp/walrus-lab")]
+        work: PathBuf,
+        /// Only the runs whose name starts with this; their results replace those of the
+        /// same name in OUT/results.json, the others are kept.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// One run.
+    Run {
+        /// Areas (2..=9).
+        #[arg(long, default_value_t = 2)]
+        areas: u8,
+        /// Client regions (default: as many as areas, at most 3).
+        #[arg(long)]
+        regions: Option<u8>,
+        /// walrus, walrus-steered, single, round-robin, oracle.
+        #[arg(long, default_value = "walrus")]
+        mode: String,
+        /// Comma-separated: unbound, unbound-fast, bind, knot, pdns.
+        #[arg(long, default_value = "bind")]
+        resolvers: String,
+        /// Seconds of clients and probes.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// HTTP clients per region and resolver.
+        #[arg(long, default_value_t = 2)]
+        clients: u32,
+        /// Probe queries per second per resolver.
+        #[arg(long, default_value_t = 10)]
+        probe_rate: u32,
+        /// Work directory.
+        #[arg(long, default_value = "/tmp/walrus-lab-run")]
+        work: PathBuf,
+        /// Also write a report into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rewrites report.md and the plots from OUT/results.json.
+    Report {
+        /// The report directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The command line to name in the report.
+        #[arg(long, default_value = "walrus-lab full --out docs/lab")]
+        command: String,
+    },
+    /// Recomputes every figure of a full lab from its raw records (WORK), then the report.
+    Reanalyze {
+        /// The work directory of the full lab.
+        #[arg(long, default_value = "/tmp/walrus-lab")]
+        work: PathBuf,
+        /// The report directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The command line to name in the report.
+        #[arg(long, default_value = "walrus-lab full --out docs/lab")]
+        command: String,
+    },
+    /// Removes namespaces left by killed runs (`--all`: every lab namespace).
+    Clean {
+        #[arg(long)]
+        all: bool,
+    },
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        region: u8,
+    },
+    #[command(hide = true)]
+    Authd {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        area: u8,
+    },
+    #[command(hide = true)]
+    Clients {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        region: u8,
+    },
+    #[command(hide = true)]
+    Wait {
+        #[arg(long)]
+        dns: Vec<SocketAddr>,
+        #[arg(long)]
+        tcp: Vec<SocketAddr>,
+    },
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<spec::LabSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let exe = std::env::current_exe()?;
+    match cli.cmd {
+        Cmd::Full {
+            out,
+            seconds,
+            work,
+            only,
+        } => {
+            let command = format!(
+                "walrus-lab full --out {} --seconds {seconds}",
+                out.display()
+            );
+            let plan = report::full_plan(&work, seconds);
+            let work_fut = async {
+                let mut results: Vec<analysis::RunResult> = match &only {
+                    Some(_) => std::fs::read_to_string(out.join("results.json"))
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                for (name, s) in &plan {
+                    if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
+                        continue;
+                    }
+                    eprintln!("== {name}");
+                    let r = orchestrate::run_once(s, &exe, name).await?;
+                    println!("{}", serde_json::to_string(&r)?);
+                    match results.iter_mut().find(|x| x.name == r.name) {
+                        Some(x) => *x = r,
+                        None => results.push(r),
+                    }
+                    report::write_report(&out, &results, &command)?;
+                }
+                anyhow::Ok(())
+            };
+            interruptible(work_fut).await
+        }
+        Cmd::Run {
+            areas,
+            regions,
+            mode,
+            resolvers,
+            seconds,
+            clients,
+            probe_rate,
+            work,
+            out,
+        } => {
+            let mode = spec::Mode::parse(&mode).context("unknown mode")?;
+            let mut s =
+                report::base_spec(&work, "run", areas, regions.unwrap_or(areas.min(3)), mode);
+            s.resolvers = resolvers
+                .split(',')
+                .map(|k| {
+                    spec::ResolverKind::parse(k.trim())
+                        .with_context(|| format!("unknown resolver {k}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            s.seconds = seconds;
+            s.clients_per_resolver = clients;
+            s.probe_rate = probe_rate;
+            interruptible(async {
+                let r = orchestrate::run_once(&s, &exe, "run").await?;
+                println!("{}", serde_json::to_string(&r)?);
+                if let Some(out) = out {
+                    report::write_report(&out, &[r], "walrus-lab run")?;
+                }
+                anyhow::Ok(())
+            })
+            .await
+        }
+        Cmd::Report { out, command } => {
+            let text = std::fs::read_to_string(out.join("results.json"))?;
+            let results: Vec<analysis::RunResult> = serde_json::from_str(&text)?;
+            let path = report::write_report(&out, &results, &command)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Reanalyze { work, out, command } => {
+            let mut results = Vec::new();
+            for (name, planned) in report::full_plan(&work, 0) {
+                let Ok(s) = load(&planned.dir.join("spec.json")) else {
+                    continue;
+                };
+                results.push(analysis::analyze(&s, &name));
+            }
+            let path = report::write_report(&out, &results, &command)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Clean { all } => {
+            for n in netns::clean_stale(all) {
+                println!("removed {n}");
+            }
+            Ok(())
+        }
+        Cmd::Relay { spec, region } => {
+            relay::run(load(&spec)?, spec::Region(region)).await?;
+            Ok(())
+        }
+        Cmd::Authd { spec, area } => servers::run_area_ns(load(&spec)?, spec::Area(area)).await,
+        Cmd::Clients { spec, region } => clients::run(load(&spec)?, spec::Region(region)).await,
+        Cmd::Wait { dns, tcp } => {
+            for a in dns {
+                clients::wait_ready(a, Some("."), 30)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+            for a in tcp {
+                clients::wait_ready(a, None, 30)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs `work` until it ends or Ctrl-C / SIGTERM: dropping it stops every process and
+/// deletes every namespace of the run (they are guards inside it).
+async fn interruptible(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: lab stopped and cleaned up"),
+        _ = term.recv() => anyhow::bail!("terminated: lab stopped and cleaned up"),
+    }
+}

@@ -1,0 +1,56 @@
+//! The steering lab (issue 9): does Walrus send each client to the best replica, with
+//! real resolvers and real clients?
+//!
+//! One machine, an emulated Internet in network namespaces (no `tc netem` here, so the
+//! distance between a client region and an area is a user-space delay relay):
+//!
+//! ```text
+//!  region rR namespace                         backbone bridge           area aA namespace
+//!  ┌──────────────────────────────┐           (10.255.0.0/24)          ┌──────────────────────┐
+//!  │ HTTP clients + probes        │                                    │ embedded name server │
+//!  │   │ stub (honours TTL)       │                                    │  (walrus-actors      │
+//!  │   ▼                          │                                    │   director), :53     │
+//!  │ unbound, unbound-fast, BIND, │  root hints  ┌───────────────┐     │ nginx × servers of   │
+//!  │ Knot Resolver, PowerDNS ─────┼─────────────►│ root: BIND "."│     │  the home cluster    │
+//!  │   │ 10.A.0.53 / 10.A.1.k     │              │ site zone →   │     └──────────▲───────────┘
+//!  │   ▼                          │              │ every area NS │                │
+//!  │ delay relay (RTT r×a / 2 each way) ───────────────────────────────────────────┘
+//!  └──────────────────────────────┘
+//! ```
+//!
+//! Run (as root; the lab creates and always deletes its own namespaces, `walrus-lab clean`
+//! removes those of a run killed with SIGKILL):
+//!
+//! ```text
+//! cargo build -p walrus-tests
+//! target/debug/walrus-lab full --out docs/lab --seconds 40      # every scenario, ~10 min
+//! target/debug/walrus-lab run --areas 3 --resolvers unbound,bind --mode walrus-steered
+//! cargo test -p walrus-tests --test lab_short                   # the CI form, ~30 s
+//! ```
+//!
+//! Debian packages: `iproute2 bind9 nginx` (CI form); the full lab adds `unbound
+//! knot-resolver pdns-recursor` and, for the PNG plots, `python3-matplotlib` (or matplotlib
+//! from PyPI; without it the report says so and has no plots).
+//!
+//! - [`spec`]: what a run builds and the address plan.
+//! - [`netns`]: namespaces, bridge, veths, process guards, stale cleanup.
+//! - [`relay`]: the delay relay and its DNS query log (which resolver asked which area).
+//! - [`servers`]: root zone, resolvers' and nginx configurations, the area name server role.
+//! - [`clients`]: HTTP clients with a TTL-honouring stub, convergence probes.
+//! - [`analysis`]: figures from records, and the checks the CI form asserts.
+//! - [`orchestrate`]: one run end to end.
+//! - [`report`]: the scenarios of the full lab and the Markdown report.
+//!
+//! Why a binary of the `walrus-tests` crate and not a `walrus-node lab` subcommand: the
+//! lab needs root, namespaces and five resolver packages, none of which a production node
+//! should carry; living beside the end-to-end tests lets `cargo test` run its short form
+//! with the binary's path from Cargo (`CARGO_BIN_EXE_walrus-lab`).
+
+pub mod analysis;
+pub mod clients;
+pub mod netns;
+pub mod orchestrate;
+pub mod relay;
+pub mod report;
+pub mod servers;
+pub mod spec;

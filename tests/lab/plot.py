@@ -1,0 +1,105 @@
+"""Plots of the steering lab's results.json (matplotlib). Usage: plot.py RESULTS OUTDIR.
+Prints the name of every PNG written, one a line."""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+results = json.load(open(sys.argv[1]))
+out = sys.argv[2]
+written = []
+
+conv = [r for r in results if r["convergence"] and r["name"].startswith("convergence")]
+# 1. Convergence over time, one panel per resolver, one line per number of areas.
+kinds = []
+for r in conv:
+    for c in r["convergence"]:
+        if c["resolver"] not in kinds:
+            kinds.append(c["resolver"])
+if conv:
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.4), sharey=True)
+    if len(kinds) == 1:
+        axes = [axes]
+    for ax, k in zip(axes, kinds):
+        for r in conv:
+            for c in r["convergence"]:
+                if c["resolver"] == k and c["series"]:
+                    xs = [s[0] for s in c["series"]]
+                    ys = [s[1] for s in c["series"]]
+                    ax.plot(xs, ys, marker=".", label=f"{r['areas']} areas")
+        ax.set_title(k)
+        ax.set_xlabel("seconds since start")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of probes to nearest area")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/convergence-over-time.png", dpi=110)
+    written.append("convergence-over-time.png")
+
+    # 2. After warm-up share vs number of areas.
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for k in kinds:
+        pts = sorted(
+            (r["areas"], c["nearest_after_warmup"])
+            for r in conv
+            for c in r["convergence"]
+            if c["resolver"] == k
+        )
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
+    if conv:
+        ns = sorted({r["areas"] for r in conv})
+        ax.plot(ns, [1 / n for n in ns], "k--", alpha=0.5, label="uniform (1/areas)")
+    ax.set_xlabel("areas")
+    ax.set_ylabel("share to nearest after warm-up")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/convergence-vs-areas.png", dpi=110)
+    written.append("convergence-vs-areas.png")
+
+steady = [r for r in results if r["clients"] and r["name"].startswith("steady")]
+if steady:
+    # 3. Latency p50/p99 per scenario (all clients), and per resolver.
+    names = [r["name"].replace("steady-", "") for r in steady]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    alls = [next(c for c in r["clients"] if c["who"] == "all") for r in steady]
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [c["p50_ms"] for c in alls], width=0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [c["p99_ms"] for c in alls], width=0.4, label="p99")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(names)
+    ax.set_ylabel("request time, ms (DNS + HTTP)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(f"{out}/latency-by-scenario.png", dpi=110)
+    written.append("latency-by-scenario.png")
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    whos = [w for w in ["unbound", "unbound-fast", "bind", "knot", "pdns"]]
+    width = 0.8 / max(1, len(steady))
+    for i, r in enumerate(steady):
+        vals = []
+        for w in whos:
+            c = next((c for c in r["clients"] if c["who"] == w), None)
+            if c is None and r["name"].endswith("oracle"):
+                c = next((c for c in r["clients"] if c["who"] == "oracle"), None)
+            vals.append(c["nearest"] if c else 0)
+        ax.bar([x + i * width for x in range(len(whos))], vals, width=width, label=names[i])
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(whos))])
+    ax.set_xticklabels(whos)
+    ax.set_ylabel("share served by nearest cluster")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(f"{out}/nearest-by-resolver.png", dpi=110)
+    written.append("nearest-by-resolver.png")
+
+for w in written:
+    print(w)

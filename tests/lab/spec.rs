@@ -1,0 +1,475 @@
+//! What one lab run builds: areas, regions, the latency matrix, the resolvers, the
+//! answers the area name servers give; and the address plan every part derives from it.
+//!
+//! Address plan (all inside the lab's own namespaces, never on the host):
+//!
+//! ```text
+//!   backbone 10.255.0.0/24 (one bridge in namespace <prefix>net)
+//!     root name server    10.255.0.1        (namespace <prefix>root, BIND, zone ".")
+//!     area A              10.255.0.(10+A)   (namespace <prefix>aA: embedded name server :53,
+//!                                            web server k on port 8000+k, nginx)
+//!     region R            10.255.0.(100+R)  (namespace <prefix>rR)
+//!   public addresses, present only inside every region namespace (on lo), each one a
+//!   delay relay to the backbone address behind it:
+//!     ns.aA.walrus-areas.test   10.A.0.53   → 10.255.0.(10+A):53      (UDP and TCP)
+//!     web server k of area A    10.A.1.k:80 → 10.255.0.(10+A):8000+k  (TCP)
+//!   resolvers of region R       10.200.R.(1+kind index)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// The site zone clients look up (`www.<SITE>`).
+pub const SITE: &str = "walrus.test";
+/// Parent of every area zone: area A's zone is `aA.<AREAS_PARENT>`.
+pub const AREAS_PARENT: &str = "walrus-areas.test";
+/// Port of web server k is `WEB_PORT_BASE + k` on its area's backbone address.
+pub const WEB_PORT_BASE: u16 = 8000;
+
+/// An area, 1-based (`a1`, `a2`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Area(pub u8);
+
+impl fmt::Display for Area {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a{}", self.0)
+    }
+}
+
+impl Area {
+    /// The area's own zone, e.g. `a1.walrus-areas.test.`.
+    pub fn zone(self) -> String {
+        format!("a{}.{AREAS_PARENT}.", self.0)
+    }
+    /// The name of its name server.
+    pub fn ns_name(self) -> String {
+        format!("ns.{}", self.zone())
+    }
+    /// The public (relayed) address of its name server.
+    pub fn ns_public(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.0, 0, 53)
+    }
+    /// Its address on the backbone (name server and web servers listen there).
+    pub fn backbone(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 255, 0, 10 + self.0)
+    }
+    /// Public address of web server `k` (1-based) of its home cluster.
+    pub fn web_public(self, k: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.0, 1, k)
+    }
+    /// The area whose cluster holds a public web address, if any.
+    pub fn of_web(ip: IpAddr) -> Option<(Area, u8)> {
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                (o[0] == 10 && o[2] == 1 && (1..=9).contains(&o[1])).then_some((Area(o[1]), o[3]))
+            }
+            IpAddr::V6(_) => None,
+        }
+    }
+    /// The area named by a CNAME target `www.aN.walrus-areas.test.`.
+    pub fn of_cname(target: &str) -> Option<Area> {
+        let t = target.trim_end_matches('.').to_ascii_lowercase();
+        let rest = t.strip_prefix("www.a")?;
+        let (n, parent) = rest.split_once('.')?;
+        (parent == AREAS_PARENT).then_some(())?;
+        n.parse().ok().map(Area)
+    }
+}
+
+/// A client region, 1-based (`r1`, ...): a namespace with resolvers and clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Region(pub u8);
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+impl Region {
+    /// Its address on the backbone: the source every area server sees from this region.
+    pub fn backbone(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 255, 0, 100 + self.0)
+    }
+}
+
+/// The root name server's backbone address.
+pub const ROOT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+
+/// A real recursive resolver the lab runs in every region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolverKind {
+    /// Unbound with its defaults (Debian `unbound`).
+    Unbound,
+    /// Unbound with `fast-server-permil: 900`, `fast-server-num: 1` and
+    /// `infra-cache-min-rtt: 2` (the resolver-side fix; the default 50 ms floor on its RTT
+    /// estimates makes every server nearer than 50 ms look alike).
+    UnboundFast,
+    /// BIND 9 as a resolver (Debian `bind9`).
+    Bind,
+    /// Knot Resolver (Debian `knot-resolver`).
+    Knot,
+    /// PowerDNS Recursor (Debian `pdns-recursor`).
+    Pdns,
+}
+
+impl ResolverKind {
+    /// Every kind, in a fixed order (the address index).
+    pub const ALL: [ResolverKind; 5] = [
+        ResolverKind::Unbound,
+        ResolverKind::UnboundFast,
+        ResolverKind::Bind,
+        ResolverKind::Knot,
+        ResolverKind::Pdns,
+    ];
+
+    /// Short name used in files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResolverKind::Unbound => "unbound",
+            ResolverKind::UnboundFast => "unbound-fast",
+            ResolverKind::Bind => "bind",
+            ResolverKind::Knot => "knot",
+            ResolverKind::Pdns => "pdns",
+        }
+    }
+
+    /// Parses [`ResolverKind::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    fn index(self) -> u8 {
+        match self {
+            ResolverKind::Unbound => 0,
+            ResolverKind::UnboundFast => 1,
+            ResolverKind::Bind => 2,
+            ResolverKind::Knot => 3,
+            ResolverKind::Pdns => 4,
+        }
+    }
+
+    /// Its listening (and query source) address in `region`.
+    pub fn addr(self, region: Region) -> Ipv4Addr {
+        Ipv4Addr::new(10, 200, region.0, 1 + self.index())
+    }
+
+    /// The kind listening on `ip`, if any.
+    pub fn of_addr(ip: IpAddr) -> Option<(Region, ResolverKind)> {
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                if o[0] != 10 || o[1] != 200 {
+                    return None;
+                }
+                let kind = Self::ALL.into_iter().find(|k| k.index() + 1 == o[3])?;
+                Some((Region(o[2]), kind))
+            }
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// The program to run and the Debian package that ships it.
+    pub fn program(self) -> (&'static str, &'static str) {
+        match self {
+            ResolverKind::Unbound | ResolverKind::UnboundFast => ("unbound", "unbound"),
+            ResolverKind::Bind => ("named", "bind9"),
+            ResolverKind::Knot => ("kresd", "knot-resolver"),
+            ResolverKind::Pdns => ("pdns_recursor", "pdns-recursor"),
+        }
+    }
+}
+
+/// What the area name servers answer for `www` in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Walrus with static answers: each area answers with its home cluster (paper §6.1
+    /// locality preference when everything is up and below threshold).
+    Walrus,
+    /// Walrus plus source steering in every area server (`director::steering`).
+    WalrusSteered,
+    /// One site: every area answers with area 1's cluster.
+    Single,
+    /// Round-robin DNS: every area answers with every server of every cluster.
+    RoundRobin,
+    /// The oracle: clients skip DNS and always use their region's nearest cluster.
+    Oracle,
+}
+
+impl Mode {
+    /// Short name used in files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Walrus => "walrus",
+            Mode::WalrusSteered => "walrus-steered",
+            Mode::Single => "single",
+            Mode::RoundRobin => "round-robin",
+            Mode::Oracle => "oracle",
+        }
+    }
+
+    /// Parses [`Mode::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Mode::Walrus,
+            Mode::WalrusSteered,
+            Mode::Single,
+            Mode::RoundRobin,
+            Mode::Oracle,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+    }
+}
+
+/// One lab run, as every process of the run reads it (written to `<dir>/spec.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabSpec {
+    /// Namespace name prefix, unique per run (`wl<pid>x`): cleanup finds them by it.
+    pub prefix: String,
+    /// Work directory of the run: configurations, logs, records.
+    pub dir: PathBuf,
+    /// Number of areas (2..=9); each has one name server and one home cluster.
+    pub areas: u8,
+    /// Web servers per cluster (1..=9).
+    pub servers_per_cluster: u8,
+    /// Number of client regions (1..=9).
+    pub regions: u8,
+    /// Round-trip time in milliseconds, `rtt_ms[region-1][area-1]`; half is added each way.
+    pub rtt_ms: Vec<Vec<u32>>,
+    /// Resolvers run in every region.
+    pub resolvers: Vec<ResolverKind>,
+    /// What the area servers answer.
+    pub mode: Mode,
+    /// TTL of the site's records, seconds.
+    pub ttl_secs: u32,
+    /// How long clients and probes run, seconds.
+    pub seconds: u32,
+    /// HTTP clients per region and resolver (0: only probes).
+    pub clients_per_resolver: u32,
+    /// Pause between two requests of one client, milliseconds.
+    pub think_ms: u64,
+    /// Unique-name queries per second per resolver (the convergence probes; 0: none).
+    pub probe_rate: u32,
+    /// Seed of the clients' random choices.
+    pub seed: u64,
+    /// A cluster that dies during the run, if any.
+    #[serde(default)]
+    pub failure: Option<Failure>,
+}
+
+/// "A cluster dies": every web server of `area`'s home cluster is killed (SIGKILL) `at_secs`
+/// after the clients start; `detect_ms` later, when `redirect` is set, area `area`'s name
+/// server is given the servers of `to`'s cluster instead — what the master Controller's
+/// next round does (paper §6.1, ensure availability), emulated until the runtime lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The area whose home cluster dies.
+    pub area: Area,
+    /// Seconds after the clients' start.
+    pub at_secs: u32,
+    /// The cluster its area is moved to.
+    pub to: Area,
+    /// Detection plus one round, milliseconds.
+    pub detect_ms: u64,
+    /// Whether the area's answer is changed at all (false: round-robin DNS, no Director).
+    pub redirect: bool,
+}
+
+impl LabSpec {
+    /// Checks what the address plan needs: 2..=9 areas, 1..=9 regions and servers per
+    /// cluster, a full region×area matrix, at least one resolver unless the mode is the
+    /// oracle, a failure naming two different existing areas.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=9).contains(&self.areas) {
+            return Err(format!("areas must be 2..=9, not {}", self.areas));
+        }
+        if !(1..=9).contains(&self.regions) || !(1..=9).contains(&self.servers_per_cluster) {
+            return Err("regions and servers per cluster must be 1..=9".into());
+        }
+        if self.rtt_ms.len() != usize::from(self.regions)
+            || self
+                .rtt_ms
+                .iter()
+                .any(|row| row.len() != usize::from(self.areas))
+        {
+            return Err(format!(
+                "the latency matrix must have {} rows of {} RTTs",
+                self.regions, self.areas
+            ));
+        }
+        if self.resolvers.is_empty() && self.mode != Mode::Oracle {
+            return Err("no resolver: clients could not resolve".into());
+        }
+        if self.ttl_secs == 0 {
+            return Err("the TTL must be at least 1 s".into());
+        }
+        if let Some(f) = self.failure {
+            let ok = |a: Area| (1..=self.areas).contains(&a.0);
+            if !ok(f.area) || !ok(f.to) || f.area == f.to {
+                return Err(format!("bad failure: {} moved to {}", f.area, f.to));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every area.
+    pub fn all_areas(&self) -> impl Iterator<Item = Area> {
+        (1..=self.areas).map(Area)
+    }
+    /// Every region.
+    pub fn all_regions(&self) -> impl Iterator<Item = Region> {
+        (1..=self.regions).map(Region)
+    }
+    /// The round-trip time between a region and an area, milliseconds.
+    pub fn rtt(&self, r: Region, a: Area) -> u32 {
+        self.rtt_ms
+            .get(usize::from(r.0).wrapping_sub(1))
+            .and_then(|row| row.get(usize::from(a.0).wrapping_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    }
+    /// The nearest area of a region (smallest RTT, lowest number among equals).
+    pub fn nearest(&self, r: Region) -> Area {
+        self.all_areas()
+            .min_by_key(|a| (self.rtt(r, *a), a.0))
+            .unwrap_or(Area(1))
+    }
+    /// Namespace names.
+    pub fn ns_net(&self) -> String {
+        format!("{}net", self.prefix)
+    }
+    /// Namespace of the root server.
+    pub fn ns_root(&self) -> String {
+        format!("{}root", self.prefix)
+    }
+    /// Namespace of an area.
+    pub fn ns_area(&self, a: Area) -> String {
+        format!("{}{a}", self.prefix)
+    }
+    /// Namespace of a region.
+    pub fn ns_region(&self, r: Region) -> String {
+        format!("{}{r}", self.prefix)
+    }
+    /// Public addresses of an area's home cluster.
+    pub fn cluster(&self, a: Area) -> Vec<Ipv4Addr> {
+        (1..=self.servers_per_cluster)
+            .map(|k| a.web_public(k))
+            .collect()
+    }
+    /// What area `a`'s name server answers for `www` in this run's mode (at the start).
+    pub fn answer_of(&self, a: Area) -> Vec<Ipv4Addr> {
+        match self.mode {
+            Mode::Walrus | Mode::WalrusSteered | Mode::Oracle => self.cluster(a),
+            Mode::Single => self.cluster(Area(1)),
+            Mode::RoundRobin => self.all_areas().flat_map(|a| self.cluster(a)).collect(),
+        }
+    }
+    /// A relay's backend for a public address and port, if the address is one of ours.
+    pub fn backend_of(&self, public: SocketAddr) -> Option<SocketAddr> {
+        let IpAddr::V4(v4) = public.ip() else {
+            return None;
+        };
+        let o = v4.octets();
+        if o[0] != 10 || o[1] == 0 || o[1] > self.areas {
+            return None;
+        }
+        let a = Area(o[1]);
+        match (o[2], o[3], public.port()) {
+            (0, 53, 53) => Some(SocketAddr::new(a.backbone().into(), 53)),
+            (1, k, 80) if (1..=self.servers_per_cluster).contains(&k) => Some(SocketAddr::new(
+                a.backbone().into(),
+                WEB_PORT_BASE + u16::from(k),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The default matrix: region r's nearest area is area r (wrapping), `near` ms away;
+    /// each further step of |r−a| adds `step` ms.
+    pub fn ring_matrix(regions: u8, areas: u8, near: u32, step: u32) -> Vec<Vec<u32>> {
+        (1..=regions)
+            .map(|r| {
+                let home = (r - 1) % areas + 1;
+                (1..=areas)
+                    .map(|a| near + step * u32::from(home.abs_diff(a)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LabSpec {
+        LabSpec {
+            prefix: "wlt".into(),
+            dir: "/tmp/x".into(),
+            areas: 3,
+            servers_per_cluster: 2,
+            regions: 3,
+            rtt_ms: LabSpec::ring_matrix(3, 3, 10, 30),
+            resolvers: vec![ResolverKind::Bind],
+            mode: Mode::Walrus,
+            ttl_secs: 1,
+            seconds: 1,
+            clients_per_resolver: 1,
+            think_ms: 100,
+            probe_rate: 1,
+            seed: 1,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn address_plan_round_trips() {
+        let s = spec();
+        assert_eq!(s.nearest(Region(2)), Area(2));
+        assert_eq!(s.rtt(Region(1), Area(3)), 70);
+        assert_eq!(
+            Area::of_web("10.2.1.2".parse().unwrap()),
+            Some((Area(2), 2))
+        );
+        assert_eq!(Area::of_cname("www.a3.walrus-areas.test."), Some(Area(3)));
+        assert_eq!(Area::of_cname("www.a3.example.test."), None);
+        for k in ResolverKind::ALL {
+            assert_eq!(
+                ResolverKind::of_addr(k.addr(Region(2)).into()),
+                Some((Region(2), k))
+            );
+        }
+        assert_eq!(
+            s.backend_of("10.2.1.2:80".parse().unwrap()),
+            Some("10.255.0.12:8002".parse().unwrap())
+        );
+        assert_eq!(s.backend_of("10.4.0.53:53".parse().unwrap()), None);
+        assert_eq!(s.answer_of(Area(2)).len(), 2);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.areas = 10;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.rtt_ms[1].pop();
+        assert!(s.validate().unwrap_err().contains("latency matrix"));
+        let mut s = spec();
+        s.failure = Some(Failure {
+            area: Area(2),
+            at_secs: 1,
+            to: Area(2),
+            detect_ms: 1,
+            redirect: true,
+        });
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,401 @@
+//! Replicator benchmark against `rsync -a --delete` to an rsync daemon, on one machine.
+//!
+//! `replicate bench WORKDIR [--rsync-port PORT]` generates the data set under WORKDIR,
+//! starts an rsync daemon on loopback, and for each case (full, small, append) runs rsync
+//! and the walrus primary→replica transfer (TCP loopback for now; QUIC later), alternating
+//! which goes first, each on a cold cache (drop caches, then re-read the source) and into a
+//! fresh never-used directory. Prints one JSON line per case, then the watcher's
+//! change-to-visible latency. Run it through `bench/replicator-vs-rsync.sh`.
+//!
+//! What is timed for walrus: the primary's rescan (incremental; for `full` the primary
+//! already has its manifest, as a running primary does) plus the replica's pull up to the
+//! atomic switch of `current` (pruning old generations comes after). Neither side fsyncs
+//! (`durable: false`, like rsync without `--fsync`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use walrus_actors::replicator::manifest::Limits;
+use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
+use walrus_actors::replicator::transfer::{pull, serve, PrimarySource, ServeOptions};
+use walrus_actors::replicator::watcher::{run_primary, PrimaryScanner, WatchConfig};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+const SMALL: usize = 19_950;
+const LARGE: usize = 50;
+const BIG: &str = "big/huge.bin";
+
+/// 11 top directories x 100 subdirectories = 1,111 directories with `big/`... (1,112).
+fn small_path(i: usize) -> String {
+    format!("d{:02}/s{:03}/f{:05}.html", i % 11, (i / 11) % 100, i)
+}
+
+fn generate(src: &Path, rng: &mut Rng) -> u64 {
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 8 << 20];
+    for t in 0..11 {
+        for s in 0..100 {
+            fs::create_dir_all(src.join(format!("d{t:02}/s{s:03}"))).unwrap();
+        }
+    }
+    for i in 0..SMALL {
+        let size = (1024.0 * 50f64.powf(rng.unit())) as usize;
+        rng.fill(&mut buf[..size]);
+        fs::write(src.join(small_path(i)), &buf[..size]).unwrap();
+        total += size as u64;
+    }
+    for i in 0..LARGE {
+        let size = (2 << 20) + (rng.next() % (6 << 20)) as usize;
+        rng.fill(&mut buf[..size]);
+        fs::write(
+            src.join(format!("d{:02}/large{i:02}.bin", i % 11)),
+            &buf[..size],
+        )
+        .unwrap();
+        total += size as u64;
+    }
+    fs::create_dir_all(src.join("big")).unwrap();
+    let mut f = fs::File::create(src.join(BIG)).unwrap();
+    for _ in 0..25 {
+        rng.fill(&mut buf);
+        f.write_all(&buf).unwrap();
+        total += buf.len() as u64;
+    }
+    total
+}
+
+/// Drops the page cache and reads the source back in, so each run starts alike.
+fn cold_cache(src: &Path) {
+    if std::env::var_os("WALRUS_BENCH_QUICK").is_some() {
+        return;
+    }
+    Command::new("sync").status().unwrap();
+    if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "1") {
+        eprintln!("warning: cannot drop caches ({e}); results are warm-cache");
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let mut f = fs::File::open(e.path()).unwrap();
+                while f.read(&mut buf).unwrap() > 0 {}
+            }
+        }
+    }
+}
+
+fn rsync_run(src: &Path, port: u16, dest: &str) -> f64 {
+    if std::env::var_os("WALRUS_BENCH_QUICK").is_some() {
+        return f64::NAN;
+    }
+    let t = Instant::now();
+    let st = Command::new("rsync")
+        .args(["-a", "--delete"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("rsync://127.0.0.1:{port}/bench/{dest}/"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "rsync failed");
+    t.elapsed().as_secs_f64()
+}
+
+struct Walrus {
+    source: Arc<PrimarySource>,
+    scanner: PrimaryScanner,
+    addr: std::net::SocketAddr,
+}
+
+impl Walrus {
+    /// Rescans the primary (incremental) and pulls into `store`: seconds to the switch,
+    /// seconds of the rescan, bytes fetched, and the parts as JSON.
+    async fn sync_report(&mut self, store: &mut ReplicaStore) -> (f64, f64, u64, String) {
+        let t = Instant::now();
+        if let Some(m) = self.scanner.rescan().unwrap() {
+            self.source.publish(m.clone());
+        }
+        let scan = t.elapsed().as_secs_f64();
+        let s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (r, w) = s.into_split();
+        let rep = pull(store, r, w).await.unwrap();
+        let visible = rep.switched_at.map_or(t.elapsed(), |s| s.into_std() - t);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let tm = rep.timings;
+        let parts = format!(
+            ",\"walrus_parts_ms\":{{\"scan\":{:.0},\"manifest\":{:.0},\"layout\":{:.0},\"fetch\":{:.0},\"switch\":{:.0},\"prune\":{:.0}}}",
+            scan * 1000.0,
+            ms(tm.manifest),
+            ms(tm.layout),
+            ms(tm.fetch),
+            ms(tm.commit),
+            ms(tm.prune)
+        );
+        (visible.as_secs_f64(), scan, rep.fetched_bytes, parts)
+    }
+}
+
+fn store_cfg() -> StoreConfig {
+    StoreConfig {
+        keep: 2,
+        durable: false,
+        limits: Limits::default(),
+    }
+}
+
+fn line(case: &str, walrus: f64, rsync: f64, extra: &str) {
+    println!(
+        "{{\"case\":\"{case}\",\"walrus_s\":{walrus:.3},\"rsync_s\":{rsync:.3},\"ratio\":{:.2},\"transport\":\"tcp-loopback\"{extra}}}",
+        rsync / walrus
+    );
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 || args[1] != "bench" {
+        eprintln!("usage: replicate bench WORKDIR [--rsync-port PORT]");
+        std::process::exit(2);
+    }
+    let work = PathBuf::from(&args[2]);
+    let port: u16 = args
+        .iter()
+        .position(|a| a == "--rsync-port")
+        .and_then(|i| args.get(i + 1))
+        .map_or(18_873, |p| p.parse().unwrap());
+    let src = work.join("src");
+    let dst = work.join("dst");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let t = Instant::now();
+    let bytes = generate(&src, &mut rng);
+    eprintln!(
+        "generated {bytes} bytes in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    fs::write(
+        work.join("rsyncd.conf"),
+        format!(
+            "pid file = {w}/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\n[bench]\npath = {d}\nread only = no\nuid = root\ngid = root\n",
+            w = work.display(),
+            d = dst.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("rsync")
+        .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--config={}", work.join("rsyncd.conf").display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("rsync (Debian package `rsync`)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "rsync daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The primary: scanned once, serving on TCP loopback.
+    let source = Arc::new(PrimarySource::new(&src).unwrap());
+    let mut scanner = PrimaryScanner::open(&src, &work.join("state"), Limits::default()).unwrap();
+    cold_cache(&src);
+    let t = Instant::now();
+    let m = scanner.rescan().unwrap().unwrap().clone();
+    let scan_s = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"case\":\"primary-first-scan\",\"seconds\":{scan_s:.3},\"entries\":{},\"bytes\":{}}}",
+        m.entries.len(),
+        m.total_bytes()
+    );
+    source.publish(m);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let src_for_server = source.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let source = src_for_server.clone();
+            tokio::spawn(async move {
+                let (r, w) = s.into_split();
+                let _ = serve(&source, r, w, ServeOptions::default()).await;
+            });
+        }
+    });
+    let mut walrus = Walrus {
+        source,
+        scanner,
+        addr,
+    };
+    let mut store = ReplicaStore::open(&dst.join("walrus"), store_cfg()).unwrap();
+
+    // (a) full, twice in ABBA order (rsync, walrus, walrus, rsync), each into a fresh
+    // never-used directory; the line reports the means and each run.
+    cold_cache(&src);
+    let r1 = rsync_run(&src, port, "rsync");
+    cold_cache(&src);
+    let (w1, _, fetched, parts) = walrus.sync_report(&mut store).await;
+    let mut store2 = ReplicaStore::open(&dst.join("walrus2"), store_cfg()).unwrap();
+    cold_cache(&src);
+    let (w2, _, _, _) = walrus.sync_report(&mut store2).await;
+    cold_cache(&src);
+    let r2 = rsync_run(&src, port, "rsync2");
+    drop(store2);
+    line(
+        "full",
+        (w1 + w2) / 2.0,
+        (r1 + r2) / 2.0,
+        &format!(
+            ",\"walrus_runs_s\":[{w1:.3},{w2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}"
+        ),
+    );
+
+    // (b) 20 small files rewritten: walrus first, then rsync.
+    let mut buf = vec![0u8; 64 << 10];
+    for k in 0..20 {
+        let p = src.join(small_path(k * 997));
+        let size = fs::metadata(&p).unwrap().len() as usize;
+        rng.fill(&mut buf[..size]);
+        fs::write(&p, &buf[..size]).unwrap();
+    }
+    cold_cache(&src);
+    let (w, _, fetched, parts) = walrus.sync_report(&mut store).await;
+    cold_cache(&src);
+    let r = rsync_run(&src, port, "rsync");
+    line(
+        "small",
+        w,
+        r,
+        &format!(",\"walrus_fetched\":{fetched}{parts}"),
+    );
+
+    // (c) 1 MiB appended to the 200 MiB file: rsync first, then walrus.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join(BIG))
+        .unwrap();
+    let mut mib = vec![0u8; 1 << 20];
+    rng.fill(&mut mib);
+    f.write_all(&mib).unwrap();
+    drop(f);
+    cold_cache(&src);
+    let r = rsync_run(&src, port, "rsync");
+    cold_cache(&src);
+    let (w, _, fetched, parts) = walrus.sync_report(&mut store).await;
+    line(
+        "append",
+        w,
+        r,
+        &format!(",\"walrus_fetched\":{fetched}{parts}"),
+    );
+
+    // Both replicas must now equal the source.
+    let compare: &[&str] = if std::env::var_os("WALRUS_BENCH_QUICK").is_some() {
+        &["walrus/current"]
+    } else {
+        &["rsync", "walrus/current"]
+    };
+    for d in compare {
+        let st = Command::new("diff")
+            .args(["-r", "-q"])
+            .arg(&src)
+            .arg(dst.join(d))
+            .status()
+            .unwrap();
+        assert!(st.success(), "{d} differs from the source");
+    }
+
+    // Watcher: change-to-visible latency of one small file on a live replica.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let scanner = walrus.scanner;
+    let source = walrus.source.clone();
+    let cfg = WatchConfig {
+        quiet: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        rescan_every: Duration::from_secs(60),
+        limits: Limits::default(),
+    };
+    let watcher = tokio::spawn(run_primary(scanner, source.clone(), cfg, async {
+        let _ = stop_rx.await;
+    }));
+    let mut announce = source.subscribe();
+    let follower = tokio::spawn(async move {
+        loop {
+            let want = *announce.borrow_and_update();
+            while store.current_generation() < want {
+                let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (r, w) = s.into_split();
+                if pull(&mut store, r, w).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            if announce.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut lat = Vec::new();
+    let probe = "d05/s050/probe.html";
+    for i in 0..50 {
+        let body = format!("probe {i} {}", rng.next());
+        let t = Instant::now();
+        fs::write(src.join(probe), &body).unwrap();
+        let seen = dst.join("walrus/current").join(probe);
+        loop {
+            if fs::read_to_string(&seen).is_ok_and(|s| s == body) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "change {i} never became visible"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p50 = percentile(&mut lat, 0.5);
+    let p99 = percentile(&mut lat, 0.99);
+    println!(
+        "{{\"case\":\"watch\",\"changes\":50,\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"quiet_ms\":20,\"tree_entries\":{}}}",
+        SMALL + LARGE + 1113
+    );
+    let _ = stop_tx.send(());
+    let _ = watcher.await;
+    follower.abort();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

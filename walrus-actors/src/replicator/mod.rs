@@ -1,0 +1,45 @@
+//! Replicator: primary-push content replication with atomic generations (paper §3).
+//!
+//! The primary scans its content root into a [`manifest::Manifest`] per consistent change
+//! set (a **generation**); a replica fetches the manifest, computes the [`diff`] against
+//! the generation it serves, pulls only missing or changed files (chunk deltas for large
+//! files) and builds the new generation beside the old one in its [`store`], then switches
+//! one `current` symlink atomically.
+//!
+//! ```text
+//!  primary                                            replica
+//!  content root ─▶ watcher ─▶ Scanner ─▶ Manifest(g)
+//!                                  │ PrimarySource ◀─ protocol ─▶ pull ─▶ ReplicaStore
+//!                                  │   (serve)        (frames)        diff, build, switch
+//!                                  ▼                                   current -> gens/g
+//!                         announce g (Replicators group, later)
+//! ```
+//!
+//! Not here: the actix actor and the walrus-gcs wiring. The driver in [`transfer`] runs
+//! over any `AsyncRead`/`AsyncWrite` pair (TCP loopback and tokio duplex in the tests).
+//! What the actor has to do:
+//! - **Primary**: run [`watcher::run_primary`] with a [`transfer::PrimarySource`]; for each
+//!   generation seen on [`transfer::PrimarySource::subscribe`], multicast
+//!   `{ generation, primary }` on the `Replicators` group; for every bi-directional QUIC
+//!   stream a cluster member opens (gcs point-to-point API, mutual TLS), run
+//!   [`transfer::serve`] on its halves on its own task.
+//! - **Replica**: one [`store::ReplicaStore`] (one pull at a time, it is `&mut`); on an
+//!   announcement newer than `current_generation()` (and on start / group join, to catch up),
+//!   open a stream to the primary and run [`transfer::pull`]; on error retry with backoff
+//!   (an interrupted build resumes by itself). Put `current_generation()` in the Reporter's
+//!   report so the Controller can compute the lag behind the primary's newest generation.
+//! - **rsync method**: the primary runs [`rsync::RsyncMethod::push`] to each replica's
+//!   daemon with `--link-dest` its current generation, then tells it (group message) to call
+//!   [`store::ReplicaStore::commit_external`] with the new generation number.
+//!
+//! File-system work runs inside these async functions; give each pull/serve its own task on
+//! a multi-thread runtime (not the actix arbiter thread).
+
+pub mod diff;
+pub mod manifest;
+pub mod path;
+pub mod protocol;
+pub mod rsync;
+pub mod store;
+pub mod transfer;
+pub mod watcher;
