@@ -69,7 +69,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -175,6 +175,29 @@ pub struct Gcs {
     view: watch::Receiver<Option<ViewChange>>,
     progress: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Counters>,
+}
+
+/// Message counters of a running node, since it started (for metrics: a monitoring
+/// system turns them into rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcsStats {
+    /// Multicasts the core accepted from local sessions.
+    pub multicasts: u64,
+    /// Messages delivered to local sessions.
+    pub delivered: u64,
+    /// Protocol frames handed to the transport.
+    pub frames_sent: u64,
+    /// Protocol frames received from peers.
+    pub frames_received: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    multicasts: AtomicU64,
+    delivered: AtomicU64,
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
 }
 
 impl Gcs {
@@ -193,7 +216,9 @@ impl Gcs {
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (view_tx, view_rx) = watch::channel(None);
         let progress = Arc::new(Notify::new());
+        let stats = Arc::new(Counters::default());
         let driver = Driver {
+            stats: stats.clone(),
             node,
             transport: transport.clone(),
             sessions: HashMap::new(),
@@ -211,6 +236,7 @@ impl Gcs {
             view: view_rx,
             progress,
             task: Mutex::new(Some(task)),
+            stats,
         })
     }
 
@@ -254,6 +280,17 @@ impl Gcs {
     /// The view this node is in (`None` until it installs its first one).
     pub fn view(&self) -> Option<ViewChange> {
         self.view.borrow().clone()
+    }
+
+    /// Message counters since the node started.
+    pub fn stats(&self) -> GcsStats {
+        let c = &self.stats;
+        GcsStats {
+            multicasts: c.multicasts.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            frames_sent: c.frames_sent.load(Ordering::Relaxed),
+            frames_received: c.frames_received.load(Ordering::Relaxed),
+        }
     }
 
     /// Watches view installations.
@@ -445,6 +482,7 @@ struct Driver {
     incarnations: HashMap<NodeId, Incarnation>,
     view: watch::Sender<Option<ViewChange>>,
     progress: Arc<Notify>,
+    stats: Arc<Counters>,
 }
 
 /// How many queued inputs of one kind the driver takes before flushing outputs.
@@ -561,6 +599,9 @@ impl Driver {
                 // when the core says "later" (backpressure), so the caller can retry.
                 let copy = payload.clone();
                 let r = self.node.multicast(t, session, service, &groups, payload);
+                if r.is_ok() {
+                    self.stats.multicasts.fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = reply.send(r.map_err(|e| (e, copy)));
             }
             Command::Shutdown => return false,
@@ -577,6 +618,7 @@ impl Driver {
                 self.node.handle_link_down(t, &peer);
             }
             TransportEvent::Message { from, msg } => {
+                self.stats.frames_received.fetch_add(1, Ordering::Relaxed);
                 let inc = msg.incarnation();
                 match self.incarnations.get(&from) {
                     Some(&seen) if inc < seen => {
@@ -610,10 +652,16 @@ impl Driver {
             any = true;
             match out {
                 Output::Send { to, msg } => match self.transport.send(&to, msg) {
-                    Ok(()) | Err(TransportError::NoLink { .. }) => {}
+                    Ok(()) => {
+                        self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TransportError::NoLink { .. }) => {}
                     Err(e) => debug!(peer = %to, error = %e, "send failed"),
                 },
                 Output::Deliver { session, event } => {
+                    if matches!(event, Event::Message { .. }) {
+                        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
                     let gone = matches!(event, Event::Disconnected { .. });
                     if let Some(slot) = self.sessions.get(&session) {
                         let _ = slot.events.send(event);

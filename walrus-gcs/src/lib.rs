@@ -56,7 +56,7 @@ pub mod sim;
 pub use config::CoreConfig;
 pub use error::GcsError;
 pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
-pub use gcs::{DriverError, Gcs, GcsConfig, Session, SessionSender};
+pub use gcs::{DriverError, Gcs, GcsConfig, GcsStats, Session, SessionSender};
 pub use node::Node;
 pub use types::{
     GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,

@@ -76,13 +76,13 @@ impl Layers for QuicLayers {
     fn crash(&self, config: &Config, node: &str, layer: &Gcs) {
         // Cut every link at this end: the peers' links drop with no protocol goodbye,
         // which their failure detector treats like a crash.
-        #[cfg(feature = "testing")]
+        #[cfg(feature = "faults")]
         for peer in config.nodes.keys().filter(|p| p.as_str() != node) {
             layer
                 .transport()
                 .cut(&walrus_gcs::NodeId::new(peer.as_str()));
         }
-        #[cfg(not(feature = "testing"))]
+        #[cfg(not(feature = "faults"))]
         let _ = (config, node, layer);
     }
 }
@@ -292,7 +292,7 @@ pub fn free_dns_port() -> std::io::Result<u16> {
     Err(std::io::Error::other("no port free for both UDP and TCP"))
 }
 
-#[cfg(feature = "testing")]
+#[cfg(feature = "faults")]
 impl Cluster<QuicLayers> {
     /// Splits the running nodes into `components` over real sockets (walrus-gcs's fault
     /// switch): links between components are cut at both ends, links inside restored. A

@@ -15,10 +15,15 @@
 //!  cluster::Cluster: every node of a Config in one process, each stoppable or killable
 //! ```
 //!
-//! Not here yet: the Replicator role (skipped with a warning), the status page and
-//! metrics, `walrus-node status` and `demo`.
+//! Each node serves `/status`, `/metrics` and a live dashboard on its `status_addr`
+//! ([`status`]); `walrus-node demo` runs a whole deployment on loopback with built-in web
+//! servers and a script of failures ([`demo`]).
+//!
+//! Not here yet: the Replicator role (skipped with a warning).
 #![warn(missing_docs)]
 
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod runtime;
+pub mod status;

@@ -85,6 +85,42 @@ enum Command {
         #[command(subcommand)]
         action: DnsAction,
     },
+    /// Print a node's status as a table: view and master, each area's cluster and answer,
+    /// each server's state and load, the last decisions with their reasons.
+    ///
+    /// Example: walrus-node status --addr 127.0.1.1:9400
+    ///
+    /// Reads http://ADDR/status (the node's status_addr); the same address serves
+    /// /metrics (Prometheus text) and / (a live dashboard for a browser).
+    Status {
+        /// The node's status_addr.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// Print the raw JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a whole Walrus deployment on loopback, with failures, and narrate it.
+    ///
+    /// Example: walrus-node demo --duration 60s
+    ///          walrus-node demo --scenario failover --dashboard 127.0.0.1:8480
+    ///
+    /// Three areas with embedded name servers, three clusters of two built-in web servers,
+    /// three Controllers, all in this process; nothing to install. Prints every move with
+    /// its reason, the dashboard URL and dig commands to try. Scenarios: tour (default: a
+    /// server dies, its cluster dies, a cluster overloads, the master is killed, all
+    /// recovers), failover (no overload), quiet (only moving load).
+    Demo {
+        /// Stop after this long (30 = 30 seconds; or 30s, 2m); default: run until Ctrl-C.
+        #[arg(long, value_parser = seconds_or_duration)]
+        duration: Option<Duration>,
+        /// The script: tour, failover or quiet.
+        #[arg(long, default_value = "tour")]
+        scenario: String,
+        /// Where the dashboard listens (falls back to a free port if taken).
+        #[arg(long, default_value = "127.0.0.1:8480")]
+        dashboard: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,7 +208,13 @@ enum DnsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_json);
+    // The demo narrates on stdout; its nodes' logs stay quiet unless RUST_LOG asks.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) {
+        "error"
+    } else {
+        "info"
+    };
+    init_logs(cli.log_json, default_level);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -182,9 +224,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(json: bool) {
+fn init_logs(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -220,7 +263,50 @@ fn run(command: Command) -> anyhow::Result<()> {
                     key_name,
                 },
         } => bind_config(config, area, zone_dir, key_name),
+        Command::Status { addr, json } => tokio_runtime()?.block_on(async {
+            let doc = walrus_node::status::fetch(addr).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", walrus_node::status::render_table(&doc));
+            }
+            Ok(())
+        }),
+        Command::Demo {
+            duration,
+            scenario,
+            dashboard,
+        } => {
+            let scenario = scenario.parse()?;
+            let opts = walrus_node::demo::DemoOptions {
+                duration,
+                scenario,
+                dashboard,
+            };
+            tokio_runtime()?.block_on(async {
+                let interrupt = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                walrus_node::demo::run(opts, std::io::stdout(), interrupt).await?;
+                Ok(())
+            })
+        }
     }
+}
+
+/// "30" is 30 seconds; "500ms", "2m" are humantime durations.
+fn seconds_or_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string()),
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 fn check_config(config: PathBuf) -> anyhow::Result<()> {
@@ -269,6 +355,34 @@ async fn run_node(
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut runtime = walrus_node::runtime::start(&config, &node).await?;
     tracing::info!(node = %node, config = %path.display(), "walrus-node running");
+    let status = match config.node(&node)?.status_addr {
+        Some(addr) => {
+            let observer = std::sync::Arc::new(std::sync::Mutex::new(
+                walrus_node::status::Observer::new(&node, &config),
+            ));
+            let sources = walrus_node::status::NodeSources::of(&runtime);
+            let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            let sampler = tokio::spawn(walrus_node::status::sample_loop(
+                sources,
+                observer.clone(),
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+            ));
+            match walrus_node::status::StatusServer::start(addr, observer) {
+                Ok(server) => {
+                    tracing::info!(%addr, "status page, metrics and dashboard on http://{addr}/");
+                    Some((server, sampler, stop_tx))
+                }
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    runtime.stop().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -281,6 +395,11 @@ async fn run_node(
                 Err(e) => tracing::error!(error = %e, "SIGHUP: invalid file refused; keeping the running configuration"),
             },
         }
+    }
+    if let Some((server, sampler, stop)) = status {
+        let _ = stop.send(true);
+        let _ = sampler.await;
+        server.stop().await;
     }
     runtime.stop().await;
     Ok(())

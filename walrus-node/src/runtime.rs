@@ -547,6 +547,11 @@ impl<L: GroupLayer> NodeRuntime<L> {
         &self.layer
     }
 
+    /// The group layer, shared (e.g. for the status page's sampler).
+    pub fn shared_layer(&self) -> Arc<L> {
+        self.layer.clone()
+    }
+
     /// The Controller, if this node runs one.
     pub fn controller(&self) -> Option<&ControllerHandle> {
         self.controller.as_ref()

@@ -158,6 +158,8 @@ pub struct RoundStatus {
     pub states: BTreeMap<ServerName, ServerState>,
     /// Each cluster's load, None when no server of it works.
     pub cluster_loads: BTreeMap<ClusterName, Option<f64>>,
+    /// Time from the round's report request to its decision (for metrics).
+    pub duration: Duration,
 }
 
 /// Why a report was not used (the driver logs it; the server counts as not answering).
@@ -609,6 +611,7 @@ impl RoundMachine {
             reports: reports.len(),
             states,
             cluster_loads,
+            duration: now.saturating_duration_since(started),
         }));
         self.last = Some(decision);
         let next_at = (started + self.config.round_period).max(now);

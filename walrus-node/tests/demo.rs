@@ -1,0 +1,274 @@
+//! The operator experience end to end: `walrus-node demo --duration 30` as a real process
+//! exits 0 and prints the moves it made; while it runs, its `/status` and `/metrics`
+//! answer plain HTTP, and its dashboard, loaded in headless Chromium (Debian `chromium`),
+//! shows the areas, their clusters and the move that followed a scripted failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::{need, TempDir};
+
+/// Kills the child on drop (a failing test leaves no demo running).
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a line matching `pred`, collecting every line read into `all`.
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    all: &mut Vec<String>,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                all.push(line.clone());
+                if pred(&line) {
+                    return line;
+                }
+            }
+            Err(_) => panic!(
+                "timed out after {timeout:?} waiting for {what}; output so far:\n{}",
+                all.join("\n")
+            ),
+        }
+    }
+}
+
+/// GET `path` from `addr` over plain HTTP/1.0: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+/// What the dashboard must show after area eu's cluster died: every area with its home
+/// cluster, area eu assigned away from c-eu (marked), and the move in the event log.
+fn dashboard_shows_the_move(dom: &str) -> Result<(), String> {
+    for area in ["eu", "us", "asia"] {
+        let row = format!("<tr data-area=\"{area}\"><td>{area}</td><td>c-{area}</td>");
+        if !dom.contains(&row) {
+            return Err(format!("no row for area {area} with its home cluster"));
+        }
+    }
+    let eu = dom
+        .split("<tr data-area=\"eu\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .ok_or("no eu row")?;
+    if !eu.contains("class=\"away\">c-") {
+        return Err(format!("area eu is not shown away from home: {eu}"));
+    }
+    let moved = dom
+        .split("<li>")
+        .skip(1)
+        .any(|li| li.contains("area eu → c-") && li.contains("(from c-eu)"));
+    if !moved {
+        return Err("the event log does not show area eu's move".into());
+    }
+    Ok(())
+}
+
+/// Loads `url` in headless Chromium and returns the DOM after its scripts ran.
+fn chromium_dom(url: &str) -> String {
+    let chromium = need("chromium", "chromium");
+    let profile = TempDir::new("chromium");
+    let child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Let the page's fetch of /status and its rendering run before the dump.
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let mut out = String::new();
+    guard
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() {
+    let exe = env!("CARGO_BIN_EXE_walrus-node");
+    let mut child = Command::new(exe)
+        .args(["demo", "--duration", "30", "--dashboard", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut demo = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut all = Vec::new();
+    let patience = Duration::from_secs(60);
+    let line = wait_line(&rx, &mut all, "the dashboard URL", patience, |l| {
+        l.starts_with("dashboard: http://")
+    });
+    let addr: SocketAddr = line
+        .trim_start_matches("dashboard: http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+
+    // The scripted failure of cluster c-eu moves area eu (phase 3).
+    wait_line(&rx, &mut all, "area eu's move", patience, |l| {
+        l.contains("area eu → c-") && l.contains("(from c-eu), phase 3")
+    });
+
+    // Plain HTTP: /status is the JSON document, /metrics Prometheus text.
+    let (code, body) = http_get(addr, "/status");
+    assert_eq!(code, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let areas = doc["areas"].as_array().unwrap();
+    assert_eq!(areas.len(), 3, "{body}");
+    let eu = areas.iter().find(|a| a["name"] == "eu").unwrap();
+    assert_eq!(eu["home_cluster"], "c-eu");
+    assert_ne!(eu["cluster"], "c-eu", "{body}");
+    assert!(
+        doc["master"].as_str().unwrap().starts_with("ctl-"),
+        "{body}"
+    );
+    let servers = doc["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 6, "{body}");
+    let eu1 = servers.iter().find(|s| s["name"] == "eu-1").unwrap();
+    assert!(eu1["state"].as_str().unwrap().starts_with("dead"), "{body}");
+    assert!(
+        doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("area eu → c-")),
+        "{body}"
+    );
+    let (code, metrics) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("walrus_rounds_total") >= 3.0, "{metrics}");
+    assert!(value("walrus_area_moves_total") >= 1.0, "{metrics}");
+    assert!(value("walrus_dns_updates_total") >= 1.0, "{metrics}");
+    assert!(value("walrus_servers{state=\"dead\"}") >= 1.0, "{metrics}");
+
+    // `walrus-node status` prints the same as a table.
+    let table = Command::new(exe)
+        .args(["status", "--addr", &addr.to_string()])
+        .output()
+        .unwrap();
+    let table_text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{table:?}");
+    assert!(table_text.contains("master ctl-"), "{table_text}");
+    assert!(
+        table_text
+            .lines()
+            .any(|l| l.starts_with("eu ") && l.contains("c-eu")),
+        "{table_text}"
+    );
+    assert!(table_text.contains("dead (PANIC)"), "{table_text}");
+
+    // The dashboard in a real browser.
+    let dom = chromium_dom(&format!("http://{addr}/"));
+    if let Err(e) = dashboard_shows_the_move(&dom) {
+        panic!("dashboard: {e}\n{dom}");
+    }
+
+    // The demo ends by itself and says what it did.
+    let end = Instant::now() + patience;
+    let status = loop {
+        if let Some(s) = demo.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "the demo did not stop after --duration 30"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        all.push(l);
+    }
+    let out = all.join("\n");
+    assert!(status.success(), "demo exited with {status}:\n{out}");
+    let summary = out
+        .split("demo over:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        summary.contains("area eu → c-") && summary.contains("(from c-eu), phase 3"),
+        "{out}"
+    );
+}
+
+/// The dashboard checker catches a dashboard that does not show the move: the page
+/// before its script ran (no rows at all), and a rendered page whose event log lost the
+/// move.
+#[test]
+fn the_dashboard_check_catches_a_page_without_the_move() {
+    assert!(dashboard_shows_the_move(walrus_node::status::DASHBOARD).is_err());
+    let mut rendered = String::new();
+    for (a, cluster, class) in [
+        ("eu", "c-asia", " class=\"away\""),
+        ("us", "c-us", ""),
+        ("asia", "c-asia", ""),
+    ] {
+        rendered += &format!(
+            "<tr data-area=\"{a}\"><td>{a}</td><td>c-{a}</td><td{class}>{cluster}</td></tr>"
+        );
+    }
+    let with_move = format!(
+        "{rendered}<ol><li>round 8: area eu → c-asia (from c-eu), phase 3, c-eu has no working server</li></ol>"
+    );
+    assert_eq!(dashboard_shows_the_move(&with_move), Ok(()));
+    let without = format!("{rendered}<ol><li>event: web server eu-2 dies</li></ol>");
+    assert!(dashboard_shows_the_move(&without).is_err());
+    let home = with_move.replace(" class=\"away\">c-asia", ">c-eu");
+    assert!(dashboard_shows_the_move(&home).is_err());
+}
