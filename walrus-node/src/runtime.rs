@@ -186,15 +186,31 @@ fn director_error(area: &AreaName, e: impl std::fmt::Display) -> RunError {
     }
 }
 
+/// How long resolvers may keep NS records and name-server addresses. Only the www
+/// answer needs a low TTL; NS records served with it made BIND's resolver fail with
+/// "loop detected" within seconds (found by the steering lab, `docs/lab/`).
+const NS_TTL: Duration = Duration::from_secs(3600);
+
 /// The §7.2 zone layout of `area`: the site zone, the area zone, the name server
-/// `ns.<area zone>` at the area's `name_server` address, the configured TTL.
+/// `ns.<area zone>` at the area's `name_server` address, the configured TTL for the www
+/// answer, [`NS_TTL`] for NS records, and every area's name server in the site zone's NS
+/// rrset (each area server is authoritative for the site zone).
 pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunError> {
     let a = config.areas.get(area).ok_or_else(|| RunError::Director {
         area: area.clone(),
         detail: "not an area of the configuration".into(),
     })?;
     let ttl = RecordTtl::try_from(config.dns.ttl).map_err(|e| director_error(area, e))?;
+    let ns_ttl = RecordTtl::try_from(NS_TTL).map_err(|e| director_error(area, e))?;
+    let others: Vec<String> = config
+        .areas
+        .iter()
+        .filter(|(name, _)| *name != area)
+        .map(|(_, other)| format!("ns.{}", other.zone))
+        .collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
     ZoneLayout::new(&config.site, &a.zone, None, vec![a.name_server.ip()], ttl)
+        .and_then(|layout| layout.with_ns_ttl(ns_ttl).with_site_servers(&others))
         .map_err(|e| director_error(area, e))
 }
 
@@ -748,6 +764,14 @@ mod tests {
             vec!["127.0.0.11".parse::<std::net::IpAddr>().unwrap()]
         );
         assert_eq!(l.ttl.secs(), 30);
+        // NS records live long; every area's server is listed for the site zone.
+        assert_eq!(l.ns_ttl.secs(), 3600);
+        let mut others: Vec<String> = l.site_servers.iter().map(|n| n.to_ascii()).collect();
+        others.sort();
+        assert_eq!(
+            others,
+            vec!["ns.area-asia.example.com.", "ns.area-us.example.com."]
+        );
         let w = initial_answer(&c, &eu);
         assert_eq!(w.v4.len(), 2, "{w:?}");
         assert_eq!(
