@@ -277,34 +277,32 @@ impl AreaHistory {
     /// The return margin in force at `now`: the raised margin decayed with the half-life,
     /// never below [`Params::return_margin`].
     pub fn effective_margin(&self, p: &Params, now: Instant) -> f64 {
-        let Some(at) = self.raised_at else {
-            return self.return_margin;
-        };
-        if p.return_margin_half_life.is_zero() {
-            return self.return_margin;
-        }
-        let halves = now.saturating_duration_since(at).as_secs_f64()
-            / p.return_margin_half_life.as_secs_f64();
-        (self.return_margin * 0.5f64.powf(halves)).max(p.return_margin)
+        decayed(self.return_margin, self.raised_at, p, now).max(p.return_margin)
     }
 
     /// The extra phase-4 gain in force at `now` (decayed; 0 when negligible).
     pub fn effective_move_extra(&self, p: &Params, now: Instant) -> f64 {
-        let Some(at) = self.move_raised_at else {
-            return self.move_extra;
-        };
-        if p.return_margin_half_life.is_zero() {
-            return self.move_extra;
-        }
-        let halves = now.saturating_duration_since(at).as_secs_f64()
-            / p.return_margin_half_life.as_secs_f64();
-        let extra = self.move_extra * 0.5f64.powf(halves);
+        let extra = decayed(self.move_extra, self.move_raised_at, p, now);
         if extra < MIN_MOVE_EXTRA {
             0.0
         } else {
             extra
         }
     }
+}
+
+/// `value`, raised at `raised_at`, halved every `return_margin_half_life` since then
+/// (unchanged when never raised or when the half-life is zero).
+fn decayed(value: f64, raised_at: Option<Instant>, p: &Params, now: Instant) -> f64 {
+    let Some(at) = raised_at else {
+        return value;
+    };
+    if p.return_margin_half_life.is_zero() {
+        return value;
+    }
+    let halves =
+        now.saturating_duration_since(at).as_secs_f64() / p.return_margin_half_life.as_secs_f64();
+    value * 0.5f64.powf(halves)
 }
 
 /// Below this, a decayed ping-pong damping counts as gone.
