@@ -5,8 +5,9 @@
 
 use super::clients::ClientRecord;
 use super::relay::QueryRecord;
+use super::runtime::{masters_at, Watch};
 use super::servers::is_probe;
-use super::spec::{Area, LabSpec, Region, ResolverKind};
+use super::spec::{Area, Event, LabSpec, Mode, Region, ResolverKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,14 +102,172 @@ pub struct FailureOutcome {
     pub last_dead_use_after_update_ms: Option<i64>,
 }
 
+/// The area whose cluster dies in a run: the scripted failure's, or a runtime
+/// "cluster dies" event's.
+pub fn dead_area(spec: &LabSpec) -> Option<Area> {
+    match (spec.failure, spec.event) {
+        (Some(f), _) => Some(f.area),
+        (None, Some(Event::ClusterDies { area, .. })) => Some(area),
+        _ => None,
+    }
+}
+
+/// When a runtime event happened (Unix ms), as the orchestrator wrote it (`event.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTimes {
+    /// It started (nginx killed, slow clients connected, master killed, backbone cut).
+    pub start: u64,
+    /// It ended (overload released, partition healed), when it does.
+    pub end: Option<u64>,
+    /// The killed master's node.
+    pub victim: Option<String>,
+}
+
+/// What a runtime event did, measured from outside: the watcher's record of every area
+/// server's answer and every Controller's status, and the clients' records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventOutcome {
+    /// `cluster-dies`, `overload`, `master-dies`, `partition`.
+    pub kind: String,
+    /// Its times.
+    pub times: EventTimes,
+    /// Time from the start to the struck area's first answer without its own (dead or
+    /// overloaded) cluster; for `master-dies`, to one new master; for `partition`, to
+    /// the cut-off side having a master of its own (ms).
+    pub reaction_ms: Option<u64>,
+    /// Time from the end to the area's answer back at its home cluster (overload), or to
+    /// exactly one master (partition), ms.
+    pub recovery_ms: Option<u64>,
+    /// Most Controllers claiming mastership at once between start and end (or run end).
+    pub max_masters: usize,
+    /// Controllers claiming mastership at the end of the run.
+    pub masters_at_end: usize,
+    /// Answer changes from the start on: (ms after the start, area, clusters answered).
+    pub answer_changes: Vec<(i64, u8, Vec<u8>)>,
+    /// The clients' figures from the start to the end of the run (all resolvers).
+    pub after: Option<ClientSummary>,
+}
+
+/// The outcome of a runtime event from its records.
+pub fn event_outcome(
+    spec: &LabSpec,
+    times: EventTimes,
+    watch: &[Watch],
+    recs: &[ClientRecord],
+) -> Option<EventOutcome> {
+    let e = spec.event?;
+    let clusters_of = |addrs: &[std::net::Ipv4Addr]| -> Vec<u8> {
+        let mut v: Vec<u8> = addrs
+            .iter()
+            .filter_map(|a| Area::of_web((*a).into()).map(|(x, _)| x.0))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let answer_changes: Vec<(i64, u8, Vec<u8>)> = watch
+        .iter()
+        .filter_map(|w| match w {
+            Watch::Answer { t, area, addrs } if *t + 1000 >= times.start => {
+                Some((*t as i64 - times.start as i64, *area, clusters_of(addrs)))
+            }
+            _ => None,
+        })
+        .collect();
+    let first_answer = |area: u8, from: u64, pred: &dyn Fn(&[u8]) -> bool| -> Option<u64> {
+        watch.iter().find_map(|w| match w {
+            Watch::Answer { t, area: a, addrs }
+                if *a == area && *t >= from && pred(&clusters_of(addrs)) =>
+            {
+                Some(*t - from)
+            }
+            _ => None,
+        })
+    };
+    // Every instant at which the set of masters may change.
+    let instants: Vec<u64> = watch
+        .iter()
+        .filter_map(|w| match w {
+            Watch::Master { t, .. } => Some(*t),
+            Watch::Answer { .. } => None,
+        })
+        .collect();
+    let end_of_run = instants.iter().copied().max().unwrap_or(times.start);
+    let window_end = times.end.unwrap_or(end_of_run);
+    let max_masters = instants
+        .iter()
+        .filter(|t| **t >= times.start && **t <= window_end)
+        .map(|t| masters_at(watch, *t).len())
+        .max()
+        .unwrap_or(0);
+    let masters_at_end = masters_at(watch, u64::MAX).len();
+    let (reaction_ms, recovery_ms) = match e {
+        Event::ClusterDies { area, .. } => (
+            first_answer(area.0, times.start, &|c| !c.contains(&area.0)),
+            None,
+        ),
+        Event::Overload { area, .. } => (
+            first_answer(area.0, times.start, &|c| !c.contains(&area.0)),
+            times
+                .end
+                .and_then(|end| first_answer(area.0, end, &|c| c == [area.0])),
+        ),
+        Event::MasterDies { .. } => {
+            let victim = times.victim.clone().unwrap_or_default();
+            let new = instants
+                .iter()
+                .copied()
+                .filter(|t| *t >= times.start)
+                .find(|t| {
+                    let m = masters_at(watch, *t);
+                    m.len() == 1 && m[0] != victim
+                });
+            (new.map(|t| t - times.start), None)
+        }
+        Event::Partition { .. } => {
+            let two = instants
+                .iter()
+                .copied()
+                .filter(|t| *t >= times.start)
+                .find(|t| masters_at(watch, *t).len() >= 2);
+            let one = times.end.and_then(|end| {
+                instants
+                    .iter()
+                    .copied()
+                    .filter(|t| *t >= end)
+                    .find(|t| masters_at(watch, *t).len() == 1)
+                    .map(|t| t - end)
+            });
+            (two.map(|t| t - times.start), one)
+        }
+    };
+    let after: Vec<ClientRecord> = recs
+        .iter()
+        .filter(|r| r.t >= times.start)
+        .cloned()
+        .collect();
+    let after = client_summaries(spec, &after)
+        .into_iter()
+        .find(|c| c.who == "all");
+    Some(EventOutcome {
+        kind: e.name().to_owned(),
+        times,
+        reaction_ms,
+        recovery_ms,
+        max_masters,
+        masters_at_end,
+        answer_changes,
+        after,
+    })
+}
+
 /// The failure outcome of a run with a failure.
 pub fn failure_outcome(
     spec: &LabSpec,
     times: FailureTimes,
     recs: &[ClientRecord],
 ) -> Option<FailureOutcome> {
-    let f = spec.failure?;
-    let dead = spec.cluster(f.area);
+    let dead = spec.cluster(dead_area(spec)?);
     let after: Vec<&ClientRecord> = recs.iter().filter(|r| r.t >= times.killed).collect();
     let dead_uses: Vec<&&ClientRecord> = after
         .iter()
@@ -146,6 +305,9 @@ pub struct RunResult {
     /// The cluster failure, when the run had one.
     #[serde(default)]
     pub failure: Option<FailureOutcome>,
+    /// The runtime event, when the run had one.
+    #[serde(default)]
+    pub event: Option<EventOutcome>,
 }
 
 /// Reads a JSON-lines file, skipping lines that do not parse (a killed writer's last line).
@@ -304,6 +466,13 @@ pub fn analyze(spec: &LabSpec, name: &str) -> RunResult {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .and_then(|t| failure_outcome(spec, t, &clients)),
+        event: std::fs::read_to_string(spec.dir.join("event.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .and_then(|t| {
+                let watch: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
+                event_outcome(spec, t, &watch, &clients)
+            }),
     }
 }
 
@@ -367,10 +536,10 @@ pub fn check_no_dead_address(
     recs: &[ClientRecord],
     grace_ms: u64,
 ) -> Result<(), CheckFailed> {
-    let (Some(f), Some(updated)) = (spec.failure, times.updated) else {
+    let (Some(area), Some(updated)) = (dead_area(spec), times.updated) else {
         return Ok(());
     };
-    let dead = spec.cluster(f.area);
+    let dead = spec.cluster(area);
     for r in recs {
         if r.t > updated + grace_ms {
             if let Some(addr) = r.addr.filter(|a| dead.contains(a)) {
@@ -412,9 +581,25 @@ pub fn check_converged(
 }
 
 /// Every address a client used came from the zone of the area its CNAME named (the DNS
-/// path is consistent end to end: no stale, foreign or made-up address).
+/// path is consistent end to end: no stale, foreign or made-up address). With the real
+/// runtime the Controller may give an area any cluster: there every address must be one
+/// of the site's servers.
 pub fn check_addresses(spec: &LabSpec, recs: &[ClientRecord]) -> Result<(), CheckFailed> {
+    let site: Vec<std::net::Ipv4Addr> = spec.all_areas().flat_map(|a| spec.cluster(a)).collect();
     for r in recs {
+        if spec.mode == Mode::Runtime {
+            if let (Some(addr), Some(area)) = (r.addr, r.answer_area) {
+                if !site.contains(&addr) {
+                    return Err(CheckFailed::ForeignAddress {
+                        region: r.region,
+                        client: r.client,
+                        addr: addr.to_string(),
+                        area,
+                    });
+                }
+            }
+            continue;
+        }
         let (Some(addr), Some(area), Some(_)) = (r.addr, r.answer_area, r.resolver) else {
             continue;
         };

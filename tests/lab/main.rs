@@ -5,7 +5,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use walrus_tests::lab::{analysis, clients, netns, orchestrate, relay, report, servers, spec};
+use walrus_tests::lab::{
+    analysis, clients, netns, orchestrate, relay, report, runtime, servers, spec,
+};
 
 #[derive(Parser)]
 #[command(about = "Walrus steering lab: real resolvers, emulated latency, convergence")]
@@ -61,6 +63,10 @@ enum Cmd {
         /// Also write a report into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// With --mode walrus-runtime: KIND[:AREA]@AT[+SECS], e.g. cluster-dies:2@10,
+        /// overload:2@8+12, master-dies@10, partition:3@8+12.
+        #[arg(long)]
+        event: Option<String>,
     },
     /// Rewrites report.md and the plots from OUT/results.json.
     Report {
@@ -108,6 +114,20 @@ enum Cmd {
         spec: PathBuf,
         #[arg(long)]
         region: u8,
+    },
+    #[command(hide = true)]
+    Watch {
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        conns: u32,
+        #[arg(long)]
+        secs: u64,
     },
     #[command(hide = true)]
     Wait {
@@ -180,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
             probe_rate,
             work,
             out,
+            event,
         } => {
             let mode = spec::Mode::parse(&mode).context("unknown mode")?;
             let mut s =
@@ -194,6 +215,12 @@ async fn main() -> anyhow::Result<()> {
             s.seconds = seconds;
             s.clients_per_resolver = clients;
             s.probe_rate = probe_rate;
+            if let Some(e) = event {
+                s.event = Some(
+                    spec::Event::parse(&e, report::OVERLOAD_CONNS)
+                        .with_context(|| format!("bad --event {e}"))?,
+                );
+            }
             interruptible(async {
                 let r = orchestrate::run_once(&s, &exe, "run").await?;
                 println!("{}", serde_json::to_string(&r)?);
@@ -235,6 +262,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Authd { spec, area } => servers::run_area_ns(load(&spec)?, spec::Area(area)).await,
         Cmd::Clients { spec, region } => clients::run(load(&spec)?, spec::Region(region)).await,
+        Cmd::Watch { spec } => runtime::watch(load(&spec)?).await,
+        Cmd::Hold { addr, conns, secs } => runtime::hold(addr, conns, secs).await,
         Cmd::Wait { dns, tcp } => {
             for a in dns {
                 clients::wait_ready(a, Some("."), 30)

@@ -40,6 +40,8 @@
 //! - [`analysis`]: figures from records, and the checks the CI form asserts.
 //! - [`orchestrate`]: one run end to end.
 //! - [`report`]: the scenarios of the full lab and the Markdown report.
+//! - [`runtime`]: the real Walrus (`walrus-node run` processes) in the lab, the scenario
+//!   events played against it, and the watcher recording answers and masters.
 //!
 //! Why a binary of the `walrus-tests` crate and not a `walrus-node lab` subcommand: the
 //! lab needs root, namespaces and five resolver packages, none of which a production node
@@ -52,5 +54,6 @@ pub mod netns;
 pub mod orchestrate;
 pub mod relay;
 pub mod report;
+pub mod runtime;
 pub mod servers;
 pub mod spec;

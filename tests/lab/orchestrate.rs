@@ -3,11 +3,12 @@
 //! a guard), then compute the run's figures from the records.
 
 use super::analysis::FailureTimes;
-use super::analysis::{analyze, RunResult};
+use super::analysis::{analyze, read_jsonl, EventTimes, RunResult};
 use super::netns::{clean_stale, ChildGuard, LabError, Namespaces};
 use super::relay::now_ms;
+use super::runtime::{self, Watch};
 use super::servers;
-use super::spec::{Failure, LabSpec, ROOT_ADDR};
+use super::spec::{Event, Failure, LabSpec, Mode, Region, ROOT_ADDR, WEB_PORT_BASE};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,14 +24,34 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     let spec_s = spec_file.display().to_string();
     let started = Instant::now();
 
+    let node_bin = match spec.mode {
+        Mode::Runtime => Some(runtime::node_binary(exe)?),
+        _ => None,
+    };
     let _ns = Namespaces::create(spec)?;
     let mut guards: Vec<ChildGuard> = Vec::new();
     guards.push(servers::start_root(spec)?);
     for a in spec.all_areas() {
-        guards.push(servers::start_area_ns(spec, exe, &spec_file, a)?);
+        if node_bin.is_none() {
+            guards.push(servers::start_area_ns(spec, exe, &spec_file, a)?);
+        }
         for k in 1..=spec.servers_per_cluster {
             guards.push(servers::start_web(spec, a, k)?);
         }
+    }
+    if let Some(bin) = &node_bin {
+        let config = runtime::prepare(spec, bin)?;
+        for n in runtime::nodes(spec) {
+            guards.push(runtime::start_node(spec, bin, &config, &n)?);
+        }
+        let _ = std::fs::remove_file(spec.dir.join("watch.jsonl"));
+        guards.push(ChildGuard::spawn_in(
+            &spec.ns_region(Region(1)),
+            "answer watcher",
+            &exe_s,
+            &["watch", "--spec", &spec_s],
+            &spec.dir.join("watch.log"),
+        )?);
     }
     for r in spec.all_regions() {
         let region = r.0.to_string();
@@ -60,6 +81,9 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
         let mut w = ChildGuard::spawn_in(&spec.ns_region(r), "readiness", &exe_s, &args, &log)?;
         wait_exit(&mut w, 60, &log, &mut guards).await?;
     }
+    if node_bin.is_some() {
+        wait_for_master(spec, 90, &mut guards).await?;
+    }
     for r in spec.all_regions() {
         for &k in &spec.resolvers {
             guards.push(servers::start_resolver(spec, r, k)?);
@@ -82,18 +106,184 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     if let Some(f) = spec.failure {
         fail_cluster(spec, f, &mut guards).await?;
     }
+    let mut helpers: Vec<ChildGuard> = Vec::new();
+    let mut healed: Option<(super::spec::Area, u64)> = None;
+    if let Some(e) = spec.event {
+        play_event(spec, e, exe, &mut guards, &mut helpers).await?;
+        if let (Event::Partition { area, .. }, Some(secs)) = (e, e.secs()) {
+            healed = Some((area, secs.into()));
+        }
+    }
+    if let Some((area, secs)) = healed {
+        // The partition heals while the clients still run.
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        runtime::partition(spec, area, false)?;
+        record_event_end(spec)?;
+    }
     let budget = u64::from(spec.seconds) + 90;
     for (c, log) in &mut clients {
         wait_exit(c, budget, log, &mut guards).await?;
     }
+    drop(helpers);
     // Let the relays write their last records.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(clients);
     drop(guards);
     drop(_ns);
+    if let Some(Event::ClusterDies { area, .. }) = spec.event {
+        runtime_failure_times(spec, area)?;
+    }
     let result = analyze(spec, name);
     tracing::info!(name, secs = started.elapsed().as_secs(), "run done");
     Ok(result)
+}
+
+/// Waits until the watcher has seen a master Controller and an answer from every area.
+async fn wait_for_master(
+    spec: &LabSpec,
+    secs: u64,
+    guards: &mut [ChildGuard],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let w: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
+        let answered: std::collections::BTreeSet<u8> = w
+            .iter()
+            .filter_map(|x| match x {
+                Watch::Answer { area, .. } => Some(*area),
+                Watch::Master { .. } => None,
+            })
+            .collect();
+        let masters = runtime::masters_at(&w, u64::MAX);
+        if masters.len() == 1 && answered.len() == usize::from(spec.areas) {
+            tracing::info!(master = %masters[0], "runtime up");
+            return Ok(());
+        }
+        for g in guards.iter_mut() {
+            if let Some(st) = g.exited() {
+                anyhow::bail!(
+                    "{} exited early ({st}); see {}/rt/",
+                    g.what,
+                    spec.dir.display()
+                );
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no single master within {secs} s (masters {masters:?}); see {}/watch.jsonl",
+            spec.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Unix ms of the clients' start (region 1), waiting for it.
+async fn clients_start(spec: &LabSpec) -> anyhow::Result<u64> {
+    let start_file = spec.dir.join("start-r1.txt");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(t) = std::fs::read_to_string(&start_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Ok(t);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "clients never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Plays a runtime scenario's event when it is due (see [`Event`]); writes its times to
+/// `event.json`. An event with a duration returns at its start: overload holders are
+/// pushed to `helpers` (they end by themselves), a partition is healed by the caller.
+async fn play_event(
+    spec: &LabSpec,
+    e: Event,
+    exe: &Path,
+    guards: &mut Vec<ChildGuard>,
+    helpers: &mut Vec<ChildGuard>,
+) -> anyhow::Result<()> {
+    let start = clients_start(spec).await?;
+    let due = start + u64::from(e.at_secs()) * 1000;
+    tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms()))).await;
+    let mut victim = None;
+    match e {
+        Event::ClusterDies { area, .. } => {
+            let prefix = format!("nginx {area}/");
+            guards.retain(|g| !g.what.starts_with(&prefix));
+        }
+        Event::Overload {
+            area, secs, conns, ..
+        } => {
+            for k in 1..=spec.servers_per_cluster {
+                let addr = format!("{}:{}", area.backbone(), WEB_PORT_BASE + u16::from(k));
+                let (c, s) = (conns.to_string(), secs.to_string());
+                helpers.push(ChildGuard::spawn_in(
+                    &spec.ns_area(area),
+                    &format!("slow clients {area}/{k}"),
+                    &exe.display().to_string(),
+                    &["hold", "--addr", &addr, "--conns", &c, "--secs", &s],
+                    &spec.dir.join(format!("hold-{area}-{k}.log")),
+                )?);
+            }
+        }
+        Event::MasterDies { .. } => {
+            let w: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
+            let masters = runtime::masters_at(&w, u64::MAX);
+            anyhow::ensure!(masters.len() == 1, "no single master to kill: {masters:?}");
+            let name = masters[0].clone();
+            let what = runtime::what(&runtime::LabNode {
+                name: name.clone(),
+                area: super::spec::Area(0),
+                index: 0,
+            });
+            let before = guards.len();
+            guards.retain(|g| g.what != what); // the dropped guard SIGKILLs it
+            anyhow::ensure!(guards.len() + 1 == before, "no process for {what}");
+            victim = Some(name);
+        }
+        Event::Partition { area, .. } => runtime::partition(spec, area, true)?,
+    }
+    let times = EventTimes {
+        start: now_ms(),
+        end: e.secs().map(|s| now_ms() + u64::from(s) * 1000),
+        victim,
+    };
+    std::fs::write(spec.dir.join("event.json"), serde_json::to_vec(&times)?)?;
+    Ok(())
+}
+
+/// Sets the event's end to now (a partition healed).
+fn record_event_end(spec: &LabSpec) -> anyhow::Result<()> {
+    let path = spec.dir.join("event.json");
+    let mut t: EventTimes = serde_json::from_slice(&std::fs::read(&path)?)?;
+    t.end = Some(now_ms());
+    std::fs::write(path, serde_json::to_vec(&t)?)?;
+    Ok(())
+}
+
+/// For a runtime "cluster dies": `failure.json` with the kill time and the first time the
+/// watcher saw the area's answer without the dead cluster (the real Controller's move).
+fn runtime_failure_times(spec: &LabSpec, area: super::spec::Area) -> anyhow::Result<()> {
+    let t: EventTimes = serde_json::from_slice(&std::fs::read(spec.dir.join("event.json"))?)?;
+    let w: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
+    let dead = spec.cluster(area);
+    let updated = w.iter().find_map(|x| match x {
+        Watch::Answer {
+            t: wt,
+            area: a,
+            addrs,
+        } if *a == area.0 && *wt >= t.start && !addrs.iter().any(|x| dead.contains(x)) => Some(*wt),
+        _ => None,
+    });
+    std::fs::write(
+        spec.dir.join("failure.json"),
+        serde_json::to_vec(&FailureTimes {
+            killed: t.start,
+            updated,
+        })?,
+    )?;
+    Ok(())
 }
 
 /// When the failure is due, kills the area's web servers and (if `redirect`) moves the

@@ -3,7 +3,7 @@
 //! the report when Python or matplotlib is missing, so nothing else depends on it).
 
 use super::analysis::RunResult;
-use super::spec::{Area, Failure, LabSpec, Mode, ResolverKind};
+use super::spec::{Area, Event, Failure, LabSpec, Mode, ResolverKind};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ pub fn base_spec(work: &Path, tag: &str, areas: u8, regions: u8, mode: Mode) -> 
         probe_rate: 8,
         seed: 9,
         failure: None,
+        event: None,
     }
 }
 
@@ -78,8 +79,51 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
         });
         plan.push((format!("cluster-dies-{name}"), s));
     }
+    // The real runtime (walrus-node processes, with source steering): steady state, then
+    // one event each. Area 2's cluster dies or overloads, the master dies, area 3 is cut
+    // off from the others.
+    let third = (seconds / 3).max(1);
+    let events: [(&str, Option<Event>); 5] = [
+        ("steady", None),
+        (
+            "cluster-dies",
+            Some(Event::ClusterDies {
+                area: Area(2),
+                at_secs: third,
+            }),
+        ),
+        (
+            "overload",
+            Some(Event::Overload {
+                area: Area(2),
+                at_secs: (seconds / 4).max(1),
+                secs: third,
+                conns: OVERLOAD_CONNS,
+            }),
+        ),
+        ("master-dies", Some(Event::MasterDies { at_secs: third })),
+        (
+            "partition",
+            Some(Event::Partition {
+                area: Area(3),
+                at_secs: (seconds / 4).max(1),
+                secs: third,
+            }),
+        ),
+    ];
+    for (i, (name, event)) in events.into_iter().enumerate() {
+        let mut s = base_spec(work, &format!("rt{i}"), 3, 3, Mode::Runtime);
+        s.seconds = seconds;
+        s.probe_rate = 0;
+        s.event = event;
+        plan.push((format!("runtime-{name}"), s));
+    }
     plan
 }
+
+/// Slow connections held per server in the overload scenario: 36 of
+/// [`super::runtime::MAX_WORKERS`] (40) is a load of 0.9, above the 0.8 threshold.
+pub const OVERLOAD_CONNS: u32 = 36;
 
 fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
@@ -184,9 +228,12 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
         let _ = writeln!(
             md,
             "Area a2's whole home cluster is killed (SIGKILL) a third into the run. With \
-             Walrus, 1 s later (standing in for detection plus one Controller round until \
-             the runtime lands) a2's name server answers with a1's cluster; with round-robin \
-             DNS nothing changes. TTL 2 s.\n"
+             the scripted Walrus (`cluster-dies-walrus`), 1 s later (standing in for \
+             detection plus one Controller round) a2's name server answers with a1's cluster; \
+             with the real runtime (`runtime-cluster-dies`) the Reporters see their nginx \
+             refuse connections and the master moves the area; with round-robin DNS nothing \
+             changes. TTL 2 s. *after answer moved* for the runtime = after the watcher first \
+             saw a2's new answer.\n"
         );
         let _ = writeln!(md, "| run | requests after | errors after | uses of dead servers | last dead use after kill (ms) | after answer moved (ms) |");
         let _ = writeln!(md, "|---|---|---|---|---|---|");
@@ -204,6 +251,70 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
                         .map_or("—".into(), |x| x.to_string()),
                 );
             }
+        }
+    }
+    let events: Vec<&RunResult> = results.iter().filter(|r| r.event.is_some()).collect();
+    if !events.is_empty() {
+        let _ = writeln!(md, "\n## The real runtime: events\n");
+        let _ = writeln!(
+            md,
+            "`walrus-node run` processes in the area namespaces (per area: a Controller, a \
+             Director with the embedded name server and source steering plus the Reporter of \
+             web server 1, the Reporter of web server 2), group communication over QUIC on the \
+             backbone, 1 s rounds, threshold 0.8 of `max_workers` = 40 busy connections. A \
+             watcher in region 1 asks every area server for `www.<area zone>` every 100 ms and \
+             every Controller's `/status` every 200 ms. *reaction* = event start → the struck \
+             area's first answer without its own cluster (cluster dies, overload), → one new \
+             master (master dies), → the cut-off side has its own master (partition). \
+             *recovery* = event end → the area back on its home cluster (overload), → one \
+             master again (partition). Client figures are from the event's start to the end \
+             of the run, all resolvers.\n"
+        );
+        let _ = writeln!(md, "| run | event | reaction ms | recovery ms | most masters at once | masters at end | requests after | errors after | p50 ms | p99 ms | served by nearest | per cluster | answer changes (ms after start: area → clusters) |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in events {
+            let Some(e) = &r.event else { continue };
+            let ms = |x: Option<u64>| x.map_or("—".to_owned(), |v| v.to_string());
+            let changes: Vec<String> = e
+                .answer_changes
+                .iter()
+                .filter(|(t, _, _)| *t >= 0)
+                .take(8)
+                .map(|(t, a, c)| {
+                    let c: Vec<String> = c.iter().map(|x| format!("c{x}")).collect();
+                    format!("{t}: a{a}→{}", c.join("+"))
+                })
+                .collect();
+            let (req, err, p50, p99, near, per) = match &e.after {
+                Some(c) => (
+                    c.requests.to_string(),
+                    c.errors.to_string(),
+                    format!("{:.1}", c.p50_ms),
+                    format!("{:.1}", c.p99_ms),
+                    pct(c.nearest),
+                    c.per_cluster
+                        .iter()
+                        .map(|(a, n)| format!("a{a}:{n}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                None => Default::default(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {req} | {err} | {p50} | {p99} | {near} | {per} | {} |",
+                r.name,
+                e.kind,
+                ms(e.reaction_ms),
+                ms(e.recovery_ms),
+                e.max_masters,
+                e.masters_at_end,
+                if changes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    changes.join("; ")
+                }
+            );
         }
     }
     let _ = writeln!(md, "\n## Plots\n");

@@ -90,14 +90,15 @@ pub fn start_web(spec: &LabSpec, a: Area, k: u8) -> Result<ChildGuard, LabError>
     let mut conf = format!(
         "daemon off; master_process off; worker_processes 1; pid {ds}/nginx.pid;\n\
          error_log {ds}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n\
-         access_log off;\n"
+         access_log off;\nclient_header_timeout 300s;\n"
     );
     for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         conf.push_str(&format!("{t}_temp_path {ds}/{t};\n"));
     }
     conf.push_str(&format!(
         "server {{ listen {}:{port}; location / {{ default_type text/plain; \
-         return 200 \"walrus lab: area {a} server {k}\\n\"; }} }}\n}}\n",
+         return 200 \"walrus lab: area {a} server {k}\\n\"; }} \
+         location = /nginx_status {{ stub_status; }} }}\n}}\n",
         a.backbone()
     ));
     write(&d.join("nginx.conf"), &conf)?;
@@ -324,6 +325,7 @@ mod tests {
             probe_rate: 0,
             seed: 0,
             failure: None,
+            event: None,
         };
         let z = root_zone(&spec);
         assert_eq!(z.matches("walrus.test. IN NS").count(), 3);

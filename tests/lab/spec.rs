@@ -199,6 +199,12 @@ pub enum Mode {
     RoundRobin,
     /// The oracle: clients skip DNS and always use their region's nearest cluster.
     Oracle,
+    /// The real Walrus: `walrus-node run` processes in the area namespaces (Controllers,
+    /// Reporters reading nginx `stub_status`, Directors with the embedded name server and
+    /// source steering from `[[dns.steering]]`), group communication over QUIC across
+    /// the backbone. Answers start at each area's home cluster and then are whatever the
+    /// master Controller decides (`super::runtime`).
+    Runtime,
 }
 
 impl Mode {
@@ -210,6 +216,7 @@ impl Mode {
             Mode::Single => "single",
             Mode::RoundRobin => "round-robin",
             Mode::Oracle => "oracle",
+            Mode::Runtime => "walrus-runtime",
         }
     }
 
@@ -221,6 +228,7 @@ impl Mode {
             Mode::Single,
             Mode::RoundRobin,
             Mode::Oracle,
+            Mode::Runtime,
         ]
         .into_iter()
         .find(|m| m.name() == s)
@@ -261,6 +269,123 @@ pub struct LabSpec {
     /// A cluster that dies during the run, if any.
     #[serde(default)]
     pub failure: Option<Failure>,
+    /// What happens to the real Walrus during the run ([`Mode::Runtime`] only).
+    #[serde(default)]
+    pub event: Option<Event>,
+}
+
+/// A scenario event played against the real runtime ([`Mode::Runtime`]); times are
+/// seconds after the clients' start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Event {
+    /// Every nginx of `area`'s home cluster is killed (SIGKILL); nothing else is told:
+    /// the Reporters see connection refused (PANIC), the master moves the area.
+    ClusterDies {
+        /// The area whose cluster dies.
+        area: Area,
+        /// When.
+        at_secs: u32,
+    },
+    /// `conns` slow clients (connections that send half a request line and wait) are
+    /// held on every server of `area`'s home cluster from `at_secs` for `secs`: nginx
+    /// counts them as busy (`Reading`), so the Reporters measure a load of about
+    /// `conns / max_workers`, above the threshold.
+    Overload {
+        /// The area whose cluster overloads.
+        area: Area,
+        /// When it starts.
+        at_secs: u32,
+        /// How long it lasts.
+        secs: u32,
+        /// Slow connections per server.
+        conns: u32,
+    },
+    /// The master Controller's process is killed (SIGKILL) at `at_secs`; a backup takes
+    /// over.
+    MasterDies {
+        /// When.
+        at_secs: u32,
+    },
+    /// Group-communication traffic between `area` and every other area is dropped
+    /// (nftables in `area`'s namespace) from `at_secs` for `secs`, then let through
+    /// again. DNS and HTTP from the regions are not cut: each side keeps serving.
+    Partition {
+        /// The area cut off.
+        area: Area,
+        /// When.
+        at_secs: u32,
+        /// How long.
+        secs: u32,
+    },
+}
+
+impl Event {
+    /// Short name used in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ClusterDies { .. } => "cluster-dies",
+            Event::Overload { .. } => "overload",
+            Event::MasterDies { .. } => "master-dies",
+            Event::Partition { .. } => "partition",
+        }
+    }
+    /// Parses `KIND[:AREA]@AT[+SECS]`, e.g. `cluster-dies:2@10`, `overload:2@8+12`,
+    /// `master-dies@10`, `partition:3@8+12` (overload: [`Event::Overload`] with `conns`
+    /// slow connections per server).
+    pub fn parse(s: &str, conns: u32) -> Option<Event> {
+        let (head, when) = s.split_once('@')?;
+        let (at, secs) = match when.split_once('+') {
+            Some((a, d)) => (a.parse().ok()?, Some(d.parse().ok()?)),
+            None => (when.parse().ok()?, None),
+        };
+        let (kind, area) = match head.split_once(':') {
+            Some((k, a)) => (k, Some(Area(a.parse().ok()?))),
+            None => (head, None),
+        };
+        match (kind, area, secs) {
+            ("cluster-dies", Some(area), None) => Some(Event::ClusterDies { area, at_secs: at }),
+            ("overload", Some(area), Some(secs)) => Some(Event::Overload {
+                area,
+                at_secs: at,
+                secs,
+                conns,
+            }),
+            ("master-dies", None, None) => Some(Event::MasterDies { at_secs: at }),
+            ("partition", Some(area), Some(secs)) => Some(Event::Partition {
+                area,
+                at_secs: at,
+                secs,
+            }),
+            _ => None,
+        }
+    }
+
+    /// When it starts, seconds after the clients' start.
+    pub fn at_secs(&self) -> u32 {
+        match *self {
+            Event::ClusterDies { at_secs, .. }
+            | Event::Overload { at_secs, .. }
+            | Event::MasterDies { at_secs }
+            | Event::Partition { at_secs, .. } => at_secs,
+        }
+    }
+    /// How long it lasts, when it ends by itself.
+    pub fn secs(&self) -> Option<u32> {
+        match *self {
+            Event::Overload { secs, .. } | Event::Partition { secs, .. } => Some(secs),
+            Event::ClusterDies { .. } | Event::MasterDies { .. } => None,
+        }
+    }
+    /// The area it strikes, if one.
+    pub fn area(&self) -> Option<Area> {
+        match *self {
+            Event::ClusterDies { area, .. }
+            | Event::Overload { area, .. }
+            | Event::Partition { area, .. } => Some(area),
+            Event::MasterDies { .. } => None,
+        }
+    }
 }
 
 /// "A cluster dies": every web server of `area`'s home cluster is killed (SIGKILL) `at_secs`
@@ -308,6 +433,14 @@ impl LabSpec {
         }
         if self.ttl_secs == 0 {
             return Err("the TTL must be at least 1 s".into());
+        }
+        if self.event.is_some() && self.mode != Mode::Runtime {
+            return Err("an event needs the real runtime (mode walrus-runtime)".into());
+        }
+        if let Some(a) = self.event.and_then(|e| e.area()) {
+            if !(1..=self.areas).contains(&a.0) {
+                return Err(format!("the event strikes {a}, which does not exist"));
+            }
         }
         if let Some(f) = self.failure {
             let ok = |a: Area| (1..=self.areas).contains(&a.0);
@@ -365,7 +498,7 @@ impl LabSpec {
     /// What area `a`'s name server answers for `www` in this run's mode (at the start).
     pub fn answer_of(&self, a: Area) -> Vec<Ipv4Addr> {
         match self.mode {
-            Mode::Walrus | Mode::WalrusSteered | Mode::Oracle => self.cluster(a),
+            Mode::Walrus | Mode::WalrusSteered | Mode::Oracle | Mode::Runtime => self.cluster(a),
             Mode::Single => self.cluster(Area(1)),
             Mode::RoundRobin => self.all_areas().flat_map(|a| self.cluster(a)).collect(),
         }
@@ -425,6 +558,7 @@ mod tests {
             probe_rate: 1,
             seed: 1,
             failure: None,
+            event: None,
         }
     }
 
@@ -471,5 +605,43 @@ mod tests {
             redirect: true,
         });
         assert!(s.validate().is_err());
+        let mut s = spec();
+        s.event = Some(Event::MasterDies { at_secs: 3 });
+        assert!(s.validate().unwrap_err().contains("runtime"));
+        s.mode = Mode::Runtime;
+        assert!(s.validate().is_ok());
+        s.event = Some(Event::Partition {
+            area: Area(7),
+            at_secs: 1,
+            secs: 1,
+        });
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn events_parse_from_the_command_line() {
+        assert_eq!(
+            Event::parse("cluster-dies:2@10", 5),
+            Some(Event::ClusterDies {
+                area: Area(2),
+                at_secs: 10
+            })
+        );
+        assert_eq!(
+            Event::parse("overload:2@8+12", 5),
+            Some(Event::Overload {
+                area: Area(2),
+                at_secs: 8,
+                secs: 12,
+                conns: 5
+            })
+        );
+        assert_eq!(
+            Event::parse("master-dies@4", 5),
+            Some(Event::MasterDies { at_secs: 4 })
+        );
+        assert_eq!(Event::parse("partition:3@8", 5), None);
+        assert_eq!(Event::parse("master-dies:1@4", 5), None);
+        assert_eq!(Event::parse("meteor@4", 5), None);
     }
 }

@@ -224,6 +224,20 @@ pub struct Dns {
     /// (`<state_dir>/<area>.state`), so it serves it after a restart before any
     /// Controller is heard from. Default `/var/lib/walrus/dns`.
     pub state_dir: PathBuf,
+    /// Source steering of the embedded name servers (`[[dns.steering]]`): resolvers whose
+    /// address is in `source` get `www.<site>` as a CNAME to the zone of `area`, whichever
+    /// area server they ask (`walrus_actors::director::steering`). Empty by default: the
+    /// paper's §7.2 answer (own area).
+    pub steering: Vec<SteerRule>,
+}
+
+/// One source-steering rule: resolvers in `source` are sent to `area`'s zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteerRule {
+    /// An address prefix, e.g. `10.1.0.0/16` (a bare address is a host prefix).
+    pub source: String,
+    /// The area (normally the one nearest to those resolvers).
+    pub area: AreaName,
 }
 
 /// Reporter settings (the `[reporter]` section).
@@ -269,6 +283,10 @@ pub struct Area {
     pub home_cluster: ClusterName,
     /// TSIG key file (BIND `key` statement format), for the RFC 2136 backend.
     pub tsig_key_file: Option<PathBuf>,
+    /// The addresses published for the area's name server (`ns.<area zone>` A/AAAA
+    /// records), when resolvers reach it at other addresses than `name_server` (NAT, a
+    /// relay, anycast). Default: `name_server`'s address.
+    pub ns_addresses: Vec<IpAddr>,
 }
 
 /// One cluster.
@@ -386,6 +404,15 @@ struct RawDns {
     #[serde(default, with = "human_duration")]
     ttl: Option<Duration>,
     state_dir: Option<PathBuf>,
+    #[serde(default)]
+    steering: Vec<RawSteerRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSteerRule {
+    source: String,
+    area: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,6 +445,8 @@ struct RawArea {
     name_server: SocketAddr,
     home_cluster: String,
     tsig_key_file: Option<PathBuf>,
+    #[serde(default)]
+    ns_addresses: Vec<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -643,6 +672,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let timing = validate_timing(loc, raw.timing)?;
     let controller = validate_controller(loc, raw.controller)?;
+    let dns_span = raw.dns.as_ref().map(|d| d.span());
     let dns = validate_dns(loc, raw.dns)?;
     let notify = validate_notify(loc, raw.notify)?;
     let reporter = validate_reporter(loc, raw.reporter)?;
@@ -662,6 +692,22 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let clusters = validate_clusters(loc, &raw.clusters)?;
     let cluster_names: Vec<String> = clusters.keys().map(|c| c.0.clone()).collect();
     let areas = validate_areas(loc, &raw.areas, &clusters, &cluster_names, dns.backend)?;
+    if let Some((i, rule)) = dns
+        .steering
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !areas.contains_key(&r.area))
+    {
+        return Err(loc.err(
+            dns_span,
+            format!("dns.steering[{i}].area"),
+            format!(
+                "`{}` is not an area; {}",
+                rule.area.0,
+                known(areas.keys().map(|a| &a.0))
+            ),
+        ));
+    }
     let servers: BTreeSet<&ServerName> = clusters.values().flat_map(|c| c.servers.keys()).collect();
     let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas)?;
 
@@ -812,6 +858,20 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
             "\"direct\" needs backend = \"rfc2136\": the master cannot write another host's embedded server; use mode = \"director\"",
         ));
     }
+    let mut steering = Vec::new();
+    for (i, rule) in raw.steering.iter().enumerate() {
+        if let Err(e) = walrus_actors::director::steering::SourcePrefix::parse(&rule.source) {
+            return Err(loc.err(
+                span.clone(),
+                format!("dns.steering[{i}].source"),
+                format!("{e}; write e.g. \"10.1.0.0/16\""),
+            ));
+        }
+        steering.push(SteerRule {
+            source: rule.source.trim().to_owned(),
+            area: AreaName(rule.area.clone()),
+        });
+    }
     Ok(Dns {
         backend: raw.backend,
         mode: raw.mode,
@@ -819,6 +879,7 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
         state_dir: raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/dns")),
+        steering,
     })
 }
 
@@ -989,6 +1050,11 @@ fn validate_areas(
                 name_server: a.name_server,
                 home_cluster: home,
                 tsig_key_file: a.tsig_key_file.clone(),
+                ns_addresses: if a.ns_addresses.is_empty() {
+                    vec![a.name_server.ip()]
+                } else {
+                    a.ns_addresses.clone()
+                },
             },
         );
     }
@@ -1244,5 +1310,41 @@ mod tests {
                 .starts_with("/nonexistent/walrus.toml: cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn steering_rules_and_published_ns_addresses_are_read_and_checked() {
+        let c = parse(EXAMPLE).unwrap();
+        assert!(c.dns.steering.is_empty());
+        assert_eq!(
+            c.areas[&AreaName::from("eu")].ns_addresses,
+            vec!["127.0.0.11".parse::<IpAddr>().unwrap()]
+        );
+        let text = EXAMPLE
+            .replace(
+                "state_dir = \"/var/lib/walrus/dns\"",
+                "state_dir = \"/var/lib/walrus/dns\"\nsteering = [{ source = \"10.1.0.0/16\", area = \"us\" }]",
+            )
+            .replace(
+                "home_cluster = \"c-eu\"",
+                "home_cluster = \"c-eu\"\nns_addresses = [\"192.0.2.53\"]",
+            );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.dns.steering,
+            vec![SteerRule {
+                source: "10.1.0.0/16".into(),
+                area: AreaName::from("us")
+            }]
+        );
+        assert_eq!(
+            c.areas[&AreaName::from("eu")].ns_addresses,
+            vec!["192.0.2.53".parse::<IpAddr>().unwrap()]
+        );
+        let err = parse(&text.replace("area = \"us\"", "area = \"mars\"")).unwrap_err();
+        assert_eq!(err.field, "dns.steering[0].area");
+        assert!(err.message.contains("known: asia, eu, us"), "{err}");
+        let err = parse(&text.replace("10.1.0.0/16", "10.1.0.0/99")).unwrap_err();
+        assert_eq!(err.field, "dns.steering[0].source");
     }
 }

@@ -40,6 +40,7 @@ use walrus_actors::director::core::{
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
+use walrus_actors::director::steering::Steering;
 use walrus_actors::director::zone::{fqdn, RecordTtl, WwwRecords, ZoneLayout};
 use walrus_actors::director::{self, AreaDirector, NameServer};
 use walrus_actors::group::GroupLayer;
@@ -209,9 +210,26 @@ pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunEr
         .map(|(_, other)| format!("ns.{}", other.zone))
         .collect();
     let others: Vec<&str> = others.iter().map(String::as_str).collect();
-    ZoneLayout::new(&config.site, &a.zone, None, vec![a.name_server.ip()], ttl)
+    ZoneLayout::new(&config.site, &a.zone, None, a.ns_addresses.clone(), ttl)
         .and_then(|layout| layout.with_ns_ttl(ns_ttl).with_site_servers(&others))
         .map_err(|e| director_error(area, e))
+}
+
+/// The embedded name servers' source steering from `[[dns.steering]]`: each rule's
+/// source prefix mapped to its area's zone (empty: the paper's §7.2 answer).
+pub fn steering(config: &Config) -> Result<Steering, walrus_actors::director::DirectorError> {
+    let pairs: Vec<(String, String)> = config
+        .dns
+        .steering
+        .iter()
+        .filter_map(|r| {
+            config
+                .areas
+                .get(&r.area)
+                .map(|a| (r.source.clone(), a.zone.clone()))
+        })
+        .collect();
+    Steering::from_pairs(pairs.iter().map(|(s, z)| (s.as_str(), z.as_str())))
 }
 
 /// What an area's embedded server answers before its first decision (no state file yet):
@@ -462,6 +480,10 @@ impl<L: GroupLayer> NodeRuntime<L> {
                     initial_answer(&self.config, area),
                 )
                 .map_err(|e| director_error(area, e))?;
+                server.set_steering(
+                    steering(&self.config)
+                        .map_err(|e| director_error(area, format!("dns.steering: {e}")))?,
+                );
                 let listen = self.config.areas[area].name_server;
                 let listening = server
                     .bind(listen)
@@ -779,6 +801,33 @@ mod tests {
             PathBuf::from("/var/lib/walrus/dns/eu.state")
         );
         assert!(zone_layout(&c, &AreaName::from("mars")).is_err());
+    }
+
+    #[test]
+    fn steering_and_published_ns_addresses_reach_the_embedded_server() {
+        assert!(steering(&example()).unwrap().is_empty());
+        let text = EXAMPLE
+            .replace(
+                "state_dir = \"/var/lib/walrus/dns\"",
+                "state_dir = \"/var/lib/walrus/dns\"\nsteering = [{ source = \"10.1.0.0/16\", area = \"us\" }]",
+            )
+            .replace(
+                "home_cluster = \"c-eu\"",
+                "home_cluster = \"c-eu\"\nns_addresses = [\"192.0.2.53\"]",
+            );
+        let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+        let s = steering(&c).unwrap();
+        assert_eq!(
+            s.target_for("10.1.2.3".parse().unwrap())
+                .map(|n| n.to_ascii()),
+            Some("area-us.example.com.".to_owned())
+        );
+        assert_eq!(s.target_for("10.2.0.1".parse().unwrap()), None);
+        let l = zone_layout(&c, &AreaName::from("eu")).unwrap();
+        assert_eq!(
+            l.ns_addrs,
+            vec!["192.0.2.53".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

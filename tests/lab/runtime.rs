@@ -1,0 +1,520 @@
+//! The real Walrus in the lab ([`Mode::Runtime`]): one `walrus.toml` for the run, the
+//! group's certificates (`walrus-node certs`), and `walrus-node run` processes in the area
+//! namespaces; plus the scenario events played against them (a cluster dies, overloads,
+//! the master dies, a partition) and the watcher that records, from outside, every answer
+//! the area name servers give and who is master.
+//!
+//! Nodes of area A (group communication over QUIC on its backbone address, so every
+//! packet between areas crosses the backbone bridge and can be cut by nftables):
+//!
+//! ```text
+//!   aA-c    controller                        :7400   status :9400
+//!   aA-d    director (embedded name server    :7401   status :9401
+//!           on :53, source steering) + reporter of web server 1
+//!   aA-sK   reporter of web server K (K ≥ 2)  :740K
+//! ```
+//!
+//! The Controllers run in processes of their own, so killing the master kills no name
+//! server and no Reporter. The Reporters read their nginx's `stub_status` on the backbone
+//! (`use_cpu = false`: every server shares this machine's CPU, so the CPU figure says
+//! nothing about any one of them; the load is busy connections / `max_workers`).
+
+use super::clients::stub_query;
+use super::netns::{run, ChildGuard, LabError};
+use super::relay::now_ms;
+use super::spec::{Area, LabSpec, AREAS_PARENT, SITE, WEB_PORT_BASE};
+use hickory_proto::rr::RecordType;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `max_workers` given for every lab nginx: the Reporter's load is busy connections over
+/// this.
+pub const MAX_WORKERS: u32 = 40;
+/// The Controllers' threshold.
+pub const THRESHOLD: f64 = 0.8;
+/// First group-communication port of an area's nodes.
+pub const GCS_PORT: u16 = 7400;
+/// First status port of an area's nodes.
+pub const STATUS_PORT: u16 = 9400;
+/// The nftables table the partition adds in an area's namespace.
+const NFT_TABLE: &str = "walruslab";
+
+/// One `walrus-node` process of the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabNode {
+    /// Its node name in `walrus.toml`.
+    pub name: String,
+    /// Its area (namespace).
+    pub area: Area,
+    /// Index within the area: 0 controller, 1 director + reporter of server 1, k reporter
+    /// of server k.
+    pub index: u8,
+}
+
+impl LabNode {
+    /// Group-communication address.
+    pub fn gcs(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.area.backbone().into(),
+            GCS_PORT + u16::from(self.index),
+        )
+    }
+    /// Status address (controller and director only).
+    pub fn status(&self) -> Option<SocketAddr> {
+        (self.index <= 1).then(|| {
+            SocketAddr::new(
+                self.area.backbone().into(),
+                STATUS_PORT + u16::from(self.index),
+            )
+        })
+    }
+    /// Whether it runs a Controller.
+    pub fn is_controller(&self) -> bool {
+        self.index == 0
+    }
+}
+
+/// Every node of a run, area by area.
+pub fn nodes(spec: &LabSpec) -> Vec<LabNode> {
+    let mut v = Vec::new();
+    for a in spec.all_areas() {
+        v.push(LabNode {
+            name: format!("{a}-c"),
+            area: a,
+            index: 0,
+        });
+        v.push(LabNode {
+            name: format!("{a}-d"),
+            area: a,
+            index: 1,
+        });
+        for k in 2..=spec.servers_per_cluster {
+            v.push(LabNode {
+                name: format!("{a}-s{k}"),
+                area: a,
+                index: k,
+            });
+        }
+    }
+    v
+}
+
+fn server_name(a: Area, k: u8) -> String {
+    format!("{a}-s{k}")
+}
+
+/// The run's `walrus.toml`: areas with their zones (`ns_addresses` = the relayed public
+/// address resolvers use), clusters with nginx status pages, the nodes above, a 1 s round,
+/// the run's TTL, and steering of each region's resolvers to its nearest area.
+pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
+    let d = rt_dir.display();
+    let mut t = String::new();
+    let _ = writeln!(t, "site = \"{SITE}\"\n");
+    let _ = writeln!(
+        t,
+        "[timing]\nround_period = \"1s\"\nreport_timeout = \"400ms\"\n\
+         report_interval = \"500ms\"\ngcs_profile = \"lan\"\n"
+    );
+    let _ = writeln!(
+        t,
+        "[controller]\nthreshold = {THRESHOLD}\nmargin = 0.2\nmax_records = 20\nuse_cpu = false\n"
+    );
+    let _ = writeln!(
+        t,
+        "[dns]\nbackend = \"embedded\"\nmode = \"director\"\nttl = \"{}s\"\n\
+         state_dir = \"{d}/dns\"",
+        spec.ttl_secs
+    );
+    let rules: Vec<String> = spec
+        .all_regions()
+        .map(|r| {
+            format!(
+                "{{ source = \"{}/32\", area = \"{}\" }}",
+                r.backbone(),
+                spec.nearest(r)
+            )
+        })
+        .collect();
+    let _ = writeln!(t, "steering = [{}]\n", rules.join(", "));
+    let _ = writeln!(
+        t,
+        "[reporter]\nbypass_file = \"{d}/no-bypass\"\npanic_after = 3\n"
+    );
+    let _ = writeln!(t, "[notify]\ndead_after = \"5m\"\n");
+    let _ = writeln!(t, "[tls]\nca = \"{d}/certs/ca.pem\"\ndir = \"{d}/certs\"\n");
+    for a in spec.all_areas() {
+        let _ = writeln!(
+            t,
+            "[areas.{a}]\nzone = \"{a}.{AREAS_PARENT}\"\nname_server = \"{}:53\"\n\
+             home_cluster = \"c{}\"\nns_addresses = [\"{}\"]\n",
+            a.backbone(),
+            a.0,
+            a.ns_public()
+        );
+    }
+    for a in spec.all_areas() {
+        for k in 1..=spec.servers_per_cluster {
+            let _ = writeln!(
+                t,
+                "[clusters.c{}.servers.{}]\naddresses = [\"{}\"]\nstatus = \"nginx\"\n\
+                 status_url = \"http://{}:{}/nginx_status\"\nmax_workers = {MAX_WORKERS}\n",
+                a.0,
+                server_name(a, k),
+                a.web_public(k),
+                a.backbone(),
+                WEB_PORT_BASE + u16::from(k)
+            );
+        }
+    }
+    for n in nodes(spec) {
+        let _ = writeln!(t, "[nodes.{}]\naddress = \"{}\"", n.name, n.gcs());
+        match n.index {
+            0 => {
+                let _ = writeln!(t, "roles = [\"controller\"]");
+            }
+            1 => {
+                let _ = writeln!(
+                    t,
+                    "roles = [\"director\", \"reporter\"]\nserver = \"{}\"\narea = \"{}\"",
+                    server_name(n.area, 1),
+                    n.area
+                );
+            }
+            k => {
+                let _ = writeln!(
+                    t,
+                    "roles = [\"reporter\"]\nserver = \"{}\"",
+                    server_name(n.area, k)
+                );
+            }
+        }
+        if let Some(s) = n.status() {
+            let _ = writeln!(t, "status_addr = \"{s}\"");
+        }
+        t.push('\n');
+    }
+    t
+}
+
+/// The `walrus-node` binary: `$WALRUS_NODE`, else next to `walrus-lab` (Cargo puts every
+/// workspace binary in the same target directory).
+pub fn node_binary(lab_exe: &Path) -> Result<PathBuf, LabError> {
+    let p = std::env::var_os("WALRUS_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab_exe.with_file_name("walrus-node"));
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(LabError::Command {
+            cmd: p.display().to_string(),
+            detail: "walrus-node not found: run `cargo build -p walrus-node` (or set WALRUS_NODE)"
+                .into(),
+        })
+    }
+}
+
+/// Writes the run's certificates and `walrus.toml` under `<run dir>/rt`; returns the
+/// configuration's path.
+pub fn prepare(spec: &LabSpec, node_bin: &Path) -> Result<PathBuf, LabError> {
+    let rt = spec.dir.join("rt");
+    let certs = rt.join("certs");
+    let _ = std::fs::remove_dir_all(&rt);
+    std::fs::create_dir_all(rt.join("dns")).map_err(|source| LabError::Io {
+        path: rt.display().to_string(),
+        source,
+    })?;
+    let bin = node_bin.display().to_string();
+    let c = certs.display().to_string();
+    run(&bin, &["certs", "init", "--dir", &c])?;
+    let names: Vec<String> = nodes(spec).into_iter().map(|n| n.name).collect();
+    let mut args = vec!["certs", "issue", "--dir", &c];
+    args.extend(names.iter().map(String::as_str));
+    run(&bin, &args)?;
+    let path = rt.join("walrus.toml");
+    std::fs::write(&path, config_toml(spec, &rt)).map_err(|source| LabError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    run(
+        &bin,
+        &["check-config", "--config", &path.display().to_string()],
+    )?;
+    Ok(path)
+}
+
+/// Guard name of a node's process.
+pub fn what(node: &LabNode) -> String {
+    format!("walrus-node {}", node.name)
+}
+
+/// Starts one node in its area's namespace.
+pub fn start_node(
+    spec: &LabSpec,
+    node_bin: &Path,
+    config: &Path,
+    node: &LabNode,
+) -> Result<ChildGuard, LabError> {
+    let c = config.display().to_string();
+    ChildGuard::spawn_in(
+        &spec.ns_area(node.area),
+        &what(node),
+        &node_bin.display().to_string(),
+        &["run", "--config", &c, "--node", &node.name],
+        &spec.dir.join("rt").join(format!("{}.log", node.name)),
+    )
+}
+
+/// Cuts (`cut = true`) or heals group-communication traffic between `area` and every
+/// other area: nftables rules in `area`'s namespace drop UDP to or from the other areas'
+/// backbone addresses on the group ports (both directions, either end's port).
+pub fn partition(spec: &LabSpec, area: Area, cut: bool) -> Result<(), LabError> {
+    let ns = spec.ns_area(area);
+    if !cut {
+        run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "nft", "delete", "table", "inet", NFT_TABLE,
+            ],
+        )?;
+        return Ok(());
+    }
+    let others: Vec<String> = spec
+        .all_areas()
+        .filter(|a| *a != area)
+        .map(|a| a.backbone().to_string())
+        .collect();
+    let set = others.join(", ");
+    let ports = format!("{GCS_PORT}-{}", GCS_PORT + 99);
+    let script = format!(
+        "table inet {NFT_TABLE} {{\n\
+         chain in {{ type filter hook input priority 0; policy accept;\n\
+         ip saddr {{ {set} }} udp dport {ports} drop\n\
+         ip saddr {{ {set} }} udp sport {ports} drop\n}}\n\
+         chain out {{ type filter hook output priority 0; policy accept;\n\
+         ip daddr {{ {set} }} udp dport {ports} drop\n\
+         ip daddr {{ {set} }} udp sport {ports} drop\n}}\n}}\n"
+    );
+    let file = spec.dir.join("rt").join(format!("partition-{area}.nft"));
+    std::fs::write(&file, script).map_err(|source| LabError::Io {
+        path: file.display().to_string(),
+        source,
+    })?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "-f",
+            &file.display().to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// The watcher: what every area server answers, and who is master, over time.
+
+/// One observation of the watcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "kebab-case")]
+pub enum Watch {
+    /// Area `area`'s server answered `www.<area zone>` with `addrs` (logged on change).
+    Answer {
+        /// Unix ms.
+        t: u64,
+        /// The area.
+        area: u8,
+        /// The A records, sorted.
+        addrs: Vec<Ipv4Addr>,
+    },
+    /// What controller `node`'s status page said (logged on change; `None`: no answer).
+    Master {
+        /// Unix ms.
+        t: u64,
+        /// The controller node.
+        node: String,
+        /// Whether it says it is master (`None`: the page did not answer).
+        is_master: Option<bool>,
+        /// The master it knows.
+        master: Option<String>,
+    },
+}
+
+/// The `watch` role (run in region 1's namespace, which reaches every area's backbone
+/// address directly, without the relay): every 100 ms asks each area server for
+/// `www.<area zone>` and every 250 ms each Controller's `/status`; appends each change to
+/// `<dir>/watch.jsonl` until killed.
+pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
+    let path = spec.dir.join("watch.jsonl");
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let mut last_answer: std::collections::BTreeMap<u8, Vec<Ipv4Addr>> = Default::default();
+    let mut last_master: std::collections::BTreeMap<String, (Option<bool>, Option<String>)> =
+        Default::default();
+    let controllers: Vec<LabNode> = nodes(&spec)
+        .into_iter()
+        .filter(LabNode::is_controller)
+        .collect();
+    let mut tick: u64 = 0;
+    loop {
+        for a in spec.all_areas() {
+            let ns = SocketAddr::new(a.backbone().into(), 53);
+            let name = format!("www.{}", a.zone());
+            if let Ok(ans) = stub_query(ns, &name, RecordType::A, Duration::from_millis(300)).await
+            {
+                let mut addrs = ans.addrs;
+                addrs.sort();
+                if last_answer.get(&a.0) != Some(&addrs) && !addrs.is_empty() {
+                    let w = Watch::Answer {
+                        t: now_ms(),
+                        area: a.0,
+                        addrs: addrs.clone(),
+                    };
+                    writeln!(out, "{}", serde_json::to_string(&w)?)?;
+                    last_answer.insert(a.0, addrs);
+                }
+            }
+        }
+        if tick % 2 == 0 {
+            for c in &controllers {
+                let Some(addr) = c.status() else { continue };
+                let seen = status_master(addr).await;
+                if last_master.get(&c.name) != Some(&seen) {
+                    let w = Watch::Master {
+                        t: now_ms(),
+                        node: c.name.clone(),
+                        is_master: seen.0,
+                        master: seen.1.clone(),
+                    };
+                    writeln!(out, "{}", serde_json::to_string(&w)?)?;
+                    last_master.insert(c.name.clone(), seen);
+                }
+            }
+        }
+        out.flush()?;
+        tick += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `(is_master, master)` from a node's `/status` (`(None, None)` when it does not answer).
+async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let body = text.split_once("\r\n\r\n")?.1;
+        let doc: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some((
+            doc.get("is_master").and_then(serde_json::Value::as_bool),
+            doc.get("master")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        ))
+    };
+    tokio::time::timeout(Duration::from_millis(500), get)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or((None, None))
+}
+
+/// The `hold` role: opens `conns` connections to `addr`, sends half a request line on
+/// each and keeps them open for `secs` (slow clients: nginx counts them as `Reading`).
+pub async fn hold(addr: SocketAddr, conns: u32, secs: u64) -> anyhow::Result<()> {
+    let mut held = Vec::new();
+    for _ in 0..conns {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET / HTTP/1.1\r\n").await?;
+        held.push(s);
+    }
+    println!("holding {} connections to {addr}", held.len());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    drop(held);
+    Ok(())
+}
+
+/// The master as the controllers' status pages said at time `t` (the last `Master`
+/// observations at or before `t` that claim mastership).
+pub fn masters_at(watch: &[Watch], t: u64) -> Vec<String> {
+    let mut state: std::collections::BTreeMap<&str, bool> = Default::default();
+    for w in watch {
+        if let Watch::Master {
+            t: wt,
+            node,
+            is_master,
+            ..
+        } = w
+        {
+            if *wt <= t {
+                state.insert(node, is_master.unwrap_or(false));
+            }
+        }
+    }
+    state
+        .into_iter()
+        .filter(|(_, m)| *m)
+        .map(|(n, _)| n.to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::report::base_spec;
+    use crate::lab::spec::Mode;
+
+    #[test]
+    fn every_node_has_its_own_ports_and_the_config_names_them() {
+        let spec = base_spec(Path::new("/tmp/x"), "t", 3, 3, Mode::Runtime);
+        let n = nodes(&spec);
+        assert_eq!(n.len(), 9);
+        let mut gcs: Vec<SocketAddr> = n.iter().map(LabNode::gcs).collect();
+        gcs.sort();
+        gcs.dedup();
+        assert_eq!(gcs.len(), 9);
+        let t = config_toml(&spec, Path::new("/tmp/x/rt"));
+        assert!(
+            t.contains("[nodes.a2-c]\naddress = \"10.255.0.12:7400\""),
+            "{t}"
+        );
+        assert!(
+            t.contains("{ source = \"10.255.0.103/32\", area = \"a3\" }"),
+            "{t}"
+        );
+        assert!(t.contains("ns_addresses = [\"10.1.0.53\"]"), "{t}");
+        assert!(t.contains("status_url = \"http://10.255.0.12:8002/nginx_status\""));
+    }
+
+    #[test]
+    fn masters_at_follows_the_last_word_of_each_controller() {
+        let m = |t, node: &str, is: Option<bool>| Watch::Master {
+            t,
+            node: node.into(),
+            is_master: is,
+            master: None,
+        };
+        let w = vec![
+            m(1, "a1-c", Some(true)),
+            m(1, "a2-c", Some(false)),
+            m(5, "a1-c", None),
+            m(7, "a2-c", Some(true)),
+        ];
+        assert_eq!(masters_at(&w, 2), vec!["a1-c"]);
+        assert!(masters_at(&w, 6).is_empty());
+        assert_eq!(masters_at(&w, 9), vec!["a2-c"]);
+    }
+}
