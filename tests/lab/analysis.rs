@@ -194,10 +194,14 @@ pub fn event_outcome(
         .collect();
     let end_of_run = instants.iter().copied().max().unwrap_or(times.start);
     let window_end = times.end.unwrap_or(end_of_run);
-    let max_masters = instants
-        .iter()
-        .filter(|t| **t >= times.start && **t <= window_end)
-        .map(|t| masters_at(watch, *t).len())
+    let max_masters = std::iter::once(times.start)
+        .chain(
+            instants
+                .iter()
+                .copied()
+                .filter(|t| *t >= times.start && *t <= window_end),
+        )
+        .map(|t| masters_at(watch, t).len())
         .max()
         .unwrap_or(0);
     let masters_at_end = masters_at(watch, u64::MAX).len();
@@ -642,6 +646,7 @@ mod tests {
             probe_rate: 10,
             seed: 1,
             failure: None,
+            event: None,
         }
     }
 
@@ -783,5 +788,103 @@ mod tests {
         assert_eq!(all.per_cluster.get(&1), Some(&1));
         assert_eq!(all.nearest, 0.5);
         assert_eq!(all.p99_ms, 100.0);
+    }
+
+    fn answer(t: u64, area: u8, addrs: &[&str]) -> Watch {
+        Watch::Answer {
+            t,
+            area,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    fn master(t: u64, node: &str, is: bool) -> Watch {
+        Watch::Master {
+            t,
+            node: node.into(),
+            is_master: Some(is),
+            master: None,
+        }
+    }
+
+    #[test]
+    fn runtime_cluster_dies_uses_the_watchers_move_and_catches_a_late_dead_address() {
+        let mut s = spec();
+        s.mode = Mode::Runtime;
+        s.event = Some(Event::ClusterDies {
+            area: Area(2),
+            at_secs: 5,
+        });
+        assert_eq!(dead_area(&s), Some(Area(2)));
+        let watch = vec![
+            answer(1_000, 2, &["10.2.1.1", "10.2.1.2"]),
+            answer(7_200, 2, &["10.1.1.1", "10.1.1.2"]),
+        ];
+        let times = EventTimes {
+            start: 5_000,
+            end: None,
+            victim: None,
+        };
+        let o = event_outcome(&s, times, &watch, &[]).unwrap();
+        assert_eq!(o.reaction_ms, Some(2_200));
+        assert_eq!(o.answer_changes, vec![(2_200, 2, vec![1])]);
+        // The runtime may give area 2 area 1's servers: not a foreign address there.
+        assert!(check_addresses(&s, &[rec("10.1.1.1", 2)]).is_ok());
+        assert!(check_addresses(&s, &[rec("10.9.1.1", 2)]).is_err());
+        let ft = FailureTimes {
+            killed: 5_000,
+            updated: Some(7_200),
+        };
+        let mut ok = rec("10.2.1.1", 2);
+        ok.t = 8_000;
+        assert!(check_no_dead_address(&s, ft, &[ok], 2_000).is_ok());
+        // Planted fault: a dead server used 5 s after the answer moved.
+        let mut late = rec("10.2.1.2", 2);
+        late.t = 12_200;
+        assert!(matches!(
+            check_no_dead_address(&s, ft, &[late], 2_000),
+            Err(CheckFailed::DeadAddress { late_ms: 5_000, .. })
+        ));
+    }
+
+    #[test]
+    fn runtime_master_and_partition_outcomes_count_masters() {
+        let mut s = spec();
+        s.mode = Mode::Runtime;
+        s.event = Some(Event::MasterDies { at_secs: 5 });
+        let w = vec![
+            master(100, "a1-c", true),
+            master(100, "a2-c", false),
+            master(5_300, "a1-c", false),
+            master(5_900, "a2-c", true),
+        ];
+        let times = EventTimes {
+            start: 5_000,
+            end: None,
+            victim: Some("a1-c".into()),
+        };
+        let o = event_outcome(&s, times.clone(), &w, &[]).unwrap();
+        assert_eq!(o.reaction_ms, Some(900));
+        assert_eq!((o.max_masters, o.masters_at_end), (1, 1));
+        s.event = Some(Event::Partition {
+            area: Area(2),
+            at_secs: 5,
+            secs: 5,
+        });
+        let w = vec![
+            master(100, "a1-c", true),
+            master(100, "a2-c", false),
+            master(6_000, "a2-c", true),
+            master(10_700, "a2-c", false),
+        ];
+        let times = EventTimes {
+            start: 5_000,
+            end: Some(10_000),
+            victim: None,
+        };
+        let o = event_outcome(&s, times, &w, &[]).unwrap();
+        assert_eq!(o.reaction_ms, Some(1_000));
+        assert_eq!(o.recovery_ms, Some(700));
+        assert_eq!((o.max_masters, o.masters_at_end), (2, 1));
     }
 }

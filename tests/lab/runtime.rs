@@ -384,7 +384,7 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
                 }
             }
         }
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             for c in &controllers {
                 let Some(addr) = c.status() else { continue };
                 let seen = status_master(addr).await;

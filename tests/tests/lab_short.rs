@@ -1,16 +1,20 @@
-//! The steering lab's short form (issue 9): two areas, two regions, BIND as resolver, Walrus
-//! with static answers, 25 s of clients and probes, in network namespaces with the delay
-//! relay. Asserts only what cannot be noise:
+//! The steering lab's short form (issue 9): two areas, two regions, BIND as resolver, the
+//! real Walrus runtime (`walrus-node run` processes: Controllers, Reporters reading nginx,
+//! Directors with the embedded name server), 25 s of clients and probes, in network
+//! namespaces with the delay relay. Asserts only what cannot be noise:
 //! - once converged (after the 10 s warm-up) the nearest area's name server gets most
 //!   (> 50%) of each region's probe queries — BIND measured 97–100% here, so even a badly
 //!   loaded machine stays far above the bar, while a resolver that ignored RTT would sit at
 //!   50% (checker shown to catch that planted fault in `lab::analysis` unit tests);
-//! - every address a client used is held by the zone of the area its CNAME named;
-//! - area 2's cluster dies at 12 s and its answer moves to area 1's cluster 1 s later:
-//!   after that plus two TTLs (resolver and stub cache) and 1.5 s, no client uses a dead
-//!   server's address.
+//! - every address a client used is one of the site's servers;
+//! - area 2's nginx processes are killed (SIGKILL) at 12 s and nothing else is told: the
+//!   real Reporters and master Controller must move area 2's answer within the run (the
+//!   watcher sees it), and after that move plus two TTLs (resolver and stub cache) and
+//!   1.5 s, no client uses a dead server's address (the checker is shown to catch a planted
+//!   late dead address in `lab::analysis::tests::runtime_cluster_dies_*`).
 //!
-//! Needs root and: iproute2, bind9, nginx (Debian packages).
+//! Needs root and: iproute2, bind9, nginx (Debian packages), and the `walrus-node` binary
+//! (built here with `cargo build -p walrus-node` when it is not next to `walrus-lab`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -19,29 +23,41 @@ use walrus_tests::lab::analysis::{
 };
 use walrus_tests::lab::clients::ClientRecord;
 use walrus_tests::lab::report::base_spec;
-use walrus_tests::lab::spec::{Area, Failure, Mode, ResolverKind};
+use walrus_tests::lab::spec::{Area, Event, Mode, ResolverKind};
 use walrus_tests::lab::{netns, orchestrate};
 
+/// `walrus-node` next to `walrus-lab` (Cargo's target directory), built if missing.
+fn ensure_walrus_node(lab: &Path) {
+    if std::env::var_os("WALRUS_NODE").is_some() || lab.with_file_name("walrus-node").is_file() {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .args(["build", "-p", "walrus-node", "--bin", "walrus-node"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(st.success(), "cargo build -p walrus-node failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nearest_area_serves_most_queries_once_converged() {
+async fn the_real_runtime_moves_a_dead_cluster_and_clients_follow_within_the_ttl() {
     for (program, package) in [("ip", "iproute2"), ("named", "bind9"), ("nginx", "nginx")] {
         netns::require(program, package).unwrap();
     }
+    let exe = Path::new(env!("CARGO_BIN_EXE_walrus-lab"));
+    ensure_walrus_node(exe);
     let work = std::env::temp_dir().join(format!("walrus-lab-ci-{}", std::process::id()));
-    let mut spec = base_spec(&work, "ci", 2, 2, Mode::Walrus);
+    let mut spec = base_spec(&work, "ci", 2, 2, Mode::Runtime);
     spec.resolvers = vec![ResolverKind::Bind];
     spec.seconds = 25;
     spec.clients_per_resolver = 2;
     spec.probe_rate = 10;
-    // Area 2's cluster dies at 12 s; 1 s later its name server answers with area 1's.
-    spec.failure = Some(Failure {
+    // Area 2's cluster dies at 12 s; the runtime has to notice by itself.
+    spec.event = Some(Event::ClusterDies {
         area: Area(2),
         at_secs: 12,
-        to: Area(1),
-        detect_ms: 1000,
-        redirect: true,
     });
-    let exe = Path::new(env!("CARGO_BIN_EXE_walrus-lab"));
     let result = orchestrate::run_once(&spec, exe, "ci")
         .await
         .expect("the lab runs (as root, with iproute2, bind9, nginx installed)");
@@ -57,6 +73,11 @@ async fn nearest_area_serves_most_queries_once_converged() {
     );
     check_addresses(&spec, &recs).unwrap();
     let failure = result.failure.expect("the failure happened");
+    assert!(
+        failure.times.updated.is_some(),
+        "the runtime never moved area 2's answer off its dead cluster (see {}/watch.jsonl)",
+        spec.dir.display()
+    );
     // Resolver and stub may each hold the old answer for one TTL; 1.5 s more for
     // requests in flight and a loaded machine.
     let grace = 2 * u64::from(spec.ttl_secs) * 1000 + 1500;
