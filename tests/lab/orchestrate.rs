@@ -138,7 +138,10 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     Ok(result)
 }
 
-/// Waits until the watcher has seen a master Controller and an answer from every area.
+/// Waits until the runtime is settled: one master for at least 2 s (by the watcher's
+/// clock) and every area answering with its whole home cluster. The first rounds after a
+/// start may answer otherwise (servers that have not reported yet count as dead): the
+/// resolvers start only after that.
 async fn wait_for_master(
     spec: &LabSpec,
     secs: u64,
@@ -147,15 +150,29 @@ async fn wait_for_master(
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let w: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
-        let answered: std::collections::BTreeSet<u8> = w
-            .iter()
-            .filter_map(|x| match x {
-                Watch::Answer { area, .. } => Some(*area),
-                Watch::Master { .. } => None,
-            })
-            .collect();
-        let masters = runtime::masters_at(&w, u64::MAX);
-        if masters.len() == 1 && answered.len() == usize::from(spec.areas) {
+        let mut last: std::collections::BTreeMap<u8, Vec<std::net::Ipv4Addr>> = Default::default();
+        let mut master_since = 0;
+        let mut masters = Vec::new();
+        for x in &w {
+            match x {
+                Watch::Answer { area, addrs, .. } => {
+                    last.insert(*area, addrs.clone());
+                }
+                Watch::Master { t, .. } => {
+                    let now = runtime::masters_at(&w, *t);
+                    if now != masters {
+                        masters = now;
+                        master_since = *t;
+                    }
+                }
+            }
+        }
+        let home = spec.all_areas().all(|a| {
+            let mut want = spec.cluster(a);
+            want.sort();
+            last.get(&a.0) == Some(&want)
+        });
+        if masters.len() == 1 && home && now_ms() >= master_since + 2000 {
             tracing::info!(master = %masters[0], "runtime up");
             return Ok(());
         }
@@ -170,7 +187,8 @@ async fn wait_for_master(
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "no single master within {secs} s (masters {masters:?}); see {}/watch.jsonl",
+            "runtime not settled within {secs} s (masters {masters:?}, home answers: {home}); \
+             see {}/watch.jsonl",
             spec.dir.display()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

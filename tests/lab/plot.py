@@ -101,5 +101,39 @@ if steady:
     fig.savefig(f"{out}/nearest-by-resolver.png", dpi=110)
     written.append("nearest-by-resolver.png")
 
+events = [r for r in results if r.get("event")]
+if events:
+    # 5. The real runtime: which cluster each area's server answered with, around the event.
+    fig, axes = plt.subplots(1, len(events), figsize=(3.2 * len(events), 3.2), sharey=True)
+    if len(events) == 1:
+        axes = [axes]
+    for ax, r in zip(axes, events):
+        e = r["event"]
+        t0 = e["times"]["start"]
+        end = e["times"]["end"]
+        horizon = 25.0
+        for area in range(1, r["areas"] + 1):
+            xs, ys = [-2.0], [area]
+            for t, a, clusters in e["answer_changes"]:
+                if a == area and t >= 0 and clusters:
+                    xs.append(t / 1000.0)
+                    ys.append(sum(clusters) / len(clusters))
+            xs.append(horizon)
+            ys.append(ys[-1])
+            ax.step(xs, [y + 0.04 * (area - 2) for y in ys], where="post", label=f"a{area}")
+        ax.axvline(0, color="red", linestyle="--", linewidth=1)
+        if end:
+            ax.axvline((end - t0) / 1000.0, color="green", linestyle="--", linewidth=1)
+        ax.set_title(r["name"].replace("runtime-", ""), fontsize=9)
+        ax.set_xlabel("s after the event (red: start, green: end)", fontsize=7)
+        ax.set_yticks(range(1, r["areas"] + 1))
+        ax.set_yticklabels([f"c{i}" for i in range(1, r["areas"] + 1)])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cluster answered")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(f"{out}/runtime-events.png", dpi=110)
+    written.append("runtime-events.png")
+
 for w in written:
     print(w)
