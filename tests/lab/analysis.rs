@@ -165,10 +165,12 @@ pub fn event_outcome(
         v.dedup();
         v
     };
+    // The clients' last request ends the run: what the watcher saw later is the shutdown.
+    let end_of_run = recs.iter().map(|r| r.t).max().unwrap_or(u64::MAX);
     let answer_changes: Vec<(i64, u8, Vec<u8>)> = watch
         .iter()
         .filter_map(|w| match w {
-            Watch::Answer { t, area, addrs } if *t + 1000 >= times.start => {
+            Watch::Answer { t, area, addrs } if *t + 1000 >= times.start && *t <= end_of_run => {
                 Some((*t as i64 - times.start as i64, *area, clusters_of(addrs)))
             }
             _ => None,
@@ -192,7 +194,6 @@ pub fn event_outcome(
             Watch::Answer { .. } => None,
         })
         .collect();
-    let end_of_run = instants.iter().copied().max().unwrap_or(times.start);
     let window_end = times.end.unwrap_or(end_of_run);
     let max_masters = std::iter::once(times.start)
         .chain(
@@ -204,7 +205,7 @@ pub fn event_outcome(
         .map(|t| masters_at(watch, t).len())
         .max()
         .unwrap_or(0);
-    let masters_at_end = masters_at(watch, u64::MAX).len();
+    let masters_at_end = masters_at(watch, end_of_run).len();
     let (reaction_ms, recovery_ms) = match e {
         Event::ClusterDies { area, .. } => (
             first_answer(area.0, times.start, &|c| !c.contains(&area.0)),

@@ -77,7 +77,8 @@ enum Cmd {
         #[arg(long, default_value = "walrus-lab full --out docs/lab")]
         command: String,
     },
-    /// Recomputes every figure of a full lab from its raw records (WORK), then the report.
+    /// Recomputes the figures of a full lab's runs from their raw records (WORK; runs
+    /// without records keep their figures from OUT/results.json), then the report.
     Reanalyze {
         /// The work directory of the full lab.
         #[arg(long, default_value = "/tmp/walrus-lab")]
@@ -239,12 +240,21 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Reanalyze { work, out, command } => {
-            let mut results = Vec::new();
+            // Runs whose raw records are gone keep their figures from OUT/results.json.
+            let mut results: Vec<analysis::RunResult> =
+                std::fs::read_to_string(out.join("results.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
             for (name, planned) in report::full_plan(&work, 0) {
                 let Ok(s) = load(&planned.dir.join("spec.json")) else {
                     continue;
                 };
-                results.push(analysis::analyze(&s, &name));
+                let r = analysis::analyze(&s, &name);
+                match results.iter_mut().find(|x| x.name == r.name) {
+                    Some(x) => *x = r,
+                    None => results.push(r),
+                }
             }
             let path = report::write_report(&out, &results, &command)?;
             println!("{}", path.display());

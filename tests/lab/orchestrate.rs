@@ -125,6 +125,8 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
         wait_exit(c, budget, log, &mut guards).await?;
     }
     drop(helpers);
+    // The watcher stops first: what it would see next is the shutdown.
+    guards.retain(|g| g.what != "answer watcher");
     // Let the relays write their last records.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(clients);
