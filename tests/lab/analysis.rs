@@ -146,6 +146,11 @@ pub struct EventOutcome {
     pub answer_changes: Vec<(i64, u8, Vec<u8>)>,
     /// The clients' figures from the start to the end of the run (all resolvers).
     pub after: Option<ClientSummary>,
+    /// The clients' figures from the start to the end of the event, for events that end
+    /// (all resolvers; `who` = `all`), and the same for the struck area's region(s) only
+    /// (`who` = `struck-region`).
+    #[serde(default)]
+    pub during: Vec<ClientSummary>,
 }
 
 /// The outcome of a runtime event from its records.
@@ -254,7 +259,36 @@ pub fn event_outcome(
     let after = client_summaries(spec, &after)
         .into_iter()
         .find(|c| c.who == "all");
+    let mut during = Vec::new();
+    if let Some(end) = times.end {
+        let win: Vec<ClientRecord> = recs
+            .iter()
+            .filter(|r| r.t >= times.start && r.t < end)
+            .cloned()
+            .collect();
+        during.extend(
+            client_summaries(spec, &win)
+                .into_iter()
+                .filter(|c| c.who == "all"),
+        );
+        if let Some(area) = e.area() {
+            let struck: Vec<ClientRecord> = win
+                .into_iter()
+                .filter(|r| spec.nearest(Region(r.region)) == area)
+                .collect();
+            during.extend(
+                client_summaries(spec, &struck)
+                    .into_iter()
+                    .filter(|c| c.who == "all")
+                    .map(|mut c| {
+                        c.who = "struck-region".into();
+                        c
+                    }),
+            );
+        }
+    }
     Some(EventOutcome {
+        during,
         kind: e.name().to_owned(),
         times,
         reaction_ms,

@@ -111,7 +111,7 @@ if events:
         e = r["event"]
         t0 = e["times"]["start"]
         end = e["times"]["end"]
-        horizon = 25.0
+        horizon = max([25.0] + [t / 1000.0 + 2 for t, _, _ in e["answer_changes"]])
         for area in range(1, r["areas"] + 1):
             xs, ys = [-2.0], [area]
             for t, a, clusters in e["answer_changes"]:

@@ -2,7 +2,7 @@
 //! `report.md` (tables), PNG plots drawn by `plot.py` (matplotlib; skipped with a note in
 //! the report when Python or matplotlib is missing, so nothing else depends on it).
 
-use super::analysis::RunResult;
+use super::analysis::{ClientSummary, RunResult};
 use super::spec::{Area, Event, Failure, LabSpec, Mode, ResolverKind};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -314,6 +314,41 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
                 } else {
                     changes.join("; ")
                 }
+            );
+        }
+    }
+    let during: Vec<(&str, &ClientSummary)> = results
+        .iter()
+        .filter_map(|r| r.event.as_ref().map(|e| (r.name.as_str(), e)))
+        .flat_map(|(n, e)| e.during.iter().map(move |c| (n, c)))
+        .collect();
+    if !during.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nClients *during* the events that end (start → end): all regions, and the \
+             region whose nearest area was struck.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| run | clients | requests | errors | p50 ms | p99 ms | served by nearest | per cluster |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        for (name, c) in during {
+            let per: Vec<String> = c
+                .per_cluster
+                .iter()
+                .map(|(a, n)| format!("a{a}:{n}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
+                c.who,
+                c.requests,
+                c.errors,
+                c.p50_ms,
+                c.p99_ms,
+                pct(c.nearest),
+                per.join(" ")
             );
         }
     }
