@@ -26,7 +26,15 @@
 //! target/debug/walrus-lab full --out docs/lab --seconds 40      # every scenario, ~10 min
 //! target/debug/walrus-lab run --areas 3 --resolvers unbound,bind --mode walrus-steered
 //! cargo test -p walrus-tests --test lab_short                   # the CI form, ~30 s
+//! # the real runtime (walrus-node processes; build it: cargo build -p walrus-node):
+//! target/debug/walrus-lab full --out docs/lab --seconds 40 --only runtime   # ~4 min
+//! target/debug/walrus-lab run --areas 3 --resolvers bind --mode walrus-runtime \
+//!     --event master-dies@10      # or cluster-dies:2@10, overload:2@8+12, partition:3@8+12
 //! ```
+//!
+//! Modes: `walrus` / `walrus-steered` / `single` / `round-robin` / `oracle` are the
+//! scripted baselines (the lab's own `authd` serves answers the orchestrator writes);
+//! `walrus-runtime` runs the real Walrus ([`runtime`]) and the scenario events against it.
 //!
 //! Debian packages: `iproute2 bind9 nginx` (CI form); the full lab adds `unbound
 //! knot-resolver pdns-recursor` and, for the PNG plots, `python3-matplotlib` (or matplotlib
