@@ -858,6 +858,13 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
             "\"direct\" needs backend = \"rfc2136\": the master cannot write another host's embedded server; use mode = \"director\"",
         ));
     }
+    if !raw.steering.is_empty() && raw.backend != DnsBackend::Embedded {
+        return Err(loc.err(
+            span.clone(),
+            "dns.steering",
+            "source steering needs backend = \"embedded\" (the answer depends on the query's source, which an RFC 2136 update cannot express)",
+        ));
+    }
     let mut steering = Vec::new();
     for (i, rule) in raw.steering.iter().enumerate() {
         if let Err(e) = walrus_actors::director::steering::SourcePrefix::parse(&rule.source) {
@@ -1346,5 +1353,8 @@ mod tests {
         assert!(err.message.contains("known: asia, eu, us"), "{err}");
         let err = parse(&text.replace("10.1.0.0/16", "10.1.0.0/99")).unwrap_err();
         assert_eq!(err.field, "dns.steering[0].source");
+        let err =
+            parse(&text.replace("backend = \"embedded\"", "backend = \"rfc2136\"")).unwrap_err();
+        assert_eq!(err.field, "dns.steering");
     }
 }
