@@ -252,11 +252,7 @@ async fn play_event(
             let masters = runtime::masters_at(&w, u64::MAX);
             anyhow::ensure!(masters.len() == 1, "no single master to kill: {masters:?}");
             let name = masters[0].clone();
-            let what = runtime::what(&runtime::LabNode {
-                name: name.clone(),
-                area: super::spec::Area(0),
-                index: 0,
-            });
+            let what = runtime::what_of(&name);
             let before = guards.len();
             guards.retain(|g| g.what != what); // the dropped guard SIGKILLs it
             anyhow::ensure!(guards.len() + 1 == before, "no process for {what}");

@@ -249,7 +249,12 @@ pub fn prepare(spec: &LabSpec, node_bin: &Path) -> Result<PathBuf, LabError> {
 
 /// Guard name of a node's process.
 pub fn what(node: &LabNode) -> String {
-    format!("walrus-node {}", node.name)
+    what_of(&node.name)
+}
+
+/// Guard name of the process of the node called `name`.
+pub fn what_of(name: &str) -> String {
+    format!("walrus-node {name}")
 }
 
 /// Starts one node in its area's namespace.
