@@ -111,6 +111,7 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
             }),
         ),
     ];
+    let overload = events[2].1;
     for (i, (name, event)) in events.into_iter().enumerate() {
         let mut s = base_spec(work, &format!("rt{i}"), 3, 3, Mode::Runtime);
         s.seconds = seconds;
@@ -118,6 +119,12 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
         s.event = event;
         plan.push((format!("runtime-{name}"), s));
     }
+    // The same overload met by round-robin DNS (no Controller: where do requests go?).
+    let mut s = base_spec(work, "rt5", 3, 3, Mode::RoundRobin);
+    s.seconds = seconds;
+    s.probe_rate = 0;
+    s.event = overload;
+    plan.push(("overload-round-robin".into(), s));
     plan
 }
 

@@ -269,7 +269,8 @@ pub struct LabSpec {
     /// A cluster that dies during the run, if any.
     #[serde(default)]
     pub failure: Option<Failure>,
-    /// What happens to the real Walrus during the run ([`Mode::Runtime`] only).
+    /// What happens to the real Walrus during the run ([`Mode::Runtime`] only, except an
+    /// overload, which the scripted baselines can meet too).
     #[serde(default)]
     pub event: Option<Event>,
 }
@@ -434,8 +435,14 @@ impl LabSpec {
         if self.ttl_secs == 0 {
             return Err("the TTL must be at least 1 s".into());
         }
-        if self.event.is_some() && self.mode != Mode::Runtime {
-            return Err("an event needs the real runtime (mode walrus-runtime)".into());
+        match (self.event, self.mode) {
+            (None, _) | (Some(_), Mode::Runtime) => {}
+            // Slow clients need no runtime: the baselines' requests per cluster under the
+            // same overload.
+            (Some(Event::Overload { .. }), m) if m != Mode::Oracle => {}
+            (Some(_), _) => {
+                return Err("this event needs the real runtime (mode walrus-runtime)".into())
+            }
         }
         if let Some(a) = self.event.and_then(|e| e.area()) {
             if !(1..=self.areas).contains(&a.0) {
@@ -608,6 +615,15 @@ mod tests {
         let mut s = spec();
         s.event = Some(Event::MasterDies { at_secs: 3 });
         assert!(s.validate().unwrap_err().contains("runtime"));
+        let mut o = spec();
+        o.mode = Mode::RoundRobin;
+        o.event = Some(Event::Overload {
+            area: Area(2),
+            at_secs: 1,
+            secs: 1,
+            conns: 1,
+        });
+        assert!(o.validate().is_ok());
         s.mode = Mode::Runtime;
         assert!(s.validate().is_ok());
         s.event = Some(Event::Partition {
