@@ -275,7 +275,8 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
              master (master dies), → the cut-off side has its own master (partition). \
              *recovery* = event end → the area back on its home cluster (overload), → one \
              master again (partition). Client figures are from the event's start to the end \
-             of the run, all resolvers.\n"
+             of the run, all resolvers. `overload-round-robin` is the baseline: the same slow \
+             clients against round-robin DNS, no runtime.\n"
         );
         let _ = writeln!(md, "| run | event | reaction ms | recovery ms | most masters at once | masters at end | requests after | errors after | p50 ms | p99 ms | served by nearest | per cluster | answer changes (ms after start: area → clusters) |");
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");

@@ -392,7 +392,7 @@ impl Event {
 /// "A cluster dies": every web server of `area`'s home cluster is killed (SIGKILL) `at_secs`
 /// after the clients start; `detect_ms` later, when `redirect` is set, area `area`'s name
 /// server is given the servers of `to`'s cluster instead — what the master Controller's
-/// next round does (paper §6.1, ensure availability), emulated until the runtime lands.
+/// next round does (paper §6.1, ensure availability), scripted (the real runtime: [`Event`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// The area whose home cluster dies.
