@@ -182,9 +182,10 @@ pub async fn run_area_ns(spec: LabSpec, a: Area) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The scripted modes' Director (the baselines; `walrus-runtime` runs the real one): whenever `file` (a JSON list of
-/// IPv4 addresses, written atomically by the orchestrator) changes, the server's www
-/// records are replaced through the same [`NameServer`] call the Director uses.
+/// The scripted modes' Director (the baselines; `walrus-runtime` runs the real one):
+/// whenever `file` (a JSON list of IPv4 addresses, written atomically by the orchestrator)
+/// changes, the server's www records are replaced through the same [`NameServer`] call
+/// the Director uses.
 async fn follow_answer_file(server: EmbeddedServer, file: PathBuf, ttl: RecordTtl) {
     let mut last: Option<String> = None;
     loop {
