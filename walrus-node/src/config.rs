@@ -311,6 +311,9 @@ pub struct Node {
     pub area: Option<AreaName>,
     /// Where `/status`, `/metrics` and the dashboard are served, if anywhere.
     pub status_addr: Option<SocketAddr>,
+    /// This node's replication directory, instead of `[replicator] root` (for several
+    /// nodes on one machine, or hosts laid out differently).
+    pub replicator_root: Option<PathBuf>,
 }
 
 /// Content replication.
@@ -325,6 +328,15 @@ pub struct Replicator {
     pub keep: usize,
     /// Walrus's own transfer or rsync.
     pub method: ReplicationMethod,
+}
+
+impl Replicator {
+    /// Node `node`'s replication directory: its `replicator_root`, or `root`.
+    pub fn root_of(&self, node: &Node) -> PathBuf {
+        node.replicator_root
+            .clone()
+            .unwrap_or_else(|| self.root.clone())
+    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -443,6 +455,7 @@ struct RawNode {
     server: Option<String>,
     area: Option<String>,
     status_addr: Option<SocketAddr>,
+    replicator_root: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -1082,6 +1095,7 @@ fn validate_nodes(
                 server,
                 area,
                 status_addr: n.status_addr,
+                replicator_root: n.replicator_root.clone(),
             },
         );
     }
