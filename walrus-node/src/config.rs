@@ -1174,6 +1174,30 @@ mod tests {
     }
 
     #[test]
+    fn max_generation_lag_and_replicator_root_are_read_and_bad_ones_named() {
+        let c =
+            parse(&EXAMPLE.replace("max_generation_lag = 1", "max_generation_lag = 3")).unwrap();
+        assert_eq!(c.controller.max_generation_lag, 3);
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("max_generation_lag"))
+            .unwrap()
+            + 1;
+        let err = parse(&EXAMPLE.replace("max_generation_lag = 1", "max_generation_lag = -1"))
+            .unwrap_err();
+        assert_eq!(err.line, Some(line), "{err}");
+        assert!(err.to_string().starts_with("walrus.toml:"), "{err}");
+        let text = EXAMPLE.replace(
+            "[nodes.eu-b]\n",
+            "[nodes.eu-b]\nreplicator_root = \"/srv/other\"\n",
+        );
+        let c = parse(&text).unwrap();
+        let r = c.replicator.as_ref().unwrap();
+        assert_eq!(r.root_of(&c.nodes["eu-b"]), PathBuf::from("/srv/other"));
+        assert_eq!(r.root_of(&c.nodes["eu-a"]), r.root);
+    }
+
+    #[test]
     fn a_reporter_must_name_a_known_server() {
         let err = parse(&EXAMPLE.replace("server = \"eu-1\"", "server = \"eu-9\"")).unwrap_err();
         assert_eq!(err.field, "nodes.eu-a.server");

@@ -1125,6 +1125,12 @@ mod tests {
         let mut o = Observer::new("eu-a", &config());
         o.observe(Sample {
             controller: Some(master_status(7, decision(7, "c-eu", vec![]))),
+            replicator: Some(ReplicatorStatus {
+                generation: Some(Generation(3)),
+                newest: Some(Generation(5)),
+                failures: 2,
+                ..ReplicatorStatus::default()
+            }),
             ..Sample::default()
         });
         let m = render_metrics(&o.doc());
@@ -1143,6 +1149,11 @@ mod tests {
             "walrus_area_home{area=\"eu\"} 1",
             "walrus_is_master 1",
             "walrus_round 7",
+            "walrus_server_generation{server=\"us-1\"} 4",
+            "walrus_server_generation_lag{server=\"us-1\"} 1",
+            "walrus_replica_generation 3",
+            "walrus_replica_lag 2",
+            "walrus_replica_pull_failures_total 2",
         ] {
             assert!(m.contains(family), "missing {family} in\n{m}");
         }
@@ -1170,6 +1181,8 @@ mod tests {
         });
         let t = render_table(&o.doc());
         assert!(t.contains("(this node)"), "{t}");
+        // Each server's content generation and lag behind the newest (5).
+        assert!(t.contains("0.25   4 (lag 1)"), "{t}");
         assert!(
             t.contains("eu         c-eu       c-us       127.0.2.1"),
             "{t}"
