@@ -149,6 +149,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     proc.0.kill().unwrap(); // SIGKILL
     proc.0.wait().unwrap();
     let arrived = arrived(&incoming, 2);
+    eprintln!("killed with {arrived} of {FILES} files arrived");
     assert!(
         (3..FILES).contains(&arrived),
         "killed mid-transfer: {arrived} of {FILES} files had arrived"

@@ -170,8 +170,9 @@ pub struct RoundStatus {
 
 /// Beyond the paper: a server whose content generation is more than `max_lag` behind the
 /// newest one is observed as BYPASS (with the figures as reason), so clients are never
-/// sent to stale content. A server without a generation (no Replicator beside it) and
-/// one already out (BYPASS, PANIC) are left as they are.
+/// sent to stale content; so is one with no content at all (generation 0) once any
+/// generation exists. A server without a generation (no Replicator beside it) and one
+/// already out (BYPASS, PANIC) are left as they are.
 pub fn stale_content(
     observation: Observation,
     served: Option<Generation>,
@@ -182,8 +183,9 @@ pub fn stale_content(
         return observation;
     };
     let lag = n.0.saturating_sub(g.0);
+    let empty = g.0 == 0 && n.0 > 0;
     match observation {
-        Observation::Load(_) | Observation::TempFail if lag > max_lag => Observation::Bypass {
+        Observation::Load(_) | Observation::TempFail if lag > max_lag || empty => Observation::Bypass {
             reason: format!(
                 "stale content: generation {} is {lag} behind the newest {} (max_generation_lag {max_lag})",
                 g.0, n.0
@@ -1135,6 +1137,15 @@ mod tests {
             stale_content(Observation::TempFail, g(0), g(5), 1),
             Observation::Bypass { .. }
         ));
+        // No content yet is out even within the allowed lag.
+        assert!(matches!(
+            stale_content(Observation::Load(0.1), g(0), g(1), 1),
+            Observation::Bypass { .. }
+        ));
+        assert_eq!(
+            stale_content(Observation::Load(0.1), g(0), g(0), 1),
+            Observation::Load(0.1)
+        );
         let panic = Observation::Panic {
             reason: "down".into(),
         };
