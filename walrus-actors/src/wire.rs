@@ -39,6 +39,23 @@ pub enum WalrusMessage {
         /// The node of the primary (replicas open their transfer stream to it).
         primary: String,
     },
+    /// rsync method: the primary pushed `generation` into `replica`'s `incoming`; that
+    /// replica switches to it (sent on `Replicators`).
+    Pushed {
+        /// The generation now complete in the replica's `incoming`.
+        generation: Generation,
+        /// The replica's node.
+        replica: String,
+    },
+    /// rsync method: a replica serves `generation` (sent on `Replicators` when it joins,
+    /// when the membership changes and after every switch), so the primary knows what to
+    /// push and which generation to link unchanged files from.
+    ReplicaAt {
+        /// The replica's node.
+        replica: String,
+        /// The generation it serves.
+        generation: Generation,
+    },
 }
 
 impl WalrusMessage {

@@ -1,7 +1,8 @@
 //! The Replicator's shell over the in-process group bus and its in-memory point-to-point
 //! streams: the primary announces each generation on `Replicators` (and `Controllers`),
 //! replicas pull it, a replica started late catches up at once, and a replica that was
-//! stopped during changes catches up when it comes back. The real QUIC streams are
+//! stopped during changes catches up when it comes back; with the rsync method the primary
+//! pushes to a real rsync daemon and the replica switches. The real QUIC streams are
 //! exercised by the end-to-end test of walrus-node (`tests/tests/e2e_replication.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +18,8 @@ use walrus_actors::group::local::LocalBus;
 use walrus_actors::group::{GroupLayer, GroupSession};
 use walrus_actors::model::Generation;
 use walrus_actors::replicator::actor::{
-    self, BackoffConfig, ReplicatorActorError, ReplicatorRole, ReplicatorSettings, ReplicatorStatus,
+    self, BackoffConfig, ReplicatorActorError, ReplicatorRole, ReplicatorSettings,
+    ReplicatorStatus, TransferMethod,
 };
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
@@ -52,6 +54,7 @@ fn settings(me: &str, role: ReplicatorRole) -> ReplicatorSettings {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(500),
         },
+        method: TransferMethod::Walrus,
     }
 }
 
@@ -196,6 +199,74 @@ async fn a_replica_retries_until_the_primary_comes_up() {
     wait_generation(&mut rep1.status, 1).await;
     wait_same(&root, &r1.join("current"), "after the primary came up").await;
     assert_eq!(rep1.status.borrow().last_error, None);
+    rep1.stop().await;
+    primary.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_rsync_method_the_primary_pushes_and_the_replica_switches() {
+    let rsync = require("rsync", "rsync");
+    let (t, root, state, r1, _) = dirs();
+    fs::create_dir_all(&r1).unwrap();
+    let port = free_port();
+    let conf = t.path().join("rsyncd.conf");
+    fs::write(
+        &conf,
+        format!(
+            "pid file = {d}/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\n[walrus]\npath = {s}\nread only = no\nuid = root\ngid = root\n",
+            d = t.path().display(),
+            s = r1.display()
+        ),
+    )
+    .unwrap();
+    let _daemon = ChildGuard(
+        std::process::Command::new(&rsync)
+            .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--config={}", conf.display()))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port, "rsync daemon");
+    let method = TransferMethod::Rsync {
+        program: rsync,
+        replicas: vec![("r1".into(), format!("rsync://127.0.0.1:{port}/walrus"))],
+    };
+    let bus = LocalBus::new();
+    let mut ps = settings("p", primary_role(&root, &state));
+    ps.method = method.clone();
+    let mut rs = settings("r1", replica_role(&r1));
+    rs.method = method;
+    let mut rep1 = start(&bus, "r1", 1, rs.clone()).await;
+    let primary = start(&bus, "p", 1, ps).await;
+    wait_generation(&mut rep1.status, 1).await;
+    wait_same(&root, &r1.join("current"), "first push").await;
+
+    // A different size (rsync's quick check compares size and mtime).
+    fs::write(root.join("index.html"), "<h1>version 2</h1>").unwrap();
+    fs::remove_file(root.join("docs/a.txt")).unwrap();
+    wait_same(&root, &r1.join("current"), "second push").await;
+    assert!(rep1.status.borrow().generation.unwrap().0 >= 2);
+
+    // Restarted, the replica says where it is and gets what it missed.
+    rep1.stop().await;
+    fs::write(root.join("while-down.txt"), "missed").unwrap();
+    let newest = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut st = primary.status.clone();
+        let g = st
+            .wait_for(|s| s.generation.is_some_and(|g| g.0 >= 3))
+            .await
+            .unwrap()
+            .generation
+            .unwrap();
+        g
+    })
+    .await
+    .expect("the primary made generation 3");
+    let mut rep1 = start(&bus, "r1", 2, rs).await;
+    wait_generation(&mut rep1.status, newest.0).await;
+    wait_same(&root, &r1.join("current"), "after restart").await;
     rep1.stop().await;
     primary.stop().await;
 }

@@ -314,6 +314,9 @@ pub struct Node {
     /// This node's replication directory, instead of `[replicator] root` (for several
     /// nodes on one machine, or hosts laid out differently).
     pub replicator_root: Option<PathBuf>,
+    /// rsync method, on a replica: its rsync daemon module (`rsync://host:port/module`,
+    /// the module's path being its `replicator_root`); the primary pushes there.
+    pub rsync_url: Option<String>,
 }
 
 /// Content replication.
@@ -456,6 +459,7 @@ struct RawNode {
     area: Option<String>,
     status_addr: Option<SocketAddr>,
     replicator_root: Option<PathBuf>,
+    rsync_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -702,6 +706,25 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                     ))
                 }
                 Some(_) => {}
+            }
+            if r.method == ReplicationMethod::Rsync {
+                let missing = nodes.iter().find(|(name, n)| {
+                    **name != r.primary
+                        && n.roles.contains(&Role::Replicator)
+                        && !n
+                            .rsync_url
+                            .as_deref()
+                            .is_some_and(|u| u.starts_with("rsync://"))
+                });
+                if let Some((name, _)) = missing {
+                    return Err(loc.err(
+                        Some(span),
+                        format!("nodes.{name}.rsync_url"),
+                        format!(
+                            "replicator.method = \"rsync\": replica `{name}` needs rsync_url = \"rsync://HOST:PORT/MODULE\" (its rsync daemon's module, whose path is its replicator root)"
+                        ),
+                    ));
+                }
             }
             Some(Replicator {
                 primary: r.primary,
@@ -1096,6 +1119,7 @@ fn validate_nodes(
                 area,
                 status_addr: n.status_addr,
                 replicator_root: n.replicator_root.clone(),
+                rsync_url: n.rsync_url.clone(),
             },
         );
     }
@@ -1195,6 +1219,30 @@ mod tests {
         let r = c.replicator.as_ref().unwrap();
         assert_eq!(r.root_of(&c.nodes["eu-b"]), PathBuf::from("/srv/other"));
         assert_eq!(r.root_of(&c.nodes["eu-a"]), r.root);
+    }
+
+    #[test]
+    fn the_rsync_method_needs_every_replicas_daemon_url() {
+        let text = EXAMPLE.replace("method = \"walrus\"", "method = \"rsync\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.field.ends_with(".rsync_url"), "{err}");
+        assert!(err.message.contains("rsync://HOST:PORT/MODULE"), "{err}");
+        let mut text = text;
+        let replicas: Vec<String> = parse(EXAMPLE)
+            .unwrap()
+            .nodes
+            .iter()
+            .filter(|(n, node)| *n != "eu-a" && node.roles.contains(&Role::Replicator))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &replicas {
+            text = text.replace(
+                &format!("[nodes.{n}]\n"),
+                &format!("[nodes.{n}]\nrsync_url = \"rsync://127.0.0.1:8873/walrus\"\n"),
+            );
+        }
+        let c = parse(&text).unwrap();
+        assert_eq!(c.replicator.unwrap().method, ReplicationMethod::Rsync);
     }
 
     #[test]

@@ -51,6 +51,7 @@ use walrus_actors::group::GroupLayer;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::replicator::actor::{
     self as replicator_actor, BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus,
+    TransferMethod,
 };
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
@@ -192,7 +193,8 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
 
 /// The Replicator of node `node`: primary or replica, its directory (the node's
 /// `replicator_root` or `[replicator] root`), `keep` old generations beside the current
-/// one. The primary keeps its generation numbering in `<root>.walrus-state`.
+/// one. The primary keeps its generation numbering in `<root>.walrus-state`. With the
+/// rsync method the primary pushes to every replica's `rsync_url`.
 pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSettings, RunError> {
     let n = config.node(node)?;
     let role_err = |detail: String| RunError::Role {
@@ -203,12 +205,18 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
         .replicator
         .as_ref()
         .ok_or_else(|| role_err("the replicator role needs a [replicator] section".into()))?;
-    if r.method == ReplicationMethod::Rsync {
-        return Err(role_err(
-            "[replicator] method = \"rsync\" is not wired into walrus-node yet; use \"walrus\""
-                .into(),
-        ));
-    }
+    let method = match r.method {
+        ReplicationMethod::Walrus => TransferMethod::Walrus,
+        ReplicationMethod::Rsync => TransferMethod::Rsync {
+            program: PathBuf::from("rsync"),
+            replicas: config
+                .nodes
+                .iter()
+                .filter(|(name, n)| **name != r.primary && n.roles.contains(&Role::Replicator))
+                .filter_map(|(name, n)| Some((name.clone(), n.rsync_url.clone()?)))
+                .collect(),
+        },
+    };
     let root = r.root_of(n);
     let role = if r.primary == node {
         let mut state = root.clone().into_os_string();
@@ -232,6 +240,7 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
         primary: r.primary.clone(),
         role,
         backoff: BackoffConfig::default(),
+        method,
     })
 }
 

@@ -19,7 +19,17 @@
 //!
 //! The announcement also goes to `Controllers` so the Controller knows the newest
 //! generation and can treat a lagging replica as BYPASS.
+//!
+//! With the **rsync method** ([`TransferMethod::Rsync`]) the primary pushes instead: one
+//! pusher task per replica runs `rsync -a --delete` into the replica's daemon module
+//! (`STORE/incoming`, `--link-dest` the generation the replica said it serves), then
+//! multicasts `Pushed { generation, replica }`; the replica switches to it
+//! ([`ReplicaStore::commit_external`]) and says `ReplicaAt { generation }` (also when it
+//! joins and when the membership changes), which is how the primary learns what to push
+//! next ([`PushPlan`]). rsync copies the live tree, so a push may carry changes made after
+//! its generation's scan; the next generation's push sets that right.
 
+use super::rsync::RsyncMethod;
 use super::store::{ReplicaStore, StoreConfig, StoreError};
 use super::transfer::{self, PrimarySource, ServeOptions};
 use super::watcher::{self, PrimaryScanner, WatchConfig, WatchError};
@@ -64,8 +74,26 @@ pub struct ReplicatorSettings {
     pub primary: String,
     /// Primary or replica.
     pub role: ReplicatorRole,
-    /// Waits between failed pulls.
+    /// Waits between failed pulls (or pushes).
     pub backoff: BackoffConfig,
+    /// Walrus's own transfer (replicas pull) or rsync (the primary pushes).
+    pub method: TransferMethod,
+}
+
+/// How content moves from the primary to the replicas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TransferMethod {
+    /// Walrus's own transfer over the group layer's point-to-point streams.
+    #[default]
+    Walrus,
+    /// `rsync -a --delete` from the primary to each replica's rsync daemon.
+    Rsync {
+        /// The rsync program.
+        program: PathBuf,
+        /// On the primary: every replica's node and its daemon module URL
+        /// (`rsync://host:port/module`, the module's path being the replica's store).
+        replicas: Vec<(String, String)>,
+    },
 }
 
 /// What the status page and the Reporter see.
@@ -228,6 +256,41 @@ impl PullPlan {
     }
 }
 
+/// rsync method, on the primary, for one replica: what to push and which generation to
+/// link unchanged files from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushPlan {
+    reported: Option<Generation>,
+    pushed: Option<Generation>,
+}
+
+impl PushPlan {
+    /// The replica said it serves `g`. Lower than what was pushed: the switch was lost
+    /// (a restart) or is still on its way; push again (cheap: everything links).
+    pub fn replica_at(&mut self, g: Generation) {
+        self.reported = Some(g);
+        if self.pushed.is_some_and(|p| p > g) {
+            self.pushed = None;
+        }
+    }
+
+    /// `g` is complete in the replica's `incoming` and it was told.
+    pub fn pushed(&mut self, g: Generation) {
+        self.pushed = Some(g);
+    }
+
+    /// Whether `newest` must be pushed.
+    pub fn due(&self, newest: Generation) -> bool {
+        let have = self.reported.max(self.pushed).unwrap_or(Generation(0));
+        newest > have
+    }
+
+    /// The generation to link unchanged files from (`--link-dest`).
+    pub fn link_dest(&self) -> Option<Generation> {
+        self.reported.filter(|g| g.0 > 0)
+    }
+}
+
 // ----------------------------------------------------------------------------------------
 // The shell.
 
@@ -257,9 +320,14 @@ pub fn spawn<S: GroupSession>(
                 )
                 .await
             }
-            ReplicatorRole::Replica { store, config } => {
-                run_replica(session, streams, settings, store, config, tx, shutdown).await
-            }
+            ReplicatorRole::Replica { store, config } => match settings.method {
+                TransferMethod::Walrus => {
+                    run_replica(session, streams, settings, store, config, tx, shutdown).await
+                }
+                TransferMethod::Rsync { .. } => {
+                    run_rsync_replica(session, settings, store, config, tx, shutdown).await
+                }
+            },
         };
         if let Err(e) = &r {
             tracing::error!(error = %e, "replicator stopped");
@@ -313,6 +381,31 @@ async fn run_primary<S: GroupSession>(
         stopped(stop.clone()),
     ));
     let server = tokio::spawn(serve_streams(streams, source.clone(), stop.clone()));
+    // rsync method: one pusher per replica; they report finished pushes here.
+    let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Generation)>();
+    let mut reported: std::collections::BTreeMap<String, watch::Sender<Option<Generation>>> =
+        std::collections::BTreeMap::new();
+    let mut pushers = Vec::new();
+    if let TransferMethod::Rsync { program, replicas } = &settings.method {
+        for (replica, url) in replicas {
+            let (tx, rx) = watch::channel(None);
+            reported.insert(replica.clone(), tx);
+            pushers.push(tokio::spawn(run_pusher(
+                RsyncMethod {
+                    program: program.clone(),
+                },
+                root.clone(),
+                replica.clone(),
+                url.clone(),
+                source.subscribe(),
+                rx,
+                pushed_tx.clone(),
+                settings.backoff,
+                stop.clone(),
+            )));
+        }
+    }
+    drop(pushed_tx);
     session.join(wire::group(REPLICATORS)).await?;
     tracing::info!(me = %session.member(), root = %root.display(), "replicator primary joined Replicators");
     let groups = [wire::group(REPLICATORS), wire::group(CONTROLLERS)];
@@ -349,6 +442,10 @@ async fn run_primary<S: GroupSession>(
                 tracing::info!(generation = g.0, "replicator primary: new generation");
                 send(&session, &groups, &announce(g)).await?;
             }
+            Some((replica, generation)) = pushed_rx.recv() => {
+                let msg = WalrusMessage::Pushed { generation, replica };
+                send(&session, &groups[..1], &msg).await?;
+            }
             ev = session.recv() => match ev {
                 None => break Err(ReplicatorActorError::SessionEnded),
                 // Someone joined or left: say again where we are, so a replica that
@@ -359,7 +456,15 @@ async fn run_primary<S: GroupSession>(
                         send(&session, &groups, &announce(g)).await?;
                     }
                 }
-                Some(Event::Message { .. }) => {}
+                Some(Event::Message { payload, .. }) => {
+                    if let Ok(WalrusMessage::ReplicaAt { replica, generation }) =
+                        WalrusMessage::decode(&payload)
+                    {
+                        if let Some(tx) = reported.get(&replica) {
+                            tx.send_replace(Some(generation));
+                        }
+                    }
+                }
                 Some(Event::Disconnected { reason }) => {
                     tracing::error!(?reason, "replicator session disconnected");
                 }
@@ -367,6 +472,9 @@ async fn run_primary<S: GroupSession>(
         }
     };
     server.abort();
+    for p in pushers {
+        p.abort();
+    }
     let _ = session.leave(wire::group(REPLICATORS)).await;
     session.close().await;
     result
@@ -404,6 +512,149 @@ async fn serve_streams(streams: Arc<dyn PeerStreams>, source: Arc<PrimarySource>
             }
         });
     }
+}
+
+/// rsync method: pushes every new generation to one replica, retrying with backoff.
+#[allow(clippy::too_many_arguments)]
+async fn run_pusher(
+    method: RsyncMethod,
+    root: PathBuf,
+    replica: String,
+    url: String,
+    mut generations: watch::Receiver<Generation>,
+    mut reported: watch::Receiver<Option<Generation>>,
+    done: tokio::sync::mpsc::UnboundedSender<(String, Generation)>,
+    backoff: BackoffConfig,
+    stop: Stop,
+) {
+    let mut plan = PushPlan::default();
+    let mut backoff = Backoff::new(backoff);
+    loop {
+        let newest = *generations.borrow_and_update();
+        if let Some(g) = *reported.borrow_and_update() {
+            plan.replica_at(g);
+        }
+        if plan.due(newest) {
+            let push = method.push(&root, &url, plan.link_dest());
+            let r = tokio::select! {
+                _ = stopped(stop.clone()) => return,
+                r = push => r,
+            };
+            match r {
+                Ok(()) => {
+                    backoff.succeeded();
+                    plan.pushed(newest);
+                    tracing::info!(%replica, generation = newest.0, "replicator: pushed with rsync");
+                    if done.send((replica.clone(), newest)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let wait = backoff.failed();
+                    tracing::warn!(%replica, error = %e, retry_in = ?wait, "replicator: rsync push failed");
+                    tokio::select! {
+                        _ = stopped(stop.clone()) => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = stopped(stop.clone()) => return,
+            r = generations.changed() => if r.is_err() { return },
+            r = reported.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// rsync method, on a replica: switches to what the primary pushed; says where it is.
+async fn run_rsync_replica<S: GroupSession>(
+    mut session: S,
+    settings: ReplicatorSettings,
+    dir: PathBuf,
+    config: StoreConfig,
+    status: watch::Sender<ReplicatorStatus>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReplicatorActorError> {
+    let (stop, _stop_task) = stop_signal(shutdown);
+    let mut store = Some(ReplicaStore::open(&dir, config)?);
+    let mut current = store
+        .as_ref()
+        .map_or(Generation(0), ReplicaStore::current_generation);
+    status.send_modify(|s| s.generation = Some(current));
+    let groups = [wire::group(REPLICATORS)];
+    session.join(groups[0].clone()).await?;
+    tracing::info!(me = %session.member(), store = %dir.display(), "replicator replica (rsync) joined Replicators");
+    let at = |g: Generation| WalrusMessage::ReplicaAt {
+        replica: settings.me.clone(),
+        generation: g,
+    };
+    send(&session, &groups, &at(current)).await?;
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = stopped(stop.clone()) => break Ok(()),
+            ev = session.recv() => match ev {
+                None => break Err(ReplicatorActorError::SessionEnded),
+                Some(Event::Message { payload, sender, .. }) => match WalrusMessage::decode(&payload) {
+                    Ok(WalrusMessage::Generation { generation, .. }) => {
+                        status.send_modify(|s| s.newest = Some(s.newest.map_or(generation, |n| n.max(generation))));
+                    }
+                    Ok(WalrusMessage::Pushed { generation, replica }) if replica == settings.me => {
+                        if generation <= current {
+                            continue;
+                        }
+                        let Some(mut st) = store.take() else { break Ok(()) };
+                        let (st, r) = match tokio::task::spawn_blocking(move || {
+                            let r = st.commit_external(generation);
+                            (st, r)
+                        })
+                        .await
+                        {
+                            Ok(v) => v,
+                            Err(e) => {
+                                tracing::error!(error = %e, "replicator: switch task failed");
+                                break Ok(());
+                            }
+                        };
+                        current = st.current_generation();
+                        if let Err(e) = st.prune() {
+                            tracing::warn!(error = %e, "replicator: pruning old generations failed");
+                        }
+                        store = Some(st);
+                        match r {
+                            Ok(()) => {
+                                tracing::info!(generation = generation.0, "replicator: switched to a pushed generation");
+                                status.send_modify(|s| {
+                                    s.generation = Some(current);
+                                    s.pulls += 1;
+                                    s.last_error = None;
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "replicator: a pushed generation was refused");
+                                status.send_modify(|s| {
+                                    s.failures += 1;
+                                    s.last_error = Some(e.to_string());
+                                });
+                            }
+                        }
+                        send(&session, &groups, &at(current)).await?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(from = %sender.0, error = %e, "malformed message ignored"),
+                },
+                Some(Event::Membership { .. }) => send(&session, &groups, &at(current)).await?,
+                Some(Event::Disconnected { reason }) => {
+                    tracing::error!(?reason, "replicator session disconnected");
+                }
+            },
+        }
+    };
+    let _ = session.leave(wire::group(REPLICATORS)).await;
+    session.close().await;
+    result
 }
 
 async fn run_replica<S: GroupSession>(
@@ -584,6 +835,26 @@ mod tests {
         p.membership_changed();
         assert!(p.due());
         assert_eq!(p.current(), Generation(7));
+    }
+
+    #[test]
+    fn a_push_is_due_for_what_the_replica_lacks_and_links_from_what_it_has() {
+        let mut p = PushPlan::default();
+        assert!(!p.due(Generation(0)), "nothing published yet");
+        assert!(p.due(Generation(1)));
+        assert_eq!(p.link_dest(), None);
+        p.pushed(Generation(1));
+        assert!(!p.due(Generation(1)));
+        p.replica_at(Generation(1));
+        assert_eq!(p.link_dest(), Some(Generation(1)));
+        assert!(p.due(Generation(2)));
+        p.pushed(Generation(2));
+        // The replica restarted before switching to 2: push 2 again.
+        p.replica_at(Generation(1));
+        assert!(p.due(Generation(2)));
+        p.pushed(Generation(2));
+        p.replica_at(Generation(2));
+        assert!(!p.due(Generation(2)));
     }
 
     #[test]
