@@ -242,6 +242,7 @@ keep = 2
     wait_served(&web, "/docs/old.txt", Some("old"));
 
     // Create, modify, delete (and a nested directory).
+    let changed = std::time::Instant::now();
     fs::write(site.join("index.html"), "v2").unwrap();
     fs::create_dir_all(site.join("new/deep")).unwrap();
     fs::write(site.join("new/deep/page.txt"), "created").unwrap();
@@ -249,6 +250,12 @@ keep = 2
     wait_served(&web, "/index.html", Some("v2"));
     wait_served(&web, "/new/deep/page.txt", Some("created"));
     wait_served(&web, "/docs/old.txt", None);
+    // A figure, not an assertion: change on the primary to visible through both nginx
+    // (debounce 100 ms included; polled every 100 ms).
+    println!(
+        "{{\"case\":\"e2e_change_to_visible\",\"replicas\":2,\"ms\":{}}}",
+        changed.elapsed().as_millis()
+    );
 
     // Every replica's /status shows the primary's generation, lag 0 (once the tree is quiet).
     let g = poll_until("replicas at the primary's generation", PATIENCE, || {
