@@ -270,3 +270,33 @@ async fn with_the_rsync_method_the_primary_pushes_and_the_replica_switches() {
     rep1.stop().await;
     primary.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_from_a_node_other_than_the_primary_are_ignored() {
+    let (_t, root, state, r1, _) = dirs();
+    let bus = LocalBus::new();
+    let primary = start(&bus, "p", 1, settings("p", primary_role(&root, &state))).await;
+    let mut rep1 = start(&bus, "r1", 1, settings("r1", replica_role(&r1))).await;
+    wait_generation(&mut rep1.status, 1).await;
+    // Another node claims to be the primary with a far newer generation.
+    let evil = bus.node("evil", 1).open_session().await.unwrap();
+    let forged = WalrusMessage::Generation {
+        generation: Generation(99),
+        primary: "p".into(),
+    };
+    evil.multicast(
+        walrus_gcs::Service::Agreed,
+        &[group(walrus_actors::wire::REPLICATORS)],
+        forged.encode().unwrap(),
+    )
+    .await
+    .unwrap();
+    // A real change afterwards: once the replica has it, the forgery was seen too.
+    fs::write(root.join("after.txt"), "x").unwrap();
+    wait_same(&root, &r1.join("current"), "after the forgery").await;
+    let st = rep1.status.borrow().clone();
+    assert!(st.newest.unwrap() < Generation(99), "{st:?}");
+    assert_eq!(st.lag(), Some(0), "{st:?}");
+    rep1.stop().await;
+    primary.stop().await;
+}

@@ -456,11 +456,11 @@ async fn run_primary<S: GroupSession>(
                         send(&session, &groups, &announce(g)).await?;
                     }
                 }
-                Some(Event::Message { payload, .. }) => {
+                Some(Event::Message { payload, sender, .. }) => {
                     if let Ok(WalrusMessage::ReplicaAt { replica, generation }) =
                         WalrusMessage::decode(&payload)
                     {
-                        if let Some(tx) = reported.get(&replica) {
+                        if let Some(tx) = reported.get(&replica).filter(|_| sender.0.as_str() == replica) {
                             tx.send_replace(Some(generation));
                         }
                     }
@@ -598,10 +598,16 @@ async fn run_rsync_replica<S: GroupSession>(
             ev = session.recv() => match ev {
                 None => break Err(ReplicatorActorError::SessionEnded),
                 Some(Event::Message { payload, sender, .. }) => match WalrusMessage::decode(&payload) {
-                    Ok(WalrusMessage::Generation { generation, .. }) => {
+                    Ok(WalrusMessage::Generation { generation, .. })
+                        if sender.0.as_str() == settings.primary =>
+                    {
                         status.send_modify(|s| s.newest = Some(s.newest.map_or(generation, |n| n.max(generation))));
                     }
                     Ok(WalrusMessage::Pushed { generation, replica }) if replica == settings.me => {
+                        if sender.0.as_str() != settings.primary {
+                            tracing::warn!(from = %sender.0, configured = %settings.primary, "push notice from a node that is not the configured primary; ignored");
+                            continue;
+                        }
                         if generation <= current {
                             continue;
                         }
@@ -697,8 +703,10 @@ async fn run_replica<S: GroupSession>(
                 None => break Err(ReplicatorActorError::SessionEnded),
                 Some(Event::Message { payload, sender, .. }) => match WalrusMessage::decode(&payload) {
                     Ok(WalrusMessage::Generation { generation, primary }) => {
-                        if primary != settings.primary {
-                            tracing::warn!(%primary, configured = %settings.primary, "announcement from a node that is not the configured primary; ignored");
+                        // The sender's node is what its certificate says; the payload's
+                        // field must agree.
+                        if primary != settings.primary || sender.0.as_str() != settings.primary {
+                            tracing::warn!(%primary, from = %sender.0, configured = %settings.primary, "announcement from a node that is not the configured primary; ignored");
                             continue;
                         }
                         events_tx.send_modify(|p| p.announced(generation));
