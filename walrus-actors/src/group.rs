@@ -10,11 +10,19 @@
 //! ```text
 //!  GroupLayer (Gcs, one per node) ──open_session──▶ GroupSession (one per actor)
 //!                                                    join / leave / multicast / recv
+//!            └──peer_streams──▶ PeerStreams: point-to-point byte streams to a named peer
+//!                               (QUIC bi-directional streams on the same mutual-TLS links)
 //! ```
+//!
+//! [`PeerStreams`] has one consumer per node: the Replicator (its transfers), which owns
+//! `accept` on the node.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
-use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, Service, Session};
+use tokio::io::{AsyncRead, AsyncWrite};
+use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, NodeId, Service, Session};
 
 /// One group-communication session, as an actor holds it.
 pub trait GroupSession: Send + Sync + 'static {
@@ -58,6 +66,71 @@ pub trait GroupLayer: Send + Sync + 'static {
     /// first sits alone in a view of its own, and a session that joined there would come
     /// first in the merged membership list and depose the running master.
     fn settled(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Point-to-point byte streams to named peers, where the layer has them (walrus-gcs
+    /// does; the in-process bus has in-memory pipes). `None`: no streams.
+    fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
+        None
+    }
+}
+
+/// The sending half of a point-to-point stream.
+pub type StreamSend = Box<dyn AsyncWrite + Send + Unpin>;
+/// The receiving half of a point-to-point stream.
+pub type StreamRecv = Box<dyn AsyncRead + Send + Unpin>;
+/// A boxed future (the [`PeerStreams`] trait is object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a point-to-point stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// No link to the peer, or the link failed.
+    #[error("stream to {peer}: {detail}")]
+    Open {
+        /// The peer.
+        peer: NodeId,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Bi-directional byte streams between two nodes of the group layer.
+pub trait PeerStreams: Send + Sync + 'static {
+    /// Opens a stream to `peer`. The peer sees it once the first bytes are written.
+    fn open(&self, peer: &NodeId) -> BoxFuture<'_, Result<(StreamSend, StreamRecv), StreamError>>;
+
+    /// The next stream a peer opened to this node, with the peer's name (as its
+    /// certificate says); `None` once the layer has shut down.
+    fn accept(&self) -> BoxFuture<'_, Option<(NodeId, StreamSend, StreamRecv)>>;
+}
+
+impl PeerStreams for walrus_gcs::transport::Transport<walrus_gcs::PeerMessage> {
+    fn open(&self, peer: &NodeId) -> BoxFuture<'_, Result<(StreamSend, StreamRecv), StreamError>> {
+        let peer = peer.clone();
+        Box::pin(async move {
+            match self.open_stream(&peer).await {
+                Ok((send, recv)) => {
+                    Ok((Box::new(send) as StreamSend, Box::new(recv) as StreamRecv))
+                }
+                Err(e) => Err(StreamError::Open {
+                    peer,
+                    detail: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Option<(NodeId, StreamSend, StreamRecv)>> {
+        Box::pin(async move {
+            let s = self.accept_stream().await?;
+            Some((
+                s.peer,
+                Box::new(s.send) as StreamSend,
+                Box::new(s.recv) as StreamRecv,
+            ))
+        })
+    }
 }
 
 /// A walrus-gcs [`Session`] with the identity it has in membership lists.
@@ -128,6 +201,10 @@ impl GroupLayer for Gcs {
             view.wait_for(|v| v.as_ref().is_some_and(|v| v.members.len() > 1)),
         )
         .await;
+    }
+
+    fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
+        Some(Arc::new(self.transport().clone()))
     }
 }
 

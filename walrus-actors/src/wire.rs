@@ -6,7 +6,7 @@
 //! generations on `Replicators`. Every payload is one [`WalrusMessage`], encoded by
 //! `walrus_gcs::codec` (bincode with a size limit, behind one module).
 
-use crate::model::{Decision, Report, Round};
+use crate::model::{Decision, Generation, Report, Round};
 use serde::{Deserialize, Serialize};
 
 /// The group every Controller joins; its first member is master. Reports arrive here.
@@ -31,6 +31,31 @@ pub enum WalrusMessage {
     Report(Report),
     /// A round's outcome (sent on `Controllers` and `Directors`).
     Decision(Decision),
+    /// The Replicator primary has a new content generation (sent on `Replicators`, so
+    /// replicas pull it, and on `Controllers`, so the Controller knows the newest one).
+    Generation {
+        /// The new generation.
+        generation: Generation,
+        /// The node of the primary (replicas open their transfer stream to it).
+        primary: String,
+    },
+    /// rsync method: the primary pushed `generation` into `replica`'s `incoming`; that
+    /// replica switches to it (sent on `Replicators`).
+    Pushed {
+        /// The generation now complete in the replica's `incoming`.
+        generation: Generation,
+        /// The replica's node.
+        replica: String,
+    },
+    /// rsync method: a replica serves `generation` (sent on `Replicators` when it joins,
+    /// when the membership changes and after every switch), so the primary knows what to
+    /// push and which generation to link unchanged files from.
+    ReplicaAt {
+        /// The replica's node.
+        replica: String,
+        /// The generation it serves.
+        generation: Generation,
+    },
 }
 
 impl WalrusMessage {

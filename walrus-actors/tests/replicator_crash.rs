@@ -1,5 +1,12 @@
 //! A replica process killed (SIGKILL) in the middle of a transfer keeps serving the old
 //! generation, and a restarted replica finishes the build, reusing what had arrived.
+//!
+//! The kill is triggered by observed transfer progress: files of the new generation that
+//! arrived whole (renamed into `incoming` under their own names, content checked), while
+//! the primary throttles every data frame so the rest takes seconds. Every file's content
+//! is unique across both generations: the replica copies a file locally when the same
+//! content exists anywhere in the generation it serves, and earlier versions of this test
+//! (where generation 2's files were generation 1's under other names) transferred nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod replicator_util;
@@ -14,7 +21,10 @@ use walrus_actors::replicator::manifest::{Limits, Scanner};
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
 use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
 
-const FILES: usize = 60;
+const FILES: usize = 100;
+/// Pause after every data frame (one per file here): the whole transfer takes at least
+/// `FILES * THROTTLE` = 4 s, the kill comes after the first few files.
+const THROTTLE: Duration = Duration::from_millis(40);
 
 /// The replica process: one pull into `WALRUS_TEST_STORE` from `WALRUS_TEST_PRIMARY`.
 /// Run only by the test below, which starts this test binary again for it.
@@ -53,21 +63,35 @@ fn child(addr: std::net::SocketAddr, store: &std::path::Path) -> Command {
     c
 }
 
+/// 100 KiB of pseudo-random bytes, different for every (file, generation).
+fn body(i: usize, tag: u8) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ ((i as u64) << 8 | u64::from(tag));
+    (0..100 * 1024)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 fn write_files(root: &std::path::Path, tag: u8) {
     for i in 0..FILES {
-        let body: Vec<u8> = (0..100 * 1024)
-            .map(|j| (j as u8) ^ (i as u8) ^ tag)
-            .collect();
-        fs::write(root.join(format!("f{i:02}")), body).unwrap();
+        fs::write(root.join(format!("f{i:03}")), body(i, tag)).unwrap();
     }
 }
 
-// Flaky on a quiet machine: a clean-clone CI run saw all 60 files in `incoming` at the
-// first poll, so the kill landed after the end ("killed after the end (60 files)"); it
-// passed every time under load. Run it by hand with `--ignored` until the trigger waits on
-// the transfer's progress rather than a directory count (issue 7's closing note).
+/// Files of generation `tag` that arrived whole in `incoming` (a file being written has a
+/// temporary name; a whole one is renamed to its own name after its hash was checked).
+fn arrived(incoming: &std::path::Path, tag: u8) -> usize {
+    (0..FILES)
+        .filter(|&i| fs::read(incoming.join(format!("f{i:03}"))).is_ok_and(|b| b == body(i, tag)))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: the SIGKILL can land after the transfer ends; see the comment above"]
 async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("site");
@@ -99,7 +123,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let slow = serve_tcp(
         source.clone(),
         ServeOptions {
-            throttle: Some(Duration::from_millis(40)),
+            throttle: Some(THROTTLE),
         },
     )
     .await;
@@ -112,8 +136,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let incoming = store_dir.join("incoming");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
-        if n >= 10 {
+        if arrived(&incoming, 2) >= 3 {
             break;
         }
         assert!(Instant::now() < deadline, "the transfer never got going");
@@ -125,8 +148,12 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     }
     proc.0.kill().unwrap(); // SIGKILL
     proc.0.wait().unwrap();
-    let arrived = fs::read_dir(&incoming).unwrap().count();
-    assert!(arrived < FILES, "killed after the end ({arrived} files)");
+    let arrived = arrived(&incoming, 2);
+    eprintln!("killed with {arrived} of {FILES} files arrived");
+    assert!(
+        (3..FILES).contains(&arrived),
+        "killed mid-transfer: {arrived} of {FILES} files had arrived"
+    );
 
     // The old generation is still served, whole; the interrupted build is recognisable.
     assert_eq!(tree(&store_dir.join("current")), gen1);

@@ -329,6 +329,12 @@ pub struct Node {
     pub area: Option<AreaName>,
     /// Where `/status`, `/metrics` and the dashboard are served, if anywhere.
     pub status_addr: Option<SocketAddr>,
+    /// This node's replication directory, instead of `[replicator] root` (for several
+    /// nodes on one machine, or hosts laid out differently).
+    pub replicator_root: Option<PathBuf>,
+    /// rsync method, on a replica: its rsync daemon module (`rsync://host:port/module`,
+    /// the module's path being its `replicator_root`); the primary pushes there.
+    pub rsync_url: Option<String>,
 }
 
 /// Content replication.
@@ -343,6 +349,15 @@ pub struct Replicator {
     pub keep: usize,
     /// Walrus's own transfer or rsync.
     pub method: ReplicationMethod,
+}
+
+impl Replicator {
+    /// Node `node`'s replication directory: its `replicator_root`, or `root`.
+    pub fn root_of(&self, node: &Node) -> PathBuf {
+        node.replicator_root
+            .clone()
+            .unwrap_or_else(|| self.root.clone())
+    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -472,6 +487,8 @@ struct RawNode {
     server: Option<String>,
     area: Option<String>,
     status_addr: Option<SocketAddr>,
+    replicator_root: Option<PathBuf>,
+    rsync_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -735,6 +752,25 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                     ))
                 }
                 Some(_) => {}
+            }
+            if r.method == ReplicationMethod::Rsync {
+                let missing = nodes.iter().find(|(name, n)| {
+                    **name != r.primary
+                        && n.roles.contains(&Role::Replicator)
+                        && !n
+                            .rsync_url
+                            .as_deref()
+                            .is_some_and(|u| u.starts_with("rsync://"))
+                });
+                if let Some((name, _)) = missing {
+                    return Err(loc.err(
+                        Some(span),
+                        format!("nodes.{name}.rsync_url"),
+                        format!(
+                            "replicator.method = \"rsync\": replica `{name}` needs rsync_url = \"rsync://HOST:PORT/MODULE\" (its rsync daemon's module, whose path is its replicator root)"
+                        ),
+                    ));
+                }
             }
             Some(Replicator {
                 primary: r.primary,
@@ -1155,6 +1191,8 @@ fn validate_nodes(
                 server,
                 area,
                 status_addr: n.status_addr,
+                replicator_root: n.replicator_root.clone(),
+                rsync_url: n.rsync_url.clone(),
             },
         );
     }
@@ -1230,6 +1268,54 @@ mod tests {
         assert_eq!(err.field, "controller.threshold");
         let err = parse(&EXAMPLE.replace("ttl = \"30s\"", "ttl = \"500ms\"")).unwrap_err();
         assert_eq!(err.field, "dns.ttl");
+    }
+
+    #[test]
+    fn max_generation_lag_and_replicator_root_are_read_and_bad_ones_named() {
+        let c =
+            parse(&EXAMPLE.replace("max_generation_lag = 1", "max_generation_lag = 3")).unwrap();
+        assert_eq!(c.controller.max_generation_lag, 3);
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("max_generation_lag"))
+            .unwrap()
+            + 1;
+        let err = parse(&EXAMPLE.replace("max_generation_lag = 1", "max_generation_lag = -1"))
+            .unwrap_err();
+        assert_eq!(err.line, Some(line), "{err}");
+        assert!(err.to_string().starts_with("walrus.toml:"), "{err}");
+        let text = EXAMPLE.replace(
+            "[nodes.eu-b]\n",
+            "[nodes.eu-b]\nreplicator_root = \"/srv/other\"\n",
+        );
+        let c = parse(&text).unwrap();
+        let r = c.replicator.as_ref().unwrap();
+        assert_eq!(r.root_of(&c.nodes["eu-b"]), PathBuf::from("/srv/other"));
+        assert_eq!(r.root_of(&c.nodes["eu-a"]), r.root);
+    }
+
+    #[test]
+    fn the_rsync_method_needs_every_replicas_daemon_url() {
+        let text = EXAMPLE.replace("method = \"walrus\"", "method = \"rsync\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.field.ends_with(".rsync_url"), "{err}");
+        assert!(err.message.contains("rsync://HOST:PORT/MODULE"), "{err}");
+        let mut text = text;
+        let replicas: Vec<String> = parse(EXAMPLE)
+            .unwrap()
+            .nodes
+            .iter()
+            .filter(|(n, node)| *n != "eu-a" && node.roles.contains(&Role::Replicator))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &replicas {
+            text = text.replace(
+                &format!("[nodes.{n}]\n"),
+                &format!("[nodes.{n}]\nrsync_url = \"rsync://127.0.0.1:8873/walrus\"\n"),
+            );
+        }
+        let c = parse(&text).unwrap();
+        assert_eq!(c.replicator.unwrap().method, ReplicationMethod::Rsync);
     }
 
     #[test]

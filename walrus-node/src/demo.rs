@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  6 built-in web servers (actix-web, 127.0.10-12.x)     3 areas: eu, us, asia
-//!    /           the site ("served by eu-1")               each an embedded name server
+//!    /           the replicated site + "served by eu-1"    each an embedded name server
 //!    /nginx_status  stub_status with the busy workers      on 127.0.0.1:<free port>
 //!                   the script sets (the load)             (Director on the area's first
 //!          ▲ HTTP (real reads)                              web host)
@@ -11,14 +11,19 @@
 //!  3 Controllers ┴── walrus-gcs over QUIC on loopback ─────┘
 //!  (cluster::Cluster, one gcs node per host)
 //!
+//!  Replicator primary `origin` (content root DIR/site) ──QUIC streams──▶ a Replicator
+//!  replica on every web host (DIR/replicas/<host>/current is what its web server serves)
+//!
 //!  script: a server dies → the last server of c-eu dies → c-us overloads → the master
-//!          Controller is killed → c-eu comes back → c-us calms down → the old master
-//!          rejoins as a backup
+//!          Controller is killed → the site's content changes on the primary (printed
+//!          when every web server serves the new generation) → c-eu comes back → c-us
+//!          calms down → the old master rejoins as a backup → a partition, healed
 //! ```
 //!
 //! Nothing outside the process is needed: no BIND, no nginx. The dashboard (see
 //! [`crate::status`]) shows the whole deployment from the current master's point of view.
-//! Replication is left out of the demo (the web servers serve a built-in page).
+//! The web servers serve the replicated content (each from its own replica's `current`),
+//! with a line saying which server answered.
 
 use crate::cluster::{free_dns_port, free_udp_port, Cluster, QuicLayers};
 use crate::config::Config;
@@ -119,6 +124,9 @@ pub enum Step {
     Partition,
     /// Every link works again.
     Heal,
+    /// The site's content changes on the Replicator primary (`index.html` becomes this
+    /// version).
+    Publish(u32),
 }
 
 /// The script: (seconds after the first decision, step, what to print).
@@ -151,6 +159,11 @@ pub fn script(s: Scenario) -> Vec<(u64, Step, &'static str)> {
                     StartWeb("eu-1"),
                     "web server eu-1 is back: area eu returns home",
                 ),
+                (
+                    15,
+                    Publish(2),
+                    "the site's content changes on the primary: index.html becomes version 2",
+                ),
                 (17, StartWeb("eu-2"), "web server eu-2 is back"),
                 (
                     20,
@@ -172,6 +185,7 @@ pub fn script(s: Scenario) -> Vec<(u64, Step, &'static str)> {
                 (9, KillMaster, "the master Controller's host is killed (SIGKILL-like: no goodbye)"),
                 (12, StartWeb("eu-1"), "web servers eu-1 and eu-2 are back: area eu returns home"),
                 (12, StartWeb("eu-2"), ""),
+                (13, Publish(2), "the site's content changes on the primary: index.html becomes version 2"),
                 (14, Calm("c-us"), "cluster c-us calms down"),
                 (16, RestartController, "the killed Controller's host restarts: it joins as a backup"),
                 (
@@ -199,18 +213,32 @@ pub struct DemoWeb {
     pub addr: SocketAddr,
     busy: Arc<AtomicU32>,
     hits: Arc<AtomicU64>,
+    /// The directory it serves (its replica's `current`), if any.
+    content: Option<PathBuf>,
     running: Option<(actix_web::dev::ServerHandle, tokio::task::JoinHandle<()>)>,
 }
 
 impl DemoWeb {
     /// Starts a server on `ip`, any free port.
     pub fn start(name: &str, cluster: &str, ip: IpAddr) -> Result<Self, DemoError> {
+        Self::start_serving(name, cluster, ip, None)
+    }
+
+    /// Starts a server on `ip`, any free port, serving the files under `content` (a
+    /// replica's `current`) with a line naming the server appended to `index.html`.
+    pub fn start_serving(
+        name: &str,
+        cluster: &str,
+        ip: IpAddr,
+        content: Option<PathBuf>,
+    ) -> Result<Self, DemoError> {
         let mut w = DemoWeb {
             name: name.to_owned(),
             cluster: cluster.to_owned(),
             addr: SocketAddr::new(ip, 0),
             busy: Arc::new(AtomicU32::new(0)),
             hits: Arc::new(AtomicU64::new(0)),
+            content,
             running: None,
         };
         w.up()?;
@@ -227,8 +255,10 @@ impl DemoWeb {
             "Walrus demo site: served by {} (cluster {})\n",
             self.name, self.cluster
         );
+        let content = self.content.clone();
         let server = HttpServer::new(move || {
             let (busy, hits, page) = (busy.clone(), hits.clone(), page.clone());
+            let content = content.clone();
             App::new()
                 .route(
                     "/nginx_status",
@@ -246,10 +276,13 @@ impl DemoWeb {
                         }
                     }),
                 )
-                .default_service(web::to(move || {
+                .default_service(web::to(move |req: actix_web::HttpRequest| {
                     hits.fetch_add(1, Ordering::Relaxed);
-                    let page = page.clone();
-                    async move { HttpResponse::Ok().content_type("text/plain").body(page) }
+                    let reply = match &content {
+                        None => HttpResponse::Ok().content_type("text/plain").body(page.clone()),
+                        Some(dir) => serve_file(dir, req.path(), &page),
+                    };
+                    async move { reply }
                 }))
         })
         .workers(1)
@@ -288,6 +321,33 @@ impl DemoWeb {
     }
 }
 
+/// A file of the replicated site under `dir` (`/` is `index.html`, which gets `footer`
+/// appended); 404 for anything else, including paths with `..`.
+fn serve_file(dir: &Path, path: &str, footer: &str) -> HttpResponse {
+    let rel = match path.trim_start_matches('/') {
+        "" => "index.html",
+        p => p,
+    };
+    if rel
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return HttpResponse::NotFound().finish();
+    }
+    match std::fs::read(dir.join(rel)) {
+        Ok(mut body) => {
+            if rel == "index.html" {
+                body.extend_from_slice(footer.as_bytes());
+            }
+            HttpResponse::Ok().content_type("text/plain").body(body)
+        }
+        Err(_) if rel == "index.html" => HttpResponse::Ok().content_type("text/plain").body(
+            format!("(the site's content has not arrived yet)\n{footer}"),
+        ),
+        Err(_) => HttpResponse::NotFound().finish(),
+    }
+}
+
 /// The demo's servers: (name, cluster, address handed out in DNS, background load).
 pub const SERVERS: [(&str, &str, [u8; 4], u32); 6] = [
     ("eu-1", "c-eu", [127, 0, 10, 1], 30),
@@ -308,9 +368,18 @@ pub const AREAS: [(&str, &str, &str); 3] = [
 /// The demo's Controllers (hosts of their own).
 pub const CONTROLLERS: [&str; 3] = ["ctl-1", "ctl-2", "ctl-3"];
 
+/// The Replicator primary's host in the demo.
+pub const ORIGIN: &str = "origin";
+
 /// The deployment file of the demo: its areas with name servers on `dns_ports`, its
-/// clusters with the web servers `webs`, and its nodes on free loopback ports.
-pub fn demo_toml(webs: &[&DemoWeb], dns_ports: &[u16]) -> Result<String, DemoError> {
+/// clusters with the web servers `webs`, and its nodes on free loopback ports. With
+/// `replication` (a directory), the host [`ORIGIN`] is the Replicator primary of
+/// `<dir>/site` and every web host a replica in `<dir>/replicas/<host>`.
+pub fn demo_toml(
+    webs: &[&DemoWeb],
+    dns_ports: &[u16],
+    replication: Option<&Path>,
+) -> Result<String, DemoError> {
     let mut t = String::from(
         "site = \"example.com\"\n\
          [timing]\nround_period = \"1s\"\nreport_timeout = \"400ms\"\nreport_interval = \"500ms\"\n\
@@ -341,19 +410,36 @@ pub fn demo_toml(webs: &[&DemoWeb], dns_ports: &[u16]) -> Result<String, DemoErr
     }
     for w in webs {
         let area = AREAS.iter().find(|(_, _, host)| *host == w.name);
-        let roles = if area.is_some() {
-            "[\"reporter\", \"director\"]"
-        } else {
-            "[\"reporter\"]"
-        };
+        let mut roles = vec!["\"reporter\""];
+        if area.is_some() {
+            roles.push("\"director\"");
+        }
+        if replication.is_some() {
+            roles.push("\"replicator\"");
+        }
         t += &format!(
-            "[nodes.{0}]\naddress = \"127.0.0.1:{1}\"\nroles = {roles}\nserver = \"{0}\"\n",
+            "[nodes.{0}]\naddress = \"127.0.0.1:{1}\"\nroles = [{2}]\nserver = \"{0}\"\n",
             w.name,
-            port()?
+            port()?,
+            roles.join(", ")
         );
         if let Some((a, _, _)) = area {
             t += &format!("area = \"{a}\"\n");
         }
+        if let Some(dir) = replication {
+            t += &format!(
+                "replicator_root = \"{}\"\n",
+                dir.join("replicas").join(&w.name).display()
+            );
+        }
+    }
+    if let Some(dir) = replication {
+        t += &format!(
+            "[nodes.{ORIGIN}]\naddress = \"127.0.0.1:{}\"\nroles = [\"replicator\"]\n\
+             [replicator]\nprimary = \"{ORIGIN}\"\nroot = \"{}\"\nkeep = 2\n",
+            port()?,
+            dir.join("site").display()
+        );
     }
     Ok(t)
 }
@@ -439,6 +525,9 @@ fn sample(cluster: &Cluster<QuicLayers>) -> Sample {
             s.view = rt.layer().view();
         }
     }
+    s.replicator = cluster
+        .node(ORIGIN)
+        .and_then(|rt| rt.replicator().map(|r| r.borrow().clone()));
     s
 }
 
@@ -468,8 +557,13 @@ async fn run_in<W: Write>(
     };
     let mut webs: BTreeMap<String, DemoWeb> = BTreeMap::new();
     let mut base: BTreeMap<String, u32> = BTreeMap::new();
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).map_err(io(format!("creating {}", site.display())))?;
+    publish(&site, 1)?;
     for (name, cluster, ip, load) in SERVERS {
-        let w = DemoWeb::start(name, cluster, IpAddr::V4(Ipv4Addr::from(ip)))?;
+        let current = dir.join("replicas").join(name).join("current");
+        let w =
+            DemoWeb::start_serving(name, cluster, IpAddr::V4(Ipv4Addr::from(ip)), Some(current))?;
         w.set_busy(load);
         base.insert(name.to_owned(), load);
         webs.insert(name.to_owned(), w);
@@ -479,10 +573,10 @@ async fn run_in<W: Write>(
         dns_ports.push(free_dns_port().map_err(io("finding a free DNS port"))?);
     }
     let list: Vec<&DemoWeb> = SERVERS.iter().filter_map(|s| webs.get(s.0)).collect();
-    let toml = demo_toml(&list, &dns_ports)?;
+    let toml = demo_toml(&list, &dns_ports, Some(dir))?;
     let config = Config::from_toml(&PathBuf::from("demo.toml"), &toml)?;
     say.raw("Walrus demo: three areas (eu, us, asia), three clusters of two web servers, three Controllers, on loopback.");
-    say.raw("Starting 9 nodes (walrus-gcs over QUIC with mutual TLS) ...");
+    say.raw("Starting 10 nodes (walrus-gcs over QUIC with mutual TLS), one of them the Replicator primary of the site's content ...");
     let observer: SharedObserver = Arc::new(Mutex::new(Observer::new("demo", &config)));
     let dashboard = StatusServer::start(opts.dashboard, observer.clone()).or_else(|_| {
         StatusServer::start(SocketAddr::new(opts.dashboard.ip(), 0), observer.clone())
@@ -523,6 +617,7 @@ async fn run_in<W: Write>(
         &base,
         &observer,
         &opts,
+        &site,
         interrupt,
     )
     .await;
@@ -544,6 +639,54 @@ async fn run_in<W: Write>(
     Ok(summary)
 }
 
+/// Writes version `v` of the demo site into the primary's content root.
+fn publish(site: &Path, v: u32) -> Result<(), DemoError> {
+    let index = site.join("index.html");
+    std::fs::write(
+        &index,
+        format!("Walrus demo site, version {v} (replicated from the primary `{ORIGIN}`)\n"),
+    )
+    .map_err(io(format!("writing {}", index.display())))
+}
+
+/// Replication as the demo narrates it: the primary's generation and, once every web
+/// host's replica serves it, a line saying so (once per generation).
+struct ReplicationWatch {
+    printed: Option<u64>,
+    changed_at: Option<Instant>,
+}
+
+impl ReplicationWatch {
+    fn check(&mut self, cluster: &Cluster<QuicLayers>) -> Option<String> {
+        let gen_of = |n: &str| {
+            cluster
+                .node(n)
+                .and_then(|rt| rt.replicator().map(|r| r.borrow().generation))
+                .flatten()
+                .map(|g| g.0)
+        };
+        let primary = gen_of(ORIGIN)?;
+        if self.printed == Some(primary) {
+            return None;
+        }
+        let hosts: Vec<Option<u64>> = SERVERS.iter().map(|(n, ..)| gen_of(n)).collect();
+        if !hosts.iter().all(|g| *g == Some(primary)) {
+            return None;
+        }
+        self.printed = Some(primary);
+        let after = self
+            .changed_at
+            .take()
+            .map(|t| format!(", {:.1} s after the change", t.elapsed().as_secs_f64()))
+            .unwrap_or_default();
+        Some(format!(
+            "replication: all {} web servers serve content generation {primary}{after}",
+            hosts.len()
+        ))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn drive<W: Write>(
     say: &mut Narrator<W>,
     cluster: &mut Cluster<QuicLayers>,
@@ -551,8 +694,13 @@ async fn drive<W: Write>(
     base: &BTreeMap<String, u32>,
     observer: &SharedObserver,
     opts: &DemoOptions,
+    site: &Path,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> DemoSummary {
+    let mut replication = ReplicationWatch {
+        printed: None,
+        changed_at: None,
+    };
     tokio::pin!(interrupt);
     let mut summary = DemoSummary::default();
     let mut steps = script(opts.scenario).into_iter().peekable();
@@ -584,6 +732,10 @@ async fn drive<W: Write>(
         }
         let s = sample(cluster);
         let added = status::lock(observer).observe(s);
+        if let Some(line) = replication.check(cluster) {
+            say.say(&line);
+            status::lock(observer).note(line);
+        }
         let masters_now = masters(cluster);
         if !masters_now.is_empty() && masters_now != last_masters {
             match masters_now.as_slice() {
@@ -650,6 +802,10 @@ async fn drive<W: Write>(
                         }
                     }
                 }
+                Step::Publish(v) => match publish(site, v) {
+                    Ok(()) => replication.changed_at = Some(Instant::now()),
+                    Err(e) => say.say(&format!("could not change the content: {e}")),
+                },
                 Step::Partition => partition(say, cluster),
                 Step::Heal => heal(say, cluster),
             }
@@ -708,6 +864,53 @@ mod tests {
         assert_eq!("quiet".parse::<Scenario>().unwrap(), Scenario::Quiet);
         let e = "storm".parse::<Scenario>().unwrap_err();
         assert!(e.to_string().contains("known: tour"), "{e}");
+    }
+
+    #[test]
+    fn the_demo_file_makes_origin_the_primary_and_every_web_host_a_replica() {
+        let webs: Vec<DemoWeb> = SERVERS
+            .iter()
+            .map(|(n, c, ip, _)| DemoWeb {
+                name: (*n).to_owned(),
+                cluster: (*c).to_owned(),
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), 8080),
+                busy: Arc::default(),
+                hits: Arc::default(),
+                content: None,
+                running: None,
+            })
+            .collect();
+        let list: Vec<&DemoWeb> = webs.iter().collect();
+        let dir = Path::new("/tmp/demo-x");
+        let text = demo_toml(&list, &[5301, 5302, 5303], Some(dir)).unwrap();
+        let c = Config::from_toml(Path::new("demo.toml"), &text).unwrap();
+        let r = c.replicator.as_ref().unwrap();
+        assert_eq!(r.primary, ORIGIN);
+        assert_eq!(r.root_of(&c.nodes[ORIGIN]), dir.join("site"));
+        for (n, ..) in SERVERS {
+            let node = &c.nodes[n];
+            assert!(node.roles.contains(&crate::config::Role::Replicator), "{n}");
+            assert_eq!(r.root_of(node), dir.join("replicas").join(n));
+        }
+        let plain = demo_toml(&list, &[5301, 5302, 5303], None).unwrap();
+        assert!(Config::from_toml(Path::new("demo.toml"), &plain)
+            .unwrap()
+            .replicator
+            .is_none());
+    }
+
+    #[test]
+    fn served_files_stay_under_the_content_dir() {
+        let dir = std::env::temp_dir().join(format!("walrus-demo-serve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("index.html"), "v1\n").unwrap();
+        std::fs::write(dir.join("sub/a.txt"), "a").unwrap();
+        assert_eq!(serve_file(&dir, "/", "by x\n").status(), 200);
+        assert_eq!(serve_file(&dir, "/sub/a.txt", "").status(), 200);
+        for bad in ["/../etc/passwd", "/sub/../../x", "/sub//a.txt", "/missing"] {
+            assert_eq!(serve_file(&dir, bad, "").status(), 404, "{bad}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!  Config ─┬─ gcs_config ───────────▶ walrus_gcs::Gcs (QUIC, mutual TLS from tls.dir)
 //!          ├─ controller_settings ──▶ controller::actor  (joins Controllers)
 //!          ├─ reporter_config ──────▶ reporter::spawn + reporter::actor (joins Reporters)
+//!          ├─ replicator_settings ──▶ replicator::actor (joins Replicators; transfers on
+//!          │                           the gcs point-to-point streams); its generation
+//!          │                           goes into this node's Reporter's reports
 //!          └─ zone_layout, ... ─────▶ embedded server / RFC 2136 updater
 //!                                      + director::driver + director::actor (joins Directors)
 //! ```
@@ -18,7 +21,9 @@
 //! Everything else (areas, clusters, nodes, DNS, TLS, the Reporter's interval) needs a
 //! restart; [`NodeRuntime::reload`] says which sections it did not apply.
 
-use crate::config::{Config, ConfigError, DnsBackend, DnsMode, GcsProfile, Role, StatusKind};
+use crate::config::{
+    Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role, StatusKind,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +50,12 @@ use walrus_actors::director::zone::{fqdn, RecordTtl, WwwRecords, ZoneLayout};
 use walrus_actors::director::{self, AreaDirector, NameServer};
 use walrus_actors::group::GroupLayer;
 use walrus_actors::model::{AreaName, Decision};
+use walrus_actors::replicator::actor::{
+    self as replicator_actor, BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus,
+    TransferMethod,
+};
+use walrus_actors::replicator::store::StoreConfig;
+use walrus_actors::replicator::watcher::WatchConfig;
 use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
 use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
 use walrus_gcs::{CoreConfig, Gcs, GcsConfig, NodeId};
@@ -110,6 +121,7 @@ pub fn round_config(config: &Config) -> RoundConfig {
             threshold: config.controller.threshold,
             margin: config.controller.margin,
             max_records: config.controller.max_records,
+            max_generation_lag: config.controller.max_generation_lag,
             dead_after: config.notify.dead_after,
             ..Params::default()
         },
@@ -178,6 +190,59 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
     rc.bypass_file = config.reporter.bypass_file.clone();
     rc.panic_after = config.reporter.panic_after;
     Ok(rc)
+}
+
+/// The Replicator of node `node`: primary or replica, its directory (the node's
+/// `replicator_root` or `[replicator] root`), `keep` old generations beside the current
+/// one. The primary keeps its generation numbering in `<root>.walrus-state`. With the
+/// rsync method the primary pushes to every replica's `rsync_url`.
+pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSettings, RunError> {
+    let n = config.node(node)?;
+    let role_err = |detail: String| RunError::Role {
+        node: node.to_owned(),
+        detail,
+    };
+    let r = config
+        .replicator
+        .as_ref()
+        .ok_or_else(|| role_err("the replicator role needs a [replicator] section".into()))?;
+    let method = match r.method {
+        ReplicationMethod::Walrus => TransferMethod::Walrus,
+        ReplicationMethod::Rsync => TransferMethod::Rsync {
+            program: PathBuf::from("rsync"),
+            replicas: config
+                .nodes
+                .iter()
+                .filter(|(name, n)| **name != r.primary && n.roles.contains(&Role::Replicator))
+                .filter_map(|(name, n)| Some((name.clone(), n.rsync_url.clone()?)))
+                .collect(),
+        },
+    };
+    let root = r.root_of(n);
+    let role = if r.primary == node {
+        let mut state = root.clone().into_os_string();
+        state.push(".walrus-state");
+        ReplicatorRole::Primary {
+            root,
+            state_dir: PathBuf::from(state),
+            watch: WatchConfig::default(),
+        }
+    } else {
+        ReplicatorRole::Replica {
+            store: root,
+            config: StoreConfig {
+                keep: r.keep + 1,
+                ..StoreConfig::default()
+            },
+        }
+    };
+    Ok(ReplicatorSettings {
+        me: node.to_owned(),
+        primary: r.primary.clone(),
+        role,
+        backoff: BackoffConfig::default(),
+        method,
+    })
 }
 
 fn director_error(area: &AreaName, e: impl std::fmt::Display) -> RunError {
@@ -356,6 +421,7 @@ pub struct NodeRuntime<L: GroupLayer> {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     controller: Option<ControllerHandle>,
     reporter: Option<ReporterHandle>,
+    replicator: Option<watch::Receiver<ReplicatorStatus>>,
     directors: BTreeMap<AreaName, DirectorView>,
 }
 
@@ -372,6 +438,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             tasks: Vec::new(),
             controller: None,
             reporter: None,
+            replicator: None,
             directors: BTreeMap::new(),
         };
         match rt.start_roles().await {
@@ -453,8 +520,44 @@ impl<L: GroupLayer> NodeRuntime<L> {
             self.controller = Some(handle);
         }
         if n.roles.contains(&Role::Replicator) {
-            tracing::warn!(node = %self.name, "the replicator role is not wired into walrus-node yet; skipped");
+            self.start_replicator().await?;
         }
+        Ok(())
+    }
+
+    /// The Replicator, over the layer's point-to-point streams; its generation goes into
+    /// the Reporter's reports when this node also reports.
+    async fn start_replicator(&mut self) -> Result<(), RunError> {
+        let settings = replicator_settings(&self.config, &self.name)?;
+        let streams = self.layer.peer_streams().ok_or_else(|| RunError::Role {
+            node: self.name.clone(),
+            detail: "the group layer has no point-to-point streams for the replicator".into(),
+        })?;
+        let session = self.open_session().await?;
+        let (status, task) =
+            replicator_actor::spawn(session, streams, settings, self.shutdown_signal());
+        if let Some(reporter) = self.reporter.clone() {
+            let mut rx = status.clone();
+            let mut stop = self.stop.subscribe();
+            self.spawn("replicator generation", async move {
+                loop {
+                    let g = rx.borrow_and_update().generation;
+                    reporter.set_generation(g);
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        r = rx.changed() => if r.is_err() { return Ok(()) },
+                    }
+                }
+            });
+        }
+        self.spawn("replicator", async move {
+            match task.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) if e.is_cancelled() => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        self.replicator = Some(status);
         Ok(())
     }
 
@@ -598,6 +701,11 @@ impl<L: GroupLayer> NodeRuntime<L> {
     /// The Reporter, if this node runs one.
     pub fn reporter(&self) -> Option<&ReporterHandle> {
         self.reporter.as_ref()
+    }
+
+    /// The Replicator's status, if this node runs one.
+    pub fn replicator(&self) -> Option<&watch::Receiver<ReplicatorStatus>> {
+        self.replicator.as_ref()
     }
 
     /// The Directors (one in Directors mode; one per area on a direct-mode Controller).

@@ -29,6 +29,7 @@ use walrus_actors::controller::actor::{ControllerHandle, ControllerStatus};
 use walrus_actors::controller::assign::{DeadCause, LoadBasis, ServerState};
 use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
+use walrus_actors::replicator::actor::ReplicatorStatus;
 use walrus_actors::reporter::state::{Condition, Snapshot};
 use walrus_actors::reporter::ReporterHandle;
 use walrus_gcs::{Gcs, GcsStats, ViewChange};
@@ -94,6 +95,31 @@ pub struct StatusDoc {
     pub events: Vec<String>,
     /// Counters since this node started.
     pub counters: Counters,
+    /// This node's Replicator, when it runs one.
+    #[serde(default)]
+    pub replication: Option<ReplicationDoc>,
+    /// The newest content generation the Controller knows (announced or reported).
+    #[serde(default)]
+    pub newest_generation: Option<u64>,
+}
+
+/// This node's Replicator on the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationDoc {
+    /// "primary" or "replica".
+    pub role: String,
+    /// The generation this node serves (primary: the newest it published).
+    pub generation: Option<u64>,
+    /// The newest generation the primary announced, as far as this node knows.
+    pub newest: Option<u64>,
+    /// Generations behind `newest`.
+    pub lag: Option<u64>,
+    /// Pulls that brought a new generation.
+    pub pulls: u64,
+    /// Failed pull attempts.
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
 }
 
 /// A group-communication view.
@@ -143,6 +169,12 @@ pub struct ServerDoc {
     pub load: Option<f64>,
     /// What this node's Reporter says, when it reports on this server.
     pub reporter: Option<String>,
+    /// The content generation the server's host last reported (with a Replicator).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// Generations behind the newest one.
+    #[serde(default)]
+    pub generation_lag: Option<u64>,
 }
 
 /// Counters since the node started (the monotonic part of `/metrics`).
@@ -205,6 +237,8 @@ pub struct Sample {
     pub view: Option<ViewChange>,
     /// The group node's message counters.
     pub gcs: Option<GcsStats>,
+    /// This node's Replicator.
+    pub replicator: Option<ReplicatorStatus>,
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -366,6 +400,8 @@ impl Observer {
         for (cname, c) in &self.config.clusters {
             for sname in c.servers.keys() {
                 let st = round.and_then(|r| r.states.get(sname));
+                let generation = round.and_then(|r| r.generations.get(sname)).map(|g| g.0);
+                let newest = round.and_then(|r| r.newest_generation).map(|g| g.0);
                 let (state, load) = match st {
                     Some(ServerState::Working { load, basis }) => (
                         match basis {
@@ -392,6 +428,8 @@ impl Observer {
                     state,
                     load,
                     reporter: s.reporters.get(&sname.0).map(describe_snapshot),
+                    generation,
+                    generation_lag: generation.zip(newest).map(|(g, n)| n.saturating_sub(g)),
                 });
             }
         }
@@ -414,6 +452,16 @@ impl Observer {
             servers,
             events: self.events.iter().cloned().collect(),
             counters: self.counters.clone(),
+            replication: s.replicator.as_ref().map(|r| ReplicationDoc {
+                role: if r.primary { "primary" } else { "replica" }.to_owned(),
+                generation: r.generation.map(|g| g.0),
+                newest: r.newest.map(|g| g.0),
+                lag: r.lag(),
+                pulls: r.pulls,
+                failures: r.failures,
+                last_error: r.last_error.clone(),
+            }),
+            newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
         }
     }
 }
@@ -629,6 +677,54 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             .collect(),
     );
     metric(
+        "walrus_server_generation",
+        "gauge",
+        "The content generation each server's host last reported.",
+        doc.servers
+            .iter()
+            .filter_map(|s| {
+                s.generation
+                    .map(|g| (format!("{{server=\"{}\"}}", s.name), g as f64))
+            })
+            .collect(),
+    );
+    metric(
+        "walrus_server_generation_lag",
+        "gauge",
+        "Generations each server's content is behind the newest one.",
+        doc.servers
+            .iter()
+            .filter_map(|s| {
+                s.generation_lag
+                    .map(|l| (format!("{{server=\"{}\"}}", s.name), l as f64))
+            })
+            .collect(),
+    );
+    let repl = doc.replication.as_ref();
+    metric(
+        "walrus_replica_generation",
+        "gauge",
+        "The content generation this node's Replicator serves (primary: publishes).",
+        repl.and_then(|r| r.generation)
+            .map(|g| vec![(String::new(), g as f64)])
+            .unwrap_or_default(),
+    );
+    metric(
+        "walrus_replica_lag",
+        "gauge",
+        "Generations this node's Replicator is behind the newest announced one.",
+        repl.and_then(|r| r.lag)
+            .map(|l| vec![(String::new(), l as f64)])
+            .unwrap_or_default(),
+    );
+    metric(
+        "walrus_replica_pull_failures_total",
+        "counter",
+        "Failed pull attempts of this node's Replicator.",
+        repl.map(|r| vec![(String::new(), r.failures as f64)])
+            .unwrap_or_default(),
+    );
+    metric(
         "walrus_area_home",
         "gauge",
         "1 while an area is assigned to its home cluster.",
@@ -661,6 +757,8 @@ pub struct NodeSources {
     pub view: Option<watch::Receiver<Option<ViewChange>>>,
     /// The group node, for its message counters.
     pub gcs: Option<Arc<Gcs>>,
+    /// The Replicator's status, if the node runs one.
+    pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
 }
 
 impl NodeSources {
@@ -682,6 +780,7 @@ impl NodeSources {
                 .collect(),
             view: Some(rt.layer().watch_view()),
             gcs: Some(rt.shared_layer()),
+            replicator: rt.replicator().cloned(),
         }
     }
 
@@ -702,6 +801,7 @@ impl NodeSources {
                 .collect(),
             view: self.view.as_ref().and_then(|v| v.borrow().clone()),
             gcs: self.gcs.as_ref().map(|g| g.stats()),
+            replicator: self.replicator.as_ref().map(|r| r.borrow().clone()),
         }
     }
 }
@@ -865,15 +965,42 @@ pub fn render_table(doc: &StatusDoc) -> String {
         );
     }
     let _ = writeln!(t);
-    let _ = writeln!(t, "{:<10} {:<10} {:<28} load", "server", "cluster", "state");
+    let _ = writeln!(
+        t,
+        "{:<10} {:<10} {:<28} {:<6} generation",
+        "server", "cluster", "state", "load"
+    );
     for s in &doc.servers {
         let _ = writeln!(
             t,
-            "{:<10} {:<10} {:<28} {}",
+            "{:<10} {:<10} {:<28} {:<6} {}",
             s.name,
             s.cluster,
             s.state,
-            s.load.map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"))
+            s.load.map_or_else(|| "-".to_owned(), |l| format!("{l:.2}")),
+            match (s.generation, s.generation_lag) {
+                (Some(g), Some(l)) => format!("{g} (lag {l})"),
+                (Some(g), None) => g.to_string(),
+                _ => "-".to_owned(),
+            }
+        );
+    }
+    if let Some(r) = &doc.replication {
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "replicator {}: generation {} newest {} lag {}   pulls {} failures {}{}",
+            r.role,
+            r.generation
+                .map_or_else(|| "-".to_owned(), |g| g.to_string()),
+            r.newest.map_or_else(|| "-".to_owned(), |g| g.to_string()),
+            r.lag.map_or_else(|| "-".to_owned(), |g| g.to_string()),
+            r.pulls,
+            r.failures,
+            r.last_error
+                .as_ref()
+                .map(|e| format!("   last error: {e}"))
+                .unwrap_or_default()
         );
     }
     if !doc.events.is_empty() {
@@ -891,7 +1018,7 @@ mod tests {
     use super::*;
     use std::path::Path;
     use walrus_actors::controller::round::RoundStatus;
-    use walrus_actors::model::{AreaAnswer, Change, ClusterName, Round, ServerName};
+    use walrus_actors::model::{AreaAnswer, Change, ClusterName, Generation, Round, ServerName};
 
     const EXAMPLE: &str = include_str!("../../config/walrus.toml");
 
@@ -937,6 +1064,8 @@ mod tests {
                 .into(),
                 cluster_loads: [(ClusterName::from("c-us"), Some(0.25))].into(),
                 duration: Duration::from_millis(400),
+                generations: [(ServerName::from("us-1"), Generation(4))].into(),
+                newest_generation: Some(Generation(5)),
             }),
             ..ControllerStatus::default()
         }
@@ -996,6 +1125,12 @@ mod tests {
         let mut o = Observer::new("eu-a", &config());
         o.observe(Sample {
             controller: Some(master_status(7, decision(7, "c-eu", vec![]))),
+            replicator: Some(ReplicatorStatus {
+                generation: Some(Generation(3)),
+                newest: Some(Generation(5)),
+                failures: 2,
+                ..ReplicatorStatus::default()
+            }),
             ..Sample::default()
         });
         let m = render_metrics(&o.doc());
@@ -1014,6 +1149,11 @@ mod tests {
             "walrus_area_home{area=\"eu\"} 1",
             "walrus_is_master 1",
             "walrus_round 7",
+            "walrus_server_generation{server=\"us-1\"} 4",
+            "walrus_server_generation_lag{server=\"us-1\"} 1",
+            "walrus_replica_generation 3",
+            "walrus_replica_lag 2",
+            "walrus_replica_pull_failures_total 2",
         ] {
             assert!(m.contains(family), "missing {family} in\n{m}");
         }
@@ -1041,6 +1181,8 @@ mod tests {
         });
         let t = render_table(&o.doc());
         assert!(t.contains("(this node)"), "{t}");
+        // Each server's content generation and lag behind the newest (5).
+        assert!(t.contains("0.25   4 (lag 1)"), "{t}");
         assert!(
             t.contains("eu         c-eu       c-us       127.0.2.1"),
             "{t}"

@@ -237,6 +237,16 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     }
     let out = all.join("\n");
     assert!(status.success(), "demo exited with {status}:\n{out}");
+    // The web servers serve the replicated content; the scripted content change reaches
+    // every one of them.
+    assert!(
+        out.contains("replication: all 6 web servers serve content generation 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replication: all 6 web servers serve content generation 2"),
+        "{out}"
+    );
     let summary = out
         .split("demo over:")
         .nth(1)

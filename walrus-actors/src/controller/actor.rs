@@ -247,6 +247,9 @@ impl<S: GroupSession> Shell<S> {
                             tracing::debug!(error = %e, "report ignored");
                         }
                     }
+                    Ok(WalrusMessage::Generation { generation, .. }) => {
+                        self.machine.handle_generation(now(), generation);
+                    }
                     Ok(WalrusMessage::Decision(d)) if !own => {
                         let round = d.round;
                         match self.machine.handle_decision(now(), d) {

@@ -97,6 +97,10 @@ pub struct Params {
     /// `threshold + record_hysteresis`, and ranks as if this much less loaded when the
     /// answer is cut to `max_records`. Default: 0.05.
     pub record_hysteresis: f64,
+    /// Beyond the paper: a server whose content is more than this many generations behind
+    /// the newest announced one is left out like BYPASS, so no client is sent to stale
+    /// content (see [`super::round::stale_content`]). Unit: generations. Default: 1.
+    pub max_generation_lag: u64,
 }
 
 impl Default for Params {
@@ -110,6 +114,7 @@ impl Default for Params {
             flap_window: 10,
             return_margin_half_life: Duration::from_secs(600),
             record_hysteresis: 0.05,
+            max_generation_lag: 1,
         }
     }
 }

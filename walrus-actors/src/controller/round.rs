@@ -50,7 +50,8 @@ use crate::controller::assign::{
 use crate::controller::load::{self, LoadFormula, StatsError};
 use crate::controller::notify::Event;
 use crate::model::{
-    AreaAnswer, AreaName, ClusterName, Decision, Report, ReportBody, Round, ServerName, Topology,
+    AreaAnswer, AreaName, ClusterName, Decision, Generation, Report, ReportBody, Round, ServerName,
+    Topology,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -160,6 +161,38 @@ pub struct RoundStatus {
     pub cluster_loads: BTreeMap<ClusterName, Option<f64>>,
     /// Time from the round's report request to its decision (for metrics).
     pub duration: Duration,
+    /// The content generation each server reported serving, when a Replicator runs
+    /// beside it (the last one reported, this round or before).
+    pub generations: BTreeMap<ServerName, Generation>,
+    /// The newest content generation announced by the Replicator primary or reported.
+    pub newest_generation: Option<Generation>,
+}
+
+/// Beyond the paper: a server whose content generation is more than `max_lag` behind the
+/// newest one is observed as BYPASS (with the figures as reason), so clients are never
+/// sent to stale content; so is one with no content at all (generation 0) once any
+/// generation exists. A server without a generation (no Replicator beside it) and one
+/// already out (BYPASS, PANIC) are left as they are.
+pub fn stale_content(
+    observation: Observation,
+    served: Option<Generation>,
+    newest: Option<Generation>,
+    max_lag: u64,
+) -> Observation {
+    let (Some(g), Some(n)) = (served, newest) else {
+        return observation;
+    };
+    let lag = n.0.saturating_sub(g.0);
+    let empty = g.0 == 0 && n.0 > 0;
+    match observation {
+        Observation::Load(_) | Observation::TempFail if lag > max_lag || empty => Observation::Bypass {
+            reason: format!(
+                "stale content: generation {} is {lag} behind the newest {} (max_generation_lag {max_lag})",
+                g.0, n.0
+            ),
+        },
+        other => other,
+    }
 }
 
 /// Why a report was not used (the driver logs it; the server counts as not answering).
@@ -281,6 +314,10 @@ pub struct RoundMachine {
     /// so its next decision is adopted whatever its round (total order delivers nothing
     /// from a deposed master after the merge's membership change).
     rebase: bool,
+    /// The last content generation each server reported (for the lag rule and status).
+    generations: BTreeMap<ServerName, Generation>,
+    /// The newest content generation announced or reported.
+    newest_generation: Option<Generation>,
     outputs: VecDeque<Output>,
 }
 
@@ -303,8 +340,20 @@ impl RoundMachine {
             shadow: BTreeMap::new(),
             resend: BTreeSet::new(),
             rebase: false,
+            generations: BTreeMap::new(),
+            newest_generation: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The Replicator primary announced content generation `g` (on `Controllers`).
+    pub fn handle_generation(&mut self, _now: Instant, g: Generation) {
+        self.newest_generation = Some(self.newest_generation.map_or(g, |n| n.max(g)));
+    }
+
+    /// The newest content generation known.
+    pub fn newest_generation(&self) -> Option<Generation> {
+        self.newest_generation
     }
 
     /// True while this Controller is master.
@@ -402,10 +451,14 @@ impl RoundMachine {
             server,
             round: got,
             body,
-            ..
+            generation,
         } = report;
         if !self.servers.contains(&server) {
             return Err(ReportIgnored::UnknownServer { server });
+        }
+        if let Some(g) = generation {
+            self.handle_generation(now, g);
+            self.generations.insert(server.clone(), g);
         }
         let observation = match body {
             ReportBody::Stats(stats) => {
@@ -418,6 +471,12 @@ impl RoundMachine {
             ReportBody::Bypass { reason } => Observation::Bypass { reason },
             ReportBody::Panic { reason } => Observation::Panic { reason },
         };
+        let observation = stale_content(
+            observation,
+            generation,
+            self.newest_generation,
+            self.config.params.max_generation_lag,
+        );
         match &mut self.role {
             Role::Gathering { round, reports, .. } => {
                 if got != *round {
@@ -612,6 +671,8 @@ impl RoundMachine {
             states,
             cluster_loads,
             duration: now.saturating_duration_since(started),
+            generations: self.generations.clone(),
+            newest_generation: self.newest_generation,
         }));
         self.last = Some(decision);
         let next_at = (started + self.config.round_period).max(now);
@@ -1047,6 +1108,113 @@ mod tests {
             m.handle_report(t0 + Duration::from_millis(500), report("c2-s1", 1, 10)),
             Err(ReportIgnored::NotGathering { .. })
         ));
+    }
+
+    #[test]
+    fn stale_content_is_bypass_beyond_the_allowed_lag() {
+        let load = Observation::Load(0.3);
+        let g = |n| Some(Generation(n));
+        assert_eq!(stale_content(load.clone(), g(4), g(5), 1), load);
+        assert_eq!(stale_content(load.clone(), g(5), g(5), 0), load);
+        assert_eq!(
+            stale_content(load.clone(), None, g(9), 1),
+            load,
+            "no Replicator"
+        );
+        assert_eq!(
+            stale_content(load.clone(), g(1), None, 1),
+            load,
+            "nothing announced"
+        );
+        let Observation::Bypass { reason } = stale_content(load, g(3), g(5), 1) else {
+            panic!("lag 2 > 1 must be BYPASS")
+        };
+        assert!(
+            reason.contains("generation 3 is 2 behind the newest 5"),
+            "{reason}"
+        );
+        assert!(matches!(
+            stale_content(Observation::TempFail, g(0), g(5), 1),
+            Observation::Bypass { .. }
+        ));
+        // No content yet is out even within the allowed lag.
+        assert!(matches!(
+            stale_content(Observation::Load(0.1), g(0), g(1), 1),
+            Observation::Bypass { .. }
+        ));
+        assert_eq!(
+            stale_content(Observation::Load(0.1), g(0), g(0), 1),
+            Observation::Load(0.1)
+        );
+        let panic = Observation::Panic {
+            reason: "down".into(),
+        };
+        assert_eq!(stale_content(panic.clone(), g(0), g(5), 1), panic);
+    }
+
+    /// One round in which both c1 servers serve generation 3 while the primary announced
+    /// 5 and c2 serves 5; returns the status and the decision.
+    fn round_with_stale_c1(max_generation_lag: u64) -> (RoundStatus, Decision) {
+        let t0 = Instant::now();
+        let mut config = RoundConfig::default();
+        config.params.max_generation_lag = max_generation_lag;
+        let mut m = RoundMachine::new(config, topo());
+        m.handle_generation(t0, Generation(5));
+        m.handle_became_master(t0);
+        drain(&mut m);
+        for (server, g) in [("c1-s1", 3), ("c1-s2", 3), ("c2-s1", 5), ("c2-s2", 5)] {
+            let mut r = report(server, 1, 10);
+            r.generation = Some(Generation(g));
+            m.handle_report(t0, r).unwrap();
+        }
+        let out = drain(&mut m);
+        let status = out.iter().find_map(|o| match o {
+            Output::Status(s) => Some(s.clone()),
+            _ => None,
+        });
+        let decision = out.iter().find_map(|o| match o {
+            Output::Multicast(d) => Some(d.clone()),
+            _ => None,
+        });
+        (status.unwrap(), decision.unwrap())
+    }
+
+    #[test]
+    fn replicas_behind_the_newest_generation_get_no_clients() {
+        let (st, d) = round_with_stale_c1(1);
+        for s in ["c1-s1", "c1-s2"] {
+            assert_eq!(
+                st.states[&ServerName::from(s)],
+                ServerState::Dead(DeadCause::Bypass),
+                "{s}"
+            );
+        }
+        assert!(matches!(
+            st.states[&ServerName::from("c2-s1")],
+            ServerState::Working { .. }
+        ));
+        // Area a1's home cluster serves stale content: a1 is sent to c2.
+        assert_eq!(
+            d.answers[&AreaName::from("a1")].cluster,
+            ClusterName::from("c2")
+        );
+        assert_eq!(st.newest_generation, Some(Generation(5)));
+        assert_eq!(st.generations[&ServerName::from("c1-s1")], Generation(3));
+    }
+
+    #[test]
+    fn without_the_lag_rule_stale_replicas_would_keep_their_clients() {
+        // The same round with the rule made ineffective: c1 stays working and a1 at home,
+        // so the test above fails without the rule.
+        let (st, d) = round_with_stale_c1(u64::MAX);
+        assert!(matches!(
+            st.states[&ServerName::from("c1-s1")],
+            ServerState::Working { .. }
+        ));
+        assert_eq!(
+            d.answers[&AreaName::from("a1")].cluster,
+            ClusterName::from("c1")
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! that removes a node's sessions with reason `Network` (what a view change does).
 //! Integration tests use the real walrus-gcs.
 
-use super::{GroupLayer, GroupSession};
+use super::{
+    BoxFuture, GroupLayer, GroupSession, PeerStreams, StreamError, StreamRecv, StreamSend,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -26,6 +28,68 @@ struct BusState {
     sessions: BTreeMap<SessionId, Slot>,
     groups: BTreeMap<GroupName, Vec<Member>>,
     dead: BTreeSet<(NodeId, Incarnation)>,
+    /// Each node's queue of incoming point-to-point streams (made on first use).
+    streams: BTreeMap<NodeId, StreamQueue>,
+}
+
+type Incoming = (NodeId, StreamSend, StreamRecv);
+
+#[derive(Clone)]
+struct StreamQueue {
+    tx: mpsc::UnboundedSender<Incoming>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Incoming>>>,
+}
+
+impl BusState {
+    fn stream_queue(&mut self, node: &NodeId) -> StreamQueue {
+        self.streams
+            .entry(node.clone())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                StreamQueue {
+                    tx,
+                    rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                }
+            })
+            .clone()
+    }
+}
+
+/// In-memory point-to-point streams between the nodes of a [`LocalBus`] (tokio duplex
+/// pipes).
+struct LocalStreams {
+    bus: LocalBus,
+    node: NodeId,
+}
+
+impl PeerStreams for LocalStreams {
+    fn open(&self, peer: &NodeId) -> BoxFuture<'_, Result<(StreamSend, StreamRecv), StreamError>> {
+        // Like a missing QUIC link: a node that never accepted streams cannot be reached.
+        let queue = self.bus.lock().streams.get(peer).cloned();
+        let peer = peer.clone();
+        Box::pin(async move {
+            let queue = queue.ok_or_else(|| StreamError::Open {
+                peer: peer.clone(),
+                detail: "the peer accepts no streams".into(),
+            })?;
+            let (mine, theirs) = tokio::io::duplex(256 * 1024);
+            let (my_r, my_w) = tokio::io::split(mine);
+            let (their_r, their_w) = tokio::io::split(theirs);
+            queue
+                .tx
+                .send((self.node.clone(), Box::new(their_w), Box::new(their_r)))
+                .map_err(|_| StreamError::Open {
+                    peer,
+                    detail: "the peer is gone".into(),
+                })?;
+            Ok((Box::new(my_w) as StreamSend, Box::new(my_r) as StreamRecv))
+        })
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Option<Incoming>> {
+        let queue = self.bus.lock().stream_queue(&self.node);
+        Box::pin(async move { queue.rx.lock().await.recv().await })
+    }
 }
 
 struct Slot {
@@ -181,6 +245,13 @@ impl GroupLayer for LocalNode {
 
     /// The bus has one view: settled at once.
     async fn settled(&self, _grace: std::time::Duration) {}
+
+    fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
+        Some(Arc::new(LocalStreams {
+            bus: self.bus.clone(),
+            node: self.node.clone(),
+        }))
+    }
 }
 
 /// A session on a [`LocalBus`].

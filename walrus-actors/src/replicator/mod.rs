@@ -15,9 +15,10 @@
 //!                         announce g (Replicators group, later)
 //! ```
 //!
-//! Not here: the actix actor and the walrus-gcs wiring. The driver in [`transfer`] runs
-//! over any `AsyncRead`/`AsyncWrite` pair (TCP loopback and tokio duplex in the tests).
-//! What the actor has to do:
+//! The shell that does the following is [`actor`] (over walrus-gcs's point-to-point QUIC
+//! streams, [`crate::group::PeerStreams`]); the driver in [`transfer`] runs over any
+//! `AsyncRead`/`AsyncWrite` pair (TCP loopback and tokio duplex in the tests).
+//! What the actor does:
 //! - **Primary**: run [`watcher::run_primary`] with a [`transfer::PrimarySource`]; for each
 //!   generation seen on [`transfer::PrimarySource::subscribe`], multicast
 //!   `{ generation, primary }` on the `Replicators` group; for every bi-directional QUIC
@@ -35,6 +36,7 @@
 //! File-system work runs inside these async functions; give each pull/serve its own task on
 //! a multi-thread runtime (not the actix arbiter thread).
 
+pub mod actor;
 pub mod diff;
 pub mod manifest;
 pub mod path;

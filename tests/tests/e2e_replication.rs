@@ -1,0 +1,334 @@
+//! End to end (issue 8, e2e (4); issue 7): content replication between separate
+//! `walrus-node run` processes on loopback over real walrus-gcs (QUIC, mutual TLS).
+//!
+//! One primary (Controller + Replicator) and two replicas (Replicator + Reporter), each
+//! replica's `current` served by its own real nginx, which its Reporter reads. A create,
+//! a modification and a deletion on the primary become visible through every replica's
+//! nginx; each replica's `/status` shows its generation (equal to the primary's, lag 0)
+//! and the Controller's `/status` shows the generation each server reported. A replica
+//! SIGKILLed while changes continue keeps serving its old generation whole through nginx,
+//! and catches up after it is restarted. Every process is killed on drop, even on failure.
+//!
+//! Needs nginx (Debian package `nginx`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support_repl;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support_repl::*;
+use walrus_gcs::transport::certs;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A `walrus-node run` process (SIGKILLed on drop), logging to `DIR/<name>.log`.
+struct Node {
+    name: &'static str,
+    proc: ChildGuard,
+    status: SocketAddr,
+}
+
+impl Node {
+    fn start(
+        exe: &Path,
+        config: &Path,
+        name: &'static str,
+        dir: &Path,
+        status: SocketAddr,
+    ) -> Node {
+        let log = dir.join(format!("{name}.log"));
+        let err = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(exe)
+            .args(["run", "--node", name, "--config"])
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                "walrus_actors=info,walrus_node=info,walrus_gcs=warn",
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Node {
+            name,
+            proc: ChildGuard(child),
+            status,
+        }
+    }
+
+    /// This node's `/status` document.
+    fn status(&self) -> Result<serde_json::Value, String> {
+        let r = http_get(self.status, "/status").map_err(|e| format!("{}: {e}", self.name))?;
+        serde_json::from_str(&r.body).map_err(|e| format!("{}: {e}: {}", self.name, r.body))
+    }
+
+    /// The generation its Replicator serves, from `/status`.
+    fn generation(&self) -> Result<u64, String> {
+        let s = self.status()?;
+        s["replication"]["generation"]
+            .as_u64()
+            .ok_or_else(|| format!("{}: no generation in {}", self.name, s["replication"]))
+    }
+}
+
+/// Prints every node's log when the test fails.
+struct LogsOnFailure(Vec<PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for l in &self.0 {
+                let text = fs::read_to_string(l).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                eprintln!("==== {} (last 60 lines)", l.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// `path` as served by the nginx on `port`: Ok(body) on 200, Err on anything else.
+fn served(port: u16, path: &str) -> Result<String, String> {
+    let r = http_get(([127, 0, 0, 1], port).into(), path).map_err(|e| e.to_string())?;
+    if r.status == 200 {
+        Ok(r.body)
+    } else {
+        Err(format!("{path}: HTTP {}", r.status))
+    }
+}
+
+/// Waits until every nginx serves `path` as `want` (Some(body)) or answers 404 (None).
+fn wait_served(ports: &[u16], path: &str, want: Option<&str>) {
+    for &port in ports {
+        poll_until(
+            &format!("nginx :{port} to serve {path} as {want:?}"),
+            PATIENCE,
+            || {
+                let r = http_get(([127, 0, 0, 1], port).into(), path).map_err(|e| e.to_string())?;
+                match want {
+                    Some(w) if r.status == 200 && r.body == w => Ok(()),
+                    None if r.status == 404 => Ok(()),
+                    _ => Err(format!("HTTP {} {:?}", r.status, r.body)),
+                }
+            },
+        );
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+#[test]
+fn content_changes_on_the_primary_reach_every_replicas_nginx_and_a_killed_replica_catches_up() {
+    need("nginx", "nginx");
+    let exe = walrus_node_exe();
+    let tmp = TempDir::new("e2e-repl");
+    let dir = tmp.path();
+    let site = dir.join("site");
+    fs::create_dir_all(site.join("docs")).unwrap();
+    fs::write(site.join("index.html"), "v1").unwrap();
+    fs::write(site.join("docs/old.txt"), "old").unwrap();
+
+    let certs_dir = dir.join("certs");
+    certs::write_new_ca(&certs_dir).unwrap();
+    for n in ["p", "r1", "r2"] {
+        certs::write_node_cert(&certs_dir, n).unwrap();
+    }
+    let web = [free_tcp_port(), free_tcp_port()];
+    let status: Vec<SocketAddr> = (0..3)
+        .map(|_| ([127, 0, 0, 1], free_tcp_port()).into())
+        .collect();
+    let config = format!(
+        r#"site = "example.com"
+[timing]
+round_period = "500ms"
+report_timeout = "250ms"
+report_interval = "200ms"
+[tls]
+ca = "{d}/certs/ca.pem"
+dir = "{d}/certs"
+[reporter]
+bypass_file = "{d}/bypass"
+[controller]
+use_cpu = false
+max_generation_lag = 1
+[areas.a1]
+zone = "area-a1.example.com"
+name_server = "127.0.0.1:{dns}"
+home_cluster = "c1"
+[clusters.c1.servers.s1]
+addresses = ["192.0.2.1"]
+status = "nginx"
+status_url = "http://127.0.0.1:{w1}/nginx_status"
+max_workers = 100
+[clusters.c1.servers.s2]
+addresses = ["192.0.2.2"]
+status = "nginx"
+status_url = "http://127.0.0.1:{w2}/nginx_status"
+max_workers = 100
+[nodes.p]
+address = "127.0.0.1:{q0}"
+roles = ["controller", "replicator"]
+status_addr = "{s0}"
+[nodes.r1]
+address = "127.0.0.1:{q1}"
+roles = ["replicator", "reporter"]
+server = "s1"
+status_addr = "{s1}"
+replicator_root = "{d}/r1"
+[nodes.r2]
+address = "127.0.0.1:{q2}"
+roles = ["replicator", "reporter"]
+server = "s2"
+status_addr = "{s2}"
+replicator_root = "{d}/r2"
+[replicator]
+primary = "p"
+root = "{d}/site"
+keep = 2
+"#,
+        d = dir.display(),
+        dns = free_udp_port(),
+        w1 = web[0],
+        w2 = web[1],
+        q0 = free_udp_port(),
+        q1 = free_udp_port(),
+        q2 = free_udp_port(),
+        s0 = status[0],
+        s1 = status[1],
+        s2 = status[2],
+    );
+    let config_path = dir.join("walrus.toml");
+    fs::write(&config_path, config).unwrap();
+    let check = Command::new(&exe)
+        .args(["check-config", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "check-config: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The replicas' stores exist before nginx starts (their `current` appears later).
+    for r in ["r1", "r2"] {
+        fs::create_dir_all(dir.join(r)).unwrap();
+    }
+    let _nginx1 = start_nginx(&dir.join("nginx1"), web[0], &dir.join("r1/current"));
+    let _nginx2 = start_nginx(&dir.join("nginx2"), web[1], &dir.join("r2/current"));
+    let _logs = LogsOnFailure(
+        ["p", "r1", "r2"]
+            .iter()
+            .map(|n| dir.join(format!("{n}.log")))
+            .collect(),
+    );
+    let primary = Node::start(&exe, &config_path, "p", dir, status[0]);
+    let r1 = Node::start(&exe, &config_path, "r1", dir, status[1]);
+    let mut r2 = Node::start(&exe, &config_path, "r2", dir, status[2]);
+
+    // First sync: the tree as it was, through both nginx.
+    wait_served(&web, "/index.html", Some("v1"));
+    wait_served(&web, "/docs/old.txt", Some("old"));
+
+    // Create, modify, delete (and a nested directory).
+    let changed = std::time::Instant::now();
+    fs::write(site.join("index.html"), "v2").unwrap();
+    fs::create_dir_all(site.join("new/deep")).unwrap();
+    fs::write(site.join("new/deep/page.txt"), "created").unwrap();
+    fs::remove_file(site.join("docs/old.txt")).unwrap();
+    wait_served(&web, "/index.html", Some("v2"));
+    wait_served(&web, "/new/deep/page.txt", Some("created"));
+    wait_served(&web, "/docs/old.txt", None);
+    // A figure, not an assertion: change on the primary to visible through both nginx
+    // (debounce 100 ms included; polled every 100 ms).
+    println!(
+        "{{\"case\":\"e2e_change_to_visible\",\"replicas\":2,\"ms\":{}}}",
+        changed.elapsed().as_millis()
+    );
+
+    // Every replica's /status shows the primary's generation, lag 0 (once the tree is quiet).
+    let g = poll_until("replicas at the primary's generation", PATIENCE, || {
+        let p = primary.generation()?;
+        let (a, b) = (r1.generation()?, r2.generation()?);
+        if a == p && b == p && p >= 2 {
+            Ok(p)
+        } else {
+            Err(format!("primary {p}, r1 {a}, r2 {b}"))
+        }
+    });
+    for r in [&r1, &r2] {
+        let s = r.status().unwrap();
+        assert_eq!(s["replication"]["role"], "replica", "{s}");
+        assert_eq!(s["replication"]["lag"], 0, "{s}");
+    }
+    // The Controller sees the generation each server's Reporter reported.
+    poll_until(
+        "the Controller's /status to show both servers at g",
+        PATIENCE,
+        || {
+            let s = primary.status()?;
+            let servers = s["servers"].as_array().cloned().unwrap_or_default();
+            let at_g = servers
+                .iter()
+                .filter(|x| x["generation"].as_u64() == Some(g))
+                .count();
+            if at_g == 2 && s["newest_generation"].as_u64() == Some(g) {
+                Ok(())
+            } else {
+                Err(s["servers"].to_string())
+            }
+        },
+    );
+    // `walrus-node status` prints them in its table.
+    let table = Command::new(&exe)
+        .args(["status", "--addr"])
+        .arg(status[1].to_string())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!(
+            "replicator replica: generation {g} newest {g} lag 0"
+        )),
+        "{table}"
+    );
+
+    // r2 is SIGKILLed; changes continue; r1 follows, r2's nginx keeps the old tree whole.
+    r2.proc.kill();
+    fs::write(site.join("index.html"), "v3").unwrap();
+    fs::write(site.join("while-down.txt"), "missed").unwrap();
+    wait_served(&web[..1], "/index.html", Some("v3"));
+    wait_served(&web[..1], "/while-down.txt", Some("missed"));
+    fs::write(site.join("index.html"), "v4").unwrap();
+    wait_served(&web[..1], "/index.html", Some("v4"));
+    assert_eq!(served(web[1], "/index.html").unwrap(), "v2");
+    assert_eq!(served(web[1], "/new/deep/page.txt").unwrap(), "created");
+    assert!(served(web[1], "/while-down.txt").is_err());
+
+    // Restarted, r2 catches up with everything it missed.
+    r2 = Node::start(&exe, &config_path, "r2", dir, status[2]);
+    wait_served(&web[1..], "/index.html", Some("v4"));
+    wait_served(&web[1..], "/while-down.txt", Some("missed"));
+    poll_until("r2 at the primary's generation again", PATIENCE, || {
+        let (p, b) = (primary.generation()?, r2.generation()?);
+        if b == p && b > g {
+            Ok(())
+        } else {
+            Err(format!("primary {p}, r2 {b}"))
+        }
+    });
+    drop(r2);
+    drop(r1);
+    drop(primary);
+}
