@@ -148,13 +148,14 @@ impl Walrus {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let tm = rep.timings;
         let parts = format!(
-            ",\"walrus_parts_ms\":{{\"scan\":{:.0},\"manifest\":{:.0},\"layout\":{:.0},\"fetch\":{:.0},\"switch\":{:.0},\"prune\":{:.0}}}",
+            ",\"walrus_parts_ms\":{{\"scan\":{:.0},\"manifest\":{:.0},\"layout\":{:.0},\"fetch\":{:.0},\"switch\":{:.0},\"prune\":{:.0}}},\"walrus_recycled\":{}",
             scan * 1000.0,
             ms(tm.manifest),
             ms(tm.layout),
             ms(tm.fetch),
             ms(tm.commit),
-            ms(tm.prune)
+            ms(tm.prune),
+            rep.recycled
         );
         (visible.as_secs_f64(), scan, rep.fetched_bytes, parts)
     }

@@ -524,7 +524,18 @@ impl Scanner {
                     continue;
                 }
             };
-            self.visit(root, rel, out, cache, limits)?;
+            // `fstatat` on the directory's descriptor: no walk of the whole path per entry.
+            let md = match de.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(ManifestError::Io {
+                        path: abs.join(&name),
+                        source,
+                    })
+                }
+            };
+            self.visit_with(root, rel, md, out, cache, limits)?;
         }
         Ok(())
     }
@@ -538,6 +549,29 @@ impl Scanner {
         cache: &mut HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
         limits: &Limits,
     ) -> Result<(), ManifestError> {
+        let md = match fs::symlink_metadata(rel.under(root)) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ManifestError::Io {
+                    path: rel.under(root),
+                    source,
+                })
+            }
+        };
+        self.visit_with(root, rel, md, out, cache, limits)
+    }
+
+    /// [`visit`](Self::visit) with the entry's metadata (not following a symlink) in hand.
+    fn visit_with(
+        &mut self,
+        root: &Path,
+        rel: RelPath,
+        md: fs::Metadata,
+        out: &mut Vec<Entry>,
+        cache: &mut HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
+        limits: &Limits,
+    ) -> Result<(), ManifestError> {
         if out.len() >= limits.max_entries {
             return Err(ManifestError::OverLimit {
                 path: rel.to_string(),
@@ -545,11 +579,6 @@ impl Scanner {
             });
         }
         let p = rel.under(root);
-        let md = match fs::symlink_metadata(&p) {
-            Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(ManifestError::Io { path: p, source }),
-        };
         let mtime = Mtime {
             secs: md.mtime(),
             nanos: md.mtime_nsec().clamp(0, 999_999_999) as u32,

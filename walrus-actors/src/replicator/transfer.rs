@@ -300,6 +300,9 @@ pub struct PullReport {
     pub switched_at: Option<tokio::time::Instant>,
     /// Where the time went.
     pub timings: PullTimings,
+    /// Whether an old generation was recycled into the new one (changed in place) rather
+    /// than the new tree built from scratch (see [`ReplicaStore::begin`]).
+    pub recycled: bool,
 }
 
 /// Where one [`pull`]'s time went.
@@ -313,7 +316,7 @@ pub struct PullTimings {
     pub fetch: Duration,
     /// Making it durable and switching `current`.
     pub commit: Duration,
-    /// Removing old generations.
+    /// Removing old generations (and preparing a spare for the next build, once).
     pub prune: Duration,
 }
 
@@ -361,6 +364,7 @@ where
             fetched_bytes: 0,
             switched_at: None,
             timings: PullTimings::default(),
+            recycled: false,
         });
     }
     let t0 = tokio::time::Instant::now();
@@ -389,6 +393,7 @@ where
     }
     let t_manifest = t0.elapsed();
     let build = store.begin(manifest)?;
+    let recycled = build.recycled();
     let t_layout = t0.elapsed();
     let pending = build.pending().to_vec();
     let batches: Vec<&[super::store::Pending]> = pending.chunks(MAX_FILES_PER_REQUEST).collect();
@@ -462,6 +467,7 @@ where
     let switched_at = Some(tokio::time::Instant::now());
     let t_commit = t0.elapsed();
     store.prune()?;
+    store.prepare_spare()?;
     let timings = PullTimings {
         manifest: t_manifest,
         layout: t_layout - t_manifest,
@@ -477,6 +483,7 @@ where
         fetched_bytes,
         switched_at,
         timings,
+        recycled,
     })
 }
 
