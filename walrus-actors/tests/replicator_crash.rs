@@ -62,6 +62,17 @@ fn write_files(root: &std::path::Path, tag: u8) {
     }
 }
 
+/// Files of generation 2 complete in `incoming` (a build that recycles an old tree starts
+/// with generation 1's files there).
+fn arrived(incoming: &std::path::Path) -> usize {
+    (0..FILES)
+        .filter(|&i| {
+            fs::read(incoming.join(format!("f{i:02}")))
+                .is_ok_and(|b| b.len() == 100 * 1024 && b[0] == (i as u8) ^ 2)
+        })
+        .count()
+}
+
 // Flaky on a quiet machine: a clean-clone CI run saw all 60 files in `incoming` at the
 // first poll, so the kill landed after the end ("killed after the end (60 files)"); it
 // passed every time under load. Run it by hand with `--ignored` until the trigger waits on
@@ -112,8 +123,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let incoming = store_dir.join("incoming");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
-        if n >= 10 {
+        if arrived(&incoming) >= 10 {
             break;
         }
         assert!(Instant::now() < deadline, "the transfer never got going");
@@ -125,7 +135,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     }
     proc.0.kill().unwrap(); // SIGKILL
     proc.0.wait().unwrap();
-    let arrived = fs::read_dir(&incoming).unwrap().count();
+    let arrived = arrived(&incoming);
     assert!(arrived < FILES, "killed after the end ({arrived} files)");
 
     // The old generation is still served, whole; the interrupted build is recognisable.
