@@ -9,8 +9,9 @@
 //!
 //! What is timed for walrus: the primary's rescan (incremental; for `full` the primary
 //! already has its manifest, as a running primary does) plus the replica's pull up to the
-//! atomic switch of `current` (pruning old generations comes after). Neither side fsyncs
-//! (`durable: false`, like rsync without `--fsync`).
+//! atomic switch of `current` (pruning old generations, and after the first generation the
+//! spare copy for the next build to recycle, come after and are shown as `prune`). Neither
+//! side fsyncs (`durable: false`, like rsync without `--fsync`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs;

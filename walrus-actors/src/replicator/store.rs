@@ -457,6 +457,10 @@ impl ReplicaStore {
 /// current generation, hard link (`true`) or local copy with new metadata (`false`).
 type Local = (usize, RelPath, bool);
 
+/// A laid-out build: files to fetch, files to link or copy, and the indexes of the
+/// directories whose mode and mtime to set at commit (`None`: all).
+type Layout = (Vec<Pending>, Vec<Local>, Option<Vec<usize>>);
+
 /// Lays out a generation from scratch in the empty `incoming`: directories and symlinks
 /// now, in order (a parent before its children); returns the files to fetch and the files
 /// to link or copy from the current generation.
@@ -538,7 +542,7 @@ fn layout_recycled(
     actions: Vec<Action>,
     incoming: &Path,
     salvage: &Path,
-) -> Result<(Vec<Pending>, Vec<Local>, Option<Vec<usize>>), StoreError> {
+) -> Result<Layout, StoreError> {
     use std::collections::HashSet;
     let mut touched: HashSet<RelPath> = HashSet::new();
     // A directory without write permission for its owner cannot be changed (by a replica

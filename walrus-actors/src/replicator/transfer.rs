@@ -13,8 +13,8 @@
 use super::manifest::{Kind, Manifest};
 use super::path::RelPath;
 use super::protocol::{
-    pages, read_frame, read_message, write_data, write_message, FileRequest, Frame, FrameError,
-    Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
+    pages, read_frame, read_message, write_data, write_message, write_page, FileRequest, Frame,
+    FrameError, Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
 };
 use super::store::{ReplicaStore, StoreError};
 use crate::model::Generation;
@@ -186,12 +186,7 @@ where
                     let ps = pages(&m);
                     let n = ps.len();
                     for (i, p) in ps.into_iter().enumerate() {
-                        let page = Response::ManifestPage {
-                            generation,
-                            entries: p.to_vec(),
-                            last: i + 1 == n,
-                        };
-                        write_message(&mut w, &page).await?;
+                        write_page(&mut w, generation, p, i + 1 == n).await?;
                     }
                 }
             },
