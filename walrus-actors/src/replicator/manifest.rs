@@ -331,22 +331,40 @@ pub fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Vec<Chunk>)
             Ok((ContentHash(*hasher.finalize().as_bytes()), Vec::new()))
         }
         Some((min, avg, max)) => {
-            let mut hasher = blake3::Hasher::new();
-            let mut chunks = Vec::new();
-            for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
-                let c = c.map_err(|e| io::Error::other(e.to_string()))?;
-                hasher.update(&c.data);
-                chunks.push(Chunk {
-                    offset: c.offset,
-                    len: c.length as u32,
-                    hash: ContentHash::of(&c.data),
+            // One read of the file; the whole-content hash runs on a second thread beside
+            // the chunker and the chunk hashes (a large file's rescan is all hashing).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            std::thread::scope(|scope| {
+                let whole = scope.spawn(move || {
+                    let mut hasher = blake3::Hasher::new();
+                    for data in rx {
+                        hasher.update(&data);
+                    }
+                    ContentHash(*hasher.finalize().as_bytes())
                 });
-            }
-            if chunks.len() > MAX_CHUNKS {
-                // The file grew while we read it; the next scan sees it settled.
-                return Err(io::Error::other("file changed while chunking"));
-            }
-            Ok((ContentHash(*hasher.finalize().as_bytes()), chunks))
+                let mut chunks = Vec::new();
+                for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
+                    let c = c.map_err(|e| io::Error::other(e.to_string()))?;
+                    chunks.push(Chunk {
+                        offset: c.offset,
+                        len: c.length as u32,
+                        hash: ContentHash::of(&c.data),
+                    });
+                    if tx.send(c.data).is_err() {
+                        break; // the hasher is gone: it panicked, joined below
+                    }
+                }
+                drop(tx);
+                let hash = match whole.join() {
+                    Ok(h) => h,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
+                if chunks.len() > MAX_CHUNKS {
+                    // The file grew while we read it; the next scan sees it settled.
+                    return Err(io::Error::other("file changed while chunking"));
+                }
+                Ok((hash, chunks))
+            })
         }
     }
 }
