@@ -462,7 +462,10 @@ where
     let switched_at = Some(tokio::time::Instant::now());
     let t_commit = t0.elapsed();
     store.prune()?;
-    store.prepare_spare()?;
+    // Only an optimisation of the next build: a failure is not the pull's.
+    if let Err(e) = store.prepare_spare() {
+        tracing::warn!(error = %e, "replicator: could not prepare a spare generation");
+    }
     let timings = PullTimings {
         manifest: t_manifest,
         layout: t_layout - t_manifest,
