@@ -12,6 +12,13 @@
 # Each measured run starts from dropped caches with the source read back in, writes into a
 # fresh never-used directory (full case), and the two systems alternate which goes first.
 # Neither side fsyncs. Needs root (drop_caches) and the Debian package `rsync`.
+# walrus_s runs from the primary's rescan (a full one: stat of every file, hashing only the
+# changed ones) to the replica's atomic switch of `current`; walrus_parts_ms splits it
+# (scan, manifest, layout, fetch, switch) and adds what follows the switch (prune: removing
+# old generations, and after the first generation making the spare: a hard-linked copy of
+# it that the next build recycles). A replica builds a new generation by recycling the tree
+# it would prune next (or the spare) and changing it in place, so a small change costs
+# what changed, not the whole tree (walrus_recycled says whether it did).
 # The data set is deleted on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,8 +9,9 @@
 //!
 //! What is timed for walrus: the primary's rescan (incremental; for `full` the primary
 //! already has its manifest, as a running primary does) plus the replica's pull up to the
-//! atomic switch of `current` (pruning old generations comes after). Neither side fsyncs
-//! (`durable: false`, like rsync without `--fsync`).
+//! atomic switch of `current` (pruning old generations, and after the first generation the
+//! spare copy for the next build to recycle, come after and are shown as `prune`). Neither
+//! side fsyncs (`durable: false`, like rsync without `--fsync`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs;
@@ -148,13 +149,14 @@ impl Walrus {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let tm = rep.timings;
         let parts = format!(
-            ",\"walrus_parts_ms\":{{\"scan\":{:.0},\"manifest\":{:.0},\"layout\":{:.0},\"fetch\":{:.0},\"switch\":{:.0},\"prune\":{:.0}}}",
+            ",\"walrus_parts_ms\":{{\"scan\":{:.0},\"manifest\":{:.0},\"layout\":{:.0},\"fetch\":{:.0},\"switch\":{:.0},\"prune\":{:.0}}},\"walrus_recycled\":{}",
             scan * 1000.0,
             ms(tm.manifest),
             ms(tm.layout),
             ms(tm.fetch),
             ms(tm.commit),
-            ms(tm.prune)
+            ms(tm.prune),
+            rep.recycled
         );
         (visible.as_secs_f64(), scan, rep.fetched_bytes, parts)
     }

@@ -90,18 +90,30 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
             _ => None,
         })
         .collect();
+    // Both manifests are sorted by path: one merge pass pairs each new entry with the old
+    // entry at the same path and lists the old paths that are gone (no search per entry).
+    let mut at_path: Vec<Option<&Entry>> = Vec::with_capacity(new.entries.len());
+    let mut deleted = Vec::new();
+    let mut olds = old.entries.iter().peekable();
+    for e in &new.entries {
+        while let Some(o) = olds.next_if(|o| o.path < e.path) {
+            deleted.push(o.path.clone());
+        }
+        at_path.push(olds.next_if(|o| o.path == e.path));
+    }
+    deleted.extend(olds.map(|o| o.path.clone()));
     let mut fetch_bytes = 0;
     let actions = new
         .entries
         .iter()
-        .map(|e| match &e.kind {
+        .zip(at_path)
+        .map(|(e, at_path)| match &e.kind {
             Kind::Dir => Action::Dir,
             Kind::Symlink { .. } => Action::Symlink,
             Kind::File { hash, chunks } => {
                 // Prefer the same path (most files do not move), then any file with the hash.
-                let same = old
-                    .get(&e.path)
-                    .filter(|o| matches!(&o.kind, Kind::File { hash: h, .. } if h == hash));
+                let same =
+                    at_path.filter(|o| matches!(&o.kind, Kind::File { hash: h, .. } if h == hash));
                 if let Some(o) = same.or_else(|| by_hash.get(hash).copied()) {
                     if o.mode == e.mode && o.mtime == e.mtime {
                         return Action::Link {
@@ -118,7 +130,7 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
                             chunks: old_chunks, ..
                         },
                     ..
-                }) = old.get(&e.path)
+                }) = at_path
                 {
                     if !chunks.is_empty() && !old_chunks.is_empty() {
                         let segments = delta_segments(old_chunks, chunks);
@@ -142,12 +154,6 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
                 Action::Fetch
             }
         })
-        .collect();
-    let deleted = old
-        .entries
-        .iter()
-        .filter(|o| new.get(&o.path).is_none())
-        .map(|o| o.path.clone())
         .collect();
     Plan {
         actions,

@@ -15,6 +15,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A blake3 hash of content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -330,22 +331,40 @@ pub fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Vec<Chunk>)
             Ok((ContentHash(*hasher.finalize().as_bytes()), Vec::new()))
         }
         Some((min, avg, max)) => {
-            let mut hasher = blake3::Hasher::new();
-            let mut chunks = Vec::new();
-            for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
-                let c = c.map_err(|e| io::Error::other(e.to_string()))?;
-                hasher.update(&c.data);
-                chunks.push(Chunk {
-                    offset: c.offset,
-                    len: c.length as u32,
-                    hash: ContentHash::of(&c.data),
+            // One read of the file; the whole-content hash runs on a second thread beside
+            // the chunker and the chunk hashes (a large file's rescan is all hashing).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            std::thread::scope(|scope| {
+                let whole = scope.spawn(move || {
+                    let mut hasher = blake3::Hasher::new();
+                    for data in rx {
+                        hasher.update(&data);
+                    }
+                    ContentHash(*hasher.finalize().as_bytes())
                 });
-            }
-            if chunks.len() > MAX_CHUNKS {
-                // The file grew while we read it; the next scan sees it settled.
-                return Err(io::Error::other("file changed while chunking"));
-            }
-            Ok((ContentHash(*hasher.finalize().as_bytes()), chunks))
+                let mut chunks = Vec::new();
+                for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
+                    let c = c.map_err(|e| io::Error::other(e.to_string()))?;
+                    chunks.push(Chunk {
+                        offset: c.offset,
+                        len: c.length as u32,
+                        hash: ContentHash::of(&c.data),
+                    });
+                    if tx.send(c.data).is_err() {
+                        break; // the hasher is gone: it panicked, joined below
+                    }
+                }
+                drop(tx);
+                let hash = match whole.join() {
+                    Ok(h) => h,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
+                if chunks.len() > MAX_CHUNKS {
+                    // The file grew while we read it; the next scan sees it settled.
+                    return Err(io::Error::other("file changed while chunking"));
+                }
+                Ok((hash, chunks))
+            })
         }
     }
 }
@@ -390,12 +409,65 @@ impl Scanner {
         generation: Generation,
         limits: &Limits,
     ) -> Result<Manifest, ManifestError> {
-        let mut entries = Vec::new();
-        let mut cache = HashMap::with_capacity(self.cache.len());
-        self.skipped.clear();
-        self.walk(root, None, &mut entries, &mut cache, limits)?;
+        let old = std::mem::take(&mut self.cache);
+        let count = AtomicUsize::new(0);
+        let mut top = Walk::new(root, &old, limits, &count);
+        top.cache.reserve(old.len());
+        // The root's own files here; its directories spread over threads.
+        let (dirs, files): (Vec<_>, Vec<_>) =
+            top.list(None)?.into_iter().partition(|(_, md)| md.is_dir());
+        for (rel, md) in files {
+            top.visit_with(rel, md)?;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().min(4))
+            .min(dirs.len());
+        if threads <= 1 {
+            for (rel, md) in dirs {
+                top.visit_with(rel, md)?;
+            }
+        } else {
+            let mut parts: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+            for (i, d) in dirs.into_iter().enumerate() {
+                parts[i % threads].push(d);
+            }
+            let (old, count) = (&old, &count);
+            let walkers: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| {
+                        scope.spawn(move || {
+                            let mut w = Walk::new(root, old, limits, count);
+                            for (rel, md) in part {
+                                w.visit_with(rel, md)?;
+                            }
+                            Ok::<_, ManifestError>((w.out, w.cache, w.skipped))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join()).collect()
+            });
+            for w in walkers {
+                match w {
+                    Ok(r) => {
+                        let (out, cache, skipped) = r?;
+                        top.out.extend(out);
+                        top.cache.extend(cache);
+                        top.skipped.extend(skipped);
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        }
+        let Walk {
+            out: mut entries,
+            cache,
+            skipped,
+            ..
+        } = top;
         self.cache = cache;
-        entries.sort_by(|a: &Entry, b: &Entry| a.path.cmp(&b.path));
+        self.skipped = skipped;
+        entries.sort_unstable_by(|a: &Entry, b: &Entry| a.path.cmp(&b.path));
         let m = Manifest {
             generation,
             entries,
@@ -421,8 +493,8 @@ impl Scanner {
             .iter()
             .map(|e| (e.path.clone(), e.clone()))
             .collect();
-        self.skipped.clear();
-        let mut cache = HashMap::new();
+        let count = AtomicUsize::new(0);
+        let mut w = Walk::new(root, &self.cache, limits, &count);
         let mut parents = std::collections::BTreeSet::new();
         let mut done: Vec<&RelPath> = Vec::new();
         for d in dirty {
@@ -446,9 +518,8 @@ impl Scanner {
             for k in stale {
                 map.remove(&k);
             }
-            let mut out = Vec::new();
-            self.visit(root, d.clone(), &mut out, &mut cache, limits)?;
-            for e in out {
+            w.visit(d.clone())?;
+            for e in w.out.drain(..) {
                 map.insert(e.path.clone(), e);
             }
         }
@@ -473,7 +544,9 @@ impl Scanner {
                 _ => return Ok(None),
             }
         }
+        let (cache, skipped) = (w.cache, w.skipped);
         self.cache.extend(cache);
+        self.skipped = skipped;
         let m = Manifest {
             generation,
             entries: map.into_values().collect(),
@@ -483,15 +556,53 @@ impl Scanner {
         }
         Ok(Some(m))
     }
+}
 
-    fn walk(
+/// What the hash cache holds per file: the stat that made it valid, hash, chunks.
+type Cache = HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>;
+
+/// One walker of a scan: reads the previous scan's cache, collects entries, the new cache
+/// and what it skipped. A full scan runs one per thread over the top-level directories.
+struct Walk<'a> {
+    root: &'a Path,
+    old: &'a Cache,
+    limits: &'a Limits,
+    /// Entries visited by all walkers of the scan (bounds the total).
+    count: &'a AtomicUsize,
+    out: Vec<Entry>,
+    cache: Cache,
+    skipped: Vec<Skipped>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(root: &'a Path, old: &'a Cache, limits: &'a Limits, count: &'a AtomicUsize) -> Self {
+        Self {
+            root,
+            old,
+            limits,
+            count,
+            out: Vec::new(),
+            cache: HashMap::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Adds everything under directory `dir` (the root: `None`) to `out`.
+    fn walk(&mut self, dir: Option<&RelPath>) -> Result<(), ManifestError> {
+        for (rel, md) in self.list(dir)? {
+            self.visit_with(rel, md)?;
+        }
+        Ok(())
+    }
+
+    /// The entries of directory `dir` (the root: `None`) with their metadata; names that
+    /// are not acceptable are skipped with a warning.
+    fn list(
         &mut self,
-        root: &Path,
         dir: Option<&RelPath>,
-        out: &mut Vec<Entry>,
-        cache: &mut HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
-        limits: &Limits,
-    ) -> Result<(), ManifestError> {
+    ) -> Result<Vec<(RelPath, fs::Metadata)>, ManifestError> {
+        let root = self.root;
+        let mut listed = Vec::new();
         let abs = dir.map_or_else(|| root.to_path_buf(), |d| d.under(root));
         let io_err = |source| ManifestError::Io {
             path: abs.clone(),
@@ -500,7 +611,7 @@ impl Scanner {
         let rd = match fs::read_dir(&abs) {
             Ok(rd) => rd,
             // Removed while we walked: the watcher will report it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_some() => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_some() => return Ok(listed),
             Err(e) => return Err(io_err(e)),
         };
         for de in rd {
@@ -524,32 +635,48 @@ impl Scanner {
                     continue;
                 }
             };
-            self.visit(root, rel, out, cache, limits)?;
+            // `fstatat` on the directory's descriptor: no walk of the whole path per entry.
+            let md = match de.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(ManifestError::Io {
+                        path: abs.join(&name),
+                        source,
+                    })
+                }
+            };
+            listed.push((rel, md));
         }
-        Ok(())
+        Ok(listed)
     }
 
     /// Adds the entry at `rel` (and, for a directory, everything under it) to `out`.
-    fn visit(
-        &mut self,
-        root: &Path,
-        rel: RelPath,
-        out: &mut Vec<Entry>,
-        cache: &mut HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
-        limits: &Limits,
-    ) -> Result<(), ManifestError> {
-        if out.len() >= limits.max_entries {
+    fn visit(&mut self, rel: RelPath) -> Result<(), ManifestError> {
+        let root = self.root;
+        let md = match fs::symlink_metadata(rel.under(root)) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ManifestError::Io {
+                    path: rel.under(root),
+                    source,
+                })
+            }
+        };
+        self.visit_with(rel, md)
+    }
+
+    /// [`visit`](Self::visit) with the entry's metadata (not following a symlink) in hand.
+    fn visit_with(&mut self, rel: RelPath, md: fs::Metadata) -> Result<(), ManifestError> {
+        let (root, limits) = (self.root, self.limits);
+        if self.count.fetch_add(1, Ordering::Relaxed) >= limits.max_entries {
             return Err(ManifestError::OverLimit {
                 path: rel.to_string(),
                 what: format!("more than {} entries", limits.max_entries),
             });
         }
         let p = rel.under(root);
-        let md = match fs::symlink_metadata(&p) {
-            Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(ManifestError::Io { path: p, source }),
-        };
         let mtime = Mtime {
             secs: md.mtime(),
             nanos: md.mtime_nsec().clamp(0, 999_999_999) as u32,
@@ -557,14 +684,14 @@ impl Scanner {
         let mode = md.permissions().mode() & 0o7777;
         let ft = md.file_type();
         if ft.is_dir() {
-            out.push(Entry {
+            self.out.push(Entry {
                 path: rel.clone(),
                 kind: Kind::Dir,
                 mode,
                 size: 0,
                 mtime,
             });
-            self.walk(root, Some(&rel), out, cache, limits)?;
+            self.walk(Some(&rel))?;
         } else if ft.is_file() {
             let key = StatKey {
                 size: md.len(),
@@ -572,8 +699,8 @@ impl Scanner {
                 ctime: (md.ctime(), md.ctime_nsec()),
                 ino: md.ino(),
             };
-            let (hash, chunks) = match self.cache.remove(&rel) {
-                Some((k, h, c)) if k == key => (h, c),
+            let (hash, chunks) = match self.old.get(&rel) {
+                Some((k, h, c)) if *k == key => (*h, c.clone()),
                 _ => match hash_file(&p, key.size) {
                     Ok(hc) => hc,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -586,8 +713,8 @@ impl Scanner {
                     what: format!("size {} over limit {}", key.size, limits.max_file_size),
                 });
             }
-            cache.insert(rel.clone(), (key, hash, chunks.clone()));
-            out.push(Entry {
+            self.cache.insert(rel.clone(), (key, hash, chunks.clone()));
+            self.out.push(Entry {
                 path: rel,
                 kind: Kind::File { hash, chunks },
                 mode,
@@ -605,7 +732,7 @@ impl Scanner {
                 .ok_or_else(|| PathError::NotUtf8(target.to_string_lossy().into_owned()))
                 .and_then(|t| check_symlink_target(&rel, t).map(|()| t.to_owned()));
             match checked {
-                Ok(target) => out.push(Entry {
+                Ok(target) => self.out.push(Entry {
                     path: rel,
                     kind: Kind::Symlink { target },
                     mode: 0o777,
@@ -850,5 +977,44 @@ mod tests {
         let old: HashSet<_> = c1.iter().map(|c| c.hash).collect();
         let shared = c2.iter().filter(|c| old.contains(&c.hash)).count();
         assert!(shared + 3 >= c1.len(), "shared {shared} of {}", c1.len());
+    }
+
+    #[test]
+    fn a_scan_over_threads_lists_everything_once_and_bounds_the_total() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let mut want = Vec::new();
+        for d in 0..9 {
+            fs::create_dir_all(r.join(format!("d{d}/sub"))).unwrap();
+            want.push(format!("d{d}"));
+            want.push(format!("d{d}/sub"));
+            for f in 0..5 {
+                let p = format!("d{d}/sub/f{f}");
+                fs::write(r.join(&p), p.as_bytes()).unwrap();
+                want.push(p);
+            }
+        }
+        fs::write(r.join("top"), b"top").unwrap();
+        want.push("top".into());
+        want.sort();
+        let l = Limits::default();
+        let mut s = Scanner::new();
+        let m = s.scan(r, Generation(1), &l).unwrap();
+        let got: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(got, want);
+        let f = m.get(&RelPath::new("d7/sub/f3").unwrap()).unwrap();
+        assert!(
+            matches!(&f.kind, Kind::File { hash, .. } if *hash == ContentHash::of(b"d7/sub/f3"))
+        );
+        // From the cache, the same; one entry over the limit, refused.
+        assert_eq!(s.scan(r, Generation(2), &l).unwrap().entries, m.entries);
+        let tight = Limits {
+            max_entries: want.len() - 1,
+            ..l
+        };
+        assert!(matches!(
+            Scanner::new().scan(r, Generation(1), &tight),
+            Err(ManifestError::OverLimit { .. })
+        ));
     }
 }

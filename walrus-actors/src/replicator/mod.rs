@@ -3,7 +3,8 @@
 //! The primary scans its content root into a [`manifest::Manifest`] per consistent change
 //! set (a **generation**); a replica fetches the manifest, computes the [`diff`] against
 //! the generation it serves, pulls only missing or changed files (chunk deltas for large
-//! files) and builds the new generation beside the old one in its [`store`], then switches
+//! files) and builds the new generation beside the old one in its [`store`] (recycling the
+//! tree it would prune next, so the work follows the change, not the tree), then switches
 //! one `current` symlink atomically.
 //!
 //! ```text

@@ -249,17 +249,56 @@ fn entry_chunks(e: &Entry) -> usize {
     }
 }
 
+/// `Response::ManifestPage` with borrowed entries: the same variant index and fields, so
+/// the same bytes (tested), without cloning every entry to encode a page.
+#[derive(Serialize)]
+enum PageRef<'a> {
+    #[allow(dead_code)]
+    Latest { generation: Option<Generation> },
+    ManifestPage {
+        generation: Generation,
+        entries: &'a [Entry],
+        last: bool,
+    },
+}
+
+/// Encodes one manifest page (a [`Response::ManifestPage`]) without copying its entries.
+pub fn encode_page(
+    generation: Generation,
+    entries: &[Entry],
+    last: bool,
+) -> Result<Vec<u8>, CodecError> {
+    codec::encode(&PageRef::ManifestPage {
+        generation,
+        entries,
+        last,
+    })
+}
+
+/// Writes one manifest page as a message frame (see [`encode_page`]).
+pub async fn write_page<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    generation: Generation,
+    entries: &[Entry],
+    last: bool,
+) -> Result<(), FrameError> {
+    let bytes = encode_page(generation, entries, last)?;
+    if bytes.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            tag: TAG_MESSAGE,
+            len: bytes.len(),
+        });
+    }
+    write_raw(w, TAG_MESSAGE, &bytes).await
+}
+
 /// Saves a manifest to a file as a sequence of message frames (pages), like on the wire.
 pub fn save_manifest(m: &Manifest, path: &std::path::Path) -> Result<(), FrameError> {
     let mut out = Vec::new();
     let ps = pages(m);
     let n = ps.len();
     for (i, p) in ps.into_iter().enumerate() {
-        let bytes = codec::encode(&Response::ManifestPage {
-            generation: m.generation,
-            entries: p.to_vec(),
-            last: i + 1 == n,
-        })?;
+        let bytes = encode_page(m.generation, p, i + 1 == n)?;
         out.push(TAG_MESSAGE);
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(&bytes);
@@ -369,6 +408,7 @@ mod tests {
             })
             .unwrap();
             assert!(bytes.len() <= MAX_FRAME);
+            assert_eq!(encode_page(m.generation, p, false).unwrap(), bytes);
         }
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("m");

@@ -9,11 +9,15 @@
 //!   STORE/salvage/                 a crashed build's files, reused after hash checks
 //!   STORE/tmp/                     files being written, renamed into incoming when whole
 //!   STORE/trash-5/                 a pruned generation, being deleted in the background
+//!   STORE/spare-7/                 a hard-linked copy of gens/7 for the next build to recycle
 //! ```
 //!
-//! A build creates `incoming` from scratch: directories, symlinks, hard links and local
-//! copies from the current generation, then the fetched files (written under `tmp`, their
-//! hash checked, then renamed in). [`Build::commit`] makes it durable (one `syncfs`), renames
+//! A build makes `incoming` either by **recycling** a tree that is no longer served (the
+//! generation about to be pruned, or the spare) and changing it in place into the new
+//! generation, which costs what changed; or from scratch: directories, symlinks, hard links
+//! and local copies from the current generation. Then the fetched files (written beside
+//! their final name, their hash checked, then renamed in). Files are never written in place:
+//! an inode shared by hard links with the served generation is replaced, never modified. [`Build::commit`] makes it durable (one `syncfs`), renames
 //! it to `gens/N` and switches `current` with one `rename(2)` of a new symlink: the web
 //! server sees the old tree or the new one, never a mix. A crash at any point leaves
 //! `current` on the old generation; on restart the leftover `incoming` becomes `salvage`.
@@ -25,7 +29,7 @@ use super::protocol::{load_manifest, save_manifest, FrameError};
 use crate::model::Generation;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// How a replica store behaves.
@@ -114,6 +118,9 @@ pub struct ReplicaStore {
     dir: PathBuf,
     cfg: StoreConfig,
     current: Manifest,
+    /// The manifest of the generation served before `current` (kept in memory after a
+    /// switch so that recycling it does not have to read it back from disk).
+    previous: Option<Manifest>,
 }
 
 impl ReplicaStore {
@@ -149,11 +156,21 @@ impl ReplicaStore {
             dir: dir.to_path_buf(),
             cfg,
             current: manifest,
+            previous: None,
         };
         for de in fs::read_dir(dir).map_err(io_err("list", dir))? {
             let de = de.map_err(io_err("list", dir))?;
-            if de.file_name().to_string_lossy().starts_with("trash-") {
+            let name = de.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("trash-") {
                 remove_in_background(de.path());
+            } else if name == "spare.tmp"
+                || name
+                    .strip_prefix("spare-")
+                    .is_some_and(|g| current.is_none_or(|c| g != c.0.to_string()))
+            {
+                // An unfinished spare, or the spare of another generation.
+                remove_any(&de.path())?;
             }
         }
         // Generations newer than current were renamed but never switched to: drop them.
@@ -210,6 +227,14 @@ impl ReplicaStore {
 
     /// Starts building `new` beside the current generation: checks the manifest, lays out
     /// everything that needs no transfer, and returns the files still to fetch.
+    ///
+    /// When an old generation is due for pruning anyway (`keep` ≥ 2 complete generations on
+    /// disk besides the one being built), it is **recycled**: renamed to `incoming` and
+    /// changed in place into `new` (entries it lacks are added, entries `new` lacks removed,
+    /// changed files replaced by rename), so the work follows the change, not the tree. It
+    /// is no longer served (`current` left it at the previous switch) and its inodes are
+    /// never written in place (shared ones are replaced, never modified), so the served
+    /// generation is untouched. Otherwise the tree is built from scratch.
     pub fn begin(&mut self, new: Manifest) -> Result<Build<'_>, StoreError> {
         new.check(&self.cfg.limits)?;
         if new.generation <= self.current.generation {
@@ -227,7 +252,19 @@ impl ReplicaStore {
         }
         remove_any(&tmp)?;
         fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
-        fs::create_dir(&incoming).map_err(io_err("create", &incoming))?;
+        let recycled = match self.recycle_candidate()? {
+            Some((path, old, spare)) => {
+                fs::rename(&path, &incoming).map_err(io_err("rename", &path))?;
+                if !spare {
+                    remove_any(&path.with_extension("manifest"))?;
+                }
+                Some(old)
+            }
+            None => {
+                fs::create_dir(&incoming).map_err(io_err("create", &incoming))?;
+                None
+            }
+        };
         let target = self.dir.join("incoming.target");
         fs::write(&target, new.generation.0.to_string()).map_err(io_err("write", &target))?;
 
@@ -236,73 +273,21 @@ impl ReplicaStore {
             .join("gens")
             .join(self.current.generation.0.to_string());
         let plan = diff(&self.current, &new);
-        let mut pending = Vec::new();
-        // Directories and symlinks first, in order (a parent before its children); links
-        // and local copies after, spread over threads (one link per unchanged file is most
-        // of a small change's cost).
-        let mut local: Vec<(usize, RelPath, bool)> = Vec::new();
-        for (i, (e, action)) in new.entries.iter().zip(plan.actions).enumerate() {
-            let dst = e.path.under(&incoming);
-            match action {
-                Action::Dir => fs::create_dir(&dst).map_err(io_err("mkdir", &dst))?,
-                Action::Symlink => {
-                    if let Kind::Symlink { target } = &e.kind {
-                        symlink(target, &dst).map_err(io_err("symlink", &dst))?;
-                    }
-                }
-                Action::Link { from } => local.push((i, from, true)),
-                Action::Copy { from } => local.push((i, from, false)),
-                a @ (Action::Fetch | Action::Delta { .. }) => {
-                    if salvaged(&salvage, e, &dst)? {
-                        continue;
-                    }
-                    pending.push(Pending {
-                        index: i,
-                        delta: match a {
-                            Action::Delta { base, segments } => Some((base, segments)),
-                            _ => None,
-                        },
-                    });
-                }
+        let (pending, local, dirs_to_fix) = match &recycled {
+            Some(old) => layout_recycled(old, &new, plan.actions, &incoming, &salvage)?,
+            None => {
+                let (pending, local) = layout_fresh(&new, plan.actions, &incoming, &salvage)?;
+                (pending, local, None)
             }
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let per = local.len().div_ceil(threads).max(1024);
-        let (entries, base_ref, incoming_ref, tmp_ref) = (&new.entries, &base, &incoming, &tmp);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = local
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        for (i, from, link) in part {
-                            let e = &entries[*i];
-                            let src = from.under(base_ref);
-                            let dst = e.path.under(incoming_ref);
-                            if *link {
-                                fs::hard_link(&src, &dst).map_err(io_err("link", &src))?;
-                            } else {
-                                let t = tmp_ref.join(i.to_string());
-                                fs::copy(&src, &t).map_err(io_err("copy", &src))?;
-                                let f = fs::OpenOptions::new()
-                                    .write(true)
-                                    .open(&t)
-                                    .map_err(io_err("open", &t))?;
-                                set_meta(&f, e, &t)?;
-                                fs::rename(&t, &dst).map_err(io_err("rename", &t))?;
-                            }
-                        }
-                        Ok::<(), StoreError>(())
-                    })
-                })
-                .collect();
-            for w in workers {
-                match w.join() {
-                    Ok(r) => r?,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            Ok::<(), StoreError>(())
-        })?;
+        };
+        link_and_copy(
+            &new.entries,
+            &local,
+            &base,
+            &incoming,
+            &tmp,
+            recycled.is_some(),
+        )?;
         Ok(Build {
             store: self,
             manifest: new,
@@ -310,7 +295,102 @@ impl ReplicaStore {
             incoming,
             tmp,
             base,
+            dirs_to_fix,
+            recycled: recycled.is_some(),
         })
+    }
+
+    /// The tree to recycle into the next build, with its manifest and whether it is a
+    /// spare: the oldest complete generation when it would be pruned after the build
+    /// anyway (`keep` ≥ 2 and `keep` complete generations on disk), never the current one;
+    /// else the spare copy of the current generation ([`Self::prepare_spare`]), if any.
+    fn recycle_candidate(&mut self) -> Result<Option<(PathBuf, Manifest, bool)>, StoreError> {
+        let keep = self.cfg.keep.max(1);
+        let gens = self.list_generations()?;
+        let Some((g, path)) = gens.first().cloned() else {
+            return Ok(None);
+        };
+        if keep < 2 {
+            return Ok(None);
+        }
+        if gens.len() < keep || g == self.current.generation {
+            // Nothing due for pruning: a spare copy of the current generation, if any.
+            let spare = self.spare_path(self.current.generation);
+            if spare.is_dir() {
+                return Ok(Some((spare, self.current.clone(), true)));
+            }
+            return Ok(None);
+        }
+        let cached = self.previous.take().filter(|m| m.generation == g);
+        let m = match cached {
+            Some(m) => m,
+            None => {
+                let p = path.with_extension("manifest");
+                match load_manifest(&p, self.cfg.limits.max_entries) {
+                    Ok(m) if m.generation == g && m.check(&self.cfg.limits).is_ok() => m,
+                    // Unreadable: build from scratch; prune removes it later.
+                    _ => return Ok(None),
+                }
+            }
+        };
+        Ok(Some((path, m, false)))
+    }
+
+    fn spare_path(&self, g: Generation) -> PathBuf {
+        self.dir.join(format!("spare-{}", g.0))
+    }
+
+    /// Prepares a **spare**, a hard-linked copy of the current generation, when the next
+    /// build would otherwise have no old generation to recycle (right after the first
+    /// one), so that it too costs what changed rather than the whole tree. Removes spares
+    /// that are no longer of use. Called after a switch, off the change-to-visible path;
+    /// returns whether a spare was made.
+    pub fn prepare_spare(&self) -> Result<bool, StoreError> {
+        let cur = self.current.generation;
+        let keep = self.cfg.keep.max(1);
+        let want = keep >= 2 && cur.0 > 0 && self.list_generations()?.len() < keep;
+        let mut have = false;
+        for de in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
+            let de = de.map_err(io_err("list", &self.dir))?;
+            let name = de.file_name();
+            let Some(g) = name.to_str().and_then(|n| n.strip_prefix("spare-")) else {
+                continue;
+            };
+            if want && g == cur.0.to_string() {
+                have = true;
+            } else {
+                remove_any(&de.path())?;
+            }
+        }
+        if !want || have {
+            return Ok(false);
+        }
+        let tmp = self.dir.join("spare.tmp");
+        remove_any(&tmp)?;
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let base = self.dir.join("gens").join(cur.0.to_string());
+        let mut local = Vec::new();
+        for (i, e) in self.current.entries.iter().enumerate() {
+            let dst = e.path.under(&tmp);
+            match &e.kind {
+                Kind::Dir => fs::create_dir(&dst).map_err(io_err("mkdir", &dst))?,
+                Kind::Symlink { target } => {
+                    symlink(target, &dst).map_err(io_err("symlink", &dst))?;
+                }
+                Kind::File { .. } => local.push((i, e.path.clone(), true)),
+            }
+        }
+        link_and_copy(&self.current.entries, &local, &base, &tmp, &tmp, false)?;
+        for e in self.current.entries.iter().rev() {
+            if matches!(e.kind, Kind::Dir) {
+                let p = e.path.under(&tmp);
+                let d = fs::File::open(&p).map_err(io_err("open", &p))?;
+                set_meta(&d, e, &p)?;
+            }
+        }
+        let to = self.spare_path(cur);
+        fs::rename(&tmp, &to).map_err(io_err("rename", &tmp))?;
+        Ok(true)
     }
 
     /// Removes complete generations beyond `keep` (oldest first), never the current one.
@@ -366,9 +446,241 @@ impl ReplicaStore {
             incoming,
             tmp,
             base,
+            dirs_to_fix: None,
+            recycled: false,
         }
         .commit()
     }
+}
+
+/// A file laid out from the current generation: index in the new manifest, path in the
+/// current generation, hard link (`true`) or local copy with new metadata (`false`).
+type Local = (usize, RelPath, bool);
+
+/// A laid-out build: files to fetch, files to link or copy, and the indexes of the
+/// directories whose mode and mtime to set at commit (`None`: all).
+type Layout = (Vec<Pending>, Vec<Local>, Option<Vec<usize>>);
+
+/// Lays out a generation from scratch in the empty `incoming`: directories and symlinks
+/// now, in order (a parent before its children); returns the files to fetch and the files
+/// to link or copy from the current generation.
+fn layout_fresh(
+    new: &Manifest,
+    actions: Vec<Action>,
+    incoming: &Path,
+    salvage: &Path,
+) -> Result<(Vec<Pending>, Vec<Local>), StoreError> {
+    let mut pending = Vec::new();
+    let mut local = Vec::new();
+    for (i, (e, action)) in new.entries.iter().zip(actions).enumerate() {
+        let dst = e.path.under(incoming);
+        match action {
+            Action::Dir => fs::create_dir(&dst).map_err(io_err("mkdir", &dst))?,
+            Action::Symlink => {
+                if let Kind::Symlink { target } = &e.kind {
+                    symlink(target, &dst).map_err(io_err("symlink", &dst))?;
+                }
+            }
+            Action::Link { from } => local.push((i, from, true)),
+            Action::Copy { from } => local.push((i, from, false)),
+            a @ (Action::Fetch | Action::Delta { .. }) => {
+                if let Some(p) = fetch_or_salvage(i, e, a, &dst, salvage)? {
+                    pending.push(p);
+                }
+            }
+        }
+    }
+    Ok((pending, local))
+}
+
+/// A pending fetch for entry `i`, or `None` if a crashed build left the right file.
+fn fetch_or_salvage(
+    i: usize,
+    e: &Entry,
+    action: Action,
+    dst: &Path,
+    salvage: &Path,
+) -> Result<Option<Pending>, StoreError> {
+    if salvaged(salvage, e, dst)? {
+        return Ok(None);
+    }
+    Ok(Some(Pending {
+        index: i,
+        delta: match action {
+            Action::Delta { base, segments } => Some((base, segments)),
+            _ => None,
+        },
+    }))
+}
+
+/// Whether two entries at the same path are the same kind of thing (directory, file,
+/// symlink).
+fn same_kind(a: &Kind, b: &Kind) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+/// Whether the entry `old` of a recycled generation is already exactly `new` on disk.
+fn unchanged(old: &Entry, new: &Entry) -> bool {
+    match (&old.kind, &new.kind) {
+        (Kind::Dir, Kind::Dir) => true,
+        (Kind::Symlink { target: a }, Kind::Symlink { target: b }) => a == b,
+        (Kind::File { hash: a, .. }, Kind::File { hash: b, .. }) => {
+            a == b && old.size == new.size && old.mode == new.mode && old.mtime == new.mtime
+        }
+        _ => false,
+    }
+}
+
+/// Changes the recycled generation `old` (already renamed to `incoming`) into `new`:
+/// removes what `new` lacks, creates missing directories and symlinks, and returns the
+/// files to fetch, the files to link or copy from the current generation, and the
+/// directories whose mode and mtime must be set again at commit (new ones, changed ones,
+/// and every directory whose listing changed).
+fn layout_recycled(
+    old: &Manifest,
+    new: &Manifest,
+    actions: Vec<Action>,
+    incoming: &Path,
+    salvage: &Path,
+) -> Result<Layout, StoreError> {
+    use std::collections::HashSet;
+    let mut touched: HashSet<RelPath> = HashSet::new();
+    // A directory without write permission for its owner cannot be changed (by a replica
+    // that is not root): open it up now, its mode is set again at commit.
+    for o in &old.entries {
+        if matches!(o.kind, Kind::Dir) && o.mode & 0o200 == 0 {
+            let p = o.path.under(incoming);
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700 | (o.mode & 0o777)))
+                .map_err(io_err("chmod", &p))?;
+            touched.insert(o.path.clone());
+        }
+    }
+    // Merge the two sorted lists: remove what is gone or changed kind; note what stays.
+    let mut keep = vec![false; new.entries.len()];
+    let (mut i, mut j) = (0, 0);
+    while i < old.entries.len() {
+        let o = &old.entries[i];
+        let n = new.entries.get(j);
+        match n.map(|n| o.path.cmp(&n.path)) {
+            Some(std::cmp::Ordering::Greater) => {
+                j += 1;
+                continue;
+            }
+            Some(std::cmp::Ordering::Equal) => {
+                let n = &new.entries[j];
+                if unchanged(o, n) {
+                    keep[j] = true;
+                    if matches!(n.kind, Kind::Dir) && (o.mode != n.mode || o.mtime != n.mtime) {
+                        touched.insert(n.path.clone());
+                    }
+                } else if !same_kind(&o.kind, &n.kind) || matches!(o.kind, Kind::Symlink { .. }) {
+                    remove_any(&o.path.under(incoming))?;
+                    touched.extend(o.path.parent());
+                }
+                j += 1;
+            }
+            _ => {
+                // Gone from `new` (removing a directory takes its subtree; the entries
+                // under it then find nothing to remove).
+                remove_any(&o.path.under(incoming))?;
+                touched.extend(o.path.parent());
+            }
+        }
+        i += 1;
+    }
+    let mut pending = Vec::new();
+    let mut local = Vec::new();
+    for (i, (e, action)) in new.entries.iter().zip(actions).enumerate() {
+        if keep[i] {
+            continue;
+        }
+        let dst = e.path.under(incoming);
+        touched.extend(e.path.parent());
+        match action {
+            Action::Dir => {
+                fs::create_dir(&dst).map_err(io_err("mkdir", &dst))?;
+                touched.insert(e.path.clone());
+            }
+            Action::Symlink => {
+                if let Kind::Symlink { target } = &e.kind {
+                    symlink(target, &dst).map_err(io_err("symlink", &dst))?;
+                }
+            }
+            Action::Link { from } => local.push((i, from, true)),
+            Action::Copy { from } => local.push((i, from, false)),
+            a @ (Action::Fetch | Action::Delta { .. }) => {
+                if let Some(p) = fetch_or_salvage(i, e, a, &dst, salvage)? {
+                    pending.push(p);
+                }
+            }
+        }
+    }
+    let dirs = new
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.kind, Kind::Dir) && touched.contains(&e.path))
+        .map(|(i, _)| i)
+        .collect();
+    Ok((pending, local, Some(dirs)))
+}
+
+/// Hard-links or copies the `local` files from the current generation (`base`) into
+/// `incoming`, spread over threads (one link per unchanged file is most of a fresh build's
+/// cost). With `replace`, a file already at the destination (a recycled generation's old
+/// version) is replaced.
+fn link_and_copy(
+    entries: &[Entry],
+    local: &[Local],
+    base: &Path,
+    incoming: &Path,
+    tmp: &Path,
+    replace: bool,
+) -> Result<(), StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let per = local.len().div_ceil(threads).max(1024);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = local
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (i, from, link) in part {
+                        let e = &entries[*i];
+                        let src = from.under(base);
+                        let dst = e.path.under(incoming);
+                        if *link {
+                            match fs::hard_link(&src, &dst) {
+                                Err(err)
+                                    if replace && err.kind() == io::ErrorKind::AlreadyExists =>
+                                {
+                                    fs::remove_file(&dst).map_err(io_err("remove", &dst))?;
+                                    fs::hard_link(&src, &dst).map_err(io_err("link", &src))?;
+                                }
+                                r => r.map_err(io_err("link", &src))?,
+                            }
+                        } else {
+                            let t = tmp.join(i.to_string());
+                            fs::copy(&src, &t).map_err(io_err("copy", &src))?;
+                            let f = fs::OpenOptions::new()
+                                .write(true)
+                                .open(&t)
+                                .map_err(io_err("open", &t))?;
+                            set_meta(&f, e, &t)?;
+                            fs::rename(&t, &dst).map_err(io_err("rename", &t))?;
+                        }
+                    }
+                    Ok::<(), StoreError>(())
+                })
+            })
+            .collect();
+        for w in workers {
+            match w.join() {
+                Ok(r) => r?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok::<(), StoreError>(())
+    })
 }
 
 /// A file of a [`Build`] that must come from the primary.
@@ -405,9 +717,19 @@ pub struct Build<'a> {
     incoming: PathBuf,
     tmp: PathBuf,
     base: PathBuf,
+    /// Indexes of the directories whose mode and mtime to set at commit; `None`: all.
+    dirs_to_fix: Option<Vec<usize>>,
+    /// Whether an old generation was recycled into this one.
+    recycled: bool,
 }
 
 impl Build<'_> {
+    /// Whether an old generation was recycled (changed in place) rather than the tree
+    /// built from scratch.
+    pub fn recycled(&self) -> bool {
+        self.recycled
+    }
+
     /// The manifest being built.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -472,11 +794,23 @@ impl Build<'_> {
         let dir = self.store.dir.clone();
         // Directory modes and mtimes last (deepest first): filling a directory changes its
         // mtime, and a read-only directory could not be filled.
-        for e in self.manifest.entries.iter().rev() {
-            if matches!(e.kind, Kind::Dir) {
-                let p = e.path.under(&self.incoming);
-                let d = fs::File::open(&p).map_err(io_err("open", &p))?;
-                set_meta(&d, e, &p)?;
+        let fix_dir = |e: &Entry| {
+            let p = e.path.under(&self.incoming);
+            let d = fs::File::open(&p).map_err(io_err("open", &p))?;
+            set_meta(&d, e, &p)
+        };
+        match &self.dirs_to_fix {
+            None => {
+                for e in self.manifest.entries.iter().rev() {
+                    if matches!(e.kind, Kind::Dir) {
+                        fix_dir(e)?;
+                    }
+                }
+            }
+            Some(dirs) => {
+                for &i in dirs.iter().rev() {
+                    fix_dir(&self.manifest.entries[i])?;
+                }
             }
         }
         let gens = dir.join("gens");
@@ -505,7 +839,9 @@ impl Build<'_> {
         remove_any(&dir.join("salvage"))?;
         remove_any(&self.tmp)?;
         let _ = &self.base;
-        self.store.current = self.manifest;
+        let previous = std::mem::replace(&mut self.store.current, self.manifest);
+        // The next build recycles the previous generation (keep = 2): keep its manifest.
+        self.store.previous = (self.store.cfg.keep >= 2).then_some(previous);
         Ok(())
     }
 }
@@ -618,7 +954,8 @@ fn salvaged(salvage: &Path, e: &Entry, dst: &Path) -> Result<bool, StoreError> {
     };
     let src = e.path.under(salvage);
     match fs::symlink_metadata(&src) {
-        Ok(md) if md.is_file() && md.len() == e.size => {}
+        // A file shared with a complete generation (nlink > 1) must not get new metadata.
+        Ok(md) if md.is_file() && md.len() == e.size && md.nlink() == 1 => {}
         _ => return Ok(false),
     }
     match super::manifest::hash_file(&src, e.size) {
@@ -669,7 +1006,6 @@ fn remove_any(p: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::super::manifest::Scanner;
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     fn scan(root: &Path, g: u64) -> Manifest {
         Scanner::new()
@@ -679,7 +1015,11 @@ mod tests {
 
     /// Builds `m` from `src` by local reads (the transfer stand-in for unit tests).
     fn build_from(store: &mut ReplicaStore, src: &Path, m: Manifest) {
-        let b = store.begin(m).unwrap();
+        finish_from(store.begin(m).unwrap(), src);
+    }
+
+    /// Fetches a build's pending files from `src` by local reads and commits it.
+    fn finish_from(b: Build<'_>, src: &Path) {
         for p in b.pending().to_vec() {
             let e = &b.manifest().entries[p.index];
             let data = fs::read(e.path.under(src)).unwrap();
@@ -787,5 +1127,156 @@ mod tests {
         let b = s.begin(m).unwrap();
         assert_eq!(b.pending().len(), 1, "a was salvaged, only b is left");
         drop(b);
+    }
+
+    /// The tree under `dir` as manifest entries, directory modes and mtimes included:
+    /// equal trees give equal lists. Symlink mtimes are not replicated: left out.
+    fn tree(dir: &Path) -> Vec<Entry> {
+        norm(&scan(dir, 1).entries)
+    }
+
+    fn norm(entries: &[Entry]) -> Vec<Entry> {
+        let mut v = entries.to_vec();
+        for e in &mut v {
+            if matches!(e.kind, Kind::Symlink { .. }) {
+                e.mtime = crate::replicator::manifest::Mtime { secs: 0, nanos: 0 };
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_recycled_generation_equals_a_fresh_one_and_spares_the_served_one() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        let w = |p: &str, b: &[u8]| {
+            let p = src.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b).unwrap();
+        };
+        w("keep/a", b"a");
+        w("keep/b", b"b");
+        w("becomes-dir", b"file");
+        w("becomes-file/x", b"x");
+        w("gone/deep/y", b"y");
+        w("mode", b"m");
+        w("changes", b"v1");
+        symlink("keep/a", src.join("link")).unwrap();
+        let mut s = ReplicaStore::open(&t.path().join("store"), StoreConfig::default()).unwrap();
+        let m1 = scan(&src, 1);
+        build_from(&mut s, &src, m1.clone());
+        w("changes", b"v2");
+        build_from(&mut s, &src, scan(&src, 2));
+        let served = tree(&s.current_path());
+        // Generation 3 recycles generation 1 (keep = 2): every kind of change at once.
+        fs::remove_file(src.join("becomes-dir")).unwrap();
+        w("becomes-dir/z", b"z");
+        fs::remove_dir_all(src.join("becomes-file")).unwrap();
+        w("becomes-file", b"now a file");
+        fs::remove_dir_all(src.join("gone")).unwrap();
+        fs::set_permissions(src.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+        w("changes", b"v3");
+        w("new/n", b"n");
+        fs::remove_file(src.join("link")).unwrap();
+        symlink("keep/b", src.join("link")).unwrap();
+        fs::create_dir(src.join("ro")).unwrap();
+        w("ro/f", b"f");
+        fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        let m3 = scan(&src, 3);
+        let gen2 = s.dir().join("gens/2");
+        let b = s.begin(m3.clone()).unwrap();
+        assert!(b.recycled(), "generation 1 is recycled");
+        assert_eq!(b.pending().len(), 5, "{:?}", b.pending());
+        // While generation 3 is built, generation 2 is served untouched.
+        assert_eq!(tree(&gen2), served);
+        finish_from(b, &src);
+        assert_eq!(tree(&s.current_path()), norm(&m3.entries));
+        assert_eq!(tree(&gen2), served, "the previous generation is untouched");
+        // And again from the in-memory previous manifest (generation 2 is recycled).
+        w("changes", b"v4");
+        fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::remove_dir_all(src.join("ro")).unwrap();
+        let m4 = scan(&src, 4);
+        let b = s.begin(m4.clone()).unwrap();
+        assert!(b.recycled());
+        finish_from(b, &src);
+        assert_eq!(tree(&s.current_path()), norm(&m4.entries));
+        assert_eq!(tree(&s.dir().join("gens/3")), norm(&m3.entries));
+        // The checker catches a tree that differs (the planted fault).
+        fs::write(s.current_path().join("keep/a"), b"A").unwrap();
+        assert_ne!(tree(&s.current_path()), norm(&m4.entries));
+    }
+
+    #[test]
+    fn an_interrupted_recycled_build_is_salvaged_and_rebuilt() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/f"), b"1").unwrap();
+        fs::write(src.join("g"), b"g").unwrap();
+        let dir = t.path().join("store");
+        let mut s = ReplicaStore::open(&dir, StoreConfig::default()).unwrap();
+        build_from(&mut s, &src, scan(&src, 1));
+        fs::write(src.join("d/f"), b"2").unwrap();
+        build_from(&mut s, &src, scan(&src, 2));
+        fs::write(src.join("d/f"), b"3").unwrap();
+        let m3 = scan(&src, 3);
+        let b = s.begin(m3.clone()).unwrap();
+        assert!(b.recycled());
+        drop(b); // "crash" before anything was fetched
+        let mut s = ReplicaStore::open(&dir, StoreConfig::default()).unwrap();
+        assert_eq!(s.current_generation(), Generation(2));
+        assert_eq!(fs::read(s.current_path().join("d/f")).unwrap(), b"2");
+        build_from(&mut s, &src, m3.clone());
+        assert_eq!(tree(&s.current_path()), norm(&m3.entries));
+    }
+
+    #[test]
+    fn the_second_generation_recycles_a_spare() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/f"), b"1").unwrap();
+        fs::write(src.join("g"), b"g").unwrap();
+        let dir = t.path().join("store");
+        let mut s = ReplicaStore::open(&dir, StoreConfig::default()).unwrap();
+        build_from(&mut s, &src, scan(&src, 1));
+        assert!(s.prepare_spare().unwrap());
+        assert!(!s.prepare_spare().unwrap(), "one spare is enough");
+        assert_eq!(tree(&dir.join("spare-1")), tree(&s.current_path()));
+        fs::write(src.join("d/f"), b"2").unwrap();
+        let m2 = scan(&src, 2);
+        let b = s.begin(m2.clone()).unwrap();
+        assert!(b.recycled());
+        assert_eq!(b.pending().len(), 1);
+        finish_from(b, &src);
+        assert_eq!(tree(&s.current_path()), norm(&m2.entries));
+        assert_eq!(fs::read(dir.join("gens/1/d/f")).unwrap(), b"1");
+        assert!(!dir.join("spare-1").exists());
+        // Two generations now: the next build recycles generation 1, no spare needed.
+        assert!(!s.prepare_spare().unwrap());
+    }
+
+    #[test]
+    fn keep_one_never_recycles() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), b"1").unwrap();
+        let cfg = StoreConfig {
+            keep: 1,
+            ..StoreConfig::default()
+        };
+        let mut s = ReplicaStore::open(&t.path().join("store"), cfg).unwrap();
+        for g in 1..=3 {
+            fs::write(src.join("f"), g.to_string()).unwrap();
+            let b = s.begin(scan(&src, g)).unwrap();
+            assert!(!b.recycled());
+            drop(b);
+            build_from(&mut s, &src, scan(&src, g));
+            s.prune().unwrap();
+            assert!(!s.prepare_spare().unwrap());
+        }
+        assert_eq!(s.list_generations().unwrap().len(), 1);
     }
 }

@@ -13,8 +13,8 @@
 use super::manifest::{Kind, Manifest};
 use super::path::RelPath;
 use super::protocol::{
-    pages, read_frame, read_message, write_data, write_message, FileRequest, Frame, FrameError,
-    Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
+    pages, read_frame, read_message, write_data, write_message, write_page, FileRequest, Frame,
+    FrameError, Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
 };
 use super::store::{ReplicaStore, StoreError};
 use crate::model::Generation;
@@ -186,12 +186,7 @@ where
                     let ps = pages(&m);
                     let n = ps.len();
                     for (i, p) in ps.into_iter().enumerate() {
-                        let page = Response::ManifestPage {
-                            generation,
-                            entries: p.to_vec(),
-                            last: i + 1 == n,
-                        };
-                        write_message(&mut w, &page).await?;
+                        write_page(&mut w, generation, p, i + 1 == n).await?;
                     }
                 }
             },
@@ -300,6 +295,9 @@ pub struct PullReport {
     pub switched_at: Option<tokio::time::Instant>,
     /// Where the time went.
     pub timings: PullTimings,
+    /// Whether an old generation was recycled into the new one (changed in place) rather
+    /// than the new tree built from scratch (see [`ReplicaStore::begin`]).
+    pub recycled: bool,
 }
 
 /// Where one [`pull`]'s time went.
@@ -313,7 +311,7 @@ pub struct PullTimings {
     pub fetch: Duration,
     /// Making it durable and switching `current`.
     pub commit: Duration,
-    /// Removing old generations.
+    /// Removing old generations (and preparing a spare for the next build, once).
     pub prune: Duration,
 }
 
@@ -361,6 +359,7 @@ where
             fetched_bytes: 0,
             switched_at: None,
             timings: PullTimings::default(),
+            recycled: false,
         });
     }
     let t0 = tokio::time::Instant::now();
@@ -389,6 +388,7 @@ where
     }
     let t_manifest = t0.elapsed();
     let build = store.begin(manifest)?;
+    let recycled = build.recycled();
     let t_layout = t0.elapsed();
     let pending = build.pending().to_vec();
     let batches: Vec<&[super::store::Pending]> = pending.chunks(MAX_FILES_PER_REQUEST).collect();
@@ -462,6 +462,10 @@ where
     let switched_at = Some(tokio::time::Instant::now());
     let t_commit = t0.elapsed();
     store.prune()?;
+    // Only an optimisation of the next build: a failure is not the pull's.
+    if let Err(e) = store.prepare_spare() {
+        tracing::warn!(error = %e, "replicator: could not prepare a spare generation");
+    }
     let timings = PullTimings {
         manifest: t_manifest,
         layout: t_layout - t_manifest,
@@ -477,6 +481,7 @@ where
         fetched_bytes,
         switched_at,
         timings,
+        recycled,
     })
 }
 
