@@ -493,8 +493,14 @@ impl RoundMachine {
         // history is kept; the answers are the master's. Without this, a new master would
         // re-notify open PANICs, forget TEMPFAIL loads and the areas' hysteresis.
         if let Some(observations) = self.shadow.remove(&decision.round) {
-            let empty = BTreeMap::new();
-            let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+            let seeded;
+            let current = match &self.last {
+                Some(d) => &d.answers,
+                None => {
+                    seeded = self.home_answers();
+                    &seeded
+                }
+            };
             let out = assign(&Input {
                 topology: &self.topology,
                 observations: &observations,
@@ -544,6 +550,37 @@ impl RoundMachine {
         }
     }
 
+    /// What every area's name server serves before any decision: its home cluster's
+    /// addresses, at most `max_records` (the Directors' initial answer, see
+    /// `walrus_node::runtime::initial_answer`). The first round starts from it, so areas
+    /// whose home works stay home rather than being spread round-robin as if they had no
+    /// answer (the start-up churn: moves in round 1, back home by round 3).
+    fn home_answers(&self) -> BTreeMap<AreaName, AreaAnswer> {
+        self.topology
+            .areas
+            .iter()
+            .filter_map(|(area, spec)| {
+                let cluster = self.topology.clusters.get(&spec.home_cluster)?;
+                let records: Vec<_> = cluster
+                    .servers
+                    .values()
+                    .flatten()
+                    .copied()
+                    .take(self.config.params.max_records)
+                    .collect();
+                (!records.is_empty()).then(|| {
+                    (
+                        area.clone(),
+                        AreaAnswer {
+                            cluster: spec.home_cluster.clone(),
+                            records,
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn start_round(&mut self, now: Instant) {
         let round = Round(self.max_round.0 + 1);
         self.max_round = round;
@@ -566,8 +603,17 @@ impl RoundMachine {
         else {
             return;
         };
-        let empty = BTreeMap::new();
-        let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+        let seeded;
+        let current = match &self.last {
+            Some(d) => &d.answers,
+            None => {
+                // No decision anywhere yet: start from what the Directors serve before
+                // one (their home cluster), and send every answer once in direct mode.
+                self.resend.extend(self.topology.areas.keys().cloned());
+                seeded = self.home_answers();
+                &seeded
+            }
+        };
         let Outcome {
             answers,
             changes,
@@ -903,7 +949,16 @@ mod tests {
         let mut m = master_after_round_1(t0);
         let out = drain(&mut m);
         assert_eq!(out.len(), 3, "{out:#?}");
-        assert_eq!(out[0], Output::Multicast(first_decision()));
+        // Everyone was home already (what the Directors serve at start): no change, but
+        // every answer is applied once (direct mode).
+        assert_eq!(
+            out[0],
+            Output::Multicast(Decision {
+                round: Round(1),
+                answers: first_decision().answers,
+                changes: vec![],
+            })
+        );
         assert_eq!(
             out[1],
             Output::ApplyAnswers([("a1".into(), home(1)), ("a2".into(), home(2))].into())
@@ -927,6 +982,76 @@ mod tests {
             Some(t0 + Duration::from_millis(1400)),
             "report timeout is 40% of the period"
         );
+    }
+
+    /// Regression (start-up churn, seen in the demo): in round 1 some Reporters have no
+    /// statistics yet (TEMPFAIL with no history, taken as the threshold). Without the
+    /// seeded home answers, a1 (no answer yet) went round-robin to c2 in phase 3; without
+    /// the known-loads rule, phase 4 moved it from c1's stand-in load to c2's real one.
+    /// Either way it came back home in round 2 or 3: two DNS changes for nothing.
+    #[test]
+    fn first_round_with_tempfail_reporters_keeps_every_area_home() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2"] {
+            m.handle_report(
+                t0 + MS,
+                Report {
+                    server: s.into(),
+                    round: Round(1),
+                    body: ReportBody::TempFail {
+                        reason: "no statistics yet".into(),
+                    },
+                    generation: None,
+                },
+            )
+            .unwrap();
+        }
+        for s in ["c2-s1", "c2-s2"] {
+            m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(d.changes, vec![], "round 1 moved areas: {:#?}", d.changes);
+        assert_eq!(d.answers, first_decision().answers);
+        // Round 2 with real figures everywhere: still nothing to change.
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(d.changes, vec![]);
+        assert_eq!(d.answers, first_decision().answers);
+    }
+
+    /// The seeding does not keep an area on a home cluster that cannot serve: with c1
+    /// silent in round 1, a1 goes to c2 at once (phase 3).
+    #[test]
+    fn first_round_with_a_dead_home_still_moves_the_area() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        for s in ["c2-s1", "c2-s2"] {
+            m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
+        }
+        m.handle_timeout(t0 + Duration::from_secs(1));
+        let out = drain_no_status(&mut m);
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(d.answers[&AreaName::from("a1")], home(2));
+        assert_eq!(d.changes.len(), 1, "{:#?}", d.changes);
+        assert_eq!(d.changes[0].phase, 3);
     }
 
     #[test]
