@@ -44,6 +44,15 @@ fn bind_deployment() -> Deployment {
 fn nginx_killed_drops_from_bind_and_a_dead_cluster_moves_its_area() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut d = bind_deployment();
+    // No start-up churn: every area stayed home from the first round (no answer changed).
+    std::thread::sleep(Duration::from_secs(2));
+    for c in CONTROLLERS {
+        let log = d.nodes[c].log();
+        assert!(
+            !log.contains("area answer changed"),
+            "{c} changed an answer at start-up:\n{log}"
+        );
+    }
 
     // One web server of c1 dies: a1's answer at its BIND keeps only the other one.
     d.nginx.get_mut("c1-s1").unwrap().kill();

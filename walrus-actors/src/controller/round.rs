@@ -257,6 +257,11 @@ enum Role {
     },
 }
 
+/// The deployment's first rounds (numbered across failovers), during which a silent
+/// server is not yet dead (see `RoundMachine::start_up_observations`): 10 s with the
+/// default round period of 1 s.
+pub const START_UP_ROUNDS: u64 = 10;
+
 /// The round logic of one Controller, master or backup. See the module doc.
 #[derive(Debug)]
 pub struct RoundMachine {
@@ -493,7 +498,7 @@ impl RoundMachine {
         // history is kept; the answers are the master's. Without this, a new master would
         // re-notify open PANICs, forget TEMPFAIL loads and the areas' hysteresis.
         if let Some(observations) = self.shadow.remove(&decision.round) {
-            let observations = self.start_up_observations(observations);
+            let observations = self.start_up_observations(decision.round, observations);
             let seeded;
             let current = match &self.last {
                 Some(d) => &d.answers,
@@ -582,17 +587,22 @@ impl RoundMachine {
             .collect()
     }
 
-    /// Before any decision (the deployment is starting), a server with no report yet is
-    /// taken as TEMPFAIL with no history rather than dead: its Reporter may simply not
-    /// have joined yet. It keeps the area's home answer for that round, but its stand-in
-    /// load moves nothing (see [`super::assign`]'s phase 4); from the next round a
-    /// silent server is dead as usual. Without this the first round moved every area
-    /// whose Reporters were late, and the next round moved it back.
+    /// In the deployment's first [`START_UP_ROUNDS`] rounds, a server with no report is
+    /// taken as TEMPFAIL (last round's load, or with none the threshold as a stand-in)
+    /// rather than dead: the group is still forming (a master elected in a small
+    /// component, Reporters joining and components merging one by one), so silence says
+    /// nothing yet. The server keeps its place in the area's (home) answer, and a
+    /// stand-in load moves nothing (see [`super::assign`]'s phase 4). A failed web server
+    /// is still seen at once (its Reporter answers PANIC); only a whole host that dies
+    /// during start-up is noticed when the start-up rounds end. Without this, areas whose
+    /// Reporters were late moved in the first rounds and came back a round or two later:
+    /// DNS changes for nothing.
     fn start_up_observations(
         &self,
+        round: Round,
         mut observations: BTreeMap<ServerName, Observation>,
     ) -> BTreeMap<ServerName, Observation> {
-        if self.last.is_none() {
+        if round.0 <= START_UP_ROUNDS {
             for server in &self.servers {
                 observations
                     .entry(server.clone())
@@ -636,7 +646,7 @@ impl RoundMachine {
             }
         };
         let received = reports.len();
-        let reports = self.start_up_observations(reports);
+        let reports = self.start_up_observations(round, reports);
         let Outcome {
             answers,
             changes,
@@ -1056,52 +1066,64 @@ mod tests {
         assert_eq!(d.answers, first_decision().answers);
     }
 
-    /// Start-up leniency is for servers not heard from yet, in the first round only: a
-    /// home cluster whose servers PANIC in round 1 loses its area at once (phase 3), and
-    /// one whose servers are still silent in round 2 loses it then.
+    /// Start-up leniency is for silent servers in the start-up rounds only: a PANIC
+    /// counts at once, and after [`START_UP_ROUNDS`] a silent server is dead.
     #[test]
-    fn first_round_spares_silent_servers_but_not_panicking_ones() {
+    fn start_up_spares_silent_servers_only_during_start_up() {
         let t0 = Instant::now();
         let mut m = RoundMachine::new(RoundConfig::default(), topo());
         m.handle_became_master(t0);
-        drain(&mut m);
-        m.handle_report(
-            t0 + MS,
-            Report {
-                server: "c1-s1".into(),
-                round: Round(1),
-                body: ReportBody::Panic {
-                    reason: "connection refused".into(),
-                },
-                generation: None,
+        let panic = |round: u64| Report {
+            server: "c1-s1".into(),
+            round: Round(round),
+            body: ReportBody::Panic {
+                reason: "connection refused".into(),
             },
-        )
-        .unwrap();
-        for s in ["c2-s1", "c2-s2"] {
-            m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
-        }
-        // c1-s2 silent: spared in round 1, so a1 stays home with it alone.
-        m.handle_timeout(t0 + Duration::from_secs(1));
-        let out = drain_no_status(&mut m);
-        let Output::Multicast(d) = &out[0] else {
-            panic!("{out:#?}")
+            generation: None,
         };
+        // Runs round `r` (started at once) with these reports, returns its decision.
+        let mut round = |m: &mut RoundMachine, r: u64, reports: Vec<Report>| -> Decision {
+            let t = t0 + Duration::from_secs(r - 1);
+            m.handle_timeout(t);
+            drain(m);
+            for rep in reports {
+                m.handle_report(t + MS, rep).unwrap();
+            }
+            m.handle_timeout(t + Duration::from_millis(500));
+            let out = drain_no_status(m);
+            let Some(Output::Multicast(d)) = out.into_iter().next() else {
+                panic!("round {r} made no decision")
+            };
+            d
+        };
+        let c2 = |r: u64| vec![report("c2-s1", r, 10), report("c2-s2", r, 10)];
+        // Round 1: c1-s1 PANICs, c1-s2 never heard: a1 stays home with c1-s2 alone.
+        let mut reps = c2(1);
+        reps.push(panic(1));
+        let d = round(&mut m, 1, reps);
         assert_eq!(d.answers[&AreaName::from("a1")].cluster, "c1".into());
         assert_eq!(d.answers[&AreaName::from("a1")].records, vec![ip(1, 2)]);
-        // Round 2: c1-s2 still silent is dead: a1 moves to c2 (phase 3).
-        let t1 = t0 + Duration::from_secs(1);
-        m.handle_timeout(t1);
-        drain(&mut m);
-        for s in ["c2-s1", "c2-s2"] {
-            m.handle_report(t1, report(s, 2, 10)).unwrap();
-        }
-        m.handle_timeout(t1 + Duration::from_secs(1));
-        let out = drain_no_status(&mut m);
-        let Output::Multicast(d) = &out[0] else {
-            panic!("{out:#?}")
-        };
+        // Round 2: c1-s2 PANICs too: a1 moves at once (phase 3).
+        let mut reps = c2(2);
+        reps.push(panic(2));
+        reps.push(Report {
+            server: "c1-s2".into(),
+            ..panic(2)
+        });
+        let d = round(&mut m, 2, reps);
         assert_eq!(d.answers[&AreaName::from("a1")], home(2));
-        assert_eq!(d.changes.len(), 1, "{:#?}", d.changes);
+        assert_eq!(d.changes[0].phase, 3);
+
+        // A fresh deployment where c1 is never heard from: home until the start-up
+        // rounds end, then moved.
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        for r in 1..=START_UP_ROUNDS {
+            let d = round(&mut m, r, c2(r));
+            assert_eq!(d.changes, vec![], "round {r}");
+        }
+        let d = round(&mut m, START_UP_ROUNDS + 1, c2(START_UP_ROUNDS + 1));
+        assert_eq!(d.answers[&AreaName::from("a1")], home(2));
         assert_eq!(d.changes[0].phase, 3);
     }
 
@@ -1149,13 +1171,19 @@ mod tests {
     #[test]
     fn silent_server_is_dead_at_the_timeout_and_only_its_area_is_applied() {
         let t0 = Instant::now();
-        let mut m = master_after_round_1(t0);
+        // A master taking over at the end of the start-up rounds (a silent server is
+        // spared before, see `start_up_spares_silent_servers_only_during_start_up`).
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        let mut last = first_decision();
+        last.round = Round(START_UP_ROUNDS);
+        last.changes.clear();
+        m.handle_decision(t0, last).unwrap();
+        m.handle_became_master(t0);
         drain(&mut m);
-        let t1 = t0 + Duration::from_secs(1);
-        m.handle_timeout(t1);
-        drain(&mut m);
+        let t1 = t0 + MS;
         for s in ["c1-s1", "c1-s2", "c2-s1"] {
-            m.handle_report(t1, report(s, 2, 10)).unwrap();
+            m.handle_report(t1, report(s, START_UP_ROUNDS + 1, 10))
+                .unwrap();
         }
         assert_eq!(drain(&mut m), vec![], "c2-s2 may still answer");
         m.handle_timeout(t1 + Duration::from_millis(400));
@@ -1167,7 +1195,7 @@ mod tests {
         let Output::Multicast(d) = &out[0] else {
             panic!("{out:?}")
         };
-        assert_eq!(d.round, Round(2));
+        assert_eq!(d.round, Round(START_UP_ROUNDS + 1));
         assert_eq!(d.changes.len(), 1);
         assert_eq!(d.changes[0].phase, 0);
         assert_eq!(out[1], Output::ApplyAnswers([("a2".into(), a2)].into()));
