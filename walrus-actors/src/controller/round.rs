@@ -1082,7 +1082,7 @@ mod tests {
             generation: None,
         };
         // Runs round `r` (started at once) with these reports, returns its decision.
-        let mut round = |m: &mut RoundMachine, r: u64, reports: Vec<Report>| -> Decision {
+        let round = |m: &mut RoundMachine, r: u64, reports: Vec<Report>| -> Decision {
             let t = t0 + Duration::from_secs(r - 1);
             m.handle_timeout(t);
             drain(m);
