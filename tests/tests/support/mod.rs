@@ -371,6 +371,8 @@ pub struct Deployment {
     pub servers: BTreeMap<String, ServerInfo>,
     /// node → its gcs UDP port.
     pub node_ports: BTreeMap<String, u16>,
+    /// Controller node → its status page (`/status`).
+    pub status_addrs: BTreeMap<String, SocketAddr>,
     pub config: PathBuf,
     pub bin: PathBuf,
     pub dir: TempDir,
@@ -396,6 +398,7 @@ impl Deployment {
             name_servers: BTreeMap::new(),
             servers: BTreeMap::new(),
             node_ports: BTreeMap::new(),
+            status_addrs: BTreeMap::new(),
             config: root.join("walrus.toml"),
             bin: spec.bin.clone(),
             dir,
@@ -462,7 +465,14 @@ impl Deployment {
         }
         let mut nodes: Vec<(String, String)> = CONTROLLERS
             .iter()
-            .map(|c| (c.to_string(), "roles = [\"controller\"]\n".to_string()))
+            .map(|c| {
+                let status = SocketAddr::from(([127, 0, 0, 1], free_tcp_port(Ipv4Addr::LOCALHOST)));
+                d.status_addrs.insert(c.to_string(), status);
+                (
+                    c.to_string(),
+                    format!("roles = [\"controller\"]\nstatus_addr = \"{status}\"\n"),
+                )
+            })
             .collect();
         for a in 1..=spec.areas {
             nodes.push((
@@ -506,6 +516,7 @@ impl Deployment {
             let p = NodeProcess::start(&d.bin, &d.config, name, d.dir.path());
             d.nodes.insert(name.clone(), p);
         }
+        d.wait_steady();
         // Every area's name server answers with its home cluster.
         for a in 1..=spec.areas {
             let area = format!("a{a}");
@@ -518,6 +529,42 @@ impl Deployment {
             );
         }
         d
+    }
+
+    /// The `/status` document of Controller node `node`, if it answers.
+    pub fn status(&self, node: &str) -> Option<serde_json::Value> {
+        use std::io::{Read, Write};
+        let addr = self.status_addrs.get(node)?;
+        let mut s = TcpStream::connect_timeout(addr, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /status HTTP/1.0\r\nHost: walrus\r\n\r\n")
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let (_, body) = buf.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// Waits until the group has formed: a master Controller whose view holds every
+    /// node and whose last round saw every web server working.
+    pub fn wait_steady(&self) {
+        let nodes = self.node_ports.len();
+        poll_until(
+            "a master whose view holds every node and sees every server working",
+            PATIENCE,
+            || self.logs(),
+            || {
+                CONTROLLERS.iter().find_map(|c| {
+                    let doc = self.status(c)?;
+                    let master = doc["is_master"].as_bool()?;
+                    let members = doc["view"]["members"].as_array()?.len();
+                    let servers = doc["servers"].as_array()?;
+                    let all_working = servers.len() == self.servers.len()
+                        && servers.iter().all(|s| s["state"] == "working");
+                    (master && members == nodes && all_working).then_some(())
+                })
+            },
+        );
     }
 
     /// Starts BIND for `area` from `walrus-node dns bind-config` (what an operator does)
