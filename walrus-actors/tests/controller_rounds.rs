@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
-use walrus_actors::controller::round::{Output, RoundConfig, RoundMachine};
+use walrus_actors::controller::round::{Output, RoundConfig, RoundMachine, START_UP_ROUNDS};
 use walrus_actors::model::{
     AreaAnswer, AreaName, AreaSpec, ClusterName, ClusterSpec, Decision, Report, ReportBody, Round,
     ServerName, ServerStats, Topology, WebStats,
@@ -332,7 +332,8 @@ fn three_controllers_kill_the_master_no_answer_changes() {
 
 fn kill_the_master(mode: Mode) {
     let mut h = Harness::new(&[1, 2, 3], mode);
-    h.run_for(Duration::from_secs(3));
+    // Past the start-up rounds, when silent Reporters count as dead (START_UP_ROUNDS).
+    h.run_for(Duration::from_secs(START_UP_ROUNDS + 2));
     assert_eq!(h.master(), vec![1]);
     assert_eq!(h.dns, h.home_dns());
     // Cluster 2 dies: its area moves (phase 3) — a real change to carry over.
@@ -390,7 +391,7 @@ fn kill_the_master(mode: Mode) {
 fn master_dying_between_multicast_and_dns_update_is_covered_by_the_new_master() {
     // Direct mode only: with Directors the multicast itself carries the answer.
     let mut h = Harness::new(&[1, 2, 3], Mode::Direct);
-    h.run_for(Duration::from_secs(2));
+    h.run_for(Duration::from_secs(START_UP_ROUNDS + 1));
     // From now on master 1's DNS updates are lost (it dies right after multicasting).
     h.drop_applies_of = Some(1);
     kill_cluster(&mut h, 3);

@@ -363,12 +363,16 @@ pub(crate) struct Rules {
     pub(crate) one_per_cluster: bool,
     /// Phase 4 damps an area that moves straight back to the cluster it just left.
     pub(crate) ping_pong_damping: bool,
+    /// Phase 4 moves an area only between clusters with a load figure (not the threshold
+    /// stand-in of a TEMPFAIL with no history): no first-round churn.
+    pub(crate) known_loads_only: bool,
 }
 
 impl Rules {
     pub(crate) const ALL: Rules = Rules {
         one_per_cluster: true,
         ping_pong_damping: true,
+        known_loads_only: true,
     };
 }
 
@@ -381,6 +385,9 @@ struct ClusterView<'a> {
     working: Vec<(f64, &'a ServerName)>,
     /// Mean load of the working servers.
     load: Option<f64>,
+    /// Some working server's load is a figure (this round's or last round's), not the
+    /// threshold stand-in for a TEMPFAIL with no history ([`LoadBasis::Unknown`]).
+    known: bool,
 }
 
 impl ClusterView<'_> {
@@ -500,6 +507,7 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     let mut clusters: BTreeMap<&ClusterName, ClusterView<'_>> = BTreeMap::new();
     for (cname, spec) in &input.topology.clusters {
         let mut working = Vec::new();
+        let mut known = false;
         for server in spec.servers.keys() {
             let prev = input
                 .history
@@ -512,8 +520,9 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
                 .get(server)
                 .unwrap_or(&Observation::NoAnswer);
             let (state, next) = phase1_server(server, cname, obs, &prev, input, &mut notifications);
-            if let ServerState::Working { load, .. } = state {
+            if let ServerState::Working { load, basis } = state {
                 working.push((load, server));
+                known |= basis != LoadBasis::Unknown;
             }
             states_v.push((server.clone(), state));
             servers_v.push((server.clone(), next));
@@ -524,7 +533,14 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         } else {
             Some(working.iter().map(|(l, _)| l).sum::<f64>() / working.len() as f64)
         };
-        clusters.insert(cname, ClusterView { working, load });
+        clusters.insert(
+            cname,
+            ClusterView {
+                working,
+                load,
+                known,
+            },
+        );
     }
     let states: BTreeMap<ServerName, ServerState> = states_v.into_iter().collect();
     history.servers = servers_v.into_iter().collect();
@@ -636,7 +652,11 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         );
     }
 
-    // Phase 4: load balancing, worst area first, at most one area per cluster.
+    // Phase 4: load balancing, worst area first, at most one area per cluster. Only on
+    // load figures: a cluster whose every working server is TEMPFAIL with no history
+    // (start-up) has the threshold as a stand-in, which would move areas away in the
+    // first round only for them to return once real figures arrive.
+    let known = |c: &ClusterName| clusters.get(c).is_some_and(|v| v.known);
     let mut remaining: Vec<(f64, AreaName, ClusterName)> = input
         .topology
         .areas
@@ -651,9 +671,14 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     remaining.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut given: BTreeSet<ClusterName> = BTreeSet::new();
     for (cur_load, area, cur) in remaining {
-        let best = ranked
-            .iter()
-            .find(|(_, c)| !(rules.one_per_cluster && given.contains(c)));
+        let best = if rules.known_loads_only && !known(&cur) {
+            None
+        } else {
+            ranked.iter().find(|(_, c)| {
+                !(rules.one_per_cluster && given.contains(c))
+                    && (!rules.known_loads_only || known(c))
+            })
+        };
         // An area that just moved back and forth needs a larger gain (ping-pong damping).
         let extra = if rules.ping_pong_damping {
             history

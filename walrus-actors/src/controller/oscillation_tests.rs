@@ -204,15 +204,16 @@ fn start_home(s: &Sim) -> BTreeMap<AreaName, ClusterName> {
 
 const NO_LIMIT: Rules = Rules {
     one_per_cluster: false,
-    ping_pong_damping: true,
+    ..Rules::ALL
 };
 const NO_DAMPING: Rules = Rules {
-    one_per_cluster: true,
     ping_pong_damping: false,
+    ..Rules::ALL
 };
 const NEITHER: Rules = Rules {
     one_per_cluster: false,
     ping_pong_damping: false,
+    ..Rules::ALL
 };
 
 /// Skewed start: three overloaded clusters, one idle newcomer (c4) that every area would

@@ -290,6 +290,11 @@ enum Role {
     },
 }
 
+/// The deployment's first rounds (numbered across failovers), during which a silent
+/// server is not yet dead (see `RoundMachine::start_up_observations`): 10 s with the
+/// default round period of 1 s.
+pub const START_UP_ROUNDS: u64 = 10;
+
 /// The round logic of one Controller, master or backup. See the module doc.
 #[derive(Debug)]
 pub struct RoundMachine {
@@ -552,8 +557,15 @@ impl RoundMachine {
         // history is kept; the answers are the master's. Without this, a new master would
         // re-notify open PANICs, forget TEMPFAIL loads and the areas' hysteresis.
         if let Some(observations) = self.shadow.remove(&decision.round) {
-            let empty = BTreeMap::new();
-            let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+            let observations = self.start_up_observations(decision.round, observations);
+            let seeded;
+            let current = match &self.last {
+                Some(d) => &d.answers,
+                None => {
+                    seeded = self.home_answers();
+                    &seeded
+                }
+            };
             let out = assign(&Input {
                 topology: &self.topology,
                 observations: &observations,
@@ -603,6 +615,62 @@ impl RoundMachine {
         }
     }
 
+    /// What every area's name server serves before any decision: its home cluster's
+    /// addresses, at most `max_records` (the Directors' initial answer, see
+    /// `walrus_node::runtime::initial_answer`). The first round starts from it, so areas
+    /// whose home works stay home rather than being spread round-robin as if they had no
+    /// answer (the start-up churn: moves in round 1, back home by round 3).
+    fn home_answers(&self) -> BTreeMap<AreaName, AreaAnswer> {
+        self.topology
+            .areas
+            .iter()
+            .filter_map(|(area, spec)| {
+                let cluster = self.topology.clusters.get(&spec.home_cluster)?;
+                let records: Vec<_> = cluster
+                    .servers
+                    .values()
+                    .flatten()
+                    .copied()
+                    .take(self.config.params.max_records)
+                    .collect();
+                (!records.is_empty()).then(|| {
+                    (
+                        area.clone(),
+                        AreaAnswer {
+                            cluster: spec.home_cluster.clone(),
+                            records,
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// In the deployment's first [`START_UP_ROUNDS`] rounds, a server with no report is
+    /// taken as TEMPFAIL (last round's load, or with none the threshold as a stand-in)
+    /// rather than dead: the group is still forming (a master elected in a small
+    /// component, Reporters joining and components merging one by one), so silence says
+    /// nothing yet. The server keeps its place in the area's (home) answer, and a
+    /// stand-in load moves nothing (see [`super::assign`]'s phase 4). A failed web server
+    /// is still seen at once (its Reporter answers PANIC); only a whole host that dies
+    /// during start-up is noticed when the start-up rounds end. Without this, areas whose
+    /// Reporters were late moved in the first rounds and came back a round or two later:
+    /// DNS changes for nothing.
+    fn start_up_observations(
+        &self,
+        round: Round,
+        mut observations: BTreeMap<ServerName, Observation>,
+    ) -> BTreeMap<ServerName, Observation> {
+        if round.0 <= START_UP_ROUNDS {
+            for server in &self.servers {
+                observations
+                    .entry(server.clone())
+                    .or_insert(Observation::TempFail);
+            }
+        }
+        observations
+    }
+
     fn start_round(&mut self, now: Instant) {
         let round = Round(self.max_round.0 + 1);
         self.max_round = round;
@@ -625,8 +693,19 @@ impl RoundMachine {
         else {
             return;
         };
-        let empty = BTreeMap::new();
-        let current = self.last.as_ref().map_or(&empty, |d| &d.answers);
+        let seeded;
+        let current = match &self.last {
+            Some(d) => &d.answers,
+            None => {
+                // No decision anywhere yet: start from what the Directors serve before
+                // one (their home cluster), and send every answer once in direct mode.
+                self.resend.extend(self.topology.areas.keys().cloned());
+                seeded = self.home_answers();
+                &seeded
+            }
+        };
+        let received = reports.len();
+        let reports = self.start_up_observations(round, reports);
         let Outcome {
             answers,
             changes,
@@ -667,7 +746,7 @@ impl RoundMachine {
             .extend(notifications.into_iter().map(Output::Notify));
         self.outputs.push_back(Output::Status(RoundStatus {
             round,
-            reports: reports.len(),
+            reports: received,
             states,
             cluster_loads,
             duration: now.saturating_duration_since(started),
@@ -964,7 +1043,16 @@ mod tests {
         let mut m = master_after_round_1(t0);
         let out = drain(&mut m);
         assert_eq!(out.len(), 3, "{out:#?}");
-        assert_eq!(out[0], Output::Multicast(first_decision()));
+        // Everyone was home already (what the Directors serve at start): no change, but
+        // every answer is applied once (direct mode).
+        assert_eq!(
+            out[0],
+            Output::Multicast(Decision {
+                round: Round(1),
+                answers: first_decision().answers,
+                changes: vec![],
+            })
+        );
         assert_eq!(
             out[1],
             Output::ApplyAnswers([("a1".into(), home(1)), ("a2".into(), home(2))].into())
@@ -988,6 +1076,135 @@ mod tests {
             Some(t0 + Duration::from_millis(1400)),
             "report timeout is 40% of the period"
         );
+    }
+
+    /// Regression (start-up churn, seen in the demo): in round 1 some Reporters have no
+    /// statistics yet (TEMPFAIL with no history, taken as the threshold). Without the
+    /// seeded home answers, a1 (no answer yet) went round-robin to c2 in phase 3; without
+    /// the known-loads rule, phase 4 moved it from c1's stand-in load to c2's real one.
+    /// Either way it came back home in round 2 or 3: two DNS changes for nothing.
+    #[test]
+    fn first_round_with_tempfail_reporters_keeps_every_area_home() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2"] {
+            m.handle_report(
+                t0 + MS,
+                Report {
+                    server: s.into(),
+                    round: Round(1),
+                    body: ReportBody::TempFail {
+                        reason: "no statistics yet".into(),
+                    },
+                    generation: None,
+                },
+            )
+            .unwrap();
+        }
+        for s in ["c2-s1", "c2-s2"] {
+            m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(d.changes, vec![], "round 1 moved areas: {:#?}", d.changes);
+        assert_eq!(d.answers, first_decision().answers);
+        // Round 2 with real figures everywhere: still nothing to change.
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(d.changes, vec![]);
+        assert_eq!(d.answers, first_decision().answers);
+    }
+
+    /// Start-up leniency is for silent servers in the start-up rounds only: a PANIC
+    /// counts at once, and after [`START_UP_ROUNDS`] a silent server is dead.
+    #[test]
+    fn start_up_spares_silent_servers_only_during_start_up() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        let panic = |round: u64| Report {
+            server: "c1-s1".into(),
+            round: Round(round),
+            body: ReportBody::Panic {
+                reason: "connection refused".into(),
+            },
+            generation: None,
+        };
+        // Runs round `r` (started at once) with these reports, returns its decision.
+        let round = |m: &mut RoundMachine, r: u64, reports: Vec<Report>| -> Decision {
+            let t = t0 + Duration::from_secs(r - 1);
+            m.handle_timeout(t);
+            drain(m);
+            for rep in reports {
+                m.handle_report(t + MS, rep).unwrap();
+            }
+            m.handle_timeout(t + Duration::from_millis(500));
+            let out = drain_no_status(m);
+            let Some(Output::Multicast(d)) = out.into_iter().next() else {
+                panic!("round {r} made no decision")
+            };
+            d
+        };
+        let c2 = |r: u64| vec![report("c2-s1", r, 10), report("c2-s2", r, 10)];
+        // Round 1: c1-s1 PANICs, c1-s2 never heard: a1 stays home with c1-s2 alone.
+        let mut reps = c2(1);
+        reps.push(panic(1));
+        let d = round(&mut m, 1, reps);
+        assert_eq!(d.answers[&AreaName::from("a1")].cluster, "c1".into());
+        assert_eq!(d.answers[&AreaName::from("a1")].records, vec![ip(1, 2)]);
+        // Round 2: c1-s2 PANICs too: a1 moves at once (phase 3).
+        let mut reps = c2(2);
+        reps.push(panic(2));
+        reps.push(Report {
+            server: "c1-s2".into(),
+            ..panic(2)
+        });
+        let d = round(&mut m, 2, reps);
+        assert_eq!(d.answers[&AreaName::from("a1")], home(2));
+        assert_eq!(d.changes[0].phase, 3);
+
+        // A fresh deployment where c1 is never heard from: home until the start-up
+        // rounds end, then moved.
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        for r in 1..=START_UP_ROUNDS {
+            let d = round(&mut m, r, c2(r));
+            assert_eq!(d.changes, vec![], "round {r}");
+        }
+        let d = round(&mut m, START_UP_ROUNDS + 1, c2(START_UP_ROUNDS + 1));
+        assert_eq!(d.answers[&AreaName::from("a1")], home(2));
+        assert_eq!(d.changes[0].phase, 3);
+    }
+
+    /// Regression (the demo's round 1): the master's first round closes before some
+    /// Reporters have joined. Without the start-up leniency their servers were dead and
+    /// their areas moved round-robin, to come back home in round 2.
+    #[test]
+    fn first_round_before_every_reporter_joined_moves_nothing() {
+        let t0 = Instant::now();
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        m.handle_report(t0 + MS, report("c2-s1", 1, 10)).unwrap();
+        m.handle_timeout(t0 + Duration::from_secs(1));
+        let out = drain_no_status(&mut m);
+        let Output::Multicast(d) = &out[0] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(d.changes, vec![], "round 1 moved areas: {:#?}", d.changes);
+        assert_eq!(d.answers, first_decision().answers);
     }
 
     #[test]
@@ -1015,13 +1232,19 @@ mod tests {
     #[test]
     fn silent_server_is_dead_at_the_timeout_and_only_its_area_is_applied() {
         let t0 = Instant::now();
-        let mut m = master_after_round_1(t0);
+        // A master taking over at the end of the start-up rounds (a silent server is
+        // spared before, see `start_up_spares_silent_servers_only_during_start_up`).
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        let mut last = first_decision();
+        last.round = Round(START_UP_ROUNDS);
+        last.changes.clear();
+        m.handle_decision(t0, last).unwrap();
+        m.handle_became_master(t0);
         drain(&mut m);
-        let t1 = t0 + Duration::from_secs(1);
-        m.handle_timeout(t1);
-        drain(&mut m);
+        let t1 = t0 + MS;
         for s in ["c1-s1", "c1-s2", "c2-s1"] {
-            m.handle_report(t1, report(s, 2, 10)).unwrap();
+            m.handle_report(t1, report(s, START_UP_ROUNDS + 1, 10))
+                .unwrap();
         }
         assert_eq!(drain(&mut m), vec![], "c2-s2 may still answer");
         m.handle_timeout(t1 + Duration::from_millis(400));
@@ -1033,7 +1256,7 @@ mod tests {
         let Output::Multicast(d) = &out[0] else {
             panic!("{out:?}")
         };
-        assert_eq!(d.round, Round(2));
+        assert_eq!(d.round, Round(START_UP_ROUNDS + 1));
         assert_eq!(d.changes.len(), 1);
         assert_eq!(d.changes[0].phase, 0);
         assert_eq!(out[1], Output::ApplyAnswers([("a2".into(), a2)].into()));
@@ -1090,7 +1313,9 @@ mod tests {
         let Output::Status(st) = out.last().unwrap() else {
             panic!("{out:?}")
         };
-        // Only the first, valid report of c1-s1 counted; the malformed one left c1-s2 dead.
+        // Only the first, valid report of c1-s1 counted; the malformed one left c1-s2
+        // without a report (in this first round: no figure yet, see
+        // `first_round_spares_silent_servers_but_not_panicking_ones`).
         assert_eq!(st.reports, 1);
         assert_eq!(
             st.states[&ServerName::from("c1-s1")],
@@ -1101,7 +1326,10 @@ mod tests {
         );
         assert_eq!(
             st.states[&ServerName::from("c1-s2")],
-            ServerState::Dead(DeadCause::NoAnswer)
+            ServerState::Working {
+                load: RoundConfig::default().params.threshold,
+                basis: LoadBasis::Unknown
+            }
         );
         // Between rounds: not gathering.
         assert!(matches!(
