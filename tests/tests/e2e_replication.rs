@@ -16,6 +16,7 @@ mod support_repl;
 
 use std::fs;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -257,39 +258,69 @@ keep = 2
         changed.elapsed().as_millis()
     );
 
+    // Rename, an empty file, a symlink that stays inside the tree, a permission change.
+    fs::rename(site.join("new/deep/page.txt"), site.join("new/moved.txt")).unwrap();
+    fs::write(site.join("empty.txt"), "").unwrap();
+    std::os::unix::fs::symlink("index.html", site.join("link.html")).unwrap();
+    fs::write(site.join("private.txt"), "p").unwrap();
+    fs::set_permissions(site.join("private.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    wait_served(&web, "/new/moved.txt", Some("created"));
+    wait_served(&web, "/new/deep/page.txt", None);
+    wait_served(&web, "/empty.txt", Some(""));
+    wait_served(&web, "/link.html", Some("v2"));
+    for r in ["r1", "r2"] {
+        let current = dir.join(r).join("current");
+        poll_until(&format!("{r}: private.txt with mode 640"), PATIENCE, || {
+            let mode = fs::metadata(current.join("private.txt"))
+                .map_err(|e| e.to_string())?
+                .permissions()
+                .mode();
+            if mode & 0o7777 == 0o640 {
+                Ok(())
+            } else {
+                Err(format!("mode {mode:o}"))
+            }
+        });
+        let link = fs::read_link(current.join("link.html")).unwrap();
+        assert_eq!(
+            link,
+            Path::new("index.html"),
+            "{r}: replicated as a symlink"
+        );
+    }
+
     // Every replica's /status shows the primary's generation, lag 0 (once the tree is quiet).
-    let g = poll_until("replicas at the primary's generation", PATIENCE, || {
-        let p = primary.generation()?;
-        let (a, b) = (r1.generation()?, r2.generation()?);
-        if a == p && b == p && p >= 2 {
-            Ok(p)
-        } else {
-            Err(format!("primary {p}, r1 {a}, r2 {b}"))
-        }
-    });
+    // The tree is quiet now: the primary, both replicas' /status, the Controller's newest
+    // generation and the generation each server's Reporter reported all agree (each of
+    // these is refreshed on its own clock, so they are read together until they do).
+    let g = poll_until(
+        "the primary, the replicas and the Controller at one generation",
+        PATIENCE,
+        || {
+            let p = primary.generation()?;
+            let (a, b) = (r1.generation()?, r2.generation()?);
+            let s = primary.status()?;
+            let servers = s["servers"].as_array().cloned().unwrap_or_default();
+            let at_p = servers
+                .iter()
+                .filter(|x| x["generation"].as_u64() == Some(p))
+                .count();
+            if a == p && b == p && p >= 3 && at_p == 2 && s["newest_generation"].as_u64() == Some(p)
+            {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "primary {p}, r1 {a}, r2 {b}, Controller's newest {}, servers {}",
+                    s["newest_generation"], s["servers"]
+                ))
+            }
+        },
+    );
     for r in [&r1, &r2] {
         let s = r.status().unwrap();
         assert_eq!(s["replication"]["role"], "replica", "{s}");
         assert_eq!(s["replication"]["lag"], 0, "{s}");
     }
-    // The Controller sees the generation each server's Reporter reported.
-    poll_until(
-        "the Controller's /status to show both servers at g",
-        PATIENCE,
-        || {
-            let s = primary.status()?;
-            let servers = s["servers"].as_array().cloned().unwrap_or_default();
-            let at_g = servers
-                .iter()
-                .filter(|x| x["generation"].as_u64() == Some(g))
-                .count();
-            if at_g == 2 && s["newest_generation"].as_u64() == Some(g) {
-                Ok(())
-            } else {
-                Err(s["servers"].to_string())
-            }
-        },
-    );
     // `walrus-node status` prints them in its table.
     let table = Command::new(&exe)
         .args(["status", "--addr"])
@@ -301,7 +332,7 @@ keep = 2
         table.contains(&format!(
             "replicator replica: generation {g} newest {g} lag 0"
         )),
-        "{table}"
+        "expected generation {g}:\n{table}"
     );
 
     // r2 is SIGKILLed; changes continue; r1 follows, r2's nginx keeps the old tree whole.
@@ -313,7 +344,7 @@ keep = 2
     fs::write(site.join("index.html"), "v4").unwrap();
     wait_served(&web[..1], "/index.html", Some("v4"));
     assert_eq!(served(web[1], "/index.html").unwrap(), "v2");
-    assert_eq!(served(web[1], "/new/deep/page.txt").unwrap(), "created");
+    assert_eq!(served(web[1], "/new/moved.txt").unwrap(), "created");
     assert!(served(web[1], "/while-down.txt").is_err());
 
     // Restarted, r2 catches up with everything it missed.
