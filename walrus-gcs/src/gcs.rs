@@ -533,6 +533,11 @@ impl Driver {
                 _ = timer => {}
             }
             // Busy periods can run past the deadline: time is an input like any other.
+            if let Some(late) = deadline.and_then(|d| now().checked_duration_since(d)) {
+                if late > Duration::from_millis(100) {
+                    debug!(node = %self.node.id(), late_ms = late.as_millis() as u64, "driver ran late");
+                }
+            }
             if self.node.poll_timeout().is_some_and(|t| t <= now()) {
                 self.node.handle_timeout(now());
             }

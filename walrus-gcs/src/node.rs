@@ -1063,6 +1063,32 @@ impl Node {
         }
     }
 
+    /// One line per peer for a log: alive, link down, ms since heard, row size, suspected.
+    fn peer_report(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for (id, p) in &self.peers {
+            let heard = p
+                .last_heard
+                .map(|t| now.saturating_duration_since(t).as_millis());
+            let alive = p.incarnation.is_some_and(|i| {
+                self.alive(
+                    now,
+                    &NodeRef {
+                        id: id.clone(),
+                        incarnation: i,
+                    },
+                )
+            });
+            let suspect = self.suspects.keys().any(|s| s.id == *id);
+            out.push_str(&format!(
+                "{id}(alive {alive} down {} heard {heard:?}ms row {} suspect {suspect}) ",
+                p.link_down,
+                p.row.len()
+            ));
+        }
+        out
+    }
+
     /// Does `x` see `y` (per the connectivity matrix as this node knows it)?
     fn sees(&self, now: Instant, x: &NodeRef, y: &NodeRef) -> bool {
         if *x == self.me {
@@ -1220,6 +1246,17 @@ impl Node {
     }
 
     fn propose(&mut self, now: Instant, members: Vec<NodeRef>) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                node = %self.me,
+                view = %self.view,
+                proposed = members.len(),
+                broken = self.broken,
+                frozen = self.frozen.is_some(),
+                peers = %self.peer_report(now),
+                "proposing a view"
+            );
+        }
         let counter = self.max_counter.max(self.highest.counter) + 1;
         self.max_counter = counter;
         let id = ViewId {
