@@ -165,6 +165,8 @@ pub struct Node {
     /// Up to when this node's own lateness has been accounted for (see
     /// [`Node::catch_up`]).
     caught_up: Instant,
+    /// After a stall, no view change is started before this (see [`Node::catch_up`]).
+    hold_until: Instant,
     outputs: VecDeque<Output>,
     /// Ordering messages of the view this node accepted but has not installed yet (the
     /// sequencer may install it before the coordinator's `Install` reaches us over another
@@ -276,6 +278,7 @@ impl Node {
             groups: BTreeMap::new(),
             next_heartbeat: now,
             caught_up: now,
+            hold_until: now,
             outputs: VecDeque::new(),
             early: Vec::new(),
         };
@@ -1044,6 +1047,11 @@ impl Node {
     /// node's own running time. A peer that is really gone is still dropped, one
     /// failure timeout of running time later (every heartbeat tick counts at least one
     /// heartbeat interval), or at once by a link-down report.
+    ///
+    /// Its peers may meanwhile have stopped listing it (it was silent): their rows say so
+    /// until they hear it again and send their next heartbeat. So after a stall the node
+    /// starts no view change for two heartbeat intervals; without that it would propose
+    /// a view of itself alone, and then merge again.
     fn catch_up(&mut self, now: Instant) {
         let due = self.next_heartbeat.max(self.caught_up);
         let late = now.saturating_duration_since(due);
@@ -1056,6 +1064,7 @@ impl Node {
             }
         }
         self.caught_up = now;
+        self.hold_until = now + self.config.heartbeat_interval * 2;
     }
 
     fn alive(&self, now: Instant, who: &NodeRef) -> bool {
@@ -1196,6 +1205,10 @@ impl Node {
             }
             self.accepted = None;
             self.early.clear();
+        }
+        if now < self.hold_until {
+            self.change_deadline = Some(self.hold_until);
+            return;
         }
         let desired = self.candidate(now);
         let need = self.frozen.is_some()
