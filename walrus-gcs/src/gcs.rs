@@ -530,9 +530,23 @@ impl Driver {
                         }
                     }
                 }
-                _ = timer => {}
+                _ = timer => {
+                    // Frames that arrived while the driver was not running came before
+                    // this deadline: feed them first, so liveness is judged on them.
+                    for _ in 0..BATCH {
+                        match events.try_recv() {
+                            Some(ev) => self.transport_event(ev),
+                            None => break,
+                        }
+                    }
+                }
             }
             // Busy periods can run past the deadline: time is an input like any other.
+            if let Some(late) = deadline.and_then(|d| now().checked_duration_since(d)) {
+                if late > Duration::from_millis(100) {
+                    debug!(node = %self.node.id(), late_ms = late.as_millis() as u64, "driver ran late");
+                }
+            }
             if self.node.poll_timeout().is_some_and(|t| t <= now()) {
                 self.node.handle_timeout(now());
             }

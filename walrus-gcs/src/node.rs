@@ -162,6 +162,11 @@ pub struct Node {
     groups: BTreeMap<GroupName, Vec<GroupRecord>>,
 
     next_heartbeat: Instant,
+    /// Up to when this node's own lateness has been accounted for (see
+    /// [`Node::catch_up`]).
+    caught_up: Instant,
+    /// After a stall, no view change is started before this (see [`Node::catch_up`]).
+    hold_until: Instant,
     outputs: VecDeque<Output>,
     /// Ordering messages of the view this node accepted but has not installed yet (the
     /// sequencer may install it before the coordinator's `Install` reaches us over another
@@ -272,6 +277,8 @@ impl Node {
             submit_base: None,
             groups: BTreeMap::new(),
             next_heartbeat: now,
+            caught_up: now,
+            hold_until: now,
             outputs: VecDeque::new(),
             early: Vec::new(),
         };
@@ -298,6 +305,7 @@ impl Node {
     /// certificate). Messages from unknown nodes, older incarnations or other views are
     /// dropped.
     pub fn handle_message(&mut self, now: Instant, from: &NodeId, msg: PeerMessage) {
+        self.catch_up(now);
         let inc = msg.incarnation();
         let Some(peer) = self.peers.get_mut(from) else {
             return;
@@ -374,6 +382,7 @@ impl Node {
 
     /// The transport connected to `peer`.
     pub fn handle_link_up(&mut self, now: Instant, peer: &NodeId) {
+        self.catch_up(now);
         if let Some(p) = self.peers.get_mut(peer) {
             p.link_down = false;
         }
@@ -384,6 +393,7 @@ impl Node {
     /// The transport lost its connection to `peer`: it is dead to this node until heard
     /// from again.
     pub fn handle_link_down(&mut self, now: Instant, peer: &NodeId) {
+        self.catch_up(now);
         if let Some(p) = self.peers.get_mut(peer) {
             p.link_down = true;
             p.row.clear();
@@ -394,6 +404,7 @@ impl Node {
 
     /// Time passed; call at (or after) [`Node::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.catch_up(now);
         if now >= self.next_heartbeat {
             self.send_heartbeats(now);
             self.next_heartbeat = now + self.config.heartbeat_interval;
@@ -1023,6 +1034,39 @@ impl Node {
 
     // ------------------------------------------------------------------ failure detector
 
+    /// Time this node itself did not run does not count against its peers.
+    ///
+    /// The node asks to run again at its next heartbeat at the latest
+    /// ([`Node::poll_timeout`]). If an input comes more than a heartbeat interval after
+    /// that, the node was not running (its process was starved or stopped): it could not
+    /// hear anyone, and their frames of that time are probably still queued behind this
+    /// input. Judging liveness by the wall clock would make it report every peer dead in
+    /// its next heartbeat (an empty row of the connectivity matrix, which makes every
+    /// other node want a view without it) and want a view of itself alone. So the
+    /// lateness is added to every peer's `last_heard`: the failure timeout counts the
+    /// node's own running time. A peer that is really gone is still dropped, one
+    /// failure timeout of running time later (every heartbeat tick counts at least one
+    /// heartbeat interval), or at once by a link-down report.
+    ///
+    /// Its peers may meanwhile have stopped listing it (it was silent): their rows say so
+    /// until they hear it again and send their next heartbeat. So after a stall the node
+    /// starts no view change for two heartbeat intervals; without that it would propose
+    /// a view of itself alone, and then merge again.
+    fn catch_up(&mut self, now: Instant) {
+        let due = self.next_heartbeat.max(self.caught_up);
+        let late = now.saturating_duration_since(due);
+        if late <= self.config.heartbeat_interval {
+            return;
+        }
+        for p in self.peers.values_mut() {
+            if let Some(t) = p.last_heard.as_mut() {
+                *t = (*t + late).min(now);
+            }
+        }
+        self.caught_up = now;
+        self.hold_until = now + self.config.heartbeat_interval * 2;
+    }
+
     fn alive(&self, now: Instant, who: &NodeRef) -> bool {
         if *who == self.me {
             return true;
@@ -1061,6 +1105,32 @@ impl Node {
         for p in to {
             self.send(p, hb.clone());
         }
+    }
+
+    /// One line per peer for a log: alive, link down, ms since heard, row size, suspected.
+    fn peer_report(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for (id, p) in &self.peers {
+            let heard = p
+                .last_heard
+                .map(|t| now.saturating_duration_since(t).as_millis());
+            let alive = p.incarnation.is_some_and(|i| {
+                self.alive(
+                    now,
+                    &NodeRef {
+                        id: id.clone(),
+                        incarnation: i,
+                    },
+                )
+            });
+            let suspect = self.suspects.keys().any(|s| s.id == *id);
+            out.push_str(&format!(
+                "{id}(alive {alive} down {} heard {heard:?}ms row {} suspect {suspect}) ",
+                p.link_down,
+                p.row.len()
+            ));
+        }
+        out
     }
 
     /// Does `x` see `y` (per the connectivity matrix as this node knows it)?
@@ -1135,6 +1205,10 @@ impl Node {
             }
             self.accepted = None;
             self.early.clear();
+        }
+        if now < self.hold_until {
+            self.change_deadline = Some(self.hold_until);
+            return;
         }
         let desired = self.candidate(now);
         let need = self.frozen.is_some()
@@ -1220,6 +1294,17 @@ impl Node {
     }
 
     fn propose(&mut self, now: Instant, members: Vec<NodeRef>) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                node = %self.me,
+                view = %self.view,
+                proposed = members.len(),
+                broken = self.broken,
+                frozen = self.frozen.is_some(),
+                peers = %self.peer_report(now),
+                "proposing a view"
+            );
+        }
         let counter = self.max_counter.max(self.highest.counter) + 1;
         self.max_counter = counter;
         let id = ViewId {

@@ -465,9 +465,13 @@ fn a_silent_peer_is_dropped_from_the_view_after_the_failure_timeout() {
     a.join(t, sa, g("g")).unwrap();
     b.join(t, sb, g("g")).unwrap();
     shuttle(&mut a, &mut b, t);
-    // b falls silent. Before the failure timeout nothing changes...
-    a.handle_timeout(ms(t0, 500));
-    let outs = drain(&mut a);
+    // b falls silent. Before the failure timeout nothing changes (a ticks at each of
+    // its heartbeats: a node that runs late does not count the time against b)...
+    let mut outs = Vec::new();
+    for step in [200, 300, 400, 500] {
+        a.handle_timeout(ms(t0, step));
+        outs.extend(drain(&mut a));
+    }
     assert!(outs.iter().all(|o| matches!(
         o,
         Output::Send {
@@ -592,6 +596,9 @@ fn a_stale_incarnation_is_ignored() {
         })
     };
     a.handle_message(t0, &id("b"), hb(5));
+    for step in [0, 100, 200, 300] {
+        a.handle_timeout(ms(t0, step));
+    }
     a.handle_message(ms(t0, 300), &id("b"), hb(4));
     // b#4 is older than b#5: it did not refresh b's liveness.
     assert!(!a.alive(
@@ -608,4 +615,80 @@ fn a_stale_incarnation_is_ignored() {
             incarnation: Incarnation(5)
         }
     ));
+}
+
+/// Kinds of the messages `outs` sends, and whether it installs a view.
+fn proposes_or_installs(outs: &[Output]) -> bool {
+    outs.iter().any(|o| {
+        matches!(
+            o,
+            Output::ViewInstalled(_)
+                | Output::Send {
+                    msg: PeerMessage::Propose(_),
+                    ..
+                }
+        )
+    })
+}
+
+#[test]
+fn a_node_that_did_not_run_does_not_accuse_its_peers() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let mut b = node("b", t0);
+    merge(&mut a, &mut b, t0);
+    for step in [200, 300, 400] {
+        a.handle_timeout(ms(t0, step));
+        b.handle_timeout(ms(t0, step));
+        let (ra, rb) = shuttle(&mut a, &mut b, ms(t0, step));
+        assert!(ra.is_empty() && rb.is_empty(), "{ra:?} {rb:?}");
+    }
+    // a's process is starved: due at 500 ms, it runs again only at 900 ms. b's heartbeats
+    // of that time are still queued behind a's timer. a must not call b dead for it: its
+    // heartbeat still lists b, and it wants no view without b.
+    assert_eq!(a.poll_timeout(), Some(ms(t0, 500)));
+    a.handle_timeout(ms(t0, 900));
+    let outs = drain(&mut a);
+    match sent_to(&outs, "b") {
+        PeerMessage::Heartbeat(h) => assert_eq!(h.alive, vec![r("b")]),
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    assert!(!proposes_or_installs(&outs), "{outs:?}");
+    // Then a reads b's queued heartbeat: b had stopped listing a (a was silent). Until b
+    // hears a again and says so, a does not propose a view of itself alone.
+    let hb = |alive| {
+        PeerMessage::Heartbeat(Heartbeat {
+            incarnation: Incarnation(1),
+            view: vid(2, "a"),
+            alive,
+            max_counter: 2,
+        })
+    };
+    a.handle_message(ms(t0, 900), &id("b"), hb(vec![]));
+    for step in [950, 1000] {
+        a.handle_timeout(ms(t0, step));
+        let outs = drain(&mut a);
+        assert!(!proposes_or_installs(&outs), "at {step} ms: {outs:?}");
+    }
+    a.handle_message(ms(t0, 1000), &id("b"), hb(vec![r("a")]));
+    a.handle_timeout(ms(t0, 1100));
+    let outs = drain(&mut a);
+    assert!(!proposes_or_installs(&outs), "{outs:?}");
+    // If b really stays silent, a still drops it, one failure timeout of its own running
+    // time after it last heard b.
+    let mut dropped = None;
+    for step in (1150..=1800).step_by(50) {
+        a.handle_timeout(ms(t0, step));
+        if drain(&mut a)
+            .iter()
+            .any(|o| matches!(o, Output::ViewInstalled(c) if c.members == vec![r("a")]))
+        {
+            dropped = Some(step);
+            break;
+        }
+    }
+    assert!(
+        dropped.is_some_and(|s| (1400..=1600).contains(&s)),
+        "{dropped:?}"
+    );
 }
