@@ -12,6 +12,7 @@
 //! Needs nginx (Debian package `nginx`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
 mod support_repl;
 
 use std::fs;

@@ -1,5 +1,7 @@
-//! Support of the replication end-to-end test: temp dirs, free loopback ports, child
-//! processes killed (SIGKILL) on drop, nginx, plain HTTP GET, the `walrus-node` binary.
+//! Support of the replication end-to-end test, beside the deployment support in
+//! `../support` (temp dirs, ports, `need` come from there): child processes killed
+//! (SIGKILL) on drop, nginx serving a replica's `current`, plain HTTP GET, polling with the
+//! last state, the `walrus-node` binary.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -8,31 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A temporary directory removed on drop (kept when `WALRUS_KEEP_TMP` is set).
-pub struct TempDir(pub PathBuf);
+pub use crate::support::{free_udp_port, need, TempDir};
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("walrus-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
+/// A free TCP port on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    crate::support::free_tcp_port(std::net::Ipv4Addr::LOCALHOST)
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("WALRUS_KEEP_TMP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// The `walrus-node` binary Cargo built for this test crate (`[[bin]] walrus-node-e2e` in
+/// tests/Cargo.toml: the same `main.rs`, never a stale copy).
+pub fn walrus_node_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_walrus-node-e2e"))
 }
 
 /// A child process, SIGKILLed and reaped on drop.
@@ -50,60 +38,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// The path of a binary, or a panic naming the Debian package that provides it.
-pub fn need(binary: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(binary);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("`{binary}` is missing: install the Debian package `{package}`");
-}
-
-/// A free loopback TCP port (bound, then released).
-pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A free loopback UDP port (a walrus-gcs QUIC address).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `walrus-node` binary of this build (`cargo test --workspace` builds it beside the
-/// test binaries); built with `cargo build -p walrus-node` if it is missing.
-pub fn walrus_node_exe() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/walrus-node
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("walrus-node"))
-        .unwrap();
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "walrus-node", "--bin", "walrus-node"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && bin.exists(),
-            "{} is missing; build it with `cargo build -p walrus-node`",
-            bin.display()
-        );
-    }
-    bin
 }
 
 /// A response: status code and body.
