@@ -44,6 +44,7 @@ fn settings() -> ControllerSettings {
         round: RoundConfig::with_period(Duration::from_millis(200)),
         topology: topology(),
         notify: NotifyConfig::default(),
+        replication_primary: None,
     }
 }
 

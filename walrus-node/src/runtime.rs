@@ -148,6 +148,7 @@ pub fn controller_settings(config: &Config) -> ControllerSettings {
         round: round_config(config),
         topology: config.topology(),
         notify: notify_config(config),
+        replication_primary: config.replicator.as_ref().map(|r| r.primary.clone()),
     }
 }
 

@@ -46,6 +46,16 @@ pub struct ControllerSettings {
     pub topology: Topology,
     /// Notification channels.
     pub notify: NotifyConfig,
+    /// The node of the site's Replicator primary, when replication is configured: only its
+    /// `Generation` announcements count (group members are authenticated by their
+    /// certificates, so another member cannot pass for it).
+    pub replication_primary: Option<String>,
+}
+
+/// Whether a `Generation` announcement sent by node `sender` counts: only the configured
+/// primary's do.
+fn announcement_counts(primary: Option<&str>, sender: &str) -> bool {
+    primary == Some(sender)
 }
 
 /// Requests to a running Controller.
@@ -165,6 +175,7 @@ struct Shell<S> {
     notify_config: NotifyConfig,
     direct: DirectDrivers,
     status: ControllerStatus,
+    replication_primary: Option<String>,
 }
 
 async fn run<S: GroupSession>(
@@ -186,6 +197,7 @@ async fn run<S: GroupSession>(
         notifier,
         notify_config: settings.notify,
         direct,
+        replication_primary: settings.replication_primary,
     };
     shell
         .session
@@ -248,7 +260,19 @@ impl<S: GroupSession> Shell<S> {
                         }
                     }
                     Ok(WalrusMessage::Generation { generation, .. }) => {
-                        self.machine.handle_generation(now(), generation);
+                        if announcement_counts(
+                            self.replication_primary.as_deref(),
+                            sender.0.as_str(),
+                        ) {
+                            self.machine.handle_generation(now(), generation);
+                        } else {
+                            tracing::warn!(
+                                from = %sender.0,
+                                generation = generation.0,
+                                primary = ?self.replication_primary,
+                                "generation announcement from a node that is not the Replicator primary ignored"
+                            );
+                        }
                     }
                     Ok(WalrusMessage::Decision(d)) if !own => {
                         let round = d.round;
@@ -293,6 +317,7 @@ impl<S: GroupSession> Shell<S> {
 
     fn reconfigure(&mut self, s: ControllerSettings) {
         self.machine.handle_reconfigure(now(), s.round, s.topology);
+        self.replication_primary = s.replication_primary;
         if s.notify != self.notify_config {
             match Notifier::start(&s.notify) {
                 Ok(n) => {
@@ -395,5 +420,17 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announcement_counts;
+
+    #[test]
+    fn only_the_configured_primary_announces_generations() {
+        assert!(announcement_counts(Some("origin"), "origin"));
+        assert!(!announcement_counts(Some("origin"), "intruder"));
+        assert!(!announcement_counts(None, "origin"));
     }
 }
