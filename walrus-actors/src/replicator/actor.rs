@@ -30,6 +30,7 @@
 //! its generation's scan; the next generation's push sets that right.
 
 use super::rsync::RsyncMethod;
+use super::stall::{StallGuard, STALL_LIMIT};
 use super::store::{ReplicaStore, StoreConfig, StoreError};
 use super::transfer::{self, PrimarySource, ServeOptions};
 use super::watcher::{self, PrimaryScanner, WatchConfig, WatchError};
@@ -759,6 +760,7 @@ async fn run_puller(
         }
         let attempt = async {
             let (send, recv) = streams.open(&primary).await.map_err(|e| e.to_string())?;
+            let recv = StallGuard::new(recv, STALL_LIMIT);
             transfer::pull(&mut store, recv, send)
                 .await
                 .map_err(|e| e.to_string())

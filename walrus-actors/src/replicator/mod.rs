@@ -43,6 +43,7 @@ pub mod manifest;
 pub mod path;
 pub mod protocol;
 pub mod rsync;
+pub mod stall;
 pub mod store;
 pub mod transfer;
 pub mod watcher;
