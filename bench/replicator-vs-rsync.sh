@@ -29,6 +29,9 @@
 #   {"case":"small","walrus_s":0.150,"rsync_s":0.423,"ratio":2.82,...}
 #   {"case":"append","walrus_s":0.893,"rsync_s":1.228,"ratio":1.37,"walrus_fetched":1129148,
 #    "walrus_parts_ms":{"scan":245,"manifest":8,"layout":19,"fetch":585,"switch":36,"prune":0}}
+# A second run, the machine busier (full: walrus 2.387 s, rsync 2.510 s):
+#   {"case":"append","walrus_s":0.743,"rsync_s":1.275,"ratio":1.71,"walrus_fetched":1129148,
+#    "walrus_parts_ms":{"scan":436,"manifest":12,"layout":37,"fetch":205,"switch":52,"prune":0}}
 # (main just before, same machine: append walrus_s 0.866 / rsync_s 1.715, scan 332 ms,
 #  fetch 447 ms; earlier main runs: scan ~400 ms, fetch ~876 ms, ratio 0.84-1.09.)
 set -euo pipefail
