@@ -470,7 +470,9 @@ pub struct Skipped {
 }
 
 /// Scans a content root into manifests, re-hashing only files whose size, mtime, ctime or
-/// inode changed since the previous scan (the primary keeps one `Scanner`).
+/// inode changed since the previous scan (the primary keeps one `Scanner`). A large file
+/// that grew on the same inode is re-hashed from its previous last chunk once the chunks
+/// before it are read again and found unchanged (an append; see `hash_file_resumable`).
 #[derive(Debug, Default)]
 pub struct Scanner {
     cache: Cache,

@@ -16,7 +16,9 @@
 //! generation about to be pruned, or the spare) and changing it in place into the new
 //! generation, which costs what changed; or from scratch: directories, symlinks, hard links
 //! and local copies from the current generation. Then the fetched files (written beside
-//! their final name, their hash checked, then renamed in). Files are never written in place:
+//! their final name, their hash checked, then renamed in; a large file's delta copies its
+//! unchanged chunks from the current generation inside the kernel and checks the fetched
+//! chunks, see [`FileWriter`]). Files are never written in place:
 //! an inode shared by hard links with the served generation is replaced, never modified. [`Build::commit`] makes it durable (one `syncfs`), renames
 //! it to `gens/N` and switches `current` with one `rename(2)` of a new symlink: the web
 //! server sees the old tree or the new one, never a mix. A crash at any point leaves
