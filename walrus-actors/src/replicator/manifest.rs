@@ -314,6 +314,26 @@ pub fn chunk_sizes(size: u64) -> Option<(usize, usize, usize)> {
 
 /// Hashes a file: the whole-content hash and, for a large file, its chunk list.
 pub fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Vec<Chunk>)> {
+    hash_file_resumable(path, size, None).map(|(h, c, _)| (h, c))
+}
+
+/// A large file's whole-content hash state at the start of its last chunk (the one cut by
+/// the end of the file, not by its content): an append is hashed from there.
+#[derive(Debug, Clone)]
+pub(crate) struct Resume(blake3::Hasher);
+
+/// [`hash_file`], resuming after an append when `prev` (the file's previous size, chunks
+/// and [`Resume`]) allows: the chunks before the previous last one are read again and
+/// their hashes checked (on several threads; one blake3 pass instead of chunking and two
+/// hash passes), then chunking and the whole hash continue from the previous last chunk's
+/// start. Content-defined cuts depend only on the bytes since the previous cut, so the
+/// result equals a full hash. Anything else (a chunk that changed, other chunker sizes)
+/// falls back to the full hash. Also returns the [`Resume`] of the new content.
+pub(crate) fn hash_file_resumable(
+    path: &Path,
+    size: u64,
+    prev: Option<(u64, &[Chunk], &Resume)>,
+) -> io::Result<(ContentHash, Vec<Chunk>, Option<Resume>)> {
     let file = fs::File::open(path)?;
     match chunk_sizes(size) {
         None => {
@@ -328,45 +348,107 @@ pub fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Vec<Chunk>)
                 }
                 hasher.update(&buf[..n]);
             }
-            Ok((ContentHash(*hasher.finalize().as_bytes()), Vec::new()))
+            Ok((ContentHash(*hasher.finalize().as_bytes()), Vec::new(), None))
         }
-        Some((min, avg, max)) => {
-            // One read of the file; the whole-content hash runs on a second thread beside
-            // the chunker and the chunk hashes (a large file's rescan is all hashing).
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
-            std::thread::scope(|scope| {
-                let whole = scope.spawn(move || {
-                    let mut hasher = blake3::Hasher::new();
-                    for data in rx {
-                        hasher.update(&data);
-                    }
-                    ContentHash(*hasher.finalize().as_bytes())
-                });
-                let mut chunks = Vec::new();
-                for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
-                    let c = c.map_err(|e| io::Error::other(e.to_string()))?;
-                    chunks.push(Chunk {
-                        offset: c.offset,
-                        len: c.length as u32,
-                        hash: ContentHash::of(&c.data),
-                    });
-                    if tx.send(c.data).is_err() {
-                        break; // the hasher is gone: it panicked, joined below
+        Some(sizes) => {
+            let mut start = (0u64, Vec::new(), blake3::Hasher::new());
+            if let Some((old_size, old_chunks, resume)) = prev {
+                if let Some((_, kept)) = old_chunks.split_last() {
+                    if size >= old_size
+                        && chunk_sizes(old_size) == Some(sizes)
+                        && prefix_unchanged(&file, kept)?
+                    {
+                        let at = kept.last().map_or(0, |c| c.offset + u64::from(c.len));
+                        start = (at, kept.to_vec(), resume.0.clone());
                     }
                 }
-                drop(tx);
-                let hash = match whole.join() {
-                    Ok(h) => h,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                };
-                if chunks.len() > MAX_CHUNKS {
-                    // The file grew while we read it; the next scan sees it settled.
-                    return Err(io::Error::other("file changed while chunking"));
-                }
-                Ok((hash, chunks))
-            })
+            }
+            chunk_and_hash(file, sizes, start)
         }
     }
+}
+
+/// Chunks and hashes `file` from `start.0` on, continuing the chunk list `start.1` and the
+/// whole-content hasher `start.2` (both for the bytes before `start.0`).
+fn chunk_and_hash(
+    mut file: fs::File,
+    (min, avg, max): (usize, usize, usize),
+    (at, mut chunks, hasher): (u64, Vec<Chunk>, blake3::Hasher),
+) -> io::Result<(ContentHash, Vec<Chunk>, Option<Resume>)> {
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(at))?;
+    // One read of the file; the whole-content hash runs on a second thread beside the
+    // chunker and the chunk hashes (a large file's rescan is all hashing).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    std::thread::scope(|scope| {
+        let whole = scope.spawn(move || {
+            let mut hasher = hasher;
+            // The state before the chunk last received: the next append resumes there.
+            let mut before_last = None;
+            for data in rx {
+                before_last = Some(hasher.clone());
+                hasher.update(&data);
+            }
+            (ContentHash(*hasher.finalize().as_bytes()), before_last)
+        });
+        for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
+            let c = c.map_err(|e| io::Error::other(e.to_string()))?;
+            chunks.push(Chunk {
+                offset: at + c.offset,
+                len: c.length as u32,
+                hash: ContentHash::of(&c.data),
+            });
+            if tx.send(c.data).is_err() {
+                break; // the hasher is gone: it panicked, joined below
+            }
+        }
+        drop(tx);
+        let (hash, before_last) = match whole.join() {
+            Ok(h) => h,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if chunks.len() > MAX_CHUNKS {
+            // The file changed while we read it; the next scan sees it settled.
+            return Err(io::Error::other("file changed while chunking"));
+        }
+        Ok((hash, chunks, before_last.map(Resume)))
+    })
+}
+
+/// Whether `file` still holds `chunks` (read again and hashed, over up to 4 threads).
+fn prefix_unchanged(file: &fs::File, chunks: &[Chunk]) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if chunks.is_empty() {
+        return Ok(true);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let per = chunks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut buf = Vec::new();
+                    for c in part {
+                        buf.resize(c.len as usize, 0);
+                        file.read_exact_at(&mut buf, c.offset)?;
+                        if ContentHash::of(&buf) != c.hash {
+                            return Ok(false);
+                        }
+                    }
+                    Ok::<_, io::Error>(true)
+                })
+            })
+            .collect();
+        let mut same = true;
+        for h in handles {
+            match h.join() {
+                Ok(r) => same &= r?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(same)
+    })
 }
 
 /// What makes a scanned file's cached hash still valid.
@@ -388,10 +470,12 @@ pub struct Skipped {
 }
 
 /// Scans a content root into manifests, re-hashing only files whose size, mtime, ctime or
-/// inode changed since the previous scan (the primary keeps one `Scanner`).
+/// inode changed since the previous scan (the primary keeps one `Scanner`). A large file
+/// that grew on the same inode is re-hashed from its previous last chunk once the chunks
+/// before it are read again and found unchanged (an append; see `hash_file_resumable`).
 #[derive(Debug, Default)]
 pub struct Scanner {
-    cache: HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>,
+    cache: Cache,
     /// Entries skipped by the last scan (special files, bad names, escaping symlinks).
     pub skipped: Vec<Skipped>,
 }
@@ -558,8 +642,9 @@ impl Scanner {
     }
 }
 
-/// What the hash cache holds per file: the stat that made it valid, hash, chunks.
-type Cache = HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>)>;
+/// What the hash cache holds per file: the stat that made it valid, hash, chunks, and for a
+/// large file where an append resumes hashing.
+type Cache = HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>, Option<Resume>)>;
 
 /// One walker of a scan: reads the previous scan's cache, collects entries, the new cache
 /// and what it skipped. A full scan runs one per thread over the top-level directories.
@@ -699,13 +784,23 @@ impl<'a> Walk<'a> {
                 ctime: (md.ctime(), md.ctime_nsec()),
                 ino: md.ino(),
             };
-            let (hash, chunks) = match self.old.get(&rel) {
-                Some((k, h, c)) if *k == key => (*h, c.clone()),
-                _ => match hash_file(&p, key.size) {
-                    Ok(hc) => hc,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(source) => return Err(ManifestError::Io { path: p, source }),
-                },
+            let (hash, chunks, resume) = match self.old.get(&rel) {
+                Some((k, h, c, r)) if *k == key => (*h, c.clone(), r.clone()),
+                old => {
+                    // Same inode, grown: maybe an append (checked, see hash_file_resumable).
+                    let prev = old.and_then(|(k, _, c, r)| {
+                        (k.ino == key.ino && k.size <= key.size).then_some((
+                            k.size,
+                            c.as_slice(),
+                            r.as_ref()?,
+                        ))
+                    });
+                    match hash_file_resumable(&p, key.size, prev) {
+                        Ok(hc) => hc,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                        Err(source) => return Err(ManifestError::Io { path: p, source }),
+                    }
+                }
             };
             if key.size > limits.max_file_size {
                 return Err(ManifestError::OverLimit {
@@ -713,7 +808,8 @@ impl<'a> Walk<'a> {
                     what: format!("size {} over limit {}", key.size, limits.max_file_size),
                 });
             }
-            self.cache.insert(rel.clone(), (key, hash, chunks.clone()));
+            self.cache
+                .insert(rel.clone(), (key, hash, chunks.clone(), resume));
             self.out.push(Entry {
                 path: rel,
                 kind: Kind::File { hash, chunks },
@@ -977,6 +1073,57 @@ mod tests {
         let old: HashSet<_> = c1.iter().map(|c| c.hash).collect();
         let shared = c2.iter().filter(|c| old.contains(&c.hash)).count();
         assert!(shared + 3 >= c1.len(), "shared {shared} of {}", c1.len());
+    }
+
+    #[test]
+    fn an_append_is_hashed_from_the_last_chunk_and_a_changed_prefix_is_seen() {
+        use std::io::{Seek, Write};
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let mut x = 88172645463325252u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        fs::write(root.join("big"), noise(CHUNKED_FILE_MIN as usize + 500_000)).unwrap();
+        let limits = Limits::default();
+        let mut s = Scanner::new();
+        s.scan(root, Generation(1), &limits).unwrap();
+        let full = |g| Scanner::new().scan(root, Generation(g), &limits).unwrap();
+        let append = |bytes: &[u8]| {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(root.join("big"))
+                .unwrap();
+            f.write_all(bytes).unwrap();
+        };
+        // Appends (same inode, grown): resumed, equal to a full scan.
+        append(&noise(700_000));
+        assert_eq!(s.scan(root, Generation(2), &limits).unwrap(), full(2));
+        append(&noise(10));
+        assert_eq!(s.scan(root, Generation(3), &limits).unwrap(), full(3));
+        // Planted fault: a byte in the prefix changed in place, then an append.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("big"))
+            .unwrap();
+        f.seek(std::io::SeekFrom::Start(1_000_000)).unwrap();
+        f.write_all(b"!").unwrap();
+        drop(f);
+        append(&noise(1000));
+        let m = s.scan(root, Generation(4), &limits).unwrap();
+        assert_eq!(m, full(4));
+        let data = fs::read(root.join("big")).unwrap();
+        let Kind::File { hash, .. } = &m.entries[0].kind else {
+            panic!("not a file");
+        };
+        assert_eq!(*hash, ContentHash::of(&data));
     }
 
     #[test]
