@@ -7,7 +7,9 @@
 //! nginx; each replica's `/status` shows its generation (equal to the primary's, lag 0)
 //! and the Controller's `/status` shows the generation each server reported. A replica
 //! SIGKILLed while changes continue keeps serving its old generation whole through nginx,
-//! and catches up after it is restarted. Every process is killed on drop, even on failure.
+//! and catches up after it is restarted; SIGKILLed again in the middle of a transfer of
+//! 3,000 files (the kill lands after 20 have arrived), it keeps serving its old generation
+//! and finishes the interrupted build after its restart. Every process is killed on drop, even on failure.
 //!
 //! Needs nginx (Debian package `nginx`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -360,7 +362,58 @@ keep = 2
             Err(format!("primary {p}, r2 {b}"))
         }
     });
+
+    // r2 SIGKILLed in the middle of a transfer over QUIC: 3,000 new files of 16 KiB, each
+    // with its own contents (identical contents would be copied locally, not transferred),
+    // moved into the tree in one rename so they make one generation.
+    const BULK: usize = 3000;
+    let staging = dir.join("bulk-staging");
+    fs::create_dir_all(&staging).unwrap();
+    for i in 0..BULK {
+        fs::write(staging.join(format!("f{i:04}")), unique_body(i as u64)).unwrap();
+    }
+    fs::rename(&staging, site.join("bulk")).unwrap();
+    let incoming_bulk = dir.join("r2/incoming/bulk");
+    let arrived = || fs::read_dir(&incoming_bulk).map_or(0, |d| d.count());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while arrived() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "r2's transfer of the bulk files never got going"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    r2.proc.kill();
+    let at_kill = arrived();
+    println!("{{\"case\":\"e2e_killed_mid_transfer\",\"files_arrived\":{at_kill},\"of\":{BULK}}}");
+    assert!(
+        at_kill < BULK,
+        "the SIGKILL landed after the transfer ended ({at_kill} of {BULK} files)"
+    );
+    // Its nginx still serves the old generation, whole.
+    assert_eq!(served(web[1], "/index.html").unwrap(), "v4");
+    assert!(served(web[1], "/bulk/f0000").is_err());
+    // Restarted, it finishes the interrupted build.
+    r2 = Node::start(&exe, &config_path, "r2", dir, status[2]);
+    let last = format!("/bulk/f{:04}", BULK - 1);
+    let want = String::from_utf8(unique_body(BULK as u64 - 1)).unwrap();
+    wait_served(&web, &last, Some(&want));
+    wait_served(&web[1..], "/index.html", Some("v4"));
+
     drop(r2);
     drop(r1);
     drop(primary);
+}
+
+/// 16 KiB of printable bytes that no other `i` gives.
+fn unique_body(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut body = format!("{i:08}\n").into_bytes();
+    while body.len() < 16 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.push(b'a' + (x % 26) as u8);
+    }
+    body
 }
