@@ -2,14 +2,19 @@
 //! `walrus-node run` processes on loopback over real walrus-gcs (QUIC, mutual TLS).
 //!
 //! One primary (Controller + Replicator) and two replicas (Replicator + Reporter), each
-//! replica's `current` served by its own real nginx, which its Reporter reads. A create,
-//! a modification and a deletion on the primary become visible through every replica's
-//! nginx; each replica's `/status` shows its generation (equal to the primary's, lag 0)
-//! and the Controller's `/status` shows the generation each server reported. A replica
-//! SIGKILLed while changes continue keeps serving its old generation whole through nginx,
-//! and catches up after it is restarted; SIGKILLed again in the middle of a transfer of
-//! 3,000 files (the kill lands after 20 have arrived), it keeps serving its old generation
-//! and finishes the interrupted build after its restart. Every process is killed on drop, even on failure.
+//! replica's `current` served by its own real nginx, which its Reporter reads.
+//! - Create, modify, delete, nested directories, rename, an empty file, a symlink inside
+//!   the tree and a permission change on the primary become visible through every
+//!   replica's nginx (the mode and the symlink are checked on the replicas' disks).
+//! - Each replica's `/status` shows its generation (the primary's, lag 0), and the
+//!   Controller's `/status` the generation each server reported.
+//! - A replica SIGKILLed while changes continue keeps serving its old generation whole
+//!   through nginx and catches up after its restart.
+//! - SIGKILLed again in the middle of a transfer of 3,000 files (the kill lands once 20
+//!   have arrived), it keeps serving its old generation and finishes the interrupted build
+//!   after its restart.
+//!
+//! Every process is killed on drop, even on failure.
 //!
 //! Needs nginx (Debian package `nginx`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
