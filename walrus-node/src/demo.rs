@@ -129,7 +129,8 @@ pub enum Step {
     Publish(u32),
 }
 
-/// The script: (seconds after the first decision, step, what to print).
+/// The script: (seconds after it starts — rounds run and every web server has the content —,
+/// step, what to print).
 pub fn script(s: Scenario) -> Vec<(u64, Step, &'static str)> {
     use Step::*;
     let failures = vec![
@@ -651,6 +652,9 @@ fn publish(site: &Path, v: u32) -> Result<(), DemoError> {
 
 /// Replication as the demo narrates it: the primary's generation and, once every web
 /// host's replica serves it, a line saying so (once per generation).
+/// How long the script waits for the initial content to reach every web server.
+const INITIAL_CONTENT_PATIENCE: Duration = Duration::from_secs(15);
+
 struct ReplicationWatch {
     printed: Option<u64>,
     changed_at: Option<Instant>,
@@ -752,9 +756,23 @@ async fn drive<W: Write>(
             say.say(&line);
             summary.changes.push(line);
         }
+        // The script starts once rounds run and every web server serves the initial content:
+        // until a replica has it, the Controller rightly gives its server no clients
+        // (`stale_content`), and that start-up move must not pass for a scripted one.
         if steady.is_none() && status::lock(observer).doc().round.is_some() {
-            steady = Some(Instant::now());
-            say.say("rounds are running; the script starts");
+            let waited = say.start.elapsed();
+            if replication.printed.is_some() {
+                steady = Some(Instant::now());
+                say.say(
+                    "rounds are running and every web server has the content; the script starts",
+                );
+            } else if waited >= INITIAL_CONTENT_PATIENCE {
+                steady = Some(Instant::now());
+                say.say(&format!(
+                    "not every web server has the initial content after {} s; the script starts anyway",
+                    waited.as_secs()
+                ));
+            }
         }
         let Some(t0) = steady else { continue };
         while let Some((at, _, _)) = steps.peek() {

@@ -155,7 +155,11 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
         .parse()
         .unwrap();
 
-    // The scripted failure of cluster c-eu moves area eu (phase 3).
+    // The scripted failure of cluster c-eu moves area eu (phase 3). Only a move after the
+    // scripted death counts: a move before it would have another cause.
+    wait_line(&rx, &mut all, "the death of eu-2", patience, |l| {
+        l.contains("EVENT: web server eu-2 dies too")
+    });
     wait_line(&rx, &mut all, "area eu's move", patience, |l| {
         l.contains("area eu → c-") && l.contains("(from c-eu), phase 3")
     });
