@@ -12,8 +12,11 @@
 # Each measured run starts from dropped caches with the source read back in, writes into a
 # fresh never-used directory (full case), and the two systems alternate which goes first.
 # Neither side fsyncs. Needs root (drop_caches) and the Debian package `rsync`.
-# walrus_s runs from the primary's rescan (a full one: stat of every file, hashing only the
-# changed ones) to the replica's atomic switch of `current`; walrus_parts_ms splits it
+# walrus_s runs from the primary's rescan to the replica's atomic switch of `current`. The
+# small case prints two lines: "rescan":"full" (a stat of every file, hashing only the
+# changed ones: the primary's periodic safety net) and "rescan":"watched" (20 other files,
+# and the rescan covers the paths inotify reported, as the running primary's watcher does;
+# the debounce quiet period is not counted: see the watch line for change-to-visible); walrus_parts_ms splits it
 # (scan, manifest, layout, fetch, switch) and adds what follows the switch (prune: removing
 # old generations, and after the first generation making the spare: a hard-linked copy of
 # it that the next build recycles). A replica builds a new generation by recycling the tree
@@ -37,6 +40,14 @@
 # Final main (7a06b28), an idle machine (load ~0), two runs, ratios full / small / append:
 #   1.49 / 2.13 / 1.37 and 1.14 / 2.65 / 2.35; watcher p50 60-66 ms, p99 112-133 ms.
 #   The small case is mostly the primary's full rescan after dropped caches (129-141 ms).
+# With the two small lines (main after a930563, idle machine, load 0.02):
+#   {"case":"full","walrus_s":1.151,"rsync_s":1.418,"ratio":1.23,...}
+#   {"case":"small","walrus_s":0.183,"rsync_s":0.428,"ratio":2.34,"rescan":"full",
+#    "walrus_parts_ms":{"scan":141,"manifest":12,"layout":15,"fetch":10,"switch":4,"prune":0}}
+#   {"case":"small","walrus_s":0.051,"rsync_s":0.417,"ratio":8.19,"rescan":"watched",
+#    "walrus_parts_ms":{"scan":13,"manifest":9,"layout":19,"fetch":7,"switch":3,"prune":0}}
+#   {"case":"append","walrus_s":1.045,"rsync_s":1.438,"ratio":1.38,...}
+#   {"case":"watch","changes":50,"p50_ms":63.1,"p99_ms":117.2,"quiet_ms":20,...}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rsync >/dev/null || { echo "rsync missing: apt-get install rsync" >&2; exit 1; }

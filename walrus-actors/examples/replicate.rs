@@ -14,6 +14,7 @@
 //! side fsyncs (`durable: false`, like rsync without `--fsync`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use walrus_actors::replicator::manifest::Limits;
+use walrus_actors::replicator::path::RelPath;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
 use walrus_actors::replicator::transfer::{pull, serve, PrimarySource, ServeOptions};
 use walrus_actors::replicator::watcher::{run_primary, PrimaryScanner, WatchConfig};
@@ -136,8 +138,18 @@ impl Walrus {
     /// Rescans the primary (incremental) and pulls into `store`: seconds to the switch,
     /// seconds of the rescan, bytes fetched, and the parts as JSON.
     async fn sync_report(&mut self, store: &mut ReplicaStore) -> (f64, f64, u64, String) {
+        self.sync_report_dirty(store, None).await
+    }
+
+    /// As [`Walrus::sync_report`], but the rescan covers only `dirty` (what the live
+    /// watcher passes on from inotify); `None` rescans the whole tree.
+    async fn sync_report_dirty(
+        &mut self,
+        store: &mut ReplicaStore,
+        dirty: Option<&BTreeSet<RelPath>>,
+    ) -> (f64, f64, u64, String) {
         let t = Instant::now();
-        if let Some(m) = self.scanner.rescan().unwrap() {
+        if let Some(m) = self.scanner.rescan_paths(dirty).unwrap() {
             self.source.publish(m.clone());
         }
         let scan = t.elapsed().as_secs_f64();
@@ -284,24 +296,33 @@ async fn main() {
         ),
     );
 
-    // (b) 20 small files rewritten: walrus first, then rsync.
+    // (b) 20 small files rewritten, twice (other files the second time), walrus first,
+    // then rsync. The first time the primary rescans the whole tree (its periodic safety
+    // net: a stat of every file); the second time it rescans the 20 paths that inotify
+    // reported, which is what the running primary's watcher does after a change.
     let mut buf = vec![0u8; 64 << 10];
-    for k in 0..20 {
-        let p = src.join(small_path(k * 997));
-        let size = fs::metadata(&p).unwrap().len() as usize;
-        rng.fill(&mut buf[..size]);
-        fs::write(&p, &buf[..size]).unwrap();
+    for (rescan, offset) in [("full", 0), ("watched", 1)] {
+        let mut dirty = BTreeSet::new();
+        for k in 0..20 {
+            let rel = small_path(k * 997 + offset);
+            let p = src.join(&rel);
+            let size = fs::metadata(&p).unwrap().len() as usize;
+            rng.fill(&mut buf[..size]);
+            fs::write(&p, &buf[..size]).unwrap();
+            dirty.insert(RelPath::new(&rel).unwrap());
+        }
+        let dirty = (rescan == "watched").then_some(dirty);
+        cold_cache(&src);
+        let (w, _, fetched, parts) = walrus.sync_report_dirty(&mut store, dirty.as_ref()).await;
+        cold_cache(&src);
+        let r = rsync_run(&src, port, "rsync");
+        line(
+            "small",
+            w,
+            r,
+            &format!(",\"rescan\":\"{rescan}\",\"walrus_fetched\":{fetched}{parts}"),
+        );
     }
-    cold_cache(&src);
-    let (w, _, fetched, parts) = walrus.sync_report(&mut store).await;
-    cold_cache(&src);
-    let r = rsync_run(&src, port, "rsync");
-    line(
-        "small",
-        w,
-        r,
-        &format!(",\"walrus_fetched\":{fetched}{parts}"),
-    );
 
     // (c) 1 MiB appended to the 200 MiB file: rsync first, then walrus.
     let mut f = fs::OpenOptions::new()
