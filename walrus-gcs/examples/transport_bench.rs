@@ -2,8 +2,14 @@
 //! process, one sends `--size`-byte messages to the other as fast as its queue takes them
 //! for `--seconds`. Prints one JSON line; the anchor for what the core costs on top.
 //!
+//! With `--streams MIB`, it moves MIB mebibytes instead over one point-to-point QUIC
+//! stream (`Transport::open_stream`), over the TLS-over-TCP bulk streams
+//! (`transport::bulk`), and over a plain TCP socket, and prints one JSON line per
+//! transport: the ceiling of what the Replicator's transfers can reach on each.
+//!
 //! ```text
 //! cargo run --release -p walrus-gcs --example transport_bench -- --size 1024 --seconds 5
+//! cargo run --release -p walrus-gcs --example transport_bench -- --streams 1024
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use walrus_gcs::transport::bulk::TcpStreams;
 use walrus_gcs::transport::{
     certs, Limits, Listen, NodeIdentity, Transport, TransportConfig, TransportEvent,
 };
@@ -25,6 +33,9 @@ struct Args {
     /// Largest UDP payload MTU discovery may try (quinn's default is 1452).
     #[arg(long)]
     mtu: Option<u16>,
+    /// Move this many MiB over one stream of each transport instead of messages.
+    #[arg(long)]
+    streams: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,14 +54,7 @@ mod serde_bytes_compat {
 async fn main() {
     let args = Args::parse();
     let ca = certs::create_ca().unwrap();
-    let id = |n: &str| {
-        let c = certs::issue_node_cert(&ca.key, n).unwrap();
-        NodeIdentity {
-            ca: ca.cert.clone(),
-            cert: c.cert,
-            key: c.key,
-        }
-    };
+    let id = |n: &str| NodeIdentity::issued_by(&ca, n).unwrap();
     let sa = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sb = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (aa, ab) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
@@ -67,7 +71,7 @@ async fn main() {
     })
     .await
     .unwrap();
-    let (_b, mut eb) = Transport::<Msg>::start(TransportConfig {
+    let (b, mut eb) = Transport::<Msg>::start(TransportConfig {
         me: NodeId::new("b"),
         listen: Listen::Socket(sb),
         peers: vec![(NodeId::new("a"), aa)],
@@ -78,6 +82,21 @@ async fn main() {
     .unwrap();
     while !matches!(ea.recv().await, Some(TransportEvent::LinkUp { .. })) {}
     while !matches!(eb.recv().await, Some(TransportEvent::LinkUp { .. })) {}
+    if let Some(mib) = args.streams {
+        tokio::spawn(async move { while ea.recv().await.is_some() {} });
+        tokio::spawn(async move { while eb.recv().await.is_some() {} });
+        let total = mib << 20;
+        let quic = quic_stream(&a, &b, total).await;
+        let tls = tls_tcp_stream(&id("a"), &id("b"), total).await;
+        let tcp = tcp_stream(total).await;
+        for (name, secs) in [("quic", quic), ("tls-tcp", tls), ("tcp", tcp)] {
+            println!(
+                "{{\"transport\":\"{name}\",\"mib\":{mib},\"seconds\":{secs:.3},\"mb_per_sec\":{:.0}}}",
+                total as f64 / secs / 1e6
+            );
+        }
+        return;
+    }
     let to = NodeId::new("b");
     let payload = vec![7u8; args.size];
     let dur = Duration::from_secs_f64(args.seconds);
@@ -116,4 +135,72 @@ async fn main() {
         mps,
         mps * args.size as f64 / 1e6
     );
+}
+
+/// Seconds to write `total` bytes into `w` and read them all from `r`.
+async fn pump<W, R>(mut w: W, mut r: R, total: usize) -> f64
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    let chunk = vec![7u8; 256 * 1024];
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        w.write_all(&chunk).await.unwrap();
+        sent += chunk.len();
+    }
+    w.shutdown().await.unwrap();
+    assert!(reader.await.unwrap() >= total, "bytes lost");
+    t.elapsed().as_secs_f64()
+}
+
+/// One point-to-point QUIC stream from `a` to `b`.
+async fn quic_stream(a: &Transport<Msg>, b: &Transport<Msg>, total: usize) -> f64 {
+    let (mut w, _r) = a.open_stream(&NodeId::new("b")).await.unwrap();
+    // The peer sees the stream once the first bytes arrive.
+    w.write_all(&[0]).await.unwrap();
+    let mut inc = b.accept_stream().await.unwrap();
+    let mut one = [0u8; 1];
+    inc.recv.read_exact(&mut one).await.unwrap();
+    pump(w, inc.recv, total).await
+}
+
+/// One TLS-over-TCP bulk stream from a to b, the same certificates.
+async fn tls_tcp_stream(ida: &NodeIdentity, idb: &NodeIdentity, total: usize) -> f64 {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    // b only accepts: a's address is never dialed.
+    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let limits = Limits::default();
+    let b = TcpStreams::bind(any, vec![(NodeId::new("a"), unused)], idb, &limits)
+        .await
+        .unwrap();
+    let a = TcpStreams::bind(any, vec![(NodeId::new("b"), b.local_addr())], ida, &limits)
+        .await
+        .unwrap();
+    let to_b = NodeId::new("b");
+    let (out, accepted) = tokio::join!(a.open(&to_b), b.accept());
+    let (_, inc) = accepted.unwrap();
+    let (_out_r, out_w) = tokio::io::split(out.unwrap());
+    let (inc_r, _inc_w) = tokio::io::split(inc);
+    pump(out_w, inc_r, total).await
+}
+
+/// A plain TCP socket on loopback.
+async fn tcp_stream(total: usize) -> f64 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+    pump(c.unwrap(), s.unwrap().0, total).await
 }

@@ -109,6 +109,16 @@ impl NodeIdentity {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
     }
 
+    /// A new identity for node `name`, issued by the in-memory CA `ca` (tests, benches).
+    pub fn issued_by(ca: &CertifiedKey, name: &str) -> Result<Self, CertError> {
+        let node = issue_node_cert(&ca.key, name)?;
+        Ok(Self {
+            ca: ca.cert.clone(),
+            cert: node.cert,
+            key: node.key,
+        })
+    }
+
     /// Reads `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME.key`.
     pub fn load(dir: &Path, name: &str) -> Result<Self, CertError> {
         Ok(Self {

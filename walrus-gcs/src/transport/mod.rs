@@ -38,6 +38,7 @@
 //!   queue of [`Limits::event_queue`]; when it is full, reading stops and QUIC flow
 //!   control pushes back on the senders.
 
+pub mod bulk;
 pub mod certs;
 #[cfg(feature = "testing")]
 mod fault;
@@ -84,7 +85,7 @@ pub mod close_code {
 
 /// Limits of the transport. Every quinn limit is set from here because several of
 /// quinn's defaults are unbounded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Messages waiting to be written to one peer. Default 65 536 (more than the core's
     /// window of unstable messages, so only a stuck peer overflows it). Overflow closes

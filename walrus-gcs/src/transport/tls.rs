@@ -65,21 +65,46 @@ pub fn transport_config(limits: &Limits) -> quinn::TransportConfig {
     t
 }
 
-/// The server side: requires a client certificate from the cluster CA; no 0-RTT.
-pub fn server_config(
+/// The rustls server side for protocol `alpn`: TLS 1.3, a client certificate from the
+/// cluster CA required, no early data. Shared by QUIC and the TCP streams of [`super::bulk`].
+pub fn rustls_server_config(
     identity: &NodeIdentity,
-    limits: &Limits,
-) -> Result<quinn::ServerConfig, TlsError> {
+    alpn: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let verifier =
         WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider()).build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![identity.cert.clone()], identity.private_key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     // 0-RTT data is replayable: keep it off (0 is rustls' default; said here on purpose).
     tls.max_early_data_size = 0;
-    let quic = QuicServerConfig::try_from(Arc::new(tls))?;
+    Ok(Arc::new(tls))
+}
+
+/// The rustls client side for protocol `alpn`: TLS 1.3, this node's certificate
+/// presented, the server's checked against the CA (and, by the caller's `ServerName`, the
+/// dialed node), no early data.
+pub fn rustls_client_config(
+    identity: &NodeIdentity,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(identity)?)
+        .with_client_auth_cert(vec![identity.cert.clone()], identity.private_key())?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.enable_early_data = false;
+    Ok(Arc::new(tls))
+}
+
+/// The server side: requires a client certificate from the cluster CA; no 0-RTT.
+pub fn server_config(
+    identity: &NodeIdentity,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let quic = QuicServerConfig::try_from(rustls_server_config(identity, ALPN)?)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server
         .transport_config(Arc::new(transport_config(limits)))
@@ -96,13 +121,7 @@ pub fn client_config(
     identity: &NodeIdentity,
     limits: &Limits,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(identity)?)
-        .with_client_auth_cert(vec![identity.cert.clone()], identity.private_key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls.enable_early_data = false;
-    let quic = QuicClientConfig::try_from(Arc::new(tls))?;
+    let quic = QuicClientConfig::try_from(rustls_client_config(identity, ALPN)?)?;
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
     client.transport_config(Arc::new(transport_config(limits)));
     Ok(client)

@@ -23,12 +23,7 @@ impl Ca {
     }
 
     pub fn identity(&self, name: &str) -> NodeIdentity {
-        let node = certs::issue_node_cert(&self.ca.key, name).unwrap();
-        NodeIdentity {
-            ca: self.ca.cert.clone(),
-            cert: node.cert,
-            key: node.key,
-        }
+        NodeIdentity::issued_by(&self.ca, name).unwrap()
     }
 }
 
