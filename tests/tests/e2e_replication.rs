@@ -138,9 +138,20 @@ fn wait_served(ports: &[u16], path: &str, want: Option<&str>) {
 #[allow(clippy::too_many_lines)]
 #[test]
 fn content_changes_on_the_primary_reach_every_replicas_nginx_and_a_killed_replica_catches_up() {
+    replicate_end_to_end("quic");
+}
+
+/// The same over `[replicator] transport = "tls-tcp"` (TLS over TCP on each node's
+/// address, the same certificates).
+#[test]
+fn the_same_over_tls_tcp() {
+    replicate_end_to_end("tls-tcp");
+}
+
+fn replicate_end_to_end(transport: &str) {
     need("nginx", "nginx");
     let exe = walrus_node_exe();
-    let tmp = TempDir::new("e2e-repl");
+    let tmp = TempDir::new(&format!("e2e-repl-{transport}"));
     let dir = tmp.path();
     let site = dir.join("site");
     fs::create_dir_all(site.join("docs")).unwrap();
@@ -204,6 +215,7 @@ replicator_root = "{d}/r2"
 primary = "p"
 root = "{d}/site"
 keep = 2
+transport = "{transport}"
 "#,
         d = dir.display(),
         dns = free_udp_port(),
@@ -249,6 +261,15 @@ keep = 2
     // First sync: the tree as it was, through both nginx.
     wait_served(&web, "/index.html", Some("v1"));
     wait_served(&web, "/docs/old.txt", Some("old"));
+    // The transfers ran on the configured transport.
+    for n in ["p", "r1", "r2"] {
+        let log = fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+        assert_eq!(
+            log.contains("transfers over TLS/TCP"),
+            transport == "tls-tcp",
+            "{n}: transport {transport}"
+        );
+    }
 
     // Create, modify, delete (and a nested directory).
     let changed = std::time::Instant::now();

@@ -2,7 +2,9 @@
 //!
 //! `replicate bench WORKDIR [--rsync-port PORT]` generates the data set under WORKDIR,
 //! starts an rsync daemon on loopback, and for each case (full, small, append) runs rsync
-//! and the walrus primary→replica transfer (TCP loopback for now; QUIC later), alternating
+//! and the walrus primary→replica transfer (over walrus-gcs's point-to-point QUIC stream
+//! with mutual TLS, as the running Replicator; `WALRUS_BENCH_TRANSPORT=tcp` for plain TCP
+//! to see what QUIC costs), alternating
 //! which goes first, each on a cold cache (drop caches, then re-read the source) and into a
 //! fresh never-used directory. Prints one JSON line per case, then the watcher's
 //! change-to-visible latency. Run it through `bench/replicator-vs-rsync.sh`.
@@ -26,6 +28,11 @@ use walrus_actors::replicator::path::RelPath;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
 use walrus_actors::replicator::transfer::{pull, serve, PrimarySource, ServeOptions};
 use walrus_actors::replicator::watcher::{run_primary, PrimaryScanner, WatchConfig};
+use walrus_gcs::transport::bulk::TcpStreams;
+use walrus_gcs::transport::{
+    certs, Limits as GcsLimits, Listen, NodeIdentity, Transport, TransportConfig, TransportEvent,
+};
+use walrus_gcs::NodeId;
 
 struct Rng(u64);
 impl Rng {
@@ -128,10 +135,157 @@ fn rsync_run(src: &Path, port: u16, dest: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// How the replica reaches the primary.
+#[derive(Clone)]
+enum Link {
+    /// walrus-gcs's point-to-point QUIC stream (mutual TLS), as the running Replicator does.
+    Quic(Transport<()>, NodeId),
+    /// walrus-gcs's TLS-over-TCP bulk streams, the same certificates
+    /// (`[replicator] transport = "tls-tcp"`; `WALRUS_BENCH_TRANSPORT=tls-tcp`).
+    TlsTcp(Arc<TcpStreams>, NodeId),
+    /// Plain TCP on loopback (`WALRUS_BENCH_TRANSPORT=tcp`), to see what TLS costs.
+    Tcp(std::net::SocketAddr),
+}
+
+type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+impl Link {
+    fn name(&self) -> &'static str {
+        match self {
+            Link::Quic(..) => "quic-loopback",
+            Link::TlsTcp(..) => "tls-tcp-loopback",
+            Link::Tcp(_) => "tcp-loopback",
+        }
+    }
+
+    /// A new stream to the primary.
+    async fn connect(&self) -> (BoxRead, BoxWrite) {
+        match self {
+            Link::Quic(t, primary) => {
+                let (w, r) = t.open_stream(primary).await.unwrap();
+                (Box::new(r), Box::new(w))
+            }
+            Link::TlsTcp(t, primary) => {
+                let (r, w) = tokio::io::split(t.open(primary).await.unwrap());
+                (Box::new(r), Box::new(w))
+            }
+            Link::Tcp(addr) => {
+                let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
+/// The transport limits: walrus-node's, or `WALRUS_BENCH_MTU` / `WALRUS_BENCH_WINDOW_MIB`
+/// to try others.
+fn bench_limits() -> GcsLimits {
+    let mut l = GcsLimits::default();
+    if let Some(m) = std::env::var("WALRUS_BENCH_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        l.mtu_upper_bound = m;
+    }
+    if let Some(w) = std::env::var("WALRUS_BENCH_WINDOW_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        l.stream_receive_window = w << 20;
+        l.receive_window = w << 21;
+        l.send_window = u64::from(w) << 21;
+    }
+    l
+}
+
+/// Starts the primary's server on `transport` ("quic", "tls-tcp" or "tcp") and returns
+/// the replica's link to it.
+async fn start_link(transport: &str, source: Arc<PrimarySource>) -> Link {
+    if transport == "tcp" {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let source = source.clone();
+                tokio::spawn(async move {
+                    let (r, w) = s.into_split();
+                    let _ = serve(&source, r, w, ServeOptions::default()).await;
+                });
+            }
+        });
+        return Link::Tcp(addr);
+    }
+    let ca = certs::create_ca().unwrap();
+    let id = |n: &str| NodeIdentity::issued_by(&ca, n).unwrap();
+    if transport == "tls-tcp" {
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let primary = TcpStreams::bind(
+            any,
+            vec![(NodeId::new("replica"), unused)],
+            &id("primary"),
+            &bench_limits(),
+        )
+        .await
+        .unwrap();
+        let replica = TcpStreams::bind(
+            any,
+            vec![(NodeId::new("primary"), primary.local_addr())],
+            &id("replica"),
+            &bench_limits(),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(async move {
+            while let Some((_, s)) = primary.accept().await {
+                let source = source.clone();
+                tokio::spawn(async move {
+                    let (r, w) = tokio::io::split(s);
+                    let _ = serve(&source, r, w, ServeOptions::default()).await;
+                });
+            }
+        });
+        return Link::TlsTcp(Arc::new(replica), NodeId::new("primary"));
+    }
+    let sp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (ap, ar) = (sp.local_addr().unwrap(), sr.local_addr().unwrap());
+    let start = |me: &str, sock, peer: &str, addr| {
+        Transport::<()>::start(TransportConfig {
+            me: NodeId::new(me),
+            listen: Listen::Socket(sock),
+            peers: vec![(NodeId::new(peer), addr)],
+            identity: id(me),
+            limits: bench_limits(),
+        })
+    };
+    let (primary, mut ep) = start("primary", sp, "replica", ar).await.unwrap();
+    let (replica, mut er) = start("replica", sr, "primary", ap).await.unwrap();
+    while !matches!(ep.recv().await, Some(TransportEvent::LinkUp { .. })) {}
+    while !matches!(er.recv().await, Some(TransportEvent::LinkUp { .. })) {}
+    // The transports' other events are not needed; keep draining them.
+    tokio::spawn(async move { while ep.recv().await.is_some() {} });
+    tokio::spawn(async move { while er.recv().await.is_some() {} });
+    tokio::spawn(async move {
+        while let Some(s) = primary.accept_stream().await {
+            let source = source.clone();
+            tokio::spawn(async move {
+                let _ = serve(&source, s.recv, s.send, ServeOptions::default()).await;
+            });
+        }
+    });
+    Link::Quic(replica, NodeId::new("primary"))
+}
+
 struct Walrus {
     source: Arc<PrimarySource>,
     scanner: PrimaryScanner,
-    addr: std::net::SocketAddr,
+    link: Link,
 }
 
 impl Walrus {
@@ -153,9 +307,7 @@ impl Walrus {
             self.source.publish(m.clone());
         }
         let scan = t.elapsed().as_secs_f64();
-        let s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        let (r, w) = s.into_split();
+        let (r, w) = self.link.connect().await;
         let rep = pull(store, r, w).await.unwrap();
         let visible = rep.switched_at.map_or(t.elapsed(), |s| s.into_std() - t);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -182,9 +334,9 @@ fn store_cfg() -> StoreConfig {
     }
 }
 
-fn line(case: &str, walrus: f64, rsync: f64, extra: &str) {
+fn line(case: &str, walrus: f64, rsync: f64, transport: &str, extra: &str) {
     println!(
-        "{{\"case\":\"{case}\",\"walrus_s\":{walrus:.3},\"rsync_s\":{rsync:.3},\"ratio\":{:.2},\"transport\":\"tcp-loopback\"{extra}}}",
+        "{{\"case\":\"{case}\",\"walrus_s\":{walrus:.3},\"rsync_s\":{rsync:.3},\"ratio\":{:.2},\"transport\":\"{transport}\"{extra}}}",
         rsync / walrus
     );
 }
@@ -241,7 +393,7 @@ async fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // The primary: scanned once, serving on TCP loopback.
+    // The primary: scanned once, serving over QUIC (or TCP) on loopback.
     let source = Arc::new(PrimarySource::new(&src).unwrap());
     let mut scanner = PrimaryScanner::open(&src, &work.join("state"), Limits::default()).unwrap();
     cold_cache(&src);
@@ -254,24 +406,13 @@ async fn main() {
         m.total_bytes()
     );
     source.publish(m);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let src_for_server = source.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = listener.accept().await.unwrap();
-            s.set_nodelay(true).unwrap();
-            let source = src_for_server.clone();
-            tokio::spawn(async move {
-                let (r, w) = s.into_split();
-                let _ = serve(&source, r, w, ServeOptions::default()).await;
-            });
-        }
-    });
+    let transport = std::env::var("WALRUS_BENCH_TRANSPORT").unwrap_or_else(|_| "quic".into());
+    let link = start_link(&transport, source.clone()).await;
+    let via = link.name();
     let mut walrus = Walrus {
         source,
         scanner,
-        addr,
+        link,
     };
     let mut store = ReplicaStore::open(&dst.join("walrus"), store_cfg()).unwrap();
 
@@ -291,6 +432,7 @@ async fn main() {
         "full",
         (w1 + w2) / 2.0,
         (r1 + r2) / 2.0,
+        via,
         &format!(
             ",\"walrus_runs_s\":[{w1:.3},{w2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}"
         ),
@@ -320,6 +462,7 @@ async fn main() {
             "small",
             w,
             r,
+            via,
             &format!(",\"rescan\":\"{rescan}\",\"walrus_fetched\":{fetched}{parts}"),
         );
     }
@@ -341,6 +484,7 @@ async fn main() {
         "append",
         w,
         r,
+        via,
         &format!(",\"walrus_fetched\":{fetched}{parts}"),
     );
 
@@ -364,6 +508,7 @@ async fn main() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let scanner = walrus.scanner;
     let source = walrus.source.clone();
+    let link = walrus.link.clone();
     let cfg = WatchConfig {
         quiet: Duration::from_millis(20),
         max_delay: Duration::from_millis(200),
@@ -378,8 +523,7 @@ async fn main() {
         loop {
             let want = *announce.borrow_and_update();
             while store.current_generation() < want {
-                let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let (r, w) = s.into_split();
+                let (r, w) = link.connect().await;
                 if pull(&mut store, r, w).await.is_err() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -413,7 +557,7 @@ async fn main() {
     let p50 = percentile(&mut lat, 0.5);
     let p99 = percentile(&mut lat, 0.99);
     println!(
-        "{{\"case\":\"watch\",\"changes\":50,\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"quiet_ms\":20,\"tree_entries\":{}}}",
+        "{{\"case\":\"watch\",\"changes\":50,\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"quiet_ms\":20,\"tree_entries\":{},\"transport\":\"{via}\"}}",
         SMALL + LARGE + 1113
     );
     let _ = stop_tx.send(());

@@ -23,6 +23,7 @@
 
 use crate::config::{
     Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role, StatusKind,
+    TransferTransport,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -48,7 +49,7 @@ use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
 use walrus_actors::director::steering::Steering;
 use walrus_actors::director::zone::{fqdn, RecordTtl, WwwRecords, ZoneLayout};
 use walrus_actors::director::{self, AreaDirector, NameServer};
-use walrus_actors::group::GroupLayer;
+use walrus_actors::group::{GroupLayer, PeerStreams};
 use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::replicator::actor::{
     self as replicator_actor, BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus,
@@ -57,6 +58,7 @@ use walrus_actors::replicator::actor::{
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
 use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
+use walrus_gcs::transport::bulk::TcpStreams;
 use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
 use walrus_gcs::{CoreConfig, Gcs, GcsConfig, NodeId};
 
@@ -352,35 +354,78 @@ pub fn rfc2136_updater(config: &Config, area: &AreaName) -> Result<Rfc2136Update
 /// the LAN or WAN timeouts.
 pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
     let n = config.node(node)?;
+    let transport = TransportConfig {
+        me: NodeId::new(node),
+        listen: Listen::Addr(n.address),
+        peers: peer_addresses(config, node),
+        identity: node_identity(config, node)?,
+        limits: Limits::default(),
+    };
+    // The profile sets the transport's limits and the core's timeouts together.
+    Ok(match config.timing.gcs_profile {
+        GcsProfile::Lan => GcsConfig::lan(transport),
+        GcsProfile::Wan => GcsConfig::wan(transport),
+    })
+}
+
+/// Node `node`'s certificate and key (`<tls.dir>/<node>.pem`, `.key`) and the CA.
+fn node_identity(config: &Config, node: &str) -> Result<NodeIdentity, RunError> {
     let certs_err = |source| RunError::Certs {
         node: node.to_owned(),
         source,
     };
-    let identity = NodeIdentity {
+    Ok(NodeIdentity {
         ca: certs::read_cert(&config.tls.ca).map_err(certs_err)?,
         cert: certs::read_cert(&config.tls.dir.join(format!("{node}.pem"))).map_err(certs_err)?,
         key: certs::read_key(&config.tls.dir.join(format!("{node}.key"))).map_err(certs_err)?,
-    };
-    let peers = config
+    })
+}
+
+/// Every node but `node`, with its address.
+fn peer_addresses(config: &Config, node: &str) -> Vec<(NodeId, SocketAddr)> {
+    config
         .nodes
         .iter()
         .filter(|(name, _)| name.as_str() != node)
         .map(|(name, p)| (NodeId::new(name.as_str()), p.address))
-        .collect();
-    Ok(GcsConfig {
-        transport: TransportConfig {
-            me: NodeId::new(node),
-            listen: Listen::Addr(n.address),
-            peers,
-            identity,
-            limits: Limits::default(),
-        },
-        core: match config.timing.gcs_profile {
-            GcsProfile::Lan => CoreConfig::lan(),
-            GcsProfile::Wan => CoreConfig::wan(),
-        },
-        incarnation: None,
-    })
+        .collect()
+}
+
+/// The Replicator's point-to-point streams: the group layer's QUIC streams, or with
+/// `[replicator] transport = "tls-tcp"` TLS over TCP on the node's address (same port
+/// number) with the same certificates.
+async fn replicator_streams(
+    config: &Config,
+    node: &str,
+    layer: Option<Arc<dyn PeerStreams>>,
+) -> Result<Arc<dyn PeerStreams>, RunError> {
+    let tls_tcp = config.replicator.as_ref().is_some_and(|r| {
+        r.method == ReplicationMethod::Walrus && r.transport == TransferTransport::TlsTcp
+    });
+    if !tls_tcp {
+        return layer.ok_or_else(|| RunError::Role {
+            node: node.to_owned(),
+            detail: "the group layer has no point-to-point streams for the replicator".into(),
+        });
+    }
+    let n = config.node(node)?;
+    let limits = match config.timing.gcs_profile {
+        GcsProfile::Lan => Limits::lan(),
+        GcsProfile::Wan => Limits::wan(),
+    };
+    let streams = TcpStreams::bind(
+        n.address,
+        peer_addresses(config, node),
+        &node_identity(config, node)?,
+        &limits,
+    )
+    .await
+    .map_err(|e| RunError::Role {
+        node: node.to_owned(),
+        detail: format!("replicator transport tls-tcp: {e}"),
+    })?;
+    tracing::info!(addr = %streams.local_addr(), "replicator: transfers over TLS/TCP");
+    Ok(Arc::new(streams))
 }
 
 /// How long a Controller waits for its node to share a view with another node before it
@@ -530,10 +575,8 @@ impl<L: GroupLayer> NodeRuntime<L> {
     /// the Reporter's reports when this node also reports.
     async fn start_replicator(&mut self) -> Result<(), RunError> {
         let settings = replicator_settings(&self.config, &self.name)?;
-        let streams = self.layer.peer_streams().ok_or_else(|| RunError::Role {
-            node: self.name.clone(),
-            detail: "the group layer has no point-to-point streams for the replicator".into(),
-        })?;
+        let streams =
+            replicator_streams(&self.config, &self.name, self.layer.peer_streams()).await?;
         let session = self.open_session().await?;
         let (status, task) =
             replicator_actor::spawn(session, streams, settings, self.shutdown_signal());
@@ -978,6 +1021,12 @@ mod tests {
         assert_eq!(g.transport.peers.len(), 5);
         assert!(g.transport.peers.iter().all(|(n, _)| n.as_str() != "eu-a"));
         assert_eq!(g.core, CoreConfig::lan());
+        assert_eq!(g.transport.limits, Limits::lan());
+        // The WAN profile lengthens the transport's timeouts too, not only the core's.
+        c.timing.gcs_profile = GcsProfile::Wan;
+        let g = gcs_config(&c, "eu-a").unwrap();
+        assert_eq!(g.core, CoreConfig::wan());
+        assert_eq!(g.transport.limits, Limits::wan());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
