@@ -473,3 +473,27 @@ async fn a_restarted_peer_reconnects_and_point_to_point_streams_work() {
     b2.shutdown().await;
     nodes[0].0.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_udp_socket_gets_the_buffer_the_limits_ask_for() {
+    let ca = Ca::new();
+    let bound = bind(&["a"]);
+    let (_, socket, _) = bound.into_iter().next().unwrap();
+    let probe = socket.try_clone().unwrap();
+    let before = socket2::SockRef::from(&probe).recv_buffer_size().unwrap();
+    let limits = Limits::default();
+    let want = limits.udp_buffer_bytes;
+    let _t = Transport::<Msg>::start(config(&ca, "a", socket, &[], limits))
+        .await
+        .unwrap();
+    let got = socket2::SockRef::from(&probe).recv_buffer_size().unwrap();
+    // Linux grants at most net.core.rmem_max (and reports twice what it grants).
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(
+        got >= want.min(cap),
+        "receive buffer {got} (was {before}), asked {want}, rmem_max {cap}"
+    );
+}

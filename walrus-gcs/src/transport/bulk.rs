@@ -2,7 +2,7 @@
 //!
 //! The QUIC transport's streams ([`super::Transport::open_stream`]) run the whole
 //! transport in user space. On the 2-core test machine one QUIC stream between two nodes
-//! moved 460–570 MB/s where TLS over TCP moved 1.0–1.4 GB/s and a plain TCP socket 2.2–2.4 GB/s
+//! moved 410–680 MB/s where TLS over TCP moved 1.0–1.4 GB/s and a plain TCP socket 2.2–2.4 GB/s
 //! (`cargo run --release -p walrus-gcs --example transport_bench -- --streams 1024`),
 //! so a first copy of a large site is bound by QUIC. [`TcpStreams`] offers the same kind
 //! of stream to a named peer over kernel TCP, with the same certificates and the same rule

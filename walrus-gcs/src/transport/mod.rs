@@ -141,6 +141,9 @@ pub struct Limits {
     /// fits Ethernet). Larger values cut per-packet costs where the path allows it
     /// (loopback: 65 535); discovery still finds the real path MTU.
     pub mtu_upper_bound: u16,
+    /// UDP socket receive and send buffer asked of the kernel, bytes (capped by
+    /// `net.core.rmem_max` / `wmem_max`). Default 4 MiB.
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -167,6 +170,7 @@ impl Default for Limits {
             max_uni_streams: 1,
             max_incoming: 64,
             mtu_upper_bound: 1452,
+            udp_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -194,6 +198,23 @@ impl Limits {
             backpressure_bytes: lan.backpressure_bytes * 4,
             ..lan
         }
+    }
+}
+
+/// Asks for `bytes` of UDP receive and send buffer; says so once if the kernel gives less
+/// (Linux caps it at `net.core.rmem_max` / `wmem_max`; it reports twice what it grants).
+fn size_udp_buffers(socket: &UdpSocket, bytes: usize) {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(bytes);
+    let _ = sock.set_send_buffer_size(bytes);
+    let got = sock.recv_buffer_size().unwrap_or(0);
+    if got < bytes {
+        info!(
+            asked = bytes,
+            got,
+            "UDP receive buffer smaller than asked: bursts may drop datagrams and slow QUIC \
+             down; raise it with `sysctl -w net.core.rmem_max={bytes} net.core.wmem_max={bytes}`"
+        );
     }
 }
 
@@ -456,6 +477,10 @@ impl<M: Message> Transport<M> {
                 source,
             })?,
         };
+        // A socket buffer that holds a window's worth of datagrams: with the kernel's
+        // default (208 KiB) a bulk stream overflows it, and each drop is a loss that
+        // shrinks QUIC's congestion window.
+        size_udp_buffers(&socket, limits.udp_buffer_bytes);
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(limits.mtu_upper_bound.max(1200))
