@@ -221,9 +221,10 @@ transport = "{transport}"
         dns = free_udp_port(),
         w1 = web[0],
         w2 = web[1],
-        q0 = free_udp_port(),
-        q1 = free_udp_port(),
-        q2 = free_udp_port(),
+        // Free for UDP (QUIC) and TCP (the tls-tcp transport uses the same port number).
+        q0 = free_dns_port(),
+        q1 = free_dns_port(),
+        q2 = free_dns_port(),
         s0 = status[0],
         s1 = status[1],
         s2 = status[2],

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::support::{free_udp_port, need, TempDir};
+pub use crate::support::{free_dns_port, free_udp_port, need, TempDir};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_tcp_port() -> u16 {
