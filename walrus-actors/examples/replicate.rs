@@ -180,27 +180,6 @@ impl Link {
     }
 }
 
-/// The transport limits: walrus-node's, or `WALRUS_BENCH_MTU` / `WALRUS_BENCH_WINDOW_MIB`
-/// to try others.
-fn bench_limits() -> GcsLimits {
-    let mut l = GcsLimits::default();
-    if let Some(m) = std::env::var("WALRUS_BENCH_MTU")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        l.mtu_upper_bound = m;
-    }
-    if let Some(w) = std::env::var("WALRUS_BENCH_WINDOW_MIB")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        l.stream_receive_window = w << 20;
-        l.receive_window = w << 21;
-        l.send_window = u64::from(w) << 21;
-    }
-    l
-}
-
 /// Starts the primary's server on `transport` ("quic", "tls-tcp" or "tcp") and returns
 /// the replica's link to it.
 async fn start_link(transport: &str, source: Arc<PrimarySource>) -> Link {
@@ -229,7 +208,7 @@ async fn start_link(transport: &str, source: Arc<PrimarySource>) -> Link {
             any,
             vec![(NodeId::new("replica"), unused)],
             &id("primary"),
-            &bench_limits(),
+            &GcsLimits::default(),
         )
         .await
         .unwrap();
@@ -237,7 +216,7 @@ async fn start_link(transport: &str, source: Arc<PrimarySource>) -> Link {
             any,
             vec![(NodeId::new("primary"), primary.local_addr())],
             &id("replica"),
-            &bench_limits(),
+            &GcsLimits::default(),
         )
         .await
         .unwrap();
@@ -261,7 +240,7 @@ async fn start_link(transport: &str, source: Arc<PrimarySource>) -> Link {
             listen: Listen::Socket(sock),
             peers: vec![(NodeId::new(peer), addr)],
             identity: id(me),
-            limits: bench_limits(),
+            limits: GcsLimits::default(),
         })
     };
     let (primary, mut ep) = start("primary", sp, "replica", ar).await.unwrap();
