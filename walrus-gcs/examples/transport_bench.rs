@@ -131,7 +131,7 @@ async fn main() {
     println!(
         "{{\"size\":{},\"mtu\":{},\"sent\":{sent},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2}}}",
         args.size,
-        args.mtu.unwrap_or(1452),
+        args.mtu.unwrap_or(Limits::default().mtu_upper_bound),
         mps,
         mps * args.size as f64 / 1e6
     );

@@ -11,7 +11,8 @@ use common::*;
 use serde::{Deserialize, Serialize};
 use walrus_gcs::codec;
 use walrus_gcs::transport::{
-    close_code, partition, tls, Limits, Transport, TransportError, TransportEvent, PREAMBLE,
+    close_code, partition, tls, Limits, Transport, TransportError, TransportEvent,
+    MTU_UPPER_BOUND_MAX, PREAMBLE,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -496,4 +497,55 @@ async fn the_udp_socket_gets_the_buffer_the_limits_ask_for() {
         got >= want.min(cap),
         "receive buffer {got} (was {before}), asked {want}, rmem_max {cap}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_stream_on_loopback_uses_large_packets_in_offloaded_batches() {
+    // Loopback's MTU is 65 536: discovery should climb to the configured bound, and the
+    // sender should hand the kernel several datagrams per send (segmentation offload). A
+    // bound whose 10-datagram batches pass 64 KiB loses every batch and collapses to 1 200
+    // bytes instead (see MTU_UPPER_BOUND_MAX); `start` refuses such a bound.
+    let ca = Ca::new();
+    let too_big = Limits {
+        mtu_upper_bound: MTU_UPPER_BOUND_MAX + 1,
+        ..Limits::default()
+    };
+    let (_, socket, _) = bind(&["x"]).into_iter().next().unwrap();
+    let refused = Transport::<Msg>::start(config(&ca, "x", socket, &[], too_big)).await;
+    assert!(
+        matches!(&refused, Err(TransportError::Config(m)) if m.contains("mtu_upper_bound")),
+        "{:?}",
+        refused.err()
+    );
+
+    let (mut nodes, _) = cluster::<Msg>(&ca, &["a", "b"], &[], Limits::default()).await;
+    all_up(&mut nodes).await;
+    let a = nodes[0].0.clone();
+    let writer = tokio::spawn(async move {
+        let (mut send, _recv) = a.open_stream(&id("b")).await.unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..64 {
+            send.write_all(&chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+        send.stopped().await.unwrap();
+    });
+    let mut incoming = tokio::time::timeout(DEADLINE, nodes[1].0.accept_stream())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(n) = incoming.recv.read(&mut buf).await.unwrap() {
+        got += n;
+    }
+    assert_eq!(got, 64 << 20);
+    writer.await.unwrap();
+    let s = nodes[0].0.link_stats(&id("b")).unwrap();
+    assert_eq!(s.black_holes, 0, "{s:?}");
+    assert!(s.mtu > 1452 && s.mtu <= MTU_UPPER_BOUND_MAX, "{s:?}");
+    assert!(s.udp_datagrams_sent > 2 * s.udp_sends, "{s:?}");
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
 }
