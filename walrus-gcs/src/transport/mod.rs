@@ -142,6 +142,13 @@ pub struct Limits {
     /// Ethernet: larger probes are simply lost); where the path allows more (loopback,
     /// jumbo frames) each packet carries more, and a bulk stream costs far less CPU.
     pub mtu_upper_bound: u16,
+    /// The congestion window a new connection starts with, bytes. Default 32 KiB
+    /// (quinn's is 14 720). Path-MTU discovery sends probes of up to
+    /// [`MTU_UPPER_BOUND_MAX`] bytes right after the handshake; two of them fill 14 720
+    /// bytes, and quinn-proto 0.11.19 then holds back even a CONNECTION_CLOSE (quinn
+    /// issue #2785, fixed upstream by #2787 but not released): the peer learns of the
+    /// close only from a stateless reset or its idle timeout, without the reason.
+    pub initial_window_bytes: u64,
     /// UDP socket receive and send buffer asked of the kernel, bytes (capped by
     /// `net.core.rmem_max` / `wmem_max`). Default 4 MiB.
     pub udp_buffer_bytes: usize,
@@ -198,6 +205,7 @@ impl Default for Limits {
             max_uni_streams: 1,
             max_incoming: 64,
             mtu_upper_bound: MTU_UPPER_BOUND_MAX,
+            initial_window_bytes: 32 * 1024,
             udp_buffer_bytes: 4 * 1024 * 1024,
         }
     }

@@ -59,6 +59,9 @@ pub fn transport_config(limits: &Limits) -> quinn::TransportConfig {
         .initial_rtt(limits.initial_rtt)
         // Protocol messages go on streams; no datagrams are accepted.
         .datagram_receive_buffer_size(None);
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(limits.initial_window_bytes);
+    t.congestion_controller_factory(Arc::new(cubic));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(limits.mtu_upper_bound.max(1200));
     t.mtu_discovery_config(Some(mtu));
