@@ -766,23 +766,38 @@ impl Build<'_> {
             Vec::new()
         };
         let dst = entry.path.under(&self.incoming);
+        let create = |path: &Path| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        };
+        // A tree built from scratch is served only after the switch, and after a crash
+        // `salvaged` checks each file's size and hash before keeping it, so a fetched file
+        // is written under its own name and no rename is needed. A recycled tree's names
+        // may still be hard links into the served generation: there the file is written
+        // beside its name and renamed over it (never written in place).
         // The temporary file lives in its final directory, like rsync's: ext4 allocates a
         // new inode near its directory, and 20,000 files created in one `tmp/` directory
         // make every allocation scan the same crowded block group. `create_new` never
         // clobbers an entry that happens to have that name; then `STORE/tmp/` is used.
+        let direct = if self.recycled {
+            None
+        } else {
+            create(&dst).ok().map(|f| (dst.clone(), f))
+        };
         let name = entry.path.as_str().rsplit('/').next().unwrap_or("f");
         let near = dst.with_file_name(format!(".{name}.walrus-tmp"));
-        let (tmp, file) = match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&near)
-        {
-            Ok(f) => (near, f),
-            Err(_) => {
-                let t = self.tmp.join(p.index.to_string());
-                let f = fs::File::create(&t).map_err(io_err("create", &t))?;
-                (t, f)
-            }
+        let (tmp, file) = match direct {
+            Some(opened) => opened,
+            None => match create(&near) {
+                Ok(f) => (near, f),
+                Err(_) => {
+                    let t = self.tmp.join(p.index.to_string());
+                    let f = fs::File::create(&t).map_err(io_err("create", &t))?;
+                    (t, f)
+                }
+            },
         };
         let base = match &p.delta {
             Some((base, _)) => {
@@ -892,6 +907,7 @@ pub struct FileWriter {
     /// Unbuffered: data arrives in frames of up to 1 MiB (a buffer per file costs more
     /// than it saves over 20,000 small files).
     file: fs::File,
+    /// Where the bytes go: `dst` itself in a tree built from scratch, else a name beside it.
     tmp: PathBuf,
     dst: PathBuf,
     /// The whole-content hash of a file fetched whole (unused for a delta).
@@ -1051,6 +1067,9 @@ impl FileWriter {
         }
         set_meta(&self.file, &self.entry, &self.tmp)?;
         drop(self.file);
+        if self.tmp == self.dst {
+            return Ok(());
+        }
         fs::rename(&self.tmp, &self.dst).map_err(io_err("rename", &self.tmp))
     }
 }
@@ -1325,6 +1344,13 @@ mod tests {
             Err(StoreError::ContentMismatch { .. })
         ));
         drop(b);
+        // Nothing refused is left under the file's name, nor beside it.
+        let incoming = t.path().join("store/incoming");
+        let left: Vec<_> = fs::read_dir(&incoming)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         assert_eq!(s.interrupted(), Some(Generation(2)));
         assert_eq!(fs::read(s.current_path().join("f")).unwrap(), b"good");
         // Not newer: refused.
@@ -1350,14 +1376,33 @@ mod tests {
             let mut w = b.writer(&p).unwrap();
             w.write(b"aaa").unwrap();
             w.finish().unwrap();
+            // b is cut off after two bytes (a fresh tree writes files under their names).
+            let q = b.pending()[1].clone();
+            let mut w = b.writer(&q).unwrap();
+            w.write(b"bb").unwrap();
+            std::mem::forget(w);
             // "crash": the build is dropped half done.
         }
         let mut s = ReplicaStore::open(&dir, StoreConfig::default()).unwrap();
         assert_eq!(s.interrupted(), Some(Generation(1)));
         assert_eq!(s.current_generation(), Generation(0));
         let b = s.begin(m).unwrap();
-        assert_eq!(b.pending().len(), 1, "a was salvaged, only b is left");
-        drop(b);
+        let left: Vec<_> = b
+            .pending()
+            .iter()
+            .map(|p| b.manifest().entries[p.index].path.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["b"],
+            "a was salvaged; the cut-off b is fetched again"
+        );
+        let mut w = b.writer(&b.pending()[0].clone()).unwrap();
+        w.write(b"bbb").unwrap();
+        w.finish().unwrap();
+        b.commit().unwrap();
+        assert_eq!(fs::read(s.current_path().join("a")).unwrap(), b"aaa");
+        assert_eq!(fs::read(s.current_path().join("b")).unwrap(), b"bbb");
     }
 
     /// The tree under `dir` as manifest entries, directory modes and mtimes included:
