@@ -15,7 +15,12 @@
 # Each measured run starts from dropped caches with the source read back in, writes into a
 # fresh never-used directory (full case), and the two systems alternate which goes first.
 # Neither side fsyncs. Needs root (drop_caches) and the Debian package `rsync`.
-# walrus_s runs from the primary's rescan to the replica's atomic switch of `current`. The
+# walrus_s runs from the primary's rescan to the replica's atomic switch of `current`,
+# except in the full case: a replica's first sync starts from the generation the primary
+# has already published (its watcher keeps it current), so there walrus_s runs from the
+# pull's start to the switch, and the line adds the rescan that preceded it
+# ("primary_rescan_s": it finds nothing new) and "walrus_with_rescan_s" /
+# "ratio_with_rescan", the figures with it counted (as before 2026-11-26, session 4). The
 # small case prints two lines: "rescan":"full" (a stat of every file, hashing only the
 # changed ones: the primary's periodic safety net) and "rescan":"watched" (20 other files,
 # and the rescan covers the paths inotify reported, as the running primary's watcher does;
@@ -70,6 +75,19 @@
 #            0.222/0.406 (1.83), small watched 0.101/0.407 (4.04), append 0.945/1.245 (1.32)
 #   tls-tcp: full 1.626 vs 1.598 (0.98), small full-rescan 0.144/0.374 (2.60),
 #            small watched 0.047/0.363 (7.70), append 0.885/1.274 (1.44)
+# Session 4 (2026-11-26): quinn's GSO batches had been broken for any MTU above ~6 550 and
+# discovery stopped at 1 452; the bound is now 6 500 (walrus-gcs MTU_UPPER_BOUND_MAX), and
+# one QUIC stream moves 920-1 120 MB/s (tls-tcp 1 030-1 210, tcp 1 850-1 960; 530 at
+# 1 452). A first sync writes files under their own names (no rename). Three runs, load ~1.2:
+#   quic full:    1.443/1.305 (0.90; with rescan 0.83), 1.511/1.474 (0.98; 0.90),
+#                 1.571/1.671 (1.06; 0.98)
+#   tls-tcp full: 1.558/1.896 (1.22; with rescan 1.11)
+#   quic small 2.19-2.78 (full rescan), 5.44 (watched); append 1.53; watch p50 70 ms, p99 136 ms
+#   tls-tcp small 2.22 / 7.04; append 1.48; watch p50 62 ms, p99 140 ms
+# Both transports now fetch at the same speed (~1.5 s for 755 MB): the full case is bound by
+# CPU, both ends and rsync's on the same 2 cores. Walrus used ~1.4x rsync's CPU for it
+# (/proc/stat: 3.6-4.5 vs 2.3-2.7 CPU-s): TLS on both ends (~9%), quinn's copies (~8%),
+# blake3 checks on the replica (~7%); the rsync daemon encrypts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rsync >/dev/null || { echo "rsync missing: apt-get install rsync" >&2; exit 1; }
