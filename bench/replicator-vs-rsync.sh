@@ -84,10 +84,15 @@
 #   tls-tcp full: 1.558/1.896 (1.22; with rescan 1.11)
 #   quic small 2.19-2.78 (full rescan), 5.44 (watched); append 1.53; watch p50 70 ms, p99 136 ms
 #   tls-tcp small 2.22 / 7.04; append 1.48; watch p50 62 ms, p99 140 ms
-# Both transports now fetch at the same speed (~1.5 s for 755 MB): the full case is bound by
-# CPU, both ends and rsync's on the same 2 cores. Walrus used ~1.4x rsync's CPU for it
-# (/proc/stat: 3.6-4.5 vs 2.3-2.7 CPU-s): TLS on both ends (~9%), quinn's copies (~8%),
-# blake3 checks on the replica (~7%); the rsync daemon encrypts nothing.
+#   three more quic runs: full 1.11 (1.03), 0.93 (0.86), 0.96 (0.89); append 2.40, 1.38, 2.68;
+#   watched 6.34, 7.17, 6.38. Median of six quic full runs 0.97 (with the rescan 0.90).
+# The full line now has "walrus_cpu_s" (this process, the prune and spare after the switch
+# included) and "rsync_cpu_s" (client + daemon connection process), from /proc/PID/stat:
+#   quic    full 1.558/1.617 (1.04; with rescan 0.95), CPU walrus 2.78, 2.57 / rsync 2.84, 2.06
+#   tls-tcp full 1.289/1.627 (1.26; with rescan 1.15), CPU walrus 2.17, 2.50 / rsync 2.31, 2.52
+# The full case is bound by CPU: both ends and rsync's share 2 cores. Walrus's profile:
+# TLS on both ends ~9%, quinn's copies ~8%, blake3 checks on the replica ~7%; the rsync
+# daemon encrypts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rsync >/dev/null || { echo "rsync missing: apt-get install rsync" >&2; exit 1; }

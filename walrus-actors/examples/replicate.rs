@@ -120,6 +120,37 @@ fn cold_cache(src: &Path) {
     }
 }
 
+/// CPU seconds (user + system) of process `pid` from `/proc/PID/stat`: its own, and its
+/// waited-for children's (the rsync client for us; the per-connection processes for the
+/// rsync daemon).
+fn cpu_s(pid: &str) -> (f64, f64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which ends at the last ')') start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let field = |n: usize| f.get(n - 3).copied().unwrap_or(0.0);
+    const USER_HZ: f64 = 100.0;
+    (
+        (field(14) + field(15)) / USER_HZ,
+        (field(16) + field(17)) / USER_HZ,
+    )
+}
+
+/// CPU seconds the rsync client and the daemon's connection process used for one run of
+/// `run` (read after the daemon has reaped its child).
+fn rsync_cpu(daemon: u32, run: impl FnOnce() -> f64) -> (f64, f64) {
+    let (_, client0) = cpu_s("self");
+    let (_, served0) = cpu_s(&daemon.to_string());
+    let t = run();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, client1) = cpu_s("self");
+    let (_, served1) = cpu_s(&daemon.to_string());
+    (t, client1 - client0 + served1 - served0)
+}
+
 fn rsync_run(src: &Path, port: u16, dest: &str) -> f64 {
     if std::env::var_os("WALRUS_BENCH_QUICK").is_some() {
         return f64::NAN;
@@ -401,16 +432,24 @@ async fn main() {
     // current), so walrus_s runs from the pull's start to the switch; the primary's
     // rescan that precedes it here finds nothing new and is reported beside it, with the
     // ratio it would give if it were counted ("ratio_with_rescan").
+    // CPU seconds are counted for both (walrus: this process, which then does nothing else,
+    // including the prune and spare after the switch; rsync: client plus daemon child).
+    let daemon_pid = daemon.id();
     cold_cache(&src);
-    let r1 = rsync_run(&src, port, "rsync");
+    let (r1, rc1) = rsync_cpu(daemon_pid, || rsync_run(&src, port, "rsync"));
     cold_cache(&src);
+    let c0 = cpu_s("self").0;
     let (w1, s1, fetched, parts) = walrus.sync_report(&mut store).await;
     let mut store2 = ReplicaStore::open(&dst.join("walrus2"), store_cfg()).unwrap();
+    let c1 = cpu_s("self").0;
     cold_cache(&src);
+    let c2 = cpu_s("self").0;
     let (w2, s2, _, _) = walrus.sync_report(&mut store2).await;
+    let c3 = cpu_s("self").0;
     cold_cache(&src);
-    let r2 = rsync_run(&src, port, "rsync2");
+    let (r2, rc2) = rsync_cpu(daemon_pid, || rsync_run(&src, port, "rsync2"));
     drop(store2);
+    let (wc1, wc2) = (c1 - c0, c3 - c2);
     let (p1, p2) = (w1 - s1, w2 - s2);
     let rsync_s = (r1 + r2) / 2.0;
     line(
@@ -419,7 +458,7 @@ async fn main() {
         rsync_s,
         via,
         &format!(
-            ",\"walrus_runs_s\":[{p1:.3},{p2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"primary_rescan_s\":[{s1:.3},{s2:.3}],\"walrus_with_rescan_s\":{:.3},\"ratio_with_rescan\":{:.2},\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}",
+            ",\"walrus_runs_s\":[{p1:.3},{p2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"primary_rescan_s\":[{s1:.3},{s2:.3}],\"walrus_cpu_s\":[{wc1:.2},{wc2:.2}],\"rsync_cpu_s\":[{rc1:.2},{rc2:.2}],\"walrus_with_rescan_s\":{:.3},\"ratio_with_rescan\":{:.2},\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}",
             (w1 + w2) / 2.0,
             rsync_s / ((w1 + w2) / 2.0)
         ),
