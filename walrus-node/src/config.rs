@@ -148,8 +148,9 @@ pub enum TransferTransport {
     #[serde(rename = "quic")]
     Quic,
     /// TLS 1.3 over TCP with the same certificates, on each node's address and port
-    /// number (TCP). Moves bulk data about 2.5 times faster than a QUIC stream on the
-    /// same CPU (walrus-gcs `examples/transport_bench.rs --streams`); needs that TCP port open.
+    /// number (TCP), for paths that drop or throttle UDP; needs that TCP port open. Moves
+    /// bulk data about as fast as a QUIC stream (walrus-gcs
+    /// `examples/transport_bench.rs --streams`: ~1 GB/s each on loopback).
     #[serde(rename = "tls-tcp")]
     TlsTcp,
 }
