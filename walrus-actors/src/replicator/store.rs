@@ -1380,7 +1380,7 @@ mod tests {
             let q = b.pending()[1].clone();
             let mut w = b.writer(&q).unwrap();
             w.write(b"bb").unwrap();
-            std::mem::forget(w);
+            drop(w);
             // "crash": the build is dropped half done.
         }
         let mut s = ReplicaStore::open(&dir, StoreConfig::default()).unwrap();
