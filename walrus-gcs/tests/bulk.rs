@@ -1,7 +1,7 @@
 //! The TLS-over-TCP bulk streams over real sockets on loopback: bytes flow both ways and
 //! the accepting side learns the peer's name; a certificate from another CA, a
 //! certificate naming no configured peer, and a server that is not the peer dialed are
-//! all refused.
+//! all refused. Links negotiate AES-128-GCM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -71,6 +71,9 @@ async fn bytes_flow_both_ways_and_the_acceptor_learns_the_peer() {
     });
     let (peer, mut inc) = b.accept().await.unwrap();
     assert_eq!(peer, NodeId::new("a"));
+    // Both ends prefer AES-128-GCM (the faster suite with AES instructions).
+    let suite = inc.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
     let mut got = vec![0u8; payload.len()];
     inc.read_exact(&mut got).await.unwrap();
     assert!(got == payload, "the bytes changed on the way");

@@ -35,8 +35,15 @@ pub enum TlsError {
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
+/// ring's provider with AES-128-GCM preferred over ring's default AES-256-GCM: with AES
+/// instructions it seals bulk data faster (10 rounds instead of 14) and is TLS 1.3's
+/// mandatory suite. Both ends use this order, so links negotiate it.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != TLS13_AES_128_GCM_SHA256.suite());
+    Arc::new(p)
 }
 
 fn roots(identity: &NodeIdentity) -> Result<Arc<RootCertStore>, TlsError> {
