@@ -23,6 +23,7 @@ enum RawKind {
     Dir,
     File {
         hash: [u8; 32],
+        check: [u8; 16],
         chunks: Vec<(u64, u32, [u8; 32])>,
     },
     Symlink {
@@ -80,6 +81,7 @@ fn file(path: &str, content: &[u8]) -> RawEntry {
         path: path.into(),
         kind: RawKind::File {
             hash: *blake3::hash(content).as_bytes(),
+            check: xxhash_rust::xxh3::xxh3_128(content).to_le_bytes(),
             chunks: vec![],
         },
         mode: 0o644,

@@ -110,7 +110,7 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
         .map(|(e, at_path)| match &e.kind {
             Kind::Dir => Action::Dir,
             Kind::Symlink { .. } => Action::Symlink,
-            Kind::File { hash, chunks } => {
+            Kind::File { hash, chunks, .. } => {
                 // Prefer the same path (most files do not move), then any file with the hash.
                 let same =
                     at_path.filter(|o| matches!(&o.kind, Kind::File { hash: h, .. } if h == hash));
@@ -200,7 +200,7 @@ fn delta_segments(old: &[super::manifest::Chunk], new: &[super::manifest::Chunk]
 
 #[cfg(test)]
 mod tests {
-    use super::super::manifest::{Chunk, Mtime};
+    use super::super::manifest::{Chunk, Mtime, TransferCheck};
     use super::*;
     use crate::model::Generation;
 
@@ -209,6 +209,7 @@ mod tests {
             path: RelPath::new(path).unwrap(),
             kind: Kind::File {
                 hash: ContentHash::of(content),
+                check: TransferCheck::of(content),
                 chunks: vec![],
             },
             mode,
@@ -266,12 +267,14 @@ mod tests {
         old_e.size = 300;
         old_e.kind = Kind::File {
             hash: ContentHash::of(b"old"),
+            check: TransferCheck::of(b"old"),
             chunks: vec![ch(0, 100, b"1"), ch(100, 100, b"2"), ch(200, 100, b"3")],
         };
         let mut new_e = file("big", b"new", 0o644);
         new_e.size = 350;
         new_e.kind = Kind::File {
             hash: ContentHash::of(b"new"),
+            check: TransferCheck::of(b"new"),
             chunks: vec![
                 ch(0, 100, b"1"),
                 ch(100, 100, b"2"),

@@ -1,8 +1,9 @@
 //! Manifests: what one generation of the content tree holds, and how a tree is scanned.
 //!
 //! A [`Manifest`] lists every entry of a generation, sorted by path: directories, regular
-//! files (mode, size, mtime, blake3 content hash, and for large files a list of
-//! content-defined chunks so a small change is sent as a small delta), and symlinks that
+//! files (mode, size, mtime, blake3 content hash, an XXH3-128 transfer check, and for large
+//! files a list of content-defined chunks so a small change is sent as a small delta), and
+//! symlinks that
 //! stay inside the tree. Special files (devices, fifos, sockets), names that are not UTF-8
 //! and escaping symlinks are skipped with a warning. [`Manifest::check`] is applied to every
 //! manifest that arrives from the wire before anything is done with it.
@@ -23,17 +24,117 @@ pub struct ContentHash(pub [u8; 32]);
 
 impl std::fmt::Debug for ContentHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in &self.0[..6] {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        hex_prefix(&self.0, f)
     }
+}
+
+/// A digest in logs: its first 6 bytes in hex.
+fn hex_prefix(digest: &[u8], f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    for b in digest.iter().take(6) {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
 }
 
 impl ContentHash {
     /// Hash of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+/// An XXH3-128 checksum of a file's content, computed by the primary from the same read as
+/// its [`ContentHash`]. A replica checks every file it fetches whole against it.
+///
+/// Why not the blake3 hash: the check guards against accidents (the file changed on the
+/// primary between its scan and the send, a truncated read, a bug in framing or writing),
+/// not against an adversary: the bytes arrive over mutually authenticated TLS from the
+/// primary, which writes the manifest anyway. A 128-bit non-cryptographic checksum catches
+/// those as surely, at several times blake3's speed (rsync checks transfers with XXH3-128 for
+/// the same reason). The content hash stays blake3: replicas link unchanged files by it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransferCheck(pub [u8; 16]);
+
+impl std::fmt::Debug for TransferCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        hex_prefix(&self.0, f)
+    }
+}
+
+impl TransferCheck {
+    /// Checksum of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes())
+    }
+}
+
+/// Computes a [`TransferCheck`] over bytes fed in pieces.
+#[derive(Clone, Default)]
+pub struct TransferChecker(xxhash_rust::xxh3::Xxh3Default);
+
+impl std::fmt::Debug for TransferChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferChecker")
+    }
+}
+
+impl TransferChecker {
+    /// A checker that has seen no bytes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The check of every byte fed so far.
+    pub fn finish(&self) -> TransferCheck {
+        TransferCheck(self.0.digest128().to_le_bytes())
+    }
+}
+
+/// Both digests of a file's content ([`ContentHash`], [`TransferCheck`]), fed from one read.
+#[derive(Clone)]
+pub struct ContentHasher {
+    hash: blake3::Hasher,
+    check: TransferChecker,
+}
+
+impl std::fmt::Debug for ContentHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentHasher")
+    }
+}
+
+impl Default for ContentHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ContentHasher {
+    /// A hasher that has seen no bytes.
+    pub fn new() -> Self {
+        Self {
+            hash: blake3::Hasher::new(),
+            check: TransferChecker::new(),
+        }
+    }
+
+    /// Feeds the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hash.update(bytes);
+        self.check.update(bytes);
+    }
+
+    /// The digests of every byte fed so far.
+    pub fn finalize(&self) -> (ContentHash, TransferCheck) {
+        (
+            ContentHash(*self.hash.finalize().as_bytes()),
+            self.check.finish(),
+        )
     }
 }
 
@@ -57,6 +158,8 @@ pub enum Kind {
     File {
         /// blake3 hash of the whole content.
         hash: ContentHash,
+        /// XXH3-128 checksum of the whole content (a replica checks a fetched file by it).
+        check: TransferCheck,
         /// Content-defined chunks covering the file, for files of at least
         /// [`CHUNKED_FILE_MIN`] bytes; empty for smaller files.
         chunks: Vec<Chunk>,
@@ -312,15 +415,19 @@ pub fn chunk_sizes(size: u64) -> Option<(usize, usize, usize)> {
     Some((avg / 4, avg, (avg * 4).min(fastcdc::v2020::MAXIMUM_MAX)))
 }
 
-/// Hashes a file: the whole-content hash and, for a large file, its chunk list.
-pub fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Vec<Chunk>)> {
-    hash_file_resumable(path, size, None).map(|(h, c, _)| (h, c))
+/// What scanning one file yields: its whole-content hash and check, and for a large file
+/// its chunk list.
+pub type FileDigests = (ContentHash, TransferCheck, Vec<Chunk>);
+
+/// Hashes a file: the whole-content hash and check and, for a large file, its chunk list.
+pub fn hash_file(path: &Path, size: u64) -> io::Result<FileDigests> {
+    hash_file_resumable(path, size, None).map(|(d, _)| d)
 }
 
 /// A large file's whole-content hash state at the start of its last chunk (the one cut by
 /// the end of the file, not by its content): an append is hashed from there.
 #[derive(Debug, Clone)]
-pub(crate) struct Resume(blake3::Hasher);
+pub(crate) struct Resume(ContentHasher);
 
 /// [`hash_file`], resuming after an append when `prev` (the file's previous size, chunks
 /// and [`Resume`]) allows: the chunks before the previous last one are read again and
@@ -333,11 +440,11 @@ pub(crate) fn hash_file_resumable(
     path: &Path,
     size: u64,
     prev: Option<(u64, &[Chunk], &Resume)>,
-) -> io::Result<(ContentHash, Vec<Chunk>, Option<Resume>)> {
+) -> io::Result<(FileDigests, Option<Resume>)> {
     let file = fs::File::open(path)?;
     match chunk_sizes(size) {
         None => {
-            let mut hasher = blake3::Hasher::new();
+            let mut hasher = ContentHasher::new();
             // Under glibc's mmap threshold: no mmap/munmap per file.
             let mut buf = vec![0u8; 64 * 1024];
             let mut r = io::BufReader::with_capacity(0, file);
@@ -348,10 +455,11 @@ pub(crate) fn hash_file_resumable(
                 }
                 hasher.update(&buf[..n]);
             }
-            Ok((ContentHash(*hasher.finalize().as_bytes()), Vec::new(), None))
+            let (hash, check) = hasher.finalize();
+            Ok(((hash, check, Vec::new()), None))
         }
         Some(sizes) => {
-            let mut start = (0u64, Vec::new(), blake3::Hasher::new());
+            let mut start = (0u64, Vec::new(), ContentHasher::new());
             if let Some((old_size, old_chunks, resume)) = prev {
                 if let Some((_, kept)) = old_chunks.split_last() {
                     if size >= old_size
@@ -373,8 +481,8 @@ pub(crate) fn hash_file_resumable(
 fn chunk_and_hash(
     mut file: fs::File,
     (min, avg, max): (usize, usize, usize),
-    (at, mut chunks, hasher): (u64, Vec<Chunk>, blake3::Hasher),
-) -> io::Result<(ContentHash, Vec<Chunk>, Option<Resume>)> {
+    (at, mut chunks, hasher): (u64, Vec<Chunk>, ContentHasher),
+) -> io::Result<(FileDigests, Option<Resume>)> {
     use std::io::Seek;
     file.seek(io::SeekFrom::Start(at))?;
     // One read of the file; the whole-content hash runs on a second thread beside the
@@ -389,7 +497,7 @@ fn chunk_and_hash(
                 before_last = Some(hasher.clone());
                 hasher.update(&data);
             }
-            (ContentHash(*hasher.finalize().as_bytes()), before_last)
+            (hasher.finalize(), before_last)
         });
         for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
             let c = c.map_err(|e| io::Error::other(e.to_string()))?;
@@ -403,7 +511,7 @@ fn chunk_and_hash(
             }
         }
         drop(tx);
-        let (hash, before_last) = match whole.join() {
+        let ((hash, check), before_last) = match whole.join() {
             Ok(h) => h,
             Err(panic) => std::panic::resume_unwind(panic),
         };
@@ -411,7 +519,7 @@ fn chunk_and_hash(
             // The file changed while we read it; the next scan sees it settled.
             return Err(io::Error::other("file changed while chunking"));
         }
-        Ok((hash, chunks, before_last.map(Resume)))
+        Ok(((hash, check, chunks), before_last.map(Resume)))
     })
 }
 
@@ -644,7 +752,7 @@ impl Scanner {
 
 /// What the hash cache holds per file: the stat that made it valid, hash, chunks, and for a
 /// large file where an append resumes hashing.
-type Cache = HashMap<RelPath, (StatKey, ContentHash, Vec<Chunk>, Option<Resume>)>;
+type Cache = HashMap<RelPath, (StatKey, FileDigests, Option<Resume>)>;
 
 /// One walker of a scan: reads the previous scan's cache, collects entries, the new cache
 /// and what it skipped. A full scan runs one per thread over the top-level directories.
@@ -784,11 +892,11 @@ impl<'a> Walk<'a> {
                 ctime: (md.ctime(), md.ctime_nsec()),
                 ino: md.ino(),
             };
-            let (hash, chunks, resume) = match self.old.get(&rel) {
-                Some((k, h, c, r)) if *k == key => (*h, c.clone(), r.clone()),
+            let ((hash, check, chunks), resume) = match self.old.get(&rel) {
+                Some((k, d, r)) if *k == key => (d.clone(), r.clone()),
                 old => {
                     // Same inode, grown: maybe an append (checked, see hash_file_resumable).
-                    let prev = old.and_then(|(k, _, c, r)| {
+                    let prev = old.and_then(|(k, (_, _, c), r)| {
                         (k.ino == key.ino && k.size <= key.size).then_some((
                             k.size,
                             c.as_slice(),
@@ -809,10 +917,14 @@ impl<'a> Walk<'a> {
                 });
             }
             self.cache
-                .insert(rel.clone(), (key, hash, chunks.clone(), resume));
+                .insert(rel.clone(), (key, (hash, check, chunks.clone()), resume));
             self.out.push(Entry {
                 path: rel,
-                kind: Kind::File { hash, chunks },
+                kind: Kind::File {
+                    hash,
+                    check,
+                    chunks,
+                },
                 mode,
                 size: key.size,
                 mtime,
@@ -864,6 +976,7 @@ mod tests {
             path: RelPath::new(path).unwrap(),
             kind: Kind::File {
                 hash: ContentHash::of(content),
+                check: TransferCheck::of(content),
                 chunks: vec![],
             },
             mode: 0o644,
@@ -953,6 +1066,7 @@ mod tests {
         let mut gap = file("a", &[0; 10]);
         gap.kind = Kind::File {
             hash: ContentHash::of(&[0; 10]),
+            check: TransferCheck::of(&[0; 10]),
             chunks: vec![Chunk {
                 offset: 0,
                 len: 4,
@@ -1064,12 +1178,13 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         fs::write(&p, &data).unwrap();
-        let (h1, c1) = hash_file(&p, data.len() as u64).unwrap();
+        let (h1, k1, c1) = hash_file(&p, data.len() as u64).unwrap();
         assert_eq!(h1, ContentHash::of(&data));
+        assert_eq!(k1, TransferCheck::of(&data));
         check_chunks(data.len() as u64, &c1).unwrap();
         data.extend(std::iter::repeat_n(7u8, 300_000));
         fs::write(&p, &data).unwrap();
-        let (_, c2) = hash_file(&p, data.len() as u64).unwrap();
+        let (_, _, c2) = hash_file(&p, data.len() as u64).unwrap();
         let old: HashSet<_> = c1.iter().map(|c| c.hash).collect();
         let shared = c2.iter().filter(|c| old.contains(&c.hash)).count();
         assert!(shared + 3 >= c1.len(), "shared {shared} of {}", c1.len());
@@ -1120,10 +1235,11 @@ mod tests {
         let m = s.scan(root, Generation(4), &limits).unwrap();
         assert_eq!(m, full(4));
         let data = fs::read(root.join("big")).unwrap();
-        let Kind::File { hash, .. } = &m.entries[0].kind else {
+        let Kind::File { hash, check, .. } = &m.entries[0].kind else {
             panic!("not a file");
         };
         assert_eq!(*hash, ContentHash::of(&data));
+        assert_eq!(*check, TransferCheck::of(&data));
     }
 
     #[test]

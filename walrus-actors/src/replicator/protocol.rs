@@ -347,7 +347,7 @@ pub fn load_manifest(path: &std::path::Path, max_entries: usize) -> Result<Manif
 
 #[cfg(test)]
 mod tests {
-    use super::super::manifest::{ContentHash, Kind, Mtime};
+    use super::super::manifest::{ContentHash, Kind, Mtime, TransferCheck};
     use super::*;
 
     fn many(n: usize) -> Manifest {
@@ -358,6 +358,7 @@ mod tests {
                     path: RelPath::new(format!("f{i:06}")).unwrap(),
                     kind: Kind::File {
                         hash: ContentHash::of(&i.to_le_bytes()),
+                        check: TransferCheck::of(&i.to_le_bytes()),
                         chunks: vec![],
                     },
                     mode: 0o644,

@@ -25,7 +25,10 @@
 //! `current` on the old generation; on restart the leftover `incoming` becomes `salvage`.
 
 use super::diff::{diff, Action, Segment};
-use super::manifest::{Chunk, ContentHash, Entry, Kind, Limits, Manifest, ManifestError};
+use super::manifest::{
+    Chunk, ContentHash, Entry, Kind, Limits, Manifest, ManifestError, TransferCheck,
+    TransferChecker,
+};
 use super::path::RelPath;
 use super::protocol::{load_manifest, save_manifest, FrameError};
 use crate::model::Generation;
@@ -91,7 +94,7 @@ pub enum StoreError {
     },
     /// Received content does not match the manifest (it changed on the primary, or the
     /// primary sent the wrong bytes). The build stays resumable.
-    #[error("{path}: received {got_bytes} bytes with hash {got:?}, manifest says {want_bytes} bytes {want:?}")]
+    #[error("{path}: received {got_bytes} bytes with check {got:?}, manifest says {want_bytes} bytes {want:?}")]
     ContentMismatch {
         /// The file.
         path: RelPath,
@@ -99,10 +102,10 @@ pub enum StoreError {
         got_bytes: u64,
         /// Bytes expected.
         want_bytes: u64,
-        /// Hash received.
-        got: ContentHash,
-        /// Hash expected.
-        want: ContentHash,
+        /// Transfer check of the bytes received.
+        got: TransferCheck,
+        /// Transfer check the manifest gives.
+        want: TransferCheck,
     },
     /// A delta's bytes do not match the manifest's chunks (a chunk's hash differs, or the
     /// bytes do not line up with the chunks). The build stays resumable.
@@ -756,10 +759,13 @@ impl Build<'_> {
     /// Opens a writer for pending file `p`; feed it the bytes the primary sends.
     pub fn writer(&self, p: &Pending) -> Result<FileWriter, StoreError> {
         let entry = self.manifest.entries[p.index].clone();
-        let Kind::File { hash, ref chunks } = entry.kind else {
+        let Kind::File {
+            check, ref chunks, ..
+        } = entry.kind
+        else {
             return Err(StoreError::NotAFile(entry.path));
         };
-        // A delta is checked chunk by chunk (see [`FileWriter`]); a whole file by its hash.
+        // A delta is checked chunk by chunk (see [`FileWriter`]); a whole file by its transfer check.
         let chunks = if p.delta.is_some() {
             chunks.clone()
         } else {
@@ -811,9 +817,9 @@ impl Build<'_> {
             file,
             tmp,
             dst: entry.path.under(&self.incoming),
-            hasher: blake3::Hasher::new(),
+            checker: TransferChecker::new(),
             written: 0,
-            want: hash,
+            want: check,
             entry,
             base,
             segments: segments.into_iter().rev().collect(),
@@ -886,7 +892,8 @@ impl Build<'_> {
 
 /// Receives one file's bytes, checks them and puts the file in place.
 ///
-/// A whole file is checked against the manifest's content hash. A **delta** (a large file
+/// A whole file is checked against the manifest's [`TransferCheck`] (XXH3-128, from the same
+/// read on the primary as the content hash). A **delta** (a large file
 /// rebuilt from its copy in a kept generation plus the ranges fetched from the primary) is
 /// checked chunk by chunk instead, which costs only what changed:
 /// - every fetched byte is hashed into the manifest chunk it belongs to, and each chunk's
@@ -910,11 +917,11 @@ pub struct FileWriter {
     /// Where the bytes go: `dst` itself in a tree built from scratch, else a name beside it.
     tmp: PathBuf,
     dst: PathBuf,
-    /// The whole-content hash of a file fetched whole (unused for a delta).
-    hasher: blake3::Hasher,
+    /// The transfer check of a file fetched whole (unused for a delta).
+    checker: TransferChecker,
     /// Bytes of the new file written so far (fetched and copied).
     written: u64,
-    want: ContentHash,
+    want: TransferCheck,
     entry: Entry,
     /// For a delta: the base file in a kept generation.
     base: Option<fs::File>,
@@ -936,7 +943,7 @@ impl FileWriter {
     /// Feeds bytes from the primary (the whole file, or the delta's remote ranges in order).
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         if self.base.is_none() {
-            self.hasher.update(data);
+            self.checker.update(data);
             return self.put(data);
         }
         while !data.is_empty() {
@@ -1036,7 +1043,7 @@ impl FileWriter {
         }
     }
 
-    /// Checks size and hash (chunks for a delta), sets mode and mtime, renames into the
+    /// Checks size and transfer check (chunk hashes for a delta), sets mode and mtime, renames into the
     /// generation.
     pub fn finish(mut self) -> Result<(), StoreError> {
         if self.base.is_some() {
@@ -1053,7 +1060,7 @@ impl FileWriter {
                 )));
             }
         } else {
-            let got = ContentHash(*self.hasher.finalize().as_bytes());
+            let got = self.checker.finish();
             if got != self.want || self.written != self.entry.size {
                 let _ = fs::remove_file(&self.tmp);
                 return Err(StoreError::ContentMismatch {
@@ -1134,7 +1141,7 @@ fn salvaged(salvage: &Path, e: &Entry, dst: &Path) -> Result<bool, StoreError> {
         _ => return Ok(false),
     }
     match super::manifest::hash_file(&src, e.size) {
-        Ok((h, _)) if h == *hash => {}
+        Ok((h, _, _)) if h == *hash => {}
         _ => return Ok(false),
     }
     let f = fs::OpenOptions::new()

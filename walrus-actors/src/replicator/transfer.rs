@@ -5,7 +5,9 @@
 //! The primary serves only what a manifest it published lists, and opens files with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to its root, so a request can
 //! never read outside the root even if the tree changed since the scan. The replica checks
-//! every manifest ([`Manifest::check`]) and every file's hash before using it.
+//! every manifest ([`Manifest::check`]) and every fetched file (whole files by their XXH3-128
+//! [`TransferCheck`](super::manifest::TransferCheck), deltas chunk by chunk by blake3)
+//! before using it.
 //!
 //! File-system calls are made directly from these async functions: each is short and local,
 //! and each connection runs on its own task.
