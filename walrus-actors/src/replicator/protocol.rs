@@ -144,10 +144,41 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<Frame<T>, FrameError> {
+    match read_head(r, buf).await? {
+        Head::Message(m) => Ok(Frame::Message(m)),
+        Head::Eof => Ok(Frame::Eof),
+        Head::Data { len } => {
+            read_payload(r, buf, len).await?;
+            Ok(Frame::Data)
+        }
+    }
+}
+
+/// A frame as [`read_head`] leaves it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head<T> {
+    /// A decoded message.
+    Message(T),
+    /// A data frame of `len` bytes (at most [`DATA_FRAME_MAX`]), still in the stream: the
+    /// caller reads exactly `len` bytes next (from a buffered reader, in place).
+    Data {
+        /// The payload's length.
+        len: usize,
+    },
+    /// The stream ended cleanly between frames.
+    Eof,
+}
+
+/// Reads one frame's header, and a message's payload (decoded, with `buf` as scratch); a
+/// data frame's payload is left in the stream.
+pub async fn read_head<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Head<T>, FrameError> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]).await {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::Eof),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Head::Eof),
         Err(e) => return Err(e.into()),
     }
     r.read_exact(&mut head[1..]).await?;
@@ -161,6 +192,19 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     if len > limit {
         return Err(FrameError::TooLarge { tag, len });
     }
+    if tag == TAG_DATA {
+        return Ok(Head::Data { len });
+    }
+    read_payload(r, buf, len).await?;
+    Ok(Head::Message(codec::decode(buf)?))
+}
+
+/// Reads exactly `len` bytes into `buf` (cleared first).
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> Result<(), FrameError> {
     buf.clear();
     buf.reserve(len);
     // `take` + `read_to_end` fills the buffer without zeroing it first.
@@ -168,10 +212,7 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     if got != len {
         return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
     }
-    if tag == TAG_DATA {
-        return Ok(Frame::Data);
-    }
-    Ok(Frame::Message(codec::decode(buf)?))
+    Ok(())
 }
 
 /// Reads one message frame; data or end of stream is an error.

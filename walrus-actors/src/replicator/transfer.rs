@@ -15,8 +15,9 @@
 use super::manifest::{Kind, Manifest};
 use super::path::RelPath;
 use super::protocol::{
-    pages, read_frame, read_message, write_data, write_message, write_page, FileRequest, Frame,
-    FrameError, Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST, MAX_RANGES_PER_FILE,
+    pages, read_frame, read_head, read_message, write_data, write_message, write_page, FileRequest,
+    Frame, FrameError, Head, Request, Response, DATA_FRAME_MAX, MAX_FILES_PER_REQUEST,
+    MAX_RANGES_PER_FILE,
 };
 use super::store::{ReplicaStore, StoreError};
 use crate::model::Generation;
@@ -27,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::watch;
 
 /// Why a transfer failed.
@@ -436,10 +437,24 @@ where
                 let mut fw = build.writer(p)?;
                 let mut left = size;
                 while left > 0 {
-                    match read_frame::<Response, _>(&mut r, &mut buf).await? {
-                        Frame::Data if buf.len() as u64 <= left => {
-                            fw.write(&buf)?;
-                            left -= buf.len() as u64;
+                    match read_head::<Response, _>(&mut r, &mut buf).await? {
+                        Head::Data { len } if len as u64 <= left => {
+                            // Straight from the reader's buffer into the file (no copy).
+                            let mut rest = len;
+                            while rest > 0 {
+                                let chunk = r.fill_buf().await.map_err(FrameError::from)?;
+                                if chunk.is_empty() {
+                                    return Err(FrameError::Io(
+                                        io::ErrorKind::UnexpectedEof.into(),
+                                    )
+                                    .into());
+                                }
+                                let n = rest.min(chunk.len());
+                                fw.write(&chunk[..n])?;
+                                r.consume(n);
+                                rest -= n;
+                            }
+                            left -= len as u64;
                         }
                         _ => {
                             return Err(TransferError::Protocol(format!(
