@@ -170,7 +170,8 @@ fn rsync_run(src: &Path, port: u16, dest: &str) -> f64 {
 #[derive(Clone)]
 enum Link {
     /// walrus-gcs's point-to-point QUIC stream (mutual TLS), as the running Replicator does.
-    Quic(Transport<()>, NodeId),
+    /// (The replica's transport, the primary's, and the primary's name.)
+    Quic(Transport<()>, Transport<()>, NodeId),
     /// walrus-gcs's TLS-over-TCP bulk streams, the same certificates
     /// (`[replicator] transport = "tls-tcp"`; `WALRUS_BENCH_TRANSPORT=tls-tcp`).
     TlsTcp(Arc<TcpStreams>, NodeId),
@@ -190,10 +191,27 @@ impl Link {
         }
     }
 
+    /// The QUIC link's counters as JSON fields (empty for the TCP transports).
+    fn stats_json(&self) -> String {
+        match self {
+            Link::Quic(t, p, primary) => [("replica", t.link_stats(primary)), ("primary", p.link_stats(&NodeId::new("replica")))].into_iter().map(|(side, s)| s.map_or(String::new(), |s| {
+                format!(
+                    ",\"quic_{side}\":{{\"mtu\":{},\"sent_packets\":{},\"lost_packets\":{},\"black_holes\":{},\"datagrams_per_send\":{:.1}}}",
+                    s.mtu,
+                    s.sent_packets,
+                    s.lost_packets,
+                    s.black_holes,
+                    s.udp_datagrams_sent as f64 / s.udp_sends.max(1) as f64
+                )
+            })).collect(),
+            _ => String::new(),
+        }
+    }
+
     /// A new stream to the primary.
     async fn connect(&self) -> (BoxRead, BoxWrite) {
         match self {
-            Link::Quic(t, primary) => {
+            Link::Quic(t, _, primary) => {
                 let (w, r) = t.open_stream(primary).await.unwrap();
                 (Box::new(r), Box::new(w))
             }
@@ -281,15 +299,16 @@ async fn start_link(transport: &str, source: Arc<PrimarySource>) -> Link {
     // The transports' other events are not needed; keep draining them.
     tokio::spawn(async move { while ep.recv().await.is_some() {} });
     tokio::spawn(async move { while er.recv().await.is_some() {} });
+    let p = primary.clone();
     tokio::spawn(async move {
-        while let Some(s) = primary.accept_stream().await {
+        while let Some(s) = p.accept_stream().await {
             let source = source.clone();
             tokio::spawn(async move {
                 let _ = serve(&source, s.recv, s.send, ServeOptions::default()).await;
             });
         }
     });
-    Link::Quic(replica, NodeId::new("primary"))
+    Link::Quic(replica, primary, NodeId::new("primary"))
 }
 
 struct Walrus {
@@ -312,6 +331,7 @@ impl Walrus {
         store: &mut ReplicaStore,
         dirty: Option<&BTreeSet<RelPath>>,
     ) -> (f64, f64, u64, String) {
+        perf_control("enable");
         let t = Instant::now();
         if let Some(m) = self.scanner.rescan_paths(dirty).unwrap() {
             self.source.publish(m.clone());
@@ -320,6 +340,7 @@ impl Walrus {
         let (r, w) = self.link.connect().await;
         let rep = pull(store, r, w).await.unwrap();
         let visible = rep.switched_at.map_or(t.elapsed(), |s| s.into_std() - t);
+        perf_control("disable");
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let tm = rep.timings;
         let parts = format!(
@@ -333,6 +354,16 @@ impl Walrus {
             rep.recycled
         );
         (visible.as_secs_f64(), scan, rep.fetched_bytes, parts)
+    }
+}
+
+/// Profiling: with `WALRUS_BENCH_PERF_CTL=FIFO`, writes `enable`/`disable` to a
+/// `perf record --control=fifo:FIFO -D -1` so that only the syncs are sampled.
+fn perf_control(cmd: &str) {
+    if let Some(fifo) = std::env::var_os("WALRUS_BENCH_PERF_CTL") {
+        if let Ok(mut f) = fs::OpenOptions::new().write(true).open(fifo) {
+            let _ = writeln!(f, "{cmd}");
+        }
     }
 }
 
@@ -458,11 +489,19 @@ async fn main() {
         rsync_s,
         via,
         &format!(
-            ",\"walrus_runs_s\":[{p1:.3},{p2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"primary_rescan_s\":[{s1:.3},{s2:.3}],\"walrus_cpu_s\":[{wc1:.2},{wc2:.2}],\"rsync_cpu_s\":[{rc1:.2},{rc2:.2}],\"walrus_with_rescan_s\":{:.3},\"ratio_with_rescan\":{:.2},\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}",
+            ",\"walrus_runs_s\":[{p1:.3},{p2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"primary_rescan_s\":[{s1:.3},{s2:.3}],\"walrus_cpu_s\":[{wc1:.2},{wc2:.2}],\"rsync_cpu_s\":[{rc1:.2},{rc2:.2}],\"walrus_with_rescan_s\":{:.3},\"ratio_with_rescan\":{:.2},\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}{}",
             (w1 + w2) / 2.0,
-            rsync_s / ((w1 + w2) / 2.0)
+            rsync_s / ((w1 + w2) / 2.0),
+            walrus.link.stats_json()
         ),
     );
+
+    // WALRUS_BENCH_FULL_ONLY=1: stop after the full case (for profiling it).
+    if std::env::var_os("WALRUS_BENCH_FULL_ONLY").is_some() {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        return;
+    }
 
     // (b) 20 small files rewritten, twice (other files the second time), walrus first,
     // then rsync. The first time the primary rescans the whole tree (its periodic safety

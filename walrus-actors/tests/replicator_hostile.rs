@@ -81,7 +81,7 @@ fn file(path: &str, content: &[u8]) -> RawEntry {
         path: path.into(),
         kind: RawKind::File {
             hash: *blake3::hash(content).as_bytes(),
-            check: xxhash_rust::xxh3::xxh3_128(content).to_le_bytes(),
+            check: twox_hash::XxHash3_128::oneshot(content).to_le_bytes(),
             chunks: vec![],
         },
         mode: 0o644,

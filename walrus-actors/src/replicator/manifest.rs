@@ -64,13 +64,13 @@ impl std::fmt::Debug for TransferCheck {
 impl TransferCheck {
     /// Checksum of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self(xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes())
+        Self(twox_hash::XxHash3_128::oneshot(bytes).to_le_bytes())
     }
 }
 
 /// Computes a [`TransferCheck`] over bytes fed in pieces.
 #[derive(Clone, Default)]
-pub struct TransferChecker(xxhash_rust::xxh3::Xxh3Default);
+pub struct TransferChecker(twox_hash::XxHash3_128);
 
 impl std::fmt::Debug for TransferChecker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,12 +86,12 @@ impl TransferChecker {
 
     /// Feeds the next bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.0.write(bytes);
     }
 
     /// The check of every byte fed so far.
     pub fn finish(&self) -> TransferCheck {
-        TransferCheck(self.0.digest128().to_le_bytes())
+        TransferCheck(self.0.finish_128().to_le_bytes())
     }
 }
 
