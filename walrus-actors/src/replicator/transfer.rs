@@ -10,7 +10,8 @@
 //! before using it.
 //!
 //! File-system calls are made directly from these async functions: each is short and local,
-//! and each connection runs on its own task.
+//! and each connection runs on its own task. A pull of 64 files or more creates them on a
+//! helper thread, ahead of their bytes ([`ReplicaStore`]'s `Build::open_ahead`).
 
 use super::manifest::{Kind, Manifest};
 use super::path::RelPath;
@@ -410,6 +411,7 @@ where
         Ok::<(), TransferError>(())
     };
     let receive = async {
+        let mut ahead = build.open_ahead(64);
         let mut bytes = 0u64;
         for b in &batches {
             for p in b.iter() {
@@ -434,7 +436,7 @@ where
                         "{path}: primary offers {size} bytes, expected {want}"
                     )));
                 }
-                let mut fw = build.writer(p)?;
+                let mut fw = build.writer_ahead(p, &mut ahead)?;
                 let mut left = size;
                 while left > 0 {
                     match read_head::<Response, _>(&mut r, &mut buf).await? {
