@@ -15,6 +15,13 @@
 # Each measured run starts from dropped caches with the source read back in, writes into a
 # fresh never-used directory (full case), and the two systems alternate which goes first.
 # Neither side fsyncs. Needs root (drop_caches) and the Debian package `rsync`.
+# The full case runs WALRUS_BENCH_FULL_ROUNDS rounds (default 2) of rsync, walrus, walrus,
+# rsync: walrus_s and rsync_s are the means of 4 runs each, "ratio_of_medians" the ratio of
+# their medians, and the *_runs_s / *_cpu_s lists give every run. Over QUIC the line ends
+# with both ends' link counters ("quic_replica", "quic_primary": path MTU, packets sent and
+# lost, black holes, datagrams per send). WALRUS_BENCH_FULL_ONLY=1 stops after the full
+# case; WALRUS_BENCH_PERF_CTL=FIFO drives `perf record --control=fifo:FIFO -D -1` so a
+# profile holds only the syncs.
 # walrus_s runs from the primary's rescan to the replica's atomic switch of `current`,
 # except in the full case: a replica's first sync starts from the generation the primary
 # has already published (its watcher keeps it current), so there walrus_s runs from the
@@ -90,9 +97,27 @@
 # included) and "rsync_cpu_s" (client + daemon connection process), from /proc/PID/stat:
 #   quic    full 1.558/1.617 (1.04; with rescan 0.95), CPU walrus 2.78, 2.57 / rsync 2.84, 2.06
 #   tls-tcp full 1.289/1.627 (1.26; with rescan 1.15), CPU walrus 2.17, 2.50 / rsync 2.31, 2.52
-# The full case is bound by CPU: both ends and rsync's share 2 cores. Walrus's profile:
+# The full case is bound by CPU: both ends and rsync's share 2 cores. Walrus's profile then:
 # TLS on both ends ~9%, quinn's copies ~8%, blake3 checks on the replica ~7%; the rsync
 # daemon encrypts nothing.
+# Session 5 (2026-11-26): TLS links prefer AES-128-GCM; a replica checks fetched files by
+# an XXH3-128 transfer check (computed by the primary's scan from the same read as the
+# blake3 hash) instead of re-hashing them with blake3; it writes data straight from the
+# stream's read buffer; and a helper thread creates a pull's files ahead of their bytes.
+# Two whole runs (idle machine, load < 1), 4 full runs per system per line:
+#   quic    full 1.469/1.754 (1.19; medians 1.40; with rescan 1.08), small 2.13 / 6.30,
+#           append 1.45, watch p50 67 ms p99 107 ms
+#           full 1.390/1.544 (1.11; medians 1.09; with rescan 1.01), small 2.19 / 7.12,
+#           append 2.29, watch p50 67 ms p99 118 ms
+#   tls-tcp full 1.210/1.596 (1.32; medians 1.29; with rescan 1.19), small 2.07 / 6.19,
+#           append 1.35
+#           full 1.146/1.480 (1.29; medians 1.26; with rescan 1.16), small 2.22 / 6.76,
+#           append 1.38, watch p50 67 ms p99 121 ms
+#   Full-only quic runs (WALRUS_BENCH_FULL_ONLY=1) after each step, ratio of means:
+#   AES-128 1.18, 1.07; + transfer check 1.07, 1.15; + reading in place 1.20, 1.15, 1.19;
+#   + open-ahead 1.31, 1.35, 1.19, 1.13.
+#   CPU seconds per full run: walrus 2.1-2.8, rsync 2.0-3.0: the two use about the same CPU;
+#   Walrus wins by running its two ends and the file creation on both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rsync >/dev/null || { echo "rsync missing: apt-get install rsync" >&2; exit 1; }

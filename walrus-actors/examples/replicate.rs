@@ -455,43 +455,90 @@ async fn main() {
         scanner,
         link,
     };
-    let mut store = ReplicaStore::open(&dst.join("walrus"), store_cfg()).unwrap();
 
-    // (a) full, twice in ABBA order (rsync, walrus, walrus, rsync), each into a fresh
-    // never-used directory; the line reports the means and each run. A replica's first
-    // sync starts from the generation the primary has published (its watcher keeps it
-    // current), so walrus_s runs from the pull's start to the switch; the primary's
-    // rescan that precedes it here finds nothing new and is reported beside it, with the
-    // ratio it would give if it were counted ("ratio_with_rescan").
+    // (a) full, in rounds of ABBA order (rsync, walrus, walrus, rsync), each run into a fresh
+    // never-used directory; WALRUS_BENCH_FULL_ROUNDS rounds (default 2: four runs of each,
+    // because one pair is at the mercy of whatever else this shared machine runs). The
+    // line reports the means, the medians, and each run. A replica's first sync starts from
+    // the generation the primary has published (its watcher keeps it current), so walrus_s
+    // runs from the pull's start to the switch; the primary's rescan that precedes it here
+    // finds nothing new and is reported beside it, with the ratio it would give if it were
+    // counted ("ratio_with_rescan").
     // CPU seconds are counted for both (walrus: this process, which then does nothing else,
     // including the prune and spare after the switch; rsync: client plus daemon child).
+    let rounds: usize = std::env::var("WALRUS_BENCH_FULL_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2)
+        .max(1);
     let daemon_pid = daemon.id();
-    cold_cache(&src);
-    let (r1, rc1) = rsync_cpu(daemon_pid, || rsync_run(&src, port, "rsync"));
-    cold_cache(&src);
-    let c0 = cpu_s("self").0;
-    let (w1, s1, fetched, parts) = walrus.sync_report(&mut store).await;
-    let mut store2 = ReplicaStore::open(&dst.join("walrus2"), store_cfg()).unwrap();
-    let c1 = cpu_s("self").0;
-    cold_cache(&src);
-    let c2 = cpu_s("self").0;
-    let (w2, s2, _, _) = walrus.sync_report(&mut store2).await;
-    let c3 = cpu_s("self").0;
-    cold_cache(&src);
-    let (r2, rc2) = rsync_cpu(daemon_pid, || rsync_run(&src, port, "rsync2"));
-    drop(store2);
-    let (wc1, wc2) = (c1 - c0, c3 - c2);
-    let (p1, p2) = (w1 - s1, w2 - s2);
-    let rsync_s = (r1 + r2) / 2.0;
+    let (mut rs, mut rcs, mut ws, mut scans, mut wcs) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut first = None;
+    let mut spare_stores = Vec::new();
+    let rsync_once = |k: usize| {
+        cold_cache(&src);
+        let dest = if k == 0 {
+            "rsync".to_string()
+        } else {
+            format!("rsync{k}")
+        };
+        rsync_cpu(daemon_pid, || rsync_run(&src, port, &dest))
+    };
+    for round in 0..rounds {
+        let (r, rc) = rsync_once(2 * round);
+        rs.push(r);
+        rcs.push(rc);
+        for k in 0..2 {
+            let n = 2 * round + k;
+            let dir = if n == 0 {
+                "walrus".to_string()
+            } else {
+                format!("walrus{n}")
+            };
+            let mut st = ReplicaStore::open(&dst.join(dir), store_cfg()).unwrap();
+            cold_cache(&src);
+            let c0 = cpu_s("self").0;
+            let (w, scan, fetched, parts) = walrus.sync_report(&mut st).await;
+            wcs.push(cpu_s("self").0 - c0);
+            ws.push(w - scan);
+            scans.push(scan);
+            if n == 0 {
+                first = Some((st, fetched, parts));
+            } else {
+                spare_stores.push(st);
+            }
+        }
+        let (r, rc) = rsync_once(2 * round + 1);
+        rs.push(r);
+        rcs.push(rc);
+    }
+    drop(spare_stores);
+    let Some((mut store, fetched, parts)) = first else {
+        unreachable!("at least one round ran")
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let median = |v: &[f64]| percentile(&mut v.to_vec(), 0.5);
+    let list = |v: &[f64], digits: usize| {
+        let items: Vec<String> = v.iter().map(|x| format!("{x:.digits$}")).collect();
+        format!("[{}]", items.join(","))
+    };
+    let rsync_s = mean(&rs);
+    let with_rescan: Vec<f64> = ws.iter().zip(&scans).map(|(w, s)| w + s).collect();
     line(
         "full",
-        (p1 + p2) / 2.0,
+        mean(&ws),
         rsync_s,
         via,
         &format!(
-            ",\"walrus_runs_s\":[{p1:.3},{p2:.3}],\"rsync_runs_s\":[{r1:.3},{r2:.3}],\"primary_rescan_s\":[{s1:.3},{s2:.3}],\"walrus_cpu_s\":[{wc1:.2},{wc2:.2}],\"rsync_cpu_s\":[{rc1:.2},{rc2:.2}],\"walrus_with_rescan_s\":{:.3},\"ratio_with_rescan\":{:.2},\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}{}",
-            (w1 + w2) / 2.0,
-            rsync_s / ((w1 + w2) / 2.0),
+            ",\"ratio_of_medians\":{:.2},\"walrus_runs_s\":{},\"rsync_runs_s\":{},\"primary_rescan_s\":{},\"walrus_cpu_s\":{},\"rsync_cpu_s\":{},\"walrus_with_rescan_s\":{:.3},\"ratio_with_rescan\":{:.2},\"bytes\":{bytes},\"walrus_fetched\":{fetched}{parts}{}",
+            median(&rs) / median(&ws),
+            list(&ws, 3),
+            list(&rs, 3),
+            list(&scans, 3),
+            list(&wcs, 2),
+            list(&rcs, 2),
+            mean(&with_rescan),
+            rsync_s / mean(&with_rescan),
             walrus.link.stats_json()
         ),
     );
