@@ -3,9 +3,8 @@
 //! A [`Manifest`] lists every entry of a generation, sorted by path: directories, regular
 //! files (mode, size, mtime, blake3 content hash, an XXH3-128 transfer check, and for large
 //! files a list of content-defined chunks so a small change is sent as a small delta), and
-//! symlinks that
-//! stay inside the tree. Special files (devices, fifos, sockets), names that are not UTF-8
-//! and escaping symlinks are skipped with a warning. [`Manifest::check`] is applied to every
+//! symlinks that stay inside the tree. Special files (devices, fifos, sockets), names that
+//! are not UTF-8 and escaping symlinks are skipped with a warning. [`Manifest::check`] is applied to every
 //! manifest that arrives from the wire before anything is done with it.
 
 use super::path::{check_symlink_target, PathError, RelPath};
