@@ -204,6 +204,26 @@ enum DnsAction {
         #[arg(long)]
         key_name: Option<String>,
     },
+    /// Serve one area's zones from the embedded name server alone, without joining the
+    /// group: to try a layout through a real resolver before going live, or to keep an
+    /// area answering with its stored answer while its node is down.
+    ///
+    /// Example: walrus-node dns serve --config /etc/walrus/walrus.toml --area eu
+    ///
+    /// Answers exactly as `run` does for the area (same zones, NS set, delegations and
+    /// TTLs) with the stored answer (<dns.state_dir>/<area>.state) or, without one, the
+    /// home cluster's servers. Nothing changes the answer. SIGTERM or Ctrl-C stops it.
+    Serve {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/walrus/walrus.toml")]
+        config: PathBuf,
+        /// The area, as in [areas.NAME].
+        #[arg(long)]
+        area: String,
+        /// Listen here instead of the area's name_server address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -263,6 +283,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                     key_name,
                 },
         } => bind_config(config, area, zone_dir, key_name),
+        Command::Dns {
+            action:
+                DnsAction::Serve {
+                    config,
+                    area,
+                    listen,
+                },
+        } => tokio_runtime()?.block_on(dns_serve(config, area, listen)),
         Command::Status { addr, json } => tokio_runtime()?.block_on(async {
             let doc = walrus_node::status::fetch(addr).await?;
             if json {
@@ -464,6 +492,48 @@ fn bypass_cmd(action: BypassAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The area named on the command line, or an error listing the known ones.
+fn area_of<'a>(
+    config: &'a Config,
+    area: &AreaName,
+) -> anyhow::Result<&'a walrus_node::config::Area> {
+    config.areas.get(area).with_context(|| {
+        let known: Vec<&str> = config.areas.keys().map(|a| a.0.as_str()).collect();
+        format!("there is no area `{area}`; known: {}", known.join(", "))
+    })
+}
+
+async fn dns_serve(
+    config: PathBuf,
+    area: String,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    use walrus_actors::director::embedded::EmbeddedServer;
+    let config = Config::load(&config)?;
+    let area = AreaName(area);
+    let listen = listen.unwrap_or(area_of(&config, &area)?.name_server);
+    let server = EmbeddedServer::open_or(
+        area.clone(),
+        walrus_node::runtime::zone_layout(&config, &area)?,
+        walrus_node::runtime::state_file(&config, &area),
+        walrus_node::runtime::initial_answer(&config, &area),
+    )?;
+    server.set_steering(walrus_node::runtime::steering(&config).context("dns.steering")?);
+    let listening = server.bind(listen).await?;
+    tracing::info!(%area, addr = %listening.local_addr(), answer = ?server.state().www, "embedded name server listening (dns serve: the answer does not change)");
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    listening
+        .run(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
 fn bind_config(
     config: PathBuf,
     area: String,
@@ -473,10 +543,7 @@ fn bind_config(
     use walrus_actors::director::rfc2136::TsigKey;
     let config = Config::load(&config)?;
     let area = AreaName(area);
-    let a = config.areas.get(&area).with_context(|| {
-        let known: Vec<&str> = config.areas.keys().map(|a| a.0.as_str()).collect();
-        format!("there is no area `{area}`; known: {}", known.join(", "))
-    })?;
+    let a = area_of(&config, &area)?;
     let key_name = match (key_name, &a.tsig_key_file) {
         (Some(k), _) => k,
         (None, Some(f)) => {
