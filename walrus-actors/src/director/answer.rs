@@ -421,7 +421,12 @@ mod tests {
     #[test]
     fn area_www_holds_the_answer_with_its_ttl() {
         let st = state(&["10.0.0.1", "2001:db8::1"]);
-        let r = run(&st, "www.area-1.example.com.", RecordType::A, Transport::Udp);
+        let r = run(
+            &st,
+            "www.area-1.example.com.",
+            RecordType::A,
+            Transport::Udp,
+        );
         assert_eq!(r.response_code(), ResponseCode::NoError);
         assert!(r.authoritative());
         assert_eq!(r.id(), 4242);
@@ -479,10 +484,20 @@ mod tests {
         let addrs: Vec<String> = (0..60).map(|i| format!("2001:db8::{i:x}")).collect();
         let refs: Vec<&str> = addrs.iter().map(|s| s.as_str()).collect();
         let st = state(&refs);
-        let r = run(&st, "www.area-1.example.com.", RecordType::AAAA, Transport::Udp);
+        let r = run(
+            &st,
+            "www.area-1.example.com.",
+            RecordType::AAAA,
+            Transport::Udp,
+        );
         assert!(r.truncated());
         assert!(r.answers().is_empty());
-        let r = run(&st, "www.area-1.example.com.", RecordType::AAAA, Transport::Tcp);
+        let r = run(
+            &st,
+            "www.area-1.example.com.",
+            RecordType::AAAA,
+            Transport::Tcp,
+        );
         assert!(!r.truncated());
         assert_eq!(r.answers().len(), 60);
         // With EDNS 4096 the cap is 1232 bytes: 60 AAAA (~28 bytes each) still do not fit.
@@ -498,7 +513,12 @@ mod tests {
         // 25 IPv4 addresses (the paper's 20–30) fit in 512 bytes without EDNS.
         let v4: Vec<String> = (0..25).map(|i| format!("10.0.0.{i}")).collect();
         let st = state(&v4.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-        let r = run(&st, "www.area-1.example.com.", RecordType::A, Transport::Udp);
+        let r = run(
+            &st,
+            "www.area-1.example.com.",
+            RecordType::A,
+            Transport::Udp,
+        );
         assert!(!r.truncated());
         assert_eq!(r.answers().len(), 25);
     }
