@@ -398,8 +398,14 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
                 Some(false) => "qname-minimization=no\n",
                 None => "",
             };
+            // No security polling: its query for `….secpoll.powerdns.com` gets NXDOMAIN
+            // for `com` from our root, and with `root-nx-trust` (default on) PowerDNS then
+            // answers NXDOMAIN for every name under `com` for the root's negative TTL
+            // (seen: `www.example.com` "negatively cached via '.' & 'com'" right after
+            // start, a flushed cache or not).
             let conf = format!(
-                "local-address={addr}\nlocal-port=53\nquery-local-address={addr}\n\
+                "security-poll-suffix=\n\
+                 local-address={addr}\nlocal-port=53\nquery-local-address={addr}\n\
                  hint-file={ds}/root.hints\ndnssec=off\ndont-query=\nsocket-dir={ds}\n\
                  daemon=no\nwrite-pid=no\nthreads=1\ndisable-syslog=yes\nloglevel=4\n\
                  quiet=yes\nallow-from=0.0.0.0/0\n{qmin}"
