@@ -13,8 +13,9 @@
 //! served, and read back at start: after a restart the server answers with the last answer
 //! before any Controller is heard from.
 
+use super::answer::{respond_with, QueryContext, Transport};
 use super::steering::Steering;
-use super::zone::{respond_with, Transport, ZoneLayout, ZoneState};
+use super::zone::{ZoneLayout, ZoneState};
 use super::{Held, NameServer, NameServerError};
 use crate::director::zone::WwwRecords;
 use crate::model::AreaName;
@@ -22,6 +23,7 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,6 +81,9 @@ struct Inner {
     writer: Mutex<()>,
     /// Source steering of the site's `www` (empty: the paper's §7.2 answer).
     steering: RwLock<Steering>,
+    /// Counts answers: the rotation of address rrsets, so the first address cycles over
+    /// the cluster's servers from one reply to the next.
+    rotation: AtomicUsize,
 }
 
 impl EmbeddedServer {
@@ -114,6 +119,7 @@ impl EmbeddedServer {
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
                 steering: RwLock::new(Steering::none()),
+                rotation: AtomicUsize::new(0),
             }),
         })
     }
@@ -197,8 +203,12 @@ impl EmbeddedServer {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let target = steering.target_for(source);
-        respond_with(&self.inner.layout, &state, request, transport, target)
+        let ctx = QueryContext {
+            transport,
+            site_target: steering.target_for(source),
+            rotation: self.inner.rotation.fetch_add(1, Ordering::Relaxed),
+        };
+        respond_with(&self.inner.layout, &state, request, &ctx)
     }
 }
 
