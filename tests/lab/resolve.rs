@@ -511,14 +511,15 @@ pub fn require_all(opts: &MatrixOptions) -> Result<(), LabError> {
     for k in &opts.resolvers {
         let (program, package) = k.program();
         require(program, package)?;
+        // What flushes its cache (Knot Resolver's is a socket this module speaks to).
         let control = match k {
-            ResolverKind::Unbound | ResolverKind::UnboundFast => Some("unbound-control"),
-            ResolverKind::Bind => Some("rndc"),
-            ResolverKind::Pdns => Some("rec_control"),
+            ResolverKind::Unbound | ResolverKind::UnboundFast => Some(("unbound-control", package)),
+            ResolverKind::Bind => Some(("rndc", "bind9-utils")),
+            ResolverKind::Pdns => Some(("rec_control", package)),
             ResolverKind::Knot => None,
         };
-        if let Some(c) = control {
-            require(c, package)?;
+        if let Some((c, p)) = control {
+            require(c, p)?;
         }
     }
     Ok(())
