@@ -341,7 +341,7 @@ pub enum TransportError {
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     /// The UDP socket could not be bound or used.
-    #[error("socket {addr:?}: {source}")]
+    #[error("socket {}: {source}", .addr.map_or_else(|| "(unbound)".to_owned(), |a| a.to_string()))]
     Io {
         /// The address, if known.
         addr: Option<SocketAddr>,
