@@ -1357,9 +1357,10 @@ mod tests {
     fn an_unknown_home_cluster_names_file_line_field_and_the_known_ones() {
         let text = EXAMPLE.replace("home_cluster = \"c-eu\"", "home_cluster = \"c9\"");
         let err = parse(&text).unwrap_err();
-        let line = EXAMPLE
+        // The field's own line, not its table's.
+        let line = text
             .lines()
-            .position(|l| l.starts_with("[areas.eu]"))
+            .position(|l| l.starts_with("home_cluster = \"c9\""))
             .unwrap()
             + 1;
         assert_eq!(err.line, Some(line));
