@@ -43,6 +43,7 @@ fn decision(round: u64, answers: &[(&str, AreaAnswer)]) -> Decision {
             .map(|(a, ans)| (AreaName::from(*a), ans.clone()))
             .collect::<BTreeMap<_, _>>(),
         changes: vec![],
+        epoch: round,
     }
 }
 
