@@ -125,6 +125,7 @@ fn run_backend(args: &Args, backend: Backend) -> Vec<u128> {
         report_timeout: args.report_timeout,
         report_interval: args.report_interval,
         bin: args.bin.clone(),
+        directors_per_area: 1,
     });
     let ns = d.name_servers["a1"];
     let name = Name::from_ascii("www.area-a1.example.com.").unwrap();
