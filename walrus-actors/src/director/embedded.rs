@@ -610,6 +610,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_older_decision_is_refused_and_the_epoch_survives_a_restart() {
+        let d = tmpdir("fence");
+        let f = d.join("a1.state");
+        let open = || EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone()).unwrap();
+        let s = open();
+        let newer = WwwRecords::from_addrs(["10.2.2.2".parse().unwrap()], RecordTtl::DEFAULT);
+        let older = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        s.replace(&newer, &Fence::of(200)).await.unwrap();
+        // Restarted: the epoch is in the state file.
+        let s = open();
+        assert_eq!(s.held().await.unwrap().epoch, Some(200));
+        let e = s.replace(&older, &Fence::of(100)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NameServerError::Stale {
+                    held: 200,
+                    ours: 100,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(s.state().www, newer);
+        // A compare-and-swap against an epoch no longer held fails, retryably.
+        let raced = Fence {
+            epoch: 300,
+            expect: Some(150),
+            stamp: false,
+        };
+        let e = s.replace(&older, &raced).await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert_eq!(s.state().www, newer);
+        // The right expectation goes through.
+        s.replace(
+            &older,
+            &Fence {
+                expect: Some(200),
+                ..raced
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((s.state().www, s.state().epoch), (older, 300));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
     async fn unwritable_state_file_is_a_storage_error_and_nothing_changes() {
         let d = tmpdir("unwritable");
         // A directory where the temp file should go makes the write fail.
