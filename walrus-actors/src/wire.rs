@@ -29,6 +29,11 @@ pub enum WalrusMessage {
     },
     /// A Reporter's answer (sent on `Controllers`).
     Report(Report),
+    /// Fast failover (issue 23): a Reporter's PANIC sent at once when its web server went
+    /// down, outside the round (on `Controllers`). `round` is the last round the Reporter
+    /// answered; the master counts it for the round it is gathering, or starts an early
+    /// one (see `controller::round`).
+    Urgent(Report),
     /// A round's outcome (sent on `Controllers` and `Directors`).
     Decision(Decision),
     /// The Replicator primary has a new content generation (sent on `Replicators`, so

@@ -117,6 +117,29 @@ impl HttpUrl {
             format!("{}:{}", self.host, self.port)
         }
     }
+
+    /// Opens a TCP connection to `host:port` and closes it: the liveness probe of fast
+    /// failover (no request, so nothing shows in the server's hit counter). Refused when
+    /// nothing listens; Timeout when no answer within `timeout`.
+    pub async fn connect_probe(&self, timeout: Duration) -> Result<(), HttpError> {
+        let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(source)) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(HttpError::Refused {
+                    target: self.target(),
+                })
+            }
+            Ok(Err(source)) => Err(HttpError::Connect {
+                target: self.target(),
+                source,
+            }),
+            Err(_) => Err(HttpError::Timeout {
+                target: self.target(),
+                after: timeout,
+            }),
+        }
+    }
 }
 
 impl fmt::Display for HttpUrl {

@@ -26,6 +26,18 @@
 //! - `walrus-node bypass on|off [--for D]` calls [`bypass::write_bypass`] /
 //!   [`bypass::clear_bypass`] on the configured `bypass_file`.
 //!
+//! **Fast failover** (issue 23, beyond the paper; [`ReporterConfig::fast_failover`], on by
+//! default): between readings the gatherer probes the web server every `probe_interval`
+//! (100 ms) with a bare TCP connect to the status page's host and port
+//! ([`http::HttpUrl::connect_probe`]: no request, so the hit counter is untouched). The
+//! sans-IO [`state::ReporterState`] decides (rules 4-6 there): a refused probe is PANIC at
+//! once, and the first fall in a flap window raises an *urgent* report, which the actor
+//! multicasts on `Controllers` as [`crate::wire::WalrusMessage::Urgent`] at once, outside
+//! the round ([`ReporterHandle::next_urgent`]); a flapping server is held PANIC. Probes and
+//! readings share one task, so a reading that hangs (at most `web_timeout`) delays the
+//! probes behind it; a killed server is refused at once and never hangs a reading.
+//! `None` gives the paper's exact behaviour: readings only, reports only on request.
+//!
 //! Not done here: non-Linux OS statistics (every report is TEMPFAIL there, since `/proc`
 //! is missing).
 
@@ -37,7 +49,7 @@ pub mod state;
 pub mod web;
 
 use crate::model::{Generation, Report, Round, ServerName};
-use state::{BypassStatus, ReporterState, Snapshot};
+use state::{BypassStatus, FlapDamping, ProbeResult, ReporterState, Snapshot};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -78,6 +90,39 @@ pub enum WebSource {
     },
 }
 
+impl WebSource {
+    /// The page read (its host and port are what the liveness probe connects to).
+    pub fn url(&self) -> &str {
+        match self {
+            WebSource::Nginx { url, .. }
+            | WebSource::Apache { url, .. }
+            | WebSource::Probe { url, .. } => url,
+        }
+    }
+}
+
+/// Fast failover's settings in the Reporter (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastFailoverConfig {
+    /// Time between two liveness probes. Default 100 ms.
+    pub probe_interval: Duration,
+    /// How long one probe's connect may take; `panic_after` probes in a row without an
+    /// answer are PANIC (a refused one is at once). Default 200 ms.
+    pub probe_timeout: Duration,
+    /// Flap damping: window and hold (defaults 30 s and 10 s).
+    pub damping: FlapDamping,
+}
+
+impl Default for FastFailoverConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(200),
+            damping: FlapDamping::default(),
+        }
+    }
+}
+
 /// How a Reporter runs. Build with [`ReporterConfig::new`], which sets every default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReporterConfig {
@@ -103,6 +148,9 @@ pub struct ReporterConfig {
     /// How `https://` status pages and probes are verified. Default: the system CA
     /// bundle, the name in the URL.
     pub tls: http::TlsOptions,
+    /// Fast failover: liveness probes, urgent reports, flap damping. Default: on, with
+    /// [`FastFailoverConfig::default`]. None: the paper's behaviour.
+    pub fast_failover: Option<FastFailoverConfig>,
 }
 
 impl ReporterConfig {
@@ -118,6 +166,7 @@ impl ReporterConfig {
             bypass_file: PathBuf::from("/var/lib/walrus/bypass"),
             proc_root: PathBuf::from("/proc"),
             tls: http::TlsOptions::default(),
+            fast_failover: Some(FastFailoverConfig::default()),
         }
     }
 
@@ -168,6 +217,23 @@ impl ReporterConfig {
                 reason: "interval must be more than zero",
             });
         }
+        if let Some(ff) = &self.fast_failover {
+            let reason = if ff.probe_interval.is_zero() {
+                Some("fast_failover probe_interval must be more than zero")
+            } else if ff.probe_timeout.is_zero() {
+                Some("fast_failover probe_timeout must be more than zero")
+            } else if ff.damping.window.is_zero() {
+                Some("fast_failover flap window must be more than zero")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ReporterError::Invalid {
+                    server: self.server.clone(),
+                    reason,
+                });
+            }
+        }
         if self.panic_after == 0 {
             return Err(ReporterError::Invalid {
                 server: self.server.clone(),
@@ -206,6 +272,8 @@ pub struct ReporterHandle {
     server: ServerName,
     stale_after: Duration,
     latest: watch::Receiver<Snapshot>,
+    /// Urgent reports raised so far (fast failover).
+    urgent: watch::Receiver<u64>,
     generation: Arc<Mutex<Option<Generation>>>,
 }
 
@@ -242,6 +310,16 @@ impl ReporterHandle {
         Ok(self.latest.borrow_and_update().clone())
     }
 
+    /// Waits for the next urgent report (fast failover: the server just went down) and
+    /// returns it, built from the latest snapshot with `round` (the last round this
+    /// Reporter answered; the master counts it whatever its round). Err when the gatherer
+    /// has stopped.
+    pub async fn next_urgent(&mut self, round: Round) -> Result<Report, watch::error::RecvError> {
+        self.urgent.changed().await?;
+        self.urgent.borrow_and_update();
+        Ok(self.report(round))
+    }
+
     /// Sets the content generation the host serves (from the Replicator beside it).
     pub fn set_generation(&self, generation: Option<Generation>) {
         match self.generation.lock() {
@@ -265,6 +343,9 @@ pub struct Gatherer<W> {
     web: W,
     state: ReporterState,
     publish: watch::Sender<Snapshot>,
+    /// The liveness probe's target and settings (fast failover only).
+    probe: Option<(http::HttpUrl, FastFailoverConfig)>,
+    urgent: watch::Sender<u64>,
 }
 
 impl<W: WebReader> Gatherer<W> {
@@ -274,19 +355,41 @@ impl<W: WebReader> Gatherer<W> {
         web: W,
     ) -> Result<(Self, ReporterHandle), ReporterError> {
         config.validate()?;
+        let probe = match config.fast_failover {
+            None => None,
+            Some(ff) => {
+                let url = config
+                    .web
+                    .url()
+                    .parse::<http::HttpUrl>()
+                    .map_err(|source| ReporterError::BadUrl {
+                        server: config.server.clone(),
+                        source,
+                    })?;
+                Some((url, ff))
+            }
+        };
         let (publish, latest) = watch::channel(Snapshot::default());
+        let (urgent, urgent_rx) = watch::channel(0u64);
         let handle = ReporterHandle {
             server: config.server.clone(),
             stale_after: config.effective_stale_after(),
             latest,
+            urgent: urgent_rx,
             generation: Arc::new(Mutex::new(None)),
+        };
+        let state = match config.fast_failover {
+            Some(ff) => ReporterState::with_fast_failover(config.panic_after, ff.damping),
+            None => ReporterState::new(config.panic_after),
         };
         let gatherer = Self {
             proc: os::ProcReader::new(config.proc_root.clone()),
-            state: ReporterState::new(config.panic_after),
+            state,
             config,
             web,
             publish,
+            probe,
+            urgent,
         };
         Ok((gatherer, handle))
     }
@@ -299,21 +402,73 @@ impl<W: WebReader> Gatherer<W> {
         let bypass = BypassStatus::from_read(bypass::read_bypass(&self.config.bypass_file));
         let snapshot = self.state.handle_gathering(now, os, web, bypass).clone();
         self.publish.send_replace(snapshot.clone());
+        self.raise_urgent();
         snapshot
     }
 
-    /// Gathers every interval until `shutdown` completes. The first gathering is at once.
+    /// One liveness probe (fast failover): publishes the snapshot only when it changed.
+    /// None when fast failover is off.
+    pub async fn probe_once(&mut self) -> Option<Snapshot> {
+        let (url, ff) = self.probe.as_ref()?;
+        let result = match url.connect_probe(ff.probe_timeout).await {
+            Ok(()) => ProbeResult::Up,
+            Err(e) if e.is_refused() => ProbeResult::Refused {
+                reason: e.to_string(),
+            },
+            Err(e) => ProbeResult::NoAnswer {
+                reason: e.to_string(),
+            },
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let snapshot = self.state.handle_probe(now, result);
+        if *snapshot != *self.publish.borrow() {
+            self.publish.send_replace(snapshot.clone());
+        }
+        let snapshot = snapshot.clone();
+        self.raise_urgent();
+        Some(snapshot)
+    }
+
+    /// Hands an urgent report raised by the state to the actor (after the snapshot it is
+    /// built from was published).
+    fn raise_urgent(&mut self) {
+        if let Some(urgent) = self.state.poll_urgent() {
+            tracing::warn!(server = %self.config.server, reason = %urgent.reason, "web server down: urgent report");
+            self.urgent.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Gathers every interval (and probes every probe interval, with fast failover) until
+    /// `shutdown` completes. The first gathering is at once.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.config.interval);
         // A slow reading delays the next one rather than causing a burst.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prober = self.probe.as_ref().map(|(_, ff)| {
+            let mut t = tokio::time::interval(ff.probe_interval);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = async {
-                    ticker.tick().await;
-                    self.gather_once().await;
+                    let probe_tick = async {
+                        match prober.as_mut() {
+                            Some(t) => t.tick().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = ticker.tick() => {
+                            self.gather_once().await;
+                        }
+                        _ = probe_tick => {
+                            self.probe_once().await;
+                        }
+                    }
                 } => {}
             }
         }
@@ -380,6 +535,8 @@ mod tests {
             },
         );
         c.bypass_file = std::env::temp_dir().join("walrus-no-such-bypass-file");
+        // Scripted readings only: nothing listens on port 1 for a probe.
+        c.fast_failover = None;
         c
     }
 
@@ -390,6 +547,13 @@ mod tests {
         assert_eq!(c.effective_web_timeout(), Duration::from_secs(1));
         assert_eq!(c.effective_stale_after(), Duration::from_secs(3));
         assert_eq!(c.panic_after, 3);
+        let ff = ReporterConfig::new(c.server.clone(), c.web.clone())
+            .fast_failover
+            .expect("on by default");
+        assert_eq!(ff.probe_interval, Duration::from_millis(100));
+        assert_eq!(ff.probe_timeout, Duration::from_millis(200));
+        assert_eq!(ff.damping.window, Duration::from_secs(30));
+        assert_eq!(ff.damping.hold, Duration::from_secs(10));
     }
 
     #[test]
@@ -406,6 +570,18 @@ mod tests {
         };
         let e = c.web_reader().unwrap_err().to_string();
         assert!(e.starts_with("reporter for w1: bad URL"), "{e}");
+        let mut c = config();
+        c.fast_failover = Some(FastFailoverConfig {
+            probe_interval: Duration::ZERO,
+            ..FastFailoverConfig::default()
+        });
+        let e = Gatherer::with_reader(c, Scripted(VecDeque::new()))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("reporter for w1: fast_failover probe_interval must be more than zero")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -435,5 +611,37 @@ mod tests {
         task.await.unwrap();
         // The gatherer is gone: waiting ends (after any snapshot not yet seen).
         while handle.next_gathering().await.is_ok() {}
+    }
+
+    #[tokio::test]
+    async fn a_refused_probe_raises_an_urgent_panic_report() {
+        // A port where nothing listens (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut c = config();
+        c.web = WebSource::Nginx {
+            url: format!("http://127.0.0.1:{port}/nginx_status"),
+            max_workers: 10,
+        };
+        c.fast_failover = Some(FastFailoverConfig::default());
+        let (mut gatherer, mut handle) =
+            Gatherer::with_reader(c, Scripted(VecDeque::new())).unwrap();
+        let snap = gatherer.probe_once().await.expect("fast failover is on");
+        assert!(
+            matches!(snap.condition, state::Condition::Down { .. }),
+            "{snap:?}"
+        );
+        let r = handle.next_urgent(Round(41)).await.unwrap();
+        assert_eq!(r.round, Round(41));
+        let ReportBody::Panic { reason } = r.body else {
+            panic!("expected PANIC, got {:?}", r.body)
+        };
+        assert_eq!(
+            reason,
+            format!("web server down: liveness probe: connection to 127.0.0.1:{port} refused")
+        );
     }
 }

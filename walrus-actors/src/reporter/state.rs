@@ -17,12 +17,161 @@
 //! 3. **PANIC** when the web server refuses connections (nothing listens: it is down, at
 //!    once) or has failed `panic_after` readings in a row (status page failing, probe
 //!    failing, timeouts) — with the reason, for the human who gets the notification.
+//!
+//! **Fast failover (issue 23, beyond the paper).** Built with
+//! [`ReporterState::with_fast_failover`], the state also takes the results of a cheap
+//! liveness probe between readings ([`ReporterState::handle_probe`]: a TCP connect to the
+//! status page's host and port, every ~100 ms) and raises *urgent* reports
+//! ([`ReporterState::poll_urgent`]) that the actor multicasts at once, outside the round:
+//! 4. A probe that is refused makes the condition PANIC at once (as a refused reading
+//!    does); `panic_after` probes in a row without an answer do too (one slow connect on a
+//!    loaded host is not a failure).
+//! 5. Every transition from up to down (by a probe or a reading) raises one urgent report,
+//!    but at most one per [`FlapDamping::window`]: the master moves an area out at once
+//!    the first time, and learns of later falls at its normal rounds.
+//! 6. **Flap damping.** A server that goes down again within `window` of an earlier fall
+//!    (down, up, down) is *held* PANIC until it has been up continuously (every probe and
+//!    reading answering) for [`FlapDamping::hold`]; any fall during the hold starts it
+//!    again. Readings go on meanwhile, so statistics are ready when the hold ends. So a
+//!    flaky server costs its area at most one move out and one move back, however often
+//!    it flaps. The Controller's early rounds never re-admit a dead server (see
+//!    `controller::round`), so the short "up" between the first two falls moves nothing.
+//!
+//! Without fast failover (the paper's exact behaviour) no probe runs, nothing is urgent
+//! and nothing is held: the condition is that of the latest reading.
 
 use super::bypass::{Bypass, BypassError};
 use super::os::{os_stats, OsError, OsSample};
 use super::web::{WebError, WebReading};
 use crate::model::{Generation, Report, ReportBody, Round, ServerName, ServerStats, WebStats};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
+
+/// Flap damping of fast failover (see the module docs, rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlapDamping {
+    /// A fall within this time of the previous one is a flap; also the least time between
+    /// two urgent reports. Default 30 s.
+    pub window: Duration,
+    /// A flapping server is held PANIC until up continuously for this long. Default 10 s.
+    pub hold: Duration,
+}
+
+impl Default for FlapDamping {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(30),
+            hold: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one liveness probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// The server accepted a connection.
+    Up,
+    /// Nothing listens (connection refused): down at once.
+    Refused {
+        /// What the probe saw, for the PANIC reason.
+        reason: String,
+    },
+    /// No answer within the probe's timeout, or another connect error: down after
+    /// `panic_after` in a row.
+    NoAnswer {
+        /// What the probe saw.
+        reason: String,
+    },
+}
+
+/// An urgent report to multicast at once (fast failover, rule 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Urgent {
+    /// When the fall was seen.
+    pub at: Instant,
+    /// Why the server is down.
+    pub reason: String,
+}
+
+/// Fast failover's memory (see the module docs, rules 4-6).
+#[derive(Debug, Clone)]
+struct FastFailover {
+    damping: FlapDamping,
+    /// The server is down as last seen by a probe or a reading.
+    down: bool,
+    /// Probes in a row without an answer.
+    probe_misses: u32,
+    /// When the server went down, within the last `window`.
+    falls: VecDeque<Instant>,
+    /// Held PANIC for flapping: `Some(None)` while down, `Some(Some(t))` up since `t`.
+    held: Option<Option<Instant>>,
+    /// The last urgent report raised.
+    last_urgent: Option<Instant>,
+    /// The urgent report not yet polled.
+    pending: Option<Urgent>,
+}
+
+impl FastFailover {
+    /// A probe or reading saw the server down at `now`.
+    fn saw_down(&mut self, now: Instant, reason: &str) {
+        self.probe_misses = 0;
+        if let Some(up_since) = &mut self.held {
+            *up_since = None;
+        }
+        if self.down {
+            return;
+        }
+        self.down = true;
+        while self
+            .falls
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.damping.window)
+        {
+            self.falls.pop_front();
+        }
+        self.falls.push_back(now);
+        if self.falls.len() >= 2 {
+            self.held = Some(None);
+        }
+        let urgent_allowed = self
+            .last_urgent
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.damping.window);
+        if urgent_allowed {
+            self.last_urgent = Some(now);
+            self.pending = Some(Urgent {
+                at: now,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// A probe or reading saw the server answer at `now`.
+    fn saw_up(&mut self, now: Instant) {
+        self.down = false;
+        self.probe_misses = 0;
+        match self.held {
+            Some(None) => self.held = Some(Some(now)),
+            Some(Some(since)) if now.saturating_duration_since(since) >= self.damping.hold => {
+                self.held = None
+            }
+            _ => {}
+        }
+    }
+
+    /// The PANIC reason while the server is held for flapping.
+    fn hold_reason(&self, now: Instant) -> Option<String> {
+        let up_since = self.held?;
+        let up = up_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        Some(format!(
+            "web server flapping: down {} times within {} s; held PANIC until up for {} s \
+             (up for {} ms)",
+            self.falls.len(),
+            self.damping.window.as_secs(),
+            self.damping.hold.as_secs(),
+            up.as_millis()
+        ))
+    }
+}
 
 /// What the bypass file said at the latest gathering.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -83,7 +232,8 @@ pub struct Snapshot {
     /// The gathering at which the condition took its present kind (Starting, Stats,
     /// Transient or Down): "PANIC since gathering 812", whenever one looks.
     pub condition_since: u64,
-    /// When the latest gathering took its readings; None before the first.
+    /// When the latest gathering took its readings, or a liveness probe saw the server
+    /// fall (fast failover); None before either.
     pub at: Option<Instant>,
     /// The server's condition.
     pub condition: Condition,
@@ -172,6 +322,8 @@ pub struct ReporterState {
     previous: Option<Previous>,
     failures_in_a_row: u32,
     snapshot: Snapshot,
+    /// None: the paper's behaviour (no probe, nothing urgent, nothing held).
+    fast: Option<FastFailover>,
 }
 
 impl ReporterState {
@@ -183,7 +335,73 @@ impl ReporterState {
             previous: None,
             failures_in_a_row: 0,
             snapshot: Snapshot::default(),
+            fast: None,
         }
+    }
+
+    /// With fast failover: probes, urgent reports and flap damping (module docs, 4-6).
+    pub fn with_fast_failover(panic_after: u32, damping: FlapDamping) -> Self {
+        let mut s = Self::new(panic_after);
+        s.fast = Some(FastFailover {
+            damping,
+            down: false,
+            probe_misses: 0,
+            falls: VecDeque::new(),
+            held: None,
+            last_urgent: None,
+            pending: None,
+        });
+        s
+    }
+
+    /// The urgent report raised by the latest input, if any (at most one per window).
+    pub fn poll_urgent(&mut self) -> Option<Urgent> {
+        self.fast.as_mut()?.pending.take()
+    }
+
+    /// True while the server is held PANIC for flapping (rule 6).
+    pub fn is_held(&self) -> bool {
+        self.fast.as_ref().is_some_and(|f| f.held.is_some())
+    }
+
+    /// One liveness probe's result, at `now` (fast failover only; ignored otherwise).
+    /// Only a fall changes the snapshot; a server that answers again is measured from
+    /// the next reading (a period needs two), or stays held if it flapped.
+    pub fn handle_probe(&mut self, now: Instant, probe: ProbeResult) -> &Snapshot {
+        let panic_after = self.panic_after;
+        let Some(fast) = self.fast.as_mut() else {
+            return &self.snapshot;
+        };
+        let reason = match probe {
+            ProbeResult::Up => {
+                fast.saw_up(now);
+                return &self.snapshot;
+            }
+            ProbeResult::Refused { reason } => format!("web server down: liveness probe: {reason}"),
+            ProbeResult::NoAnswer { reason } => {
+                fast.probe_misses = fast.probe_misses.saturating_add(1);
+                let n = fast.probe_misses;
+                if n < panic_after {
+                    return &self.snapshot;
+                }
+                format!("web server down: {n} liveness probes in a row failed: {reason}")
+            }
+        };
+        fast.saw_down(now, &reason);
+        let reason = fast.hold_reason(now).unwrap_or(reason);
+        // A restarted server starts its counters again: measure from its next reading.
+        self.previous = None;
+        // The condition is as fresh as the probe (even before the first gathering).
+        self.snapshot.at = Some(now);
+        self.set_condition(Condition::Down { reason });
+        &self.snapshot
+    }
+
+    fn set_condition(&mut self, condition: Condition) {
+        if std::mem::discriminant(&condition) != std::mem::discriminant(&self.snapshot.condition) {
+            self.snapshot.condition_since = self.snapshot.gatherings;
+        }
+        self.snapshot.condition = condition;
     }
 
     /// The latest snapshot.
@@ -202,6 +420,7 @@ impl ReporterState {
         self.snapshot.gatherings += 1;
         self.snapshot.at = Some(now);
         self.snapshot.bypass = bypass;
+        let web_ok = web.is_ok();
         let condition = match (os, web) {
             (_, Err(e)) => self.web_failed(&e),
             (Err(e), Ok(_)) => {
@@ -219,10 +438,21 @@ impl ReporterState {
                 }
             }
         };
-        if std::mem::discriminant(&condition) != std::mem::discriminant(&self.snapshot.condition) {
-            self.snapshot.condition_since = self.snapshot.gatherings;
-        }
-        self.snapshot.condition = condition;
+        let condition = match (self.fast.as_mut(), condition) {
+            (None, c) => c,
+            (Some(fast), c) => {
+                match &c {
+                    Condition::Down { reason } => fast.saw_down(now, reason),
+                    _ if web_ok => fast.saw_up(now),
+                    _ => {}
+                }
+                match fast.hold_reason(now) {
+                    Some(reason) => Condition::Down { reason },
+                    None => c,
+                }
+            }
+        };
+        self.set_condition(condition);
         &self.snapshot
     }
 
@@ -541,5 +771,195 @@ mod tests {
             panic!("expected stats")
         };
         assert_eq!(st.web.hits, 7);
+    }
+
+    // ---- fast failover (issue 23): rules 4-6 of the module docs ----
+
+    const WINDOW: Duration = Duration::from_secs(30);
+    const HOLD: Duration = Duration::from_secs(10);
+
+    fn fast() -> ReporterState {
+        ReporterState::with_fast_failover(
+            3,
+            FlapDamping {
+                window: WINDOW,
+                hold: HOLD,
+            },
+        )
+    }
+
+    /// A fast-failover state with statistics, at `t0` and `t0 + 1 s`.
+    fn fast_with_stats(t0: Instant) -> ReporterState {
+        let mut s = fast();
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), BypassStatus::Off);
+        s.handle_gathering(t0 + SEC, Ok(os(2)), Ok(web(2)), BypassStatus::Off);
+        assert!(matches!(body(&s, t0 + SEC), ReportBody::Stats(_)));
+        s
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn probe_refused() -> ProbeResult {
+        ProbeResult::Refused {
+            reason: "connection to 127.0.0.1:8080 refused".into(),
+        }
+    }
+
+    fn probe_silent() -> ProbeResult {
+        ProbeResult::NoAnswer {
+            reason: "no answer from 127.0.0.1:8080 within 200ms".into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_probe_is_panic_at_once_with_one_urgent_report() {
+        let t0 = Instant::now();
+        let mut s = fast_with_stats(t0);
+        let t = t0 + SEC + 100 * MS;
+        s.handle_probe(t, probe_refused());
+        let reason = "web server down: liveness probe: connection to 127.0.0.1:8080 refused";
+        assert_eq!(panic_reason(&body(&s, t)), reason);
+        assert_eq!(
+            s.poll_urgent(),
+            Some(Urgent {
+                at: t,
+                reason: reason.into()
+            })
+        );
+        assert_eq!(s.poll_urgent(), None, "polled once");
+        // Still down: no second urgent report.
+        s.handle_probe(t + 100 * MS, probe_refused());
+        assert_eq!(s.poll_urgent(), None);
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn silent_probes_panic_only_after_panic_after_in_a_row() {
+        let t0 = Instant::now();
+        let mut s = fast_with_stats(t0);
+        let t = t0 + SEC;
+        s.handle_probe(t, probe_silent());
+        s.handle_probe(t, probe_silent());
+        assert!(matches!(body(&s, t), ReportBody::Stats(_)));
+        // An answer in between starts the count again.
+        s.handle_probe(t, ProbeResult::Up);
+        s.handle_probe(t, probe_silent());
+        s.handle_probe(t, probe_silent());
+        assert!(matches!(body(&s, t), ReportBody::Stats(_)));
+        assert_eq!(s.poll_urgent(), None);
+        s.handle_probe(t, probe_silent());
+        assert_eq!(
+            panic_reason(&body(&s, t)),
+            "web server down: 3 liveness probes in a row failed: no answer from 127.0.0.1:8080 within 200ms"
+        );
+        assert!(s.poll_urgent().is_some());
+    }
+
+    #[test]
+    fn a_refused_reading_raises_the_urgent_report_too() {
+        let t0 = Instant::now();
+        let mut s = fast_with_stats(t0);
+        let t = t0 + 2 * SEC;
+        s.handle_gathering(t, Ok(os(3)), Err(refused()), BypassStatus::Off);
+        let u = s.poll_urgent().expect("urgent");
+        assert_eq!(u.at, t);
+        assert!(u.reason.starts_with("web server down: http://"), "{u:?}");
+    }
+
+    #[test]
+    fn one_fall_then_recovery_is_not_held() {
+        let t0 = Instant::now();
+        let mut s = fast_with_stats(t0);
+        let t = t0 + 2 * SEC;
+        s.handle_probe(t, probe_refused());
+        s.handle_probe(t + SEC, ProbeResult::Up);
+        s.handle_gathering(t + SEC, Ok(os(3)), Ok(web(1)), BypassStatus::Off);
+        tempfail(&body(&s, t + SEC));
+        s.handle_gathering(t + 2 * SEC, Ok(os(4)), Ok(web(3)), BypassStatus::Off);
+        assert!(matches!(body(&s, t + 2 * SEC), ReportBody::Stats(_)));
+        assert!(!s.is_held());
+    }
+
+    #[test]
+    fn urgent_reports_at_most_one_per_window() {
+        let t0 = Instant::now();
+        let mut s = fast_with_stats(t0);
+        let t = t0 + 2 * SEC;
+        s.handle_probe(t, probe_refused());
+        assert!(s.poll_urgent().is_some());
+        s.handle_probe(t + SEC, ProbeResult::Up);
+        s.handle_probe(t + 2 * SEC, probe_refused());
+        assert_eq!(s.poll_urgent(), None, "second fall within the window");
+        // A whole window later (and up long enough to be released), a fall is urgent again.
+        let later = t + WINDOW + 2 * SEC;
+        s.handle_probe(later - HOLD - SEC, ProbeResult::Up);
+        s.handle_probe(later - SEC, ProbeResult::Up);
+        assert!(!s.is_held());
+        s.handle_probe(later, probe_refused());
+        assert_eq!(s.poll_urgent().map(|u| u.at), Some(later));
+    }
+
+    #[test]
+    fn a_flapping_server_is_held_panic_until_up_for_the_hold_time() {
+        let t0 = Instant::now();
+        let mut s = fast_with_stats(t0);
+        let mut t = t0 + 2 * SEC;
+        // Down, up, down within the window: held.
+        s.handle_probe(t, probe_refused());
+        assert!(s.poll_urgent().is_some(), "the first fall is urgent");
+        s.handle_probe(t + 300 * MS, ProbeResult::Up);
+        assert!(!s.is_held(), "one fall is not a flap");
+        t += 600 * MS;
+        s.handle_probe(t, probe_refused());
+        assert!(s.is_held());
+        // Up again, readings fine: still PANIC, with the reason, until up for HOLD.
+        t += 300 * MS;
+        s.handle_probe(t, ProbeResult::Up);
+        let up_at = t;
+        s.handle_gathering(t, Ok(os(3)), Ok(web(1)), BypassStatus::Off);
+        s.handle_gathering(t + SEC, Ok(os(4)), Ok(web(3)), BypassStatus::Off);
+        assert_eq!(
+            panic_reason(&body(&s, t + SEC)),
+            "web server flapping: down 2 times within 30 s; held PANIC until up for 10 s (up for 1000 ms)"
+        );
+        // A fall during the hold starts it again (and raises nothing urgent).
+        t += 5 * SEC;
+        s.handle_probe(t, probe_refused());
+        s.handle_probe(t + 100 * MS, ProbeResult::Up);
+        let up_at_2 = t + 100 * MS;
+        s.handle_gathering(up_at + HOLD, Ok(os(5)), Ok(web(5)), BypassStatus::Off);
+        panic_reason(&body(&s, up_at + HOLD));
+        assert!(s.is_held(), "the hold restarted at the fall");
+        // Up continuously for HOLD since then: released, statistics at once.
+        s.handle_probe(up_at_2 + HOLD, ProbeResult::Up);
+        assert!(!s.is_held());
+        s.handle_gathering(up_at_2 + HOLD, Ok(os(6)), Ok(web(9)), BypassStatus::Off);
+        assert!(matches!(body(&s, up_at_2 + HOLD), ReportBody::Stats(_)));
+        let urgent: Vec<Urgent> = std::iter::from_fn(|| s.poll_urgent()).collect();
+        assert_eq!(urgent, vec![], "only the first fall was urgent");
+    }
+
+    #[test]
+    fn without_fast_failover_probes_are_ignored_and_nothing_is_held() {
+        let t0 = Instant::now();
+        let mut s = ReporterState::new(3);
+        s.handle_gathering(t0, Ok(os(1)), Ok(web(1)), BypassStatus::Off);
+        s.handle_gathering(t0 + SEC, Ok(os(2)), Ok(web(2)), BypassStatus::Off);
+        s.handle_probe(t0 + SEC, probe_refused());
+        assert!(matches!(body(&s, t0 + SEC), ReportBody::Stats(_)));
+        // Readings down, up, down, up: the condition follows the latest reading.
+        for (i, up) in [false, true, false, true, true].into_iter().enumerate() {
+            let t = t0 + SEC * (i as u32 + 2);
+            let w = if up {
+                Ok(web(i as u64 + 3))
+            } else {
+                Err(refused())
+            };
+            s.handle_gathering(t, Ok(os(i as u64 + 3)), w, BypassStatus::Off);
+            assert_eq!(s.poll_urgent(), None);
+        }
+        assert!(matches!(body(&s, t0 + 6 * SEC), ReportBody::Stats(_)));
+        assert!(!s.is_held());
     }
 }
