@@ -1073,6 +1073,7 @@ mod tests {
                 .into(),
                 cluster_loads: [(ClusterName::from("c-us"), Some(0.25))].into(),
                 duration: Duration::from_millis(400),
+                early: false,
                 generations: [(ServerName::from("us-1"), Generation(4))].into(),
                 newest_generation: Some(Generation(5)),
             }),

@@ -5,6 +5,7 @@
 //! ```text
 //!  Membership of `Controllers` ─ first member == me? ─▶ handle_became_master / lost / merge
 //!  Report on `Controllers`     ─▶ handle_report
+//!  Urgent on `Controllers`     ─▶ handle_urgent (fast failover: may start an early round)
 //!  Decision on `Controllers`   ─▶ handle_decision (not our own)
 //!  timer (poll_timeout)        ─▶ handle_timeout
 //!  ControllerCommand::Reconfigure (SIGHUP) ─▶ handle_reconfigure, new Notifier
@@ -264,6 +265,13 @@ impl<S: GroupSession> Shell<S> {
                             }
                             Ok(_) => {}
                             Err(e) => tracing::debug!(error = %e, "report ignored"),
+                        }
+                    }
+                    Ok(WalrusMessage::Urgent(r)) => {
+                        let server = r.server.clone();
+                        match self.machine.handle_urgent(now(), r) {
+                            Ok(taken) => tracing::info!(%server, ?taken, "urgent report"),
+                            Err(e) => tracing::debug!(error = %e, "urgent report ignored"),
                         }
                     }
                     Ok(WalrusMessage::Generation { generation, .. }) => {

@@ -356,9 +356,12 @@ pub fn assign(input: &Input<'_>) -> Outcome {
     assign_with(input, Rules::ALL)
 }
 
-/// Switches that exist only so tests can show a rule matters.
+/// Switches that exist so tests can show a rule matters, and for the early rounds of fast
+/// failover (no phase 4, see [`super::round`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rules {
+    /// Phase 4 runs at all (off in an early round: only phases 1-3 and record sets).
+    pub(crate) load_balancing: bool,
     /// Phase 4 gives at most one area to each cluster per round (paper §6.2).
     pub(crate) one_per_cluster: bool,
     /// Phase 4 damps an area that moves straight back to the cluster it just left.
@@ -370,6 +373,7 @@ pub(crate) struct Rules {
 
 impl Rules {
     pub(crate) const ALL: Rules = Rules {
+        load_balancing: true,
         one_per_cluster: true,
         ping_pong_damping: true,
         known_loads_only: true,
@@ -671,7 +675,8 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     remaining.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut given: BTreeSet<ClusterName> = BTreeSet::new();
     for (cur_load, area, cur) in remaining {
-        let best = if rules.known_loads_only && !known(&cur) {
+        // Without load balancing (an early round) every remaining area stays.
+        let best = if !rules.load_balancing || (rules.known_loads_only && !known(&cur)) {
             None
         } else {
             ranked.iter().find(|(_, c)| {

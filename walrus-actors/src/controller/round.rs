@@ -43,9 +43,37 @@
 //! This relies on the group's total order delivering a round's reports before its
 //! decision (the `Agreed` service); a backup that missed some reports keeps a slightly
 //! older history, which costs at most one duplicate notification.
+//!
+//! **Fast failover (issue 23, beyond the paper; [`RoundConfig::fast_failover`], on by
+//! default).** A Reporter whose web server goes down multicasts an urgent PANIC at once
+//! ([`crate::wire::WalrusMessage::Urgent`]); the master takes it through
+//! [`RoundMachine::handle_urgent`]:
+//! - while a round is gathering, it counts as that round's report for the server
+//!   (replacing an earlier one: it is newer), and may close the round if it was the last;
+//! - between rounds, it starts the next round at once: an **early round**. Same
+//!   numbering, same request to every Reporter, same gathering and closing, same reasons
+//!   in the log (prefixed "early round (urgent report from S)"), at most one move per
+//!   cluster — with two differences: phase 4 (load balancing) does not run, so an early
+//!   round only drops dead servers from answers and moves areas whose cluster has no
+//!   working server left (phases 1-3); and a server that was dead at the last round stays
+//!   dead (observed as it was, with a reason saying so), so it is re-admitted only at a
+//!   normal round. Re-admission by an early round is what would let a flapping server
+//!   pull its area back and forth at the speed of its flaps; the Reporter's own damping
+//!   (see `reporter::state`) holds such a server PANIC anyway.
+//! - The round after an early round keeps the normal schedule (the time the next round
+//!   was due before the urgent report), and at most one early round starts per
+//!   `round_period`: a later urgent report waits for the next normal round (less than a
+//!   period away), so urgent reports can never shorten rounds indefinitely.
+//! - Backups ignore urgent reports: the Reporter answers the round's request with the same
+//!   PANIC, which they shadow as usual. A backup shadows an early round with all four
+//!   phases (the decision does not say it was early); what differs is at most a phase-4
+//!   hysteresis entry, and only if the master dies right then.
+//!
+//! Off, the machine refuses urgent reports and behaves as the paper's.
 
 use crate::controller::assign::{
-    assign, History, Input, Observation, Outcome, Params, ServerState,
+    assign, assign_with, DeadCause, History, Input, Observation, Outcome, Params, Rules,
+    ServerState,
 };
 use crate::controller::load::{self, LoadFormula, StatsError};
 use crate::controller::notify::Event;
@@ -68,6 +96,9 @@ pub struct RoundConfig {
     pub params: Params,
     /// How a report's statistics become a load.
     pub load: LoadFormula,
+    /// Fast failover: an urgent report starts an early round at once (see the module
+    /// docs). Default: true. False: urgent reports are ignored (the paper's rounds).
+    pub fast_failover: bool,
 }
 
 impl Default for RoundConfig {
@@ -84,6 +115,7 @@ impl RoundConfig {
             report_timeout: round_period.mul_f64(0.4),
             params: Params::default(),
             load: LoadFormula::default(),
+            fast_failover: true,
         }
     }
 }
@@ -161,6 +193,8 @@ pub struct RoundStatus {
     pub cluster_loads: BTreeMap<ClusterName, Option<f64>>,
     /// Time from the round's report request to its decision (for metrics).
     pub duration: Duration,
+    /// True for an early round (fast failover: started by an urgent report, no phase 4).
+    pub early: bool,
     /// The content generation each server reported serving, when a Replicator runs
     /// beside it (the last one reported, this round or before).
     pub generations: BTreeMap<ServerName, Generation>,
@@ -241,6 +275,40 @@ pub enum ReportIgnored {
         /// The round.
         round: Round,
     },
+    /// An urgent report while fast failover is off.
+    #[error("urgent report from {server}: fast failover is off")]
+    FastFailoverOff {
+        /// The reporting server.
+        server: ServerName,
+    },
+    /// An urgent report that says the server works (neither PANIC nor BYPASS).
+    #[error("urgent report from {server} says nothing is wrong")]
+    NotUrgent {
+        /// The reporting server.
+        server: ServerName,
+    },
+    /// An urgent report to a backup (it shadows the round's report instead).
+    #[error("urgent report from {server}: not master")]
+    NotMaster {
+        /// The reporting server.
+        server: ServerName,
+    },
+}
+
+/// What the master did with an urgent report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrgentTaken {
+    /// It started this early round.
+    EarlyRound(Round),
+    /// It counts as the report of the round being gathered.
+    InRound(Round),
+    /// An early round already ran less than a `round_period` ago: the next normal round,
+    /// at `next_at`, will see the server's PANIC.
+    Deferred {
+        /// When the next round starts.
+        next_at: Instant,
+    },
 }
 
 /// Why a decision from another Controller was not adopted.
@@ -279,7 +347,18 @@ enum Role {
         started: Instant,
         deadline: Instant,
         reports: BTreeMap<ServerName, Observation>,
+        /// Some for an early round (fast failover).
+        early: Option<Early>,
     },
+}
+
+/// What an early round needs to remember.
+#[derive(Debug, Clone)]
+struct Early {
+    /// The server whose urgent report started it (for the log).
+    trigger: ServerName,
+    /// When the next normal round was due: the schedule is kept.
+    resume_at: Instant,
 }
 
 /// The deployment's first rounds (numbered across failovers), during which a silent
@@ -315,6 +394,11 @@ pub struct RoundMachine {
     generations: BTreeMap<ServerName, Generation>,
     /// The newest content generation announced or reported.
     newest_generation: Option<Generation>,
+    /// Each server's state at the last round closed (or shadowed): an early round does
+    /// not re-admit a server that was dead.
+    last_states: BTreeMap<ServerName, ServerState>,
+    /// When the last early round started (at most one per `round_period`).
+    last_early: Option<Instant>,
     outputs: VecDeque<Output>,
 }
 
@@ -339,6 +423,8 @@ impl RoundMachine {
             rebase: false,
             generations: BTreeMap::new(),
             newest_generation: None,
+            last_states: BTreeMap::new(),
+            last_early: None,
             outputs: VecDeque::new(),
         }
     }
@@ -390,7 +476,7 @@ impl RoundMachine {
             self.max_round = self.max_round.max(*r);
         }
         self.shadow.clear();
-        self.start_round(now);
+        self.start_round(now, None);
     }
 
     /// This Controller is no longer first in the membership list: it stops at once. The
@@ -420,7 +506,7 @@ impl RoundMachine {
         }
         self.resend.extend(self.topology.areas.keys().cloned());
         if matches!(self.role, Role::Gathering { .. }) {
-            self.start_round(now);
+            self.start_round(now, None);
         }
     }
 
@@ -459,34 +545,7 @@ impl RoundMachine {
         if !self.servers.contains(&server) {
             return Err(ReportIgnored::UnknownServer { server });
         }
-        if let Some(g) = generation {
-            self.handle_generation(now, g);
-            self.generations.insert(server.clone(), g);
-        }
-        let mut corrections = Vec::new();
-        let observation = match body {
-            // A live server's figures never make it dead (see `load`): out-of-range ones
-            // are clamped, meaningless ones count as TEMPFAIL.
-            ReportBody::Stats(stats) => match load::sanitize(&stats) {
-                Ok((stats, fixed)) => {
-                    corrections = fixed;
-                    Observation::Load(self.config.load.load(&stats, self.config.params.threshold))
-                }
-                Err(meaningless) => {
-                    corrections = vec![meaningless];
-                    Observation::TempFail
-                }
-            },
-            ReportBody::TempFail { .. } => Observation::TempFail,
-            ReportBody::Bypass { reason } => Observation::Bypass { reason },
-            ReportBody::Panic { reason } => Observation::Panic { reason },
-        };
-        let observation = stale_content(
-            observation,
-            generation,
-            self.newest_generation,
-            self.config.params.max_generation_lag,
-        );
+        let (observation, corrections) = self.observe(now, &server, body, generation);
         match &mut self.role {
             Role::Gathering { round, reports, .. } => {
                 if got != *round {
@@ -523,6 +582,101 @@ impl RoundMachine {
                 Ok(corrections)
             }
         }
+    }
+
+    /// Fast failover: an urgent report (PANIC or BYPASS sent by a Reporter the moment its
+    /// server went down) arrived on `Controllers`. See the module docs for the rules.
+    pub fn handle_urgent(
+        &mut self,
+        now: Instant,
+        report: Report,
+    ) -> Result<UrgentTaken, ReportIgnored> {
+        let Report {
+            server,
+            body,
+            generation,
+            ..
+        } = report;
+        if !self.servers.contains(&server) {
+            return Err(ReportIgnored::UnknownServer { server });
+        }
+        if !self.config.fast_failover {
+            return Err(ReportIgnored::FastFailoverOff { server });
+        }
+        if !matches!(body, ReportBody::Panic { .. } | ReportBody::Bypass { .. }) {
+            return Err(ReportIgnored::NotUrgent { server });
+        }
+        let (observation, _) = self.observe(now, &server, body, generation);
+        match &mut self.role {
+            Role::Backup => Err(ReportIgnored::NotMaster { server }),
+            Role::Gathering { round, reports, .. } => {
+                let round = *round;
+                reports.insert(server, observation);
+                if reports.len() == self.servers.len() {
+                    self.close_round(now);
+                }
+                Ok(UrgentTaken::InRound(round))
+            }
+            Role::Idle { next_at } => {
+                let next_at = *next_at;
+                let period = self.config.round_period;
+                if self.last_early.is_some_and(|t| now < t + period) {
+                    return Ok(UrgentTaken::Deferred { next_at });
+                }
+                self.last_early = Some(now);
+                let round = self.start_round(
+                    now,
+                    Some(Early {
+                        trigger: server.clone(),
+                        resume_at: next_at,
+                    }),
+                );
+                if let Role::Gathering { reports, .. } = &mut self.role {
+                    reports.insert(server, observation);
+                }
+                Ok(UrgentTaken::EarlyRound(round))
+            }
+        }
+    }
+
+    /// A report's body as this round's observation of `server` (the load formula, the
+    /// sanitizer's corrections, the content-lag rule); notes its generation.
+    fn observe(
+        &mut self,
+        now: Instant,
+        server: &ServerName,
+        body: ReportBody,
+        generation: Option<Generation>,
+    ) -> (Observation, Vec<StatsError>) {
+        if let Some(g) = generation {
+            self.handle_generation(now, g);
+            self.generations.insert(server.clone(), g);
+        }
+        let mut corrections = Vec::new();
+        let observation = match body {
+            // A live server's figures never make it dead (see `load`): out-of-range ones
+            // are clamped, meaningless ones count as TEMPFAIL.
+            ReportBody::Stats(stats) => match load::sanitize(&stats) {
+                Ok((stats, fixed)) => {
+                    corrections = fixed;
+                    Observation::Load(self.config.load.load(&stats, self.config.params.threshold))
+                }
+                Err(meaningless) => {
+                    corrections = vec![meaningless];
+                    Observation::TempFail
+                }
+            },
+            ReportBody::TempFail { .. } => Observation::TempFail,
+            ReportBody::Bypass { reason } => Observation::Bypass { reason },
+            ReportBody::Panic { reason } => Observation::Panic { reason },
+        };
+        let observation = stale_content(
+            observation,
+            generation,
+            self.newest_generation,
+            self.config.params.max_generation_lag,
+        );
+        (observation, corrections)
     }
 
     /// A decision from another Controller arrived on `Controllers` (the driver does not
@@ -581,6 +735,7 @@ impl RoundMachine {
                 now,
             });
             self.history = out.history;
+            self.last_states = out.states;
         }
         self.shadow.retain(|r, _| *r > decision.round);
         self.last = Some(decision);
@@ -595,7 +750,7 @@ impl RoundMachine {
             Role::Backup => {}
             Role::Idle { next_at } => {
                 if now >= *next_at {
-                    self.start_round(now);
+                    self.start_round(now, None);
                 }
             }
             Role::Gathering { deadline, .. } => {
@@ -676,7 +831,7 @@ impl RoundMachine {
         observations
     }
 
-    fn start_round(&mut self, now: Instant) {
+    fn start_round(&mut self, now: Instant, early: Option<Early>) -> Round {
         let round = Round(self.max_round.0 + 1);
         self.max_round = round;
         self.role = Role::Gathering {
@@ -684,8 +839,33 @@ impl RoundMachine {
             started: now,
             deadline: now + self.config.report_timeout,
             reports: BTreeMap::new(),
+            early,
         };
         self.outputs.push_back(Output::RequestReports { round });
+        round
+    }
+
+    /// An early round does not re-admit a server that was dead at the last round: one
+    /// that answers now (load or TEMPFAIL) is observed as it was, with a reason saying so.
+    fn keep_dead(&self, round: Round, observations: &mut BTreeMap<ServerName, Observation>) {
+        for (server, state) in &self.last_states {
+            let ServerState::Dead(cause) = state else {
+                continue;
+            };
+            let Some(obs) = observations.get_mut(server) else {
+                continue;
+            };
+            if !matches!(obs, Observation::Load(_) | Observation::TempFail) {
+                continue;
+            }
+            let reason =
+                format!("dead before early round {round}: re-admitted only at a normal round");
+            *obs = match cause {
+                DeadCause::Panic => Observation::Panic { reason },
+                DeadCause::Bypass => Observation::Bypass { reason },
+                DeadCause::NoAnswer => Observation::NoAnswer,
+            };
+        }
     }
 
     fn close_round(&mut self, now: Instant) {
@@ -693,6 +873,7 @@ impl RoundMachine {
             round,
             started,
             reports,
+            early,
             ..
         } = std::mem::replace(&mut self.role, Role::Backup)
         else {
@@ -710,24 +891,45 @@ impl RoundMachine {
             }
         };
         let received = reports.len();
-        let reports = self.start_up_observations(round, reports);
+        let mut reports = self.start_up_observations(round, reports);
+        let rules = if early.is_some() {
+            self.keep_dead(round, &mut reports);
+            Rules {
+                load_balancing: false,
+                ..Rules::ALL
+            }
+        } else {
+            Rules::ALL
+        };
         let Outcome {
             answers,
-            changes,
+            mut changes,
             notifications,
             states,
             cluster_loads,
             history,
-        } = assign(&Input {
-            topology: &self.topology,
-            observations: &reports,
-            history: &self.history,
-            current,
-            params: &self.config.params,
-            round,
-            now,
-        });
+        } = assign_with(
+            &Input {
+                topology: &self.topology,
+                observations: &reports,
+                history: &self.history,
+                current,
+                params: &self.config.params,
+                round,
+                now,
+            },
+            rules,
+        );
+        if let Some(e) = &early {
+            for c in &mut changes {
+                c.reason = format!(
+                    "early round (urgent report from {}): {}",
+                    e.trigger, c.reason
+                );
+            }
+        }
         self.history = history;
+        self.last_states = states.clone();
         let mut apply: BTreeMap<AreaName, AreaAnswer> = BTreeMap::new();
         for area in changes
             .iter()
@@ -757,12 +959,16 @@ impl RoundMachine {
             states,
             cluster_loads,
             duration: now.saturating_duration_since(started),
+            early: early.is_some(),
             generations: self.generations.clone(),
             newest_generation: self.newest_generation,
         }));
         self.last = Some(decision);
-        let next_at = (started + self.config.round_period).max(now);
-        self.role = Role::Idle { next_at };
+        // An early round keeps the normal schedule: the next round starts when it was due.
+        let due = early.map_or(started + self.config.round_period, |e| e.resume_at);
+        self.role = Role::Idle {
+            next_at: due.max(now),
+        };
     }
 }
 
@@ -1819,5 +2025,336 @@ mod tests {
             drain(&mut m),
             vec![Output::RequestReports { round: Round(2) }]
         );
+    }
+
+    // ---- fast failover (issue 23): early rounds ----
+
+    fn panic_report(server: &str, round: u64) -> Report {
+        Report {
+            server: server.into(),
+            round: Round(round),
+            body: ReportBody::Panic {
+                reason: "web server down: liveness probe: connection refused".into(),
+            },
+            generation: None,
+        }
+    }
+
+    fn decision_of(out: &[Output]) -> &Decision {
+        match out.first() {
+            Some(Output::Multicast(d)) => d,
+            _ => panic!("no decision first in {out:#?}"),
+        }
+    }
+
+    fn status_of(out: &[Output]) -> &RoundStatus {
+        match out.last() {
+            Some(Output::Status(s)) => s,
+            _ => panic!("no status last in {out:#?}"),
+        }
+    }
+
+    /// A master that closed round 1 (everyone at 0.1) and drained its outputs.
+    fn idle_master(t0: Instant) -> RoundMachine {
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        m
+    }
+
+    #[test]
+    fn an_urgent_report_between_rounds_starts_an_early_round_at_once() {
+        let t0 = Instant::now();
+        let mut m = idle_master(t0);
+        let t = t0 + Duration::from_millis(300);
+        assert_eq!(
+            m.handle_urgent(t, panic_report("c1-s1", 1)),
+            Ok(UrgentTaken::EarlyRound(Round(2)))
+        );
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(2) }]
+        );
+        // The urgent report is c1-s1's report of round 2: its regular answer is a duplicate.
+        assert_eq!(
+            m.handle_report(t + MS, panic_report("c1-s1", 2)),
+            Err(ReportIgnored::Duplicate {
+                server: "c1-s1".into(),
+                round: Round(2)
+            })
+        );
+        for s in ["c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t + MS, report(s, 2, 10)).unwrap();
+        }
+        let out = drain(&mut m);
+        let d = decision_of(&out);
+        assert_eq!(d.round, Round(2));
+        assert_eq!(
+            d.changes,
+            vec![Change {
+                area: "a1".into(),
+                from: Some("c1".into()),
+                to: "c1".into(),
+                phase: 0,
+                reason: "early round (urgent report from c1-s1): record set changed: added [], \
+                         removed [10.1.0.1]"
+                    .into(),
+            }]
+        );
+        assert_eq!(
+            out[1],
+            Output::ApplyAnswers(
+                [(
+                    AreaName::from("a1"),
+                    AreaAnswer {
+                        cluster: "c1".into(),
+                        records: vec![ip(1, 2)]
+                    }
+                )]
+                .into()
+            )
+        );
+        assert!(matches!(&out[2], Output::Notify(Event::PanicRaised { .. })));
+        let st = status_of(&out);
+        assert!(st.early);
+        assert_eq!(st.duration, MS);
+        // The schedule is kept: round 3 starts when it was due before the urgent report.
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_last_server_of_a_cluster_down_moves_its_area_in_an_early_round() {
+        let t0 = Instant::now();
+        let mut m = idle_master(t0);
+        // Round 2 (normal): c1-s1 PANICs.
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        m.handle_report(t1 + MS, panic_report("c1-s1", 2)).unwrap();
+        for s in ["c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1 + MS, report(s, 2, 10)).unwrap();
+        }
+        drain(&mut m);
+        // c1-s2 goes down 200 ms later: early round 3 at once.
+        let t = t1 + Duration::from_millis(200);
+        assert_eq!(
+            m.handle_urgent(t, panic_report("c1-s2", 2)),
+            Ok(UrgentTaken::EarlyRound(Round(3)))
+        );
+        drain(&mut m);
+        m.handle_report(t + MS, panic_report("c1-s1", 3)).unwrap();
+        for s in ["c2-s1", "c2-s2"] {
+            m.handle_report(t + MS, report(s, 3, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        let d = decision_of(&out);
+        assert_eq!(
+            d.changes,
+            vec![Change {
+                area: "a1".into(),
+                from: Some("c1".into()),
+                to: "c2".into(),
+                phase: 3,
+                reason: "early round (urgent report from c1-s2): c1 has no working server; \
+                         round-robin to working cluster c2 at 0.10"
+                    .into(),
+            }]
+        );
+        assert_eq!(
+            out[1],
+            Output::ApplyAnswers([("a1".into(), home(2))].into())
+        );
+    }
+
+    /// c1 at 0.9 and c2 at 0.1: a normal round moves a1 to c2 (phase 4); an early round
+    /// started by c2-s2's fall only drops c2-s2 from a2's answer.
+    fn overloaded_c1_then_c2_s2_down(early: bool) -> Decision {
+        let t0 = Instant::now();
+        let mut m = idle_master(t0);
+        let t = t0 + Duration::from_millis(300);
+        if early {
+            m.handle_urgent(t, panic_report("c2-s2", 1)).unwrap();
+        } else {
+            m.handle_timeout(t0 + Duration::from_secs(1));
+            m.handle_report(t, panic_report("c2-s2", 2)).unwrap();
+        }
+        drain(&mut m);
+        for (s, busy) in [("c1-s1", 90), ("c1-s2", 90), ("c2-s1", 10)] {
+            m.handle_report(t + MS, report(s, 2, busy)).unwrap();
+        }
+        decision_of(&drain(&mut m)).clone()
+    }
+
+    #[test]
+    fn an_early_round_does_not_balance_load() {
+        let d = overloaded_c1_then_c2_s2_down(true);
+        let moved: Vec<_> = d
+            .changes
+            .iter()
+            .map(|c| (c.area.0.as_str(), c.phase))
+            .collect();
+        assert_eq!(moved, vec![("a2", 0)], "{d:#?}");
+        // The same reports in a normal round: phase 4 moves a1.
+        let d = overloaded_c1_then_c2_s2_down(false);
+        let moved: Vec<_> = d
+            .changes
+            .iter()
+            .map(|c| (c.area.0.as_str(), c.phase))
+            .collect();
+        assert_eq!(moved, vec![("a1", 4), ("a2", 0)], "{d:#?}");
+    }
+
+    #[test]
+    fn an_early_round_does_not_readmit_a_dead_server_a_normal_round_does() {
+        let t0 = Instant::now();
+        let mut m = idle_master(t0);
+        // Round 2 (normal): c1-s1 PANICs and leaves a1's answer.
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        m.handle_report(t1 + MS, panic_report("c1-s1", 2)).unwrap();
+        for s in ["c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t1 + MS, report(s, 2, 10)).unwrap();
+        }
+        drain(&mut m);
+        // Early round 3 (c2-s2 falls): c1-s1 answers with figures again, but stays out.
+        let t = t1 + Duration::from_millis(100);
+        m.handle_urgent(t, panic_report("c2-s2", 2)).unwrap();
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1"] {
+            m.handle_report(t + MS, report(s, 3, 10)).unwrap();
+        }
+        let out = drain(&mut m);
+        assert_eq!(
+            status_of(&out).states[&ServerName::from("c1-s1")],
+            ServerState::Dead(DeadCause::Panic)
+        );
+        let d = decision_of(&out);
+        assert_eq!(d.answers[&AreaName::from("a1")].records, vec![ip(1, 2)]);
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Notify(Event::PanicCleared { .. }))),
+            "{out:#?}"
+        );
+        // Normal round 4: re-admitted.
+        let t2 = t0 + Duration::from_secs(2);
+        assert_eq!(m.poll_timeout(), Some(t2));
+        m.handle_timeout(t2);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t2 + MS, report(s, 4, 10)).unwrap();
+        }
+        let out = drain(&mut m);
+        let d = decision_of(&out);
+        assert!(!status_of(&out).early);
+        let mut records = d.answers[&AreaName::from("a1")].records.clone();
+        records.sort();
+        assert_eq!(records, vec![ip(1, 1), ip(1, 2)]);
+    }
+
+    #[test]
+    fn an_urgent_report_while_gathering_counts_for_that_round() {
+        let t0 = Instant::now();
+        let mut m = idle_master(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        drain(&mut m);
+        // c1-s1 reported figures, then fell: the urgent report replaces its report.
+        for s in ["c1-s1", "c2-s1", "c2-s2"] {
+            m.handle_report(t1 + MS, report(s, 2, 10)).unwrap();
+        }
+        assert_eq!(
+            m.handle_urgent(t1 + 2 * MS, panic_report("c1-s1", 1)),
+            Ok(UrgentTaken::InRound(Round(2)))
+        );
+        assert_eq!(drain(&mut m), vec![], "no new round, nothing closed yet");
+        m.handle_report(t1 + 3 * MS, report("c1-s2", 2, 10))
+            .unwrap();
+        let out = drain(&mut m);
+        assert!(!status_of(&out).early);
+        assert_eq!(
+            decision_of(&out).answers[&AreaName::from("a1")].records,
+            vec![ip(1, 2)]
+        );
+    }
+
+    #[test]
+    fn at_most_one_early_round_per_round_period() {
+        let t0 = Instant::now();
+        let mut m = idle_master(t0);
+        let t = t0 + Duration::from_millis(300);
+        m.handle_urgent(t, panic_report("c1-s1", 1)).unwrap();
+        drain(&mut m);
+        m.handle_report(t + MS, panic_report("c1-s1", 2)).ok();
+        for s in ["c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t + MS, report(s, 2, 10)).unwrap();
+        }
+        drain(&mut m);
+        // A second urgent report 200 ms later waits for the normal round at t0 + 1 s.
+        assert_eq!(
+            m.handle_urgent(t + Duration::from_millis(200), panic_report("c1-s2", 2)),
+            Ok(UrgentTaken::Deferred {
+                next_at: t0 + Duration::from_secs(1)
+            })
+        );
+        assert_eq!(drain(&mut m), vec![]);
+        // Round 3 at t0 + 1 s is normal; an urgent report a period after the early round
+        // starts an early round again.
+        m.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(
+            drain(&mut m),
+            vec![Output::RequestReports { round: Round(3) }]
+        );
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t0 + Duration::from_secs(1) + MS, report(s, 3, 10))
+                .unwrap();
+        }
+        drain(&mut m);
+        assert_eq!(
+            m.handle_urgent(t + Duration::from_secs(1), panic_report("c2-s1", 3)),
+            Ok(UrgentTaken::EarlyRound(Round(4)))
+        );
+    }
+
+    #[test]
+    fn urgent_reports_are_ignored_when_off_by_a_backup_or_when_not_a_failure() {
+        let t0 = Instant::now();
+        let mut config = RoundConfig::default();
+        config.fast_failover = false;
+        let mut m = RoundMachine::new(config, topo());
+        m.handle_became_master(t0);
+        drain(&mut m);
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
+        }
+        drain(&mut m);
+        assert_eq!(
+            m.handle_urgent(t0 + 2 * MS, panic_report("c1-s1", 1)),
+            Err(ReportIgnored::FastFailoverOff {
+                server: "c1-s1".into()
+            })
+        );
+        assert_eq!(drain(&mut m), vec![]);
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        assert_eq!(
+            backup.handle_urgent(t0, panic_report("c1-s1", 1)),
+            Err(ReportIgnored::NotMaster {
+                server: "c1-s1".into()
+            })
+        );
+        let mut m = idle_master(t0);
+        assert_eq!(
+            m.handle_urgent(t0 + 2 * MS, report("c1-s1", 1, 10)),
+            Err(ReportIgnored::NotUrgent {
+                server: "c1-s1".into()
+            })
+        );
+        assert_eq!(
+            m.handle_urgent(t0 + 2 * MS, panic_report("nobody", 1)),
+            Err(ReportIgnored::UnknownServer {
+                server: "nobody".into()
+            })
+        );
+        assert_eq!(drain(&mut m), vec![]);
     }
 }
