@@ -101,5 +101,17 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(WalrusMessage::decode(&long).is_err());
+        // The urgent report (fast failover) is encoded like the others.
+        let u = WalrusMessage::Urgent(Report {
+            server: "w1".into(),
+            round: Round(7),
+            body: ReportBody::Panic {
+                reason: "connection refused".into(),
+            },
+            generation: None,
+        });
+        let bytes = u.encode().unwrap();
+        assert_eq!(WalrusMessage::decode(&bytes).unwrap(), u);
+        assert!(WalrusMessage::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

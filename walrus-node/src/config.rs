@@ -195,6 +195,14 @@ pub struct Timing {
     pub report_interval: Duration,
     /// Group-communication timeouts: `lan` (failure detected within 1 s) or `wan`.
     pub gcs_profile: GcsProfile,
+    /// Fast failover (issue 23, beyond the paper). Default true: each Reporter probes its
+    /// web server every 100 ms between readings and, the moment it refuses connections,
+    /// multicasts an urgent PANIC; the master answers with an early round (phases 1-3
+    /// only, at most one per `round_period`, a dead server re-admitted only at a normal
+    /// round), and a flapping server is held PANIC (down twice within 30 s: until up for
+    /// 10 s). False: the paper's exact behaviour (readings every `report_interval`,
+    /// reports only when asked, rounds every `round_period`).
+    pub fast_failover: bool,
 }
 
 /// Group-communication timeout profile.
@@ -415,6 +423,7 @@ struct RawTiming {
     report_interval: Option<Duration>,
     #[serde(default)]
     gcs_profile: GcsProfile,
+    fast_failover: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -945,6 +954,7 @@ fn validate_timing(
         report_timeout,
         report_interval,
         gcs_profile: raw.gcs_profile,
+        fast_failover: raw.fast_failover.unwrap_or(true),
     })
 }
 
@@ -1372,6 +1382,21 @@ mod tests {
         assert_eq!(config.clusters.len(), 3);
         assert_eq!(config.timing.round_period, Duration::from_secs(1));
         assert_eq!(config.timing.report_timeout, Duration::from_millis(400));
+        assert!(config.timing.fast_failover);
+        let off = parse(&EXAMPLE.replace("fast_failover = true", "fast_failover = false")).unwrap();
+        assert!(!off.timing.fast_failover);
+        let err = parse(&EXAMPLE.replace("fast_failover = true", "fast_failover = \"yes\""))
+            .unwrap_err()
+            .to_string();
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("fast_failover"))
+            .unwrap()
+            + 1;
+        assert!(
+            err.contains(&format!("walrus.toml:{line}")) && err.contains("expected a boolean"),
+            "{err}"
+        );
         let topology = config.topology();
         assert_eq!(
             topology.areas[&AreaName::from("eu")].home_cluster,

@@ -711,6 +711,9 @@ async fn drive<W: Write>(
     let mut steady: Option<Instant> = None;
     let mut last_masters: Vec<String> = Vec::new();
     let mut killed: Option<String> = None;
+    // The web server killed last and when: a move by an early round (fast failover) is
+    // narrated with the time since the failure.
+    let mut web_killed: Option<(String, Instant)> = None;
     let mut overloaded: BTreeMap<String, u32> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n: u64 = 0;
@@ -754,6 +757,15 @@ async fn drive<W: Write>(
         summary.moves = status::lock(observer).counters().area_moves;
         for line in added {
             say.say(&line);
+            if let Some((name, at)) = &web_killed {
+                if line.contains(&format!("early round (urgent report from {name})")) {
+                    say.say(&format!(
+                        "fast failover: {name} refused connections; its Reporter told the master at once, \
+                         {:.1} s after the failure, without waiting for the next round",
+                        at.elapsed().as_secs_f64()
+                    ));
+                }
+            }
             summary.changes.push(line);
         }
         // The script starts once rounds run and every web server serves the initial content:
@@ -787,9 +799,10 @@ async fn drive<W: Write>(
                 status::lock(observer).note(format!("event: {text}"));
             }
             match step {
-                Step::KillWeb(w) => {
-                    if let Some(w) = webs.get_mut(w) {
+                Step::KillWeb(name) => {
+                    if let Some(w) = webs.get_mut(name) {
                         w.down().await;
+                        web_killed = Some((name.to_string(), Instant::now()));
                     }
                 }
                 Step::StartWeb(name) => {

@@ -131,6 +131,7 @@ pub fn round_config(config: &Config) -> RoundConfig {
             use_cpu: config.controller.use_cpu,
             ..LoadFormula::default()
         },
+        fast_failover: config.timing.fast_failover,
     }
 }
 
@@ -192,6 +193,9 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
     rc.interval = config.timing.report_interval;
     rc.bypass_file = config.reporter.bypass_file.clone();
     rc.panic_after = config.reporter.panic_after;
+    if !config.timing.fast_failover {
+        rc.fast_failover = None;
+    }
     Ok(rc)
 }
 
@@ -911,9 +915,10 @@ impl<L: GroupLayer> NodeRuntime<L> {
         let restart = [
             ("site", old.site != new.site),
             (
-                "timing (report_interval, gcs_profile)",
+                "timing (report_interval, gcs_profile, fast_failover for the Reporter)",
                 old.timing.report_interval != new.timing.report_interval
-                    || old.timing.gcs_profile != new.timing.gcs_profile,
+                    || old.timing.gcs_profile != new.timing.gcs_profile
+                    || old.timing.fast_failover != new.timing.fast_failover,
             ),
             ("dns", old.dns != new.dns),
             ("reporter", old.reporter != new.reporter),
@@ -1029,7 +1034,17 @@ mod tests {
         assert_eq!(r.params.max_records, 5);
         assert_eq!(r.params.dead_after, Duration::from_secs(90));
         assert_eq!(r.params.return_margin, Params::default().return_margin);
+        assert!(r.fast_failover);
         r.validate().unwrap();
+        // fast_failover = false: no early rounds, no probe in the Reporter.
+        let off = EXAMPLE.replace("fast_failover = true", "fast_failover = false");
+        let c = Config::from_toml(Path::new("w.toml"), &off).unwrap();
+        assert!(!round_config(&c).fast_failover);
+        assert_eq!(reporter_config(&c, "eu-a").unwrap().fast_failover, None);
+        assert!(reporter_config(&example(), "eu-a")
+            .unwrap()
+            .fast_failover
+            .is_some());
     }
 
     #[test]
