@@ -2,8 +2,8 @@
 //! the liveness probe) and the master's [`RoundMachine`] driven together in real time.
 //!
 //! Area a1's home cluster c1 has one server, w1, a real nginx; area a2's home c2 has x1,
-//! whose reports are synthetic. The round period is 1 s and the Reporter reads nginx every
-//! 1 s, as in production.
+//! whose reports are synthetic. The round period is 1 s; the Reporter reads nginx every
+//! 1 s (every 200 ms in the flapping test), and probes it every 100 ms.
 //! - `the_last_server_killed_moves_its_area_before_the_next_round`: nginx is killed right
 //!   after a round closed; a1's answer moves to c2 in an early round, before the next
 //!   round was due (read from the machine's outputs and its timer).
@@ -198,14 +198,15 @@ impl Rig {
     }
 }
 
-/// Starts nginx as w1 and its Reporter (readings every 1 s, fast failover as given).
+/// Starts nginx as w1 and its Reporter (readings every `interval`, fast failover as given).
 fn start_w1(
     dir: &TempDir,
+    interval: Duration,
     fast_failover: bool,
 ) -> (WebServer, ReporterHandle, tokio::sync::oneshot::Sender<()>) {
     let server = WebServer::start(Kind::Nginx, dir.path());
     let mut config = reporter_support::config_for(&server, dir.path());
-    config.interval = Duration::from_secs(1);
+    config.interval = interval;
     if !fast_failover {
         config.fast_failover = None;
     }
@@ -235,7 +236,7 @@ async fn warm_up(rig: &mut Rig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_server_killed_moves_its_area_before_the_next_round() {
     let dir = TempDir::new("fast-failover-kill");
-    let (mut server, handle, _stop) = start_w1(&dir, true);
+    let (mut server, handle, _stop) = start_w1(&dir, Duration::from_secs(1), true);
     let mut rig = Rig::new(true, handle);
     warm_up(&mut rig).await;
     let last = rig.closed.last().cloned().expect("a closed round");
@@ -280,7 +281,9 @@ async fn the_last_server_killed_moves_its_area_before_the_next_round() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_server_moves_its_area_at_most_once_out_and_once_back() {
     let dir = TempDir::new("fast-failover-flap");
-    let (server, handle, _stop) = start_w1(&dir, true);
+    // Readings every 200 ms: a server up for 300 ms can give two readings, i.e. fresh
+    // statistics, which without damping would bring a1 home between two falls.
+    let (server, handle, _stop) = start_w1(&dir, Duration::from_millis(200), true);
     let mut rig = Rig::new(true, handle);
     warm_up(&mut rig).await;
     // Down and up every 300 ms for 10 s, then up for good.
