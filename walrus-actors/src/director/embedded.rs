@@ -22,10 +22,11 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
@@ -35,8 +36,10 @@ const MAX_STATE_FILE: u64 = 1 << 20;
 const MAX_TCP_CONNECTIONS: usize = 128;
 /// A TCP connection idle this long is closed (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// UDP worker tasks sharing the socket.
-const UDP_WORKERS: usize = 2;
+/// Most UDP worker threads (one per core up to this).
+const UDP_THREADS_MAX: usize = 8;
+/// How often a UDP worker blocked in `recv_from` looks whether it should stop.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// Errors of the embedded server's start.
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +140,11 @@ impl EmbeddedServer {
         let tries = if listen.port() == 0 { 20 } else { 1 };
         let mut last = None;
         for _ in 0..tries {
-            let udp = UdpSocket::bind(listen)
-                .await
-                .map_err(|source| EmbeddedError::Bind {
-                    addr: listen,
-                    proto: "udp",
-                    source,
-                })?;
+            let udp = std::net::UdpSocket::bind(listen).map_err(|source| EmbeddedError::Bind {
+                addr: listen,
+                proto: "udp",
+                source,
+            })?;
             let addr = udp.local_addr().map_err(|source| EmbeddedError::Bind {
                 addr: listen,
                 proto: "udp",
@@ -153,7 +154,7 @@ impl EmbeddedServer {
                 Ok(tcp) => {
                     return Ok(Listening {
                         server: self.clone(),
-                        udp: Arc::new(udp),
+                        udp,
                         tcp,
                         addr,
                     })
@@ -205,7 +206,7 @@ impl EmbeddedServer {
 /// Bound sockets, ready to serve.
 pub struct Listening {
     server: EmbeddedServer,
-    udp: Arc<UdpSocket>,
+    udp: std::net::UdpSocket,
     tcp: TcpListener,
     addr: SocketAddr,
 }
@@ -218,32 +219,92 @@ impl Listening {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let udp = match UdpWorkers::start(&self.server, &self.udp) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, addr = %self.addr, "cannot start the UDP workers: serving TCP only");
+                None
+            }
+        };
         let mut tasks = JoinSet::new();
-        for _ in 0..UDP_WORKERS {
-            tasks.spawn(serve_udp(self.server.clone(), self.udp.clone()));
-        }
         tasks.spawn(serve_tcp(self.server.clone(), self.tcp));
         tracing::info!(addr = %self.addr, area = %self.server.inner.area, "embedded name server serving");
         shutdown.await;
         tasks.shutdown().await;
+        if let Some(w) = udp {
+            w.stop().await;
+        }
     }
 }
 
-async fn serve_udp(server: EmbeddedServer, sock: Arc<UdpSocket>) {
+/// The UDP side: one OS thread per core, each blocking in `recv_from` on a handle of the
+/// one UDP socket and answering in place. Measured against tokio tasks sharing the socket
+/// (bench/dns-vs-bind.sh): a datagram costs one recv and one send system call here, with no
+/// readiness polling, waker or task hand-off around them, and the kernel wakes one waiting
+/// thread per datagram.
+struct UdpWorkers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UdpWorkers {
+    fn start(server: &EmbeddedServer, sock: &std::net::UdpSocket) -> std::io::Result<Self> {
+        let n = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .clamp(1, UDP_THREADS_MAX);
+        // The timeout only bounds how long a worker takes to see `stop`.
+        sock.set_read_timeout(Some(UDP_STOP_CHECK))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let sock = sock.try_clone()?;
+            let server = server.clone();
+            let stop = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || serve_udp(&server, &sock, &stop))?;
+            threads.push(t);
+        }
+        Ok(Self { stop, threads })
+    }
+
+    /// Stops the workers and waits for them, so the socket is closed when this returns.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn serve_udp(server: &EmbeddedServer, sock: &std::net::UdpSocket, stop: &AtomicBool) {
     let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(e) => {
                 // ICMP errors from earlier sends show up here on some systems: not fatal.
                 // A short pause keeps a persistently failing socket from spinning a core.
                 tracing::debug!(error = %e, "udp recv");
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
         if let Some(reply) = server.answer(&buf[..n], Transport::Udp, peer.ip()) {
-            if let Err(e) = sock.send_to(&reply, peer).await {
+            if let Err(e) = sock.send_to(&reply, peer) {
                 tracing::debug!(error = %e, %peer, "udp send");
             }
         }
