@@ -9,7 +9,7 @@ use super::spec::{Area, LabSpec, Mode, Region, ResolverKind, ROOT_ADDR, SITE};
 use std::path::{Path, PathBuf};
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::steering::Steering;
-use walrus_actors::director::zone::{RecordTtl, WwwRecords, ZoneLayout};
+use walrus_actors::director::zone::{AreaServer, RecordTtl, WwwRecords, ZoneLayout};
 use walrus_actors::director::NameServer;
 use walrus_actors::model::AreaName;
 
@@ -144,15 +144,11 @@ pub async fn run_area_ns(spec: LabSpec, a: Area) -> anyhow::Result<()> {
         ttl,
     )?
     .with_ns_ttl(RecordTtl::try_from(std::time::Duration::from_secs(3600))?)
-    .with_site_servers(
-        &spec
-            .all_areas()
-            .map(|x| x.ns_name())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )?;
+    .with_other_areas(
+        spec.all_areas()
+            .map(|x| AreaServer::new(&x.zone(), Some(&x.ns_name()), vec![x.ns_public().into()]))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     let initial = WwwRecords::from_addrs(spec.answer_of(a).into_iter().map(Into::into), ttl);
     let server = EmbeddedServer::open_or(
         AreaName(a.to_string()),

@@ -5,7 +5,7 @@
 
 mod director_support;
 
-use director_support::{dig, layout, wait_until, Bind, TempDir};
+use director_support::{dig, dig_followed, layout, wait_until, Bind, TempDir};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -194,7 +194,7 @@ async fn decisions_flow_to_embedded_and_shutdown_stops() {
         .await
         .unwrap();
     assert!(tokio::task::block_in_place(|| wait_until(30, || {
-        dig(addr, "www.example.com", "A").data_of("A") == vec!["10.0.1.1", "10.0.1.2"]
+        dig_followed(addr, "www.example.com", "A", &[]).data_of("A") == vec!["10.0.1.1", "10.0.1.2"]
     })));
     let _ = d.stop.take().unwrap().send(());
     tokio::time::timeout(Duration::from_secs(10), &mut d.task)

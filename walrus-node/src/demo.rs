@@ -600,7 +600,7 @@ async fn run_in<W: Write>(
     say.raw("try:");
     for ((area, _, _), port) in AREAS.iter().zip(&dns_ports) {
         say.raw(&format!(
-            "  dig @127.0.0.1 -p {port} www.example.com +short     # area {area}'s name server"
+            "  dig @127.0.0.1 -p {port} www.area-{area}.example.com +short   # area {area}'s answer (www.example.com is a CNAME to it)"
         ));
     }
     if let Some(w) = webs.get("eu-1") {

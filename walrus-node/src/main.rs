@@ -10,6 +10,31 @@ use walrus_actors::model::AreaName;
 use walrus_actors::reporter::bypass::{self, Bypass};
 use walrus_node::config::Config;
 
+/// `println!` that ends the process quietly when stdout is closed (`walrus-node ... | head`),
+/// as Unix tools do, instead of panicking with "Broken pipe".
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` with the same handling as [`out!`].
+macro_rules! out_raw {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+/// Writes to stdout; a closed stdout ends the process with success (the reader had what it
+/// wanted), any other write error with a message and failure.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("walrus-node: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Walrus: one web site served from clusters in several areas; every client sent to the
 /// best replica through DNS.
 #[derive(Parser)]
@@ -294,9 +319,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Status { addr, json } => tokio_runtime()?.block_on(async {
             let doc = walrus_node::status::fetch(addr).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                out!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", walrus_node::status::render_table(&doc));
+                out_raw!("{}", walrus_node::status::render_table(&doc));
             }
             Ok(())
         }),
@@ -339,7 +364,7 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn check_config(config: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&config)?;
-    println!(
+    out!(
         "{}: valid — site {}, {} areas, {} clusters, {} servers, {} nodes",
         config.file.display(),
         config.site,
@@ -353,14 +378,16 @@ fn check_config(config: PathBuf) -> anyhow::Result<()> {
         config.nodes.len()
     );
     for (name, area) in &config.areas {
-        println!(
+        out!(
             "  area {name}: zone {}, name server {}, home cluster {}",
-            area.zone, area.name_server, area.home_cluster
+            area.zone,
+            area.name_server,
+            area.home_cluster
         );
     }
     for (name, node) in &config.nodes {
         let roles: Vec<String> = node.roles.iter().map(|r| r.to_string()).collect();
-        println!("  node {name}: {} [{}]", node.address, roles.join(", "));
+        out!("  node {name}: {} [{}]", node.address, roles.join(", "));
     }
     Ok(())
 }
@@ -438,7 +465,7 @@ fn certs(action: CertsAction) -> anyhow::Result<()> {
     match action {
         CertsAction::Init { dir } => {
             certs::write_new_ca(&dir)?;
-            println!(
+            out!(
                 "created {0}/ca.pem and {0}/ca.key (give ca.pem to every node; keep ca.key off the nodes)",
                 dir.display()
             );
@@ -446,7 +473,7 @@ fn certs(action: CertsAction) -> anyhow::Result<()> {
         CertsAction::Issue { dir, names } => {
             for name in names {
                 certs::write_node_cert(&dir, &name)?;
-                println!("issued {0}/{name}.pem and {0}/{name}.key", dir.display());
+                out!("issued {0}/{name}.pem and {0}/{name}.key", dir.display());
             }
         }
     }
@@ -472,20 +499,20 @@ fn bypass_cmd(action: BypassAction) -> anyhow::Result<()> {
             let b = Bypass::new(reason, duration, SystemTime::now());
             bypass::write_bypass(&path, &b)?;
             match duration {
-                Some(d) => println!(
+                Some(d) => out!(
                     "bypass on for {} ({})",
                     humantime::format_duration(d),
                     path.display()
                 ),
-                None => println!("bypass on until `bypass off` ({})", path.display()),
+                None => out!("bypass on until `bypass off` ({})", path.display()),
             }
         }
         BypassAction::Off { config, file } => {
             let path = bypass_file(&config, file)?;
             if bypass::clear_bypass(&path)? {
-                println!("bypass off ({})", path.display());
+                out!("bypass off ({})", path.display());
             } else {
-                println!("bypass was not on ({})", path.display());
+                out!("bypass was not on ({})", path.display());
             }
         }
     }
@@ -559,6 +586,6 @@ fn bind_config(
     let initial = walrus_node::runtime::initial_answer(&config, &area);
     let out =
         walrus_actors::director::bind_config::bind_config(&layout, &key_name, &zone_dir, &initial)?;
-    print!("{}", out.render());
+    out_raw!("{}", out.render());
     Ok(())
 }

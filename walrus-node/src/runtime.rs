@@ -47,7 +47,7 @@ use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
 use walrus_actors::director::steering::Steering;
-use walrus_actors::director::zone::{fqdn, RecordTtl, WwwRecords, ZoneLayout};
+use walrus_actors::director::zone::{fqdn, AreaServer, RecordTtl, WwwRecords, ZoneLayout};
 use walrus_actors::director::{self, AreaDirector, NameServer};
 use walrus_actors::group::{GroupLayer, PeerStreams};
 use walrus_actors::model::{AreaName, Decision};
@@ -262,8 +262,9 @@ const NS_TTL: Duration = Duration::from_secs(3600);
 
 /// The §7.2 zone layout of `area`: the site zone, the area zone, the name server
 /// `ns.<area zone>` at the area's `name_server` address, the configured TTL for the www
-/// answer, [`NS_TTL`] for NS records, and every area's name server in the site zone's NS
-/// rrset (each area server is authoritative for the site zone).
+/// answer, [`NS_TTL`] for NS records, and every other area (its zone, `ns.<zone>` and its
+/// `ns_addresses`): the site zone lists every area's name server and delegates every area
+/// zone inside it.
 pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunError> {
     let a = config.areas.get(area).ok_or_else(|| RunError::Director {
         area: area.clone(),
@@ -271,15 +272,17 @@ pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunEr
     })?;
     let ttl = RecordTtl::try_from(config.dns.ttl).map_err(|e| director_error(area, e))?;
     let ns_ttl = RecordTtl::try_from(NS_TTL).map_err(|e| director_error(area, e))?;
-    let others: Vec<String> = config
+    let others = config
         .areas
         .iter()
         .filter(|(name, _)| *name != area)
-        .map(|(_, other)| format!("ns.{}", other.zone))
-        .collect();
-    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        .map(|(name, other)| {
+            AreaServer::new(&other.zone, None, other.ns_addresses.clone())
+                .map_err(|e| director_error(name, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     ZoneLayout::new(&config.site, &a.zone, None, a.ns_addresses.clone(), ttl)
-        .and_then(|layout| layout.with_ns_ttl(ns_ttl).with_site_servers(&others))
+        .map(|layout| layout.with_ns_ttl(ns_ttl).with_other_areas(others))
         .map_err(|e| director_error(area, e))
 }
 
@@ -940,11 +943,18 @@ mod tests {
         assert_eq!(l.ttl.secs(), 30);
         // NS records live long; every area's server is listed for the site zone.
         assert_eq!(l.ns_ttl.secs(), 3600);
-        let mut others: Vec<String> = l.site_servers.iter().map(|n| n.to_ascii()).collect();
+        let mut others: Vec<String> = l
+            .other_areas
+            .iter()
+            .map(|a| format!("{} {} {:?}", a.zone, a.ns_name, a.ns_addrs))
+            .collect();
         others.sort();
         assert_eq!(
             others,
-            vec!["ns.area-asia.example.com.", "ns.area-us.example.com."]
+            vec![
+                "area-asia.example.com. ns.area-asia.example.com. [127.0.0.13]",
+                "area-us.example.com. ns.area-us.example.com. [127.0.0.12]"
+            ]
         );
         let w = initial_answer(&c, &eu);
         assert_eq!(w.v4.len(), 2, "{w:?}");

@@ -431,3 +431,31 @@ fn run_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }
+
+/// `walrus-node check-config … | head -1` used to panic with "Broken pipe" and a
+/// backtrace: every printing command now ends quietly when its reader has gone.
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    let dir = TempDir::new("epipe");
+    let conf = dir.path().join("walrus.toml");
+    std::fs::write(&conf, EXAMPLE).unwrap();
+    let conf = conf.to_str().unwrap().to_owned();
+    for args in [
+        vec!["check-config", "--config", &conf],
+        vec!["dns", "bind-config", "--config", &conf, "--area", "eu"],
+    ] {
+        // A pipe whose reader is gone before the first write: EPIPE at once.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = bin()
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

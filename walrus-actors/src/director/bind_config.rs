@@ -4,11 +4,11 @@
 //! zone. `walrus-node dns bind-config --area NAME` prints this; our BIND tests use it to
 //! set BIND up, so what an operator gets is what is tested.
 
-use super::zone::{WwwRecords, ZoneLayout};
+use super::zone::{WwwRecords, ZoneContents, ZoneLayout, ZoneState};
 use super::DirectorError;
 use hickory_proto::rr::Name;
+use hickory_proto::rr::{RData, Record};
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::Path;
 
 /// The generated configuration.
@@ -55,14 +55,15 @@ pub fn bind_config(
         key: key_name.to_owned(),
         reason: e.to_string(),
     })?;
-    let in_our_zones =
-        layout.area_zone.zone_of(&layout.ns_name) || layout.site.zone_of(&layout.ns_name);
-    if in_our_zones && layout.ns_addrs.is_empty() {
-        // BIND refuses to load a zone whose in-zone NS has no address.
-        return Err(DirectorError::BadName {
-            name: layout.ns_name.to_ascii(),
-            reason: "the name server's name is inside the zones: give its addresses".into(),
-        });
+    for area in layout.all_areas() {
+        let inside = area.zone.zone_of(&area.ns_name) || layout.site.zone_of(&area.ns_name);
+        if inside && area.ns_addrs.is_empty() {
+            // BIND refuses to load a zone whose in-zone NS (or glue) has no address.
+            return Err(DirectorError::BadName {
+                name: area.ns_name.to_ascii(),
+                reason: "the name server's name is inside the zones: give its addresses".into(),
+            });
+        }
     }
     let site = bare(&layout.site);
     let area = bare(&layout.area_zone);
@@ -84,55 +85,64 @@ pub fn bind_config(
          \tupdate-policy {{ grant {key} name www.{area}. A AAAA; }};\n\
          }};\n"
     );
-    let ttl = layout.ttl.secs();
-    let soa = |zone: &Name| {
-        format!(
-            "@\tIN\tSOA\t{}\thostmaster.{}\t(1 3600 600 86400 {ttl})\n",
-            layout.ns_name.to_ascii(),
-            zone.to_ascii()
-        )
-    };
-    let glue = |zone: &Name| {
-        let mut s = String::new();
-        // BIND wants an address for an in-zone NS in every zone that encloses its name
-        // (the site zone does not delegate the area zone, so both hold it).
-        if zone.zone_of(&layout.ns_name) {
-            for a in &layout.ns_addrs {
-                let t = match a {
-                    IpAddr::V4(_) => "A",
-                    IpAddr::V6(_) => "AAAA",
-                };
-                let _ = writeln!(s, "{}\tIN\t{t}\t{a}", layout.ns_name.to_ascii());
-            }
-        }
-        s
-    };
-    let mut site_zone = format!("$TTL {ttl}\n");
-    site_zone.push_str(&soa(&layout.site));
-    let _ = writeln!(site_zone, "@\tIN\tNS\t{}", layout.ns_name.to_ascii());
-    site_zone.push_str(&glue(&layout.site));
-    let _ = writeln!(
-        site_zone,
-        "{}\tIN\tCNAME\t{}",
-        layout.site_www().to_ascii(),
-        layout.area_www().to_ascii()
+    let site_zone = zone_file(
+        &ZoneContents::site(layout, None),
+        "The site zone: every area's name server, a delegation (NS + glue) for every area zone inside it.",
     );
-    let mut area_zone = format!("$TTL {ttl}\n");
-    area_zone.push_str(&soa(&layout.area_zone));
-    let _ = writeln!(area_zone, "@\tIN\tNS\t{}", layout.ns_name.to_ascii());
-    area_zone.push_str(&glue(&layout.area_zone));
-    let www = layout.area_www().to_ascii();
-    for a in &initial.v4 {
-        let _ = writeln!(area_zone, "{www}\t{}\tIN\tA\t{a}", initial.ttl);
-    }
-    for a in &initial.v6 {
-        let _ = writeln!(area_zone, "{www}\t{}\tIN\tAAAA\t{a}", initial.ttl);
-    }
+    let state = ZoneState {
+        serial: 1,
+        www: initial.clone(),
+    };
+    let area_zone = zone_file(
+        &ZoneContents::area(layout, &state),
+        "The area zone: only www's A/AAAA change, by RFC 2136 from the Director.",
+    );
     Ok(BindConfig {
         zone_statements,
         site_zone_file: (site_file, site_zone),
         area_zone_file: (area_file, area_zone),
     })
+}
+
+/// A zone file for `zone`: the same records the embedded server serves, with their TTLs.
+fn zone_file(zone: &ZoneContents, comment: &str) -> String {
+    let mut out = format!("; {comment}\n");
+    let records = zone
+        .records
+        .iter()
+        .chain(zone.cuts.iter().flat_map(|c| c.ns.iter()))
+        .chain(zone.glue.iter());
+    for r in records {
+        let _ = writeln!(out, "{}", record_line(r));
+    }
+    out
+}
+
+/// One record as a master-file line (RFC 1035 §5.1): owner, TTL, class, type, data.
+fn record_line(r: &Record) -> String {
+    let data = match r.data() {
+        RData::SOA(soa) => format!(
+            "{} {} ( {} {} {} {} {} )",
+            soa.mname().to_ascii(),
+            soa.rname().to_ascii(),
+            soa.serial(),
+            soa.refresh(),
+            soa.retry(),
+            soa.expire(),
+            soa.minimum()
+        ),
+        RData::NS(n) => n.0.to_ascii(),
+        RData::CNAME(c) => c.0.to_ascii(),
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        other => other.to_string(),
+    };
+    format!(
+        "{}\t{}\tIN\t{}\t{data}",
+        r.name().to_ascii(),
+        r.ttl(),
+        r.record_type()
+    )
 }
 
 #[cfg(test)]
@@ -165,15 +175,15 @@ mod tests {
         assert!(c
             .site_zone_file
             .1
-            .contains("www.example.com.\tIN\tCNAME\twww.area-1.example.com."));
+            .contains("www.example.com.\t30\tIN\tCNAME\twww.area-1.example.com."));
         assert!(c
             .area_zone_file
             .1
-            .contains("ns.area-1.example.com.\tIN\tA\t127.0.0.1"));
+            .contains("ns.area-1.example.com.\t30\tIN\tA\t127.0.0.1"));
         assert!(c
             .site_zone_file
             .1
-            .contains("ns.area-1.example.com.\tIN\tA\t127.0.0.1"));
+            .contains("ns.area-1.example.com.\t30\tIN\tA\t127.0.0.1"));
         assert!(c.render().contains("---- area-1.example.com.zone ----"));
     }
 

@@ -11,10 +11,13 @@
 //! The current answer is written to a state file atomically (write a temporary file in the
 //! same directory, fsync it, rename it over the old one, fsync the directory) *before* it is
 //! served, and read back at start: after a restart the server answers with the last answer
-//! before any Controller is heard from.
+//! before any Controller is heard from. The replaced file is kept as `<file>.prev`; a
+//! damaged state file (empty, cut short, garbage) is set aside and the previous copy, or
+//! else the initial answer, is served: a bad file never keeps the area's DNS down.
 
+use super::answer::{respond_with, QueryContext, Transport};
 use super::steering::Steering;
-use super::zone::{respond_with, Transport, ZoneLayout, ZoneState};
+use super::zone::{ZoneLayout, ZoneState};
 use super::{Held, NameServer, NameServerError};
 use crate::director::zone::WwwRecords;
 use crate::model::AreaName;
@@ -22,7 +25,7 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,6 +85,9 @@ struct Inner {
     writer: Mutex<()>,
     /// Source steering of the site's `www` (empty: the paper's §7.2 answer).
     steering: RwLock<Steering>,
+    /// Counts answers: the rotation of address rrsets, so the first address cycles over
+    /// the cluster's servers from one reply to the next.
+    rotation: AtomicUsize,
 }
 
 impl EmbeddedServer {
@@ -105,7 +111,7 @@ impl EmbeddedServer {
         state_file: PathBuf,
         initial: WwwRecords,
     ) -> Result<Self, EmbeddedError> {
-        let state = load_state(&state_file)?.unwrap_or(ZoneState {
+        let state = recover_state(&area, &state_file).unwrap_or(ZoneState {
             www: initial,
             ..ZoneState::default()
         });
@@ -117,6 +123,7 @@ impl EmbeddedServer {
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
                 steering: RwLock::new(Steering::none()),
+                rotation: AtomicUsize::new(0),
             }),
         })
     }
@@ -198,8 +205,12 @@ impl EmbeddedServer {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let target = steering.target_for(source);
-        respond_with(&self.inner.layout, &state, request, transport, target)
+        let ctx = QueryContext {
+            transport,
+            site_target: steering.target_for(source),
+            rotation: self.inner.rotation.fetch_add(1, Ordering::Relaxed),
+        };
+        respond_with(&self.inner.layout, &state, request, &ctx)
     }
 }
 
@@ -366,6 +377,54 @@ async fn serve_tcp_conn(
     }
 }
 
+/// The previous good copy of the state file: `<file>.prev`, one generation back.
+fn prev_file(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".prev");
+    path.with_file_name(name)
+}
+
+/// The stored answer at start, never an error: the state file; if it is missing or
+/// damaged (empty, cut short, not ours), the previous good copy; if that fails too,
+/// nothing (the caller serves its initial answer). A damaged file is kept aside as
+/// `<file>.bad-<unix seconds>` for a human to look at, and every step is logged: the
+/// area's DNS and the node's other roles must not wait for someone to delete a file.
+fn recover_state(area: &AreaName, path: &Path) -> Option<ZoneState> {
+    match load_state(path) {
+        Ok(Some(state)) => return Some(state),
+        Ok(None) => {}
+        Err(e) => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let mut name = path.file_name().unwrap_or_default().to_owned();
+            name.push(format!(".bad-{secs}"));
+            let aside = path.with_file_name(name);
+            match std::fs::rename(path, &aside) {
+                Ok(()) => {
+                    tracing::error!(%area, error = %e, kept = %aside.display(), "damaged state file set aside; trying the previous copy")
+                }
+                Err(re) => {
+                    tracing::error!(%area, error = %e, rename_error = %re, "damaged state file (could not set it aside); trying the previous copy")
+                }
+            }
+        }
+    }
+    let prev = prev_file(path);
+    match load_state(&prev) {
+        Ok(Some(state)) => {
+            tracing::warn!(%area, file = %prev.display(), serial = state.serial, "serving the previous stored answer");
+            Some(state)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(%area, error = %e, "the previous state file is damaged too; serving the initial answer");
+            None
+        }
+    }
+}
+
 fn load_state(path: &Path) -> Result<Option<ZoneState>, EmbeddedError> {
     let err = |detail: String| EmbeddedError::StateFile {
         path: path.to_owned(),
@@ -390,8 +449,9 @@ fn load_state(path: &Path) -> Result<Option<ZoneState>, EmbeddedError> {
         .map_err(|e| err(format!("line {}, column {}: {e}", e.line(), e.column())))
 }
 
-/// Writes `state` to `path` atomically: temp file in the same directory, fsync, rename,
-/// fsync the directory (so the rename itself survives a power cut).
+/// Writes `state` to `path` atomically: temp file in the same directory, fsync, the old
+/// file renamed to `<file>.prev` (one good generation back, for [`recover_state`]), the
+/// temp file renamed over it, fsync the directory (so the renames survive a power cut).
 fn store_state(path: &Path, state: &ZoneState) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     let dir = path
@@ -406,6 +466,11 @@ fn store_state(path: &Path, state: &ZoneState) -> std::io::Result<()> {
         f.write_all(&json)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
+    }
+    match std::fs::rename(path, prev_file(path)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
@@ -523,16 +588,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
-    #[test]
-    fn corrupt_state_file_is_an_error_naming_the_file() {
-        let d = tmpdir("corrupt");
-        let f = d.join("state.json");
-        std::fs::write(&f, "{ not json").unwrap();
-        let e = EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone())
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("state.json"), "{e}");
-        let _ = std::fs::remove_dir_all(&d);
+    #[tokio::test]
+    async fn a_damaged_state_file_falls_back_to_the_previous_copy_then_to_the_initial_answer() {
+        let initial = WwwRecords::from_addrs(["10.9.9.9".parse().unwrap()], RecordTtl::DEFAULT);
+        let first = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        let second = WwwRecords::from_addrs(["10.2.2.2".parse().unwrap()], RecordTtl::DEFAULT);
+        for (what, damage) in [
+            ("empty", &b""[..]),
+            ("truncated", &br#"{"serial": 3, "www": {"v4": ["10.2"#[..]),
+            ("garbage", &b"\x00\xffnot a state file at all\n"[..]),
+        ] {
+            let d = tmpdir(&format!("damaged-{what}"));
+            let f = d.join("a1.state");
+            let open = || {
+                EmbeddedServer::open_or(AreaName::from("a1"), layout(), f.clone(), initial.clone())
+                    .unwrap()
+            };
+            let s = open();
+            s.replace(&first).await.unwrap();
+            s.replace(&second).await.unwrap();
+            assert_eq!(
+                open().state().www,
+                second,
+                "{what}: the good file is served"
+            );
+            // The file is damaged: the previous generation is served, the damaged file
+            // is kept aside for a human.
+            std::fs::write(&f, damage).unwrap();
+            let s = open();
+            assert_eq!(s.state().www, first, "{what}: the previous copy is served");
+            let aside: Vec<_> = std::fs::read_dir(&d)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("a1.state.bad-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "{what}: the damaged file is kept aside");
+            assert_eq!(std::fs::read(aside[0].path()).unwrap(), damage);
+            // Both damaged: the initial answer; the server still opens.
+            std::fs::write(prev_file(&f), damage).unwrap();
+            std::fs::write(&f, damage).unwrap();
+            assert_eq!(
+                open().state().www,
+                initial,
+                "{what}: the initial answer is served"
+            );
+            // And the next decision is stored and served again.
+            let s = open();
+            s.replace(&second).await.unwrap();
+            assert_eq!(open().state().www, second, "{what}");
+            let _ = std::fs::remove_dir_all(&d);
+        }
     }
 
     #[tokio::test]

@@ -57,6 +57,7 @@
 //!   `tracing` and kept in [`core::DirectorStatus`] for the status page.
 
 pub mod actor;
+pub mod answer;
 pub mod bind_config;
 pub mod core;
 pub mod driver;

@@ -144,7 +144,8 @@ impl Steering {
 
 #[cfg(test)]
 mod tests {
-    use super::super::zone::{respond, respond_with, RecordTtl, Transport, ZoneLayout, ZoneState};
+    use super::super::answer::{respond, respond_with, QueryContext, Transport};
+    use super::super::zone::{AreaServer, RecordTtl, ZoneLayout, ZoneState};
     use super::*;
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::{RData, RecordType};
@@ -200,6 +201,12 @@ mod tests {
             RecordTtl::DEFAULT,
         )
         .unwrap()
+        .with_other_areas([AreaServer::new(
+            "area-2.example.com",
+            None,
+            vec![ip("192.0.2.54")],
+        )
+        .unwrap()])
     }
 
     fn ask(name: &str) -> Vec<u8> {
@@ -224,13 +231,20 @@ mod tests {
             &layout(),
             &state(),
             &ask("www.example.com."),
-            Transport::Udp,
-            target,
+            &QueryContext {
+                transport: Transport::Udp,
+                site_target: target,
+                rotation: 0,
+            },
         )
         .unwrap();
         let r = Message::from_vec(&bytes).unwrap();
         assert!(r.authoritative());
         assert_eq!(r.answers().len(), 1, "the other area's zone is not ours");
+        // ... but it is delegated from the site zone: the referral comes along.
+        assert_eq!(r.name_servers().len(), 1);
+        assert_eq!(r.name_servers()[0].record_type(), RecordType::NS);
+        assert_eq!(r.additionals().len(), 1, "glue for ns.area-2.example.com");
         match r.answers()[0].data() {
             RData::CNAME(c) => assert_eq!(c.0.to_ascii(), "www.area-2.example.com."),
             other => panic!("not a CNAME: {other:?}"),
@@ -251,8 +265,11 @@ mod tests {
                 &layout(),
                 &state(),
                 &ask("www.example.com."),
-                Transport::Udp,
-                s.target_for(ip(src)),
+                &QueryContext {
+                    transport: Transport::Udp,
+                    site_target: s.target_for(ip(src)),
+                    rotation: 0,
+                },
             );
             assert_eq!(got, plain, "{src}");
         }
@@ -261,8 +278,11 @@ mod tests {
             &layout(),
             &state(),
             &ask("www.area-1.example.com."),
-            Transport::Udp,
-            Some(&fqdn("area-2.example.com").unwrap()),
+            &QueryContext {
+                transport: Transport::Udp,
+                site_target: Some(&fqdn("area-2.example.com").unwrap()),
+                rotation: 0,
+            },
         );
         assert_eq!(
             got,

@@ -1,20 +1,19 @@
-//! The zone model of one area's name server (paper §7.2) and the authoritative answer
-//! logic of the embedded server.
+//! The zone model of one area's name server (paper §7.2): what the area's server holds,
+//! computed from the layout and the current answer.
 //!
 //! Layout: area *n*'s name server is authoritative for its own zone (`area-n.example.com`)
 //! and for the site zone (`example.com`). In the site zone `www.example.com` is a CNAME to
 //! `www.area-n.example.com`; the Director only ever changes the A/AAAA records of
-//! `www.<area-zone>`. Both zones have an SOA and an NS record naming this server.
-//!
-//! [`respond`] is sans-IO: request bytes in, response bytes out, for UDP (with the TC bit
-//! when the answer does not fit the client's datagram size) or TCP. The embedded server's
-//! sockets are a thin shell around it.
+//! `www.<area-zone>`. The site zone's NS rrset names every area's server, and every area
+//! zone that lies inside the site zone is delegated from it (NS and glue), so any site
+//! server refers a resolver to the right area server ([`ZoneContents`]). The embedded
+//! server answers from this model ([`super::answer`]); `dns bind-config` writes the same
+//! model as zone files ([`super::bind_config`]).
 
 use super::DirectorError;
 use crate::model::AreaAnswer;
-use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -129,11 +128,14 @@ pub struct ZoneLayout {
     /// by our short-lived records, and BIND then fails with "loop detected" once they
     /// expire: give it hours.
     pub ns_ttl: RecordTtl,
-    /// The other areas' name servers, listed beside ours in the site zone's NS rrset: every
-    /// area server is authoritative for the site zone (§7.2), and a resolver that takes the
-    /// NS rrset from the child (not the parent's delegation) must still see all of them, or
-    /// it keeps asking only the first server it met. Empty by default.
-    pub site_servers: Vec<Name>,
+    /// The other areas of the site: their zones and name servers. Every area server is
+    /// authoritative for the site zone (§7.2), so the site zone's NS rrset lists all of
+    /// them (a resolver that takes the NS rrset from the child must see every one), and an
+    /// area zone inside the site zone (the paper's layout, `area-us.example.com` under
+    /// `example.com`) is delegated from it with NS and glue: a resolver follows the CNAME
+    /// to `www.area-us.example.com` by asking *any* site server, which must refer it to
+    /// us's server rather than answer NXDOMAIN. Empty by default.
+    pub other_areas: Vec<AreaServer>,
 }
 
 impl ZoneLayout {
@@ -171,7 +173,7 @@ impl ZoneLayout {
             ns_addrs,
             ttl,
             ns_ttl: ttl,
-            site_servers: Vec::new(),
+            other_areas: Vec::new(),
         })
     }
 
@@ -181,16 +183,28 @@ impl ZoneLayout {
         self
     }
 
-    /// The same layout with the other areas' name servers (host names as an operator writes
-    /// them) added to the site zone's NS rrset.
-    pub fn with_site_servers(mut self, names: &[&str]) -> Result<Self, DirectorError> {
-        for n in names {
-            let n = fqdn(n)?;
-            if n != self.ns_name && !self.site_servers.contains(&n) {
-                self.site_servers.push(n);
+    /// The same layout with the other areas of the site (ours, if listed, is skipped).
+    pub fn with_other_areas(mut self, areas: impl IntoIterator<Item = AreaServer>) -> Self {
+        for a in areas {
+            if a.zone != self.area_zone && !self.other_areas.iter().any(|o| o.zone == a.zone) {
+                self.other_areas.push(a);
             }
         }
-        Ok(self)
+        self
+    }
+
+    /// This area's own zone and name server, as [`AreaServer`].
+    pub fn own_area(&self) -> AreaServer {
+        AreaServer {
+            zone: self.area_zone.clone(),
+            ns_name: self.ns_name.clone(),
+            ns_addrs: self.ns_addrs.clone(),
+        }
+    }
+
+    /// Every area of the site, ours first: the site zone's name servers.
+    pub fn all_areas(&self) -> impl Iterator<Item = AreaServer> + '_ {
+        std::iter::once(self.own_area()).chain(self.other_areas.iter().cloned())
     }
 
     /// `www.<site>`: the name clients resolve.
@@ -226,6 +240,37 @@ impl ZoneLayout {
     }
 }
 
+/// One area as the site zone sees it: its zone and the name server it is delegated to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AreaServer {
+    /// The area's zone, e.g. `area-us.example.com.`.
+    pub zone: Name,
+    /// Its name server's host name, e.g. `ns.area-us.example.com.`.
+    pub ns_name: Name,
+    /// The name server's addresses: the glue when `ns_name` lies inside the site zone.
+    pub ns_addrs: Vec<IpAddr>,
+}
+
+impl AreaServer {
+    /// From names as an operator writes them; `ns_name` defaults to `ns.<zone>`.
+    pub fn new(
+        zone: &str,
+        ns_name: Option<&str>,
+        ns_addrs: Vec<IpAddr>,
+    ) -> Result<Self, DirectorError> {
+        let zone = fqdn(zone)?;
+        let ns_name = match ns_name {
+            Some(n) => fqdn(n)?,
+            None => child("ns", &zone)?,
+        };
+        Ok(Self {
+            zone,
+            ns_name,
+            ns_addrs,
+        })
+    }
+}
+
 /// Parses an operator-written name as an absolute name.
 pub fn fqdn(s: &str) -> Result<Name, DirectorError> {
     let mut n = Name::from_ascii(s).map_err(|e| DirectorError::BadName {
@@ -242,7 +287,7 @@ pub fn fqdn(s: &str) -> Result<Name, DirectorError> {
     Ok(n.to_lowercase())
 }
 
-fn child(label: &str, parent: &Name) -> Result<Name, DirectorError> {
+pub(super) fn child(label: &str, parent: &Name) -> Result<Name, DirectorError> {
     parent
         .prepend_label(label)
         .map_err(|e| DirectorError::BadName {
@@ -270,333 +315,204 @@ impl Default for ZoneState {
     }
 }
 
-/// The transport a request came over: UDP answers are cut to the client's datagram size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// A datagram: at most 512 bytes, or the EDNS size the client advertised (capped at
-    /// [`EDNS_MAX_PAYLOAD`]); larger answers are replaced by an empty one with TC set.
-    Udp,
-    /// A stream: up to 65535 bytes.
-    Tcp,
+/// A delegation in the site zone (RFC 1034 §4.2.1): an area zone inside it, served by that
+/// area's own name server. Names at or below it are answered with a referral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The child zone's apex, e.g. `area-us.example.com.`.
+    pub name: Name,
+    /// The child's NS rrset as the parent holds it.
+    pub ns: Vec<Record>,
 }
 
-/// The largest UDP payload we send, whatever the client advertises (the DNS flag day 2020
-/// value, which avoids IP fragmentation).
-pub const EDNS_MAX_PAYLOAD: u16 = 1232;
-
-/// The answer of the embedded server to one request, or `None` when the bytes are not a
-/// DNS request worth answering (too short for a header, or itself a response). Never
-/// panics on any input.
-pub fn respond(
-    layout: &ZoneLayout,
-    state: &ZoneState,
-    request: &[u8],
-    transport: Transport,
-) -> Option<Vec<u8>> {
-    respond_with(layout, state, request, transport, None)
+/// What one of our two zones holds, computed from the layout and the current answer: the
+/// authoritative records, the delegations, and the glue (addresses of delegated name
+/// servers, below a cut, so not authoritative). One model for the embedded server's
+/// answers ([`super::answer`]) and the zone files `dns bind-config` writes, so the two
+/// agree by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneContents {
+    /// The zone's apex.
+    pub apex: Name,
+    /// Authoritative records: SOA and NS at the apex, then the zone's data.
+    pub records: Vec<Record>,
+    /// Delegations (the site zone's nested area zones; none in an area zone).
+    pub cuts: Vec<Cut>,
+    /// Addresses of delegated name servers that lie inside this zone.
+    pub glue: Vec<Record>,
 }
 
-/// Like [`respond`], but `www.<site>` is a CNAME to `www.<site_target>` instead of this
-/// area's own `www.<area_zone>` when `site_target` is given (and differs from our own area
-/// zone): the answer [`super::steering::Steering`] picks from the query's source. Nothing
-/// else changes; the other area's zone is not ours, so the answer holds only the CNAME and
-/// the resolver follows it to that area's own name server.
-pub fn respond_with(
-    layout: &ZoneLayout,
-    state: &ZoneState,
-    request: &[u8],
-    transport: Transport,
-    site_target: Option<&Name>,
-) -> Option<Vec<u8>> {
-    let req = match Message::from_vec(request) {
-        Ok(m) => m,
-        Err(_) => return formerr_from_raw_header(request),
-    };
-    if req.message_type() != MessageType::Query {
-        return None;
-    }
-    let mut resp = Message::new();
-    let mut header = Header::response_from_request(req.header());
-    header.set_recursion_desired(req.recursion_desired());
-    resp.set_header(header);
-    let limit = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match req.extensions() {
-            Some(e) => e.max_payload().clamp(512, EDNS_MAX_PAYLOAD) as usize,
-            None => 512,
-        },
-    };
-    if let Some(e) = req.extensions() {
-        let mut edns = Edns::new();
-        edns.set_max_payload(EDNS_MAX_PAYLOAD).set_version(0);
-        if e.version() > 0 {
-            // RFC 6891 §6.1.3: unknown EDNS version → BADVERS.
-            resp.set_edns(edns);
-            resp.add_queries(req.queries().iter().cloned());
-            resp.set_response_code(ResponseCode::BADVERS);
-            return emit(&resp, limit);
-        }
-        resp.set_edns(edns);
-    }
-    if req.op_code() != OpCode::Query {
-        resp.add_queries(req.queries().iter().cloned());
-        resp.set_response_code(ResponseCode::NotImp);
-        return emit(&resp, limit);
-    }
-    let [query] = req.queries() else {
-        resp.add_queries(req.queries().iter().cloned());
-        resp.set_response_code(ResponseCode::FormErr);
-        return emit(&resp, limit);
-    };
-    resp.add_query(query.clone());
-    answer_query(layout, state, query, site_target, &mut resp);
-    emit(&resp, limit)
-}
-
-/// Serialises `resp`; when it exceeds `limit`, sends instead the header and question with
-/// TC set, so the resolver retries over TCP (RFC 1035 §4.2.1, RFC 7766).
-fn emit(resp: &Message, limit: usize) -> Option<Vec<u8>> {
-    let bytes = resp.to_vec().ok()?;
-    if bytes.len() <= limit {
-        return Some(bytes);
-    }
-    let mut cut = Message::new();
-    let mut header = *resp.header();
-    header.set_truncated(true);
-    cut.set_header(header);
-    cut.add_queries(resp.queries().iter().cloned());
-    if let Some(e) = resp.extensions() {
-        cut.set_edns(e.clone());
-    }
-    cut.to_vec().ok()
-}
-
-/// A FORMERR for bytes that have a header but do not parse; nothing for anything shorter
-/// than a header or for a response (never answer a response: no loops).
-fn formerr_from_raw_header(request: &[u8]) -> Option<Vec<u8>> {
-    if request.len() < 12 || request[2] & 0x80 != 0 {
-        return None;
-    }
-    let id = u16::from_be_bytes([request[0], request[1]]);
-    let mut resp = Message::new();
-    resp.set_id(id)
-        .set_message_type(MessageType::Response)
-        .set_response_code(ResponseCode::FormErr);
-    resp.to_vec().ok()
-}
-
-/// Which of our two zones holds `name`: the most specific one that encloses it.
-fn zone_of<'a>(layout: &'a ZoneLayout, name: &Name) -> Option<&'a Name> {
-    let in_area = layout.area_zone.zone_of(name);
-    let in_site = layout.site.zone_of(name);
-    match (in_area, in_site) {
-        (true, true) => {
-            if layout.area_zone.num_labels() >= layout.site.num_labels() {
-                Some(&layout.area_zone)
+impl ZoneContents {
+    /// The site zone: SOA (serial 1: it never changes), every area's name server in the NS
+    /// rrset, a delegation with glue for every area zone inside it (ours too, as in a zone
+    /// file: a server that also serves the child answers from the child), and
+    /// `www.<site>` as a CNAME to `www.<area zone>` — ours, or `site_target`'s when source
+    /// steering picked another area.
+    pub fn site(layout: &ZoneLayout, site_target: Option<&Name>) -> Self {
+        let site = &layout.site;
+        let ns_ttl = layout.ns_ttl.secs();
+        let areas: Vec<AreaServer> = layout.all_areas().collect();
+        let cuts: Vec<Cut> = areas
+            .iter()
+            .filter(|a| a.zone != *site && site.zone_of(&a.zone))
+            .map(|a| Cut {
+                name: a.zone.clone(),
+                ns: vec![ns_record(&a.zone, ns_ttl, &a.ns_name)],
+            })
+            .collect();
+        let below_cut = |n: &Name| cuts.iter().any(|c| c.name.zone_of(n));
+        let mut records = vec![layout.soa(site, 1)];
+        records.extend(areas.iter().map(|a| ns_record(site, ns_ttl, &a.ns_name)));
+        let mut glue = Vec::new();
+        for a in &areas {
+            if !site.zone_of(&a.ns_name) {
+                continue;
+            }
+            let addrs = a
+                .ns_addrs
+                .iter()
+                .map(|ip| addr_record(&a.ns_name, ns_ttl, *ip));
+            if below_cut(&a.ns_name) {
+                glue.extend(addrs);
             } else {
-                Some(&layout.site)
+                records.extend(addrs);
             }
         }
-        (true, false) => Some(&layout.area_zone),
-        (false, true) => Some(&layout.site),
-        (false, false) => None,
-    }
-}
-
-/// Every record of `zone` (the whole zone is a handful of records).
-fn zone_records(
-    layout: &ZoneLayout,
-    state: &ZoneState,
-    zone: &Name,
-    site_target: Option<&Name>,
-) -> Vec<Record> {
-    let ttl = layout.ttl.secs();
-    let is_area = zone == &layout.area_zone;
-    // The site zone never changes, so its serial is constant.
-    let serial = if is_area { state.serial } else { 1 };
-    let ns_ttl = layout.ns_ttl.secs();
-    let mut out = vec![
-        layout.soa(zone, serial),
-        Record::from_rdata(zone.clone(), ns_ttl, RData::NS(NS(layout.ns_name.clone()))),
-    ];
-    if !is_area {
-        for other in &layout.site_servers {
-            out.push(Record::from_rdata(
-                zone.clone(),
-                ns_ttl,
-                RData::NS(NS(other.clone())),
-            ));
-        }
-    }
-    if zone_of(layout, &layout.ns_name) == Some(zone) {
-        for a in &layout.ns_addrs {
-            out.push(addr_record(layout.ns_name.clone(), ns_ttl, *a));
-        }
-    }
-    if is_area {
-        let www = layout.area_www();
-        for a in &state.www.v4 {
-            out.push(Record::from_rdata(
-                www.clone(),
-                state.www.ttl,
-                RData::A(A(*a)),
-            ));
-        }
-        for a in &state.www.v6 {
-            out.push(Record::from_rdata(
-                www.clone(),
-                state.www.ttl,
-                RData::AAAA(AAAA(*a)),
-            ));
-        }
-    } else {
         let target = match site_target {
-            Some(t) if t != &layout.area_zone => {
-                child("www", t).unwrap_or_else(|_| layout.area_www())
-            }
-            _ => layout.area_www(),
-        };
-        out.push(Record::from_rdata(
+            Some(t) if t != &layout.area_zone => child("www", t).ok(),
+            _ => None,
+        }
+        .unwrap_or_else(|| layout.area_www());
+        records.push(Record::from_rdata(
             layout.site_www(),
-            ttl,
+            layout.ttl.secs(),
             RData::CNAME(CNAME(target)),
         ));
-    }
-    out
-}
-
-fn addr_record(name: Name, ttl: u32, a: IpAddr) -> Record {
-    match a {
-        IpAddr::V4(a) => Record::from_rdata(name, ttl, RData::A(A(a))),
-        IpAddr::V6(a) => Record::from_rdata(name, ttl, RData::AAAA(AAAA(a))),
-    }
-}
-
-/// Fills answer and authority sections for one question (RFC 1034 §4.3.2, simplified to
-/// our two zones without delegations or wildcards).
-fn answer_query(
-    layout: &ZoneLayout,
-    state: &ZoneState,
-    query: &Query,
-    site_target: Option<&Name>,
-    resp: &mut Message,
-) {
-    if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {
-        resp.set_response_code(ResponseCode::Refused);
-        return;
-    }
-    let mut qname = query.name().to_lowercase();
-    qname.set_fqdn(true);
-    let qtype = query.query_type();
-    if matches!(
-        qtype,
-        RecordType::AXFR | RecordType::IXFR | RecordType::OPT | RecordType::TSIG
-    ) {
-        resp.set_response_code(ResponseCode::Refused);
-        return;
-    }
-    let Some(zone) = zone_of(layout, &qname) else {
-        // Not ours: an authoritative-only server refuses (it is no resolver, §7.2).
-        resp.set_response_code(ResponseCode::Refused);
-        return;
-    };
-    resp.set_authoritative(true);
-    // Follow CNAMEs inside our zones (at most a few hops: our layout has one).
-    let mut name = qname;
-    let mut zone = zone.clone();
-    for _ in 0..8 {
-        let records = zone_records(layout, state, &zone, site_target);
-        let at_name: Vec<&Record> = records.iter().filter(|r| r.name() == &name).collect();
-        if at_name.is_empty() {
-            let exists = records.iter().any(|r| name.zone_of(r.name()));
-            if !exists && resp.answers().is_empty() {
-                resp.set_response_code(ResponseCode::NXDomain);
-            }
-            resp.add_name_server(negative_soa(layout, state, &zone));
-            return;
+        dedup(&mut records);
+        dedup(&mut glue);
+        Self {
+            apex: site.clone(),
+            records,
+            cuts,
+            glue,
         }
-        let matching: Vec<Record> = at_name
+    }
+
+    /// This area's zone: SOA with the state's serial, our name server alone in the NS
+    /// rrset (each area's answer differs, so only its own server may serve its zone), its
+    /// addresses when its name lies inside, and the current www answer.
+    pub fn area(layout: &ZoneLayout, state: &ZoneState) -> Self {
+        let zone = &layout.area_zone;
+        let ns_ttl = layout.ns_ttl.secs();
+        let mut records = vec![
+            layout.soa(zone, state.serial),
+            ns_record(zone, ns_ttl, &layout.ns_name),
+        ];
+        if zone.zone_of(&layout.ns_name) {
+            records.extend(
+                layout
+                    .ns_addrs
+                    .iter()
+                    .map(|ip| addr_record(&layout.ns_name, ns_ttl, *ip)),
+            );
+        }
+        let www = layout.area_www();
+        let ttl = state.www.ttl;
+        records.extend(
+            state
+                .www
+                .v4
+                .iter()
+                .map(|a| addr_record(&www, ttl, (*a).into())),
+        );
+        records.extend(
+            state
+                .www
+                .v6
+                .iter()
+                .map(|a| addr_record(&www, ttl, (*a).into())),
+        );
+        dedup(&mut records);
+        Self {
+            apex: zone.clone(),
+            records,
+            cuts: Vec::new(),
+            glue: Vec::new(),
+        }
+    }
+
+    /// The zone's SOA record.
+    pub fn soa(&self) -> Option<&Record> {
+        self.records
             .iter()
-            .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
-            .map(|r| (*r).clone())
-            .collect();
-        if !matching.is_empty() {
-            resp.add_answers(matching);
-            return;
-        }
-        let cname = at_name.iter().find_map(|r| match r.data() {
-            RData::CNAME(c) => Some(((*r).clone(), c.0.clone())),
-            _ => None,
-        });
-        match cname {
-            Some((rec, target)) => {
-                resp.add_answer(rec);
-                match zone_of(layout, &target) {
-                    Some(z) => {
-                        zone = z.clone();
-                        name = target;
-                    }
-                    None => return,
-                }
-            }
-            None => {
-                // NODATA: the name exists without this type.
-                resp.add_name_server(negative_soa(layout, state, &zone));
-                return;
-            }
-        }
+            .find(|r| r.record_type() == RecordType::SOA)
+    }
+
+    /// The NS rrset at the apex.
+    pub fn apex_ns(&self) -> impl Iterator<Item = &Record> {
+        self.records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::NS && r.name() == &self.apex)
+    }
+
+    /// The delegation that covers `name`, if any: `name` at or below a cut, except a DS
+    /// query at the cut itself, which the parent answers (RFC 4035 §3.1.4.1).
+    pub fn cut_for(&self, name: &Name, qtype: RecordType) -> Option<&Cut> {
+        self.cuts
+            .iter()
+            .filter(|c| c.name.zone_of(name) && !(c.name == *name && qtype == RecordType::DS))
+            .max_by_key(|c| c.name.num_labels())
+    }
+
+    /// Whether `name` exists in this zone (has records, or is an empty non-terminal above
+    /// some record or delegation): the line between NODATA and NXDOMAIN.
+    pub fn name_exists(&self, name: &Name) -> bool {
+        self.records
+            .iter()
+            .map(Record::name)
+            .chain(self.cuts.iter().map(|c| &c.name))
+            .any(|n| name.zone_of(n))
     }
 }
 
-/// The SOA for the authority section of a negative answer: its TTL is the SOA minimum
-/// (RFC 2308 §3).
-fn negative_soa(layout: &ZoneLayout, state: &ZoneState, zone: &Name) -> Record {
-    let serial = if zone == &layout.area_zone {
-        state.serial
-    } else {
-        1
-    };
-    layout.soa(zone, serial)
+/// Which of our zones holds `name`: the most specific one that encloses it.
+pub fn zone_of<'a>(layout: &'a ZoneLayout, name: &Name) -> Option<&'a Name> {
+    [&layout.area_zone, &layout.site]
+        .into_iter()
+        .filter(|z| z.zone_of(name))
+        .max_by_key(|z| z.num_labels())
+}
+
+fn ns_record(owner: &Name, ttl: u32, target: &Name) -> Record {
+    Record::from_rdata(owner.clone(), ttl, RData::NS(NS(target.clone())))
+}
+
+/// An A or AAAA record.
+pub(super) fn addr_record(name: &Name, ttl: u32, a: IpAddr) -> Record {
+    match a {
+        IpAddr::V4(a) => Record::from_rdata(name.clone(), ttl, RData::A(A(a))),
+        IpAddr::V6(a) => Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(a))),
+    }
+}
+
+/// Drops repeated records (the same address configured twice), keeping the first.
+fn dedup(records: &mut Vec<Record>) {
+    let mut seen = Vec::with_capacity(records.len());
+    records.retain(|r| {
+        let key = (r.name().clone(), r.data().clone());
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::ClusterName;
-
-    fn layout() -> ZoneLayout {
-        ZoneLayout::new(
-            "example.com",
-            "area-1.example.com.",
-            None,
-            vec!["192.0.2.53".parse().unwrap()],
-            RecordTtl::DEFAULT,
-        )
-        .unwrap()
-    }
-
-    fn state(addrs: &[&str]) -> ZoneState {
-        ZoneState {
-            serial: 7,
-            www: WwwRecords::from_addrs(addrs.iter().map(|a| a.parse().unwrap()), RecordTtl(30)),
-        }
-    }
-
-    fn ask(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::new();
-        m.set_id(4242).set_recursion_desired(true);
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-        if let Some(p) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(p);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
-    }
-
-    fn run(st: &ZoneState, name: &str, t: RecordType, tr: Transport) -> Message {
-        Message::from_vec(&respond(&layout(), st, &ask(name, t, None), tr).unwrap()).unwrap()
-    }
 
     #[test]
     fn names_too_long_for_the_layout_are_refused() {
@@ -661,185 +577,5 @@ mod tests {
             ttl: 9,
             ..WwwRecords::default()
         }));
-    }
-
-    #[test]
-    fn site_www_is_cname_followed_into_area_zone() {
-        let st = state(&["10.0.0.1", "2001:db8::1"]);
-        let r = run(&st, "www.example.com.", RecordType::A, Transport::Udp);
-        assert_eq!(r.response_code(), ResponseCode::NoError);
-        assert!(r.authoritative());
-        assert_eq!(r.id(), 4242);
-        let types: Vec<_> = r.answers().iter().map(|a| a.record_type()).collect();
-        assert_eq!(types, vec![RecordType::CNAME, RecordType::A]);
-        assert_eq!(r.answers()[1].name(), &layout().area_www());
-        assert_eq!(r.answers()[1].ttl(), 30);
-    }
-
-    #[test]
-    fn nodata_and_nxdomain_carry_the_soa() {
-        let st = state(&["10.0.0.1"]);
-        let r = run(
-            &st,
-            "www.area-1.example.com.",
-            RecordType::AAAA,
-            Transport::Udp,
-        );
-        assert_eq!(r.response_code(), ResponseCode::NoError);
-        assert!(r.answers().is_empty());
-        assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
-
-        let r = run(
-            &st,
-            "nope.area-1.example.com.",
-            RecordType::A,
-            Transport::Udp,
-        );
-        assert_eq!(r.response_code(), ResponseCode::NXDomain);
-        match r.name_servers()[0].data() {
-            RData::SOA(s) => assert_eq!(s.serial(), 7),
-            other => panic!("not an SOA: {other:?}"),
-        }
-        // The apex exists (NODATA for TXT) and an empty non-terminal is not NXDOMAIN.
-        let r = run(&st, "example.com.", RecordType::TXT, Transport::Udp);
-        assert_eq!(r.response_code(), ResponseCode::NoError);
-        let r = run(&st, "foo.example.com.", RecordType::A, Transport::Udp);
-        assert_eq!(r.response_code(), ResponseCode::NXDomain);
-    }
-
-    #[test]
-    fn foreign_names_are_refused() {
-        let r = run(
-            &state(&[]),
-            "www.example.org.",
-            RecordType::A,
-            Transport::Udp,
-        );
-        assert_eq!(r.response_code(), ResponseCode::Refused);
-        assert!(!r.authoritative());
-    }
-
-    #[test]
-    fn big_answer_sets_tc_over_udp_but_not_tcp() {
-        let addrs: Vec<String> = (0..60).map(|i| format!("2001:db8::{i:x}")).collect();
-        let refs: Vec<&str> = addrs.iter().map(|s| s.as_str()).collect();
-        let st = state(&refs);
-        let r = run(&st, "www.example.com.", RecordType::AAAA, Transport::Udp);
-        assert!(r.truncated());
-        assert!(r.answers().is_empty());
-        let r = run(&st, "www.example.com.", RecordType::AAAA, Transport::Tcp);
-        assert!(!r.truncated());
-        assert_eq!(r.answers().len(), 61);
-        // With EDNS 4096 the cap is 1232 bytes: 60 AAAA (~28 bytes each) still do not fit.
-        let bytes = respond(
-            &layout(),
-            &st,
-            &ask("www.example.com.", RecordType::AAAA, Some(4096)),
-            Transport::Udp,
-        )
-        .unwrap();
-        assert!(bytes.len() <= EDNS_MAX_PAYLOAD as usize);
-        assert!(Message::from_vec(&bytes).unwrap().truncated());
-        // 25 IPv4 addresses (the paper's 20–30) fit in 512 bytes without EDNS.
-        let v4: Vec<String> = (0..25).map(|i| format!("10.0.0.{i}")).collect();
-        let st = state(&v4.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-        let r = run(&st, "www.example.com.", RecordType::A, Transport::Udp);
-        assert!(!r.truncated());
-        assert_eq!(r.answers().len(), 26);
-    }
-
-    #[test]
-    fn garbage_never_panics_and_gets_formerr_or_nothing() {
-        let l = layout();
-        let st = state(&["10.0.0.1"]);
-        assert_eq!(respond(&l, &st, &[], Transport::Udp), None);
-        assert_eq!(respond(&l, &st, &[1, 2, 3], Transport::Udp), None);
-        let junk = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-        let r = Message::from_vec(&respond(&l, &st, &junk, Transport::Udp).unwrap()).unwrap();
-        assert_eq!(r.response_code(), ResponseCode::FormErr);
-        assert_eq!(r.id(), 0x1234);
-        // A response is never answered.
-        let mut resp = junk;
-        resp[2] |= 0x80;
-        assert_eq!(respond(&l, &st, &resp, Transport::Udp), None);
-        for len in 0..64 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
-            let _ = respond(&l, &st, &bytes, Transport::Udp);
-        }
-    }
-
-    #[test]
-    fn update_opcode_is_not_implemented() {
-        let mut m = Message::new();
-        m.set_id(1).set_op_code(OpCode::Update);
-        m.add_query(Query::query(
-            Name::from_ascii("area-1.example.com.").unwrap(),
-            RecordType::SOA,
-        ));
-        let r = respond(&layout(), &state(&[]), &m.to_vec().unwrap(), Transport::Udp).unwrap();
-        assert_eq!(
-            Message::from_vec(&r).unwrap().response_code(),
-            ResponseCode::NotImp
-        );
-    }
-
-    #[test]
-    fn site_zone_lists_every_area_server_with_the_ns_ttl() {
-        let l = layout()
-            .with_ns_ttl(RecordTtl(3600))
-            .with_site_servers(&["ns.area-2.example.com", "ns.area-1.example.com."])
-            .unwrap();
-        let ask_ns = |zone: &str| {
-            let bytes = respond(
-                &l,
-                &state(&[]),
-                &ask(zone, RecordType::NS, None),
-                Transport::Udp,
-            );
-            Message::from_vec(&bytes.unwrap()).unwrap()
-        };
-        let site = ask_ns("example.com.");
-        let names: Vec<String> = site
-            .answers()
-            .iter()
-            .filter_map(|r| match r.data() {
-                RData::NS(n) => Some(n.0.to_ascii()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(names, ["ns.area-1.example.com.", "ns.area-2.example.com."]);
-        assert!(site.answers().iter().all(|r| r.ttl() == 3600));
-        // The area zone is ours alone; its www keeps the short TTL.
-        assert_eq!(ask_ns("area-1.example.com.").answers().len(), 1);
-        let r = run(
-            &state(&["10.0.0.1"]),
-            "www.area-1.example.com.",
-            RecordType::A,
-            Transport::Udp,
-        );
-        assert_eq!(r.answers()[0].ttl(), 30);
-        let glue = respond(
-            &l,
-            &state(&[]),
-            &ask("ns.area-1.example.com.", RecordType::A, None),
-            Transport::Udp,
-        );
-        assert_eq!(
-            Message::from_vec(&glue.unwrap()).unwrap().answers()[0].ttl(),
-            3600
-        );
-    }
-
-    #[test]
-    fn ns_glue_is_served_in_the_area_zone() {
-        let r = run(
-            &state(&[]),
-            "ns.area-1.example.com.",
-            RecordType::A,
-            Transport::Udp,
-        );
-        assert_eq!(r.answers().len(), 1);
-        let r = run(&state(&[]), "example.com.", RecordType::NS, Transport::Udp);
-        assert_eq!(r.answers().len(), 1);
     }
 }

@@ -120,7 +120,7 @@ impl Bind {
             "options {{\n\tdirectory \"{d}\";\n\tpid-file \"{d}/named.pid\";\n\
              \tsession-keyfile \"{d}/session.key\";\n\tmanaged-keys-directory \"{d}\";\n\
              \tlisten-on port {port} {{ 127.0.0.1; }};\n\tlisten-on-v6 {{ none; }};\n\
-             \trecursion no;\n\tdnssec-validation no;\n\tnotify no;\n\tminimal-responses yes;\n}};\n\
+             \trecursion no;\n\tdnssec-validation no;\n\tnotify no;\n\n}};\n\
              controls {{ }};\n{}\n{}",
             key.to_bind_key(),
             cfg.zone_statements
@@ -253,6 +253,27 @@ pub fn dig_with(addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Di
 
 pub fn dig(addr: SocketAddr, name: &str, rtype: &str) -> Dig {
     dig_with(addr, name, rtype, &[])
+}
+
+/// Like [`dig_with`], but as a resolver would: a CNAME answered without `rtype` data (an
+/// area server gives `www.<site>` as the CNAME to its area zone alone, like BIND) is
+/// followed by asking the same server for its target. The answers of every step are
+/// kept, in order.
+pub fn dig_followed(addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
+    let mut d = dig_with(addr, name, rtype, extra);
+    for _ in 0..4 {
+        if !d.data_of(rtype).is_empty() || d.status != "NOERROR" {
+            break;
+        }
+        let Some(target) = d.data_of("CNAME").pop() else {
+            break;
+        };
+        let next = dig_with(addr, &target, rtype, extra);
+        d.answer.extend(next.answer);
+        d.status = next.status;
+        d.authority = next.authority;
+    }
+    d
 }
 
 fn parse_dig(text: &str) -> Dig {

@@ -100,23 +100,35 @@ pub fn need(binary: &str, package: &str) -> PathBuf {
     panic!("`{binary}` is missing: install the Debian package `{package}`");
 }
 
-/// The A records `dig` sees for `name` at `server` (sorted).
+/// The A records `dig` sees for `name` at `server` (sorted). Like a resolver, follows a
+/// CNAME that comes without addresses (an area server answers `www.<site>` with the CNAME
+/// to its area zone alone, as BIND does) by asking the same server for its target.
 pub fn dig_a(server: SocketAddr, name: &str) -> Vec<String> {
     let dig = need("dig", "bind9-dnsutils");
-    let out = Command::new(dig)
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string()])
-        .args([name, "A", "+short", "+time=1", "+tries=2"])
-        .output()
-        .unwrap();
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
-        .map(str::to_owned)
-        .collect();
-    v.sort();
-    v
+    let mut name = name.to_owned();
+    for _ in 0..4 {
+        let out = Command::new(&dig)
+            .arg(format!("@{}", server.ip()))
+            .args(["-p", &server.port().to_string()])
+            .args([&name, "A", "+short", "+time=1", "+tries=2"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let mut v: Vec<String> = lines
+            .iter()
+            .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
+            .map(|l| (*l).to_owned())
+            .collect();
+        match lines.last() {
+            Some(target) if v.is_empty() && target.ends_with('.') => name = (*target).to_owned(),
+            _ => {
+                v.sort();
+                return v;
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// Polls `f` every 50 ms until it gives `Some`, or panics after `timeout` naming `what`.
