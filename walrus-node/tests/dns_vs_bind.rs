@@ -8,7 +8,7 @@
 //! ```text
 //!                      +--> walrus-node dns serve --area eu   (embedded)
 //!   the same queries --+
-//!   (UDP, EDNS, RD 0/1) +--> named -g, zones from `dns bind-config --area eu`  (BIND)
+//!   (UDP, EDNS, RD, DO) +--> named -g, zones from `dns bind-config --area eu`  (BIND)
 //! ```
 //!
 //! BIND runs as an operator would run it (README step 6): `recursion no; notify no;` and
@@ -18,12 +18,13 @@
 //! what resolvers send.
 //!
 //! Each reply is reduced to what a resolver acts on: the rcode, the AA, TC, RD and RA flags,
-//! whether it carries EDNS, and each section (answer, authority, additional without OPT and
-//! TSIG) as a sorted multiset of `name TTL type rdata` lines — BIND shuffles the order of
-//! records, so order is not compared. Every query is sent with RD=0 (a resolver) and RD=1
-//! (`dig`'s default). On a mismatch the test prints, query by query, what each server said
-//! and how they differ, then fails. `WALRUS_DNS_DIFF_ALL=1` prints every reply pair, the
-//! agreeing ones too (both servers can agree and both be wrong).
+//! whether it carries EDNS and the DO bit, and each section (answer, authority, additional
+//! without OPT and TSIG) as a sorted multiset of `name TTL type rdata` lines — BIND shuffles
+//! the order of records, so order is not compared. Every query is sent three times: RD=0 (a
+//! resolver), RD=1 (`dig`'s default), and RD=0 with the EDNS DO bit (a validating resolver).
+//! On a mismatch the test prints, query by query, what each server said and how they
+//! differ, then fails. `WALRUS_DNS_DIFF_ALL=1` prints every reply pair, the agreeing ones
+//! too (both servers can agree and both be wrong).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -44,7 +45,8 @@ const KEY_NAME: &str = "walrus-eu";
 /// The EDNS UDP payload size we advertise (the DNS Flag Day 2020 value resolvers use).
 const EDNS_PAYLOAD: u16 = 1232;
 
-/// The queries, each sent with RD=0 and RD=1.
+/// The queries, each sent with RD=0 (a resolver), RD=1 (`dig`) and RD=0 with the EDNS DO
+/// bit (a validating resolver).
 const QUERIES: &[(&str, RecordType)] = &[
     // The site name: a CNAME into our area zone.
     ("www.example.com", RecordType::A),
@@ -67,6 +69,8 @@ const QUERIES: &[(&str, RecordType)] = &[
     ("ns.area-us.example.com", RecordType::A),
     ("www.area-asia.example.com", RecordType::A),
     ("area-asia.example.com", RecordType::NS),
+    // DS is the parent's side of a delegation: answered from the site zone.
+    ("area-us.example.com", RecordType::DS),
     // A missing name in each zone, and a type the apex does not have.
     ("nosuch.example.com", RecordType::A),
     ("nosuch.area-eu.example.com", RecordType::A),
@@ -88,9 +92,14 @@ fn embedded_server_answers_like_bind_loaded_from_bind_config() {
     let mut differ = 0;
     let mut total = 0;
     for &(name, rtype) in QUERIES {
-        for rd in [false, true] {
+        for (rd, dnssec_ok) in [(false, false), (true, false), (false, true)] {
             total += 1;
-            let q = Question { name, rtype, rd };
+            let q = Question {
+                name,
+                rtype,
+                rd,
+                dnssec_ok,
+            };
             let ours = ask(embedded.addr, &q);
             let theirs = ask(bind.addr, &q);
             if ours != theirs {
@@ -156,6 +165,7 @@ impl Proc {
             name: zone,
             rtype: RecordType::SOA,
             rd: false,
+            dnssec_ok: false,
         };
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -306,17 +316,17 @@ struct Question<'a> {
     name: &'a str,
     rtype: RecordType,
     rd: bool,
+    /// The EDNS DO bit (RFC 3225: a server copies it into its reply).
+    dnssec_ok: bool,
 }
 
 impl std::fmt::Display for Question<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} RD={}",
-            self.name,
-            self.rtype,
-            if self.rd { 1 } else { 0 }
-        )
+        write!(f, "{} {} RD={}", self.name, self.rtype, u8::from(self.rd))?;
+        if self.dnssec_ok {
+            write!(f, " DO=1")?;
+        }
+        Ok(())
     }
 }
 
@@ -330,7 +340,7 @@ enum Reply {
 
 #[derive(Debug, PartialEq, Eq)]
 struct Answer {
-    /// `RCODE flags... edns`, e.g. `NOERROR aa rd edns`.
+    /// `RCODE flags... edns [do]`, e.g. `NOERROR aa rd edns`.
     header: String,
     /// Each section as sorted `name TTL type rdata` lines.
     answer: Vec<String>,
@@ -351,7 +361,8 @@ fn ask(server: SocketAddr, q: &Question) -> Reply {
         .set_recursion_desired(q.rd);
     m.add_query(Query::query(Name::from_ascii(q.name).unwrap(), q.rtype));
     let mut edns = Edns::new();
-    edns.set_max_payload(EDNS_PAYLOAD);
+    edns.set_max_payload(EDNS_PAYLOAD)
+        .set_dnssec_ok(q.dnssec_ok);
     m.set_edns(edns);
     let bytes = m.to_vec().unwrap();
 
@@ -386,6 +397,10 @@ fn reduce(r: &Message) -> Answer {
         (r.recursion_desired(), "rd"),
         (r.recursion_available(), "ra"),
         (r.extensions().is_some(), "edns"),
+        (
+            r.extensions().as_ref().is_some_and(|e| e.flags().dnssec_ok),
+            "do",
+        ),
     ] {
         if set {
             header.push(' ');
