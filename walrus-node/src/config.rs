@@ -597,6 +597,24 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 impl Config {
+    /// What is valid but probably not what the operator wants, one sentence each:
+    /// `check-config` prints them and `run` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, area) in &self.areas {
+            let port = area.name_server.port();
+            if port != 53 {
+                out.push(format!(
+                    "area {name}: name_server port {port}: resolvers reach an area's name server \
+                     through the delegation to ns.{} at {:?}, always on port 53; this works only \
+                     for tests that ask it directly, or behind a forward from port 53",
+                    area.zone, area.ns_addresses
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -1122,6 +1140,33 @@ fn validate_areas(
             },
         );
     }
+    // An area zone inside another area's zone would be served by the outer area's server
+    // alone (it delegates nothing): the inner area's answer could never be reached.
+    for (name, area) in &areas {
+        for (other, outer) in &areas {
+            let below = area.zone.len() > outer.zone.len()
+                && area.zone.ends_with(&format!(".{}", outer.zone));
+            if name != other && (below || area.zone == outer.zone) {
+                let span = raw.get_ref().get(&name.0).map(|a| a.span());
+                return Err(loc.err(
+                    span,
+                    format!("areas.{name}.zone"),
+                    format!(
+                        "`{}` is {} area {other}'s zone `{}`; every area needs a zone of its own, \
+                         beside the others (e.g. area-{name}.{})",
+                        area.zone,
+                        if below { "inside" } else { "the same as" },
+                        outer.zone,
+                        outer
+                            .zone
+                            .split_once('.')
+                            .map(|(_, p)| p)
+                            .unwrap_or(&outer.zone)
+                    ),
+                ));
+            }
+        }
+    }
     Ok(areas)
 }
 
@@ -1269,6 +1314,33 @@ mod tests {
             err.to_string(),
             format!("walrus.toml:{line}: `areas.eu.home_cluster`: `c9` is not a cluster; known: c-asia, c-eu, c-us")
         );
+    }
+
+    #[test]
+    fn an_area_zone_inside_another_areas_zone_is_refused() {
+        let text = EXAMPLE.replace(
+            "zone = \"area-us.example.com\"",
+            "zone = \"us.area-eu.example.com\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "areas.us.zone");
+        assert!(err.message.contains("inside area eu's zone"), "{err}");
+        let text = EXAMPLE.replace(
+            "zone = \"area-us.example.com\"",
+            "zone = \"area-eu.example.com\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("the same as"), "{err}");
+    }
+
+    #[test]
+    fn a_name_server_off_port_53_is_a_warning() {
+        let config = parse(EXAMPLE).unwrap();
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        let config = parse(&EXAMPLE.replace("127.0.0.12:53", "127.0.0.12:5353")).unwrap();
+        let w = config.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("area us: name_server port 5353"), "{w:?}");
     }
 
     #[test]

@@ -389,6 +389,9 @@ fn check_config(config: PathBuf) -> anyhow::Result<()> {
         let roles: Vec<String> = node.roles.iter().map(|r| r.to_string()).collect();
         out!("  node {name}: {} [{}]", node.address, roles.join(", "));
     }
+    for w in config.warnings() {
+        out!("warning: {w}");
+    }
     Ok(())
 }
 
@@ -406,6 +409,9 @@ async fn run_node(
         })
     };
     let config = load(&path)?;
+    for w in config.warnings() {
+        tracing::warn!(config = %path.display(), "{w}");
+    }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut runtime = walrus_node::runtime::start(&config, &node).await?;

@@ -255,8 +255,15 @@ impl<S: GroupSession> Shell<S> {
                     && sender.1 == self.session.member().session;
                 match WalrusMessage::decode(&payload) {
                     Ok(WalrusMessage::Report(r)) => {
-                        if let Err(e) = self.machine.handle_report(now(), r) {
-                            tracing::debug!(error = %e, "report ignored");
+                        let server = r.server.clone();
+                        match self.machine.handle_report(now(), r) {
+                            Ok(fixed) if !fixed.is_empty() => {
+                                let fixed: Vec<String> =
+                                    fixed.iter().map(ToString::to_string).collect();
+                                tracing::debug!(%server, corrections = ?fixed, "report figures corrected");
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(error = %e, "report ignored"),
                         }
                     }
                     Ok(WalrusMessage::Generation { generation, .. }) => {

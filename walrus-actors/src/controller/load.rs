@@ -16,9 +16,23 @@
 //!   swap itself to a halt, so it gets no new clients except in dire need (paper §2: an
 //!   overloaded server is still better than none, so it is not declared dead).
 //!
-//! Each part can be switched off in [`LoadFormula`]. Statistics come from the network, so
-//! [`validate`] rejects reports whose fractions are not numbers in `0..=1`; the round
-//! ignores such a report as malformed.
+//! Each part can be switched off in [`LoadFormula`].
+//!
+//! # Figures out of range
+//!
+//! Statistics come from the network and from web servers under stress, so [`sanitize`]
+//! checks them first. A report comes from a live server, so its figures never make that
+//! server "dead" (paper §2: overloaded service beats no service). Per field:
+//!
+//! | field | out of range | what happens |
+//! |---|---|---|
+//! | `web.busy_workers` | above `max_workers` (a flash crowd: nginx counts every connection reading or writing) | kept: the worker fraction is above 1.0, so the load is at least 1.0 ("over capacity: 700 busy of 512") |
+//! | `cpu_user`, `cpu_system`, `cpu_idle` | finite but outside `0..=1` | clamped into `0..=1` |
+//! | `cpu_user`, `cpu_system`, `cpu_idle` | NaN or infinite | meaningless: the report counts as TEMPFAIL (last round's load) |
+//! | `pages_out_per_sec` | negative, NaN or infinite | set to 0 (not part of the load) |
+//! | `free_virtual_bytes` | above `total_virtual_bytes` | set to the total (no low-memory push) |
+//!
+//! Each correction is returned with the sanitised figures, so the shell can log it.
 
 use crate::model::ServerStats;
 
@@ -75,8 +89,8 @@ pub enum StatsError {
         /// `total_virtual_bytes`.
         total: u64,
     },
-    /// More busy workers than the maximum the server said it has.
-    #[error("busy workers {busy} exceed maximum {max}")]
+    /// More busy workers than the maximum the server said it has: over capacity.
+    #[error("over capacity: {busy} busy of {max}")]
     Workers {
         /// `busy_workers`.
         busy: u32,
@@ -88,42 +102,60 @@ pub enum StatsError {
 /// Slack for fractions computed from counters (a sum of parts may round to 1.0000001).
 const FRACTION_SLACK: f64 = 1e-6;
 
-/// Checks that statistics from a Reporter make sense before they are used.
-pub fn validate(stats: &ServerStats) -> Result<(), StatsError> {
+/// The figures of a report made usable, with every correction made (empty when none).
+/// `Err` when a figure the load depends on is meaningless (NaN or infinite CPU fractions):
+/// the report then counts as TEMPFAIL. See the module doc for the rule per field.
+pub fn sanitize(stats: &ServerStats) -> Result<(ServerStats, Vec<StatsError>), StatsError> {
+    let mut out = stats.clone();
+    let mut fixed = Vec::new();
     for (field, value) in [
-        ("cpu_user", stats.cpu_user),
-        ("cpu_system", stats.cpu_system),
-        ("cpu_idle", stats.cpu_idle),
+        ("cpu_user", &mut out.cpu_user),
+        ("cpu_system", &mut out.cpu_system),
+        ("cpu_idle", &mut out.cpu_idle),
     ] {
-        if !value.is_finite() || !(-FRACTION_SLACK..=1.0 + FRACTION_SLACK).contains(&value) {
-            return Err(StatsError::BadFraction { field, value });
+        if !value.is_finite() {
+            return Err(StatsError::BadFraction {
+                field,
+                value: *value,
+            });
         }
+        if !(-FRACTION_SLACK..=1.0 + FRACTION_SLACK).contains(value) {
+            fixed.push(StatsError::BadFraction {
+                field,
+                value: *value,
+            });
+        }
+        *value = value.clamp(0.0, 1.0);
     }
-    let rate = stats.pages_out_per_sec;
+    let rate = out.pages_out_per_sec;
     if !rate.is_finite() || rate < 0.0 {
-        return Err(StatsError::BadRate {
+        fixed.push(StatsError::BadRate {
             field: "pages_out_per_sec",
             value: rate,
         });
+        out.pages_out_per_sec = 0.0;
     }
-    if stats.free_virtual_bytes > stats.total_virtual_bytes {
-        return Err(StatsError::VirtualMemory {
-            free: stats.free_virtual_bytes,
-            total: stats.total_virtual_bytes,
+    if out.free_virtual_bytes > out.total_virtual_bytes {
+        fixed.push(StatsError::VirtualMemory {
+            free: out.free_virtual_bytes,
+            total: out.total_virtual_bytes,
         });
+        out.free_virtual_bytes = out.total_virtual_bytes;
     }
-    let web = &stats.web;
+    let web = &out.web;
     if web.max_workers > 0 && web.busy_workers > web.max_workers {
-        return Err(StatsError::Workers {
+        // Kept as it is: the load formula turns it into a load above 1.0.
+        fixed.push(StatsError::Workers {
             busy: web.busy_workers,
             max: web.max_workers,
         });
     }
-    Ok(())
+    Ok((out, fixed))
 }
 
 impl LoadFormula {
-    /// The server's load (1.0 = at capacity) from statistics that passed [`validate`].
+    /// The server's load (1.0 = at capacity, more when over capacity) from statistics that
+    /// went through [`sanitize`].
     /// `threshold` is the assignment's threshold, used only by the low-memory rule.
     pub fn load(&self, stats: &ServerStats, threshold: f64) -> f64 {
         let mut load: f64 = 0.0;
@@ -206,30 +238,55 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_nonsense() {
-        assert_eq!(validate(&stats(1, 2, 0.5, 10)), Ok(()));
+    fn sanitize_clamps_what_it_can_and_never_refuses_a_live_server() {
+        let (s, fixed) = sanitize(&stats(1, 2, 0.5, 10)).unwrap();
+        assert_eq!((s, fixed), (stats(1, 2, 0.5, 10), vec![]));
+        // NaN CPU: meaningless, TEMPFAIL.
         let mut s = stats(1, 2, 0.5, 10);
         s.cpu_idle = f64::NAN;
         assert!(matches!(
-            validate(&s),
+            sanitize(&s),
             Err(StatsError::BadFraction {
                 field: "cpu_idle",
                 ..
             })
         ));
+        // A fraction out of range is clamped.
         let mut s = stats(1, 2, 0.5, 10);
         s.cpu_user = 1.5;
-        assert!(matches!(validate(&s), Err(StatsError::BadFraction { .. })));
+        let (got, fixed) = sanitize(&s).unwrap();
+        assert_eq!(got.cpu_user, 1.0);
         assert!(matches!(
-            validate(&stats(3, 2, 0.5, 10)),
-            Err(StatsError::Workers { busy: 3, max: 2 })
+            fixed[..],
+            [StatsError::BadFraction {
+                field: "cpu_user",
+                ..
+            }]
         ));
-        assert!(matches!(
-            validate(&stats(1, 2, 0.5, 2000)),
-            Err(StatsError::VirtualMemory { .. })
-        ));
-        let mut s = stats(1, 2, 0.5, 10);
-        s.pages_out_per_sec = -1.0;
-        assert!(matches!(validate(&s), Err(StatsError::BadRate { .. })));
+        // A flash crowd: more busy than the maximum is over capacity, load above 1.0.
+        let (got, fixed) = sanitize(&stats(700, 512, 0.5, 10)).unwrap();
+        assert_eq!(
+            fixed,
+            vec![StatsError::Workers {
+                busy: 700,
+                max: 512
+            }]
+        );
+        assert_eq!(fixed[0].to_string(), "over capacity: 700 busy of 512");
+        let load = LoadFormula::default().load(&got, 0.8);
+        assert!(load >= 1.0 && (load - 700.0 / 512.0).abs() < 1e-9, "{load}");
+        // More free virtual memory than exists: set to the total, no low-memory push.
+        let (got, fixed) = sanitize(&stats(1, 2, 0.5, 2000)).unwrap();
+        assert_eq!(got.free_virtual_bytes, 1000);
+        assert!(matches!(fixed[..], [StatsError::VirtualMemory { .. }]));
+        assert!(LoadFormula::default().load(&got, 0.8) < 0.8);
+        // A bad paging rate is zeroed.
+        for rate in [-1.0, f64::NAN, f64::INFINITY] {
+            let mut s = stats(1, 2, 0.5, 10);
+            s.pages_out_per_sec = rate;
+            let (got, fixed) = sanitize(&s).unwrap();
+            assert_eq!(got.pages_out_per_sec, 0.0);
+            assert!(matches!(fixed[..], [StatsError::BadRate { .. }]));
+        }
     }
 }

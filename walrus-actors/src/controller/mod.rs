@@ -15,7 +15,11 @@
 //!                                                                       (command, webhook)
 //! ```
 //!
-//! - [`load`]: the documented, configurable load formula and the sanity check of reports.
+//! - [`load`]: the documented, configurable load formula, and what a report's figure out of
+//!   range does, per field (its module doc has the table). In short: a report comes from a
+//!   live server, so no figure makes it dead — busy workers above `max_workers` (a flash
+//!   crowd) is over capacity (load above 1.0), fractions out of `0..=1` are clamped, a NaN
+//!   CPU figure makes the report TEMPFAIL (last round's load).
 //! - [`assign`]: the assignment as one pure function, with per-change reasons.
 //! - [`round`]: the sans-IO round state machine for master and backups.
 //! - [`notify`]: notification events and their two channels (command, HTTP webhook).

@@ -241,14 +241,6 @@ pub enum ReportIgnored {
         /// The round.
         round: Round,
     },
-    /// The statistics make no sense.
-    #[error("malformed report from {server}: {error}")]
-    Malformed {
-        /// The reporting server.
-        server: ServerName,
-        /// What is wrong.
-        error: StatsError,
-    },
 }
 
 /// Why a decision from another Controller was not adopted.
@@ -451,7 +443,13 @@ impl RoundMachine {
 
     /// A report arrived on `Controllers`. The master gathers it into the round; a backup
     /// keeps it for its shadow of the master's history (see [`RoundMachine::handle_decision`]).
-    pub fn handle_report(&mut self, now: Instant, report: Report) -> Result<(), ReportIgnored> {
+    /// Returns the corrections made to its figures ([`load::sanitize`]: clamped fields, or
+    /// the meaningless one that made it TEMPFAIL), for the shell to log.
+    pub fn handle_report(
+        &mut self,
+        now: Instant,
+        report: Report,
+    ) -> Result<Vec<StatsError>, ReportIgnored> {
         let Report {
             server,
             round: got,
@@ -465,13 +463,20 @@ impl RoundMachine {
             self.handle_generation(now, g);
             self.generations.insert(server.clone(), g);
         }
+        let mut corrections = Vec::new();
         let observation = match body {
-            ReportBody::Stats(stats) => {
-                if let Err(error) = load::validate(&stats) {
-                    return Err(ReportIgnored::Malformed { server, error });
+            // A live server's figures never make it dead (see `load`): out-of-range ones
+            // are clamped, meaningless ones count as TEMPFAIL.
+            ReportBody::Stats(stats) => match load::sanitize(&stats) {
+                Ok((stats, fixed)) => {
+                    corrections = fixed;
+                    Observation::Load(self.config.load.load(&stats, self.config.params.threshold))
                 }
-                Observation::Load(self.config.load.load(&stats, self.config.params.threshold))
-            }
+                Err(meaningless) => {
+                    corrections = vec![meaningless];
+                    Observation::TempFail
+                }
+            },
             ReportBody::TempFail { .. } => Observation::TempFail,
             ReportBody::Bypass { reason } => Observation::Bypass { reason },
             ReportBody::Panic { reason } => Observation::Panic { reason },
@@ -498,7 +503,7 @@ impl RoundMachine {
                 if reports.len() == self.servers.len() {
                     self.close_round(now);
                 }
-                Ok(())
+                Ok(corrections)
             }
             Role::Idle { .. } => Err(ReportIgnored::NotGathering { server, round: got }),
             Role::Backup => {
@@ -515,7 +520,7 @@ impl RoundMachine {
                     return Err(ReportIgnored::Duplicate { server, round: got });
                 }
                 reports.insert(server, observation);
-                Ok(())
+                Ok(corrections)
             }
         }
     }
@@ -892,7 +897,7 @@ mod tests {
         assert_eq!(m.poll_timeout(), None);
         m.handle_timeout(t0 + Duration::from_secs(5));
         // It keeps reports of the next few rounds for its shadow history, silently.
-        assert_eq!(m.handle_report(t0, report("c1-s1", 1, 10)), Ok(()));
+        assert_eq!(m.handle_report(t0, report("c1-s1", 1, 10)), Ok(vec![]));
         assert_eq!(
             m.handle_report(t0, report("c1-s1", 1, 10)),
             Err(ReportIgnored::Duplicate {
@@ -1291,14 +1296,12 @@ mod tests {
                 server: "intruder".into()
             })
         );
+        // A meaningless figure is TEMPFAIL, not an ignored report (the server is alive).
         let mut bad = report("c1-s2", 1, 10);
         if let ReportBody::Stats(s) = &mut bad.body {
             s.cpu_idle = f64::NAN;
         }
-        assert!(matches!(
-            m.handle_report(t0, bad),
-            Err(ReportIgnored::Malformed { .. })
-        ));
+        m.handle_report(t0, bad).unwrap();
         m.handle_report(t0, report("c1-s1", 1, 10)).unwrap();
         assert_eq!(
             m.handle_report(t0, report("c1-s1", 1, 90)),
@@ -1313,10 +1316,10 @@ mod tests {
         let Output::Status(st) = out.last().unwrap() else {
             panic!("{out:?}")
         };
-        // Only the first, valid report of c1-s1 counted; the malformed one left c1-s2
-        // without a report (in this first round: no figure yet, see
+        // Only the first report of c1-s1 counted; c1-s2's TEMPFAIL counts as a report (in
+        // this first round: no figure yet, see
         // `first_round_spares_silent_servers_but_not_panicking_ones`).
-        assert_eq!(st.reports, 1);
+        assert_eq!(st.reports, 2);
         assert_eq!(
             st.states[&ServerName::from("c1-s1")],
             ServerState::Working {

@@ -3,7 +3,7 @@
 //!
 //! Why our own small server on hickory-proto rather than hickory-server: the whole zone is
 //! a handful of records computed from the current answer, so the answer logic is a pure
-//! function ([`super::zone::respond`]) that unit tests drive byte for byte, including the
+//! function ([`super::answer::respond`]) that unit tests drive byte for byte, including the
 //! TC bit; hickory-server would bring its catalog, authority traits and file loaders for
 //! zones we do not have, and its truncation and NXDOMAIN behaviour would not be ours to
 //! test. This module is only sockets and the state file.
