@@ -16,6 +16,7 @@
 //! else the initial answer, is served: a bad file never keeps the area's DNS down.
 
 use super::answer::{respond_with, QueryContext, Transport};
+use super::answer_cache::AnswerCache;
 use super::steering::Steering;
 use super::zone::{ZoneLayout, ZoneState};
 use super::{Held, NameServer, NameServerError};
@@ -88,6 +89,8 @@ struct Inner {
     /// Counts answers: the rotation of address rrsets, so the first address cycles over
     /// the cluster's servers from one reply to the next.
     rotation: AtomicUsize,
+    /// Serialised replies until the zones or the steering change (see [`AnswerCache`]).
+    cache: AnswerCache,
 }
 
 impl EmbeddedServer {
@@ -124,6 +127,7 @@ impl EmbeddedServer {
                 writer: Mutex::new(()),
                 steering: RwLock::new(Steering::none()),
                 rotation: AtomicUsize::new(0),
+                cache: AnswerCache::default(),
             }),
         })
     }
@@ -189,6 +193,7 @@ impl EmbeddedServer {
             Ok(mut s) => *s = steering,
             Err(p) => *p.into_inner() = steering,
         }
+        self.inner.cache.invalidate();
     }
 
     fn answer(
@@ -197,6 +202,9 @@ impl EmbeddedServer {
         transport: Transport,
         source: std::net::IpAddr,
     ) -> Option<Vec<u8>> {
+        // Before the zones are read: a reply computed from zones older than a change must
+        // not enter the cache after the change emptied it.
+        let generation = self.inner.cache.generation();
         let state = match self.inner.state.read() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
@@ -210,7 +218,20 @@ impl EmbeddedServer {
             site_target: steering.target_for(source),
             rotation: self.inner.rotation.fetch_add(1, Ordering::Relaxed),
         };
-        respond_with(&self.inner.layout, &state, request, &ctx)
+        // With steering the reply depends on the source address, which is not in the key.
+        let cached = steering.is_empty();
+        if cached {
+            if let Some(reply) = self.inner.cache.get(request, transport, ctx.rotation) {
+                return Some(reply);
+            }
+        }
+        let reply = respond_with(&self.inner.layout, &state, request, &ctx)?;
+        if cached {
+            self.inner
+                .cache
+                .put(generation, request, transport, ctx.rotation, &reply);
+        }
+        Some(reply)
     }
 }
 
@@ -525,6 +546,7 @@ impl NameServer for EmbeddedServer {
             Ok(mut s) => *s = next,
             Err(p) => *p.into_inner() = next,
         }
+        self.inner.cache.invalidate();
         Ok(())
     }
 }
