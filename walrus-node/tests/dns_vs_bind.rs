@@ -381,10 +381,8 @@ fn ask(server: SocketAddr, q: &Question) -> Reply {
     let mut buf = vec![0u8; 65535];
     for _ in 0..3 {
         sock.send_to(&bytes, server).unwrap();
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                break; // timed out: send again
-            };
+        // Until the read times out: then send again.
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
             if from != server {
                 continue;
             }
