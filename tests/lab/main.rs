@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use walrus_tests::lab::{
-    analysis, clients, netns, orchestrate, relay, report, runtime, servers, spec,
+    analysis, clients, netns, orchestrate, relay, report, resolve, runtime, servers, spec,
 };
 
 #[derive(Parser)]
@@ -90,6 +90,34 @@ enum Cmd {
         #[arg(long, default_value = "walrus-lab full --out docs/lab")]
         command: String,
     },
+    /// The resolver matrix (issue 15): `www.example.com` A through Unbound, BIND, Knot
+    /// Resolver and PowerDNS Recursor from a cold cache, for the nested and flat zone
+    /// layouts, the embedded and BIND backends, QNAME minimisation on and off. Prints one
+    /// JSON line per cell; exits 1 if any try failed.
+    ResolveMatrix {
+        /// Cold-cache resolutions per cell.
+        #[arg(long, default_value_t = 500)]
+        tries: u32,
+        /// Work directory (configurations, zone files, logs); replaced.
+        #[arg(long, default_value = "/tmp/walrus-resolve-matrix")]
+        work: PathBuf,
+        /// The walrus-node binary; default: $WALRUS_NODE, else walrus-node or
+        /// walrus-node-e2e next to this program.
+        #[arg(long)]
+        walrus_node: Option<PathBuf>,
+        /// Comma-separated layouts: nested, flat.
+        #[arg(long, default_value = "nested,flat")]
+        layouts: String,
+        /// Comma-separated backends: embedded, bind.
+        #[arg(long, default_value = "embedded,bind")]
+        backends: String,
+        /// Comma-separated resolvers: unbound, bind, knot, pdns.
+        #[arg(long, default_value = "unbound,bind,knot,pdns")]
+        resolvers: String,
+        /// Comma-separated QNAME minimisation settings: on, off.
+        #[arg(long, default_value = "on,off")]
+        qmin: String,
+    },
     /// Removes namespaces left by killed runs (`--all`: every lab namespace).
     Clean {
         #[arg(long)]
@@ -129,6 +157,17 @@ enum Cmd {
         conns: u32,
         #[arg(long)]
         secs: u64,
+    },
+    #[command(hide = true)]
+    ResolveTries {
+        #[arg(long)]
+        plan: PathBuf,
+    },
+    #[command(hide = true)]
+    ResolveReady {
+        /// ADDR:PORT=NAME: wait for NOERROR to NAME SOA.
+        #[arg(long)]
+        dns: Vec<String>,
     },
     #[command(hide = true)]
     Wait {
@@ -260,6 +299,75 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Cmd::ResolveMatrix {
+            tries,
+            work,
+            walrus_node,
+            layouts,
+            backends,
+            resolvers,
+            qmin,
+        } => {
+            let walrus_node = match walrus_node {
+                Some(p) => p,
+                None => find_walrus_node(&exe)?,
+            };
+            let mut opts = resolve::MatrixOptions::full(tries, work, exe.clone(), walrus_node);
+            opts.layouts = parse_list(&layouts, resolve::Layout::parse, "layout")?;
+            opts.backends = parse_list(&backends, resolve::Backend::parse, "backend")?;
+            opts.resolvers = parse_list(&resolvers, spec::ResolverKind::parse, "resolver")?;
+            opts.qmins = parse_list(
+                &qmin,
+                |s| match s {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                },
+                "qmin setting",
+            )?;
+            interruptible(async {
+                let cells = resolve::run_matrix(&opts, &mut |c| {
+                    if let Ok(line) = serde_json::to_string(c) {
+                        println!("{line}");
+                    }
+                })
+                .await?;
+                let failures: u32 = cells.iter().map(|c| c.failures).sum();
+                let tries: u32 = cells.iter().map(|c| c.tries).sum();
+                eprintln!(
+                    "{} cells, {tries} tries, {failures} failures (work: {})",
+                    cells.len(),
+                    opts.work.display()
+                );
+                if failures > 0 {
+                    anyhow::bail!("{failures} of {tries} tries failed");
+                }
+                anyhow::Ok(())
+            })
+            .await
+        }
+        Cmd::ResolveTries { plan } => {
+            let text =
+                std::fs::read_to_string(&plan).with_context(|| plan.display().to_string())?;
+            let plan: resolve::TriesPlan = serde_json::from_str(&text)?;
+            let outcome = resolve::run_tries(&plan)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&outcome)?);
+            Ok(())
+        }
+        Cmd::ResolveReady { dns } => {
+            let targets = dns
+                .iter()
+                .map(|t| {
+                    let (a, n) = t.split_once('=').context("expected ADDR:PORT=NAME")?;
+                    anyhow::Ok((a.parse::<SocketAddr>()?, n.to_owned()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            resolve::wait_noerror(&targets, 30)
+                .await
+                .map_err(anyhow::Error::msg)
+        }
         Cmd::Clean { all } => {
             for n in netns::clean_stale(all) {
                 println!("removed {n}");
@@ -288,6 +396,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The `walrus-node` binary: $WALRUS_NODE, else `walrus-node` or `walrus-node-e2e` next
+/// to `exe` (Cargo's target directory).
+fn find_walrus_node(exe: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("WALRUS_NODE") {
+        return Ok(p.into());
+    }
+    ["walrus-node", "walrus-node-e2e"]
+        .iter()
+        .map(|n| exe.with_file_name(n))
+        .find(|p| p.is_file())
+        .context("no walrus-node next to walrus-lab: build it (cargo build -p walrus-node) or give --walrus-node")
+}
+
+/// Parses a comma-separated list with `parse`, naming `what` on a bad item.
+fn parse_list<T>(s: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> anyhow::Result<Vec<T>> {
+    s.split(',')
+        .map(|x| parse(x.trim()).with_context(|| format!("unknown {what} `{x}`")))
+        .collect()
 }
 
 /// Runs `work` until it ends or Ctrl-C / SIGTERM: dropping it stops every process and

@@ -48,6 +48,9 @@
 //! - [`analysis`]: figures from records, and the checks the CI form asserts.
 //! - [`orchestrate`]: one run end to end.
 //! - [`report`]: the scenarios of the full lab and the Markdown report.
+//! - [`resolve`]: the resolver matrix (issue 15): `www` through Unbound, BIND, Knot
+//!   Resolver and PowerDNS Recursor from a cold cache, for both zone layouts and both
+//!   name-server backends, in one namespace on loopback (`walrus-lab resolve-matrix`).
 //! - [`runtime`]: the real Walrus (`walrus-node run` processes) in the lab, the scenario
 //!   events played against it, and the watcher recording answers and masters.
 //!
@@ -62,6 +65,7 @@ pub mod netns;
 pub mod orchestrate;
 pub mod relay;
 pub mod report;
+pub mod resolve;
 pub mod runtime;
 pub mod servers;
 pub mod spec;

@@ -171,6 +171,51 @@ impl Drop for Namespaces {
     }
 }
 
+/// One namespace on its own, with no link to anything (the resolver matrix,
+/// `super::resolve`): loopback up, so the whole of 127.0.0.0/8 is local inside it, plus the
+/// given addresses on `lo` for servers that listen only on interface addresses (BIND).
+/// Dropping it kills every process inside and deletes it.
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Creates namespace `name` (use [`run_prefix`] so [`clean_stale`] knows it).
+    pub fn create(name: &str, loopback: &[Ipv4Addr]) -> Result<Self, LabError> {
+        require("ip", "iproute2")?;
+        run("ip", &["netns", "add", name])?;
+        let me = Self {
+            name: name.to_owned(),
+        };
+        ip(name, &["link", "set", "lo", "up"])?;
+        let batch: String = loopback
+            .iter()
+            .map(|a| format!("addr add {a}/32 dev lo\n"))
+            .collect();
+        if !batch.is_empty() {
+            ip_batch(name, &batch)?;
+        }
+        Ok(me)
+    }
+
+    /// Its name, for `ip netns exec`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        delete_namespace(&self.name);
+    }
+}
+
+/// The start of every namespace name of this process (`wl<pid>x`): [`clean_stale`]
+/// removes those whose process is gone.
+pub fn run_prefix() -> String {
+    format!("wl{}x", std::process::id())
+}
+
 /// Kills every process inside `name` and deletes it (best effort: used on cleanup paths).
 pub fn delete_namespace(name: &str) {
     if let Ok(pids) = run("ip", &["netns", "pids", name]) {

@@ -6,6 +6,7 @@
 
 use super::netns::{require, ChildGuard, LabError};
 use super::spec::{Area, LabSpec, Mode, Region, ResolverKind, ROOT_ADDR, SITE};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::steering::Steering;
@@ -32,7 +33,12 @@ fn sub(spec: &LabSpec, name: &str) -> PathBuf {
 
 /// The root hints every resolver starts from.
 pub fn root_hints() -> String {
-    format!(". 3600000 IN NS a.root.test.\na.root.test. 3600000 IN A {ROOT_ADDR}\n")
+    root_hints_at(ROOT_ADDR)
+}
+
+/// Root hints naming one root server, `a.root.test` at `root`.
+pub fn root_hints_at(root: Ipv4Addr) -> String {
+    format!(". 3600000 IN NS a.root.test.\na.root.test. 3600000 IN A {root}\n")
 }
 
 /// The root zone: delegations of the site zone (to every area server) and of every area
@@ -59,24 +65,39 @@ pub fn root_zone(spec: &LabSpec) -> String {
 
 /// Starts BIND as the root server in the root namespace.
 pub fn start_root(spec: &LabSpec) -> Result<ChildGuard, LabError> {
+    spawn_root(
+        &spec.ns_root(),
+        &sub(spec, "root"),
+        ROOT_ADDR,
+        &root_zone(spec),
+    )
+}
+
+/// Starts BIND in namespace `ns` as a root server on `addr`:53 serving `zone` (the text of
+/// zone `.`), with its files in `dir`.
+pub fn spawn_root(
+    ns: &str,
+    dir: &Path,
+    addr: Ipv4Addr,
+    zone: &str,
+) -> Result<ChildGuard, LabError> {
     require("named", "bind9")?;
-    let d = sub(spec, "root");
-    write(&d.join("root.zone"), &root_zone(spec))?;
-    let ds = d.display();
+    write(&dir.join("root.zone"), zone)?;
+    let ds = dir.display();
     let conf = format!(
         "options {{ directory \"{ds}\"; pid-file \"{ds}/named.pid\"; \
-         session-keyfile \"{ds}/session.key\"; listen-on port 53 {{ {ROOT_ADDR}; }}; \
+         session-keyfile \"{ds}/session.key\"; listen-on port 53 {{ {addr}; }}; \
          listen-on-v6 {{ none; }}; recursion no; notify no; allow-query {{ any; }}; }};\n\
          controls {{ }};\nzone \".\" {{ type primary; file \"{ds}/root.zone\"; }};\n"
     );
-    write(&d.join("named.conf"), &conf)?;
-    let c = d.join("named.conf").display().to_string();
+    write(&dir.join("named.conf"), &conf)?;
+    let c = dir.join("named.conf").display().to_string();
     ChildGuard::spawn_in(
-        &spec.ns_root(),
+        ns,
         "root BIND",
         "named",
         &["-4", "-g", "-c", &c],
-        &d.join("named.log"),
+        &dir.join("named.log"),
     )
 }
 
@@ -215,15 +236,56 @@ pub fn start_resolver(
     r: Region,
     kind: ResolverKind,
 ) -> Result<ChildGuard, LabError> {
+    let dir = sub(spec, &format!("{r}/{}", kind.name()));
+    let setup = ResolverSetup {
+        kind,
+        addr: kind.addr(r),
+        root: ROOT_ADDR,
+        dir: &dir,
+        qmin: None,
+        control: false,
+    };
+    spawn_resolver(
+        &spec.ns_region(r),
+        &format!("{} in {r}", kind.name()),
+        &setup,
+    )
+}
+
+/// How one recursive resolver is set up: the lab's fixed choices (iterate from our root,
+/// no DNSSEC validation, queries from its own address) plus the knobs the resolver matrix
+/// (`super::resolve`) varies.
+#[derive(Debug, Clone)]
+pub struct ResolverSetup<'a> {
+    /// Which resolver.
+    pub kind: ResolverKind,
+    /// Where it listens on port 53, and the source address of its queries.
+    pub addr: Ipv4Addr,
+    /// The root server its hints name (`a.root.test`).
+    pub root: Ipv4Addr,
+    /// Its configuration, cache, logs and control sockets.
+    pub dir: &'a Path,
+    /// QNAME minimisation (RFC 9156) on or off; `None` keeps the resolver's default.
+    pub qmin: Option<bool>,
+    /// Opens the channel its cache is flushed through: Unbound's control socket
+    /// (`<dir>/unbound.ctl`), BIND's rndc (`<dir>/rndc.conf`, port 953 on `addr`). Knot
+    /// Resolver's (`<dir>/control/<pid>`) and PowerDNS Recursor's (`<dir>`, rec_control)
+    /// are always there.
+    pub control: bool,
+}
+
+/// Starts the resolver `setup` describes inside namespace `ns`; `what` names it in
+/// messages. Its log is `<dir>/resolver.log`.
+pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<ChildGuard, LabError> {
+    let kind = setup.kind;
     let (program, package) = kind.program();
     require(program, package)?;
-    let d = sub(spec, &format!("{r}/{}", kind.name()));
+    let d = setup.dir;
     let ds = d.display().to_string();
-    let addr = kind.addr(r);
-    write(&d.join("root.hints"), &root_hints())?;
+    let addr = setup.addr;
+    let root = setup.root;
+    write(&d.join("root.hints"), &root_hints_at(root))?;
     let log = d.join("resolver.log");
-    let ns = spec.ns_region(r);
-    let what = format!("{} in {r}", kind.name());
     match kind {
         ResolverKind::Unbound | ResolverKind::UnboundFast => {
             let fast = if kind == ResolverKind::UnboundFast {
@@ -231,55 +293,122 @@ pub fn start_resolver(
             } else {
                 ""
             };
+            let qmin = match setup.qmin {
+                Some(true) => "  qname-minimisation: yes\n",
+                Some(false) => "  qname-minimisation: no\n",
+                None => "",
+            };
+            // A control socket in the file system: no certificates, no port.
+            let control = if setup.control {
+                format!(
+                    "remote-control:\n  control-enable: yes\n  control-use-cert: no\n\
+                     \x20 control-interface: \"{ds}/unbound.ctl\"\n"
+                )
+            } else {
+                "remote-control:\n  control-enable: no\n".to_owned()
+            };
             let conf = format!(
                 "server:\n  interface: {addr}\n  port: 53\n  outgoing-interface: {addr}\n\
                  \x20 interface-automatic: no\n  do-ip6: no\n  access-control: 0.0.0.0/0 allow\n\
                  \x20 username: \"\"\n  chroot: \"\"\n  directory: \"{ds}\"\n\
                  \x20 pidfile: \"{ds}/unbound.pid\"\n  root-hints: \"{ds}/root.hints\"\n\
                  \x20 module-config: \"iterator\"\n  local-zone: \"test.\" nodefault\n\
+                 \x20 do-not-query-localhost: no\n\
                  \x20 use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  num-threads: 1\n\
-                 \x20 so-reuseport: no\n{fast}remote-control:\n  control-enable: no\n"
+                 \x20 so-reuseport: no\n{fast}{qmin}{control}"
             );
             write(&d.join("unbound.conf"), &conf)?;
             let c = d.join("unbound.conf").display().to_string();
-            ChildGuard::spawn_in(&ns, &what, program, &["-d", "-c", &c], &log)
+            ChildGuard::spawn_in(ns, what, program, &["-d", "-c", &c], &log)
         }
         ResolverKind::Bind => {
+            let qmin = match setup.qmin {
+                Some(true) => "qname-minimization relaxed; ",
+                Some(false) => "qname-minimization off; ",
+                None => "",
+            };
+            let controls = if setup.control {
+                require("tsig-keygen", "bind9")?;
+                let key = super::netns::run("tsig-keygen", &["-a", "hmac-sha256", "rndc-key"])?;
+                write(&d.join("rndc.key"), &key)?;
+                write(
+                    &d.join("rndc.conf"),
+                    &format!(
+                        "include \"{ds}/rndc.key\";\noptions {{ default-key \"rndc-key\"; \
+                         default-server {addr}; default-port 953; }};\n"
+                    ),
+                )?;
+                format!(
+                    "include \"{ds}/rndc.key\";\ncontrols {{ inet {addr} port 953 \
+                     allow {{ any; }} keys {{ \"rndc-key\"; }}; }};\n"
+                )
+            } else {
+                "controls { };\n".to_owned()
+            };
             let conf = format!(
                 "options {{ directory \"{ds}\"; pid-file \"{ds}/named.pid\"; \
                  session-keyfile \"{ds}/session.key\"; listen-on port 53 {{ {addr}; }}; \
                  listen-on-v6 {{ none; }}; recursion yes; allow-query {{ any; }}; \
-                 allow-recursion {{ any; }}; dnssec-validation no; \
+                 allow-recursion {{ any; }}; dnssec-validation no; {qmin}\
                  query-source address {addr}; notify no; }};\n\
-                 controls {{ }};\nzone \".\" {{ type hint; file \"{ds}/root.hints\"; }};\n"
+                 {controls}zone \".\" {{ type hint; file \"{ds}/root.hints\"; }};\n"
             );
             write(&d.join("named.conf"), &conf)?;
             let c = d.join("named.conf").display().to_string();
-            ChildGuard::spawn_in(&ns, &what, program, &["-4", "-g", "-c", &c], &log)
+            ChildGuard::spawn_in(ns, what, program, &["-4", "-g", "-c", &c], &log)
         }
         ResolverKind::Knot => {
+            let mut flags = Vec::new();
+            // Knot Resolver ignores glue and server addresses in loopback and private
+            // ranges (its log: "ignoring invalid glue") unless a query has ALLOW_LOCAL.
+            if root.is_loopback() {
+                flags.push("'ALLOW_LOCAL'");
+            }
+            // QNAME minimisation on is Knot Resolver's default.
+            if setup.qmin == Some(false) {
+                flags.push("'NO_MINIMIZE'");
+            }
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "policy.add(policy.all(policy.FLAGS({{{}}})))\n",
+                    flags.join(", ")
+                )
+            };
             let conf = format!(
                 "log_target('stderr')\nnet.ipv6 = false\nnet.listen('{addr}', 53, {{ kind = 'dns' }})\n\
                  net.outgoing_v4('{addr}')\ntrust_anchors.remove('.')\n\
                  policy.special_names = {{}}\n\
                  modules.load('hints > iterate')\n\
-                 hints.root({{['a.root.test.'] = '{ROOT_ADDR}'}})\n\
-                 cache.open(20*MB, 'lmdb://{ds}/cache')\n"
+                 hints.root({{['a.root.test.'] = '{root}'}})\n\
+                 cache.open(20*MB, 'lmdb://{ds}/cache')\n{flags}"
             );
             write(&d.join("kresd.conf"), &conf)?;
             let c = d.join("kresd.conf").display().to_string();
-            ChildGuard::spawn_in(&ns, &what, program, &["-n", "-c", &c, &ds], &log)
+            ChildGuard::spawn_in(ns, what, program, &["-n", "-c", &c, &ds], &log)
         }
         ResolverKind::Pdns => {
+            let qmin = match setup.qmin {
+                Some(true) => "qname-minimization=yes\n",
+                Some(false) => "qname-minimization=no\n",
+                None => "",
+            };
+            // No security polling: its query for `….secpoll.powerdns.com` gets NXDOMAIN
+            // for `com` from our root, and with `root-nx-trust` (default on) PowerDNS then
+            // answers NXDOMAIN for every name under `com` for the root's negative TTL
+            // (seen: `www.example.com` "negatively cached via '.' & 'com'" right after
+            // start, a flushed cache or not).
             let conf = format!(
-                "local-address={addr}\nlocal-port=53\nquery-local-address={addr}\n\
+                "security-poll-suffix=\n\
+                 local-address={addr}\nlocal-port=53\nquery-local-address={addr}\n\
                  hint-file={ds}/root.hints\ndnssec=off\ndont-query=\nsocket-dir={ds}\n\
                  daemon=no\nwrite-pid=no\nthreads=1\ndisable-syslog=yes\nloglevel=4\n\
-                 quiet=yes\nallow-from=0.0.0.0/0\n"
+                 quiet=yes\nallow-from=0.0.0.0/0\n{qmin}"
             );
             write(&d.join("recursor.conf"), &conf)?;
             let c = format!("--config-dir={ds}");
-            ChildGuard::spawn_in(&ns, &what, program, &[&c], &log)
+            ChildGuard::spawn_in(ns, what, program, &[&c], &log)
         }
     }
 }

@@ -190,6 +190,8 @@ pub struct GcsStats {
     pub frames_sent: u64,
     /// Protocol frames received from peers.
     pub frames_received: u64,
+    /// Handshakes the transport refused (bad certificates, garbage, timeouts).
+    pub handshakes_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -290,6 +292,7 @@ impl Gcs {
             delivered: c.delivered.load(Ordering::Relaxed),
             frames_sent: c.frames_sent.load(Ordering::Relaxed),
             frames_received: c.frames_received.load(Ordering::Relaxed),
+            handshakes_refused: self.transport.handshakes_refused(),
         }
     }
 

@@ -114,6 +114,9 @@ async fn certificates_from_another_ca_or_for_unknown_names_are_refused() {
 
     let seen = drain_for(&mut b_events, Duration::from_secs(3)).await;
     assert!(seen.is_empty(), "b must not see the intruders: {seen:?}");
+    // The forged certificate's handshake was refused and counted (for /metrics); the
+    // stranger's passed TLS and was closed by name, which is not a handshake refusal.
+    assert!(b.handshakes_refused() >= 1, "{}", b.handshakes_refused());
     let seen = drain_for(&mut intruder_events, Duration::from_millis(100)).await;
     assert!(
         !seen

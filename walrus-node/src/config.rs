@@ -557,18 +557,52 @@ impl Locator<'_> {
             + 1
     }
 
+    /// An error about `field` (a dotted path) found in the table or value at `span`. When
+    /// `span` is a table and its text sets the field's last key (`key = ...`), the line of
+    /// that key is named, not the table's header.
     fn err(
         &self,
         span: Option<std::ops::Range<usize>>,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> ConfigError {
+        let field = field.into();
+        let line = span.map(|s| {
+            let key = field.rsplit('.').next().unwrap_or_default();
+            self.key_line_in(&s, key)
+                .unwrap_or_else(|| self.line_of(s.start))
+        });
         ConfigError {
             file: self.file.to_path_buf(),
-            line: span.map(|s| self.line_of(s.start)),
-            field: field.into(),
+            line,
+            field,
             message: message.into(),
         }
+    }
+
+    /// The line of `key = ...` inside the table that starts at `span` (up to the next
+    /// table header), if there is one.
+    fn key_line_in(&self, span: &std::ops::Range<usize>, key: &str) -> Option<usize> {
+        if key.is_empty() {
+            return None;
+        }
+        let start = span.start.min(self.source.len());
+        let text = self.source.get(start..)?;
+        let mut offset = start;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                return None;
+            }
+            let rest = t
+                .strip_prefix(key)
+                .or_else(|| t.strip_prefix(&format!("\"{key}\"")));
+            if i > 0 && rest.is_some_and(|r| r.trim_start().starts_with('=')) {
+                return Some(self.line_of(offset));
+            }
+            offset += line.len();
+        }
+        None
     }
 }
 
@@ -632,8 +666,20 @@ impl Config {
         let raw: RawConfig = toml::from_str(source).map_err(|e| {
             // toml's message already names the unknown or missing field; keep its first
             // line and add ours.
-            let message = e.message().trim().to_owned();
-            loc.err(e.span(), "", message)
+            let mut message = e.message().trim().to_owned();
+            if message == "duplicate key" {
+                // Name the key: the span covers it (`site`, or `[timing]`).
+                if let Some(key) = e.span().and_then(|r| source.get(r)) {
+                    let key = key.trim().trim_matches(|c| c == '[' || c == ']');
+                    message = format!("duplicate key `{key}`: it is already set above");
+                }
+            }
+            ConfigError {
+                file: file.to_path_buf(),
+                line: e.span().map(|r| loc.line_of(r.start)),
+                field: String::new(),
+                message,
+            }
         })?;
         validate(&loc, raw)
     }
@@ -1189,6 +1235,14 @@ fn validate_nodes(
         let field = format!("nodes.{name}");
         let n = node.get_ref();
         let span = Some(node.span());
+        if walrus_gcs::transport::certs::check_node_name(name).is_err() {
+            return Err(loc.err(
+                span,
+                field,
+                "a node name must be a DNS name (letters, digits, '-' and '.'; no '_'): \
+                 it is the name in the node's certificate, which peers check",
+            ));
+        }
         if let Some(other) = addresses.insert(n.address, name.clone()) {
             return Err(loc.err(
                 span,
@@ -1303,9 +1357,10 @@ mod tests {
     fn an_unknown_home_cluster_names_file_line_field_and_the_known_ones() {
         let text = EXAMPLE.replace("home_cluster = \"c-eu\"", "home_cluster = \"c9\"");
         let err = parse(&text).unwrap_err();
-        let line = EXAMPLE
+        // The field's own line, not its table's.
+        let line = text
             .lines()
-            .position(|l| l.starts_with("[areas.eu]"))
+            .position(|l| l.starts_with("home_cluster = \"c9\""))
             .unwrap()
             + 1;
         assert_eq!(err.line, Some(line));

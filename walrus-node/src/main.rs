@@ -263,10 +263,25 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("walrus-node: {e:#}");
+            eprintln!("walrus-node: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: our errors often say their
+/// cause in their own message already ("socket 127.0.0.1:7400: Address in use"), and
+/// printing the chain again repeated it up to four times.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 fn init_logs(json: bool, default_level: &str) {

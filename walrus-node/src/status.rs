@@ -217,6 +217,8 @@ pub struct GcsCounters {
     pub frames_sent: u64,
     /// Protocol frames received.
     pub frames_received: u64,
+    /// Handshakes refused.
+    pub handshakes_refused: u64,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -332,6 +334,7 @@ impl Observer {
                 delivered: g.delivered,
                 frames_sent: g.frames_sent,
                 frames_received: g.frames_received,
+                handshakes_refused: g.handshakes_refused,
             };
         }
         if let Some(v) = &s.view {
@@ -619,6 +622,11 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             "walrus_gcs_frames_received_total",
             "Protocol frames the group node received from peers.",
             c.gcs.frames_received,
+        ),
+        (
+            "walrus_gcs_handshakes_refused_total",
+            "Connection handshakes the group node refused (certificates not from this cluster's CA, unknown names, garbage, timeouts).",
+            c.gcs.handshakes_refused,
         ),
     ] {
         metric(name, "counter", help, one(v));

@@ -459,3 +459,80 @@ fn a_closed_stdout_ends_commands_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// Issue 16's smaller defects, as an operator meets them: a node's address already in use
+/// is named once; a node name the certificates cannot carry is refused by `check-config`
+/// with its line; a semantic error names the field's own line; a duplicate key is named.
+#[test]
+fn config_and_start_errors_name_the_thing_once_and_where() {
+    let dir = TempDir::new("errors");
+    let certs = dir.path().join("certs");
+    ok(bin()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap());
+    ok(bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .arg("n1")
+        .output()
+        .unwrap());
+    let conf = dir.path().join("walrus.toml");
+    let text = one_node_config(dir.path(), "0.8");
+    std::fs::write(&conf, &text).unwrap();
+    // The node's UDP address is taken by someone else.
+    let addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("address = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let _taken = std::net::UdpSocket::bind(&addr).unwrap();
+    let out = bin()
+        .args(["run", "--node", "n1", "--config"])
+        .arg(&conf)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches(&addr).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+
+    let check = |text: &str| {
+        std::fs::write(&conf, text).unwrap();
+        let out = bin()
+            .arg("check-config")
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    // A node name that is no DNS name.
+    let bad = text.replace("[nodes.n1]", "[nodes.A_2]");
+    let e = check(&bad);
+    assert!(
+        e.contains(&format!(":{}: `nodes.A_2`", line_of(&bad, "[nodes.A_2]"))),
+        "{e}"
+    );
+    // A bad value is reported at its own line, not the table's.
+    let bad = text.replace("area = \"a1\"", "area = \"a9\"");
+    let e = check(&bad);
+    assert!(
+        e.contains(&format!(
+            ":{}: `nodes.n1.area`",
+            line_of(&bad, "area = \"a9\"")
+        )),
+        "{e}"
+    );
+    // A duplicate key is named.
+    let e = check(&format!("site = \"again.example.com\"\n{text}"));
+    assert!(e.contains("duplicate key `site`"), "{e}");
+    let e = check(&text.replacen("[timing]", "[timing]\nround_period = \"2s\"", 1));
+    assert!(e.contains("duplicate key `round_period`"), "{e}");
+}

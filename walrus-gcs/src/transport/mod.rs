@@ -43,6 +43,7 @@ pub mod certs;
 #[cfg(feature = "testing")]
 mod fault;
 mod frames;
+pub mod refusals;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -340,7 +341,7 @@ pub enum TransportError {
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     /// The UDP socket could not be bound or used.
-    #[error("socket {addr:?}: {source}")]
+    #[error("socket {}: {source}", .addr.map_or_else(|| "(unbound)".to_owned(), |a| a.to_string()))]
     Io {
         /// The address, if known.
         addr: Option<SocketAddr>,
@@ -471,6 +472,8 @@ struct Shared<M> {
     shutdown: watch::Receiver<bool>,
     pending_handshakes: AtomicUsize,
     blocked: Blocklist,
+    /// Refused handshakes: counted, logged without flooding.
+    refusals: refusals::RefusalLog,
 }
 
 /// One node's transport. Cheap to clone; all clones drive the same endpoint.
@@ -574,6 +577,7 @@ impl<M: Message> Transport<M> {
             streams: streams_tx,
             shutdown: shutdown_rx,
             pending_handshakes: AtomicUsize::new(0),
+            refusals: refusals::RefusalLog::default(),
             blocked: Blocklist::default(),
         });
         for (name, acc_rx) in accepted_rxs {
@@ -731,6 +735,12 @@ impl<M: Message> Transport<M> {
         }
     }
 
+    /// Handshakes refused since the transport started (bad certificates, garbage
+    /// Initials, timeouts): a counter for metrics.
+    pub fn handshakes_refused(&self) -> u64 {
+        self.shared.refusals.total()
+    }
+
     /// Closes every link and the endpoint, and waits (bounded) until the peers know.
     pub async fn shutdown(&self) {
         let _ = self.shutdown_tx.send(true);
@@ -800,10 +810,15 @@ async fn accept_loop<M: Message>(shared: Arc<Shared<M>>) {
             let from = incoming.remote_address();
             let result = tokio::time::timeout(shared.limits.handshake_timeout, incoming).await;
             shared.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
-            match result {
-                Ok(Ok(conn)) => admit(&shared, conn),
-                Ok(Err(e)) => warn!(%from, error = %e, "handshake refused"),
-                Err(_) => warn!(%from, "handshake timed out"),
+            let error = match result {
+                Ok(Ok(conn)) => return admit(&shared, conn),
+                Ok(Err(e)) => refusals::explain(&e.to_string()),
+                Err(_) => "handshake timed out".to_owned(),
+            };
+            if let Some(count) = shared.refusals.record(std::time::Instant::now()) {
+                warn!(%from, %error, count, total = shared.refusals.total(),
+                    "handshake refused ({count} since the last such line; at most one line per {:?})",
+                    refusals::LOG_INTERVAL);
             }
         });
     }
@@ -948,7 +963,7 @@ async fn dial<M: Message>(shared: &Shared<M>, name: &NodeId) -> Result<quinn::Co
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(shared.limits.handshake_timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(refusals::explain(&e.to_string())),
         Err(_) => Err("handshake timed out".into()),
     }
 }
