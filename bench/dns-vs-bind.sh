@@ -25,6 +25,21 @@
 # WALRUS_BENCH_TRANSPORTS (default "udp tcp"), WALRUS_BENCH_DNSPERF_ARGS (extra dnsperf
 # arguments, e.g. "-e" for EDNS), WALRUS_BENCH_NODE (a walrus-node binary: skips the build).
 # Needs the Debian packages bind9 and dnsperf. Everything is stopped on exit.
+#
+# Measured 2026-12-05 on a 2-core machine shared with other builds (load 3-6), branch
+# embedded-vs-bind after merging main c403826, `bash bench/dns-vs-bind.sh` (3 rounds, 15 s):
+#   {"transport":"udp","runs":3,"embedded_qps":263969,"bind_qps":132951,"qps_ratio":1.99,
+#    "embedded_p99_ms":0.332,"bind_p99_ms":3.858}
+#   {"transport":"tcp","runs":3,"embedded_qps":124932,"bind_qps":110723,"qps_ratio":1.13,
+#    "embedded_p99_ms":5.144,"bind_p99_ms":4.952}
+# (BIND's runs: 127-140k qps UDP, 102-119k TCP; the embedded server's 252-287k UDP and
+# 123-192k TCP.) How the UDP ratio got there, 2 rounds of 8 s each:
+#   0.49-0.55  UDP_WORKERS=2 tokio tasks sharing the socket (main 171c6ab)
+#   1.00       one blocking thread per core on the socket (recv_from/send_to, no reactor)
+#   0.62-0.65  after main's BIND-like answers (1d890cb): per query most CPU went to hickory
+#              name comparisons and label parsing (perf), not to the sockets
+#   1.49       the reply cache (director/answer_cache.rs): a repeated question is a hash
+#              lookup and a copy until the zones change
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for b in named tsig-keygen dnsperf; do
