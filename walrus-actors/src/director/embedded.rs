@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
@@ -38,6 +38,10 @@ use tokio::task::JoinSet;
 const MAX_STATE_FILE: u64 = 1 << 20;
 /// Concurrent TCP connections served; more wait in the accept queue.
 const MAX_TCP_CONNECTIONS: usize = 128;
+/// Bytes read at once from a TCP connection (several pipelined requests).
+const TCP_READ_BUFFER: usize = 16 * 1024;
+/// Replies held back for one write at most this many bytes.
+const TCP_WRITE_BATCH: usize = 32 * 1024;
 /// A TCP connection idle this long is closed (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Most UDP worker threads (one per core up to this).
@@ -368,33 +372,49 @@ async fn serve_tcp(server: EmbeddedServer, listener: TcpListener) {
     }
 }
 
+/// One TCP connection: length-prefixed requests in, replies out (RFC 1035 §4.2.2). Reads
+/// go through a buffer, so pipelined requests (RFC 7766 §6.2.1.1) cost one read system call
+/// between them, and the replies to requests that arrived together leave in one write.
 async fn serve_tcp_conn(
     server: &EmbeddedServer,
     mut s: TcpStream,
     peer: std::net::IpAddr,
 ) -> std::io::Result<()> {
+    let (r, mut w) = s.split();
+    let mut r = BufReader::with_capacity(TCP_READ_BUFFER, r);
+    let mut request = Vec::new();
+    let mut out = Vec::new();
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
+        // Send what is answered before waiting for more: the client may wait for it.
+        if !out.is_empty() && (!holds_a_request(r.buffer()) || out.len() >= TCP_WRITE_BATCH) {
+            w.write_all(&out).await?;
+            out.clear();
+        }
+        let len = match tokio::time::timeout(TCP_IDLE, r.read_u16()).await {
             Ok(Ok(n)) => n as usize,
             _ => return Ok(()),
         };
-        let mut buf = vec![0u8; len];
-        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf))
-            .await
-            .is_err()
-        {
-            return Ok(());
+        request.resize(len, 0);
+        match tokio::time::timeout(TCP_IDLE, r.read_exact(&mut request)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
         }
-        let Some(reply) = server.answer(&buf, Transport::Tcp, peer) else {
-            return Ok(());
+        let Some(reply) = server.answer(&request, Transport::Tcp, peer) else {
+            return w.write_all(&out).await;
         };
         let Ok(rlen) = u16::try_from(reply.len()) else {
-            return Ok(());
+            return w.write_all(&out).await;
         };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&rlen.to_be_bytes());
-        framed.extend_from_slice(&reply);
-        s.write_all(&framed).await?;
+        out.extend_from_slice(&rlen.to_be_bytes());
+        out.extend_from_slice(&reply);
+    }
+}
+
+/// Whether `buffered` starts with a whole length-prefixed request.
+fn holds_a_request(buffered: &[u8]) -> bool {
+    match buffered {
+        [hi, lo, rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([*hi, *lo])),
+        _ => false,
     }
 }
 
@@ -674,6 +694,60 @@ mod tests {
         assert!(matches!(e, NameServerError::Storage { .. }));
         assert!(e.is_retryable());
         assert_eq!(s.state(), ZoneState::default(), "not served unless stored");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_whole_request_is_seen_in_the_buffer() {
+        assert!(!holds_a_request(&[]));
+        assert!(!holds_a_request(&[0]));
+        assert!(!holds_a_request(&[0, 3, 1, 2]));
+        assert!(holds_a_request(&[0, 3, 1, 2, 3]));
+        assert!(holds_a_request(&[0, 0]));
+    }
+
+    /// Requests pipelined in one TCP segment get every reply, in order (RFC 7766 §6.2.1.1),
+    /// and the connection stays usable after the batch.
+    #[tokio::test]
+    async fn pipelined_tcp_requests_are_all_answered_in_order() {
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        let d = tmpdir("pipelined");
+        let home = WwwRecords::from_addrs(["10.9.9.9".parse().unwrap()], RecordTtl::DEFAULT);
+        let s = EmbeddedServer::open_or(AreaName::from("a1"), layout(), d.join("s"), home).unwrap();
+        let listening = s.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listening.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(listening.run(async {
+            let _ = stopped.await;
+        }));
+        let framed = |id: u16| {
+            let mut m = Message::new();
+            m.set_id(id);
+            m.add_query(Query::query(
+                Name::from_ascii("www.a1.example.com.").unwrap(),
+                RecordType::A,
+            ));
+            let b = m.to_vec().unwrap();
+            let mut f = (b.len() as u16).to_be_bytes().to_vec();
+            f.extend_from_slice(&b);
+            f
+        };
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        for batch in [&[1u16, 2, 3][..], &[4]] {
+            let bytes: Vec<u8> = batch.iter().flat_map(|id| framed(*id)).collect();
+            c.write_all(&bytes).await.unwrap();
+            for id in batch {
+                let len = c.read_u16().await.unwrap();
+                let mut reply = vec![0; len as usize];
+                c.read_exact(&mut reply).await.unwrap();
+                let m = Message::from_vec(&reply).unwrap();
+                assert_eq!(m.id(), *id);
+                assert_eq!(m.answers().len(), 1, "{m:?}");
+            }
+        }
+        let _ = stop.send(());
+        served.await.unwrap();
         let _ = std::fs::remove_dir_all(&d);
     }
 }
