@@ -71,6 +71,7 @@ pub fn bind_config(
     let site_file = format!("{site}.zone");
     let area_file = format!("{area}.zone");
     let dir = zone_dir.display();
+    let epoch = super::rfc2136::EPOCH_LABEL;
     let zone_statements = format!(
         "// Walrus area zone {area} for site {site} (paper §7.2).\n\
          // Include the key from `tsig-keygen -a hmac-sha256 {key}` before these.\n\
@@ -81,8 +82,9 @@ pub fn bind_config(
          zone \"{area}\" {{\n\
          \ttype primary;\n\
          \tfile \"{dir}/{area_file}\";\n\
-         \t// Only the Director's key, only www.{area}, only A and AAAA.\n\
-         \tupdate-policy {{ grant {key} name www.{area}. A AAAA; }};\n\
+         \t// Only the Director's key: www.{area} A and AAAA, and the TXT that holds the\n\
+         \t// epoch of the decision behind them (the fence against older decisions).\n\
+         \tupdate-policy {{ grant {key} name www.{area}. A AAAA; grant {key} name {epoch}.{area}. TXT; }};\n\
          }};\n"
     );
     let site_zone = zone_file(
@@ -92,6 +94,7 @@ pub fn bind_config(
     let state = ZoneState {
         serial: 1,
         www: initial.clone(),
+        epoch: 0,
     };
     let area_zone = zone_file(
         &ZoneContents::area(layout, &state),
@@ -168,7 +171,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.zone_statements.contains(
-            "update-policy { grant walrus-area1 name www.area-1.example.com. A AAAA; };"
+            "update-policy { grant walrus-area1 name www.area-1.example.com. A AAAA; grant walrus-area1 name _walrus-epoch.area-1.example.com. TXT; };"
         ));
         assert!(!c.zone_statements.contains("allow-update"));
         assert_eq!(c.zone_statements.matches("update-policy").count(), 1);

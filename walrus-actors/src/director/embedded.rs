@@ -19,7 +19,7 @@ use super::answer::{respond_with, QueryContext, Transport};
 use super::answer_cache::AnswerCache;
 use super::steering::Steering;
 use super::zone::{ZoneLayout, ZoneState};
-use super::{Held, NameServer, NameServerError};
+use super::{Fence, Held, NameServer, NameServerError, MAX_EPOCH_AHEAD_MS};
 use crate::director::zone::WwwRecords;
 use crate::model::AreaName;
 use std::future::Future;
@@ -535,12 +535,36 @@ impl NameServer for EmbeddedServer {
         Ok(Held {
             www: s.www,
             serial: Some(s.serial),
+            epoch: Some(s.epoch),
         })
     }
 
-    async fn replace(&self, want: &WwwRecords) -> Result<(), NameServerError> {
+    async fn replace(&self, want: &WwwRecords, fence: &Fence) -> Result<(), NameServerError> {
         let _writer = self.inner.writer.lock().await;
         let old = self.state();
+        let trusted = old
+            .epoch
+            .saturating_sub(crate::controller::actor::wall_clock_ms())
+            <= MAX_EPOCH_AHEAD_MS;
+        if fence.epoch > 0 && old.epoch > fence.epoch && trusted {
+            tracing::warn!(area = %self.inner.area, held = old.epoch, ours = fence.epoch, "refused an update of an older decision");
+            return Err(NameServerError::Stale {
+                area: self.inner.area.clone(),
+                server: self.describe(),
+                held: old.epoch,
+                ours: fence.epoch,
+            });
+        }
+        if let Some(expect) = fence.expect.filter(|e| *e != old.epoch) {
+            return Err(NameServerError::Failed {
+                area: self.inner.area.clone(),
+                server: self.describe(),
+                detail: format!(
+                    "another writer changed the answer meanwhile (epoch {}, read {expect}); reading again",
+                    old.epoch
+                ),
+            });
+        }
         let mut serial = old.serial.wrapping_add(1);
         if serial == 0 {
             serial = 1;
@@ -548,6 +572,11 @@ impl NameServer for EmbeddedServer {
         let next = ZoneState {
             serial,
             www: want.clone(),
+            epoch: if fence.epoch > 0 {
+                fence.epoch
+            } else {
+                old.epoch
+            },
         };
         let path = self.inner.state_file.clone();
         let to_store = next.clone();
@@ -602,7 +631,7 @@ mod tests {
         let s = EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone()).unwrap();
         assert_eq!(s.state(), ZoneState::default());
         let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
-        s.replace(&want).await.unwrap();
+        s.replace(&want, &Fence::NONE).await.unwrap();
         let s2 = EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone()).unwrap();
         assert_eq!(s2.state().www, want);
         assert_eq!(s2.state().serial, 2);
@@ -620,7 +649,7 @@ mod tests {
         assert_eq!(s.state().www, home);
         assert!(!f.exists(), "the initial answer is not persisted");
         let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
-        s.replace(&want).await.unwrap();
+        s.replace(&want, &Fence::NONE).await.unwrap();
         let s2 = EmbeddedServer::open_or(AreaName::from("a1"), layout(), f, home).unwrap();
         assert_eq!(
             s2.state().www,
@@ -647,8 +676,8 @@ mod tests {
                     .unwrap()
             };
             let s = open();
-            s.replace(&first).await.unwrap();
-            s.replace(&second).await.unwrap();
+            s.replace(&first, &Fence::NONE).await.unwrap();
+            s.replace(&second, &Fence::NONE).await.unwrap();
             assert_eq!(
                 open().state().www,
                 second,
@@ -676,10 +705,58 @@ mod tests {
             );
             // And the next decision is stored and served again.
             let s = open();
-            s.replace(&second).await.unwrap();
+            s.replace(&second, &Fence::NONE).await.unwrap();
             assert_eq!(open().state().www, second, "{what}");
             let _ = std::fs::remove_dir_all(&d);
         }
+    }
+
+    #[tokio::test]
+    async fn an_older_decision_is_refused_and_the_epoch_survives_a_restart() {
+        let d = tmpdir("fence");
+        let f = d.join("a1.state");
+        let open = || EmbeddedServer::open(AreaName::from("a1"), layout(), f.clone()).unwrap();
+        let s = open();
+        let newer = WwwRecords::from_addrs(["10.2.2.2".parse().unwrap()], RecordTtl::DEFAULT);
+        let older = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
+        s.replace(&newer, &Fence::of(200)).await.unwrap();
+        // Restarted: the epoch is in the state file.
+        let s = open();
+        assert_eq!(s.held().await.unwrap().epoch, Some(200));
+        let e = s.replace(&older, &Fence::of(100)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NameServerError::Stale {
+                    held: 200,
+                    ours: 100,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(s.state().www, newer);
+        // A compare-and-swap against an epoch no longer held fails, retryably.
+        let raced = Fence {
+            epoch: 300,
+            expect: Some(150),
+            stamp: false,
+        };
+        let e = s.replace(&older, &raced).await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert_eq!(s.state().www, newer);
+        // The right expectation goes through.
+        s.replace(
+            &older,
+            &Fence {
+                expect: Some(200),
+                ..raced
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((s.state().www, s.state().epoch), (older, 300));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[tokio::test]
@@ -690,7 +767,7 @@ mod tests {
         std::fs::create_dir_all(d.join("state.json.tmp")).unwrap();
         let s = EmbeddedServer::open(AreaName::from("a1"), layout(), f).unwrap();
         let want = WwwRecords::from_addrs(["10.1.1.1".parse().unwrap()], RecordTtl::DEFAULT);
-        let e = s.replace(&want).await.unwrap_err();
+        let e = s.replace(&want, &Fence::NONE).await.unwrap_err();
         assert!(matches!(e, NameServerError::Storage { .. }));
         assert!(e.is_retryable());
         assert_eq!(s.state(), ZoneState::default(), "not served unless stored");
