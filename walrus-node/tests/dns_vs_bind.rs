@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{need, TempDir};
+use walrus_actors::director::bind_config::split_rendered;
 
 /// The area whose two servers are compared.
 const AREA: &str = "eu";
@@ -252,7 +253,7 @@ impl Bind {
             "dns bind-config failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let files = split_sections(&String::from_utf8(out.stdout).unwrap());
+        let files = split_rendered(&String::from_utf8(out.stdout).unwrap());
         assert!(
             files.len() == 3 && files[0].0 == "named.conf",
             "bind-config output is not named.conf + two zone files: {files:?}"
@@ -302,23 +303,6 @@ impl Bind {
         }
         s
     }
-}
-
-/// `bind-config`'s output split at its `// ---- NAME ----` headers.
-fn split_sections(text: &str) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line
-            .strip_prefix("// ---- ")
-            .and_then(|l| l.strip_suffix(" ----"))
-        {
-            files.push((name.to_owned(), String::new()));
-        } else if let Some((_, body)) = files.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    files
 }
 
 /// One query as sent.
