@@ -592,18 +592,7 @@ impl Deployment {
         );
         let text = String::from_utf8(out.stdout).unwrap();
         // Sections: "// ---- named.conf ----", then one per zone file.
-        let mut files: Vec<(String, String)> = Vec::new();
-        for line in text.lines() {
-            if let Some(n) = line
-                .strip_prefix("// ---- ")
-                .and_then(|l| l.strip_suffix(" ----"))
-            {
-                files.push((n.to_owned(), String::new()));
-            } else if let Some((_, b)) = files.last_mut() {
-                b.push_str(line);
-                b.push('\n');
-            }
-        }
+        let files = walrus_actors::director::bind_config::split_rendered(&text);
         assert!(files.len() >= 3, "bind-config output:\n{text}");
         for (n, b) in &files[1..] {
             std::fs::write(dir.join(n), b).unwrap();

@@ -38,6 +38,25 @@ impl BindConfig {
     }
 }
 
+/// [`BindConfig::render`]'s text cut back at its `// ---- NAME ----` headers: (section
+/// name, contents) in order — `named.conf` (the statements), then each zone file. For
+/// tools and tests that install what `walrus-node dns bind-config` printed.
+pub fn split_rendered(text: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line
+            .strip_prefix("// ---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+        {
+            files.push((name.to_owned(), String::new()));
+        } else if let Some((_, body)) = files.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    files
+}
+
 fn bare(n: &Name) -> String {
     n.to_ascii().trim_end_matches('.').to_owned()
 }
@@ -188,6 +207,13 @@ mod tests {
             .1
             .contains("ns.area-1.example.com.\t30\tIN\tA\t127.0.0.1"));
         assert!(c.render().contains("---- area-1.example.com.zone ----"));
+        let parts = split_rendered(&c.render());
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["named.conf", "example.com.zone", "area-1.example.com.zone"]
+        );
+        assert!(parts[2].1.contains("www.area-1.example.com.") || parts[2].1.contains("SOA"));
     }
 
     #[test]

@@ -58,6 +58,7 @@
 
 pub mod actor;
 pub mod answer;
+mod answer_cache;
 pub mod bind_config;
 pub mod core;
 pub mod driver;
