@@ -98,8 +98,10 @@ struct Rig {
 
 impl Rig {
     fn new(fast_failover: bool, reporter: ReporterHandle) -> Self {
-        let mut config = RoundConfig::default();
-        config.fast_failover = fast_failover;
+        let mut config = RoundConfig {
+            fast_failover,
+            ..RoundConfig::default()
+        };
         // The machine is shared with other builds: no CPU in the load.
         config.load.use_cpu = false;
         let mut machine = RoundMachine::new(config, topology());

@@ -2319,8 +2319,10 @@ mod tests {
     #[test]
     fn urgent_reports_are_ignored_when_off_by_a_backup_or_when_not_a_failure() {
         let t0 = Instant::now();
-        let mut config = RoundConfig::default();
-        config.fast_failover = false;
+        let config = RoundConfig {
+            fast_failover: false,
+            ..RoundConfig::default()
+        };
         let mut m = RoundMachine::new(config, topo());
         m.handle_became_master(t0);
         drain(&mut m);
