@@ -198,9 +198,9 @@ pub struct Timing {
     /// Fast failover (issue 23, beyond the paper). Default true: each Reporter probes its
     /// web server every 100 ms between readings and, the moment it refuses connections,
     /// multicasts an urgent PANIC; the master answers with an early round (phases 1-3
-    /// only, at most one per `round_period`, a dead server re-admitted only at a normal
-    /// round), and a flapping server is held PANIC (down twice within 30 s: until up for
-    /// 10 s). False: the paper's exact behaviour (readings every `report_interval`,
+    /// only, each server starting at most one per `round_period`, a dead server
+    /// re-admitted only at a normal round), and a flapping server is held PANIC (down
+    /// twice within 30 s: until up for 10 s). False: the paper's exact behaviour (readings every `report_interval`,
     /// reports only when asked, rounds every `round_period`).
     pub fast_failover: bool,
 }
