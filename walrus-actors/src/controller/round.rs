@@ -65,7 +65,7 @@
 //!   never delay, replace or re-time them.
 //! - Each server starts at most one early round per `round_period`; a second urgent
 //!   report from it within the period waits for the next normal round (less than a
-//!   period away). Its Reporter sends at most one urgent report per flap window (30 s)
+//!   period away). Its Reporter sends nothing urgent while it holds a flapping server
 //!   anyway; this is the master's own guard against a misbehaving one. Why per server
 //!   and not one early round per period in all (the first design): a cluster dies as
 //!   several servers falling milliseconds apart, and so does a failure seen in two steps
