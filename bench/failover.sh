@@ -20,9 +20,21 @@
 #   {"backend":"embedded","trials":20,"p50_ms":825,"p99_ms":1348,...,"report_interval":"1s"}
 #   {"backend":"bind","trials":20,"p50_ms":700,"p99_ms":1235,...,"report_interval":"1s"}
 # and with --report-interval 250ms: embedded p50 542 / p99 1049 ms, bind 719 / 1190 ms.
-# Where the time goes: the Reporter sees the refused connection at its next reading
-# (0-report_interval), the master asks at its next round (0-round_period) and closes it as
-# soon as every server has answered; the Director's update takes milliseconds.
+# Where the time went: the Reporter saw the refused connection at its next reading
+# (0-report_interval), the master asked at its next round (0-round_period) and closed it as
+# soon as every server had answered; the Director's update takes milliseconds.
+#
+# With fast failover (issue 23, `[timing] fast_failover = true`, the default), measured
+# 2026-12-05 on the same kind of machine (2 cores shared with other builds), 10 trials:
+#   {"case":"cluster-dies","backend":"embedded","p50_ms":63,"p99_ms":113,"min_ms":21}
+#   {"case":"cluster-dies","backend":"bind","p50_ms":62,"p99_ms":103,"min_ms":25}
+#   {"case":"director-host-dies","backend":"bind","p50_ms":473,"p99_ms":544,"min_ms":450}
+# and the paper's rounds (the branch point, same machine, same hour): cluster-dies embedded
+# 760 / 1299 ms, bind 780 / 1268 ms; director-host-dies 1176 / 8636 ms (that run used the
+# orchestrator before e68a190, whose trials could start inside the start-up rounds).
+# Now: the Reporter's probe sees the refusal within 100 ms and multicasts an urgent PANIC;
+# the master runs an early round at once, which closes as soon as every Reporter answered.
+# director-host-dies waits report_timeout (400 ms) for the dead host's silent Reporter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for b in named nginx tsig-keygen; do

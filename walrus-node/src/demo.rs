@@ -759,9 +759,15 @@ async fn drive<W: Write>(
             say.say(&line);
             if let Some((name, at)) = &web_killed {
                 if line.contains(&format!("early round (urgent report from {name})")) {
+                    // "round 9: area eu → c-asia (from c-eu), ..." → "area eu → c-asia".
+                    let what = line
+                        .split_once(": ")
+                        .and_then(|(_, rest)| rest.split(" (from").next())
+                        .filter(|w| w.contains('→'))
+                        .map_or("its area's answer changed".to_owned(), str::to_owned);
                     say.say(&format!(
-                        "fast failover: {name} refused connections; its Reporter told the master at once, \
-                         {:.1} s after the failure, without waiting for the next round",
+                        "fast failover: {name} refused connections: {what}, {:.1} s after the \
+                         failure (its Reporter told the master at once; no wait for the next round)",
                         at.elapsed().as_secs_f64()
                     ));
                 }
