@@ -302,16 +302,34 @@ impl Node {
     // ------------------------------------------------------------------ inputs
 
     /// A message from peer `from` (the transport has checked the name against the peer's
-    /// certificate). Messages from unknown nodes, older incarnations or other views are
-    /// dropped.
+    /// certificate). Messages from unknown nodes or other views are dropped, and so are
+    /// those of an older incarnation than the one known **while that one is alive**.
+    ///
+    /// Why not "older incarnations forever": two processes with one name (a duplicate,
+    /// refused by the transport's admission rule, or a restart racing the old link) may
+    /// both get frames through for a moment. If the newer one then goes away, the older
+    /// one is the node; refusing it forever would leave it alone, its own master, for good
+    /// (issue 16). Once the newer incarnation is dead to this node (link down, or not heard
+    /// for `failure_timeout`), the older one is taken as a new incarnation: everything
+    /// known of the newer one is void, and the older one merges like a healed partition.
     pub fn handle_message(&mut self, now: Instant, from: &NodeId, msg: PeerMessage) {
         self.catch_up(now);
         let inc = msg.incarnation();
+        let newer_alive = match self.peers.get(from).and_then(|p| p.incarnation) {
+            Some(known) if inc < known => self.alive(
+                now,
+                &NodeRef {
+                    id: from.clone(),
+                    incarnation: known,
+                },
+            ),
+            _ => false,
+        };
         let Some(peer) = self.peers.get_mut(from) else {
             return;
         };
         match peer.incarnation {
-            Some(known) if inc < known => return,
+            Some(known) if inc < known && newer_alive => return,
             Some(known) if inc == known => {}
             _ => {
                 // A new incarnation: what we knew of the old one is void.
