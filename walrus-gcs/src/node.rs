@@ -34,6 +34,9 @@ use std::time::Instant;
 pub struct PlantedBugs {
     /// Install new views without delivering the old view's cut (skips the flush).
     pub skip_flush: bool,
+    /// Refuse an older incarnation forever once a newer one was heard (the rule before
+    /// issue 16: the real node stays alone after its duplicate went away).
+    pub refuse_older_incarnations: bool,
 }
 
 /// What a peer looks like from here.
@@ -329,7 +332,9 @@ impl Node {
             return;
         };
         match peer.incarnation {
-            Some(known) if inc < known && newer_alive => return,
+            Some(known) if inc < known && (newer_alive || self.bugs.refuse_older_incarnations) => {
+                return
+            }
             Some(known) if inc == known => {}
             _ => {
                 // A new incarnation: what we knew of the old one is void.

@@ -90,6 +90,42 @@ fn planted_bug_skip_flush_is_caught() {
     );
 }
 
+/// Trap (issue 16): with the rules from before the fix — every new connection replaces the
+/// link to its name, and an older incarnation is refused forever — the duplicate and
+/// impostor scenarios must be reported.
+#[test]
+fn planted_bug_duplicates_replace_links_and_older_incarnations_are_refused_is_caught() {
+    let mut caught = Vec::new();
+    for seed in 1..40 {
+        let mut cfg = SimConfig::standard(seed);
+        if cfg.scenario == Scenario::None {
+            continue;
+        }
+        cfg.replace_always = true;
+        cfg.bugs.refuse_older_incarnations = true;
+        caught.extend(run(&cfg).violations);
+    }
+    assert!(
+        caught.iter().any(|v| v.starts_with("duplicate incarnation")),
+        "the duplicate went unnoticed: {caught:?}"
+    );
+}
+
+/// The scenarios run on a third of the seeds each and refuse the newcomer.
+#[test]
+fn duplicate_and_impostor_scenarios_run_and_newcomers_are_refused() {
+    let (mut dup, mut imp, mut refused) = (0, 0, 0);
+    for seed in 0..30 {
+        let r = run(&SimConfig::standard(seed));
+        assert!(r.violations.is_empty(), "{}", r.describe());
+        dup += r.duplicates;
+        imp += r.impostors;
+        refused += r.refused;
+    }
+    assert_eq!((dup, imp), (10, 10));
+    assert!(refused >= 10, "only {refused} newcomers refused");
+}
+
 /// A cluster of `n` nodes with no planned faults and no client traffic, run until it
 /// forms one view.
 fn quiet_cluster(n: usize, seed: u64) -> Sim {

@@ -7,6 +7,7 @@ use crate::types::{GroupName, NodeRef, Service, SessionId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod duplicate_incarnation;
 mod group_membership;
 mod liveness;
 mod no_duplication;
@@ -104,6 +105,8 @@ pub struct Checker {
     pub violations: Vec<String>,
     /// How many deliveries were checked.
     pub deliveries: u64,
+    /// One incarnation per name (fed by the duplicate and impostor scenarios).
+    pub(crate) duplicate: duplicate_incarnation::DuplicateIncarnation,
 }
 
 impl Default for Checker {
@@ -123,6 +126,7 @@ impl Default for Checker {
             requests: BTreeMap::new(),
             violations: Vec::new(),
             deliveries: 0,
+            duplicate: duplicate_incarnation::DuplicateIncarnation::default(),
         }
     }
 }
@@ -146,6 +150,8 @@ impl Checker {
         for i in &mut self.invariants {
             i.on_view(at, who, change, &mut self.violations);
         }
+        self.duplicate
+            .on_view(at, who, change, &mut self.violations);
     }
 
     /// Records a delivery.
