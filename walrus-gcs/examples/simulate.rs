@@ -6,10 +6,11 @@
 //! ```
 //!
 //! Each seed is a standard run (3–7 nodes, 60 virtual seconds of faults, then the
-//! liveness phase), and then, for two seeds in three, a duplicate-incarnation or an
-//! impostor scenario (see `walrus_gcs::sim`). `--plant replace-always,refuse-older`
-//! plants the rules from before issue 16 (every new connection replaces the link; an
-//! older incarnation is refused forever), to show the checkers see them. A failing seed is described on stderr with its replay command
+//! liveness phase), and then, for three seeds in four, a duplicate-incarnation, an
+//! impostor or an isolated-start scenario (see `walrus_gcs::sim`).
+//! `--plant replace-always,refuse-older,merge-by-stamp` plants the rules from before
+//! issue 16 (every new connection replaces the link; an older incarnation is refused
+//! forever; group lists merge by join stamp only), to show the checkers see them. A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +37,7 @@ struct Totals {
     views: u64,
     duplicates: u64,
     impostors: u64,
+    isolated_starts: u64,
     refused: u64,
     violations: u64,
     failed: Vec<u64>,
@@ -72,6 +74,7 @@ fn main() {
                 let mut cfg = SimConfig::standard(seed);
                 cfg.replace_always = plant.iter().any(|p| p == "replace-always");
                 cfg.bugs.refuse_older_incarnations = plant.iter().any(|p| p == "refuse-older");
+                cfg.bugs.merge_by_stamp_only = plant.iter().any(|p| p == "merge-by-stamp");
                 let r = run(&cfg);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;
@@ -83,6 +86,7 @@ fn main() {
                 t.views += r.views;
                 t.duplicates += r.duplicates;
                 t.impostors += r.impostors;
+                t.isolated_starts += r.isolated_starts;
                 t.refused += r.refused;
                 if !r.violations.is_empty() {
                     t.violations += r.violations.len() as u64;
@@ -105,7 +109,7 @@ fn main() {
 impl Totals {
     fn json(&self, started: std::time::Instant) -> String {
         format!(
-            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"newcomers_refused\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
             self.seeds,
             self.virtual_seconds,
             self.partitions,
@@ -116,6 +120,7 @@ impl Totals {
             self.views,
             self.duplicates,
             self.impostors,
+            self.isolated_starts,
             self.refused,
             self.failed,
             started.elapsed().as_secs_f64()

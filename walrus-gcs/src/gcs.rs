@@ -674,7 +674,8 @@ impl Driver {
             }
             TransportEvent::Duplicate { peer, reason } => {
                 tracing::error!(node = %self.node.id(), %peer, "{reason}: this process stops");
-                self.fatal.send_replace(Some(DriverError::Duplicate(reason)));
+                self.fatal
+                    .send_replace(Some(DriverError::Duplicate(reason)));
                 return false;
             }
             TransportEvent::Message { from, msg } => {

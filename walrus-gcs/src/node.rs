@@ -37,6 +37,9 @@ pub struct PlantedBugs {
     /// Refuse an older incarnation forever once a newer one was heard (the rule before
     /// issue 16: the real node stays alone after its duplicate went away).
     pub refuse_older_incarnations: bool,
+    /// Merge group lists by join stamp only (the rule before issue 16: a node that
+    /// joined alone in a young view goes first after the heal).
+    pub merge_by_stamp_only: bool,
 }
 
 /// What a peer looks like from here.
@@ -962,6 +965,7 @@ impl Node {
                     group: g.clone(),
                     stamp: at.clone(),
                     member,
+                    alone: self.members.len() == 1,
                 });
                 list.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.member.cmp(&b.member)));
                 self.announce(g, MembershipReason::Join, at);
@@ -1294,6 +1298,7 @@ impl Node {
                                 seq: e.seq,
                             },
                             member,
+                            alone: self.members.len() == 1,
                         });
                     }
                 }
@@ -1509,10 +1514,26 @@ impl Node {
             });
             data.push((old.clone(), chosen));
         }
+        // Merge rule: a record joined in a view of one node (a node that started or ran
+        // cut off) is stamped anew at the start of this view once it has several members,
+        // so it comes after every record the others bring: a node that joined alone never
+        // deposes a running master (issue 16). See `PROTOCOL.md`.
+        let several = p.members.len() > 1;
+        let rejoin = Stamp {
+            view: p.id.clone(),
+            seq: 0,
+        };
         let mut groups: Vec<GroupRecord> = p
             .reports
             .values()
             .flat_map(|(r, _)| r.groups.iter().cloned())
+            .map(|mut g| {
+                if g.alone && several && !self.bugs.merge_by_stamp_only {
+                    g.stamp = rejoin.clone();
+                    g.alone = false;
+                }
+                g
+            })
             .collect();
         groups.sort();
         groups.dedup();

@@ -261,9 +261,10 @@ async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
         }
     };
     let closed_code = |e: quinn::ConnectionError| match e {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            (c.error_code, String::from_utf8_lossy(&c.reason).into_owned())
-        }
+        quinn::ConnectionError::ApplicationClosed(c) => (
+            c.error_code,
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
         other => panic!("unexpected {other:?}"),
     };
 
@@ -271,12 +272,20 @@ async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
     let (real_conn, _real_task, real_silent) = live(&real, 5).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (dup_conn, _dup_task, _) = live(&dup, 9).await;
-    let err = tokio::time::timeout(DEADLINE, dup_conn.closed()).await.unwrap();
+    let err = tokio::time::timeout(DEADLINE, dup_conn.closed())
+        .await
+        .unwrap();
     let (code, reason) = closed_code(err);
     assert_eq!(code, close_code::DUPLICATE.into(), "{reason}");
     assert!(reason.contains(&a_addr.to_string()), "{reason}");
-    assert!(reason.contains(&dup.local_addr().unwrap().to_string()), "{reason}");
-    assert!(real_conn.close_reason().is_none(), "the live link must stay up");
+    assert!(
+        reason.contains(&dup.local_addr().unwrap().to_string()),
+        "{reason}"
+    );
+    assert!(
+        real_conn.close_reason().is_none(),
+        "the live link must stay up"
+    );
 
     // 2. The real one goes silent without a goodbye (SIGKILL): a newcomer from elsewhere
     //    replaces the silent link after the probe window.
@@ -284,14 +293,21 @@ async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (dup_conn, dup_task, _) = live(&dup, 9).await;
     let quiet = tokio::time::timeout(Duration::from_secs(2), dup_conn.closed()).await;
-    assert!(quiet.is_err(), "a silent link is replaced, not defended: {quiet:?}");
-    let old = tokio::time::timeout(DEADLINE, real_conn.closed()).await.unwrap();
+    assert!(
+        quiet.is_err(),
+        "a silent link is replaced, not defended: {quiet:?}"
+    );
+    let old = tokio::time::timeout(DEADLINE, real_conn.closed())
+        .await
+        .unwrap();
     assert_eq!(closed_code(old).0, close_code::REPLACED.into());
 
     // 3. The process at the configured address comes back while the duplicate is live:
     //    the duplicate is evicted with DUPLICATE.
     let (real_conn, _real_task, _) = live(&real, 5).await;
-    let err = tokio::time::timeout(DEADLINE, dup_conn.closed()).await.unwrap();
+    let err = tokio::time::timeout(DEADLINE, dup_conn.closed())
+        .await
+        .unwrap();
     let (code, reason) = closed_code(err);
     assert_eq!(code, close_code::DUPLICATE.into(), "{reason}");
     dup_task.abort();

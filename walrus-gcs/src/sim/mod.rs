@@ -32,10 +32,10 @@ use crate::types::{GroupName, Incarnation, NodeId, NodeRef, Service, SessionId};
 use crate::wire::PeerMessage;
 use invariants::duplicate_incarnation::{Newcomer, RECOVERY_BOUND, REFUSAL_BOUND};
 use invariants::{Checker, EndState, LivenessProbe, Request, Sent};
-use std::net::SocketAddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// One simulated run.
@@ -77,15 +77,19 @@ pub enum Scenario {
     Duplicate,
     /// A process presenting one node's certificate under another name (issue 16).
     Impostor,
+    /// A node restarted inside a cut, its sessions joining alone, healed past the
+    /// Controller's join grace: the group's first member must not change (issue 16).
+    IsolatedStart,
 }
 
 impl Scenario {
-    /// The scenario a standard run of `seed` adds (a third of the seeds each).
+    /// The scenario a standard run of `seed` adds (a quarter of the seeds each).
     pub fn for_seed(seed: u64) -> Self {
-        match seed % 3 {
+        match seed % 4 {
             0 => Scenario::None,
             1 => Scenario::Duplicate,
-            _ => Scenario::Impostor,
+            2 => Scenario::Impostor,
+            _ => Scenario::IsolatedStart,
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct SimReport {
     pub duplicates: u64,
     /// Impostor scenarios run.
     pub impostors: u64,
+    /// Isolated-start scenarios run.
+    pub isolated_starts: u64,
     /// Newcomers refused by a peer's admission rule (their process stopped).
     pub refused: u64,
     /// What the checkers found.
@@ -215,6 +221,10 @@ enum Step {
     CheckRefused,
     /// After a cut: one view of every configured node.
     CheckOneView,
+    /// Isolated start: crash a node that is not the probe group's first member.
+    IsoCrash,
+    /// Isolated start: restart it (inside the cut).
+    IsoRestart,
 }
 
 #[derive(Debug, Clone)]
@@ -300,12 +310,12 @@ impl Sim {
         let latency_max_ms = rng.random_range(2..=30);
         let n = cfg.nodes;
         // One more process slot for the scenario's newcomer.
-        let slots = if cfg.scenario == Scenario::None {
-            n
-        } else {
-            n + 1
+        let slots = match cfg.scenario {
+            Scenario::Duplicate | Scenario::Impostor => n + 1,
+            Scenario::None | Scenario::IsolatedStart => n,
         };
-        let addr = |i: usize| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7000));
+        let addr =
+            |i: usize| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7000));
         let base = Instant::now();
         let admission = (0..slots)
             .map(|_| {
@@ -418,19 +428,33 @@ impl Sim {
     /// Plans the scenario from `t0` (everything settled); returns when the run ends.
     /// Its choices come from their own RNG, so the standard part of a seed is unchanged.
     fn plan_scenario(&mut self, t0: Duration) -> Duration {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0xd0b1_e000);
+        let n = self.cfg.nodes;
+        let ms = Duration::from_millis;
         let kind = match self.cfg.scenario {
             Scenario::None => return t0,
             Scenario::Duplicate => Newcomer::Duplicate,
             Scenario::Impostor => Newcomer::Impostor,
+            Scenario::IsolatedStart => {
+                // The node is chosen at the crash (it must not be the first member).
+                self.at(t0, Ev::Scenario(Step::IsoCrash));
+                self.at(t0 + ms(300), Ev::Scenario(Step::Cut));
+                self.at(t0 + ms(500), Ev::Scenario(Step::IsoRestart));
+                // Past the join grace (five failure timeouts: 2 s with LAN defaults).
+                let heal = t0
+                    + ms(500)
+                    + self.cfg.core.failure_timeout * 5
+                    + ms(rng.random_range(200..=1500));
+                self.at(heal, Ev::Scenario(Step::Heal));
+                self.at(heal + RECOVERY_BOUND, Ev::Scenario(Step::CheckOneView));
+                return heal + RECOVERY_BOUND + ms(1);
+            }
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0xd0b1_e000);
-        let n = self.cfg.nodes;
         let original = rng.random_range(0..n);
         let slot = n;
         self.nodes[slot].name = original;
         self.nodes[slot].impostor = kind == Newcomer::Impostor;
         self.scenario = Some((original, slot));
-        let ms = Duration::from_millis;
         if rng.random_bool(0.5) {
             // Connected: the newcomer must be refused, and nothing may change.
             self.at(t0, Ev::Scenario(Step::Start));
@@ -445,7 +469,10 @@ impl Sim {
             self.at(t0 + ms(500), Ev::Scenario(Step::Start));
             let heal = t0 + ms(rng.random_range(2500..=4000));
             if rng.random_bool(0.5) {
-                self.at(heal - ms(rng.random_range(0..=800)), Ev::Scenario(Step::Stop));
+                self.at(
+                    heal - ms(rng.random_range(0..=800)),
+                    Ev::Scenario(Step::Stop),
+                );
             }
             self.at(heal, Ev::Scenario(Step::Heal));
             self.at(heal + RECOVERY_BOUND, Ev::Scenario(Step::CheckOneView));
@@ -597,9 +624,14 @@ impl Sim {
                         )
                     })
                     .collect();
+                let alive = (0..self.nodes.len())
+                    .filter(|i| self.nodes[*i].node.is_some())
+                    .map(|i| self.who(i))
+                    .collect();
                 self.probe = Some(LivenessProbe {
                     view_bound: self.cfg.view_bound,
                     views,
+                    alive,
                     delivery_bound: self.cfg.delivery_bound,
                     ..LivenessProbe::default()
                 });
@@ -688,14 +720,7 @@ impl Sim {
             Verdict::Hold { until } => {
                 self.held[at][x] = Some(slot);
                 let t = until.saturating_duration_since(self.base).max(self.now);
-                self.at(
-                    t,
-                    Ev::AdmitCheck {
-                        at,
-                        name: x,
-                        slot,
-                    },
-                );
+                self.at(t, Ev::AdmitCheck { at, name: x, slot });
             }
             Verdict::Refuse(_) => {
                 self.held[at][x] = None;
@@ -715,7 +740,9 @@ impl Sim {
                 }
                 if self.nodes[slot].impostor {
                     // Its first frame names another sender: closed before it is read.
-                    self.log(format!("{here} admits {who} (impostor): closed at its first frame"));
+                    self.log(format!(
+                        "{here} admits {who} (impostor): closed at its first frame"
+                    ));
                     self.owner[at][x] = None;
                     self.admission[at][x].link_ended();
                     self.drain(at);
@@ -772,13 +799,58 @@ impl Sim {
     }
 
     fn scenario_step(&mut self, step: Step) {
+        let n = self.cfg.nodes;
+        let controllers = GroupName::new("controllers");
+        if let Step::IsoCrash = step {
+            // Every node but one joins "controllers" in the common view (like Walrus's
+            // Controllers); that one is crashed, and restarts inside a cut.
+            let x = (self.cfg.seed as usize / 4) % n;
+            self.scenario = Some((x, x));
+            self.report.isolated_starts += 1;
+            self.fault(Fault::Crash(x));
+            let now = self.instant();
+            for i in (0..n).filter(|i| *i != x) {
+                self.join_with_probe(i, now, &controllers);
+            }
+            return;
+        }
         let Some((original, slot)) = self.scenario else {
             return;
         };
-        let n = self.cfg.nodes;
         match step {
+            Step::IsoCrash => {}
+            Step::IsoRestart => {
+                // The running first member of "controllers", as the others see it.
+                let first = (0..n)
+                    .filter(|i| *i != original)
+                    .filter_map(|i| {
+                        self.nodes[i]
+                            .node
+                            .as_ref()?
+                            .group_members(&controllers)
+                            .first()
+                            .cloned()
+                    })
+                    .next();
+                self.start(original);
+                if let Some(first) = first {
+                    let restarted = self.who(original);
+                    self.log(format!(
+                        "isolated start: {first} is first; {restarted} starts inside a cut"
+                    ));
+                    self.checker
+                        .isolated
+                        .started(first, restarted, controllers.clone());
+                }
+                // It joins alone, past nothing: the worst case of a join grace.
+                let now = self.instant();
+                self.join_with_probe(original, now, &controllers);
+            }
             Step::Cut => {
-                self.log(format!("cut {} off from every other node", self.who(original)));
+                self.log(format!(
+                    "cut {} off from every other node",
+                    self.who(original)
+                ));
                 for j in 0..n {
                     if j != original {
                         for (a, b) in [(original, j), (j, original)] {
@@ -827,9 +899,12 @@ impl Sim {
                     .map(|i| self.who(i))
                     .collect();
                 all.sort();
-                self.checker
-                    .duplicate
-                    .check_one_view(self.now, &views, &all, &mut self.checker.violations);
+                self.checker.duplicate.check_one_view(
+                    self.now,
+                    &views,
+                    &all,
+                    &mut self.checker.violations,
+                );
             }
         }
     }
@@ -1077,6 +1152,24 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Node `i`'s probe session joins `group` (and stays in it).
+    fn join_with_probe(&mut self, i: usize, now: Instant, group: &GroupName) {
+        let Some(k) = self.nodes[i].sessions.iter().position(|s| s.probe) else {
+            return;
+        };
+        let sid = self.nodes[i].sessions[k].id;
+        let who = self.who(i);
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
+        if node.join(now, sid, group.clone()).is_ok() {
+            self.nodes[i].sessions[k].groups.insert(group.clone());
+            self.checker
+                .request(self.now, (who, sid), group.clone(), Request::Join);
+        }
+        self.drain(i);
     }
 
     /// One random client action on a random live node.

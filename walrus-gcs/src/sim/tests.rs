@@ -106,24 +106,43 @@ fn planted_bug_duplicates_replace_links_and_older_incarnations_are_refused_is_ca
         caught.extend(run(&cfg).violations);
     }
     assert!(
-        caught.iter().any(|v| v.starts_with("duplicate incarnation")),
+        caught
+            .iter()
+            .any(|v| v.starts_with("duplicate incarnation")),
         "the duplicate went unnoticed: {caught:?}"
     );
 }
 
-/// The scenarios run on a third of the seeds each and refuse the newcomer.
+/// The scenarios run on a quarter of the seeds each; newcomers are refused.
 #[test]
 fn duplicate_and_impostor_scenarios_run_and_newcomers_are_refused() {
-    let (mut dup, mut imp, mut refused) = (0, 0, 0);
-    for seed in 0..30 {
+    let (mut dup, mut imp, mut iso, mut refused) = (0, 0, 0, 0);
+    for seed in 0..40 {
         let r = run(&SimConfig::standard(seed));
         assert!(r.violations.is_empty(), "{}", r.describe());
         dup += r.duplicates;
         imp += r.impostors;
+        iso += r.isolated_starts;
         refused += r.refused;
     }
-    assert_eq!((dup, imp), (10, 10));
+    assert_eq!((dup, imp, iso), (10, 10, 10));
     assert!(refused >= 10, "only {refused} newcomers refused");
+}
+
+/// Trap (issue 16): merging group lists by join stamp only lets a node that started
+/// inside a cut go first after the heal (it would depose the running master).
+#[test]
+fn planted_bug_merge_by_stamp_only_is_caught() {
+    let mut caught = Vec::new();
+    for seed in (3..80).step_by(4) {
+        let mut cfg = SimConfig::standard(seed);
+        cfg.bugs.merge_by_stamp_only = true;
+        caught.extend(run(&cfg).violations);
+    }
+    assert!(
+        caught.iter().any(|v| v.starts_with("isolated start")),
+        "the isolated start went unnoticed: {caught:?}"
+    );
 }
 
 /// A cluster of `n` nodes with no planned faults and no client traffic, run until it

@@ -1321,7 +1321,10 @@ async fn read_loop<M: Message>(
                 );
             }
             let since = shared.epoch.elapsed().as_micros();
-            heard.store(u64::try_from(since).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+            heard.store(
+                u64::try_from(since).unwrap_or(u64::MAX).max(1),
+                Ordering::Relaxed,
+            );
             let event = TransportEvent::Message {
                 from: name.clone(),
                 msg: frame.msg,

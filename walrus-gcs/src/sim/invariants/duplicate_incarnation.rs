@@ -79,19 +79,22 @@ impl DuplicateIncarnation {
         all: &[NodeRef],
         v: &mut Vec<String>,
     ) {
-        let Some((dup, kind, _)) = &self.active else {
-            return;
+        let what = match &self.active {
+            Some((dup, kind, _)) => {
+                if self.stopped.is_none() {
+                    v.push(format!(
+                        "duplicate incarnation: {kind:?} {dup} still runs at {at:?} after the cut healed"
+                    ));
+                    return;
+                }
+                format!("duplicate incarnation: at {at:?}, {RECOVERY_BOUND:?} after {kind:?} {dup} went away")
+            }
+            None => format!("isolated start: at {at:?}, {RECOVERY_BOUND:?} after the heal"),
         };
-        if self.stopped.is_none() {
-            v.push(format!(
-                "duplicate incarnation: {kind:?} {dup} still runs at {at:?} after the cut healed"
-            ));
-            return;
-        }
         for (who, view, members) in views {
             if members != all {
                 v.push(format!(
-                    "duplicate incarnation: at {at:?}, {RECOVERY_BOUND:?} after {kind:?} {dup} went away, {who} is in {view} with {members:?}, not all of {all:?}"
+                    "{what}, {who} is in {view} with {members:?}, not all of {all:?}"
                 ));
                 return;
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub mod duplicate_incarnation;
 mod group_membership;
+pub(crate) mod isolated_start;
 mod liveness;
 mod no_duplication;
 mod reliable_fifo;
@@ -107,6 +108,8 @@ pub struct Checker {
     pub deliveries: u64,
     /// One incarnation per name (fed by the duplicate and impostor scenarios).
     pub(crate) duplicate: duplicate_incarnation::DuplicateIncarnation,
+    /// A node started inside a cut never goes first (fed by the isolated-start scenario).
+    pub(crate) isolated: isolated_start::IsolatedStart,
 }
 
 impl Default for Checker {
@@ -127,6 +130,7 @@ impl Default for Checker {
             violations: Vec::new(),
             deliveries: 0,
             duplicate: duplicate_incarnation::DuplicateIncarnation::default(),
+            isolated: isolated_start::IsolatedStart::default(),
         }
     }
 }
@@ -160,6 +164,8 @@ impl Checker {
         for i in &mut self.invariants {
             i.on_deliver(at, who, session, event, &self.sent, &mut self.violations);
         }
+        self.isolated
+            .on_deliver(at, who, session, event, &self.sent, &mut self.violations);
     }
 
     /// Runs the end-of-run checks.
