@@ -1136,6 +1136,15 @@ async fn run_link<M: Message>(
             }
         }
     };
+    // Read before our own close, which would mask the peer's reason.
+    let refused_as_duplicate = match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == close_code::DUPLICATE.into() && code != close_code::DUPLICATE =>
+        {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        _ => None,
+    };
     conn.close(code.into(), reason.as_bytes());
     admission.link_ended();
     if replacement.is_none() {
@@ -1154,14 +1163,6 @@ async fn run_link<M: Message>(
     if code == close_code::PROTOCOL {
         warn!(peer = %name, %reason, "peer broke the wire format: connection closed");
     }
-    let refused_as_duplicate = match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c))
-            if c.error_code == close_code::DUPLICATE.into() && code != close_code::DUPLICATE =>
-        {
-            Some(String::from_utf8_lossy(&c.reason).into_owned())
-        }
-        _ => None,
-    };
     LinkEnd {
         reason,
         was_up: up.load(Ordering::Relaxed),

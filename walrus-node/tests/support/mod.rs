@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -218,4 +218,101 @@ pub fn init_logs() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A `walrus-node run` process, SIGKILLed and reaped on drop; its stderr goes to a log file.
+pub struct NodeProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    pub fn start(config: &Path, node: &str, dir: &Path) -> Self {
+        Self::start_with(config, node, dir, node, &[])
+    }
+
+    /// Starts `node` with extra arguments (e.g. `--roles controller`), logging to
+    /// `DIR/<log_name>.log`.
+    pub fn start_with(
+        config: &Path,
+        node: &str,
+        dir: &Path,
+        log_name: &str,
+        extra: &[&str],
+    ) -> Self {
+        let log = dir.join(format!("{log_name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_walrus-node"))
+            .args(["run", "--node", node, "--config"])
+            .arg(config)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("WALRUS_TEST_LOG").unwrap_or_else(|_| {
+                    "walrus_actors=info,walrus_node=info,walrus_gcs=info".to_owned()
+                }),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        NodeProcess { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Master now: it said so and has not lost the place since.
+    pub fn is_master(&self) -> bool {
+        let log = self.log();
+        match (
+            log.rfind("this controller is master"),
+            log.rfind("lost mastership"),
+        ) {
+            (Some(m), Some(l)) => m > l,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback (for a status page).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Adds `line` to node `node`'s table of a TOML written by [`deployment_toml`].
+pub fn add_to_node(toml: &str, node: &str, line: &str) -> String {
+    let head = format!("[nodes.{node}]\n");
+    let at = toml.find(&head).unwrap() + head.len();
+    format!("{}{line}\n{}", &toml[..at], &toml[at..])
+}
+
+/// The `address = "..."` of node `node` in such a TOML.
+pub fn node_address(toml: &str, node: &str) -> SocketAddr {
+    let head = format!("[nodes.{node}]\n");
+    let at = toml.find(&head).unwrap() + head.len();
+    let rest = &toml[at..];
+    let line = rest.lines().find(|l| l.starts_with("address = ")).unwrap();
+    line.trim_start_matches("address = ")
+        .trim_matches('"')
+        .parse()
+        .unwrap()
 }
