@@ -7,7 +7,10 @@
 //!   0 DNS answer changes, exactly one master (the same one) at every sample, no view
 //!   change; the cluster is whole 3 s after it stops;
 //! * an **impostor** — a process presenting the master's certificate under another
-//!   configured name — is refused the same way, with the same outcome.
+//!   configured name — is refused the same way, with the same outcome;
+//! * a **Controller started inside a cut** (nftables drops its gcs UDP), left there past
+//!   its join grace so it joins `Controllers` alone and is its own master, then healed:
+//!   the running master stays master, 0 answer changes, one view of all five nodes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -24,6 +27,8 @@ struct Deployment {
     toml: String,
     nodes: Vec<(&'static str, NodeProcess, SocketAddr)>,
     dns: [SocketAddr; 2],
+    /// The status page `spare` gets when it runs.
+    spare_status: SocketAddr,
     _servers: [TinyHttp; 2],
 }
 
@@ -123,6 +128,8 @@ impl Deployment {
             toml = add_to_node(&toml, n, &format!("status_addr = \"{addr}\""));
             status.push((n, addr));
         }
+        let spare_status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        toml = add_to_node(&toml, "spare", &format!("status_addr = \"{spare_status}\""));
         let conf = dir.path().join("walrus.toml");
         std::fs::write(&conf, &toml).unwrap();
         let nodes = status
@@ -135,6 +142,7 @@ impl Deployment {
             toml,
             nodes,
             dns,
+            spare_status,
             _servers: [s1, s2],
         }
     }
@@ -417,4 +425,100 @@ async fn an_impostor_with_the_master_certificate_under_another_name_changes_noth
         assert_eq!(*code, Some(1), "the impostor must exit 1:\n{log}");
     }
     assert_logged_once(&d, master, real_addr, spare_addr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_started_inside_a_cut_never_deposes_the_master() {
+    let d = Deployment::start("isolated").await;
+    let master = d.settled().await;
+    let before = d.answers();
+    let spare_port = node_address(&d.toml, "spare").port();
+    let others: Vec<u16> = REAL
+        .iter()
+        .map(|n| node_address(&d.toml, n).port())
+        .collect();
+    // The cut first, then the start: `spare` never hears anyone.
+    let cut = Partition::cut(&[spare_port], &others);
+    let conf = d.dir.path().join("walrus.toml");
+    let spare = NodeProcess::start(&conf, "spare", d.dir.path());
+    // Past its join grace (five failure timeouts): it joins Controllers alone and is the
+    // master of its own component.
+    poll_until("spare is master alone", Duration::from_secs(20), || {
+        spare.is_master().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(cut);
+    let healed = Instant::now();
+    // For 8 s after the heal: the master stays, no answer changes.
+    let mut w = Watch::default();
+    let mut whole = None;
+    while healed.elapsed() < Duration::from_secs(8) {
+        w.samples += 1;
+        if d.answers() != before {
+            w.answer_changes += 1;
+        }
+        let st = d.statuses().await;
+        let spare_st = walrus_node::status::fetch(d.spare_status).await.ok();
+        let mut masters: Vec<&str> = d
+            .nodes
+            .iter()
+            .zip(&st)
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.is_master))
+            .map(|((n, _, _), _)| *n)
+            .collect();
+        if spare_st.as_ref().is_some_and(|s| s.is_master)
+            && spare_st
+                .as_ref()
+                .and_then(|s| s.view.as_ref())
+                .is_some_and(|v| v.members.len() > 1)
+        {
+            masters.push("spare");
+        }
+        w.most_masters = w.most_masters.max(masters.len());
+        if let Some(m) = masters.iter().find(|m| **m != master) {
+            w.other_master = Some((*m).to_owned());
+        }
+        let views: Vec<Option<String>> = st
+            .iter()
+            .chain(std::iter::once(&spare_st))
+            .map(|s| {
+                Some(
+                    s.as_ref()?
+                        .view
+                        .as_ref()
+                        .filter(|v| v.members.len() == 5)?
+                        .id
+                        .clone(),
+                )
+            })
+            .collect();
+        if whole.is_none()
+            && views.iter().all(|v| v.is_some())
+            && views.windows(2).all(|p| p[0] == p[1])
+        {
+            whole = Some(healed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{{\"samples\":{},\"answer_changes\":{},\"most_masters\":{},\"other_master\":{:?},\"whole_after_ms\":{:?}}}",
+        w.samples,
+        w.answer_changes,
+        w.most_masters,
+        w.other_master,
+        whole.map(|t| t.as_millis())
+    );
+    let logs = format!("{}\n==== spare\n{}", d.logs(), tail(&spare.log(), 40));
+    assert_eq!(w.other_master, None, "the master changed: {w:?}\n{logs}");
+    assert_eq!(w.most_masters, 1, "{w:?}\n{logs}");
+    assert_eq!(w.answer_changes, 0, "{w:?}\n{logs}");
+    let whole = whole.unwrap_or_else(|| panic!("never one view of five after the heal\n{logs}"));
+    assert!(
+        whole < Duration::from_secs(3),
+        "one view only after {whole:?}"
+    );
+    // The isolated Controller saw the merge and is a backup now.
+    let log = spare.log();
+    assert!(log.contains("lost mastership"), "{}", tail(&log, 40));
 }

@@ -316,3 +316,58 @@ pub fn node_address(toml: &str, node: &str) -> SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// nftables rules that drop UDP between two sets of loopback ports (the gcs QUIC traffic
+/// of two groups of nodes: each node's endpoint sends from its listening port). The table
+/// is deleted on drop. (The same helper as the end-to-end tests' kit, for this crate's
+/// process tests.)
+pub struct Partition {
+    table: String,
+}
+
+impl Partition {
+    pub fn cut(a: &[u16], b: &[u16]) -> Self {
+        let nft = need("nft", "nftables");
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let table = format!(
+            "walrus_node_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let set = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        let (a, b) = (set(a), set(b));
+        let script = format!(
+            "table inet {table} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n\
+               ip daddr 127.0.0.0/8 udp sport {{ {a} }} udp dport {{ {b} }} drop\n\
+               ip daddr 127.0.0.0/8 udp sport {{ {b} }} udp dport {{ {a} }} drop\n }}\n}}\n"
+        );
+        let mut child = Command::new(nft)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft refused the partition rules (root needed): {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Partition { table }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = Command::new(need("nft", "nftables"))
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
