@@ -4,8 +4,11 @@
 # name server, polled with a DNS query every 10 ms. round_period 1 s, 20 trials per backend:
 #   embedded  the Director's own name server (walrus-node)
 #   bind      a real BIND 9 per area, updated by the Director with RFC 2136 + TSIG
-# Prints one JSON line per backend:
-#   {"backend":..,"trials":..,"p50_ms":..,"p99_ms":..,...}
+#   director-host-dies (bind only): a1's only Director's walrus-node SIGKILLed at the same
+#             moment as the rest of its cluster: the master's node writes a1's BIND itself
+#             (issue 17). `--case cluster-dies|director-host-dies|all` (default all).
+# Prints one JSON line per case and backend:
+#   {"case":..,"backend":..,"trials":..,"p50_ms":..,"p99_ms":..,...}
 # The deployment (three Controllers, Directors and Reporters as separate `walrus-node run`
 # processes over QUIC, nginx, BIND) is the end-to-end tests' (tests/tests/support/mod.rs);
 # the orchestration is tests/examples/failover_bench.rs. Everything runs on loopback and is
@@ -28,4 +31,4 @@ done
 cargo build --release --quiet -p walrus-node --bin walrus-node
 cargo build --release --quiet -p walrus-tests --example failover_bench
 exec target/release/examples/failover_bench --walrus-node target/release/walrus-node \
-  --trials 20 --round-period 1s "$@"
+  --trials 20 --round-period 1s --case all "$@"

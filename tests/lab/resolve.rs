@@ -694,18 +694,7 @@ fn start_bind(
 /// `walrus-node dns bind-config`'s output cut at its `// ---- NAME ----` headers:
 /// (`named.conf`, statements), then (zone file name, contents) for each zone file.
 pub fn split_bind_config(text: &str) -> Option<Vec<(String, String)>> {
-    let mut files: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(n) = line
-            .strip_prefix("// ---- ")
-            .and_then(|l| l.strip_suffix(" ----"))
-        {
-            files.push((n.to_owned(), String::new()));
-        } else if let Some((_, b)) = files.last_mut() {
-            b.push_str(line);
-            b.push('\n');
-        }
-    }
+    let files = walrus_actors::director::bind_config::split_rendered(text);
     (files.len() >= 3 && files[0].0 == "named.conf").then_some(files)
 }
 

@@ -216,7 +216,10 @@ async fn follow_answer_file(server: EmbeddedServer, file: PathBuf, ttl: RecordTt
         match serde_json::from_str::<Vec<std::net::Ipv4Addr>>(&text) {
             Ok(addrs) if !addrs.is_empty() => {
                 let want = WwwRecords::from_addrs(addrs.into_iter().map(Into::into), ttl);
-                match server.replace(&want).await {
+                match server
+                    .replace(&want, &walrus_actors::director::Fence::NONE)
+                    .await
+                {
                     Ok(()) => println!("answer replaced: {want:?}"),
                     Err(e) => eprintln!("answer not replaced: {e}"),
                 }

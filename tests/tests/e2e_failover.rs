@@ -30,13 +30,18 @@ use support::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn bind_deployment() -> Deployment {
+    bind_deployment_with(3, 1)
+}
+
+fn bind_deployment_with(areas: u8, directors_per_area: u8) -> Deployment {
     Deployment::start(Spec {
-        areas: 3,
+        areas,
         backend: Backend::Bind,
         round_period: "500ms",
         report_timeout: "250ms",
         report_interval: "200ms",
         bin: PathBuf::from(env!("CARGO_BIN_EXE_walrus-node-e2e")),
+        directors_per_area,
     })
 }
 
@@ -210,4 +215,43 @@ fn partition_of_one_areas_nodes_each_side_serves_and_after_the_heal_one_master_r
         &d.cluster_ips("c3"),
         "a3 takes c3-s2 back after the heal",
     );
+}
+
+/// Issue 17: an area whose writing Director's host dies while its cluster dies never
+/// stays on a dead answer. `d1` (a1's Director and c1-s1's Reporter) is SIGKILLed — its
+/// nginx stays up, but nothing reports it any more — and c1-s2's nginx dies at the same
+/// moment: c1 has no working server, a1 must move. With one Director per area the master
+/// Controller (which holds a1's key) writes a1's BIND itself; with two, `r1` takes over.
+/// Shown to fail without the fix: with `start_fallback_directors` returning at once (no
+/// fallback writer), the one-Director case timed out after 45 s with a1's BIND still on
+/// c1's dead addresses.
+#[test]
+fn a_dead_writing_directors_area_still_moves_by_the_master_or_the_second_director() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for directors in [1, 2] {
+        let mut d = bind_deployment_with(2, directors);
+        let started = Instant::now();
+        d.kill_node("d1");
+        d.nginx.get_mut("c1-s2").unwrap().kill();
+        let c2 = d.cluster_ips("c2");
+        d.wait_answer(
+            "a1",
+            &c2,
+            &format!("a1's BIND moves to c2 with {directors} Director(s) per area"),
+        );
+        eprintln!(
+            "{{\"case\":\"director-host-dies\",\"directors_per_area\":{directors},\"moved_after_ms\":{}}}",
+            started.elapsed().as_millis()
+        );
+        let writer = if directors == 1 {
+            d.masters().pop().expect("a master")
+        } else {
+            "r1".to_owned()
+        };
+        let log = d.nodes[&writer].log();
+        assert!(
+            log.contains("writing the area's name server"),
+            "{writer} never took over writing a1:\n{log}"
+        );
+    }
 }

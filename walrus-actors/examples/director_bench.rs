@@ -51,7 +51,9 @@ async fn update_latency<N: NameServer>(
         let w = want(i);
         let expect = *w.v4.first().unwrap();
         let t0 = Instant::now();
-        ns.replace(&w).await.unwrap();
+        ns.replace(&w, &walrus_actors::director::Fence::NONE)
+            .await
+            .unwrap();
         loop {
             let m = transport::query(server, www.clone(), RecordType::A, Duration::from_secs(2))
                 .await

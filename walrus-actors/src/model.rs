@@ -179,6 +179,13 @@ pub struct Decision {
     pub answers: BTreeMap<AreaName, AreaAnswer>,
     /// Why each area that moved or changed its answer did so, for logs and status.
     pub changes: Vec<Change>,
+    /// The decision's epoch: the sending master's wall clock, in milliseconds since the
+    /// Unix epoch, stamped when the decision leaves it (0: not stamped). Writes to a name
+    /// server are fenced by it: a server that holds an answer of a newer epoch refuses an
+    /// older one, so a deposed writer's late update can never take an area back to an
+    /// older decision (see `director`).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// One change of one area's answer, with its reason.

@@ -170,6 +170,7 @@ async fn a_backup_adopts_the_masters_decision_and_ignores_its_own_kind_of_noise(
     assert!(!handle.status().is_master);
     let d = Decision {
         round: Round(41),
+        epoch: 41,
         answers: [(
             "a1".into(),
             walrus_actors::model::AreaAnswer {
@@ -270,6 +271,7 @@ async fn director_forwards_decisions_and_drops_garbage() {
     .unwrap();
     let d = Decision {
         round: Round(3),
+        epoch: 3,
         answers: BTreeMap::new(),
         changes: vec![],
     };

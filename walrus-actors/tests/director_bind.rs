@@ -43,6 +43,7 @@ fn decision(round: u64, answers: &[(&str, AreaAnswer)]) -> Decision {
             .map(|(a, ans)| (AreaName::from(*a), ans.clone()))
             .collect::<BTreeMap<_, _>>(),
         changes: vec![],
+        epoch: round,
     }
 }
 
@@ -321,5 +322,78 @@ async fn large_answer_goes_over_tcp_and_is_verified() {
     assert!(
         matches!(r.outcome(), Ok(Applied::Unchanged { .. })),
         "{r:?}"
+    );
+}
+
+/// Issue 17: writes to a real BIND are fenced by the decision's epoch. A deposed writer's
+/// late update of an older decision is refused (and not retried); two writers racing on
+/// the same epoch read make the loser's prerequisite fail (BIND answers NXRRSET) instead
+/// of overwriting; the newest answer stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_writers_late_update_is_refused_by_bind() {
+    use walrus_actors::director::{apply_fenced, Fence, NameServer};
+    let bind = Bind::start(1, "walrus-area1");
+    let new_writer = updater(&bind, "a1", bind.key.clone());
+    let old_writer = updater(&bind, "a1", bind.key.clone());
+    let d = director("a1", 5);
+    let newer = d.wanted_for(&answer("c2", &["10.0.2.1"])).unwrap();
+    let older = d.wanted_for(&answer("c1", &["10.0.1.1"])).unwrap();
+
+    let r = apply_fenced(
+        &new_writer,
+        &newer,
+        &Fence::of(2_000),
+        &RetryPolicy::default(),
+        &mut rng(),
+    )
+    .await;
+    assert!(matches!(r.outcome(), Ok(Applied::Updated { .. })), "{r:?}");
+    assert_eq!(new_writer.held().await.unwrap().epoch, Some(2_000));
+    let serial = bind.serial();
+
+    // The late update of the older decision (epoch 1,000).
+    let r = apply_fenced(
+        &old_writer,
+        &older,
+        &Fence::of(1_000),
+        &RetryPolicy::default(),
+        &mut rng(),
+    )
+    .await;
+    assert!(
+        matches!(
+            r.outcome(),
+            Err(NameServerError::Stale {
+                held: 2_000,
+                ours: 1_000,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(r.attempts.len(), 1, "a stale writer does not retry");
+    assert_eq!(bind.serial(), serial, "nothing was written");
+    assert_eq!(
+        dig(bind.addr, "www.area-1.example.com", "A").data_of("A"),
+        vec!["10.0.2.1"]
+    );
+
+    // A writer that read epoch 1,500 (before the 2,000 write) loses the compare-and-swap.
+    let raced = Fence {
+        epoch: 2_500,
+        expect: Some(1_500),
+        stamp: false,
+    };
+    let e = old_writer.replace(&older, &raced).await.unwrap_err();
+    assert!(e.to_string().contains("NXRRSET"), "{e}");
+    assert!(e.is_retryable(), "it re-reads and decides again");
+    assert_eq!(bind.serial(), serial, "nothing was written");
+
+    // Not blind: an unfenced write goes through (the fence is what stopped the others).
+    let r = apply(&old_writer, &older, &RetryPolicy::default(), &mut rng()).await;
+    assert!(matches!(r.outcome(), Ok(Applied::Updated { .. })), "{r:?}");
+    assert_eq!(
+        dig(bind.addr, "www.area-1.example.com", "A").data_of("A"),
+        vec!["10.0.1.1"]
     );
 }

@@ -67,6 +67,7 @@ fn start_area<N: NameServer + Clone + 'static>(
 fn decision(round: u64, addrs: &[&str]) -> Decision {
     Decision {
         round: Round(round),
+        epoch: round,
         answers: [(
             AreaName::from("a1"),
             AreaAnswer {
@@ -227,6 +228,7 @@ async fn direct_mode_master_updates_every_area_server() {
     ];
     let dec = Decision {
         round: Round(1),
+        epoch: 1,
         answers: [
             (
                 AreaName::from("a1"),

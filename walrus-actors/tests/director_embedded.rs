@@ -359,6 +359,7 @@ async fn area_1_decision_never_touches_area_2_server() {
         .into_iter()
         .collect(),
         changes: vec![],
+        epoch: round,
     };
     for dec in [
         decide(1, &["10.0.1.1"], &["10.0.2.1"]),

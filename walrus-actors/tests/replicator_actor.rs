@@ -140,8 +140,9 @@ async fn replicas_follow_the_primarys_announcements_and_catch_up() {
     fs::create_dir_all(root.join("new/deep")).unwrap();
     fs::write(root.join("new/deep/b.txt"), "b").unwrap();
     wait_same(&root, &r1.join("current"), "after changes").await;
-    let g = rep1.status.borrow().generation.unwrap();
-    assert!(g.0 >= 2, "{g:?}");
+    // The status follows the switch of `current` a moment later (seen under load in CI
+    // runs: generation 1 read right after the content matched).
+    let g = Generation(wait_generation(&mut rep1.status, 2).await);
     assert_eq!(rep1.status.borrow().lag(), Some(0));
 
     // A replica that starts late catches up at once (no new announcement needed).

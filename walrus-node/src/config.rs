@@ -635,6 +635,32 @@ impl Config {
     /// `check-config` prints them and `run` logs them at start.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.dns.backend == DnsBackend::Rfc2136 && self.dns.mode == DnsMode::Director {
+            for (name, area) in &self.areas {
+                let directors: Vec<(&String, &Node)> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| {
+                        n.roles.contains(&Role::Director) && n.area.as_ref() == Some(name)
+                    })
+                    .collect();
+                match directors[..] {
+                    [] => out.push(format!(
+                        "area {name}: no Director; only the master's node writes its name server \
+                         {}, and only if the area's TSIG key file is on that host",
+                        area.name_server
+                    )),
+                    [(d, n)] if n.address.ip() != area.name_server.ip() => out.push(format!(
+                        "area {name}: one Director ({d}, on {}) and its name server on another \
+                         host ({}): if {d}'s host is lost, only a master holding the area's TSIG \
+                         key writes the area; give the area a second Director",
+                        n.address.ip(),
+                        area.name_server
+                    )),
+                    _ => {}
+                }
+            }
+        }
         for (name, area) in &self.areas {
             let port = area.name_server.port();
             if port != 53 {
@@ -1386,6 +1412,41 @@ mod tests {
         );
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("the same as"), "{err}");
+    }
+
+    #[test]
+    fn an_area_with_a_single_director_on_another_host_is_a_warning_with_rfc2136() {
+        let text = EXAMPLE
+            .replace("backend = \"embedded\"", "backend = \"rfc2136\"")
+            .replace(
+                "home_cluster = \"c-eu\"",
+                "home_cluster = \"c-eu\"\ntsig_key_file = \"/k/eu.key\"",
+            )
+            .replace(
+                "home_cluster = \"c-us\"",
+                "home_cluster = \"c-us\"\ntsig_key_file = \"/k/us.key\"",
+            )
+            .replace(
+                "home_cluster = \"c-asia\"",
+                "home_cluster = \"c-asia\"\ntsig_key_file = \"/k/asia.key\"",
+            );
+        let w = parse(&text).unwrap().warnings();
+        assert_eq!(
+            w.iter().filter(|w| w.contains("one Director")).count(),
+            3,
+            "{w:?}"
+        );
+        assert!(w[0].contains("give the area a second Director"), "{w:?}");
+        // A second Director for eu silences eu's.
+        let two = text.replace(
+            "[nodes.eu-b]\naddress = \"127.0.1.2:7400\"\nroles = [\"reporter\", \"replicator\"]",
+            "[nodes.eu-b]\naddress = \"127.0.1.2:7400\"\nroles = [\"reporter\", \"replicator\", \"director\"]\narea = \"eu\"",
+        );
+        assert_ne!(two, text);
+        let w = parse(&two).unwrap().warnings();
+        assert!(!w.iter().any(|w| w.starts_with("area eu:")), "{w:?}");
+        // The embedded backend: the Director is its area's name server.
+        assert!(parse(EXAMPLE).unwrap().warnings().is_empty());
     }
 
     #[test]

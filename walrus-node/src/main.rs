@@ -212,7 +212,8 @@ enum DnsAction {
     ///
     /// The area's name server is authoritative for its own zone and the site zone, where
     /// www.<site> is a CNAME to www.<area zone>; the update-policy lets only the area's
-    /// TSIG key change www.<area zone> A and AAAA. Create the key with
+    /// TSIG key change www.<area zone> A and AAAA, and the TXT of
+    /// _walrus-epoch.<area zone> that fences writes by decision epoch. Create the key with
     /// `tsig-keygen -a hmac-sha256 NAME` and include it before the zone statements.
     BindConfig {
         /// The configuration file.

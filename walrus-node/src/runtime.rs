@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use walrus_actors::controller::actor::{
-    self as controller_actor, ControllerHandle, ControllerSettings, DirectDrivers,
+    self as controller_actor, ControllerHandle, ControllerSettings, ControllerStatus, DirectDrivers,
 };
 use walrus_actors::controller::assign::Params;
 use walrus_actors::controller::load::LoadFormula;
@@ -507,11 +507,24 @@ impl<L: GroupLayer> NodeRuntime<L> {
             if self.config.dns.mode == DnsMode::Direct {
                 tracing::warn!(node = %self.name, "dns.mode = direct: the master updates every area itself; this node's director role is idle");
             } else if let Some(area) = &n.area {
-                let tx = self.start_area_director(area).await?;
+                // With an RFC 2136 server, the area's Directors elect one writer (see
+                // `director::actor`); an embedded server is its own Director's alone.
+                let election =
+                    (self.config.dns.backend == DnsBackend::Rfc2136).then(|| self.election(area));
+                let writer = election.as_ref().map(|(_, rx)| {
+                    let me = self.name.clone();
+                    self.writer_flag(
+                        rx.clone(),
+                        move |w, _| w.as_deref() == Some(me.as_str()),
+                        None,
+                    )
+                });
+                let tx = self.start_area_director(area, writer).await?;
                 let session = self.open_session().await?;
                 let stop = self.shutdown_signal();
+                let election = election.map(|(e, _)| e);
                 self.spawn("director", async move {
-                    director::actor::run(session, tx, stop)
+                    director::actor::run_elected(session, tx, election, stop)
                         .await
                         .map_err(|e| e.to_string())
                 });
@@ -537,7 +550,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 let areas: Vec<AreaName> = self.config.areas.keys().cloned().collect();
                 for area in areas {
                     let ns = rfc2136_updater(&self.config, &area)?;
-                    let tx = self.start_driver(&area, ns, None);
+                    let tx = self.start_driver(&area, ns, None, None);
                     direct.insert(area, tx);
                 }
             }
@@ -567,6 +580,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 }),
             ));
             self.controller = Some(handle);
+            self.start_fallback_directors().await?;
         }
         if n.roles.contains(&Role::Replicator) {
             self.start_replicator().await?;
@@ -608,11 +622,118 @@ impl<L: GroupLayer> NodeRuntime<L> {
         Ok(())
     }
 
+    /// `area`'s writer election: its configured Directors, and the watch of its writer.
+    fn election(
+        &self,
+        area: &AreaName,
+    ) -> (director::actor::Election, watch::Receiver<Option<String>>) {
+        let directors = self
+            .config
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.roles.contains(&Role::Director) && n.area.as_ref() == Some(area))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let (tx, rx) = watch::channel(None);
+        (
+            director::actor::Election {
+                area: area.clone(),
+                directors,
+                writer: tx,
+            },
+            rx,
+        )
+    }
+
+    /// A driver's writer flag: `decide(writer, is_master)` recomputed whenever the area's
+    /// writer changes or (with `master`) this node's Controller gains or loses mastership.
+    fn writer_flag(
+        &mut self,
+        mut writer: watch::Receiver<Option<String>>,
+        decide: impl Fn(&Option<String>, bool) -> bool + Send + 'static,
+        master: Option<watch::Receiver<ControllerStatus>>,
+    ) -> watch::Receiver<bool> {
+        let is_master = |m: &Option<watch::Receiver<ControllerStatus>>| {
+            m.as_ref().is_some_and(|m| m.borrow().is_master)
+        };
+        let mut master = master;
+        let (tx, rx) = watch::channel(decide(&writer.borrow(), is_master(&master)));
+        let mut stop = self.stop.subscribe();
+        self.spawn("director writer flag", async move {
+            loop {
+                let m = is_master(&master);
+                tx.send_if_modified(|v| {
+                    let new = decide(&writer.borrow(), m);
+                    std::mem::replace(v, new) != new
+                });
+                let master_changed = async {
+                    match master.as_mut() {
+                        Some(m) => {
+                            if m.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    r = writer.changed() => if r.is_err() { return Ok(()) },
+                    _ = master_changed => {}
+                }
+            }
+        });
+        rx
+    }
+
+    /// On a Controller node with an RFC 2136 backend in `director` mode: for every area
+    /// this node is no Director of and whose TSIG key is on this host, a fallback
+    /// Director that writes the area's name server while no Director of the area is in
+    /// this component and this node's Controller is master (see `director::actor`).
+    async fn start_fallback_directors(&mut self) -> Result<(), RunError> {
+        if self.config.dns.backend != DnsBackend::Rfc2136
+            || self.config.dns.mode != DnsMode::Director
+        {
+            return Ok(());
+        }
+        let Some(master) = self.controller.as_ref().map(|c| c.watch()) else {
+            return Ok(());
+        };
+        let areas: Vec<AreaName> = self.config.areas.keys().cloned().collect();
+        for area in areas {
+            if self.directors.contains_key(&area) {
+                continue;
+            }
+            let ns = match rfc2136_updater(&self.config, &area) {
+                Ok(ns) => ns,
+                Err(e) => {
+                    tracing::info!(%area, error = %e, "no fallback writer for this area on this node (its TSIG key is not here)");
+                    continue;
+                }
+            };
+            let (election, rx) = self.election(&area);
+            let flag =
+                self.writer_flag(rx, |w, master| w.is_none() && master, Some(master.clone()));
+            let tx = self.start_driver(&area, ns, None, Some(flag));
+            let session = self.open_session().await?;
+            let stop = self.shutdown_signal();
+            tracing::info!(%area, "fallback writer ready: writes the area's name server while this node is master and no Director of the area is in the view");
+            self.spawn("fallback director", async move {
+                director::actor::run_elected(session, tx, Some(election), stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        Ok(())
+    }
+
     /// The Director of `area` beside its name server: the embedded server (bound on the
-    /// area's `name_server` address) or an RFC 2136 updater, and the driver.
+    /// area's `name_server` address) or an RFC 2136 updater, and the driver (writing
+    /// while `writer` says so, when given).
     async fn start_area_director(
         &mut self,
         area: &AreaName,
+        writer: Option<watch::Receiver<bool>>,
     ) -> Result<mpsc::Sender<Decision>, RunError> {
         match self.config.dns.backend {
             DnsBackend::Embedded => {
@@ -646,11 +767,11 @@ impl<L: GroupLayer> NodeRuntime<L> {
                     listening.run(stop).await;
                     Ok(())
                 });
-                Ok(self.start_driver(area, server.clone(), Some((server, addr))))
+                Ok(self.start_driver(area, server.clone(), Some((server, addr)), None))
             }
             DnsBackend::Rfc2136 => {
                 let ns = rfc2136_updater(&self.config, area)?;
-                Ok(self.start_driver(area, ns, None))
+                Ok(self.start_driver(area, ns, None, writer))
             }
         }
     }
@@ -660,6 +781,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
         area: &AreaName,
         ns: N,
         embedded: Option<(EmbeddedServer, SocketAddr)>,
+        writer: Option<watch::Receiver<bool>>,
     ) -> mpsc::Sender<Decision> {
         let ttl = RecordTtl::try_from(self.config.dns.ttl).unwrap_or_default();
         let core = DirectorCore::new(
@@ -674,7 +796,16 @@ impl<L: GroupLayer> NodeRuntime<L> {
         let (status_tx, status_rx) = watch::channel(core.status().clone());
         let stop = self.shutdown_signal();
         self.spawn("director driver", async move {
-            director::driver::run(ns, core, RetryPolicy::default(), rx, status_tx, stop).await;
+            director::driver::run_with_writer(
+                ns,
+                core,
+                RetryPolicy::default(),
+                rx,
+                writer,
+                status_tx,
+                stop,
+            )
+            .await;
             Ok(())
         });
         self.directors.insert(

@@ -1037,6 +1037,7 @@ mod tests {
     fn decision(round: u64, eu: &str, changes: Vec<Change>) -> Decision {
         Decision {
             round: Round(round),
+            epoch: round,
             answers: [(
                 AreaName::from("eu"),
                 AreaAnswer {

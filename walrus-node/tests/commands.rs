@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use support::{need, TempDir};
+use walrus_actors::director::bind_config::split_rendered;
 use walrus_actors::reporter::bypass::read_bypass;
 use walrus_gcs::transport::NodeIdentity;
 
@@ -134,23 +135,6 @@ fn bypass_on_for_a_while_then_off() {
     assert_eq!(b.until, None, "no --for: until cleared");
 }
 
-/// Splits `dns bind-config` output into its files (`// ---- NAME ----` headers).
-fn split_render(text: &str) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line
-            .strip_prefix("// ---- ")
-            .and_then(|l| l.strip_suffix(" ----"))
-        {
-            files.push((name.to_owned(), String::new()));
-        } else if let Some((_, body)) = files.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    files
-}
-
 #[test]
 fn dns_bind_config_loads_in_bind() {
     let checkconf = need("named-checkconf", "bind9-utils");
@@ -167,7 +151,7 @@ fn dns_bind_config_loads_in_bind() {
         .arg(&zones)
         .output()
         .unwrap());
-    let files = split_render(&out);
+    let files = split_rendered(&out);
     assert_eq!(files.len(), 3, "{out}");
     assert_eq!(files[0].0, "named.conf");
     assert!(
@@ -342,6 +326,27 @@ fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> String {
     }
 }
 
+/// A CA and node n1's certificate (by the binary's own `certs` commands) in `dir/certs`,
+/// and [`one_node_config`] written to `dir/walrus.toml`: (the file, its text).
+fn one_node_setup(dir: &Path) -> (PathBuf, String) {
+    let certs = dir.join("certs");
+    ok(bin()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap());
+    ok(bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .arg("n1")
+        .output()
+        .unwrap());
+    let conf = dir.join("walrus.toml");
+    let text = one_node_config(dir, "0.8");
+    std::fs::write(&conf, &text).unwrap();
+    (conf, text)
+}
+
 fn one_node_config(dir: &Path, threshold: &str) -> String {
     let dns = walrus_node::cluster::free_dns_port().unwrap();
     let gcs = walrus_node::cluster::free_udp_port().unwrap();
@@ -362,21 +367,7 @@ fn one_node_config(dir: &Path, threshold: &str) -> String {
 #[test]
 fn run_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm() {
     let dir = TempDir::new("run");
-    let certs = dir.path().join("certs");
-    ok(bin()
-        .args(["certs", "init", "--dir"])
-        .arg(&certs)
-        .output()
-        .unwrap());
-    ok(bin()
-        .args(["certs", "issue", "--dir"])
-        .arg(&certs)
-        .arg("n1")
-        .output()
-        .unwrap());
-    let conf = dir.path().join("walrus.toml");
-    let text = one_node_config(dir.path(), "0.8");
-    std::fs::write(&conf, &text).unwrap();
+    let (conf, text) = one_node_setup(dir.path());
     let log: PathBuf = dir.path().join("log.jsonl");
     let child = bin()
         .args(["run", "--log-json", "--node", "n1", "--config"])
@@ -466,21 +457,7 @@ fn a_closed_stdout_ends_commands_quietly() {
 #[test]
 fn config_and_start_errors_name_the_thing_once_and_where() {
     let dir = TempDir::new("errors");
-    let certs = dir.path().join("certs");
-    ok(bin()
-        .args(["certs", "init", "--dir"])
-        .arg(&certs)
-        .output()
-        .unwrap());
-    ok(bin()
-        .args(["certs", "issue", "--dir"])
-        .arg(&certs)
-        .arg("n1")
-        .output()
-        .unwrap());
-    let conf = dir.path().join("walrus.toml");
-    let text = one_node_config(dir.path(), "0.8");
-    std::fs::write(&conf, &text).unwrap();
+    let (conf, text) = one_node_setup(dir.path());
     // The node's UDP address is taken by someone else.
     let addr = text
         .lines()

@@ -114,18 +114,7 @@ async fn direct_mode_master_updates_bind_when_a_cluster_dies() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut files: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(n) = line
-            .strip_prefix("// ---- ")
-            .and_then(|l| l.strip_suffix(" ----"))
-        {
-            files.push((n.to_owned(), String::new()));
-        } else if let Some((_, b)) = files.last_mut() {
-            b.push_str(line);
-            b.push('\n');
-        }
-    }
+    let files = walrus_actors::director::bind_config::split_rendered(&text);
     assert!(
         files[0].1.contains("walrus-a1"),
         "key name from the key file"

@@ -349,6 +349,9 @@ pub struct Spec {
     pub report_interval: &'static str,
     /// The `walrus-node` binary.
     pub bin: PathBuf,
+    /// Directors per area: 1 (`d<a>`), or 2 (`r<a>` directs too: a second writer that
+    /// takes over when the first's host is lost; RFC 2136 backend only).
+    pub directors_per_area: u8,
 }
 
 /// One web server of the deployment.
@@ -481,10 +484,12 @@ impl Deployment {
                     "roles = [\"director\", \"reporter\"]\narea = \"a{a}\"\nserver = \"c{a}-s1\"\n"
                 ),
             ));
-            nodes.push((
-                format!("r{a}"),
-                format!("roles = [\"reporter\"]\nserver = \"c{a}-s2\"\n"),
-            ));
+            let second = if spec.directors_per_area > 1 {
+                format!("roles = [\"reporter\", \"director\"]\narea = \"a{a}\"\n")
+            } else {
+                "roles = [\"reporter\"]\n".to_owned()
+            };
+            nodes.push((format!("r{a}"), format!("{second}server = \"c{a}-s2\"\n")));
         }
         for (name, rest) in &nodes {
             let port = free_udp_port();
@@ -587,18 +592,7 @@ impl Deployment {
         );
         let text = String::from_utf8(out.stdout).unwrap();
         // Sections: "// ---- named.conf ----", then one per zone file.
-        let mut files: Vec<(String, String)> = Vec::new();
-        for line in text.lines() {
-            if let Some(n) = line
-                .strip_prefix("// ---- ")
-                .and_then(|l| l.strip_suffix(" ----"))
-            {
-                files.push((n.to_owned(), String::new()));
-            } else if let Some((_, b)) = files.last_mut() {
-                b.push_str(line);
-                b.push('\n');
-            }
-        }
+        let files = walrus_actors::director::bind_config::split_rendered(&text);
         assert!(files.len() >= 3, "bind-config output:\n{text}");
         for (n, b) in &files[1..] {
             std::fs::write(dir.join(n), b).unwrap();

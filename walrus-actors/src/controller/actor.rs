@@ -349,7 +349,8 @@ impl<S: GroupSession> Shell<S> {
                     self.send(&[REPORTERS], &WalrusMessage::RoundRequest { round })
                         .await?;
                 }
-                Output::Multicast(decision) => {
+                Output::Multicast(mut decision) => {
+                    decision.epoch = wall_clock_ms();
                     for c in &decision.changes {
                         tracing::info!(round = %decision.round, area = %c.area, from = ?c.from.as_ref().map(|f| f.0.as_str()), to = %c.to, phase = c.phase, reason = %c.reason, "area answer changed");
                     }
@@ -378,6 +379,7 @@ impl<S: GroupSession> Shell<S> {
                             round,
                             answers: [(area.clone(), answer)].into(),
                             changes: vec![],
+                            epoch: wall_clock_ms(),
                         };
                         if tx.try_send(d).is_err() {
                             tracing::warn!(%area, "director driver busy or gone; the next round re-sends");
@@ -428,6 +430,16 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch: a decision's epoch (see
+/// [`Decision::epoch`]). Masters' clocks are assumed kept by NTP; a takeover takes far
+/// longer than their skew, so a newer master's decisions carry larger epochs.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -738,10 +738,12 @@ impl RoundMachine {
                 apply.insert(area.clone(), a.clone());
             }
         }
+        // The epoch is the shell's to stamp: it reads the wall clock when it sends.
         let decision = Decision {
             round,
             answers,
             changes,
+            epoch: 0,
         };
         self.outputs.push_back(Output::Multicast(decision.clone()));
         if !apply.is_empty() {
@@ -853,6 +855,7 @@ mod tests {
     fn first_decision() -> Decision {
         Decision {
             round: Round(1),
+            epoch: 0,
             answers: [("a1".into(), home(1)), ("a2".into(), home(2))].into(),
             changes: vec![
                 Change {
@@ -1054,6 +1057,7 @@ mod tests {
             out[0],
             Output::Multicast(Decision {
                 round: Round(1),
+                epoch: 0,
                 answers: first_decision().answers,
                 changes: vec![],
             })
@@ -1228,6 +1232,7 @@ mod tests {
             out,
             vec![Output::Multicast(Decision {
                 round: Round(2),
+                epoch: 0,
                 answers: first_decision().answers,
                 changes: vec![],
             })]
@@ -1598,6 +1603,7 @@ mod tests {
             drain_no_status(&mut backup),
             vec![Output::Multicast(Decision {
                 round: Round(3),
+                epoch: 0,
                 answers: d2.answers,
                 changes: vec![],
             })]

@@ -395,6 +395,7 @@ mod tests {
     fn state(addrs: &[&str]) -> ZoneState {
         ZoneState {
             serial: 7,
+            epoch: 0,
             www: WwwRecords::from_addrs(
                 addrs.iter().map(|a| a.parse().unwrap()),
                 RecordTtl::try_from(std::time::Duration::from_secs(30)).unwrap(),

@@ -38,6 +38,25 @@ impl BindConfig {
     }
 }
 
+/// [`BindConfig::render`]'s text cut back at its `// ---- NAME ----` headers: (section
+/// name, contents) in order — `named.conf` (the statements), then each zone file. For
+/// tools and tests that install what `walrus-node dns bind-config` printed.
+pub fn split_rendered(text: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line
+            .strip_prefix("// ---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+        {
+            files.push((name.to_owned(), String::new()));
+        } else if let Some((_, body)) = files.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    files
+}
+
 fn bare(n: &Name) -> String {
     n.to_ascii().trim_end_matches('.').to_owned()
 }
@@ -71,6 +90,7 @@ pub fn bind_config(
     let site_file = format!("{site}.zone");
     let area_file = format!("{area}.zone");
     let dir = zone_dir.display();
+    let epoch = super::rfc2136::EPOCH_LABEL;
     let zone_statements = format!(
         "// Walrus area zone {area} for site {site} (paper §7.2).\n\
          // Include the key from `tsig-keygen -a hmac-sha256 {key}` before these.\n\
@@ -81,8 +101,9 @@ pub fn bind_config(
          zone \"{area}\" {{\n\
          \ttype primary;\n\
          \tfile \"{dir}/{area_file}\";\n\
-         \t// Only the Director's key, only www.{area}, only A and AAAA.\n\
-         \tupdate-policy {{ grant {key} name www.{area}. A AAAA; }};\n\
+         \t// Only the Director's key: www.{area} A and AAAA, and the TXT that holds the\n\
+         \t// epoch of the decision behind them (the fence against older decisions).\n\
+         \tupdate-policy {{ grant {key} name www.{area}. A AAAA; grant {key} name {epoch}.{area}. TXT; }};\n\
          }};\n"
     );
     let site_zone = zone_file(
@@ -92,6 +113,7 @@ pub fn bind_config(
     let state = ZoneState {
         serial: 1,
         www: initial.clone(),
+        epoch: 0,
     };
     let area_zone = zone_file(
         &ZoneContents::area(layout, &state),
@@ -168,7 +190,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.zone_statements.contains(
-            "update-policy { grant walrus-area1 name www.area-1.example.com. A AAAA; };"
+            "update-policy { grant walrus-area1 name www.area-1.example.com. A AAAA; grant walrus-area1 name _walrus-epoch.area-1.example.com. TXT; };"
         ));
         assert!(!c.zone_statements.contains("allow-update"));
         assert_eq!(c.zone_statements.matches("update-policy").count(), 1);
@@ -185,6 +207,13 @@ mod tests {
             .1
             .contains("ns.area-1.example.com.\t30\tIN\tA\t127.0.0.1"));
         assert!(c.render().contains("---- area-1.example.com.zone ----"));
+        let parts = split_rendered(&c.render());
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["named.conf", "example.com.zone", "area-1.example.com.zone"]
+        );
+        assert!(parts[2].1.contains("www.area-1.example.com.") || parts[2].1.contains("SOA"));
     }
 
     #[test]

@@ -13,9 +13,16 @@
 //!   brought back), and `retry_after_failure` after an application that gave up.
 //! - A refusal (bad key, policy) is shown in status and only re-tried at the slow
 //!   `recheck` pace: not a loop that hides it, but it recovers once a human fixes it.
+//! - Writes are fenced by the decision's epoch ([`super::Fence`]): the newest decision's
+//!   epoch goes with every application, and the first application after this Director
+//!   becomes its area's writer also stamps the epoch when the records are already held,
+//!   so a deposed writer's late update of an older decision is refused by the server.
+//! - Only the area's writer writes ([`DirectorCore::handle_writer`]): when several
+//!   Directors serve one area, the others follow decisions and stand by; a standby that
+//!   becomes the writer applies the newest decision at once.
 
 use super::zone::WwwRecords;
-use super::{Applied, ApplyReport, AreaDirector, NameServerError};
+use super::{Applied, ApplyReport, AreaDirector, Fence, NameServerError};
 use crate::model::{AreaName, Decision, Round};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -33,6 +40,8 @@ pub enum Command {
         id: u64,
         /// The records the server must hold.
         want: WwwRecords,
+        /// How the write is fenced.
+        fence: Fence,
     },
     /// Abandon the application `id` (drop its future): a newer answer superseded it.
     Abandon {
@@ -92,6 +101,11 @@ pub struct DirectorStatus {
     pub last_rejected: Option<String>,
     /// The latest finished applications, oldest first.
     pub history: VecDeque<StatusEntry>,
+    /// True when this Director writes its area's server; false while it stands by
+    /// (another Director of the area writes, or the master is not relying on it).
+    pub writer: bool,
+    /// The epoch of the decision wanted now.
+    pub wanted_epoch: u64,
 }
 
 /// The Director's state machine for one area.
@@ -100,6 +114,13 @@ pub struct DirectorCore {
     director: AreaDirector,
     cfg: CoreConfig,
     wanted: Option<(Round, WwwRecords)>,
+    /// The newest decision's epoch seen (it fences the writes).
+    epoch: u64,
+    /// Whether this Director writes now.
+    writer: bool,
+    /// Whether an application succeeded since it became the writer (until then each
+    /// application stamps the epoch).
+    stamped: bool,
     in_flight: Option<u64>,
     next_id: u64,
     /// When to apply `wanted` again if nothing else happens.
@@ -119,11 +140,16 @@ impl DirectorCore {
             consecutive_failures: 0,
             last_rejected: None,
             history: VecDeque::new(),
+            writer: true,
+            wanted_epoch: 0,
         };
         Self {
             director,
             cfg,
             wanted: None,
+            epoch: 0,
+            writer: true,
+            stamped: false,
             in_flight: None,
             next_id: 1,
             due: None,
@@ -147,6 +173,12 @@ impl DirectorCore {
                 return vec![];
             }
         };
+        if decision.epoch > 0 && decision.epoch < self.epoch {
+            tracing::warn!(area = %self.director.area, round = %decision.round, epoch = decision.epoch, newest = self.epoch, "decision older than one already seen: ignored");
+            return vec![];
+        }
+        self.epoch = self.epoch.max(decision.epoch);
+        self.status.wanted_epoch = self.epoch;
         let same = self.wanted.as_ref().is_some_and(|(_, w)| w.same_as(&want));
         if same {
             // Nothing new: keep the round for status, let the timers decide.
@@ -161,6 +193,28 @@ impl DirectorCore {
         self.status.wanted = Some(want);
         self.status.in_sync = false;
         self.start(now)
+    }
+
+    /// This Director became its area's writer (`true`) or stands by (`false`). Becoming
+    /// the writer applies the newest wanted answer at once, stamping its epoch; standing
+    /// by abandons any application in flight.
+    pub fn handle_writer(&mut self, now: Instant, writer: bool) -> Vec<Command> {
+        if writer == self.writer {
+            return vec![];
+        }
+        self.writer = writer;
+        self.status.writer = writer;
+        tracing::info!(area = %self.director.area, writer, "director role changed: {}", if writer { "writing the area's name server" } else { "standing by" });
+        if writer {
+            self.stamped = false;
+            return self.start(now);
+        }
+        self.due = None;
+        self.status.in_sync = false;
+        match self.in_flight.take() {
+            Some(id) => vec![Command::Abandon { id }],
+            None => vec![],
+        }
     }
 
     /// An application finished (with `id` from [`Command::Apply`]).
@@ -179,6 +233,8 @@ impl DirectorCore {
                 false,
                 true,
             ),
+            // Behind a newer decision: nothing to retry until a newer one arrives.
+            Err(e @ NameServerError::Stale { .. }) => (e.to_string(), false, false),
             Err(e) => (
                 e.to_string(),
                 matches!(e, NameServerError::Refused { .. }),
@@ -187,6 +243,7 @@ impl DirectorCore {
         };
         self.status.in_sync = ok;
         if ok {
+            self.stamped = true;
             self.status.consecutive_failures = 0;
             self.due = Some(now + self.cfg.recheck);
         } else {
@@ -220,7 +277,12 @@ impl DirectorCore {
     /// Time passed: re-check or retry when due.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Command> {
         match self.due {
-            Some(due) if now >= due && self.in_flight.is_none() && self.wanted.is_some() => {
+            Some(due)
+                if now >= due
+                    && self.in_flight.is_none()
+                    && self.wanted.is_some()
+                    && self.writer =>
+            {
                 self.start(now)
             }
             _ => vec![],
@@ -231,6 +293,9 @@ impl DirectorCore {
         let Some((_, want)) = self.wanted.clone() else {
             return vec![];
         };
+        if !self.writer {
+            return vec![];
+        }
         let mut out = vec![];
         if let Some(old) = self.in_flight.take() {
             out.push(Command::Abandon { id: old });
@@ -239,7 +304,12 @@ impl DirectorCore {
         self.next_id += 1;
         self.in_flight = Some(id);
         self.due = None;
-        out.push(Command::Apply { id, want });
+        let fence = Fence {
+            epoch: self.epoch,
+            expect: None,
+            stamp: !self.stamped,
+        };
+        out.push(Command::Apply { id, want, fence });
         out
     }
 }
@@ -268,6 +338,7 @@ mod tests {
     fn decision(round: u64, addrs: &[&str]) -> Decision {
         Decision {
             round: Round(round),
+            epoch: round,
             answers: [(
                 AreaName::from("a1"),
                 AreaAnswer {
@@ -311,7 +382,12 @@ mod tests {
             c.handle_decision(t, &decision(1, &["10.0.0.1"])),
             vec![Command::Apply {
                 id: 1,
-                want: want(&["10.0.0.1"])
+                want: want(&["10.0.0.1"]),
+                fence: Fence {
+                    epoch: 1,
+                    expect: None,
+                    stamp: true
+                }
             }]
         );
         c.handle_applied(t, 1, &ok());
@@ -332,7 +408,12 @@ mod tests {
                 Command::Abandon { id: 1 },
                 Command::Apply {
                     id: 2,
-                    want: want(&["10.0.0.2"])
+                    want: want(&["10.0.0.2"]),
+                    fence: Fence {
+                        epoch: 2,
+                        expect: None,
+                        stamp: true
+                    }
                 }
             ]
         );
@@ -413,5 +494,62 @@ mod tests {
             c.handle_timeout(t + Duration::from_secs(3600));
         }
         assert_eq!(c.status().history.len(), STATUS_HISTORY);
+    }
+
+    #[test]
+    fn a_standby_writes_nothing_until_it_becomes_the_writer_then_stamps_the_newest_epoch() {
+        let t = Instant::now();
+        let mut c = core();
+        assert_eq!(c.handle_writer(t, false), vec![]);
+        assert!(!c.status().writer);
+        assert_eq!(c.handle_decision(t, &decision(1, &["10.0.0.1"])), vec![]);
+        assert_eq!(c.handle_decision(t, &decision(2, &["10.0.0.2"])), vec![]);
+        assert_eq!(c.handle_timeout(t + Duration::from_secs(600)), vec![]);
+        // Takes over: the newest answer at once, with its epoch, stamped.
+        let cmds = c.handle_writer(t, true);
+        assert_eq!(
+            cmds,
+            vec![Command::Apply {
+                id: 1,
+                want: want(&["10.0.0.2"]),
+                fence: Fence {
+                    epoch: 2,
+                    expect: None,
+                    stamp: true
+                }
+            }]
+        );
+        c.handle_applied(t, 1, &ok());
+        // Once stamped, later applications only write a changed answer.
+        let cmds = c.handle_decision(t, &decision(3, &["10.0.0.3"]));
+        assert!(
+            matches!(
+                cmds[..],
+                [Command::Apply {
+                    fence: Fence {
+                        epoch: 3,
+                        stamp: false,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{cmds:?}"
+        );
+        // Standing by abandons what is in flight.
+        assert_eq!(c.handle_writer(t, false), vec![Command::Abandon { id: 2 }]);
+    }
+
+    #[test]
+    fn a_decision_older_than_one_seen_is_ignored() {
+        let t = Instant::now();
+        let mut c = core();
+        let mut newer = decision(5, &["10.0.0.5"]);
+        newer.epoch = 500;
+        let mut older = decision(6, &["10.0.0.4"]);
+        older.epoch = 400;
+        assert_eq!(c.handle_decision(t, &newer).len(), 1);
+        assert_eq!(c.handle_decision(t, &older), vec![]);
+        assert_eq!(c.status().wanted_epoch, 500);
     }
 }

@@ -58,6 +58,7 @@
 
 pub mod actor;
 pub mod answer;
+mod answer_cache;
 pub mod bind_config;
 pub mod core;
 pub mod driver;
@@ -159,12 +160,28 @@ pub enum NameServerError {
         /// The I/O error.
         detail: String,
     },
+    /// The server holds an answer of a newer decision than the one being written: this
+    /// writer is behind (deposed, or its decision arrived late). Never retried.
+    #[error("area {area}: name server {server} holds the answer of a newer decision (epoch {held}); ours (epoch {ours}) is refused")]
+    Stale {
+        /// The area.
+        area: AreaName,
+        /// The server, as its updater describes it.
+        server: String,
+        /// The epoch the server holds.
+        held: u64,
+        /// The epoch of the decision we tried to write.
+        ours: u64,
+    },
 }
 
 impl NameServerError {
     /// Whether another attempt may succeed without a human.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, NameServerError::Refused { .. })
+        !matches!(
+            self,
+            NameServerError::Refused { .. } | NameServerError::Stale { .. }
+        )
     }
 }
 
@@ -176,7 +193,47 @@ pub struct Held {
     pub www: WwwRecords,
     /// The SOA serial of the area zone, when the server gave one.
     pub serial: Option<u32>,
+    /// The epoch of the decision whose answer it holds ([`Decision::epoch`]), when it
+    /// keeps one; `None` for a server never written with a fence.
+    pub epoch: Option<u64>,
 }
+
+/// How a write is fenced, so a name server never goes back to an older decision,
+/// whoever writes it: the server refuses a write whose `epoch` is older than the one it
+/// holds, and applies it only if it still holds `expect` (compare-and-swap against the
+/// epoch read just before: another writer in between makes this one re-read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The decision's epoch; 0: unfenced (tests and tools that write by hand).
+    pub epoch: u64,
+    /// The epoch the writer read before writing; `None`: do not compare.
+    pub expect: Option<u64>,
+    /// Write the epoch even when the server already holds the records: the first write
+    /// of a writer that just took over, so a deposed writer's late update of an older
+    /// decision is refused afterwards.
+    pub stamp: bool,
+}
+
+impl Fence {
+    /// No fence: the write always applies and leaves the held epoch as it is.
+    pub const NONE: Fence = Fence {
+        epoch: 0,
+        expect: None,
+        stamp: false,
+    };
+
+    /// A fence for a decision of `epoch`.
+    pub fn of(epoch: u64) -> Fence {
+        Fence {
+            epoch,
+            ..Fence::NONE
+        }
+    }
+}
+
+/// An epoch more than this far ahead of our own clock is not trusted to fence: a writer
+/// with a clock gone wrong must not lock every other writer out for that long.
+pub const MAX_EPOCH_AHEAD_MS: u64 = 10 * 60 * 1000;
 
 /// "The area's name server": read what it holds, replace the www records. Implemented by
 /// [`rfc2136::Rfc2136Updater`] (any RFC 2136 server, reached over the network) and
@@ -191,10 +248,13 @@ pub trait NameServer: Send + Sync {
     /// What the server holds now.
     fn held(&self) -> impl Future<Output = Result<Held, NameServerError>> + Send;
 
-    /// Replaces the A and AAAA rrsets of `www.<area-zone>` by `want`, atomically.
+    /// Replaces the A and AAAA rrsets of `www.<area-zone>` by `want`, atomically, under
+    /// `fence` (see [`Fence`]): refused as [`NameServerError::Stale`] when the server holds
+    /// a newer epoch, failed (retryable) when it no longer holds `fence.expect`.
     fn replace(
         &self,
         want: &WwwRecords,
+        fence: &Fence,
     ) -> impl Future<Output = Result<(), NameServerError>> + Send;
 }
 
@@ -278,18 +338,48 @@ static NO_ATTEMPT: NameServerError = NameServerError::Failed {
     detail: String::new(),
 };
 
-/// One attempt: read, compare, replace if different, verify.
+/// One attempt: read, compare, replace if different, verify. Unfenced (see
+/// [`apply_once_fenced`]).
 pub async fn apply_once<N: NameServer>(
     ns: &N,
     want: &WwwRecords,
 ) -> Result<Applied, NameServerError> {
+    apply_once_fenced(ns, want, &Fence::NONE).await
+}
+
+/// One fenced attempt: read; refuse if the server holds a newer epoch than `fence.epoch`;
+/// leave it alone if it holds `want` (and, with `fence.stamp`, an epoch at least ours);
+/// else replace with a compare-and-swap on the epoch read; verify.
+pub async fn apply_once_fenced<N: NameServer>(
+    ns: &N,
+    want: &WwwRecords,
+    fence: &Fence,
+) -> Result<Applied, NameServerError> {
     let before = ns.held().await?;
-    if before.www.same_as(want) {
+    let held_epoch = before.epoch.unwrap_or(0);
+    if fence.epoch > 0 && held_epoch > fence.epoch {
+        let ahead = held_epoch.saturating_sub(crate::controller::actor::wall_clock_ms());
+        if ahead <= MAX_EPOCH_AHEAD_MS {
+            return Err(NameServerError::Stale {
+                area: ns.area().clone(),
+                server: ns.describe(),
+                held: held_epoch,
+                ours: fence.epoch,
+            });
+        }
+        tracing::warn!(area = %ns.area(), held = held_epoch, ahead_ms = ahead, "the server's epoch is far ahead of our clock: not trusted to fence; writing");
+    }
+    let stamp_due = fence.stamp && fence.epoch > held_epoch;
+    if before.www.same_as(want) && !stamp_due {
         return Ok(Applied::Unchanged {
             serial: before.serial,
         });
     }
-    ns.replace(want).await?;
+    let cas = Fence {
+        expect: before.epoch.or(Some(0)).filter(|_| fence.epoch > 0),
+        ..*fence
+    };
+    ns.replace(want, &cas).await?;
     let after = ns.held().await?;
     if !after.www.same_as(want) {
         return Err(verify_mismatch(ns, want, &after.www));
@@ -317,6 +407,18 @@ pub async fn apply<N: NameServer, R: Rng + Send>(
     policy: &RetryPolicy,
     rng: &mut R,
 ) -> ApplyReport {
+    apply_fenced(ns, want, &Fence::NONE, policy, rng).await
+}
+
+/// [`apply`] under `fence`: a [`NameServerError::Stale`] refusal ends it at once (this
+/// writer is behind; logged as such).
+pub async fn apply_fenced<N: NameServer, R: Rng + Send>(
+    ns: &N,
+    want: &WwwRecords,
+    fence: &Fence,
+    policy: &RetryPolicy,
+    rng: &mut R,
+) -> ApplyReport {
     let server = ns.describe();
     let mut attempts = Vec::new();
     let mut number = 1;
@@ -324,7 +426,7 @@ pub async fn apply<N: NameServer, R: Rng + Send>(
         if !waited.is_zero() {
             tokio::time::sleep(waited).await;
         }
-        let outcome = apply_once(ns, want).await;
+        let outcome = apply_once_fenced(ns, want, fence).await;
         match &outcome {
             Ok(Applied::Unchanged { serial }) => {
                 tracing::debug!(%server, attempt = number, ?serial, "answer already held")
@@ -334,6 +436,9 @@ pub async fn apply<N: NameServer, R: Rng + Send>(
             }
             Err(e) if e.is_retryable() => {
                 tracing::warn!(%server, attempt = number, error = %e, "attempt failed")
+            }
+            Err(e @ NameServerError::Stale { .. }) => {
+                tracing::warn!(%server, attempt = number, error = %e, "late update of an older decision refused by the fence")
             }
             Err(e) => tracing::error!(%server, attempt = number, error = %e, "update refused"),
         }
@@ -379,6 +484,7 @@ mod tests {
                 held: Mutex::new(Held {
                     www: WwwRecords::default(),
                     serial: Some(1),
+                    epoch: None,
                 }),
                 fail_reads: Mutex::new(0),
                 refuse: false,
@@ -411,7 +517,7 @@ mod tests {
             }
             Ok(self.held.lock().unwrap().clone())
         }
-        async fn replace(&self, want: &WwwRecords) -> Result<(), NameServerError> {
+        async fn replace(&self, want: &WwwRecords, fence: &Fence) -> Result<(), NameServerError> {
             if self.refuse {
                 return Err(NameServerError::Refused {
                     area: Fake::area(),
@@ -427,6 +533,9 @@ mod tests {
                 h.www.v4.clear();
             }
             h.serial = h.serial.map(|s| s + 1);
+            if fence.epoch > 0 {
+                h.epoch = Some(fence.epoch);
+            }
             Ok(())
         }
     }
@@ -522,6 +631,7 @@ mod tests {
         );
         let mut dec = Decision {
             round: Round(1),
+            epoch: 1,
             answers,
             changes: vec![],
         };
@@ -534,5 +644,62 @@ mod tests {
             },
         );
         assert_eq!(d.wanted(&dec).unwrap(), Some(want(&["10.0.0.1"])));
+    }
+
+    #[tokio::test]
+    async fn a_fenced_write_of_an_older_decision_is_refused_and_not_retried() {
+        let ns = Fake::new();
+        let r = apply_fenced(
+            &ns,
+            &want(&["10.0.0.2"]),
+            &Fence::of(200),
+            &fast(),
+            &mut rng(),
+        )
+        .await;
+        assert!(matches!(r.outcome(), Ok(Applied::Updated { .. })), "{r:?}");
+        assert_eq!(ns.held.lock().unwrap().epoch, Some(200));
+        // A deposed writer's late update of an older decision (epoch 150).
+        let r = apply_fenced(
+            &ns,
+            &want(&["10.0.0.1"]),
+            &Fence::of(150),
+            &fast(),
+            &mut rng(),
+        )
+        .await;
+        assert!(
+            matches!(
+                r.outcome(),
+                Err(NameServerError::Stale {
+                    held: 200,
+                    ours: 150,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(r.attempts.len(), 1, "never retried");
+        assert_eq!(ns.held.lock().unwrap().www, want(&["10.0.0.2"]));
+        // A takeover with the same records stamps its newer epoch once.
+        let stamp = Fence {
+            stamp: true,
+            ..Fence::of(300)
+        };
+        let r = apply_fenced(&ns, &want(&["10.0.0.2"]), &stamp, &fast(), &mut rng()).await;
+        assert!(matches!(r.outcome(), Ok(Applied::Updated { .. })), "{r:?}");
+        assert_eq!(ns.held.lock().unwrap().epoch, Some(300));
+        let r = apply_fenced(
+            &ns,
+            &want(&["10.0.0.2"]),
+            &Fence::of(300),
+            &fast(),
+            &mut rng(),
+        )
+        .await;
+        assert!(
+            matches!(r.outcome(), Ok(Applied::Unchanged { .. })),
+            "{r:?}"
+        );
     }
 }

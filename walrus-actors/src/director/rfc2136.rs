@@ -5,6 +5,14 @@
 //! delete rrset AAAA, add each new record, RFC 2136 §2.5): the server applies it atomically
 //! and bumps the zone serial by one. Queries go through hickory-client.
 //!
+//! Fencing (see `director::Fence`): the decision's epoch lives beside the answer, as the
+//! TXT record of `_walrus-epoch.<area-zone>`, and a fenced update carries a prerequisite
+//! (RFC 2136 §2.4) that this TXT still holds the epoch read just before (or does not exist
+//! yet) and replaces it with the new epoch in the same message: a compare-and-swap. Two
+//! writers racing make one of them fail the prerequisite (NXRRSET or YXRRSET), re-read,
+//! and find itself behind. The zone's `update-policy` must grant the key that TXT too
+//! (`dns bind-config` writes it).
+//!
 //! The update itself is signed with hickory's `TSigner` but exchanged by [`super::transport`]
 //! rather than through hickory-client's `Client`: a refused signed update comes back
 //! unsigned (TSIG error BADKEY/BADSIG with an empty MAC), hickory-client's verifier then
@@ -14,13 +22,13 @@
 
 use super::transport;
 use super::zone::{fqdn, WwwRecords};
-use super::{DirectorError, Held, NameServer, NameServerError};
+use super::{DirectorError, Fence, Held, NameServer, NameServerError};
 use crate::model::AreaName;
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::dnssec::tsig::TSigner;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
-use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 use std::collections::BTreeSet;
@@ -183,7 +191,12 @@ pub struct Rfc2136Config {
 pub struct Rfc2136Updater {
     cfg: Rfc2136Config,
     www: Name,
+    /// `_walrus-epoch.<area-zone>`: the TXT that holds the epoch of the answer held.
+    epoch_name: Name,
 }
+
+/// The label of the name that holds the answer's epoch in the area zone.
+pub const EPOCH_LABEL: &str = "_walrus-epoch";
 
 impl Rfc2136Updater {
     /// An updater for `cfg`.
@@ -195,7 +208,18 @@ impl Rfc2136Updater {
                 name: cfg.area_zone.to_ascii(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { cfg, www })
+        let epoch_name =
+            cfg.area_zone
+                .prepend_label(EPOCH_LABEL)
+                .map_err(|e| DirectorError::BadName {
+                    name: cfg.area_zone.to_ascii(),
+                    reason: e.to_string(),
+                })?;
+        Ok(Self {
+            cfg,
+            www,
+            epoch_name,
+        })
     }
 
     fn unreachable(&self, detail: String) -> NameServerError {
@@ -235,7 +259,7 @@ impl Rfc2136Updater {
 
     /// The update message: zone section = the area zone, then delete A, delete AAAA,
     /// add every wanted record.
-    fn update_message(&self, want: &WwwRecords) -> Message {
+    fn update_message(&self, want: &WwwRecords, fence: &Fence) -> Message {
         let mut msg = Message::new();
         msg.set_id(rand::random())
             .set_message_type(MessageType::Query)
@@ -263,6 +287,33 @@ impl Rfc2136Updater {
                 self.www.clone(),
                 want.ttl,
                 RData::AAAA(AAAA(*a)),
+            ));
+        }
+        if fence.epoch > 0 {
+            // Prerequisite (RFC 2136 §2.4): the epoch read before is still there.
+            match fence.expect {
+                Some(0) | None => {
+                    // "RRset does not exist": class NONE, TTL 0, no data.
+                    let mut none = Record::update0(self.epoch_name.clone(), 0, RecordType::TXT);
+                    none.set_dns_class(DNSClass::NONE);
+                    msg.add_pre_requisite(none);
+                }
+                Some(e) => {
+                    // "RRset exists (value dependent)": class IN, TTL 0, the exact data.
+                    msg.add_pre_requisite(Record::from_rdata(
+                        self.epoch_name.clone(),
+                        0,
+                        RData::TXT(TXT::new(vec![e.to_string()])),
+                    ));
+                }
+            }
+            let mut del = Record::update0(self.epoch_name.clone(), 0, RecordType::TXT);
+            del.set_dns_class(DNSClass::ANY);
+            msg.add_update(del);
+            msg.add_update(Record::from_rdata(
+                self.epoch_name.clone(),
+                want.ttl,
+                RData::TXT(TXT::new(vec![fence.epoch.to_string()])),
             ));
         }
         msg
@@ -368,11 +419,20 @@ impl NameServer for Rfc2136Updater {
             RData::SOA(s) => Some(s.serial()),
             _ => None,
         });
-        Ok(Held { www, serial })
+        let txt = self.query(self.epoch_name.clone(), RecordType::TXT).await?;
+        let epoch = txt.answers().iter().find_map(|r| match r.data() {
+            RData::TXT(t) => t
+                .iter()
+                .next()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.trim().parse::<u64>().ok()),
+            _ => None,
+        });
+        Ok(Held { www, serial, epoch })
     }
 
-    async fn replace(&self, want: &WwwRecords) -> Result<(), NameServerError> {
-        let mut msg = self.update_message(want);
+    async fn replace(&self, want: &WwwRecords, fence: &Fence) -> Result<(), NameServerError> {
+        let mut msg = self.update_message(want, fence);
         let signer = self.cfg.key.signer().map_err(|e| self.refused(e))?;
         let mut verifier = msg
             .finalize(&signer, now_secs())
@@ -398,9 +458,20 @@ impl NameServer for Rfc2136Updater {
             ResponseCode::NoError => verified
                 .map_err(|e| self.failed(format!("reply to the update not authenticated: {e}"))),
             ResponseCode::ServFail => Err(self.failed("update answered SERVFAIL".into())),
-            ResponseCode::Refused => Err(self.refused(
-                "REFUSED (the server's update-policy does not grant this key this name)".into(),
-            )),
+            ResponseCode::Refused => Err(self.refused(format!(
+                "REFUSED (the server's update-policy does not grant this key {} A/AAAA{}; `walrus-node dns bind-config` prints the policy)",
+                self.www,
+                if fence.epoch > 0 {
+                    format!(" and {} TXT", self.epoch_name)
+                } else {
+                    String::new()
+                }
+            ))),
+            // The prerequisite failed: another writer changed the epoch since we read it.
+            ResponseCode::NXRRSet | ResponseCode::YXRRSet => Err(self.failed(format!(
+                "{}: another writer changed the answer meanwhile; reading again",
+                rcode_name(rcode)
+            ))),
             // REFUSED (policy), NOTAUTH (not authoritative / key not allowed), NOTZONE,
             // FORMERR, NOTIMP, YXDOMAIN...: a human must look.
             rc => Err(self.refused(rcode_name(rc))),
@@ -465,7 +536,7 @@ mod tests {
             ["10.0.0.1", "2001:db8::1"].map(|s| s.parse().unwrap()),
             RecordTtl::DEFAULT,
         );
-        let m = updater().update_message(&want);
+        let m = updater().update_message(&want, &Fence::NONE);
         assert_eq!(m.op_code(), OpCode::Update);
         // In an UPDATE, the answer section is the prerequisites, authority the updates.
         let ups = m.name_servers();

@@ -219,6 +219,7 @@ mod tests {
     fn state() -> ZoneState {
         ZoneState {
             serial: 3,
+            epoch: 0,
             www: super::super::zone::WwwRecords::from_addrs([ip("10.0.0.1")], RecordTtl::DEFAULT),
         }
     }

@@ -304,6 +304,10 @@ pub struct ZoneState {
     pub serial: u32,
     /// The current answer.
     pub www: WwwRecords,
+    /// The epoch of the decision that answer came from (0: none yet, or written
+    /// unfenced): the fence against older decisions (see `director::Fence`).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl Default for ZoneState {
@@ -311,6 +315,7 @@ impl Default for ZoneState {
         Self {
             serial: 1,
             www: WwwRecords::default(),
+            epoch: 0,
         }
     }
 }
