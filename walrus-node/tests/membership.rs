@@ -10,7 +10,11 @@
 //!   configured name — is refused the same way, with the same outcome;
 //! * a **Controller started inside a cut** (nftables drops its gcs UDP), left there past
 //!   its join grace so it joins `Controllers` alone and is its own master, then healed:
-//!   the running master stays master, 0 answer changes, one view of all five nodes.
+//!   the running master stays master, 0 answer changes, one view of all five nodes;
+//! * a **restart** of a Reporter + Director node (`w-1`, area a1's embedded name server)
+//!   SIGKILLed while its web server stayed up: the master moves a1 away meanwhile; after
+//!   the restart a1's name server changes its answer 0 times (it serves its stored home
+//!   answer, and applies no decision that the next round takes back).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -36,6 +40,11 @@ const REAL: [&str; 4] = ["ctl-1", "ctl-2", "w-1", "w-2"];
 
 impl Deployment {
     async fn start(tag: &str) -> Self {
+        Self::start_with(tag, |t| t).await
+    }
+
+    /// Starts the deployment with its TOML passed through `edit` first.
+    async fn start_with(tag: &str, edit: impl FnOnce(String) -> String) -> Self {
         let dir = TempDir::new(tag);
         let s1 = TinyHttp::start().await;
         let s2 = TinyHttp::start().await;
@@ -130,6 +139,7 @@ impl Deployment {
         }
         let spare_status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         toml = add_to_node(&toml, "spare", &format!("status_addr = \"{spare_status}\""));
+        let toml = edit(toml);
         let conf = dir.path().join("walrus.toml");
         std::fs::write(&conf, &toml).unwrap();
         let nodes = status
@@ -521,4 +531,87 @@ async fn a_controller_started_inside_a_cut_never_deposes_the_master() {
     // The isolated Controller saw the merge and is a backup now.
     let log = spare.log();
     assert!(log.contains("lost mastership"), "{}", tail(&log, 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_a_node_whose_web_server_stayed_up_changes_no_answer() {
+    // Reports are gathered for 450 ms of each 500 ms round, so the restarted node most
+    // likely rejoins between a round's request and its decision: the first decision its
+    // Director gets was made without its Reporter (the stale one).
+    let mut d = Deployment::start_with("restart", |t| {
+        t.replace("report_timeout = \"250ms\"", "report_timeout = \"450ms\"")
+    })
+    .await;
+    let master = d.settled().await;
+    let master_status = d.nodes.iter().find(|n| n.0 == master).unwrap().2;
+    // Past the start-up rounds (ten), so a silent server is taken for dead.
+    poll_until_async("the master is past its start-up rounds", || async {
+        let s = walrus_node::status::fetch(master_status).await.ok()?;
+        (s.round? >= 14).then_some(())
+    })
+    .await;
+    let a1_cluster = || async {
+        let s = walrus_node::status::fetch(master_status).await.ok()?;
+        s.areas.iter().find(|a| a.name == "a1")?.cluster.clone()
+    };
+    // SIGKILL w-1 (a1's Reporter and Director); its web server s1 stays up.
+    let w1 = d.nodes.iter().position(|n| n.0 == "w-1").unwrap();
+    let _ = d.nodes[w1].1.child.kill();
+    let _ = d.nodes[w1].1.child.wait();
+    poll_until_async("the master moves a1 away from c1", || async {
+        (a1_cluster().await? == "c2").then_some(())
+    })
+    .await;
+    // Restart it.
+    let conf = d.dir.path().join("walrus.toml");
+    d.nodes[w1].1 = NodeProcess::start_with(&conf, "w-1", d.dir.path(), "w-1-restarted", &[]);
+    let restarted = Instant::now();
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    while restarted.elapsed() < Duration::from_secs(8) {
+        let a = dig_a(d.dns[0], "www.example.com");
+        if !a.is_empty() && seen.last() != Some(&a) {
+            seen.push(a);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let changes = seen.len().saturating_sub(1);
+    eprintln!("{{\"answers_after_restart\":{seen:?},\"answer_changes\":{changes}}}");
+    let log = d.nodes[w1].1.log();
+    if std::env::var("WALRUS_TEST_SHOW").is_ok() {
+        eprintln!("{}", tail(&log, 60));
+    }
+    assert_eq!(
+        changes,
+        0,
+        "a1's answers after the restart: {seen:?}\n{}",
+        tail(&log, 40)
+    );
+    assert_eq!(
+        seen,
+        vec![vec!["192.0.2.1".to_owned()]],
+        "a1 must stay home"
+    );
+    assert_eq!(
+        a1_cluster().await.as_deref(),
+        Some("c1"),
+        "the master moved a1 home"
+    );
+}
+
+/// Polls the async `f` every 100 ms until it gives `Some`, or panics after 30 s.
+async fn poll_until_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
