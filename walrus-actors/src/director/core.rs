@@ -71,7 +71,7 @@ pub struct CoreConfig {
     pub retry_after_failure: Duration,
     /// For this many decisions after the Director starts, an answer is applied only once
     /// two consecutive decisions agree on it (see the module doc). Default 4; 0 turns the
-    /// rule off.
+    /// rule off (a direct-mode updater, fed only the answers that changed, must use 0).
     pub confirm_after_start: u32,
 }
 
