@@ -20,6 +20,14 @@
 #   {"backend":"embedded","trials":20,"p50_ms":825,"p99_ms":1348,...,"report_interval":"1s"}
 #   {"backend":"bind","trials":20,"p50_ms":700,"p99_ms":1235,...,"report_interval":"1s"}
 # and with --report-interval 250ms: embedded p50 542 / p99 1049 ms, bind 719 / 1190 ms.
+# Measured 2026-12-05 (same kind of machine, load 6-9 from parallel builds), 20 trials each:
+#   {"case":"cluster-dies","backend":"embedded","p50_ms":938,"p99_ms":1399,...}
+#   {"case":"cluster-dies","backend":"bind","p50_ms":797,"p99_ms":1296,...}
+#   {"case":"director-host-dies","backend":"bind","p50_ms":1209,"p99_ms":1760,"min_ms":814,...}
+# director-host-dies adds the failure detection of the dead Director's node (about 1 s with
+# gcs_profile lan) before the master's node may write; its first two runs showed one 7.3-7.6 s
+# trial, the first one: the deployment's start-up rounds spare a silent server, which the
+# orchestrator now waits out.
 # Where the time went: the Reporter saw the refused connection at its next reading
 # (0-report_interval), the master asked at its next round (0-round_period) and closed it as
 # soon as every server had answered; the Director's update takes milliseconds.
@@ -29,9 +37,8 @@
 #   {"case":"cluster-dies","backend":"embedded","p50_ms":63,"p99_ms":113,"min_ms":21}
 #   {"case":"cluster-dies","backend":"bind","p50_ms":62,"p99_ms":103,"min_ms":25}
 #   {"case":"director-host-dies","backend":"bind","p50_ms":473,"p99_ms":544,"min_ms":450}
-# and the paper's rounds (the branch point, same machine, same hour): cluster-dies embedded
-# 760 / 1299 ms, bind 780 / 1268 ms; director-host-dies 1176 / 8636 ms (that run used the
-# orchestrator before e68a190, whose trials could start inside the start-up rounds).
+# and, the same hour, the paper's rounds (the branch point, 10 trials): cluster-dies
+# embedded 760 / 1299 ms, bind 780 / 1268 ms.
 # Now: the Reporter's probe sees the refusal within 100 ms and multicasts an urgent PANIC;
 # the master runs an early round at once, which closes as soon as every Reporter answered.
 # director-host-dies waits report_timeout (400 ms) for the dead host's silent Reporter.

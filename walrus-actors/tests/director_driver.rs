@@ -32,6 +32,15 @@ impl Drop for Director {
     }
 }
 
+/// A Director past its start-up confirmation (these tests feed one decision at a time and
+/// expect it applied; the confirmation rule has its own unit test in `director::core`).
+fn running() -> CoreConfig {
+    CoreConfig {
+        confirm_after_start: 0,
+        ..CoreConfig::default()
+    }
+}
+
 fn start<N: NameServer + Clone + 'static>(ns: N, cfg: CoreConfig, policy: RetryPolicy) -> Director {
     start_area("a1", ns, cfg, policy)
 }
@@ -103,11 +112,7 @@ fn fast_retry() -> RetryPolicy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_flow_to_bind_and_newest_wins_after_outage() {
     let mut bind = Bind::start(1, "walrus-area1");
-    let d = start(
-        updater(&bind, bind.key.clone()),
-        CoreConfig::default(),
-        fast_retry(),
-    );
+    let d = start(updater(&bind, bind.key.clone()), running(), fast_retry());
     let sees = |addr, want: &[&str]| {
         let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
         wait_until(30, || {
@@ -150,7 +155,7 @@ async fn refusal_shows_in_status_and_is_not_hammered() {
     let bind = Bind::start(1, "walrus-area1");
     let serial = bind.serial();
     let wrong = director_support::tsig_keygen("walrus-area1");
-    let d = start(updater(&bind, wrong), CoreConfig::default(), fast_retry());
+    let d = start(updater(&bind, wrong), running(), fast_retry());
     d.tx.send(decision(1, &["10.0.1.1"])).await.unwrap();
     let mut status = d.status.clone();
     tokio::time::timeout(
@@ -190,7 +195,7 @@ async fn decisions_flow_to_embedded_and_shutdown_stops() {
     tokio::spawn(listening.run(async {
         let _ = srv_stopped.await;
     }));
-    let mut d = start(server, CoreConfig::default(), fast_retry());
+    let mut d = start(server, running(), fast_retry());
     d.tx.send(decision(1, &["10.0.1.1", "10.0.1.2"]))
         .await
         .unwrap();
@@ -223,8 +228,8 @@ async fn direct_mode_master_updates_every_area_server() {
         .unwrap()
     };
     let drivers = [
-        start_area("a1", mk(&b1, "a1"), CoreConfig::default(), fast_retry()),
-        start_area("a2", mk(&b2, "a2"), CoreConfig::default(), fast_retry()),
+        start_area("a1", mk(&b1, "a1"), running(), fast_retry()),
+        start_area("a2", mk(&b2, "a2"), running(), fast_retry()),
     ];
     let dec = Decision {
         round: Round(1),

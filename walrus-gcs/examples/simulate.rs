@@ -6,7 +6,11 @@
 //! ```
 //!
 //! Each seed is a standard run (3–7 nodes, 60 virtual seconds of faults, then the
-//! liveness phase). A failing seed is described on stderr with its replay command
+//! liveness phase), and then, for three seeds in four, a duplicate-incarnation, an
+//! impostor or an isolated-start scenario (see `walrus_gcs::sim`).
+//! `--plant replace-always,refuse-older,merge-by-stamp` plants the rules from before
+//! issue 16 (every new connection replaces the link; an older incarnation is refused
+//! forever; group lists merge by join stamp only), to show the checkers see them. A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +35,10 @@ struct Totals {
     messages: u64,
     deliveries: u64,
     views: u64,
+    duplicates: u64,
+    impostors: u64,
+    isolated_starts: u64,
+    refused: u64,
     violations: u64,
     failed: Vec<u64>,
 }
@@ -44,6 +52,12 @@ fn main() {
         "--threads",
         std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
     );
+    let plant: Vec<String> = args
+        .iter()
+        .position(|a| a == "--plant")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let next = Arc::new(AtomicU64::new(start));
     let totals = Arc::new(Mutex::new(Totals::default()));
     let started = std::time::Instant::now();
@@ -51,12 +65,17 @@ fn main() {
         .map(|_| {
             let next = next.clone();
             let totals = totals.clone();
+            let plant = plant.clone();
             std::thread::spawn(move || loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= start + seeds {
                     return;
                 }
-                let r = run(&SimConfig::standard(seed));
+                let mut cfg = SimConfig::standard(seed);
+                cfg.replace_always = plant.iter().any(|p| p == "replace-always");
+                cfg.bugs.refuse_older_incarnations = plant.iter().any(|p| p == "refuse-older");
+                cfg.bugs.merge_by_stamp_only = plant.iter().any(|p| p == "merge-by-stamp");
+                let r = run(&cfg);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;
                 t.virtual_seconds += r.virtual_seconds;
@@ -65,6 +84,10 @@ fn main() {
                 t.messages += r.messages;
                 t.deliveries += r.deliveries;
                 t.views += r.views;
+                t.duplicates += r.duplicates;
+                t.impostors += r.impostors;
+                t.isolated_starts += r.isolated_starts;
+                t.refused += r.refused;
                 if !r.violations.is_empty() {
                     t.violations += r.violations.len() as u64;
                     t.failed.push(seed);
@@ -86,7 +109,7 @@ fn main() {
 impl Totals {
     fn json(&self, started: std::time::Instant) -> String {
         format!(
-            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
             self.seeds,
             self.virtual_seconds,
             self.partitions,
@@ -95,6 +118,10 @@ impl Totals {
             self.violations,
             self.deliveries,
             self.views,
+            self.duplicates,
+            self.impostors,
+            self.isolated_starts,
+            self.refused,
             self.failed,
             started.elapsed().as_secs_f64()
         )

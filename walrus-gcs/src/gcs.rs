@@ -75,7 +75,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::transport::{
@@ -133,6 +133,11 @@ pub enum DriverError {
     /// The node has shut down.
     #[error("the GCS node has stopped")]
     Stopped,
+    /// Another live process proves this node's name and keeps it (a cloned host, a copied
+    /// configuration, a stolen key): this one is the duplicate, it left the cluster and
+    /// stopped. The text names both addresses. The process should exit non-zero.
+    #[error("{0}")]
+    Duplicate(String),
 }
 
 type Reply = oneshot::Sender<Result<(), GcsError>>;
@@ -176,6 +181,8 @@ pub struct Gcs {
     progress: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Counters>,
+    /// Set when the driver stopped on its own for a reason the process must exit for.
+    fatal: watch::Receiver<Option<DriverError>>,
 }
 
 /// Message counters of a running node, since it started (for metrics: a monitoring
@@ -219,14 +226,15 @@ impl Gcs {
         let (view_tx, view_rx) = watch::channel(None);
         let progress = Arc::new(Notify::new());
         let stats = Arc::new(Counters::default());
+        let (fatal_tx, fatal_rx) = watch::channel(None);
         let driver = Driver {
             stats: stats.clone(),
             node,
             transport: transport.clone(),
             sessions: HashMap::new(),
-            incarnations: HashMap::new(),
             view: view_tx,
             progress: progress.clone(),
+            fatal: fatal_tx,
         };
         let task = tokio::spawn(driver.run(cmd_rx, events));
         info!(node = %me, %incarnation, "GCS node started");
@@ -239,7 +247,25 @@ impl Gcs {
             progress,
             task: Mutex::new(Some(task)),
             stats,
+            fatal: fatal_rx,
         })
+    }
+
+    /// Waits until the node stops on its own for a reason the process must exit for
+    /// ([`DriverError::Duplicate`]); pending forever otherwise.
+    pub async fn fatal(&self) -> DriverError {
+        let mut rx = self.fatal.clone();
+        loop {
+            if let Some(e) = rx.borrow_and_update().as_ref() {
+                return match e {
+                    DriverError::Duplicate(s) => DriverError::Duplicate(s.clone()),
+                    _ => DriverError::Stopped,
+                };
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// This node's name.
@@ -481,11 +507,11 @@ struct Driver {
     node: Node,
     transport: Transport<PeerMessage>,
     sessions: HashMap<SessionId, SessionSlot>,
-    /// Highest incarnation heard from each peer (the link-level staleness rule).
-    incarnations: HashMap<NodeId, Incarnation>,
     view: watch::Sender<Option<ViewChange>>,
     progress: Arc<Notify>,
     stats: Arc<Counters>,
+    /// Why the driver stopped on its own (see [`Gcs::fatal`]).
+    fatal: watch::Sender<Option<DriverError>>,
 }
 
 /// How many queued inputs of one kind the driver takes before flushing outputs.
@@ -525,22 +551,32 @@ impl Driver {
                 }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
-                    self.transport_event(ev);
+                    let mut stop = !self.transport_event(ev);
                     for _ in 0..BATCH {
+                        if stop {
+                            break;
+                        }
                         match events.try_recv() {
-                            Some(ev) => self.transport_event(ev),
+                            Some(ev) => stop = !self.transport_event(ev),
                             None => break,
                         }
+                    }
+                    if stop {
+                        break;
                     }
                 }
                 _ = timer => {
                     // Frames that arrived while the driver was not running came before
                     // this deadline: feed them first, so liveness is judged on them.
+                    let mut stop = false;
                     for _ in 0..BATCH {
                         match events.try_recv() {
-                            Some(ev) => self.transport_event(ev),
+                            Some(ev) => if !self.transport_event(ev) { stop = true; break; },
                             None => break,
                         }
+                    }
+                    if stop {
+                        break;
                     }
                 }
             }
@@ -626,7 +662,9 @@ impl Driver {
         true
     }
 
-    fn transport_event(&mut self, ev: TransportEvent<PeerMessage>) {
+    /// Feeds one transport event to the core; `false` means this node must stop (it is a
+    /// duplicate of its own name).
+    fn transport_event(&mut self, ev: TransportEvent<PeerMessage>) -> bool {
         let t = now();
         match ev {
             TransportEvent::LinkUp { peer } => self.node.handle_link_up(t, &peer),
@@ -634,24 +672,20 @@ impl Driver {
                 debug!(%peer, %reason, "link down");
                 self.node.handle_link_down(t, &peer);
             }
+            TransportEvent::Duplicate { peer, reason } => {
+                tracing::error!(node = %self.node.id(), %peer, "{reason}: this process stops");
+                self.fatal
+                    .send_replace(Some(DriverError::Duplicate(reason)));
+                return false;
+            }
             TransportEvent::Message { from, msg } => {
                 self.stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                let inc = msg.incarnation();
-                match self.incarnations.get(&from) {
-                    Some(&seen) if inc < seen => {
-                        warn!(peer = %from, %inc, %seen, kind = msg.kind(), "stale incarnation: frame dropped");
-                        self.transport
-                            .close_link(&from, "frame from an older incarnation");
-                        return;
-                    }
-                    Some(&seen) if inc == seen => {}
-                    _ => {
-                        self.incarnations.insert(from.clone(), inc);
-                    }
-                }
+                // Incarnations are the core's business: it drops an older incarnation's
+                // frames only while the newer one is alive (see `Node::handle_message`).
                 self.node.handle_message(t, &from, msg);
             }
         }
+        true
     }
 
     fn mark_read(&mut self) {

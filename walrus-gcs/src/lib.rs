@@ -28,7 +28,9 @@
 //!   process passes a larger [`Incarnation`] (for example its start time in ms);
 //! * feed every frame from a peer to [`Node::handle_message`] after checking the sender's
 //!   certificate names `from`, and report connections with [`Node::handle_link_up`] /
-//!   [`Node::handle_link_down`];
+//!   [`Node::handle_link_down`]; link at most one process per name at a time (the QUIC
+//!   transport's [`transport::admission`] rule: a second process proving a linked name is
+//!   refused as a duplicate and stops);
 //! * after every input drain [`Node::poll_output`] (send [`Output::Send`] on the link to
 //!   its peer, in order; hand [`Output::Deliver`] to the session), then arm one timer at
 //!   [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it fires;

@@ -34,6 +34,12 @@ use std::time::Instant;
 pub struct PlantedBugs {
     /// Install new views without delivering the old view's cut (skips the flush).
     pub skip_flush: bool,
+    /// Refuse an older incarnation forever once a newer one was heard (the rule before
+    /// issue 16: the real node stays alone after its duplicate went away).
+    pub refuse_older_incarnations: bool,
+    /// Merge group lists by join stamp only (the rule before issue 16: a node that
+    /// joined alone in a young view goes first after the heal).
+    pub merge_by_stamp_only: bool,
 }
 
 /// What a peer looks like from here.
@@ -302,16 +308,36 @@ impl Node {
     // ------------------------------------------------------------------ inputs
 
     /// A message from peer `from` (the transport has checked the name against the peer's
-    /// certificate). Messages from unknown nodes, older incarnations or other views are
-    /// dropped.
+    /// certificate). Messages from unknown nodes or other views are dropped, and so are
+    /// those of an older incarnation than the one known **while that one is alive**.
+    ///
+    /// Why not "older incarnations forever": two processes with one name (a duplicate,
+    /// refused by the transport's admission rule, or a restart racing the old link) may
+    /// both get frames through for a moment. If the newer one then goes away, the older
+    /// one is the node; refusing it forever would leave it alone, its own master, for good
+    /// (issue 16). Once the newer incarnation is dead to this node (link down, or not heard
+    /// for `failure_timeout`), the older one is taken as a new incarnation: everything
+    /// known of the newer one is void, and the older one merges like a healed partition.
     pub fn handle_message(&mut self, now: Instant, from: &NodeId, msg: PeerMessage) {
         self.catch_up(now);
         let inc = msg.incarnation();
+        let newer_alive = match self.peers.get(from).and_then(|p| p.incarnation) {
+            Some(known) if inc < known => self.alive(
+                now,
+                &NodeRef {
+                    id: from.clone(),
+                    incarnation: known,
+                },
+            ),
+            _ => false,
+        };
         let Some(peer) = self.peers.get_mut(from) else {
             return;
         };
         match peer.incarnation {
-            Some(known) if inc < known => return,
+            Some(known) if inc < known && (newer_alive || self.bugs.refuse_older_incarnations) => {
+                return
+            }
             Some(known) if inc == known => {}
             _ => {
                 // A new incarnation: what we knew of the old one is void.
@@ -939,6 +965,7 @@ impl Node {
                     group: g.clone(),
                     stamp: at.clone(),
                     member,
+                    alone: self.members.len() == 1,
                 });
                 list.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.member.cmp(&b.member)));
                 self.announce(g, MembershipReason::Join, at);
@@ -1271,6 +1298,7 @@ impl Node {
                                 seq: e.seq,
                             },
                             member,
+                            alone: self.members.len() == 1,
                         });
                     }
                 }
@@ -1486,10 +1514,26 @@ impl Node {
             });
             data.push((old.clone(), chosen));
         }
+        // Merge rule: a record joined in a view of one node (a node that started or ran
+        // cut off) is stamped anew at the start of this view once it has several members,
+        // so it comes after every record the others bring: a node that joined alone never
+        // deposes a running master (issue 16). See `PROTOCOL.md`.
+        let several = p.members.len() > 1;
+        let rejoin = Stamp {
+            view: p.id.clone(),
+            seq: 0,
+        };
         let mut groups: Vec<GroupRecord> = p
             .reports
             .values()
             .flat_map(|(r, _)| r.groups.iter().cloned())
+            .map(|mut g| {
+                if g.alone && several && !self.bugs.merge_by_stamp_only {
+                    g.stamp = rejoin.clone();
+                    g.alone = false;
+                }
+                g
+            })
             .collect();
         groups.sort();
         groups.dedup();

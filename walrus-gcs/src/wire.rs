@@ -234,6 +234,11 @@ pub struct GroupRecord {
     pub stamp: Stamp,
     /// The member.
     pub member: crate::types::Member,
+    /// The join was ordered in a view of one node (e.g. a node that started cut off). Such
+    /// a stamp is not comparable with those of a running cluster (its view counter knows
+    /// nothing of theirs), so at the first install of a view of several nodes the record
+    /// is stamped anew at that view's start: it comes after the members the others had.
+    pub alone: bool,
 }
 
 /// See [`PeerMessage::AcceptData`].
@@ -404,6 +409,7 @@ mod tests {
                         view: view.clone(),
                         seq: 1,
                     },
+                    alone: false,
                     member: Member {
                         node: NodeId::new("a"),
                         incarnation: Incarnation(1),

@@ -65,13 +65,14 @@ fn member() -> impl Strategy<Value = Member> {
     })
 }
 fn record() -> impl Strategy<Value = GroupRecord> {
-    (group(), view_id(), any::<u64>(), member()).prop_map(|(group, view, seq, member)| {
-        GroupRecord {
+    (group(), view_id(), any::<u64>(), member(), any::<bool>()).prop_map(
+        |(group, view, seq, member, alone)| GroupRecord {
             group,
             stamp: Stamp { view, seq },
             member,
-        }
-    })
+            alone,
+        },
+    )
 }
 fn entries() -> impl Strategy<Value = Vec<Entry>> {
     prop::collection::vec(entry(), 0..5)

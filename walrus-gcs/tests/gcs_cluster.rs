@@ -181,10 +181,14 @@ async fn a_two_three_partition_gives_two_views_and_healing_merges_them() {
     }
 }
 
-/// The driver's one link-level rule: after a peer's frames showed incarnation 5, a frame
-/// with incarnation 3 (a previous life) is dropped and the link closed with a reason.
+/// Issue 16: two processes prove node "a" with its genuine certificate. The one at a's
+/// configured address keeps sending heartbeats; a second one from another address is held
+/// for the probe window and then closed with `DUPLICATE` (it never replaces the live
+/// link); the live link stays up. Then the other way round: a duplicate holds the link
+/// first, and the process at the configured address evicts it with `DUPLICATE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_from_an_older_incarnation_closes_the_link() {
+async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
+    use std::sync::Arc;
     use walrus_gcs::codec;
     use walrus_gcs::transport::{close_code, tls, PREAMBLE};
     use walrus_gcs::wire::Heartbeat;
@@ -194,7 +198,9 @@ async fn a_frame_from_an_older_incarnation_closes_the_link() {
     let bound = bind(&["a", "b"]);
     let addrs: Vec<(String, std::net::SocketAddr)> =
         bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
-    let (_, sock_b, b_addr) = bound.into_iter().nth(1).unwrap();
+    let mut bound = bound.into_iter();
+    let (_, sock_a, a_addr) = bound.next().unwrap();
+    let (_, sock_b, b_addr) = bound.next().unwrap();
     let b = Gcs::start(GcsConfig {
         transport: config(&ca, "b", sock_b, &addrs, Limits::default()),
         core: CoreConfig::lan(),
@@ -202,13 +208,19 @@ async fn a_frame_from_an_older_incarnation_closes_the_link() {
     })
     .await
     .unwrap();
-    // "a" is a raw QUIC client with a genuine certificate.
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(
-        tls::client_config(&ca.identity("a"), &Limits::default()).unwrap(),
-    );
-    let conn = ep.connect(b_addr, "b").unwrap().await.unwrap();
-    let mut s = conn.open_uni().await.unwrap();
+    let client = tls::client_config(&ca.identity("a"), &Limits::default()).unwrap();
+    // The process at a's configured address (its socket) and a duplicate elsewhere.
+    let mut real = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        sock_a,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
+    real.set_default_client_config(client.clone());
+    let mut dup = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    dup.set_default_client_config(client);
+    assert_ne!(dup.local_addr().unwrap(), a_addr);
     let heartbeat = |inc: u64| {
         PeerMessage::Heartbeat(Heartbeat {
             incarnation: Incarnation(inc),
@@ -221,23 +233,85 @@ async fn a_frame_from_an_older_incarnation_closes_the_link() {
             max_counter: 1,
         })
     };
-    let mut bytes = PREAMBLE.to_vec();
-    codec::encode_frame(&("a", heartbeat(5)), &mut bytes).unwrap();
-    codec::encode_frame(&("a", heartbeat(5)), &mut bytes).unwrap();
-    s.write_all(&bytes).await.unwrap();
-    // Control: the current incarnation does not close the link.
-    let quiet = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
-    assert!(quiet.is_err(), "the link must stay up: {quiet:?}");
-    let mut stale = Vec::new();
-    codec::encode_frame(&("a", heartbeat(3)), &mut stale).unwrap();
-    s.write_all(&stale).await.unwrap();
-    let err = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
-    match &err {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code, close_code::PROTOCOL.into());
-            assert!(String::from_utf8_lossy(&c.reason).contains("older incarnation"));
+    // Connects and sends a heartbeat every 100 ms until the connection closes.
+    let live = |ep: &quinn::Endpoint, inc: u64| {
+        let connecting = ep.connect(b_addr, "b").unwrap();
+        async move {
+            let conn = connecting.await.unwrap();
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(&PREAMBLE).await.unwrap();
+            let c = conn.clone();
+            let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let quiet = silent.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    if quiet.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Silent, like a SIGKILLed process: the stream stays open.
+                        std::future::pending::<()>().await;
+                    }
+                    let mut bytes = Vec::new();
+                    codec::encode_frame(&("a", heartbeat(inc)), &mut bytes).unwrap();
+                    if s.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            (c, task, silent)
         }
+    };
+    let closed_code = |e: quinn::ConnectionError| match e {
+        quinn::ConnectionError::ApplicationClosed(c) => (
+            c.error_code,
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
         other => panic!("unexpected {other:?}"),
-    }
+    };
+
+    // 1. The real one first; the duplicate (a newer incarnation) is refused.
+    let (real_conn, _real_task, real_silent) = live(&real, 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (dup_conn, _dup_task, _) = live(&dup, 9).await;
+    let err = tokio::time::timeout(DEADLINE, dup_conn.closed())
+        .await
+        .unwrap();
+    let (code, reason) = closed_code(err);
+    assert_eq!(code, close_code::DUPLICATE.into(), "{reason}");
+    assert!(reason.contains(&a_addr.to_string()), "{reason}");
+    assert!(
+        reason.contains(&dup.local_addr().unwrap().to_string()),
+        "{reason}"
+    );
+    assert!(
+        real_conn.close_reason().is_none(),
+        "the live link must stay up"
+    );
+
+    // 2. The real one goes silent without a goodbye (SIGKILL): a newcomer from elsewhere
+    //    replaces the silent link after the probe window.
+    real_silent.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (dup_conn, dup_task, _) = live(&dup, 9).await;
+    let quiet = tokio::time::timeout(Duration::from_secs(2), dup_conn.closed()).await;
+    assert!(
+        quiet.is_err(),
+        "a silent link is replaced, not defended: {quiet:?}"
+    );
+    let old = tokio::time::timeout(DEADLINE, real_conn.closed())
+        .await
+        .unwrap();
+    assert_eq!(closed_code(old).0, close_code::REPLACED.into());
+
+    // 3. The process at the configured address comes back while the duplicate is live:
+    //    the duplicate is evicted with DUPLICATE.
+    let (real_conn, _real_task, _) = live(&real, 5).await;
+    let err = tokio::time::timeout(DEADLINE, dup_conn.closed())
+        .await
+        .unwrap();
+    let (code, reason) = closed_code(err);
+    assert_eq!(code, close_code::DUPLICATE.into(), "{reason}");
+    dup_task.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(real_conn.close_reason().is_none());
     b.shutdown().await;
 }

@@ -460,8 +460,15 @@ async fn run_node(
         }
         None => None,
     };
+    // Set when the group layer stopped on its own (this process is a duplicate of its node).
+    let mut fatal: Option<walrus_gcs::DriverError> = None;
     loop {
         tokio::select! {
+            e = runtime.layer().fatal() => {
+                tracing::error!(error = %e, "the group layer stopped: exiting");
+                fatal = Some(e);
+                break;
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
             _ = hup.recv() => match load(&path) {
@@ -479,7 +486,10 @@ async fn run_node(
         server.stop().await;
     }
     runtime.stop().await;
-    Ok(())
+    match fatal {
+        Some(e) => Err(anyhow::anyhow!("node {node}: {e}")),
+        None => Ok(()),
+    }
 }
 
 fn certs(action: CertsAction) -> anyhow::Result<()> {

@@ -554,7 +554,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 let areas: Vec<AreaName> = self.config.areas.keys().cloned().collect();
                 for area in areas {
                     let ns = rfc2136_updater(&self.config, &area)?;
-                    let tx = self.start_driver(&area, ns, None, None);
+                    let tx = self.start_driver(&area, ns, None, None, true);
                     direct.insert(area, tx);
                 }
             }
@@ -718,7 +718,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             let (election, rx) = self.election(&area);
             let flag =
                 self.writer_flag(rx, |w, master| w.is_none() && master, Some(master.clone()));
-            let tx = self.start_driver(&area, ns, None, Some(flag));
+            let tx = self.start_driver(&area, ns, None, Some(flag), false);
             let session = self.open_session().await?;
             let stop = self.shutdown_signal();
             tracing::info!(%area, "fallback writer ready: writes the area's name server while this node is master and no Director of the area is in the view");
@@ -771,11 +771,11 @@ impl<L: GroupLayer> NodeRuntime<L> {
                     listening.run(stop).await;
                     Ok(())
                 });
-                Ok(self.start_driver(area, server.clone(), Some((server, addr)), None))
+                Ok(self.start_driver(area, server.clone(), Some((server, addr)), None, false))
             }
             DnsBackend::Rfc2136 => {
                 let ns = rfc2136_updater(&self.config, area)?;
-                Ok(self.start_driver(area, ns, None, writer))
+                Ok(self.start_driver(area, ns, None, writer, false))
             }
         }
     }
@@ -786,6 +786,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
         ns: N,
         embedded: Option<(EmbeddedServer, SocketAddr)>,
         writer: Option<watch::Receiver<bool>>,
+        direct: bool,
     ) -> mpsc::Sender<Decision> {
         let ttl = RecordTtl::try_from(self.config.dns.ttl).unwrap_or_default();
         let core = DirectorCore::new(
@@ -794,7 +795,16 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 ttl,
             },
             ns.describe(),
-            DirectorCoreConfig::default(),
+            DirectorCoreConfig {
+                // The master's direct updaters get only the answers that changed: each
+                // must be applied at once (a Director fed every decision confirms first).
+                confirm_after_start: if direct {
+                    0
+                } else {
+                    DirectorCoreConfig::default().confirm_after_start
+                },
+                ..DirectorCoreConfig::default()
+            },
         );
         let (tx, rx) = mpsc::channel(16);
         let (status_tx, status_rx) = watch::channel(core.status().clone());

@@ -6,60 +6,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
 use walrus_gcs::transport::certs;
-
-/// A `walrus-node run` process, SIGKILLed on drop.
-struct NodeProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl NodeProcess {
-    fn start(config: &Path, node: &str, dir: &Path) -> Self {
-        let log = dir.join(format!("{node}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_walrus-node"))
-            .args(["run", "--node", node, "--config"])
-            .arg(config)
-            .env(
-                "RUST_LOG",
-                "walrus_actors=info,walrus_node=info,walrus_gcs=info",
-            )
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        NodeProcess { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Master now: it said so and has not lost the place since.
-    fn is_master(&self) -> bool {
-        let log = self.log();
-        match (
-            log.rfind("this controller is master"),
-            log.rfind("lost mastership"),
-        ) {
-            (Some(m), Some(l)) => m > l,
-            (Some(_), None) => true,
-            _ => false,
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_master_process_and_the_next_change_still_reaches_dns() {

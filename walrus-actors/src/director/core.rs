@@ -13,6 +13,17 @@
 //!   brought back), and `retry_after_failure` after an application that gave up.
 //! - A refusal (bad key, policy) is shown in status and only re-tried at the slow
 //!   `recheck` pace: not a loop that hides it, but it recovers once a human fixes it.
+//! - **A Director that has just started changes nothing on one decision** (issue 16).
+//!   For its first [`CoreConfig::confirm_after_start`] decisions, an answer is applied only
+//!   once two consecutive decisions agree on it. Why: a node restarted while its web server
+//!   stayed up gets, first, the master's decision made while it was dead (its Reporter
+//!   silent, its area moved away) — right then, stale now. One round after its Reporter is
+//!   back the master moves the area home. Applying the first decision would change the
+//!   answer twice for nothing; waiting for a second agreeing decision never applies what the
+//!   next round takes back, and costs at most one round, only right after a start.
+//!   Why here and not in the master: the master's decision was correct when made, and the
+//!   master cannot know which Director is about to read it; the Director knows it has just
+//!   started (its name server still serves the stored answer meanwhile).
 //! - Writes are fenced by the decision's epoch ([`super::Fence`]): the newest decision's
 //!   epoch goes with every application, and the first application after this Director
 //!   becomes its area's writer also stamps the epoch when the records are already held,
@@ -58,6 +69,10 @@ pub struct CoreConfig {
     /// After an application gave up (server unreachable for all its attempts), try again
     /// after this long. Default 5 s.
     pub retry_after_failure: Duration,
+    /// For this many decisions after the Director starts, an answer is applied only once
+    /// two consecutive decisions agree on it (see the module doc). Default 4; 0 turns the
+    /// rule off (a direct-mode updater, fed only the answers that changed, must use 0).
+    pub confirm_after_start: u32,
 }
 
 impl Default for CoreConfig {
@@ -65,6 +80,7 @@ impl Default for CoreConfig {
         Self {
             recheck: Duration::from_secs(60),
             retry_after_failure: Duration::from_secs(5),
+            confirm_after_start: 4,
         }
     }
 }
@@ -126,6 +142,10 @@ pub struct DirectorCore {
     /// When to apply `wanted` again if nothing else happens.
     due: Option<Instant>,
     status: DirectorStatus,
+    /// Decisions seen since the start (counts up to `confirm_after_start`).
+    decisions: u32,
+    /// While confirming: the answer the previous decision wanted, not applied yet.
+    unconfirmed: Option<WwwRecords>,
 }
 
 impl DirectorCore {
@@ -154,6 +174,8 @@ impl DirectorCore {
             next_id: 1,
             due: None,
             status,
+            decisions: 0,
+            unconfirmed: None,
         }
     }
 
@@ -180,6 +202,18 @@ impl DirectorCore {
         self.epoch = self.epoch.max(decision.epoch);
         self.status.wanted_epoch = self.epoch;
         let same = self.wanted.as_ref().is_some_and(|(_, w)| w.same_as(&want));
+        if self.decisions < self.cfg.confirm_after_start {
+            self.decisions += 1;
+            if !same {
+                let confirmed = self.unconfirmed.as_ref().is_some_and(|w| w.same_as(&want));
+                if !confirmed {
+                    tracing::info!(area = %self.director.area, round = %decision.round, "just started: answer held until the next decision agrees");
+                    self.unconfirmed = Some(want);
+                    return vec![];
+                }
+            }
+            self.unconfirmed = None;
+        }
         if same {
             // Nothing new: keep the round for status, let the timers decide.
             if let Some((r, _)) = self.wanted.as_mut() {
@@ -331,8 +365,41 @@ mod tests {
                 ttl: RecordTtl::DEFAULT,
             },
             "srv".into(),
-            CoreConfig::default(),
+            // These tests are about a running Director: no start-up confirmation.
+            CoreConfig {
+                confirm_after_start: 0,
+                ..CoreConfig::default()
+            },
         )
+    }
+
+    /// Issue 16: a Director that has just started (its node restarted while its web
+    /// server stayed up) is handed the master's decision made while it was dead (area
+    /// moved to c2), then, one round later, the decision with its Reporter back (home,
+    /// c1). It applies nothing on the first, and only c1 once two decisions agree.
+    #[test]
+    fn a_just_started_director_applies_no_answer_that_the_next_round_takes_back() {
+        let mut c = DirectorCore::new(
+            AreaDirector {
+                area: AreaName::from("a1"),
+                ttl: RecordTtl::DEFAULT,
+            },
+            "srv".into(),
+            CoreConfig::default(),
+        );
+        let t = Instant::now();
+        assert_eq!(c.handle_decision(t, &decision(7, &["10.2.0.1"])), vec![]);
+        assert_eq!(c.handle_decision(t, &decision(8, &["10.1.0.1"])), vec![]);
+        let out = c.handle_decision(t, &decision(9, &["10.1.0.1"]));
+        assert!(
+            matches!(out.as_slice(), [Command::Apply { want: w, .. }] if *w == want(&["10.1.0.1"])),
+            "{out:?}"
+        );
+        // After the window, a change applies at once.
+        for r in 10..12 {
+            assert_eq!(c.handle_decision(t, &decision(r, &["10.1.0.1"])), vec![]);
+        }
+        assert_eq!(c.handle_decision(t, &decision(12, &["10.2.0.1"])).len(), 2);
     }
 
     fn decision(round: u64, addrs: &[&str]) -> Decision {

@@ -617,6 +617,45 @@ fn a_stale_incarnation_is_ignored() {
     ));
 }
 
+/// Issue 16: a duplicate (a newer incarnation) was heard, then went away; the older
+/// incarnation — the real node — must be taken again once the newer one is dead to this
+/// node, not refused forever.
+#[test]
+fn an_older_incarnation_is_taken_again_once_the_newer_one_is_dead() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let hb = |inc| {
+        PeerMessage::Heartbeat(Heartbeat {
+            incarnation: Incarnation(inc),
+            view: vid(1, "b"),
+            alive: vec![],
+            max_counter: 1,
+        })
+    };
+    let b = |inc| NodeRef {
+        id: id("b"),
+        incarnation: Incarnation(inc),
+    };
+    a.handle_message(t0, &id("b"), hb(5));
+    // While b#5 is alive, b#4's frames are stale.
+    a.handle_message(ms(t0, 100), &id("b"), hb(4));
+    assert!(a.alive(ms(t0, 150), &b(5)));
+    assert!(!a.alive(ms(t0, 150), &b(4)));
+    // b#5 falls silent (its link went down): b#4 is the node again.
+    a.handle_link_down(ms(t0, 200), &id("b"));
+    a.handle_message(ms(t0, 250), &id("b"), hb(4));
+    assert!(a.alive(ms(t0, 300), &b(4)));
+    assert!(!a.alive(ms(t0, 300), &b(5)));
+    // The same without a link-down report: after the failure timeout of silence.
+    let mut a = node("a", t0);
+    a.handle_message(t0, &id("b"), hb(5));
+    for step in (0..=500).step_by(100) {
+        a.handle_timeout(ms(t0, step));
+    }
+    a.handle_message(ms(t0, 500), &id("b"), hb(4));
+    assert!(a.alive(ms(t0, 550), &b(4)));
+}
+
 /// Kinds of the messages `outs` sends, and whether it installs a view.
 fn proposes_or_installs(outs: &[Output]) -> bool {
     outs.iter().any(|o| {

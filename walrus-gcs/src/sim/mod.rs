@@ -9,6 +9,16 @@
 //! [`invariants::Checker`] sees everything and reports violations; a run ends with a
 //! quiet phase that checks liveness.
 //!
+//! Then, by [`Scenario`], a second process proving one node's name joins the settled
+//! cluster: a **duplicate incarnation** (the node's certificate and name, a newer
+//! incarnation, another address) or an **impostor** (the node's certificate under
+//! another name: its frames never pass the sender check). Either on a connected cluster
+//! (it must be refused without any view change) or while the original is cut off (it
+//! takes the name meanwhile; once it is gone and the cut heals, one view again within
+//! the merge time). Links to a name go through the transport's own admission rule
+//! ([`crate::transport::admission`]): the simulator keeps, per node and peer name, which
+//! process the link currently reaches.
+//!
 //! Same seed, same run: the only randomness is the seeded ChaCha RNG, and the only real
 //! `Instant` is the base that virtual time is added to.
 
@@ -17,12 +27,15 @@ pub mod invariants;
 use crate::config::CoreConfig;
 use crate::event::{Event, Output};
 use crate::node::{Node, PlantedBugs};
+use crate::transport::admission::{Admission, AdmissionConfig, Verdict};
 use crate::types::{GroupName, Incarnation, NodeId, NodeRef, Service, SessionId};
 use crate::wire::PeerMessage;
+use invariants::duplicate_incarnation::{Newcomer, RECOVERY_BOUND, REFUSAL_BOUND};
 use invariants::{Checker, EndState, LivenessProbe, Request, Sent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// One simulated run.
@@ -44,10 +57,41 @@ pub struct SimConfig {
     pub core: CoreConfig,
     /// Planted bugs (to show the checkers catch them).
     pub bugs: PlantedBugs,
+    /// Planted transport bug: every new connection replaces the link to its name at once
+    /// (the rule before issue 16), instead of the admission rule.
+    pub replace_always: bool,
     /// How long after the last fault every node must be in one view.
     pub view_bound: Duration,
     /// How long probe messages sent then have to reach everyone.
     pub delivery_bound: Duration,
+    /// What runs after the liveness phase.
+    pub scenario: Scenario,
+}
+
+/// A scenario run after the liveness phase, on the settled cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Nothing: the run ends after the liveness phase.
+    None,
+    /// A second process with one node's certificate and name (issue 16).
+    Duplicate,
+    /// A process presenting one node's certificate under another name (issue 16).
+    Impostor,
+    /// A node restarted inside a cut, its sessions joining alone, healed past the
+    /// Controller's join grace: the group's first member must not change (issue 16).
+    IsolatedStart,
+}
+
+impl Scenario {
+    /// The scenario a standard run of `seed` adds (a quarter of the seeds each).
+    pub fn for_seed(seed: u64) -> Self {
+        match seed % 4 {
+            0 => Scenario::None,
+            1 => Scenario::Duplicate,
+            2 => Scenario::Impostor,
+            _ => Scenario::IsolatedStart,
+        }
+    }
 }
 
 impl SimConfig {
@@ -67,8 +111,10 @@ impl SimConfig {
                 ..CoreConfig::default()
             },
             bugs: PlantedBugs::default(),
+            replace_always: false,
             view_bound: Duration::from_secs(5),
             delivery_bound: Duration::from_secs(1),
+            scenario: Scenario::for_seed(seed),
         }
     }
 }
@@ -92,6 +138,14 @@ pub struct SimReport {
     pub deliveries: u64,
     /// Views installed (all nodes).
     pub views: u64,
+    /// Duplicate-incarnation scenarios run.
+    pub duplicates: u64,
+    /// Impostor scenarios run.
+    pub impostors: u64,
+    /// Isolated-start scenarios run.
+    pub isolated_starts: u64,
+    /// Newcomers refused by a peer's admission rule (their process stopped).
+    pub refused: u64,
     /// What the checkers found.
     pub violations: Vec<String>,
     /// The last lines of the run's trace (faults, views), for a failure report.
@@ -136,7 +190,41 @@ enum Ev {
     Fault(Fault),
     SampleViews,
     SendProbes,
+    /// A held newcomer's admission is decided again.
+    AdmitCheck {
+        at: usize,
+        name: usize,
+        slot: usize,
+    },
+    /// A link to `peer`'s name ended because that process exited (delivered only if no
+    /// other process holds the name's link by then).
+    ExitDown {
+        at: usize,
+        peer: usize,
+    },
+    Scenario(Step),
     End,
+}
+
+/// Steps of a duplicate or impostor scenario.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Cut the original off from every other node.
+    Cut,
+    /// Start the newcomer.
+    Start,
+    /// Its operator stops the newcomer (if no peer refused it first).
+    Stop,
+    /// Heal the cut.
+    Heal,
+    /// Connected: the newcomer must have been refused.
+    CheckRefused,
+    /// After a cut: one view of every configured node.
+    CheckOneView,
+    /// Isolated start: crash a node that is not the probe group's first member.
+    IsoCrash,
+    /// Isolated start: restart it (inside the cut).
+    IsoRestart,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +254,12 @@ struct SimNode {
     node: Option<Node>,
     incarnation: u64,
     sessions: Vec<SimSession>,
+    /// Index of the name (and certificate) this process proves.
+    name: usize,
+    /// Its address: a configured node's own, or elsewhere for a newcomer.
+    addr: SocketAddr,
+    /// Presents the certificate of `name` but calls itself another node.
+    impostor: bool,
 }
 
 struct Sim {
@@ -190,6 +284,14 @@ struct Sim {
     trace_len: usize,
     /// Also trace every delivery (`WALRUS_SIM_TRACE=all`).
     trace_all: bool,
+    /// Per process and peer name: which process the link to that name reaches.
+    owner: Vec<Vec<Option<usize>>>,
+    /// Per process and peer name: the transport's admission rule.
+    admission: Vec<Vec<Admission>>,
+    /// Per process and peer name: a newcomer held by the admission rule.
+    held: Vec<Vec<Option<usize>>>,
+    /// The scenario's original node and newcomer process.
+    scenario: Option<(usize, usize)>,
 }
 
 /// Runs one simulation and checks it.
@@ -207,20 +309,51 @@ impl Sim {
             .collect();
         let latency_max_ms = rng.random_range(2..=30);
         let n = cfg.nodes;
+        // One more process slot for the scenario's newcomer.
+        let slots = match cfg.scenario {
+            Scenario::Duplicate | Scenario::Impostor => n + 1,
+            Scenario::None | Scenario::IsolatedStart => n,
+        };
+        let addr =
+            |i: usize| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7000));
+        let base = Instant::now();
+        let admission = (0..slots)
+            .map(|_| {
+                (0..n)
+                    .map(|y| {
+                        let mut a = Admission::new(AdmissionConfig::default(), addr(y));
+                        a.link_started(base, addr(y));
+                        a
+                    })
+                    .collect()
+            })
+            .collect();
         Sim {
+            owner: vec![(0..n).map(Some).collect(); slots],
+            admission,
+            held: vec![vec![None; n]; slots],
+            scenario: None,
             rng,
-            base: Instant::now(),
+            base,
             now: Duration::ZERO,
             events: BTreeMap::new(),
             next_ev: 0,
-            nodes: (0..n)
-                .map(|_| SimNode {
+            nodes: (0..slots)
+                .map(|i| SimNode {
                     node: None,
                     incarnation: 0,
                     sessions: Vec::new(),
+                    // The newcomer's name is chosen when the scenario starts.
+                    name: if i < n { i } else { 0 },
+                    addr: if i < n {
+                        addr(i)
+                    } else {
+                        SocketAddr::from(([10, 9, 9, 9], 7000))
+                    },
+                    impostor: false,
                 })
                 .collect(),
-            links: vec![vec![Link::default(); n]; n],
+            links: vec![vec![Link::default(); slots]; slots],
             latency_max_ms,
             checker: Checker::default(),
             next_msg: 1,
@@ -286,8 +419,65 @@ impl Sim {
         }
         self.at(d + self.cfg.view_bound, Ev::SampleViews);
         self.at(d + self.cfg.view_bound, Ev::SendProbes);
-        self.at(d + self.cfg.view_bound + self.cfg.delivery_bound, Ev::End);
+        let t0 = d + self.cfg.view_bound + self.cfg.delivery_bound;
+        let end = self.plan_scenario(t0);
+        self.at(end, Ev::End);
         self.at(Duration::ZERO, Ev::Client);
+    }
+
+    /// Plans the scenario from `t0` (everything settled); returns when the run ends.
+    /// Its choices come from their own RNG, so the standard part of a seed is unchanged.
+    fn plan_scenario(&mut self, t0: Duration) -> Duration {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0xd0b1_e000);
+        let n = self.cfg.nodes;
+        let ms = Duration::from_millis;
+        let kind = match self.cfg.scenario {
+            Scenario::None => return t0,
+            Scenario::Duplicate => Newcomer::Duplicate,
+            Scenario::Impostor => Newcomer::Impostor,
+            Scenario::IsolatedStart => {
+                // The node is chosen at the crash (it must not be the first member).
+                self.at(t0, Ev::Scenario(Step::IsoCrash));
+                self.at(t0 + ms(300), Ev::Scenario(Step::Cut));
+                self.at(t0 + ms(500), Ev::Scenario(Step::IsoRestart));
+                // Past the join grace (five failure timeouts: 2 s with LAN defaults).
+                let heal = t0
+                    + ms(500)
+                    + self.cfg.core.failure_timeout * 5
+                    + ms(rng.random_range(200..=1500));
+                self.at(heal, Ev::Scenario(Step::Heal));
+                self.at(heal + RECOVERY_BOUND, Ev::Scenario(Step::CheckOneView));
+                return heal + RECOVERY_BOUND + ms(1);
+            }
+        };
+        let original = rng.random_range(0..n);
+        let slot = n;
+        self.nodes[slot].name = original;
+        self.nodes[slot].impostor = kind == Newcomer::Impostor;
+        self.scenario = Some((original, slot));
+        if rng.random_bool(0.5) {
+            // Connected: the newcomer must be refused, and nothing may change.
+            self.at(t0, Ev::Scenario(Step::Start));
+            self.at(t0 + REFUSAL_BOUND, Ev::Scenario(Step::CheckRefused));
+            // Its operator gives up after 15 s (the process test's duration).
+            self.at(t0 + Duration::from_secs(15), Ev::Scenario(Step::Stop));
+            t0 + REFUSAL_BOUND + ms(500)
+        } else {
+            // The original is cut off; the newcomer takes the name meanwhile; it is
+            // stopped by its operator before the heal, or evicted by the heal.
+            self.at(t0, Ev::Scenario(Step::Cut));
+            self.at(t0 + ms(500), Ev::Scenario(Step::Start));
+            let heal = t0 + ms(rng.random_range(2500..=4000));
+            if rng.random_bool(0.5) {
+                self.at(
+                    heal - ms(rng.random_range(0..=800)),
+                    Ev::Scenario(Step::Stop),
+                );
+            }
+            self.at(heal, Ev::Scenario(Step::Heal));
+            self.at(heal + RECOVERY_BOUND, Ev::Scenario(Step::CheckOneView));
+            heal + RECOVERY_BOUND + ms(1)
+        }
     }
 
     fn run(&mut self) {
@@ -378,21 +568,29 @@ impl Sim {
                 if self.links[from][to].epoch != epoch || self.links[from][to].cut {
                     return;
                 }
-                let name = self.names[from].clone();
+                let x = self.nodes[from].name;
+                if self.owner[to][x] != Some(from) {
+                    // Another process holds (or held) the link to this name: a new
+                    // connection, decided by the admission rule; nothing is read meanwhile.
+                    self.attempt(to, x, from);
+                    return;
+                }
+                self.admission[to][x].heard(now);
+                let name = self.names[x].clone();
                 if let Some(n) = self.nodes[to].node.as_mut() {
                     n.handle_message(now, &name, msg);
                     self.drain(to);
                 }
             }
             Ev::LinkDown { at, peer } => {
-                let name = self.names[peer].clone();
+                let name = self.names[self.nodes[peer].name].clone();
                 if let Some(n) = self.nodes[at].node.as_mut() {
                     n.handle_link_down(now, &name);
                     self.drain(at);
                 }
             }
             Ev::LinkUp { at, peer } => {
-                let name = self.names[peer].clone();
+                let name = self.names[self.nodes[peer].name].clone();
                 if let Some(n) = self.nodes[at].node.as_mut() {
                     n.handle_link_up(now, &name);
                     self.drain(at);
@@ -426,9 +624,14 @@ impl Sim {
                         )
                     })
                     .collect();
+                let alive = (0..self.nodes.len())
+                    .filter(|i| self.nodes[*i].node.is_some())
+                    .map(|i| self.who(i))
+                    .collect();
                 self.probe = Some(LivenessProbe {
                     view_bound: self.cfg.view_bound,
                     views,
+                    alive,
                     delivery_bound: self.cfg.delivery_bound,
                     ..LivenessProbe::default()
                 });
@@ -469,7 +672,240 @@ impl Sim {
                     p.receivers = receivers;
                 }
             }
+            Ev::AdmitCheck { at, name, slot } => {
+                if self.held[at][name] != Some(slot) || self.nodes[slot].node.is_none() {
+                    return;
+                }
+                if let Some(v) = self.admission[at][name].check(now) {
+                    self.verdict(at, name, slot, v);
+                }
+            }
+            Ev::ExitDown { at, peer } => {
+                let x = self.nodes[peer].name;
+                if self.owner[at][x].is_some() {
+                    return;
+                }
+                let name = self.names[x].clone();
+                if let Some(n) = self.nodes[at].node.as_mut() {
+                    n.handle_link_down(now, &name);
+                    self.drain(at);
+                }
+            }
+            Ev::Scenario(step) => self.scenario_step(step),
             Ev::End => {}
+        }
+    }
+
+    /// A message from process `slot` (proving name `x`) reached `at`, whose link to `x`
+    /// is another process's: the transport's admission rule decides.
+    fn attempt(&mut self, at: usize, x: usize, slot: usize) {
+        if self.nodes[slot].node.is_none() || self.held[at][x] == Some(slot) {
+            return;
+        }
+        let now = self.instant();
+        let v = if self.cfg.replace_always {
+            Verdict::Admit { duplicate: None }
+        } else {
+            self.admission[at][x].offer(now, self.nodes[slot].addr)
+        };
+        self.held[at][x] = Some(slot);
+        self.verdict(at, x, slot, v);
+    }
+
+    fn verdict(&mut self, at: usize, x: usize, slot: usize, v: Verdict) {
+        let now = self.instant();
+        let who = self.who(slot);
+        let here = self.who(at);
+        match v {
+            Verdict::Hold { until } => {
+                self.held[at][x] = Some(slot);
+                let t = until.saturating_duration_since(self.base).max(self.now);
+                self.at(t, Ev::AdmitCheck { at, name: x, slot });
+            }
+            Verdict::Refuse(_) => {
+                self.held[at][x] = None;
+                self.log(format!("{here} refuses {who} as a duplicate"));
+                self.report.refused += 1;
+                self.exit(slot, true);
+            }
+            Verdict::Admit { duplicate } => {
+                self.held[at][x] = None;
+                let old = self.owner[at][x].filter(|o| *o != slot);
+                self.owner[at][x] = Some(slot);
+                let name = self.names[x].clone();
+                if old.is_some() {
+                    if let Some(n) = self.nodes[at].node.as_mut() {
+                        n.handle_link_down(now, &name);
+                    }
+                }
+                if self.nodes[slot].impostor {
+                    // Its first frame names another sender: closed before it is read.
+                    self.log(format!(
+                        "{here} admits {who} (impostor): closed at its first frame"
+                    ));
+                    self.owner[at][x] = None;
+                    self.admission[at][x].link_ended();
+                    self.drain(at);
+                    return;
+                }
+                self.log(format!("{here} admits {who} as {name}"));
+                if let Some(n) = self.nodes[at].node.as_mut() {
+                    n.handle_link_up(now, &name);
+                }
+                self.drain(at);
+                if let Some(o) = old {
+                    if duplicate.is_some() && self.nodes[o].node.is_some() {
+                        self.log(format!("{here} evicts {} as a duplicate", self.who(o)));
+                        self.report.refused += 1;
+                        self.exit(o, true);
+                    } else if self.nodes[o].node.is_some() {
+                        // Its connection was replaced: it loses its link to `at`.
+                        let peer = self.names[self.nodes[at].name].clone();
+                        if let Some(n) = self.nodes[o].node.as_mut() {
+                            n.handle_link_down(now, &peer);
+                        }
+                        self.drain(o);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The newcomer's process stops (`refused`: a peer refused it as a duplicate; else its
+    /// operator stopped it). Its links end; peers see them down.
+    fn exit(&mut self, slot: usize, refused: bool) {
+        if self.nodes[slot].node.is_none() {
+            return;
+        }
+        let who = self.who(slot);
+        self.log(format!("{who} exits (refused {refused})"));
+        self.checker.duplicate.stopped(self.now, refused);
+        self.nodes[slot].node = None;
+        self.nodes[slot].sessions.clear();
+        let x = self.nodes[slot].name;
+        for j in 0..self.nodes.len() {
+            self.links[slot][j].epoch += 1;
+            self.links[j][slot].epoch += 1;
+            if self.held[j][x] == Some(slot) {
+                self.held[j][x] = None;
+            }
+            if self.owner[j][x] == Some(slot) {
+                self.owner[j][x] = None;
+                self.admission[j][x].link_ended();
+                let d = Duration::from_millis(self.rng.random_range(1..=50));
+                self.at(self.now + d, Ev::ExitDown { at: j, peer: slot });
+            }
+        }
+    }
+
+    fn scenario_step(&mut self, step: Step) {
+        let n = self.cfg.nodes;
+        let controllers = GroupName::new("controllers");
+        if let Step::IsoCrash = step {
+            // Every node but one joins "controllers" in the common view (like Walrus's
+            // Controllers); that one is crashed, and restarts inside a cut.
+            let x = (self.cfg.seed as usize / 4) % n;
+            self.scenario = Some((x, x));
+            self.report.isolated_starts += 1;
+            self.fault(Fault::Crash(x));
+            let now = self.instant();
+            for i in (0..n).filter(|i| *i != x) {
+                self.join_with_probe(i, now, &controllers);
+            }
+            return;
+        }
+        let Some((original, slot)) = self.scenario else {
+            return;
+        };
+        match step {
+            Step::IsoCrash => {}
+            Step::IsoRestart => {
+                // The running first member of "controllers", as the others see it.
+                let first = (0..n)
+                    .filter(|i| *i != original)
+                    .filter_map(|i| {
+                        self.nodes[i]
+                            .node
+                            .as_ref()?
+                            .group_members(&controllers)
+                            .first()
+                            .cloned()
+                    })
+                    .next();
+                self.start(original);
+                if let Some(first) = first {
+                    let restarted = self.who(original);
+                    self.log(format!(
+                        "isolated start: {first} is first; {restarted} starts inside a cut"
+                    ));
+                    self.checker
+                        .isolated
+                        .started(first, restarted, controllers.clone());
+                }
+                // It joins alone, past nothing: the worst case of a join grace.
+                let now = self.instant();
+                self.join_with_probe(original, now, &controllers);
+            }
+            Step::Cut => {
+                self.log(format!(
+                    "cut {} off from every other node",
+                    self.who(original)
+                ));
+                for j in 0..n {
+                    if j != original {
+                        for (a, b) in [(original, j), (j, original)] {
+                            self.links[a][b].cut = true;
+                            self.links[a][b].epoch += 1;
+                            let d = Duration::from_millis(self.rng.random_range(1..=200));
+                            self.at(self.now + d, Ev::LinkDown { at: a, peer: b });
+                        }
+                    }
+                }
+            }
+            Step::Heal => self.fault(Fault::HealAll),
+            Step::Start => {
+                let kind = if self.nodes[slot].impostor {
+                    Newcomer::Impostor
+                } else {
+                    Newcomer::Duplicate
+                };
+                self.nodes[slot].incarnation = self.nodes[original].incarnation + 1000;
+                if kind == Newcomer::Duplicate {
+                    self.report.duplicates += 1;
+                } else {
+                    self.report.impostors += 1;
+                }
+                self.start(slot);
+                let connected = !self.links[original].iter().any(|l| l.cut);
+                let who = self.who(slot);
+                self.log(format!("{kind:?} {who} starts (connected {connected})"));
+                self.checker.duplicate.started(who, kind, connected);
+            }
+            Step::Stop => self.exit(slot, false),
+            Step::CheckRefused => {
+                self.checker
+                    .duplicate
+                    .check_refused(self.now, &mut self.checker.violations);
+            }
+            Step::CheckOneView => {
+                let views: Vec<(NodeRef, crate::types::ViewId, Vec<NodeRef>)> = (0..n)
+                    .filter_map(|i| {
+                        let node = self.nodes[i].node.as_ref()?;
+                        Some((self.who(i), node.view().clone(), node.members().to_vec()))
+                    })
+                    .collect();
+                let mut all: Vec<NodeRef> = (0..n)
+                    .filter(|i| self.nodes[*i].node.is_some())
+                    .map(|i| self.who(i))
+                    .collect();
+                all.sort();
+                self.checker.duplicate.check_one_view(
+                    self.now,
+                    &views,
+                    &all,
+                    &mut self.checker.violations,
+                );
+            }
         }
     }
 
@@ -482,7 +918,11 @@ impl Sim {
             let who = self.who(i);
             match out {
                 Output::Send { to, msg } => {
-                    let Some(j) = self.names.iter().position(|n| *n == to) else {
+                    let Some(y) = self.names.iter().position(|n| *n == to) else {
+                        continue;
+                    };
+                    // The link to a name reaches whichever process holds it.
+                    let Some(j) = self.owner[i][y] else {
                         continue;
                     };
                     let link = self.links[i][j];
@@ -571,7 +1011,7 @@ impl Sim {
 
     fn who(&self, i: usize) -> NodeRef {
         NodeRef {
-            id: self.names[i].clone(),
+            id: self.names[self.nodes[i].name].clone(),
             incarnation: Incarnation(self.nodes[i].incarnation),
         }
     }
@@ -581,7 +1021,7 @@ impl Sim {
         let now = self.instant();
         let mut node = Node::new(
             self.cfg.core.clone(),
-            self.names[i].clone(),
+            self.names[self.nodes[i].name].clone(),
             Incarnation(self.nodes[i].incarnation),
             self.names.clone(),
             now,
@@ -689,10 +1129,10 @@ impl Sim {
                 self.log(format!("{who} crashes"));
                 self.nodes[i].node = None;
                 self.nodes[i].sessions.clear();
-                for j in 0..n {
+                for j in 0..self.nodes.len() {
                     self.links[i][j].epoch += 1;
                     self.links[j][i].epoch += 1;
-                    if j != i && self.rng.random_bool(0.5) {
+                    if j != i && j < n && self.rng.random_bool(0.5) {
                         let d = Duration::from_millis(self.rng.random_range(1..=300));
                         self.at(self.now + d, Ev::LinkDown { at: j, peer: i });
                     }
@@ -712,6 +1152,24 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Node `i`'s probe session joins `group` (and stays in it).
+    fn join_with_probe(&mut self, i: usize, now: Instant, group: &GroupName) {
+        let Some(k) = self.nodes[i].sessions.iter().position(|s| s.probe) else {
+            return;
+        };
+        let sid = self.nodes[i].sessions[k].id;
+        let who = self.who(i);
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
+        if node.join(now, sid, group.clone()).is_ok() {
+            self.nodes[i].sessions[k].groups.insert(group.clone());
+            self.checker
+                .request(self.now, (who, sid), group.clone(), Request::Join);
+        }
+        self.drain(i);
     }
 
     /// One random client action on a random live node.

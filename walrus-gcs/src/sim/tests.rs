@@ -90,6 +90,61 @@ fn planted_bug_skip_flush_is_caught() {
     );
 }
 
+/// Trap (issue 16): with the rules from before the fix — every new connection replaces the
+/// link to its name, and an older incarnation is refused forever — the duplicate and
+/// impostor scenarios must be reported.
+#[test]
+fn planted_bug_duplicates_replace_links_and_older_incarnations_are_refused_is_caught() {
+    let mut caught = Vec::new();
+    for seed in 1..40 {
+        let mut cfg = SimConfig::standard(seed);
+        if cfg.scenario == Scenario::None {
+            continue;
+        }
+        cfg.replace_always = true;
+        cfg.bugs.refuse_older_incarnations = true;
+        caught.extend(run(&cfg).violations);
+    }
+    assert!(
+        caught
+            .iter()
+            .any(|v| v.starts_with("duplicate incarnation")),
+        "the duplicate went unnoticed: {caught:?}"
+    );
+}
+
+/// The scenarios run on a quarter of the seeds each; newcomers are refused.
+#[test]
+fn duplicate_and_impostor_scenarios_run_and_newcomers_are_refused() {
+    let (mut dup, mut imp, mut iso, mut refused) = (0, 0, 0, 0);
+    for seed in 0..40 {
+        let r = run(&SimConfig::standard(seed));
+        assert!(r.violations.is_empty(), "{}", r.describe());
+        dup += r.duplicates;
+        imp += r.impostors;
+        iso += r.isolated_starts;
+        refused += r.refused;
+    }
+    assert_eq!((dup, imp, iso), (10, 10, 10));
+    assert!(refused >= 10, "only {refused} newcomers refused");
+}
+
+/// Trap (issue 16): merging group lists by join stamp only lets a node that started
+/// inside a cut go first after the heal (it would depose the running master).
+#[test]
+fn planted_bug_merge_by_stamp_only_is_caught() {
+    let mut caught = Vec::new();
+    for seed in (3..80).step_by(4) {
+        let mut cfg = SimConfig::standard(seed);
+        cfg.bugs.merge_by_stamp_only = true;
+        caught.extend(run(&cfg).violations);
+    }
+    assert!(
+        caught.iter().any(|v| v.starts_with("isolated start")),
+        "the isolated start went unnoticed: {caught:?}"
+    );
+}
+
 /// A cluster of `n` nodes with no planned faults and no client traffic, run until it
 /// forms one view.
 fn quiet_cluster(n: usize, seed: u64) -> Sim {

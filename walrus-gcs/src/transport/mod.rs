@@ -19,8 +19,13 @@
 //! Rules:
 //! - **Who dials.** Of a pair, the node whose name sorts first dials; the other only
 //!   accepts. One connection per pair, no simultaneous-dial race. A connection from a
-//!   peer that should not dial is closed. If an accepted peer reconnects (it restarted),
-//!   the new connection replaces the old one.
+//!   peer that should not dial is closed. A new connection from a peer that already has
+//!   a link replaces it only by the rule of [`admission`]: at once from the same address
+//!   (a restart), from the configured address (a duplicate elsewhere is closed), or after
+//!   the old link stayed silent for a probe window; a newcomer from elsewhere while the
+//!   link is live is a **duplicate** of the node and is closed with
+//!   [`close_code::DUPLICATE`]. Replacements are rate-limited with backoff. A dialer whose
+//!   connection is closed with that code reports [`TransportEvent::Duplicate`].
 //! - **Who is let in.** The peer's certificate must chain to the cluster CA (checked by
 //!   rustls during the handshake) and name a configured peer in its SAN (checked before
 //!   any stream is read); the sender name inside every frame must equal that name.
@@ -38,6 +43,7 @@
 //!   queue of [`Limits::event_queue`]; when it is full, reading stops and QUIC flow
 //!   control pushes back on the senders.
 
+pub mod admission;
 pub mod bulk;
 pub mod certs;
 #[cfg(feature = "testing")]
@@ -49,7 +55,7 @@ pub mod tls;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -82,6 +88,9 @@ pub mod close_code {
     pub const OVERLOAD: u32 = 4;
     /// Cut by the fault-injection switch.
     pub const CUT: u32 = 5;
+    /// Another process proves the same node name and keeps it: this one is a duplicate
+    /// and must not join (see [`super::admission`]).
+    pub const DUPLICATE: u32 = 6;
 }
 
 /// Limits of the transport. Every quinn limit is set from here because several of
@@ -118,6 +127,11 @@ pub struct Limits {
     pub backoff_min: Duration,
     /// Largest delay between dials. Default 2 s.
     pub backoff_max: Duration,
+    /// How long a second connection proving a linked peer's name from another address is
+    /// held while the link shows it is live (then the newcomer is refused as a duplicate,
+    /// or replaces a silent link). Must exceed twice the core's heartbeat interval.
+    /// Default 1 s (LAN), 4 s (WAN). See [`admission`].
+    pub duplicate_probe: Duration,
     /// Per-stream receive window, bytes. Default 2 MiB (LAN), 8 MiB (WAN). Larger
     /// windows only queue more data in front of a heartbeat.
     pub stream_receive_window: u32,
@@ -197,6 +211,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            duplicate_probe: Duration::from_secs(1),
             stream_receive_window: 2 * 1024 * 1024,
             receive_window: 4 * 1024 * 1024,
             send_window: 4 * 1024 * 1024,
@@ -228,6 +243,7 @@ impl Limits {
             handshake_timeout: lan.handshake_timeout * 4,
             backoff_min: lan.backoff_min * 10,
             backoff_max: lan.backoff_max * 10,
+            duplicate_probe: lan.duplicate_probe * 4,
             stream_receive_window: lan.stream_receive_window * 4,
             receive_window: lan.receive_window * 4,
             send_window: lan.send_window * 4,
@@ -292,6 +308,15 @@ pub enum TransportEvent<M> {
         /// The peer.
         peer: NodeId,
         /// Why (also logged).
+        reason: String,
+    },
+    /// A peer closed this node's connection because another process proves this node's
+    /// name and keeps it: this process is a duplicate and must stop (the GCS driver
+    /// does). Reported once per peer that says so.
+    Duplicate {
+        /// The peer that refused us.
+        peer: NodeId,
+        /// Its reason (names both addresses).
         reason: String,
     },
     /// A message from `from` (the name its certificate proves).
@@ -474,6 +499,10 @@ struct Shared<M> {
     blocked: Blocklist,
     /// Refused handshakes: counted, logged without flooding.
     refusals: refusals::RefusalLog,
+    /// Duplicates already logged as an error: (name, refused address). Logged once each.
+    duplicates: Mutex<HashSet<(NodeId, SocketAddr)>>,
+    /// The base of the per-link "last frame" clocks (microseconds since it).
+    epoch: std::time::Instant,
 }
 
 /// One node's transport. Cheap to clone; all clones drive the same endpoint.
@@ -579,6 +608,8 @@ impl<M: Message> Transport<M> {
             pending_handshakes: AtomicUsize::new(0),
             refusals: refusals::RefusalLog::default(),
             blocked: Blocklist::default(),
+            duplicates: Mutex::new(HashSet::new()),
+            epoch: std::time::Instant::now(),
         });
         for (name, acc_rx) in accepted_rxs {
             tokio::spawn(peer_task(shared.clone(), name, acc_rx));
@@ -752,8 +783,7 @@ impl<M: Message> Transport<M> {
     }
 
     /// Closes the current link to `peer` with `reason` (logged and sent to the peer); the
-    /// link is re-established as usual. The driver uses it for a peer whose frames are
-    /// stale (an older incarnation on a live link).
+    /// link is re-established as usual.
     pub fn close_link(&self, peer: &NodeId, reason: &str) {
         if let Some(p) = self.shared.peers.get(peer) {
             if let Some(link) = p.link().take() {
@@ -875,6 +905,17 @@ async fn peer_task<M: Message>(
     let mut backoff = shared.limits.backoff_min;
     let mut attempt: u64 = 0;
     let mut next: Option<quinn::Connection> = None;
+    let configured = shared.peers.get(&name).map(|p| p.addr);
+    let mut admission = admission::Admission::new(
+        admission::AdmissionConfig {
+            probe: shared.limits.duplicate_probe,
+            backoff_min: shared.limits.backoff_min,
+            backoff_max: shared.limits.backoff_max,
+        },
+        configured.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+    );
+    // Told once per peer: this process is a duplicate of its own name.
+    let mut told_duplicate = false;
     loop {
         if *shutdown.borrow() {
             return;
@@ -912,7 +953,25 @@ async fn peer_task<M: Message>(
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         };
-        let (reason, was_up, replacement) = run_link(&shared, &name, conn, &mut accepted).await;
+        let end = run_link(&shared, &name, conn, &mut accepted, &mut admission).await;
+        let (reason, was_up, replacement) = (end.reason, end.was_up, end.replacement);
+        if let Some(refusal) = end.refused_as_duplicate {
+            if !told_duplicate {
+                told_duplicate = true;
+                let _ = shared
+                    .events
+                    .send((
+                        TransportEvent::Duplicate {
+                            peer: name.clone(),
+                            reason: refusal,
+                        },
+                        None,
+                    ))
+                    .await;
+            }
+            // Keep away from the peer that refused us: the driver stops the node.
+            backoff = shared.limits.backoff_max;
+        }
         if was_up {
             info!(peer = %name, %reason, "link down");
             backoff = shared.limits.backoff_min;
@@ -968,16 +1027,34 @@ async fn dial<M: Message>(shared: &Shared<M>, name: &NodeId) -> Result<quinn::Co
     }
 }
 
-/// Runs one connection as the link to `name` until it ends. Returns the reason, whether
-/// the link was reported up, and a newer connection from the same peer if one replaced it.
+/// How one link ended.
+struct LinkEnd {
+    /// Why (also logged).
+    reason: String,
+    /// Whether it was reported up.
+    was_up: bool,
+    /// A newer connection from the same peer that replaced it (or was waiting).
+    replacement: Option<quinn::Connection>,
+    /// The peer closed it because another process holds this node's name.
+    refused_as_duplicate: Option<String>,
+}
+
+/// Runs one connection as the link to `name` until it ends. Newer connections from the
+/// same peer meanwhile go through `admission` (replace, hold, or refuse as a duplicate).
 async fn run_link<M: Message>(
     shared: &Shared<M>,
     name: &NodeId,
     conn: quinn::Connection,
     accepted: &mut mpsc::Receiver<quinn::Connection>,
-) -> (String, bool, Option<quinn::Connection>) {
+    admission: &mut admission::Admission,
+) -> LinkEnd {
     let Some(peer) = shared.peers.get(name) else {
-        return ("unknown peer".into(), false, None);
+        return LinkEnd {
+            reason: "unknown peer".into(),
+            was_up: false,
+            replacement: None,
+            refused_as_duplicate: None,
+        };
     };
     let (tx, rx) = mpsc::channel(shared.limits.peer_queue.max(1));
     let queued = Arc::new(AtomicUsize::new(0));
@@ -987,19 +1064,93 @@ async fn run_link<M: Message>(
         conn: conn.clone(),
     });
     let up = AtomicBool::new(false);
+    // Microseconds since `shared.epoch` of the last frame read (0: none yet).
+    let heard = AtomicU64::new(0);
+    let started = std::time::Instant::now();
+    admission.link_started(started, conn.remote_address());
     let mut shutdown = shared.shutdown.clone();
     let mut replacement = None;
-    let (code, reason): (u32, String) = tokio::select! {
-        r = write_loop(shared, &conn, rx, &queued) => r,
-        r = read_loop(shared, name, &conn, &up) => r,
-        r = accept_streams(shared, name, &conn) => r,
-        c = accepted.recv() => {
-            replacement = c;
-            (close_code::REPLACED, "replaced by a newer connection from the peer".into())
+    // A newcomer held by the admission rule, and when to decide about it.
+    let mut held: Option<(quinn::Connection, std::time::Instant)> = None;
+    let write = write_loop(shared, &conn, rx, &queued);
+    let read = read_loop(shared, name, &conn, &up, &heard);
+    let streams = accept_streams(shared, name, &conn);
+    tokio::pin!(write, read, streams);
+    let (code, reason): (u32, String) = loop {
+        let deadline = held.as_ref().map(|h| h.1);
+        let hold_timer = async move {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let verdict = tokio::select! {
+            r = &mut write => break r,
+            r = &mut read => break r,
+            r = &mut streams => break r,
+            c = accepted.recv() => {
+                let Some(c) = c else { break (close_code::SHUTDOWN, "transport stopped".into()) };
+                if let Some((old, _)) = held.take() {
+                    old.close(close_code::REFUSED.into(), b"superseded by a newer connection");
+                }
+                let now = std::time::Instant::now();
+                note_heard(shared, &heard, admission);
+                let v = admission.offer(now, c.remote_address());
+                held = Some((c, now));
+                v
+            }
+            _ = hold_timer => {
+                note_heard(shared, &heard, admission);
+                match admission.check(std::time::Instant::now()) {
+                    Some(v) => v,
+                    None => { held = None; continue; }
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => break (close_code::SHUTDOWN, "shutdown".into()),
+        };
+        let Some((newcomer, _)) = held.take() else {
+            continue;
+        };
+        match verdict {
+            admission::Verdict::Hold { until } => held = Some((newcomer, until)),
+            admission::Verdict::Refuse(d) => {
+                let reason = duplicate_reason(name, &d);
+                log_duplicate(shared, name, &d, &reason);
+                newcomer.close(close_code::DUPLICATE.into(), reason.as_bytes());
+            }
+            admission::Verdict::Admit { duplicate } => {
+                replacement = Some(newcomer);
+                match duplicate {
+                    Some(d) => {
+                        let reason = duplicate_reason(name, &d);
+                        log_duplicate(shared, name, &d, &reason);
+                        break (close_code::DUPLICATE, reason);
+                    }
+                    None => {
+                        break (
+                            close_code::REPLACED,
+                            "replaced by a newer connection from the peer".into(),
+                        )
+                    }
+                }
+            }
         }
-        _ = shutdown.wait_for(|s| *s) => (close_code::SHUTDOWN, "shutdown".into()),
+    };
+    // Read before our own close, which would mask the peer's reason.
+    let refused_as_duplicate = match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == close_code::DUPLICATE.into() && code != close_code::DUPLICATE =>
+        {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        _ => None,
     };
     conn.close(code.into(), reason.as_bytes());
+    admission.link_ended();
+    if replacement.is_none() {
+        // The link ended while a newcomer waited: nothing to protect any more.
+        replacement = held.take().map(|h| h.0);
+    }
     {
         let mut guard = peer.link();
         if guard
@@ -1012,7 +1163,42 @@ async fn run_link<M: Message>(
     if code == close_code::PROTOCOL {
         warn!(peer = %name, %reason, "peer broke the wire format: connection closed");
     }
-    (reason, up.load(Ordering::Relaxed), replacement)
+    LinkEnd {
+        reason,
+        was_up: up.load(Ordering::Relaxed),
+        replacement,
+        refused_as_duplicate,
+    }
+}
+
+/// Feeds the link's last frame time to the admission rule.
+fn note_heard<M>(shared: &Shared<M>, heard: &AtomicU64, admission: &mut admission::Admission) {
+    let us = heard.load(Ordering::Relaxed);
+    if us > 0 {
+        admission.heard(shared.epoch + Duration::from_micros(us));
+    }
+}
+
+fn duplicate_reason(name: &NodeId, d: &admission::Duplicate) -> String {
+    format!(
+        "two live incarnations of node {name}: the one at {} keeps the name; the one at {} \
+         is a duplicate and must not join",
+        d.kept, d.refused
+    )
+}
+
+/// Logs a duplicate as an error the first time it is seen (per name and address).
+fn log_duplicate<M>(shared: &Shared<M>, name: &NodeId, d: &admission::Duplicate, reason: &str) {
+    let first = shared
+        .duplicates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((name.clone(), d.refused));
+    if first {
+        tracing::error!(peer = %name, kept = %d.kept, refused = %d.refused, "{reason}");
+    } else {
+        debug!(peer = %name, kept = %d.kept, refused = %d.refused, "duplicate refused again");
+    }
 }
 
 /// Why a connection ended, as text.
@@ -1084,6 +1270,7 @@ async fn read_loop<M: Message>(
     name: &NodeId,
     conn: &quinn::Connection,
     up: &AtomicBool,
+    heard: &AtomicU64,
 ) -> (u32, String) {
     let mut stream = match conn.accept_uni().await {
         Ok(s) => s,
@@ -1134,6 +1321,11 @@ async fn read_loop<M: Message>(
                     ),
                 );
             }
+            let since = shared.epoch.elapsed().as_micros();
+            heard.store(
+                u64::try_from(since).unwrap_or(u64::MAX).max(1),
+                Ordering::Relaxed,
+            );
             let event = TransportEvent::Message {
                 from: name.clone(),
                 msg: frame.msg,

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -218,4 +218,156 @@ pub fn init_logs() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A `walrus-node run` process, SIGKILLed and reaped on drop; its stderr goes to a log file.
+pub struct NodeProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    pub fn start(config: &Path, node: &str, dir: &Path) -> Self {
+        Self::start_with(config, node, dir, node, &[])
+    }
+
+    /// Starts `node` with extra arguments (e.g. `--roles controller`), logging to
+    /// `DIR/<log_name>.log`.
+    pub fn start_with(
+        config: &Path,
+        node: &str,
+        dir: &Path,
+        log_name: &str,
+        extra: &[&str],
+    ) -> Self {
+        let log = dir.join(format!("{log_name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_walrus-node"))
+            .args(["run", "--node", node, "--config"])
+            .arg(config)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("WALRUS_TEST_LOG").unwrap_or_else(|_| {
+                    "walrus_actors=info,walrus_node=info,walrus_gcs=info".to_owned()
+                }),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        NodeProcess { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Master now: it said so and has not lost the place since.
+    pub fn is_master(&self) -> bool {
+        let log = self.log();
+        match (
+            log.rfind("this controller is master"),
+            log.rfind("lost mastership"),
+        ) {
+            (Some(m), Some(l)) => m > l,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback (for a status page).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Adds `line` to node `node`'s table of a TOML written by [`deployment_toml`].
+pub fn add_to_node(toml: &str, node: &str, line: &str) -> String {
+    let head = format!("[nodes.{node}]\n");
+    let at = toml.find(&head).unwrap() + head.len();
+    format!("{}{line}\n{}", &toml[..at], &toml[at..])
+}
+
+/// The `address = "..."` of node `node` in such a TOML.
+pub fn node_address(toml: &str, node: &str) -> SocketAddr {
+    let head = format!("[nodes.{node}]\n");
+    let at = toml.find(&head).unwrap() + head.len();
+    let rest = &toml[at..];
+    let line = rest.lines().find(|l| l.starts_with("address = ")).unwrap();
+    line.trim_start_matches("address = ")
+        .trim_matches('"')
+        .parse()
+        .unwrap()
+}
+
+/// nftables rules that drop UDP between two sets of loopback ports (the gcs QUIC traffic
+/// of two groups of nodes: each node's endpoint sends from its listening port). The table
+/// is deleted on drop. (The same helper as the end-to-end tests' kit, for this crate's
+/// process tests.)
+pub struct Partition {
+    table: String,
+}
+
+impl Partition {
+    pub fn cut(a: &[u16], b: &[u16]) -> Self {
+        let nft = need("nft", "nftables");
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let table = format!(
+            "walrus_node_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let set = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        let (a, b) = (set(a), set(b));
+        let script = format!(
+            "table inet {table} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n\
+               ip daddr 127.0.0.0/8 udp sport {{ {a} }} udp dport {{ {b} }} drop\n\
+               ip daddr 127.0.0.0/8 udp sport {{ {b} }} udp dport {{ {a} }} drop\n }}\n}}\n"
+        );
+        let mut child = Command::new(nft)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft refused the partition rules (root needed): {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Partition { table }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = Command::new(need("nft", "nftables"))
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
 }

@@ -14,6 +14,9 @@ pub struct LivenessProbe {
     pub view_bound: Duration,
     /// Each live node's view and members at that time.
     pub views: Vec<(NodeRef, ViewId, Vec<NodeRef>)>,
+    /// The node incarnations alive then (empty: take those alive at the end; a scenario
+    /// run after the liveness phase may crash and restart nodes).
+    pub alive: Vec<NodeRef>,
     /// Probe messages sent after that, and the bound they had to arrive within.
     pub probes: Vec<u64>,
     /// How long probes were given.
@@ -35,7 +38,11 @@ impl Invariant for Liveness {
         v: &mut Vec<String>,
     ) {
         let Some(p) = &end.probe else { return };
-        let mut all: Vec<NodeRef> = end.alive.clone();
+        let mut all: Vec<NodeRef> = if p.alive.is_empty() {
+            end.alive.clone()
+        } else {
+            p.alive.clone()
+        };
         all.sort();
         for (who, view, members) in &p.views {
             if *members != all {

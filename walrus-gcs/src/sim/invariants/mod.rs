@@ -7,7 +7,9 @@ use crate::types::{GroupName, NodeRef, Service, SessionId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod duplicate_incarnation;
 mod group_membership;
+pub(crate) mod isolated_start;
 mod liveness;
 mod no_duplication;
 mod reliable_fifo;
@@ -104,6 +106,10 @@ pub struct Checker {
     pub violations: Vec<String>,
     /// How many deliveries were checked.
     pub deliveries: u64,
+    /// One incarnation per name (fed by the duplicate and impostor scenarios).
+    pub(crate) duplicate: duplicate_incarnation::DuplicateIncarnation,
+    /// A node started inside a cut never goes first (fed by the isolated-start scenario).
+    pub(crate) isolated: isolated_start::IsolatedStart,
 }
 
 impl Default for Checker {
@@ -123,6 +129,8 @@ impl Default for Checker {
             requests: BTreeMap::new(),
             violations: Vec::new(),
             deliveries: 0,
+            duplicate: duplicate_incarnation::DuplicateIncarnation::default(),
+            isolated: isolated_start::IsolatedStart::default(),
         }
     }
 }
@@ -146,6 +154,8 @@ impl Checker {
         for i in &mut self.invariants {
             i.on_view(at, who, change, &mut self.violations);
         }
+        self.duplicate
+            .on_view(at, who, change, &mut self.violations);
     }
 
     /// Records a delivery.
@@ -154,6 +164,8 @@ impl Checker {
         for i in &mut self.invariants {
             i.on_deliver(at, who, session, event, &self.sent, &mut self.violations);
         }
+        self.isolated
+            .on_deliver(at, who, session, event, &self.sent, &mut self.violations);
     }
 
     /// Runs the end-of-run checks.
