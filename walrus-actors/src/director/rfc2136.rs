@@ -342,7 +342,8 @@ fn tsig_error(reply: &Message) -> Option<u16> {
 fn tsig_error_name(code: u16) -> String {
     match code {
         16 => "BADSIG (wrong secret)".into(),
-        17 => "BADKEY (key unknown to the server)".into(),
+        17 => "BADKEY (key unknown to the server, or, from Knot, not allowed by the zone's ACL)"
+            .into(),
         18 => "BADTIME (clocks differ by more than the fudge)".into(),
         22 => "BADTRUNC".into(),
         n => format!("TSIG error {n}"),
