@@ -25,7 +25,8 @@ async fn unchanged_answer_sends_no_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_tsig_key_is_refused_and_reported_once() {
     let knot = Knot::start(1, "walrus-area1");
-    let seen = checks::wrong_tsig_key_is_refused_and_reported_once(&knot, "walrus-area1").await;
+    let seen =
+        checks::wrong_tsig_key_is_refused_and_reported_once(&knot, "walrus-area1", true).await;
     eprintln!("knot answered: {seen:#?}");
 }
 

@@ -460,7 +460,7 @@ impl NameServer for Rfc2136Updater {
                 .map_err(|e| self.failed(format!("reply to the update not authenticated: {e}"))),
             ResponseCode::ServFail => Err(self.failed("update answered SERVFAIL".into())),
             ResponseCode::Refused => Err(self.refused(format!(
-                "REFUSED (the server's update-policy does not grant this key {} A/AAAA{}; `walrus-node dns bind-config` prints the policy)",
+                "REFUSED (the server's update-policy does not grant this key {} A/AAAA{}; `walrus-node dns bind-config` prints the policy; PowerDNS also answers a wrong or unknown key so)",
                 self.www,
                 if fence.epoch > 0 {
                     format!(" and {} TXT", self.epoch_name)

@@ -12,6 +12,7 @@ use walrus_actors::director::zone::{RecordTtl, WwwRecords, ZoneLayout};
 
 pub mod checks;
 pub mod knot;
+pub mod pdns;
 
 /// A real authoritative server on loopback for one area's layout, with the area's key:
 /// what the shared RFC 2136 checks in [`checks`] need of it.
