@@ -46,8 +46,13 @@ impl Pdns {
         need("pdns_server", "pdns-server");
         let pdnsutil = need("pdnsutil", "pdns-server");
         let sqlite = need("sqlite3", "sqlite3");
+        // The backend's schema and module (under /usr/lib/<multiarch>/pdns).
+        let module = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .flatten()
+            .any(|d| d.path().join("pdns/libgsqlite3backend.so").exists());
         assert!(
-            Path::new(SCHEMA).exists() && Path::new("/usr/lib/x86_64-linux-gnu/pdns").exists(),
+            Path::new(SCHEMA).exists() && module,
             "PowerDNS' gsqlite3 backend not found: install the Debian package `pdns-backend-sqlite3`"
         );
         let dir = TempDir::new(&format!("pdns-a{area}"));
