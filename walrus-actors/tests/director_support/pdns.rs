@@ -2,8 +2,12 @@
 //! layout on a loopback port: zones loaded by `pdnsutil load-zone` from the zone files
 //! `bind_config` writes, `dnsupdate=yes`, the TSIG key in the database, and the area zone's
 //! metadata `TSIG-ALLOW-DNSUPDATE` (the key) and `ALLOW-DNSUPDATE-FROM` (loopback).
-//! PowerDNS has no per-name grant short of a Lua policy script: the key may change any
-//! name of the area zone (and nothing in the site zone). Killed (SIGKILL) on drop.
+//! PowerDNS has no per-name grant in its metadata: the key may change any name of the
+//! area zone (and nothing in the site zone). Its Lua policy script
+//! (`lua-dnsupdate-policy-script`) could narrow that, but PowerDNS 4.7 skips a record the
+//! script denies and still answers NOERROR (tried: an update of another name "succeeds"
+//! and changes nothing), so the Director would see a mismatch and retry instead of a
+//! refusal; not used here. Killed (SIGKILL) on drop.
 
 use super::knot::secret_of;
 use super::{dig, free_port, layout, need, tsig_keygen, Authority, TempDir};
