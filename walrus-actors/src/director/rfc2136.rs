@@ -342,7 +342,8 @@ fn tsig_error(reply: &Message) -> Option<u16> {
 fn tsig_error_name(code: u16) -> String {
     match code {
         16 => "BADSIG (wrong secret)".into(),
-        17 => "BADKEY (key unknown to the server)".into(),
+        17 => "BADKEY (key unknown to the server, or, from Knot, not allowed by the zone's ACL)"
+            .into(),
         18 => "BADTIME (clocks differ by more than the fudge)".into(),
         22 => "BADTRUNC".into(),
         n => format!("TSIG error {n}"),
@@ -459,7 +460,7 @@ impl NameServer for Rfc2136Updater {
                 .map_err(|e| self.failed(format!("reply to the update not authenticated: {e}"))),
             ResponseCode::ServFail => Err(self.failed("update answered SERVFAIL".into())),
             ResponseCode::Refused => Err(self.refused(format!(
-                "REFUSED (the server's update-policy does not grant this key {} A/AAAA{}; `walrus-node dns bind-config` prints the policy)",
+                "REFUSED (the server's update-policy does not grant this key {} A/AAAA{}; `walrus-node dns bind-config` prints the policy; PowerDNS also answers a wrong or unknown key so)",
                 self.www,
                 if fence.epoch > 0 {
                     format!(" and {} TXT", self.epoch_name)

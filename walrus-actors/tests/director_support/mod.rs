@@ -10,6 +10,28 @@ use walrus_actors::director::bind_config::bind_config;
 use walrus_actors::director::rfc2136::TsigKey;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords, ZoneLayout};
 
+pub mod checks;
+pub mod knot;
+pub mod pdns;
+
+/// A real authoritative server on loopback for one area's layout, with the area's key:
+/// what the shared RFC 2136 checks in [`checks`] need of it.
+pub trait Authority {
+    fn addr(&self) -> SocketAddr;
+    fn key(&self) -> &TsigKey;
+    fn layout(&self) -> &ZoneLayout;
+    /// The server's own log so far.
+    fn log(&self) -> String;
+    /// SIGKILL, like a crash.
+    fn kill(&mut self);
+    /// Starts again on the same port and files.
+    fn restart(&mut self);
+    /// The area zone's SOA serial, via dig.
+    fn serial(&self) -> u32 {
+        serial(self.addr(), &self.layout().area_zone.to_ascii())
+    }
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -344,4 +366,25 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+impl Authority for Bind {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn key(&self) -> &TsigKey {
+        &self.key
+    }
+    fn layout(&self) -> &ZoneLayout {
+        &self.layout
+    }
+    fn log(&self) -> String {
+        Bind::log(self)
+    }
+    fn kill(&mut self) {
+        Bind::kill(self)
+    }
+    fn restart(&mut self) {
+        Bind::restart(self)
+    }
 }
