@@ -3,10 +3,9 @@
 //! update only `www.<area>` and `_walrus-epoch.<area>` (types A, AAAA, TXT). Killed
 //! (SIGKILL) on drop.
 
-use super::{dig, free_port, layout, need, tsig_keygen, Authority, TempDir};
+use super::{free_port, layout, need, spawn_authority, tsig_keygen, Authority, TempDir};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 use walrus_actors::director::bind_config::bind_config;
 use walrus_actors::director::rfc2136::{TsigKey, EPOCH_LABEL};
 use walrus_actors::director::zone::{WwwRecords, ZoneLayout};
@@ -79,42 +78,10 @@ impl Knot {
     }
 
     fn spawn(&mut self, knotd: &std::path::Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("knot.log"))
-            .unwrap();
-        let child = Command::new(knotd)
-            .arg("-c")
-            .arg(self.dir.path().join("knot.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    /// Polls until Knot answers both zones' SOA (or fails with its log).
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("knotd exited ({st}):\n{}", self.log());
-                }
-            }
-            let area = self.layout.area_zone.to_ascii();
-            let site = self.layout.site.to_ascii();
-            if dig(self.addr, &area, "SOA").status == "NOERROR"
-                && dig(self.addr, &site, "SOA").status == "NOERROR"
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("knotd not ready in 30 s:\n{}", self.log());
+        let mut cmd = Command::new(knotd);
+        cmd.arg("-c").arg(self.dir.path().join("knot.conf"));
+        let log = self.dir.path().join("knot.log");
+        self.child = Some(spawn_authority("knotd", cmd, &log, self.addr, &self.layout));
     }
 }
 

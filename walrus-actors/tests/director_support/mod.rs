@@ -14,6 +14,46 @@ pub mod checks;
 pub mod knot;
 pub mod pdns;
 
+/// Starts an authoritative server (`what`, for messages) with stdin closed and its output
+/// appended to `log`, then polls until it answers both zones' SOA at `addr` (a server may
+/// start while one zone failed to load). Panics with the log if it exits or is not ready
+/// in 30 s.
+pub fn spawn_authority(
+    what: &str,
+    mut cmd: Command,
+    log: &Path,
+    addr: SocketAddr,
+    layout: &ZoneLayout,
+) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{what} exited ({st}):\n{}", read_log());
+        }
+        if dig(addr, &layout.area_zone.to_ascii(), "SOA").status == "NOERROR"
+            && dig(addr, &layout.site.to_ascii(), "SOA").status == "NOERROR"
+        {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what} not ready in 30 s:\n{}", read_log());
+}
+
 /// A real authoritative server on loopback for one area's layout, with the area's key:
 /// what the shared RFC 2136 checks in [`checks`] need of it.
 pub trait Authority {
@@ -160,44 +200,12 @@ impl Bind {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("named.log"))
-            .unwrap();
-        let child = Command::new(need("named", "bind9"))
-            .arg("-g")
+        let mut cmd = Command::new(need("named", "bind9"));
+        cmd.arg("-g")
             .arg("-c")
-            .arg(self.dir.path().join("named.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    /// Polls until BIND answers the area zone's SOA (or fails with its log).
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("named exited ({st}):\n{}", self.log());
-                }
-            }
-            // Both zones must be loaded (BIND starts even when one fails to load).
-            let area = self.layout.area_zone.to_ascii();
-            let site = self.layout.site.to_ascii();
-            if dig(self.addr, &area, "SOA").status == "NOERROR"
-                && dig(self.addr, &site, "SOA").status == "NOERROR"
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("named not ready in 30 s:\n{}", self.log());
+            .arg(self.dir.path().join("named.conf"));
+        let log = self.dir.path().join("named.log");
+        self.child = Some(spawn_authority("named", cmd, &log, self.addr, &self.layout));
     }
 
     pub fn log(&self) -> String {

@@ -10,11 +10,10 @@
 //! refusal; not used here. Killed (SIGKILL) on drop.
 
 use super::knot::secret_of;
-use super::{dig, free_port, layout, need, tsig_keygen, Authority, TempDir};
+use super::{free_port, layout, need, spawn_authority, tsig_keygen, Authority, TempDir};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 use walrus_actors::director::bind_config::bind_config;
 use walrus_actors::director::rfc2136::TsigKey;
 use walrus_actors::director::zone::{WwwRecords, ZoneLayout};
@@ -125,40 +124,16 @@ impl Pdns {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("pdns.log"))
-            .unwrap();
-        let child = Command::new(need("pdns_server", "pdns-server"))
-            .arg(format!("--config-dir={}", self.dir.path().display()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("pdns_server exited ({st}):\n{}", self.log());
-                }
-            }
-            let area = self.layout.area_zone.to_ascii();
-            let site = self.layout.site.to_ascii();
-            if dig(self.addr, &area, "SOA").status == "NOERROR"
-                && dig(self.addr, &site, "SOA").status == "NOERROR"
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("pdns_server not ready in 30 s:\n{}", self.log());
+        let mut cmd = Command::new(need("pdns_server", "pdns-server"));
+        cmd.arg(format!("--config-dir={}", self.dir.path().display()));
+        let log = self.dir.path().join("pdns.log");
+        self.child = Some(spawn_authority(
+            "pdns_server",
+            cmd,
+            &log,
+            self.addr,
+            &self.layout,
+        ));
     }
 }
 
