@@ -60,33 +60,9 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
     let w2 = TinyHttp::start().await;
     let p1 = free_dns_port().unwrap();
     let p2 = free_dns_port().unwrap();
-    let toml = deployment_toml(
-        &[
-            AreaSpec {
-                name: "a1",
-                home: "c1",
-                dns_port: p1,
-            },
-            AreaSpec {
-                name: "a2",
-                home: "c2",
-                dns_port: p2,
-            },
-        ],
-        &[
-            ServerSpec {
-                name: "s1",
-                cluster: "c1",
-                address: "192.0.2.1",
-                url: w1.url(),
-            },
-            ServerSpec {
-                name: "s2",
-                cluster: "c2",
-                address: "192.0.2.2",
-                url: w2.url(),
-            },
-        ],
+    let toml = two_area_toml(
+        [p1, p2],
+        [w1.url(), w2.url()],
         &[
             NodeSpec {
                 name: "ctl-1",
@@ -342,33 +318,9 @@ async fn quic_partition_gives_each_side_a_master_and_the_heal_leaves_one() {
     let w2 = TinyHttp::start().await;
     let p1 = free_dns_port().unwrap();
     let p2 = free_dns_port().unwrap();
-    let toml = deployment_toml(
-        &[
-            AreaSpec {
-                name: "a1",
-                home: "c1",
-                dns_port: p1,
-            },
-            AreaSpec {
-                name: "a2",
-                home: "c2",
-                dns_port: p2,
-            },
-        ],
-        &[
-            ServerSpec {
-                name: "s1",
-                cluster: "c1",
-                address: "192.0.2.1",
-                url: w1.url(),
-            },
-            ServerSpec {
-                name: "s2",
-                cluster: "c2",
-                address: "192.0.2.2",
-                url: w2.url(),
-            },
-        ],
+    let toml = two_area_toml(
+        [p1, p2],
+        [w1.url(), w2.url()],
         &[
             NodeSpec {
                 name: "ctl-1",

@@ -53,33 +53,9 @@ impl Deployment {
             walrus_node::cluster::free_dns_port().unwrap(),
             walrus_node::cluster::free_dns_port().unwrap(),
         ];
-        let mut toml = deployment_toml(
-            &[
-                AreaSpec {
-                    name: "a1",
-                    home: "c1",
-                    dns_port: ports[0],
-                },
-                AreaSpec {
-                    name: "a2",
-                    home: "c2",
-                    dns_port: ports[1],
-                },
-            ],
-            &[
-                ServerSpec {
-                    name: "s1",
-                    cluster: "c1",
-                    address: "192.0.2.1",
-                    url: s1.url(),
-                },
-                ServerSpec {
-                    name: "s2",
-                    cluster: "c2",
-                    address: "192.0.2.2",
-                    url: s2.url(),
-                },
-            ],
+        let mut toml = two_area_toml(
+            [ports[0], ports[1]],
+            [s1.url(), s2.url()],
             &[
                 NodeSpec {
                     name: "ctl-1",
@@ -546,33 +522,9 @@ async fn a_restart_of_a_node_whose_web_server_stayed_up_changes_no_answer() {
         walrus_node::cluster::free_dns_port().unwrap(),
         walrus_node::cluster::free_dns_port().unwrap(),
     ];
-    let mut toml = deployment_toml(
-        &[
-            AreaSpec {
-                name: "a1",
-                home: "c1",
-                dns_port: ports[0],
-            },
-            AreaSpec {
-                name: "a2",
-                home: "c2",
-                dns_port: ports[1],
-            },
-        ],
-        &[
-            ServerSpec {
-                name: "s1",
-                cluster: "c1",
-                address: "192.0.2.1",
-                url: s1.url(),
-            },
-            ServerSpec {
-                name: "s2",
-                cluster: "c2",
-                address: "192.0.2.2",
-                url: s2.url(),
-            },
-        ],
+    let mut toml = two_area_toml(
+        [ports[0], ports[1]],
+        [s1.url(), s2.url()],
         &[
             NodeSpec {
                 name: "a1",

@@ -16,33 +16,9 @@ async fn sigkill_of_the_master_process_and_the_next_change_still_reaches_dns() {
     let mut s1 = TinyHttp::start().await;
     let s2 = TinyHttp::start().await;
     let p1 = walrus_node::cluster::free_dns_port().unwrap();
-    let mut toml = deployment_toml(
-        &[
-            AreaSpec {
-                name: "a1",
-                home: "c1",
-                dns_port: p1,
-            },
-            AreaSpec {
-                name: "a2",
-                home: "c2",
-                dns_port: walrus_node::cluster::free_dns_port().unwrap(),
-            },
-        ],
-        &[
-            ServerSpec {
-                name: "s1",
-                cluster: "c1",
-                address: "192.0.2.1",
-                url: s1.url(),
-            },
-            ServerSpec {
-                name: "s2",
-                cluster: "c2",
-                address: "192.0.2.2",
-                url: s2.url(),
-            },
-        ],
+    let mut toml = two_area_toml(
+        [p1, walrus_node::cluster::free_dns_port().unwrap()],
+        [s1.url(), s2.url()],
         &[
             NodeSpec {
                 name: "ctl-1",

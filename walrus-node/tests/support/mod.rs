@@ -212,6 +212,42 @@ pub fn deployment_toml(areas: &[AreaSpec], servers: &[ServerSpec], nodes: &[Node
     t
 }
 
+/// [`deployment_toml`] for the usual two areas: a1 (home c1 = s1 at 192.0.2.1) and a2 (home
+/// c2 = s2 at 192.0.2.2), with their name servers on `dns_ports` and the probe URLs `urls`.
+pub fn two_area_toml(dns_ports: [u16; 2], urls: [String; 2], nodes: &[NodeSpec]) -> String {
+    let [p1, p2] = dns_ports;
+    let [u1, u2] = urls;
+    deployment_toml(
+        &[
+            AreaSpec {
+                name: "a1",
+                home: "c1",
+                dns_port: p1,
+            },
+            AreaSpec {
+                name: "a2",
+                home: "c2",
+                dns_port: p2,
+            },
+        ],
+        &[
+            ServerSpec {
+                name: "s1",
+                cluster: "c1",
+                address: "192.0.2.1",
+                url: u1,
+            },
+            ServerSpec {
+                name: "s2",
+                cluster: "c2",
+                address: "192.0.2.2",
+                url: u2,
+            },
+        ],
+        nodes,
+    )
+}
+
 /// Logs to the test's output when RUST_LOG is set (e.g. RUST_LOG=walrus_actors=info).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
