@@ -187,9 +187,10 @@ pub struct Config {
 /// Round and reporting periods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timing {
-    /// How often the master runs a round. Default 1 s.
+    /// How often the master runs a round. Default 1 s; 3 s with `gcs_profile = "wan"`.
     pub round_period: Duration,
-    /// How long the master waits for reports in a round. Default 40% of `round_period`.
+    /// How long the master waits for reports in a round. Default 40% of `round_period`;
+    /// 75% with `gcs_profile = "wan"` (a report crosses the WAN twice, see docs/wan).
     pub report_timeout: Duration,
     /// How often a Reporter gathers statistics. Default 1 s.
     pub report_interval: Duration,
@@ -229,6 +230,10 @@ pub struct ControllerParams {
     pub max_records: usize,
     /// A replica more than this many generations behind is treated as BYPASS. Default 1.
     pub max_generation_lag: u64,
+    /// A generation counts for `max_generation_lag` only once announced this long ago:
+    /// a deploy in progress is not staleness (issue 18). Default "10m"; "0s": lag counts
+    /// from the announcement.
+    pub generation_grace: Duration,
     /// Count the CPU busy fraction in a server's load (default true). `false` uses the
     /// web-server workers only: for web servers that share one machine (tests, demos),
     /// where the CPU figure says nothing about any one of them.
@@ -433,6 +438,8 @@ struct RawControllerParams {
     margin: Option<f64>,
     max_records: Option<usize>,
     max_generation_lag: Option<u64>,
+    #[serde(default, with = "human_duration")]
+    generation_grace: Option<Duration>,
     use_cpu: Option<bool>,
 }
 
@@ -923,7 +930,17 @@ fn validate_timing(
 ) -> Result<Timing, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
     let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    let round_period = raw.round_period.unwrap_or(Duration::from_secs(1));
+    // The `wan` profile's defaults (issue 18, docs/wan): across links of 20-150 ms one
+    // way, a round's last report arrives after 0.36 s (median) to 0.75 s (max) at 1 %
+    // loss and 0.83 s to 1.42 s at 3 %, so the LAN's 400 ms timeout counted live servers
+    // dead and moved their areas; 3 s rounds with a 2.25 s timeout leave 1.6 times the
+    // worst case seen at 3 % loss.
+    let wan = raw.gcs_profile == GcsProfile::Wan;
+    let round_period = raw.round_period.unwrap_or(if wan {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(1)
+    });
     if round_period < Duration::from_millis(100) || round_period > Duration::from_secs(3600) {
         return Err(loc.err(
             span,
@@ -931,7 +948,11 @@ fn validate_timing(
             format!("{round_period:?} is out of range; expected 100ms to 1h"),
         ));
     }
-    let report_timeout = raw.report_timeout.unwrap_or(round_period * 2 / 5);
+    let report_timeout = raw.report_timeout.unwrap_or(if wan {
+        round_period * 3 / 4
+    } else {
+        round_period * 2 / 5
+    });
     if report_timeout.is_zero() || report_timeout >= round_period {
         return Err(loc.err(
             span,
@@ -993,6 +1014,9 @@ fn validate_controller(
         margin,
         max_records,
         max_generation_lag: raw.max_generation_lag.unwrap_or(1),
+        generation_grace: raw
+            .generation_grace
+            .unwrap_or(walrus_actors::controller::assign::Params::default().generation_grace),
         use_cpu: raw.use_cpu.unwrap_or(true),
     })
 }
@@ -1373,6 +1397,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("walrus.toml"), text)
+    }
+
+    /// Issue 18: without timing values, `gcs_profile = "wan"` gets 3 s rounds and a 2.25 s
+    /// report timeout; given values win; the LAN keeps 1 s / 400 ms; the deploy grace is
+    /// read.
+    #[test]
+    fn the_wan_profile_has_its_own_timing_defaults() {
+        let bare = EXAMPLE
+            .replace("round_period = \"1s\"\n", "")
+            .replace("report_timeout = \"400ms\"\n", "");
+        let lan = parse(&bare).unwrap();
+        assert_eq!(lan.timing.round_period, Duration::from_secs(1));
+        assert_eq!(lan.timing.report_timeout, Duration::from_millis(400));
+        let wan = parse(&bare.replace("gcs_profile = \"lan\"", "gcs_profile = \"wan\"")).unwrap();
+        assert_eq!(wan.timing.round_period, Duration::from_secs(3));
+        assert_eq!(wan.timing.report_timeout, Duration::from_millis(2250));
+        let given =
+            parse(&EXAMPLE.replace("gcs_profile = \"lan\"", "gcs_profile = \"wan\"")).unwrap();
+        assert_eq!(given.timing.report_timeout, Duration::from_millis(400));
+        assert_eq!(lan.controller.generation_grace, Duration::from_secs(600));
+        let g = parse(&EXAMPLE.replace("generation_grace = \"10m\"", "generation_grace = \"90s\""))
+            .unwrap();
+        assert_eq!(g.controller.generation_grace, Duration::from_secs(90));
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn round_config(config: &Config) -> RoundConfig {
             margin: config.controller.margin,
             max_records: config.controller.max_records,
             max_generation_lag: config.controller.max_generation_lag,
+            generation_grace: config.controller.generation_grace,
             dead_after: config.notify.dead_after,
             ..Params::default()
         },
