@@ -108,21 +108,46 @@ fn server_name(a: Area, k: u8) -> String {
     format!("{a}-s{k}")
 }
 
-/// The run's `walrus.toml`: areas with their zones (`ns_addresses` = the relayed public
-/// address resolvers use), clusters with nginx status pages, the nodes above, a 1 s round,
-/// the run's TTL, and steering of each region's resolvers to its nearest area.
+/// What a run of the real runtime may change beyond the lab's layout (the WAN lab,
+/// [`super::wan`], issue 18). The default is the steering lab's LAN run.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// The `[timing]` table's body; `None`: 1 s rounds, 400 ms report timeout, `lan`.
+    pub timing: Option<String>,
+    /// More lines for the `[controller]` table (e.g. `generation_grace`).
+    pub controller: String,
+    /// Content replication: every Reporter node also runs a Replicator, area 1's
+    /// Director node is the primary with its root at `<dir>/primary`, each replica's root
+    /// is `<dir>/<node>`.
+    pub replicator: Option<PathBuf>,
+}
+
+/// The Replicator primary's node when [`RuntimeOptions::replicator`] is set.
+pub const REPLICATOR_PRIMARY: &str = "a1-d";
+
+/// The run's `walrus.toml` (see [`config_toml_with`]) for the steering lab.
 pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
+    config_toml_with(spec, rt_dir, &RuntimeOptions::default())
+}
+
+/// The run's `walrus.toml`: areas with their zones (`ns_addresses` = the relayed public
+/// address resolvers use), clusters with nginx status pages, the nodes above, a 1 s round
+/// (or `opts.timing`), the run's TTL, and steering of each region's resolvers to its
+/// nearest area.
+pub fn config_toml_with(spec: &LabSpec, rt_dir: &Path, opts: &RuntimeOptions) -> String {
     let d = rt_dir.display();
     let mut t = String::new();
     let _ = writeln!(t, "site = \"{SITE}\"\n");
-    let _ = writeln!(
-        t,
-        "[timing]\nround_period = \"1s\"\nreport_timeout = \"400ms\"\n\
+    let timing = opts.timing.clone().unwrap_or_else(|| {
+        "round_period = \"1s\"\nreport_timeout = \"400ms\"\n\
          report_interval = \"500ms\"\ngcs_profile = \"lan\"\n"
-    );
+            .into()
+    });
+    let _ = writeln!(t, "[timing]\n{timing}");
     let _ = writeln!(
         t,
-        "[controller]\nthreshold = {THRESHOLD}\nmargin = 0.2\nmax_records = 20\nuse_cpu = false\n"
+        "[controller]\nthreshold = {THRESHOLD}\nmargin = 0.2\nmax_records = 20\nuse_cpu = false\n{}",
+        opts.controller
     );
     let _ = writeln!(
         t,
@@ -171,6 +196,18 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
             );
         }
     }
+    if let Some(content) = &opts.replicator {
+        let _ = writeln!(
+            t,
+            "[replicator]\nprimary = \"{REPLICATOR_PRIMARY}\"\nroot = \"{}/primary\"\nkeep = 1\n",
+            content.display()
+        );
+    }
+    let repl = if opts.replicator.is_some() {
+        ", \"replicator\""
+    } else {
+        ""
+    };
     for n in nodes(spec) {
         let _ = writeln!(t, "[nodes.{}]\naddress = \"{}\"", n.name, n.gcs());
         match n.index {
@@ -180,7 +217,7 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
             1 => {
                 let _ = writeln!(
                     t,
-                    "roles = [\"director\", \"reporter\"]\nserver = \"{}\"\narea = \"{}\"",
+                    "roles = [\"director\", \"reporter\"{repl}]\nserver = \"{}\"\narea = \"{}\"",
                     server_name(n.area, 1),
                     n.area
                 );
@@ -188,10 +225,18 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
             k => {
                 let _ = writeln!(
                     t,
-                    "roles = [\"reporter\"]\nserver = \"{}\"",
+                    "roles = [\"reporter\"{repl}]\nserver = \"{}\"",
                     server_name(n.area, k)
                 );
             }
+        }
+        if let (Some(content), true) = (&opts.replicator, n.index >= 1) {
+            let root = if n.name == REPLICATOR_PRIMARY {
+                "primary"
+            } else {
+                &n.name
+            };
+            let _ = writeln!(t, "replicator_root = \"{}/{root}\"", content.display());
         }
         if let Some(s) = n.status() {
             let _ = writeln!(t, "status_addr = \"{s}\"");
@@ -218,9 +263,43 @@ pub fn node_binary(lab_exe: &Path) -> Result<PathBuf, LabError> {
     }
 }
 
+/// For the tests that run the lab: makes sure `walrus-node` is next to `walrus-lab`
+/// (Cargo's target directory), building it if missing (unless `$WALRUS_NODE` names one).
+pub fn ensure_walrus_node(lab: &Path) -> Result<(), LabError> {
+    if std::env::var_os("WALRUS_NODE").is_some() || lab.with_file_name("walrus-node").is_file() {
+        return Ok(());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(&cargo)
+        .args(["build", "-p", "walrus-node", "--bin", "walrus-node"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| LabError::Command {
+            cmd: format!("{cargo} build -p walrus-node"),
+            detail: e.to_string(),
+        })?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            cmd: format!("{cargo} build -p walrus-node"),
+            detail: st.to_string(),
+        })
+    }
+}
+
 /// Writes the run's certificates and `walrus.toml` under `<run dir>/rt`; returns the
 /// configuration's path.
 pub fn prepare(spec: &LabSpec, node_bin: &Path) -> Result<PathBuf, LabError> {
+    prepare_with(spec, node_bin, &RuntimeOptions::default())
+}
+
+/// [`prepare`] with the configuration of [`config_toml_with`].
+pub fn prepare_with(
+    spec: &LabSpec,
+    node_bin: &Path,
+    opts: &RuntimeOptions,
+) -> Result<PathBuf, LabError> {
     let rt = spec.dir.join("rt");
     let certs = rt.join("certs");
     let _ = std::fs::remove_dir_all(&rt);
@@ -236,7 +315,7 @@ pub fn prepare(spec: &LabSpec, node_bin: &Path) -> Result<PathBuf, LabError> {
     args.extend(names.iter().map(String::as_str));
     run(&bin, &args)?;
     let path = rt.join("walrus.toml");
-    std::fs::write(&path, config_toml(spec, &rt)).map_err(|source| LabError::Io {
+    std::fs::write(&path, config_toml_with(spec, &rt, opts)).map_err(|source| LabError::Io {
         path: path.display().to_string(),
         source,
     })?;
