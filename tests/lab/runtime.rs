@@ -25,6 +25,7 @@ use super::relay::now_ms;
 use super::spec::{Area, LabSpec, AREAS_PARENT, SITE, WEB_PORT_BASE};
 use hickory_proto::rr::RecordType;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -441,7 +442,7 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&path)?;
-    let mut last_answer: std::collections::BTreeMap<u8, Vec<Ipv4Addr>> = Default::default();
+    let mut last_answer: BTreeMap<u8, Vec<Ipv4Addr>> = Default::default();
     let mut last_master: std::collections::BTreeMap<String, (Option<bool>, Option<String>)> =
         Default::default();
     let controllers: Vec<LabNode> = nodes(&spec)
@@ -450,23 +451,13 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
         .collect();
     let mut tick: u64 = 0;
     loop {
-        for a in spec.all_areas() {
-            let ns = SocketAddr::new(a.backbone().into(), 53);
-            let name = format!("www.{}", a.zone());
-            if let Ok(ans) = stub_query(ns, &name, RecordType::A, Duration::from_millis(300)).await
-            {
-                let mut addrs = ans.addrs;
-                addrs.sort();
-                if last_answer.get(&a.0) != Some(&addrs) && !addrs.is_empty() {
-                    let w = Watch::Answer {
-                        t: now_ms(),
-                        area: a.0,
-                        addrs: addrs.clone(),
-                    };
-                    writeln!(out, "{}", serde_json::to_string(&w)?)?;
-                    last_answer.insert(a.0, addrs);
-                }
-            }
+        for (area, addrs) in poll_answers(&spec, &mut last_answer).await {
+            let w = Watch::Answer {
+                t: now_ms(),
+                area,
+                addrs,
+            };
+            writeln!(out, "{}", serde_json::to_string(&w)?)?;
         }
         if tick.is_multiple_of(2) {
             for c in &controllers {
@@ -490,8 +481,31 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
     }
 }
 
-/// `(is_master, master)` from a node's `/status` (`(None, None)` when it does not answer).
-async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
+/// Asks every area's name server for `www.<area zone>` (from a namespace that reaches the
+/// backbone); returns the areas whose answer changed since `last` (which it updates), with
+/// the new addresses, sorted. An empty or failed answer is no change.
+pub async fn poll_answers(
+    spec: &LabSpec,
+    last: &mut BTreeMap<u8, Vec<Ipv4Addr>>,
+) -> Vec<(u8, Vec<Ipv4Addr>)> {
+    let mut changed = Vec::new();
+    for a in spec.all_areas() {
+        let ns = SocketAddr::new(a.backbone().into(), 53);
+        let name = format!("www.{}", a.zone());
+        if let Ok(ans) = stub_query(ns, &name, RecordType::A, Duration::from_millis(300)).await {
+            let mut addrs = ans.addrs;
+            addrs.sort();
+            if last.get(&a.0) != Some(&addrs) && !addrs.is_empty() {
+                last.insert(a.0, addrs.clone());
+                changed.push((a.0, addrs));
+            }
+        }
+    }
+    changed
+}
+
+/// A node's `/status` document (`None` when it does not answer within 500 ms).
+pub async fn status_doc(addr: SocketAddr) -> Option<serde_json::Value> {
     let get = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /status HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
@@ -501,19 +515,25 @@ async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf);
         let body = text.split_once("\r\n\r\n")?.1;
-        let doc: serde_json::Value = serde_json::from_str(body).ok()?;
-        Some((
-            doc.get("is_master").and_then(serde_json::Value::as_bool),
-            doc.get("master")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned),
-        ))
+        serde_json::from_str(body).ok()
     };
     tokio::time::timeout(Duration::from_millis(500), get)
         .await
         .ok()
         .flatten()
-        .unwrap_or((None, None))
+}
+
+/// `(is_master, master)` from a node's `/status` (`(None, None)` when it does not answer).
+async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
+    match status_doc(addr).await {
+        Some(doc) => (
+            doc.get("is_master").and_then(serde_json::Value::as_bool),
+            doc.get("master")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        ),
+        None => (None, None),
+    }
 }
 
 /// The `hold` role: opens `conns` connections to `addr`, sends half a request line on

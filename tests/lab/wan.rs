@@ -54,14 +54,12 @@
 //! cargo test -p walrus-tests --test wan_short                              # CI form
 //! ```
 
-use super::clients::stub_query;
 use super::netns::{clean_stale, run, ChildGuard, Namespaces};
 use super::relay::now_ms;
 use super::report::base_spec;
 use super::runtime::{self, nodes, LabNode, RuntimeOptions, GCS_PORT};
 use super::servers;
 use super::spec::{Area, LabSpec, Mode, Region};
-use hickory_proto::rr::RecordType;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -69,7 +67,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -499,25 +496,6 @@ pub struct EventRecord {
     pub subject: String,
 }
 
-/// Reads a `/status` document from `addr` (500 ms budget).
-async fn get_status(addr: SocketAddr) -> Option<serde_json::Value> {
-    let get = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        let body = text.split_once("\r\n\r\n")?.1;
-        serde_json::from_str(body).ok()
-    };
-    tokio::time::timeout(Duration::from_millis(500), get)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// A status document as a sample.
 pub fn sample_of(t: u64, node: &str, doc: Option<&serde_json::Value>) -> StatusSample {
     let Some(d) = doc else {
@@ -594,23 +572,13 @@ pub async fn watch(spec: WanSpec) -> anyhow::Result<()> {
     let mut last_answer: BTreeMap<u8, Vec<Ipv4Addr>> = BTreeMap::new();
     let mut tick: u64 = 0;
     loop {
-        for a in spec.lab.all_areas() {
-            let ns = SocketAddr::new(a.backbone().into(), 53);
-            let name = format!("www.{}", a.zone());
-            if let Ok(ans) = stub_query(ns, &name, RecordType::A, Duration::from_millis(300)).await
-            {
-                let mut addrs = ans.addrs;
-                addrs.sort();
-                if last_answer.get(&a.0) != Some(&addrs) && !addrs.is_empty() {
-                    let w = WanObs::Answer {
-                        t: now_ms(),
-                        area: a.0,
-                        addrs: addrs.clone(),
-                    };
-                    writeln!(out, "{}", serde_json::to_string(&w)?)?;
-                    last_answer.insert(a.0, addrs);
-                }
-            }
+        for (area, addrs) in runtime::poll_answers(&spec.lab, &mut last_answer).await {
+            let w = WanObs::Answer {
+                t: now_ms(),
+                area,
+                addrs,
+            };
+            writeln!(out, "{}", serde_json::to_string(&w)?)?;
         }
         if tick.is_multiple_of(2) {
             let docs = futures_join(controllers.iter().filter_map(LabNode::status)).await;
@@ -627,7 +595,9 @@ pub async fn watch(spec: WanSpec) -> anyhow::Result<()> {
 
 /// Every status page at once (a silent one costs its timeout, not the others').
 async fn futures_join(addrs: impl Iterator<Item = SocketAddr>) -> Vec<Option<serde_json::Value>> {
-    let handles: Vec<_> = addrs.map(|a| tokio::spawn(get_status(a))).collect();
+    let handles: Vec<_> = addrs
+        .map(|a| tokio::spawn(runtime::status_doc(a)))
+        .collect();
     let mut v = Vec::new();
     for h in handles {
         v.push(h.await.ok().flatten());

@@ -1,7 +1,7 @@
 """Plots of the WAN lab's results.json (matplotlib). Usage: wan_plot.py RESULTS OUTDIR.
 - wan-summary.png: one column per run (its loss in the label): rounds per minute against
   the configured rate, servers and nodes declared dead while alive, failover times, master-
-  kill times.
+  kill times, areas moved for content lag during the deploy.
 - wan-vs-delay.png: failover and master-kill times against the one-way delay that bounds
   them.
 - wan-<run>.png, one per run (setting): the timeline of round durations with the report
@@ -41,7 +41,7 @@ def timeout_s(r):
 
 labels = [f"{r['name']}\n{r['loss'] * 100:g}% loss" for r in results]
 xs = list(range(len(results)))
-fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+fig, axes = plt.subplots(1, 5, figsize=(22, 4.4))
 ax = axes[0]
 ax.bar(xs, [r["rounds_per_min"] for r in results], color="tab:blue", label="completed")
 ax.scatter(xs, [r["rounds_per_min_configured"] for r in results], color="k", marker="_", s=600,
@@ -56,18 +56,19 @@ ax.bar([x + 0.2 for x in xs], [r["false_node_deaths"] for r in results], width=0
        color="tab:purple", label="nodes missing from a view")
 ax.set_title("declared dead while alive")
 ax.legend(fontsize=7)
-ax = axes[2]
-for x, r in zip(xs, results):
-    ys = [t for _, t in r["failover_ms"] if t is not None]
-    ax.scatter([x] * len(ys), ys, s=16, color="tab:green")
-ax.set_ylabel("ms")
-ax.set_title("web cluster SIGKILLed -> new answer at its area's server")
-ax = axes[3]
-for x, r in zip(xs, results):
-    ys = [t for _, t in r["master_kill_ms"] if t is not None]
-    ax.scatter([x] * len(ys), ys, s=16, color="tab:orange")
-ax.set_ylabel("ms")
-ax.set_title("master SIGKILLed -> another Controller master")
+for ax, key, color, title in [
+    (axes[2], "failover_ms", "tab:green", "failover: cluster killed -> new answer"),
+    (axes[3], "master_kill_ms", "tab:orange", "master killed -> new master"),
+]:
+    for x, r in zip(xs, results):
+        ys = [t for _, t in r[key] if t is not None]
+        ax.scatter([x] * len(ys), ys, s=16, color=color)
+    ax.set_ylabel("ms")
+    ax.set_title(title)
+ax = axes[4]
+ax.bar(xs, [r["lag_moves"] for r in results], color="tab:brown")
+ax.set_ylabel("areas")
+ax.set_title("deploy: areas moved for content lag")
 for a in axes:
     a.set_xticks(xs)
     a.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
@@ -96,8 +97,8 @@ for r in results:
     if not r.get("timeline"):
         continue
     fig, ax = plt.subplots(figsize=(12, 3.4))
-    ax.plot([p[0] for p in r["timeline"]], [p[1] for p in r["timeline"]], lw=0.8,
-            label="round duration (last report in, or the timeout)")
+    ax.plot([p[0] for p in r["timeline"]], [p[1] for p in r["timeline"]], ".", ms=3,
+            label="round duration (last report in, or the timeout); none inside event windows")
     ax.axhline(timeout_s(r), color="grey", ls="--", label="report timeout")
     colors = {"cluster": "tab:green", "master": "tab:orange", "node": "tab:orange",
               "deploy": "tab:blue"}
