@@ -182,6 +182,9 @@ pub struct Config {
     pub nodes: BTreeMap<String, Node>,
     /// Content replication, when configured.
     pub replicator: Option<Replicator>,
+    /// A digest of the file's text (16 hex digits, FNV-1a 64): two nodes with different
+    /// digests run different files. Shown in `/status` and `/metrics` (`walrus_config_info`).
+    pub digest: String,
 }
 
 /// Round and reporting periods.
@@ -914,7 +917,17 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         clusters,
         nodes,
         replicator,
+        digest: digest_of(loc.source),
     })
+}
+
+/// FNV-1a 64 of `text`, as 16 hex digits: tells two files apart, nothing more (not a
+/// security property: the nodes already trust each other's certificates).
+fn digest_of(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 fn validate_timing(
@@ -1373,6 +1386,17 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("walrus.toml"), text)
+    }
+
+    #[test]
+    fn the_digest_tells_files_apart_and_is_stable() {
+        let a = parse(EXAMPLE).unwrap().digest;
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, parse(EXAMPLE).unwrap().digest);
+        let edited = format!("# edited\n{EXAMPLE}");
+        assert_ne!(a, parse(&edited).unwrap().digest);
+        // FNV-1a 64 of the empty string: the offset basis (a fixed, published value).
+        assert_eq!(digest_of(""), "cbf29ce484222325");
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct StatusDoc {
     /// The newest content generation the Controller knows (announced or reported).
     #[serde(default)]
     pub newest_generation: Option<u64>,
+    /// The digest of this node's configuration file ([`Config::digest`]): nodes whose
+    /// digests differ run different files.
+    #[serde(default)]
+    pub config_digest: String,
 }
 
 /// This node's Replicator on the status page.
@@ -465,6 +469,7 @@ impl Observer {
                 last_error: r.last_error.clone(),
             }),
             newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
+            config_digest: self.config.digest.clone(),
         }
     }
 }
@@ -731,6 +736,46 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
         "Failed pull attempts of this node's Replicator.",
         repl.map(|r| vec![(String::new(), r.failures as f64)])
             .unwrap_or_default(),
+    );
+    metric(
+        "walrus_area_cluster",
+        "gauge",
+        "1 for the cluster each area is assigned to in the last decision this node knows.",
+        doc.areas
+            .iter()
+            .filter_map(|a| {
+                a.cluster
+                    .as_ref()
+                    .map(|c| (format!("{{area=\"{}\",cluster=\"{c}\"}}", a.name), 1.0))
+            })
+            .collect(),
+    );
+    let mut cluster_states: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for c in &doc.clusters {
+        for st in ["working", "dead", "unknown"] {
+            cluster_states.insert((c.name.as_str(), st), 0);
+        }
+    }
+    for s in &doc.servers {
+        let state = s.state.split(' ').next().unwrap_or("unknown");
+        *cluster_states
+            .entry((s.cluster.as_str(), state))
+            .or_default() += 1;
+    }
+    metric(
+        "walrus_cluster_servers",
+        "gauge",
+        "Each cluster's web servers by state in the last round this node closed.",
+        cluster_states
+            .into_iter()
+            .map(|((c, st), n)| (format!("{{cluster=\"{c}\",state=\"{st}\"}}"), n as f64))
+            .collect(),
+    );
+    metric(
+        "walrus_config_info",
+        "gauge",
+        "Always 1; the label is the digest of the configuration file this node runs.",
+        vec![(format!("{{digest=\"{}\"}}", doc.config_digest), 1.0)],
     );
     metric(
         "walrus_area_home",
@@ -1164,6 +1209,10 @@ mod tests {
             "walrus_replica_generation 3",
             "walrus_replica_lag 2",
             "walrus_replica_pull_failures_total 2",
+            "walrus_area_cluster{area=\"eu\",cluster=\"c-eu\"} 1",
+            "walrus_cluster_servers{cluster=\"c-us\",state=\"working\"} 1",
+            "walrus_cluster_servers{cluster=\"c-eu\",state=\"dead\"} 1",
+            "walrus_cluster_servers{cluster=\"c-eu\",state=\"working\"} 0",
         ] {
             assert!(m.contains(family), "missing {family} in\n{m}");
         }
