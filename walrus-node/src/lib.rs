@@ -25,5 +25,6 @@
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod runtime;
 pub mod status;

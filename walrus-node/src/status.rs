@@ -17,6 +17,7 @@
 //! still show in the answers, and rounds are counted from round numbers.
 
 use crate::config::Config;
+use crate::history::{History, HistoryDoc};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use walrus_actors::controller::actor::{ControllerHandle, ControllerStatus};
+use walrus_actors::controller::actor::{wall_clock_ms, ControllerHandle, ControllerStatus};
 use walrus_actors::controller::assign::{DeadCause, LoadBasis, ServerState};
 use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
@@ -260,6 +261,7 @@ pub struct Observer {
     dns_seen: BTreeMap<AreaName, (usize, Option<(u64, String)>)>,
     was_master: bool,
     latest: Sample,
+    history: History,
 }
 
 impl Observer {
@@ -276,11 +278,22 @@ impl Observer {
             dns_seen: BTreeMap::new(),
             was_master: false,
             latest: Sample::default(),
+            history: History::default(),
         }
     }
 
-    /// Takes one sample; returns the event lines it added (new decisions with changes).
+    /// Takes one sample now; returns the event lines it added (new decisions with changes).
     pub fn observe(&mut self, s: Sample) -> Vec<String> {
+        self.observe_at(s, wall_clock_ms())
+    }
+
+    /// The dashboard's history (loads and area timelines) at `now_ms`.
+    pub fn history(&self, now_ms: u64) -> HistoryDoc {
+        self.history.doc(now_ms)
+    }
+
+    /// Takes one sample taken at `now_ms` (wall clock, ms since the Unix epoch).
+    pub fn observe_at(&mut self, s: Sample, now_ms: u64) -> Vec<String> {
         let mut added = Vec::new();
         if let Some(c) = &s.controller {
             if c.is_master && !self.was_master {
@@ -289,6 +302,11 @@ impl Observer {
             self.was_master = c.is_master;
             if let Some(r) = &c.last_round {
                 if self.last_round_closed != Some(r.round.0) {
+                    self.history.record_round(
+                        now_ms,
+                        r.round.0,
+                        r.cluster_loads.iter().map(|(c, l)| (c.0.clone(), *l)),
+                    );
                     self.counters.rounds += 1;
                     self.counters.reports += r.reports as u64;
                     self.counters.round_seconds_sum += r.duration.as_secs_f64();
@@ -302,6 +320,7 @@ impl Observer {
                     .as_ref()
                     .is_none_or(|l| d.round > l.round);
                 if newer {
+                    self.history.record_decision(now_ms, d);
                     self.counters.decisions += 1;
                     for line in describe_changes(d) {
                         added.push(line.clone());
@@ -911,6 +930,7 @@ impl StatusServer {
                 .app_data(web::Data::new(observer.clone()))
                 .route("/status", web::get().to(status_json))
                 .route("/metrics", web::get().to(metrics_text))
+                .route("/history", web::get().to(history_json))
                 .route("/", web::get().to(dashboard))
         })
         .workers(1)
@@ -946,6 +966,13 @@ impl StatusServer {
 
 async fn status_json(o: web::Data<SharedObserver>) -> HttpResponse {
     let doc = lock(&o).doc();
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(doc)
+}
+
+async fn history_json(o: web::Data<SharedObserver>) -> HttpResponse {
+    let doc = lock(&o).history(wall_clock_ms());
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(doc)
