@@ -182,9 +182,53 @@ pub struct Config {
     pub nodes: BTreeMap<String, Node>,
     /// Content replication, when configured.
     pub replicator: Option<Replicator>,
+    /// Who may read the node's HTTP side (`/status`, `/history`, the dashboard, `/metrics`)
+    /// and whether it is HTTPS.
+    pub http: Http,
     /// A digest of the file's text (16 hex digits, FNV-1a 64): two nodes with different
     /// digests run different files. Shown in `/status` and `/metrics` (`walrus_config_info`).
     pub digest: String,
+}
+
+/// The `[http]` section: how the node's status side (`status_addr`) is protected.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Http {
+    /// A file holding the bearer token that `/status`, `/history` and the dashboard's data
+    /// need (`Authorization: Bearer TOKEN`). Default: none (no token asked).
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` answers without the token (Prometheus scrapers). Default: true.
+    pub metrics_open: bool,
+    /// HTTPS, and with which certificate. Default: plain HTTP.
+    pub tls: HttpTls,
+    /// Lets a `status_addr` that is not loopback serve without both TLS and a token.
+    /// Default: false (such a file is refused).
+    pub allow_plain_public: bool,
+}
+
+/// The certificate of the node's HTTPS side.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum HttpTls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// The node's own certificate from `[tls] dir` (issued by the cluster CA; its name is
+    /// the node's name): clients verify it with the cluster's `ca.pem`.
+    Cluster,
+    /// A certificate chain and key of your own (PEM), e.g. from your web PKI.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+impl Http {
+    /// Whether the status side on `addr` would be reachable by anyone without both TLS
+    /// and a token (the check behind [`Config::load`]'s refusal).
+    pub fn is_open_on(&self, addr: SocketAddr) -> bool {
+        !addr.ip().is_loopback() && (self.tls == HttpTls::Off || self.token_file.is_none())
+    }
 }
 
 /// Round and reporting periods.
@@ -413,6 +457,19 @@ struct RawConfig {
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
     #[serde(default)]
     replicator: Option<Spanned<RawReplicator>>,
+    #[serde(default)]
+    http: Option<Spanned<RawHttp>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    token_file: Option<PathBuf>,
+    metrics_open: Option<bool>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    allow_plain_public: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -809,6 +866,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let http = validate_http(loc, raw.http)?;
     let timing = validate_timing(loc, raw.timing)?;
     let controller = validate_controller(loc, raw.controller)?;
     let dns_span = raw.dns.as_ref().map(|d| d.span());
@@ -848,7 +906,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let servers: BTreeSet<&ServerName> = clusters.values().flat_map(|c| c.servers.keys()).collect();
-    let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas)?;
+    let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas, &http)?;
 
     let replicator = match raw.replicator {
         None => None,
@@ -917,7 +975,54 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         clusters,
         nodes,
         replicator,
+        http,
         digest: digest_of(loc.source),
+    })
+}
+
+fn validate_http(loc: &Locator<'_>, raw: Option<Spanned<RawHttp>>) -> Result<Http, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Http {
+            metrics_open: true,
+            ..Http::default()
+        });
+    };
+    let span = Some(raw.span());
+    let r = raw.into_inner();
+    let tls = match (r.tls.as_deref(), r.tls_cert, r.tls_key) {
+        (None | Some("off"), None, None) => HttpTls::Off,
+        (Some("cluster"), None, None) => HttpTls::Cluster,
+        (Some("files"), Some(cert), Some(key)) => HttpTls::Files { cert, key },
+        (Some("files"), _, _) => {
+            return Err(loc.err(
+                span,
+                "http.tls",
+                "tls = \"files\" needs both tls_cert and tls_key (PEM files)",
+            ))
+        }
+        (None | Some("off") | Some("cluster"), _, _) => {
+            return Err(loc.err(
+                span,
+                "http.tls_cert",
+                "tls_cert and tls_key are used only with tls = \"files\"",
+            ))
+        }
+        (Some(other), _, _) => {
+            return Err(loc.err(
+                span,
+                "http.tls",
+                format!(
+                    "`{other}` is not a choice: \"off\" (plain HTTP), \"cluster\" (the node's \
+                     certificate from [tls] dir) or \"files\" (tls_cert and tls_key)"
+                ),
+            ))
+        }
+    };
+    Ok(Http {
+        token_file: r.token_file,
+        metrics_open: r.metrics_open.unwrap_or(true),
+        tls,
+        allow_plain_public: r.allow_plain_public.unwrap_or(false),
     })
 }
 
@@ -1270,6 +1375,7 @@ fn validate_nodes(
     raw: &Spanned<BTreeMap<String, Spanned<RawNode>>>,
     servers: &BTreeSet<&ServerName>,
     areas: &BTreeMap<AreaName, Area>,
+    http: &Http,
 ) -> Result<BTreeMap<String, Node>, ConfigError> {
     if raw.get_ref().is_empty() {
         return Err(loc.err(
@@ -1352,6 +1458,20 @@ fn validate_nodes(
             )),
             (None, false) => None,
         };
+        if let Some(addr) = n.status_addr {
+            if http.is_open_on(addr) && !http.allow_plain_public {
+                return Err(loc.err(
+                    span,
+                    format!("{field}.status_addr"),
+                    format!(
+                        "{addr} is not a loopback address: /status and the dashboard would be \
+                         open to anyone who reaches it. Set [http] tls (\"cluster\" or \"files\") \
+                         and token_file, bind it to 127.0.0.1, or set [http] \
+                         allow_plain_public = true"
+                    ),
+                ));
+            }
+        }
         nodes.insert(
             name.clone(),
             Node {
@@ -1386,6 +1506,42 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("walrus.toml"), text)
+    }
+
+    #[test]
+    fn a_public_status_addr_needs_tls_and_a_token_or_an_explicit_opt_in() {
+        let public = EXAMPLE.replacen(
+            "status_addr = \"127.0.1.1:9400\"",
+            "status_addr = \"0.0.0.0:9400\"",
+            1,
+        );
+        let e = parse(&public).unwrap_err();
+        assert_eq!(e.field, "nodes.eu-a.status_addr", "{e}");
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        let tls_only = public.replacen("tls = \"off\"", "tls = \"cluster\"", 1);
+        assert!(
+            parse(&tls_only).is_err(),
+            "TLS without a token is still open"
+        );
+        let both = tls_only.replacen(
+            "# token_file = \"/etc/walrus/http-token\"",
+            "token_file = \"/etc/walrus/http-token\"",
+            1,
+        );
+        let c = parse(&both).unwrap();
+        assert_eq!(c.http.tls, HttpTls::Cluster);
+        assert!(c.http.metrics_open);
+        let opted = public.replacen("[http]\n", "[http]\nallow_plain_public = true\n", 1);
+        assert!(parse(&opted).is_ok());
+        let files = EXAMPLE.replacen("tls = \"off\"", "tls = \"files\"", 1);
+        let e = parse(&files).unwrap_err();
+        assert!(e.to_string().contains("tls_cert and tls_key"), "{e}");
+        let typo = EXAMPLE.replacen("tls = \"off\"", "tls = \"on\"", 1);
+        assert!(parse(&typo)
+            .unwrap_err()
+            .to_string()
+            .contains("\"cluster\""));
     }
 
     #[test]

@@ -114,13 +114,27 @@ enum Command {
     /// each server's state and load, the last decisions with their reasons.
     ///
     /// Example: walrus-node status --addr 127.0.1.1:9400
+    ///          walrus-node status --addr 10.0.1.1:9400 --ca /etc/walrus/certs/ca.pem \
+    ///            --server-name eu-a --token-file /etc/walrus/http-token
     ///
-    /// Reads http://ADDR/status (the node's status_addr); the same address serves
-    /// /metrics (Prometheus text) and / (a live dashboard for a browser).
+    /// Reads http://ADDR/status (the node's status_addr), or https:// with --ca when the
+    /// node's [http] tls is on; the same address serves /metrics (Prometheus text) and /
+    /// (a live dashboard for a browser: with a token, open /#token=TOKEN).
     Status {
         /// The node's status_addr.
         #[arg(long)]
         addr: std::net::SocketAddr,
+        /// HTTPS, verifying the node's certificate with this CA file (the cluster's
+        /// ca.pem for [http] tls = "cluster").
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The name in the node's certificate (its node name for tls = "cluster").
+        /// Default: the address.
+        #[arg(long, requires = "ca")]
+        server_name: Option<String>,
+        /// A file holding the node's bearer token ([http] token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Print the raw JSON document instead of the table.
         #[arg(long)]
         json: bool,
@@ -413,8 +427,22 @@ fn run(command: Command) -> anyhow::Result<()> {
                     listen,
                 },
         } => tokio_runtime()?.block_on(dns_serve(config, area, listen)),
-        Command::Status { addr, json } => tokio_runtime()?.block_on(async {
-            let doc = walrus_node::status::fetch(addr).await?;
+        Command::Status {
+            addr,
+            json,
+            ca,
+            server_name,
+            token_file,
+        } => tokio_runtime()?.block_on(async {
+            let options = walrus_node::status::FetchOptions {
+                https_ca: ca,
+                server_name,
+                token: match token_file {
+                    Some(f) => Some(walrus_node::http_access::read_token(&f)?),
+                    None => None,
+                },
+            };
+            let doc = walrus_node::status::fetch_with(addr, &options).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -511,6 +539,9 @@ async fn run_node(
     }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // The HTTP side's token and certificate, read before joining the group: a missing file
+    // stops the start with its name, not a node that runs half-configured.
+    let access = walrus_node::http_access::HttpAccess::from_config(&config, &node)?;
     let mut runtime = walrus_node::runtime::start(&config, &node).await?;
     tracing::info!(node = %node, config = %path.display(), "walrus-node running");
     let status = match config.node(&node)?.status_addr {
@@ -527,9 +558,10 @@ async fn run_node(
                     let _ = stop_rx.wait_for(|s| *s).await;
                 },
             ));
-            match walrus_node::status::StatusServer::start(addr, observer) {
+            let scheme = access.scheme();
+            match walrus_node::status::StatusServer::start_with(addr, observer, access) {
                 Ok(server) => {
-                    tracing::info!(%addr, "status page, metrics and dashboard on http://{addr}/");
+                    tracing::info!(%addr, "status page, metrics and dashboard on {scheme}://{addr}/");
                     Some((server, sampler, stop_tx))
                 }
                 Err(e) => {

@@ -18,7 +18,8 @@
 
 use crate::config::Config;
 use crate::history::{History, HistoryDoc};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use crate::http_access::HttpAccess;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -920,14 +921,27 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Binds `addr` (port 0: any free port) and serves `/status`, `/metrics` and `/` from
-    /// `observer`, on one actix-web worker. Must run inside a tokio runtime.
+    /// `observer` over plain HTTP to anyone, on one actix-web worker (the demo, tests on
+    /// loopback). Must run inside a tokio runtime.
     pub fn start(addr: SocketAddr, observer: SharedObserver) -> Result<Self, StatusError> {
+        Self::start_with(addr, observer, HttpAccess::open())
+    }
+
+    /// [`Self::start`] with `access`'s token and TLS ([`crate::http_access`]).
+    pub fn start_with(
+        addr: SocketAddr,
+        observer: SharedObserver,
+        access: HttpAccess,
+    ) -> Result<Self, StatusError> {
         let bind_err = |source| StatusError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
+        let tls = access.tls();
+        let access = web::Data::new(access);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(observer.clone()))
+                .app_data(access.clone())
                 .route("/status", web::get().to(status_json))
                 .route("/metrics", web::get().to(metrics_text))
                 .route("/history", web::get().to(history_json))
@@ -935,8 +949,11 @@ impl StatusServer {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
+        .shutdown_timeout(1);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, (*config).clone()),
+            None => server.listen(listener),
+        }
         .map_err(bind_err)?
         .run();
         let handle = server.handle();
@@ -964,21 +981,60 @@ impl StatusServer {
     }
 }
 
-async fn status_json(o: web::Data<SharedObserver>) -> HttpResponse {
+/// 401 unless `access` lets this request through.
+fn refused(req: &HttpRequest, access: &HttpAccess) -> Option<HttpResponse> {
+    let auth = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if access.allows(req.path(), auth) {
+        return None;
+    }
+    Some(
+        HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Bearer realm=\"walrus\""))
+            .body(
+                "this node's status needs its token: Authorization: Bearer <[http] token_file>\n",
+            ),
+    )
+}
+
+async fn status_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    if let Some(no) = refused(&req, &access) {
+        return no;
+    }
     let doc = lock(&o).doc();
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(doc)
 }
 
-async fn history_json(o: web::Data<SharedObserver>) -> HttpResponse {
+async fn history_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    if let Some(no) = refused(&req, &access) {
+        return no;
+    }
     let doc = lock(&o).history(wall_clock_ms());
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(doc)
 }
 
-async fn metrics_text(o: web::Data<SharedObserver>) -> HttpResponse {
+async fn metrics_text(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    if let Some(no) = refused(&req, &access) {
+        return no;
+    }
     let doc = lock(&o).doc();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -996,15 +1052,53 @@ async fn dashboard() -> HttpResponse {
 
 /// Fetches `/status` from `addr`.
 pub async fn fetch(addr: SocketAddr) -> Result<StatusDoc, StatusError> {
+    fetch_with(addr, &FetchOptions::default()).await
+}
+
+/// How `walrus-node status` reaches a node whose HTTP side has `[http]` TLS or a token.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// HTTPS, verified against this CA file (the cluster's `ca.pem` for `tls =
+    /// "cluster"`); None: plain HTTP.
+    pub https_ca: Option<std::path::PathBuf>,
+    /// The name the node's certificate carries (its node name for `tls = "cluster"`).
+    pub server_name: Option<String>,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+/// Reads `/status` of the node at `addr` as `options` say.
+pub async fn fetch_with(
+    addr: SocketAddr,
+    options: &FetchOptions,
+) -> Result<StatusDoc, StatusError> {
     use walrus_actors::reporter::http::{Page, TlsOptions};
-    let url = format!("http://{addr}/status");
+    let scheme = if options.https_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/status");
     let err = |detail: String| StatusError::Fetch {
         url: url.clone(),
         detail,
     };
-    let page = Page::new(&url, Duration::from_secs(5), &TlsOptions::default())
-        .map_err(|e| err(e.to_string()))?;
+    let tls = TlsOptions {
+        ca_file: options.https_ca.clone(),
+        server_name: options.server_name.clone(),
+    };
+    let mut page = Page::new(&url, Duration::from_secs(5), &tls).map_err(|e| err(e.to_string()))?;
+    if let Some(token) = &options.token {
+        page = page
+            .with_header("Authorization", &format!("Bearer {token}"))
+            .map_err(|e| err(e.to_string()))?;
+    }
     let answer = page.get().await.map_err(|e| err(e.to_string()))?;
+    if answer.status == 401 {
+        return Err(err(
+            "401: the node asks for its token (--token-file, the node's [http] token_file)".into(),
+        ));
+    }
     if answer.status != 200 {
         return Err(err(format!("status {}", answer.status)));
     }

@@ -239,6 +239,8 @@ pub struct Page {
     url: HttpUrl,
     timeout: Duration,
     tls: Option<Arc<Tls>>,
+    /// Extra request header lines (`Name: value`), e.g. an `Authorization`.
+    headers: String,
 }
 
 impl fmt::Display for Page {
@@ -268,7 +270,28 @@ impl Page {
         } else {
             None
         };
-        Ok(Self { url, timeout, tls })
+        Ok(Self {
+            url,
+            timeout,
+            tls,
+            headers: String::new(),
+        })
+    }
+
+    /// Sends `name: value` with every GET (e.g. `Authorization: Bearer …`). A name or value
+    /// with a line break is refused: it would split the request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, HttpError> {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || value.contains(['\r', '\n'])
+        {
+            return Err(HttpError::BadUrl {
+                url: self.url.to_string(),
+                reason: "a header name must be letters, digits and '-', its value one line",
+            });
+        }
+        self.headers.push_str(&format!("{name}: {value}\r\n"));
+        Ok(self)
     }
 
     /// The URL.
@@ -305,9 +328,10 @@ impl Page {
                 }
             })?;
         let request = format!(
-            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: walrus-reporter\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: walrus-reporter\r\nAccept: */*\r\n{}Connection: close\r\n\r\n",
             url.path_and_query,
-            url.target()
+            url.target(),
+            self.headers
         );
         let answer = match &self.tls {
             None => exchange(stream, request.as_bytes(), target).await?,
