@@ -981,22 +981,28 @@ impl StatusServer {
     }
 }
 
-/// 401 unless `access` lets this request through.
-fn refused(req: &HttpRequest, access: &HttpAccess) -> Option<HttpResponse> {
+/// `answer()` if `access` lets this request through, else 401.
+fn guarded(
+    req: &HttpRequest,
+    access: &HttpAccess,
+    answer: impl FnOnce() -> HttpResponse,
+) -> HttpResponse {
     let auth = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if access.allows(req.path(), auth) {
-        return None;
+        return answer();
     }
-    Some(
-        HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Bearer realm=\"walrus\""))
-            .body(
-                "this node's status needs its token: Authorization: Bearer <[http] token_file>\n",
-            ),
-    )
+    HttpResponse::Unauthorized()
+        .insert_header(("WWW-Authenticate", "Bearer realm=\"walrus\""))
+        .body("this node's status needs its token: Authorization: Bearer <[http] token_file>\n")
+}
+
+fn json_no_store(body: impl Serialize) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 async fn status_json(
@@ -1004,13 +1010,7 @@ async fn status_json(
     o: web::Data<SharedObserver>,
     access: web::Data<HttpAccess>,
 ) -> HttpResponse {
-    if let Some(no) = refused(&req, &access) {
-        return no;
-    }
-    let doc = lock(&o).doc();
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(doc)
+    guarded(&req, &access, || json_no_store(lock(&o).doc()))
 }
 
 async fn history_json(
@@ -1018,13 +1018,9 @@ async fn history_json(
     o: web::Data<SharedObserver>,
     access: web::Data<HttpAccess>,
 ) -> HttpResponse {
-    if let Some(no) = refused(&req, &access) {
-        return no;
-    }
-    let doc = lock(&o).history(wall_clock_ms());
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(doc)
+    guarded(&req, &access, || {
+        json_no_store(lock(&o).history(wall_clock_ms()))
+    })
 }
 
 async fn metrics_text(
@@ -1032,13 +1028,11 @@ async fn metrics_text(
     o: web::Data<SharedObserver>,
     access: web::Data<HttpAccess>,
 ) -> HttpResponse {
-    if let Some(no) = refused(&req, &access) {
-        return no;
-    }
-    let doc = lock(&o).doc();
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(render_metrics(&doc))
+    guarded(&req, &access, || {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(render_metrics(&lock(&o).doc()))
+    })
 }
 
 async fn dashboard() -> HttpResponse {
