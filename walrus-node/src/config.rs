@@ -328,8 +328,15 @@ pub struct ReporterSettings {
 pub struct Notify {
     /// A command run with the event as JSON on stdin (program and arguments).
     pub command: Option<Vec<String>>,
-    /// A URL the event is POSTed to as JSON.
+    /// A URL the event is POSTed to (`http://` or `https://`).
     pub webhook: Option<String>,
+    /// Headers of every webhook request, e.g. `{ Authorization = "Bearer …" }`.
+    pub webhook_headers: Vec<(String, String)>,
+    /// The webhook's body template (default: the event's JSON); see
+    /// `walrus_actors::controller::notify::BodyTemplate`.
+    pub webhook_body: Option<String>,
+    /// CA file an `https://` webhook is verified against (default: the system bundle).
+    pub webhook_ca: Option<PathBuf>,
     /// A server dead this long is reported to a human. Default 5 min.
     pub dead_after: Duration,
 }
@@ -529,6 +536,10 @@ struct RawReporter {
 struct RawNotify {
     command: Option<Vec<String>>,
     webhook: Option<String>,
+    #[serde(default)]
+    webhook_headers: BTreeMap<String, String>,
+    webhook_body: Option<String>,
+    webhook_ca: Option<PathBuf>,
     #[serde(default, with = "human_duration")]
     dead_after: Option<Duration>,
 }
@@ -1209,9 +1220,40 @@ fn validate_notify(
             ));
         }
     }
+    for (name, value) in &raw.webhook_headers {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || value.contains(['\r', '\n'])
+        {
+            return Err(loc.err(
+                span,
+                "notify.webhook_headers",
+                format!("`{name}`: a header name is letters, digits and '-', its value one line"),
+            ));
+        }
+    }
+    if let Some(t) = &raw.webhook_body {
+        if let Err(e) = walrus_actors::controller::notify::BodyTemplate::parse(t) {
+            return Err(loc.err(span, "notify.webhook_body", e.to_string()));
+        }
+    }
+    if raw.webhook.is_none()
+        && (!raw.webhook_headers.is_empty()
+            || raw.webhook_body.is_some()
+            || raw.webhook_ca.is_some())
+    {
+        return Err(loc.err(
+            span,
+            "notify.webhook",
+            "webhook_headers, webhook_body and webhook_ca need a webhook URL",
+        ));
+    }
     Ok(Notify {
         command: raw.command,
         webhook: raw.webhook,
+        webhook_headers: raw.webhook_headers.into_iter().collect(),
+        webhook_body: raw.webhook_body,
+        webhook_ca: raw.webhook_ca,
         dead_after: raw.dead_after.unwrap_or(Duration::from_secs(300)),
     })
 }
@@ -1542,6 +1584,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"cluster\""));
+    }
+
+    #[test]
+    fn webhook_headers_and_body_templates_are_checked_with_their_line() {
+        let with = |extra: &str| {
+            EXAMPLE.replacen(
+                "dead_after = \"5m\"",
+                &format!("dead_after = \"5m\"\nwebhook = \"https://h.example/x\"\n{extra}"),
+                1,
+            )
+        };
+        let ok = parse(&with(
+            "webhook_headers = { Authorization = \"Bearer t\" }\nwebhook_body = '{\"text\": \"{summary}\"}'",
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.notify.webhook_headers,
+            [("Authorization".to_owned(), "Bearer t".to_owned())]
+        );
+        let e = parse(&with("webhook_body = '{\"text\": \"{sumary}\"}'")).unwrap_err();
+        assert_eq!(e.field, "notify.webhook_body", "{e}");
+        assert!(e.to_string().contains("sumary") && e.line.is_some(), "{e}");
+        let e = parse(&with("webhook_headers = { \"Bad Name\" = \"x\" }")).unwrap_err();
+        assert_eq!(e.field, "notify.webhook_headers", "{e}");
+        let e = parse(&EXAMPLE.replacen(
+            "dead_after = \"5m\"",
+            "dead_after = \"5m\"\nwebhook_body = \"{json}\"",
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("need a webhook URL"), "{e}");
     }
 
     #[test]
