@@ -94,6 +94,7 @@ use crate::model::{
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
+use walrus_gcs::{Member, MembershipReason};
 
 /// Timing and tuning of the rounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -411,7 +412,21 @@ pub struct RoundMachine {
     /// When each server last started an early round (at most one per server per
     /// `round_period`).
     last_early: BTreeMap<ServerName, Instant>,
+    /// The last `Controllers` membership list (its first member is master).
+    controllers: Vec<Member>,
     outputs: VecDeque<Output>,
+}
+
+/// What a `Controllers` membership change did (for the shell's logs and status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// This Controller is now master (first in the list).
+    pub became_master: bool,
+    /// This Controller was master and no longer is.
+    pub lost_mastership: bool,
+    /// The change brought members this Controller did not have for a network reason: a
+    /// merge of components (see [`RoundMachine::handle_merge`]).
+    pub merged: bool,
 }
 
 impl RoundMachine {
@@ -437,8 +452,40 @@ impl RoundMachine {
             newest_generation: None,
             last_states: BTreeMap::new(),
             last_early: BTreeMap::new(),
+            controllers: Vec::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The `Controllers` membership changed to `members` (this Controller is `me`). The
+    /// first member is master (paper §6): the Controller becomes master or stops at once.
+    /// A change that brings members this Controller did not have for a network reason is
+    /// a merge of components (a plain join says `Join`): the other side's master may have
+    /// changed answers, and backups need it too (the merged master may number its rounds
+    /// below theirs).
+    pub fn handle_membership(
+        &mut self,
+        now: Instant,
+        members: &[Member],
+        me: &Member,
+        reason: MembershipReason,
+    ) -> MembershipChange {
+        let first_is_me = members.first() == Some(me);
+        let newcomers = members.iter().any(|m| !self.controllers.contains(m));
+        let mut change = MembershipChange::default();
+        if first_is_me && !self.is_master() {
+            self.handle_became_master(now);
+            change.became_master = true;
+        } else if !first_is_me && self.is_master() {
+            self.handle_lost_mastership(now);
+            change.lost_mastership = true;
+        }
+        if reason == MembershipReason::Network && newcomers {
+            self.handle_merge(now);
+            change.merged = true;
+        }
+        self.controllers = members.to_vec();
+        change
     }
 
     /// The Replicator primary announced content generation `g` (on `Controllers`).
