@@ -36,8 +36,6 @@ use tokio::task::JoinHandle;
 use walrus_actors::controller::actor::{
     self as controller_actor, ControllerHandle, ControllerSettings, ControllerStatus, DirectDrivers,
 };
-use walrus_actors::controller::assign::Params;
-use walrus_actors::controller::load::LoadFormula;
 use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::director::core::{
@@ -126,23 +124,15 @@ pub enum RunError {
 /// parameters from `[controller]` (others keep their documented defaults), the dead-server
 /// notification delay from `[notify]`.
 pub fn round_config(config: &Config) -> RoundConfig {
-    RoundConfig {
+    let mut round = RoundConfig {
         round_period: config.timing.round_period,
         report_timeout: config.timing.report_timeout,
-        params: Params {
-            threshold: config.controller.threshold,
-            margin: config.controller.margin,
-            max_records: config.controller.max_records,
-            max_generation_lag: config.controller.max_generation_lag,
-            dead_after: config.notify.dead_after,
-            ..Params::default()
-        },
-        load: LoadFormula {
-            use_cpu: config.controller.use_cpu,
-            ..LoadFormula::default()
-        },
         fast_failover: config.timing.fast_failover,
-    }
+        ..RoundConfig::default()
+    };
+    round.params.dead_after = config.notify.dead_after;
+    config.controller.apply(&mut round);
+    round
 }
 
 /// The notification channels of `[notify]`, for the site.
@@ -203,6 +193,7 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
     rc.interval = config.timing.report_interval;
     rc.bypass_file = config.reporter.bypass_file.clone();
     rc.panic_after = config.reporter.panic_after;
+    rc.os_stats = config.reporter.os_stats;
     if !config.timing.fast_failover {
         rc.fast_failover = None;
     }
@@ -1120,7 +1111,10 @@ mod tests {
         assert_eq!(r.params.margin, 0.3);
         assert_eq!(r.params.max_records, 5);
         assert_eq!(r.params.dead_after, Duration::from_secs(90));
-        assert_eq!(r.params.return_margin, Params::default().return_margin);
+        assert_eq!(
+            r.params.return_margin,
+            walrus_actors::controller::assign::Params::default().return_margin
+        );
         assert!(r.fast_failover);
         r.validate().unwrap();
         // fast_failover = false: no early rounds, no probe in the Reporter.

@@ -105,6 +105,9 @@ pub struct StatusDoc {
     /// This node's role actors: restarts and mailboxes.
     #[serde(default)]
     pub actors: Vec<ActorDoc>,
+    /// Where this node's Reporter reads OS statistics: "procfs" or "sysinfo".
+    #[serde(default)]
+    pub os_source: Option<String>,
 }
 
 /// One role actor on the status page (from its supervision record).
@@ -264,6 +267,8 @@ pub struct Sample {
     pub replicator: Option<ReplicatorStatus>,
     /// The role actors' supervision figures.
     pub actors: BTreeMap<String, RoleMetrics>,
+    /// This node's Reporter's OS reader.
+    pub os_source: Option<&'static str>,
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -500,6 +505,7 @@ impl Observer {
                     mailbox_full: m.mailbox_full,
                 })
                 .collect(),
+            os_source: s.os_source.map(str::to_owned),
         }
     }
 }
@@ -883,6 +889,7 @@ impl NodeSources {
             view: self.view.as_ref().and_then(|v| v.borrow().clone()),
             gcs: self.gcs.as_ref().map(|g| g.stats()),
             replicator: self.replicator.as_ref().map(|r| r.borrow().clone()),
+            os_source: self.reporter.as_ref().map(|(_, h)| h.os_source()),
             actors: self
                 .supervision
                 .as_ref()
