@@ -1453,6 +1453,13 @@ mod tests {
         assert!(err.message.contains("not a duration"), "{err}");
         let err = parse(&EXAMPLE.replace("threshold = 0.8", "threshold = -1.0")).unwrap_err();
         assert_eq!(err.field, "controller.threshold");
+        // A knob walrus-actors' ControllerKnobs owns (config parsing does not name it).
+        let err =
+            parse(&EXAMPLE.replace("return_margin = 0.1", "return_margin = 0.9")).unwrap_err();
+        assert_eq!(err.field, "controller.return_margin");
+        assert!(err.line.is_some(), "{err}");
+        let c = parse(&EXAMPLE.replace("return_margin = 0.1", "return_margin = 0.3")).unwrap();
+        assert_eq!(c.controller.return_margin, 0.3);
         let err = parse(&EXAMPLE.replace("ttl = \"30s\"", "ttl = \"500ms\"")).unwrap_err();
         assert_eq!(err.field, "dns.ttl");
     }

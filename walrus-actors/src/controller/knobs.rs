@@ -28,6 +28,9 @@ pub struct ControllerKnobs {
     /// web-server workers only: for web servers that share one machine (tests, demos),
     /// where the CPU figure says nothing about any one of them.
     pub use_cpu: bool,
+    /// Hysteresis: an area away from home returns only when a home server is below
+    /// `threshold - return_margin`. Default 0.1; 0 to `threshold`.
+    pub return_margin: f64,
 }
 
 impl Default for ControllerKnobs {
@@ -39,6 +42,7 @@ impl Default for ControllerKnobs {
             max_records: p.max_records,
             max_generation_lag: p.max_generation_lag,
             use_cpu: LoadFormula::default().use_cpu,
+            return_margin: p.return_margin,
         }
     }
 }
@@ -52,6 +56,7 @@ impl ControllerKnobs {
         p.max_records = self.max_records;
         p.max_generation_lag = self.max_generation_lag;
         round.load.use_cpu = self.use_cpu;
+        p.return_margin = self.return_margin;
     }
 
     /// Checks the knobs with the assignment's own ranges; the error names the field.
