@@ -104,7 +104,7 @@ async fn rounds_go_on<F: Layers>(cluster: &Cluster<F>, what: &str, after: &Decis
 async fn each_role_actor_restarts_and_the_master_controller_hands_over_without_changes() {
     init_logs();
     let (dir, _web, [p1, p2], config) = deployment("supervision").await;
-    let mut cluster = Cluster::start(config, dir.path(), QuicLayers)
+    let cluster = Cluster::start(config, dir.path(), QuicLayers)
         .await
         .unwrap();
     let dns1: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
