@@ -22,7 +22,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
+use walrus_actors::controller::knobs::ControllerKnobs;
 use walrus_actors::model::{AreaName, AreaSpec, ClusterName, ClusterSpec, ServerName, Topology};
+use walrus_actors::reporter::os::OsSource;
 
 /// A configuration error, naming the file, the line and the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +166,9 @@ pub struct Config {
     pub site: String,
     /// Round and reporting periods.
     pub timing: Timing,
-    /// The assignment's parameters.
-    pub controller: ControllerParams,
+    /// The assignment's knobs (`[controller]`; the type, defaults and ranges are
+    /// walrus-actors').
+    pub controller: ControllerKnobs,
     /// DNS backend, mode and TTL.
     pub dns: Dns,
     /// Where notifications go.
@@ -263,25 +266,6 @@ pub enum GcsProfile {
     Wan,
 }
 
-/// The assignment's parameters (paper §6).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ControllerParams {
-    /// Load (1.0 = at capacity) above which a server gets no new clients except in dire
-    /// need. Default 0.8.
-    pub threshold: f64,
-    /// How much lower a cluster's load must be before phase 4 moves an area to it.
-    /// Default 0.2.
-    pub margin: f64,
-    /// Most addresses in one answer (keeps it in one UDP datagram). Default 20, at most 30.
-    pub max_records: usize,
-    /// A replica more than this many generations behind is treated as BYPASS. Default 1.
-    pub max_generation_lag: u64,
-    /// Count the CPU busy fraction in a server's load (default true). `false` uses the
-    /// web-server workers only: for web servers that share one machine (tests, demos),
-    /// where the CPU figure says nothing about any one of them.
-    pub use_cpu: bool,
-}
-
 /// DNS settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dns {
@@ -321,6 +305,9 @@ pub struct ReporterSettings {
     /// Web readings failing in a row before PANIC (connection refused is PANIC at once).
     /// Default 3.
     pub panic_after: u32,
+    /// The OS reader (walrus-actors' type): `"auto"` (procfs on Linux, sysinfo elsewhere;
+    /// the default), `"procfs"` or `"portable"` (sysinfo on any OS).
+    pub os_stats: OsSource,
 }
 
 /// Notification channels (both optional).
@@ -450,7 +437,7 @@ struct RawConfig {
     #[serde(default)]
     timing: Option<Spanned<RawTiming>>,
     #[serde(default)]
-    controller: Option<Spanned<RawControllerParams>>,
+    controller: Option<Spanned<ControllerKnobs>>,
     #[serde(default)]
     dns: Option<Spanned<RawDns>>,
     #[serde(default)]
@@ -495,16 +482,6 @@ struct RawTiming {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawControllerParams {
-    threshold: Option<f64>,
-    margin: Option<f64>,
-    max_records: Option<usize>,
-    max_generation_lag: Option<u64>,
-    use_cpu: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawDns {
     #[serde(default)]
     backend: DnsBackend,
@@ -529,6 +506,8 @@ struct RawSteerRule {
 struct RawReporter {
     bypass_file: Option<PathBuf>,
     panic_after: Option<u32>,
+    #[serde(default)]
+    os_stats: OsSource,
 }
 
 #[derive(Deserialize, Default)]
@@ -1089,41 +1068,14 @@ fn validate_timing(
 
 fn validate_controller(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawControllerParams>>,
-) -> Result<ControllerParams, ConfigError> {
+    raw: Option<Spanned<ControllerKnobs>>,
+) -> Result<ControllerKnobs, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
-    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    let threshold = raw.threshold.unwrap_or(0.8);
-    if !(threshold > 0.0 && threshold <= 10.0) {
-        return Err(loc.err(
-            span,
-            "controller.threshold",
-            format!("{threshold} is out of range; expected a load above 0 (1.0 = at capacity)"),
-        ));
-    }
-    let margin = raw.margin.unwrap_or(0.2);
-    if !(0.0..=1.0).contains(&margin) {
-        return Err(loc.err(
-            span,
-            "controller.margin",
-            format!("{margin} is out of range; expected 0.0 to 1.0"),
-        ));
-    }
-    let max_records = raw.max_records.unwrap_or(20);
-    if !(1..=30).contains(&max_records) {
-        return Err(loc.err(
-            span,
-            "controller.max_records",
-            format!("{max_records} is out of range; expected 1 to 30 (one UDP datagram)"),
-        ));
-    }
-    Ok(ControllerParams {
-        threshold,
-        margin,
-        max_records,
-        max_generation_lag: raw.max_generation_lag.unwrap_or(1),
-        use_cpu: raw.use_cpu.unwrap_or(true),
-    })
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("controller.{}", e.field()), e.to_string()))?;
+    Ok(knobs)
 }
 
 fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, ConfigError> {
@@ -1195,6 +1147,7 @@ fn validate_reporter(
             .bypass_file
             .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/bypass")),
         panic_after,
+        os_stats: raw.os_stats,
     })
 }
 
@@ -1753,6 +1706,13 @@ mod tests {
         assert!(err.message.contains("not a duration"), "{err}");
         let err = parse(&EXAMPLE.replace("threshold = 0.8", "threshold = -1.0")).unwrap_err();
         assert_eq!(err.field, "controller.threshold");
+        // A knob walrus-actors' ControllerKnobs owns (config parsing does not name it).
+        let err =
+            parse(&EXAMPLE.replace("return_margin = 0.1", "return_margin = 0.9")).unwrap_err();
+        assert_eq!(err.field, "controller.return_margin");
+        assert!(err.line.is_some(), "{err}");
+        let c = parse(&EXAMPLE.replace("return_margin = 0.1", "return_margin = 0.3")).unwrap();
+        assert_eq!(c.controller.return_margin, 0.3);
         let err = parse(&EXAMPLE.replace("ttl = \"30s\"", "ttl = \"500ms\"")).unwrap_err();
         assert_eq!(err.field, "dns.ttl");
     }

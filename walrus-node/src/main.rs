@@ -378,11 +378,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             node,
             roles,
         } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            rt.block_on(run_node(config, node, roles))
+            // The role actors run on actix over a multi-thread tokio runtime: walrus-gcs,
+            // quinn and the HTTP side keep their tokio tasks on its worker threads.
+            actix::System::with_tokio_rt(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| {
+                        eprintln!("walrus-node: cannot start the tokio runtime: {e}");
+                        std::process::exit(1)
+                    })
+            })
+            .block_on(run_node(config, node, roles))
         }
         Command::Certs { action } => certs(action),
         Command::Bypass { action } => bypass_cmd(action),
@@ -574,11 +581,18 @@ async fn run_node(
         None => None,
     };
     // Set when the group layer stopped on its own (this process is a duplicate of its node).
-    let mut fatal: Option<walrus_gcs::DriverError> = None;
+    let mut fatal: Option<String> = None;
+    let failed = runtime.failed();
+    tokio::pin!(failed);
     loop {
         tokio::select! {
             e = runtime.layer().fatal() => {
                 tracing::error!(error = %e, "the group layer stopped: exiting");
+                fatal = Some(e.to_string());
+                break;
+            }
+            e = &mut failed => {
+                tracing::error!(error = %e, "a role kept failing: exiting");
                 fatal = Some(e);
                 break;
             }

@@ -34,6 +34,7 @@ use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::replicator::actor::ReplicatorStatus;
 use walrus_actors::reporter::state::{Condition, Snapshot};
 use walrus_actors::reporter::ReporterHandle;
+use walrus_actors::supervision::{RoleMetrics, Supervision};
 use walrus_gcs::{Gcs, GcsStats, ViewChange};
 
 /// How many decisions the event log keeps.
@@ -107,6 +108,29 @@ pub struct StatusDoc {
     /// digests differ run different files.
     #[serde(default)]
     pub config_digest: String,
+    /// This node's role actors: restarts and mailboxes.
+    #[serde(default)]
+    pub actors: Vec<ActorDoc>,
+    /// Where this node's Reporter reads OS statistics: "procfs" or "sysinfo".
+    #[serde(default)]
+    pub os_source: Option<String>,
+}
+
+/// One role actor on the status page (from its supervision record).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorDoc {
+    /// The role ("controller", "reporter", "director", ...).
+    pub role: String,
+    /// Restarts since the node started.
+    pub restarts: u64,
+    /// The cause of the last restart.
+    pub last_cause: Option<String>,
+    /// Events waiting in its queue.
+    pub mailbox_depth: usize,
+    /// The queue's capacity.
+    pub mailbox_capacity: usize,
+    /// Times its queue was found full.
+    pub mailbox_full: u64,
 }
 
 /// This node's Replicator on the status page.
@@ -247,6 +271,10 @@ pub struct Sample {
     pub gcs: Option<GcsStats>,
     /// This node's Replicator.
     pub replicator: Option<ReplicatorStatus>,
+    /// The role actors' supervision figures.
+    pub actors: BTreeMap<String, RoleMetrics>,
+    /// This node's Reporter's OS reader.
+    pub os_source: Option<&'static str>,
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -490,6 +518,19 @@ impl Observer {
             }),
             newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
             config_digest: self.config.digest.clone(),
+            actors: s
+                .actors
+                .iter()
+                .map(|(role, m)| ActorDoc {
+                    role: role.clone(),
+                    restarts: m.restarts,
+                    last_cause: m.last_cause.clone(),
+                    mailbox_depth: m.mailbox_depth,
+                    mailbox_capacity: m.mailbox_capacity,
+                    mailbox_full: m.mailbox_full,
+                })
+                .collect(),
+            os_source: s.os_source.map(str::to_owned),
         }
     }
 }
@@ -811,6 +852,36 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             })
             .collect(),
     );
+    let per_role = |f: &dyn Fn(&ActorDoc) -> f64| -> Vec<(String, f64)> {
+        doc.actors
+            .iter()
+            .map(|a| (format!("{{role=\"{}\"}}", a.role), f(a)))
+            .collect()
+    };
+    metric(
+        "walrus_actor_restarts_total",
+        "counter",
+        "Restarts of each role actor by its supervisor (a panic or a failed session).",
+        per_role(&|a| a.restarts as f64),
+    );
+    metric(
+        "walrus_actor_mailbox_depth",
+        "gauge",
+        "Events waiting in each role actor's bounded queue.",
+        per_role(&|a| a.mailbox_depth as f64),
+    );
+    metric(
+        "walrus_actor_mailbox_capacity",
+        "gauge",
+        "Capacity of each role actor's bounded queue.",
+        per_role(&|a| a.mailbox_capacity as f64),
+    );
+    metric(
+        "walrus_actor_mailbox_full_total",
+        "counter",
+        "Times an event found a role actor's queue full (the sender waited).",
+        per_role(&|a| a.mailbox_full as f64),
+    );
     out
 }
 
@@ -832,6 +903,8 @@ pub struct NodeSources {
     pub gcs: Option<Arc<Gcs>>,
     /// The Replicator's status, if the node runs one.
     pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
+    /// The role actors' supervision record.
+    pub supervision: Option<Supervision>,
 }
 
 impl NodeSources {
@@ -854,13 +927,19 @@ impl NodeSources {
             view: Some(rt.layer().watch_view()),
             gcs: Some(rt.shared_layer()),
             replicator: rt.replicator().cloned(),
+            supervision: Some(rt.supervision().clone()),
         }
     }
 
-    /// What the handles say now.
-    pub fn sample(&self) -> Sample {
+    /// What the handles say now. The Controller is asked through its address
+    /// ([`walrus_actors::controller::actor::GetStatus`]).
+    pub async fn sample(&self) -> Sample {
+        let controller = match &self.controller {
+            Some(c) => c.get_status().await.ok(),
+            None => None,
+        };
         Sample {
-            controller: self.controller.as_ref().map(|c| c.status()),
+            controller,
             master: None,
             reporters: self
                 .reporter
@@ -875,6 +954,12 @@ impl NodeSources {
             view: self.view.as_ref().and_then(|v| v.borrow().clone()),
             gcs: self.gcs.as_ref().map(|g| g.stats()),
             replicator: self.replicator.as_ref().map(|r| r.borrow().clone()),
+            os_source: self.reporter.as_ref().map(|(_, h)| h.os_source()),
+            actors: self
+                .supervision
+                .as_ref()
+                .map(Supervision::metrics)
+                .unwrap_or_default(),
         }
     }
 }
@@ -899,7 +984,7 @@ pub async fn sample_loop(
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {
-                let s = sources.sample();
+                let s = sources.sample().await;
                 lock(&observer).observe(s);
             }
         }

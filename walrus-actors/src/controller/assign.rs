@@ -61,7 +61,7 @@
 //! area then settles after a few moves. The damping is also a backstop for the other two
 //! guards (the oscillation tests show each guard's own effect with the others off).
 
-use crate::controller::notify::Event;
+use crate::controller::event::Event;
 use crate::model::{AreaAnswer, AreaName, Change, ClusterName, Round, ServerName, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -133,10 +133,23 @@ pub enum ParamsError {
         /// The accepted range, for the message.
         range: &'static str,
     },
-    /// `max_records` is 0: every answer would be empty.
-    #[error("max_records must be at least 1")]
-    NoRecords,
+    /// `max_records` is outside 1 to [`MAX_RECORDS`].
+    #[error("max_records = {0} is out of range; expected 1 to {MAX_RECORDS} (one UDP datagram)")]
+    Records(usize),
 }
+
+impl ParamsError {
+    /// The parameter's name (as in the `[controller]` section).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ParamsError::OutOfRange { field, .. } => field,
+            ParamsError::Records(_) => "max_records",
+        }
+    }
+}
+
+/// Most addresses an answer may hold (keeps it in one UDP datagram).
+pub const MAX_RECORDS: usize = 30;
 
 impl Params {
     /// Checks the parameters once, when the configuration is loaded.
@@ -155,10 +168,15 @@ impl Params {
         check(
             "threshold",
             self.threshold,
-            self.threshold > 0.0,
-            "(0, inf)",
+            self.threshold > 0.0 && self.threshold <= 10.0,
+            "(0, 10] (1.0 = at capacity)",
         )?;
-        check("margin", self.margin, self.margin >= 0.0, "[0, inf)")?;
+        check(
+            "margin",
+            self.margin,
+            (0.0..=1.0).contains(&self.margin),
+            "[0, 1]",
+        )?;
         check(
             "return_margin",
             self.return_margin,
@@ -171,8 +189,8 @@ impl Params {
             self.record_hysteresis >= 0.0,
             "[0, inf)",
         )?;
-        if self.max_records == 0 {
-            return Err(ParamsError::NoRecords);
+        if !(1..=MAX_RECORDS).contains(&self.max_records) {
+            return Err(ParamsError::Records(self.max_records));
         }
         Ok(())
     }
@@ -1602,7 +1620,7 @@ mod tests {
                 max_records: 0,
                 ..Params::default()
             }),
-            ParamsError::NoRecords
+            ParamsError::Records(0)
         );
     }
 

@@ -75,6 +75,8 @@
 
 pub mod actor;
 pub mod assign;
+pub mod event;
+pub mod knobs;
 pub mod load;
 pub mod notify;
 pub mod round;

@@ -1,5 +1,5 @@
-//! Notifications for a human: the events ([`Event`]) and the two real channels that carry
-//! them ([`Notifier`]).
+//! Notifications for a human: the two real channels ([`Notifier`]) that carry the events
+//! the rules emit ([`Event`], defined beside the rules in [`super::event`]).
 //!
 //! The assignment ([`super::assign`]) already deduplicates per incident: PANIC once when it
 //! starts and once when the server works again; a silent server once after `dead_after`
@@ -25,73 +25,12 @@
 //! JSON shape: `{"site":"example.com","event":"panic_raised","round":12,
 //! "server":"c1-s1","cluster":"c1","reason":"nginx exited"}`.
 
-use crate::model::{ClusterName, Round, ServerName};
+pub use super::event::Event;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// Something a human should hear about. Deduplicated per incident by the assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Event {
-    /// A server answered PANIC (first round of the incident).
-    PanicRaised {
-        /// The round that saw it.
-        round: Round,
-        /// The server.
-        server: ServerName,
-        /// Its cluster.
-        cluster: ClusterName,
-        /// The Reporter's reason.
-        reason: String,
-    },
-    /// A server that had PANICked works again.
-    PanicCleared {
-        /// The round that saw it.
-        round: Round,
-        /// The server.
-        server: ServerName,
-        /// Its cluster.
-        cluster: ClusterName,
-    },
-    /// A server has not answered for `dead_after` (beyond the paper).
-    ServerDead {
-        /// The round that saw it.
-        round: Round,
-        /// The server.
-        server: ServerName,
-        /// Its cluster.
-        cluster: ClusterName,
-        /// How long it has been silent, seconds.
-        silent_secs: u64,
-    },
-    /// A server reported dead answers again.
-    ServerBack {
-        /// The round that saw it.
-        round: Round,
-        /// The server.
-        server: ServerName,
-        /// Its cluster.
-        cluster: ClusterName,
-        /// How long it was silent, seconds.
-        silent_secs: u64,
-    },
-    /// No server anywhere works: every area keeps its last answer (fail static).
-    NoWorkingServer {
-        /// The round that saw it.
-        round: Round,
-        /// How many areas are affected.
-        areas: usize,
-    },
-    /// After [`Event::NoWorkingServer`], some server works again.
-    WorkingServerRestored {
-        /// The round that saw it.
-        round: Round,
-    },
-}
 
 /// The JSON object a channel delivers: the event plus the site it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -559,6 +498,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Round;
 
     #[test]
     fn backoff_doubles_and_caps() {

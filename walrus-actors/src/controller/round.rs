@@ -6,7 +6,9 @@
 //! ([`super::actor`]) only translates:
 //!
 //! ```text
-//!  gcs view of `Controllers`: first member == me? ─► handle_became_master / handle_lost_mastership
+//!  gcs view of `Controllers`                    ─► handle_membership (first member == me?
+//!                                                   handle_became_master / handle_lost_mastership;
+//!                                                   newcomers for a network reason: handle_merge)
 //!  Report delivered on `Controllers`            ─► handle_report
 //!  Decision delivered on `Controllers` (not own)─► handle_decision
 //!  partition healed (view merged two components)─► handle_merge (after handle_became_master
@@ -86,14 +88,15 @@ use crate::controller::assign::{
     assign, assign_with, DeadCause, History, Input, Observation, Outcome, Params, Rules,
     ServerState,
 };
+use crate::controller::event::Event;
 use crate::controller::load::{self, LoadFormula, StatsError};
-use crate::controller::notify::Event;
 use crate::model::{
     AreaAnswer, AreaName, ClusterName, Decision, Generation, Report, ReportBody, Round, ServerName,
     Topology,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
+use walrus_gcs::{Member, MembershipReason};
 
 /// Timing and tuning of the rounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -411,7 +414,21 @@ pub struct RoundMachine {
     /// When each server last started an early round (at most one per server per
     /// `round_period`).
     last_early: BTreeMap<ServerName, Instant>,
+    /// The last `Controllers` membership list (its first member is master).
+    controllers: Vec<Member>,
     outputs: VecDeque<Output>,
+}
+
+/// What a `Controllers` membership change did (for the shell's logs and status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// This Controller is now master (first in the list).
+    pub became_master: bool,
+    /// This Controller was master and no longer is.
+    pub lost_mastership: bool,
+    /// The change brought members this Controller did not have for a network reason: a
+    /// merge of components (see [`RoundMachine::handle_merge`]).
+    pub merged: bool,
 }
 
 impl RoundMachine {
@@ -437,8 +454,40 @@ impl RoundMachine {
             newest_generation: None,
             last_states: BTreeMap::new(),
             last_early: BTreeMap::new(),
+            controllers: Vec::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The `Controllers` membership changed to `members` (this Controller is `me`). The
+    /// first member is master (paper §6): the Controller becomes master or stops at once.
+    /// A change that brings members this Controller did not have for a network reason is
+    /// a merge of components (a plain join says `Join`): the other side's master may have
+    /// changed answers, and backups need it too (the merged master may number its rounds
+    /// below theirs).
+    pub fn handle_membership(
+        &mut self,
+        now: Instant,
+        members: &[Member],
+        me: &Member,
+        reason: MembershipReason,
+    ) -> MembershipChange {
+        let first_is_me = members.first() == Some(me);
+        let newcomers = members.iter().any(|m| !self.controllers.contains(m));
+        let mut change = MembershipChange::default();
+        if first_is_me && !self.is_master() {
+            self.handle_became_master(now);
+            change.became_master = true;
+        } else if !first_is_me && self.is_master() {
+            self.handle_lost_mastership(now);
+            change.lost_mastership = true;
+        }
+        if reason == MembershipReason::Network && newcomers {
+            self.handle_merge(now);
+            change.merged = true;
+        }
+        self.controllers = members.to_vec();
+        change
     }
 
     /// The Replicator primary announced content generation `g` (on `Controllers`).
@@ -1029,16 +1078,16 @@ mod tests {
     fn stats(busy: u32) -> ServerStats {
         ServerStats {
             period: Duration::from_secs(1),
-            cpu_user: 0.0,
-            cpu_system: 0.0,
+            cpu_user: Some(0.0),
+            cpu_system: Some(0.0),
             cpu_idle: 1.0,
             mem_free_bytes: 1 << 30,
             swap_used_bytes: 0,
-            pages_out_per_sec: 0.0,
+            pages_out_per_sec: Some(0.0),
             free_virtual_bytes: 1 << 30,
             total_virtual_bytes: 1 << 31,
-            procs_running: 1,
-            procs_blocked: 0,
+            procs_running: Some(1),
+            procs_blocked: Some(0),
             web: WebStats {
                 hits: 0,
                 busy_workers: busy,
@@ -2398,5 +2447,68 @@ mod tests {
             })
         );
         assert_eq!(drain(&mut m), vec![]);
+    }
+
+    fn member(node: &str, session: u64) -> Member {
+        Member {
+            node: walrus_gcs::NodeId(node.to_owned()),
+            incarnation: walrus_gcs::Incarnation(1),
+            session: walrus_gcs::SessionId(session),
+        }
+    }
+
+    #[test]
+    fn the_first_member_of_controllers_is_master() {
+        let t0 = Instant::now();
+        let (a, b) = (member("a", 1), member("b", 1));
+        let mut m = RoundMachine::new(RoundConfig::with_period(Duration::from_secs(1)), topo());
+        let c = m.handle_membership(t0, &[b.clone(), a.clone()], &a, MembershipReason::Join);
+        assert_eq!(c, MembershipChange::default());
+        assert!(!m.is_master());
+        // b leaves: a is first and becomes master (a round starts at once).
+        let c = m.handle_membership(t0, std::slice::from_ref(&a), &a, MembershipReason::Leave);
+        assert!(c.became_master && !c.lost_mastership && !c.merged, "{c:?}");
+        assert!(m.is_master());
+        assert!(matches!(
+            m.poll_output(),
+            Some(Output::RequestReports { .. })
+        ));
+        // A joiner comes last: nothing changes.
+        let c = m.handle_membership(t0, &[a.clone(), b.clone()], &a, MembershipReason::Join);
+        assert_eq!(c, MembershipChange::default());
+        assert!(m.is_master());
+        // A merge puts the other side's master first: a stops at once, and it is a merge.
+        let z = member("0", 9);
+        let c = m.handle_membership(t0, &[z, a.clone(), b], &a, MembershipReason::Network);
+        assert!(c.lost_mastership && c.merged && !c.became_master, "{c:?}");
+        assert!(!m.is_master());
+        assert_eq!(
+            m.poll_output(),
+            None,
+            "a deposed master has nothing pending"
+        );
+    }
+
+    #[test]
+    fn a_failure_is_not_a_merge_but_newcomers_for_a_network_reason_are() {
+        let t0 = Instant::now();
+        let (a, b, c) = (member("a", 1), member("b", 1), member("c", 1));
+        let mut m = RoundMachine::new(RoundConfig::with_period(Duration::from_secs(1)), topo());
+        m.handle_membership(
+            t0,
+            &[a.clone(), b.clone(), c.clone()],
+            &b,
+            MembershipReason::Join,
+        );
+        // a crashes (network reason, no newcomer): b is master, no merge.
+        let ch = m.handle_membership(t0, &[b.clone(), c.clone()], &b, MembershipReason::Network);
+        assert!(ch.became_master && !ch.merged, "{ch:?}");
+        // a's component comes back behind b: a merge; b stays master and re-sends all.
+        let ch = m.handle_membership(t0, &[b.clone(), c, a], &b, MembershipReason::Network);
+        assert!(
+            ch.merged && !ch.lost_mastership && !ch.became_master,
+            "{ch:?}"
+        );
+        assert!(m.is_master());
     }
 }
