@@ -243,7 +243,13 @@ impl Harness {
                             }
                         }
                     }
-                    Output::Notify(_) | Output::Status(_) => {}
+                    Output::AnnounceOverrides(list) => {
+                        for member in comp.members.iter().filter(|m| **m != id) {
+                            let m = self.controllers.get_mut(member).unwrap();
+                            m.handle_overrides(self.now, 0, list.clone());
+                        }
+                    }
+                    Output::Notify(_) | Output::Status(_) | Output::OverrideLog(_) => {}
                 }
             }
         }

@@ -465,6 +465,12 @@ impl<L: GroupLayer> Controller<L> {
                     );
                 }
             }
+            Ok(WalrusMessage::Override(cmd)) => {
+                self.machine.handle_override(now(), wall_clock_ms(), cmd);
+            }
+            Ok(WalrusMessage::Overrides(list)) if !own => {
+                self.machine.handle_overrides(now(), wall_clock_ms(), list);
+            }
             Ok(WalrusMessage::Decision(d)) if !own => {
                 let round = d.round;
                 match self.machine.handle_decision(now(), d) {
@@ -534,6 +540,10 @@ impl<L: GroupLayer> Controller<L> {
                     }
                 }
                 Output::Status(s) => self.status.last_round = Some(s),
+                Output::AnnounceOverrides(list) => {
+                    queue(&[CONTROLLERS], &WalrusMessage::Overrides(list));
+                }
+                Output::OverrideLog(line) => tracing::info!(override = %line, "operator override"),
             }
         }
         self.status.is_master = self.machine.is_master();

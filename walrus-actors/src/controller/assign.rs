@@ -350,7 +350,13 @@ pub struct Input<'a> {
     pub round: Round,
     /// This round's time (for `dead_after`).
     pub now: Instant,
+    /// Operators' pins (`super::overrides`): area → (cluster, why). A pinned area goes to
+    /// its cluster in phase 0 while that cluster has a working server.
+    pub pins: &'a BTreeMap<AreaName, (ClusterName, String)>,
 }
+
+/// No pins (most rounds, and the tests of the paper's phases).
+pub static NO_PINS: BTreeMap<AreaName, (ClusterName, String)> = BTreeMap::new();
 
 /// The result of one round of the assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -453,6 +459,8 @@ enum Reason {
     },
     /// Phase 4 left the area where it was.
     Stay,
+    /// Phase 0: an operator's pin.
+    Pinned { cluster: ClusterName, why: String },
 }
 
 /// Why an area needs phase 3.
@@ -508,6 +516,7 @@ impl std::fmt::Display for Reason {
                 Ok(())
             }
             Reason::Stay => write!(f, "stays"),
+            Reason::Pinned { cluster, why } => write!(f, "pinned to {cluster}: {why}"),
         }
     }
 }
@@ -603,8 +612,30 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     let mut placed: BTreeMap<AreaName, Placement> = BTreeMap::new();
     let current_cluster = |area: &AreaName| input.current.get(area).map(|a| &a.cluster);
 
+    // Phase 0 (beyond the paper): operators' pins, while the pinned cluster works.
+    for (area, (cluster, why)) in input.pins {
+        let works = clusters.get(cluster).is_some_and(|v| v.load.is_some());
+        if works && input.topology.areas.contains_key(area) {
+            let reason = Reason::Pinned {
+                cluster: cluster.clone(),
+                why: why.clone(),
+            };
+            placed.insert(
+                area.clone(),
+                Placement {
+                    cluster: cluster.clone(),
+                    phase: 0,
+                    reason,
+                },
+            );
+        }
+    }
+
     // Phase 2: locality preference.
     for (area, spec) in &input.topology.areas {
+        if placed.contains_key(area) {
+            continue;
+        }
         let home = &spec.home_cluster;
         let Some(view) = clusters.get(home) else {
             continue;
@@ -1102,6 +1133,7 @@ mod tests {
                 params: &self.params,
                 round: Round(self.round),
                 now: self.t0 + at,
+                pins: &NO_PINS,
             });
             self.history = out.history.clone();
             self.current = out.answers.clone();
@@ -1380,6 +1412,7 @@ mod tests {
                 params: &run.params,
                 round: Round(1),
                 now: run.t0,
+                pins: &NO_PINS,
             },
             Rules {
                 one_per_cluster: false,
@@ -1769,6 +1802,7 @@ mod tests {
                             params: &params,
                             round: Round(7 + k as u64),
                             now: Instant::now(),
+                            pins: &NO_PINS,
                         },
                         rules,
                     );

@@ -79,6 +79,7 @@ pub mod event;
 pub mod knobs;
 pub mod load;
 pub mod notify;
+pub mod overrides;
 pub mod round;
 
 #[cfg(test)]
