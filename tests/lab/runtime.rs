@@ -139,6 +139,8 @@ pub fn config_toml_with(spec: &LabSpec, rt_dir: &Path, opts: &RuntimeOptions) ->
     let d = rt_dir.display();
     let mut t = String::new();
     let _ = writeln!(t, "site = \"{SITE}\"\n");
+    // The status pages listen on the lab's backbone, inside namespaces this run made.
+    let _ = writeln!(t, "[http]\nallow_plain_public = true\n");
     let timing = opts.timing.clone().unwrap_or_else(|| {
         "round_period = \"1s\"\nreport_timeout = \"400ms\"\n\
          report_interval = \"500ms\"\ngcs_profile = \"lan\"\n"

@@ -107,6 +107,7 @@ fn main() {
                 params: &params,
                 round: Round(r),
                 now: t0 + Duration::from_secs(r),
+                pins: &walrus_actors::controller::assign::NO_PINS,
             });
             times.push(start.elapsed());
             history = out.history;

@@ -15,4 +15,5 @@ pub mod group;
 pub mod model;
 pub mod replicator;
 pub mod reporter;
+pub mod supervision;
 pub mod wire;

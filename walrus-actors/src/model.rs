@@ -124,10 +124,12 @@ pub enum ReportBody {
 pub struct ServerStats {
     /// The period these statistics cover.
     pub period: Duration,
-    /// Fraction of CPU time in user mode over the period (0.0–1.0).
-    pub cpu_user: f64,
-    /// Fraction of CPU time in system mode over the period (0.0–1.0).
-    pub cpu_system: f64,
+    /// Fraction of CPU time in user mode over the period (0.0–1.0). Absent where the
+    /// reader cannot split CPU time (the portable reader: sysinfo has only a total).
+    pub cpu_user: Option<f64>,
+    /// Fraction of CPU time in system mode over the period (0.0–1.0). Absent like
+    /// `cpu_user`.
+    pub cpu_system: Option<f64>,
     /// Fraction of CPU time idle over the period (0.0–1.0).
     pub cpu_idle: f64,
     /// Free physical memory, bytes.
@@ -135,16 +137,17 @@ pub struct ServerStats {
     /// Swap in use, bytes (memory paged out).
     pub swap_used_bytes: u64,
     /// Pages swapped out per second over the period.
-    pub pages_out_per_sec: f64,
+    /// Absent where the reader cannot count paging (the portable reader).
+    pub pages_out_per_sec: Option<f64>,
     /// Free virtual memory (available memory plus free swap), bytes.
     pub free_virtual_bytes: u64,
     /// Total virtual memory (physical plus swap), bytes; with `free_virtual_bytes`
     /// it tells how close the host is to exhaustion.
     pub total_virtual_bytes: u64,
-    /// Runnable processes (`procs_running`).
-    pub procs_running: u32,
-    /// Processes blocked on I/O (`procs_blocked`).
-    pub procs_blocked: u32,
+    /// Runnable processes (`procs_running`). Absent where the reader cannot count them.
+    pub procs_running: Option<u32>,
+    /// Processes blocked on I/O (`procs_blocked`). Absent like `procs_running`.
+    pub procs_blocked: Option<u32>,
     /// The web server's own figures.
     pub web: WebStats,
 }

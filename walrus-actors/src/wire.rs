@@ -52,6 +52,13 @@ pub enum WalrusMessage {
         /// The replica's node.
         replica: String,
     },
+    /// An operator's drain or pin, or its end (sent on `Controllers`, Agreed, by the
+    /// Controller node whose HTTP side took the admin's request); every Controller applies
+    /// it (`controller::overrides`).
+    Override(crate::controller::overrides::Command),
+    /// The master's whole set of overrides in force, re-sent when a Controller joins (on
+    /// `Controllers`), so a restarted or new one holds the same set.
+    Overrides(Vec<crate::controller::overrides::Override>),
     /// rsync method: a replica serves `generation` (sent on `Replicators` when it joins,
     /// when the membership changes and after every switch), so the primary knows what to
     /// push and which generation to link unchanged files from.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use walrus_actors::controller::actor::{self, ControllerSettings};
@@ -17,6 +18,7 @@ use walrus_actors::model::{
     WebStats,
 };
 use walrus_actors::reporter::{self, ReporterConfig, WebSource};
+use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
 use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use walrus_gcs::{Event, Service};
 
@@ -51,16 +53,16 @@ fn settings() -> ControllerSettings {
 fn stats() -> ServerStats {
     ServerStats {
         period: Duration::from_secs(1),
-        cpu_user: 0.1,
-        cpu_system: 0.0,
+        cpu_user: Some(0.1),
+        cpu_system: Some(0.0),
         cpu_idle: 0.9,
         mem_free_bytes: 1 << 30,
         swap_used_bytes: 0,
-        pages_out_per_sec: 0.0,
+        pages_out_per_sec: Some(0.0),
         free_virtual_bytes: 1 << 30,
         total_virtual_bytes: 1 << 31,
-        procs_running: 1,
-        procs_blocked: 0,
+        procs_running: Some(1),
+        procs_blocked: Some(0),
         web: WebStats {
             hits: 1,
             busy_workers: 1,
@@ -97,17 +99,35 @@ fn stop() -> (
     })
 }
 
+/// An actor home (its own actix system thread) and a supervision record.
+fn home() -> (ActorHome, Supervision) {
+    (
+        ActorHome::start("test").unwrap(),
+        Supervision::new(
+            "test",
+            RestartLimit::default(),
+            tokio::runtime::Handle::current(),
+        ),
+    )
+}
+
 #[tokio::test]
 async fn controller_requests_reports_and_multicasts_its_decision() {
     let bus = LocalBus::new();
-    let session = bus.node("ctl", 1).open_session().await.unwrap();
     let mut reporter = bus.node("web", 1).open_session().await.unwrap();
     reporter.join(group(REPORTERS)).await.unwrap();
     let mut director = bus.node("dir", 1).open_session().await.unwrap();
     director.join(group(DIRECTORS)).await.unwrap();
-    let (halt, shutdown) = stop();
-    let (handle, task) =
-        actor::spawn(session, settings(), BTreeMap::new(), async {}, shutdown).unwrap();
+    let (home, sup) = home();
+    let handle = actor::start(
+        &home,
+        &sup,
+        Arc::new(bus.node("ctl", 1)),
+        settings(),
+        BTreeMap::new(),
+        Duration::ZERO,
+    )
+    .unwrap();
 
     let (groups, msg) = next_message(&mut reporter).await;
     assert_eq!(groups, vec![group(REPORTERS)]);
@@ -143,12 +163,12 @@ async fn controller_requests_reports_and_multicasts_its_decision() {
         d.answers[&"a1".into()].records,
         vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
     );
-    let st = handle.status();
+    let st = handle.get_status().await.unwrap();
     assert!(st.is_master);
     assert_eq!(st.terms, 1);
 
-    halt.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    handle.shutdown().await;
+    home.stop();
     assert!(
         bus.members(CONTROLLERS).is_empty(),
         "a clean stop leaves the group"
@@ -161,10 +181,16 @@ async fn a_backup_adopts_the_masters_decision_and_ignores_its_own_kind_of_noise(
     // The first member is master: a plain session standing in for it.
     let master = bus.node("m", 1).open_session().await.unwrap();
     master.join(group(CONTROLLERS)).await.unwrap();
-    let session = bus.node("b", 1).open_session().await.unwrap();
-    let (halt, shutdown) = stop();
-    let (handle, task) =
-        actor::spawn(session, settings(), BTreeMap::new(), async {}, shutdown).unwrap();
+    let (home, sup) = home();
+    let handle = actor::start(
+        &home,
+        &sup,
+        Arc::new(bus.node("b", 1)),
+        settings(),
+        BTreeMap::new(),
+        Duration::ZERO,
+    )
+    .unwrap();
     let mut w = handle.watch();
     w.wait_for(|s| s.members.len() == 2).await.unwrap();
     assert!(!handle.status().is_master);
@@ -203,14 +229,13 @@ async fn a_backup_adopts_the_masters_decision_and_ignores_its_own_kind_of_noise(
     assert!(next.round > Round(41), "{:?}", next.round);
     assert_eq!(next.answers, d.answers, "the takeover changed an answer");
     assert!(handle.status().is_master);
-    halt.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    handle.shutdown().await;
+    home.stop();
 }
 
 #[tokio::test]
 async fn reporter_answers_a_round_request_on_controllers() {
     let bus = LocalBus::new();
-    let session = bus.node("web", 1).open_session().await.unwrap();
     let mut ctl = bus.node("ctl", 1).open_session().await.unwrap();
     ctl.join(group(CONTROLLERS)).await.unwrap();
     let mut cfg = ReporterConfig::new(
@@ -223,10 +248,10 @@ async fn reporter_answers_a_round_request_on_controllers() {
         },
     );
     cfg.bypass_file = std::env::temp_dir().join("walrus-actor-shells-no-bypass");
-    let (halt, shutdown) = stop();
     let (gather_halt, gather_stop) = stop();
     let (handle, gatherer) = reporter::spawn(cfg, gather_stop).unwrap();
-    let task = tokio::spawn(reporter::actor::run(session, handle, shutdown));
+    let (home, sup) = home();
+    let actor = reporter::actor::start(&home, &sup, Arc::new(bus.node("web", 1)), handle);
     while bus.members(REPORTERS).is_empty() {
         tokio::task::yield_now().await;
     }
@@ -245,8 +270,8 @@ async fn reporter_answers_a_round_request_on_controllers() {
         panic!("expected a report, got {msg:?}")
     };
     assert_eq!((r.server.0.as_str(), r.round), ("s1", Round(7)));
-    halt.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    actor.shutdown().await;
+    home.stop();
     gather_halt.send(()).unwrap();
     gatherer.await.unwrap();
 }
@@ -254,11 +279,11 @@ async fn reporter_answers_a_round_request_on_controllers() {
 #[tokio::test]
 async fn director_forwards_decisions_and_drops_garbage() {
     let bus = LocalBus::new();
-    let session = bus.node("dir", 1).open_session().await.unwrap();
     let ctl = bus.node("ctl", 1).open_session().await.unwrap();
     let (tx, mut rx) = mpsc::channel(4);
-    let (halt, shutdown) = stop();
-    let task = tokio::spawn(walrus_actors::director::actor::run(session, tx, shutdown));
+    let (home, sup) = home();
+    let actor =
+        walrus_actors::director::actor::start(&home, &sup, Arc::new(bus.node("dir", 1)), tx, None);
     while bus.members(DIRECTORS).is_empty() {
         tokio::task::yield_now().await;
     }
@@ -283,7 +308,7 @@ async fn director_forwards_decisions_and_drops_garbage() {
     .await
     .unwrap();
     assert_eq!(rx.recv().await.unwrap(), d);
-    halt.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    actor.shutdown().await;
+    home.stop();
     assert!(rx.try_recv().is_err(), "garbage was forwarded");
 }

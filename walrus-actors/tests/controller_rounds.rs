@@ -99,16 +99,16 @@ fn topology() -> Topology {
 fn stats(busy: u32) -> ServerStats {
     ServerStats {
         period: Duration::from_secs(1),
-        cpu_user: 0.0,
-        cpu_system: 0.0,
+        cpu_user: Some(0.0),
+        cpu_system: Some(0.0),
         cpu_idle: 1.0,
         mem_free_bytes: 1 << 30,
         swap_used_bytes: 0,
-        pages_out_per_sec: 0.0,
+        pages_out_per_sec: Some(0.0),
         free_virtual_bytes: 1 << 30,
         total_virtual_bytes: 1 << 31,
-        procs_running: 1,
-        procs_blocked: 0,
+        procs_running: Some(1),
+        procs_blocked: Some(0),
         web: WebStats {
             hits: 0,
             busy_workers: busy,
@@ -243,7 +243,13 @@ impl Harness {
                             }
                         }
                     }
-                    Output::Notify(_) | Output::Status(_) => {}
+                    Output::AnnounceOverrides(list) => {
+                        for member in comp.members.iter().filter(|m| **m != id) {
+                            let m = self.controllers.get_mut(member).unwrap();
+                            m.handle_overrides(self.now, 0, list.clone());
+                        }
+                    }
+                    Output::Notify(_) | Output::Status(_) | Output::OverrideLog(_) => {}
                 }
             }
         }

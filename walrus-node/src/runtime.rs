@@ -36,8 +36,6 @@ use tokio::task::JoinHandle;
 use walrus_actors::controller::actor::{
     self as controller_actor, ControllerHandle, ControllerSettings, ControllerStatus, DirectDrivers,
 };
-use walrus_actors::controller::assign::Params;
-use walrus_actors::controller::load::LoadFormula;
 use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::director::core::{
@@ -57,7 +55,9 @@ use walrus_actors::replicator::actor::{
 };
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
+use walrus_actors::reporter::actor::ReporterActor;
 use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
+use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
 use walrus_gcs::transport::bulk::TcpStreams;
 use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
 use walrus_gcs::{CoreConfig, Gcs, GcsConfig, NodeId};
@@ -99,6 +99,14 @@ pub enum RunError {
         /// What failed.
         detail: String,
     },
+    /// The actors' arbiter could not start.
+    #[error("node {node}: actor system: {source}")]
+    Actors {
+        /// The node.
+        node: String,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// A node's role needs a setting the file does not give.
     #[error("node {node}: {detail}")]
     Role {
@@ -116,24 +124,15 @@ pub enum RunError {
 /// parameters from `[controller]` (others keep their documented defaults), the dead-server
 /// notification delay from `[notify]`.
 pub fn round_config(config: &Config) -> RoundConfig {
-    RoundConfig {
+    let mut round = RoundConfig {
         round_period: config.timing.round_period,
         report_timeout: config.timing.report_timeout,
-        params: Params {
-            threshold: config.controller.threshold,
-            margin: config.controller.margin,
-            max_records: config.controller.max_records,
-            max_generation_lag: config.controller.max_generation_lag,
-            generation_grace: config.controller.generation_grace,
-            dead_after: config.notify.dead_after,
-            ..Params::default()
-        },
-        load: LoadFormula {
-            use_cpu: config.controller.use_cpu,
-            ..LoadFormula::default()
-        },
         fast_failover: config.timing.fast_failover,
-    }
+        ..RoundConfig::default()
+    };
+    round.params.dead_after = config.notify.dead_after;
+    config.controller.apply(&mut round);
+    round
 }
 
 /// The notification channels of `[notify]`, for the site.
@@ -142,6 +141,9 @@ pub fn notify_config(config: &Config) -> NotifyConfig {
         site: config.site.clone(),
         command: config.notify.command.clone(),
         webhook: config.notify.webhook.clone(),
+        webhook_headers: config.notify.webhook_headers.clone(),
+        webhook_body: config.notify.webhook_body.clone(),
+        webhook_ca: config.notify.webhook_ca.clone(),
         ..NotifyConfig::default()
     }
 }
@@ -194,6 +196,7 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
     rc.interval = config.timing.report_interval;
     rc.bypass_file = config.reporter.bypass_file.clone();
     rc.panic_after = config.reporter.panic_after;
+    rc.os_stats = config.reporter.os_stats;
     if !config.timing.fast_failover {
         rc.fast_failover = None;
     }
@@ -473,8 +476,13 @@ pub struct NodeRuntime<L: GroupLayer> {
     layer: Arc<L>,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// The arbiter the role actors run in, and their supervision record.
+    home: Option<ActorHome>,
+    supervision: Supervision,
     controller: Option<ControllerHandle>,
     reporter: Option<ReporterHandle>,
+    reporter_actor: Option<ReporterActor>,
+    director_actors: Vec<director::actor::DirectorActor>,
     replicator: Option<watch::Receiver<ReplicatorStatus>>,
     directors: BTreeMap<AreaName, DirectorView>,
 }
@@ -483,15 +491,33 @@ impl<L: GroupLayer> NodeRuntime<L> {
     /// Starts the roles the configuration gives node `node` over `layer`. On error every
     /// role started so far is stopped and the layer shut down.
     pub async fn start(config: &Config, node: &str, layer: L) -> Result<Self, RunError> {
+        Self::start_with_limit(config, node, layer, RestartLimit::default()).await
+    }
+
+    /// [`Self::start`] with a given restart limit for the role actors.
+    pub async fn start_with_limit(
+        config: &Config,
+        node: &str,
+        layer: L,
+        limit: RestartLimit,
+    ) -> Result<Self, RunError> {
         let (stop, _) = watch::channel(false);
+        let home = ActorHome::start(node).map_err(|source| RunError::Actors {
+            node: node.to_owned(),
+            source,
+        })?;
         let mut rt = NodeRuntime {
             name: node.to_owned(),
             config: config.clone(),
             layer: Arc::new(layer),
             stop,
             tasks: Vec::new(),
+            home: Some(home),
+            supervision: Supervision::new(node, limit, tokio::runtime::Handle::current()),
             controller: None,
             reporter: None,
+            reporter_actor: None,
+            director_actors: Vec::new(),
             replicator: None,
             directors: BTreeMap::new(),
         };
@@ -525,28 +551,20 @@ impl<L: GroupLayer> NodeRuntime<L> {
                     )
                 });
                 let tx = self.start_area_director(area, writer).await?;
-                let session = self.open_session().await?;
-                let stop = self.shutdown_signal();
                 let election = election.map(|(e, _)| e);
-                self.spawn("director", async move {
-                    director::actor::run_elected(session, tx, election, stop)
-                        .await
-                        .map_err(|e| e.to_string())
-                });
+                self.start_director_actor(tx, election);
             }
         }
         if n.roles.contains(&Role::Reporter) {
             let rc = reporter_config(&self.config, &self.name)?;
             let (handle, gatherer) = reporter::spawn(rc, self.shutdown_signal())?;
             self.tasks.push(("reporter gatherer", gatherer));
-            let session = self.open_session().await?;
-            let stop = self.shutdown_signal();
-            let h = handle.clone();
-            self.spawn("reporter", async move {
-                reporter::actor::run(session, h, stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            });
+            self.reporter_actor = Some(reporter::actor::start(
+                self.home()?,
+                &self.supervision,
+                self.layer.clone(),
+                handle.clone(),
+            ));
             self.reporter = Some(handle);
         }
         if n.roles.contains(&Role::Controller) {
@@ -559,31 +577,19 @@ impl<L: GroupLayer> NodeRuntime<L> {
                     direct.insert(area, tx);
                 }
             }
-            let session = self.open_session().await?;
             let grace = if self.config.nodes.len() > 1 {
                 join_grace(&self.config)
             } else {
                 Duration::ZERO
             };
-            let layer = self.layer.clone();
-            let (handle, task) = controller_actor::spawn(
-                session,
+            let handle = controller_actor::start(
+                self.home()?,
+                &self.supervision,
+                self.layer.clone(),
                 controller_settings(&self.config),
                 direct,
-                async move { layer.settled(grace).await },
-                self.shutdown_signal(),
+                grace,
             )?;
-            self.tasks.push((
-                "controller",
-                tokio::spawn(async move {
-                    match task.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(error = %e, "controller stopped"),
-                        Err(e) if e.is_cancelled() => {}
-                        Err(e) => tracing::error!(error = %e, "controller task failed"),
-                    }
-                }),
-            ));
             self.controller = Some(handle);
             self.start_fallback_directors().await?;
         }
@@ -599,7 +605,14 @@ impl<L: GroupLayer> NodeRuntime<L> {
         let settings = replicator_settings(&self.config, &self.name)?;
         let streams =
             replicator_streams(&self.config, &self.name, self.layer.peer_streams()).await?;
-        let session = self.open_session().await?;
+        let session = self
+            .layer
+            .open_session()
+            .await
+            .map_err(|source| RunError::Gcs {
+                node: self.name.clone(),
+                source,
+            })?;
         let (status, task) =
             replicator_actor::spawn(session, streams, settings, self.shutdown_signal());
         if let Some(reporter) = self.reporter.clone() {
@@ -720,14 +733,8 @@ impl<L: GroupLayer> NodeRuntime<L> {
             let flag =
                 self.writer_flag(rx, |w, master| w.is_none() && master, Some(master.clone()));
             let tx = self.start_driver(&area, ns, None, Some(flag), false);
-            let session = self.open_session().await?;
-            let stop = self.shutdown_signal();
             tracing::info!(%area, "fallback writer ready: writes the area's name server while this node is master and no Director of the area is in the view");
-            self.spawn("fallback director", async move {
-                director::actor::run_elected(session, tx, Some(election), stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            });
+            self.start_director_actor(tx, Some(election));
         }
         Ok(())
     }
@@ -833,14 +840,29 @@ impl<L: GroupLayer> NodeRuntime<L> {
         tx
     }
 
-    async fn open_session(&self) -> Result<L::Session, RunError> {
-        self.layer
-            .open_session()
-            .await
-            .map_err(|source| RunError::Gcs {
-                node: self.name.clone(),
-                source,
-            })
+    fn home(&self) -> Result<&ActorHome, RunError> {
+        self.home.as_ref().ok_or_else(|| RunError::Actors {
+            node: self.name.clone(),
+            source: std::io::Error::other("the actor system has stopped"),
+        })
+    }
+
+    fn start_director_actor(
+        &mut self,
+        decisions: mpsc::Sender<Decision>,
+        election: Option<director::actor::Election>,
+    ) {
+        let Some(home) = self.home.as_ref() else {
+            return;
+        };
+        let actor = director::actor::start(
+            home,
+            &self.supervision,
+            self.layer.clone(),
+            decisions,
+            election,
+        );
+        self.director_actors.push(actor);
     }
 
     fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -884,6 +906,36 @@ impl<L: GroupLayer> NodeRuntime<L> {
     /// The group layer, shared (e.g. for the status page's sampler).
     pub fn shared_layer(&self) -> Arc<L> {
         self.layer.clone()
+    }
+
+    /// The role actors' supervision record (restarts, mailboxes; `/metrics`).
+    pub fn supervision(&self) -> &Supervision {
+        &self.supervision
+    }
+
+    /// Completes with the node's failure once a role went over its restart limit.
+    pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut rx = self.supervision.failed();
+        async move {
+            let failure = match rx.wait_for(Option::is_some).await {
+                Ok(f) => f.clone(),
+                Err(_) => None,
+            };
+            match failure {
+                Some(f) => f,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The Reporter's actor, if this node runs one.
+    pub fn reporter_actor(&self) -> Option<&ReporterActor> {
+        self.reporter_actor.as_ref()
+    }
+
+    /// The Director actors (this node's area Director, and fallback writers).
+    pub fn director_actors(&self) -> &[director::actor::DirectorActor] {
+        &self.director_actors
     }
 
     /// The Controller, if this node runs one.
@@ -965,7 +1017,21 @@ impl<L: GroupLayer> NodeRuntime<L> {
 
     /// Stops cleanly: every role leaves its group and closes its session, then the group
     /// layer shuts down (peers are told).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.supervision.close();
+        let leave = Duration::from_secs(5);
+        if let Some(c) = &self.controller {
+            let _ = tokio::time::timeout(leave, c.shutdown()).await;
+        }
+        if let Some(r) = &self.reporter_actor {
+            let _ = tokio::time::timeout(leave, r.shutdown()).await;
+        }
+        for d in &self.director_actors {
+            let _ = tokio::time::timeout(leave, d.shutdown()).await;
+        }
+        if let Some(home) = self.home.take() {
+            home.stop();
+        }
         let _ = self.stop.send(true);
         for (what, task) in self.tasks {
             let abort = task.abort_handle();
@@ -984,7 +1050,11 @@ impl<L: GroupLayer> NodeRuntime<L> {
     /// Stops without goodbye: every task is aborted at once, nothing is sent. The caller
     /// crashes the group layer first when it can (see [`crate::cluster`]), so that peers
     /// see a failure rather than a departure.
-    pub fn abort(self) -> Arc<L> {
+    pub fn abort(mut self) -> Arc<L> {
+        self.supervision.close();
+        if let Some(home) = self.home.take() {
+            home.stop();
+        }
         for (_, task) in &self.tasks {
             task.abort();
         }
@@ -1044,7 +1114,10 @@ mod tests {
         assert_eq!(r.params.margin, 0.3);
         assert_eq!(r.params.max_records, 5);
         assert_eq!(r.params.dead_after, Duration::from_secs(90));
-        assert_eq!(r.params.return_margin, Params::default().return_margin);
+        assert_eq!(
+            r.params.return_margin,
+            walrus_actors::controller::assign::Params::default().return_margin
+        );
         assert!(r.fast_failover);
         r.validate().unwrap();
         // fast_failover = false: no early rounds, no probe in the Reporter.
@@ -1151,10 +1224,12 @@ mod tests {
 
     #[test]
     fn controller_settings_carry_topology_and_notify() {
-        let text = EXAMPLE.replace(
-            "# webhook = \"http://127.0.0.1:9099/walrus\"",
-            "webhook = \"http://127.0.0.1:9099/walrus\"",
-        );
+        let text = EXAMPLE
+            .replace(
+                "# webhook = \"https://hooks.slack.com/services/T000/B000/XXXX\"",
+                "webhook = \"http://127.0.0.1:9099/walrus\"",
+            )
+            .replace("# webhook_body = '{\"text\"", "webhook_body = '{\"text\"");
         let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
         let s = controller_settings(&c);
         assert_eq!(s.topology.areas.len(), 3);
@@ -1162,6 +1237,10 @@ mod tests {
         assert_eq!(
             s.notify.webhook.as_deref(),
             Some("http://127.0.0.1:9099/walrus")
+        );
+        assert_eq!(
+            s.notify.webhook_body.as_deref(),
+            Some("{\"text\": \"Walrus: {summary}\"}")
         );
     }
 

@@ -17,7 +17,9 @@
 //! still show in the answers, and rounds are counted from round numbers.
 
 use crate::config::Config;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use crate::history::{History, HistoryDoc};
+use crate::http_access::HttpAccess;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -25,13 +27,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use walrus_actors::controller::actor::{ControllerHandle, ControllerStatus};
+use walrus_actors::controller::actor::{wall_clock_ms, ControllerHandle, ControllerStatus};
 use walrus_actors::controller::assign::{DeadCause, LoadBasis, ServerState};
 use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::replicator::actor::ReplicatorStatus;
 use walrus_actors::reporter::state::{Condition, Snapshot};
 use walrus_actors::reporter::ReporterHandle;
+use walrus_actors::supervision::{RoleMetrics, Supervision};
 use walrus_gcs::{Gcs, GcsStats, ViewChange};
 
 /// How many decisions the event log keeps.
@@ -101,6 +104,33 @@ pub struct StatusDoc {
     /// The newest content generation the Controller knows (announced or reported).
     #[serde(default)]
     pub newest_generation: Option<u64>,
+    /// The digest of this node's configuration file ([`Config::digest`]): nodes whose
+    /// digests differ run different files.
+    #[serde(default)]
+    pub config_digest: String,
+    /// This node's role actors: restarts and mailboxes.
+    #[serde(default)]
+    pub actors: Vec<ActorDoc>,
+    /// Where this node's Reporter reads OS statistics: "procfs" or "sysinfo".
+    #[serde(default)]
+    pub os_source: Option<String>,
+}
+
+/// One role actor on the status page (from its supervision record).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorDoc {
+    /// The role ("controller", "reporter", "director", ...).
+    pub role: String,
+    /// Restarts since the node started.
+    pub restarts: u64,
+    /// The cause of the last restart.
+    pub last_cause: Option<String>,
+    /// Events waiting in its queue.
+    pub mailbox_depth: usize,
+    /// The queue's capacity.
+    pub mailbox_capacity: usize,
+    /// Times its queue was found full.
+    pub mailbox_full: u64,
 }
 
 /// This node's Replicator on the status page.
@@ -241,6 +271,10 @@ pub struct Sample {
     pub gcs: Option<GcsStats>,
     /// This node's Replicator.
     pub replicator: Option<ReplicatorStatus>,
+    /// The role actors' supervision figures.
+    pub actors: BTreeMap<String, RoleMetrics>,
+    /// This node's Reporter's OS reader.
+    pub os_source: Option<&'static str>,
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -256,6 +290,7 @@ pub struct Observer {
     dns_seen: BTreeMap<AreaName, (usize, Option<(u64, String)>)>,
     was_master: bool,
     latest: Sample,
+    history: History,
 }
 
 impl Observer {
@@ -272,11 +307,22 @@ impl Observer {
             dns_seen: BTreeMap::new(),
             was_master: false,
             latest: Sample::default(),
+            history: History::default(),
         }
     }
 
-    /// Takes one sample; returns the event lines it added (new decisions with changes).
+    /// Takes one sample now; returns the event lines it added (new decisions with changes).
     pub fn observe(&mut self, s: Sample) -> Vec<String> {
+        self.observe_at(s, wall_clock_ms())
+    }
+
+    /// The dashboard's history (loads and area timelines) at `now_ms`.
+    pub fn history(&self, now_ms: u64) -> HistoryDoc {
+        self.history.doc(now_ms)
+    }
+
+    /// Takes one sample taken at `now_ms` (wall clock, ms since the Unix epoch).
+    pub fn observe_at(&mut self, s: Sample, now_ms: u64) -> Vec<String> {
         let mut added = Vec::new();
         if let Some(c) = &s.controller {
             if c.is_master && !self.was_master {
@@ -285,6 +331,11 @@ impl Observer {
             self.was_master = c.is_master;
             if let Some(r) = &c.last_round {
                 if self.last_round_closed != Some(r.round.0) {
+                    self.history.record_round(
+                        now_ms,
+                        r.round.0,
+                        r.cluster_loads.iter().map(|(c, l)| (c.0.clone(), *l)),
+                    );
                     self.counters.rounds += 1;
                     self.counters.reports += r.reports as u64;
                     self.counters.round_seconds_sum += r.duration.as_secs_f64();
@@ -298,6 +349,7 @@ impl Observer {
                     .as_ref()
                     .is_none_or(|l| d.round > l.round);
                 if newer {
+                    self.history.record_decision(now_ms, d);
                     self.counters.decisions += 1;
                     for line in describe_changes(d) {
                         added.push(line.clone());
@@ -465,6 +517,20 @@ impl Observer {
                 last_error: r.last_error.clone(),
             }),
             newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
+            config_digest: self.config.digest.clone(),
+            actors: s
+                .actors
+                .iter()
+                .map(|(role, m)| ActorDoc {
+                    role: role.clone(),
+                    restarts: m.restarts,
+                    last_cause: m.last_cause.clone(),
+                    mailbox_depth: m.mailbox_depth,
+                    mailbox_capacity: m.mailbox_capacity,
+                    mailbox_full: m.mailbox_full,
+                })
+                .collect(),
+            os_source: s.os_source.map(str::to_owned),
         }
     }
 }
@@ -733,6 +799,46 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             .unwrap_or_default(),
     );
     metric(
+        "walrus_area_cluster",
+        "gauge",
+        "1 for the cluster each area is assigned to in the last decision this node knows.",
+        doc.areas
+            .iter()
+            .filter_map(|a| {
+                a.cluster
+                    .as_ref()
+                    .map(|c| (format!("{{area=\"{}\",cluster=\"{c}\"}}", a.name), 1.0))
+            })
+            .collect(),
+    );
+    let mut cluster_states: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for c in &doc.clusters {
+        for st in ["working", "dead", "unknown"] {
+            cluster_states.insert((c.name.as_str(), st), 0);
+        }
+    }
+    for s in &doc.servers {
+        let state = s.state.split(' ').next().unwrap_or("unknown");
+        *cluster_states
+            .entry((s.cluster.as_str(), state))
+            .or_default() += 1;
+    }
+    metric(
+        "walrus_cluster_servers",
+        "gauge",
+        "Each cluster's web servers by state in the last round this node closed.",
+        cluster_states
+            .into_iter()
+            .map(|((c, st), n)| (format!("{{cluster=\"{c}\",state=\"{st}\"}}"), n as f64))
+            .collect(),
+    );
+    metric(
+        "walrus_config_info",
+        "gauge",
+        "Always 1; the label is the digest of the configuration file this node runs.",
+        vec![(format!("{{digest=\"{}\"}}", doc.config_digest), 1.0)],
+    );
+    metric(
         "walrus_area_home",
         "gauge",
         "1 while an area is assigned to its home cluster.",
@@ -745,6 +851,36 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
                 )
             })
             .collect(),
+    );
+    let per_role = |f: &dyn Fn(&ActorDoc) -> f64| -> Vec<(String, f64)> {
+        doc.actors
+            .iter()
+            .map(|a| (format!("{{role=\"{}\"}}", a.role), f(a)))
+            .collect()
+    };
+    metric(
+        "walrus_actor_restarts_total",
+        "counter",
+        "Restarts of each role actor by its supervisor (a panic or a failed session).",
+        per_role(&|a| a.restarts as f64),
+    );
+    metric(
+        "walrus_actor_mailbox_depth",
+        "gauge",
+        "Events waiting in each role actor's bounded queue.",
+        per_role(&|a| a.mailbox_depth as f64),
+    );
+    metric(
+        "walrus_actor_mailbox_capacity",
+        "gauge",
+        "Capacity of each role actor's bounded queue.",
+        per_role(&|a| a.mailbox_capacity as f64),
+    );
+    metric(
+        "walrus_actor_mailbox_full_total",
+        "counter",
+        "Times an event found a role actor's queue full (the sender waited).",
+        per_role(&|a| a.mailbox_full as f64),
     );
     out
 }
@@ -767,6 +903,8 @@ pub struct NodeSources {
     pub gcs: Option<Arc<Gcs>>,
     /// The Replicator's status, if the node runs one.
     pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
+    /// The role actors' supervision record.
+    pub supervision: Option<Supervision>,
 }
 
 impl NodeSources {
@@ -789,13 +927,19 @@ impl NodeSources {
             view: Some(rt.layer().watch_view()),
             gcs: Some(rt.shared_layer()),
             replicator: rt.replicator().cloned(),
+            supervision: Some(rt.supervision().clone()),
         }
     }
 
-    /// What the handles say now.
-    pub fn sample(&self) -> Sample {
+    /// What the handles say now. The Controller is asked through its address
+    /// ([`walrus_actors::controller::actor::GetStatus`]).
+    pub async fn sample(&self) -> Sample {
+        let controller = match &self.controller {
+            Some(c) => c.get_status().await.ok(),
+            None => None,
+        };
         Sample {
-            controller: self.controller.as_ref().map(|c| c.status()),
+            controller,
             master: None,
             reporters: self
                 .reporter
@@ -810,6 +954,12 @@ impl NodeSources {
             view: self.view.as_ref().and_then(|v| v.borrow().clone()),
             gcs: self.gcs.as_ref().map(|g| g.stats()),
             replicator: self.replicator.as_ref().map(|r| r.borrow().clone()),
+            os_source: self.reporter.as_ref().map(|(_, h)| h.os_source()),
+            actors: self
+                .supervision
+                .as_ref()
+                .map(Supervision::metrics)
+                .unwrap_or_default(),
         }
     }
 }
@@ -834,7 +984,7 @@ pub async fn sample_loop(
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {
-                let s = sources.sample();
+                let s = sources.sample().await;
                 lock(&observer).observe(s);
             }
         }
@@ -856,22 +1006,39 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Binds `addr` (port 0: any free port) and serves `/status`, `/metrics` and `/` from
-    /// `observer`, on one actix-web worker. Must run inside a tokio runtime.
+    /// `observer` over plain HTTP to anyone, on one actix-web worker (the demo, tests on
+    /// loopback). Must run inside a tokio runtime.
     pub fn start(addr: SocketAddr, observer: SharedObserver) -> Result<Self, StatusError> {
+        Self::start_with(addr, observer, HttpAccess::open())
+    }
+
+    /// [`Self::start`] with `access`'s token and TLS ([`crate::http_access`]).
+    pub fn start_with(
+        addr: SocketAddr,
+        observer: SharedObserver,
+        access: HttpAccess,
+    ) -> Result<Self, StatusError> {
         let bind_err = |source| StatusError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
+        let tls = access.tls();
+        let access = web::Data::new(access);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(observer.clone()))
+                .app_data(access.clone())
                 .route("/status", web::get().to(status_json))
                 .route("/metrics", web::get().to(metrics_text))
+                .route("/history", web::get().to(history_json))
                 .route("/", web::get().to(dashboard))
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
+        .shutdown_timeout(1);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, (*config).clone()),
+            None => server.listen(listener),
+        }
         .map_err(bind_err)?
         .run();
         let handle = server.handle();
@@ -899,18 +1066,58 @@ impl StatusServer {
     }
 }
 
-async fn status_json(o: web::Data<SharedObserver>) -> HttpResponse {
-    let doc = lock(&o).doc();
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(doc)
+/// `answer()` if `access` lets this request through, else 401.
+fn guarded(
+    req: &HttpRequest,
+    access: &HttpAccess,
+    answer: impl FnOnce() -> HttpResponse,
+) -> HttpResponse {
+    let auth = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if access.allows(req.path(), auth) {
+        return answer();
+    }
+    HttpResponse::Unauthorized()
+        .insert_header(("WWW-Authenticate", "Bearer realm=\"walrus\""))
+        .body("this node's status needs its token: Authorization: Bearer <[http] token_file>\n")
 }
 
-async fn metrics_text(o: web::Data<SharedObserver>) -> HttpResponse {
-    let doc = lock(&o).doc();
+fn json_no_store(body: impl Serialize) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(render_metrics(&doc))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
+}
+
+async fn status_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || json_no_store(lock(&o).doc()))
+}
+
+async fn history_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || {
+        json_no_store(lock(&o).history(wall_clock_ms()))
+    })
+}
+
+async fn metrics_text(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(render_metrics(&lock(&o).doc()))
+    })
 }
 
 async fn dashboard() -> HttpResponse {
@@ -924,15 +1131,53 @@ async fn dashboard() -> HttpResponse {
 
 /// Fetches `/status` from `addr`.
 pub async fn fetch(addr: SocketAddr) -> Result<StatusDoc, StatusError> {
+    fetch_with(addr, &FetchOptions::default()).await
+}
+
+/// How `walrus-node status` reaches a node whose HTTP side has `[http]` TLS or a token.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// HTTPS, verified against this CA file (the cluster's `ca.pem` for `tls =
+    /// "cluster"`); None: plain HTTP.
+    pub https_ca: Option<std::path::PathBuf>,
+    /// The name the node's certificate carries (its node name for `tls = "cluster"`).
+    pub server_name: Option<String>,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+/// Reads `/status` of the node at `addr` as `options` say.
+pub async fn fetch_with(
+    addr: SocketAddr,
+    options: &FetchOptions,
+) -> Result<StatusDoc, StatusError> {
     use walrus_actors::reporter::http::{Page, TlsOptions};
-    let url = format!("http://{addr}/status");
+    let scheme = if options.https_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/status");
     let err = |detail: String| StatusError::Fetch {
         url: url.clone(),
         detail,
     };
-    let page = Page::new(&url, Duration::from_secs(5), &TlsOptions::default())
-        .map_err(|e| err(e.to_string()))?;
+    let tls = TlsOptions {
+        ca_file: options.https_ca.clone(),
+        server_name: options.server_name.clone(),
+    };
+    let mut page = Page::new(&url, Duration::from_secs(5), &tls).map_err(|e| err(e.to_string()))?;
+    if let Some(token) = &options.token {
+        page = page
+            .with_header("Authorization", &format!("Bearer {token}"))
+            .map_err(|e| err(e.to_string()))?;
+    }
     let answer = page.get().await.map_err(|e| err(e.to_string()))?;
+    if answer.status == 401 {
+        return Err(err(
+            "401: the node asks for its token (--token-file, the node's [http] token_file)".into(),
+        ));
+    }
     if answer.status != 200 {
         return Err(err(format!("status {}", answer.status)));
     }
@@ -1164,6 +1409,10 @@ mod tests {
             "walrus_replica_generation 3",
             "walrus_replica_lag 2",
             "walrus_replica_pull_failures_total 2",
+            "walrus_area_cluster{area=\"eu\",cluster=\"c-eu\"} 1",
+            "walrus_cluster_servers{cluster=\"c-us\",state=\"working\"} 1",
+            "walrus_cluster_servers{cluster=\"c-eu\",state=\"dead\"} 1",
+            "walrus_cluster_servers{cluster=\"c-eu\",state=\"working\"} 0",
         ] {
             assert!(m.contains(family), "missing {family} in\n{m}");
         }

@@ -18,25 +18,32 @@
 //!  Status         ─▶ status watch
 //! ```
 //!
-//! A tokio task rather than an actix actor: it has exactly one input stream (the session)
-//! plus one timer and a command channel, owns all its state, and must run inside the
-//! same tokio runtime as walrus-gcs, the Director and the Reporter (which are tokio tasks);
-//! an actix `System`/`LocalSet` around it would add a second scheduler and make every test
-//! and the in-process launcher build one, for no message semantics we need.
+//! An actix actor under `actix::Supervisor` (see [`crate::supervision`]): group events
+//! arrive as a stream (`StreamHandler`), the round timer is a `run_later` re-armed from
+//! `poll_timeout` after every input, and the node talks to it with typed messages
+//! ([`GetStatus`], [`Reconfigure`], [`Shutdown`]). A panic in a handler restarts it with
+//! its state rebuilt: a new `RoundMachine` from its settings and a new session, so it
+//! rejoins `Controllers` last, as a backup, and shadows history again.
 //!
-//! Outputs are performed right after the input that produced them, so a master that loses
+//! Outputs are performed right after the input that produced them (the multicasts under
+//! `ctx.wait`, so no other input is handled before they are sent), so a master that loses
 //! its place (a membership event) has nothing pending: its next DNS change never happens.
 
 use super::notify::{Notifier, NotifyConfig};
 use super::round::{RoundConfig, RoundMachine, RoundStatus};
-use crate::group::GroupSession;
+use crate::group::GroupLayer;
 use crate::model::{AreaName, Decision, Topology};
+use crate::supervision::{guard, open_and_join, ActorHome, SessionLink, Supervision};
 use crate::wire::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
+use actix::prelude::*;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use walrus_gcs::{Event, Member, MembershipReason, Service};
+use walrus_gcs::{Event, Member, Service};
+
+/// The role's name in logs and `/metrics`.
+pub const ROLE: &str = "controller";
 
 /// What a Controller runs with; everything in it may change on a reload.
 #[derive(Debug, Clone)]
@@ -59,14 +66,6 @@ fn announcement_counts(primary: Option<&str>, sender: &str) -> bool {
     primary == Some(sender)
 }
 
-/// Requests to a running Controller.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ControllerCommand {
-    /// A reloaded configuration: takes effect from the next round closed.
-    Reconfigure(ControllerSettings),
-}
-
 /// What the status page shows about a Controller.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ControllerStatus {
@@ -84,16 +83,16 @@ pub struct ControllerStatus {
     pub terms: u64,
 }
 
-/// Why a Controller stopped on its own.
+/// Why a Controller could not start or refused a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControllerError {
     /// The group layer refused or stopped.
     #[error("controller: group communication: {0}")]
     Group(#[from] walrus_gcs::DriverError),
-    /// The session ended (node stopped, or dropped for not reading).
-    #[error("controller: the group session ended")]
-    SessionEnded,
+    /// The actor is gone (node stopped) or its mailbox is full.
+    #[error("controller: not reachable ({0})")]
+    Unreachable(&'static str),
     /// The notification channels could not be set up.
     #[error("controller: notifications: {0}")]
     Notify(#[from] super::notify::NotifyError),
@@ -106,23 +105,70 @@ pub enum ControllerError {
 /// per area (see [`crate::director::driver`]). Empty: Directors mode.
 pub type DirectDrivers = BTreeMap<AreaName, mpsc::Sender<Decision>>;
 
-/// A running Controller's handle.
+/// Asks a Controller for its status.
+#[derive(Debug, Clone, Copy)]
+pub struct GetStatus;
+
+impl Message for GetStatus {
+    type Result = ControllerStatus;
+}
+
+/// A reloaded configuration (SIGHUP): takes effect from the next round closed.
+#[derive(Debug)]
+pub struct Reconfigure(pub ControllerSettings);
+
+impl Message for Reconfigure {
+    type Result = Result<(), ControllerError>;
+}
+
+/// Leave `Controllers`, close the session and stay idle (the node is stopping).
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown;
+
+impl Message for Shutdown {
+    type Result = ();
+}
+
+/// Test only: panics inside the actor, as a bug would.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy)]
+pub struct Crash;
+
+#[cfg(feature = "testing")]
+impl Message for Crash {
+    type Result = ();
+}
+
+/// A running Controller: its address (typed messages) and a watch of its status (for the
+/// node's own wiring, e.g. the fallback Directors' writer flag).
 #[derive(Debug, Clone)]
 pub struct ControllerHandle {
-    commands: mpsc::Sender<ControllerCommand>,
+    status_req: Recipient<GetStatus>,
+    reconfigure: Recipient<Reconfigure>,
+    shutdown: Recipient<Shutdown>,
+    #[cfg(feature = "testing")]
+    crash: Recipient<Crash>,
     status: watch::Receiver<ControllerStatus>,
 }
 
 impl ControllerHandle {
     /// Hands the Controller a reloaded configuration.
     pub async fn reconfigure(&self, settings: ControllerSettings) -> Result<(), ControllerError> {
-        self.commands
-            .send(ControllerCommand::Reconfigure(settings))
+        self.reconfigure
+            .send(Reconfigure(settings))
             .await
-            .map_err(|_| ControllerError::SessionEnded)
+            .map_err(|e| ControllerError::Unreachable(mailbox_error(&e)))?
     }
 
-    /// The current status.
+    /// The status, asked of the actor ([`GetStatus`]).
+    pub async fn get_status(&self) -> Result<ControllerStatus, ControllerError> {
+        self.status_req
+            .send(GetStatus)
+            .await
+            .map_err(|e| ControllerError::Unreachable(mailbox_error(&e)))
+    }
+
+    /// The status as last published (after the actor's last input).
     pub fn status(&self) -> ControllerStatus {
         self.status.borrow().clone()
     }
@@ -131,115 +177,227 @@ impl ControllerHandle {
     pub fn watch(&self) -> watch::Receiver<ControllerStatus> {
         self.status.clone()
     }
-}
 
-/// Starts a Controller on `session` as a tokio task: it joins `Controllers` once
-/// `before_join` completes (see [`crate::group::GroupLayer::settled`]), and runs until
-/// `shutdown` completes, then leaves `Controllers` and closes the session.
-pub fn spawn<S: GroupSession>(
-    session: S,
-    settings: ControllerSettings,
-    direct: DirectDrivers,
-    before_join: impl Future<Output = ()> + Send + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<
-    (
-        ControllerHandle,
-        tokio::task::JoinHandle<Result<(), ControllerError>>,
-    ),
-    ControllerError,
-> {
-    settings.round.validate()?;
-    let (cmd_tx, cmd_rx) = mpsc::channel(8);
-    let (status_tx, status_rx) = watch::channel(ControllerStatus::default());
-    let task = tokio::spawn(async move {
-        tokio::pin!(shutdown);
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            _ = before_join => {}
-        }
-        run(session, settings, direct, cmd_rx, status_tx, shutdown).await
-    });
-    Ok((
-        ControllerHandle {
-            commands: cmd_tx,
-            status: status_rx,
-        },
-        task,
-    ))
-}
-
-struct Shell<S> {
-    session: S,
-    machine: RoundMachine,
-    notifier: Notifier,
-    notify_config: NotifyConfig,
-    direct: DirectDrivers,
-    status: ControllerStatus,
-    replication_primary: Option<String>,
-}
-
-async fn run<S: GroupSession>(
-    session: S,
-    settings: ControllerSettings,
-    direct: DirectDrivers,
-    mut commands: mpsc::Receiver<ControllerCommand>,
-    status: watch::Sender<ControllerStatus>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ControllerError> {
-    let notifier = Notifier::start(&settings.notify)?;
-    let mut shell = Shell {
-        status: ControllerStatus {
-            me: Some(session.member().clone()),
-            ..ControllerStatus::default()
-        },
-        session,
-        machine: RoundMachine::new(settings.round, settings.topology),
-        notifier,
-        notify_config: settings.notify,
-        direct,
-        replication_primary: settings.replication_primary,
-    };
-    shell
-        .session
-        .join(wire::group(CONTROLLERS))
-        .await
-        .map_err(ControllerError::from)?;
-    tracing::info!(me = %shell.session.member(), "controller joined Controllers");
-    tokio::pin!(shutdown);
-    let mut commands_open = true;
-    let result = loop {
-        let deadline = shell.machine.poll_timeout();
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break Ok(()),
-            ev = shell.session.recv() => match ev {
-                Some(ev) => shell.on_event(ev),
-                None => break Err(ControllerError::SessionEnded),
-            },
-            cmd = commands.recv(), if commands_open => match cmd {
-                Some(ControllerCommand::Reconfigure(s)) => shell.reconfigure(s),
-                None => commands_open = false,
-            },
-            _ = sleep_until(deadline) => shell.machine.handle_timeout(now()),
-        }
-        if let Err(e) = shell.perform().await {
-            break Err(e);
-        }
-        status.send_replace(shell.status.clone());
-    };
-    let Shell {
-        session, notifier, ..
-    } = shell;
-    if result.is_ok() {
-        let _ = session.leave(wire::group(CONTROLLERS)).await;
-        session.close().await;
+    /// Leaves `Controllers` and closes the session (the node is stopping).
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(Shutdown).await;
     }
-    notifier.close().await;
-    result
+
+    /// Test only: makes the actor panic (it is restarted by its supervisor).
+    #[cfg(feature = "testing")]
+    pub fn crash(&self) {
+        let _ = self.crash.try_send(Crash);
+    }
 }
 
-impl<S: GroupSession> Shell<S> {
+fn mailbox_error(e: &MailboxError) -> &'static str {
+    match e {
+        MailboxError::Closed => "actor stopped",
+        MailboxError::Timeout => "no answer in time",
+    }
+}
+
+/// Requests a Controller's mailbox holds.
+pub const MAILBOX: usize = 16;
+
+/// Starts a supervised Controller in `home` over `layer`: it joins `Controllers` once
+/// `layer.settled(join_grace)` completes (see [`GroupLayer::settled`]), and runs until
+/// the node stops (send [`Shutdown`] first for a clean leave).
+pub fn start<L: GroupLayer>(
+    home: &ActorHome,
+    supervision: &Supervision,
+    layer: Arc<L>,
+    settings: ControllerSettings,
+    direct: DirectDrivers,
+    join_grace: Duration,
+) -> Result<ControllerHandle, ControllerError> {
+    settings.round.validate()?;
+    let notifier = Notifier::start(&settings.notify)?;
+    let (published, status) = watch::channel(ControllerStatus::default());
+    let sup = supervision.clone();
+    let addr = crate::supervision::start_in(home, MAILBOX, move |_| Controller {
+        machine: RoundMachine::new(settings.round.clone(), settings.topology.clone()),
+        settings,
+        layer,
+        sup,
+        direct,
+        notifier: Some(notifier),
+        link: None,
+        status: ControllerStatus::default(),
+        published,
+        timer: None,
+        join_grace,
+        failure: None,
+        halted: false,
+    });
+    Ok(ControllerHandle {
+        status_req: addr.clone().recipient(),
+        reconfigure: addr.clone().recipient(),
+        shutdown: addr.clone().recipient(),
+        #[cfg(feature = "testing")]
+        crash: addr.recipient(),
+        status,
+    })
+}
+
+/// The Controller actor: a thin shell over [`RoundMachine`] and the [`Notifier`].
+pub struct Controller<L: GroupLayer> {
+    settings: ControllerSettings,
+    layer: Arc<L>,
+    sup: Supervision,
+    machine: RoundMachine,
+    notifier: Option<Notifier>,
+    direct: DirectDrivers,
+    link: Option<SessionLink>,
+    status: ControllerStatus,
+    published: watch::Sender<ControllerStatus>,
+    timer: Option<SpawnHandle>,
+    join_grace: Duration,
+    /// Why the actor is stopping (the restart's cause).
+    failure: Option<String>,
+    /// Stopped for good (node stopping, or over the restart limit).
+    halted: bool,
+}
+
+impl<L: GroupLayer> Actor for Controller<L> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.halted {
+            return;
+        }
+        let layer = self.layer.clone();
+        let sup = self.sup.clone();
+        let grace = self.join_grace;
+        ctx.wait(
+            async move {
+                layer.settled(grace).await;
+                open_and_join(layer, sup, ROLE, vec![wire::group(CONTROLLERS)]).await
+            }
+            .into_actor(self)
+            .map(|r, act, ctx| match r {
+                Ok((link, events)) => {
+                    tracing::info!(me = %link.member(), "controller joined Controllers");
+                    act.status.me = Some(link.member().clone());
+                    act.link = Some(link);
+                    ctx.add_stream(events);
+                    act.publish();
+                }
+                Err(e) => act.fail(ctx, format!("joining Controllers: {e}")),
+            }),
+        );
+    }
+}
+
+impl<L: GroupLayer> Supervised for Controller<L> {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        let cause = self.failure.take().unwrap_or_else(|| "stopped".to_owned());
+        // Dropping the link closes the old session: its groups see it leave.
+        self.link = None;
+        self.timer = None;
+        self.machine =
+            RoundMachine::new(self.settings.round.clone(), self.settings.topology.clone());
+        self.status = ControllerStatus::default();
+        self.publish();
+        if self.halted || self.sup.is_closing() {
+            self.halted = true;
+            return;
+        }
+        if self.sup.restarted(ROLE, &cause, Instant::now()).is_err() {
+            self.halted = true;
+        }
+    }
+}
+
+impl<L: GroupLayer> StreamHandler<Event> for Controller<L> {
+    fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
+        match guard(self, |act| act.on_event(ev)) {
+            Ok(()) => self.perform(ctx),
+            Err(cause) => self.fail(ctx, cause),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.halted || self.sup.is_closing() {
+            return;
+        }
+        self.fail(ctx, "the group session ended".to_owned());
+    }
+}
+
+impl<L: GroupLayer> Handler<GetStatus> for Controller<L> {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status.clone())
+    }
+}
+
+impl<L: GroupLayer> Handler<Reconfigure> for Controller<L> {
+    type Result = Result<(), ControllerError>;
+
+    fn handle(&mut self, Reconfigure(s): Reconfigure, ctx: &mut Context<Self>) -> Self::Result {
+        s.round.validate()?;
+        match guard(self, |act| act.reconfigure(s)) {
+            Ok(()) => self.perform(ctx),
+            Err(cause) => self.fail(ctx, cause),
+        }
+        Ok(())
+    }
+}
+
+impl<L: GroupLayer> Handler<Shutdown> for Controller<L> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.halted = true;
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        let link = self.link.take();
+        let notifier = self.notifier.take();
+        Box::pin(
+            async move {
+                if let Some(link) = link {
+                    let _ = link.leave(wire::group(CONTROLLERS)).await;
+                    link.close().await;
+                }
+                if let Some(n) = notifier {
+                    n.close().await;
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+#[cfg(feature = "testing")]
+impl<L: GroupLayer> Handler<Crash> for Controller<L> {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        if let Err(cause) = guard(self, |_| panic!("test-only crash of the controller")) {
+            self.fail(ctx, cause);
+        }
+    }
+}
+
+impl<L: GroupLayer> Controller<L> {
+    /// Stops the actor with `cause`; its supervisor restarts it (state rebuilt).
+    fn fail(&mut self, ctx: &mut Context<Self>, cause: String) {
+        tracing::error!(role = ROLE, %cause, "controller failed");
+        self.failure = Some(cause);
+        ctx.stop();
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(self.status.clone());
+    }
+
+    fn me(&self) -> Option<&Member> {
+        self.link.as_ref().map(SessionLink::member)
+    }
+
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Membership {
@@ -247,60 +405,26 @@ impl<S: GroupSession> Shell<S> {
                 members,
                 reason,
                 ..
-            } if group.as_str() == CONTROLLERS => self.on_membership(members, reason),
+            } if group.as_str() == CONTROLLERS => {
+                let Some(me) = self.me().cloned() else { return };
+                let change = self.machine.handle_membership(now(), &members, &me, reason);
+                if change.became_master {
+                    tracing::info!(%me, members = members.len(), "this controller is master");
+                    self.status.terms += 1;
+                }
+                if change.lost_mastership {
+                    tracing::warn!(%me, master = ?members.first().map(|m| m.to_string()), "lost mastership: stopping at once");
+                }
+                self.status.members = members;
+            }
             Event::Membership { .. } => {}
             Event::Message {
                 sender, payload, ..
             } => {
-                let own = sender.0 == self.session.member().node
-                    && sender.1 == self.session.member().session;
-                match WalrusMessage::decode(&payload) {
-                    Ok(WalrusMessage::Report(r)) => {
-                        let server = r.server.clone();
-                        match self.machine.handle_report(now(), r) {
-                            Ok(fixed) if !fixed.is_empty() => {
-                                let fixed: Vec<String> =
-                                    fixed.iter().map(ToString::to_string).collect();
-                                tracing::debug!(%server, corrections = ?fixed, "report figures corrected");
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::debug!(error = %e, "report ignored"),
-                        }
-                    }
-                    Ok(WalrusMessage::Urgent(r)) => {
-                        let server = r.server.clone();
-                        match self.machine.handle_urgent(now(), r) {
-                            Ok(taken) => tracing::info!(%server, ?taken, "urgent report"),
-                            Err(e) => tracing::debug!(error = %e, "urgent report ignored"),
-                        }
-                    }
-                    Ok(WalrusMessage::Generation { generation, .. }) => {
-                        if announcement_counts(
-                            self.replication_primary.as_deref(),
-                            sender.0.as_str(),
-                        ) {
-                            self.machine.handle_generation(now(), generation);
-                        } else {
-                            tracing::warn!(
-                                from = %sender.0,
-                                generation = generation.0,
-                                primary = ?self.replication_primary,
-                                "generation announcement from a node that is not the Replicator primary ignored"
-                            );
-                        }
-                    }
-                    Ok(WalrusMessage::Decision(d)) if !own => {
-                        let round = d.round;
-                        match self.machine.handle_decision(now(), d) {
-                            Ok(()) => tracing::debug!(%round, "decision adopted"),
-                            Err(e) => tracing::info!(error = %e, "decision not adopted"),
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(from = %sender.0, error = %e, "malformed message ignored")
-                    }
-                }
+                let own = self
+                    .me()
+                    .is_some_and(|me| sender.0 == me.node && sender.1 == me.session);
+                self.on_message(own, &sender.0, &payload);
             }
             Event::Disconnected { reason } => {
                 tracing::error!(?reason, "controller session disconnected");
@@ -308,54 +432,95 @@ impl<S: GroupSession> Shell<S> {
         }
     }
 
-    fn on_membership(&mut self, members: Vec<Member>, reason: MembershipReason) {
-        let me = self.session.member();
-        let first_is_me = members.first() == Some(me);
-        let newcomers = members.iter().any(|m| !self.status.members.contains(m));
-        let t = now();
-        if first_is_me && !self.machine.is_master() {
-            tracing::info!(%me, members = members.len(), "this controller is master");
-            self.machine.handle_became_master(t);
-            self.status.terms += 1;
-        } else if !first_is_me && self.machine.is_master() {
-            tracing::warn!(%me, master = ?members.first().map(|m| m.to_string()), "lost mastership: stopping at once");
-            self.machine.handle_lost_mastership(t);
+    fn on_message(&mut self, own: bool, sender: &walrus_gcs::NodeId, payload: &[u8]) {
+        match WalrusMessage::decode(payload) {
+            Ok(WalrusMessage::Report(r)) => {
+                let server = r.server.clone();
+                match self.machine.handle_report(now(), r) {
+                    Ok(fixed) if !fixed.is_empty() => {
+                        let fixed: Vec<String> = fixed.iter().map(ToString::to_string).collect();
+                        tracing::debug!(%server, corrections = ?fixed, "report figures corrected");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "report ignored"),
+                }
+            }
+            Ok(WalrusMessage::Urgent(r)) => {
+                let server = r.server.clone();
+                match self.machine.handle_urgent(now(), r) {
+                    Ok(taken) => tracing::info!(%server, ?taken, "urgent report"),
+                    Err(e) => tracing::debug!(error = %e, "urgent report ignored"),
+                }
+            }
+            Ok(WalrusMessage::Generation { generation, .. }) => {
+                let primary = self.settings.replication_primary.as_deref();
+                if announcement_counts(primary, sender.as_str()) {
+                    self.machine.handle_generation(now(), generation);
+                } else {
+                    tracing::warn!(
+                        from = %sender,
+                        generation = generation.0,
+                        primary = ?primary,
+                        "generation announcement from a node that is not the Replicator primary ignored"
+                    );
+                }
+            }
+            Ok(WalrusMessage::Override(cmd)) => {
+                self.machine.handle_override(now(), wall_clock_ms(), cmd);
+            }
+            Ok(WalrusMessage::Overrides(list)) if !own => {
+                self.machine.handle_overrides(now(), wall_clock_ms(), list);
+            }
+            Ok(WalrusMessage::Decision(d)) if !own => {
+                let round = d.round;
+                match self.machine.handle_decision(now(), d) {
+                    Ok(()) => tracing::debug!(%round, "decision adopted"),
+                    Err(e) => tracing::info!(error = %e, "decision not adopted"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(from = %sender, error = %e, "malformed message ignored"),
         }
-        // A view change that brings members we did not have is a merge of components
-        // (a plain join says `Join`): the other side's master may have changed answers.
-        // Backups need it too: the merged master may number its rounds below theirs.
-        if reason == MembershipReason::Network && newcomers {
-            self.machine.handle_merge(t);
-        }
-        self.status.members = members;
     }
 
     fn reconfigure(&mut self, s: ControllerSettings) {
-        self.machine.handle_reconfigure(now(), s.round, s.topology);
-        self.replication_primary = s.replication_primary;
-        if s.notify != self.notify_config {
+        self.machine
+            .handle_reconfigure(now(), s.round.clone(), s.topology.clone());
+        if s.notify != self.settings.notify {
             match Notifier::start(&s.notify) {
                 Ok(n) => {
                     // The old one finishes its queue in the background.
-                    let old = std::mem::replace(&mut self.notifier, n);
-                    tokio::spawn(old.close());
-                    self.notify_config = s.notify;
+                    if let Some(old) = self.notifier.replace(n) {
+                        tokio::spawn(old.close());
+                    }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "new notification settings refused; keeping the old ones")
+                    tracing::error!(error = %e, "new notification settings refused; keeping the old ones");
+                    let mut s = s;
+                    s.notify = self.settings.notify.clone();
+                    self.settings = s;
+                    tracing::info!("controller reconfigured");
+                    return;
                 }
             }
         }
+        self.settings = s;
         tracing::info!("controller reconfigured");
     }
 
-    async fn perform(&mut self) -> Result<(), ControllerError> {
+    /// Performs the machine's outputs (multicasts under `ctx.wait`), publishes the status
+    /// and re-arms the round timer.
+    fn perform(&mut self, ctx: &mut Context<Self>) {
         use super::round::Output;
+        let mut sends: Vec<(Vec<walrus_gcs::GroupName>, Vec<u8>)> = Vec::new();
+        let mut queue = |groups: &[&str], msg: &WalrusMessage| match msg.encode() {
+            Ok(p) => sends.push((groups.iter().map(|g| wire::group(g)).collect(), p)),
+            Err(e) => tracing::error!(error = %e, "cannot encode a message; not sent"),
+        };
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::RequestReports { round } => {
-                    self.send(&[REPORTERS], &WalrusMessage::RoundRequest { round })
-                        .await?;
+                    queue(&[REPORTERS], &WalrusMessage::RoundRequest { round });
                 }
                 Output::Multicast(mut decision) => {
                     decision.epoch = wall_clock_ms();
@@ -363,43 +528,22 @@ impl<S: GroupSession> Shell<S> {
                         tracing::info!(round = %decision.round, area = %c.area, from = ?c.from.as_ref().map(|f| f.0.as_str()), to = %c.to, phase = c.phase, reason = %c.reason, "area answer changed");
                     }
                     self.status.last_decision = Some(decision.clone());
-                    self.send(
+                    queue(
                         &[CONTROLLERS, DIRECTORS],
                         &WalrusMessage::Decision(decision),
-                    )
-                    .await?;
+                    );
                 }
-                Output::ApplyAnswers(answers) => {
-                    if self.direct.is_empty() {
-                        continue;
-                    }
-                    let round = self
-                        .machine
-                        .last_decision()
-                        .map(|d| d.round)
-                        .unwrap_or(crate::model::Round(0));
-                    for (area, answer) in answers {
-                        let Some(tx) = self.direct.get(&area) else {
-                            tracing::warn!(%area, "no direct-mode updater for this area");
-                            continue;
-                        };
-                        let d = Decision {
-                            round,
-                            answers: [(area.clone(), answer)].into(),
-                            changes: vec![],
-                            epoch: wall_clock_ms(),
-                        };
-                        if tx.try_send(d).is_err() {
-                            tracing::warn!(%area, "director driver busy or gone; the next round re-sends");
-                        }
-                    }
-                }
+                Output::ApplyAnswers(answers) => self.apply_direct(answers),
                 Output::Notify(event) => {
-                    if let Err(e) = self.notifier.notify(event) {
+                    if let Some(Err(e)) = self.notifier.as_ref().map(|n| n.notify(event)) {
                         tracing::warn!(error = %e, "notification not queued");
                     }
                 }
                 Output::Status(s) => self.status.last_round = Some(s),
+                Output::AnnounceOverrides(list) => {
+                    queue(&[CONTROLLERS], &WalrusMessage::Overrides(list));
+                }
+                Output::OverrideLog(line) => tracing::info!(override = %line, "operator override"),
             }
         }
         self.status.is_master = self.machine.is_master();
@@ -410,34 +554,76 @@ impl<S: GroupSession> Shell<S> {
                 }
             }
         }
-        Ok(())
+        self.publish();
+        if !sends.is_empty() {
+            if let Some(link) = self.link.clone() {
+                ctx.wait(
+                    async move {
+                        for (groups, payload) in sends {
+                            link.multicast(Service::Agreed, groups, payload).await?;
+                        }
+                        Ok::<_, walrus_gcs::DriverError>(())
+                    }
+                    .into_actor(self)
+                    .map(|r, act, ctx| {
+                        if let Err(e) = r {
+                            act.fail(ctx, format!("multicast: {e}"));
+                        }
+                    }),
+                );
+            }
+        }
+        self.arm_timer(ctx);
     }
 
-    async fn send(&self, groups: &[&str], msg: &WalrusMessage) -> Result<(), ControllerError> {
-        let payload = match msg.encode() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a message; not sent");
-                return Ok(());
+    fn apply_direct(&mut self, answers: BTreeMap<AreaName, crate::model::AreaAnswer>) {
+        if self.direct.is_empty() {
+            return;
+        }
+        let round = self
+            .machine
+            .last_decision()
+            .map(|d| d.round)
+            .unwrap_or(crate::model::Round(0));
+        for (area, answer) in answers {
+            let Some(tx) = self.direct.get(&area) else {
+                tracing::warn!(%area, "no direct-mode updater for this area");
+                continue;
+            };
+            let d = Decision {
+                round,
+                answers: [(area.clone(), answer)].into(),
+                changes: vec![],
+                epoch: wall_clock_ms(),
+            };
+            if tx.try_send(d).is_err() {
+                tracing::warn!(%area, "director driver busy or gone; the next round re-sends");
             }
-        };
-        let groups: Vec<_> = groups.iter().map(|g| wire::group(g)).collect();
-        self.session
-            .multicast(Service::Agreed, &groups, payload)
-            .await?;
-        Ok(())
+        }
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        if self.halted {
+            return;
+        }
+        if let Some(at) = self.machine.poll_timeout() {
+            let after = at.saturating_duration_since(now());
+            self.timer = Some(ctx.run_later(after, |act, ctx| {
+                act.timer = None;
+                match guard(act, |act| act.machine.handle_timeout(now())) {
+                    Ok(()) => act.perform(ctx),
+                    Err(cause) => act.fail(ctx, cause),
+                }
+            }));
+        }
     }
 }
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The wall clock in milliseconds since the Unix epoch: a decision's epoch (see

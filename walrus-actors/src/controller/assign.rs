@@ -61,7 +61,7 @@
 //! area then settles after a few moves. The damping is also a backstop for the other two
 //! guards (the oscillation tests show each guard's own effect with the others off).
 
-use crate::controller::notify::Event;
+use crate::controller::event::Event;
 use crate::model::{AreaAnswer, AreaName, Change, ClusterName, Round, ServerName, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -140,10 +140,23 @@ pub enum ParamsError {
         /// The accepted range, for the message.
         range: &'static str,
     },
-    /// `max_records` is 0: every answer would be empty.
-    #[error("max_records must be at least 1")]
-    NoRecords,
+    /// `max_records` is outside 1 to [`MAX_RECORDS`].
+    #[error("max_records = {0} is out of range; expected 1 to {MAX_RECORDS} (one UDP datagram)")]
+    Records(usize),
 }
+
+impl ParamsError {
+    /// The parameter's name (as in the `[controller]` section).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ParamsError::OutOfRange { field, .. } => field,
+            ParamsError::Records(_) => "max_records",
+        }
+    }
+}
+
+/// Most addresses an answer may hold (keeps it in one UDP datagram).
+pub const MAX_RECORDS: usize = 30;
 
 impl Params {
     /// Checks the parameters once, when the configuration is loaded.
@@ -162,10 +175,15 @@ impl Params {
         check(
             "threshold",
             self.threshold,
-            self.threshold > 0.0,
-            "(0, inf)",
+            self.threshold > 0.0 && self.threshold <= 10.0,
+            "(0, 10] (1.0 = at capacity)",
         )?;
-        check("margin", self.margin, self.margin >= 0.0, "[0, inf)")?;
+        check(
+            "margin",
+            self.margin,
+            (0.0..=1.0).contains(&self.margin),
+            "[0, 1]",
+        )?;
         check(
             "return_margin",
             self.return_margin,
@@ -178,8 +196,8 @@ impl Params {
             self.record_hysteresis >= 0.0,
             "[0, inf)",
         )?;
-        if self.max_records == 0 {
-            return Err(ParamsError::NoRecords);
+        if !(1..=MAX_RECORDS).contains(&self.max_records) {
+            return Err(ParamsError::Records(self.max_records));
         }
         Ok(())
     }
@@ -339,7 +357,13 @@ pub struct Input<'a> {
     pub round: Round,
     /// This round's time (for `dead_after`).
     pub now: Instant,
+    /// Operators' pins (`super::overrides`): area → (cluster, why). A pinned area goes to
+    /// its cluster in phase 0 while that cluster has a working server.
+    pub pins: &'a BTreeMap<AreaName, (ClusterName, String)>,
 }
+
+/// No pins (most rounds, and the tests of the paper's phases).
+pub static NO_PINS: BTreeMap<AreaName, (ClusterName, String)> = BTreeMap::new();
 
 /// The result of one round of the assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -442,6 +466,8 @@ enum Reason {
     },
     /// Phase 4 left the area where it was.
     Stay,
+    /// Phase 0: an operator's pin.
+    Pinned { cluster: ClusterName, why: String },
 }
 
 /// Why an area needs phase 3.
@@ -497,6 +523,7 @@ impl std::fmt::Display for Reason {
                 Ok(())
             }
             Reason::Stay => write!(f, "stays"),
+            Reason::Pinned { cluster, why } => write!(f, "pinned to {cluster}: {why}"),
         }
     }
 }
@@ -592,8 +619,30 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     let mut placed: BTreeMap<AreaName, Placement> = BTreeMap::new();
     let current_cluster = |area: &AreaName| input.current.get(area).map(|a| &a.cluster);
 
+    // Phase 0 (beyond the paper): operators' pins, while the pinned cluster works.
+    for (area, (cluster, why)) in input.pins {
+        let works = clusters.get(cluster).is_some_and(|v| v.load.is_some());
+        if works && input.topology.areas.contains_key(area) {
+            let reason = Reason::Pinned {
+                cluster: cluster.clone(),
+                why: why.clone(),
+            };
+            placed.insert(
+                area.clone(),
+                Placement {
+                    cluster: cluster.clone(),
+                    phase: 0,
+                    reason,
+                },
+            );
+        }
+    }
+
     // Phase 2: locality preference.
     for (area, spec) in &input.topology.areas {
+        if placed.contains_key(area) {
+            continue;
+        }
         let home = &spec.home_cluster;
         let Some(view) = clusters.get(home) else {
             continue;
@@ -1091,6 +1140,7 @@ mod tests {
                 params: &self.params,
                 round: Round(self.round),
                 now: self.t0 + at,
+                pins: &NO_PINS,
             });
             self.history = out.history.clone();
             self.current = out.answers.clone();
@@ -1369,6 +1419,7 @@ mod tests {
                 params: &run.params,
                 round: Round(1),
                 now: run.t0,
+                pins: &NO_PINS,
             },
             Rules {
                 one_per_cluster: false,
@@ -1609,7 +1660,7 @@ mod tests {
                 max_records: 0,
                 ..Params::default()
             }),
-            ParamsError::NoRecords
+            ParamsError::Records(0)
         );
     }
 
@@ -1758,6 +1809,7 @@ mod tests {
                             params: &params,
                             round: Round(7 + k as u64),
                             now: Instant::now(),
+                            pins: &NO_PINS,
                         },
                         rules,
                     );

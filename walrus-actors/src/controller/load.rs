@@ -18,6 +18,14 @@
 //!
 //! Each part can be switched off in [`LoadFormula`].
 //!
+//! # Figures a reader could not measure
+//!
+//! The formula uses only `cpu_idle`, the workers and virtual memory, which every OS reader
+//! measures. The user/system split, the paging rate and the process counts are carried
+//! for the operator and are not part of the load: where a reader could not measure them
+//! (the portable reader on sysinfo) they are absent from the report, and the load is the
+//! same formula over the same three inputs — nothing is filled in with a made-up zero.
+//!
 //! # Figures out of range
 //!
 //! Statistics come from the network and from web servers under stress, so [`sanitize`]
@@ -29,6 +37,7 @@
 //! | `web.busy_workers` | above `max_workers` (a flash crowd: nginx counts every connection reading or writing) | kept: the worker fraction is above 1.0, so the load is at least 1.0 ("over capacity: 700 busy of 512") |
 //! | `cpu_user`, `cpu_system`, `cpu_idle` | finite but outside `0..=1` | clamped into `0..=1` |
 //! | `cpu_user`, `cpu_system`, `cpu_idle` | NaN or infinite | meaningless: the report counts as TEMPFAIL (last round's load) |
+//! | `cpu_user`, `cpu_system`, `pages_out_per_sec`, `procs_*` | absent | stay absent (not part of the load) |
 //! | `pages_out_per_sec` | negative, NaN or infinite | set to 0 (not part of the load) |
 //! | `free_virtual_bytes` | above `total_virtual_bytes` | set to the total (no low-memory push) |
 //!
@@ -109,10 +118,11 @@ pub fn sanitize(stats: &ServerStats) -> Result<(ServerStats, Vec<StatsError>), S
     let mut out = stats.clone();
     let mut fixed = Vec::new();
     for (field, value) in [
-        ("cpu_user", &mut out.cpu_user),
-        ("cpu_system", &mut out.cpu_system),
-        ("cpu_idle", &mut out.cpu_idle),
+        ("cpu_user", out.cpu_user.as_mut()),
+        ("cpu_system", out.cpu_system.as_mut()),
+        ("cpu_idle", Some(&mut out.cpu_idle)),
     ] {
+        let Some(value) = value else { continue };
         if !value.is_finite() {
             return Err(StatsError::BadFraction {
                 field,
@@ -127,13 +137,14 @@ pub fn sanitize(stats: &ServerStats) -> Result<(ServerStats, Vec<StatsError>), S
         }
         *value = value.clamp(0.0, 1.0);
     }
-    let rate = out.pages_out_per_sec;
-    if !rate.is_finite() || rate < 0.0 {
-        fixed.push(StatsError::BadRate {
-            field: "pages_out_per_sec",
-            value: rate,
-        });
-        out.pages_out_per_sec = 0.0;
+    if let Some(rate) = out.pages_out_per_sec {
+        if !rate.is_finite() || rate < 0.0 {
+            fixed.push(StatsError::BadRate {
+                field: "pages_out_per_sec",
+                value: rate,
+            });
+            out.pages_out_per_sec = Some(0.0);
+        }
     }
     if out.free_virtual_bytes > out.total_virtual_bytes {
         fixed.push(StatsError::VirtualMemory {
@@ -185,16 +196,16 @@ mod tests {
     fn stats(busy: u32, max: u32, idle: f64, free_virt: u64) -> ServerStats {
         ServerStats {
             period: Duration::from_secs(1),
-            cpu_user: (1.0 - idle) / 2.0,
-            cpu_system: (1.0 - idle) / 2.0,
+            cpu_user: Some((1.0 - idle) / 2.0),
+            cpu_system: Some((1.0 - idle) / 2.0),
             cpu_idle: idle,
             mem_free_bytes: 1 << 30,
             swap_used_bytes: 0,
-            pages_out_per_sec: 0.0,
+            pages_out_per_sec: Some(0.0),
             free_virtual_bytes: free_virt,
             total_virtual_bytes: 1000,
-            procs_running: 1,
-            procs_blocked: 0,
+            procs_running: Some(1),
+            procs_blocked: Some(0),
             web: WebStats {
                 hits: 10,
                 busy_workers: busy,
@@ -253,9 +264,9 @@ mod tests {
         ));
         // A fraction out of range is clamped.
         let mut s = stats(1, 2, 0.5, 10);
-        s.cpu_user = 1.5;
+        s.cpu_user = Some(1.5);
         let (got, fixed) = sanitize(&s).unwrap();
-        assert_eq!(got.cpu_user, 1.0);
+        assert_eq!(got.cpu_user, Some(1.0));
         assert!(matches!(
             fixed[..],
             [StatsError::BadFraction {
@@ -283,9 +294,9 @@ mod tests {
         // A bad paging rate is zeroed.
         for rate in [-1.0, f64::NAN, f64::INFINITY] {
             let mut s = stats(1, 2, 0.5, 10);
-            s.pages_out_per_sec = rate;
+            s.pages_out_per_sec = Some(rate);
             let (got, fixed) = sanitize(&s).unwrap();
-            assert_eq!(got.pages_out_per_sec, 0.0);
+            assert_eq!(got.pages_out_per_sec, Some(0.0));
             assert!(matches!(fixed[..], [StatsError::BadRate { .. }]));
         }
     }

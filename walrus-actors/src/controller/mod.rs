@@ -75,8 +75,11 @@
 
 pub mod actor;
 pub mod assign;
+pub mod event;
+pub mod knobs;
 pub mod load;
 pub mod notify;
+pub mod overrides;
 pub mod round;
 
 #[cfg(test)]

@@ -153,6 +153,7 @@ impl State {
                     params,
                     round: Round(r),
                     now: self.t0 + Duration::from_secs(r),
+                    pins: &crate::controller::assign::NO_PINS,
                 },
                 rules,
             );

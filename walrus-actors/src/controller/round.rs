@@ -6,7 +6,9 @@
 //! ([`super::actor`]) only translates:
 //!
 //! ```text
-//!  gcs view of `Controllers`: first member == me? ─► handle_became_master / handle_lost_mastership
+//!  gcs view of `Controllers`                    ─► handle_membership (first member == me?
+//!                                                   handle_became_master / handle_lost_mastership;
+//!                                                   newcomers for a network reason: handle_merge)
 //!  Report delivered on `Controllers`            ─► handle_report
 //!  Decision delivered on `Controllers` (not own)─► handle_decision
 //!  partition healed (view merged two components)─► handle_merge (after handle_became_master
@@ -86,14 +88,16 @@ use crate::controller::assign::{
     assign, assign_with, DeadCause, History, Input, Observation, Outcome, Params, Rules,
     ServerState,
 };
+use crate::controller::event::Event;
 use crate::controller::load::{self, LoadFormula, StatsError};
-use crate::controller::notify::Event;
+use crate::controller::overrides::{Command as OverrideCommand, Override, Overrides};
 use crate::model::{
     AreaAnswer, AreaName, ClusterName, Decision, Generation, Report, ReportBody, Round, ServerName,
     Topology,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
+use walrus_gcs::{Member, MembershipReason};
 
 /// Timing and tuning of the rounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +193,11 @@ pub enum Output {
     Notify(Event),
     /// This round's view, for the status page and metrics.
     Status(RoundStatus),
+    /// The master's overrides in force, to re-announce on `Controllers` (a Controller
+    /// joined: it must hold the same set).
+    AnnounceOverrides(Vec<Override>),
+    /// An override began, ended or expired: one line for the log.
+    OverrideLog(String),
 }
 
 /// What the status page shows about one closed round.
@@ -445,7 +454,26 @@ pub struct RoundMachine {
     /// When each server last started an early round (at most one per server per
     /// `round_period`).
     last_early: BTreeMap<ServerName, Instant>,
+    /// The last `Controllers` membership list (its first member is master).
+    controllers: Vec<Member>,
+    /// Operators' drains and pins in force (see [`super::overrides`]).
+    overrides: Overrides,
+    /// A moment and the wall clock then (ms since the Unix epoch), from the last override
+    /// command: overrides end by the wall clock, rounds run on `Instant`.
+    wall_anchor: Option<(Instant, u64)>,
     outputs: VecDeque<Output>,
+}
+
+/// What a `Controllers` membership change did (for the shell's logs and status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// This Controller is now master (first in the list).
+    pub became_master: bool,
+    /// This Controller was master and no longer is.
+    pub lost_mastership: bool,
+    /// The change brought members this Controller did not have for a network reason: a
+    /// merge of components (see [`RoundMachine::handle_merge`]).
+    pub merged: bool,
 }
 
 impl RoundMachine {
@@ -473,8 +501,109 @@ impl RoundMachine {
             generation_due: None,
             last_states: BTreeMap::new(),
             last_early: BTreeMap::new(),
+            controllers: Vec::new(),
+            overrides: Overrides::default(),
+            wall_anchor: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// An operator's command (delivered in total order on `Controllers`, so every
+    /// Controller applies the same sequence), at `now` = wall clock `now_ms`.
+    pub fn handle_override(&mut self, now: Instant, now_ms: u64, cmd: OverrideCommand) {
+        self.wall_anchor = Some((now, now_ms));
+        if let Some(line) = self.overrides.apply(cmd, now_ms) {
+            self.outputs.push_back(Output::OverrideLog(line));
+        }
+    }
+
+    /// A master's whole set of overrides (announced when a Controller joined). Only a
+    /// backup takes it: a master's own set is the one everyone follows.
+    pub fn handle_overrides(&mut self, now: Instant, now_ms: u64, list: Vec<Override>) {
+        if self.is_master() {
+            return;
+        }
+        self.wall_anchor = Some((now, now_ms));
+        self.overrides.replace(list, now_ms);
+    }
+
+    /// The overrides in force.
+    pub fn overrides(&self) -> Vec<Override> {
+        self.overrides.all()
+    }
+
+    /// The wall clock at `now`, from the anchor (None: no override was ever given).
+    fn wall_ms(&self, now: Instant) -> Option<u64> {
+        let (at, ms) = self.wall_anchor?;
+        let since = now.saturating_duration_since(at).as_millis();
+        Some(ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX)))
+    }
+
+    /// Ends what has expired, observes drained servers as BYPASS (with who and why), and
+    /// returns the pins for the assignment.
+    fn apply_overrides(
+        &mut self,
+        now: Instant,
+        observations: &mut BTreeMap<ServerName, Observation>,
+    ) -> BTreeMap<AreaName, (ClusterName, String)> {
+        let Some(now_ms) = self.wall_ms(now) else {
+            return BTreeMap::new();
+        };
+        for ended in self.overrides.expire(now_ms) {
+            self.outputs.push_back(Output::OverrideLog(format!(
+                "{:?} by {} ended",
+                ended.target, ended.by
+            )));
+        }
+        for server in &self.servers {
+            if let Some(o) = self.overrides.drain_of(server) {
+                observations.insert(
+                    server.clone(),
+                    Observation::Bypass {
+                        reason: o.describe(now_ms),
+                    },
+                );
+            }
+        }
+        self.overrides
+            .pins()
+            .map(|(area, cluster, o)| (area.clone(), (cluster.clone(), o.describe(now_ms))))
+            .collect()
+    }
+
+    /// The `Controllers` membership changed to `members` (this Controller is `me`). The
+    /// first member is master (paper §6): the Controller becomes master or stops at once.
+    /// A change that brings members this Controller did not have for a network reason is
+    /// a merge of components (a plain join says `Join`): the other side's master may have
+    /// changed answers, and backups need it too (the merged master may number its rounds
+    /// below theirs).
+    pub fn handle_membership(
+        &mut self,
+        now: Instant,
+        members: &[Member],
+        me: &Member,
+        reason: MembershipReason,
+    ) -> MembershipChange {
+        let first_is_me = members.first() == Some(me);
+        let newcomers = members.iter().any(|m| !self.controllers.contains(m));
+        let mut change = MembershipChange::default();
+        if first_is_me && !self.is_master() {
+            self.handle_became_master(now);
+            change.became_master = true;
+        } else if !first_is_me && self.is_master() {
+            self.handle_lost_mastership(now);
+            change.lost_mastership = true;
+        }
+        if reason == MembershipReason::Network && newcomers {
+            self.handle_merge(now);
+            change.merged = true;
+        }
+        if newcomers && self.is_master() && !self.overrides.is_empty() {
+            self.outputs
+                .push_back(Output::AnnounceOverrides(self.overrides.all()));
+        }
+        self.controllers = members.to_vec();
+        change
     }
 
     /// The Replicator primary announced content generation `g` (on `Controllers`).
@@ -791,7 +920,8 @@ impl RoundMachine {
         // history is kept; the answers are the master's. Without this, a new master would
         // re-notify open PANICs, forget TEMPFAIL loads and the areas' hysteresis.
         if let Some(observations) = self.shadow.remove(&decision.round) {
-            let observations = self.start_up_observations(decision.round, observations);
+            let mut observations = self.start_up_observations(decision.round, observations);
+            let pins = self.apply_overrides(now, &mut observations);
             let seeded;
             let current = match &self.last {
                 Some(d) => &d.answers,
@@ -808,6 +938,7 @@ impl RoundMachine {
                 params: &self.config.params,
                 round: decision.round,
                 now,
+                pins: &pins,
             });
             self.history = out.history;
             self.last_states = out.states;
@@ -954,6 +1085,9 @@ impl RoundMachine {
         else {
             return;
         };
+        let received = reports.len();
+        let mut reports = self.start_up_observations(round, reports);
+        let pins = self.apply_overrides(now, &mut reports);
         let seeded;
         let current = match &self.last {
             Some(d) => &d.answers,
@@ -965,8 +1099,6 @@ impl RoundMachine {
                 &seeded
             }
         };
-        let received = reports.len();
-        let mut reports = self.start_up_observations(round, reports);
         let rules = if early.is_some() {
             self.keep_dead(round, &mut reports);
             Rules {
@@ -992,6 +1124,7 @@ impl RoundMachine {
                 params: &self.config.params,
                 round,
                 now,
+                pins: &pins,
             },
             rules,
         );
@@ -1087,16 +1220,16 @@ mod tests {
     fn stats(busy: u32) -> ServerStats {
         ServerStats {
             period: Duration::from_secs(1),
-            cpu_user: 0.0,
-            cpu_system: 0.0,
+            cpu_user: Some(0.0),
+            cpu_system: Some(0.0),
             cpu_idle: 1.0,
             mem_free_bytes: 1 << 30,
             swap_used_bytes: 0,
-            pages_out_per_sec: 0.0,
+            pages_out_per_sec: Some(0.0),
             free_virtual_bytes: 1 << 30,
             total_virtual_bytes: 1 << 31,
-            procs_running: 1,
-            procs_blocked: 0,
+            procs_running: Some(1),
+            procs_blocked: Some(0),
             web: WebStats {
                 hits: 0,
                 busy_workers: busy,
@@ -1171,6 +1304,122 @@ mod tests {
             m.handle_report(t0 + MS, report(s, 1, 10)).unwrap();
         }
         m
+    }
+
+    /// One full round on `m` (a master: just become, or idle until `t`) at `t`: every
+    /// server reports `busy`.
+    fn full_round(m: &mut RoundMachine, t: Instant, busy: u32) -> Decision {
+        m.handle_timeout(t);
+        let round = drain(m)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::RequestReports { round } => Some(round),
+                _ => None,
+            })
+            .expect("a round starts");
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(t, report(s, round.0, busy)).unwrap();
+        }
+        drain(m)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Multicast(d) => Some(d),
+                _ => None,
+            })
+            .expect("the round closes")
+    }
+
+    fn pin_a2_to_c1(until_ms: u64) -> OverrideCommand {
+        OverrideCommand::Set(Override {
+            target: crate::controller::overrides::Target::Pin {
+                area: "a2".into(),
+                cluster: "c1".into(),
+            },
+            by: "alice".into(),
+            reason: "maintenance of c2's uplink".into(),
+            until_ms,
+        })
+    }
+
+    #[test]
+    fn a_pin_moves_its_area_with_the_reason_a_backup_keeps_it_and_it_expires() {
+        let t0 = Instant::now();
+        let period = RoundConfig::default().round_period;
+        let mut master = RoundMachine::new(RoundConfig::default(), topo());
+        let mut backup = RoundMachine::new(RoundConfig::default(), topo());
+        master.handle_became_master(t0);
+        let d1 = full_round(&mut master, t0, 10);
+        assert_eq!(d1.answers[&AreaName::from("a2")].cluster.0, "c2");
+        backup.handle_decision(t0, d1).unwrap();
+        // The command reaches both (Agreed on Controllers); wall clock 1,000,000 ms at t0.
+        for m in [&mut master, &mut backup] {
+            m.handle_override(t0, 1_000_000, pin_a2_to_c1(1_000_000 + 60_000));
+        }
+        assert!(drain(&mut backup)
+            .iter()
+            .any(|o| matches!(o, Output::OverrideLog(l) if l.contains("pinned by alice"))));
+        let d2 = full_round(&mut master, t0 + period, 10);
+        assert_eq!(d2.answers[&AreaName::from("a2")].cluster.0, "c1");
+        let change = d2.changes.iter().find(|c| c.area.0 == "a2").unwrap();
+        assert_eq!(change.phase, 0);
+        assert!(
+            change.reason.contains("pinned to c1: pinned by alice")
+                && change.reason.contains("maintenance of c2's uplink"),
+            "{}",
+            change.reason
+        );
+        backup.handle_decision(t0 + period, d2).unwrap();
+        // The master dies; the backup takes over and keeps the pin: no answer changes.
+        backup.handle_became_master(t0 + 2 * period);
+        let d3 = full_round(&mut backup, t0 + 2 * period, 10);
+        assert_eq!(d3.answers[&AreaName::from("a2")].cluster.0, "c1");
+        assert!(d3.changes.is_empty(), "{:?}", d3.changes);
+        // A minute after it was set, the pin ends and a2 goes home (phase 2).
+        let later = t0 + Duration::from_secs(61);
+        let d4 = full_round(&mut backup, later, 10);
+        let home = d4.changes.iter().find(|c| c.area.0 == "a2").unwrap();
+        assert_eq!((home.to.0.as_str(), home.phase), ("c2", 2));
+    }
+
+    #[test]
+    fn a_drained_server_gets_no_clients_and_a_pin_to_a_dead_cluster_waits() {
+        let t0 = Instant::now();
+        let period = RoundConfig::default().round_period;
+        let mut m = RoundMachine::new(RoundConfig::default(), topo());
+        m.handle_became_master(t0);
+        full_round(&mut m, t0, 10);
+        let drain_cmd = |server: &str| {
+            OverrideCommand::Set(Override {
+                target: crate::controller::overrides::Target::Drain {
+                    server: server.into(),
+                },
+                by: "bob".into(),
+                reason: String::new(),
+                until_ms: 2_000_000,
+            })
+        };
+        m.handle_override(t0, 1_000_000, drain_cmd("c1-s1"));
+        let d = full_round(&mut m, t0 + period, 10);
+        let a1 = &d.answers[&AreaName::from("a1")];
+        assert_eq!(a1.cluster.0, "c1");
+        assert_eq!(a1.records, vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, 2))]);
+        // Both c1 servers drained: a1 leaves c1; a pin of a2 to c1 cannot take it there.
+        m.handle_override(t0, 1_000_000, drain_cmd("c1-s2"));
+        m.handle_override(t0, 1_000_000, pin_a2_to_c1(2_000_000));
+        let d = full_round(&mut m, t0 + 2 * period, 10);
+        assert_eq!(d.answers[&AreaName::from("a1")].cluster.0, "c2");
+        assert_eq!(d.answers[&AreaName::from("a2")].cluster.0, "c2");
+        // Undrained: the pin takes effect.
+        m.handle_override(
+            t0,
+            1_000_000,
+            OverrideCommand::Undrain {
+                server: "c1-s2".into(),
+                by: "bob".into(),
+            },
+        );
+        let d = full_round(&mut m, t0 + 3 * period, 10);
+        assert_eq!(d.answers[&AreaName::from("a2")].cluster.0, "c1");
     }
 
     #[test]
@@ -2522,5 +2771,68 @@ mod tests {
             })
         );
         assert_eq!(drain(&mut m), vec![]);
+    }
+
+    fn member(node: &str, session: u64) -> Member {
+        Member {
+            node: walrus_gcs::NodeId(node.to_owned()),
+            incarnation: walrus_gcs::Incarnation(1),
+            session: walrus_gcs::SessionId(session),
+        }
+    }
+
+    #[test]
+    fn the_first_member_of_controllers_is_master() {
+        let t0 = Instant::now();
+        let (a, b) = (member("a", 1), member("b", 1));
+        let mut m = RoundMachine::new(RoundConfig::with_period(Duration::from_secs(1)), topo());
+        let c = m.handle_membership(t0, &[b.clone(), a.clone()], &a, MembershipReason::Join);
+        assert_eq!(c, MembershipChange::default());
+        assert!(!m.is_master());
+        // b leaves: a is first and becomes master (a round starts at once).
+        let c = m.handle_membership(t0, std::slice::from_ref(&a), &a, MembershipReason::Leave);
+        assert!(c.became_master && !c.lost_mastership && !c.merged, "{c:?}");
+        assert!(m.is_master());
+        assert!(matches!(
+            m.poll_output(),
+            Some(Output::RequestReports { .. })
+        ));
+        // A joiner comes last: nothing changes.
+        let c = m.handle_membership(t0, &[a.clone(), b.clone()], &a, MembershipReason::Join);
+        assert_eq!(c, MembershipChange::default());
+        assert!(m.is_master());
+        // A merge puts the other side's master first: a stops at once, and it is a merge.
+        let z = member("0", 9);
+        let c = m.handle_membership(t0, &[z, a.clone(), b], &a, MembershipReason::Network);
+        assert!(c.lost_mastership && c.merged && !c.became_master, "{c:?}");
+        assert!(!m.is_master());
+        assert_eq!(
+            m.poll_output(),
+            None,
+            "a deposed master has nothing pending"
+        );
+    }
+
+    #[test]
+    fn a_failure_is_not_a_merge_but_newcomers_for_a_network_reason_are() {
+        let t0 = Instant::now();
+        let (a, b, c) = (member("a", 1), member("b", 1), member("c", 1));
+        let mut m = RoundMachine::new(RoundConfig::with_period(Duration::from_secs(1)), topo());
+        m.handle_membership(
+            t0,
+            &[a.clone(), b.clone(), c.clone()],
+            &b,
+            MembershipReason::Join,
+        );
+        // a crashes (network reason, no newcomer): b is master, no merge.
+        let ch = m.handle_membership(t0, &[b.clone(), c.clone()], &b, MembershipReason::Network);
+        assert!(ch.became_master && !ch.merged, "{ch:?}");
+        // a's component comes back behind b: a merge; b stays master and re-sends all.
+        let ch = m.handle_membership(t0, &[b.clone(), c, a], &b, MembershipReason::Network);
+        assert!(
+            ch.merged && !ch.lost_mastership && !ch.became_master,
+            "{ch:?}"
+        );
+        assert!(m.is_master());
     }
 }

@@ -17,15 +17,27 @@
 //! own design: the Controller updates DNS). Writes are fenced by epoch, so a deposed
 //! writer's late update is refused by the server whoever wins a race.
 //!
-//! A tokio task, like the driver it feeds (see [`crate::controller::actor`] for why).
+//! An actix actor under `actix::Supervisor` (see [`crate::supervision`]) in front of the
+//! driver (a tokio task that owns the name server and [`super::core::DirectorCore`]): a
+//! restart of the shell rejoins its groups with a new session, and the driver keeps the
+//! stored answer and its retry state.
 
-use crate::group::GroupSession;
+use crate::group::GroupLayer;
 use crate::model::{AreaName, Decision};
+use crate::supervision::{guard, open_and_join, ActorHome, SessionLink, Supervision};
 use crate::wire::{self, WalrusMessage, DIRECTORS};
+use actix::prelude::*;
 use std::collections::BTreeSet;
-use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
-use walrus_gcs::{DriverError, Event, Member};
+use walrus_gcs::{Event, GroupName, Member};
+
+/// The role's name in logs and `/metrics`.
+pub const ROLE: &str = "director";
+
+/// Requests a Director's mailbox holds.
+pub const MAILBOX: usize = 16;
 
 /// The name of the group whose first configured Director writes `area`'s name server.
 pub fn writer_group(area: &AreaName) -> String {
@@ -56,81 +68,238 @@ impl Election {
     }
 }
 
-/// Why a Director's shell stopped on its own.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DirectorActorError {
-    /// The group layer refused or stopped.
-    #[error("director: group communication: {0}")]
-    Group(#[from] DriverError),
-    /// The session ended (node stopped, or dropped for not reading).
-    #[error("director: the group session ended")]
-    SessionEnded,
+/// Leave the groups, close the session and stay idle (the node is stopping).
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown;
+
+impl Message for Shutdown {
+    type Result = ();
 }
 
-/// Runs the shell until `shutdown` completes (then leaves `Directors` and closes). When
-/// the driver is gone the decisions are dropped; the shell keeps its membership.
-pub async fn run<S: GroupSession>(
-    session: S,
-    decisions: mpsc::Sender<Decision>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), DirectorActorError> {
-    run_elected(session, decisions, None, shutdown).await
+/// Test only: panics inside the actor, as a bug would.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy)]
+pub struct Crash;
+
+#[cfg(feature = "testing")]
+impl Message for Crash {
+    type Result = ();
 }
 
-/// [`run`], also taking part in `election`'s writer group (see the module doc).
-pub async fn run_elected<S: GroupSession>(
-    mut session: S,
+/// A running Director shell's address.
+#[derive(Debug, Clone)]
+pub struct DirectorActor {
+    shutdown: Recipient<Shutdown>,
+    #[cfg(feature = "testing")]
+    crash: Recipient<Crash>,
+}
+
+impl DirectorActor {
+    /// Leaves the groups and closes the session (the node is stopping).
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(Shutdown).await;
+    }
+
+    /// Test only: makes the actor panic (it is restarted by its supervisor).
+    #[cfg(feature = "testing")]
+    pub fn crash(&self) {
+        let _ = self.crash.try_send(Crash);
+    }
+}
+
+/// Starts a supervised Director shell in `home` over `layer`: it joins `Directors` (and,
+/// with `election`, the area's writer group) and forwards every decision to `decisions`
+/// (the driver). When the driver is gone the decisions are dropped; the shell keeps its
+/// membership.
+pub fn start<L: GroupLayer>(
+    home: &ActorHome,
+    supervision: &Supervision,
+    layer: Arc<L>,
     decisions: mpsc::Sender<Decision>,
     election: Option<Election>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), DirectorActorError> {
-    session.join(wire::group(DIRECTORS)).await?;
-    tracing::info!(me = %session.member(), "director joined Directors");
-    let area_group = election
-        .as_ref()
-        .map(|e| wire::group(&writer_group(&e.area)));
-    if let Some(g) = &area_group {
-        session.join(g.clone()).await?;
+) -> DirectorActor {
+    let sup = supervision.clone();
+    let addr = crate::supervision::start_in(home, MAILBOX, move |_| Director {
+        layer,
+        sup,
+        decisions,
+        election,
+        link: None,
+        failure: None,
+        halted: false,
+    });
+    DirectorActor {
+        shutdown: addr.clone().recipient(),
+        #[cfg(feature = "testing")]
+        crash: addr.recipient(),
     }
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            ev = session.recv() => match ev {
-                None => return Err(DirectorActorError::SessionEnded),
-                Some(Event::Message { payload, sender, .. }) => match WalrusMessage::decode(&payload) {
-                    Ok(WalrusMessage::Decision(d)) => {
-                        tracing::debug!(round = %d.round, "decision received");
-                        if decisions.send(d).await.is_err() {
+}
+
+/// The Director shell actor.
+pub struct Director<L: GroupLayer> {
+    layer: Arc<L>,
+    sup: Supervision,
+    decisions: mpsc::Sender<Decision>,
+    election: Option<Election>,
+    link: Option<SessionLink>,
+    failure: Option<String>,
+    halted: bool,
+}
+
+impl<L: GroupLayer> Director<L> {
+    fn groups(&self) -> Vec<GroupName> {
+        let mut g = vec![wire::group(DIRECTORS)];
+        if let Some(e) = &self.election {
+            g.push(wire::group(&writer_group(&e.area)));
+        }
+        g
+    }
+
+    fn fail(&mut self, ctx: &mut Context<Self>, cause: String) {
+        tracing::error!(role = ROLE, %cause, "director failed");
+        self.failure = Some(cause);
+        ctx.stop();
+    }
+
+    /// The decision to forward for `ev`, if any.
+    fn on_event(&mut self, ev: Event) -> Option<Decision> {
+        match ev {
+            Event::Message {
+                payload, sender, ..
+            } => match WalrusMessage::decode(&payload) {
+                Ok(WalrusMessage::Decision(d)) => {
+                    tracing::debug!(round = %d.round, "decision received");
+                    Some(d)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(from = %sender.0, error = %e, "malformed message ignored");
+                    None
+                }
+            },
+            Event::Membership { group, members, .. } => {
+                if let Some(e) = &self.election {
+                    if group == wire::group(&writer_group(&e.area)) {
+                        let writer = e.writer_of(&members);
+                        if *e.writer.borrow() != writer {
+                            tracing::info!(area = %e.area, writer = ?writer, members = members.len(), "writer of the area's name server");
+                            e.writer.send_replace(writer);
+                        }
+                    }
+                }
+                None
+            }
+            Event::Disconnected { reason } => {
+                tracing::error!(?reason, "director session disconnected");
+                None
+            }
+        }
+    }
+
+    fn forward(&mut self, ctx: &mut Context<Self>, d: Decision) {
+        match self.decisions.try_send(d) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(d)) => {
+                // The driver is behind: wait for it before taking the next event.
+                self.sup.mailbox_full("director driver");
+                let tx = self.decisions.clone();
+                ctx.wait(
+                    async move {
+                        if tx.send(d).await.is_err() {
                             tracing::warn!("director driver has stopped; decision dropped");
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(from = %sender.0, error = %e, "malformed message ignored"),
-                },
-                Some(Event::Membership { group, members, .. }) => {
-                    if let (Some(e), Some(g)) = (&election, &area_group) {
-                        if &group == g {
-                            let writer = e.writer_of(&members);
-                            if *e.writer.borrow() != writer {
-                                tracing::info!(area = %e.area, writer = ?writer, members = members.len(), "writer of the area's name server");
-                                e.writer.send_replace(writer);
-                            }
-                        }
-                    }
-                }
-                Some(Event::Disconnected { reason }) => {
-                    tracing::error!(?reason, "director session disconnected");
-                }
-            },
+                    .into_actor(self),
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("director driver has stopped; decision dropped");
+            }
         }
     }
-    if let Some(g) = area_group {
-        let _ = session.leave(g).await;
+}
+
+impl<L: GroupLayer> Actor for Director<L> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.halted {
+            return;
+        }
+        ctx.wait(
+            open_and_join(self.layer.clone(), self.sup.clone(), ROLE, self.groups())
+                .into_actor(self)
+                .map(|r, act, ctx| match r {
+                    Ok((link, events)) => {
+                        tracing::info!(me = %link.member(), "director joined Directors");
+                        act.link = Some(link);
+                        ctx.add_stream(events);
+                    }
+                    Err(e) => act.fail(ctx, format!("joining Directors: {e}")),
+                }),
+        );
     }
-    let _ = session.leave(wire::group(DIRECTORS)).await;
-    session.close().await;
-    Ok(())
+}
+
+impl<L: GroupLayer> Supervised for Director<L> {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        let cause = self.failure.take().unwrap_or_else(|| "stopped".to_owned());
+        self.link = None;
+        if self.halted || self.sup.is_closing() {
+            self.halted = true;
+            return;
+        }
+        if self.sup.restarted(ROLE, &cause, Instant::now()).is_err() {
+            self.halted = true;
+        }
+    }
+}
+
+impl<L: GroupLayer> StreamHandler<Event> for Director<L> {
+    fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
+        match guard(self, |act| act.on_event(ev)) {
+            Ok(Some(d)) => self.forward(ctx, d),
+            Ok(None) => {}
+            Err(cause) => self.fail(ctx, cause),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.halted || self.sup.is_closing() {
+            return;
+        }
+        self.fail(ctx, "the group session ended".to_owned());
+    }
+}
+
+impl<L: GroupLayer> Handler<Shutdown> for Director<L> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.halted = true;
+        let link = self.link.take();
+        let groups = self.groups();
+        Box::pin(
+            async move {
+                if let Some(link) = link {
+                    for g in groups.into_iter().rev() {
+                        let _ = link.leave(g).await;
+                    }
+                    link.close().await;
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+#[cfg(feature = "testing")]
+impl<L: GroupLayer> Handler<Crash> for Director<L> {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        if let Err(cause) = guard(self, |_| panic!("test-only crash of the director")) {
+            self.fail(ctx, cause);
+        }
+    }
 }

@@ -145,6 +145,9 @@ pub struct ReporterConfig {
     pub bypass_file: PathBuf,
     /// The procfs directory. Default `/proc`; tests point it elsewhere.
     pub proc_root: PathBuf,
+    /// Which OS reader: procfs on Linux and sysinfo elsewhere (default), or either one
+    /// forced (`[reporter] os_stats = "procfs" | "portable"`).
+    pub os_stats: os::OsSource,
     /// How `https://` status pages and probes are verified. Default: the system CA
     /// bundle, the name in the URL.
     pub tls: http::TlsOptions,
@@ -165,6 +168,7 @@ impl ReporterConfig {
             stale_after: None,
             bypass_file: PathBuf::from("/var/lib/walrus/bypass"),
             proc_root: PathBuf::from("/proc"),
+            os_stats: os::OsSource::Auto,
             tls: http::TlsOptions::default(),
             fast_failover: Some(FastFailoverConfig::default()),
         }
@@ -264,6 +268,9 @@ pub enum ReporterError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The OS reader could not be set up (sysinfo does not support this OS).
+    #[error("reporter: OS statistics: {0}")]
+    Os(#[from] os::OsError),
 }
 
 /// The request side of a running Reporter: cheap to clone, answers at once.
@@ -275,6 +282,7 @@ pub struct ReporterHandle {
     /// Urgent reports raised so far (fast failover).
     urgent: watch::Receiver<u64>,
     generation: Arc<Mutex<Option<Generation>>>,
+    os_source: &'static str,
 }
 
 impl ReporterHandle {
@@ -297,6 +305,11 @@ impl ReporterHandle {
             wall,
             self.stale_after,
         )
+    }
+
+    /// The OS reader in use: "procfs" or "sysinfo" (for the status page).
+    pub fn os_source(&self) -> &'static str {
+        self.os_source
     }
 
     /// The latest snapshot (for status pages and tests).
@@ -339,7 +352,7 @@ impl ReporterHandle {
 /// The gathering loop: reads everything every interval and publishes a snapshot.
 pub struct Gatherer<W> {
     config: ReporterConfig,
-    proc: os::ProcReader,
+    os: os::OsReader,
     web: W,
     state: ReporterState,
     publish: watch::Sender<Snapshot>,
@@ -369,6 +382,7 @@ impl<W: WebReader> Gatherer<W> {
                 Some((url, ff))
             }
         };
+        let os = os::OsReader::new(config.os_stats, config.proc_root.clone())?;
         let (publish, latest) = watch::channel(Snapshot::default());
         let (urgent, urgent_rx) = watch::channel(0u64);
         let handle = ReporterHandle {
@@ -377,13 +391,14 @@ impl<W: WebReader> Gatherer<W> {
             latest,
             urgent: urgent_rx,
             generation: Arc::new(Mutex::new(None)),
+            os_source: os.name(),
         };
         let state = match config.fast_failover {
             Some(ff) => ReporterState::with_fast_failover(config.panic_after, ff.damping),
             None => ReporterState::new(config.panic_after),
         };
         let gatherer = Self {
-            proc: os::ProcReader::new(config.proc_root.clone()),
+            os,
             state,
             config,
             web,
@@ -397,7 +412,7 @@ impl<W: WebReader> Gatherer<W> {
     /// One gathering: OS sample, web reading, bypass file; publishes the new snapshot.
     pub async fn gather_once(&mut self) -> Snapshot {
         let now = tokio::time::Instant::now().into_std();
-        let os = self.proc.read();
+        let os = self.os.read();
         let web = self.web.read().await;
         let bypass = BypassStatus::from_read(bypass::read_bypass(&self.config.bypass_file));
         let snapshot = self.state.handle_gathering(now, os, web, bypass).clone();

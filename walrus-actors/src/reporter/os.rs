@@ -1,15 +1,18 @@
-//! The OS-specific piece of the Reporter (paper §4, "three pieces"): Linux statistics
-//! from procfs.
+//! The OS-specific piece of the Reporter (paper §4, "three pieces"): two readers.
 //!
-//! Parsers are pure functions over the text of `/proc/stat`, `/proc/meminfo` and
-//! `/proc/vmstat`, tested on captured text; [`ProcReader`] reads the three files (from
-//! `/proc`, or from another directory in tests) into one [`OsSample`]; [`os_stats`] turns
-//! two samples and the time between them into the figures a report carries.
+//! - **procfs** (Linux, the default there): parsers are pure functions over the text of
+//!   `/proc/stat`, `/proc/meminfo` and `/proc/vmstat`, tested on captured text;
+//!   [`ProcReader`] reads the three files (from `/proc`, or from another directory in
+//!   tests) into one [`OsSample`]; [`os_stats`] turns two samples and the time between
+//!   them into the figures a report carries. It alone has the user/system/idle split, the
+//!   runnable/blocked process counts and the swap-out rate.
+//! - **portable** ([`PortableReader`], on sysinfo; any OS, or `[reporter] os_stats =
+//!   "portable"`): total CPU usage, memory and swap, and the process counts where sysinfo
+//!   gives process states. What it cannot measure is absent from [`OsStats`] (`None`),
+//!   never a made-up zero; the load formula does not use those figures (see
+//!   [`crate::controller::load`]).
 //!
-//! Why procfs and not sysinfo: sysinfo has only a total CPU percentage, while the paper's
-//! report splits user, system and idle time, and it has no runnable/blocked process counts
-//! or swap-out rate. Everything a report needs is in these three small files, read in a few
-//! microseconds without allocation-heavy refreshes.
+//! [`OsSource`] picks the reader; [`OsReading`] is one reading of either.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -138,13 +141,14 @@ pub struct OsSample {
     pub vm: VmStat,
 }
 
-/// The OS part of a report: figures over one period (see `model::ServerStats`).
+/// The OS part of a report: figures over one period (see `model::ServerStats`). `None`:
+/// the reader cannot measure it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct OsStats {
     /// Fraction of CPU time in user mode (user + nice), 0.0–1.0.
-    pub cpu_user: f64,
+    pub cpu_user: Option<f64>,
     /// Fraction of CPU time in kernel mode (system + irq + softirq), 0.0–1.0.
-    pub cpu_system: f64,
+    pub cpu_system: Option<f64>,
     /// Fraction of CPU time idle (idle + iowait), 0.0–1.0.
     pub cpu_idle: f64,
     /// Free physical memory, bytes.
@@ -152,15 +156,15 @@ pub struct OsStats {
     /// Swap in use, bytes.
     pub swap_used_bytes: u64,
     /// Pages swapped out per second over the period.
-    pub pages_out_per_sec: f64,
+    pub pages_out_per_sec: Option<f64>,
     /// Available memory plus free swap, bytes.
     pub free_virtual_bytes: u64,
     /// Physical memory plus swap, bytes.
     pub total_virtual_bytes: u64,
     /// Runnable processes at the end of the period.
-    pub procs_running: u32,
+    pub procs_running: Option<u32>,
     /// Blocked processes at the end of the period.
-    pub procs_blocked: u32,
+    pub procs_blocked: Option<u32>,
 }
 
 /// Parses `/proc/stat`: the aggregate `cpu` line and `procs_running`/`procs_blocked`.
@@ -315,17 +319,173 @@ pub fn os_stats(prev: &OsSample, cur: &OsSample, period: Duration) -> OsStats {
     let pages_out = d(prev.vm.pswpout, cur.vm.pswpout) as f64;
     let m = &cur.mem;
     OsStats {
-        cpu_user: frac(user),
-        cpu_system: frac(system),
+        cpu_user: Some(frac(user)),
+        cpu_system: Some(frac(system)),
         // No ticks at all (a zero period): call the host idle rather than busy.
         cpu_idle: if total == 0 { 1.0 } else { frac(idle) },
         mem_free_bytes: m.free,
         swap_used_bytes: m.swap_total.saturating_sub(m.swap_free),
-        pages_out_per_sec: if secs > 0.0 { pages_out / secs } else { 0.0 },
+        pages_out_per_sec: Some(if secs > 0.0 { pages_out / secs } else { 0.0 }),
         free_virtual_bytes: m.available.saturating_add(m.swap_free),
         total_virtual_bytes: m.total.saturating_add(m.swap_total),
-        procs_running: cur.stat.procs_running,
-        procs_blocked: cur.stat.procs_blocked,
+        procs_running: Some(cur.stat.procs_running),
+        procs_blocked: Some(cur.stat.procs_blocked),
+    }
+}
+
+/// Which OS reader the Reporter uses (`[reporter] os_stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsSource {
+    /// procfs on Linux, sysinfo elsewhere. The default.
+    #[default]
+    Auto,
+    /// procfs (Linux only).
+    Procfs,
+    /// sysinfo, on any OS.
+    Portable,
+}
+
+impl OsSource {
+    /// True when this source reads procfs on this OS.
+    pub fn uses_procfs(self) -> bool {
+        match self {
+            OsSource::Auto => cfg!(target_os = "linux"),
+            OsSource::Procfs => true,
+            OsSource::Portable => false,
+        }
+    }
+}
+
+/// One OS reading, from either reader.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OsReading {
+    /// Raw procfs counters (figures come from two readings, see [`os_stats`]).
+    Procfs(OsSample),
+    /// Figures the portable reader computed since its previous reading.
+    Portable(OsStats),
+}
+
+impl From<OsSample> for OsReading {
+    fn from(s: OsSample) -> Self {
+        OsReading::Procfs(s)
+    }
+}
+
+/// The figures over the period from `prev` to `cur`.
+pub fn os_stats_between(prev: &OsReading, cur: &OsReading, period: Duration) -> OsStats {
+    match (prev, cur) {
+        (OsReading::Procfs(a), OsReading::Procfs(b)) => os_stats(a, b, period),
+        // The portable reader measures CPU usage since its own previous refresh.
+        (_, OsReading::Portable(s)) => *s,
+        // A source never changes within one Reporter; measure from this reading alone.
+        (OsReading::Portable(_), OsReading::Procfs(b)) => os_stats(b, b, period),
+    }
+}
+
+/// The portable OS reader on sysinfo. CPU usage is measured between two refreshes (the
+/// first reading's is since the reader was made).
+pub struct PortableReader {
+    sys: sysinfo::System,
+}
+
+impl std::fmt::Debug for PortableReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortableReader").finish_non_exhaustive()
+    }
+}
+
+impl PortableReader {
+    /// A reader; Err where sysinfo does not support this OS.
+    pub fn new() -> Result<Self, OsError> {
+        let mut sys = sysinfo::System::new().map_err(portable_error)?;
+        sys.refresh_cpu_usage();
+        Ok(Self { sys })
+    }
+
+    /// Refreshes CPU, memory and process states and returns the figures. Process states
+    /// are counted where sysinfo knows them (`Run`, `UninterruptibleDiskSleep`); with no
+    /// process visible at all, both counts are absent.
+    pub fn read(&mut self) -> Result<OsStats, OsError> {
+        use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate};
+        let s = &mut self.sys;
+        s.refresh_cpu_usage();
+        s.refresh_memory();
+        s.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
+        let usage = f64::from(s.global_cpu_usage()) / 100.0;
+        if !usage.is_finite() {
+            return Err(OsError::BadValue {
+                file: "sysinfo",
+                field: "global_cpu_usage".into(),
+                value: usage.to_string(),
+            });
+        }
+        let (mut running, mut blocked, mut seen) = (0u32, 0u32, false);
+        for p in s.processes().values() {
+            seen = true;
+            match p.status() {
+                ProcessStatus::Run => running = running.saturating_add(1),
+                ProcessStatus::UninterruptibleDiskSleep => blocked = blocked.saturating_add(1),
+                _ => {}
+            }
+        }
+        let (total, available, free) = (s.total_memory(), s.available_memory(), s.free_memory());
+        let (swap_total, swap_free) = (s.total_swap(), s.free_swap());
+        Ok(OsStats {
+            cpu_user: None,
+            cpu_system: None,
+            cpu_idle: (1.0 - usage).clamp(0.0, 1.0),
+            mem_free_bytes: free,
+            swap_used_bytes: swap_total.saturating_sub(swap_free),
+            pages_out_per_sec: None,
+            free_virtual_bytes: available.saturating_add(swap_free),
+            total_virtual_bytes: total.saturating_add(swap_total),
+            procs_running: seen.then_some(running),
+            procs_blocked: seen.then_some(blocked),
+        })
+    }
+}
+
+fn portable_error(e: sysinfo::Error) -> OsError {
+    OsError::Read {
+        path: PathBuf::from("(sysinfo)"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The Reporter's OS reader, as [`OsSource`] picks it.
+#[derive(Debug)]
+pub enum OsReader {
+    /// procfs.
+    Procfs(ProcReader),
+    /// sysinfo.
+    Portable(Box<PortableReader>),
+}
+
+impl OsReader {
+    /// The reader for `source` (procfs from `proc_root`).
+    pub fn new(source: OsSource, proc_root: PathBuf) -> Result<Self, OsError> {
+        Ok(if source.uses_procfs() {
+            OsReader::Procfs(ProcReader::new(proc_root))
+        } else {
+            OsReader::Portable(Box::new(PortableReader::new()?))
+        })
+    }
+
+    /// One reading.
+    pub fn read(&mut self) -> Result<OsReading, OsError> {
+        match self {
+            OsReader::Procfs(r) => r.read().map(OsReading::Procfs),
+            OsReader::Portable(r) => r.read().map(OsReading::Portable),
+        }
+    }
+
+    /// "procfs" or "sysinfo" (for the status page).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OsReader::Procfs(_) => "procfs",
+            OsReader::Portable(_) => "sysinfo",
+        }
     }
 }
 
@@ -456,10 +616,16 @@ mod tests {
         };
         let s = os_stats(&a, &b, Duration::from_secs(2));
         // Between the captures: user +189, system +14, idle +0 ticks.
-        assert!((s.cpu_user - 189.0 / 203.0).abs() < 1e-9, "{s:?}");
-        assert!((s.cpu_system - 14.0 / 203.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.cpu_user.unwrap_or(-1.0) - 189.0 / 203.0).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert!(
+            (s.cpu_system.unwrap_or(-1.0) - 14.0 / 203.0).abs() < 1e-9,
+            "{s:?}"
+        );
         assert_eq!(s.cpu_idle, 0.0);
-        assert_eq!(s.pages_out_per_sec, 100.0);
+        assert_eq!(s.pages_out_per_sec, Some(100.0));
         assert_eq!(s.free_virtual_bytes, mem.available);
         assert_eq!(s.total_virtual_bytes, mem.total);
         assert_eq!(s.swap_used_bytes, 0);

@@ -48,7 +48,7 @@
 //! and nothing is held: the condition is that of the latest reading.
 
 use super::bypass::{Bypass, BypassError};
-use super::os::{os_stats, OsError, OsSample};
+use super::os::{os_stats_between, OsError, OsReading};
 use super::web::{WebError, WebReading};
 use crate::model::{Generation, Report, ReportBody, Round, ServerName, ServerStats, WebStats};
 use std::collections::VecDeque;
@@ -312,7 +312,7 @@ impl Snapshot {
 #[derive(Debug, Clone, Copy)]
 struct Previous {
     at: Instant,
-    os: OsSample,
+    os: OsReading,
     web: WebReading,
 }
 
@@ -413,7 +413,7 @@ impl ReporterState {
     pub fn handle_gathering(
         &mut self,
         now: Instant,
-        os: Result<OsSample, OsError>,
+        os: Result<OsReading, OsError>,
         web: Result<WebReading, WebError>,
         bypass: BypassStatus,
     ) -> &Snapshot {
@@ -483,7 +483,7 @@ impl ReporterState {
 
 fn stats(prev: &Previous, cur: &Previous) -> ServerStats {
     let period = cur.at.saturating_duration_since(prev.at);
-    let os = os_stats(&prev.os, &cur.os, period);
+    let os = os_stats_between(&prev.os, &cur.os, period);
     let hits = match (prev.web.requests, cur.web.requests) {
         (Some(a), Some(b)) if b >= a => b - a,
         // The counter went back: the server restarted; all it counts is since then.
@@ -514,14 +514,14 @@ fn stats(prev: &Previous, cur: &Previous) -> ServerStats {
 #[cfg(test)]
 mod tests {
     use super::super::http::HttpError;
-    use super::super::os::{CpuTimes, MemInfo, ProcStat, VmStat};
+    use super::super::os::{CpuTimes, MemInfo, OsSample, ProcStat, VmStat};
     use super::*;
     use std::time::UNIX_EPOCH;
 
     const STALE: Duration = Duration::from_secs(3);
 
-    fn os(ticks: u64) -> OsSample {
-        OsSample {
+    fn os(ticks: u64) -> OsReading {
+        OsReading::Procfs(OsSample {
             stat: ProcStat {
                 cpu: CpuTimes {
                     user: ticks,
@@ -540,7 +540,7 @@ mod tests {
                 swap_free: 100,
             },
             vm: VmStat { pswpout: ticks },
-        }
+        })
     }
 
     fn web(requests: u64) -> WebReading {
@@ -611,9 +611,12 @@ mod tests {
         assert_eq!(st.period, Duration::from_secs(2));
         assert_eq!(st.web.hits, 20, "21 counted, 1 of them ours");
         assert_eq!((st.web.busy_workers, st.web.max_workers), (3, 64));
-        assert_eq!((st.cpu_user, st.cpu_system, st.cpu_idle), (0.25, 0.25, 0.5));
-        assert_eq!(st.pages_out_per_sec, 50.0);
-        assert_eq!((st.procs_running, st.procs_blocked), (2, 1));
+        assert_eq!(
+            (st.cpu_user, st.cpu_system, st.cpu_idle),
+            (Some(0.25), Some(0.25), 0.5)
+        );
+        assert_eq!(st.pages_out_per_sec, Some(50.0));
+        assert_eq!((st.procs_running, st.procs_blocked), (Some(2), Some(1)));
         assert_eq!(st.free_virtual_bytes, 700);
     }
 

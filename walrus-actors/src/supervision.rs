@@ -1,0 +1,538 @@
+//! What every role actor shares: the actix home it runs in, its group session seen as a
+//! stream plus a sender, and the restart policy with its counters for `/metrics`.
+//!
+//! ```text
+//!  ActorHome (an actix Arbiter) ──▶ actix::Supervisor ──▶ role actor (Controller, Reporter,
+//!                                                          Director: thin shells)
+//!  GroupSession ── pump (tokio task on the node's runtime) ──┬─▶ Events  (StreamHandler)
+//!                                                            └─◀ SessionLink (join, multicast)
+//!  panic in a handler ─ guard ─▶ ctx.stop() ─▶ Supervised::restarting ─▶ Supervision::restarted
+//!                                     (state rebuilt, new session)      (counted, rate-limited)
+//! ```
+//!
+//! # Restarts
+//! A role's handlers run under [`guard`]: a panic is caught, its message kept as the
+//! cause, and the actor stopped; `actix::Supervisor` then calls `restarting`, where the
+//! role rebuilds its state from its settings and opens a new group session (the old one
+//! is closed, so its group sees it leave). [`Supervision::restarted`] counts the restart
+//! per role, logs it with its cause, and once a role restarts more than
+//! [`RestartLimit::max_restarts`] times within [`RestartLimit::within`], marks the node
+//! failed ([`Supervision::failed`]) instead of looping: the binary exits with that error.
+//!
+//! # Mailboxes
+//! A role's main input is its group session's events: they reach the actor through a
+//! bounded queue ([`EVENT_QUEUE`]); when it is full the pump stops reading the session
+//! (walrus-gcs then applies its own slow-reader policy), and the event is counted and
+//! logged. Requests from the node (status, reconfigure) go through the actor's own
+//! bounded actix mailbox with [`Supervision::post`] semantics at the callers: a full one
+//! is counted and logged, never queued without bound.
+
+use crate::group::GroupSession;
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use walrus_gcs::{DriverError, Event, GroupName, Member, Service};
+
+/// Events queued between a role's group session and its actor.
+pub const EVENT_QUEUE: usize = 256;
+
+/// After more than `max_restarts` restarts of one role within `within`, the node stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimit {
+    /// Restarts allowed inside the window. Default 5.
+    pub max_restarts: u32,
+    /// The sliding window. Default 60 s.
+    pub within: Duration,
+}
+
+impl Default for RestartLimit {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One role's counters, as `/metrics` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleMetrics {
+    /// Restarts since the node started.
+    pub restarts: u64,
+    /// The cause of the last restart.
+    pub last_cause: Option<String>,
+    /// Events waiting in the role's queue now.
+    pub mailbox_depth: usize,
+    /// The queue's capacity.
+    pub mailbox_capacity: usize,
+    /// Times an event or request found the role's queue full.
+    pub mailbox_full: u64,
+}
+
+#[derive(Default)]
+struct RoleState {
+    metrics: RoleMetrics,
+    recent: VecDeque<Instant>,
+    queues: Vec<mpsc::WeakSender<Event>>,
+}
+
+struct Inner {
+    node: String,
+    limit: RestartLimit,
+    roles: Mutex<BTreeMap<String, RoleState>>,
+    failed: watch::Sender<Option<String>>,
+    closing: AtomicBool,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The node's supervision record: restarts, mailbox figures, and whether the node failed.
+/// Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Supervision(Arc<Inner>);
+
+impl std::fmt::Debug for Supervision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervision")
+            .field("node", &self.0.node)
+            .field("limit", &self.0.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervision {
+    /// A record for node `node`; session pumps run on `runtime` (the node's tokio runtime,
+    /// where walrus-gcs runs), not on the actors' arbiter.
+    pub fn new(node: &str, limit: RestartLimit, runtime: tokio::runtime::Handle) -> Self {
+        let (failed, _) = watch::channel(None);
+        Self(Arc::new(Inner {
+            node: node.to_owned(),
+            limit,
+            roles: Mutex::new(BTreeMap::new()),
+            failed,
+            closing: AtomicBool::new(false),
+            runtime,
+        }))
+    }
+
+    fn with_role<R>(&self, role: &str, f: impl FnOnce(&mut RoleState) -> R) -> R {
+        let mut roles = match self.0.roles.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(roles.entry(role.to_owned()).or_default())
+    }
+
+    /// Records a restart of `role` caused by `cause`. Err (and the node marked failed)
+    /// when the role went over its [`RestartLimit`]: the caller must not start again.
+    pub fn restarted(&self, role: &str, cause: &str, now: Instant) -> Result<(), String> {
+        let limit = self.0.limit;
+        let over = self.with_role(role, |s| {
+            s.metrics.restarts += 1;
+            s.metrics.last_cause = Some(cause.to_owned());
+            s.recent.push_back(now);
+            while s
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > limit.within)
+            {
+                s.recent.pop_front();
+            }
+            s.recent.len() > limit.max_restarts as usize
+        });
+        if over {
+            let e = format!(
+                "node {}: role {role} restarted more than {} times within {:?} (last cause: {cause}); stopping the node instead of restarting it again",
+                self.0.node, limit.max_restarts, limit.within
+            );
+            tracing::error!(node = %self.0.node, role, cause, "{e}");
+            self.0.failed.send_if_modified(|f| {
+                let first = f.is_none();
+                if first {
+                    *f = Some(e.clone());
+                }
+                first
+            });
+            return Err(e);
+        }
+        tracing::warn!(node = %self.0.node, role, cause, "role actor restarted with its state rebuilt");
+        Ok(())
+    }
+
+    /// Counts one event or request that found `role`'s queue full, and logs it.
+    pub fn mailbox_full(&self, role: &str) {
+        let n = self.with_role(role, |s| {
+            s.metrics.mailbox_full += 1;
+            s.metrics.mailbox_full
+        });
+        tracing::warn!(node = %self.0.node, role, times = n, "role mailbox full: the sender waits (or drops a request)");
+    }
+
+    /// Each role's counters now.
+    pub fn metrics(&self) -> BTreeMap<String, RoleMetrics> {
+        let roles = match self.0.roles.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        roles
+            .iter()
+            .map(|(role, s)| {
+                let mut m = s.metrics.clone();
+                let live: Vec<_> = s.queues.iter().filter_map(|q| q.upgrade()).collect();
+                m.mailbox_depth = live.iter().map(|q| q.max_capacity() - q.capacity()).sum();
+                m.mailbox_capacity = live.iter().map(|q| q.max_capacity()).sum();
+                (role.clone(), m)
+            })
+            .collect()
+    }
+
+    /// The node's failure (a role over its restart limit), once there is one.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.0.failed.subscribe()
+    }
+
+    /// Marks the node as stopping: a session ending from now on is not a failure.
+    pub fn close(&self) {
+        self.0.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Self::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.0.closing.load(Ordering::SeqCst)
+    }
+
+    /// Starts the pump of `session` for `role` on the node's runtime: its events become a
+    /// stream for the actor, its sending side a [`SessionLink`]. Dropping the link closes
+    /// the session (it leaves every group).
+    pub fn pump<S: GroupSession>(&self, role: &str, session: S) -> (SessionLink, Events) {
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let member = session.member().clone();
+        self.with_role(role, |s| {
+            s.queues.retain(|q| q.strong_count() > 0);
+            s.queues.push(ev_tx.downgrade());
+        });
+        self.0.runtime.spawn(run_pump(
+            session,
+            ev_tx,
+            cmd_rx,
+            self.clone(),
+            role.to_owned(),
+        ));
+        (
+            SessionLink {
+                member,
+                cmds: cmd_tx,
+            },
+            Inbox(ev_rx),
+        )
+    }
+
+    /// Spawns `f` on the node's runtime (I/O helpers of an actor that must outlive none
+    /// of it: they end when the actor's side of their channel is gone).
+    pub fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.runtime.spawn(f);
+    }
+}
+
+enum Cmd {
+    Join(GroupName, oneshot::Sender<Result<(), DriverError>>),
+    Leave(GroupName, oneshot::Sender<Result<(), DriverError>>),
+    Multicast(
+        Service,
+        Vec<GroupName>,
+        Vec<u8>,
+        oneshot::Sender<Result<(), DriverError>>,
+    ),
+    Close(oneshot::Sender<()>),
+}
+
+async fn run_pump<S: GroupSession>(
+    mut session: S,
+    events: mpsc::Sender<Event>,
+    mut cmds: mpsc::Receiver<Cmd>,
+    sup: Supervision,
+    role: String,
+) {
+    let mut pending: Option<Event> = None;
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Join(g, tx)) => { let _ = tx.send(session.join(g).await); }
+                Some(Cmd::Leave(g, tx)) => { let _ = tx.send(session.leave(g).await); }
+                Some(Cmd::Multicast(s, g, p, tx)) => { let _ = tx.send(session.multicast(s, &g, p).await); }
+                Some(Cmd::Close(tx)) => { session.close().await; let _ = tx.send(()); return; }
+                None => { session.close().await; return; }
+            },
+            permit = events.reserve(), if pending.is_some() => match permit {
+                Ok(p) => { if let Some(ev) = pending.take() { p.send(ev); } }
+                Err(_) => { session.close().await; return; }
+            },
+            ev = session.recv(), if pending.is_none() && reading => match ev {
+                Some(ev) => match events.try_send(ev) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(ev)) => {
+                        sup.mailbox_full(&role);
+                        pending = Some(ev);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => { session.close().await; return; }
+                },
+                // The session is gone: the stream ends (the actor's `finished` decides),
+                // commands still get their errors from the closed session.
+                None => reading = false,
+            },
+        }
+        if !reading && pending.is_none() {
+            // Dropping the sender ends the actor's stream.
+            break;
+        }
+    }
+    drop(events);
+    while let Some(cmd) = cmds.recv().await {
+        match cmd {
+            Cmd::Join(_, tx) | Cmd::Leave(_, tx) | Cmd::Multicast(_, _, _, tx) => {
+                let _ = tx.send(Err(DriverError::Stopped));
+            }
+            Cmd::Close(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+    session.close().await;
+}
+
+/// The sending side of a role's group session (the pump holds the session).
+#[derive(Debug, Clone)]
+pub struct SessionLink {
+    member: Member,
+    cmds: mpsc::Sender<Cmd>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cmd::Join(..) => "Join",
+            Cmd::Leave(..) => "Leave",
+            Cmd::Multicast(..) => "Multicast",
+            Cmd::Close(..) => "Close",
+        })
+    }
+}
+
+impl SessionLink {
+    /// The session's identity in membership lists.
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    async fn call(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), DriverError>>) -> Cmd,
+    ) -> Result<(), DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Joins `group`.
+    pub async fn join(&self, group: GroupName) -> Result<(), DriverError> {
+        self.call(|tx| Cmd::Join(group, tx)).await
+    }
+
+    /// Leaves `group`.
+    pub async fn leave(&self, group: GroupName) -> Result<(), DriverError> {
+        self.call(|tx| Cmd::Leave(group, tx)).await
+    }
+
+    /// Multicasts `payload` to `groups`.
+    pub async fn multicast(
+        &self,
+        service: Service,
+        groups: Vec<GroupName>,
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.call(|tx| Cmd::Multicast(service, groups, payload, tx))
+            .await
+    }
+
+    /// Closes the session and waits until it is closed.
+    pub async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// A bounded queue's receiving side as a stream (for `StreamHandler`).
+#[derive(Debug)]
+pub struct Inbox<T>(pub mpsc::Receiver<T>);
+
+impl<T> actix::prelude::Stream for Inbox<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A role's group events as a stream.
+pub type Events = Inbox<Event>;
+
+/// Opens a session on `layer` for `role` and joins `groups`: what each role does when it
+/// starts and after every restart.
+pub async fn open_and_join<L: crate::group::GroupLayer>(
+    layer: Arc<L>,
+    sup: Supervision,
+    role: &'static str,
+    groups: Vec<GroupName>,
+) -> Result<(SessionLink, Events), DriverError> {
+    let session = layer.open_session().await?;
+    let (link, events) = sup.pump(role, session);
+    for g in groups {
+        link.join(g).await?;
+    }
+    Ok((link, events))
+}
+
+/// Runs `f` on `act`, catching a panic: Err carries the panic's message (the restart's
+/// cause). The caller stops the actor, and its supervisor restarts it.
+pub fn guard<A, R>(act: &mut A, f: impl FnOnce(&mut A) -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(act))).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        format!("panic: {msg}")
+    })
+}
+
+/// Where a node's role actors run: an actix arbiter. Inside an actix `System` (the
+/// binary runs on `System::with_tokio_rt`), a new arbiter of that system; elsewhere (tests
+/// and the in-process launcher, which run on plain tokio) a thread with its own `System`.
+/// Stopping the home drops every actor in it at once.
+#[derive(Debug)]
+pub struct ActorHome {
+    arbiter: actix::ArbiterHandle,
+    own_system: Option<actix::System>,
+}
+
+impl ActorHome {
+    /// A home for node `node`'s actors.
+    pub fn start(node: &str) -> std::io::Result<Self> {
+        if actix::System::try_current().is_some() {
+            let arbiter = actix::Arbiter::new();
+            return Ok(Self {
+                arbiter: arbiter.handle(),
+                own_system: None,
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("actors-{node}"))
+            .spawn(move || {
+                let system = actix::System::new();
+                let _ = tx.send((actix::System::current(), actix::Arbiter::current()));
+                system.run()
+            })?;
+        let (system, arbiter) = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the actor thread did not start"))?;
+        Ok(Self {
+            arbiter,
+            own_system: Some(system),
+        })
+    }
+
+    /// The arbiter to start actors in.
+    pub fn arbiter(&self) -> &actix::ArbiterHandle {
+        &self.arbiter
+    }
+
+    /// Stops every actor of the node.
+    pub fn stop(self) {
+        match self.own_system {
+            Some(s) => s.stop(),
+            None => {
+                self.arbiter.stop();
+            }
+        }
+    }
+}
+
+/// Starts a supervised actor in `home` (with a mailbox of `capacity` requests).
+pub fn start_in<A, F>(home: &ActorHome, capacity: usize, f: F) -> actix::Addr<A>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Supervised,
+    F: FnOnce(&mut actix::Context<A>) -> A + Send + 'static,
+{
+    actix::Supervisor::start_in_arbiter(home.arbiter(), move |ctx| {
+        ctx.set_mailbox_capacity(capacity);
+        f(ctx)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sup(limit: RestartLimit) -> (tokio::runtime::Runtime, Supervision) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let s = Supervision::new("n", limit, rt.handle().clone());
+        (rt, s)
+    }
+
+    #[test]
+    fn the_restart_limit_fails_the_node_with_the_role_and_cause() {
+        let (_rt, s) = sup(RestartLimit {
+            max_restarts: 2,
+            within: Duration::from_secs(10),
+        });
+        let t = Instant::now();
+        assert!(s.restarted("controller", "panic: a", t).is_ok());
+        assert!(s.restarted("controller", "panic: b", t).is_ok());
+        assert!(s.failed().borrow().is_none());
+        let e = s.restarted("controller", "panic: c", t).unwrap_err();
+        assert!(
+            e.contains("role controller") && e.contains("panic: c"),
+            "{e}"
+        );
+        assert_eq!(s.failed().borrow().as_deref(), Some(e.as_str()));
+        assert_eq!(s.metrics()["controller"].restarts, 3);
+    }
+
+    #[test]
+    fn restarts_outside_the_window_are_forgotten() {
+        let (_rt, s) = sup(RestartLimit {
+            max_restarts: 1,
+            within: Duration::from_secs(10),
+        });
+        let t = Instant::now();
+        assert!(s.restarted("reporter", "x", t).is_ok());
+        assert!(s
+            .restarted("reporter", "x", t + Duration::from_secs(11))
+            .is_ok());
+        assert!(s
+            .restarted("reporter", "x", t + Duration::from_secs(12))
+            .is_err());
+    }
+
+    #[test]
+    fn guard_turns_a_panic_into_its_message() {
+        let mut n = 1;
+        assert_eq!(guard(&mut n, |n| *n + 1), Ok(2));
+        let e = guard(&mut n, |_| -> u32 { panic!("boom {}", 7) }).unwrap_err();
+        assert_eq!(e, "panic: boom 7");
+    }
+}

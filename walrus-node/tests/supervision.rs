@@ -1,0 +1,268 @@
+//! Supervision of the role actors inside running nodes (over the real walrus-gcs, QUIC
+//! with mutual TLS on loopback): each role's actor is made to panic through the
+//! test-only `Crash` message and is restarted with its state rebuilt while the node and
+//! its other roles keep running; the master Controller's crash hands mastership to a
+//! backup with no answer changed; and a role that keeps failing stops the node with an
+//! error naming the role, the limit and the cause.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use support::*;
+use walrus_actors::model::{AreaName, Decision};
+use walrus_node::cluster::{free_dns_port, Cluster, Layers, QuicLayers};
+use walrus_node::config::Config;
+
+const CONTROLLERS: [&str; 3] = ["ctl-1", "ctl-2", "ctl-3"];
+
+fn master<F: Layers>(cluster: &Cluster<F>) -> Option<(String, Decision)> {
+    let masters: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|n| {
+            cluster
+                .node(n)
+                .and_then(|rt| rt.controller())
+                .is_some_and(|c| c.status().is_master)
+        })
+        .collect();
+    if masters.len() != 1 {
+        return None;
+    }
+    let st = cluster.node(&masters[0])?.controller()?.status();
+    Some((masters[0].clone(), st.last_decision?))
+}
+
+fn restarts<F: Layers>(cluster: &Cluster<F>, node: &str, role: &str) -> u64 {
+    cluster
+        .node(node)
+        .unwrap()
+        .supervision()
+        .metrics()
+        .get(role)
+        .map_or(0, |m| m.restarts)
+}
+
+fn serial<F: Layers>(cluster: &Cluster<F>, node: &str, area: &str) -> u32 {
+    let rt = cluster.node(node).unwrap();
+    let (server, _) = rt.directors()[&AreaName::from(area)]
+        .embedded
+        .clone()
+        .unwrap();
+    server.state().serial
+}
+
+async fn deployment(tag: &str) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
+    let dir = TempDir::new(tag);
+    let w1 = TinyHttp::start().await;
+    let w2 = TinyHttp::start().await;
+    let ports = [free_dns_port().unwrap(), free_dns_port().unwrap()];
+    let ctl = |name| NodeSpec {
+        name,
+        roles: &["controller"],
+        server: None,
+        area: None,
+    };
+    let toml = two_area_toml(
+        ports,
+        [w1.url(), w2.url()],
+        &[
+            ctl("ctl-1"),
+            ctl("ctl-2"),
+            ctl("ctl-3"),
+            NodeSpec {
+                name: "w-1",
+                roles: &["reporter", "director"],
+                server: Some("s1"),
+                area: Some("a1"),
+            },
+            NodeSpec {
+                name: "w-2",
+                roles: &["reporter", "director"],
+                server: Some("s2"),
+                area: Some("a2"),
+            },
+        ],
+    );
+    let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
+    (dir, vec![w1, w2], ports, config)
+}
+
+/// Waits until the master (any) has decided `rounds` more rounds after `after`, and
+/// returns its last decision.
+async fn rounds_go_on<F: Layers>(cluster: &Cluster<F>, what: &str, after: &Decision) -> Decision {
+    poll_until(what, PATIENCE, || {
+        let (_, d) = master(cluster)?;
+        (d.round.0 >= after.round.0 + 3).then_some(d)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_actor_restarts_and_the_master_controller_hands_over_without_changes() {
+    init_logs();
+    let (dir, _web, [p1, p2], config) = deployment("supervision").await;
+    let cluster = Cluster::start(config, dir.path(), QuicLayers)
+        .await
+        .unwrap();
+    let dns1: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
+    let dns2: SocketAddr = format!("127.0.0.1:{p2}").parse().unwrap();
+    let home = |d: &Decision| {
+        d.answers
+            .get(&AreaName::from("a1"))
+            .map(|a| a.records.len())
+            == Some(1)
+            && d.answers[&AreaName::from("a1")].records[0].to_string() == "192.0.2.1"
+            && d.answers
+                .get(&AreaName::from("a2"))
+                .is_some_and(|a| a.records.len() == 1 && a.records[0].to_string() == "192.0.2.2")
+    };
+    let (old_master, before) = poll_until("one master with both areas home", PATIENCE, || {
+        let (m, d) = master(&cluster)?;
+        (home(&d) && d.round.0 >= 3).then_some((m, d))
+    })
+    .await;
+    poll_until("the name servers serve the home answers", PATIENCE, || {
+        (dig_a(dns1, "www.example.com") == ["192.0.2.1"]
+            && dig_a(dns2, "www.example.com") == ["192.0.2.2"])
+        .then_some(())
+    })
+    .await;
+    poll_until("every backup holds the master's answers", PATIENCE, || {
+        CONTROLLERS
+            .iter()
+            .filter(|c| **c != old_master)
+            .all(|c| {
+                let st = cluster.node(c).unwrap().controller().unwrap().status();
+                st.last_decision
+                    .is_some_and(|d| d.answers == before.answers)
+            })
+            .then_some(())
+    })
+    .await;
+    let serials = (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2"));
+
+    // The Reporter of s1: restarted, it rejoins Reporters; rounds go on, nothing moves.
+    cluster
+        .node("w-1")
+        .unwrap()
+        .reporter_actor()
+        .unwrap()
+        .crash();
+    poll_until("w-1's reporter restarted", PATIENCE, || {
+        (restarts(&cluster, "w-1", "reporter") == 1).then_some(())
+    })
+    .await;
+    let d = rounds_go_on(&cluster, "rounds after the reporter's restart", &before).await;
+    assert_eq!(
+        d.answers, before.answers,
+        "a reporter's restart moved an area"
+    );
+
+    // The Director of a1: restarted, it rejoins Directors; the next change would reach it.
+    cluster.node("w-1").unwrap().director_actors()[0].crash();
+    poll_until("w-1's director restarted", PATIENCE, || {
+        (restarts(&cluster, "w-1", "director") == 1).then_some(())
+    })
+    .await;
+    let d = rounds_go_on(&cluster, "rounds after the director's restart", &d).await;
+    assert_eq!(d.answers, before.answers);
+    assert_eq!(dig_a(dns1, "www.example.com"), ["192.0.2.1"]);
+
+    // The master Controller: its actor restarts as a backup (a new session joins last),
+    // a backup takes over from the last decision, and no answer changes.
+    cluster
+        .node(&old_master)
+        .unwrap()
+        .controller()
+        .unwrap()
+        .crash();
+    poll_until("the old master's controller restarted", PATIENCE, || {
+        (restarts(&cluster, &old_master, "controller") == 1).then_some(())
+    })
+    .await;
+    let (new_master, after) = poll_until("a new master, three rounds on", PATIENCE, || {
+        let (m, x) = master(&cluster)?;
+        (m != old_master && x.round.0 >= d.round.0 + 3).then_some((m, x))
+    })
+    .await;
+    assert_eq!(
+        after.answers, before.answers,
+        "the takeover changed an answer"
+    );
+    assert!(after.changes.is_empty(), "changes: {:?}", after.changes);
+    assert_eq!(
+        (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2")),
+        serials,
+        "a name server was updated during the takeover"
+    );
+    let restarted = cluster
+        .node(&old_master)
+        .unwrap()
+        .controller()
+        .unwrap()
+        .get_status()
+        .await
+        .unwrap();
+    poll_until(
+        "the restarted controller is a backup of three",
+        PATIENCE,
+        || {
+            let st = cluster
+                .node(&old_master)
+                .unwrap()
+                .controller()
+                .unwrap()
+                .status();
+            (st.members.len() == 3 && !st.is_master).then_some(())
+        },
+    )
+    .await;
+    assert!(!restarted.is_master, "{new_master} should be master");
+    // Every restart is counted with its cause for /metrics.
+    let m = cluster.node(&old_master).unwrap().supervision().metrics();
+    assert!(
+        m["controller"]
+            .last_cause
+            .as_deref()
+            .is_some_and(|c| c.contains("test-only crash of the controller")),
+        "{m:?}"
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_over_its_restart_limit_stops_the_node_with_a_clear_error() {
+    init_logs();
+    let (dir, _web, _, config) = deployment("restart-limit").await;
+    let cluster = Cluster::start(config, dir.path(), QuicLayers)
+        .await
+        .unwrap();
+    let rt = cluster.node("ctl-2").unwrap();
+    let failed = rt.failed();
+    let limit = walrus_actors::supervision::RestartLimit::default();
+    for i in 1..=u64::from(limit.max_restarts) {
+        rt.controller().unwrap().crash();
+        poll_until("the controller restarted", PATIENCE, || {
+            (restarts(&cluster, "ctl-2", "controller") == i).then_some(())
+        })
+        .await;
+    }
+    rt.controller().unwrap().crash();
+    let e = tokio::time::timeout(PATIENCE, failed)
+        .await
+        .expect("the node did not fail after one restart too many");
+    assert!(
+        e.contains("node ctl-2")
+            && e.contains("role controller restarted more than 5 times within 60s")
+            && e.contains("test-only crash of the controller"),
+        "{e}"
+    );
+    // It is not restarted again: the actor stays down, the node's other roles go on.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(restarts(&cluster, "ctl-2", "controller"), 6);
+    assert!(!rt.controller().unwrap().status().is_master);
+    cluster.stop_all().await;
+}
