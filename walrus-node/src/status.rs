@@ -1041,6 +1041,24 @@ pub fn render_table(doc: &StatusDoc) -> String {
     if let Some(v) = &doc.view {
         let _ = writeln!(t, "view {} members {}", v.id, v.members.join(", "));
     }
+    if let Some(os) = &doc.os_source {
+        let _ = writeln!(t, "os statistics from {os}");
+    }
+    for a in &doc.actors {
+        let _ = writeln!(
+            t,
+            "actor {:<16} restarts {}   mailbox {}/{} (full {}){}",
+            a.role,
+            a.restarts,
+            a.mailbox_depth,
+            a.mailbox_capacity,
+            a.mailbox_full,
+            a.last_cause
+                .as_ref()
+                .map(|c| format!("   last cause: {c}"))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(t);
     let _ = writeln!(t, "{:<10} {:<10} {:<10} answer", "area", "home", "cluster");
     for a in &doc.areas {
