@@ -867,10 +867,15 @@ impl NodeSources {
     }
 
     /// What the handles say now. The Controller is asked through its address
-    /// ([`walrus_actors::controller::actor::GetStatus`]).
+    /// ([`walrus_actors::controller::actor::GetStatus`]); while it cannot answer within
+    /// [`STATUS_WAIT`] (it is joining `Controllers`, which waits for the group to settle),
+    /// the status it last published is shown.
     pub async fn sample(&self) -> Sample {
         let controller = match &self.controller {
-            Some(c) => c.get_status().await.ok(),
+            Some(c) => match tokio::time::timeout(STATUS_WAIT, c.get_status()).await {
+                Ok(Ok(s)) => Some(s),
+                _ => Some(c.status()),
+            },
             None => None,
         };
         Sample {
@@ -898,6 +903,9 @@ impl NodeSources {
         }
     }
 }
+
+/// How long the sampler waits for an actor's answer to a status request.
+pub const STATUS_WAIT: Duration = Duration::from_millis(200);
 
 /// An observer shared between its sampling task and the HTTP handlers.
 pub type SharedObserver = Arc<Mutex<Observer>>;
