@@ -115,6 +115,8 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
     let d = rt_dir.display();
     let mut t = String::new();
     let _ = writeln!(t, "site = \"{SITE}\"\n");
+    // The status pages listen on the lab's backbone, inside namespaces this run made.
+    let _ = writeln!(t, "[http]\nallow_plain_public = true\n");
     let _ = writeln!(
         t,
         "[timing]\nround_period = \"1s\"\nreport_timeout = \"400ms\"\n\

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use walrus_actors::controller::notify::{Event, Notification, Notifier, NotifyConfig, NotifyError};
 use walrus_actors::model::Round;
@@ -16,50 +16,77 @@ type Seen = Arc<Mutex<Vec<(String, String)>>>;
 /// A minimal HTTP/1.1 receiver. It answers `statuses[i]` to the i-th request (200 after
 /// the list ends) and records every request.
 async fn receiver(statuses: Vec<u16>) -> (String, Seen) {
+    let (url, seen, _heads) = receiver_with(statuses, None).await;
+    (url, seen)
+}
+
+/// [`receiver`], over TLS when `tls` is given (a real rustls server: `https://localhost`),
+/// also recording every request's head.
+async fn receiver_with(
+    statuses: Vec<u16>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (String, Seen, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
-    let seen2 = seen.clone();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (seen2, heads2) = (seen.clone(), heads.clone());
+    let url = match &tls {
+        Some(_) => format!("https://localhost:{}/hook", addr.port()),
+        None => format!("http://{addr}/hook"),
+    };
     tokio::spawn(async move {
         let mut n = 0;
         loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            // Read the head, then Content-Length bytes of body.
-            let (head_end, len) = loop {
-                let k = sock.read(&mut chunk).await.unwrap();
-                assert!(k > 0, "client closed early");
-                buf.extend_from_slice(&chunk[..k]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    break (i + 4, len);
-                }
-            };
-            while buf.len() < head_end + len {
-                let k = sock.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..k]);
-            }
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            let path = head.split(' ').nth(1).unwrap().to_owned();
-            assert!(head.starts_with("POST "), "{head}");
-            assert!(head.contains("Content-Type: application/json"), "{head}");
-            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-            seen2.lock().unwrap().push((path, body));
+            let (sock, _) = listener.accept().await.unwrap();
             let status = statuses.get(n).copied().unwrap_or(200);
             n += 1;
-            let reply =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = sock.write_all(reply.as_bytes()).await;
+            let (head, path, body) = match &tls {
+                Some(acceptor) => serve_one(acceptor.accept(sock).await.unwrap(), status).await,
+                None => serve_one(sock, status).await,
+            };
+            heads2.lock().unwrap().push(head);
+            seen2.lock().unwrap().push((path, body));
         }
     });
-    (format!("http://{addr}/hook"), seen)
+    (url, seen, heads)
+}
+
+/// Reads one POST (head, then Content-Length bytes of body), answers `status`; returns
+/// (head, path, body).
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    status: u16,
+) -> (String, String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let (head_end, len) = loop {
+        let k = sock.read(&mut chunk).await.unwrap();
+        assert!(k > 0, "client closed early");
+        buf.extend_from_slice(&chunk[..k]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        let k = sock.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let path = head.split(' ').nth(1).unwrap().to_owned();
+    assert!(head.starts_with("POST "), "{head}");
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = sock.write_all(reply.as_bytes()).await;
+    let _ = sock.shutdown().await;
+    (head, path, body)
 }
 
 fn panic_event(round: u64) -> Event {
@@ -120,6 +147,72 @@ fn script(dir: &TempDir, fail_first: u32) -> (Vec<String>, PathBuf) {
 
 fn parse(line: &str) -> Notification {
     serde_json::from_str(line).unwrap()
+}
+
+/// An `https://` webhook with an authorisation header and a Slack-style body template,
+/// against a real TLS receiver whose certificate the test makes; a receiver whose
+/// certificate is not from the configured CA gets nothing.
+#[tokio::test]
+async fn https_webhook_with_headers_and_a_body_template() {
+    let dir = TempDir::new("https-hook");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = dir.0.join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let (url, seen, heads) = receiver_with(vec![], Some(acceptor)).await;
+    let n = Notifier::start(&NotifyConfig {
+        webhook: Some(url.clone()),
+        webhook_ca: Some(ca),
+        webhook_headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+        webhook_body: Some(r#"{"text": "Walrus {site}: {summary}"}"#.into()),
+        ..config()
+    })
+    .unwrap();
+    n.notify(panic_event(7)).unwrap();
+    n.close().await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let body: serde_json::Value = serde_json::from_str(&seen[0].1).unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Walrus example.com: example.com: panic_raised")
+            && text.contains("server=c1-s1")
+            && text.contains("reason=nginx exited"),
+        "{text}"
+    );
+    let head = heads.lock().unwrap()[0].clone();
+    assert!(head.contains("Authorization: Bearer s3cret"), "{head}");
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+
+    // Planted fault: a CA that did not sign the receiver's certificate — no delivery.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let wrong_ca = dir.0.join("other.pem");
+    std::fs::write(&wrong_ca, other.cert.pem()).unwrap();
+    let n = Notifier::start(&NotifyConfig {
+        webhook: Some(url),
+        webhook_ca: Some(wrong_ca),
+        attempts: 2,
+        ..config()
+    })
+    .unwrap();
+    n.notify(panic_event(8)).unwrap();
+    n.close().await;
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        1,
+        "a webhook with the wrong CA delivered"
+    );
 }
 
 #[tokio::test]
@@ -298,10 +391,18 @@ async fn both_channels_get_every_event() {
 async fn bad_configuration_is_refused() {
     assert!(matches!(
         Notifier::start(&NotifyConfig {
-            webhook: Some("https://hooks.example.com/x".into()),
+            webhook: Some("ftp://hooks.example.com/x".into()),
             ..config()
         }),
-        Err(NotifyError::UnsupportedScheme { .. })
+        Err(NotifyError::BadWebhook { .. })
+    ));
+    assert!(matches!(
+        Notifier::start(&NotifyConfig {
+            webhook: Some("https://hooks.example.com/x".into()),
+            webhook_body: Some("{\"text\": \"{sumary}\"}".into()),
+            ..config()
+        }),
+        Err(NotifyError::BadTemplate(_))
     ));
     assert!(matches!(
         Notifier::start(&NotifyConfig {

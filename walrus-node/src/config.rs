@@ -185,6 +185,53 @@ pub struct Config {
     pub nodes: BTreeMap<String, Node>,
     /// Content replication, when configured.
     pub replicator: Option<Replicator>,
+    /// Who may read the node's HTTP side (`/status`, `/history`, the dashboard, `/metrics`)
+    /// and whether it is HTTPS.
+    pub http: Http,
+    /// A digest of the file's text (16 hex digits, FNV-1a 64): two nodes with different
+    /// digests run different files. Shown in `/status` and `/metrics` (`walrus_config_info`).
+    pub digest: String,
+}
+
+/// The `[http]` section: how the node's status side (`status_addr`) is protected.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Http {
+    /// A file holding the bearer token that `/status`, `/history` and the dashboard's data
+    /// need (`Authorization: Bearer TOKEN`). Default: none (no token asked).
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` answers without the token (Prometheus scrapers). Default: true.
+    pub metrics_open: bool,
+    /// HTTPS, and with which certificate. Default: plain HTTP.
+    pub tls: HttpTls,
+    /// Lets a `status_addr` that is not loopback serve without both TLS and a token.
+    /// Default: false (such a file is refused).
+    pub allow_plain_public: bool,
+}
+
+/// The certificate of the node's HTTPS side.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum HttpTls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// The node's own certificate from `[tls] dir` (issued by the cluster CA; its name is
+    /// the node's name): clients verify it with the cluster's `ca.pem`.
+    Cluster,
+    /// A certificate chain and key of your own (PEM), e.g. from your web PKI.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+impl Http {
+    /// Whether the status side on `addr` would be reachable by anyone without both TLS
+    /// and a token (the check behind [`Config::load`]'s refusal).
+    pub fn is_open_on(&self, addr: SocketAddr) -> bool {
+        !addr.ip().is_loopback() && (self.tls == HttpTls::Off || self.token_file.is_none())
+    }
 }
 
 /// Round and reporting periods.
@@ -268,8 +315,15 @@ pub struct ReporterSettings {
 pub struct Notify {
     /// A command run with the event as JSON on stdin (program and arguments).
     pub command: Option<Vec<String>>,
-    /// A URL the event is POSTed to as JSON.
+    /// A URL the event is POSTed to (`http://` or `https://`).
     pub webhook: Option<String>,
+    /// Headers of every webhook request, e.g. `{ Authorization = "Bearer …" }`.
+    pub webhook_headers: Vec<(String, String)>,
+    /// The webhook's body template (default: the event's JSON); see
+    /// `walrus_actors::controller::notify::BodyTemplate`.
+    pub webhook_body: Option<String>,
+    /// CA file an `https://` webhook is verified against (default: the system bundle).
+    pub webhook_ca: Option<PathBuf>,
     /// A server dead this long is reported to a human. Default 5 min.
     pub dead_after: Duration,
 }
@@ -397,6 +451,19 @@ struct RawConfig {
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
     #[serde(default)]
     replicator: Option<Spanned<RawReplicator>>,
+    #[serde(default)]
+    http: Option<Spanned<RawHttp>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    token_file: Option<PathBuf>,
+    metrics_open: Option<bool>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    allow_plain_public: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -448,6 +515,10 @@ struct RawReporter {
 struct RawNotify {
     command: Option<Vec<String>>,
     webhook: Option<String>,
+    #[serde(default)]
+    webhook_headers: BTreeMap<String, String>,
+    webhook_body: Option<String>,
+    webhook_ca: Option<PathBuf>,
     #[serde(default, with = "human_duration")]
     dead_after: Option<Duration>,
 }
@@ -785,6 +856,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let http = validate_http(loc, raw.http)?;
     let timing = validate_timing(loc, raw.timing)?;
     let controller = validate_controller(loc, raw.controller)?;
     let dns_span = raw.dns.as_ref().map(|d| d.span());
@@ -824,7 +896,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let servers: BTreeSet<&ServerName> = clusters.values().flat_map(|c| c.servers.keys()).collect();
-    let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas)?;
+    let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas, &http)?;
 
     let replicator = match raw.replicator {
         None => None,
@@ -893,7 +965,64 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         clusters,
         nodes,
         replicator,
+        http,
+        digest: digest_of(loc.source),
     })
+}
+
+fn validate_http(loc: &Locator<'_>, raw: Option<Spanned<RawHttp>>) -> Result<Http, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Http {
+            metrics_open: true,
+            ..Http::default()
+        });
+    };
+    let span = Some(raw.span());
+    let r = raw.into_inner();
+    let tls = match (r.tls.as_deref(), r.tls_cert, r.tls_key) {
+        (None | Some("off"), None, None) => HttpTls::Off,
+        (Some("cluster"), None, None) => HttpTls::Cluster,
+        (Some("files"), Some(cert), Some(key)) => HttpTls::Files { cert, key },
+        (Some("files"), _, _) => {
+            return Err(loc.err(
+                span,
+                "http.tls",
+                "tls = \"files\" needs both tls_cert and tls_key (PEM files)",
+            ))
+        }
+        (None | Some("off") | Some("cluster"), _, _) => {
+            return Err(loc.err(
+                span,
+                "http.tls_cert",
+                "tls_cert and tls_key are used only with tls = \"files\"",
+            ))
+        }
+        (Some(other), _, _) => {
+            return Err(loc.err(
+                span,
+                "http.tls",
+                format!(
+                    "`{other}` is not a choice: \"off\" (plain HTTP), \"cluster\" (the node's \
+                     certificate from [tls] dir) or \"files\" (tls_cert and tls_key)"
+                ),
+            ))
+        }
+    };
+    Ok(Http {
+        token_file: r.token_file,
+        metrics_open: r.metrics_open.unwrap_or(true),
+        tls,
+        allow_plain_public: r.allow_plain_public.unwrap_or(false),
+    })
+}
+
+/// FNV-1a 64 of `text`, as 16 hex digits: tells two files apart, nothing more (not a
+/// security property: the nodes already trust each other's certificates).
+fn digest_of(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 fn validate_timing(
@@ -1044,9 +1173,40 @@ fn validate_notify(
             ));
         }
     }
+    for (name, value) in &raw.webhook_headers {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || value.contains(['\r', '\n'])
+        {
+            return Err(loc.err(
+                span,
+                "notify.webhook_headers",
+                format!("`{name}`: a header name is letters, digits and '-', its value one line"),
+            ));
+        }
+    }
+    if let Some(t) = &raw.webhook_body {
+        if let Err(e) = walrus_actors::controller::notify::BodyTemplate::parse(t) {
+            return Err(loc.err(span, "notify.webhook_body", e.to_string()));
+        }
+    }
+    if raw.webhook.is_none()
+        && (!raw.webhook_headers.is_empty()
+            || raw.webhook_body.is_some()
+            || raw.webhook_ca.is_some())
+    {
+        return Err(loc.err(
+            span,
+            "notify.webhook",
+            "webhook_headers, webhook_body and webhook_ca need a webhook URL",
+        ));
+    }
     Ok(Notify {
         command: raw.command,
         webhook: raw.webhook,
+        webhook_headers: raw.webhook_headers.into_iter().collect(),
+        webhook_body: raw.webhook_body,
+        webhook_ca: raw.webhook_ca,
         dead_after: raw.dead_after.unwrap_or(Duration::from_secs(300)),
     })
 }
@@ -1210,6 +1370,7 @@ fn validate_nodes(
     raw: &Spanned<BTreeMap<String, Spanned<RawNode>>>,
     servers: &BTreeSet<&ServerName>,
     areas: &BTreeMap<AreaName, Area>,
+    http: &Http,
 ) -> Result<BTreeMap<String, Node>, ConfigError> {
     if raw.get_ref().is_empty() {
         return Err(loc.err(
@@ -1292,6 +1453,20 @@ fn validate_nodes(
             )),
             (None, false) => None,
         };
+        if let Some(addr) = n.status_addr {
+            if http.is_open_on(addr) && !http.allow_plain_public {
+                return Err(loc.err(
+                    span,
+                    format!("{field}.status_addr"),
+                    format!(
+                        "{addr} is not a loopback address: /status and the dashboard would be \
+                         open to anyone who reaches it. Set [http] tls (\"cluster\" or \"files\") \
+                         and token_file, bind it to 127.0.0.1, or set [http] \
+                         allow_plain_public = true"
+                    ),
+                ));
+            }
+        }
         nodes.insert(
             name.clone(),
             Node {
@@ -1326,6 +1501,84 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("walrus.toml"), text)
+    }
+
+    #[test]
+    fn a_public_status_addr_needs_tls_and_a_token_or_an_explicit_opt_in() {
+        let public = EXAMPLE.replacen(
+            "status_addr = \"127.0.1.1:9400\"",
+            "status_addr = \"0.0.0.0:9400\"",
+            1,
+        );
+        let e = parse(&public).unwrap_err();
+        assert_eq!(e.field, "nodes.eu-a.status_addr", "{e}");
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        let tls_only = public.replacen("tls = \"off\"", "tls = \"cluster\"", 1);
+        assert!(
+            parse(&tls_only).is_err(),
+            "TLS without a token is still open"
+        );
+        let both = tls_only.replacen(
+            "# token_file = \"/etc/walrus/http-token\"",
+            "token_file = \"/etc/walrus/http-token\"",
+            1,
+        );
+        let c = parse(&both).unwrap();
+        assert_eq!(c.http.tls, HttpTls::Cluster);
+        assert!(c.http.metrics_open);
+        let opted = public.replacen("[http]\n", "[http]\nallow_plain_public = true\n", 1);
+        assert!(parse(&opted).is_ok());
+        let files = EXAMPLE.replacen("tls = \"off\"", "tls = \"files\"", 1);
+        let e = parse(&files).unwrap_err();
+        assert!(e.to_string().contains("tls_cert and tls_key"), "{e}");
+        let typo = EXAMPLE.replacen("tls = \"off\"", "tls = \"on\"", 1);
+        assert!(parse(&typo)
+            .unwrap_err()
+            .to_string()
+            .contains("\"cluster\""));
+    }
+
+    #[test]
+    fn webhook_headers_and_body_templates_are_checked_with_their_line() {
+        let with = |extra: &str| {
+            EXAMPLE.replacen(
+                "dead_after = \"5m\"",
+                &format!("dead_after = \"5m\"\nwebhook = \"https://h.example/x\"\n{extra}"),
+                1,
+            )
+        };
+        let ok = parse(&with(
+            "webhook_headers = { Authorization = \"Bearer t\" }\nwebhook_body = '{\"text\": \"{summary}\"}'",
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.notify.webhook_headers,
+            [("Authorization".to_owned(), "Bearer t".to_owned())]
+        );
+        let e = parse(&with("webhook_body = '{\"text\": \"{sumary}\"}'")).unwrap_err();
+        assert_eq!(e.field, "notify.webhook_body", "{e}");
+        assert!(e.to_string().contains("sumary") && e.line.is_some(), "{e}");
+        let e = parse(&with("webhook_headers = { \"Bad Name\" = \"x\" }")).unwrap_err();
+        assert_eq!(e.field, "notify.webhook_headers", "{e}");
+        let e = parse(&EXAMPLE.replacen(
+            "dead_after = \"5m\"",
+            "dead_after = \"5m\"\nwebhook_body = \"{json}\"",
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("need a webhook URL"), "{e}");
+    }
+
+    #[test]
+    fn the_digest_tells_files_apart_and_is_stable() {
+        let a = parse(EXAMPLE).unwrap().digest;
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, parse(EXAMPLE).unwrap().digest);
+        let edited = format!("# edited\n{EXAMPLE}");
+        assert_ne!(a, parse(&edited).unwrap().digest);
+        // FNV-1a 64 of the empty string: the offset basis (a fixed, published value).
+        assert_eq!(digest_of(""), "cbf29ce484222325");
     }
 
     #[test]

@@ -25,5 +25,7 @@
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod history;
+pub mod http_access;
 pub mod runtime;
 pub mod status;

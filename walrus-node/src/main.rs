@@ -114,13 +114,27 @@ enum Command {
     /// each server's state and load, the last decisions with their reasons.
     ///
     /// Example: walrus-node status --addr 127.0.1.1:9400
+    ///          walrus-node status --addr 10.0.1.1:9400 --ca /etc/walrus/certs/ca.pem \
+    ///            --server-name eu-a --token-file /etc/walrus/http-token
     ///
-    /// Reads http://ADDR/status (the node's status_addr); the same address serves
-    /// /metrics (Prometheus text) and / (a live dashboard for a browser).
+    /// Reads http://ADDR/status (the node's status_addr), or https:// with --ca when the
+    /// node's [http] tls is on; the same address serves /metrics (Prometheus text) and /
+    /// (a live dashboard for a browser: with a token, open /#token=TOKEN).
     Status {
         /// The node's status_addr.
         #[arg(long)]
         addr: std::net::SocketAddr,
+        /// HTTPS, verifying the node's certificate with this CA file (the cluster's
+        /// ca.pem for [http] tls = "cluster").
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The name in the node's certificate (its node name for tls = "cluster").
+        /// Default: the address.
+        #[arg(long, requires = "ca")]
+        server_name: Option<String>,
+        /// A file holding the node's bearer token ([http] token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Print the raw JSON document instead of the table.
         #[arg(long)]
         json: bool,
@@ -230,6 +244,63 @@ enum DnsAction {
         #[arg(long)]
         key_name: Option<String>,
     },
+    /// Print a whole knot.conf and starting zone files for one area on Knot DNS.
+    ///
+    /// Example: walrus-node dns knot-config --config /etc/walrus/walrus.toml --area eu \
+    ///            --zone-dir /var/lib/knot/walrus > walrus-eu.txt
+    ///
+    /// Same zones and layout as bind-config. Knot listens on the area's name_server; its
+    /// ACL lets only the area's TSIG key, from the area's Director and Controller hosts,
+    /// update www.<area zone> and _walrus-epoch.<area zone>. The key's secret comes from
+    /// the area's tsig_key_file (make it with `tsig-keygen -a hmac-sha256 NAME`); without
+    /// it the output says what to do. The sections are separated by `// ---- FILE ----`.
+    KnotConfig {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/walrus/walrus.toml")]
+        config: PathBuf,
+        /// The area, as in [areas.NAME].
+        #[arg(long)]
+        area: String,
+        /// Where the zone files and Knot's database will live (writable by knotd).
+        #[arg(long, default_value = "/var/lib/knot/walrus")]
+        zone_dir: PathBuf,
+        /// knotd's run directory (PID file, control socket).
+        #[arg(long, default_value = "/run/knot")]
+        run_dir: PathBuf,
+        /// The TSIG key name; default: the name in the area's tsig_key_file, else
+        /// walrus-<area>.
+        #[arg(long)]
+        key_name: Option<String>,
+    },
+    /// Print pdns.conf, a pdnsutil setup script and starting zone files for one area on
+    /// PowerDNS Authoritative (gsqlite3 backend).
+    ///
+    /// Example: walrus-node dns pdns-config --config /etc/walrus/walrus.toml --area eu \
+    ///            --zone-dir /var/lib/powerdns/walrus
+    ///
+    /// Same zones and layout as bind-config. The script loads both zones, imports the
+    /// area's TSIG key (from its tsig_key_file; else PowerDNS generates one) and lets it
+    /// update the area zone from the area's Director and Controller hosts. PowerDNS cannot
+    /// narrow the key to www and _walrus-epoch as BIND and Knot do: it may change any name
+    /// in the area zone. The sections are separated by `// ---- FILE ----`.
+    PdnsConfig {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/walrus/walrus.toml")]
+        config: PathBuf,
+        /// The area, as in [areas.NAME].
+        #[arg(long)]
+        area: String,
+        /// Where the zone files will be put before running the setup script.
+        #[arg(long, default_value = "/var/lib/powerdns/walrus")]
+        zone_dir: PathBuf,
+        /// The gsqlite3 database (created with the backend's schema if missing).
+        #[arg(long, default_value = "/var/lib/powerdns/pdns.sqlite3")]
+        database: PathBuf,
+        /// The TSIG key name; default: the name in the area's tsig_key_file, else
+        /// walrus-<area>.
+        #[arg(long)]
+        key_name: Option<String>,
+    },
     /// Serve one area's zones from the embedded name server alone, without joining the
     /// group: to try a layout through a real resolver before going live, or to keep an
     /// area answering with its stored answer while its node is down.
@@ -333,14 +404,52 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => bind_config(config, area, zone_dir, key_name),
         Command::Dns {
             action:
+                DnsAction::KnotConfig {
+                    config,
+                    area,
+                    zone_dir,
+                    run_dir,
+                    key_name,
+                },
+        } => server_config(config, area, zone_dir, key_name, |setup| {
+            Ok(walrus_actors::director::knot_config::knot_config(setup, &run_dir)?.render())
+        }),
+        Command::Dns {
+            action:
+                DnsAction::PdnsConfig {
+                    config,
+                    area,
+                    zone_dir,
+                    database,
+                    key_name,
+                },
+        } => server_config(config, area, zone_dir, key_name, |setup| {
+            Ok(walrus_actors::director::pdns_config::pdns_config(setup, &database)?.render())
+        }),
+        Command::Dns {
+            action:
                 DnsAction::Serve {
                     config,
                     area,
                     listen,
                 },
         } => tokio_runtime()?.block_on(dns_serve(config, area, listen)),
-        Command::Status { addr, json } => tokio_runtime()?.block_on(async {
-            let doc = walrus_node::status::fetch(addr).await?;
+        Command::Status {
+            addr,
+            json,
+            ca,
+            server_name,
+            token_file,
+        } => tokio_runtime()?.block_on(async {
+            let options = walrus_node::status::FetchOptions {
+                https_ca: ca,
+                server_name,
+                token: match token_file {
+                    Some(f) => Some(walrus_node::http_access::read_token(&f)?),
+                    None => None,
+                },
+            };
+            let doc = walrus_node::status::fetch_with(addr, &options).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -437,6 +546,9 @@ async fn run_node(
     }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // The HTTP side's token and certificate, read before joining the group: a missing file
+    // stops the start with its name, not a node that runs half-configured.
+    let access = walrus_node::http_access::HttpAccess::from_config(&config, &node)?;
     let mut runtime = walrus_node::runtime::start(&config, &node).await?;
     tracing::info!(node = %node, config = %path.display(), "walrus-node running");
     let status = match config.node(&node)?.status_addr {
@@ -453,9 +565,10 @@ async fn run_node(
                     let _ = stop_rx.wait_for(|s| *s).await;
                 },
             ));
-            match walrus_node::status::StatusServer::start(addr, observer) {
+            let scheme = access.scheme();
+            match walrus_node::status::StatusServer::start_with(addr, observer, access) {
                 Ok(server) => {
-                    tracing::info!(%addr, "status page, metrics and dashboard on http://{addr}/");
+                    tracing::info!(%addr, "status page, metrics and dashboard on {scheme}://{addr}/");
                     Some((server, sampler, stop_tx))
                 }
                 Err(e) => {
@@ -615,25 +728,91 @@ fn bind_config(
     zone_dir: PathBuf,
     key_name: Option<String>,
 ) -> anyhow::Result<()> {
-    use walrus_actors::director::rfc2136::TsigKey;
     let config = Config::load(&config)?;
     let area = AreaName(area);
-    let a = area_of(&config, &area)?;
-    let key_name = match (key_name, &a.tsig_key_file) {
-        (Some(k), _) => k,
-        (None, Some(f)) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading TSIG key file {}", f.display()))?;
-            let key = TsigKey::from_bind_key(&text)
-                .with_context(|| format!("TSIG key file {}", f.display()))?;
-            key.name.to_ascii()
-        }
-        (None, None) => format!("walrus-{area}"),
-    };
+    let (key_name, _) = area_key(&config, &area, key_name)?;
     let layout = walrus_node::runtime::zone_layout(&config, &area)?;
     let initial = walrus_node::runtime::initial_answer(&config, &area);
     let out =
         walrus_actors::director::bind_config::bind_config(&layout, &key_name, &zone_dir, &initial)?;
     out_raw!("{}", out.render());
+    Ok(())
+}
+
+/// The area's TSIG key name (`key_name`, else the one in its tsig_key_file, else
+/// walrus-<area>) and the key itself when its file can be read.
+fn area_key(
+    config: &Config,
+    area: &AreaName,
+    key_name: Option<String>,
+) -> anyhow::Result<(String, Option<walrus_actors::director::rfc2136::TsigKey>)> {
+    use walrus_actors::director::rfc2136::TsigKey;
+    let a = area_of(config, area)?;
+    let key = match &a.tsig_key_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading TSIG key file {}", f.display()))?;
+            Some(
+                TsigKey::from_bind_key(&text)
+                    .with_context(|| format!("TSIG key file {}", f.display()))?,
+            )
+        }
+        None => None,
+    };
+    let name = match (key_name, &key) {
+        (Some(k), _) => k,
+        (None, Some(k)) => k.name.to_ascii().trim_end_matches('.').to_owned(),
+        (None, None) => format!("walrus-{area}"),
+    };
+    // A key file for another name than the one asked for is not this key.
+    let key = key.filter(|k| k.name.to_ascii().trim_end_matches('.') == name);
+    Ok((name, key))
+}
+
+/// The hosts that write the area's answer: its Directors, and the Controllers (the
+/// master writes as a fallback when no Director of the area is left).
+fn area_writers(config: &Config, area: &AreaName) -> Vec<std::net::IpAddr> {
+    use walrus_node::config::Role;
+    let mut hosts: Vec<std::net::IpAddr> = config
+        .nodes
+        .values()
+        .filter(|n| {
+            n.roles.contains(&Role::Controller)
+                || (n.roles.contains(&Role::Director) && n.area.as_ref() == Some(area))
+        })
+        .map(|n| n.address.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// `dns knot-config` and `dns pdns-config`: the area's setup, rendered by `render`.
+fn server_config(
+    config: PathBuf,
+    area: String,
+    zone_dir: PathBuf,
+    key_name: Option<String>,
+    render: impl FnOnce(
+        &walrus_actors::director::knot_config::UpdateSetup<'_>,
+    ) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let config = Config::load(&config)?;
+    let area = AreaName(area);
+    let (key_name, key) = area_key(&config, &area, key_name)?;
+    let layout = walrus_node::runtime::zone_layout(&config, &area)?;
+    let initial = walrus_node::runtime::initial_answer(&config, &area);
+    let writers = area_writers(&config, &area);
+    let setup = walrus_actors::director::knot_config::UpdateSetup {
+        layout: &layout,
+        key_name: &key_name,
+        key: key.as_ref(),
+        listen: area_of(&config, &area)?.name_server,
+        zone_dir: &zone_dir,
+        update_from: &writers,
+        initial: &initial,
+    };
+    out_raw!("{}", render(&setup)?);
     Ok(())
 }

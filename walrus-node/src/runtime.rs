@@ -141,6 +141,9 @@ pub fn notify_config(config: &Config) -> NotifyConfig {
         site: config.site.clone(),
         command: config.notify.command.clone(),
         webhook: config.notify.webhook.clone(),
+        webhook_headers: config.notify.webhook_headers.clone(),
+        webhook_body: config.notify.webhook_body.clone(),
+        webhook_ca: config.notify.webhook_ca.clone(),
         ..NotifyConfig::default()
     }
 }
@@ -1221,10 +1224,12 @@ mod tests {
 
     #[test]
     fn controller_settings_carry_topology_and_notify() {
-        let text = EXAMPLE.replace(
-            "# webhook = \"http://127.0.0.1:9099/walrus\"",
-            "webhook = \"http://127.0.0.1:9099/walrus\"",
-        );
+        let text = EXAMPLE
+            .replace(
+                "# webhook = \"https://hooks.slack.com/services/T000/B000/XXXX\"",
+                "webhook = \"http://127.0.0.1:9099/walrus\"",
+            )
+            .replace("# webhook_body = '{\"text\"", "webhook_body = '{\"text\"");
         let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
         let s = controller_settings(&c);
         assert_eq!(s.topology.areas.len(), 3);
@@ -1232,6 +1237,10 @@ mod tests {
         assert_eq!(
             s.notify.webhook.as_deref(),
             Some("http://127.0.0.1:9099/walrus")
+        );
+        assert_eq!(
+            s.notify.webhook_body.as_deref(),
+            Some("{\"text\": \"Walrus: {summary}\"}")
         );
     }
 

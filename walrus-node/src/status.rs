@@ -17,7 +17,9 @@
 //! still show in the answers, and rounds are counted from round numbers.
 
 use crate::config::Config;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use crate::history::{History, HistoryDoc};
+use crate::http_access::HttpAccess;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use walrus_actors::controller::actor::{ControllerHandle, ControllerStatus};
+use walrus_actors::controller::actor::{wall_clock_ms, ControllerHandle, ControllerStatus};
 use walrus_actors::controller::assign::{DeadCause, LoadBasis, ServerState};
 use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
@@ -102,6 +104,10 @@ pub struct StatusDoc {
     /// The newest content generation the Controller knows (announced or reported).
     #[serde(default)]
     pub newest_generation: Option<u64>,
+    /// The digest of this node's configuration file ([`Config::digest`]): nodes whose
+    /// digests differ run different files.
+    #[serde(default)]
+    pub config_digest: String,
     /// This node's role actors: restarts and mailboxes.
     #[serde(default)]
     pub actors: Vec<ActorDoc>,
@@ -284,6 +290,7 @@ pub struct Observer {
     dns_seen: BTreeMap<AreaName, (usize, Option<(u64, String)>)>,
     was_master: bool,
     latest: Sample,
+    history: History,
 }
 
 impl Observer {
@@ -300,11 +307,22 @@ impl Observer {
             dns_seen: BTreeMap::new(),
             was_master: false,
             latest: Sample::default(),
+            history: History::default(),
         }
     }
 
-    /// Takes one sample; returns the event lines it added (new decisions with changes).
+    /// Takes one sample now; returns the event lines it added (new decisions with changes).
     pub fn observe(&mut self, s: Sample) -> Vec<String> {
+        self.observe_at(s, wall_clock_ms())
+    }
+
+    /// The dashboard's history (loads and area timelines) at `now_ms`.
+    pub fn history(&self, now_ms: u64) -> HistoryDoc {
+        self.history.doc(now_ms)
+    }
+
+    /// Takes one sample taken at `now_ms` (wall clock, ms since the Unix epoch).
+    pub fn observe_at(&mut self, s: Sample, now_ms: u64) -> Vec<String> {
         let mut added = Vec::new();
         if let Some(c) = &s.controller {
             if c.is_master && !self.was_master {
@@ -313,6 +331,11 @@ impl Observer {
             self.was_master = c.is_master;
             if let Some(r) = &c.last_round {
                 if self.last_round_closed != Some(r.round.0) {
+                    self.history.record_round(
+                        now_ms,
+                        r.round.0,
+                        r.cluster_loads.iter().map(|(c, l)| (c.0.clone(), *l)),
+                    );
                     self.counters.rounds += 1;
                     self.counters.reports += r.reports as u64;
                     self.counters.round_seconds_sum += r.duration.as_secs_f64();
@@ -326,6 +349,7 @@ impl Observer {
                     .as_ref()
                     .is_none_or(|l| d.round > l.round);
                 if newer {
+                    self.history.record_decision(now_ms, d);
                     self.counters.decisions += 1;
                     for line in describe_changes(d) {
                         added.push(line.clone());
@@ -493,6 +517,7 @@ impl Observer {
                 last_error: r.last_error.clone(),
             }),
             newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
+            config_digest: self.config.digest.clone(),
             actors: s
                 .actors
                 .iter()
@@ -774,6 +799,46 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             .unwrap_or_default(),
     );
     metric(
+        "walrus_area_cluster",
+        "gauge",
+        "1 for the cluster each area is assigned to in the last decision this node knows.",
+        doc.areas
+            .iter()
+            .filter_map(|a| {
+                a.cluster
+                    .as_ref()
+                    .map(|c| (format!("{{area=\"{}\",cluster=\"{c}\"}}", a.name), 1.0))
+            })
+            .collect(),
+    );
+    let mut cluster_states: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for c in &doc.clusters {
+        for st in ["working", "dead", "unknown"] {
+            cluster_states.insert((c.name.as_str(), st), 0);
+        }
+    }
+    for s in &doc.servers {
+        let state = s.state.split(' ').next().unwrap_or("unknown");
+        *cluster_states
+            .entry((s.cluster.as_str(), state))
+            .or_default() += 1;
+    }
+    metric(
+        "walrus_cluster_servers",
+        "gauge",
+        "Each cluster's web servers by state in the last round this node closed.",
+        cluster_states
+            .into_iter()
+            .map(|((c, st), n)| (format!("{{cluster=\"{c}\",state=\"{st}\"}}"), n as f64))
+            .collect(),
+    );
+    metric(
+        "walrus_config_info",
+        "gauge",
+        "Always 1; the label is the digest of the configuration file this node runs.",
+        vec![(format!("{{digest=\"{}\"}}", doc.config_digest), 1.0)],
+    );
+    metric(
         "walrus_area_home",
         "gauge",
         "1 while an area is assigned to its home cluster.",
@@ -949,22 +1014,39 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Binds `addr` (port 0: any free port) and serves `/status`, `/metrics` and `/` from
-    /// `observer`, on one actix-web worker. Must run inside a tokio runtime.
+    /// `observer` over plain HTTP to anyone, on one actix-web worker (the demo, tests on
+    /// loopback). Must run inside a tokio runtime.
     pub fn start(addr: SocketAddr, observer: SharedObserver) -> Result<Self, StatusError> {
+        Self::start_with(addr, observer, HttpAccess::open())
+    }
+
+    /// [`Self::start`] with `access`'s token and TLS ([`crate::http_access`]).
+    pub fn start_with(
+        addr: SocketAddr,
+        observer: SharedObserver,
+        access: HttpAccess,
+    ) -> Result<Self, StatusError> {
         let bind_err = |source| StatusError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
+        let tls = access.tls();
+        let access = web::Data::new(access);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(observer.clone()))
+                .app_data(access.clone())
                 .route("/status", web::get().to(status_json))
                 .route("/metrics", web::get().to(metrics_text))
+                .route("/history", web::get().to(history_json))
                 .route("/", web::get().to(dashboard))
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
+        .shutdown_timeout(1);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, (*config).clone()),
+            None => server.listen(listener),
+        }
         .map_err(bind_err)?
         .run();
         let handle = server.handle();
@@ -992,18 +1074,58 @@ impl StatusServer {
     }
 }
 
-async fn status_json(o: web::Data<SharedObserver>) -> HttpResponse {
-    let doc = lock(&o).doc();
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(doc)
+/// `answer()` if `access` lets this request through, else 401.
+fn guarded(
+    req: &HttpRequest,
+    access: &HttpAccess,
+    answer: impl FnOnce() -> HttpResponse,
+) -> HttpResponse {
+    let auth = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if access.allows(req.path(), auth) {
+        return answer();
+    }
+    HttpResponse::Unauthorized()
+        .insert_header(("WWW-Authenticate", "Bearer realm=\"walrus\""))
+        .body("this node's status needs its token: Authorization: Bearer <[http] token_file>\n")
 }
 
-async fn metrics_text(o: web::Data<SharedObserver>) -> HttpResponse {
-    let doc = lock(&o).doc();
+fn json_no_store(body: impl Serialize) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(render_metrics(&doc))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
+}
+
+async fn status_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || json_no_store(lock(&o).doc()))
+}
+
+async fn history_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || {
+        json_no_store(lock(&o).history(wall_clock_ms()))
+    })
+}
+
+async fn metrics_text(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(render_metrics(&lock(&o).doc()))
+    })
 }
 
 async fn dashboard() -> HttpResponse {
@@ -1017,15 +1139,53 @@ async fn dashboard() -> HttpResponse {
 
 /// Fetches `/status` from `addr`.
 pub async fn fetch(addr: SocketAddr) -> Result<StatusDoc, StatusError> {
+    fetch_with(addr, &FetchOptions::default()).await
+}
+
+/// How `walrus-node status` reaches a node whose HTTP side has `[http]` TLS or a token.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// HTTPS, verified against this CA file (the cluster's `ca.pem` for `tls =
+    /// "cluster"`); None: plain HTTP.
+    pub https_ca: Option<std::path::PathBuf>,
+    /// The name the node's certificate carries (its node name for `tls = "cluster"`).
+    pub server_name: Option<String>,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+/// Reads `/status` of the node at `addr` as `options` say.
+pub async fn fetch_with(
+    addr: SocketAddr,
+    options: &FetchOptions,
+) -> Result<StatusDoc, StatusError> {
     use walrus_actors::reporter::http::{Page, TlsOptions};
-    let url = format!("http://{addr}/status");
+    let scheme = if options.https_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/status");
     let err = |detail: String| StatusError::Fetch {
         url: url.clone(),
         detail,
     };
-    let page = Page::new(&url, Duration::from_secs(5), &TlsOptions::default())
-        .map_err(|e| err(e.to_string()))?;
+    let tls = TlsOptions {
+        ca_file: options.https_ca.clone(),
+        server_name: options.server_name.clone(),
+    };
+    let mut page = Page::new(&url, Duration::from_secs(5), &tls).map_err(|e| err(e.to_string()))?;
+    if let Some(token) = &options.token {
+        page = page
+            .with_header("Authorization", &format!("Bearer {token}"))
+            .map_err(|e| err(e.to_string()))?;
+    }
     let answer = page.get().await.map_err(|e| err(e.to_string()))?;
+    if answer.status == 401 {
+        return Err(err(
+            "401: the node asks for its token (--token-file, the node's [http] token_file)".into(),
+        ));
+    }
     if answer.status != 200 {
         return Err(err(format!("status {}", answer.status)));
     }
@@ -1275,6 +1435,10 @@ mod tests {
             "walrus_replica_generation 3",
             "walrus_replica_lag 2",
             "walrus_replica_pull_failures_total 2",
+            "walrus_area_cluster{area=\"eu\",cluster=\"c-eu\"} 1",
+            "walrus_cluster_servers{cluster=\"c-us\",state=\"working\"} 1",
+            "walrus_cluster_servers{cluster=\"c-eu\",state=\"dead\"} 1",
+            "walrus_cluster_servers{cluster=\"c-eu\",state=\"working\"} 0",
         ] {
             assert!(m.contains(family), "missing {family} in\n{m}");
         }

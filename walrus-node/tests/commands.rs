@@ -278,6 +278,126 @@ fn run_refuses_roles_the_node_cannot_take() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a role"));
 }
 
+/// `dns knot-config` and `dns pdns-config` with the area's TSIG key file: Knot's own
+/// checker (`knotc conf-check`, `zone-check`) accepts the knot.conf and zone files; PowerDNS' setup script runs as printed
+/// and leaves both zones, the key and the update grants in the database.
+#[test]
+fn dns_knot_and_pdns_configs_load_in_their_servers() {
+    let knotc = need("knotc", "knot");
+    let pdnsutil = need("pdnsutil", "pdns-server");
+    need("sqlite3", "sqlite3");
+    let dir = TempDir::new("knotpdnsconf");
+    let key = dir.path().join("eu.key");
+    std::fs::write(
+        &key,
+        "key \"walrus-eu\" { algorithm hmac-sha256; secret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\"; };\n",
+    )
+    .unwrap();
+    let conf = dir.path().join("walrus.toml");
+    let with_key = EXAMPLE.replacen(
+        "# tsig_key_file = \"/etc/walrus/tsig/eu.key\"",
+        &format!("tsig_key_file = \"{}\"", key.display()),
+        1,
+    );
+    assert_ne!(
+        with_key, EXAMPLE,
+        "the example no longer has the commented key line"
+    );
+    std::fs::write(&conf, with_key).unwrap();
+
+    // Knot: the whole knot.conf and both zone files pass Knot's checkers.
+    let zones = dir.path().join("knot");
+    std::fs::create_dir_all(zones.join("db")).unwrap();
+    let out = ok(bin()
+        .args(["dns", "knot-config", "--area", "eu", "--config"])
+        .arg(&conf)
+        .arg("--zone-dir")
+        .arg(&zones)
+        .arg("--run-dir")
+        .arg(&zones)
+        .output()
+        .unwrap());
+    let files = split_rendered(&out);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["knot.conf", "example.com.zone", "area-eu.example.com.zone"],
+        "{out}"
+    );
+    assert!(files[0].1.contains("secret: c2VjcmV0"), "{}", files[0].1);
+    for (name, body) in &files {
+        std::fs::write(zones.join(name), body).unwrap();
+    }
+    let check = |cmd: &mut Command, what: &str| {
+        let r = cmd.output().unwrap();
+        assert!(
+            r.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+    };
+    check(
+        Command::new(&knotc)
+            .arg("-c")
+            .arg(zones.join("knot.conf"))
+            .arg("conf-check"),
+        "knotc conf-check",
+    );
+    // `zone-check` loads each zone from its file offline, as knotd would.
+    check(
+        Command::new(&knotc)
+            .arg("-c")
+            .arg(zones.join("knot.conf"))
+            .arg("zone-check"),
+        "knotc zone-check",
+    );
+
+    // PowerDNS: the script, run as printed, loads everything into a fresh database.
+    let pdns = dir.path().join("pdns");
+    std::fs::create_dir_all(&pdns).unwrap();
+    let out = ok(bin()
+        .args(["dns", "pdns-config", "--area", "eu", "--config"])
+        .arg(&conf)
+        .arg("--zone-dir")
+        .arg(&pdns)
+        .arg("--database")
+        .arg(pdns.join("pdns.sqlite3"))
+        .output()
+        .unwrap());
+    for (name, body) in split_rendered(&out) {
+        std::fs::write(pdns.join(name), body).unwrap();
+    }
+    let util = format!("{} --config-dir={}", pdnsutil.display(), pdns.display());
+    check(
+        Command::new("sh")
+            .arg(pdns.join("walrus-pdns-setup.sh"))
+            .env("PDNSUTIL", &util),
+        "walrus-pdns-setup.sh",
+    );
+    let pdnsutil_out = |args: &[&str]| {
+        ok(Command::new(&pdnsutil)
+            .arg(format!("--config-dir={}", pdns.display()))
+            .args(args)
+            .output()
+            .unwrap())
+    };
+    for zone in ["example.com", "area-eu.example.com"] {
+        pdnsutil_out(&["check-zone", zone]);
+    }
+    let keys = pdnsutil_out(&["list-tsig-keys"]);
+    assert!(
+        keys.contains("walrus-eu") && keys.contains("c2VjcmV0"),
+        "{keys}"
+    );
+    let meta = pdnsutil_out(&["get-meta", "area-eu.example.com"]);
+    assert!(
+        meta.contains("TSIG-ALLOW-DNSUPDATE") && meta.contains("walrus-eu"),
+        "{meta}"
+    );
+    assert!(meta.contains("ALLOW-DNSUPDATE-FROM"), "{meta}");
+}
+
 #[test]
 fn help_of_every_command_has_an_example() {
     for args in [
@@ -287,6 +407,8 @@ fn help_of_every_command_has_an_example() {
         vec!["bypass", "on", "--help"],
         vec!["bypass", "off", "--help"],
         vec!["dns", "bind-config", "--help"],
+        vec!["dns", "knot-config", "--help"],
+        vec!["dns", "pdns-config", "--help"],
         vec!["check-config", "--help"],
     ] {
         let out = ok(bin().args(&args).output().unwrap());

@@ -8,6 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -85,11 +86,47 @@ fn dashboard_shows_the_move(dom: &str) -> Result<(), String> {
     if !moved {
         return Err("the event log does not show area eu's move".into());
     }
+    dashboard_plots_render(dom)
+}
+
+/// The two plots: a load line per cluster, and area eu's timeline with its move (a
+/// segment on c-eu, then one on another cluster, each with its reason on hover).
+fn dashboard_plots_render(dom: &str) -> Result<(), String> {
+    let svg = |id: &str| {
+        dom.split(&format!("<svg id=\"{id}\""))
+            .nth(1)
+            .and_then(|r| r.split("</svg>").next())
+            .map(str::to_owned)
+            .ok_or(format!("no svg #{id}"))
+    };
+    let loads = svg("loads")?;
+    let lines = loads.matches("<polyline").count();
+    if lines < 2 || !loads.contains("data-cluster=\"c-us\"") {
+        return Err(format!("the load plot has {lines} lines: {loads}"));
+    }
+    let timeline = svg("timeline")?;
+    let eu: Vec<&str> = timeline
+        .split("<rect")
+        .skip(1)
+        .filter(|r| r.contains("data-area=\"eu\""))
+        .collect();
+    let on_home = eu.iter().any(|r| r.contains("data-cluster=\"c-eu\""));
+    let away = eu
+        .iter()
+        .find(|r| !r.contains("data-cluster=\"c-eu\""))
+        .ok_or(format!("no segment of eu away from home: {timeline}"))?;
+    if !on_home {
+        return Err(format!("no segment of eu on c-eu: {timeline}"));
+    }
+    if !away.contains("<title>eu on c-") || !away.contains("working server") {
+        return Err(format!("eu's move has no reason on hover: {away}"));
+    }
     Ok(())
 }
 
-/// Loads `url` in headless Chromium and returns the DOM after its scripts ran.
-fn chromium_dom(url: &str) -> String {
+/// Loads `url` in headless Chromium with `mode` (what to produce) after its scripts ran
+/// for a few seconds of virtual time; returns what it printed.
+fn chromium(url: &str, mode: &[&str]) -> String {
     let chromium = need("chromium", "chromium");
     let profile = TempDir::new("chromium");
     let child = Command::new(chromium)
@@ -104,8 +141,8 @@ fn chromium_dom(url: &str) -> String {
             "--disable-sync",
             // Let the page's fetch of /status and its rendering run before the dump.
             "--virtual-time-budget=5000",
-            "--dump-dom",
         ])
+        .args(mode)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .stdout(Stdio::piped())
@@ -121,7 +158,27 @@ fn chromium_dom(url: &str) -> String {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
+    let _ = guard.0.wait();
     out
+}
+
+/// The DOM of `url` after its scripts ran.
+fn chromium_dom(url: &str) -> String {
+    chromium(url, &["--dump-dom"])
+}
+
+/// A screenshot of `url` into `png` (kept for people to look at); its size in bytes.
+fn chromium_screenshot(url: &str, png: &Path) -> u64 {
+    let _ = std::fs::remove_file(png);
+    chromium(
+        url,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1000,1500",
+            "--hide-scrollbars",
+        ],
+    );
+    std::fs::metadata(png).map(|m| m.len()).unwrap_or(0)
 }
 
 #[test]
@@ -223,6 +280,16 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     if let Err(e) = dashboard_shows_the_move(&dom) {
         panic!("dashboard: {e}\n{dom}");
     }
+    // A screenshot with both plots, for a person to look at (the DOM check above is the
+    // proof); a blank page would be a few kB.
+    let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let bytes = chromium_screenshot(&format!("http://{addr}/"), &png);
+    eprintln!("dashboard screenshot: {} ({bytes} bytes)", png.display());
+    assert!(
+        bytes > 20_000,
+        "screenshot {} has {bytes} bytes",
+        png.display()
+    );
 
     // The demo ends by itself and says what it did.
     let end = Instant::now() + patience;
@@ -262,8 +329,8 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
 }
 
 /// The dashboard checker catches a dashboard that does not show the move: the page
-/// before its script ran (no rows at all), and a rendered page whose event log lost the
-/// move.
+/// before its script ran (no rows at all), a rendered page whose event log lost the move,
+/// and pages whose plots are missing or do not show it.
 #[test]
 fn the_dashboard_check_catches_a_page_without_the_move() {
     assert!(dashboard_shows_the_move(walrus_node::status::DASHBOARD).is_err());
@@ -277,10 +344,24 @@ fn the_dashboard_check_catches_a_page_without_the_move() {
             "<tr data-area=\"{a}\"><td>{a}</td><td>c-{a}</td><td{class}>{cluster}</td></tr>"
         );
     }
+    let plots = "<svg id=\"loads\"><polyline data-cluster=\"c-eu\"></polyline>\
+        <polyline data-cluster=\"c-us\"></polyline></svg>\
+        <svg id=\"timeline\"><rect data-area=\"eu\" data-cluster=\"c-eu\"><title>eu on c-eu</title></rect>\
+        <rect data-area=\"eu\" data-cluster=\"c-asia\"><title>eu on c-asia from 10:00:00 (round 8): c-eu has no working server</title></rect></svg>";
     let with_move = format!(
-        "{rendered}<ol><li>round 8: area eu → c-asia (from c-eu), phase 3, c-eu has no working server</li></ol>"
+        "{rendered}<ol><li>round 8: area eu → c-asia (from c-eu), phase 3, c-eu has no working server</li></ol>{plots}"
     );
     assert_eq!(dashboard_shows_the_move(&with_move), Ok(()));
+    // Plots missing, a single load line, or eu's timeline without its move: caught.
+    let no_plots = with_move.replace(plots, "");
+    assert!(dashboard_shows_the_move(&no_plots).is_err());
+    let one_line = with_move.replace("<polyline data-cluster=\"c-us\"></polyline>", "");
+    assert!(dashboard_shows_the_move(&one_line).is_err());
+    let never_moved = with_move.replace(
+        "data-cluster=\"c-asia\"><title>",
+        "data-cluster=\"c-eu\"><title>",
+    );
+    assert!(dashboard_shows_the_move(&never_moved).is_err());
     let without = format!("{rendered}<ol><li>event: web server eu-2 dies</li></ol>");
     assert!(dashboard_shows_the_move(&without).is_err());
     let home = with_move.replace(" class=\"away\">c-asia", ">c-eu");

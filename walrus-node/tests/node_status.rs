@@ -29,10 +29,12 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr() {
+/// A one-node deployment (Controller, Reporter of a tiny web server, Director of area eu)
+/// with `status_addr` and `extra` TOML appended; its certificates issued. Returns the
+/// running node, the status address and the temporary directory.
+async fn one_node(name: &str, extra: &str) -> (Guard, SocketAddr, TempDir, TinyHttp) {
     let exe = env!("CARGO_BIN_EXE_walrus-node");
-    let dir = TempDir::new("node-status");
+    let dir = TempDir::new(name);
     let web = TinyHttp::start().await;
     let dns = walrus_node::cluster::free_dns_port().unwrap();
     let gcs = walrus_node::cluster::free_udp_port().unwrap();
@@ -51,7 +53,7 @@ async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr()
          [areas.eu]\nzone = \"area-eu.example.com\"\nname_server = \"127.0.0.1:{dns}\"\nhome_cluster = \"c1\"\n\
          [clusters.c1.servers.s1]\naddresses = [\"192.0.2.1\"]\nstatus = \"probe\"\nstatus_url = \"{}\"\nmax_workers = 10\n\
          [nodes.n1]\naddress = \"127.0.0.1:{gcs}\"\nroles = [\"controller\", \"reporter\", \"director\"]\n\
-         server = \"s1\"\narea = \"eu\"\nstatus_addr = \"{status}\"\n",
+         server = \"s1\"\narea = \"eu\"\nstatus_addr = \"{status}\"\n{extra}",
         web.url()
     );
     let conf = dir.path().join("walrus.toml");
@@ -69,8 +71,12 @@ async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut node = Guard(child);
+    (Guard(child), status, dir, web)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr() {
+    let (mut node, status, _dir, _web) = one_node("node-status", "").await;
     let doc: serde_json::Value = poll_until("/status shows area eu home", PATIENCE, || {
         let (code, body) = http_get(status, "/status")?;
         let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -118,4 +124,85 @@ async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr()
     let exit = poll_until("the node exits", PATIENCE, || node.0.try_wait().unwrap()).await;
     assert!(exit.success(), "{exit}");
     assert!(http_get(status, "/status").is_none(), "still serving");
+}
+
+/// `[http] tls = "cluster"` and a token: HTTPS with the node's own certificate, `/status`
+/// only with the token (401 without), `/metrics` open, plain HTTP refused;
+/// `walrus-node status` reads it with `--ca`, `--server-name` and `--token-file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_side_serves_https_and_asks_for_its_token() {
+    use walrus_actors::reporter::http::{Page, TlsOptions};
+    let exe = env!("CARGO_BIN_EXE_walrus-node");
+    let token = "f00dfeedf00dfeedf00dfeed";
+    let dir = TempDir::new("https-token-files");
+    let token_file = dir.path().join("http-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let extra = format!(
+        "[http]\ntls = \"cluster\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
+    let (_node, status, ndir, _web) = one_node("node-https", &extra).await;
+    let ca = ndir.path().join("certs/ca.pem");
+    let tls = TlsOptions {
+        ca_file: Some(ca.clone()),
+        server_name: Some("n1".into()),
+    };
+    let get = |path: &str, auth: bool| {
+        let page = Page::new(
+            &format!("https://{status}{path}"),
+            Duration::from_secs(5),
+            &tls,
+        )
+        .unwrap();
+        let page = if auth {
+            page.with_header("Authorization", &format!("Bearer {token}"))
+                .unwrap()
+        } else {
+            page
+        };
+        async move { page.get().await.ok().map(|a| (a.status, a.body)) }
+    };
+    let doc: serde_json::Value = poll_until("/status over HTTPS with the token", PATIENCE, || {
+        block_here(get("/status", true)).and_then(|(code, body)| {
+            let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && doc["round"].as_u64()? >= 1).then_some(doc)
+        })
+    })
+    .await;
+    assert_eq!(doc["node"], "n1");
+    assert_eq!(get("/status", false).await.map(|a| a.0), Some(401));
+    assert_eq!(get("/history", false).await.map(|a| a.0), Some(401));
+    assert_eq!(get("/history", true).await.map(|a| a.0), Some(200));
+    let (code, metrics) = get("/metrics", false).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("walrus_is_master 1"), "{metrics}");
+    assert_eq!(get("/", false).await.map(|a| a.0), Some(200));
+    // Plain HTTP to the HTTPS side gets nothing.
+    assert!(http_get(status, "/status").is_none_or(|(code, _)| code != 200));
+
+    // The CLI: with everything it reads the table; without the token it says so.
+    let cli = |with_token: bool| {
+        let mut c = Command::new(exe);
+        c.args(["status", "--addr", &status.to_string(), "--ca"])
+            .arg(&ca)
+            .args(["--server-name", "n1"]);
+        if with_token {
+            c.arg("--token-file").arg(&token_file);
+        }
+        c.output().unwrap()
+    };
+    let ok = cli(true);
+    let table = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && table.contains("master n1"), "{ok:?}");
+    let refused = cli(false);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
+}
+
+/// Runs a future to completion on the current (multi-thread) runtime from sync code.
+fn block_here<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

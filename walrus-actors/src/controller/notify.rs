@@ -11,12 +11,13 @@
 //! command):
 //! - **command**: runs a program (argv, no shell) with the event as one JSON object on
 //!   stdin; exit status 0 is success.
-//! - **webhook**: an HTTP/1.1 POST of the same JSON to an `http://` URL; a 2xx status is
-//!   success. Written directly over a tokio `TcpStream` (about 60 lines) rather than with
-//!   an HTTP client crate: one request shape, no new dependency tree for every build on
-//!   our 2-core machines, and no second rustls CryptoProvider to trip over (FACTS.md).
-//!   `https://` is refused at start with [`NotifyError::UnsupportedScheme`]: point it at
-//!   a local relay, or use the command channel with `curl`.
+//! - **webhook**: an HTTP/1.1 POST to an `http://` or `https://` URL (verified against the
+//!   system CA bundle or `webhook_ca`), with the operator's headers (e.g. an
+//!   `Authorization` token) and the same JSON as body, or a body made from a template so
+//!   that Slack (`{"text": "{summary}"}`), PagerDuty Events v2 or Alertmanager-style
+//!   receivers take it as it is ([`BodyTemplate`]); a 2xx status is success. It goes
+//!   through the crate's one small HTTP client ([`crate::reporter::http::Page`]), not an
+//!   HTTP client crate: one request shape, no second TLS stack.
 //!
 //! A failed delivery is logged and retried with exponential backoff ([`backoff`]) up to
 //! `attempts` times, then dropped with an error log line.
@@ -27,7 +28,7 @@
 pub use super::event::Event;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -49,8 +50,16 @@ pub struct NotifyConfig {
     /// Program and arguments to run per event (no shell); the JSON is on its stdin.
     /// Default: none.
     pub command: Option<Vec<String>>,
-    /// `http://host:port/path` to POST each event to. Default: none.
+    /// `http://` or `https://` URL to POST each event to. Default: none.
     pub webhook: Option<String>,
+    /// Extra headers of every webhook request (name, value), e.g. `Authorization`.
+    /// `Content-Type` defaults to `application/json`.
+    pub webhook_headers: Vec<(String, String)>,
+    /// The webhook's body as a template ([`BodyTemplate`]); None: the event's JSON.
+    pub webhook_body: Option<String>,
+    /// PEM file of the CAs an `https://` webhook is verified against. Default: the system
+    /// bundle.
+    pub webhook_ca: Option<std::path::PathBuf>,
     /// Events waiting per channel before new ones are dropped. Default: 64.
     pub queue: usize,
     /// Delivery attempts per event and channel. Default: 5.
@@ -70,6 +79,9 @@ impl Default for NotifyConfig {
             site: String::new(),
             command: None,
             webhook: None,
+            webhook_headers: Vec::new(),
+            webhook_body: None,
+            webhook_ca: None,
             queue: 64,
             attempts: 5,
             initial_backoff: Duration::from_secs(1),
@@ -83,20 +95,17 @@ impl Default for NotifyConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotifyError {
-    /// The webhook URL is not `http://…`.
-    #[error("webhook {url:?}: only http:// is supported (use a local relay or the command channel for https)")]
-    UnsupportedScheme {
-        /// The URL as configured.
-        url: String,
-    },
-    /// The webhook URL cannot be parsed.
+    /// The webhook cannot be set up: bad URL, header or CA file.
     #[error("webhook {url:?}: {why}")]
-    BadUrl {
+    BadWebhook {
         /// The URL as configured.
         url: String,
-        /// What is wrong with it.
-        why: &'static str,
+        /// What is wrong.
+        why: String,
     },
+    /// The body template names a field no event has.
+    #[error("webhook body template: {0}")]
+    BadTemplate(String),
     /// The command is an empty list.
     #[error("notify command is empty")]
     EmptyCommand,
@@ -124,9 +133,12 @@ pub enum DeliveryError {
     /// The webhook answered with a non-2xx status.
     #[error("webhook answered HTTP {0}")]
     Status(u16),
-    /// The webhook's answer is not HTTP.
-    #[error("webhook answer is not an HTTP/1.x status line")]
-    BadResponse,
+    /// The body template could not be filled.
+    #[error("webhook body: {0}")]
+    Template(String),
+    /// The webhook could not be reached or did not answer HTTP.
+    #[error("webhook: {0}")]
+    Http(#[from] crate::reporter::http::HttpError),
     /// The command exited unsuccessfully.
     #[error("command exited with {0}")]
     Exit(std::process::ExitStatus),
@@ -139,107 +151,180 @@ pub fn backoff(retry: u32, initial: Duration, max: Duration) -> Duration {
     initial.saturating_mul(factor).min(max)
 }
 
-/// An `http://` webhook address, parsed once at start.
+/// A webhook body made from a template: `{name}` is replaced by the notification's field
+/// `name` (`site`, `event`, `round`, `server`, `cluster`, `reason`, `silent_secs`, ... —
+/// empty when the event has no such field), JSON-escaped so that it can stand inside a
+/// JSON string; `{summary}` by one human line of the whole event; `{json}` by the event's
+/// JSON object itself. Any other `{` is kept as written, so JSON templates need no
+/// escaping: `{"text": "Walrus {site}: {summary}"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct HttpUrl {
-    /// `host` or `host:port` as written (the Host header).
-    authority: String,
-    /// Where to connect.
-    host: String,
-    port: u16,
-    /// Path and query, starting with `/`.
-    path: String,
+pub struct BodyTemplate {
+    parts: Vec<Part>,
 }
 
-impl HttpUrl {
-    fn parse(url: &str) -> Result<Self, NotifyError> {
-        let bad = |why| NotifyError::BadUrl {
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(String),
+}
+
+/// The fields a template may name (every field of every event, and the two made ones).
+const TEMPLATE_FIELDS: &[&str] = &[
+    "site",
+    "event",
+    "round",
+    "server",
+    "cluster",
+    "reason",
+    "silent_secs",
+    "areas",
+    "summary",
+    "json",
+];
+
+impl BodyTemplate {
+    /// Parses `template`; a `{word}` that is not a known field is an error (a typo would
+    /// otherwise send an empty value forever).
+    pub fn parse(template: &str) -> Result<Self, NotifyError> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let word_len = after
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(after.len());
+            if word_len > 0 && after[word_len..].starts_with('}') {
+                let word = &after[..word_len];
+                if !TEMPLATE_FIELDS.contains(&word) {
+                    return Err(NotifyError::BadTemplate(format!(
+                        "{{{word}}} is not a field; known: {}",
+                        TEMPLATE_FIELDS.join(", ")
+                    )));
+                }
+                text.push_str(&rest[..open]);
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                }
+                parts.push(Part::Field(word.to_owned()));
+                rest = &after[word_len + 1..];
+            } else {
+                text.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Self { parts })
+    }
+
+    /// The body for `n`.
+    pub fn render(&self, n: &Notification) -> Result<String, NotifyError> {
+        let value = serde_json::to_value(n)?;
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(f) if f == "json" => out.push_str(&value.to_string()),
+                Part::Field(f) if f == "summary" => out.push_str(&json_escaped(&summary(&value))),
+                Part::Field(f) => out.push_str(&json_escaped(&plain(value.get(f)))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A field's value as text (strings without quotes; absent: empty).
+fn plain(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// One line for a human: `example.com: panic_raised server=c1-s1 cluster=c1 round=12
+/// reason=nginx exited`.
+fn summary(value: &serde_json::Value) -> String {
+    let mut line = format!(
+        "{}: {}",
+        plain(value.get("site")),
+        plain(value.get("event"))
+    );
+    if let Some(map) = value.as_object() {
+        for (k, v) in map {
+            if k != "site" && k != "event" {
+                line.push_str(&format!(" {k}={}", plain(Some(v))));
+            }
+        }
+    }
+    line
+}
+
+/// `s` escaped for the inside of a JSON string (no surrounding quotes).
+fn json_escaped(s: &str) -> String {
+    let quoted = serde_json::Value::String(s.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// A webhook: where, how, and with what body.
+#[derive(Debug, Clone)]
+struct Webhook {
+    page: crate::reporter::http::Page,
+    body: Option<BodyTemplate>,
+}
+
+impl Webhook {
+    fn new(config: &NotifyConfig, url: &str) -> Result<Self, NotifyError> {
+        use crate::reporter::http::{Page, TlsOptions};
+        let bad = |why: String| NotifyError::BadWebhook {
             url: url.to_owned(),
             why,
         };
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(NotifyError::UnsupportedScheme {
-                url: url.to_owned(),
-            });
+        let tls = TlsOptions {
+            ca_file: config.webhook_ca.clone(),
+            server_name: None,
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() {
-            return Err(bad("no host"));
+        let mut page = Page::new(url, config.timeout, &tls).map_err(|e| bad(e.to_string()))?;
+        let has_type = config
+            .webhook_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        let default_type = ("Content-Type".to_owned(), "application/json".to_owned());
+        for (name, value) in config
+            .webhook_headers
+            .iter()
+            .chain((!has_type).then_some(&default_type))
+        {
+            page = page
+                .with_header(name, value)
+                .map_err(|e| bad(format!("header {name}: {e}")))?;
         }
-        if authority.contains('@') {
-            return Err(bad("user info is not supported"));
-        }
-        if path.contains(['\r', '\n', ' ']) {
-            return Err(bad("path contains whitespace"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let Some((h, after)) = v6.split_once(']') else {
-                return Err(bad("unclosed ["));
-            };
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None if after.is_empty() => 80,
-                None => return Err(bad("junk after ]")),
-            };
-            (h.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (authority.to_owned(), 80),
+        let body = config
+            .webhook_body
+            .as_deref()
+            .map(BodyTemplate::parse)
+            .transpose()?;
+        Ok(Self { page, body })
+    }
+
+    async fn post(&self, n: &Notification, json: &[u8]) -> Result<(), DeliveryError> {
+        let code = match &self.body {
+            None => self.page.post(json).await?,
+            Some(t) => {
+                let body = t
+                    .render(n)
+                    .map_err(|e| DeliveryError::Template(e.to_string()))?;
+                self.page.post(body.as_bytes()).await?
             }
         };
-        Ok(Self {
-            authority: authority.to_owned(),
-            host,
-            port,
-            path: path.to_owned(),
-        })
-    }
-}
-
-/// The largest webhook answer head we read: only the status line matters.
-const MAX_RESPONSE_HEAD: usize = 8 * 1024;
-
-/// One HTTP/1.1 POST; success is a 2xx status.
-async fn post(url: &HttpUrl, body: &[u8]) -> Result<(), DeliveryError> {
-    let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: walrus-controller\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.authority,
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.flush().await?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_RESPONSE_HEAD {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
+        if (200..300).contains(&code) {
+            Ok(())
+        } else {
+            Err(DeliveryError::Status(code))
         }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = buf.split(|b| *b == b'\r').next().unwrap_or(&[]);
-    let line = std::str::from_utf8(line).map_err(|_| DeliveryError::BadResponse)?;
-    let mut parts = line.split(' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(DeliveryError::BadResponse);
-    }
-    let code: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or(DeliveryError::BadResponse)?;
-    if (200..300).contains(&code) {
-        Ok(())
-    } else {
-        Err(DeliveryError::Status(code))
     }
 }
 
@@ -272,7 +357,7 @@ async fn run_command(argv: &[String], body: &[u8]) -> Result<(), DeliveryError> 
 #[derive(Debug, Clone)]
 enum Channel {
     Command(Vec<String>),
-    Webhook(HttpUrl),
+    Webhook(Box<Webhook>),
 }
 
 impl Channel {
@@ -283,11 +368,11 @@ impl Channel {
         }
     }
 
-    async fn deliver_once(&self, body: &[u8], timeout: Duration) -> Result<(), DeliveryError> {
+    async fn deliver_once(&self, n: &Queued, timeout: Duration) -> Result<(), DeliveryError> {
         let attempt = async {
             match self {
-                Channel::Command(argv) => run_command(argv, body).await,
-                Channel::Webhook(url) => post(url, body).await,
+                Channel::Command(argv) => run_command(argv, &n.json).await,
+                Channel::Webhook(w) => w.post(&n.notification, &n.json).await,
             }
         };
         tokio::time::timeout(timeout, attempt)
@@ -305,7 +390,14 @@ struct Retry {
     timeout: Duration,
 }
 
-async fn channel_task(channel: Channel, retry: Retry, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// A notification waiting on a channel: the event and its JSON, encoded once.
+#[derive(Debug, Clone)]
+struct Queued {
+    notification: Notification,
+    json: Vec<u8>,
+}
+
+async fn channel_task(channel: Channel, retry: Retry, mut rx: mpsc::Receiver<Queued>) {
     while let Some(body) = rx.recv().await {
         let attempts = retry.attempts.max(1);
         for attempt in 0..attempts {
@@ -336,7 +428,7 @@ async fn channel_task(channel: Channel, retry: Retry, mut rx: mpsc::Receiver<Vec
 #[derive(Debug)]
 pub struct Notifier {
     site: String,
-    channels: Vec<(&'static str, mpsc::Sender<Vec<u8>>)>,
+    channels: Vec<(&'static str, mpsc::Sender<Queued>)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -351,7 +443,7 @@ impl Notifier {
             list.push(Channel::Command(argv.clone()));
         }
         if let Some(url) = &config.webhook {
-            list.push(Channel::Webhook(HttpUrl::parse(url)?));
+            list.push(Channel::Webhook(Box::new(Webhook::new(config, url)?)));
         }
         let retry = Retry {
             attempts: config.attempts,
@@ -376,10 +468,14 @@ impl Notifier {
     /// Queues the event on every channel without waiting. An error means at least one
     /// channel's queue was full (that channel drops this event; the others still got it).
     pub fn notify(&self, event: Event) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&Notification {
+        let notification = Notification {
             site: self.site.clone(),
             event,
-        })?;
+        };
+        let body = Queued {
+            json: serde_json::to_vec(&notification)?,
+            notification,
+        };
         let mut result = Ok(());
         for (name, tx) in &self.channels {
             if tx.try_send(body.clone()).is_err() {
@@ -415,38 +511,74 @@ mod tests {
         assert_eq!(backoff(u32::MAX, i, m), m);
     }
 
+    fn panic_raised() -> Notification {
+        Notification {
+            site: "example.com".into(),
+            event: Event::PanicRaised {
+                round: Round(12),
+                server: "c1-s1".into(),
+                cluster: "c1".into(),
+                reason: "nginx \"exited\"".into(),
+            },
+        }
+    }
+
     #[test]
-    fn url_parsing() {
-        let u = HttpUrl::parse("http://127.0.0.1:8080/hook?x=1").unwrap();
+    fn templates_fill_fields_json_escaped_and_keep_other_braces() {
+        let t = BodyTemplate::parse(
+            r#"{"text": "Walrus {site}: {event} on {server} ({reason})", "round": {round}}"#,
+        )
+        .unwrap();
+        let body = t.render(&panic_raised()).unwrap();
         assert_eq!(
-            (
-                u.host.as_str(),
-                u.port,
-                u.path.as_str(),
-                u.authority.as_str()
-            ),
-            ("127.0.0.1", 8080, "/hook?x=1", "127.0.0.1:8080")
+            body,
+            r#"{"text": "Walrus example.com: panic_raised on c1-s1 (nginx \"exited\")", "round": 12}"#
         );
-        let u = HttpUrl::parse("http://example.com").unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/"));
-        let u = HttpUrl::parse("http://[::1]:9/a").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["round"], 12);
+        let s = BodyTemplate::parse("{summary}")
+            .unwrap()
+            .render(&panic_raised())
+            .unwrap();
+        assert!(s.starts_with("example.com: panic_raised"), "{s}");
+        assert!(s.contains("server=c1-s1") && s.contains("round=12"), "{s}");
+        let j = BodyTemplate::parse(r#"{"walrus": {json}}"#)
+            .unwrap()
+            .render(&panic_raised())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["walrus"]["cluster"], "c1");
+        // A field the event lacks is empty; a typo is refused at start.
+        let e = BodyTemplate::parse("{silent_secs}")
+            .unwrap()
+            .render(&panic_raised())
+            .unwrap();
+        assert_eq!(e, "");
         assert!(matches!(
-            HttpUrl::parse("https://x/"),
-            Err(NotifyError::UnsupportedScheme { .. })
+            BodyTemplate::parse("{sumary}"),
+            Err(NotifyError::BadTemplate(_))
         ));
-        assert!(matches!(
-            HttpUrl::parse("http://h:99999/"),
-            Err(NotifyError::BadUrl { .. })
-        ));
-        assert!(matches!(
-            HttpUrl::parse("http://u@h/"),
-            Err(NotifyError::BadUrl { .. })
-        ));
-        assert!(matches!(
-            HttpUrl::parse("http:///x"),
-            Err(NotifyError::BadUrl { .. })
-        ));
+    }
+
+    #[test]
+    fn a_bad_webhook_is_refused_at_start_with_its_url() {
+        for (url, headers) in [
+            ("ftp://x/", vec![]),
+            ("http://h:99999/", vec![]),
+            ("http://h/", vec![("Bad Name".to_owned(), "v".to_owned())]),
+            (
+                "http://h/",
+                vec![("X-Token".to_owned(), "a\r\nb".to_owned())],
+            ),
+        ] {
+            let config = NotifyConfig {
+                webhook: Some(url.into()),
+                webhook_headers: headers,
+                ..NotifyConfig::default()
+            };
+            let e = Webhook::new(&config, url).unwrap_err();
+            assert!(matches!(e, NotifyError::BadWebhook { .. }), "{url}: {e}");
+        }
     }
 
     #[test]

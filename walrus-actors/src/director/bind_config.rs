@@ -27,14 +27,11 @@ pub struct BindConfig {
 impl BindConfig {
     /// Everything as one text, for printing: statements, then each file under a header.
     pub fn render(&self) -> String {
-        format!(
-            "// ---- named.conf ----\n{}\n// ---- {} ----\n{}\n// ---- {} ----\n{}",
-            self.zone_statements,
-            self.site_zone_file.0,
-            self.site_zone_file.1,
-            self.area_zone_file.0,
-            self.area_zone_file.1
-        )
+        render_sections([
+            ("named.conf", self.zone_statements.as_str()),
+            (&self.site_zone_file.0, &self.site_zone_file.1),
+            (&self.area_zone_file.0, &self.area_zone_file.1),
+        ])
     }
 }
 
@@ -61,6 +58,57 @@ fn bare(n: &Name) -> String {
     n.to_ascii().trim_end_matches('.').to_owned()
 }
 
+/// The two starting zone files of an area's name server, whatever its software: (file
+/// name, contents) each. Shared by [`bind_config`] and the Knot and PowerDNS generators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneFiles {
+    /// The site zone: every area's name server, a delegation for every area zone inside it.
+    pub site: (String, String),
+    /// The area zone: `www` (changed by RFC 2136) and its name server.
+    pub area: (String, String),
+}
+
+/// The zone files for `layout` with `initial` as the starting www answer (may be empty:
+/// then `www.<site>` resolves to nothing until the first decision).
+pub fn zone_files(layout: &ZoneLayout, initial: &WwwRecords) -> Result<ZoneFiles, DirectorError> {
+    for area in layout.all_areas() {
+        let inside = area.zone.zone_of(&area.ns_name) || layout.site.zone_of(&area.ns_name);
+        if inside && area.ns_addrs.is_empty() {
+            // A server refuses to load a zone whose in-zone NS (or glue) has no address.
+            return Err(DirectorError::BadName {
+                name: area.ns_name.to_ascii(),
+                reason: "the name server's name is inside the zones: give its addresses".into(),
+            });
+        }
+    }
+    let site = zone_file(
+        &ZoneContents::site(layout, None),
+        "The site zone: every area's name server, a delegation (NS + glue) for every area zone inside it.",
+    );
+    let state = ZoneState {
+        serial: 1,
+        www: initial.clone(),
+        epoch: 0,
+    };
+    let area = zone_file(
+        &ZoneContents::area(layout, &state),
+        "The area zone: only www's A/AAAA change, by RFC 2136 from the Director.",
+    );
+    Ok(ZoneFiles {
+        site: (format!("{}.zone", bare(&layout.site)), site),
+        area: (format!("{}.zone", bare(&layout.area_zone)), area),
+    })
+}
+
+/// `key_name` as a DNS name without the final dot (how the servers' configs spell it).
+pub(super) fn key_label(key_name: &str) -> Result<String, DirectorError> {
+    let key = super::zone::fqdn(key_name).map_err(|e| DirectorError::BadKey {
+        key: key_name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(bare(&key))
+}
+
 /// Generates the configuration for `layout`, for the TSIG key named `key_name`, with zone
 /// files in `zone_dir`, and `initial` as the starting www answer (may be empty: then
 /// `www.<site>` resolves to nothing until the first decision).
@@ -70,25 +118,12 @@ pub fn bind_config(
     zone_dir: &Path,
     initial: &WwwRecords,
 ) -> Result<BindConfig, DirectorError> {
-    let key = super::zone::fqdn(key_name).map_err(|e| DirectorError::BadKey {
-        key: key_name.to_owned(),
-        reason: e.to_string(),
-    })?;
-    for area in layout.all_areas() {
-        let inside = area.zone.zone_of(&area.ns_name) || layout.site.zone_of(&area.ns_name);
-        if inside && area.ns_addrs.is_empty() {
-            // BIND refuses to load a zone whose in-zone NS (or glue) has no address.
-            return Err(DirectorError::BadName {
-                name: area.ns_name.to_ascii(),
-                reason: "the name server's name is inside the zones: give its addresses".into(),
-            });
-        }
-    }
+    let key = key_label(key_name)?;
+    let files = zone_files(layout, initial)?;
     let site = bare(&layout.site);
     let area = bare(&layout.area_zone);
-    let key = bare(&key);
-    let site_file = format!("{site}.zone");
-    let area_file = format!("{area}.zone");
+    let site_file = &files.site.0;
+    let area_file = &files.area.0;
     let dir = zone_dir.display();
     let epoch = super::rfc2136::EPOCH_LABEL;
     let zone_statements = format!(
@@ -106,24 +141,27 @@ pub fn bind_config(
          \tupdate-policy {{ grant {key} name www.{area}. A AAAA; grant {key} name {epoch}.{area}. TXT; }};\n\
          }};\n"
     );
-    let site_zone = zone_file(
-        &ZoneContents::site(layout, None),
-        "The site zone: every area's name server, a delegation (NS + glue) for every area zone inside it.",
-    );
-    let state = ZoneState {
-        serial: 1,
-        www: initial.clone(),
-        epoch: 0,
-    };
-    let area_zone = zone_file(
-        &ZoneContents::area(layout, &state),
-        "The area zone: only www's A/AAAA change, by RFC 2136 from the Director.",
-    );
     Ok(BindConfig {
         zone_statements,
-        site_zone_file: (site_file, site_zone),
-        area_zone_file: (area_file, area_zone),
+        site_zone_file: files.site,
+        area_zone_file: files.area,
     })
+}
+
+/// Sections as one text, each under a `// ---- NAME ----` header ([`split_rendered`] cuts
+/// it back).
+pub(super) fn render_sections<'a>(
+    sections: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut out = String::new();
+    for (name, body) in sections {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "// ---- {name} ----");
+        out.push_str(body);
+    }
+    out
 }
 
 /// A zone file for `zone`: the same records the embedded server serves, with their TTLs.
@@ -168,20 +206,25 @@ fn record_line(r: &Record) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::director::zone::RecordTtl;
 
-    #[test]
-    fn narrow_policy_and_cname_layout() {
-        let layout = ZoneLayout::new(
+    /// Area 1 of site example.com, its name server at 127.0.0.1 (the generators' tests).
+    pub(in crate::director) fn area_1_layout() -> ZoneLayout {
+        ZoneLayout::new(
             "example.com",
             "area-1.example.com",
             None,
             vec!["127.0.0.1".parse().unwrap()],
             RecordTtl::DEFAULT,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn narrow_policy_and_cname_layout() {
+        let layout = area_1_layout();
         let c = bind_config(
             &layout,
             "walrus-area1",

@@ -63,6 +63,8 @@ pub mod bind_config;
 pub mod core;
 pub mod driver;
 pub mod embedded;
+pub mod knot_config;
+pub mod pdns_config;
 pub mod retry;
 pub mod rfc2136;
 pub mod steering;

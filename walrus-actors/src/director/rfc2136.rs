@@ -106,12 +106,18 @@ impl TsigKey {
         Self::new(name, secret)
     }
 
+    /// The secret in base64, for the name servers' configurations (Knot's `secret:`,
+    /// `pdnsutil import-tsig-key`).
+    pub fn secret_base64(&self) -> String {
+        base64_encode(&self.secret)
+    }
+
     /// The key as a BIND `key` statement (for generated configurations and tests).
     pub fn to_bind_key(&self) -> String {
         format!(
             "key \"{}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{}\";\n}};\n",
             self.name.to_ascii().trim_end_matches('.'),
-            base64_encode(&self.secret)
+            self.secret_base64()
         )
     }
 

@@ -239,6 +239,8 @@ pub struct Page {
     url: HttpUrl,
     timeout: Duration,
     tls: Option<Arc<Tls>>,
+    /// Extra request header lines (`Name: value`), e.g. an `Authorization`.
+    headers: String,
 }
 
 impl fmt::Display for Page {
@@ -268,7 +270,28 @@ impl Page {
         } else {
             None
         };
-        Ok(Self { url, timeout, tls })
+        Ok(Self {
+            url,
+            timeout,
+            tls,
+            headers: String::new(),
+        })
+    }
+
+    /// Sends `name: value` with every GET (e.g. `Authorization: Bearer …`). A name or value
+    /// with a line break is refused: it would split the request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, HttpError> {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || value.contains(['\r', '\n'])
+        {
+            return Err(HttpError::BadUrl {
+                url: self.url.to_string(),
+                reason: "a header name must be letters, digits and '-', its value one line",
+            });
+        }
+        self.headers.push_str(&format!("{name}: {value}\r\n"));
+        Ok(self)
     }
 
     /// The URL.
@@ -290,6 +313,53 @@ impl Page {
 
     async fn get_inner(&self, target: &str) -> Result<HttpResponse, HttpError> {
         let url = &self.url;
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: walrus-reporter\r\nAccept: */*\r\n{}Connection: close\r\n\r\n",
+            url.path_and_query,
+            url.target(),
+            self.headers
+        );
+        let stream = self.open(target).await?;
+        parse_response(&exchange(stream, request.as_bytes(), target).await?)
+    }
+
+    /// POSTs `body` (HTTP/1.1, `Connection: close`) with the headers given by
+    /// [`Self::with_header`] (say the `Content-Type` there), all within the timeout; returns
+    /// the answer's status code (its body is not read: a webhook's answer says nothing more).
+    pub async fn post(&self, body: &[u8]) -> Result<u16, HttpError> {
+        let target = self.url.target();
+        let attempt = async {
+            let url = &self.url;
+            let head = format!(
+                "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: walrus-node\r\n{}\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                url.path_and_query,
+                url.target(),
+                self.headers,
+                body.len()
+            );
+            let mut stream = self.open(&target).await?;
+            let io = |source| HttpError::Io {
+                target: target.clone(),
+                source,
+            };
+            stream.write_all(head.as_bytes()).await.map_err(io)?;
+            stream.write_all(body).await.map_err(io)?;
+            stream.flush().await.map_err(io)?;
+            read_status_code(&mut stream, &target).await
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError::Timeout {
+                target,
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// Connects to the URL's host (and, for `https://`, completes the verified handshake).
+    async fn open(&self, target: &str) -> Result<Box<dyn Stream>, HttpError> {
+        let url = &self.url;
         let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
             .await
             .map_err(|source| {
@@ -304,13 +374,8 @@ impl Page {
                     }
                 }
             })?;
-        let request = format!(
-            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: walrus-reporter\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            url.path_and_query,
-            url.target()
-        );
-        let answer = match &self.tls {
-            None => exchange(stream, request.as_bytes(), target).await?,
+        match &self.tls {
+            None => Ok(Box::new(stream)),
             Some(tls) => {
                 let stream = tls
                     .connector
@@ -320,11 +385,57 @@ impl Page {
                         target: target.to_owned(),
                         reason: e.to_string(),
                     })?;
-                exchange(stream, request.as_bytes(), target).await?
+                Ok(Box::new(stream))
             }
-        };
-        parse_response(&answer)
+        }
     }
+}
+
+/// A connection, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// The largest answer head [`Page::post`] reads to find the status line.
+const MAX_STATUS_HEAD: usize = 8 * 1024;
+
+/// Reads until the status line is complete and returns its code.
+async fn read_status_code<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+    target: &str,
+) -> Result<u16, HttpError> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        if buf.len() > MAX_STATUS_HEAD {
+            return Err(HttpError::TooLarge {
+                limit: MAX_STATUS_HEAD,
+            });
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|source| HttpError::Io {
+                target: target.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = buf.split(|b| *b == b'\r').next().unwrap_or(&[]);
+    let malformed = || HttpError::Malformed {
+        reason: "the answer does not start with an HTTP/1.x status line".to_owned(),
+    };
+    let line = std::str::from_utf8(line).map_err(|_| malformed())?;
+    let mut parts = line.split(' ');
+    if !parts.next().unwrap_or("").starts_with("HTTP/1.") {
+        return Err(malformed());
+    }
+    parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(malformed)
 }
 
 /// A rustls client configuration trusting the CAs in `ca_file`, ring provider.

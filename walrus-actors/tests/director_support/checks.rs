@@ -68,7 +68,7 @@ pub fn nsupdate(s: &impl Authority, key: &TsigKey, script: &str) -> (bool, Strin
     let spec = format!(
         "hmac-sha256:{}:{}",
         name.trim_end_matches('.'),
-        super::knot::secret_of(key)
+        key.secret_base64()
     );
     let mut child = Command::new(need("nsupdate", "bind9-dnsutils"))
         .args(["-y", &spec])
