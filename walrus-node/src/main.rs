@@ -731,6 +731,8 @@ async fn run_node(
     loop {
         tokio::select! {
             e = runtime.layer().fatal() => {
+                // The roles cannot work without the group: no restarts from now on.
+                runtime.supervision().close();
                 tracing::error!(error = %e, "the group layer stopped: exiting");
                 fatal = Some(e.to_string());
                 break;

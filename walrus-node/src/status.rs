@@ -958,10 +958,15 @@ impl NodeSources {
     }
 
     /// What the handles say now. The Controller is asked through its address
-    /// ([`walrus_actors::controller::actor::GetStatus`]).
+    /// ([`walrus_actors::controller::actor::GetStatus`]); while it cannot answer within
+    /// [`STATUS_WAIT`] (it is joining `Controllers`, which waits for the group to settle),
+    /// the status it last published is shown.
     pub async fn sample(&self) -> Sample {
         let controller = match &self.controller {
-            Some(c) => c.get_status().await.ok(),
+            Some(c) => match tokio::time::timeout(STATUS_WAIT, c.get_status()).await {
+                Ok(Ok(s)) => Some(s),
+                _ => Some(c.status()),
+            },
             None => None,
         };
         Sample {
@@ -989,6 +994,9 @@ impl NodeSources {
         }
     }
 }
+
+/// How long the sampler waits for an actor's answer to a status request.
+pub const STATUS_WAIT: Duration = Duration::from_millis(200);
 
 /// An observer shared between its sampling task and the HTTP handlers.
 pub type SharedObserver = Arc<Mutex<Observer>>;
@@ -1373,6 +1381,24 @@ pub fn render_table(doc: &StatusDoc) -> String {
     );
     if let Some(v) = &doc.view {
         let _ = writeln!(t, "view {} members {}", v.id, v.members.join(", "));
+    }
+    if let Some(os) = &doc.os_source {
+        let _ = writeln!(t, "os statistics from {os}");
+    }
+    for a in &doc.actors {
+        let _ = writeln!(
+            t,
+            "actor {:<16} restarts {}   mailbox {}/{} (full {}){}",
+            a.role,
+            a.restarts,
+            a.mailbox_depth,
+            a.mailbox_capacity,
+            a.mailbox_full,
+            a.last_cause
+                .as_ref()
+                .map(|c| format!("   last cause: {c}"))
+                .unwrap_or_default()
+        );
     }
     let _ = writeln!(t);
     let _ = writeln!(t, "{:<10} {:<10} {:<10} answer", "area", "home", "cluster");

@@ -294,13 +294,22 @@ impl<L: GroupLayer> Actor for Controller<L> {
         let layer = self.layer.clone();
         let sup = self.sup.clone();
         let grace = self.join_grace;
-        ctx.wait(
+        // Spawned, not waited for: joining waits for the group to settle (seconds), and
+        // status requests are answered meanwhile.
+        ctx.spawn(
             async move {
                 layer.settled(grace).await;
                 open_and_join(layer, sup, ROLE, vec![wire::group(CONTROLLERS)]).await
             }
             .into_actor(self)
             .map(|r, act, ctx| match r {
+                Ok((link, _)) if act.halted => {
+                    // Shut down while joining: leave at once.
+                    tokio::spawn(async move {
+                        let _ = link.leave(wire::group(CONTROLLERS)).await;
+                        link.close().await;
+                    });
+                }
                 Ok((link, events)) => {
                     tracing::info!(me = %link.member(), "controller joined Controllers");
                     act.status.me = Some(link.member().clone());
