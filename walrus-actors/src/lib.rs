@@ -7,6 +7,10 @@
 //! - **Replicator**: primary-push content replication.
 //!
 //! Each actor is a thin shell over a pure logic type that is unit-tested on its own.
+//! Reporter, Controller and Director are actix actors under `actix::Supervisor`
+//! ([`supervision`]: restart with state rebuilt, counted and rate-limited; bounded
+//! queues). The Replicator is still a tokio task (its transfers are long async I/O; its
+//! plans are the pure part): converting it is left for later.
 #![warn(missing_docs)]
 
 pub mod controller;

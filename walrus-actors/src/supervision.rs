@@ -23,9 +23,10 @@
 //! A role's main input is its group session's events: they reach the actor through a
 //! bounded queue ([`EVENT_QUEUE`]); when it is full the pump stops reading the session
 //! (walrus-gcs then applies its own slow-reader policy), and the event is counted and
-//! logged. Requests from the node (status, reconfigure) go through the actor's own
-//! bounded actix mailbox with [`Supervision::post`] semantics at the callers: a full one
-//! is counted and logged, never queued without bound.
+//! logged. Requests from the node (status, reconfigure, shutdown) go through the actor's
+//! own bounded actix mailbox (`MAILBOX` requests per role) with `Addr::send`, which waits
+//! while it is full: never an unbounded queue. A Director's decisions that find its
+//! driver's queue full are counted the same way (role "director driver").
 
 use crate::group::GroupSession;
 use std::collections::{BTreeMap, VecDeque};

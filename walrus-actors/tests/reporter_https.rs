@@ -22,6 +22,7 @@ fn config(web: WebSource, dir: &TempDir, ca_file: &str, name: &str) -> ReporterC
     c.tls = TlsOptions {
         ca_file: Some(dir.path().join(ca_file)),
         server_name: Some(name.to_owned()),
+        client_cert: None,
     };
     c
 }

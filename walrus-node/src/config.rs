@@ -206,7 +206,13 @@ pub struct Http {
     /// Lets a `status_addr` that is not loopback serve without both TLS and a token.
     /// Default: false (such a file is refused).
     pub allow_plain_public: bool,
+    /// Who may drain and pin through this side: names of admin certificates
+    /// (`walrus-node certs issue --admin NAME`, SAN `admin.NAME`). Needs `tls = "cluster"`.
+    pub admins: Vec<String>,
 }
+
+/// The prefix of an admin certificate's name (SAN `admin.NAME`); no node name has it.
+pub const ADMIN_PREFIX: &str = "admin.";
 
 /// The certificate of the node's HTTPS side.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -465,6 +471,8 @@ struct RawHttp {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     allow_plain_public: Option<bool>,
+    #[serde(default)]
+    admins: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1009,11 +1017,30 @@ fn validate_http(loc: &Locator<'_>, raw: Option<Spanned<RawHttp>>) -> Result<Htt
             ))
         }
     };
+    if !r.admins.is_empty() && tls != HttpTls::Cluster {
+        return Err(loc.err(
+            span,
+            "http.admins",
+            "admins authenticate with certificates from the cluster CA: set tls = \"cluster\"",
+        ));
+    }
+    for a in &r.admins {
+        if walrus_gcs::transport::certs::check_node_name(&format!("{ADMIN_PREFIX}{a}")).is_err() {
+            return Err(loc.err(
+                span,
+                "http.admins",
+                format!(
+                    "`{a}` is not a name an admin certificate can carry (letters, digits, '-')"
+                ),
+            ));
+        }
+    }
     Ok(Http {
         token_file: r.token_file,
         metrics_open: r.metrics_open.unwrap_or(true),
         tls,
         allow_plain_public: r.allow_plain_public.unwrap_or(false),
+        admins: r.admins,
     })
 }
 
@@ -1400,6 +1427,13 @@ fn validate_nodes(
         let field = format!("nodes.{name}");
         let n = node.get_ref();
         let span = Some(node.span());
+        if name.starts_with(ADMIN_PREFIX) {
+            return Err(loc.err(
+                span,
+                field,
+                format!("a node name may not start with `{ADMIN_PREFIX}`: that names admin certificates"),
+            ));
+        }
         if walrus_gcs::transport::certs::check_node_name(name).is_err() {
             return Err(loc.err(
                 span,

@@ -49,6 +49,8 @@ pub struct HttpAccess {
     token: Option<String>,
     metrics_open: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// `admin.NAME` of every admin allowed to drain and pin.
+    admins: Vec<String>,
 }
 
 impl std::fmt::Debug for HttpAccess {
@@ -71,6 +73,7 @@ impl HttpAccess {
             token: None,
             metrics_open: true,
             tls: None,
+            admins: Vec::new(),
         }
     }
 
@@ -91,9 +94,13 @@ impl HttpAccess {
                         reason: e.to_string(),
                     },
                 )?;
+                // Admins present certificates from the same CA (optional: browsers and
+                // `walrus-node status` present none and use the token).
+                let admin_roots = (!http.admins.is_empty()).then_some(id.ca);
                 Some(server_config(
                     vec![id.cert],
                     PrivateKeyDer::Pkcs8(id.key),
+                    admin_roots,
                     &config.tls.dir,
                 )?)
             }
@@ -111,14 +118,28 @@ impl HttpAccess {
                 }
                 let key_der =
                     PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err(key, e.to_string()))?;
-                Some(server_config(chain, key_der, cert)?)
+                Some(server_config(chain, key_der, None, cert)?)
             }
         };
         Ok(Self {
             token,
             metrics_open: http.metrics_open,
             tls,
+            admins: http
+                .admins
+                .iter()
+                .map(|a| format!("{}{a}", crate::config::ADMIN_PREFIX))
+                .collect(),
         })
+    }
+
+    /// The admin a client certificate chain (already verified against the cluster CA by
+    /// the TLS handshake) belongs to: `NAME` of a configured admin whose `admin.NAME` the
+    /// certificate carries. A node's certificate names a node, never `admin.…`: None.
+    pub fn admin_of(&self, chain: &[CertificateDer<'static>]) -> Option<String> {
+        walrus_gcs::transport::tls::peer_name(chain, self.admins.iter().map(String::as_str))
+            .and_then(|n| n.strip_prefix(crate::config::ADMIN_PREFIX))
+            .map(str::to_owned)
     }
 
     /// The TLS configuration to serve with, if HTTPS.
@@ -178,6 +199,7 @@ pub fn read_token(file: &Path) -> Result<String, HttpAccessError> {
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client_roots: Option<CertificateDer<'static>>,
     file: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, HttpAccessError> {
     let tls_err = |reason: String| HttpAccessError::Tls {
@@ -186,10 +208,25 @@ fn server_config(
     };
     // The ring provider, chosen here, so no process-level provider is needed (FACTS.md).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| tls_err(e.to_string()))?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).map_err(|e| tls_err(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls_err(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| tls_err(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -205,6 +242,7 @@ mod tests {
             token: Some("0123456789abcdef0123".into()),
             metrics_open,
             tls: None,
+            admins: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use walrus_actors::model::AreaName;
 use walrus_actors::reporter::bypass::{self, Bypass};
 use walrus_node::config::Config;
+use walrus_node::status::AdminRequest;
 
 /// `println!` that ends the process quietly when stdout is closed (`walrus-node ... | head`),
 /// as Unix tools do, instead of panicking with "Broken pipe".
@@ -110,6 +111,71 @@ enum Command {
         #[command(subcommand)]
         action: DnsAction,
     },
+    /// Drain a web server for a while: it gets no clients (as with its own bypass), from
+    /// any host with an admin certificate.
+    ///
+    /// Example: walrus-node drain --addr 10.0.1.1:9400 --server-name eu-a \
+    ///            --certs ./certs --admin alice --server eu-1 --for 30m --reason "kernel"
+    ///
+    /// Sent over HTTPS with the admin's certificate to a Controller node's status_addr
+    /// ([http] tls = "cluster", admins = ["alice"]); every Controller applies it, it shows
+    /// in `walrus-node status` and every decision's reason, and ends by itself.
+    Drain {
+        #[command(flatten)]
+        to: AdminTarget,
+        /// The server, as in [clusters.C.servers.NAME].
+        #[arg(long)]
+        server: String,
+        /// How long, e.g. 30m or 2h (at most a week).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Why (shown with it).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End a drain now.
+    ///
+    /// Example: walrus-node undrain --addr 10.0.1.1:9400 --server-name eu-a \
+    ///            --certs ./certs --admin alice --server eu-1
+    Undrain {
+        #[command(flatten)]
+        to: AdminTarget,
+        /// The server.
+        #[arg(long)]
+        server: String,
+    },
+    /// Pin an area to a cluster for a while (a manual override of the assignment, used
+    /// while the cluster has a working server).
+    ///
+    /// Example: walrus-node pin --addr 10.0.1.1:9400 --server-name eu-a \
+    ///            --certs ./certs --admin alice --area eu --cluster c-us --for 1h
+    Pin {
+        #[command(flatten)]
+        to: AdminTarget,
+        /// The area.
+        #[arg(long)]
+        area: String,
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// How long, e.g. 1h (at most a week).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Why (shown with it).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End a pin now.
+    ///
+    /// Example: walrus-node unpin --addr 10.0.1.1:9400 --server-name eu-a \
+    ///            --certs ./certs --admin alice --area eu
+    Unpin {
+        #[command(flatten)]
+        to: AdminTarget,
+        /// The area.
+        #[arg(long)]
+        area: String,
+    },
     /// Print a node's status as a table: view and master, each area's cluster and answer,
     /// each server's state and load, the last decisions with their reasons.
     ///
@@ -162,6 +228,23 @@ enum Command {
     },
 }
 
+/// Where an admin command goes and with which certificate.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// A Controller node's status_addr.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// That node's name (its certificate's name).
+    #[arg(long)]
+    server_name: String,
+    /// The directory with ca.pem and admin.NAME.pem / admin.NAME.key.
+    #[arg(long)]
+    certs: PathBuf,
+    /// The admin's name (as in `certs issue --admin NAME`).
+    #[arg(long)]
+    admin: String,
+}
+
 #[derive(Subcommand)]
 enum CertsAction {
     /// Create DIR/ca.pem and DIR/ca.key (refuses to overwrite an existing CA).
@@ -175,11 +258,19 @@ enum CertsAction {
     /// Issue DIR/NAME.pem and DIR/NAME.key (SAN = NAME) with the CA in DIR.
     ///
     /// Example: walrus-node certs issue --dir /etc/walrus/certs eu-a eu-b
+    ///          walrus-node certs issue --dir ./certs --admin alice
+    ///
+    /// With --admin, an admin's certificate instead: DIR/admin.NAME.pem and .key (SAN =
+    /// admin.NAME), for `walrus-node drain`/`pin` against nodes whose [http] admins name
+    /// NAME. It cannot join the group as a node, and a node's certificate cannot drain.
     Issue {
         /// The directory holding ca.key.
         #[arg(long)]
         dir: PathBuf,
-        /// Node names, as in the configuration's [nodes.NAME].
+        /// Admins' certificates rather than nodes'.
+        #[arg(long)]
+        admin: bool,
+        /// Node names, as in the configuration's [nodes.NAME] (or admin names).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -393,6 +484,54 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Certs { action } => certs(action),
         Command::Bypass { action } => bypass_cmd(action),
+        Command::Drain {
+            to,
+            server,
+            duration,
+            reason,
+        } => admin_cmd(
+            &to,
+            AdminRequest {
+                action: "drain".into(),
+                server: Some(server),
+                for_secs: Some(duration.as_secs().max(1)),
+                reason,
+                ..AdminRequest::default()
+            },
+        ),
+        Command::Undrain { to, server } => admin_cmd(
+            &to,
+            AdminRequest {
+                action: "undrain".into(),
+                server: Some(server),
+                ..AdminRequest::default()
+            },
+        ),
+        Command::Pin {
+            to,
+            area,
+            cluster,
+            duration,
+            reason,
+        } => admin_cmd(
+            &to,
+            AdminRequest {
+                action: "pin".into(),
+                area: Some(area),
+                cluster: Some(cluster),
+                for_secs: Some(duration.as_secs().max(1)),
+                reason,
+                ..AdminRequest::default()
+            },
+        ),
+        Command::Unpin { to, area } => admin_cmd(
+            &to,
+            AdminRequest {
+                action: "unpin".into(),
+                area: Some(area),
+                ..AdminRequest::default()
+            },
+        ),
         Command::Dns {
             action:
                 DnsAction::BindConfig {
@@ -566,7 +705,12 @@ async fn run_node(
                 },
             ));
             let scheme = access.scheme();
-            match walrus_node::status::StatusServer::start_with(addr, observer, access) {
+            match walrus_node::status::StatusServer::start_with(
+                addr,
+                observer,
+                access,
+                runtime.controller().cloned(),
+            ) {
                 Ok(server) => {
                     tracing::info!(%addr, "status page, metrics and dashboard on {scheme}://{addr}/");
                     Some((server, sampler, stop_tx))
@@ -587,6 +731,8 @@ async fn run_node(
     loop {
         tokio::select! {
             e = runtime.layer().fatal() => {
+                // The roles cannot work without the group: no restarts from now on.
+                runtime.supervision().close();
                 tracing::error!(error = %e, "the group layer stopped: exiting");
                 fatal = Some(e.to_string());
                 break;
@@ -629,14 +775,56 @@ fn certs(action: CertsAction) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        CertsAction::Issue { dir, names } => {
+        CertsAction::Issue { dir, admin, names } => {
             for name in names {
+                let prefix = walrus_node::config::ADMIN_PREFIX;
+                if !admin && name.starts_with(prefix) {
+                    anyhow::bail!(
+                        "`{name}`: names starting with `{prefix}` are admins'; use --admin"
+                    );
+                }
+                let name = if admin {
+                    format!("{prefix}{name}")
+                } else {
+                    name
+                };
                 certs::write_node_cert(&dir, &name)?;
                 out!("issued {0}/{name}.pem and {0}/{name}.key", dir.display());
             }
         }
     }
     Ok(())
+}
+
+/// Sends an admin's drain/pin request to a node's HTTP side with the admin's certificate.
+fn admin_cmd(to: &AdminTarget, req: AdminRequest) -> anyhow::Result<()> {
+    use walrus_actors::reporter::http::{Page, TlsOptions};
+    let name = format!("{}{}", walrus_node::config::ADMIN_PREFIX, to.admin);
+    let tls = TlsOptions {
+        ca_file: Some(to.certs.join("ca.pem")),
+        server_name: Some(to.server_name.clone()),
+        client_cert: Some((
+            to.certs.join(format!("{name}.pem")),
+            to.certs.join(format!("{name}.key")),
+        )),
+    };
+    let url = format!("https://{}/admin/override", to.addr);
+    let body = serde_json::to_vec(&req)?;
+    tokio_runtime()?.block_on(async {
+        let page = Page::new(&url, std::time::Duration::from_secs(10), &tls)?
+            .with_header("Content-Type", "application/json")?;
+        let code = page.post(&body).await?;
+        match code {
+            200 => {
+                out!("{} accepted by {}: every Controller applies it; see `walrus-node status`", req.action, to.server_name);
+                Ok(())
+            }
+            403 => anyhow::bail!("{url}: refused (403): the node does not take {name} as an admin (its [http] admins, or this is not an admin certificate)"),
+            400 => anyhow::bail!("{url}: refused (400): unknown server, area or cluster, or a bad duration; see the node's log"),
+            409 => anyhow::bail!("{url}: {} runs no Controller: send it to a Controller node", to.server_name),
+            other => anyhow::bail!("{url}: HTTP {other}"),
+        }
+    })
 }
 
 fn bypass_file(config: &std::path::Path, file: Option<PathBuf>) -> anyhow::Result<PathBuf> {

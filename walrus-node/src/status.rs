@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use walrus_actors::controller::actor::{wall_clock_ms, ControllerHandle, ControllerStatus};
 use walrus_actors::controller::assign::{DeadCause, LoadBasis, ServerState};
+use walrus_actors::controller::overrides::Target;
 use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::replicator::actor::ReplicatorStatus;
@@ -114,6 +115,9 @@ pub struct StatusDoc {
     /// Where this node's Reporter reads OS statistics: "procfs" or "sysinfo".
     #[serde(default)]
     pub os_source: Option<String>,
+    /// Operators' drains and pins in force, one line each (who, what, for how long, why).
+    #[serde(default)]
+    pub overrides: Vec<String>,
 }
 
 /// One role actor on the status page (from its supervision record).
@@ -412,6 +416,11 @@ impl Observer {
         self.push_event(line);
     }
 
+    /// The configuration it describes.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The counters so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -518,6 +527,23 @@ impl Observer {
             }),
             newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
             config_digest: self.config.digest.clone(),
+            overrides: ctl
+                .map(|c| {
+                    let now = wall_clock_ms();
+                    c.overrides
+                        .iter()
+                        .map(|o| {
+                            let what = match &o.target {
+                                Target::Drain { server } => format!("server {server}"),
+                                Target::Pin { area, cluster } => {
+                                    format!("area {area} → {cluster}")
+                                }
+                            };
+                            format!("{what}: {}", o.describe(now))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             actors: s
                 .actors
                 .iter()
@@ -932,10 +958,15 @@ impl NodeSources {
     }
 
     /// What the handles say now. The Controller is asked through its address
-    /// ([`walrus_actors::controller::actor::GetStatus`]).
+    /// ([`walrus_actors::controller::actor::GetStatus`]); while it cannot answer within
+    /// [`STATUS_WAIT`] (it is joining `Controllers`, which waits for the group to settle),
+    /// the status it last published is shown.
     pub async fn sample(&self) -> Sample {
         let controller = match &self.controller {
-            Some(c) => c.get_status().await.ok(),
+            Some(c) => match tokio::time::timeout(STATUS_WAIT, c.get_status()).await {
+                Ok(Ok(s)) => Some(s),
+                _ => Some(c.status()),
+            },
             None => None,
         };
         Sample {
@@ -963,6 +994,9 @@ impl NodeSources {
         }
     }
 }
+
+/// How long the sampler waits for an actor's answer to a status request.
+pub const STATUS_WAIT: Duration = Duration::from_millis(200);
 
 /// An observer shared between its sampling task and the HTTP handlers.
 pub type SharedObserver = Arc<Mutex<Observer>>;
@@ -1009,24 +1043,29 @@ impl StatusServer {
     /// `observer` over plain HTTP to anyone, on one actix-web worker (the demo, tests on
     /// loopback). Must run inside a tokio runtime.
     pub fn start(addr: SocketAddr, observer: SharedObserver) -> Result<Self, StatusError> {
-        Self::start_with(addr, observer, HttpAccess::open())
+        Self::start_with(addr, observer, HttpAccess::open(), None)
     }
 
-    /// [`Self::start`] with `access`'s token and TLS ([`crate::http_access`]).
+    /// [`Self::start`] with `access`'s token, TLS and admins ([`crate::http_access`]);
+    /// `controller` takes the admins' drains and pins (`POST /admin/override`).
     pub fn start_with(
         addr: SocketAddr,
         observer: SharedObserver,
         access: HttpAccess,
+        controller: Option<ControllerHandle>,
     ) -> Result<Self, StatusError> {
         let bind_err = |source| StatusError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
         let tls = access.tls();
         let access = web::Data::new(access);
+        let controller = web::Data::new(controller);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(observer.clone()))
                 .app_data(access.clone())
+                .app_data(controller.clone())
+                .route("/admin/override", web::post().to(admin_override))
                 .route("/status", web::get().to(status_json))
                 .route("/metrics", web::get().to(metrics_text))
                 .route("/history", web::get().to(history_json))
@@ -1034,7 +1073,17 @@ impl StatusServer {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1);
+        .shutdown_timeout(1)
+        .on_connect(|conn, ext| {
+            // The client's certificate chain (verified by the handshake), for the admin
+            // routes.
+            type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+            if let Some(tls) = conn.downcast_ref::<Tls>() {
+                if let Some(chain) = tls.get_ref().1.peer_certificates() {
+                    ext.insert(PeerChain(chain.to_vec()));
+                }
+            }
+        });
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, (*config).clone()),
             None => server.listen(listener),
@@ -1082,6 +1131,137 @@ fn guarded(
     HttpResponse::Unauthorized()
         .insert_header(("WWW-Authenticate", "Bearer realm=\"walrus\""))
         .body("this node's status needs its token: Authorization: Bearer <[http] token_file>\n")
+}
+
+/// The certificate chain a TLS client presented (none: no entry).
+#[derive(Clone)]
+struct PeerChain(Vec<rustls::pki_types::CertificateDer<'static>>);
+
+/// An admin's request to `POST /admin/override` (JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AdminRequest {
+    /// `drain`, `undrain`, `pin` or `unpin`.
+    pub action: String,
+    /// The server (drain, undrain).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The area (pin, unpin).
+    #[serde(default)]
+    pub area: Option<String>,
+    /// The cluster (pin).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// How long, seconds (drain, pin).
+    #[serde(default)]
+    pub for_secs: Option<u64>,
+    /// Why (shown in every decision reason and log line).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Turns an admin's request into a command, checked against `config`'s servers, areas and
+/// clusters; the error is the 400 answer's text.
+pub fn admin_command(
+    req: &AdminRequest,
+    by: &str,
+    config: &Config,
+    now_ms: u64,
+) -> Result<walrus_actors::controller::overrides::Command, String> {
+    use walrus_actors::controller::overrides::{Command, Override};
+    use walrus_actors::model::{ClusterName, ServerName};
+    let server = || -> Result<ServerName, String> {
+        let s = ServerName(req.server.clone().ok_or("`server` is missing")?);
+        if config.clusters.values().any(|c| c.servers.contains_key(&s)) {
+            Ok(s)
+        } else {
+            Err(format!("there is no server `{s}`"))
+        }
+    };
+    let area = || -> Result<AreaName, String> {
+        let a = AreaName(req.area.clone().ok_or("`area` is missing")?);
+        if config.areas.contains_key(&a) {
+            Ok(a)
+        } else {
+            Err(format!("there is no area `{a}`"))
+        }
+    };
+    let until = || -> Result<u64, String> {
+        let secs = req.for_secs.ok_or("`for_secs` is missing: say how long")?;
+        if secs == 0 {
+            return Err("`for_secs` must be more than 0".into());
+        }
+        Ok(now_ms.saturating_add(secs.saturating_mul(1000)))
+    };
+    let set = |target| -> Result<Command, String> {
+        Ok(Command::Set(Override {
+            target,
+            by: by.to_owned(),
+            reason: req.reason.clone(),
+            until_ms: until()?,
+        }))
+    };
+    match req.action.as_str() {
+        "drain" => set(Target::Drain { server: server()? }),
+        "pin" => {
+            let c = ClusterName(req.cluster.clone().ok_or("`cluster` is missing")?);
+            if !config.clusters.contains_key(&c) {
+                return Err(format!("there is no cluster `{c}`"));
+            }
+            set(Target::Pin {
+                area: area()?,
+                cluster: c,
+            })
+        }
+        "undrain" => Ok(Command::Undrain {
+            server: server()?,
+            by: by.to_owned(),
+        }),
+        "unpin" => Ok(Command::Unpin {
+            area: area()?,
+            by: by.to_owned(),
+        }),
+        other => Err(format!(
+            "`{other}` is not an action: drain, undrain, pin or unpin"
+        )),
+    }
+}
+
+async fn admin_override(
+    req: HttpRequest,
+    body: web::Json<AdminRequest>,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+    controller: web::Data<Option<ControllerHandle>>,
+) -> HttpResponse {
+    let chain = req
+        .conn_data::<PeerChain>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default();
+    let Some(admin) = access.admin_of(&chain) else {
+        tracing::warn!(peer = ?req.peer_addr(), certificate = !chain.is_empty(), "drain/pin refused: no admin certificate");
+        return HttpResponse::Forbidden().body(
+            "drain and pin need an admin certificate (walrus-node certs issue --admin NAME) \
+             named in [http] admins; a node certificate cannot\n",
+        );
+    };
+    let Some(ctl) = controller.get_ref().clone() else {
+        return HttpResponse::Conflict()
+            .body("this node runs no Controller: send the request to a Controller node\n");
+    };
+    let cmd = {
+        let obs = lock(&o);
+        match admin_command(&body, &admin, obs.config(), wall_clock_ms()) {
+            Ok(c) => c,
+            Err(e) => return HttpResponse::BadRequest().body(format!("{e}\n")),
+        }
+    };
+    tracing::info!(%admin, action = %body.action, server = ?body.server, area = ?body.area,
+        cluster = ?body.cluster, for_secs = ?body.for_secs, reason = %body.reason,
+        "operator override requested");
+    match ctl.send_override(cmd).await {
+        Ok(()) => HttpResponse::Ok().body(format!("{} accepted from {admin}\n", body.action)),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("{e}\n")),
+    }
 }
 
 fn json_no_store(body: impl Serialize) -> HttpResponse {
@@ -1165,6 +1345,7 @@ pub async fn fetch_with(
     let tls = TlsOptions {
         ca_file: options.https_ca.clone(),
         server_name: options.server_name.clone(),
+        client_cert: None,
     };
     let mut page = Page::new(&url, Duration::from_secs(5), &tls).map_err(|e| err(e.to_string()))?;
     if let Some(token) = &options.token {
@@ -1200,6 +1381,24 @@ pub fn render_table(doc: &StatusDoc) -> String {
     );
     if let Some(v) = &doc.view {
         let _ = writeln!(t, "view {} members {}", v.id, v.members.join(", "));
+    }
+    if let Some(os) = &doc.os_source {
+        let _ = writeln!(t, "os statistics from {os}");
+    }
+    for a in &doc.actors {
+        let _ = writeln!(
+            t,
+            "actor {:<16} restarts {}   mailbox {}/{} (full {}){}",
+            a.role,
+            a.restarts,
+            a.mailbox_depth,
+            a.mailbox_capacity,
+            a.mailbox_full,
+            a.last_cause
+                .as_ref()
+                .map(|c| format!("   last cause: {c}"))
+                .unwrap_or_default()
+        );
     }
     let _ = writeln!(t);
     let _ = writeln!(t, "{:<10} {:<10} {:<10} answer", "area", "home", "cluster");
@@ -1255,6 +1454,13 @@ pub fn render_table(doc: &StatusDoc) -> String {
                 .map(|e| format!("   last error: {e}"))
                 .unwrap_or_default()
         );
+    }
+    if !doc.overrides.is_empty() {
+        let _ = writeln!(t);
+        let _ = writeln!(t, "operator overrides:");
+        for o in &doc.overrides {
+            let _ = writeln!(t, "  {o}");
+        }
     }
     if !doc.events.is_empty() {
         let _ = writeln!(t);

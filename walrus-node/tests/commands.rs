@@ -410,6 +410,10 @@ fn help_of_every_command_has_an_example() {
         vec!["dns", "knot-config", "--help"],
         vec!["dns", "pdns-config", "--help"],
         vec!["check-config", "--help"],
+        vec!["drain", "--help"],
+        vec!["undrain", "--help"],
+        vec!["pin", "--help"],
+        vec!["unpin", "--help"],
     ] {
         let out = ok(bin().args(&args).output().unwrap());
         assert!(out.contains("Example: walrus-node"), "{args:?}: {out}");

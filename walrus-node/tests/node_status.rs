@@ -146,6 +146,7 @@ async fn the_status_side_serves_https_and_asks_for_its_token() {
     let tls = TlsOptions {
         ca_file: Some(ca.clone()),
         server_name: Some("n1".into()),
+        client_cert: None,
     };
     let get = |path: &str, auth: bool| {
         let page = Page::new(
@@ -205,4 +206,111 @@ async fn the_status_side_serves_https_and_asks_for_its_token() {
 /// Runs a future to completion on the current (multi-thread) runtime from sync code.
 fn block_here<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// Drain from an admin certificate, end to end: `walrus-node certs issue --admin alice`,
+/// `walrus-node drain` over HTTPS with it → the server is out (BYPASS with who and why) and
+/// the override shows in /status; a node's certificate, and an admin's not in `[http]
+/// admins`, are refused (403); `undrain` puts the server back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_drains_and_undrains_a_node_certificate_cannot() {
+    let exe = env!("CARGO_BIN_EXE_walrus-node");
+    let extra = "[http]\ntls = \"cluster\"\nadmins = [\"alice\"]\n";
+    let (_node, status, ndir, _web) = one_node("node-admin", extra).await;
+    let certs = ndir.path().join("certs");
+    for admin in ["alice", "eve"] {
+        let out = Command::new(exe)
+            .args(["certs", "issue", "--admin", "--dir"])
+            .arg(&certs)
+            .arg(admin)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // A node's certificate under an admin's file name: refused all the same.
+    std::fs::copy(certs.join("n1.pem"), certs.join("admin.mallory.pem")).unwrap();
+    std::fs::copy(certs.join("n1.key"), certs.join("admin.mallory.key")).unwrap();
+    let tls = walrus_actors::reporter::http::TlsOptions {
+        ca_file: Some(certs.join("ca.pem")),
+        server_name: Some("n1".into()),
+        client_cert: None,
+    };
+    let doc_now = || {
+        let page = walrus_actors::reporter::http::Page::new(
+            &format!("https://{status}/status"),
+            Duration::from_secs(5),
+            &tls,
+        )
+        .unwrap();
+        block_here(page.get())
+            .ok()
+            .and_then(|a| serde_json::from_str::<serde_json::Value>(&a.body).ok())
+    };
+    poll_until("the node runs rounds", PATIENCE, || {
+        doc_now().filter(|d| d["round"].as_u64().is_some_and(|r| r >= 1))
+    })
+    .await;
+    let admin_cmd = |admin: &str, args: &[&str]| {
+        Command::new(exe)
+            .args(args)
+            .args([
+                "--addr",
+                &status.to_string(),
+                "--server-name",
+                "n1",
+                "--certs",
+            ])
+            .arg(&certs)
+            .args(["--admin", admin])
+            .output()
+            .unwrap()
+    };
+    for who in ["mallory", "eve"] {
+        let refused = admin_cmd(who, &["drain", "--server", "s1", "--for", "10m"]);
+        assert!(!refused.status.success(), "{who}: {refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("403"),
+            "{who}: {refused:?}"
+        );
+    }
+    let ok = admin_cmd(
+        "alice",
+        &[
+            "drain",
+            "--server",
+            "s1",
+            "--for",
+            "10m",
+            "--reason",
+            "kernel upgrade",
+        ],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    let doc = poll_until("s1 drained", PATIENCE, || {
+        doc_now().filter(|d| {
+            d["servers"][0]["state"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("dead (BYPASS)"))
+        })
+    })
+    .await;
+    let overrides = doc["overrides"].to_string();
+    assert!(
+        overrides.contains("server s1: drained by alice") && overrides.contains("kernel upgrade"),
+        "{overrides}"
+    );
+    let bad = admin_cmd("alice", &["drain", "--server", "nope", "--for", "10m"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("400"),
+        "{bad:?}"
+    );
+    let ok = admin_cmd("alice", &["undrain", "--server", "s1"]);
+    assert!(ok.status.success(), "{ok:?}");
+    poll_until("s1 back", PATIENCE, || {
+        doc_now().filter(|d| {
+            d["servers"][0]["state"] == "working"
+                && d["overrides"].as_array().is_some_and(Vec::is_empty)
+        })
+    })
+    .await;
 }

@@ -81,6 +81,8 @@ pub struct ControllerStatus {
     pub last_round: Option<RoundStatus>,
     /// Times this Controller became master.
     pub terms: u64,
+    /// Operators' drains and pins in force.
+    pub overrides: Vec<super::overrides::Override>,
 }
 
 /// Why a Controller could not start or refused a request.
@@ -121,6 +123,16 @@ impl Message for Reconfigure {
     type Result = Result<(), ControllerError>;
 }
 
+/// An operator's drain, pin or end of one, to multicast (Agreed) on `Controllers`: every
+/// Controller applies it on delivery, this one included (`super::overrides`). The sender
+/// has already checked who may give it (the HTTP side's admin certificates).
+#[derive(Debug, Clone)]
+pub struct SendOverride(pub super::overrides::Command);
+
+impl Message for SendOverride {
+    type Result = Result<(), ControllerError>;
+}
+
 /// Leave `Controllers`, close the session and stay idle (the node is stopping).
 #[derive(Debug, Clone, Copy)]
 pub struct Shutdown;
@@ -144,6 +156,7 @@ impl Message for Crash {
 #[derive(Debug, Clone)]
 pub struct ControllerHandle {
     status_req: Recipient<GetStatus>,
+    send_override: Recipient<SendOverride>,
     reconfigure: Recipient<Reconfigure>,
     shutdown: Recipient<Shutdown>,
     #[cfg(feature = "testing")]
@@ -156,6 +169,17 @@ impl ControllerHandle {
     pub async fn reconfigure(&self, settings: ControllerSettings) -> Result<(), ControllerError> {
         self.reconfigure
             .send(Reconfigure(settings))
+            .await
+            .map_err(|e| ControllerError::Unreachable(mailbox_error(&e)))?
+    }
+
+    /// Multicasts an operator's override to every Controller ([`SendOverride`]).
+    pub async fn send_override(
+        &self,
+        cmd: super::overrides::Command,
+    ) -> Result<(), ControllerError> {
+        self.send_override
+            .send(SendOverride(cmd))
             .await
             .map_err(|e| ControllerError::Unreachable(mailbox_error(&e)))?
     }
@@ -232,6 +256,7 @@ pub fn start<L: GroupLayer>(
     });
     Ok(ControllerHandle {
         status_req: addr.clone().recipient(),
+        send_override: addr.clone().recipient(),
         reconfigure: addr.clone().recipient(),
         shutdown: addr.clone().recipient(),
         #[cfg(feature = "testing")]
@@ -269,13 +294,22 @@ impl<L: GroupLayer> Actor for Controller<L> {
         let layer = self.layer.clone();
         let sup = self.sup.clone();
         let grace = self.join_grace;
-        ctx.wait(
+        // Spawned, not waited for: joining waits for the group to settle (seconds), and
+        // status requests are answered meanwhile.
+        ctx.spawn(
             async move {
                 layer.settled(grace).await;
                 open_and_join(layer, sup, ROLE, vec![wire::group(CONTROLLERS)]).await
             }
             .into_actor(self)
             .map(|r, act, ctx| match r {
+                Ok((link, _)) if act.halted => {
+                    // Shut down while joining: leave at once.
+                    tokio::spawn(async move {
+                        let _ = link.leave(wire::group(CONTROLLERS)).await;
+                        link.close().await;
+                    });
+                }
                 Ok((link, events)) => {
                     tracing::info!(me = %link.member(), "controller joined Controllers");
                     act.status.me = Some(link.member().clone());
@@ -343,6 +377,24 @@ impl<L: GroupLayer> Handler<Reconfigure> for Controller<L> {
             Err(cause) => self.fail(ctx, cause),
         }
         Ok(())
+    }
+}
+
+impl<L: GroupLayer> Handler<SendOverride> for Controller<L> {
+    type Result = ResponseFuture<Result<(), ControllerError>>;
+
+    fn handle(&mut self, SendOverride(cmd): SendOverride, _: &mut Context<Self>) -> Self::Result {
+        let link = self.link.clone();
+        let payload = WalrusMessage::Override(cmd).encode();
+        Box::pin(async move {
+            let link = link.ok_or(ControllerError::Unreachable(
+                "not in the Controllers group yet",
+            ))?;
+            let payload = payload.map_err(|_| ControllerError::Unreachable("cannot encode"))?;
+            link.multicast(Service::Agreed, vec![wire::group(CONTROLLERS)], payload)
+                .await?;
+            Ok(())
+        })
     }
 }
 
@@ -547,6 +599,7 @@ impl<L: GroupLayer> Controller<L> {
             }
         }
         self.status.is_master = self.machine.is_master();
+        self.status.overrides = self.machine.overrides();
         if !self.status.is_master {
             if let Some(d) = self.machine.last_decision() {
                 if self.status.last_decision.as_ref().map(|x| x.round) != Some(d.round) {

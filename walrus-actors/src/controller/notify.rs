@@ -286,6 +286,7 @@ impl Webhook {
         let tls = TlsOptions {
             ca_file: config.webhook_ca.clone(),
             server_name: None,
+            client_cert: None,
         };
         let mut page = Page::new(url, config.timeout, &tls).map_err(|e| bad(e.to_string()))?;
         let has_type = config

@@ -220,6 +220,9 @@ pub struct TlsOptions {
     /// The name the certificate must carry. Default (None): the URL's host (useful when
     /// the probe connects to `127.0.0.1` but the certificate names the site).
     pub server_name: Option<String>,
+    /// A client certificate and its key (PEM files) to present, e.g. an admin's to a
+    /// node's HTTP side. Default: none.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 struct Tls {
@@ -264,7 +267,7 @@ impl Page {
                 reason: format!("{name_text:?} is not a valid server name"),
             })?;
             Some(Arc::new(Tls {
-                connector: TlsConnector::from(client_config(&ca_file)?),
+                connector: TlsConnector::from(client_config(&ca_file, tls.client_cert.as_ref())?),
                 name,
             }))
         } else {
@@ -439,7 +442,10 @@ async fn read_status_code<S: AsyncRead + Unpin + ?Sized>(
 }
 
 /// A rustls client configuration trusting the CAs in `ca_file`, ring provider.
-fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+fn client_config(
+    ca_file: &Path,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<Arc<rustls::ClientConfig>, HttpError> {
     let tls_err = |reason: String| HttpError::Tls {
         target: ca_file.display().to_string(),
         reason,
@@ -456,8 +462,25 @@ fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, HttpError>
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let file_err = |f: &Path, e: String| HttpError::Tls {
+                target: f.display().to_string(),
+                reason: e,
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| file_err(cert, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| file_err(cert, e.to_string()))?;
+            let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| file_err(key, e.to_string()))?;
+            config
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| file_err(cert, e.to_string()))?
+        }
+    };
     Ok(Arc::new(config))
 }
 
@@ -653,6 +676,7 @@ mod tests {
         let missing = TlsOptions {
             ca_file: Some("/nonexistent/ca.pem".into()),
             server_name: None,
+            client_cert: None,
         };
         let e = Page::new("https://127.0.0.1/", Duration::from_secs(1), &missing).unwrap_err();
         assert!(
@@ -667,6 +691,7 @@ mod tests {
         let opts = TlsOptions {
             ca_file: Some(empty),
             server_name: None,
+            client_cert: None,
         };
         let e = Page::new("https://127.0.0.1/", Duration::from_secs(1), &opts).unwrap_err();
         assert!(
