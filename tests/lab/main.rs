@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use walrus_tests::lab::{
-    analysis, clients, netns, orchestrate, relay, report, resolve, runtime, servers, spec,
+    analysis, clients, netns, orchestrate, relay, report, resolve, runtime, servers, spec, wan,
 };
 
 #[derive(Parser)]
@@ -118,6 +118,65 @@ enum Cmd {
         #[arg(long, default_value = "on,off")]
         qmin: String,
     },
+    /// The WAN lab (issue 18): three areas' real walrus-node processes across emulated
+    /// wide-area links (one-way delay 20/80/150 ms, jitter, loss), a content deploy, web
+    /// clusters and masters killed; prints the figures as one JSON line and, with --out,
+    /// adds them to OUT/results.json and rewrites OUT/report.md and the plots.
+    Wan {
+        /// Loss in percent, each direction (e.g. 0, 1, 3).
+        #[arg(long, default_value_t = 1.0)]
+        loss: f64,
+        /// Seconds measured after the runtime settled.
+        #[arg(long, default_value_t = 600)]
+        seconds: u32,
+        /// Jitter, ± ms.
+        #[arg(long, default_value_t = 10)]
+        jitter: u32,
+        /// Multiplies every one-way delay (1: 20/80/150 ms).
+        #[arg(long, default_value_t = 1.0)]
+        delay_scale: f64,
+        /// The deploy's size in MB (0: none) ...
+        #[arg(long, default_value_t = 200)]
+        deploy_mb: u32,
+        /// ... and files.
+        #[arg(long, default_value_t = 2000)]
+        deploy_files: u32,
+        /// ... written in this many parts, 10 s apart (each a generation of its own).
+        #[arg(long, default_value_t = 2)]
+        deploy_steps: u32,
+        /// Seconds between events (cluster killed / master killed, alternating); 0: none.
+        #[arg(long, default_value_t = 60)]
+        event_every: u32,
+        /// `[timing]` values as `key=value,...` over the wan defaults, e.g.
+        /// `report_timeout=400ms,gcs_profile=lan`.
+        #[arg(long)]
+        timing: Option<String>,
+        /// `[controller] generation_grace` (e.g. `0s`: the rule before issue 18).
+        #[arg(long)]
+        generation_grace: Option<String>,
+        /// `[controller] max_generation_lag`.
+        #[arg(long)]
+        max_generation_lag: Option<u64>,
+        /// The run's name in the report (default: loss-<loss>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Work directory.
+        #[arg(long, default_value = "/tmp/walrus-wan")]
+        work: PathBuf,
+        /// Add the result to this report directory (e.g. docs/wan).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rewrites the WAN report (results.md, plots) from OUT/results.json; with --work,
+    /// first recomputes the figures of every run whose raw records are there.
+    WanReport {
+        /// The report directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The work directory of `walrus-lab wan` runs (e.g. /tmp/walrus-wan).
+        #[arg(long)]
+        work: Option<PathBuf>,
+    },
     /// Removes namespaces left by killed runs (`--all`: every lab namespace).
     Clean {
         #[arg(long)]
@@ -129,6 +188,18 @@ enum Cmd {
         spec: PathBuf,
         #[arg(long)]
         region: u8,
+    },
+    #[command(hide = true)]
+    WanRelay {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        area: u8,
+    },
+    #[command(hide = true)]
+    WanWatch {
+        #[arg(long)]
+        spec: PathBuf,
     },
     #[command(hide = true)]
     Authd {
@@ -367,6 +438,71 @@ async fn main() -> anyhow::Result<()> {
             resolve::wait_noerror(&targets, 30)
                 .await
                 .map_err(anyhow::Error::msg)
+        }
+        Cmd::Wan {
+            loss,
+            seconds,
+            jitter,
+            delay_scale,
+            deploy_mb,
+            deploy_files,
+            deploy_steps,
+            event_every,
+            timing,
+            generation_grace,
+            max_generation_lag,
+            name,
+            work,
+            out,
+        } => {
+            let name = name.unwrap_or_else(|| format!("loss-{loss}"));
+            let mut s = wan::WanSpec::new(&work, &name, loss / 100.0, seconds);
+            s.jitter_ms = jitter;
+            for row in &mut s.one_way_ms {
+                for d in row.iter_mut() {
+                    *d = (f64::from(*d) * delay_scale).round() as u32;
+                }
+            }
+            s.deploy_mb = deploy_mb;
+            s.deploy_files = deploy_files;
+            s.deploy_steps = deploy_steps;
+            s.event_every = event_every;
+            s.generation_grace = generation_grace;
+            s.max_generation_lag = max_generation_lag;
+            if let Some(t) = timing {
+                s.timing = wan::timing_with(&s.timing, &t).map_err(anyhow::Error::msg)?;
+            }
+            interruptible(async {
+                let r = wan::run_wan(&s, &exe, &name).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                if let Some(out) = out {
+                    let path = wan::add_result(&out, r)?;
+                    eprintln!("report: {}", path.display());
+                }
+                anyhow::Ok(())
+            })
+            .await
+        }
+        Cmd::WanReport { out, work } => {
+            if let Some(work) = work {
+                for r in wan::reanalyze(&work)? {
+                    eprintln!("recomputed {}", r.name);
+                    wan::add_result(&out, r)?;
+                }
+            }
+            let path = wan::write_report(&out)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::WanRelay { spec, area } => {
+            let text =
+                std::fs::read_to_string(&spec).with_context(|| spec.display().to_string())?;
+            wan::run_relay(serde_json::from_str(&text)?, spec::Area(area)).await
+        }
+        Cmd::WanWatch { spec } => {
+            let text =
+                std::fs::read_to_string(&spec).with_context(|| spec.display().to_string())?;
+            wan::watch(serde_json::from_str(&text)?).await
         }
         Cmd::Clean { all } => {
             for n in netns::clean_stale(all) {

@@ -51,6 +51,9 @@
 //! - [`resolve`]: the resolver matrix (issue 15): `www` through Unbound, BIND, Knot
 //!   Resolver and PowerDNS Recursor from a cold cache, for both zone layouts and both
 //!   name-server backends, in one namespace on loopback (`walrus-lab resolve-matrix`).
+//! - [`wan`]: the WAN lab (issue 18): the real Walrus across emulated wide-area links
+//!   between the areas (delay, jitter, loss), its figures and the CI form's checks
+//!   (`walrus-lab wan`).
 //! - [`runtime`]: the real Walrus (`walrus-node run` processes) in the lab, the scenario
 //!   events played against it, and the watcher recording answers and masters.
 //!
@@ -69,3 +72,4 @@ pub mod resolve;
 pub mod runtime;
 pub mod servers;
 pub mod spec;
+pub mod wan;

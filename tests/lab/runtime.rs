@@ -25,6 +25,7 @@ use super::relay::now_ms;
 use super::spec::{Area, LabSpec, AREAS_PARENT, SITE, WEB_PORT_BASE};
 use hickory_proto::rr::RecordType;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -108,23 +109,48 @@ fn server_name(a: Area, k: u8) -> String {
     format!("{a}-s{k}")
 }
 
-/// The run's `walrus.toml`: areas with their zones (`ns_addresses` = the relayed public
-/// address resolvers use), clusters with nginx status pages, the nodes above, a 1 s round,
-/// the run's TTL, and steering of each region's resolvers to its nearest area.
+/// What a run of the real runtime may change beyond the lab's layout (the WAN lab,
+/// [`super::wan`], issue 18). The default is the steering lab's LAN run.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// The `[timing]` table's body; `None`: 1 s rounds, 400 ms report timeout, `lan`.
+    pub timing: Option<String>,
+    /// More lines for the `[controller]` table (e.g. `generation_grace`).
+    pub controller: String,
+    /// Content replication: every Reporter node also runs a Replicator, area 1's
+    /// Director node is the primary with its root at `<dir>/primary`, each replica's root
+    /// is `<dir>/<node>`.
+    pub replicator: Option<PathBuf>,
+}
+
+/// The Replicator primary's node when [`RuntimeOptions::replicator`] is set.
+pub const REPLICATOR_PRIMARY: &str = "a1-d";
+
+/// The run's `walrus.toml` (see [`config_toml_with`]) for the steering lab.
 pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
+    config_toml_with(spec, rt_dir, &RuntimeOptions::default())
+}
+
+/// The run's `walrus.toml`: areas with their zones (`ns_addresses` = the relayed public
+/// address resolvers use), clusters with nginx status pages, the nodes above, a 1 s round
+/// (or `opts.timing`), the run's TTL, and steering of each region's resolvers to its
+/// nearest area.
+pub fn config_toml_with(spec: &LabSpec, rt_dir: &Path, opts: &RuntimeOptions) -> String {
     let d = rt_dir.display();
     let mut t = String::new();
     let _ = writeln!(t, "site = \"{SITE}\"\n");
     // The status pages listen on the lab's backbone, inside namespaces this run made.
     let _ = writeln!(t, "[http]\nallow_plain_public = true\n");
-    let _ = writeln!(
-        t,
-        "[timing]\nround_period = \"1s\"\nreport_timeout = \"400ms\"\n\
+    let timing = opts.timing.clone().unwrap_or_else(|| {
+        "round_period = \"1s\"\nreport_timeout = \"400ms\"\n\
          report_interval = \"500ms\"\ngcs_profile = \"lan\"\n"
-    );
+            .into()
+    });
+    let _ = writeln!(t, "[timing]\n{timing}");
     let _ = writeln!(
         t,
-        "[controller]\nthreshold = {THRESHOLD}\nmargin = 0.2\nmax_records = 20\nuse_cpu = false\n"
+        "[controller]\nthreshold = {THRESHOLD}\nmargin = 0.2\nmax_records = 20\nuse_cpu = false\n{}",
+        opts.controller
     );
     let _ = writeln!(
         t,
@@ -173,6 +199,18 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
             );
         }
     }
+    if let Some(content) = &opts.replicator {
+        let _ = writeln!(
+            t,
+            "[replicator]\nprimary = \"{REPLICATOR_PRIMARY}\"\nroot = \"{}/primary\"\nkeep = 1\n",
+            content.display()
+        );
+    }
+    let repl = if opts.replicator.is_some() {
+        ", \"replicator\""
+    } else {
+        ""
+    };
     for n in nodes(spec) {
         let _ = writeln!(t, "[nodes.{}]\naddress = \"{}\"", n.name, n.gcs());
         match n.index {
@@ -182,7 +220,7 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
             1 => {
                 let _ = writeln!(
                     t,
-                    "roles = [\"director\", \"reporter\"]\nserver = \"{}\"\narea = \"{}\"",
+                    "roles = [\"director\", \"reporter\"{repl}]\nserver = \"{}\"\narea = \"{}\"",
                     server_name(n.area, 1),
                     n.area
                 );
@@ -190,10 +228,18 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
             k => {
                 let _ = writeln!(
                     t,
-                    "roles = [\"reporter\"]\nserver = \"{}\"",
+                    "roles = [\"reporter\"{repl}]\nserver = \"{}\"",
                     server_name(n.area, k)
                 );
             }
+        }
+        if let (Some(content), true) = (&opts.replicator, n.index >= 1) {
+            let root = if n.name == REPLICATOR_PRIMARY {
+                "primary"
+            } else {
+                &n.name
+            };
+            let _ = writeln!(t, "replicator_root = \"{}/{root}\"", content.display());
         }
         if let Some(s) = n.status() {
             let _ = writeln!(t, "status_addr = \"{s}\"");
@@ -220,9 +266,43 @@ pub fn node_binary(lab_exe: &Path) -> Result<PathBuf, LabError> {
     }
 }
 
+/// For the tests that run the lab: makes sure `walrus-node` is next to `walrus-lab`
+/// (Cargo's target directory), building it if missing (unless `$WALRUS_NODE` names one).
+pub fn ensure_walrus_node(lab: &Path) -> Result<(), LabError> {
+    if std::env::var_os("WALRUS_NODE").is_some() || lab.with_file_name("walrus-node").is_file() {
+        return Ok(());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(&cargo)
+        .args(["build", "-p", "walrus-node", "--bin", "walrus-node"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| LabError::Command {
+            cmd: format!("{cargo} build -p walrus-node"),
+            detail: e.to_string(),
+        })?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            cmd: format!("{cargo} build -p walrus-node"),
+            detail: st.to_string(),
+        })
+    }
+}
+
 /// Writes the run's certificates and `walrus.toml` under `<run dir>/rt`; returns the
 /// configuration's path.
 pub fn prepare(spec: &LabSpec, node_bin: &Path) -> Result<PathBuf, LabError> {
+    prepare_with(spec, node_bin, &RuntimeOptions::default())
+}
+
+/// [`prepare`] with the configuration of [`config_toml_with`].
+pub fn prepare_with(
+    spec: &LabSpec,
+    node_bin: &Path,
+    opts: &RuntimeOptions,
+) -> Result<PathBuf, LabError> {
     let rt = spec.dir.join("rt");
     let certs = rt.join("certs");
     let _ = std::fs::remove_dir_all(&rt);
@@ -238,7 +318,7 @@ pub fn prepare(spec: &LabSpec, node_bin: &Path) -> Result<PathBuf, LabError> {
     args.extend(names.iter().map(String::as_str));
     run(&bin, &args)?;
     let path = rt.join("walrus.toml");
-    std::fs::write(&path, config_toml(spec, &rt)).map_err(|source| LabError::Io {
+    std::fs::write(&path, config_toml_with(spec, &rt, opts)).map_err(|source| LabError::Io {
         path: path.display().to_string(),
         source,
     })?;
@@ -364,7 +444,7 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&path)?;
-    let mut last_answer: std::collections::BTreeMap<u8, Vec<Ipv4Addr>> = Default::default();
+    let mut last_answer: BTreeMap<u8, Vec<Ipv4Addr>> = Default::default();
     let mut last_master: std::collections::BTreeMap<String, (Option<bool>, Option<String>)> =
         Default::default();
     let controllers: Vec<LabNode> = nodes(&spec)
@@ -373,23 +453,13 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
         .collect();
     let mut tick: u64 = 0;
     loop {
-        for a in spec.all_areas() {
-            let ns = SocketAddr::new(a.backbone().into(), 53);
-            let name = format!("www.{}", a.zone());
-            if let Ok(ans) = stub_query(ns, &name, RecordType::A, Duration::from_millis(300)).await
-            {
-                let mut addrs = ans.addrs;
-                addrs.sort();
-                if last_answer.get(&a.0) != Some(&addrs) && !addrs.is_empty() {
-                    let w = Watch::Answer {
-                        t: now_ms(),
-                        area: a.0,
-                        addrs: addrs.clone(),
-                    };
-                    writeln!(out, "{}", serde_json::to_string(&w)?)?;
-                    last_answer.insert(a.0, addrs);
-                }
-            }
+        for (area, addrs) in poll_answers(&spec, &mut last_answer).await {
+            let w = Watch::Answer {
+                t: now_ms(),
+                area,
+                addrs,
+            };
+            writeln!(out, "{}", serde_json::to_string(&w)?)?;
         }
         if tick.is_multiple_of(2) {
             for c in &controllers {
@@ -413,8 +483,31 @@ pub async fn watch(spec: LabSpec) -> anyhow::Result<()> {
     }
 }
 
-/// `(is_master, master)` from a node's `/status` (`(None, None)` when it does not answer).
-async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
+/// Asks every area's name server for `www.<area zone>` (from a namespace that reaches the
+/// backbone); returns the areas whose answer changed since `last` (which it updates), with
+/// the new addresses, sorted. An empty or failed answer is no change.
+pub async fn poll_answers(
+    spec: &LabSpec,
+    last: &mut BTreeMap<u8, Vec<Ipv4Addr>>,
+) -> Vec<(u8, Vec<Ipv4Addr>)> {
+    let mut changed = Vec::new();
+    for a in spec.all_areas() {
+        let ns = SocketAddr::new(a.backbone().into(), 53);
+        let name = format!("www.{}", a.zone());
+        if let Ok(ans) = stub_query(ns, &name, RecordType::A, Duration::from_millis(300)).await {
+            let mut addrs = ans.addrs;
+            addrs.sort();
+            if last.get(&a.0) != Some(&addrs) && !addrs.is_empty() {
+                last.insert(a.0, addrs.clone());
+                changed.push((a.0, addrs));
+            }
+        }
+    }
+    changed
+}
+
+/// A node's `/status` document (`None` when it does not answer within 500 ms).
+pub async fn status_doc(addr: SocketAddr) -> Option<serde_json::Value> {
     let get = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /status HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
@@ -424,19 +517,25 @@ async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf);
         let body = text.split_once("\r\n\r\n")?.1;
-        let doc: serde_json::Value = serde_json::from_str(body).ok()?;
-        Some((
-            doc.get("is_master").and_then(serde_json::Value::as_bool),
-            doc.get("master")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned),
-        ))
+        serde_json::from_str(body).ok()
     };
     tokio::time::timeout(Duration::from_millis(500), get)
         .await
         .ok()
         .flatten()
-        .unwrap_or((None, None))
+}
+
+/// `(is_master, master)` from a node's `/status` (`(None, None)` when it does not answer).
+async fn status_master(addr: SocketAddr) -> (Option<bool>, Option<String>) {
+    match status_doc(addr).await {
+        Some(doc) => (
+            doc.get("is_master").and_then(serde_json::Value::as_bool),
+            doc.get("master")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        ),
+        None => (None, None),
+    }
 }
 
 /// The `hold` role: opens `conns` connections to `addr`, sends half a request line on

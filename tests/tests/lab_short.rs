@@ -23,22 +23,9 @@ use walrus_tests::lab::analysis::{
 };
 use walrus_tests::lab::clients::ClientRecord;
 use walrus_tests::lab::report::base_spec;
+use walrus_tests::lab::runtime::ensure_walrus_node;
 use walrus_tests::lab::spec::{Area, Event, Mode, ResolverKind};
 use walrus_tests::lab::{netns, orchestrate};
-
-/// `walrus-node` next to `walrus-lab` (Cargo's target directory), built if missing.
-fn ensure_walrus_node(lab: &Path) {
-    if std::env::var_os("WALRUS_NODE").is_some() || lab.with_file_name("walrus-node").is_file() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = std::process::Command::new(cargo)
-        .args(["build", "-p", "walrus-node", "--bin", "walrus-node"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(st.success(), "cargo build -p walrus-node failed");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_runtime_moves_a_dead_cluster_and_clients_follow_within_the_ttl() {
@@ -46,7 +33,7 @@ async fn the_real_runtime_moves_a_dead_cluster_and_clients_follow_within_the_ttl
         netns::require(program, package).unwrap();
     }
     let exe = Path::new(env!("CARGO_BIN_EXE_walrus-lab"));
-    ensure_walrus_node(exe);
+    ensure_walrus_node(exe).unwrap();
     let work = std::env::temp_dir().join(format!("walrus-lab-ci-{}", std::process::id()));
     let mut spec = base_spec(&work, "ci", 2, 2, Mode::Runtime);
     spec.resolvers = vec![ResolverKind::Bind];

@@ -101,6 +101,12 @@ pub struct Params {
     /// the newest announced one is left out like BYPASS, so no client is sent to stale
     /// content (see [`super::round::stale_content`]). Unit: generations. Default: 1.
     pub max_generation_lag: u64,
+    /// Beyond the paper (issue 18): a generation counts for `max_generation_lag` only once
+    /// it has been announced for this long — the time a deploy needs to reach the
+    /// farthest replica. A replica still pulling it is not stale; one still behind after
+    /// this is (see [`super::round::stale_content`]). Zero: lag counts from the
+    /// announcement (the rule before issue 18). Default: 10 minutes.
+    pub generation_grace: Duration,
 }
 
 impl Default for Params {
@@ -115,6 +121,7 @@ impl Default for Params {
             return_margin_half_life: Duration::from_secs(600),
             record_hysteresis: 0.05,
             max_generation_lag: 1,
+            generation_grace: Duration::from_secs(600),
         }
     }
 }

@@ -9,6 +9,7 @@ use super::assign::{Params, ParamsError};
 use super::load::LoadFormula;
 use super::round::RoundConfig;
 use serde::Deserialize;
+use std::time::Duration;
 
 /// The assignment's knobs (paper §6) as the `[controller]` section gives them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -24,6 +25,12 @@ pub struct ControllerKnobs {
     pub max_records: usize,
     /// A replica more than this many generations behind is treated as BYPASS. Default 1.
     pub max_generation_lag: u64,
+    /// A generation counts for `max_generation_lag` only once announced this long ago: a
+    /// deploy in progress is not staleness (issue 18, see
+    /// [`super::round::stale_content`]). A human duration in the file ("10m"). Default 10
+    /// minutes; "0s": lag counts from the announcement.
+    #[serde(deserialize_with = "human_duration")]
+    pub generation_grace: Duration,
     /// Count the CPU busy fraction in a server's load (default true). `false` uses the
     /// web-server workers only: for web servers that share one machine (tests, demos),
     /// where the CPU figure says nothing about any one of them.
@@ -41,6 +48,7 @@ impl Default for ControllerKnobs {
             margin: p.margin,
             max_records: p.max_records,
             max_generation_lag: p.max_generation_lag,
+            generation_grace: p.generation_grace,
             use_cpu: LoadFormula::default().use_cpu,
             return_margin: p.return_margin,
         }
@@ -55,6 +63,7 @@ impl ControllerKnobs {
         p.margin = self.margin;
         p.max_records = self.max_records;
         p.max_generation_lag = self.max_generation_lag;
+        p.generation_grace = self.generation_grace;
         round.load.use_cpu = self.use_cpu;
         p.return_margin = self.return_margin;
     }
@@ -65,6 +74,16 @@ impl ControllerKnobs {
         self.apply(&mut round);
         round.params.validate()
     }
+}
+
+/// A duration written as a human string ("500ms", "30s", "10m").
+fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write e.g. \"500ms\", \"30s\" or \"10m\""
+        ))
+    })
 }
 
 #[cfg(test)]

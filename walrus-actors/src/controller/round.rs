@@ -223,28 +223,57 @@ pub struct RoundStatus {
 }
 
 /// Beyond the paper: a server whose content generation is more than `max_lag` behind the
-/// newest one is observed as BYPASS (with the figures as reason), so clients are never
-/// sent to stale content; so is one with no content at all (generation 0) once any
-/// generation exists. A server without a generation (no Replicator beside it) and one
-/// already out (BYPASS, PANIC) are left as they are.
+/// newest generation *due* is observed as BYPASS (with the figures as reason), so clients
+/// are never sent to stale content; so is one with no content at all (generation 0) once
+/// any generation exists (`newest`). A server without a generation (no Replicator beside
+/// it) and one already out (BYPASS, PANIC) are left as they are.
+///
+/// **A deploy in progress is not staleness (issue 18).** `due` is the newest generation
+/// announced at least `generation_grace` ago ([`RoundMachine`] keeps when each was first
+/// known), not the newest announced. Why: a replica behind the newest generation is in
+/// one of two states that generations alone cannot tell apart — still pulling it, or
+/// broken (link down, Replicator dead). Counting lag from the announcement (the rule
+/// before) calls the first state stale: a deploy of a few hundred MB over a wide-area
+/// link takes minutes, every replica is one generation behind for all of it, and with
+/// `max_generation_lag = 0` (or two deploys in a row) every area was sent to the
+/// primary's cluster for the length of the deploy — a move of every client in the world
+/// to one cluster, caused by the normal operation of publishing content. Meanwhile the
+/// replicas serve the previous generation, which is complete and consistent (a replica
+/// switches its `current` link only when a generation has fully arrived), so nothing is
+/// gained by moving them. Time is the one signal the Controller has without new wire
+/// messages: the grace is the longest a healthy deploy may take on the slowest link
+/// (measured in docs/wan), after which a replica still behind *is* broken and is left out
+/// as before. The cost is bounded: a broken replica keeps serving the previous content
+/// for at most the grace. (The alternative, the replica reporting its transfer progress,
+/// needs a wire change in the Reporter and the Replicator and still a timeout for a
+/// progress that stops; the grace is that timeout alone.) A backup learns generations
+/// from the same announcements on `Controllers`, so a new master keeps the clock; a
+/// Controller that first hears of a generation late starts its clock late, which errs on
+/// the side of not moving clients.
 pub fn stale_content(
     observation: Observation,
     served: Option<Generation>,
     newest: Option<Generation>,
+    due: Option<Generation>,
     max_lag: u64,
 ) -> Observation {
     let (Some(g), Some(n)) = (served, newest) else {
         return observation;
     };
-    let lag = n.0.saturating_sub(g.0);
+    let lag = due.map_or(0, |d| d.0.saturating_sub(g.0));
     let empty = g.0 == 0 && n.0 > 0;
     match observation {
-        Observation::Load(_) | Observation::TempFail if lag > max_lag || empty => Observation::Bypass {
-            reason: format!(
-                "stale content: generation {} is {lag} behind the newest {} (max_generation_lag {max_lag})",
-                g.0, n.0
-            ),
-        },
+        Observation::Load(_) | Observation::TempFail if lag > max_lag || empty => {
+            Observation::Bypass {
+                reason: format!(
+                    "stale content: generation {} is {lag} behind generation {} (announced over \
+                 generation_grace ago; newest {}, max_generation_lag {max_lag})",
+                    g.0,
+                    due.map_or(0, |d| d.0),
+                    n.0
+                ),
+            }
+        }
         other => other,
     }
 }
@@ -414,6 +443,11 @@ pub struct RoundMachine {
     generations: BTreeMap<ServerName, Generation>,
     /// The newest content generation announced or reported.
     newest_generation: Option<Generation>,
+    /// When each generation newer than the last one due was first known (announced or
+    /// reported): the clock of the deploy-grace rule (see [`stale_content`]).
+    generation_seen: BTreeMap<Generation, Instant>,
+    /// The newest generation known for at least `generation_grace`.
+    generation_due: Option<Generation>,
     /// Each server's state at the last round closed (or shadowed): an early round does
     /// not re-admit a server that was dead.
     last_states: BTreeMap<ServerName, ServerState>,
@@ -463,6 +497,8 @@ impl RoundMachine {
             rebase: false,
             generations: BTreeMap::new(),
             newest_generation: None,
+            generation_seen: BTreeMap::new(),
+            generation_due: None,
             last_states: BTreeMap::new(),
             last_early: BTreeMap::new(),
             controllers: Vec::new(),
@@ -571,8 +607,28 @@ impl RoundMachine {
     }
 
     /// The Replicator primary announced content generation `g` (on `Controllers`).
-    pub fn handle_generation(&mut self, _now: Instant, g: Generation) {
+    pub fn handle_generation(&mut self, now: Instant, g: Generation) {
         self.newest_generation = Some(self.newest_generation.map_or(g, |n| n.max(g)));
+        if self.generation_due.is_none_or(|d| g > d) {
+            self.generation_seen.entry(g).or_insert(now);
+        }
+    }
+
+    /// The newest generation known for at least `generation_grace` at `now` (the one lag
+    /// is counted from); forgets the first-seen times of the generations it passed.
+    fn generation_due(&mut self, now: Instant) -> Option<Generation> {
+        let grace = self.config.params.generation_grace;
+        let due = self
+            .generation_seen
+            .iter()
+            .filter(|(_, seen)| now.saturating_duration_since(**seen) >= grace)
+            .map(|(g, _)| *g)
+            .max();
+        if let Some(d) = due {
+            self.generation_due = Some(self.generation_due.map_or(d, |o| o.max(d)));
+            self.generation_seen.retain(|g, _| *g > d);
+        }
+        self.generation_due
     }
 
     /// The newest content generation known.
@@ -816,10 +872,12 @@ impl RoundMachine {
             ReportBody::Bypass { reason } => Observation::Bypass { reason },
             ReportBody::Panic { reason } => Observation::Panic { reason },
         };
+        let due = self.generation_due(now);
         let observation = stale_content(
             observation,
             generation,
             self.newest_generation,
+            due,
             self.config.params.max_generation_lag,
         );
         (observation, corrections)
@@ -1822,58 +1880,65 @@ mod tests {
     fn stale_content_is_bypass_beyond_the_allowed_lag() {
         let load = Observation::Load(0.3);
         let g = |n| Some(Generation(n));
-        assert_eq!(stale_content(load.clone(), g(4), g(5), 1), load);
-        assert_eq!(stale_content(load.clone(), g(5), g(5), 0), load);
+        assert_eq!(stale_content(load.clone(), g(4), g(5), g(5), 1), load);
+        assert_eq!(stale_content(load.clone(), g(5), g(5), g(5), 0), load);
         assert_eq!(
-            stale_content(load.clone(), None, g(9), 1),
+            stale_content(load.clone(), None, g(9), g(9), 1),
             load,
             "no Replicator"
         );
         assert_eq!(
-            stale_content(load.clone(), g(1), None, 1),
+            stale_content(load.clone(), g(1), None, None, 1),
             load,
             "nothing announced"
         );
-        let Observation::Bypass { reason } = stale_content(load, g(3), g(5), 1) else {
+        let Observation::Bypass { reason } = stale_content(load, g(3), g(5), g(5), 1) else {
             panic!("lag 2 > 1 must be BYPASS")
         };
         assert!(
-            reason.contains("generation 3 is 2 behind the newest 5"),
+            reason.contains("generation 3 is 2 behind generation 5"),
             "{reason}"
         );
         assert!(matches!(
-            stale_content(Observation::TempFail, g(0), g(5), 1),
+            stale_content(Observation::TempFail, g(0), g(5), g(5), 1),
             Observation::Bypass { .. }
         ));
         // No content yet is out even within the allowed lag.
         assert!(matches!(
-            stale_content(Observation::Load(0.1), g(0), g(1), 1),
+            stale_content(Observation::Load(0.1), g(0), g(1), g(1), 1),
             Observation::Bypass { .. }
         ));
         assert_eq!(
-            stale_content(Observation::Load(0.1), g(0), g(0), 1),
+            stale_content(Observation::Load(0.1), g(0), g(0), g(0), 1),
             Observation::Load(0.1)
         );
         let panic = Observation::Panic {
             reason: "down".into(),
         };
-        assert_eq!(stale_content(panic.clone(), g(0), g(5), 1), panic);
+        assert_eq!(stale_content(panic.clone(), g(0), g(5), g(5), 1), panic);
     }
 
     /// One round in which both c1 servers serve generation 3 while the primary announced
-    /// 5 and c2 serves 5; returns the status and the decision.
+    /// 5 and c2 serves 5; returns the status and the decision. The round runs the default
+    /// `generation_grace` after the announcement (the deploy had all the time it may take).
     fn round_with_stale_c1(max_generation_lag: u64) -> (RoundStatus, Decision) {
+        round_with_c1_at_3(max_generation_lag, Params::default().generation_grace)
+    }
+
+    /// As [`round_with_stale_c1`], the round `since` after generation 5 was announced.
+    fn round_with_c1_at_3(max_generation_lag: u64, since: Duration) -> (RoundStatus, Decision) {
         let t0 = Instant::now();
         let mut config = RoundConfig::default();
         config.params.max_generation_lag = max_generation_lag;
         let mut m = RoundMachine::new(config, topo());
         m.handle_generation(t0, Generation(5));
-        m.handle_became_master(t0);
+        let t = t0 + since;
+        m.handle_became_master(t);
         drain(&mut m);
         for (server, g) in [("c1-s1", 3), ("c1-s2", 3), ("c2-s1", 5), ("c2-s2", 5)] {
             let mut r = report(server, 1, 10);
             r.generation = Some(Generation(g));
-            m.handle_report(t0, r).unwrap();
+            m.handle_report(t, r).unwrap();
         }
         let out = drain(&mut m);
         let status = out.iter().find_map(|o| match o {
@@ -1908,6 +1973,65 @@ mod tests {
         );
         assert_eq!(st.newest_generation, Some(Generation(5)));
         assert_eq!(st.generations[&ServerName::from("c1-s1")], Generation(3));
+    }
+
+    /// Traps the issue-18 regression: replicas still pulling a generation announced less
+    /// than `generation_grace` ago were BYPASS, and every area went to the primary.
+    #[test]
+    fn a_deploy_in_progress_is_not_staleness() {
+        for since in [Duration::ZERO, Duration::from_secs(90)] {
+            let (st, d) = round_with_c1_at_3(1, since);
+            assert!(
+                matches!(
+                    st.states[&ServerName::from("c1-s1")],
+                    ServerState::Working { .. }
+                ),
+                "{since:?}: {:?}",
+                st.states
+            );
+            assert_eq!(
+                d.answers[&AreaName::from("a1")].cluster,
+                ClusterName::from("c1"),
+                "{since:?}"
+            );
+        }
+        // One second short of the grace: still a deploy; at the grace: stale (above).
+        let almost = Params::default().generation_grace - Duration::from_secs(1);
+        let (st, _) = round_with_c1_at_3(1, almost);
+        assert!(matches!(
+            st.states[&ServerName::from("c1-s1")],
+            ServerState::Working { .. }
+        ));
+    }
+
+    #[test]
+    fn lag_counts_from_the_newest_generation_due_and_forgets_older_clocks() {
+        let t0 = Instant::now();
+        let mut config = RoundConfig::default();
+        config.params.generation_grace = Duration::from_secs(60);
+        let mut m = RoundMachine::new(config, topo());
+        m.handle_generation(t0, Generation(3));
+        m.handle_generation(t0 + Duration::from_secs(50), Generation(5));
+        assert_eq!(m.generation_due(t0 + Duration::from_secs(59)), None);
+        assert_eq!(
+            m.generation_due(t0 + Duration::from_secs(60)),
+            Some(Generation(3))
+        );
+        // Generation 3's clock is gone; an old report of 2 starts no clock.
+        assert_eq!(m.generation_seen.len(), 1);
+        m.handle_generation(t0 + Duration::from_secs(70), Generation(2));
+        assert_eq!(m.generation_seen.len(), 1);
+        assert_eq!(
+            m.generation_due(t0 + Duration::from_secs(110)),
+            Some(Generation(5))
+        );
+        assert!(m.generation_seen.is_empty());
+        // Zero grace: lag counts from the announcement (the rule before issue 18).
+        let mut config = RoundConfig::default();
+        config.params.generation_grace = Duration::ZERO;
+        let mut m = RoundMachine::new(config, topo());
+        m.handle_generation(t0, Generation(7));
+        assert_eq!(m.generation_due(t0), Some(Generation(7)));
     }
 
     #[test]
