@@ -79,7 +79,7 @@ use tracing::{debug, info};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::transport::{
-    Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
+    Lane, Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
 };
 use crate::{
     CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
@@ -745,7 +745,7 @@ impl Driver {
         while let Some(out) = self.node.poll_output() {
             any = true;
             match out {
-                Output::Send { to, msg } => match self.transport.send(&to, msg) {
+                Output::Send { to, msg } => match self.transport.send_on(lane(&msg), &to, msg) {
                     Ok(()) => {
                         self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -773,6 +773,15 @@ impl Driver {
         if any {
             self.progress.notify_waiters();
         }
+    }
+}
+
+/// Heartbeats and view changes go on the transport's control lane.
+fn lane(msg: &PeerMessage) -> Lane {
+    if msg.is_control() {
+        Lane::Control
+    } else {
+        Lane::Data
     }
 }
 

@@ -72,6 +72,22 @@ impl PeerMessage {
         }
     }
 
+    /// Failure detection and membership (heartbeats and every view-change message):
+    /// these travel on the transport's control lane, never behind application data.
+    /// Order is kept among control messages and among the others, not across the two
+    /// (the simulator delivers them that way too); the protocol needs no more: a member
+    /// that froze ignores its old view's late ordering messages, and ordering messages of
+    /// an accepted view that come before its `Install` are kept until it.
+    pub fn is_control(&self) -> bool {
+        !matches!(
+            self,
+            PeerMessage::Submit(_)
+                | PeerMessage::Ordered(_)
+                | PeerMessage::Ack(_)
+                | PeerMessage::Commit(_)
+        )
+    }
+
     /// A short name of the variant, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
