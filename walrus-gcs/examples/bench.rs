@@ -64,6 +64,10 @@ struct Args {
     /// slow reader: the run must come out invalid).
     #[arg(long)]
     session_queue_limit: Option<usize>,
+    /// Planted fault: the first node acts as if one message was lost (the run must come
+    /// out invalid).
+    #[arg(long, hide = true)]
+    plant_loss: bool,
     /// Seconds the benchmark waits for its reports after the sending time.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
@@ -174,6 +178,9 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
             .arg("--rate")
             .arg(args.rate.to_string())
             .arg("--exit-on-stdin-eof");
+        if args.plant_loss && i == 0 {
+            cmd.arg("--plant-loss");
+        }
         if let Some(n) = args.max_pending {
             cmd.arg("--max-pending").arg(n.to_string());
         }

@@ -49,6 +49,15 @@ pub struct CoreConfig {
     pub max_unstable: u64,
     /// The same window in payload bytes. Default 16 MiB.
     pub max_unstable_bytes: usize,
+    /// The group's send window: what all members together may have on their way. Each
+    /// node's window is this divided by the number of members in its view, but at most
+    /// `max_pending` (like Totem's `window_size` over its per-node `max_messages`), so
+    /// the queue every message waits behind stays about this deep however many members
+    /// send. Default 768 messages.
+    pub group_window: usize,
+    /// The group's send window in payload bytes (divided the same way, at most
+    /// `max_pending_bytes`). Default 768 KiB.
+    pub group_window_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -65,6 +74,8 @@ impl Default for CoreConfig {
             max_pending_bytes: 256 * 1024,
             max_unstable: 4096,
             max_unstable_bytes: 16 * 1024 * 1024,
+            group_window: 768,
+            group_window_bytes: 768 * 1024,
         }
     }
 }

@@ -678,21 +678,34 @@ impl Node {
     /// A multicast of `size` payload bytes fits in the send window (see
     /// `CoreConfig::max_pending` and `max_pending_bytes`; one message always fits).
     fn check_window(&self, size: usize) -> Result<(), GcsError> {
-        let over_count = self.pending.len() >= self.config.max_pending;
-        let over_bytes = !self.pending.is_empty()
-            && self.pending_bytes.saturating_add(size) > self.config.max_pending_bytes;
+        let (limit, limit_bytes) = self.window();
+        let over_count = self.pending.len() >= limit;
+        let over_bytes =
+            !self.pending.is_empty() && self.pending_bytes.saturating_add(size) > limit_bytes;
         if over_count || over_bytes {
             return Err(self.window_full());
         }
         Ok(())
     }
 
+    /// This node's send window in messages and bytes: its share of the group's window
+    /// in the current view, at most its own limits.
+    fn window(&self) -> (usize, usize) {
+        let n = self.members.len().max(1);
+        let c = &self.config;
+        (
+            c.max_pending.min(c.group_window / n).max(1),
+            c.max_pending_bytes.min(c.group_window_bytes / n).max(1),
+        )
+    }
+
     fn window_full(&self) -> GcsError {
+        let (limit, limit_bytes) = self.window();
         GcsError::Backpressure {
             pending: self.pending.len(),
             pending_bytes: self.pending_bytes,
-            limit: self.config.max_pending,
-            limit_bytes: self.config.max_pending_bytes,
+            limit,
+            limit_bytes,
         }
     }
 

@@ -72,6 +72,10 @@ pub struct Args {
     /// if the benchmark dies, however it dies, its workers stop too).
     #[arg(long)]
     exit_on_stdin_eof: bool,
+    /// Planted fault (bench mode): act as if the 1000th delivered message was lost, to
+    /// show that the benchmark's loss check catches a loss.
+    #[arg(long, hide = true)]
+    plant_loss: bool,
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -165,7 +169,10 @@ pub async fn run(args: Args) {
     } else {
         std::mem::forget(eof_tx);
     }
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        plant_loss: args.plant_loss,
+        ..Tally::default()
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     loop {
@@ -289,10 +296,17 @@ struct Tally {
     received: std::collections::BTreeMap<String, u64>,
     next: std::collections::BTreeMap<String, u64>,
     gaps: u64,
+    /// See `Args::plant_loss`.
+    plant_loss: bool,
+    seen: u64,
 }
 
 impl Tally {
     fn count(&mut self, from: &NodeId, payload: &[u8]) {
+        self.seen += 1;
+        if self.plant_loss && self.seen == 1000 {
+            return;
+        }
         let k = payload
             .get(8..16)
             .and_then(|b| b.try_into().ok())
