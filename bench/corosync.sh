@@ -11,7 +11,7 @@
 # "valid":true); an invalid run is printed, no ratio is computed and the script exits 1.
 #
 # usage: bench/corosync.sh [--nodes 3] [--size 1024] [--seconds 10] [--rate 0] [--walrus PATH]
-#                          [--walrus-args "--max-pending 300"]
+#                          [--walrus-args "--max-pending 128"]
 # needs: root, corosync libcpg-dev libqb-dev (Debian), iproute2, a C compiler
 set -euo pipefail
 

@@ -478,25 +478,15 @@ impl SessionSender {
     ) -> Result<(), DriverError> {
         let mut payload = payload;
         loop {
-            let (reply, rx) = oneshot::channel();
             // Register for progress before asking, so a wake-up between the refusal and
             // the wait is not lost.
             let progress = self.progress.notified();
-            self.request(Command::Multicast {
-                session: self.id,
-                service,
-                groups: groups.to_vec(),
-                payload,
-                reply,
-            })
-            .await?;
-            match rx.await.map_err(|_| DriverError::Stopped)? {
+            match self.offer(service, groups, payload).await? {
                 Ok(()) => return Ok(()),
-                Err((GcsError::Backpressure { .. }, back)) => {
+                Err(back) => {
                     payload = back;
                     let _ = tokio::time::timeout(Duration::from_millis(20), progress).await;
                 }
-                Err((e, _)) => return Err(e.into()),
             }
         }
     }
@@ -509,6 +499,18 @@ impl SessionSender {
         groups: &[GroupName],
         payload: Vec<u8>,
     ) -> Result<(), DriverError> {
+        self.offer(service, groups, payload)
+            .await?
+            .map_err(DriverError::Full)
+    }
+
+    /// Hands one multicast to the driver: `Ok(Err(payload))` when the window is full.
+    async fn offer(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<Result<(), Vec<u8>>, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.request(Command::Multicast {
             session: self.id,
@@ -519,8 +521,8 @@ impl SessionSender {
         })
         .await?;
         match rx.await.map_err(|_| DriverError::Stopped)? {
-            Ok(()) => Ok(()),
-            Err((GcsError::Backpressure { .. }, back)) => Err(DriverError::Full(back)),
+            Ok(()) => Ok(Ok(())),
+            Err((GcsError::Backpressure { .. }, back)) => Ok(Err(back)),
             Err((e, _)) => Err(e.into()),
         }
     }

@@ -825,3 +825,38 @@ fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
     b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 4096])
         .unwrap();
 }
+
+#[test]
+fn each_node_gets_its_share_of_the_group_window() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        max_pending: 100,
+        group_window: 4,
+        ..CoreConfig::default()
+    };
+    let mut a = Node::new(config.clone(), id("a"), Incarnation(1), vec![id("b")], t0);
+    let mut b = Node::new(config, id("b"), Incarnation(1), vec![id("a")], t0);
+    drain(&mut a);
+    drain(&mut b);
+    let t = merge(&mut a, &mut b, t0);
+    let s = b.open_session(t);
+    b.join(t, s, g("g")).unwrap();
+    exchange(&mut a, &mut b, t);
+    // Two members: 4 / 2 = 2 each, although max_pending allows 100.
+    for _ in 0..2 {
+        b.multicast(t, s, Service::Agreed, &[g("g")], vec![1])
+            .unwrap();
+    }
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![1]);
+    assert!(
+        matches!(
+            full,
+            Err(GcsError::Backpressure {
+                pending: 2,
+                limit: 2,
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+}
