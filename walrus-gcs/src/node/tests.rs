@@ -759,14 +759,9 @@ fn forward(src: &mut Node, dst: &mut Node, t: Instant, others: &mut Vec<Output>)
     moved
 }
 
-#[test]
-fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
-    let t0 = Instant::now();
-    let config = CoreConfig {
-        max_pending: 3,
-        max_pending_bytes: 250,
-        ..CoreConfig::default()
-    };
+/// Nodes `a` (the sequencer) and `b` with `config` in view 2.a, and a session of `b`
+/// in group "g".
+fn sender_in_view_of_two(config: CoreConfig, t0: Instant) -> (Node, Node, Instant, SessionId) {
     let mut a = Node::new(config.clone(), id("a"), Incarnation(1), vec![id("b")], t0);
     let mut b = Node::new(config, id("b"), Incarnation(1), vec![id("a")], t0);
     drain(&mut a);
@@ -775,6 +770,18 @@ fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
     let s = b.open_session(t);
     b.join(t, s, g("g")).unwrap();
     exchange(&mut a, &mut b, t);
+    (a, b, t, s)
+}
+
+#[test]
+fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        max_pending: 3,
+        max_pending_bytes: 250,
+        ..CoreConfig::default()
+    };
+    let (mut a, mut b, t, s) = sender_in_view_of_two(config, t0);
     // b is not the sequencer: its multicasts stay in its window until delivered back.
     b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
         .unwrap();
@@ -834,14 +841,7 @@ fn each_node_gets_its_share_of_the_group_window() {
         group_window: 4,
         ..CoreConfig::default()
     };
-    let mut a = Node::new(config.clone(), id("a"), Incarnation(1), vec![id("b")], t0);
-    let mut b = Node::new(config, id("b"), Incarnation(1), vec![id("a")], t0);
-    drain(&mut a);
-    drain(&mut b);
-    let t = merge(&mut a, &mut b, t0);
-    let s = b.open_session(t);
-    b.join(t, s, g("g")).unwrap();
-    exchange(&mut a, &mut b, t);
+    let (_a, mut b, t, s) = sender_in_view_of_two(config, t0);
     // Two members: 4 / 2 = 2 each, although max_pending allows 100.
     for _ in 0..2 {
         b.multicast(t, s, Service::Agreed, &[g("g")], vec![1])
