@@ -7,10 +7,11 @@
 # every node sending at full speed or at RATE msgs/s) in each; prints one JSON line with
 # the same fields as `cargo run --release -p walrus-gcs --example bench`. With --walrus
 # BENCH_BINARY it then runs that benchmark with the same arguments, prints its line, and a
-# last line with the ratio walrus/corosync.
+# last line with the ratio walrus/corosync — only if the walrus run is valid (its line says
+# "valid":true); an invalid run is printed, no ratio is computed and the script exits 1.
 #
 # usage: bench/corosync.sh [--nodes 3] [--size 1024] [--seconds 10] [--rate 0] [--walrus PATH]
-#                          [--walrus-args "--max-pending 300"]
+#                          [--walrus-args "--max-pending 128"]
 # needs: root, corosync libcpg-dev libqb-dev (Debian), iproute2, a C compiler
 set -euo pipefail
 
@@ -140,9 +141,16 @@ exec 2>&3 3>&-
 PIDS=()
 
 if [ -n "$WALRUS" ]; then
+    # The walrus benchmark exits 1 with "valid":false when its group broke (a member
+    # disconnected, left the view or lost messages): print its line, compute no ratio.
+    wrc=0
     # shellcheck disable=SC2086
-    W=$("$WALRUS" --nodes "$NODES" --size "$SIZE" --seconds "$SECONDS_" --rate "$RATE" $WALRUS_ARGS | tail -n 1)
+    W=$("$WALRUS" --nodes "$NODES" --size "$SIZE" --seconds "$SECONDS_" --rate "$RATE" $WALRUS_ARGS | tail -n 1) || wrc=$?
     echo "$W" | sed 's/^{/{"system":"walrus-gcs",/'
+    if [ "$wrc" -ne 0 ] || ! echo "$W" | grep -q '"valid":true'; then
+        echo "walrus-gcs run invalid (exit $wrc): no ratio computed" >&2
+        exit 1
+    fi
     wm=$(echo "$W" | sed -n 's/.*"msgs_per_sec":\([0-9.]*\).*/\1/p')
     awk -v w="$wm" -v c="$mps" 'BEGIN { printf "{\"ratio_msgs_per_sec\":%.3f}\n", (c > 0 ? w / c : 0) }'
 fi

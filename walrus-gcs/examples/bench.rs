@@ -6,11 +6,23 @@
 //!     [--kill-after S] [--rate MSGS_PER_SEC_PER_NODE]
 //! ```
 //! Prints one JSON line:
-//! `{"nodes":3,"size":1024,"msgs_per_sec":..,"mb_per_sec":..,"p50_us":..,"p99_us":..}`
+//! `{"nodes":3,"size":1024,"valid":true,"msgs_per_sec":..,"mb_per_sec":..,"p50_us":..,"p99_us":..}`
 //! (plus `"view_change_ms"` with `--kill-after`). `msgs_per_sec` is the number of distinct
 //! messages delivered per second at a node, averaged over the nodes that ran to the end;
 //! `p50_us` is the median of the nodes' medians and `p99_us` the largest of their 99th
 //! percentiles, from the send time to delivery at each receiver (sender included).
+//!
+//! **A run is valid only if the group stayed whole and lost nothing**: no session was
+//! disconnected, no node installed a view without another (but the one `--kill-after`
+//! kills), every node reported, and every surviving node received every message of every
+//! surviving sender, each sender's in order (and the same number of the killed node's).
+//! Otherwise the line says `"valid":false` with `"reason"`, and the benchmark exits with
+//! status 1: its figures describe a broken group, not a speed.
+//!
+//! Worker processes are stopped and reaped on every exit path (a guard kills each; each
+//! worker also stops when its standard input, a pipe from this process, ends, so a killed
+//! benchmark leaves none behind), and the directory of certificates is removed as soon
+//! as every worker has loaded them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod node;
@@ -45,6 +57,20 @@ struct Args {
     /// Override the core's `max_pending` on every node (default: the LAN profile's).
     #[arg(long)]
     max_pending: Option<usize>,
+    /// Override the core's `max_pending_bytes` on every node.
+    #[arg(long)]
+    max_pending_bytes: Option<usize>,
+    /// Override the core's `session_queue_limit` on every node (a small one plants a
+    /// slow reader: the run must come out invalid).
+    #[arg(long)]
+    session_queue_limit: Option<usize>,
+    /// Planted fault: the first node acts as if one message was lost (the run must come
+    /// out invalid).
+    #[arg(long, hide = true)]
+    plant_loss: bool,
+    /// Seconds the benchmark waits for its reports after the sending time.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
     /// Run as one node (internal: the benchmark starts itself this way).
     #[arg(long, hide = true)]
     worker: bool,
@@ -93,8 +119,33 @@ fn main() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("walrus-bench-{}", std::process::id()));
+    let out = run(&args, &dir);
+    // The workers are gone (their guards dropped inside `run`): remove what they read.
     let _ = std::fs::remove_dir_all(&dir);
-    certs::write_new_ca(&dir).expect("CA");
+    println!("{out}");
+    if out["valid"] != json!(true) {
+        std::process::exit(1);
+    }
+}
+
+/// Why the run does not count, if it does not (see the module docs).
+struct Verdict {
+    problems: Vec<String>,
+}
+
+impl Verdict {
+    fn fail(&mut self, why: String) {
+        if !self.problems.contains(&why) {
+            self.problems.push(why);
+        }
+    }
+}
+
+/// Starts the workers, collects their lines, judges the run and returns its JSON line.
+/// Every worker is killed and reaped when this returns, whichever way.
+fn run(args: &Args, dir: &std::path::Path) -> Value {
+    let _ = std::fs::remove_dir_all(dir);
+    certs::write_new_ca(dir).expect("CA");
     let names: Vec<String> = (0..args.nodes).map(|i| format!("n{i}")).collect();
     let ports: Vec<u16> = names
         .iter()
@@ -109,23 +160,35 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     let (tx, rx) = mpsc::channel::<(usize, Value)>();
     let mut children = Vec::new();
+    for name in &names {
+        certs::write_node_cert(dir, name).expect("node certificate");
+    }
     for (i, name) in names.iter().enumerate() {
-        certs::write_node_cert(&dir, name).expect("node certificate");
         let mut cmd = Command::new(&exe);
         cmd.arg("--worker").arg("--");
         cmd.args(["--name", name])
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", ports[i]))
             .arg("--certs")
-            .arg(&dir)
+            .arg(dir)
             .arg("--bench-secs")
             .arg(args.seconds.to_string())
             .arg("--size")
             .arg(args.size.to_string())
             .arg("--rate")
-            .arg(args.rate.to_string());
+            .arg(args.rate.to_string())
+            .arg("--exit-on-stdin-eof");
+        if args.plant_loss && i == 0 {
+            cmd.arg("--plant-loss");
+        }
         if let Some(n) = args.max_pending {
             cmd.arg("--max-pending").arg(n.to_string());
+        }
+        if let Some(n) = args.max_pending_bytes {
+            cmd.arg("--max-pending-bytes").arg(n.to_string());
+        }
+        if let Some(n) = args.session_queue_limit {
+            cmd.arg("--session-queue-limit").arg(n.to_string());
         }
         for (j, peer) in names.iter().enumerate() {
             if j != i {
@@ -133,7 +196,9 @@ fn main() {
                     .arg(format!("{peer}=127.0.0.1:{}", ports[j]));
             }
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn node");
         let out = child.stdout.take().expect("stdout");
         let tx = tx.clone();
@@ -149,12 +214,16 @@ fn main() {
     }
     drop(tx);
 
-    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds + 120.0);
+    let mut verdict = Verdict {
+        problems: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds + args.timeout);
     let victim = args.nodes - 1;
     let mut started_at: Option<Instant> = None;
     let mut killed_us: Option<u64> = None;
     let mut view_change_us: std::collections::BTreeMap<usize, u64> = Default::default();
-    let mut reports: Vec<Value> = Vec::new();
+    let mut reports: std::collections::BTreeMap<usize, Value> = Default::default();
+    let mut heard = vec![false; args.nodes];
     let expected_reports = if args.kill_after.is_some() {
         args.nodes - 1
     } else {
@@ -172,20 +241,34 @@ fn main() {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            eprintln!(
-                "bench: timed out with {} of {expected_reports} reports",
+            verdict.fail(format!(
+                "timed out with {} of {expected_reports} reports",
                 reports.len()
-            );
-            std::process::exit(1);
+            ));
+            break;
         }
         let (i, v) = match rx.recv_timeout(left.min(Duration::from_millis(20))) {
             Ok(x) => x,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                verdict.fail(format!(
+                    "every worker stopped with {} of {expected_reports} reports",
+                    reports.len()
+                ));
+                break;
+            }
         };
         if std::env::var_os("WALRUS_BENCH_DEBUG").is_some() {
             eprintln!("n{i}: {v}");
         }
+        if !heard[i] {
+            heard[i] = true;
+            // Every worker has read its certificates once it says anything.
+            if heard.iter().all(|h| *h) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        let is_victim = args.kill_after.is_some() && i == victim;
         match v["event"].as_str() {
             Some("membership") if started_at.is_none() => {
                 let n = v["members"].as_array().map_or(0, |a| a.len());
@@ -193,27 +276,45 @@ fn main() {
                     started_at = Some(Instant::now());
                 }
             }
-            Some("view") => {
+            Some("view") if started_at.is_some() && !is_victim => {
+                let members = v["members"].as_array().cloned().unwrap_or_default();
+                let has = |n: &str| members.iter().any(|m| m == n);
+                for (j, name) in names.iter().enumerate() {
+                    let may_go = killed_us.is_some() && j == victim;
+                    if !has(name) && !may_go {
+                        verdict.fail(format!(
+                            "{} installed view {} without {name}",
+                            names[i],
+                            v["view"].as_str().unwrap_or("?")
+                        ));
+                    }
+                }
                 if let Some(k) = killed_us {
-                    let has_victim = v["members"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|m| m == names[victim].as_str()));
-                    if i != victim && !has_victim {
+                    if !has(names[victim].as_str()) {
                         let t = v["t_us"].as_u64().unwrap_or(k);
                         view_change_us.entry(i).or_insert(t.saturating_sub(k));
                     }
                 }
             }
-            Some("bench") if i != victim || args.kill_after.is_none() => reports.push(v),
+            Some("disconnected") if !is_victim => verdict.fail(format!(
+                "{}'s session was disconnected ({})",
+                names[i],
+                v["reason"].as_str().unwrap_or("?")
+            )),
+            Some("bench") if !is_victim => {
+                reports.insert(i, v);
+            }
             _ => {}
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    judge_deliveries(args, &names, &reports, &mut verdict);
+    drop(children);
+    let reports: Vec<Value> = reports.into_values().collect();
     let rates: Vec<f64> = reports
         .iter()
         .map(|r| r["delivered"].as_f64().unwrap_or(0.0) / r["secs"].as_f64().unwrap_or(1.0))
         .collect();
-    let msgs_per_sec = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let msgs_per_sec = rates.iter().fold(0.0, |a, r| a + r) / rates.len().max(1) as f64;
     let mut p50s: Vec<u64> = reports
         .iter()
         .map(|r| r["p50_us"].as_u64().unwrap_or(0))
@@ -228,16 +329,23 @@ fn main() {
     let mut out = json!({
         "nodes": args.nodes,
         "size": args.size,
+        "valid": verdict.problems.is_empty(),
         "msgs_per_sec": msgs_per_sec.round(),
         "mb_per_sec": (msgs_per_sec * args.size as f64 / 1e6 * 100.0).round() / 100.0,
         "p50_us": p50,
         "p99_us": p99,
     });
+    if !verdict.problems.is_empty() {
+        out["reason"] = json!(verdict.problems.join("; "));
+    }
     if args.rate > 0.0 {
         out["rate_per_node"] = json!(args.rate);
     }
     if let Some(n) = args.max_pending {
         out["max_pending"] = json!(n);
+    }
+    if let Some(n) = args.session_queue_limit {
+        out["session_queue_limit"] = json!(n);
     }
     if args.kill_after.is_some() {
         // The view change is done when the last survivor has installed it.
@@ -247,5 +355,44 @@ fn main() {
             Value::Null
         };
     }
-    println!("{out}");
+    out
+}
+
+/// Every surviving node must have received every message of every surviving sender, in
+/// order, and the same number of the killed node's messages as every other survivor.
+fn judge_deliveries(
+    args: &Args,
+    names: &[String],
+    reports: &std::collections::BTreeMap<usize, Value>,
+    verdict: &mut Verdict,
+) {
+    let victim = args.kill_after.map(|_| args.nodes - 1);
+    let mut victim_counts = std::collections::BTreeSet::new();
+    for (i, r) in reports {
+        let gaps = r["gaps"].as_u64().unwrap_or(u64::MAX);
+        if gaps != 0 {
+            verdict.fail(format!(
+                "{} saw {gaps} gaps in senders' counters (lost or reordered messages)",
+                names[*i]
+            ));
+        }
+        for (j, s) in reports {
+            let sent = s["sent"].as_u64().unwrap_or(0);
+            let got = r["received"][names[*j].as_str()].as_u64().unwrap_or(0);
+            if got != sent {
+                verdict.fail(format!(
+                    "{} received {got} of the {sent} messages {} sent",
+                    names[*i], names[*j]
+                ));
+            }
+        }
+        if let Some(v) = victim {
+            victim_counts.insert(r["received"][names[v].as_str()].as_u64().unwrap_or(0));
+        }
+    }
+    if victim_counts.len() > 1 {
+        verdict.fail(format!(
+            "survivors received different numbers of the killed node's messages: {victim_counts:?}"
+        ));
+    }
 }

@@ -31,13 +31,33 @@ pub struct CoreConfig {
     /// [`crate::Node::mark_read`]) before it is disconnected with
     /// [`crate::Event::Disconnected`]. Default 10 000.
     pub session_queue_limit: usize,
-    /// How many of this node's operations (multicasts, joins, leaves) may wait to be
-    /// ordered before [`crate::Node::multicast`] refuses with
-    /// [`crate::GcsError::Backpressure`]. Default 10 000.
+    /// The send window: how many of this node's multicasts may be on their way (taken
+    /// by [`crate::Node::multicast`] but not yet delivered back here, in order) before it
+    /// refuses more with [`crate::GcsError::Backpressure`] (the async
+    /// [`crate::Session::multicast`] waits for room instead). Joins, leaves and closes are
+    /// held back only at twice this. Default 256: enough to keep the ordering pipeline
+    /// busy on a LAN, few enough that a sender that outruns the group waits instead of
+    /// queueing seconds of data in front of everyone's deliveries (Little's law: what is
+    /// in flight is what every message waits behind).
     pub max_pending: usize,
+    /// The send window in payload bytes: multicasts are refused while this many bytes of
+    /// this node's multicasts are on their way (one message is always let through, so a
+    /// message up to `max_message_size` can be sent). Default 256 KiB.
+    pub max_pending_bytes: usize,
     /// How many ordered but not yet stable messages the sequencer keeps before it stops
-    /// ordering new ones (flow control; bounds every member's memory). Default 20 000.
+    /// ordering new ones (flow control; bounds every member's memory). Default 4096.
     pub max_unstable: u64,
+    /// The same window in payload bytes. Default 16 MiB.
+    pub max_unstable_bytes: usize,
+    /// The group's send window: what all members together may have on their way. Each
+    /// node's window is this divided by the number of members in its view, but at most
+    /// `max_pending` (like Totem's `window_size` over its per-node `max_messages`), so
+    /// the queue every message waits behind stays about this deep however many members
+    /// send. Default 768 messages.
+    pub group_window: usize,
+    /// The group's send window in payload bytes (divided the same way, at most
+    /// `max_pending_bytes`). Default 768 KiB.
+    pub group_window_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -50,8 +70,12 @@ impl Default for CoreConfig {
             view_change_timeout: Duration::from_secs(1),
             max_message_size: 1024 * 1024,
             session_queue_limit: 10_000,
-            max_pending: 10_000,
-            max_unstable: 20_000,
+            max_pending: 256,
+            max_pending_bytes: 256 * 1024,
+            max_unstable: 4096,
+            max_unstable_bytes: 16 * 1024 * 1024,
+            group_window: 768,
+            group_window_bytes: 768 * 1024,
         }
     }
 }

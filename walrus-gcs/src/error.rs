@@ -20,12 +20,18 @@ pub enum GcsError {
     /// A multicast named no group.
     #[error("a multicast needs at least one group")]
     NoGroups,
-    /// Too many operations of this node wait to be ordered; try again later.
-    #[error("{pending} operations wait to be ordered (limit {limit})")]
+    /// The send window is full: too many of this node's operations (or bytes of them)
+    /// are on their way; try again once some are delivered (the async
+    /// `Session::multicast` waits for that itself).
+    #[error("send window full: {pending} operations of {pending_bytes} bytes on their way (limits {limit} and {limit_bytes} bytes)")]
     Backpressure {
-        /// Operations waiting.
+        /// Operations on their way.
         pending: usize,
-        /// The configured limit.
+        /// Their payload bytes.
+        pending_bytes: usize,
+        /// The configured limit in operations.
         limit: usize,
+        /// The configured limit in bytes.
+        limit_bytes: usize,
     },
 }

@@ -79,7 +79,7 @@ use tracing::{debug, info};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::transport::{
-    Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
+    Lane, Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
 };
 use crate::{
     CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
@@ -138,6 +138,11 @@ pub enum DriverError {
     /// stopped. The text names both addresses. The process should exit non-zero.
     #[error("{0}")]
     Duplicate(String),
+    /// [`SessionSender::try_multicast`] only: the send window is full (this node has
+    /// `CoreConfig::max_pending` messages or `max_pending_bytes` on their way, or a
+    /// peer's send queue is long). Nothing was sent; the payload is handed back.
+    #[error("send window full: try again once earlier multicasts are delivered")]
+    Full(Vec<u8>),
 }
 
 type Reply = oneshot::Sender<Result<(), GcsError>>;
@@ -391,6 +396,16 @@ impl Session {
         self.sender.multicast(service, groups, payload).await
     }
 
+    /// See [`SessionSender::try_multicast`].
+    pub async fn try_multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.sender.try_multicast(service, groups, payload).await
+    }
+
     /// The next event for this session; `None` once it is disconnected or the node
     /// stopped.
     pub async fn recv(&mut self) -> Option<Event> {
@@ -450,8 +465,11 @@ impl SessionSender {
     }
 
     /// Multicasts `payload` to every session in at least one of `groups` (open groups:
-    /// the sender need not be a member). Waits while the core applies backpressure;
-    /// refuses payloads over `CoreConfig::max_message_size`.
+    /// the sender need not be a member). Flow control: waits while the node's send
+    /// window is full (`CoreConfig::max_pending` messages or `max_pending_bytes` bytes of
+    /// its multicasts not yet delivered, or a peer's send queue over
+    /// `Limits::backpressure_bytes`), so a sender that outruns the group slows down
+    /// instead of queueing. Refuses payloads over `CoreConfig::max_message_size`.
     pub async fn multicast(
         &self,
         service: Service,
@@ -460,26 +478,52 @@ impl SessionSender {
     ) -> Result<(), DriverError> {
         let mut payload = payload;
         loop {
-            let (reply, rx) = oneshot::channel();
             // Register for progress before asking, so a wake-up between the refusal and
             // the wait is not lost.
             let progress = self.progress.notified();
-            self.request(Command::Multicast {
-                session: self.id,
-                service,
-                groups: groups.to_vec(),
-                payload,
-                reply,
-            })
-            .await?;
-            match rx.await.map_err(|_| DriverError::Stopped)? {
+            match self.offer(service, groups, payload).await? {
                 Ok(()) => return Ok(()),
-                Err((GcsError::Backpressure { .. }, back)) => {
+                Err(back) => {
                     payload = back;
                     let _ = tokio::time::timeout(Duration::from_millis(20), progress).await;
                 }
-                Err((e, _)) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Like [`SessionSender::multicast`], but never waits for room: when the send
+    /// window is full it returns [`DriverError::Full`] with the payload.
+    pub async fn try_multicast(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.offer(service, groups, payload)
+            .await?
+            .map_err(DriverError::Full)
+    }
+
+    /// Hands one multicast to the driver: `Ok(Err(payload))` when the window is full.
+    async fn offer(
+        &self,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+    ) -> Result<Result<(), Vec<u8>>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Multicast {
+            session: self.id,
+            service,
+            groups: groups.to_vec(),
+            payload,
+            reply,
+        })
+        .await?;
+        match rx.await.map_err(|_| DriverError::Stopped)? {
+            Ok(()) => Ok(Ok(())),
+            Err((GcsError::Backpressure { .. }, back)) => Ok(Err(back)),
+            Err((e, _)) => Err(e.into()),
         }
     }
 
@@ -640,22 +684,23 @@ impl Driver {
                 // behind data (the core's own limits bound what it holds).
                 let queued = self.transport.max_queued_bytes();
                 let limit = self.transport.limits().backpressure_bytes;
-                if queued > limit {
+                if queued > limit || !self.node.window_has_room(payload.len()) {
                     let e = GcsError::Backpressure {
-                        pending: queued,
-                        limit,
+                        pending: self.node.pending(),
+                        pending_bytes: queued,
+                        limit: 0,
+                        limit_bytes: limit,
                     };
                     let _ = reply.send(Err((e, payload)));
                     return true;
                 }
-                // The core takes the payload by value; keep a copy only to hand it back
-                // when the core says "later" (backpressure), so the caller can retry.
-                let copy = payload.clone();
+                // The window has room, so the core refuses only for a reason the caller
+                // cannot fix by retrying: the payload is not needed back.
                 let r = self.node.multicast(t, session, service, &groups, payload);
                 if r.is_ok() {
                     self.stats.multicasts.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = reply.send(r.map_err(|e| (e, copy)));
+                let _ = reply.send(r.map_err(|e| (e, Vec::new())));
             }
             Command::Shutdown => return false,
         }
@@ -702,7 +747,7 @@ impl Driver {
         while let Some(out) = self.node.poll_output() {
             any = true;
             match out {
-                Output::Send { to, msg } => match self.transport.send(&to, msg) {
+                Output::Send { to, msg } => match self.transport.send_on(lane(&msg), &to, msg) {
                     Ok(()) => {
                         self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -730,6 +775,15 @@ impl Driver {
         if any {
             self.progress.notify_waiters();
         }
+    }
+}
+
+/// Heartbeats and view changes go on the transport's control lane.
+fn lane(msg: &PeerMessage) -> Lane {
+    if msg.is_control() {
+        Lane::Control
+    } else {
+        Lane::Data
     }
 }
 

@@ -75,8 +75,33 @@ struct Sequencer {
     expected: BTreeMap<NodeRef, u64>,
     /// Ops waiting for room in the window of unstable entries.
     backlog: VecDeque<(NodeRef, Op)>,
+    /// Payload bytes of each ordered entry not yet stable, by sequence number.
+    unstable: VecDeque<(u64, usize)>,
+    /// Their sum (the window of unstable entries in bytes).
+    unstable_bytes: usize,
     /// Last commit/stable sent to the members.
     sent: (u64, u64),
+}
+
+impl Sequencer {
+    /// Drops the byte accounting of entries that became stable.
+    fn forget_stable(&mut self, stable: u64) {
+        while let Some((seq, bytes)) = self.unstable.front().copied() {
+            if seq > stable {
+                break;
+            }
+            self.unstable.pop_front();
+            self.unstable_bytes = self.unstable_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// The window of unstable entries has room for one more: fewer than `window`
+    /// entries, and fewer than `window_bytes` bytes (or none at all, so one large message
+    /// always goes).
+    fn has_room(&self, stable: u64, window: u64, window_bytes: usize) -> bool {
+        self.next_seq.saturating_sub(stable) <= window
+            && (self.unstable.is_empty() || self.unstable_bytes < window_bytes)
+    }
 }
 
 /// What this node froze of its view when it first accepted a proposal.
@@ -159,6 +184,8 @@ pub struct Node {
     next_session: u64,
     /// This node's operations not yet delivered back to it, in counter order.
     pending: VecDeque<Op>,
+    /// Payload bytes of the multicasts in `pending` (the send window in bytes).
+    pending_bytes: usize,
     next_op: u64,
     /// Counter of the last op submitted in the current view.
     sent_upto: u64,
@@ -190,6 +217,14 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 }
 
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Application bytes of an op (what the byte windows count).
+fn payload_len(op: &Op) -> usize {
+    match &op.kind {
+        OpKind::Message { payload, .. } => payload.len(),
+        _ => 0,
+    }
+}
 
 /// Rough wire size of an op, for chunking (payload plus a generous header allowance).
 fn op_size(op: &Op) -> usize {
@@ -278,6 +313,7 @@ impl Node {
             sessions: BTreeMap::new(),
             next_session: 1,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             next_op: 1,
             sent_upto: 0,
             submit_base: None,
@@ -508,6 +544,7 @@ impl Node {
             return Err(GcsError::NoGroups);
         }
         self.check_request(session)?;
+        self.check_window(payload.len())?;
         let mut groups = groups.to_vec();
         groups.sort();
         groups.dedup();
@@ -625,17 +662,57 @@ impl Node {
 
     // ------------------------------------------------------------------ local ops
 
+    /// A join or leave of `session` may go: the session is open, and fewer than twice
+    /// the send window of ops are on their way (joins and leaves are rare and small;
+    /// they are held back only so a runaway caller cannot grow `pending` without bound).
     fn check_request(&self, session: SessionId) -> Result<(), GcsError> {
         if !self.sessions.contains_key(&session) {
             return Err(GcsError::UnknownSession(session));
         }
-        if self.pending.len() >= self.config.max_pending {
-            return Err(GcsError::Backpressure {
-                pending: self.pending.len(),
-                limit: self.config.max_pending,
-            });
+        if self.pending.len() >= self.config.max_pending.saturating_mul(2) {
+            return Err(self.window_full());
         }
         Ok(())
+    }
+
+    /// A multicast of `size` payload bytes fits in the send window (see
+    /// `CoreConfig::max_pending` and `max_pending_bytes`; one message always fits).
+    fn check_window(&self, size: usize) -> Result<(), GcsError> {
+        let (limit, limit_bytes) = self.window();
+        let over_count = self.pending.len() >= limit;
+        let over_bytes =
+            !self.pending.is_empty() && self.pending_bytes.saturating_add(size) > limit_bytes;
+        if over_count || over_bytes {
+            return Err(self.window_full());
+        }
+        Ok(())
+    }
+
+    /// This node's send window in messages and bytes: its share of the group's window
+    /// in the current view, at most its own limits.
+    fn window(&self) -> (usize, usize) {
+        let n = self.members.len().max(1);
+        let c = &self.config;
+        (
+            c.max_pending.min(c.group_window / n).max(1),
+            c.max_pending_bytes.min(c.group_window_bytes / n).max(1),
+        )
+    }
+
+    fn window_full(&self) -> GcsError {
+        let (limit, limit_bytes) = self.window();
+        GcsError::Backpressure {
+            pending: self.pending.len(),
+            pending_bytes: self.pending_bytes,
+            limit,
+            limit_bytes,
+        }
+    }
+
+    /// Whether a multicast of `size` payload bytes would be taken now (the driver asks
+    /// before handing over a payload it would otherwise have to copy).
+    pub fn window_has_room(&self, size: usize) -> bool {
+        self.check_window(size).is_ok()
     }
 
     fn push_op(&mut self, session: SessionId, kind: OpKind) {
@@ -645,6 +722,7 @@ impl Node {
             kind,
         };
         self.next_op += 1;
+        self.pending_bytes += payload_len(&op);
         self.pending.push_back(op);
     }
 
@@ -709,7 +787,11 @@ impl Node {
 
     /// Sequencer: takes ops of `origin` (FIFO, gap-checked) and orders what fits.
     fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
-        let cap = self.config.max_pending.saturating_mul(self.members.len());
+        let cap = self
+            .config
+            .max_pending
+            .saturating_mul(2)
+            .saturating_mul(self.members.len());
         let Some(seqr) = self.seqr.as_mut() else {
             return;
         };
@@ -738,14 +820,20 @@ impl Node {
     /// Sequencer: gives sequence numbers to backlog ops while the window has room.
     fn seq_order(&mut self) {
         let window = self.config.max_unstable;
+        let window_bytes = self.config.max_unstable_bytes;
+        let stable = self.stable;
         let Some(seqr) = self.seqr.as_mut() else {
             return;
         };
+        seqr.forget_stable(stable);
         let mut batch = Vec::new();
-        while seqr.next_seq.saturating_sub(self.stable) <= window {
+        while seqr.has_room(stable, window, window_bytes) {
             let Some((origin, op)) = seqr.backlog.pop_front() else {
                 break;
             };
+            let bytes = payload_len(&op);
+            seqr.unstable.push_back((seqr.next_seq, bytes));
+            seqr.unstable_bytes += bytes;
             batch.push(Entry {
                 seq: seqr.next_seq,
                 origin,
@@ -812,9 +900,16 @@ impl Node {
         }
         self.deliver_committed();
         // Room may have opened in the window.
-        if self.seqr.as_ref().is_some_and(|s| {
-            !s.backlog.is_empty() && s.next_seq - self.stable <= self.config.max_unstable
-        }) {
+        let stable = self.stable;
+        let (window, window_bytes) = (self.config.max_unstable, self.config.max_unstable_bytes);
+        if let Some(s) = self.seqr.as_mut() {
+            s.forget_stable(stable);
+        }
+        if self
+            .seqr
+            .as_ref()
+            .is_some_and(|s| !s.backlog.is_empty() && s.has_room(stable, window, window_bytes))
+        {
             self.seq_order();
         }
     }
@@ -913,8 +1008,10 @@ impl Node {
                 .is_some_and(|p| p.counter == e.op.counter)
             {
                 self.pending.pop_front();
-            } else {
-                self.pending.retain(|p| p.counter != e.op.counter);
+                self.pending_bytes = self.pending_bytes.saturating_sub(payload_len(&e.op));
+            } else if let Some(i) = self.pending.iter().position(|p| p.counter == e.op.counter) {
+                self.pending.remove(i);
+                self.pending_bytes = self.pending_bytes.saturating_sub(payload_len(&e.op));
             }
         }
         let member = Member {

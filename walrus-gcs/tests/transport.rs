@@ -11,7 +11,7 @@ use common::*;
 use serde::{Deserialize, Serialize};
 use walrus_gcs::codec;
 use walrus_gcs::transport::{
-    close_code, partition, tls, Limits, Transport, TransportError, TransportEvent,
+    close_code, partition, tls, Lane, Limits, Transport, TransportError, TransportEvent,
     MTU_UPPER_BOUND_MAX, PREAMBLE,
 };
 
@@ -64,6 +64,60 @@ async fn three_nodes_link_up_and_deliver_in_fifo_order() {
         nodes[0].0.send(&id("zz"), Msg::Hello(0)),
         Err(TransportError::UnknownPeer { .. })
     ));
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
+}
+
+/// A control message sent after megabytes of data reaches the receiver's driver before
+/// that data (its own stream, sent first, and its own receive queue taken first); data
+/// keeps its FIFO order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_message_overtakes_queued_data() {
+    let ca = Ca::new();
+    let (mut nodes, _) = cluster::<Msg>(&ca, &["a", "b"], &[], Limits::default()).await;
+    all_up(&mut nodes).await;
+    const BLOBS: u64 = 1000;
+    for k in 0..BLOBS {
+        let mut blob = vec![0u8; 16 * 1024];
+        blob[..8].copy_from_slice(&k.to_le_bytes());
+        nodes[0].0.send(&id("b"), Msg::Blob(blob)).unwrap();
+    }
+    nodes[0]
+        .0
+        .send_on(Lane::Control, &id("b"), Msg::Hello(7))
+        .unwrap();
+    // Let the data pile up in b's receive queue (b's driver is not reading).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut data_before = 0u64;
+    let mut seen_control = false;
+    let mut next = 0u64;
+    while next < BLOBS {
+        match wait_for(&mut nodes[1].1, "a message", |e| {
+            matches!(e, TransportEvent::Message { .. })
+        })
+        .await
+        {
+            TransportEvent::Message {
+                msg: Msg::Hello(7), ..
+            } => seen_control = true,
+            TransportEvent::Message {
+                msg: Msg::Blob(b), ..
+            } => {
+                assert_eq!(u64::from_le_bytes(b[..8].try_into().unwrap()), next);
+                next += 1;
+                if !seen_control {
+                    data_before += 1;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(seen_control, "the control message never came");
+    assert!(
+        data_before < BLOBS / 2,
+        "the control message waited behind {data_before} of {BLOBS} data messages"
+    );
     for (t, _) in &nodes {
         t.shutdown().await;
     }

@@ -8,6 +8,12 @@
 //! Lines: `{"event":"view",...}` for every installed view, `{"event":"membership",...}`,
 //! `{"event":"msg",...}` for each delivered message (not in bench mode), and with
 //! `--bench-secs` one `{"event":"bench",...}` line with delivery counts and latencies.
+//!
+//! In bench mode every payload carries its send time and the sender's message counter
+//! (0, 1, 2, …), so the report can say, per sender, how many of its messages arrived
+//! (`received`) and how many times its counter did not go up by exactly one (`gaps`: a
+//! lost, duplicated or reordered message). The benchmark compares those with each
+//! sender's `sent` to tell a valid run from one that lost messages.
 #![allow(missing_docs, dead_code)]
 
 use std::net::SocketAddr;
@@ -53,9 +59,23 @@ pub struct Args {
     /// Override `CoreConfig::max_pending` (local operations waiting to be ordered).
     #[arg(long)]
     max_pending: Option<usize>,
+    /// Override `CoreConfig::max_pending_bytes` (payload bytes of those operations).
+    #[arg(long)]
+    max_pending_bytes: Option<usize>,
+    /// Override `CoreConfig::session_queue_limit` (events a session may leave unread).
+    #[arg(long)]
+    session_queue_limit: Option<usize>,
     /// Use the WAN profile (timeouts ten times longer).
     #[arg(long)]
     wan: bool,
+    /// Stop when standard input reaches its end (the benchmark gives each worker a pipe:
+    /// if the benchmark dies, however it dies, its workers stop too).
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
+    /// Planted fault (bench mode): act as if the 1000th delivered message was lost, to
+    /// show that the benchmark's loss check catches a loss.
+    #[arg(long, hide = true)]
+    plant_loss: bool,
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -106,6 +126,12 @@ pub async fn run(args: Args) {
     if let Some(n) = args.max_pending {
         config.core.max_pending = n;
     }
+    if let Some(n) = args.max_pending_bytes {
+        config.core.max_pending_bytes = n;
+    }
+    if let Some(n) = args.session_queue_limit {
+        config.core.session_queue_limit = n;
+    }
     let gcs = Gcs::start(config).await.expect("start");
 
     let me = args.name.clone();
@@ -132,6 +158,21 @@ pub async fn run(args: Args) {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<u64>(1);
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
+    let (eof_tx, mut eof_rx) = tokio::sync::oneshot::channel::<()>();
+    if args.exit_on_stdin_eof {
+        // A plain thread: tokio's stdin is a blocking thread anyway.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            let _ = eof_tx.send(());
+        });
+    } else {
+        std::mem::forget(eof_tx);
+    }
+    let mut tally = Tally {
+        plant_loss: args.plant_loss,
+        ..Tally::default()
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     loop {
@@ -183,8 +224,13 @@ pub async fn run(args: Args) {
                         }
                     }
                     Event::Message { sender: (from, _), payload, .. } => {
-                        if let Some((start, end)) = bench_window {
+                        if args.bench_secs.is_some() {
+                            // Others may start sending before this node does: count
+                            // everything, time only what was sent in our window.
                             if payload.len() >= 16 {
+                                tally.count(&from, &payload);
+                            }
+                            if let (Some((start, end)), true) = (bench_window, payload.len() >= 16) {
                                 let now = unix_us();
                                 let sent = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
                                 if sent >= start && sent <= end {
@@ -204,12 +250,22 @@ pub async fn run(args: Args) {
                 }
             }
             sent = done_rx.recv() => {
-                // Let the last messages arrive, then report.
+                // Let the last messages arrive (until none came for a second, at most
+                // 30 s), then report.
                 let sent = sent.unwrap_or(0);
-                let grace = tokio::time::Instant::now() + Duration::from_secs(1);
-                while let Ok(Some(e)) = tokio::time::timeout_at(grace, session.recv()).await {
-                    if let (Event::Message { payload, .. }, Some((start, end))) = (e, bench_window) {
+                let cap = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let quiet = (tokio::time::Instant::now() + Duration::from_secs(1)).min(cap);
+                    let Ok(Some(e)) = tokio::time::timeout_at(quiet, session.recv()).await else {
+                        break;
+                    };
+                    if let Event::Disconnected { reason } = &e {
+                        emit(json!({"event":"disconnected","node":args.name,"reason":format!("{reason:?}")}));
+                        break;
+                    }
+                    if let (Event::Message { payload, sender: (from, _), .. }, Some((start, end))) = (e, bench_window) {
                         if payload.len() >= 16 {
+                            tally.count(&from, &payload);
                             let now = unix_us();
                             let ts = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
                             if ts >= start && ts <= end {
@@ -223,11 +279,43 @@ pub async fn run(args: Args) {
                 let pct = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied().unwrap_or(0);
                 let secs = bench_window.map(|(s, e)| (e - s) as f64 / 1e6).unwrap_or(1.0);
                 emit(json!({"event":"bench","node":args.name,"sent":sent,"delivered":delivered,
-                            "secs":secs,"p50_us":pct(0.5),"p99_us":pct(0.99)}));
+                            "secs":secs,"p50_us":pct(0.5),"p99_us":pct(0.99),
+                            "received":tally.received,"gaps":tally.gaps}));
             }
+            _ = &mut eof_rx => break,
             _ = &mut shutdown => break,
             _ = term.recv() => break,
         }
     }
     gcs.shutdown().await;
+}
+
+/// Per sender: messages received and counter gaps (see the module docs).
+#[derive(Default)]
+struct Tally {
+    received: std::collections::BTreeMap<String, u64>,
+    next: std::collections::BTreeMap<String, u64>,
+    gaps: u64,
+    /// See `Args::plant_loss`.
+    plant_loss: bool,
+    seen: u64,
+}
+
+impl Tally {
+    fn count(&mut self, from: &NodeId, payload: &[u8]) {
+        self.seen += 1;
+        if self.plant_loss && self.seen == 1000 {
+            return;
+        }
+        let k = payload
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map_or(u64::MAX, u64::from_le_bytes);
+        let next = self.next.entry(from.to_string()).or_insert(0);
+        if k != *next {
+            self.gaps += 1;
+        }
+        *next = k.saturating_add(1);
+        *self.received.entry(from.to_string()).or_insert(0) += 1;
+    }
 }

@@ -731,3 +731,132 @@ fn a_node_that_did_not_run_does_not_accuse_its_peers() {
         "{dropped:?}"
     );
 }
+
+/// Hands every message one node sends to the other until neither sends more; returns
+/// their other outputs.
+fn exchange(x: &mut Node, y: &mut Node, t: Instant) -> Vec<Output> {
+    let mut others = Vec::new();
+    loop {
+        let moved = forward(x, y, t, &mut others) | forward(y, x, t, &mut others);
+        if !moved {
+            return others;
+        }
+    }
+}
+
+fn forward(src: &mut Node, dst: &mut Node, t: Instant, others: &mut Vec<Output>) -> bool {
+    let from = src.id().clone();
+    let mut moved = false;
+    for out in drain(src) {
+        match out {
+            Output::Send { msg, .. } => {
+                dst.handle_message(t, &from, msg);
+                moved = true;
+            }
+            other => others.push(other),
+        }
+    }
+    moved
+}
+
+/// Nodes `a` (the sequencer) and `b` with `config` in view 2.a, and a session of `b`
+/// in group "g".
+fn sender_in_view_of_two(config: CoreConfig, t0: Instant) -> (Node, Node, Instant, SessionId) {
+    let mut a = Node::new(config.clone(), id("a"), Incarnation(1), vec![id("b")], t0);
+    let mut b = Node::new(config, id("b"), Incarnation(1), vec![id("a")], t0);
+    drain(&mut a);
+    drain(&mut b);
+    let t = merge(&mut a, &mut b, t0);
+    let s = b.open_session(t);
+    b.join(t, s, g("g")).unwrap();
+    exchange(&mut a, &mut b, t);
+    (a, b, t, s)
+}
+
+#[test]
+fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        max_pending: 3,
+        max_pending_bytes: 250,
+        ..CoreConfig::default()
+    };
+    let (mut a, mut b, t, s) = sender_in_view_of_two(config, t0);
+    // b is not the sequencer: its multicasts stay in its window until delivered back.
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
+        .unwrap();
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
+        .unwrap();
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100]);
+    assert!(
+        matches!(
+            full,
+            Err(GcsError::Backpressure {
+                pending: 2,
+                pending_bytes: 200,
+                ..
+            })
+        ),
+        "bytes: {full:?}"
+    );
+    assert!(!b.window_has_room(100));
+    // Small messages stop at the count.
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 10])
+        .unwrap();
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![]);
+    assert!(
+        matches!(full, Err(GcsError::Backpressure { pending: 3, .. })),
+        "count: {full:?}"
+    );
+    // Once ordered and delivered, the window is open again.
+    let outs = exchange(&mut a, &mut b, t);
+    let delivered = outs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Deliver {
+                    event: Event::Message { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(delivered, 3);
+    assert_eq!(b.pending(), 0);
+    assert!(b.window_has_room(250));
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 250])
+        .unwrap();
+    // One message always fits, however large (up to max_message_size).
+    exchange(&mut a, &mut b, t);
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 4096])
+        .unwrap();
+}
+
+#[test]
+fn each_node_gets_its_share_of_the_group_window() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        max_pending: 100,
+        group_window: 4,
+        ..CoreConfig::default()
+    };
+    let (_a, mut b, t, s) = sender_in_view_of_two(config, t0);
+    // Two members: 4 / 2 = 2 each, although max_pending allows 100.
+    for _ in 0..2 {
+        b.multicast(t, s, Service::Agreed, &[g("g")], vec![1])
+            .unwrap();
+    }
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![1]);
+    assert!(
+        matches!(
+            full,
+            Err(GcsError::Backpressure {
+                pending: 2,
+                limit: 2,
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+}

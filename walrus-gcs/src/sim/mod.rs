@@ -1,6 +1,7 @@
 //! Deterministic simulator: many [`Node`]s on a virtual clock, with a seeded RNG.
 //!
-//! Links are reliable and FIFO while they live (what a QUIC connection gives) with random
+//! Links are reliable while they live (what a QUIC connection gives), FIFO per lane (a link
+//! has a control and a data stream, see [`crate::wire::PeerMessage::is_control`]), with random
 //! latency; the fault plan breaks them: partitions into components (the transport may or
 //! may not report the break), non-transitive cuts, silent one-way cuts, heals, crashes
 //! and restarts with a new incarnation. Random client activity opens and closes
@@ -239,7 +240,9 @@ enum Fault {
 struct Link {
     cut: bool,
     epoch: u64,
-    last_arrival: Duration,
+    /// Latest arrival so far on each lane (data, control): FIFO within a lane, like the
+    /// transport's two streams; a control message may overtake data and the reverse.
+    last_arrival: [Duration; 2],
 }
 
 struct SimSession {
@@ -932,8 +935,9 @@ impl Sim {
                     let lat = Duration::from_micros(
                         self.rng.random_range(200..=self.latency_max_ms * 1000),
                     );
-                    let arrival = (self.now + lat).max(link.last_arrival);
-                    self.links[i][j].last_arrival = arrival;
+                    let lane = usize::from(msg.is_control());
+                    let arrival = (self.now + lat).max(link.last_arrival[lane]);
+                    self.links[i][j].last_arrival[lane] = arrival;
                     self.at(
                         arrival,
                         Ev::Msg {

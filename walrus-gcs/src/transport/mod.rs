@@ -10,10 +10,10 @@
 //! events to the sans-IO core.
 //!
 //! ```text
-//!            send(to, msg) ─▶ per-peer bounded queue ─▶ writer ─▶ uni stream ─┐
-//!                                                                             │ QUIC
-//!  events ◀─ Message{from,msg} ◀─ reader (header check, decode, name check) ◀─┘ (mTLS)
-//!         ◀─ LinkUp / LinkDown (per peer, in order)
+//!  send_on(lane, to, msg) ─▶ per-peer queues (control, data) ─▶ writer ─▶ 2 uni streams ─┐
+//!                                                                                        │ QUIC
+//!  events ◀─ control first ◀─ Message{from,msg} ◀─ readers (check, decode, name check) ◀─┘ (mTLS)
+//!         ◀─ LinkUp / LinkDown (per peer, in order, with control)
 //! ```
 //!
 //! Rules:
@@ -29,8 +29,11 @@
 //! - **Who is let in.** The peer's certificate must chain to the cluster CA (checked by
 //!   rustls during the handshake) and name a configured peer in its SAN (checked before
 //!   any stream is read); the sender name inside every frame must equal that name.
-//! - **Frames.** Each direction of a link is one unidirectional stream that starts with a
-//!   preamble ([`PREAMBLE`]) and then carries frames: version byte, `u32` body length
+//! - **Two lanes.** Each direction of a link has two unidirectional streams: control
+//!   (starts with [`CONTROL_PREAMBLE`], higher QUIC priority, own send and receive queues,
+//!   taken first by [`TransportEvents`]) and data ([`PREAMBLE`]); see [`Lane`]. FIFO holds
+//!   within a lane. A peer that opens only one stream (either lane) is served.
+//! - **Frames.** Each stream starts with its preamble and then carries frames: version byte, `u32` body length
 //!   checked against [`Limits::max_frame`] before allocating, bincode body
 //!   `(sender name, message)` decoded through [`crate::codec`] with a size limit.
 //!   Anything malformed closes the connection with a logged reason; never a panic.
@@ -71,8 +74,33 @@ pub use fault::partition;
 
 pub use crate::NodeId;
 
-/// Bytes a stream starts with: magic and the frame version.
+/// Bytes a data stream starts with: magic and the frame version.
 pub const PREAMBLE: [u8; 4] = [b'W', b'G', b'C', codec::FRAME_VERSION];
+
+/// Bytes the control stream starts with (see [`Lane`]).
+pub const CONTROL_PREAMBLE: [u8; 4] = [b'W', b'G', b'K', codec::FRAME_VERSION];
+
+/// Which of a link's two streams a message travels on. Control messages (the GCS core's
+/// heartbeats and view-change messages) never wait behind data: they have their own
+/// stream, which QUIC sends first (stream priority), their own send queue, and their own
+/// receive queue that [`TransportEvents`] always empties first. Order holds within a
+/// lane, not across the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Application data and its ordering (the bulk of the bytes).
+    Data,
+    /// Failure detection and membership: small, rare, urgent.
+    Control,
+}
+
+impl Lane {
+    fn preamble(self) -> [u8; 4] {
+        match self {
+            Lane::Data => PREAMBLE,
+            Lane::Control => CONTROL_PREAMBLE,
+        }
+    }
+}
 
 /// QUIC application close codes the transport uses (the reason text says more).
 pub mod close_code {
@@ -148,7 +176,8 @@ pub struct Limits {
     pub backpressure_bytes: usize,
     /// Concurrent bidirectional (point-to-point) streams a peer may open. Default 32.
     pub max_bidi_streams: u32,
-    /// Concurrent unidirectional streams a peer may open. Default 1 (the message stream).
+    /// Concurrent unidirectional streams a peer may open. Default 2 (the data and the
+    /// control stream, see [`Lane`]).
     pub max_uni_streams: u32,
     /// Connection attempts being handshaken at once. Default 64; more are refused.
     pub max_incoming: usize,
@@ -218,7 +247,7 @@ impl Default for Limits {
             initial_rtt: Duration::from_millis(50),
             backpressure_bytes: 1024 * 1024,
             max_bidi_streams: 32,
-            max_uni_streams: 1,
+            max_uni_streams: 2,
             max_incoming: 64,
             mtu_upper_bound: MTU_UPPER_BOUND_MAX,
             initial_window_bytes: 32 * 1024,
@@ -328,22 +357,73 @@ pub enum TransportEvent<M> {
     },
 }
 
+/// One queued event: the event, its share of a byte budget, and the link it came from
+/// (a connection's `stable_id`).
+type Queued<M> = (TransportEvent<M>, Option<OwnedSemaphorePermit>, usize);
+
 /// The receiving end of a transport's events. Taking an event frees its share of the
 /// byte budget ([`Limits::event_queue_bytes`]).
+///
+/// Two queues feed it: control (link up/down, duplicates, and [`Lane::Control`]
+/// messages) and data. Control is always taken first, so a heartbeat or a view change is
+/// never stuck behind megabytes of data. Link events travel with control; a data message
+/// from a link already reported down is dropped here (a broken link may lose messages;
+/// delivering them after its link-down would make a dead peer look alive again).
 #[derive(Debug)]
 pub struct TransportEvents<M> {
-    rx: mpsc::Receiver<(TransportEvent<M>, Option<OwnedSemaphorePermit>)>,
+    control: mpsc::Receiver<Queued<M>>,
+    data: mpsc::Receiver<Queued<M>>,
+    /// The live link of each peer, as reported by the control queue so far.
+    live: HashMap<NodeId, usize>,
 }
 
 impl<M> TransportEvents<M> {
     /// The next event; `None` once the transport has stopped.
     pub async fn recv(&mut self) -> Option<TransportEvent<M>> {
-        self.rx.recv().await.map(|(e, _permit)| e)
+        loop {
+            let q = tokio::select! {
+                biased;
+                q = self.control.recv() => q,
+                q = self.data.recv() => q,
+            }?;
+            if let Some(e) = self.admit(q) {
+                return Some(e);
+            }
+        }
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<TransportEvent<M>> {
-        self.rx.try_recv().ok().map(|(e, _permit)| e)
+        loop {
+            let q = match self.control.try_recv() {
+                Ok(q) => q,
+                Err(_) => self.data.try_recv().ok()?,
+            };
+            if let Some(e) = self.admit(q) {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Tracks link events; drops data messages of links that are no longer live.
+    fn admit(&mut self, (event, _permit, link): Queued<M>) -> Option<TransportEvent<M>> {
+        match &event {
+            TransportEvent::LinkUp { peer } => {
+                self.live.insert(peer.clone(), link);
+            }
+            TransportEvent::LinkDown { peer, .. } => {
+                if self.live.get(peer) == Some(&link) {
+                    self.live.remove(peer);
+                }
+            }
+            TransportEvent::Message { from, .. } => {
+                if self.live.get(from) != Some(&link) {
+                    return None;
+                }
+            }
+            TransportEvent::Duplicate { .. } => {}
+        }
+        Some(event)
     }
 }
 
@@ -435,10 +515,12 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
 struct Link {
-    /// Encoded frames for the writer.
+    /// Encoded data frames for the writer.
     tx: mpsc::Sender<Vec<u8>>,
     /// Bytes in `tx`'s queue.
     queued: Arc<AtomicUsize>,
+    /// Encoded control frames for the writer (sent first, see [`Lane`]).
+    control: mpsc::Sender<Vec<u8>>,
     conn: quinn::Connection,
 }
 
@@ -490,9 +572,14 @@ struct Shared<M> {
     limits: Limits,
     endpoint: quinn::Endpoint,
     peers: HashMap<NodeId, Peer>,
-    events: mpsc::Sender<(TransportEvent<M>, Option<OwnedSemaphorePermit>)>,
-    /// Byte budget of received messages not yet taken by the driver.
+    /// Received data messages.
+    events: mpsc::Sender<Queued<M>>,
+    /// Byte budget of received data messages not yet taken by the driver.
     event_bytes: Arc<Semaphore>,
+    /// Received control messages and link events (taken first, see [`Lane`]).
+    control: mpsc::Sender<Queued<M>>,
+    /// Byte budget of received control messages not yet taken by the driver.
+    control_bytes: Arc<Semaphore>,
     streams: mpsc::Sender<IncomingStream>,
     shutdown: watch::Receiver<bool>,
     pending_handshakes: AtomicUsize,
@@ -570,6 +657,7 @@ impl<M: Message> Transport<M> {
         endpoint.set_default_client_config(client);
 
         let (events_tx, events_rx) = mpsc::channel(limits.event_queue.max(1));
+        let (control_tx, control_rx) = mpsc::channel(limits.event_queue.max(1));
         let limits_event_bytes = limits.event_queue_bytes;
         let (streams_tx, streams_rx) = mpsc::channel(limits.stream_queue.max(1));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -603,6 +691,10 @@ impl<M: Message> Transport<M> {
             event_bytes: Arc::new(Semaphore::new(
                 limits_event_bytes.clamp(1, Semaphore::MAX_PERMITS),
             )),
+            control: control_tx,
+            control_bytes: Arc::new(Semaphore::new(
+                limits_event_bytes.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             streams: streams_tx,
             shutdown: shutdown_rx,
             pending_handshakes: AtomicUsize::new(0),
@@ -621,7 +713,11 @@ impl<M: Message> Transport<M> {
                 shutdown_tx: Arc::new(shutdown_tx),
                 incoming: Arc::new(tokio::sync::Mutex::new(streams_rx)),
             },
-            TransportEvents { rx: events_rx },
+            TransportEvents {
+                control: control_rx,
+                data: events_rx,
+                live: HashMap::new(),
+            },
         ))
     }
 
@@ -638,9 +734,15 @@ impl<M: Message> Transport<M> {
             .map_err(|source| TransportError::Io { addr: None, source })
     }
 
-    /// Queues `msg` for `to` without waiting. Fails if there is no link; if the queue is
-    /// full the link is closed (the peer is too slow) and the error says so.
+    /// Queues `msg` for `to` on the data lane without waiting. Fails if there is no
+    /// link; if the queue is full the link is closed (the peer is too slow) and the
+    /// error says so.
     pub fn send(&self, to: &NodeId, msg: M) -> Result<(), TransportError> {
+        self.send_on(Lane::Data, to, msg)
+    }
+
+    /// Like [`Transport::send`], on the lane given (see [`Lane`]).
+    pub fn send_on(&self, lane: Lane, to: &NodeId, msg: M) -> Result<(), TransportError> {
         let peer = self.peer(to)?;
         // Encoded here, on the caller's task, so the queue's size is known in bytes.
         let mut frame = Vec::new();
@@ -658,15 +760,18 @@ impl<M: Message> Transport<M> {
             return Err(TransportError::NoLink { peer: to.clone() });
         };
         let limits = &self.shared.limits;
-        let over_bytes = link.queued.load(Ordering::Relaxed) + len > limits.peer_queue_bytes;
-        let result = if over_bytes {
-            Err(mpsc::error::TrySendError::Full(frame))
-        } else {
-            link.tx.try_send(frame)
+        let result = match lane {
+            Lane::Control => link.control.try_send(frame),
+            Lane::Data if link.queued.load(Ordering::Relaxed) + len > limits.peer_queue_bytes => {
+                Err(mpsc::error::TrySendError::Full(frame))
+            }
+            Lane::Data => link.tx.try_send(frame),
         };
         match result {
             Ok(()) => {
-                link.queued.fetch_add(len, Ordering::Relaxed);
+                if lane == Lane::Data {
+                    link.queued.fetch_add(len, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -954,18 +1059,20 @@ async fn peer_task<M: Message>(
             }
         };
         let end = run_link(&shared, &name, conn, &mut accepted, &mut admission).await;
-        let (reason, was_up, replacement) = (end.reason, end.was_up, end.replacement);
+        let (reason, was_up, replacement, link) =
+            (end.reason, end.was_up, end.replacement, end.link);
         if let Some(refusal) = end.refused_as_duplicate {
             if !told_duplicate {
                 told_duplicate = true;
                 let _ = shared
-                    .events
+                    .control
                     .send((
                         TransportEvent::Duplicate {
                             peer: name.clone(),
                             reason: refusal,
                         },
                         None,
+                        link,
                     ))
                     .await;
             }
@@ -976,13 +1083,14 @@ async fn peer_task<M: Message>(
             info!(peer = %name, %reason, "link down");
             backoff = shared.limits.backoff_min;
             let _ = shared
-                .events
+                .control
                 .send((
                     TransportEvent::LinkDown {
                         peer: name.clone(),
                         reason,
                     },
                     None,
+                    link,
                 ))
                 .await;
         } else {
@@ -1037,6 +1145,8 @@ struct LinkEnd {
     replacement: Option<quinn::Connection>,
     /// The peer closed it because another process holds this node's name.
     refused_as_duplicate: Option<String>,
+    /// The connection's `stable_id` (tags its events, see [`TransportEvents`]).
+    link: usize,
 }
 
 /// Runs one connection as the link to `name` until it ends. Newer connections from the
@@ -1054,13 +1164,16 @@ async fn run_link<M: Message>(
             was_up: false,
             replacement: None,
             refused_as_duplicate: None,
+            link: conn.stable_id(),
         };
     };
     let (tx, rx) = mpsc::channel(shared.limits.peer_queue.max(1));
+    let (control, control_rx) = mpsc::channel(shared.limits.peer_queue.max(1));
     let queued = Arc::new(AtomicUsize::new(0));
     *peer.link() = Some(Link {
         tx,
         queued: queued.clone(),
+        control,
         conn: conn.clone(),
     });
     let up = AtomicBool::new(false);
@@ -1072,7 +1185,7 @@ async fn run_link<M: Message>(
     let mut replacement = None;
     // A newcomer held by the admission rule, and when to decide about it.
     let mut held: Option<(quinn::Connection, std::time::Instant)> = None;
-    let write = write_loop(shared, &conn, rx, &queued);
+    let write = write_loop(shared, &conn, control_rx, rx, &queued);
     let read = read_loop(shared, name, &conn, &up, &heard);
     let streams = accept_streams(shared, name, &conn);
     tokio::pin!(write, read, streams);
@@ -1168,6 +1281,7 @@ async fn run_link<M: Message>(
         was_up: up.load(Ordering::Relaxed),
         replacement,
         refused_as_duplicate,
+        link: conn.stable_id(),
     }
 }
 
@@ -1225,19 +1339,53 @@ fn describe(e: &quinn::ConnectionError) -> String {
     }
 }
 
+/// Opens the link's two streams (control first, at a higher QUIC priority) and writes
+/// each one's queue to it.
 async fn write_loop<M: Message>(
     shared: &Shared<M>,
     conn: &quinn::Connection,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    control: mpsc::Receiver<Vec<u8>>,
+    data: mpsc::Receiver<Vec<u8>>,
     queued: &AtomicUsize,
 ) -> (u32, String) {
-    let mut stream = match conn.open_uni().await {
+    let control_stream = match open_lane(conn, Lane::Control).await {
         Ok(s) => s,
-        Err(e) => return closed_reason(&e),
+        Err(e) => return e,
     };
-    if let Err(e) = stream.write_all(&PREAMBLE).await {
-        return lost(conn, "write", e);
+    let data_stream = match open_lane(conn, Lane::Data).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    tokio::select! {
+        r = write_frames(shared, conn, control_stream, control, None) => r,
+        r = write_frames(shared, conn, data_stream, data, Some(queued)) => r,
     }
+}
+
+/// Opens a stream of `lane` and writes its preamble.
+async fn open_lane(
+    conn: &quinn::Connection,
+    lane: Lane,
+) -> Result<quinn::SendStream, (u32, String)> {
+    let mut stream = conn.open_uni().await.map_err(|e| closed_reason(&e))?;
+    if lane == Lane::Control {
+        // Of the bytes waiting on this connection, QUIC sends the control stream's first.
+        let _ = stream.set_priority(1);
+    }
+    stream
+        .write_all(&lane.preamble())
+        .await
+        .map_err(|e| lost(conn, "write", e))?;
+    Ok(stream)
+}
+
+async fn write_frames<M: Message>(
+    shared: &Shared<M>,
+    conn: &quinn::Connection,
+    mut stream: quinn::SendStream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    queued: Option<&AtomicUsize>,
+) -> (u32, String) {
     let mut buf = Vec::with_capacity(shared.limits.write_batch);
     loop {
         let Some(first) = rx.recv().await else {
@@ -1250,7 +1398,9 @@ async fn write_loop<M: Message>(
         let mut next = Some(first);
         // Coalesce what is queued into one write (fewer stream operations and packets).
         while let Some(frame) = next.take() {
-            queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            if let Some(q) = queued {
+                q.fetch_sub(frame.len(), Ordering::Relaxed);
+            }
             buf.extend_from_slice(&frame);
             if buf.len() < shared.limits.write_batch {
                 next = rx.try_recv().ok();
@@ -1265,6 +1415,8 @@ async fn write_loop<M: Message>(
     }
 }
 
+/// Accepts the peer's streams and reads their frames. The link is up once the first
+/// stream's preamble is read; a second stream must be of the other [`Lane`].
 async fn read_loop<M: Message>(
     shared: &Shared<M>,
     name: &NodeId,
@@ -1272,30 +1424,71 @@ async fn read_loop<M: Message>(
     up: &AtomicBool,
     heard: &AtomicU64,
 ) -> (u32, String) {
-    let mut stream = match conn.accept_uni().await {
+    let link = conn.stable_id();
+    let (first, first_lane) = match accept_lane(conn).await {
         Ok(s) => s,
-        Err(e) => return closed_reason(&e),
+        Err(e) => return e,
     };
-    let mut preamble = [0u8; PREAMBLE.len()];
-    if let Err(e) = stream.read_exact(&mut preamble).await {
-        return (close_code::PROTOCOL, format!("reading preamble: {e}"));
-    }
-    if preamble != PREAMBLE {
-        return (
-            close_code::PROTOCOL,
-            format!("bad preamble {preamble:02x?}"),
-        );
-    }
     up.store(true, Ordering::Relaxed);
     info!(peer = %name, "link up");
     if shared
-        .events
-        .send((TransportEvent::LinkUp { peer: name.clone() }, None))
+        .control
+        .send((TransportEvent::LinkUp { peer: name.clone() }, None, link))
         .await
         .is_err()
     {
         return (close_code::SHUTDOWN, "driver gone".into());
     }
+    let second = async {
+        let (stream, lane) = match accept_lane(conn).await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if lane == first_lane {
+            return (close_code::PROTOCOL, format!("a second {lane:?} stream"));
+        }
+        read_frames(shared, name, stream, lane, heard, link, conn).await
+    };
+    tokio::select! {
+        r = read_frames(shared, name, first, first_lane, heard, link, conn) => r,
+        r = second => r,
+    }
+}
+
+/// Accepts one of the peer's streams and reads its preamble, which names its lane.
+async fn accept_lane(conn: &quinn::Connection) -> Result<(quinn::RecvStream, Lane), (u32, String)> {
+    let mut stream = conn.accept_uni().await.map_err(|e| closed_reason(&e))?;
+    let mut preamble = [0u8; PREAMBLE.len()];
+    if let Err(e) = stream.read_exact(&mut preamble).await {
+        return Err((close_code::PROTOCOL, format!("reading preamble: {e}")));
+    }
+    let lane = if preamble == PREAMBLE {
+        Lane::Data
+    } else if preamble == CONTROL_PREAMBLE {
+        Lane::Control
+    } else {
+        return Err((
+            close_code::PROTOCOL,
+            format!("bad preamble {preamble:02x?}"),
+        ));
+    };
+    Ok((stream, lane))
+}
+
+/// Reads the frames of one stream into its lane's queue.
+async fn read_frames<M: Message>(
+    shared: &Shared<M>,
+    name: &NodeId,
+    mut stream: quinn::RecvStream,
+    lane: Lane,
+    heard: &AtomicU64,
+    link: usize,
+    conn: &quinn::Connection,
+) -> (u32, String) {
+    let (queue, budget) = match lane {
+        Lane::Data => (&shared.events, &shared.event_bytes),
+        Lane::Control => (&shared.control, &shared.control_bytes),
+    };
     // Reads come in chunks of up to 64 KiB; frames are cut out of them without
     // waiting on the stream once per frame.
     let mut frames = frames::FrameBuffer::new(shared.limits.max_frame);
@@ -1333,10 +1526,10 @@ async fn read_loop<M: Message>(
             // Wait for room in the byte budget first: while the driver lags, reading
             // stops and QUIC flow control holds the sender back.
             let want = u32::try_from(size.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-            let Ok(permit) = shared.event_bytes.clone().acquire_many_owned(want).await else {
+            let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
                 return (close_code::SHUTDOWN, "driver gone".into());
             };
-            if shared.events.send((event, Some(permit))).await.is_err() {
+            if queue.send((event, Some(permit), link)).await.is_err() {
                 return (close_code::SHUTDOWN, "driver gone".into());
             }
         }
