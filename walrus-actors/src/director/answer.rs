@@ -18,11 +18,16 @@
 //! of our zones is acknowledged (we are the zones' only source, there is nothing to
 //! fetch), any other gets NOTAUTH, as from BIND; an unknown opcode is NOTIMP; UDP answers are cut to the
 //! client's datagram size (first the optional additional and authority records, then TC).
+//! An EDNS Client Subnet option (RFC 7871) is echoed with the scope steering computed
+//! ([`QueryContext::ecs`]; scope 0 for every name but `www.<site>`, the only one steering
+//! changes), and a malformed one is answered FORMERR (RFC 7871 §6).
 
+use super::steering::SourcePrefix;
 use super::zone::{zone_of, ZoneContents, ZoneLayout, ZoneState};
 use hickory_proto::dnssec::rdata::tsig::{make_tsig_record, TSIG};
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 /// The transport a request came over: UDP answers are cut to the client's datagram size.
@@ -56,6 +61,25 @@ pub struct QueryContext<'a> {
     /// A/AAAA rrsets start at this index (modulo their length): the server passes a
     /// counter so the first address cycles over the cluster (BIND randomises).
     pub rotation: usize,
+    /// What the request's EDNS Client Subnet option asks of the reply.
+    pub ecs: EcsReply,
+}
+
+/// The reply's EDNS Client Subnet option (RFC 7871), decided before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcsReply {
+    /// The request has no ECS option: the reply has none.
+    Absent,
+    /// The request's ECS option is malformed: FORMERR (RFC 7871 §6).
+    Malformed,
+    /// Echo the client's subnet (family, source prefix and address copied, RFC 7871
+    /// §7.2.1) with `scope` when the question is `www.<site>`, scope 0 for any other name.
+    Echo {
+        /// The client subnet the request carried.
+        client: SourcePrefix,
+        /// SCOPE PREFIX-LENGTH of a steered answer ([`super::steering::Steering::pick`]).
+        scope: u8,
+    },
 }
 
 impl QueryContext<'_> {
@@ -65,6 +89,7 @@ impl QueryContext<'_> {
             transport,
             site_target: None,
             rotation: 0,
+            ecs: EcsReply::Absent,
         }
     }
 }
@@ -123,6 +148,10 @@ pub fn respond_with(
         resp.set_response_code(ResponseCode::FormErr);
         return emit(resp, limit, false);
     };
+    if ctx.ecs == EcsReply::Malformed {
+        resp.set_response_code(ResponseCode::FormErr);
+        return emit(resp, limit, false);
+    }
     match req.op_code() {
         OpCode::Query => {}
         OpCode::Notify => {
@@ -140,6 +169,14 @@ pub fn respond_with(
         }
     }
     let optional_authority = answer_query(layout, state, query, ctx, &mut resp);
+    if let (EcsReply::Echo { client, scope }, Some(edns)) = (ctx.ecs, resp.extensions_mut()) {
+        let mut qname = query.name().to_lowercase();
+        qname.set_fqdn(true);
+        let steered = qname == layout.site_www();
+        let scope = if steered { scope } else { 0 };
+        let option = ClientSubnet::new(client.addr(), client.len(), scope);
+        edns.options_mut().insert(EdnsOption::Subnet(option));
+    }
     emit(resp, limit, optional_authority)
 }
 

@@ -15,8 +15,9 @@
 //! damaged state file (empty, cut short, garbage) is set aside and the previous copy, or
 //! else the initial answer, is served: a bad file never keeps the area's DNS down.
 
-use super::answer::{respond_with, QueryContext, Transport};
+use super::answer::{respond_with, EcsReply, QueryContext, Transport};
 use super::answer_cache::AnswerCache;
+use super::ecs::client_subnet;
 use super::steering::Steering;
 use super::zone::{ZoneLayout, ZoneState};
 use super::{Fence, Held, NameServer, NameServerError, MAX_EPOCH_AHEAD_MS};
@@ -217,18 +218,37 @@ impl EmbeddedServer {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let ctx = QueryContext {
-            transport,
-            site_target: steering.target_for(source),
-            rotation: self.inner.rotation.fetch_add(1, Ordering::Relaxed),
-        };
+        let rotation = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
         // With steering the reply depends on the source address, which is not in the key.
+        // Without it the reply is a function of the request bytes (an ECS option in them
+        // included: echoed with scope 0).
         let cached = steering.is_empty();
         if cached {
-            if let Some(reply) = self.inner.cache.get(request, transport, ctx.rotation) {
+            if let Some(reply) = self.inner.cache.get(request, transport, rotation) {
                 return Some(reply);
             }
         }
+        let (site_target, ecs) = match client_subnet(request) {
+            Ok(None) => (steering.target_for(source), EcsReply::Absent),
+            Ok(Some(c)) => {
+                let pick = steering.pick(c.prefix, source);
+                let ecs = EcsReply::Echo {
+                    client: c.prefix,
+                    scope: pick.scope,
+                };
+                (pick.target, ecs)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %source, "malformed client subnet: FORMERR");
+                (None, EcsReply::Malformed)
+            }
+        };
+        let ctx = QueryContext {
+            transport,
+            site_target,
+            rotation,
+            ecs,
+        };
         let reply = respond_with(&self.inner.layout, &state, request, &ctx)?;
         if cached {
             self.inner
@@ -825,6 +845,108 @@ mod tests {
         }
         let _ = stop.send(());
         served.await.unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A query for `name` from a resolver that adds the raw ECS option `ecs` (code 8).
+    fn ask_ecs(name: &str, ecs: Option<&[u8]>) -> Vec<u8> {
+        use hickory_proto::op::{Edns, Message, Query};
+        use hickory_proto::rr::rdata::opt::EdnsOption;
+        use hickory_proto::rr::{Name, RecordType};
+        let mut m = Message::new();
+        m.set_id(99);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        if let Some(data) = ecs {
+            e.options_mut()
+                .insert(EdnsOption::Unknown(8, data.to_vec()));
+        }
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    }
+
+    /// The reply's CNAME target (if any), whether it is FORMERR, and its ECS option (family, source, scope).
+    fn reply_of(bytes: &[u8]) -> (Option<String>, bool, Option<(std::net::IpAddr, u8, u8)>) {
+        use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+        use hickory_proto::rr::RData;
+        let m = hickory_proto::op::Message::from_vec(bytes).unwrap();
+        let cname = m.answers().iter().find_map(|r| match r.data() {
+            RData::CNAME(c) => Some(c.0.to_ascii()),
+            _ => None,
+        });
+        let ecs = m
+            .extensions()
+            .as_ref()
+            .and_then(|e| match e.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(c)) => {
+                    Some((c.addr(), c.source_prefix(), c.scope_prefix()))
+                }
+                _ => None,
+            });
+        // Other areas' zones are not in this layout: a steered CNAME ends in NXDOMAIN here,
+        // so only FORMERR is told apart.
+        let formerr = m.response_code() == hickory_proto::op::ResponseCode::FormErr;
+        (cname, formerr, ecs)
+    }
+
+    #[test]
+    fn client_subnet_steers_and_scopes_the_answer() {
+        let d = tmpdir("ecs");
+        let s = EmbeddedServer::open(AreaName::from("a1"), layout(), d.join("state.json")).unwrap();
+        let ask = |name: &str, ecs: Option<&[u8]>, from: &str| {
+            reply_of(
+                &s.answer(&ask_ecs(name, ecs), Transport::Udp, from.parse().unwrap())
+                    .unwrap(),
+            )
+        };
+        let ip = |a: &str| a.parse::<std::net::IpAddr>().unwrap();
+        let www = "www.example.com.";
+        let a = |z: &str| Some(format!("www.{z}.example.com."));
+        // No steering: the paper's answer, the option echoed with scope 0 (twice: the
+        // second reply comes from the answer cache).
+        for _ in 0..2 {
+            assert_eq!(
+                ask(www, Some(&[0, 1, 24, 0, 10, 1, 2]), "127.0.0.1"),
+                (a("a1"), false, Some((ip("10.1.2.0"), 24, 0)))
+            );
+        }
+        s.set_steering(
+            Steering::from_pairs([
+                ("127.0.0.1", "a2.example.com"),
+                ("10.1.0.0/16", "a3.example.com"),
+            ])
+            .unwrap(),
+        );
+        // The client's subnet decides, not the resolver's address; scope = the rule's /16.
+        assert_eq!(
+            ask(www, Some(&[0, 1, 24, 0, 10, 1, 2]), "127.0.0.1"),
+            (a("a3"), false, Some((ip("10.1.2.0"), 24, 16)))
+        );
+        // An unmapped client subnet falls back to the resolver's rule, for a scope that
+        // keeps 10.1.0.0/16 out (10.0.0.0/16 shares 15 bits with it).
+        assert_eq!(
+            ask(www, Some(&[0, 1, 24, 0, 10, 0, 9]), "127.0.0.1"),
+            (a("a2"), false, Some((ip("10.0.9.0"), 24, 16)))
+        );
+        // Without ECS: the resolver's address, and no option in the reply.
+        assert_eq!(ask(www, None, "127.0.0.1"), (a("a2"), false, None));
+        // Another name does not depend on the client: scope 0.
+        assert_eq!(
+            ask("example.com.", Some(&[0, 1, 24, 0, 10, 1, 2]), "127.0.0.1"),
+            (None, false, Some((ip("10.1.2.0"), 24, 0)))
+        );
+        // Malformed (a bit beyond the source prefix; extra octets; a bad family that
+        // hickory's own parser refuses): FORMERR, no option.
+        for bad in [
+            &[0, 1, 23, 0, 10, 1, 3][..],
+            &[0, 1, 16, 0, 10, 1, 0],
+            &[0, 7, 16, 0, 10, 1],
+            &[0, 1, 40, 0, 10, 1, 2, 3, 4],
+        ] {
+            let (cname, formerr, ecs) = ask(www, Some(bad), "127.0.0.1");
+            assert_eq!((cname, formerr, ecs), (None, true, None), "{bad:?}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -62,6 +62,7 @@ mod answer_cache;
 pub mod bind_config;
 pub mod core;
 pub mod driver;
+pub mod ecs;
 pub mod embedded;
 pub mod knot_config;
 pub mod pdns_config;

@@ -19,6 +19,27 @@
 //! Unmapped sources get the unchanged §7.2 answer (own area), so an empty map is exactly
 //! the paper's behaviour. Pure logic, no I/O: [`Steering::target_for`] is called by the
 //! embedded server with the query's source address.
+//!
+//! # EDNS Client Subnet (RFC 7871)
+//!
+//! When the query carries a client subnet ([`super::ecs`]), [`Steering::pick`] steers by
+//! the client's prefix instead of the resolver's address (a public resolver serves clients
+//! everywhere), falls back to the resolver's address when no rule covers the client's
+//! prefix, and computes the SCOPE PREFIX-LENGTH the reply carries. The resolver caches the
+//! answer for every client inside *client address / scope*, so the scope must be long
+//! enough that every address in that prefix gets the same answer from the table:
+//!
+//! - only rules that contain the whole client prefix can match (a /32 rule inside a /24
+//!   client subnet says nothing about which of its clients asks);
+//! - the scope is at least the matching rule's length (0 when none matches), and longer
+//!   where a more specific rule with another answer lies inside that prefix: one bit past
+//!   the bits the client shares with that rule, so the cached prefix excludes it;
+//! - it is capped at the client's SOURCE PREFIX-LENGTH: a more specific rule *inside* the
+//!   client subnet cannot be told apart with what the resolver sent (RFC 7871 §7.2.1 lets
+//!   a scope exceed the source, but the resolver then caches for the source prefix anyway);
+//! - an answer that does not depend on the client gets scope 0: no rule of the client's
+//!   family, a source prefix of 0 (the client opted out; the resolver's address decides,
+//!   as without ECS), or a name other than `www.<site>` ([`super::answer`] sees to that).
 
 use super::zone::fqdn;
 use super::DirectorError;
@@ -33,6 +54,29 @@ pub struct SourcePrefix {
 }
 
 impl SourcePrefix {
+    /// The prefix of `addr` with `len` bits (cut to the family's length); bits of `addr`
+    /// beyond `len` are ignored by every comparison.
+    pub fn new(addr: IpAddr, len: u8) -> Self {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        Self {
+            addr,
+            len: len.min(max),
+        }
+    }
+
+    /// The address as given.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The same prefix with the bits beyond its length cleared.
+    pub fn masked(&self) -> Self {
+        Self {
+            addr: masked(self.addr, self.len),
+            ..*self
+        }
+    }
+
     /// Parses `ADDR/LEN` (a bare address is a host prefix).
     pub fn parse(s: &str) -> Result<Self, DirectorError> {
         let bad = |reason: &str| DirectorError::BadName {
@@ -67,20 +111,42 @@ impl SourcePrefix {
 
     /// Whether `ip` lies inside the prefix (families must match).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(p), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                u32::from(p) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(p), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                u128::from(p) & mask == u128::from(a) & mask
-            }
-            _ => false,
+        self.addr.is_ipv4() == ip.is_ipv4() && masked(self.addr, self.len) == masked(ip, self.len)
+    }
+}
+
+/// `addr` with the bits beyond the first `len` cleared.
+fn masked(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
         }
     }
+}
+
+/// How many leading bits `a` and `b` share (`None` across families).
+fn common_bits(a: IpAddr, b: IpAddr) -> Option<u8> {
+    let bits = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+        _ => return None,
+    };
+    u8::try_from(bits).ok()
+}
+
+/// Steering's answer to one query with a client subnet: where `www.<site>` points, and the
+/// SCOPE PREFIX-LENGTH the reply's ECS option carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick<'a> {
+    /// The area zone to point at (`None`: the paper's §7.2 answer).
+    pub target: Option<&'a Name>,
+    /// Bits of the client's address the answer holds for (see the module doc).
+    pub scope: u8,
 }
 
 /// One rule: queries from `source` are sent to `area_zone` (the nearest area's zone).
@@ -140,11 +206,47 @@ impl Steering {
             })
             .map(|r| &r.area_zone)
     }
+
+    /// The answer to a query from `resolver` carrying the client subnet `client` (RFC
+    /// 7871), with its scope: the rules in the module doc.
+    pub fn pick(&self, client: SourcePrefix, resolver: IpAddr) -> Pick<'_> {
+        if client.is_empty() {
+            return Pick {
+                target: self.target_for(resolver),
+                scope: 0,
+            };
+        }
+        let matched = self
+            .rules
+            .iter()
+            .filter(|r| r.source.len <= client.len && r.source.contains(client.addr))
+            .fold(None::<&SteerRule>, |best, r| match best {
+                Some(b) if b.source.len() >= r.source.len() => Some(b),
+                _ => Some(r),
+            });
+        let answer = matched.map(|r| &r.area_zone);
+        let mut scope = matched.map_or(0, |r| r.source.len);
+        for r in &self.rules {
+            if Some(&r.area_zone) == answer || r.source.len <= scope {
+                continue;
+            }
+            // A rule with another answer, more specific than what decides for the client:
+            // the cached prefix must stop one bit past what the client shares with it.
+            let Some(shared) = common_bits(client.addr, r.source.addr) else {
+                continue;
+            };
+            scope = scope.max(shared.saturating_add(1));
+        }
+        Pick {
+            target: answer.or_else(|| self.target_for(resolver)),
+            scope: scope.min(client.len),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::answer::{respond, respond_with, QueryContext, Transport};
+    use super::super::answer::{respond, respond_with, EcsReply, QueryContext, Transport};
     use super::super::zone::{AreaServer, RecordTtl, ZoneLayout, ZoneState};
     use super::*;
     use hickory_proto::op::{Message, Query};
@@ -236,6 +338,7 @@ mod tests {
                 transport: Transport::Udp,
                 site_target: target,
                 rotation: 0,
+                ecs: EcsReply::Absent,
             },
         )
         .unwrap();
@@ -270,6 +373,7 @@ mod tests {
                     transport: Transport::Udp,
                     site_target: s.target_for(ip(src)),
                     rotation: 0,
+                    ecs: EcsReply::Absent,
                 },
             );
             assert_eq!(got, plain, "{src}");
@@ -283,6 +387,7 @@ mod tests {
                 transport: Transport::Udp,
                 site_target: Some(&fqdn("area-2.example.com").unwrap()),
                 rotation: 0,
+                ecs: EcsReply::Absent,
             },
         );
         assert_eq!(
@@ -294,5 +399,123 @@ mod tests {
                 Transport::Udp
             )
         );
+    }
+
+    /// Checks picks against a table. `rules`: `PREFIX=AREA` words; `cases`: `CLIENT=AREA/SCOPE`
+    /// words (`-` for no area); the resolver is 192.0.2.99.
+    fn expect_picks(rules: &str, cases: &str) {
+        let zone = |n: &str| format!("area-{n}.example.com.");
+        let pairs: Vec<(&str, String)> = rules
+            .split_whitespace()
+            .map(|w| w.split_once('=').unwrap())
+            .map(|(p, n)| (p, zone(n)))
+            .collect();
+        let s = Steering::from_pairs(pairs.iter().map(|(p, z)| (*p, z.as_str()))).unwrap();
+        for case in cases.split_whitespace() {
+            let (client, want) = case.split_once('=').unwrap();
+            let (area, scope) = want.split_once('/').unwrap();
+            let want = (
+                Some(area).filter(|a| *a != "-").map(zone),
+                scope.parse().unwrap(),
+            );
+            let p = s.pick(SourcePrefix::parse(client).unwrap(), ip("192.0.2.99"));
+            let got = (p.target.map(|n| n.to_ascii()), p.scope);
+            assert_eq!(got, want, "{case} with {rules}");
+        }
+    }
+
+    #[test]
+    fn scope_is_the_matching_rule_when_nothing_more_specific_differs() {
+        // The last: a /12 client inside no rule's reach gets the source's /12.
+        expect_picks(
+            "10.1.0.0/16=1 10.2.0.0/16=2",
+            "10.1.7.0/24=1/16 10.2.7.9=2/16 10.1.0.0/12=-/12",
+        );
+    }
+
+    #[test]
+    fn a_more_specific_rule_with_another_answer_narrows_the_scope() {
+        // 10.2.4.0 shares 21 bits with 10.2.3.0 (…00000100 vs …00000011): /22; 10.200.0.0
+        // shares 8: /9; the /16 with the /8's answer narrows nothing. A client subnet
+        // wider than the /24 rule inside it cannot be told apart: the covering /8
+        // answers, the scope capped at the source (/20).
+        expect_picks(
+            "10.0.0.0/8=1 10.2.3.0/24=2 10.128.0.0/16=1",
+            "10.2.4.0/24=1/22 10.200.0.0/16=1/9 10.2.3.77=2/24 10.2.0.0/20=1/20",
+        );
+    }
+
+    #[test]
+    fn unmapped_clients_fall_back_to_the_resolver_with_a_scope_that_avoids_every_rule() {
+        // 10.8.0.0 shares 15 bits with 10.9.0.0: /16, answered by the resolver's rule
+        // (area 3). An IPv6 client with IPv4-only rules, and a source of 0 (the client
+        // opted out): the answer does not depend on the client, scope 0.
+        expect_picks(
+            "10.9.0.0/16=2 192.0.2.0/24=3",
+            "10.8.1.0/24=3/16 2001:db8::/56=3/0 10.9.0.0/0=3/0 0.0.0.0/0=3/0",
+        );
+        // No rules at all: the paper's answer, scope 0.
+        expect_picks("", "10.9.1.0/24=-/0");
+    }
+
+    /// The invariant a resolver's cache relies on: every address inside
+    /// *client / scope* gets the same answer from the table as the client did, except
+    /// addresses the client's own prefix cannot tell apart (inside the client subnet and
+    /// inside a rule longer than it).
+    fn check_scope(s: &Steering, client: SourcePrefix, resolver: IpAddr) -> Result<(), String> {
+        let pick = s.pick(client, resolver);
+        let IpAddr::V4(a) = client.addr() else {
+            return Err("v4 only".into());
+        };
+        let span = 32 - u32::from(pick.scope);
+        let base = u32::from(a) & u32::MAX.checked_shl(span).unwrap_or(0);
+        for i in 0..(1u64 << span) {
+            let x = IpAddr::V4((base | i as u32).into());
+            let truth = s.target_for(x).or_else(|| s.target_for(resolver));
+            let ambiguous = client.contains(x)
+                && s.rules()
+                    .iter()
+                    .any(|r| r.source.len() > client.len() && r.source.contains(x));
+            if truth != pick.target && !ambiguous {
+                return Err(format!(
+                    "{client:?} scope /{} answers {:?}, but {x} gets {:?}",
+                    pick.scope, pick.target, truth
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn random_tables_never_get_a_scope_wider_than_their_answer() {
+        // xorshift64: a fixed seed, replayed exactly.
+        let mut seed = 0x5eed_0021_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..300 {
+            // Rules and clients inside 10.0.0.0/20, prefixes /20../32: small enough to
+            // check every address of the scope.
+            let mut rand_prefix = |min: u64| {
+                let len = (20 + next() % 13).max(min) as u8;
+                let addr = 0x0a00_0000 | (next() as u32 & 0x0fff);
+                SourcePrefix::new(IpAddr::V4(addr.into()), len).masked()
+            };
+            let rules: Vec<SteerRule> = (0..(1 + case % 6))
+                .map(|i| SteerRule {
+                    source: rand_prefix(20),
+                    area_zone: fqdn(&format!("area-{}.example.com", i % 3)).unwrap(),
+                })
+                .collect();
+            let client = rand_prefix(20);
+            let s = Steering { rules };
+            let resolver = ip("192.0.2.99");
+            if let Err(e) = check_scope(&s, client, resolver) {
+                panic!("case {case}: {e}; rules {:?}", s.rules());
+            }
+        }
     }
 }
