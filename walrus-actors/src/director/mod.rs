@@ -66,6 +66,7 @@ pub mod ecs;
 pub mod embedded;
 pub mod knot_config;
 pub mod pdns_config;
+pub mod proximity;
 pub mod retry;
 pub mod rfc2136;
 pub mod steering;

@@ -1,0 +1,428 @@
+//! Learned proximity (issue 21): which area is nearest to a resolver, from round-trip
+//! times the areas' name servers measure, instead of a table an operator writes by hand.
+//!
+//! Sans-IO: the server reports what it saw and measured, with the time passed in, and asks
+//! what to answer; it sends no probe and reads no clock itself. The measurement plumbing
+//! (TCP handshake RTTs, probes) and sharing samples between areas over walrus-gcs are not
+//! here yet: this is the table they feed.
+//!
+//! ```text
+//!   query from resolver R ──saw_query(now, R)──► Some(Probe { target: R }) within budget
+//!   RTT from area A to R  ──record(now, R, A, rtt)──► samples of prefix(R) for A
+//!   answer for R          ──nearest(now, R)──► Some(A) once learned, else None
+//!                                              (None: the paper's rule, or the override)
+//! ```
+//!
+//! - **Prefixes, not addresses.** A resolver is kept by its /24 (IPv4) or /48 (IPv6):
+//!   the servers of one resolver farm sit together, and the table stays small.
+//! - **Samples age out.** Each area keeps its last [`ProximityConfig::samples_kept`]
+//!   samples per prefix; those older than [`ProximityConfig::max_age`] do not count. An
+//!   area's estimate is the median of its fresh samples, once it has
+//!   [`ProximityConfig::min_samples`] of them: one sample moves a median by one rank at
+//!   most, so one late reply (or one freak fast one) cannot make an area look near or far.
+//! - **Hysteresis.** The choice moves from the current area to another only when the
+//!   other's estimate is lower by both [`ProximityConfig::switch_ratio_permille`] of the
+//!   current one and [`ProximityConfig::switch_gap`]; a near tie never flaps. When the
+//!   current area's samples have all aged out, the best fresh area is taken at once.
+//! - **Bounded state.** At most [`ProximityConfig::cap`] prefixes; a new prefix past the
+//!   cap evicts the one measured longest ago. Probe bookkeeping is a second map of the
+//!   same cap, so queries alone never evict a learned entry: only a measurement does.
+//! - **Probe budget.** At most one probe per prefix per
+//!   [`ProximityConfig::probe_interval`], and at most [`ProximityConfig::probes_per_second`]
+//!   in all (a token bucket); probes go only to addresses that sent us a query.
+//!
+//! # Spoofing: the worst case
+//! A UDP query's source can be forged. What a forger can do with this table:
+//! - *Steer another prefix?* No. Samples are round trips *we* time to the source
+//!   address (a probe's reply, a TCP handshake); a forger off the path between the area
+//!   and the victim's prefix cannot answer for it, and a forged query only makes us measure
+//!   the victim's true RTT. On the path, a forger can delay replies (make an area look
+//!   far) but not make them arrive earlier than the path allows.
+//! - *Make us probe a target?* At most one probe per area per `probe_interval` to any
+//!   one /24 or /48 (default 2 per minute per area), whatever the query rate, and at most
+//!   `probes_per_second` in all: spread over the whole address space, the forger gets that
+//!   global rate of probes, each to an address it named, never more.
+//! - *Push real entries out?* Only by causing real measurements: entries enter the table
+//!   from samples, at most `probes_per_second` new prefixes a second, so turning over a full
+//!   table of `cap` entries takes at least `cap / probes_per_second` seconds (100k at
+//!   100/s: about 17 minutes), and an evicted prefix falls back to the paper's rule, not to
+//!   a wrong area.
+
+use crate::model::AreaName;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// The knobs of the learned table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProximityConfig {
+    /// Most prefixes kept (default 100,000).
+    pub cap: usize,
+    /// Samples kept per prefix and area (default 5).
+    pub samples_kept: usize,
+    /// Fresh samples an area needs before its estimate counts (default 3).
+    pub min_samples: usize,
+    /// A sample older than this does not count (default 10 minutes).
+    pub max_age: Duration,
+    /// Another area replaces the current one only when its estimate is lower by at least
+    /// this share of the current estimate, in permille (default 100: 10 %) ...
+    pub switch_ratio_permille: u32,
+    /// ... and by at least this much (default 2 ms).
+    pub switch_gap: Duration,
+    /// Least time between two probes of one prefix (default 30 s).
+    pub probe_interval: Duration,
+    /// Most probes a second in all, also the burst (default 100).
+    pub probes_per_second: u32,
+}
+
+impl Default for ProximityConfig {
+    fn default() -> Self {
+        Self {
+            cap: 100_000,
+            samples_kept: 5,
+            min_samples: 3,
+            max_age: Duration::from_secs(600),
+            switch_ratio_permille: 100,
+            switch_gap: Duration::from_millis(2),
+            probe_interval: Duration::from_secs(30),
+            probes_per_second: 100,
+        }
+    }
+}
+
+/// A resolver's prefix: the key of the table (/24 or /48).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResolverPrefix(IpAddr);
+
+impl ResolverPrefix {
+    /// The /24 (IPv4) or /48 (IPv6) that holds `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        Self(match ip {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & 0xffff_ff00).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & !((1u128 << 80) - 1)).into()),
+        })
+    }
+}
+
+/// A probe to send: the resolver's address that queried us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Where to measure the round trip to.
+    pub target: IpAddr,
+}
+
+/// What is known of one prefix.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Per area, its last samples (time taken, RTT), oldest first.
+    samples: HashMap<AreaName, VecDeque<(Instant, Duration)>>,
+    /// The area answered now (hysteresis keeps it until another is clearly nearer).
+    chosen: Option<AreaName>,
+    /// When the last sample came: the eviction order.
+    updated: Option<Instant>,
+}
+
+/// The learned table of one area's server.
+#[derive(Debug)]
+pub struct Proximity {
+    cfg: ProximityConfig,
+    entries: HashMap<ResolverPrefix, Entry>,
+    /// (last sample, prefix) of every entry: the oldest is evicted first.
+    by_age: BTreeSet<(Instant, ResolverPrefix)>,
+    /// Last probe per prefix, insertion order for eviction.
+    probed: HashMap<ResolverPrefix, Instant>,
+    probed_order: VecDeque<ResolverPrefix>,
+    /// Token bucket of the global probe budget: tokens and when they were counted.
+    tokens: u32,
+    tokens_at: Option<Instant>,
+}
+
+impl Proximity {
+    /// An empty table.
+    pub fn new(cfg: ProximityConfig) -> Self {
+        Self {
+            tokens: cfg.probes_per_second,
+            cfg,
+            entries: HashMap::new(),
+            by_age: BTreeSet::new(),
+            probed: HashMap::new(),
+            probed_order: VecDeque::new(),
+            tokens_at: None,
+        }
+    }
+
+    /// Prefixes in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is learned.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A query from `resolver` arrived: a probe to send when its prefix is due and the
+    /// global budget allows.
+    pub fn saw_query(&mut self, now: Instant, resolver: IpAddr) -> Option<Probe> {
+        let prefix = ResolverPrefix::of(resolver);
+        if let Some(last) = self.probed.get(&prefix) {
+            if now.saturating_duration_since(*last) < self.cfg.probe_interval {
+                return None;
+            }
+        }
+        self.refill(now);
+        if self.tokens == 0 {
+            return None;
+        }
+        self.tokens -= 1;
+        if self.probed.insert(prefix, now).is_none() {
+            self.probed_order.push_back(prefix);
+            while self.probed.len() > self.cfg.cap {
+                match self.probed_order.pop_front() {
+                    Some(old) => {
+                        self.probed.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        }
+        Some(Probe { target: resolver })
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let rate = u64::from(self.cfg.probes_per_second);
+        let Some(at) = self.tokens_at else {
+            self.tokens_at = Some(now);
+            return;
+        };
+        let elapsed = now.saturating_duration_since(at);
+        let new =
+            (elapsed.as_millis().min(u128::from(u32::MAX)) as u64).saturating_mul(rate) / 1000;
+        if new > 0 {
+            let tokens = (u64::from(self.tokens) + new).min(rate);
+            self.tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+            self.tokens_at = Some(now);
+        }
+    }
+
+    /// A round trip from `area` to `resolver` took `rtt` (measured at `now`).
+    pub fn record(&mut self, now: Instant, resolver: IpAddr, area: &AreaName, rtt: Duration) {
+        let prefix = ResolverPrefix::of(resolver);
+        if !self.entries.contains_key(&prefix) && self.entries.len() >= self.cfg.cap {
+            if let Some(oldest) = self.by_age.pop_first() {
+                self.entries.remove(&oldest.1);
+            }
+        }
+        let entry = self.entries.entry(prefix).or_default();
+        if let Some(at) = entry.updated.replace(now) {
+            self.by_age.remove(&(at, prefix));
+        }
+        self.by_age.insert((now, prefix));
+        let kept = entry.samples.entry(area.clone()).or_default();
+        kept.push_back((now, rtt));
+        while kept.len() > self.cfg.samples_kept.max(1) {
+            kept.pop_front();
+        }
+        entry.chosen = choose(&self.cfg, now, entry);
+    }
+
+    /// The nearest area for `resolver` as learned, or `None` while too little is known
+    /// (or all of it aged out): answer by the paper's rule then.
+    pub fn nearest(&self, now: Instant, resolver: IpAddr) -> Option<&AreaName> {
+        let entry = self.entries.get(&ResolverPrefix::of(resolver))?;
+        let chosen = entry.chosen.as_ref()?;
+        estimate(&self.cfg, now, entry.samples.get(chosen)?).map(|_| chosen)
+    }
+}
+
+/// An area's estimate: the median of its fresh samples, if it has enough.
+fn estimate(
+    cfg: &ProximityConfig,
+    now: Instant,
+    samples: &VecDeque<(Instant, Duration)>,
+) -> Option<Duration> {
+    let mut fresh: Vec<Duration> = samples
+        .iter()
+        .filter(|(at, _)| now.saturating_duration_since(*at) <= cfg.max_age)
+        .map(|(_, rtt)| *rtt)
+        .collect();
+    if fresh.len() < cfg.min_samples.max(1) {
+        return None;
+    }
+    fresh.sort_unstable();
+    Some(fresh[fresh.len() / 2])
+}
+
+/// The area to answer after a sample: the current one unless another is clearly nearer.
+fn choose(cfg: &ProximityConfig, now: Instant, entry: &Entry) -> Option<AreaName> {
+    let mut estimates: Vec<(Duration, &AreaName)> = entry
+        .samples
+        .iter()
+        .filter_map(|(area, s)| estimate(cfg, now, s).map(|e| (e, area)))
+        .collect();
+    // Ties by name, so the pick does not depend on the map's order.
+    estimates.sort();
+    let (best_rtt, best) = *estimates.first()?;
+    let current = entry
+        .chosen
+        .as_ref()
+        .and_then(|c| estimates.iter().find(|(_, a)| *a == c));
+    let Some((current_rtt, current)) = current else {
+        return Some(best.clone());
+    };
+    let gain = current_rtt.saturating_sub(best_rtt);
+    let ratio_gain = *current_rtt * cfg.switch_ratio_permille / 1000;
+    if gain >= cfg.switch_gap && gain >= ratio_gain {
+        Some(best.clone())
+    } else {
+        Some((*current).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn area(n: u8) -> AreaName {
+        AreaName::from(format!("area-{n}").as_str())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Feeds `rounds` samples from every area (area n: `rtts[n - 1]`), one second apart.
+    fn feed(p: &mut Proximity, t0: Instant, from: u64, resolver: &str, rtts: &[u64]) {
+        for (i, rtt) in rtts.iter().enumerate() {
+            let n = u8::try_from(i + 1).unwrap();
+            p.record(
+                t0 + Duration::from_secs(from),
+                ip(resolver),
+                &area(n),
+                ms(*rtt),
+            );
+        }
+    }
+
+    #[test]
+    fn learns_the_nearest_area_after_enough_samples() {
+        let t0 = Instant::now();
+        let mut p = Proximity::new(ProximityConfig::default());
+        for s in 0..2 {
+            feed(&mut p, t0, s, "192.0.2.7", &[40, 12, 80]);
+            assert_eq!(
+                p.nearest(t0 + Duration::from_secs(s), ip("192.0.2.7")),
+                None
+            );
+        }
+        feed(&mut p, t0, 2, "192.0.2.7", &[40, 12, 80]);
+        let now = t0 + Duration::from_secs(2);
+        assert_eq!(p.nearest(now, ip("192.0.2.7")), Some(&area(2)));
+        // The same /24, another resolver address: the same entry.
+        assert_eq!(p.nearest(now, ip("192.0.2.200")), Some(&area(2)));
+        assert_eq!(p.nearest(now, ip("192.0.3.7")), None);
+    }
+
+    #[test]
+    fn one_noisy_sample_cannot_flip_the_choice_but_a_clear_change_does() {
+        let t0 = Instant::now();
+        let mut p = Proximity::new(ProximityConfig::default());
+        for s in 0..5 {
+            feed(&mut p, t0, s, "198.51.100.1", &[20, 30]);
+        }
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(p.nearest(at(4), ip("198.51.100.1")), Some(&area(1)));
+        // A freak fast reply from area 2, then a freak slow one from area 1.
+        p.record(at(5), ip("198.51.100.1"), &area(2), ms(1));
+        p.record(at(5), ip("198.51.100.1"), &area(1), ms(900));
+        assert_eq!(p.nearest(at(5), ip("198.51.100.1")), Some(&area(1)));
+        // A near tie (area 2 at 19 ms against 20: under 10 % and under 2 ms) keeps area 1.
+        for s in 6..12 {
+            feed(&mut p, t0, s, "198.51.100.1", &[20, 19]);
+        }
+        assert_eq!(p.nearest(at(11), ip("198.51.100.1")), Some(&area(1)));
+        // Area 1 really got slower: after a majority of samples, area 2 takes over.
+        for s in 12..15 {
+            feed(&mut p, t0, s, "198.51.100.1", &[45, 19]);
+        }
+        assert_eq!(p.nearest(at(14), ip("198.51.100.1")), Some(&area(2)));
+    }
+
+    #[test]
+    fn samples_age_out_and_the_paper_rule_returns() {
+        let t0 = Instant::now();
+        let cfg = ProximityConfig::default();
+        let max_age = cfg.max_age;
+        let mut p = Proximity::new(cfg);
+        for s in 0..3 {
+            feed(&mut p, t0, s, "2001:db8:1:2::53", &[50, 10]);
+        }
+        // At max_age after the first sample all three still count; a moment later one
+        // has aged out, two are too few.
+        let later = t0 + max_age;
+        assert_eq!(p.nearest(later, ip("2001:db8:1:ffff::1")), Some(&area(2)));
+        assert_eq!(p.nearest(later + ms(1), ip("2001:db8:1:2::53")), None);
+        assert_eq!(p.nearest(later, ip("2001:db8:2::1")), None, "another /48");
+    }
+
+    #[test]
+    fn the_table_is_capped_and_the_least_recently_measured_prefix_goes() {
+        let t0 = Instant::now();
+        let mut p = Proximity::new(ProximityConfig {
+            cap: 3,
+            min_samples: 1,
+            ..ProximityConfig::default()
+        });
+        for (s, r) in ["10.0.1.1", "10.0.2.1", "10.0.3.1"].iter().enumerate() {
+            feed(&mut p, t0, s as u64, r, &[5]);
+        }
+        // 10.0.1.0/24 is measured again: 10.0.2.0/24 is now the oldest.
+        feed(&mut p, t0, 3, "10.0.1.9", &[5]);
+        feed(&mut p, t0, 4, "10.0.4.1", &[5]);
+        let now = t0 + Duration::from_secs(4);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.nearest(now, ip("10.0.2.1")), None);
+        for kept in ["10.0.1.1", "10.0.3.1", "10.0.4.1"] {
+            assert_eq!(p.nearest(now, ip(kept)), Some(&area(1)), "{kept}");
+        }
+        // Many more prefixes: never above the cap.
+        for i in 0..1000u64 {
+            let r = format!("10.{}.{}.1", i / 256, i % 256);
+            feed(&mut p, t0, 5 + i, &r, &[5]);
+            assert!(p.len() <= 3);
+        }
+    }
+
+    #[test]
+    fn probes_are_rate_limited_per_prefix_and_in_all() {
+        let t0 = Instant::now();
+        let mut p = Proximity::new(ProximityConfig {
+            probes_per_second: 10,
+            ..ProximityConfig::default()
+        });
+        // One resolver flooding us: one probe per interval.
+        let mut probes = 0;
+        for i in 0..6000u64 {
+            let now = t0 + ms(i * 10);
+            probes += usize::from(p.saw_query(now, ip("203.0.113.9")).is_some());
+        }
+        assert_eq!(probes, 2, "60 s of queries, one probe per 30 s");
+        // Forged sources across the space: the global budget holds (10/s, burst 10).
+        let t1 = t0 + Duration::from_secs(100);
+        let mut probes = 0;
+        for i in 0..50_000u64 {
+            let now = t1 + Duration::from_micros(i * 100);
+            let src = IpAddr::V4((0x0a00_0000 | ((i as u32) << 8)).into());
+            probes += usize::from(p.saw_query(now, src).is_some());
+        }
+        // 5 s of forged queries: at most the burst plus 10 a second.
+        assert!(probes <= 10 + 50, "{probes} probes");
+        assert!(probes >= 40, "{probes} probes: the budget is also spent");
+        // Queries alone never create a learned entry.
+        assert!(p.is_empty());
+    }
+}
