@@ -1,21 +1,22 @@
 //! EDNS Client Subnet through a real resolver (issue 21): Unbound with its `subnetcache`
-//! module sends each client's /24 to the embedded name servers, and the site's answer
-//! follows the client, not the resolver.
+//! module, and PowerDNS Recursor with `ecs-add-for`, send each client's /24 to the
+//! embedded name servers, and the site's answer follows the client, not the resolver.
 //!
 //! Three areas' embedded servers (`EmbeddedServer`, in this process) on loopback ports;
-//! Unbound reaches them through stub zones and sends ECS to 127.0.0.1
-//! (`send-client-subnet`). The steering table maps 127.0.1.0/24 to area 2 and 127.0.2.0/24
-//! to area 3; every query reaches Unbound from 127.0.0.1, so without ECS every client would
-//! get the same answer. Stub clients bound to 127.0.1.1, 127.0.2.1 and 127.0.3.1 ask for
-//! `www.example.com` one after the other *without flushing the cache*: each must get its
-//! own area's address, which holds only if the scope in the first answer kept Unbound from
-//! reusing it for the next client (planting a scope of 0 in `Steering::pick` makes
-//! 127.0.1.1 get area 1, the answer Unbound cached for 127.0.3.1: the test fails there). Then `dig +subnet` asks area 1's
-//! server directly and reads the scope: /24 for a mapped /24, 0 for a name steering does
-//! not change. No root, no network namespace; about a second.
+//! the resolver reaches them through stub (Unbound) or forward (PowerDNS) zones and sends
+//! ECS to 127.0.0.1. The steering table maps 127.0.1.0/24 to area 2 and 127.0.2.0/24 to
+//! area 3; every query reaches the servers from 127.0.0.1, so without ECS every client
+//! would get the same answer. Stub clients bound to 127.0.3.1, 127.0.1.1, 127.0.2.1, ...
+//! ask for `www.example.com` one after the other *without flushing the cache*: each must
+//! get its own area's address, which holds only if the scope of the answer before kept
+//! the resolver from reusing it (planting a scope of 0 in `Steering::pick` makes 127.0.1.1
+//! get area 1, the answer each resolver cached for 127.0.3.1: both fail there). Then
+//! `dig +subnet` asks area 1's server directly and reads the scope: /24 for a mapped /24,
+//! 0 for a name steering does not change. No root, no network namespace; about a second
+//! per resolver.
 //!
-//! Needs the Debian packages unbound and bind9-dnsutils (dig); a missing one fails the test,
-//! naming the package.
+//! Needs the Debian packages unbound, pdns-recursor and bind9-dnsutils (dig); a missing
+//! one fails the test, naming the package.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hickory_proto::op::{Message, Query};
@@ -31,7 +32,7 @@ use walrus_actors::model::AreaName;
 
 const AREAS: u8 = 3;
 
-/// Unbound, killed and reaped when dropped (also when the test fails).
+/// The resolver process, killed and reaped when dropped (also when the test fails).
 struct Resolver(Child);
 
 impl Drop for Resolver {
@@ -126,11 +127,32 @@ fn dig_subnet(server: SocketAddr, name: &str, subnet: &str) -> String {
         .unwrap_or_else(|| format!("no CLIENT-SUBNET in: {text}"))
 }
 
+/// The resolvers that send ECS here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Unbound 1.17: `subnetcache` module, `send-client-subnet`.
+    Unbound,
+    /// PowerDNS Recursor 4.8: `ecs-add-for`, `edns-subnet-allow-list`.
+    Pdns,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_sends_client_subnets_and_each_client_gets_its_own_area() {
-    require("unbound", "unbound");
+    each_client_gets_its_own_area(Kind::Unbound).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdns_recursor_sends_client_subnets_and_each_client_gets_its_own_area() {
+    each_client_gets_its_own_area(Kind::Pdns).await;
+}
+
+async fn each_client_gets_its_own_area(kind: Kind) {
+    match kind {
+        Kind::Unbound => require("unbound", "unbound"),
+        Kind::Pdns => require("pdns_recursor", "pdns-recursor"),
+    }
     require("dig", "bind9-dnsutils");
-    let work = std::env::temp_dir().join(format!("walrus-ecs-{}", std::process::id()));
+    let work = std::env::temp_dir().join(format!("walrus-ecs-{kind:?}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
@@ -175,53 +197,20 @@ async fn unbound_sends_client_subnets_and_each_client_gets_its_own_area() {
         })));
     }
 
-    // Unbound: stub zones to the area servers, ECS sent to 127.0.0.1 (default /24).
     let port = free_udp_port();
     let resolver_addr = SocketAddr::new(loopback, port);
-    let d = work.display();
-    let mut stubs = format!(
-        "stub-zone:\n  name: \"example.com\"\n  stub-addr: {}\n",
-        stub(servers[0])
-    );
-    for n in 1..=AREAS {
-        stubs.push_str(&format!(
-            "stub-zone:\n  name: \"{}\"\n  stub-addr: {}\n",
-            zone(n),
-            stub(servers[usize::from(n - 1)])
-        ));
-    }
-    let conf = format!(
-        "server:\n  interface: 127.0.0.1\n  port: {port}\n  interface-automatic: no\n\
-         \x20 do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  username: \"\"\n\
-         \x20 chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n\
-         \x20 module-config: \"subnetcache iterator\"\n  send-client-subnet: 127.0.0.1\n\
-         \x20 do-not-query-localhost: no\n  qname-minimisation: no\n  use-syslog: no\n\
-         \x20 logfile: \"{d}/unbound.log\"\n  verbosity: 1\n  num-threads: 1\n\
-         \x20 so-reuseport: no\n{stubs}"
-    );
-    let conf_path = work.join("unbound.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let _resolver = Resolver(
-        Command::new("unbound")
-            .args(["-d", "-c"])
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start unbound"),
-    );
+    let _resolver = start_resolver(kind, &work, port, &servers);
 
     let client = |s: &str| -> IpAddr { s.parse().unwrap() };
     let started = Instant::now();
-    // Unbound is ready when it answers (a few tens of ms); 127.0.3.1 is unmapped and
+    // The resolver is ready when it answers (tens of ms); 127.0.3.1 is unmapped and
     // falls back to the resolver's own address (unmapped too): area 1.
     let mut first = None;
     while started.elapsed() < Duration::from_secs(10) && first.is_none() {
         first = resolve_from(client("127.0.3.1"), resolver_addr);
     }
-    let log = || std::fs::read_to_string(work.join("unbound.log")).unwrap_or_default();
-    assert_eq!(first, Some(vec![area_addr(1)]), "unbound log:\n{}", log());
+    let log = || std::fs::read_to_string(work.join("resolver.log")).unwrap_or_default();
+    assert_eq!(first, Some(vec![area_addr(1)]), "{kind:?} log:\n{}", log());
     // One after the other, cache kept: each client its own area.
     for (from, area) in [
         ("127.0.1.1", 2),
@@ -233,7 +222,7 @@ async fn unbound_sends_client_subnets_and_each_client_gets_its_own_area() {
         assert_eq!(
             resolve_from(client(from), resolver_addr),
             Some(vec![area_addr(area)]),
-            "client {from}; unbound log:\n{}",
+            "client {from} via {kind:?}; log:\n{}",
             log()
         );
     }
@@ -257,7 +246,7 @@ async fn unbound_sends_client_subnets_and_each_client_gets_its_own_area() {
         );
     }
     eprintln!(
-        "{{\"test\":\"ecs_resolver\",\"resolver\":\"unbound\",\"queries\":6,\"through_resolver_ms\":{},\"total_ms\":{}}}",
+        "{{\"test\":\"ecs_resolver\",\"resolver\":\"{kind:?}\",\"queries\":6,\"through_resolver_ms\":{},\"total_ms\":{}}}",
         through_resolver.as_millis(),
         started.elapsed().as_millis()
     );
@@ -270,7 +259,68 @@ async fn unbound_sends_client_subnets_and_each_client_gets_its_own_area() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Unbound's `stub-addr` form of a socket address.
-fn stub(a: SocketAddr) -> String {
-    format!("{}@{}", a.ip(), a.port())
+/// Starts the resolver on 127.0.0.1:`port`, reaching area `n`'s zone (and area 1's the
+/// site zone) at `servers[n - 1]` and sending ECS (the client's /24, both defaults) to
+/// 127.0.0.1. Its log is `resolver.log` in `work`.
+fn start_resolver(kind: Kind, work: &Path, port: u16, servers: &[SocketAddr]) -> Resolver {
+    let d = work.display();
+    let mut zones = vec![("example.com".to_owned(), servers[0])];
+    zones.extend((1..=AREAS).map(|n| (zone(n), servers[usize::from(n - 1)])));
+    let (program, conf_name, conf, args) = match kind {
+        Kind::Unbound => {
+            let stubs: String = zones
+                .iter()
+                .map(|(z, a)| {
+                    let (ip, p) = (a.ip(), a.port());
+                    format!("stub-zone:\n  name: \"{z}\"\n  stub-addr: {ip}@{p}\n")
+                })
+                .collect();
+            let conf = format!(
+                "server:\n  interface: 127.0.0.1\n  port: {port}\n  interface-automatic: no\n\
+                 \x20 do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  username: \"\"\n\
+                 \x20 chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n\
+                 \x20 module-config: \"subnetcache iterator\"\n  send-client-subnet: 127.0.0.1\n\
+                 \x20 do-not-query-localhost: no\n  qname-minimisation: no\n  use-syslog: no\n\
+                 \x20 logfile: \"{d}/resolver.log\"\n  verbosity: 1\n  num-threads: 1\n\
+                 \x20 so-reuseport: no\n{stubs}"
+            );
+            let c = work.join("unbound.conf").display().to_string();
+            (
+                "unbound",
+                "unbound.conf",
+                conf,
+                vec!["-d".to_owned(), "-c".to_owned(), c],
+            )
+        }
+        Kind::Pdns => {
+            let forwards: Vec<String> = zones
+                .iter()
+                .map(|(z, a)| format!("{z}={}:{}", a.ip(), a.port()))
+                .collect();
+            // No security polling (it would query the Internet); private addresses allowed.
+            let conf = format!(
+                "security-poll-suffix=\nlocal-address=127.0.0.1\nlocal-port={port}\n\
+                 dnssec=off\ndont-query=\nsocket-dir={d}\ndaemon=no\nwrite-pid=no\n\
+                 threads=1\ndisable-syslog=yes\nloglevel=4\nquiet=yes\n\
+                 allow-from=127.0.0.0/8\nqname-minimization=no\n\
+                 ecs-add-for=127.0.0.0/8\nedns-subnet-allow-list=127.0.0.1\n\
+                 forward-zones={}\n",
+                forwards.join(",")
+            );
+            let c = format!("--config-dir={d}");
+            ("pdns_recursor", "recursor.conf", conf, vec![c])
+        }
+    };
+    std::fs::write(work.join(conf_name), conf).unwrap();
+    let log = std::fs::File::create(work.join("resolver.log")).unwrap();
+    let err = log.try_clone().unwrap();
+    Resolver(
+        Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}")),
+    )
 }
