@@ -30,13 +30,13 @@
 //! its place (a membership event) has nothing pending: its next DNS change never happens.
 
 use super::notify::{Notifier, NotifyConfig};
-use super::round::{RoundConfig, RoundMachine, RoundStatus};
+use super::round::{ReportIgnored, RoundConfig, RoundMachine, RoundStatus};
 use crate::group::GroupLayer;
 use crate::model::{AreaName, Decision, Topology};
 use crate::supervision::{guard, open_and_join, ActorHome, SessionLink, Supervision};
 use crate::wire::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -253,6 +253,7 @@ pub fn start<L: GroupLayer>(
         join_grace,
         failure: None,
         halted: false,
+        unknown: BTreeSet::new(),
     });
     Ok(ControllerHandle {
         status_req: addr.clone().recipient(),
@@ -282,6 +283,9 @@ pub struct Controller<L: GroupLayer> {
     failure: Option<String>,
     /// Stopped for good (node stopping, or over the restart limit).
     halted: bool,
+    /// Servers heard of (reports) that the configuration does not know: logged once each,
+    /// forgotten when a reload adds them.
+    unknown: BTreeSet<crate::model::ServerName>,
 }
 
 impl<L: GroupLayer> Actor for Controller<L> {
@@ -494,6 +498,11 @@ impl<L: GroupLayer> Controller<L> {
                         tracing::debug!(%server, corrections = ?fixed, "report figures corrected");
                     }
                     Ok(_) => {}
+                    Err(ReportIgnored::UnknownServer { server }) => {
+                        if self.unknown.insert(server.clone()) {
+                            tracing::warn!(%server, from = %sender, "report from a server this Controller's configuration does not know: ignored (logged once per server; the files differ, see the config digests in /status)");
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "report ignored"),
                 }
             }
@@ -536,6 +545,13 @@ impl<L: GroupLayer> Controller<L> {
     }
 
     fn reconfigure(&mut self, s: ControllerSettings) {
+        let known = |srv: &crate::model::ServerName| {
+            s.topology
+                .clusters
+                .values()
+                .any(|c| c.servers.contains_key(srv))
+        };
+        self.unknown.retain(|srv| !known(srv));
         self.machine
             .handle_reconfigure(now(), s.round.clone(), s.topology.clone());
         if s.notify != self.settings.notify {
