@@ -203,9 +203,13 @@ async fn peers_removed_and_added_at_runtime_leave_and_join_the_view() {
     nodes[1].set_peers(&[addr(0)]).await.unwrap();
     wait_view(&refs[..2], &names[..2]).await;
     let s1 = nodes[1].open_session().await.unwrap();
-    s1.multicast(Service::Agreed, &[group.clone()], b"after".to_vec())
-        .await
-        .unwrap();
+    s1.multicast(
+        Service::Agreed,
+        std::slice::from_ref(&group),
+        b"after".to_vec(),
+    )
+    .await
+    .unwrap();
     recv_until(&mut s0, "n1's multicast", |e| match e {
         Event::Message { payload, .. } if payload == b"after" => Some(()),
         _ => None,
