@@ -1319,11 +1319,11 @@ pub async fn admit_peers<L: GroupLayer>(
                 .iter()
                 .filter(|n| **n != me && listed.contains(*n))
                 .map(String::as_str);
-            let mut late = d.disagreeing(others);
+            let late = d.disagreeing(others);
             if d.mine != digest {
-                late.push(me.clone());
-            }
-            if late.is_empty() {
+                // This node's own announcement of the reloaded file is on its way: the
+                // digests change again in a moment.
+            } else if late.is_empty() {
                 match layer.set_peers(&target).await {
                     Ok(()) => {
                         let names: Vec<&str> = target.iter().map(|(n, _)| n.as_str()).collect();
