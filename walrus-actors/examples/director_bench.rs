@@ -10,10 +10,6 @@
 //! `cargo run --release -p walrus-actors --example director_bench [-- UPDATES QPS_SECS RUNS]`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/director_support/mod.rs"]
-mod director_support;
-
-use director_support::{layout, need, Bind, TempDir};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,6 +23,7 @@ use walrus_actors::director::transport;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords};
 use walrus_actors::director::NameServer;
 use walrus_actors::model::AreaName;
+use walrus_testkit::actors::director::{layout, need, Authoritative, TempDir};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -158,7 +155,7 @@ async fn main() {
     let runs = args.get(2).copied().unwrap_or(2);
 
     // BIND, set up by our own bind_config output.
-    let bind = tokio::task::block_in_place(|| Bind::start(1, "walrus-area1"));
+    let bind = tokio::task::block_in_place(|| Authoritative::bind(1, "walrus-area1"));
     let rfc = Rfc2136Updater::new(Rfc2136Config {
         area: AreaName::from("a1"),
         server: bind.addr,

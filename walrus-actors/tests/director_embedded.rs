@@ -5,13 +5,10 @@
 //! decision never touches area 2's server; a failing state file is reported and retried.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod director_support;
-
-use director_support::{dig, dig_followed, dig_with, layout, serial, wait_until, Bind, TempDir};
 use rand::SeedableRng;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use walrus_actors::director::embedded::EmbeddedServer;
@@ -19,6 +16,10 @@ use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords};
 use walrus_actors::director::{apply, Applied, AreaDirector, NameServerError};
 use walrus_actors::model::{AreaAnswer, AreaName, ClusterName, Decision, Round};
+use walrus_testkit::actors::director::{
+    dig, dig_followed, dig_with, layout, serial, wait_until, Authoritative, TempDir,
+};
+use walrus_testkit::ChildGuard;
 
 /// An embedded server serving on a free loopback port until dropped.
 struct Running {
@@ -159,7 +160,7 @@ async fn unchanged_answer_changes_nothing() {
 async fn negative_answers_match_bind() {
     let dir = TempDir::new("emb-vs-bind");
     let run = start(1, &dir.path().join("state.json")).await;
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     let ns = walrus_actors::director::rfc2136::Rfc2136Updater::new(
         walrus_actors::director::rfc2136::Rfc2136Config {
             area: AreaName::from("a1"),
@@ -194,7 +195,7 @@ async fn negative_answers_match_bind() {
         let ours = dig(run.addr, name, t);
         let theirs = dig(bind.addr, name, t);
         // Serials differ (BIND counts its own); compare the SOA without it.
-        let norm = |d: &director_support::Dig| {
+        let norm = |d: &walrus_testkit::actors::director::Dig| {
             let strip = |v: &Vec<(String, u32, String, String)>| -> Vec<_> {
                 v.iter()
                     .map(|r| {
@@ -289,15 +290,6 @@ fn child_director_process() {
     });
 }
 
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_child(state: &Path, addr: SocketAddr, answer: &str) -> ChildGuard {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -314,16 +306,16 @@ fn spawn_child(state: &Path, addr: SocketAddr, answer: &str) -> ChildGuard {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    ChildGuard(child)
+    ChildGuard::new("director child process", child)
 }
 
 #[test]
 fn restart_with_no_controller_serves_last_answer() {
     let dir = TempDir::new("emb-restart");
     let state = dir.path().join("state.json");
-    let addr = SocketAddr::from(([127, 0, 0, 1], director_support::free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], walrus_testkit::free_dns_port()));
     let sees = |want: &[&str]| {
-        wait_until(30, || {
+        wait_until(std::time::Duration::from_secs(30), || {
             dig_followed(addr, "www.example.com", "A", &[]).data_of("A") == want.to_vec()
         })
     };
@@ -331,8 +323,7 @@ fn restart_with_no_controller_serves_last_answer() {
     let mut first = spawn_child(&state, addr, "10.0.1.1,10.0.1.2");
     assert!(sees(&["10.0.1.1", "10.0.1.2"]), "first answer never served");
     // A crash: SIGKILL, no shutdown path.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill();
     assert_ne!(dig(addr, "www.example.com", "A").status, "NOERROR");
 
     // Started again, and no Controller anywhere: it answers with the last answer.

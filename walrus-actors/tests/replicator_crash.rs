@@ -9,9 +9,6 @@
 //! (where generation 2's files were generation 1's under other names) transferred nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use std::fs;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -20,6 +17,7 @@ use walrus_actors::model::Generation;
 use walrus_actors::replicator::manifest::{Limits, Scanner};
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
 use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
+use walrus_testkit::actors::replicator::*;
 
 const FILES: usize = 100;
 /// Pause after every data frame (one per file here): the whole transfer takes at least
@@ -127,7 +125,8 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
         },
     )
     .await;
-    let mut proc = ChildGuard(
+    let mut proc = ChildGuard::new(
+        "replica child process",
         child(slow.addr, &store_dir)
             .stdout(Stdio::null())
             .spawn()
@@ -140,14 +139,10 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
             break;
         }
         assert!(Instant::now() < deadline, "the transfer never got going");
-        assert!(
-            proc.0.try_wait().unwrap().is_none(),
-            "the replica finished too early"
-        );
+        assert!(proc.running(), "the replica finished too early");
         std::thread::sleep(Duration::from_millis(10));
     }
-    proc.0.kill().unwrap(); // SIGKILL
-    proc.0.wait().unwrap();
+    proc.kill(); // SIGKILL, reaped
     let arrived = arrived(&incoming, 2);
     eprintln!("killed with {arrived} of {FILES} files arrived");
     assert!(
