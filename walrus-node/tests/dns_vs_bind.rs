@@ -28,8 +28,6 @@
 //! question twice: the second reply comes from its reply cache and must equal the first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
 use std::fmt::Write as _;
@@ -37,8 +35,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{need, TempDir};
 use walrus_actors::director::bind_config::split_rendered;
+use walrus_testkit::{need, TempDir};
 
 /// The area whose two servers are compared.
 const AREA: &str = "eu";

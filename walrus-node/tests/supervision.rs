@@ -6,14 +6,14 @@
 //! error naming the role, the limit and the cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
-use support::*;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, QuicLayers};
 use walrus_node::config::Config;
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
 
 const CONTROLLERS: [&str; 3] = ["ctl-1", "ctl-2", "ctl-3"];
 
@@ -72,18 +72,8 @@ async fn deployment(tag: &str) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
             ctl("ctl-1"),
             ctl("ctl-2"),
             ctl("ctl-3"),
-            NodeSpec {
-                name: "w-1",
-                roles: &["reporter", "director"],
-                server: Some("s1"),
-                area: Some("a1"),
-            },
-            NodeSpec {
-                name: "w-2",
-                roles: &["reporter", "director"],
-                server: Some("s2"),
-                area: Some("a2"),
-            },
+            NodeSpec::worker("w-1", "s1", "a1"),
+            NodeSpec::worker("w-2", "s2", "a2"),
         ],
     );
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
