@@ -10,7 +10,7 @@ profile=${1:-debug}
 long=${2:-600}
 short=$(( long / 2 ))
 flag=""; [ "$profile" = release ] && flag="--release"
-cargo build $flag -p walrus-node -p walrus-tests --bin walrus-node --bin walrus-lab
+cargo build $flag -p walrus-node -p walrus-lab --bin walrus-node --bin walrus-lab
 lab="target/$profile/walrus-lab"
 out=docs/wan
 mkdir -p "$out"

@@ -92,7 +92,7 @@ pub fn spawn_root(
     );
     write(&dir.join("named.conf"), &conf)?;
     let c = dir.join("named.conf").display().to_string();
-    ChildGuard::spawn_in(
+    super::netns::spawn_in(
         ns,
         "root BIND",
         "named",
@@ -125,7 +125,7 @@ pub fn start_web(spec: &LabSpec, a: Area, k: u8) -> Result<ChildGuard, LabError>
     write(&d.join("nginx.conf"), &conf)?;
     let c = d.join("nginx.conf").display().to_string();
     let p = format!("{ds}/");
-    ChildGuard::spawn_in(
+    super::netns::spawn_in(
         &spec.ns_area(a),
         &format!("nginx {a}/{k}"),
         "nginx",
@@ -145,7 +145,7 @@ pub fn start_area_ns(
     write(&d.join(".keep"), "")?;
     let s = spec_file.display().to_string();
     let area = a.0.to_string();
-    ChildGuard::spawn_in(
+    super::netns::spawn_in(
         &spec.ns_area(a),
         &format!("name server {a}"),
         &exe.display().to_string(),
@@ -322,7 +322,7 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
             );
             write(&d.join("unbound.conf"), &conf)?;
             let c = d.join("unbound.conf").display().to_string();
-            ChildGuard::spawn_in(ns, what, program, &["-d", "-c", &c], &log)
+            super::netns::spawn_in(ns, what, program, &["-d", "-c", &c], &log)
         }
         ResolverKind::Bind => {
             let qmin = match setup.qmin {
@@ -358,7 +358,7 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
             );
             write(&d.join("named.conf"), &conf)?;
             let c = d.join("named.conf").display().to_string();
-            ChildGuard::spawn_in(ns, what, program, &["-4", "-g", "-c", &c], &log)
+            super::netns::spawn_in(ns, what, program, &["-4", "-g", "-c", &c], &log)
         }
         ResolverKind::Knot => {
             let mut flags = Vec::new();
@@ -389,7 +389,7 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
             );
             write(&d.join("kresd.conf"), &conf)?;
             let c = d.join("kresd.conf").display().to_string();
-            ChildGuard::spawn_in(ns, what, program, &["-n", "-c", &c, &ds], &log)
+            super::netns::spawn_in(ns, what, program, &["-n", "-c", &c, &ds], &log)
         }
         ResolverKind::Pdns => {
             let qmin = match setup.qmin {
@@ -411,7 +411,7 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
             );
             write(&d.join("recursor.conf"), &conf)?;
             let c = format!("--config-dir={ds}");
-            ChildGuard::spawn_in(ns, what, program, &[&c], &log)
+            super::netns::spawn_in(ns, what, program, &[&c], &log)
         }
     }
 }
@@ -434,7 +434,7 @@ pub fn is_probe(qname: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::spec::AREAS_PARENT;
+    use crate::spec::AREAS_PARENT;
 
     #[test]
     fn root_zone_delegates_the_site_to_every_area() {

@@ -347,7 +347,7 @@ pub fn start_node(
     node: &LabNode,
 ) -> Result<ChildGuard, LabError> {
     let c = config.display().to_string();
-    ChildGuard::spawn_in(
+    super::netns::spawn_in(
         &spec.ns_area(node.area),
         &what(node),
         &node_bin.display().to_string(),
@@ -580,8 +580,8 @@ pub fn masters_at(watch: &[Watch], t: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::report::base_spec;
-    use crate::lab::spec::Mode;
+    use crate::report::base_spec;
+    use crate::spec::Mode;
 
     #[test]
     fn every_node_has_its_own_ports_and_the_config_names_them() {

@@ -14,17 +14,17 @@
 //!
 //! The three tests run one after the other (a lock): each starts 18 processes, and a
 //! loaded 2-core machine is the norm. Every process is stopped by its guard, even when a
-//! test fails (see `support`). Needs root for nftables (test 3); missing binaries fail
+//! test fails (see `walrus_testkit::actors::deployment`). Needs root for nftables (test 3); missing binaries fail
 //! naming their Debian package (bind9, bind9-dnsutils, nginx, nftables).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::*;
+use walrus_testkit::actors::deployment::*;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_with as poll_until;
 
 /// One deployment at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -40,7 +40,7 @@ fn bind_deployment_with(areas: u8, directors_per_area: u8) -> Deployment {
         round_period: "500ms",
         report_timeout: "250ms",
         report_interval: "200ms",
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_walrus-node-e2e")),
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_walrus-node")),
         directors_per_area,
     })
 }

@@ -4,7 +4,7 @@
 //! one, with the embedded name server (`walrus-node dns serve`) and with BIND loaded from
 //! `walrus-node dns bind-config`, QNAME minimisation on and off: 32 cells of 50 tries,
 //! every try must give the site's addresses. Prints one JSON line per cell (see them with
-//! `-- --nocapture`). The code is `walrus_tests::lab::resolve`, shared with the long form
+//! `-- --nocapture`). The code is `walrus_lab::resolve`, shared with the long form
 //! `walrus-lab resolve-matrix --tries 500`; its checker is shown to fail NXDOMAIN, an
 //! address outside the site and an empty answer in its unit tests.
 //!
@@ -15,9 +15,17 @@
 
 use std::path::Path;
 use std::time::Instant;
-use walrus_tests::lab::resolve::{require_all, run_matrix, MatrixOptions};
+use walrus_lab::resolve::{require_all, run_matrix, MatrixOptions};
+use walrus_lab::runtime::ensure_walrus_node;
 
 const TRIES: u32 = 50;
+
+/// The real `walrus-node` binary: $WALRUS_NODE, else the one next to `walrus-lab`.
+fn walrus_node_path() -> std::path::PathBuf {
+    let lab = Path::new(env!("CARGO_BIN_EXE_walrus-lab"));
+    ensure_walrus_node(lab).unwrap();
+    std::env::var_os("WALRUS_NODE").map_or_else(|| lab.with_file_name("walrus-node"), Into::into)
+}
 
 /// Whether this process runs as root (effective uid 0, from /proc/self/status).
 fn is_root() -> bool {
@@ -36,7 +44,7 @@ async fn every_resolver_gets_the_site_from_a_cold_cache_in_every_layout_and_back
     if !is_root() {
         eprintln!(
             "SKIPPED resolvers: the resolver matrix needs root (it creates a network \
-             namespace); run `cargo test -p walrus-tests --test resolvers` as root"
+             namespace); run `cargo test -p walrus-lab --test resolvers` as root"
         );
         return;
     }
@@ -45,7 +53,7 @@ async fn every_resolver_gets_the_site_from_a_cold_cache_in_every_layout_and_back
         TRIES,
         work.clone(),
         Path::new(env!("CARGO_BIN_EXE_walrus-lab")).to_path_buf(),
-        Path::new(env!("CARGO_BIN_EXE_walrus-node-e2e")).to_path_buf(),
+        walrus_node_path(),
     );
     require_all(&opts).unwrap();
     let start = Instant::now();

@@ -1,5 +1,5 @@
 //! The WAN lab's short form (issue 18; the long form is `walrus-lab wan`, see
-//! `tests/lab/wan.rs` and docs/wan): three areas' real `walrus-node` processes (a Controller,
+//! `lab/src/wan.rs` and docs/wan): three areas' real `walrus-node` processes (a Controller,
 //! a Director + Reporter + Replicator, a Reporter + Replicator in each) across emulated
 //! wide-area links — one-way 20, 80 and 150 ms, ±10 ms jitter, 1 % loss each way —
 //! with `gcs_profile = "wan"` and its default timing, 90 s measured, with a 10 MB content
@@ -17,8 +17,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use walrus_tests::lab::runtime::ensure_walrus_node;
-use walrus_tests::lab::{netns, wan};
+use walrus_lab::runtime::ensure_walrus_node;
+use walrus_lab::{netns, wan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_one_percent_loss_no_live_server_or_node_is_declared_dead_and_rounds_run() {

@@ -7,7 +7,7 @@
 //!                [--trials 20] [--round-period 1s] [--report-interval 1s]
 //! ```
 //!
-//! Per backend one deployment (the `support` module of the end-to-end tests: three
+//! Per backend one deployment (`walrus_testkit::actors::deployment`, as the end-to-end tests: three
 //! Controllers, Directors, Reporters as `walrus-node run` processes; nginx web servers;
 //! BIND 9 per area for `bind`, the embedded name server otherwise), then per trial: both
 //! servers of c1 up and a1 answering c1; c1-s2 killed and dropped from the answer; a random
@@ -23,16 +23,15 @@
 //! runs both cases.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use rand::Rng;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::*;
+use walrus_testkit::actors::deployment::*;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_with as poll_until;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Case {

@@ -46,12 +46,12 @@
 //! around events), view changes, failover and master-kill times, the deploy's duration
 //! and whether any area left a healthy home cluster during it.
 //!
-//! Run (as root; `cargo build --release -p walrus-tests -p walrus-node` first):
+//! Run (as root; `cargo build --release -p walrus-lab -p walrus-node` first):
 //!
 //! ```text
 //! target/release/walrus-lab wan --loss 1 --seconds 600 --out docs/wan      # one setting
 //! target/release/walrus-lab wan-report --out docs/wan                      # report, plots
-//! cargo test -p walrus-tests --test wan_short                              # CI form
+//! cargo test -p walrus-lab --test wan_short                                # CI form
 //! ```
 
 use super::netns::{clean_stale, run, ChildGuard, Namespaces};
@@ -702,7 +702,7 @@ pub async fn run_wan(spec: &WanSpec, exe: &Path, name: &str) -> anyhow::Result<W
                 &nft.display().to_string(),
             ],
         )?;
-        guards.push(ChildGuard::spawn_in(
+        guards.push(super::netns::spawn_in(
             &ns,
             &format!("wan relay {a}"),
             &exe_s,
@@ -720,7 +720,7 @@ pub async fn run_wan(spec: &WanSpec, exe: &Path, name: &str) -> anyhow::Result<W
     for n in nodes(lab) {
         guards.push(runtime::start_node(lab, &bin, &config, &n)?);
     }
-    guards.push(ChildGuard::spawn_in(
+    guards.push(super::netns::spawn_in(
         &lab.ns_region(Region(1)),
         "wan watcher",
         &exe_s,
@@ -766,14 +766,14 @@ pub async fn run_wan(spec: &WanSpec, exe: &Path, name: &str) -> anyhow::Result<W
         }
         for g in guards.iter_mut() {
             if let Some(st) = g.exited() {
-                anyhow::bail!("{} exited ({st}); see {}", g.what, lab.dir.display());
+                anyhow::bail!("{} exited ({st}); see {}", g.what(), lab.dir.display());
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     record(spec, "measure-end", "")?;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    guards.retain(|g| g.what != "wan watcher");
+    guards.retain(|g| g.what() != "wan watcher");
     drop(guards);
     drop(_ns);
     let obs: Vec<WanObs> = super::analysis::read_jsonl(&lab.dir.join("wan.jsonl"));
@@ -841,7 +841,7 @@ async fn wait_settled(spec: &WanSpec, secs: u64, guards: &mut [ChildGuard]) -> a
             if let Some(st) = g.exited() {
                 anyhow::bail!(
                     "{} exited early ({st}); see {}/rt/",
-                    g.what,
+                    g.what(),
                     lab.dir.display()
                 );
             }
@@ -869,7 +869,7 @@ async fn play_event(
     if n % 2 == 1 {
         let area = Area((((n / 2) % u32::from(lab.areas)) + 1) as u8);
         let prefix = format!("nginx {area}/");
-        guards.retain(|g| !g.what.starts_with(&prefix)); // SIGKILL on drop
+        guards.retain(|g| !g.what().starts_with(&prefix)); // SIGKILL on drop
         record(spec, "cluster-killed", &area.to_string())?;
         let dead = lab.cluster(area);
         let since = now_ms();
@@ -901,7 +901,7 @@ async fn play_event(
             return Ok(());
         };
         let what = runtime::what_of(victim);
-        guards.retain(|g| g.what != what);
+        guards.retain(|g| g.what() != what);
         record(spec, "master-killed", victim)?;
         let since = now_ms();
         let v = victim.clone();

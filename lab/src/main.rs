@@ -1,11 +1,11 @@
-//! `walrus-lab`: the steering lab's command (see `tests/lab/mod.rs`). Needs root (network
+//! `walrus-lab`: the steering lab's command (see `lab/src/lib.rs`). Needs root (network
 //! namespaces). The hidden subcommands are the roles it plays inside the namespaces.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use walrus_tests::lab::{
+use walrus_lab::{
     analysis, clients, netns, orchestrate, relay, report, resolve, runtime, servers, spec, wan,
 };
 
@@ -101,8 +101,8 @@ enum Cmd {
         /// Work directory (configurations, zone files, logs); replaced.
         #[arg(long, default_value = "/tmp/walrus-resolve-matrix")]
         work: PathBuf,
-        /// The walrus-node binary; default: $WALRUS_NODE, else walrus-node or
-        /// walrus-node-e2e next to this program.
+        /// The walrus-node binary; default: $WALRUS_NODE, else walrus-node next to this
+        /// program.
         #[arg(long)]
         walrus_node: Option<PathBuf>,
         /// Comma-separated layouts: nested, flat.
@@ -534,16 +534,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The `walrus-node` binary: $WALRUS_NODE, else `walrus-node` or `walrus-node-e2e` next
-/// to `exe` (Cargo's target directory).
+/// The `walrus-node` binary: $WALRUS_NODE, else the `walrus-node` next to `exe` (Cargo's
+/// target directory).
 fn find_walrus_node(exe: &std::path::Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("WALRUS_NODE") {
         return Ok(p.into());
     }
-    ["walrus-node", "walrus-node-e2e"]
-        .iter()
-        .map(|n| exe.with_file_name(n))
-        .find(|p| p.is_file())
+    Some(exe.with_file_name("walrus-node"))
+        .filter(|p| p.is_file())
         .context("no walrus-node next to walrus-lab: build it (cargo build -p walrus-node) or give --walrus-node")
 }
 

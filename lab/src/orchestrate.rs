@@ -45,7 +45,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
             guards.push(runtime::start_node(spec, bin, &config, &n)?);
         }
         let _ = std::fs::remove_file(spec.dir.join("watch.jsonl"));
-        guards.push(ChildGuard::spawn_in(
+        guards.push(super::netns::spawn_in(
             &spec.ns_region(Region(1)),
             "answer watcher",
             &exe_s,
@@ -55,7 +55,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     }
     for r in spec.all_regions() {
         let region = r.0.to_string();
-        guards.push(ChildGuard::spawn_in(
+        guards.push(super::netns::spawn_in(
             &spec.ns_region(r),
             &format!("relay {r}"),
             &exe_s,
@@ -78,7 +78,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = spec.dir.join(format!("wait-{r}.log"));
-        let mut w = ChildGuard::spawn_in(&spec.ns_region(r), "readiness", &exe_s, &args, &log)?;
+        let mut w = super::netns::spawn_in(&spec.ns_region(r), "readiness", &exe_s, &args, &log)?;
         wait_exit(&mut w, 60, &log, &mut guards).await?;
     }
     if node_bin.is_some() {
@@ -93,7 +93,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     for r in spec.all_regions() {
         let region = r.0.to_string();
         clients.push((
-            ChildGuard::spawn_in(
+            super::netns::spawn_in(
                 &spec.ns_region(r),
                 &format!("clients {r}"),
                 &exe_s,
@@ -126,7 +126,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     }
     drop(helpers);
     // The watcher stops first: what it would see next is the shutdown.
-    guards.retain(|g| g.what != "answer watcher");
+    guards.retain(|g| g.what() != "answer watcher");
     // Let the relays write their last records.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(clients);
@@ -182,7 +182,7 @@ async fn wait_for_master(
             if let Some(st) = g.exited() {
                 anyhow::bail!(
                     "{} exited early ({st}); see {}/rt/",
-                    g.what,
+                    g.what(),
                     spec.dir.display()
                 );
             }
@@ -230,7 +230,7 @@ async fn play_event(
     match e {
         Event::ClusterDies { area, .. } => {
             let prefix = format!("nginx {area}/");
-            guards.retain(|g| !g.what.starts_with(&prefix));
+            guards.retain(|g| !g.what().starts_with(&prefix));
         }
         Event::Overload {
             area, secs, conns, ..
@@ -238,7 +238,7 @@ async fn play_event(
             for k in 1..=spec.servers_per_cluster {
                 let addr = format!("{}:{}", area.backbone(), WEB_PORT_BASE + u16::from(k));
                 let (c, s) = (conns.to_string(), secs.to_string());
-                helpers.push(ChildGuard::spawn_in(
+                helpers.push(super::netns::spawn_in(
                     &spec.ns_area(area),
                     &format!("slow clients {area}/{k}"),
                     &exe.display().to_string(),
@@ -254,7 +254,7 @@ async fn play_event(
             let name = masters[0].clone();
             let what = runtime::what_of(&name);
             let before = guards.len();
-            guards.retain(|g| g.what != what); // the dropped guard SIGKILLs it
+            guards.retain(|g| g.what() != what); // the dropped guard SIGKILLs it
             anyhow::ensure!(guards.len() + 1 == before, "no process for {what}");
             victim = Some(name);
         }
@@ -324,7 +324,7 @@ async fn fail_cluster(
     let due = start + u64::from(f.at_secs) * 1000;
     tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms()))).await;
     let prefix = format!("nginx {}/", f.area);
-    guards.retain(|g| !g.what.starts_with(&prefix)); // dropped guards SIGKILL their nginx
+    guards.retain(|g| !g.what().starts_with(&prefix)); // dropped guards SIGKILL their nginx
     let killed = now_ms();
     let mut updated = None;
     if f.redirect {
@@ -356,21 +356,21 @@ async fn wait_exit(
                 return Ok(());
             }
             return Err(LabError::Command {
-                cmd: child.what.clone(),
+                cmd: child.what().to_owned(),
                 detail: format!("{st}; log {}: {}", log.display(), tail(log)),
             });
         }
         for s in servers.iter_mut() {
             if let Some(st) = s.exited() {
                 return Err(LabError::Command {
-                    cmd: s.what.clone(),
+                    cmd: s.what().to_owned(),
                     detail: format!("exited early ({st}); see the logs under the run directory"),
                 });
             }
         }
         if Instant::now() > deadline {
             return Err(LabError::NotReady {
-                what: child.what.clone(),
+                what: child.what().to_owned(),
                 secs,
                 log: log.display().to_string(),
             });

@@ -22,10 +22,10 @@
 //! removes those of a run killed with SIGKILL):
 //!
 //! ```text
-//! cargo build -p walrus-tests
+//! cargo build -p walrus-lab -p walrus-node
 //! target/debug/walrus-lab full --out docs/lab --seconds 40      # every scenario, ~10 min
 //! target/debug/walrus-lab run --areas 3 --resolvers unbound,bind --mode walrus-steered
-//! cargo test -p walrus-tests --test lab_short                   # the CI form, ~30 s
+//! cargo test -p walrus-lab --test lab_short                     # the CI form, ~30 s
 //! # the real runtime (walrus-node processes; build it: cargo build -p walrus-node):
 //! target/debug/walrus-lab full --out docs/lab --seconds 40 --only runtime   # ~4 min
 //! target/debug/walrus-lab run --areas 3 --resolvers bind --mode walrus-runtime \
@@ -57,10 +57,12 @@
 //! - [`runtime`]: the real Walrus (`walrus-node run` processes) in the lab, the scenario
 //!   events played against it, and the watcher recording answers and masters.
 //!
-//! Why a binary of the `walrus-tests` crate and not a `walrus-node lab` subcommand: the
-//! lab needs root, namespaces and five resolver packages, none of which a production node
-//! should carry; living beside the end-to-end tests lets `cargo test` run its short form
-//! with the binary's path from Cargo (`CARGO_BIN_EXE_walrus-lab`).
+//! Why a crate of its own (`lab/`, `walrus-lab`) and not a `walrus-node lab` subcommand:
+//! the lab needs root, namespaces and five resolver packages, none of which a production
+//! node should carry. Its tests (`lab/tests`) get the lab's path from Cargo
+//! (`CARGO_BIN_EXE_walrus-lab`); the `walrus-node` processes it runs are the real binary,
+//! found next to `walrus-lab` in the target directory (`cargo test --workspace` builds it
+//! first, for walrus-node's own tests) or at $WALRUS_NODE ([`runtime::ensure_walrus_node`]).
 
 pub mod analysis;
 pub mod clients;

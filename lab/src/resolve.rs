@@ -5,7 +5,7 @@
 //! This module owns the matrix: its namespace and address plan, the site configuration it
 //! gives `walrus-node`, the fake root, the area servers of each backend, the tries (flush
 //! the resolver's whole cache, ask `www.example.com` A once) and the checker that judges
-//! each reply. `cargo test -p walrus-tests --test resolvers` runs it with 50 tries a cell,
+//! each reply. `cargo test -p walrus-lab --test resolvers` runs it with 50 tries a cell,
 //! `walrus-lab resolve-matrix --tries 500` is the long form; both print one JSON line per
 //! cell ([`Cell`]).
 //!
@@ -627,7 +627,7 @@ fn start_embedded(
     dir: &Path,
 ) -> Result<ChildGuard, LabError> {
     let c = config.display().to_string();
-    ChildGuard::spawn_in(
+    super::netns::spawn_in(
         ns,
         &format!("walrus-node dns serve (area {area})"),
         &opts.walrus_node.display().to_string(),
@@ -682,7 +682,7 @@ fn start_bind(
     );
     write(&dir.join("named.conf"), &conf)?;
     let c = dir.join("named.conf").display().to_string();
-    ChildGuard::spawn_in(
+    super::netns::spawn_in(
         ns,
         &format!("named (area {area})"),
         "named",
@@ -732,7 +732,7 @@ async fn wait_ready(
     loop {
         for g in guards.iter_mut() {
             if let Some(st) = g.exited() {
-                return Err(not_ready(format!("{} exited ({st})", g.what)));
+                return Err(not_ready(format!("{} exited ({st})", g.what())));
             }
         }
         if let Ok(st) = tokio::time::timeout(Duration::from_millis(200), child.wait()).await {

@@ -18,14 +18,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use walrus_tests::lab::analysis::{
-    check_addresses, check_converged, check_no_dead_address, read_jsonl,
-};
-use walrus_tests::lab::clients::ClientRecord;
-use walrus_tests::lab::report::base_spec;
-use walrus_tests::lab::runtime::ensure_walrus_node;
-use walrus_tests::lab::spec::{Area, Event, Mode, ResolverKind};
-use walrus_tests::lab::{netns, orchestrate};
+use walrus_lab::analysis::{check_addresses, check_converged, check_no_dead_address, read_jsonl};
+use walrus_lab::clients::ClientRecord;
+use walrus_lab::report::base_spec;
+use walrus_lab::runtime::ensure_walrus_node;
+use walrus_lab::spec::{Area, Event, Mode, ResolverKind};
+use walrus_lab::{netns, orchestrate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_runtime_moves_a_dead_cluster_and_clients_follow_within_the_ttl() {

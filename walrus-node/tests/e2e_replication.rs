@@ -19,17 +19,15 @@
 //! Needs nginx (Debian package `nginx`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-mod support_repl;
-
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support_repl::*;
 use walrus_gcs::transport::certs;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_ok as poll_until;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -69,7 +67,7 @@ impl Node {
             .unwrap();
         Node {
             name,
-            proc: ChildGuard(child),
+            proc: ChildGuard::new(name, child),
             status,
         }
     }
@@ -77,7 +75,7 @@ impl Node {
     /// This node's `/status` document.
     fn status(&self) -> Result<serde_json::Value, String> {
         let r = http_get(self.status, "/status").map_err(|e| format!("{}: {e}", self.name))?;
-        serde_json::from_str(&r.body).map_err(|e| format!("{}: {e}: {}", self.name, r.body))
+        serde_json::from_str(&r.1).map_err(|e| format!("{}: {e}: {}", self.name, r.1))
     }
 
     /// The generation its Replicator serves, from `/status`.
@@ -110,10 +108,10 @@ impl Drop for LogsOnFailure {
 /// `path` as served by the nginx on `port`: Ok(body) on 200, Err on anything else.
 fn served(port: u16, path: &str) -> Result<String, String> {
     let r = http_get(([127, 0, 0, 1], port).into(), path).map_err(|e| e.to_string())?;
-    if r.status == 200 {
-        Ok(r.body)
+    if r.0 == 200 {
+        Ok(r.1)
     } else {
-        Err(format!("{path}: HTTP {}", r.status))
+        Err(format!("{path}: HTTP {}", r.0))
     }
 }
 
@@ -126,9 +124,9 @@ fn wait_served(ports: &[u16], path: &str, want: Option<&str>) {
             || {
                 let r = http_get(([127, 0, 0, 1], port).into(), path).map_err(|e| e.to_string())?;
                 match want {
-                    Some(w) if r.status == 200 && r.body == w => Ok(()),
-                    None if r.status == 404 => Ok(()),
-                    _ => Err(format!("HTTP {} {:?}", r.status, r.body)),
+                    Some(w) if r.0 == 200 && r.1 == w => Ok(()),
+                    None if r.0 == 404 => Ok(()),
+                    _ => Err(format!("HTTP {} {:?}", r.0, r.1)),
                 }
             },
         );
@@ -150,7 +148,7 @@ fn the_same_over_tls_tcp() {
 
 fn replicate_end_to_end(transport: &str) {
     need("nginx", "nginx");
-    let exe = walrus_node_exe();
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_walrus-node"));
     let tmp = TempDir::new(&format!("e2e-repl-{transport}"));
     let dir = tmp.path();
     let site = dir.join("site");
@@ -163,9 +161,12 @@ fn replicate_end_to_end(transport: &str) {
     for n in ["p", "r1", "r2"] {
         certs::write_node_cert(&certs_dir, n).unwrap();
     }
-    let web = [free_tcp_port(), free_tcp_port()];
+    let web = [
+        free_tcp_port(std::net::Ipv4Addr::LOCALHOST),
+        free_tcp_port(std::net::Ipv4Addr::LOCALHOST),
+    ];
     let status: Vec<SocketAddr> = (0..3)
-        .map(|_| ([127, 0, 0, 1], free_tcp_port()).into())
+        .map(|_| ([127, 0, 0, 1], free_tcp_port(std::net::Ipv4Addr::LOCALHOST)).into())
         .collect();
     let config = format!(
         r#"site = "example.com"
@@ -247,8 +248,20 @@ transport = "{transport}"
     for r in ["r1", "r2"] {
         fs::create_dir_all(dir.join(r)).unwrap();
     }
-    let _nginx1 = start_nginx(&dir.join("nginx1"), web[0], &dir.join("r1/current"));
-    let _nginx2 = start_nginx(&dir.join("nginx2"), web[1], &dir.join("r2/current"));
+    let _nginx1 = Nginx::start(
+        &dir.join("nginx1"),
+        vec![Site::new(
+            ([127, 0, 0, 1], web[0]).into(),
+            &dir.join("r1/current"),
+        )],
+    );
+    let _nginx2 = Nginx::start(
+        &dir.join("nginx2"),
+        vec![Site::new(
+            ([127, 0, 0, 1], web[1]).into(),
+            &dir.join("r2/current"),
+        )],
+    );
     let _logs = LogsOnFailure(
         ["p", "r1", "r2"]
             .iter()

@@ -662,7 +662,7 @@ pub fn check_addresses(spec: &LabSpec, recs: &[ClientRecord]) -> Result<(), Chec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::spec::Mode;
+    use crate::spec::Mode;
 
     fn spec() -> LabSpec {
         LabSpec {
@@ -783,7 +783,7 @@ mod tests {
     #[test]
     fn dead_address_after_grace_is_caught() {
         let mut s = spec();
-        s.failure = Some(crate::lab::spec::Failure {
+        s.failure = Some(crate::spec::Failure {
             area: Area(2),
             at_secs: 5,
             to: Area(1),
