@@ -6,68 +6,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rand::SeedableRng;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords};
-use walrus_actors::director::{apply, Applied, AreaDirector, NameServerError};
-use walrus_actors::model::{AreaAnswer, AreaName, ClusterName, Decision, Round};
+use walrus_actors::director::{apply, Applied, NameServerError};
+use walrus_actors::model::{AreaName, Decision, Round};
+use walrus_testkit::actors::director::checks::{answer, director, updater};
 use walrus_testkit::actors::director::{
-    dig, dig_followed, dig_with, layout, serial, wait_until, Authoritative, TempDir,
+    dig, dig_followed, dig_with, layout, serial, wait_until, Authoritative, Embedded, TempDir,
 };
 use walrus_testkit::ChildGuard;
 
-/// An embedded server serving on a free loopback port until dropped.
-struct Running {
-    server: EmbeddedServer,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start(area: u32, state_file: &Path) -> Running {
-    let server = EmbeddedServer::open(
-        AreaName(format!("a{area}")),
-        layout(area, 30),
-        state_file.to_owned(),
-    )
-    .unwrap();
-    let listening = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listening.local_addr();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(listening.run(async {
-        let _ = rx.await;
-    }));
-    Running {
-        server,
-        addr,
-        stop: Some(tx),
-    }
-}
-
-fn answer(cluster: &str, addrs: &[&str]) -> AreaAnswer {
-    AreaAnswer {
-        cluster: ClusterName::from(cluster),
-        records: addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
-    }
-}
-
-fn director(area: &str, ttl: u64) -> AreaDirector {
-    AreaDirector {
-        area: AreaName::from(area),
-        ttl: RecordTtl::try_from(Duration::from_secs(ttl)).unwrap(),
-    }
+async fn start(area: u32, state_file: &Path) -> Embedded {
+    Embedded::start(area, state_file, SocketAddr::from(([127, 0, 0, 1], 0))).await
 }
 
 fn rng() -> rand::rngs::StdRng {
@@ -161,16 +116,7 @@ async fn negative_answers_match_bind() {
     let dir = TempDir::new("emb-vs-bind");
     let run = start(1, &dir.path().join("state.json")).await;
     let bind = Authoritative::bind(1, "walrus-area1");
-    let ns = walrus_actors::director::rfc2136::Rfc2136Updater::new(
-        walrus_actors::director::rfc2136::Rfc2136Config {
-            area: AreaName::from("a1"),
-            server: bind.addr,
-            area_zone: bind.layout.area_zone.clone(),
-            key: bind.key.clone(),
-            timeout: Duration::from_secs(2),
-        },
-    )
-    .unwrap();
+    let ns = updater(&bind, "a1", bind.key.clone());
     let want = director("a1", 30)
         .wanted_for(&answer("c1", &["10.0.1.1", "2001:db8::1"]))
         .unwrap();
@@ -413,27 +359,21 @@ async fn unwritable_state_is_reported_retried_and_not_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_ipv6_loopback() {
     let dir = TempDir::new("emb-v6");
-    let server = EmbeddedServer::open(
-        AreaName::from("a1"),
-        layout(1, 30),
-        dir.path().join("state.json"),
+    let run = Embedded::start(
+        1,
+        &dir.path().join("state.json"),
+        "[::1]:0".parse().unwrap(),
     )
-    .unwrap();
-    let listening = server.bind("[::1]:0".parse().unwrap()).await.unwrap();
-    let addr = listening.local_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(listening.run(async {
-        let _ = rx.await;
-    }));
+    .await;
+    let (server, addr) = (&run.server, run.addr);
     let want = director("a1", 30)
         .wanted_for(&answer("c1", &["2001:db8::7", "10.0.0.7"]))
         .unwrap();
-    apply(&server, &want, &RetryPolicy::default(), &mut rng()).await;
+    apply(server, &want, &RetryPolicy::default(), &mut rng()).await;
     for transport in [&[][..], &["+tcp"][..]] {
         let d = dig_followed(addr, "www.example.com", "AAAA", transport);
         assert_eq!(d.data_of("AAAA"), vec!["2001:db8::7"], "{d:?}");
     }
-    let _ = tx.send(());
 }
 
 /// Issue 15, must-show 3: clients that take the first address spread over a cluster. Over

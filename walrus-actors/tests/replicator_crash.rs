@@ -11,12 +11,11 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use walrus_actors::model::Generation;
-use walrus_actors::replicator::manifest::{Limits, Scanner};
+use walrus_actors::replicator::manifest::Limits;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
-use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
+use walrus_actors::replicator::transfer::ServeOptions;
 use walrus_testkit::actors::replicator::*;
 
 const FILES: usize = 100;
@@ -96,13 +95,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let store_dir = t.path().join("replica");
     fs::create_dir_all(&root).unwrap();
     write_files(&root, 1);
-    let source = Arc::new(PrimarySource::new(&root).unwrap());
-    let mut scanner = Scanner::new();
-    source.publish(
-        scanner
-            .scan(&root, Generation(1), &Limits::default())
-            .unwrap(),
-    );
+    let (source, mut scanner) = primary_at_generation_1(&root);
     let fast = serve_tcp(source.clone(), ServeOptions::default()).await;
     {
         let mut s = ReplicaStore::open(&store_dir, StoreConfig::default()).unwrap();

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use walrus_actors::model::Generation;
-use walrus_actors::replicator::manifest::{Limits, Scanner};
+use walrus_actors::replicator::manifest::Limits;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
-use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
+use walrus_actors::replicator::transfer::ServeOptions;
 use walrus_testkit::actors::replicator::*;
 use walrus_testkit::web::{Nginx, Site};
 
@@ -114,13 +114,7 @@ async fn nginx_never_serves_a_mixed_state_during_50_switches() {
     let root = t.path().join("site");
     let store_dir = t.path().join("replica");
     write_generation(&root, 1);
-    let source = Arc::new(PrimarySource::new(&root).unwrap());
-    let mut scanner = Scanner::new();
-    source.publish(
-        scanner
-            .scan(&root, Generation(1), &Limits::default())
-            .unwrap(),
-    );
+    let (source, mut scanner) = primary_at_generation_1(&root);
     let server = serve_tcp(source.clone(), ServeOptions::default()).await;
     let mut store = ReplicaStore::open(&store_dir, StoreConfig::default()).unwrap();
     pull_tcp(&mut store, server.addr).await.unwrap();

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 use walrus_node::cluster::{free_dns_port, Cluster, QuicLayers};
 use walrus_node::config::Config;
+use walrus_testkit::actors::deployment::bind_config_cli;
 use walrus_testkit::dns::dig_a_text as dig_a;
 use walrus_testkit::prelude::*;
 use walrus_testkit::wait::poll_until_async as poll_until;
@@ -75,27 +76,17 @@ async fn direct_mode_master_updates_bind_when_a_cluster_dies() {
     std::fs::write(&conf, &toml).unwrap();
 
     // BIND from the operator command's output.
-    let out = Command::new(env!("CARGO_BIN_EXE_walrus-node"))
-        .args(["dns", "bind-config", "--area", "a1", "--config"])
-        .arg(&conf)
-        .arg("--zone-dir")
-        .arg(&bind_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let files = bind_config_cli(
+        Path::new(env!("CARGO_BIN_EXE_walrus-node")),
+        &conf,
+        "a1",
+        &bind_dir,
+        &[],
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let files = walrus_actors::director::bind_config::split_rendered(&text);
     assert!(
         files[0].1.contains("walrus-a1"),
         "key name from the key file"
     );
-    for (n, b) in &files[1..] {
-        std::fs::write(bind_dir.join(n), b).unwrap();
-    }
     let _named = Named::start(
         &bind_dir,
         port,

@@ -14,6 +14,7 @@
 //!    ├─ nft      Partition: nftables rules dropping UDP between two port sets
 //!    ├─ netns    network namespaces and processes inside them, undone on drop
 //!    ├─ deploy   a loopback deployment's walrus.toml (areas, servers, nodes)
+//!    ├─ node     (feature `node`) queries of an in-process deployment (master, serial)
 //!    └─ actors   (feature `actors`) topology and statistics fixtures, the Director's
 //!                authority servers (BIND, Knot, PowerDNS) and their shared checks
 //! ```
@@ -33,6 +34,8 @@ pub mod dns;
 pub mod net;
 pub mod netns;
 pub mod nft;
+#[cfg(feature = "node")]
+pub mod node;
 pub mod prelude;
 pub mod process;
 pub mod rsync;

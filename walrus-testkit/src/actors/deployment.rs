@@ -29,7 +29,7 @@ use crate::wait::{poll_until_with as poll_until, PATIENCE};
 use crate::web::Nginx;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -301,26 +301,7 @@ impl Deployment {
     /// and waits until it answers.
     fn start_named(&self, area: &str) -> Named {
         let dir = self.dir.path().join("bind").join(area);
-        std::fs::create_dir_all(&dir).expect("creating BIND's directory");
-        let out = Command::new(&self.bin)
-            .args(["dns", "bind-config", "--area", area, "--config"])
-            .arg(&self.config)
-            .arg("--zone-dir")
-            .arg(&dir)
-            .output()
-            .expect("running walrus-node dns bind-config");
-        assert!(
-            out.status.success(),
-            "dns bind-config: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        // Sections: "// ---- named.conf ----", then one per zone file.
-        let files = walrus_actors::director::bind_config::split_rendered(&text);
-        assert!(files.len() >= 3, "bind-config output:\n{text}");
-        for (n, b) in &files[1..] {
-            std::fs::write(dir.join(n), b).expect("writing a zone file");
-        }
+        let files = bind_config_cli(&self.bin, &self.config, area, &dir, &[]);
         let key = std::fs::read_to_string(self.dir.path().join(format!("{area}.key")))
             .expect("the area's key file");
         Named::start(
@@ -432,4 +413,42 @@ impl Deployment {
     pub fn heal(&mut self) {
         self.partition = None;
     }
+}
+
+/// What an operator does for BIND (README step 6): runs `bin dns bind-config --area AREA
+/// --config CONFIG --zone-dir DIR EXTRA…`, writes the zone files it prints into `dir` and
+/// returns its sections, named.conf's statements first; panics with its stderr if it
+/// fails.
+pub fn bind_config_cli(
+    bin: &Path,
+    config: &Path,
+    area: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Vec<(String, String)> {
+    std::fs::create_dir_all(dir).expect("creating BIND's directory");
+    let out = Command::new(bin)
+        .args(["dns", "bind-config", "--area", area, "--config"])
+        .arg(config)
+        .arg("--zone-dir")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("running walrus-node dns bind-config");
+    assert!(
+        out.status.success(),
+        "dns bind-config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Sections: "// ---- named.conf ----", then one per zone file.
+    let files = walrus_actors::director::bind_config::split_rendered(&text);
+    assert!(
+        files.len() == 3 && files[0].0 == "named.conf",
+        "bind-config output is not named.conf + two zone files: {files:?}"
+    );
+    for (n, b) in &files[1..] {
+        std::fs::write(dir.join(n), b).expect("writing a zone file");
+    }
+    files
 }

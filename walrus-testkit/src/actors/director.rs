@@ -198,3 +198,47 @@ impl Authority for Authoritative {
         Authoritative::restart(self)
     }
 }
+
+/// Walrus' embedded name server for area `a<area>` (the test layout), serving on a
+/// loopback address until dropped.
+pub struct Embedded {
+    /// The server (to apply answers to, to read its state).
+    pub server: walrus_actors::director::embedded::EmbeddedServer,
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Embedded {
+    /// Opens its state at `state_file` and serves on `listen` (port 0: a free one).
+    pub async fn start(area: u32, state_file: &std::path::Path, listen: SocketAddr) -> Self {
+        let server = walrus_actors::director::embedded::EmbeddedServer::open(
+            walrus_actors::model::AreaName(format!("a{area}")),
+            layout(area, 30),
+            state_file.to_owned(),
+        )
+        .expect("opening the embedded server's state");
+        let listening = server
+            .bind(listen)
+            .await
+            .unwrap_or_else(|e| panic!("binding the embedded server to {listen}: {e}"));
+        let addr = listening.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(listening.run(async {
+            let _ = rx.await;
+        }));
+        Embedded {
+            server,
+            addr,
+            stop: Some(tx),
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}

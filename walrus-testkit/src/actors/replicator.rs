@@ -51,6 +51,19 @@ pub async fn serve_tcp(source: Arc<PrimarySource>, opts: ServeOptions) -> Server
     Server { addr, task }
 }
 
+/// A primary for the tree at `root` with generation 1 scanned and published, and the
+/// scanner that scans the next ones.
+pub fn primary_at_generation_1(root: &Path) -> (Arc<PrimarySource>, Scanner) {
+    let source = Arc::new(PrimarySource::new(root).expect("opening the primary source"));
+    let mut scanner = Scanner::new();
+    source.publish(
+        scanner
+            .scan(root, Generation(1), &Limits::default())
+            .expect("scanning generation 1"),
+    );
+    (source, scanner)
+}
+
 /// One pull over a fresh TCP connection.
 pub async fn pull_tcp(
     store: &mut ReplicaStore,
