@@ -1807,5 +1807,6 @@ impl Node {
     }
 }
 
+mod peer_set;
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,7 @@
 //! its place (a membership event) has nothing pending: its next DNS change never happens.
 
 use super::notify::{Notifier, NotifyConfig};
-use super::round::{RoundConfig, RoundMachine, RoundStatus};
+use super::round::{ReportIgnored, RoundConfig, RoundMachine, RoundStatus};
 use crate::group::GroupLayer;
 use crate::model::{AreaName, Decision, Topology};
 #[cfg(feature = "testing")]
@@ -40,7 +40,7 @@ use crate::supervision::{
 };
 use crate::wire::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -239,6 +239,7 @@ pub fn start<L: GroupLayer>(
         published,
         timer: None,
         join_grace,
+        unknown: BTreeSet::new(),
     });
     Ok(ControllerHandle {
         status_req: addr.clone().recipient(),
@@ -262,6 +263,9 @@ pub struct Controller<L: GroupLayer> {
     published: watch::Sender<ControllerStatus>,
     timer: Option<SpawnHandle>,
     join_grace: Duration,
+    /// Servers heard of (reports) that the configuration does not know: logged once each,
+    /// forgotten when a reload adds them.
+    unknown: BTreeSet<crate::model::ServerName>,
 }
 
 impl<L: GroupLayer> Actor for Controller<L> {
@@ -451,6 +455,11 @@ impl<L: GroupLayer> Controller<L> {
                         tracing::debug!(%server, corrections = ?fixed, "report figures corrected");
                     }
                     Ok(_) => {}
+                    Err(ReportIgnored::UnknownServer { server }) => {
+                        if self.unknown.insert(server.clone()) {
+                            tracing::warn!(%server, from = %sender, "report from a server this Controller's configuration does not know: ignored (logged once per server; the files differ, see the config digests in /status)");
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "report ignored"),
                 }
             }
@@ -493,6 +502,13 @@ impl<L: GroupLayer> Controller<L> {
     }
 
     fn reconfigure(&mut self, s: ControllerSettings) {
+        let known = |srv: &crate::model::ServerName| {
+            s.topology
+                .clusters
+                .values()
+                .any(|c| c.servers.contains_key(srv))
+        };
+        self.unknown.retain(|srv| !known(srv));
         self.machine
             .handle_reconfigure(now(), s.round.clone(), s.topology.clone());
         if s.notify != self.settings.notify {

@@ -52,6 +52,7 @@ pub mod certs;
 #[cfg(feature = "testing")]
 mod fault;
 mod frames;
+mod peer_set;
 pub mod refusals;
 pub mod tls;
 
@@ -571,7 +572,7 @@ struct Shared<M> {
     me: NodeId,
     limits: Limits,
     endpoint: quinn::Endpoint,
-    peers: HashMap<NodeId, Peer>,
+    peers: peer_set::PeerTable,
     /// Received data messages.
     events: mpsc::Sender<Queued<M>>,
     /// Byte budget of received data messages not yet taken by the driver.
@@ -677,7 +678,7 @@ impl<M: Message> Transport<M> {
                 link: Mutex::new(None),
                 accepted: acc_tx,
             };
-            if peer_map.insert(name.clone(), peer).is_some() {
+            if peer_map.insert(name.clone(), Arc::new(peer)).is_some() {
                 return Err(TransportError::Config(format!("peer {name} listed twice")));
             }
             accepted_rxs.push((name, acc_rx));
@@ -686,7 +687,7 @@ impl<M: Message> Transport<M> {
             me,
             limits,
             endpoint,
-            peers: peer_map,
+            peers: peer_set::PeerTable::new(peer_map),
             events: events_tx,
             event_bytes: Arc::new(Semaphore::new(
                 limits_event_bytes.clamp(1, Semaphore::MAX_PERMITS),
@@ -800,6 +801,7 @@ impl<M: Message> Transport<M> {
         self.shared
             .peers
             .values()
+            .iter()
             .filter_map(|p| {
                 p.link()
                     .as_ref()
@@ -813,6 +815,7 @@ impl<M: Message> Transport<M> {
         self.shared
             .peers
             .values()
+            .iter()
             .filter_map(|p| p.link().as_ref().map(|l| l.queued.load(Ordering::Relaxed)))
             .max()
             .unwrap_or(0)
@@ -918,7 +921,7 @@ impl<M: Message> Transport<M> {
         self.shared.blocked.set(peer, false);
     }
 
-    fn peer(&self, name: &NodeId) -> Result<&Peer, TransportError> {
+    fn peer(&self, name: &NodeId) -> Result<Arc<Peer>, TransportError> {
         self.shared
             .peers
             .get(name)
@@ -963,9 +966,10 @@ async fn accept_loop<M: Message>(shared: Arc<Shared<M>>) {
 fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
     let from = conn.remote_address();
     let chain = tls::peer_chain(&conn);
-    let found = tls::peer_name(&chain, shared.peers.keys().map(NodeId::as_str));
-    let Some((name, peer)) = found.and_then(|f| shared.peers.iter().find(|(k, _)| k.as_str() == f))
-    else {
+    let names = shared.peers.keys();
+    let found = tls::peer_name(&chain, names.iter().map(NodeId::as_str));
+    let found = found.and_then(|f| names.iter().find(|k| k.as_str() == f));
+    let Some((name, peer)) = found.and_then(|n| Some((n, shared.peers.get(n)?))) else {
         warn!(%from, "certificate names no configured peer: closed");
         conn.close(
             close_code::REFUSED.into(),
@@ -1022,7 +1026,8 @@ async fn peer_task<M: Message>(
     // Told once per peer: this process is a duplicate of its own name.
     let mut told_duplicate = false;
     loop {
-        if *shutdown.borrow() {
+        // Closed: the peer left the configuration (`Transport::set_peers`).
+        if *shutdown.borrow() || accepted.is_closed() {
             return;
         }
         let conn = if let Some(c) = next.take() {
