@@ -20,6 +20,66 @@ pub(super) struct Peer {
 }
 
 impl Node {
+    /// Hears from peer `from` in incarnation `inc`: it is alive now. Returns who sent the
+    /// message, or `None` if it must be dropped (an unknown node, or an older incarnation
+    /// than the one known **while that one is alive**).
+    ///
+    /// Why not "older incarnations forever": two processes with one name (a duplicate,
+    /// refused by the transport's admission rule, or a restart racing the old link) may
+    /// both get frames through for a moment. If the newer one then goes away, the older
+    /// one is the node; refusing it forever would leave it alone, its own master, for good
+    /// (issue 16). Once the newer incarnation is dead to this node (link down, or not heard
+    /// for `failure_timeout`), the older one is taken as a new incarnation: everything
+    /// known of the newer one is void, and the older one merges like a healed partition.
+    pub(super) fn hear(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        inc: Incarnation,
+    ) -> Option<NodeRef> {
+        let newer_alive = match self.peers.get(from).and_then(|p| p.incarnation) {
+            Some(known) if inc < known => self.alive(
+                now,
+                &NodeRef {
+                    id: from.clone(),
+                    incarnation: known,
+                },
+            ),
+            _ => false,
+        };
+        let peer = self.peers.get_mut(from)?;
+        match peer.incarnation {
+            Some(known)
+                if inc < known && (newer_alive || planted!(self, refuse_older_incarnations)) =>
+            {
+                return None
+            }
+            Some(known) if inc == known => {}
+            _ => {
+                // A new incarnation: what we knew of the old one is void.
+                peer.incarnation = Some(inc);
+                peer.row.clear();
+                peer.view = None;
+            }
+        }
+        peer.last_heard = Some(now);
+        peer.link_down = false;
+        Some(NodeRef {
+            id: from.clone(),
+            incarnation: inc,
+        })
+    }
+
+    /// A heartbeat: the sender's row of the connectivity matrix and the view it is in.
+    pub(super) fn on_heartbeat(&mut self, now: Instant, from: &NodeId, m: Heartbeat) {
+        self.max_counter = self.max_counter.max(m.max_counter);
+        if let Some(peer) = self.peers.get_mut(from) {
+            peer.row = m.alive;
+            peer.view = Some((m.view, now));
+        }
+        // Not evaluated here: the heartbeat tick does it (keeps large clusters cheap).
+    }
+
     // ------------------------------------------------------------------ failure detector
 
     /// Time this node itself did not run does not count against its peers.
@@ -68,7 +128,7 @@ impl Node {
                 .is_some_and(|t| now.saturating_duration_since(t) < self.config.failure_timeout)
     }
 
-    pub(super) fn alive_peers(&self, now: Instant) -> Vec<NodeRef> {
+    fn alive_peers(&self, now: Instant) -> Vec<NodeRef> {
         self.peers
             .iter()
             .filter_map(|(id, p)| {

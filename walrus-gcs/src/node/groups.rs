@@ -126,7 +126,7 @@ impl Node {
     }
 
     /// Tells every local member of `group` its new member list.
-    pub(super) fn announce(&mut self, group: &GroupName, reason: MembershipReason, at: Stamp) {
+    fn announce(&mut self, group: &GroupName, reason: MembershipReason, at: Stamp) {
         let list = self.groups.get(group).cloned().unwrap_or_default();
         let members: Vec<Member> = list.iter().map(|r| r.member.clone()).collect();
         let locals: Vec<SessionId> = members
@@ -165,6 +165,133 @@ impl Node {
                 },
             });
             self.push_op(session, OpKind::Gone);
+        }
+    }
+
+    // ------------------------------------------------------------------ at a view change
+
+    /// This node's own memberships as they stand once its own held entries are delivered
+    /// (all of them are in any cut, see PROTOCOL.md): what it brings to the next view.
+    pub(super) fn own_memberships(&self) -> Vec<GroupRecord> {
+        let mut own: Vec<GroupRecord> = self
+            .groups
+            .values()
+            .flatten()
+            .filter(|r| r.member.node == self.me.id && r.member.incarnation == self.me.incarnation)
+            .cloned()
+            .collect();
+        for e in self.held.range(self.delivered + 1..).map(|(_, e)| e) {
+            if e.origin != self.me {
+                continue;
+            }
+            let member = Member {
+                node: self.me.id.clone(),
+                incarnation: self.me.incarnation,
+                session: e.op.session,
+            };
+            match &e.op.kind {
+                OpKind::Join(g) => {
+                    if !own.iter().any(|r| r.group == *g && r.member == member) {
+                        own.push(GroupRecord {
+                            group: g.clone(),
+                            stamp: Stamp {
+                                view: self.view.clone(),
+                                seq: e.seq,
+                            },
+                            member,
+                            alone: self.members.len() == 1,
+                        });
+                    }
+                }
+                OpKind::Leave(g) => own.retain(|r| !(r.group == *g && r.member == member)),
+                OpKind::Gone => own.retain(|r| r.member != member),
+                OpKind::Message { .. } => {}
+            }
+        }
+        own
+    }
+
+    /// Coordinator: the group table of new view `view` (of `members` nodes) from the
+    /// members' flush reports, sorted and without duplicates.
+    ///
+    /// Merge rule: a record joined in a view of one node (a node that started or ran cut
+    /// off) is stamped anew at the start of this view once it has several members, so it
+    /// comes after every record the others bring: a node that joined alone never deposes
+    /// a running master (issue 16). See `PROTOCOL.md`.
+    pub(super) fn merged_groups<'a>(
+        &self,
+        view: &ViewId,
+        members: usize,
+        reports: impl Iterator<Item = &'a FlushReport>,
+    ) -> Vec<GroupRecord> {
+        let several = members > 1;
+        let rejoin = Stamp {
+            view: view.clone(),
+            seq: 0,
+        };
+        let mut groups: Vec<GroupRecord> = reports
+            .flat_map(|r| r.groups.iter().cloned())
+            .map(|mut g| {
+                if g.alone && several && !planted!(self, merge_by_stamp_only) {
+                    g.stamp = rejoin.clone();
+                    g.alone = false;
+                }
+                g
+            })
+            .collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// Installs the group table an `Install` carries (every member's own memberships) in
+    /// stamp order; returns the old table.
+    pub(super) fn replace_group_table(
+        &mut self,
+        records: Vec<GroupRecord>,
+    ) -> BTreeMap<GroupName, Vec<GroupRecord>> {
+        let mut table: BTreeMap<GroupName, Vec<GroupRecord>> = BTreeMap::new();
+        for r in records {
+            table.entry(r.group.clone()).or_default().push(r);
+        }
+        for list in table.values_mut() {
+            list.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.member.cmp(&b.member)));
+        }
+        std::mem::replace(&mut self.groups, table)
+    }
+
+    /// After an install: tells local members of every group whose member list differs
+    /// from `old_table` the new list (reason `Network`, stamped at the view's start).
+    pub(super) fn announce_network_changes(
+        &mut self,
+        old_table: &BTreeMap<GroupName, Vec<GroupRecord>>,
+    ) {
+        let names: BTreeSet<GroupName> = old_table
+            .keys()
+            .chain(self.groups.keys())
+            .cloned()
+            .collect();
+        let at = Stamp {
+            view: self.view.clone(),
+            seq: 0,
+        };
+        for g in names {
+            let before: Vec<&Member> = old_table
+                .get(&g)
+                .into_iter()
+                .flatten()
+                .map(|r| &r.member)
+                .collect();
+            let after: Vec<&Member> = self
+                .groups
+                .get(&g)
+                .into_iter()
+                .flatten()
+                .map(|r| &r.member)
+                .collect();
+            if before != after {
+                self.announce(&g, MembershipReason::Network, at.clone());
+            }
         }
     }
 }

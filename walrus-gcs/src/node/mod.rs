@@ -15,6 +15,23 @@
 //! ```
 //!
 //! See `PROTOCOL.md` for why this is safe.
+//!
+//! # Where each rule lives
+//!
+//! One state machine, one struct: the concerns below share the view's state (its
+//! members, the entries held and delivered), so [`Node`] keeps every field and each
+//! file adds the `impl Node` methods of one concern, the way quinn-proto splits its
+//! `Connection` (`connection/{streams,spaces,paths,timer}`) and openraft its engine by
+//! handler. A concern with state of its own has its own type beside its rules.
+//!
+//! | file | rules | own state |
+//! |------|-------|-----------|
+//! | `mod.rs` | the public API: inputs, local requests, outputs, accessors; dispatch of peer messages | [`Node`] |
+//! | `ordering.rs` | send window, submission, the sequencer, commit and stable points, delivery in order | `Sequencer` |
+//! | `groups.rs` | the group table: applying a delivered entry, membership events, session queues, the merge of tables at a view change | — |
+//! | `failure.rs` | incarnations, heartbeats, liveness, the connectivity matrix, the view this node wants | `Peer` |
+//! | `view_change.rs` | when to change, freeze, propose/accept, the cut of each old view, install | `Frozen`, `Accepted`, `Proposal` |
+//! | `planted.rs` | planted protocol bugs for the simulator's checkers (feature `testing` only) | `PlantedBugs` |
 
 use crate::config::CoreConfig;
 use crate::error::GcsError;
@@ -29,27 +46,33 @@ use crate::wire::{
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+/// Whether planted bug `$bug` (a field of [`PlantedBugs`]) is on in node `$node`. Without
+/// the `testing` feature there are no planted bugs: `Node` holds none and this is `false`.
+#[cfg(any(test, feature = "testing"))]
+macro_rules! planted {
+    ($node:expr, $bug:ident) => {
+        $node.bugs.$bug
+    };
+}
+#[cfg(not(any(test, feature = "testing")))]
+macro_rules! planted {
+    ($node:expr, $bug:ident) => {
+        false
+    };
+}
+
 mod failure;
 mod groups;
 mod ordering;
+#[cfg(any(test, feature = "testing"))]
+mod planted;
 mod view_change;
 
 use failure::Peer;
 use ordering::Sequencer;
+#[cfg(any(test, feature = "testing"))]
+pub use planted::PlantedBugs;
 use view_change::{Accepted, Frozen, Proposal};
-
-/// Test-only switches that plant protocol bugs, to show the simulator's checkers catch them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PlantedBugs {
-    /// Install new views without delivering the old view's cut (skips the flush).
-    pub skip_flush: bool,
-    /// Refuse an older incarnation forever once a newer one was heard (the rule before
-    /// issue 16: the real node stays alone after its duplicate went away).
-    pub refuse_older_incarnations: bool,
-    /// Merge group lists by join stamp only (the rule before issue 16: a node that
-    /// joined alone in a young view goes first after the heal).
-    pub merge_by_stamp_only: bool,
-}
 
 /// An open local session.
 #[derive(Debug, Default)]
@@ -66,6 +89,8 @@ pub struct Node {
     config: CoreConfig,
     me: NodeRef,
     peers: BTreeMap<NodeId, Peer>,
+    /// Protocol bugs planted by the simulator's tests (feature `testing` only).
+    #[cfg(any(test, feature = "testing"))]
     bugs: PlantedBugs,
 
     // --- the current view ---
@@ -207,6 +232,7 @@ impl Node {
             config,
             me: me.clone(),
             peers,
+            #[cfg(any(test, feature = "testing"))]
             bugs: PlantedBugs::default(),
             view: view.clone(),
             members: vec![me.clone()],
@@ -217,10 +243,7 @@ impl Node {
             commit: 0,
             stable: 0,
             broken: false,
-            seqr: Some(Sequencer {
-                next_seq: 1,
-                ..Sequencer::default()
-            }),
+            seqr: Some(Sequencer::new()),
             digest: FNV_START,
             delivered_count: 0,
             frozen: None,
@@ -255,59 +278,16 @@ impl Node {
         node
     }
 
-    /// Plants protocol bugs (only for showing that the simulator's checkers catch them;
-    /// exists only with the `testing` feature).
-    #[cfg(any(test, feature = "testing"))]
-    pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
-        self.bugs = bugs;
-    }
-
     // ------------------------------------------------------------------ inputs
 
     /// A message from peer `from` (the transport has checked the name against the peer's
     /// certificate). Messages from unknown nodes or other views are dropped, and so are
-    /// those of an older incarnation than the one known **while that one is alive**.
-    ///
-    /// Why not "older incarnations forever": two processes with one name (a duplicate,
-    /// refused by the transport's admission rule, or a restart racing the old link) may
-    /// both get frames through for a moment. If the newer one then goes away, the older
-    /// one is the node; refusing it forever would leave it alone, its own master, for good
-    /// (issue 16). Once the newer incarnation is dead to this node (link down, or not heard
-    /// for `failure_timeout`), the older one is taken as a new incarnation: everything
-    /// known of the newer one is void, and the older one merges like a healed partition.
+    /// those of an older incarnation than the one known while that one is alive (see
+    /// `failure.rs` for why not "older incarnations forever").
     pub fn handle_message(&mut self, now: Instant, from: &NodeId, msg: PeerMessage) {
         self.catch_up(now);
-        let inc = msg.incarnation();
-        let newer_alive = match self.peers.get(from).and_then(|p| p.incarnation) {
-            Some(known) if inc < known => self.alive(
-                now,
-                &NodeRef {
-                    id: from.clone(),
-                    incarnation: known,
-                },
-            ),
-            _ => false,
-        };
-        let Some(peer) = self.peers.get_mut(from) else {
+        let Some(sender) = self.hear(now, from, msg.incarnation()) else {
             return;
-        };
-        match peer.incarnation {
-            Some(known) if inc < known && (newer_alive || self.bugs.refuse_older_incarnations) => {
-                return
-            }
-            Some(known) if inc == known => {}
-            _ => {
-                // A new incarnation: what we knew of the old one is void.
-                peer.incarnation = Some(inc);
-                peer.row.clear();
-                peer.view = None;
-            }
-        }
-        peer.last_heard = Some(now);
-        peer.link_down = false;
-        let sender = NodeRef {
-            id: from.clone(),
-            incarnation: inc,
         };
         let ordering = matches!(
             msg,
@@ -330,14 +310,7 @@ impl Node {
     fn dispatch(&mut self, now: Instant, sender: NodeRef, msg: PeerMessage) {
         let from = &sender.id.clone();
         match msg {
-            PeerMessage::Heartbeat(m) => {
-                self.max_counter = self.max_counter.max(m.max_counter);
-                if let Some(peer) = self.peers.get_mut(from) {
-                    peer.row = m.alive;
-                    peer.view = Some((m.view, now));
-                }
-                // Not evaluated here: the heartbeat tick does it (keeps large clusters cheap).
-            }
+            PeerMessage::Heartbeat(m) => self.on_heartbeat(now, from, m),
             PeerMessage::Submit(m) => self.on_submit(sender, m),
             PeerMessage::Ordered(m) => self.on_ordered(&sender, m),
             PeerMessage::Ack(m) => self.on_ack(sender, m),
@@ -425,10 +398,7 @@ impl Node {
         session: SessionId,
         group: GroupName,
     ) -> Result<(), GcsError> {
-        self.check_request(session)?;
-        self.push_op(session, OpKind::Join(group));
-        self.pump();
-        Ok(())
+        self.request(session, OpKind::Join(group))
     }
 
     /// Session `session` leaves `group`; the remaining members get a `Leave` event.
@@ -438,8 +408,13 @@ impl Node {
         session: SessionId,
         group: GroupName,
     ) -> Result<(), GcsError> {
+        self.request(session, OpKind::Leave(group))
+    }
+
+    /// A join or leave of `session`: checked, queued and submitted.
+    fn request(&mut self, session: SessionId, kind: OpKind) -> Result<(), GcsError> {
         self.check_request(session)?;
-        self.push_op(session, OpKind::Leave(group));
+        self.push_op(session, kind);
         self.pump();
         Ok(())
     }

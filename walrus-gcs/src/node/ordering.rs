@@ -24,6 +24,14 @@ pub(super) struct Sequencer {
 }
 
 impl Sequencer {
+    /// The sequencer of a view that has just been installed: nothing ordered yet.
+    pub(super) fn new() -> Self {
+        Sequencer {
+            next_seq: 1,
+            ..Sequencer::default()
+        }
+    }
+
     /// Drops the byte accounting of entries that became stable.
     fn forget_stable(&mut self, stable: u64) {
         while let Some((seq, bytes)) = self.unstable.front().copied() {
@@ -84,7 +92,7 @@ impl Node {
         )
     }
 
-    pub(super) fn window_full(&self) -> GcsError {
+    fn window_full(&self) -> GcsError {
         let (limit, limit_bytes) = self.window();
         GcsError::Backpressure {
             pending: self.pending.len(),
@@ -150,12 +158,12 @@ impl Node {
 
     // ------------------------------------------------------------------ ordering
 
-    pub(super) fn is_member(&self, who: &NodeRef) -> bool {
+    fn is_member(&self, who: &NodeRef) -> bool {
         self.members.contains(who)
     }
 
     /// Sequencer: takes ops of `origin` (FIFO, gap-checked) and orders what fits.
-    pub(super) fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
+    fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
         let cap = self
             .config
             .max_pending
@@ -187,7 +195,7 @@ impl Node {
     }
 
     /// Sequencer: gives sequence numbers to backlog ops while the window has room.
-    pub(super) fn seq_order(&mut self) {
+    fn seq_order(&mut self) {
         let window = self.config.max_unstable;
         let window_bytes = self.config.max_unstable_bytes;
         let stable = self.stable;
@@ -235,7 +243,7 @@ impl Node {
     }
 
     /// Sequencer: advances commit and stable points and tells the members.
-    pub(super) fn seq_advance(&mut self) {
+    fn seq_advance(&mut self) {
         let Some(seqr) = self.seqr.as_ref() else {
             return;
         };
@@ -338,7 +346,7 @@ impl Node {
     }
 
     /// Delivers held entries up to the commit point, then forgets stable delivered ones.
-    pub(super) fn deliver_committed(&mut self) {
+    fn deliver_committed(&mut self) {
         if self.frozen.is_some() {
             return;
         }

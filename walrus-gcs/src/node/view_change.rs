@@ -107,43 +107,7 @@ impl Node {
             return;
         }
         self.seqr = None;
-        // Own memberships as they stand once our own held entries are delivered (all of
-        // them are in any cut, see PROTOCOL.md).
-        let mut own: Vec<GroupRecord> = self
-            .groups
-            .values()
-            .flatten()
-            .filter(|r| r.member.node == self.me.id && r.member.incarnation == self.me.incarnation)
-            .cloned()
-            .collect();
-        for e in self.held.range(self.delivered + 1..).map(|(_, e)| e) {
-            if e.origin != self.me {
-                continue;
-            }
-            let member = Member {
-                node: self.me.id.clone(),
-                incarnation: self.me.incarnation,
-                session: e.op.session,
-            };
-            match &e.op.kind {
-                OpKind::Join(g) => {
-                    if !own.iter().any(|r| r.group == *g && r.member == member) {
-                        own.push(GroupRecord {
-                            group: g.clone(),
-                            stamp: Stamp {
-                                view: self.view.clone(),
-                                seq: e.seq,
-                            },
-                            member,
-                            alone: self.members.len() == 1,
-                        });
-                    }
-                }
-                OpKind::Leave(g) => own.retain(|r| !(r.group == *g && r.member == member)),
-                OpKind::Gone => own.retain(|r| r.member != member),
-                OpKind::Message { .. } => {}
-            }
-        }
+        let own = self.own_memberships();
         let entries: Vec<Entry> = self.held.values().cloned().collect();
         self.frozen = Some(Frozen {
             report: FlushReport {
@@ -303,7 +267,7 @@ impl Node {
     }
 
     /// Coordinator: once every member answered, computes the cuts and installs.
-    pub(super) fn try_complete(&mut self, now: Instant) {
+    fn try_complete(&mut self, now: Instant) {
         let Some(p) = &self.proposal else {
             return;
         };
@@ -351,29 +315,7 @@ impl Node {
             });
             data.push((old.clone(), chosen));
         }
-        // Merge rule: a record joined in a view of one node (a node that started or ran
-        // cut off) is stamped anew at the start of this view once it has several members,
-        // so it comes after every record the others bring: a node that joined alone never
-        // deposes a running master (issue 16). See `PROTOCOL.md`.
-        let several = p.members.len() > 1;
-        let rejoin = Stamp {
-            view: p.id.clone(),
-            seq: 0,
-        };
-        let mut groups: Vec<GroupRecord> = p
-            .reports
-            .values()
-            .flat_map(|(r, _)| r.groups.iter().cloned())
-            .map(|mut g| {
-                if g.alone && several && !self.bugs.merge_by_stamp_only {
-                    g.stamp = rejoin.clone();
-                    g.alone = false;
-                }
-                g
-            })
-            .collect();
-        groups.sort();
-        groups.dedup();
+        let groups = self.merged_groups(&p.id, p.members.len(), p.reports.values().map(|(r, _)| r));
         let install = Install {
             incarnation: self.me.incarnation,
             view: p.id.clone(),
@@ -460,7 +402,7 @@ impl Node {
     /// Delivers the old view's cut, then installs the new view.
     pub(super) fn install(&mut self, now: Instant, m: Install, cut: Vec<Entry>) {
         let old = self.view.clone();
-        if !self.bugs.skip_flush {
+        if !planted!(self, skip_flush) {
             for e in cut {
                 if e.seq > self.delivered {
                     self.delivered = e.seq;
@@ -493,50 +435,13 @@ impl Node {
         self.proposal = None;
         self.change_since = None;
         self.change_deadline = None;
-        self.seqr = (self.members.first() == Some(&self.me)).then(|| Sequencer {
-            next_seq: 1,
-            ..Sequencer::default()
-        });
+        self.seqr = (self.members.first() == Some(&self.me)).then(Sequencer::new);
         self.sent_upto = 0;
         self.submit_base = None;
-        // The new group table: every member's own memberships, in stamp order.
-        let mut table: BTreeMap<GroupName, Vec<GroupRecord>> = BTreeMap::new();
-        for r in m.groups {
-            table.entry(r.group.clone()).or_default().push(r);
-        }
-        for list in table.values_mut() {
-            list.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.member.cmp(&b.member)));
-        }
-        let old_table = std::mem::replace(&mut self.groups, table);
+        let old_table = self.replace_group_table(m.groups);
         self.outputs.push_back(Output::ViewInstalled(change));
         let early = std::mem::take(&mut self.early);
-        let names: BTreeSet<GroupName> = old_table
-            .keys()
-            .chain(self.groups.keys())
-            .cloned()
-            .collect();
-        let at = Stamp {
-            view: self.view.clone(),
-            seq: 0,
-        };
-        for g in names {
-            let before: Vec<&Member> = old_table
-                .get(&g)
-                .into_iter()
-                .flatten()
-                .map(|r| &r.member)
-                .collect();
-            let after: Vec<&Member> = self
-                .groups
-                .get(&g)
-                .into_iter()
-                .flatten()
-                .map(|r| &r.member)
-                .collect();
-            if before != after {
-                self.announce(&g, MembershipReason::Network, at.clone());
-            }
-        }
+        self.announce_network_changes(&old_table);
         // Our own resubmissions go first (FIFO per node), then what arrived early.
         self.pump();
         for (sender, msg) in early {
