@@ -49,7 +49,6 @@
 pub mod admission;
 pub mod bulk;
 pub mod certs;
-#[cfg(feature = "testing")]
 mod fault;
 mod frames;
 pub mod refusals;
@@ -69,7 +68,6 @@ use tracing::{debug, info, warn};
 
 use crate::codec;
 pub use certs::NodeIdentity;
-#[cfg(feature = "testing")]
 pub use fault::partition;
 
 pub use crate::NodeId;
@@ -114,7 +112,7 @@ pub mod close_code {
     pub const REPLACED: u32 = 3;
     /// The send queue to the peer overflowed.
     pub const OVERLOAD: u32 = 4;
-    /// Cut by the fault-injection switch.
+    /// Cut by the partition switch ([`super::Transport::cut`]).
     pub const CUT: u32 = 5;
     /// Another process proves the same node name and keeps it: this one is a duplicate
     /// and must not join (see [`super::admission`]).
@@ -539,7 +537,7 @@ impl Peer {
     }
 }
 
-/// Peers cut by the fault switch; always present, only settable with `testing`.
+/// Peers cut by the partition switch ([`Transport::cut`]).
 #[derive(Default)]
 struct Blocklist {
     cut: Mutex<HashSet<NodeId>>,
@@ -553,7 +551,6 @@ impl Blocklist {
             .unwrap_or_else(|p| p.into_inner())
             .contains(peer)
     }
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     fn set(&self, peer: &NodeId, cut: bool) {
         {
             let mut set = self.cut.lock().unwrap_or_else(|p| p.into_inner());
@@ -899,21 +896,19 @@ impl<M: Message> Transport<M> {
         }
     }
 
-    /// Fault injection: cuts traffic with `peer` (closes the link and refuses it until
+    /// Partition switch: cuts traffic with `peer` (closes the link and refuses it until
     /// [`Transport::restore`]). Cut both ends for a symmetric partition ([`partition`]).
-    #[cfg(feature = "testing")]
     pub fn cut(&self, peer: &NodeId) {
         self.shared.blocked.set(peer, true);
         if let Some(p) = self.shared.peers.get(peer) {
             if let Some(link) = p.link().take() {
                 link.conn
-                    .close(close_code::CUT.into(), b"cut by the fault switch");
+                    .close(close_code::CUT.into(), b"cut by the partition switch");
             }
         }
     }
 
-    /// Fault injection: lets traffic with `peer` flow again.
-    #[cfg(feature = "testing")]
+    /// Partition switch: lets traffic with `peer` flow again.
     pub fn restore(&self, peer: &NodeId) {
         self.shared.blocked.set(peer, false);
     }
@@ -982,8 +977,8 @@ fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
         return;
     }
     if shared.blocked.is_cut(name) {
-        debug!(peer = %name, "cut by the fault switch: closed");
-        conn.close(close_code::CUT.into(), b"cut by the fault switch");
+        debug!(peer = %name, "cut by the partition switch: closed");
+        conn.close(close_code::CUT.into(), b"cut by the partition switch");
         return;
     }
     if let Err(e) = peer.accepted.try_send(conn) {
@@ -1390,7 +1385,7 @@ async fn write_frames<M: Message>(
     loop {
         let Some(first) = rx.recv().await else {
             // The queue's sender was dropped: the link was closed by `send` (overflow)
-            // or by the fault switch; the connection close says which.
+            // or by the partition switch; the connection close says which.
             conn.closed().await;
             return (close_code::SHUTDOWN, "link closed locally".into());
         };
