@@ -43,8 +43,9 @@
 //!
 //! The public API is what this file re-exports: the driver ([`Gcs`], [`Session`]), the
 //! core ([`Node`]) with its inputs and outputs ([`Output`], [`Event`], [`PeerMessage`] and
-//! the payloads of its variants), the identities, and the modules [`codec`] and
-//! [`transport`]. The core's own modules (`node`, `wire`, `event`, …) are private.
+//! the payloads of its variants), the identities, and the modules [`codec`], [`gcs`] (the
+//! driver) and [`transport`]. The core's own modules (`node`, `wire`, `event`, …) are
+//! private.
 #![warn(missing_docs)]
 
 pub mod codec;
