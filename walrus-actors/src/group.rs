@@ -73,6 +73,17 @@ pub trait GroupLayer: Send + Sync + 'static {
     fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
         None
     }
+
+    /// Makes `peers` the layer's configured peers (a reloaded configuration): new ones
+    /// are dialed, removed ones dropped; this node keeps its place in the group. The
+    /// in-process bus has no peer list: it accepts and does nothing.
+    fn set_peers(
+        &self,
+        peers: &[(NodeId, std::net::SocketAddr)],
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = peers;
+        async { Ok(()) }
+    }
 }
 
 /// The sending half of a point-to-point stream.
@@ -239,6 +250,10 @@ impl GroupLayer for Gcs {
 
     fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
         Some(Arc::new(self.transport().clone()))
+    }
+
+    async fn set_peers(&self, peers: &[(NodeId, std::net::SocketAddr)]) -> Result<(), DriverError> {
+        Gcs::set_peers(self, peers).await
     }
 }
 

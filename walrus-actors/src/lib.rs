@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod controller;
+pub mod digests;
 pub mod director;
 pub mod group;
 pub mod model;

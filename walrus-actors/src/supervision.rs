@@ -404,6 +404,169 @@ pub async fn open_and_join<L: crate::group::GroupLayer>(
     Ok((link, events))
 }
 
+/// Leave the role's groups, close its session and stay idle (the node is stopping). Every
+/// role actor takes it; its handle's `shutdown()` sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown;
+
+impl actix::Message for Shutdown {
+    type Result = ();
+}
+
+/// Test only: panics inside a role actor, as a bug would (see [`planted_panic`]).
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy)]
+pub struct Crash;
+
+#[cfg(feature = "testing")]
+impl actix::Message for Crash {
+    type Result = ();
+}
+
+/// Test only: the cause a real panic in `role`'s handler gives, through [`guard`] (the
+/// handler of [`Crash`] stops its actor with it).
+#[cfg(feature = "testing")]
+pub fn planted_panic(role: &str) -> String {
+    guard(&mut (), |_| -> () {
+        panic!("test-only crash of the {role}")
+    })
+    .err()
+    .unwrap_or_default()
+}
+
+/// What every role actor's address offers the node: a clean stop, and (tests) a crash.
+#[derive(Debug, Clone)]
+pub struct RoleAddr {
+    shutdown: actix::Recipient<Shutdown>,
+    #[cfg(feature = "testing")]
+    crash: actix::Recipient<Crash>,
+}
+
+impl RoleAddr {
+    /// The role part of `addr`.
+    #[cfg(not(feature = "testing"))]
+    pub fn of<A>(addr: &actix::Addr<A>) -> Self
+    where
+        A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Shutdown>,
+    {
+        Self {
+            shutdown: addr.clone().recipient(),
+        }
+    }
+
+    /// The role part of `addr`.
+    #[cfg(feature = "testing")]
+    pub fn of<A>(addr: &actix::Addr<A>) -> Self
+    where
+        A: actix::Actor<Context = actix::Context<A>>
+            + actix::Handler<Shutdown>
+            + actix::Handler<Crash>,
+    {
+        Self {
+            shutdown: addr.clone().recipient(),
+            crash: addr.clone().recipient(),
+        }
+    }
+
+    /// Leaves the role's groups and closes its session (the node is stopping).
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(Shutdown).await;
+    }
+
+    /// Test only: makes the actor panic (it is restarted by its supervisor).
+    #[cfg(feature = "testing")]
+    pub fn crash(&self) {
+        let _ = self.crash.try_send(Crash);
+    }
+}
+
+/// What each role actor keeps for its own supervision: why it is stopping and whether it
+/// is down for good. One place for the rules every role follows:
+/// - a failure (a caught panic, a session that ended, a join that failed) stops the actor
+///   with its cause ([`RoleLife::fail`]); the supervisor restarts it;
+/// - a restart is counted and rate-limited ([`Supervision::restarted`]); over the limit,
+///   or once the node is stopping, the actor stays down ([`RoleLife::restarting`]);
+/// - the end of the session's stream is a failure unless the node is stopping
+///   ([`RoleLife::session_ended`]).
+#[derive(Debug)]
+pub struct RoleLife {
+    role: &'static str,
+    /// The node's supervision record (restarts, mailboxes, helpers' tasks).
+    pub sup: Supervision,
+    /// Why the actor is stopping (the restart's cause).
+    failure: Option<String>,
+    /// Stopped for good (node stopping, or over the restart limit).
+    halted: bool,
+}
+
+impl RoleLife {
+    /// A role's record, named as in `/metrics` ("controller", "reporter", ...).
+    pub fn new(role: &'static str, sup: Supervision) -> Self {
+        Self {
+            role,
+            sup,
+            failure: None,
+            halted: false,
+        }
+    }
+
+    /// Down for good: the actor does nothing more (its `started` returns at once).
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// The node is stopping this role (a [`Shutdown`]): no restart from now on.
+    pub fn halt(&mut self) {
+        self.halted = true;
+    }
+
+    /// Stops the actor with `cause`; its supervisor restarts it (state rebuilt).
+    pub fn fail<A>(&mut self, ctx: &mut actix::Context<A>, cause: String)
+    where
+        A: actix::Actor<Context = actix::Context<A>>,
+    {
+        use actix::ActorContext;
+        tracing::error!(role = self.role, %cause, "role actor failed");
+        self.failure = Some(cause);
+        ctx.stop();
+    }
+
+    /// In `Supervised::restarting` (after the role dropped its old session and state):
+    /// counts the restart with its cause; `false` when the actor must stay down instead.
+    pub fn restarting(&mut self) -> bool {
+        let cause = self.failure.take().unwrap_or_else(|| "stopped".to_owned());
+        if self.halted || self.sup.is_closing() {
+            self.halted = true;
+            return false;
+        }
+        if self
+            .sup
+            .restarted(self.role, &cause, Instant::now())
+            .is_err()
+        {
+            self.halted = true;
+            return false;
+        }
+        true
+    }
+
+    /// The group session's stream ended: the failure to stop with, unless the node is
+    /// stopping (then nothing).
+    pub fn session_ended(&self) -> Option<String> {
+        (!self.halted && !self.sup.is_closing()).then(|| "the group session ended".to_owned())
+    }
+}
+
+/// Leaves `groups` (last joined first) and closes the session: a role's clean goodbye.
+pub async fn leave_and_close(link: Option<SessionLink>, groups: Vec<GroupName>) {
+    if let Some(link) = link {
+        for g in groups.into_iter().rev() {
+            let _ = link.leave(g).await;
+        }
+        link.close().await;
+    }
+}
+
 /// Runs `f` on `act`, catching a panic: Err carries the panic's message (the restart's
 /// cause). The caller stops the actor, and its supervisor restarts it.
 pub fn guard<A, R>(act: &mut A, f: impl FnOnce(&mut A) -> R) -> Result<R, String> {

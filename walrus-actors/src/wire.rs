@@ -17,6 +17,9 @@ pub const REPORTERS: &str = "Reporters";
 pub const DIRECTORS: &str = "Directors";
 /// The group every Replicator joins; generation announcements arrive here.
 pub const REPLICATORS: &str = "Replicators";
+/// The group every node joins with one session, whatever its roles: configuration
+/// digests are announced here (see [`crate::digests`]).
+pub const NODES: &str = "Nodes";
 
 /// One message between actors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +70,13 @@ pub enum WalrusMessage {
         replica: String,
         /// The generation it serves.
         generation: Generation,
+    },
+    /// The digest of the configuration file the sending node runs (sent on `Nodes` when
+    /// it joins, when a node joins, and after a reload; see [`crate::digests`]). The
+    /// sender is the gcs sender (authenticated by its certificate).
+    ConfigDigest {
+        /// `Config::digest` of the node's file.
+        digest: String,
     },
 }
 

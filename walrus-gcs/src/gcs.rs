@@ -69,6 +69,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,6 +174,7 @@ enum Command {
         payload: Vec<u8>,
         reply: oneshot::Sender<Result<(), (GcsError, Vec<u8>)>>,
     },
+    SetPeers(Vec<NodeId>),
     Shutdown,
 }
 
@@ -336,6 +338,18 @@ impl Gcs {
     /// [`Transport::accept_stream`]) and the partition switch ([`Transport::cut`]).
     pub fn transport(&self) -> &Transport<PeerMessage> {
         &self.transport
+    }
+
+    /// Makes `peers` the configured peers (a reloaded configuration): new ones are dialed
+    /// and may enter the view, removed ones are disconnected and left out of the next
+    /// view. This node keeps its view, sessions and groups meanwhile.
+    pub async fn set_peers(&self, peers: &[(NodeId, SocketAddr)]) -> Result<(), DriverError> {
+        self.transport.set_peers(peers)?;
+        let names = peers.iter().map(|(n, _)| n.clone()).collect();
+        self.cmds
+            .send(Command::SetPeers(names))
+            .await
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Stops the node: sessions end, peers are told the links close, the driver exits.
@@ -702,6 +716,7 @@ impl Driver {
                 }
                 let _ = reply.send(r.map_err(|e| (e, Vec::new())));
             }
+            Command::SetPeers(peers) => self.node.set_peers(&peers),
             Command::Shutdown => return false,
         }
         true

@@ -205,6 +205,15 @@ impl<F: Layers> Cluster<F> {
         }
     }
 
+    /// Replaces the deployment's file (as pushed to the hosts, before each is reloaded
+    /// or started): certificates are made for nodes it adds. Running nodes keep theirs
+    /// until [`Cluster::reload_node`]; [`Cluster::start_node`] uses the new one.
+    pub fn set_config(&mut self, mut config: Config) -> Result<(), RunError> {
+        prepare_certs(&mut config, &self.dir)?;
+        self.config = config;
+        Ok(())
+    }
+
     /// Starts node `node` (again, after a stop or kill: a new incarnation).
     pub async fn start_node(&mut self, node: &str) -> Result<(), RunError> {
         if self.nodes.contains_key(node) {

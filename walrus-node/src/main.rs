@@ -69,9 +69,12 @@ enum Command {
     /// Starts the group-communication node with this node's certificate
     /// (<tls.dir>/<node>.pem and .key, CA tls.ca), then its roles. SIGTERM or Ctrl-C stops
     /// cleanly (roles leave their groups, peers are told). SIGHUP re-reads the file and
-    /// applies what can change safely ([timing] round_period and report_timeout,
-    /// [controller], [notify]); an invalid file is refused and the running configuration
-    /// kept.
+    /// applies it live: [timing] round_period and report_timeout, [controller], [notify],
+    /// and web servers, clusters, areas and nodes added, removed or changed (new peers
+    /// are dialled once every node in the group runs the file). A file that changes what
+    /// needs a restart (this node's own entry, site, [tls], [dns], [http], [reporter],
+    /// [replicator], ...) is refused as a whole with the reasons, and so is an invalid
+    /// one: the running configuration is kept.
     Run {
         /// The deployment's configuration file.
         #[arg(long, default_value = "/etc/walrus/walrus.toml")]
@@ -746,7 +749,7 @@ async fn run_node(
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
             _ = hup.recv() => match load(&path) {
                 Ok(new) => match runtime.reload(&new).await {
-                    Ok(r) => tracing::info!(applied = ?r.applied, needs_restart = ?r.needs_restart, "SIGHUP: configuration reloaded"),
+                    Ok(r) => tracing::info!(applied = ?r.applied, "SIGHUP: configuration reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; keeping the running configuration"),
                 },
                 Err(e) => tracing::error!(error = %e, "SIGHUP: invalid file refused; keeping the running configuration"),

@@ -16,10 +16,25 @@
 //! `server::run`); [`NodeRuntime`] is the running node, which the binary reloads on
 //! SIGHUP and the in-process launcher ([`crate::cluster`]) stops or kills.
 //!
-//! What a reload changes (safely, without touching the group or DNS): `[timing]`
-//! `round_period` and `report_timeout`, the `[controller]` parameters and `[notify]`.
-//! Everything else (areas, clusters, nodes, DNS, TLS, the Reporter's interval) needs a
-//! restart; [`NodeRuntime::reload`] says which sections it did not apply.
+//! What a reload (SIGHUP) changes, without a restart and without the node losing its
+//! place in the group ([`NodeRuntime::reload`]; the rules are [`plan_reload`]'s):
+//! - `[timing]` `round_period` and `report_timeout`, `[controller]`, `[notify]`;
+//! - the topology: web servers, clusters, areas and nodes added, removed or changed. The
+//!   Controller runs the new topology from its next round (the master decides with its
+//!   own file; reports from servers it does not know are ignored and logged once per
+//!   server); each embedded name server's site zone delegates the areas of the new file;
+//!   the group layer dials new nodes and drops removed ones once every node in the group
+//!   runs the same file ([`admit_peers`] says why it waits);
+//! - this node's config digest, announced on `Nodes` ([`walrus_actors::digests`]), so
+//!   `/status`, `walrus-node status` and `/metrics` show which node runs which file.
+//!
+//! What cannot change live (this node's own entry, its server's status page or its
+//! area's zone when it serves them, the site, `[tls]`, `[dns]`, `[http]`, `[reporter]`,
+//! `[replicator]`, `report_interval`, `fast_failover`, `gcs_profile`, and areas added or
+//! removed in `dns.mode = "direct"` on a Controller) refuses the whole reload with every
+//! reason; the running configuration is kept whole. A new area's own Director is the new
+//! area's node (started with the new file); a Controller with an RFC 2136 backend gets no
+//! fallback writer for an area added live until it restarts.
 
 use crate::config::{
     Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role, StatusKind,
@@ -38,6 +53,7 @@ use walrus_actors::controller::actor::{
 };
 use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
+use walrus_actors::digests::{self, Digests};
 use walrus_actors::director::core::{
     CoreConfig as DirectorCoreConfig, DirectorCore, DirectorStatus,
 };
@@ -48,7 +64,7 @@ use walrus_actors::director::steering::Steering;
 use walrus_actors::director::zone::{fqdn, AreaServer, RecordTtl, WwwRecords, ZoneLayout};
 use walrus_actors::director::{self, AreaDirector, NameServer};
 use walrus_actors::group::{GroupLayer, PeerStreams};
-use walrus_actors::model::{AreaName, Decision};
+use walrus_actors::model::{AreaName, ClusterName, Decision, ServerName};
 use walrus_actors::replicator::actor::{
     self as replicator_actor, BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus,
     TransferMethod,
@@ -106,6 +122,14 @@ pub enum RunError {
         node: String,
         /// What failed.
         source: std::io::Error,
+    },
+    /// A reload changes what cannot change while the node runs; nothing was applied.
+    #[error("node {node}: reload refused, the running configuration is kept: {}", reasons.join("; "))]
+    ReloadRefused {
+        /// The node.
+        node: String,
+        /// Each change that needs a restart, and why.
+        reasons: Vec<String>,
     },
     /// A node's role needs a setting the file does not give.
     #[error("node {node}: {detail}")]
@@ -452,13 +476,165 @@ pub fn join_grace(config: &Config) -> Duration {
 // ----------------------------------------------------------------------------------------
 // The running node.
 
-/// What a reload did.
+/// What a reload did: one line per change applied ("controller", "server s4 added to
+/// cluster c1", "node n4 added", ...), in the order of [`plan_reload`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
-    /// Sections applied to the running roles.
-    pub applied: Vec<&'static str>,
-    /// Sections that changed but need a restart to take effect.
-    pub needs_restart: Vec<&'static str>,
+    /// The changes applied to the running node.
+    pub applied: Vec<String>,
+}
+
+/// What a reload of node `node` from `old` to `new` changes, or why it is refused (every
+/// reason at once). Pure; [`NodeRuntime::reload`] applies the plan.
+///
+/// Applied live: `[timing]` `round_period` and `report_timeout`, `[controller]`,
+/// `[notify]`, and the topology of the other nodes: web servers, clusters, areas and
+/// nodes added, removed or changed (an area's home cluster, a server's addresses, a
+/// node's address or roles), including this node's own area's home cluster.
+///
+/// Refused (needs a restart), each with the reason: the site; `[tls]` (the group's
+/// certificates are loaded at start); `[dns]` (backend, mode, TTL, state directory and
+/// steering are the Directors' at start); `[http]` (the HTTP side reads its token and
+/// certificate at start); `[reporter]`, `report_interval` and `fast_failover` (the
+/// Reporter's at start); `gcs_profile` (the group's timeouts); `[replicator]`; this
+/// node's own entry (address, roles, server, area, status address: they are its
+/// identity in the group and what it runs); this node's own web server's status page,
+/// when it reports; this node's own area's zone, name server or TSIG key, when it is
+/// its Director; with `dns.mode = "direct"` on a Controller, areas added or removed (its
+/// updaters are made at start).
+pub fn plan_reload(old: &Config, new: &Config, node: &str) -> Result<Vec<String>, Vec<String>> {
+    let t = (&old.timing, &new.timing);
+    let fixed: [(bool, &str); 8] = [
+        (
+            old.site != new.site,
+            "site: the zones served and the notifications name it",
+        ),
+        (
+            old.tls != new.tls,
+            "[tls]: the group's certificates are loaded at start",
+        ),
+        (
+            old.dns != new.dns,
+            "[dns]: backend, mode, TTL, state directory and steering are set up at start",
+        ),
+        (
+            old.http != new.http,
+            "[http]: the HTTP side reads its token and certificate at start",
+        ),
+        (
+            old.reporter != new.reporter,
+            "[reporter]: the Reporter's settings are read at start",
+        ),
+        (
+            t.0.report_interval != t.1.report_interval || t.0.fast_failover != t.1.fast_failover,
+            "[timing] report_interval, fast_failover: the Reporter's settings are read at start",
+        ),
+        (
+            t.0.gcs_profile != t.1.gcs_profile,
+            "[timing] gcs_profile: the group's timeouts are set at start",
+        ),
+        (
+            old.replicator != new.replicator,
+            "[replicator]: the Replicator's settings are read at start",
+        ),
+    ];
+    let mut refused: Vec<String> = fixed
+        .iter()
+        .filter(|(changed, _)| *changed)
+        .map(|(_, why)| (*why).to_owned())
+        .collect();
+    let (Some(me_old), Some(me_new)) = (old.nodes.get(node), new.nodes.get(node)) else {
+        refused.push(format!("the file does not name this node ({node})"));
+        return Err(refused);
+    };
+    if me_old != me_new {
+        refused.push(format!(
+            "[nodes.{node}]: this node's own address, roles, server, area and status address              are its identity in the group and what it runs"
+        ));
+    }
+    let server_of = |c: &Config, s: &ServerName| {
+        c.clusters
+            .iter()
+            .find_map(|(cn, cl)| cl.servers.get(s).map(|x| (cn.clone(), x.status.clone())))
+    };
+    if let (Some(s), true) = (&me_old.server, me_old.roles.contains(&Role::Reporter)) {
+        if server_of(old, s) != server_of(new, s) {
+            refused.push(format!(
+                "server {s}: this node reports it; its cluster and status page are the                  Reporter's at start"
+            ));
+        }
+    }
+    if let (Some(a), true) = (&me_old.area, me_old.roles.contains(&Role::Director)) {
+        let fixed = |c: &Config| {
+            c.areas
+                .get(a)
+                .map(|x| (x.zone.clone(), x.name_server, x.tsig_key_file.clone()))
+        };
+        if fixed(old) != fixed(new) {
+            refused.push(format!(
+                "area {a}: this node is its Director; its zone, name server and TSIG key are                  set up at start"
+            ));
+        }
+    }
+    let areas_added_or_removed = old.areas.keys().ne(new.areas.keys());
+    if areas_added_or_removed
+        && old.dns.mode == DnsMode::Direct
+        && me_old.roles.contains(&Role::Controller)
+    {
+        refused.push(
+            "areas added or removed with dns.mode = \"direct\": the master's per-area updaters              are made at start"
+                .to_owned(),
+        );
+    }
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    let mut applied = Vec::new();
+    if old.timing.round_period != new.timing.round_period
+        || old.timing.report_timeout != new.timing.report_timeout
+    {
+        applied.push("timing".to_owned());
+    }
+    if old.controller != new.controller {
+        applied.push("controller".to_owned());
+    }
+    if old.notify != new.notify {
+        applied.push("notify".to_owned());
+    }
+    diff_keys(&mut applied, "area", &old.areas, &new.areas);
+    diff_keys(&mut applied, "cluster", &old.clusters, &new.clusters);
+    let servers = |c: &Config| -> BTreeMap<ServerName, (ClusterName, Vec<std::net::IpAddr>)> {
+        c.clusters
+            .iter()
+            .flat_map(|(cn, cl)| {
+                cl.servers
+                    .iter()
+                    .map(move |(s, x)| (s.clone(), (cn.clone(), x.addresses.clone())))
+            })
+            .collect()
+    };
+    diff_keys(&mut applied, "server", &servers(old), &servers(new));
+    diff_keys(&mut applied, "node", &old.nodes, &new.nodes);
+    Ok(applied)
+}
+
+/// One line per key added, removed or changed between `old` and `new`.
+fn diff_keys<K: std::fmt::Display + Ord, V: PartialEq>(
+    out: &mut Vec<String>,
+    what: &str,
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) {
+    for (k, v) in new {
+        match old.get(k) {
+            None => out.push(format!("{what} {k} added")),
+            Some(o) if o != v => out.push(format!("{what} {k} changed")),
+            Some(_) => {}
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(format!("{what} {k} removed"));
+    }
 }
 
 /// One area's Director on this node (or one of the master's direct-mode updaters).
@@ -485,6 +661,10 @@ pub struct NodeRuntime<L: GroupLayer> {
     director_actors: Vec<director::actor::DirectorActor>,
     replicator: Option<watch::Receiver<ReplicatorStatus>>,
     directors: BTreeMap<AreaName, DirectorView>,
+    /// The configuration in force, watched by the status page and the peer admission.
+    config_tx: watch::Sender<Config>,
+    /// Each node's config digest as announced on `Nodes` ([`walrus_actors::digests`]).
+    digests: watch::Receiver<Digests>,
 }
 
 impl<L: GroupLayer> NodeRuntime<L> {
@@ -520,7 +700,10 @@ impl<L: GroupLayer> NodeRuntime<L> {
             director_actors: Vec::new(),
             replicator: None,
             directors: BTreeMap::new(),
+            config_tx: watch::channel(config.clone()).0,
+            digests: watch::channel(Digests::default()).1,
         };
+        rt.start_digests();
         match rt.start_roles().await {
             Ok(()) => Ok(rt),
             Err(e) => {
@@ -528,6 +711,37 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 Err(e)
             }
         }
+    }
+
+    /// This node's config digest on `Nodes` ([`walrus_actors::digests`]), and the peer
+    /// admission that follows reloads ([`admit_peers`]).
+    fn start_digests(&mut self) {
+        let (tx, rx) = watch::channel(Digests::default());
+        self.digests = rx.clone();
+        let mut config = self.config_tx.subscribe();
+        let (mine_tx, mine_rx) = watch::channel(self.config.digest.clone());
+        let mut stop = self.stop.subscribe();
+        self.spawn("config digest", async move {
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    r = config.changed() => {
+                        if r.is_err() { return Ok(()) }
+                        let d = config.borrow_and_update().digest.clone();
+                        mine_tx.send_replace(d);
+                    }
+                }
+            }
+        });
+        let layer = self.layer.clone();
+        let me = self.name.clone();
+        let stop = self.shutdown_signal();
+        self.spawn("digests", digests::run(layer, me, mine_rx, tx, stop));
+        let layer = self.layer.clone();
+        let me = self.name.clone();
+        let config = self.config_tx.subscribe();
+        let stop = self.shutdown_signal();
+        self.spawn("peer admission", admit_peers(layer, me, config, rx, stop));
     }
 
     async fn start_roles(&mut self) -> Result<(), RunError> {
@@ -958,61 +1172,61 @@ impl<L: GroupLayer> NodeRuntime<L> {
         &self.directors
     }
 
-    /// Applies what can change safely from `new` (see the module doc); refuses a file that
-    /// no longer names this node, keeping the running configuration.
+    /// Each node's config digest as this node knows it (announced on `Nodes`).
+    pub fn digests(&self) -> watch::Receiver<Digests> {
+        self.digests.clone()
+    }
+
+    /// The configuration in force, watched (it changes on a reload).
+    pub fn watch_config(&self) -> watch::Receiver<Config> {
+        self.config_tx.subscribe()
+    }
+
+    /// Applies `new` as a whole (see [`plan_reload`] for what may change), or refuses it
+    /// with every reason and keeps the running configuration: nothing is applied unless
+    /// everything can be. The Controller gets the new topology (from its next round), the
+    /// embedded name servers the new site-zone delegations, the group layer the new peers
+    /// (once every node runs this file, see [`admit_peers`]), the status page the new
+    /// areas, clusters, servers and digest.
     pub async fn reload(&mut self, new: &Config) -> Result<ReloadReport, RunError> {
-        new.node(&self.name)?;
-        let old = &self.config;
-        let mut report = ReloadReport::default();
-        let reloadable = old.timing.round_period != new.timing.round_period
-            || old.timing.report_timeout != new.timing.report_timeout;
-        if reloadable {
-            report.applied.push("timing");
+        let applied = plan_reload(&self.config, new, &self.name).map_err(|reasons| {
+            RunError::ReloadRefused {
+                node: self.name.clone(),
+                reasons,
+            }
+        })?;
+        // Everything that can fail is prepared before anything is applied.
+        let settings = controller_settings(new);
+        settings
+            .round
+            .validate()
+            .map_err(controller_actor::ControllerError::from)?;
+        let mut layouts = Vec::new();
+        for (area, view) in &self.directors {
+            if let Some((server, _)) = &view.embedded {
+                if new.areas.contains_key(area) {
+                    layouts.push((server.clone(), zone_layout(new, area)?));
+                }
+            }
         }
-        if old.controller != new.controller {
-            report.applied.push("controller");
-        }
-        if old.notify != new.notify {
-            report.applied.push("notify");
-        }
-        let restart = [
-            ("site", old.site != new.site),
-            (
-                "timing (report_interval, gcs_profile, fast_failover for the Reporter)",
-                old.timing.report_interval != new.timing.report_interval
-                    || old.timing.gcs_profile != new.timing.gcs_profile
-                    || old.timing.fast_failover != new.timing.fast_failover,
-            ),
-            ("dns", old.dns != new.dns),
-            ("reporter", old.reporter != new.reporter),
-            ("tls", old.tls != new.tls),
-            ("areas", old.areas != new.areas),
-            ("clusters", old.clusters != new.clusters),
-            ("nodes", old.nodes != new.nodes),
-            ("replicator", old.replicator != new.replicator),
-        ];
-        report.needs_restart = restart
-            .iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(s, _)| *s)
-            .collect();
-        // Keep the running topology: areas and clusters change only with a restart, so
-        // the Controller's view stays consistent with the Reporters and Directors.
-        let mut applied = self.config.clone();
-        applied.timing.round_period = new.timing.round_period;
-        applied.timing.report_timeout = new.timing.report_timeout;
-        applied.controller = new.controller.clone();
-        applied.notify = new.notify.clone();
         if let Some(c) = &self.controller {
-            let settings = controller_settings(&applied);
-            settings
-                .round
-                .validate()
-                .map_err(controller_actor::ControllerError::from)?;
             c.reconfigure(settings).await?;
         }
-        self.config = applied;
-        Ok(report)
+        for (server, layout) in layouts {
+            if let Err(e) = server.set_layout(layout) {
+                // Cannot happen: the plan refuses a change of the site or the area's zone.
+                tracing::error!(error = %e, "zone layout not changed");
+            }
+        }
+        for area in new.areas.keys() {
+            if !self.config.areas.contains_key(area) && !self.directors.contains_key(area) {
+                tracing::info!(%area, "area added: served by its own Directors; this node's Controller assigns it from its next round");
+            }
+        }
+        self.config = new.clone();
+        self.config_tx.send_replace(new.clone());
+        tracing::info!(node = %self.name, digest = %new.digest, applied = ?applied, "configuration reloaded");
+        Ok(ReloadReport { applied })
     }
 
     /// Stops cleanly: every role leaves its group and closes its session, then the group
@@ -1059,6 +1273,76 @@ impl<L: GroupLayer> NodeRuntime<L> {
             task.abort();
         }
         self.layer
+    }
+}
+
+/// Keeps the group layer's peers in step with the configuration in force, once it is
+/// safe: every other node the file names that is in the group (a member of `Nodes`) runs
+/// the same file (announces the same digest).
+///
+/// Why wait: the transport admits only configured peers (mutual TLS names them), so a
+/// node listed by some members and not by others is connected to part of the group only.
+/// The membership protocol then sees a view that is not a clique of the connectivity
+/// matrix, and a newcomer's proposals can pull members out of the running view: the view
+/// flaps, rounds lose their reports, and areas may move for nothing. Applying the change
+/// when every member lists the same nodes makes it one clean view change. Meanwhile the
+/// Controller already runs the new topology (the master decides with its own file), a new
+/// node waits alone, and a removed one stays until the last file is pushed. A digest that
+/// differs for another reason (any edit) also holds the change back; the log says who.
+pub async fn admit_peers<L: GroupLayer>(
+    layer: Arc<L>,
+    me: String,
+    mut config: watch::Receiver<Config>,
+    mut digests: watch::Receiver<Digests>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let mut applied = {
+        let c = config.borrow_and_update();
+        peer_addresses(&c, &me)
+    };
+    let mut waiting_for: Vec<String> = Vec::new();
+    tokio::pin!(stop);
+    loop {
+        let (target, listed, digest) = {
+            let c = config.borrow_and_update();
+            (
+                peer_addresses(&c, &me),
+                c.nodes.keys().cloned().collect::<Vec<_>>(),
+                c.digest.clone(),
+            )
+        };
+        if target != applied {
+            let d = digests.borrow_and_update().clone();
+            // Only members that announced the file this node runs count as having it.
+            let others = d
+                .members
+                .iter()
+                .filter(|n| **n != me && listed.contains(*n))
+                .map(String::as_str);
+            let late = d.disagreeing(others);
+            if d.mine != digest {
+                // This node's own announcement of the reloaded file is on its way: the
+                // digests change again in a moment.
+            } else if late.is_empty() {
+                match layer.set_peers(&target).await {
+                    Ok(()) => {
+                        let names: Vec<&str> = target.iter().map(|(n, _)| n.as_str()).collect();
+                        tracing::info!(peers = ?names, "group peers changed: every node in the group runs this file");
+                        applied = target;
+                        waiting_for.clear();
+                    }
+                    Err(e) => tracing::error!(error = %e, "group peers not changed"),
+                }
+            } else if late != waiting_for {
+                tracing::info!(nodes = ?late, "the group's peers change once these nodes run this file (their config digest differs)");
+                waiting_for = late;
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            r = config.changed() => if r.is_err() { return Ok(()) },
+            r = digests.changed() => if r.is_err() { return Ok(()) },
+        }
     }
 }
 
@@ -1242,6 +1526,84 @@ mod tests {
             s.notify.webhook_body.as_deref(),
             Some("{\"text\": \"Walrus: {summary}\"}")
         );
+    }
+
+    #[test]
+    fn a_reload_applies_topology_and_refuses_this_nodes_own_identity_whole() {
+        let old = example();
+        let added = EXAMPLE.to_owned()
+            + "\n[clusters.c-eu.servers.eu-3]\naddresses = [\"127.0.1.3\"]\nstatus = \"probe\"\n\
+               status_url = \"http://127.0.1.3:8080/\"\n\
+               [areas.sa]\nzone = \"area-sa.example.com\"\nname_server = \"127.0.0.14:53\"\n\
+               home_cluster = \"c-sa\"\n\
+               [clusters.c-sa.servers.sa-1]\naddresses = [\"127.0.4.1\"]\nstatus = \"probe\"\n\
+               status_url = \"http://127.0.4.1:8080/\"\n\
+               [nodes.eu-c]\naddress = \"127.0.1.3:7400\"\nroles = [\"reporter\"]\nserver = \"eu-3\"\n";
+        let new = Config::from_toml(Path::new("w.toml"), &added).unwrap();
+        let applied = plan_reload(&old, &new, "eu-a").unwrap();
+        assert_eq!(
+            applied,
+            vec![
+                "area sa added",
+                "cluster c-eu changed",
+                "cluster c-sa added",
+                "server eu-3 added",
+                "server sa-1 added",
+                "node eu-c added"
+            ]
+        );
+        // And back: everything removed again.
+        let back = plan_reload(&new, &old, "eu-a").unwrap();
+        assert!(back.contains(&"node eu-c removed".to_owned()), "{back:?}");
+        // This node's own address, its area's name server, the site, [tls]: all refused at
+        // once, with the reasons.
+        let text = added
+            .replace(
+                "address = \"127.0.1.1:7400\"",
+                "address = \"127.0.1.1:7401\"",
+            )
+            .replace(
+                "name_server = \"127.0.0.11:53\"",
+                "name_server = \"127.0.0.11:5353\"",
+            )
+            .replace("site = \"example.com\"", "site = \"example.org\"")
+            .replace(
+                "ca = \"/etc/walrus/certs/ca.pem\"",
+                "ca = \"/etc/walrus/ca.pem\"",
+            );
+        let bad = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+        let reasons = plan_reload(&old, &bad, "eu-a").unwrap_err();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(reasons[0].starts_with("site"), "{reasons:?}");
+        assert!(reasons[1].starts_with("[tls]"), "{reasons:?}");
+        assert!(reasons[2].starts_with("[nodes.eu-a]"), "{reasons:?}");
+        assert!(
+            reasons[3].starts_with("area eu: this node is its Director"),
+            "{reasons:?}"
+        );
+        // Another node's address and another area's name server are live changes.
+        let other = EXAMPLE
+            .replace(
+                "address = \"127.0.2.2:7400\"",
+                "address = \"127.0.2.2:7401\"",
+            )
+            .replace(
+                "name_server = \"127.0.0.12:53\"",
+                "name_server = \"127.0.0.12:5353\"",
+            );
+        let other = Config::from_toml(Path::new("w.toml"), &other).unwrap();
+        assert_eq!(
+            plan_reload(&old, &other, "eu-a").unwrap(),
+            vec!["area us changed", "node us-b changed"]
+        );
+        // With dns.mode = "direct" a Controller cannot add areas live (its updaters are
+        // made at start); a node without a Controller can.
+        let (mut a, mut b) = (old.clone(), new.clone());
+        a.dns.mode = DnsMode::Direct;
+        b.dns.mode = DnsMode::Direct;
+        let r = plan_reload(&a, &b, "eu-a").unwrap_err();
+        assert!(r[0].contains("direct"), "{r:?}");
+        assert!(plan_reload(&a, &b, "eu-b").is_ok());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use walrus_actors::controller::actor::{wall_clock_ms, ControllerHandle, ControllerStatus};
 use walrus_actors::controller::assign::{DeadCause, LoadBasis, ServerState};
 use walrus_actors::controller::overrides::Target;
+use walrus_actors::digests::Digests;
 use walrus_actors::director::core::DirectorStatus;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_actors::replicator::actor::ReplicatorStatus;
@@ -109,6 +110,11 @@ pub struct StatusDoc {
     /// digests differ run different files.
     #[serde(default)]
     pub config_digest: String,
+    /// Each node's config digest as announced to this node over the group (this node's
+    /// own included): node → digest. More than one digest: the nodes run different files
+    /// (a push in progress); the master decides with its own.
+    #[serde(default)]
+    pub config_digests: BTreeMap<String, String>,
     /// This node's role actors: restarts and mailboxes.
     #[serde(default)]
     pub actors: Vec<ActorDoc>,
@@ -279,6 +285,8 @@ pub struct Sample {
     pub actors: BTreeMap<String, RoleMetrics>,
     /// This node's Reporter's OS reader.
     pub os_source: Option<&'static str>,
+    /// Each node's config digest as announced on `Nodes` (`walrus_actors::digests`).
+    pub digests: Option<Digests>,
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -416,6 +424,11 @@ impl Observer {
         self.push_event(line);
     }
 
+    /// A reloaded configuration: the areas, clusters, servers and digest shown follow it.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
     /// The configuration it describes.
     pub fn config(&self) -> &Config {
         &self.config
@@ -527,6 +540,11 @@ impl Observer {
             }),
             newest_generation: round.and_then(|r| r.newest_generation).map(|g| g.0),
             config_digest: self.config.digest.clone(),
+            config_digests: s
+                .digests
+                .as_ref()
+                .map(|d| d.nodes.clone())
+                .unwrap_or_default(),
             overrides: ctl
                 .map(|c| {
                     let now = wall_clock_ms();
@@ -858,11 +876,19 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             .map(|((c, st), n)| (format!("{{cluster=\"{c}\",state=\"{st}\"}}"), n as f64))
             .collect(),
     );
+    let mut digests = doc.config_digests.clone();
+    digests
+        .entry(doc.node.clone())
+        .or_insert_with(|| doc.config_digest.clone());
     metric(
         "walrus_config_info",
         "gauge",
-        "Always 1; the label is the digest of the configuration file this node runs.",
-        vec![(format!("{{digest=\"{}\"}}", doc.config_digest), 1.0)],
+        "Always 1, one series per node this node knows: the digest of the configuration file \
+         that node runs (its own, and the others' as announced over the group).",
+        digests
+            .iter()
+            .map(|(node, d)| (format!("{{node=\"{node}\",digest=\"{d}\"}}"), 1.0))
+            .collect(),
     );
     metric(
         "walrus_area_home",
@@ -931,6 +957,10 @@ pub struct NodeSources {
     pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
     /// The role actors' supervision record.
     pub supervision: Option<Supervision>,
+    /// The configuration in force (changes on a reload).
+    pub config: Option<watch::Receiver<Config>>,
+    /// Each node's config digest as announced over the group.
+    pub digests: Option<watch::Receiver<Digests>>,
 }
 
 impl NodeSources {
@@ -954,6 +984,8 @@ impl NodeSources {
             gcs: Some(rt.shared_layer()),
             replicator: rt.replicator().cloned(),
             supervision: Some(rt.supervision().clone()),
+            config: Some(rt.watch_config()),
+            digests: Some(rt.digests()),
         }
     }
 
@@ -991,6 +1023,7 @@ impl NodeSources {
                 .as_ref()
                 .map(Supervision::metrics)
                 .unwrap_or_default(),
+            digests: self.digests.as_ref().map(|d| d.borrow().clone()),
         }
     }
 }
@@ -1008,7 +1041,7 @@ pub fn lock(o: &SharedObserver) -> std::sync::MutexGuard<'_, Observer> {
 
 /// Samples `sources` every 100 ms into `observer` until `stop` completes.
 pub async fn sample_loop(
-    sources: NodeSources,
+    mut sources: NodeSources,
     observer: SharedObserver,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -1019,7 +1052,16 @@ pub async fn sample_loop(
             _ = &mut stop => break,
             _ = tick.tick() => {
                 let s = sources.sample().await;
-                lock(&observer).observe(s);
+                let reloaded = sources
+                    .config
+                    .as_mut()
+                    .filter(|c| c.has_changed().unwrap_or(false))
+                    .map(|c| c.borrow_and_update().clone());
+                let mut o = lock(&observer);
+                if let Some(c) = reloaded {
+                    o.set_config(c);
+                }
+                o.observe(s);
             }
         }
     }
@@ -1368,6 +1410,34 @@ pub async fn fetch_with(
     })
 }
 
+/// One line: this node's config digest and, when the nodes run different files, which
+/// node runs which ("config digests DIFFER: 1a2b… n-1 n-2 | 3c4d… n-3").
+pub fn describe_digests(doc: &StatusDoc) -> String {
+    let mut by_digest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (node, d) in &doc.config_digests {
+        by_digest.entry(d.as_str()).or_default().push(node.as_str());
+    }
+    if by_digest.len() <= 1 {
+        let n = doc.config_digests.len().max(1);
+        return format!(
+            "config digest {} (same on the {n} node(s) heard)",
+            doc.config_digest
+        );
+    }
+    let groups: Vec<String> = by_digest
+        .iter()
+        .map(|(d, nodes)| {
+            let mine = if *d == doc.config_digest {
+                " (this node)"
+            } else {
+                ""
+            };
+            format!("{d}{mine}: {}", nodes.join(" "))
+        })
+        .collect();
+    format!("config digests DIFFER: {}", groups.join(" | "))
+}
+
 /// The table `walrus-node status` prints.
 pub fn render_table(doc: &StatusDoc) -> String {
     let mut t = String::new();
@@ -1385,6 +1455,7 @@ pub fn render_table(doc: &StatusDoc) -> String {
     if let Some(os) = &doc.os_source {
         let _ = writeln!(t, "os statistics from {os}");
     }
+    let _ = writeln!(t, "{}", describe_digests(doc));
     for a in &doc.actors {
         let _ = writeln!(
             t,

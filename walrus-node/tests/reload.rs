@@ -1,6 +1,7 @@
 //! SIGHUP's work inside the node: `NodeRuntime::reload` applies thresholds, timings and
-//! notification to the running Controller, lists what needs a restart, and refuses a
-//! file that no longer names the node (the running configuration stays).
+//! notification to the running Controller, refuses a file that changes what needs a
+//! restart (this node's own area's zone) or no longer names the node, and then keeps the
+//! running configuration whole.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -43,29 +44,42 @@ async fn reload_applies_safe_sections_and_refuses_a_foreign_file() {
     })
     .await;
 
-    // Thresholds and timings change; an area's zone changes too (needs a restart).
+    // Thresholds and timings change, and this node's own area's zone: the zone needs a
+    // restart, so nothing is applied (not even the thresholds).
     let changed = toml
         .replace("use_cpu = false", "use_cpu = false\nthreshold = 0.6")
         .replace("round_period = \"500ms\"", "round_period = \"300ms\"")
-        .replace("report_timeout = \"250ms\"", "report_timeout = \"100ms\"")
-        .replace(
-            "zone = \"area-a1.example.com\"",
-            "zone = \"area-one.example.com\"",
-        );
+        .replace("report_timeout = \"250ms\"", "report_timeout = \"100ms\"");
+    let zone = changed.replace(
+        "zone = \"area-a1.example.com\"",
+        "zone = \"area-one.example.com\"",
+    );
+    let new = Config::from_toml(Path::new("b.toml"), &zone).unwrap();
+    let err = cluster
+        .reload_node("n-1", new)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("area a1: this node is its Director") && err.contains("kept"),
+        "{err}"
+    );
+    let node = cluster.node("n-1").unwrap();
+    assert_eq!(node.config().controller.threshold, 0.8);
+    assert_eq!(
+        node.config().areas[&"a1".into()].zone,
+        "area-a1.example.com",
+        "a refused reload must not be half-applied"
+    );
+    // Without the zone change it is applied.
     let new = Config::from_toml(Path::new("b.toml"), &changed).unwrap();
     let report = cluster.reload_node("n-1", new).await.unwrap();
     let node = cluster.node("n-1").unwrap();
     assert_eq!(report.applied, vec!["timing", "controller"]);
-    assert_eq!(report.needs_restart, vec!["areas"]);
     assert_eq!(node.config().controller.threshold, 0.6);
     assert_eq!(
         node.config().timing.round_period,
         Duration::from_millis(300)
-    );
-    assert_eq!(
-        node.config().areas[&"a1".into()].zone,
-        "area-a1.example.com",
-        "a section that needs a restart must not be half-applied"
     );
     // Rounds go on at the new pace.
     let r0 = node

@@ -30,13 +30,17 @@
 //! its place (a membership event) has nothing pending: its next DNS change never happens.
 
 use super::notify::{Notifier, NotifyConfig};
-use super::round::{RoundConfig, RoundMachine, RoundStatus};
+use super::round::{ReportIgnored, RoundConfig, RoundMachine, RoundStatus};
 use crate::group::GroupLayer;
 use crate::model::{AreaName, Decision, Topology};
-use crate::supervision::{guard, open_and_join, ActorHome, SessionLink, Supervision};
+#[cfg(feature = "testing")]
+use crate::supervision::planted_panic;
+use crate::supervision::{
+    guard, leave_and_close, open_and_join, ActorHome, RoleAddr, RoleLife, SessionLink, Supervision,
+};
 use crate::wire::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -133,23 +137,9 @@ impl Message for SendOverride {
     type Result = Result<(), ControllerError>;
 }
 
-/// Leave `Controllers`, close the session and stay idle (the node is stopping).
-#[derive(Debug, Clone, Copy)]
-pub struct Shutdown;
-
-impl Message for Shutdown {
-    type Result = ();
-}
-
-/// Test only: panics inside the actor, as a bug would.
 #[cfg(feature = "testing")]
-#[derive(Debug, Clone, Copy)]
-pub struct Crash;
-
-#[cfg(feature = "testing")]
-impl Message for Crash {
-    type Result = ();
-}
+pub use crate::supervision::Crash;
+pub use crate::supervision::Shutdown;
 
 /// A running Controller: its address (typed messages) and a watch of its status (for the
 /// node's own wiring, e.g. the fallback Directors' writer flag).
@@ -158,9 +148,7 @@ pub struct ControllerHandle {
     status_req: Recipient<GetStatus>,
     send_override: Recipient<SendOverride>,
     reconfigure: Recipient<Reconfigure>,
-    shutdown: Recipient<Shutdown>,
-    #[cfg(feature = "testing")]
-    crash: Recipient<Crash>,
+    role: RoleAddr,
     status: watch::Receiver<ControllerStatus>,
 }
 
@@ -204,13 +192,13 @@ impl ControllerHandle {
 
     /// Leaves `Controllers` and closes the session (the node is stopping).
     pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(Shutdown).await;
+        self.role.shutdown().await;
     }
 
     /// Test only: makes the actor panic (it is restarted by its supervisor).
     #[cfg(feature = "testing")]
     pub fn crash(&self) {
-        let _ = self.crash.try_send(Crash);
+        self.role.crash();
     }
 }
 
@@ -238,12 +226,12 @@ pub fn start<L: GroupLayer>(
     settings.round.validate()?;
     let notifier = Notifier::start(&settings.notify)?;
     let (published, status) = watch::channel(ControllerStatus::default());
-    let sup = supervision.clone();
+    let life = RoleLife::new(ROLE, supervision.clone());
     let addr = crate::supervision::start_in(home, MAILBOX, move |_| Controller {
         machine: RoundMachine::new(settings.round.clone(), settings.topology.clone()),
         settings,
         layer,
-        sup,
+        life,
         direct,
         notifier: Some(notifier),
         link: None,
@@ -251,16 +239,13 @@ pub fn start<L: GroupLayer>(
         published,
         timer: None,
         join_grace,
-        failure: None,
-        halted: false,
+        unknown: BTreeSet::new(),
     });
     Ok(ControllerHandle {
         status_req: addr.clone().recipient(),
         send_override: addr.clone().recipient(),
         reconfigure: addr.clone().recipient(),
-        shutdown: addr.clone().recipient(),
-        #[cfg(feature = "testing")]
-        crash: addr.recipient(),
+        role: RoleAddr::of(&addr),
         status,
     })
 }
@@ -269,7 +254,7 @@ pub fn start<L: GroupLayer>(
 pub struct Controller<L: GroupLayer> {
     settings: ControllerSettings,
     layer: Arc<L>,
-    sup: Supervision,
+    life: RoleLife,
     machine: RoundMachine,
     notifier: Option<Notifier>,
     direct: DirectDrivers,
@@ -278,21 +263,20 @@ pub struct Controller<L: GroupLayer> {
     published: watch::Sender<ControllerStatus>,
     timer: Option<SpawnHandle>,
     join_grace: Duration,
-    /// Why the actor is stopping (the restart's cause).
-    failure: Option<String>,
-    /// Stopped for good (node stopping, or over the restart limit).
-    halted: bool,
+    /// Servers heard of (reports) that the configuration does not know: logged once each,
+    /// forgotten when a reload adds them.
+    unknown: BTreeSet<crate::model::ServerName>,
 }
 
 impl<L: GroupLayer> Actor for Controller<L> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.halted {
+        if self.life.halted() {
             return;
         }
         let layer = self.layer.clone();
-        let sup = self.sup.clone();
+        let sup = self.life.sup.clone();
         let grace = self.join_grace;
         // Spawned, not waited for: joining waits for the group to settle (seconds), and
         // status requests are answered meanwhile.
@@ -303,12 +287,9 @@ impl<L: GroupLayer> Actor for Controller<L> {
             }
             .into_actor(self)
             .map(|r, act, ctx| match r {
-                Ok((link, _)) if act.halted => {
+                Ok((link, _)) if act.life.halted() => {
                     // Shut down while joining: leave at once.
-                    tokio::spawn(async move {
-                        let _ = link.leave(wire::group(CONTROLLERS)).await;
-                        link.close().await;
-                    });
+                    tokio::spawn(leave_and_close(Some(link), vec![wire::group(CONTROLLERS)]));
                 }
                 Ok((link, events)) => {
                     tracing::info!(me = %link.member(), "controller joined Controllers");
@@ -317,7 +298,7 @@ impl<L: GroupLayer> Actor for Controller<L> {
                     ctx.add_stream(events);
                     act.publish();
                 }
-                Err(e) => act.fail(ctx, format!("joining Controllers: {e}")),
+                Err(e) => act.life.fail(ctx, format!("joining Controllers: {e}")),
             }),
         );
     }
@@ -325,7 +306,6 @@ impl<L: GroupLayer> Actor for Controller<L> {
 
 impl<L: GroupLayer> Supervised for Controller<L> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        let cause = self.failure.take().unwrap_or_else(|| "stopped".to_owned());
         // Dropping the link closes the old session: its groups see it leave.
         self.link = None;
         self.timer = None;
@@ -333,13 +313,7 @@ impl<L: GroupLayer> Supervised for Controller<L> {
             RoundMachine::new(self.settings.round.clone(), self.settings.topology.clone());
         self.status = ControllerStatus::default();
         self.publish();
-        if self.halted || self.sup.is_closing() {
-            self.halted = true;
-            return;
-        }
-        if self.sup.restarted(ROLE, &cause, Instant::now()).is_err() {
-            self.halted = true;
-        }
+        self.life.restarting();
     }
 }
 
@@ -347,15 +321,14 @@ impl<L: GroupLayer> StreamHandler<Event> for Controller<L> {
     fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
         match guard(self, |act| act.on_event(ev)) {
             Ok(()) => self.perform(ctx),
-            Err(cause) => self.fail(ctx, cause),
+            Err(cause) => self.life.fail(ctx, cause),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        if self.halted || self.sup.is_closing() {
-            return;
+        if let Some(cause) = self.life.session_ended() {
+            self.life.fail(ctx, cause);
         }
-        self.fail(ctx, "the group session ended".to_owned());
     }
 }
 
@@ -374,7 +347,7 @@ impl<L: GroupLayer> Handler<Reconfigure> for Controller<L> {
         s.round.validate()?;
         match guard(self, |act| act.reconfigure(s)) {
             Ok(()) => self.perform(ctx),
-            Err(cause) => self.fail(ctx, cause),
+            Err(cause) => self.life.fail(ctx, cause),
         }
         Ok(())
     }
@@ -402,7 +375,7 @@ impl<L: GroupLayer> Handler<Shutdown> for Controller<L> {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        self.halted = true;
+        self.life.halt();
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }
@@ -410,10 +383,7 @@ impl<L: GroupLayer> Handler<Shutdown> for Controller<L> {
         let notifier = self.notifier.take();
         Box::pin(
             async move {
-                if let Some(link) = link {
-                    let _ = link.leave(wire::group(CONTROLLERS)).await;
-                    link.close().await;
-                }
+                leave_and_close(link, vec![wire::group(CONTROLLERS)]).await;
                 if let Some(n) = notifier {
                     n.close().await;
                 }
@@ -428,20 +398,11 @@ impl<L: GroupLayer> Handler<Crash> for Controller<L> {
     type Result = ();
 
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        if let Err(cause) = guard(self, |_| panic!("test-only crash of the controller")) {
-            self.fail(ctx, cause);
-        }
+        self.life.fail(ctx, planted_panic(ROLE));
     }
 }
 
 impl<L: GroupLayer> Controller<L> {
-    /// Stops the actor with `cause`; its supervisor restarts it (state rebuilt).
-    fn fail(&mut self, ctx: &mut Context<Self>, cause: String) {
-        tracing::error!(role = ROLE, %cause, "controller failed");
-        self.failure = Some(cause);
-        ctx.stop();
-    }
-
     fn publish(&self) {
         self.published.send_replace(self.status.clone());
     }
@@ -494,6 +455,11 @@ impl<L: GroupLayer> Controller<L> {
                         tracing::debug!(%server, corrections = ?fixed, "report figures corrected");
                     }
                     Ok(_) => {}
+                    Err(ReportIgnored::UnknownServer { server }) => {
+                        if self.unknown.insert(server.clone()) {
+                            tracing::warn!(%server, from = %sender, "report from a server this Controller's configuration does not know: ignored (logged once per server; the files differ, see the config digests in /status)");
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "report ignored"),
                 }
             }
@@ -536,6 +502,13 @@ impl<L: GroupLayer> Controller<L> {
     }
 
     fn reconfigure(&mut self, s: ControllerSettings) {
+        let known = |srv: &crate::model::ServerName| {
+            s.topology
+                .clusters
+                .values()
+                .any(|c| c.servers.contains_key(srv))
+        };
+        self.unknown.retain(|srv| !known(srv));
         self.machine
             .handle_reconfigure(now(), s.round.clone(), s.topology.clone());
         if s.notify != self.settings.notify {
@@ -620,7 +593,7 @@ impl<L: GroupLayer> Controller<L> {
                     .into_actor(self)
                     .map(|r, act, ctx| {
                         if let Err(e) = r {
-                            act.fail(ctx, format!("multicast: {e}"));
+                            act.life.fail(ctx, format!("multicast: {e}"));
                         }
                     }),
                 );
@@ -659,7 +632,7 @@ impl<L: GroupLayer> Controller<L> {
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }
-        if self.halted {
+        if self.life.halted() {
             return;
         }
         if let Some(at) = self.machine.poll_timeout() {
@@ -668,7 +641,7 @@ impl<L: GroupLayer> Controller<L> {
                 act.timer = None;
                 match guard(act, |act| act.machine.handle_timeout(now())) {
                     Ok(()) => act.perform(ctx),
-                    Err(cause) => act.fail(ctx, cause),
+                    Err(cause) => act.life.fail(ctx, cause),
                 }
             }));
         }

@@ -720,6 +720,18 @@ impl RoundMachine {
             .areas
             .retain(|a, _| topology.areas.contains_key(a));
         self.resend.retain(|a| topology.areas.contains_key(a));
+        // A removed server's report in a round being gathered or shadowed no longer
+        // counts (so a round closes early exactly when every remaining server answered).
+        let servers = &self.servers;
+        if let Role::Gathering { reports, .. } = &mut self.role {
+            reports.retain(|s, _| servers.contains(s));
+        }
+        for reports in self.shadow.values_mut() {
+            reports.retain(|s, _| servers.contains(s));
+        }
+        self.generations.retain(|s, _| servers.contains(s));
+        self.last_states.retain(|s, _| servers.contains(s));
+        self.last_early.retain(|s, _| servers.contains(s));
         self.config = config;
         self.topology = topology;
     }

@@ -24,12 +24,15 @@
 
 use crate::group::GroupLayer;
 use crate::model::{AreaName, Decision};
-use crate::supervision::{guard, open_and_join, ActorHome, SessionLink, Supervision};
+#[cfg(feature = "testing")]
+use crate::supervision::planted_panic;
+use crate::supervision::{
+    guard, leave_and_close, open_and_join, ActorHome, RoleAddr, RoleLife, SessionLink, Supervision,
+};
 use crate::wire::{self, WalrusMessage, DIRECTORS};
 use actix::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use walrus_gcs::{Event, GroupName, Member};
 
@@ -68,44 +71,12 @@ impl Election {
     }
 }
 
-/// Leave the groups, close the session and stay idle (the node is stopping).
-#[derive(Debug, Clone, Copy)]
-pub struct Shutdown;
-
-impl Message for Shutdown {
-    type Result = ();
-}
-
-/// Test only: panics inside the actor, as a bug would.
 #[cfg(feature = "testing")]
-#[derive(Debug, Clone, Copy)]
-pub struct Crash;
-
-#[cfg(feature = "testing")]
-impl Message for Crash {
-    type Result = ();
-}
+pub use crate::supervision::Crash;
+pub use crate::supervision::Shutdown;
 
 /// A running Director shell's address.
-#[derive(Debug, Clone)]
-pub struct DirectorActor {
-    shutdown: Recipient<Shutdown>,
-    #[cfg(feature = "testing")]
-    crash: Recipient<Crash>,
-}
-
-impl DirectorActor {
-    /// Leaves the groups and closes the session (the node is stopping).
-    pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(Shutdown).await;
-    }
-
-    /// Test only: makes the actor panic (it is restarted by its supervisor).
-    #[cfg(feature = "testing")]
-    pub fn crash(&self) {
-        let _ = self.crash.try_send(Crash);
-    }
-}
+pub type DirectorActor = RoleAddr;
 
 /// Starts a supervised Director shell in `home` over `layer`: it joins `Directors` (and,
 /// with `election`, the area's writer group) and forwards every decision to `decisions`
@@ -118,32 +89,24 @@ pub fn start<L: GroupLayer>(
     decisions: mpsc::Sender<Decision>,
     election: Option<Election>,
 ) -> DirectorActor {
-    let sup = supervision.clone();
+    let life = RoleLife::new(ROLE, supervision.clone());
     let addr = crate::supervision::start_in(home, MAILBOX, move |_| Director {
         layer,
-        sup,
+        life,
         decisions,
         election,
         link: None,
-        failure: None,
-        halted: false,
     });
-    DirectorActor {
-        shutdown: addr.clone().recipient(),
-        #[cfg(feature = "testing")]
-        crash: addr.recipient(),
-    }
+    RoleAddr::of(&addr)
 }
 
 /// The Director shell actor.
 pub struct Director<L: GroupLayer> {
     layer: Arc<L>,
-    sup: Supervision,
+    life: RoleLife,
     decisions: mpsc::Sender<Decision>,
     election: Option<Election>,
     link: Option<SessionLink>,
-    failure: Option<String>,
-    halted: bool,
 }
 
 impl<L: GroupLayer> Director<L> {
@@ -153,12 +116,6 @@ impl<L: GroupLayer> Director<L> {
             g.push(wire::group(&writer_group(&e.area)));
         }
         g
-    }
-
-    fn fail(&mut self, ctx: &mut Context<Self>, cause: String) {
-        tracing::error!(role = ROLE, %cause, "director failed");
-        self.failure = Some(cause);
-        ctx.stop();
     }
 
     /// The decision to forward for `ev`, if any.
@@ -201,7 +158,7 @@ impl<L: GroupLayer> Director<L> {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(d)) => {
                 // The driver is behind: wait for it before taking the next event.
-                self.sup.mailbox_full("director driver");
+                self.life.sup.mailbox_full("director driver");
                 let tx = self.decisions.clone();
                 ctx.wait(
                     async move {
@@ -223,35 +180,33 @@ impl<L: GroupLayer> Actor for Director<L> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.halted {
+        if self.life.halted() {
             return;
         }
         ctx.wait(
-            open_and_join(self.layer.clone(), self.sup.clone(), ROLE, self.groups())
-                .into_actor(self)
-                .map(|r, act, ctx| match r {
-                    Ok((link, events)) => {
-                        tracing::info!(me = %link.member(), "director joined Directors");
-                        act.link = Some(link);
-                        ctx.add_stream(events);
-                    }
-                    Err(e) => act.fail(ctx, format!("joining Directors: {e}")),
-                }),
+            open_and_join(
+                self.layer.clone(),
+                self.life.sup.clone(),
+                ROLE,
+                self.groups(),
+            )
+            .into_actor(self)
+            .map(|r, act, ctx| match r {
+                Ok((link, events)) => {
+                    tracing::info!(me = %link.member(), "director joined Directors");
+                    act.link = Some(link);
+                    ctx.add_stream(events);
+                }
+                Err(e) => act.life.fail(ctx, format!("joining Directors: {e}")),
+            }),
         );
     }
 }
 
 impl<L: GroupLayer> Supervised for Director<L> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        let cause = self.failure.take().unwrap_or_else(|| "stopped".to_owned());
         self.link = None;
-        if self.halted || self.sup.is_closing() {
-            self.halted = true;
-            return;
-        }
-        if self.sup.restarted(ROLE, &cause, Instant::now()).is_err() {
-            self.halted = true;
-        }
+        self.life.restarting();
     }
 }
 
@@ -260,15 +215,14 @@ impl<L: GroupLayer> StreamHandler<Event> for Director<L> {
         match guard(self, |act| act.on_event(ev)) {
             Ok(Some(d)) => self.forward(ctx, d),
             Ok(None) => {}
-            Err(cause) => self.fail(ctx, cause),
+            Err(cause) => self.life.fail(ctx, cause),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        if self.halted || self.sup.is_closing() {
-            return;
+        if let Some(cause) = self.life.session_ended() {
+            self.life.fail(ctx, cause);
         }
-        self.fail(ctx, "the group session ended".to_owned());
     }
 }
 
@@ -276,20 +230,8 @@ impl<L: GroupLayer> Handler<Shutdown> for Director<L> {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.halted = true;
-        let link = self.link.take();
-        let groups = self.groups();
-        Box::pin(
-            async move {
-                if let Some(link) = link {
-                    for g in groups.into_iter().rev() {
-                        let _ = link.leave(g).await;
-                    }
-                    link.close().await;
-                }
-            }
-            .into_actor(self),
-        )
+        self.life.halt();
+        Box::pin(leave_and_close(self.link.take(), self.groups()).into_actor(self))
     }
 }
 
@@ -298,8 +240,6 @@ impl<L: GroupLayer> Handler<Crash> for Director<L> {
     type Result = ();
 
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        if let Err(cause) = guard(self, |_| panic!("test-only crash of the director")) {
-            self.fail(ctx, cause);
-        }
+        self.life.fail(ctx, planted_panic(ROLE));
     }
 }

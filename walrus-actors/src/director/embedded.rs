@@ -82,7 +82,8 @@ pub struct EmbeddedServer {
 
 struct Inner {
     area: AreaName,
-    layout: ZoneLayout,
+    /// The zones served; the other areas may change on a reload ([`EmbeddedServer::set_layout`]).
+    layout: RwLock<ZoneLayout>,
     state_file: PathBuf,
     /// What is served; replaced whole after the state file is written.
     state: RwLock<ZoneState>,
@@ -125,7 +126,7 @@ impl EmbeddedServer {
         Ok(Self {
             inner: Arc::new(Inner {
                 area,
-                layout,
+                layout: RwLock::new(layout),
                 state_file,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
@@ -145,8 +146,31 @@ impl EmbeddedServer {
     }
 
     /// The zone layout served.
-    pub fn layout(&self) -> &ZoneLayout {
-        &self.inner.layout
+    pub fn layout(&self) -> ZoneLayout {
+        match self.inner.layout.read() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the zone layout (a reloaded configuration added or removed an area, so
+    /// the site zone's delegations change); takes effect at the next query. The site and
+    /// this area's own zone cannot change: such a layout is refused and the old one kept.
+    pub fn set_layout(&self, layout: ZoneLayout) -> Result<(), String> {
+        let mut l = match self.inner.layout.write() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        if l.site != layout.site || l.area_zone != layout.area_zone {
+            return Err(format!(
+                "the site ({}) and the area's zone ({}) cannot change while serving",
+                l.site, l.area_zone
+            ));
+        }
+        *l = layout;
+        drop(l);
+        self.inner.cache.invalidate();
+        Ok(())
     }
 
     /// Binds UDP and TCP on `listen` (port 0: one free port for both).
@@ -229,7 +253,12 @@ impl EmbeddedServer {
                 return Some(reply);
             }
         }
-        let reply = respond_with(&self.inner.layout, &state, request, &ctx)?;
+        let layout = match self.inner.layout.read() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let reply = respond_with(&layout, &state, request, &ctx)?;
+        drop(layout);
         if cached {
             self.inner
                 .cache
@@ -525,7 +554,7 @@ impl NameServer for EmbeddedServer {
     fn describe(&self) -> String {
         format!(
             "embedded server for {} (state {})",
-            self.inner.layout.area_zone,
+            self.layout().area_zone,
             self.inner.state_file.display()
         )
     }

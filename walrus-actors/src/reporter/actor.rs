@@ -12,11 +12,15 @@
 use super::ReporterHandle;
 use crate::group::GroupLayer;
 use crate::model::Round;
-use crate::supervision::{guard, open_and_join, ActorHome, Inbox, SessionLink, Supervision};
+#[cfg(feature = "testing")]
+use crate::supervision::planted_panic;
+use crate::supervision::{
+    guard, leave_and_close, open_and_join, ActorHome, Inbox, RoleAddr, RoleLife, SessionLink,
+    Supervision,
+};
 use crate::wire::{self, WalrusMessage, CONTROLLERS, REPORTERS};
 use actix::prelude::*;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::mpsc;
 use walrus_gcs::{Event, Service};
 
@@ -26,48 +30,16 @@ pub const ROLE: &str = "reporter";
 /// Requests a Reporter's mailbox holds.
 pub const MAILBOX: usize = 16;
 
-/// Leave `Reporters`, close the session and stay idle (the node is stopping).
-#[derive(Debug, Clone, Copy)]
-pub struct Shutdown;
-
-impl Message for Shutdown {
-    type Result = ();
-}
-
-/// Test only: panics inside the actor, as a bug would.
 #[cfg(feature = "testing")]
-#[derive(Debug, Clone, Copy)]
-pub struct Crash;
-
-#[cfg(feature = "testing")]
-impl Message for Crash {
-    type Result = ();
-}
+pub use crate::supervision::Crash;
+pub use crate::supervision::Shutdown;
 
 /// The gatherer raised an urgent report (fast failover).
 #[derive(Debug, Clone, Copy)]
 struct UrgentRaised;
 
 /// A running Reporter shell's address.
-#[derive(Debug, Clone)]
-pub struct ReporterActor {
-    shutdown: Recipient<Shutdown>,
-    #[cfg(feature = "testing")]
-    crash: Recipient<Crash>,
-}
-
-impl ReporterActor {
-    /// Leaves `Reporters` and closes the session (the node is stopping).
-    pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(Shutdown).await;
-    }
-
-    /// Test only: makes the actor panic (it is restarted by its supervisor).
-    #[cfg(feature = "testing")]
-    pub fn crash(&self) {
-        let _ = self.crash.try_send(Crash);
-    }
-}
+pub type ReporterActor = RoleAddr;
 
 /// Starts a supervised Reporter shell in `home` over `layer`, answering with `handle`
 /// (the gatherer's, see [`super::spawn`]).
@@ -77,46 +49,38 @@ pub fn start<L: GroupLayer>(
     layer: Arc<L>,
     handle: ReporterHandle,
 ) -> ReporterActor {
-    let sup = supervision.clone();
+    let life = RoleLife::new(ROLE, supervision.clone());
     let addr = crate::supervision::start_in(home, MAILBOX, move |_| Reporter {
         layer,
-        sup,
+        life,
         handle,
         link: None,
         last_round: Round(0),
-        failure: None,
-        halted: false,
     });
-    ReporterActor {
-        shutdown: addr.clone().recipient(),
-        #[cfg(feature = "testing")]
-        crash: addr.recipient(),
-    }
+    RoleAddr::of(&addr)
 }
 
 /// The Reporter shell actor.
 pub struct Reporter<L: GroupLayer> {
     layer: Arc<L>,
-    sup: Supervision,
+    life: RoleLife,
     handle: ReporterHandle,
     link: Option<SessionLink>,
     /// The last round answered (an urgent report carries it).
     last_round: Round,
-    failure: Option<String>,
-    halted: bool,
 }
 
 impl<L: GroupLayer> Actor for Reporter<L> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.halted {
+        if self.life.halted() {
             return;
         }
         // Urgent raises: a helper on the node's runtime that ends with this incarnation.
         let (tx, rx) = mpsc::channel(4);
         let mut h = self.handle.clone();
-        self.sup.spawn(async move {
+        self.life.sup.spawn(async move {
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
@@ -132,7 +96,7 @@ impl<L: GroupLayer> Actor for Reporter<L> {
         ctx.add_stream(Inbox(rx));
         let groups = vec![wire::group(REPORTERS)];
         ctx.wait(
-            open_and_join(self.layer.clone(), self.sup.clone(), ROLE, groups)
+            open_and_join(self.layer.clone(), self.life.sup.clone(), ROLE, groups)
                 .into_actor(self)
                 .map(|r, act, ctx| match r {
                     Ok((link, events)) => {
@@ -140,7 +104,7 @@ impl<L: GroupLayer> Actor for Reporter<L> {
                         act.link = Some(link);
                         ctx.add_stream(events);
                     }
-                    Err(e) => act.fail(ctx, format!("joining Reporters: {e}")),
+                    Err(e) => act.life.fail(ctx, format!("joining Reporters: {e}")),
                 }),
         );
     }
@@ -148,16 +112,9 @@ impl<L: GroupLayer> Actor for Reporter<L> {
 
 impl<L: GroupLayer> Supervised for Reporter<L> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        let cause = self.failure.take().unwrap_or_else(|| "stopped".to_owned());
         self.link = None;
         self.last_round = Round(0);
-        if self.halted || self.sup.is_closing() {
-            self.halted = true;
-            return;
-        }
-        if self.sup.restarted(ROLE, &cause, Instant::now()).is_err() {
-            self.halted = true;
-        }
+        self.life.restarting();
     }
 }
 
@@ -166,15 +123,14 @@ impl<L: GroupLayer> StreamHandler<Event> for Reporter<L> {
         match guard(self, |act| act.on_event(ev)) {
             Ok(Some(msg)) => self.send(ctx, msg),
             Ok(None) => {}
-            Err(cause) => self.fail(ctx, cause),
+            Err(cause) => self.life.fail(ctx, cause),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        if self.halted || self.sup.is_closing() {
-            return;
+        if let Some(cause) = self.life.session_ended() {
+            self.life.fail(ctx, cause);
         }
-        self.fail(ctx, "the group session ended".to_owned());
     }
 }
 
@@ -194,17 +150,8 @@ impl<L: GroupLayer> Handler<Shutdown> for Reporter<L> {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.halted = true;
-        let link = self.link.take();
-        Box::pin(
-            async move {
-                if let Some(link) = link {
-                    let _ = link.leave(wire::group(REPORTERS)).await;
-                    link.close().await;
-                }
-            }
-            .into_actor(self),
-        )
+        self.life.halt();
+        Box::pin(leave_and_close(self.link.take(), vec![wire::group(REPORTERS)]).into_actor(self))
     }
 }
 
@@ -213,19 +160,11 @@ impl<L: GroupLayer> Handler<Crash> for Reporter<L> {
     type Result = ();
 
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        if let Err(cause) = guard(self, |_| panic!("test-only crash of the reporter")) {
-            self.fail(ctx, cause);
-        }
+        self.life.fail(ctx, planted_panic(ROLE));
     }
 }
 
 impl<L: GroupLayer> Reporter<L> {
-    fn fail(&mut self, ctx: &mut Context<Self>, cause: String) {
-        tracing::error!(role = ROLE, %cause, "reporter failed");
-        self.failure = Some(cause);
-        ctx.stop();
-    }
-
     /// The message to send for `ev`, if any.
     fn on_event(&mut self, ev: Event) -> Option<WalrusMessage> {
         match ev {
@@ -272,7 +211,7 @@ impl<L: GroupLayer> Reporter<L> {
             .into_actor(self)
             .map(|r, act, ctx| {
                 if let Err(e) = r {
-                    act.fail(ctx, format!("multicast: {e}"));
+                    act.life.fail(ctx, format!("multicast: {e}"));
                 }
             }),
         );

@@ -31,6 +31,7 @@
 //! | `groups.rs` | the group table: applying a delivered entry, membership events, session queues, the merge of tables at a view change | — |
 //! | `failure.rs` | incarnations, heartbeats, liveness, the connectivity matrix, the view this node wants | `Peer` |
 //! | `view_change.rs` | when to change, freeze, propose/accept, the cut of each old view, install | `Frozen`, `Accepted`, `Proposal` |
+//! | `peer_set.rs` | changing the configured peers of a running node (a reloaded configuration) | — |
 //! | `planted.rs` | planted protocol bugs for the simulator's checkers (feature `testing` only) | `PlantedBugs` |
 
 use crate::config::CoreConfig;
@@ -64,6 +65,7 @@ macro_rules! planted {
 mod failure;
 mod groups;
 mod ordering;
+mod peer_set;
 #[cfg(any(test, feature = "testing"))]
 mod planted;
 mod view_change;

@@ -17,7 +17,7 @@ pub fn partition<M: Message>(transports: &[&Transport<M>], components: &[&[&str]
     let component_of = |name: &str| components.iter().position(|c| c.contains(&name));
     for t in transports {
         let mine = component_of(t.me().as_str());
-        for other in t.shared.peers.keys() {
+        for other in t.shared.peers.keys().iter() {
             let theirs = component_of(other.as_str());
             if mine.is_some() && mine == theirs {
                 t.restore(other);

@@ -42,9 +42,10 @@ pub(super) async fn accept_loop<M: Message>(shared: Arc<Shared<M>>) {
 fn admit<M: Message>(shared: &Shared<M>, conn: quinn::Connection) {
     let from = conn.remote_address();
     let chain = tls::peer_chain(&conn);
-    let found = tls::peer_name(&chain, shared.peers.keys().map(NodeId::as_str));
-    let Some((name, peer)) = found.and_then(|f| shared.peers.iter().find(|(k, _)| k.as_str() == f))
-    else {
+    let names = shared.peers.keys();
+    let found = tls::peer_name(&chain, names.iter().map(NodeId::as_str));
+    let found = found.and_then(|f| names.iter().find(|k| k.as_str() == f));
+    let Some((name, peer)) = found.and_then(|n| Some((n, shared.peers.get(n)?))) else {
         warn!(%from, "certificate names no configured peer: closed");
         conn.close(
             close_code::REFUSED.into(),
@@ -101,7 +102,8 @@ pub(super) async fn peer_task<M: Message>(
     // Told once per peer: this process is a duplicate of its own name.
     let mut told_duplicate = false;
     loop {
-        if *shutdown.borrow() {
+        // Closed: the peer left the configuration (`Transport::set_peers`).
+        if *shutdown.borrow() || accepted.is_closed() {
             return;
         }
         let conn = if let Some(c) = next.take() {

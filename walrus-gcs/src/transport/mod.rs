@@ -60,6 +60,7 @@ mod fault;
 mod frames;
 mod limits;
 mod link;
+mod peer_set;
 pub mod refusals;
 pub mod tls;
 
@@ -420,7 +421,7 @@ struct Shared<M> {
     me: NodeId,
     limits: Limits,
     endpoint: quinn::Endpoint,
-    peers: HashMap<NodeId, Peer>,
+    peers: peer_set::PeerTable,
     /// Received data messages.
     events: mpsc::Sender<Queued<M>>,
     /// Byte budget of received data messages not yet taken by the driver.
@@ -526,7 +527,7 @@ impl<M: Message> Transport<M> {
                 link: Mutex::new(None),
                 accepted: acc_tx,
             };
-            if peer_map.insert(name.clone(), peer).is_some() {
+            if peer_map.insert(name.clone(), Arc::new(peer)).is_some() {
                 return Err(TransportError::Config(format!("peer {name} listed twice")));
             }
             accepted_rxs.push((name, acc_rx));
@@ -535,7 +536,7 @@ impl<M: Message> Transport<M> {
             me,
             limits,
             endpoint,
-            peers: peer_map,
+            peers: peer_set::PeerTable::new(peer_map),
             events: events_tx,
             event_bytes: Arc::new(Semaphore::new(
                 limits_event_bytes.clamp(1, Semaphore::MAX_PERMITS),
@@ -649,6 +650,7 @@ impl<M: Message> Transport<M> {
         self.shared
             .peers
             .values()
+            .iter()
             .filter_map(|p| {
                 p.link()
                     .as_ref()
@@ -662,6 +664,7 @@ impl<M: Message> Transport<M> {
         self.shared
             .peers
             .values()
+            .iter()
             .filter_map(|p| p.link().as_ref().map(|l| l.queued.load(Ordering::Relaxed)))
             .max()
             .unwrap_or(0)
@@ -765,7 +768,7 @@ impl<M: Message> Transport<M> {
         self.shared.blocked.set(peer, false);
     }
 
-    fn peer(&self, name: &NodeId) -> Result<&Peer, TransportError> {
+    fn peer(&self, name: &NodeId) -> Result<Arc<Peer>, TransportError> {
         self.shared
             .peers
             .get(name)
