@@ -10,8 +10,8 @@
 # Prints one JSON line per case and backend:
 #   {"case":..,"backend":..,"trials":..,"p50_ms":..,"p99_ms":..,...}
 # The deployment (three Controllers, Directors and Reporters as separate `walrus-node run`
-# processes over QUIC, nginx, BIND) is the end-to-end tests' (tests/tests/support/mod.rs);
-# the orchestration is tests/examples/failover_bench.rs. Everything runs on loopback and is
+# processes over QUIC, nginx, BIND) is the end-to-end tests' (walrus-testkit/src/actors/deployment.rs);
+# the orchestration is walrus-node/examples/failover_bench.rs. Everything runs on loopback and is
 # stopped on exit. Needs the Debian packages bind9, bind9-dnsutils, nginx.
 # Extra arguments go to the orchestrator, e.g. `bench/failover.sh --trials 5 --backend bind`
 # or `--report-interval 250ms` (default 1s, like round_period).
@@ -48,6 +48,6 @@ for b in named nginx tsig-keygen; do
   command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "$b missing: apt-get install bind9 bind9-dnsutils nginx" >&2; exit 1; }
 done
 cargo build --release --quiet -p walrus-node --bin walrus-node
-cargo build --release --quiet -p walrus-tests --example failover_bench
+cargo build --release --quiet -p walrus-node --example failover_bench
 exec target/release/examples/failover_bench --walrus-node target/release/walrus-node \
   --trials 20 --round-period 1s --case all "$@"

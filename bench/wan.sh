@@ -13,7 +13,7 @@ long=${2:-600}
 shift $(( $# < 2 ? $# : 2 ))
 only=" $* "
 flag=""; [ "$profile" = release ] && flag="--release"
-cargo build $flag -p walrus-node -p walrus-tests --bin walrus-node --bin walrus-lab
+cargo build $flag -p walrus-node -p walrus-lab --bin walrus-node --bin walrus-lab
 lab="target/$profile/walrus-lab"
 out=docs/wan
 mkdir -p "$out"

@@ -10,23 +10,17 @@
 //! `cargo run --release -p walrus-actors --example director_bench [-- UPDATES QPS_SECS RUNS]`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/director_support/mod.rs"]
-mod director_support;
-
-use director_support::{layout, need, Bind, TempDir};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use walrus_actors::director::embedded::EmbeddedServer;
-use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater};
 use walrus_actors::director::transport;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords};
 use walrus_actors::director::NameServer;
-use walrus_actors::model::AreaName;
+use walrus_testkit::actors::director::checks::updater;
+use walrus_testkit::actors::director::{need, Authoritative, Embedded, TempDir};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -158,35 +152,23 @@ async fn main() {
     let runs = args.get(2).copied().unwrap_or(2);
 
     // BIND, set up by our own bind_config output.
-    let bind = tokio::task::block_in_place(|| Bind::start(1, "walrus-area1"));
-    let rfc = Rfc2136Updater::new(Rfc2136Config {
-        area: AreaName::from("a1"),
-        server: bind.addr,
-        area_zone: bind.layout.area_zone.clone(),
-        key: bind.key.clone(),
-        timeout: Duration::from_secs(2),
-    })
-    .unwrap();
+    let bind = tokio::task::block_in_place(|| Authoritative::bind(1, "walrus-area1"));
+    let rfc = updater(&bind, "a1", bind.key.clone());
     let www = bind.layout.area_www();
 
     // Embedded, same layout, state on disk.
     let dir = TempDir::new("bench-emb");
-    let emb = EmbeddedServer::open(
-        AreaName::from("a1"),
-        layout(1, 30),
-        dir.path().join("state.json"),
+    let emb = Embedded::start(
+        1,
+        &dir.path().join("state.json"),
+        "127.0.0.1:0".parse().unwrap(),
     )
-    .unwrap();
-    let listening = emb.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let emb_addr = listening.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(listening.run(async {
-        let _ = stopped.await;
-    }));
+    .await;
+    let emb_addr = emb.addr;
 
     let v = update_latency(&rfc, bind.addr, &www, updates).await;
     latency_line("bind", &v);
-    let v = update_latency(&emb, emb_addr, &www, updates).await;
+    let v = update_latency(&emb.server, emb_addr, &www, updates).await;
     latency_line("embedded", &v);
 
     let have_dnsperf = Path::new("/usr/bin/dnsperf").exists();
@@ -208,6 +190,5 @@ async fn main() {
             );
         }
     }
-    let _ = stop.send(());
-    let _ = serving.await;
+    drop(emb);
 }

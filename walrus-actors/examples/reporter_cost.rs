@@ -15,13 +15,10 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/reporter_support/mod.rs"]
-mod reporter_support;
-
-use reporter_support::{Kind, TempDir, WebServer};
 use std::time::{Duration, Instant};
 use walrus_actors::model::{ReportBody, Round, ServerName};
 use walrus_actors::reporter::{Gatherer, ReporterConfig, WebSource};
+use walrus_testkit::actors::reporter::{Kind, TempDir, WebServer};
 
 /// Nanoseconds this process has run on a CPU, all threads (live ones: our threads never
 /// exit during the measurement).

@@ -16,6 +16,8 @@
 pub mod controller;
 pub mod digests;
 pub mod director;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
 pub mod group;
 pub mod model;
 pub mod replicator;

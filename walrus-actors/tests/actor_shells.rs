@@ -13,61 +13,19 @@ use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::group::local::{LocalBus, LocalSession};
 use walrus_actors::group::{GroupLayer, GroupSession};
-use walrus_actors::model::{
-    AreaSpec, ClusterSpec, Decision, Report, ReportBody, Round, ServerName, ServerStats, Topology,
-    WebStats,
-};
+use walrus_actors::model::{Decision, Report, ReportBody, Round, ServerName};
 use walrus_actors::reporter::{self, ReporterConfig, WebSource};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
 use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use walrus_gcs::{Event, Service};
-
-fn topology() -> Topology {
-    Topology {
-        areas: [(
-            "a1".into(),
-            AreaSpec {
-                home_cluster: "c1".into(),
-            },
-        )]
-        .into(),
-        clusters: [(
-            "c1".into(),
-            ClusterSpec {
-                servers: [("s1".into(), vec!["192.0.2.1".parse().unwrap()])].into(),
-            },
-        )]
-        .into(),
-    }
-}
+use walrus_testkit::actors::fixtures::{stats, topology_of};
 
 fn settings() -> ControllerSettings {
     ControllerSettings {
         round: RoundConfig::with_period(Duration::from_millis(200)),
-        topology: topology(),
+        topology: topology_of(&[("a1", "c1", "s1", "192.0.2.1")]),
         notify: NotifyConfig::default(),
         replication_primary: None,
-    }
-}
-
-fn stats() -> ServerStats {
-    ServerStats {
-        period: Duration::from_secs(1),
-        cpu_user: Some(0.1),
-        cpu_system: Some(0.0),
-        cpu_idle: 0.9,
-        mem_free_bytes: 1 << 30,
-        swap_used_bytes: 0,
-        pages_out_per_sec: Some(0.0),
-        free_virtual_bytes: 1 << 30,
-        total_virtual_bytes: 1 << 31,
-        procs_running: Some(1),
-        procs_blocked: Some(0),
-        web: WebStats {
-            hits: 1,
-            busy_workers: 1,
-            max_workers: 10,
-        },
     }
 }
 
@@ -142,7 +100,7 @@ async fn controller_requests_reports_and_multicasts_its_decision() {
     let report = WalrusMessage::Report(Report {
         server: ServerName::from("s1"),
         round,
-        body: ReportBody::Stats(stats()),
+        body: ReportBody::Stats(stats(1, 10, 1)),
         generation: None,
     });
     reporter

@@ -10,13 +10,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use walrus_actors::controller::round::{Output, RoundConfig, RoundMachine, START_UP_ROUNDS};
 use walrus_actors::model::{
-    AreaAnswer, AreaName, AreaSpec, ClusterName, ClusterSpec, Decision, Report, ReportBody, Round,
-    ServerName, ServerStats, Topology, WebStats,
+    AreaAnswer, AreaName, ClusterName, Decision, Report, ReportBody, Round, ServerName, Topology,
 };
+use walrus_testkit::actors::fixtures::{stats, topology};
 
 type Id = u32;
 
@@ -69,57 +68,10 @@ struct Harness {
     mode: Mode,
 }
 
-/// Areas a1..a3 with home clusters c1..c3; two servers each.
-fn topology() -> Topology {
-    let mut t = Topology {
-        areas: BTreeMap::new(),
-        clusters: BTreeMap::new(),
-    };
-    for c in 1..=3u8 {
-        t.areas.insert(
-            AreaName(format!("a{c}")),
-            AreaSpec {
-                home_cluster: ClusterName(format!("c{c}")),
-            },
-        );
-        let servers = (1..=2u8)
-            .map(|s| {
-                (
-                    ServerName(format!("c{c}-s{s}")),
-                    vec![IpAddr::V4(Ipv4Addr::new(10, c, 0, s))],
-                )
-            })
-            .collect();
-        t.clusters
-            .insert(ClusterName(format!("c{c}")), ClusterSpec { servers });
-    }
-    t
-}
-
-fn stats(busy: u32) -> ServerStats {
-    ServerStats {
-        period: Duration::from_secs(1),
-        cpu_user: Some(0.0),
-        cpu_system: Some(0.0),
-        cpu_idle: 1.0,
-        mem_free_bytes: 1 << 30,
-        swap_used_bytes: 0,
-        pages_out_per_sec: Some(0.0),
-        free_virtual_bytes: 1 << 30,
-        total_virtual_bytes: 1 << 31,
-        procs_running: Some(1),
-        procs_blocked: Some(0),
-        web: WebStats {
-            hits: 0,
-            busy_workers: busy,
-            max_workers: 100,
-        },
-    }
-}
-
 impl Harness {
     fn new(ids: &[Id], mode: Mode) -> Self {
-        let topology = topology();
+        // Areas a1..a3 with home clusters c1..c3; two servers each.
+        let topology = topology(3, 2);
         let servers: BTreeSet<ServerName> = topology
             .clusters
             .values()
@@ -209,7 +161,7 @@ impl Harness {
                             let r = Report {
                                 server: s.clone(),
                                 round,
-                                body: ReportBody::Stats(stats(*busy)),
+                                body: ReportBody::Stats(stats(*busy, 100, 0)),
                                 generation: None,
                             };
                             for member in &comp.members {

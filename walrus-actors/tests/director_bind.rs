@@ -1,44 +1,42 @@
 //! The Director against a real BIND 9 on loopback, configured by our `bind_config`: the
-//! RFC 2136 checks every server must pass (`director_support::checks`, shared with Knot
+//! RFC 2136 checks every server must pass (`walrus_testkit::actors::director::checks`, shared with Knot
 //! and PowerDNS: records and TTL, no needless update, a wrong key refused once, a restart
 //! caught up, the epoch fence, the key confined to its names), and BIND-only ones: area 1's
 //! decision never touches area 2's server; a large answer goes over TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod director_support;
-
-use director_support::checks::{self, answer, decision, director, rng, updater};
-use director_support::{dig, Bind};
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::{apply, Applied};
+use walrus_testkit::actors::director::checks::{self, answer, decision, director, rng, updater};
+use walrus_testkit::actors::director::{dig, Authoritative};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_in_dig_sees_records_and_ttl() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     checks::decisions_in_dig_sees_records_and_ttl(&bind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_answer_sends_no_update() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     checks::unchanged_answer_sends_no_update(&bind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_tsig_key_is_refused_and_reported_once() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     checks::wrong_tsig_key_is_refused_and_reported_once(&bind, "walrus-area1", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_may_not_touch_other_names() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     checks::key_may_not_touch_other_names(&bind);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_restarted_mid_test_director_catches_up() {
-    let mut bind = Bind::start(1, "walrus-area1");
+    let mut bind = Authoritative::bind(1, "walrus-area1");
     checks::restarted_mid_test_director_catches_up(&mut bind).await;
 }
 
@@ -47,14 +45,14 @@ async fn bind_restarted_mid_test_director_catches_up() {
 /// blind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_writers_late_update_is_refused_by_bind() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     checks::a_deposed_writers_late_update_is_refused(&bind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn area_1_decision_never_touches_area_2_server() {
-    let b1 = Bind::start(1, "walrus-area1");
-    let b2 = Bind::start(2, "walrus-area2");
+    let b1 = Authoritative::bind(1, "walrus-area1");
+    let b2 = Authoritative::bind(2, "walrus-area2");
     let ns1 = updater(&b1, "a1", b1.key.clone());
     let ns2 = updater(&b2, "a2", b2.key.clone());
     let (d1, d2) = (director("a1", 30), director("a2", 30));
@@ -119,7 +117,7 @@ async fn area_1_decision_never_touches_area_2_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_answer_goes_over_tcp_and_is_verified() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     let ns = updater(&bind, "a1", bind.key.clone());
     // 60 AAAA: the update (~2 KB) is too large for one datagram, and so is the answer.
     let addrs: Vec<String> = (1..=60).map(|i| format!("2001:db8::{i:x}")).collect();

@@ -3,9 +3,6 @@
 //! wins over one stuck on a dead BIND; a refusal shows in status and is not hammered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod director_support;
-
-use director_support::{dig, dig_followed, layout, wait_until, Bind, TempDir};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,6 +13,9 @@ use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
 use walrus_actors::director::zone::RecordTtl;
 use walrus_actors::director::{driver, AreaDirector, NameServer};
 use walrus_actors::model::{AreaAnswer, AreaName, ClusterName, Decision, Round};
+use walrus_testkit::actors::director::{
+    dig, dig_followed, layout, wait_until, Authoritative, TempDir,
+};
 
 struct Director {
     tx: mpsc::Sender<Decision>,
@@ -90,7 +90,7 @@ fn decision(round: u64, addrs: &[&str]) -> Decision {
     }
 }
 
-fn updater(bind: &Bind, key: TsigKey) -> Rfc2136Updater {
+fn updater(bind: &Authoritative, key: TsigKey) -> Rfc2136Updater {
     Rfc2136Updater::new(Rfc2136Config {
         area: AreaName::from("a1"),
         server: bind.addr,
@@ -111,11 +111,11 @@ fn fast_retry() -> RetryPolicy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_flow_to_bind_and_newest_wins_after_outage() {
-    let mut bind = Bind::start(1, "walrus-area1");
+    let mut bind = Authoritative::bind(1, "walrus-area1");
     let d = start(updater(&bind, bind.key.clone()), running(), fast_retry());
     let sees = |addr, want: &[&str]| {
         let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-        wait_until(30, || {
+        wait_until(std::time::Duration::from_secs(30), || {
             dig(addr, "www.area-1.example.com", "A").data_of("A") == want
         })
     };
@@ -152,9 +152,9 @@ async fn decisions_flow_to_bind_and_newest_wins_after_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusal_shows_in_status_and_is_not_hammered() {
-    let bind = Bind::start(1, "walrus-area1");
+    let bind = Authoritative::bind(1, "walrus-area1");
     let serial = bind.serial();
-    let wrong = director_support::tsig_keygen("walrus-area1");
+    let wrong = walrus_testkit::actors::director::tsig_keygen("walrus-area1");
     let d = start(updater(&bind, wrong), running(), fast_retry());
     d.tx.send(decision(1, &["10.0.1.1"])).await.unwrap();
     let mut status = d.status.clone();
@@ -199,9 +199,13 @@ async fn decisions_flow_to_embedded_and_shutdown_stops() {
     d.tx.send(decision(1, &["10.0.1.1", "10.0.1.2"]))
         .await
         .unwrap();
-    assert!(tokio::task::block_in_place(|| wait_until(30, || {
-        dig_followed(addr, "www.example.com", "A", &[]).data_of("A") == vec!["10.0.1.1", "10.0.1.2"]
-    })));
+    assert!(tokio::task::block_in_place(|| wait_until(
+        std::time::Duration::from_secs(30),
+        || {
+            dig_followed(addr, "www.example.com", "A", &[]).data_of("A")
+                == vec!["10.0.1.1", "10.0.1.2"]
+        }
+    )));
     let _ = d.stop.take().unwrap().send(());
     tokio::time::timeout(Duration::from_secs(10), &mut d.task)
         .await
@@ -215,9 +219,9 @@ async fn decisions_flow_to_embedded_and_shutdown_stops() {
 /// and hands every decision to all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mode_master_updates_every_area_server() {
-    let b1 = Bind::start(1, "walrus-area1");
-    let b2 = Bind::start(2, "walrus-area2");
-    let mk = |bind: &Bind, area: &str| {
+    let b1 = Authoritative::bind(1, "walrus-area1");
+    let b2 = Authoritative::bind(2, "walrus-area2");
+    let mk = |bind: &Authoritative, area: &str| {
         Rfc2136Updater::new(Rfc2136Config {
             area: AreaName::from(area),
             server: bind.addr,
@@ -258,7 +262,7 @@ async fn direct_mode_master_updates_every_area_server() {
         d.tx.send(dec.clone()).await.unwrap();
     }
     tokio::task::block_in_place(|| {
-        assert!(wait_until(30, || {
+        assert!(wait_until(std::time::Duration::from_secs(30), || {
             dig(b1.addr, "www.area-1.example.com", "A").data_of("A") == vec!["10.0.1.1"]
                 && dig(b2.addr, "www.area-2.example.com", "A").data_of("A") == vec!["10.0.2.1"]
         }));

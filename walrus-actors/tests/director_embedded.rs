@@ -5,68 +5,24 @@
 //! decision never touches area 2's server; a failing state file is reported and retried.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod director_support;
-
-use director_support::{dig, dig_followed, dig_with, layout, serial, wait_until, Bind, TempDir};
 use rand::SeedableRng;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::zone::{RecordTtl, WwwRecords};
-use walrus_actors::director::{apply, Applied, AreaDirector, NameServerError};
-use walrus_actors::model::{AreaAnswer, AreaName, ClusterName, Decision, Round};
+use walrus_actors::director::{apply, Applied, NameServerError};
+use walrus_actors::model::{AreaName, Decision, Round};
+use walrus_testkit::actors::director::checks::{answer, director, updater};
+use walrus_testkit::actors::director::{
+    dig, dig_followed, dig_with, layout, serial, wait_until, Authoritative, Embedded, TempDir,
+};
+use walrus_testkit::ChildGuard;
 
-/// An embedded server serving on a free loopback port until dropped.
-struct Running {
-    server: EmbeddedServer,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start(area: u32, state_file: &Path) -> Running {
-    let server = EmbeddedServer::open(
-        AreaName(format!("a{area}")),
-        layout(area, 30),
-        state_file.to_owned(),
-    )
-    .unwrap();
-    let listening = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listening.local_addr();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(listening.run(async {
-        let _ = rx.await;
-    }));
-    Running {
-        server,
-        addr,
-        stop: Some(tx),
-    }
-}
-
-fn answer(cluster: &str, addrs: &[&str]) -> AreaAnswer {
-    AreaAnswer {
-        cluster: ClusterName::from(cluster),
-        records: addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
-    }
-}
-
-fn director(area: &str, ttl: u64) -> AreaDirector {
-    AreaDirector {
-        area: AreaName::from(area),
-        ttl: RecordTtl::try_from(Duration::from_secs(ttl)).unwrap(),
-    }
+async fn start(area: u32, state_file: &Path) -> Embedded {
+    Embedded::start(area, state_file, SocketAddr::from(([127, 0, 0, 1], 0))).await
 }
 
 fn rng() -> rand::rngs::StdRng {
@@ -159,17 +115,8 @@ async fn unchanged_answer_changes_nothing() {
 async fn negative_answers_match_bind() {
     let dir = TempDir::new("emb-vs-bind");
     let run = start(1, &dir.path().join("state.json")).await;
-    let bind = Bind::start(1, "walrus-area1");
-    let ns = walrus_actors::director::rfc2136::Rfc2136Updater::new(
-        walrus_actors::director::rfc2136::Rfc2136Config {
-            area: AreaName::from("a1"),
-            server: bind.addr,
-            area_zone: bind.layout.area_zone.clone(),
-            key: bind.key.clone(),
-            timeout: Duration::from_secs(2),
-        },
-    )
-    .unwrap();
+    let bind = Authoritative::bind(1, "walrus-area1");
+    let ns = updater(&bind, "a1", bind.key.clone());
     let want = director("a1", 30)
         .wanted_for(&answer("c1", &["10.0.1.1", "2001:db8::1"]))
         .unwrap();
@@ -194,7 +141,7 @@ async fn negative_answers_match_bind() {
         let ours = dig(run.addr, name, t);
         let theirs = dig(bind.addr, name, t);
         // Serials differ (BIND counts its own); compare the SOA without it.
-        let norm = |d: &director_support::Dig| {
+        let norm = |d: &walrus_testkit::actors::director::Dig| {
             let strip = |v: &Vec<(String, u32, String, String)>| -> Vec<_> {
                 v.iter()
                     .map(|r| {
@@ -289,15 +236,6 @@ fn child_director_process() {
     });
 }
 
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_child(state: &Path, addr: SocketAddr, answer: &str) -> ChildGuard {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -314,16 +252,16 @@ fn spawn_child(state: &Path, addr: SocketAddr, answer: &str) -> ChildGuard {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    ChildGuard(child)
+    ChildGuard::new("director child process", child)
 }
 
 #[test]
 fn restart_with_no_controller_serves_last_answer() {
     let dir = TempDir::new("emb-restart");
     let state = dir.path().join("state.json");
-    let addr = SocketAddr::from(([127, 0, 0, 1], director_support::free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], walrus_testkit::free_dns_port()));
     let sees = |want: &[&str]| {
-        wait_until(30, || {
+        wait_until(std::time::Duration::from_secs(30), || {
             dig_followed(addr, "www.example.com", "A", &[]).data_of("A") == want.to_vec()
         })
     };
@@ -331,8 +269,7 @@ fn restart_with_no_controller_serves_last_answer() {
     let mut first = spawn_child(&state, addr, "10.0.1.1,10.0.1.2");
     assert!(sees(&["10.0.1.1", "10.0.1.2"]), "first answer never served");
     // A crash: SIGKILL, no shutdown path.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill();
     assert_ne!(dig(addr, "www.example.com", "A").status, "NOERROR");
 
     // Started again, and no Controller anywhere: it answers with the last answer.
@@ -422,27 +359,21 @@ async fn unwritable_state_is_reported_retried_and_not_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_ipv6_loopback() {
     let dir = TempDir::new("emb-v6");
-    let server = EmbeddedServer::open(
-        AreaName::from("a1"),
-        layout(1, 30),
-        dir.path().join("state.json"),
+    let run = Embedded::start(
+        1,
+        &dir.path().join("state.json"),
+        "[::1]:0".parse().unwrap(),
     )
-    .unwrap();
-    let listening = server.bind("[::1]:0".parse().unwrap()).await.unwrap();
-    let addr = listening.local_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(listening.run(async {
-        let _ = rx.await;
-    }));
+    .await;
+    let (server, addr) = (&run.server, run.addr);
     let want = director("a1", 30)
         .wanted_for(&answer("c1", &["2001:db8::7", "10.0.0.7"]))
         .unwrap();
-    apply(&server, &want, &RetryPolicy::default(), &mut rng()).await;
+    apply(server, &want, &RetryPolicy::default(), &mut rng()).await;
     for transport in [&[][..], &["+tcp"][..]] {
         let d = dig_followed(addr, "www.example.com", "AAAA", transport);
         assert_eq!(d.data_of("AAAA"), vec!["2001:db8::7"], "{d:?}");
     }
-    let _ = tx.send(());
 }
 
 /// Issue 15, must-show 3: clients that take the first address spread over a cluster. Over

@@ -11,69 +11,22 @@
 //!   and up every 300 ms for 10 s, then stays up: a1 moves out once and back once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod reporter_support;
-
-use reporter_support::{Kind, TempDir, WebServer};
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 use walrus_actors::controller::round::{Output, RoundConfig, RoundMachine};
 use walrus_actors::model::{
-    AreaName, AreaSpec, ClusterName, ClusterSpec, Decision, Report, ReportBody, Round, ServerName,
-    ServerStats, Topology, WebStats,
+    AreaName, ClusterName, Decision, Report, ReportBody, Round, ServerName,
 };
 use walrus_actors::reporter::{self, ReporterHandle};
-
-fn topology() -> Topology {
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    let mut t = Topology {
-        areas: BTreeMap::new(),
-        clusters: BTreeMap::new(),
-    };
-    for (area, cluster, server, addr) in [
-        ("a1", "c1", "w1", "10.1.0.1"),
-        ("a2", "c2", "x1", "10.2.0.1"),
-    ] {
-        t.areas.insert(
-            AreaName::from(area),
-            AreaSpec {
-                home_cluster: ClusterName::from(cluster),
-            },
-        );
-        t.clusters.insert(
-            ClusterName::from(cluster),
-            ClusterSpec {
-                servers: BTreeMap::from([(ServerName::from(server), vec![ip(addr)])]),
-            },
-        );
-    }
-    t
-}
+use walrus_testkit::actors::fixtures::{stats, topology_of};
+use walrus_testkit::actors::reporter::{Kind, TempDir, WebServer};
 
 /// x1's figures: 10 of 100 workers busy.
 fn x1_report(round: Round) -> Report {
     Report {
         server: ServerName::from("x1"),
         round,
-        body: ReportBody::Stats(ServerStats {
-            period: Duration::from_secs(1),
-            cpu_user: Some(0.0),
-            cpu_system: Some(0.0),
-            cpu_idle: 1.0,
-            mem_free_bytes: 1 << 30,
-            swap_used_bytes: 0,
-            pages_out_per_sec: Some(0.0),
-            free_virtual_bytes: 1 << 30,
-            total_virtual_bytes: 1 << 31,
-            procs_running: Some(1),
-            procs_blocked: Some(0),
-            web: WebStats {
-                hits: 0,
-                busy_workers: 10,
-                max_workers: 100,
-            },
-        }),
+        body: ReportBody::Stats(stats(10, 100, 0)),
         generation: None,
     }
 }
@@ -104,7 +57,13 @@ impl Rig {
         };
         // The machine is shared with other builds: no CPU in the load.
         config.load.use_cpu = false;
-        let mut machine = RoundMachine::new(config, topology());
+        let mut machine = RoundMachine::new(
+            config,
+            topology_of(&[
+                ("a1", "c1", "w1", "10.1.0.1"),
+                ("a2", "c2", "x1", "10.2.0.1"),
+            ]),
+        );
         machine.handle_became_master(Instant::now().into_std());
         Self {
             machine,
@@ -207,7 +166,7 @@ fn start_w1(
     fast_failover: bool,
 ) -> (WebServer, ReporterHandle, tokio::sync::oneshot::Sender<()>) {
     let server = WebServer::start(Kind::Nginx, dir.path());
-    let mut config = reporter_support::config_for(&server, dir.path());
+    let mut config = walrus_testkit::actors::reporter::config_for(&server, dir.path());
     config.interval = interval;
     if !fast_failover {
         config.fast_failover = None;
@@ -222,7 +181,7 @@ fn start_w1(
 
 /// Runs rounds until w1 reports statistics and a1 is home on c1.
 async fn warm_up(rig: &mut Rig) {
-    let until = Instant::now() + reporter_support::PATIENCE;
+    let until = Instant::now() + walrus_testkit::actors::reporter::PATIENCE;
     rig.run(until, |r| {
         r.closed.len() >= 3
             && r.a1_cluster() == Some("c1".into())

@@ -3,12 +3,9 @@
 //! replicas pull it, a replica started late catches up at once, and a replica that was
 //! stopped during changes catches up when it comes back; with the rsync method the primary
 //! pushes to a real rsync daemon and the replica switches. The real QUIC streams are
-//! exercised by the end-to-end test of walrus-node (`tests/tests/e2e_replication.rs`).
+//! exercised by the end-to-end test of walrus-node (`walrus-node/tests/e2e_replication.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +22,7 @@ use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
 use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS};
 use walrus_gcs::Event;
+use walrus_testkit::actors::replicator::*;
 
 struct Running {
     status: watch::Receiver<ReplicatorStatus>,
@@ -206,33 +204,13 @@ async fn a_replica_retries_until_the_primary_comes_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_rsync_method_the_primary_pushes_and_the_replica_switches() {
-    let rsync = require("rsync", "rsync");
+    let rsync = need("rsync", "rsync");
     let (t, root, state, r1, _) = dirs();
     fs::create_dir_all(&r1).unwrap();
-    let port = free_port();
-    let conf = t.path().join("rsyncd.conf");
-    fs::write(
-        &conf,
-        format!(
-            "pid file = {d}/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\n[walrus]\npath = {s}\nread only = no\nuid = root\ngid = root\n",
-            d = t.path().display(),
-            s = r1.display()
-        ),
-    )
-    .unwrap();
-    let _daemon = ChildGuard(
-        std::process::Command::new(&rsync)
-            .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--config={}", conf.display()))
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port, "rsync daemon");
+    let daemon = RsyncDaemon::start(t.path(), &r1);
     let method = TransferMethod::Rsync {
         program: rsync,
-        replicas: vec![("r1".into(), format!("rsync://127.0.0.1:{port}/walrus"))],
+        replicas: vec![("r1".into(), daemon.url.clone())],
     };
     let bus = LocalBus::new();
     let mut ps = settings("p", primary_role(&root, &state));

@@ -9,17 +9,14 @@
 //! (where generation 2's files were generation 1's under other names) transferred nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use std::fs;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use walrus_actors::model::Generation;
-use walrus_actors::replicator::manifest::{Limits, Scanner};
+use walrus_actors::replicator::manifest::Limits;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
-use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
+use walrus_actors::replicator::transfer::ServeOptions;
+use walrus_testkit::actors::replicator::*;
 
 const FILES: usize = 100;
 /// Pause after every data frame (one per file here): the whole transfer takes at least
@@ -98,13 +95,7 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
     let store_dir = t.path().join("replica");
     fs::create_dir_all(&root).unwrap();
     write_files(&root, 1);
-    let source = Arc::new(PrimarySource::new(&root).unwrap());
-    let mut scanner = Scanner::new();
-    source.publish(
-        scanner
-            .scan(&root, Generation(1), &Limits::default())
-            .unwrap(),
-    );
+    let (source, mut scanner) = primary_at_generation_1(&root);
     let fast = serve_tcp(source.clone(), ServeOptions::default()).await;
     {
         let mut s = ReplicaStore::open(&store_dir, StoreConfig::default()).unwrap();
@@ -127,7 +118,8 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
         },
     )
     .await;
-    let mut proc = ChildGuard(
+    let mut proc = ChildGuard::new(
+        "replica child process",
         child(slow.addr, &store_dir)
             .stdout(Stdio::null())
             .spawn()
@@ -140,14 +132,10 @@ async fn a_replica_killed_mid_transfer_keeps_serving_and_resumes() {
             break;
         }
         assert!(Instant::now() < deadline, "the transfer never got going");
-        assert!(
-            proc.0.try_wait().unwrap().is_none(),
-            "the replica finished too early"
-        );
+        assert!(proc.running(), "the replica finished too early");
         std::thread::sleep(Duration::from_millis(10));
     }
-    proc.0.kill().unwrap(); // SIGKILL
-    proc.0.wait().unwrap();
+    proc.kill(); // SIGKILL, reaped
     let arrived = arrived(&incoming, 2);
     eprintln!("killed with {arrived} of {FILES} files arrived");
     assert!(

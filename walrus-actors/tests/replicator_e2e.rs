@@ -2,9 +2,6 @@
 //! of change reaches both replicas; a replica that was down catches up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::sync::Arc;
@@ -12,6 +9,7 @@ use std::time::Duration;
 use walrus_actors::replicator::manifest::Limits;
 use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
 use walrus_actors::replicator::watcher::{run_primary, PrimaryScanner, WatchConfig};
+use walrus_testkit::actors::replicator::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_follow_every_kind_of_change() {

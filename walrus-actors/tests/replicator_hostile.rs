@@ -3,9 +3,6 @@
 //! root. Each is refused and logged, and nothing outside the root is touched or sent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +12,7 @@ use walrus_actors::replicator::manifest::{Limits, Scanner};
 use walrus_actors::replicator::protocol::{read_frame, write_data, write_message, Frame};
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
 use walrus_actors::replicator::transfer::{pull, serve, PrimarySource, ServeOptions};
+use walrus_testkit::actors::replicator::*;
 
 // Wire-compatible mirrors of the protocol types with unchecked `String` paths, so a test
 // can say what a validated type cannot.

@@ -3,20 +3,18 @@
 //! a directory updated in place, catches the torn files it serves (the planted fault).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use walrus_actors::model::Generation;
-use walrus_actors::replicator::manifest::{Limits, Scanner};
+use walrus_actors::replicator::manifest::Limits;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
-use walrus_actors::replicator::transfer::{PrimarySource, ServeOptions};
+use walrus_actors::replicator::transfer::ServeOptions;
+use walrus_testkit::actors::replicator::*;
+use walrus_testkit::web::{Nginx, Site};
 
 const PATHS: [&str; 3] = ["a.html", "b/c.html", "big.bin"];
 
@@ -110,63 +108,24 @@ fn fetcher(
     })
 }
 
-/// One nginx process (`master_process off`), so the guard's SIGKILL leaves no orphan
-/// worker holding the ports.
-fn start_nginx(dir: &Path, servers: &[(u16, &Path)]) -> ChildGuard {
-    let nginx = require("nginx", "nginx");
-    let mut conf = format!(
-        "master_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  default_type application/octet-stream;\n\
-         client_body_temp_path {d}/client; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;\n\
-         uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n",
-        d = dir.display()
-    );
-    for (port, root) in servers {
-        conf += &format!(
-            "  server {{ listen 127.0.0.1:{port}; root {}; }}\n",
-            root.display()
-        );
-    }
-    conf += "}\n";
-    fs::create_dir_all(dir).unwrap();
-    fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(nginx)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(dir)
-        .args(["-g", "daemon off;"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard(child);
-    for (port, _) in servers {
-        wait_port(*port, "nginx");
-    }
-    guard
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_never_serves_a_mixed_state_during_50_switches() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("site");
     let store_dir = t.path().join("replica");
     write_generation(&root, 1);
-    let source = Arc::new(PrimarySource::new(&root).unwrap());
-    let mut scanner = Scanner::new();
-    source.publish(
-        scanner
-            .scan(&root, Generation(1), &Limits::default())
-            .unwrap(),
-    );
+    let (source, mut scanner) = primary_at_generation_1(&root);
     let server = serve_tcp(source.clone(), ServeOptions::default()).await;
     let mut store = ReplicaStore::open(&store_dir, StoreConfig::default()).unwrap();
     pull_tcp(&mut store, server.addr).await.unwrap();
 
-    let port = free_port();
-    let _nginx = start_nginx(
+    let port = walrus_testkit::free_tcp_port(std::net::Ipv4Addr::LOCALHOST);
+    let _nginx = Nginx::start(
         &t.path().join("nginx"),
-        &[(port, &store_dir.join("current"))],
+        vec![Site::new(
+            ([127, 0, 0, 1], port).into(),
+            &store_dir.join("current"),
+        )],
     );
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -214,8 +173,11 @@ fn the_checker_catches_in_place_updates() {
     let t = tempfile::tempdir().unwrap();
     let naive = t.path().join("naive");
     write_generation(&naive, 1);
-    let port = free_port();
-    let _nginx = start_nginx(&t.path().join("nginx"), &[(port, &naive)]);
+    let port = walrus_testkit::free_tcp_port(std::net::Ipv4Addr::LOCALHOST);
+    let _nginx = Nginx::start(
+        &t.path().join("nginx"),
+        vec![Site::new(([127, 0, 0, 1], port).into(), &naive)],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let f = fetcher(port, stop.clone(), seen.clone());

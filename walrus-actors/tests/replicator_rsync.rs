@@ -2,19 +2,16 @@
 //! `--link-dest` the current generation, then the same atomic switch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod replicator_util;
-
-use replicator_util::*;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
-use std::process::{Command, Stdio};
 use walrus_actors::model::Generation;
 use walrus_actors::replicator::rsync::RsyncMethod;
 use walrus_actors::replicator::store::{ReplicaStore, StoreConfig};
+use walrus_testkit::actors::replicator::*;
 
 #[tokio::test]
 async fn rsync_pushes_switch_generations_and_link_unchanged_files() {
-    let rsync = require("rsync", "rsync");
+    let rsync = need("rsync", "rsync");
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("site");
     let store_dir = t.path().join("replica");
@@ -26,28 +23,8 @@ async fn rsync_pushes_switch_generations_and_link_unchanged_files() {
     symlink("../../outside", root.join("escaping")).unwrap();
     let mut store = ReplicaStore::open(&store_dir, StoreConfig::default()).unwrap();
 
-    let port = free_port();
-    let conf = t.path().join("rsyncd.conf");
-    fs::write(
-        &conf,
-        format!(
-            "pid file = {d}/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\n[walrus]\npath = {s}\nread only = no\nuid = root\ngid = root\n",
-            d = t.path().display(),
-            s = store_dir.display()
-        ),
-    )
-    .unwrap();
-    let _daemon = ChildGuard(
-        Command::new(&rsync)
-            .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--config={}", conf.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port, "rsync daemon");
-    let url = format!("rsync://127.0.0.1:{port}/walrus");
+    let daemon = RsyncDaemon::start(t.path(), &store_dir);
+    let url = daemon.url.clone();
     let method = RsyncMethod {
         program: rsync.clone(),
     };

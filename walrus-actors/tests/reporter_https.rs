@@ -3,13 +3,13 @@
 //! name is a failure that ends in PANIC, never a silent success.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod reporter_support;
-
-use reporter_support::{expect_stats, http_get, TempDir, WebServer, INTERVAL, PAGE_BODY};
 use std::time::Duration;
 use walrus_actors::model::{ReportBody, Round, ServerName};
 use walrus_actors::reporter::http::TlsOptions;
 use walrus_actors::reporter::{Gatherer, ReporterConfig, WebSource};
+use walrus_testkit::actors::reporter::{
+    expect_stats, http_get, TempDir, WebServer, INTERVAL, PAGE_BODY,
+};
 
 const SITE: &str = "www.walrus.test";
 

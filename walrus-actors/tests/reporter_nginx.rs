@@ -1,17 +1,16 @@
 //! The Reporter against a real Nginx started by the test on a loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod reporter_support;
-use reporter_support::Kind;
+use walrus_testkit::actors::reporter::Kind;
 
 #[tokio::test]
 async fn hits_follow_traffic() {
-    reporter_support::hits_follow_traffic(Kind::Nginx).await;
+    walrus_testkit::actors::reporter::hits_follow_traffic(Kind::Nginx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_on_stop_then_recover() {
-    reporter_support::panic_on_stop_then_recover(Kind::Nginx).await;
+    walrus_testkit::actors::reporter::panic_on_stop_then_recover(Kind::Nginx).await;
 }
 
 /// Issue 17: a flash crowd makes no server "dead". A real nginx with more half-sent
@@ -22,7 +21,6 @@ async fn panic_on_stop_then_recover() {
 /// and its area moved away (phase 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_crowd_beyond_max_workers_is_overload_not_death() {
-    use reporter_support::{expect_stats, TempDir, WebServer, PATIENCE};
     use std::collections::BTreeMap;
     use std::io::Write;
     use std::net::{IpAddr, TcpStream};
@@ -34,10 +32,11 @@ async fn a_flash_crowd_beyond_max_workers_is_overload_not_death() {
         Topology, WebStats,
     };
     use walrus_actors::reporter::{Gatherer, WebSource};
+    use walrus_testkit::actors::reporter::{expect_stats, TempDir, WebServer, PATIENCE};
 
     let dir = TempDir::new("reporter-flash");
     let server = WebServer::start(Kind::Nginx, dir.path());
-    let mut config = reporter_support::config_for(&server, dir.path());
+    let mut config = walrus_testkit::actors::reporter::config_for(&server, dir.path());
     config.web = WebSource::Nginx {
         url: server.status_url(),
         max_workers: 4,

@@ -2,15 +2,13 @@
 //! operator's bypass file (on, off, expiry) with the gatherer running.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod reporter_support;
-
-use reporter_support::{
-    expect_stats, expect_tempfail, poll_until, stats, Kind, TempDir, WebServer, INTERVAL, PATIENCE,
-};
 use std::time::{Duration, SystemTime};
 use walrus_actors::model::{ReportBody, Round, ServerName};
 use walrus_actors::reporter::bypass::{clear_bypass, read_bypass, write_bypass, Bypass};
 use walrus_actors::reporter::{self, Gatherer, ReporterConfig, WebSource};
+use walrus_testkit::actors::reporter::{
+    expect_stats, expect_tempfail, poll_until, stats, Kind, TempDir, WebServer, INTERVAL, PATIENCE,
+};
 
 fn probe_config(url: String, body_contains: Option<&str>, dir: &TempDir) -> ReporterConfig {
     let mut c = ReporterConfig::new(
@@ -127,7 +125,7 @@ async fn hung_server_times_out_to_tempfail_then_panic() {
 async fn bypass_on_off_and_expiry_with_the_gatherer_running() {
     let dir = TempDir::new("reporter-bypass");
     let mut server = WebServer::start(Kind::Nginx, dir.path());
-    let config = reporter_support::config_for(&server, dir.path());
+    let config = walrus_testkit::actors::reporter::config_for(&server, dir.path());
     let bypass_file = config.bypass_file.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (handle, task) = reporter::spawn(config, async {

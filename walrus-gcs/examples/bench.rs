@@ -28,13 +28,14 @@
 mod node;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
 use walrus_gcs::transport::certs;
+use walrus_testkit::ChildGuard;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -85,15 +86,6 @@ fn threads() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2)
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {
@@ -210,7 +202,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
                 }
             }
         });
-        children.push(Some(ChildGuard(child)));
+        children.push(Some(ChildGuard::new(format!("node {i}"), child)));
     }
     drop(tx);
 
@@ -234,8 +226,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
             if s.elapsed().as_secs_f64() >= k {
                 if let Some(mut c) = children[victim].take() {
                     killed_us = Some(node::unix_us());
-                    let _ = c.0.kill();
-                    let _ = c.0.wait();
+                    c.kill();
                 }
             }
         }

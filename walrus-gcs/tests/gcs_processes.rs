@@ -5,24 +5,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use walrus_gcs::transport::certs;
+use walrus_testkit::{free_udp_port, ChildGuard, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(40);
-
-/// Kills its child on drop, so no process outlives a failed test.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The `gcs-node` example, built by `cargo test` next to this test's binary.
 fn gcs_node_binary() -> PathBuf {
@@ -35,34 +26,6 @@ fn gcs_node_binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "walrus-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Node {
@@ -111,7 +74,7 @@ fn spawn_nodes(names: &[&str], dir: &std::path::Path, extra: &[&str]) -> Vec<Nod
             });
             Node {
                 name: name.to_string(),
-                child: ChildGuard(child),
+                child: ChildGuard::new(name.to_string(), child),
                 lines: rx,
             }
         })
@@ -147,7 +110,7 @@ fn three_processes_agree_and_a_killed_one_leaves_the_view() {
     let dir = TempDir::new("gcs-proc");
     let names = ["n0", "n1", "n2"];
     const PER_NODE: usize = 50;
-    let mut nodes = spawn_nodes(&names, &dir.0, &["--send", &PER_NODE.to_string()]);
+    let mut nodes = spawn_nodes(&names, dir.path(), &["--send", &PER_NODE.to_string()]);
     let mut orders = Vec::new();
     for node in &nodes {
         let mut got = Vec::new();
@@ -164,8 +127,7 @@ fn three_processes_agree_and_a_killed_one_leaves_the_view() {
     let victim = nodes.pop().unwrap();
     let killed_at = Instant::now();
     let mut victim = victim;
-    victim.child.0.kill().unwrap(); // SIGKILL
-    let _ = victim.child.0.wait();
+    victim.child.kill(); // SIGKILL, reaped
     for node in &nodes {
         wait_line(node, "a view without n2", |v| {
             v["event"] == "view" && members_of(v) == ["n0", "n1"]

@@ -1,4 +1,4 @@
-//! Runs `tests/netns/partition.sh`: GCS nodes as separate processes in their own network
+//! Runs `tests/partition.sh` (beside this file): GCS nodes as separate processes in their own network
 //! namespaces, partitioned with nftables and healed (needs root, iproute2, nftables).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +13,7 @@ fn namespaces_partition_and_heal() {
         examples.join("gcs-node").exists() && examples.join("certs").exists(),
         "build the examples first: cargo build -p walrus-gcs --examples (cargo test does)"
     );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/netns/partition.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/partition.sh");
     for tool in [("ip", "iproute2"), ("nft", "nftables")] {
         let found = Command::new("sh")
             .arg("-c")

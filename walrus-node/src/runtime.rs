@@ -54,6 +54,7 @@ use walrus_actors::controller::actor::{
 use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::digests::{self, Digests};
+use walrus_actors::director::actor::fallback_may_write;
 use walrus_actors::director::core::{
     CoreConfig as DirectorCoreConfig, DirectorCore, DirectorStatus,
 };
@@ -882,22 +883,21 @@ impl<L: GroupLayer> NodeRuntime<L> {
     fn writer_flag(
         &mut self,
         mut writer: watch::Receiver<Option<String>>,
-        decide: impl Fn(&Option<String>, bool) -> bool + Send + 'static,
+        decide: impl Fn(&Option<String>, Option<&ControllerStatus>) -> bool + Send + 'static,
         master: Option<watch::Receiver<ControllerStatus>>,
     ) -> watch::Receiver<bool> {
-        let is_master = |m: &Option<watch::Receiver<ControllerStatus>>| {
-            m.as_ref().is_some_and(|m| m.borrow().is_master)
+        let now = move |w: &watch::Receiver<Option<String>>,
+                        m: &Option<watch::Receiver<ControllerStatus>>| {
+            let status = m.as_ref().map(|m| m.borrow().clone());
+            decide(&w.borrow(), status.as_ref())
         };
         let mut master = master;
-        let (tx, rx) = watch::channel(decide(&writer.borrow(), is_master(&master)));
+        let (tx, rx) = watch::channel(now(&writer, &master));
         let mut stop = self.stop.subscribe();
         self.spawn("director writer flag", async move {
             loop {
-                let m = is_master(&master);
-                tx.send_if_modified(|v| {
-                    let new = decide(&writer.borrow(), m);
-                    std::mem::replace(v, new) != new
-                });
+                let new = now(&writer, &master);
+                tx.send_if_modified(|v| std::mem::replace(v, new) != new);
                 let master_changed = async {
                     match master.as_mut() {
                         Some(m) => {
@@ -944,10 +944,29 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 }
             };
             let (election, rx) = self.election(&area);
-            let flag =
-                self.writer_flag(rx, |w, master| w.is_none() && master, Some(master.clone()));
+            // The area's home servers, from the running file (a reload may change them).
+            let config = self.config_tx.subscribe();
+            let area_of_flag = area.clone();
+            let home = move || -> Vec<ServerName> {
+                let c = config.borrow();
+                c.areas
+                    .get(&area_of_flag)
+                    .and_then(|a| c.clusters.get(&a.home_cluster))
+                    .map(|cl| cl.servers.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let flag = self.writer_flag(
+                rx,
+                move |w, master| {
+                    w.is_none()
+                        && master.is_some_and(|m| {
+                            m.is_master && fallback_may_write(&home(), m.last_round.as_ref())
+                        })
+                },
+                Some(master.clone()),
+            );
             let tx = self.start_driver(&area, ns, None, Some(flag), false);
-            tracing::info!(%area, "fallback writer ready: writes the area's name server while this node is master and no Director of the area is in the view");
+            tracing::info!(%area, "fallback writer ready: writes the area's name server while this node is master and no Director of the area is in the view, as long as it hears from some server of the area's home cluster");
             self.start_director_actor(tx, Some(election));
         }
         Ok(())

@@ -8,43 +8,15 @@
 //! group layer when one of the two fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
-use support::*;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, LocalLayers, QuicLayers};
 use walrus_node::config::Config;
-
-const CONTROLLERS: [&str; 3] = ["ctl-1", "ctl-2", "ctl-3"];
-
-fn master<F: Layers>(cluster: &Cluster<F>) -> Option<(String, Decision)> {
-    let masters: Vec<String> = cluster
-        .running()
-        .into_iter()
-        .filter(|n| {
-            cluster
-                .node(n)
-                .and_then(|rt| rt.controller())
-                .is_some_and(|c| c.status().is_master)
-        })
-        .collect();
-    if masters.len() != 1 {
-        return None;
-    }
-    let st = cluster.node(&masters[0])?.controller()?.status();
-    Some((masters[0].clone(), st.last_decision?))
-}
-
-fn serial<F: Layers>(cluster: &Cluster<F>, node: &str, area: &str) -> u32 {
-    let rt = cluster.node(node).unwrap();
-    let (server, _) = rt.directors()[&AreaName::from(area)]
-        .embedded
-        .clone()
-        .unwrap();
-    server.state().serial
-}
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::node::{master, serial, CONTROLLERS};
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
 
 fn records(d: &Decision, area: &str) -> Vec<String> {
     d.answers
@@ -64,36 +36,11 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
         [p1, p2],
         [w1.url(), w2.url()],
         &[
-            NodeSpec {
-                name: "ctl-1",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "ctl-2",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "ctl-3",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "w-1",
-                roles: &["reporter", "director"],
-                server: Some("s1"),
-                area: Some("a1"),
-            },
-            NodeSpec {
-                name: "w-2",
-                roles: &["reporter", "director"],
-                server: Some("s2"),
-                area: Some("a2"),
-            },
+            NodeSpec::controller("ctl-1"),
+            NodeSpec::controller("ctl-2"),
+            NodeSpec::controller("ctl-3"),
+            NodeSpec::worker("w-1", "s1", "a1"),
+            NodeSpec::worker("w-2", "s2", "a2"),
         ],
     );
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
@@ -243,18 +190,8 @@ async fn web_server_death_reaches_dns<F: Layers>(layers: F) {
                 server: Some("s1a"),
                 area: Some("a1"),
             },
-            NodeSpec {
-                name: "n-2",
-                roles: &["reporter"],
-                server: Some("s1b"),
-                area: None,
-            },
-            NodeSpec {
-                name: "n-3",
-                roles: &["reporter"],
-                server: Some("s2"),
-                area: None,
-            },
+            NodeSpec::reporter("n-2", "s1b"),
+            NodeSpec::reporter("n-3", "s2"),
         ],
     );
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
@@ -322,30 +259,10 @@ async fn quic_partition_gives_each_side_a_master_and_the_heal_leaves_one() {
         [p1, p2],
         [w1.url(), w2.url()],
         &[
-            NodeSpec {
-                name: "ctl-1",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "ctl-2",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "w-1",
-                roles: &["reporter", "director"],
-                server: Some("s1"),
-                area: Some("a1"),
-            },
-            NodeSpec {
-                name: "w-2",
-                roles: &["reporter", "director"],
-                server: Some("s2"),
-                area: Some("a2"),
-            },
+            NodeSpec::controller("ctl-1"),
+            NodeSpec::controller("ctl-2"),
+            NodeSpec::worker("w-1", "s1", "a1"),
+            NodeSpec::worker("w-2", "s2", "a2"),
         ],
     );
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();

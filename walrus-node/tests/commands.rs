@@ -3,15 +3,13 @@
 //! and `run` with SIGHUP (reload, invalid file refused) and SIGTERM (clean stop).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use support::{need, TempDir};
 use walrus_actors::director::bind_config::split_rendered;
 use walrus_actors::reporter::bypass::read_bypass;
 use walrus_gcs::transport::NodeIdentity;
+use walrus_testkit::{need, ChildGuard, TempDir};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_walrus-node"))
@@ -420,24 +418,6 @@ fn help_of_every_command_has_an_example() {
     }
 }
 
-/// Kills the child on drop (the test may fail half-way).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> String {
     let start = Instant::now();
     loop {
@@ -503,13 +483,13 @@ fn run_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut guard = Guard(child);
+    let mut guard = ChildGuard::new("walrus-node", child);
     wait_for_log(&log, "walrus-node running", Duration::from_secs(30));
     wait_for_log(&log, "this controller is master", Duration::from_secs(30));
 
     // A valid change of a reloadable setting is applied.
     std::fs::write(&conf, text.replace("threshold = 0.8", "threshold = 0.7")).unwrap();
-    signal(&guard.0, "HUP");
+    assert!(guard.signal("HUP"));
     let out = wait_for_log(&log, "configuration reloaded", Duration::from_secs(30));
     assert!(out.contains("controller"), "{out}");
 
@@ -519,18 +499,15 @@ fn run_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm() {
         text.replace("threshold = 0.8", "threshold = \"high\""),
     )
     .unwrap();
-    signal(&guard.0, "HUP");
+    assert!(guard.signal("HUP"));
     wait_for_log(&log, "invalid file refused", Duration::from_secs(30));
-    assert!(
-        guard.0.try_wait().unwrap().is_none(),
-        "the node died on a bad file"
-    );
+    assert!(guard.exited().is_none(), "the node died on a bad file");
 
     // SIGTERM: a clean stop, exit status 0.
-    signal(&guard.0, "TERM");
+    assert!(guard.signal("TERM"));
     let start = Instant::now();
     let status = loop {
-        if let Some(st) = guard.0.try_wait().unwrap() {
+        if let Some(st) = guard.exited() {
             break st;
         }
         assert!(

@@ -4,25 +4,13 @@
 //! shows the areas, their clusters and the move that followed a scripted failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::{need, TempDir};
-
-/// Kills the child on drop (a failing test leaves no demo running).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use walrus_testkit::{need, ChildGuard, TempDir};
 
 /// Waits for a line matching `pred`, collecting every line read into `all`.
 fn wait_line(
@@ -48,18 +36,6 @@ fn wait_line(
             ),
         }
     }
-}
-
-/// GET `path` from `addr` over plain HTTP/1.0: (status code, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, body.to_owned())
 }
 
 /// What the dashboard must show after area eu's cluster died: every area with its home
@@ -149,16 +125,17 @@ fn chromium(url: &str, mode: &[&str]) -> String {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut guard = Guard(child);
+    let mut guard = ChildGuard::new("walrus-node", child);
     let mut out = String::new();
     guard
-        .0
+        .child_mut()
+        .unwrap()
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    let _ = guard.0.wait();
+    let _ = guard.child_mut().unwrap().wait();
     out
 }
 
@@ -191,7 +168,7 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut demo = Guard(child);
+    let mut demo = ChildGuard::new("walrus-node", child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -222,7 +199,7 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     });
 
     // Plain HTTP: /status is the JSON document, /metrics Prometheus text.
-    let (code, body) = http_get(addr, "/status");
+    let (code, body) = walrus_testkit::http_get(addr, "/status").unwrap();
     assert_eq!(code, 200, "{body}");
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     let areas = doc["areas"].as_array().unwrap();
@@ -246,7 +223,7 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
             .any(|e| e.as_str().unwrap().contains("area eu → c-")),
         "{body}"
     );
-    let (code, metrics) = http_get(addr, "/metrics");
+    let (code, metrics) = walrus_testkit::http_get(addr, "/metrics").unwrap();
     assert_eq!(code, 200);
     let value = |name: &str| -> f64 {
         metrics
@@ -294,7 +271,7 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     // The demo ends by itself and says what it did.
     let end = Instant::now() + patience;
     let status = loop {
-        if let Some(s) = demo.0.try_wait().unwrap() {
+        if let Some(s) = demo.exited() {
             break s;
         }
         assert!(

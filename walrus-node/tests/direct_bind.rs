@@ -4,30 +4,20 @@
 //! process over real walrus-gcs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use support::*;
 use walrus_node::cluster::{free_dns_port, Cluster, QuicLayers};
 use walrus_node::config::Config;
-
-/// `named` in the foreground, SIGKILLed on drop.
-struct Named(Child);
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use walrus_testkit::actors::deployment::bind_config_cli;
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mode_master_updates_bind_when_a_cluster_dies() {
     init_logs();
-    let named = need("named", "bind9");
     let keygen = need("tsig-keygen", "bind9");
     let dir = TempDir::new("direct");
     let bind_dir = dir.path().join("bind");
@@ -64,24 +54,9 @@ async fn direct_mode_master_updates_bind_when_a_cluster_dies() {
             },
         ],
         &[
-            NodeSpec {
-                name: "ctl-1",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "w-1",
-                roles: &["reporter"],
-                server: Some("s1"),
-                area: None,
-            },
-            NodeSpec {
-                name: "w-2",
-                roles: &["reporter"],
-                server: Some("s2"),
-                area: None,
-            },
+            NodeSpec::controller("ctl-1"),
+            NodeSpec::reporter("w-1", "s1"),
+            NodeSpec::reporter("w-2", "s2"),
         ],
     )
     .replacen(
@@ -101,46 +76,22 @@ async fn direct_mode_master_updates_bind_when_a_cluster_dies() {
     std::fs::write(&conf, &toml).unwrap();
 
     // BIND from the operator command's output.
-    let out = Command::new(env!("CARGO_BIN_EXE_walrus-node"))
-        .args(["dns", "bind-config", "--area", "a1", "--config"])
-        .arg(&conf)
-        .arg("--zone-dir")
-        .arg(&bind_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let files = bind_config_cli(
+        Path::new(env!("CARGO_BIN_EXE_walrus-node")),
+        &conf,
+        "a1",
+        &bind_dir,
+        &[],
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let files = walrus_actors::director::bind_config::split_rendered(&text);
     assert!(
         files[0].1.contains("walrus-a1"),
         "key name from the key file"
     );
-    for (n, b) in &files[1..] {
-        std::fs::write(bind_dir.join(n), b).unwrap();
-    }
-    let d = bind_dir.display();
-    std::fs::write(
-        bind_dir.join("named.conf"),
-        format!(
-            "options {{\n directory \"{d}\";\n pid-file \"{d}/named.pid\";\n session-keyfile \"{d}/session.key\";\n managed-keys-directory \"{d}\";\n listen-on port {port} {{ 127.0.0.1; }};\n listen-on-v6 {{ none; }};\n recursion no;\n dnssec-validation no;\n notify no;\n}};\ncontrols {{ }};\n{}\n{}",
-            String::from_utf8_lossy(&key.stdout),
-            files[0].1
-        ),
-    )
-    .unwrap();
-    let _named = Named(
-        Command::new(named)
-            .arg("-g")
-            .arg("-c")
-            .arg(bind_dir.join("named.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(bind_dir.join("named.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _named = Named::start(
+        &bind_dir,
+        port,
+        &format!("{}\n{}", String::from_utf8_lossy(&key.stdout), files[0].1),
+        &["area-a1.example.com"],
     );
     let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // BIND answers www.example.com with the CNAME only (it does not chase into the

@@ -28,17 +28,16 @@
 //! question twice: the second reply comes from its reply cache and must equal the first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{need, TempDir};
-use walrus_actors::director::bind_config::split_rendered;
+use std::process::Command;
+use std::time::Duration;
+use walrus_testkit::actors::deployment::bind_config_cli;
+use walrus_testkit::dns::start_authority;
+use walrus_testkit::{need, ChildGuard, TempDir};
 
 /// The area whose two servers are compared.
 const AREA: &str = "eu";
@@ -150,68 +149,10 @@ fn walrus_node() -> Command {
     Command::new(env!("CARGO_BIN_EXE_walrus-node"))
 }
 
-/// A child process SIGKILLed (and reaped) on drop, with its log file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    what: &'static str,
-}
-
-impl Proc {
-    fn spawn(what: &'static str, mut cmd: Command, log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Proc { child, log, what }
-    }
-
-    /// Waits until `addr` answers the SOA of `zone` with NOERROR (the zones are loaded).
-    fn wait_serving(&mut self, addr: SocketAddr, zone: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let soa = Question {
-            name: zone,
-            rtype: RecordType::SOA,
-            rd: false,
-            dnssec_ok: false,
-        };
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("{} exited ({st}):\n{}", self.what, self.log());
-            }
-            if let Reply::Answer(a) = ask(addr, &soa) {
-                if a.header.starts_with("NOERROR") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "{} does not serve {zone} in 30 s:\n{}",
-            self.what,
-            self.log()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `walrus-node dns serve --area eu` on a free loopback port.
 struct Embedded {
     addr: SocketAddr,
-    _proc: Proc,
+    _proc: ChildGuard,
 }
 
 impl Embedded {
@@ -223,8 +164,13 @@ impl Embedded {
             .arg(config)
             .arg("--listen")
             .arg(addr.to_string());
-        let mut proc = Proc::spawn("walrus-node dns serve", cmd, dir.join("embedded.log"));
-        proc.wait_serving(addr, "area-eu.example.com");
+        let proc = start_authority(
+            "walrus-node dns serve",
+            &mut cmd,
+            &dir.join("embedded.log"),
+            addr,
+            &["area-eu.example.com"],
+        );
         Embedded { addr, _proc: proc }
     }
 }
@@ -234,33 +180,18 @@ struct Bind {
     addr: SocketAddr,
     dir: PathBuf,
     files: Vec<(String, String)>,
-    _proc: Proc,
+    _proc: ChildGuard,
 }
 
 impl Bind {
     fn start(config: &Path, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = walrus_node()
-            .args(["dns", "bind-config", "--area", AREA, "--key-name", KEY_NAME])
-            .arg("--config")
-            .arg(config)
-            .arg("--zone-dir")
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dns bind-config failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let files = bind_config_cli(
+            Path::new(env!("CARGO_BIN_EXE_walrus-node")),
+            config,
+            AREA,
+            dir,
+            &["--key-name", KEY_NAME],
         );
-        let files = split_rendered(&String::from_utf8(out.stdout).unwrap());
-        assert!(
-            files.len() == 3 && files[0].0 == "named.conf",
-            "bind-config output is not named.conf + two zone files: {files:?}"
-        );
-        for (name, body) in &files[1..] {
-            std::fs::write(dir.join(name), body).unwrap();
-        }
         let key = Command::new(need("tsig-keygen", "bind9"))
             .args(["-a", "hmac-sha256", KEY_NAME])
             .output()
@@ -284,10 +215,14 @@ impl Bind {
         std::fs::write(&conf_path, conf).unwrap();
         let mut cmd = Command::new(need("named", "bind9"));
         cmd.arg("-g").arg("-c").arg(&conf_path);
-        let mut proc = Proc::spawn("named", cmd, dir.join("named.log"));
         // BIND starts even when a zone fails to load: wait for both.
-        proc.wait_serving(addr, "example.com");
-        proc.wait_serving(addr, "area-eu.example.com");
+        let proc = start_authority(
+            "named",
+            &mut cmd,
+            &dir.join("named.log"),
+            addr,
+            &["example.com", "area-eu.example.com"],
+        );
         Bind {
             addr,
             dir: dir.to_owned(),

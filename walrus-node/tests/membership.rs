@@ -18,12 +18,14 @@
 //!   takes back).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::*;
-use walrus_gcs::transport::certs;
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
+
+/// The real binary, built by Cargo for this test.
+const WALRUS_NODE: &str = env!("CARGO_BIN_EXE_walrus-node");
 
 /// A running deployment: two Controllers, two web nodes (Reporter + Director of their
 /// area, embedded DNS), and a configured node `spare` that does not run.
@@ -57,71 +59,42 @@ impl Deployment {
             [ports[0], ports[1]],
             [s1.url(), s2.url()],
             &[
-                NodeSpec {
-                    name: "ctl-1",
-                    roles: &["controller"],
-                    server: None,
-                    area: None,
-                },
-                NodeSpec {
-                    name: "ctl-2",
-                    roles: &["controller"],
-                    server: None,
-                    area: None,
-                },
-                NodeSpec {
-                    name: "spare",
-                    roles: &["controller"],
-                    server: None,
-                    area: None,
-                },
-                NodeSpec {
-                    name: "w-1",
-                    roles: &["reporter", "director"],
-                    server: Some("s1"),
-                    area: Some("a1"),
-                },
-                NodeSpec {
-                    name: "w-2",
-                    roles: &["reporter", "director"],
-                    server: Some("s2"),
-                    area: Some("a2"),
-                },
+                NodeSpec::controller("ctl-1"),
+                NodeSpec::controller("ctl-2"),
+                NodeSpec::controller("spare"),
+                NodeSpec::worker("w-1", "s1", "a1"),
+                NodeSpec::worker("w-2", "s2", "a2"),
             ],
         );
-        let certs_dir = dir.path().join("certs");
-        certs::write_new_ca(&certs_dir).unwrap();
-        for n in REAL.iter().chain(&["spare"]) {
-            certs::write_node_cert(&certs_dir, n).unwrap();
-        }
-        toml = toml.replacen(
-            "[reporter]\n",
-            &format!(
-                "[tls]\nca = \"{0}/ca.pem\"\ndir = \"{0}\"\n[reporter]\nbypass_file = \"{1}/bypass\"\n",
-                certs_dir.display(),
-                dir.path().display()
-            ),
-            1,
-        );
-        toml = toml.replacen(
-            "[dns]\n",
-            &format!("[dns]\nstate_dir = \"{}/dns\"\n", dir.path().display()),
-            1,
-        );
+        let mut names = REAL.to_vec();
+        names.push("spare");
+        toml = with_certs(&toml, dir.path(), &names);
         let mut status = Vec::new();
         for n in REAL {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            let addr: SocketAddr =
+                format!("127.0.0.1:{}", free_tcp_port(std::net::Ipv4Addr::LOCALHOST))
+                    .parse()
+                    .unwrap();
             toml = add_to_node(&toml, n, &format!("status_addr = \"{addr}\""));
             status.push((n, addr));
         }
-        let spare_status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let spare_status: SocketAddr =
+            format!("127.0.0.1:{}", free_tcp_port(std::net::Ipv4Addr::LOCALHOST))
+                .parse()
+                .unwrap();
         toml = add_to_node(&toml, "spare", &format!("status_addr = \"{spare_status}\""));
         let toml = edit(toml);
         let conf = dir.path().join("walrus.toml");
         std::fs::write(&conf, &toml).unwrap();
         let nodes = status
             .into_iter()
-            .map(|(n, addr)| (n, NodeProcess::start(&conf, n, dir.path()), addr))
+            .map(|(n, addr)| {
+                (
+                    n,
+                    NodeProcess::start(WALRUS_NODE, &conf, n, dir.path()),
+                    addr,
+                )
+            })
             .collect();
         let dns = ports.map(|p| format!("127.0.0.1:{p}").parse().unwrap());
         Deployment {
@@ -348,13 +321,17 @@ async fn a_duplicate_of_the_master_node_is_refused_and_changes_nothing() {
     let own_status = d.nodes.iter().find(|n| n.0 == master).unwrap().2;
     let dup_toml = dup_toml.replace(
         &format!("status_addr = \"{own_status}\""),
-        &format!("status_addr = \"127.0.0.1:{}\"", free_tcp_port()),
+        &format!(
+            "status_addr = \"127.0.0.1:{}\"",
+            free_tcp_port(std::net::Ipv4Addr::LOCALHOST)
+        ),
     );
     let dup_conf = d.dir.path().join("duplicate.toml");
     std::fs::write(&dup_conf, &dup_toml).unwrap();
     let dir = d.dir.path().to_owned();
     let w = watch_intruder(&d, master, Duration::from_secs(15), |i| {
         NodeProcess::start_with(
+            WALRUS_NODE,
             &dup_conf,
             master,
             &dir,
@@ -404,7 +381,14 @@ async fn an_impostor_with_the_master_certificate_under_another_name_changes_noth
     std::fs::write(&imp_conf, &imp_toml).unwrap();
     let dir = d.dir.path().to_owned();
     let w = watch_intruder(&d, master, Duration::from_secs(15), |i| {
-        NodeProcess::start_with(&imp_conf, "spare", &dir, &format!("impostor-{i}"), &[])
+        NodeProcess::start_with(
+            WALRUS_NODE,
+            &imp_conf,
+            "spare",
+            &dir,
+            &format!("impostor-{i}"),
+            &[],
+        )
     })
     .await;
     assert_untouched(&w, master, &d);
@@ -427,7 +411,7 @@ async fn a_controller_started_inside_a_cut_never_deposes_the_master() {
     // The cut first, then the start: `spare` never hears anyone.
     let cut = Partition::cut(&[spare_port], &others);
     let conf = d.dir.path().join("walrus.toml");
-    let spare = NodeProcess::start(&conf, "spare", d.dir.path());
+    let spare = NodeProcess::start(WALRUS_NODE, &conf, "spare", d.dir.path());
     // Past its join grace (five failure timeouts): it joins Controllers alone and is the
     // master of its own component.
     poll_until("spare is master alone", Duration::from_secs(20), || {
@@ -540,35 +524,20 @@ async fn a_restart_of_a_node_whose_web_server_stayed_up_changes_no_answer() {
             },
         ],
     );
-    let certs_dir = dir.path().join("certs");
-    certs::write_new_ca(&certs_dir).unwrap();
-    for n in ["a1", "b1"] {
-        certs::write_node_cert(&certs_dir, n).unwrap();
-    }
-    toml = toml.replacen(
-        "[reporter]\n",
-        &format!(
-            "[tls]\nca = \"{0}/ca.pem\"\ndir = \"{0}\"\n[reporter]\nbypass_file = \"{1}/bypass\"\n",
-            certs_dir.display(),
-            dir.path().display()
-        ),
-        1,
-    );
-    toml = toml.replacen(
-        "[dns]\n",
-        &format!("[dns]\nstate_dir = \"{}/dns\"\n", dir.path().display()),
-        1,
-    );
+    toml = with_certs(&toml, dir.path(), &["a1", "b1"]);
     // Reports are gathered for 450 ms of each 500 ms round, so the restarted node most
     // likely rejoins between a round's request and its decision.
     toml = toml.replace("report_timeout = \"250ms\"", "report_timeout = \"450ms\"");
-    let b1_status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let b1_status: SocketAddr =
+        format!("127.0.0.1:{}", free_tcp_port(std::net::Ipv4Addr::LOCALHOST))
+            .parse()
+            .unwrap();
     toml = add_to_node(&toml, "b1", &format!("status_addr = \"{b1_status}\""));
     let conf = dir.path().join("walrus.toml");
     std::fs::write(&conf, &toml).unwrap();
     let a1_dns: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
-    let mut a1 = NodeProcess::start(&conf, "a1", dir.path());
-    let b1 = NodeProcess::start(&conf, "b1", dir.path());
+    let mut a1 = NodeProcess::start(WALRUS_NODE, &conf, "a1", dir.path());
+    let b1 = NodeProcess::start(WALRUS_NODE, &conf, "b1", dir.path());
     poll_until("a1 answers with c1", Duration::from_secs(30), || {
         (dig_a(a1_dns, "www.example.com") == ["192.0.2.1"]).then_some(())
     })
@@ -584,13 +553,12 @@ async fn a_restart_of_a_node_whose_web_server_stayed_up_changes_no_answer() {
     })
     .await;
     // SIGKILL a1; its web server s1 stays up. b1 becomes master and moves a1 away.
-    let _ = a1.child.kill();
-    let _ = a1.child.wait();
+    a1.guard.kill();
     poll_until_async("the master moves a1 away from c1", || async {
         (a1_cluster().await? == "c2").then_some(())
     })
     .await;
-    a1 = NodeProcess::start_with(&conf, "a1", dir.path(), "a1-restarted", &[]);
+    a1 = NodeProcess::start_with(WALRUS_NODE, &conf, "a1", dir.path(), "a1-restarted", &[]);
     let restarted = Instant::now();
     let mut seen: Vec<Vec<String>> = Vec::new();
     while restarted.elapsed() < Duration::from_secs(6) {

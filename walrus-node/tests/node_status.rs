@@ -2,37 +2,21 @@
 //! `/metrics` and the dashboard over plain HTTP, and stops with the node on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::*;
+use walrus_testkit::prelude::*;
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `GET path`, or None if the node does not answer.
+fn get_plain(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get(addr, path).ok()
 }
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
-}
+use walrus_testkit::wait::poll_until_async as poll_until;
 
 /// A one-node deployment (Controller, Reporter of a tiny web server, Director of area eu)
 /// with `status_addr` and `extra` TOML appended; its certificates issued. Returns the
 /// running node, the status address and the temporary directory.
-async fn one_node(name: &str, extra: &str) -> (Guard, SocketAddr, TempDir, TinyHttp) {
+async fn one_node(name: &str, extra: &str) -> (ChildGuard, SocketAddr, TempDir, TinyHttp) {
     let exe = env!("CARGO_BIN_EXE_walrus-node");
     let dir = TempDir::new(name);
     let web = TinyHttp::start().await;
@@ -71,14 +55,14 @@ async fn one_node(name: &str, extra: &str) -> (Guard, SocketAddr, TempDir, TinyH
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (Guard(child), status, dir, web)
+    (ChildGuard::new("walrus-node", child), status, dir, web)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr() {
     let (mut node, status, _dir, _web) = one_node("node-status", "").await;
     let doc: serde_json::Value = poll_until("/status shows area eu home", PATIENCE, || {
-        let (code, body) = http_get(status, "/status")?;
+        let (code, body) = get_plain(status, "/status")?;
         let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
         (code == 200 && doc["areas"][0]["cluster"] == "c1" && doc["round"].as_u64()? >= 2)
             .then_some(doc)
@@ -90,7 +74,7 @@ async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr()
     assert_eq!(doc["areas"][0]["answer"][0], "192.0.2.1");
     assert_eq!(doc["servers"][0]["state"], "working");
 
-    let (code, metrics) = http_get(status, "/metrics").unwrap();
+    let (code, metrics) = get_plain(status, "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(
         metrics.contains("# TYPE walrus_rounds_total counter"),
@@ -110,20 +94,20 @@ async fn a_running_node_serves_status_metrics_and_dashboard_on_its_status_addr()
         })
         .unwrap();
     assert!(delivered > 0, "{metrics}");
-    let (code, page) = http_get(status, "/").unwrap();
+    let (code, page) = get_plain(status, "/").unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("<title>Walrus dashboard</title>"));
 
     // SIGTERM stops the node and its status server.
-    let pid = node.0.id().to_string();
+    let pid = node.id().unwrap().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let exit = poll_until("the node exits", PATIENCE, || node.0.try_wait().unwrap()).await;
+    let exit = poll_until("the node exits", PATIENCE, || node.exited()).await;
     assert!(exit.success(), "{exit}");
-    assert!(http_get(status, "/status").is_none(), "still serving");
+    assert!(get_plain(status, "/status").is_none(), "still serving");
 }
 
 /// `[http] tls = "cluster"` and a token: HTTPS with the node's own certificate, `/status`
@@ -179,7 +163,7 @@ async fn the_status_side_serves_https_and_asks_for_its_token() {
     assert!(metrics.contains("walrus_is_master 1"), "{metrics}");
     assert_eq!(get("/", false).await.map(|a| a.0), Some(200));
     // Plain HTTP to the HTTPS side gets nothing.
-    assert!(http_get(status, "/status").is_none_or(|(code, _)| code != 200));
+    assert!(get_plain(status, "/status").is_none_or(|(code, _)| code != 200));
 
     // The CLI: with everything it reads the table; without the token it says so.
     let cli = |with_token: bool| {

@@ -3,12 +3,14 @@
 //! the next change (a web server dies) still reaches the area's embedded name server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::*;
-use walrus_gcs::transport::certs;
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
+
+/// The real binary, built by Cargo for this test.
+const WALRUS_NODE: &str = env!("CARGO_BIN_EXE_walrus-node");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_master_process_and_the_next_change_still_reaches_dns() {
@@ -20,60 +22,22 @@ async fn sigkill_of_the_master_process_and_the_next_change_still_reaches_dns() {
         [p1, walrus_node::cluster::free_dns_port().unwrap()],
         [s1.url(), s2.url()],
         &[
-            NodeSpec {
-                name: "ctl-1",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "ctl-2",
-                roles: &["controller"],
-                server: None,
-                area: None,
-            },
-            NodeSpec {
-                name: "w-1",
-                roles: &["reporter", "director"],
-                server: Some("s1"),
-                area: Some("a1"),
-            },
-            NodeSpec {
-                name: "w-2",
-                roles: &["reporter"],
-                server: Some("s2"),
-                area: None,
-            },
+            NodeSpec::controller("ctl-1"),
+            NodeSpec::controller("ctl-2"),
+            NodeSpec::worker("w-1", "s1", "a1"),
+            NodeSpec::reporter("w-2", "s2"),
         ],
     );
-    let certs_dir = dir.path().join("certs");
-    certs::write_new_ca(&certs_dir).unwrap();
-    for n in ["ctl-1", "ctl-2", "w-1", "w-2"] {
-        certs::write_node_cert(&certs_dir, n).unwrap();
-    }
-    toml = toml.replacen(
-        "[reporter]\n",
-        &format!(
-            "[tls]\nca = \"{0}/ca.pem\"\ndir = \"{0}\"\n[reporter]\nbypass_file = \"{1}/bypass\"\n",
-            certs_dir.display(),
-            dir.path().display()
-        ),
-        1,
-    );
-    toml = toml.replacen(
-        "[dns]\n",
-        &format!("[dns]\nstate_dir = \"{}/dns\"\n", dir.path().display()),
-        1,
-    );
+    toml = with_certs(&toml, dir.path(), &["ctl-1", "ctl-2", "w-1", "w-2"]);
     let conf = dir.path().join("walrus.toml");
     std::fs::write(&conf, &toml).unwrap();
 
     let mut ctl = [
-        Some(NodeProcess::start(&conf, "ctl-1", dir.path())),
-        Some(NodeProcess::start(&conf, "ctl-2", dir.path())),
+        Some(NodeProcess::start(WALRUS_NODE, &conf, "ctl-1", dir.path())),
+        Some(NodeProcess::start(WALRUS_NODE, &conf, "ctl-2", dir.path())),
     ];
-    let _w1 = NodeProcess::start(&conf, "w-1", dir.path());
-    let _w2 = NodeProcess::start(&conf, "w-2", dir.path());
+    let _w1 = NodeProcess::start(WALRUS_NODE, &conf, "w-1", dir.path());
+    let _w2 = NodeProcess::start(WALRUS_NODE, &conf, "w-2", dir.path());
     let dns: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
     let name = "www.example.com";
 

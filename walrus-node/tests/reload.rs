@@ -4,13 +4,12 @@
 //! running configuration whole.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
-use support::*;
 use walrus_node::cluster::{free_dns_port, Cluster, LocalLayers};
 use walrus_node::config::Config;
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_safe_sections_and_refuses_a_foreign_file() {

@@ -6,34 +6,15 @@
 //! error naming the role, the limit and the cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
-use support::*;
 use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, QuicLayers};
 use walrus_node::config::Config;
-
-const CONTROLLERS: [&str; 3] = ["ctl-1", "ctl-2", "ctl-3"];
-
-fn master<F: Layers>(cluster: &Cluster<F>) -> Option<(String, Decision)> {
-    let masters: Vec<String> = cluster
-        .running()
-        .into_iter()
-        .filter(|n| {
-            cluster
-                .node(n)
-                .and_then(|rt| rt.controller())
-                .is_some_and(|c| c.status().is_master)
-        })
-        .collect();
-    if masters.len() != 1 {
-        return None;
-    }
-    let st = cluster.node(&masters[0])?.controller()?.status();
-    Some((masters[0].clone(), st.last_decision?))
-}
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::node::{master, serial, CONTROLLERS};
+use walrus_testkit::prelude::*;
+use walrus_testkit::wait::poll_until_async as poll_until;
 
 fn restarts<F: Layers>(cluster: &Cluster<F>, node: &str, role: &str) -> u64 {
     cluster
@@ -43,15 +24,6 @@ fn restarts<F: Layers>(cluster: &Cluster<F>, node: &str, role: &str) -> u64 {
         .metrics()
         .get(role)
         .map_or(0, |m| m.restarts)
-}
-
-fn serial<F: Layers>(cluster: &Cluster<F>, node: &str, area: &str) -> u32 {
-    let rt = cluster.node(node).unwrap();
-    let (server, _) = rt.directors()[&AreaName::from(area)]
-        .embedded
-        .clone()
-        .unwrap();
-    server.state().serial
 }
 
 async fn deployment(tag: &str) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
@@ -72,18 +44,8 @@ async fn deployment(tag: &str) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
             ctl("ctl-1"),
             ctl("ctl-2"),
             ctl("ctl-3"),
-            NodeSpec {
-                name: "w-1",
-                roles: &["reporter", "director"],
-                server: Some("s1"),
-                area: Some("a1"),
-            },
-            NodeSpec {
-                name: "w-2",
-                roles: &["reporter", "director"],
-                server: Some("s2"),
-                area: Some("a2"),
-            },
+            NodeSpec::worker("w-1", "s1", "a1"),
+            NodeSpec::worker("w-2", "s2", "a2"),
         ],
     );
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();

@@ -10,15 +10,14 @@
 //!   node's own address is refused and the running configuration kept.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use support::*;
 use walrus_node::cluster::{free_dns_port, free_udp_port, Cluster, QuicLayers};
 use walrus_node::config::Config;
 use walrus_node::status::{render_table, Observer, Sample};
+use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::prelude::*;
 
 fn parse(name: &str, text: &str) -> Config {
     Config::from_toml(Path::new(name), text).unwrap()

@@ -1196,7 +1196,7 @@ impl RoundMachine {
 mod tests {
     use super::*;
     use crate::controller::assign::{DeadCause, LoadBasis};
-    use crate::model::{AreaSpec, Change, ClusterSpec, ServerStats, WebStats};
+    use crate::model::{AreaSpec, Change, ServerStats};
     use std::net::{IpAddr, Ipv4Addr};
 
     const MS: Duration = Duration::from_millis(1);
@@ -1204,24 +1204,7 @@ mod tests {
     /// Two areas a1, a2 with home clusters c1, c2; two servers each (cN-s1, cN-s2 at
     /// 10.N.0.1 and 10.N.0.2).
     fn topo() -> Topology {
-        let mut t = Topology {
-            areas: BTreeMap::new(),
-            clusters: BTreeMap::new(),
-        };
-        for c in 1..=2u8 {
-            t.areas.insert(
-                AreaName(format!("a{c}")),
-                AreaSpec {
-                    home_cluster: ClusterName(format!("c{c}")),
-                },
-            );
-            let servers = (1..=2u8)
-                .map(|s| (ServerName(format!("c{c}-s{s}")), vec![ip(c, s)]))
-                .collect();
-            t.clusters
-                .insert(ClusterName(format!("c{c}")), ClusterSpec { servers });
-        }
-        t
+        crate::fixtures::topology(2, 2)
     }
 
     fn ip(c: u8, s: u8) -> IpAddr {
@@ -1230,24 +1213,7 @@ mod tests {
 
     /// Statistics whose load is `busy` percent (workers), with an idle CPU.
     fn stats(busy: u32) -> ServerStats {
-        ServerStats {
-            period: Duration::from_secs(1),
-            cpu_user: Some(0.0),
-            cpu_system: Some(0.0),
-            cpu_idle: 1.0,
-            mem_free_bytes: 1 << 30,
-            swap_used_bytes: 0,
-            pages_out_per_sec: Some(0.0),
-            free_virtual_bytes: 1 << 30,
-            total_virtual_bytes: 1 << 31,
-            procs_running: Some(1),
-            procs_blocked: Some(0),
-            web: WebStats {
-                hits: 0,
-                busy_workers: busy,
-                max_workers: 100,
-            },
-        }
+        crate::fixtures::stats(busy, 100, 0)
     }
 
     fn report(server: &str, round: u64, busy: u32) -> Report {

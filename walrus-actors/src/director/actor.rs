@@ -14,16 +14,28 @@
 //! failure-detection time and takes over (its first write stamps the newest epoch, see
 //! [`super::Fence`]). When no Director of the area is in the component, the group's
 //! members are only fallbacks, and the master Controller's node writes (the paper's
-//! own design: the Controller updates DNS). Writes are fenced by epoch, so a deposed
-//! writer's late update is refused by the server whoever wins a race.
+//! own design: the Controller updates DNS) — **but only while the master hears from the
+//! area** ([`fallback_may_write`]): some server of the area's home cluster answered its
+//! last round (working, BYPASS or PANIC; not silent). An area whose Directors and servers
+//! are all silent cannot be told from an area cut off by a partition, and then its own
+//! side, if it lives, has its own master and Director deciding with what it sees (the
+//! paper's partitions: a Director follows only the master it hears); a fallback writing
+//! too would send the area's clients to the far side by an older picture, and a
+//! minority's master would overwrite the majority's areas. The case the fallback exists
+//! for (issue 17: a Director's host lost while its cluster fails) still has the cluster's
+//! other Reporters to hear; a site whose every host is lost but its name server needs a
+//! second Director elsewhere. Writes are fenced by epoch, so a deposed writer's late
+//! update is refused by the server whoever wins a race.
 //!
 //! An actix actor under `actix::Supervisor` (see [`crate::supervision`]) in front of the
 //! driver (a tokio task that owns the name server and [`super::core::DirectorCore`]): a
 //! restart of the shell rejoins its groups with a new session, and the driver keeps the
 //! stored answer and its retry state.
 
+use crate::controller::assign::{DeadCause, ServerState};
+use crate::controller::round::RoundStatus;
 use crate::group::GroupLayer;
-use crate::model::{AreaName, Decision};
+use crate::model::{AreaName, Decision, ServerName};
 #[cfg(feature = "testing")]
 use crate::supervision::planted_panic;
 use crate::supervision::{
@@ -69,6 +81,25 @@ impl Election {
             .find(|n| self.directors.contains(*n))
             .map(str::to_owned)
     }
+}
+
+/// Whether a fallback writer (the master's node, no Director of the area in its
+/// component) may write the area's name server: only when the master's last round heard
+/// from some server of the area's home cluster (`home`), i.e. one is not
+/// [`DeadCause::NoAnswer`]. See the module doc for why a silent area is left alone.
+pub fn fallback_may_write<'a>(
+    home: impl IntoIterator<Item = &'a ServerName>,
+    last_round: Option<&RoundStatus>,
+) -> bool {
+    let Some(round) = last_round else {
+        return false;
+    };
+    home.into_iter().any(|s| {
+        round
+            .states
+            .get(s)
+            .is_some_and(|st| *st != ServerState::Dead(DeadCause::NoAnswer))
+    })
 }
 
 #[cfg(feature = "testing")]
@@ -241,5 +272,58 @@ impl<L: GroupLayer> Handler<Crash> for Director<L> {
 
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
         self.life.fail(ctx, planted_panic(ROLE));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::assign::LoadBasis;
+    use crate::model::Round;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn round(states: &[(&str, ServerState)]) -> RoundStatus {
+        RoundStatus {
+            round: Round(7),
+            reports: states.len(),
+            states: states
+                .iter()
+                .map(|(s, st)| (ServerName::from(*s), *st))
+                .collect(),
+            cluster_loads: BTreeMap::new(),
+            duration: Duration::from_millis(5),
+            early: false,
+            generations: BTreeMap::new(),
+            newest_generation: None,
+        }
+    }
+
+    #[test]
+    fn a_fallback_writes_only_for_an_area_it_hears_from() {
+        let home = [ServerName::from("c1-s1"), ServerName::from("c1-s2")];
+        let silent = ServerState::Dead(DeadCause::NoAnswer);
+        let working = ServerState::Working {
+            load: 0.2,
+            basis: LoadBasis::Fresh,
+        };
+        // No round closed yet: nothing is known of the area.
+        assert!(!fallback_may_write(&home, None));
+        // Every home server silent (a cut or a lost site): left to the area's own side.
+        let cut = round(&[("c1-s1", silent), ("c1-s2", silent), ("c2-s1", working)]);
+        assert!(!fallback_may_write(&home, Some(&cut)));
+        // Issue 17's case: the Director's host is gone, another Reporter tells c1-s2 failed.
+        let failed = round(&[
+            ("c1-s1", silent),
+            ("c1-s2", ServerState::Dead(DeadCause::Panic)),
+        ]);
+        assert!(fallback_may_write(&home, Some(&failed)));
+        let bypass = round(&[("c1-s2", ServerState::Dead(DeadCause::Bypass))]);
+        assert!(fallback_may_write(&home, Some(&bypass)));
+        let up = round(&[("c1-s1", silent), ("c1-s2", working)]);
+        assert!(fallback_may_write(&home, Some(&up)));
+        // Servers of other clusters do not count.
+        let others = round(&[("c2-s1", working)]);
+        assert!(!fallback_may_write(&home, Some(&others)));
     }
 }

@@ -1,0 +1,77 @@
+//! The steering lab (issue 9): does Walrus send each client to the best replica, with
+//! real resolvers and real clients?
+//!
+//! One machine, an emulated Internet in network namespaces (no `tc netem` here, so the
+//! distance between a client region and an area is a user-space delay relay):
+//!
+//! ```text
+//!  region rR namespace                         backbone bridge           area aA namespace
+//!  ┌──────────────────────────────┐           (10.255.0.0/24)          ┌──────────────────────┐
+//!  │ HTTP clients + probes        │                                    │ embedded name server │
+//!  │   │ stub (honours TTL)       │                                    │  (walrus-actors      │
+//!  │   ▼                          │                                    │   director), :53     │
+//!  │ unbound, unbound-fast, BIND, │  root hints  ┌───────────────┐     │ nginx × servers of   │
+//!  │ Knot Resolver, PowerDNS ─────┼─────────────►│ root: BIND "."│     │  the home cluster    │
+//!  │   │ 10.A.0.53 / 10.A.1.k     │              │ site zone →   │     └──────────▲───────────┘
+//!  │   ▼                          │              │ every area NS │                │
+//!  │ delay relay (RTT r×a / 2 each way) ───────────────────────────────────────────┘
+//!  └──────────────────────────────┘
+//! ```
+//!
+//! Run (as root; the lab creates and always deletes its own namespaces, `walrus-lab clean`
+//! removes those of a run killed with SIGKILL):
+//!
+//! ```text
+//! cargo build -p walrus-lab -p walrus-node
+//! target/debug/walrus-lab full --out docs/lab --seconds 40      # every scenario, ~10 min
+//! target/debug/walrus-lab run --areas 3 --resolvers unbound,bind --mode walrus-steered
+//! cargo test -p walrus-lab --test lab_short                     # the CI form, ~30 s
+//! # the real runtime (walrus-node processes; build it: cargo build -p walrus-node):
+//! target/debug/walrus-lab full --out docs/lab --seconds 40 --only runtime   # ~4 min
+//! target/debug/walrus-lab run --areas 3 --resolvers bind --mode walrus-runtime \
+//!     --event master-dies@10      # or cluster-dies:2@10, overload:2@8+12, partition:3@8+12
+//! ```
+//!
+//! Modes: `walrus` / `walrus-steered` / `single` / `round-robin` / `oracle` are the
+//! scripted baselines (the lab's own `authd` serves answers the orchestrator writes);
+//! `walrus-runtime` runs the real Walrus ([`runtime`]) and the scenario events against it.
+//!
+//! Debian packages: `iproute2 bind9 nginx` (CI form); the full lab adds `unbound
+//! knot-resolver pdns-recursor` and, for the PNG plots, `python3-matplotlib` (or matplotlib
+//! from PyPI; without it the report says so and has no plots).
+//!
+//! - [`spec`]: what a run builds and the address plan.
+//! - [`netns`]: namespaces, bridge, veths, process guards, stale cleanup.
+//! - [`relay`]: the delay relay and its DNS query log (which resolver asked which area).
+//! - [`servers`]: root zone, resolvers' and nginx configurations, the area name server role.
+//! - [`clients`]: HTTP clients with a TTL-honouring stub, convergence probes.
+//! - [`analysis`]: figures from records, and the checks the CI form asserts.
+//! - [`orchestrate`]: one run end to end.
+//! - [`report`]: the scenarios of the full lab and the Markdown report.
+//! - [`resolve`]: the resolver matrix (issue 15): `www` through Unbound, BIND, Knot
+//!   Resolver and PowerDNS Recursor from a cold cache, for both zone layouts and both
+//!   name-server backends, in one namespace on loopback (`walrus-lab resolve-matrix`).
+//! - [`wan`]: the WAN lab (issue 18): the real Walrus across emulated wide-area links
+//!   between the areas (delay, jitter, loss), its figures and the CI form's checks
+//!   (`walrus-lab wan`).
+//! - [`runtime`]: the real Walrus (`walrus-node run` processes) in the lab, the scenario
+//!   events played against it, and the watcher recording answers and masters.
+//!
+//! Why a crate of its own (`lab/`, `walrus-lab`) and not a `walrus-node lab` subcommand:
+//! the lab needs root, namespaces and five resolver packages, none of which a production
+//! node should carry. Its tests (`lab/tests`) get the lab's path from Cargo
+//! (`CARGO_BIN_EXE_walrus-lab`); the `walrus-node` processes it runs are the real binary,
+//! found next to `walrus-lab` in the target directory (`cargo test --workspace` builds it
+//! first, for walrus-node's own tests) or at $WALRUS_NODE ([`runtime::ensure_walrus_node`]).
+
+pub mod analysis;
+pub mod clients;
+pub mod netns;
+pub mod orchestrate;
+pub mod relay;
+pub mod report;
+pub mod resolve;
+pub mod runtime;
+pub mod servers;
+pub mod spec;
+pub mod wan;
