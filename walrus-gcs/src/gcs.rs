@@ -335,7 +335,7 @@ impl Gcs {
     }
 
     /// The transport, for point-to-point streams ([`Transport::open_stream`],
-    /// [`Transport::accept_stream`]) and, with the `testing` feature, the fault switch.
+    /// [`Transport::accept_stream`]) and the partition switch ([`Transport::cut`]).
     pub fn transport(&self) -> &Transport<PeerMessage> {
         &self.transport
     }

@@ -14,11 +14,11 @@
 //!     └────────────── Output::Deliver / membership events ◀────────────────┘
 //! ```
 //!
-//! Following one message: [`Node::multicast`] appends an [`wire::Op`] to the node's
-//! pending list and sends it in a [`wire::Submit`] to the view's sequencer (its first
-//! member). The sequencer numbers it and sends an [`wire::Ordered`] entry to every member;
-//! each acknowledges with [`wire::Ack`]. Once the sender itself holds the entry, the
-//! sequencer advances the commit point ([`wire::Commit`]), and every member delivers the
+//! Following one message: [`Node::multicast`] appends an [`Op`] to the node's
+//! pending list and sends it in a [`Submit`] to the view's sequencer (its first
+//! member). The sequencer numbers it and sends an [`Ordered`] entry to every member;
+//! each acknowledges with [`Ack`]. Once the sender itself holds the entry, the
+//! sequencer advances the commit point ([`Commit`]), and every member delivers the
 //! entries up to it, in sequence order, as [`Event::Message`] to each local session in a
 //! destination group. If the view changes first, the flush delivers or drops the entry
 //! consistently, and the sender submits it again in the next view if it was dropped.
@@ -40,17 +40,23 @@
 //!
 //! The deterministic simulator (`walrus_gcs::sim`, feature `testing`) drives many cores this way on
 //! a virtual clock and checks the guarantees listed in `PROTOCOL.md`.
+//!
+//! The public API is what this file re-exports: the driver ([`Gcs`], [`Session`]), the
+//! core ([`Node`]) with its inputs and outputs ([`Output`], [`Event`], [`PeerMessage`] and
+//! the payloads of its variants), the identities, and the modules [`codec`], [`gcs`] (the
+//! driver) and [`transport`]. The core's own modules (`node`, `wire`, `event`, …) are
+//! private.
 #![warn(missing_docs)]
 
 pub mod codec;
-pub mod config;
-pub mod error;
-pub mod event;
+mod config;
+mod error;
+mod event;
 pub mod gcs;
-pub mod node;
+mod node;
 pub mod transport;
-pub mod types;
-pub mod wire;
+mod types;
+mod wire;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
@@ -60,7 +66,14 @@ pub use error::GcsError;
 pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
 pub use gcs::{DriverError, Gcs, GcsConfig, GcsStats, Session, SessionSender};
 pub use node::Node;
+#[cfg(any(test, feature = "testing"))]
+pub use node::PlantedBugs;
 pub use types::{
     GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
 };
-pub use wire::PeerMessage;
+// The one message type between cores, and the payloads of its variants (a transport
+// moves them opaquely; tests and tools build them).
+pub use wire::{
+    Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install,
+    InstallData, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
+};

@@ -5,9 +5,10 @@
 
 use proptest::prelude::*;
 use walrus_gcs::codec::{self, FRAME_HEADER_LEN, MAX_FRAME};
-use walrus_gcs::wire::*;
 use walrus_gcs::{
-    GroupName, Incarnation, Member, NodeId, NodeRef, PeerMessage, Service, SessionId, Stamp, ViewId,
+    Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupName, GroupRecord, Heartbeat,
+    Incarnation, Install, InstallData, Member, NodeId, NodeRef, Op, OpKind, Ordered, PeerMessage,
+    Propose, Reject, Service, SessionId, Stamp, Submit, ViewId,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {

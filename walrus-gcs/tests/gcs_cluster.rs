@@ -236,7 +236,7 @@ async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
     use std::sync::Arc;
     use walrus_gcs::codec;
     use walrus_gcs::transport::{close_code, tls, PREAMBLE};
-    use walrus_gcs::wire::Heartbeat;
+    use walrus_gcs::Heartbeat;
     use walrus_gcs::{Incarnation, NodeId, ViewId};
 
     let ca = Ca::new();

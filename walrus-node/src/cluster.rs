@@ -11,7 +11,7 @@
 //!                     in-process bus) ──▶ NodeRuntime::start (its roles)
 //!
 //!  stop_node(N)  clean: roles leave their groups, the gcs node says goodbye
-//!  kill_node(N)  crash: links cut first (fault switch, feature `testing`), tasks aborted,
+//!  kill_node(N)  crash: links cut first (walrus-gcs's partition switch), tasks aborted,
 //!                nothing sent
 //!  start_node(N) again: a new incarnation
 //! ```
@@ -76,14 +76,11 @@ impl Layers for QuicLayers {
     fn crash(&self, config: &Config, node: &str, layer: &Gcs) {
         // Cut every link at this end: the peers' links drop with no protocol goodbye,
         // which their failure detector treats like a crash.
-        #[cfg(feature = "faults")]
         for peer in config.nodes.keys().filter(|p| p.as_str() != node) {
             layer
                 .transport()
                 .cut(&walrus_gcs::NodeId::new(peer.as_str()));
         }
-        #[cfg(not(feature = "faults"))]
-        let _ = (config, node, layer);
     }
 }
 
@@ -301,9 +298,8 @@ pub fn free_dns_port() -> std::io::Result<u16> {
     Err(std::io::Error::other("no port free for both UDP and TCP"))
 }
 
-#[cfg(feature = "faults")]
 impl Cluster<QuicLayers> {
-    /// Splits the running nodes into `components` over real sockets (walrus-gcs's fault
+    /// Splits the running nodes into `components` over real sockets (walrus-gcs's partition
     /// switch): links between components are cut at both ends, links inside restored. A
     /// running node listed in no component is cut from everyone.
     pub fn partition(&self, components: &[&[&str]]) {

@@ -852,7 +852,6 @@ async fn drive<W: Write>(
 }
 
 /// Cuts area asia's hosts and one backup Controller off from the rest.
-#[cfg(feature = "faults")]
 fn partition<W: Write>(say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
     let masters = masters(cluster);
     let running = cluster.running();
@@ -878,18 +877,9 @@ fn partition<W: Write>(say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
     cluster.partition(&[&side_a, &side_b]);
 }
 
-#[cfg(feature = "faults")]
 fn heal<W: Write>(_say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
     cluster.heal();
 }
-
-#[cfg(not(feature = "faults"))]
-fn partition<W: Write>(say: &mut Narrator<W>, _cluster: &Cluster<QuicLayers>) {
-    say.say("built without the `faults` feature: partition skipped");
-}
-
-#[cfg(not(feature = "faults"))]
-fn heal<W: Write>(_say: &mut Narrator<W>, _cluster: &Cluster<QuicLayers>) {}
 
 #[cfg(test)]
 mod tests {

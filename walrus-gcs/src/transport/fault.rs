@@ -1,8 +1,12 @@
-//! Fault injection for real QUIC deployments (behind the `testing` feature).
+//! The partition switch: real link cuts in a real QUIC deployment.
 //!
 //! [`Transport::cut`] closes the link to a peer and refuses it until
 //! [`Transport::restore`]; [`partition`] applies that to whole components, so partition
-//! tests run over real sockets with real connection loss and reconnection.
+//! tests, the demo's partition step and operators' drills run over real sockets with real
+//! connection loss and reconnection. It is built in every build (no feature): a runtime
+//! switch, inert until a caller uses it (`walrus-node run` never does), with no test code
+//! behind it. The simulator and the planted bugs are the test-only parts (feature
+//! `testing`).
 
 use super::{Message, Transport};
 

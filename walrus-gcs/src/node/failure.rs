@@ -1,0 +1,224 @@
+//! The failure detector: who is alive (heartbeats, link reports, incarnations), the
+//! connectivity matrix of peers' rows, and the view this node wants from them
+//! (PROTOCOL.md, "Failure detection").
+
+use super::*;
+
+/// What a peer looks like from here.
+#[derive(Debug, Default)]
+pub(super) struct Peer {
+    /// Latest incarnation heard from it.
+    pub(super) incarnation: Option<Incarnation>,
+    /// When it was last heard from (any message).
+    pub(super) last_heard: Option<Instant>,
+    /// The transport reported its link down (cleared by link-up or by hearing from it).
+    pub(super) link_down: bool,
+    /// Its last reported list of live nodes (its row of the connectivity matrix).
+    pub(super) row: Vec<NodeRef>,
+    /// The view it last said it was in, and when we heard that.
+    pub(super) view: Option<(ViewId, Instant)>,
+}
+
+impl Node {
+    /// Hears from peer `from` in incarnation `inc`: it is alive now. Returns who sent the
+    /// message, or `None` if it must be dropped (an unknown node, or an older incarnation
+    /// than the one known **while that one is alive**).
+    ///
+    /// Why not "older incarnations forever": two processes with one name (a duplicate,
+    /// refused by the transport's admission rule, or a restart racing the old link) may
+    /// both get frames through for a moment. If the newer one then goes away, the older
+    /// one is the node; refusing it forever would leave it alone, its own master, for good
+    /// (issue 16). Once the newer incarnation is dead to this node (link down, or not heard
+    /// for `failure_timeout`), the older one is taken as a new incarnation: everything
+    /// known of the newer one is void, and the older one merges like a healed partition.
+    pub(super) fn hear(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        inc: Incarnation,
+    ) -> Option<NodeRef> {
+        let newer_alive = match self.peers.get(from).and_then(|p| p.incarnation) {
+            Some(known) if inc < known => self.alive(
+                now,
+                &NodeRef {
+                    id: from.clone(),
+                    incarnation: known,
+                },
+            ),
+            _ => false,
+        };
+        let peer = self.peers.get_mut(from)?;
+        match peer.incarnation {
+            Some(known)
+                if inc < known && (newer_alive || planted!(self, refuse_older_incarnations)) =>
+            {
+                return None
+            }
+            Some(known) if inc == known => {}
+            _ => {
+                // A new incarnation: what we knew of the old one is void.
+                peer.incarnation = Some(inc);
+                peer.row.clear();
+                peer.view = None;
+            }
+        }
+        peer.last_heard = Some(now);
+        peer.link_down = false;
+        Some(NodeRef {
+            id: from.clone(),
+            incarnation: inc,
+        })
+    }
+
+    /// A heartbeat: the sender's row of the connectivity matrix and the view it is in.
+    pub(super) fn on_heartbeat(&mut self, now: Instant, from: &NodeId, m: Heartbeat) {
+        self.max_counter = self.max_counter.max(m.max_counter);
+        if let Some(peer) = self.peers.get_mut(from) {
+            peer.row = m.alive;
+            peer.view = Some((m.view, now));
+        }
+        // Not evaluated here: the heartbeat tick does it (keeps large clusters cheap).
+    }
+
+    // ------------------------------------------------------------------ failure detector
+
+    /// Time this node itself did not run does not count against its peers.
+    ///
+    /// The node asks to run again at its next heartbeat at the latest
+    /// ([`Node::poll_timeout`]). If an input comes more than a heartbeat interval after
+    /// that, the node was not running (its process was starved or stopped): it could not
+    /// hear anyone, and their frames of that time are probably still queued behind this
+    /// input. Judging liveness by the wall clock would make it report every peer dead in
+    /// its next heartbeat (an empty row of the connectivity matrix, which makes every
+    /// other node want a view without it) and want a view of itself alone. So the
+    /// lateness is added to every peer's `last_heard`: the failure timeout counts the
+    /// node's own running time. A peer that is really gone is still dropped, one
+    /// failure timeout of running time later (every heartbeat tick counts at least one
+    /// heartbeat interval), or at once by a link-down report.
+    ///
+    /// Its peers may meanwhile have stopped listing it (it was silent): their rows say so
+    /// until they hear it again and send their next heartbeat. So after a stall the node
+    /// starts no view change for two heartbeat intervals; without that it would propose
+    /// a view of itself alone, and then merge again.
+    pub(super) fn catch_up(&mut self, now: Instant) {
+        let due = self.next_heartbeat.max(self.caught_up);
+        let late = now.saturating_duration_since(due);
+        if late <= self.config.heartbeat_interval {
+            return;
+        }
+        for p in self.peers.values_mut() {
+            if let Some(t) = p.last_heard.as_mut() {
+                *t = (*t + late).min(now);
+            }
+        }
+        self.caught_up = now;
+        self.hold_until = now + self.config.heartbeat_interval * 2;
+    }
+
+    pub(super) fn alive(&self, now: Instant, who: &NodeRef) -> bool {
+        if *who == self.me {
+            return true;
+        }
+        let Some(p) = self.peers.get(&who.id) else {
+            return false;
+        };
+        !p.link_down
+            && p.incarnation == Some(who.incarnation)
+            && p.last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) < self.config.failure_timeout)
+    }
+
+    fn alive_peers(&self, now: Instant) -> Vec<NodeRef> {
+        self.peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let r = NodeRef {
+                    id: id.clone(),
+                    incarnation: p.incarnation?,
+                };
+                self.alive(now, &r).then_some(r)
+            })
+            .collect()
+    }
+
+    pub(super) fn send_heartbeats(&mut self, now: Instant) {
+        let now_alive = self.alive_peers(now);
+        let hb = PeerMessage::Heartbeat(Heartbeat {
+            incarnation: self.me.incarnation,
+            view: self.view.clone(),
+            alive: now_alive,
+            max_counter: self.max_counter,
+        });
+        let to: Vec<NodeId> = self.peers.keys().cloned().collect();
+        for p in to {
+            self.send(p, hb.clone());
+        }
+    }
+
+    /// One line per peer for a log: alive, link down, ms since heard, row size, suspected.
+    pub(super) fn peer_report(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for (id, p) in &self.peers {
+            let heard = p
+                .last_heard
+                .map(|t| now.saturating_duration_since(t).as_millis());
+            let alive = p.incarnation.is_some_and(|i| {
+                self.alive(
+                    now,
+                    &NodeRef {
+                        id: id.clone(),
+                        incarnation: i,
+                    },
+                )
+            });
+            let suspect = self.suspects.keys().any(|s| s.id == *id);
+            out.push_str(&format!(
+                "{id}(alive {alive} down {} heard {heard:?}ms row {} suspect {suspect}) ",
+                p.link_down,
+                p.row.len()
+            ));
+        }
+        out
+    }
+
+    /// Does `x` see `y` (per the connectivity matrix as this node knows it)?
+    pub(super) fn sees(&self, now: Instant, x: &NodeRef, y: &NodeRef) -> bool {
+        if *x == self.me {
+            return self.alive(now, y);
+        }
+        self.peers.get(&x.id).is_some_and(|p| p.row.contains(y))
+    }
+
+    /// The view this node wants: itself plus, in name order, every live node that is
+    /// mutually connected with all those already chosen (a clique of the matrix).
+    pub(super) fn candidate(&self, now: Instant) -> Vec<NodeRef> {
+        let mut chosen = vec![self.me.clone()];
+        for q in self.alive_peers(now) {
+            if self.suspects.get(&q).is_some_and(|until| now < *until) {
+                continue;
+            }
+            if chosen
+                .iter()
+                .all(|c| self.sees(now, c, &q) && self.sees(now, &q, c))
+            {
+                chosen.push(q);
+            }
+        }
+        chosen.sort();
+        chosen
+    }
+
+    /// A member of our view that keeps saying it is in another view never installed ours.
+    pub(super) fn member_elsewhere(&self) -> bool {
+        self.members.iter().any(|m| {
+            *m != self.me
+                && self.peers.get(&m.id).is_some_and(|p| {
+                    p.incarnation == Some(m.incarnation)
+                        && p.view.as_ref().is_some_and(|(v, at)| {
+                            *v != self.view
+                                && *at >= self.installed_at + self.config.failure_timeout
+                        })
+                })
+        })
+    }
+}

@@ -1,0 +1,372 @@
+//! Ordering: the send window and submission of this node's operations, the sequencer
+//! (numbering, the window of unstable entries, commit and stable points), and delivery
+//! of committed entries in sequence order (PROTOCOL.md, "Ordering").
+
+use super::*;
+
+/// Sequencer state: present on the first member of the view while it is not frozen.
+#[derive(Debug, Default)]
+pub(super) struct Sequencer {
+    /// Next sequence number to give.
+    pub(super) next_seq: u64,
+    /// Highest contiguous entry each member holds.
+    pub(super) acks: BTreeMap<NodeRef, u64>,
+    /// Next op counter expected from each member (FIFO and gap check).
+    pub(super) expected: BTreeMap<NodeRef, u64>,
+    /// Ops waiting for room in the window of unstable entries.
+    pub(super) backlog: VecDeque<(NodeRef, Op)>,
+    /// Payload bytes of each ordered entry not yet stable, by sequence number.
+    pub(super) unstable: VecDeque<(u64, usize)>,
+    /// Their sum (the window of unstable entries in bytes).
+    pub(super) unstable_bytes: usize,
+    /// Last commit/stable sent to the members.
+    pub(super) sent: (u64, u64),
+}
+
+impl Sequencer {
+    /// The sequencer of a view that has just been installed: nothing ordered yet.
+    pub(super) fn new() -> Self {
+        Sequencer {
+            next_seq: 1,
+            ..Sequencer::default()
+        }
+    }
+
+    /// Drops the byte accounting of entries that became stable.
+    fn forget_stable(&mut self, stable: u64) {
+        while let Some((seq, bytes)) = self.unstable.front().copied() {
+            if seq > stable {
+                break;
+            }
+            self.unstable.pop_front();
+            self.unstable_bytes = self.unstable_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// The window of unstable entries has room for one more: fewer than `window`
+    /// entries, and fewer than `window_bytes` bytes (or none at all, so one large message
+    /// always goes).
+    fn has_room(&self, stable: u64, window: u64, window_bytes: usize) -> bool {
+        self.next_seq.saturating_sub(stable) <= window
+            && (self.unstable.is_empty() || self.unstable_bytes < window_bytes)
+    }
+}
+
+impl Node {
+    // ------------------------------------------------------------------ local ops
+
+    /// A join or leave of `session` may go: the session is open, and fewer than twice
+    /// the send window of ops are on their way (joins and leaves are rare and small;
+    /// they are held back only so a runaway caller cannot grow `pending` without bound).
+    pub(super) fn check_request(&self, session: SessionId) -> Result<(), GcsError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(GcsError::UnknownSession(session));
+        }
+        if self.pending.len() >= self.config.max_pending.saturating_mul(2) {
+            return Err(self.window_full());
+        }
+        Ok(())
+    }
+
+    /// A multicast of `size` payload bytes fits in the send window (see
+    /// `CoreConfig::max_pending` and `max_pending_bytes`; one message always fits).
+    pub(super) fn check_window(&self, size: usize) -> Result<(), GcsError> {
+        let (limit, limit_bytes) = self.window();
+        let over_count = self.pending.len() >= limit;
+        let over_bytes =
+            !self.pending.is_empty() && self.pending_bytes.saturating_add(size) > limit_bytes;
+        if over_count || over_bytes {
+            return Err(self.window_full());
+        }
+        Ok(())
+    }
+
+    /// This node's send window in messages and bytes: its share of the group's window
+    /// in the current view, at most its own limits.
+    pub(super) fn window(&self) -> (usize, usize) {
+        let n = self.members.len().max(1);
+        let c = &self.config;
+        (
+            c.max_pending.min(c.group_window / n).max(1),
+            c.max_pending_bytes.min(c.group_window_bytes / n).max(1),
+        )
+    }
+
+    fn window_full(&self) -> GcsError {
+        let (limit, limit_bytes) = self.window();
+        GcsError::Backpressure {
+            pending: self.pending.len(),
+            pending_bytes: self.pending_bytes,
+            limit,
+            limit_bytes,
+        }
+    }
+
+    /// Whether a multicast of `size` payload bytes would be taken now (the driver asks
+    /// before handing over a payload it would otherwise have to copy).
+    pub fn window_has_room(&self, size: usize) -> bool {
+        self.check_window(size).is_ok()
+    }
+
+    pub(super) fn push_op(&mut self, session: SessionId, kind: OpKind) {
+        let op = Op {
+            counter: self.next_op,
+            session,
+            kind,
+        };
+        self.next_op += 1;
+        self.pending_bytes += payload_len(&op);
+        self.pending.push_back(op);
+    }
+
+    /// Submits every pending op not yet submitted in this view, until nothing new comes
+    /// up (a delivery may disconnect a session, which makes a new op).
+    pub(super) fn pump(&mut self) {
+        loop {
+            if self.frozen.is_some() || self.broken {
+                return;
+            }
+            // `pending` is in counter order: skip what was already submitted in this view.
+            let from = self
+                .pending
+                .partition_point(|op| op.counter <= self.sent_upto);
+            let ops: Vec<Op> = self.pending.range(from..).cloned().collect();
+            let Some(last) = ops.last() else {
+                return;
+            };
+            self.sent_upto = last.counter;
+            let base = *self.submit_base.get_or_insert(ops[0].counter);
+            if self.seqr.is_some() {
+                let me = self.me.clone();
+                self.seq_accept(me, base, ops);
+            } else {
+                let to = self.members[0].id.clone();
+                for chunk in chunks(ops, self.config.max_message_size, op_size) {
+                    self.send(
+                        to.clone(),
+                        PeerMessage::Submit(Submit {
+                            incarnation: self.me.incarnation,
+                            view: self.view.clone(),
+                            base,
+                            ops: chunk,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ ordering
+
+    fn is_member(&self, who: &NodeRef) -> bool {
+        self.members.contains(who)
+    }
+
+    /// Sequencer: takes ops of `origin` (FIFO, gap-checked) and orders what fits.
+    fn seq_accept(&mut self, origin: NodeRef, base: u64, ops: Vec<Op>) {
+        let cap = self
+            .config
+            .max_pending
+            .saturating_mul(2)
+            .saturating_mul(self.members.len());
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        if seqr.backlog.len() + ops.len() > cap {
+            // More than every member may have pending: refuse, and change the view (the
+            // submitters will submit again there).
+            self.broken = true;
+            return;
+        }
+        let expected = seqr.expected.entry(origin.clone()).or_insert(base);
+        for op in ops {
+            if op.counter < *expected {
+                continue;
+            }
+            if op.counter > *expected {
+                // A submission was lost: this origin's FIFO order cannot be kept here.
+                self.broken = true;
+                return;
+            }
+            *expected += 1;
+            seqr.backlog.push_back((origin.clone(), op));
+        }
+        self.seq_order();
+    }
+
+    /// Sequencer: gives sequence numbers to backlog ops while the window has room.
+    fn seq_order(&mut self) {
+        let window = self.config.max_unstable;
+        let window_bytes = self.config.max_unstable_bytes;
+        let stable = self.stable;
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        seqr.forget_stable(stable);
+        let mut batch = Vec::new();
+        while seqr.has_room(stable, window, window_bytes) {
+            let Some((origin, op)) = seqr.backlog.pop_front() else {
+                break;
+            };
+            let bytes = payload_len(&op);
+            seqr.unstable.push_back((seqr.next_seq, bytes));
+            seqr.unstable_bytes += bytes;
+            batch.push(Entry {
+                seq: seqr.next_seq,
+                origin,
+                op,
+            });
+            seqr.next_seq += 1;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        for chunk in chunks(batch.clone(), self.config.max_message_size, |e| {
+            op_size(&e.op)
+        }) {
+            self.send_to_members(PeerMessage::Ordered(Ordered {
+                incarnation: self.me.incarnation,
+                view: self.view.clone(),
+                entries: chunk,
+            }));
+        }
+        for e in batch {
+            self.held_max = e.seq;
+            self.held.insert(e.seq, e);
+        }
+        let me = self.me.clone();
+        let held = self.held_max;
+        if let Some(seqr) = self.seqr.as_mut() {
+            seqr.acks.insert(me, held);
+        }
+        self.seq_advance();
+    }
+
+    /// Sequencer: advances commit and stable points and tells the members.
+    fn seq_advance(&mut self) {
+        let Some(seqr) = self.seqr.as_ref() else {
+            return;
+        };
+        let mut commit = self.commit;
+        while let Some(e) = self.held.get(&(commit + 1)) {
+            if seqr.acks.get(&e.origin).copied().unwrap_or(0) >= e.seq {
+                commit += 1;
+            } else {
+                break;
+            }
+        }
+        let stable = self
+            .members
+            .iter()
+            .map(|m| seqr.acks.get(m).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        let sent = seqr.sent;
+        self.commit = commit;
+        self.stable = self.stable.max(stable);
+        if (commit, self.stable) != sent {
+            if let Some(seqr) = self.seqr.as_mut() {
+                seqr.sent = (commit, self.stable);
+            }
+            self.send_to_members(PeerMessage::Commit(Commit {
+                incarnation: self.me.incarnation,
+                view: self.view.clone(),
+                commit,
+                stable: self.stable,
+            }));
+        }
+        self.deliver_committed();
+        // Room may have opened in the window.
+        let stable = self.stable;
+        let (window, window_bytes) = (self.config.max_unstable, self.config.max_unstable_bytes);
+        if let Some(s) = self.seqr.as_mut() {
+            s.forget_stable(stable);
+        }
+        if self
+            .seqr
+            .as_ref()
+            .is_some_and(|s| !s.backlog.is_empty() && s.has_room(stable, window, window_bytes))
+        {
+            self.seq_order();
+        }
+    }
+
+    pub(super) fn on_submit(&mut self, from: NodeRef, m: Submit) {
+        if m.view != self.view || self.seqr.is_none() || !self.is_member(&from) {
+            return;
+        }
+        self.seq_accept(from, m.base, m.ops);
+    }
+
+    pub(super) fn on_ordered(&mut self, from: &NodeRef, m: Ordered) {
+        if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
+            return;
+        }
+        for e in m.entries {
+            if e.seq <= self.held_max {
+                continue;
+            }
+            if e.seq != self.held_max + 1 {
+                self.broken = true;
+                break;
+            }
+            self.held_max = e.seq;
+            self.held.insert(e.seq, e);
+        }
+        self.send(
+            from.id.clone(),
+            PeerMessage::Ack(Ack {
+                incarnation: self.me.incarnation,
+                view: self.view.clone(),
+                held: self.held_max,
+            }),
+        );
+        self.deliver_committed();
+    }
+
+    pub(super) fn on_ack(&mut self, from: NodeRef, m: Ack) {
+        if m.view != self.view || !self.is_member(&from) {
+            return;
+        }
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        let a = seqr.acks.entry(from).or_insert(0);
+        *a = (*a).max(m.held);
+        self.seq_advance();
+    }
+
+    pub(super) fn on_commit(&mut self, from: &NodeRef, m: Commit) {
+        if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
+            return;
+        }
+        self.commit = self.commit.max(m.commit);
+        self.stable = self.stable.max(m.stable);
+        self.deliver_committed();
+    }
+
+    /// Delivers held entries up to the commit point, then forgets stable delivered ones.
+    fn deliver_committed(&mut self) {
+        if self.frozen.is_some() {
+            return;
+        }
+        let upto = self.commit.min(self.held_max);
+        while self.delivered < upto {
+            let Some(e) = self.held.get(&(self.delivered + 1)).cloned() else {
+                self.broken = true;
+                return;
+            };
+            self.delivered = e.seq;
+            let view = self.view.clone();
+            self.apply(&view, &e);
+        }
+        let forget = self.stable.min(self.delivered);
+        if self
+            .held
+            .first_key_value()
+            .is_some_and(|(k, _)| *k <= forget)
+        {
+            self.held = self.held.split_off(&(forget + 1));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Planted protocol bugs (feature `testing` only): switches that break one rule of the
+//! core each, so a test can show that the simulator's checkers catch the break. A build
+//! without `testing` has neither this type nor the field in [`Node`] that holds it.
+
+use super::Node;
+
+/// Test-only switches that plant protocol bugs, to show the simulator's checkers catch them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Install new views without delivering the old view's cut (skips the flush).
+    pub skip_flush: bool,
+    /// Refuse an older incarnation forever once a newer one was heard (the rule before
+    /// issue 16: the real node stays alone after its duplicate went away).
+    pub refuse_older_incarnations: bool,
+    /// Merge group lists by join stamp only (the rule before issue 16: a node that
+    /// joined alone in a young view goes first after the heal).
+    pub merge_by_stamp_only: bool,
+}
+
+impl Node {
+    /// Plants protocol bugs (only for showing that the simulator's checkers catch them;
+    /// exists only with the `testing` feature).
+    pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
+        self.bugs = bugs;
+    }
+}

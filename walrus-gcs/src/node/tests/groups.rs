@@ -1,0 +1,127 @@
+//! Unit tests of the group table: joins, leaves, and a session's queue limit.
+
+use super::*;
+
+#[test]
+fn join_delivers_the_member_list_to_the_joiner() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let s = a.open_session(t0);
+    a.join(t0, s, g("ctl")).unwrap();
+    assert_eq!(
+        drain(&mut a),
+        vec![Output::Deliver {
+            session: s,
+            event: Event::Membership {
+                group: g("ctl"),
+                view: vid(1, "a"),
+                members: vec![m("a", s)],
+                reason: MembershipReason::Join,
+                at: Stamp {
+                    view: vid(1, "a"),
+                    seq: 1
+                },
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_join_never_changes_who_is_first() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let s1 = a.open_session(t0);
+    let s2 = a.open_session(t0);
+    a.join(t0, s2, g("ctl")).unwrap();
+    drain(&mut a);
+    a.join(t0, s1, g("ctl")).unwrap();
+    let outs = drain(&mut a);
+    assert_eq!(outs.len(), 2);
+    for o in outs {
+        let Output::Deliver {
+            event: Event::Membership {
+                members, reason, ..
+            },
+            ..
+        } = o
+        else {
+            panic!("{o:?}")
+        };
+        assert_eq!(reason, MembershipReason::Join);
+        assert_eq!(members, vec![m("a", s2), m("a", s1)]);
+    }
+}
+
+#[test]
+fn leave_tells_the_rest_and_the_leaver() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let s1 = a.open_session(t0);
+    let s2 = a.open_session(t0);
+    a.join(t0, s1, g("ctl")).unwrap();
+    a.join(t0, s2, g("ctl")).unwrap();
+    drain(&mut a);
+    a.leave(t0, s1, g("ctl")).unwrap();
+    let event = |members| Event::Membership {
+        group: g("ctl"),
+        view: vid(1, "a"),
+        members,
+        reason: MembershipReason::Leave,
+        at: Stamp {
+            view: vid(1, "a"),
+            seq: 3,
+        },
+    };
+    assert_eq!(
+        drain(&mut a),
+        vec![
+            Output::Deliver {
+                session: s2,
+                event: event(vec![m("a", s2)])
+            },
+            Output::Deliver {
+                session: s1,
+                event: event(vec![m("a", s2)])
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_session_that_does_not_read_is_disconnected() {
+    let t0 = Instant::now();
+    let mut a = Node::new(
+        CoreConfig {
+            session_queue_limit: 2,
+            ..CoreConfig::default()
+        },
+        id("a"),
+        Incarnation(1),
+        vec![],
+        t0,
+    );
+    drain(&mut a);
+    let s = a.open_session(t0);
+    a.join(t0, s, g("g")).unwrap();
+    a.multicast(t0, s, Service::Reliable, &[g("g")], vec![1])
+        .unwrap();
+    assert_eq!(drain(&mut a).len(), 2);
+    a.multicast(t0, s, Service::Reliable, &[g("g")], vec![2])
+        .unwrap();
+    let outs = drain(&mut a);
+    assert_eq!(
+        outs.last(),
+        Some(&Output::Deliver {
+            session: s,
+            event: Event::Disconnected {
+                reason: DisconnectReason::QueueOverflow { limit: 2 }
+            }
+        })
+    );
+    assert_eq!(
+        a.multicast(t0, s, Service::Reliable, &[g("g")], vec![3]),
+        Err(GcsError::UnknownSession(s))
+    );
+    // Its memberships are gone too (the Gone operation was ordered).
+    assert_eq!(a.group_members(&g("g")), vec![]);
+}

@@ -1,0 +1,233 @@
+//! Unit tests of ordering: the sequencer, commit, and the send window.
+
+use super::*;
+
+#[test]
+fn multicast_refuses_oversize_payloads_and_empty_group_lists() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let s = a.open_session(t0);
+    let big = vec![0; CoreConfig::default().max_message_size + 1];
+    assert_eq!(
+        a.multicast(t0, s, Service::Agreed, &[g("x")], big),
+        Err(GcsError::MessageTooLarge {
+            size: 1024 * 1024 + 1,
+            limit: 1024 * 1024
+        })
+    );
+    assert_eq!(
+        a.multicast(t0, s, Service::Agreed, &[], vec![1]),
+        Err(GcsError::NoGroups)
+    );
+    assert_eq!(
+        a.multicast(t0, SessionId(99), Service::Agreed, &[g("x")], vec![1]),
+        Err(GcsError::UnknownSession(SessionId(99)))
+    );
+    assert_eq!(drain(&mut a), vec![]);
+}
+
+#[test]
+fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_it() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let mut b = node("b", t0);
+    let t = merge(&mut a, &mut b, t0);
+    let sa = a.open_session(t);
+    let sb = b.open_session(t);
+    // Both sessions join "g" (the joins are ordered first; exchanged to quiescence).
+    a.join(t, sa, g("g")).unwrap();
+    b.join(t, sb, g("g")).unwrap();
+    shuttle(&mut a, &mut b, t);
+
+    b.multicast(t, sb, Service::Agreed, &[g("g")], b"hi".to_vec())
+        .unwrap();
+    let op = Op {
+        counter: 2,
+        session: sb,
+        kind: OpKind::Message {
+            service: Service::Agreed,
+            groups: vec![g("g")],
+            payload: b"hi".to_vec(),
+        },
+    };
+    let submit = PeerMessage::Submit(Submit {
+        incarnation: Incarnation(1),
+        view: vid(2, "a"),
+        base: 1,
+        ops: vec![op.clone()],
+    });
+    assert_eq!(
+        drain(&mut b),
+        vec![Output::Send {
+            to: id("a"),
+            msg: submit.clone()
+        }]
+    );
+    a.handle_message(t, &id("b"), submit);
+    let ordered = PeerMessage::Ordered(Ordered {
+        incarnation: Incarnation(1),
+        view: vid(2, "a"),
+        entries: vec![Entry {
+            seq: 3,
+            origin: r("b"),
+            op,
+        }],
+    });
+    // Not delivered yet: the sender does not hold its sequence number yet.
+    assert_eq!(
+        drain(&mut a),
+        vec![Output::Send {
+            to: id("b"),
+            msg: ordered.clone()
+        }]
+    );
+    b.handle_message(t, &id("a"), ordered);
+    let ack = PeerMessage::Ack(Ack {
+        incarnation: Incarnation(1),
+        view: vid(2, "a"),
+        held: 3,
+    });
+    assert_eq!(
+        drain(&mut b),
+        vec![Output::Send {
+            to: id("a"),
+            msg: ack.clone()
+        }]
+    );
+    a.handle_message(t, &id("b"), ack);
+    let commit = PeerMessage::Commit(Commit {
+        incarnation: Incarnation(1),
+        view: vid(2, "a"),
+        commit: 3,
+        stable: 3,
+    });
+    let message = Event::Message {
+        sender: (id("b"), sb),
+        service: Service::Agreed,
+        groups: vec![g("g")],
+        payload: b"hi".to_vec(),
+    };
+    assert_eq!(
+        drain(&mut a),
+        vec![
+            Output::Send {
+                to: id("b"),
+                msg: commit.clone()
+            },
+            Output::Deliver {
+                session: sa,
+                event: message.clone()
+            }
+        ]
+    );
+    b.handle_message(t, &id("a"), commit);
+    assert_eq!(
+        drain(&mut b),
+        vec![Output::Deliver {
+            session: sb,
+            event: message
+        }]
+    );
+}
+
+/// Nodes `a` (the sequencer) and `b` with `config` in view 2.a, and a session of `b`
+/// in group "g".
+fn sender_in_view_of_two(config: CoreConfig, t0: Instant) -> (Node, Node, Instant, SessionId) {
+    let mut a = Node::new(config.clone(), id("a"), Incarnation(1), vec![id("b")], t0);
+    let mut b = Node::new(config, id("b"), Incarnation(1), vec![id("a")], t0);
+    drain(&mut a);
+    drain(&mut b);
+    let t = merge(&mut a, &mut b, t0);
+    let s = b.open_session(t);
+    b.join(t, s, g("g")).unwrap();
+    exchange(&mut a, &mut b, t);
+    (a, b, t, s)
+}
+
+#[test]
+fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        max_pending: 3,
+        max_pending_bytes: 250,
+        ..CoreConfig::default()
+    };
+    let (mut a, mut b, t, s) = sender_in_view_of_two(config, t0);
+    // b is not the sequencer: its multicasts stay in its window until delivered back.
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
+        .unwrap();
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
+        .unwrap();
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100]);
+    assert!(
+        matches!(
+            full,
+            Err(GcsError::Backpressure {
+                pending: 2,
+                pending_bytes: 200,
+                ..
+            })
+        ),
+        "bytes: {full:?}"
+    );
+    assert!(!b.window_has_room(100));
+    // Small messages stop at the count.
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 10])
+        .unwrap();
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![]);
+    assert!(
+        matches!(full, Err(GcsError::Backpressure { pending: 3, .. })),
+        "count: {full:?}"
+    );
+    // Once ordered and delivered, the window is open again.
+    let outs = exchange(&mut a, &mut b, t);
+    let delivered = outs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Deliver {
+                    event: Event::Message { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(delivered, 3);
+    assert_eq!(b.pending(), 0);
+    assert!(b.window_has_room(250));
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 250])
+        .unwrap();
+    // One message always fits, however large (up to max_message_size).
+    exchange(&mut a, &mut b, t);
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 4096])
+        .unwrap();
+}
+
+#[test]
+fn each_node_gets_its_share_of_the_group_window() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        max_pending: 100,
+        group_window: 4,
+        ..CoreConfig::default()
+    };
+    let (_a, mut b, t, s) = sender_in_view_of_two(config, t0);
+    // Two members: 4 / 2 = 2 each, although max_pending allows 100.
+    for _ in 0..2 {
+        b.multicast(t, s, Service::Agreed, &[g("g")], vec![1])
+            .unwrap();
+    }
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![1]);
+    assert!(
+        matches!(
+            full,
+            Err(GcsError::Backpressure {
+                pending: 2,
+                limit: 2,
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+}
