@@ -454,6 +454,10 @@ pub struct RoundMachine {
     /// When each server last started an early round (at most one per server per
     /// `round_period`).
     last_early: BTreeMap<ServerName, Instant>,
+    /// Servers a reload added, with the last round numbered then: like every server in the
+    /// deployment's first rounds, they are spared while their Reporters join
+    /// ([`RoundMachine::start_up_observations`]).
+    arrivals: BTreeMap<ServerName, Round>,
     /// The last `Controllers` membership list (its first member is master).
     controllers: Vec<Member>,
     /// Operators' drains and pins in force (see [`super::overrides`]).
@@ -501,6 +505,7 @@ impl RoundMachine {
             generation_due: None,
             last_states: BTreeMap::new(),
             last_early: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
             controllers: Vec::new(),
             overrides: Overrides::default(),
             wall_anchor: None,
@@ -711,11 +716,25 @@ impl RoundMachine {
     /// effect from the next round closed. Servers and areas no longer in the topology are
     /// forgotten; new areas get an answer at that round (phase 2 or 3).
     pub fn handle_reconfigure(&mut self, _now: Instant, config: RoundConfig, topology: Topology) {
-        self.servers = topology
+        let servers: BTreeSet<ServerName> = topology
             .clusters
             .values()
             .flat_map(|c| c.servers.keys().cloned())
             .collect();
+        // New servers get the start-up leniency from now; new areas start from their home
+        // answer (see `current_answers`), which is sent to their name servers once.
+        for s in servers.difference(&self.servers) {
+            self.arrivals.insert(s.clone(), self.max_round);
+        }
+        self.arrivals.retain(|s, _| servers.contains(s));
+        self.servers = servers;
+        let added_areas: Vec<AreaName> = topology
+            .areas
+            .keys()
+            .filter(|a| !self.topology.areas.contains_key(*a))
+            .cloned()
+            .collect();
+        self.resend.extend(added_areas);
         self.history
             .areas
             .retain(|a, _| topology.areas.contains_key(a));
@@ -934,14 +953,8 @@ impl RoundMachine {
         if let Some(observations) = self.shadow.remove(&decision.round) {
             let mut observations = self.start_up_observations(decision.round, observations);
             let pins = self.apply_overrides(now, &mut observations);
-            let seeded;
-            let current = match &self.last {
-                Some(d) => &d.answers,
-                None => {
-                    seeded = self.home_answers();
-                    &seeded
-                }
-            };
+            let current = self.current_answers();
+            let current = &current;
             let out = assign(&Input {
                 topology: &self.topology,
                 observations: &observations,
@@ -1024,6 +1037,17 @@ impl RoundMachine {
             .collect()
     }
 
+    /// The answers an assignment starts from: the last decision's, and for an area it does
+    /// not hold — no decision yet, or an area a reload added — what the area's name server
+    /// serves before any decision, its home cluster ([`Self::home_answers`]).
+    fn current_answers(&self) -> BTreeMap<AreaName, AreaAnswer> {
+        let mut current = self.home_answers();
+        if let Some(d) = &self.last {
+            current.extend(d.answers.iter().map(|(a, x)| (a.clone(), x.clone())));
+        }
+        current
+    }
+
     /// In the deployment's first [`START_UP_ROUNDS`] rounds, a server with no report is
     /// taken as TEMPFAIL (last round's load, or with none the threshold as a stand-in)
     /// rather than dead: the group is still forming (a master elected in a small
@@ -1033,18 +1057,25 @@ impl RoundMachine {
     /// is still seen at once (its Reporter answers PANIC); only a whole host that dies
     /// during start-up is noticed when the start-up rounds end. Without this, areas whose
     /// Reporters were late moved in the first rounds and came back a round or two later:
-    /// DNS changes for nothing.
+    /// DNS changes for nothing. A server a reload added is spared the same way for
+    /// [`START_UP_ROUNDS`] rounds after the reload (its Reporter may start after the file
+    /// reached the master).
     fn start_up_observations(
         &self,
         round: Round,
         mut observations: BTreeMap<ServerName, Observation>,
     ) -> BTreeMap<ServerName, Observation> {
-        if round.0 <= START_UP_ROUNDS {
-            for server in &self.servers {
-                observations
-                    .entry(server.clone())
-                    .or_insert(Observation::TempFail);
-            }
+        let starting = |s: &ServerName| {
+            round.0 <= START_UP_ROUNDS
+                || self
+                    .arrivals
+                    .get(s)
+                    .is_some_and(|at| round.0 <= at.0 + START_UP_ROUNDS)
+        };
+        for server in self.servers.iter().filter(|s| starting(s)) {
+            observations
+                .entry(server.clone())
+                .or_insert(Observation::TempFail);
         }
         observations
     }
@@ -1100,17 +1131,12 @@ impl RoundMachine {
         let received = reports.len();
         let mut reports = self.start_up_observations(round, reports);
         let pins = self.apply_overrides(now, &mut reports);
-        let seeded;
-        let current = match &self.last {
-            Some(d) => &d.answers,
-            None => {
-                // No decision anywhere yet: start from what the Directors serve before
-                // one (their home cluster), and send every answer once in direct mode.
-                self.resend.extend(self.topology.areas.keys().cloned());
-                seeded = self.home_answers();
-                &seeded
-            }
-        };
+        if self.last.is_none() {
+            // No decision anywhere yet: send every answer once in direct mode.
+            self.resend.extend(self.topology.areas.keys().cloned());
+        }
+        let current = self.current_answers();
+        let current = &current;
         let rules = if early.is_some() {
             self.keep_dead(round, &mut reports);
             Rules {
@@ -1196,7 +1222,7 @@ impl RoundMachine {
 mod tests {
     use super::*;
     use crate::controller::assign::{DeadCause, LoadBasis};
-    use crate::model::{AreaSpec, Change, ServerStats};
+    use crate::model::{AreaSpec, Change, ClusterSpec, ServerStats};
     use std::net::{IpAddr, Ipv4Addr};
 
     const MS: Duration = Duration::from_millis(1);
@@ -2373,7 +2399,66 @@ mod tests {
             panic!("{out:?}")
         };
         assert_eq!(d.answers.len(), 3);
-        assert_eq!(d.changes.len(), 1);
+        // The new area starts from its home answer (what its name server serves before
+        // any decision): no change, but its answer is sent once.
+        assert_eq!(d.changes, vec![]);
+    }
+
+    /// A reload adds cluster c3 (server c3-s1) and area a3 at home on it; c3-s1's Reporter
+    /// is late. Like every server at start-up, it is spared for the start-up rounds: a3
+    /// stays home, no area moves. Without the leniency for added servers, a3 went to
+    /// another cluster in the first round and came back once c3-s1 reported (the spurious
+    /// move topology_reload.rs caught). Silent beyond those rounds, it is dead.
+    #[test]
+    fn a_server_added_by_a_reload_is_spared_while_its_reporter_joins() {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let mut t = topo();
+        t.clusters.insert(
+            "c3".into(),
+            ClusterSpec {
+                servers: [("c3-s1".into(), vec![ip(3, 1)])].into(),
+            },
+        );
+        t.areas.insert(
+            "a3".into(),
+            AreaSpec {
+                home_cluster: "c3".into(),
+            },
+        );
+        m.handle_reconfigure(t0, RoundConfig::default(), t);
+        let old = ["c1-s1", "c1-s2", "c2-s1", "c2-s2"];
+        let mut a3 = Vec::new();
+        for r in 2..=START_UP_ROUNDS + 2 {
+            let at = t0 + Duration::from_secs(r - 1);
+            m.handle_timeout(at);
+            drain(&mut m);
+            for s in old {
+                m.handle_report(at, report(s, r, 10)).unwrap();
+            }
+            m.handle_timeout(at + Duration::from_millis(500));
+            let d = drain_no_status(&mut m)
+                .into_iter()
+                .find_map(|o| match o {
+                    Output::Multicast(d) => Some(d),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("round {r} made no decision"));
+            a3.push((
+                r,
+                d.answers[&AreaName::from("a3")].cluster.clone(),
+                d.changes,
+            ));
+        }
+        // Rounds 2..=11 (the reload came after round 1): home, no change.
+        for (r, cluster, changes) in &a3[..START_UP_ROUNDS as usize] {
+            assert_eq!((cluster, changes.len()), (&"c3".into(), 0), "round {r}");
+        }
+        // Round 12: c3-s1 is still silent: dead, a3 moves.
+        let (r, cluster, changes) = &a3[START_UP_ROUNDS as usize];
+        assert_ne!(cluster, &ClusterName::from("c3"), "round {r}");
+        assert_eq!(changes.len(), 1, "round {r}");
     }
 
     #[test]
