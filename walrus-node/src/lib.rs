@@ -18,8 +18,6 @@
 //! Each node serves `/status`, `/metrics` and a live dashboard on its `status_addr`
 //! ([`status`]); `walrus-node demo` runs a whole deployment on loopback with built-in web
 //! servers and a script of failures ([`demo`]).
-//!
-//! Not here yet: the Replicator role (skipped with a warning).
 #![warn(missing_docs)]
 
 pub mod cluster;

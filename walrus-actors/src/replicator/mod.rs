@@ -13,7 +13,7 @@
 //!                                  │ PrimarySource ◀─ protocol ─▶ pull ─▶ ReplicaStore
 //!                                  │   (serve)        (frames)        diff, build, switch
 //!                                  ▼                                   current -> gens/g
-//!                         announce g (Replicators group, later)
+//!                         announce g (Replicators group)
 //! ```
 //!
 //! The shell that does the following is [`actor`] (over walrus-gcs's point-to-point QUIC

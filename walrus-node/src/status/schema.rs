@@ -1,0 +1,190 @@
+//! The `/status` document: what it says, in serde types shared by the node, the dashboard
+//! and `walrus-node status`.
+
+use super::*;
+
+/// Everything `/status` says (also what the dashboard and `walrus-node status` show).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    /// The node serving this page ("demo" for the demo's deployment view).
+    pub node: String,
+    /// The site.
+    pub site: String,
+    /// The group-communication view this node is in.
+    pub view: Option<ViewDoc>,
+    /// The master Controller's node, as this node knows it.
+    pub master: Option<String>,
+    /// True when this node's Controller is master.
+    pub is_master: bool,
+    /// The last round decided (made or adopted).
+    pub round: Option<u64>,
+    /// Every area: home cluster, assigned cluster, answer, name server state.
+    pub areas: Vec<AreaDoc>,
+    /// Every cluster with its load (from the last round this node closed as master).
+    pub clusters: Vec<ClusterDoc>,
+    /// Every server with its state and load.
+    pub servers: Vec<ServerDoc>,
+    /// The last decisions that changed an answer, with their reasons, oldest first.
+    pub events: Vec<String>,
+    /// Counters since this node started.
+    pub counters: Counters,
+    /// This node's Replicator, when it runs one.
+    #[serde(default)]
+    pub replication: Option<ReplicationDoc>,
+    /// The newest content generation the Controller knows (announced or reported).
+    #[serde(default)]
+    pub newest_generation: Option<u64>,
+    /// The digest of this node's configuration file ([`Config::digest`]): nodes whose
+    /// digests differ run different files.
+    #[serde(default)]
+    pub config_digest: String,
+    /// Each node's config digest as announced to this node over the group (this node's
+    /// own included): node → digest. More than one digest: the nodes run different files
+    /// (a push in progress); the master decides with its own.
+    #[serde(default)]
+    pub config_digests: BTreeMap<String, String>,
+    /// This node's role actors: restarts and mailboxes.
+    #[serde(default)]
+    pub actors: Vec<ActorDoc>,
+    /// Where this node's Reporter reads OS statistics: "procfs" or "sysinfo".
+    #[serde(default)]
+    pub os_source: Option<String>,
+    /// Operators' drains and pins in force, one line each (who, what, for how long, why).
+    #[serde(default)]
+    pub overrides: Vec<String>,
+}
+
+/// One role actor on the status page (from its supervision record).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorDoc {
+    /// The role ("controller", "reporter", "director", ...).
+    pub role: String,
+    /// Restarts since the node started.
+    pub restarts: u64,
+    /// The cause of the last restart.
+    pub last_cause: Option<String>,
+    /// Events waiting in its queue.
+    pub mailbox_depth: usize,
+    /// The queue's capacity.
+    pub mailbox_capacity: usize,
+    /// Times its queue was found full.
+    pub mailbox_full: u64,
+}
+
+/// This node's Replicator on the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationDoc {
+    /// "primary" or "replica".
+    pub role: String,
+    /// The generation this node serves (primary: the newest it published).
+    pub generation: Option<u64>,
+    /// The newest generation the primary announced, as far as this node knows.
+    pub newest: Option<u64>,
+    /// Generations behind `newest`.
+    pub lag: Option<u64>,
+    /// Pulls that brought a new generation.
+    pub pulls: u64,
+    /// Failed pull attempts.
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// A group-communication view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewDoc {
+    /// The view identifier.
+    pub id: String,
+    /// Its member nodes.
+    pub members: Vec<String>,
+}
+
+/// One area on the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AreaDoc {
+    /// The area.
+    pub name: String,
+    /// Its home cluster.
+    pub home_cluster: String,
+    /// The cluster it is assigned to (None before the first decision).
+    pub cluster: Option<String>,
+    /// The addresses its name server hands out.
+    pub answer: Vec<String>,
+    /// The name server's state when this node runs the area's Director.
+    pub dns: Option<String>,
+}
+
+/// One cluster on the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDoc {
+    /// The cluster.
+    pub name: String,
+    /// Its load (1.0 = at capacity); None when no server of it works or no round is known.
+    pub load: Option<f64>,
+}
+
+/// One web server on the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerDoc {
+    /// The server.
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// "working", "working (last round's load)", "dead (no answer)", "dead (BYPASS)",
+    /// "dead (PANIC)" or "unknown".
+    pub state: String,
+    /// Its load (1.0 = at capacity), when working.
+    pub load: Option<f64>,
+    /// What this node's Reporter says, when it reports on this server.
+    pub reporter: Option<String>,
+    /// The content generation the server's host last reported (with a Replicator).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// Generations behind the newest one.
+    #[serde(default)]
+    pub generation_lag: Option<u64>,
+}
+
+/// Counters since the node started (the monotonic part of `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Rounds this node closed as master.
+    pub rounds: u64,
+    /// Reports used in those rounds.
+    pub reports: u64,
+    /// Sum of those rounds' durations (report request to decision), seconds.
+    pub round_seconds_sum: f64,
+    /// The last of those rounds' duration, seconds.
+    pub last_round_seconds: f64,
+    /// Decisions seen (made or adopted).
+    pub decisions: u64,
+    /// Areas moved to another cluster.
+    pub area_moves: u64,
+    /// Answers changed within the same cluster.
+    pub answer_changes: u64,
+    /// Name-server applications that changed the zone.
+    pub dns_updates: u64,
+    /// Name-server applications that failed.
+    pub dns_failures: u64,
+    /// Group views installed.
+    pub view_changes: u64,
+    /// Times this node's Controller became master.
+    pub master_terms: u64,
+    /// The group node's message counters (from the latest sample).
+    pub gcs: GcsCounters,
+}
+
+/// walrus-gcs message counters (see [`GcsStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GcsCounters {
+    /// Multicasts accepted from local sessions.
+    pub multicasts: u64,
+    /// Messages delivered to local sessions.
+    pub delivered: u64,
+    /// Protocol frames sent.
+    pub frames_sent: u64,
+    /// Protocol frames received.
+    pub frames_received: u64,
+    /// Handshakes refused.
+    pub handshakes_refused: u64,
+}

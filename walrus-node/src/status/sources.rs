@@ -1,0 +1,131 @@
+//! A node's handles the status page reads ([`NodeSources`]), and the task that samples
+//! them into a shared [`Observer`].
+
+use super::*;
+
+/// A node's handles the status page reads (clones: they stay valid while the node runs).
+#[derive(Clone)]
+pub struct NodeSources {
+    /// The Controller, if the node runs one.
+    pub controller: Option<ControllerHandle>,
+    /// The Reporter and its server's name, if the node runs one.
+    pub reporter: Option<(String, ReporterHandle)>,
+    /// Directors by area.
+    pub directors: BTreeMap<AreaName, watch::Receiver<DirectorStatus>>,
+    /// The group view.
+    pub view: Option<watch::Receiver<Option<ViewChange>>>,
+    /// The group node, for its message counters.
+    pub gcs: Option<Arc<Gcs>>,
+    /// The Replicator's status, if the node runs one.
+    pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
+    /// The role actors' supervision record.
+    pub supervision: Option<Supervision>,
+    /// The configuration in force (changes on a reload).
+    pub config: Option<watch::Receiver<Config>>,
+    /// Each node's config digest as announced over the group.
+    pub digests: Option<watch::Receiver<Digests>>,
+}
+
+impl NodeSources {
+    /// The handles of a running node over walrus-gcs.
+    pub fn of(rt: &crate::runtime::NodeRuntime<walrus_gcs::Gcs>) -> Self {
+        let server = rt
+            .config()
+            .nodes
+            .get(rt.name())
+            .and_then(|n| n.server.as_ref())
+            .map(|s| s.0.clone());
+        NodeSources {
+            controller: rt.controller().cloned(),
+            reporter: server.zip(rt.reporter().cloned()),
+            directors: rt
+                .directors()
+                .iter()
+                .map(|(a, d)| (a.clone(), d.status.clone()))
+                .collect(),
+            view: Some(rt.layer().watch_view()),
+            gcs: Some(rt.shared_layer()),
+            replicator: rt.replicator().cloned(),
+            supervision: Some(rt.supervision().clone()),
+            config: Some(rt.watch_config()),
+            digests: Some(rt.digests()),
+        }
+    }
+
+    /// What the handles say now. The Controller is asked through its address
+    /// ([`walrus_actors::controller::actor::GetStatus`]); while it cannot answer within
+    /// [`STATUS_WAIT`] (it is joining `Controllers`, which waits for the group to settle),
+    /// the status it last published is shown.
+    pub async fn sample(&self) -> Sample {
+        let controller = match &self.controller {
+            Some(c) => match tokio::time::timeout(STATUS_WAIT, c.get_status()).await {
+                Ok(Ok(s)) => Some(s),
+                _ => Some(c.status()),
+            },
+            None => None,
+        };
+        Sample {
+            controller,
+            master: None,
+            reporters: self
+                .reporter
+                .iter()
+                .map(|(s, h)| (s.clone(), h.snapshot()))
+                .collect(),
+            directors: self
+                .directors
+                .iter()
+                .map(|(a, rx)| (a.clone(), rx.borrow().clone()))
+                .collect(),
+            view: self.view.as_ref().and_then(|v| v.borrow().clone()),
+            gcs: self.gcs.as_ref().map(|g| g.stats()),
+            replicator: self.replicator.as_ref().map(|r| r.borrow().clone()),
+            os_source: self.reporter.as_ref().map(|(_, h)| h.os_source()),
+            actors: self
+                .supervision
+                .as_ref()
+                .map(Supervision::metrics)
+                .unwrap_or_default(),
+            digests: self.digests.as_ref().map(|d| d.borrow().clone()),
+        }
+    }
+}
+
+/// How long the sampler waits for an actor's answer to a status request.
+pub const STATUS_WAIT: Duration = Duration::from_millis(200);
+
+/// An observer shared between its sampling task and the HTTP handlers.
+pub type SharedObserver = Arc<Mutex<Observer>>;
+
+/// Locks an observer (a panicked holder leaves plain data: keep using it).
+pub fn lock(o: &SharedObserver) -> std::sync::MutexGuard<'_, Observer> {
+    o.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Samples `sources` every 100 ms into `observer` until `stop` completes.
+pub async fn sample_loop(
+    mut sources: NodeSources,
+    observer: SharedObserver,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let s = sources.sample().await;
+                let reloaded = sources
+                    .config
+                    .as_mut()
+                    .filter(|c| c.has_changed().unwrap_or(false))
+                    .map(|c| c.borrow_and_update().clone());
+                let mut o = lock(&observer);
+                if let Some(c) = reloaded {
+                    o.set_config(c);
+                }
+                o.observe(s);
+            }
+        }
+    }
+}
