@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 use walrus_actors::reporter::os::{
-    os_stats, OsReader, OsReading, OsSource, PortableReader, ProcReader,
+    os_stats, HostReading, OsReader, OsSource, PortableReader, ProcReader,
 };
 
 #[test]
@@ -65,7 +65,7 @@ fn the_source_picks_the_reader() {
     let mut auto = OsReader::new(OsSource::Auto, proc_root).unwrap();
     if cfg!(target_os = "linux") {
         assert_eq!(auto.name(), "procfs");
-        assert!(matches!(auto.read().unwrap(), OsReading::Procfs(_)));
+        assert!(matches!(auto.read().unwrap().host, HostReading::Procfs(_)));
     } else {
         assert_eq!(auto.name(), "sysinfo");
     }

@@ -313,7 +313,9 @@ pub struct ReporterSettings {
     /// Default 3.
     pub panic_after: u32,
     /// The OS reader (walrus-actors' type): `"auto"` (procfs on Linux, sysinfo elsewhere;
-    /// the default), `"procfs"` or `"portable"` (sysinfo on any OS).
+    /// the default), `"procfs"` or `"portable"` (sysinfo on any OS). Either way, on Linux a
+    /// cgroup v2 `cpu.max`/`memory.max` limit on the process replaces the host's CPU and
+    /// memory figures with figures against that limit.
     pub os_stats: OsSource,
 }
 

@@ -43,6 +43,7 @@
 
 pub mod actor;
 pub mod bypass;
+pub mod cgroup;
 pub mod http;
 pub mod os;
 pub mod state;
@@ -282,7 +283,9 @@ pub struct ReporterHandle {
     /// Urgent reports raised so far (fast failover).
     urgent: watch::Receiver<u64>,
     generation: Arc<Mutex<Option<Generation>>>,
-    os_source: &'static str,
+    /// The OS source as of the last gathering (the gatherer updates it: a cgroup limit
+    /// can be set or lifted while the node runs).
+    os_source: Arc<Mutex<String>>,
 }
 
 impl ReporterHandle {
@@ -307,9 +310,14 @@ impl ReporterHandle {
         )
     }
 
-    /// The OS reader in use: "procfs" or "sysinfo" (for the status page).
-    pub fn os_source(&self) -> &'static str {
-        self.os_source
+    /// The OS reader in use: "procfs" or "sysinfo", with "+cgroup2 (limits)" when the
+    /// figures are against the process's cgroup v2 limits (for the status page).
+    pub fn os_source(&self) -> String {
+        match self.os_source.lock() {
+            Ok(s) => s.clone(),
+            // Poisoned: a writer panicked mid-assignment of a String; the value is whole.
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// The latest snapshot (for status pages and tests).
@@ -353,6 +361,8 @@ impl ReporterHandle {
 pub struct Gatherer<W> {
     config: ReporterConfig,
     os: os::OsReader,
+    /// Shared with the handle: the OS source after each reading.
+    os_source: Arc<Mutex<String>>,
     web: W,
     state: ReporterState,
     publish: watch::Sender<Snapshot>,
@@ -391,13 +401,14 @@ impl<W: WebReader> Gatherer<W> {
             latest,
             urgent: urgent_rx,
             generation: Arc::new(Mutex::new(None)),
-            os_source: os.name(),
+            os_source: Arc::new(Mutex::new(os.name().to_owned())),
         };
         let state = match config.fast_failover {
             Some(ff) => ReporterState::with_fast_failover(config.panic_after, ff.damping),
             None => ReporterState::new(config.panic_after),
         };
         let gatherer = Self {
+            os_source: handle.os_source.clone(),
             os,
             state,
             config,
@@ -413,6 +424,11 @@ impl<W: WebReader> Gatherer<W> {
     pub async fn gather_once(&mut self) -> Snapshot {
         let now = tokio::time::Instant::now().into_std();
         let os = self.os.read();
+        if let Ok(mut s) = self.os_source.lock() {
+            if *s != self.os.name() {
+                *s = self.os.name().to_owned();
+            }
+        }
         let web = self.web.read().await;
         let bypass = BypassStatus::from_read(bypass::read_bypass(&self.config.bypass_file));
         let snapshot = self.state.handle_gathering(now, os, web, bypass).clone();

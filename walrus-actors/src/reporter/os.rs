@@ -18,6 +18,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::cgroup::{cgroup_stats, CgroupReader, CgroupSample};
+
 /// Largest procfs file we read (`/proc/stat` grows with the number of CPUs and interrupts;
 /// a few hundred KiB on very large hosts). Anything bigger is refused, not truncated.
 pub const MAX_PROC_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -357,29 +359,47 @@ impl OsSource {
     }
 }
 
-/// One OS reading, from either reader.
+/// One reading of the host reader (procfs or sysinfo).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum OsReading {
+pub enum HostReading {
     /// Raw procfs counters (figures come from two readings, see [`os_stats`]).
     Procfs(OsSample),
     /// Figures the portable reader computed since its previous reading.
     Portable(OsStats),
 }
 
+/// One OS reading: the host reader's, and the cgroup v2 files' when the process's cgroup
+/// sets a CPU or memory limit (see [`super::cgroup`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OsReading {
+    /// The host reader's reading.
+    pub host: HostReading,
+    /// The cgroup's reading; None without a limit (or when it could not be read).
+    pub cgroup: Option<CgroupSample>,
+}
+
 impl From<OsSample> for OsReading {
     fn from(s: OsSample) -> Self {
-        OsReading::Procfs(s)
+        OsReading {
+            host: HostReading::Procfs(s),
+            cgroup: None,
+        }
     }
 }
 
-/// The figures over the period from `prev` to `cur`.
+/// The figures over the period from `prev` to `cur`: the host's, replaced by the cgroup's
+/// where `cur` has a cgroup limit.
 pub fn os_stats_between(prev: &OsReading, cur: &OsReading, period: Duration) -> OsStats {
-    match (prev, cur) {
-        (OsReading::Procfs(a), OsReading::Procfs(b)) => os_stats(a, b, period),
+    let host = match (&prev.host, &cur.host) {
+        (HostReading::Procfs(a), HostReading::Procfs(b)) => os_stats(a, b, period),
         // The portable reader measures CPU usage since its own previous refresh.
-        (_, OsReading::Portable(s)) => *s,
+        (_, HostReading::Portable(s)) => *s,
         // A source never changes within one Reporter; measure from this reading alone.
-        (OsReading::Portable(_), OsReading::Procfs(b)) => os_stats(b, b, period),
+        (HostReading::Portable(_), HostReading::Procfs(b)) => os_stats(b, b, period),
+    };
+    match &cur.cgroup {
+        Some(c) => cgroup_stats(prev.cgroup.as_ref(), c, period, host),
+        None => host,
     }
 }
 
@@ -453,38 +473,113 @@ fn portable_error(e: sysinfo::Error) -> OsError {
     }
 }
 
-/// The Reporter's OS reader, as [`OsSource`] picks it.
+/// The host reader, as [`OsSource`] picks it.
 #[derive(Debug)]
-pub enum OsReader {
+pub enum HostReader {
     /// procfs.
     Procfs(ProcReader),
     /// sysinfo.
     Portable(Box<PortableReader>),
 }
 
+/// The Reporter's OS reader: the host reader, plus the cgroup v2 reader on Linux when the
+/// process's cgroup can be found.
+#[derive(Debug)]
+pub struct OsReader {
+    host: HostReader,
+    cgroup: Option<CgroupReader>,
+    /// Why the cgroup figures are not in use now, as last logged (logged on change only).
+    pub(super) cgroup_off: Option<String>,
+    /// The source as the status page shows it, updated at each reading.
+    source: String,
+}
+
 impl OsReader {
-    /// The reader for `source` (procfs from `proc_root`).
+    /// The reader for `source` (procfs and the process's cgroup from `proc_root`).
     pub fn new(source: OsSource, proc_root: PathBuf) -> Result<Self, OsError> {
-        Ok(if source.uses_procfs() {
-            OsReader::Procfs(ProcReader::new(proc_root))
+        let host = if source.uses_procfs() {
+            HostReader::Procfs(ProcReader::new(proc_root.clone()))
         } else {
-            OsReader::Portable(Box::new(PortableReader::new()?))
-        })
+            HostReader::Portable(Box::new(PortableReader::new()?))
+        };
+        let mut reader = Self {
+            host,
+            cgroup: None,
+            cgroup_off: None,
+            source: String::new(),
+        };
+        if cfg!(target_os = "linux") {
+            match CgroupReader::discover(&proc_root) {
+                Ok(r) => reader.cgroup = Some(r),
+                Err(e) => reader.cgroup_off(format!("no cgroup v2 found: {e}")),
+            }
+        }
+        reader.source = reader.host_name().to_owned();
+        Ok(reader)
     }
 
-    /// One reading.
-    pub fn read(&mut self) -> Result<OsReading, OsError> {
-        match self {
-            OsReader::Procfs(r) => r.read().map(OsReading::Procfs),
-            OsReader::Portable(r) => r.read().map(OsReading::Portable),
+    /// A reader of `host` with the cgroup v2 reader `cgroup` (for tests on fixture
+    /// directories).
+    pub fn with_cgroup(host: HostReader, cgroup: CgroupReader) -> Self {
+        let source = match &host {
+            HostReader::Procfs(_) => "procfs",
+            HostReader::Portable(_) => "sysinfo",
+        };
+        Self {
+            host,
+            cgroup: Some(cgroup),
+            cgroup_off: None,
+            source: source.to_owned(),
         }
     }
 
-    /// "procfs" or "sysinfo" (for the status page).
-    pub fn name(&self) -> &'static str {
-        match self {
-            OsReader::Procfs(_) => "procfs",
-            OsReader::Portable(_) => "sysinfo",
+    /// One reading. A cgroup that cannot be read is logged (once per reason) and the host
+    /// figures stand: the host reader's error alone fails the reading.
+    pub fn read(&mut self) -> Result<OsReading, OsError> {
+        let host = match &mut self.host {
+            HostReader::Procfs(r) => HostReading::Procfs(r.read()?),
+            HostReader::Portable(r) => HostReading::Portable(r.read()?),
+        };
+        let cgroup = match self.cgroup.as_ref().map(CgroupReader::read) {
+            None => None,
+            Some(Ok(None)) => {
+                self.cgroup_off("no cpu.max or memory.max limit set".into());
+                None
+            }
+            Some(Ok(Some(s))) => {
+                self.cgroup_off = None;
+                Some(s)
+            }
+            Some(Err(e)) => {
+                self.cgroup_off(format!("cgroup v2 unreadable: {e}"));
+                None
+            }
+        };
+        self.source = match &cgroup {
+            Some(c) => format!("{}+cgroup2 ({})", self.host_name(), c.limits.describe()),
+            None => self.host_name().to_owned(),
+        };
+        Ok(OsReading { host, cgroup })
+    }
+
+    /// The source as the status page shows it: "procfs" or "sysinfo", with
+    /// "+cgroup2 (limits)" when the last reading used the cgroup's limits.
+    pub fn name(&self) -> &str {
+        &self.source
+    }
+
+    fn host_name(&self) -> &'static str {
+        match self.host {
+            HostReader::Procfs(_) => "procfs",
+            HostReader::Portable(_) => "sysinfo",
+        }
+    }
+
+    /// Logs why the cgroup figures are not used, when the reason changed.
+    fn cgroup_off(&mut self, reason: String) {
+        if self.cgroup_off.as_deref() != Some(reason.as_str()) {
+            tracing::info!(%reason, "OS statistics: host figures, not the cgroup's");
+            self.cgroup_off = Some(reason);
         }
     }
 }
@@ -519,7 +614,7 @@ impl ProcReader {
     }
 }
 
-fn read_limited(path: &Path) -> Result<String, OsError> {
+pub(super) fn read_limited(path: &Path) -> Result<String, OsError> {
     let read_err = |source| OsError::Read {
         path: path.to_owned(),
         source,

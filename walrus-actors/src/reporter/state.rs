@@ -521,7 +521,7 @@ mod tests {
     const STALE: Duration = Duration::from_secs(3);
 
     fn os(ticks: u64) -> OsReading {
-        OsReading::Procfs(OsSample {
+        OsReading::from(OsSample {
             stat: ProcStat {
                 cpu: CpuTimes {
                     user: ticks,

@@ -23,7 +23,7 @@ pub struct Sample {
     /// The role actors' supervision figures.
     pub actors: BTreeMap<String, RoleMetrics>,
     /// This node's Reporter's OS reader.
-    pub os_source: Option<&'static str>,
+    pub os_source: Option<String>,
     /// Each node's config digest as announced on `Nodes` (`walrus_actors::digests`).
     pub digests: Option<Digests>,
 }
@@ -313,7 +313,7 @@ impl Observer {
                     mailbox_full: m.mailbox_full,
                 })
                 .collect(),
-            os_source: s.os_source.map(str::to_owned),
+            os_source: s.os_source.clone(),
         }
     }
 }
