@@ -12,7 +12,10 @@
 //!   never a made-up zero; the load formula does not use those figures (see
 //!   [`crate::controller::load`]).
 //!
-//! [`OsSource`] picks the reader; [`OsReading`] is one reading of either.
+//! [`OsSource`] picks the reader; [`OsReading`] is one reading of either, plus, on Linux,
+//! the process's cgroup v2 files when its cgroup sets a CPU or memory limit: then
+//! [`os_stats_between`] reports CPU and memory against those limits
+//! ([`super::cgroup`]), and [`OsReader::name`] says `procfs+cgroup2 (…)`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
