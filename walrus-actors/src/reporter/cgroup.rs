@@ -379,8 +379,11 @@ mod tests {
     use super::super::os::{HostReader, OsReader, ProcReader};
     use super::*;
 
-    // Captured on a Debian 12 host (systemd, cgroup v2 unified) and in a Docker container
-    // started with `--cpus 0.5 --memory 512m`.
+    // The hybrid mountinfo and /proc/self/cgroup are this build machine's (cgroup v1 for
+    // cpu and memory, an empty cgroup2 at .../unified). The others are written by hand in
+    // the kernel's formats (Documentation/admin-guide/cgroup-v2.rst, proc(5)) for a
+    // systemd host on unified cgroup v2 and a container limited to 0.5 CPU and 512 MiB:
+    // no such machine was at hand to capture them from.
     const MOUNTINFO_HOST: &str = "\
 22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
 26 22 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
