@@ -1,4 +1,5 @@
-//! The Replicator's shell: the primary announces generations and serves transfers; a
+//! The Replicator's work (run by its supervised actix shell, [`super::shell`], as a task
+//! on the node's runtime): the primary announces generations and serves transfers; a
 //! replica pulls on announcements, on start and when the `Replicators` membership changes.
 //!
 //! ```text
