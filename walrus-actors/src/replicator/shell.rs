@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The shell opens the role's group session; the work joins `Replicators` and multicasts
-//! through it (a [`Relayed`] session) and receives the events the shell relays. Long
+//! through it (a `Relayed` session) and receives the events the shell relays. Long
 //! transfers stay in the work's tasks, off the arbiter. When the work ends on its own (an
 //! error, a panic, the session gone) its result comes back as [`WorkEnded`] and the shell
 //! fails with it; a restart (that, or a panic in the shell) stops the old work, waits
