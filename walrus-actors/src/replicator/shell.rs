@@ -11,7 +11,7 @@
 //! The shell opens the role's group session; the work joins `Replicators` and multicasts
 //! through it (a `Relayed` session) and receives the events the shell relays. Long
 //! transfers stay in the work's tasks, off the arbiter. When the work ends on its own (an
-//! error, a panic, the session gone) its result comes back as [`WorkEnded`] and the shell
+//! error, a panic, the session gone) its result comes back as `WorkEnded` and the shell
 //! fails with it; a restart (that, or a panic in the shell) stops the old work, waits
 //! until it has let go of the store, then opens a new session and starts the work again:
 //! the role's state is rebuilt from disk (the generation the replica's store serves, or
