@@ -7,10 +7,11 @@
 //! - **Replicator**: primary-push content replication.
 //!
 //! Each actor is a thin shell over a pure logic type that is unit-tested on its own.
-//! Reporter, Controller and Director are actix actors under `actix::Supervisor`
-//! ([`supervision`]: restart with state rebuilt, counted and rate-limited; bounded
-//! queues). The Replicator is still a tokio task (its transfers are long async I/O; its
-//! plans are the pure part): converting it is left for later.
+//! Reporter, Controller, Director and Replicator are actix actors under
+//! `actix::Supervisor` ([`supervision`]: restart with state rebuilt, counted and
+//! rate-limited; bounded queues). The Replicator's long transfers stay async tasks on the
+//! node's tokio runtime, started by its shell ([`replicator::shell`]) and reporting back
+//! to it; its plans are the pure part.
 #![warn(missing_docs)]
 
 pub mod controller;

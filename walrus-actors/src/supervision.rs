@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  ActorHome (an actix Arbiter) ──▶ actix::Supervisor ──▶ role actor (Controller, Reporter,
-//!                                                          Director: thin shells)
+//!                                                          Director, Replicator: thin shells)
 //!  GroupSession ── pump (tokio task on the node's runtime) ──┬─▶ Events  (StreamHandler)
 //!                                                            └─◀ SessionLink (join, multicast)
 //!  panic in a handler ─ guard ─▶ ctx.stop() ─▶ Supervised::restarting ─▶ Supervision::restarted

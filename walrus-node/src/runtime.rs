@@ -5,7 +5,7 @@
 //!  Config ─┬─ gcs_config ───────────▶ walrus_gcs::Gcs (QUIC, mutual TLS from tls.dir)
 //!          ├─ controller_settings ──▶ controller::actor  (joins Controllers)
 //!          ├─ reporter_config ──────▶ reporter::spawn + reporter::actor (joins Reporters)
-//!          ├─ replicator_settings ──▶ replicator::actor (joins Replicators; transfers on
+//!          ├─ replicator_settings ──▶ replicator::shell (joins Replicators; transfers on
 //!          │                           the gcs point-to-point streams); its generation
 //!          │                           goes into this node's Reporter's reports
 //!          └─ zone_layout, ... ─────▶ embedded server / RFC 2136 updater
@@ -67,9 +67,9 @@ use walrus_actors::director::{self, AreaDirector, NameServer};
 use walrus_actors::group::{GroupLayer, PeerStreams};
 use walrus_actors::model::{AreaName, ClusterName, Decision, ServerName};
 use walrus_actors::replicator::actor::{
-    self as replicator_actor, BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus,
-    TransferMethod,
+    BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus, TransferMethod,
 };
+use walrus_actors::replicator::shell::{self as replicator_shell, ReplicatorActor};
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
 use walrus_actors::reporter::actor::ReporterActor;
@@ -661,6 +661,7 @@ pub struct NodeRuntime<L: GroupLayer> {
     reporter_actor: Option<ReporterActor>,
     director_actors: Vec<director::actor::DirectorActor>,
     replicator: Option<watch::Receiver<ReplicatorStatus>>,
+    replicator_actor: Option<ReplicatorActor>,
     directors: BTreeMap<AreaName, DirectorView>,
     /// The configuration in force, watched by the status page and the peer admission.
     config_tx: watch::Sender<Config>,
@@ -700,6 +701,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             reporter_actor: None,
             director_actors: Vec::new(),
             replicator: None,
+            replicator_actor: None,
             directors: BTreeMap::new(),
             config_tx: watch::channel(config.clone()).0,
             digests: watch::channel(Digests::default()).1,
@@ -820,16 +822,15 @@ impl<L: GroupLayer> NodeRuntime<L> {
         let settings = replicator_settings(&self.config, &self.name)?;
         let streams =
             replicator_streams(&self.config, &self.name, self.layer.peer_streams()).await?;
-        let session = self
-            .layer
-            .open_session()
-            .await
-            .map_err(|source| RunError::Gcs {
-                node: self.name.clone(),
-                source,
-            })?;
-        let (status, task) =
-            replicator_actor::spawn(session, streams, settings, self.shutdown_signal());
+        let actor = replicator_shell::start(
+            self.home()?,
+            &self.supervision,
+            self.layer.clone(),
+            streams,
+            settings,
+        );
+        let status = actor.watch();
+        self.replicator_actor = Some(actor);
         if let Some(reporter) = self.reporter.clone() {
             let mut rx = status.clone();
             let mut stop = self.stop.subscribe();
@@ -844,13 +845,6 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 }
             });
         }
-        self.spawn("replicator", async move {
-            match task.await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(e) if e.is_cancelled() => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
         self.replicator = Some(status);
         Ok(())
     }
@@ -1181,6 +1175,11 @@ impl<L: GroupLayer> NodeRuntime<L> {
         self.reporter.as_ref()
     }
 
+    /// The Replicator's actor, if this node runs one.
+    pub fn replicator_actor(&self) -> Option<&ReplicatorActor> {
+        self.replicator_actor.as_ref()
+    }
+
     /// The Replicator's status, if this node runs one.
     pub fn replicator(&self) -> Option<&watch::Receiver<ReplicatorStatus>> {
         self.replicator.as_ref()
@@ -1261,6 +1260,9 @@ impl<L: GroupLayer> NodeRuntime<L> {
         }
         for d in &self.director_actors {
             let _ = tokio::time::timeout(leave, d.shutdown()).await;
+        }
+        if let Some(r) = &self.replicator_actor {
+            let _ = tokio::time::timeout(leave, r.role().shutdown()).await;
         }
         if let Some(home) = self.home.take() {
             home.stop();

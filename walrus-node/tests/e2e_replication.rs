@@ -377,6 +377,11 @@ transport = "{transport}"
         )),
         "expected generation {g}:\n{table}"
     );
+    // Its Replicator is a supervised actor beside the others.
+    assert!(
+        table.contains("actor replicator       restarts 0"),
+        "expected the replicator's actor:\n{table}"
+    );
 
     // r2 is SIGKILLed; changes continue; r1 follows, r2's nginx keeps the old tree whole.
     r2.proc.kill();

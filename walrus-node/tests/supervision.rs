@@ -3,7 +3,8 @@
 //! test-only `Crash` message and is restarted with its state rebuilt while the node and
 //! its other roles keep running; the master Controller's crash hands mastership to a
 //! backup with no answer changed; and a role that keeps failing stops the node with an
-//! error naming the role, the limit and the cause.
+//! error naming the role, the limit and the cause. The Replicator's actor (primary and
+//! replica) restarts too: the replica keeps serving its generation and catches up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -26,7 +27,19 @@ fn restarts<F: Layers>(cluster: &Cluster<F>, node: &str, role: &str) -> u64 {
         .map_or(0, |m| m.restarts)
 }
 
-async fn deployment(tag: &str) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
+/// Crashes `node`'s Replicator actor and waits for its first restart.
+async fn crash_replicator<F: Layers>(cluster: &Cluster<F>, node: &str) {
+    let rt = cluster.node(node).unwrap();
+    rt.replicator_actor().unwrap().role().crash();
+    poll_until(&format!("{node}'s replicator restarted"), PATIENCE, || {
+        (restarts(cluster, node, "replicator") == 1).then_some(())
+    })
+    .await;
+}
+
+/// Two areas, three Controllers; with `replication`, ctl-1 is also the Replicator's
+/// primary (content root `DIR/site`) and w-1 a replica (store `DIR/w-1-store`).
+async fn deployment(tag: &str, replication: bool) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
     let dir = TempDir::new(tag);
     let w1 = TinyHttp::start().await;
     let w2 = TinyHttp::start().await;
@@ -37,17 +50,42 @@ async fn deployment(tag: &str) -> (TempDir, Vec<TinyHttp>, [u16; 2], Config) {
         server: None,
         area: None,
     };
-    let toml = two_area_toml(
+    let mut toml = two_area_toml(
         ports,
         [w1.url(), w2.url()],
         &[
-            ctl("ctl-1"),
+            NodeSpec {
+                roles: if replication {
+                    &["controller", "replicator"]
+                } else {
+                    &["controller"]
+                },
+                ..ctl("ctl-1")
+            },
             ctl("ctl-2"),
             ctl("ctl-3"),
-            NodeSpec::worker("w-1", "s1", "a1"),
+            NodeSpec {
+                roles: if replication {
+                    &["reporter", "director", "replicator"]
+                } else {
+                    &["reporter", "director"]
+                },
+                ..NodeSpec::worker("w-1", "s1", "a1")
+            },
             NodeSpec::worker("w-2", "s2", "a2"),
         ],
     );
+    if replication {
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("site")).unwrap();
+        std::fs::write(d.join("site/index.html"), "v1").unwrap();
+        let store = format!("replicator_root = \"{}\"", d.join("w-1-store").display());
+        toml = add_to_node(&toml, "w-1", &store);
+        toml += &format!(
+            "[replicator]\nprimary = \"ctl-1\"\nroot = \"{}\"\nkeep = 2\n",
+            d.join("site").display()
+        );
+    }
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
     (dir, vec![w1, w2], ports, config)
 }
@@ -65,7 +103,7 @@ async fn rounds_go_on<F: Layers>(cluster: &Cluster<F>, what: &str, after: &Decis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_actor_restarts_and_the_master_controller_hands_over_without_changes() {
     init_logs();
-    let (dir, _web, [p1, p2], config) = deployment("supervision").await;
+    let (dir, _web, [p1, p2], config) = deployment("supervision", true).await;
     let cluster = Cluster::start(config, dir.path(), QuicLayers)
         .await
         .unwrap();
@@ -133,6 +171,67 @@ async fn each_role_actor_restarts_and_the_master_controller_hands_over_without_c
     assert_eq!(d.answers, before.answers);
     assert_eq!(dig_a(dns1, "www.example.com"), ["192.0.2.1"]);
 
+    // The Replicator: the replica's actor, then the primary's. Each restarts with its
+    // state rebuilt from disk and rejoins Replicators; the replica keeps serving its
+    // generation whole meanwhile and catches up with what changed.
+    let served = dir.path().join("w-1-store/current/index.html");
+    let replica_at = |text: &'static str| {
+        let served = served.clone();
+        move || (std::fs::read_to_string(&served).ok()? == text).then_some(())
+    };
+    poll_until(
+        "w-1 serves the first generation",
+        PATIENCE,
+        replica_at("v1"),
+    )
+    .await;
+    let generation = |node: &str| {
+        cluster
+            .node(node)
+            .unwrap()
+            .replicator()
+            .unwrap()
+            .borrow()
+            .generation
+    };
+    let g1 = generation("w-1");
+    crash_replicator(&cluster, "w-1").await;
+    assert_eq!(std::fs::read_to_string(&served).unwrap(), "v1");
+    assert_eq!(generation("w-1"), g1, "the restart changed what w-1 serves");
+    std::fs::write(dir.path().join("site/index.html"), "v2").unwrap();
+    poll_until(
+        "w-1 catches up after its restart",
+        PATIENCE,
+        replica_at("v2"),
+    )
+    .await;
+    crash_replicator(&cluster, "ctl-1").await;
+    std::fs::write(dir.path().join("site/index.html"), "v3").unwrap();
+    poll_until(
+        "w-1 follows the restarted primary",
+        PATIENCE,
+        replica_at("v3"),
+    )
+    .await;
+    let status = cluster
+        .node("w-1")
+        .unwrap()
+        .replicator_actor()
+        .unwrap()
+        .get_status()
+        .await
+        .unwrap();
+    assert!(
+        !status.primary && status.generation > g1 && status.lag() == Some(0),
+        "{status:?}"
+    );
+    assert!(
+        cluster.node("w-1").unwrap().supervision().metrics()["replicator"]
+            .last_cause
+            .as_deref()
+            .is_some_and(|c| c.contains("test-only crash of the replicator")),
+    );
+
     // The master Controller: its actor restarts as a backup (a new session joins last),
     // a backup takes over from the last decision, and no answer changes.
     cluster
@@ -198,7 +297,7 @@ async fn each_role_actor_restarts_and_the_master_controller_hands_over_without_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_over_its_restart_limit_stops_the_node_with_a_clear_error() {
     init_logs();
-    let (dir, _web, _, config) = deployment("restart-limit").await;
+    let (dir, _web, _, config) = deployment("restart-limit", false).await;
     let cluster = Cluster::start(config, dir.path(), QuicLayers)
         .await
         .unwrap();

@@ -1,4 +1,5 @@
-//! The Replicator's shell: the primary announces generations and serves transfers; a
+//! The Replicator's work (run by its supervised actix shell, [`super::shell`], as a task
+//! on the node's runtime): the primary announces generations and serves transfers; a
 //! replica pulls on announcements, on start and when the `Replicators` membership changes.
 //!
 //! ```text
@@ -295,7 +296,9 @@ impl PushPlan {
 // ----------------------------------------------------------------------------------------
 // The shell.
 
-/// Starts the Replicator: returns its status and its task (which ends after `shutdown`).
+/// Starts the Replicator's work as a bare tokio task (no supervision; the node runs it
+/// under its shell, [`super::shell`]): returns its status and its task (which ends after
+/// `shutdown`).
 pub fn spawn<S: GroupSession>(
     session: S,
     streams: Arc<dyn PeerStreams>,
@@ -305,37 +308,48 @@ pub fn spawn<S: GroupSession>(
     watch::Receiver<ReplicatorStatus>,
     JoinHandle<Result<(), ReplicatorActorError>>,
 ) {
-    let (tx, rx) = watch::channel(ReplicatorStatus {
-        primary: matches!(settings.role, ReplicatorRole::Primary { .. }),
-        ..ReplicatorStatus::default()
-    });
-    let task = tokio::spawn(async move {
-        let r = match settings.role.clone() {
-            ReplicatorRole::Primary {
-                root,
-                state_dir,
-                watch,
-            } => {
-                run_primary(
-                    session, streams, settings, root, state_dir, watch, tx, shutdown,
-                )
-                .await
-            }
-            ReplicatorRole::Replica { store, config } => match settings.method {
-                TransferMethod::Walrus => {
-                    run_replica(session, streams, settings, store, config, tx, shutdown).await
-                }
-                TransferMethod::Rsync { .. } => {
-                    run_rsync_replica(session, settings, store, config, tx, shutdown).await
-                }
-            },
-        };
-        if let Err(e) = &r {
-            tracing::error!(error = %e, "replicator stopped");
-        }
-        r
-    });
+    let (tx, rx) = watch::channel(ReplicatorStatus::default());
+    let task = tokio::spawn(run(session, streams, settings, tx, shutdown));
     (rx, task)
+}
+
+/// The Replicator's work over `session` until `shutdown`: primary or replica as
+/// `settings` say, its state rebuilt from disk (the primary's generation numbering, the
+/// replica's store), every change published on `status`.
+pub async fn run<S: GroupSession>(
+    session: S,
+    streams: Arc<dyn PeerStreams>,
+    settings: ReplicatorSettings,
+    status: watch::Sender<ReplicatorStatus>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReplicatorActorError> {
+    let primary = matches!(settings.role, ReplicatorRole::Primary { .. });
+    status.send_modify(|s| s.primary = primary);
+    let tx = status;
+    let r = match settings.role.clone() {
+        ReplicatorRole::Primary {
+            root,
+            state_dir,
+            watch,
+        } => {
+            run_primary(
+                session, streams, settings, root, state_dir, watch, tx, shutdown,
+            )
+            .await
+        }
+        ReplicatorRole::Replica { store, config } => match settings.method {
+            TransferMethod::Walrus => {
+                run_replica(session, streams, settings, store, config, tx, shutdown).await
+            }
+            TransferMethod::Rsync { .. } => {
+                run_rsync_replica(session, settings, store, config, tx, shutdown).await
+            }
+        },
+    };
+    if let Err(e) = &r {
+        tracing::error!(error = %e, "replicator stopped");
+    }
+    r
 }
 
 /// A shutdown future that many tasks can await.

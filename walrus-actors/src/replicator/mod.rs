@@ -16,8 +16,9 @@
 //!                         announce g (Replicators group)
 //! ```
 //!
-//! The shell that does the following is [`actor`] (over walrus-gcs's point-to-point QUIC
-//! streams, [`crate::group::PeerStreams`]); the driver in [`transfer`] runs over any
+//! The work that does the following is [`actor`] (over walrus-gcs's point-to-point QUIC
+//! streams, [`crate::group::PeerStreams`]), run by the supervised actix shell [`shell`]
+//! (a restart rebuilds it from the store on disk and rejoins `Replicators`); the driver in [`transfer`] runs over any
 //! `AsyncRead`/`AsyncWrite` pair (TCP loopback and tokio duplex in the tests).
 //! What the actor does:
 //! - **Primary**: run [`watcher::run_primary`] with a [`transfer::PrimarySource`]; for each
@@ -43,6 +44,7 @@ pub mod manifest;
 pub mod path;
 pub mod protocol;
 pub mod rsync;
+pub mod shell;
 pub mod stall;
 pub mod store;
 pub mod transfer;
