@@ -1,0 +1,333 @@
+//! Config → each role's settings: pure functions from the validated [`Config`] to the
+//! types each role's `start` takes (unit-tested in `tests.rs`).
+
+use super::*;
+
+/// The Controller's round configuration: timings from `[timing]`, the assignment's
+/// parameters from `[controller]` (others keep their documented defaults), the dead-server
+/// notification delay from `[notify]`.
+pub fn round_config(config: &Config) -> RoundConfig {
+    let mut round = RoundConfig {
+        round_period: config.timing.round_period,
+        report_timeout: config.timing.report_timeout,
+        fast_failover: config.timing.fast_failover,
+        ..RoundConfig::default()
+    };
+    round.params.dead_after = config.notify.dead_after;
+    config.controller.apply(&mut round);
+    round
+}
+
+/// The notification channels of `[notify]`, for the site.
+pub fn notify_config(config: &Config) -> NotifyConfig {
+    NotifyConfig {
+        site: config.site.clone(),
+        command: config.notify.command.clone(),
+        webhook: config.notify.webhook.clone(),
+        webhook_headers: config.notify.webhook_headers.clone(),
+        webhook_body: config.notify.webhook_body.clone(),
+        webhook_ca: config.notify.webhook_ca.clone(),
+        ..NotifyConfig::default()
+    }
+}
+
+/// Everything a Controller runs with.
+pub fn controller_settings(config: &Config) -> ControllerSettings {
+    ControllerSettings {
+        round: round_config(config),
+        topology: config.topology(),
+        notify: notify_config(config),
+        replication_primary: config.replicator.as_ref().map(|r| r.primary.clone()),
+    }
+}
+
+/// The Reporter of node `node`: its server's status page, the reporting interval, the
+/// bypass file.
+pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, RunError> {
+    let n = config.node(node)?;
+    let server_name = n.server.clone().ok_or_else(|| RunError::Role {
+        node: node.to_owned(),
+        detail: "the reporter role needs `server`".into(),
+    })?;
+    let server = config
+        .clusters
+        .values()
+        .find_map(|c| c.servers.get(&server_name))
+        .ok_or_else(|| RunError::Role {
+            node: node.to_owned(),
+            detail: format!("server {server_name} is in no cluster"),
+        })?;
+    let url = server.status.url.clone();
+    let max = server.status.max_workers;
+    let web = match server.status.kind {
+        StatusKind::Nginx => WebSource::Nginx {
+            url,
+            max_workers: max,
+        },
+        StatusKind::Apache => WebSource::Apache {
+            url,
+            max_workers: None,
+        },
+        StatusKind::Probe => WebSource::Probe {
+            url,
+            expect_status: None,
+            body_contains: None,
+            max_workers: max,
+        },
+    };
+    let mut rc = ReporterConfig::new(server_name, web);
+    rc.interval = config.timing.report_interval;
+    rc.bypass_file = config.reporter.bypass_file.clone();
+    rc.panic_after = config.reporter.panic_after;
+    rc.os_stats = config.reporter.os_stats;
+    if !config.timing.fast_failover {
+        rc.fast_failover = None;
+    }
+    Ok(rc)
+}
+
+/// The Replicator of node `node`: primary or replica, its directory (the node's
+/// `replicator_root` or `[replicator] root`), `keep` old generations beside the current
+/// one. The primary keeps its generation numbering in `<root>.walrus-state`. With the
+/// rsync method the primary pushes to every replica's `rsync_url`.
+pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSettings, RunError> {
+    let n = config.node(node)?;
+    let role_err = |detail: String| RunError::Role {
+        node: node.to_owned(),
+        detail,
+    };
+    let r = config
+        .replicator
+        .as_ref()
+        .ok_or_else(|| role_err("the replicator role needs a [replicator] section".into()))?;
+    let method = match r.method {
+        ReplicationMethod::Walrus => TransferMethod::Walrus,
+        ReplicationMethod::Rsync => TransferMethod::Rsync {
+            program: PathBuf::from("rsync"),
+            replicas: config
+                .nodes
+                .iter()
+                .filter(|(name, n)| **name != r.primary && n.roles.contains(&Role::Replicator))
+                .filter_map(|(name, n)| Some((name.clone(), n.rsync_url.clone()?)))
+                .collect(),
+        },
+    };
+    let root = r.root_of(n);
+    let role = if r.primary == node {
+        let mut state = root.clone().into_os_string();
+        state.push(".walrus-state");
+        ReplicatorRole::Primary {
+            root,
+            state_dir: PathBuf::from(state),
+            watch: WatchConfig::default(),
+        }
+    } else {
+        ReplicatorRole::Replica {
+            store: root,
+            config: StoreConfig {
+                keep: r.keep + 1,
+                ..StoreConfig::default()
+            },
+        }
+    };
+    Ok(ReplicatorSettings {
+        me: node.to_owned(),
+        primary: r.primary.clone(),
+        role,
+        backoff: BackoffConfig::default(),
+        method,
+    })
+}
+
+pub(super) fn director_error(area: &AreaName, e: impl std::fmt::Display) -> RunError {
+    RunError::Director {
+        area: area.clone(),
+        detail: e.to_string(),
+    }
+}
+
+/// How long resolvers may keep NS records and name-server addresses. Only the www
+/// answer needs a low TTL; NS records served with it made BIND's resolver fail with
+/// "loop detected" within seconds (found by the steering lab, `docs/lab/`).
+pub(super) const NS_TTL: Duration = Duration::from_secs(3600);
+
+/// The §7.2 zone layout of `area`: the site zone, the area zone, the name server
+/// `ns.<area zone>` at the area's `name_server` address, the configured TTL for the www
+/// answer, [`NS_TTL`] for NS records, and every other area (its zone, `ns.<zone>` and its
+/// `ns_addresses`): the site zone lists every area's name server and delegates every area
+/// zone inside it.
+pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunError> {
+    let a = config.areas.get(area).ok_or_else(|| RunError::Director {
+        area: area.clone(),
+        detail: "not an area of the configuration".into(),
+    })?;
+    let ttl = RecordTtl::try_from(config.dns.ttl).map_err(|e| director_error(area, e))?;
+    let ns_ttl = RecordTtl::try_from(NS_TTL).map_err(|e| director_error(area, e))?;
+    let others = config
+        .areas
+        .iter()
+        .filter(|(name, _)| *name != area)
+        .map(|(name, other)| {
+            AreaServer::new(&other.zone, None, other.ns_addresses.clone())
+                .map_err(|e| director_error(name, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ZoneLayout::new(&config.site, &a.zone, None, a.ns_addresses.clone(), ttl)
+        .map(|layout| layout.with_ns_ttl(ns_ttl).with_other_areas(others))
+        .map_err(|e| director_error(area, e))
+}
+
+/// The embedded name servers' source steering from `[[dns.steering]]`: each rule's
+/// source prefix mapped to its area's zone (empty: the paper's §7.2 answer).
+pub fn steering(config: &Config) -> Result<Steering, walrus_actors::director::DirectorError> {
+    let pairs: Vec<(String, String)> = config
+        .dns
+        .steering
+        .iter()
+        .filter_map(|r| {
+            config
+                .areas
+                .get(&r.area)
+                .map(|a| (r.source.clone(), a.zone.clone()))
+        })
+        .collect();
+    Steering::from_pairs(pairs.iter().map(|(s, z)| (s.as_str(), z.as_str())))
+}
+
+/// What an area's embedded server answers before its first decision (no state file yet):
+/// its home cluster's addresses, at most `max_records`.
+pub fn initial_answer(config: &Config, area: &AreaName) -> WwwRecords {
+    let ttl = RecordTtl::try_from(config.dns.ttl).unwrap_or_default();
+    let addrs = config
+        .areas
+        .get(area)
+        .and_then(|a| config.clusters.get(&a.home_cluster))
+        .map(|c| {
+            c.servers
+                .values()
+                .flat_map(|s| s.addresses.iter().copied())
+                .take(config.controller.max_records)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    WwwRecords::from_addrs(addrs, ttl)
+}
+
+/// The embedded server's state file of `area`.
+pub fn state_file(config: &Config, area: &AreaName) -> PathBuf {
+    config.dns.state_dir.join(format!("{area}.state"))
+}
+
+/// The RFC 2136 updater of `area` (its name server, zone and TSIG key file).
+pub fn rfc2136_updater(config: &Config, area: &AreaName) -> Result<Rfc2136Updater, RunError> {
+    let a = config.areas.get(area).ok_or_else(|| RunError::Director {
+        area: area.clone(),
+        detail: "not an area of the configuration".into(),
+    })?;
+    let path = a.tsig_key_file.as_ref().ok_or_else(|| RunError::Director {
+        area: area.clone(),
+        detail: "the rfc2136 backend needs tsig_key_file".into(),
+    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| director_error(area, format!("TSIG key file {}: {e}", path.display())))?;
+    let key = TsigKey::from_bind_key(&text)
+        .map_err(|e| director_error(area, format!("TSIG key file {}: {e}", path.display())))?;
+    let area_zone = fqdn(&a.zone).map_err(|e| director_error(area, e))?;
+    Rfc2136Updater::new(Rfc2136Config {
+        area: area.clone(),
+        server: a.name_server,
+        area_zone,
+        key,
+        timeout: Duration::from_secs(2),
+    })
+    .map_err(|e| director_error(area, e))
+}
+
+/// The walrus-gcs configuration of `node`: its address, every other node as a peer, its
+/// certificate `<tls.dir>/<node>.pem` and key `<tls.dir>/<node>.key`, the CA `tls.ca`, and
+/// the LAN or WAN timeouts.
+pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
+    let n = config.node(node)?;
+    let transport = TransportConfig {
+        me: NodeId::new(node),
+        listen: Listen::Addr(n.address),
+        peers: peer_addresses(config, node),
+        identity: node_identity(config, node)?,
+        limits: Limits::default(),
+    };
+    // The profile sets the transport's limits and the core's timeouts together.
+    Ok(match config.timing.gcs_profile {
+        GcsProfile::Lan => GcsConfig::lan(transport),
+        GcsProfile::Wan => GcsConfig::wan(transport),
+    })
+}
+
+/// Node `node`'s certificate and key (`<tls.dir>/<node>.pem`, `.key`) and the CA.
+pub(super) fn node_identity(config: &Config, node: &str) -> Result<NodeIdentity, RunError> {
+    let certs_err = |source| RunError::Certs {
+        node: node.to_owned(),
+        source,
+    };
+    Ok(NodeIdentity {
+        ca: certs::read_cert(&config.tls.ca).map_err(certs_err)?,
+        cert: certs::read_cert(&config.tls.dir.join(format!("{node}.pem"))).map_err(certs_err)?,
+        key: certs::read_key(&config.tls.dir.join(format!("{node}.key"))).map_err(certs_err)?,
+    })
+}
+
+/// Every node but `node`, with its address.
+pub(super) fn peer_addresses(config: &Config, node: &str) -> Vec<(NodeId, SocketAddr)> {
+    config
+        .nodes
+        .iter()
+        .filter(|(name, _)| name.as_str() != node)
+        .map(|(name, p)| (NodeId::new(name.as_str()), p.address))
+        .collect()
+}
+
+/// The Replicator's point-to-point streams: the group layer's QUIC streams, or with
+/// `[replicator] transport = "tls-tcp"` TLS over TCP on the node's address (same port
+/// number) with the same certificates.
+pub(super) async fn replicator_streams(
+    config: &Config,
+    node: &str,
+    layer: Option<Arc<dyn PeerStreams>>,
+) -> Result<Arc<dyn PeerStreams>, RunError> {
+    let tls_tcp = config.replicator.as_ref().is_some_and(|r| {
+        r.method == ReplicationMethod::Walrus && r.transport == TransferTransport::TlsTcp
+    });
+    if !tls_tcp {
+        return layer.ok_or_else(|| RunError::Role {
+            node: node.to_owned(),
+            detail: "the group layer has no point-to-point streams for the replicator".into(),
+        });
+    }
+    let n = config.node(node)?;
+    let limits = match config.timing.gcs_profile {
+        GcsProfile::Lan => Limits::lan(),
+        GcsProfile::Wan => Limits::wan(),
+    };
+    let streams = TcpStreams::bind(
+        n.address,
+        peer_addresses(config, node),
+        &node_identity(config, node)?,
+        &limits,
+    )
+    .await
+    .map_err(|e| RunError::Role {
+        node: node.to_owned(),
+        detail: format!("replicator transport tls-tcp: {e}"),
+    })?;
+    tracing::info!(addr = %streams.local_addr(), "replicator: transfers over TLS/TCP");
+    Ok(Arc::new(streams))
+}
+
+/// How long a Controller waits for its node to share a view with another node before it
+/// joins `Controllers` alone (see [`GroupLayer::settled`]): five failure timeouts of the
+/// gcs profile (2 s on a LAN, 20 s on a WAN).
+pub fn join_grace(config: &Config) -> Duration {
+    match config.timing.gcs_profile {
+        GcsProfile::Lan => CoreConfig::lan().failure_timeout * 5,
+        GcsProfile::Wan => CoreConfig::wan().failure_timeout * 5,
+    }
+}

@@ -1,0 +1,265 @@
+use super::*;
+use std::path::Path;
+
+const EXAMPLE: &str = include_str!("../../../config/walrus.toml");
+
+fn example() -> Config {
+    Config::from_toml(Path::new("walrus.toml"), EXAMPLE).unwrap()
+}
+
+#[test]
+fn round_config_takes_timings_parameters_and_dead_after() {
+    let text = EXAMPLE
+        .replace("round_period = \"1s\"", "round_period = \"2s\"")
+        .replace("report_timeout = \"400ms\"", "report_timeout = \"700ms\"")
+        .replace("threshold = 0.8", "threshold = 0.7")
+        .replace("margin = 0.2", "margin = 0.3")
+        .replace("max_records = 20", "max_records = 5")
+        .replace("dead_after = \"5m\"", "dead_after = \"90s\"");
+    let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+    let r = round_config(&c);
+    assert_eq!(r.round_period, Duration::from_secs(2));
+    assert_eq!(r.report_timeout, Duration::from_millis(700));
+    assert_eq!(r.params.threshold, 0.7);
+    assert_eq!(r.params.margin, 0.3);
+    assert_eq!(r.params.max_records, 5);
+    assert_eq!(r.params.dead_after, Duration::from_secs(90));
+    assert_eq!(
+        r.params.return_margin,
+        walrus_actors::controller::assign::Params::default().return_margin
+    );
+    assert!(r.fast_failover);
+    r.validate().unwrap();
+    // fast_failover = false: no early rounds, no probe in the Reporter.
+    let off = EXAMPLE.replace("fast_failover = true", "fast_failover = false");
+    let c = Config::from_toml(Path::new("w.toml"), &off).unwrap();
+    assert!(!round_config(&c).fast_failover);
+    assert_eq!(reporter_config(&c, "eu-a").unwrap().fast_failover, None);
+    assert!(reporter_config(&example(), "eu-a")
+        .unwrap()
+        .fast_failover
+        .is_some());
+}
+
+#[test]
+fn reporter_config_follows_the_nodes_server() {
+    let c = example();
+    let r = reporter_config(&c, "eu-a").unwrap();
+    assert_eq!(r.server.0, "eu-1");
+    assert_eq!(
+        r.web,
+        WebSource::Nginx {
+            url: "http://127.0.1.1:8080/nginx_status".into(),
+            max_workers: 1024
+        }
+    );
+    assert_eq!(r.interval, Duration::from_secs(1));
+    assert_eq!(r.bypass_file, PathBuf::from("/var/lib/walrus/bypass"));
+    let r = reporter_config(&c, "eu-b").unwrap();
+    assert!(matches!(r.web, WebSource::Apache { .. }));
+    let r = reporter_config(&c, "us-b").unwrap();
+    assert!(matches!(
+        r.web,
+        WebSource::Probe {
+            max_workers: 512,
+            ..
+        }
+    ));
+    assert!(reporter_config(&c, "nobody").is_err());
+}
+
+#[test]
+fn zone_layout_and_initial_answer_of_an_area() {
+    let c = example();
+    let eu = AreaName::from("eu");
+    let l = zone_layout(&c, &eu).unwrap();
+    assert_eq!(l.site.to_ascii(), "example.com.");
+    assert_eq!(l.area_zone.to_ascii(), "area-eu.example.com.");
+    assert_eq!(l.ns_name.to_ascii(), "ns.area-eu.example.com.");
+    assert_eq!(
+        l.ns_addrs,
+        vec!["127.0.0.11".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(l.ttl.secs(), 30);
+    // NS records live long; every area's server is listed for the site zone.
+    assert_eq!(l.ns_ttl.secs(), 3600);
+    let mut others: Vec<String> = l
+        .other_areas
+        .iter()
+        .map(|a| format!("{} {} {:?}", a.zone, a.ns_name, a.ns_addrs))
+        .collect();
+    others.sort();
+    assert_eq!(
+        others,
+        vec![
+            "area-asia.example.com. ns.area-asia.example.com. [127.0.0.13]",
+            "area-us.example.com. ns.area-us.example.com. [127.0.0.12]"
+        ]
+    );
+    let w = initial_answer(&c, &eu);
+    assert_eq!(w.v4.len(), 2, "{w:?}");
+    assert_eq!(
+        state_file(&c, &eu),
+        PathBuf::from("/var/lib/walrus/dns/eu.state")
+    );
+    assert!(zone_layout(&c, &AreaName::from("mars")).is_err());
+}
+
+#[test]
+fn steering_and_published_ns_addresses_reach_the_embedded_server() {
+    assert!(steering(&example()).unwrap().is_empty());
+    let text = EXAMPLE
+        .replace(
+            "state_dir = \"/var/lib/walrus/dns\"",
+            "state_dir = \"/var/lib/walrus/dns\"\nsteering = [{ source = \"10.1.0.0/16\", area = \"us\" }]",
+        )
+        .replace(
+            "home_cluster = \"c-eu\"",
+            "home_cluster = \"c-eu\"\nns_addresses = [\"192.0.2.53\"]",
+        );
+    let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+    let s = steering(&c).unwrap();
+    assert_eq!(
+        s.target_for("10.1.2.3".parse().unwrap())
+            .map(|n| n.to_ascii()),
+        Some("area-us.example.com.".to_owned())
+    );
+    assert_eq!(s.target_for("10.2.0.1".parse().unwrap()), None);
+    let l = zone_layout(&c, &AreaName::from("eu")).unwrap();
+    assert_eq!(
+        l.ns_addrs,
+        vec!["192.0.2.53".parse::<std::net::IpAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn controller_settings_carry_topology_and_notify() {
+    let text = EXAMPLE
+        .replace(
+            "# webhook = \"https://hooks.slack.com/services/T000/B000/XXXX\"",
+            "webhook = \"http://127.0.0.1:9099/walrus\"",
+        )
+        .replace("# webhook_body = '{\"text\"", "webhook_body = '{\"text\"");
+    let c = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+    let s = controller_settings(&c);
+    assert_eq!(s.topology.areas.len(), 3);
+    assert_eq!(s.notify.site, "example.com");
+    assert_eq!(
+        s.notify.webhook.as_deref(),
+        Some("http://127.0.0.1:9099/walrus")
+    );
+    assert_eq!(
+        s.notify.webhook_body.as_deref(),
+        Some("{\"text\": \"Walrus: {summary}\"}")
+    );
+}
+
+#[test]
+fn a_reload_applies_topology_and_refuses_this_nodes_own_identity_whole() {
+    let old = example();
+    let added = EXAMPLE.to_owned()
+        + "\n[clusters.c-eu.servers.eu-3]\naddresses = [\"127.0.1.3\"]\nstatus = \"probe\"\n\
+           status_url = \"http://127.0.1.3:8080/\"\n\
+           [areas.sa]\nzone = \"area-sa.example.com\"\nname_server = \"127.0.0.14:53\"\n\
+           home_cluster = \"c-sa\"\n\
+           [clusters.c-sa.servers.sa-1]\naddresses = [\"127.0.4.1\"]\nstatus = \"probe\"\n\
+           status_url = \"http://127.0.4.1:8080/\"\n\
+           [nodes.eu-c]\naddress = \"127.0.1.3:7400\"\nroles = [\"reporter\"]\nserver = \"eu-3\"\n";
+    let new = Config::from_toml(Path::new("w.toml"), &added).unwrap();
+    let applied = plan_reload(&old, &new, "eu-a").unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            "area sa added",
+            "cluster c-eu changed",
+            "cluster c-sa added",
+            "server eu-3 added",
+            "server sa-1 added",
+            "node eu-c added"
+        ]
+    );
+    // And back: everything removed again.
+    let back = plan_reload(&new, &old, "eu-a").unwrap();
+    assert!(back.contains(&"node eu-c removed".to_owned()), "{back:?}");
+    // This node's own address, its area's name server, the site, [tls]: all refused at
+    // once, with the reasons.
+    let text = added
+        .replace(
+            "address = \"127.0.1.1:7400\"",
+            "address = \"127.0.1.1:7401\"",
+        )
+        .replace(
+            "name_server = \"127.0.0.11:53\"",
+            "name_server = \"127.0.0.11:5353\"",
+        )
+        .replace("site = \"example.com\"", "site = \"example.org\"")
+        .replace(
+            "ca = \"/etc/walrus/certs/ca.pem\"",
+            "ca = \"/etc/walrus/ca.pem\"",
+        );
+    let bad = Config::from_toml(Path::new("w.toml"), &text).unwrap();
+    let reasons = plan_reload(&old, &bad, "eu-a").unwrap_err();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons[0].starts_with("site"), "{reasons:?}");
+    assert!(reasons[1].starts_with("[tls]"), "{reasons:?}");
+    assert!(reasons[2].starts_with("[nodes.eu-a]"), "{reasons:?}");
+    assert!(
+        reasons[3].starts_with("area eu: this node is its Director"),
+        "{reasons:?}"
+    );
+    // Another node's address and another area's name server are live changes.
+    let other = EXAMPLE
+        .replace(
+            "address = \"127.0.2.2:7400\"",
+            "address = \"127.0.2.2:7401\"",
+        )
+        .replace(
+            "name_server = \"127.0.0.12:53\"",
+            "name_server = \"127.0.0.12:5353\"",
+        );
+    let other = Config::from_toml(Path::new("w.toml"), &other).unwrap();
+    assert_eq!(
+        plan_reload(&old, &other, "eu-a").unwrap(),
+        vec!["area us changed", "node us-b changed"]
+    );
+    // With dns.mode = "direct" a Controller cannot add areas live (its updaters are
+    // made at start); a node without a Controller can.
+    let (mut a, mut b) = (old.clone(), new.clone());
+    a.dns.mode = DnsMode::Direct;
+    b.dns.mode = DnsMode::Direct;
+    let r = plan_reload(&a, &b, "eu-a").unwrap_err();
+    assert!(r[0].contains("direct"), "{r:?}");
+    assert!(plan_reload(&a, &b, "eu-b").is_ok());
+}
+
+#[test]
+fn gcs_config_names_missing_certificates() {
+    let c = example();
+    let Err(e) = gcs_config(&c, "eu-a") else {
+        panic!("no certificates exist at /etc/walrus/certs here")
+    };
+    assert!(e.to_string().contains("node eu-a: TLS"), "{e}");
+}
+
+#[test]
+fn gcs_config_lists_every_other_node_as_peer() {
+    let dir = std::env::temp_dir().join(format!("walrus-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    certs::write_new_ca(&dir).unwrap();
+    certs::write_node_cert(&dir, "eu-a").unwrap();
+    let mut c = example();
+    c.tls.ca = dir.join("ca.pem");
+    c.tls.dir = dir.clone();
+    let g = gcs_config(&c, "eu-a").unwrap();
+    assert_eq!(g.transport.me, NodeId::new("eu-a"));
+    assert_eq!(g.transport.peers.len(), 5);
+    assert!(g.transport.peers.iter().all(|(n, _)| n.as_str() != "eu-a"));
+    assert_eq!(g.core, CoreConfig::lan());
+    assert_eq!(g.transport.limits, Limits::lan());
+    // The WAN profile lengthens the transport's timeouts too, not only the core's.
+    c.timing.gcs_profile = GcsProfile::Wan;
+    let g = gcs_config(&c, "eu-a").unwrap();
+    assert_eq!(g.core, CoreConfig::wan());
+    assert_eq!(g.transport.limits, Limits::wan());
+    let _ = std::fs::remove_dir_all(&dir);
+}
