@@ -1,7 +1,7 @@
 //! Queries of an in-process deployment (`walrus_node::cluster`, feature `node`): who is
 //! master with which decision, an area's embedded serial, the Controller-only nodes.
 
-use walrus_actors::model::{AreaName, Decision};
+use walrus_actors::model::{AreaName, Decision, Round};
 use walrus_node::cluster::{Cluster, Layers};
 
 /// The Controller-only nodes of the tests' deployments.
@@ -35,4 +35,41 @@ pub fn serial<F: Layers>(cluster: &Cluster<F>, node: &str, area: &str) -> u32 {
         .clone()
         .expect("an embedded name server");
     server.state().serial
+}
+
+/// A takeover that changed nothing: waits for a master other than `old` three rounds past
+/// `from`, then asserts that its decision keeps `before`'s answers with no change and that
+/// neither name server of the two-area deployment (w-1's a1, w-2's a2) was written since
+/// `serials` were read. Returns the new master and its decision.
+pub async fn takeover_changed_nothing<F: Layers>(
+    cluster: &Cluster<F>,
+    old: &str,
+    from: Round,
+    before: &Decision,
+    serials: (u32, u32),
+) -> (String, Decision) {
+    let (new_master, after) = crate::wait::poll_until_async(
+        "a new master, three rounds on",
+        crate::wait::PATIENCE,
+        || {
+            let (m, d) = master(cluster)?;
+            (m != old && d.round.0 >= from.0 + 3).then_some((m, d))
+        },
+    )
+    .await;
+    assert_eq!(
+        after.answers, before.answers,
+        "the takeover changed an answer"
+    );
+    assert!(
+        after.changes.is_empty(),
+        "changes after the takeover: {:?}",
+        after.changes
+    );
+    assert_eq!(
+        (serial(cluster, "w-1", "a1"), serial(cluster, "w-2", "a2")),
+        serials,
+        "a name server was updated during the takeover"
+    );
+    (new_master, after)
 }
