@@ -65,6 +65,7 @@ pub mod driver;
 pub mod ecs;
 pub mod embedded;
 pub mod knot_config;
+pub mod learned;
 pub mod pdns_config;
 pub mod proximity;
 pub mod retry;
