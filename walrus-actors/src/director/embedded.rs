@@ -18,7 +18,9 @@
 use super::answer::{respond_with, truncated, EcsReply, QueryContext, Transport};
 use super::answer_cache::AnswerCache;
 use super::ecs::client_subnet;
-use super::learned::{question_key, Learned, LearnedConfig, SampleBatch, SteeringCounters};
+use super::learned::{
+    question_key, Explained, Learned, LearnedConfig, SampleBatch, SteeringCounters,
+};
 use super::proximity::EntryView;
 use super::steering::{By, LearnedAreas, Pick, Steering};
 use super::zone::{ZoneLayout, ZoneState};
@@ -282,6 +284,26 @@ impl EmbeddedServer {
     /// What the learned table holds for `resolver`'s prefix.
     pub fn learned_entry(&self, now: Instant, resolver: std::net::IpAddr) -> Option<EntryView> {
         self.learned().as_ref()?.entry(now, resolver)
+    }
+
+    /// How a query from `resolver` (without a client subnet) is answered now and why:
+    /// who decides, the zone pointed at, and the learned entry of its prefix.
+    pub fn explain(&self, resolver: std::net::IpAddr) -> Explained {
+        let now = Instant::now();
+        let steering = match self.inner.steering.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let learned = self.learned();
+        let view = learned.as_ref().map(|l| l.at(now));
+        let pick = steering.answer_for(resolver, view.as_ref().map(|v| v as &dyn LearnedAreas));
+        Explained {
+            area: self.inner.area.clone(),
+            by: pick.by,
+            target: pick.target.map(|n| n.to_ascii()),
+            entry: learned.as_ref().and_then(|l| l.entry(now, resolver)),
+            learning: learned.is_some(),
+        }
     }
 
     fn answer(

@@ -152,6 +152,21 @@ pub struct SteeringCounters {
     pub samples_dropped: u64,
 }
 
+/// How one area's server answers a resolver now, and why ([`super::embedded::EmbeddedServer::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The area whose server answers.
+    pub area: AreaName,
+    /// Who decides: a rule, the learned table, or the paper's rule.
+    pub by: By,
+    /// The area zone `www.<site>` points at (`None`: the server's own area, §7.2).
+    pub target: Option<String>,
+    /// What the learned table holds for the resolver's prefix.
+    pub entry: Option<EntryView>,
+    /// Whether learned steering is on at this server.
+    pub learning: bool,
+}
+
 /// A question as a key: the name's wire bytes lowercased, then the type and class.
 type QuestionKey = Vec<u8>;
 

@@ -70,6 +70,7 @@ pub mod pdns_config;
 pub mod proximity;
 pub mod retry;
 pub mod rfc2136;
+pub mod sharing;
 pub mod steering;
 pub mod transport;
 pub mod zone;
