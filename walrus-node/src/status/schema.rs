@@ -104,7 +104,7 @@ impl ResolverAnswerDoc {
         let why = match (e.by, e.learning) {
             (By::Override, _) => "a [[dns.steering]] rule covers the resolver".to_owned(),
             (By::Learned, _) => format!(
-                "learned: {} has the lowest median TC round trip (another area takes over only when faster by the hysteresis margin)",
+                "{} has the lowest median TC round trip (another area takes over only when faster by the hysteresis margin)",
                 e.entry
                     .as_ref()
                     .and_then(|v| v.chosen.as_ref())
