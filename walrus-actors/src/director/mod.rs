@@ -52,6 +52,7 @@
 //!   apply, re-check, retry, abandon), time passed in, unit-tested.
 //! - [`apply`]: one application with retries against a [`NameServer`].
 //! - [`driver::run`]: the async shell (decisions from a channel, status on a watch).
+//! - [`assembly`]: one area's Director from its [`DirectorSettings`] ([`start`]).
 //! - [`actor`]: the shell that joins `Directors` on walrus-gcs and forwards each delivered
 //!   `Decision` into the driver's channel. Every attempt and outcome is logged with
 //!   `tracing` and kept in [`core::DirectorStatus`] for the status page.
@@ -59,6 +60,7 @@
 pub mod actor;
 pub mod answer;
 mod answer_cache;
+pub mod assembly;
 pub mod bind_config;
 pub mod core;
 pub mod driver;
@@ -72,6 +74,11 @@ pub mod rfc2136;
 pub mod steering;
 pub mod transport;
 pub mod zone;
+
+pub use assembly::{
+    start, start_direct, DirectorSettings, EmbeddedSettings, NameServerSettings, RunningDirector,
+    SettingsError, Writes,
+};
 
 use crate::model::{AreaAnswer, AreaName, ClusterName, Decision};
 use rand::Rng;
