@@ -49,3 +49,5 @@ pub mod stall;
 pub mod store;
 pub mod transfer;
 pub mod watcher;
+
+pub use shell::start;

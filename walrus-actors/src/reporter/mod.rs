@@ -528,6 +528,36 @@ pub fn spawn(
     Ok((handle, gatherer.spawn(shutdown)))
 }
 
+/// A running Reporter: its supervised shell in `Reporters`, the gatherer's handle (the
+/// shell answers rounds with it; the Replicator sets the generation through it) and the
+/// gatherer's task.
+pub struct RunningReporter {
+    /// The shell's address.
+    pub actor: actor::ReporterActor,
+    /// The gatherer's handle.
+    pub handle: ReporterHandle,
+    /// The gatherer's task, which ends when `shutdown` completes.
+    pub gatherer: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the Reporter of `settings` in `home` over `layer`: the gatherer ([`spawn`],
+/// until `shutdown` completes) and its supervised shell ([`actor::start`]).
+pub fn start<L: crate::group::GroupLayer>(
+    home: &crate::supervision::ActorHome,
+    supervision: &crate::supervision::Supervision,
+    layer: std::sync::Arc<L>,
+    settings: ReporterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningReporter, ReporterError> {
+    let (handle, gatherer) = spawn(settings, shutdown)?;
+    let actor = actor::start(home, supervision, layer, handle.clone());
+    Ok(RunningReporter {
+        actor,
+        handle,
+        gatherer,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,9 @@
 //!
 //! ```text
 //!  Config ─┬─ gcs_config ───────────▶ walrus_gcs::Gcs (QUIC, mutual TLS from tls.dir)
-//!          ├─ controller_settings ──▶ controller::actor  (joins Controllers)
-//!          ├─ reporter_config ──────▶ reporter::spawn + reporter::actor (joins Reporters)
-//!          ├─ replicator_settings ──▶ replicator::shell (joins Replicators; transfers on
+//!          ├─ controller_settings ──▶ controller::start (joins Controllers)
+//!          ├─ reporter_config ──────▶ reporter::start (gatherer + actor; joins Reporters)
+//!          ├─ replicator_settings ──▶ replicator::start (joins Replicators; transfers on
 //!          │                           the gcs point-to-point streams); its generation
 //!          │                           goes into this node's Reporter's reports
 //!          └─ director_settings ────▶ director::start (its name server, driver and
@@ -51,6 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use walrus_actors::controller;
 use walrus_actors::controller::actor::{
     self as controller_actor, ControllerHandle, ControllerSettings, DirectDrivers,
 };
@@ -71,9 +72,9 @@ use walrus_actors::model::{AreaName, ClusterName, ServerName};
 use walrus_actors::replicator::actor::{
     BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus, TransferMethod,
 };
-use walrus_actors::replicator::shell::{self as replicator_shell, ReplicatorActor};
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
+use walrus_actors::replicator::{self, shell::ReplicatorActor};
 use walrus_actors::reporter::actor::ReporterActor;
 use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
@@ -297,16 +298,16 @@ impl<L: GroupLayer> NodeRuntime<L> {
             }
         }
         if n.roles.contains(&Role::Reporter) {
-            let rc = reporter_config(&self.config, &self.name)?;
-            let (handle, gatherer) = reporter::spawn(rc, self.shutdown_signal())?;
-            self.tasks.push(("reporter gatherer", gatherer));
-            self.reporter_actor = Some(reporter::actor::start(
+            let running = reporter::start(
                 self.home()?,
                 &self.supervision,
                 self.layer.clone(),
-                handle.clone(),
-            ));
-            self.reporter = Some(handle);
+                reporter_config(&self.config, &self.name)?,
+                self.shutdown_signal(),
+            )?;
+            self.tasks.push(("reporter gatherer", running.gatherer));
+            self.reporter_actor = Some(running.actor);
+            self.reporter = Some(running.handle);
         }
         if n.roles.contains(&Role::Controller) {
             let mut direct = DirectDrivers::new();
@@ -325,7 +326,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             } else {
                 Duration::ZERO
             };
-            let handle = controller_actor::start(
+            let handle = controller::start(
                 self.home()?,
                 &self.supervision,
                 self.layer.clone(),
@@ -348,12 +349,12 @@ impl<L: GroupLayer> NodeRuntime<L> {
         let settings = replicator_settings(&self.config, &self.name)?;
         let streams =
             replicator_streams(&self.config, &self.name, self.layer.peer_streams()).await?;
-        let actor = replicator_shell::start(
+        let actor = replicator::start(
             self.home()?,
             &self.supervision,
             self.layer.clone(),
-            streams,
             settings,
+            streams,
         );
         let status = actor.watch();
         self.replicator_actor = Some(actor);
