@@ -24,7 +24,7 @@ use std::time::Duration;
 use toml::Spanned;
 use walrus_actors::controller::knobs::ControllerKnobs;
 use walrus_actors::model::{AreaName, AreaSpec, ClusterName, ClusterSpec, ServerName, Topology};
-use walrus_actors::reporter::os::OsSource;
+use walrus_actors::reporter::knobs::ReporterKnobs;
 
 /// A configuration error, naming the file, the line and the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,32 +130,9 @@ pub enum StatusKind {
     Probe,
 }
 
-/// How the Replicator moves content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplicationMethod {
-    /// Walrus's own transfer over the cluster's QUIC connections (the default).
-    #[default]
-    Walrus,
-    /// `rsync -a --delete` from the primary to each replica.
-    Rsync,
-}
-
-/// What Walrus's own transfer (method `walrus`) runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum TransferTransport {
-    /// Point-to-point streams on the cluster's QUIC connections (the default: one UDP
-    /// port per node).
-    #[default]
-    #[serde(rename = "quic")]
-    Quic,
-    /// TLS 1.3 over TCP with the same certificates, on each node's address and port
-    /// number (TCP), for paths that drop or throttle UDP; needs that TCP port open. Moves
-    /// bulk data about as fast as a QUIC stream (walrus-gcs
-    /// `examples/transport_bench.rs --streams`: ~1 GB/s each on loopback).
-    #[serde(rename = "tls-tcp")]
-    TlsTcp,
-}
+/// How the Replicator moves content, and on what (walrus-actors' types: `[replicator]`
+/// `method` and `transport` deserialize straight into them).
+pub use walrus_actors::replicator::{ReplicationMethod, TransferTransport};
 
 /// The validated deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,8 +150,9 @@ pub struct Config {
     pub dns: Dns,
     /// Where notifications go.
     pub notify: Notify,
-    /// Reporter settings shared by every reporting node.
-    pub reporter: ReporterSettings,
+    /// The Reporter's knobs (`[reporter]`; the type, defaults and ranges are
+    /// walrus-actors' [`ReporterKnobs`]), shared by every reporting node.
+    pub reporter: ReporterKnobs,
     /// Cluster CA and the node certificates.
     pub tls: Tls,
     /// Every area.
@@ -300,23 +278,6 @@ pub struct SteerRule {
     pub source: String,
     /// The area (normally the one nearest to those resolvers).
     pub area: AreaName,
-}
-
-/// Reporter settings (the `[reporter]` section).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReporterSettings {
-    /// The operator's bypass file on each reporting host (`walrus-node bypass on|off`
-    /// writes it; while it exists the Reporter answers BYPASS). Default
-    /// `/var/lib/walrus/bypass`.
-    pub bypass_file: PathBuf,
-    /// Web readings failing in a row before PANIC (connection refused is PANIC at once).
-    /// Default 3.
-    pub panic_after: u32,
-    /// The OS reader (walrus-actors' type): `"auto"` (procfs on Linux, sysinfo elsewhere;
-    /// the default), `"procfs"` or `"portable"` (sysinfo on any OS). Either way, on Linux a
-    /// cgroup v2 `cpu.max`/`memory.max` limit on the process replaces the host's CPU and
-    /// memory figures with figures against that limit.
-    pub os_stats: OsSource,
 }
 
 /// Notification channels (both optional).
@@ -454,7 +415,7 @@ struct RawConfig {
     #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
-    reporter: Option<Spanned<RawReporter>>,
+    reporter: Option<Spanned<ReporterKnobs>>,
     areas: Spanned<BTreeMap<String, Spanned<RawArea>>>,
     clusters: Spanned<BTreeMap<String, Spanned<RawCluster>>>,
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
@@ -510,15 +471,6 @@ struct RawDns {
 struct RawSteerRule {
     source: String,
     area: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawReporter {
-    bypass_file: Option<PathBuf>,
-    panic_after: Option<u32>,
-    #[serde(default)]
-    os_stats: OsSource,
 }
 
 #[derive(Deserialize, Default)]
@@ -1174,25 +1126,14 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
 
 fn validate_reporter(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawReporter>>,
-) -> Result<ReporterSettings, ConfigError> {
+    raw: Option<Spanned<ReporterKnobs>>,
+) -> Result<ReporterKnobs, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
-    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    let panic_after = raw.panic_after.unwrap_or(3);
-    if panic_after == 0 {
-        return Err(loc.err(
-            span,
-            "reporter.panic_after",
-            "must be at least 1 (failed readings in a row before PANIC)",
-        ));
-    }
-    Ok(ReporterSettings {
-        bypass_file: raw
-            .bypass_file
-            .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/bypass")),
-        panic_after,
-        os_stats: raw.os_stats,
-    })
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("reporter.{}", e.field()), e.to_string()))?;
+    Ok(knobs)
 }
 
 fn validate_notify(
@@ -1909,6 +1850,17 @@ mod tests {
         assert_eq!(config.dns.state_dir, PathBuf::from("/tmp/w/dns"));
         assert_eq!(config.reporter.bypass_file, PathBuf::from("/tmp/w/bypass"));
         assert_eq!(config.reporter.panic_after, 2);
+    }
+
+    #[test]
+    fn a_reporter_knob_out_of_range_names_file_line_and_field() {
+        // The range is walrus-actors' (`ReporterKnobs::validate`); the file gives the place.
+        let err = parse(&EXAMPLE.replace("panic_after = 3", "panic_after = 0")).unwrap_err();
+        assert_eq!(err.field, "reporter.panic_after");
+        assert!(err.line.is_some(), "{err}");
+        assert!(err.message.contains("must be at least 1"), "{err}");
+        let err = parse(&EXAMPLE.replace("panic_after = 3", "panic_afterr = 3")).unwrap_err();
+        assert!(err.message.contains("panic_afterr"), "{err}");
     }
 
     #[test]

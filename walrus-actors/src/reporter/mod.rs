@@ -45,6 +45,7 @@ pub mod actor;
 pub mod bypass;
 pub mod cgroup;
 pub mod http;
+pub mod knobs;
 pub mod os;
 pub mod state;
 pub mod web;
@@ -160,16 +161,17 @@ pub struct ReporterConfig {
 impl ReporterConfig {
     /// The defaults documented on each field.
     pub fn new(server: ServerName, web: WebSource) -> Self {
+        let knobs = knobs::ReporterKnobs::default();
         Self {
             server,
             web,
             interval: Duration::from_secs(1),
             web_timeout: None,
-            panic_after: 3,
+            panic_after: knobs.panic_after,
             stale_after: None,
-            bypass_file: PathBuf::from("/var/lib/walrus/bypass"),
+            bypass_file: knobs.bypass_file,
             proc_root: PathBuf::from("/proc"),
-            os_stats: os::OsSource::Auto,
+            os_stats: knobs.os_stats,
             tls: http::TlsOptions::default(),
             fast_failover: Some(FastFailoverConfig::default()),
         }

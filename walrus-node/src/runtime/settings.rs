@@ -77,9 +77,7 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
     };
     let mut rc = ReporterConfig::new(server_name, web);
     rc.interval = config.timing.report_interval;
-    rc.bypass_file = config.reporter.bypass_file.clone();
-    rc.panic_after = config.reporter.panic_after;
-    rc.os_stats = config.reporter.os_stats;
+    config.reporter.apply(&mut rc);
     if !config.timing.fast_failover {
         rc.fast_failover = None;
     }
