@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
-use walrus_actors::controller::knobs::ControllerKnobs;
+use walrus_actors::controller::knobs::{ControllerKnobs, NotifyKnobs};
 use walrus_actors::model::{AreaName, AreaSpec, ClusterName, ClusterSpec, ServerName, Topology};
 use walrus_actors::reporter::knobs::ReporterKnobs;
 
@@ -149,7 +149,7 @@ pub struct Config {
     /// DNS backend, mode and TTL.
     pub dns: Dns,
     /// Where notifications go.
-    pub notify: Notify,
+    pub notify: NotifyKnobs,
     /// The Reporter's knobs (`[reporter]`; the type, defaults and ranges are
     /// walrus-actors' [`ReporterKnobs`]), shared by every reporting node.
     pub reporter: ReporterKnobs,
@@ -280,24 +280,6 @@ pub struct SteerRule {
     pub area: AreaName,
 }
 
-/// Notification channels (both optional).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notify {
-    /// A command run with the event as JSON on stdin (program and arguments).
-    pub command: Option<Vec<String>>,
-    /// A URL the event is POSTed to (`http://` or `https://`).
-    pub webhook: Option<String>,
-    /// Headers of every webhook request, e.g. `{ Authorization = "Bearer …" }`.
-    pub webhook_headers: Vec<(String, String)>,
-    /// The webhook's body template (default: the event's JSON); see
-    /// `walrus_actors::controller::notify::BodyTemplate`.
-    pub webhook_body: Option<String>,
-    /// CA file an `https://` webhook is verified against (default: the system bundle).
-    pub webhook_ca: Option<PathBuf>,
-    /// A server dead this long is reported to a human. Default 5 min.
-    pub dead_after: Duration,
-}
-
 /// TLS material of the group-communication layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tls {
@@ -411,7 +393,7 @@ struct RawConfig {
     #[serde(default)]
     dns: Option<Spanned<RawDns>>,
     #[serde(default)]
-    notify: Option<Spanned<RawNotify>>,
+    notify: Option<Spanned<NotifyKnobs>>,
     #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
@@ -471,19 +453,6 @@ struct RawDns {
 struct RawSteerRule {
     source: String,
     area: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawNotify {
-    command: Option<Vec<String>>,
-    webhook: Option<String>,
-    #[serde(default)]
-    webhook_headers: BTreeMap<String, String>,
-    webhook_body: Option<String>,
-    webhook_ca: Option<PathBuf>,
-    #[serde(default, with = "human_duration")]
-    dead_after: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -1138,62 +1107,14 @@ fn validate_reporter(
 
 fn validate_notify(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawNotify>>,
-) -> Result<Notify, ConfigError> {
+    raw: Option<Spanned<NotifyKnobs>>,
+) -> Result<NotifyKnobs, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
-    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    if raw.command.as_ref().is_some_and(Vec::is_empty) {
-        return Err(loc.err(
-            span,
-            "notify.command",
-            "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/page\", \"--team\", \"web\"]",
-        ));
-    }
-    if let Some(url) = &raw.webhook {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(loc.err(
-                span,
-                "notify.webhook",
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-    }
-    for (name, value) in &raw.webhook_headers {
-        if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            || value.contains(['\r', '\n'])
-        {
-            return Err(loc.err(
-                span,
-                "notify.webhook_headers",
-                format!("`{name}`: a header name is letters, digits and '-', its value one line"),
-            ));
-        }
-    }
-    if let Some(t) = &raw.webhook_body {
-        if let Err(e) = walrus_actors::controller::notify::BodyTemplate::parse(t) {
-            return Err(loc.err(span, "notify.webhook_body", e.to_string()));
-        }
-    }
-    if raw.webhook.is_none()
-        && (!raw.webhook_headers.is_empty()
-            || raw.webhook_body.is_some()
-            || raw.webhook_ca.is_some())
-    {
-        return Err(loc.err(
-            span,
-            "notify.webhook",
-            "webhook_headers, webhook_body and webhook_ca need a webhook URL",
-        ));
-    }
-    Ok(Notify {
-        command: raw.command,
-        webhook: raw.webhook,
-        webhook_headers: raw.webhook_headers.into_iter().collect(),
-        webhook_body: raw.webhook_body,
-        webhook_ca: raw.webhook_ca,
-        dead_after: raw.dead_after.unwrap_or(Duration::from_secs(300)),
-    })
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("notify.{}", e.field()), e.to_string()))?;
+    Ok(knobs)
 }
 
 fn validate_clusters(

@@ -6,6 +6,7 @@
 
 use super::os::OsSource;
 use super::ReporterConfig;
+pub use crate::knob::KnobError;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -37,29 +38,14 @@ impl Default for ReporterKnobs {
     }
 }
 
-/// A knob out of its range: which one and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct KnobError {
-    field: &'static str,
-    message: String,
-}
-
-impl KnobError {
-    /// The knob's name in its section, e.g. `panic_after`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
 impl ReporterKnobs {
     /// Checks the ranges: `panic_after` at least 1.
     pub fn validate(&self) -> Result<(), KnobError> {
         if self.panic_after == 0 {
-            return Err(KnobError {
-                field: "panic_after",
-                message: "must be at least 1 (failed readings in a row before PANIC)".into(),
-            });
+            return Err(KnobError::new(
+                "panic_after",
+                "must be at least 1 (failed readings in a row before PANIC)",
+            ));
         }
         Ok(())
     }

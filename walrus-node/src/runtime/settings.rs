@@ -7,36 +7,29 @@ use super::*;
 /// parameters from `[controller]` (others keep their documented defaults), the dead-server
 /// notification delay from `[notify]`.
 pub fn round_config(config: &Config) -> RoundConfig {
+    controller_settings(config).round
+}
+
+/// Everything a Controller runs with: the round's timings from `[timing]`, the
+/// assignment's knobs from `[controller]`, the notification channels and the dead-server
+/// delay from `[notify]` (each section applied by its walrus-actors knobs type).
+pub fn controller_settings(config: &Config) -> ControllerSettings {
     let mut round = RoundConfig {
         round_period: config.timing.round_period,
         report_timeout: config.timing.report_timeout,
         fast_failover: config.timing.fast_failover,
         ..RoundConfig::default()
     };
-    round.params.dead_after = config.notify.dead_after;
     config.controller.apply(&mut round);
-    round
-}
-
-/// The notification channels of `[notify]`, for the site.
-pub fn notify_config(config: &Config) -> NotifyConfig {
-    NotifyConfig {
+    let mut notify = NotifyConfig {
         site: config.site.clone(),
-        command: config.notify.command.clone(),
-        webhook: config.notify.webhook.clone(),
-        webhook_headers: config.notify.webhook_headers.clone(),
-        webhook_body: config.notify.webhook_body.clone(),
-        webhook_ca: config.notify.webhook_ca.clone(),
         ..NotifyConfig::default()
-    }
-}
-
-/// Everything a Controller runs with.
-pub fn controller_settings(config: &Config) -> ControllerSettings {
+    };
+    config.notify.apply(&mut notify, &mut round);
     ControllerSettings {
-        round: round_config(config),
+        round,
         topology: config.topology(),
-        notify: notify_config(config),
+        notify,
         replication_primary: config.replicator.as_ref().map(|r| r.primary.clone()),
     }
 }
