@@ -271,14 +271,9 @@ pub struct Dns {
     pub steering: Vec<SteerRule>,
 }
 
-/// One source-steering rule: resolvers in `source` are sent to `area`'s zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SteerRule {
-    /// An address prefix, e.g. `10.1.0.0/16` (a bare address is a host prefix).
-    pub source: String,
-    /// The area (normally the one nearest to those resolvers).
-    pub area: AreaName,
-}
+/// One source-steering rule (walrus-actors' type: `[[dns.steering]]` deserializes
+/// straight into it and it checks its own prefix).
+pub use walrus_actors::director::AreaSteerRule as SteerRule;
 
 /// TLS material of the group-communication layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -445,14 +440,7 @@ struct RawDns {
     ttl: Option<Duration>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
-    steering: Vec<RawSteerRule>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSteerRule {
-    source: String,
-    area: String,
+    steering: Vec<SteerRule>,
 }
 
 #[derive(Deserialize)]
@@ -1069,18 +1057,15 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
         ));
     }
     let mut steering = Vec::new();
-    for (i, rule) in raw.steering.iter().enumerate() {
-        if let Err(e) = walrus_actors::director::steering::SourcePrefix::parse(&rule.source) {
-            return Err(loc.err(
+    for (i, rule) in raw.steering.into_iter().enumerate() {
+        let rule = rule.validate().map_err(|e| {
+            loc.err(
                 span.clone(),
-                format!("dns.steering[{i}].source"),
-                format!("{e}; write e.g. \"10.1.0.0/16\""),
-            ));
-        }
-        steering.push(SteerRule {
-            source: rule.source.trim().to_owned(),
-            area: AreaName(rule.area.clone()),
-        });
+                format!("dns.steering[{i}].{}", e.field()),
+                e.to_string(),
+            )
+        })?;
+        steering.push(rule);
     }
     Ok(Dns {
         backend: raw.backend,

@@ -22,11 +22,12 @@ use super::driver;
 use super::embedded::EmbeddedServer;
 use super::retry::RetryPolicy;
 use super::rfc2136::{Rfc2136Config, Rfc2136Updater};
-use super::steering::Steering;
+use super::steering::{SourcePrefix, Steering};
 use super::zone::{RecordTtl, WwwRecords, ZoneLayout};
 use super::{AreaDirector, NameServer};
 use crate::controller::actor::ControllerStatus;
 use crate::group::GroupLayer;
+use crate::knob::KnobError;
 use crate::model::{AreaName, Decision, ServerName};
 use crate::supervision::{ActorHome, Supervision};
 use std::collections::BTreeSet;
@@ -111,6 +112,29 @@ impl DirectorSettings {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// One `[[dns.steering]]` rule as the configuration gives it: resolvers whose address is
+/// in `source` are sent to `area`'s zone (the embedded servers' [`Steering`] maps the
+/// prefix to that area's zone).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreaSteerRule {
+    /// An address prefix, e.g. `10.1.0.0/16` (a bare address is a host prefix).
+    pub source: String,
+    /// The area (normally the one nearest to those resolvers).
+    pub area: AreaName,
+}
+
+impl AreaSteerRule {
+    /// Checks the source prefix and trims it. Whether `area` exists is the
+    /// configuration's to check (it knows the areas).
+    pub fn validate(mut self) -> Result<Self, KnobError> {
+        SourcePrefix::parse(&self.source)
+            .map_err(|e| KnobError::new("source", format!("{e}; write e.g. \"10.1.0.0/16\"")))?;
+        self.source = self.source.trim().to_owned();
+        Ok(self)
     }
 }
 
@@ -407,5 +431,18 @@ mod tests {
         let mut s = settings();
         s.retry.max = Duration::from_millis(1);
         assert!(s.validate().unwrap_err().detail.starts_with("retry.max"));
+    }
+
+    #[test]
+    fn a_steering_rule_checks_and_trims_its_source() {
+        let rule = |source: &str| AreaSteerRule {
+            source: source.into(),
+            area: AreaName::from("us"),
+        };
+        assert_eq!(rule(" 10.1.0.0/16 ").validate(), Ok(rule("10.1.0.0/16")));
+        assert_eq!(
+            rule("10.1.0.0/99").validate().unwrap_err().field(),
+            "source"
+        );
     }
 }

@@ -76,8 +76,8 @@ pub mod transport;
 pub mod zone;
 
 pub use assembly::{
-    start, start_direct, DirectorSettings, EmbeddedSettings, NameServerSettings, RunningDirector,
-    SettingsError, Writes,
+    start, start_direct, AreaSteerRule, DirectorSettings, EmbeddedSettings, NameServerSettings,
+    RunningDirector, SettingsError, Writes,
 };
 
 use crate::model::{AreaAnswer, AreaName, ClusterName, Decision};
