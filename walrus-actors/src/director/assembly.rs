@@ -20,6 +20,7 @@ use super::actor::{self, fallback_may_write, DirectorActor, Election};
 use super::core::{CoreConfig, DirectorCore, DirectorStatus};
 use super::driver;
 use super::embedded::EmbeddedServer;
+use super::learned::{AreaZones, LearnedConfig};
 use super::retry::RetryPolicy;
 use super::rfc2136::{Rfc2136Config, Rfc2136Updater};
 use super::steering::{SourcePrefix, Steering};
@@ -51,6 +52,10 @@ pub struct DirectorSettings {
     pub core: CoreConfig,
     /// The attempts of one application.
     pub retry: RetryPolicy,
+    /// Learned steering of the embedded server ([`super::learned`]; `None`: off) and every
+    /// area's zone, what a learned answer points at. With it the server joins the
+    /// `Steering` group ([`super::sharing`]). An RFC 2136 name server has no use for it.
+    pub learned: Option<(LearnedConfig, AreaZones)>,
 }
 
 /// The name server a Director writes.
@@ -234,8 +239,13 @@ pub async fn start<L: GroupLayer>(
             (Some(election), Some(flag))
         }
     };
-    let (decisions, mut running) = start_driver(settings, writer, stop).await?;
+    let learned = settings.learned.as_ref().map(|l| l.0.share_interval);
+    let (decisions, mut running) = start_driver(settings, writer, stop.clone()).await?;
     running.tasks.extend(tasks);
+    if let (Some(interval), Some((server, _))) = (learned, &running.embedded) {
+        let share = super::sharing::run(layer.clone(), server.clone(), interval, stopped(stop));
+        running.tasks.push(("steering group", tokio::spawn(share)));
+    }
     running.actor = Some(actor::start(home, supervision, layer, decisions, election));
     Ok(running)
 }
@@ -273,6 +283,9 @@ async fn start_driver(
             let server = EmbeddedServer::open_or(area.clone(), e.layout, e.state_file, e.initial)
                 .map_err(|x| err(x.to_string()))?;
             server.set_steering(e.steering);
+            if let Some((config, zones)) = settings.learned.clone() {
+                server.enable_learning(config, zones);
+            }
             let listening = server
                 .bind(e.listen)
                 .await
@@ -415,6 +428,7 @@ mod tests {
             }),
             core: CoreConfig::default(),
             retry: RetryPolicy::default(),
+            learned: None,
         }
     }
 

@@ -167,6 +167,9 @@ pub struct Explained {
     pub learning: bool,
 }
 
+/// Every area with its zone: what a learned answer points at.
+pub type AreaZones = Vec<(AreaName, Name)>;
+
 /// A question as a key: the name's wire bytes lowercased, then the type and class.
 type QuestionKey = Vec<u8>;
 

@@ -260,7 +260,30 @@ pub fn director_settings(config: &Config, area: &AreaName) -> Result<DirectorSet
         name_server,
         core: DirectorCoreConfig::default(),
         retry: RetryPolicy::default(),
+        learned: match &config.dns.learned {
+            Some(l) if config.dns.backend == DnsBackend::Embedded => {
+                Some((l.clone(), area_zones(config, area)?))
+            }
+            _ => None,
+        },
     })
+}
+
+/// Every area's zone, by area: what a learned steering answer points at.
+pub fn area_zones(
+    config: &Config,
+    area: &AreaName,
+) -> Result<walrus_actors::director::learned::AreaZones, RunError> {
+    config
+        .areas
+        .iter()
+        .map(|(n, a)| {
+            Ok((
+                n.clone(),
+                fqdn(&a.zone).map_err(|e| director_error(area, e))?,
+            ))
+        })
+        .collect()
 }
 
 /// The nodes configured as `area`'s Directors (its writer election's candidates).
