@@ -16,9 +16,7 @@
 //! fails at its give-up bound, naming the answers seen.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +26,7 @@ use walrus_node::cluster::{free_dns_port, Cluster, QuicLayers};
 use walrus_node::config::Config;
 use walrus_node::status::{render_resolver, ResolverAnswerDoc, ResolverDoc};
 use walrus_testkit::delay::DelayRelay;
-use walrus_testkit::dns::dig_a_text as dig_a;
+use walrus_testkit::dns::{dig_a_text as dig_a, dig_with};
 use walrus_testkit::prelude::*;
 use walrus_testkit::wait::poll_until_async as poll_until;
 
@@ -39,31 +37,10 @@ const IN_A_ROW: usize = 10;
 /// Give up after this many queries: a bound, not a timing assertion.
 const MAX_QUERIES: usize = 300;
 
-/// `www.example.com` A through the resolver at `resolver`: the A records at the end of the
-/// chain (None when no reply came).
-fn resolve(resolver: SocketAddr) -> Option<Vec<Ipv4Addr>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(1000)))
-        .unwrap();
-    let mut q = Message::new();
-    q.set_id(0x2121).set_recursion_desired(true);
-    q.add_query(Query::query(
-        Name::from_ascii("www.example.com.").unwrap(),
-        RecordType::A,
-    ));
-    sock.send_to(&q.to_vec().unwrap(), resolver).unwrap();
-    let mut buf = [0u8; 4096];
-    let (n, _) = sock.recv_from(&mut buf).ok()?;
-    let r = Message::from_vec(&buf[..n]).ok()?;
-    Some(
-        r.answers()
-            .iter()
-            .filter_map(|rec| match rec.data() {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect(),
-    )
+/// `www.example.com` A through the resolver at `resolver` (dig with recursion desired):
+/// the A records at the end of the chain, empty when no answer came.
+fn resolve(resolver: SocketAddr) -> Vec<String> {
+    dig_with(resolver, "www.example.com", "A", &["+recurse"]).data_of("A")
 }
 
 /// Empties Unbound's cache of `www.example.com`, so the next query is a fresh fetch from
@@ -184,9 +161,9 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
     let _unbound = start_unbound(dir.path(), port, &relay_addrs);
     let resolver: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
-    let near = vec![Ipv4Addr::new(192, 0, 2, 2)];
+    let near = vec!["192.0.2.2".to_owned()];
     let started = Instant::now();
-    let mut seen: Vec<Option<Vec<Ipv4Addr>>> = Vec::new();
+    let mut seen: Vec<Vec<String>> = Vec::new();
     let mut in_a_row = 0;
     while in_a_row < IN_A_ROW && seen.len() < MAX_QUERIES {
         // Each query a fresh fetch: ten in a row are ten of Unbound's own server choices.
@@ -194,11 +171,7 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
             flush(dir.path());
         }
         let got = resolve(resolver);
-        in_a_row = if got.as_ref() == Some(&near) {
-            in_a_row + 1
-        } else {
-            0
-        };
+        in_a_row = if got == near { in_a_row + 1 } else { 0 };
         seen.push(got);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -210,10 +183,7 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
         &seen[seen.len().saturating_sub(20)..]
     );
     let warm_up = seen.len() - IN_A_ROW;
-    let others = seen[..warm_up]
-        .iter()
-        .filter(|a| a.as_ref() != Some(&near))
-        .count();
+    let others = seen[..warm_up].iter().filter(|a| **a != near).count();
 
     // Every area's server learned the same: the resolver's prefix is steered to a2.
     let mut probes = 0;
