@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 use walrus_actors::controller::knobs::{ControllerKnobs, NotifyKnobs};
+use walrus_actors::director::learned::LearnedKnobs;
 use walrus_actors::model::{AreaName, AreaSpec, ClusterName, ClusterSpec, ServerName, Topology};
 use walrus_actors::reporter::knobs::ReporterKnobs;
 
@@ -447,34 +448,7 @@ struct RawDns {
     state_dir: Option<PathBuf>,
     #[serde(default)]
     steering: Vec<SteerRule>,
-    learned: Option<Spanned<RawLearned>>,
-}
-
-/// `[dns.learned]`: every field but `enabled` has the default of
-/// `walrus_actors::director::learned::LearnedConfig`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLearned {
-    /// Learned steering on (default false).
-    #[serde(default)]
-    enabled: bool,
-    /// Least time between two truncated answers to one /24 or /48 (default 30s).
-    #[serde(default, with = "human_duration")]
-    probe_interval: Option<Duration>,
-    /// Most truncated answers a second in all (default 100).
-    probes_per_second: Option<u32>,
-    /// Fresh samples an area needs before its estimate counts (default 3).
-    min_samples: Option<usize>,
-    /// Samples kept per prefix and area (default 5).
-    samples_kept: Option<usize>,
-    /// A sample older than this does not count (default 10m).
-    #[serde(default, with = "human_duration")]
-    max_age: Option<Duration>,
-    /// Most prefixes in the table (default 100000).
-    table_cap: Option<usize>,
-    /// How often each area multicasts its samples (default 1s).
-    #[serde(default, with = "human_duration")]
-    share_interval: Option<Duration>,
+    learned: Option<Spanned<LearnedKnobs>>,
 }
 
 #[derive(Deserialize)]
@@ -1116,82 +1090,26 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
 
 fn validate_learned(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawLearned>>,
+    raw: Option<Spanned<LearnedKnobs>>,
     backend: DnsBackend,
 ) -> Result<Option<walrus_actors::director::learned::LearnedConfig>, ConfigError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let span = Some(raw.span());
-    let raw = raw.into_inner();
-    if !raw.enabled {
+    let span = raw.as_ref().map(|r| r.span());
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    if !knobs.enabled {
         return Ok(None);
     }
-    let err = |field: &str, msg: String| loc.err(span.clone(), format!("dns.learned.{field}"), msg);
     if backend != DnsBackend::Embedded {
-        return Err(err(
-            "enabled",
-            "learned steering needs backend = \"embedded\" (the embedded name server measures and answers by the query's source)".into(),
+        return Err(loc.err(
+            span,
+            "dns.learned.enabled",
+            "learned steering needs backend = \"embedded\" (the embedded name server measures and answers by the query's source)",
         ));
     }
-    let mut c = walrus_actors::director::learned::LearnedConfig::default();
-    let t = &mut c.table;
-    if let Some(d) = raw.probe_interval {
-        if d < Duration::from_millis(100) {
-            return Err(err(
-                "probe_interval",
-                format!("{d:?} is too short; at least 100ms"),
-            ));
-        }
-        t.probe_interval = d;
-    }
-    if let Some(n) = raw.probes_per_second {
-        if !(1..=10_000).contains(&n) {
-            return Err(err(
-                "probes_per_second",
-                format!("{n} is out of range 1..=10000"),
-            ));
-        }
-        t.probes_per_second = n;
-    }
-    if let Some(n) = raw.samples_kept {
-        if !(1..=100).contains(&n) {
-            return Err(err("samples_kept", format!("{n} is out of range 1..=100")));
-        }
-        t.samples_kept = n;
-    }
-    if let Some(n) = raw.min_samples {
-        if n == 0 || n > t.samples_kept {
-            return Err(err(
-                "min_samples",
-                format!("{n} is out of range 1..={} (samples_kept)", t.samples_kept),
-            ));
-        }
-        t.min_samples = n;
-    }
-    if let Some(d) = raw.max_age {
-        if d < Duration::from_secs(1) {
-            return Err(err("max_age", format!("{d:?} is too short; at least 1s")));
-        }
-        t.max_age = d;
-    }
-    if let Some(n) = raw.table_cap {
-        if !(1..=10_000_000).contains(&n) {
-            return Err(err(
-                "table_cap",
-                format!("{n} is out of range 1..=10000000"),
-            ));
-        }
-        t.cap = n;
-    }
-    if let Some(d) = raw.share_interval {
-        if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
-            return Err(err(
-                "share_interval",
-                format!("{d:?} is out of range 10ms..=60s"),
-            ));
-        }
-        c.share_interval = d;
-    }
-    Ok(Some(c))
+    // The ranges are walrus-actors' (`LearnedKnobs::validate`); the file gives the place.
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("dns.learned.{}", e.field()), e.to_string()))?;
+    Ok(knobs.config())
 }
 
 fn validate_reporter(
