@@ -590,18 +590,24 @@ impl<L: GroupLayer> NodeRuntime<L> {
         for (area, view) in &self.directors {
             if let Some((server, _)) = &view.embedded {
                 if new.areas.contains_key(area) {
-                    layouts.push((server.clone(), zone_layout(new, area)?));
+                    layouts.push((
+                        server.clone(),
+                        zone_layout(new, area)?,
+                        area_zones(new, area)?,
+                    ));
                 }
             }
         }
         if let Some(c) = &self.controller {
             c.reconfigure(settings).await?;
         }
-        for (server, layout) in layouts {
+        for (server, layout, zones) in layouts {
             if let Err(e) = server.set_layout(layout) {
                 // Cannot happen: the plan refuses a change of the site or the area's zone.
                 tracing::error!(error = %e, "zone layout not changed");
             }
+            // Learned answers point at the areas of the new file (no-op when off).
+            server.set_learned_zones(zones);
         }
         for area in new.areas.keys() {
             if !self.config.areas.contains_key(area) && !self.directors.contains_key(area) {
