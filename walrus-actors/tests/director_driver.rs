@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use walrus_actors::director::core::{CoreConfig, DirectorCore, DirectorStatus};
+use walrus_actors::director::core::{ApplyTiming, DirectorCore, DirectorStatus};
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
@@ -34,21 +34,25 @@ impl Drop for Director {
 
 /// A Director past its start-up confirmation (these tests feed one decision at a time and
 /// expect it applied; the confirmation rule has its own unit test in `director::core`).
-fn running() -> CoreConfig {
-    CoreConfig {
+fn running() -> ApplyTiming {
+    ApplyTiming {
         confirm_after_start: 0,
-        ..CoreConfig::default()
+        ..ApplyTiming::default()
     }
 }
 
-fn start<N: NameServer + Clone + 'static>(ns: N, cfg: CoreConfig, policy: RetryPolicy) -> Director {
+fn start<N: NameServer + Clone + 'static>(
+    ns: N,
+    cfg: ApplyTiming,
+    policy: RetryPolicy,
+) -> Director {
     start_area("a1", ns, cfg, policy)
 }
 
 fn start_area<N: NameServer + Clone + 'static>(
     area: &str,
     ns: N,
-    cfg: CoreConfig,
+    cfg: ApplyTiming,
     policy: RetryPolicy,
 ) -> Director {
     let core = DirectorCore::new(

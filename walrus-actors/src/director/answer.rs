@@ -32,7 +32,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 /// The transport a request came over: UDP answers are cut to the client's datagram size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub enum QueryTransport {
     /// A datagram: at most 512 bytes, or the EDNS size the client advertised (capped at
     /// [`EDNS_MAX_PAYLOAD`]); larger answers lose their optional records, then are
     /// replaced by an empty one with TC set.
@@ -53,7 +53,7 @@ const TSIG_BADKEY: u16 = 17;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryContext<'a> {
     /// UDP or TCP.
-    pub transport: Transport,
+    pub transport: QueryTransport,
     /// When given (and not our own area zone), `www.<site>` is a CNAME to
     /// `www.<site_target>`: the answer [`super::steering::Steering`] picks from the
     /// query's source.
@@ -84,7 +84,7 @@ pub enum EcsReply {
 
 impl QueryContext<'_> {
     /// The plain §7.2 answer over `transport`, no rotation.
-    pub fn plain(transport: Transport) -> Self {
+    pub fn plain(transport: QueryTransport) -> Self {
         Self {
             transport,
             site_target: None,
@@ -100,7 +100,7 @@ pub fn respond(
     layout: &ZoneLayout,
     state: &ZoneState,
     request: &[u8],
-    transport: Transport,
+    transport: QueryTransport,
 ) -> Option<Vec<u8>> {
     respond_with(layout, state, request, &QueryContext::plain(transport))
 }
@@ -122,8 +122,8 @@ pub fn respond_with(
     let mut resp = Message::new();
     resp.set_header(Header::response_from_request(req.header()));
     let limit = match ctx.transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match req.extensions() {
+        QueryTransport::Tcp => u16::MAX as usize,
+        QueryTransport::Udp => match req.extensions() {
             Some(e) => e.max_payload().clamp(512, EDNS_MAX_PAYLOAD) as usize,
             None => 512,
         },
@@ -485,7 +485,7 @@ mod tests {
         m.to_vec().unwrap()
     }
 
-    fn run(st: &ZoneState, name: &str, t: RecordType, tr: Transport) -> Message {
+    fn run(st: &ZoneState, name: &str, t: RecordType, tr: QueryTransport) -> Message {
         Message::from_vec(&respond(&layout(), st, &ask(name, t, None), tr).unwrap()).unwrap()
     }
 
@@ -496,7 +496,7 @@ mod tests {
             &st,
             "www.area-1.example.com.",
             RecordType::A,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(r.response_code(), ResponseCode::NoError);
         assert!(r.authoritative());
@@ -514,7 +514,7 @@ mod tests {
             &st,
             "www.area-1.example.com.",
             RecordType::AAAA,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(r.response_code(), ResponseCode::NoError);
         assert!(r.answers().is_empty());
@@ -524,7 +524,7 @@ mod tests {
             &st,
             "nope.area-1.example.com.",
             RecordType::A,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(r.response_code(), ResponseCode::NXDomain);
         match r.name_servers()[0].data() {
@@ -532,9 +532,9 @@ mod tests {
             other => panic!("not an SOA: {other:?}"),
         }
         // The apex exists (NODATA for TXT) and an empty non-terminal is not NXDOMAIN.
-        let r = run(&st, "example.com.", RecordType::TXT, Transport::Udp);
+        let r = run(&st, "example.com.", RecordType::TXT, QueryTransport::Udp);
         assert_eq!(r.response_code(), ResponseCode::NoError);
-        let r = run(&st, "foo.example.com.", RecordType::A, Transport::Udp);
+        let r = run(&st, "foo.example.com.", RecordType::A, QueryTransport::Udp);
         assert_eq!(r.response_code(), ResponseCode::NXDomain);
     }
 
@@ -544,7 +544,7 @@ mod tests {
             &state(&[]),
             "www.example.org.",
             RecordType::A,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(r.response_code(), ResponseCode::Refused);
         assert!(!r.authoritative());
@@ -559,7 +559,7 @@ mod tests {
             &st,
             "www.area-1.example.com.",
             RecordType::AAAA,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert!(r.truncated());
         assert!(r.answers().is_empty());
@@ -567,7 +567,7 @@ mod tests {
             &st,
             "www.area-1.example.com.",
             RecordType::AAAA,
-            Transport::Tcp,
+            QueryTransport::Tcp,
         );
         assert!(!r.truncated());
         assert_eq!(r.answers().len(), 60);
@@ -576,7 +576,7 @@ mod tests {
             &layout(),
             &st,
             &ask("www.area-1.example.com.", RecordType::AAAA, Some(4096)),
-            Transport::Udp,
+            QueryTransport::Udp,
         )
         .unwrap();
         assert!(bytes.len() <= EDNS_MAX_PAYLOAD as usize);
@@ -588,7 +588,7 @@ mod tests {
             &st,
             "www.area-1.example.com.",
             RecordType::A,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert!(!r.truncated());
         assert_eq!(r.answers().len(), 25);
@@ -598,19 +598,19 @@ mod tests {
     fn garbage_never_panics_and_gets_formerr_or_nothing() {
         let l = layout();
         let st = state(&["10.0.0.1"]);
-        assert_eq!(respond(&l, &st, &[], Transport::Udp), None);
-        assert_eq!(respond(&l, &st, &[1, 2, 3], Transport::Udp), None);
+        assert_eq!(respond(&l, &st, &[], QueryTransport::Udp), None);
+        assert_eq!(respond(&l, &st, &[1, 2, 3], QueryTransport::Udp), None);
         let junk = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-        let r = Message::from_vec(&respond(&l, &st, &junk, Transport::Udp).unwrap()).unwrap();
+        let r = Message::from_vec(&respond(&l, &st, &junk, QueryTransport::Udp).unwrap()).unwrap();
         assert_eq!(r.response_code(), ResponseCode::FormErr);
         assert_eq!(r.id(), 0x1234);
         // A response is never answered.
         let mut resp = junk;
         resp[2] |= 0x80;
-        assert_eq!(respond(&l, &st, &resp, Transport::Udp), None);
+        assert_eq!(respond(&l, &st, &resp, QueryTransport::Udp), None);
         for len in 0..64 {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
-            let _ = respond(&l, &st, &bytes, Transport::Udp);
+            let _ = respond(&l, &st, &bytes, QueryTransport::Udp);
         }
     }
 
@@ -622,7 +622,13 @@ mod tests {
             Name::from_ascii("area-1.example.com.").unwrap(),
             RecordType::SOA,
         ));
-        let r = respond(&layout(), &state(&[]), &m.to_vec().unwrap(), Transport::Udp).unwrap();
+        let r = respond(
+            &layout(),
+            &state(&[]),
+            &m.to_vec().unwrap(),
+            QueryTransport::Udp,
+        )
+        .unwrap();
         assert_eq!(
             Message::from_vec(&r).unwrap().response_code(),
             ResponseCode::NotImp
@@ -642,7 +648,7 @@ mod tests {
                 &l,
                 &state(&[]),
                 &ask(zone, RecordType::NS, None),
-                Transport::Udp,
+                QueryTransport::Udp,
             );
             Message::from_vec(&bytes.unwrap()).unwrap()
         };
@@ -663,14 +669,14 @@ mod tests {
             &state(&["10.0.0.1"]),
             "www.area-1.example.com.",
             RecordType::A,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(r.answers()[0].ttl(), 30);
         let glue = respond(
             &l,
             &state(&[]),
             &ask("ns.area-1.example.com.", RecordType::A, None),
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(
             Message::from_vec(&glue.unwrap()).unwrap().answers()[0].ttl(),
@@ -684,10 +690,15 @@ mod tests {
             &state(&[]),
             "ns.area-1.example.com.",
             RecordType::A,
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         assert_eq!(r.answers().len(), 1);
-        let r = run(&state(&[]), "example.com.", RecordType::NS, Transport::Udp);
+        let r = run(
+            &state(&[]),
+            "example.com.",
+            RecordType::NS,
+            QueryTransport::Udp,
+        );
         assert_eq!(r.answers().len(), 1);
     }
 
@@ -726,7 +737,7 @@ mod tests {
             &three_areas(),
             &state(&["10.0.0.1", "10.0.0.2"]),
             &ask_with(name, t, rd, |_| {}),
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         Message::from_vec(&bytes.unwrap()).unwrap()
     }
@@ -838,7 +849,7 @@ mod tests {
         let first = |rotation: usize| {
             let ctx = QueryContext {
                 rotation,
-                ..QueryContext::plain(Transport::Udp)
+                ..QueryContext::plain(QueryTransport::Udp)
             };
             let r = Message::from_vec(&respond_with(&l, &st, &req, &ctx).unwrap()).unwrap();
             assert_eq!(r.answers().len(), 4, "rotation keeps every record");
@@ -862,7 +873,7 @@ mod tests {
                     e.set_dnssec_ok(dnssec_ok);
                 }
             });
-            let r = respond(&layout(), &state(&["10.0.0.1"]), &req, Transport::Udp).unwrap();
+            let r = respond(&layout(), &state(&["10.0.0.1"]), &req, QueryTransport::Udp).unwrap();
             let r = Message::from_vec(&r).unwrap();
             assert_eq!(
                 r.extensions().as_ref().unwrap().flags().dnssec_ok,
@@ -886,7 +897,7 @@ mod tests {
             );
             m.add_tsig(make_tsig_record(Name::from_ascii("nokey.").unwrap(), tsig));
         });
-        let r = respond(&layout(), &state(&["10.0.0.1"]), &req, Transport::Udp).unwrap();
+        let r = respond(&layout(), &state(&["10.0.0.1"]), &req, QueryTransport::Udp).unwrap();
         let r = Message::from_vec(&r).unwrap();
         assert_eq!(r.response_code(), ResponseCode::NotAuth);
         assert!(r.answers().is_empty());
@@ -920,7 +931,7 @@ mod tests {
             let req = ask_with(zone, RecordType::SOA, false, |m| {
                 m.set_op_code(OpCode::Notify);
             });
-            let r = respond(&layout(), &state(&[]), &req, Transport::Udp).unwrap();
+            let r = respond(&layout(), &state(&[]), &req, QueryTransport::Udp).unwrap();
             let r = Message::from_vec(&r).unwrap();
             assert_eq!(
                 (r.op_code(), r.response_code(), r.authoritative()),

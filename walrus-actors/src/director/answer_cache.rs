@@ -20,7 +20,7 @@
 //!          \--miss--> respond_with --> put(generation read before the zones) --> reply
 //! ```
 
-use super::answer::Transport;
+use super::answer::QueryTransport;
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
 use std::collections::HashMap;
@@ -49,10 +49,10 @@ struct Slots {
 }
 
 impl Slots {
-    fn map(&mut self, transport: Transport) -> &mut HashMap<Box<[u8]>, Entry> {
+    fn map(&mut self, transport: QueryTransport) -> &mut HashMap<Box<[u8]>, Entry> {
         match transport {
-            Transport::Udp => &mut self.udp,
-            Transport::Tcp => &mut self.tcp,
+            QueryTransport::Udp => &mut self.udp,
+            QueryTransport::Tcp => &mut self.tcp,
         }
     }
 }
@@ -87,7 +87,7 @@ impl AnswerCache {
     pub(crate) fn get(
         &self,
         request: &[u8],
-        transport: Transport,
+        transport: QueryTransport,
         rotation: usize,
     ) -> Option<Vec<u8>> {
         let key = request.get(2..).filter(|_| request.len() >= 12)?;
@@ -96,8 +96,8 @@ impl AnswerCache {
             Err(p) => p.into_inner(),
         };
         let map = match transport {
-            Transport::Udp => &slots.udp,
-            Transport::Tcp => &slots.tcp,
+            QueryTransport::Udp => &slots.udp,
+            QueryTransport::Tcp => &slots.tcp,
         };
         let entry = map.get(key)?;
         let cached = entry
@@ -116,7 +116,7 @@ impl AnswerCache {
         &self,
         generation: u64,
         request: &[u8],
-        transport: Transport,
+        transport: QueryTransport,
         rotation: usize,
         reply: &[u8],
     ) {
@@ -231,11 +231,11 @@ mod tests {
     fn a_hit_carries_the_requests_id() {
         let c = AnswerCache::default();
         let g = c.generation();
-        c.put(g, &request(1), Transport::Udp, 0, &reply(1, 0, 1));
-        let got = c.get(&request(77), Transport::Udp, 5).unwrap();
+        c.put(g, &request(1), QueryTransport::Udp, 0, &reply(1, 0, 1));
+        let got = c.get(&request(77), QueryTransport::Udp, 5).unwrap();
         assert_eq!(got, reply(77, 0, 1));
         assert!(
-            c.get(&request(77), Transport::Tcp, 5).is_none(),
+            c.get(&request(77), QueryTransport::Tcp, 5).is_none(),
             "per transport"
         );
     }
@@ -244,18 +244,18 @@ mod tests {
     fn one_reply_per_rotation_modulo_the_rrset_size() {
         let c = AnswerCache::default();
         let g = c.generation();
-        c.put(g, &request(1), Transport::Udp, 3, &reply(1, 3, 1));
+        c.put(g, &request(1), QueryTransport::Udp, 3, &reply(1, 3, 1));
         assert_eq!(
-            c.get(&request(2), Transport::Udp, 6).unwrap(),
+            c.get(&request(2), QueryTransport::Udp, 6).unwrap(),
             reply(2, 3, 1)
         );
         assert!(
-            c.get(&request(2), Transport::Udp, 4).is_none(),
+            c.get(&request(2), QueryTransport::Udp, 4).is_none(),
             "not filled yet"
         );
-        c.put(g, &request(1), Transport::Udp, 4, &reply(1, 3, 2));
+        c.put(g, &request(1), QueryTransport::Udp, 4, &reply(1, 3, 2));
         assert_eq!(
-            c.get(&request(2), Transport::Udp, 7).unwrap(),
+            c.get(&request(2), QueryTransport::Udp, 7).unwrap(),
             reply(2, 3, 2)
         );
     }
@@ -265,28 +265,28 @@ mod tests {
         let c = AnswerCache::default();
         let before = c.generation();
         c.invalidate();
-        c.put(before, &request(1), Transport::Udp, 0, &reply(1, 0, 1));
-        assert!(c.get(&request(1), Transport::Udp, 0).is_none());
+        c.put(before, &request(1), QueryTransport::Udp, 0, &reply(1, 0, 1));
+        assert!(c.get(&request(1), QueryTransport::Udp, 0).is_none());
         c.put(
             c.generation(),
             &request(1),
-            Transport::Udp,
+            QueryTransport::Udp,
             0,
             &reply(1, 0, 1),
         );
-        assert!(c.get(&request(1), Transport::Udp, 0).is_some());
+        assert!(c.get(&request(1), QueryTransport::Udp, 0).is_some());
         c.invalidate();
-        assert!(c.get(&request(1), Transport::Udp, 0).is_none());
+        assert!(c.get(&request(1), QueryTransport::Udp, 0).is_none());
     }
 
     #[test]
     fn garbage_is_neither_kept_nor_found() {
         let c = AnswerCache::default();
         let g = c.generation();
-        c.put(g, &request(1), Transport::Udp, 0, b"not a dns message");
-        c.put(g, b"short", Transport::Udp, 0, &reply(1, 0, 1));
-        assert!(c.get(&request(1), Transport::Udp, 0).is_none());
-        assert!(c.get(b"", Transport::Udp, 0).is_none());
+        c.put(g, &request(1), QueryTransport::Udp, 0, b"not a dns message");
+        c.put(g, b"short", QueryTransport::Udp, 0, &reply(1, 0, 1));
+        assert!(c.get(&request(1), QueryTransport::Udp, 0).is_none());
+        assert!(c.get(b"", QueryTransport::Udp, 0).is_none());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! master's direct-mode updaters (a driver the Controller feeds, no actor).
 
 use super::actor::{self, fallback_may_write, DirectorActor, Election};
-use super::core::{CoreConfig, DirectorCore, DirectorStatus};
+use super::core::{ApplyTiming, DirectorCore, DirectorStatus};
 use super::driver;
 use super::embedded::EmbeddedServer;
 use super::learned::{AreaZones, LearnedConfig};
@@ -49,7 +49,7 @@ pub struct DirectorSettings {
     /// The area's name server.
     pub name_server: NameServerSettings,
     /// When to apply, re-check and retry after a failure.
-    pub core: CoreConfig,
+    pub timing: ApplyTiming,
     /// The attempts of one application.
     pub retry: RetryPolicy,
     /// Learned steering of the embedded server ([`super::learned`]; `None`: off) and every
@@ -90,12 +90,12 @@ impl DirectorSettings {
         let floor = Duration::from_millis(10);
         let checks = [
             (
-                self.core.recheck < floor,
+                self.timing.recheck < floor,
                 "core.recheck",
                 "must be at least 10 ms",
             ),
             (
-                self.core.retry_after_failure < floor,
+                self.timing.retry_after_failure < floor,
                 "core.retry_after_failure",
                 "must be at least 10 ms",
             ),
@@ -258,7 +258,7 @@ pub async fn start_direct(
 ) -> Result<(mpsc::Sender<Decision>, RunningDirector), SettingsError> {
     // Fed only the answers that changed: each must be applied at once (a Director fed
     // every decision confirms first).
-    settings.core.confirm_after_start = 0;
+    settings.timing.confirm_after_start = 0;
     settings.validate()?;
     start_driver(settings, None, stop).await
 }
@@ -318,7 +318,7 @@ fn spawn_driver<N: NameServer + Clone + 'static>(
             ttl: settings.ttl,
         },
         ns.describe(),
-        settings.core,
+        settings.timing,
     );
     let (tx, rx) = mpsc::channel(16);
     let (status_tx, status_rx) = watch::channel(core.status().clone());
@@ -426,7 +426,7 @@ mod tests {
                 steering: Steering::default(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             }),
-            core: CoreConfig::default(),
+            timing: ApplyTiming::default(),
             retry: RetryPolicy::default(),
             learned: None,
         }
@@ -436,7 +436,7 @@ mod tests {
     fn the_defaults_are_valid_and_the_ranges_are_checked_by_field() {
         assert_eq!(settings().validate(), Ok(()));
         let mut s = settings();
-        s.core.recheck = Duration::ZERO;
+        s.timing.recheck = Duration::ZERO;
         let e = s.validate().unwrap_err();
         assert_eq!(
             e.to_string(),

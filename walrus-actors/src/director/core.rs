@@ -14,7 +14,7 @@
 //! - A refusal (bad key, policy) is shown in status and only re-tried at the slow
 //!   `recheck` pace: not a loop that hides it, but it recovers once a human fixes it.
 //! - **A Director that has just started changes nothing on one decision** (issue 16).
-//!   For its first [`CoreConfig::confirm_after_start`] decisions, an answer is applied only
+//!   For its first [`ApplyTiming::confirm_after_start`] decisions, an answer is applied only
 //!   once two consecutive decisions agree on it. Why: a node restarted while its web server
 //!   stayed up gets, first, the master's decision made while it was dead (its Reporter
 //!   silent, its area moved away) — right then, stale now. One round after its Reporter is
@@ -63,7 +63,7 @@ pub enum Command {
 
 /// Timing of the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoreConfig {
+pub struct ApplyTiming {
     /// Re-check a held answer this often even if no decision changed it. Default 60 s.
     pub recheck: Duration,
     /// After an application gave up (server unreachable for all its attempts), try again
@@ -75,7 +75,7 @@ pub struct CoreConfig {
     pub confirm_after_start: u32,
 }
 
-impl Default for CoreConfig {
+impl Default for ApplyTiming {
     fn default() -> Self {
         Self {
             recheck: Duration::from_secs(60),
@@ -128,7 +128,7 @@ pub struct DirectorStatus {
 #[derive(Debug, Clone)]
 pub struct DirectorCore {
     director: AreaDirector,
-    cfg: CoreConfig,
+    cfg: ApplyTiming,
     wanted: Option<(Round, WwwRecords)>,
     /// The newest decision's epoch seen (it fences the writes).
     epoch: u64,
@@ -150,7 +150,7 @@ pub struct DirectorCore {
 
 impl DirectorCore {
     /// A Director for `director.area`, its server described as `server`.
-    pub fn new(director: AreaDirector, server: String, cfg: CoreConfig) -> Self {
+    pub fn new(director: AreaDirector, server: String, cfg: ApplyTiming) -> Self {
         let status = DirectorStatus {
             area: director.area.clone(),
             server,
@@ -366,9 +366,9 @@ mod tests {
             },
             "srv".into(),
             // These tests are about a running Director: no start-up confirmation.
-            CoreConfig {
+            ApplyTiming {
                 confirm_after_start: 0,
-                ..CoreConfig::default()
+                ..ApplyTiming::default()
             },
         )
     }
@@ -385,7 +385,7 @@ mod tests {
                 ttl: RecordTtl::DEFAULT,
             },
             "srv".into(),
-            CoreConfig::default(),
+            ApplyTiming::default(),
         );
         let t = Instant::now();
         assert_eq!(c.handle_decision(t, &decision(7, &["10.2.0.1"])), vec![]);

@@ -15,7 +15,7 @@
 //! damaged state file (empty, cut short, garbage) is set aside and the previous copy, or
 //! else the initial answer, is served: a bad file never keeps the area's DNS down.
 
-use super::answer::{measurable, respond_with, truncated, EcsReply, QueryContext, Transport};
+use super::answer::{measurable, respond_with, truncated, EcsReply, QueryContext, QueryTransport};
 use super::answer_cache::AnswerCache;
 use super::ecs::client_subnet;
 use super::learned::{
@@ -309,7 +309,7 @@ impl EmbeddedServer {
     fn answer(
         &self,
         request: &[u8],
-        transport: Transport,
+        transport: QueryTransport,
         source: std::net::IpAddr,
     ) -> Option<Vec<u8>> {
         // Before the zones are read: a reply computed from zones older than a change must
@@ -338,7 +338,7 @@ impl EmbeddedServer {
             learned = self.learned();
         }
         let question = learned.as_ref().and_then(|_| question_key(request));
-        if let (Some(l), Some(q), Transport::Tcp) = (learned.as_mut(), &question, transport) {
+        if let (Some(l), Some(q), QueryTransport::Tcp) = (learned.as_mut(), &question, transport) {
             l.on_tcp_query(now, source, q);
         }
         let (site_target, by, ecs) = {
@@ -383,7 +383,7 @@ impl EmbeddedServer {
         // the others are counted by who decided them.
         if let Some(q) = &question {
             if let Some(l) = self.learned().as_mut() {
-                if transport == Transport::Udp
+                if transport == QueryTransport::Udp
                     && measurable(&reply)
                     && l.on_udp_query(now, source, q)
                 {
@@ -503,7 +503,7 @@ fn serve_udp(server: &EmbeddedServer, sock: &std::net::UdpSocket, stop: &AtomicB
                 continue;
             }
         };
-        if let Some(reply) = server.answer(&buf[..n], Transport::Udp, peer.ip()) {
+        if let Some(reply) = server.answer(&buf[..n], QueryTransport::Udp, peer.ip()) {
             if let Err(e) = sock.send_to(&reply, peer) {
                 tracing::debug!(error = %e, %peer, "udp send");
             }
@@ -563,7 +563,7 @@ async fn serve_tcp_conn(
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }
-        let Some(reply) = server.answer(&request, Transport::Tcp, peer) else {
+        let Some(reply) = server.answer(&request, QueryTransport::Tcp, peer) else {
             return w.write_all(&out).await;
         };
         let Ok(rlen) = u16::try_from(reply.len()) else {
@@ -1043,21 +1043,21 @@ mod tests {
             LearnedConfig::default(),
             [(AreaName::from("a1"), zone("a1.example.com."))],
         );
-        let ask = |name: &str, t: Transport, from: &str| {
+        let ask = |name: &str, t: QueryTransport, from: &str| {
             let bytes = s
                 .answer(&ask_ecs(name, None), t, from.parse().unwrap())
                 .unwrap();
             hickory_proto::op::Message::from_vec(&bytes).unwrap()
         };
         // A name outside our zones (REFUSED) is never truncated, nor does it spend a probe.
-        assert!(!ask("www.example.org.", Transport::Udp, "192.0.2.7").truncated());
+        assert!(!ask("www.example.org.", QueryTransport::Udp, "192.0.2.7").truncated());
         // The first UDP answer to a new prefix is truncated: no records, EDNS kept.
-        let r = ask("www.example.com.", Transport::Udp, "192.0.2.7");
+        let r = ask("www.example.com.", QueryTransport::Udp, "192.0.2.7");
         assert!(r.truncated() && r.answers().is_empty() && r.extensions().is_some());
         // The next is not (one per prefix per probe_interval), and is counted.
-        assert!(!ask("www.example.com.", Transport::Udp, "192.0.2.8").truncated());
+        assert!(!ask("www.example.com.", QueryTransport::Udp, "192.0.2.8").truncated());
         // The TCP retry from the prefix is a full answer and the sample.
-        let r = ask("www.example.com.", Transport::Tcp, "192.0.2.7");
+        let r = ask("www.example.com.", QueryTransport::Tcp, "192.0.2.7");
         assert!(!r.truncated() && !r.answers().is_empty());
         let c = s.steering_counters().unwrap();
         assert_eq!(
@@ -1082,8 +1082,12 @@ mod tests {
         let s = EmbeddedServer::open(AreaName::from("a1"), layout(), d.join("state.json")).unwrap();
         let ask = |name: &str, ecs: Option<&[u8]>, from: &str| {
             reply_of(
-                &s.answer(&ask_ecs(name, ecs), Transport::Udp, from.parse().unwrap())
-                    .unwrap(),
+                &s.answer(
+                    &ask_ecs(name, ecs),
+                    QueryTransport::Udp,
+                    from.parse().unwrap(),
+                )
+                .unwrap(),
             )
         };
         let ip = |a: &str| a.parse::<std::net::IpAddr>().unwrap();

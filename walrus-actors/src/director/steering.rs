@@ -493,7 +493,7 @@ impl Steering {
 
 #[cfg(test)]
 mod tests {
-    use super::super::answer::{respond, respond_with, EcsReply, QueryContext, Transport};
+    use super::super::answer::{respond, respond_with, EcsReply, QueryContext, QueryTransport};
     use super::super::zone::{AreaServer, RecordTtl, ZoneLayout, ZoneState};
     use super::*;
     use hickory_proto::op::{Message, Query};
@@ -582,7 +582,7 @@ mod tests {
             &state(),
             &ask("www.example.com."),
             &QueryContext {
-                transport: Transport::Udp,
+                transport: QueryTransport::Udp,
                 site_target: target,
                 rotation: 0,
                 ecs: EcsReply::Absent,
@@ -609,7 +609,7 @@ mod tests {
             &layout(),
             &state(),
             &ask("www.example.com."),
-            Transport::Udp,
+            QueryTransport::Udp,
         );
         for src in ["10.9.0.1", "192.0.2.1"] {
             let got = respond_with(
@@ -617,7 +617,7 @@ mod tests {
                 &state(),
                 &ask("www.example.com."),
                 &QueryContext {
-                    transport: Transport::Udp,
+                    transport: QueryTransport::Udp,
                     site_target: s.target_for(ip(src)),
                     rotation: 0,
                     ecs: EcsReply::Absent,
@@ -631,7 +631,7 @@ mod tests {
             &state(),
             &ask("www.area-1.example.com."),
             &QueryContext {
-                transport: Transport::Udp,
+                transport: QueryTransport::Udp,
                 site_target: Some(&fqdn("area-2.example.com").unwrap()),
                 rotation: 0,
                 ecs: EcsReply::Absent,
@@ -643,7 +643,7 @@ mod tests {
                 &layout(),
                 &state(),
                 &ask("www.area-1.example.com."),
-                Transport::Udp
+                QueryTransport::Udp
             )
         );
     }

@@ -58,7 +58,7 @@ use walrus_actors::controller::actor::{
 use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::digests::{self, Digests};
-use walrus_actors::director::core::{CoreConfig as DirectorCoreConfig, DirectorStatus};
+use walrus_actors::director::core::{ApplyTiming, DirectorStatus};
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
 use walrus_actors::director::rfc2136::{Rfc2136Config, TsigKey};

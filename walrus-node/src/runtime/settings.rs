@@ -258,7 +258,7 @@ pub fn director_settings(config: &Config, area: &AreaName) -> Result<DirectorSet
         area: area.clone(),
         ttl,
         name_server,
-        core: DirectorCoreConfig::default(),
+        timing: ApplyTiming::default(),
         retry: RetryPolicy::default(),
         learned: match &config.dns.learned {
             Some(l) if config.dns.backend == DnsBackend::Embedded => {
