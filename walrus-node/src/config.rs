@@ -269,7 +269,7 @@ pub struct Dns {
     /// address is in `source` get `www.<site>` as a CNAME to the zone of `area`, whichever
     /// area server they ask (`walrus_actors::director::steering`). Empty by default: the
     /// paper's §7.2 answer (own area).
-    pub steering: Vec<SteerRule>,
+    pub steering: Vec<AreaSteerRule>,
     /// Learned steering of the embedded name servers (`[dns.learned]`, `enabled = true`):
     /// each area's server measures its round trip to the resolvers that query it, the areas
     /// share what they measured over the `Steering` group, and `www.<site>` points at the
@@ -280,7 +280,7 @@ pub struct Dns {
 
 /// One source-steering rule (walrus-actors' type: `[[dns.steering]]` deserializes
 /// straight into it and it checks its own prefix).
-pub use walrus_actors::director::AreaSteerRule as SteerRule;
+pub use walrus_actors::director::AreaSteerRule;
 
 /// TLS material of the group-communication layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -447,7 +447,7 @@ struct RawDns {
     ttl: Option<Duration>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
-    steering: Vec<SteerRule>,
+    steering: Vec<AreaSteerRule>,
     learned: Option<Spanned<LearnedKnobs>>,
 }
 
@@ -1852,7 +1852,7 @@ mod tests {
         let c = parse(&text).unwrap();
         assert_eq!(
             c.dns.steering,
-            vec![SteerRule {
+            vec![AreaSteerRule {
                 source: "10.1.0.0/16".into(),
                 area: AreaName::from("us")
             }]
