@@ -61,12 +61,12 @@ pub struct ControllerSettings {
     /// The node of the site's Replicator primary, when replication is configured: only its
     /// `Generation` announcements count (group members are authenticated by their
     /// certificates, so another member cannot pass for it).
-    pub replication_primary: Option<String>,
+    pub replication_primary: Option<walrus_gcs::NodeId>,
 }
 
 /// Whether a `Generation` announcement sent by node `sender` counts: only the configured
 /// primary's do.
-fn announcement_counts(primary: Option<&str>, sender: &str) -> bool {
+fn announcement_counts(primary: Option<&walrus_gcs::NodeId>, sender: &walrus_gcs::NodeId) -> bool {
     primary == Some(sender)
 }
 
@@ -471,14 +471,14 @@ impl<L: GroupLayer> Controller<L> {
                 }
             }
             Ok(WalrusMessage::Generation { generation, .. }) => {
-                let primary = self.settings.replication_primary.as_deref();
-                if announcement_counts(primary, sender.as_str()) {
+                let primary = self.settings.replication_primary.as_ref();
+                if announcement_counts(primary, sender) {
                     self.machine.handle_generation(now(), generation);
                 } else {
                     tracing::warn!(
                         from = %sender,
                         generation = generation.0,
-                        primary = ?primary,
+                        primary = ?primary.map(walrus_gcs::NodeId::as_str),
                         "generation announcement from a node that is not the Replicator primary ignored"
                     );
                 }
@@ -665,11 +665,13 @@ pub fn wall_clock_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::announcement_counts;
+    use walrus_gcs::NodeId;
 
     #[test]
     fn only_the_configured_primary_announces_generations() {
-        assert!(announcement_counts(Some("origin"), "origin"));
-        assert!(!announcement_counts(Some("origin"), "intruder"));
-        assert!(!announcement_counts(None, "origin"));
+        let (origin, intruder) = (NodeId::new("origin"), NodeId::new("intruder"));
+        assert!(announcement_counts(Some(&origin), &origin));
+        assert!(!announcement_counts(Some(&origin), &intruder));
+        assert!(!announcement_counts(None, &origin));
     }
 }

@@ -70,10 +70,10 @@ pub enum ReplicatorRole {
 /// Everything a Replicator runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicatorSettings {
-    /// This node's name.
-    pub me: String,
-    /// The primary's node name (replicas open their transfer streams to it).
-    pub primary: String,
+    /// This node.
+    pub me: NodeId,
+    /// The primary's node (replicas open their transfer streams to it).
+    pub primary: NodeId,
     /// Primary or replica.
     pub role: ReplicatorRole,
     /// Waits between failed pulls (or pushes).
@@ -94,7 +94,7 @@ pub enum TransferMethod {
         program: PathBuf,
         /// On the primary: every replica's node and its daemon module URL
         /// (`rsync://host:port/module`, the module's path being the replica's store).
-        replicas: Vec<(String, String)>,
+        replicas: Vec<(NodeId, String)>,
     },
 }
 
@@ -397,8 +397,8 @@ async fn run_primary<S: GroupSession>(
     ));
     let server = tokio::spawn(serve_streams(streams, source.clone(), stop.clone()));
     // rsync method: one pusher per replica; they report finished pushes here.
-    let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Generation)>();
-    let mut reported: std::collections::BTreeMap<String, watch::Sender<Option<Generation>>> =
+    let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel::<(NodeId, Generation)>();
+    let mut reported: std::collections::BTreeMap<NodeId, watch::Sender<Option<Generation>>> =
         std::collections::BTreeMap::new();
     let mut pushers = Vec::new();
     if let TransferMethod::Rsync { program, replicas } = &settings.method {
@@ -475,7 +475,7 @@ async fn run_primary<S: GroupSession>(
                     if let Ok(WalrusMessage::ReplicaAt { replica, generation }) =
                         WalrusMessage::decode(&payload)
                     {
-                        if let Some(tx) = reported.get(&replica).filter(|_| sender.0.as_str() == replica) {
+                        if let Some(tx) = reported.get(&replica).filter(|_| sender.0 == replica) {
                             tx.send_replace(Some(generation));
                         }
                     }
@@ -534,11 +534,11 @@ async fn serve_streams(streams: Arc<dyn PeerStreams>, source: Arc<PrimarySource>
 async fn run_pusher(
     method: RsyncMethod,
     root: PathBuf,
-    replica: String,
+    replica: NodeId,
     url: String,
     mut generations: watch::Receiver<Generation>,
     mut reported: watch::Receiver<Option<Generation>>,
-    done: tokio::sync::mpsc::UnboundedSender<(String, Generation)>,
+    done: tokio::sync::mpsc::UnboundedSender<(NodeId, Generation)>,
     backoff: BackoffConfig,
     stop: Stop,
 ) {
@@ -614,12 +614,12 @@ async fn run_rsync_replica<S: GroupSession>(
                 None => break Err(ReplicatorActorError::SessionEnded),
                 Some(Event::Message { payload, sender, .. }) => match WalrusMessage::decode(&payload) {
                     Ok(WalrusMessage::Generation { generation, .. })
-                        if sender.0.as_str() == settings.primary =>
+                        if sender.0 == settings.primary =>
                     {
                         status.send_modify(|s| s.newest = Some(s.newest.map_or(generation, |n| n.max(generation))));
                     }
                     Ok(WalrusMessage::Pushed { generation, replica }) if replica == settings.me => {
-                        if sender.0.as_str() != settings.primary {
+                        if sender.0 != settings.primary {
                             tracing::warn!(from = %sender.0, configured = %settings.primary, "push notice from a node that is not the configured primary; ignored");
                             continue;
                         }
@@ -701,7 +701,7 @@ async fn run_replica<S: GroupSession>(
     let puller = tokio::spawn(run_puller(
         store,
         streams,
-        NodeId::new(settings.primary.as_str()),
+        settings.primary.clone(),
         settings.backoff,
         events_rx,
         events_tx.clone(),
@@ -720,7 +720,7 @@ async fn run_replica<S: GroupSession>(
                     Ok(WalrusMessage::Generation { generation, primary }) => {
                         // The sender's node is what its certificate says; the payload's
                         // field must agree.
-                        if primary != settings.primary || sender.0.as_str() != settings.primary {
+                        if primary != settings.primary || sender.0 != settings.primary {
                             tracing::warn!(%primary, from = %sender.0, configured = %settings.primary, "announcement from a node that is not the configured primary; ignored");
                             continue;
                         }

@@ -30,7 +30,10 @@ pub fn controller_settings(config: &Config) -> ControllerSettings {
         round,
         topology: config.topology(),
         notify,
-        replication_primary: config.replicator.as_ref().map(|r| r.primary.clone()),
+        replication_primary: config
+            .replicator
+            .as_ref()
+            .map(|r| NodeId::new(r.primary.as_str())),
     }
 }
 
@@ -99,7 +102,7 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
                 .nodes
                 .iter()
                 .filter(|(name, n)| **name != r.primary && n.roles.contains(&Role::Replicator))
-                .filter_map(|(name, n)| Some((name.clone(), n.rsync_url.clone()?)))
+                .filter_map(|(name, n)| Some((NodeId::new(name.as_str()), n.rsync_url.clone()?)))
                 .collect(),
         },
     };
@@ -122,8 +125,8 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
         }
     };
     Ok(ReplicatorSettings {
-        me: node.to_owned(),
-        primary: r.primary.clone(),
+        me: NodeId::new(node),
+        primary: NodeId::new(r.primary.as_str()),
         role,
         backoff: BackoffConfig::default(),
         method,
