@@ -22,7 +22,7 @@
 //! digest is announced Agreed, so every member sees the announcements in the same order.
 
 use crate::group::{GroupLayer, GroupSession};
-use crate::wire::{self, WalrusMessage, NODES};
+use crate::messages::{self, WalrusMessage, NODES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -134,7 +134,7 @@ pub async fn run<L: GroupLayer>(
         .await
         .map_err(|e| format!("digests: opening a session: {e}"))?;
     session
-        .join(wire::group(NODES))
+        .join(messages::group(NODES))
         .await
         .map_err(|e| format!("digests: joining {NODES}: {e}"))?;
     tokio::pin!(stop);
@@ -174,7 +174,7 @@ pub async fn run<L: GroupLayer>(
             match msg.encode() {
                 Ok(p) => {
                     if let Err(e) = session
-                        .multicast(Service::Agreed, &[wire::group(NODES)], p)
+                        .multicast(Service::Agreed, &[messages::group(NODES)], p)
                         .await
                     {
                         tracing::warn!(error = %e, "config digest not announced");
@@ -184,7 +184,7 @@ pub async fn run<L: GroupLayer>(
             }
         }
     }
-    let _ = session.leave(wire::group(NODES)).await;
+    let _ = session.leave(messages::group(NODES)).await;
     session.close().await;
     Ok(())
 }

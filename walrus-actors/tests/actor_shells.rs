@@ -13,10 +13,10 @@ use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::group::local::{LocalBus, LocalSession};
 use walrus_actors::group::{GroupLayer, GroupSession};
+use walrus_actors::messages::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use walrus_actors::model::{Decision, Report, ReportBody, Round, ServerName};
 use walrus_actors::reporter::{self, ReporterConfig, WebSource};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
-use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use walrus_gcs::{Event, NodeId, Service};
 use walrus_testkit::actors::fixtures::{stats, topology_of};
 

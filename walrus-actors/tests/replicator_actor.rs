@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use walrus_actors::group::local::LocalBus;
 use walrus_actors::group::{GroupLayer, GroupSession};
+use walrus_actors::messages::{group, WalrusMessage, CONTROLLERS};
 use walrus_actors::model::Generation;
 use walrus_actors::replicator::actor::{
     self, BackoffConfig, ReplicatorActorError, ReplicatorRole, ReplicatorSettings,
@@ -20,7 +21,6 @@ use walrus_actors::replicator::actor::{
 };
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
-use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS};
 use walrus_gcs::{Event, NodeId};
 use walrus_testkit::actors::replicator::*;
 
@@ -265,7 +265,7 @@ async fn announcements_from_a_node_other_than_the_primary_are_ignored() {
     };
     evil.multicast(
         walrus_gcs::Service::Agreed,
-        &[group(walrus_actors::wire::REPLICATORS)],
+        &[group(walrus_actors::messages::REPLICATORS)],
         forged.encode().unwrap(),
     )
     .await

@@ -32,13 +32,13 @@
 use super::notify::{Notifier, NotifyConfig};
 use super::round::{ReportIgnored, RoundConfig, RoundMachine, RoundStatus};
 use crate::group::GroupLayer;
+use crate::messages::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use crate::model::{AreaName, Decision, Topology};
 #[cfg(feature = "testing")]
 use crate::supervision::planted_panic;
 use crate::supervision::{
     guard, leave_and_close, open_and_join, ActorHome, RoleAddr, RoleLife, SessionLink, Supervision,
 };
-use crate::wire::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use actix::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -283,13 +283,16 @@ impl<L: GroupLayer> Actor for Controller<L> {
         ctx.spawn(
             async move {
                 layer.settled(grace).await;
-                open_and_join(layer, sup, ROLE, vec![wire::group(CONTROLLERS)]).await
+                open_and_join(layer, sup, ROLE, vec![messages::group(CONTROLLERS)]).await
             }
             .into_actor(self)
             .map(|r, act, ctx| match r {
                 Ok((link, _)) if act.life.halted() => {
                     // Shut down while joining: leave at once.
-                    tokio::spawn(leave_and_close(Some(link), vec![wire::group(CONTROLLERS)]));
+                    tokio::spawn(leave_and_close(
+                        Some(link),
+                        vec![messages::group(CONTROLLERS)],
+                    ));
                 }
                 Ok((link, events)) => {
                     tracing::info!(me = %link.member(), "controller joined Controllers");
@@ -364,7 +367,7 @@ impl<L: GroupLayer> Handler<SendOverride> for Controller<L> {
                 "not in the Controllers group yet",
             ))?;
             let payload = payload.map_err(|_| ControllerError::Unreachable("cannot encode"))?;
-            link.multicast(Service::Agreed, vec![wire::group(CONTROLLERS)], payload)
+            link.multicast(Service::Agreed, vec![messages::group(CONTROLLERS)], payload)
                 .await?;
             Ok(())
         })
@@ -383,7 +386,7 @@ impl<L: GroupLayer> Handler<Shutdown> for Controller<L> {
         let notifier = self.notifier.take();
         Box::pin(
             async move {
-                leave_and_close(link, vec![wire::group(CONTROLLERS)]).await;
+                leave_and_close(link, vec![messages::group(CONTROLLERS)]).await;
                 if let Some(n) = notifier {
                     n.close().await;
                 }
@@ -539,7 +542,7 @@ impl<L: GroupLayer> Controller<L> {
         use super::round::Output;
         let mut sends: Vec<(Vec<walrus_gcs::GroupName>, Vec<u8>)> = Vec::new();
         let mut queue = |groups: &[&str], msg: &WalrusMessage| match msg.encode() {
-            Ok(p) => sends.push((groups.iter().map(|g| wire::group(g)).collect(), p)),
+            Ok(p) => sends.push((groups.iter().map(|g| messages::group(g)).collect(), p)),
             Err(e) => tracing::error!(error = %e, "cannot encode a message; not sent"),
         };
         while let Some(out) = self.machine.poll_output() {

@@ -48,7 +48,7 @@
 //!
 //! **Fast failover (issue 23, beyond the paper; [`RoundConfig::fast_failover`], on by
 //! default).** A Reporter whose web server goes down multicasts an urgent PANIC at once
-//! ([`crate::wire::WalrusMessage::Urgent`]); the master takes it through
+//! ([`crate::messages::WalrusMessage::Urgent`]); the master takes it through
 //! [`RoundMachine::handle_urgent`]:
 //! - while a round is gathering, it counts as that round's report for the server
 //!   (replacing an earlier one: it is newer), and may close the round if it was the last;

@@ -36,8 +36,8 @@ use super::store::{ReplicaStore, StoreConfig, StoreError};
 use super::transfer::{self, PrimarySource, ServeOptions};
 use super::watcher::{self, PrimaryScanner, WatchConfig, WatchError};
 use crate::group::{GroupSession, PeerStreams};
+use crate::messages::{self, WalrusMessage, CONTROLLERS, REPLICATORS};
 use crate::model::Generation;
-use crate::wire::{self, WalrusMessage, CONTROLLERS, REPLICATORS};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -421,9 +421,9 @@ async fn run_primary<S: GroupSession>(
         }
     }
     drop(pushed_tx);
-    session.join(wire::group(REPLICATORS)).await?;
+    session.join(messages::group(REPLICATORS)).await?;
     tracing::info!(me = %session.member(), root = %root.display(), "replicator primary joined Replicators");
-    let groups = [wire::group(REPLICATORS), wire::group(CONTROLLERS)];
+    let groups = [messages::group(REPLICATORS), messages::group(CONTROLLERS)];
     let announce = |g: Generation| WalrusMessage::Generation {
         generation: g,
         primary: settings.me.clone(),
@@ -490,7 +490,7 @@ async fn run_primary<S: GroupSession>(
     for p in pushers {
         p.abort();
     }
-    let _ = session.leave(wire::group(REPLICATORS)).await;
+    let _ = session.leave(messages::group(REPLICATORS)).await;
     session.close().await;
     result
 }
@@ -598,7 +598,7 @@ async fn run_rsync_replica<S: GroupSession>(
         .as_ref()
         .map_or(Generation(0), ReplicaStore::current_generation);
     status.send_modify(|s| s.generation = Some(current));
-    let groups = [wire::group(REPLICATORS)];
+    let groups = [messages::group(REPLICATORS)];
     session.join(groups[0].clone()).await?;
     tracing::info!(me = %session.member(), store = %dir.display(), "replicator replica (rsync) joined Replicators");
     let at = |g: Generation| WalrusMessage::ReplicaAt {
@@ -673,7 +673,7 @@ async fn run_rsync_replica<S: GroupSession>(
             },
         }
     };
-    let _ = session.leave(wire::group(REPLICATORS)).await;
+    let _ = session.leave(messages::group(REPLICATORS)).await;
     session.close().await;
     result
 }
@@ -708,7 +708,7 @@ async fn run_replica<S: GroupSession>(
         status,
         stop.clone(),
     ));
-    session.join(wire::group(REPLICATORS)).await?;
+    session.join(messages::group(REPLICATORS)).await?;
     tracing::info!(me = %session.member(), store = %dir.display(), "replicator replica joined Replicators");
     let result = loop {
         tokio::select! {
@@ -737,7 +737,7 @@ async fn run_replica<S: GroupSession>(
         }
     };
     let _ = puller.await;
-    let _ = session.leave(wire::group(REPLICATORS)).await;
+    let _ = session.leave(messages::group(REPLICATORS)).await;
     session.close().await;
     result
 }

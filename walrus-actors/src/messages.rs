@@ -4,7 +4,9 @@
 //! `Controllers`; the master's decision goes to `Controllers` (backups keep the state) and
 //! `Directors` (each applies its own area's answer); the Replicator primary announces
 //! generations on `Replicators`. Every payload is one [`WalrusMessage`], encoded by
-//! `walrus_gcs::codec` (bincode with a size limit, behind one module).
+//! `walrus_gcs::codec` (bincode with a size limit, behind one module). (The GCS's own
+//! frames between nodes are `walrus_gcs`'s wire format; these messages are payloads
+//! inside them.)
 
 use crate::model::{Decision, Generation, Report, Round};
 use serde::{Deserialize, Serialize};
@@ -119,16 +121,20 @@ mod tests {
     use super::*;
     use crate::model::{ReportBody, Round};
 
-    #[test]
-    fn messages_round_trip_and_garbage_is_an_error() {
-        let m = WalrusMessage::Report(Report {
+    fn report(body: ReportBody) -> Report {
+        Report {
             server: "w1".into(),
             round: Round(7),
-            body: ReportBody::TempFail {
-                reason: "starting".into(),
-            },
+            body,
             generation: None,
-        });
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        let m = WalrusMessage::Report(report(ReportBody::TempFail {
+            reason: "starting".into(),
+        }));
         let bytes = m.encode().unwrap();
         assert_eq!(WalrusMessage::decode(&bytes).unwrap(), m);
         assert!(WalrusMessage::decode(&[0xff, 0xff, 0xff]).is_err());
@@ -136,14 +142,9 @@ mod tests {
         long.push(0);
         assert!(WalrusMessage::decode(&long).is_err());
         // The urgent report (fast failover) is encoded like the others.
-        let u = WalrusMessage::Urgent(Report {
-            server: "w1".into(),
-            round: Round(7),
-            body: ReportBody::Panic {
-                reason: "connection refused".into(),
-            },
-            generation: None,
-        });
+        let u = WalrusMessage::Urgent(report(ReportBody::Panic {
+            reason: "connection refused".into(),
+        }));
         let bytes = u.encode().unwrap();
         assert_eq!(WalrusMessage::decode(&bytes).unwrap(), u);
         assert!(WalrusMessage::decode(&bytes[..bytes.len() - 1]).is_err());
