@@ -72,7 +72,6 @@ use walrus_actors::model::{AreaName, ClusterName, ServerName};
 use walrus_actors::replicator::actor::{
     BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus, TransferMethod,
 };
-use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
 use walrus_actors::replicator::{self, shell::ReplicatorActor};
 use walrus_actors::reporter::actor::ReporterActor;

@@ -30,10 +30,7 @@ pub fn controller_settings(config: &Config) -> ControllerSettings {
         round,
         topology: config.topology(),
         notify,
-        replication_primary: config
-            .replicator
-            .as_ref()
-            .map(|r| NodeId::new(r.primary.as_str())),
+        replication_primary: config.replicator.as_ref().map(|r| r.primary.clone()),
     }
 }
 
@@ -101,13 +98,15 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
             replicas: config
                 .nodes
                 .iter()
-                .filter(|(name, n)| **name != r.primary && n.roles.contains(&Role::Replicator))
+                .filter(|(name, n)| {
+                    name.as_str() != r.primary.as_str() && n.roles.contains(&Role::Replicator)
+                })
                 .filter_map(|(name, n)| Some((NodeId::new(name.as_str()), n.rsync_url.clone()?)))
                 .collect(),
         },
     };
-    let root = r.root_of(n);
-    let role = if r.primary == node {
+    let root = r.root_of(n.replicator_root.as_deref());
+    let role = if r.primary.as_str() == node {
         let mut state = root.clone().into_os_string();
         state.push(".walrus-state");
         ReplicatorRole::Primary {
@@ -118,15 +117,12 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
     } else {
         ReplicatorRole::Replica {
             store: root,
-            config: StoreConfig {
-                keep: r.keep + 1,
-                ..StoreConfig::default()
-            },
+            config: r.store_config(),
         }
     };
     Ok(ReplicatorSettings {
         me: NodeId::new(node),
-        primary: NodeId::new(r.primary.as_str()),
+        primary: r.primary.clone(),
         role,
         backoff: BackoffConfig::default(),
         method,
