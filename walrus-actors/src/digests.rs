@@ -22,12 +22,12 @@
 //! digest is announced Agreed, so every member sees the announcements in the same order.
 
 use crate::group::{GroupLayer, GroupSession};
-use crate::wire::{self, WalrusMessage, NODES};
+use crate::messages::{self, WalrusMessage, NODES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;
-use walrus_gcs::{Event, Member, Service};
+use walrus_gcs::{Event, Member, NodeId, Service};
 
 /// Each node's digest as this node knows it (this node's own included).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,18 +55,18 @@ impl Digests {
 /// The rules: who is a member, what they announced, when to announce.
 #[derive(Debug, Clone)]
 pub struct DigestTable {
-    me: String,
+    me: NodeId,
     members: BTreeSet<String>,
     digests: Digests,
 }
 
 impl DigestTable {
     /// Node `me` running a file of digest `mine`.
-    pub fn new(me: &str, mine: &str) -> Self {
+    pub fn new(me: &NodeId, mine: &str) -> Self {
         let mut nodes = BTreeMap::new();
-        nodes.insert(me.to_owned(), mine.to_owned());
+        nodes.insert(me.as_str().to_owned(), mine.to_owned());
         Self {
-            me: me.to_owned(),
+            me: me.clone(),
             members: BTreeSet::new(),
             digests: Digests {
                 mine: mine.to_owned(),
@@ -82,7 +82,7 @@ impl DigestTable {
     pub fn handle_membership(&mut self, members: &[Member]) -> bool {
         let now: BTreeSet<String> = members.iter().map(|m| m.node.as_str().to_owned()).collect();
         let newcomer = now.iter().any(|n| !self.members.contains(n));
-        let me = &self.me;
+        let me = self.me.as_str();
         self.digests
             .nodes
             .retain(|n, _| n == me || now.contains(n.as_str()));
@@ -92,9 +92,9 @@ impl DigestTable {
     }
 
     /// Node `node` announced `digest`.
-    pub fn handle_digest(&mut self, node: &str, digest: String) {
-        if node == self.me || self.members.contains(node) {
-            self.digests.nodes.insert(node.to_owned(), digest);
+    pub fn handle_digest(&mut self, node: &NodeId, digest: String) {
+        if *node == self.me || self.members.contains(node.as_str()) {
+            self.digests.nodes.insert(node.as_str().to_owned(), digest);
         }
     }
 
@@ -105,7 +105,9 @@ impl DigestTable {
             return false;
         }
         self.digests.mine = mine.to_owned();
-        self.digests.nodes.insert(self.me.clone(), mine.to_owned());
+        self.digests
+            .nodes
+            .insert(self.me.as_str().to_owned(), mine.to_owned());
         true
     }
 
@@ -120,7 +122,7 @@ impl DigestTable {
 /// `out`.
 pub async fn run<L: GroupLayer>(
     layer: Arc<L>,
-    me: String,
+    me: NodeId,
     mut mine: watch::Receiver<String>,
     out: watch::Sender<Digests>,
     stop: impl Future<Output = ()>,
@@ -132,7 +134,7 @@ pub async fn run<L: GroupLayer>(
         .await
         .map_err(|e| format!("digests: opening a session: {e}"))?;
     session
-        .join(wire::group(NODES))
+        .join(messages::group(NODES))
         .await
         .map_err(|e| format!("digests: joining {NODES}: {e}"))?;
     tokio::pin!(stop);
@@ -147,7 +149,7 @@ pub async fn run<L: GroupLayer>(
                 Some(Event::Message { sender, payload, .. }) => {
                     match WalrusMessage::decode(&payload) {
                         Ok(WalrusMessage::ConfigDigest { digest }) => {
-                            table.handle_digest(sender.0.as_str(), digest);
+                            table.handle_digest(&sender.0, digest);
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(from = %sender.0, error = %e, "malformed message on Nodes ignored"),
@@ -172,7 +174,7 @@ pub async fn run<L: GroupLayer>(
             match msg.encode() {
                 Ok(p) => {
                     if let Err(e) = session
-                        .multicast(Service::Agreed, &[wire::group(NODES)], p)
+                        .multicast(Service::Agreed, &[messages::group(NODES)], p)
                         .await
                     {
                         tracing::warn!(error = %e, "config digest not announced");
@@ -182,7 +184,7 @@ pub async fn run<L: GroupLayer>(
             }
         }
     }
-    let _ = session.leave(wire::group(NODES)).await;
+    let _ = session.leave(messages::group(NODES)).await;
     session.close().await;
     Ok(())
 }
@@ -190,7 +192,7 @@ pub async fn run<L: GroupLayer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use walrus_gcs::{NodeId, SessionId};
+    use walrus_gcs::SessionId;
 
     fn member(node: &str) -> Member {
         Member {
@@ -202,11 +204,11 @@ mod tests {
 
     #[test]
     fn newcomers_trigger_an_announcement_and_leavers_drop_out() {
-        let mut t = DigestTable::new("a", "d1");
+        let mut t = DigestTable::new(&NodeId::new("a"), "d1");
         assert!(t.handle_membership(&[member("a")]), "own join announces");
         assert!(t.handle_membership(&[member("a"), member("b")]));
-        t.handle_digest("b", "d2".into());
-        t.handle_digest("stranger", "d9".into());
+        t.handle_digest(&NodeId::new("b"), "d2".into());
+        t.handle_digest(&NodeId::new("stranger"), "d9".into());
         assert_eq!(
             t.digests().nodes,
             [("a".into(), "d1".into()), ("b".into(), "d2".into())].into()

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
-use walrus_gcs::{DriverError, Event, GroupName, Member, Service};
+use walrus_gcs::{DriverError, Event, GroupName, Member, NodeId, Service};
 
 /// Events queued between a role's group session and its actor.
 pub const EVENT_QUEUE: usize = 256;
@@ -82,7 +82,7 @@ struct RoleState {
 }
 
 struct Inner {
-    node: String,
+    node: NodeId,
     limit: RestartLimit,
     roles: Mutex<BTreeMap<String, RoleState>>,
     failed: watch::Sender<Option<String>>,
@@ -107,10 +107,10 @@ impl std::fmt::Debug for Supervision {
 impl Supervision {
     /// A record for node `node`; session pumps run on `runtime` (the node's tokio runtime,
     /// where walrus-gcs runs), not on the actors' arbiter.
-    pub fn new(node: &str, limit: RestartLimit, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(node: &NodeId, limit: RestartLimit, runtime: tokio::runtime::Handle) -> Self {
         let (failed, _) = watch::channel(None);
         Self(Arc::new(Inner {
-            node: node.to_owned(),
+            node: node.clone(),
             limit,
             roles: Mutex::new(BTreeMap::new()),
             failed,
@@ -592,7 +592,7 @@ pub struct ActorHome {
 
 impl ActorHome {
     /// A home for node `node`'s actors.
-    pub fn start(node: &str) -> std::io::Result<Self> {
+    pub fn start(node: &NodeId) -> std::io::Result<Self> {
         if actix::System::try_current().is_some() {
             let arbiter = actix::Arbiter::new();
             return Ok(Self {
@@ -653,7 +653,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let s = Supervision::new("n", limit, rt.handle().clone());
+        let s = Supervision::new(&NodeId::new("n"), limit, rt.handle().clone());
         (rt, s)
     }
 

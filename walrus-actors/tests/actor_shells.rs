@@ -13,11 +13,11 @@ use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::group::local::{LocalBus, LocalSession};
 use walrus_actors::group::{GroupLayer, GroupSession};
+use walrus_actors::messages::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use walrus_actors::model::{Decision, Report, ReportBody, Round, ServerName};
 use walrus_actors::reporter::{self, ReporterConfig, WebSource};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
-use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
-use walrus_gcs::{Event, Service};
+use walrus_gcs::{Event, NodeId, Service};
 use walrus_testkit::actors::fixtures::{stats, topology_of};
 
 fn settings() -> ControllerSettings {
@@ -60,9 +60,9 @@ fn stop() -> (
 /// An actor home (its own actix system thread) and a supervision record.
 fn home() -> (ActorHome, Supervision) {
     (
-        ActorHome::start("test").unwrap(),
+        ActorHome::start(&NodeId::new("test")).unwrap(),
         Supervision::new(
-            "test",
+            &NodeId::new("test"),
             RestartLimit::default(),
             tokio::runtime::Handle::current(),
         ),

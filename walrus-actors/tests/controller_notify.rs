@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use walrus_actors::controller::notify::{Event, Notification, Notifier, NotifyConfig, NotifyError};
+use walrus_actors::controller::notify::{
+    Incident, Notification, Notifier, NotifyConfig, NotifyError,
+};
 use walrus_actors::model::Round;
 
 /// What the receiver saw: one entry per request (path, body).
@@ -89,8 +91,8 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
     (head, path, body)
 }
 
-fn panic_event(round: u64) -> Event {
-    Event::PanicRaised {
+fn panic_raised(round: u64) -> Incident {
+    Incident::PanicRaised {
         round: Round(round),
         server: "c1-s1".into(),
         cluster: "c1".into(),
@@ -179,7 +181,7 @@ async fn https_webhook_with_headers_and_a_body_template() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(7)).unwrap();
+    n.notify(panic_raised(7)).unwrap();
     n.close().await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -206,7 +208,7 @@ async fn https_webhook_with_headers_and_a_body_template() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(8)).unwrap();
+    n.notify(panic_raised(8)).unwrap();
     n.close().await;
     assert_eq!(
         heads.lock().unwrap().len(),
@@ -223,7 +225,7 @@ async fn webhook_receives_the_event_as_json() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(3)).unwrap();
+    n.notify(panic_raised(3)).unwrap();
     n.close().await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
@@ -232,7 +234,7 @@ async fn webhook_receives_the_event_as_json() {
         parse(&seen[0].1),
         Notification {
             site: "example.com".into(),
-            event: panic_event(3)
+            incident: panic_raised(3)
         }
     );
 }
@@ -246,11 +248,13 @@ async fn webhook_failures_are_retried_with_backoff() {
     })
     .unwrap();
     let t = std::time::Instant::now();
-    n.notify(panic_event(1)).unwrap();
+    n.notify(panic_raised(1)).unwrap();
     n.close().await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "two failures, then success");
-    assert!(seen.iter().all(|(_, b)| parse(b).event == panic_event(1)));
+    assert!(seen
+        .iter()
+        .all(|(_, b)| parse(b).incident == panic_raised(1)));
     assert!(
         t.elapsed() >= Duration::from_millis(60),
         "backoff 20 ms + 40 ms"
@@ -266,15 +270,15 @@ async fn webhook_gives_up_after_the_configured_attempts() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(1)).unwrap();
-    n.notify(panic_event(2)).unwrap();
+    n.notify(panic_raised(1)).unwrap();
+    n.notify(panic_raised(2)).unwrap();
     n.close().await;
     let rounds: Vec<Round> = seen
         .lock()
         .unwrap()
         .iter()
-        .map(|(_, b)| match parse(b).event {
-            Event::PanicRaised { round, .. } => round,
+        .map(|(_, b)| match parse(b).incident {
+            Incident::PanicRaised { round, .. } => round,
             e => panic!("{e:?}"),
         })
         .collect();
@@ -303,7 +307,7 @@ async fn unreachable_webhook_never_blocks_notify() {
     })
     .unwrap();
     let t = std::time::Instant::now();
-    let results: Vec<_> = (0..10).map(|r| n.notify(panic_event(r))).collect();
+    let results: Vec<_> = (0..10).map(|r| n.notify(panic_raised(r))).collect();
     assert!(
         t.elapsed() < Duration::from_millis(500),
         "notify must not wait"
@@ -323,8 +327,8 @@ async fn command_gets_the_event_on_stdin() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(5)).unwrap();
-    n.notify(Event::PanicCleared {
+    n.notify(panic_raised(5)).unwrap();
+    n.notify(Incident::PanicCleared {
         round: Round(9),
         server: "c1-s1".into(),
         cluster: "c1".into(),
@@ -334,10 +338,10 @@ async fn command_gets_the_event_on_stdin() {
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<Notification> = text.lines().filter(|l| !l.is_empty()).map(parse).collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert_eq!(lines[0].event, panic_event(5));
+    assert_eq!(lines[0].incident, panic_raised(5));
     assert!(matches!(
-        lines[1].event,
-        Event::PanicCleared {
+        lines[1].incident,
+        Incident::PanicCleared {
             round: Round(9),
             ..
         }
@@ -353,7 +357,7 @@ async fn failing_command_is_retried() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(4)).unwrap();
+    n.notify(panic_raised(4)).unwrap();
     n.close().await;
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 1, "{text}");
@@ -374,7 +378,7 @@ async fn both_channels_get_every_event() {
         ..config()
     })
     .unwrap();
-    n.notify(panic_event(1)).unwrap();
+    n.notify(panic_raised(1)).unwrap();
     n.close().await;
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(
@@ -426,7 +430,7 @@ async fn a_hanging_command_is_killed_at_the_timeout() {
     })
     .unwrap();
     let t = std::time::Instant::now();
-    n.notify(panic_event(1)).unwrap();
+    n.notify(panic_raised(1)).unwrap();
     n.close().await;
     // Two attempts of 200 ms and one backoff of 20 ms: far below the script's 30 s.
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use walrus_actors::group::local::LocalBus;
 use walrus_actors::group::{GroupLayer, GroupSession};
+use walrus_actors::messages::{group, WalrusMessage, CONTROLLERS};
 use walrus_actors::model::Generation;
 use walrus_actors::replicator::actor::{
     self, BackoffConfig, ReplicatorActorError, ReplicatorRole, ReplicatorSettings,
@@ -20,8 +21,7 @@ use walrus_actors::replicator::actor::{
 };
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
-use walrus_actors::wire::{group, WalrusMessage, CONTROLLERS};
-use walrus_gcs::Event;
+use walrus_gcs::{Event, NodeId};
 use walrus_testkit::actors::replicator::*;
 
 struct Running {
@@ -45,8 +45,8 @@ impl Running {
 
 fn settings(me: &str, role: ReplicatorRole) -> ReplicatorSettings {
     ReplicatorSettings {
-        me: me.into(),
-        primary: "p".into(),
+        me: NodeId::new(me),
+        primary: NodeId::new("p"),
         role,
         backoff: BackoffConfig {
             initial: Duration::from_millis(50),
@@ -167,7 +167,7 @@ async fn replicas_follow_the_primarys_announcements_and_catch_up() {
                 primary,
             }) = WalrusMessage::decode(&payload)
             {
-                assert_eq!(primary, "p");
+                assert_eq!(primary.as_str(), "p");
                 seen.push(generation);
             }
         }
@@ -210,7 +210,7 @@ async fn with_the_rsync_method_the_primary_pushes_and_the_replica_switches() {
     let daemon = RsyncDaemon::start(t.path(), &r1);
     let method = TransferMethod::Rsync {
         program: rsync,
-        replicas: vec![("r1".into(), daemon.url.clone())],
+        replicas: vec![(NodeId::new("r1"), daemon.url.clone())],
     };
     let bus = LocalBus::new();
     let mut ps = settings("p", primary_role(&root, &state));
@@ -261,11 +261,11 @@ async fn announcements_from_a_node_other_than_the_primary_are_ignored() {
     let evil = bus.node("evil", 1).open_session().await.unwrap();
     let forged = WalrusMessage::Generation {
         generation: Generation(99),
-        primary: "p".into(),
+        primary: NodeId::new("p"),
     };
     evil.multicast(
         walrus_gcs::Service::Agreed,
-        &[group(walrus_actors::wire::REPLICATORS)],
+        &[group(walrus_actors::messages::REPLICATORS)],
         forged.encode().unwrap(),
     )
     .await

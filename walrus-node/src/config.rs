@@ -131,9 +131,10 @@ pub enum StatusKind {
     Probe,
 }
 
-/// How the Replicator moves content, and on what (walrus-actors' types: `[replicator]`
-/// `method` and `transport` deserialize straight into them).
-pub use walrus_actors::replicator::{ReplicationMethod, TransferTransport};
+/// Content replication (`[replicator]` deserializes straight into walrus-actors'
+/// [`ReplicatorKnobs`]: its defaults and ranges are there; this file adds the checks that
+/// need the node table).
+pub use walrus_actors::replicator::{ReplicationMethod, ReplicatorKnobs, TransferTransport};
 
 /// The validated deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,8 +163,9 @@ pub struct Config {
     pub clusters: BTreeMap<ClusterName, Cluster>,
     /// Every node (host running `walrus-node`).
     pub nodes: BTreeMap<String, Node>,
-    /// Content replication, when configured.
-    pub replicator: Option<Replicator>,
+    /// Content replication, when configured (`[replicator]`; the type, defaults and ranges
+    /// are walrus-actors' [`ReplicatorKnobs`]).
+    pub replicator: Option<ReplicatorKnobs>,
     /// Who may read the node's HTTP side (`/status`, `/history`, the dashboard, `/metrics`)
     /// and whether it is HTTPS.
     pub http: Http,
@@ -356,31 +358,6 @@ pub struct Node {
     pub rsync_url: Option<String>,
 }
 
-/// Content replication.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Replicator {
-    /// The node whose content root is the primary copy.
-    pub primary: String,
-    /// The content root on the primary; on replicas, the directory holding generations
-    /// and the `current` link the web server serves.
-    pub root: PathBuf,
-    /// Generations kept beside the current one. Default 2.
-    pub keep: usize,
-    /// Walrus's own transfer or rsync.
-    pub method: ReplicationMethod,
-    /// What Walrus's own transfer runs on.
-    pub transport: TransferTransport,
-}
-
-impl Replicator {
-    /// Node `node`'s replication directory: its `replicator_root`, or `root`.
-    pub fn root_of(&self, node: &Node) -> PathBuf {
-        node.replicator_root
-            .clone()
-            .unwrap_or_else(|| self.root.clone())
-    }
-}
-
 // ----------------------------------------------------------------------------------------
 // Raw form, as written in the file.
 
@@ -404,7 +381,7 @@ struct RawConfig {
     clusters: Spanned<BTreeMap<String, Spanned<RawCluster>>>,
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
     #[serde(default)]
-    replicator: Option<Spanned<RawReplicator>>,
+    replicator: Option<Spanned<ReplicatorKnobs>>,
     #[serde(default)]
     http: Option<Spanned<RawHttp>>,
 }
@@ -494,18 +471,6 @@ struct RawNode {
     status_addr: Option<SocketAddr>,
     replicator_root: Option<PathBuf>,
     rsync_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReplicator {
-    primary: String,
-    root: PathBuf,
-    keep: Option<usize>,
-    #[serde(default)]
-    method: ReplicationMethod,
-    #[serde(default)]
-    transport: TransferTransport,
 }
 
 /// Durations written as human strings ("500ms", "30s", "5m").
@@ -826,59 +791,10 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let servers: BTreeSet<&ServerName> = clusters.values().flat_map(|c| c.servers.keys()).collect();
     let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas, &http)?;
 
-    let replicator = match raw.replicator {
-        None => None,
-        Some(r) => {
-            let span = r.span();
-            let r = r.into_inner();
-            match nodes.get(&r.primary) {
-                None => {
-                    return Err(loc.err(
-                        Some(span),
-                        "replicator.primary",
-                        format!("`{}` is not a node; {}", r.primary, known(nodes.keys())),
-                    ))
-                }
-                Some(node) if !node.roles.contains(&Role::Replicator) => {
-                    return Err(loc.err(
-                        Some(span),
-                        "replicator.primary",
-                        format!(
-                            "node `{}` does not run the `replicator` role; add it to its roles",
-                            r.primary
-                        ),
-                    ))
-                }
-                Some(_) => {}
-            }
-            if r.method == ReplicationMethod::Rsync {
-                let missing = nodes.iter().find(|(name, n)| {
-                    **name != r.primary
-                        && n.roles.contains(&Role::Replicator)
-                        && !n
-                            .rsync_url
-                            .as_deref()
-                            .is_some_and(|u| u.starts_with("rsync://"))
-                });
-                if let Some((name, _)) = missing {
-                    return Err(loc.err(
-                        Some(span),
-                        format!("nodes.{name}.rsync_url"),
-                        format!(
-                            "replicator.method = \"rsync\": replica `{name}` needs rsync_url = \"rsync://HOST:PORT/MODULE\" (its rsync daemon's module, whose path is its replicator root)"
-                        ),
-                    ));
-                }
-            }
-            Some(Replicator {
-                primary: r.primary,
-                root: r.root,
-                keep: r.keep.unwrap_or(2),
-                method: r.method,
-                transport: r.transport,
-            })
-        }
-    };
+    let replicator = raw
+        .replicator
+        .map(|r| validate_replicator(loc, r, &nodes))
+        .transpose()?;
 
     Ok(Config {
         file: loc.file.to_path_buf(),
@@ -896,6 +812,63 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         http,
         digest: digest_of(loc.source),
     })
+}
+
+/// `[replicator]`: its ranges are walrus-actors' ([`ReplicatorKnobs::validate`]); here the
+/// checks that need the node table: `primary` is a node with the replicator role, and with
+/// the rsync method every replica names its rsync daemon.
+fn validate_replicator(
+    loc: &Locator<'_>,
+    raw: Spanned<ReplicatorKnobs>,
+    nodes: &BTreeMap<String, Node>,
+) -> Result<ReplicatorKnobs, ConfigError> {
+    let span = Some(raw.span());
+    let r = raw.into_inner();
+    r.validate().map_err(|e| {
+        loc.err(
+            span.clone(),
+            format!("replicator.{}", e.field()),
+            e.to_string(),
+        )
+    })?;
+    let primary = r.primary.as_str();
+    match nodes.get(primary) {
+        None => {
+            return Err(loc.err(
+                span,
+                "replicator.primary",
+                format!("`{primary}` is not a node; {}", known(nodes.keys())),
+            ))
+        }
+        Some(node) if !node.roles.contains(&Role::Replicator) => {
+            return Err(loc.err(
+                span,
+                "replicator.primary",
+                format!("node `{primary}` does not run the `replicator` role; add it to its roles"),
+            ))
+        }
+        Some(_) => {}
+    }
+    if r.method == ReplicationMethod::Rsync {
+        let missing = nodes.iter().find(|(name, n)| {
+            name.as_str() != primary
+                && n.roles.contains(&Role::Replicator)
+                && !n
+                    .rsync_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("rsync://"))
+        });
+        if let Some((name, _)) = missing {
+            return Err(loc.err(
+                span,
+                format!("nodes.{name}.rsync_url"),
+                format!(
+                    "replicator.method = \"rsync\": replica `{name}` needs rsync_url = \"rsync://HOST:PORT/MODULE\" (its rsync daemon's module, whose path is its replicator root)"
+                ),
+            ));
+        }
+    }
+    Ok(r)
 }
 
 fn validate_http(loc: &Locator<'_>, raw: Option<Spanned<RawHttp>>) -> Result<Http, ConfigError> {
@@ -1692,8 +1665,31 @@ mod tests {
         );
         let c = parse(&text).unwrap();
         let r = c.replicator.as_ref().unwrap();
-        assert_eq!(r.root_of(&c.nodes["eu-b"]), PathBuf::from("/srv/other"));
-        assert_eq!(r.root_of(&c.nodes["eu-a"]), r.root);
+        let root_of = |n: &str| r.root_of(c.nodes[n].replicator_root.as_deref());
+        assert_eq!(root_of("eu-b"), PathBuf::from("/srv/other"));
+        assert_eq!(root_of("eu-a"), r.root);
+    }
+
+    #[test]
+    fn a_replicator_knob_out_of_range_names_file_line_and_field() {
+        // The range is walrus-actors' (`ReplicatorKnobs::validate`); the file gives the place.
+        let line = EXAMPLE.lines().position(|l| l == "keep = 2").unwrap() + 1;
+        let err = parse(&EXAMPLE.replace("\nkeep = 2\n", "\nkeep = 1000\n")).unwrap_err();
+        assert_eq!(
+            (err.file.as_path(), err.line, err.field.as_str()),
+            (Path::new("walrus.toml"), Some(line), "replicator.keep"),
+            "{err}"
+        );
+        assert!(err.message.contains("at most 100"), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("walrus.toml:{line}")),
+            "{err}"
+        );
+        let err =
+            parse(&EXAMPLE.replace("root = \"/srv/walrus/site\"", "root = \"\"")).unwrap_err();
+        assert_eq!(err.field, "replicator.root", "{err}");
+        let err = parse(&EXAMPLE.replace("\nkeep = 2\n", "\nkeeep = 2\n")).unwrap_err();
+        assert!(err.message.contains("keeep"), "{err}");
     }
 
     #[test]

@@ -912,12 +912,18 @@ mod tests {
         let text = demo_toml(&list, &[5301, 5302, 5303], Some(dir)).unwrap();
         let c = Config::from_toml(Path::new("demo.toml"), &text).unwrap();
         let r = c.replicator.as_ref().unwrap();
-        assert_eq!(r.primary, ORIGIN);
-        assert_eq!(r.root_of(&c.nodes[ORIGIN]), dir.join("site"));
+        assert_eq!(r.primary.as_str(), ORIGIN);
+        assert_eq!(
+            r.root_of(c.nodes[ORIGIN].replicator_root.as_deref()),
+            dir.join("site")
+        );
         for (n, ..) in SERVERS {
             let node = &c.nodes[n];
             assert!(node.roles.contains(&crate::config::Role::Replicator), "{n}");
-            assert_eq!(r.root_of(node), dir.join("replicas").join(n));
+            assert_eq!(
+                r.root_of(node.replicator_root.as_deref()),
+                dir.join("replicas").join(n)
+            );
         }
         let plain = demo_toml(&list, &[5301, 5302, 5303], None).unwrap();
         assert!(Config::from_toml(Path::new("demo.toml"), &plain)

@@ -32,13 +32,13 @@
 use super::notify::{Notifier, NotifyConfig};
 use super::round::{ReportIgnored, RoundConfig, RoundMachine, RoundStatus};
 use crate::group::GroupLayer;
+use crate::messages::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use crate::model::{AreaName, Decision, Topology};
 #[cfg(feature = "testing")]
 use crate::supervision::planted_panic;
 use crate::supervision::{
     guard, leave_and_close, open_and_join, ActorHome, RoleAddr, RoleLife, SessionLink, Supervision,
 };
-use crate::wire::{self, WalrusMessage, CONTROLLERS, DIRECTORS, REPORTERS};
 use actix::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -61,12 +61,12 @@ pub struct ControllerSettings {
     /// The node of the site's Replicator primary, when replication is configured: only its
     /// `Generation` announcements count (group members are authenticated by their
     /// certificates, so another member cannot pass for it).
-    pub replication_primary: Option<String>,
+    pub replication_primary: Option<walrus_gcs::NodeId>,
 }
 
 /// Whether a `Generation` announcement sent by node `sender` counts: only the configured
 /// primary's do.
-fn announcement_counts(primary: Option<&str>, sender: &str) -> bool {
+fn announcement_counts(primary: Option<&walrus_gcs::NodeId>, sender: &walrus_gcs::NodeId) -> bool {
     primary == Some(sender)
 }
 
@@ -283,13 +283,16 @@ impl<L: GroupLayer> Actor for Controller<L> {
         ctx.spawn(
             async move {
                 layer.settled(grace).await;
-                open_and_join(layer, sup, ROLE, vec![wire::group(CONTROLLERS)]).await
+                open_and_join(layer, sup, ROLE, vec![messages::group(CONTROLLERS)]).await
             }
             .into_actor(self)
             .map(|r, act, ctx| match r {
                 Ok((link, _)) if act.life.halted() => {
                     // Shut down while joining: leave at once.
-                    tokio::spawn(leave_and_close(Some(link), vec![wire::group(CONTROLLERS)]));
+                    tokio::spawn(leave_and_close(
+                        Some(link),
+                        vec![messages::group(CONTROLLERS)],
+                    ));
                 }
                 Ok((link, events)) => {
                     tracing::info!(me = %link.member(), "controller joined Controllers");
@@ -364,7 +367,7 @@ impl<L: GroupLayer> Handler<SendOverride> for Controller<L> {
                 "not in the Controllers group yet",
             ))?;
             let payload = payload.map_err(|_| ControllerError::Unreachable("cannot encode"))?;
-            link.multicast(Service::Agreed, vec![wire::group(CONTROLLERS)], payload)
+            link.multicast(Service::Agreed, vec![messages::group(CONTROLLERS)], payload)
                 .await?;
             Ok(())
         })
@@ -383,7 +386,7 @@ impl<L: GroupLayer> Handler<Shutdown> for Controller<L> {
         let notifier = self.notifier.take();
         Box::pin(
             async move {
-                leave_and_close(link, vec![wire::group(CONTROLLERS)]).await;
+                leave_and_close(link, vec![messages::group(CONTROLLERS)]).await;
                 if let Some(n) = notifier {
                     n.close().await;
                 }
@@ -471,14 +474,14 @@ impl<L: GroupLayer> Controller<L> {
                 }
             }
             Ok(WalrusMessage::Generation { generation, .. }) => {
-                let primary = self.settings.replication_primary.as_deref();
-                if announcement_counts(primary, sender.as_str()) {
+                let primary = self.settings.replication_primary.as_ref();
+                if announcement_counts(primary, sender) {
                     self.machine.handle_generation(now(), generation);
                 } else {
                     tracing::warn!(
                         from = %sender,
                         generation = generation.0,
-                        primary = ?primary,
+                        primary = ?primary.map(walrus_gcs::NodeId::as_str),
                         "generation announcement from a node that is not the Replicator primary ignored"
                     );
                 }
@@ -539,7 +542,7 @@ impl<L: GroupLayer> Controller<L> {
         use super::round::Output;
         let mut sends: Vec<(Vec<walrus_gcs::GroupName>, Vec<u8>)> = Vec::new();
         let mut queue = |groups: &[&str], msg: &WalrusMessage| match msg.encode() {
-            Ok(p) => sends.push((groups.iter().map(|g| wire::group(g)).collect(), p)),
+            Ok(p) => sends.push((groups.iter().map(|g| messages::group(g)).collect(), p)),
             Err(e) => tracing::error!(error = %e, "cannot encode a message; not sent"),
         };
         while let Some(out) = self.machine.poll_output() {
@@ -665,11 +668,13 @@ pub fn wall_clock_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::announcement_counts;
+    use walrus_gcs::NodeId;
 
     #[test]
     fn only_the_configured_primary_announces_generations() {
-        assert!(announcement_counts(Some("origin"), "origin"));
-        assert!(!announcement_counts(Some("origin"), "intruder"));
-        assert!(!announcement_counts(None, "origin"));
+        let (origin, intruder) = (NodeId::new("origin"), NodeId::new("intruder"));
+        assert!(announcement_counts(Some(&origin), &origin));
+        assert!(!announcement_counts(Some(&origin), &intruder));
+        assert!(!announcement_counts(None, &origin));
     }
 }

@@ -61,7 +61,7 @@
 //! area then settles after a few moves. The damping is also a backstop for the other two
 //! guards (the oscillation tests show each guard's own effect with the others off).
 
-use crate::controller::event::Event;
+use crate::controller::incident::Incident;
 use crate::model::{AreaAnswer, AreaName, Change, ClusterName, Round, ServerName, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -373,7 +373,7 @@ pub struct Outcome {
     /// One entry per area whose answer changed, with phase and figures.
     pub changes: Vec<Change>,
     /// Notifications for a human, already deduplicated per incident.
-    pub notifications: Vec<Event>,
+    pub notifications: Vec<Incident>,
     /// Each server's effective state this round (status page).
     pub states: BTreeMap<ServerName, ServerState>,
     /// Each cluster's load (mean of its working servers'), None when none works.
@@ -596,7 +596,7 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
     if ranked.is_empty() {
         // Fail static: no server anywhere works; keep every answer as it is.
         if !history.fail_static {
-            notifications.push(Event::NoWorkingServer {
+            notifications.push(Incident::NoWorkingServer {
                 round: input.round,
                 areas: input.topology.areas.len(),
             });
@@ -612,7 +612,7 @@ pub(crate) fn assign_with(input: &Input<'_>, rules: Rules) -> Outcome {
         };
     }
     if history.fail_static {
-        notifications.push(Event::WorkingServerRestored { round: input.round });
+        notifications.push(Incident::WorkingServerRestored { round: input.round });
         history.fail_static = false;
     }
 
@@ -847,7 +847,7 @@ fn phase1_server(
     obs: &Observation,
     prev: &ServerHistory,
     input: &Input<'_>,
-    notifications: &mut Vec<Event>,
+    notifications: &mut Vec<Incident>,
 ) -> (ServerState, ServerHistory) {
     let p = input.params;
     let mut next = prev.clone();
@@ -882,7 +882,7 @@ fn phase1_server(
     // PANIC: once per incident, and again when the server works again.
     if let Observation::Panic { reason } = obs {
         if !prev.panic_open {
-            notifications.push(Event::PanicRaised {
+            notifications.push(Incident::PanicRaised {
                 round: input.round,
                 server: server.clone(),
                 cluster: cluster.clone(),
@@ -891,7 +891,7 @@ fn phase1_server(
         }
         next.panic_open = true;
     } else if working && prev.panic_open {
-        notifications.push(Event::PanicCleared {
+        notifications.push(Incident::PanicCleared {
             round: input.round,
             server: server.clone(),
             cluster: cluster.clone(),
@@ -905,7 +905,7 @@ fn phase1_server(
         next.silent_since = Some(since);
         let silent_for = input.now.saturating_duration_since(since);
         if !prev.dead_notified && silent_for >= p.dead_after {
-            notifications.push(Event::ServerDead {
+            notifications.push(Incident::ServerDead {
                 round: input.round,
                 server: server.clone(),
                 cluster: cluster.clone(),
@@ -918,7 +918,7 @@ fn phase1_server(
             let silent_for = prev
                 .silent_since
                 .map_or(Duration::ZERO, |s| input.now.saturating_duration_since(s));
-            notifications.push(Event::ServerBack {
+            notifications.push(Incident::ServerBack {
                 round: input.round,
                 server: server.clone(),
                 cluster: cluster.clone(),
@@ -1444,7 +1444,7 @@ mod tests {
         let out = run.step(&o);
         assert_eq!(
             out.notifications,
-            vec![Event::PanicRaised {
+            vec![Incident::PanicRaised {
                 round: Round(1),
                 server: "c1-s1".into(),
                 cluster: "c1".into(),
@@ -1468,7 +1468,7 @@ mod tests {
         let out = run.step(&o);
         assert_eq!(
             out.notifications,
-            vec![Event::PanicCleared {
+            vec![Incident::PanicCleared {
                 round: Round(5),
                 server: "c1-s1".into(),
                 cluster: "c1".into()
@@ -1489,7 +1489,7 @@ mod tests {
         let out = run.step_at(&o, Duration::from_secs(310));
         assert_eq!(
             out.notifications,
-            vec![Event::ServerDead {
+            vec![Incident::ServerDead {
                 round: Round(3),
                 server: "c1-s2".into(),
                 cluster: "c1".into(),
@@ -1504,7 +1504,7 @@ mod tests {
         let out = run.step_at(&o, Duration::from_secs(410));
         assert_eq!(
             out.notifications,
-            vec![Event::ServerBack {
+            vec![Incident::ServerBack {
                 round: Round(5),
                 server: "c1-s2".into(),
                 cluster: "c1".into(),
@@ -1537,7 +1537,7 @@ mod tests {
         assert!(out.changes.is_empty());
         assert_eq!(
             out.notifications,
-            vec![Event::NoWorkingServer {
+            vec![Incident::NoWorkingServer {
                 round: Round(1),
                 areas: 2
             }]
@@ -1546,7 +1546,7 @@ mod tests {
         let out = run.step(&all_load(&run.topology, 0.1));
         assert_eq!(
             out.notifications,
-            vec![Event::WorkingServerRestored { round: Round(3) }]
+            vec![Incident::WorkingServerRestored { round: Round(3) }]
         );
     }
 

@@ -22,7 +22,9 @@
 //!   CPU figure makes the report TEMPFAIL (last round's load).
 //! - [`assign`]: the assignment as one pure function, with per-change reasons.
 //! - [`round`]: the sans-IO round state machine for master and backups.
-//! - [`notify`]: notification events and their two channels (command, HTTP webhook).
+//! - [`incident`]: what a human should hear about ([`incident::Incident`]: a PANIC raised
+//!   or cleared, a server dead or back, no working server), once per incident.
+//! - [`notify`]: notifications of incidents and their two channels (command, HTTP webhook).
 //!
 //! # Partitions (paper §6.3)
 //!
@@ -75,7 +77,7 @@
 
 pub mod actor;
 pub mod assign;
-pub mod event;
+pub mod incident;
 pub mod knobs;
 pub mod load;
 pub mod notify;

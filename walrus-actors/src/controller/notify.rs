@@ -1,5 +1,5 @@
-//! Notifications for a human: the two real channels ([`Notifier`]) that carry the events
-//! the rules emit ([`Event`], defined beside the rules in [`super::event`]).
+//! Notifications for a human: the two real channels ([`Notifier`]) that carry the
+//! incidents the rules emit ([`Incident`], defined beside the rules in [`super::incident`]).
 //!
 //! The assignment ([`super::assign`]) already deduplicates per incident: PANIC once when it
 //! starts and once when the server works again; a silent server once after `dead_after`
@@ -25,21 +25,22 @@
 //! JSON shape: `{"site":"example.com","event":"panic_raised","round":12,
 //! "server":"c1-s1","cluster":"c1","reason":"nginx exited"}`.
 
-pub use super::event::Event;
+pub use super::incident::Incident;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The JSON object a channel delivers: the event plus the site it is about.
+/// The JSON object a channel delivers: the incident (its kind in the `"event"` field) plus
+/// the site it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// The site's name (from the configuration).
     pub site: String,
     /// What happened.
     #[serde(flatten)]
-    pub event: Event,
+    pub incident: Incident,
 }
 
 /// The `notify` section of the configuration.
@@ -466,12 +467,12 @@ impl Notifier {
         })
     }
 
-    /// Queues the event on every channel without waiting. An error means at least one
-    /// channel's queue was full (that channel drops this event; the others still got it).
-    pub fn notify(&self, event: Event) -> Result<(), NotifyError> {
+    /// Queues the incident on every channel without waiting. An error means at least one
+    /// channel's queue was full (that channel drops this one; the others still got it).
+    pub fn notify(&self, incident: Incident) -> Result<(), NotifyError> {
         let notification = Notification {
             site: self.site.clone(),
-            event,
+            incident,
         };
         let body = Queued {
             json: serde_json::to_vec(&notification)?,
@@ -515,7 +516,7 @@ mod tests {
     fn panic_raised() -> Notification {
         Notification {
             site: "example.com".into(),
-            event: Event::PanicRaised {
+            incident: Incident::PanicRaised {
                 round: Round(12),
                 server: "c1-s1".into(),
                 cluster: "c1".into(),
@@ -586,7 +587,7 @@ mod tests {
     fn json_shape() {
         let n = Notification {
             site: "example.com".into(),
-            event: Event::PanicRaised {
+            incident: Incident::PanicRaised {
                 round: Round(12),
                 server: "c1-s1".into(),
                 cluster: "c1".into(),

@@ -4,9 +4,9 @@
 //! paper's phases 2–4). Each has who asked, why, and an end: it expires by itself.
 //!
 //! Commands reach every Controller as Agreed multicasts on `Controllers`
-//! ([`crate::wire::WalrusMessage::Override`]), so master and backups hold the same set and
+//! ([`crate::messages::WalrusMessage::Override`]), so master and backups hold the same set and
 //! a new master goes on honouring it; a master re-announces its whole set when a Controller
-//! joins ([`crate::wire::WalrusMessage::Overrides`]), so a restarted one catches up. Who
+//! joins ([`crate::messages::WalrusMessage::Overrides`]), so a restarted one catches up. Who
 //! may send a command is the HTTP side's business (an admin certificate, see walrus-node).
 //!
 //! Pure state, no I/O: ends are wall-clock milliseconds (the same on every Controller,
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn commands_travel_in_the_wire_format() {
-        use crate::wire::WalrusMessage;
+        use crate::messages::WalrusMessage;
         let cmd = Command::Set(Override {
             target: Target::Pin {
                 area: AreaName::from("eu"),

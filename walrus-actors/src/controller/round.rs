@@ -48,7 +48,7 @@
 //!
 //! **Fast failover (issue 23, beyond the paper; [`RoundConfig::fast_failover`], on by
 //! default).** A Reporter whose web server goes down multicasts an urgent PANIC at once
-//! ([`crate::wire::WalrusMessage::Urgent`]); the master takes it through
+//! ([`crate::messages::WalrusMessage::Urgent`]); the master takes it through
 //! [`RoundMachine::handle_urgent`]:
 //! - while a round is gathering, it counts as that round's report for the server
 //!   (replacing an earlier one: it is newer), and may close the round if it was the last;
@@ -88,7 +88,7 @@ use crate::controller::assign::{
     assign, assign_with, DeadCause, History, Input, Observation, Outcome, Params, Rules,
     ServerState,
 };
-use crate::controller::event::Event;
+use crate::controller::incident::Incident;
 use crate::controller::load::{self, LoadFormula, StatsError};
 use crate::controller::overrides::{Command as OverrideCommand, Override, Overrides};
 use crate::model::{
@@ -190,7 +190,7 @@ pub enum Output {
     /// re-sent after a takeover or merge).
     ApplyAnswers(BTreeMap<AreaName, AreaAnswer>),
     /// Tell a human (already deduplicated per incident).
-    Notify(Event),
+    Notify(Incident),
     /// This round's view, for the status page and metrics.
     Status(RoundStatus),
     /// The master's overrides in force, to re-announce on `Controllers` (a Controller
@@ -1486,7 +1486,7 @@ mod tests {
         let out = drain(&mut master);
         assert!(out
             .iter()
-            .any(|o| matches!(o, Output::Notify(Event::PanicRaised { .. }))));
+            .any(|o| matches!(o, Output::Notify(Incident::PanicRaised { .. }))));
         let Output::Multicast(d) = &out[0] else {
             panic!("{out:?}")
         };
@@ -1539,7 +1539,7 @@ mod tests {
         let out = takeover_round_2(&mut backup, t0 + Duration::from_secs(1));
         assert!(out
             .iter()
-            .any(|o| matches!(o, Output::Notify(Event::PanicRaised { .. }))));
+            .any(|o| matches!(o, Output::Notify(Incident::PanicRaised { .. }))));
         let Output::Status(st) = out.last().unwrap() else {
             panic!("{out:?}")
         };
@@ -2097,7 +2097,7 @@ mod tests {
         .unwrap();
         m.handle_report(t0, report("c2-s2", 1, 20)).unwrap();
         let out = drain(&mut m);
-        assert!(out.contains(&Output::Notify(Event::PanicRaised {
+        assert!(out.contains(&Output::Notify(Incident::PanicRaised {
             round: Round(1),
             server: "c1-s1".into(),
             cluster: "c1".into(),
@@ -2567,7 +2567,10 @@ mod tests {
                 .into()
             )
         );
-        assert!(matches!(&out[2], Output::Notify(Event::PanicRaised { .. })));
+        assert!(matches!(
+            &out[2],
+            Output::Notify(Incident::PanicRaised { .. })
+        ));
         let st = status_of(&out);
         assert!(st.early);
         assert_eq!(st.duration, MS);
@@ -2686,7 +2689,7 @@ mod tests {
         assert_eq!(d.answers[&AreaName::from("a1")].records, vec![ip(1, 2)]);
         assert!(
             !out.iter()
-                .any(|o| matches!(o, Output::Notify(Event::PanicCleared { .. }))),
+                .any(|o| matches!(o, Output::Notify(Incident::PanicCleared { .. }))),
             "{out:#?}"
         );
         // Normal round 4: re-admitted.

@@ -36,8 +36,8 @@ use super::store::{ReplicaStore, StoreConfig, StoreError};
 use super::transfer::{self, PrimarySource, ServeOptions};
 use super::watcher::{self, PrimaryScanner, WatchConfig, WatchError};
 use crate::group::{GroupSession, PeerStreams};
+use crate::messages::{self, WalrusMessage, CONTROLLERS, REPLICATORS};
 use crate::model::Generation;
-use crate::wire::{self, WalrusMessage, CONTROLLERS, REPLICATORS};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,10 +70,10 @@ pub enum ReplicatorRole {
 /// Everything a Replicator runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicatorSettings {
-    /// This node's name.
-    pub me: String,
-    /// The primary's node name (replicas open their transfer streams to it).
-    pub primary: String,
+    /// This node.
+    pub me: NodeId,
+    /// The primary's node (replicas open their transfer streams to it).
+    pub primary: NodeId,
     /// Primary or replica.
     pub role: ReplicatorRole,
     /// Waits between failed pulls (or pushes).
@@ -94,7 +94,7 @@ pub enum TransferMethod {
         program: PathBuf,
         /// On the primary: every replica's node and its daemon module URL
         /// (`rsync://host:port/module`, the module's path being the replica's store).
-        replicas: Vec<(String, String)>,
+        replicas: Vec<(NodeId, String)>,
     },
 }
 
@@ -397,8 +397,8 @@ async fn run_primary<S: GroupSession>(
     ));
     let server = tokio::spawn(serve_streams(streams, source.clone(), stop.clone()));
     // rsync method: one pusher per replica; they report finished pushes here.
-    let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Generation)>();
-    let mut reported: std::collections::BTreeMap<String, watch::Sender<Option<Generation>>> =
+    let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel::<(NodeId, Generation)>();
+    let mut reported: std::collections::BTreeMap<NodeId, watch::Sender<Option<Generation>>> =
         std::collections::BTreeMap::new();
     let mut pushers = Vec::new();
     if let TransferMethod::Rsync { program, replicas } = &settings.method {
@@ -421,9 +421,9 @@ async fn run_primary<S: GroupSession>(
         }
     }
     drop(pushed_tx);
-    session.join(wire::group(REPLICATORS)).await?;
+    session.join(messages::group(REPLICATORS)).await?;
     tracing::info!(me = %session.member(), root = %root.display(), "replicator primary joined Replicators");
-    let groups = [wire::group(REPLICATORS), wire::group(CONTROLLERS)];
+    let groups = [messages::group(REPLICATORS), messages::group(CONTROLLERS)];
     let announce = |g: Generation| WalrusMessage::Generation {
         generation: g,
         primary: settings.me.clone(),
@@ -475,7 +475,7 @@ async fn run_primary<S: GroupSession>(
                     if let Ok(WalrusMessage::ReplicaAt { replica, generation }) =
                         WalrusMessage::decode(&payload)
                     {
-                        if let Some(tx) = reported.get(&replica).filter(|_| sender.0.as_str() == replica) {
+                        if let Some(tx) = reported.get(&replica).filter(|_| sender.0 == replica) {
                             tx.send_replace(Some(generation));
                         }
                     }
@@ -490,7 +490,7 @@ async fn run_primary<S: GroupSession>(
     for p in pushers {
         p.abort();
     }
-    let _ = session.leave(wire::group(REPLICATORS)).await;
+    let _ = session.leave(messages::group(REPLICATORS)).await;
     session.close().await;
     result
 }
@@ -534,11 +534,11 @@ async fn serve_streams(streams: Arc<dyn PeerStreams>, source: Arc<PrimarySource>
 async fn run_pusher(
     method: RsyncMethod,
     root: PathBuf,
-    replica: String,
+    replica: NodeId,
     url: String,
     mut generations: watch::Receiver<Generation>,
     mut reported: watch::Receiver<Option<Generation>>,
-    done: tokio::sync::mpsc::UnboundedSender<(String, Generation)>,
+    done: tokio::sync::mpsc::UnboundedSender<(NodeId, Generation)>,
     backoff: BackoffConfig,
     stop: Stop,
 ) {
@@ -598,7 +598,7 @@ async fn run_rsync_replica<S: GroupSession>(
         .as_ref()
         .map_or(Generation(0), ReplicaStore::current_generation);
     status.send_modify(|s| s.generation = Some(current));
-    let groups = [wire::group(REPLICATORS)];
+    let groups = [messages::group(REPLICATORS)];
     session.join(groups[0].clone()).await?;
     tracing::info!(me = %session.member(), store = %dir.display(), "replicator replica (rsync) joined Replicators");
     let at = |g: Generation| WalrusMessage::ReplicaAt {
@@ -614,12 +614,12 @@ async fn run_rsync_replica<S: GroupSession>(
                 None => break Err(ReplicatorActorError::SessionEnded),
                 Some(Event::Message { payload, sender, .. }) => match WalrusMessage::decode(&payload) {
                     Ok(WalrusMessage::Generation { generation, .. })
-                        if sender.0.as_str() == settings.primary =>
+                        if sender.0 == settings.primary =>
                     {
                         status.send_modify(|s| s.newest = Some(s.newest.map_or(generation, |n| n.max(generation))));
                     }
                     Ok(WalrusMessage::Pushed { generation, replica }) if replica == settings.me => {
-                        if sender.0.as_str() != settings.primary {
+                        if sender.0 != settings.primary {
                             tracing::warn!(from = %sender.0, configured = %settings.primary, "push notice from a node that is not the configured primary; ignored");
                             continue;
                         }
@@ -673,7 +673,7 @@ async fn run_rsync_replica<S: GroupSession>(
             },
         }
     };
-    let _ = session.leave(wire::group(REPLICATORS)).await;
+    let _ = session.leave(messages::group(REPLICATORS)).await;
     session.close().await;
     result
 }
@@ -701,14 +701,14 @@ async fn run_replica<S: GroupSession>(
     let puller = tokio::spawn(run_puller(
         store,
         streams,
-        NodeId::new(settings.primary.as_str()),
+        settings.primary.clone(),
         settings.backoff,
         events_rx,
         events_tx.clone(),
         status,
         stop.clone(),
     ));
-    session.join(wire::group(REPLICATORS)).await?;
+    session.join(messages::group(REPLICATORS)).await?;
     tracing::info!(me = %session.member(), store = %dir.display(), "replicator replica joined Replicators");
     let result = loop {
         tokio::select! {
@@ -720,7 +720,7 @@ async fn run_replica<S: GroupSession>(
                     Ok(WalrusMessage::Generation { generation, primary }) => {
                         // The sender's node is what its certificate says; the payload's
                         // field must agree.
-                        if primary != settings.primary || sender.0.as_str() != settings.primary {
+                        if primary != settings.primary || sender.0 != settings.primary {
                             tracing::warn!(%primary, from = %sender.0, configured = %settings.primary, "announcement from a node that is not the configured primary; ignored");
                             continue;
                         }
@@ -737,7 +737,7 @@ async fn run_replica<S: GroupSession>(
         }
     };
     let _ = puller.await;
-    let _ = session.leave(wire::group(REPLICATORS)).await;
+    let _ = session.leave(messages::group(REPLICATORS)).await;
     session.close().await;
     result
 }

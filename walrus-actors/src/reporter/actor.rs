@@ -11,6 +11,7 @@
 
 use super::ReporterHandle;
 use crate::group::GroupLayer;
+use crate::messages::{self, WalrusMessage, CONTROLLERS, REPORTERS};
 use crate::model::Round;
 #[cfg(feature = "testing")]
 use crate::supervision::planted_panic;
@@ -18,7 +19,6 @@ use crate::supervision::{
     guard, leave_and_close, open_and_join, ActorHome, Inbox, RoleAddr, RoleLife, SessionLink,
     Supervision,
 };
-use crate::wire::{self, WalrusMessage, CONTROLLERS, REPORTERS};
 use actix::prelude::*;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -94,7 +94,7 @@ impl<L: GroupLayer> Actor for Reporter<L> {
             }
         });
         ctx.add_stream(Inbox(rx));
-        let groups = vec![wire::group(REPORTERS)];
+        let groups = vec![messages::group(REPORTERS)];
         ctx.wait(
             open_and_join(self.layer.clone(), self.life.sup.clone(), ROLE, groups)
                 .into_actor(self)
@@ -151,7 +151,9 @@ impl<L: GroupLayer> Handler<Shutdown> for Reporter<L> {
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.life.halt();
-        Box::pin(leave_and_close(self.link.take(), vec![wire::group(REPORTERS)]).into_actor(self))
+        Box::pin(
+            leave_and_close(self.link.take(), vec![messages::group(REPORTERS)]).into_actor(self),
+        )
     }
 }
 
@@ -205,7 +207,7 @@ impl<L: GroupLayer> Reporter<L> {
         };
         ctx.wait(
             async move {
-                link.multicast(Service::Agreed, vec![wire::group(CONTROLLERS)], payload)
+                link.multicast(Service::Agreed, vec![messages::group(CONTROLLERS)], payload)
                     .await
             }
             .into_actor(self)

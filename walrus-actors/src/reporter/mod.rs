@@ -32,7 +32,7 @@
 //! ([`http::HttpUrl::connect_probe`]: no request, so the hit counter is untouched). The
 //! sans-IO [`state::ReporterState`] decides (rules 4-6 there): a refused probe is PANIC at
 //! once, and the first fall in a flap window raises an *urgent* report, which the actor
-//! multicasts on `Controllers` as [`crate::wire::WalrusMessage::Urgent`] at once, outside
+//! multicasts on `Controllers` as [`crate::messages::WalrusMessage::Urgent`] at once, outside
 //! the round ([`ReporterHandle::next_urgent`]); a flapping server is held PANIC. Probes and
 //! readings share one task, so a reading that hangs (at most `web_timeout`) delays the
 //! probes behind it; a killed server is refused at once and never hangs a reading.

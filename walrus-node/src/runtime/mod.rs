@@ -72,7 +72,6 @@ use walrus_actors::model::{AreaName, ClusterName, ServerName};
 use walrus_actors::replicator::actor::{
     BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus, TransferMethod,
 };
-use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
 use walrus_actors::replicator::{self, shell::ReplicatorActor};
 use walrus_actors::reporter::actor::ReporterActor;
@@ -213,7 +212,8 @@ impl<L: GroupLayer> NodeRuntime<L> {
         limit: RestartLimit,
     ) -> Result<Self, RunError> {
         let (stop, _) = watch::channel(false);
-        let home = ActorHome::start(node).map_err(|source| RunError::Actors {
+        let id = NodeId::new(node);
+        let home = ActorHome::start(&id).map_err(|source| RunError::Actors {
             node: node.to_owned(),
             source,
         })?;
@@ -224,7 +224,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             stop,
             tasks: Vec::new(),
             home: Some(home),
-            supervision: Supervision::new(node, limit, tokio::runtime::Handle::current()),
+            supervision: Supervision::new(&id, limit, tokio::runtime::Handle::current()),
             controller: None,
             reporter: None,
             reporter_actor: None,
@@ -266,7 +266,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             }
         });
         let layer = self.layer.clone();
-        let me = self.name.clone();
+        let me = NodeId::new(self.name.as_str());
         let stop = self.shutdown_signal();
         self.spawn("digests", digests::run(layer, me, mine_rx, tx, stop));
         let layer = self.layer.clone();

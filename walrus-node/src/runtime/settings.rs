@@ -98,13 +98,15 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
             replicas: config
                 .nodes
                 .iter()
-                .filter(|(name, n)| **name != r.primary && n.roles.contains(&Role::Replicator))
-                .filter_map(|(name, n)| Some((name.clone(), n.rsync_url.clone()?)))
+                .filter(|(name, n)| {
+                    name.as_str() != r.primary.as_str() && n.roles.contains(&Role::Replicator)
+                })
+                .filter_map(|(name, n)| Some((NodeId::new(name.as_str()), n.rsync_url.clone()?)))
                 .collect(),
         },
     };
-    let root = r.root_of(n);
-    let role = if r.primary == node {
+    let root = r.root_of(n.replicator_root.as_deref());
+    let role = if r.primary.as_str() == node {
         let mut state = root.clone().into_os_string();
         state.push(".walrus-state");
         ReplicatorRole::Primary {
@@ -115,14 +117,11 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
     } else {
         ReplicatorRole::Replica {
             store: root,
-            config: StoreConfig {
-                keep: r.keep + 1,
-                ..StoreConfig::default()
-            },
+            config: r.store_config(),
         }
     };
     Ok(ReplicatorSettings {
-        me: node.to_owned(),
+        me: NodeId::new(node),
         primary: r.primary.clone(),
         role,
         backoff: BackoffConfig::default(),

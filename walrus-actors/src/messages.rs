@@ -4,10 +4,13 @@
 //! `Controllers`; the master's decision goes to `Controllers` (backups keep the state) and
 //! `Directors` (each applies its own area's answer); the Replicator primary announces
 //! generations on `Replicators`. Every payload is one [`WalrusMessage`], encoded by
-//! `walrus_gcs::codec` (bincode with a size limit, behind one module).
+//! `walrus_gcs::codec` (bincode with a size limit, behind one module). (The GCS's own
+//! frames between nodes are `walrus_gcs`'s wire format; these messages are payloads
+//! inside them.)
 
 use crate::model::{Decision, Generation, Report, Round};
 use serde::{Deserialize, Serialize};
+use walrus_gcs::NodeId;
 
 /// The group every Controller joins; its first member is master. Reports arrive here.
 pub const CONTROLLERS: &str = "Controllers";
@@ -48,7 +51,8 @@ pub enum WalrusMessage {
         /// The new generation.
         generation: Generation,
         /// The node of the primary (replicas open their transfer stream to it).
-        primary: String,
+        #[serde(deserialize_with = "node_name")]
+        primary: NodeId,
     },
     /// rsync method: the primary pushed `generation` into `replica`'s `incoming`; that
     /// replica switches to it (sent on `Replicators`).
@@ -56,7 +60,8 @@ pub enum WalrusMessage {
         /// The generation now complete in the replica's `incoming`.
         generation: Generation,
         /// The replica's node.
-        replica: String,
+        #[serde(deserialize_with = "node_name")]
+        replica: NodeId,
     },
     /// An operator's drain or pin, or its end (sent on `Controllers`, Agreed, by the
     /// Controller node whose HTTP side took the admin's request); every Controller applies
@@ -70,7 +75,8 @@ pub enum WalrusMessage {
     /// push and which generation to link unchanged files from.
     ReplicaAt {
         /// The replica's node.
-        replica: String,
+        #[serde(deserialize_with = "node_name")]
+        replica: NodeId,
         /// The generation it serves.
         generation: Generation,
     },
@@ -95,6 +101,19 @@ impl WalrusMessage {
     }
 }
 
+/// A node's name from the wire, checked like the names in the configuration file and
+/// in certificates (`walrus_gcs::transport::certs::check_node_name`: a DNS name of
+/// letters, digits, '-' and '.'): `NodeId` itself takes any string, and these bytes come
+/// from a peer. A message naming no valid node does not decode at all. (The receivers
+/// also compare the name with the configured primary or the authenticated sender before
+/// acting on it.)
+fn node_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+    let name = String::deserialize(d)?;
+    walrus_gcs::transport::certs::check_node_name(&name)
+        .map_err(|_| serde::de::Error::custom("a node name must be a DNS name"))?;
+    Ok(NodeId(name))
+}
+
 /// A group name of the actors' protocol (one of the constants above).
 pub fn group(name: &str) -> walrus_gcs::GroupName {
     walrus_gcs::GroupName::new(name)
@@ -105,16 +124,20 @@ mod tests {
     use super::*;
     use crate::model::{ReportBody, Round};
 
-    #[test]
-    fn messages_round_trip_and_garbage_is_an_error() {
-        let m = WalrusMessage::Report(Report {
+    fn report(body: ReportBody) -> Report {
+        Report {
             server: "w1".into(),
             round: Round(7),
-            body: ReportBody::TempFail {
-                reason: "starting".into(),
-            },
+            body,
             generation: None,
-        });
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        let m = WalrusMessage::Report(report(ReportBody::TempFail {
+            reason: "starting".into(),
+        }));
         let bytes = m.encode().unwrap();
         assert_eq!(WalrusMessage::decode(&bytes).unwrap(), m);
         assert!(WalrusMessage::decode(&[0xff, 0xff, 0xff]).is_err());
@@ -122,16 +145,44 @@ mod tests {
         long.push(0);
         assert!(WalrusMessage::decode(&long).is_err());
         // The urgent report (fast failover) is encoded like the others.
-        let u = WalrusMessage::Urgent(Report {
-            server: "w1".into(),
-            round: Round(7),
-            body: ReportBody::Panic {
-                reason: "connection refused".into(),
-            },
-            generation: None,
-        });
+        let u = WalrusMessage::Urgent(report(ReportBody::Panic {
+            reason: "connection refused".into(),
+        }));
         let bytes = u.encode().unwrap();
         assert_eq!(WalrusMessage::decode(&bytes).unwrap(), u);
         assert!(WalrusMessage::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_node_name_from_the_wire_is_checked_like_a_configured_one() {
+        let good = WalrusMessage::Generation {
+            generation: Generation(3),
+            primary: NodeId::new("eu-a.example"),
+        };
+        let bytes = good.encode().unwrap();
+        assert_eq!(WalrusMessage::decode(&bytes).unwrap(), good);
+        // `NodeId` itself holds any string; the same messages with names no node can
+        // have (empty, a path, a terminal escape, a '_') do not decode.
+        for bad in ["", "../../etc", "n1\u{1b}[2J", "a_b", &"x".repeat(300)] {
+            let msgs = [
+                WalrusMessage::Generation {
+                    generation: Generation(3),
+                    primary: NodeId::new(bad),
+                },
+                WalrusMessage::Pushed {
+                    generation: Generation(3),
+                    replica: NodeId::new(bad),
+                },
+                WalrusMessage::ReplicaAt {
+                    replica: NodeId::new(bad),
+                    generation: Generation(3),
+                },
+            ];
+            for m in msgs {
+                let bytes = m.encode().unwrap();
+                let err = WalrusMessage::decode(&bytes).unwrap_err();
+                assert!(err.to_string().contains("node name"), "{bad:?}: {err}");
+            }
+        }
     }
 }
