@@ -43,6 +43,3 @@ pub mod model;
 pub mod replicator;
 pub mod reporter;
 pub mod supervision;
-// The old path of `messages`, kept for `director/actor.rs` (owned by another branch while
-// this rename lands); the integrator changes its one `use` line and removes this alias.
-pub(crate) use messages as wire;

@@ -35,13 +35,13 @@
 use crate::controller::assign::{DeadCause, ServerState};
 use crate::controller::round::RoundStatus;
 use crate::group::GroupLayer;
+use crate::messages::{self, WalrusMessage, DIRECTORS};
 use crate::model::{AreaName, Decision, ServerName};
 #[cfg(feature = "testing")]
 use crate::supervision::planted_panic;
 use crate::supervision::{
     guard, leave_and_close, open_and_join, ActorHome, RoleAddr, RoleLife, SessionLink, Supervision,
 };
-use crate::wire::{self, WalrusMessage, DIRECTORS};
 use actix::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -142,9 +142,9 @@ pub struct Director<L: GroupLayer> {
 
 impl<L: GroupLayer> Director<L> {
     fn groups(&self) -> Vec<GroupName> {
-        let mut g = vec![wire::group(DIRECTORS)];
+        let mut g = vec![messages::group(DIRECTORS)];
         if let Some(e) = &self.election {
-            g.push(wire::group(&writer_group(&e.area)));
+            g.push(messages::group(&writer_group(&e.area)));
         }
         g
     }
@@ -167,7 +167,7 @@ impl<L: GroupLayer> Director<L> {
             },
             Event::Membership { group, members, .. } => {
                 if let Some(e) = &self.election {
-                    if group == wire::group(&writer_group(&e.area)) {
+                    if group == messages::group(&writer_group(&e.area)) {
                         let writer = e.writer_of(&members);
                         if *e.writer.borrow() != writer {
                             tracing::info!(area = %e.area, writer = ?writer, members = members.len(), "writer of the area's name server");

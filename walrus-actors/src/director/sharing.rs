@@ -16,7 +16,7 @@
 use super::embedded::EmbeddedServer;
 use super::learned::SampleBatch;
 use crate::group::{GroupLayer, GroupSession};
-use crate::wire::{group, STEERING};
+use crate::messages::{group, STEERING};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
