@@ -46,7 +46,7 @@ use actix::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-use walrus_gcs::{Event, GroupName, Member};
+use walrus_gcs::{Event, GroupName, Member, NodeId};
 
 /// The role's name in logs and `/metrics`.
 pub const ROLE: &str = "director";
@@ -66,20 +66,20 @@ pub struct Election {
     pub area: AreaName,
     /// Node names of the area's configured Directors (Controller nodes that only stand
     /// in are not among them).
-    pub directors: BTreeSet<String>,
+    pub directors: BTreeSet<NodeId>,
     /// The node of the current writer among them; `None` when no Director of the area
     /// is in this component (then the master's node writes).
-    pub writer: watch::Sender<Option<String>>,
+    pub writer: watch::Sender<Option<NodeId>>,
 }
 
 impl Election {
     /// The writer for a member list: the first member that is a configured Director.
-    pub fn writer_of(&self, members: &[Member]) -> Option<String> {
+    pub fn writer_of(&self, members: &[Member]) -> Option<NodeId> {
         members
             .iter()
-            .map(|m| m.node.as_str())
+            .map(|m| &m.node)
             .find(|n| self.directors.contains(*n))
-            .map(str::to_owned)
+            .cloned()
     }
 }
 

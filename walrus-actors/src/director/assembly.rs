@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use walrus_gcs::NodeId;
 
 /// Everything one area's Director runs with.
 #[derive(Debug, Clone)]
@@ -162,15 +163,15 @@ pub enum Writes {
     /// (an RFC 2136 server with several Directors, see [`super::actor`]).
     Elected {
         /// This node.
-        me: String,
+        me: NodeId,
         /// The nodes configured as the area's Directors.
-        directors: BTreeSet<String>,
+        directors: BTreeSet<NodeId>,
     },
     /// The master's stand-in: while no Director of the area is in the view, this node's
     /// Controller is master and it hears from the area ([`fallback_may_write`]).
     Fallback {
         /// The nodes configured as the area's Directors.
-        directors: BTreeSet<String>,
+        directors: BTreeSet<NodeId>,
         /// This node's Controller.
         master: watch::Receiver<ControllerStatus>,
         /// The area's home servers now (a reload may change them).
@@ -211,7 +212,7 @@ pub async fn start<L: GroupLayer>(
             let (election, rx) = election(&settings.area, directors);
             let flag = writer_flag(
                 rx,
-                move |w, _| w.as_deref() == Some(me.as_str()),
+                move |w, _| w.as_ref() == Some(&me),
                 None,
                 stop.clone(),
                 &mut tasks,
@@ -346,8 +347,8 @@ fn spawn_driver<N: NameServer + Clone + 'static>(
 /// `area`'s writer election among `directors`, and the watch of its writer.
 fn election(
     area: &AreaName,
-    directors: BTreeSet<String>,
-) -> (Election, watch::Receiver<Option<String>>) {
+    directors: BTreeSet<NodeId>,
+) -> (Election, watch::Receiver<Option<NodeId>>) {
     let (tx, rx) = watch::channel(None);
     (
         Election {
@@ -362,13 +363,13 @@ fn election(
 /// A driver's writer flag: `decide(writer, master status)` recomputed whenever the area's
 /// writer changes or (with `master`) this node's Controller gains or loses mastership.
 fn writer_flag(
-    mut writer: watch::Receiver<Option<String>>,
-    decide: impl Fn(&Option<String>, Option<&ControllerStatus>) -> bool + Send + 'static,
+    mut writer: watch::Receiver<Option<NodeId>>,
+    decide: impl Fn(&Option<NodeId>, Option<&ControllerStatus>) -> bool + Send + 'static,
     mut master: Option<watch::Receiver<ControllerStatus>>,
     mut stop: watch::Receiver<bool>,
     tasks: &mut Vec<(&'static str, JoinHandle<()>)>,
 ) -> watch::Receiver<bool> {
-    let now = move |w: &watch::Receiver<Option<String>>,
+    let now = move |w: &watch::Receiver<Option<NodeId>>,
                     m: &Option<watch::Receiver<ControllerStatus>>| {
         let status = m.as_ref().map(|m| m.borrow().clone());
         decide(&w.borrow(), status.as_ref())

@@ -288,7 +288,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
                 // `director::actor`); an embedded server is its own Director's alone.
                 let writes = match self.config.dns.backend {
                     DnsBackend::Rfc2136 => Writes::Elected {
-                        me: self.name.clone(),
+                        me: NodeId::new(self.name.as_str()),
                         directors: director_nodes(&self.config, area),
                     },
                     DnsBackend::Embedded => Writes::Always,

@@ -286,12 +286,12 @@ pub fn area_zones(
 }
 
 /// The nodes configured as `area`'s Directors (its writer election's candidates).
-pub fn director_nodes(config: &Config, area: &AreaName) -> BTreeSet<String> {
+pub fn director_nodes(config: &Config, area: &AreaName) -> BTreeSet<NodeId> {
     config
         .nodes
         .iter()
         .filter(|(_, n)| n.roles.contains(&Role::Director) && n.area.as_ref() == Some(area))
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| NodeId::new(name.as_str()))
         .collect()
 }
 
