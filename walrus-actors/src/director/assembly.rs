@@ -92,12 +92,12 @@ impl DirectorSettings {
         let checks = [
             (
                 self.timing.recheck < floor,
-                "core.recheck",
+                "timing.recheck",
                 "must be at least 10 ms",
             ),
             (
                 self.timing.retry_after_failure < floor,
-                "core.retry_after_failure",
+                "timing.retry_after_failure",
                 "must be at least 10 ms",
             ),
             (
