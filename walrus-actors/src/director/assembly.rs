@@ -441,7 +441,7 @@ mod tests {
         let e = s.validate().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "area eu: core.recheck must be at least 10 ms"
+            "area eu: timing.recheck must be at least 10 ms"
         );
         let mut s = settings();
         s.retry.max = Duration::from_millis(1);
