@@ -224,11 +224,12 @@ impl Node {
         for chunk in chunks(batch.clone(), self.config.max_message_size, |e| {
             op_size(&e.op)
         }) {
-            self.send_to_members(PeerMessage::Ordered(Ordered {
-                incarnation: self.me.incarnation,
-                view: self.view.clone(),
-                entries: chunk,
-            }));
+            // The chunk's sequence numbers are consecutive: it makes one batch.
+            if let Some(ordered) =
+                Ordered::from_entries(self.me.incarnation, self.view.clone(), chunk)
+            {
+                self.send_to_members(PeerMessage::Ordered(ordered));
+            }
         }
         for e in batch {
             self.held_max = e.seq;
@@ -302,7 +303,12 @@ impl Node {
         if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
             return;
         }
-        for e in m.entries {
+        let Some(entries) = m.into_entries() else {
+            // Numbering past u64::MAX: not from a sequencer that follows the protocol.
+            self.broken = true;
+            return;
+        };
+        for e in entries {
             if e.seq <= self.held_max {
                 continue;
             }

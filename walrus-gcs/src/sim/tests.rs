@@ -90,6 +90,20 @@ fn planted_bug_skip_flush_is_caught() {
     );
 }
 
+/// Trap (issue 24): merged ordering batches whose order ranges overlap by one (the
+/// merged batch repeats the first one's last operation) must be reported: the simulator
+/// ends turns late (see `Sim::end_turn_later`), so batches do get merged.
+#[test]
+fn planted_bug_batch_overlap_is_caught() {
+    let mut caught = Vec::new();
+    for seed in 0..10 {
+        let mut cfg = SimConfig::standard(seed);
+        cfg.bugs.batch_overlap = true;
+        caught.extend(run(&cfg).violations);
+    }
+    assert!(!caught.is_empty(), "overlapping batches went unnoticed");
+}
+
 /// Trap (issue 16): with the rules from before the fix — every new connection replaces the
 /// link to its name, and an older incarnation is refused forever — the duplicate and
 /// impostor scenarios must be reported.

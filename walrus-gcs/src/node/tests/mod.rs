@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::event::{Event, MembershipReason, Output, ViewChange};
-use crate::wire::{Accept, Commit, FlushReport, Heartbeat, Install, Op, OpKind, Ordered};
+use crate::wire::{Accept, Commit, FlushReport, Heartbeat, Install, Op, OpKind, Ordered, Run};
 use std::time::Duration;
 
 mod failure;

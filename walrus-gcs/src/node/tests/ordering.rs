@@ -67,10 +67,10 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
     let ordered = PeerMessage::Ordered(Ordered {
         incarnation: Incarnation(1),
         view: vid(2, "a"),
-        entries: vec![Entry {
-            seq: 3,
+        first: 3,
+        runs: vec![Run {
             origin: r("b"),
-            op,
+            ops: vec![op],
         }],
     });
     // Not delivered yet: the sender does not hold its sequence number yet.
