@@ -80,7 +80,8 @@ use tracing::{debug, info};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::transport::{
-    Lane, Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
+    Lane, Limits, Staged, Transport, TransportConfig, TransportError, TransportEvent,
+    TransportEvents,
 };
 use crate::{
     CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
@@ -242,6 +243,7 @@ impl Gcs {
             view: view_tx,
             progress: progress.clone(),
             fatal: fatal_tx,
+            staged: Staged::default(),
         };
         let task = tokio::spawn(driver.run(cmd_rx, events));
         info!(node = %me, %incarnation, "GCS node started");
@@ -570,6 +572,8 @@ struct Driver {
     stats: Arc<Counters>,
     /// Why the driver stopped on its own (see [`Gcs::fatal`]).
     fatal: watch::Sender<Option<DriverError>>,
+    /// Frames of this turn, per peer, handed to the links at its end (see `flush`).
+    staged: Staged,
 }
 
 /// How many queued inputs of one kind the driver takes before flushing outputs.
@@ -762,13 +766,17 @@ impl Driver {
         while let Some(out) = self.node.poll_output() {
             any = true;
             match out {
-                Output::Send { to, msg } => match self.transport.send_on(lane(&msg), &to, msg) {
-                    Ok(()) => {
-                        self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                Output::Send { to, msg } => {
+                    match self
+                        .transport
+                        .stage(&mut self.staged, lane(&msg), &to, &msg)
+                    {
+                        Ok(()) => {
+                            self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => send_failed(&to, &e),
                     }
-                    Err(TransportError::NoLink { .. }) => {}
-                    Err(e) => debug!(peer = %to, error = %e, "send failed"),
-                },
+                }
                 Output::Deliver { session, event } => {
                     if matches!(event, Event::Message { .. }) {
                         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -787,9 +795,21 @@ impl Driver {
                 }
             }
         }
+        // The end of the turn: what it sent to each peer goes out as one write.
+        for (to, e) in self.transport.flush_staged(&mut self.staged) {
+            send_failed(&to, &e);
+        }
         if any {
             self.progress.notify_waiters();
         }
+    }
+}
+
+/// A lost link is the core's business (it hears of it as a link down); anything else is
+/// logged.
+fn send_failed(to: &NodeId, e: &TransportError) {
+    if !matches!(e, TransportError::NoLink { .. }) {
+        debug!(peer = %to, error = %e, "send failed");
     }
 }
 
