@@ -95,13 +95,17 @@ fn planted_bug_skip_flush_is_caught() {
 /// ends turns late (see `Sim::end_turn_later`), so batches do get merged.
 #[test]
 fn planted_bug_batch_overlap_is_caught() {
-    let mut caught = Vec::new();
-    for seed in 0..10 {
-        let mut cfg = SimConfig::standard(seed);
-        cfg.bugs.batch_overlap = true;
-        caught.extend(run(&cfg).violations);
-    }
-    assert!(!caught.is_empty(), "overlapping batches went unnoticed");
+    let caught: Vec<String> = (0..4)
+        .flat_map(|seed| {
+            let mut cfg = SimConfig::standard(seed);
+            cfg.bugs.batch_overlap = true;
+            run(&cfg).violations
+        })
+        .collect();
+    assert!(
+        caught.iter().any(|v| v.starts_with("no duplication")),
+        "overlapping batches went unnoticed: {caught:?}"
+    );
 }
 
 /// Trap (issue 16): with the rules from before the fix — every new connection replaces the
