@@ -75,6 +75,21 @@ fn sent_to(outs: &[Output], to: &str) -> PeerMessage {
     found[0].clone()
 }
 
+/// Nodes `a` and `b` in view 2.a, each with one session that joined group "g" (the
+/// joins are ordered first; exchanged to quiescence). Returns the time reached and the
+/// sessions.
+fn both_in_g(t0: Instant) -> (Node, Node, Instant, SessionId, SessionId) {
+    let mut a = node("a", t0);
+    let mut b = node("b", t0);
+    let t = merge(&mut a, &mut b, t0);
+    let sa = a.open_session(t);
+    let sb = b.open_session(t);
+    a.join(t, sa, g("g")).unwrap();
+    b.join(t, sb, g("g")).unwrap();
+    shuttle(&mut a, &mut b, t);
+    (a, b, t, sa, sb)
+}
+
 /// Brings `a` and `b` (fresh, at `t0`) into view 2.a, step by step, checking each step's
 /// exact outputs. Returns the time reached.
 fn merge(a: &mut Node, b: &mut Node, t0: Instant) -> Instant {

@@ -29,15 +29,7 @@ fn multicast_refuses_oversize_payloads_and_empty_group_lists() {
 #[test]
 fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_it() {
     let t0 = Instant::now();
-    let mut a = node("a", t0);
-    let mut b = node("b", t0);
-    let t = merge(&mut a, &mut b, t0);
-    let sa = a.open_session(t);
-    let sb = b.open_session(t);
-    // Both sessions join "g" (the joins are ordered first; exchanged to quiescence).
-    a.join(t, sa, g("g")).unwrap();
-    b.join(t, sb, g("g")).unwrap();
-    shuttle(&mut a, &mut b, t);
+    let (mut a, mut b, t, sa, sb) = both_in_g(t0);
 
     b.multicast(t, sb, Service::Agreed, &[g("g")], b"hi".to_vec())
         .unwrap();
@@ -240,14 +232,7 @@ fn each_node_gets_its_share_of_the_group_window() {
 #[test]
 fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
     let t0 = Instant::now();
-    let mut a = node("a", t0);
-    let mut b = node("b", t0);
-    let t = merge(&mut a, &mut b, t0);
-    let sa = a.open_session(t);
-    let sb = b.open_session(t);
-    a.join(t, sa, g("g")).unwrap();
-    b.join(t, sb, g("g")).unwrap();
-    shuttle(&mut a, &mut b, t);
+    let (mut a, mut b, t, _sa, sb) = both_in_g(t0);
 
     for p in [b"1", b"2", b"3"] {
         b.multicast(t, sb, Service::Agreed, &[g("g")], p.to_vec())
