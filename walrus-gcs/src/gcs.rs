@@ -803,7 +803,7 @@ impl Driver {
             } => {
                 let queued = self.transport.max_queued_bytes();
                 let limit = self.transport.limits().backpressure_bytes;
-                if !self.has_room(payload.len()) {
+                if !self.has_room(session, payload.len()) {
                     let e = GcsError::Backpressure {
                         pending: self.node.pending(),
                         pending_bytes: queued,
@@ -827,17 +827,19 @@ impl Driver {
         true
     }
 
-    /// Local flow control: a multicast of `size` bytes may go to the core now. Not while a
-    /// peer's send queue is long (so queues stay short and heartbeats are not stuck
-    /// behind data), nor while the core's send window is full.
-    fn has_room(&self, size: usize) -> bool {
+    /// Local flow control: a multicast of `size` bytes by `session` may go to the core
+    /// now. Not while a peer's send queue is long (so queues stay short and heartbeats are
+    /// not stuck behind data), nor while the core's send window is full, nor while the
+    /// session lags behind its own events (see [`Node::reader_keeps_up`]).
+    fn has_room(&self, session: SessionId, size: usize) -> bool {
         self.transport.max_queued_bytes() <= self.transport.limits().backpressure_bytes
             && self.node.window_has_room(size)
+            && self.node.reader_keeps_up(session)
     }
 
     /// A posted multicast: to the core if there is room, else parked until there is.
     fn post(&mut self, post: Post) {
-        if !self.has_room(post.payload.len()) {
+        if !self.has_room(post.session, post.payload.len()) {
             self.parked = Some(post);
             return;
         }

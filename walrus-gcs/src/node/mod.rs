@@ -453,6 +453,9 @@ impl Node {
         }
         self.check_request(session)?;
         self.check_window(payload.len())?;
+        if !self.reader_keeps_up(session) {
+            return Err(self.window_full());
+        }
         let mut groups = groups.to_vec();
         groups.sort();
         groups.dedup();

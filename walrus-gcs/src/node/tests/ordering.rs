@@ -276,3 +276,38 @@ fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
         })
     );
 }
+
+/// A session that multicasts faster than it reads its own events is held back (at a
+/// quarter of `session_queue_limit` unread) instead of running into the limit and
+/// being disconnected; once it reads, it may send again.
+#[test]
+fn a_session_that_lags_behind_its_events_is_held_back_not_disconnected() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        session_queue_limit: 8,
+        ..CoreConfig::default()
+    };
+    let mut a = Node::new(config, id("a"), Incarnation(1), vec![], t0);
+    let s = a.open_session(t0);
+    a.join(t0, s, g("g")).unwrap();
+    drain(&mut a);
+    a.mark_read(s, 1);
+    for _ in 0..2 {
+        a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec())
+            .unwrap();
+    }
+    assert_eq!(
+        drain(&mut a).len(),
+        2,
+        "both delivered to the sender itself"
+    );
+    assert!(!a.reader_keeps_up(s));
+    assert!(matches!(
+        a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec()),
+        Err(GcsError::Backpressure { .. })
+    ));
+    a.mark_read(s, 2);
+    assert!(a.reader_keeps_up(s));
+    a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec())
+        .unwrap();
+}
