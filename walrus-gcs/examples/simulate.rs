@@ -10,7 +10,9 @@
 //! impostor or an isolated-start scenario (see `walrus_gcs::sim`).
 //! `--plant replace-always,refuse-older,merge-by-stamp` plants the rules from before
 //! issue 16 (every new connection replaces the link; an older incarnation is refused
-//! forever; group lists merge by join stamp only), to show the checkers see them. A failing seed is described on stderr with its replay command
+//! forever; group lists merge by join stamp only), to show the checkers see them;
+//! `--plant batch-overlap` makes merged ordering batches overlap by one (issue 24).
+//! A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -75,6 +77,7 @@ fn main() {
                 cfg.replace_always = plant.iter().any(|p| p == "replace-always");
                 cfg.bugs.refuse_older_incarnations = plant.iter().any(|p| p == "refuse-older");
                 cfg.bugs.merge_by_stamp_only = plant.iter().any(|p| p == "merge-by-stamp");
+                cfg.bugs.batch_overlap = plant.iter().any(|p| p == "batch-overlap");
                 let r = run(&cfg);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;

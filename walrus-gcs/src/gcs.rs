@@ -74,13 +74,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::transport::{
-    Lane, Limits, Transport, TransportConfig, TransportError, TransportEvent, TransportEvents,
+    Lane, Limits, Staged, Transport, TransportConfig, TransportError, TransportEvent,
+    TransportEvents,
 };
 use crate::{
     CoreConfig, GcsError, GroupName, Incarnation, Node, NodeId, PeerMessage, Service, SessionId,
@@ -174,8 +175,63 @@ enum Command {
         payload: Vec<u8>,
         reply: oneshot::Sender<Result<(), (GcsError, Vec<u8>)>>,
     },
+    /// A multicast of [`SessionSender::multicast`]: no reply; the driver holds it until
+    /// the send window has room (see [`Driver::parked`]).
+    Post(Post),
     SetPeers(Vec<NodeId>),
-    Shutdown,
+}
+
+/// One posted multicast, with its share of the [`PostBudget`] (freed once the core took it).
+struct Post {
+    session: SessionId,
+    service: Service,
+    groups: Vec<GroupName>,
+    payload: Vec<u8>,
+    _budget: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Bounds the multicasts posted to the driver and not yet taken by the core, in messages
+/// and in payload bytes (a message over the byte budget takes all of it), so a fast
+/// sender queues little in front of the core's own send window.
+struct PostBudget {
+    msgs: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    byte_cap: usize,
+}
+
+impl PostBudget {
+    /// Posted multicasts waiting for the core: at most this many messages…
+    const MSGS: usize = 64;
+    /// …and this many payload bytes.
+    const BYTES: usize = 64 * 1024;
+
+    fn new() -> Self {
+        Self {
+            msgs: Arc::new(Semaphore::new(Self::MSGS)),
+            bytes: Arc::new(Semaphore::new(Self::BYTES)),
+            byte_cap: Self::BYTES,
+        }
+    }
+
+    async fn take(
+        &self,
+        len: usize,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), DriverError> {
+        let bytes = u32::try_from(len.clamp(1, self.byte_cap)).unwrap_or(u32::MAX);
+        let m = self
+            .msgs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        let b = self
+            .bytes
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        Ok((m, b))
+    }
 }
 
 /// A running GCS node. See the crate docs for an example.
@@ -185,7 +241,10 @@ pub struct Gcs {
     cmds: mpsc::Sender<Command>,
     transport: Transport<PeerMessage>,
     view: watch::Receiver<Option<ViewChange>>,
-    progress: Arc<Notify>,
+    posts: Arc<PostBudget>,
+    max_message_size: usize,
+    /// Set by [`Gcs::shutdown`]: the driver stops.
+    stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Counters>,
     /// Set when the driver stopped on its own for a reason the process must exit for.
@@ -228,10 +287,10 @@ impl Gcs {
         let peers: Vec<NodeId> = transport.peers.iter().map(|(n, _)| n.clone()).collect();
         let incarnation = incarnation.unwrap_or_else(wall_clock_incarnation);
         let (transport, events) = Transport::<PeerMessage>::start(transport).await?;
+        let max_message_size = core.max_message_size;
         let node = Node::new(core, me.clone(), incarnation, peers, now());
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (view_tx, view_rx) = watch::channel(None);
-        let progress = Arc::new(Notify::new());
         let stats = Arc::new(Counters::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let driver = Driver {
@@ -240,10 +299,12 @@ impl Gcs {
             transport: transport.clone(),
             sessions: HashMap::new(),
             view: view_tx,
-            progress: progress.clone(),
             fatal: fatal_tx,
+            parked: None,
+            staged: Staged::default(),
         };
-        let task = tokio::spawn(driver.run(cmd_rx, events));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(driver.run(cmd_rx, events, stop_rx));
         info!(node = %me, %incarnation, "GCS node started");
         Ok(Self {
             me,
@@ -251,7 +312,9 @@ impl Gcs {
             cmds: cmd_tx,
             transport,
             view: view_rx,
-            progress,
+            posts: Arc::new(PostBudget::new()),
+            max_message_size,
+            stop,
             task: Mutex::new(Some(task)),
             stats,
             fatal: fatal_rx,
@@ -304,7 +367,8 @@ impl Gcs {
             sender: SessionSender {
                 id,
                 cmds: self.cmds.clone(),
-                progress: self.progress.clone(),
+                posts: self.posts.clone(),
+                max_message_size: self.max_message_size,
             },
             events: events_rx,
             read,
@@ -354,7 +418,9 @@ impl Gcs {
 
     /// Stops the node: sessions end, peers are told the links close, the driver exits.
     pub async fn shutdown(&self) {
-        let _ = self.cmds.send(Command::Shutdown).await;
+        // Not through the command queue: requests may wait there behind a parked
+        // multicast (see `Driver::parked`).
+        self.stop.send_replace(true);
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -376,7 +442,8 @@ pub struct Session {
 pub struct SessionSender {
     id: SessionId,
     cmds: mpsc::Sender<Command>,
-    progress: Arc<Notify>,
+    posts: Arc<PostBudget>,
+    max_message_size: usize,
 }
 
 impl Session {
@@ -483,26 +550,41 @@ impl SessionSender {
     /// window is full (`CoreConfig::max_pending` messages or `max_pending_bytes` bytes of
     /// its multicasts not yet delivered, or a peer's send queue over
     /// `Limits::backpressure_bytes`), so a sender that outruns the group slows down
-    /// instead of queueing. Refuses payloads over `CoreConfig::max_message_size`.
+    /// instead of queueing. Refuses payloads over `CoreConfig::max_message_size` and an
+    /// empty list of groups.
+    ///
+    /// Batching (issue 24): the multicast is posted to the driver without waiting for an
+    /// answer, so a sender that multicasts in a loop hands the driver many messages per
+    /// turn (one `Submit` frame for all of them) instead of one turn per message. `Ok`
+    /// means it is queued, in order with this node's other requests, and the core takes
+    /// it as soon as its window has room; posted messages not yet taken are bounded (64
+    /// messages, 64 KiB). A message posted by a session the core has meanwhile closed or
+    /// disconnected is dropped (the session's `recv` reports why).
     pub async fn multicast(
         &self,
         service: Service,
         groups: &[GroupName],
         payload: Vec<u8>,
     ) -> Result<(), DriverError> {
-        let mut payload = payload;
-        loop {
-            // Register for progress before asking, so a wake-up between the refusal and
-            // the wait is not lost.
-            let progress = self.progress.notified();
-            match self.offer(service, groups, payload).await? {
-                Ok(()) => return Ok(()),
-                Err(back) => {
-                    payload = back;
-                    let _ = tokio::time::timeout(Duration::from_millis(20), progress).await;
-                }
+        if payload.len() > self.max_message_size {
+            return Err(GcsError::MessageTooLarge {
+                size: payload.len(),
+                limit: self.max_message_size,
             }
+            .into());
         }
+        if groups.is_empty() {
+            return Err(GcsError::NoGroups.into());
+        }
+        let budget = self.posts.take(payload.len()).await?;
+        self.request(Command::Post(Post {
+            session: self.id,
+            service,
+            groups: groups.to_vec(),
+            payload,
+            _budget: budget,
+        }))
+        .await
     }
 
     /// Like [`SessionSender::multicast`], but never waits for room: when the send
@@ -566,11 +648,19 @@ struct Driver {
     transport: Transport<PeerMessage>,
     sessions: HashMap<SessionId, SessionSlot>,
     view: watch::Sender<Option<ViewChange>>,
-    progress: Arc<Notify>,
     stats: Arc<Counters>,
     /// Why the driver stopped on its own (see [`Gcs::fatal`]).
     fatal: watch::Sender<Option<DriverError>>,
+    /// Frames of this turn, per peer, handed to the links at its end (see `flush`).
+    staged: Staged,
+    /// A posted multicast waiting for room in the send window; no request is taken
+    /// meanwhile (they queue behind it, in order).
+    parked: Option<Post>,
 }
+
+/// How often the driver looks again for room for a parked multicast when nothing else
+/// happens (room in the links' send queues comes without an event).
+const PARKED_RETRY: Duration = Duration::from_millis(1);
 
 /// How many queued inputs of one kind the driver takes before flushing outputs.
 const BATCH: usize = 256;
@@ -580,6 +670,7 @@ impl Driver {
         mut self,
         mut cmds: mpsc::Receiver<Command>,
         mut events: TransportEvents<PeerMessage>,
+        mut stop: watch::Receiver<bool>,
     ) {
         self.flush();
         loop {
@@ -590,14 +681,27 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let parked = self.parked.is_some();
+            let stopping = async {
+                if stop.wait_for(|s| *s).await.is_err() {
+                    // The `Gcs` is gone but sessions may live on: run on.
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
-                cmd = cmds.recv() => {
+                _ = stopping => break,
+                // While a posted multicast waits for room, later requests wait behind it
+                // (in order) in the bounded command queue.
+                cmd = cmds.recv(), if !parked => {
                     let Some(cmd) = cmd else { break };
                     if !self.command(cmd) {
                         break;
                     }
                     let mut stop = false;
                     for _ in 0..BATCH {
+                        if self.parked.is_some() {
+                            break;
+                        }
                         match cmds.try_recv() {
                             Ok(cmd) => if !self.command(cmd) { stop = true; break; },
                             Err(_) => break,
@@ -623,6 +727,9 @@ impl Driver {
                         break;
                     }
                 }
+                // Room also opens as the links' queues drain, which is no input: look again
+                // soon (only while a multicast waits, so never at light load).
+                _ = tokio::time::sleep(PARKED_RETRY), if parked => {}
                 _ = timer => {
                     // Frames that arrived while the driver was not running came before
                     // this deadline: feed them first, so liveness is judged on them.
@@ -648,6 +755,7 @@ impl Driver {
                 self.node.handle_timeout(now());
             }
             self.mark_read();
+            self.unpark();
             self.flush();
         }
         self.sessions.clear();
@@ -693,12 +801,9 @@ impl Driver {
                 payload,
                 reply,
             } => {
-                // Local flow control: while a peer's send queue is long, new local
-                // multicasts wait, so queues stay short and heartbeats are not stuck
-                // behind data (the core's own limits bound what it holds).
                 let queued = self.transport.max_queued_bytes();
                 let limit = self.transport.limits().backpressure_bytes;
-                if queued > limit || !self.node.window_has_room(payload.len()) {
+                if !self.has_room(session, payload.len()) {
                     let e = GcsError::Backpressure {
                         pending: self.node.pending(),
                         pending_bytes: queued,
@@ -716,10 +821,52 @@ impl Driver {
                 }
                 let _ = reply.send(r.map_err(|e| (e, Vec::new())));
             }
+            Command::Post(post) => self.post(post),
             Command::SetPeers(peers) => self.node.set_peers(&peers),
-            Command::Shutdown => return false,
         }
         true
+    }
+
+    /// Local flow control: a multicast of `size` bytes by `session` may go to the core
+    /// now. Not while a peer's send queue is long (so queues stay short and heartbeats are
+    /// not stuck behind data), nor while the core's send window is full, nor while the
+    /// session lags behind its own events (see [`Node::reader_keeps_up`]).
+    fn has_room(&self, session: SessionId, size: usize) -> bool {
+        self.transport.max_queued_bytes() <= self.transport.limits().backpressure_bytes
+            && self.node.window_has_room(size)
+            && self.node.reader_keeps_up(session)
+    }
+
+    /// A posted multicast: to the core if there is room, else parked until there is.
+    fn post(&mut self, post: Post) {
+        if !self.has_room(post.session, post.payload.len()) {
+            self.parked = Some(post);
+            return;
+        }
+        let Post {
+            session,
+            service,
+            groups,
+            payload,
+            ..
+        } = post;
+        match self
+            .node
+            .multicast(now(), session, service, &groups, payload)
+        {
+            Ok(()) => {
+                self.stats.multicasts.fetch_add(1, Ordering::Relaxed);
+            }
+            // Checked by the sender but for the session, which may be gone by now.
+            Err(e) => debug!(%session, error = %e, "posted multicast dropped"),
+        }
+    }
+
+    /// Gives a parked multicast to the core if there is room now.
+    fn unpark(&mut self) {
+        if let Some(post) = self.parked.take() {
+            self.post(post);
+        }
     }
 
     /// Feeds one transport event to the core; `false` means this node must stop (it is a
@@ -758,17 +905,19 @@ impl Driver {
     }
 
     fn flush(&mut self) {
-        let mut any = false;
         while let Some(out) = self.node.poll_output() {
-            any = true;
             match out {
-                Output::Send { to, msg } => match self.transport.send_on(lane(&msg), &to, msg) {
-                    Ok(()) => {
-                        self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                Output::Send { to, msg } => {
+                    match self
+                        .transport
+                        .stage(&mut self.staged, lane(&msg), &to, &msg)
+                    {
+                        Ok(()) => {
+                            self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => send_failed(&to, &e),
                     }
-                    Err(TransportError::NoLink { .. }) => {}
-                    Err(e) => debug!(peer = %to, error = %e, "send failed"),
-                },
+                }
                 Output::Deliver { session, event } => {
                     if matches!(event, Event::Message { .. }) {
                         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -787,9 +936,18 @@ impl Driver {
                 }
             }
         }
-        if any {
-            self.progress.notify_waiters();
+        // The end of the turn: what it sent to each peer goes out as one write.
+        for (to, e) in self.transport.flush_staged(&mut self.staged) {
+            send_failed(&to, &e);
         }
+    }
+}
+
+/// A lost link is the core's business (it hears of it as a link down); anything else is
+/// logged.
+fn send_failed(to: &NodeId, e: &TransportError) {
+    if !matches!(e, TransportError::NoLink { .. }) {
+        debug!(peer = %to, error = %e, "send failed");
     }
 }
 

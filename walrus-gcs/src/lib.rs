@@ -75,5 +75,5 @@ pub use types::{
 // moves them opaquely; tests and tools build them).
 pub use wire::{
     Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install,
-    InstallData, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
+    InstallData, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Run, Submit,
 };

@@ -172,15 +172,100 @@ pub struct Submit {
     pub ops: Vec<Op>,
 }
 
-/// See [`PeerMessage::Ordered`].
+/// See [`PeerMessage::Ordered`]: one ordering frame for a run of sequence numbers.
+///
+/// The entries are numbered `first`, `first + 1`, … in the order of `runs`, and each
+/// run lists consecutive operations of one origin, so neither a sequence number nor an
+/// origin is repeated per message (a batch of 100-byte messages from one sender costs
+/// a few bytes per message besides the payload). Decoding is bounded by the codec's
+/// frame limit; the receiver checks the numbering with [`Ordered::last`] (no overflow).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ordered {
     /// Sender's (the sequencer's) incarnation.
     pub incarnation: Incarnation,
     /// The view.
     pub view: ViewId,
-    /// Entries with consecutive sequence numbers.
-    pub entries: Vec<Entry>,
+    /// Sequence number of the first operation of the first run.
+    pub first: u64,
+    /// Operations in sequence order, grouped by origin.
+    pub runs: Vec<Run>,
+}
+
+/// Consecutive operations of one origin in an [`Ordered`] batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// The node incarnation that submitted them.
+    pub origin: NodeRef,
+    /// The operations, in sequence order.
+    pub ops: Vec<Op>,
+}
+
+impl Ordered {
+    /// A batch of `entries`, which must have consecutive sequence numbers (`None` if
+    /// they do not, or if there are none).
+    pub fn from_entries(
+        incarnation: Incarnation,
+        view: ViewId,
+        entries: Vec<Entry>,
+    ) -> Option<Self> {
+        let first = entries.first()?.seq;
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            if Some(e.seq) != first.checked_add(i as u64) {
+                return None;
+            }
+            match runs.last_mut() {
+                Some(run) if run.origin == e.origin => run.ops.push(e.op),
+                _ => runs.push(Run {
+                    origin: e.origin,
+                    ops: vec![e.op],
+                }),
+            }
+        }
+        Some(Ordered {
+            incarnation,
+            view,
+            first,
+            runs,
+        })
+    }
+
+    /// How many operations the batch orders.
+    pub fn len(&self) -> u64 {
+        self.runs.iter().map(|r| r.ops.len() as u64).sum()
+    }
+
+    /// Whether the batch orders nothing.
+    pub fn is_empty(&self) -> bool {
+        self.runs.iter().all(|r| r.ops.is_empty())
+    }
+
+    /// The sequence number of the last operation; `None` for an empty batch or one whose
+    /// numbering would pass `u64::MAX` (a malformed frame).
+    pub fn last(&self) -> Option<u64> {
+        self.len()
+            .checked_sub(1)
+            .and_then(|n| self.first.checked_add(n))
+    }
+
+    /// The batch as entries with their sequence numbers (`None` if malformed, see
+    /// [`Ordered::last`]).
+    pub fn into_entries(self) -> Option<Vec<Entry>> {
+        self.last()?;
+        let mut seq = self.first;
+        let mut out = Vec::new();
+        for run in self.runs {
+            for op in run.ops {
+                out.push(Entry {
+                    seq,
+                    origin: run.origin.clone(),
+                    op,
+                });
+                seq += 1;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// See [`PeerMessage::Ack`].
@@ -340,13 +425,13 @@ mod tests {
                 coordinator: NodeId::new("a-rather-long-node-name.example.com"),
                 incarnation: Incarnation(u64::MAX),
             },
-            entries: vec![Entry {
-                seq: u64::MAX,
+            first: u64::MAX,
+            runs: vec![Run {
                 origin: NodeRef {
                     id: NodeId::new("a-rather-long-node-name.example.com"),
                     incarnation: Incarnation(u64::MAX),
                 },
-                op: Op {
+                ops: vec![Op {
                     counter: u64::MAX,
                     session: SessionId(u64::MAX),
                     kind: OpKind::Message {
@@ -354,7 +439,7 @@ mod tests {
                         groups: vec![GroupName::new("Controllers"), GroupName::new("Reporters")],
                         payload: vec![0xAB; max],
                     },
-                },
+                }],
             }],
         });
         let bytes = crate::codec::encode(&msg).unwrap();
@@ -400,11 +485,9 @@ mod tests {
                 base: 1,
                 ops: vec![op],
             }),
-            PeerMessage::Ordered(Ordered {
-                incarnation: Incarnation(1),
-                view: view.clone(),
-                entries: vec![entry.clone()],
-            }),
+            PeerMessage::Ordered(
+                Ordered::from_entries(Incarnation(1), view.clone(), vec![entry.clone()]).unwrap(),
+            ),
             PeerMessage::Install(Install {
                 incarnation: Incarnation(1),
                 view: view.clone(),
@@ -434,5 +517,61 @@ mod tests {
             let back: PeerMessage = crate::codec::decode(&bytes).unwrap();
             assert_eq!(back, m);
         }
+    }
+
+    fn entry(seq: u64, origin: &str, counter: u64) -> Entry {
+        Entry {
+            seq,
+            origin: NodeRef {
+                id: NodeId::new(origin),
+                incarnation: Incarnation(1),
+            },
+            op: Op {
+                counter,
+                session: SessionId(1),
+                kind: OpKind::Gone,
+            },
+        }
+    }
+
+    fn view() -> ViewId {
+        ViewId {
+            counter: 2,
+            coordinator: NodeId::new("a"),
+            incarnation: Incarnation(1),
+        }
+    }
+
+    #[test]
+    fn a_batch_groups_runs_by_origin_and_numbers_them_from_first() {
+        let entries = vec![
+            entry(7, "a", 1),
+            entry(8, "a", 2),
+            entry(9, "b", 1),
+            entry(10, "a", 3),
+        ];
+        let o = Ordered::from_entries(Incarnation(1), view(), entries.clone()).unwrap();
+        assert_eq!(
+            (o.first, o.runs.len(), o.len(), o.last()),
+            (7, 3, 4, Some(10))
+        );
+        assert_eq!(o.into_entries().unwrap(), entries);
+    }
+
+    #[test]
+    fn a_batch_refuses_numbering_that_skips_overlaps_or_overflows() {
+        let skip = vec![entry(7, "a", 1), entry(9, "a", 2)];
+        assert!(Ordered::from_entries(Incarnation(1), view(), skip).is_none());
+        let overlap = vec![entry(7, "a", 1), entry(7, "b", 1)];
+        assert!(Ordered::from_entries(Incarnation(1), view(), overlap).is_none());
+        assert!(Ordered::from_entries(Incarnation(1), view(), vec![]).is_none());
+        // A peer's frame numbering past u64::MAX is malformed, not a panic or a wrap.
+        let mut o = Ordered::from_entries(Incarnation(1), view(), vec![entry(1, "a", 1)]).unwrap();
+        o.first = u64::MAX;
+        assert_eq!(o.last(), Some(u64::MAX));
+        let again = o.runs[0].ops[0].clone();
+        o.runs[0].ops.push(again);
+        assert_eq!(o.last(), None);
+        assert!(o.into_entries().is_none());
     }
 }

@@ -8,7 +8,7 @@ use walrus_gcs::codec::{self, FRAME_HEADER_LEN, MAX_FRAME};
 use walrus_gcs::{
     Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupName, GroupRecord, Heartbeat,
     Incarnation, Install, InstallData, Member, NodeId, NodeRef, Op, OpKind, Ordered, PeerMessage,
-    Propose, Reject, Service, SessionId, Stamp, Submit, ViewId,
+    Propose, Reject, Run, Service, SessionId, Stamp, Submit, ViewId,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -109,13 +109,23 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                     ops
                 })
             ),
-        (inc(), view_id(), entries()).prop_map(
-            |(incarnation, view, entries)| PeerMessage::Ordered(Ordered {
-                incarnation,
-                view,
-                entries
-            })
-        ),
+        (
+            inc(),
+            view_id(),
+            any::<u64>(),
+            prop::collection::vec((node_ref(), prop::collection::vec(op(), 0..4)), 0..4)
+        )
+            .prop_map(
+                |(incarnation, view, first, runs)| PeerMessage::Ordered(Ordered {
+                    incarnation,
+                    view,
+                    first,
+                    runs: runs
+                        .into_iter()
+                        .map(|(origin, ops)| Run { origin, ops })
+                        .collect()
+                })
+            ),
         (inc(), view_id(), any::<u64>()).prop_map(|(incarnation, view, held)| PeerMessage::Ack(
             Ack {
                 incarnation,

@@ -27,6 +27,7 @@
 //! | file | rules | own state |
 //! |------|-------|-----------|
 //! | `mod.rs` | the public API: inputs, local requests, outputs, accessors; dispatch of peer messages | [`Node`] |
+//! | `batch.rs` | batching: an ordering message merged into the last one queued to the same peer | — |
 //! | `ordering.rs` | send window, submission, the sequencer, commit and stable points, delivery in order | `Sequencer` |
 //! | `groups.rs` | the group table: applying a delivered entry, membership events, session queues, the merge of tables at a view change | — |
 //! | `failure.rs` | incarnations, heartbeats, liveness, the connectivity matrix, the view this node wants | `Peer` |
@@ -62,6 +63,7 @@ macro_rules! planted {
     };
 }
 
+mod batch;
 mod failure;
 mod groups;
 mod ordering;
@@ -149,6 +151,12 @@ pub struct Node {
     /// After a stall, no view change is started before this (see [`Node::catch_up`]).
     hold_until: Instant,
     outputs: VecDeque<Output>,
+    /// Outputs taken by [`Node::poll_output`] so far (positions in `outputs` are counted
+    /// from here).
+    popped: u64,
+    /// Position of the last [`Output::Send`] queued to each peer, where the next
+    /// ordering message to it may be merged (see `batch.rs`).
+    last_send: BTreeMap<NodeId, u64>,
     /// Ordering messages of the view this node accepted but has not installed yet (the
     /// sequencer may install it before the coordinator's `Install` reaches us over another
     /// link); replayed after the install. Bounded by `max_unstable`.
@@ -268,6 +276,8 @@ impl Node {
             caught_up: now,
             hold_until: now,
             outputs: VecDeque::new(),
+            popped: 0,
+            last_send: BTreeMap::new(),
             early: Vec::new(),
         };
         node.outputs.push_back(Output::ViewInstalled(ViewChange {
@@ -443,6 +453,9 @@ impl Node {
         }
         self.check_request(session)?;
         self.check_window(payload.len())?;
+        if !self.reader_keeps_up(session) {
+            return Err(self.window_full());
+        }
         let mut groups = groups.to_vec();
         groups.sort();
         groups.dedup();
@@ -469,7 +482,15 @@ impl Node {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if out.is_some() {
+            self.popped += 1;
+        }
+        if self.outputs.is_empty() {
+            // The turn is over: nothing queued is left to merge into.
+            self.last_send.clear();
+        }
+        out
     }
 
     /// When [`Node::handle_timeout`] must be called next.
@@ -559,7 +580,7 @@ impl Node {
     }
 
     fn send(&mut self, to: NodeId, msg: PeerMessage) {
-        self.outputs.push_back(Output::Send { to, msg });
+        self.queue_send(to, msg);
     }
 
     fn send_to_members(&mut self, msg: PeerMessage) {

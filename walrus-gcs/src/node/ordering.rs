@@ -92,7 +92,7 @@ impl Node {
         )
     }
 
-    fn window_full(&self) -> GcsError {
+    pub(super) fn window_full(&self) -> GcsError {
         let (limit, limit_bytes) = self.window();
         GcsError::Backpressure {
             pending: self.pending.len(),
@@ -100,6 +100,19 @@ impl Node {
             limit,
             limit_bytes,
         }
+    }
+
+    /// Whether `session` keeps up with its own events: fewer than a quarter of
+    /// `CoreConfig::session_queue_limit` delivered and unread. A session that multicasts
+    /// faster than it reads is held back (its multicasts are refused with
+    /// [`GcsError::Backpressure`]) long before it would be disconnected: with batching
+    /// the group delivers faster than a reader that does work per message can keep up
+    /// with (issue 24), and slowing the sender keeps the group whole. A session that does
+    /// not read at all still reaches the limit and is disconnected.
+    pub fn reader_keeps_up(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_none_or(|s| s.unread < (self.config.session_queue_limit / 4).max(1))
     }
 
     /// Whether a multicast of `size` payload bytes would be taken now (the driver asks
@@ -224,11 +237,12 @@ impl Node {
         for chunk in chunks(batch.clone(), self.config.max_message_size, |e| {
             op_size(&e.op)
         }) {
-            self.send_to_members(PeerMessage::Ordered(Ordered {
-                incarnation: self.me.incarnation,
-                view: self.view.clone(),
-                entries: chunk,
-            }));
+            // The chunk's sequence numbers are consecutive: it makes one batch.
+            if let Some(ordered) =
+                Ordered::from_entries(self.me.incarnation, self.view.clone(), chunk)
+            {
+                self.send_to_members(PeerMessage::Ordered(ordered));
+            }
         }
         for e in batch {
             self.held_max = e.seq;
@@ -302,7 +316,12 @@ impl Node {
         if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
             return;
         }
-        for e in m.entries {
+        let Some(entries) = m.into_entries() else {
+            // Numbering past u64::MAX: not from a sequencer that follows the protocol.
+            self.broken = true;
+            return;
+        };
+        for e in entries {
             if e.seq <= self.held_max {
                 continue;
             }

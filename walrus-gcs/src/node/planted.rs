@@ -15,6 +15,9 @@ pub struct PlantedBugs {
     /// Merge group lists by join stamp only (the rule before issue 16: a node that
     /// joined alone in a young view goes first after the heal).
     pub merge_by_stamp_only: bool,
+    /// Batching (issue 24): merging two `Ordered` batches repeats the first one's last
+    /// operation, so the order ranges of the merged batch overlap by one.
+    pub batch_overlap: bool,
 }
 
 impl Node {

@@ -204,6 +204,10 @@ enum Ev {
         peer: usize,
     },
     Scenario(Step),
+    /// The end of a node's turn: its outputs go out (see [`Sim::end_turn_later`]).
+    Drain {
+        at: usize,
+    },
     End,
 }
 
@@ -263,6 +267,9 @@ struct SimNode {
     addr: SocketAddr,
     /// Presents the certificate of `name` but calls itself another node.
     impostor: bool,
+    /// Its turn is open: messages it received are not drained yet (an [`Ev::Drain`] is
+    /// scheduled).
+    in_turn: bool,
 }
 
 struct Sim {
@@ -354,6 +361,7 @@ impl Sim {
                         SocketAddr::from(([10, 9, 9, 9], 7000))
                     },
                     impostor: false,
+                    in_turn: false,
                 })
                 .collect(),
             links: vec![vec![Link::default(); slots]; slots],
@@ -582,8 +590,12 @@ impl Sim {
                 let name = self.names[x].clone();
                 if let Some(n) = self.nodes[to].node.as_mut() {
                     n.handle_message(now, &name, msg);
-                    self.drain(to);
+                    self.end_turn_later(to);
                 }
+            }
+            Ev::Drain { at } => {
+                self.nodes[at].in_turn = false;
+                self.drain(at);
             }
             Ev::LinkDown { at, peer } => {
                 let name = self.names[self.nodes[peer].name].clone();
@@ -910,6 +922,23 @@ impl Sim {
                 );
             }
         }
+    }
+
+    /// A node took a message: like a driver busy with a run of inputs, it often drains
+    /// its outputs only at the end of its turn (up to 3 ms later, seeded), so messages
+    /// received meanwhile are handled before anything goes out and the core batches
+    /// their ordering messages (issue 24). Other inputs drain at once.
+    fn end_turn_later(&mut self, i: usize) {
+        if self.nodes[i].in_turn {
+            return;
+        }
+        if self.rng.random_range(0..4) == 0 {
+            self.drain(i);
+            return;
+        }
+        self.nodes[i].in_turn = true;
+        let d = Duration::from_micros(self.rng.random_range(0..=3000));
+        self.at(self.now + d, Ev::Drain { at: i });
     }
 
     /// Takes a node's outputs: sends go on the links, deliveries to the checker.

@@ -90,6 +90,24 @@ fn planted_bug_skip_flush_is_caught() {
     );
 }
 
+/// Trap (issue 24): merged ordering batches whose order ranges overlap by one (the
+/// merged batch repeats the first one's last operation) must be reported: the simulator
+/// ends turns late (see `Sim::end_turn_later`), so batches do get merged.
+#[test]
+fn planted_bug_batch_overlap_is_caught() {
+    let caught: Vec<String> = (0..4)
+        .flat_map(|seed| {
+            let mut cfg = SimConfig::standard(seed);
+            cfg.bugs.batch_overlap = true;
+            run(&cfg).violations
+        })
+        .collect();
+    assert!(
+        caught.iter().any(|v| v.starts_with("no duplication")),
+        "overlapping batches went unnoticed: {caught:?}"
+    );
+}
+
 /// Trap (issue 16): with the rules from before the fix — every new connection replaces the
 /// link to its name, and an older incarnation is refused forever — the duplicate and
 /// impostor scenarios must be reported.

@@ -361,6 +361,20 @@ struct FrameOwned<M> {
     msg: M,
 }
 
+/// Frames staged by [`Transport::stage`] during one turn of a driver, per peer and lane,
+/// until [`Transport::flush_staged`].
+#[derive(Debug, Default)]
+pub struct Staged {
+    frames: Vec<(NodeId, Lane, Vec<u8>)>,
+}
+
+impl Staged {
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
 /// Bound on the message type the transport carries.
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
@@ -593,17 +607,75 @@ impl<M: Message> Transport<M> {
 
     /// Like [`Transport::send`], on the lane given (see [`Lane`]).
     pub fn send_on(&self, lane: Lane, to: &NodeId, msg: M) -> Result<(), TransportError> {
-        let peer = self.peer(to)?;
-        // Encoded here, on the caller's task, so the queue's size is known in bytes.
         let mut frame = Vec::new();
+        self.encode(to, &msg, &mut frame)?;
+        self.enqueue(lane, to, frame)
+    }
+
+    /// Appends `msg`'s frame to the frames staged for `to` on `lane` in `staged`; they go
+    /// to the link's queue together, as one write, at [`Transport::flush_staged`] (or at
+    /// once when they reach [`Limits::write_batch`] bytes). A driver stages what one turn
+    /// sends and flushes at the end of the turn: many small messages to a peer cost one
+    /// queue entry, one wake-up of the writer and one stream write, and nothing waits for
+    /// a timer. Order holds per peer and lane, as with [`Transport::send_on`] (do not mix
+    /// the two for one peer within a turn). Fails at once for an unknown peer or a
+    /// message that cannot be encoded; queue errors come from the flush.
+    pub fn stage(
+        &self,
+        staged: &mut Staged,
+        lane: Lane,
+        to: &NodeId,
+        msg: &M,
+    ) -> Result<(), TransportError> {
+        self.peer(to)?;
+        let i = match staged
+            .frames
+            .iter()
+            .position(|(p, l, _)| p == to && *l == lane)
+        {
+            Some(i) => i,
+            None => {
+                staged.frames.push((to.clone(), lane, Vec::new()));
+                staged.frames.len() - 1
+            }
+        };
+        let buf = &mut staged.frames[i].2;
+        self.encode(to, msg, buf)?;
+        if buf.len() >= self.shared.limits.write_batch {
+            let (to, lane, frames) = staged.frames.swap_remove(i);
+            self.enqueue(lane, &to, frames)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every staged frame to its link's queue (see [`Transport::stage`]); returns
+    /// the peers whose queue refused them, with why.
+    pub fn flush_staged(&self, staged: &mut Staged) -> Vec<(NodeId, TransportError)> {
+        let mut failed = Vec::new();
+        for (to, lane, frames) in staged.frames.drain(..) {
+            if let Err(e) = self.enqueue(lane, &to, frames) {
+                failed.push((to, e));
+            }
+        }
+        failed
+    }
+
+    /// Appends the frame of `msg` to `out`. Encoded on the caller's task, so the queue's
+    /// size is known in bytes.
+    fn encode(&self, to: &NodeId, msg: &M, out: &mut Vec<u8>) -> Result<(), TransportError> {
         let body = FrameRef {
             from: self.shared.me.as_str(),
-            msg: &msg,
+            msg,
         };
-        codec::encode_frame(&body, &mut frame).map_err(|source| TransportError::Encode {
+        codec::encode_frame(&body, out).map_err(|source| TransportError::Encode {
             peer: to.clone(),
             source,
-        })?;
+        })
+    }
+
+    /// Puts encoded frames (one or several) on the queue of `to`'s link for `lane`.
+    fn enqueue(&self, lane: Lane, to: &NodeId, frame: Vec<u8>) -> Result<(), TransportError> {
+        let peer = self.peer(to)?;
         let len = frame.len();
         let mut guard = peer.link();
         let Some(link) = guard.as_ref() else {

@@ -5,14 +5,7 @@ use super::*;
 #[test]
 fn a_silent_peer_is_dropped_from_the_view_after_the_failure_timeout() {
     let t0 = Instant::now();
-    let mut a = node("a", t0);
-    let mut b = node("b", t0);
-    let t = merge(&mut a, &mut b, t0);
-    let sa = a.open_session(t);
-    let sb = b.open_session(t);
-    a.join(t, sa, g("g")).unwrap();
-    b.join(t, sb, g("g")).unwrap();
-    shuttle(&mut a, &mut b, t);
+    let (mut a, _b, _t, sa, sb) = both_in_g(t0);
     // b falls silent. Before the failure timeout nothing changes (a ticks at each of
     // its heartbeats: a node that runs late does not count the time against b)...
     let mut outs = Vec::new();

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::event::{Event, MembershipReason, Output, ViewChange};
-use crate::wire::{Accept, Commit, FlushReport, Heartbeat, Install, Op, OpKind, Ordered};
+use crate::wire::{Accept, Commit, FlushReport, Heartbeat, Install, Op, OpKind, Ordered, Run};
 use std::time::Duration;
 
 mod failure;
@@ -73,6 +73,21 @@ fn sent_to(outs: &[Output], to: &str) -> PeerMessage {
         .collect();
     assert_eq!(found.len(), 1, "expected one message to {to} in {outs:?}");
     found[0].clone()
+}
+
+/// Nodes `a` and `b` in view 2.a, each with one session that joined group "g" (the
+/// joins are ordered first; exchanged to quiescence). Returns the time reached and the
+/// sessions.
+fn both_in_g(t0: Instant) -> (Node, Node, Instant, SessionId, SessionId) {
+    let mut a = node("a", t0);
+    let mut b = node("b", t0);
+    let t = merge(&mut a, &mut b, t0);
+    let sa = a.open_session(t);
+    let sb = b.open_session(t);
+    a.join(t, sa, g("g")).unwrap();
+    b.join(t, sb, g("g")).unwrap();
+    shuttle(&mut a, &mut b, t);
+    (a, b, t, sa, sb)
 }
 
 /// Brings `a` and `b` (fresh, at `t0`) into view 2.a, step by step, checking each step's

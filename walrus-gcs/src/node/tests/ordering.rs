@@ -29,15 +29,7 @@ fn multicast_refuses_oversize_payloads_and_empty_group_lists() {
 #[test]
 fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_it() {
     let t0 = Instant::now();
-    let mut a = node("a", t0);
-    let mut b = node("b", t0);
-    let t = merge(&mut a, &mut b, t0);
-    let sa = a.open_session(t);
-    let sb = b.open_session(t);
-    // Both sessions join "g" (the joins are ordered first; exchanged to quiescence).
-    a.join(t, sa, g("g")).unwrap();
-    b.join(t, sb, g("g")).unwrap();
-    shuttle(&mut a, &mut b, t);
+    let (mut a, mut b, t, sa, sb) = both_in_g(t0);
 
     b.multicast(t, sb, Service::Agreed, &[g("g")], b"hi".to_vec())
         .unwrap();
@@ -67,10 +59,10 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
     let ordered = PeerMessage::Ordered(Ordered {
         incarnation: Incarnation(1),
         view: vid(2, "a"),
-        entries: vec![Entry {
-            seq: 3,
+        first: 3,
+        runs: vec![Run {
             origin: r("b"),
-            op,
+            ops: vec![op],
         }],
     });
     // Not delivered yet: the sender does not hold its sequence number yet.
@@ -230,4 +222,92 @@ fn each_node_gets_its_share_of_the_group_window() {
         ),
         "{full:?}"
     );
+}
+
+/// Batching (issue 24): what one turn sends to a peer goes in as few frames as the
+/// protocol allows. Three multicasts of `b` in one turn make one `Submit`; the sequencer
+/// taking those three ops, each in its own `Submit`, in one turn, sends one `Ordered`
+/// numbering all three (one run of origin `b`), and `b`'s acknowledgements of two batches
+/// in one turn make one `Ack`.
+#[test]
+fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
+    let t0 = Instant::now();
+    let (mut a, mut b, t, _sa, sb) = both_in_g(t0);
+
+    for p in [b"1", b"2", b"3"] {
+        b.multicast(t, sb, Service::Agreed, &[g("g")], p.to_vec())
+            .unwrap();
+    }
+    let PeerMessage::Submit(submit) = sent_to(&drain(&mut b), "a") else {
+        panic!("expected a Submit");
+    };
+    let counters: Vec<u64> = submit.ops.iter().map(|o| o.counter).collect();
+    assert_eq!(counters, [2, 3, 4]);
+
+    // The same ops as three Submits (three turns of `b`), taken by `a` in one turn.
+    for op in &submit.ops {
+        let one = PeerMessage::Submit(Submit {
+            ops: vec![op.clone()],
+            ..submit.clone()
+        });
+        a.handle_message(t, &id("b"), one);
+    }
+    let PeerMessage::Ordered(ordered) = sent_to(&drain(&mut a), "b") else {
+        panic!("expected one Ordered");
+    };
+    assert_eq!((ordered.len(), ordered.runs.len()), (3, 1));
+    assert_eq!(ordered.runs[0].origin, r("b"));
+    assert_eq!(ordered.runs[0].ops, submit.ops);
+
+    // Two batches of it (split) reach `b` in one turn: one Ack, for the last entry.
+    let last = ordered.last().unwrap();
+    let mut entries = ordered.clone().into_entries().unwrap();
+    let tail = entries.split_off(1);
+    for part in [entries, tail] {
+        let batch = Ordered::from_entries(Incarnation(1), vid(2, "a"), part).unwrap();
+        b.handle_message(t, &id("a"), PeerMessage::Ordered(batch));
+    }
+    assert_eq!(
+        sent_to(&drain(&mut b), "a"),
+        PeerMessage::Ack(Ack {
+            incarnation: Incarnation(1),
+            view: vid(2, "a"),
+            held: last,
+        })
+    );
+}
+
+/// A session that multicasts faster than it reads its own events is held back (at a
+/// quarter of `session_queue_limit` unread) instead of running into the limit and
+/// being disconnected; once it reads, it may send again.
+#[test]
+fn a_session_that_lags_behind_its_events_is_held_back_not_disconnected() {
+    let t0 = Instant::now();
+    let config = CoreConfig {
+        session_queue_limit: 8,
+        ..CoreConfig::default()
+    };
+    let mut a = Node::new(config, id("a"), Incarnation(1), vec![], t0);
+    let s = a.open_session(t0);
+    a.join(t0, s, g("g")).unwrap();
+    drain(&mut a);
+    a.mark_read(s, 1);
+    for _ in 0..2 {
+        a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec())
+            .unwrap();
+    }
+    assert_eq!(
+        drain(&mut a).len(),
+        2,
+        "both delivered to the sender itself"
+    );
+    assert!(!a.reader_keeps_up(s));
+    assert!(matches!(
+        a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec()),
+        Err(GcsError::Backpressure { .. })
+    ));
+    a.mark_read(s, 2);
+    assert!(a.reader_keeps_up(s));
+    a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec())
+        .unwrap();
 }
