@@ -7,7 +7,7 @@ use super::clients::ClientRecord;
 use super::relay::QueryRecord;
 use super::runtime::{masters_at, Watch};
 use super::servers::is_probe;
-use super::spec::{Area, Event, LabSpec, Mode, Region, ResolverKind};
+use super::spec::{Area, Event, LabSpec, Region, ResolverKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -626,7 +626,7 @@ pub fn check_converged(
 pub fn check_addresses(spec: &LabSpec, recs: &[ClientRecord]) -> Result<(), CheckFailed> {
     let site: Vec<std::net::Ipv4Addr> = spec.all_areas().flat_map(|a| spec.cluster(a)).collect();
     for r in recs {
-        if spec.mode == Mode::Runtime {
+        if spec.mode.is_runtime() {
             if let (Some(addr), Some(area)) = (r.addr, r.answer_area) {
                 if !site.contains(&addr) {
                     return Err(CheckFailed::ForeignAddress {

@@ -8,7 +8,7 @@ use super::netns::{clean_stale, ChildGuard, LabError, Namespaces};
 use super::relay::now_ms;
 use super::runtime::{self, Watch};
 use super::servers;
-use super::spec::{Event, Failure, LabSpec, Mode, Region, ROOT_ADDR, WEB_PORT_BASE};
+use super::spec::{Event, Failure, LabSpec, Region, ROOT_ADDR, WEB_PORT_BASE};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,10 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     let spec_s = spec_file.display().to_string();
     let started = Instant::now();
 
-    let node_bin = match spec.mode {
-        Mode::Runtime => Some(runtime::node_binary(exe)?),
-        _ => None,
+    let node_bin = if spec.mode.is_runtime() {
+        Some(runtime::node_binary(exe)?)
+    } else {
+        None
     };
     let _ns = Namespaces::create(spec)?;
     let mut guards: Vec<ChildGuard> = Vec::new();

@@ -47,7 +47,7 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
         Mode::RoundRobin,
         Mode::Oracle,
         Mode::Walrus,
-        Mode::WalrusSteered,
+        Mode::OracleTable,
     ]
     .into_iter()
     .enumerate()

@@ -177,10 +177,10 @@ pub async fn run_area_ns(spec: LabSpec, a: Area) -> anyhow::Result<()> {
         spec.dir.join(a.to_string()).join("state.json"),
         initial,
     )?;
-    if spec.mode == Mode::WalrusSteered {
+    if spec.mode == Mode::OracleTable {
         let rules: Vec<(String, String)> = spec
             .all_regions()
-            .map(|r| (format!("{}/32", r.backbone()), spec.nearest(r).zone()))
+            .map(|r| (r.resolver_prefix(), spec.nearest(r).zone()))
             .collect();
         server.set_steering(Steering::from_pairs(
             rules.iter().map(|(s, z)| (s.as_str(), z.as_str())),
