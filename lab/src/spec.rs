@@ -121,16 +121,29 @@ pub enum ResolverKind {
     Knot,
     /// PowerDNS Recursor (Debian `pdns-recursor`).
     Pdns,
+    /// Unbound sending EDNS Client Subnet (RFC 7871): `subnetcache` module,
+    /// `send-client-subnet` for the area servers, otherwise its defaults.
+    UnboundEcs,
+    /// PowerDNS Recursor sending EDNS Client Subnet: `ecs-add-for` the lab's clients,
+    /// `edns-subnet-allow-list` the area servers.
+    PdnsEcs,
 }
 
 impl ResolverKind {
+    /// Whether it sends EDNS Client Subnet.
+    pub fn sends_ecs(self) -> bool {
+        matches!(self, ResolverKind::UnboundEcs | ResolverKind::PdnsEcs)
+    }
+
     /// Every kind, in a fixed order (the address index).
-    pub const ALL: [ResolverKind; 5] = [
+    pub const ALL: [ResolverKind; 7] = [
         ResolverKind::Unbound,
         ResolverKind::UnboundFast,
         ResolverKind::Bind,
         ResolverKind::Knot,
         ResolverKind::Pdns,
+        ResolverKind::UnboundEcs,
+        ResolverKind::PdnsEcs,
     ];
 
     /// Short name used in files and reports.
@@ -141,6 +154,8 @@ impl ResolverKind {
             ResolverKind::Bind => "bind",
             ResolverKind::Knot => "knot",
             ResolverKind::Pdns => "pdns",
+            ResolverKind::UnboundEcs => "unbound-ecs",
+            ResolverKind::PdnsEcs => "pdns-ecs",
         }
     }
 
@@ -156,6 +171,8 @@ impl ResolverKind {
             ResolverKind::Bind => 2,
             ResolverKind::Knot => 3,
             ResolverKind::Pdns => 4,
+            ResolverKind::UnboundEcs => 5,
+            ResolverKind::PdnsEcs => 6,
         }
     }
 
@@ -182,10 +199,12 @@ impl ResolverKind {
     /// The program to run and the Debian package that ships it.
     pub fn program(self) -> (&'static str, &'static str) {
         match self {
-            ResolverKind::Unbound | ResolverKind::UnboundFast => ("unbound", "unbound"),
+            ResolverKind::Unbound | ResolverKind::UnboundFast | ResolverKind::UnboundEcs => {
+                ("unbound", "unbound")
+            }
             ResolverKind::Bind => ("named", "bind9"),
             ResolverKind::Knot => ("kresd", "knot-resolver"),
-            ResolverKind::Pdns => ("pdns_recursor", "pdns-recursor"),
+            ResolverKind::Pdns | ResolverKind::PdnsEcs => ("pdns_recursor", "pdns-recursor"),
         }
     }
 }
