@@ -71,10 +71,26 @@ pub async fn stub_query(
     qtype: RecordType,
     timeout: Duration,
 ) -> Result<StubAnswer, String> {
+    stub_query_from(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        resolver,
+        name,
+        qtype,
+        timeout,
+    )
+    .await
+}
+
+/// [`stub_query`] from the local address `from`.
+pub async fn stub_query_from(
+    from: SocketAddr,
+    resolver: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    timeout: Duration,
+) -> Result<StubAnswer, String> {
     let qname = Name::from_ascii(name).map_err(|e| e.to_string())?;
-    let sock = UdpSocket::bind("0.0.0.0:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
     sock.connect(resolver).await.map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 4096];
     for _ in 0..3 {

@@ -66,6 +66,7 @@
 
 pub mod analysis;
 pub mod clients;
+pub mod learned;
 pub mod netns;
 pub mod orchestrate;
 pub mod relay;

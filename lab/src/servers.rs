@@ -472,6 +472,7 @@ mod tests {
             seed: 0,
             failure: None,
             event: None,
+            spoof: None,
         };
         let z = root_zone(&spec);
         assert_eq!(z.matches("walrus.test. IN NS").count(), 3);

@@ -341,6 +341,9 @@ pub struct LabSpec {
     /// overload, which the scripted baselines can meet too).
     #[serde(default)]
     pub event: Option<Event>,
+    /// The spoofing test (real runtime only; see [`super::learned`]).
+    #[serde(default)]
+    pub spoof: Option<super::learned::Spoof>,
 }
 
 /// A scenario event played against the real runtime ([`Mode::Runtime`]); times are
@@ -513,6 +516,13 @@ impl LabSpec {
                 return Err("this event needs the real runtime (mode walrus-runtime)".into())
             }
         }
+        if self.spoof.is_some()
+            && (!self.mode.is_runtime() || self.regions < 2 || self.event.is_some())
+        {
+            return Err(
+                "the spoofing test needs the real runtime, two regions and no event".into(),
+            );
+        }
         if let Some(a) = self.event.and_then(|e| e.area()) {
             if !(1..=self.areas).contains(&a.0) {
                 return Err(format!("the event strikes {a}, which does not exist"));
@@ -640,6 +650,7 @@ mod tests {
             seed: 1,
             failure: None,
             event: None,
+            spoof: None,
         }
     }
 
