@@ -19,10 +19,16 @@ for r in conv:
     for c in r["convergence"]:
         if c["resolver"] not in kinds:
             kinds.append(c["resolver"])
+
+
+def panels(n, width):
+    """A figure of n side-by-side panels sharing the y axis; (fig, list of axes)."""
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 3.4), sharey=True)
+    return fig, [axes] if n == 1 else list(axes)
+
+
 if conv:
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.4), sharey=True)
-    if len(kinds) == 1:
-        axes = [axes]
+    fig, axes = panels(len(kinds), 4)
     for ax, k in zip(axes, kinds):
         for r in conv:
             for c in r["convergence"]:
@@ -122,9 +128,7 @@ for n in sorted({r["areas"] for r in steady}):
     # cluster per 2 s bin, one panel per resolver, one line per mode.
     kinds = [k for k in KINDS if any(w["who"] == k for r in runs for w in r.get("warmup", []))]
     if kinds:
-        fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.4), sharey=True)
-        if len(kinds) == 1:
-            axes = [axes]
+        fig, axes = panels(len(kinds), 3.2)
         for ax, k in zip(axes, kinds):
             for r in runs:
                 w = next((w for w in r.get("warmup", []) if w["who"] == k), None)

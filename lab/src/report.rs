@@ -269,11 +269,7 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
                 c.queries,
                 pct(c.nearest_all),
                 pct(c.nearest_after_warmup),
-                c.settle_after
-                    .iter()
-                    .map(|x| x.map_or("never".into(), |n| n.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                counts_or_never(&c.settle_after),
                 per.join(" ")
             );
         }
@@ -463,6 +459,19 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
     Ok(path)
 }
 
+/// One Markdown table row.
+fn row(md: &mut String, cells: &[String]) {
+    let _ = writeln!(md, "| {} |", cells.join(" | "));
+}
+
+/// Per-region counts, `never` where there is none: `3 never 12`.
+fn counts_or_never(v: &[Option<usize>]) -> String {
+    v.iter()
+        .map(|x| x.map_or("never".into(), |n| n.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A mode's name, with *(oracle)* after the oracles'.
 pub fn label(mode: &str) -> String {
     match Mode::parse(mode) {
@@ -549,19 +558,18 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
                 Some(o) if o > 0.0 => format!("{:.2}", p50 / o),
                 _ => "—".into(),
             };
-            let _ = writeln!(
+            row(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {p50:.1} | {ratio} |",
-                r.areas,
-                label(&r.mode),
-                w.who,
-                w.requests_before
-                    .iter()
-                    .map(|x| x.map_or("never".into(), |n| n.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                pct(w.nearest_after),
-                w.requests_after
+                &[
+                    r.areas.to_string(),
+                    label(&r.mode),
+                    w.who.clone(),
+                    counts_or_never(&w.requests_before),
+                    pct(w.nearest_after),
+                    w.requests_after.to_string(),
+                    format!("{p50:.1}"),
+                    ratio,
+                ],
             );
         }
     }
@@ -652,11 +660,28 @@ fn write_learned(md: &mut String, results: &[RunResult]) {
         );
         return;
     }
+    let silent: Vec<&str> = runs
+        .iter()
+        .filter(|(_, s)| !s.exposed)
+        .map(|(r, _)| r.name.as_str())
+        .collect();
+    if !silent.is_empty() {
+        let _ = writeln!(
+            md,
+            "No Director exposed `walrus_steering_*` or a `/status` `steering` block in: {} \
+             (a `walrus-node` without learned steering).\n",
+            silent.join(", ")
+        );
+    }
+    let runs: Vec<(&RunResult, &super::learned::SteeringOutcome)> =
+        runs.into_iter().filter(|(_, s)| s.exposed).collect();
+    if runs.is_empty() {
+        return;
+    }
     let _ = writeln!(
         md,
         "Scraped from every area Director's `/metrics` (`walrus_steering_*`) at the clients' \
-         start and end. \"—\" = the counter is not exposed (a `walrus-node` without learned \
-         steering).\n"
+         start and end; the end's figures. \"—\" = not exposed.\n"
     );
     let _ = writeln!(
         md,
