@@ -20,6 +20,9 @@ pub const REPLICATORS: &str = "Replicators";
 /// The group every node joins with one session, whatever its roles: configuration
 /// digests are announced here (see [`crate::digests`]).
 pub const NODES: &str = "Nodes";
+/// The group every area's embedded name server joins when learned steering is on: the
+/// round trips each area measured arrive here (see `director::sharing`).
+pub const STEERING: &str = "Steering";
 
 /// One message between actors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

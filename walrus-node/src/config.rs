@@ -291,6 +291,12 @@ pub struct Dns {
     /// area server they ask (`walrus_actors::director::steering`). Empty by default: the
     /// paper's §7.2 answer (own area).
     pub steering: Vec<SteerRule>,
+    /// Learned steering of the embedded name servers (`[dns.learned]`, `enabled = true`):
+    /// each area's server measures its round trip to the resolvers that query it, the areas
+    /// share what they measured over the `Steering` group, and `www.<site>` points at the
+    /// nearest area's zone (`walrus_actors::director::learned`). `None` (the default): off.
+    /// The `[[dns.steering]]` rules still come first.
+    pub learned: Option<walrus_actors::director::learned::LearnedConfig>,
 }
 
 /// One source-steering rule: resolvers in `source` are sent to `area`'s zone.
@@ -503,6 +509,34 @@ struct RawDns {
     state_dir: Option<PathBuf>,
     #[serde(default)]
     steering: Vec<RawSteerRule>,
+    learned: Option<Spanned<RawLearned>>,
+}
+
+/// `[dns.learned]`: every field but `enabled` has the default of
+/// `walrus_actors::director::learned::LearnedConfig`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLearned {
+    /// Learned steering on (default false).
+    #[serde(default)]
+    enabled: bool,
+    /// Least time between two truncated answers to one /24 or /48 (default 30s).
+    #[serde(default, with = "human_duration")]
+    probe_interval: Option<Duration>,
+    /// Most truncated answers a second in all (default 100).
+    probes_per_second: Option<u32>,
+    /// Fresh samples an area needs before its estimate counts (default 3).
+    min_samples: Option<usize>,
+    /// Samples kept per prefix and area (default 5).
+    samples_kept: Option<usize>,
+    /// A sample older than this does not count (default 10m).
+    #[serde(default, with = "human_duration")]
+    max_age: Option<Duration>,
+    /// Most prefixes in the table (default 100000).
+    table_cap: Option<usize>,
+    /// How often each area multicasts its samples (default 1s).
+    #[serde(default, with = "human_duration")]
+    share_interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -1161,6 +1195,7 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
             area: AreaName(rule.area.clone()),
         });
     }
+    let learned = validate_learned(loc, raw.learned, raw.backend)?;
     Ok(Dns {
         backend: raw.backend,
         mode: raw.mode,
@@ -1169,7 +1204,88 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
             .state_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/dns")),
         steering,
+        learned,
     })
+}
+
+fn validate_learned(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawLearned>>,
+    backend: DnsBackend,
+) -> Result<Option<walrus_actors::director::learned::LearnedConfig>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let span = Some(raw.span());
+    let raw = raw.into_inner();
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let err = |field: &str, msg: String| loc.err(span.clone(), format!("dns.learned.{field}"), msg);
+    if backend != DnsBackend::Embedded {
+        return Err(err(
+            "enabled",
+            "learned steering needs backend = \"embedded\" (the embedded name server measures and answers by the query's source)".into(),
+        ));
+    }
+    let mut c = walrus_actors::director::learned::LearnedConfig::default();
+    let t = &mut c.table;
+    if let Some(d) = raw.probe_interval {
+        if d < Duration::from_millis(100) {
+            return Err(err(
+                "probe_interval",
+                format!("{d:?} is too short; at least 100ms"),
+            ));
+        }
+        t.probe_interval = d;
+    }
+    if let Some(n) = raw.probes_per_second {
+        if !(1..=10_000).contains(&n) {
+            return Err(err(
+                "probes_per_second",
+                format!("{n} is out of range 1..=10000"),
+            ));
+        }
+        t.probes_per_second = n;
+    }
+    if let Some(n) = raw.samples_kept {
+        if !(1..=100).contains(&n) {
+            return Err(err("samples_kept", format!("{n} is out of range 1..=100")));
+        }
+        t.samples_kept = n;
+    }
+    if let Some(n) = raw.min_samples {
+        if n == 0 || n > t.samples_kept {
+            return Err(err(
+                "min_samples",
+                format!("{n} is out of range 1..={} (samples_kept)", t.samples_kept),
+            ));
+        }
+        t.min_samples = n;
+    }
+    if let Some(d) = raw.max_age {
+        if d < Duration::from_secs(1) {
+            return Err(err("max_age", format!("{d:?} is too short; at least 1s")));
+        }
+        t.max_age = d;
+    }
+    if let Some(n) = raw.table_cap {
+        if !(1..=10_000_000).contains(&n) {
+            return Err(err(
+                "table_cap",
+                format!("{n} is out of range 1..=10000000"),
+            ));
+        }
+        t.cap = n;
+    }
+    if let Some(d) = raw.share_interval {
+        if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+            return Err(err(
+                "share_interval",
+                format!("{d:?} is out of range 10ms..=60s"),
+            ));
+        }
+        c.share_interval = d;
+    }
+    Ok(Some(c))
 }
 
 fn validate_reporter(
@@ -1977,5 +2093,35 @@ mod tests {
         let err =
             parse(&text.replace("backend = \"embedded\"", "backend = \"rfc2136\"")).unwrap_err();
         assert_eq!(err.field, "dns.steering");
+    }
+
+    #[test]
+    fn learned_steering_is_off_by_default_and_read_with_its_knobs() {
+        assert_eq!(parse(EXAMPLE).unwrap().dns.learned, None);
+        let on = format!("{EXAMPLE}\n[dns.learned]\nenabled = true\n");
+        let c = parse(&on).unwrap();
+        assert_eq!(
+            c.dns.learned,
+            Some(walrus_actors::director::learned::LearnedConfig::default())
+        );
+        let off = format!("{EXAMPLE}\n[dns.learned]\nenabled = false\nmin_samples = 2\n");
+        assert_eq!(parse(&off).unwrap().dns.learned, None);
+        let tuned = format!(
+            "{EXAMPLE}\n[dns.learned]\nenabled = true\nprobe_interval = \"1s\"\nmin_samples = 2\nshare_interval = \"200ms\"\n"
+        );
+        let l = parse(&tuned).unwrap().dns.learned.unwrap();
+        assert_eq!(l.table.probe_interval, Duration::from_secs(1));
+        assert_eq!((l.table.min_samples, l.table.samples_kept), (2, 5));
+        assert_eq!(l.share_interval, Duration::from_millis(200));
+        let lines = EXAMPLE.lines().count();
+        let err =
+            parse(&on.replace("backend = \"embedded\"", "backend = \"rfc2136\"")).unwrap_err();
+        assert_eq!(err.field, "dns.learned.enabled", "{err}");
+        assert_eq!(err.line, Some(lines + 3), "{err}");
+        let err = parse(&tuned.replace("min_samples = 2", "min_samples = 6")).unwrap_err();
+        assert_eq!(err.field, "dns.learned.min_samples", "{err}");
+        assert_eq!(err.line, Some(lines + 5), "{err}");
+        let err = parse(&format!("{on}typo = 1\n")).unwrap_err();
+        assert!(err.message.contains("typo"), "{err}");
     }
 }

@@ -207,6 +207,11 @@ enum Command {
         /// Print the raw JSON document instead of the table.
         #[arg(long)]
         json: bool,
+        /// Instead of the table: how the node's name servers answer this resolver
+        /// (learned steering's entry for its /24 or /48: RTT per area, sample count and
+        /// age, the area it is steered to and why).
+        #[arg(long)]
+        resolver: Option<std::net::IpAddr>,
     },
     /// Run a whole Walrus deployment on loopback, with failures, and narrate it.
     ///
@@ -582,6 +587,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             ca,
             server_name,
             token_file,
+            resolver,
         } => tokio_runtime()?.block_on(async {
             let options = walrus_node::status::FetchOptions {
                 https_ca: ca,
@@ -591,6 +597,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                     None => None,
                 },
             };
+            if let Some(resolver) = resolver {
+                let doc = walrus_node::status::fetch_resolver(addr, resolver, &options).await?;
+                if json {
+                    out!("{}", serde_json::to_string_pretty(&doc)?);
+                } else {
+                    out_raw!("{}", walrus_node::status::render_resolver(&doc));
+                }
+                return Ok(());
+            }
             let doc = walrus_node::status::fetch_with(addr, &options).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&doc)?);

@@ -14,6 +14,7 @@
 //!    ├─ nft      Partition: nftables rules dropping UDP between two port sets
 //!    ├─ netns    network namespaces and processes inside them, undone on drop
 //!    ├─ deploy   a loopback deployment's walrus.toml (areas, servers, nodes)
+//!    ├─ delay    DelayRelay: UDP and TCP to a server, held a one-way delay each way
 //!    ├─ node     (feature `node`) queries of an in-process deployment (master, serial)
 //!    └─ actors   (feature `actors`) topology and statistics fixtures, the Director's
 //!                authority servers (BIND, Knot, PowerDNS) and their shared checks
@@ -28,6 +29,7 @@
 //! ([`process::ChildGuard::spawn`], [`netns`]) return errors instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod delay;
 pub mod deploy;
 pub mod dir;
 pub mod dns;

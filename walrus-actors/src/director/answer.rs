@@ -227,6 +227,12 @@ fn emit(mut resp: Message, limit: usize, optional_authority: bool) -> Option<Vec
             return Some(bytes);
         }
     }
+    cut(&resp)
+}
+
+/// `resp` cut to its header (TC set) and question, its EDNS record (an ECS option in it
+/// included) kept.
+fn cut(resp: &Message) -> Option<Vec<u8>> {
     let mut cut = Message::new();
     let mut header = *resp.header();
     header.set_truncated(true);
@@ -236,6 +242,22 @@ fn emit(mut resp: Message, limit: usize, optional_authority: bool) -> Option<Vec
         cut.set_edns(e.clone());
     }
     cut.to_vec().ok()
+}
+
+/// A reply turned into a truncated one (TC set, no records) when it is an answer from our
+/// zones (NOERROR or NXDOMAIN with AA, or a referral): learned steering's measurement
+/// ([`super::learned`]). `None` leaves the reply as it is (an error, REFUSED, a response
+/// that does not parse).
+pub fn truncated(reply: &[u8]) -> Option<Vec<u8>> {
+    let resp = Message::from_vec(reply).ok()?;
+    let ours = matches!(
+        resp.response_code(),
+        ResponseCode::NoError | ResponseCode::NXDomain
+    ) && (resp.authoritative() || !resp.name_servers().is_empty());
+    if !ours || resp.truncated() {
+        return None;
+    }
+    cut(&resp)
 }
 
 /// A FORMERR for bytes that have a header but do not parse; nothing for anything shorter

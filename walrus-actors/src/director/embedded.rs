@@ -15,10 +15,14 @@
 //! damaged state file (empty, cut short, garbage) is set aside and the previous copy, or
 //! else the initial answer, is served: a bad file never keeps the area's DNS down.
 
-use super::answer::{respond_with, EcsReply, QueryContext, Transport};
+use super::answer::{respond_with, truncated, EcsReply, QueryContext, Transport};
 use super::answer_cache::AnswerCache;
 use super::ecs::client_subnet;
-use super::steering::Steering;
+use super::learned::{
+    question_key, Explained, Learned, LearnedConfig, SampleBatch, SteeringCounters,
+};
+use super::proximity::EntryView;
+use super::steering::{By, LearnedAreas, Pick, Steering};
 use super::zone::{ZoneLayout, ZoneState};
 use super::{Fence, Held, NameServer, NameServerError, MAX_EPOCH_AHEAD_MS};
 use crate::director::zone::WwwRecords;
@@ -29,7 +33,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
@@ -92,6 +96,8 @@ struct Inner {
     writer: Mutex<()>,
     /// Source steering of the site's `www` (empty: the paper's §7.2 answer).
     steering: RwLock<Steering>,
+    /// Learned steering (`None`: off): the measurement, the learned table, the counters.
+    learned: std::sync::Mutex<Option<Learned>>,
     /// Counts answers: the rotation of address rrsets, so the first address cycles over
     /// the cluster's servers from one reply to the next.
     rotation: AtomicUsize,
@@ -132,6 +138,7 @@ impl EmbeddedServer {
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
                 steering: RwLock::new(Steering::none()),
+                learned: std::sync::Mutex::new(None),
                 rotation: AtomicUsize::new(0),
                 cache: AnswerCache::default(),
             }),
@@ -225,6 +232,80 @@ impl EmbeddedServer {
         self.inner.cache.invalidate();
     }
 
+    /// Turns learned steering on ([`super::learned`]): `zones` maps every area to its
+    /// zone, what a learned answer points at.
+    pub fn enable_learning(
+        &self,
+        cfg: LearnedConfig,
+        zones: impl IntoIterator<Item = (AreaName, hickory_proto::rr::Name)>,
+    ) {
+        let site_www = self.layout().site_www();
+        let mut l = Learned::new(self.inner.area.clone(), &site_www, cfg);
+        l.set_zones(zones);
+        *self.learned() = Some(l);
+        self.inner.cache.invalidate();
+    }
+
+    /// Replaces the areas' zones of learned steering (a reload changed the areas).
+    pub fn set_learned_zones(
+        &self,
+        zones: impl IntoIterator<Item = (AreaName, hickory_proto::rr::Name)>,
+    ) {
+        if let Some(l) = self.learned().as_mut() {
+            l.set_zones(zones);
+        }
+    }
+
+    fn learned(&self) -> std::sync::MutexGuard<'_, Option<Learned>> {
+        match self.inner.learned.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// This area's samples to share with the `Steering` group, if learning is on and any
+    /// were taken.
+    pub fn take_samples(&self, now: Instant) -> Option<SampleBatch> {
+        self.learned().as_mut()?.take_batch(now)
+    }
+
+    /// Another area's samples, heard over the `Steering` group.
+    pub fn heard_samples(&self, now: Instant, batch: &SampleBatch) {
+        if let Some(l) = self.learned().as_mut() {
+            l.heard(now, batch);
+        }
+    }
+
+    /// Learned steering's counters (`None`: learning is off).
+    pub fn steering_counters(&self) -> Option<SteeringCounters> {
+        self.learned().as_ref().map(Learned::counters)
+    }
+
+    /// What the learned table holds for `resolver`'s prefix.
+    pub fn learned_entry(&self, now: Instant, resolver: std::net::IpAddr) -> Option<EntryView> {
+        self.learned().as_ref()?.entry(now, resolver)
+    }
+
+    /// How a query from `resolver` (without a client subnet) is answered now and why:
+    /// who decides, the zone pointed at, and the learned entry of its prefix.
+    pub fn explain(&self, resolver: std::net::IpAddr) -> Explained {
+        let now = Instant::now();
+        let steering = match self.inner.steering.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let learned = self.learned();
+        let view = learned.as_ref().map(|l| l.at(now));
+        let pick = steering.answer_for(resolver, view.as_ref().map(|v| v as &dyn LearnedAreas));
+        Explained {
+            area: self.inner.area.clone(),
+            by: pick.by,
+            target: pick.target.map(|n| n.to_ascii()),
+            entry: learned.as_ref().and_then(|l| l.entry(now, resolver)),
+            learning: learned.is_some(),
+        }
+    }
+
     fn answer(
         &self,
         request: &[u8],
@@ -243,33 +324,64 @@ impl EmbeddedServer {
             Err(p) => p.into_inner(),
         };
         let rotation = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut learned = self.learned();
         // With steering the reply depends on the source address, which is not in the key.
         // Without it the reply is a function of the request bytes (an ECS option in them
         // included: echoed with scope 0).
-        let cached = steering.is_empty();
+        let cached = steering.is_empty() && learned.is_none();
         if cached {
+            drop(learned);
             if let Some(reply) = self.inner.cache.get(request, transport, rotation) {
                 return Some(reply);
             }
+            learned = self.learned();
         }
-        let (site_target, ecs) = match client_subnet(request) {
-            Ok(None) => (steering.target_for(source), EcsReply::Absent),
-            Ok(Some(c)) => {
-                let pick = steering.pick(c.prefix, source);
-                let ecs = EcsReply::Echo {
-                    client: c.prefix,
-                    scope: pick.scope,
-                };
-                (pick.target, ecs)
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, %source, "malformed client subnet: FORMERR");
-                (None, EcsReply::Malformed)
-            }
+        let question = learned.as_ref().and_then(|_| question_key(request));
+        if let (Some(l), Some(q), Transport::Tcp) = (learned.as_mut(), &question, transport) {
+            l.on_tcp_query(now, source, q);
+        }
+        let (site_target, by, ecs) = {
+            let view = learned.as_ref().map(|l| l.at(now));
+            let view = view.as_ref().map(|v| v as &dyn LearnedAreas);
+            let (pick, ecs) = match client_subnet(request) {
+                Ok(None) => (steering.answer_for(source, view), EcsReply::Absent),
+                Ok(Some(c)) => {
+                    let pick = steering.pick_with(c.prefix, source, view);
+                    let ecs = EcsReply::Echo {
+                        client: c.prefix,
+                        scope: pick.scope,
+                    };
+                    (pick, ecs)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %source, "malformed client subnet: FORMERR");
+                    let paper = Pick {
+                        target: None,
+                        scope: 0,
+                        by: By::Paper,
+                    };
+                    (paper, EcsReply::Malformed)
+                }
+            };
+            (pick.target.cloned(), pick.by, ecs)
         };
+        // A share of UDP answers is sent truncated, to time the TCP retry; the others
+        // are counted by who decided them.
+        let truncate = match (learned.as_mut(), &question) {
+            (Some(l), Some(q)) => {
+                let tc = transport == Transport::Udp && l.on_udp_query(now, source, q);
+                if !tc {
+                    l.count(q, by);
+                }
+                tc
+            }
+            _ => false,
+        };
+        drop(learned);
         let ctx = QueryContext {
             transport,
-            site_target,
+            site_target: site_target.as_ref(),
             rotation,
             ecs,
         };
@@ -279,6 +391,11 @@ impl EmbeddedServer {
         };
         let reply = respond_with(&layout, &state, request, &ctx)?;
         drop(layout);
+        if truncate {
+            if let Some(cut) = truncated(&reply) {
+                return Some(cut);
+            }
+        }
         if cached {
             self.inner
                 .cache

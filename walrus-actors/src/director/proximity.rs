@@ -94,7 +94,22 @@ impl Default for ProximityConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResolverPrefix(IpAddr);
 
+impl std::fmt::Display for ResolverPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, Self::len_of(self.0))
+    }
+}
+
 impl ResolverPrefix {
+    /// The prefix length kept for `ip`'s family: 24 for IPv4, 48 for IPv6.
+    pub fn len_of(ip: IpAddr) -> u8 {
+        if ip.is_ipv4() {
+            24
+        } else {
+            48
+        }
+    }
+
     /// The /24 (IPv4) or /48 (IPv6) that holds `ip`.
     pub fn of(ip: IpAddr) -> Self {
         Self(match ip {
@@ -102,6 +117,30 @@ impl ResolverPrefix {
             IpAddr::V6(a) => IpAddr::V6((u128::from(a) & !((1u128 << 80) - 1)).into()),
         })
     }
+}
+
+/// One area's estimate for one prefix, as `walrus-node status --resolver` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AreaEstimate {
+    /// The area that measured.
+    pub area: AreaName,
+    /// The median of its fresh samples, once it has enough of them.
+    pub rtt: Option<Duration>,
+    /// Its fresh samples.
+    pub samples: usize,
+    /// How long ago its newest sample was taken.
+    pub newest_age: Option<Duration>,
+}
+
+/// What the table knows of one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryView {
+    /// The prefix.
+    pub prefix: ResolverPrefix,
+    /// Every area that measured it, by name.
+    pub areas: Vec<AreaEstimate>,
+    /// The area answered now, if the entry is learned (see [`Proximity::nearest`]).
+    pub chosen: Option<AreaName>,
 }
 
 /// A probe to send: the resolver's address that queried us.
@@ -226,6 +265,45 @@ impl Proximity {
         entry.chosen = choose(&self.cfg, now, entry);
     }
 
+    /// Whether `area` should measure `resolver`'s prefix again: it has fewer fresh samples
+    /// than [`ProximityConfig::samples_kept`] (an unknown prefix, or samples aging out).
+    pub fn wants_sample(&self, now: Instant, resolver: IpAddr, area: &AreaName) -> bool {
+        let Some(entry) = self.entries.get(&ResolverPrefix::of(resolver)) else {
+            return true;
+        };
+        let fresh = entry
+            .samples
+            .get(area)
+            .map_or(0, |s| fresh_count(&self.cfg, now, s));
+        fresh < self.cfg.samples_kept.max(1)
+    }
+
+    /// What is known of `resolver`'s prefix, if anything.
+    pub fn entry(&self, now: Instant, resolver: IpAddr) -> Option<EntryView> {
+        let prefix = ResolverPrefix::of(resolver);
+        let entry = self.entries.get(&prefix)?;
+        let mut areas: Vec<AreaEstimate> = entry
+            .samples
+            .iter()
+            .map(|(area, s)| AreaEstimate {
+                area: area.clone(),
+                rtt: estimate(&self.cfg, now, s),
+                samples: fresh_count(&self.cfg, now, s),
+                newest_age: s
+                    .iter()
+                    .map(|(at, _)| *at)
+                    .max()
+                    .map(|at| now.saturating_duration_since(at)),
+            })
+            .collect();
+        areas.sort_by(|a, b| a.area.cmp(&b.area));
+        Some(EntryView {
+            prefix,
+            areas,
+            chosen: self.nearest(now, resolver).cloned(),
+        })
+    }
+
     /// The nearest area for `resolver` as learned, or `None` while too little is known
     /// (or all of it aged out): answer by the paper's rule then.
     pub fn nearest(&self, now: Instant, resolver: IpAddr) -> Option<&AreaName> {
@@ -233,6 +311,18 @@ impl Proximity {
         let chosen = entry.chosen.as_ref()?;
         estimate(&self.cfg, now, entry.samples.get(chosen)?).map(|_| chosen)
     }
+}
+
+/// How many of an area's samples still count.
+fn fresh_count(
+    cfg: &ProximityConfig,
+    now: Instant,
+    samples: &VecDeque<(Instant, Duration)>,
+) -> usize {
+    samples
+        .iter()
+        .filter(|(at, _)| now.saturating_duration_since(*at) <= cfg.max_age)
+        .count()
 }
 
 /// An area's estimate: the median of its fresh samples, if it has enough.

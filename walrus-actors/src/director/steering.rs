@@ -129,24 +129,38 @@ fn masked(addr: IpAddr, len: u8) -> IpAddr {
     }
 }
 
-/// How many leading bits `a` and `b` share (`None` across families).
-fn common_bits(a: IpAddr, b: IpAddr) -> Option<u8> {
-    let bits = match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
-        _ => return None,
-    };
-    u8::try_from(bits).ok()
+/// Who decided an answer: the operator's table, the learned table, or nobody (the paper's
+/// §7.2 rule: the answering server's own area).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// A hand-written `[[dns.steering]]` rule (always consulted first).
+    Override,
+    /// The learned proximity table ([`super::learned`]).
+    Learned,
+    /// Neither knows the source: the paper's answer.
+    Paper,
 }
 
-/// Steering's answer to one query with a client subnet: where `www.<site>` points, and the
-/// SCOPE PREFIX-LENGTH the reply's ECS option carries.
+/// Steering's answer to one query: where `www.<site>` points, the SCOPE PREFIX-LENGTH the
+/// reply's ECS option carries, and who decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick<'a> {
     /// The area zone to point at (`None`: the paper's §7.2 answer).
     pub target: Option<&'a Name>,
     /// Bits of the client's address the answer holds for (see the module doc).
     pub scope: u8,
+    /// Which table decided.
+    pub by: By,
+}
+
+/// The learned table as steering sees it (at one instant): the nearest area's zone for an
+/// address's prefix, and how long that prefix is.
+pub trait LearnedAreas {
+    /// The zone of the area learned nearest to the prefix holding `ip`, if known.
+    fn nearest_zone(&self, ip: IpAddr) -> Option<&Name>;
+    /// The length of the prefix an entry holds for, in bits, for `ip`'s family (24 for
+    /// IPv4 and 48 for IPv6 in [`super::proximity`]).
+    fn prefix_len(&self, ip: IpAddr) -> u8;
 }
 
 /// One rule: queries from `source` are sent to `area_zone` (the nearest area's zone).
@@ -158,10 +172,138 @@ pub struct SteerRule {
     pub area_zone: Name,
 }
 
-/// The source → nearest-area map of one site (the same on every area server).
+/// The source → nearest-area map of one site (the same on every area server), held in
+/// one binary trie per address family: a lookup walks at most the address's bits, however
+/// many rules there are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Steering {
     rules: Vec<SteerRule>,
+    /// Each distinct answer once; the trie refers to answers by their index here.
+    zones: Vec<Name>,
+    v4: Trie,
+    v6: Trie,
+}
+
+/// A binary trie over address bits (IPv4 addresses sit in the top 32 of 128 bits).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Trie {
+    /// `nodes[0]` is the root once a rule is in; child index 0 means "none".
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    child: [u32; 2],
+    /// The rule ending here (the first given among rules for the same prefix).
+    rule: Option<u32>,
+    /// Smallest and largest answer index of the rules in this subtree: one answer when
+    /// equal, which is all the scope computation needs to know.
+    answers: Option<(u32, u32)>,
+}
+
+/// `ip`'s bits, left-aligned in 128.
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn bit(addr: u128, depth: u8) -> usize {
+    usize::from((addr >> (127 - u32::from(depth))) & 1 == 1)
+}
+
+impl Trie {
+    fn insert(&mut self, addr: u128, len: u8, rule: u32, answer: u32) {
+        if self.nodes.is_empty() {
+            self.nodes.push(Node::default());
+        }
+        let mut path = Vec::with_capacity(usize::from(len) + 1);
+        let mut at = 0usize;
+        path.push(at);
+        for d in 0..len {
+            let b = bit(addr, d);
+            let next = self.nodes[at].child[b] as usize;
+            at = if next == 0 {
+                self.nodes.push(Node::default());
+                // At most one node per rule bit: 129 × the rules, far below u32::MAX.
+                let new = u32::try_from(self.nodes.len() - 1).unwrap_or(u32::MAX);
+                self.nodes[at].child[b] = new;
+                new as usize
+            } else {
+                next
+            };
+            path.push(at);
+        }
+        if self.nodes[at].rule.is_some() {
+            return; // the first rule for a prefix wins
+        }
+        self.nodes[at].rule = Some(rule);
+        for n in path {
+            let a = &mut self.nodes[n].answers;
+            *a = Some(a.map_or((answer, answer), |(lo, hi)| {
+                (lo.min(answer), hi.max(answer))
+            }));
+        }
+    }
+
+    fn node(&self, i: u32) -> Option<&Node> {
+        (i != 0).then(|| self.nodes.get(i as usize)).flatten()
+    }
+
+    /// The longest rule of at most `max_len` bits containing `addr`.
+    fn longest(&self, addr: u128, max_len: u8) -> Option<(u8, u32)> {
+        let mut node = self.nodes.first()?;
+        let mut best = None;
+        let mut depth = 0u8;
+        loop {
+            if let Some(r) = node.rule {
+                best = Some((depth, r));
+            }
+            if depth >= max_len {
+                return best;
+            }
+            match self.node(node.child[bit(addr, depth)]) {
+                Some(n) => node = n,
+                None => return best,
+            }
+            depth += 1;
+        }
+    }
+
+    /// The scope for a client `addr/len` answered `ours` with a scope of at least `scope`:
+    /// one bit past the bits the client shares with any rule giving another answer, capped
+    /// at `len` (the module doc's rules). A rule sharing exactly `d` bits with the client
+    /// lies in the subtree that branches off the client's path at depth `d`.
+    fn narrow(&self, addr: u128, len: u8, mut scope: u8, ours: Option<u32>) -> u8 {
+        let differs = |n: &Node| {
+            n.answers
+                .is_some_and(|(lo, hi)| !(lo == hi && Some(lo) == ours))
+        };
+        let Some(mut node) = self.nodes.first() else {
+            return scope.min(len);
+        };
+        for d in 0..len {
+            let b = bit(addr, d);
+            if d + 1 > scope && self.node(node.child[1 - b]).is_some_and(differs) {
+                scope = d + 1;
+            }
+            match self.node(node.child[b]) {
+                Some(n) => node = n,
+                None => return scope.min(len),
+            }
+        }
+        // Rules inside the client's prefix with another answer: the client cannot be told
+        // apart further, the scope is the whole source prefix.
+        if node
+            .child
+            .iter()
+            .any(|c| self.node(*c).is_some_and(differs))
+        {
+            scope = len;
+        }
+        scope.min(len)
+    }
 }
 
 impl Steering {
@@ -181,7 +323,35 @@ impl Steering {
                 area_zone: fqdn(zone)?,
             });
         }
-        Ok(Self { rules })
+        Ok(Self::from_rules(rules))
+    }
+
+    /// Builds the map from rules (the first given wins among rules for one prefix).
+    pub fn from_rules(rules: Vec<SteerRule>) -> Self {
+        let mut s = Self {
+            rules,
+            ..Self::default()
+        };
+        for (i, r) in s.rules.iter().enumerate() {
+            let answer = match s.zones.iter().position(|z| *z == r.area_zone) {
+                Some(a) => a,
+                None => {
+                    s.zones.push(r.area_zone.clone());
+                    s.zones.len() - 1
+                }
+            };
+            let trie = if r.source.addr.is_ipv4() {
+                &mut s.v4
+            } else {
+                &mut s.v6
+            };
+            // Rule and answer counts are bounded by the configuration file's size.
+            let (Ok(i), Ok(answer)) = (u32::try_from(i), u32::try_from(answer)) else {
+                break;
+            };
+            trie.insert(bits(r.source.addr), r.source.len, i, answer);
+        }
+        s
     }
 
     /// The rules, in the order given.
@@ -194,53 +364,121 @@ impl Steering {
         self.rules.is_empty()
     }
 
-    /// The area zone for a query from `source`: the longest matching prefix (the first
-    /// given among equals), or `None` (answer as §7.2 says).
-    pub fn target_for(&self, source: IpAddr) -> Option<&Name> {
-        self.rules
+    fn trie(&self, ip: IpAddr) -> &Trie {
+        if ip.is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        }
+    }
+
+    fn rule(&self, i: u32) -> Option<&SteerRule> {
+        self.rules.get(i as usize)
+    }
+
+    fn answer_index(&self, zone: &Name) -> Option<u32> {
+        self.zones
             .iter()
-            .filter(|r| r.source.contains(source))
-            .fold(None::<&SteerRule>, |best, r| match best {
-                Some(b) if b.source.len() >= r.source.len() => Some(b),
-                _ => Some(r),
-            })
+            .position(|z| z == zone)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// The area zone for a query from `source` by the hand-written rules alone: the longest
+    /// matching prefix (the first given among equals), or `None` (answer as §7.2 says).
+    pub fn target_for(&self, source: IpAddr) -> Option<&Name> {
+        self.trie(source)
+            .longest(bits(source), 128)
+            .and_then(|(_, r)| self.rule(r))
             .map(|r| &r.area_zone)
     }
 
-    /// The answer to a query from `resolver` carrying the client subnet `client` (RFC
-    /// 7871), with its scope: the rules in the module doc.
-    pub fn pick(&self, client: SourcePrefix, resolver: IpAddr) -> Pick<'_> {
-        if client.is_empty() {
+    /// The answer to a query from `resolver` without a client subnet: a rule, else the
+    /// learned table, else the paper's rule (scope 0: there is no option to carry one).
+    pub fn answer_for<'a>(
+        &'a self,
+        resolver: IpAddr,
+        learned: Option<&'a dyn LearnedAreas>,
+    ) -> Pick<'a> {
+        if let Some(t) = self.target_for(resolver) {
             return Pick {
-                target: self.target_for(resolver),
+                target: Some(t),
                 scope: 0,
+                by: By::Override,
             };
         }
-        let matched = self
-            .rules
-            .iter()
-            .filter(|r| r.source.len <= client.len && r.source.contains(client.addr))
-            .fold(None::<&SteerRule>, |best, r| match best {
-                Some(b) if b.source.len() >= r.source.len() => Some(b),
-                _ => Some(r),
-            });
-        let answer = matched.map(|r| &r.area_zone);
-        let mut scope = matched.map_or(0, |r| r.source.len);
-        for r in &self.rules {
-            if Some(&r.area_zone) == answer || r.source.len <= scope {
-                continue;
+        match learned.and_then(|l| l.nearest_zone(resolver)) {
+            Some(t) => Pick {
+                target: Some(t),
+                scope: 0,
+                by: By::Learned,
+            },
+            None => Pick {
+                target: None,
+                scope: 0,
+                by: By::Paper,
+            },
+        }
+    }
+
+    /// The answer to a query from `resolver` carrying the client subnet `client` (RFC
+    /// 7871), by the hand-written rules alone, with its scope: the rules in the module doc.
+    pub fn pick(&self, client: SourcePrefix, resolver: IpAddr) -> Pick<'_> {
+        self.pick_with(client, resolver, None)
+    }
+
+    /// Like [`Steering::pick`], with the learned table after the rules: a rule containing
+    /// the client prefix, else the learned entry of the client's prefix (when the client
+    /// prefix is at least as long as an entry's), else the resolver's answer
+    /// ([`Steering::answer_for`]). With a learned table, an answer not from a rule holds
+    /// for no more than one learned prefix: the scope is at least the entry's length
+    /// (capped at the source), since the next prefix may be learned nearer another area.
+    pub fn pick_with<'a>(
+        &'a self,
+        client: SourcePrefix,
+        resolver: IpAddr,
+        learned: Option<&'a dyn LearnedAreas>,
+    ) -> Pick<'a> {
+        if client.is_empty() {
+            return self.answer_for(resolver, learned);
+        }
+        let trie = self.trie(client.addr);
+        let addr = bits(client.addr);
+        let matched = trie
+            .longest(addr, client.len)
+            .and_then(|(len, r)| Some((len, self.rule(r)?)));
+        let (mut pick, floor, ours) = match matched {
+            Some((len, r)) => (
+                Pick {
+                    target: Some(&r.area_zone),
+                    scope: 0,
+                    by: By::Override,
+                },
+                len,
+                self.answer_index(&r.area_zone),
+            ),
+            None => {
+                let entry = learned.map_or(0, |l| l.prefix_len(client.addr));
+                let own = learned
+                    .filter(|_| client.len >= entry)
+                    .and_then(|l| l.nearest_zone(client.addr));
+                match own {
+                    Some(t) => (
+                        Pick {
+                            target: Some(t),
+                            scope: 0,
+                            by: By::Learned,
+                        },
+                        entry,
+                        self.answer_index(t),
+                    ),
+                    // No rule and no entry covers the client: every rule differs from the
+                    // fallback (the resolver's answer is not the client's).
+                    None => (self.answer_for(resolver, learned), entry, None),
+                }
             }
-            // A rule with another answer, more specific than what decides for the client:
-            // the cached prefix must stop one bit past what the client shares with it.
-            let Some(shared) = common_bits(client.addr, r.source.addr) else {
-                continue;
-            };
-            scope = scope.max(shared.saturating_add(1));
-        }
-        Pick {
-            target: answer.or_else(|| self.target_for(resolver)),
-            scope: scope.min(client.len),
-        }
+        };
+        pick.scope = trie.narrow(addr, client.len, floor, ours);
+        pick
     }
 }
 
@@ -458,28 +696,69 @@ mod tests {
         expect_picks("", "10.9.1.0/24=-/0");
     }
 
+    /// A learned table for tests: /24 entries (IPv4 only).
+    struct Table(std::collections::HashMap<u32, Name>);
+
+    impl LearnedAreas for Table {
+        fn nearest_zone(&self, ip: IpAddr) -> Option<&Name> {
+            match ip {
+                IpAddr::V4(a) => self.0.get(&(u32::from(a) & 0xffff_ff00)),
+                IpAddr::V6(_) => None,
+            }
+        }
+        fn prefix_len(&self, ip: IpAddr) -> u8 {
+            if ip.is_ipv4() {
+                24
+            } else {
+                48
+            }
+        }
+    }
+
+    /// The truth the trie must agree with, by scanning every rule: the longest rule
+    /// containing `x` (the first given among equals).
+    fn linear(s: &Steering, x: IpAddr) -> Option<&Name> {
+        s.rules()
+            .iter()
+            .filter(|r| r.source.contains(x))
+            .fold(None::<&SteerRule>, |best, r| match best {
+                Some(b) if b.source.len() >= r.source.len() => Some(b),
+                _ => Some(r),
+            })
+            .map(|r| &r.area_zone)
+    }
+
     /// The invariant a resolver's cache relies on: every address inside
-    /// *client / scope* gets the same answer from the table as the client did, except
+    /// *client / scope* gets the same answer from the tables as the client did, except
     /// addresses the client's own prefix cannot tell apart (inside the client subnet and
-    /// inside a rule longer than it).
-    fn check_scope(s: &Steering, client: SourcePrefix, resolver: IpAddr) -> Result<(), String> {
-        let pick = s.pick(client, resolver);
+    /// inside a rule or learned entry longer than it).
+    fn check_scope(
+        s: &Steering,
+        learned: Option<&Table>,
+        client: SourcePrefix,
+        resolver: IpAddr,
+    ) -> Result<(), String> {
+        let view = learned.map(|t| t as &dyn LearnedAreas);
+        let pick = s.pick_with(client, resolver, view);
         let IpAddr::V4(a) = client.addr() else {
             return Err("v4 only".into());
         };
+        let by_table = |x: IpAddr| linear(s, x).or_else(|| view.and_then(|l| l.nearest_zone(x)));
         let span = 32 - u32::from(pick.scope);
         let base = u32::from(a) & u32::MAX.checked_shl(span).unwrap_or(0);
         for i in 0..(1u64 << span) {
             let x = IpAddr::V4((base | i as u32).into());
-            let truth = s.target_for(x).or_else(|| s.target_for(resolver));
+            let truth = by_table(x).or_else(|| by_table(resolver));
             let ambiguous = client.contains(x)
-                && s.rules()
+                && (s
+                    .rules()
                     .iter()
-                    .any(|r| r.source.len() > client.len() && r.source.contains(x));
+                    .any(|r| r.source.len() > client.len() && r.source.contains(x))
+                    || (learned.is_some() && client.len() < 24));
             if truth != pick.target && !ambiguous {
                 return Err(format!(
-                    "{client:?} scope /{} answers {:?}, but {x} gets {:?}",
-                    pick.scope, pick.target, truth
+                    "{client:?} scope /{} answers {:?} ({:?}), but {x} gets {:?}",
+                    pick.scope, pick.target, pick.by, truth
                 ));
             }
         }
@@ -491,9 +770,10 @@ mod tests {
         // A fixed seed: replayed exactly.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x5eed_0021);
         let mut next = move || rand::Rng::random::<u64>(&mut rng);
-        for case in 0..300 {
-            // Rules and clients inside 10.0.0.0/20, prefixes /20../32: small enough to
-            // check every address of the scope.
+        let zone = |i: u64| fqdn(&format!("area-{}.example.com", i % 3)).unwrap();
+        for case in 0..600 {
+            // Rules, learned entries and clients inside 10.0.0.0/20, prefixes /20../32:
+            // small enough to check every address of the scope.
             let mut rand_prefix = |min: u64| {
                 let len = (20 + next() % 13).max(min) as u8;
                 let addr = 0x0a00_0000 | (next() as u32 & 0x0fff);
@@ -502,15 +782,60 @@ mod tests {
             let rules: Vec<SteerRule> = (0..(1 + case % 6))
                 .map(|i| SteerRule {
                     source: rand_prefix(20),
-                    area_zone: fqdn(&format!("area-{}.example.com", i % 3)).unwrap(),
+                    area_zone: zone(i),
                 })
                 .collect();
             let client = rand_prefix(20);
-            let s = Steering { rules };
+            // Every other case with a learned table of a few /24s (the resolver's too).
+            let learned = (case % 2 == 1).then(|| {
+                let mut t: std::collections::HashMap<u32, Name> = (0..(case % 5))
+                    .map(|i| {
+                        (
+                            0x0a00_0000 | ((i as u32 * 5 + case as u32) % 16) << 8,
+                            zone(i + 1),
+                        )
+                    })
+                    .collect();
+                if case % 4 == 1 {
+                    t.insert(0xc000_0200, zone(2));
+                }
+                Table(t)
+            });
+            let s = Steering::from_rules(rules);
             let resolver = ip("192.0.2.99");
-            if let Err(e) = check_scope(&s, client, resolver) {
+            for probe in [client.addr(), resolver] {
+                assert_eq!(s.target_for(probe), linear(&s, probe), "case {case}");
+            }
+            if let Err(e) = check_scope(&s, learned.as_ref(), client, resolver) {
                 panic!("case {case}: {e}; rules {:?}", s.rules());
             }
         }
+    }
+
+    #[test]
+    fn rules_come_first_then_learned_entries_then_the_paper() {
+        let s = Steering::from_pairs([("10.1.0.0/16", "area-1.example.com")]).unwrap();
+        let z2 = fqdn("area-2.example.com").unwrap();
+        let learned = Table([(0x0a01_0200, z2.clone()), (0x0a02_0200, z2.clone())].into());
+        let l = Some(&learned as &dyn LearnedAreas);
+        // The rule wins over a learned entry inside it.
+        let p = s.answer_for(ip("10.1.2.3"), l);
+        assert_eq!(
+            (p.target.map(|n| n.to_ascii()), p.by),
+            (Some("area-1.example.com.".into()), By::Override)
+        );
+        let p = s.answer_for(ip("10.2.2.3"), l);
+        assert_eq!((p.target, p.by), (Some(&z2), By::Learned));
+        let p = s.answer_for(ip("10.3.2.3"), l);
+        assert_eq!((p.target, p.by), (None, By::Paper));
+        // ECS: the client's learned /24 decides, scope /24; a /16 client cannot use a /24
+        // entry: the resolver's answer, scope capped at the source.
+        let client = |c: &str| SourcePrefix::parse(c).unwrap();
+        let p = s.pick_with(client("10.2.2.0/24"), ip("10.3.0.1"), l);
+        assert_eq!((p.target, p.scope, p.by), (Some(&z2), 24, By::Learned));
+        let p = s.pick_with(client("10.2.0.0/16"), ip("10.2.2.1"), l);
+        assert_eq!((p.target, p.scope, p.by), (Some(&z2), 16, By::Learned));
+        let p = s.pick_with(client("10.4.4.0/24"), ip("10.3.0.1"), l);
+        assert_eq!((p.target, p.scope, p.by), (None, 24, By::Paper));
     }
 }

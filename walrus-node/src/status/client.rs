@@ -25,13 +25,31 @@ pub async fn fetch_with(
     addr: SocketAddr,
     options: &FetchOptions,
 ) -> Result<StatusDoc, StatusError> {
+    get_json(addr, "/status", options).await
+}
+
+/// Reads `/steering?resolver=ADDR` of the node at `addr`: how its name servers answer
+/// `resolver` and why (`walrus-node status --resolver`).
+pub async fn fetch_resolver(
+    addr: SocketAddr,
+    resolver: std::net::IpAddr,
+    options: &FetchOptions,
+) -> Result<ResolverDoc, StatusError> {
+    get_json(addr, &format!("/steering?resolver={resolver}"), options).await
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+    options: &FetchOptions,
+) -> Result<T, StatusError> {
     use walrus_actors::reporter::http::{Page, TlsOptions};
     let scheme = if options.https_ca.is_some() {
         "https"
     } else {
         "http"
     };
-    let url = format!("{scheme}://{addr}/status");
+    let url = format!("{scheme}://{addr}{path}");
     let err = |detail: String| StatusError::Fetch {
         url: url.clone(),
         detail,
@@ -60,6 +78,41 @@ pub async fn fetch_with(
         url: url.clone(),
         source,
     })
+}
+
+/// `walrus-node status --resolver`: one block per name server of the node.
+pub fn render_resolver(doc: &ResolverDoc) -> String {
+    let mut out = format!("resolver {}\n", doc.resolver);
+    if doc.servers.is_empty() {
+        out += "  this node runs no embedded name server\n";
+    }
+    for s in &doc.servers {
+        let _ = writeln!(
+            out,
+            "  area {} answers: www -> {} (by {}: {})",
+            s.area, s.steered_to, s.by, s.why
+        );
+        match &s.prefix {
+            Some(p) => {
+                let _ = writeln!(out, "    learned entry {p}:");
+                for a in &s.areas {
+                    let rtt = a
+                        .rtt_ms
+                        .map_or_else(|| "too few samples".to_owned(), |r| format!("{r:.1} ms"));
+                    let age = a
+                        .newest_age_s
+                        .map_or_else(String::new, |s| format!(", newest {s:.0} s ago"));
+                    let _ = writeln!(
+                        out,
+                        "      {:<12} median TC round trip {rtt} ({} fresh samples{age})",
+                        a.area, a.samples
+                    );
+                }
+            }
+            None => out += "    no learned entry for its prefix\n",
+        }
+    }
+    out
 }
 
 /// One line: this node's config digest and, when the nodes run different files, which

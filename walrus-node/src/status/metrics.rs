@@ -305,5 +305,32 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
         "Times an event found a role actor's queue full (the sender waited).",
         per_role(&|a| a.mailbox_full as f64),
     );
+    if let Some(st) = &doc.steering {
+        metric(
+            "walrus_steering_table_prefixes",
+            "gauge",
+            "Prefixes (/24, /48) in the learned proximity tables of this node's name servers.",
+            one(st.table_prefixes),
+        );
+        metric(
+            "walrus_steering_answers_total",
+            "counter",
+            "Answers to www.<site> by who decided them: the learned table, a [[dns.steering]] rule, or the paper's rule.",
+            [
+                ("learned", st.answers_learned),
+                ("override", st.answers_override),
+                ("paper", st.answers_paper),
+            ]
+            .iter()
+            .map(|(by, n)| (format!("{{by=\"{by}\"}}"), *n as f64))
+            .collect(),
+        );
+        metric(
+            "walrus_steering_probes_total",
+            "counter",
+            "Truncated answers sent to time a resolver's TCP retry (learned steering's measurement).",
+            one(st.probes_sent),
+        );
+    }
     out
 }

@@ -26,6 +26,49 @@ pub struct Sample {
     pub os_source: Option<String>,
     /// Each node's config digest as announced on `Nodes` (`walrus_actors::digests`).
     pub digests: Option<Digests>,
+    /// Learned steering's counters, summed over this node's embedded servers (None: off).
+    pub steering: Option<SteeringCounters>,
+}
+
+/// The embedded name servers whose learned tables `/steering` reads.
+#[derive(Clone, Default)]
+pub struct SteeringServers(pub Vec<EmbeddedServer>);
+
+impl std::fmt::Debug for SteeringServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SteeringServers({})", self.0.len())
+    }
+}
+
+impl SteeringServers {
+    /// How each server answers `resolver` now.
+    pub fn resolver_doc(&self, resolver: std::net::IpAddr) -> ResolverDoc {
+        ResolverDoc {
+            resolver: resolver.to_string(),
+            servers: self
+                .0
+                .iter()
+                .map(|s| ResolverAnswerDoc::of(&s.explain(resolver)))
+                .collect(),
+        }
+    }
+
+    /// The servers' counters summed (None when none learns).
+    pub fn counters(&self) -> Option<SteeringCounters> {
+        self.0
+            .iter()
+            .filter_map(EmbeddedServer::steering_counters)
+            .reduce(|a, b| SteeringCounters {
+                table_prefixes: a.table_prefixes + b.table_prefixes,
+                answers_learned: a.answers_learned + b.answers_learned,
+                answers_override: a.answers_override + b.answers_override,
+                answers_paper: a.answers_paper + b.answers_paper,
+                probes_sent: a.probes_sent + b.probes_sent,
+                samples_measured: a.samples_measured + b.samples_measured,
+                samples_heard: a.samples_heard + b.samples_heard,
+                samples_dropped: a.samples_dropped + b.samples_dropped,
+            })
+    }
 }
 
 /// Keeps counters and the event log across samples; builds the status document.
@@ -42,6 +85,8 @@ pub struct Observer {
     was_master: bool,
     latest: Sample,
     history: History,
+    /// The embedded servers `/steering` asks.
+    steering: SteeringServers,
 }
 
 impl Observer {
@@ -58,6 +103,7 @@ impl Observer {
             dns_seen: BTreeMap::new(),
             was_master: false,
             latest: Sample::default(),
+            steering: SteeringServers::default(),
             history: History::default(),
         }
     }
@@ -176,6 +222,16 @@ impl Observer {
     /// The counters so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Sets the embedded servers `/steering` reads.
+    pub fn set_steering_servers(&mut self, servers: SteeringServers) {
+        self.steering = servers;
+    }
+
+    /// How this node's embedded servers answer `resolver` (`/steering`).
+    pub fn resolver_doc(&self, resolver: std::net::IpAddr) -> ResolverDoc {
+        self.steering.resolver_doc(resolver)
     }
 
     /// The status document from the latest sample.
@@ -314,6 +370,7 @@ impl Observer {
                 })
                 .collect(),
             os_source: s.os_source.clone(),
+            steering: s.steering,
         }
     }
 }

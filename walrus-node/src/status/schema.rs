@@ -52,6 +52,95 @@ pub struct StatusDoc {
     /// Operators' drains and pins in force, one line each (who, what, for how long, why).
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// Learned steering at this node's embedded name servers (`[dns.learned]`), when on:
+    /// table size, answers by who decided them, truncated answers sent to measure.
+    #[serde(default)]
+    pub steering: Option<SteeringCounters>,
+}
+
+/// `/steering?resolver=ADDR`: how this node's area servers answer one resolver, and why
+/// (`walrus-node status --resolver ADDR`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResolverDoc {
+    /// The resolver asked about.
+    pub resolver: String,
+    /// One entry per embedded name server on this node.
+    pub servers: Vec<ResolverAnswerDoc>,
+}
+
+/// How one area's server answers the resolver.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResolverAnswerDoc {
+    /// The area whose server answers.
+    pub area: String,
+    /// The zone `www.<site>` points at, or "own area" (the paper's §7.2 answer).
+    pub steered_to: String,
+    /// "override", "learned" or "paper".
+    pub by: String,
+    /// Why, in words.
+    pub why: String,
+    /// The learned table's prefix for the resolver (its /24 or /48), when it has one.
+    pub prefix: Option<String>,
+    /// What each area measured for that prefix.
+    pub areas: Vec<AreaRttDoc>,
+}
+
+/// One area's measurements of a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AreaRttDoc {
+    /// The area that measured.
+    pub area: String,
+    /// The median TC round trip of its fresh samples, once it has enough, in ms.
+    pub rtt_ms: Option<f64>,
+    /// Its fresh samples.
+    pub samples: usize,
+    /// Age of its newest sample, in seconds.
+    pub newest_age_s: Option<f64>,
+}
+
+impl ResolverAnswerDoc {
+    /// From what an embedded server says of the resolver.
+    pub fn of(e: &Explained) -> Self {
+        let why = match (e.by, e.learning) {
+            (By::Override, _) => "a [[dns.steering]] rule covers the resolver".to_owned(),
+            (By::Learned, _) => format!(
+                "{} has the lowest median TC round trip (another area takes over only when faster by the hysteresis margin)",
+                e.entry
+                    .as_ref()
+                    .and_then(|v| v.chosen.as_ref())
+                    .map_or_else(|| "that area".to_owned(), |a| a.0.clone())
+            ),
+            (By::Paper, false) => {
+                "no rule, learned steering off: the answering area (paper §7.2)".to_owned()
+            }
+            (By::Paper, true) => {
+                "no rule, too few fresh samples yet: the answering area (paper §7.2)".to_owned()
+            }
+        };
+        Self {
+            area: e.area.0.clone(),
+            steered_to: e.target.clone().unwrap_or_else(|| "own area".to_owned()),
+            by: match e.by {
+                By::Override => "override",
+                By::Learned => "learned",
+                By::Paper => "paper",
+            }
+            .to_owned(),
+            why,
+            prefix: e.entry.as_ref().map(|v| v.prefix.to_string()),
+            areas: e
+                .entry
+                .iter()
+                .flat_map(|v| v.areas.iter())
+                .map(|a| AreaRttDoc {
+                    area: a.area.0.clone(),
+                    rtt_ms: a.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    samples: a.samples,
+                    newest_age_s: a.newest_age.map(|d| d.as_secs_f64()),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One role actor on the status page (from its supervision record).

@@ -44,6 +44,7 @@ impl StatusServer {
                 .route("/status", web::get().to(status_json))
                 .route("/metrics", web::get().to(metrics_text))
                 .route("/history", web::get().to(history_json))
+                .route("/steering", web::get().to(steering_json))
                 .route("/", web::get().to(dashboard))
         })
         .workers(1)
@@ -260,6 +261,25 @@ async fn history_json(
 ) -> HttpResponse {
     guarded(&req, &access, || {
         json_no_store(lock(&o).history(wall_clock_ms()))
+    })
+}
+
+/// `/steering?resolver=ADDR`: how this node's name servers answer that resolver, and why.
+async fn steering_json(
+    req: HttpRequest,
+    o: web::Data<SharedObserver>,
+    access: web::Data<HttpAccess>,
+) -> HttpResponse {
+    guarded(&req, &access, || {
+        let resolver = req
+            .query_string()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("resolver="))
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+        match resolver {
+            Some(ip) => json_no_store(lock(&o).resolver_doc(ip)),
+            None => HttpResponse::BadRequest().body("expected ?resolver=ADDR (an IP address)\n"),
+        }
     })
 }
 

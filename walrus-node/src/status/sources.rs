@@ -24,6 +24,8 @@ pub struct NodeSources {
     pub config: Option<watch::Receiver<Config>>,
     /// Each node's config digest as announced over the group.
     pub digests: Option<watch::Receiver<Digests>>,
+    /// This node's embedded name servers, for learned steering's counters and `/steering`.
+    pub steering: SteeringServers,
 }
 
 impl NodeSources {
@@ -49,6 +51,12 @@ impl NodeSources {
             supervision: Some(rt.supervision().clone()),
             config: Some(rt.watch_config()),
             digests: Some(rt.digests()),
+            steering: SteeringServers(
+                rt.directors()
+                    .values()
+                    .filter_map(|d| d.embedded.as_ref().map(|(s, _)| s.clone()))
+                    .collect(),
+            ),
         }
     }
 
@@ -87,6 +95,7 @@ impl NodeSources {
                 .map(Supervision::metrics)
                 .unwrap_or_default(),
             digests: self.digests.as_ref().map(|d| d.borrow().clone()),
+            steering: self.steering.counters(),
         }
     }
 }
@@ -109,6 +118,7 @@ pub async fn sample_loop(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    lock(&observer).set_steering_servers(sources.steering.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {

@@ -179,3 +179,43 @@ fn the_table_shows_master_areas_and_servers() {
     let back: StatusDoc = serde_json::from_str(&serde_json::to_string(&o.doc()).unwrap()).unwrap();
     assert_eq!(back, o.doc());
 }
+
+#[test]
+fn learned_steering_counters_reach_status_and_metrics_under_their_names() {
+    let mut o = Observer::new("n1", &config());
+    o.observe(Sample::default());
+    assert_eq!(o.doc().steering, None);
+    assert!(!render_metrics(&o.doc()).contains("walrus_steering"));
+    o.observe(Sample {
+        steering: Some(SteeringCounters {
+            table_prefixes: 7,
+            answers_learned: 40,
+            answers_override: 2,
+            answers_paper: 9,
+            probes_sent: 12,
+            ..SteeringCounters::default()
+        }),
+        ..Sample::default()
+    });
+    let json = serde_json::to_value(o.doc()).unwrap();
+    let st = &json["steering"];
+    for (k, v) in [
+        ("table_prefixes", 7),
+        ("answers_learned", 40),
+        ("answers_override", 2),
+        ("answers_paper", 9),
+        ("probes_sent", 12),
+    ] {
+        assert_eq!(st[k], v, "{k}");
+    }
+    let m = render_metrics(&o.doc());
+    for line in [
+        "walrus_steering_table_prefixes 7",
+        "walrus_steering_answers_total{by=\"learned\"} 40",
+        "walrus_steering_answers_total{by=\"override\"} 2",
+        "walrus_steering_answers_total{by=\"paper\"} 9",
+        "walrus_steering_probes_total 12",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+    }
+}

@@ -1,0 +1,545 @@
+//! Learned steering (issue 21): how an area's embedded name server measures its round
+//! trip to the resolvers that query it, and what it shares with the other areas.
+//!
+//! Sans-IO: the server hands in each query (its source, its question, UDP or TCP) with the
+//! time; this type says whether to answer it truncated, turns a returning TCP query into a
+//! sample, keeps the learned table ([`super::proximity::Proximity`]), batches the samples
+//! for the `Steering` group and takes in the batches of the other areas.
+//!
+//! ```text
+//!   UDP query from R ──on_udp_query──► true: answer with TC=1 (R's prefix wants a sample,
+//!                                        within the probe budget); remember (prefix, question, t0)
+//!   TCP query from R ──on_tcp_query──► same prefix and question within `tc_wait`:
+//!                                        sample = now − t0 → table, and the outbox
+//!   every second     ──take_batch────► SampleBatch { area, samples (age, not clock) } → Steering group
+//!   batch of area B  ──heard─────────► the samples enter the table as B's
+//!   answer           ──at(now)───────► LearnedAreas for Steering::pick_with
+//! ```
+//!
+//! # The measurement: a truncated answer and the TCP query it brings back
+//! A small share of UDP answers (only to a prefix this area has fewer fresh samples of
+//! than it keeps, at most one per prefix per `probe_interval`, at most `probes_per_second`
+//! in all) is sent with TC=1 and no records. Every resolver retries a truncated answer
+//! over TCP to the same server (RFC 1035 §4.2.1, RFC 7766 §5); the sample is the time from
+//! the truncated answer leaving to the TCP query for the same question arriving from the
+//! same /24 or /48. Why this and not the alternatives:
+//! - *The TCP handshake RTT of the accepted socket* (`TCP_INFO`'s `tcpi_rtt`) measures
+//!   the last TCP hop. In the lab, the "distance" between a region and an area is a
+//!   user-space relay (`lab/src/relay.rs`) that terminates the resolver's TCP connection
+//!   locally and opens its own to the server after one one-way delay: the server's socket
+//!   sees a handshake with the relay, about 0. Reading it also needs `getsockopt`, i.e.
+//!   `unsafe` or a new dependency, and the workspace forbids `unsafe`.
+//! - *Active probes* (ICMP echo, a SYN to port 53) need raw sockets or privileges, are
+//!   dropped by many resolver operators' firewalls, and measure a path no query takes.
+//! - The TC round trip travels the path the resolver's queries take, needs nothing but
+//!   the DNS, and works through the relay. Its size: on the Internet the answer takes a
+//!   one-way trip, the SYN one back, the SYN-ACK one out and the ACK with the query one
+//!   back: **about 2 RTT**. Through the relay the answer is held one one-way delay, the
+//!   resolver's SYN is accepted by the relay at once, the relay connects to the server
+//!   after one one-way delay and the query's bytes arrive with it: **about 1 RTT** (read
+//!   from `tcp_relay` and `pump`). Either way the sample is a fixed multiple of the path's
+//!   RTT plus the resolver's own turnaround, the same for every area, so the ranking of
+//!   the areas and the relative hysteresis ([`super::proximity`]) are right in both; the
+//!   absolute figures shown by `walrus-node status --resolver` are TC round trips, not
+//!   ping times. (Correcting with `tcpi_rtt` would make them 1 RTT on the Internet; left
+//!   out for the reasons above.)
+//! - Cost to clients: the truncated query costs its client one more round trip and a TCP
+//!   handshake, for one query per prefix per `probe_interval` at most, and none once the
+//!   area holds `samples_kept` fresh samples of the prefix (then one more each time a
+//!   sample ages out: with the defaults one TC answer per prefix per area every two
+//!   minutes).
+//!
+//! # Sharing: the `Steering` group, Reliable
+//! Each area multicasts its own samples once a second (a batch is bounded by
+//! [`LearnedConfig::batch_max`]; more wait for the next one, and past
+//! [`LearnedConfig::outbox_cap`] they are kept only locally). Samples carry their *age* at
+//! sending, not a wall-clock time, so no two nodes' clocks need to agree. Reliable, not
+//! Agreed: a sample is a fact measured by one area; receiving two areas' batches in
+//! different orders changes no median, and only which of two near-equal areas hysteresis
+//! keeps during a tie, where either answer is right. Nothing needs total order, and
+//! Agreed would add the sequencer's round to every batch. A node that misses batches
+//! (joins late, was cut off) answers by the paper's rule or the partial table until
+//! fresh samples arrive; samples age out anyway.
+//!
+//! # Spoofing
+//! The table's worst case is in [`super::proximity`]. What a forger adds here: a forged UDP
+//! query can earn its source a truncated answer (within the same budget: one per prefix per
+//! `probe_interval`, `probes_per_second` in all), never more bytes than the query (a TC
+//! answer is the header and the question). A sample needs a TCP query from the prefix
+//! within `tc_wait`, i.e. a completed TCP handshake from an address inside the prefix: an
+//! off-path forger cannot complete one. An on-path one (inside the prefix) can only delay
+//! its own prefix's samples. Pending TC answers are capped ([`LearnedConfig::pending_cap`]):
+//! past it no TC answer is sent.
+
+use super::proximity::{EntryView, Proximity, ProximityConfig, ResolverPrefix};
+use super::steering::{By, LearnedAreas};
+use crate::model::AreaName;
+use hickory_proto::rr::Name;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// The knobs of learned steering (`[dns.learned]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedConfig {
+    /// The table: samples kept, median, hysteresis, cap, probe budgets.
+    pub table: ProximityConfig,
+    /// A TCP query arriving later than this after the truncated answer is no sample
+    /// (default 3 s: 2 RTT of the farthest resolvers, with room).
+    pub tc_wait: Duration,
+    /// Most truncated answers awaiting their TCP query (default 4096).
+    pub pending_cap: usize,
+    /// Most samples in one batch to the `Steering` group (default 500).
+    pub batch_max: usize,
+    /// Most samples waiting to be shared (default 10,000); past it they stay local.
+    pub outbox_cap: usize,
+    /// How often the batch is sent (default 1 s).
+    pub share_interval: Duration,
+}
+
+impl Default for LearnedConfig {
+    fn default() -> Self {
+        Self {
+            table: ProximityConfig::default(),
+            tc_wait: Duration::from_secs(3),
+            pending_cap: 4096,
+            batch_max: 500,
+            outbox_cap: 10_000,
+            share_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One measured round trip, as multicast to the `Steering` group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The resolver's address (its /24 or /48 is the table's key).
+    pub resolver: IpAddr,
+    /// The TC round trip, in microseconds.
+    pub rtt_us: u32,
+    /// How long before the batch left it was taken, in milliseconds.
+    pub age_ms: u32,
+}
+
+/// One area's samples since its last batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleBatch {
+    /// The area that measured.
+    pub area: AreaName,
+    /// Its samples.
+    pub samples: Vec<Sample>,
+}
+
+/// What learned steering did, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteeringCounters {
+    /// Prefixes in the learned table now.
+    pub table_prefixes: u64,
+    /// `www.<site>` answers decided by the learned table.
+    pub answers_learned: u64,
+    /// ... by a hand-written `[[dns.steering]]` rule.
+    pub answers_override: u64,
+    /// ... by the paper's rule (the answering server's own area).
+    pub answers_paper: u64,
+    /// Truncated answers sent to measure a resolver.
+    pub probes_sent: u64,
+    /// Samples this area measured.
+    pub samples_measured: u64,
+    /// Samples heard from the other areas.
+    pub samples_heard: u64,
+    /// Samples not shared (the outbox was full) or not taken in (implausible).
+    pub samples_dropped: u64,
+}
+
+/// How one area's server answers a resolver now, and why ([`super::embedded::EmbeddedServer::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The area whose server answers.
+    pub area: AreaName,
+    /// Who decides: a rule, the learned table, or the paper's rule.
+    pub by: By,
+    /// The area zone `www.<site>` points at (`None`: the server's own area, §7.2).
+    pub target: Option<String>,
+    /// What the learned table holds for the resolver's prefix.
+    pub entry: Option<EntryView>,
+    /// Whether learned steering is on at this server.
+    pub learning: bool,
+}
+
+/// A question as a key: the name's wire bytes lowercased, then the type and class.
+type QuestionKey = Vec<u8>;
+
+/// One area server's learned steering state.
+#[derive(Debug)]
+pub struct Learned {
+    area: AreaName,
+    cfg: LearnedConfig,
+    table: Proximity,
+    /// Each area's zone: what a learned answer points at.
+    zones: HashMap<AreaName, Name>,
+    /// `www.<site>`'s wire name, lowercased: the answers counted.
+    site_www: Vec<u8>,
+    /// Truncated answers awaiting their TCP query, and their order for expiry.
+    pending: HashMap<(ResolverPrefix, QuestionKey), Instant>,
+    pending_order: VecDeque<(Instant, ResolverPrefix, QuestionKey)>,
+    /// Samples not yet shared: when taken, where to, how long.
+    outbox: VecDeque<(Instant, IpAddr, Duration)>,
+    counters: SteeringCounters,
+}
+
+impl Learned {
+    /// An empty table for the server of `area`, whose site's `www` is `site_www`.
+    pub fn new(area: AreaName, site_www: &Name, cfg: LearnedConfig) -> Self {
+        let mut site_www =
+            hickory_proto::serialize::binary::BinEncodable::to_bytes(&site_www.to_lowercase())
+                .unwrap_or_default();
+        site_www.make_ascii_lowercase();
+        Self {
+            table: Proximity::new(cfg.table.clone()),
+            area,
+            cfg,
+            zones: HashMap::new(),
+            site_www,
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            outbox: VecDeque::new(),
+            counters: SteeringCounters::default(),
+        }
+    }
+
+    /// Sets each area's zone (at start and when the configuration's areas change).
+    pub fn set_zones(&mut self, zones: impl IntoIterator<Item = (AreaName, Name)>) {
+        self.zones = zones.into_iter().collect();
+    }
+
+    /// The knobs.
+    pub fn config(&self) -> &LearnedConfig {
+        &self.cfg
+    }
+
+    /// A UDP query for `question` ([`question_key`]) from `resolver`: whether to answer it
+    /// truncated, to measure the round trip of the TCP retry.
+    pub fn on_udp_query(&mut self, now: Instant, resolver: IpAddr, question: &[u8]) -> bool {
+        self.expire(now);
+        if !self.table.wants_sample(now, resolver, &self.area)
+            || self.pending.len() >= self.cfg.pending_cap
+        {
+            return false;
+        }
+        let prefix = ResolverPrefix::of(resolver);
+        let key = (prefix, question.to_vec());
+        if self.pending.contains_key(&key) || self.table.saw_query(now, resolver).is_none() {
+            return false;
+        }
+        self.pending_order.push_back((now, prefix, key.1.clone()));
+        self.pending.insert(key, now);
+        self.counters.probes_sent += 1;
+        true
+    }
+
+    /// A TCP query for `question` from `resolver`: the sample it completes, if it is the
+    /// retry of a truncated answer (and the sample is then in the table and the outbox).
+    pub fn on_tcp_query(
+        &mut self,
+        now: Instant,
+        resolver: IpAddr,
+        question: &[u8],
+    ) -> Option<Duration> {
+        self.expire(now);
+        let key = (ResolverPrefix::of(resolver), question.to_vec());
+        let sent = self.pending.remove(&key)?;
+        let rtt = now.saturating_duration_since(sent);
+        self.table.record(now, resolver, &self.area, rtt);
+        self.counters.samples_measured += 1;
+        if self.outbox.len() < self.cfg.outbox_cap {
+            self.outbox.push_back((now, resolver, rtt));
+        } else {
+            self.counters.samples_dropped += 1;
+        }
+        Some(rtt)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let wait = self.cfg.tc_wait;
+        while self
+            .pending_order
+            .front()
+            .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) > wait)
+        {
+            let Some((at, prefix, q)) = self.pending_order.pop_front() else {
+                break;
+            };
+            let key = (prefix, q);
+            if self.pending.get(&key) == Some(&at) {
+                self.pending.remove(&key);
+            }
+        }
+    }
+
+    /// The samples to multicast now (at most [`LearnedConfig::batch_max`]), if any.
+    pub fn take_batch(&mut self, now: Instant) -> Option<SampleBatch> {
+        if self.outbox.is_empty() {
+            return None;
+        }
+        let n = self.outbox.len().min(self.cfg.batch_max.max(1));
+        let samples = self
+            .outbox
+            .drain(..n)
+            .map(|(at, resolver, rtt)| Sample {
+                resolver,
+                rtt_us: u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX),
+                age_ms: u32::try_from(now.saturating_duration_since(at).as_millis())
+                    .unwrap_or(u32::MAX),
+            })
+            .collect();
+        Some(SampleBatch {
+            area: self.area.clone(),
+            samples,
+        })
+    }
+
+    /// Takes in another area's batch (our own is already in the table). Samples older
+    /// than the table keeps, or longer than [`LearnedConfig::tc_wait`] (no real TC round
+    /// trip is), are dropped; so are samples past [`LearnedConfig::outbox_cap`] in one batch.
+    pub fn heard(&mut self, now: Instant, batch: &SampleBatch) {
+        if batch.area == self.area {
+            return;
+        }
+        for (i, s) in batch.samples.iter().enumerate() {
+            let age = Duration::from_millis(u64::from(s.age_ms));
+            let rtt = Duration::from_micros(u64::from(s.rtt_us));
+            let at = now.checked_sub(age);
+            match at {
+                Some(at)
+                    if i < self.cfg.outbox_cap
+                        && age <= self.cfg.table.max_age
+                        && rtt <= self.cfg.tc_wait =>
+                {
+                    self.table.record(at, s.resolver, &batch.area, rtt);
+                    self.counters.samples_heard += 1;
+                }
+                _ => self.counters.samples_dropped += 1,
+            }
+        }
+    }
+
+    /// Counts one answer by who decided it, if `question` is `www.<site>`'s.
+    pub fn count(&mut self, question: &[u8], by: By) {
+        if question.len() < 4 || question[..question.len() - 4] != self.site_www[..] {
+            return;
+        }
+        let c = &mut self.counters;
+        match by {
+            By::Learned => c.answers_learned += 1,
+            By::Override => c.answers_override += 1,
+            By::Paper => c.answers_paper += 1,
+        }
+    }
+
+    /// The counters, with the table's size now.
+    pub fn counters(&self) -> SteeringCounters {
+        SteeringCounters {
+            table_prefixes: self.table.len() as u64,
+            ..self.counters
+        }
+    }
+
+    /// What is known of `resolver`'s prefix.
+    pub fn entry(&self, now: Instant, resolver: IpAddr) -> Option<EntryView> {
+        self.table.entry(now, resolver)
+    }
+
+    /// The table as [`super::steering::Steering::pick_with`] reads it at `now`.
+    pub fn at(&self, now: Instant) -> LearnedAt<'_> {
+        LearnedAt { learned: self, now }
+    }
+}
+
+/// The learned table at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct LearnedAt<'a> {
+    learned: &'a Learned,
+    now: Instant,
+}
+
+impl LearnedAreas for LearnedAt<'_> {
+    fn nearest_zone(&self, ip: IpAddr) -> Option<&Name> {
+        let area = self.learned.table.nearest(self.now, ip)?;
+        self.learned.zones.get(area)
+    }
+
+    fn prefix_len(&self, ip: IpAddr) -> u8 {
+        ResolverPrefix::len_of(ip)
+    }
+}
+
+/// The first question of a request as a key: the name's wire bytes (lowercased) with type
+/// and class; `None` for a request too short, without a question, or with a compressed
+/// name in it (no resolver sends one).
+pub fn question_key(request: &[u8]) -> Option<QuestionKey> {
+    let qdcount = u16::from_be_bytes([*request.get(4)?, *request.get(5)?]);
+    if qdcount == 0 {
+        return None;
+    }
+    let mut at = 12usize;
+    loop {
+        let len = usize::from(*request.get(at)?);
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+    }
+    let mut key = request.get(12..at + 5)?.to_vec();
+    let name_end = key.len() - 4;
+    key[..name_end].make_ascii_lowercase();
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::RecordType;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn area(n: u8) -> AreaName {
+        AreaName::from(format!("area-{n}").as_str())
+    }
+
+    fn question(name: &str) -> QuestionKey {
+        let mut m = Message::new();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        question_key(&m.to_vec().unwrap()).unwrap()
+    }
+
+    fn learned(n: u8, cfg: LearnedConfig) -> Learned {
+        let mut l = Learned::new(area(n), &Name::from_ascii("www.example.com.").unwrap(), cfg);
+        l.set_zones((1..=3).map(|i| {
+            (
+                area(i),
+                Name::from_ascii(format!("area-{i}.example.com.")).unwrap(),
+            )
+        }));
+        l
+    }
+
+    #[test]
+    fn a_truncated_answer_and_its_tcp_retry_make_one_sample() {
+        let t0 = Instant::now();
+        let mut l = learned(1, LearnedConfig::default());
+        let q = question("WWW.Example.com.");
+        assert_eq!(q, question("www.example.com."), "case does not matter");
+        assert!(l.on_udp_query(t0, ip("192.0.2.7"), &q));
+        // The retry from another address of the /24, 40 ms later.
+        let rtt = l.on_tcp_query(t0 + Duration::from_millis(40), ip("192.0.2.9"), &q);
+        assert_eq!(rtt, Some(Duration::from_millis(40)));
+        // A second TCP query is no sample; nor is one for another question.
+        assert_eq!(l.on_tcp_query(t0, ip("192.0.2.9"), &q), None);
+        assert!(
+            !l.on_udp_query(t0 + Duration::from_secs(1), ip("192.0.2.7"), &q),
+            "budget"
+        );
+        let batch = l.take_batch(t0 + Duration::from_millis(1040)).unwrap();
+        assert_eq!(
+            batch.samples,
+            vec![Sample {
+                resolver: ip("192.0.2.9"),
+                rtt_us: 40_000,
+                age_ms: 1000
+            }]
+        );
+        assert_eq!(l.take_batch(t0), None);
+        let c = l.counters();
+        assert_eq!(
+            (c.probes_sent, c.samples_measured, c.table_prefixes),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_late_retry_is_no_sample() {
+        let t0 = Instant::now();
+        let mut l = learned(1, LearnedConfig::default());
+        let q = question("www.example.com.");
+        assert!(l.on_udp_query(t0, ip("192.0.2.7"), &q));
+        assert_eq!(
+            l.on_tcp_query(t0 + Duration::from_secs(4), ip("192.0.2.7"), &q),
+            None
+        );
+        assert!(l.pending.is_empty() && l.pending_order.is_empty());
+    }
+
+    #[test]
+    fn shared_samples_steer_every_area_to_the_nearest() {
+        let t0 = Instant::now();
+        let cfg = LearnedConfig {
+            table: ProximityConfig {
+                probe_interval: Duration::from_millis(100),
+                ..ProximityConfig::default()
+            },
+            ..LearnedConfig::default()
+        };
+        let mut areas: Vec<Learned> = (1..=3).map(|n| learned(n, cfg.clone())).collect();
+        let rtts = [60u64, 12, 35];
+        let q = question("www.example.com.");
+        let r = ip("198.51.100.53");
+        for round in 0..5u64 {
+            let now = t0 + Duration::from_secs(round);
+            for (a, rtt) in areas.iter_mut().zip(rtts) {
+                assert!(a.on_udp_query(now, r, &q), "round {round}");
+                a.on_tcp_query(now + Duration::from_millis(rtt), r, &q);
+            }
+            let batches: Vec<SampleBatch> = areas
+                .iter_mut()
+                .filter_map(|a| a.take_batch(now + Duration::from_millis(100)))
+                .collect();
+            for a in &mut areas {
+                for b in &batches {
+                    a.heard(now + Duration::from_millis(110), b);
+                }
+            }
+        }
+        let now = t0 + Duration::from_secs(5);
+        for a in &areas {
+            let zone = a.at(now).nearest_zone(r).map(|n| n.to_ascii());
+            assert_eq!(zone.as_deref(), Some("area-2.example.com."), "{}", a.area);
+            // Five fresh samples: no more truncated answers for this prefix.
+            assert!(!a.table.wants_sample(now, r, &a.area));
+        }
+        let e = areas[0].entry(now, r).unwrap();
+        assert_eq!(e.chosen, Some(area(2)));
+        assert_eq!(e.areas[1].rtt, Some(Duration::from_millis(12)));
+        assert_eq!(e.areas[1].samples, 5);
+    }
+
+    #[test]
+    fn counts_only_answers_to_the_site_www() {
+        let mut l = learned(1, LearnedConfig::default());
+        l.count(&question("www.example.com."), By::Learned);
+        l.count(&question("www.area-1.example.com."), By::Learned);
+        l.count(&question("WWW.example.com."), By::Paper);
+        let c = l.counters();
+        assert_eq!(
+            (c.answers_learned, c.answers_paper, c.answers_override),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn question_keys_never_panic_on_garbage() {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(21);
+        for _ in 0..20_000 {
+            let len = rand::Rng::random_range(&mut rng, 0..40usize);
+            let bytes: Vec<u8> = (0..len).map(|_| rand::Rng::random(&mut rng)).collect();
+            let _ = question_key(&bytes);
+        }
+        assert_eq!(question_key(&[0; 12]), None, "no question");
+    }
+}
