@@ -121,6 +121,18 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     if node_bin.is_some() {
         scrape(spec, exe, "start", &mut guards).await?;
     }
+    if spec.mode == Mode::Learned && !learned::outcome(spec).is_some_and(|o| o.exposed) {
+        // Accepted in the configuration but not running: its rows would be the paper's
+        // rule under learned steering's name.
+        return Err(anyhow::Error::new(Unsupported(format!(
+            "{} accepts `[dns.learned] enabled = true` but no area Director exposes learned \
+             steering (no /status `steering` block, no `walrus_steering_*` in /metrics, at \
+             the clients' start): learned steering does not run in this binary",
+            node_bin
+                .as_ref()
+                .map_or_else(String::new, |b| b.display().to_string())
+        ))));
+    }
     if let Some(sp) = spec.spoof {
         spoof_test(spec, sp, exe, &mut guards).await?;
     }
