@@ -488,8 +488,13 @@ fn write_provenance(md: &mut String, results: &[RunResult], command: &str) {
         "Report written by `{command}` at commit `{}`.\n",
         now.short()
     );
-    let mut groups: Vec<(String, String, Vec<&str>)> = Vec::new();
-    for r in results.iter().filter(|r| r.not_run.is_none()) {
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    for r in results {
+        let name = if r.not_run.is_some() {
+            format!("{} (not run)", r.name)
+        } else {
+            r.name.clone()
+        };
         let (c, cmd) = match &r.provenance {
             Some(p) => (format!("`{}`", p.short()), format!("`{}`", p.command)),
             None => (
@@ -498,8 +503,8 @@ fn write_provenance(md: &mut String, results: &[RunResult], command: &str) {
             ),
         };
         match groups.iter_mut().find(|g| g.0 == c && g.1 == cmd) {
-            Some(g) => g.2.push(&r.name),
-            None => groups.push((c, cmd, vec![&r.name])),
+            Some(g) => g.2.push(name),
+            None => groups.push((c, cmd, vec![name])),
         }
     }
     let _ = writeln!(md, "| commit | command | runs |\n|---|---|---|");
