@@ -37,6 +37,7 @@ pub mod director;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod group;
+pub mod knob;
 pub mod model;
 pub mod replicator;
 pub mod reporter;

@@ -22,9 +22,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
-use walrus_actors::controller::knobs::ControllerKnobs;
+use walrus_actors::controller::knobs::{ControllerKnobs, NotifyKnobs};
+use walrus_actors::director::learned::LearnedKnobs;
 use walrus_actors::model::{AreaName, AreaSpec, ClusterName, ClusterSpec, ServerName, Topology};
-use walrus_actors::reporter::os::OsSource;
+use walrus_actors::reporter::knobs::ReporterKnobs;
 
 /// A configuration error, naming the file, the line and the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,32 +131,9 @@ pub enum StatusKind {
     Probe,
 }
 
-/// How the Replicator moves content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplicationMethod {
-    /// Walrus's own transfer over the cluster's QUIC connections (the default).
-    #[default]
-    Walrus,
-    /// `rsync -a --delete` from the primary to each replica.
-    Rsync,
-}
-
-/// What Walrus's own transfer (method `walrus`) runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum TransferTransport {
-    /// Point-to-point streams on the cluster's QUIC connections (the default: one UDP
-    /// port per node).
-    #[default]
-    #[serde(rename = "quic")]
-    Quic,
-    /// TLS 1.3 over TCP with the same certificates, on each node's address and port
-    /// number (TCP), for paths that drop or throttle UDP; needs that TCP port open. Moves
-    /// bulk data about as fast as a QUIC stream (walrus-gcs
-    /// `examples/transport_bench.rs --streams`: ~1 GB/s each on loopback).
-    #[serde(rename = "tls-tcp")]
-    TlsTcp,
-}
+/// How the Replicator moves content, and on what (walrus-actors' types: `[replicator]`
+/// `method` and `transport` deserialize straight into them).
+pub use walrus_actors::replicator::{ReplicationMethod, TransferTransport};
 
 /// The validated deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,9 +150,10 @@ pub struct Config {
     /// DNS backend, mode and TTL.
     pub dns: Dns,
     /// Where notifications go.
-    pub notify: Notify,
-    /// Reporter settings shared by every reporting node.
-    pub reporter: ReporterSettings,
+    pub notify: NotifyKnobs,
+    /// The Reporter's knobs (`[reporter]`; the type, defaults and ranges are
+    /// walrus-actors' [`ReporterKnobs`]), shared by every reporting node.
+    pub reporter: ReporterKnobs,
     /// Cluster CA and the node certificates.
     pub tls: Tls,
     /// Every area.
@@ -299,49 +278,9 @@ pub struct Dns {
     pub learned: Option<walrus_actors::director::learned::LearnedConfig>,
 }
 
-/// One source-steering rule: resolvers in `source` are sent to `area`'s zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SteerRule {
-    /// An address prefix, e.g. `10.1.0.0/16` (a bare address is a host prefix).
-    pub source: String,
-    /// The area (normally the one nearest to those resolvers).
-    pub area: AreaName,
-}
-
-/// Reporter settings (the `[reporter]` section).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReporterSettings {
-    /// The operator's bypass file on each reporting host (`walrus-node bypass on|off`
-    /// writes it; while it exists the Reporter answers BYPASS). Default
-    /// `/var/lib/walrus/bypass`.
-    pub bypass_file: PathBuf,
-    /// Web readings failing in a row before PANIC (connection refused is PANIC at once).
-    /// Default 3.
-    pub panic_after: u32,
-    /// The OS reader (walrus-actors' type): `"auto"` (procfs on Linux, sysinfo elsewhere;
-    /// the default), `"procfs"` or `"portable"` (sysinfo on any OS). Either way, on Linux a
-    /// cgroup v2 `cpu.max`/`memory.max` limit on the process replaces the host's CPU and
-    /// memory figures with figures against that limit.
-    pub os_stats: OsSource,
-}
-
-/// Notification channels (both optional).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notify {
-    /// A command run with the event as JSON on stdin (program and arguments).
-    pub command: Option<Vec<String>>,
-    /// A URL the event is POSTed to (`http://` or `https://`).
-    pub webhook: Option<String>,
-    /// Headers of every webhook request, e.g. `{ Authorization = "Bearer …" }`.
-    pub webhook_headers: Vec<(String, String)>,
-    /// The webhook's body template (default: the event's JSON); see
-    /// `walrus_actors::controller::notify::BodyTemplate`.
-    pub webhook_body: Option<String>,
-    /// CA file an `https://` webhook is verified against (default: the system bundle).
-    pub webhook_ca: Option<PathBuf>,
-    /// A server dead this long is reported to a human. Default 5 min.
-    pub dead_after: Duration,
-}
+/// One source-steering rule (walrus-actors' type: `[[dns.steering]]` deserializes
+/// straight into it and it checks its own prefix).
+pub use walrus_actors::director::AreaSteerRule as SteerRule;
 
 /// TLS material of the group-communication layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -456,11 +395,11 @@ struct RawConfig {
     #[serde(default)]
     dns: Option<Spanned<RawDns>>,
     #[serde(default)]
-    notify: Option<Spanned<RawNotify>>,
+    notify: Option<Spanned<NotifyKnobs>>,
     #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
-    reporter: Option<Spanned<RawReporter>>,
+    reporter: Option<Spanned<ReporterKnobs>>,
     areas: Spanned<BTreeMap<String, Spanned<RawArea>>>,
     clusters: Spanned<BTreeMap<String, Spanned<RawCluster>>>,
     nodes: Spanned<BTreeMap<String, Spanned<RawNode>>>,
@@ -508,64 +447,8 @@ struct RawDns {
     ttl: Option<Duration>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
-    steering: Vec<RawSteerRule>,
-    learned: Option<Spanned<RawLearned>>,
-}
-
-/// `[dns.learned]`: every field but `enabled` has the default of
-/// `walrus_actors::director::learned::LearnedConfig`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLearned {
-    /// Learned steering on (default false).
-    #[serde(default)]
-    enabled: bool,
-    /// Least time between two truncated answers to one /24 or /48 (default 30s).
-    #[serde(default, with = "human_duration")]
-    probe_interval: Option<Duration>,
-    /// Most truncated answers a second in all (default 100).
-    probes_per_second: Option<u32>,
-    /// Fresh samples an area needs before its estimate counts (default 3).
-    min_samples: Option<usize>,
-    /// Samples kept per prefix and area (default 5).
-    samples_kept: Option<usize>,
-    /// A sample older than this does not count (default 10m).
-    #[serde(default, with = "human_duration")]
-    max_age: Option<Duration>,
-    /// Most prefixes in the table (default 100000).
-    table_cap: Option<usize>,
-    /// How often each area multicasts its samples (default 1s).
-    #[serde(default, with = "human_duration")]
-    share_interval: Option<Duration>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSteerRule {
-    source: String,
-    area: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawReporter {
-    bypass_file: Option<PathBuf>,
-    panic_after: Option<u32>,
-    #[serde(default)]
-    os_stats: OsSource,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawNotify {
-    command: Option<Vec<String>>,
-    webhook: Option<String>,
-    #[serde(default)]
-    webhook_headers: BTreeMap<String, String>,
-    webhook_body: Option<String>,
-    webhook_ca: Option<PathBuf>,
-    #[serde(default, with = "human_duration")]
-    dead_after: Option<Duration>,
+    steering: Vec<SteerRule>,
+    learned: Option<Spanned<LearnedKnobs>>,
 }
 
 #[derive(Deserialize)]
@@ -1182,18 +1065,15 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
         ));
     }
     let mut steering = Vec::new();
-    for (i, rule) in raw.steering.iter().enumerate() {
-        if let Err(e) = walrus_actors::director::steering::SourcePrefix::parse(&rule.source) {
-            return Err(loc.err(
+    for (i, rule) in raw.steering.into_iter().enumerate() {
+        let rule = rule.validate().map_err(|e| {
+            loc.err(
                 span.clone(),
-                format!("dns.steering[{i}].source"),
-                format!("{e}; write e.g. \"10.1.0.0/16\""),
-            ));
-        }
-        steering.push(SteerRule {
-            source: rule.source.trim().to_owned(),
-            area: AreaName(rule.area.clone()),
-        });
+                format!("dns.steering[{i}].{}", e.field()),
+                e.to_string(),
+            )
+        })?;
+        steering.push(rule);
     }
     let learned = validate_learned(loc, raw.learned, raw.backend)?;
     Ok(Dns {
@@ -1210,165 +1090,50 @@ fn validate_dns(loc: &Locator<'_>, raw: Option<Spanned<RawDns>>) -> Result<Dns, 
 
 fn validate_learned(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawLearned>>,
+    raw: Option<Spanned<LearnedKnobs>>,
     backend: DnsBackend,
 ) -> Result<Option<walrus_actors::director::learned::LearnedConfig>, ConfigError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let span = Some(raw.span());
-    let raw = raw.into_inner();
-    if !raw.enabled {
+    let span = raw.as_ref().map(|r| r.span());
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    if !knobs.enabled {
         return Ok(None);
     }
-    let err = |field: &str, msg: String| loc.err(span.clone(), format!("dns.learned.{field}"), msg);
     if backend != DnsBackend::Embedded {
-        return Err(err(
-            "enabled",
-            "learned steering needs backend = \"embedded\" (the embedded name server measures and answers by the query's source)".into(),
+        return Err(loc.err(
+            span,
+            "dns.learned.enabled",
+            "learned steering needs backend = \"embedded\" (the embedded name server measures and answers by the query's source)",
         ));
     }
-    let mut c = walrus_actors::director::learned::LearnedConfig::default();
-    let t = &mut c.table;
-    if let Some(d) = raw.probe_interval {
-        if d < Duration::from_millis(100) {
-            return Err(err(
-                "probe_interval",
-                format!("{d:?} is too short; at least 100ms"),
-            ));
-        }
-        t.probe_interval = d;
-    }
-    if let Some(n) = raw.probes_per_second {
-        if !(1..=10_000).contains(&n) {
-            return Err(err(
-                "probes_per_second",
-                format!("{n} is out of range 1..=10000"),
-            ));
-        }
-        t.probes_per_second = n;
-    }
-    if let Some(n) = raw.samples_kept {
-        if !(1..=100).contains(&n) {
-            return Err(err("samples_kept", format!("{n} is out of range 1..=100")));
-        }
-        t.samples_kept = n;
-    }
-    if let Some(n) = raw.min_samples {
-        if n == 0 || n > t.samples_kept {
-            return Err(err(
-                "min_samples",
-                format!("{n} is out of range 1..={} (samples_kept)", t.samples_kept),
-            ));
-        }
-        t.min_samples = n;
-    }
-    if let Some(d) = raw.max_age {
-        if d < Duration::from_secs(1) {
-            return Err(err("max_age", format!("{d:?} is too short; at least 1s")));
-        }
-        t.max_age = d;
-    }
-    if let Some(n) = raw.table_cap {
-        if !(1..=10_000_000).contains(&n) {
-            return Err(err(
-                "table_cap",
-                format!("{n} is out of range 1..=10000000"),
-            ));
-        }
-        t.cap = n;
-    }
-    if let Some(d) = raw.share_interval {
-        if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
-            return Err(err(
-                "share_interval",
-                format!("{d:?} is out of range 10ms..=60s"),
-            ));
-        }
-        c.share_interval = d;
-    }
-    Ok(Some(c))
+    // The ranges are walrus-actors' (`LearnedKnobs::validate`); the file gives the place.
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("dns.learned.{}", e.field()), e.to_string()))?;
+    Ok(knobs.config())
 }
 
 fn validate_reporter(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawReporter>>,
-) -> Result<ReporterSettings, ConfigError> {
+    raw: Option<Spanned<ReporterKnobs>>,
+) -> Result<ReporterKnobs, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
-    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    let panic_after = raw.panic_after.unwrap_or(3);
-    if panic_after == 0 {
-        return Err(loc.err(
-            span,
-            "reporter.panic_after",
-            "must be at least 1 (failed readings in a row before PANIC)",
-        ));
-    }
-    Ok(ReporterSettings {
-        bypass_file: raw
-            .bypass_file
-            .unwrap_or_else(|| PathBuf::from("/var/lib/walrus/bypass")),
-        panic_after,
-        os_stats: raw.os_stats,
-    })
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("reporter.{}", e.field()), e.to_string()))?;
+    Ok(knobs)
 }
 
 fn validate_notify(
     loc: &Locator<'_>,
-    raw: Option<Spanned<RawNotify>>,
-) -> Result<Notify, ConfigError> {
+    raw: Option<Spanned<NotifyKnobs>>,
+) -> Result<NotifyKnobs, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
-    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    if raw.command.as_ref().is_some_and(Vec::is_empty) {
-        return Err(loc.err(
-            span,
-            "notify.command",
-            "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/page\", \"--team\", \"web\"]",
-        ));
-    }
-    if let Some(url) = &raw.webhook {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(loc.err(
-                span,
-                "notify.webhook",
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-    }
-    for (name, value) in &raw.webhook_headers {
-        if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            || value.contains(['\r', '\n'])
-        {
-            return Err(loc.err(
-                span,
-                "notify.webhook_headers",
-                format!("`{name}`: a header name is letters, digits and '-', its value one line"),
-            ));
-        }
-    }
-    if let Some(t) = &raw.webhook_body {
-        if let Err(e) = walrus_actors::controller::notify::BodyTemplate::parse(t) {
-            return Err(loc.err(span, "notify.webhook_body", e.to_string()));
-        }
-    }
-    if raw.webhook.is_none()
-        && (!raw.webhook_headers.is_empty()
-            || raw.webhook_body.is_some()
-            || raw.webhook_ca.is_some())
-    {
-        return Err(loc.err(
-            span,
-            "notify.webhook",
-            "webhook_headers, webhook_body and webhook_ca need a webhook URL",
-        ));
-    }
-    Ok(Notify {
-        command: raw.command,
-        webhook: raw.webhook,
-        webhook_headers: raw.webhook_headers.into_iter().collect(),
-        webhook_body: raw.webhook_body,
-        webhook_ca: raw.webhook_ca,
-        dead_after: raw.dead_after.unwrap_or(Duration::from_secs(300)),
-    })
+    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
+    knobs
+        .validate()
+        .map_err(|e| loc.err(span, format!("notify.{}", e.field()), e.to_string()))?;
+    Ok(knobs)
 }
 
 fn validate_clusters(
@@ -2025,6 +1790,17 @@ mod tests {
         assert_eq!(config.dns.state_dir, PathBuf::from("/tmp/w/dns"));
         assert_eq!(config.reporter.bypass_file, PathBuf::from("/tmp/w/bypass"));
         assert_eq!(config.reporter.panic_after, 2);
+    }
+
+    #[test]
+    fn a_reporter_knob_out_of_range_names_file_line_and_field() {
+        // The range is walrus-actors' (`ReporterKnobs::validate`); the file gives the place.
+        let err = parse(&EXAMPLE.replace("panic_after = 3", "panic_after = 0")).unwrap_err();
+        assert_eq!(err.field, "reporter.panic_after");
+        assert!(err.line.is_some(), "{err}");
+        assert!(err.message.contains("must be at least 1"), "{err}");
+        let err = parse(&EXAMPLE.replace("panic_after = 3", "panic_afterr = 3")).unwrap_err();
+        assert!(err.message.contains("panic_afterr"), "{err}");
     }
 
     #[test]

@@ -298,3 +298,55 @@ async fn an_admin_drains_and_undrains_a_node_certificate_cannot() {
     })
     .await;
 }
+
+/// Learned steering's visibility: a node with `[dns.learned]` whose name server `dig`
+/// queries (dig retries a truncated answer over TCP, as a resolver does): `/status` gets
+/// its `steering` object, `/metrics` the `walrus_steering_*` series, and `walrus-node
+/// status --resolver` prints the learned entry of 127.0.0.0/24 and why it is answered so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_steering_shows_in_status_metrics_and_status_resolver() {
+    let exe = env!("CARGO_BIN_EXE_walrus-node");
+    let extra = "[dns.learned]\nenabled = true\nprobe_interval = \"100ms\"\n";
+    let (_node, status, dir, _web) = one_node("node-learned", extra).await;
+    let toml = std::fs::read_to_string(dir.path().join("walrus.toml")).unwrap();
+    let dns: SocketAddr = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("name_server = "))
+        .map(|v| v.trim_matches('"').parse().unwrap())
+        .unwrap();
+    poll_until("/status has a steering object", PATIENCE, || {
+        let (_, body) = get_plain(status, "/status")?;
+        let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+        doc["steering"].is_object().then_some(())
+    })
+    .await;
+    let doc = poll_until("three samples taken", PATIENCE, || {
+        walrus_testkit::dns::dig_with(dns, "www.example.com", "A", &[]);
+        std::thread::sleep(Duration::from_millis(120));
+        let (_, body) = get_plain(status, "/status")?;
+        let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (doc["steering"]["probes_sent"].as_u64()? >= 3).then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["steering"]["table_prefixes"], 1, "{doc}");
+    let (_, metrics) = get_plain(status, "/metrics").unwrap();
+    for name in [
+        "walrus_steering_table_prefixes 1",
+        "walrus_steering_answers_total{by=\"learned\"}",
+        "walrus_steering_answers_total{by=\"paper\"}",
+        "walrus_steering_probes_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let out = Command::new(exe)
+        .args(["status", "--addr", &status.to_string()])
+        .args(["--resolver", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("area eu answers: www -> "), "{text}");
+    assert!(text.contains("learned entry 127.0.0.0/24:"), "{text}");
+    assert!(text.contains("eu           median TC round trip"), "{text}");
+    eprintln!("{text}");
+}

@@ -7,8 +7,12 @@
 
 use super::assign::{Params, ParamsError};
 use super::load::LoadFormula;
+use super::notify::{BodyTemplate, NotifyConfig};
 use super::round::RoundConfig;
+pub use crate::knob::KnobError;
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The assignment's knobs (paper §6) as the `[controller]` section gives them.
@@ -77,13 +81,115 @@ impl ControllerKnobs {
 }
 
 /// A duration written as a human string ("500ms", "30s", "10m").
-fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
             "`{text}` is not a duration ({e}); write e.g. \"500ms\", \"30s\" or \"10m\""
         ))
     })
+}
+
+/// The `[notify]` section: where the Controller tells a human (both channels optional)
+/// and after how long a silent server is worth it. Deserialized straight from the file
+/// like [`ControllerKnobs`]; [`NotifyKnobs::validate`] names the field.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyKnobs {
+    /// A command run with the event as JSON on stdin (program and arguments).
+    pub command: Option<Vec<String>>,
+    /// A URL the event is POSTed to (`http://` or `https://`).
+    pub webhook: Option<String>,
+    /// Headers of every webhook request, e.g. `{ Authorization = "Bearer …" }`.
+    #[serde(deserialize_with = "header_map")]
+    pub webhook_headers: Vec<(String, String)>,
+    /// The webhook's body template (default: the event's JSON); see [`BodyTemplate`].
+    pub webhook_body: Option<String>,
+    /// CA file an `https://` webhook is verified against (default: the system bundle).
+    pub webhook_ca: Option<PathBuf>,
+    /// A server dead this long is reported to a human. Default 5 min
+    /// ([`Params::dead_after`]).
+    #[serde(deserialize_with = "human_duration")]
+    pub dead_after: Duration,
+}
+
+impl Default for NotifyKnobs {
+    fn default() -> Self {
+        Self {
+            command: None,
+            webhook: None,
+            webhook_headers: Vec::new(),
+            webhook_body: None,
+            webhook_ca: None,
+            dead_after: Params::default().dead_after,
+        }
+    }
+}
+
+impl NotifyKnobs {
+    /// Checks the channels: a command names a program, a webhook is an http(s) URL, header
+    /// names are letters, digits and '-' with one-line values, the body template parses,
+    /// and the webhook's options come with a webhook.
+    pub fn validate(&self) -> Result<(), KnobError> {
+        if self.command.as_ref().is_some_and(Vec::is_empty) {
+            return Err(KnobError::new(
+                "command",
+                "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/page\", \"--team\", \"web\"]",
+            ));
+        }
+        if let Some(url) = &self.webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(KnobError::new(
+                    "webhook",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        for (name, value) in &self.webhook_headers {
+            if name.is_empty()
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || value.contains(['\r', '\n'])
+            {
+                return Err(KnobError::new(
+                    "webhook_headers",
+                    format!(
+                        "`{name}`: a header name is letters, digits and '-', its value one line"
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = &self.webhook_body {
+            BodyTemplate::parse(t).map_err(|e| KnobError::new("webhook_body", e.to_string()))?;
+        }
+        if self.webhook.is_none()
+            && (!self.webhook_headers.is_empty()
+                || self.webhook_body.is_some()
+                || self.webhook_ca.is_some())
+        {
+            return Err(KnobError::new(
+                "webhook",
+                "webhook_headers, webhook_body and webhook_ca need a webhook URL",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts the knobs into the Controller's notification channels and its round (the
+    /// dead-server delay).
+    pub fn apply(&self, notify: &mut NotifyConfig, round: &mut RoundConfig) {
+        notify.command = self.command.clone();
+        notify.webhook = self.webhook.clone();
+        notify.webhook_headers = self.webhook_headers.clone();
+        notify.webhook_body = self.webhook_body.clone();
+        notify.webhook_ca = self.webhook_ca.clone();
+        round.params.dead_after = self.dead_after;
+    }
+}
+
+fn header_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    Ok(BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .collect())
 }
 
 #[cfg(test)]
@@ -132,6 +238,36 @@ mod tests {
                 ..d()
             }),
             "max_records"
+        );
+    }
+
+    #[test]
+    fn notify_knobs_default_to_the_assignments_delay_and_name_their_field() {
+        let d = NotifyKnobs::default();
+        assert_eq!(d.validate(), Ok(()));
+        assert_eq!(d.dead_after, Params::default().dead_after);
+        let bad = |k: NotifyKnobs| k.validate().unwrap_err().field();
+        assert_eq!(
+            bad(NotifyKnobs {
+                command: Some(vec![]),
+                ..NotifyKnobs::default()
+            }),
+            "command"
+        );
+        assert_eq!(
+            bad(NotifyKnobs {
+                webhook: Some("ftp://x".into()),
+                ..NotifyKnobs::default()
+            }),
+            "webhook"
+        );
+        assert_eq!(
+            bad(NotifyKnobs {
+                webhook: Some("https://x".into()),
+                webhook_body: Some("{nosuch}".into()),
+                ..NotifyKnobs::default()
+            }),
+            "webhook_body"
         );
     }
 }

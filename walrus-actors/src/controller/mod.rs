@@ -82,5 +82,7 @@ pub mod notify;
 pub mod overrides;
 pub mod round;
 
+pub use actor::start;
+
 #[cfg(test)]
 mod oscillation_tests;

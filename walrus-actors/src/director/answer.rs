@@ -244,6 +244,17 @@ fn cut(resp: &Message) -> Option<Vec<u8>> {
     cut.to_vec().ok()
 }
 
+/// Whether a reply is one learned steering may send truncated, read from its header
+/// alone (no parse on the hot path): NOERROR or NXDOMAIN, not already truncated, and
+/// authoritative or a referral (an answer from our zones, not REFUSED or an error).
+pub fn measurable(reply: &[u8]) -> bool {
+    let [_, _, flags, rcode, _, _, _, _, ns_hi, ns_lo, ..] = reply else {
+        return false;
+    };
+    let (aa, tc) = (flags & 0x04 != 0, flags & 0x02 != 0);
+    matches!(rcode & 0x0f, 0 | 3) && !tc && (aa || (*ns_hi, *ns_lo) != (0, 0))
+}
+
 /// A reply turned into a truncated one (TC set, no records) when it is an answer from our
 /// zones (NOERROR or NXDOMAIN with AA, or a referral): learned steering's measurement
 /// ([`super::learned`]). `None` leaves the reply as it is (an error, REFUSED, a response

@@ -32,8 +32,8 @@
 //!   Directors serve one area, the others follow decisions and stand by; a standby that
 //!   becomes the writer applies the newest decision at once.
 
+use super::vocabulary::{Applied, ApplyReport, AreaDirector, Fence, NameServerError};
 use super::zone::WwwRecords;
-use super::{Applied, ApplyReport, AreaDirector, Fence, NameServerError};
 use crate::model::{AreaName, Decision, Round};
 use serde::Serialize;
 use std::collections::VecDeque;

@@ -15,7 +15,7 @@
 //! damaged state file (empty, cut short, garbage) is set aside and the previous copy, or
 //! else the initial answer, is served: a bad file never keeps the area's DNS down.
 
-use super::answer::{respond_with, truncated, EcsReply, QueryContext, Transport};
+use super::answer::{measurable, respond_with, truncated, EcsReply, QueryContext, Transport};
 use super::answer_cache::AnswerCache;
 use super::ecs::client_subnet;
 use super::learned::{
@@ -366,18 +366,6 @@ impl EmbeddedServer {
             };
             (pick.target.cloned(), pick.by, ecs)
         };
-        // A share of UDP answers is sent truncated, to time the TCP retry; the others
-        // are counted by who decided them.
-        let truncate = match (learned.as_mut(), &question) {
-            (Some(l), Some(q)) => {
-                let tc = transport == Transport::Udp && l.on_udp_query(now, source, q);
-                if !tc {
-                    l.count(q, by);
-                }
-                tc
-            }
-            _ => false,
-        };
         drop(learned);
         let ctx = QueryContext {
             transport,
@@ -391,9 +379,19 @@ impl EmbeddedServer {
         };
         let reply = respond_with(&layout, &state, request, &ctx)?;
         drop(layout);
-        if truncate {
-            if let Some(cut) = truncated(&reply) {
-                return Some(cut);
+        // A share of UDP answers from our zones is sent truncated, to time the TCP retry;
+        // the others are counted by who decided them.
+        if let Some(q) = &question {
+            if let Some(l) = self.learned().as_mut() {
+                if transport == Transport::Udp
+                    && measurable(&reply)
+                    && l.on_udp_query(now, source, q)
+                {
+                    if let Some(cut) = truncated(&reply) {
+                        return Some(cut);
+                    }
+                }
+                l.count(q, by);
             }
         }
         if cached {
@@ -1034,6 +1032,48 @@ mod tests {
         // so only FORMERR is told apart.
         let formerr = m.response_code() == hickory_proto::op::ResponseCode::FormErr;
         (cname, formerr, ecs)
+    }
+
+    #[test]
+    fn learning_truncates_a_share_of_udp_answers_and_times_the_tcp_retry() {
+        let d = tmpdir("learned");
+        let s = EmbeddedServer::open(AreaName::from("a1"), layout(), d.join("state.json")).unwrap();
+        let zone = |n: &str| hickory_proto::rr::Name::from_ascii(n).unwrap();
+        s.enable_learning(
+            LearnedConfig::default(),
+            [(AreaName::from("a1"), zone("a1.example.com."))],
+        );
+        let ask = |name: &str, t: Transport, from: &str| {
+            let bytes = s
+                .answer(&ask_ecs(name, None), t, from.parse().unwrap())
+                .unwrap();
+            hickory_proto::op::Message::from_vec(&bytes).unwrap()
+        };
+        // A name outside our zones (REFUSED) is never truncated, nor does it spend a probe.
+        assert!(!ask("www.example.org.", Transport::Udp, "192.0.2.7").truncated());
+        // The first UDP answer to a new prefix is truncated: no records, EDNS kept.
+        let r = ask("www.example.com.", Transport::Udp, "192.0.2.7");
+        assert!(r.truncated() && r.answers().is_empty() && r.extensions().is_some());
+        // The next is not (one per prefix per probe_interval), and is counted.
+        assert!(!ask("www.example.com.", Transport::Udp, "192.0.2.8").truncated());
+        // The TCP retry from the prefix is a full answer and the sample.
+        let r = ask("www.example.com.", Transport::Tcp, "192.0.2.7");
+        assert!(!r.truncated() && !r.answers().is_empty());
+        let c = s.steering_counters().unwrap();
+        assert_eq!(
+            (c.probes_sent, c.samples_measured, c.table_prefixes),
+            (1, 1, 1)
+        );
+        assert_eq!((c.answers_paper, c.answers_learned), (2, 0), "{c:?}");
+        let batch = s.take_samples(std::time::Instant::now()).unwrap();
+        assert_eq!(batch.samples.len(), 1);
+        let e = s.explain("192.0.2.99".parse().unwrap());
+        assert_eq!(
+            (e.by, e.learning),
+            (By::Paper, true),
+            "one sample is too few"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

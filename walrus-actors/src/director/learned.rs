@@ -73,6 +73,7 @@
 
 use super::proximity::{EntryView, Proximity, ProximityConfig, ResolverPrefix};
 use super::steering::{By, LearnedAreas};
+use crate::knob::KnobError;
 use crate::model::AreaName;
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,95 @@ impl Default for LearnedConfig {
             outbox_cap: 10_000,
             share_interval: Duration::from_secs(1),
         }
+    }
+}
+
+/// The `[dns.learned]` section of the configuration file, deserialized straight into this
+/// type (unknown fields refused, missing ones at [`LearnedConfig`]'s defaults);
+/// [`LearnedKnobs::validate`] checks the ranges and names the field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnedKnobs {
+    /// Learned steering on (default false; the embedded backend only).
+    pub enabled: bool,
+    /// Least time between two truncated answers to one /24 or /48 (default 30s; at least
+    /// 100ms).
+    #[serde(deserialize_with = "crate::controller::knobs::human_duration")]
+    pub probe_interval: Duration,
+    /// Most truncated answers a second in all, also the burst (default 100; 1..=10000).
+    pub probes_per_second: u32,
+    /// Fresh samples an area needs before its estimate counts (default 3; 1..=samples_kept).
+    pub min_samples: usize,
+    /// Samples kept per prefix and area (default 5; 1..=100).
+    pub samples_kept: usize,
+    /// A sample older than this does not count (default 10m; at least 1s).
+    #[serde(deserialize_with = "crate::controller::knobs::human_duration")]
+    pub max_age: Duration,
+    /// Most prefixes in the table (default 100000; 1..=10000000).
+    pub table_cap: usize,
+    /// How often each area multicasts its samples (default 1s; 10ms..=60s).
+    #[serde(deserialize_with = "crate::controller::knobs::human_duration")]
+    pub share_interval: Duration,
+}
+
+impl Default for LearnedKnobs {
+    fn default() -> Self {
+        let c = LearnedConfig::default();
+        Self {
+            enabled: false,
+            probe_interval: c.table.probe_interval,
+            probes_per_second: c.table.probes_per_second,
+            min_samples: c.table.min_samples,
+            samples_kept: c.table.samples_kept,
+            max_age: c.table.max_age,
+            table_cap: c.table.cap,
+            share_interval: c.share_interval,
+        }
+    }
+}
+
+impl LearnedKnobs {
+    /// Checks the ranges in the fields' docs.
+    pub fn validate(&self) -> Result<(), KnobError> {
+        let out = |field, range: &str| Err(KnobError::new(field, format!("out of range {range}")));
+        if self.probe_interval < Duration::from_millis(100) {
+            return out("probe_interval", "100ms and more");
+        }
+        if !(1..=10_000).contains(&self.probes_per_second) {
+            return out("probes_per_second", "1..=10000");
+        }
+        if !(1..=100).contains(&self.samples_kept) {
+            return out("samples_kept", "1..=100");
+        }
+        if self.min_samples == 0 || self.min_samples > self.samples_kept {
+            return out("min_samples", "1..=samples_kept");
+        }
+        if self.max_age < Duration::from_secs(1) {
+            return out("max_age", "1s and more");
+        }
+        if !(1..=10_000_000).contains(&self.table_cap) {
+            return out("table_cap", "1..=10000000");
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.share_interval) {
+            return out("share_interval", "10ms..=60s");
+        }
+        Ok(())
+    }
+
+    /// The configuration of a server with these knobs (`None` when not enabled).
+    pub fn config(&self) -> Option<LearnedConfig> {
+        if !self.enabled {
+            return None;
+        }
+        let mut c = LearnedConfig::default();
+        c.table.probe_interval = self.probe_interval;
+        c.table.probes_per_second = self.probes_per_second;
+        c.table.min_samples = self.min_samples;
+        c.table.samples_kept = self.samples_kept;
+        c.table.max_age = self.max_age;
+        c.table.cap = self.table_cap;
+        c.share_interval = self.share_interval;
+        Some(c)
     }
 }
 
@@ -166,6 +256,9 @@ pub struct Explained {
     /// Whether learned steering is on at this server.
     pub learning: bool,
 }
+
+/// Every area with its zone: what a learned answer points at.
+pub type AreaZones = Vec<(AreaName, Name)>;
 
 /// A question as a key: the name's wire bytes lowercased, then the type and class.
 type QuestionKey = Vec<u8>;

@@ -178,6 +178,13 @@ pub struct SteerRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Steering {
     rules: Vec<SteerRule>,
+    /// Boxed: settings that hold a `Steering` stay small.
+    index: Box<Index>,
+}
+
+/// The rules' index: the answers and one trie per family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Index {
     /// Each distinct answer once; the trie refers to answers by their index here.
     zones: Vec<Name>,
     v4: Trie,
@@ -332,18 +339,19 @@ impl Steering {
             rules,
             ..Self::default()
         };
+        let ix = &mut s.index;
         for (i, r) in s.rules.iter().enumerate() {
-            let answer = match s.zones.iter().position(|z| *z == r.area_zone) {
+            let answer = match ix.zones.iter().position(|z| *z == r.area_zone) {
                 Some(a) => a,
                 None => {
-                    s.zones.push(r.area_zone.clone());
-                    s.zones.len() - 1
+                    ix.zones.push(r.area_zone.clone());
+                    ix.zones.len() - 1
                 }
             };
             let trie = if r.source.addr.is_ipv4() {
-                &mut s.v4
+                &mut ix.v4
             } else {
-                &mut s.v6
+                &mut ix.v6
             };
             // Rule and answer counts are bounded by the configuration file's size.
             let (Ok(i), Ok(answer)) = (u32::try_from(i), u32::try_from(answer)) else {
@@ -366,9 +374,9 @@ impl Steering {
 
     fn trie(&self, ip: IpAddr) -> &Trie {
         if ip.is_ipv4() {
-            &self.v4
+            &self.index.v4
         } else {
-            &self.v6
+            &self.index.v6
         }
     }
 
@@ -377,7 +385,8 @@ impl Steering {
     }
 
     fn answer_index(&self, zone: &Name) -> Option<u32> {
-        self.zones
+        self.index
+            .zones
             .iter()
             .position(|z| z == zone)
             .and_then(|i| u32::try_from(i).ok())

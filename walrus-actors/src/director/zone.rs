@@ -10,7 +10,7 @@
 //! server answers from this model ([`super::answer`]); `dns bind-config` writes the same
 //! model as zone files ([`super::bind_config`]).
 
-use super::DirectorError;
+use super::vocabulary::DirectorError;
 use crate::model::AreaAnswer;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};

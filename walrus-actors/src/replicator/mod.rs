@@ -49,3 +49,32 @@ pub mod stall;
 pub mod store;
 pub mod transfer;
 pub mod watcher;
+
+pub use shell::start;
+
+/// How the Replicator moves content (`[replicator] method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMethod {
+    /// Walrus's own transfer over the cluster's QUIC connections (the default).
+    #[default]
+    Walrus,
+    /// `rsync -a --delete` from the primary to each replica.
+    Rsync,
+}
+
+/// What Walrus's own transfer (method `walrus`) runs on (`[replicator] transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+pub enum TransferTransport {
+    /// Point-to-point streams on the cluster's QUIC connections (the default: one UDP
+    /// port per node).
+    #[default]
+    #[serde(rename = "quic")]
+    Quic,
+    /// TLS 1.3 over TCP with the same certificates, on each node's address and port
+    /// number (TCP), for paths that drop or throttle UDP; needs that TCP port open. Moves
+    /// bulk data about as fast as a QUIC stream (walrus-gcs
+    /// `examples/transport_bench.rs --streams`: ~1 GB/s each on loopback).
+    #[serde(rename = "tls-tcp")]
+    TlsTcp,
+}

@@ -93,8 +93,8 @@ pub fn start<L: GroupLayer>(
     home: &ActorHome,
     supervision: &Supervision,
     layer: Arc<L>,
-    streams: Arc<dyn PeerStreams>,
     settings: ReplicatorSettings,
+    streams: Arc<dyn PeerStreams>,
 ) -> ReplicatorActor {
     let life = RoleLife::new(ROLE, supervision.clone());
     let (status, rx) = watch::channel(ReplicatorStatus::default());

@@ -45,6 +45,7 @@ pub mod actor;
 pub mod bypass;
 pub mod cgroup;
 pub mod http;
+pub mod knobs;
 pub mod os;
 pub mod state;
 pub mod web;
@@ -160,16 +161,17 @@ pub struct ReporterConfig {
 impl ReporterConfig {
     /// The defaults documented on each field.
     pub fn new(server: ServerName, web: WebSource) -> Self {
+        let knobs = knobs::ReporterKnobs::default();
         Self {
             server,
             web,
             interval: Duration::from_secs(1),
             web_timeout: None,
-            panic_after: 3,
+            panic_after: knobs.panic_after,
             stale_after: None,
-            bypass_file: PathBuf::from("/var/lib/walrus/bypass"),
+            bypass_file: knobs.bypass_file,
             proc_root: PathBuf::from("/proc"),
-            os_stats: os::OsSource::Auto,
+            os_stats: knobs.os_stats,
             tls: http::TlsOptions::default(),
             fast_failover: Some(FastFailoverConfig::default()),
         }
@@ -526,6 +528,36 @@ pub fn spawn(
     let reader = config.web_reader()?;
     let (gatherer, handle) = Gatherer::with_reader(config, reader)?;
     Ok((handle, gatherer.spawn(shutdown)))
+}
+
+/// A running Reporter: its supervised shell in `Reporters`, the gatherer's handle (the
+/// shell answers rounds with it; the Replicator sets the generation through it) and the
+/// gatherer's task.
+pub struct RunningReporter {
+    /// The shell's address.
+    pub actor: actor::ReporterActor,
+    /// The gatherer's handle.
+    pub handle: ReporterHandle,
+    /// The gatherer's task, which ends when `shutdown` completes.
+    pub gatherer: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the Reporter of `settings` in `home` over `layer`: the gatherer ([`spawn`],
+/// until `shutdown` completes) and its supervised shell ([`actor::start`]).
+pub fn start<L: crate::group::GroupLayer>(
+    home: &crate::supervision::ActorHome,
+    supervision: &crate::supervision::Supervision,
+    layer: std::sync::Arc<L>,
+    settings: ReporterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningReporter, ReporterError> {
+    let (handle, gatherer) = spawn(settings, shutdown)?;
+    let actor = actor::start(home, supervision, layer, handle.clone());
+    Ok(RunningReporter {
+        actor,
+        handle,
+        gatherer,
+    })
 }
 
 #[cfg(test)]

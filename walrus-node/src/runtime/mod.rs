@@ -3,13 +3,13 @@
 //!
 //! ```text
 //!  Config ─┬─ gcs_config ───────────▶ walrus_gcs::Gcs (QUIC, mutual TLS from tls.dir)
-//!          ├─ controller_settings ──▶ controller::actor  (joins Controllers)
-//!          ├─ reporter_config ──────▶ reporter::spawn + reporter::actor (joins Reporters)
-//!          ├─ replicator_settings ──▶ replicator::shell (joins Replicators; transfers on
+//!          ├─ controller_settings ──▶ controller::start (joins Controllers)
+//!          ├─ reporter_config ──────▶ reporter::start (gatherer + actor; joins Reporters)
+//!          ├─ replicator_settings ──▶ replicator::start (joins Replicators; transfers on
 //!          │                           the gcs point-to-point streams); its generation
 //!          │                           goes into this node's Reporter's reports
-//!          └─ zone_layout, ... ─────▶ embedded server / RFC 2136 updater
-//!                                      + director::driver + director::actor (joins Directors)
+//!          └─ director_settings ────▶ director::start (its name server, driver and
+//!                                      actor; joins Directors)
 //! ```
 //!
 //! [`run`] is the entry point (it takes a shutdown future, like mini-redis's
@@ -40,41 +40,41 @@
 //! `peers` ([`admit_peers`]), and here the running node ([`NodeRuntime`], [`run`], [`start`]).
 
 use crate::config::{
-    Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role, StatusKind,
-    TransferTransport,
+    Area, Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role,
+    StatusKind, TransferTransport,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use walrus_actors::controller;
 use walrus_actors::controller::actor::{
-    self as controller_actor, ControllerHandle, ControllerSettings, ControllerStatus, DirectDrivers,
+    self as controller_actor, ControllerHandle, ControllerSettings, DirectDrivers,
 };
 use walrus_actors::controller::notify::NotifyConfig;
 use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::digests::{self, Digests};
-use walrus_actors::director::actor::fallback_may_write;
-use walrus_actors::director::core::{
-    CoreConfig as DirectorCoreConfig, DirectorCore, DirectorStatus,
-};
+use walrus_actors::director::core::{CoreConfig as DirectorCoreConfig, DirectorStatus};
 use walrus_actors::director::embedded::EmbeddedServer;
 use walrus_actors::director::retry::RetryPolicy;
-use walrus_actors::director::rfc2136::{Rfc2136Config, Rfc2136Updater, TsigKey};
+use walrus_actors::director::rfc2136::{Rfc2136Config, TsigKey};
 use walrus_actors::director::steering::Steering;
 use walrus_actors::director::zone::{fqdn, AreaServer, RecordTtl, WwwRecords, ZoneLayout};
-use walrus_actors::director::{self, AreaDirector, NameServer};
+use walrus_actors::director::{
+    self, DirectorSettings, EmbeddedSettings, NameServerSettings, RunningDirector, Writes,
+};
 use walrus_actors::group::{GroupLayer, PeerStreams};
-use walrus_actors::model::{AreaName, ClusterName, Decision, ServerName};
+use walrus_actors::model::{AreaName, ClusterName, ServerName};
 use walrus_actors::replicator::actor::{
     BackoffConfig, ReplicatorRole, ReplicatorSettings, ReplicatorStatus, TransferMethod,
 };
-use walrus_actors::replicator::shell::{self as replicator_shell, ReplicatorActor};
 use walrus_actors::replicator::store::StoreConfig;
 use walrus_actors::replicator::watcher::WatchConfig;
+use walrus_actors::replicator::{self, shell::ReplicatorActor};
 use walrus_actors::reporter::actor::ReporterActor;
 use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
@@ -111,7 +111,7 @@ pub enum RunError {
     /// The Controller could not start.
     #[error(transparent)]
     Controller(#[from] controller_actor::ControllerError),
-    /// A Director's name server could not be set up.
+    /// A Director's settings are invalid or its name server could not be set up.
     #[error("area {area}: {detail}")]
     Director {
         /// The area.
@@ -143,6 +143,15 @@ pub enum RunError {
         /// What is missing.
         detail: String,
     },
+}
+
+impl From<director::SettingsError> for RunError {
+    fn from(e: director::SettingsError) -> Self {
+        RunError::Director {
+            area: e.area,
+            detail: e.detail,
+        }
+    }
 }
 
 mod peers;
@@ -277,40 +286,38 @@ impl<L: GroupLayer> NodeRuntime<L> {
             } else if let Some(area) = &n.area {
                 // With an RFC 2136 server, the area's Directors elect one writer (see
                 // `director::actor`); an embedded server is its own Director's alone.
-                let election =
-                    (self.config.dns.backend == DnsBackend::Rfc2136).then(|| self.election(area));
-                let writer = election.as_ref().map(|(_, rx)| {
-                    let me = self.name.clone();
-                    self.writer_flag(
-                        rx.clone(),
-                        move |w, _| w.as_deref() == Some(me.as_str()),
-                        None,
-                    )
-                });
-                let tx = self.start_area_director(area, writer).await?;
-                let election = election.map(|(e, _)| e);
-                self.start_director_actor(tx, election);
+                let writes = match self.config.dns.backend {
+                    DnsBackend::Rfc2136 => Writes::Elected {
+                        me: self.name.clone(),
+                        directors: director_nodes(&self.config, area),
+                    },
+                    DnsBackend::Embedded => Writes::Always,
+                };
+                let settings = director_settings(&self.config, area)?;
+                self.start_director(settings, writes).await?;
             }
         }
         if n.roles.contains(&Role::Reporter) {
-            let rc = reporter_config(&self.config, &self.name)?;
-            let (handle, gatherer) = reporter::spawn(rc, self.shutdown_signal())?;
-            self.tasks.push(("reporter gatherer", gatherer));
-            self.reporter_actor = Some(reporter::actor::start(
+            let running = reporter::start(
                 self.home()?,
                 &self.supervision,
                 self.layer.clone(),
-                handle.clone(),
-            ));
-            self.reporter = Some(handle);
+                reporter_config(&self.config, &self.name)?,
+                self.shutdown_signal(),
+            )?;
+            self.tasks.push(("reporter gatherer", running.gatherer));
+            self.reporter_actor = Some(running.actor);
+            self.reporter = Some(running.handle);
         }
         if n.roles.contains(&Role::Controller) {
             let mut direct = DirectDrivers::new();
             if self.config.dns.mode == DnsMode::Direct {
                 let areas: Vec<AreaName> = self.config.areas.keys().cloned().collect();
                 for area in areas {
-                    let ns = rfc2136_updater(&self.config, &area)?;
-                    let tx = self.start_driver(&area, ns, None, None, true);
+                    let settings = director_settings(&self.config, &area)?;
+                    let (tx, running) =
+                        director::start_direct(settings, self.stop.subscribe()).await?;
+                    self.adopt(running);
                     direct.insert(area, tx);
                 }
             }
@@ -319,7 +326,7 @@ impl<L: GroupLayer> NodeRuntime<L> {
             } else {
                 Duration::ZERO
             };
-            let handle = controller_actor::start(
+            let handle = controller::start(
                 self.home()?,
                 &self.supervision,
                 self.layer.clone(),
@@ -342,12 +349,12 @@ impl<L: GroupLayer> NodeRuntime<L> {
         let settings = replicator_settings(&self.config, &self.name)?;
         let streams =
             replicator_streams(&self.config, &self.name, self.layer.peer_streams()).await?;
-        let actor = replicator_shell::start(
+        let actor = replicator::start(
             self.home()?,
             &self.supervision,
             self.layer.clone(),
-            streams,
             settings,
+            streams,
         );
         let status = actor.watch();
         self.replicator_actor = Some(actor);
@@ -369,73 +376,6 @@ impl<L: GroupLayer> NodeRuntime<L> {
         Ok(())
     }
 
-    /// `area`'s writer election: its configured Directors, and the watch of its writer.
-    fn election(
-        &self,
-        area: &AreaName,
-    ) -> (director::actor::Election, watch::Receiver<Option<String>>) {
-        let directors = self
-            .config
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.roles.contains(&Role::Director) && n.area.as_ref() == Some(area))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let (tx, rx) = watch::channel(None);
-        (
-            director::actor::Election {
-                area: area.clone(),
-                directors,
-                writer: tx,
-            },
-            rx,
-        )
-    }
-
-    /// A driver's writer flag: `decide(writer, is_master)` recomputed whenever the area's
-    /// writer changes or (with `master`) this node's Controller gains or loses mastership.
-    fn writer_flag(
-        &mut self,
-        mut writer: watch::Receiver<Option<String>>,
-        decide: impl Fn(&Option<String>, Option<&ControllerStatus>) -> bool + Send + 'static,
-        master: Option<watch::Receiver<ControllerStatus>>,
-    ) -> watch::Receiver<bool> {
-        let now = move |w: &watch::Receiver<Option<String>>,
-                        m: &Option<watch::Receiver<ControllerStatus>>| {
-            let status = m.as_ref().map(|m| m.borrow().clone());
-            decide(&w.borrow(), status.as_ref())
-        };
-        let mut master = master;
-        let (tx, rx) = watch::channel(now(&writer, &master));
-        let mut stop = self.stop.subscribe();
-        self.spawn("director writer flag", async move {
-            loop {
-                let new = now(&writer, &master);
-                tx.send_if_modified(|v| std::mem::replace(v, new) != new);
-                let master_changed = async {
-                    match master.as_mut() {
-                        Some(m) => {
-                            if m.changed().await.is_err() {
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
-                    r = writer.changed() => if r.is_err() { return Ok(()) },
-                    _ = master_changed => {}
-                }
-            }
-        });
-        rx
-    }
-
-    /// On a Controller node with an RFC 2136 backend in `director` mode: for every area
-    /// this node is no Director of and whose TSIG key is on this host, a fallback
-    /// Director that writes the area's name server while no Director of the area is in
-    /// this component and this node's Controller is master (see `director::actor`).
     async fn start_fallback_directors(&mut self) -> Result<(), RunError> {
         if self.config.dns.backend != DnsBackend::Rfc2136
             || self.config.dns.mode != DnsMode::Director
@@ -450,141 +390,66 @@ impl<L: GroupLayer> NodeRuntime<L> {
             if self.directors.contains_key(&area) {
                 continue;
             }
-            let ns = match rfc2136_updater(&self.config, &area) {
-                Ok(ns) => ns,
+            let settings = match director_settings(&self.config, &area) {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::info!(%area, error = %e, "no fallback writer for this area on this node (its TSIG key is not here)");
                     continue;
                 }
             };
-            let (election, rx) = self.election(&area);
             // The area's home servers, from the running file (a reload may change them).
             let config = self.config_tx.subscribe();
-            let area_of_flag = area.clone();
+            let area_of_home = area.clone();
             let home = move || -> Vec<ServerName> {
                 let c = config.borrow();
                 c.areas
-                    .get(&area_of_flag)
+                    .get(&area_of_home)
                     .and_then(|a| c.clusters.get(&a.home_cluster))
                     .map(|cl| cl.servers.keys().cloned().collect())
                     .unwrap_or_default()
             };
-            let flag = self.writer_flag(
-                rx,
-                move |w, master| {
-                    w.is_none()
-                        && master.is_some_and(|m| {
-                            m.is_master && fallback_may_write(&home(), m.last_round.as_ref())
-                        })
-                },
-                Some(master.clone()),
-            );
-            let tx = self.start_driver(&area, ns, None, Some(flag), false);
+            let writes = Writes::Fallback {
+                directors: director_nodes(&self.config, &area),
+                master: master.clone(),
+                home: Box::new(home),
+            };
+            self.start_director(settings, writes).await?;
             tracing::info!(%area, "fallback writer ready: writes the area's name server while this node is master and no Director of the area is in the view, as long as it hears from some server of the area's home cluster");
-            self.start_director_actor(tx, Some(election));
         }
         Ok(())
     }
 
-    /// The Director of `area` beside its name server: the embedded server (bound on the
-    /// area's `name_server` address) or an RFC 2136 updater, and the driver (writing
-    /// while `writer` says so, when given).
-    async fn start_area_director(
+    /// The Director of `settings.area` ([`walrus_actors::director::start`]), writing as
+    /// `writes` says.
+    async fn start_director(
         &mut self,
-        area: &AreaName,
-        writer: Option<watch::Receiver<bool>>,
-    ) -> Result<mpsc::Sender<Decision>, RunError> {
-        match self.config.dns.backend {
-            DnsBackend::Embedded => {
-                let layout = zone_layout(&self.config, area)?;
-                let file = state_file(&self.config, area);
-                if let Some(dir) = file.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        director_error(area, format!("state dir {}: {e}", dir.display()))
-                    })?;
-                }
-                let server = EmbeddedServer::open_or(
-                    area.clone(),
-                    layout,
-                    file,
-                    initial_answer(&self.config, area),
-                )
-                .map_err(|e| director_error(area, e))?;
-                server.set_steering(
-                    steering(&self.config)
-                        .map_err(|e| director_error(area, format!("dns.steering: {e}")))?,
-                );
-                let listen = self.config.areas[area].name_server;
-                let listening = server
-                    .bind(listen)
-                    .await
-                    .map_err(|e| director_error(area, e))?;
-                let addr = listening.local_addr();
-                tracing::info!(%area, %addr, "embedded name server listening");
-                let stop = self.shutdown_signal();
-                self.spawn("embedded dns", async move {
-                    listening.run(stop).await;
-                    Ok(())
-                });
-                Ok(self.start_driver(area, server.clone(), Some((server, addr)), None, false))
-            }
-            DnsBackend::Rfc2136 => {
-                let ns = rfc2136_updater(&self.config, area)?;
-                Ok(self.start_driver(area, ns, None, writer, false))
-            }
-        }
+        settings: DirectorSettings,
+        writes: Writes,
+    ) -> Result<(), RunError> {
+        let running = director::start(
+            self.home()?,
+            &self.supervision,
+            self.layer.clone(),
+            settings,
+            writes,
+            self.stop.subscribe(),
+        )
+        .await?;
+        self.adopt(running);
+        Ok(())
     }
 
-    fn start_driver<N: NameServer + Clone + 'static>(
-        &mut self,
-        area: &AreaName,
-        ns: N,
-        embedded: Option<(EmbeddedServer, SocketAddr)>,
-        writer: Option<watch::Receiver<bool>>,
-        direct: bool,
-    ) -> mpsc::Sender<Decision> {
-        let ttl = RecordTtl::try_from(self.config.dns.ttl).unwrap_or_default();
-        let core = DirectorCore::new(
-            AreaDirector {
-                area: area.clone(),
-                ttl,
-            },
-            ns.describe(),
-            DirectorCoreConfig {
-                // The master's direct updaters get only the answers that changed: each
-                // must be applied at once (a Director fed every decision confirms first).
-                confirm_after_start: if direct {
-                    0
-                } else {
-                    DirectorCoreConfig::default().confirm_after_start
-                },
-                ..DirectorCoreConfig::default()
-            },
-        );
-        let (tx, rx) = mpsc::channel(16);
-        let (status_tx, status_rx) = watch::channel(core.status().clone());
-        let stop = self.shutdown_signal();
-        self.spawn("director driver", async move {
-            director::driver::run_with_writer(
-                ns,
-                core,
-                RetryPolicy::default(),
-                rx,
-                writer,
-                status_tx,
-                stop,
-            )
-            .await;
-            Ok(())
-        });
+    /// Keeps a started Director's tasks, actor and status.
+    fn adopt(&mut self, running: RunningDirector) {
+        self.tasks.extend(running.tasks);
+        self.director_actors.extend(running.actor);
         self.directors.insert(
-            area.clone(),
+            running.area,
             DirectorView {
-                status: status_rx,
-                embedded,
+                status: running.status,
+                embedded: running.embedded,
             },
         );
-        tx
     }
 
     fn home(&self) -> Result<&ActorHome, RunError> {
@@ -592,24 +457,6 @@ impl<L: GroupLayer> NodeRuntime<L> {
             node: self.name.clone(),
             source: std::io::Error::other("the actor system has stopped"),
         })
-    }
-
-    fn start_director_actor(
-        &mut self,
-        decisions: mpsc::Sender<Decision>,
-        election: Option<director::actor::Election>,
-    ) {
-        let Some(home) = self.home.as_ref() else {
-            return;
-        };
-        let actor = director::actor::start(
-            home,
-            &self.supervision,
-            self.layer.clone(),
-            decisions,
-            election,
-        );
-        self.director_actors.push(actor);
     }
 
     fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -743,18 +590,24 @@ impl<L: GroupLayer> NodeRuntime<L> {
         for (area, view) in &self.directors {
             if let Some((server, _)) = &view.embedded {
                 if new.areas.contains_key(area) {
-                    layouts.push((server.clone(), zone_layout(new, area)?));
+                    layouts.push((
+                        server.clone(),
+                        zone_layout(new, area)?,
+                        area_zones(new, area)?,
+                    ));
                 }
             }
         }
         if let Some(c) = &self.controller {
             c.reconfigure(settings).await?;
         }
-        for (server, layout) in layouts {
+        for (server, layout, zones) in layouts {
             if let Err(e) = server.set_layout(layout) {
                 // Cannot happen: the plan refuses a change of the site or the area's zone.
                 tracing::error!(error = %e, "zone layout not changed");
             }
+            // Learned answers point at the areas of the new file (no-op when off).
+            server.set_learned_zones(zones);
         }
         for area in new.areas.keys() {
             if !self.config.areas.contains_key(area) && !self.directors.contains_key(area) {

@@ -7,36 +7,29 @@ use super::*;
 /// parameters from `[controller]` (others keep their documented defaults), the dead-server
 /// notification delay from `[notify]`.
 pub fn round_config(config: &Config) -> RoundConfig {
+    controller_settings(config).round
+}
+
+/// Everything a Controller runs with: the round's timings from `[timing]`, the
+/// assignment's knobs from `[controller]`, the notification channels and the dead-server
+/// delay from `[notify]` (each section applied by its walrus-actors knobs type).
+pub fn controller_settings(config: &Config) -> ControllerSettings {
     let mut round = RoundConfig {
         round_period: config.timing.round_period,
         report_timeout: config.timing.report_timeout,
         fast_failover: config.timing.fast_failover,
         ..RoundConfig::default()
     };
-    round.params.dead_after = config.notify.dead_after;
     config.controller.apply(&mut round);
-    round
-}
-
-/// The notification channels of `[notify]`, for the site.
-pub fn notify_config(config: &Config) -> NotifyConfig {
-    NotifyConfig {
+    let mut notify = NotifyConfig {
         site: config.site.clone(),
-        command: config.notify.command.clone(),
-        webhook: config.notify.webhook.clone(),
-        webhook_headers: config.notify.webhook_headers.clone(),
-        webhook_body: config.notify.webhook_body.clone(),
-        webhook_ca: config.notify.webhook_ca.clone(),
         ..NotifyConfig::default()
-    }
-}
-
-/// Everything a Controller runs with.
-pub fn controller_settings(config: &Config) -> ControllerSettings {
+    };
+    config.notify.apply(&mut notify, &mut round);
     ControllerSettings {
-        round: round_config(config),
+        round,
         topology: config.topology(),
-        notify: notify_config(config),
+        notify,
         replication_primary: config.replicator.as_ref().map(|r| r.primary.clone()),
     }
 }
@@ -77,9 +70,7 @@ pub fn reporter_config(config: &Config, node: &str) -> Result<ReporterConfig, Ru
     };
     let mut rc = ReporterConfig::new(server_name, web);
     rc.interval = config.timing.report_interval;
-    rc.bypass_file = config.reporter.bypass_file.clone();
-    rc.panic_after = config.reporter.panic_after;
-    rc.os_stats = config.reporter.os_stats;
+    config.reporter.apply(&mut rc);
     if !config.timing.fast_failover {
         rc.fast_failover = None;
     }
@@ -139,6 +130,14 @@ pub fn replicator_settings(config: &Config, node: &str) -> Result<ReplicatorSett
     })
 }
 
+/// Area `area` of the file.
+fn area_of<'c>(config: &'c Config, area: &AreaName) -> Result<&'c Area, RunError> {
+    config
+        .areas
+        .get(area)
+        .ok_or_else(|| director_error(area, "not an area of the configuration"))
+}
+
 pub(super) fn director_error(area: &AreaName, e: impl std::fmt::Display) -> RunError {
     RunError::Director {
         area: area.clone(),
@@ -157,10 +156,7 @@ pub(super) const NS_TTL: Duration = Duration::from_secs(3600);
 /// `ns_addresses`): the site zone lists every area's name server and delegates every area
 /// zone inside it.
 pub fn zone_layout(config: &Config, area: &AreaName) -> Result<ZoneLayout, RunError> {
-    let a = config.areas.get(area).ok_or_else(|| RunError::Director {
-        area: area.clone(),
-        detail: "not an area of the configuration".into(),
-    })?;
+    let a = area_of(config, area)?;
     let ttl = RecordTtl::try_from(config.dns.ttl).map_err(|e| director_error(area, e))?;
     let ns_ttl = RecordTtl::try_from(NS_TTL).map_err(|e| director_error(area, e))?;
     let others = config
@@ -218,12 +214,10 @@ pub fn state_file(config: &Config, area: &AreaName) -> PathBuf {
     config.dns.state_dir.join(format!("{area}.state"))
 }
 
-/// The RFC 2136 updater of `area` (its name server, zone and TSIG key file).
-pub fn rfc2136_updater(config: &Config, area: &AreaName) -> Result<Rfc2136Updater, RunError> {
-    let a = config.areas.get(area).ok_or_else(|| RunError::Director {
-        area: area.clone(),
-        detail: "not an area of the configuration".into(),
-    })?;
+/// The RFC 2136 updater's settings of `area` (its name server, zone and TSIG key, read
+/// from the area's `tsig_key_file`).
+pub fn rfc2136_config(config: &Config, area: &AreaName) -> Result<Rfc2136Config, RunError> {
+    let a = area_of(config, area)?;
     let path = a.tsig_key_file.as_ref().ok_or_else(|| RunError::Director {
         area: area.clone(),
         detail: "the rfc2136 backend needs tsig_key_file".into(),
@@ -233,14 +227,73 @@ pub fn rfc2136_updater(config: &Config, area: &AreaName) -> Result<Rfc2136Update
     let key = TsigKey::from_bind_key(&text)
         .map_err(|e| director_error(area, format!("TSIG key file {}: {e}", path.display())))?;
     let area_zone = fqdn(&a.zone).map_err(|e| director_error(area, e))?;
-    Rfc2136Updater::new(Rfc2136Config {
+    Ok(Rfc2136Config {
         area: area.clone(),
         server: a.name_server,
         area_zone,
         key,
         timeout: Duration::from_secs(2),
     })
-    .map_err(|e| director_error(area, e))
+}
+
+/// The Director of `area`: the `[dns]` backend's name server (the embedded server on the
+/// area's `name_server` address with its zone layout, state file, first answer and
+/// steering; or the area's RFC 2136 server and key), the `[dns]` TTL, and the Director's
+/// own defaults for when to apply and retry.
+pub fn director_settings(config: &Config, area: &AreaName) -> Result<DirectorSettings, RunError> {
+    let a = area_of(config, area)?;
+    let ttl = RecordTtl::try_from(config.dns.ttl).map_err(|e| director_error(area, e))?;
+    let name_server = match config.dns.backend {
+        DnsBackend::Embedded => NameServerSettings::Embedded(EmbeddedSettings {
+            layout: zone_layout(config, area)?,
+            state_file: state_file(config, area),
+            initial: initial_answer(config, area),
+            steering: steering(config)
+                .map_err(|e| director_error(area, format!("dns.steering: {e}")))?,
+            listen: a.name_server,
+        }),
+        DnsBackend::Rfc2136 => NameServerSettings::Rfc2136(rfc2136_config(config, area)?),
+    };
+    Ok(DirectorSettings {
+        area: area.clone(),
+        ttl,
+        name_server,
+        core: DirectorCoreConfig::default(),
+        retry: RetryPolicy::default(),
+        learned: match &config.dns.learned {
+            Some(l) if config.dns.backend == DnsBackend::Embedded => {
+                Some((l.clone(), area_zones(config, area)?))
+            }
+            _ => None,
+        },
+    })
+}
+
+/// Every area's zone, by area: what a learned steering answer points at.
+pub fn area_zones(
+    config: &Config,
+    area: &AreaName,
+) -> Result<walrus_actors::director::learned::AreaZones, RunError> {
+    config
+        .areas
+        .iter()
+        .map(|(n, a)| {
+            Ok((
+                n.clone(),
+                fqdn(&a.zone).map_err(|e| director_error(area, e))?,
+            ))
+        })
+        .collect()
+}
+
+/// The nodes configured as `area`'s Directors (its writer election's candidates).
+pub fn director_nodes(config: &Config, area: &AreaName) -> BTreeSet<String> {
+    config
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.roles.contains(&Role::Director) && n.area.as_ref() == Some(area))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// The walrus-gcs configuration of `node`: its address, every other node as a peer, its
