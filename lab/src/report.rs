@@ -43,6 +43,11 @@ pub const STEADY_MODES: [Mode; 7] = [
     Mode::Learned,
 ];
 
+/// Least length of a learned-steering steady run or spoofing test, seconds: with
+/// `[dns.learned]`'s defaults (one probe of a prefix per 30 s, 3 samples before an area's
+/// estimate counts) an area knows a resolver prefix 60–90 s after its first query.
+pub const LEARNED_SECS: u32 = 150;
+
 /// The spoofing test of the lab: from `at` for `secs` seconds, 200 forged queries a second
 /// from the victim's prefix and 20 made-up ones.
 pub fn spoof_at(at: u32, secs: u32) -> Spoof {
@@ -93,6 +98,9 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
             let tag = format!("s{n}x{i}");
             let mut s = base_spec(work, &tag, n, 3, mode);
             s.seconds = seconds;
+            if mode == Mode::Learned {
+                s.seconds = seconds.max(LEARNED_SECS);
+            }
             if mode == Mode::Oracle {
                 s.clients_per_resolver = 3 * ResolverKind::ALL.len() as u32;
                 s.probe_rate = 0;
@@ -169,9 +177,10 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
     s.event = Some(overload);
     plan.push(("overload-round-robin".into(), s));
     // The spoofing test against learned steering.
+    // Once learned (see LEARNED_SECS): the forger starts at 60 % of the run, for 20 %.
     let mut s = base_spec(work, "sp", 3, 3, Mode::Learned);
-    s.seconds = seconds;
-    s.spoof = Some(spoof_at(third, third));
+    s.seconds = seconds.max(LEARNED_SECS);
+    s.spoof = Some(spoof_at(s.seconds * 3 / 5, s.seconds / 5));
     plan.push(("learned-spoof".into(), s));
     plan
 }
