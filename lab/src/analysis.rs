@@ -440,6 +440,42 @@ pub struct WarmUp {
     /// from the clients' start: (bin start in seconds, share, requests).
     #[serde(default)]
     pub series: Vec<(u64, f64, usize)>,
+    /// The first bin (seconds after the clients' start) from which every bin to the end
+    /// has at least [`STEADY_SHARE`] of its requests served by the nearest cluster
+    /// (`None`: none, e.g. the last bin is below). Unlike `requests_before`, chance runs of
+    /// ten cannot fake it.
+    #[serde(default)]
+    pub steady_from_secs: Option<u64>,
+    /// Share served by the nearest cluster from `steady_from_secs` on.
+    #[serde(default)]
+    pub nearest_when_steady: Option<f64>,
+}
+
+/// The share every bin from [`WarmUp::steady_from_secs`] on reaches.
+pub const STEADY_SHARE: f64 = 0.95;
+
+/// The first bin from which every bin reaches [`STEADY_SHARE`], and the share from there.
+fn steady_from(series: &[(u64, f64, usize)]) -> (Option<u64>, Option<f64>) {
+    // The last bin is partial (the clients stop): it does not decide.
+    let full = &series[..series.len().saturating_sub(1)];
+    let mut from = None;
+    for (i, (b, share, _)) in full.iter().enumerate().rev() {
+        if *share < STEADY_SHARE {
+            break;
+        }
+        from = Some((i, *b));
+    }
+    match from {
+        Some((i, b)) => {
+            let (n, k) = series[i..]
+                .iter()
+                .fold((0usize, 0.0f64), |(n, k), (_, s, c)| {
+                    (n + c, k + s * *c as f64)
+                });
+            (Some(b), (n > 0).then(|| k / n as f64))
+        }
+        None => (None, None),
+    }
 }
 
 /// The clients' warm-up per resolver kind (or oracle); `start` is the clients' start
@@ -490,11 +526,15 @@ pub fn warmups(spec: &LabSpec, recs: &[ClientRecord], start: u64) -> Vec<WarmUp>
                     e.0 += 1;
                 }
             }
+            let series: Vec<(u64, f64, usize)> = bins
+                .into_iter()
+                .map(|(b, (n, all))| (b, n as f64 / all as f64, all))
+                .collect();
+            let (steady_from_secs, nearest_when_steady) = steady_from(&series);
             WarmUp {
-                series: bins
-                    .into_iter()
-                    .map(|(b, (n, all))| (b, n as f64 / all as f64, all))
-                    .collect(),
+                series,
+                steady_from_secs,
+                nearest_when_steady,
                 who: who.map_or("oracle", |k| k.name()).to_owned(),
                 requests_before: before,
                 nearest_after: if ok.is_empty() {
@@ -999,6 +1039,23 @@ mod tests {
         let w = warmups(&s, &recs, 0);
         assert_eq!(w[0].requests_before, vec![None, None]);
         assert!(w[0].nearest_after < 0.8);
+    }
+
+    #[test]
+    fn steady_from_is_the_first_bin_of_the_last_run_at_95_percent() {
+        let s = |v: &[f64]| -> Vec<(u64, f64, usize)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| (i as u64 * BIN_SECS, *x, 10))
+                .collect()
+        };
+        assert_eq!(
+            steady_from(&s(&[0.4, 1.0, 0.3, 1.0, 0.96, 1.0, 0.2])),
+            (Some(6), Some((10.0 + 9.6 + 10.0 + 2.0) / 40.0))
+        );
+        // Planted fault: a dip in the middle of the late run moves the start past it.
+        assert_eq!(steady_from(&s(&[1.0, 1.0, 0.9, 1.0, 1.0])).0, Some(6));
+        assert_eq!(steady_from(&s(&[1.0, 0.5, 0.3])), (None, None));
     }
 
     #[test]

@@ -418,6 +418,8 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let mut r = analysis::analyze(&s, &name);
                 match results.iter_mut().find(|x| x.name == r.name) {
+                    // Its directory holds a spec but no records of it.
+                    Some(x) if x.not_run.is_some() => {}
                     Some(x) => {
                         // The records are the run's: so is its commit.
                         r.provenance = x.provenance.take();

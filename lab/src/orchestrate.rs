@@ -21,6 +21,10 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     std::fs::create_dir_all(&spec.dir)?;
     let spec_file = spec.dir.join("spec.json");
     std::fs::write(&spec_file, serde_json::to_vec_pretty(spec)?)?;
+    // Records a run appends to: none from an earlier run in the same directory.
+    for f in ["steering.jsonl", "rtt.jsonl", "spoof.json"] {
+        let _ = std::fs::remove_file(spec.dir.join(f));
+    }
     let exe_s = exe.display().to_string();
     let spec_s = spec_file.display().to_string();
     let started = Instant::now();
