@@ -449,6 +449,9 @@ pub struct WarmUp {
     /// Share served by the nearest cluster from `steady_from_secs` on.
     #[serde(default)]
     pub nearest_when_steady: Option<f64>,
+    /// Median request time from `steady_from_secs` on, ms.
+    #[serde(default)]
+    pub p50_when_steady_ms: Option<f64>,
 }
 
 /// The share every bin from [`WarmUp::steady_from_secs`] on reaches.
@@ -531,7 +534,17 @@ pub fn warmups(spec: &LabSpec, recs: &[ClientRecord], start: u64) -> Vec<WarmUp>
                 .map(|(b, (n, all))| (b, n as f64 / all as f64, all))
                 .collect();
             let (steady_from_secs, nearest_when_steady) = steady_from(&series);
+            let p50_when_steady_ms = steady_from_secs.map(|from| {
+                let mut t: Vec<f64> = recs
+                    .iter()
+                    .filter(|r| r.resolver == who && r.t >= start + from * 1000)
+                    .map(|r| r.total_ms)
+                    .collect();
+                t.sort_by(f64::total_cmp);
+                percentile(&t, 0.5)
+            });
             WarmUp {
+                p50_when_steady_ms,
                 series,
                 steady_from_secs,
                 nearest_when_steady,

@@ -555,9 +555,9 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
     );
     let _ = writeln!(
         md,
-        "| areas | mode | resolver | warm-up (requests, per region) | nearest after warm-up | requests after | p50 ms | vs oracle | ≥ 95 % from (s) | nearest from there |"
+        "| areas | mode | resolver | warm-up (requests, per region) | nearest after warm-up | requests after | p50 ms | vs oracle | ≥ 95 % from (s) | nearest from there | p50 from there, vs oracle |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in steady {
         let oracle_p50 = results
             .iter()
@@ -589,6 +589,11 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
                     ratio,
                     w.steady_from_secs.map_or("never".into(), |s| s.to_string()),
                     w.nearest_when_steady.map_or("—".into(), pct),
+                    match (w.p50_when_steady_ms, oracle_p50) {
+                        (Some(p), Some(o)) if o > 0.0 => format!("{p:.1} ({:.2})", p / o),
+                        (Some(p), _) => format!("{p:.1}"),
+                        _ => "—".into(),
+                    },
                 ],
             );
         }
