@@ -7,7 +7,7 @@ use super::clients::ClientRecord;
 use super::relay::QueryRecord;
 use super::runtime::{masters_at, Watch};
 use super::servers::is_probe;
-use super::spec::{Area, Event, LabSpec, Mode, Region, ResolverKind};
+use super::spec::{Area, Event, LabSpec, Region, ResolverKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -347,6 +347,219 @@ pub struct RunResult {
     /// The runtime event, when the run had one.
     #[serde(default)]
     pub event: Option<EventOutcome>,
+    /// Per resolver kind (or oracle): the clients' warm-up and what they got after it.
+    #[serde(default)]
+    pub warmup: Vec<WarmUp>,
+    /// The commit and command the run was made with.
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
+    /// Why the run was not made (its figures are empty), e.g. a `walrus-node` without
+    /// learned steering.
+    #[serde(default)]
+    pub not_run: Option<String>,
+    /// Learned steering: the area servers' counters and the spoofing test, when measured.
+    #[serde(default)]
+    pub steering: Option<super::learned::SteeringOutcome>,
+    /// The RTT each area can measure to each region's resolvers (TCP connect), against
+    /// the latency matrix: the delay line's check.
+    #[serde(default)]
+    pub measured_rtt: Vec<super::learned::MeasuredRtt>,
+}
+
+/// The commit a run was made from and the command that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the lab's source tree (`unknown` outside a checkout).
+    pub commit: String,
+    /// Whether the tree had changes outside `docs/` (the code run was not the commit).
+    pub dirty: bool,
+    /// The command line.
+    pub command: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+impl Provenance {
+    /// The provenance of what runs now: the source tree this binary was built from.
+    pub fn now() -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        let dirty = git(&["status", "--porcelain", "--", ".", ":(exclude)docs"])
+            .is_none_or(|s| !s.is_empty());
+        let command = std::env::args()
+            .enumerate()
+            .map(|(i, a)| if i == 0 { "walrus-lab".to_owned() } else { a })
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self {
+            commit,
+            dirty,
+            command,
+            at_ms: super::relay::now_ms(),
+        }
+    }
+    /// `9b5304d` or `9b5304d (dirty)`.
+    pub fn short(&self) -> String {
+        let c: String = self.commit.chars().take(12).collect();
+        if self.dirty {
+            format!("{c} (dirty)")
+        } else {
+            c
+        }
+    }
+}
+
+/// The clients' warm-up for one resolver kind (or the oracle), regions pooled where
+/// shares are given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmUp {
+    /// `unbound`, `bind`, ..., or `oracle`.
+    pub who: String,
+    /// Per region: client requests (the region's clients of this resolver, in time
+    /// order) before the first [`SETTLED_RUN`] in a row served by the nearest cluster;
+    /// `None`: never within the run.
+    pub requests_before: Vec<Option<usize>>,
+    /// Share of successful requests served by the nearest cluster after each region's
+    /// warm-up (a region that never settled counts with all its requests).
+    pub nearest_after: f64,
+    /// Requests counted in `nearest_after`.
+    pub requests_after: usize,
+    /// Median request time after warm-up (same requests), ms.
+    pub p50_after_ms: f64,
+    /// Share of successful requests served by the nearest cluster per [`BIN_SECS`] bin
+    /// from the clients' start: (bin start in seconds, share, requests).
+    #[serde(default)]
+    pub series: Vec<(u64, f64, usize)>,
+    /// The first bin (seconds after the clients' start) from which every bin to the end
+    /// has at least [`STEADY_SHARE`] of its requests served by the nearest cluster
+    /// (`None`: none, e.g. the last bin is below). Unlike `requests_before`, chance runs of
+    /// ten cannot fake it.
+    #[serde(default)]
+    pub steady_from_secs: Option<u64>,
+    /// Share served by the nearest cluster from `steady_from_secs` on.
+    #[serde(default)]
+    pub nearest_when_steady: Option<f64>,
+    /// Median request time from `steady_from_secs` on, ms.
+    #[serde(default)]
+    pub p50_when_steady_ms: Option<f64>,
+}
+
+/// The share every bin from [`WarmUp::steady_from_secs`] on reaches.
+pub const STEADY_SHARE: f64 = 0.95;
+
+/// The first bin from which every bin reaches [`STEADY_SHARE`], and the share from there.
+fn steady_from(series: &[(u64, f64, usize)]) -> (Option<u64>, Option<f64>) {
+    // The last bin is partial (the clients stop): it does not decide.
+    let full = &series[..series.len().saturating_sub(1)];
+    let mut from = None;
+    for (i, (b, share, _)) in full.iter().enumerate().rev() {
+        if *share < STEADY_SHARE {
+            break;
+        }
+        from = Some((i, *b));
+    }
+    match from {
+        Some((i, b)) => {
+            let (n, k) = series[i..]
+                .iter()
+                .fold((0usize, 0.0f64), |(n, k), (_, s, c)| {
+                    (n + c, k + s * *c as f64)
+                });
+            (Some(b), (n > 0).then(|| k / n as f64))
+        }
+        None => (None, None),
+    }
+}
+
+/// The clients' warm-up per resolver kind (or oracle); `start` is the clients' start
+/// (Unix ms).
+pub fn warmups(spec: &LabSpec, recs: &[ClientRecord], start: u64) -> Vec<WarmUp> {
+    let mut whos: Vec<Option<ResolverKind>> = Vec::new();
+    for r in recs {
+        if !whos.contains(&r.resolver) {
+            whos.push(r.resolver);
+        }
+    }
+    whos.sort();
+    whos.into_iter()
+        .map(|who| {
+            let mut before = Vec::new();
+            let mut after: Vec<&ClientRecord> = Vec::new();
+            for region in spec.all_regions() {
+                let mut mine: Vec<&ClientRecord> = recs
+                    .iter()
+                    .filter(|r| r.resolver == who && r.region == region.0)
+                    .collect();
+                mine.sort_by_key(|r| r.t);
+                let near = spec.nearest(region);
+                let hits: Vec<bool> = mine
+                    .iter()
+                    .map(|r| r.error.is_none() && r.served_area == Some(near.0))
+                    .collect();
+                let at = settled_at(&hits);
+                before.push(at);
+                after.extend(mine.into_iter().skip(at.unwrap_or(0)));
+            }
+            let ok: Vec<&&ClientRecord> = after.iter().filter(|r| r.error.is_none()).collect();
+            let near = ok
+                .iter()
+                .filter(|r| r.served_area.map(Area) == Some(spec.nearest(Region(r.region))))
+                .count();
+            let mut times: Vec<f64> = after.iter().map(|r| r.total_ms).collect();
+            times.sort_by(f64::total_cmp);
+            let mut bins: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+            for r in recs
+                .iter()
+                .filter(|r| r.resolver == who && r.error.is_none())
+            {
+                let b = r.t.saturating_sub(start) / 1000 / BIN_SECS * BIN_SECS;
+                let e = bins.entry(b).or_default();
+                e.1 += 1;
+                if r.served_area.map(Area) == Some(spec.nearest(Region(r.region))) {
+                    e.0 += 1;
+                }
+            }
+            let series: Vec<(u64, f64, usize)> = bins
+                .into_iter()
+                .map(|(b, (n, all))| (b, n as f64 / all as f64, all))
+                .collect();
+            let (steady_from_secs, nearest_when_steady) = steady_from(&series);
+            let p50_when_steady_ms = steady_from_secs.map(|from| {
+                let mut t: Vec<f64> = recs
+                    .iter()
+                    .filter(|r| r.resolver == who && r.t >= start + from * 1000)
+                    .map(|r| r.total_ms)
+                    .collect();
+                t.sort_by(f64::total_cmp);
+                percentile(&t, 0.5)
+            });
+            WarmUp {
+                p50_when_steady_ms,
+                series,
+                steady_from_secs,
+                nearest_when_steady,
+                who: who.map_or("oracle", |k| k.name()).to_owned(),
+                requests_before: before,
+                nearest_after: if ok.is_empty() {
+                    0.0
+                } else {
+                    near as f64 / ok.len() as f64
+                },
+                requests_after: after.len(),
+                p50_after_ms: percentile(&times, 0.5),
+            }
+        })
+        .collect()
 }
 
 /// Reads a JSON-lines file, skipping lines that do not parse (a killed writer's last line).
@@ -512,6 +725,11 @@ pub fn analyze(spec: &LabSpec, name: &str) -> RunResult {
                 let watch: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
                 event_outcome(spec, t, &watch, &clients)
             }),
+        warmup: warmups(spec, &clients, start),
+        provenance: None,
+        not_run: None,
+        steering: super::learned::outcome(spec),
+        measured_rtt: read_jsonl(&spec.dir.join("rtt.jsonl")),
     }
 }
 
@@ -626,7 +844,7 @@ pub fn check_converged(
 pub fn check_addresses(spec: &LabSpec, recs: &[ClientRecord]) -> Result<(), CheckFailed> {
     let site: Vec<std::net::Ipv4Addr> = spec.all_areas().flat_map(|a| spec.cluster(a)).collect();
     for r in recs {
-        if spec.mode == Mode::Runtime {
+        if spec.mode.is_runtime() {
             if let (Some(addr), Some(area)) = (r.addr, r.answer_area) {
                 if !site.contains(&addr) {
                     return Err(CheckFailed::ForeignAddress {
@@ -682,6 +900,7 @@ mod tests {
             seed: 1,
             failure: None,
             event: None,
+            spoof: None,
         }
     }
 
@@ -809,6 +1028,47 @@ mod tests {
         ));
         let o = failure_outcome(&s, times, &recs).unwrap();
         assert_eq!((o.dead_uses, o.last_dead_use_ms), (1, Some(1_500)));
+    }
+
+    #[test]
+    fn warm_up_counts_requests_before_ten_nearest_in_a_row() {
+        let s = spec();
+        // Region 1 (nearest a1): 3 far, 1 near, 1 far, then 12 near.
+        let mut recs = Vec::new();
+        let seq = [[2u8, 2, 2, 1, 2].as_slice(), &[1; 12]].concat();
+        for (i, a) in seq.iter().enumerate() {
+            let mut r = rec(&format!("10.{a}.1.1"), *a);
+            r.t = i as u64 * 100;
+            recs.push(r);
+        }
+        let w = warmups(&s, &recs, 0);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].requests_before, vec![Some(5), None]);
+        assert_eq!(w[0].requests_after, 12);
+        assert_eq!(w[0].nearest_after, 1.0);
+        // Planted fault: one far request in the middle of the run of 12 breaks it.
+        recs[10] = rec("10.2.1.1", 2);
+        recs[10].t = 1_000;
+        let w = warmups(&s, &recs, 0);
+        assert_eq!(w[0].requests_before, vec![None, None]);
+        assert!(w[0].nearest_after < 0.8);
+    }
+
+    #[test]
+    fn steady_from_is_the_first_bin_of_the_last_run_at_95_percent() {
+        let s = |v: &[f64]| -> Vec<(u64, f64, usize)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| (i as u64 * BIN_SECS, *x, 10))
+                .collect()
+        };
+        assert_eq!(
+            steady_from(&s(&[0.4, 1.0, 0.3, 1.0, 0.96, 1.0, 0.2])),
+            (Some(6), Some((10.0 + 9.6 + 10.0 + 2.0) / 40.0))
+        );
+        // Planted fault: a dip in the middle of the late run moves the start past it.
+        assert_eq!(steady_from(&s(&[1.0, 1.0, 0.9, 1.0, 1.0])).0, Some(6));
+        assert_eq!(steady_from(&s(&[1.0, 0.5, 0.3])), (None, None));
     }
 
     #[test]

@@ -71,10 +71,26 @@ pub async fn stub_query(
     qtype: RecordType,
     timeout: Duration,
 ) -> Result<StubAnswer, String> {
+    stub_query_from(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        resolver,
+        name,
+        qtype,
+        timeout,
+    )
+    .await
+}
+
+/// [`stub_query`] from the local address `from`.
+pub async fn stub_query_from(
+    from: SocketAddr,
+    resolver: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    timeout: Duration,
+) -> Result<StubAnswer, String> {
     let qname = Name::from_ascii(name).map_err(|e| e.to_string())?;
-    let sock = UdpSocket::bind("0.0.0.0:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
     sock.connect(resolver).await.map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 4096];
     for _ in 0..3 {
@@ -96,10 +112,44 @@ pub async fn stub_query(
             if resp.id() != id || resp.message_type() != MessageType::Response {
                 continue;
             }
+            if resp.truncated() {
+                // As resolvers do (RFC 7766): the same question again over TCP, from the
+                // same address.
+                return tcp_query(from.ip(), resolver, &bytes, timeout).await;
+            }
             return Ok(parse_answer(&resp));
         }
     }
     Err("dns timeout".into())
+}
+
+/// One DNS query over TCP from address `ip` (two-byte length prefix each way).
+async fn tcp_query(
+    ip: std::net::IpAddr,
+    server: SocketAddr,
+    query: &[u8],
+    timeout: Duration,
+) -> Result<StubAnswer, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let s = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        s.bind(SocketAddr::new(ip, 0)).map_err(|e| e.to_string())?;
+        let mut c = s.connect(server).await.map_err(|e| e.to_string())?;
+        let len = u16::try_from(query.len()).map_err(|e| e.to_string())?;
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(query);
+        c.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut l = [0u8; 2];
+        c.read_exact(&mut l).await.map_err(|e| e.to_string())?;
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(l))];
+        c.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+        Message::from_vec(&body).map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(timeout * 2, ask).await {
+        Ok(Ok(resp)) => Ok(parse_answer(&resp)),
+        Ok(Err(e)) => Err(format!("dns over tcp: {e}")),
+        Err(_) => Err("dns over tcp timeout".into()),
+    }
 }
 
 fn parse_answer(resp: &Message) -> StubAnswer {

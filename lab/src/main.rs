@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use walrus_lab::{
-    analysis, clients, netns, orchestrate, relay, report, resolve, runtime, servers, spec, wan,
+    analysis, clients, learned, netns, orchestrate, relay, report, resolve, runtime, servers, spec,
+    wan,
 };
 
 #[derive(Parser)]
@@ -42,10 +43,11 @@ enum Cmd {
         /// Client regions (default: as many as areas, at most 3).
         #[arg(long)]
         regions: Option<u8>,
-        /// walrus, walrus-steered, single, round-robin, oracle.
+        /// walrus, single, round-robin, walrus-runtime, walrus-learned; the oracles:
+        /// oracle, walrus-oracle-table, walrus-runtime-oracle-table.
         #[arg(long, default_value = "walrus")]
         mode: String,
-        /// Comma-separated: unbound, unbound-fast, bind, knot, pdns.
+        /// Comma-separated: unbound, unbound-fast, bind, knot, pdns, unbound-ecs, pdns-ecs.
         #[arg(long, default_value = "bind")]
         resolvers: String,
         /// Seconds of clients and probes.
@@ -67,6 +69,10 @@ enum Cmd {
         /// overload:2@8+12, master-dies@10, partition:3@8+12.
         #[arg(long)]
         event: Option<String>,
+        /// With a runtime mode: the spoofing test, AT+SECS (seconds after the clients'
+        /// start), e.g. 15+15.
+        #[arg(long)]
+        spoof: Option<String>,
     },
     /// Rewrites report.md and the plots from OUT/results.json.
     Report {
@@ -221,6 +227,38 @@ enum Cmd {
         spec: PathBuf,
     },
     #[command(hide = true)]
+    Scrape {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        label: String,
+    },
+    #[command(hide = true)]
+    MeasureRtt {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        area: u8,
+    },
+    #[command(hide = true)]
+    Observe {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        secs: u64,
+    },
+    #[command(hide = true)]
+    Spoof {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        secs: u32,
+        #[arg(long)]
+        rate: u32,
+        #[arg(long)]
+        sources: u32,
+    },
+    #[command(hide = true)]
     Hold {
         #[arg(long)]
         addr: SocketAddr,
@@ -271,10 +309,8 @@ async fn main() -> anyhow::Result<()> {
             work,
             only,
         } => {
-            let command = format!(
-                "walrus-lab full --out {} --seconds {seconds}",
-                out.display()
-            );
+            let provenance = analysis::Provenance::now();
+            let command = provenance.command.clone();
             let plan = report::full_plan(&work, seconds);
             let work_fut = async {
                 let mut results: Vec<analysis::RunResult> = match &only {
@@ -289,7 +325,17 @@ async fn main() -> anyhow::Result<()> {
                         continue;
                     }
                     eprintln!("== {name}");
-                    let r = orchestrate::run_once(s, &exe, name).await?;
+                    let mut r = match orchestrate::run_once(s, &exe, name).await {
+                        Ok(r) => r,
+                        Err(e) => match e.downcast::<orchestrate::Unsupported>() {
+                            Ok(u) => {
+                                eprintln!("{name} not run: {u}");
+                                report::not_run(s, name, &u.0)
+                            }
+                            Err(e) => return Err(e),
+                        },
+                    };
+                    r.provenance = Some(provenance.clone());
                     println!("{}", serde_json::to_string(&r)?);
                     match results.iter_mut().find(|x| x.name == r.name) {
                         Some(x) => *x = r,
@@ -312,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
             work,
             out,
             event,
+            spoof,
         } => {
             let mode = spec::Mode::parse(&mode).context("unknown mode")?;
             let mut s =
@@ -332,8 +379,17 @@ async fn main() -> anyhow::Result<()> {
                         .with_context(|| format!("bad --event {e}"))?,
                 );
             }
+            if let Some(sp) = spoof {
+                let (at, secs) = sp
+                    .split_once('+')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .with_context(|| format!("bad --spoof {sp}: AT+SECS"))?;
+                s.spoof = Some(report::spoof_at(at, secs));
+            }
+            let provenance = analysis::Provenance::now();
             interruptible(async {
-                let r = orchestrate::run_once(&s, &exe, "run").await?;
+                let mut r = orchestrate::run_once(&s, &exe, "run").await?;
+                r.provenance = Some(provenance);
                 println!("{}", serde_json::to_string(&r)?);
                 if let Some(out) = out {
                     report::write_report(&out, &[r], "walrus-lab run")?;
@@ -360,9 +416,15 @@ async fn main() -> anyhow::Result<()> {
                 let Ok(s) = load(&planned.dir.join("spec.json")) else {
                     continue;
                 };
-                let r = analysis::analyze(&s, &name);
+                let mut r = analysis::analyze(&s, &name);
                 match results.iter_mut().find(|x| x.name == r.name) {
-                    Some(x) => *x = r,
+                    // Its directory holds a spec but no records of it.
+                    Some(x) if x.not_run.is_some() => {}
+                    Some(x) => {
+                        // The records are the run's: so is its commit.
+                        r.provenance = x.provenance.take();
+                        *x = r;
+                    }
                     None => results.push(r),
                 }
             }
@@ -518,6 +580,25 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Clients { spec, region } => clients::run(load(&spec)?, spec::Region(region)).await,
         Cmd::Watch { spec } => runtime::watch(load(&spec)?).await,
         Cmd::Hold { addr, conns, secs } => runtime::hold(addr, conns, secs).await,
+        Cmd::Scrape { spec, label } => learned::scrape(load(&spec)?, &label).await,
+        Cmd::MeasureRtt { spec, area } => {
+            learned::measure_rtt(load(&spec)?, spec::Area(area)).await
+        }
+        Cmd::Observe { spec, secs } => learned::observe(load(&spec)?, secs).await,
+        Cmd::Spoof {
+            spec,
+            secs,
+            rate,
+            sources,
+        } => {
+            let sp = learned::Spoof {
+                at_secs: 0,
+                secs,
+                rate,
+                sources,
+            };
+            learned::spoof(load(&spec)?, sp).await
+        }
         Cmd::Wait { dns, tcp } => {
             for a in dns {
                 clients::wait_ready(a, Some("."), 30)

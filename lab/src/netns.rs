@@ -18,6 +18,76 @@ pub use walrus_testkit::netns::{
 };
 pub use walrus_testkit::ChildGuard;
 
+/// UDP port of a region's delay line ([`super::relay`]): area A's VXLAN device for the
+/// region sends its frames there.
+pub const DELAY_LINE_PORT: u16 = 4790;
+/// UDP port of the regions' own VXLAN devices (the delay line hands frames on to it).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The way back from every area to every region's resolvers, through the region's delay
+/// line: in area A, `10.200.R.0/24` is routed into a VXLAN device (`dlR`, VNI 16·A+R)
+/// whose frames go to region R's delay line, which holds each one for the full
+/// region×area RTT and hands it to region R's VXLAN device of the same VNI (`dlA`), which
+/// delivers it to the resolver's address. The other way (resolver → area) goes straight
+/// over the backbone. So whatever an area's server sends to a resolver's address — a DNS
+/// reply, a TCP SYN-ACK, a probe — comes back after the emulated RTT, as it would on the
+/// Internet: a server timing its own exchanges with a resolver (learned steering, issue
+/// 21) measures the lab's latency matrix. Reverse-path filtering is off in the areas and
+/// regions (the two directions take different devices).
+fn wire_delay_lines(spec: &LabSpec) -> Result<(), LabError> {
+    let no_rp_filter = |ns: &str| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv4.conf.eth0.rp_filter=0",
+            ],
+        )
+    };
+    for a in spec.all_areas() {
+        no_rp_filter(&spec.ns_area(a))?;
+    }
+    for r in spec.all_regions() {
+        no_rp_filter(&spec.ns_region(r))?;
+    }
+    for a in spec.all_areas() {
+        let mut area_batch = String::new();
+        for r in spec.all_regions() {
+            let vni = 16 * u32::from(a.0) + u32::from(r.0);
+            let mac = format!("02:1a:00:00:{:02x}:{:02x}", a.0, r.0);
+            let gw = format!("10.201.{}.1", r.0);
+            ip_batch(
+                &spec.ns_region(r),
+                &format!(
+                    "link add dl{a} type vxlan id {vni} local {} dstport {VXLAN_PORT}
+                     link set dl{a} address {mac} up
+",
+                    r.backbone()
+                ),
+            )?;
+            area_batch.push_str(&format!(
+                "link add dl{r} type vxlan id {vni} local {} remote {} dstport {DELAY_LINE_PORT}
+                 link set dl{r} up
+                 neigh add {gw} lladdr {mac} dev dl{r} nud permanent
+                 route add {} via {gw} dev dl{r} onlink
+",
+                a.backbone(),
+                r.backbone(),
+                r.resolver_prefix(),
+            ));
+        }
+        ip_batch(&spec.ns_area(a), &area_batch)?;
+    }
+    Ok(())
+}
+
 /// The namespaces of one run. Dropping it kills every process in them and deletes them.
 pub struct Namespaces {
     names: Vec<String>,
@@ -82,6 +152,7 @@ impl Namespaces {
                 ],
             )?;
         }
+        wire_delay_lines(spec)?;
         Ok(me)
     }
 

@@ -4,6 +4,7 @@
 
 use super::analysis::FailureTimes;
 use super::analysis::{analyze, read_jsonl, EventTimes, RunResult};
+use super::learned;
 use super::netns::{clean_stale, ChildGuard, LabError, Namespaces};
 use super::relay::now_ms;
 use super::runtime::{self, Watch};
@@ -20,14 +21,27 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     std::fs::create_dir_all(&spec.dir)?;
     let spec_file = spec.dir.join("spec.json");
     std::fs::write(&spec_file, serde_json::to_vec_pretty(spec)?)?;
+    // Records a run appends to: none from an earlier run in the same directory.
+    for f in ["steering.jsonl", "rtt.jsonl", "spoof.json"] {
+        let _ = std::fs::remove_file(spec.dir.join(f));
+    }
     let exe_s = exe.display().to_string();
     let spec_s = spec_file.display().to_string();
     let started = Instant::now();
 
-    let node_bin = match spec.mode {
-        Mode::Runtime => Some(runtime::node_binary(exe)?),
-        _ => None,
+    let node_bin = if spec.mode.is_runtime() {
+        Some(runtime::node_binary(exe)?)
+    } else {
+        None
     };
+    if let (Some(bin), Mode::Learned) = (&node_bin, spec.mode) {
+        if let Err(e) = learned::learned_supported(spec, bin) {
+            return Err(anyhow::Error::new(Unsupported(format!(
+                "{} does not run learned steering: `walrus-node check-config` refuses `[dns.learned] enabled = true` ({e})",
+                bin.display()
+            ))));
+        }
+    }
     let _ns = Namespaces::create(spec)?;
     let mut guards: Vec<ChildGuard> = Vec::new();
     guards.push(servers::start_root(spec)?);
@@ -106,6 +120,26 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     if let Some(f) = spec.failure {
         fail_cluster(spec, f, &mut guards).await?;
     }
+    clients_start(spec).await?;
+    measure_rtt(spec, exe, &mut guards).await?;
+    if node_bin.is_some() {
+        scrape(spec, exe, "start", &mut guards).await?;
+    }
+    if spec.mode == Mode::Learned && !learned::outcome(spec).is_some_and(|o| o.exposed) {
+        // Accepted in the configuration but not running: its rows would be the paper's
+        // rule under learned steering's name.
+        return Err(anyhow::Error::new(Unsupported(format!(
+            "{} accepts `[dns.learned] enabled = true` but no area Director exposes learned \
+             steering (no /status `steering` block, no `walrus_steering_*` in /metrics, at \
+             the clients' start): learned steering does not run in this binary",
+            node_bin
+                .as_ref()
+                .map_or_else(String::new, |b| b.display().to_string())
+        ))));
+    }
+    if let Some(sp) = spec.spoof {
+        spoof_test(spec, sp, exe, &mut guards).await?;
+    }
     let mut helpers: Vec<ChildGuard> = Vec::new();
     let mut healed: Option<(super::spec::Area, u64)> = None;
     if let Some(e) = spec.event {
@@ -125,6 +159,9 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
         wait_exit(c, budget, log, &mut guards).await?;
     }
     drop(helpers);
+    if node_bin.is_some() {
+        scrape(spec, exe, "end", &mut guards).await?;
+    }
     // The watcher stops first: what it would see next is the shutdown.
     guards.retain(|g| g.what() != "answer watcher");
     // Let the relays write their last records.
@@ -195,6 +232,123 @@ async fn wait_for_master(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A run the binary cannot make (e.g. learned steering in a `walrus-node` without it): the
+/// full lab records it as not run, with this reason.
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// The RTT every area can measure to every region's resolvers (`measure-rtt` role in each
+/// area, in parallel).
+async fn measure_rtt(spec: &LabSpec, exe: &Path, guards: &mut [ChildGuard]) -> anyhow::Result<()> {
+    if spec.resolvers.is_empty() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(spec.dir.join("rtt.jsonl"));
+    let s = spec.dir.join("spec.json").display().to_string();
+    let mut running = Vec::new();
+    for a in spec.all_areas() {
+        let log = spec.dir.join(format!("rtt-{a}.log"));
+        let area = a.0.to_string();
+        running.push((
+            super::netns::spawn_in(
+                &spec.ns_area(a),
+                "measure-rtt",
+                &exe.display().to_string(),
+                &["measure-rtt", "--spec", &s, "--area", &area],
+                &log,
+            )?,
+            log,
+        ));
+    }
+    for (c, log) in &mut running {
+        wait_exit(c, 60, log, guards).await?;
+    }
+    Ok(())
+}
+
+/// Every area Director's steering counters, now (`scrape` role in region 1).
+async fn scrape(
+    spec: &LabSpec,
+    exe: &Path,
+    label: &str,
+    guards: &mut [ChildGuard],
+) -> anyhow::Result<()> {
+    let log = spec.dir.join(format!("scrape-{label}.log"));
+    let s = spec.dir.join("spec.json").display().to_string();
+    let mut c = super::netns::spawn_in(
+        &spec.ns_region(Region(1)),
+        "scrape",
+        &exe.display().to_string(),
+        &["scrape", "--spec", &s, "--label", label],
+        &log,
+    )?;
+    wait_exit(&mut c, 30, &log, guards).await?;
+    Ok(())
+}
+
+/// The spoofing test (see [`learned`]): the observer in region 1 from the clients' start,
+/// the forger in the last region from `at_secs` for `secs`, scrapes at both ends.
+async fn spoof_test(
+    spec: &LabSpec,
+    sp: learned::Spoof,
+    exe: &Path,
+    guards: &mut Vec<ChildGuard>,
+) -> anyhow::Result<()> {
+    let s = spec.dir.join("spec.json").display().to_string();
+    let exe_s = exe.display().to_string();
+    let victim = spec.ns_region(learned::Spoof::VICTIM);
+    super::netns::ip(
+        &victim,
+        &[
+            "addr",
+            "add",
+            &format!("{}/32", learned::Spoof::observer()),
+            "dev",
+            "lo",
+        ],
+    )?;
+    // Past the clients' end: the guard stops it with the others.
+    let secs = (spec.seconds + 120).to_string();
+    guards.push(super::netns::spawn_in(
+        &victim,
+        "observer",
+        &exe_s,
+        &["observe", "--spec", &s, "--secs", &secs],
+        &spec.dir.join("observe.log"),
+    )?);
+    let start = clients_start(spec).await?;
+    let due = start + u64::from(sp.at_secs) * 1000;
+    tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms()))).await;
+    let forger = spec.ns_region(learned::Spoof::forger(spec));
+    super::netns::ip_batch(&forger, &learned::forged_batch(&sp))?;
+    scrape(spec, exe, "spoof-start", guards).await?;
+    let log = spec.dir.join("spoof.log");
+    let args = [
+        "spoof".to_owned(),
+        "--spec".into(),
+        s.clone(),
+        "--secs".into(),
+        sp.secs.to_string(),
+        "--rate".into(),
+        sp.rate.to_string(),
+        "--sources".into(),
+        sp.sources.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut f = super::netns::spawn_in(&forger, "forger", &exe_s, &args, &log)?;
+    wait_exit(&mut f, u64::from(sp.secs) + 30, &log, guards).await?;
+    scrape(spec, exe, "spoof-end", guards).await?;
+    Ok(())
 }
 
 /// Unix ms of the clients' start (region 1), waiting for it.

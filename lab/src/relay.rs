@@ -12,6 +12,14 @@
 //! the server is opened after one one-way delay, so one HTTP request costs one RTT plus
 //! the server's time, where real TCP would add a second RTT for the handshake.
 //!
+//! DNS from a resolver (a source in `10.200.0.0/16`) is relayed differently: the upstream
+//! socket is bound to the resolver's own address, so an area's server sees the resolver
+//! (each region's resolvers in a /24 of their own), and the relay adds no delay. The whole
+//! RTT is added on the way back by the region's *delay line* ([`delay_line`], wired in
+//! [`super::netns`]): everything an area sends to a resolver's address crosses it, so a
+//! server that times its own exchanges with a resolver (a TCP handshake, a probe) measures
+//! the emulated RTT too, not the backbone's.
+//!
 //! Every DNS query forwarded over UDP is logged (`relay-<region>.jsonl`): time, source
 //! (which resolver), area, name and type — the ground truth of which area's name server
 //! each resolver asks.
@@ -98,6 +106,11 @@ pub async fn run(spec: LabSpec, region: Region) -> Result<(), super::netns::LabE
             tasks.spawn(tcp_relay(tcp, backend, one_way));
         }
     }
+    let line_addr = SocketAddr::new(region.backbone().into(), super::netns::DELAY_LINE_PORT);
+    let line = UdpSocket::bind(line_addr)
+        .await
+        .map_err(|e| bind_err(line_addr, e))?;
+    tasks.spawn(delay_line(line, spec.clone(), region));
     println!("relay {region} ready");
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -125,6 +138,89 @@ async fn write_log(mut file: std::fs::File, mut rx: mpsc::UnboundedReceiver<Quer
             return;
         }
     }
+}
+
+/// Whether `ip` is one of the lab's resolvers (`10.200.0.0/16`).
+fn is_resolver(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [10, 200])
+}
+
+/// Frames waiting on a delay line: when each is due.
+type Line = mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>)>;
+
+/// The delay line of a region: VXLAN datagrams from the areas' devices (see
+/// [`super::netns`]), each held for its area's full RTT to this region, then handed, in
+/// order, to the region's own VXLAN devices. Datagrams from unknown sources are dropped.
+async fn delay_line(sock: UdpSocket, spec: LabSpec, region: Region) {
+    let sock = Arc::new(sock);
+    let vxlan = SocketAddr::new(region.backbone().into(), super::netns::VXLAN_PORT);
+    let mut lines: HashMap<IpAddr, (Duration, Line)> = HashMap::new();
+    for a in spec.all_areas() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+        let out = sock.clone();
+        tokio::spawn(async move {
+            // One constant delay per area: first in, first due.
+            while let Some((due, frame)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                let _ = out.send_to(&frame, vxlan).await;
+            }
+        });
+        let rtt = Duration::from_millis(u64::from(spec.rtt(region, a)));
+        lines.insert(a.backbone().into(), (rtt, tx));
+    }
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        };
+        if let Some((rtt, tx)) = lines.get(&from.ip()) {
+            let mut frame = buf[..n].to_vec();
+            fix_inner_checksum(&mut frame);
+            let _ = tx.send((tokio::time::Instant::now() + *rtt, frame));
+        }
+    }
+}
+
+/// Recomputes the TCP or UDP checksum of the IPv4 packet inside a VXLAN datagram (8 bytes
+/// of VXLAN header, 14 of Ethernet). The sending kernel leaves it to "hardware" (the
+/// veth pretends to offload it), and a frame that reaches a user-space socket on the way
+/// has no hardware to finish it: passed on as it is, the receiver drops it as corrupt.
+/// Fragments and anything else are left alone.
+pub fn fix_inner_checksum(frame: &mut [u8]) {
+    const IP: usize = 8 + 14;
+    if frame.len() < IP + 20 || frame[IP - 2..IP] != [0x08, 0x00] || frame[IP] >> 4 != 4 {
+        return;
+    }
+    let ihl = usize::from(frame[IP] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]));
+    let fragment = u16::from_be_bytes([frame[IP + 6], frame[IP + 7]]) & 0x3fff != 0;
+    let proto = frame[IP + 9];
+    let at = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return,
+    };
+    if fragment || ihl < 20 || total < ihl + at + 2 || frame.len() < IP + total {
+        return;
+    }
+    let l4_len = total - ihl;
+    let (head, l4) = frame[IP..IP + total].split_at_mut(ihl);
+    l4[at] = 0;
+    l4[at + 1] = 0;
+    let mut sum: u32 = u32::from(proto) + l4_len as u32;
+    for pair in head[12..20].chunks(2).chain(l4.chunks(2)) {
+        let hi = u32::from(pair[0]) << 8;
+        sum += hi | pair.get(1).copied().map_or(0, u32::from);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut c = !(sum as u16);
+    if c == 0 && proto == 17 {
+        c = 0xffff;
+    }
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 type Flows = Arc<Mutex<HashMap<SocketAddr, (Arc<UdpSocket>, Instant)>>>;
@@ -161,6 +257,11 @@ async fn udp_relay(
             Some(s) => s,
             None => continue,
         };
+        if is_resolver(client.ip()) {
+            // The delay line adds the RTT on the way back.
+            let _ = sock.send(&data).await;
+            continue;
+        }
         tokio::spawn(async move {
             tokio::time::sleep(one_way).await;
             let _ = sock.send(&data).await;
@@ -182,7 +283,13 @@ async fn flow_socket(
             return Some(s.clone());
         }
     }
-    let sock = UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    // A resolver's queries leave from its own address; the delay line is the way back.
+    let (from, one_way) = if is_resolver(client.ip()) {
+        (SocketAddr::new(client.ip(), 0), Duration::ZERO)
+    } else {
+        (SocketAddr::from(([0, 0, 0, 0], 0)), one_way)
+    };
+    let sock = UdpSocket::bind(from).await.ok()?;
     sock.connect(backend).await.ok()?;
     let sock = Arc::new(sock);
     if let Ok(mut f) = flows.lock() {
@@ -220,13 +327,20 @@ async fn flow_socket(
 
 async fn tcp_relay(listener: TcpListener, backend: SocketAddr, one_way: Duration) {
     loop {
-        let Ok((client, _)) = listener.accept().await else {
+        let Ok((client, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };
         tokio::spawn(async move {
-            tokio::time::sleep(one_way).await;
-            let Ok(server) = TcpStream::connect(backend).await else {
+            // A resolver's connection leaves from its own address, undelayed: the delay
+            // line holds the server's side (its SYN-ACK too) for the RTT.
+            let (server, one_way) = if is_resolver(peer.ip()) {
+                (connect_from(peer.ip(), backend).await, Duration::ZERO)
+            } else {
+                tokio::time::sleep(one_way).await;
+                (TcpStream::connect(backend).await, one_way)
+            };
+            let Ok(server) = server else {
                 return; // dropping `client` resets it, as a dead server would
             };
             let (cr, cw) = client.into_split();
@@ -236,6 +350,16 @@ async fn tcp_relay(listener: TcpListener, backend: SocketAddr, one_way: Duration
             up.abort();
         });
     }
+}
+
+/// A TCP connection to `backend` from address `ip`.
+async fn connect_from(ip: IpAddr, backend: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = match ip {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.bind(SocketAddr::new(ip, 0))?;
+    s.connect(backend).await
 }
 
 /// Copies `from` to `to`, each chunk held for `delay`; closes `to`'s write side at EOF.
@@ -276,4 +400,56 @@ async fn pump(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fix_inner_checksum;
+
+    /// A VXLAN frame around an IPv4 UDP packet 10.255.0.11:53 → 10.200.1.3:40000 with
+    /// a 5-byte payload, its checksum field as the kernel leaves it for offload (garbage).
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x08, 0, 0, 0, 0, 0, 0x11, 0];
+        f.extend_from_slice(&[2, 0x1a, 0, 0, 1, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00]);
+        let total = 20 + 8 + payload.len() as u16;
+        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0]);
+        f.extend_from_slice(&[64, 17, 0, 0, 10, 255, 0, 11, 10, 200, 1, 3]);
+        let udp_len = 8 + payload.len() as u16;
+        f.extend_from_slice(&[0, 53, 0x9c, 0x40, (udp_len >> 8) as u8, udp_len as u8]);
+        f.extend_from_slice(&[0xde, 0xad]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The one's-complement sum over pseudo-header and segment: 0xffff when right.
+    fn verify(f: &[u8]) -> u16 {
+        let ip = &f[22..];
+        let l4 = &ip[20..];
+        let mut sum: u32 = 17 + l4.len() as u32;
+        for p in ip[12..20].chunks(2).chain(l4.chunks(2)) {
+            sum += (u32::from(p[0]) << 8) | p.get(1).copied().map_or(0, u32::from);
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn inner_udp_checksum_is_recomputed_and_fragments_are_left_alone() {
+        let mut f = frame(b"hello");
+        assert_ne!(verify(&f), 0xffff, "the planted bad checksum");
+        fix_inner_checksum(&mut f);
+        assert_eq!(verify(&f), 0xffff);
+        // A fragment (more fragments set) is not touched.
+        let mut g = frame(b"hello");
+        g[22 + 6] |= 0x20;
+        let before = g.clone();
+        fix_inner_checksum(&mut g);
+        assert_eq!(g, before);
+        // Short or foreign frames are not touched either.
+        let mut short = f[..30].to_vec();
+        fix_inner_checksum(&mut short);
+        assert_eq!(short, f[..30].to_vec());
+    }
 }

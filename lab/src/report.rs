@@ -3,7 +3,8 @@
 //! the report when Python or matplotlib is missing, so nothing else depends on it).
 
 use super::analysis::{ClientSummary, RunResult};
-use super::spec::{Area, Event, Failure, LabSpec, Mode, ResolverKind};
+use super::learned::Spoof;
+use super::spec::{Area, Event, Failure, LabSpec, Mode, Region, ResolverKind};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -27,11 +28,61 @@ pub fn base_spec(work: &Path, tag: &str, areas: u8, regions: u8, mode: Mode) -> 
         seed: 9,
         failure: None,
         event: None,
+        spoof: None,
     }
 }
 
-/// The full lab: convergence with 2..=5 areas (probes only), then the client scenarios
-/// with 3 areas (single site, round-robin DNS, oracle, Walrus, Walrus with steering).
+/// The modes of the steady-state runs, in the report's order.
+pub const STEADY_MODES: [Mode; 7] = [
+    Mode::Single,
+    Mode::RoundRobin,
+    Mode::Oracle,
+    Mode::Walrus,
+    Mode::OracleTable,
+    Mode::Runtime,
+    Mode::Learned,
+];
+
+/// Least length of a learned-steering steady run or spoofing test, seconds: with
+/// `[dns.learned]`'s defaults (one probe of a prefix per 30 s, 3 samples before an area's
+/// estimate counts) an area knows a resolver prefix 60–90 s after its first query.
+pub const LEARNED_SECS: u32 = 150;
+
+/// The spoofing test of the lab: from `at` for `secs` seconds, 200 forged queries a second
+/// from the victim's prefix and 20 made-up ones.
+pub fn spoof_at(at: u32, secs: u32) -> Spoof {
+    Spoof {
+        at_secs: at,
+        secs,
+        rate: 200,
+        sources: 20,
+    }
+}
+
+/// The result of a run that was not made, with the reason.
+pub fn not_run(spec: &LabSpec, name: &str, why: &str) -> RunResult {
+    RunResult {
+        name: name.to_owned(),
+        mode: spec.mode.name().to_owned(),
+        areas: spec.areas,
+        regions: spec.regions,
+        convergence: Vec::new(),
+        clients: Vec::new(),
+        failure: None,
+        event: None,
+        warmup: Vec::new(),
+        provenance: None,
+        not_run: Some(why.to_owned()),
+        steering: None,
+        measured_rtt: Vec::new(),
+    }
+}
+
+/// The full lab: convergence with 2..=5 areas (probes only); steady state with 3 and 5
+/// areas in every mode ([`STEADY_MODES`]: baselines, oracles, the real runtime without a
+/// steering table and with learned steering); a cluster dies (scripted); the real
+/// runtime's events, without a steering table and with learned steering; the overload
+/// met by round-robin DNS; the spoofing test.
 pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
     let mut plan = Vec::new();
     for n in 2..=5u8 {
@@ -42,24 +93,20 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
         s.seconds = seconds;
         plan.push((format!("convergence-{n}-areas"), s));
     }
-    for (i, mode) in [
-        Mode::Single,
-        Mode::RoundRobin,
-        Mode::Oracle,
-        Mode::Walrus,
-        Mode::WalrusSteered,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let tag = format!("s{i}");
-        let mut s = base_spec(work, &tag, 3, 3, mode);
-        s.seconds = seconds;
-        if mode == Mode::Oracle {
-            s.clients_per_resolver = 3 * ResolverKind::ALL.len() as u32;
-            s.probe_rate = 0;
+    for n in [3u8, 5] {
+        for (i, mode) in STEADY_MODES.into_iter().enumerate() {
+            let tag = format!("s{n}x{i}");
+            let mut s = base_spec(work, &tag, n, 3, mode);
+            s.seconds = seconds;
+            if mode == Mode::Learned {
+                s.seconds = seconds.max(LEARNED_SECS);
+            }
+            if mode == Mode::Oracle {
+                s.clients_per_resolver = 3 * ResolverKind::ALL.len() as u32;
+                s.probe_rate = 0;
+            }
+            plan.push((format!("steady-{n}-{}", mode.name()), s));
         }
-        plan.push((format!("steady-{}", mode.name()), s));
     }
     for (tag, redirect, name) in [("f0", true, "walrus"), ("f1", false, "round-robin")] {
         let mode = if redirect {
@@ -79,52 +126,62 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
         });
         plan.push((format!("cluster-dies-{name}"), s));
     }
-    // The real runtime (walrus-node processes, with source steering): steady state, then
-    // one event each. Area 2's cluster dies or overloads, the master dies, area 3 is cut
-    // off from the others.
+    // The real runtime (walrus-node processes): one event each, with no steering table
+    // (the paper's rule) and with learned steering. Area 2's cluster dies or overloads,
+    // the master dies, area 3 is cut off from the others.
     let third = (seconds / 3).max(1);
-    let events: [(&str, Option<Event>); 5] = [
-        ("steady", None),
+    let events: [(&str, Event); 4] = [
         (
             "cluster-dies",
-            Some(Event::ClusterDies {
+            Event::ClusterDies {
                 area: Area(2),
                 at_secs: third,
-            }),
+            },
         ),
         (
             "overload",
-            Some(Event::Overload {
+            Event::Overload {
                 area: Area(2),
                 at_secs: (seconds / 4).max(1),
                 secs: third,
                 conns: OVERLOAD_CONNS,
-            }),
+            },
         ),
-        ("master-dies", Some(Event::MasterDies { at_secs: third })),
+        ("master-dies", Event::MasterDies { at_secs: third }),
         (
             "partition",
-            Some(Event::Partition {
+            Event::Partition {
                 area: Area(3),
                 at_secs: (seconds / 4).max(1),
                 secs: third,
-            }),
+            },
         ),
     ];
-    let overload = events[2].1;
-    for (i, (name, event)) in events.into_iter().enumerate() {
-        let mut s = base_spec(work, &format!("rt{i}"), 3, 3, Mode::Runtime);
-        s.seconds = seconds;
-        s.probe_rate = 0;
-        s.event = event;
-        plan.push((format!("runtime-{name}"), s));
+    let overload = events[1].1;
+    for (mode, prefix) in [
+        (Mode::Runtime, "runtime"),
+        (Mode::Learned, "runtime-learned"),
+    ] {
+        for (i, (name, event)) in events.into_iter().enumerate() {
+            let mut s = base_spec(work, &format!("{prefix}{i}"), 3, 3, mode);
+            s.seconds = seconds;
+            s.probe_rate = 0;
+            s.event = Some(event);
+            plan.push((format!("{prefix}-{name}"), s));
+        }
     }
     // The same overload met by round-robin DNS (no Controller: where do requests go?).
     let mut s = base_spec(work, "rt5", 3, 3, Mode::RoundRobin);
     s.seconds = seconds;
     s.probe_rate = 0;
-    s.event = overload;
+    s.event = Some(overload);
     plan.push(("overload-round-robin".into(), s));
+    // The spoofing test against learned steering.
+    // Once learned (see LEARNED_SECS): the forger starts at 60 % of the run, for 20 %.
+    let mut s = base_spec(work, "sp", 3, 3, Mode::Learned);
+    s.seconds = seconds.max(LEARNED_SECS);
+    s.spoof = Some(spoof_at(s.seconds * 3 / 5, s.seconds / 5));
+    plan.push(("learned-spoof".into(), s));
     plan
 }
 
@@ -144,13 +201,45 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
     let plots = draw_plots(&json, out);
     let mut md = String::new();
     let _ = writeln!(md, "# Steering lab report\n");
+    write_provenance(&mut md, results, command);
     let _ = writeln!(
         md,
-        "Generated by `{command}`. Raw figures: `results.json`. How the lab works: \
-         `lab/src/lib.rs`. Latency matrix: region *r*'s nearest area is area *r*, 10 ms RTT; \
-         every step of |r−a| adds 30 ms (a user-space relay adds half each way). Two nginx \
-         servers per cluster; TTL of the site's records 2 s.\n"
+        "Raw figures: `results.json` (each run carries its commit and command). How the lab \
+         works: `lab/src/lib.rs`. Latency matrix: region *r*'s nearest area is area *r*, 10 ms \
+         RTT; every step of |r−a| adds 30 ms. A resolver's queries reach an area undelayed and \
+         everything the area sends back to the resolver's address crosses the region's delay \
+         line (the full RTT), so an area server timing its own exchanges with a resolver \
+         measures the matrix; HTTP goes through a user-space relay that adds half the RTT each \
+         way. Two nginx servers per cluster; TTL of the site's records 2 s. Resolvers in every \
+         region: Unbound with its defaults (`unbound`), Unbound tuned (`unbound-fast`), BIND, \
+         Knot Resolver, PowerDNS Recursor, and two sending EDNS Client Subnet \
+         (`unbound-ecs`, `pdns-ecs`).\n"
     );
+    let _ = writeln!(
+        md,
+        "**Oracles** (labelled *(oracle)* wherever they appear): `oracle` (clients skip DNS \
+         and use their region's nearest cluster), `walrus-oracle-table` (scripted area servers \
+         steering by a table written from the lab's ground truth; formerly `walrus-steered`) \
+         and `walrus-runtime-oracle-table` (the real runtime with that table). No operator \
+         knows that table: they are the bar, not Walrus. `walrus-runtime` is the real runtime \
+         with no steering table (the paper's rule: the resolver picks the area server by RTT); \
+         `walrus-learned` the real runtime with learned steering (`[dns.learned]`, no table).\n"
+    );
+    let skipped: Vec<&RunResult> = results.iter().filter(|r| r.not_run.is_some()).collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(md, "**Not run** (their rows are absent below):\n");
+        for r in skipped {
+            let _ = writeln!(
+                md,
+                "- `{}`: {}",
+                r.name,
+                r.not_run.as_deref().unwrap_or_default()
+            );
+        }
+        md.push('\n');
+    }
+    write_warmup(&mut md, results);
+    write_measured_rtt(&mut md, results);
     let _ = writeln!(
         md,
         "## Convergence: share of probe queries sent to the nearest area's name server\n"
@@ -169,9 +258,9 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
         .collect();
     let _ = writeln!(
         md,
-        "| run | areas | resolver | probes | nearest (all) | nearest (after warm-up) | settled after (per region) | per area |"
+        "| run | mode | areas | resolver | probes | nearest (all) | nearest (after warm-up) | settled after (per region) | per area |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     for r in &conv {
         for c in r.convergence.iter().filter(|c| c.queries > 0) {
             let per: Vec<String> = c
@@ -181,18 +270,15 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
                 .collect();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.name,
+                label(&r.mode),
                 r.areas,
                 c.resolver.name(),
                 c.queries,
                 pct(c.nearest_all),
                 pct(c.nearest_after_warmup),
-                c.settle_after
-                    .iter()
-                    .map(|x| x.map_or("never".into(), |n| n.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                counts_or_never(&c.settle_after),
                 per.join(" ")
             );
         }
@@ -205,8 +291,8 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
          cluster; *answer from nearest zone* = share of DNS answers whose CNAME named the \
          nearest area's zone. Times include the DNS lookup when the stub's cache had expired.\n"
     );
-    let _ = writeln!(md, "| run | clients of | requests | errors | p50 ms | p99 ms | served by nearest | answer from nearest zone | per cluster |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| run | mode | clients of | requests | errors | p50 ms | p99 ms | served by nearest | answer from nearest zone | per cluster |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for r in results.iter().filter(|r| !r.clients.is_empty()) {
         for c in &r.clients {
             let per: Vec<String> = c
@@ -216,8 +302,9 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
                 .collect();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
                 r.name,
+                label(&r.mode),
                 c.who,
                 c.requests,
                 c.errors,
@@ -266,7 +353,8 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
         let _ = writeln!(
             md,
             "`walrus-node run` processes in the area namespaces (per area: a Controller, a \
-             Director with the embedded name server and source steering plus the Reporter of \
+             Director with the embedded name server — no steering table in `runtime-*`, \
+             learned steering in `runtime-learned-*` — plus the Reporter of \
              web server 1, the Reporter of web server 2), group communication over QUIC on the \
              backbone, 1 s rounds, threshold 0.8 of `max_workers` = 40 busy connections. A \
              watcher in region 1 asks every area server for `www.<area zone>` every 100 ms and \
@@ -360,6 +448,7 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
             );
         }
     }
+    write_learned(&mut md, results);
     let _ = writeln!(md, "\n## Plots\n");
     match plots {
         Ok(names) => {
@@ -379,15 +468,345 @@ pub fn write_report(out: &Path, results: &[RunResult], command: &str) -> std::io
     Ok(path)
 }
 
+/// One Markdown table row.
+fn row(md: &mut String, cells: &[String]) {
+    let _ = writeln!(md, "| {} |", cells.join(" | "));
+}
+
+/// Per-region counts, `never` where there is none: `3 never 12`.
+fn counts_or_never(v: &[Option<usize>]) -> String {
+    v.iter()
+        .map(|x| x.map_or("never".into(), |n| n.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A mode's name, with *(oracle)* after the oracles'.
+pub fn label(mode: &str) -> String {
+    match Mode::parse(mode) {
+        Some(m) if m.is_oracle() => format!("{mode} *(oracle)*"),
+        _ => mode.to_owned(),
+    }
+}
+
+/// The commit(s) and command(s) the report's runs were made with, and the report's own.
+fn write_provenance(md: &mut String, results: &[RunResult], command: &str) {
+    let now = super::analysis::Provenance::now();
+    let _ = writeln!(
+        md,
+        "Report written by `{command}` at commit `{}`.\n",
+        now.short()
+    );
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    for r in results {
+        let name = if r.not_run.is_some() {
+            format!("{} (not run)", r.name)
+        } else {
+            r.name.clone()
+        };
+        let (c, cmd) = match &r.provenance {
+            Some(p) => (format!("`{}`", p.short()), format!("`{}`", p.command)),
+            None => (
+                "unknown (made before runs recorded their commit)".into(),
+                "—".into(),
+            ),
+        };
+        match groups.iter_mut().find(|g| g.0 == c && g.1 == cmd) {
+            Some(g) => g.2.push(name),
+            None => groups.push((c, cmd, vec![name])),
+        }
+    }
+    let _ = writeln!(md, "| commit | command | runs |\n|---|---|---|");
+    for (c, cmd, names) in groups {
+        let _ = writeln!(md, "| {c} | {cmd} | {} |", names.join(", "));
+    }
+    md.push('\n');
+}
+
+/// Issue 21's "Must show 1": per resolver and mode, the clients' warm-up, the share the
+/// nearest cluster served after it, and p50 against the oracle run with as many areas.
+fn write_warmup(md: &mut String, results: &[RunResult]) {
+    let steady: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| !r.warmup.is_empty() && r.event.is_none() && r.failure.is_none())
+        .collect();
+    if steady.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Clients per resolver and mode: warm-up, nearest share, latency against the oracle\n"
+    );
+    let _ = writeln!(
+        md,
+        "Steady state, 3 regions. *Warm-up* = a region's client requests (its clients of that \
+         resolver, in time order) before the first {} in a row served by the region's nearest \
+         cluster, per region (\"never\" = not within the run). *Nearest after warm-up* = \
+         share of successful requests after each region's warm-up served by the nearest \
+         cluster (a region that never settled counts with all its requests). *p50* = median \
+         request time (DNS + HTTP) of the whole run; *vs oracle* = that over the p50 of the \
+         `oracle` run with as many areas (clients that skip DNS and use the nearest cluster). \
+         *≥ 95 % from* = the first 2 s bin from which every bin to the end has at least 95 % \
+         of its requests served by the nearest cluster (chance runs of ten cannot fake it), \
+         and the share from there. Issue 21's bar for learned steering: ≥ 95 % and ≤ 1.10. \
+         Learned-steering runs last {} s (the others 40 s).\n",
+        super::analysis::SETTLED_RUN,
+        LEARNED_SECS
+    );
+    let _ = writeln!(
+        md,
+        "| areas | mode | resolver | warm-up (requests, per region) | nearest after warm-up | requests after | p50 ms | vs oracle | ≥ 95 % from (s) | nearest from there | p50 from there, vs oracle |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in steady {
+        let oracle_p50 = results
+            .iter()
+            .find(|o| {
+                o.mode == Mode::Oracle.name() && o.areas == r.areas && o.name.starts_with("steady-")
+            })
+            .and_then(|o| o.clients.iter().find(|c| c.who == "all"))
+            .map(|c| c.p50_ms);
+        for w in &r.warmup {
+            let p50 = r
+                .clients
+                .iter()
+                .find(|c| c.who == w.who)
+                .map_or(0.0, |c| c.p50_ms);
+            let ratio = match oracle_p50 {
+                Some(o) if o > 0.0 => format!("{:.2}", p50 / o),
+                _ => "—".into(),
+            };
+            row(
+                md,
+                &[
+                    r.areas.to_string(),
+                    label(&r.mode),
+                    w.who.clone(),
+                    counts_or_never(&w.requests_before),
+                    pct(w.nearest_after),
+                    w.requests_after.to_string(),
+                    format!("{p50:.1}"),
+                    ratio,
+                    w.steady_from_secs.map_or("never".into(), |s| s.to_string()),
+                    w.nearest_when_steady.map_or("—".into(), pct),
+                    match (w.p50_when_steady_ms, oracle_p50) {
+                        (Some(p), Some(o)) if o > 0.0 => format!("{p:.1} ({:.2})", p / o),
+                        (Some(p), _) => format!("{p:.1}"),
+                        _ => "—".into(),
+                    },
+                ],
+            );
+        }
+    }
+    md.push('\n');
+}
+
+/// What the areas could measure to the resolvers (the delay line's check).
+fn write_measured_rtt(md: &mut String, results: &[RunResult]) {
+    let runs: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| !r.measured_rtt.is_empty())
+        .collect();
+    let Some(first) = runs.first() else { return };
+    let _ = writeln!(
+        md,
+        "## What an area server can measure: TCP connect time to each region's resolvers\n"
+    );
+    let _ = writeln!(
+        md,
+        "At the clients' start of every run, each area times TCP connects from its namespace \
+         to port 53 of every resolver of every region (3 tries each, median per region): the \
+         round trip a server can time itself, which learned steering relies on. Run `{}`, \
+         measured ms (matrix ms):\n",
+        first.name
+    );
+    let regions: Vec<u8> = {
+        let mut v: Vec<u8> = first.measured_rtt.iter().map(|m| m.region).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(
+        md,
+        "| area | {} |\n|---|{}",
+        regions
+            .iter()
+            .map(|r| format!("r{r}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(regions.len())
+    );
+    for a in 1..=first.areas {
+        let cells: Vec<String> = regions
+            .iter()
+            .map(|r| {
+                first
+                    .measured_rtt
+                    .iter()
+                    .find(|m| m.area == a && m.region == *r)
+                    .map_or("—".into(), |m| format!("{:.1} ({})", m.ms, m.matrix_ms))
+            })
+            .collect();
+        let _ = writeln!(md, "| a{a} | {} |", cells.join(" | "));
+    }
+    let worst = runs
+        .iter()
+        .flat_map(|r| r.measured_rtt.iter())
+        .map(|m| m.ms - f64::from(m.matrix_ms))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let least = runs
+        .iter()
+        .flat_map(|r| r.measured_rtt.iter())
+        .map(|m| m.ms - f64::from(m.matrix_ms))
+        .fold(f64::INFINITY, f64::min);
+    let _ = writeln!(
+        md,
+        "\nOver all {} runs that measured: measured − matrix from {least:.1} to {worst:.1} ms.\n",
+        runs.len()
+    );
+}
+
+/// Learned steering: the Directors' counters at the end of each run that scraped them, and
+/// the spoofing test.
+fn write_learned(md: &mut String, results: &[RunResult]) {
+    let runs: Vec<(&RunResult, &super::learned::SteeringOutcome)> = results
+        .iter()
+        .filter_map(|r| r.steering.as_ref().map(|s| (r, s)))
+        .collect();
+    let _ = writeln!(
+        md,
+        "\n## Learned steering: the area servers' counters, spoofing\n"
+    );
+    if runs.is_empty() {
+        let _ = writeln!(
+            md,
+            "No run scraped the Directors' steering counters (no real-runtime run in this \
+             report, or none made).\n"
+        );
+        return;
+    }
+    let silent: Vec<&str> = runs
+        .iter()
+        .filter(|(_, s)| !s.exposed)
+        .map(|(r, _)| r.name.as_str())
+        .collect();
+    if !silent.is_empty() {
+        let _ = writeln!(
+            md,
+            "No Director exposed `walrus_steering_*` or a `/status` `steering` block in: {} \
+             (a `walrus-node` without learned steering).\n",
+            silent.join(", ")
+        );
+    }
+    let runs: Vec<(&RunResult, &super::learned::SteeringOutcome)> =
+        runs.into_iter().filter(|(_, s)| s.exposed).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Scraped from every area Director's `/metrics` (`walrus_steering_*`) at the clients' \
+         start and end; the end's figures. \"—\" = not exposed.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| run | area | table prefixes | answers learned | override | paper's rule | probes |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let f = |x: Option<f64>| x.map_or("—".to_owned(), |v| format!("{v:.0}"));
+    for (r, s) in &runs {
+        for sc in s.scrapes.iter().filter(|x| x.label == "end") {
+            let _ = writeln!(
+                md,
+                "| {} | a{} | {} | {} | {} | {} | {} |",
+                r.name,
+                sc.area,
+                f(sc.table_prefixes),
+                f(sc.answers_learned),
+                f(sc.answers_override),
+                f(sc.answers_paper),
+                f(sc.probes)
+            );
+        }
+    }
+    for (r, s) in &runs {
+        let Some(sp) = &s.spoof else { continue };
+        let _ = writeln!(
+            md,
+            "\n**Spoofing test** (`{}`): from {} s for {} s, {} forged queries a second \
+             (sent: {}) to the area servers from region r{} with {} forged sources: one in the \
+             victim prefix `{}` (region r1's resolvers) and {} made-up prefixes. An observer in \
+             r1 asked every area server every 500 ms from another address of the victim \
+             prefix. Budget per area for the window: {:.0} probes (one per prefix per {} s, \
+             at most {} a second).\n",
+            r.name,
+            sp.spoof.at_secs,
+            sp.spoof.secs,
+            sp.spoof.rate,
+            sp.sent,
+            r.regions,
+            sp.spoof.sources + 1,
+            Region(1).resolver_prefix(),
+            sp.spoof.sources,
+            sp.budget,
+            super::learned::PROBE_INTERVAL_SECS,
+            super::learned::PROBES_PER_SECOND
+        );
+        let _ = writeln!(
+            md,
+            "| area asked | victim's answer before | changes from the start (ms: area) | probes during |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|");
+        for (area, (before, changes)) in &sp.victim_answers {
+            let ch: Vec<String> = changes
+                .iter()
+                .map(|(t, a)| format!("{t}: {}", a.map_or("none".into(), |a| format!("a{a}"))))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| a{area} | {} | {} | {} |",
+                before.map_or("none".into(), |a| format!("a{a}")),
+                if ch.is_empty() {
+                    "none".into()
+                } else {
+                    ch.join("; ")
+                },
+                f(sp.probes_during.get(area).copied())
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nVerdict: answer for the victim prefix {}; probes {}.",
+            if sp.moved { "**moved**" } else { "never moved" },
+            match sp.within_budget {
+                Some(true) => "within budget",
+                Some(false) => "**over budget**",
+                None => "not counted (no probe counter exposed)",
+            }
+        );
+    }
+}
+
 /// Runs the embedded `plot.py` with python3; returns the PNG file names.
 fn draw_plots(json: &Path, out: &Path) -> Result<Vec<String>, String> {
     let script = out.join(".plot.py");
     std::fs::write(&script, include_str!("plot.py")).map_err(|e| e.to_string())?;
-    let res = std::process::Command::new("python3")
+    // The first python3 on PATH (maybe a pyenv one without matplotlib), then Debian's.
+    let mut res = std::process::Command::new("python3")
         .arg(&script)
         .arg(json)
         .arg(out)
         .output();
+    if !res.as_ref().is_ok_and(|o| o.status.success()) {
+        let debian = std::process::Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(json)
+            .arg(out)
+            .output();
+        if debian.as_ref().is_ok_and(|o| o.status.success()) {
+            res = debian;
+        }
+    }
     let _ = std::fs::remove_file(&script);
     let o =
         res.map_err(|e| format!("python3 not runnable ({e}); install python3 and matplotlib"))?;

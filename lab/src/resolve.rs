@@ -151,10 +151,10 @@ pub fn site_addresses() -> Vec<Ipv4Addr> {
 /// Where resolver `kind` listens (and queries from).
 pub fn resolver_addr(kind: ResolverKind) -> Ipv4Addr {
     let k = match kind {
-        ResolverKind::Unbound | ResolverKind::UnboundFast => 1,
+        ResolverKind::Unbound | ResolverKind::UnboundFast | ResolverKind::UnboundEcs => 1,
         ResolverKind::Bind => 2,
         ResolverKind::Knot => 3,
-        ResolverKind::Pdns => 4,
+        ResolverKind::Pdns | ResolverKind::PdnsEcs => 4,
     };
     Ipv4Addr::new(127, 53, 2, k)
 }
@@ -306,7 +306,7 @@ pub fn flush_steps(setup: &ResolverSetup) -> Vec<Flush> {
     let d = setup.dir.display();
     let cmd = |args: &[&str]| Flush::Command(args.iter().map(|s| (*s).to_owned()).collect());
     match setup.kind {
-        ResolverKind::Unbound | ResolverKind::UnboundFast => {
+        ResolverKind::Unbound | ResolverKind::UnboundFast | ResolverKind::UnboundEcs => {
             let c = format!("{d}/unbound.conf");
             vec![
                 cmd(&["unbound-control", "-c", &c, "flush_zone", "."]),
@@ -315,7 +315,7 @@ pub fn flush_steps(setup: &ResolverSetup) -> Vec<Flush> {
         }
         ResolverKind::Bind => vec![cmd(&["rndc", "-c", &format!("{d}/rndc.conf"), "flush"])],
         ResolverKind::Knot => vec![Flush::KresdControl(setup.dir.join("control"))],
-        ResolverKind::Pdns => vec![cmd(&[
+        ResolverKind::Pdns | ResolverKind::PdnsEcs => vec![cmd(&[
             "rec_control",
             &format!("--socket-dir={d}"),
             "wipe-cache",
@@ -513,9 +513,11 @@ pub fn require_all(opts: &MatrixOptions) -> Result<(), LabError> {
         require(program, package)?;
         // What flushes its cache (Knot Resolver's is a socket this module speaks to).
         let control = match k {
-            ResolverKind::Unbound | ResolverKind::UnboundFast => Some(("unbound-control", package)),
+            ResolverKind::Unbound | ResolverKind::UnboundFast | ResolverKind::UnboundEcs => {
+                Some(("unbound-control", package))
+            }
             ResolverKind::Bind => Some(("rndc", "bind9-utils")),
-            ResolverKind::Pdns => Some(("rec_control", package)),
+            ResolverKind::Pdns | ResolverKind::PdnsEcs => Some(("rec_control", package)),
             ResolverKind::Knot => None,
         };
         if let Some((c, p)) = control {

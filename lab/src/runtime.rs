@@ -22,7 +22,7 @@
 use super::clients::stub_query;
 use super::netns::{run, ChildGuard, LabError};
 use super::relay::now_ms;
-use super::spec::{Area, LabSpec, AREAS_PARENT, SITE, WEB_PORT_BASE};
+use super::spec::{Area, LabSpec, Mode, AREAS_PARENT, SITE, WEB_PORT_BASE};
 use hickory_proto::rr::RecordType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -133,8 +133,9 @@ pub fn config_toml(spec: &LabSpec, rt_dir: &Path) -> String {
 
 /// The run's `walrus.toml`: areas with their zones (`ns_addresses` = the relayed public
 /// address resolvers use), clusters with nginx status pages, the nodes above, a 1 s round
-/// (or `opts.timing`), the run's TTL, and steering of each region's resolvers to its
-/// nearest area.
+/// (or `opts.timing`), the run's TTL; steering by the mode: none (`walrus-runtime`, the
+/// paper's rule), the lab's ground truth as a table (`walrus-runtime-oracle-table`, an
+/// oracle), or learned (`walrus-learned`: `[dns.learned] enabled = true`).
 pub fn config_toml_with(spec: &LabSpec, rt_dir: &Path, opts: &RuntimeOptions) -> String {
     let d = rt_dir.display();
     let mut t = String::new();
@@ -158,17 +159,28 @@ pub fn config_toml_with(spec: &LabSpec, rt_dir: &Path, opts: &RuntimeOptions) ->
          state_dir = \"{d}/dns\"",
         spec.ttl_secs
     );
-    let rules: Vec<String> = spec
-        .all_regions()
-        .map(|r| {
-            format!(
-                "{{ source = \"{}/32\", area = \"{}\" }}",
-                r.backbone(),
-                spec.nearest(r)
-            )
-        })
-        .collect();
-    let _ = writeln!(t, "steering = [{}]\n", rules.join(", "));
+    match spec.mode {
+        // The oracle: the lab's ground truth as a hand-written table.
+        Mode::RuntimeOracleTable => {
+            let rules: Vec<String> = spec
+                .all_regions()
+                .map(|r| {
+                    format!(
+                        "{{ source = \"{}\", area = \"{}\" }}",
+                        r.resolver_prefix(),
+                        spec.nearest(r)
+                    )
+                })
+                .collect();
+            let _ = writeln!(t, "steering = [{}]\n", rules.join(", "));
+        }
+        // No table: the servers learn (issue 21).
+        Mode::Learned => {
+            let _ = writeln!(t, "\n[dns.learned]\nenabled = true\n");
+        }
+        // No table: the paper's rule.
+        _ => t.push('\n'),
+    }
     let _ = writeln!(
         t,
         "[reporter]\nbypass_file = \"{d}/no-bypass\"\npanic_after = 3\n"
@@ -581,11 +593,10 @@ pub fn masters_at(watch: &[Watch], t: u64) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::report::base_spec;
-    use crate::spec::Mode;
 
     #[test]
     fn every_node_has_its_own_ports_and_the_config_names_them() {
-        let spec = base_spec(Path::new("/tmp/x"), "t", 3, 3, Mode::Runtime);
+        let mut spec = base_spec(Path::new("/tmp/x"), "t", 3, 3, Mode::Runtime);
         let n = nodes(&spec);
         assert_eq!(n.len(), 9);
         let mut gcs: Vec<SocketAddr> = n.iter().map(LabNode::gcs).collect();
@@ -597,10 +608,18 @@ mod tests {
             t.contains("[nodes.a2-c]\naddress = \"10.255.0.12:7400\""),
             "{t}"
         );
+        assert!(!t.contains("steering"), "no table: the paper's rule\n{t}");
+        assert!(t.contains("ns_addresses = [\"10.1.0.53\"]"), "{t}");
+        spec.mode = Mode::RuntimeOracleTable;
+        let t = config_toml(&spec, Path::new("/tmp/x/rt"));
         assert!(
-            t.contains("{ source = \"10.255.0.103/32\", area = \"a3\" }"),
+            t.contains("{ source = \"10.200.3.0/24\", area = \"a3\" }"),
             "{t}"
         );
+        spec.mode = Mode::Learned;
+        let t = config_toml(&spec, Path::new("/tmp/x/rt"));
+        assert!(t.contains("[dns.learned]\nenabled = true\n"), "{t}");
+        assert!(!t.contains("steering"), "{t}");
         assert!(t.contains("ns_addresses = [\"10.1.0.53\"]"), "{t}");
         assert!(t.contains("status_url = \"http://10.255.0.12:8002/nginx_status\""));
     }

@@ -177,10 +177,10 @@ pub async fn run_area_ns(spec: LabSpec, a: Area) -> anyhow::Result<()> {
         spec.dir.join(a.to_string()).join("state.json"),
         initial,
     )?;
-    if spec.mode == Mode::WalrusSteered {
+    if spec.mode == Mode::OracleTable {
         let rules: Vec<(String, String)> = spec
             .all_regions()
-            .map(|r| (format!("{}/32", r.backbone()), spec.nearest(r).zone()))
+            .map(|r| (r.resolver_prefix(), spec.nearest(r).zone()))
             .collect();
         server.set_steering(Steering::from_pairs(
             rules.iter().map(|(s, z)| (s.as_str(), z.as_str())),
@@ -290,11 +290,21 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
     write(&d.join("root.hints"), &root_hints_at(root))?;
     let log = d.join("resolver.log");
     match kind {
-        ResolverKind::Unbound | ResolverKind::UnboundFast => {
-            let fast = if kind == ResolverKind::UnboundFast {
-                "  fast-server-permil: 900\n  fast-server-num: 1\n  infra-cache-min-rtt: 2\n"
+        ResolverKind::Unbound | ResolverKind::UnboundFast | ResolverKind::UnboundEcs => {
+            let fast = match kind {
+                ResolverKind::UnboundFast => {
+                    "  fast-server-permil: 900\n  fast-server-num: 1\n  infra-cache-min-rtt: 2\n"
+                }
+                // ECS to every area server (their public addresses are 10.A.0.53).
+                ResolverKind::UnboundEcs => {
+                    "  send-client-subnet: 10.0.0.0/8\n  max-client-subnet-ipv4: 24\n"
+                }
+                _ => "",
+            };
+            let modules = if kind == ResolverKind::UnboundEcs {
+                "subnetcache iterator"
             } else {
-                ""
+                "iterator"
             };
             let qmin = match setup.qmin {
                 Some(true) => "  qname-minimisation: yes\n",
@@ -315,7 +325,7 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
                  \x20 interface-automatic: no\n  do-ip6: no\n  access-control: 0.0.0.0/0 allow\n\
                  \x20 username: \"\"\n  chroot: \"\"\n  directory: \"{ds}\"\n\
                  \x20 pidfile: \"{ds}/unbound.pid\"\n  root-hints: \"{ds}/root.hints\"\n\
-                 \x20 module-config: \"iterator\"\n  local-zone: \"test.\" nodefault\n\
+                 \x20 module-config: \"{modules}\"\n  local-zone: \"test.\" nodefault\n\
                  \x20 do-not-query-localhost: no\n\
                  \x20 use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  num-threads: 1\n\
                  \x20 so-reuseport: no\n{fast}{qmin}{control}"
@@ -391,7 +401,14 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
             let c = d.join("kresd.conf").display().to_string();
             super::netns::spawn_in(ns, what, program, &["-n", "-c", &c, &ds], &log)
         }
-        ResolverKind::Pdns => {
+        ResolverKind::Pdns | ResolverKind::PdnsEcs => {
+            // ECS for the lab's clients (10/8, which PowerDNS leaves out by default) to
+            // every area server.
+            let ecs = if kind == ResolverKind::PdnsEcs {
+                "ecs-add-for=10.0.0.0/8\nedns-subnet-allow-list=10.0.0.0/8\n"
+            } else {
+                ""
+            };
             let qmin = match setup.qmin {
                 Some(true) => "qname-minimization=yes\n",
                 Some(false) => "qname-minimization=no\n",
@@ -407,7 +424,7 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
                  local-address={addr}\nlocal-port=53\nquery-local-address={addr}\n\
                  hint-file={ds}/root.hints\ndnssec=off\ndont-query=\nsocket-dir={ds}\n\
                  daemon=no\nwrite-pid=no\nthreads=1\ndisable-syslog=yes\nloglevel=4\n\
-                 quiet=yes\nallow-from=0.0.0.0/0\n{qmin}"
+                 quiet=yes\nallow-from=0.0.0.0/0\n{qmin}{ecs}"
             );
             write(&d.join("recursor.conf"), &conf)?;
             let c = format!("--config-dir={ds}");
@@ -455,6 +472,7 @@ mod tests {
             seed: 0,
             failure: None,
             event: None,
+            spoof: None,
         };
         let z = root_zone(&spec);
         assert_eq!(z.matches("walrus.test. IN NS").count(), 3);

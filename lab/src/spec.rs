@@ -90,9 +90,15 @@ impl fmt::Display for Region {
 }
 
 impl Region {
-    /// Its address on the backbone: the source every area server sees from this region.
+    /// Its address on the backbone: the source area servers see for its HTTP clients'
+    /// relayed connections (not for its resolvers: see [`Region::resolver_prefix`]).
     pub fn backbone(self) -> Ipv4Addr {
         Ipv4Addr::new(10, 255, 0, 100 + self.0)
+    }
+    /// The /24 of its resolvers' addresses (`10.200.R.0/24`): the source area servers
+    /// see for their queries, a prefix of its own per region.
+    pub fn resolver_prefix(self) -> String {
+        format!("10.200.{}.0/24", self.0)
     }
 }
 
@@ -115,16 +121,29 @@ pub enum ResolverKind {
     Knot,
     /// PowerDNS Recursor (Debian `pdns-recursor`).
     Pdns,
+    /// Unbound sending EDNS Client Subnet (RFC 7871): `subnetcache` module,
+    /// `send-client-subnet` for the area servers, otherwise its defaults.
+    UnboundEcs,
+    /// PowerDNS Recursor sending EDNS Client Subnet: `ecs-add-for` the lab's clients,
+    /// `edns-subnet-allow-list` the area servers.
+    PdnsEcs,
 }
 
 impl ResolverKind {
+    /// Whether it sends EDNS Client Subnet.
+    pub fn sends_ecs(self) -> bool {
+        matches!(self, ResolverKind::UnboundEcs | ResolverKind::PdnsEcs)
+    }
+
     /// Every kind, in a fixed order (the address index).
-    pub const ALL: [ResolverKind; 5] = [
+    pub const ALL: [ResolverKind; 7] = [
         ResolverKind::Unbound,
         ResolverKind::UnboundFast,
         ResolverKind::Bind,
         ResolverKind::Knot,
         ResolverKind::Pdns,
+        ResolverKind::UnboundEcs,
+        ResolverKind::PdnsEcs,
     ];
 
     /// Short name used in files and reports.
@@ -135,6 +154,8 @@ impl ResolverKind {
             ResolverKind::Bind => "bind",
             ResolverKind::Knot => "knot",
             ResolverKind::Pdns => "pdns",
+            ResolverKind::UnboundEcs => "unbound-ecs",
+            ResolverKind::PdnsEcs => "pdns-ecs",
         }
     }
 
@@ -150,6 +171,8 @@ impl ResolverKind {
             ResolverKind::Bind => 2,
             ResolverKind::Knot => 3,
             ResolverKind::Pdns => 4,
+            ResolverKind::UnboundEcs => 5,
+            ResolverKind::PdnsEcs => 6,
         }
     }
 
@@ -176,62 +199,107 @@ impl ResolverKind {
     /// The program to run and the Debian package that ships it.
     pub fn program(self) -> (&'static str, &'static str) {
         match self {
-            ResolverKind::Unbound | ResolverKind::UnboundFast => ("unbound", "unbound"),
+            ResolverKind::Unbound | ResolverKind::UnboundFast | ResolverKind::UnboundEcs => {
+                ("unbound", "unbound")
+            }
             ResolverKind::Bind => ("named", "bind9"),
             ResolverKind::Knot => ("kresd", "knot-resolver"),
-            ResolverKind::Pdns => ("pdns_recursor", "pdns-recursor"),
+            ResolverKind::Pdns | ResolverKind::PdnsEcs => ("pdns_recursor", "pdns-recursor"),
         }
     }
 }
 
 /// What the area name servers answer for `www` in a run.
+///
+/// Three modes are *oracles*: they use the lab's ground truth (which region is nearest
+/// to which area), which no operator of a real site knows. Their names say so, and the
+/// report labels them: they are the bar the others are measured against, not Walrus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Walrus with static answers: each area answers with its home cluster (paper §6.1
-    /// locality preference when everything is up and below threshold).
+    /// locality preference when everything is up and below threshold); the resolver's
+    /// choice of name server by RTT is the only steering (the paper's rule).
     Walrus,
-    /// Walrus plus source steering in every area server (`director::steering`).
-    WalrusSteered,
+    /// Oracle: Walrus plus source steering in every area server (`director::steering`)
+    /// by a table the lab writes from its own ground truth (each region's resolvers → its
+    /// nearest area). Was called `walrus-steered`.
+    #[serde(rename = "walrus-oracle-table", alias = "walrus-steered")]
+    OracleTable,
     /// One site: every area answers with area 1's cluster.
     Single,
     /// Round-robin DNS: every area answers with every server of every cluster.
     RoundRobin,
-    /// The oracle: clients skip DNS and always use their region's nearest cluster.
+    /// Oracle: clients skip DNS and always use their region's nearest cluster.
     Oracle,
     /// The real Walrus: `walrus-node run` processes in the area namespaces (Controllers,
-    /// Reporters reading nginx `stub_status`, Directors with the embedded name server and
-    /// source steering from `[[dns.steering]]`), group communication over QUIC across
-    /// the backbone. Answers start at each area's home cluster and then are whatever the
-    /// master Controller decides (`super::runtime`).
+    /// Reporters reading nginx `stub_status`, Directors with the embedded name server),
+    /// group communication over QUIC across the backbone, **no steering table** (the
+    /// paper's rule: the resolver picks the area server by RTT). Answers start at each
+    /// area's home cluster and then are whatever the master Controller decides
+    /// (`super::runtime`).
+    #[serde(rename = "walrus-runtime")]
     Runtime,
+    /// Oracle: the real runtime with a `[[dns.steering]]` table written from the lab's
+    /// ground truth.
+    #[serde(rename = "walrus-runtime-oracle-table")]
+    RuntimeOracleTable,
+    /// The real runtime with learned steering (issue 21): no `[[dns.steering]]` table,
+    /// `[dns.learned] enabled = true` in every node's configuration; the area name servers
+    /// measure their RTT to the resolvers and share it over walrus-gcs.
+    #[serde(rename = "walrus-learned")]
+    Learned,
 }
 
 impl Mode {
+    /// Every mode.
+    pub const ALL: [Mode; 8] = [
+        Mode::Walrus,
+        Mode::OracleTable,
+        Mode::Single,
+        Mode::RoundRobin,
+        Mode::Oracle,
+        Mode::Runtime,
+        Mode::RuntimeOracleTable,
+        Mode::Learned,
+    ];
+
     /// Short name used in files and reports.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Walrus => "walrus",
-            Mode::WalrusSteered => "walrus-steered",
+            Mode::OracleTable => "walrus-oracle-table",
             Mode::Single => "single",
             Mode::RoundRobin => "round-robin",
             Mode::Oracle => "oracle",
             Mode::Runtime => "walrus-runtime",
+            Mode::RuntimeOracleTable => "walrus-runtime-oracle-table",
+            Mode::Learned => "walrus-learned",
         }
     }
 
-    /// Parses [`Mode::name`].
+    /// Parses [`Mode::name`] (and `walrus-steered`, the oracle table's old name).
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Mode::Walrus,
-            Mode::WalrusSteered,
-            Mode::Single,
-            Mode::RoundRobin,
-            Mode::Oracle,
-            Mode::Runtime,
-        ]
-        .into_iter()
-        .find(|m| m.name() == s)
+        if s == "walrus-steered" {
+            return Some(Mode::OracleTable);
+        }
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// Whether it uses the lab's ground truth (an oracle, not something Walrus can do).
+    pub fn is_oracle(self) -> bool {
+        matches!(
+            self,
+            Mode::Oracle | Mode::OracleTable | Mode::RuntimeOracleTable
+        )
+    }
+
+    /// Whether it runs the real Walrus (`walrus-node` processes).
+    pub fn is_runtime(self) -> bool {
+        matches!(
+            self,
+            Mode::Runtime | Mode::RuntimeOracleTable | Mode::Learned
+        )
     }
 }
 
@@ -273,6 +341,9 @@ pub struct LabSpec {
     /// overload, which the scripted baselines can meet too).
     #[serde(default)]
     pub event: Option<Event>,
+    /// The spoofing test (real runtime only; see [`super::learned`]).
+    #[serde(default)]
+    pub spoof: Option<super::learned::Spoof>,
 }
 
 /// A scenario event played against the real runtime ([`Mode::Runtime`]); times are
@@ -436,13 +507,21 @@ impl LabSpec {
             return Err("the TTL must be at least 1 s".into());
         }
         match (self.event, self.mode) {
-            (None, _) | (Some(_), Mode::Runtime) => {}
+            (None, _) => {}
+            (Some(_), m) if m.is_runtime() => {}
             // Slow clients need no runtime: the baselines' requests per cluster under the
             // same overload.
             (Some(Event::Overload { .. }), m) if m != Mode::Oracle => {}
             (Some(_), _) => {
                 return Err("this event needs the real runtime (mode walrus-runtime)".into())
             }
+        }
+        if self.spoof.is_some()
+            && (!self.mode.is_runtime() || self.regions < 2 || self.event.is_some())
+        {
+            return Err(
+                "the spoofing test needs the real runtime, two regions and no event".into(),
+            );
         }
         if let Some(a) = self.event.and_then(|e| e.area()) {
             if !(1..=self.areas).contains(&a.0) {
@@ -505,7 +584,12 @@ impl LabSpec {
     /// What area `a`'s name server answers for `www` in this run's mode (at the start).
     pub fn answer_of(&self, a: Area) -> Vec<Ipv4Addr> {
         match self.mode {
-            Mode::Walrus | Mode::WalrusSteered | Mode::Oracle | Mode::Runtime => self.cluster(a),
+            Mode::Walrus
+            | Mode::OracleTable
+            | Mode::Oracle
+            | Mode::Runtime
+            | Mode::RuntimeOracleTable
+            | Mode::Learned => self.cluster(a),
             Mode::Single => self.cluster(Area(1)),
             Mode::RoundRobin => self.all_areas().flat_map(|a| self.cluster(a)).collect(),
         }
@@ -566,6 +650,7 @@ mod tests {
             seed: 1,
             failure: None,
             event: None,
+            spoof: None,
         }
     }
 
