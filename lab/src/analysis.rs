@@ -7,7 +7,7 @@ use super::clients::ClientRecord;
 use super::relay::QueryRecord;
 use super::runtime::{masters_at, Watch};
 use super::servers::is_probe;
-use super::spec::{Area, Event, LabSpec, Region, ResolverKind};
+use super::spec::{Area, LabSpec, Region, ResolverKind, ScenarioEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,7 +107,7 @@ pub struct FailureOutcome {
 pub fn dead_area(spec: &LabSpec) -> Option<Area> {
     match (spec.failure, spec.event) {
         (Some(f), _) => Some(f.area),
-        (None, Some(Event::ClusterDies { area, .. })) => Some(area),
+        (None, Some(ScenarioEvent::ClusterDies { area, .. })) => Some(area),
         _ => None,
     }
 }
@@ -212,17 +212,17 @@ pub fn event_outcome(
         .unwrap_or(0);
     let masters_at_end = masters_at(watch, end_of_run).len();
     let (reaction_ms, recovery_ms) = match e {
-        Event::ClusterDies { area, .. } => (
+        ScenarioEvent::ClusterDies { area, .. } => (
             first_answer(area.0, times.start, &|c| !c.contains(&area.0)),
             None,
         ),
-        Event::Overload { area, .. } => (
+        ScenarioEvent::Overload { area, .. } => (
             first_answer(area.0, times.start, &|c| !c.contains(&area.0)),
             times
                 .end
                 .and_then(|end| first_answer(area.0, end, &|c| c == [area.0])),
         ),
-        Event::MasterDies { .. } => {
+        ScenarioEvent::MasterDies { .. } => {
             let victim = times.victim.clone().unwrap_or_default();
             let new = instants
                 .iter()
@@ -234,7 +234,7 @@ pub fn event_outcome(
                 });
             (new.map(|t| t - times.start), None)
         }
-        Event::Partition { .. } => {
+        ScenarioEvent::Partition { .. } => {
             let two = instants
                 .iter()
                 .copied()
@@ -1106,7 +1106,7 @@ mod tests {
     fn runtime_cluster_dies_uses_the_watchers_move_and_catches_a_late_dead_address() {
         let mut s = spec();
         s.mode = Mode::Runtime;
-        s.event = Some(Event::ClusterDies {
+        s.event = Some(ScenarioEvent::ClusterDies {
             area: Area(2),
             at_secs: 5,
         });
@@ -1146,7 +1146,7 @@ mod tests {
     fn runtime_master_and_partition_outcomes_count_masters() {
         let mut s = spec();
         s.mode = Mode::Runtime;
-        s.event = Some(Event::MasterDies { at_secs: 5 });
+        s.event = Some(ScenarioEvent::MasterDies { at_secs: 5 });
         let w = vec![
             master(100, "a1-c", true),
             master(100, "a2-c", false),
@@ -1161,7 +1161,7 @@ mod tests {
         let o = event_outcome(&s, times.clone(), &w, &[]).unwrap();
         assert_eq!(o.reaction_ms, Some(900));
         assert_eq!((o.max_masters, o.masters_at_end), (1, 1));
-        s.event = Some(Event::Partition {
+        s.event = Some(ScenarioEvent::Partition {
             area: Area(2),
             at_secs: 5,
             secs: 5,

@@ -375,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
             s.probe_rate = probe_rate;
             if let Some(e) = event {
                 s.event = Some(
-                    spec::Event::parse(&e, report::OVERLOAD_CONNS)
+                    spec::ScenarioEvent::parse(&e, report::OVERLOAD_CONNS)
                         .with_context(|| format!("bad --event {e}"))?,
                 );
             }

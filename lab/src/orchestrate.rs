@@ -9,7 +9,7 @@ use super::netns::{clean_stale, ChildGuard, LabError, Namespaces};
 use super::relay::now_ms;
 use super::runtime::{self, Watch};
 use super::servers;
-use super::spec::{Event, Failure, LabSpec, Mode, Region, ROOT_ADDR, WEB_PORT_BASE};
+use super::spec::{Failure, LabSpec, Mode, Region, ScenarioEvent, ROOT_ADDR, WEB_PORT_BASE};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -144,7 +144,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     let mut healed: Option<(super::spec::Area, u64)> = None;
     if let Some(e) = spec.event {
         play_event(spec, e, exe, &mut guards, &mut helpers).await?;
-        if let (Event::Partition { area, .. }, Some(secs)) = (e, e.secs()) {
+        if let (ScenarioEvent::Partition { area, .. }, Some(secs)) = (e, e.secs()) {
             healed = Some((area, secs.into()));
         }
     }
@@ -169,7 +169,7 @@ pub async fn run_once(spec: &LabSpec, exe: &Path, name: &str) -> anyhow::Result<
     drop(clients);
     drop(guards);
     drop(_ns);
-    if let Some(Event::ClusterDies { area, .. }) = spec.event {
+    if let Some(ScenarioEvent::ClusterDies { area, .. }) = spec.event {
         runtime_failure_times(spec, area)?;
     }
     let result = analyze(spec, name);
@@ -367,12 +367,12 @@ async fn clients_start(spec: &LabSpec) -> anyhow::Result<u64> {
     }
 }
 
-/// Plays a runtime scenario's event when it is due (see [`Event`]); writes its times to
+/// Plays a runtime scenario's event when it is due (see [`ScenarioEvent`]); writes its times to
 /// `event.json`. An event with a duration returns at its start: overload holders are
 /// pushed to `helpers` (they end by themselves), a partition is healed by the caller.
 async fn play_event(
     spec: &LabSpec,
-    e: Event,
+    e: ScenarioEvent,
     exe: &Path,
     guards: &mut Vec<ChildGuard>,
     helpers: &mut Vec<ChildGuard>,
@@ -382,11 +382,11 @@ async fn play_event(
     tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms()))).await;
     let mut victim = None;
     match e {
-        Event::ClusterDies { area, .. } => {
+        ScenarioEvent::ClusterDies { area, .. } => {
             let prefix = format!("nginx {area}/");
             guards.retain(|g| !g.what().starts_with(&prefix));
         }
-        Event::Overload {
+        ScenarioEvent::Overload {
             area, secs, conns, ..
         } => {
             for k in 1..=spec.servers_per_cluster {
@@ -401,7 +401,7 @@ async fn play_event(
                 )?);
             }
         }
-        Event::MasterDies { .. } => {
+        ScenarioEvent::MasterDies { .. } => {
             let w: Vec<Watch> = read_jsonl(&spec.dir.join("watch.jsonl"));
             let masters = runtime::masters_at(&w, u64::MAX);
             anyhow::ensure!(masters.len() == 1, "no single master to kill: {masters:?}");
@@ -412,7 +412,7 @@ async fn play_event(
             anyhow::ensure!(guards.len() + 1 == before, "no process for {what}");
             victim = Some(name);
         }
-        Event::Partition { area, .. } => runtime::partition(spec, area, true)?,
+        ScenarioEvent::Partition { area, .. } => runtime::partition(spec, area, true)?,
     }
     let times = EventTimes {
         start: now_ms(),

@@ -4,7 +4,7 @@
 
 use super::analysis::{ClientSummary, RunResult};
 use super::learned::Spoof;
-use super::spec::{Area, Event, Failure, LabSpec, Mode, Region, ResolverKind};
+use super::spec::{Area, Failure, LabSpec, Mode, Region, ResolverKind, ScenarioEvent};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -130,27 +130,27 @@ pub fn full_plan(work: &Path, seconds: u32) -> Vec<(String, LabSpec)> {
     // (the paper's rule) and with learned steering. Area 2's cluster dies or overloads,
     // the master dies, area 3 is cut off from the others.
     let third = (seconds / 3).max(1);
-    let events: [(&str, Event); 4] = [
+    let events: [(&str, ScenarioEvent); 4] = [
         (
             "cluster-dies",
-            Event::ClusterDies {
+            ScenarioEvent::ClusterDies {
                 area: Area(2),
                 at_secs: third,
             },
         ),
         (
             "overload",
-            Event::Overload {
+            ScenarioEvent::Overload {
                 area: Area(2),
                 at_secs: (seconds / 4).max(1),
                 secs: third,
                 conns: OVERLOAD_CONNS,
             },
         ),
-        ("master-dies", Event::MasterDies { at_secs: third }),
+        ("master-dies", ScenarioEvent::MasterDies { at_secs: third }),
         (
             "partition",
-            Event::Partition {
+            ScenarioEvent::Partition {
                 area: Area(3),
                 at_secs: (seconds / 4).max(1),
                 secs: third,

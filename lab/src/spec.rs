@@ -340,7 +340,7 @@ pub struct LabSpec {
     /// What happens to the real Walrus during the run ([`Mode::Runtime`] only, except an
     /// overload, which the scripted baselines can meet too).
     #[serde(default)]
-    pub event: Option<Event>,
+    pub event: Option<ScenarioEvent>,
     /// The spoofing test (real runtime only; see [`super::learned`]).
     #[serde(default)]
     pub spoof: Option<super::learned::Spoof>,
@@ -350,7 +350,7 @@ pub struct LabSpec {
 /// seconds after the clients' start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Event {
+pub enum ScenarioEvent {
     /// Every nginx of `area`'s home cluster is killed (SIGKILL); nothing else is told:
     /// the Reporters see connection refused (PANIC), the master moves the area.
     ClusterDies {
@@ -392,20 +392,20 @@ pub enum Event {
     },
 }
 
-impl Event {
+impl ScenarioEvent {
     /// Short name used in reports.
     pub fn name(&self) -> &'static str {
         match self {
-            Event::ClusterDies { .. } => "cluster-dies",
-            Event::Overload { .. } => "overload",
-            Event::MasterDies { .. } => "master-dies",
-            Event::Partition { .. } => "partition",
+            ScenarioEvent::ClusterDies { .. } => "cluster-dies",
+            ScenarioEvent::Overload { .. } => "overload",
+            ScenarioEvent::MasterDies { .. } => "master-dies",
+            ScenarioEvent::Partition { .. } => "partition",
         }
     }
     /// Parses `KIND[:AREA]@AT[+SECS]`, e.g. `cluster-dies:2@10`, `overload:2@8+12`,
-    /// `master-dies@10`, `partition:3@8+12` (overload: [`Event::Overload`] with `conns`
+    /// `master-dies@10`, `partition:3@8+12` (overload: [`ScenarioEvent::Overload`] with `conns`
     /// slow connections per server).
-    pub fn parse(s: &str, conns: u32) -> Option<Event> {
+    pub fn parse(s: &str, conns: u32) -> Option<ScenarioEvent> {
         let (head, when) = s.split_once('@')?;
         let (at, secs) = match when.split_once('+') {
             Some((a, d)) => (a.parse().ok()?, Some(d.parse().ok()?)),
@@ -416,15 +416,17 @@ impl Event {
             None => (head, None),
         };
         match (kind, area, secs) {
-            ("cluster-dies", Some(area), None) => Some(Event::ClusterDies { area, at_secs: at }),
-            ("overload", Some(area), Some(secs)) => Some(Event::Overload {
+            ("cluster-dies", Some(area), None) => {
+                Some(ScenarioEvent::ClusterDies { area, at_secs: at })
+            }
+            ("overload", Some(area), Some(secs)) => Some(ScenarioEvent::Overload {
                 area,
                 at_secs: at,
                 secs,
                 conns,
             }),
-            ("master-dies", None, None) => Some(Event::MasterDies { at_secs: at }),
-            ("partition", Some(area), Some(secs)) => Some(Event::Partition {
+            ("master-dies", None, None) => Some(ScenarioEvent::MasterDies { at_secs: at }),
+            ("partition", Some(area), Some(secs)) => Some(ScenarioEvent::Partition {
                 area,
                 at_secs: at,
                 secs,
@@ -436,26 +438,28 @@ impl Event {
     /// When it starts, seconds after the clients' start.
     pub fn at_secs(&self) -> u32 {
         match *self {
-            Event::ClusterDies { at_secs, .. }
-            | Event::Overload { at_secs, .. }
-            | Event::MasterDies { at_secs }
-            | Event::Partition { at_secs, .. } => at_secs,
+            ScenarioEvent::ClusterDies { at_secs, .. }
+            | ScenarioEvent::Overload { at_secs, .. }
+            | ScenarioEvent::MasterDies { at_secs }
+            | ScenarioEvent::Partition { at_secs, .. } => at_secs,
         }
     }
     /// How long it lasts, when it ends by itself.
     pub fn secs(&self) -> Option<u32> {
         match *self {
-            Event::Overload { secs, .. } | Event::Partition { secs, .. } => Some(secs),
-            Event::ClusterDies { .. } | Event::MasterDies { .. } => None,
+            ScenarioEvent::Overload { secs, .. } | ScenarioEvent::Partition { secs, .. } => {
+                Some(secs)
+            }
+            ScenarioEvent::ClusterDies { .. } | ScenarioEvent::MasterDies { .. } => None,
         }
     }
     /// The area it strikes, if one.
     pub fn area(&self) -> Option<Area> {
         match *self {
-            Event::ClusterDies { area, .. }
-            | Event::Overload { area, .. }
-            | Event::Partition { area, .. } => Some(area),
-            Event::MasterDies { .. } => None,
+            ScenarioEvent::ClusterDies { area, .. }
+            | ScenarioEvent::Overload { area, .. }
+            | ScenarioEvent::Partition { area, .. } => Some(area),
+            ScenarioEvent::MasterDies { .. } => None,
         }
     }
 }
@@ -463,7 +467,7 @@ impl Event {
 /// "A cluster dies": every web server of `area`'s home cluster is killed (SIGKILL) `at_secs`
 /// after the clients start; `detect_ms` later, when `redirect` is set, area `area`'s name
 /// server is given the servers of `to`'s cluster instead — what the master Controller's
-/// next round does (paper §6.1, ensure availability), scripted (the real runtime: [`Event`]).
+/// next round does (paper §6.1, ensure availability), scripted (the real runtime: [`ScenarioEvent`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// The area whose home cluster dies.
@@ -511,7 +515,7 @@ impl LabSpec {
             (Some(_), m) if m.is_runtime() => {}
             // Slow clients need no runtime: the baselines' requests per cluster under the
             // same overload.
-            (Some(Event::Overload { .. }), m) if m != Mode::Oracle => {}
+            (Some(ScenarioEvent::Overload { .. }), m) if m != Mode::Oracle => {}
             (Some(_), _) => {
                 return Err("this event needs the real runtime (mode walrus-runtime)".into())
             }
@@ -698,11 +702,11 @@ mod tests {
         });
         assert!(s.validate().is_err());
         let mut s = spec();
-        s.event = Some(Event::MasterDies { at_secs: 3 });
+        s.event = Some(ScenarioEvent::MasterDies { at_secs: 3 });
         assert!(s.validate().unwrap_err().contains("runtime"));
         let mut o = spec();
         o.mode = Mode::RoundRobin;
-        o.event = Some(Event::Overload {
+        o.event = Some(ScenarioEvent::Overload {
             area: Area(2),
             at_secs: 1,
             secs: 1,
@@ -711,7 +715,7 @@ mod tests {
         assert!(o.validate().is_ok());
         s.mode = Mode::Runtime;
         assert!(s.validate().is_ok());
-        s.event = Some(Event::Partition {
+        s.event = Some(ScenarioEvent::Partition {
             area: Area(7),
             at_secs: 1,
             secs: 1,
@@ -722,15 +726,15 @@ mod tests {
     #[test]
     fn events_parse_from_the_command_line() {
         assert_eq!(
-            Event::parse("cluster-dies:2@10", 5),
-            Some(Event::ClusterDies {
+            ScenarioEvent::parse("cluster-dies:2@10", 5),
+            Some(ScenarioEvent::ClusterDies {
                 area: Area(2),
                 at_secs: 10
             })
         );
         assert_eq!(
-            Event::parse("overload:2@8+12", 5),
-            Some(Event::Overload {
+            ScenarioEvent::parse("overload:2@8+12", 5),
+            Some(ScenarioEvent::Overload {
                 area: Area(2),
                 at_secs: 8,
                 secs: 12,
@@ -738,11 +742,11 @@ mod tests {
             })
         );
         assert_eq!(
-            Event::parse("master-dies@4", 5),
-            Some(Event::MasterDies { at_secs: 4 })
+            ScenarioEvent::parse("master-dies@4", 5),
+            Some(ScenarioEvent::MasterDies { at_secs: 4 })
         );
-        assert_eq!(Event::parse("partition:3@8", 5), None);
-        assert_eq!(Event::parse("master-dies:1@4", 5), None);
-        assert_eq!(Event::parse("meteor@4", 5), None);
+        assert_eq!(ScenarioEvent::parse("partition:3@8", 5), None);
+        assert_eq!(ScenarioEvent::parse("master-dies:1@4", 5), None);
+        assert_eq!(ScenarioEvent::parse("meteor@4", 5), None);
     }
 }

@@ -22,7 +22,7 @@ use walrus_lab::analysis::{check_addresses, check_converged, check_no_dead_addre
 use walrus_lab::clients::ClientRecord;
 use walrus_lab::report::base_spec;
 use walrus_lab::runtime::ensure_walrus_node;
-use walrus_lab::spec::{Area, Event, Mode, ResolverKind};
+use walrus_lab::spec::{Area, Mode, ResolverKind, ScenarioEvent};
 use walrus_lab::{netns, orchestrate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +39,7 @@ async fn the_real_runtime_moves_a_dead_cluster_and_clients_follow_within_the_ttl
     spec.clients_per_resolver = 2;
     spec.probe_rate = 10;
     // Area 2's cluster dies at 12 s; the runtime has to notice by itself.
-    spec.event = Some(Event::ClusterDies {
+    spec.event = Some(ScenarioEvent::ClusterDies {
         area: Area(2),
         at_secs: 12,
     });
