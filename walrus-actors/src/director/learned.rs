@@ -20,8 +20,9 @@
 //!
 //! # The measurement: a truncated answer and the TCP query it brings back
 //! A small share of UDP answers (only to a prefix this area has fewer fresh samples of
-//! than it keeps, at most one per prefix per `probe_interval`, at most `probes_per_second`
-//! in all) is sent with TC=1 and no records. Every resolver retries a truncated answer
+//! than it keeps, at most one per prefix per `probe_interval` plus one more, to another of
+//! its addresses, each time one goes unanswered, at most one per address per
+//! `probe_interval`, at most `probes_per_second` in all) is sent with TC=1 and no records. Every resolver retries a truncated answer
 //! over TCP to the same server (RFC 1035 §4.2.1, RFC 7766 §5); the sample is the time from
 //! the truncated answer leaving to the TCP query for the same question arriving from the
 //! same address (the table keeps it by the address's /24 or /48). Not any address of the
@@ -69,8 +70,8 @@
 //!
 //! # Spoofing
 //! The table's worst case is in [`super::proximity`]. What a forger adds here: a forged UDP
-//! query can earn its source a truncated answer (within the same budget: one per prefix per
-//! `probe_interval`, `probes_per_second` in all), never more bytes than the query (a TC
+//! query can earn its source a truncated answer (within the same budget: one per address
+//! per `probe_interval`, `probes_per_second` in all), never more bytes than the query (a TC
 //! answer is the header and the question). A sample needs a TCP query for the same
 //! question from the very address the truncated answer went to, within `tc_wait`, i.e. a
 //! completed TCP handshake from that address: an off-path forger cannot complete one, so
