@@ -120,6 +120,12 @@ pub struct SpoofOutcome {
     pub victim_answers: BTreeMap<u8, VictimAnswers>,
     /// Whether some answer for the victim prefix moved from the start on.
     pub moved: bool,
+    /// Whether some answer for the victim prefix moved, from the start on, to an area that
+    /// is not its nearest: what a forger is after. A move *to* the nearest area is the
+    /// table still learning (samples of the victim's own resolvers keep coming, one round
+    /// per probe interval), which [`SpoofOutcome::moved`] cannot tell from an attack.
+    #[serde(default)]
+    pub moved_away: bool,
     /// Per area: probes sent during the spoofing (from the scrapes at its start and end).
     pub probes_during: BTreeMap<u8, f64>,
     /// Per area: the budget for that window: prefixes that queried (forged + the regions'
@@ -196,6 +202,8 @@ pub fn spoof_outcome(
 ) -> SpoofOutcome {
     let mut victim_answers = BTreeMap::new();
     let mut moved = false;
+    let nearest = spec.nearest(Spoof::VICTIM).0;
+    let mut moved_away = false;
     for a in spec.all_areas() {
         let mine: Vec<&Observation> = obs.iter().filter(|o| o.asked == a.0).collect();
         let before = mine
@@ -214,6 +222,7 @@ pub fn spoof_outcome(
             }
         }
         moved |= !changes.is_empty();
+        moved_away |= changes.iter().any(|(_, a)| *a != Some(nearest));
         victim_answers.insert(a.0, (before, changes));
     }
     let probes_at = |label: &str, area: u8| {
@@ -241,6 +250,7 @@ pub fn spoof_outcome(
         end: sent.end,
         victim_answers,
         moved,
+        moved_away,
         probes_during,
         budget,
         within_budget,
@@ -530,7 +540,7 @@ mod tests {
             scrape("spoof-end", 2, 21.0),
         ];
         let ok = spoof_outcome(&spec, sp, sent, &steady, &scrapes);
-        assert!(!ok.moved);
+        assert!(!ok.moved && !ok.moved_away);
         // 9 forged prefixes + 2 regions, each at most once per 30 s: 11 in 20 s.
         assert_eq!(ok.budget, 11.0);
         assert_eq!(ok.within_budget, Some(true));
@@ -541,8 +551,13 @@ mod tests {
         let mut flood = scrapes.clone();
         flood[1].probes = Some(510.0);
         let caught = spoof_outcome(&spec, sp, sent, &bad, &flood);
-        assert!(caught.moved);
+        assert!(caught.moved && caught.moved_away);
         assert_eq!(caught.victim_answers[&2].1, vec![(15_000, Some(2))]);
         assert_eq!(caught.within_budget, Some(false));
+        // Learning, not an attack: area 2 answered a farther area before and moves to the
+        // nearest (area 1) after the start: moved, not away.
+        let learning = vec![o(9_000, 1, 1), o(9_000, 2, 2), o(25_000, 2, 1)];
+        let l = spoof_outcome(&spec, sp, sent, &learning, &scrapes);
+        assert!(l.moved && !l.moved_away);
     }
 }

@@ -777,7 +777,11 @@ fn write_learned(md: &mut String, results: &[RunResult]) {
         let _ = writeln!(
             md,
             "\nVerdict: answer for the victim prefix {}; probes {}.",
-            if sp.moved { "**moved**" } else { "never moved" },
+            match (sp.moved, sp.moved_away) {
+                (false, _) => "never moved",
+                (true, false) => "moved only to its nearest area (the table learning)",
+                (true, true) => "**moved to an area not its nearest**",
+            },
             match sp.within_budget {
                 Some(true) => "within budget",
                 Some(false) => "**over budget**",

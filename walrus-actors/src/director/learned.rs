@@ -8,9 +8,11 @@
 //!
 //! ```text
 //!   UDP query from R ──on_udp_query──► true: answer with TC=1 (R's prefix wants a sample,
-//!                                        within the probe budget); remember (prefix, question, t0)
-//!   TCP query from R ──on_tcp_query──► same prefix and question within `tc_wait`:
+//!                                        within the probe budget); remember (R, question, t0)
+//!   TCP query from R ──on_tcp_query──► same address R and question within `tc_wait`:
 //!                                        sample = now − t0 → table, and the outbox
+//!   no retry         ──(expiry)────────► R's prefix due again, R itself not before
+//!                                        `probe_interval` (Proximity::unanswered)
 //!   every second     ──take_batch────► SampleBatch { area, samples (age, not clock) } → Steering group
 //!   batch of area B  ──heard─────────► the samples enter the table as B's
 //!   answer           ──at(now)───────► LearnedAreas for Steering::pick_with
@@ -18,11 +20,16 @@
 //!
 //! # The measurement: a truncated answer and the TCP query it brings back
 //! A small share of UDP answers (only to a prefix this area has fewer fresh samples of
-//! than it keeps, at most one per prefix per `probe_interval`, at most `probes_per_second`
-//! in all) is sent with TC=1 and no records. Every resolver retries a truncated answer
+//! than it keeps, at most one per prefix per `probe_interval` plus one more, to another of
+//! its addresses, each time one goes unanswered, at most one per address per
+//! `probe_interval`, at most `probes_per_second` in all) is sent with TC=1 and no records. Every resolver retries a truncated answer
 //! over TCP to the same server (RFC 1035 §4.2.1, RFC 7766 §5); the sample is the time from
 //! the truncated answer leaving to the TCP query for the same question arriving from the
-//! same /24 or /48. Why this and not the alternatives:
+//! same address (the table keeps it by the address's /24 or /48). Not any address of the
+//! prefix: another resolver there that asks over TCP anyway (a TCP-only forwarder) would
+//! make a sample of a truncated answer it never got, timed by whoever sent the UDP query,
+//! possibly a forger. A resolver farm that retries from another address of its prefix
+//! gives no sample and is answered by the paper's rule. Why this and not the alternatives:
 //! - *The TCP handshake RTT of the accepted socket* (`TCP_INFO`'s `tcpi_rtt`) measures
 //!   the last TCP hop. In the lab, the "distance" between a region and an area is a
 //!   user-space relay (`lab/src/relay.rs`) that terminates the resolver's TCP connection
@@ -63,13 +70,24 @@
 //!
 //! # Spoofing
 //! The table's worst case is in [`super::proximity`]. What a forger adds here: a forged UDP
-//! query can earn its source a truncated answer (within the same budget: one per prefix per
-//! `probe_interval`, `probes_per_second` in all), never more bytes than the query (a TC
-//! answer is the header and the question). A sample needs a TCP query from the prefix
-//! within `tc_wait`, i.e. a completed TCP handshake from an address inside the prefix: an
-//! off-path forger cannot complete one. An on-path one (inside the prefix) can only delay
-//! its own prefix's samples. Pending TC answers are capped ([`LearnedConfig::pending_cap`]):
-//! past it no TC answer is sent.
+//! query can earn its source a truncated answer (within the same budget: one per address
+//! per `probe_interval`, `probes_per_second` in all), never more bytes than the query (a TC
+//! answer is the header and the question). A sample needs a TCP query for the same
+//! question from the very address the truncated answer went to, within `tc_wait`, i.e. a
+//! completed TCP handshake from that address: an off-path forger cannot complete one, so
+//! a truncated answer to a forged source never becomes a sample, whatever else the
+//! prefix sends over TCP (left: forging the very address of a resolver that itself asks
+//! the same question over TCP, without a truncated answer, within `tc_wait`). Queries alone never change an answer (only a sample re-runs the
+//! choice, [`super::proximity`]). A forged query can take its prefix's probe, but only
+//! until `tc_wait` passes without a retry: then the prefix is due again and the forged
+//! address is not probed before `probe_interval`, so a forger using one address of a
+//! prefix cannot keep its real resolvers from being measured. One cycling through many
+//! addresses of a prefix (at least `probe_interval / tc_wait`, 10 with the defaults, per
+//! interval and area) can: the prefix then gets no new samples and, once its samples age
+//! out (`max_age`), is answered by the paper's rule, never by a wrong area; it costs the
+//! forger's targets at most one truncated answer per address per `probe_interval`. An
+//! on-path forger (inside the prefix) can only delay its own prefix's samples. Pending TC
+//! answers are capped ([`LearnedConfig::pending_cap`]): past it no TC answer is sent.
 
 use super::proximity::{EntryView, Proximity, ProximityConfig, ResolverPrefix};
 use super::steering::{By, LearnedAreas};
@@ -273,9 +291,10 @@ pub struct Learned {
     zones: HashMap<AreaName, Name>,
     /// `www.<site>`'s wire name, lowercased: the answers counted.
     site_www: Vec<u8>,
-    /// Truncated answers awaiting their TCP query, and their order for expiry.
-    pending: HashMap<(ResolverPrefix, QuestionKey), Instant>,
-    pending_order: VecDeque<(Instant, ResolverPrefix, QuestionKey)>,
+    /// Truncated answers awaiting their TCP query, by the exact address they were sent to
+    /// and the question, and their order for expiry.
+    pending: HashMap<(IpAddr, QuestionKey), Instant>,
+    pending_order: VecDeque<(Instant, IpAddr, QuestionKey)>,
     /// Samples not yet shared: when taken, where to, how long.
     outbox: VecDeque<(Instant, IpAddr, Duration)>,
     counters: SteeringCounters,
@@ -320,19 +339,20 @@ impl Learned {
         {
             return false;
         }
-        let prefix = ResolverPrefix::of(resolver);
-        let key = (prefix, question.to_vec());
+        let key = (resolver, question.to_vec());
         if self.pending.contains_key(&key) || self.table.saw_query(now, resolver).is_none() {
             return false;
         }
-        self.pending_order.push_back((now, prefix, key.1.clone()));
+        self.pending_order.push_back((now, resolver, key.1.clone()));
         self.pending.insert(key, now);
         self.counters.probes_sent += 1;
         true
     }
 
     /// A TCP query for `question` from `resolver`: the sample it completes, if it is the
-    /// retry of a truncated answer (and the sample is then in the table and the outbox).
+    /// retry of a truncated answer sent to this very address (and the sample is then in
+    /// the table and the outbox). A TCP query from another address of the prefix is no
+    /// retry of it: a truncated answer sent to a forged source must never become a sample.
     pub fn on_tcp_query(
         &mut self,
         now: Instant,
@@ -340,7 +360,7 @@ impl Learned {
         question: &[u8],
     ) -> Option<Duration> {
         self.expire(now);
-        let key = (ResolverPrefix::of(resolver), question.to_vec());
+        let key = (resolver, question.to_vec());
         let sent = self.pending.remove(&key)?;
         let rtt = now.saturating_duration_since(sent);
         self.table.record(now, resolver, &self.area, rtt);
@@ -360,12 +380,15 @@ impl Learned {
             .front()
             .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) > wait)
         {
-            let Some((at, prefix, q)) = self.pending_order.pop_front() else {
+            let Some((at, resolver, q)) = self.pending_order.pop_front() else {
                 break;
             };
-            let key = (prefix, q);
+            let key = (resolver, q);
             if self.pending.get(&key) == Some(&at) {
                 self.pending.remove(&key);
+                // Never retried (a forged source, or a resolver that ignores TC): the
+                // prefix may be measured through another of its addresses.
+                self.table.unanswered(at, resolver);
             }
         }
     }
@@ -530,11 +553,14 @@ mod tests {
         let q = question("WWW.Example.com.");
         assert_eq!(q, question("www.example.com."), "case does not matter");
         assert!(l.on_udp_query(t0, ip("192.0.2.7"), &q));
-        // The retry from another address of the /24, 40 ms later.
-        let rtt = l.on_tcp_query(t0 + Duration::from_millis(40), ip("192.0.2.9"), &q);
+        // A TCP query from another address of the /24 is no retry of it.
+        let other = t0 + Duration::from_millis(20);
+        assert_eq!(l.on_tcp_query(other, ip("192.0.2.9"), &q), None);
+        // The retry from the address the truncated answer went to, 40 ms later.
+        let rtt = l.on_tcp_query(t0 + Duration::from_millis(40), ip("192.0.2.7"), &q);
         assert_eq!(rtt, Some(Duration::from_millis(40)));
-        // A second TCP query is no sample; nor is one for another question.
-        assert_eq!(l.on_tcp_query(t0, ip("192.0.2.9"), &q), None);
+        // A second TCP query is no sample.
+        assert_eq!(l.on_tcp_query(t0, ip("192.0.2.7"), &q), None);
         assert!(
             !l.on_udp_query(t0 + Duration::from_secs(1), ip("192.0.2.7"), &q),
             "budget"
@@ -543,7 +569,7 @@ mod tests {
         assert_eq!(
             batch.samples,
             vec![Sample {
-                resolver: ip("192.0.2.9"),
+                resolver: ip("192.0.2.7"),
                 rtt_us: 40_000,
                 age_ms: 1000
             }]
@@ -567,6 +593,11 @@ mod tests {
             None
         );
         assert!(l.pending.is_empty() && l.pending_order.is_empty());
+        // Never retried: the prefix is due again, through another of its addresses only.
+        let later = t0 + Duration::from_secs(5);
+        assert!(!l.on_udp_query(later, ip("192.0.2.7"), &q));
+        assert!(l.on_udp_query(later, ip("192.0.2.8"), &q));
+        assert!(!l.on_udp_query(later, ip("192.0.2.9"), &q), "one at a time");
     }
 
     #[test]
@@ -610,6 +641,84 @@ mod tests {
         assert_eq!(e.chosen, Some(area(2)));
         assert_eq!(e.areas[1].rtt, Some(Duration::from_millis(12)));
         assert_eq!(e.areas[1].samples, 5);
+    }
+
+    /// Exchanges every area's batch with every other (the `Steering` group), at `now`.
+    fn share(areas: &mut [Learned], now: Instant) {
+        let batches: Vec<SampleBatch> =
+            areas.iter_mut().filter_map(|a| a.take_batch(now)).collect();
+        for a in areas.iter_mut() {
+            for b in &batches {
+                a.heard(now, b);
+            }
+        }
+    }
+
+    /// The spoofing test of the lab, sans-IO: a forger sends UDP queries from an address of
+    /// the victim's /24 that is not its own, first each time the prefix is due for a
+    /// measurement. The victim's /24 holds a resolver that asks over UDP (and retries a
+    /// truncated answer over TCP) and a forwarder that asks over TCP only, at times the
+    /// forger can guess: soon after the forged query at area 3, late at area 1. The
+    /// truncated answers to the forged address are never retried; paired with the
+    /// forwarder's queries they would be samples the forger times. For 20 minutes (past
+    /// `max_age`, so the honest samples age out and must be renewed) the victim's learned
+    /// answer must stay the nearest area.
+    #[test]
+    fn forged_queries_from_one_address_cannot_move_their_prefix() {
+        let t0 = Instant::now();
+        let mut areas: Vec<Learned> = (1..=3)
+            .map(|n| learned(n, LearnedConfig::default()))
+            .collect();
+        let q = question("www.example.com.");
+        let resolver = ip("10.200.1.9");
+        let forwarder = ip("10.200.1.10");
+        let forged = ip("10.200.1.250");
+        let interval = ProximityConfig::default().probe_interval;
+        let zone = |areas: &[Learned], at: Instant| -> Vec<Option<String>> {
+            areas
+                .iter()
+                .map(|a| a.at(at).nearest_zone(resolver).map(|n| n.to_ascii()))
+                .collect()
+        };
+        let nearest = vec![Some("area-1.example.com.".to_string()); 3];
+        let mut honest = 0;
+        for round in 0..40u32 {
+            let now = t0 + interval * round;
+            for (a, (rtt, forwarder_wait)) in
+                areas
+                    .iter_mut()
+                    .zip([(20u64, 2900u64), (80, 1500), (140, 1)])
+            {
+                let before = a.at(now).nearest_zone(resolver).map(|n| n.to_ascii());
+                if round >= 3 {
+                    for k in 0..10 {
+                        a.on_udp_query(now + Duration::from_millis(k), forged, &q);
+                    }
+                    // Queries alone (answered or truncated) change nothing.
+                    let after = a.at(now).nearest_zone(resolver).map(|n| n.to_ascii());
+                    assert_eq!(before, after, "round {round}: a query moved the answer");
+                }
+                let at = now + Duration::from_millis(forwarder_wait);
+                a.on_tcp_query(at, forwarder, &q);
+                // The resolver asks 4 s into the round and retries a truncated answer.
+                let at = now + Duration::from_secs(4);
+                if a.on_udp_query(at, resolver, &q) {
+                    let rtt = Duration::from_millis(rtt);
+                    assert_eq!(a.on_tcp_query(at + rtt, resolver, &q), Some(rtt));
+                    honest += 1;
+                }
+            }
+            share(&mut areas, now + Duration::from_secs(5));
+            if round >= 2 {
+                let at = now + Duration::from_secs(5);
+                assert_eq!(zone(&areas, at), nearest, "round {round}: the answer moved");
+            }
+        }
+        let measured: u64 = areas.iter().map(|a| a.counters().samples_measured).sum();
+        assert_eq!(
+            measured, honest,
+            "only the resolver's own retries are samples"
+        );
     }
 
     #[test]

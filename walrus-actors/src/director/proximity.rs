@@ -28,8 +28,10 @@
 //!   cap evicts the one measured longest ago. Probe bookkeeping is a second map of the
 //!   same cap, so queries alone never evict a learned entry: only a measurement does.
 //! - **Probe budget.** At most one probe per prefix per
-//!   [`ProximityConfig::probe_interval`], and at most [`ProximityConfig::probes_per_second`]
-//!   in all (a token bucket); probes go only to addresses that sent us a query.
+//!   [`ProximityConfig::probe_interval`] (a probe never answered frees its prefix at once,
+//!   but not its address: [`Proximity::unanswered`]), at most one per address per
+//!   interval, and at most [`ProximityConfig::probes_per_second`] in all (a token bucket);
+//!   probes go only to addresses that sent us a query.
 //!
 //! # Spoofing: the worst case
 //! A UDP query's source can be forged. What a forger can do with this table:
@@ -39,7 +41,8 @@
 //!   the victim's true RTT. On the path, a forger can delay replies (make an area look
 //!   far) but not make them arrive earlier than the path allows.
 //! - *Make us probe a target?* At most one probe per area per `probe_interval` to any
-//!   one /24 or /48 (default 2 per minute per area), whatever the query rate, and at most
+//!   one address (default 2 per minute per area), whatever the query rate; to one /24 or
+//!   /48, one per interval plus one per unanswered probe (each to another address), and at most
 //!   `probes_per_second` in all: spread over the whole address space, the forger gets that
 //!   global rate of probes, each to an address it named, never more.
 //! - *Push real entries out?* Only by causing real measurements: entries enter the table
@@ -168,9 +171,14 @@ pub struct Proximity {
     entries: HashMap<ResolverPrefix, Entry>,
     /// (last sample, prefix) of every entry: the oldest is evicted first.
     by_age: BTreeSet<(Instant, ResolverPrefix)>,
-    /// Last probe per prefix, insertion order for eviction.
-    probed: HashMap<ResolverPrefix, Instant>,
+    /// Last probe per prefix (and whether it went unanswered, which frees the prefix),
+    /// insertion order for eviction.
+    probed: HashMap<ResolverPrefix, (Instant, bool)>,
     probed_order: VecDeque<ResolverPrefix>,
+    /// Addresses whose last probe went unanswered (a forged source, a resolver that never
+    /// retries): not probed again before `probe_interval`; insertion order for eviction.
+    silent: HashMap<IpAddr, Instant>,
+    silent_order: VecDeque<IpAddr>,
     /// Token bucket of the global probe budget: tokens and when they were counted.
     tokens: u32,
     tokens_at: Option<Instant>,
@@ -186,6 +194,8 @@ impl Proximity {
             by_age: BTreeSet::new(),
             probed: HashMap::new(),
             probed_order: VecDeque::new(),
+            silent: HashMap::new(),
+            silent_order: VecDeque::new(),
             tokens_at: None,
         }
     }
@@ -204,28 +214,43 @@ impl Proximity {
     /// global budget allows.
     pub fn saw_query(&mut self, now: Instant, resolver: IpAddr) -> Option<Probe> {
         let prefix = ResolverPrefix::of(resolver);
-        if let Some(last) = self.probed.get(&prefix) {
-            if now.saturating_duration_since(*last) < self.cfg.probe_interval {
-                return None;
-            }
+        let interval = self.cfg.probe_interval;
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < interval;
+        let prefix_busy = self
+            .probed
+            .get(&prefix)
+            .is_some_and(|(at, unanswered)| !unanswered && recent(at));
+        if prefix_busy || self.silent.get(&resolver).is_some_and(recent) {
+            return None;
         }
         self.refill(now);
         if self.tokens == 0 {
             return None;
         }
         self.tokens -= 1;
-        if self.probed.insert(prefix, now).is_none() {
-            self.probed_order.push_back(prefix);
-            while self.probed.len() > self.cfg.cap {
-                match self.probed_order.pop_front() {
-                    Some(old) => {
-                        self.probed.remove(&old);
-                    }
-                    None => break,
-                }
-            }
-        }
+        let cap = self.cfg.cap;
+        remember(
+            &mut self.probed,
+            &mut self.probed_order,
+            prefix,
+            (now, false),
+            cap,
+        );
         Some(Probe { target: resolver })
+    }
+
+    /// The probe sent to `resolver` at `at` was never answered: its prefix is due again
+    /// (another of its addresses may be measured at once, within the global budget), and
+    /// this address is not probed again before `probe_interval`. So a forger who sends
+    /// queries from one address of a prefix holds that prefix's probe for no longer than
+    /// the wait for the answer, and cannot keep its real resolvers from being measured.
+    pub fn unanswered(&mut self, at: Instant, resolver: IpAddr) {
+        let prefix = ResolverPrefix::of(resolver);
+        if let Some((last, unanswered)) = self.probed.get_mut(&prefix) {
+            *unanswered |= *last == at;
+        }
+        let cap = self.cfg.cap;
+        remember(&mut self.silent, &mut self.silent_order, resolver, at, cap);
     }
 
     fn refill(&mut self, now: Instant) {
@@ -310,6 +335,28 @@ impl Proximity {
         let entry = self.entries.get(&ResolverPrefix::of(resolver))?;
         let chosen = entry.chosen.as_ref()?;
         estimate(&self.cfg, now, entry.samples.get(chosen)?).map(|_| chosen)
+    }
+}
+
+/// Sets `key` in a map of at most `cap` keys, evicting the longest-known ones; `order`
+/// holds each key once, in insertion order (keys are never removed but by eviction).
+fn remember<K: std::hash::Hash + Eq + Copy, V>(
+    map: &mut HashMap<K, V>,
+    order: &mut VecDeque<K>,
+    key: K,
+    value: V,
+    cap: usize,
+) {
+    if map.insert(key, value).is_none() {
+        order.push_back(key);
+        while map.len() > cap {
+            match order.pop_front() {
+                Some(old) => {
+                    map.remove(&old);
+                }
+                None => break,
+            }
+        }
     }
 }
 
@@ -514,5 +561,27 @@ mod tests {
         assert!(probes >= 40, "{probes} probes: the budget is also spent");
         // Queries alone never create a learned entry.
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_probe_frees_its_prefix_but_not_its_address() {
+        let t0 = Instant::now();
+        let mut p = Proximity::new(ProximityConfig::default());
+        let (forged, real) = (ip("10.200.1.250"), ip("10.200.1.9"));
+        for round in 0..100u32 {
+            let at = t0 + Duration::from_secs(3) * round;
+            let forged_probe = p.saw_query(at, forged);
+            // Once the real resolver's probe (1 ms after the forged one) is due again.
+            assert_eq!(forged_probe.is_some(), round % 11 == 0, "round {round}");
+            assert_eq!(p.saw_query(at, real), None, "the prefix is busy");
+            if forged_probe.is_some() {
+                p.unanswered(at, forged);
+                assert_eq!(p.saw_query(at + ms(1), forged), None, "silent");
+                assert_eq!(p.saw_query(at + ms(1), real), Some(Probe { target: real }));
+            }
+        }
+        // Bookkeeping stays one entry per key.
+        assert_eq!((p.probed.len(), p.probed_order.len()), (1, 1));
+        assert_eq!((p.silent.len(), p.silent_order.len()), (1, 1));
     }
 }
