@@ -751,11 +751,11 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let http = validate_http(loc, raw.http)?;
     let timing = validate_timing(loc, raw.timing)?;
-    let controller = validate_controller(loc, raw.controller)?;
+    let controller = knobs_section(loc, "controller", raw.controller)?;
     let dns_span = raw.dns.as_ref().map(|d| d.span());
     let dns = validate_dns(loc, raw.dns)?;
-    let notify = validate_notify(loc, raw.notify)?;
-    let reporter = validate_reporter(loc, raw.reporter)?;
+    let notify = knobs_section(loc, "notify", raw.notify)?;
+    let reporter = knobs_section(loc, "reporter", raw.reporter)?;
     let tls = Tls {
         ca: raw
             .tls
@@ -1000,15 +1000,43 @@ fn validate_timing(
     })
 }
 
-fn validate_controller(
+/// A knobs section that deserializes straight into its walrus-actors type (`[controller]`,
+/// `[reporter]`, `[notify]`): absent means the type's defaults; the type's own `validate()`
+/// holds the ranges, and the file gives its error a place (file:line:`section.field`).
+trait KnobsSection: Default {
+    /// The type's own range check: the field at fault and why.
+    fn check(&self) -> Result<(), (&'static str, String)>;
+}
+
+impl KnobsSection for ControllerKnobs {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        self.validate().map_err(|e| (e.field(), e.to_string()))
+    }
+}
+
+impl KnobsSection for ReporterKnobs {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        self.validate().map_err(|e| (e.field(), e.to_string()))
+    }
+}
+
+impl KnobsSection for NotifyKnobs {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        self.validate().map_err(|e| (e.field(), e.to_string()))
+    }
+}
+
+/// Section `section` of the file, read by [`KnobsSection`].
+fn knobs_section<K: KnobsSection>(
     loc: &Locator<'_>,
-    raw: Option<Spanned<ControllerKnobs>>,
-) -> Result<ControllerKnobs, ConfigError> {
+    section: &str,
+    raw: Option<Spanned<K>>,
+) -> Result<K, ConfigError> {
     let span = raw.as_ref().map(|r| r.span());
     let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
     knobs
-        .validate()
-        .map_err(|e| loc.err(span, format!("controller.{}", e.field()), e.to_string()))?;
+        .check()
+        .map_err(|(field, why)| loc.err(span, format!("{section}.{field}"), why))?;
     Ok(knobs)
 }
 
@@ -1083,30 +1111,6 @@ fn validate_learned(
         .validate()
         .map_err(|e| loc.err(span, format!("dns.learned.{}", e.field()), e.to_string()))?;
     Ok(knobs.config())
-}
-
-fn validate_reporter(
-    loc: &Locator<'_>,
-    raw: Option<Spanned<ReporterKnobs>>,
-) -> Result<ReporterKnobs, ConfigError> {
-    let span = raw.as_ref().map(|r| r.span());
-    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
-    knobs
-        .validate()
-        .map_err(|e| loc.err(span, format!("reporter.{}", e.field()), e.to_string()))?;
-    Ok(knobs)
-}
-
-fn validate_notify(
-    loc: &Locator<'_>,
-    raw: Option<Spanned<NotifyKnobs>>,
-) -> Result<NotifyKnobs, ConfigError> {
-    let span = raw.as_ref().map(|r| r.span());
-    let knobs = raw.map(Spanned::into_inner).unwrap_or_default();
-    knobs
-        .validate()
-        .map_err(|e| loc.err(span, format!("notify.{}", e.field()), e.to_string()))?;
-    Ok(knobs)
 }
 
 fn validate_clusters(
