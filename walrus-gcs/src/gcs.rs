@@ -682,6 +682,9 @@ impl Driver {
                 }
             };
             let parked = self.parked.is_some();
+            // An acknowledgement held back while a session lags goes out as the session
+            // reads, which is no input either: look again soon while one is held.
+            let recheck = parked || self.node.holding_ack();
             let stopping = async {
                 if stop.wait_for(|s| *s).await.is_err() {
                     // The `Gcs` is gone but sessions may live on: run on.
@@ -729,7 +732,7 @@ impl Driver {
                 }
                 // Room also opens as the links' queues drain, which is no input: look again
                 // soon (only while a multicast waits, so never at light load).
-                _ = tokio::time::sleep(PARKED_RETRY), if parked => {}
+                _ = tokio::time::sleep(PARKED_RETRY), if recheck => {}
                 _ = timer => {
                     // Frames that arrived while the driver was not running came before
                     // this deadline: feed them first, so liveness is judged on them.

@@ -101,6 +101,7 @@ impl Node {
     /// starts no view change for two heartbeat intervals; without that it would propose
     /// a view of itself alone, and then merge again.
     pub(super) fn catch_up(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         let due = self.next_heartbeat.max(self.caught_up);
         let late = now.saturating_duration_since(due);
         if late <= self.config.heartbeat_interval {

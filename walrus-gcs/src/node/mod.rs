@@ -73,7 +73,7 @@ mod planted;
 mod view_change;
 
 use failure::Peer;
-use ordering::Sequencer;
+use ordering::{AckHold, Sequencer};
 #[cfg(any(test, feature = "testing"))]
 pub use planted::PlantedBugs;
 use view_change::{Accepted, Frozen, Proposal};
@@ -143,6 +143,11 @@ pub struct Node {
     submit_base: Option<u64>,
     /// Replicated group table: members of each group in join-stamp order.
     groups: BTreeMap<GroupName, Vec<GroupRecord>>,
+    /// Acknowledgement held back while a local session lags (flow control to the
+    /// slowest reader, see `ordering.rs`).
+    ack_hold: AckHold,
+    /// The latest time given as input (for the local requests that carry none).
+    clock: Instant,
 
     next_heartbeat: Instant,
     /// Up to when this node's own lateness has been accounted for (see
@@ -272,6 +277,8 @@ impl Node {
             sent_upto: 0,
             submit_base: None,
             groups: BTreeMap::new(),
+            ack_hold: AckHold::default(),
+            clock: now,
             next_heartbeat: now,
             caught_up: now,
             hold_until: now,
@@ -377,6 +384,7 @@ impl Node {
             self.send_heartbeats(now);
             self.next_heartbeat = now + self.config.heartbeat_interval;
         }
+        self.release_ack();
         self.evaluate(now);
         self.pump();
     }
@@ -472,9 +480,15 @@ impl Node {
     }
 
     /// The application of `session` has taken `count` delivered events off its queue.
+    /// An acknowledgement held back while it lagged goes out once no session lags (see
+    /// [`Node::holding_ack`]): drain [`Node::poll_output`] after calling this.
     pub fn mark_read(&mut self, session: SessionId, count: usize) {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.unread = s.unread.saturating_sub(count);
+        }
+        if self.ack_hold.owed {
+            self.release_ack();
+            self.pump();
         }
     }
 
@@ -503,6 +517,9 @@ impl Node {
             t = t.min(a.deadline);
         }
         if let (Some(d), None, None) = (self.change_deadline, &self.proposal, &self.accepted) {
+            t = t.min(d);
+        }
+        if let Some(d) = self.ack_hold.deadline(self.config.flush_timeout) {
             t = t.min(d);
         }
         Some(t)

@@ -23,6 +23,35 @@ pub(super) struct Sequencer {
     pub(super) sent: (u64, u64),
 }
 
+/// Flow control to the slowest reader (issue 24). While a local session has at least
+/// the reader window (a quarter of `CoreConfig::session_queue_limit`) of delivered events
+/// unread, this node reports no more held entries than it had reported (its `Ack`, or
+/// the sequencer's own entry in `Sequencer::acks`): the view's stable point stops, the
+/// sequencer's window of unstable entries (`max_unstable`) fills and every sender of the
+/// group waits, so the reader catches up instead of being disconnected. The hold lasts
+/// at most `flush_timeout` from the moment the session started lagging; after that this
+/// node acknowledges normally until no session lags, so a session that does not read
+/// at all still reaches its limit and is disconnected instead of stopping the group.
+///
+/// Reporting fewer held entries than held is always safe: the acknowledgement only
+/// feeds the commit point (the origin holds the entry) and the stable point (every
+/// member holds it), and both then advance later, never wrongly; a view change takes
+/// what each member holds from its `Accept`, not from its acknowledgements.
+#[derive(Debug, Default)]
+pub(super) struct AckHold {
+    /// Since when a local session has lagged (cleared when none does).
+    since: Option<Instant>,
+    /// Entries were received (or ordered, on the sequencer) and not acknowledged.
+    pub(super) owed: bool,
+}
+
+impl AckHold {
+    /// When an owed acknowledgement must go out even if the session still lags.
+    pub(super) fn deadline(&self, bound: std::time::Duration) -> Option<Instant> {
+        self.since.filter(|_| self.owed).map(|t| t + bound)
+    }
+}
+
 impl Sequencer {
     /// The sequencer of a view that has just been installed: nothing ordered yet.
     pub(super) fn new() -> Self {
@@ -113,6 +142,61 @@ impl Node {
         self.sessions
             .get(&session)
             .is_none_or(|s| s.unread < (self.config.session_queue_limit / 4).max(1))
+    }
+
+    /// Whether some local session lags: it has the reader window of events unread.
+    fn lagging(&self) -> bool {
+        !self.sessions.keys().all(|s| self.reader_keeps_up(*s))
+    }
+
+    /// Whether this node holds back its acknowledgement now (see [`AckHold`]); starts
+    /// the bound when a session has just begun to lag, clears it when none lags.
+    fn hold_ack(&mut self) -> bool {
+        if !self.lagging() {
+            self.ack_hold.since = None;
+            return false;
+        }
+        let since = *self.ack_hold.since.get_or_insert(self.clock);
+        self.clock < since + self.config.flush_timeout
+    }
+
+    /// Whether an acknowledgement is held back because a local session lags (the driver
+    /// looks again soon, as the application's reads come without an event).
+    pub fn holding_ack(&self) -> bool {
+        self.ack_hold.owed
+    }
+
+    /// Sends the owed acknowledgement if it need no longer be held back.
+    pub(super) fn release_ack(&mut self) {
+        if !self.ack_hold.owed || self.hold_ack() {
+            return;
+        }
+        self.ack_hold.owed = false;
+        if self.frozen.is_some() {
+            // The flush takes what this node holds from its `Accept`.
+            return;
+        }
+        self.acknowledge();
+    }
+
+    /// Reports every entry held (up to `held_max`) to the sequencer, or records it as
+    /// the sequencer's own acknowledgement.
+    fn acknowledge(&mut self) {
+        let held = self.held_max;
+        let me = self.me.clone();
+        if let Some(seqr) = self.seqr.as_mut() {
+            seqr.acks.insert(me, held);
+            self.seq_advance();
+        } else if let Some(to) = self.members.first().map(|m| m.id.clone()) {
+            self.send(
+                to,
+                PeerMessage::Ack(Ack {
+                    incarnation: self.me.incarnation,
+                    view: self.view.clone(),
+                    held,
+                }),
+            );
+        }
     }
 
     /// Whether a multicast of `size` payload bytes would be taken now (the driver asks
@@ -248,6 +332,11 @@ impl Node {
             self.held_max = e.seq;
             self.held.insert(e.seq, e);
         }
+        if self.hold_ack() {
+            self.ack_hold.owed = true;
+            return;
+        }
+        self.ack_hold.owed = false;
         let me = self.me.clone();
         let held = self.held_max;
         if let Some(seqr) = self.seqr.as_mut() {
@@ -332,14 +421,12 @@ impl Node {
             self.held_max = e.seq;
             self.held.insert(e.seq, e);
         }
-        self.send(
-            from.id.clone(),
-            PeerMessage::Ack(Ack {
-                incarnation: self.me.incarnation,
-                view: self.view.clone(),
-                held: self.held_max,
-            }),
-        );
+        if self.hold_ack() {
+            self.ack_hold.owed = true;
+        } else {
+            self.ack_hold.owed = false;
+            self.acknowledge();
+        }
         self.deliver_committed();
     }
 

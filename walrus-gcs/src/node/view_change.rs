@@ -424,6 +424,8 @@ impl Node {
         self.max_counter = self.max_counter.max(m.view.counter);
         self.held.clear();
         self.held_max = 0;
+        // Nothing of the new view is held yet, so no acknowledgement is owed in it.
+        self.ack_hold.owed = false;
         self.delivered = 0;
         self.commit = 0;
         self.stable = 0;

@@ -311,3 +311,152 @@ fn a_session_that_lags_behind_its_events_is_held_back_not_disconnected() {
     a.multicast(t0, s, Service::Agreed, &[g("g")], b"x".to_vec())
         .unwrap();
 }
+
+/// Nodes `a` (the sequencer) and `b` in view 2.a, each with one session in group "g"
+/// whose membership events are read; small windows: reader window 25 events (of a
+/// `session_queue_limit` of 100), ordering window 8, send window 4.
+fn two_in_g(t0: Instant) -> ([Node; 2], Instant, [SessionId; 2]) {
+    let config = CoreConfig {
+        session_queue_limit: 100,
+        max_unstable: 8,
+        max_pending: 4,
+        ..CoreConfig::default()
+    };
+    let mut a = Node::new(config.clone(), id("a"), Incarnation(1), vec![id("b")], t0);
+    let mut b = Node::new(config, id("b"), Incarnation(1), vec![id("a")], t0);
+    drain(&mut a);
+    drain(&mut b);
+    let t = merge(&mut a, &mut b, t0);
+    let (sa, sb) = (a.open_session(t), b.open_session(t));
+    a.join(t, sa, g("g")).unwrap();
+    b.join(t, sb, g("g")).unwrap();
+    // `a` sees both joins, `b` its own (it joined after `a`).
+    assert_eq!(exchange(&mut a, &mut b, t).len(), 3);
+    a.mark_read(sa, 2);
+    b.mark_read(sb, 1);
+    (nodes_of(a, b), t, [sa, sb])
+}
+
+fn nodes_of(a: Node, b: Node) -> [Node; 2] {
+    [a, b]
+}
+
+/// What [`flood`] saw of the lagging node's session.
+struct Flooded {
+    /// Events delivered to it and not read.
+    unread: usize,
+    /// Whether it was disconnected.
+    disconnected: bool,
+    /// Messages the sender's last round got into the core.
+    last_round: usize,
+}
+
+/// `rounds` times: node `sender` multicasts until refused, then the two nodes exchange
+/// messages at `t`. The sender's session reads everything; the other's reads nothing.
+fn flood(
+    nodes: &mut [Node; 2],
+    sender: usize,
+    sessions: [SessionId; 2],
+    t: Instant,
+    rounds: usize,
+) -> Flooded {
+    let mut seen = Flooded {
+        unread: 0,
+        disconnected: false,
+        last_round: 0,
+    };
+    for _ in 0..rounds {
+        seen.last_round = 0;
+        while seen.last_round < 1000
+            && nodes[sender]
+                .multicast(t, sessions[sender], Service::Agreed, &[g("g")], vec![7; 10])
+                .is_ok()
+        {
+            seen.last_round += 1;
+        }
+        // Until quiet: each node's outputs, told apart (session ids are per node).
+        loop {
+            let mut outs = [Vec::new(), Vec::new()];
+            let (x, y) = nodes.split_at_mut(1);
+            let moved = forward(&mut x[0], &mut y[0], t, &mut outs[0])
+                | forward(&mut y[0], &mut x[0], t, &mut outs[1]);
+            for out in std::mem::take(&mut outs[sender]) {
+                if let Output::Deliver { session, .. } = out {
+                    nodes[sender].mark_read(session, 1);
+                }
+            }
+            for out in std::mem::take(&mut outs[1 - sender]) {
+                match out {
+                    Output::Deliver {
+                        event: Event::Disconnected { .. },
+                        ..
+                    } => seen.disconnected = true,
+                    Output::Deliver { .. } => seen.unread += 1,
+                    _ => {}
+                }
+            }
+            // Reads release held acknowledgements: go on while anything moves.
+            if !moved && nodes.iter().all(|n| n.outputs.is_empty()) {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+/// Flow control to the slowest reader (issue 24): a session that falls behind its events
+/// makes its node hold back its acknowledgement, so the sequencer's window of unstable
+/// entries fills and the other node's multicasts are refused, instead of the session
+/// running into `session_queue_limit` and being disconnected; once it reads, the group
+/// moves again. Both for a lagging member and a lagging sequencer.
+#[test]
+fn a_slow_reader_slows_the_senders_instead_of_being_disconnected() {
+    for lagging in [0, 1] {
+        let (mut nodes, t, sessions) = two_in_g(Instant::now());
+        let sender = 1 - lagging;
+        let seen = flood(&mut nodes, sender, sessions, t, 60);
+        assert!(!seen.disconnected, "lagging {lagging}");
+        assert_eq!(seen.last_round, 0, "the sender waits (lagging {lagging})");
+        assert!(nodes[lagging].holding_ack());
+        assert!(
+            (25..100).contains(&seen.unread),
+            "held at the reader window plus the unstable window: {} (lagging {lagging})",
+            seen.unread
+        );
+        assert!(matches!(
+            nodes[sender].multicast(t, sessions[sender], Service::Agreed, &[g("g")], vec![1]),
+            Err(GcsError::Backpressure { .. })
+        ));
+        // The slow reader reads: its acknowledgement goes out and the senders go on.
+        nodes[lagging].mark_read(sessions[lagging], seen.unread);
+        assert!(!nodes[lagging].holding_ack());
+        // (its first round finds the window still full: the acknowledgement is yet to go)
+        let more = flood(&mut nodes, sender, sessions, t, 2);
+        assert!(more.last_round > 0, "lagging {lagging}");
+        assert!(!more.disconnected);
+    }
+}
+
+/// The hold is bounded by `flush_timeout`: a session that never reads does not stop
+/// the group for longer; it is then disconnected at `session_queue_limit` as before.
+#[test]
+fn a_session_that_never_reads_is_still_disconnected() {
+    for lagging in [0, 1] {
+        let flush_timeout = CoreConfig::default().flush_timeout;
+        let (mut nodes, t, sessions) = two_in_g(Instant::now());
+        let sender = 1 - lagging;
+        let held = flood(&mut nodes, sender, sessions, t, 60);
+        assert!(!held.disconnected && held.last_round == 0);
+        let deadline = nodes[lagging].poll_timeout().unwrap();
+        assert!(deadline <= t + flush_timeout, "the bound is a deadline");
+        let t = t + flush_timeout;
+        nodes[lagging].handle_timeout(t);
+        nodes[sender].handle_timeout(t);
+        let after = flood(&mut nodes, sender, sessions, t, 60);
+        assert!(after.disconnected, "lagging {lagging}");
+        assert!(
+            after.last_round > 0,
+            "the sender goes on (lagging {lagging})"
+        );
+    }
+}
