@@ -84,11 +84,19 @@ fn start_unbound(work: &Path, port: u16, relays: &[SocketAddr]) -> ChildGuard {
     );
     let path = work.join("unbound.conf");
     std::fs::write(&path, conf).unwrap();
-    ChildGuard::start_logged(
+    let unbound = ChildGuard::start_logged(
         "unbound",
         Command::new(program).arg("-d").arg("-c").arg(&path),
         &work.join("unbound.log"),
-    )
+    );
+    // Its control socket is what `flush` needs (seen missing once right after the start).
+    let control = work.join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !control.exists() {
+        assert!(Instant::now() < deadline, "unbound made no {control:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unbound
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,14 +7,37 @@ use std::time::{Duration, Instant};
 
 /// A TCP port free on `ip` a moment ago (bound, then released).
 pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("no free TCP port on {ip}: {e}"))
-        .port()
+    unclaimed(|| {
+        TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("no free TCP port on {ip}: {e}"))
+            .port()
+    })
+}
+
+/// A port from `pick` that this process has not handed out before. The kernel may give
+/// the same ephemeral port to two `bind(0)` calls once the first socket is closed, and a
+/// test writes several ports into one configuration before anything binds them (seen:
+/// a node's group port equal to an area name server's port, "Address already in use").
+fn unclaimed(mut pick: impl FnMut() -> u16) -> u16 {
+    static CLAIMED: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = pick();
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port left that this process has not handed out already");
 }
 
 /// A UDP port free on 127.0.0.1 a moment ago (a node's gcs address).
 pub fn free_udp_port() -> u16 {
+    unclaimed(any_udp_port)
+}
+
+fn any_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .unwrap_or_else(|e| panic!("no free UDP port: {e}"))
@@ -23,13 +46,15 @@ pub fn free_udp_port() -> u16 {
 
 /// A port free for both UDP and TCP on 127.0.0.1 (a name server listens on both).
 pub fn free_dns_port() -> u16 {
-    for _ in 0..100 {
-        let port = free_udp_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    unclaimed(|| {
+        for _ in 0..100 {
+            let port = any_udp_port();
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
         }
-    }
-    panic!("no loopback port free for both UDP and TCP");
+        panic!("no loopback port free for both UDP and TCP");
+    })
 }
 
 /// Waits (up to 20 s) until something accepts TCP connections on 127.0.0.1:`port`; panics
