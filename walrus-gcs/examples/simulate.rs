@@ -7,11 +7,15 @@
 //!
 //! Each seed is a standard run (3–7 nodes, 60 virtual seconds of faults, then the
 //! liveness phase), and then, for three seeds in four, a duplicate-incarnation, an
-//! impostor or an isolated-start scenario (see `walrus_gcs::sim`).
+//! impostor or an isolated-start scenario (see `walrus_gcs::sim`). Every seed also runs
+//! 2–6 clients attached to the members (crashes, cut links, fail-over to the next
+//! member; `PROTOCOL.md`, "Clients").
 //! `--plant replace-always,refuse-older,merge-by-stamp` plants the rules from before
 //! issue 16 (every new connection replaces the link; an older incarnation is refused
 //! forever; group lists merge by join stamp only), to show the checkers see them;
-//! `--plant batch-overlap` makes merged ordering batches overlap by one (issue 24).
+//! `--plant batch-overlap` makes merged ordering batches overlap by one (issue 24);
+//! `--plant client-no-dedup` makes members deliver again a client's message the client
+//! sent again after re-attaching (issue 24, clients).
 //! A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -41,6 +45,10 @@ struct Totals {
     impostors: u64,
     isolated_starts: u64,
     refused: u64,
+    clients: u64,
+    client_failovers: u64,
+    client_crashes: u64,
+    client_deliveries: u64,
     violations: u64,
     failed: Vec<u64>,
 }
@@ -78,6 +86,7 @@ fn main() {
                 cfg.bugs.refuse_older_incarnations = plant.iter().any(|p| p == "refuse-older");
                 cfg.bugs.merge_by_stamp_only = plant.iter().any(|p| p == "merge-by-stamp");
                 cfg.bugs.batch_overlap = plant.iter().any(|p| p == "batch-overlap");
+                cfg.bugs.client_no_dedup = plant.iter().any(|p| p == "client-no-dedup");
                 let r = run(&cfg);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;
@@ -91,6 +100,10 @@ fn main() {
                 t.impostors += r.impostors;
                 t.isolated_starts += r.isolated_starts;
                 t.refused += r.refused;
+                t.clients += r.clients as u64;
+                t.client_failovers += r.client_failovers;
+                t.client_crashes += r.client_crashes;
+                t.client_deliveries += r.client_deliveries;
                 if !r.violations.is_empty() {
                     t.violations += r.violations.len() as u64;
                     t.failed.push(seed);
@@ -112,7 +125,7 @@ fn main() {
 impl Totals {
     fn json(&self, started: std::time::Instant) -> String {
         format!(
-            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
             self.seeds,
             self.virtual_seconds,
             self.partitions,
@@ -125,6 +138,10 @@ impl Totals {
             self.impostors,
             self.isolated_starts,
             self.refused,
+            self.clients,
+            self.client_failovers,
+            self.client_crashes,
+            self.client_deliveries,
             self.failed,
             started.elapsed().as_secs_f64()
         )

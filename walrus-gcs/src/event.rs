@@ -1,7 +1,10 @@
 //! What the core hands to its driver: [`Output`]s, and the [`Event`]s sessions receive.
 
-use crate::types::{GroupName, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId};
+use crate::types::{
+    ClientMsgId, GroupName, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
+};
 use crate::wire::PeerMessage;
+use serde::{Deserialize, Serialize};
 
 /// One output of the core, taken with [`crate::Node::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +27,16 @@ pub enum Output {
     },
     /// This node installed a new view (for logs, metrics and the simulator's checker).
     ViewInstalled(ViewChange),
+    /// A multicast this node sent for a client (`Node::multicast_for_client`) took its
+    /// place in the order and was delivered here (or dropped here as a copy the client
+    /// sent again): the client may forget it (see `PROTOCOL.md`, "Clients"). A driver
+    /// without clients ignores it.
+    Confirmed {
+        /// The local session that sent it (hosting the client's session).
+        session: SessionId,
+        /// The client's id of the message.
+        id: ClientMsgId,
+    },
 }
 
 /// A view installation, as reported by [`Output::ViewInstalled`].
@@ -43,7 +56,7 @@ pub struct ViewChange {
 }
 
 /// Why a group's membership changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MembershipReason {
     /// A session joined.
     Join,
@@ -56,7 +69,7 @@ pub enum MembershipReason {
 }
 
 /// Why a session was dropped by the core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DisconnectReason {
     /// It left more than `CoreConfig::session_queue_limit` events unread.
     QueueOverflow {
@@ -65,8 +78,9 @@ pub enum DisconnectReason {
     },
 }
 
-/// What a session receives, in one order that is the same at every receiver.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a session receives, in one order that is the same at every receiver (a member
+/// forwards it to a client as is, so it has a wire form).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A multicast addressed to at least one group the session is a member of.
     Message {
@@ -77,7 +91,11 @@ pub enum Event {
         /// The groups it was addressed to.
         groups: Vec<GroupName>,
         /// Application bytes.
+        #[serde(with = "crate::codec::bytes")]
         payload: Vec<u8>,
+        /// Set when a client sent it (through the member `sender` names): its id, the
+        /// same whichever member the client sent it through.
+        client: Option<ClientMsgId>,
     },
     /// The membership of a group the session belongs to changed.
     Membership {

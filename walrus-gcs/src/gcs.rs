@@ -79,6 +79,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::event::{Event, Output, ViewChange};
+use crate::tier::link::{ClientIn, ClientLinks};
 use crate::transport::{
     Lane, Limits, Staged, Transport, TransportConfig, TransportError, TransportEvent,
     TransportEvents,
@@ -135,6 +136,9 @@ pub enum DriverError {
     /// The node has shut down.
     #[error("the GCS node has stopped")]
     Stopped,
+    /// The client listener could not start (see [`Gcs::serve_clients`]).
+    #[error("client listener: {0}")]
+    Clients(String),
     /// Another live process proves this node's name and keeps it (a cloned host, a copied
     /// configuration, a stolen key): this one is the duplicate, it left the cluster and
     /// stopped. The text names both addresses. The process should exit non-zero.
@@ -249,6 +253,10 @@ pub struct Gcs {
     stats: Arc<Counters>,
     /// Set when the driver stopped on its own for a reason the process must exit for.
     fatal: watch::Receiver<Option<DriverError>>,
+    /// Clients' links to the driver (see [`Gcs::serve_clients`]).
+    clients: mpsc::Sender<ClientIn>,
+    /// The client listener, once started.
+    client_endpoint: Mutex<Option<quinn::Endpoint>>,
 }
 
 /// Message counters of a running node, since it started (for metrics: a monitoring
@@ -293,7 +301,9 @@ impl Gcs {
         let (view_tx, view_rx) = watch::channel(None);
         let stats = Arc::new(Counters::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
+        let (clients_tx, clients_rx) = mpsc::channel(1024);
         let driver = Driver {
+            clients: ClientLinks::default(),
             stats: stats.clone(),
             node,
             transport: transport.clone(),
@@ -304,7 +314,7 @@ impl Gcs {
             staged: Staged::default(),
         };
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(driver.run(cmd_rx, events, stop_rx));
+        let task = tokio::spawn(driver.run(cmd_rx, events, stop_rx, clients_rx));
         info!(node = %me, %incarnation, "GCS node started");
         Ok(Self {
             me,
@@ -318,7 +328,36 @@ impl Gcs {
             task: Mutex::new(Some(task)),
             stats,
             fatal: fatal_rx,
+            clients: clients_tx,
+            client_endpoint: Mutex::new(None),
         })
+    }
+
+    /// Lets clients attach to this member (`PROTOCOL.md`, "Clients"): a QUIC listener on
+    /// `listen` (ALPN `walrus-gcs-client/1`, mutual TLS with the cluster CA of
+    /// `identity`) that admits only client certificates (names starting with
+    /// `client.`). Returns the address it listens on.
+    pub fn serve_clients(
+        &self,
+        identity: &crate::transport::NodeIdentity,
+        listen: SocketAddr,
+    ) -> Result<SocketAddr, DriverError> {
+        if crate::tier::link::is_client_name(self.me.as_str()) {
+            return Err(DriverError::Clients(format!(
+                "a member may not have a client's name ({})",
+                self.me
+            )));
+        }
+        let endpoint = crate::tier::link::listen(identity, listen, self.clients.clone())
+            .map_err(DriverError::Clients)?;
+        let addr = endpoint
+            .local_addr()
+            .map_err(|e| DriverError::Clients(e.to_string()))?;
+        *self
+            .client_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(endpoint);
+        Ok(addr)
     }
 
     /// Waits until the node stops on its own for a reason the process must exit for
@@ -421,6 +460,14 @@ impl Gcs {
         // Not through the command queue: requests may wait there behind a parked
         // multicast (see `Driver::parked`).
         self.stop.send_replace(true);
+        let clients = self
+            .client_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(endpoint) = clients {
+            endpoint.close(quinn::VarInt::from_u32(0), b"member stopped");
+        }
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -645,6 +692,8 @@ struct SessionSlot {
 
 struct Driver {
     node: Node,
+    /// Attached clients (`PROTOCOL.md`, "Clients").
+    clients: ClientLinks,
     transport: Transport<PeerMessage>,
     sessions: HashMap<SessionId, SessionSlot>,
     view: watch::Sender<Option<ViewChange>>,
@@ -671,6 +720,7 @@ impl Driver {
         mut cmds: mpsc::Receiver<Command>,
         mut events: TransportEvents<PeerMessage>,
         mut stop: watch::Receiver<bool>,
+        mut clients: mpsc::Receiver<ClientIn>,
     ) {
         self.flush();
         loop {
@@ -728,6 +778,17 @@ impl Driver {
                     }
                     if stop {
                         break;
+                    }
+                }
+                input = clients.recv() => {
+                    if let Some(input) = input {
+                        self.clients.input(&mut self.node, now(), input);
+                        for _ in 0..BATCH {
+                            match clients.try_recv() {
+                                Ok(input) => self.clients.input(&mut self.node, now(), input),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 // Room also opens as the links' queues drain, which is no input: look again
@@ -908,7 +969,11 @@ impl Driver {
     }
 
     fn flush(&mut self) {
+        self.clients.pump(&mut self.node, now());
         while let Some(out) = self.node.poll_output() {
+            let Some(out) = self.clients.output(&mut self.node, out) else {
+                continue;
+            };
             match out {
                 Output::Send { to, msg } => {
                     match self
@@ -937,8 +1002,11 @@ impl Driver {
                     info!(node = %self.node.id(), view = %v.view, members = v.members.len(), "view installed");
                     self.view.send_replace(Some(v));
                 }
+                // Taken by `self.clients` above.
+                Output::Confirmed { .. } => {}
             }
         }
+        self.clients.send_notices(&mut self.node, now());
         // The end of the turn: what it sent to each peer goes out as one write.
         for (to, e) in self.transport.flush_staged(&mut self.staged) {
             send_failed(&to, &e);

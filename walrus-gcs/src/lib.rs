@@ -38,6 +38,11 @@
 //!   a session that leaves more than `CoreConfig::session_queue_limit` unread is
 //!   disconnected ([`Event::Disconnected`], delivered past the limit: close its stream).
 //!
+//! Clients ([`tier`]): a process with no place in views attaches to one member
+//! ([`tier::Client::attach`], the member listening with [`Gcs::serve_clients`]) and uses
+//! sessions ([`tier::ClientSession`]) hosted by that member; it fails over to the next
+//! member of its list. See `PROTOCOL.md`, "Clients".
+//!
 //! The deterministic simulator (`walrus_gcs::sim`, feature `testing`) drives many cores this way on
 //! a virtual clock and checks the guarantees listed in `PROTOCOL.md`.
 //!
@@ -54,6 +59,7 @@ mod error;
 mod event;
 pub mod gcs;
 mod node;
+pub mod tier;
 pub mod transport;
 mod types;
 mod wire;
@@ -69,7 +75,7 @@ pub use node::Node;
 #[cfg(any(test, feature = "testing"))]
 pub use node::PlantedBugs;
 pub use types::{
-    GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
+    ClientMsgId, GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
 };
 // The one message type between cores, and the payloads of its variants (a transport
 // moves them opaquely; tests and tools build them).

@@ -153,3 +153,24 @@ impl fmt::Display for Member {
         write!(f, "{}{}/{}", self.node, self.incarnation, self.session)
     }
 }
+
+/// The id of one multicast of a client (a process attached to a member, not in views;
+/// see `PROTOCOL.md`, "Clients"): the client's name, its incarnation and a counter of
+/// its multicasts (1, 2, 3, … across all its sessions). A client that re-attaches to
+/// another member sends again, under the same id, what it was not told was delivered;
+/// every member hands a client's message with a given id to its sessions at most once.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientMsgId {
+    /// The client's configured name (its certificate's).
+    pub client: NodeId,
+    /// Which life of the client.
+    pub incarnation: Incarnation,
+    /// Numbers the client's multicasts of this incarnation: 1, 2, 3, …
+    pub counter: u64,
+}
+
+impl fmt::Display for ClientMsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}:{}", self.client, self.incarnation, self.counter)
+    }
+}

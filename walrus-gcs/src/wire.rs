@@ -5,7 +5,9 @@
 //! frames (an old incarnation, an old view) without understanding the rest. Encoding goes
 //! through [`crate::codec`] only.
 
-use crate::types::{GroupName, Incarnation, NodeRef, Service, SessionId, Stamp, ViewId};
+use crate::types::{
+    ClientMsgId, GroupName, Incarnation, NodeRef, Service, SessionId, Stamp, ViewId,
+};
 use serde::{Deserialize, Serialize};
 
 /// A message from one node's core to another's. See `PROTOCOL.md` for the flow.
@@ -144,6 +146,9 @@ pub enum OpKind {
         /// Application bytes.
         #[serde(with = "crate::codec::bytes")]
         payload: Vec<u8>,
+        /// Set when a member sends it for a client (see `PROTOCOL.md`, "Clients"): the
+        /// id under which the client may send it again through another member.
+        client: Option<ClientMsgId>,
     },
 }
 
@@ -438,6 +443,7 @@ mod tests {
                         service: Service::Agreed,
                         groups: vec![GroupName::new("Controllers"), GroupName::new("Reporters")],
                         payload: vec![0xAB; max],
+                        client: None,
                     },
                 }],
             }],
@@ -465,6 +471,7 @@ mod tests {
                 service: Service::Agreed,
                 groups: vec![GroupName::new("g")],
                 payload: vec![1, 2, 3],
+                client: None,
             },
         };
         let entry = Entry {

@@ -46,7 +46,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(service, groups, payload)| OpKind::Message {
                 service,
                 groups,
-                payload
+                payload,
+                client: None,
             }),
     ];
     (any::<u64>(), any::<u64>(), kind).prop_map(|(counter, s, kind)| Op {

@@ -21,19 +21,7 @@ async fn start_cluster(names: &[&str]) -> Vec<Gcs> {
         bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
     let mut out = Vec::new();
     for (name, socket, _) in bound {
-        let limits = Limits {
-            backoff_min: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(300),
-            ..Limits::default()
-        };
-        let gcs = Gcs::start(GcsConfig {
-            transport: config(&ca, &name, socket, &addrs, limits),
-            core: CoreConfig::lan(),
-            incarnation: None,
-        })
-        .await
-        .unwrap();
-        out.push(gcs);
+        out.push(start_gcs(&ca, &name, socket, &addrs).await);
     }
     out
 }

@@ -322,6 +322,7 @@ impl GroupSession for LocalSession {
                     service,
                     groups: groups.to_vec(),
                     payload: payload.clone(),
+                    client: None,
                 });
             }
         }

@@ -40,7 +40,20 @@ impl Node {
                 service,
                 groups,
                 payload,
+                client,
             } => {
+                if let Some(id) = client {
+                    let fresh = self.client_message_fresh(id);
+                    if e.origin == self.me {
+                        self.outputs.push_back(Output::Confirmed {
+                            session: e.op.session,
+                            id: id.clone(),
+                        });
+                    }
+                    if !fresh {
+                        return;
+                    }
+                }
                 let mut targets = BTreeSet::new();
                 for g in groups {
                     if let Some(list) = self.groups.get(g) {
@@ -61,6 +74,7 @@ impl Node {
                             service: *service,
                             groups: groups.clone(),
                             payload: payload.clone(),
+                            client: client.clone(),
                         },
                     );
                 }

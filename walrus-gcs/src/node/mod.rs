@@ -29,6 +29,7 @@
 //! | `mod.rs` | the public API: inputs, local requests, outputs, accessors; dispatch of peer messages | [`Node`] |
 //! | `batch.rs` | batching: an ordering message merged into the last one queued to the same peer | — |
 //! | `ordering.rs` | send window, submission, the sequencer, commit and stable points, delivery in order | `Sequencer` |
+//! | `clients.rs` | a multicast sent for a client, and dropping a copy a client sent again | `ClientsSeen` |
 //! | `groups.rs` | the group table: applying a delivered entry, membership events, session queues, the merge of tables at a view change | — |
 //! | `failure.rs` | incarnations, heartbeats, liveness, the connectivity matrix, the view this node wants | `Peer` |
 //! | `view_change.rs` | when to change, freeze, propose/accept, the cut of each old view, install | `Frozen`, `Accepted`, `Proposal` |
@@ -39,7 +40,7 @@ use crate::config::CoreConfig;
 use crate::error::GcsError;
 use crate::event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
 use crate::types::{
-    GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
+    ClientMsgId, GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
 };
 use crate::wire::{
     Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install,
@@ -64,6 +65,7 @@ macro_rules! planted {
 }
 
 mod batch;
+mod clients;
 mod failure;
 mod groups;
 mod ordering;
@@ -72,6 +74,7 @@ mod peer_set;
 mod planted;
 mod view_change;
 
+pub(crate) use clients::ClientsSeen;
 use failure::Peer;
 use ordering::{AckHold, Sequencer};
 #[cfg(any(test, feature = "testing"))]
@@ -166,6 +169,9 @@ pub struct Node {
     /// sequencer may install it before the coordinator's `Install` reaches us over another
     /// link); replayed after the install. Bounded by `max_unstable`.
     early: Vec<(NodeRef, PeerMessage)>,
+    /// The highest counter of each client incarnation whose message this node has
+    /// delivered (see `clients.rs`): a copy a client sent again is not delivered twice.
+    clients_seen: ClientsSeen,
 }
 
 /// FNV-1a, for the virtual-synchrony digest (deterministic, no std hasher state).
@@ -286,6 +292,7 @@ impl Node {
             popped: 0,
             last_send: BTreeMap::new(),
             early: Vec::new(),
+            clients_seen: ClientsSeen::default(),
         };
         node.outputs.push_back(Output::ViewInstalled(ViewChange {
             view,
@@ -450,6 +457,19 @@ impl Node {
         groups: &[GroupName],
         payload: Vec<u8>,
     ) -> Result<(), GcsError> {
+        self.multicast_op(session, service, groups, payload, None)
+    }
+
+    /// [`Node::multicast`], for a local session or (with `client`) a client's session
+    /// hosted here.
+    fn multicast_op(
+        &mut self,
+        session: SessionId,
+        service: Service,
+        groups: &[GroupName],
+        payload: Vec<u8>,
+        client: Option<ClientMsgId>,
+    ) -> Result<(), GcsError> {
         if payload.len() > self.config.max_message_size {
             return Err(GcsError::MessageTooLarge {
                 size: payload.len(),
@@ -473,6 +493,7 @@ impl Node {
                 service,
                 groups,
                 payload,
+                client,
             },
         );
         self.pump();

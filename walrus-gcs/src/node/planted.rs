@@ -18,6 +18,9 @@ pub struct PlantedBugs {
     /// Batching (issue 24): merging two `Ordered` batches repeats the first one's last
     /// operation, so the order ranges of the merged batch overlap by one.
     pub batch_overlap: bool,
+    /// Clients: deliver a client's message again when the client sent it again through
+    /// another member (no drop of a copy by its id).
+    pub client_no_dedup: bool,
 }
 
 impl Node {

@@ -24,10 +24,12 @@
 //! `Instant` is the base that virtual time is added to.
 
 pub mod invariants;
+mod tier;
 
 use crate::config::CoreConfig;
 use crate::event::{Event, Output};
 use crate::node::{Node, PlantedBugs};
+use crate::tier::ClientHost;
 use crate::transport::admission::{Admission, AdmissionConfig, Verdict};
 use crate::types::{GroupName, Incarnation, NodeId, NodeRef, Service, SessionId};
 use crate::wire::PeerMessage;
@@ -38,6 +40,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tier::{Tier, TierEv};
 
 /// One simulated run.
 #[derive(Clone, Debug)]
@@ -67,6 +70,8 @@ pub struct SimConfig {
     pub delivery_bound: Duration,
     /// What runs after the liveness phase.
     pub scenario: Scenario,
+    /// Clients attached to the members (`PROTOCOL.md`, "Clients"; see `sim/tier.rs`).
+    pub clients: usize,
 }
 
 /// A scenario run after the liveness phase, on the settled cluster.
@@ -116,6 +121,7 @@ impl SimConfig {
             view_bound: Duration::from_secs(5),
             delivery_bound: Duration::from_secs(1),
             scenario: Scenario::for_seed(seed),
+            clients: rng.random_range(2..=6),
         }
     }
 }
@@ -147,6 +153,14 @@ pub struct SimReport {
     pub isolated_starts: u64,
     /// Newcomers refused by a peer's admission rule (their process stopped).
     pub refused: u64,
+    /// Clients simulated.
+    pub clients: usize,
+    /// Times a client's link ended and it attached again (to the next member).
+    pub client_failovers: u64,
+    /// Client crashes.
+    pub client_crashes: u64,
+    /// Deliveries of client messages checked (members' and clients' sessions).
+    pub client_deliveries: u64,
     /// What the checkers found.
     pub violations: Vec<String>,
     /// The last lines of the run's trace (faults, views), for a failure report.
@@ -204,6 +218,8 @@ enum Ev {
         peer: usize,
     },
     Scenario(Step),
+    /// A client's event (`sim/tier.rs`).
+    Tier(TierEv),
     /// The end of a node's turn: its outputs go out (see [`Sim::end_turn_later`]).
     Drain {
         at: usize,
@@ -270,6 +286,8 @@ struct SimNode {
     /// Its turn is open: messages it received are not drained yet (an [`Ev::Drain`] is
     /// scheduled).
     in_turn: bool,
+    /// Its clients' sessions (reset at a restart: a new incarnation hosts nobody).
+    host: ClientHost,
 }
 
 struct Sim {
@@ -302,6 +320,8 @@ struct Sim {
     held: Vec<Vec<Option<usize>>>,
     /// The scenario's original node and newcomer process.
     scenario: Option<(usize, usize)>,
+    /// The clients.
+    tier: Tier,
 }
 
 /// Runs one simulation and checks it.
@@ -343,6 +363,7 @@ impl Sim {
             admission,
             held: vec![vec![None; n]; slots],
             scenario: None,
+            tier: Tier::new(cfg.seed, cfg.clients, slots),
             rng,
             base,
             now: Duration::ZERO,
@@ -362,6 +383,7 @@ impl Sim {
                     },
                     impostor: false,
                     in_turn: false,
+                    host: ClientHost::default(),
                 })
                 .collect(),
             links: vec![vec![Link::default(); slots]; slots],
@@ -434,6 +456,7 @@ impl Sim {
         let end = self.plan_scenario(t0);
         self.at(end, Ev::End);
         self.at(Duration::ZERO, Ev::Client);
+        self.plan_tier();
     }
 
     /// Plans the scenario from `t0` (everything settled); returns when the run ends.
@@ -559,6 +582,7 @@ impl Sim {
                 return false;
             }
             self.handle(ev);
+            self.checker.take_client_violations();
             if !self.checker.violations.is_empty() {
                 // Stop at the first violation, so the trace ends where it happened.
                 self.log("stopped at the first violation".into());
@@ -707,6 +731,7 @@ impl Sim {
                 }
             }
             Ev::Scenario(step) => self.scenario_step(step),
+            Ev::Tier(e) => self.tier_event(e),
             Ev::End => {}
         }
     }
@@ -943,8 +968,18 @@ impl Sim {
 
     /// Takes a node's outputs: sends go on the links, deliveries to the checker.
     fn drain(&mut self, i: usize) {
+        let now = self.instant();
+        let sn = &mut self.nodes[i];
+        if let Some(node) = sn.node.as_mut() {
+            for (client, e) in sn.host.pump(node, now) {
+                self.checker
+                    .clients
+                    .violation(format!("client {client}: refused by its member: {e}"));
+            }
+        }
         loop {
             let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
+                self.tier_notices(i);
                 return;
             };
             let who = self.who(i);
@@ -1008,6 +1043,9 @@ impl Sim {
                         self.log(line);
                     }
                     self.checker.deliver(now, &who, session, &event);
+                    self.checker
+                        .clients
+                        .deliver(now, format!("{who}/{session}"), &event);
                     if let (Event::Message { payload, .. }, Some(p)) = (&event, self.probe.as_mut())
                     {
                         if let Some(id) = invariants::payload_id(payload) {
@@ -1016,7 +1054,13 @@ impl Sim {
                             }
                         }
                     }
-                    if let Event::Disconnected { .. } = event {
+                    if self.nodes[i].host.hosts(session) {
+                        // A client's session: forwarded to its client.
+                        let sn = &mut self.nodes[i];
+                        if let Some(node) = sn.node.as_mut() {
+                            sn.host.on_output(node, Output::Deliver { session, event });
+                        }
+                    } else if let Event::Disconnected { .. } = event {
                         self.log(format!("{who}/{session} disconnected (queue overflow)"));
                         self.closed.push((who.clone(), session));
                         self.nodes[i].sessions.retain(|s| s.id != session);
@@ -1038,6 +1082,13 @@ impl Sim {
                         change.members.iter().map(|m| m.to_string()).collect();
                     self.log(format!("{who} installs {} {:?}", change.view, members));
                 }
+                Output::Confirmed { session, id } => {
+                    self.checker.clients.applied(&who, &id);
+                    let sn = &mut self.nodes[i];
+                    if let Some(node) = sn.node.as_mut() {
+                        sn.host.on_output(node, Output::Confirmed { session, id });
+                    }
+                }
             }
         }
     }
@@ -1051,6 +1102,7 @@ impl Sim {
 
     fn start(&mut self, i: usize) {
         self.nodes[i].incarnation += 1;
+        self.nodes[i].host = ClientHost::default();
         let now = self.instant();
         let mut node = Node::new(
             self.cfg.core.clone(),
@@ -1162,6 +1214,7 @@ impl Sim {
                 self.log(format!("{who} crashes"));
                 self.nodes[i].node = None;
                 self.nodes[i].sessions.clear();
+                self.tier_member_crashed(i);
                 for j in 0..self.nodes.len() {
                     self.links[i][j].epoch += 1;
                     self.links[j][i].epoch += 1;
@@ -1354,6 +1407,11 @@ impl Sim {
         self.report.virtual_seconds = self.now.as_secs_f64();
         self.report.messages = self.checker.messages();
         self.report.deliveries = self.checker.deliveries;
+        self.checker.take_client_violations();
+        self.report.clients = self.tier.clients.len();
+        self.report.client_failovers = self.tier.failovers;
+        self.report.client_crashes = self.tier.crashes;
+        self.report.client_deliveries = self.checker.clients.deliveries;
         self.report.violations = self.checker.violations.clone();
         self.report.trace = self.trace.iter().cloned().collect();
     }

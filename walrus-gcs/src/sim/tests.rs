@@ -251,3 +251,33 @@ fn a_healed_partition_merges_within_three_seconds() {
         );
     }
 }
+
+/// Trap (clients): a member that delivers again a client's message the client sent
+/// again after re-attaching (no drop of the copy by its id) must be reported.
+#[test]
+fn planted_bug_client_no_dedup_is_caught() {
+    let caught: Vec<String> = (0..6)
+        .flat_map(|seed| {
+            let mut cfg = SimConfig::standard(seed);
+            cfg.bugs.client_no_dedup = true;
+            run(&cfg).violations
+        })
+        .collect();
+    assert!(
+        caught
+            .iter()
+            .any(|v| v.starts_with("client no duplication")),
+        "a client's message delivered twice went unnoticed: {caught:?}"
+    );
+}
+
+/// Clients run in every standard seed: they attach, fail over and get their messages
+/// delivered.
+#[test]
+fn clients_attach_fail_over_and_deliver() {
+    let r = run(&SimConfig::standard(3));
+    assert!(r.violations.is_empty(), "{}", r.describe());
+    assert!(r.clients >= 2, "{r:?}");
+    assert!(r.client_failovers > 0, "no client failed over: {r:?}");
+    assert!(r.client_deliveries > 100, "{r:?}");
+}

@@ -57,7 +57,7 @@ pub mod admission;
 pub mod bulk;
 pub mod certs;
 mod fault;
-mod frames;
+pub(crate) mod frames;
 mod limits;
 mod link;
 mod peer_set;

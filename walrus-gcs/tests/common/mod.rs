@@ -165,3 +165,25 @@ pub async fn drain_for<M>(events: &mut Events<M>, window: Duration) -> Vec<Trans
 pub fn id(name: &str) -> NodeId {
     NodeId::new(name)
 }
+
+/// Starts GCS node `name` on `socket` with `addrs` as its peers, reconnecting fast (the
+/// cluster tests' setting).
+pub async fn start_gcs(
+    ca: &Ca,
+    name: &str,
+    socket: UdpSocket,
+    addrs: &[(String, SocketAddr)],
+) -> walrus_gcs::Gcs {
+    let limits = Limits {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    walrus_gcs::Gcs::start(walrus_gcs::GcsConfig {
+        transport: config(ca, name, socket, addrs, limits),
+        core: walrus_gcs::CoreConfig::lan(),
+        incarnation: None,
+    })
+    .await
+    .unwrap()
+}

@@ -40,6 +40,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
             service: Service::Agreed,
             groups: vec![g("g")],
             payload: b"hi".to_vec(),
+            client: None,
         },
     };
     let submit = PeerMessage::Submit(Submit {
@@ -98,6 +99,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         service: Service::Agreed,
         groups: vec![g("g")],
         payload: b"hi".to_vec(),
+        client: None,
     };
     assert_eq!(
         drain(&mut a),

@@ -7,6 +7,7 @@ use crate::types::{GroupName, NodeRef, Service, SessionId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod clients;
 pub mod duplicate_incarnation;
 mod group_membership;
 pub(crate) mod isolated_start;
@@ -110,6 +111,8 @@ pub struct Checker {
     pub(crate) duplicate: duplicate_incarnation::DuplicateIncarnation,
     /// A node started inside a cut never goes first (fed by the isolated-start scenario).
     pub(crate) isolated: isolated_start::IsolatedStart,
+    /// Clients' messages (fed by the simulator's clients, `sim/tier.rs`).
+    pub clients: clients::ClientChecks,
 }
 
 impl Default for Checker {
@@ -131,6 +134,7 @@ impl Default for Checker {
             deliveries: 0,
             duplicate: duplicate_incarnation::DuplicateIncarnation::default(),
             isolated: isolated_start::IsolatedStart::default(),
+            clients: clients::ClientChecks::default(),
         }
     }
 }
@@ -166,6 +170,11 @@ impl Checker {
         }
         self.isolated
             .on_deliver(at, who, session, event, &self.sent, &mut self.violations);
+    }
+
+    /// Moves the client checks' violations to the others.
+    pub fn take_client_violations(&mut self) {
+        self.violations.append(&mut self.clients.violations);
     }
 
     /// Runs the end-of-run checks.

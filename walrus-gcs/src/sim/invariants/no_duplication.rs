@@ -28,8 +28,10 @@ impl Invariant for NoDuplication {
             service,
             groups,
             payload,
+            client: None,
         } = e
         else {
+            // Client messages: `clients.rs` (a copy sent again has the same payload).
             return;
         };
         let Some(id) = payload_id(payload) else {

@@ -52,6 +52,7 @@ fn msg(id: u64, from: &str) -> Event {
         service: Service::Agreed,
         groups: vec![g()],
         payload: id.to_le_bytes().to_vec(),
+        client: None,
     }
 }
 

@@ -11,6 +11,9 @@ use std::time::Duration;
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Key {
     Msg(u64),
+    /// A client's message, per copy (the member and session that sent it): a client
+    /// that re-attached sends again, under its id, what it was not told was delivered.
+    Copy(u64, crate::types::NodeId, SessionId),
     Change(GroupName, Stamp),
 }
 
@@ -34,10 +37,13 @@ impl Invariant for TotalOrder {
             Event::Message {
                 service: Service::Agreed,
                 payload,
+                client,
+                sender,
                 ..
-            } => match payload_id(payload) {
-                Some(id) => Key::Msg(id),
-                None => return,
+            } => match (payload_id(payload), client) {
+                (Some(id), None) => Key::Msg(id),
+                (Some(id), Some(_)) => Key::Copy(id, sender.0.clone(), sender.1),
+                (None, _) => return,
             },
             Event::Membership { group, at, .. } => Key::Change(group.clone(), at.clone()),
             _ => return,

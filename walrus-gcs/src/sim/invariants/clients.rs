@@ -1,0 +1,116 @@
+//! Clients (`PROTOCOL.md`, "Clients"): a client's messages, seen at every session that
+//! gets them (the members' sessions, hosted or local, and the clients' own), are
+//! * created only by their client, with its groups and service (no creation);
+//! * delivered at most once per session, although a client that re-attached sends again
+//!   under the same id what it was not told was delivered (no duplication);
+//! * delivered in the client's order (FIFO per client incarnation, across members);
+//! * confirmed to their client only by a member that delivered them (nothing the client
+//!   was told was delivered is lost when it switches member).
+//!
+//! Once the cluster is quiet every live client is attached with nothing left
+//! unconfirmed, and its probe reaches every probe session (checked by the simulator,
+//! reported through [`ClientChecks::violation`]).
+
+use crate::event::Event;
+use crate::types::{ClientMsgId, GroupName, Incarnation, NodeId, NodeRef, Service};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A session as the client checks name it: a member's (node incarnation and session)
+/// or a client's (client name and incarnation, and its session).
+pub type Receiver = String;
+
+/// What a client multicast was sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ClientSent {
+    service: Service,
+    groups: Vec<GroupName>,
+}
+
+/// The client checks (see the module doc).
+#[derive(Debug, Default)]
+pub struct ClientChecks {
+    sent: BTreeMap<(NodeId, Incarnation, u64), ClientSent>,
+    /// Client messages each receiver got.
+    got: BTreeSet<(Receiver, ClientMsgId)>,
+    /// The last counter of each client incarnation each receiver got.
+    last: BTreeMap<(Receiver, NodeId, Incarnation), u64>,
+    /// Client messages each member incarnation delivered for its client.
+    applied: BTreeSet<(NodeRef, ClientMsgId)>,
+    /// Client messages checked.
+    pub deliveries: u64,
+    /// Violations found.
+    pub violations: Vec<String>,
+}
+
+impl ClientChecks {
+    /// A client multicast its core accepted.
+    pub fn sent(&mut self, id: &ClientMsgId, service: Service, groups: Vec<GroupName>) {
+        self.sent.insert(
+            (id.client.clone(), id.incarnation, id.counter),
+            ClientSent { service, groups },
+        );
+    }
+
+    /// Member `at` reported a client message of its delivered (`Output::Confirmed`).
+    pub fn applied(&mut self, at: &NodeRef, id: &ClientMsgId) {
+        self.applied.insert((at.clone(), id.clone()));
+    }
+
+    /// Client `id.client` was told by member `by` that its message was delivered.
+    pub fn confirmed(&mut self, now: Duration, by: &NodeRef, id: &ClientMsgId) {
+        if !self.applied.contains(&(by.clone(), id.clone())) {
+            self.violation(format!(
+                "client confirmation: {by} told {} that message {id} was delivered, but did not deliver it (at {now:?})",
+                id.client
+            ));
+        }
+    }
+
+    /// Receiver `who` got `event`.
+    pub fn deliver(&mut self, now: Duration, who: Receiver, event: &Event) {
+        let Event::Message {
+            client: Some(id),
+            service,
+            groups,
+            ..
+        } = event
+        else {
+            return;
+        };
+        self.deliveries += 1;
+        match self
+            .sent
+            .get(&(id.client.clone(), id.incarnation, id.counter))
+        {
+            None => self.violation(format!(
+                "client no creation: {who} got {id}, which its client never sent (at {now:?})"
+            )),
+            Some(s) if s.service != *service || s.groups != *groups => self.violation(format!(
+                "client no creation: {who} got {id} altered (at {now:?})"
+            )),
+            Some(_) => {}
+        }
+        if !self.got.insert((who.clone(), id.clone())) {
+            self.violation(format!(
+                "client no duplication: {who} got {id} twice (at {now:?})"
+            ));
+        }
+        let key = (who.clone(), id.client.clone(), id.incarnation);
+        if let Some(prev) = self.last.get(&key) {
+            if *prev >= id.counter {
+                self.violation(format!(
+                    "client FIFO: {who} got {id} after counter {prev} of the same client (at {now:?})"
+                ));
+            }
+        }
+        self.last.insert(key, id.counter);
+    }
+
+    /// Records a violation.
+    pub fn violation(&mut self, v: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(v);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Clients over real QUIC on loopback (`PROTOCOL.md`, "Clients"): three members and two
+//! clients in one process. The clients attach to the first member of their lists; a
+//! local session on another member sees their joins; the first member is shut down
+//! while a client is sending: both clients attach to the next member, the groups see
+//! the membership change, and every message of the sending client arrives exactly
+//! once, in order, at the local session (nothing it was told was delivered is lost,
+//! nothing sent again is delivered twice). A member's certificate cannot attach as a
+//! client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use walrus_gcs::tier::{Client, ClientLinkConfig, ClientSession};
+use walrus_gcs::{Event, Gcs, GroupName, MembershipReason, NodeId, Service, Session};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Members `names`, each also listening for clients; returns them and their client
+/// listeners' addresses.
+async fn members(ca: &Ca, names: &[&str]) -> (Vec<Gcs>, Vec<(NodeId, std::net::SocketAddr)>) {
+    let bound = bind(names);
+    let addrs: Vec<(String, std::net::SocketAddr)> =
+        bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+    let mut nodes = Vec::new();
+    let mut listeners = Vec::new();
+    for (name, socket, _) in bound {
+        let gcs = start_gcs(ca, &name, socket, &addrs).await;
+        let at = gcs
+            .serve_clients(&ca.identity(&name), "127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        listeners.push((NodeId::new(name), at));
+        nodes.push(gcs);
+    }
+    (nodes, listeners)
+}
+
+fn client_config(
+    ca: &Ca,
+    name: &str,
+    order: &[usize],
+    listeners: &[(NodeId, std::net::SocketAddr)],
+) -> ClientLinkConfig {
+    ClientLinkConfig {
+        identity: ca.identity(name),
+        name: NodeId::new(name),
+        incarnation: None,
+        members: order.iter().map(|i| listeners[*i].clone()).collect(),
+        window: 64,
+        retry: Duration::from_millis(50),
+    }
+}
+
+/// Waits for a membership event of `g` listing `n` members at local session `s`.
+async fn wait_members(s: &mut Session, n: usize) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let fut = async {
+        loop {
+            let e = s.recv().await.expect("session ended");
+            seen.push(e.clone());
+            if matches!(&e, Event::Membership { members, .. } if members.len() == n) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(LONG, fut)
+        .await
+        .unwrap_or_else(|_| panic!("no list of {n} members: {seen:?}"));
+    seen
+}
+
+async fn wait_member(c: &Client, want: &str) {
+    let mut w = c.watch_member();
+    tokio::time::timeout(
+        LONG,
+        w.wait_for(|m| m.as_ref().is_some_and(|m| m.as_str() == want)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("client never attached to {want}"))
+    .unwrap();
+}
+
+/// Client session `s` multicasts messages `a<i>` for `i` in `range`.
+async fn send_range(s: &ClientSession, g: &GroupName, range: std::ops::Range<u32>) {
+    for i in range {
+        s.multicast(
+            Service::Agreed,
+            std::slice::from_ref(g),
+            format!("a{i:03}").into_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn drain_client(s: &mut ClientSession, until: Duration) -> Vec<Event> {
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + until;
+    while let Ok(Some(e)) = tokio::time::timeout_at(end, s.recv()).await {
+        out.push(e);
+    }
+    out
+}
+
+fn payloads(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { payload, .. } => Some(String::from_utf8(payload.clone()).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_fail_over_and_lose_nothing_they_were_told_was_delivered() {
+    let ca = Ca::new();
+    let (nodes, listeners) = members(&ca, &["m1", "m2", "m3"]).await;
+    let g = GroupName::new("g");
+    // Wait for one view of the three members.
+    let start = Instant::now();
+    while nodes
+        .iter()
+        .any(|n| n.view().is_none_or(|v| v.members.len() != 3))
+    {
+        assert!(start.elapsed() < LONG, "no view of three members");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut observer = nodes[2].open_session().await.unwrap();
+    observer.join(g.clone()).await.unwrap();
+    wait_members(&mut observer, 1).await;
+
+    let a = Client::attach(client_config(&ca, "client.a", &[0, 1, 2], &listeners))
+        .await
+        .unwrap();
+    let b = Client::attach(client_config(&ca, "client.b", &[0, 2, 1], &listeners))
+        .await
+        .unwrap();
+    wait_member(&a, "m1").await;
+    wait_member(&b, "m1").await;
+    let sa = a.open_session().await.unwrap();
+    let mut sb = b.open_session().await.unwrap();
+    sa.join(g.clone()).await.unwrap();
+    wait_members(&mut observer, 2).await;
+    sb.join(g.clone()).await.unwrap();
+    wait_members(&mut observer, 3).await;
+
+    // Twenty messages, all confirmed ("told delivered").
+    send_range(&sa, &g, 0..20).await;
+    let t = Instant::now();
+    while a.unconfirmed().await.unwrap() > 0 {
+        assert!(t.elapsed() < LONG, "never confirmed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Twenty more, and the member goes away while they are on their way.
+    send_range(&sa, &g, 20..40).await;
+    let in_flight = a.unconfirmed().await.unwrap();
+    nodes[0].shutdown().await;
+    eprintln!("m1 shut down with {in_flight} messages of client.a not yet confirmed");
+    wait_member(&a, "m2").await;
+    wait_member(&b, "m3").await;
+    // And twenty after the fail-over.
+    send_range(&sa, &g, 40..60).await;
+    let t = Instant::now();
+    while a.unconfirmed().await.unwrap() > 0 {
+        assert!(t.elapsed() < LONG, "never confirmed after the fail-over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The local session on m3 got every message of client.a once, in order, and saw
+    // the clients' sessions leave with m1 and come back through m2 and m3.
+    let mut got = Vec::new();
+    let mut events = Vec::new();
+    let fut = async {
+        while got.len() < 60 {
+            let e = observer.recv().await.expect("observer ended");
+            if let Event::Message { payload, .. } = &e {
+                got.push(String::from_utf8(payload.clone()).unwrap());
+            }
+            events.push(e);
+        }
+    };
+    tokio::time::timeout(LONG, fut)
+        .await
+        .unwrap_or_else(|_| panic!("observer got only {got:?}; events {events:?}"));
+    let want: Vec<String> = (0..60).map(|i| format!("a{i:03}")).collect();
+    assert_eq!(got, want, "lost, duplicated or reordered");
+    let reasons: BTreeSet<MembershipReason> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Membership { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.contains(&MembershipReason::Network) && reasons.contains(&MembershipReason::Join),
+        "no membership change seen: {events:?}"
+    );
+    // Both clients are members again (through m2 and m3), with the observer.
+    let network = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                Event::Membership {
+                    reason: MembershipReason::Network,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let back = events[network..]
+        .iter()
+        .any(|e| matches!(e, Event::Membership { members, .. } if members.len() == 3));
+    if !back {
+        wait_members(&mut observer, 3).await;
+    }
+    // client.b's session got no message twice.
+    let seen = payloads(&drain_client(&mut sb, Duration::from_millis(500)).await);
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "client.b got a message twice: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|p| p == "a059"),
+        "client.b missed the last: {seen:?}"
+    );
+
+    a.shutdown().await;
+    b.shutdown().await;
+    for n in &nodes[1..] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_certificate_cannot_attach_as_a_client() {
+    let ca = Ca::new();
+    let (nodes, listeners) = members(&ca, &["m1"]).await;
+    // m2's certificate, calling itself a client: refused.
+    let mut cfg = client_config(&ca, "m2", &[0], &listeners);
+    cfg.name = NodeId::new("client.m2");
+    let c = Client::attach(cfg).await.unwrap();
+    let mut w = c.watch_member();
+    let attached = tokio::time::timeout(Duration::from_secs(2), w.wait_for(|m| m.is_some())).await;
+    assert!(
+        attached.is_err(),
+        "a member's certificate attached as a client"
+    );
+    c.shutdown().await;
+    nodes[0].shutdown().await;
+}
