@@ -582,6 +582,9 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// The largest group of members measured (issue 24: 3, 5, 7 and 9 nodes at full load).
+pub const MEASURED_MEMBERS: usize = 9;
+
 impl Config {
     /// What is valid but probably not what the operator wants, one sentence each:
     /// `check-config` prints them and `run` logs them at start.
@@ -612,6 +615,16 @@ impl Config {
                     _ => {}
                 }
             }
+        }
+        if self.nodes.len() > MEASURED_MEMBERS {
+            out.push(format!(
+                "{} nodes, and every node is a member of the group-communication layer: \
+                 measurements support at most {MEASURED_MEMBERS} members (heartbeats grow with \
+                 the square of the members, and every node's crash is a view change for all); \
+                 walrus-gcs has clients for the rest (PROTOCOL.md, \"Clients\"), which \
+                 walrus-node does not attach yet",
+                self.nodes.len()
+            ));
         }
         for (name, area) in &self.areas {
             let port = area.name_server.port();
@@ -1610,6 +1623,19 @@ mod tests {
         assert!(!w.iter().any(|w| w.starts_with("area eu:")), "{w:?}");
         // The embedded backend: the Director is its area's name server.
         assert!(parse(EXAMPLE).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn more_members_than_measured_is_a_warning() {
+        let mut config = parse(EXAMPLE).unwrap();
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        let node = config.nodes.values().next().unwrap().clone();
+        for i in config.nodes.len()..=MEASURED_MEMBERS {
+            config.nodes.insert(format!("extra{i}"), node.clone());
+        }
+        let w = config.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("at most 9 members"), "{w:?}");
     }
 
     #[test]
