@@ -45,10 +45,7 @@ impl Node {
                 if let Some(id) = client {
                     let fresh = self.client_message_fresh(id);
                     if e.origin == self.me {
-                        self.outputs.push_back(Output::Confirmed {
-                            session: e.op.session,
-                            id: id.clone(),
-                        });
+                        self.hold_confirmation(view, e.seq, e.op.session, id);
                     }
                     if !fresh {
                         return;

@@ -172,6 +172,9 @@ pub struct Node {
     /// The highest counter of each client incarnation whose message this node has
     /// delivered (see `clients.rs`): a copy a client sent again is not delivered twice.
     clients_seen: ClientsSeen,
+    /// Client messages of this node delivered here and not yet confirmed to their
+    /// client (see `clients.rs`): view, sequence number, session, id.
+    to_confirm: VecDeque<(ViewId, u64, SessionId, ClientMsgId)>,
 }
 
 /// FNV-1a, for the virtual-synchrony digest (deterministic, no std hasher state).
@@ -293,6 +296,7 @@ impl Node {
             last_send: BTreeMap::new(),
             early: Vec::new(),
             clients_seen: ClientsSeen::default(),
+            to_confirm: VecDeque::new(),
         };
         node.outputs.push_back(Output::ViewInstalled(ViewChange {
             view,
@@ -517,6 +521,9 @@ impl Node {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if !self.to_confirm.is_empty() {
+            self.confirm_clients();
+        }
         let out = self.outputs.pop_front();
         if out.is_some() {
             self.popped += 1;
