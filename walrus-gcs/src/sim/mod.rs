@@ -20,6 +20,12 @@
 //! ([`crate::transport::admission`]): the simulator keeps, per node and peer name, which
 //! process the link currently reaches.
 //!
+//! Every run also has 2–6 **clients** (`sim/tier.rs`, `PROTOCOL.md` "Clients"), each
+//! attached to one member over a link of its own: they open sessions, join, leave and
+//! multicast, crash and restart, have their link cut, and fail over to the next member
+//! of their list when their member crashes; their own RNG drives them. The client checks
+//! are in [`invariants::clients`].
+//!
 //! Same seed, same run: the only randomness is the seeded ChaCha RNG, and the only real
 //! `Instant` is the base that virtual time is added to.
 
