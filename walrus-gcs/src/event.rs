@@ -29,9 +29,9 @@ pub enum Output {
     ViewInstalled(ViewChange),
     /// A multicast this node sent for a client (`Node::multicast_for_client`) was
     /// delivered here (or dropped here as a copy the client sent again) and is stable
-    /// (every member holds it) or its view's flush is over, so the members that move on
-    /// deliver it even if this node fails: the client may forget it (see `PROTOCOL.md`,
-    /// "Clients"). A driver without clients ignores it.
+    /// (every member holds it) or its view's flush is over: the client may forget it
+    /// (see `PROTOCOL.md`, "Clients", for what this promises if this node fails). A
+    /// driver without clients ignores it.
     Confirmed {
         /// The local session that sent it (hosting the client's session).
         session: SessionId,

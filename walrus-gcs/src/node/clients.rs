@@ -81,15 +81,15 @@ impl Node {
             .push_back((view.clone(), seq, session, id.clone()));
     }
 
-    /// Confirms the client messages delivered here that every member of the view that
-    /// moves on will deliver too, even if this node fails: those of an earlier view
-    /// (its flush is over: every member that moved on with this node delivered the same
-    /// cut), and those of this view up to the stable point (every member holds them; the
-    /// sequencer sent the commit that covers them before it could know that, in the
-    /// same frames as the entries, so the members that hold them know they are
-    /// committed and a flush without this node delivers them). Confirming at delivery
-    /// instead lost a message in the real-QUIC test: its member, the sequencer,
-    /// delivered and confirmed it and stopped before the others learned the commit.
+    /// Confirms the client messages delivered here that are stable or flushed: those of
+    /// an earlier view (its flush is over: every member that moved on with this node
+    /// delivered the same cut), and those of this view up to the stable point (every
+    /// member holds them; when this node is the sequencer, it queued the commit covering
+    /// them before the acknowledgements that made them stable, so a flush without it
+    /// delivers them). Confirming at delivery lost a message in the real-QUIC test: its
+    /// member, the sequencer, delivered and confirmed it and stopped before the others
+    /// learned the commit. What is not promised yet when this node is not the sequencer:
+    /// `PROTOCOL.md`, "Clients".
     pub(super) fn confirm_clients(&mut self) {
         while let Some((view, seq, _, _)) = self.to_confirm.front() {
             if *view == self.view && *seq > self.stable {

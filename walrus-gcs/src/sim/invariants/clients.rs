@@ -4,8 +4,8 @@
 //! * delivered at most once per session, although a client that re-attached sends again
 //!   under the same id what it was not told was delivered (no duplication);
 //! * delivered in the client's order (FIFO per client incarnation, across members);
-//! * confirmed to their client only by a member that delivered them (nothing the client
-//!   was told was delivered is lost when it switches member).
+//! * confirmed to their client only by a member that delivered them (see `PROTOCOL.md`,
+//!   "Clients", for what confirmation does not yet promise under partitions).
 //!
 //! Once the cluster is quiet every live client is attached with nothing left
 //! unconfirmed, and its probe reaches every probe session (checked by the simulator,
