@@ -37,6 +37,20 @@ def hosts(d):
     return d["members"] + d["clients"]
 
 
+def style(ax, xlabel, ylabel, title, ylog=True, ylim0=False, loc="best"):
+    """Log axes, labels, grid and legend of one panel."""
+    ax.set_xscale("log")
+    if ylog:
+        ax.set_yscale("log")
+    if ylim0:
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc=loc)
+
+
 TIER_LABEL = "two-tier (members simulated, clients MODELLED)"
 
 # ---------------------------------------------------------------- traffic
@@ -53,13 +67,7 @@ ax.plot([hosts(d) for d in tier], [d["idle"]["bytes_per_s"] for d in tier], "s-"
 if real:
     ax.plot([r["members"] for r in real], [r["lo_bytes_per_s"] for r in real], "^",
             color="C2", label="all-members, real processes (loopback bytes incl. QUIC)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xlabel("hosts (members + clients)")
-ax.set_ylabel("bytes/s, whole group (idle: heartbeats)")
-ax.set_title("Idle control traffic, total")
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8)
+style(ax, "hosts (members + clients)", "bytes/s, whole group (idle: heartbeats)", "Idle control traffic, total", ylog=True)
 
 ax = axes[1]
 ax.plot([hosts(d) for d in sim], [d["idle"]["busiest_node_msgs_per_s"] for d in sim], "o-",
@@ -73,13 +81,7 @@ ax.plot([hosts(d) for d in tier],
         "s-", color="C1", label="two-tier: busiest member (clients MODELLED)")
 ax.plot([hosts(d) for d in tier], [2 * 1000 / d["heartbeat_interval_ms"] for d in tier], "s:",
         color="C3", label="two-tier: a client (MODELLED)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xlabel("hosts (members + clients)")
-ax.set_ylabel("messages/s sent + received by one node")
-ax.set_title("Control messages per node")
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8)
+style(ax, "hosts (members + clients)", "messages/s sent + received by one node", "Control messages per node", ylog=True)
 
 ax = axes[2]
 ax.plot([d["members"] for d in sim], [d["sim_cpu_ms_per_virtual_s"] / d["members"] for d in sim],
@@ -87,13 +89,7 @@ ax.plot([d["members"] for d in sim], [d["sim_cpu_ms_per_virtual_s"] / d["members
 ax.plot([d["members"] for d in tier],
         [d["sim_cpu_ms_per_virtual_s"] / d["members"] for d in tier], "s",
         color="C1", label="two-tier members (x = members)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xlabel("members running the protocol")
-ax.set_ylabel("ms of CPU per node per second")
-ax.set_title("Protocol CPU per member, idle (simulator, one thread)")
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8)
+style(ax, "members running the protocol", "ms of CPU per node per second", "Protocol CPU per member, idle (simulator, one thread)", ylog=True)
 fig.tight_layout()
 fig.savefig(os.path.join(HERE, "traffic.png"), dpi=90)
 
@@ -106,13 +102,7 @@ ax.plot([hosts(d) for d in tier], [d["member_crash"]["vc_bytes"] for d in tier],
         color="C1", label="two-tier: a member crash = view change (bytes)")
 ax.plot([hosts(d) for d in tier], [d["client_crash"]["bytes"] for d in tier], "s--",
         color="C3", label="two-tier: a client crash = one Gone op (bytes, MODELLED client)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xlabel("hosts (members + clients)")
-ax.set_ylabel("bytes between members")
-ax.set_title("Cost of one crash")
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8, loc="lower right")
+style(ax, "hosts (members + clients)", "bytes between members", "Cost of one crash", ylog=True, loc="lower right")
 
 ax = axes[1]
 ax.plot([hosts(d) for d in sim], [d["per_hour"]["once_a_day"]["view_changes"] for d in sim], "o-",
@@ -126,13 +116,7 @@ ax.plot([hosts(d) for d in tier], [d["per_hour"]["once_a_day"]["view_changes"] f
         "s-", color="C1", label="two-tier view changes, once a day")
 ax.plot([hosts(d) for d in tier], [d["per_hour"]["once_a_day"]["client_ops"] for d in tier],
         "s:", color="C3", label="two-tier client Gone/Join ops, once a day (MODELLED)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xlabel("hosts (members + clients)")
-ax.set_ylabel("per hour")
-ax.set_title("View changes per hour (crash + restart)")
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8)
+style(ax, "hosts (members + clients)", "per hour", "View changes per hour (crash + restart)", ylog=True)
 
 ax = axes[2]
 ax.plot([d["members"] for d in sim], [d["crash"]["failover_ms"] for d in sim], "o-",
@@ -145,13 +129,7 @@ if real:
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "^-", color="C2",
                 label="real processes on loopback (kill -9)")
-ax.set_xscale("log")
-ax.set_xlabel("members")
-ax.set_ylabel("ms from kill to new view")
-ax.set_title("Failover (a member killed)")
-ax.set_ylim(bottom=0)
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8)
+style(ax, "members", "ms from kill to new view", "Failover (a member killed)", ylog=False, ylim0=True)
 fig.tight_layout()
 fig.savefig(os.path.join(HERE, "viewchange.png"), dpi=90)
 print("wrote", os.path.join(HERE, "traffic.png"), os.path.join(HERE, "viewchange.png"))
