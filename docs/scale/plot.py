@@ -43,7 +43,7 @@ def style(ax, xlabel, ylabel, title, ylog=True, ylim0=False, loc="best"):
     if ylog:
         ax.set_yscale("log")
     if ylim0:
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.15)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -102,7 +102,7 @@ ax.plot([hosts(d) for d in tier], [d["member_crash"]["vc_bytes"] for d in tier],
         color="C1", label="two-tier: a member crash = view change (bytes)")
 ax.plot([hosts(d) for d in tier], [d["client_crash"]["bytes"] for d in tier], "s--",
         color="C3", label="two-tier: a client crash = one Gone op (bytes, MODELLED client)")
-style(ax, "hosts (members + clients)", "bytes between members", "Cost of one crash", ylog=True, loc="lower right")
+style(ax, "hosts (members + clients)", "bytes between members", "Cost of one crash", ylog=True, loc="upper left")
 
 ax = axes[1]
 ax.plot([hosts(d) for d in sim], [d["per_hour"]["once_a_day"]["view_changes"] for d in sim], "o-",
@@ -125,7 +125,8 @@ ax.plot([d["members"] for d in tier], [d["member_crash"]["failover_ms"] for d in
         color="C1", label="two-tier member crash, simulated (x = members)")
 if real:
     pts = [(r["members"], r["bench"]["view_change_ms"]) for r in real
-           if isinstance(r.get("bench"), dict) and r["bench"].get("view_change_ms") is not None]
+           if isinstance(r.get("bench"), dict) and r["bench"].get("view_change_ms") is not None
+           and r["bench"].get("valid")]
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "^-", color="C2",
                 label="real processes on loopback (kill -9)")
