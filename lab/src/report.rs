@@ -551,7 +551,9 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
          `oracle` run with as many areas (clients that skip DNS and use the nearest cluster). \
          *≥ 95 % from* = the first 2 s bin from which every bin to the end has at least 95 % \
          of its requests served by the nearest cluster (chance runs of ten cannot fake it), \
-         and the share from there. *÷ runtime oracle* = the p50 from there over the p50 of \
+         and the share from there; *answer ≥ 95 % from* the same for the answer's zone \
+         (the area steering named), which the Controller's moves of an area to another \
+         cluster do not change. *÷ runtime oracle* = the p50 from there over the p50 of \
          the `walrus-runtime-oracle-table` run with as many areas: the same walrus-node \
          processes on the same cores for as long, steering by the lab's ground truth. It is \
          the fair bar for the real-runtime modes: once every request goes to the nearest \
@@ -565,9 +567,9 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
     );
     let _ = writeln!(
         md,
-        "| areas | mode | resolver | warm-up (requests, per region) | nearest after warm-up | requests after | p50 ms | vs oracle | ≥ 95 % from (s) | nearest from there | p50 from there, vs oracle | ÷ runtime oracle |"
+        "| areas | mode | resolver | warm-up (requests, per region) | nearest after warm-up | requests after | p50 ms | vs oracle | ≥ 95 % from (s) | answer ≥ 95 % from (s) | nearest from there | p50 from there, vs oracle | ÷ runtime oracle |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in steady {
         let oracle_p50 = results
             .iter()
@@ -608,6 +610,11 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
                     format!("{p50:.1}"),
                     ratio,
                     w.steady_from_secs.map_or("never".into(), |s| s.to_string()),
+                    match (w.answer_checked, w.answer_steady_from_secs) {
+                        (false, _) => "—".into(),
+                        (true, None) => "never".into(),
+                        (true, Some(s)) => s.to_string(),
+                    },
                     w.nearest_when_steady.map_or("—".into(), pct),
                     match (w.p50_when_steady_ms, oracle_p50) {
                         (Some(p), Some(o)) if o > 0.0 => format!("{p:.1} ({:.2})", p / o),
