@@ -430,6 +430,16 @@ impl Learned {
         })
     }
 
+    /// Queues this area's own fresh samples to be shared again (newest first, within
+    /// [`LearnedConfig::outbox_cap`]): for a member that joined the `Steering` group after
+    /// they were first sent. Receivers keep a sample they already hold once.
+    pub fn reshare(&mut self, now: Instant) {
+        let room = self.cfg.outbox_cap.saturating_sub(self.outbox.len());
+        let mut own = self.table.samples_of(now, &self.area);
+        own.sort_by_key(|s| std::cmp::Reverse(s.0));
+        self.outbox.extend(own.into_iter().take(room));
+    }
+
     /// Takes in another area's batch (our own is already in the table). Samples older
     /// than the table keeps, or longer than [`LearnedConfig::tc_wait`] (no real TC round
     /// trip is), are dropped; so are samples past [`LearnedConfig::outbox_cap`] in one batch.
@@ -659,6 +669,44 @@ mod tests {
         assert_eq!(e.areas[1].rtt, Some(Duration::from_millis(12)));
         assert_eq!(e.areas[1].samples, 3);
         assert_eq!(areas[1].counters().probes_sent, 3);
+    }
+
+    #[test]
+    fn a_late_joiner_hears_the_samples_it_missed_once() {
+        let t0 = Instant::now();
+        let cfg = LearnedConfig {
+            table: ProximityConfig {
+                probe_interval: Duration::from_millis(100),
+                ..ProximityConfig::default()
+            },
+            ..LearnedConfig::default()
+        };
+        let mut areas: Vec<Learned> = (1..=3).map(|n| learned(n, cfg.clone())).collect();
+        let q = question("www.example.com.");
+        let r = ip("198.51.100.53");
+        // Areas 1 and 2 measure three rounds; area 3 has not joined the group yet.
+        for round in 0..3u64 {
+            let now = t0 + Duration::from_secs(round);
+            for (a, rtt) in areas[..2].iter_mut().zip([60u64, 12]) {
+                assert!(a.on_udp_query(now, r, &q));
+                a.on_tcp_query(now + Duration::from_millis(rtt), r, &q);
+            }
+            share(&mut areas[..2], now + Duration::from_millis(100));
+        }
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(areas[2].entry(now, r), None, "area 3 heard nothing");
+        // Area 3 joins: everyone shares its own samples again.
+        for a in &mut areas {
+            a.reshare(now);
+        }
+        share(&mut areas, now);
+        for a in &areas {
+            let e = a.entry(now, r).unwrap();
+            assert_eq!(e.chosen, Some(area(2)), "{}", a.area);
+            // Heard twice by area 1 and 2 (first sent, then shared again): kept once.
+            let n: Vec<usize> = e.areas.iter().map(|x| x.samples).collect();
+            assert_eq!(n, [3, 3], "{}", a.area);
+        }
     }
 
     /// Exchanges every area's batch with every other (the `Steering` group), at `now`.

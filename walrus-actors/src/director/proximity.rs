@@ -62,6 +62,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// Two samples of one area and prefix with the same RTT (to the microsecond) taken less
+/// than this apart are one sample heard twice (its time is rebuilt from an age in
+/// milliseconds, late by the batch's transit).
+const SAME_SAMPLE: Duration = Duration::from_secs(1);
+
 /// The knobs of the learned table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProximityConfig {
@@ -310,11 +315,32 @@ impl Proximity {
         }
         self.by_age.insert((now, prefix));
         let kept = entry.samples.entry(area.clone()).or_default();
+        // The same sample heard twice (shared again for a late joiner): kept once. A
+        // sample is its area, prefix and RTT to the microsecond, taken at about the same
+        // time (its age travels in milliseconds).
+        if kept.iter().any(|(at, r)| {
+            *r == rtt && at.max(&now).saturating_duration_since(*at.min(&now)) < SAME_SAMPLE
+        }) {
+            return;
+        }
         kept.push_back((now, rtt));
         while kept.len() > self.cfg.samples_kept.max(1) {
             kept.pop_front();
         }
         entry.chosen = choose(&self.cfg, now, entry);
+    }
+
+    /// `area`'s fresh samples of every prefix: (taken at, the prefix's address, RTT).
+    pub fn samples_of(&self, now: Instant, area: &AreaName) -> Vec<(Instant, IpAddr, Duration)> {
+        self.entries
+            .iter()
+            .filter_map(|(prefix, e)| Some((prefix, e.samples.get(area)?)))
+            .flat_map(|(prefix, s)| {
+                s.iter()
+                    .filter(|(at, _)| now.saturating_duration_since(*at) <= self.cfg.max_age)
+                    .map(|(at, rtt)| (*at, prefix.0, *rtt))
+            })
+            .collect()
     }
 
     /// Whether `area` should measure `resolver`'s prefix again (each measurement costs a
