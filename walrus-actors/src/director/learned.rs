@@ -625,9 +625,8 @@ mod tests {
         assert!(!l.on_udp_query(later, ip("192.0.2.9"), &q), "one at a time");
     }
 
-    #[test]
-    fn shared_samples_steer_every_area_to_the_nearest() {
-        let t0 = Instant::now();
+    /// Areas 1 to 3, measuring a prefix every 100 ms at most.
+    fn three_areas() -> Vec<Learned> {
         let cfg = LearnedConfig {
             table: ProximityConfig {
                 probe_interval: Duration::from_millis(100),
@@ -635,7 +634,13 @@ mod tests {
             },
             ..LearnedConfig::default()
         };
-        let mut areas: Vec<Learned> = (1..=3).map(|n| learned(n, cfg.clone())).collect();
+        (1..=3).map(|n| learned(n, cfg.clone())).collect()
+    }
+
+    #[test]
+    fn shared_samples_steer_every_area_to_the_nearest() {
+        let t0 = Instant::now();
+        let mut areas = three_areas();
         let rtts = [60u64, 12, 35];
         let q = question("www.example.com.");
         let r = ip("198.51.100.53");
@@ -674,14 +679,7 @@ mod tests {
     #[test]
     fn a_late_joiner_hears_the_samples_it_missed_once() {
         let t0 = Instant::now();
-        let cfg = LearnedConfig {
-            table: ProximityConfig {
-                probe_interval: Duration::from_millis(100),
-                ..ProximityConfig::default()
-            },
-            ..LearnedConfig::default()
-        };
-        let mut areas: Vec<Learned> = (1..=3).map(|n| learned(n, cfg.clone())).collect();
+        let mut areas = three_areas();
         let q = question("www.example.com.");
         let r = ip("198.51.100.53");
         // Areas 1 and 2 measure three rounds; area 3 has not joined the group yet.
