@@ -602,7 +602,12 @@ fn write_warmup(md: &mut String, results: &[RunResult]) {
                 md,
                 &[
                     r.areas.to_string(),
-                    label(&r.mode),
+                    // Not a steady run (the spoofing test): say which.
+                    if r.name.starts_with("steady-") {
+                        label(&r.mode)
+                    } else {
+                        format!("{} (`{}`)", label(&r.mode), r.name)
+                    },
                     w.who.clone(),
                     counts_or_never(&w.requests_before),
                     pct(w.nearest_after),
