@@ -452,6 +452,16 @@ pub struct WarmUp {
     /// Median request time from `steady_from_secs` on, ms.
     #[serde(default)]
     pub p50_when_steady_ms: Option<f64>,
+    /// As `steady_from_secs`, for the *answer*: the first bin from which every bin has at
+    /// least [`STEADY_SHARE`] of its requests resolved to the nearest area's zone. This is
+    /// steering's own figure: the cluster serving a request also follows the Controller,
+    /// which moves an area to another cluster when its servers look down (on an
+    /// overloaded machine, because their reports came late).
+    #[serde(default)]
+    pub answer_steady_from_secs: Option<u64>,
+    /// Whether `answer_steady_from_secs` was computed (false in runs analysed before it).
+    #[serde(default)]
+    pub answer_checked: bool,
 }
 
 /// The share every bin from [`WarmUp::steady_from_secs`] on reaches.
@@ -479,6 +489,27 @@ fn steady_from(series: &[(u64, f64, usize)]) -> (Option<u64>, Option<f64>) {
         }
         None => (None, None),
     }
+}
+
+/// Per [`BIN_SECS`] bin from `start` (Unix ms): (bin start in seconds, share of `recs`
+/// that are `hit`, requests).
+fn binned<'a>(
+    recs: impl Iterator<Item = &'a ClientRecord>,
+    start: u64,
+    hit: impl Fn(&ClientRecord) -> bool,
+) -> Vec<(u64, f64, usize)> {
+    let mut bins: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    for r in recs {
+        let b = r.t.saturating_sub(start) / 1000 / BIN_SECS * BIN_SECS;
+        let e = bins.entry(b).or_default();
+        e.1 += 1;
+        if hit(r) {
+            e.0 += 1;
+        }
+    }
+    bins.into_iter()
+        .map(|(b, (n, all))| (b, n as f64 / all as f64, all))
+        .collect()
 }
 
 /// The clients' warm-up per resolver kind (or oracle); `start` is the clients' start
@@ -517,22 +548,15 @@ pub fn warmups(spec: &LabSpec, recs: &[ClientRecord], start: u64) -> Vec<WarmUp>
                 .count();
             let mut times: Vec<f64> = after.iter().map(|r| r.total_ms).collect();
             times.sort_by(f64::total_cmp);
-            let mut bins: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
-            for r in recs
+            let mine = recs
                 .iter()
-                .filter(|r| r.resolver == who && r.error.is_none())
-            {
-                let b = r.t.saturating_sub(start) / 1000 / BIN_SECS * BIN_SECS;
-                let e = bins.entry(b).or_default();
-                e.1 += 1;
-                if r.served_area.map(Area) == Some(spec.nearest(Region(r.region))) {
-                    e.0 += 1;
-                }
-            }
-            let series: Vec<(u64, f64, usize)> = bins
-                .into_iter()
-                .map(|(b, (n, all))| (b, n as f64 / all as f64, all))
-                .collect();
+                .filter(|r| r.resolver == who && r.error.is_none());
+            let series = binned(mine.clone(), start, |r| {
+                r.served_area.map(Area) == Some(spec.nearest(Region(r.region)))
+            });
+            let answers = binned(mine, start, |r| {
+                r.answer_area.map(Area) == Some(spec.nearest(Region(r.region)))
+            });
             let (steady_from_secs, nearest_when_steady) = steady_from(&series);
             let p50_when_steady_ms = steady_from_secs.map(|from| {
                 let mut t: Vec<f64> = recs
@@ -544,6 +568,8 @@ pub fn warmups(spec: &LabSpec, recs: &[ClientRecord], start: u64) -> Vec<WarmUp>
                 percentile(&t, 0.5)
             });
             WarmUp {
+                answer_steady_from_secs: steady_from(&answers).0,
+                answer_checked: true,
                 p50_when_steady_ms,
                 series,
                 steady_from_secs,
@@ -1052,6 +1078,33 @@ mod tests {
         let w = warmups(&s, &recs, 0);
         assert_eq!(w[0].requests_before, vec![None, None]);
         assert!(w[0].nearest_after < 0.8);
+    }
+
+    #[test]
+    fn the_answer_is_steady_while_the_controller_moves_the_cluster() {
+        let s = spec();
+        // Region 1's requests, one a second for 40 s, all resolved to area 1's zone; from
+        // 20 to 24 s the Controller has moved area 1 to cluster 2 (its addresses).
+        let mut recs = Vec::new();
+        for i in 0..40u64 {
+            let moved = (20..24).contains(&i);
+            let mut r = rec(if moved { "10.2.1.1" } else { "10.1.1.1" }, 1);
+            r.t = i * 1000;
+            recs.push(r);
+        }
+        let w = &warmups(&s, &recs, 0)[0];
+        assert!(w.answer_checked);
+        assert_eq!(w.answer_steady_from_secs, Some(0));
+        assert_eq!(w.steady_from_secs, Some(24));
+        // Planted fault: steering named area 2's zone from 30 to 32 s.
+        for r in &mut recs[30..32] {
+            *r = ClientRecord {
+                answer_area: Some(2),
+                ..r.clone()
+            };
+        }
+        let w = &warmups(&s, &recs, 0)[0];
+        assert_eq!(w.answer_steady_from_secs, Some(32));
     }
 
     #[test]

@@ -35,7 +35,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The proximity table's default least time between two probes of one prefix (walrus-
-/// actors `director::proximity`), seconds: the budget the spoofing test checks.
+/// actors `director::proximity`), seconds: the budget the spoofing test checks. (An area
+/// probes a prefix every `learn_interval`, 5 s, until it holds `min_samples` fresh samples
+/// of it; the forger starts long after that, and its own sources never answer: once
+/// unanswered, an address is not probed again for this interval.)
 pub const PROBE_INTERVAL_SECS: f64 = 30.0;
 /// The proximity table's default most probes a second in all (also the burst).
 pub const PROBES_PER_SECOND: f64 = 100.0;

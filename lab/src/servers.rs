@@ -414,6 +414,9 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
                 Some(false) => "qname-minimization=no\n",
                 None => "",
             };
+            // Why a lookup failed goes to its log (SERVFAILs seen in learned runs, cause
+            // unknown): the trace of each failing lookup only (`trace=fail`), with the
+            // servers it throttled or marked down (`log-common-errors`, loglevel 6).
             // No security polling: its query for `….secpoll.powerdns.com` gets NXDOMAIN
             // for `com` from our root, and with `root-nx-trust` (default on) PowerDNS then
             // answers NXDOMAIN for every name under `com` for the root's negative TTL
@@ -423,8 +426,9 @@ pub fn spawn_resolver(ns: &str, what: &str, setup: &ResolverSetup) -> Result<Chi
                 "security-poll-suffix=\n\
                  local-address={addr}\nlocal-port=53\nquery-local-address={addr}\n\
                  hint-file={ds}/root.hints\ndnssec=off\ndont-query=\nsocket-dir={ds}\n\
-                 daemon=no\nwrite-pid=no\nthreads=1\ndisable-syslog=yes\nloglevel=4\n\
-                 quiet=yes\nallow-from=0.0.0.0/0\n{qmin}{ecs}"
+                 daemon=no\nwrite-pid=no\nthreads=1\ndisable-syslog=yes\nloglevel=6\n\
+                 quiet=yes\nlog-common-errors=yes\ntrace=fail\n\
+                 allow-from=0.0.0.0/0\n{qmin}{ecs}"
             );
             write(&d.join("recursor.conf"), &conf)?;
             let c = format!("--config-dir={ds}");

@@ -269,6 +269,14 @@ impl EmbeddedServer {
         self.learned().as_mut()?.take_batch(now)
     }
 
+    /// A member joined the `Steering` group (or a view merged): this area's fresh samples
+    /// go out again, so a late joiner learns what it missed ([`Learned::reshare`]).
+    pub fn reshare_samples(&self, now: Instant) {
+        if let Some(l) = self.learned().as_mut() {
+            l.reshare(now);
+        }
+    }
+
     /// Another area's samples, heard over the `Steering` group.
     pub fn heard_samples(&self, now: Instant, batch: &SampleBatch) {
         if let Some(l) = self.learned().as_mut() {

@@ -19,8 +19,8 @@
 //! ```
 //!
 //! # The measurement: a truncated answer and the TCP query it brings back
-//! A small share of UDP answers (only to a prefix this area has fewer fresh samples of
-//! than it keeps, at most one per prefix per `probe_interval` plus one more, to another of
+//! A small share of UDP answers (only to a prefix this area still measures, see
+//! [`Proximity::wants_sample`], at most one per prefix per `probe_interval` plus one more, to another of
 //! its addresses, each time one goes unanswered, at most one per address per
 //! `probe_interval`, at most `probes_per_second` in all) is sent with TC=1 and no records. Every resolver retries a truncated answer
 //! over TCP to the same server (RFC 1035 §4.2.1, RFC 7766 §5); the sample is the time from
@@ -51,10 +51,13 @@
 //!   ping times. (Correcting with `tcpi_rtt` would make them 1 RTT on the Internet; left
 //!   out for the reasons above.)
 //! - Cost to clients: the truncated query costs its client one more round trip and a TCP
-//!   handshake, for one query per prefix per `probe_interval` at most, and none once the
-//!   area holds `samples_kept` fresh samples of the prefix (then one more each time a
-//!   sample ages out: with the defaults one TC answer per prefix per area every two
-//!   minutes).
+//!   handshake, for one query per prefix per `probe_interval` at most while the area
+//!   learns, and none once the answer is *settled* (this area's estimate and the chosen
+//!   area's a clear margin apart, [`Proximity::wants_sample`]) but to refresh samples
+//!   before they age out: with the defaults 3 truncated answers per prefix per area per
+//!   10 minutes. Only a thin margin (near-equal areas) keeps measuring up to
+//!   `samples_kept` fresh samples. The price: a settled entry notices a changed path
+//!   only at its next refresh (within `max_age`).
 //!
 //! # Sharing: the `Steering` group, Reliable
 //! Each area multicasts its own samples once a second (a batch is bounded by
@@ -142,6 +145,11 @@ pub struct LearnedKnobs {
     /// 100ms).
     #[serde(deserialize_with = "crate::controller::knobs::human_duration")]
     pub probe_interval: Duration,
+    /// Least time between two truncated answers to one /24 or /48 while this area has
+    /// fewer than `min_samples` fresh samples of it (default 5s; at least 100ms; a longer
+    /// one than `probe_interval` counts as `probe_interval`).
+    #[serde(deserialize_with = "crate::controller::knobs::human_duration")]
+    pub learn_interval: Duration,
     /// Most truncated answers a second in all, also the burst (default 100; 1..=10000).
     pub probes_per_second: u32,
     /// Fresh samples an area needs before its estimate counts (default 3; 1..=samples_kept).
@@ -164,6 +172,7 @@ impl Default for LearnedKnobs {
         Self {
             enabled: false,
             probe_interval: c.table.probe_interval,
+            learn_interval: c.table.learn_interval,
             probes_per_second: c.table.probes_per_second,
             min_samples: c.table.min_samples,
             samples_kept: c.table.samples_kept,
@@ -180,6 +189,9 @@ impl LearnedKnobs {
         let out = |field, range: &str| Err(KnobError::new(field, format!("out of range {range}")));
         if self.probe_interval < Duration::from_millis(100) {
             return out("probe_interval", "100ms and more");
+        }
+        if self.learn_interval < Duration::from_millis(100) {
+            return out("learn_interval", "100ms and more");
         }
         if !(1..=10_000).contains(&self.probes_per_second) {
             return out("probes_per_second", "1..=10000");
@@ -209,6 +221,7 @@ impl LearnedKnobs {
         }
         let mut c = LearnedConfig::default();
         c.table.probe_interval = self.probe_interval;
+        c.table.learn_interval = self.learn_interval;
         c.table.probes_per_second = self.probes_per_second;
         c.table.min_samples = self.min_samples;
         c.table.samples_kept = self.samples_kept;
@@ -340,7 +353,9 @@ impl Learned {
             return false;
         }
         let key = (resolver, question.to_vec());
-        if self.pending.contains_key(&key) || self.table.saw_query(now, resolver).is_none() {
+        if self.pending.contains_key(&key)
+            || self.table.saw_query(now, resolver, &self.area).is_none()
+        {
             return false;
         }
         self.pending_order.push_back((now, resolver, key.1.clone()));
@@ -413,6 +428,16 @@ impl Learned {
             area: self.area.clone(),
             samples,
         })
+    }
+
+    /// Queues this area's own fresh samples to be shared again (newest first, within
+    /// [`LearnedConfig::outbox_cap`]): for a member that joined the `Steering` group after
+    /// they were first sent. Receivers keep a sample they already hold once.
+    pub fn reshare(&mut self, now: Instant) {
+        let room = self.cfg.outbox_cap.saturating_sub(self.outbox.len());
+        let mut own = self.table.samples_of(now, &self.area);
+        own.sort_by_key(|s| std::cmp::Reverse(s.0));
+        self.outbox.extend(own.into_iter().take(room));
     }
 
     /// Takes in another area's batch (our own is already in the table). Samples older
@@ -600,9 +625,8 @@ mod tests {
         assert!(!l.on_udp_query(later, ip("192.0.2.9"), &q), "one at a time");
     }
 
-    #[test]
-    fn shared_samples_steer_every_area_to_the_nearest() {
-        let t0 = Instant::now();
+    /// Areas 1 to 3, measuring a prefix every 100 ms at most.
+    fn three_areas() -> Vec<Learned> {
         let cfg = LearnedConfig {
             table: ProximityConfig {
                 probe_interval: Duration::from_millis(100),
@@ -610,14 +634,23 @@ mod tests {
             },
             ..LearnedConfig::default()
         };
-        let mut areas: Vec<Learned> = (1..=3).map(|n| learned(n, cfg.clone())).collect();
+        (1..=3).map(|n| learned(n, cfg.clone())).collect()
+    }
+
+    #[test]
+    fn shared_samples_steer_every_area_to_the_nearest() {
+        let t0 = Instant::now();
+        let mut areas = three_areas();
         let rtts = [60u64, 12, 35];
         let q = question("www.example.com.");
         let r = ip("198.51.100.53");
         for round in 0..5u64 {
             let now = t0 + Duration::from_secs(round);
             for (a, rtt) in areas.iter_mut().zip(rtts) {
-                assert!(a.on_udp_query(now, r, &q), "round {round}");
+                // Three rounds of samples settle the answer (12 ms against 35 and 60: a
+                // clear margin); then no more truncated answers for this prefix.
+                let truncated = a.on_udp_query(now, r, &q);
+                assert_eq!(truncated, round < 3, "round {round}, {}", a.area);
                 a.on_tcp_query(now + Duration::from_millis(rtt), r, &q);
             }
             let batches: Vec<SampleBatch> = areas
@@ -634,13 +667,44 @@ mod tests {
         for a in &areas {
             let zone = a.at(now).nearest_zone(r).map(|n| n.to_ascii());
             assert_eq!(zone.as_deref(), Some("area-2.example.com."), "{}", a.area);
-            // Five fresh samples: no more truncated answers for this prefix.
             assert!(!a.table.wants_sample(now, r, &a.area));
         }
         let e = areas[0].entry(now, r).unwrap();
         assert_eq!(e.chosen, Some(area(2)));
         assert_eq!(e.areas[1].rtt, Some(Duration::from_millis(12)));
-        assert_eq!(e.areas[1].samples, 5);
+        assert_eq!(e.areas[1].samples, 3);
+        assert_eq!(areas[1].counters().probes_sent, 3);
+    }
+
+    #[test]
+    fn a_late_joiner_hears_the_samples_it_missed_once() {
+        let t0 = Instant::now();
+        let mut areas = three_areas();
+        let q = question("www.example.com.");
+        let r = ip("198.51.100.53");
+        // Areas 1 and 2 measure three rounds; area 3 has not joined the group yet.
+        for round in 0..3u64 {
+            let now = t0 + Duration::from_secs(round);
+            for (a, rtt) in areas[..2].iter_mut().zip([60u64, 12]) {
+                assert!(a.on_udp_query(now, r, &q));
+                a.on_tcp_query(now + Duration::from_millis(rtt), r, &q);
+            }
+            share(&mut areas[..2], now + Duration::from_millis(100));
+        }
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(areas[2].entry(now, r), None, "area 3 heard nothing");
+        // Area 3 joins: everyone shares its own samples again.
+        for a in &mut areas {
+            a.reshare(now);
+        }
+        share(&mut areas, now);
+        for a in &areas {
+            let e = a.entry(now, r).unwrap();
+            assert_eq!(e.chosen, Some(area(2)), "{}", a.area);
+            // Heard twice by area 1 and 2 (first sent, then shared again): kept once.
+            let n: Vec<usize> = e.areas.iter().map(|x| x.samples).collect();
+            assert_eq!(n, [3, 3], "{}", a.area);
+        }
     }
 
     /// Exchanges every area's batch with every other (the `Steering` group), at `now`.

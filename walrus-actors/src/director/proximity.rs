@@ -2,9 +2,9 @@
 //! times the areas' name servers measure, instead of a table an operator writes by hand.
 //!
 //! Sans-IO: the server reports what it saw and measured, with the time passed in, and asks
-//! what to answer; it sends no probe and reads no clock itself. The measurement plumbing
-//! (TCP handshake RTTs, probes) and sharing samples between areas over walrus-gcs are not
-//! here yet: this is the table they feed.
+//! what to answer; it sends no probe and reads no clock itself. The measurement (a truncated
+//! answer timed to its TCP retry) and the sharing between areas are in [`super::learned`]:
+//! this is the table they feed.
 //!
 //! ```text
 //!   query from resolver R ──saw_query(now, R)──► Some(Probe { target: R }) within budget
@@ -24,11 +24,17 @@
 //!   other's estimate is lower by both [`ProximityConfig::switch_ratio_permille`] of the
 //!   current one and [`ProximityConfig::switch_gap`]; a near tie never flaps. When the
 //!   current area's samples have all aged out, the best fresh area is taken at once.
+//! - **Measured while it matters.** An area measures a prefix until it has `min_samples`
+//!   fresh samples; past that only while the answer is not yet settled (its estimate
+//!   within twice the hysteresis of the chosen area's), up to `samples_kept`; and to
+//!   refresh samples about to age out ([`Proximity::wants_sample`]).
 //! - **Bounded state.** At most [`ProximityConfig::cap`] prefixes; a new prefix past the
 //!   cap evicts the one measured longest ago. Probe bookkeeping is a second map of the
 //!   same cap, so queries alone never evict a learned entry: only a measurement does.
 //! - **Probe budget.** At most one probe per prefix per
-//!   [`ProximityConfig::probe_interval`] (a probe never answered frees its prefix at once,
+//!   [`ProximityConfig::probe_interval`] (per [`ProximityConfig::learn_interval`] while the
+//!   area has fewer than `min_samples` fresh samples of it, so at most `min_samples` such
+//!   quick ones per `max_age` from a resolver that answers them; a probe never answered frees its prefix at once,
 //!   but not its address: [`Proximity::unanswered`]), at most one per address per
 //!   interval, and at most [`ProximityConfig::probes_per_second`] in all (a token bucket);
 //!   probes go only to addresses that sent us a query.
@@ -56,6 +62,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// Two samples of one area and prefix with the same RTT (to the microsecond) taken less
+/// than this apart are one sample heard twice (its time is rebuilt from an age in
+/// milliseconds, late by the batch's transit).
+const SAME_SAMPLE: Duration = Duration::from_secs(1);
+
 /// The knobs of the learned table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProximityConfig {
@@ -72,8 +83,12 @@ pub struct ProximityConfig {
     pub switch_ratio_permille: u32,
     /// ... and by at least this much (default 2 ms).
     pub switch_gap: Duration,
-    /// Least time between two probes of one prefix (default 30 s).
+    /// Least time between two probes of one prefix (default 30 s) ...
     pub probe_interval: Duration,
+    /// ... but this while the area has fewer than `min_samples` fresh samples of it
+    /// (default 5 s; a longer one counts as `probe_interval`): an area learns a new resolver's prefix in
+    /// about `min_samples × learn_interval`, not `min_samples × probe_interval`.
+    pub learn_interval: Duration,
     /// Most probes a second in all, also the burst (default 100).
     pub probes_per_second: u32,
 }
@@ -88,6 +103,7 @@ impl Default for ProximityConfig {
             switch_ratio_permille: 100,
             switch_gap: Duration::from_millis(2),
             probe_interval: Duration::from_secs(30),
+            learn_interval: Duration::from_secs(5),
             probes_per_second: 100,
         }
     }
@@ -210,17 +226,33 @@ impl Proximity {
         self.entries.is_empty()
     }
 
-    /// A query from `resolver` arrived: a probe to send when its prefix is due and the
-    /// global budget allows.
-    pub fn saw_query(&mut self, now: Instant, resolver: IpAddr) -> Option<Probe> {
+    /// A query from `resolver` arrived at `area`'s server: a probe to send when its prefix
+    /// is due (`learn_interval` after the last while `area` has fewer than `min_samples`
+    /// fresh samples of it, else `probe_interval`) and the global budget allows.
+    pub fn saw_query(&mut self, now: Instant, resolver: IpAddr, area: &AreaName) -> Option<Probe> {
         let prefix = ResolverPrefix::of(resolver);
         let interval = self.cfg.probe_interval;
-        let recent = |at: &Instant| now.saturating_duration_since(*at) < interval;
+        let learning = self
+            .entries
+            .get(&prefix)
+            .and_then(|e| e.samples.get(area))
+            .is_none_or(|s| fresh_count(&self.cfg, now, s) < self.cfg.min_samples.max(1));
+        let prefix_interval = if learning {
+            self.cfg.learn_interval.min(interval)
+        } else {
+            interval
+        };
+        let since = |at: &Instant| now.saturating_duration_since(*at);
         let prefix_busy = self
             .probed
             .get(&prefix)
-            .is_some_and(|(at, unanswered)| !unanswered && recent(at));
-        if prefix_busy || self.silent.get(&resolver).is_some_and(recent) {
+            .is_some_and(|(at, unanswered)| !unanswered && since(at) < prefix_interval);
+        if prefix_busy
+            || self
+                .silent
+                .get(&resolver)
+                .is_some_and(|at| since(at) < interval)
+        {
             return None;
         }
         self.refill(now);
@@ -283,6 +315,14 @@ impl Proximity {
         }
         self.by_age.insert((now, prefix));
         let kept = entry.samples.entry(area.clone()).or_default();
+        // The same sample heard twice (shared again for a late joiner): kept once. A
+        // sample is its area, prefix and RTT to the microsecond, taken at about the same
+        // time (its age travels in milliseconds).
+        if kept.iter().any(|(at, r)| {
+            *r == rtt && at.max(&now).saturating_duration_since(*at.min(&now)) < SAME_SAMPLE
+        }) {
+            return;
+        }
         kept.push_back((now, rtt));
         while kept.len() > self.cfg.samples_kept.max(1) {
             kept.pop_front();
@@ -290,17 +330,50 @@ impl Proximity {
         entry.chosen = choose(&self.cfg, now, entry);
     }
 
-    /// Whether `area` should measure `resolver`'s prefix again: it has fewer fresh samples
-    /// than [`ProximityConfig::samples_kept`] (an unknown prefix, or samples aging out).
+    /// `area`'s fresh samples of every prefix: (taken at, the prefix's address, RTT).
+    pub fn samples_of(&self, now: Instant, area: &AreaName) -> Vec<(Instant, IpAddr, Duration)> {
+        self.entries
+            .iter()
+            .filter_map(|(prefix, e)| Some((prefix, e.samples.get(area)?)))
+            .flat_map(|(prefix, s)| {
+                s.iter()
+                    .filter(|(at, _)| now.saturating_duration_since(*at) <= self.cfg.max_age)
+                    .map(|(at, rtt)| (*at, prefix.0, *rtt))
+            })
+            .collect()
+    }
+
+    /// Whether `area` should measure `resolver`'s prefix again (each measurement costs a
+    /// client a round trip and a TCP handshake):
+    /// - yes while it has fewer than [`ProximityConfig::min_samples`] fresh samples (an
+    ///   unknown prefix: learning), or would have one `probe_interval` from now (samples
+    ///   aging out: refresh before `max_age`, so a settled entry never lapses to the paper's
+    ///   rule);
+    /// - no once the answer is *settled*: this area's estimate and the chosen area's differ
+    ///   by at least twice what it takes to switch ([`settled`]), so more samples could not
+    ///   change the answer;
+    /// - else (a thin margin, or no other area to compare with) yes until it holds
+    ///   [`ProximityConfig::samples_kept`].
+    ///
+    /// So a prefix whose nearest area is clear costs each area `min_samples` truncated
+    /// answers per `max_age` (3 per 10 minutes with the defaults), not `samples_kept`.
     pub fn wants_sample(&self, now: Instant, resolver: IpAddr, area: &AreaName) -> bool {
         let Some(entry) = self.entries.get(&ResolverPrefix::of(resolver)) else {
             return true;
         };
-        let fresh = entry
-            .samples
-            .get(area)
-            .map_or(0, |s| fresh_count(&self.cfg, now, s));
-        fresh < self.cfg.samples_kept.max(1)
+        let Some(mine) = entry.samples.get(area) else {
+            return true;
+        };
+        let min = self.cfg.min_samples.max(1);
+        if fresh_count(&self.cfg, now, mine) < min
+            || fresh_count(&self.cfg, now + self.cfg.probe_interval, mine) < min
+        {
+            return true;
+        }
+        if settled(&self.cfg, now, entry, area) {
+            return false;
+        }
+        fresh_count(&self.cfg, now, mine) < self.cfg.samples_kept.max(1)
     }
 
     /// What is known of `resolver`'s prefix, if anything.
@@ -388,6 +461,38 @@ fn estimate(
     }
     fresh.sort_unstable();
     Some(fresh[fresh.len() / 2])
+}
+
+/// Whether `area`'s samples can no longer change `entry`'s answer: an answer is chosen,
+/// and either `area` is not the chosen one and its estimate is farther than the chosen
+/// area's by a clear margin, or it is the chosen one and every other area with an estimate
+/// (at least one) is. A clear margin is twice the gain [`choose`] needs to switch (the
+/// larger of `switch_gap` and `switch_ratio_permille` of the farther estimate).
+fn settled(cfg: &ProximityConfig, now: Instant, entry: &Entry, area: &AreaName) -> bool {
+    let Some(chosen) = entry.chosen.as_ref() else {
+        return false;
+    };
+    let estimate_of = |a: &AreaName| entry.samples.get(a).and_then(|s| estimate(cfg, now, s));
+    let Some(best) = estimate_of(chosen) else {
+        return false;
+    };
+    let clear = |far: Duration| {
+        let need = cfg
+            .switch_gap
+            .max(far * cfg.switch_ratio_permille / 1000)
+            .saturating_mul(2);
+        far.saturating_sub(best) >= need
+    };
+    if area != chosen {
+        return estimate_of(area).is_some_and(clear);
+    }
+    let others: Vec<Duration> = entry
+        .samples
+        .keys()
+        .filter(|a| *a != chosen)
+        .filter_map(estimate_of)
+        .collect();
+    !others.is_empty() && others.into_iter().all(clear)
 }
 
 /// The area to answer after a sample: the current one unless another is clearly nearer.
@@ -535,17 +640,111 @@ mod tests {
     }
 
     #[test]
+    fn a_settled_answer_is_measured_only_to_refresh_it_a_thin_one_to_samples_kept() {
+        let t0 = Instant::now();
+        let cfg = ProximityConfig::default();
+        let (interval, max_age) = (cfg.probe_interval, cfg.max_age);
+        let mut p = Proximity::new(cfg);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // 198.51.100.0/24: area 1 at 12 ms, area 2 at 45, area 3 at 75 (clear margins);
+        // 203.0.113.0/24: area 1 at 20 ms, area 2 at 22 (a thin one: under twice 10 %).
+        let (clear, thin) = (ip("198.51.100.53"), ip("203.0.113.53"));
+        for round in 0..5u64 {
+            let now = at(30 * round);
+            for a in 1..=3 {
+                let settled = round >= 3;
+                assert_eq!(
+                    p.wants_sample(now, clear, &area(a)),
+                    !settled,
+                    "{round} {a}"
+                );
+            }
+            for a in 1..=2 {
+                assert!(p.wants_sample(now, thin, &area(a)), "thin {round} {a}");
+            }
+            if round < 3 {
+                feed(&mut p, t0, 30 * round, "198.51.100.53", &[12, 45, 75]);
+            }
+            feed(&mut p, t0, 30 * round, "203.0.113.53", &[20, 22]);
+        }
+        // The thin one: samples_kept (5) fresh, then no more until they age.
+        assert!(!p.wants_sample(at(120), thin, &area(1)));
+        // The settled one was measured three times (0, 30, 60 s) per area; the first
+        // sample ages out at max_age: one probe interval before, it is measured again,
+        // so its answer never lapses to the paper's rule.
+        let refresh = t0 + max_age - interval;
+        assert!(!p.wants_sample(refresh - ms(1), clear, &area(2)));
+        assert!(p.wants_sample(refresh + ms(1), clear, &area(2)));
+        assert_eq!(p.nearest(refresh + ms(1), clear), Some(&area(1)));
+        // An area alone (nothing to compare with) is not settled: it keeps samples_kept.
+        let lone = ip("192.0.2.53");
+        for s in 0..4 {
+            feed(&mut p, t0, s, "192.0.2.53", &[30]);
+        }
+        assert_eq!(p.nearest(at(3), lone), Some(&area(1)));
+        assert!(p.wants_sample(at(3), lone, &area(1)));
+        // A newcomer area with no samples always wants one.
+        assert!(p.wants_sample(at(200), clear, &area(4)));
+    }
+
+    #[test]
+    fn a_new_prefix_is_probed_at_the_learning_interval_until_min_samples() {
+        let t0 = Instant::now();
+        let cfg = ProximityConfig::default();
+        let (learn, interval) = (cfg.learn_interval, cfg.probe_interval);
+        let mut p = Proximity::new(cfg);
+        let resolver = ip("192.0.2.53");
+        // A resolver asking area 1 every 100 ms for 2 minutes, answering every probe
+        // (20 ms later); area 1 alone, so the answer never settles.
+        let mut probes = Vec::new();
+        for i in 0..1200u32 {
+            let now = t0 + ms(100) * i;
+            if p.saw_query(now, resolver, &area(1)).is_some() {
+                probes.push(now - t0);
+                p.record(now + ms(20), resolver, &area(1), ms(20));
+            }
+        }
+        // Three quick ones (min_samples), then one per probe_interval.
+        let want = [
+            Duration::ZERO,
+            learn,
+            learn * 2,
+            learn * 2 + interval,
+            learn * 2 + interval * 2,
+            learn * 2 + interval * 3,
+        ];
+        assert_eq!(probes, want);
+        assert_eq!(p.nearest(t0 + learn * 2 + ms(20), resolver), Some(&area(1)));
+        // The quick interval is per area: another area that has not measured it yet
+        // probes it at once, and an address that never answers is not probed again before
+        // probe_interval, learning or not.
+        let later = t0 + Duration::from_secs(200);
+        assert!(p.saw_query(later, resolver, &area(2)).is_some());
+        let forged = ip("198.51.100.250");
+        assert!(p.saw_query(later, forged, &area(1)).is_some());
+        p.unanswered(later, forged);
+        for s in 1..30 {
+            let at = later + Duration::from_secs(s);
+            assert_eq!(p.saw_query(at, forged, &area(1)), None, "{s} s");
+        }
+        assert!(p.saw_query(later + interval, forged, &area(1)).is_some());
+    }
+
+    #[test]
     fn probes_are_rate_limited_per_prefix_and_in_all() {
         let t0 = Instant::now();
+        // No probe is ever answered here: one interval while learning too (the learning
+        // interval is tested above).
         let mut p = Proximity::new(ProximityConfig {
             probes_per_second: 10,
+            learn_interval: ProximityConfig::default().probe_interval,
             ..ProximityConfig::default()
         });
         // One resolver flooding us: one probe per interval.
         let mut probes = 0;
         for i in 0..6000u64 {
             let now = t0 + ms(i * 10);
-            probes += usize::from(p.saw_query(now, ip("203.0.113.9")).is_some());
+            probes += usize::from(p.saw_query(now, ip("203.0.113.9"), &area(1)).is_some());
         }
         assert_eq!(probes, 2, "60 s of queries, one probe per 30 s");
         // Forged sources across the space: the global budget holds (10/s, burst 10).
@@ -554,7 +753,7 @@ mod tests {
         for i in 0..50_000u64 {
             let now = t1 + Duration::from_micros(i * 100);
             let src = IpAddr::V4((0x0a00_0000 | ((i as u32) << 8)).into());
-            probes += usize::from(p.saw_query(now, src).is_some());
+            probes += usize::from(p.saw_query(now, src, &area(1)).is_some());
         }
         // 5 s of forged queries: at most the burst plus 10 a second.
         assert!(probes <= 10 + 50, "{probes} probes");
@@ -566,18 +765,25 @@ mod tests {
     #[test]
     fn an_unanswered_probe_frees_its_prefix_but_not_its_address() {
         let t0 = Instant::now();
-        let mut p = Proximity::new(ProximityConfig::default());
+        // The real resolver is never measured here: one interval while learning too.
+        let mut p = Proximity::new(ProximityConfig {
+            learn_interval: ProximityConfig::default().probe_interval,
+            ..ProximityConfig::default()
+        });
         let (forged, real) = (ip("10.200.1.250"), ip("10.200.1.9"));
         for round in 0..100u32 {
             let at = t0 + Duration::from_secs(3) * round;
-            let forged_probe = p.saw_query(at, forged);
+            let forged_probe = p.saw_query(at, forged, &area(1));
             // Once the real resolver's probe (1 ms after the forged one) is due again.
             assert_eq!(forged_probe.is_some(), round % 11 == 0, "round {round}");
-            assert_eq!(p.saw_query(at, real), None, "the prefix is busy");
+            assert_eq!(p.saw_query(at, real, &area(1)), None, "the prefix is busy");
             if forged_probe.is_some() {
                 p.unanswered(at, forged);
-                assert_eq!(p.saw_query(at + ms(1), forged), None, "silent");
-                assert_eq!(p.saw_query(at + ms(1), real), Some(Probe { target: real }));
+                assert_eq!(p.saw_query(at + ms(1), forged, &area(1)), None, "silent");
+                assert_eq!(
+                    p.saw_query(at + ms(1), real, &area(1)),
+                    Some(Probe { target: real })
+                );
             }
         }
         // Bookkeeping stays one entry per key.

@@ -8,6 +8,12 @@
 //!   EmbeddedServer ◄──heard_samples────────────────────── SampleBatch ◄──────────── Steering
 //! ```
 //!
+//! Reliable delivery covers the members of the view a batch is sent in; a member that
+//! joins later (a node started after the others, a healed partition) would never hear
+//! what was measured before. So on every join or network view change each area sends its
+//! own fresh samples again ([`super::learned::Learned::reshare`]); a receiver that already
+//! has a sample keeps it once.
+//!
 //! A plain task beside the embedded server, with its own session: it holds no state of its
 //! own (the table lives in the server), so a lost session is simply opened again. A batch
 //! is bounded by [`super::learned::LearnedConfig::batch_max`]; a received payload is
@@ -20,7 +26,7 @@ use crate::messages::{group, STEERING};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use walrus_gcs::{Event, Service};
+use walrus_gcs::{Event, MembershipReason, Service};
 
 /// How long to wait before opening a session again after one failed.
 const REOPEN: Duration = Duration::from_secs(1);
@@ -78,6 +84,11 @@ async fn share<L: GroupLayer>(
                         Ok(batch) => server.heard_samples(Instant::now(), &batch),
                         Err(e) => tracing::debug!(error = %e, from = %sender.0, "steering batch dropped"),
                     }
+                }
+                // Someone joined (or a partition healed): a late joiner missed our
+                // earlier batches, so they go out again.
+                Some(Event::Membership { reason: MembershipReason::Join | MembershipReason::Network, .. }) => {
+                    server.reshare_samples(Instant::now());
                 }
                 Some(_) => {}
                 None => {

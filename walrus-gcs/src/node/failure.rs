@@ -70,6 +70,34 @@ impl Node {
         })
     }
 
+    /// The link to `peer` went down. Besides making `peer` dead until heard again, this
+    /// says frames were lost: those in flight on the link, and those the transport held
+    /// from it (it drops a link's data once it reports the link down). The protocol finds
+    /// a lost frame by the gap before the next one; a lost *last* frame (an `Ack`, a
+    /// `Commit`, the last `Ordered` or `Submit`) has no next one. If the link comes back
+    /// before anyone proposes (a connection that timed out under load and was dialed
+    /// again at once), every node still wants the view it has, and the view waits for
+    /// the lost frame for ever: the entry never commits and nothing after it is
+    /// delivered (issue 24, the freeze with 1,000 reporters). So a view that has `peer`
+    /// is broken (it changes after `settle`, and its flush recovers what was lost), and
+    /// so is the view this node accepted, if it has `peer`: `peer` may have installed it
+    /// first and sent frames of it on the lost link.
+    pub(super) fn link_lost(&mut self, peer: &NodeId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.link_down = true;
+            p.row.clear();
+        }
+        let has_peer = |members: &[NodeRef]| members.iter().any(|m| m.id == *peer);
+        if has_peer(&self.members) {
+            self.broken = true;
+        }
+        if let Some(a) = self.accepted.as_mut() {
+            if has_peer(&a.members) {
+                a.link_lost = true;
+            }
+        }
+    }
+
     /// A heartbeat: the sender's row of the connectivity matrix and the view it is in.
     pub(super) fn on_heartbeat(&mut self, now: Instant, from: &NodeId, m: Heartbeat) {
         self.max_counter = self.max_counter.max(m.max_counter);

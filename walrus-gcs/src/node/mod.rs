@@ -377,13 +377,11 @@ impl Node {
     }
 
     /// The transport lost its connection to `peer`: it is dead to this node until heard
-    /// from again.
+    /// from again, and what was on the link is lost, so a view with it must change (see
+    /// [`Node::link_lost`]).
     pub fn handle_link_down(&mut self, now: Instant, peer: &NodeId) {
         self.catch_up(now);
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.link_down = true;
-            p.row.clear();
-        }
+        self.link_lost(peer);
         self.evaluate(now);
         self.pump();
     }

@@ -20,6 +20,9 @@ pub(super) struct Accepted {
     pub(super) deadline: Instant,
     /// InstallData entries of this node's old view, by sequence number.
     pub(super) data: BTreeMap<u64, Entry>,
+    /// The link to one of the members went down meanwhile: the view is broken once
+    /// installed (see [`Node::link_lost`]).
+    pub(super) link_lost: bool,
 }
 
 /// A view change this node coordinates.
@@ -202,6 +205,7 @@ impl Node {
             members: m.members.clone(),
             deadline: now + self.config.flush_timeout * 2,
             data: BTreeMap::new(),
+            link_lost: false,
         });
         let Some(frozen) = self.frozen.clone() else {
             return;
@@ -397,6 +401,9 @@ impl Node {
             }
         }
         self.install(now, m, entries);
+        if a.link_lost {
+            self.broken = true;
+        }
     }
 
     /// Delivers the old view's cut, then installs the new view.

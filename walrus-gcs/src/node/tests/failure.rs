@@ -233,3 +233,121 @@ fn a_node_that_did_not_run_does_not_accuse_its_peers() {
         "{dropped:?}"
     );
 }
+
+/// Issue 24 (the freeze with 1,000 reporters): under load a QUIC connection timed out and
+/// was dialed again at once. What was on it was lost (the transport also drops what it
+/// still held of a link it reports down) — here b's `Ack` of its own message. The link
+/// was back before anyone proposed, so every node still wanted the view it had; and
+/// nothing came after the lost frame to show a gap. The entry never committed, nothing
+/// after it was delivered, and the group stood still for good while heartbeats flowed.
+/// A link that went down must change the view: its flush recovers what the link lost.
+#[test]
+fn a_link_that_drops_and_comes_back_at_once_still_changes_the_view() {
+    let t0 = Instant::now();
+    let (mut a, mut b, t, sa, sb) = both_in_g(t0);
+    let m = b"m".to_vec();
+    b.multicast(t, sb, Service::Agreed, &[g("g")], m.clone())
+        .unwrap();
+    let submit = sent_to(&drain(&mut b), "a");
+    a.handle_message(t, &id("b"), submit);
+    let ordered = sent_to(&drain(&mut a), "b");
+    assert!(matches!(ordered, PeerMessage::Ordered(_)), "{ordered:?}");
+    b.handle_message(t, &id("a"), ordered);
+    let lost = sent_to(&drain(&mut b), "a");
+    assert!(matches!(lost, PeerMessage::Ack(_)), "{lost:?}");
+    // The link goes down with the Ack on it; each end hears it down, then up again, and
+    // the new connection's first frames are heartbeats: each is alive to the other and
+    // lists it, before anyone's `settle` is over.
+    flap(&mut a, "b", t);
+    flap(&mut b, "a", t);
+    a.send_heartbeats(t);
+    b.send_heartbeats(t);
+    shuttle(&mut a, &mut b, t);
+    // Both run on for 5 s, every frame delivered from now on.
+    let mut got = Vec::new();
+    let mut views = Vec::new();
+    for step in 1..=500 {
+        let now = t + Duration::from_millis(10 * step);
+        for n in [&mut a, &mut b] {
+            if n.poll_timeout().is_some_and(|d| d <= now) {
+                n.handle_timeout(now);
+            }
+        }
+        let (oa, ob) = shuttle(&mut a, &mut b, now);
+        for (at, o) in oa
+            .into_iter()
+            .map(|o| ("a", o))
+            .chain(ob.into_iter().map(|o| ("b", o)))
+        {
+            match o {
+                Output::Deliver {
+                    session,
+                    event: Event::Message { payload, .. },
+                } => got.push((at, session, payload)),
+                Output::ViewInstalled(v) => views.push((at, v.view, v.members)),
+                _ => {}
+            }
+        }
+    }
+    // The view changed once, with both in it, and the flush delivered b's message to both.
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("a", sa, m.clone()), ("b", sb, m)],
+        "views installed meanwhile: {views:?}"
+    );
+    assert!(
+        views
+            .iter()
+            .all(|(_, _, members)| *members == vec![r("a"), r("b")]),
+        "{views:?}"
+    );
+}
+
+/// The other half of the rule above: a node that accepted a view and then lost its link
+/// to one of the view's members installs that view broken (the member may have
+/// installed it first and sent frames of it on the lost link), so it changes again.
+#[test]
+fn a_link_lost_while_a_view_is_accepted_breaks_that_view_once_installed() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (node("a", t0), node("b", t0));
+    let t = merge(&mut a, &mut b, t0);
+    // a proposes view 3 (its link to b dropped and came back); b accepts it.
+    flap(&mut a, "b", t);
+    b.send_heartbeats(t);
+    shuttle(&mut a, &mut b, t);
+    let t1 = t + CoreConfig::default().settle;
+    a.handle_timeout(t1);
+    let propose = drain(&mut a)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                msg: msg @ PeerMessage::Propose(_),
+                ..
+            } => Some(msg),
+            _ => None,
+        })
+        .expect("a proposes");
+    b.handle_message(t1, &id("a"), propose);
+    let accept = sent_to(&drain(&mut b), "a");
+    // Now b's link to a drops and comes back, before the install reaches b.
+    flap(&mut b, "a", t1);
+    a.handle_message(t1, &id("b"), accept);
+    let install = sent_to(&drain(&mut a), "b");
+    b.handle_message(t1, &id("a"), install);
+    assert!(
+        drain(&mut b)
+            .iter()
+            .any(|o| matches!(o, Output::ViewInstalled(c) if c.view == vid(3, "a"))),
+        "b installs view 3"
+    );
+    assert!(b.broken, "{}", b.summary());
+    assert!(!a.broken, "{}", a.summary());
+}
+
+/// The transport reports `n`'s link to `peer` down and, at once, up again (a new
+/// connection).
+fn flap(n: &mut Node, peer: &str, t: Instant) {
+    n.handle_link_down(t, &id(peer));
+    n.handle_link_up(t, &id(peer));
+}
