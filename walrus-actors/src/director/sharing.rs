@@ -201,7 +201,7 @@ fn publish(server: &EmbeddedServer, view: &SteeringView, last: &mut Option<HashS
             tracing::warn!(area = %gone, "area left the steering view: answers stop naming it");
         }
         for back in after.difference(before) {
-            tracing::info!(area = %back, "area in the steering view again");
+            tracing::info!(area = %back, "area in the steering view: answers may name it");
         }
     }
     server.set_alive_areas(now.clone());
