@@ -13,14 +13,16 @@
 //!
 //! Then a2's node is killed: the other areas' servers must stop naming a2's zone (its only
 //! name server is gone) once a2 leaves the `Steering` group's view, and name the next
-//! nearest alive area instead; lookups through Unbound keep resolving.
+//! nearest alive area instead; lookups through Unbound keep resolving. A `[[dns.steering]]`
+//! rule sending 127.0.0.2 to a2 gives way too (to the learned answer of 127.0.0.0/24).
 //!
 //! Planted fault (once, by hand): `proximity::choose` taking the *last* estimate instead
 //! of the first (the farthest area) makes the answers converge on a1 or a3 and this test
 //! fails at its give-up bound, naming the answers seen.
 //! Planted fault (once, by hand): `Learned::is_alive` answering true for every area (the
 //! liveness check ignored) leaves a1's and a3's servers naming a2's zone, and the test
-//! times out "waiting for: no server names a2's zone once a2 is gone".
+//! times out "waiting for: no server names a2's zone once a2 is gone". `Steering::answer_for`
+//! keeping a rule whose area is down fails at "rule source at area 1".
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -142,7 +144,12 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
             NodeSpec::worker("w-3", "s3", "a3"),
         ],
     )
-    .replace("ttl = \"5s\"", "ttl = \"1s\"");
+    .replace("ttl = \"5s\"", "ttl = \"1s\"")
+    // A hand-written rule for another loopback source, to a2: it must give way too.
+    .replace(
+        "[dns]\n",
+        "[dns]\nsteering = [{ source = \"127.0.0.2/32\", area = \"a2\" }]\n",
+    );
     // The lab's spelling, plus a faster cadence for a test: a truncated answer per prefix
     // every 200 ms at most, batches every 100 ms.
     let toml = format!(
@@ -241,6 +248,14 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
     // servers must stop pointing the resolver at a2's zone, whose only name server is
     // gone (the lab's PowerDNS SERVFAILs), once a2 leaves the `Steering` view: to the next
     // nearest area that is alive. Time to react is printed, not asserted.
+    let ruled = |i: usize| dig_with(dns[i], "www.example.com", "A", &["-b", "127.0.0.2"]);
+    for i in [0, 2] {
+        assert_eq!(
+            ruled(i).data_of("CNAME"),
+            ["www.area-a2.example.com."],
+            "the rule, before a2 goes"
+        );
+    }
     let mut cluster = cluster;
     let killed = Instant::now();
     cluster.kill_node("w-2").await;
@@ -293,6 +308,15 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
         assert!(
             cname.iter().all(|c| !c.contains("area-a2")) && !cname.is_empty(),
             "area {}: {cname:?}",
+            i + 1
+        );
+    }
+    // The rule to a2 is skipped: the learned answer of 127.0.0.0/24 (a1 or a3).
+    for i in [0, 2] {
+        let cname = ruled(i).data_of("CNAME");
+        assert!(
+            cname.len() == 1 && !cname[0].contains("area-a2"),
+            "rule source at area {}: {cname:?}",
             i + 1
         );
     }
