@@ -11,9 +11,18 @@
 //! cluster (192.0.2.2). Before, answers are spread over the three clusters. No timing is
 //! asserted; the warm-up (queries before ten in a row) is printed as JSON.
 //!
+//! Then a2's node is killed: the other areas' servers must stop naming a2's zone (its only
+//! name server is gone) once a2 leaves the `Steering` group's view, and name the next
+//! nearest alive area instead; lookups through Unbound keep resolving. A `[[dns.steering]]`
+//! rule sending 127.0.0.2 to a2 gives way too (to the learned answer of 127.0.0.0/24).
+//!
 //! Planted fault (once, by hand): `proximity::choose` taking the *last* estimate instead
 //! of the first (the farthest area) makes the answers converge on a1 or a3 and this test
 //! fails at its give-up bound, naming the answers seen.
+//! Planted fault (once, by hand): `Learned::is_alive` answering true for every area (the
+//! liveness check ignored) leaves a1's and a3's servers naming a2's zone, and the test
+//! times out "waiting for: no server names a2's zone once a2 is gone". `Steering::answer_for`
+//! keeping a rule whose area is down fails at "rule source at area 1".
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -135,7 +144,12 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
             NodeSpec::worker("w-3", "s3", "a3"),
         ],
     )
-    .replace("ttl = \"5s\"", "ttl = \"1s\"");
+    .replace("ttl = \"5s\"", "ttl = \"1s\"")
+    // A hand-written rule for another loopback source, to a2: it must give way too.
+    .replace(
+        "[dns]\n",
+        "[dns]\nsteering = [{ source = \"127.0.0.2/32\", area = \"a2\" }]\n",
+    );
     // The lab's spelling, plus a faster cadence for a test: a truncated answer per prefix
     // every 200 ms at most, batches every 100 ms.
     let toml = format!(
@@ -228,6 +242,109 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
     eprintln!(
         "{{\"test\":\"learned_steering\",\"resolver\":\"unbound-defaults\",\"one_way_ms\":{ONE_WAY_MS:?},\"warm_up_queries\":{warm_up},\"warm_up_not_nearest\":{others},\"warm_up_ms\":{},\"probes_sent\":{probes},\"answers_learned\":{learned_answers},\"table_prefixes\":{prefixes:?}}}",
         started.elapsed().as_millis()
+    );
+
+    // a2's node dies (links cut, tasks aborted: its name server too). The other areas'
+    // servers must stop pointing the resolver at a2's zone, whose only name server is
+    // gone (the lab's PowerDNS SERVFAILs), once a2 leaves the `Steering` view: to the next
+    // nearest area that is alive. Time to react is printed, not asserted.
+    let ruled = |i: usize| dig_with(dns[i], "www.example.com", "A", &["-b", "127.0.0.2"]);
+    for i in [0, 2] {
+        assert_eq!(
+            ruled(i).data_of("CNAME"),
+            ["www.area-a2.example.com."],
+            "the rule, before a2 goes"
+        );
+    }
+    let mut cluster = cluster;
+    let killed = Instant::now();
+    cluster.kill_node("w-2").await;
+    let site = |i: usize| dig_with(dns[i], "www.example.com", "A", &[]);
+    // An in-process kill cuts the node's links and aborts its node tasks, but the
+    // embedded server's socket task may outlive it; what resolvers see of a dead area is
+    // a name server that does not answer, so a2's relay goes too.
+    eprintln!("a2's server after the kill: {}", site(1).status);
+    let mut relays = relays;
+    let a2_relay = relays.remove(1);
+    drop(a2_relay);
+    let targets = |cluster: &Cluster<QuicLayers>| -> Vec<(String, Option<String>)> {
+        [(0, "w-1"), (2, "w-3")]
+            .iter()
+            .map(|(i, w)| {
+                let rt = cluster.node(w).unwrap();
+                let d = &rt.directors()[&AreaName::from(names[*i])];
+                let (server, _) = d.embedded.as_ref().unwrap();
+                let e = server.explain("127.0.0.1".parse().unwrap());
+                (format!("{w} {:?}", e.by), e.target)
+            })
+            .collect()
+    };
+    poll_until(
+        "no server names a2's zone once a2 is gone",
+        PATIENCE,
+        || {
+            targets(&cluster)
+                .iter()
+                .all(|(_, t)| t.as_deref() != Some("area-a2.example.com."))
+                .then_some(())
+        },
+    )
+    .await;
+    let reacted_ms = killed.elapsed().as_millis();
+    let after = targets(&cluster);
+    for (w, t) in &after {
+        assert!(
+            matches!(
+                t.as_deref(),
+                Some("area-a1.example.com." | "area-a3.example.com.")
+            ),
+            "{w}: the next nearest alive area, got {t:?}"
+        );
+    }
+    // On the wire: the site zone's answer from a1's and a3's servers is a CNAME into an
+    // alive area's zone, and a fresh lookup through Unbound resolves.
+    for i in [0, 2] {
+        let cname = site(i).data_of("CNAME");
+        assert!(
+            cname.iter().all(|c| !c.contains("area-a2")) && !cname.is_empty(),
+            "area {}: {cname:?}",
+            i + 1
+        );
+    }
+    // The rule to a2 is skipped: the learned answer of 127.0.0.0/24 (a1 or a3).
+    for i in [0, 2] {
+        let cname = ruled(i).data_of("CNAME");
+        assert!(
+            cname.len() == 1 && !cname[0].contains("area-a2"),
+            "rule source at area {}: {cname:?}",
+            i + 1
+        );
+    }
+    let mut resolved = 0;
+    for _ in 0..5 {
+        flush(dir.path());
+        let got = resolve(resolver);
+        assert!(
+            got == ["192.0.2.1"] || got == ["192.0.2.3"],
+            "with a2 down: {got:?}"
+        );
+        resolved += 1;
+    }
+    let mut avoided = 0;
+    for (i, w) in [(0, "w-1"), (2, "w-3")] {
+        let rt = cluster.node(w).unwrap();
+        let (server, _) = rt.directors()[&AreaName::from(names[i])]
+            .embedded
+            .as_ref()
+            .unwrap();
+        let c = server.steering_counters().unwrap();
+        assert_eq!(c.areas_alive, 2, "{w}: {c:?}");
+        avoided += c.answers_avoided_down;
+    }
+    assert!(avoided > 0, "the fallback is counted");
+    eprintln!(
+        "{{\"test\":\"learned_steering_area_down\",\"killed\":\"w-2 (a2)\",\"reacted_ms\":{reacted_ms},\"targets\":{:?},\"resolved_through_unbound\":{resolved},\"answers_avoided_down\":{avoided}}}",
+        after.iter().map(|(_, t)| t.clone().unwrap_or_default()).collect::<Vec<_>>()
     );
     drop(relays);
     cluster.stop_all().await;

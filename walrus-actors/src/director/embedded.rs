@@ -277,6 +277,14 @@ impl EmbeddedServer {
         }
     }
 
+    /// The areas whose Director is in the `Steering` group's view (`None`: not known);
+    /// steered answers name only these ([`Learned::set_alive`]).
+    pub fn set_alive_areas(&self, alive: Option<std::collections::HashSet<AreaName>>) {
+        if let Some(l) = self.learned().as_mut() {
+            l.set_alive(alive);
+        }
+    }
+
     /// Another area's samples, heard over the `Steering` group.
     pub fn heard_samples(&self, now: Instant, batch: &SampleBatch) {
         if let Some(l) = self.learned().as_mut() {
@@ -368,11 +376,12 @@ impl EmbeddedServer {
                         target: None,
                         scope: 0,
                         by: By::Paper,
+                        avoided: false,
                     };
                     (paper, EcsReply::Malformed)
                 }
             };
-            (pick.target.cloned(), pick.by, ecs)
+            (pick.target.cloned(), (pick.by, pick.avoided), ecs)
         };
         drop(learned);
         let ctx = QueryContext {
@@ -399,7 +408,7 @@ impl EmbeddedServer {
                         return Some(cut);
                     }
                 }
-                l.count(q, by);
+                l.count(q, by.0, by.1);
             }
         }
         if cached {

@@ -98,7 +98,7 @@ use crate::knob::KnobError;
 use crate::model::AreaName;
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -271,6 +271,15 @@ pub struct SteeringCounters {
     pub samples_heard: u64,
     /// Samples not shared (the outbox was full) or not taken in (implausible).
     pub samples_dropped: u64,
+    /// `www.<site>` answers that did not name the area a rule or the table chose, because
+    /// that area's Director was not in the `Steering` group's view (counted also under
+    /// who decided the answer given instead).
+    #[serde(default)]
+    pub answers_avoided_down: u64,
+    /// Areas whose Director is in the `Steering` group's view now, this one included
+    /// (0: no view yet, every area counts as alive).
+    #[serde(default)]
+    pub areas_alive: u64,
 }
 
 /// How one area's server answers a resolver now, and why ([`super::embedded::EmbeddedServer::explain`]).
@@ -310,6 +319,9 @@ pub struct Learned {
     pending_order: VecDeque<(Instant, IpAddr, QuestionKey)>,
     /// Samples not yet shared: when taken, where to, how long.
     outbox: VecDeque<(Instant, IpAddr, Duration)>,
+    /// The areas whose Director is in the `Steering` group's view (`None`: no view yet;
+    /// every area counts as alive). This area is always alive to itself.
+    alive: Option<HashSet<AreaName>>,
     counters: SteeringCounters,
 }
 
@@ -329,6 +341,7 @@ impl Learned {
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             outbox: VecDeque::new(),
+            alive: None,
             counters: SteeringCounters::default(),
         }
     }
@@ -336,6 +349,18 @@ impl Learned {
     /// Sets each area's zone (at start and when the configuration's areas change).
     pub fn set_zones(&mut self, zones: impl IntoIterator<Item = (AreaName, Name)>) {
         self.zones = zones.into_iter().collect();
+    }
+
+    /// Sets the areas whose name server answers: those with a Director in the `Steering`
+    /// group's view ([`super::sharing::SteeringView`]); `None` when no view is known.
+    /// Learned and rule answers name only these (see [`super::steering`]).
+    pub fn set_alive(&mut self, alive: Option<HashSet<AreaName>>) {
+        self.alive = alive;
+    }
+
+    /// Whether `area`'s name server counts as answering now.
+    fn is_alive(&self, area: &AreaName) -> bool {
+        *area == self.area || self.alive.as_ref().is_none_or(|a| a.contains(area))
     }
 
     /// The knobs.
@@ -465,12 +490,14 @@ impl Learned {
         }
     }
 
-    /// Counts one answer by who decided it, if `question` is `www.<site>`'s.
-    pub fn count(&mut self, question: &[u8], by: By) {
+    /// Counts one answer by who decided it (and whether it avoided a down area), if
+    /// `question` is `www.<site>`'s.
+    pub fn count(&mut self, question: &[u8], by: By, avoided: bool) {
         if question.len() < 4 || question[..question.len() - 4] != self.site_www[..] {
             return;
         }
         let c = &mut self.counters;
+        c.answers_avoided_down += u64::from(avoided);
         match by {
             By::Learned => c.answers_learned += 1,
             By::Override => c.answers_override += 1,
@@ -482,6 +509,10 @@ impl Learned {
     pub fn counters(&self) -> SteeringCounters {
         SteeringCounters {
             table_prefixes: self.table.len() as u64,
+            areas_alive: self
+                .alive
+                .as_ref()
+                .map_or(0, |a| a.len() as u64 + u64::from(!a.contains(&self.area))),
             ..self.counters
         }
     }
@@ -506,8 +537,24 @@ pub struct LearnedAt<'a> {
 
 impl LearnedAreas for LearnedAt<'_> {
     fn nearest_zone(&self, ip: IpAddr) -> Option<&Name> {
-        let area = self.learned.table.nearest(self.now, ip)?;
-        self.learned.zones.get(area)
+        let l = self.learned;
+        let area = l.table.nearest_alive(self.now, ip, &|a| l.is_alive(a))?;
+        l.zones.get(area)
+    }
+
+    fn chosen_down(&self, ip: IpAddr) -> bool {
+        let l = self.learned;
+        l.table
+            .nearest(self.now, ip)
+            .is_some_and(|a| !l.is_alive(a))
+    }
+
+    fn zone_alive(&self, zone: &Name) -> bool {
+        let l = self.learned;
+        l.zones
+            .iter()
+            .filter(|(_, z)| *z == zone)
+            .all(|(a, _)| l.is_alive(a))
     }
 
     fn prefix_len(&self, ip: IpAddr) -> u8 {
@@ -542,6 +589,7 @@ pub fn question_key(request: &[u8]) -> Option<QuestionKey> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::steering::Steering;
     use super::*;
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::RecordType;
@@ -785,17 +833,82 @@ mod tests {
         );
     }
 
+    /// The lab's SIGSTOP case, sans-IO: area 1's server has learned that area 2 is nearest
+    /// to a resolver (and a rule sends another prefix to area 2); area 2's Director leaves
+    /// the `Steering` view. No answer may name area 2 until it is back.
+    #[test]
+    fn answers_never_name_an_area_that_is_down() {
+        let t0 = Instant::now();
+        let mut l = learned(1, LearnedConfig::default());
+        let r = ip("198.51.100.53");
+        let batch = |n: u8, rtt_ms: u32| SampleBatch {
+            area: area(n),
+            samples: (0..3)
+                .map(|i| Sample {
+                    resolver: r,
+                    rtt_us: rtt_ms * 1000 + i,
+                    age_ms: 0,
+                })
+                .collect(),
+        };
+        l.heard(t0, &batch(2, 12));
+        l.heard(t0, &batch(3, 35));
+        let rule = Steering::from_pairs([("10.9.0.0/16", "area-2.example.com")]).unwrap();
+        let by_rule = ip("10.9.1.1");
+        let www = question("www.example.com.");
+        let ask = |l: &mut Learned, from: IpAddr| {
+            let at = l.at(t0);
+            let p = rule.answer_for(from, Some(&at as &dyn LearnedAreas));
+            let got = (p.target.map(|n| n.to_ascii()), p.by, p.avoided);
+            l.count(&www, p.by, p.avoided);
+            got
+        };
+        let zone = |n: u8| Some(format!("area-{n}.example.com."));
+        let alive = |names: &[u8]| Some(names.iter().map(|n| area(*n)).collect());
+        // No view yet, then all three alive: as before.
+        for set in [None, alive(&[1, 2, 3])] {
+            l.set_alive(set);
+            assert_eq!(ask(&mut l, r), (zone(2), By::Learned, false));
+            assert_eq!(ask(&mut l, by_rule), (zone(2), By::Override, false));
+        }
+        // Area 2 down: the next nearest alive area (3); the rule's prefix, with no learned
+        // entry, gets the paper's rule (this area's own answer).
+        l.set_alive(alive(&[1, 3]));
+        assert_eq!(ask(&mut l, r), (zone(3), By::Learned, true));
+        assert_eq!(ask(&mut l, by_rule), (None, By::Paper, true));
+        // Only this area in the view (cut off): the paper's rule; this area counts as
+        // alive even when the view is given without it.
+        l.set_alive(alive(&[]));
+        assert_eq!(ask(&mut l, r), (None, By::Paper, true));
+        // An ECS query whose client subnet a rule to area 2 covers: the fallback, for the
+        // client's source prefix alone.
+        l.set_alive(alive(&[1, 3]));
+        let at = l.at(t0);
+        let client = super::super::steering::SourcePrefix::parse("10.9.1.0/24").unwrap();
+        let p = rule.pick_with(client, r, Some(&at as &dyn LearnedAreas));
+        assert_eq!(
+            (p.target.map(|n| n.to_ascii()), p.scope, p.avoided),
+            (zone(3), 24, true)
+        );
+        // Back: named again at once.
+        l.set_alive(alive(&[1, 2, 3]));
+        assert_eq!(ask(&mut l, r), (zone(2), By::Learned, false));
+        let c = l.counters();
+        assert_eq!((c.answers_avoided_down, c.areas_alive), (3, 3));
+    }
+
     #[test]
     fn counts_only_answers_to_the_site_www() {
         let mut l = learned(1, LearnedConfig::default());
-        l.count(&question("www.example.com."), By::Learned);
-        l.count(&question("www.area-1.example.com."), By::Learned);
-        l.count(&question("WWW.example.com."), By::Paper);
+        l.count(&question("www.example.com."), By::Learned, false);
+        l.count(&question("www.area-1.example.com."), By::Learned, true);
+        l.count(&question("WWW.example.com."), By::Paper, true);
         let c = l.counters();
         assert_eq!(
             (c.answers_learned, c.answers_paper, c.answers_override),
             (1, 1, 0)
         );
+        assert_eq!(c.answers_avoided_down, 1);
     }
 
     #[test]

@@ -409,6 +409,31 @@ impl Proximity {
         let chosen = entry.chosen.as_ref()?;
         estimate(&self.cfg, now, entry.samples.get(chosen)?).map(|_| chosen)
     }
+
+    /// Like [`Proximity::nearest`], among the areas `alive` says answer: the chosen area
+    /// when it is alive, else the alive area with the lowest estimate (ties by name), else
+    /// `None` (the paper's rule). The choice itself (and its hysteresis) is untouched, so
+    /// the answer returns to the chosen area as soon as it is alive again.
+    pub fn nearest_alive(
+        &self,
+        now: Instant,
+        resolver: IpAddr,
+        alive: &dyn Fn(&AreaName) -> bool,
+    ) -> Option<&AreaName> {
+        if let Some(chosen) = self.nearest(now, resolver) {
+            if alive(chosen) {
+                return Some(chosen);
+            }
+        }
+        let entry = self.entries.get(&ResolverPrefix::of(resolver))?;
+        entry
+            .samples
+            .iter()
+            .filter(|(area, _)| alive(area))
+            .filter_map(|(area, s)| estimate(&self.cfg, now, s).map(|e| (e, area)))
+            .min()
+            .map(|(_, area)| area)
+    }
 }
 
 /// Sets `key` in a map of at most `cap` keys, evicting the longest-known ones; `order`
@@ -592,6 +617,27 @@ mod tests {
             feed(&mut p, t0, s, "198.51.100.1", &[45, 19]);
         }
         assert_eq!(p.nearest(at(14), ip("198.51.100.1")), Some(&area(2)));
+    }
+
+    #[test]
+    fn an_area_that_is_down_is_skipped_for_the_next_alive_one() {
+        let (t0, r) = (Instant::now(), ip("192.0.2.7"));
+        let mut p = Proximity::new(ProximityConfig::default());
+        (0..3).for_each(|s| feed(&mut p, t0, s, "192.0.2.7", &[40, 12, 80]));
+        let now = t0 + Duration::from_secs(2);
+        let all = |_: &AreaName| true;
+        assert_eq!(p.nearest_alive(now, r, &all), Some(&area(2)));
+        // Area 2 down: the next nearest that answers (area 1 at 40 ms, not area 3 at 80).
+        let no_2 = |a: &AreaName| *a != area(2);
+        assert_eq!(p.nearest_alive(now, r, &no_2), Some(&area(1)));
+        // Only area 3 alive: it, however far; none alive: the paper's rule.
+        let only_3 = |a: &AreaName| *a == area(3);
+        assert_eq!(p.nearest_alive(now, r, &only_3), Some(&area(3)));
+        let none = |_: &AreaName| false;
+        assert_eq!(p.nearest_alive(now, r, &none), None);
+        // The choice itself is kept: back up, area 2 is answered again.
+        assert_eq!(p.nearest(now, r), Some(&area(2)));
+        assert_eq!(p.nearest_alive(now, r, &all), Some(&area(2)));
     }
 
     #[test]

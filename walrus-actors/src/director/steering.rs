@@ -20,6 +20,32 @@
 //! the paper's behaviour. Pure logic, no I/O: [`Steering::target_for`] is called by the
 //! embedded server with the query's source address.
 //!
+//! # Areas that are down
+//! An area's zone has one name server, the area's own (the zone is delegated to it
+//! alone), so a CNAME into the zone of an area whose server does not answer is a failed
+//! lookup: with area 2's Director stalled for 12 s in the lab, PowerDNS clients of region 2
+//! got 111 SERVFAILs (`docs/lab/reading.md`). The paper's rule never does this: whichever
+//! server answers names its own area. So a steered answer names only areas that are
+//! *alive* (a Director of the area in the `Steering` group's view, [`super::sharing`];
+//! with learned steering off there is no such view and every area counts as alive):
+//! - a learned answer whose area is down goes to the next nearest alive area of the same
+//!   entry ([`super::proximity::Proximity::nearest_alive`]), else the paper's rule. The
+//!   entry's choice and hysteresis are kept: the answer returns to the area once it is
+//!   back in the view;
+//! - a hand-written `[[dns.steering]]` rule whose area is down is skipped as if it did not
+//!   match: the learned answer for the source, else the paper's rule. An operator who
+//!   pinned a prefix to an area wants the site to keep resolving while that area is
+//!   down, not a SERVFAIL for the prefix; the rule applies again once the area is back. A
+//!   rule naming a zone that is no area's stays as written;
+//! - with a client subnet whose rule is down, the fallback carries the client's whole
+//!   source prefix as its scope (the narrowest a resolver caches for);
+//! - each such answer counts in `answers_avoided_down` (`/status`,
+//!   `walrus_steering_answers_avoided_down_total` in `/metrics`), and the sharing task logs
+//!   each area that leaves or re-enters the view.
+//!
+//! It reacts as fast as the group's failure detector (about 0.5 s with the LAN timing) and
+//! follows its partitions: each side steers only to areas on its side.
+//!
 //! # EDNS Client Subnet (RFC 7871)
 //!
 //! When the query carries a client subnet ([`super::ecs`]), [`Steering::pick`] steers by
@@ -151,13 +177,28 @@ pub struct Pick<'a> {
     pub scope: u8,
     /// Which table decided.
     pub by: By,
+    /// A rule or the learned table chose an area whose name server is down (not in the
+    /// `Steering` group's view), and this answer names another (the module doc's
+    /// "Areas that are down").
+    pub avoided: bool,
 }
 
 /// The learned table as steering sees it (at one instant): the nearest area's zone for an
 /// address's prefix, and how long that prefix is.
 pub trait LearnedAreas {
-    /// The zone of the area learned nearest to the prefix holding `ip`, if known.
+    /// The zone of the area learned nearest to the prefix holding `ip` among the areas
+    /// that are alive (the next nearest alive one when the chosen area is down), if known.
     fn nearest_zone(&self, ip: IpAddr) -> Option<&Name>;
+    /// Whether the area learned nearest to `ip`'s prefix is down, so that
+    /// [`LearnedAreas::nearest_zone`] named another or none (default: never).
+    fn chosen_down(&self, _ip: IpAddr) -> bool {
+        false
+    }
+    /// Whether the area whose zone is `zone` has a name server that answers; a zone of
+    /// no known area counts as alive (default: every zone).
+    fn zone_alive(&self, _zone: &Name) -> bool {
+        true
+    }
     /// The length of the prefix an entry holds for, in bits, for `ip`'s family (24 for
     /// IPv4 and 48 for IPv6 in [`super::proximity`]).
     fn prefix_len(&self, ip: IpAddr) -> u8;
@@ -402,30 +443,48 @@ impl Steering {
     }
 
     /// The answer to a query from `resolver` without a client subnet: a rule, else the
-    /// learned table, else the paper's rule (scope 0: there is no option to carry one).
+    /// learned table, else the paper's rule (scope 0: there is no option to carry one). A
+    /// rule or learned area that is down is skipped (the module doc's "Areas that are
+    /// down").
     pub fn answer_for<'a>(
         &'a self,
         resolver: IpAddr,
         learned: Option<&'a dyn LearnedAreas>,
     ) -> Pick<'a> {
+        let mut rule_down = false;
         if let Some(t) = self.target_for(resolver) {
-            return Pick {
-                target: Some(t),
-                scope: 0,
-                by: By::Override,
-            };
+            if learned.is_none_or(|l| l.zone_alive(t)) {
+                return Pick {
+                    target: Some(t),
+                    scope: 0,
+                    by: By::Override,
+                    avoided: false,
+                };
+            }
+            rule_down = true;
         }
-        match learned.and_then(|l| l.nearest_zone(resolver)) {
-            Some(t) => Pick {
-                target: Some(t),
-                scope: 0,
-                by: By::Learned,
+        let mut pick = self.learned_or_paper(resolver, learned);
+        pick.avoided |= rule_down;
+        pick
+    }
+
+    /// The learned table's answer for `ip`'s prefix, else the paper's rule.
+    fn learned_or_paper<'a>(
+        &'a self,
+        ip: IpAddr,
+        learned: Option<&'a dyn LearnedAreas>,
+    ) -> Pick<'a> {
+        let avoided = learned.is_some_and(|l| l.chosen_down(ip));
+        let target = learned.and_then(|l| l.nearest_zone(ip));
+        Pick {
+            target,
+            scope: 0,
+            by: if target.is_some() {
+                By::Learned
+            } else {
+                By::Paper
             },
-            None => Pick {
-                target: None,
-                scope: 0,
-                by: By::Paper,
-            },
+            avoided,
         }
     }
 
@@ -456,33 +515,49 @@ impl Steering {
             .longest(addr, client.len)
             .and_then(|(len, r)| Some((len, self.rule(r)?)));
         let (mut pick, floor, ours) = match matched {
-            Some((len, r)) => (
+            Some((len, r)) if learned.is_none_or(|l| l.zone_alive(&r.area_zone)) => (
                 Pick {
                     target: Some(&r.area_zone),
                     scope: 0,
                     by: By::Override,
+                    avoided: false,
                 },
                 len,
                 self.answer_index(&r.area_zone),
             ),
+            Some(_) => {
+                // The client's rule names an area that is down: the learned or the
+                // paper's answer, for this client subnet alone (the whole source
+                // prefix: which addresses near it get the same fallback is not worked
+                // out, and the answer lasts only while the area is down).
+                let own = self.learned_or_paper(client.addr, learned);
+                let mut pick = if own.target.is_some() {
+                    own
+                } else {
+                    self.answer_for(resolver, learned)
+                };
+                pick.avoided = true;
+                pick.scope = client.len;
+                return pick;
+            }
             None => {
                 let entry = learned.map_or(0, |l| l.prefix_len(client.addr));
                 let own = learned
                     .filter(|_| client.len >= entry)
-                    .and_then(|l| l.nearest_zone(client.addr));
+                    .map(|_| self.learned_or_paper(client.addr, learned));
                 match own {
-                    Some(t) => (
-                        Pick {
-                            target: Some(t),
-                            scope: 0,
-                            by: By::Learned,
+                    Some(
+                        p @ Pick {
+                            target: Some(t), ..
                         },
-                        entry,
-                        self.answer_index(t),
-                    ),
+                    ) => (p, entry, self.answer_index(t)),
                     // No rule and no entry covers the client: every rule differs from the
                     // fallback (the resolver's answer is not the client's).
-                    None => (self.answer_for(resolver, learned), entry, None),
+                    _ => {
+                        let mut p = self.answer_for(resolver, learned);
+                        p.avoided |= own.is_some_and(|o| o.avoided);
+                        (p, entry, None)
+                    }
                 }
             }
         };

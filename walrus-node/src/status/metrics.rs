@@ -331,6 +331,18 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             "Truncated answers sent to time a resolver's TCP retry (learned steering's measurement).",
             one(st.probes_sent),
         );
+        metric(
+            "walrus_steering_answers_avoided_down_total",
+            "counter",
+            "Answers to www.<site> that named another area (or the paper's rule) because the area a rule or the learned table chose had no Director in the Steering group's view.",
+            one(st.answers_avoided_down),
+        );
+        metric(
+            "walrus_steering_areas_alive",
+            "gauge",
+            "Areas with a Director in the Steering group's view, as this node's name server sees it (0: no view yet, all count as alive).",
+            one(st.areas_alive),
+        );
     }
     out
 }

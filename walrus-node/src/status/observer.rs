@@ -67,6 +67,8 @@ impl SteeringServers {
                 samples_measured: a.samples_measured + b.samples_measured,
                 samples_heard: a.samples_heard + b.samples_heard,
                 samples_dropped: a.samples_dropped + b.samples_dropped,
+                answers_avoided_down: a.answers_avoided_down + b.answers_avoided_down,
+                areas_alive: a.areas_alive.max(b.areas_alive),
             })
     }
 }

@@ -193,6 +193,8 @@ fn learned_steering_counters_reach_status_and_metrics_under_their_names() {
             answers_override: 2,
             answers_paper: 9,
             probes_sent: 12,
+            answers_avoided_down: 5,
+            areas_alive: 2,
             ..SteeringCounters::default()
         }),
         ..Sample::default()
@@ -205,6 +207,8 @@ fn learned_steering_counters_reach_status_and_metrics_under_their_names() {
         ("answers_override", 2),
         ("answers_paper", 9),
         ("probes_sent", 12),
+        ("answers_avoided_down", 5),
+        ("areas_alive", 2),
     ] {
         assert_eq!(st[k], v, "{k}");
     }
@@ -215,6 +219,8 @@ fn learned_steering_counters_reach_status_and_metrics_under_their_names() {
         "walrus_steering_answers_total{by=\"override\"} 2",
         "walrus_steering_answers_total{by=\"paper\"} 9",
         "walrus_steering_probes_total 12",
+        "walrus_steering_answers_avoided_down_total 5",
+        "walrus_steering_areas_alive 2",
     ] {
         assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
     }
