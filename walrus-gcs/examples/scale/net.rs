@@ -340,6 +340,8 @@ impl Net {
                 node: i,
                 members: v.members.len(),
             }),
+            // The harness models clients (see tier.rs): no client messages to confirm.
+            Output::Confirmed { .. } => {}
         }
     }
 
