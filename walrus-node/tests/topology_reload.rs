@@ -210,6 +210,31 @@ async fn a_server_pushed_to_two_nodes_first_moves_nothing_and_enters_once_all_ha
         .map(str::to_owned)
         .collect();
 
+    // The scenario starts from a group that runs v1 together: every node has heard the
+    // other two join `Nodes` and announce v1. (Pushed earlier — in the first second, as
+    // once happened here — a backup that has not yet heard the master in `Nodes` sees no
+    // member that disagrees, and admits n-4: a race of the start, not of the push.)
+    let v1_digest = cluster.node(&m).unwrap().config().digest.clone();
+    until(
+        "every node knows every v1 digest",
+        &cluster,
+        &mut moves,
+        |c| {
+            ["n-1", "n-2", "n-3"]
+                .into_iter()
+                .all(|n| {
+                    c.node(n).is_some_and(|rt| {
+                        let d = rt.digests().borrow().clone();
+                        d.members.len() == 3
+                            && d.nodes.len() == 3
+                            && d.nodes.values().all(|x| *x == v1_digest)
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
     // The file reaches the two backups first; the new node starts with it.
     for n in &others {
         let r = cluster.reload_node(n, c2.clone()).await.unwrap();
