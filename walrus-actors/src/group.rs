@@ -1,7 +1,9 @@
 //! The actors' view of walrus-gcs: one [`GroupSession`] per actor, opened from a
 //! [`GroupLayer`] (one per node).
 //!
-//! The real implementation is walrus-gcs itself ([`walrus_gcs::Gcs`] and [`GcsSession`]).
+//! The real implementation is walrus-gcs itself ([`walrus_gcs::Gcs`] and [`GcsSession`])
+//! on a member, and [`client::ClientLayer`] (over walrus-gcs' client tier) on a client
+//! node.
 //! The actors are generic over these two small traits so that their shells can also be
 //! unit-tested against [`local::LocalBus`] (feature `testing`), an in-process group bus
 //! with a trivially total order: one lock, every delivery in one sequence. Integration
@@ -257,5 +259,6 @@ impl GroupLayer for Gcs {
     }
 }
 
+pub mod client;
 #[cfg(any(test, feature = "testing"))]
 pub mod local;

@@ -144,9 +144,10 @@ pub fn prepare_certs(config: &mut Config, dir: &Path) -> Result<(), RunError> {
     if !certs_dir.join("ca.key").exists() {
         certs::write_new_ca(&certs_dir).map_err(err("ca"))?;
     }
-    for name in config.nodes.keys() {
-        if !certs_dir.join(format!("{name}.pem")).exists() {
-            certs::write_node_cert(&certs_dir, name).map_err(err(name))?;
+    for (name, n) in &config.nodes {
+        let cert = crate::config::gcs_name(name, n.tier);
+        if !certs_dir.join(format!("{cert}.pem")).exists() {
+            certs::write_node_cert(&certs_dir, &cert).map_err(err(name))?;
         }
     }
     config.tls.ca = certs_dir.join("ca.pem");

@@ -97,6 +97,35 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Whether a node runs the group-communication protocol or attaches to one that does
+/// (walrus-gcs `PROTOCOL.md`, "Clients").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// A group member: in every view, heartbeats with every other member, its crash is a
+    /// view change (the default). Controllers and Directors are members.
+    #[default]
+    Member,
+    /// A client: attaches to one member of its `attach` list (the first that admits it;
+    /// the next when its link ends) with a `client.<name>` certificate. Its crash is a
+    /// membership event of its groups, not a view change: the web hosts' tier (Reporters,
+    /// replicas).
+    Client,
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tier::Member => "member",
+            Tier::Client => "client",
+        })
+    }
+}
+
+/// The prefix of a client node's certificate name (SAN `client.NAME`); no member's name
+/// has it (walrus-gcs `tier::link::CLIENT_PREFIX`).
+pub const CLIENT_PREFIX: &str = walrus_gcs::tier::link::CLIENT_PREFIX;
+
 /// How a Director reaches its area's name server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -356,6 +385,36 @@ pub struct Node {
     /// rsync method, on a replica: its rsync daemon module (`rsync://host:port/module`,
     /// the module's path being its `replicator_root`); the primary pushes there.
     pub rsync_url: Option<String>,
+    /// Member (runs the protocol) or client (attaches to a member).
+    pub tier: Tier,
+    /// A client's members, in order of preference (its area's first): it attaches to the
+    /// first that admits it and fails over to the next. Empty on a member.
+    pub attach: Vec<String>,
+    /// A member's client listener (UDP, QUIC), on `address`'s IP: clients attach there.
+    /// `None`: it serves no clients.
+    pub client_port: Option<u16>,
+}
+
+impl Node {
+    /// Where this member's clients attach, if it serves clients.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client_port
+            .map(|p| SocketAddr::new(self.address.ip(), p))
+    }
+
+    /// True for a group member (not a client).
+    pub fn is_member(&self) -> bool {
+        self.tier == Tier::Member
+    }
+}
+
+/// The name node `node` has in the group layer and in its certificate: its own for a
+/// member, `client.<node>` for a client.
+pub fn gcs_name(node: &str, tier: Tier) -> String {
+    match tier {
+        Tier::Member => node.to_owned(),
+        Tier::Client => format!("{CLIENT_PREFIX}{node}"),
+    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -471,6 +530,10 @@ struct RawNode {
     status_addr: Option<SocketAddr>,
     replicator_root: Option<PathBuf>,
     rsync_url: Option<String>,
+    #[serde(default)]
+    tier: Tier,
+    attach: Option<Vec<String>>,
+    client_port: Option<u16>,
 }
 
 /// Durations written as human strings ("500ms", "30s", "5m").
@@ -616,14 +679,15 @@ impl Config {
                 }
             }
         }
-        if self.nodes.len() > MEASURED_MEMBERS {
+        let members = self.nodes.values().filter(|n| n.is_member()).count();
+        if members > MEASURED_MEMBERS {
             out.push(format!(
-                "{} nodes, and every node is a member of the group-communication layer: \
-                 measurements support at most {MEASURED_MEMBERS} members (heartbeats grow with \
-                 the square of the members, and every node's crash is a view change for all); \
-                 walrus-gcs has clients for the rest (PROTOCOL.md, \"Clients\"), which \
-                 walrus-node does not attach yet",
-                self.nodes.len()
+                "{members} nodes are members of the group-communication layer: measurements \
+                 support at most {MEASURED_MEMBERS} members (heartbeats grow with the square of \
+                 the members, and every member's crash is a view change for all); make the web \
+                 hosts (Reporters, replicas) clients: tier = \"client\" with attach = [its \
+                 area's members], and give those members a client_port. Only Controllers and \
+                 Directors need to be members"
             ));
         }
         for (name, area) in &self.areas {
@@ -736,6 +800,13 @@ impl Config {
         }
         if roles.contains(&Role::Director) && n.area.is_none() {
             return Err(err("area", "the `director` role needs the area it serves"));
+        }
+        if !n.is_member() && (roles.contains(&Role::Controller) || roles.contains(&Role::Director))
+        {
+            return Err(err(
+                "tier",
+                "a node with the `controller` or `director` role must be a member; this node is a client",
+            ));
         }
         n.roles = roles;
         Ok(self)
@@ -860,7 +931,35 @@ fn validate_replicator(
                 format!("node `{primary}` does not run the `replicator` role; add it to its roles"),
             ))
         }
+        Some(node) if !node.is_member() => {
+            return Err(loc.err(
+                span,
+                "replicator.primary",
+                format!(
+                    "the primary `{primary}` is a client: it must be a member (replicas and \
+                     Controllers take a generation only from the primary's own node, and a \
+                     client's messages come through the member it attaches to)"
+                ),
+            ))
+        }
         Some(_) => {}
+    }
+    let quic = r.method == ReplicationMethod::Walrus && r.transport == TransferTransport::Quic;
+    if let Some((name, _)) = nodes
+        .iter()
+        .find(|(_, n)| !n.is_member() && n.roles.contains(&Role::Replicator))
+        .filter(|_| r.method == ReplicationMethod::Rsync || quic)
+    {
+        return Err(loc.err(
+            span,
+            format!("nodes.{name}.tier"),
+            format!(
+                "replica `{name}` is a client: a client has no QUIC streams to the primary and \
+                 the rsync primary finds its replicas by their own group sessions; set \
+                 [replicator] method = \"walrus\" and transport = \"tls-tcp\" (the replica \
+                 pulls over TLS/TCP with its client certificate), or make `{name}` a member"
+            ),
+        ));
     }
     if r.method == ReplicationMethod::Rsync {
         let missing = nodes.iter().find(|(name, n)| {
@@ -1307,6 +1406,16 @@ fn validate_nodes(
                 format!("a node name may not start with `{ADMIN_PREFIX}`: that names admin certificates"),
             ));
         }
+        if name.starts_with(CLIENT_PREFIX) {
+            return Err(loc.err(
+                span,
+                field,
+                format!(
+                    "a node name may not start with `{CLIENT_PREFIX}`: that names client \
+                     certificates (a client node `web1` has the certificate `{CLIENT_PREFIX}web1`)"
+                ),
+            ));
+        }
         if walrus_gcs::transport::certs::check_node_name(name).is_err() {
             return Err(loc.err(
                 span,
@@ -1375,6 +1484,67 @@ fn validate_nodes(
             )),
             (None, false) => None,
         };
+        match n.tier {
+            Tier::Member => {
+                if n.attach.is_some() {
+                    return Err(loc.err(
+                        span,
+                        format!("{field}.attach"),
+                        "`attach` lists the members a client attaches to; this node is a \
+                         member (set tier = \"client\" to make it a client)",
+                    ));
+                }
+                if let Some(port) = n.client_port {
+                    let at = SocketAddr::new(n.address.ip(), port);
+                    if port == n.address.port() {
+                        return Err(loc.err(
+                            span,
+                            format!("{field}.client_port"),
+                            format!("{port} is also the node's group port (address); give clients another port"),
+                        ));
+                    }
+                    if let Some(other) = addresses.insert(at, name.clone()) {
+                        return Err(loc.err(
+                            span,
+                            format!("{field}.client_port"),
+                            format!("{at} is also an address of node `{other}`"),
+                        ));
+                    }
+                }
+            }
+            Tier::Client => {
+                if let Some(role) = roles
+                    .iter()
+                    .find(|r| matches!(r, Role::Controller | Role::Director))
+                {
+                    return Err(loc.err(
+                        span,
+                        format!("{field}.tier"),
+                        format!(
+                            "a node with the `{role}` role must be a member (tier = \"member\"): \
+                             Controllers elect their master and Directors their writer from \
+                             their groups' membership, which names the member a client attaches \
+                             through. Clients are for the web hosts: Reporters and replicas"
+                        ),
+                    ));
+                }
+                if n.client_port.is_some() {
+                    return Err(loc.err(
+                        span,
+                        format!("{field}.client_port"),
+                        "a client serves no clients: `client_port` is for members",
+                    ));
+                }
+                if n.attach.as_ref().is_none_or(Vec::is_empty) {
+                    return Err(loc.err(
+                        span,
+                        format!("{field}.attach"),
+                        "a client needs the members it may attach to, in order of preference \
+                         (its area's first), e.g. attach = [\"eu-a\", \"us-a\"]",
+                    ));
+                }
+            }
+        }
         if let Some(addr) = n.status_addr {
             if http.is_open_on(addr) && !http.allow_plain_public {
                 return Err(loc.err(
@@ -1399,8 +1569,48 @@ fn validate_nodes(
                 status_addr: n.status_addr,
                 replicator_root: n.replicator_root.clone(),
                 rsync_url: n.rsync_url.clone(),
+                tier: n.tier,
+                attach: n.attach.clone().unwrap_or_default(),
+                client_port: n.client_port,
             },
         );
+    }
+    for (name, n) in &nodes {
+        let span = raw.get_ref().get(name).map(|s| s.span());
+        let field = format!("nodes.{name}.attach");
+        let mut seen = BTreeSet::new();
+        for m in &n.attach {
+            if !seen.insert(m) {
+                return Err(loc.err(span, field, format!("`{m}` is listed twice")));
+            }
+            match nodes.get(m) {
+                None => {
+                    return Err(loc.err(
+                        span,
+                        field,
+                        format!("`{m}` is not a node; {}", known(nodes.keys())),
+                    ))
+                }
+                Some(target) if !target.is_member() => {
+                    return Err(loc.err(
+                        span,
+                        field,
+                        format!("`{m}` is a client: a client attaches to members only"),
+                    ))
+                }
+                Some(target) if target.client_port.is_none() => {
+                    return Err(loc.err(
+                        span,
+                        field,
+                        format!(
+                            "member `{m}` serves no clients: give it client_port = PORT (its \
+                             client listener, on its address's IP)"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
     }
     if !nodes
         .values()
@@ -1636,6 +1846,12 @@ mod tests {
         let w = config.warnings();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("at most 9 members"), "{w:?}");
+        assert!(w[0].contains("web hosts"), "{w:?}");
+        // The same nodes with the extra ones as clients: no warning (only members count).
+        for n in config.nodes.values_mut().skip(MEASURED_MEMBERS) {
+            n.tier = Tier::Client;
+        }
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     }
 
     #[test]
@@ -1758,6 +1974,147 @@ mod tests {
         }
         let c = parse(&text).unwrap();
         assert_eq!(c.replicator.unwrap().method, ReplicationMethod::Rsync);
+    }
+
+    /// The example with its b hosts (Reporters and replicas) as clients of their area's
+    /// member first, and the a hosts serving clients on port 7500.
+    fn with_clients(text: &str) -> String {
+        let mut t = text
+            .replace("transport = \"quic\"", "transport = \"tls-tcp\"")
+            .replace(
+                "status_addr = \"127.0.1.1:9400\"\n",
+                "status_addr = \"127.0.1.1:9400\"\nclient_port = 7500\n",
+            )
+            .replace(
+                "status_addr = \"127.0.2.1:9400\"\n",
+                "status_addr = \"127.0.2.1:9400\"\nclient_port = 7500\n",
+            );
+        for (b, first, second) in [("eu-b", "eu-a", "us-a"), ("us-b", "us-a", "eu-a")] {
+            let head = format!("[nodes.{b}]\n");
+            t = t.replace(
+                &head,
+                &format!("{head}tier = \"client\"\nattach = [\"{first}\", \"{second}\"]\n"),
+            );
+        }
+        t
+    }
+
+    /// The 1-based line of the first line of `text` that starts with `prefix` after the
+    /// line `after`.
+    fn line_after(text: &str, after: &str, prefix: &str) -> usize {
+        let start = text.lines().position(|l| l == after).unwrap();
+        start
+            + text
+                .lines()
+                .skip(start)
+                .position(|l| l.starts_with(prefix))
+                .unwrap()
+            + 1
+    }
+
+    #[test]
+    fn clients_are_read_with_their_members_in_order() {
+        let c = parse(&with_clients(EXAMPLE)).unwrap();
+        let b = &c.nodes["eu-b"];
+        assert_eq!(b.tier, Tier::Client);
+        assert_eq!(b.attach, vec!["eu-a".to_owned(), "us-a".to_owned()]);
+        assert_eq!(b.client_port, None);
+        let a = &c.nodes["eu-a"];
+        assert!(a.is_member());
+        assert_eq!(a.client_addr(), Some("127.0.1.1:7500".parse().unwrap()));
+        assert_eq!(c.nodes["asia-a"].client_addr(), None);
+        assert_eq!(gcs_name("eu-b", Tier::Client), "client.eu-b");
+        assert_eq!(gcs_name("eu-a", Tier::Member), "eu-a");
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn a_controller_or_director_must_be_a_member_and_the_error_says_so() {
+        let text = EXAMPLE.replace(
+            "[nodes.eu-a]\n",
+            "[nodes.eu-a]\ntier = \"client\"\nattach = [\"us-a\"]\n",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-a.tier");
+        assert_eq!(err.line, Some(line_after(&text, "[nodes.eu-a]", "tier")));
+        assert!(
+            err.message.contains("`controller` role must be a member"),
+            "{err}"
+        );
+        // --roles is checked the same way.
+        let c = parse(&with_clients(EXAMPLE)).unwrap();
+        let err = c.with_roles("eu-b", &[Role::Controller]).unwrap_err();
+        assert!(err.message.contains("must be a member"), "{err}");
+    }
+
+    #[test]
+    fn a_clients_attach_list_is_checked_with_file_line_and_field() {
+        let text = with_clients(EXAMPLE);
+        let cases = [
+            (
+                "\nattach = [\"eu-a\", \"us-a\"]",
+                "\nattach = [\"eu-a\", \"nope\"]",
+                "`nope` is not a node",
+            ),
+            (
+                "\nattach = [\"eu-a\", \"us-a\"]",
+                "\nattach = [\"eu-a\", \"asia-a\"]",
+                "serves no clients: give it client_port",
+            ),
+            (
+                "\nattach = [\"eu-a\", \"us-a\"]",
+                "\nattach = [\"eu-a\", \"us-b\"]",
+                "is a client",
+            ),
+            (
+                "\nattach = [\"eu-a\", \"us-a\"]",
+                "\nattach = [\"eu-a\", \"eu-a\"]",
+                "listed twice",
+            ),
+            (
+                "\nattach = [\"eu-a\", \"us-a\"]",
+                "\nattach = []",
+                "needs the members it may attach to",
+            ),
+        ];
+        for (from, to, says) in cases {
+            let t = text.replacen(from, to, 1);
+            let err = parse(&t).unwrap_err();
+            assert_eq!(err.field, "nodes.eu-b.attach", "{err}");
+            assert!(err.message.contains(says), "{says}: {err}");
+            assert!(err.to_string().starts_with("walrus.toml:"), "{err}");
+            assert!(err.line.is_some(), "{err}");
+        }
+        // A member with an attach list, a client with a client port.
+        let err = parse(&text.replace("[nodes.asia-a]\n", "[nodes.asia-a]\nattach = [\"eu-a\"]\n"))
+            .unwrap_err();
+        assert_eq!(err.field, "nodes.asia-a.attach");
+        let err = parse(&text.replace("[nodes.eu-b]\n", "[nodes.eu-b]\nclient_port = 7600\n"))
+            .unwrap_err();
+        assert_eq!(err.field, "nodes.eu-b.client_port");
+        // A client port that is the group port.
+        let err =
+            parse(&text.replacen("\nclient_port = 7500", "\nclient_port = 7400", 1)).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-a.client_port");
+        // A node named like a client certificate.
+        let err = parse(&text.replace("[nodes.asia-b]", "[nodes.\"client.asia-b\"]")).unwrap_err();
+        assert!(err.message.contains("client certificates"), "{err}");
+        // An unknown tier.
+        let err =
+            parse(&text.replacen("\ntier = \"client\"", "\ntier = \"guest\"", 1)).unwrap_err();
+        assert!(err.message.contains("guest"), "{err}");
+    }
+
+    #[test]
+    fn a_client_replica_needs_tls_tcp_and_the_primary_a_member() {
+        let text = with_clients(EXAMPLE);
+        let err =
+            parse(&text.replace("transport = \"tls-tcp\"", "transport = \"quic\"")).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-b.tier");
+        assert!(err.message.contains("tls-tcp"), "{err}");
+        let err = parse(&text.replace("primary = \"eu-a\"", "primary = \"eu-b\"")).unwrap_err();
+        assert_eq!(err.field, "replicator.primary");
+        assert!(err.message.contains("must be a member"), "{err}");
     }
 
     #[test]

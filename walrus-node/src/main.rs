@@ -271,15 +271,28 @@ enum CertsAction {
     /// With --admin, an admin's certificate instead: DIR/admin.NAME.pem and .key (SAN =
     /// admin.NAME), for `walrus-node drain`/`pin` against nodes whose [http] admins name
     /// NAME. It cannot join the group as a node, and a node's certificate cannot drain.
+    ///
+    /// With --client, a client node's (tier = "client" in the file): DIR/client.NAME.pem
+    /// and .key (SAN = client.NAME). It attaches to members only as a client; a member's
+    /// certificate cannot attach as a client, nor a client's join as a member.
+    ///
+    /// With --config FILE and no names: every node of the file, each with the kind its
+    /// tier needs.
     Issue {
         /// The directory holding ca.key.
         #[arg(long)]
         dir: PathBuf,
         /// Admins' certificates rather than nodes'.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["client", "config"])]
         admin: bool,
+        /// Client nodes' certificates (client.NAME) rather than members'.
+        #[arg(long, conflicts_with = "config")]
+        client: bool,
+        /// Issue for every node of this configuration (members NAME, clients client.NAME).
+        #[arg(long, conflicts_with = "names")]
+        config: Option<PathBuf>,
         /// Node names, as in the configuration's [nodes.NAME] (or admin names).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "config")]
         names: Vec<String>,
     },
 }
@@ -676,7 +689,16 @@ fn check_config(config: PathBuf) -> anyhow::Result<()> {
     }
     for (name, node) in &config.nodes {
         let roles: Vec<String> = node.roles.iter().map(|r| r.to_string()).collect();
-        out!("  node {name}: {} [{}]", node.address, roles.join(", "));
+        let tier = match (node.is_member(), node.client_addr()) {
+            (true, Some(at)) => format!("member, serves clients on {at}"),
+            (true, None) => "member".to_owned(),
+            (false, _) => format!("client of {}", node.attach.join(", then ")),
+        };
+        out!(
+            "  node {name}: {} [{}] {tier}",
+            node.address,
+            roles.join(", ")
+        );
     }
     for w in config.warnings() {
         out!("warning: {w}");
@@ -690,10 +712,11 @@ async fn run_node(
     roles: Option<Vec<walrus_node::config::Role>>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let load = |path: &PathBuf| -> anyhow::Result<Config> {
+    let me = node.clone();
+    let load = move |path: &PathBuf| -> anyhow::Result<Config> {
         let config = Config::load(path)?;
         Ok(match &roles {
-            Some(r) => config.with_roles(&node, r)?,
+            Some(r) => config.with_roles(&me, r)?,
             None => config,
         })
     };
@@ -701,19 +724,64 @@ async fn run_node(
     for w in config.warnings() {
         tracing::warn!(config = %path.display(), "{w}");
     }
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     // The HTTP side's token and certificate, read before joining the group: a missing file
     // stops the start with its name, not a node that runs half-configured.
     let access = walrus_node::http_access::HttpAccess::from_config(&config, &node)?;
-    let mut runtime = walrus_node::runtime::start(&config, &node).await?;
+    let started = NodeStart {
+        path,
+        node,
+        config,
+        access,
+        load: &load,
+        term,
+        hup,
+    };
+    if started.config.node(&started.node)?.is_member() {
+        let runtime = walrus_node::runtime::start(&started.config, &started.node).await?;
+        let sources = walrus_node::status::NodeSources::of(&runtime);
+        serve_node(started, runtime, sources).await
+    } else {
+        let runtime = walrus_node::runtime::start_client(&started.config, &started.node).await?;
+        let sources = walrus_node::status::NodeSources::of_roles(&runtime);
+        serve_node(started, runtime, sources).await
+    }
+}
+
+/// What `run` has read and set up before its node starts.
+struct NodeStart<'a> {
+    path: PathBuf,
+    node: String,
+    config: Config,
+    access: walrus_node::http_access::HttpAccess,
+    load: &'a (dyn Fn(&PathBuf) -> anyhow::Result<Config> + Sync),
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// Runs a started node (member or client) until a signal, a fatal layer or a role that
+/// keeps failing: its status side, reloads on SIGHUP, then a clean stop.
+async fn serve_node<L: walrus_node::runtime::NodeLayer>(
+    started: NodeStart<'_>,
+    mut runtime: walrus_node::runtime::NodeRuntime<L>,
+    sources: walrus_node::status::NodeSources,
+) -> anyhow::Result<()> {
+    let NodeStart {
+        path,
+        node,
+        config,
+        access,
+        load,
+        mut term,
+        mut hup,
+    } = started;
     tracing::info!(node = %node, config = %path.display(), "walrus-node running");
     let status = match config.node(&node)?.status_addr {
         Some(addr) => {
             let observer = std::sync::Arc::new(std::sync::Mutex::new(
                 walrus_node::status::Observer::new(&node, &config),
             ));
-            let sources = walrus_node::status::NodeSources::of(&runtime);
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let sampler = tokio::spawn(walrus_node::status::sample_loop(
                 sources,
@@ -752,7 +820,7 @@ async fn run_node(
                 // The roles cannot work without the group: no restarts from now on.
                 runtime.supervision().close();
                 tracing::error!(error = %e, "the group layer stopped: exiting");
-                fatal = Some(e.to_string());
+                fatal = Some(e);
                 break;
             }
             e = &mut failed => {
@@ -793,19 +861,43 @@ fn certs(action: CertsAction) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        CertsAction::Issue { dir, admin, names } => {
+        CertsAction::Issue {
+            dir,
+            admin,
+            client,
+            config,
+            names,
+        } => {
+            use walrus_node::config::{gcs_name, Tier, ADMIN_PREFIX, CLIENT_PREFIX};
+            let names: Vec<String> = match config {
+                Some(path) => Config::load(&path)?
+                    .nodes
+                    .iter()
+                    .map(|(name, n)| gcs_name(name, n.tier))
+                    .collect(),
+                None => names
+                    .into_iter()
+                    .map(|name| {
+                        for (prefix, flag) in
+                            [(ADMIN_PREFIX, "--admin"), (CLIENT_PREFIX, "--client")]
+                        {
+                            if name.starts_with(prefix) {
+                                anyhow::bail!(
+                                    "`{name}`: give the node's name; {flag} adds `{prefix}`"
+                                );
+                            }
+                        }
+                        Ok(if admin {
+                            format!("{ADMIN_PREFIX}{name}")
+                        } else if client {
+                            gcs_name(&name, Tier::Client)
+                        } else {
+                            name
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
             for name in names {
-                let prefix = walrus_node::config::ADMIN_PREFIX;
-                if !admin && name.starts_with(prefix) {
-                    anyhow::bail!(
-                        "`{name}`: names starting with `{prefix}` are admins'; use --admin"
-                    );
-                }
-                let name = if admin {
-                    format!("{prefix}{name}")
-                } else {
-                    name
-                };
                 certs::write_node_cert(&dir, &name)?;
                 out!("issued {0}/{name}.pem and {0}/{name}.key", dir.display());
             }

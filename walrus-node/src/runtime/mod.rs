@@ -36,11 +36,23 @@
 //! area's node (started with the new file); a Controller with an RFC 2136 backend gets no
 //! fallback writer for an area added live until it restarts.
 //!
+//! Members and clients (`tier` in the file): a member runs a walrus-gcs node ([`start`];
+//! with `client_port` it also serves clients); a client node ([`start_client`]) attaches
+//! to the first member of its `attach` list that admits it (walrus-gcs' client tier,
+//! through [`ClientLayer`]) and runs its Reporter and replica there, failing over to the
+//! next member when the link ends. What a client node does not do, because membership
+//! lists and message senders name the member it attaches through, not the client: it
+//! does not announce its config digest on `Nodes` (the members' digest tables, peer
+//! admission and `/status` list members only; its own `/status` shows its own digest), it
+//! admits no peers (it has none; its attach list is its own entry, which a reload cannot
+//! change), and it runs no Controller, Director or Replicator primary (the file refuses
+//! them). Its replica pulls over TLS/TCP (`[replicator] transport = "tls-tcp"`).
+//!
 //! Files: `settings` (config → each role's settings, pure), `reload` ([`plan_reload`]),
 //! `peers` ([`admit_peers`]), and here the running node ([`NodeRuntime`], [`run`], [`start`]).
 
 use crate::config::{
-    Area, Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role,
+    gcs_name, Area, Config, ConfigError, DnsBackend, DnsMode, GcsProfile, ReplicationMethod, Role,
     StatusKind, TransferTransport,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +79,7 @@ use walrus_actors::director::zone::{fqdn, AreaServer, RecordTtl, WwwRecords, Zon
 use walrus_actors::director::{
     self, DirectorSettings, EmbeddedSettings, NameServerSettings, RunningDirector, Writes,
 };
+use walrus_actors::group::client::ClientLayer;
 use walrus_actors::group::{GroupLayer, PeerStreams};
 use walrus_actors::model::{AreaName, ClusterName, ServerName};
 use walrus_actors::replicator::actor::{
@@ -77,6 +90,7 @@ use walrus_actors::replicator::{self, shell::ReplicatorActor};
 use walrus_actors::reporter::actor::ReporterActor;
 use walrus_actors::reporter::{self, ReporterConfig, ReporterHandle, WebSource};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
+use walrus_gcs::tier::ClientLinkConfig;
 use walrus_gcs::transport::bulk::TcpStreams;
 use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
 use walrus_gcs::{CoreConfig, Gcs, GcsConfig, NodeId};
@@ -235,7 +249,19 @@ impl<L: GroupLayer> NodeRuntime<L> {
             config_tx: watch::channel(config.clone()).0,
             digests: watch::channel(Digests::default()).1,
         };
-        rt.start_digests();
+        if rt.config.node(node)?.is_member() {
+            rt.start_digests();
+        } else {
+            // A client's session on `Nodes` would be listed as its member's (see the module
+            // doc): it keeps its own digest to itself.
+            let mine = rt.config.digest.clone();
+            let digests = Digests {
+                mine: mine.clone(),
+                nodes: [(node.to_owned(), mine)].into(),
+                members: BTreeSet::new(),
+            };
+            rt.digests = watch::channel(digests).1;
+        }
         match rt.start_roles().await {
             Ok(()) => Ok(rt),
             Err(e) => {
@@ -683,13 +709,68 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts walrus-gcs with the node's certificate, then the node's roles.
+/// Starts walrus-gcs with the node's certificate (and its client listener when the node
+/// has a `client_port`), then the node's roles. For a member; a client node starts with
+/// [`start_client`].
 pub async fn start(config: &Config, node: &str) -> Result<NodeRuntime<Gcs>, RunError> {
+    let gcs_err = |source| RunError::Gcs {
+        node: node.to_owned(),
+        source,
+    };
     let gcs = Gcs::start(gcs_config(config, node)?)
+        .await
+        .map_err(gcs_err)?;
+    if let Some(addr) = config.node(node)?.client_addr() {
+        let identity = node_identity(config, node)?;
+        match gcs.serve_clients(&identity, addr) {
+            Ok(at) => tracing::info!(node = %node, %at, "serving clients"),
+            Err(e) => {
+                gcs.shutdown().await;
+                return Err(gcs_err(e));
+            }
+        }
+    }
+    NodeRuntime::start(config, node, gcs).await
+}
+
+/// Starts client node `node`: attaches to its members (walrus-gcs' client tier, with its
+/// `client.<node>` certificate), then runs its roles over [`ClientLayer`].
+pub async fn start_client(
+    config: &Config,
+    node: &str,
+) -> Result<NodeRuntime<ClientLayer>, RunError> {
+    let link = client_link_config(config, node)?;
+    let members: Vec<String> = link
+        .members
+        .iter()
+        .map(|(m, a)| format!("{m}@{a}"))
+        .collect();
+    let layer = ClientLayer::attach(link)
         .await
         .map_err(|source| RunError::Gcs {
             node: node.to_owned(),
             source,
         })?;
-    NodeRuntime::start(config, node, gcs).await
+    tracing::info!(node = %node, name = %layer.name(), members = ?members, "client node: attaching to its members in this order");
+    NodeRuntime::start(config, node, layer).await
+}
+
+/// What the binary needs of a node's group layer beyond [`GroupLayer`].
+pub trait NodeLayer: GroupLayer {
+    /// Completes when the layer stopped for good and the process must exit (a member
+    /// whose name another live process proves); pending otherwise.
+    fn fatal(&self) -> impl Future<Output = String> + Send;
+}
+
+impl NodeLayer for Gcs {
+    async fn fatal(&self) -> String {
+        Gcs::fatal(self).await.to_string()
+    }
+}
+
+/// A client re-attaches on its own (to the next member of its list) for ever.
+impl NodeLayer for ClientLayer {
+    async fn fatal(&self) -> String {
+        std::future::pending().await
+    }
 }

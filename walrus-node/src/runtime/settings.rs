@@ -300,6 +300,14 @@ pub fn director_nodes(config: &Config, area: &AreaName) -> BTreeSet<NodeId> {
 /// the LAN or WAN timeouts.
 pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
     let n = config.node(node)?;
+    if !n.is_member() {
+        return Err(RunError::Role {
+            node: node.to_owned(),
+            detail: "a client node attaches to a member (client_link_config), it runs no \
+                     group member"
+                .into(),
+        });
+    }
     let transport = TransportConfig {
         me: NodeId::new(node),
         listen: Listen::Addr(n.address),
@@ -314,26 +322,70 @@ pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
     })
 }
 
-/// Node `node`'s certificate and key (`<tls.dir>/<node>.pem`, `.key`) and the CA.
+/// How client node `node` attaches: its `client.<node>` certificate, and the client
+/// listeners of the members of its `attach` list, in order.
+pub fn client_link_config(config: &Config, node: &str) -> Result<ClientLinkConfig, RunError> {
+    let n = config.node(node)?;
+    let members = n
+        .attach
+        .iter()
+        .filter_map(|m| {
+            let addr = config.nodes.get(m)?.client_addr()?;
+            Some((NodeId::new(m.as_str()), addr))
+        })
+        .collect();
+    Ok(ClientLinkConfig {
+        identity: node_identity(config, node)?,
+        name: NodeId::new(gcs_name(node, n.tier)),
+        incarnation: None,
+        members,
+        window: CLIENT_WINDOW,
+        retry: match config.timing.gcs_profile {
+            GcsProfile::Lan => Duration::from_millis(200),
+            GcsProfile::Wan => Duration::from_secs(1),
+        },
+    })
+}
+
+/// Multicasts a client node may have sent and not yet had confirmed (its Reporter's
+/// reports and urgent reports, its replica's notes): far more than a round's worth.
+pub const CLIENT_WINDOW: usize = 64;
+
+/// Node `node`'s certificate and key (`<tls.dir>/<name>.pem`, `.key`, where the name is
+/// `client.<node>` for a client, see [`gcs_name`]) and the CA.
 pub(super) fn node_identity(config: &Config, node: &str) -> Result<NodeIdentity, RunError> {
     let certs_err = |source| RunError::Certs {
         node: node.to_owned(),
         source,
     };
+    let name = gcs_name(node, config.node(node)?.tier);
     Ok(NodeIdentity {
         ca: certs::read_cert(&config.tls.ca).map_err(certs_err)?,
-        cert: certs::read_cert(&config.tls.dir.join(format!("{node}.pem"))).map_err(certs_err)?,
-        key: certs::read_key(&config.tls.dir.join(format!("{node}.key"))).map_err(certs_err)?,
+        cert: certs::read_cert(&config.tls.dir.join(format!("{name}.pem"))).map_err(certs_err)?,
+        key: certs::read_key(&config.tls.dir.join(format!("{name}.key"))).map_err(certs_err)?,
     })
 }
 
-/// Every node but `node`, with its address.
+/// Every member but `node`, with its address: the group layer's peers (clients are not
+/// dialed; they attach).
 pub(super) fn peer_addresses(config: &Config, node: &str) -> Vec<(NodeId, SocketAddr)> {
     config
         .nodes
         .iter()
-        .filter(|(name, _)| name.as_str() != node)
+        .filter(|(name, p)| name.as_str() != node && p.is_member())
         .map(|(name, p)| (NodeId::new(name.as_str()), p.address))
+        .collect()
+}
+
+/// Every node but `node`, by the name its certificate has ([`gcs_name`]), with its
+/// address: who may open or accept TLS/TCP transfer streams (a client replica pulls
+/// from the primary with its `client.` certificate).
+fn bulk_peers(config: &Config, node: &str) -> Vec<(NodeId, SocketAddr)> {
+    config
+        .nodes
+        .iter()
+        .filter(|(name, _)| name.as_str() != node)
+        .map(|(name, p)| (NodeId::new(gcs_name(name, p.tier)), p.address))
         .collect()
 }
 
@@ -361,7 +413,7 @@ pub(super) async fn replicator_streams(
     };
     let streams = TcpStreams::bind(
         n.address,
-        peer_addresses(config, node),
+        bulk_peers(config, node),
         &node_identity(config, node)?,
         &limits,
     )

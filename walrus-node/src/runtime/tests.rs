@@ -241,15 +241,23 @@ fn gcs_config_names_missing_certificates() {
     assert!(e.to_string().contains("node eu-a: TLS"), "{e}");
 }
 
-#[test]
-fn gcs_config_lists_every_other_node_as_peer() {
-    let dir = std::env::temp_dir().join(format!("walrus-rt-{}", std::process::id()));
+/// The example with its certificates in a fresh directory (a CA and `names`' own).
+fn example_with_certs(tag: &str, names: &[&str]) -> (std::path::PathBuf, Config) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     certs::write_new_ca(&dir).unwrap();
-    certs::write_node_cert(&dir, "eu-a").unwrap();
+    for n in names {
+        certs::write_node_cert(&dir, n).unwrap();
+    }
     let mut c = example();
     c.tls.ca = dir.join("ca.pem");
     c.tls.dir = dir.clone();
+    (dir, c)
+}
+
+#[test]
+fn gcs_config_lists_every_other_node_as_peer() {
+    let (dir, mut c) = example_with_certs("walrus-rt", &["eu-a"]);
     let g = gcs_config(&c, "eu-a").unwrap();
     assert_eq!(g.transport.me, NodeId::new("eu-a"));
     assert_eq!(g.transport.peers.len(), 5);
@@ -261,5 +269,51 @@ fn gcs_config_lists_every_other_node_as_peer() {
     let g = gcs_config(&c, "eu-a").unwrap();
     assert_eq!(g.core, CoreConfig::wan());
     assert_eq!(g.transport.limits, Limits::wan());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// eu-b as a client of eu-a then us-a (both serving clients on 7500).
+fn with_client_eu_b(c: &mut Config) {
+    for m in ["eu-a", "us-a"] {
+        c.nodes.get_mut(m).unwrap().client_port = Some(7500);
+    }
+    let b = c.nodes.get_mut("eu-b").unwrap();
+    b.tier = crate::config::Tier::Client;
+    b.attach = vec!["eu-a".into(), "us-a".into()];
+}
+
+#[test]
+fn a_client_attaches_in_order_with_its_client_certificate_and_members_never_dial_it() {
+    let (dir, mut c) = example_with_certs("walrus-rt-client", &["eu-a"]);
+    with_client_eu_b(&mut c);
+    // Its certificate is client.eu-b: a member's file name is not taken.
+    certs::write_node_cert(&dir, "eu-b").unwrap();
+    let Err(e) = client_link_config(&c, "eu-b") else {
+        panic!("loaded eu-b.pem for a client")
+    };
+    assert!(e.to_string().contains("client.eu-b.pem"), "{e}");
+    certs::write_node_cert(&dir, "client.eu-b").unwrap();
+    let link = client_link_config(&c, "eu-b").unwrap();
+    assert_eq!(link.name, NodeId::new("client.eu-b"));
+    let order: Vec<(String, SocketAddr)> = link
+        .members
+        .iter()
+        .map(|(n, a)| (n.as_str().to_owned(), *a))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("eu-a".to_owned(), "127.0.1.1:7500".parse().unwrap()),
+            ("us-a".to_owned(), "127.0.2.1:7500".parse().unwrap()),
+        ]
+    );
+    // Members do not list the client as a peer; a client runs no member.
+    let g = gcs_config(&c, "eu-a").unwrap();
+    assert_eq!(g.transport.peers.len(), 4);
+    assert!(g.transport.peers.iter().all(|(n, _)| n.as_str() != "eu-b"));
+    let Err(e) = gcs_config(&c, "eu-b") else {
+        panic!("a client got a member's configuration")
+    };
+    assert!(e.to_string().contains("client"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

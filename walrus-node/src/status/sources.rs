@@ -29,8 +29,20 @@ pub struct NodeSources {
 }
 
 impl NodeSources {
-    /// The handles of a running node over walrus-gcs.
+    /// The handles of a running member (over walrus-gcs): its roles' and its view.
     pub fn of(rt: &crate::runtime::NodeRuntime<walrus_gcs::Gcs>) -> Self {
+        NodeSources {
+            view: Some(rt.layer().watch_view()),
+            gcs: Some(rt.shared_layer()),
+            ..Self::of_roles(rt)
+        }
+    }
+
+    /// The handles of a running node's roles, whatever its group layer (a client node has
+    /// no view and no walrus-gcs node of its own: those stay empty).
+    pub fn of_roles<L: walrus_actors::group::GroupLayer>(
+        rt: &crate::runtime::NodeRuntime<L>,
+    ) -> Self {
         let server = rt
             .config()
             .nodes
@@ -45,8 +57,8 @@ impl NodeSources {
                 .iter()
                 .map(|(a, d)| (a.clone(), d.status.clone()))
                 .collect(),
-            view: Some(rt.layer().watch_view()),
-            gcs: Some(rt.shared_layer()),
+            view: None,
+            gcs: None,
             replicator: rt.replicator().cloned(),
             supervision: Some(rt.supervision().clone()),
             config: Some(rt.watch_config()),
