@@ -2,11 +2,12 @@
 //! (`m1`–`m3`: Controllers, `m1`/`m2` also the Directors of areas a1/a2 with embedded name
 //! servers, each serving clients on its `client_port`) and two web hosts `w1`, `w2` that
 //! attach as clients (`tier = "client"`) and run the Reporters of real nginx servers
-//! (`stub_status`), one per cluster. Certificates come from `walrus-node certs issue
+//! (`stub_status`), one per cluster, and replicas of `m1`'s content (pulled over TLS/TCP
+//! with their client certificates). Certificates come from `walrus-node certs issue
 //! --config` (members by name, clients as `client.NAME`).
 //!
-//! 1. The master's rounds hold both client hosts' reports; the members' view holds the
-//!    three members only.
+//! 1. The master's rounds hold both client hosts' reports, with the content generation
+//!    their replicas pulled; the members' view holds the three members only.
 //! 2. `w1` SIGKILLed: the Controller treats its cluster c1 as down (its server is dead,
 //!    area a1 moves to c2) and no member's view changes (same view id, no view installed).
 //! 3. `m3`, the member `w2` is attached to, SIGKILLed: `w2` attaches to the next member of
@@ -58,10 +59,13 @@ impl Hosts {
              [controller]\nuse_cpu = false\n\
              [dns]\nttl = \"5s\"\nstate_dir = \"{0}/dns\"\n\
              [reporter]\nbypass_file = \"{0}/bypass\"\npanic_after = 2\n\
-             [tls]\nca = \"{1}/ca.pem\"\ndir = \"{1}\"\n",
+             [tls]\nca = \"{1}/ca.pem\"\ndir = \"{1}\"\n\
+             [replicator]\nprimary = \"m1\"\nroot = \"{0}/site\"\ntransport = \"tls-tcp\"\n",
             root.display(),
             certs.display()
         );
+        std::fs::create_dir_all(root.join("site")).unwrap();
+        std::fs::write(root.join("site/index.html"), "version 1\n").unwrap();
         let mut nginx = Vec::new();
         for c in 1..=2u8 {
             let ip = Ipv4Addr::new(127, 61, c, 1);
@@ -76,16 +80,19 @@ impl Hosts {
         }
         let mut status = BTreeMap::new();
         let nodes = [
-            ("m1", "roles = [\"controller\", \"director\"]\narea = \"a1\"\n"),
+            (
+                "m1",
+                "roles = [\"controller\", \"director\", \"replicator\"]\narea = \"a1\"\n",
+            ),
             ("m2", "roles = [\"controller\", \"director\"]\narea = \"a2\"\n"),
             ("m3", "roles = [\"controller\"]\n"),
             (
                 "w1",
-                "roles = [\"reporter\"]\nserver = \"c1-s1\"\ntier = \"client\"\nattach = [\"m1\", \"m2\"]\n",
+                "roles = [\"reporter\", \"replicator\"]\nserver = \"c1-s1\"\ntier = \"client\"\nattach = [\"m1\", \"m2\"]\n",
             ),
             (
                 "w2",
-                "roles = [\"reporter\"]\nserver = \"c2-s1\"\ntier = \"client\"\nattach = [\"m3\", \"m1\"]\n",
+                "roles = [\"reporter\", \"replicator\"]\nserver = \"c2-s1\"\ntier = \"client\"\nattach = [\"m3\", \"m1\"]\n",
             ),
         ];
         for (name, rest) in nodes {
@@ -97,6 +104,8 @@ impl Hosts {
             );
             if MEMBERS.contains(&name) {
                 toml += &format!("client_port = {}\n", free_udp_port());
+            } else {
+                toml += &format!("replicator_root = \"{}/{name}-site\"\n", root.display());
             }
         }
         let config = root.join("walrus.toml");
@@ -239,6 +248,26 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
             (server_state(&doc, "c1-s1")? == "working"
                 && server_state(&doc, "c2-s1")? == "working"
                 && doc["counters"]["reports"].as_u64()? >= 4)
+                .then_some(())
+        },
+    );
+    // Their replicas pulled the primary's generation over TLS/TCP with their client
+    // certificates, and their reports carry it.
+    poll_until_with(
+        "both client web hosts serve the primary's generation 1",
+        PATIENCE,
+        || h.logs(),
+        || {
+            let (_, doc) = h.master(&MEMBERS)?;
+            ["c1-s1", "c2-s1"]
+                .iter()
+                .all(|s| {
+                    doc["servers"]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|e| e["name"] == *s))
+                        .and_then(|e| e["generation"].as_u64())
+                        == Some(1)
+                })
                 .then_some(())
         },
     );
