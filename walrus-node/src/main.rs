@@ -744,7 +744,7 @@ async fn run_node(
         serve_node(started, runtime, sources).await
     } else {
         let runtime = walrus_node::runtime::start_client(&started.config, &started.node).await?;
-        let sources = walrus_node::status::NodeSources::of_roles(&runtime);
+        let sources = walrus_node::status::NodeSources::of_client(&runtime);
         serve_node(started, runtime, sources).await
     }
 }

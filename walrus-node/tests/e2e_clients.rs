@@ -274,9 +274,10 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
     for (w, member) in [("w1", "m1"), ("w2", "m3")] {
         let log = h.nodes[w].log();
         assert_eq!(attached_to(&log).as_deref(), Some(member), "{w}:\n{log}");
-        // A client's own status side has no view (it is in none).
+        // A client's own status side has no view (it is in none) and names its member.
         let doc = h.status(w).expect("the client's /status");
         assert!(doc["view"].is_null(), "{w} shows a view: {doc}");
+        assert_eq!(doc["client"]["attached_to"], member, "{w}: {doc}");
     }
     let view = h.members_view(&MEMBERS).unwrap_or_else(|| {
         panic!(
@@ -319,7 +320,11 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
         "w2 attaches to m1, the next member of its list",
         PATIENCE,
         || h.nodes["w2"].log_tail(40),
-        || (attached_to(&h.nodes["w2"].log())? == "m1").then_some(()),
+        || {
+            (attached_to(&h.nodes["w2"].log())? == "m1"
+                && h.status("w2")?["client"]["attached_to"] == "m1")
+                .then_some(())
+        },
     );
     let live = ["m1", "m2"];
     let (master, reports) = poll_until_with(

@@ -24,8 +24,9 @@ pub struct ReloadReport {
 /// steering are the Directors' at start); `[http]` (the HTTP side reads its token and
 /// certificate at start); `[reporter]`, `report_interval` and `fast_failover` (the
 /// Reporter's at start); `gcs_profile` (the group's timeouts); `[replicator]`; this
-/// node's own entry (address, roles, server, area, status address: they are its
-/// identity in the group and what it runs); this node's own web server's status page,
+/// node's own entry (address, roles, server, area, status address, tier, attach list,
+/// client port: they are its identity in the group and what it runs); on a client, its
+/// members' client listeners (dialled as set at start); this node's own web server's status page,
 /// when it reports; this node's own area's zone, name server or TSIG key, when it is
 /// its Director; with `dns.mode = "direct"` on a Controller, areas added or removed (its
 /// updaters are made at start).
@@ -77,6 +78,19 @@ pub fn plan_reload(old: &Config, new: &Config, node: &str) -> Result<Vec<String>
     if me_old != me_new {
         refused.push(format!(
             "[nodes.{node}]: this node's own address, roles, server, area and status address              are its identity in the group and what it runs"
+        ));
+    }
+    let listeners = |c: &Config| -> Vec<Option<SocketAddr>> {
+        me_old
+            .attach
+            .iter()
+            .map(|m| c.nodes.get(m).and_then(|n| n.client_addr()))
+            .collect()
+    };
+    if listeners(old) != listeners(new) {
+        refused.push(format!(
+            "[nodes.{node}] attach: this client's members' client listeners (address, \
+             client_port) are dialled as set at start"
         ));
     }
     let server_of = |c: &Config, s: &ServerName| {

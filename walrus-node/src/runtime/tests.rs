@@ -317,3 +317,16 @@ fn a_client_attaches_in_order_with_its_client_certificate_and_members_never_dial
     assert!(e.to_string().contains("client"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reload_that_moves_a_clients_member_listener_is_refused_on_that_client_only() {
+    let mut a = example();
+    with_client_eu_b(&mut a);
+    let mut b = a.clone();
+    b.nodes.get_mut("us-a").unwrap().client_port = Some(7600);
+    let r = plan_reload(&a, &b, "eu-b").unwrap_err();
+    assert!(r[0].contains("client listeners"), "{r:?}");
+    // us-a's own entry changed: refused there too; eu-a does not care.
+    assert!(plan_reload(&a, &b, "us-a").is_err());
+    assert!(plan_reload(&a, &b, "eu-a").is_ok());
+}

@@ -157,6 +157,13 @@ pub fn render_table(doc: &StatusDoc) -> String {
     if let Some(v) = &doc.view {
         let _ = writeln!(t, "view {} members {}", v.id, v.members.join(", "));
     }
+    if let Some(c) = &doc.client {
+        let _ = writeln!(
+            t,
+            "client of the group, attached to {}",
+            c.attached_to.as_deref().unwrap_or("(none: connecting)")
+        );
+    }
     if let Some(os) = &doc.os_source {
         let _ = writeln!(t, "os statistics from {os}");
     }

@@ -28,6 +28,8 @@ pub struct Sample {
     pub digests: Option<Digests>,
     /// Learned steering's counters, summed over this node's embedded servers (None: off).
     pub steering: Option<SteeringCounters>,
+    /// On a client node: the member it is attached to now (`Some(None)` between links).
+    pub attached_to: Option<Option<String>>,
 }
 
 /// The embedded name servers whose learned tables `/steering` reads.
@@ -314,6 +316,9 @@ impl Observer {
         StatusDoc {
             node: self.node.clone(),
             site: self.config.site.clone(),
+            client: s.attached_to.as_ref().map(|m| ClientDoc {
+                attached_to: m.clone(),
+            }),
             view: s.view.as_ref().map(|v| ViewDoc {
                 id: v.view.to_string(),
                 members: v.members.iter().map(|m| m.id.as_str().to_owned()).collect(),

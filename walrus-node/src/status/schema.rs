@@ -10,8 +10,11 @@ pub struct StatusDoc {
     pub node: String,
     /// The site.
     pub site: String,
-    /// The group-communication view this node is in.
+    /// The group-communication view this node is in (none on a client node).
     pub view: Option<ViewDoc>,
+    /// On a client node (`tier = "client"`): which member it is attached through.
+    #[serde(default)]
+    pub client: Option<ClientDoc>,
     /// The master Controller's node, as this node knows it.
     pub master: Option<String>,
     /// True when this node's Controller is master.
@@ -177,6 +180,13 @@ pub struct ReplicationDoc {
     pub failures: u64,
     /// The last failure, if the last attempt failed.
     pub last_error: Option<String>,
+}
+
+/// A client node's link to the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientDoc {
+    /// The member it is attached to now (`None` while it connects to the next).
+    pub attached_to: Option<String>,
 }
 
 /// A group-communication view.

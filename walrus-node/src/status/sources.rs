@@ -16,6 +16,8 @@ pub struct NodeSources {
     pub view: Option<watch::Receiver<Option<ViewChange>>>,
     /// The group node, for its message counters.
     pub gcs: Option<Arc<Gcs>>,
+    /// On a client node: the member it is attached to.
+    pub attached_to: Option<watch::Receiver<Option<walrus_gcs::NodeId>>>,
     /// The Replicator's status, if the node runs one.
     pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
     /// The role actors' supervision record.
@@ -34,6 +36,16 @@ impl NodeSources {
         NodeSources {
             view: Some(rt.layer().watch_view()),
             gcs: Some(rt.shared_layer()),
+            ..Self::of_roles(rt)
+        }
+    }
+
+    /// The handles of a running client node: its roles' and the member it is attached to.
+    pub fn of_client(
+        rt: &crate::runtime::NodeRuntime<walrus_actors::group::client::ClientLayer>,
+    ) -> Self {
+        NodeSources {
+            attached_to: Some(rt.layer().watch_member()),
             ..Self::of_roles(rt)
         }
     }
@@ -59,6 +71,7 @@ impl NodeSources {
                 .collect(),
             view: None,
             gcs: None,
+            attached_to: None,
             replicator: rt.replicator().cloned(),
             supervision: Some(rt.supervision().clone()),
             config: Some(rt.watch_config()),
@@ -99,6 +112,10 @@ impl NodeSources {
                 .collect(),
             view: self.view.as_ref().and_then(|v| v.borrow().clone()),
             gcs: self.gcs.as_ref().map(|g| g.stats()),
+            attached_to: self
+                .attached_to
+                .as_ref()
+                .map(|m| m.borrow().as_ref().map(|n| n.as_str().to_owned())),
             replicator: self.replicator.as_ref().map(|r| r.borrow().clone()),
             os_source: self.reporter.as_ref().map(|(_, h)| h.os_source()),
             actors: self
