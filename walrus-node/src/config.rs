@@ -690,6 +690,15 @@ impl Config {
                  Directors need to be members"
             ));
         }
+        for (name, n) in &self.nodes {
+            if let [only] = &n.attach[..] {
+                out.push(format!(
+                    "node {name} is a client of one member ({only}): while {only} is down it \
+                     cannot attach anywhere, so its server is silent and counted dead; list a \
+                     second member in attach"
+                ));
+            }
+        }
         for (name, area) in &self.areas {
             let port = area.name_server.port();
             if port != 53 {
@@ -2026,6 +2035,18 @@ mod tests {
         assert_eq!(gcs_name("eu-b", Tier::Client), "client.eu-b");
         assert_eq!(gcs_name("eu-a", Tier::Member), "eu-a");
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        // One member only: valid, with a warning (no fail-over).
+        let one = parse(
+            &with_clients(EXAMPLE)
+                .replace("\nattach = [\"eu-a\", \"us-a\"]", "\nattach = [\"eu-a\"]"),
+        )
+        .unwrap();
+        let w = one.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("eu-b is a client of one member (eu-a)"),
+            "{w:?}"
+        );
     }
 
     #[test]
