@@ -9,49 +9,32 @@
 //! same session's multicasts go on through the next member.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 use walrus_actors::group::client::ClientLayer;
 use walrus_actors::group::{GroupLayer, GroupSession};
 use walrus_gcs::tier::ClientLinkConfig;
 use walrus_gcs::transport::certs::{self, CertifiedKey, NodeIdentity};
-use walrus_gcs::transport::{Listen, TransportConfig};
-use walrus_gcs::{Event, Gcs, GcsConfig, GroupName, NodeId, Service, Session};
+use walrus_gcs::{Event, Gcs, GroupName, NodeId, Service, Session};
+use walrus_testkit::actors::group::start_members;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Members `names` on loopback, each serving clients; with their client listeners.
 async fn members(ca: &CertifiedKey, names: &[&str]) -> (Vec<Gcs>, Vec<(NodeId, SocketAddr)>) {
-    let bound: Vec<(String, UdpSocket, SocketAddr)> = names
+    let nodes = start_members(ca, names).await;
+    let listeners = nodes
         .iter()
-        .map(|n| {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let a = s.local_addr().unwrap();
-            (n.to_string(), s, a)
+        .map(|gcs| {
+            let at = gcs
+                .serve_clients(
+                    &identity(ca, gcs.id().as_str()),
+                    "127.0.0.1:0".parse().unwrap(),
+                )
+                .unwrap();
+            (gcs.id().clone(), at)
         })
         .collect();
-    let mut nodes = Vec::new();
-    let mut listeners = Vec::new();
-    for (name, socket, _) in &bound {
-        let identity = identity(ca, name);
-        let transport = TransportConfig {
-            me: NodeId::new(name.clone()),
-            listen: Listen::Socket(socket.try_clone().unwrap()),
-            peers: bound
-                .iter()
-                .filter(|(n, _, _)| n != name)
-                .map(|(n, _, a)| (NodeId::new(n.clone()), *a))
-                .collect(),
-            identity: identity.clone(),
-            limits: Default::default(),
-        };
-        let gcs = Gcs::start(GcsConfig::lan(transport)).await.unwrap();
-        let at = gcs
-            .serve_clients(&identity, "127.0.0.1:0".parse().unwrap())
-            .unwrap();
-        listeners.push((NodeId::new(name.clone()), at));
-        nodes.push(gcs);
-    }
     (nodes, listeners)
 }
 
@@ -78,6 +61,30 @@ async fn next_message(s: &mut Session) -> (NodeId, Option<String>, Vec<u8>) {
             _ => continue,
         }
     }
+}
+
+/// Multicasts `payload` from the client's `session` to `group` and checks that `watcher`
+/// gets it with the client's id, through member `via`.
+async fn send_and_see<S: GroupSession>(
+    session: &S,
+    group: &GroupName,
+    watcher: &mut Session,
+    payload: &[u8],
+    via: &str,
+) {
+    session
+        .multicast(
+            Service::Agreed,
+            std::slice::from_ref(group),
+            payload.to_vec(),
+        )
+        .await
+        .unwrap();
+    let (sender, client, got) = next_message(watcher).await;
+    assert_eq!(
+        (sender.as_str(), client.as_deref(), &got[..]),
+        (via, Some("client.w1"), payload)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,15 +129,7 @@ async fn a_client_nodes_sessions_join_multicast_and_fail_over() {
     assert!(nodes_listed.contains(&"m1"), "{nodes_listed:?}");
     assert!(!nodes_listed.contains(&"client.w1"), "{nodes_listed:?}");
 
-    session
-        .multicast(Service::Agreed, &[group.clone()], b"one".to_vec())
-        .await
-        .unwrap();
-    let (sender, client, payload) = next_message(&mut watcher).await;
-    assert_eq!(
-        (sender.as_str(), client.as_deref(), &payload[..]),
-        ("m1", Some("client.w1"), &b"one"[..])
-    );
+    send_and_see(&session, &group, &mut watcher, b"one", "m1").await;
 
     // m1 stops: the client attaches to m2 and the same session goes on.
     nodes[0].shutdown().await;
@@ -142,15 +141,7 @@ async fn a_client_nodes_sessions_join_multicast_and_fail_over() {
     .await
     .unwrap()
     .unwrap();
-    session
-        .multicast(Service::Agreed, &[group.clone()], b"two".to_vec())
-        .await
-        .unwrap();
-    let (sender, client, payload) = next_message(&mut watcher).await;
-    assert_eq!(
-        (sender.as_str(), client.as_deref(), &payload[..]),
-        ("m2", Some("client.w1"), &b"two"[..])
-    );
+    send_and_see(&session, &group, &mut watcher, b"two", "m2").await;
     session.close().await;
     layer.shutdown().await;
     nodes[1].shutdown().await;

@@ -29,7 +29,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,10 +38,10 @@ use walrus_actors::controller::round::RoundConfig;
 use walrus_actors::messages::{group, WalrusMessage, CONTROLLERS, REPORTERS};
 use walrus_actors::model::{Report, ReportBody, ServerName};
 use walrus_actors::supervision::{ActorHome, RestartLimit, Supervision};
-use walrus_gcs::transport::certs::{self, NodeIdentity};
-use walrus_gcs::transport::{Listen, TransportConfig};
-use walrus_gcs::{Event, Gcs, GcsConfig, NodeId, Service, Session};
+use walrus_gcs::transport::certs;
+use walrus_gcs::{Event, Gcs, NodeId, Service, Session};
 use walrus_testkit::actors::fixtures::{stats, topology};
+use walrus_testkit::actors::group::start_members;
 
 /// How long setting up may take (joins of every session, first view).
 const SETUP: Duration = Duration::from_secs(600);
@@ -53,31 +52,7 @@ const ROUNDS: usize = 8;
 
 /// Three nodes on loopback, all knowing each other.
 async fn start_nodes(names: &[&str]) -> Vec<Gcs> {
-    let ca = certs::create_ca().unwrap();
-    let bound: Vec<(String, UdpSocket, SocketAddr)> = names
-        .iter()
-        .map(|n| {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let a = s.local_addr().unwrap();
-            (n.to_string(), s, a)
-        })
-        .collect();
-    let mut out = Vec::new();
-    for (name, socket, _) in &bound {
-        let transport = TransportConfig {
-            me: NodeId::new(name.clone()),
-            listen: Listen::Socket(socket.try_clone().unwrap()),
-            peers: bound
-                .iter()
-                .filter(|(n, _, _)| n != name)
-                .map(|(n, _, a)| (NodeId::new(n.clone()), *a))
-                .collect(),
-            identity: NodeIdentity::issued_by(&ca, name).unwrap(),
-            limits: Default::default(),
-        };
-        out.push(Gcs::start(GcsConfig::lan(transport)).await.unwrap());
-    }
-    out
+    start_members(&certs::create_ca().unwrap(), names).await
 }
 
 /// One simulated Reporter: answers every round request with fresh statistics.
