@@ -332,6 +332,13 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
         },
     );
     let failover_ms = killed.elapsed().as_millis();
+    let (_, metrics) = http_get(h.status["w2"], "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "walrus_client_attached{member=\"m1\"} 1"),
+        "w2's /metrics:\n{metrics}"
+    );
     let live = ["m1", "m2"];
     let (master, reports) = poll_until_with(
         "a master among m1 and m2",

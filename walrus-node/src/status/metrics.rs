@@ -247,6 +247,21 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             .map(|((c, st), n)| (format!("{{cluster=\"{c}\",state=\"{st}\"}}"), n as f64))
             .collect(),
     );
+    if let Some(c) = &doc.client {
+        metric(
+            "walrus_client_attached",
+            "gauge",
+            "On a client node (tier = \"client\"): 1 with the member it is attached to, 0 \
+             (member=\"\") while it connects to the next.",
+            vec![(
+                format!(
+                    "{{member=\"{}\"}}",
+                    c.attached_to.as_deref().unwrap_or_default()
+                ),
+                f64::from(u8::from(c.attached_to.is_some())),
+            )],
+        );
+    }
     let mut digests = doc.config_digests.clone();
     digests
         .entry(doc.node.clone())

@@ -225,3 +225,34 @@ fn learned_steering_counters_reach_status_and_metrics_under_their_names() {
         assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
     }
 }
+
+#[test]
+fn a_client_nodes_member_reaches_status_and_metrics() {
+    let mut o = Observer::new("w1", &config());
+    o.observe(Sample::default());
+    assert_eq!(o.doc().client, None);
+    assert!(!render_metrics(&o.doc()).contains("walrus_client_attached"));
+    o.observe(Sample {
+        attached_to: Some(Some("m1".to_owned())),
+        ..Sample::default()
+    });
+    let json = serde_json::to_value(o.doc()).unwrap();
+    assert_eq!(json["client"]["attached_to"], "m1");
+    assert!(json["view"].is_null());
+    let m = render_metrics(&o.doc());
+    assert!(
+        m.lines()
+            .any(|l| l == "walrus_client_attached{member=\"m1\"} 1"),
+        "{m}"
+    );
+    o.observe(Sample {
+        attached_to: Some(None),
+        ..Sample::default()
+    });
+    let m = render_metrics(&o.doc());
+    assert!(
+        m.lines()
+            .any(|l| l == "walrus_client_attached{member=\"\"} 0"),
+        "{m}"
+    );
+}
