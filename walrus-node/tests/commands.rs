@@ -74,6 +74,27 @@ fn certs_init_then_issue_gives_loadable_identities() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // A client node's certificate is client.NAME; the prefix is the flag's, not the name's.
+    let out = ok(bin()
+        .args(["certs", "issue", "--client", "--dir"])
+        .arg(&certs)
+        .arg("web-1")
+        .output()
+        .unwrap());
+    assert!(out.contains("client.web-1.pem"), "{out}");
+    NodeIdentity::load(&certs, "client.web-1").unwrap();
+    let out = bin()
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .arg("client.web-2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--client adds `client.`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
