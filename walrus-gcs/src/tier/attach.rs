@@ -89,7 +89,7 @@ enum LinkEv {
     Notice {
         epoch: u64,
         member: NodeId,
-        notice: ClientNotice,
+        notice: Box<ClientNotice>,
     },
     Down {
         epoch: u64,
@@ -361,7 +361,7 @@ impl Run {
                 notice,
             } => {
                 if epoch == self.epoch {
-                    self.core.handle(&member, notice);
+                    self.core.handle(&member, *notice);
                 }
             }
             LinkEv::Down { epoch, member } => {
@@ -511,7 +511,7 @@ async fn connect(
                     let _ = link_tx.send(LinkEv::Notice {
                         epoch,
                         member: member.clone(),
-                        notice,
+                        notice: Box::new(notice),
                     });
                 }
                 Ok(None) => break,
