@@ -116,6 +116,14 @@ fn main() {
 // ------------------------------------------------------------------ a member process
 
 async fn member(args: Args) {
+    // Logs on stderr (`RUST_LOG=walrus_gcs::tier=info` shows clients attached, refused,
+    // detached as too slow).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let dir = args.certs.clone().expect("--certs");
     let identity = NodeIdentity::load(&dir, &args.name).expect("certificates");
     let peers = args
@@ -402,6 +410,7 @@ async fn driver(args: Args) -> Value {
     let s0 = sample(args.nft);
     let load_join = loadavg();
     let t_join = Instant::now();
+    let join_start_us = unix_us();
     let mut clients = Vec::new();
     let mut readers = Vec::new();
     for k in 0..c {
@@ -438,23 +447,64 @@ async fn driver(args: Args) -> Value {
             .enumerate()
             .all(|(k, x)| skip.contains(&k) || x.members == n)
     };
+    let mut reported = Instant::now();
+    let mut complete = true;
     while !all_see(c, &[]) {
-        assert!(
-            t_join.elapsed() < timeout,
-            "join wave never completed: {:?}",
-            lengths(&seen)
-        );
+        if t_join.elapsed() > timeout {
+            complete = false;
+            break;
+        }
+        if reported.elapsed() > Duration::from_secs(30) {
+            reported = Instant::now();
+            mem.poll();
+            phase(&format!(
+                "join wave: list lengths {:?}, {} view lines",
+                lengths(&seen),
+                mem.views.len()
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let join_ms = t_join.elapsed().as_secs_f64() * 1e3;
     let s1 = sample(args.nft);
+    mem.poll();
+    // View lines (one per member per view) printed during the wave: a stable group
+    // prints none.
+    let join_views = mem
+        .views
+        .iter()
+        .filter(|(_, v)| v["t_us"].as_u64().is_some_and(|t| t > join_start_us))
+        .count();
     let join_traffic = json!({
         "lo_packets": s1.lo.0 - s0.lo.0, "lo_bytes": s1.lo.1 - s0.lo.1,
         "client_links_bytes": (0..m).map(|i| {
             let k = format!("c{i}");
             s1.counters.get(&k).map_or(0, |x| x.1) - s0.counters.get(&k).map_or(0, |x| x.1)
         }).sum::<u64>(),
+        "members_peer_bytes": (0..m).map(|i| {
+            let k = format!("p{i}");
+            s1.counters.get(&k).map_or(0, |x| x.1) - s0.counters.get(&k).map_or(0, |x| x.1)
+        }).sum::<u64>() / 2,
+        "view_lines": join_views,
     });
+    if !complete {
+        // The group did not settle: report what is known and stop.
+        for cl in &clients {
+            cl.shutdown().await;
+        }
+        for g in &mut mem.guards {
+            g.kill();
+        }
+        if args.nft {
+            nft(&["delete", "table", "inet", "scale"]);
+        }
+        return json!({
+            "bench": "client_scale", "real_clients": true, "real_processes": true,
+            "members": m, "clients": c, "nft": args.nft,
+            "join": {"completed": false, "ms": join_ms, "traffic": join_traffic,
+                     "list_lengths": lengths(&seen), "load": loadavg()},
+        });
+    }
 
     // Idle traffic.
     phase(&format!("join wave done in {join_ms:.0} ms; idle"));
