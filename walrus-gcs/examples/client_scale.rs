@@ -115,15 +115,19 @@ fn main() {
 
 // ------------------------------------------------------------------ a member process
 
-async fn member(args: Args) {
-    // Logs on stderr (`RUST_LOG=walrus_gcs::tier=info` shows clients attached, refused,
-    // detached as too slow).
+/// Logs on stderr (`RUST_LOG=walrus_gcs::tier=info`: clients attached, refused, detached
+/// as too slow, links ended; a membership delta that did not fit is a warning).
+fn logs() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn member(args: Args) {
+    logs();
     let dir = args.certs.clone().expect("--certs");
     let identity = NodeIdentity::load(&dir, &args.name).expect("certificates");
     let peers = args
@@ -331,6 +335,7 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
 }
 
 async fn driver(args: Args) -> Value {
+    logs();
     let m = args.members;
     let c = args.clients;
     let timeout = Duration::from_secs_f64(args.timeout);

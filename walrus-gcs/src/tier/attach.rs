@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// How a client attaches.
 #[derive(Debug, Clone)]
@@ -361,7 +361,11 @@ impl Run {
                 notice,
             } => {
                 if epoch == self.epoch {
+                    let broken = self.core.broken_deltas();
                     self.core.handle(&member, *notice);
+                    if self.core.broken_deltas() > broken {
+                        warn!(%member, "a membership delta did not fit: attaching again");
+                    }
                 }
             }
             LinkEv::Down { epoch, member } => {

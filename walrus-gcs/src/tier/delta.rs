@@ -125,13 +125,16 @@ pub struct GroupLists {
 
 impl GroupLists {
     /// How to tell the node's hosted session `holder` the list `members` of `group` at
-    /// `at` (the change stamped `at`; every session gets the same list for it).
+    /// `at` (the change stamped `at`; every session gets the same list for it). `leave`:
+    /// the change is a leave, which may be the holder's own (then it holds nothing
+    /// more; only then is the list searched for it).
     pub fn change(
         &mut self,
         group: &GroupName,
         holder: &Member,
         members: Vec<Member>,
         at: &Stamp,
+        leave: bool,
     ) -> MemberChange {
         let session = holder.session;
         let f = match self.groups.get_mut(group) {
@@ -151,7 +154,7 @@ impl GroupLists {
         };
         let key = (group.clone(), session);
         let held = self.holds.insert(key.clone(), at.clone());
-        let in_list = f.members.contains(holder);
+        let in_list = !leave || f.members.contains(holder);
         let change = match (&f.from, held) {
             (Some((base, d)), Some(h)) if *base == h => MemberChange::Delta {
                 base: base.clone(),
@@ -275,27 +278,27 @@ mod tests {
         let (s1, s2) = (m("m1", 1), m("m1", 2));
         let l1 = vec![m("m1", 1)];
         assert_eq!(
-            lists.change(&g, &s1, l1.clone(), &stamp(1)),
+            lists.change(&g, &s1, l1.clone(), &stamp(1), false),
             MemberChange::Snapshot(l1.clone())
         );
         let l2 = vec![m("m1", 1), m("m1", 2)];
         // s1 holds stamp 1: a delta; s2 (just joined) holds nothing: a snapshot.
         assert!(matches!(
-            lists.change(&g, &s1, l2.clone(), &stamp(2)),
+            lists.change(&g, &s1, l2.clone(), &stamp(2), false),
             MemberChange::Delta { ref joined, .. } if joined.len() == 1
         ));
         assert_eq!(
-            lists.change(&g, &s2, l2.clone(), &stamp(2)),
+            lists.change(&g, &s2, l2.clone(), &stamp(2), false),
             MemberChange::Snapshot(l2.clone())
         );
         // s1 leaves: its own leave event (the list without it) ends what it holds.
         let l3 = vec![m("m1", 2)];
         assert!(matches!(
-            lists.change(&g, &s2, l3.clone(), &stamp(3)),
+            lists.change(&g, &s2, l3.clone(), &stamp(3), true),
             MemberChange::Delta { ref left, .. } if left == &vec![0]
         ));
         assert!(matches!(
-            lists.change(&g, &s1, l3.clone(), &stamp(3)),
+            lists.change(&g, &s1, l3.clone(), &stamp(3), true),
             MemberChange::Delta { .. }
         ));
         lists.forget_session(s2.session);

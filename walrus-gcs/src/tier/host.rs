@@ -12,7 +12,7 @@
 use super::delta::GroupLists;
 use super::{ClientNotice, ClientRequest};
 use crate::error::GcsError;
-use crate::event::{Event, Output};
+use crate::event::{Event, MembershipReason, Output};
 use crate::node::Node;
 use crate::types::{ClientMsgId, Incarnation, Member, NodeId, SessionId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -346,7 +346,8 @@ impl ClientHost {
                         session,
                     };
                     #[allow(unused_mut)]
-                    let mut change = self.lists.change(&group, &holder, members, &at);
+                    let leave = reason == MembershipReason::Leave;
+                    let mut change = self.lists.change(&group, &holder, members, &at, leave);
                     #[cfg(any(test, feature = "testing"))]
                     if node.planted_bugs().client_delta_skip {
                         if let super::MemberChange::Delta { joined, .. } = &mut change {
