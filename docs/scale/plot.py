@@ -32,7 +32,8 @@ real = [r for r in lines("real.jsonl") if r.get("lo_bytes_per_s")]
 sim = [d for d in scale if d["design"] == "all-members" and "extrapolated" not in d]
 ext = [d for d in scale if d["design"] == "all-members" and "extrapolated" in d]
 tier = [d for d in scale if d["design"] == "two-tier"]
-rc = [r for r in lines("real_clients.jsonl") if r.get("real_clients") and r.get("nft") and r.get("idle")]
+rc = [r for r in lines("real_clients.jsonl") if r.get("real_clients") and r.get("nft") and r.get("idle")
+      and r["join"]["traffic"].get("view_lines", 0) == 0]  # runs whose members held one view
 RC_LABEL = "two-tier, REAL clients over QUIC + member processes (loopback)"
 
 
