@@ -9,7 +9,8 @@
 //! One JSON line per run (`"real_clients": true`):
 //! * the **join wave**: every client attaches (client `k` to member `k mod m` first, then
 //!   the others in order), opens a session and joins `web`; done when every client's
-//!   session has a list of `c` members;
+//!   session has a list of `c` members (if it is not done within `--timeout`, the line
+//!   says `"completed": false` with the list lengths reached, and the run stops there);
 //! * **idle control traffic** over `--idle-secs`: with `--nft` (inside a network namespace
 //!   of its own, root: see `docs/scale/real_clients.sh`), each member's packets and bytes
 //!   on its member port and on its client listener, counted by nftables on loopback's
