@@ -9,12 +9,11 @@
 #   bash docs/scale/real_clients.sh [MxC ...]   (default: 3x10 5x100 9x300 9x600; 9x1000 did not settle on a shared 2-core machine; root, for unshare and nft)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TARGET=${CARGO_TARGET_DIR:-target}
-BIN="$TARGET/release/examples/client_scale"
-[ -x "$BIN" ] || cargo build --release -p walrus-gcs --example client_scale
-RUNS=${*:-3x10 5x100 9x300 9x600}
+# Always (re)build: a stale binary would measure old code. Cargo's output goes to stderr.
+cargo build --release -p walrus-gcs --example client_scale
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/client_scale"
 IDLE=${IDLE:-10}
-for run in $RUNS; do
+for run in ${*:-3x10 5x100 9x300 9x600}; do
   m=${run%x*}
   c=${run#*x}
   unshare -n bash -c '
