@@ -4,7 +4,8 @@ of hosts, all-members next to two-tier (clients modelled, labelled as such).
 
     /usr/bin/python3 docs/scale/plot.py        (Debian's python3-matplotlib)
 
-Reads scale.jsonl (the `scale` example) and, if present, real.jsonl (docs/scale/real.sh);
+Reads scale.jsonl (the `scale` example) and, if present, real.jsonl (docs/scale/real.sh)
+and real_clients.jsonl (docs/scale/real_clients.sh: two-tier with REAL clients over QUIC);
 writes traffic.png and viewchange.png beside itself.
 """
 import json
@@ -31,6 +32,13 @@ real = [r for r in lines("real.jsonl") if r.get("lo_bytes_per_s")]
 sim = [d for d in scale if d["design"] == "all-members" and "extrapolated" not in d]
 ext = [d for d in scale if d["design"] == "all-members" and "extrapolated" in d]
 tier = [d for d in scale if d["design"] == "two-tier"]
+rc = [r for r in lines("real_clients.jsonl") if r.get("real_clients") and r.get("nft") and r.get("idle")
+      and r["join"]["traffic"].get("view_lines", 0) == 0]  # runs whose members held one view
+RC_LABEL = "two-tier, REAL clients over QUIC + member processes (loopback)"
+
+
+def busiest_member_packets(r):
+    return max(p["peer_packets_per_s"] + p["client_packets_per_s"] for p in r["idle"]["per_member"])
 
 
 def hosts(d):
@@ -67,6 +75,9 @@ ax.plot([hosts(d) for d in tier], [d["idle"]["bytes_per_s"] for d in tier], "s-"
 if real:
     ax.plot([r["members"] for r in real], [r["lo_bytes_per_s"] for r in real], "^",
             color="C2", label="all-members, real processes (loopback bytes incl. QUIC)")
+if rc:
+    ax.plot([hosts(r) for r in rc], [r["idle"]["lo_bytes_per_s"] for r in rc], "D-",
+            color="C5", label=RC_LABEL)
 style(ax, "hosts (members + clients)", "bytes/s, whole group (idle: heartbeats)", "Idle control traffic, total", ylog=True)
 
 ax = axes[1]
@@ -81,6 +92,12 @@ ax.plot([hosts(d) for d in tier],
         "s-", color="C1", label="two-tier: busiest member (clients MODELLED)")
 ax.plot([hosts(d) for d in tier], [2 * 1000 / d["heartbeat_interval_ms"] for d in tier], "s:",
         color="C3", label="two-tier: a client (MODELLED)")
+if rc:
+    ax.plot([hosts(r) for r in rc], [busiest_member_packets(r) for r in rc], "D-",
+            color="C5", label="two-tier: busiest member, REAL (loopback packets/s)")
+    ax.plot([hosts(r) for r in rc],
+            [r["idle"]["client_links_packets_per_s"] / r["clients"] for r in rc], "D:",
+            color="C6", label="two-tier: a client, REAL (loopback packets/s)")
 style(ax, "hosts (members + clients)", "messages/s sent + received by one node", "Control messages per node", ylog=True)
 
 ax = axes[2]
@@ -102,6 +119,9 @@ ax.plot([hosts(d) for d in tier], [d["member_crash"]["vc_bytes"] for d in tier],
         color="C1", label="two-tier: a member crash = view change (bytes)")
 ax.plot([hosts(d) for d in tier], [d["client_crash"]["bytes"] for d in tier], "s--",
         color="C3", label="two-tier: a client crash = one Gone op (bytes, MODELLED client)")
+if rc:
+    ax.plot([hosts(r) for r in rc], [max(1, r["client_crash"]["extra_lo_bytes"]) for r in rc], "D-",
+            color="C5", label="two-tier: a client crash, REAL (loopback bytes over idle, all links)")
 style(ax, "hosts (members + clients)", "bytes between members", "Cost of one crash", ylog=True, loc="upper left")
 
 ax = axes[1]
@@ -130,6 +150,15 @@ if real:
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "^-", color="C2",
                 label="real processes on loopback (kill -9)")
+if rc:
+    pts = [(r["members"], r["failover"]["attach_again_ms_p50"]) for r in rc
+           if r["failover"].get("attach_again_ms_p50") is not None]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "D-", color="C5",
+            label="REAL clients: kill -9 of their member -> attached again (p50)")
+    pts = [(r["members"], r["failover"]["members_view_ms"]) for r in rc
+           if r["failover"].get("members_view_ms") is not None]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "D:", color="C6",
+            label="REAL member processes beside clients: kill -9 -> view")
 style(ax, "members", "ms from kill to new view", "Failover (a member killed)", ylog=False, ylim0=True)
 fig.tight_layout()
 fig.savefig(os.path.join(HERE, "viewchange.png"), dpi=90)

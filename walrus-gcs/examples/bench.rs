@@ -27,7 +27,6 @@
 
 mod node;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -193,15 +192,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn node");
         let out = child.stdout.take().expect("stdout");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send((i, v));
-                }
-            }
-        });
+        node::forward_json_lines(out, i, tx.clone());
         children.push(Some(ChildGuard::new(format!("node {i}"), child)));
     }
     drop(tx);

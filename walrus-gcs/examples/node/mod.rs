@@ -97,6 +97,39 @@ pub fn emit(v: serde_json::Value) {
     let _ = out.flush();
 }
 
+/// Prints a `{"event":"view",...}` line for every view `gcs` installs (on a task).
+pub fn emit_views(gcs: &Gcs, me: String) {
+    let mut views = gcs.watch_view();
+    tokio::spawn(async move {
+        while views.changed().await.is_ok() {
+            let v = views.borrow_and_update().clone();
+            if let Some(v) = v {
+                let members: Vec<String> = v.members.iter().map(|m| m.id.to_string()).collect();
+                emit(json!({"event":"view","node":me,"view":v.view.to_string(),
+                            "members":members,"t_us":unix_us()}));
+            }
+        }
+    });
+}
+
+/// Forwards the JSON lines a worker prints on `out` to `tx`, tagged with its index `i`
+/// (on a thread of its own, until `out` ends).
+pub fn forward_json_lines(
+    out: std::process::ChildStdout,
+    i: usize,
+    tx: std::sync::mpsc::Sender<(usize, serde_json::Value)>,
+) {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send((i, v));
+            }
+        }
+    });
+}
+
 /// Runs a node with `args` until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) {
     tracing_subscriber::fmt()
@@ -134,18 +167,7 @@ pub async fn run(args: Args) {
     }
     let gcs = Gcs::start(config).await.expect("start");
 
-    let me = args.name.clone();
-    let mut views = gcs.watch_view();
-    tokio::spawn(async move {
-        while views.changed().await.is_ok() {
-            let v = views.borrow_and_update().clone();
-            if let Some(v) = v {
-                let members: Vec<String> = v.members.iter().map(|m| m.id.to_string()).collect();
-                emit(json!({"event":"view","node":me,"view":v.view.to_string(),
-                            "members":members,"t_us":unix_us()}));
-            }
-        }
-    });
+    emit_views(&gcs, args.name.clone());
 
     let group = GroupName::new(args.group.clone());
     let mut session = gcs.open_session().await.expect("session");

@@ -21,6 +21,9 @@ pub struct PlantedBugs {
     /// Clients: deliver a client's message again when the client sent it again through
     /// another member (no drop of a copy by its id).
     pub client_no_dedup: bool,
+    /// Clients: a membership delta sent to a client leaves out who joined (the client
+    /// rebuilds a wrong list).
+    pub client_delta_skip: bool,
 }
 
 impl Node {
@@ -28,5 +31,10 @@ impl Node {
     /// exists only with the `testing` feature).
     pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
         self.bugs = bugs;
+    }
+
+    /// The planted bugs (for the parts beside the core, e.g. the client host).
+    pub fn planted_bugs(&self) -> PlantedBugs {
+        self.bugs
     }
 }

@@ -271,6 +271,23 @@ fn planted_bug_client_no_dedup_is_caught() {
     );
 }
 
+/// Trap (clients): membership deltas that leave out who joined make a client rebuild
+/// wrong lists; the quiet check (or the client's own check of a delta) must say so.
+#[test]
+fn planted_bug_client_delta_skip_is_caught() {
+    let caught: Vec<String> = (0..6)
+        .flat_map(|seed| {
+            let mut cfg = SimConfig::standard(seed);
+            cfg.bugs.client_delta_skip = true;
+            run(&cfg).violations
+        })
+        .collect();
+    assert!(
+        caught.iter().any(|v| v.starts_with("client membership")),
+        "wrong member lists at a client went unnoticed: {caught:?}"
+    );
+}
+
 /// Clients run in every standard seed: they attach, fail over and get their messages
 /// delivered.
 #[test]

@@ -7,8 +7,10 @@
 //! (both ends learn it after a while, as QUIC's idle timeout tells them); a member's
 //! crash ends its clients' links. A client whose link ends attaches to the next member
 //! of its list. The checks are in [`super::invariants::clients`]; once the cluster is
-//! quiet every live client must be attached with nothing unconfirmed, and every probe
-//! (the members' and the clients') must reach every client's probe session.
+//! quiet every live client must be attached with nothing unconfirmed, every probe
+//! (the members' and the clients') must reach every client's probe session, and each
+//! client session's member lists (rebuilt from the member's deltas) must be its
+//! member's.
 
 use super::{Ev, Sim};
 use crate::event::Event;
@@ -584,6 +586,22 @@ impl Sim {
                     .clients
                     .violation(format!("client liveness: {who} is not attached once quiet"));
                 continue;
+            }
+            if core.broken_deltas() > 0 {
+                self.checker.clients.violation(format!(
+                    "client membership: {who} got {} membership deltas that did not fit its lists",
+                    core.broken_deltas()
+                ));
+            }
+            if let Some(node) = cl.member.and_then(|j| self.nodes[j].node.as_ref()) {
+                for (s, g, list) in core.member_lists() {
+                    if node.group_members(g) != list {
+                        self.checker.clients.violation(format!(
+                            "client membership: {who}/{s}'s list of {g} once quiet is not its member's"
+                        ));
+                        break;
+                    }
+                }
             }
             if core.unconfirmed() > 0 {
                 let left: Vec<u64> = core.unconfirmed_counters().take(5).collect();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// How a client attaches.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ enum LinkEv {
     Notice {
         epoch: u64,
         member: NodeId,
-        notice: ClientNotice,
+        notice: Box<ClientNotice>,
     },
     Down {
         epoch: u64,
@@ -361,7 +361,11 @@ impl Run {
                 notice,
             } => {
                 if epoch == self.epoch {
-                    self.core.handle(&member, notice);
+                    let broken = self.core.broken_deltas();
+                    self.core.handle(&member, *notice);
+                    if self.core.broken_deltas() > broken {
+                        warn!(%member, "a membership delta did not fit: attaching again");
+                    }
                 }
             }
             LinkEv::Down { epoch, member } => {
@@ -511,7 +515,7 @@ async fn connect(
                     let _ = link_tx.send(LinkEv::Notice {
                         epoch,
                         member: member.clone(),
-                        notice,
+                        notice: Box::new(notice),
                     });
                 }
                 Ok(None) => break,

@@ -6,12 +6,15 @@
 //! again, joins their groups again and sends the unconfirmed messages again, under
 //! their counters, in order; the members drop the copies of those already delivered.
 //! It also drops, per session, a client message it got already (a member in another
-//! component may deliver it again after the client re-attached there).
+//! component may deliver it again after the client re-attached there). It keeps each
+//! session's member list of each group, so that the member can send membership changes
+//! as deltas (`super::delta`) and the application still gets whole lists.
 
+use super::delta::{self, MemberChange};
 use super::{ClientNotice, ClientRequest};
 use crate::event::Event;
 use crate::node::ClientsSeen;
-use crate::types::{GroupName, Incarnation, NodeId, Service, SessionId};
+use crate::types::{GroupName, Incarnation, Member, NodeId, Service, SessionId, Stamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a client is.
@@ -85,6 +88,11 @@ pub struct ClientCore {
     sessions: BTreeMap<SessionId, BTreeSet<GroupName>>,
     /// Per open session, the highest client message counters delivered to it.
     seen: BTreeMap<SessionId, ClientsSeen>,
+    /// Per open session and group, the member list last delivered and its change's
+    /// stamp (the base of the member's next delta).
+    lists: BTreeMap<(SessionId, GroupName), (Stamp, Vec<Member>)>,
+    /// Membership deltas that did not fit the list held (each ended the link).
+    broken_deltas: u64,
     /// Closed sessions that still have unconfirmed messages (opened again to send them
     /// again after a re-attachment, then closed).
     closing: BTreeSet<SessionId>,
@@ -102,6 +110,8 @@ impl ClientCore {
             link: None,
             sessions: BTreeMap::new(),
             seen: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            broken_deltas: 0,
             closing: BTreeSet::new(),
             next_session: 1,
             next_counter: 1,
@@ -140,6 +150,20 @@ impl ClientCore {
         self.unconfirmed.keys().copied()
     }
 
+    /// Each open session's member list of each group it is in, as last delivered.
+    pub fn member_lists(&self) -> impl Iterator<Item = (SessionId, &GroupName, &[Member])> {
+        self.lists
+            .iter()
+            .filter(|((s, g), _)| self.sessions.get(s).is_some_and(|gs| gs.contains(g)))
+            .map(|((s, g), (_, list))| (*s, g, list.as_slice()))
+    }
+
+    /// How many membership deltas did not fit the list held (a member that broke the
+    /// protocol; each ended the link).
+    pub fn broken_deltas(&self) -> u64 {
+        self.broken_deltas
+    }
+
     /// The link to `member` is up (the member admitted this client): sessions, groups
     /// and unconfirmed messages are brought to it.
     pub fn link_up(&mut self, member: &NodeId) {
@@ -147,6 +171,8 @@ impl ClientCore {
             return;
         }
         self.link = Some(member.clone());
+        // This member holds no list for us: its first change of each group is whole.
+        self.lists.clear();
         let reopen: BTreeSet<SessionId> = self
             .sessions
             .keys()
@@ -217,6 +243,7 @@ impl ClientCore {
             .remove(&session)
             .ok_or(ClientError::UnknownSession(session))?;
         self.seen.remove(&session);
+        self.lists.retain(|(s, _), _| *s != session);
         if self.unconfirmed.values().any(|u| u.session == session) {
             self.closing.insert(session);
         }
@@ -317,7 +344,48 @@ impl ClientCore {
                 if let Event::Disconnected { .. } = event {
                     self.sessions.remove(&session);
                     self.seen.remove(&session);
+                    self.lists.retain(|(s, _), _| *s != session);
                 }
+                self.out.push_back(ClientOutput::Deliver { session, event });
+            }
+            ClientNotice::Membership {
+                session,
+                group,
+                view,
+                reason,
+                at,
+                change,
+            } => {
+                if !self.sessions.contains_key(&session) {
+                    return;
+                }
+                let key = (session, group);
+                let members = match change {
+                    MemberChange::Snapshot(list) => Some(list),
+                    MemberChange::Delta { base, left, joined } => match self.lists.get(&key) {
+                        Some((held, list)) if *held == base => delta::apply(list, &left, &joined),
+                        _ => None,
+                    },
+                };
+                let Some(members) = members else {
+                    // Not a delta of what this session holds: the member broke the
+                    // protocol. Attach again (to the next member), which starts whole.
+                    self.broken_deltas += 1;
+                    self.link_down(from);
+                    return;
+                };
+                // Kept until the session closes, even after it left the group (only
+                // the member knows which event is its own leave); a later join starts
+                // with a snapshot.
+                self.lists
+                    .insert(key.clone(), (at.clone(), members.clone()));
+                let event = Event::Membership {
+                    group: key.1,
+                    view,
+                    members,
+                    reason,
+                    at,
+                };
                 self.out.push_back(ClientOutput::Deliver { session, event });
             }
         }

@@ -9,11 +9,12 @@
 //! number of clients, sessions per client and requests waiting per client; a request
 //! that breaks a rule (an unknown session, a too large message) refuses the client.
 
+use super::delta::GroupLists;
 use super::{ClientNotice, ClientRequest};
 use crate::error::GcsError;
-use crate::event::{Event, Output};
+use crate::event::{Event, MembershipReason, Output};
 use crate::node::Node;
-use crate::types::{ClientMsgId, Incarnation, NodeId, SessionId};
+use crate::types::{ClientMsgId, Incarnation, Member, NodeId, SessionId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
@@ -87,6 +88,8 @@ pub struct ClientHost {
     clients: BTreeMap<NodeId, Hosted>,
     /// The node's sessions that stand for a client's: (client, its session).
     by_session: BTreeMap<SessionId, (NodeId, SessionId)>,
+    /// The member lists forwarded, so membership changes go out as deltas.
+    lists: GroupLists,
     notices: VecDeque<(NodeId, ClientNotice)>,
 }
 
@@ -139,8 +142,13 @@ impl ClientHost {
         let Some(h) = self.clients.remove(client) else {
             return;
         };
+        // What was queued for that link goes nowhere: a membership delta from a list
+        // the next attachment does not hold would break it (the client resends what
+        // was not confirmed, and a copy is confirmed again).
+        self.notices.retain(|(c, _)| c != client);
         for local in h.sessions.values() {
             self.by_session.remove(local);
+            self.lists.forget_session(*local);
             let _ = node.close_session(now, *local);
         }
     }
@@ -253,6 +261,7 @@ impl ClientHost {
                 ClientRequest::Close { session } => {
                     if let Some(local) = h.sessions.remove(session) {
                         self.by_session.remove(&local);
+                        self.lists.forget_session(local);
                         let _ = node.close_session(now, local);
                     }
                     Ok(())
@@ -305,7 +314,8 @@ impl ClientHost {
 
     /// Takes one output of the node: deliveries to hosted sessions and confirmations
     /// become notices to their client (see [`ClientHost::poll_notice`]) and `None` is
-    /// returned; any other output is returned for the driver.
+    /// returned; any other output is returned for the driver. A membership event
+    /// becomes a delta from the list the client's session holds (`super::delta`).
     pub fn on_output(&mut self, node: &mut Node, out: Output) -> Option<Output> {
         match out {
             Output::Deliver { session, event } => {
@@ -316,10 +326,46 @@ impl ClientHost {
                 node.mark_read(session, 1);
                 if let Event::Disconnected { .. } = event {
                     self.by_session.remove(&session);
+                    self.lists.forget_session(session);
                     if let Some(h) = self.clients.get_mut(&client) {
                         h.sessions.remove(&theirs);
                         h.declared.remove(&theirs);
                     }
+                }
+                if let Event::Membership {
+                    group,
+                    view,
+                    members,
+                    reason,
+                    at,
+                } = event
+                {
+                    let holder = Member {
+                        node: node.id().clone(),
+                        incarnation: node.incarnation(),
+                        session,
+                    };
+                    #[allow(unused_mut)]
+                    let leave = reason == MembershipReason::Leave;
+                    let mut change = self.lists.change(&group, &holder, members, &at, leave);
+                    #[cfg(any(test, feature = "testing"))]
+                    if node.planted_bugs().client_delta_skip {
+                        if let super::MemberChange::Delta { joined, .. } = &mut change {
+                            joined.clear();
+                        }
+                    }
+                    self.notices.push_back((
+                        client,
+                        ClientNotice::Membership {
+                            session: theirs,
+                            group,
+                            view,
+                            reason,
+                            at,
+                            change,
+                        },
+                    ));
+                    return None;
                 }
                 self.notices.push_back((
                     client,

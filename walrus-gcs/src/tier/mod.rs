@@ -12,7 +12,7 @@
 //! ```text
 //!  client app ─▶ ClientCore ──ClientRequest──▶ ClientHost (member) ─▶ Node (ordered)
 //!      ▲                                                                  │
-//!      └──── ClientCore ◀──ClientNotice (events, Confirmed{counter})──────┘
+//!      └──── ClientCore ◀──ClientNotice (events, membership deltas, Confirmed)──┘
 //! ```
 //!
 //! Both sides are sans-IO state machines (time and links come in as calls): the
@@ -22,17 +22,19 @@
 //! `ClientRequest` only, so a client cannot speak as a member (no `PeerMessage` comes
 //! off a client link).
 
-use crate::event::Event;
-use crate::types::{GroupName, Service, SessionId};
+use crate::event::{Event, MembershipReason};
+use crate::types::{GroupName, Service, SessionId, Stamp, ViewId};
 use serde::{Deserialize, Serialize};
 
 mod attach;
 mod client;
+pub mod delta;
 mod host;
 pub mod link;
 
 pub use attach::{Client, ClientLinkConfig, ClientLinkError, ClientSession};
 pub use client::{ClientConfig, ClientCore, ClientError, ClientOutput};
+pub use delta::MemberChange;
 pub use host::{ClientHost, HostLimits, HostRefusal};
 
 /// Client → member: what a client asks its member to do. Sessions are numbered by the
@@ -86,12 +88,30 @@ pub enum ClientRequest {
 pub enum ClientNotice {
     /// The member admitted the client (the first notice of a link).
     Attached,
-    /// An event for one of the client's sessions (its number, the client's).
+    /// An event for one of the client's sessions (its number, the client's); never an
+    /// `Event::Membership`, which travels as [`ClientNotice::Membership`].
     Event {
         /// The client's session.
         session: SessionId,
         /// The event, as the member's core delivered it.
         event: Event,
+    },
+    /// A group's membership changed (an `Event::Membership` for the client's session):
+    /// the new list as a delta from the last list this session got, or whole when the
+    /// session holds none (see [`delta`]). The client rebuilds the event.
+    Membership {
+        /// The client's session.
+        session: SessionId,
+        /// The group.
+        group: GroupName,
+        /// The view in which the change happened.
+        view: ViewId,
+        /// Why it changed.
+        reason: MembershipReason,
+        /// Where the change sits in the total order.
+        at: Stamp,
+        /// The new member list.
+        change: MemberChange,
     },
     /// The client's message `counter` was delivered at the member (or was a copy of one
     /// delivered already): the client may forget it.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::CoreConfig;
-use crate::event::MembershipReason;
+use crate::event::{MembershipReason, Output};
 use crate::node::Node;
 use crate::types::{Incarnation, NodeId};
 use std::time::Instant;
@@ -16,6 +16,11 @@ struct World {
     notices_arrive: bool,
     /// What the client's application got.
     got: Vec<(SessionId, Event)>,
+    /// The membership events the node delivered to hosted sessions, in order.
+    hosted_membership: Vec<Event>,
+    /// Membership notices sent whole and as deltas.
+    snapshots: usize,
+    deltas: usize,
 }
 
 fn member() -> NodeId {
@@ -44,6 +49,9 @@ fn world(limits: HostLimits) -> World {
         client,
         notices_arrive: true,
         got: Vec::new(),
+        hosted_membership: Vec::new(),
+        snapshots: 0,
+        deltas: 0,
     };
     w.run();
     w
@@ -58,10 +66,27 @@ impl World {
             let mut moved = false;
             while let Some(out) = self.node.poll_output() {
                 moved = true;
+                if let Output::Deliver {
+                    session,
+                    event: event @ Event::Membership { .. },
+                } = &out
+                {
+                    if self.host.hosts(*session) {
+                        self.hosted_membership.push(event.clone());
+                    }
+                }
                 let _ = self.host.on_output(&mut self.node, out);
             }
             while let Some((_, notice)) = self.host.poll_notice() {
                 moved = true;
+                match &notice {
+                    ClientNotice::Membership {
+                        change: MemberChange::Snapshot(_),
+                        ..
+                    } => self.snapshots += 1,
+                    ClientNotice::Membership { .. } => self.deltas += 1,
+                    _ => {}
+                }
                 if self.notices_arrive {
                     self.client.handle(&member(), notice);
                 }
@@ -229,4 +254,100 @@ fn client_bytes_are_decoded_with_a_size_limit() {
     let huge = vec![0u8; crate::codec::MAX_FRAME + 1];
     assert!(crate::codec::decode::<ClientRequest>(&huge).is_err());
     assert!(crate::codec::decode::<ClientRequest>(&[0xff, 0xff, 0xff]).is_err());
+}
+
+/// Membership changes cross the link as deltas; the client's application still gets
+/// every list whole, the same as the member's core delivered to the hosted sessions.
+#[test]
+fn membership_changes_cross_the_link_as_deltas_and_are_rebuilt_whole() {
+    let mut w = world(HostLimits::default());
+    let local = w.node.open_session(w.now);
+    w.node.join(w.now, local, g()).unwrap();
+    let (s1, s2, s3) = (
+        w.client.open_session(),
+        w.client.open_session(),
+        w.client.open_session(),
+    );
+    for s in [s1, s2, s3] {
+        w.client.join(s, g()).unwrap();
+        w.run();
+    }
+    w.client.join(s1, GroupName::new("other")).unwrap();
+    w.client.leave(s2, g()).unwrap();
+    w.run();
+    w.client.join(s2, g()).unwrap();
+    w.run();
+    w.client.close_session(s3).unwrap();
+    w.run();
+    w.node.leave(w.now, local, g()).unwrap();
+    assert!(w.run().is_empty());
+    let rebuilt: Vec<Event> = w
+        .got
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Membership { .. }))
+        .map(|(_, e)| e.clone())
+        .collect();
+    let first_difference = rebuilt
+        .iter()
+        .zip(&w.hosted_membership)
+        .position(|(a, b)| a != b);
+    assert_eq!(
+        (rebuilt.len(), first_difference),
+        (w.hosted_membership.len(), None),
+        "{rebuilt:?}"
+    );
+    assert!(rebuilt.len() >= 12, "{rebuilt:?}");
+    // Whole once per session and group it (re)joined: s1, s2, s3 in g, s1 in other, s2
+    // in g again. Everything else is a delta.
+    assert_eq!(w.snapshots, 5, "{:?}", w.got);
+    assert_eq!(w.deltas, rebuilt.len() - 5);
+    // After re-attaching, the first change of each group is whole again.
+    w.host.detach(&mut w.node, w.now, &NodeId::new("client.a"));
+    w.client.link_down(&member());
+    assert!(w.run().is_empty());
+    assert_eq!(w.snapshots, 8, "s1 and s2 rejoin g, s1 other: whole each");
+    let last = w.got.iter().rev().find_map(|(s, e)| match e {
+        Event::Membership { members, .. } if *s == s2 => Some(members.clone()),
+        _ => None,
+    });
+    assert_eq!(last, Some(w.node.group_members(&g())));
+}
+
+/// A delta that does not fit what the client holds makes it attach again (to the next
+/// member), never a wrong list for its application.
+#[test]
+fn a_delta_that_does_not_fit_ends_the_link() {
+    let mut w = world(HostLimits::default());
+    let s = w.client.open_session();
+    w.client.join(s, g()).unwrap();
+    w.run();
+    let got = w.got.len();
+    let Some((_, Event::Membership { view, at, .. })) = w.got.last().cloned() else {
+        panic!("no membership: {:?}", w.got);
+    };
+    let wrong_base = crate::types::Stamp {
+        view: view.clone(),
+        seq: at.seq + 100,
+    };
+    w.client.handle(
+        &member(),
+        ClientNotice::Membership {
+            session: s,
+            group: g(),
+            view,
+            reason: MembershipReason::Join,
+            at,
+            change: MemberChange::Delta {
+                base: wrong_base,
+                left: vec![],
+                joined: vec![],
+            },
+        },
+    );
+    assert_eq!(w.client.member(), None, "the link was given up");
+    assert_eq!(
+        w.client.poll_output(),
+        Some(ClientOutput::Connect(member()))
+    );
+    assert_eq!(w.got.len(), got, "nothing delivered");
 }

@@ -1,0 +1,225 @@
+//! What a wave of client joins and leaves costs on the client links (issue 24): `c`
+//! clients attach to one member, each opens a session and joins one group, then every
+//! client's link ends (a crash: its session is `Gone`). Real sans-IO parts: the member's
+//! core (`Node`, alone in its view) and `ClientHost`, and one `ClientCore` per client;
+//! every notice the member sends a client is encoded as it would be on the QUIC link
+//! (`codec::encode_frame`) and counted, then handed to the client.
+//!
+//! Each membership change goes out as a delta (`ClientNotice::Membership`); the
+//! `whole_*` figures are what the same events cost as whole lists, the way the client
+//! link carried them before deltas (`ClientNotice::Event` with the member's
+//! `Event::Membership`): each client's rebuilt event, encoded in that older form.
+//!
+//! ```sh
+//! cargo run --release -p walrus-gcs --example client_wave -- 10 100 1000
+//! ```
+//! One JSON line per wave (`join`, `leave`) and client count. `member_ms` is the wall
+//! time the member's core and host took for the wave (the core still builds every
+//! hosted session's whole list in memory: see `PROTOCOL.md`, "Clients").
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use walrus_gcs::tier::{
+    ClientConfig, ClientCore, ClientHost, ClientNotice, ClientOutput, HostLimits, MemberChange,
+};
+use walrus_gcs::{codec, CoreConfig, Event, GroupName, Incarnation, Node, NodeId};
+
+#[derive(Default, Debug)]
+struct Count {
+    notices: u64,
+    bytes: u64,
+    membership_notices: u64,
+    membership_bytes: u64,
+    snapshots: u64,
+    whole_membership_bytes: u64,
+    member_time: Duration,
+}
+
+struct World {
+    now: Instant,
+    member: NodeId,
+    node: Node,
+    host: ClientHost,
+    clients: Vec<ClientCore>,
+    count: Count,
+}
+
+impl World {
+    fn new(c: usize) -> World {
+        let now = Instant::now();
+        let member = NodeId::new("m1");
+        let node = Node::new(
+            CoreConfig::default(),
+            member.clone(),
+            Incarnation(1),
+            vec![member.clone()],
+            now,
+        );
+        let clients = (0..c)
+            .map(|k| {
+                ClientCore::new(ClientConfig {
+                    name: NodeId::new(format!("client.c{k:04}")),
+                    incarnation: Incarnation(1),
+                    members: vec![member.clone()],
+                    window: 8,
+                })
+            })
+            .collect();
+        World {
+            now,
+            member,
+            node,
+            host: ClientHost::new(HostLimits::default()),
+            clients,
+            count: Count::default(),
+        }
+    }
+
+    /// Moves everything until nothing moves.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            let t = Instant::now();
+            let refused = self.host.pump(&mut self.node, self.now);
+            assert!(refused.is_empty(), "{refused:?}");
+            while let Some(out) = self.node.poll_output() {
+                moved = true;
+                let _ = self.host.on_output(&mut self.node, out);
+            }
+            let mut notices = Vec::new();
+            while let Some(n) = self.host.poll_notice() {
+                notices.push(n);
+            }
+            self.count.member_time += t.elapsed();
+            for (name, notice) in notices {
+                moved = true;
+                self.deliver(&name, notice);
+            }
+            for k in 0..self.clients.len() {
+                while let Some(out) = self.clients[k].poll_output() {
+                    moved = true;
+                    let name = self.clients[k].name().clone();
+                    let t = Instant::now();
+                    match out {
+                        ClientOutput::Connect(m) => {
+                            self.host
+                                .attach(&mut self.node, self.now, &name, Incarnation(1))
+                                .unwrap();
+                            self.clients[k].link_up(&m);
+                        }
+                        ClientOutput::Send { req, .. } => {
+                            self.host
+                                .request(&mut self.node, self.now, &name, req)
+                                .unwrap();
+                        }
+                        ClientOutput::Deliver { .. } => {}
+                    }
+                    self.count.member_time += t.elapsed();
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// A notice to client `name`: counted as framed on the link, then handled.
+    fn deliver(&mut self, name: &NodeId, notice: ClientNotice) {
+        let mut frame = Vec::new();
+        codec::encode_frame(&notice, &mut frame).unwrap();
+        self.count.notices += 1;
+        self.count.bytes += frame.len() as u64;
+        let k = self.clients.iter().position(|c| c.name() == name).unwrap();
+        let membership = match &notice {
+            ClientNotice::Membership {
+                session, change, ..
+            } => {
+                self.count.membership_notices += 1;
+                self.count.membership_bytes += frame.len() as u64;
+                if matches!(change, MemberChange::Snapshot(_)) {
+                    self.count.snapshots += 1;
+                }
+                Some(*session)
+            }
+            _ => None,
+        };
+        self.clients[k].handle(&self.member, notice);
+        // The same event as a whole list, the way it crossed before deltas.
+        if let Some(session) = membership {
+            while let Some(out) = self.clients[k].poll_output() {
+                if let ClientOutput::Deliver {
+                    event: event @ Event::Membership { .. },
+                    ..
+                } = out
+                {
+                    let mut whole = Vec::new();
+                    codec::encode_frame(&ClientNotice::Event { session, event }, &mut whole)
+                        .unwrap();
+                    self.count.whole_membership_bytes += whole.len() as u64;
+                }
+            }
+        }
+    }
+}
+
+fn report(wave: &str, c: usize, count: &Count, wall: Duration) {
+    let line = json!({
+        "bench": "client_wave",
+        "wave": wave,
+        "clients": c,
+        "notices": count.notices,
+        "bytes": count.bytes,
+        "membership_notices": count.membership_notices,
+        "membership_bytes": count.membership_bytes,
+        "membership_snapshots": count.snapshots,
+        "whole_membership_bytes": count.whole_membership_bytes,
+        "bytes_per_client": count.bytes as f64 / c as f64,
+        "whole_bytes_per_client": count.whole_membership_bytes as f64 / c as f64,
+        "member_ms": count.member_time.as_secs_f64() * 1e3,
+        "wall_ms": wall.as_secs_f64() * 1e3,
+    });
+    println!("{line}");
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a client count"))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10, 100, 1000]
+    } else {
+        sizes
+    };
+    let group = GroupName::new("web");
+    for c in sizes {
+        let mut w = World::new(c);
+        w.run();
+        w.count = Count::default();
+        // Join wave: one client after another opens a session and joins `web` (one at
+        // a time: the member's core builds each hosted session's whole list in memory,
+        // and a thousand joins ordered at once would hold c³/3 member records).
+        let t = Instant::now();
+        for k in 0..c {
+            let s = w.clients[k].open_session();
+            w.clients[k].join(s, group.clone()).unwrap();
+            w.run();
+        }
+        report("join", c, &w.count, t.elapsed());
+        assert_eq!(w.node.group_members(&group).len(), c);
+        // Leave wave: one client after another crashes (its link ends, its session is
+        // gone); the others see each one go.
+        w.count = Count::default();
+        let t = Instant::now();
+        for k in 0..c {
+            let name = w.clients[k].name().clone();
+            let t = Instant::now();
+            w.host.detach(&mut w.node, w.now, &name);
+            w.count.member_time += t.elapsed();
+            w.run();
+        }
+        report("leave", c, &w.count, t.elapsed());
+        assert!(w.node.group_members(&group).is_empty());
+    }
+}
