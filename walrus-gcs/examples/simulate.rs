@@ -15,7 +15,9 @@
 //! forever; group lists merge by join stamp only), to show the checkers see them;
 //! `--plant batch-overlap` makes merged ordering batches overlap by one (issue 24);
 //! `--plant client-no-dedup` makes members deliver again a client's message the client
-//! sent again after re-attaching (issue 24, clients).
+//! sent again after re-attaching (issue 24, clients); `--plant confirm-when-stable`
+//! makes members confirm a client's message once it is stable, not once every member
+//! delivered it (a member that missed the last `Commit` flushes without it).
 //! A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -87,6 +89,7 @@ fn main() {
                 cfg.bugs.merge_by_stamp_only = plant.iter().any(|p| p == "merge-by-stamp");
                 cfg.bugs.batch_overlap = plant.iter().any(|p| p == "batch-overlap");
                 cfg.bugs.client_no_dedup = plant.iter().any(|p| p == "client-no-dedup");
+                cfg.bugs.confirm_when_stable = plant.iter().any(|p| p == "confirm-when-stable");
                 let r = run(&cfg);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;

@@ -21,6 +21,11 @@ pub struct PlantedBugs {
     /// Clients: deliver a client's message again when the client sent it again through
     /// another member (no drop of a copy by its id).
     pub client_no_dedup: bool,
+    /// Clients: confirm a client's message once it is stable (every member holds it),
+    /// the rule before every member reported its delivered point: a member that learned
+    /// "committed" and "stable" from one `Commit` confirms what another member, which
+    /// missed that `Commit`, may flush without.
+    pub confirm_when_stable: bool,
 }
 
 impl Node {

@@ -1084,15 +1084,27 @@ impl Sim {
                     let now = self.now;
                     self.report.views += 1;
                     self.checker.view(now, &who, &change);
+                    if let (Some(old), Some(node)) = (&change.previous, self.nodes[i].node.as_mut())
+                    {
+                        let got = node.take_client_deliveries(old);
+                        self.checker.clients.moved_on(now, &who, old, &got);
+                    }
                     let members: Vec<String> =
                         change.members.iter().map(|m| m.to_string()).collect();
                     self.log(format!("{who} installs {} {:?}", change.view, members));
                 }
-                Output::Confirmed { session, id } => {
+                Output::Confirmed { session, id, view } => {
+                    let now = self.now;
                     self.checker.clients.applied(&who, &id);
                     let sn = &mut self.nodes[i];
                     if let Some(node) = sn.node.as_mut() {
-                        sn.host.on_output(node, Output::Confirmed { session, id });
+                        if *node.view() == view {
+                            self.checker
+                                .clients
+                                .confirmed_in_view(now, &who, &view, &id);
+                        }
+                        sn.host
+                            .on_output(node, Output::Confirmed { session, id, view });
                     }
                 }
             }

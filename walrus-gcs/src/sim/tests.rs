@@ -252,22 +252,41 @@ fn a_healed_partition_merges_within_three_seconds() {
     }
 }
 
+/// The violations of standard seeds 0–5 with `plant` applied to their configuration.
+fn planted_violations(plant: impl Fn(&mut SimConfig)) -> Vec<String> {
+    (0..6)
+        .flat_map(|seed| {
+            let mut cfg = SimConfig::standard(seed);
+            plant(&mut cfg);
+            run(&cfg).violations
+        })
+        .collect()
+}
+
 /// Trap (clients): a member that delivers again a client's message the client sent
 /// again after re-attaching (no drop of the copy by its id) must be reported.
 #[test]
 fn planted_bug_client_no_dedup_is_caught() {
-    let caught: Vec<String> = (0..6)
-        .flat_map(|seed| {
-            let mut cfg = SimConfig::standard(seed);
-            cfg.bugs.client_no_dedup = true;
-            run(&cfg).violations
-        })
-        .collect();
+    let caught = planted_violations(|cfg| cfg.bugs.client_no_dedup = true);
     assert!(
         caught
             .iter()
             .any(|v| v.starts_with("client no duplication")),
         "a client's message delivered twice went unnoticed: {caught:?}"
+    );
+}
+
+/// Trap (clients): a member that confirms a client's message once it is stable (the
+/// rule before members reported their delivered point) confirms what a member that
+/// missed the last `Commit` flushes without; it must be reported.
+#[test]
+fn planted_bug_confirm_when_stable_is_caught() {
+    let caught = planted_violations(|cfg| cfg.bugs.confirm_when_stable = true);
+    assert!(
+        caught
+            .iter()
+            .any(|v| v.starts_with("client confirmed delivery")),
+        "a confirmed client message lost in a flush went unnoticed: {caught:?}"
     );
 }
 

@@ -4,15 +4,19 @@
 //! * delivered at most once per session, although a client that re-attached sends again
 //!   under the same id what it was not told was delivered (no duplication);
 //! * delivered in the client's order (FIFO per client incarnation, across members);
-//! * confirmed to their client only by a member that delivered them (see `PROTOCOL.md`,
-//!   "Clients", for what confirmation does not yet promise under partitions).
+//! * confirmed to their client only by a member that delivered them;
+//! * when confirmed by a member while it is still in the view it was delivered in (`V`),
+//!   delivered in `V` by every node that moves on from `V` (whichever component it
+//!   moves into): a client told "delivered" that fails over to any member loses nothing
+//!   (`PROTOCOL.md`, "Clients"; a message confirmed after its view's flush was delivered
+//!   by the members that moved on with its member: virtual synchrony).
 //!
 //! Once the cluster is quiet every live client is attached with nothing left
 //! unconfirmed, and its probe reaches every probe session (checked by the simulator,
 //! reported through [`ClientChecks::violation`]).
 
 use crate::event::Event;
-use crate::types::{ClientMsgId, GroupName, Incarnation, NodeId, NodeRef, Service};
+use crate::types::{ClientMsgId, GroupName, Incarnation, NodeId, NodeRef, Service, ViewId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -37,6 +41,11 @@ pub struct ClientChecks {
     last: BTreeMap<(Receiver, NodeId, Incarnation), u64>,
     /// Client messages each member incarnation delivered for its client.
     applied: BTreeSet<(NodeRef, ClientMsgId)>,
+    /// Client messages confirmed by a member still in the view they were delivered in,
+    /// by view, with the member that confirmed each.
+    confirmed_in: BTreeMap<ViewId, BTreeMap<ClientMsgId, NodeRef>>,
+    /// The client messages each node that moved on from a view delivered in it.
+    moved_on: BTreeMap<ViewId, Vec<(NodeRef, BTreeSet<ClientMsgId>)>>,
     /// Client messages checked.
     pub deliveries: u64,
     /// Violations found.
@@ -65,6 +74,72 @@ impl ClientChecks {
                 id.client
             ));
         }
+    }
+
+    /// Member `by` confirmed `id`, delivered in `view`, while still in `view`: every
+    /// node that moved on from `view` so far must have delivered it there.
+    pub fn confirmed_in_view(
+        &mut self,
+        now: Duration,
+        by: &NodeRef,
+        view: &ViewId,
+        id: &ClientMsgId,
+    ) {
+        let missed: Vec<NodeRef> = self
+            .moved_on
+            .get(view)
+            .into_iter()
+            .flatten()
+            .filter(|(_, got)| !got.contains(id))
+            .map(|(who, _)| who.clone())
+            .collect();
+        for who in missed {
+            self.lost(now, &who, view, id, by);
+        }
+        self.confirmed_in
+            .entry(view.clone())
+            .or_default()
+            .insert(id.clone(), by.clone());
+    }
+
+    /// Node `who` moved on from `view`, having delivered the client messages `got` in
+    /// it: every one confirmed in `view` so far must be among them.
+    pub fn moved_on(
+        &mut self,
+        now: Duration,
+        who: &NodeRef,
+        view: &ViewId,
+        got: &BTreeSet<ClientMsgId>,
+    ) {
+        let missed: Vec<(ClientMsgId, NodeRef)> = self
+            .confirmed_in
+            .get(view)
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| !got.contains(*id))
+            .map(|(id, by)| (id.clone(), by.clone()))
+            .collect();
+        for (id, by) in missed {
+            self.lost(now, who, view, &id, &by);
+        }
+        self.moved_on
+            .entry(view.clone())
+            .or_default()
+            .push((who.clone(), got.clone()));
+    }
+
+    fn lost(
+        &mut self,
+        now: Duration,
+        who: &NodeRef,
+        view: &ViewId,
+        id: &ClientMsgId,
+        by: &NodeRef,
+    ) {
+        self.violation(format!(
+            "client confirmed delivery: {who} moved on from view {view} without {id}, which {by} confirmed to {} in that view (at {now:?})",
+            id.client
+        ));
     }
 
     /// Receiver `who` got `event`.
