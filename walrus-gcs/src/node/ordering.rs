@@ -409,7 +409,9 @@ impl Node {
         self.delivered_all = self.delivered_all.max(all);
         let (commit, stable, told) = seqr.sent;
         let news = (self.commit, self.stable) != (commit, stable)
-            || (self.delivered_all > told && self.last_client_seq > told);
+            || (self.delivered_all > told
+                && self.last_client_seq > told
+                && !planted!(self, confirm_when_stable));
         if !news {
             return;
         }
@@ -427,6 +429,7 @@ impl Node {
     /// delivered point (held back like any acknowledgement while a local session lags).
     fn report_delivered(&mut self) {
         if self.seqr.is_some()
+            || planted!(self, confirm_when_stable)
             || self.delivered <= self.delivered_told
             || self.last_client_seq <= self.delivered_told
         {

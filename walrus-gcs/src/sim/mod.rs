@@ -167,10 +167,28 @@ pub struct SimReport {
     pub client_crashes: u64,
     /// Deliveries of client messages checked (members' and clients' sessions).
     pub client_deliveries: u64,
+    /// Virtual time from a client's multicast to its first confirmation: count of
+    /// messages by delay in 100 µs steps.
+    pub client_confirm_delays: BTreeMap<u64, u64>,
+    /// `Ack`s and `Commit`s the cores sent (after merging within a turn).
+    pub acks_and_commits: (u64, u64),
+    /// Bytes their `delivered` fields take on the wire (varints; `PROTOCOL.md`,
+    /// "Clients": the cost of confirming once every member delivered).
+    pub delivered_field_bytes: u64,
     /// What the checkers found.
     pub violations: Vec<String>,
     /// The last lines of the run's trace (faults, views), for a failure report.
     pub trace: Vec<String>,
+}
+
+/// Bytes of `v` as a bincode varint (the codec's integer encoding).
+fn varint_len(v: u64) -> u64 {
+    match v {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
 }
 
 impl SimReport {
@@ -991,6 +1009,17 @@ impl Sim {
             let who = self.who(i);
             match out {
                 Output::Send { to, msg } => {
+                    match &msg {
+                        PeerMessage::Ack(m) => {
+                            self.report.acks_and_commits.0 += 1;
+                            self.report.delivered_field_bytes += varint_len(m.delivered);
+                        }
+                        PeerMessage::Commit(m) => {
+                            self.report.acks_and_commits.1 += 1;
+                            self.report.delivered_field_bytes += varint_len(m.delivered);
+                        }
+                        _ => {}
+                    }
                     let Some(y) = self.names.iter().position(|n| *n == to) else {
                         continue;
                     };
@@ -1430,6 +1459,8 @@ impl Sim {
         self.report.client_failovers = self.tier.failovers;
         self.report.client_crashes = self.tier.crashes;
         self.report.client_deliveries = self.checker.clients.deliveries;
+        self.report.client_confirm_delays =
+            std::mem::take(&mut self.checker.clients.confirm_delays);
         self.report.violations = self.checker.violations.clone();
         self.report.trace = self.trace.iter().cloned().collect();
     }

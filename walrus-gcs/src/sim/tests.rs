@@ -300,3 +300,27 @@ fn clients_attach_fail_over_and_deliver() {
     assert!(r.client_failovers > 0, "no client failed over: {r:?}");
     assert!(r.client_deliveries > 100, "{r:?}");
 }
+
+/// The simulator's count of the bytes a `delivered` field takes is the codec's.
+#[test]
+fn delivered_field_bytes_match_the_codec() {
+    use crate::wire::Ack;
+    let ack = |delivered| {
+        crate::codec::encode(&PeerMessage::Ack(Ack {
+            incarnation: Incarnation(1),
+            view: ViewId {
+                counter: 1,
+                coordinator: NodeId::new("a"),
+                incarnation: Incarnation(1),
+            },
+            held: 0,
+            delivered,
+        }))
+        .unwrap()
+        .len() as u64
+    };
+    let zero = ack(0) - super::varint_len(0);
+    for v in [0, 250, 251, 65_535, 65_536, u64::from(u32::MAX), u64::MAX] {
+        assert_eq!(ack(v) - zero, super::varint_len(v), "{v}");
+    }
+}

@@ -29,6 +29,8 @@ pub type Receiver = String;
 struct ClientSent {
     service: Service,
     groups: Vec<GroupName>,
+    /// When its client sent it (virtual), until its first confirmation.
+    unconfirmed_since: Option<Duration>,
 }
 
 /// The client checks (see the module doc).
@@ -48,16 +50,30 @@ pub struct ClientChecks {
     moved_on: BTreeMap<ViewId, Vec<(NodeRef, BTreeSet<ClientMsgId>)>>,
     /// Client messages checked.
     pub deliveries: u64,
+    /// How long client messages waited for their first confirmation, from their
+    /// client's multicast (virtual time, in 100 µs steps; the cost of confirming once
+    /// every member delivered, `PROTOCOL.md`, "Clients").
+    pub confirm_delays: BTreeMap<u64, u64>,
     /// Violations found.
     pub violations: Vec<String>,
 }
 
 impl ClientChecks {
     /// A client multicast its core accepted.
-    pub fn sent(&mut self, id: &ClientMsgId, service: Service, groups: Vec<GroupName>) {
+    pub fn sent(
+        &mut self,
+        now: Duration,
+        id: &ClientMsgId,
+        service: Service,
+        groups: Vec<GroupName>,
+    ) {
         self.sent.insert(
             (id.client.clone(), id.incarnation, id.counter),
-            ClientSent { service, groups },
+            ClientSent {
+                service,
+                groups,
+                unconfirmed_since: Some(now),
+            },
         );
     }
 
@@ -73,6 +89,18 @@ impl ClientChecks {
                 "client confirmation: {by} told {} that message {id} was delivered, but did not deliver it (at {now:?})",
                 id.client
             ));
+        }
+        let key = (id.client.clone(), id.incarnation, id.counter);
+        if let Some(since) = self
+            .sent
+            .get_mut(&key)
+            .and_then(|s| s.unconfirmed_since.take())
+        {
+            let steps = now.saturating_sub(since).as_micros() / 100;
+            *self
+                .confirm_delays
+                .entry(u64::try_from(steps).unwrap_or(u64::MAX))
+                .or_default() += 1;
         }
     }
 
