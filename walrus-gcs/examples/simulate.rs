@@ -31,6 +31,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use walrus_gcs::sim::{run, Scenario, SimConfig};
 
+// The runs allocate and free many small values (names, payloads, the checkers' maps);
+// mimalloc takes a good part of the glibc allocator's share of the time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
