@@ -33,14 +33,23 @@ struct ClientSent {
     unconfirmed_since: Option<Duration>,
 }
 
+/// What one receiver got of one client incarnation.
+#[derive(Debug, Default)]
+struct Got {
+    /// The counters it got.
+    counters: BTreeSet<u64>,
+    /// The last counter it got.
+    last: Option<u64>,
+}
+
 /// The client checks (see the module doc).
 #[derive(Debug, Default)]
 pub struct ClientChecks {
-    sent: BTreeMap<(NodeId, Incarnation, u64), ClientSent>,
-    /// Client messages each receiver got.
-    got: BTreeSet<(Receiver, ClientMsgId)>,
-    /// The last counter of each client incarnation each receiver got.
-    last: BTreeMap<(Receiver, NodeId, Incarnation), u64>,
+    /// Each client's messages, by incarnation and counter (nested, so a delivery looks
+    /// them up without copying names: the checks run for every delivery).
+    sent: BTreeMap<NodeId, BTreeMap<(Incarnation, u64), ClientSent>>,
+    /// What each receiver got of each client incarnation.
+    got: BTreeMap<Receiver, BTreeMap<NodeId, BTreeMap<Incarnation, Got>>>,
     /// Client messages each member incarnation delivered for its client.
     applied: BTreeSet<(NodeRef, ClientMsgId)>,
     /// Client messages confirmed by a member still in the view they were delivered in,
@@ -67,8 +76,8 @@ impl ClientChecks {
         service: Service,
         groups: Vec<GroupName>,
     ) {
-        self.sent.insert(
-            (id.client.clone(), id.incarnation, id.counter),
+        self.sent.entry(id.client.clone()).or_default().insert(
+            (id.incarnation, id.counter),
             ClientSent {
                 service,
                 groups,
@@ -90,10 +99,10 @@ impl ClientChecks {
                 id.client
             ));
         }
-        let key = (id.client.clone(), id.incarnation, id.counter);
         if let Some(since) = self
             .sent
-            .get_mut(&key)
+            .get_mut(&id.client)
+            .and_then(|m| m.get_mut(&(id.incarnation, id.counter)))
             .and_then(|s| s.unconfirmed_since.take())
         {
             let steps = now.saturating_sub(since).as_micros() / 100;
@@ -184,7 +193,8 @@ impl ClientChecks {
         self.deliveries += 1;
         match self
             .sent
-            .get(&(id.client.clone(), id.incarnation, id.counter))
+            .get(&id.client)
+            .and_then(|m| m.get(&(id.incarnation, id.counter)))
         {
             None => self.violation(format!(
                 "client no creation: {who} got {id}, which its client never sent (at {now:?})"
@@ -194,20 +204,29 @@ impl ClientChecks {
             )),
             Some(_) => {}
         }
-        if !self.got.insert((who.clone(), id.clone())) {
+        let by_client = match self.got.get_mut(who.as_str()) {
+            Some(m) => m,
+            None => self.got.entry(who.clone()).or_default(),
+        };
+        let got = match by_client.get_mut(&id.client) {
+            Some(m) => m,
+            None => by_client.entry(id.client.clone()).or_default(),
+        }
+        .entry(id.incarnation)
+        .or_default();
+        let twice = !got.counters.insert(id.counter);
+        let before = got.last.filter(|prev| *prev >= id.counter);
+        got.last = Some(id.counter);
+        if twice {
             self.violation(format!(
                 "client no duplication: {who} got {id} twice (at {now:?})"
             ));
         }
-        let key = (who.clone(), id.client.clone(), id.incarnation);
-        if let Some(prev) = self.last.get(&key) {
-            if *prev >= id.counter {
-                self.violation(format!(
-                    "client FIFO: {who} got {id} after counter {prev} of the same client (at {now:?})"
-                ));
-            }
+        if let Some(prev) = before {
+            self.violation(format!(
+                "client FIFO: {who} got {id} after counter {prev} of the same client (at {now:?})"
+            ));
         }
-        self.last.insert(key, id.counter);
     }
 
     /// Records a violation.
