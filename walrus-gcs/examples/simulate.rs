@@ -16,14 +16,26 @@
 //! `--plant batch-overlap` makes merged ordering batches overlap by one (issue 24);
 //! `--plant client-no-dedup` makes members deliver again a client's message the client
 //! sent again after re-attaching (issue 24, clients); `--plant client-delta-skip` makes
-//! members' membership deltas to clients leave out who joined.
+//! members' membership deltas to clients leave out who joined; `--plant confirm-when-stable`
+//! makes members confirm a client's message once it is stable, not once every member
+//! delivered it (a member that missed the last `Commit` flushes without it).
+//! `--no-faults` runs the same seeds without partitions, crashes or scenarios (clients
+//! still crash and lose their links): for the cost figures (`client_confirm_ms`, from a
+//! client's multicast to its confirmation, virtual time; `acks`, `commits` and
+//! `delivered_field_bytes`, what confirming once every member delivered adds).
 //! A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use walrus_gcs::sim::{run, SimConfig};
+use walrus_gcs::sim::{run, Scenario, SimConfig};
+
+// The runs allocate and free many small values (names, payloads, the checkers' maps);
+// mimalloc takes a good part of the glibc allocator's share of the time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
@@ -50,6 +62,10 @@ struct Totals {
     client_failovers: u64,
     client_crashes: u64,
     client_deliveries: u64,
+    confirm_delays: BTreeMap<u64, u64>,
+    acks: u64,
+    commits: u64,
+    delivered_field_bytes: u64,
     violations: u64,
     failed: Vec<u64>,
 }
@@ -69,6 +85,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
+    let no_faults = args.iter().any(|a| a == "--no-faults");
     let next = Arc::new(AtomicU64::new(start));
     let totals = Arc::new(Mutex::new(Totals::default()));
     let started = std::time::Instant::now();
@@ -83,12 +100,18 @@ fn main() {
                     return;
                 }
                 let mut cfg = SimConfig::standard(seed);
+                if no_faults {
+                    cfg.partitions = 0;
+                    cfg.crashes = 0;
+                    cfg.scenario = Scenario::None;
+                }
                 cfg.replace_always = plant.iter().any(|p| p == "replace-always");
                 cfg.bugs.refuse_older_incarnations = plant.iter().any(|p| p == "refuse-older");
                 cfg.bugs.merge_by_stamp_only = plant.iter().any(|p| p == "merge-by-stamp");
                 cfg.bugs.batch_overlap = plant.iter().any(|p| p == "batch-overlap");
                 cfg.bugs.client_no_dedup = plant.iter().any(|p| p == "client-no-dedup");
                 cfg.bugs.client_delta_skip = plant.iter().any(|p| p == "client-delta-skip");
+                cfg.bugs.confirm_when_stable = plant.iter().any(|p| p == "confirm-when-stable");
                 let r = run(&cfg);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;
@@ -106,6 +129,12 @@ fn main() {
                 t.client_failovers += r.client_failovers;
                 t.client_crashes += r.client_crashes;
                 t.client_deliveries += r.client_deliveries;
+                for (d, n) in &r.client_confirm_delays {
+                    *t.confirm_delays.entry(*d).or_default() += n;
+                }
+                t.acks += r.acks_and_commits.0;
+                t.commits += r.acks_and_commits.1;
+                t.delivered_field_bytes += r.delivered_field_bytes;
                 if !r.violations.is_empty() {
                     t.violations += r.violations.len() as u64;
                     t.failed.push(seed);
@@ -125,9 +154,37 @@ fn main() {
 }
 
 impl Totals {
+    /// Count, mean and percentiles (ms) of the confirmation delays (100 µs steps).
+    fn confirm_json(&self) -> String {
+        let n: u64 = self.confirm_delays.values().sum();
+        let pct = |p: u64| {
+            let rank = (n * p).div_ceil(100).max(1);
+            let mut seen = 0;
+            for (d, c) in &self.confirm_delays {
+                seen += c;
+                if seen >= rank {
+                    return *d as f64 / 10.0;
+                }
+            }
+            0.0
+        };
+        let sum: u64 = self.confirm_delays.iter().map(|(d, c)| d * c).sum();
+        let mean = if n == 0 {
+            0.0
+        } else {
+            sum as f64 / n as f64 / 10.0
+        };
+        format!(
+            r#"{{"n":{n},"mean":{mean:.1},"p50":{:.1},"p90":{:.1},"p99":{:.1}}}"#,
+            pct(50),
+            pct(90),
+            pct(99)
+        )
+    }
+
     fn json(&self, started: std::time::Instant) -> String {
         format!(
-            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"client_confirm_ms\":{},\"acks\":{},\"commits\":{},\"delivered_field_bytes\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
             self.seeds,
             self.virtual_seconds,
             self.partitions,
@@ -144,6 +201,10 @@ impl Totals {
             self.client_failovers,
             self.client_crashes,
             self.client_deliveries,
+            self.confirm_json(),
+            self.acks,
+            self.commits,
+            self.delivered_field_bytes,
             self.failed,
             started.elapsed().as_secs_f64()
         )

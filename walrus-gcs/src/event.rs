@@ -28,15 +28,16 @@ pub enum Output {
     /// This node installed a new view (for logs, metrics and the simulator's checker).
     ViewInstalled(ViewChange),
     /// A multicast this node sent for a client (`Node::multicast_for_client`) was
-    /// delivered here (or dropped here as a copy the client sent again) and is stable
-    /// (every member holds it) or its view's flush is over: the client may forget it
-    /// (see `PROTOCOL.md`, "Clients", for what this promises if this node fails). A
-    /// driver without clients ignores it.
+    /// delivered here (or dropped here as a copy the client sent again) and by every
+    /// member of its view, or its view's flush is over: the client may forget it (see
+    /// `PROTOCOL.md`, "Clients"). A driver without clients ignores it.
     Confirmed {
         /// The local session that sent it (hosting the client's session).
         session: SessionId,
         /// The client's id of the message.
         id: ClientMsgId,
+        /// The view it was delivered in.
+        view: ViewId,
     },
 }
 

@@ -67,6 +67,12 @@ mod wire;
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
 
+// The unit tests run hundreds of simulator seeds, which allocate and free many small
+// values; mimalloc (a dev-dependency) takes a good part of glibc's share of their time.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use config::CoreConfig;
 pub use error::GcsError;
 pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};

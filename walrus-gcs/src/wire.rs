@@ -282,6 +282,9 @@ pub struct Ack {
     pub view: ViewId,
     /// The sender holds every entry with a sequence number up to this.
     pub held: u64,
+    /// The sender has delivered every entry up to this one (clients: a member confirms
+    /// a client's message once every member has delivered it; PROTOCOL.md, "Clients").
+    pub delivered: u64,
 }
 
 /// See [`PeerMessage::Commit`].
@@ -295,6 +298,9 @@ pub struct Commit {
     pub commit: u64,
     /// Every member holds every entry up to this one; delivered ones may be forgotten.
     pub stable: u64,
+    /// Every member has delivered every entry up to this one (from their `Ack`s): a
+    /// client's message up to here may be confirmed (PROTOCOL.md, "Clients").
+    pub delivered: u64,
 }
 
 /// See [`PeerMessage::Propose`].

@@ -127,20 +127,22 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                         .collect()
                 })
             ),
-        (inc(), view_id(), any::<u64>()).prop_map(|(incarnation, view, held)| PeerMessage::Ack(
-            Ack {
+        (inc(), view_id(), any::<u64>(), any::<u64>()).prop_map(
+            |(incarnation, view, held, delivered)| PeerMessage::Ack(Ack {
                 incarnation,
                 view,
-                held
-            }
-        )),
-        (inc(), view_id(), any::<u64>(), any::<u64>()).prop_map(
-            |(incarnation, view, commit, stable)| {
+                held,
+                delivered,
+            })
+        ),
+        (inc(), view_id(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(incarnation, view, commit, stable, delivered)| {
                 PeerMessage::Commit(Commit {
                     incarnation,
                     view,
                     commit,
                     stable,
+                    delivered,
                 })
             }
         ),

@@ -72,6 +72,7 @@ pub(super) fn merge(
             if p.view == n.view && p.incarnation == n.incarnation =>
         {
             p.held = p.held.max(n.held);
+            p.delivered = p.delivered.max(n.delivered);
             Merged::Yes
         }
         (PeerMessage::Commit(p), PeerMessage::Commit(n))
@@ -79,6 +80,7 @@ pub(super) fn merge(
         {
             p.commit = p.commit.max(n.commit);
             p.stable = p.stable.max(n.stable);
+            p.delivered = p.delivered.max(n.delivered);
             Merged::Yes
         }
         (_, next) => Merged::No(next),

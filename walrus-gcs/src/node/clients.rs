@@ -81,25 +81,57 @@ impl Node {
             .push_back((view.clone(), seq, session, id.clone()));
     }
 
-    /// Confirms the client messages delivered here that are stable or flushed: those of
-    /// an earlier view (its flush is over: every member that moved on with this node
-    /// delivered the same cut), and those of this view up to the stable point (every
-    /// member holds them; when this node is the sequencer, it queued the commit covering
-    /// them before the acknowledgements that made them stable, so a flush without it
-    /// delivers them). Confirming at delivery lost a message in the real-QUIC test: its
-    /// member, the sequencer, delivered and confirmed it and stopped before the others
-    /// learned the commit. What is not promised yet when this node is not the sequencer:
-    /// `PROTOCOL.md`, "Clients".
+    /// Confirms the client messages delivered here that cannot be lost: those of this
+    /// view up to the point every member has delivered (the sequencer's `Commit`
+    /// reports it, from the members' `Ack`s), and those of an earlier view (its flush is
+    /// over: every member that moved on with this node delivered the same cut). A
+    /// message every member of its view delivered was delivered by every member that
+    /// moves on from that view, whichever component it moves into (`PROTOCOL.md`,
+    /// "Clients"). Confirming at the stable point lost messages: a member that learned
+    /// "committed" and "stable" from one `Commit` confirmed, and a member that never
+    /// got that `Commit` flushed without it once the confirming member and the
+    /// sequencer were gone (planted: `PlantedBugs::confirm_when_stable`).
     pub(super) fn confirm_clients(&mut self) {
+        let upto = if planted!(self, confirm_when_stable) {
+            self.stable
+        } else {
+            self.delivered_all
+        };
         while let Some((view, seq, _, _)) = self.to_confirm.front() {
-            if *view == self.view && *seq > self.stable {
+            if *view == self.view && *seq > upto {
                 return;
             }
-            let Some((_, _, session, id)) = self.to_confirm.pop_front() else {
+            let Some((view, _, session, id)) = self.to_confirm.pop_front() else {
                 return;
             };
-            self.outputs.push_back(Output::Confirmed { session, id });
+            self.outputs
+                .push_back(Output::Confirmed { session, id, view });
         }
+    }
+
+    /// A client message is delivered here in `view` at `seq` (a copy dropped as already
+    /// delivered too): once every member has reported delivering up to it, its member
+    /// may confirm it (see `ordering.rs`, `report_delivered` and `seq_tell`).
+    pub(super) fn client_delivered(&mut self, view: &ViewId, seq: u64, id: &ClientMsgId) {
+        if *view == self.view {
+            self.last_client_seq = self.last_client_seq.max(seq);
+        }
+        #[cfg(any(test, feature = "testing"))]
+        self.client_log
+            .entry(view.clone())
+            .or_default()
+            .insert(id.clone());
+        #[cfg(not(any(test, feature = "testing")))]
+        let _ = id;
+    }
+
+    /// The client messages this node delivered in `view` (copies dropped as already
+    /// delivered included), forgotten here once taken (feature `testing` only: the
+    /// simulator checks that a node moving on from a view delivered every client
+    /// message confirmed in it).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn take_client_deliveries(&mut self, view: &ViewId) -> BTreeSet<ClientMsgId> {
+        self.client_log.remove(view).unwrap_or_default()
     }
 
     /// Applying a client's message: whether to hand it to the local sessions (a copy

@@ -43,6 +43,7 @@ impl Node {
                 client,
             } => {
                 if let Some(id) = client {
+                    self.client_delivered(view, e.seq, id);
                     let fresh = self.client_message_fresh(id);
                     if e.origin == self.me {
                         self.hold_confirmation(view, e.seq, e.op.session, id);

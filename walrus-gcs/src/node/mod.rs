@@ -111,6 +111,16 @@ pub struct Node {
     delivered: u64,
     commit: u64,
     stable: u64,
+    /// Every member of the view has delivered every entry up to this one (the
+    /// sequencer's `Commit`): client messages up to here may be confirmed.
+    delivered_all: u64,
+    /// The delivered point this node last reported in an `Ack` (or, on the sequencer,
+    /// recorded as its own).
+    delivered_told: u64,
+    /// Sequence number of the last client message delivered in this view: a member
+    /// reports its delivered point, and the sequencer the lowest one, only when a
+    /// client message waits for it (a group without clients sends nothing more).
+    last_client_seq: u64,
     /// A gap in the sequencer's stream (or a submitter's) was seen: this view must change.
     broken: bool,
     seqr: Option<Sequencer>,
@@ -175,6 +185,10 @@ pub struct Node {
     /// Client messages of this node delivered here and not yet confirmed to their
     /// client (see `clients.rs`): view, sequence number, session, id.
     to_confirm: VecDeque<(ViewId, u64, SessionId, ClientMsgId)>,
+    /// The client messages delivered here in each view not yet taken by the simulator
+    /// (feature `testing` only; see [`Node::take_client_deliveries`]).
+    #[cfg(any(test, feature = "testing"))]
+    client_log: BTreeMap<ViewId, BTreeSet<ClientMsgId>>,
 }
 
 /// FNV-1a, for the virtual-synchrony digest (deterministic, no std hasher state).
@@ -266,6 +280,9 @@ impl Node {
             delivered: 0,
             commit: 0,
             stable: 0,
+            delivered_all: 0,
+            delivered_told: 0,
+            last_client_seq: 0,
             broken: false,
             seqr: Some(Sequencer::new()),
             digest: FNV_START,
@@ -297,6 +314,8 @@ impl Node {
             early: Vec::new(),
             clients_seen: ClientsSeen::default(),
             to_confirm: VecDeque::new(),
+            #[cfg(any(test, feature = "testing"))]
+            client_log: BTreeMap::new(),
         };
         node.outputs.push_back(Output::ViewInstalled(ViewChange {
             view,

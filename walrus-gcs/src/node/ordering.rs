@@ -19,8 +19,10 @@ pub(super) struct Sequencer {
     pub(super) unstable: VecDeque<(u64, usize)>,
     /// Their sum (the window of unstable entries in bytes).
     pub(super) unstable_bytes: usize,
-    /// Last commit/stable sent to the members.
-    pub(super) sent: (u64, u64),
+    /// Highest entry each member has delivered (from its `Ack`s; this node's own).
+    pub(super) delivered: BTreeMap<NodeRef, u64>,
+    /// Last commit, stable and delivered-by-all points sent to the members.
+    pub(super) sent: (u64, u64, u64),
 }
 
 /// Flow control to the slowest reader (issue 24). While a local session has at least
@@ -50,6 +52,15 @@ impl AckHold {
     pub(super) fn deadline(&self, bound: std::time::Duration) -> Option<Instant> {
         self.since.filter(|_| self.owed).map(|t| t + bound)
     }
+}
+
+/// The lowest point any of `members` reported in `points` (0 for one that reported none).
+fn lowest(members: &[NodeRef], points: &BTreeMap<NodeRef, u64>) -> u64 {
+    members
+        .iter()
+        .map(|m| points.get(m).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0)
 }
 
 impl Sequencer {
@@ -183,6 +194,8 @@ impl Node {
     /// the sequencer's own acknowledgement.
     fn acknowledge(&mut self) {
         let held = self.held_max;
+        let delivered = self.delivered;
+        self.delivered_told = delivered;
         let me = self.me.clone();
         if let Some(seqr) = self.seqr.as_mut() {
             seqr.acks.insert(me, held);
@@ -194,6 +207,7 @@ impl Node {
                     incarnation: self.me.incarnation,
                     view: self.view.clone(),
                     held,
+                    delivered,
                 }),
             );
         }
@@ -358,27 +372,16 @@ impl Node {
                 break;
             }
         }
-        let stable = self
-            .members
-            .iter()
-            .map(|m| seqr.acks.get(m).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(0);
-        let sent = seqr.sent;
+        let stable = lowest(&self.members, &seqr.acks);
         self.commit = commit;
         self.stable = self.stable.max(stable);
-        if (commit, self.stable) != sent {
-            if let Some(seqr) = self.seqr.as_mut() {
-                seqr.sent = (commit, self.stable);
-            }
-            self.send_to_members(PeerMessage::Commit(Commit {
-                incarnation: self.me.incarnation,
-                view: self.view.clone(),
-                commit,
-                stable: self.stable,
-            }));
-        }
+        self.seq_tell();
         self.deliver_committed();
+        let (me, delivered) = (self.me.clone(), self.delivered);
+        if let Some(seqr) = self.seqr.as_mut() {
+            seqr.delivered.insert(me, delivered);
+        }
+        self.seq_tell();
         // Room may have opened in the window.
         let stable = self.stable;
         let (window, window_bytes) = (self.config.max_unstable, self.config.max_unstable_bytes);
@@ -391,6 +394,52 @@ impl Node {
             .is_some_and(|s| !s.backlog.is_empty() && s.has_room(stable, window, window_bytes))
         {
             self.seq_order();
+        }
+    }
+
+    /// Sequencer: works out the point every member has delivered up to, and sends
+    /// `Commit` when the commit or stable point moved, or when that point moved past a
+    /// client message (its member may now confirm it; PROTOCOL.md, "Clients"). A group
+    /// without clients sends no more `Commit`s than before.
+    fn seq_tell(&mut self) {
+        let Some(seqr) = self.seqr.as_mut() else {
+            return;
+        };
+        let all = lowest(&self.members, &seqr.delivered);
+        self.delivered_all = self.delivered_all.max(all);
+        let (commit, stable, told) = seqr.sent;
+        let news = (self.commit, self.stable) != (commit, stable)
+            || (self.delivered_all > told
+                && self.last_client_seq > told
+                && !planted!(self, confirm_when_stable));
+        if !news {
+            return;
+        }
+        seqr.sent = (self.commit, self.stable, self.delivered_all);
+        self.send_to_members(PeerMessage::Commit(Commit {
+            incarnation: self.me.incarnation,
+            view: self.view.clone(),
+            commit: self.commit,
+            stable: self.stable,
+            delivered: self.delivered_all,
+        }));
+    }
+
+    /// A member that delivered a client message since its last `Ack` reports its
+    /// delivered point (held back like any acknowledgement while a local session lags).
+    fn report_delivered(&mut self) {
+        if self.seqr.is_some()
+            || planted!(self, confirm_when_stable)
+            || self.delivered <= self.delivered_told
+            || self.last_client_seq <= self.delivered_told
+        {
+            return;
+        }
+        if self.hold_ack() {
+            self.ack_hold.owed = true;
+        } else {
+            self.ack_hold.owed = false;
+            self.acknowledge();
         }
     }
 
@@ -437,6 +486,8 @@ impl Node {
         let Some(seqr) = self.seqr.as_mut() else {
             return;
         };
+        let d = seqr.delivered.entry(from.clone()).or_insert(0);
+        *d = (*d).max(m.delivered);
         let a = seqr.acks.entry(from).or_insert(0);
         *a = (*a).max(m.held);
         self.seq_advance();
@@ -448,6 +499,7 @@ impl Node {
         }
         self.commit = self.commit.max(m.commit);
         self.stable = self.stable.max(m.stable);
+        self.delivered_all = self.delivered_all.max(m.delivered);
         self.deliver_committed();
     }
 
@@ -466,6 +518,7 @@ impl Node {
             let view = self.view.clone();
             self.apply(&view, &e);
         }
+        self.report_delivered();
         let forget = self.stable.min(self.delivered);
         if self
             .held

@@ -24,6 +24,12 @@ pub struct PlantedBugs {
     /// Clients: a membership delta sent to a client leaves out who joined (the client
     /// rebuilds a wrong list).
     pub client_delta_skip: bool,
+    /// Clients: confirm a client's message once it is stable (every member holds it),
+    /// the rule before every member reported its delivered point: a member that learned
+    /// "committed" and "stable" from one `Commit` confirms what another member, which
+    /// missed that `Commit`, may flush without. Also sends no `Ack` or `Commit` for the
+    /// delivered points (so it behaves as the core did before).
+    pub confirm_when_stable: bool,
 }
 
 impl Node {

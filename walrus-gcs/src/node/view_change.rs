@@ -436,6 +436,9 @@ impl Node {
         self.delivered = 0;
         self.commit = 0;
         self.stable = 0;
+        self.delivered_all = 0;
+        self.delivered_told = 0;
+        self.last_client_seq = 0;
         self.broken = false;
         self.digest = FNV_START;
         self.delivered_count = 0;

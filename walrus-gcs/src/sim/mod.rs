@@ -43,7 +43,8 @@ use invariants::duplicate_incarnation::{Newcomer, RECOVERY_BOUND, REFUSAL_BOUND}
 use invariants::{Checker, EndState, LivenessProbe, Request, Sent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tier::{Tier, TierEv};
@@ -167,10 +168,28 @@ pub struct SimReport {
     pub client_crashes: u64,
     /// Deliveries of client messages checked (members' and clients' sessions).
     pub client_deliveries: u64,
+    /// Virtual time from a client's multicast to its first confirmation: count of
+    /// messages by delay in 100 µs steps.
+    pub client_confirm_delays: BTreeMap<u64, u64>,
+    /// `Ack`s and `Commit`s the cores sent (after merging within a turn).
+    pub acks_and_commits: (u64, u64),
+    /// Bytes their `delivered` fields take on the wire (varints; `PROTOCOL.md`,
+    /// "Clients": the cost of confirming once every member delivered).
+    pub delivered_field_bytes: u64,
     /// What the checkers found.
     pub violations: Vec<String>,
     /// The last lines of the run's trace (faults, views), for a failure report.
     pub trace: Vec<String>,
+}
+
+/// Bytes of `v` as a bincode varint (the codec's integer encoding).
+fn varint_len(v: u64) -> u64 {
+    match v {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
 }
 
 impl SimReport {
@@ -296,12 +315,43 @@ struct SimNode {
     host: ClientHost,
 }
 
+/// An event queued for virtual time `at.0` (`at.1` numbers events, so ties keep the
+/// order they were queued in); ordered by `at` alone. The event is boxed: the heap moves
+/// its items as it sorts them.
+#[derive(Debug)]
+struct Queued {
+    at: (Duration, u64),
+    ev: Box<Ev>,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
 struct Sim {
     cfg: SimConfig,
     rng: ChaCha8Rng,
     base: Instant,
     now: Duration,
-    events: BTreeMap<(Duration, u64), Ev>,
+    /// Events by (time, number): a min-heap, so the same order as a sorted map at a
+    /// fraction of its cost (the numbers are unique).
+    events: BinaryHeap<Reverse<Queued>>,
     next_ev: u64,
     names: Vec<NodeId>,
     nodes: Vec<SimNode>,
@@ -373,7 +423,7 @@ impl Sim {
             rng,
             base,
             now: Duration::ZERO,
-            events: BTreeMap::new(),
+            events: BinaryHeap::new(),
             next_ev: 0,
             nodes: (0..slots)
                 .map(|i| SimNode {
@@ -426,7 +476,10 @@ impl Sim {
 
     fn at(&mut self, t: Duration, ev: Ev) {
         self.next_ev += 1;
-        self.events.insert((t, self.next_ev), ev);
+        self.events.push(Reverse(Queued {
+            at: (t, self.next_ev),
+            ev: Box::new(ev),
+        }));
     }
 
     fn instant(&self) -> Instant {
@@ -533,7 +586,7 @@ impl Sim {
     /// the first violation). Returns false if the run is over.
     fn run_until(&mut self, until: Duration) -> bool {
         loop {
-            let next_ev = self.events.first_key_value().map(|(k, _)| k.0);
+            let next_ev = self.events.peek().map(|q| q.0.at.0);
             let next_timer = self
                 .nodes
                 .iter()
@@ -581,13 +634,13 @@ impl Sim {
                 }
                 continue;
             }
-            let Some((_, ev)) = self.events.pop_first() else {
+            let Some(Reverse(Queued { ev, .. })) = self.events.pop() else {
                 return false;
             };
-            if matches!(ev, Ev::End) {
+            if matches!(*ev, Ev::End) {
                 return false;
             }
-            self.handle(ev);
+            self.handle(*ev);
             self.checker.take_client_violations();
             if !self.checker.violations.is_empty() {
                 // Stop at the first violation, so the trace ends where it happened.
@@ -991,6 +1044,17 @@ impl Sim {
             let who = self.who(i);
             match out {
                 Output::Send { to, msg } => {
+                    match &msg {
+                        PeerMessage::Ack(m) => {
+                            self.report.acks_and_commits.0 += 1;
+                            self.report.delivered_field_bytes += varint_len(m.delivered);
+                        }
+                        PeerMessage::Commit(m) => {
+                            self.report.acks_and_commits.1 += 1;
+                            self.report.delivered_field_bytes += varint_len(m.delivered);
+                        }
+                        _ => {}
+                    }
                     let Some(y) = self.names.iter().position(|n| *n == to) else {
                         continue;
                     };
@@ -1049,9 +1113,15 @@ impl Sim {
                         self.log(line);
                     }
                     self.checker.deliver(now, &who, session, &event);
-                    self.checker
-                        .clients
-                        .deliver(now, format!("{who}/{session}"), &event);
+                    if let Event::Message {
+                        client: Some(_), ..
+                    } = &event
+                    {
+                        // Named only for client messages (the others are not its concern).
+                        self.checker
+                            .clients
+                            .deliver(now, format!("{who}/{session}"), &event);
+                    }
                     if let (Event::Message { payload, .. }, Some(p)) = (&event, self.probe.as_mut())
                     {
                         if let Some(id) = invariants::payload_id(payload) {
@@ -1084,15 +1154,27 @@ impl Sim {
                     let now = self.now;
                     self.report.views += 1;
                     self.checker.view(now, &who, &change);
+                    if let (Some(old), Some(node)) = (&change.previous, self.nodes[i].node.as_mut())
+                    {
+                        let got = node.take_client_deliveries(old);
+                        self.checker.clients.moved_on(now, &who, old, &got);
+                    }
                     let members: Vec<String> =
                         change.members.iter().map(|m| m.to_string()).collect();
                     self.log(format!("{who} installs {} {:?}", change.view, members));
                 }
-                Output::Confirmed { session, id } => {
+                Output::Confirmed { session, id, view } => {
+                    let now = self.now;
                     self.checker.clients.applied(&who, &id);
                     let sn = &mut self.nodes[i];
                     if let Some(node) = sn.node.as_mut() {
-                        sn.host.on_output(node, Output::Confirmed { session, id });
+                        if *node.view() == view {
+                            self.checker
+                                .clients
+                                .confirmed_in_view(now, &who, &view, &id);
+                        }
+                        sn.host
+                            .on_output(node, Output::Confirmed { session, id, view });
                     }
                 }
             }
@@ -1418,6 +1500,8 @@ impl Sim {
         self.report.client_failovers = self.tier.failovers;
         self.report.client_crashes = self.tier.crashes;
         self.report.client_deliveries = self.checker.clients.deliveries;
+        self.report.client_confirm_delays =
+            std::mem::take(&mut self.checker.clients.confirm_delays);
         self.report.violations = self.checker.violations.clone();
         self.report.trace = self.trace.iter().cloned().collect();
     }

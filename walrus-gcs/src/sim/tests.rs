@@ -252,17 +252,22 @@ fn a_healed_partition_merges_within_three_seconds() {
     }
 }
 
+/// The violations of standard seeds 0–5 with `plant` applied to their configuration.
+fn planted_violations(plant: impl Fn(&mut SimConfig)) -> Vec<String> {
+    (0..6)
+        .flat_map(|seed| {
+            let mut cfg = SimConfig::standard(seed);
+            plant(&mut cfg);
+            run(&cfg).violations
+        })
+        .collect()
+}
+
 /// Trap (clients): a member that delivers again a client's message the client sent
 /// again after re-attaching (no drop of the copy by its id) must be reported.
 #[test]
 fn planted_bug_client_no_dedup_is_caught() {
-    let caught: Vec<String> = (0..6)
-        .flat_map(|seed| {
-            let mut cfg = SimConfig::standard(seed);
-            cfg.bugs.client_no_dedup = true;
-            run(&cfg).violations
-        })
-        .collect();
+    let caught = planted_violations(|cfg| cfg.bugs.client_no_dedup = true);
     assert!(
         caught
             .iter()
@@ -275,16 +280,24 @@ fn planted_bug_client_no_dedup_is_caught() {
 /// wrong lists; the quiet check (or the client's own check of a delta) must say so.
 #[test]
 fn planted_bug_client_delta_skip_is_caught() {
-    let caught: Vec<String> = (0..6)
-        .flat_map(|seed| {
-            let mut cfg = SimConfig::standard(seed);
-            cfg.bugs.client_delta_skip = true;
-            run(&cfg).violations
-        })
-        .collect();
+    let caught = planted_violations(|cfg| cfg.bugs.client_delta_skip = true);
     assert!(
         caught.iter().any(|v| v.starts_with("client membership")),
         "wrong member lists at a client went unnoticed: {caught:?}"
+    );
+}
+
+/// Trap (clients): a member that confirms a client's message once it is stable (the
+/// rule before members reported their delivered point) confirms what a member that
+/// missed the last `Commit` flushes without; it must be reported.
+#[test]
+fn planted_bug_confirm_when_stable_is_caught() {
+    let caught = planted_violations(|cfg| cfg.bugs.confirm_when_stable = true);
+    assert!(
+        caught
+            .iter()
+            .any(|v| v.starts_with("client confirmed delivery")),
+        "a confirmed client message lost in a flush went unnoticed: {caught:?}"
     );
 }
 
@@ -297,4 +310,28 @@ fn clients_attach_fail_over_and_deliver() {
     assert!(r.clients >= 2, "{r:?}");
     assert!(r.client_failovers > 0, "no client failed over: {r:?}");
     assert!(r.client_deliveries > 100, "{r:?}");
+}
+
+/// The simulator's count of the bytes a `delivered` field takes is the codec's.
+#[test]
+fn delivered_field_bytes_match_the_codec() {
+    use crate::wire::Ack;
+    let ack = |delivered| {
+        crate::codec::encode(&PeerMessage::Ack(Ack {
+            incarnation: Incarnation(1),
+            view: ViewId {
+                counter: 1,
+                coordinator: NodeId::new("a"),
+                incarnation: Incarnation(1),
+            },
+            held: 0,
+            delivered,
+        }))
+        .unwrap()
+        .len() as u64
+    };
+    let zero = ack(0) - super::varint_len(0);
+    for v in [0, 250, 251, 65_535, 65_536, u64::from(u32::MAX), u64::MAX] {
+        assert_eq!(ack(v) - zero, super::varint_len(v), "{v}");
+    }
 }

@@ -544,7 +544,7 @@ impl Sim {
             incarnation: Incarnation(cl.incarnation),
             counter,
         };
-        self.checker.clients.sent(&mid, service, groups);
+        self.checker.clients.sent(self.now, &mid, service, groups);
         Some(id)
     }
 

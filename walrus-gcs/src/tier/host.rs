@@ -376,7 +376,7 @@ impl ClientHost {
                 ));
                 None
             }
-            Output::Confirmed { session, id } => {
+            Output::Confirmed { session, id, .. } => {
                 let attached = self
                     .clients
                     .get(&id.client)

@@ -79,6 +79,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         incarnation: Incarnation(1),
         view: vid(2, "a"),
         held: 3,
+        delivered: 2,
     });
     assert_eq!(
         drain(&mut b),
@@ -93,6 +94,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         view: vid(2, "a"),
         commit: 3,
         stable: 3,
+        delivered: 2,
     });
     let message = Event::Message {
         sender: (id("b"), sb),
@@ -275,6 +277,7 @@ fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
             incarnation: Incarnation(1),
             view: vid(2, "a"),
             held: last,
+            delivered: 2,
         })
     );
 }
@@ -460,5 +463,83 @@ fn a_session_that_never_reads_is_still_disconnected() {
             after.last_round > 0,
             "the sender goes on (lagging {lagging})"
         );
+    }
+}
+
+/// Clients: a member confirms a client's message once every member of the view has
+/// delivered it (the sequencer's `Commit` carries the lowest delivered point, from the
+/// members' `Ack`s), not when the `Commit` that makes it committed and stable arrives:
+/// a member that missed that `Commit` would flush without it (PROTOCOL.md, "Clients").
+/// With the rule before (planted `confirm_when_stable`) the first `Commit` confirms.
+#[test]
+fn a_client_message_is_confirmed_once_every_member_delivered_it() {
+    for planted in [false, true] {
+        let t0 = Instant::now();
+        let (mut a, mut b, t, _sa, sb) = both_in_g(t0);
+        b.plant_bugs(PlantedBugs {
+            confirm_when_stable: planted,
+            ..PlantedBugs::default()
+        });
+        let cid = ClientMsgId {
+            client: id("client.x"),
+            incarnation: Incarnation(1),
+            counter: 1,
+        };
+        b.multicast_for_client(t, sb, cid.clone(), Service::Agreed, &[g("g")], vec![7])
+            .unwrap();
+        let mut others = Vec::new();
+        assert!(forward(&mut b, &mut a, t, &mut others)); // Submit
+        assert!(forward(&mut a, &mut b, t, &mut others)); // Ordered
+        assert!(forward(&mut b, &mut a, t, &mut others)); // Ack: b holds it
+        let commit = sent_to(&drain(&mut a), "b");
+        assert_eq!(
+            commit,
+            PeerMessage::Commit(Commit {
+                incarnation: Incarnation(1),
+                view: vid(2, "a"),
+                commit: 3,
+                stable: 3,
+                delivered: 2,
+            })
+        );
+        b.handle_message(t, &id("a"), commit);
+        let outs = drain(&mut b);
+        let confirmed = |outs: &[Output]| {
+            outs.iter()
+                .any(|o| matches!(o, Output::Confirmed { id, .. } if *id == cid))
+        };
+        assert_eq!(confirmed(&outs), planted, "{outs:?}");
+        if planted {
+            continue;
+        }
+        // b delivered it: it reports so, and the sequencer tells every member.
+        let ack = sent_to(&outs, "a");
+        assert_eq!(
+            ack,
+            PeerMessage::Ack(Ack {
+                incarnation: Incarnation(1),
+                view: vid(2, "a"),
+                held: 3,
+                delivered: 3,
+            })
+        );
+        a.handle_message(t, &id("b"), ack);
+        let commit = sent_to(&drain(&mut a), "b");
+        assert!(
+            matches!(commit, PeerMessage::Commit(Commit { delivered: 3, .. })),
+            "{commit:?}"
+        );
+        b.handle_message(t, &id("a"), commit);
+        let outs = drain(&mut b);
+        assert_eq!(
+            outs,
+            vec![Output::Confirmed {
+                session: sb,
+                id: cid.clone(),
+                view: vid(2, "a"),
+            }]
+        );
+        // Nothing more: the exchange is over.
+        assert_eq!(exchange(&mut a, &mut b, t), vec![]);
     }
 }

@@ -190,6 +190,19 @@ impl Checker {
     }
 }
 
+/// The entry of `key` in `map`, made if missing; `key` is copied only then (the checks
+/// run for every delivery, and names are strings).
+#[allow(clippy::expect_used)] // test code; the key was inserted just before
+pub(super) fn entry_of<'m, V: Default>(
+    map: &'m mut BTreeMap<NodeRef, V>,
+    key: &NodeRef,
+) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.clone(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// The message id a payload carries (its first 8 bytes), if any.
 pub fn payload_id(payload: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;

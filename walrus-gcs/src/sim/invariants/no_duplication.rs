@@ -2,7 +2,7 @@
 //! message some session sent, with the sender, service, groups and payload it was sent
 //! with, and only if it is addressed to a group the session is in.
 
-use super::{payload_id, Invariant, Sent, SessionKey};
+use super::{entry_of, payload_id, Invariant, Sent};
 use crate::event::Event;
 use crate::types::{NodeRef, SessionId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 #[derive(Default)]
 pub(super) struct NoDuplication {
-    seen: BTreeSet<(SessionKey, u64)>,
+    /// The messages each session got, by node incarnation and session.
+    seen: BTreeMap<NodeRef, BTreeSet<(SessionId, u64)>>,
 }
 
 impl Invariant for NoDuplication {
@@ -45,7 +46,8 @@ impl Invariant for NoDuplication {
                 "no creation: {who}/{session} got message {id} that was never sent"
             )),
             Some(s) => {
-                if (s.node.id.clone(), s.session) != *sender
+                if s.node.id != sender.0
+                    || s.session != sender.1
                     || s.service != *service
                     || s.groups != *groups
                 {
@@ -55,7 +57,7 @@ impl Invariant for NoDuplication {
                 }
             }
         }
-        if !self.seen.insert(((who.clone(), session), id)) {
+        if !entry_of(&mut self.seen, who).insert((session, id)) {
             v.push(format!(
                 "no duplication: {who}/{session} got message {id} twice (at {at:?})"
             ));

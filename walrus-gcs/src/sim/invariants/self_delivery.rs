@@ -9,6 +9,7 @@ use std::time::Duration;
 
 #[derive(Default)]
 pub(super) struct SelfDelivery {
+    /// Messages their sending session got back (the only deliveries this checks).
     got: BTreeSet<(SessionKey, u64)>,
 }
 
@@ -19,12 +20,18 @@ impl Invariant for SelfDelivery {
         who: &NodeRef,
         session: SessionId,
         e: &Event,
-        _sent: &BTreeMap<u64, Sent>,
+        sent: &BTreeMap<u64, Sent>,
         _v: &mut Vec<String>,
     ) {
         if let Event::Message { payload, .. } = e {
             if let Some(id) = super::payload_id(payload) {
-                self.got.insert(((who.clone(), session), id));
+                // `at_end` looks up each message at its sender only.
+                if sent
+                    .get(&id)
+                    .is_some_and(|s| s.node == *who && s.session == session)
+                {
+                    self.got.insert(((who.clone(), session), id));
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! every session's delivery sequence follows, also across partitions (the graph of
 //! "delivered just before" edges of all sessions has no cycle).
 
-use super::{payload_id, Invariant, Sent, SessionKey};
+use super::{entry_of, payload_id, Invariant, Sent, SessionKey};
 use crate::event::Event;
 use crate::types::{GroupName, NodeRef, Service, SessionId, Stamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -19,7 +19,8 @@ enum Key {
 
 #[derive(Default)]
 pub(super) struct TotalOrder {
-    last: BTreeMap<SessionKey, Key>,
+    /// The last key each session (node incarnation, then session) got.
+    last: BTreeMap<NodeRef, BTreeMap<SessionId, Key>>,
     edges: BTreeSet<(Key, Key)>,
 }
 
@@ -48,8 +49,7 @@ impl Invariant for TotalOrder {
             Event::Membership { group, at, .. } => Key::Change(group.clone(), at.clone()),
             _ => return,
         };
-        let sk = (who.clone(), session);
-        if let Some(prev) = self.last.insert(sk, key.clone()) {
+        if let Some(prev) = entry_of(&mut self.last, who).insert(session, key.clone()) {
             if prev != key {
                 self.edges.insert((prev, key));
             }
