@@ -7,12 +7,30 @@ use std::time::{Duration, Instant};
 
 /// A TCP port free on `ip` a moment ago (bound, then released).
 pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
-    unclaimed(|| {
-        TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .unwrap_or_else(|e| panic!("no free TCP port on {ip}: {e}"))
-            .port()
-    })
+    unclaimed(|| fixed_port(|port| TcpListener::bind((ip, port)).is_ok(), "TCP"))
+}
+
+/// Ports a test writes into a configuration come from below Linux's ephemeral range
+/// (32768–60999 by default): between the pick and the server's bind, any process's
+/// outgoing connection or `bind(0)` may take a port in that range (seen: a web host's
+/// replicator port, "Address already in use", taken while the test polled status pages).
+/// Here only another explicit bind can, and the pick checks the port is free.
+const FIXED_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A port of [`FIXED_PORTS`] that `free` says is free, picked at random (so test
+/// processes running side by side do not walk the same sequence).
+fn fixed_port(free: impl Fn(u16) -> bool, what: &str) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut state = std::collections::hash_map::RandomState::new().build_hasher();
+    for attempt in 0u64..10_000 {
+        state.write_u64(attempt);
+        let span = u64::from(FIXED_PORTS.end - FIXED_PORTS.start);
+        let port = FIXED_PORTS.start + (state.finish() % span) as u16;
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free {what} port on loopback in {FIXED_PORTS:?}");
 }
 
 /// A port from `pick` that this process has not handed out before. The kernel may give
@@ -38,22 +56,19 @@ pub fn free_udp_port() -> u16 {
 }
 
 fn any_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .unwrap_or_else(|e| panic!("no free UDP port: {e}"))
-        .port()
+    fixed_port(|port| UdpSocket::bind(("127.0.0.1", port)).is_ok(), "UDP")
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 (a name server listens on both).
 pub fn free_dns_port() -> u16 {
     unclaimed(|| {
-        for _ in 0..100 {
-            let port = any_udp_port();
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-        panic!("no loopback port free for both UDP and TCP");
+        fixed_port(
+            |port| {
+                UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                    && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            },
+            "UDP and TCP",
+        )
     })
 }
 
