@@ -15,6 +15,7 @@ use walrus_actors::group::client::ClientLayer;
 use walrus_actors::group::{GroupLayer, GroupSession};
 use walrus_gcs::tier::ClientLinkConfig;
 use walrus_gcs::transport::certs::{self, CertifiedKey, NodeIdentity};
+use walrus_gcs::transport::Limits;
 use walrus_gcs::{Event, Gcs, GroupName, NodeId, Service, Session};
 use walrus_testkit::actors::group::start_members;
 
@@ -103,6 +104,7 @@ async fn a_client_nodes_sessions_join_multicast_and_fail_over() {
         members: listeners.clone(),
         window: 64,
         retry: Duration::from_millis(50),
+        limits: Limits::lan(),
     })
     .await
     .unwrap();

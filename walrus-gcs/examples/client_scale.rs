@@ -431,6 +431,7 @@ async fn driver(args: Args) -> Value {
             members: order,
             window: 64,
             retry: Duration::from_millis(100),
+            limits: Limits::lan(),
         })
         .await
         .expect("attach");

@@ -348,8 +348,13 @@ impl Gcs {
                 self.me
             )));
         }
-        let endpoint = crate::tier::link::listen(identity, listen, self.clients.clone())
-            .map_err(DriverError::Clients)?;
+        let endpoint = crate::tier::link::listen(
+            identity,
+            listen,
+            self.transport.limits(),
+            self.clients.clone(),
+        )
+        .map_err(DriverError::Clients)?;
         let addr = endpoint
             .local_addr()
             .map_err(|e| DriverError::Clients(e.to_string()))?;

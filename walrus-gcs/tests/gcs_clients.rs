@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use walrus_gcs::tier::{Client, ClientLinkConfig, ClientSession};
+use walrus_gcs::transport::Limits;
 use walrus_gcs::{Event, Gcs, GroupName, MembershipReason, NodeId, Service, Session};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -51,6 +52,7 @@ fn client_config(
         members: order.iter().map(|i| listeners[*i].clone()).collect(),
         window: 64,
         retry: Duration::from_millis(50),
+        limits: Limits::lan(),
     }
 }
 

@@ -35,6 +35,10 @@ pub struct ClientLinkConfig {
     pub window: usize,
     /// Wait before connecting to the next member after a link ended.
     pub retry: Duration,
+    /// The transport's limits, of the members' profile (`Limits::lan()`/`wan()`); the
+    /// link uses [`Limits::client_link`] of them: its idle timeout is how soon the client
+    /// finds its member dead.
+    pub limits: Limits,
 }
 
 /// Why a client call failed.
@@ -119,7 +123,9 @@ impl Client {
         let quic =
             QuicClientConfig::try_from(tls).map_err(|e| ClientLinkError::Setup(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(Arc::new(tls::transport_config(&Limits::default())));
+        client_config.transport_config(Arc::new(tls::transport_config(
+            &config.limits.client_link(),
+        )));
         let bind = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut endpoint =
             quinn::Endpoint::client(bind).map_err(|e| ClientLinkError::Setup(e.to_string()))?;

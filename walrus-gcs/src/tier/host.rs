@@ -345,8 +345,8 @@ impl ClientHost {
                         incarnation: node.incarnation(),
                         session,
                     };
-                    #[allow(unused_mut)]
                     let leave = reason == MembershipReason::Leave;
+                    #[allow(unused_mut)] // mutated only by a planted bug (tests, simulator)
                     let mut change = self.lists.change(&group, &holder, members, &at, leave);
                     #[cfg(any(test, feature = "testing"))]
                     if node.planted_bugs().client_delta_skip {

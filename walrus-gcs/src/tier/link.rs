@@ -77,24 +77,26 @@ pub(crate) enum ClientIn {
 }
 
 /// The quinn server configuration of the client listener.
-fn server_config(identity: &NodeIdentity) -> Result<quinn::ServerConfig, String> {
+fn server_config(identity: &NodeIdentity, limits: &Limits) -> Result<quinn::ServerConfig, String> {
     let tls = tls::rustls_server_config(identity, CLIENT_ALPN).map_err(|e| e.to_string())?;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server
-        .transport_config(Arc::new(tls::transport_config(&Limits::default())))
+        .transport_config(Arc::new(tls::transport_config(&limits.client_link())))
         .migration(false);
     Ok(server)
 }
 
-/// Starts the client listener on `listen`; returns the endpoint (close it to stop).
+/// Starts the client listener on `listen` with the member's transport `limits` (see
+/// [`Limits::client_link`]); returns the endpoint (close it to stop).
 pub(crate) fn listen(
     identity: &NodeIdentity,
     listen: SocketAddr,
+    limits: &Limits,
     to_driver: mpsc::Sender<ClientIn>,
 ) -> Result<quinn::Endpoint, String> {
-    let endpoint =
-        quinn::Endpoint::server(server_config(identity)?, listen).map_err(|e| e.to_string())?;
+    let endpoint = quinn::Endpoint::server(server_config(identity, limits)?, listen)
+        .map_err(|e| e.to_string())?;
     let accepting = endpoint.clone();
     tokio::spawn(async move {
         let next = Arc::new(AtomicU64::new(1));

@@ -36,6 +36,16 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval (keeps an idle link from timing out). Default 500 ms.
     pub keep_alive: Duration,
+    /// QUIC idle timeout of a client link (`crate::tier`): how soon a client finds its
+    /// member dead and attaches to the next one, and a member finds a client gone.
+    /// Members detect each other by heartbeats (`CoreConfig::failure_timeout`); a client
+    /// has only this. Default 1 s (LAN), 10 s (WAN). Shorter makes fail-over faster but
+    /// detaches every client of a member whose process stalls that long (each comes
+    /// back as a leave and a join of its sessions).
+    pub client_idle_timeout: Duration,
+    /// QUIC keep-alive interval of a client link: four per `client_idle_timeout`, so
+    /// three lost in a row are not a dead link. Default 250 ms (LAN), 2.5 s (WAN).
+    pub client_keep_alive: Duration,
     /// Time allowed for a TLS handshake. Default 5 s.
     pub handshake_timeout: Duration,
     /// First delay before re-dialing a peer; doubles per failure. Default 50 ms.
@@ -105,6 +115,8 @@ impl Default for Limits {
             write_batch: 64 * 1024,
             idle_timeout: Duration::from_secs(3),
             keep_alive: Duration::from_millis(500),
+            client_idle_timeout: Duration::from_secs(1),
+            client_keep_alive: Duration::from_millis(250),
             handshake_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
@@ -125,6 +137,16 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The limits of a client link (`crate::tier`, both ends): these, with the client
+    /// link's idle timeout and keep-alive.
+    pub fn client_link(&self) -> Limits {
+        Limits {
+            idle_timeout: self.client_idle_timeout,
+            keep_alive: self.client_keep_alive,
+            ..self.clone()
+        }
+    }
+
     /// The LAN profile (same as [`Default`]).
     pub fn lan() -> Self {
         Self::default()
@@ -137,6 +159,8 @@ impl Limits {
         Self {
             idle_timeout: lan.idle_timeout * 10,
             keep_alive: lan.keep_alive * 4,
+            client_idle_timeout: lan.client_idle_timeout * 10,
+            client_keep_alive: lan.client_keep_alive * 10,
             handshake_timeout: lan.handshake_timeout * 4,
             backoff_min: lan.backoff_min * 10,
             backoff_max: lan.backoff_max * 10,
@@ -165,5 +189,26 @@ pub(super) fn size_udp_buffers(socket: &UdpSocket, bytes: usize) {
             "UDP receive buffer smaller than asked: bursts may drop datagrams and slow QUIC \
              down; raise it with `sysctl -w net.core.rmem_max={bytes} net.core.wmem_max={bytes}`"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client link finds a dead member sooner than the members' own links time out
+    /// (those rely on heartbeats), and the WAN profile stretches it like every timeout.
+    #[test]
+    fn a_client_link_takes_the_client_timeouts_of_its_profile() {
+        for (profile, idle) in [
+            (Limits::lan(), Duration::from_secs(1)),
+            (Limits::wan(), Duration::from_secs(10)),
+        ] {
+            let link = profile.client_link();
+            assert_eq!(link.idle_timeout, idle);
+            assert_eq!(link.keep_alive * 4, idle);
+            assert!(link.idle_timeout < profile.idle_timeout);
+            assert_eq!(link.peer_queue, profile.peer_queue);
+        }
     }
 }

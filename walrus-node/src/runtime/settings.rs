@@ -344,6 +344,10 @@ pub fn client_link_config(config: &Config, node: &str) -> Result<ClientLinkConfi
             GcsProfile::Lan => Duration::from_millis(200),
             GcsProfile::Wan => Duration::from_secs(1),
         },
+        limits: match config.timing.gcs_profile {
+            GcsProfile::Lan => Limits::lan(),
+            GcsProfile::Wan => Limits::wan(),
+        },
     })
 }
 
