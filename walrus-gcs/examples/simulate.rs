@@ -18,11 +18,11 @@
 //! sent again after re-attaching (issue 24, clients); `--plant client-delta-skip` makes
 //! members' membership deltas to clients leave out who joined; `--plant confirm-when-stable`
 //! makes members confirm a client's message once it is stable, not once every member
-//! delivered it (a member that missed the last `Commit` flushes without it).
+//! delivered it (a member that missed the origin's last `Ack` flushes without it).
 //! `--no-faults` runs the same seeds without partitions, crashes or scenarios (clients
 //! still crash and lose their links): for the cost figures (`client_confirm_ms`, from a
-//! client's multicast to its confirmation, virtual time; `acks`, `commits` and
-//! `delivered_field_bytes`, what confirming once every member delivered adds).
+//! client's multicast to its confirmation, virtual time; `acks` (one per member an `Ack`
+//! goes to) and `delivered_field_bytes`, what confirming once every member delivered adds).
 //! A failing seed is described on stderr with its replay command
 //! (`WALRUS_SIM_SEED=<n> cargo test -p walrus-gcs --lib sim::`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -64,7 +64,6 @@ struct Totals {
     client_deliveries: u64,
     confirm_delays: BTreeMap<u64, u64>,
     acks: u64,
-    commits: u64,
     delivered_field_bytes: u64,
     violations: u64,
     failed: Vec<u64>,
@@ -132,8 +131,7 @@ fn main() {
                 for (d, n) in &r.client_confirm_delays {
                     *t.confirm_delays.entry(*d).or_default() += n;
                 }
-                t.acks += r.acks_and_commits.0;
-                t.commits += r.acks_and_commits.1;
+                t.acks += r.acks;
                 t.delivered_field_bytes += r.delivered_field_bytes;
                 if !r.violations.is_empty() {
                     t.violations += r.violations.len() as u64;
@@ -184,7 +182,7 @@ impl Totals {
 
     fn json(&self, started: std::time::Instant) -> String {
         format!(
-            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"client_confirm_ms\":{},\"acks\":{},\"commits\":{},\"delivered_field_bytes\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"client_confirm_ms\":{},\"acks\":{},\"delivered_field_bytes\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
             self.seeds,
             self.virtual_seconds,
             self.partitions,
@@ -203,7 +201,6 @@ impl Totals {
             self.client_deliveries,
             self.confirm_json(),
             self.acks,
-            self.commits,
             self.delivered_field_bytes,
             self.failed,
             started.elapsed().as_secs_f64()

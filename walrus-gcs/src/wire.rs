@@ -19,10 +19,10 @@ pub enum PeerMessage {
     Submit(Submit),
     /// Sequencer → members: operations with their sequence numbers.
     Ordered(Ordered),
-    /// Member → sequencer: "I hold every ordered entry up to `held`".
+    /// Member → every member: "I hold every ordered entry up to `held` and delivered
+    /// every one up to `delivered`" (each member works out from these what may be
+    /// delivered and what may be forgotten).
     Ack(Ack),
-    /// Sequencer → members: how far entries may be delivered and may be forgotten.
-    Commit(Commit),
     /// Coordinator → proposed members: start a view change to this view.
     Propose(Propose),
     /// Member → coordinator: a chunk of the entries of my old view I still hold.
@@ -47,7 +47,6 @@ impl PeerMessage {
             PeerMessage::Submit(m) => m.incarnation,
             PeerMessage::Ordered(m) => m.incarnation,
             PeerMessage::Ack(m) => m.incarnation,
-            PeerMessage::Commit(m) => m.incarnation,
             PeerMessage::Propose(m) => m.incarnation,
             PeerMessage::AcceptData(m) => m.incarnation,
             PeerMessage::Accept(m) => m.incarnation,
@@ -64,7 +63,6 @@ impl PeerMessage {
             PeerMessage::Submit(m) => Some(&m.view),
             PeerMessage::Ordered(m) => Some(&m.view),
             PeerMessage::Ack(m) => Some(&m.view),
-            PeerMessage::Commit(m) => Some(&m.view),
             PeerMessage::Propose(m) => Some(&m.proposal),
             PeerMessage::AcceptData(m) => Some(&m.proposal),
             PeerMessage::Accept(m) => Some(&m.proposal),
@@ -92,7 +90,6 @@ impl PeerMessage {
             PeerMessage::Submit(_) => "submit",
             PeerMessage::Ordered(_) => "ordered",
             PeerMessage::Ack(_) => "ack",
-            PeerMessage::Commit(_) => "commit",
             PeerMessage::Propose(_) => "propose",
             PeerMessage::AcceptData(_) => "accept-data",
             PeerMessage::Accept(_) => "accept",
@@ -284,22 +281,6 @@ pub struct Ack {
     pub held: u64,
     /// The sender has delivered every entry up to this one (clients: a member confirms
     /// a client's message once every member has delivered it; PROTOCOL.md, "Clients").
-    pub delivered: u64,
-}
-
-/// See [`PeerMessage::Commit`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Commit {
-    /// Sender's (the sequencer's) incarnation.
-    pub incarnation: Incarnation,
-    /// The view.
-    pub view: ViewId,
-    /// Entries up to this one may be delivered: each one's origin holds it.
-    pub commit: u64,
-    /// Every member holds every entry up to this one; delivered ones may be forgotten.
-    pub stable: u64,
-    /// Every member has delivered every entry up to this one (from their `Ack`s): a
-    /// client's message up to here may be confirmed (PROTOCOL.md, "Clients").
     pub delivered: u64,
 }
 

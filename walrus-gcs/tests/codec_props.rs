@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use walrus_gcs::codec::{self, FRAME_HEADER_LEN, MAX_FRAME};
 use walrus_gcs::{
-    Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupName, GroupRecord, Heartbeat,
+    Accept, AcceptData, Ack, Cut, Entry, FlushReport, GroupName, GroupRecord, Heartbeat,
     Incarnation, Install, InstallData, Member, NodeId, NodeRef, Op, OpKind, Ordered, PeerMessage,
     Propose, Reject, Run, Service, SessionId, Stamp, Submit, ViewId,
 };
@@ -134,17 +134,6 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 held,
                 delivered,
             })
-        ),
-        (inc(), view_id(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(incarnation, view, commit, stable, delivered)| {
-                PeerMessage::Commit(Commit {
-                    incarnation,
-                    view,
-                    commit,
-                    stable,
-                    delivered,
-                })
-            }
         ),
         (inc(), view_id(), prop::collection::vec(node_ref(), 0..6)).prop_map(
             |(incarnation, proposal, members)| PeerMessage::Propose(Propose {

@@ -5,7 +5,7 @@
 //! last queued message is of the same kind and view is merged into that one instead of
 //! queued behind it: [`Ordered`] batches whose numbering continues it and [`Submit`]s whose
 //! counters continue it are appended (up to `max_message_size` of operations), and an
-//! [`Ack`] or [`Commit`] replaces the queued one with the higher points. Only the *last*
+//! [`Ack`] replaces the queued one with the higher points. Only the *last*
 //! message queued to that peer is ever merged into, so what the peer receives, and in
 //! which order, is what it would have received message by message, only in fewer frames:
 //! the per-link FIFO order the protocol relies on is untouched, and nothing waits for a
@@ -72,14 +72,6 @@ pub(super) fn merge(
             if p.view == n.view && p.incarnation == n.incarnation =>
         {
             p.held = p.held.max(n.held);
-            p.delivered = p.delivered.max(n.delivered);
-            Merged::Yes
-        }
-        (PeerMessage::Commit(p), PeerMessage::Commit(n))
-            if p.view == n.view && p.incarnation == n.incarnation =>
-        {
-            p.commit = p.commit.max(n.commit);
-            p.stable = p.stable.max(n.stable);
             p.delivered = p.delivered.max(n.delivered);
             Merged::Yes
         }

@@ -82,14 +82,14 @@ impl Node {
     }
 
     /// Confirms the client messages delivered here that cannot be lost: those of this
-    /// view up to the point every member has delivered (the sequencer's `Commit`
-    /// reports it, from the members' `Ack`s), and those of an earlier view (its flush is
+    /// view up to the point every member has delivered (from the members.
+    /// `Ack`s), and those of an earlier view (its flush is
     /// over: every member that moved on with this node delivered the same cut). A
     /// message every member of its view delivered was delivered by every member that
     /// moves on from that view, whichever component it moves into (`PROTOCOL.md`,
     /// "Clients"). Confirming at the stable point lost messages: a member that learned
-    /// "committed" and "stable" from one `Commit` confirmed, and a member that never
-    /// got that `Commit` flushed without it once the confirming member and the
+    /// "committed" and "stable" from the `Ack`s it got confirmed, and a member that
+    /// missed the submitter's `Ack` flushed without it once the confirming member and the
     /// sequencer were gone (planted: `PlantedBugs::confirm_when_stable`).
     pub(super) fn confirm_clients(&mut self) {
         let upto = if planted!(self, confirm_when_stable) {

@@ -73,8 +73,8 @@ impl Node {
     /// The link to `peer` went down. Besides making `peer` dead until heard again, this
     /// says frames were lost: those in flight on the link, and those the transport held
     /// from it (it drops a link's data once it reports the link down). The protocol finds
-    /// a lost frame by the gap before the next one; a lost *last* frame (an `Ack`, a
-    /// `Commit`, the last `Ordered` or `Submit`) has no next one. If the link comes back
+    /// a lost frame by the gap before the next one; a lost *last* frame (an `Ack`, the
+    /// last `Ordered` or `Submit`) has no next one. If the link comes back
     /// before anyone proposes (a connection that timed out under load and was dialed
     /// again at once), every node still wants the view it has, and the view waits for
     /// the lost frame for ever: the entry never commits and nothing after it is

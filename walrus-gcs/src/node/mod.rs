@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!  multicast/join/leave ─▶ pending ─Submit─▶ sequencer ─Ordered─▶ every member ─Ack─▶
-//!  sequencer ─Commit─▶ every member: deliver entries ≤ commit, in seq order ─▶ sessions
+//!  every member: deliver entries ≤ commit (their submitter holds them), in seq order
+//!  ─▶ sessions
 //!
 //!  view change: Propose ─▶ members freeze and Accept (with what they hold) ─▶
 //!  coordinator computes each old view's cut ─InstallData + Install─▶ members deliver
@@ -43,8 +44,8 @@ use crate::types::{
     ClientMsgId, GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
 };
 use crate::wire::{
-    Accept, AcceptData, Ack, Commit, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install,
-    InstallData, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
+    Accept, AcceptData, Ack, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install, InstallData,
+    Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -76,7 +77,7 @@ mod view_change;
 
 pub(crate) use clients::ClientsSeen;
 use failure::Peer;
-use ordering::{AckHold, Sequencer};
+use ordering::{AckHold, Acks, Sequencer};
 #[cfg(any(test, feature = "testing"))]
 pub use planted::PlantedBugs;
 use view_change::{Accepted, Frozen, Proposal};
@@ -111,8 +112,12 @@ pub struct Node {
     delivered: u64,
     commit: u64,
     stable: u64,
-    /// Every member of the view has delivered every entry up to this one (the
-    /// sequencer's `Commit`): client messages up to here may be confirmed.
+    /// What each member of the view acknowledged (held and delivered points).
+    acks: Acks,
+    /// This node owes the members an `Ack` (sent when the turn's outputs are drained).
+    ack_due: bool,
+    /// Every member of the view has delivered every entry up to this one (from their
+    /// `Ack`s): client messages up to here may be confirmed.
     delivered_all: u64,
     /// The delivered point this node last reported in an `Ack` (or, on the sequencer,
     /// recorded as its own).
@@ -280,6 +285,8 @@ impl Node {
             delivered: 0,
             commit: 0,
             stable: 0,
+            acks: Acks::default(),
+            ack_due: false,
             delivered_all: 0,
             delivered_told: 0,
             last_client_seq: 0,
@@ -340,10 +347,7 @@ impl Node {
         };
         let ordering = matches!(
             msg,
-            PeerMessage::Submit(_)
-                | PeerMessage::Ordered(_)
-                | PeerMessage::Ack(_)
-                | PeerMessage::Commit(_)
+            PeerMessage::Submit(_) | PeerMessage::Ordered(_) | PeerMessage::Ack(_)
         );
         if ordering
             && self.accepted.as_ref().map(|a| &a.id) == msg.view()
@@ -363,7 +367,6 @@ impl Node {
             PeerMessage::Submit(m) => self.on_submit(sender, m),
             PeerMessage::Ordered(m) => self.on_ordered(&sender, m),
             PeerMessage::Ack(m) => self.on_ack(sender, m),
-            PeerMessage::Commit(m) => self.on_commit(&sender, m),
             PeerMessage::Propose(m) => {
                 self.on_propose(now, sender, m);
                 self.evaluate(now);
@@ -541,6 +544,10 @@ impl Node {
         if !self.to_confirm.is_empty() {
             self.confirm_clients();
         }
+        if self.outputs.is_empty() {
+            // The turn's last frame to each member: what it acknowledges.
+            self.send_owed_ack();
+        }
         let out = self.outputs.pop_front();
         if out.is_some() {
             self.popped += 1;
@@ -617,19 +624,16 @@ impl Node {
 
     /// A one-line summary of the ordering state, for traces.
     pub fn summary(&self) -> String {
-        let seqr = self.seqr.as_ref().map(|q| {
-            format!(
-                " seqr(next {} acks {:?} backlog {})",
-                q.next_seq,
-                q.acks.values().collect::<Vec<_>>(),
-                q.backlog.len()
-            )
-        });
+        let seqr = self
+            .seqr
+            .as_ref()
+            .map(|q| format!(" seqr(next {} backlog {})", q.next_seq, q.backlog.len()));
         format!(
-            "{} view {} held {} delivered {} commit {} stable {} pending {} sent_upto {} frozen {} broken {}{}",
+            "{} view {} held {} acks {:?} delivered {} commit {} stable {} pending {} sent_upto {} frozen {} broken {}{}",
             self.me,
             self.view,
             self.held_max,
+            self.acks.held.values().collect::<Vec<_>>(),
             self.delivered,
             self.commit,
             self.stable,

@@ -9,8 +9,6 @@ use super::*;
 pub(super) struct Sequencer {
     /// Next sequence number to give.
     pub(super) next_seq: u64,
-    /// Highest contiguous entry each member holds.
-    pub(super) acks: BTreeMap<NodeRef, u64>,
     /// Next op counter expected from each member (FIFO and gap check).
     pub(super) expected: BTreeMap<NodeRef, u64>,
     /// Ops waiting for room in the window of unstable entries.
@@ -19,10 +17,30 @@ pub(super) struct Sequencer {
     pub(super) unstable: VecDeque<(u64, usize)>,
     /// Their sum (the window of unstable entries in bytes).
     pub(super) unstable_bytes: usize,
-    /// Highest entry each member has delivered (from its `Ack`s; this node's own).
+}
+
+/// What each member of the current view has acknowledged (this node's own points
+/// included): every member sends its `Ack` to every member, so each works out the
+/// commit, stable and delivered-by-all points itself (PROTOCOL.md, "Normal operation").
+#[derive(Debug, Default)]
+pub(super) struct Acks {
+    /// Highest contiguous entry each member holds.
+    pub(super) held: BTreeMap<NodeRef, u64>,
+    /// Highest entry each member has delivered.
     pub(super) delivered: BTreeMap<NodeRef, u64>,
-    /// Last commit, stable and delivered-by-all points sent to the members.
-    pub(super) sent: (u64, u64, u64),
+}
+
+impl Acks {
+    fn record(&mut self, who: &NodeRef, held: u64, delivered: u64) {
+        for (map, point) in [(&mut self.held, held), (&mut self.delivered, delivered)] {
+            match map.get_mut(who) {
+                Some(p) => *p = (*p).max(point),
+                None => {
+                    map.insert(who.clone(), point);
+                }
+            }
+        }
+    }
 }
 
 /// Flow control to the slowest reader (issue 24). While a local session has at least
@@ -188,29 +206,48 @@ impl Node {
             return;
         }
         self.acknowledge();
+        self.advance();
     }
 
-    /// Reports every entry held (up to `held_max`) to the sequencer, or records it as
-    /// the sequencer's own acknowledgement.
+    /// This node holds more entries: acknowledges them unless a local session lags (see
+    /// [`AckHold`]), then delivers what became committed.
+    fn held_more(&mut self) {
+        if self.hold_ack() {
+            self.ack_hold.owed = true;
+        } else {
+            self.ack_hold.owed = false;
+            self.acknowledge();
+        }
+        self.advance();
+    }
+
+    /// Records every entry held (up to `held_max`) and delivered as this node's own
+    /// points, and owes the members an `Ack` of them: it goes at the end of the turn
+    /// (see [`Node::send_owed_ack`]), so the turn's `Ordered` and `Submit` frames to a
+    /// peer still merge and one `Ack` carries the turn's last points (its delivered
+    /// point included).
     fn acknowledge(&mut self) {
-        let held = self.held_max;
-        let delivered = self.delivered;
+        let (held, delivered) = (self.held_max, self.delivered);
         self.delivered_told = delivered;
         let me = self.me.clone();
-        if let Some(seqr) = self.seqr.as_mut() {
-            seqr.acks.insert(me, held);
-            self.seq_advance();
-        } else if let Some(to) = self.members.first().map(|m| m.id.clone()) {
-            self.send(
-                to,
-                PeerMessage::Ack(Ack {
-                    incarnation: self.me.incarnation,
-                    view: self.view.clone(),
-                    held,
-                    delivered,
-                }),
-            );
+        self.acks.record(&me, held, delivered);
+        self.ack_due = true;
+    }
+
+    /// Sends the `Ack` owed since [`Node::acknowledge`] to every other member, with the
+    /// points this node has now (none while frozen: the flush takes what it holds from
+    /// its `Accept`).
+    pub(super) fn send_owed_ack(&mut self) {
+        if !std::mem::take(&mut self.ack_due) || self.frozen.is_some() {
+            return;
         }
+        self.delivered_told = self.delivered;
+        self.send_to_members(PeerMessage::Ack(Ack {
+            incarnation: self.me.incarnation,
+            view: self.view.clone(),
+            held: self.held_max,
+            delivered: self.delivered,
+        }));
     }
 
     /// Whether a multicast of `size` payload bytes would be taken now (the driver asks
@@ -346,43 +383,38 @@ impl Node {
             self.held_max = e.seq;
             self.held.insert(e.seq, e);
         }
-        if self.hold_ack() {
-            self.ack_hold.owed = true;
-            return;
-        }
-        self.ack_hold.owed = false;
-        let me = self.me.clone();
-        let held = self.held_max;
-        if let Some(seqr) = self.seqr.as_mut() {
-            seqr.acks.insert(me, held);
-        }
-        self.seq_advance();
+        self.held_more();
     }
 
-    /// Sequencer: advances commit and stable points and tells the members.
-    fn seq_advance(&mut self) {
-        let Some(seqr) = self.seqr.as_ref() else {
-            return;
-        };
+    /// Works out the commit, stable and delivered-by-all points from the members'
+    /// acknowledgements, delivers what is committed, forgets what is stable and
+    /// delivered, and (on the sequencer) orders what the window now has room for.
+    fn advance(&mut self) {
         let mut commit = self.commit;
         while let Some(e) = self.held.get(&(commit + 1)) {
-            if seqr.acks.get(&e.origin).copied().unwrap_or(0) >= e.seq {
+            if self.acks.held.get(&e.origin).copied().unwrap_or(0) >= e.seq {
                 commit += 1;
             } else {
                 break;
             }
         }
-        let stable = lowest(&self.members, &seqr.acks);
         self.commit = commit;
-        self.stable = self.stable.max(stable);
-        self.seq_tell();
+        self.stable = self.stable.max(lowest(&self.members, &self.acks.held));
         self.deliver_committed();
         let (me, delivered) = (self.me.clone(), self.delivered);
-        if let Some(seqr) = self.seqr.as_mut() {
-            seqr.delivered.insert(me, delivered);
+        self.acks.record(&me, 0, delivered);
+        let all = lowest(&self.members, &self.acks.delivered);
+        self.delivered_all = self.delivered_all.max(all);
+        self.report_delivered();
+        let forget = self.stable.min(self.delivered);
+        if self
+            .held
+            .first_key_value()
+            .is_some_and(|(k, _)| *k <= forget)
+        {
+            self.held = self.held.split_off(&(forget + 1));
         }
-        self.seq_tell();
-        // Room may have opened in the window.
+        // Room may have opened in the sequencer's window.
         let stable = self.stable;
         let (window, window_bytes) = (self.config.max_unstable, self.config.max_unstable_bytes);
         if let Some(s) = self.seqr.as_mut() {
@@ -397,39 +429,11 @@ impl Node {
         }
     }
 
-    /// Sequencer: works out the point every member has delivered up to, and sends
-    /// `Commit` when the commit or stable point moved, or when that point moved past a
-    /// client message (its member may now confirm it; PROTOCOL.md, "Clients"). A group
-    /// without clients sends no more `Commit`s than before.
-    fn seq_tell(&mut self) {
-        let Some(seqr) = self.seqr.as_mut() else {
-            return;
-        };
-        let all = lowest(&self.members, &seqr.delivered);
-        self.delivered_all = self.delivered_all.max(all);
-        let (commit, stable, told) = seqr.sent;
-        let news = (self.commit, self.stable) != (commit, stable)
-            || (self.delivered_all > told
-                && self.last_client_seq > told
-                && !planted!(self, confirm_when_stable));
-        if !news {
-            return;
-        }
-        seqr.sent = (self.commit, self.stable, self.delivered_all);
-        self.send_to_members(PeerMessage::Commit(Commit {
-            incarnation: self.me.incarnation,
-            view: self.view.clone(),
-            commit: self.commit,
-            stable: self.stable,
-            delivered: self.delivered_all,
-        }));
-    }
-
     /// A member that delivered a client message since its last `Ack` reports its
-    /// delivered point (held back like any acknowledgement while a local session lags).
+    /// delivered point (held back like any acknowledgement while a local session lags):
+    /// a group without clients sends no more `Ack`s than the entries it holds need.
     fn report_delivered(&mut self) {
-        if self.seqr.is_some()
-            || planted!(self, confirm_when_stable)
+        if planted!(self, confirm_when_stable)
             || self.delivered <= self.delivered_told
             || self.last_client_seq <= self.delivered_told
         {
@@ -470,40 +474,18 @@ impl Node {
             self.held_max = e.seq;
             self.held.insert(e.seq, e);
         }
-        if self.hold_ack() {
-            self.ack_hold.owed = true;
-        } else {
-            self.ack_hold.owed = false;
-            self.acknowledge();
-        }
-        self.deliver_committed();
+        self.held_more();
     }
 
     pub(super) fn on_ack(&mut self, from: NodeRef, m: Ack) {
-        if m.view != self.view || !self.is_member(&from) {
+        if m.view != self.view || self.frozen.is_some() || !self.is_member(&from) {
             return;
         }
-        let Some(seqr) = self.seqr.as_mut() else {
-            return;
-        };
-        let d = seqr.delivered.entry(from.clone()).or_insert(0);
-        *d = (*d).max(m.delivered);
-        let a = seqr.acks.entry(from).or_insert(0);
-        *a = (*a).max(m.held);
-        self.seq_advance();
+        self.acks.record(&from, m.held, m.delivered);
+        self.advance();
     }
 
-    pub(super) fn on_commit(&mut self, from: &NodeRef, m: Commit) {
-        if m.view != self.view || self.frozen.is_some() || self.members[0] != *from {
-            return;
-        }
-        self.commit = self.commit.max(m.commit);
-        self.stable = self.stable.max(m.stable);
-        self.delivered_all = self.delivered_all.max(m.delivered);
-        self.deliver_committed();
-    }
-
-    /// Delivers held entries up to the commit point, then forgets stable delivered ones.
+    /// Delivers held entries up to the commit point, in order.
     fn deliver_committed(&mut self) {
         if self.frozen.is_some() {
             return;
@@ -517,15 +499,6 @@ impl Node {
             self.delivered = e.seq;
             let view = self.view.clone();
             self.apply(&view, &e);
-        }
-        self.report_delivered();
-        let forget = self.stable.min(self.delivered);
-        if self
-            .held
-            .first_key_value()
-            .is_some_and(|(k, _)| *k <= forget)
-        {
-            self.held = self.held.split_off(&(forget + 1));
         }
     }
 }

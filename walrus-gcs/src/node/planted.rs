@@ -26,9 +26,9 @@ pub struct PlantedBugs {
     pub client_delta_skip: bool,
     /// Clients: confirm a client's message once it is stable (every member holds it),
     /// the rule before every member reported its delivered point: a member that learned
-    /// "committed" and "stable" from one `Commit` confirms what another member, which
-    /// missed that `Commit`, may flush without. Also sends no `Ack` or `Commit` for the
-    /// delivered points (so it behaves as the core did before).
+    /// "committed" and "stable" from the `Ack`s it got confirms what another member,
+    /// which missed the submitter's `Ack`, may flush without. Also sends no extra `Ack`
+    /// for the delivered points (so it behaves as the core did before).
     pub confirm_when_stable: bool,
 }
 

@@ -436,6 +436,8 @@ impl Node {
         self.delivered = 0;
         self.commit = 0;
         self.stable = 0;
+        self.acks = Acks::default();
+        self.ack_due = false;
         self.delivered_all = 0;
         self.delivered_told = 0;
         self.last_client_seq = 0;

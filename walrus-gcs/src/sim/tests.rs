@@ -289,7 +289,7 @@ fn planted_bug_client_delta_skip_is_caught() {
 
 /// Trap (clients): a member that confirms a client's message once it is stable (the
 /// rule before members reported their delivered point) confirms what a member that
-/// missed the last `Commit` flushes without; it must be reported.
+/// missed the submitter's last `Ack` flushes without; it must be reported.
 #[test]
 fn planted_bug_confirm_when_stable_is_caught() {
     let caught = planted_violations(|cfg| cfg.bugs.confirm_when_stable = true);

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::event::{Event, MembershipReason, Output, ViewChange};
-use crate::wire::{Accept, Commit, FlushReport, Heartbeat, Install, Op, OpKind, Ordered, Run};
+use crate::wire::{Accept, FlushReport, Heartbeat, Install, Op, OpKind, Ordered, Run};
 use std::time::Duration;
 
 mod failure;
@@ -64,15 +64,19 @@ fn drain(n: &mut Node) -> Vec<Output> {
 
 /// The one message `outs` sends to `to`.
 fn sent_to(outs: &[Output], to: &str) -> PeerMessage {
-    let found: Vec<&PeerMessage> = outs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send { to: t, msg } if *t == id(to) => Some(msg),
-            _ => None,
-        })
-        .collect();
+    let found = sends_to(outs, to);
     assert_eq!(found.len(), 1, "expected one message to {to} in {outs:?}");
     found[0].clone()
+}
+
+/// The messages `outs` sends to `to`, in order.
+fn sends_to(outs: &[Output], to: &str) -> Vec<PeerMessage> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send { to: t, msg } if *t == id(to) => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Nodes `a` and `b` in view 2.a, each with one session that joined group "g" (the

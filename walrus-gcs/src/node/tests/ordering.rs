@@ -66,36 +66,29 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
             ops: vec![op],
         }],
     });
-    // Not delivered yet: the sender does not hold its sequence number yet.
+    let ack = |held, delivered| {
+        PeerMessage::Ack(Ack {
+            incarnation: Incarnation(1),
+            view: vid(2, "a"),
+            held,
+            delivered,
+        })
+    };
+    // Not delivered yet: the sender does not hold its sequence number yet. The sequencer
+    // acknowledges what it ordered like any member.
     assert_eq!(
         drain(&mut a),
-        vec![Output::Send {
-            to: id("b"),
-            msg: ordered.clone()
-        }]
+        vec![
+            Output::Send {
+                to: id("b"),
+                msg: ordered.clone()
+            },
+            Output::Send {
+                to: id("b"),
+                msg: ack(3, 2)
+            }
+        ]
     );
-    b.handle_message(t, &id("a"), ordered);
-    let ack = PeerMessage::Ack(Ack {
-        incarnation: Incarnation(1),
-        view: vid(2, "a"),
-        held: 3,
-        delivered: 2,
-    });
-    assert_eq!(
-        drain(&mut b),
-        vec![Output::Send {
-            to: id("a"),
-            msg: ack.clone()
-        }]
-    );
-    a.handle_message(t, &id("b"), ack);
-    let commit = PeerMessage::Commit(Commit {
-        incarnation: Incarnation(1),
-        view: vid(2, "a"),
-        commit: 3,
-        stable: 3,
-        delivered: 2,
-    });
     let message = Event::Message {
         sender: (id("b"), sb),
         service: Service::Agreed,
@@ -103,24 +96,28 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         payload: b"hi".to_vec(),
         client: None,
     };
+    // The sender holds it now: it commits there at once (two hops for the sender).
+    b.handle_message(t, &id("a"), ordered);
+    b.handle_message(t, &id("a"), ack(3, 2));
     assert_eq!(
-        drain(&mut a),
+        drain(&mut b),
         vec![
-            Output::Send {
-                to: id("b"),
-                msg: commit.clone()
-            },
             Output::Deliver {
-                session: sa,
+                session: sb,
                 event: message.clone()
+            },
+            Output::Send {
+                to: id("a"),
+                msg: ack(3, 3)
             }
         ]
     );
-    b.handle_message(t, &id("a"), commit);
+    // Every other member commits it on the sender's `Ack` (three hops).
+    a.handle_message(t, &id("b"), ack(3, 3));
     assert_eq!(
-        drain(&mut b),
+        drain(&mut a),
         vec![Output::Deliver {
-            session: sb,
+            session: sa,
             event: message
         }]
     );
@@ -256,14 +253,18 @@ fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
         });
         a.handle_message(t, &id("b"), one);
     }
-    let PeerMessage::Ordered(ordered) = sent_to(&drain(&mut a), "b") else {
-        panic!("expected one Ordered");
+    // One `Ordered`, then the sequencer's own `Ack` of it.
+    let to_b = sends_to(&drain(&mut a), "b");
+    let [PeerMessage::Ordered(ordered), PeerMessage::Ack(_)] = &to_b[..] else {
+        panic!("expected one Ordered and one Ack: {to_b:?}");
     };
+    let ordered = ordered.clone();
     assert_eq!((ordered.len(), ordered.runs.len()), (3, 1));
     assert_eq!(ordered.runs[0].origin, r("b"));
     assert_eq!(ordered.runs[0].ops, submit.ops);
 
-    // Two batches of it (split) reach `b` in one turn: one Ack, for the last entry.
+    // Two batches of it (split) reach `b` in one turn: one Ack, for the last entry (b
+    // delivered them meanwhile: it is their origin).
     let last = ordered.last().unwrap();
     let mut entries = ordered.clone().into_entries().unwrap();
     let tail = entries.split_off(1);
@@ -277,7 +278,7 @@ fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
             incarnation: Incarnation(1),
             view: vid(2, "a"),
             held: last,
-            delivered: 2,
+            delivered: last,
         })
     );
 }
@@ -467,10 +468,10 @@ fn a_session_that_never_reads_is_still_disconnected() {
 }
 
 /// Clients: a member confirms a client's message once every member of the view has
-/// delivered it (the sequencer's `Commit` carries the lowest delivered point, from the
-/// members' `Ack`s), not when the `Commit` that makes it committed and stable arrives:
-/// a member that missed that `Commit` would flush without it (PROTOCOL.md, "Clients").
-/// With the rule before (planted `confirm_when_stable`) the first `Commit` confirms.
+/// delivered it (every member's `Ack` carries its delivered point), not when the
+/// message becomes committed and stable: a member that missed the origin's `Ack` would
+/// flush without it (PROTOCOL.md, "Clients"). With the rule before (planted
+/// `confirm_when_stable`) the member confirms as soon as it is stable.
 #[test]
 fn a_client_message_is_confirmed_once_every_member_delivered_it() {
     for planted in [false, true] {
@@ -485,51 +486,35 @@ fn a_client_message_is_confirmed_once_every_member_delivered_it() {
             incarnation: Incarnation(1),
             counter: 1,
         };
-        b.multicast_for_client(t, sb, cid.clone(), Service::Agreed, &[g("g")], vec![7])
-            .unwrap();
-        let mut others = Vec::new();
-        assert!(forward(&mut b, &mut a, t, &mut others)); // Submit
-        assert!(forward(&mut a, &mut b, t, &mut others)); // Ordered
-        assert!(forward(&mut b, &mut a, t, &mut others)); // Ack: b holds it
-        let commit = sent_to(&drain(&mut a), "b");
-        assert_eq!(
-            commit,
-            PeerMessage::Commit(Commit {
+        let ack = |held, delivered| {
+            PeerMessage::Ack(Ack {
                 incarnation: Incarnation(1),
                 view: vid(2, "a"),
-                commit: 3,
-                stable: 3,
-                delivered: 2,
+                held,
+                delivered,
             })
-        );
-        b.handle_message(t, &id("a"), commit);
-        let outs = drain(&mut b);
+        };
         let confirmed = |outs: &[Output]| {
             outs.iter()
                 .any(|o| matches!(o, Output::Confirmed { id, .. } if *id == cid))
         };
+        b.multicast_for_client(t, sb, cid.clone(), Service::Agreed, &[g("g")], vec![7])
+            .unwrap();
+        let mut others = Vec::new();
+        assert!(forward(&mut b, &mut a, t, &mut others)); // Submit
+        assert!(forward(&mut a, &mut b, t, &mut others)); // Ordered, the sequencer's Ack
+                                                          // b holds and delivers it (stable: both hold it); it reports both points.
+        let outs = drain(&mut b);
         assert_eq!(confirmed(&outs), planted, "{outs:?}");
         if planted {
             continue;
         }
-        // b delivered it: it reports so, and the sequencer tells every member.
-        let ack = sent_to(&outs, "a");
-        assert_eq!(
-            ack,
-            PeerMessage::Ack(Ack {
-                incarnation: Incarnation(1),
-                view: vid(2, "a"),
-                held: 3,
-                delivered: 3,
-            })
-        );
-        a.handle_message(t, &id("b"), ack);
-        let commit = sent_to(&drain(&mut a), "b");
-        assert!(
-            matches!(commit, PeerMessage::Commit(Commit { delivered: 3, .. })),
-            "{commit:?}"
-        );
-        b.handle_message(t, &id("a"), commit);
+        assert_eq!(sent_to(&outs, "a"), ack(3, 3));
+        a.handle_message(t, &id("b"), ack(3, 3));
+        // a delivers it on b's `Ack` and reports that it did.
+        let outs = drain(&mut a);
+        assert_eq!(sent_to(&outs, "b"), ack(3, 3));
+        b.handle_message(t, &id("a"), ack(3, 3));
         let outs = drain(&mut b);
         assert_eq!(
             outs,
