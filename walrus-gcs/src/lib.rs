@@ -17,9 +17,9 @@
 //! Following one message: [`Node::multicast`] appends an [`Op`] to the node's
 //! pending list and sends it in a [`Submit`] to the view's sequencer (its first
 //! member). The sequencer numbers it and sends an [`Ordered`] entry to every member;
-//! each acknowledges with [`Ack`]. Once the sender itself holds the entry, the
-//! sequencer advances the commit point ([`Commit`]), and every member delivers the
-//! entries up to it, in sequence order, as [`Event::Message`] to each local session in a
+//! each acknowledges to every member with [`Ack`]. Once a member hears that the sender
+//! itself holds the entry, the entry is committed there, and the member delivers the
+//! entries up to the commit point, in sequence order, as [`Event::Message`] to each local session in a
 //! destination group. If the view changes first, the flush delivers or drops the entry
 //! consistently, and the sender submits it again in the next view if it was dropped.
 //!

@@ -191,7 +191,7 @@ pub fn view_change(net: &mut Net, i: usize, restart: bool, link_down: bool) -> V
     };
     let last_install = net.installs.iter().map(|x| x.at).max().unwrap_or(net.now);
     let (vm, vb) = net.traffic.of(VIEW_CHANGE_KINDS);
-    let (om, ob) = net.traffic.of(&["submit", "ordered", "ack", "commit"]);
+    let (om, ob) = net.traffic.of(&["submit", "ordered", "ack"]);
     json!({
         "ok": true,
         "failover_ms": ms(took),

@@ -173,7 +173,7 @@ pub fn two_tier(m: usize, c: usize, args: &Args, latency: Duration) -> Value {
     for &k in &samples {
         net.mark();
         let took = clients.crash(&mut net, k);
-        let (om, ob) = net.traffic.of(&["submit", "ordered", "ack", "commit"]);
+        let (om, ob) = net.traffic.of(&["submit", "ordered", "ack"]);
         op_msgs += om;
         op_bytes += ob;
         if let Some(t) = took {
