@@ -3,7 +3,8 @@
 //!
 //! The real implementation is walrus-gcs itself ([`walrus_gcs::Gcs`] and [`GcsSession`])
 //! on a member, and [`client::ClientLayer`] (over walrus-gcs' client tier) on a client
-//! node.
+//! node; [`tiered::TierLayer`] is either of them, for code that runs both tiers behind
+//! one type.
 //! The actors are generic over these two small traits so that their shells can also be
 //! unit-tested against [`local::LocalBus`] (feature `testing`), an in-process group bus
 //! with a trivially total order: one lock, every delivery in one sequence. Integration
@@ -262,3 +263,4 @@ impl GroupLayer for Gcs {
 pub mod client;
 #[cfg(any(test, feature = "testing"))]
 pub mod local;
+pub mod tiered;

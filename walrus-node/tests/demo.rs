@@ -189,6 +189,15 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
         .parse()
         .unwrap();
 
+    // The demo runs both tiers: each area's second web host is a client of the area's
+    // Director host.
+    assert!(
+        all.iter().any(|l| l.contains("3 web hosts as clients")
+            && l.contains("eu-2 → eu-1, then us-1")),
+        "{}",
+        all.join("\n")
+    );
+
     // The scripted failure of cluster c-eu moves area eu (phase 3). Only a move after the
     // scripted death counts: a move before it would have another cause.
     wait_line(&rx, &mut all, "the death of eu-2", patience, |l| {
