@@ -552,6 +552,10 @@ fn sample(cluster: &Cluster<TieredLayers>) -> Sample {
         for (area, d) in rt.directors() {
             s.directors.insert(area.clone(), d.status.borrow().clone());
         }
+        if let Some(c) = rt.layer().client() {
+            let member = c.watch_member().borrow().as_ref().map(|m| m.to_string());
+            s.clients.insert(name.clone(), member);
+        }
         if s.view.is_none() {
             s.view = rt.layer().member().and_then(|g| g.view());
         }

@@ -29,7 +29,7 @@
 
 use super::{GroupLayer, GroupSession};
 use std::time::Duration;
-use walrus_gcs::tier::{Client, ClientLinkConfig, ClientLinkError, ClientSession};
+use walrus_gcs::tier::{Client, ClientLinkConfig, ClientLinkError, ClientSession, ClientStats};
 use walrus_gcs::{DriverError, Event, GroupName, Incarnation, Member, NodeId, Service};
 
 /// A client's failure as the actors' error type.
@@ -71,6 +71,11 @@ impl ClientLayer {
     /// The member the client is attached to now (`None` between links).
     pub fn watch_member(&self) -> tokio::sync::watch::Receiver<Option<NodeId>> {
         self.client.watch_member()
+    }
+
+    /// The link's counters (attachments, links lost, messages, unconfirmed multicasts).
+    pub fn stats(&self) -> ClientStats {
+        self.client.stats()
     }
 
     /// Its name (`client.…`).
