@@ -666,7 +666,11 @@ impl Config {
     /// What is valid but probably not what the operator wants, one sentence each:
     /// `check-config` prints them and `run` logs them at start.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.located_warnings.iter().map(|w| w.to_string()).collect();
+        let mut out: Vec<String> = self
+            .located_warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
         if self.dns.backend == DnsBackend::Rfc2136 && self.dns.mode == DnsMode::Director {
             for (name, area) in &self.areas {
                 let directors: Vec<(&String, &Node)> = self
@@ -984,7 +988,10 @@ fn attach_warnings(
             continue;
         }
         let names = |s: &BTreeSet<&AreaName>| {
-            s.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|a| a.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let where_first = if theirs.is_empty() {
             "in no area".to_owned()
@@ -2143,7 +2150,8 @@ mod tests {
         assert_eq!(w.field, "nodes.eu-b.attach");
         assert_eq!(w.line, Some(line_after(&planted, "[nodes.eu-b]", "attach")));
         assert!(
-            w.message.contains("in area eu but attaches first to `us-a`, in area us")
+            w.message
+                .contains("in area eu but attaches first to `us-a`, in area us")
                 && w.message.contains("the member eu-a"),
             "{w}"
         );
@@ -2160,12 +2168,15 @@ mod tests {
         // asia-a; make asia-b attach to eu-a while asia-a is the only asia member and
         // see it named, then without any asia member nothing is said).
         let asia = text.replace(
-                "[nodes.asia-b]\n",
-                "[nodes.asia-b]\ntier = \"client\"\nattach = [\"eu-a\", \"us-a\"]\n",
-            );
+            "[nodes.asia-b]\n",
+            "[nodes.asia-b]\ntier = \"client\"\nattach = [\"eu-a\", \"us-a\"]\n",
+        );
         let c = parse(&asia).unwrap();
         assert_eq!(c.located_warnings.len(), 1, "{:?}", c.located_warnings);
-        assert!(c.located_warnings[0].0.message.contains("the member asia-a"));
+        assert!(c.located_warnings[0]
+            .0
+            .message
+            .contains("the member asia-a"));
         let alone = asia.replace(
             "[nodes.asia-a]\naddress = \"127.0.3.1:7400\"\nroles = [\"controller\", \"reporter\", \"director\", \"replicator\"]\nserver = \"asia-1\"\narea = \"asia\"\n",
             "[nodes.asia-a]\naddress = \"127.0.3.1:7400\"\nroles = [\"controller\"]\n",

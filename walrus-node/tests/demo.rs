@@ -192,8 +192,8 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     // The demo runs both tiers: each area's second web host is a client of the area's
     // Director host.
     assert!(
-        all.iter().any(|l| l.contains("3 web hosts as clients")
-            && l.contains("eu-2 → eu-1, then us-1")),
+        all.iter()
+            .any(|l| l.contains("3 web hosts as clients") && l.contains("eu-2 → eu-1, then us-1")),
         "{}",
         all.join("\n")
     );

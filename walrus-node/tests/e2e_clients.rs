@@ -290,7 +290,10 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
         assert_eq!(doc["client"]["attached_to"], member, "{w}: {doc}");
         // The member lists the client it hosts on its own /status.
         let doc = h.status(member).expect("the member's /status");
-        assert!(lists_client(&doc, w, member), "{member} does not list {w}: {doc}");
+        assert!(
+            lists_client(&doc, w, member),
+            "{member} does not list {w}: {doc}"
+        );
     }
     let view = h.members_view(&MEMBERS).unwrap_or_else(|| {
         panic!(
@@ -367,7 +370,10 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
     assert_eq!(value("walrus_client_attachments_total"), 2.0, "{metrics}");
     assert_eq!(value("walrus_client_links_lost_total"), 1.0, "{metrics}");
     assert!(value("walrus_client_multicasts_total") >= 2.0, "{metrics}");
-    assert!(value("walrus_client_messages_delivered_total") >= 2.0, "{metrics}");
+    assert!(
+        value("walrus_client_messages_delivered_total") >= 2.0,
+        "{metrics}"
+    );
     assert!(value("walrus_client_unconfirmed") >= 0.0, "{metrics}");
     let live = ["m1", "m2"];
     let (master, reports) = poll_until_with(

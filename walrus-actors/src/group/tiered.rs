@@ -14,7 +14,8 @@ use super::client::{ClientGroupSession, ClientLayer};
 use super::{GcsSession, GroupLayer, GroupSession, PeerStreams};
 use std::sync::Arc;
 use std::time::Duration;
-use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, NodeId, Service};
+use tokio::sync::watch;
+use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, NodeId, Service, ViewChange};
 
 /// A member's walrus-gcs node or a client's link (see the module doc).
 pub enum TierLayer {
@@ -120,6 +121,13 @@ impl GroupLayer for TierLayer {
         match self {
             TierLayer::Member(g) => g.settled(grace).await,
             TierLayer::Client(c) => c.settled(grace).await,
+        }
+    }
+
+    fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
+        match self {
+            TierLayer::Member(g) => GroupLayer::watch_view(g),
+            TierLayer::Client(c) => c.watch_view(),
         }
     }
 
