@@ -276,20 +276,15 @@ fn check_config_reports_the_field_of_an_error() {
 
     // A client attaching first outside its area: valid, with a warning naming the file,
     // the line and the field.
-    let text = EXAMPLE
-        .replace("transport = \"quic\"", "transport = \"tls-tcp\"")
-        .replace(
-            "status_addr = \"127.0.1.1:9400\"\n",
-            "status_addr = \"127.0.1.1:9400\"\nclient_port = 7500\n",
-        )
-        .replace(
-            "status_addr = \"127.0.2.1:9400\"\n",
-            "status_addr = \"127.0.2.1:9400\"\nclient_port = 7500\n",
-        )
-        .replace(
-            "[nodes.eu-b]\n",
-            "[nodes.eu-b]\ntier = \"client\"\nattach = [\"us-a\", \"eu-a\"]\n",
-        );
+    let mut text = EXAMPLE.replace("transport = \"quic\"", "transport = \"tls-tcp\"");
+    for member in ["127.0.1.1", "127.0.2.1"] {
+        let status = format!("status_addr = \"{member}:9400\"\n");
+        text = text.replace(&status, &format!("{status}client_port = 7500\n"));
+    }
+    let text = text.replace(
+        "[nodes.eu-b]\n",
+        "[nodes.eu-b]\ntier = \"client\"\nattach = [\"us-a\", \"eu-a\"]\n",
+    );
     let line = text
         .lines()
         .position(|l| l.starts_with("attach = [\"us-a\""))
