@@ -3,7 +3,8 @@
 //!
 //! The real implementation is walrus-gcs itself ([`walrus_gcs::Gcs`] and [`GcsSession`])
 //! on a member, and [`client::ClientLayer`] (over walrus-gcs' client tier) on a client
-//! node.
+//! node; [`tiered::TierLayer`] is either of them, for code that runs both tiers behind
+//! one type.
 //! The actors are generic over these two small traits so that their shells can also be
 //! unit-tested against [`local::LocalBus`] (feature `testing`), an in-process group bus
 //! with a trivially total order: one lock, every delivery in one sequence. Integration
@@ -24,8 +25,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use walrus_gcs::transport::bulk::TcpStreams;
-use walrus_gcs::{DriverError, Event, Gcs, GroupName, Member, NodeId, Service, Session};
+use walrus_gcs::{
+    DriverError, Event, Gcs, GroupName, Member, NodeId, Service, Session, ViewChange,
+};
 
 /// One group-communication session, as an actor holds it.
 pub trait GroupSession: Send + Sync + 'static {
@@ -69,6 +73,17 @@ pub trait GroupLayer: Send + Sync + 'static {
     /// first sits alone in a view of its own, and a session that joined there would come
     /// first in the merged membership list and depose the running master.
     fn settled(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+
+    /// The view this node is in, watched: `None` until it installs its first view in this
+    /// incarnation, then the latest (its members, sorted, this node among them).
+    ///
+    /// What each layer says: walrus-gcs, the views its membership protocol installs (a
+    /// node cut off from the others installs a view of itself alone). A client
+    /// ([`client::ClientLayer`]) is in no view: always `None` (it knows the member it is
+    /// attached to, not that member's view; see `ClientLayer::watch_member`). The
+    /// in-process bus ([`local::LocalBus`]) has one view: every node with a session open
+    /// that has not crashed or shut down.
+    fn watch_view(&self) -> watch::Receiver<Option<ViewChange>>;
 
     /// Point-to-point byte streams to named peers, where the layer has them (walrus-gcs
     /// does; the in-process bus has in-memory pipes). `None`: no streams.
@@ -250,6 +265,10 @@ impl GroupLayer for Gcs {
         .await;
     }
 
+    fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
+        Gcs::watch_view(self)
+    }
+
     fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
         Some(Arc::new(self.transport().clone()))
     }
@@ -262,3 +281,4 @@ impl GroupLayer for Gcs {
 pub mod client;
 #[cfg(any(test, feature = "testing"))]
 pub mod local;
+pub mod tiered;

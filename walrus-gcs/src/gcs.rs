@@ -257,6 +257,8 @@ pub struct Gcs {
     clients: mpsc::Sender<ClientIn>,
     /// The client listener, once started.
     client_endpoint: Mutex<Option<quinn::Endpoint>>,
+    /// The clients attached to this member now (names, sorted).
+    attached_clients: watch::Receiver<Vec<NodeId>>,
 }
 
 /// Message counters of a running node, since it started (for metrics: a monitoring
@@ -302,8 +304,10 @@ impl Gcs {
         let stats = Arc::new(Counters::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let (clients_tx, clients_rx) = mpsc::channel(1024);
+        let client_links = ClientLinks::default();
+        let attached_clients = client_links.watch();
         let driver = Driver {
-            clients: ClientLinks::default(),
+            clients: client_links,
             stats: stats.clone(),
             node,
             transport: transport.clone(),
@@ -330,6 +334,7 @@ impl Gcs {
             fatal: fatal_rx,
             clients: clients_tx,
             client_endpoint: Mutex::new(None),
+            attached_clients,
         })
     }
 
@@ -440,6 +445,12 @@ impl Gcs {
     /// Watches view installations.
     pub fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
         self.view.clone()
+    }
+
+    /// Watches the clients attached to this member (`client.` names, sorted; empty
+    /// without [`Gcs::serve_clients`]).
+    pub fn watch_clients(&self) -> watch::Receiver<Vec<NodeId>> {
+        self.attached_clients.clone()
     }
 
     /// The transport, for point-to-point streams ([`Transport::open_stream`],

@@ -86,6 +86,16 @@ async fn wait_member(c: &Client, want: &str) {
 }
 
 /// Client session `s` multicasts messages `a<i>` for `i` in `range`.
+/// Waits until member `m` lists exactly `clients` as attached ([`Gcs::watch_clients`]).
+async fn wait_clients(m: &Gcs, clients: &[&str]) {
+    let mut w = m.watch_clients();
+    let want: Vec<NodeId> = clients.iter().map(|c| NodeId::new(*c)).collect();
+    let got = tokio::time::timeout(LONG, w.wait_for(|l| *l == want))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(got, "{} lists {:?}, not {want:?}", m.id(), *w.borrow());
+}
+
 async fn send_range(s: &ClientSession, g: &GroupName, range: std::ops::Range<u32>) {
     for i in range {
         s.multicast(
@@ -143,6 +153,8 @@ async fn clients_fail_over_and_lose_nothing_they_were_told_was_delivered() {
         .unwrap();
     wait_member(&a, "m1").await;
     wait_member(&b, "m1").await;
+    // The member lists the clients attached to it.
+    wait_clients(&nodes[0], &["client.a", "client.b"]).await;
     let sa = a.open_session().await.unwrap();
     let mut sb = b.open_session().await.unwrap();
     sa.join(g.clone()).await.unwrap();
@@ -164,6 +176,8 @@ async fn clients_fail_over_and_lose_nothing_they_were_told_was_delivered() {
     eprintln!("m1 shut down with {in_flight} messages of client.a not yet confirmed");
     wait_member(&a, "m2").await;
     wait_member(&b, "m3").await;
+    wait_clients(&nodes[1], &["client.a"]).await;
+    wait_clients(&nodes[2], &["client.b"]).await;
     // And twenty after the fail-over.
     send_range(&sa, &g, 40..60).await;
     let t = Instant::now();
@@ -232,6 +246,26 @@ async fn clients_fail_over_and_lose_nothing_they_were_told_was_delivered() {
         seen.iter().any(|p| p == "a059"),
         "client.b missed the last: {seen:?}"
     );
+
+    // The links' counters: attached twice (m1, then m2 or m3), one link lost, client.a's
+    // sixty multicasts all confirmed, client.b's session given each of them.
+    let (sa_stats, sb_stats) = (a.stats(), b.stats());
+    assert_eq!(
+        (
+            sa_stats.attachments,
+            sa_stats.links_lost,
+            sa_stats.multicasts
+        ),
+        (2, 1, 60),
+        "{sa_stats:?}"
+    );
+    assert_eq!(sa_stats.unconfirmed, 0, "{sa_stats:?}");
+    assert_eq!(
+        (sb_stats.attachments, sb_stats.links_lost),
+        (2, 1),
+        "{sb_stats:?}"
+    );
+    assert!(sb_stats.delivered >= 60, "{sb_stats:?}");
 
     a.shutdown().await;
     b.shutdown().await;

@@ -7,7 +7,8 @@
 //!    │  prepare: CA and one certificate per node in DIR/certs,
 //!    │           per-node state in DIR/state/NODE/{dns/, bypass}
 //!    ▼
-//!  Cluster::start ──▶ for each node: Layers::start (a walrus-gcs node over QUIC, or the
+//!  Cluster::start ──▶ for each node: Layers::start (a walrus-gcs node over QUIC; with
+//!                     TieredLayers a client link for a `tier = "client"` node; or the
 //!                     in-process bus) ──▶ NodeRuntime::start (its roles)
 //!
 //!  stop_node(N)  clean: roles leave their groups, the gcs node says goodbye
@@ -37,9 +38,10 @@ use crate::runtime::{NodeRuntime, RunError};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use walrus_actors::group::tiered::TierLayer;
 use walrus_actors::group::GroupLayer;
-use walrus_gcs::transport::certs;
-use walrus_gcs::Gcs;
+use walrus_gcs::transport::{certs, Transport};
+use walrus_gcs::{Gcs, PeerMessage};
 
 /// How the launcher makes each node's group layer, and crashes it.
 pub trait Layers: Send + Sync + 'static {
@@ -55,9 +57,17 @@ pub trait Layers: Send + Sync + 'static {
 
     /// Makes `layer` vanish without goodbye (before its tasks are aborted).
     fn crash(&self, config: &Config, node: &str, layer: &Self::Layer);
+
+    /// `layer`'s walrus-gcs transport, for the partition switch ([`Cluster::partition`]);
+    /// `None` where the layer has none (a client's link, the in-process bus).
+    fn transport<'a>(&self, layer: &'a Self::Layer) -> Option<&'a Transport<PeerMessage>> {
+        let _ = layer;
+        None
+    }
 }
 
-/// The real thing: one walrus-gcs node over QUIC with mutual TLS per node.
+/// The real thing: one walrus-gcs node over QUIC with mutual TLS per node (every node a
+/// member; a node with a `client_port` also serves clients).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuicLayers;
 
@@ -65,12 +75,7 @@ impl Layers for QuicLayers {
     type Layer = Gcs;
 
     async fn start(&self, config: &Config, node: &str) -> Result<Gcs, RunError> {
-        Gcs::start(crate::runtime::gcs_config(config, node)?)
-            .await
-            .map_err(|source| RunError::Gcs {
-                node: node.to_owned(),
-                source,
-            })
+        crate::runtime::member_layer(config, node).await
     }
 
     fn crash(&self, config: &Config, node: &str, layer: &Gcs) {
@@ -81,6 +86,43 @@ impl Layers for QuicLayers {
                 .transport()
                 .cut(&walrus_gcs::NodeId::new(peer.as_str()));
         }
+    }
+
+    fn transport<'a>(&self, layer: &'a Gcs) -> Option<&'a Transport<PeerMessage>> {
+        Some(layer.transport())
+    }
+}
+
+/// Both tiers, as the file says: a walrus-gcs node per member (as [`QuicLayers`]), a
+/// client link ([`walrus_actors::group::client::ClientLayer`]) per `tier = "client"` node,
+/// attached to the first member of its `attach` list that admits it.
+///
+/// A client cannot be crashed without goodbye here: its link has no partition switch, so
+/// [`Cluster::kill_node`] of a client drops its link, which closes the QUIC connection
+/// (its member sees the link end at once, not after the idle timeout). A client's link
+/// follows no [`Cluster::partition`]: it stays attached to its member, on whichever side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TieredLayers;
+
+impl Layers for TieredLayers {
+    type Layer = TierLayer;
+
+    async fn start(&self, config: &Config, node: &str) -> Result<TierLayer, RunError> {
+        Ok(if config.node(node)?.is_member() {
+            TierLayer::Member(crate::runtime::member_layer(config, node).await?)
+        } else {
+            TierLayer::Client(crate::runtime::client_layer(config, node).await?)
+        })
+    }
+
+    fn crash(&self, config: &Config, node: &str, layer: &TierLayer) {
+        if let Some(gcs) = layer.member() {
+            QuicLayers.crash(config, node, gcs);
+        }
+    }
+
+    fn transport<'a>(&self, layer: &'a TierLayer) -> Option<&'a Transport<PeerMessage>> {
+        layer.member().map(Gcs::transport)
     }
 }
 
@@ -299,15 +341,16 @@ pub fn free_dns_port() -> std::io::Result<u16> {
     Err(std::io::Error::other("no port free for both UDP and TCP"))
 }
 
-impl Cluster<QuicLayers> {
+impl<F: Layers> Cluster<F> {
     /// Splits the running nodes into `components` over real sockets (walrus-gcs's partition
     /// switch): links between components are cut at both ends, links inside restored. A
-    /// running node listed in no component is cut from everyone.
+    /// running node listed in no component is cut from everyone. Nodes whose layer has no
+    /// transport (see [`Layers::transport`]) are not cut.
     pub fn partition(&self, components: &[&[&str]]) {
         let transports: Vec<_> = self
             .nodes
             .values()
-            .map(|rt| rt.layer().transport())
+            .filter_map(|rt| self.layers.transport(rt.layer()))
             .collect();
         walrus_gcs::transport::partition(&transports, components);
     }

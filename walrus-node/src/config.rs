@@ -201,6 +201,20 @@ pub struct Config {
     /// A digest of the file's text (16 hex digits, FNV-1a 64): two nodes with different
     /// digests run different files. Shown in `/status` and `/metrics` (`walrus_config_info`).
     pub digest: String,
+    /// Warnings found while reading the file, located (file, line, field); part of
+    /// [`Config::warnings`]. Determined by the text, like `digest`.
+    pub located_warnings: Vec<ConfigWarning>,
+}
+
+/// A warning about a valid file: its location and text have the shape of a
+/// [`ConfigError`]'s (file, line, field, message) and print the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning(pub ConfigError);
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// The `[http]` section: how the node's status side (`status_addr`) is protected.
@@ -652,7 +666,11 @@ impl Config {
     /// What is valid but probably not what the operator wants, one sentence each:
     /// `check-config` prints them and `run` logs them at start.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self
+            .located_warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
         if self.dns.backend == DnsBackend::Rfc2136 && self.dns.mode == DnsMode::Director {
             for (name, area) in &self.areas {
                 let directors: Vec<(&String, &Node)> = self
@@ -883,6 +901,7 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let servers: BTreeSet<&ServerName> = clusters.values().flat_map(|c| c.servers.keys()).collect();
     let nodes = validate_nodes(loc, &raw.nodes, &servers, &areas, &http)?;
+    let located_warnings = attach_warnings(loc, &raw.nodes, &nodes, &areas, &clusters);
 
     let replicator = raw
         .replicator
@@ -904,7 +923,98 @@ fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         replicator,
         http,
         digest: digest_of(loc.source),
+        located_warnings,
     })
+}
+
+/// The areas a node belongs to: its `area` if it names one, else every area whose home
+/// cluster holds its server (none for a node with neither, such as a Controller's host).
+fn areas_of<'a>(
+    node: &'a Node,
+    areas: &'a BTreeMap<AreaName, Area>,
+    clusters: &BTreeMap<ClusterName, Cluster>,
+) -> BTreeSet<&'a AreaName> {
+    if let Some(a) = &node.area {
+        return [a].into();
+    }
+    let Some(server) = &node.server else {
+        return BTreeSet::new();
+    };
+    areas
+        .iter()
+        .filter(|(_, a)| {
+            clusters
+                .get(&a.home_cluster)
+                .is_some_and(|c| c.servers.contains_key(server))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// A client whose first `attach` entry is a member outside the client's area while its
+/// own area has members: its reports and pulls cross areas (a WAN link, in production)
+/// for as long as that member is up, and its own area's member is only a fall-back.
+///
+/// A warning, not an error: it can be meant (the area's member is small, or being
+/// drained), and the file works as written. What is certainly wrong about an attach list
+/// (an unknown node, a client, a member without `client_port`, a name twice, an empty
+/// list) is refused by [`validate_nodes`].
+fn attach_warnings(
+    loc: &Locator<'_>,
+    raw: &Spanned<BTreeMap<String, Spanned<RawNode>>>,
+    nodes: &BTreeMap<String, Node>,
+    areas: &BTreeMap<AreaName, Area>,
+    clusters: &BTreeMap<ClusterName, Cluster>,
+) -> Vec<ConfigWarning> {
+    let mut out = Vec::new();
+    for (name, n) in nodes.iter().filter(|(_, n)| !n.is_member()) {
+        let Some(first) = n.attach.first() else {
+            continue;
+        };
+        let mine = areas_of(n, areas, clusters);
+        let theirs = nodes
+            .get(first)
+            .map(|m| areas_of(m, areas, clusters))
+            .unwrap_or_default();
+        if mine.is_empty() || !mine.is_disjoint(&theirs) {
+            continue;
+        }
+        let local: Vec<&str> = nodes
+            .iter()
+            .filter(|(_, m)| m.is_member() && !areas_of(m, areas, clusters).is_disjoint(&mine))
+            .map(|(m, _)| m.as_str())
+            .collect();
+        if local.is_empty() {
+            continue;
+        }
+        let names = |s: &BTreeSet<&AreaName>| {
+            s.iter()
+                .map(|a| a.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let where_first = if theirs.is_empty() {
+            "in no area".to_owned()
+        } else {
+            format!("in area {}", names(&theirs))
+        };
+        let span = raw.get_ref().get(name).map(|s| s.span());
+        out.push(ConfigWarning(loc.err(
+            span,
+            format!("nodes.{name}.attach"),
+            format!(
+                "client `{name}` is in area {} but attaches first to `{first}`, {where_first}, \
+                 while its own area has the member{} {}: its reports and replica pulls cross \
+                 areas as long as `{first}` is up; list {} first (with client_port) unless \
+                 this is meant",
+                names(&mine),
+                if local.len() == 1 { "" } else { "s" },
+                local.join(", "),
+                local.join(" or "),
+            ),
+        )));
+    }
+    out
 }
 
 /// `[replicator]`: its ranges are walrus-actors' ([`ReplicatorKnobs::validate`]); here the
@@ -2019,6 +2129,63 @@ mod tests {
                 .position(|l| l.starts_with(prefix))
                 .unwrap()
             + 1
+    }
+
+    #[test]
+    fn a_client_attaching_first_outside_its_area_is_a_located_warning() {
+        let text = with_clients(EXAMPLE);
+        let c = parse(&text).unwrap();
+        assert!(c.located_warnings.is_empty(), "{:?}", c.located_warnings);
+        // Planted: eu-b (server eu-1's cluster c-eu, area eu) lists us-a first.
+        let planted = text.replace(
+            "[nodes.eu-b]\ntier = \"client\"\nattach = [\"eu-a\", \"us-a\"]",
+            "[nodes.eu-b]\ntier = \"client\"\nattach = [\"us-a\", \"eu-a\"]",
+        );
+        assert_ne!(planted, text);
+        let c = parse(&planted).unwrap();
+        let [ConfigWarning(w)] = &c.located_warnings[..] else {
+            panic!("{:?}", c.located_warnings)
+        };
+        assert_eq!(w.file, PathBuf::from("walrus.toml"));
+        assert_eq!(w.field, "nodes.eu-b.attach");
+        assert_eq!(w.line, Some(line_after(&planted, "[nodes.eu-b]", "attach")));
+        assert!(
+            w.message
+                .contains("in area eu but attaches first to `us-a`, in area us")
+                && w.message.contains("the member eu-a"),
+            "{w}"
+        );
+        // It is among the warnings check-config prints, with file and line.
+        let line = w.line.unwrap();
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|s| s.starts_with(&format!("walrus.toml:{line}: `nodes.eu-b.attach`: "))),
+            "{:?}",
+            c.warnings()
+        );
+        // A client whose area has no member to prefer: no warning (asia-b's area has
+        // asia-a; make asia-b attach to eu-a while asia-a is the only asia member and
+        // see it named, then without any asia member nothing is said).
+        let asia = text.replace(
+            "[nodes.asia-b]\n",
+            "[nodes.asia-b]\ntier = \"client\"\nattach = [\"eu-a\", \"us-a\"]\n",
+        );
+        let c = parse(&asia).unwrap();
+        assert_eq!(c.located_warnings.len(), 1, "{:?}", c.located_warnings);
+        assert!(c.located_warnings[0]
+            .0
+            .message
+            .contains("the member asia-a"));
+        let alone = asia.replace(
+            "[nodes.asia-a]\naddress = \"127.0.3.1:7400\"\nroles = [\"controller\", \"reporter\", \"director\", \"replicator\"]\nserver = \"asia-1\"\narea = \"asia\"\n",
+            "[nodes.asia-a]\naddress = \"127.0.3.1:7400\"\nroles = [\"controller\"]\n",
+        );
+        assert_ne!(alone, asia);
+        // asia-a is now a Controller's host in no area: asia has no member, so there is
+        // nothing better for asia-b to attach to first.
+        let c = parse(&alone).unwrap();
+        assert!(c.located_warnings.is_empty(), "{:?}", c.located_warnings);
     }
 
     #[test]

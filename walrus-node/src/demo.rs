@@ -9,10 +9,13 @@
 //!          ▲ HTTP (real reads)                              web host)
 //!  6 Reporters ──┐                                         ▲ decisions
 //!  3 Controllers ┴── walrus-gcs over QUIC on loopback ─────┘
-//!  (cluster::Cluster, one gcs node per host)
+//!  (cluster::Cluster with TieredLayers: members are the Controllers, `origin` and each
+//!   area's Director host (eu-1, us-1, asia-1, which serve clients); the other web hosts
+//!   (eu-2, us-2, asia-2) are clients attached to their area's Director host, failing
+//!   over to the next area's)
 //!
-//!  Replicator primary `origin` (content root DIR/site) ──QUIC streams──▶ a Replicator
-//!  replica on every web host (DIR/replicas/<host>/current is what its web server serves)
+//!  Replicator primary `origin` (content root DIR/site) ──TLS/TCP──▶ a Replicator replica
+//!  on every web host (DIR/replicas/<host>/current is what its web server serves)
 //!
 //!  script: a server dies → the last server of c-eu dies → c-us overloads → the master
 //!          Controller is killed → the site's content changes on the primary (printed
@@ -25,7 +28,7 @@
 //! The web servers serve the replicated content (each from its own replica's `current`),
 //! with a line saying which server answered.
 
-use crate::cluster::{free_dns_port, free_udp_port, Cluster, QuicLayers};
+use crate::cluster::{free_dns_port, free_udp_port, Cluster, TieredLayers};
 use crate::config::Config;
 use crate::runtime::RunError;
 use crate::status::{self, Observer, Sample, SharedObserver, StatusServer};
@@ -402,7 +405,9 @@ pub fn demo_toml(
             w.status_url()
         );
     }
-    let port = || free_udp_port().map_err(io("finding a free UDP port"));
+    // Free for UDP and TCP: a node's QUIC port is also its TLS/TCP transfer port.
+    let port = || free_dns_port().map_err(io("finding a free UDP and TCP port"));
+    let client_port = || free_udp_port().map_err(io("finding a free UDP port"));
     for c in CONTROLLERS {
         t += &format!(
             "[nodes.{c}]\naddress = \"127.0.0.1:{}\"\nroles = [\"controller\"]\n",
@@ -424,8 +429,16 @@ pub fn demo_toml(
             port()?,
             roles.join(", ")
         );
-        if let Some((a, _, _)) = area {
-            t += &format!("area = \"{a}\"\n");
+        match (area, client_attach(&w.name)) {
+            // An area's Director host is a member and serves its area's clients.
+            (Some((a, _, _)), _) => {
+                t += &format!("area = \"{a}\"\nclient_port = {}\n", client_port()?);
+            }
+            (None, Some(attach)) => {
+                let list: Vec<String> = attach.iter().map(|m| format!("\"{m}\"")).collect();
+                t += &format!("tier = \"client\"\nattach = [{}]\n", list.join(", "));
+            }
+            (None, None) => {}
         }
         if let Some(dir) = replication {
             t += &format!(
@@ -435,14 +448,26 @@ pub fn demo_toml(
         }
     }
     if let Some(dir) = replication {
+        // A client replica pulls over TLS/TCP (it has no QUIC streams to the primary).
         t += &format!(
             "[nodes.{ORIGIN}]\naddress = \"127.0.0.1:{}\"\nroles = [\"replicator\"]\n\
-             [replicator]\nprimary = \"{ORIGIN}\"\nroot = \"{}\"\nkeep = 2\n",
+             [replicator]\nprimary = \"{ORIGIN}\"\nroot = \"{}\"\nkeep = 2\ntransport = \"tls-tcp\"\n",
             port()?,
             dir.join("site").display()
         );
     }
     Ok(t)
+}
+
+/// A client web host's attach list: its own area's Director host first, then the next
+/// area's (fail-over); `None` for a host that is a member (an area's Director host).
+pub fn client_attach(host: &str) -> Option<[&'static str; 2]> {
+    let cluster = SERVERS.iter().find(|(n, ..)| *n == host)?.1;
+    let i = AREAS.iter().position(|(_, home, _)| *home == cluster)?;
+    if AREAS[i].2 == host {
+        return None;
+    }
+    Some([AREAS[i].2, AREAS[(i + 1) % AREAS.len()].2])
 }
 
 // ----------------------------------------------------------------------------------------
@@ -475,7 +500,7 @@ impl<W: Write> Narrator<W> {
 }
 
 /// The running Controllers that say they are master.
-fn masters(cluster: &Cluster<QuicLayers>) -> Vec<String> {
+fn masters(cluster: &Cluster<TieredLayers>) -> Vec<String> {
     CONTROLLERS
         .iter()
         .filter(|c| {
@@ -491,24 +516,29 @@ fn masters(cluster: &Cluster<QuicLayers>) -> Vec<String> {
 /// The master to show: the only one, or during a partition the one whose view is the
 /// largest (the side with most hosts), with its status.
 fn master(
-    cluster: &Cluster<QuicLayers>,
+    cluster: &Cluster<TieredLayers>,
 ) -> Option<(String, walrus_actors::controller::actor::ControllerStatus)> {
     masters(cluster)
         .into_iter()
         .filter_map(|m| {
             let rt = cluster.node(&m)?;
-            let size = rt.layer().view().map_or(0, |v| v.members.len());
+            let size = rt
+                .layer()
+                .member()
+                .and_then(|g| g.view())
+                .map_or(0, |v| v.members.len());
             Some((size, m.clone(), rt.controller()?.status()))
         })
         .max_by_key(|(size, _, _)| *size)
         .map(|(_, m, st)| (m, st))
 }
 
-fn sample(cluster: &Cluster<QuicLayers>) -> Sample {
+fn sample(cluster: &Cluster<TieredLayers>) -> Sample {
     let mut s = Sample::default();
     if let Some((name, st)) = master(cluster) {
-        s.view = cluster.node(&name).and_then(|n| n.layer().view());
-        s.gcs = cluster.node(&name).map(|n| n.layer().stats());
+        let gcs = cluster.node(&name).and_then(|n| n.layer().member());
+        s.view = gcs.and_then(|g| g.view());
+        s.gcs = gcs.map(|g| g.stats());
         s.master = Some(name);
         s.controller = Some(st);
     }
@@ -522,8 +552,12 @@ fn sample(cluster: &Cluster<QuicLayers>) -> Sample {
         for (area, d) in rt.directors() {
             s.directors.insert(area.clone(), d.status.borrow().clone());
         }
+        if let Some(c) = rt.layer().client() {
+            let member = c.watch_member().borrow().as_ref().map(|m| m.to_string());
+            s.clients.insert(name.clone(), member);
+        }
         if s.view.is_none() {
-            s.view = rt.layer().view();
+            s.view = rt.layer().member().and_then(|g| g.view());
         }
     }
     s.replicator = cluster
@@ -577,12 +611,24 @@ async fn run_in<W: Write>(
     let toml = demo_toml(&list, &dns_ports, Some(dir))?;
     let config = Config::from_toml(&PathBuf::from("demo.toml"), &toml)?;
     say.raw("Walrus demo: three areas (eu, us, asia), three clusters of two web servers, three Controllers, on loopback.");
-    say.raw("Starting 10 nodes (walrus-gcs over QUIC with mutual TLS), one of them the Replicator primary of the site's content ...");
+    let clients: Vec<String> = config
+        .nodes
+        .iter()
+        .filter(|(_, n)| !n.is_member())
+        .map(|(name, n)| format!("{name} → {}", n.attach.join(", then ")))
+        .collect();
+    say.raw(&format!(
+        "Starting {} nodes (walrus-gcs over QUIC with mutual TLS), one of them the Replicator primary of the site's content: {} members, and {} web hosts as clients attached to their area's member ({}) ...",
+        config.nodes.len(),
+        config.nodes.len() - clients.len(),
+        clients.len(),
+        clients.join("; ")
+    ));
     let observer: SharedObserver = Arc::new(Mutex::new(Observer::new("demo", &config)));
     let dashboard = StatusServer::start(opts.dashboard, observer.clone()).or_else(|_| {
         StatusServer::start(SocketAddr::new(opts.dashboard.ip(), 0), observer.clone())
     })?;
-    let mut cluster = match Cluster::start(config.clone(), dir, QuicLayers).await {
+    let mut cluster = match Cluster::start(config.clone(), dir, TieredLayers).await {
         Ok(c) => c,
         Err(e) => {
             dashboard.stop().await;
@@ -661,7 +707,7 @@ struct ReplicationWatch {
 }
 
 impl ReplicationWatch {
-    fn check(&mut self, cluster: &Cluster<QuicLayers>) -> Option<String> {
+    fn check(&mut self, cluster: &Cluster<TieredLayers>) -> Option<String> {
         let gen_of = |n: &str| {
             cluster
                 .node(n)
@@ -693,7 +739,7 @@ impl ReplicationWatch {
 #[allow(clippy::too_many_arguments)]
 async fn drive<W: Write>(
     say: &mut Narrator<W>,
-    cluster: &mut Cluster<QuicLayers>,
+    cluster: &mut Cluster<TieredLayers>,
     webs: &mut BTreeMap<String, DemoWeb>,
     base: &BTreeMap<String, u32>,
     observer: &SharedObserver,
@@ -852,7 +898,7 @@ async fn drive<W: Write>(
 }
 
 /// Cuts area asia's hosts and one backup Controller off from the rest.
-fn partition<W: Write>(say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
+fn partition<W: Write>(say: &mut Narrator<W>, cluster: &Cluster<TieredLayers>) {
     let masters = masters(cluster);
     let running = cluster.running();
     let Some(backup) = CONTROLLERS
@@ -877,13 +923,29 @@ fn partition<W: Write>(say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
     cluster.partition(&[&side_a, &side_b]);
 }
 
-fn heal<W: Write>(_say: &mut Narrator<W>, cluster: &Cluster<QuicLayers>) {
+fn heal<W: Write>(_say: &mut Narrator<W>, cluster: &Cluster<TieredLayers>) {
     cluster.heal();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo's web servers as values (not started), for its file.
+    fn idle_webs() -> Vec<DemoWeb> {
+        SERVERS
+            .iter()
+            .map(|(n, c, ip, _)| DemoWeb {
+                name: (*n).to_owned(),
+                cluster: (*c).to_owned(),
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), 8080),
+                busy: Arc::default(),
+                hits: Arc::default(),
+                content: None,
+                running: None,
+            })
+            .collect()
+    }
 
     #[test]
     fn scenarios_parse_and_unknown_ones_are_named() {
@@ -895,18 +957,7 @@ mod tests {
 
     #[test]
     fn the_demo_file_makes_origin_the_primary_and_every_web_host_a_replica() {
-        let webs: Vec<DemoWeb> = SERVERS
-            .iter()
-            .map(|(n, c, ip, _)| DemoWeb {
-                name: (*n).to_owned(),
-                cluster: (*c).to_owned(),
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), 8080),
-                busy: Arc::default(),
-                hits: Arc::default(),
-                content: None,
-                running: None,
-            })
-            .collect();
+        let webs = idle_webs();
         let list: Vec<&DemoWeb> = webs.iter().collect();
         let dir = Path::new("/tmp/demo-x");
         let text = demo_toml(&list, &[5301, 5302, 5303], Some(dir)).unwrap();
@@ -930,6 +981,43 @@ mod tests {
             .unwrap()
             .replicator
             .is_none());
+    }
+
+    #[test]
+    fn the_demo_file_makes_each_areas_second_web_host_a_client_of_its_director_host() {
+        let webs = idle_webs();
+        let list: Vec<&DemoWeb> = webs.iter().collect();
+        let text = demo_toml(&list, &[5301, 5302, 5303], Some(Path::new("/tmp/demo-x"))).unwrap();
+        let c = Config::from_toml(Path::new("demo.toml"), &text).unwrap();
+        let clients: Vec<(&str, Vec<&str>)> = c
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.is_member())
+            .map(|(name, n)| (name.as_str(), n.attach.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            clients,
+            vec![
+                ("asia-2", vec!["asia-1", "eu-1"]),
+                ("eu-2", vec!["eu-1", "us-1"]),
+                ("us-2", vec!["us-1", "asia-1"]),
+            ]
+        );
+        for (_, _, host) in AREAS {
+            assert!(c.nodes[host].is_member(), "{host}");
+            assert!(c.nodes[host].client_port.is_some(), "{host}");
+        }
+        // The file is valid as it stands, with no warning (a client attaches to a member
+        // of its own area first).
+        assert_eq!(
+            c.warnings()
+                .iter()
+                .filter(|w| !w.contains("name_server port"))
+                .count(),
+            0,
+            "{:?}",
+            c.warnings()
+        );
     }
 
     #[test]

@@ -273,6 +273,34 @@ fn check_config_reports_the_field_of_an_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("areas.eu.home_cluster"));
+
+    // A client attaching first outside its area: valid, with a warning naming the file,
+    // the line and the field.
+    let mut text = EXAMPLE.replace("transport = \"quic\"", "transport = \"tls-tcp\"");
+    for member in ["127.0.1.1", "127.0.2.1"] {
+        let status = format!("status_addr = \"{member}:9400\"\n");
+        text = text.replace(&status, &format!("{status}client_port = 7500\n"));
+    }
+    let text = text.replace(
+        "[nodes.eu-b]\n",
+        "[nodes.eu-b]\ntier = \"client\"\nattach = [\"us-a\", \"eu-a\"]\n",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("attach = [\"us-a\""))
+        .unwrap()
+        + 1;
+    std::fs::write(&conf, &text).unwrap();
+    let out = ok(bin()
+        .args(["check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap());
+    let expected = format!(
+        "warning: {}:{line}: `nodes.eu-b.attach`: client `eu-b` is in area eu but attaches first to `us-a`",
+        conf.display()
+    );
+    assert!(out.contains(&expected), "{expected}\nnot in\n{out}");
 }
 
 #[test]

@@ -189,6 +189,15 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
         .parse()
         .unwrap();
 
+    // The demo runs both tiers: each area's second web host is a client of the area's
+    // Director host.
+    assert!(
+        all.iter()
+            .any(|l| l.contains("3 web hosts as clients") && l.contains("eu-2 → eu-1, then us-1")),
+        "{}",
+        all.join("\n")
+    );
+
     // The scripted failure of cluster c-eu moves area eu (phase 3). Only a move after the
     // scripted death counts: a move before it would have another cause.
     wait_line(&rx, &mut all, "the death of eu-2", patience, |l| {
@@ -213,6 +222,23 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     );
     let servers = doc["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 6, "{body}");
+    // Each client web host with the member it is attached to.
+    let clients: Vec<(&str, &str)> = doc["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["node"].as_str().unwrap(),
+                c["attached_to"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        clients,
+        [("asia-2", "asia-1"), ("eu-2", "eu-1"), ("us-2", "us-1")],
+        "{body}"
+    );
     let eu1 = servers.iter().find(|s| s["name"] == "eu-1").unwrap();
     assert!(eu1["state"].as_str().unwrap().starts_with("dead"), "{body}");
     assert!(
@@ -257,6 +283,10 @@ fn demo_runs_30_s_prints_moves_and_serves_status_metrics_and_a_live_dashboard() 
     if let Err(e) = dashboard_shows_the_move(&dom) {
         panic!("dashboard: {e}\n{dom}");
     }
+    assert!(
+        dom.contains("<tr data-client=\"eu-2\"><td>eu-2</td><td>eu-1</td></tr>"),
+        "the dashboard does not show client eu-2 on eu-1:\n{dom}"
+    );
     // A screenshot with both plots, for a person to look at (the DOM check above is the
     // proof); a blank page would be a few kB.
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

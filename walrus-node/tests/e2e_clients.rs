@@ -228,6 +228,14 @@ fn view_changes(doc: &Value) -> Option<u64> {
 }
 
 /// The member a client's log says it attached to last.
+/// Whether a `/status` document lists client node `client` attached to `member`.
+fn lists_client(doc: &Value, client: &str, member: &str) -> bool {
+    doc["clients"].as_array().is_some_and(|l| {
+        l.iter()
+            .any(|c| c["node"] == client && c["attached_to"] == member)
+    })
+}
+
 fn attached_to(log: &str) -> Option<String> {
     let line = log.lines().rev().find(|l| l.contains(" attached"))?;
     let at = line.find("member=")? + "member=".len();
@@ -280,6 +288,12 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
         let doc = h.status(w).expect("the client's /status");
         assert!(doc["view"].is_null(), "{w} shows a view: {doc}");
         assert_eq!(doc["client"]["attached_to"], member, "{w}: {doc}");
+        // The member lists the client it hosts on its own /status.
+        let doc = h.status(member).expect("the member's /status");
+        assert!(
+            lists_client(&doc, w, member),
+            "{member} does not list {w}: {doc}"
+        );
     }
     let view = h.members_view(&MEMBERS).unwrap_or_else(|| {
         panic!(
@@ -332,6 +346,12 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
         },
     );
     let failover_ms = killed.elapsed().as_millis();
+    poll_until_with(
+        "m1's /status lists w2 among its clients",
+        PATIENCE,
+        || h.logs(),
+        || lists_client(&h.status("m1")?, "w2", "m1").then_some(()),
+    );
     let (_, metrics) = http_get(h.status["w2"], "/metrics").unwrap();
     assert!(
         metrics
@@ -339,6 +359,22 @@ fn web_hosts_as_clients_report_fail_over_and_never_change_the_view() {
             .any(|l| l == "walrus_client_attached{member=\"m1\"} 1"),
         "w2's /metrics:\n{metrics}"
     );
+    // Its link's counters: attached twice (m3, then m1), one link lost, its reports sent
+    // and the group's messages received.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in w2's /metrics:\n{metrics}"))
+    };
+    assert_eq!(value("walrus_client_attachments_total"), 2.0, "{metrics}");
+    assert_eq!(value("walrus_client_links_lost_total"), 1.0, "{metrics}");
+    assert!(value("walrus_client_multicasts_total") >= 2.0, "{metrics}");
+    assert!(
+        value("walrus_client_messages_delivered_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(value("walrus_client_unconfirmed") >= 0.0, "{metrics}");
     let live = ["m1", "m2"];
     let (master, reports) = poll_until_with(
         "a master among m1 and m2",

@@ -18,7 +18,8 @@
 //!   read the membership (a Controller's master election, a Director's writer election,
 //!   the Replicator primary whose announcements count by sender) must run on members;
 //!   walrus-node's configuration refuses them on clients.
-//! - **No view, no peers.** [`GroupLayer::settled`] completes once the client is attached
+//! - **No view, no peers.** [`GroupLayer::watch_view`] stays `None`;
+//!   [`GroupLayer::settled`] completes once the client is attached
 //!   to a member (or after the grace); there are no point-to-point streams
 //!   ([`GroupLayer::peer_streams`] is `None`) and no peer list to change.
 //! - A crash of the client is a `Disconnect` of its sessions in their groups (members see
@@ -29,8 +30,9 @@
 
 use super::{GroupLayer, GroupSession};
 use std::time::Duration;
-use walrus_gcs::tier::{Client, ClientLinkConfig, ClientLinkError, ClientSession};
-use walrus_gcs::{DriverError, Event, GroupName, Incarnation, Member, NodeId, Service};
+use tokio::sync::watch;
+use walrus_gcs::tier::{Client, ClientLinkConfig, ClientLinkError, ClientSession, ClientStats};
+use walrus_gcs::{DriverError, Event, GroupName, Incarnation, Member, NodeId, Service, ViewChange};
 
 /// A client's failure as the actors' error type.
 fn driver_error(e: ClientLinkError) -> DriverError {
@@ -45,6 +47,8 @@ pub struct ClientLayer {
     client: Client,
     name: NodeId,
     incarnation: Incarnation,
+    /// Always `None`: a client is in no view ([`GroupLayer::watch_view`]).
+    no_view: watch::Sender<Option<ViewChange>>,
 }
 
 impl ClientLayer {
@@ -65,12 +69,18 @@ impl ClientLayer {
             client,
             name,
             incarnation,
+            no_view: watch::Sender::new(None),
         })
     }
 
     /// The member the client is attached to now (`None` between links).
     pub fn watch_member(&self) -> tokio::sync::watch::Receiver<Option<NodeId>> {
         self.client.watch_member()
+    }
+
+    /// The link's counters (attachments, links lost, messages, unconfirmed multicasts).
+    pub fn stats(&self) -> ClientStats {
+        self.client.stats()
     }
 
     /// Its name (`client.…`).
@@ -136,6 +146,12 @@ impl GroupLayer for ClientLayer {
 
     async fn shutdown(&self) {
         self.client.shutdown().await
+    }
+
+    /// Always `None`: a client is in no view (its member is, see
+    /// [`ClientLayer::watch_member`]).
+    fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
+        self.no_view.subscribe()
     }
 
     /// Completes once the client is attached to a member, or after `grace`.

@@ -2,23 +2,26 @@
 //! `testing`). Not a model of walrus-gcs's failure behaviour: it has one view, a total
 //! order given by one lock, membership lists in join order, and a [`LocalBus::crash`]
 //! that removes a node's sessions with reason `Network` (what a view change does).
-//! Integration tests use the real walrus-gcs.
+//! Integration tests use the real walrus-gcs. Its view ([`GroupLayer::watch_view`]) is
+//! every node with a session open.
 
 use super::{
     BoxFuture, GroupLayer, GroupSession, PeerStreams, StreamError, StreamRecv, StreamSend,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use walrus_gcs::{
-    DriverError, Event, GroupName, Incarnation, Member, MembershipReason, NodeId, Service,
-    SessionId, Stamp, ViewId,
+    DriverError, Event, GroupName, Incarnation, Member, MembershipReason, NodeId, NodeRef, Service,
+    SessionId, Stamp, ViewChange, ViewId,
 };
 
 /// The shared bus; clone it to hand to every node.
 #[derive(Clone, Default)]
 pub struct LocalBus {
     inner: Arc<Mutex<BusState>>,
+    /// The bus's one view ([`GroupLayer::watch_view`]): the nodes with a session open.
+    view: Arc<watch::Sender<Option<ViewChange>>>,
 }
 
 #[derive(Default)]
@@ -125,6 +128,8 @@ impl LocalBus {
             .map(|(id, _)| *id)
             .collect();
         st.remove_sessions(&gone, MembershipReason::Network);
+        drop(st);
+        self.publish_view();
     }
 
     /// The members of `group`, in join order.
@@ -138,6 +143,39 @@ impl LocalBus {
 
     fn lock(&self) -> MutexGuard<'_, BusState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the view if its nodes changed: every node (incarnation) with a session
+    /// open, sorted; the view counter grows with each change.
+    fn publish_view(&self) {
+        let nodes: BTreeSet<NodeRef> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|s| NodeRef {
+                id: s.member.node.clone(),
+                incarnation: s.member.incarnation,
+            })
+            .collect();
+        let members: Vec<NodeRef> = nodes.into_iter().collect();
+        self.view.send_if_modified(|v| {
+            if v.as_ref().map(|v| &v.members) == Some(&members) {
+                return false;
+            }
+            let counter = v.as_ref().map_or(1, |v| v.view.counter + 1);
+            *v = Some(ViewChange {
+                view: ViewId {
+                    counter,
+                    coordinator: NodeId::new("local-bus"),
+                    incarnation: Incarnation(0),
+                },
+                members,
+                previous: None,
+                delivered: 0,
+                digest: 0,
+            });
+            true
+        });
     }
 }
 
@@ -224,6 +262,8 @@ impl GroupLayer for LocalNode {
                 tx,
             },
         );
+        drop(st);
+        self.bus.publish_view();
         Ok(LocalSession {
             bus: self.bus.clone(),
             member,
@@ -241,6 +281,12 @@ impl GroupLayer for LocalNode {
             .map(|(id, _)| *id)
             .collect();
         st.remove_sessions(&gone, MembershipReason::Disconnect);
+        drop(st);
+        self.bus.publish_view();
+    }
+
+    fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
+        self.bus.view.subscribe()
     }
 
     /// The bus has one view: settled at once.
@@ -336,6 +382,7 @@ impl GroupSession for LocalSession {
     async fn close(self) {
         let mut st = self.bus.lock();
         st.remove_sessions(&[self.member.session], MembershipReason::Disconnect);
+        // `Drop` publishes the view.
     }
 }
 
@@ -345,12 +392,34 @@ impl Drop for LocalSession {
         if st.sessions.contains_key(&self.member.session) {
             st.remove_sessions(&[self.member.session], MembershipReason::Disconnect);
         }
+        drop(st);
+        self.bus.publish_view();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_view_is_every_node_with_a_session_open() {
+        let bus = LocalBus::new();
+        let a = bus.node("a", 1);
+        let view = a.watch_view();
+        assert!(view.borrow().is_none());
+        let nodes = |v: &watch::Receiver<Option<ViewChange>>| -> Vec<String> {
+            v.borrow()
+                .iter()
+                .flat_map(|v| v.members.iter().map(|m| m.id.to_string()))
+                .collect()
+        };
+        let _sa = a.open_session().await.unwrap();
+        let _sb = bus.node("b", 1).open_session().await.unwrap();
+        assert_eq!(nodes(&view), ["a", "b"]);
+        assert_eq!(view.borrow().as_ref().map(|v| v.view.counter), Some(2));
+        bus.crash("b", 1);
+        assert_eq!(nodes(&view), ["a"]);
+    }
 
     #[tokio::test]
     async fn membership_in_join_order_and_crash_removes_a_node() {

@@ -14,6 +14,7 @@ use crate::types::{GroupName, Incarnation, NodeId, Service, SessionId};
 use quinn::crypto::rustls::QuicClientConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -106,6 +107,34 @@ pub struct Client {
     cmds: mpsc::Sender<Cmd>,
     member: watch::Receiver<Option<NodeId>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<LinkCounters>,
+}
+
+/// A client link's counters since it started (for metrics: a monitoring system turns
+/// them into rates), and its queue of unconfirmed multicasts now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Links to a member established (the first attachment and every later one).
+    pub attachments: u64,
+    /// Established links that ended (the member died, was cut off, or dropped the
+    /// client): each is followed by a fail-over to the next member of the list.
+    pub links_lost: u64,
+    /// Multicasts the client accepted from its sessions.
+    pub multicasts: u64,
+    /// Messages delivered to its sessions.
+    pub delivered: u64,
+    /// Multicasts not yet confirmed by a member (resent on fail-over), at most
+    /// [`ClientLinkConfig::window`].
+    pub unconfirmed: u64,
+}
+
+#[derive(Debug, Default)]
+struct LinkCounters {
+    attachments: AtomicU64,
+    links_lost: AtomicU64,
+    multicasts: AtomicU64,
+    delivered: AtomicU64,
+    unconfirmed: AtomicU64,
 }
 
 /// One session of a client: the same calls as a member's [`crate::Session`].
@@ -145,7 +174,9 @@ impl Client {
         });
         let (cmds, cmd_rx) = mpsc::channel(1024);
         let (member_tx, member) = watch::channel(None);
+        let stats = Arc::new(LinkCounters::default());
         let run = Run {
+            stats: stats.clone(),
             core,
             endpoint,
             addrs: config.members.into_iter().collect(),
@@ -166,6 +197,7 @@ impl Client {
             cmds,
             member,
             task: Mutex::new(Some(task)),
+            stats,
         })
     }
 
@@ -188,6 +220,18 @@ impl Client {
     /// The member it is attached to now (changes on fail-over).
     pub fn watch_member(&self) -> watch::Receiver<Option<NodeId>> {
         self.member.clone()
+    }
+
+    /// The link's counters since the client started.
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.stats;
+        ClientStats {
+            attachments: c.attachments.load(Ordering::Relaxed),
+            links_lost: c.links_lost.load(Ordering::Relaxed),
+            multicasts: c.multicasts.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            unconfirmed: c.unconfirmed.load(Ordering::Relaxed),
+        }
     }
 
     /// How many multicasts are not yet confirmed.
@@ -281,6 +325,7 @@ impl ClientSession {
 
 /// The client's task.
 struct Run {
+    stats: Arc<LinkCounters>,
     core: ClientCore,
     endpoint: quinn::Endpoint,
     addrs: HashMap<NodeId, SocketAddr>,
@@ -335,7 +380,11 @@ impl Run {
                 let _ = reply.send(self.core.leave(s, g));
             }
             Cmd::Multicast(session, service, groups, payload, reply) => {
-                let _ = reply.send(self.core.multicast(session, service, &groups, payload));
+                let r = self.core.multicast(session, service, &groups, payload);
+                if r.is_ok() {
+                    self.stats.multicasts.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(r);
             }
             Cmd::Unconfirmed(reply) => {
                 let _ = reply.send(self.core.unconfirmed());
@@ -356,6 +405,7 @@ impl Run {
                     return;
                 }
                 info!(client = %self.hello.name, %member, "attached");
+                self.stats.attachments.fetch_add(1, Ordering::Relaxed);
                 self.writer = Some(writer);
                 self.conn = Some(conn);
                 self.member.send_replace(Some(member.clone()));
@@ -381,6 +431,8 @@ impl Run {
                 info!(client = %self.hello.name, %member, "link to member ended");
                 self.writer = None;
                 if let Some(c) = self.conn.take() {
+                    // An established link, not a failed connection attempt.
+                    self.stats.links_lost.fetch_add(1, Ordering::Relaxed);
                     c.close(quinn::VarInt::from_u32(0), b"link ended");
                 }
                 self.member.send_replace(None);
@@ -390,6 +442,9 @@ impl Run {
     }
 
     fn outputs(&mut self, link_tx: &mpsc::UnboundedSender<LinkEv>) {
+        self.stats
+            .unconfirmed
+            .store(self.core.unconfirmed() as u64, Ordering::Relaxed);
         while let Some(out) = self.core.poll_output() {
             match out {
                 ClientOutput::Connect(member) => {
@@ -420,6 +475,9 @@ impl Run {
                     }
                 }
                 ClientOutput::Deliver { session, event } => {
+                    if matches!(event, Event::Message { .. }) {
+                        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some(tx) = self.sessions.get(&session) {
                         let _ = tx.send(event);
                     }

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 /// ALPN protocol name of the client link (version 1).
@@ -219,6 +219,8 @@ async fn serve(
 pub(crate) struct ClientLinks {
     host: ClientHost,
     links: HashMap<NodeId, (u64, mpsc::Sender<ClientNotice>)>,
+    /// The attached clients' names, sorted, for [`crate::Gcs::watch_clients`].
+    attached: watch::Sender<Vec<NodeId>>,
 }
 
 impl ClientLinks {
@@ -233,6 +235,7 @@ impl ClientLinks {
                 Ok(()) => {
                     info!(client = %hello.name, incarnation = %hello.incarnation, "client attached");
                     self.links.insert(hello.name, (conn, notices));
+                    self.publish();
                 }
                 Err(e) => info!(client = %hello.name, error = %e, "client refused"),
             },
@@ -257,6 +260,23 @@ impl ClientLinks {
     fn detach(&mut self, node: &mut Node, now: Instant, name: &NodeId) {
         self.links.remove(name);
         self.host.detach(node, now, name);
+        self.publish();
+    }
+
+    /// Who is attached now, for [`crate::Gcs::watch_clients`].
+    fn publish(&self) {
+        let mut names: Vec<NodeId> = self.links.keys().cloned().collect();
+        names.sort();
+        self.attached.send_if_modified(|old| {
+            let changed = *old != names;
+            *old = names;
+            changed
+        });
+    }
+
+    /// Watches the attached clients' names.
+    pub(crate) fn watch(&self) -> watch::Receiver<Vec<NodeId>> {
+        self.attached.subscribe()
     }
 
     /// Requests waiting for the node's send window go in (call before draining outputs).

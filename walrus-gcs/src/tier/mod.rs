@@ -32,7 +32,7 @@ pub mod delta;
 mod host;
 pub mod link;
 
-pub use attach::{Client, ClientLinkConfig, ClientLinkError, ClientSession};
+pub use attach::{Client, ClientLinkConfig, ClientLinkError, ClientSession, ClientStats};
 pub use client::{ClientConfig, ClientCore, ClientError, ClientOutput};
 pub use delta::MemberChange;
 pub use host::{ClientHost, HostLimits, HostRefusal};

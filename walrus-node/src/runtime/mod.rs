@@ -713,6 +713,12 @@ pub async fn run(
 /// has a `client_port`), then the node's roles. For a member; a client node starts with
 /// [`start_client`].
 pub async fn start(config: &Config, node: &str) -> Result<NodeRuntime<Gcs>, RunError> {
+    NodeRuntime::start(config, node, member_layer(config, node).await?).await
+}
+
+/// Member `node`'s group layer: walrus-gcs with the node's certificate, and its client
+/// listener when the node has a `client_port`.
+pub async fn member_layer(config: &Config, node: &str) -> Result<Gcs, RunError> {
     let gcs_err = |source| RunError::Gcs {
         node: node.to_owned(),
         source,
@@ -721,7 +727,13 @@ pub async fn start(config: &Config, node: &str) -> Result<NodeRuntime<Gcs>, RunE
         .await
         .map_err(gcs_err)?;
     if let Some(addr) = config.node(node)?.client_addr() {
-        let identity = node_identity(config, node)?;
+        let identity = match node_identity(config, node) {
+            Ok(i) => i,
+            Err(e) => {
+                gcs.shutdown().await;
+                return Err(e);
+            }
+        };
         match gcs.serve_clients(&identity, addr) {
             Ok(at) => tracing::info!(node = %node, %at, "serving clients"),
             Err(e) => {
@@ -730,7 +742,7 @@ pub async fn start(config: &Config, node: &str) -> Result<NodeRuntime<Gcs>, RunE
             }
         }
     }
-    NodeRuntime::start(config, node, gcs).await
+    Ok(gcs)
 }
 
 /// Starts client node `node`: attaches to its members (walrus-gcs' client tier, with its
@@ -739,6 +751,11 @@ pub async fn start_client(
     config: &Config,
     node: &str,
 ) -> Result<NodeRuntime<ClientLayer>, RunError> {
+    NodeRuntime::start(config, node, client_layer(config, node).await?).await
+}
+
+/// Client `node`'s group layer: its link to the members of its `attach` list, in order.
+pub async fn client_layer(config: &Config, node: &str) -> Result<ClientLayer, RunError> {
     let link = client_link_config(config, node)?;
     let members: Vec<String> = link
         .members
@@ -752,7 +769,7 @@ pub async fn start_client(
             source,
         })?;
     tracing::info!(node = %node, name = %layer.name(), members = ?members, "client node: attaching to its members in this order");
-    NodeRuntime::start(config, node, layer).await
+    Ok(layer)
 }
 
 /// What the binary needs of a node's group layer beyond [`GroupLayer`].

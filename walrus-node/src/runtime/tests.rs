@@ -330,3 +330,196 @@ fn a_reload_that_moves_a_clients_member_listener_is_refused_on_that_client_only(
     assert!(plan_reload(&a, &b, "us-a").is_err());
     assert!(plan_reload(&a, &b, "eu-a").is_ok());
 }
+
+// ----------------------------------------------------------------------------------------
+// Peer admission ([`admission`], [`admit_peers`]).
+
+/// A view of `nodes` (incarnation 1), numbered `counter`.
+fn view_of(counter: u64, nodes: &[&str]) -> walrus_gcs::ViewChange {
+    walrus_gcs::ViewChange {
+        view: walrus_gcs::ViewId {
+            counter,
+            coordinator: NodeId::new(nodes[0]),
+            incarnation: walrus_gcs::Incarnation(1),
+        },
+        members: nodes
+            .iter()
+            .map(|n| walrus_gcs::NodeRef {
+                id: NodeId::new(*n),
+                incarnation: walrus_gcs::Incarnation(1),
+            })
+            .collect(),
+        previous: None,
+        delivered: 0,
+        digest: 0,
+    }
+}
+
+/// What `Nodes` says when `agree` announced `digest` and `other` another file.
+fn digests_of(digest: &str, agree: &[&str], other: &[&str]) -> Digests {
+    let mut d = Digests {
+        mine: digest.to_owned(),
+        ..Digests::default()
+    };
+    for n in agree {
+        d.nodes.insert((*n).to_owned(), digest.to_owned());
+        d.members.insert((*n).to_owned());
+    }
+    for n in other {
+        d.nodes.insert((*n).to_owned(), "0000".to_owned());
+        d.members.insert((*n).to_owned());
+    }
+    d
+}
+
+/// The example without node us-b (a reload that removes a peer).
+fn without_us_b() -> Config {
+    let text = EXAMPLE.replace(
+        "[nodes.us-b]\naddress = \"127.0.2.2:7400\"\nroles = [\"reporter\", \"replicator\"]\nserver = \"us-2\"\n",
+        "",
+    );
+    assert_ne!(text, EXAMPLE);
+    Config::from_toml(Path::new("walrus.toml"), &text).unwrap()
+}
+
+const ALL: [&str; 5] = ["asia-a", "asia-b", "eu-a", "eu-b", "us-a"];
+
+#[test]
+fn admission_judges_against_the_view_and_waits_without_one() {
+    let old = example();
+    let new = without_us_b();
+    let listed: Vec<String> = new.nodes.keys().cloned().collect();
+    let applied = peer_addresses(&old, "eu-a");
+    let d = &new.digest;
+    let agreeing = digests_of(d, &ALL, &[]);
+    let full = view_of(2, &ALL);
+    let judge = |view: Option<&walrus_gcs::ViewChange>, digests: &Digests| {
+        admission("eu-a", &listed, view, digests, d, &applied)
+    };
+    assert_eq!(judge(Some(&full), &agreeing), Admission::Apply);
+    // Starting: no view yet, even though every node heard so far agrees.
+    assert_eq!(
+        judge(None, &digests_of(d, &["eu-a"], &[])),
+        Admission::NoView
+    );
+    // Cut off: alone in its view (it heard only itself on `Nodes`).
+    assert_eq!(
+        judge(Some(&view_of(3, &["eu-a"])), &digests_of(d, &["eu-a"], &[])),
+        Admission::Alone
+    );
+    // Early in its start: the view holds nodes it has not heard from on `Nodes` yet.
+    // Judged by `Nodes` alone, eu-a would apply the change against itself and asia-a.
+    assert_eq!(
+        judge(Some(&full), &digests_of(d, &["eu-a", "asia-a"], &[])),
+        Admission::Late(vec!["asia-b".into(), "eu-b".into(), "us-a".into()])
+    );
+    // A node of the view on another file holds the change back; us-b, removed by the
+    // file, is not asked.
+    let with_us_b = view_of(4, &["asia-a", "asia-b", "eu-a", "eu-b", "us-a", "us-b"]);
+    assert_eq!(
+        judge(Some(&with_us_b), &digests_of(d, &ALL, &["us-b"])),
+        Admission::Apply
+    );
+    assert_eq!(
+        judge(
+            Some(&full),
+            &digests_of(d, &["asia-a", "asia-b", "eu-a", "eu-b"], &["us-a"])
+        ),
+        Admission::Late(vec!["us-a".into()])
+    );
+    // This node's own announcement of the new file has not come back yet.
+    let mut mine_old = agreeing.clone();
+    mine_old.mine = old.digest.clone();
+    assert_eq!(judge(Some(&full), &mine_old), Admission::OwnDigestPending);
+}
+
+/// A group layer whose view the test sets, recording `set_peers` (sessions: the
+/// in-process bus).
+struct ViewLayer {
+    bus: walrus_actors::group::local::LocalNode,
+    view: watch::Sender<Option<walrus_gcs::ViewChange>>,
+    peers: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+impl GroupLayer for ViewLayer {
+    type Session = walrus_actors::group::local::LocalSession;
+
+    async fn open_session(&self) -> Result<Self::Session, walrus_gcs::DriverError> {
+        self.bus.open_session().await
+    }
+
+    async fn shutdown(&self) {
+        self.bus.shutdown().await
+    }
+
+    async fn settled(&self, _grace: Duration) {}
+
+    fn watch_view(&self) -> watch::Receiver<Option<walrus_gcs::ViewChange>> {
+        self.view.subscribe()
+    }
+
+    async fn set_peers(
+        &self,
+        peers: &[(NodeId, SocketAddr)],
+    ) -> Result<(), walrus_gcs::DriverError> {
+        let names = peers.iter().map(|(n, _)| n.as_str().to_owned()).collect();
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(names);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn admit_peers_keeps_the_old_peers_until_it_is_in_a_view() {
+    let layer = Arc::new(ViewLayer {
+        bus: walrus_actors::group::local::LocalBus::new().node("eu-a", 1),
+        view: watch::Sender::new(None),
+        peers: std::sync::Mutex::default(),
+    });
+    let (config_tx, config_rx) = watch::channel(example());
+    let (digests_tx, digests_rx) = watch::channel(digests_of(&example().digest, &ALL, &[]));
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let task = tokio::spawn(admit_peers(
+        layer.clone(),
+        "eu-a".to_owned(),
+        config_rx,
+        digests_rx,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    let applied = || {
+        layer
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    };
+    // Let it take the running file's peers as the ones in force.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The reload, and every node it heard on `Nodes` agreeing: no view, no change.
+    let new = without_us_b();
+    config_tx.send_replace(new.clone());
+    digests_tx.send_replace(digests_of(&new.digest, &ALL, &[]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(applied().is_empty(), "{:?}", applied());
+    // Alone in a view of its own: still no change.
+    layer.view.send_replace(Some(view_of(1, &["eu-a"])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(applied().is_empty(), "{:?}", applied());
+    // In the group's view, every node of it on the new file: the peers change, once.
+    layer.view.send_replace(Some(view_of(2, &ALL)));
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while applied().is_empty() && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        applied(),
+        vec![vec!["asia-a", "asia-b", "eu-b", "us-a"]],
+        "eu-a's peers without us-b"
+    );
+    stop_tx.send_replace(true);
+    task.await.unwrap().unwrap();
+}

@@ -164,6 +164,20 @@ pub fn render_table(doc: &StatusDoc) -> String {
             c.attached_to.as_deref().unwrap_or("(none: connecting)")
         );
     }
+    if doc.client.is_none() && !doc.clients.is_empty() {
+        let links: Vec<String> = doc
+            .clients
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} → {}",
+                    c.node,
+                    c.attached_to.as_deref().unwrap_or("(connecting)")
+                )
+            })
+            .collect();
+        let _ = writeln!(t, "clients {}", links.join(", "));
+    }
     if let Some(os) = &doc.os_source {
         let _ = writeln!(t, "os statistics from {os}");
     }

@@ -261,6 +261,55 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
                 f64::from(u8::from(c.attached_to.is_some())),
             )],
         );
+        for (name, help, v) in [
+            (
+                "walrus_client_attachments_total",
+                "On a client node: links to a member established (the first attachment and every fail-over).",
+                c.attachments,
+            ),
+            (
+                "walrus_client_links_lost_total",
+                "On a client node: established links to a member that ended (each followed by a fail-over to the next member of its attach list).",
+                c.links_lost,
+            ),
+            (
+                "walrus_client_multicasts_total",
+                "On a client node: multicasts its link accepted from its roles.",
+                c.multicasts,
+            ),
+            (
+                "walrus_client_messages_delivered_total",
+                "On a client node: messages its link delivered to its roles.",
+                c.delivered,
+            ),
+        ] {
+            metric(name, "counter", help, one(v));
+        }
+        metric(
+            "walrus_client_unconfirmed",
+            "gauge",
+            "On a client node: multicasts not yet confirmed by a member (its send queue; resent on fail-over).",
+            one(c.unconfirmed),
+        );
+    } else if !doc.clients.is_empty() {
+        metric(
+            "walrus_clients_attached",
+            "gauge",
+            "Client nodes attached (on a member: to it), one series per client.",
+            doc.clients
+                .iter()
+                .map(|c| {
+                    (
+                        format!(
+                            "{{client=\"{}\",member=\"{}\"}}",
+                            c.node,
+                            c.attached_to.as_deref().unwrap_or_default()
+                        ),
+                        f64::from(u8::from(c.attached_to.is_some())),
+                    )
+                })
+                .collect(),
+        );
     }
     let mut digests = doc.config_digests.clone();
     digests

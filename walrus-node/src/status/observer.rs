@@ -30,6 +30,12 @@ pub struct Sample {
     pub steering: Option<SteeringCounters>,
     /// On a client node: the member it is attached to now (`Some(None)` between links).
     pub attached_to: Option<Option<String>>,
+    /// On a client node: its link's counters.
+    pub client_link: Option<walrus_gcs::tier::ClientStats>,
+    /// Client nodes → the member each is attached to now, as far as the sources know (a
+    /// member: its attached clients; the demo: every client node). See
+    /// [`StatusDoc::clients`].
+    pub clients: BTreeMap<String, Option<String>>,
 }
 
 /// The embedded name servers whose learned tables `/steering` reads.
@@ -316,9 +322,25 @@ impl Observer {
         StatusDoc {
             node: self.node.clone(),
             site: self.config.site.clone(),
-            client: s.attached_to.as_ref().map(|m| ClientDoc {
-                attached_to: m.clone(),
+            client: s.attached_to.as_ref().map(|m| {
+                let link = s.client_link.unwrap_or_default();
+                ClientDoc {
+                    attached_to: m.clone(),
+                    attachments: link.attachments,
+                    links_lost: link.links_lost,
+                    multicasts: link.multicasts,
+                    delivered: link.delivered,
+                    unconfirmed: link.unconfirmed,
+                }
             }),
+            clients: s
+                .clients
+                .iter()
+                .map(|(node, m)| ClientLinkDoc {
+                    node: node.clone(),
+                    attached_to: m.clone(),
+                })
+                .collect(),
             view: s.view.as_ref().map(|v| ViewDoc {
                 id: v.view.to_string(),
                 members: v.members.iter().map(|m| m.id.as_str().to_owned()).collect(),

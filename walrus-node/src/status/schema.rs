@@ -15,6 +15,11 @@ pub struct StatusDoc {
     /// On a client node (`tier = "client"`): which member it is attached through.
     #[serde(default)]
     pub client: Option<ClientDoc>,
+    /// Client nodes and the member each is attached through, as this node knows them: on
+    /// a member, the clients attached to it; on a client node, itself; in the demo, every
+    /// client node of the deployment. Sorted by node.
+    #[serde(default)]
+    pub clients: Vec<ClientLinkDoc>,
     /// The master Controller's node, as this node knows it.
     pub master: Option<String>,
     /// True when this node's Controller is master.
@@ -182,10 +187,35 @@ pub struct ReplicationDoc {
     pub last_error: Option<String>,
 }
 
-/// A client node's link to the group.
+/// A client node's link to the group (walrus-gcs [`walrus_gcs::tier::ClientStats`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientDoc {
     /// The member it is attached to now (`None` while it connects to the next).
+    pub attached_to: Option<String>,
+    /// Links to a member established since the node started (the first attachment and
+    /// every fail-over).
+    #[serde(default)]
+    pub attachments: u64,
+    /// Established links that ended (each followed by a fail-over to the next member).
+    #[serde(default)]
+    pub links_lost: u64,
+    /// Multicasts the client accepted from its roles.
+    #[serde(default)]
+    pub multicasts: u64,
+    /// Messages delivered to its roles.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Multicasts not yet confirmed by a member (resent on fail-over).
+    #[serde(default)]
+    pub unconfirmed: u64,
+}
+
+/// One client node and its member (see [`StatusDoc::clients`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientLinkDoc {
+    /// The client node (its name in the file, without the `client.` of its certificate).
+    pub node: String,
+    /// The member it is attached to (`None` while it connects to the next).
     pub attached_to: Option<String>,
 }
 

@@ -18,6 +18,12 @@ pub struct NodeSources {
     pub gcs: Option<Arc<Gcs>>,
     /// On a client node: the member it is attached to.
     pub attached_to: Option<watch::Receiver<Option<walrus_gcs::NodeId>>>,
+    /// On a client node: its link, for its counters.
+    pub client: Option<Arc<walrus_actors::group::client::ClientLayer>>,
+    /// On a member serving clients: the clients attached to it (`client.` names).
+    pub attached_clients: Option<watch::Receiver<Vec<walrus_gcs::NodeId>>>,
+    /// This node's name (a client node lists itself among the clients).
+    pub node: String,
     /// The Replicator's status, if the node runs one.
     pub replicator: Option<watch::Receiver<ReplicatorStatus>>,
     /// The role actors' supervision record.
@@ -36,6 +42,7 @@ impl NodeSources {
         NodeSources {
             view: Some(rt.layer().watch_view()),
             gcs: Some(rt.shared_layer()),
+            attached_clients: Some(rt.layer().watch_clients()),
             ..Self::of_roles(rt)
         }
     }
@@ -46,6 +53,7 @@ impl NodeSources {
     ) -> Self {
         NodeSources {
             attached_to: Some(rt.layer().watch_member()),
+            client: Some(rt.shared_layer()),
             ..Self::of_roles(rt)
         }
     }
@@ -72,6 +80,9 @@ impl NodeSources {
             view: None,
             gcs: None,
             attached_to: None,
+            client: None,
+            attached_clients: None,
+            node: rt.name().to_owned(),
             replicator: rt.replicator().cloned(),
             supervision: Some(rt.supervision().clone()),
             config: Some(rt.watch_config()),
@@ -97,8 +108,21 @@ impl NodeSources {
             },
             None => None,
         };
+        let mut clients = BTreeMap::new();
+        if let Some(rx) = &self.attached_clients {
+            let me = self.node.clone();
+            for c in rx.borrow().iter() {
+                clients.insert(client_node_name(c), Some(me.clone()));
+            }
+        }
+        if let Some(m) = &self.attached_to {
+            let m = m.borrow().as_ref().map(|n| n.as_str().to_owned());
+            clients.insert(self.node.clone(), m);
+        }
         Sample {
             controller,
+            clients,
+            client_link: self.client.as_ref().map(|c| c.stats()),
             master: None,
             reporters: self
                 .reporter
@@ -127,6 +151,14 @@ impl NodeSources {
             steering: self.steering.counters(),
         }
     }
+}
+
+/// A client's node name from its group name (`client.eu-2` → `eu-2`).
+pub fn client_node_name(name: &walrus_gcs::NodeId) -> String {
+    let n = name.as_str();
+    n.strip_prefix(crate::config::CLIENT_PREFIX)
+        .unwrap_or(n)
+        .to_owned()
 }
 
 /// How long the sampler waits for an actor's answer to a status request.

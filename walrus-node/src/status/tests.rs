@@ -234,17 +234,31 @@ fn a_client_nodes_member_reaches_status_and_metrics() {
     assert!(!render_metrics(&o.doc()).contains("walrus_client_attached"));
     o.observe(Sample {
         attached_to: Some(Some("m1".to_owned())),
+        client_link: Some(walrus_gcs::tier::ClientStats {
+            attachments: 2,
+            links_lost: 1,
+            multicasts: 40,
+            delivered: 75,
+            unconfirmed: 3,
+        }),
         ..Sample::default()
     });
     let json = serde_json::to_value(o.doc()).unwrap();
     assert_eq!(json["client"]["attached_to"], "m1");
+    assert_eq!(json["client"]["links_lost"], 1);
     assert!(json["view"].is_null());
     let m = render_metrics(&o.doc());
-    assert!(
-        m.lines()
-            .any(|l| l == "walrus_client_attached{member=\"m1\"} 1"),
-        "{m}"
-    );
+    for line in [
+        "walrus_client_attached{member=\"m1\"} 1",
+        "walrus_client_attachments_total 2",
+        "walrus_client_links_lost_total 1",
+        "walrus_client_multicasts_total 40",
+        "walrus_client_messages_delivered_total 75",
+        "walrus_client_unconfirmed 3",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+    }
+    assert!(!m.contains("walrus_clients_attached"), "{m}");
     o.observe(Sample {
         attached_to: Some(None),
         ..Sample::default()
@@ -255,4 +269,38 @@ fn a_client_nodes_member_reaches_status_and_metrics() {
             .any(|l| l == "walrus_client_attached{member=\"\"} 0"),
         "{m}"
     );
+}
+
+#[test]
+fn client_nodes_and_their_members_reach_status_and_the_table() {
+    let mut o = Observer::new("m1", &config());
+    o.observe(Sample::default());
+    assert!(o.doc().clients.is_empty());
+    assert!(!render_table(&o.doc()).contains("clients "));
+    o.observe(Sample {
+        clients: [
+            ("w1".to_owned(), Some("m1".to_owned())),
+            ("w2".to_owned(), None),
+        ]
+        .into(),
+        ..Sample::default()
+    });
+    let json = serde_json::to_value(o.doc()).unwrap();
+    assert_eq!(json["clients"][0]["node"], "w1");
+    assert_eq!(json["clients"][0]["attached_to"], "m1");
+    assert!(json["clients"][1]["attached_to"].is_null());
+    let t = render_table(&o.doc());
+    assert!(t.contains("clients w1 → m1, w2 → (connecting)"), "{t}");
+    let m = render_metrics(&o.doc());
+    for line in [
+        "walrus_clients_attached{client=\"w1\",member=\"m1\"} 1",
+        "walrus_clients_attached{client=\"w2\",member=\"\"} 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+    }
+    // An older document without the field still parses.
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("clients");
+    let back: StatusDoc = serde_json::from_value(old).unwrap();
+    assert!(back.clients.is_empty());
 }
