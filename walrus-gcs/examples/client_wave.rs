@@ -252,32 +252,28 @@ fn main() {
     };
     let group = GroupName::new("web");
     for c in sizes {
-        if burst {
-            let mut w = World::new(c);
-            let t = Start::now();
-            for k in 0..c {
-                let s = w.clients[k].open_session();
-                w.clients[k].join(s, group.clone()).unwrap();
-            }
-            w.run();
-            report("join_burst", c, &w.count, &t);
-            assert_eq!(w.node.group_members(&group).len(), c);
-            continue;
-        }
         let mut w = World::new(c);
-        w.run();
-        w.count = Count::default();
-        // Join wave: one client after another opens a session and joins `web` (one at
-        // a time: the member's core builds each hosted session's whole list in memory,
-        // and a thousand joins ordered at once would hold c³/3 member records).
+        if !burst {
+            w.run();
+            w.count = Count::default();
+        }
+        // Join wave: one client after another opens a session and joins `web`, each
+        // join ordered and told to everyone before the next; `--burst`: all at once,
+        // the clients attaching too.
         let t = Start::now();
         for k in 0..c {
             let s = w.clients[k].open_session();
             w.clients[k].join(s, group.clone()).unwrap();
-            w.run();
+            if !burst {
+                w.run();
+            }
         }
-        report("join", c, &w.count, &t);
+        w.run();
+        report(if burst { "join_burst" } else { "join" }, c, &w.count, &t);
         assert_eq!(w.node.group_members(&group).len(), c);
+        if burst {
+            continue;
+        }
         // Leave wave: one client after another crashes (its link ends, its session is
         // gone); the others see each one go.
         w.count = Count::default();
