@@ -18,6 +18,9 @@ use crate::types::{GroupName, Incarnation, Member, NodeId, Service, SessionId, S
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+/// A member list a client session holds, with the stamp of its change.
+type HeldList = (Stamp, Arc<[Member]>);
+
 /// What a client is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -91,7 +94,7 @@ pub struct ClientCore {
     seen: BTreeMap<SessionId, ClientsSeen>,
     /// Per open session and group, the member list last delivered and its change's
     /// stamp (the base of the member's next delta).
-    lists: BTreeMap<(SessionId, GroupName), (Stamp, Arc<[Member]>)>,
+    lists: BTreeMap<(SessionId, GroupName), HeldList>,
     /// Membership deltas that did not fit the list held (each ended the link).
     broken_deltas: u64,
     /// Closed sessions that still have unconfirmed messages (opened again to send them
