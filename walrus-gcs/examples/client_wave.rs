@@ -13,9 +13,19 @@
 //! ```sh
 //! cargo run --release -p walrus-gcs --example client_wave -- 10 100 1000
 //! ```
-//! One JSON line per wave (`join`, `leave`) and client count. `member_ms` is the wall
-//! time the member's core and host took for the wave (the core still builds every
-//! hosted session's whole list in memory: see `PROTOCOL.md`, "Clients").
+//! One JSON line per wave (`join`, `leave`, and with `--burst` `join_burst`) and client
+//! count. `member_cpu_ms` is the CPU time of the member's core and host during the wave
+//! (the thread's CPU clock, `CLOCK_THREAD_CPUTIME_ID`, read around each of their steps),
+//! `member_ms` the wall time of the same steps (more when the thread was preempted);
+//! `cpu_ms` is the thread's CPU time for the whole wave, the clients and the counting
+//! included; `rss_mb` and `peak_rss_mb` are the process's
+//! resident memory after the wave and its peak so far (`/proc/self/status`; the peak
+//! carries over from earlier, smaller runs). Figures are printed, never checked.
+//!
+//! `--burst` (in place of the two waves): every client attaches, opens a session and
+//! joins before the member's core runs, so the core orders all `c` joins at once and
+//! hands out every resulting event before any client reads one (`join_burst`). Run it
+//! alone for its own peak memory (`-- --burst 1000`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
@@ -34,6 +44,7 @@ struct Count {
     snapshots: u64,
     whole_membership_bytes: u64,
     member_time: Duration,
+    member_cpu: Duration,
 }
 
 struct World {
@@ -80,7 +91,7 @@ impl World {
     fn run(&mut self) {
         loop {
             let mut moved = false;
-            let t = Instant::now();
+            let t = Step::start();
             let refused = self.host.pump(&mut self.node, self.now);
             assert!(refused.is_empty(), "{refused:?}");
             while let Some(out) = self.node.poll_output() {
@@ -91,7 +102,7 @@ impl World {
             while let Some(n) = self.host.poll_notice() {
                 notices.push(n);
             }
-            self.count.member_time += t.elapsed();
+            t.end(&mut self.count);
             for (name, notice) in notices {
                 moved = true;
                 self.deliver(&name, notice);
@@ -100,7 +111,7 @@ impl World {
                 while let Some(out) = self.clients[k].poll_output() {
                     moved = true;
                     let name = self.clients[k].name().clone();
-                    let t = Instant::now();
+                    let t = Step::start();
                     match out {
                         ClientOutput::Connect(m) => {
                             self.host
@@ -115,7 +126,7 @@ impl World {
                         }
                         ClientOutput::Deliver { .. } => {}
                     }
-                    self.count.member_time += t.elapsed();
+                    t.end(&mut self.count);
                 }
             }
             if !moved {
@@ -163,7 +174,48 @@ impl World {
     }
 }
 
-fn report(wave: &str, c: usize, count: &Count, wall: Duration) {
+/// This thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Wall and CPU time of one of the member's steps, added to the count.
+struct Step(Instant, Duration);
+
+impl Step {
+    fn start() -> Step {
+        Step(Instant::now(), thread_cpu())
+    }
+
+    fn end(self, count: &mut Count) {
+        count.member_time += self.0.elapsed();
+        count.member_cpu += thread_cpu().saturating_sub(self.1);
+    }
+}
+
+/// A `kB` figure of `/proc/self/status` (`VmRSS:`, `VmHWM:`).
+fn status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// When a wave started: wall clock and this thread's CPU time.
+struct Start(Instant, Duration);
+
+impl Start {
+    fn now() -> Start {
+        Start(Instant::now(), thread_cpu())
+    }
+}
+
+fn report(wave: &str, c: usize, count: &Count, start: &Start) {
+    let wall = start.0.elapsed();
+    let cpu_ms = thread_cpu().saturating_sub(start.1).as_secs_f64() * 1e3;
     let line = json!({
         "bench": "client_wave",
         "wave": wave,
@@ -177,14 +229,20 @@ fn report(wave: &str, c: usize, count: &Count, wall: Duration) {
         "bytes_per_client": count.bytes as f64 / c as f64,
         "whole_bytes_per_client": count.whole_membership_bytes as f64 / c as f64,
         "member_ms": count.member_time.as_secs_f64() * 1e3,
+        "member_cpu_ms": count.member_cpu.as_secs_f64() * 1e3,
+        "cpu_ms": cpu_ms,
         "wall_ms": wall.as_secs_f64() * 1e3,
+        "rss_mb": status_kb("VmRSS:").map(|kb| kb as f64 / 1024.0),
+        "peak_rss_mb": status_kb("VmHWM:").map(|kb| kb as f64 / 1024.0),
     });
     println!("{line}");
 }
 
 fn main() {
+    let burst = std::env::args().any(|a| a == "--burst");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
+        .filter(|a| a != "--burst")
         .map(|a| a.parse().expect("a client count"))
         .collect();
     let sizes = if sizes.is_empty() {
@@ -195,31 +253,39 @@ fn main() {
     let group = GroupName::new("web");
     for c in sizes {
         let mut w = World::new(c);
-        w.run();
-        w.count = Count::default();
-        // Join wave: one client after another opens a session and joins `web` (one at
-        // a time: the member's core builds each hosted session's whole list in memory,
-        // and a thousand joins ordered at once would hold c³/3 member records).
-        let t = Instant::now();
+        if !burst {
+            w.run();
+            w.count = Count::default();
+        }
+        // Join wave: one client after another opens a session and joins `web`, each
+        // join ordered and told to everyone before the next; `--burst`: all at once,
+        // the clients attaching too.
+        let t = Start::now();
         for k in 0..c {
             let s = w.clients[k].open_session();
             w.clients[k].join(s, group.clone()).unwrap();
-            w.run();
+            if !burst {
+                w.run();
+            }
         }
-        report("join", c, &w.count, t.elapsed());
+        w.run();
+        report(if burst { "join_burst" } else { "join" }, c, &w.count, &t);
         assert_eq!(w.node.group_members(&group).len(), c);
+        if burst {
+            continue;
+        }
         // Leave wave: one client after another crashes (its link ends, its session is
         // gone); the others see each one go.
         w.count = Count::default();
-        let t = Instant::now();
+        let t = Start::now();
         for k in 0..c {
             let name = w.clients[k].name().clone();
-            let t = Instant::now();
+            let t = Step::start();
             w.host.detach(&mut w.node, w.now, &name);
-            w.count.member_time += t.elapsed();
+            t.end(&mut w.count);
             w.run();
         }
-        report("leave", c, &w.count, t.elapsed());
+        report("leave", c, &w.count, &t);
         assert!(w.node.group_members(&group).is_empty());
     }
 }

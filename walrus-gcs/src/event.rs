@@ -5,6 +5,7 @@ use crate::types::{
 };
 use crate::wire::PeerMessage;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// One output of the core, taken with [`crate::Node::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,8 +107,10 @@ pub enum Event {
         /// The view in which the change happened.
         view: ViewId,
         /// The new member list: identical at every member, in join-stamp order (a join
-        /// never changes who is first).
-        members: Vec<Member>,
+        /// never changes who is first). Built once per change and shared by every local
+        /// session's event (a clone is a reference count), so a change costs a member
+        /// O(group), not O(sessions × group); on the wire it is a plain list.
+        members: Arc<[Member]>,
         /// Why it changed.
         reason: MembershipReason,
         /// Where the change sits in the total order (unique per change).

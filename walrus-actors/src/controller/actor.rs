@@ -431,7 +431,7 @@ impl<L: GroupLayer> Controller<L> {
                 if change.lost_mastership {
                     tracing::warn!(%me, master = ?members.first().map(|m| m.to_string()), "lost mastership: stopping at once");
                 }
-                self.status.members = members;
+                self.status.members = members.to_vec();
             }
             Event::Membership { .. } => {}
             Event::Message {

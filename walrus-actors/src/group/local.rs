@@ -198,13 +198,18 @@ impl BusState {
 
     fn announce(&mut self, group: &GroupName, reason: MembershipReason) {
         let (view, at) = self.stamp();
-        let members = self.groups.get(group).cloned().unwrap_or_default();
-        for m in &members {
+        // One list per change, shared by every member's event (as walrus-gcs does).
+        let members: Arc<[Member]> = self
+            .groups
+            .get(group)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_else(|| Arc::from([]));
+        for m in members.iter() {
             if let Some(slot) = self.sessions.get(&m.session) {
                 let _ = slot.tx.send(Event::Membership {
                     group: group.clone(),
                     view: view.clone(),
-                    members: members.clone(),
+                    members: Arc::clone(&members),
                     reason,
                     at: at.clone(),
                 });
@@ -432,7 +437,7 @@ mod tests {
         let Some(Event::Membership { members, .. }) = b.recv().await else {
             panic!("membership expected")
         };
-        assert_eq!(members, vec![a.member().clone(), b.member().clone()]);
+        assert_eq!(members[..], [a.member().clone(), b.member().clone()]);
         a.multicast(Service::Agreed, std::slice::from_ref(&g), b"x".to_vec())
             .await
             .unwrap();
@@ -444,7 +449,7 @@ mod tests {
         else {
             panic!("membership expected")
         };
-        assert_eq!(members, vec![b.member().clone()]);
+        assert_eq!(members[..], [b.member().clone()]);
         assert_eq!(reason, MembershipReason::Network);
         assert!(a.join(g).await.is_err());
     }

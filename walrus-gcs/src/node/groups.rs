@@ -103,11 +103,10 @@ impl Node {
                 if list.is_empty() {
                     self.groups.remove(g);
                 }
-                self.announce(g, MembershipReason::Leave, at.clone());
-                // The leaver learns it is out too (the list without it), like Spread's
-                // self-leave notification.
+                let members = self.announce(g, MembershipReason::Leave, at.clone());
+                // The leaver learns it is out too (the same list, without it), like
+                // Spread's self-leave notification.
                 if member.node == self.me.id && member.incarnation == self.me.incarnation {
-                    let members = self.group_members(g);
                     self.deliver(
                         member.session,
                         Event::Membership {
@@ -137,14 +136,25 @@ impl Node {
         }
     }
 
-    /// Tells every local member of `group` its new member list.
-    fn announce(&mut self, group: &GroupName, reason: MembershipReason, at: Stamp) {
-        let list = self.groups.get(group).cloned().unwrap_or_default();
-        let members: Vec<Member> = list.iter().map(|r| r.member.clone()).collect();
-        let locals: Vec<SessionId> = members
+    /// Tells every local member of `group` its new member list; returns that list. The
+    /// list is built once and shared by every local session's event, so a change costs
+    /// O(group) however many sessions (hosted clients included) are told of it.
+    fn announce(
+        &mut self,
+        group: &GroupName,
+        reason: MembershipReason,
+        at: Stamp,
+    ) -> Arc<[Member]> {
+        let list = self
+            .groups
+            .get(group)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let members: Arc<[Member]> = list.iter().map(|r| r.member.clone()).collect();
+        let locals: Vec<SessionId> = list
             .iter()
-            .filter(|m| m.node == self.me.id && m.incarnation == self.me.incarnation)
-            .map(|m| m.session)
+            .filter(|r| r.member.node == self.me.id && r.member.incarnation == self.me.incarnation)
+            .map(|r| r.member.session)
             .collect();
         for s in locals {
             self.deliver(
@@ -152,12 +162,13 @@ impl Node {
                 Event::Membership {
                     group: group.clone(),
                     view: at.view.clone(),
-                    members: members.clone(),
+                    members: Arc::clone(&members),
                     reason,
                     at: at.clone(),
                 },
             );
         }
+        members
     }
 
     /// Hands `event` to an open local session, disconnecting it past its queue limit.

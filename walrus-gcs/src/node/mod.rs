@@ -48,6 +48,7 @@ use crate::wire::{
     Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Whether planted bug `$bug` (a field of [`PlantedBugs`]) is on in node `$node`. Without

@@ -16,6 +16,10 @@ use crate::event::Event;
 use crate::node::ClientsSeen;
 use crate::types::{GroupName, Incarnation, Member, NodeId, Service, SessionId, Stamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// A member list a client session holds, with the stamp of its change.
+type HeldList = (Stamp, Arc<[Member]>);
 
 /// What a client is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +94,7 @@ pub struct ClientCore {
     seen: BTreeMap<SessionId, ClientsSeen>,
     /// Per open session and group, the member list last delivered and its change's
     /// stamp (the base of the member's next delta).
-    lists: BTreeMap<(SessionId, GroupName), (Stamp, Vec<Member>)>,
+    lists: BTreeMap<(SessionId, GroupName), HeldList>,
     /// Membership deltas that did not fit the list held (each ended the link).
     broken_deltas: u64,
     /// Closed sessions that still have unconfirmed messages (opened again to send them
@@ -155,7 +159,7 @@ impl ClientCore {
         self.lists
             .iter()
             .filter(|((s, g), _)| self.sessions.get(s).is_some_and(|gs| gs.contains(g)))
-            .map(|((s, g), (_, list))| (*s, g, list.as_slice()))
+            .map(|((s, g), (_, list))| (*s, g, &list[..]))
     }
 
     /// How many membership deltas did not fit the list held (a member that broke the
@@ -361,9 +365,11 @@ impl ClientCore {
                 }
                 let key = (session, group);
                 let members = match change {
-                    MemberChange::Snapshot(list) => Some(list),
+                    MemberChange::Snapshot(list) => Some(Arc::from(list)),
                     MemberChange::Delta { base, left, joined } => match self.lists.get(&key) {
-                        Some((held, list)) if *held == base => delta::apply(list, &left, &joined),
+                        Some((held, list)) if *held == base => {
+                            delta::apply(list, &left, &joined).map(Arc::from)
+                        }
                         _ => None,
                     },
                 };
@@ -378,7 +384,7 @@ impl ClientCore {
                 // the member knows which event is its own leave); a later join starts
                 // with a snapshot.
                 self.lists
-                    .insert(key.clone(), (at.clone(), members.clone()));
+                    .insert(key.clone(), (at.clone(), Arc::clone(&members)));
                 let event = Event::Membership {
                     group: key.1,
                     view,

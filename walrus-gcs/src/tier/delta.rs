@@ -2,7 +2,8 @@
 //! (a snapshot), then each change carries only who left and who joined.
 //!
 //! A member's core hands every hosted session of a group the group's whole member list
-//! on every change (`Event::Membership`). Forwarded as is, a wave of c joins to a group
+//! on every change (`Event::Membership`; one list per change, shared by all of its
+//! events). Forwarded as is, a wave of c joins to a group
 //! of c clients would cost O(c²) records per client link. The member's [`ClientHost`]
 //! keeps, per group, the last list it forwarded ([`GroupLists`]) and sends a
 //! [`MemberChange::Delta`] from it to each client session that holds that list (the
@@ -109,13 +110,22 @@ fn ascending(mut it: impl Iterator<Item = usize>) -> bool {
 #[derive(Debug)]
 struct Forwarded {
     at: Stamp,
-    members: Vec<Member>,
+    /// The list the core handed out for `at` (shared with its events, not copied).
+    members: Arc<[Member]>,
     /// From which change's list, and what changed (`None`: not expressible as a delta).
     from: Option<(Stamp, Arc<Delta>)>,
+    /// Who that change took out (with `from` only): tells a leave's leaver from the
+    /// sessions that stay without searching the list for each of them.
+    left: Vec<Member>,
 }
 
 /// The member's side: per group, the list last forwarded to its hosted sessions, and
 /// per hosted session and group the change whose list that session holds.
+///
+/// Every hosted session of a group is told of each change: the delta is computed once
+/// per change (when the first of them is told), and each session then costs O(log) plus
+/// the size of the delta, so a change costs the member O(group + sessions), not
+/// O(sessions × group).
 #[derive(Debug, Default)]
 pub struct GroupLists {
     groups: BTreeMap<GroupName, Forwarded>,
@@ -127,12 +137,12 @@ impl GroupLists {
     /// How to tell the node's hosted session `holder` the list `members` of `group` at
     /// `at` (the change stamped `at`; every session gets the same list for it). `leave`:
     /// the change is a leave, which may be the holder's own (then it holds nothing
-    /// more; only then is the list searched for it).
+    /// more).
     pub fn change(
         &mut self,
         group: &GroupName,
         holder: &Member,
-        members: Vec<Member>,
+        members: Arc<[Member]>,
         at: &Stamp,
         leave: bool,
     ) -> MemberChange {
@@ -141,6 +151,11 @@ impl GroupLists {
             Some(f) if f.at == *at => f,
             Some(f) => {
                 let d = diff(&f.members, &members).map(Arc::new);
+                f.left = d
+                    .iter()
+                    .flat_map(|d| d.0.iter())
+                    .filter_map(|&i| f.members.get(i as usize).cloned())
+                    .collect();
                 let prev = std::mem::replace(&mut f.at, at.clone());
                 f.from = d.map(|d| (prev, d));
                 f.members = members;
@@ -150,18 +165,24 @@ impl GroupLists {
                 at: at.clone(),
                 members,
                 from: None,
+                left: Vec::new(),
             }),
         };
         let key = (group.clone(), session);
         let held = self.holds.insert(key.clone(), at.clone());
-        let in_list = !leave || f.members.contains(holder);
+        let in_list = !leave
+            || match f.from {
+                // The list before held every session told of this change but a joiner.
+                Some(_) => !f.left.contains(holder),
+                None => f.members.contains(holder),
+            };
         let change = match (&f.from, held) {
             (Some((base, d)), Some(h)) if *base == h => MemberChange::Delta {
                 base: base.clone(),
                 left: d.0.clone(),
                 joined: d.1.clone(),
             },
-            _ => MemberChange::Snapshot(f.members.clone()),
+            _ => MemberChange::Snapshot(f.members.to_vec()),
         };
         if !in_list {
             // The session left the group (this is its own leave): it holds nothing more.
@@ -278,27 +299,27 @@ mod tests {
         let (s1, s2) = (m("m1", 1), m("m1", 2));
         let l1 = vec![m("m1", 1)];
         assert_eq!(
-            lists.change(&g, &s1, l1.clone(), &stamp(1), false),
+            lists.change(&g, &s1, l1.clone().into(), &stamp(1), false),
             MemberChange::Snapshot(l1.clone())
         );
         let l2 = vec![m("m1", 1), m("m1", 2)];
         // s1 holds stamp 1: a delta; s2 (just joined) holds nothing: a snapshot.
         assert!(matches!(
-            lists.change(&g, &s1, l2.clone(), &stamp(2), false),
+            lists.change(&g, &s1, l2.clone().into(), &stamp(2), false),
             MemberChange::Delta { ref joined, .. } if joined.len() == 1
         ));
         assert_eq!(
-            lists.change(&g, &s2, l2.clone(), &stamp(2), false),
+            lists.change(&g, &s2, l2.clone().into(), &stamp(2), false),
             MemberChange::Snapshot(l2.clone())
         );
         // s1 leaves: its own leave event (the list without it) ends what it holds.
         let l3 = vec![m("m1", 2)];
         assert!(matches!(
-            lists.change(&g, &s2, l3.clone(), &stamp(3), true),
+            lists.change(&g, &s2, l3.clone().into(), &stamp(3), true),
             MemberChange::Delta { ref left, .. } if left == &vec![0]
         ));
         assert!(matches!(
-            lists.change(&g, &s1, l3.clone(), &stamp(3), true),
+            lists.change(&g, &s1, l3.clone().into(), &stamp(3), true),
             MemberChange::Delta { .. }
         ));
         lists.forget_session(s2.session);

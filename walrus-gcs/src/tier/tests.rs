@@ -307,7 +307,7 @@ fn membership_changes_cross_the_link_as_deltas_and_are_rebuilt_whole() {
     assert!(w.run().is_empty());
     assert_eq!(w.snapshots, 8, "s1 and s2 rejoin g, s1 other: whole each");
     let last = w.got.iter().rev().find_map(|(s, e)| match e {
-        Event::Membership { members, .. } if *s == s2 => Some(members.clone()),
+        Event::Membership { members, .. } if *s == s2 => Some(members.to_vec()),
         _ => None,
     });
     assert_eq!(last, Some(w.node.group_members(&g())));

@@ -40,7 +40,7 @@ fn a_silent_peer_is_dropped_from_the_view_after_the_failure_timeout() {
                 event: Event::Membership {
                     group: g("g"),
                     view: vid(3, "a"),
-                    members: vec![m("a", sa)],
+                    members: vec![m("a", sa)].into(),
                     reason: MembershipReason::Network,
                     at: Stamp {
                         view: vid(3, "a"),

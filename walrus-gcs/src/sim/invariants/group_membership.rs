@@ -14,15 +14,16 @@ use super::{EndState, Invariant, Request, Sent, SessionKey};
 use crate::event::{Event, MembershipReason, ViewChange};
 use crate::types::{GroupName, Member, NodeRef, SessionId, Stamp, ViewId};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Default)]
 pub(super) struct GroupMembership {
     /// Every list received: (receiver node, group, stamp) → list.
-    seen: Vec<(NodeRef, GroupName, Stamp, Vec<Member>)>,
+    seen: Vec<(NodeRef, GroupName, Stamp, Arc<[Member]>)>,
     /// For each node incarnation, the view it installed after each view it left.
     next: BTreeMap<(NodeRef, ViewId), ViewId>,
-    last: BTreeMap<(SessionKey, GroupName), Vec<Member>>,
+    last: BTreeMap<(SessionKey, GroupName), Arc<[Member]>>,
 }
 
 impl Invariant for GroupMembership {
@@ -57,8 +58,12 @@ impl Invariant for GroupMembership {
             incarnation: who.incarnation,
             session,
         };
-        self.seen
-            .push((who.clone(), group.clone(), stamp.clone(), members.clone()));
+        self.seen.push((
+            who.clone(),
+            group.clone(),
+            stamp.clone(),
+            Arc::clone(members),
+        ));
         let key = ((who.clone(), session), group.clone());
         if !members.contains(&me) {
             if *reason == MembershipReason::Leave {
@@ -82,7 +87,7 @@ impl Invariant for GroupMembership {
                 ));
             }
         }
-        self.last.insert(key, members.clone());
+        self.last.insert(key, Arc::clone(members));
     }
 
     fn at_end(
@@ -93,7 +98,7 @@ impl Invariant for GroupMembership {
         v: &mut Vec<String>,
     ) {
         type Point = (GroupName, Stamp, Option<ViewId>);
-        let mut lists: BTreeMap<Point, (&Vec<Member>, &NodeRef)> = BTreeMap::new();
+        let mut lists: BTreeMap<Point, (&Arc<[Member]>, &NodeRef)> = BTreeMap::new();
         for (who, group, stamp, members) in &self.seen {
             let next = self.next.get(&(who.clone(), stamp.view.clone())).cloned();
             let key = (group.clone(), stamp.clone(), next);

@@ -144,7 +144,7 @@ fn membership(list: &[(&str, u64)], reason: MembershipReason, seq: u64) -> Event
     Event::Membership {
         group: g(),
         view: vid(2),
-        members: members(list),
+        members: members(list).into(),
         reason,
         at: Stamp { view: vid(2), seq },
     }
