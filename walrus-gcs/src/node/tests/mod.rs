@@ -69,6 +69,16 @@ fn sent_to(outs: &[Output], to: &str) -> PeerMessage {
     found[0].clone()
 }
 
+/// An `Ack` of incarnation 1 in view 2.a (the view of [`both_in_g`]).
+fn ack_in_2a(held: u64, delivered: u64) -> PeerMessage {
+    PeerMessage::Ack(crate::wire::Ack {
+        incarnation: Incarnation(1),
+        view: vid(2, "a"),
+        held,
+        delivered,
+    })
+}
+
 /// The messages `outs` sends to `to`, in order.
 fn sends_to(outs: &[Output], to: &str) -> Vec<PeerMessage> {
     outs.iter()

@@ -66,14 +66,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
             ops: vec![op],
         }],
     });
-    let ack = |held, delivered| {
-        PeerMessage::Ack(Ack {
-            incarnation: Incarnation(1),
-            view: vid(2, "a"),
-            held,
-            delivered,
-        })
-    };
+    let ack = ack_in_2a;
     // Not delivered yet: the sender does not hold its sequence number yet. The sequencer
     // acknowledges what it ordered like any member.
     assert_eq!(
@@ -486,14 +479,7 @@ fn a_client_message_is_confirmed_once_every_member_delivered_it() {
             incarnation: Incarnation(1),
             counter: 1,
         };
-        let ack = |held, delivered| {
-            PeerMessage::Ack(Ack {
-                incarnation: Incarnation(1),
-                view: vid(2, "a"),
-                held,
-                delivered,
-            })
-        };
+        let ack = ack_in_2a;
         let confirmed = |outs: &[Output]| {
             outs.iter()
                 .any(|o| matches!(o, Output::Confirmed { id, .. } if *id == cid))
