@@ -85,7 +85,6 @@ async fn wait_member(c: &Client, want: &str) {
     .unwrap();
 }
 
-/// Client session `s` multicasts messages `a<i>` for `i` in `range`.
 /// Waits until member `m` lists exactly `clients` as attached ([`Gcs::watch_clients`]).
 async fn wait_clients(m: &Gcs, clients: &[&str]) {
     let mut w = m.watch_clients();
@@ -96,6 +95,7 @@ async fn wait_clients(m: &Gcs, clients: &[&str]) {
     assert!(got, "{} lists {:?}, not {want:?}", m.id(), *w.borrow());
 }
 
+/// Client session `s` multicasts messages `a<i>` for `i` in `range`.
 async fn send_range(s: &ClientSession, g: &GroupName, range: std::ops::Range<u32>) {
     for i in range {
         s.multicast(
@@ -265,7 +265,10 @@ async fn clients_fail_over_and_lose_nothing_they_were_told_was_delivered() {
         (2, 1),
         "{sb_stats:?}"
     );
-    assert!(sb_stats.delivered >= 60, "{sb_stats:?}");
+    // client.b's sessions close with its link to m1 and open again through m3 (a Gone,
+    // then a Join): what a client sends between the two is not delivered to them, so
+    // the counter matches what the session got, not all sixty.
+    assert_eq!(sb_stats.delivered, seen.len() as u64, "{sb_stats:?}");
 
     a.shutdown().await;
     b.shutdown().await;
