@@ -131,6 +131,9 @@ pub struct GroupLists {
     groups: BTreeMap<GroupName, Forwarded>,
     /// (group, the node's session) → the stamp of the list the client holds.
     holds: BTreeMap<(GroupName, SessionId), Stamp>,
+    /// The node's session → the groups in `holds` for it, so a session's end costs
+    /// O(its groups), not a scan of every group's sessions.
+    by_session: BTreeMap<SessionId, BTreeSet<GroupName>>,
 }
 
 impl GroupLists {
@@ -169,7 +172,13 @@ impl GroupLists {
             }),
         };
         let key = (group.clone(), session);
-        let held = self.holds.insert(key.clone(), at.clone());
+        let held = self.holds.insert(key, at.clone());
+        if held.is_none() {
+            self.by_session
+                .entry(session)
+                .or_default()
+                .insert(group.clone());
+        }
         let in_list = !leave
             || match f.from {
                 // The list before held every session told of this change but a joiner.
@@ -193,19 +202,19 @@ impl GroupLists {
 
     /// The node's hosted `session` is gone: it holds no list.
     pub fn forget_session(&mut self, session: SessionId) {
-        let groups: Vec<GroupName> = self
-            .holds
-            .keys()
-            .filter(|(_, s)| *s == session)
-            .map(|(g, _)| g.clone())
-            .collect();
-        for g in groups {
+        for g in self.by_session.remove(&session).unwrap_or_default() {
             self.forget(&g, session);
         }
     }
 
     fn forget(&mut self, group: &GroupName, session: SessionId) {
         self.holds.remove(&(group.clone(), session));
+        if let Some(groups) = self.by_session.get_mut(&session) {
+            groups.remove(group);
+            if groups.is_empty() {
+                self.by_session.remove(&session);
+            }
+        }
         let still = self
             .holds
             .range((group.clone(), SessionId(0))..)
@@ -244,6 +253,32 @@ mod tests {
             },
             seq,
         }
+    }
+
+    #[test]
+    fn a_gone_session_holds_no_list_and_an_unheld_group_is_dropped() {
+        let mut lists = GroupLists::default();
+        let (g1, g2) = (GroupName::new("g1"), GroupName::new("g2"));
+        let (s1, s2) = (m("h", 1), m("h", 2));
+        let both: Arc<[Member]> = vec![s1.clone(), s2.clone()].into();
+        for (i, g) in [&g1, &g2].into_iter().enumerate() {
+            for s in [&s1, &s2] {
+                lists.change(g, s, both.clone(), &stamp(i as u64 + 1), false);
+            }
+        }
+        assert_eq!(lists.by_session.len(), 2);
+        lists.forget_session(s1.session);
+        assert_eq!(lists.groups(), 2, "s2 still holds both lists");
+        assert!(!lists.holds.keys().any(|(_, s)| *s == s1.session));
+        // s2 leaves g1 on its own (a leave that takes it out of the list)...
+        let only_s1: Arc<[Member]> = vec![s1.clone()].into();
+        lists.change(&g1, &s2, only_s1, &stamp(3), true);
+        assert_eq!(lists.groups(), 1);
+        // ...then is gone: nothing is held, and forgetting it twice is harmless.
+        lists.forget_session(s2.session);
+        lists.forget_session(s2.session);
+        assert_eq!(lists.groups(), 0);
+        assert!(lists.holds.is_empty() && lists.by_session.is_empty());
     }
 
     #[test]
