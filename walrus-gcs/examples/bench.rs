@@ -60,6 +60,12 @@ struct Args {
     /// Override the core's `max_pending_bytes` on every node.
     #[arg(long)]
     max_pending_bytes: Option<usize>,
+    /// Override the core's `group_window` (messages) on every node.
+    #[arg(long)]
+    group_window: Option<usize>,
+    /// Override the core's `group_window_bytes` on every node.
+    #[arg(long)]
+    group_window_bytes: Option<usize>,
     /// Override the core's `session_queue_limit` on every node (a small one plants a
     /// slow reader: the run must come out invalid).
     #[arg(long)]
@@ -178,8 +184,14 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
         if let Some(n) = args.max_pending_bytes {
             cmd.arg("--max-pending-bytes").arg(n.to_string());
         }
-        if let Some(n) = args.session_queue_limit {
-            cmd.arg("--session-queue-limit").arg(n.to_string());
+        for (flag, value) in [
+            ("--session-queue-limit", args.session_queue_limit),
+            ("--group-window", args.group_window),
+            ("--group-window-bytes", args.group_window_bytes),
+        ] {
+            if let Some(n) = value {
+                cmd.arg(flag).arg(n.to_string());
+            }
         }
         for (j, peer) in names.iter().enumerate() {
             if j != i {
@@ -326,8 +338,14 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
     if let Some(n) = args.max_pending {
         out["max_pending"] = json!(n);
     }
-    if let Some(n) = args.session_queue_limit {
-        out["session_queue_limit"] = json!(n);
+    for (key, value) in [
+        ("session_queue_limit", args.session_queue_limit),
+        ("group_window", args.group_window),
+        ("group_window_bytes", args.group_window_bytes),
+    ] {
+        if let Some(n) = value {
+            out[key] = json!(n);
+        }
     }
     if args.kill_after.is_some() {
         // The view change is done when the last survivor has installed it.

@@ -35,14 +35,14 @@ pub struct CoreConfig {
     /// by [`crate::Node::multicast`] but not yet delivered back here, in order) before it
     /// refuses more with [`crate::GcsError::Backpressure`] (the async
     /// [`crate::Session::multicast`] waits for room instead). Joins, leaves and closes are
-    /// held back only at twice this. Default 256: enough to keep the ordering pipeline
-    /// busy on a LAN, few enough that a sender that outruns the group waits instead of
-    /// queueing seconds of data in front of everyone's deliveries (Little's law: what is
-    /// in flight is what every message waits behind).
+    /// held back only at twice this. Default 256. In a group of more than one member the
+    /// node's share of `group_window` is the smaller bound.
     pub max_pending: usize,
-    /// The send window in payload bytes: multicasts are refused while this many bytes of
-    /// this node's multicasts are on their way (one message is always let through, so a
-    /// message up to `max_message_size` can be sent). Default 256 KiB.
+    /// The send window in bytes: multicasts are refused while this many bytes of this
+    /// node's multicasts are on their way, each counting its payload plus 1 KiB for what
+    /// a message costs apart from its bytes (one message is always let through, so a
+    /// message up to `max_message_size` can be sent). Default 256 KiB; in a group, its
+    /// share of `group_window_bytes` is the smaller bound.
     pub max_pending_bytes: usize,
     /// How many ordered but not yet stable messages the sequencer keeps before it stops
     /// ordering new ones (flow control; bounds every member's memory). Default 4096.
@@ -53,10 +53,15 @@ pub struct CoreConfig {
     /// node's window is this divided by the number of members in its view, but at most
     /// `max_pending` (like Totem's `window_size` over its per-node `max_messages`), so
     /// the queue every message waits behind stays about this deep however many members
-    /// send. Default 768 messages.
+    /// send (Little's law: what is in flight is what every message waits behind).
+    /// Default 384 messages; with small messages the byte window binds first.
     pub group_window: usize,
-    /// The group's send window in payload bytes (divided the same way, at most
-    /// `max_pending_bytes`). Default 768 KiB.
+    /// The group's send window in bytes, counted as for `max_pending_bytes` (payload plus
+    /// 1 KiB a message), divided the same way, at most `max_pending_bytes`. Default
+    /// 384 KiB: 128 KiB each at three members, 64 messages of 1 KiB, 116 of 100 B, 7 of
+    /// 16 KiB, about 4 ms of the group's work each. It sets latency at saturation: with
+    /// 768 messages and 768 KiB of payload (the defaults until December 2026) p99 was
+    /// 34–46 ms at 1 KiB; PROTOCOL.md, "Flow control", has the measured trade-off.
     pub group_window_bytes: usize,
 }
 
@@ -74,8 +79,8 @@ impl Default for CoreConfig {
             max_pending_bytes: 256 * 1024,
             max_unstable: 4096,
             max_unstable_bytes: 16 * 1024 * 1024,
-            group_window: 768,
-            group_window_bytes: 768 * 1024,
+            group_window: 384,
+            group_window_bytes: 384 * 1024,
         }
     }
 }

@@ -23,11 +23,11 @@ pub enum GcsError {
     /// The send window is full: too many of this node's operations (or bytes of them)
     /// are on their way; try again once some are delivered (the async
     /// `Session::multicast` waits for that itself).
-    #[error("send window full: {pending} operations of {pending_bytes} bytes on their way (limits {limit} and {limit_bytes} bytes)")]
+    #[error("send window full: {pending} operations counting {pending_bytes} bytes on their way (limits {limit} and {limit_bytes} bytes; a message counts its payload plus 1 KiB)")]
     Backpressure {
         /// Operations on their way.
         pending: usize,
-        /// Their payload bytes.
+        /// What they count against the window's bytes (payload plus 1 KiB a message).
         pending_bytes: usize,
         /// The configured limit in operations.
         limit: usize,

@@ -62,6 +62,12 @@ pub struct Args {
     /// Override `CoreConfig::max_pending_bytes` (payload bytes of those operations).
     #[arg(long)]
     max_pending_bytes: Option<usize>,
+    /// Override `CoreConfig::group_window` (what all members may have on their way).
+    #[arg(long)]
+    group_window: Option<usize>,
+    /// Override `CoreConfig::group_window_bytes`.
+    #[arg(long)]
+    group_window_bytes: Option<usize>,
     /// Override `CoreConfig::session_queue_limit` (events a session may leave unread).
     #[arg(long)]
     session_queue_limit: Option<usize>,
@@ -164,6 +170,12 @@ pub async fn run(args: Args) {
     }
     if let Some(n) = args.session_queue_limit {
         config.core.session_queue_limit = n;
+    }
+    if let Some(n) = args.group_window {
+        config.core.group_window = n;
+    }
+    if let Some(n) = args.group_window_bytes {
+        config.core.group_window_bytes = n;
     }
     let gcs = Gcs::start(config).await.expect("start");
 

@@ -20,10 +20,10 @@ impl Node {
                 .is_some_and(|p| p.counter == e.op.counter)
             {
                 self.pending.pop_front();
-                self.pending_bytes = self.pending_bytes.saturating_sub(payload_len(&e.op));
+                self.pending_bytes = self.pending_bytes.saturating_sub(op_window_charge(&e.op));
             } else if let Some(i) = self.pending.iter().position(|p| p.counter == e.op.counter) {
                 self.pending.remove(i);
-                self.pending_bytes = self.pending_bytes.saturating_sub(payload_len(&e.op));
+                self.pending_bytes = self.pending_bytes.saturating_sub(op_window_charge(&e.op));
             }
         }
         let member = Member {

@@ -208,13 +208,37 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Application bytes of an op (what the byte windows count).
+/// Application bytes of an op (what the ordering window's bytes count).
 fn payload_len(op: &Op) -> usize {
     match &op.kind {
         OpKind::Message { payload, .. } => payload.len(),
         _ => 0,
     }
 }
+
+/// What a message of `payload` bytes counts against the send windows' bytes: its payload
+/// plus [`MESSAGE_CHARGE`].
+fn window_charge(payload: usize) -> usize {
+    payload.saturating_add(MESSAGE_CHARGE)
+}
+
+/// What an op counts against the send windows' bytes (joins, leaves and closes nothing:
+/// they are held back by count only, at twice the window).
+fn op_window_charge(op: &Op) -> usize {
+    match &op.kind {
+        OpKind::Message { payload, .. } => window_charge(payload.len()),
+        _ => 0,
+    }
+}
+
+/// The bytes a message counts against the send windows beyond its payload: what a
+/// message costs the group apart from its bytes, in bytes. Measured on loopback (3
+/// members, TLS, December 2026) a message took about 9.5 µs plus 7 ns a byte to order
+/// and deliver (100 B 9 µs, 1 KiB 17 µs, 16 KiB 125 µs): the fixed part is the cost of
+/// 1,350 bytes. Charging it makes a window in bytes a window in time, whatever the
+/// message size: the default 128 KiB per member at three members holds 64 messages of
+/// 1 KiB, 116 of 100 B, 7 of 16 KiB, each about 4 ms of work (PROTOCOL.md, "Flow control").
+const MESSAGE_CHARGE: usize = 1024;
 
 /// Rough wire size of an op, for chunking (payload plus a generous header allowance).
 fn op_size(op: &Op) -> usize {

@@ -127,12 +127,13 @@ impl Node {
     }
 
     /// A multicast of `size` payload bytes fits in the send window (see
-    /// `CoreConfig::max_pending` and `max_pending_bytes`; one message always fits).
+    /// `CoreConfig::max_pending` and `max_pending_bytes`; a message counts its payload
+    /// plus [`MESSAGE_CHARGE`] bytes; one message always fits).
     pub(super) fn check_window(&self, size: usize) -> Result<(), GcsError> {
         let (limit, limit_bytes) = self.window();
         let over_count = self.pending.len() >= limit;
-        let over_bytes =
-            !self.pending.is_empty() && self.pending_bytes.saturating_add(size) > limit_bytes;
+        let over_bytes = !self.pending.is_empty()
+            && self.pending_bytes.saturating_add(window_charge(size)) > limit_bytes;
         if over_count || over_bytes {
             return Err(self.window_full());
         }
@@ -263,7 +264,7 @@ impl Node {
             kind,
         };
         self.next_op += 1;
-        self.pending_bytes += payload_len(&op);
+        self.pending_bytes += op_window_charge(&op);
         self.pending.push_back(op);
     }
 

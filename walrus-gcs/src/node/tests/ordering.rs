@@ -133,30 +133,35 @@ fn sender_in_view_of_two(config: CoreConfig, t0: Instant) -> (Node, Node, Instan
 #[test]
 fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
     let t0 = Instant::now();
+    // A message counts its payload plus MESSAGE_CHARGE against the bytes: two of 500 B
+    // fill 3,048 of 4,100, a third does not fit, a message of 10 B still does.
+    let charge = crate::node::MESSAGE_CHARGE;
+    let limit = 2 * (500 + charge) + 10 + charge + 8;
     let config = CoreConfig {
         max_pending: 3,
-        max_pending_bytes: 250,
+        max_pending_bytes: limit,
         ..CoreConfig::default()
     };
     let (mut a, mut b, t, s) = sender_in_view_of_two(config, t0);
     // b is not the sequencer: its multicasts stay in its window until delivered back.
-    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 500])
         .unwrap();
-    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100])
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 500])
         .unwrap();
-    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 100]);
+    let full = b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 500]);
+    let held = 2 * (500 + charge);
     assert!(
         matches!(
             full,
             Err(GcsError::Backpressure {
                 pending: 2,
-                pending_bytes: 200,
+                pending_bytes,
                 ..
-            })
+            }) if pending_bytes == held
         ),
         "bytes: {full:?}"
     );
-    assert!(!b.window_has_room(100));
+    assert!(!b.window_has_room(500));
     // Small messages stop at the count.
     b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 10])
         .unwrap();
@@ -181,12 +186,12 @@ fn the_send_window_bounds_messages_and_bytes_and_opens_on_delivery() {
         .count();
     assert_eq!(delivered, 3);
     assert_eq!(b.pending(), 0);
-    assert!(b.window_has_room(250));
-    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 250])
+    assert!(b.window_has_room(limit - charge));
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; limit - charge])
         .unwrap();
     // One message always fits, however large (up to max_message_size).
     exchange(&mut a, &mut b, t);
-    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 4096])
+    b.multicast(t, s, Service::Agreed, &[g("g")], vec![0; 2 * limit])
         .unwrap();
 }
 
