@@ -68,11 +68,15 @@ pub trait GroupLayer: Send + Sync + 'static {
     /// Stops the node cleanly (peers are told).
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
 
-    /// Completes once this node shares a view with at least one other node, or after
-    /// `grace`. A Controller waits for it before joining `Controllers`: a restarted node
-    /// first sits alone in a view of its own, and a session that joined there would come
-    /// first in the merged membership list and depose the running master.
-    fn settled(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+    /// Completes once this node's view holds every node of `expected` (its configured
+    /// member peers), or once its view has not changed for `grace` ([`settle_on`]); returns
+    /// which of them were still missing (empty: merged). A Controller waits for it before joining `Controllers` (see
+    /// [`settle_state`] for why "every configured peer", not "anyone").
+    fn settled(
+        &self,
+        grace: Duration,
+        expected: &[NodeId],
+    ) -> impl Future<Output = Vec<NodeId>> + Send;
 
     /// The view this node is in, watched: `None` until it installs its first view in this
     /// incarnation, then the latest (its members, sorted, this node among them).
@@ -256,13 +260,8 @@ impl GroupLayer for Gcs {
         Gcs::shutdown(self).await
     }
 
-    async fn settled(&self, grace: Duration) {
-        let mut view = self.watch_view();
-        let _ = tokio::time::timeout(
-            grace,
-            view.wait_for(|v| v.as_ref().is_some_and(|v| v.members.len() > 1)),
-        )
-        .await;
+    async fn settled(&self, grace: Duration, expected: &[NodeId]) -> Vec<NodeId> {
+        settle_on(Gcs::watch_view(self), grace, expected).await
     }
 
     fn watch_view(&self) -> watch::Receiver<Option<ViewChange>> {
@@ -278,7 +277,126 @@ impl GroupLayer for Gcs {
     }
 }
 
+/// The configured peers of `expected` that `view` does not hold yet (empty: this node has
+/// merged with all of them). No view yet: all of them.
+///
+/// Why every configured peer and not "at least one other node" (the rule before): a node
+/// that starts (or restarts) first sits alone in a view of its own, then merges with
+/// whoever it hears first. walrus-gcs may install a view with *some* of the live nodes
+/// (a coordinator proposes the nodes it hears at that moment; the others follow a view
+/// or two later, typically within a few hundred milliseconds). A Controller that joined
+/// `Controllers` in such a partial view is master of it when no other Controller is in
+/// it: it starts a round and may push answers, a second master with no partition, until
+/// the next view deposes it. Waiting for every configured peer costs nothing when they
+/// are all up (the full view follows at once); when some are down or cut off, the node
+/// waits until its view has been quiet for the grace (`walrus-node`: five gcs failure
+/// timeouts, see its `join_grace`), after which it knows it is in a component without
+/// them and may rightly be its master (paper §6.3: one master per component).
+pub fn settle_state(view: Option<&ViewChange>, expected: &[NodeId]) -> Vec<NodeId> {
+    expected
+        .iter()
+        .filter(|n| !view.is_some_and(|v| v.members.iter().any(|m| &m.id == *n)))
+        .cloned()
+        .collect()
+}
+
+/// Waits on `view` until [`settle_state`] is empty, or until the view has stayed the same
+/// for `grace` (counted again from each new view: while views keep coming, nodes are still
+/// merging, and a node is alone, or cut off from the missing peers, only once its view has
+/// been quiet for that long); returns the peers still missing. Logs why it waits, once,
+/// and how it ended. Measured in the demo (7 members started one by one on a loaded
+/// machine): the whole view took more than the grace from a Controller's start in 4 of 8
+/// runs, while views kept growing; a grace counted from the start let those Controllers
+/// join partial views, several masters for a moment.
+pub async fn settle_on(
+    mut view: watch::Receiver<Option<ViewChange>>,
+    grace: Duration,
+    expected: &[NodeId],
+) -> Vec<NodeId> {
+    let names = |v: &[NodeId]| v.iter().map(NodeId::as_str).collect::<Vec<_>>().join(", ");
+    let missing = settle_state(view.borrow_and_update().as_ref(), expected);
+    if missing.is_empty() {
+        return missing;
+    }
+    tracing::info!(
+        missing = %names(&missing),
+        ?grace,
+        "not joining Controllers yet (so not master): this node's view lacks configured peers; \
+         joining once they are all in it, or once its view has not changed for the join grace"
+    );
+    loop {
+        match tokio::time::timeout(grace, view.changed()).await {
+            Ok(Ok(())) => {
+                if settle_state(view.borrow_and_update().as_ref(), expected).is_empty() {
+                    tracing::info!(
+                        "every configured peer is in this node's view: joining Controllers"
+                    );
+                    return Vec::new();
+                }
+            }
+            // The layer is gone (the node stops): nothing to wait for.
+            Ok(Err(_)) => break,
+            Err(_) => break,
+        }
+    }
+    let missing = settle_state(view.borrow().as_ref(), expected);
+    tracing::warn!(
+        missing = %names(&missing),
+        ?grace,
+        "this node's view lacks configured peers and has not changed for the join grace \
+         (they are down, or cut off): joining Controllers in this component; it may be its \
+         master"
+    );
+    missing
+}
+
 pub mod client;
 #[cfg(any(test, feature = "testing"))]
 pub mod local;
 pub mod tiered;
+
+#[cfg(test)]
+mod tests {
+    use super::settle_state;
+    use walrus_gcs::{Incarnation, NodeId, NodeRef, ViewChange, ViewId};
+
+    fn view(nodes: &[&str]) -> ViewChange {
+        let members: Vec<NodeRef> = nodes
+            .iter()
+            .map(|n| NodeRef {
+                id: NodeId::new(*n),
+                incarnation: Incarnation(1),
+            })
+            .collect();
+        ViewChange {
+            view: ViewId {
+                counter: 2,
+                coordinator: NodeId::new(nodes[0]),
+                incarnation: Incarnation(1),
+            },
+            members,
+            previous: None,
+            delivered: 0,
+            digest: 0,
+        }
+    }
+
+    #[test]
+    fn settled_means_every_configured_peer_in_the_view_not_anyone() {
+        let peers: Vec<NodeId> = ["ctl-1", "ctl-2", "eu-1"].map(NodeId::new).to_vec();
+        assert_eq!(settle_state(None, &peers), peers, "no view yet");
+        assert_eq!(
+            settle_state(Some(&view(&["ctl-3"])), &peers),
+            peers,
+            "alone"
+        );
+        // The demo's case: merged with some live nodes, not with the master's.
+        assert_eq!(
+            settle_state(Some(&view(&["ctl-3", "eu-1"])), &peers),
+            ["ctl-1", "ctl-2"].map(NodeId::new).to_vec()
+        );
+        let whole = view(&["ctl-1", "ctl-2", "ctl-3", "eu-1"]);
+        assert!(settle_state(Some(&whole), &peers).is_empty());
+        assert!(settle_state(None, &[]).is_empty(), "no peers configured");
+    }
+}

@@ -108,9 +108,10 @@ async fn a_client_nodes_sessions_join_multicast_and_fail_over() {
     })
     .await
     .unwrap();
-    tokio::time::timeout(WAIT, layer.settled(WAIT))
+    let missing = tokio::time::timeout(WAIT, layer.settled(WAIT, &[]))
         .await
         .unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
     assert_eq!(*layer.watch_member().borrow(), Some(NodeId::new("m1")));
 
     let mut session = layer.open_session().await.unwrap();

@@ -35,13 +35,7 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
     let toml = two_area_toml(
         [p1, p2],
         [w1.url(), w2.url()],
-        &[
-            NodeSpec::controller("ctl-1"),
-            NodeSpec::controller("ctl-2"),
-            NodeSpec::controller("ctl-3"),
-            NodeSpec::worker("w-1", "s1", "a1"),
-            NodeSpec::worker("w-2", "s2", "a2"),
-        ],
+        &three_controllers_two_workers(),
     );
     let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
     let mut cluster = Cluster::start(config, dir.path(), layers).await.unwrap();

@@ -144,6 +144,18 @@ pub fn deployment_toml(areas: &[AreaSpec], servers: &[ServerSpec], nodes: &[Node
     t
 }
 
+/// The usual five nodes of [`two_area_toml`]: Controllers ctl-1, ctl-2, ctl-3, and web
+/// hosts w-1 (s1, directs a1) and w-2 (s2, directs a2).
+pub fn three_controllers_two_workers() -> [NodeSpec; 5] {
+    [
+        NodeSpec::controller("ctl-1"),
+        NodeSpec::controller("ctl-2"),
+        NodeSpec::controller("ctl-3"),
+        NodeSpec::worker("w-1", "s1", "a1"),
+        NodeSpec::worker("w-2", "s2", "a2"),
+    ]
+}
+
 /// [`deployment_toml`] for the usual two areas: a1 (home c1 = s1 at 192.0.2.1) and a2 (home
 /// c2 = s2 at 192.0.2.2), with their name servers on `dns_ports` and the probe URLs `urls`.
 pub fn two_area_toml(dns_ports: [u16; 2], urls: [String; 2], nodes: &[NodeSpec]) -> String {

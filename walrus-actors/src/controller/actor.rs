@@ -212,17 +212,42 @@ fn mailbox_error(e: &MailboxError) -> &'static str {
 /// Requests a Controller's mailbox holds.
 pub const MAILBOX: usize = 16;
 
+/// When a Controller joins `Controllers` (see [`crate::group::settle_state`]): once its
+/// node's view holds every configured member peer, or once that view has not changed for
+/// `grace` ([`crate::group::settle_on`]). A Controller outside
+/// `Controllers` is never master, so until then it runs no round and pushes no answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinWait {
+    /// How long the view must stay unchanged before the Controller joins without some
+    /// peers (`walrus-node`: five gcs failure timeouts, see its `join_grace`).
+    pub grace: Duration,
+    /// The node's configured member peers (not itself, not clients).
+    pub peers: Vec<walrus_gcs::NodeId>,
+}
+
+/// A grace with no peers to wait for: joins as soon as the node has a view or `grace` ends
+/// (unit tests over the in-process bus).
+impl From<Duration> for JoinWait {
+    fn from(grace: Duration) -> Self {
+        Self {
+            grace,
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// Starts a supervised Controller in `home` over `layer`: it joins `Controllers` once
-/// `layer.settled(join_grace)` completes (see [`GroupLayer::settled`]), and runs until
-/// the node stops (send [`Shutdown`] first for a clean leave).
+/// `layer.settled(..)` completes for `join` (see [`JoinWait`], [`GroupLayer::settled`]),
+/// and runs until the node stops (send [`Shutdown`] first for a clean leave).
 pub fn start<L: GroupLayer>(
     home: &ActorHome,
     supervision: &Supervision,
     layer: Arc<L>,
     settings: ControllerSettings,
     direct: DirectDrivers,
-    join_grace: Duration,
+    join: impl Into<JoinWait>,
 ) -> Result<ControllerHandle, ControllerError> {
+    let join = join.into();
     settings.round.validate()?;
     let notifier = Notifier::start(&settings.notify)?;
     let (published, status) = watch::channel(ControllerStatus::default());
@@ -238,7 +263,7 @@ pub fn start<L: GroupLayer>(
         status: ControllerStatus::default(),
         published,
         timer: None,
-        join_grace,
+        join,
         unknown: BTreeSet::new(),
     });
     Ok(ControllerHandle {
@@ -262,7 +287,7 @@ pub struct Controller<L: GroupLayer> {
     status: ControllerStatus,
     published: watch::Sender<ControllerStatus>,
     timer: Option<SpawnHandle>,
-    join_grace: Duration,
+    join: JoinWait,
     /// Servers heard of (reports) that the configuration does not know: logged once each,
     /// forgotten when a reload adds them.
     unknown: BTreeSet<crate::model::ServerName>,
@@ -277,12 +302,12 @@ impl<L: GroupLayer> Actor for Controller<L> {
         }
         let layer = self.layer.clone();
         let sup = self.life.sup.clone();
-        let grace = self.join_grace;
+        let join = self.join.clone();
         // Spawned, not waited for: joining waits for the group to settle (seconds), and
         // status requests are answered meanwhile.
         ctx.spawn(
             async move {
-                layer.settled(grace).await;
+                layer.settled(join.grace, &join.peers).await;
                 open_and_join(layer, sup, ROLE, vec![messages::group(CONTROLLERS)]).await
             }
             .into_actor(self)
@@ -427,6 +452,10 @@ impl<L: GroupLayer> Controller<L> {
                 if change.became_master {
                     tracing::info!(%me, members = members.len(), "this controller is master");
                     self.status.terms += 1;
+                } else if !self.machine.is_master()
+                    && members.first() != self.status.members.first()
+                {
+                    tracing::info!(%me, master = ?members.first().map(|m| m.to_string()), "backup: not master, another Controller is first in Controllers");
                 }
                 if change.lost_mastership {
                     tracing::warn!(%me, master = ?members.first().map(|m| m.to_string()), "lost mastership: stopping at once");

@@ -155,8 +155,17 @@ impl GroupLayer for ClientLayer {
     }
 
     /// Completes once the client is attached to a member, or after `grace`.
-    async fn settled(&self, grace: Duration) {
+    /// Completes once the client is attached to a member, or after `grace` (a client is in
+    /// no view: `expected` does not apply; returned as missing only when not attached).
+    async fn settled(&self, grace: Duration, expected: &[NodeId]) -> Vec<NodeId> {
         let mut member = self.client.watch_member();
-        let _ = tokio::time::timeout(grace, member.wait_for(Option::is_some)).await;
+        let attached = tokio::time::timeout(grace, member.wait_for(Option::is_some))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if attached {
+            Vec::new()
+        } else {
+            expected.to_vec()
+        }
     }
 }

@@ -295,7 +295,9 @@ impl GroupLayer for LocalNode {
     }
 
     /// The bus has one view: settled at once.
-    async fn settled(&self, _grace: std::time::Duration) {}
+    async fn settled(&self, _grace: std::time::Duration, _expected: &[NodeId]) -> Vec<NodeId> {
+        Vec::new()
+    }
 
     fn peer_streams(&self) -> Option<Arc<dyn PeerStreams>> {
         Some(Arc::new(LocalStreams {

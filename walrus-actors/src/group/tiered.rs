@@ -117,10 +117,10 @@ impl GroupLayer for TierLayer {
         }
     }
 
-    async fn settled(&self, grace: Duration) {
+    async fn settled(&self, grace: Duration, expected: &[NodeId]) -> Vec<NodeId> {
         match self {
-            TierLayer::Member(g) => g.settled(grace).await,
-            TierLayer::Client(c) => c.settled(grace).await,
+            TierLayer::Member(g) => g.settled(grace, expected).await,
+            TierLayer::Client(c) => c.settled(grace, expected).await,
         }
     }
 

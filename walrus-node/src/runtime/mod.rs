@@ -352,13 +352,20 @@ impl<L: GroupLayer> NodeRuntime<L> {
             } else {
                 Duration::ZERO
             };
+            let join = controller::actor::JoinWait {
+                grace,
+                peers: peer_addresses(&self.config, &self.name)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
+            };
             let handle = controller::start(
                 self.home()?,
                 &self.supervision,
                 self.layer.clone(),
                 controller_settings(&self.config),
                 direct,
-                grace,
+                join,
             )?;
             self.controller = Some(handle);
             self.start_fallback_directors().await?;

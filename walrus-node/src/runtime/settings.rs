@@ -430,9 +430,13 @@ pub(super) async fn replicator_streams(
     Ok(Arc::new(streams))
 }
 
-/// How long a Controller waits for its node to share a view with another node before it
-/// joins `Controllers` alone (see [`GroupLayer::settled`]): five failure timeouts of the
-/// gcs profile (2 s on a LAN, 20 s on a WAN).
+/// How long a Controller's node view must stay unchanged, while it lacks some configured
+/// member peers, before the Controller joins `Controllers` without them (see [`GroupLayer::settled`] and
+/// `walrus_actors::group::settle_state`): five failure timeouts of the gcs profile (2 s on
+/// a LAN, 20 s on a WAN). Long enough to know: a peer silent for a failure timeout is
+/// dead to the group, and the rest covers its link's dial and the view change that
+/// merges it (a `settle` and a flush). Until then the Controller is not in
+/// `Controllers`, so it is no master: no round, no DNS push (its log says so).
 pub fn join_grace(config: &Config) -> Duration {
     match config.timing.gcs_profile {
         GcsProfile::Lan => CoreConfig::lan().failure_timeout * 5,

@@ -452,7 +452,13 @@ impl GroupLayer for ViewLayer {
         self.bus.shutdown().await
     }
 
-    async fn settled(&self, _grace: Duration) {}
+    async fn settled(
+        &self,
+        _grace: Duration,
+        _expected: &[walrus_gcs::NodeId],
+    ) -> Vec<walrus_gcs::NodeId> {
+        Vec::new()
+    }
 
     fn watch_view(&self) -> watch::Receiver<Option<walrus_gcs::ViewChange>> {
         self.view.subscribe()
