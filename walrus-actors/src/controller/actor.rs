@@ -264,6 +264,8 @@ pub fn start<L: GroupLayer>(
         published,
         timer: None,
         join,
+        view: None,
+        view_id: None,
         unknown: BTreeSet::new(),
     });
     Ok(ControllerHandle {
@@ -288,6 +290,11 @@ pub struct Controller<L: GroupLayer> {
     published: watch::Sender<ControllerStatus>,
     timer: Option<SpawnHandle>,
     join: JoinWait,
+    /// This node's view, watched once joined: a new view makes the master gather its
+    /// round again ([`RoundMachine::handle_view_change`]).
+    view: Option<watch::Receiver<Option<walrus_gcs::ViewChange>>>,
+    /// The id of the last view seen.
+    view_id: Option<walrus_gcs::ViewId>,
     /// Servers heard of (reports) that the configuration does not know: logged once each,
     /// forgotten when a reload adds them.
     unknown: BTreeSet<crate::model::ServerName>,
@@ -323,6 +330,9 @@ impl<L: GroupLayer> Actor for Controller<L> {
                     tracing::info!(me = %link.member(), "controller joined Controllers");
                     act.status.me = Some(link.member().clone());
                     act.link = Some(link);
+                    let view = act.layer.watch_view();
+                    act.view_id = view.borrow().as_ref().map(|v| v.view.clone());
+                    act.view = Some(view);
                     ctx.add_stream(events);
                     act.publish();
                 }
@@ -337,6 +347,7 @@ impl<L: GroupLayer> Supervised for Controller<L> {
         // Dropping the link closes the old session: its groups see it leave.
         self.link = None;
         self.timer = None;
+        self.view = None;
         self.machine =
             RoundMachine::new(self.settings.round.clone(), self.settings.topology.clone());
         self.status = ControllerStatus::default();
@@ -347,7 +358,10 @@ impl<L: GroupLayer> Supervised for Controller<L> {
 
 impl<L: GroupLayer> StreamHandler<Event> for Controller<L> {
     fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
-        match guard(self, |act| act.on_event(ev)) {
+        match guard(self, |act| {
+            act.note_view();
+            act.on_event(ev);
+        }) {
             Ok(()) => self.perform(ctx),
             Err(cause) => self.life.fail(ctx, cause),
         }
@@ -437,6 +451,27 @@ impl<L: GroupLayer> Controller<L> {
 
     fn me(&self) -> Option<&Member> {
         self.link.as_ref().map(SessionLink::member)
+    }
+
+    /// Looks at this node's view before every input: if a new view was installed since the
+    /// last look, the master gathers its round in progress again (within one round period
+    /// of its first request; see [`RoundMachine::handle_view_change`]).
+    fn note_view(&mut self) {
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        if !view.has_changed().unwrap_or(false) {
+            return;
+        }
+        let id = view.borrow_and_update().as_ref().map(|v| v.view.clone());
+        if id != self.view_id && self.machine.handle_view_change(now()) {
+            tracing::info!(
+                view = ?id.as_ref().map(ToString::to_string),
+                "view changed while gathering reports: gathering this round again (reports \
+                 held by the flush, or sent in a view without this master, missed it)"
+            );
+        }
+        self.view_id = id;
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -671,7 +706,10 @@ impl<L: GroupLayer> Controller<L> {
             let after = at.saturating_duration_since(now());
             self.timer = Some(ctx.run_later(after, |act, ctx| {
                 act.timer = None;
-                match guard(act, |act| act.machine.handle_timeout(now())) {
+                match guard(act, |act| {
+                    act.note_view();
+                    act.machine.handle_timeout(now());
+                }) {
                     Ok(()) => act.perform(ctx),
                     Err(cause) => act.life.fail(ctx, cause),
                 }

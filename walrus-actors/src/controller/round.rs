@@ -398,6 +398,9 @@ enum Role {
         reports: BTreeMap<ServerName, Observation>,
         /// Some for an early round (fast failover).
         early: Option<Early>,
+        /// When this round's first request went out: it is gathered again after a view
+        /// change ([`RoundMachine::handle_view_change`]) only within one `round_period` of it.
+        first_request: Instant,
     },
 }
 
@@ -710,6 +713,49 @@ impl RoundMachine {
         if matches!(self.role, Role::Gathering { .. }) {
             self.start_round(now, None);
         }
+    }
+
+    /// This Controller's node installed a new view (a node crashed, restarted, merged, or
+    /// a transient view left some nodes out and the next took them back). The master
+    /// gathers the round in progress again: with a new number and a new request to every
+    /// Reporter, as long as the round's first request is less than one `round_period` old.
+    /// Returns true when it did.
+    ///
+    /// Why: a view change holds every multicast for its flush, and a view that briefly
+    /// left out some nodes (walrus-gcs may install a view with the nodes its coordinator
+    /// heard first — a restarted node's first views take a few live nodes out of the
+    /// others' view for a few hundred milliseconds) delivers the reports sent in it only
+    /// to its own members. Either way a live server's report of this round can miss the
+    /// master, which would count it dead and drop it from its area's answer, or move the
+    /// area, for one round (seen in the demo after a Controller restarted: a client web
+    /// host dropped, areas moved and back). The paper's rule stays as it is — a server
+    /// that does not answer the round's request is dead for the round — but the round
+    /// asks again after the view changed, as [`Self::handle_merge`] does for a merge of
+    /// `Controllers`. A restart sets off a burst of views (measured in the demo: five in
+    /// 0.8 s), so the round is gathered again at each; but only within one `round_period`
+    /// of its first request, so views that keep changing cannot stop rounds from closing
+    /// (after that the paper's rule applies as it is). A crashed host's servers do not
+    /// answer the new request either: they are dead at its deadline, at most one
+    /// `report_timeout` later than without this.
+    pub fn handle_view_change(&mut self, now: Instant) -> bool {
+        let Role::Gathering {
+            early,
+            first_request,
+            ..
+        } = &self.role
+        else {
+            return false;
+        };
+        let first = *first_request;
+        if now >= first + self.config.round_period {
+            return false;
+        }
+        let early = early.clone();
+        self.start_round(now, early);
+        if let Role::Gathering { first_request, .. } = &mut self.role {
+            *first_request = first;
+        }
+        true
     }
 
     /// The configuration was reloaded (SIGHUP): new timings, parameters or topology take
@@ -1089,6 +1135,7 @@ impl RoundMachine {
             deadline: now + self.config.report_timeout,
             reports: BTreeMap::new(),
             early,
+            first_request: now,
         };
         self.outputs.push_back(Output::RequestReports { round });
         round
@@ -2329,6 +2376,58 @@ mod tests {
         b.handle_merge(t1);
         assert_eq!(drain(&mut b), vec![]);
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    /// A master past round 1 whose round 2 has just asked for reports, and when it asked.
+    fn gathering_round_2() -> (RoundMachine, Instant) {
+        let t0 = Instant::now();
+        let mut m = master_after_round_1(t0);
+        drain(&mut m);
+        let asked = t0 + Duration::from_secs(1);
+        m.handle_timeout(asked);
+        let out = drain(&mut m);
+        assert_eq!(out, vec![Output::RequestReports { round: Round(2) }]);
+        (m, asked)
+    }
+
+    #[test]
+    fn a_view_change_while_gathering_asks_again_within_one_period() {
+        let (mut m, t1) = gathering_round_2();
+        // c2's reports were sent in a view without this master: only c1's arrive.
+        for s in ["c1-s1", "c1-s2"] {
+            m.handle_report(t1, report(s, 2, 10)).unwrap();
+        }
+        // New views 300 ms apart: each asks again, within the period.
+        let mut t = t1;
+        for round in 3..=5 {
+            t += Duration::from_millis(300);
+            assert!(m.handle_view_change(t), "round {round}");
+            assert_eq!(
+                drain(&mut m),
+                vec![Output::RequestReports {
+                    round: Round(round)
+                }]
+            );
+            assert_eq!(m.poll_timeout(), Some(t + Duration::from_millis(400)));
+        }
+        // A fourth, a period after the first request: the round closes as the paper says.
+        let late = t1 + Duration::from_secs(1);
+        assert!(!m.handle_view_change(late));
+        assert_eq!(drain(&mut m), vec![]);
+        // Everyone answers the last request: nobody is dead, no answer changes.
+        for s in ["c1-s1", "c1-s2", "c2-s1", "c2-s2"] {
+            m.handle_report(late, report(s, 5, 10)).unwrap();
+        }
+        let out = drain_no_status(&mut m);
+        let [Output::Multicast(d)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!((d.round, d.changes.len()), (Round(5), 0), "{d:?}");
+        // Between rounds, and on a backup, a view change restarts nothing.
+        assert!(!m.handle_view_change(late));
+        let mut b = RoundMachine::new(RoundConfig::default(), topo());
+        assert!(!b.handle_view_change(t1));
+        assert_eq!(drain(&mut b), vec![]);
     }
 
     /// Regression: after a partition heals, the merged master may number its rounds
