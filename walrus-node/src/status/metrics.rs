@@ -1,4 +1,9 @@
 //! `/metrics`: the Prometheus text exposition of a [`StatusDoc`].
+//!
+//! A client node (`tier = "client"`) runs no walrus-gcs node: it has no view and sends no
+//! protocol frames, so the `walrus_gcs_*` series are left out on it (they would read 0,
+//! which looks like a node that stopped working); its link to the group is the
+//! `walrus_client_*` series instead.
 
 use super::*;
 
@@ -71,12 +76,16 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
         "Name-server applications that failed.",
         one(c.dns_failures),
     );
-    metric(
-        "walrus_gcs_view_changes_total",
-        "counter",
-        "Group-communication views installed.",
-        one(c.view_changes),
-    );
+    // A client node has no gcs node: no `walrus_gcs_*` series (see the module doc).
+    let member = doc.client.is_none();
+    if member {
+        metric(
+            "walrus_gcs_view_changes_total",
+            "counter",
+            "Group-communication views installed.",
+            one(c.view_changes),
+        );
+    }
     metric(
         "walrus_master_terms_total",
         "counter",
@@ -110,14 +119,18 @@ pub fn render_metrics(doc: &StatusDoc) -> String {
             c.gcs.handshakes_refused,
         ),
     ] {
-        metric(name, "counter", help, one(v));
+        if member {
+            metric(name, "counter", help, one(v));
+        }
     }
-    metric(
-        "walrus_gcs_view_members",
-        "gauge",
-        "Nodes in the current view.",
-        one(doc.view.as_ref().map_or(0, |v| v.members.len() as u64)),
-    );
+    if member {
+        metric(
+            "walrus_gcs_view_members",
+            "gauge",
+            "Nodes in the current view.",
+            one(doc.view.as_ref().map_or(0, |v| v.members.len() as u64)),
+        );
+    }
     metric(
         "walrus_is_master",
         "gauge",

@@ -259,6 +259,8 @@ fn a_client_nodes_member_reaches_status_and_metrics() {
         assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
     }
     assert!(!m.contains("walrus_clients_attached"), "{m}");
+    // No gcs node on a client: no walrus_gcs_* series reading 0.
+    assert!(!m.contains("walrus_gcs_"), "{m}");
     o.observe(Sample {
         attached_to: Some(None),
         ..Sample::default()
