@@ -39,9 +39,10 @@ pub fn serial<F: Layers>(cluster: &Cluster<F>, node: &str, area: &str) -> u32 {
 
 /// Waits until the Directors of the two-area deployment (w-1's a1, w-2's a2) have each
 /// applied a decision to their embedded name server (`in_sync`). A Director that has just
-/// started holds its first decision until the next one agrees, then writes it (serial
-/// + 1): a master's decision says nothing about whether that write happened yet, and on a
-/// loaded machine it can come rounds later. Read serials to compare only after this.
+/// started holds its first decision until the next one agrees, then writes it (the serial
+/// goes up by one): a master's decision says nothing about whether that write happened
+/// yet, and on a loaded machine it can come rounds later. Read serials to compare only
+/// after this.
 pub async fn directors_in_sync<F: Layers>(cluster: &Cluster<F>) {
     let in_sync = |node: &str, area: &str| {
         cluster.node(node).is_some_and(|rt| {
