@@ -25,7 +25,8 @@
 //! each session every later join with the whole member list (O(c³) member records in one
 //! process, about a minute of CPU in a debug build on two cores); run it with
 //! `cargo test --release -p walrus-actors --test controller_thousand_reporters -- --ignored --nocapture`.
-//! `round_completes_with_100_reporters` runs the same harness in the default suite.
+//! `round_completes_with_100_reporters` runs the same harness in the default suite (with
+//! reports gathered for up to 900 ms of the 1 s period: see its doc).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -80,8 +81,9 @@ async fn reporter(mut s: Session, server: ServerName) {
     }
 }
 
-/// Runs the harness with `areas` × `per_cluster` reporters; returns the JSON line.
-fn run(areas: u8, per_cluster: u8) -> serde_json::Value {
+/// Runs the harness with `areas` × `per_cluster` reporters and the round settings
+/// `round`; returns the JSON line.
+fn run(areas: u8, per_cluster: u8, round: RoundConfig) -> serde_json::Value {
     if std::env::var("SCALE_DEBUG").is_ok() {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
@@ -121,8 +123,8 @@ fn run(areas: u8, per_cluster: u8) -> serde_json::Value {
         }
         let setup_ms = setup.elapsed().as_millis();
 
-        let round = RoundConfig::default();
         let period = round.round_period;
+        let report_timeout = round.report_timeout;
         let settings = ControllerSettings {
             round,
             topology,
@@ -196,7 +198,7 @@ fn run(areas: u8, per_cluster: u8) -> serde_json::Value {
             "reporters": total,
             "reporting_nodes": 2,
             "round_period_ms": period.as_millis(),
-            "report_timeout_ms": RoundConfig::default().report_timeout.as_millis(),
+            "report_timeout_ms": report_timeout.as_millis(),
             "setup_ms": setup_ms,
             "settle_ms": settle_ms,
             "rounds_before_settled": unsettled,
@@ -226,9 +228,19 @@ fn check(line: &serde_json::Value) {
     );
 }
 
+/// The harness in the default suite: a debug build on a CI machine that may be loaded.
+/// Its rounds took 150–350 ms here with six busy-looping processes beside it, close to the
+/// default 400 ms report timeout (a report later than that makes the round incomplete).
+/// So this run gathers for up to 900 ms of the same 1 s period: every round must still
+/// close with all 100 reports and before the next is due, without betting on the
+/// machine's speed. The 1,000-reporter run keeps the defaults.
 #[test]
 fn round_completes_with_100_reporters() {
-    check(&run(10, 10));
+    let round = RoundConfig {
+        report_timeout: Duration::from_millis(900),
+        ..RoundConfig::default()
+    };
+    check(&run(10, 10, round));
 }
 
 #[test]
@@ -238,5 +250,5 @@ fn round_completes_with_1000_reporters() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    check(&run(10, per_cluster));
+    check(&run(10, per_cluster, RoundConfig::default()));
 }

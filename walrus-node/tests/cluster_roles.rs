@@ -14,7 +14,9 @@ use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, LocalLayers, QuicLayers};
 use walrus_node::config::Config;
 use walrus_testkit::dns::dig_a_text as dig_a;
-use walrus_testkit::node::{master, serial, takeover_changed_nothing, CONTROLLERS};
+use walrus_testkit::node::{
+    directors_in_sync, master, serial, takeover_changed_nothing, CONTROLLERS,
+};
 use walrus_testkit::prelude::*;
 use walrus_testkit::wait::poll_until_async as poll_until;
 
@@ -37,7 +39,7 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
         [w1.url(), w2.url()],
         &three_controllers_two_workers(),
     );
-    let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
+    let config = Config::from_toml(Path::new("test.toml"), &patient_reports(&toml)).unwrap();
     let mut cluster = Cluster::start(config, dir.path(), layers).await.unwrap();
 
     // Steady state: one master, both areas home, both name servers serve it, and every
@@ -71,6 +73,7 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
             .then_some(())
     })
     .await;
+    directors_in_sync(&cluster).await;
     let serials = (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2"));
 
     // Kill the master: a backup takes over and continues from the last decision.
@@ -78,6 +81,18 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
     let (new_master, _) =
         takeover_changed_nothing(&cluster, &old_master, before.round, &before, serials).await;
     assert_eq!(dig_a(dns1, "www.example.com"), ["192.0.2.1"]);
+    // Its terms so far: on a loaded machine the nodes' start can form the group in steps,
+    // and a Controller first of its own early component is master there for a moment
+    // (seen: ctl-1 master alone at start, deposed at the merge, master again here).
+    let terms = |c: &Cluster<F>| {
+        c.node(&new_master)
+            .unwrap()
+            .controller()
+            .unwrap()
+            .status()
+            .terms
+    };
+    let terms_at_takeover = terms(&cluster);
 
     // The old master comes back (a new incarnation, joining last): it never deposes the
     // master, and nothing changes.
@@ -110,7 +125,10 @@ async fn failover_keeps_answers<F: Layers>(layers: F) {
         .controller()
         .unwrap()
         .status();
-    assert_eq!(st.terms, 1, "the master lost and regained its place");
+    assert_eq!(
+        st.terms, terms_at_takeover,
+        "the master lost and regained its place after the rejoin"
+    );
     assert_eq!(st.last_decision.unwrap().answers, before.answers);
     assert_eq!(
         (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2")),
@@ -242,7 +260,7 @@ async fn quic_partition_gives_each_side_a_master_and_the_heal_leaves_one() {
             NodeSpec::worker("w-2", "s2", "a2"),
         ],
     );
-    let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
+    let config = Config::from_toml(Path::new("test.toml"), &patient_reports(&toml)).unwrap();
     let cluster = Cluster::start(config, dir.path(), QuicLayers)
         .await
         .unwrap();
@@ -254,6 +272,7 @@ async fn quic_partition_gives_each_side_a_master_and_the_heal_leaves_one() {
             .then_some(())
     };
     poll_until("one master, both areas home", PATIENCE, || home(&cluster)).await;
+    directors_in_sync(&cluster).await;
     let serials = (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2"));
 
     cluster.partition(&[&["ctl-1", "w-1"], &["ctl-2", "w-2"]]);

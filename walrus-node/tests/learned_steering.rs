@@ -207,7 +207,49 @@ async fn unbound_defaults_are_steered_to_the_nearest_area_without_a_table() {
     let warm_up = seen.len() - IN_A_ROW;
     let others = seen[..warm_up].iter().filter(|a| **a != near).count();
 
-    // Every area's server learned the same: the resolver's prefix is steered to a2.
+    // Every area's server learns the same: the resolver's prefix is steered to a2, with
+    // samples from all three areas. Ten a2 answers in a row can come before the last
+    // server has its third area's samples (Unbound may not have asked it in a while):
+    // waited for, with the state of each server in the panic.
+    let learned = |w: &str, i: usize| -> Result<(), String> {
+        let rt = cluster.node(w).ok_or(format!("{w} not running"))?;
+        let d = &rt.directors()[&AreaName::from(names[i])];
+        let (server, _) = d.embedded.as_ref().ok_or("no embedded server")?;
+        let e = server.explain("127.0.0.1".parse().unwrap());
+        let areas = e.entry.as_ref().map_or(0, |en| en.areas.len());
+        let chosen = e.entry.as_ref().and_then(|en| en.chosen.clone());
+        if e.by == By::Learned
+            && e.target.as_deref() == Some("area-a2.example.com.")
+            && chosen == Some(AreaName::from("a2"))
+            && areas == 3
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{w}: by {:?} target {:?} chosen {chosen:?} areas {areas}",
+                e.by, e.target
+            ))
+        }
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let states: Vec<Result<(), String>> = ["w-1", "w-2", "w-3"]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| learned(w, i))
+            .collect();
+        if states.iter().all(Result::is_ok) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every server learned a2 with three areas' samples: {states:?}"
+        );
+        // Unbound's queries are what bring samples: keep asking, each a fresh fetch.
+        flush(dir.path());
+        let _ = resolve(resolver);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut probes = 0;
     let mut learned_answers = 0;
     let mut prefixes = Vec::new();

@@ -13,7 +13,9 @@ use walrus_actors::model::{AreaName, Decision};
 use walrus_node::cluster::{free_dns_port, Cluster, Layers, QuicLayers};
 use walrus_node::config::Config;
 use walrus_testkit::dns::dig_a_text as dig_a;
-use walrus_testkit::node::{master, serial, takeover_changed_nothing, CONTROLLERS};
+use walrus_testkit::node::{
+    directors_in_sync, master, serial, takeover_changed_nothing, CONTROLLERS,
+};
 use walrus_testkit::prelude::*;
 use walrus_testkit::wait::poll_until_async as poll_until;
 
@@ -86,7 +88,7 @@ async fn deployment(tag: &str, replication: bool) -> (TempDir, Vec<TinyHttp>, [u
             d.join("site").display()
         );
     }
-    let config = Config::from_toml(Path::new("test.toml"), &toml).unwrap();
+    let config = Config::from_toml(Path::new("test.toml"), &patient_reports(&toml)).unwrap();
     (dir, vec![w1, w2], ports, config)
 }
 
@@ -142,6 +144,7 @@ async fn each_role_actor_restarts_and_the_master_controller_hands_over_without_c
             .then_some(())
     })
     .await;
+    directors_in_sync(&cluster).await;
     let serials = (serial(&cluster, "w-1", "a1"), serial(&cluster, "w-2", "a2"));
 
     // The Reporter of s1: restarted, it rejoins Reporters; rounds go on, nothing moves.

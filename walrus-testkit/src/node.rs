@@ -37,6 +37,28 @@ pub fn serial<F: Layers>(cluster: &Cluster<F>, node: &str, area: &str) -> u32 {
     server.state().serial
 }
 
+/// Waits until the Directors of the two-area deployment (w-1's a1, w-2's a2) have each
+/// applied a decision to their embedded name server (`in_sync`). A Director that has just
+/// started holds its first decision until the next one agrees, then writes it (the serial
+/// goes up by one): a master's decision says nothing about whether that write happened
+/// yet, and on a loaded machine it can come rounds later. Read serials to compare only
+/// after this.
+pub async fn directors_in_sync<F: Layers>(cluster: &Cluster<F>) {
+    let in_sync = |node: &str, area: &str| {
+        cluster.node(node).is_some_and(|rt| {
+            rt.directors()
+                .get(&AreaName::from(area))
+                .is_some_and(|d| d.status.borrow().in_sync)
+        })
+    };
+    crate::wait::poll_until_async(
+        "w-1's and w-2's Directors have applied a decision",
+        crate::wait::PATIENCE,
+        || (in_sync("w-1", "a1") && in_sync("w-2", "a2")).then_some(()),
+    )
+    .await;
+}
+
 /// A takeover that changed nothing: waits for a master other than `old` three rounds past
 /// `from`, then asserts that its decision keeps `before`'s answers with no change and that
 /// neither name server of the two-area deployment (w-1's a1, w-2's a2) was written since

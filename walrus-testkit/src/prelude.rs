@@ -4,8 +4,8 @@
 #[cfg(feature = "actors")]
 pub use crate::deploy::with_certs;
 pub use crate::deploy::{
-    add_to_node, deployment_toml, node_address, three_controllers_two_workers, two_area_toml,
-    AreaSpec, NodeProcess, NodeSpec, ServerSpec, TinyHttp,
+    add_to_node, deployment_toml, node_address, patient_reports, three_controllers_two_workers,
+    two_area_toml, AreaSpec, NodeProcess, NodeSpec, ServerSpec, TinyHttp,
 };
 pub use crate::dir::TempDir;
 pub use crate::dns::{dig_a, Named};
