@@ -95,12 +95,43 @@ impl Node {
         } else {
             self.config.view_change_timeout
         };
+        // A node that has not yet heard a node its peers report alive (it just started,
+        // or that node did) waits for it, so as not to pull its peers out of their view
+        // into one without it — at most `view_change_timeout`, for a node it can never
+        // reach.
+        let wait = if self.unheard_but_reported_alive(&desired) {
+            wait.max(self.config.view_change_timeout)
+        } else {
+            wait
+        };
         if now >= since + wait {
             self.change_deadline = None;
             self.propose(now, desired);
         } else {
             self.change_deadline = Some(since + wait);
         }
+    }
+
+    /// Whether a member of `desired` reports alive a node that is not in it and that
+    /// this node has never heard from in that incarnation. Why: a restarted node hears its
+    /// peers one link at a time (QUIC handshakes on a loaded host took 0.5–1 s in the
+    /// demo); proposing the few it heard first, it pulled them out of the running view,
+    /// which split the group for up to a second on every restart (two masters, missed
+    /// reports). A peer it *has* heard and lost is not waited for: a crash must still
+    /// make a view at once.
+    fn unheard_but_reported_alive(&self, desired: &[NodeRef]) -> bool {
+        desired
+            .iter()
+            .filter(|d| **d != self.me)
+            .filter_map(|d| self.peers.get(&d.id))
+            .flat_map(|p| p.row.iter())
+            .any(|x| {
+                *x != self.me
+                    && !desired.contains(x)
+                    && self.peers.get(&x.id).is_some_and(|p| {
+                        p.last_heard.is_none() || p.incarnation.is_none_or(|i| i < x.incarnation)
+                    })
+            })
     }
 
     /// Freezes this node's part of the current view: from now on it neither delivers nor
@@ -184,7 +215,8 @@ impl Node {
             && m.members.windows(2).all(|w| w[0] < w[1])
             && m.members.contains(&self.me)
             && m.members.contains(&from)
-            && m.members.iter().all(|x| self.alive(now, x));
+            && m.members.iter().all(|x| self.alive(now, x))
+            && !self.would_split_view(now, &from, &m.members);
         if !acceptable {
             self.send(
                 from.id.clone(),
@@ -232,6 +264,23 @@ impl Node {
                 report,
             }),
         );
+    }
+
+    /// Whether accepting `members`, proposed by `from` from outside this node's view,
+    /// would leave behind a member of the view that is alive to this node. Such a
+    /// proposal comes from a node that cannot yet see the whole view (it just started,
+    /// or a cut around it just healed); accepted, it pulled some members out of a
+    /// working view for up to a second (two masters in walrus-node, reports missed). A
+    /// proposal from inside the view is accepted as before: that is how a crashed or
+    /// cut-off member is dropped, and its coordinator knows best. The node from outside
+    /// is merged by the coordinator of a view that holds everyone, or, if it can never
+    /// see the whole view, stays out of it.
+    fn would_split_view(&self, now: Instant, from: &NodeRef, members: &[NodeRef]) -> bool {
+        !self.members.contains(from)
+            && self
+                .members
+                .iter()
+                .any(|x| !members.contains(x) && self.alive(now, x))
     }
 
     pub(super) fn on_accept_data(&mut self, from: NodeRef, m: AcceptData) {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::event::{Event, MembershipReason, Output, ViewChange};
-use crate::wire::{Accept, FlushReport, Heartbeat, Install, Op, OpKind, Ordered, Run};
+use crate::wire::{Accept, FlushReport, Heartbeat, Install, Op, OpKind, Ordered, Propose, Run};
 use std::time::Duration;
 
 mod failure;
