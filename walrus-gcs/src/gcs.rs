@@ -362,7 +362,7 @@ impl Gcs {
             self.transport.limits(),
             self.clients.clone(),
         )
-        .map_err(DriverError::Clients)?;
+        .map_err(|e| DriverError::Clients(format!("listening on {listen} (UDP): {e}")))?;
         let addr = endpoint
             .local_addr()
             .map_err(|e| DriverError::Clients(e.to_string()))?;

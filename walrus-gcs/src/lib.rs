@@ -58,6 +58,7 @@ mod config;
 mod error;
 mod event;
 pub mod gcs;
+pub mod loopback;
 mod node;
 pub mod tier;
 pub mod transport;

@@ -30,16 +30,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The [`Config`] must use free loopback ports: [`free_udp_port`] (a node's address) and
-//! [`free_dns_port`] (an area's embedded name server, UDP and TCP) help build one.
+//! The [`Config`] must use free loopback ports: [`free_dns_port`] (a node's address, an
+//! area's embedded name server: UDP and TCP) and [`free_udp_port`] (a client listener) help
+//! build one.
 
 use crate::config::Config;
 use crate::runtime::{NodeRuntime, RunError};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use walrus_actors::group::tiered::TierLayer;
 use walrus_actors::group::GroupLayer;
+use walrus_gcs::loopback;
 use walrus_gcs::transport::{certs, Transport};
 use walrus_gcs::{Gcs, PeerMessage};
 
@@ -322,23 +325,17 @@ impl<F: Layers> Cluster<F> {
     }
 }
 
-/// A UDP port free on 127.0.0.1 now (for a node's address).
+/// A UDP port free on 127.0.0.1 now, below the ephemeral range and not handed out before
+/// by this process (for a node's client listener; see [`walrus_gcs::loopback`]).
 pub fn free_udp_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    loopback::free_port(Ipv4Addr::LOCALHOST, loopback::Protocols::Udp)
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 now (for an embedded name server).
+/// A port free for both UDP and TCP on 127.0.0.1 now, below the ephemeral range and not
+/// handed out before by this process (for an embedded name server, or a node's address:
+/// QUIC and TLS/TCP transfers share it).
 pub fn free_dns_port() -> std::io::Result<u16> {
-    for _ in 0..50 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err(std::io::Error::other("no port free for both UDP and TCP"))
+    loopback::free_port(Ipv4Addr::LOCALHOST, loopback::Protocols::UdpAndTcp)
 }
 
 impl<F: Layers> Cluster<F> {

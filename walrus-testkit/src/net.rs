@@ -2,74 +2,35 @@
 //! server and to see it answer.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// A TCP port free on `ip` a moment ago (bound, then released).
+// One picker for the whole test process: with walrus-gcs in the build (the `actors`
+// feature) the kit uses walrus-gcs's, the one walrus-node's deployments use, so a port is
+// never handed out twice in a process; without it (walrus-gcs's own tests) the same file,
+// compiled here.
+#[cfg(feature = "actors")]
+use walrus_gcs::loopback;
+#[cfg(not(feature = "actors"))]
+#[path = "../../walrus-gcs/src/loopback.rs"]
+mod loopback;
+
+use loopback::{free_port, Protocols};
+
+/// A TCP port free on `ip` a moment ago, below the ephemeral range and never handed out
+/// before in this process (see walrus-gcs's `loopback`).
 pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
-    unclaimed(|| fixed_port(|port| TcpListener::bind((ip, port)).is_ok(), "TCP"))
-}
-
-/// Ports a test writes into a configuration come from below Linux's ephemeral range
-/// (32768–60999 by default): between the pick and the server's bind, any process's
-/// outgoing connection or `bind(0)` may take a port in that range (seen: a web host's
-/// replicator port, "Address already in use", taken while the test polled status pages).
-/// Here only another explicit bind can, and the pick checks the port is free.
-const FIXED_PORTS: std::ops::Range<u16> = 20_000..32_768;
-
-/// A port of [`FIXED_PORTS`] that `free` says is free, picked at random (so test
-/// processes running side by side do not walk the same sequence).
-fn fixed_port(free: impl Fn(u16) -> bool, what: &str) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut state = std::collections::hash_map::RandomState::new().build_hasher();
-    for attempt in 0u64..10_000 {
-        state.write_u64(attempt);
-        let span = u64::from(FIXED_PORTS.end - FIXED_PORTS.start);
-        let port = FIXED_PORTS.start + (state.finish() % span) as u16;
-        if free(port) {
-            return port;
-        }
-    }
-    panic!("no free {what} port on loopback in {FIXED_PORTS:?}");
-}
-
-/// A port from `pick` that this process has not handed out before. The kernel may give
-/// the same ephemeral port to two `bind(0)` calls once the first socket is closed, and a
-/// test writes several ports into one configuration before anything binds them (seen:
-/// a node's group port equal to an area name server's port, "Address already in use").
-fn unclaimed(mut pick: impl FnMut() -> u16) -> u16 {
-    static CLAIMED: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    for _ in 0..1000 {
-        let port = pick();
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-        if claimed.insert(port) {
-            return port;
-        }
-    }
-    panic!("no loopback port left that this process has not handed out already");
+    free_port(ip, Protocols::Tcp).unwrap()
 }
 
 /// A UDP port free on 127.0.0.1 a moment ago (a node's gcs address).
 pub fn free_udp_port() -> u16 {
-    unclaimed(any_udp_port)
-}
-
-fn any_udp_port() -> u16 {
-    fixed_port(|port| UdpSocket::bind(("127.0.0.1", port)).is_ok(), "UDP")
+    free_port(Ipv4Addr::LOCALHOST, Protocols::Udp).unwrap()
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 (a name server listens on both).
 pub fn free_dns_port() -> u16 {
-    unclaimed(|| {
-        fixed_port(
-            |port| {
-                UdpSocket::bind(("127.0.0.1", port)).is_ok()
-                    && TcpListener::bind(("127.0.0.1", port)).is_ok()
-            },
-            "UDP and TCP",
-        )
-    })
+    free_port(Ipv4Addr::LOCALHOST, Protocols::UdpAndTcp).unwrap()
 }
 
 /// Waits (up to 20 s) until something accepts TCP connections on 127.0.0.1:`port`; panics
