@@ -53,9 +53,17 @@ fn nginx_killed_drops_from_bind_and_a_dead_cluster_moves_its_area() {
     std::thread::sleep(Duration::from_secs(2));
     for c in CONTROLLERS {
         let log = d.nodes[c].log();
+        // The Reporters' logs say why (an urgent report names its reason).
+        let urgent: String = d
+            .nodes
+            .values()
+            .flat_map(|n| n.log().lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| l.contains("urgent report"))
+            .map(|l| l + "\n")
+            .collect();
         assert!(
             !log.contains("area answer changed"),
-            "{c} changed an answer at start-up:\n{log}"
+            "{c} changed an answer at start-up:\n{log}\nurgent reports:\n{urgent}"
         );
     }
 
