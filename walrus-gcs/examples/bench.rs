@@ -60,6 +60,10 @@ struct Args {
     /// Override the core's `max_pending_bytes` on every node.
     #[arg(long)]
     max_pending_bytes: Option<usize>,
+    /// Where each node's protocol runs: `own` (a thread of its own, the default) or
+    /// `caller` (the node process's runtime, `WALRUS_BENCH_THREADS` workers).
+    #[arg(long, default_value = "own", value_parser = ["own", "caller"])]
+    gcs_thread: String,
     /// Override the core's `group_window` (messages) on every node.
     #[arg(long)]
     group_window: Option<usize>,
@@ -174,7 +178,9 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
             .arg(args.size.to_string())
             .arg("--rate")
             .arg(args.rate.to_string())
-            .arg("--exit-on-stdin-eof");
+            .arg("--exit-on-stdin-eof")
+            .arg("--gcs-thread")
+            .arg(&args.gcs_thread);
         if args.plant_loss && i == 0 {
             cmd.arg("--plant-loss");
         }
@@ -335,6 +341,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
     if args.rate > 0.0 {
         out["rate_per_node"] = json!(args.rate);
     }
+    out["gcs_thread"] = json!(args.gcs_thread);
     if let Some(n) = args.max_pending {
         out["max_pending"] = json!(n);
     }

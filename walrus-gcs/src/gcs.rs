@@ -31,7 +31,7 @@
 //!
 //! ```
 //! use walrus_gcs::transport::{certs, Limits, Listen, NodeIdentity, TransportConfig};
-//! use walrus_gcs::{CoreConfig, Event, Gcs, GcsConfig, GroupName, NodeId, Service};
+//! use walrus_gcs::{CoreConfig, Event, Gcs, GcsConfig, GcsThread, GroupName, NodeId, Service};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,6 +47,7 @@
 //!         },
 //!         core: CoreConfig::lan(),
 //!         incarnation: None,
+//!         thread: GcsThread::Own,
 //!     })
 //!     .await?;
 //!     let mut session = gcs.open_session().await?;
@@ -98,6 +99,26 @@ pub struct GcsConfig {
     /// This life of the node; `None` takes the wall clock in milliseconds, which grows
     /// across restarts.
     pub incarnation: Option<Incarnation>,
+    /// Where the driver, the transport and its QUIC endpoint run (default
+    /// [`GcsThread::Own`]).
+    pub thread: GcsThread,
+}
+
+/// Where a node's protocol runs: its driver, its transport's link tasks and its QUIC
+/// endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GcsThread {
+    /// On a thread of its own, with a current-thread tokio runtime (the default). A frame
+    /// then goes from the socket through quinn and the link task to the driver, and back
+    /// out, without waking another thread: each hand-off between tasks on a work-stealing
+    /// runtime may wake a parked worker, and a hop of the protocol crosses several. It also
+    /// keeps heartbeats and view changes off the application's runtime, whatever that is
+    /// busy with. The cost: one core at most for the protocol, which a Walrus site's
+    /// reports (a few per round) are far from needing.
+    #[default]
+    Own,
+    /// On the tokio runtime that calls [`Gcs::start`], with the application's tasks.
+    Caller,
 }
 
 impl GcsConfig {
@@ -108,6 +129,7 @@ impl GcsConfig {
             transport,
             core: CoreConfig::lan(),
             incarnation: None,
+            thread: GcsThread::default(),
         }
     }
 
@@ -119,6 +141,7 @@ impl GcsConfig {
             transport,
             core: CoreConfig::wan(),
             incarnation: None,
+            thread: GcsThread::default(),
         }
     }
 }
@@ -136,6 +159,9 @@ pub enum DriverError {
     /// The node has shut down.
     #[error("the GCS node has stopped")]
     Stopped,
+    /// The node's own thread or its runtime could not start (see [`GcsThread::Own`]).
+    #[error("thread of the GCS node: {0}")]
+    Thread(String),
     /// The client listener could not start (see [`Gcs::serve_clients`]).
     #[error("client listener: {0}")]
     Clients(String),
@@ -262,6 +288,9 @@ pub struct Gcs {
     client_endpoint: Mutex<Option<quinn::Endpoint>>,
     /// The clients attached to this member now (names, sorted).
     attached_clients: watch::Receiver<Vec<NodeId>>,
+    /// Fires when the driver has stopped (taken by the thread of [`GcsThread::Own`],
+    /// which keeps its runtime until then).
+    driver_done: Option<oneshot::Receiver<()>>,
 }
 
 /// Message counters of a running node, since it started (for metrics: a monitoring
@@ -289,12 +318,63 @@ struct Counters {
 }
 
 impl Gcs {
-    /// Starts the transport and the driver. Must run inside a tokio runtime.
+    /// Starts the transport and the driver, on a thread of their own or on the caller's
+    /// runtime (see [`GcsThread`]). Must run inside a tokio runtime.
     pub async fn start(config: GcsConfig) -> Result<Self, DriverError> {
+        match config.thread {
+            GcsThread::Caller => Self::start_here(config).await,
+            GcsThread::Own => Self::start_on_own_thread(config).await,
+        }
+    }
+
+    /// [`GcsThread::Own`]: a thread named after the node runs a current-thread runtime
+    /// until the driver stops (after [`Gcs::shutdown`], or once the `Gcs` and every
+    /// session are gone, as on the caller's runtime), then drops it.
+    async fn start_on_own_thread(config: GcsConfig) -> Result<Self, DriverError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread = format!("gcs {}", config.transport.me);
+        let spawned = std::thread::Builder::new().name(thread).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(DriverError::Thread(e.to_string())));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Self::start_here(config).await {
+                    Ok(mut gcs) => {
+                        let done = gcs.driver_done.take();
+                        if ready_tx.send(Ok(gcs)).is_ok() {
+                            if let Some(done) = done {
+                                let _ = done.await;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        });
+        if let Err(e) = spawned {
+            return Err(DriverError::Thread(e.to_string()));
+        }
+        ready_rx
+            .await
+            .map_err(|_| DriverError::Thread("the thread ended before the node started".into()))?
+    }
+
+    /// Starts the transport and the driver on the current runtime.
+    async fn start_here(config: GcsConfig) -> Result<Self, DriverError> {
         let GcsConfig {
             transport,
             core,
             incarnation,
+            thread: _,
         } = config;
         let me = transport.me.clone();
         let peers: Vec<NodeId> = transport.peers.iter().map(|(n, _)| n.clone()).collect();
@@ -321,7 +401,11 @@ impl Gcs {
             staged: Staged::default(),
         };
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(driver.run(cmd_rx, events, stop_rx, clients_rx));
+        let (done_tx, driver_done) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            driver.run(cmd_rx, events, stop_rx, clients_rx).await;
+            let _ = done_tx.send(());
+        });
         info!(node = %me, %incarnation, "GCS node started");
         Ok(Self {
             me,
@@ -338,6 +422,7 @@ impl Gcs {
             clients: clients_tx,
             client_endpoint: Mutex::new(None),
             attached_clients,
+            driver_done: Some(driver_done),
         })
     }
 
@@ -356,6 +441,8 @@ impl Gcs {
                 self.me
             )));
         }
+        // The listener's tasks run where the node's do.
+        let _runtime = self.transport.runtime().enter();
         let endpoint = crate::tier::link::listen(
             identity,
             listen,

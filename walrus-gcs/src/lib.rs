@@ -77,7 +77,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use config::CoreConfig;
 pub use error::GcsError;
 pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};
-pub use gcs::{DriverError, Gcs, GcsConfig, GcsStats, Session, SessionSender};
+pub use gcs::{DriverError, Gcs, GcsConfig, GcsStats, GcsThread, Session, SessionSender};
 pub use node::Node;
 #[cfg(any(test, feature = "testing"))]
 pub use node::PlantedBugs;

@@ -238,6 +238,8 @@ async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
         transport: config(&ca, "b", sock_b, &addrs, Limits::default()),
         core: CoreConfig::lan(),
         incarnation: None,
+        // On the test's runtime: the other tests' nodes run on threads of their own.
+        thread: walrus_gcs::GcsThread::Caller,
     })
     .await
     .unwrap();

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use serde_json::json;
 use walrus_gcs::transport::{Limits, Listen, NodeIdentity, TransportConfig};
-use walrus_gcs::{Event, Gcs, GcsConfig, GroupName, NodeId, Service};
+use walrus_gcs::{Event, Gcs, GcsConfig, GcsThread, GroupName, NodeId, Service};
 
 /// Command line of a node.
 #[derive(Parser, Debug)]
@@ -74,6 +74,10 @@ pub struct Args {
     /// Use the WAN profile (timeouts ten times longer).
     #[arg(long)]
     wan: bool,
+    /// Where the node's protocol runs: `own` (its own thread, the default) or `caller`
+    /// (the process's runtime, with the benchmark's sender and reader).
+    #[arg(long, default_value = "own", value_parser = parse_thread)]
+    gcs_thread: GcsThread,
     /// Stop when standard input reaches its end (the benchmark gives each worker a pipe:
     /// if the benchmark dies, however it dies, its workers stop too).
     #[arg(long)]
@@ -82,6 +86,14 @@ pub struct Args {
     /// show that the benchmark's loss check catches a loss.
     #[arg(long, hide = true)]
     plant_loss: bool,
+}
+
+pub fn parse_thread(s: &str) -> Result<GcsThread, String> {
+    match s {
+        "own" => Ok(GcsThread::Own),
+        "caller" => Ok(GcsThread::Caller),
+        _ => Err(format!("{s:?}: `own` or `caller`")),
+    }
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -162,6 +174,7 @@ pub async fn run(args: Args) {
     } else {
         GcsConfig::lan(transport)
     };
+    config.thread = args.gcs_thread;
     if let Some(n) = args.max_pending {
         config.core.max_pending = n;
     }

@@ -454,6 +454,9 @@ struct Shared<M> {
     duplicates: Mutex<HashSet<(NodeId, SocketAddr)>>,
     /// The base of the per-link "last frame" clocks (microseconds since it).
     epoch: std::time::Instant,
+    /// The runtime the transport started on: its tasks (links, peers added later by
+    /// [`Transport::set_peers`]) run there, whoever calls.
+    runtime: tokio::runtime::Handle,
 }
 
 /// One node's transport. Cheap to clone; all clones drive the same endpoint.
@@ -566,6 +569,7 @@ impl<M: Message> Transport<M> {
             blocked: Blocklist::default(),
             duplicates: Mutex::new(HashSet::new()),
             epoch: std::time::Instant::now(),
+            runtime: tokio::runtime::Handle::current(),
         });
         for (name, acc_rx) in accepted_rxs {
             tokio::spawn(peer_task(shared.clone(), name, acc_rx));
@@ -583,6 +587,11 @@ impl<M: Message> Transport<M> {
                 live: HashMap::new(),
             },
         ))
+    }
+
+    /// The runtime the transport runs on (the one [`Transport::start`] was called on).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
     }
 
     /// This node's name.

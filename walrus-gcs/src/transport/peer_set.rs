@@ -91,7 +91,9 @@ impl<M: Message> Transport<M> {
             }
         }
         for (name, acc_rx) in started {
-            tokio::spawn(peer_task(shared.clone(), name, acc_rx));
+            shared
+                .runtime
+                .spawn(peer_task(shared.clone(), name, acc_rx));
         }
         Ok(())
     }

@@ -183,6 +183,7 @@ pub async fn start_gcs(
         transport: config(ca, name, socket, addrs, limits),
         core: walrus_gcs::CoreConfig::lan(),
         incarnation: None,
+        thread: walrus_gcs::GcsThread::Own,
     })
     .await
     .unwrap()
