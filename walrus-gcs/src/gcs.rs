@@ -77,7 +77,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::event::{Event, Output, ViewChange};
 use crate::tier::link::{ClientIn, ClientLinks};
@@ -1123,8 +1123,15 @@ impl Driver {
 /// A lost link is the core's business (it hears of it as a link down); anything else is
 /// logged.
 fn send_failed(to: &NodeId, e: &TransportError) {
-    if !matches!(e, TransportError::NoLink { .. }) {
-        debug!(peer = %to, error = %e, "send failed");
+    match e {
+        TransportError::NoLink { .. } => {}
+        // Not the link's fault and not passing: a protocol message over the frame limit
+        // (e.g. a view change's group table with thousands of client sessions) is never
+        // delivered, so what waits for it (a view change) cannot complete.
+        TransportError::Encode { .. } => {
+            error!(peer = %to, error = %e, "a protocol message could not be sent");
+        }
+        _ => debug!(peer = %to, error = %e, "send failed"),
     }
 }
 

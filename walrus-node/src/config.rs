@@ -662,6 +662,11 @@ fn is_dns_name(name: &str) -> bool {
 /// The largest group of members measured (issue 24: 3, 5, 7 and 9 nodes at full load).
 pub const MEASURED_MEMBERS: usize = 9;
 
+/// The most client nodes measured (issue 24: 9 members and 1,000 clients). A view change
+/// carries every client session's group records in one message (376 kB at 1,000 clients),
+/// and a message has a 1.06 MiB frame limit: near 2,800 clients it no longer fits.
+pub const MEASURED_CLIENTS: usize = 1000;
+
 impl Config {
     /// What is valid but probably not what the operator wants, one sentence each:
     /// `check-config` prints them and `run` logs them at start.
@@ -706,6 +711,16 @@ impl Config {
                  hosts (Reporters, replicas) clients: tier = \"client\" with attach = [its \
                  area's members], and give those members a client_port. Only Controllers and \
                  Directors need to be members"
+            ));
+        }
+        let clients = self.nodes.len() - members;
+        if clients > MEASURED_CLIENTS {
+            out.push(format!(
+                "{clients} nodes are clients of the group-communication layer: measurements \
+                 support at most {MEASURED_CLIENTS} (a view change of the members carries every \
+                 client's group records in one message, about 376 bytes a client, and near \
+                 2,800 clients that message passes the 1.06 MiB frame limit: the members could \
+                 then not change views); split the site into several deployments"
             ));
         }
         for (name, n) in &self.nodes {
@@ -1971,6 +1986,23 @@ mod tests {
             n.tier = Tier::Client;
         }
         assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    }
+
+    #[test]
+    fn more_clients_than_measured_is_a_warning() {
+        let mut config = parse(EXAMPLE).unwrap();
+        let mut client = config.nodes.values().next().unwrap().clone();
+        client.tier = Tier::Client;
+        let members = config.nodes.len();
+        for i in 0..MEASURED_CLIENTS {
+            config.nodes.insert(format!("c{i}"), client.clone());
+        }
+        assert_eq!(config.nodes.len() - members, MEASURED_CLIENTS);
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        config.nodes.insert("one-more".into(), client);
+        let w = config.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("1001 nodes are clients"), "{w:?}");
     }
 
     #[test]
