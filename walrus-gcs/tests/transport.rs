@@ -264,10 +264,7 @@ async fn send_raw(ca: &Ca, b_addr: std::net::SocketAddr, bytes: Vec<u8>) -> quin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_garbage_is_dropped_while_the_rest_carry_on() {
     let ca = Ca::new();
-    let a_addr: std::net::SocketAddr = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
+    let a_addr = std::net::SocketAddr::from(([127, 0, 0, 1], walrus_testkit::free_udp_port()));
     let limits = Limits {
         max_frame: 4096,
         ..Limits::default()

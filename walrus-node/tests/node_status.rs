@@ -22,10 +22,10 @@ async fn one_node(name: &str, extra: &str) -> (ChildGuard, SocketAddr, TempDir, 
     let web = TinyHttp::start().await;
     let dns = walrus_node::cluster::free_dns_port().unwrap();
     let gcs = walrus_node::cluster::free_udp_port().unwrap();
-    let status: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let status = SocketAddr::from((
+        [127, 0, 0, 1],
+        walrus_testkit::free_tcp_port(std::net::Ipv4Addr::LOCALHOST),
+    ));
     let d = dir.path().display();
     let toml = format!(
         "site = \"example.com\"\n\
