@@ -105,6 +105,7 @@ async fn a_client_nodes_sessions_join_multicast_and_fail_over() {
         window: 64,
         retry: Duration::from_millis(50),
         limits: Limits::lan(),
+        thread: walrus_gcs::GcsThread::Own,
     })
     .await
     .unwrap();

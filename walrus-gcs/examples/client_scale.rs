@@ -432,6 +432,8 @@ async fn driver(args: Args) -> Value {
             window: 64,
             retry: Duration::from_millis(100),
             limits: Limits::lan(),
+            // A thousand clients in one process: on its runtime, not a thread each.
+            thread: walrus_gcs::GcsThread::Caller,
         })
         .await
         .expect("attach");

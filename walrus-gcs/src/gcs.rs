@@ -331,41 +331,20 @@ impl Gcs {
     /// until the driver stops (after [`Gcs::shutdown`], or once the `Gcs` and every
     /// session are gone, as on the caller's runtime), then drops it.
     async fn start_on_own_thread(config: GcsConfig) -> Result<Self, DriverError> {
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let thread = format!("gcs {}", config.transport.me);
-        let spawned = std::thread::Builder::new().name(thread).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(DriverError::Thread(e.to_string())));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match Self::start_here(config).await {
-                    Ok(mut gcs) => {
-                        let done = gcs.driver_done.take();
-                        if ready_tx.send(Ok(gcs)).is_ok() {
-                            if let Some(done) = done {
-                                let _ = done.await;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-        });
-        if let Err(e) = spawned {
-            return Err(DriverError::Thread(e.to_string()));
-        }
-        ready_rx
-            .await
-            .map_err(|_| DriverError::Thread("the thread ended before the node started".into()))?
+        let name = format!("gcs {}", config.transport.me);
+        crate::own_thread::start(
+            name,
+            move || async move {
+                let mut gcs = Self::start_here(config).await?;
+                let stopped = gcs
+                    .driver_done
+                    .take()
+                    .ok_or_else(|| DriverError::Thread("started twice".into()))?;
+                Ok((gcs, stopped))
+            },
+            DriverError::Thread,
+        )
+        .await
     }
 
     /// Starts the transport and the driver on the current runtime.

@@ -60,6 +60,7 @@ mod event;
 pub mod gcs;
 pub mod loopback;
 mod node;
+mod own_thread;
 pub mod tier;
 pub mod transport;
 mod types;

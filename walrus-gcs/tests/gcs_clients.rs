@@ -53,6 +53,7 @@ fn client_config(
         window: 64,
         retry: Duration::from_millis(50),
         limits: Limits::lan(),
+        thread: walrus_gcs::GcsThread::Own,
     }
 }
 

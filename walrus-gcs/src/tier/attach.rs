@@ -8,6 +8,7 @@ use super::link::{Hello, CLIENT_ALPN};
 use super::{ClientConfig, ClientCore, ClientError, ClientNotice, ClientOutput, ClientRequest};
 use crate::codec;
 use crate::event::Event;
+use crate::gcs::GcsThread;
 use crate::transport::frames::FrameBuffer;
 use crate::transport::{tls, Limits, NodeIdentity};
 use crate::types::{GroupName, Incarnation, NodeId, Service, SessionId};
@@ -40,6 +41,10 @@ pub struct ClientLinkConfig {
     /// link uses [`Limits::client_link`] of them: its idle timeout is how soon the client
     /// finds its member dead.
     pub limits: Limits,
+    /// Where the link runs (default [`GcsThread::Own`]: a thread of its own, as a
+    /// member's protocol; many clients in one process, as in a test driver, want
+    /// [`GcsThread::Caller`]).
+    pub thread: GcsThread,
 }
 
 /// Why a client call failed.
@@ -147,6 +152,24 @@ pub struct ClientSession {
 impl Client {
     /// Starts the client; it attaches to the first member of its list that admits it.
     pub async fn attach(config: ClientLinkConfig) -> Result<Client, ClientLinkError> {
+        match config.thread {
+            GcsThread::Caller => Ok(Self::attach_here(config)?.0),
+            GcsThread::Own => {
+                let name = format!("gcs {}", config.name);
+                crate::own_thread::start(
+                    name,
+                    move || async move { Self::attach_here(config) },
+                    ClientLinkError::Setup,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Starts the client on the current runtime; the receiver fires when its task ends.
+    fn attach_here(
+        config: ClientLinkConfig,
+    ) -> Result<(Client, oneshot::Receiver<()>), ClientLinkError> {
         let tls = tls::rustls_client_config(&config.identity, CLIENT_ALPN)
             .map_err(|e| ClientLinkError::Setup(e.to_string()))?;
         let quic =
@@ -192,13 +215,18 @@ impl Client {
             member: member_tx,
             first: true,
         };
-        let task = tokio::spawn(run.run(cmd_rx));
-        Ok(Client {
+        let (done_tx, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            run.run(cmd_rx).await;
+            let _ = done_tx.send(());
+        });
+        let client = Client {
             cmds,
             member,
             task: Mutex::new(Some(task)),
             stats,
-        })
+        };
+        Ok((client, stopped))
     }
 
     /// Opens a session.

@@ -348,6 +348,7 @@ pub fn client_link_config(config: &Config, node: &str) -> Result<ClientLinkConfi
             GcsProfile::Lan => Limits::lan(),
             GcsProfile::Wan => Limits::wan(),
         },
+        thread: walrus_gcs::GcsThread::Own,
     })
 }
 
