@@ -63,7 +63,10 @@ impl Invariant for SelfDelivery {
                 joined_before && !left_after
             });
             if member_throughout && !self.got.contains(&(key, s.id)) {
-                missing.push(s.id);
+                missing.push(format!(
+                    "{} by {}/{} at {:?} to {:?}",
+                    s.id, s.node, s.session, s.at, s.groups
+                ));
             }
         }
         if !missing.is_empty() {
