@@ -10,7 +10,7 @@
 //! Lists are therefore compared among receivers that install the same next view (and
 //! among those that never leave the view).
 
-use super::{EndState, Invariant, Request, Sent, SessionKey};
+use super::{EndState, Invariant, Sent, SessionKey};
 use crate::event::{Event, MembershipReason, ViewChange};
 use crate::types::{GroupName, Member, NodeRef, SessionId, Stamp, ViewId};
 use std::collections::BTreeMap;
@@ -94,7 +94,7 @@ impl Invariant for GroupMembership {
         &mut self,
         _end: &EndState,
         _sent: &BTreeMap<u64, Sent>,
-        _r: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+        _r: &super::Requests,
         v: &mut Vec<String>,
     ) {
         type Point = (GroupName, Stamp, Option<ViewId>);

@@ -2,8 +2,8 @@
 //! all nodes install one common view within the stated bound, and messages sent after
 //! that reach every member within the stated bound.
 
-use super::{EndState, Invariant, Request, Sent, SessionKey};
-use crate::types::{GroupName, NodeRef, ViewId};
+use super::{EndState, Invariant, Sent, SessionKey};
+use crate::types::{NodeRef, ViewId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ impl Invariant for Liveness {
         &mut self,
         end: &EndState,
         _sent: &BTreeMap<u64, Sent>,
-        _r: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+        _r: &super::Requests,
         v: &mut Vec<String>,
     ) {
         let Some(p) = &end.probe else { return };

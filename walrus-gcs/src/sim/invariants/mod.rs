@@ -92,17 +92,35 @@ pub trait Invariant {
         &mut self,
         _end: &EndState,
         _sent: &BTreeMap<u64, Sent>,
-        _requests: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+        _requests: &Requests,
         _v: &mut Vec<String>,
     ) {
     }
 }
 
+/// A join or leave request of a session, in the order it was made.
+#[derive(Debug, Clone, Copy)]
+pub struct Requested {
+    /// Virtual time of the request.
+    pub at: Duration,
+    /// How many multicasts the session had made before it: the request comes after the
+    /// one with [`Sent::index`] `after - 1` and before the one with `index` `after`, even
+    /// at the same virtual time (a virtual instant holds several requests).
+    pub after: u64,
+    /// Join or leave.
+    pub request: Request,
+}
+
+/// Each session's join and leave requests per group, in order.
+pub type Requests = BTreeMap<(SessionKey, GroupName), Vec<Requested>>;
+
 /// Every checker, fed by the simulator.
 pub struct Checker {
     invariants: Vec<Box<dyn Invariant>>,
     sent: BTreeMap<u64, Sent>,
-    requests: BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+    requests: Requests,
+    /// Multicasts recorded per session so far (orders a request among them).
+    sent_by: BTreeMap<SessionKey, u64>,
     /// Violations found so far.
     pub violations: Vec<String>,
     /// How many deliveries were checked.
@@ -130,6 +148,7 @@ impl Default for Checker {
             ],
             sent: BTreeMap::new(),
             requests: BTreeMap::new(),
+            sent_by: BTreeMap::new(),
             violations: Vec::new(),
             deliveries: 0,
             duplicate: duplicate_incarnation::DuplicateIncarnation::default(),
@@ -145,12 +164,24 @@ impl Checker {
         for i in &mut self.invariants {
             i.on_sent(&sent);
         }
+        *self
+            .sent_by
+            .entry((sent.node.clone(), sent.session))
+            .or_default() += 1;
         self.sent.insert(sent.id, sent);
     }
 
     /// Records a join or leave request the core accepted.
     pub fn request(&mut self, at: Duration, who: SessionKey, group: GroupName, r: Request) {
-        self.requests.entry((who, group)).or_default().push((at, r));
+        let after = self.sent_by.get(&who).copied().unwrap_or(0);
+        self.requests
+            .entry((who, group))
+            .or_default()
+            .push(Requested {
+                at,
+                after,
+                request: r,
+            });
     }
 
     /// Records a view installation.

@@ -1,9 +1,9 @@
 //! Self-delivery: a session that is a member of a destination group when it sends, and
 //! stays one, receives its own message, unless its node crashes or the session closes.
 
-use super::{EndState, Invariant, Request, Sent, SessionKey};
+use super::{EndState, Invariant, Request, Requests, Sent, SessionKey};
 use crate::event::Event;
-use crate::types::{GroupName, NodeRef, SessionId};
+use crate::types::{NodeRef, SessionId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ impl Invariant for SelfDelivery {
         &mut self,
         end: &EndState,
         sent: &BTreeMap<u64, Sent>,
-        requests: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, Request)>>,
+        requests: &Requests,
         v: &mut Vec<String>,
     ) {
         let closed: BTreeSet<&SessionKey> = end.closed.iter().collect();
@@ -54,18 +54,28 @@ impl Invariant for SelfDelivery {
                 let Some(hist) = requests.get(&(key.clone(), g.clone())) else {
                     return false;
                 };
+                // In the session's own order, not by time: a join made in the same
+                // virtual instant as the multicast but after it does not count (seed
+                // 8832: `Join(g1)` right after a multicast to g1 and g2, at 51.339051 s).
                 let joined_before = hist
                     .iter()
                     .rev()
-                    .find(|(t, _)| *t <= s.at)
-                    .is_some_and(|(_, r)| *r == Request::Join);
-                let left_after = hist.iter().any(|(t, r)| *t > s.at && *r == Request::Leave);
+                    .find(|r| r.after <= s.index)
+                    .is_some_and(|r| r.request == Request::Join);
+                let left_after = hist
+                    .iter()
+                    .any(|r| r.after > s.index && r.request == Request::Leave);
                 joined_before && !left_after
             });
-            if member_throughout && !self.got.contains(&(key, s.id)) {
+            if member_throughout && !self.got.contains(&(key.clone(), s.id)) {
+                let history: Vec<_> = s
+                    .groups
+                    .iter()
+                    .map(|g| (g, requests.get(&(key.clone(), g.clone()))))
+                    .collect();
                 missing.push(format!(
-                    "{} by {}/{} at {:?} to {:?}",
-                    s.id, s.node, s.session, s.at, s.groups
+                    "{} by {}/{} (its multicast #{}) at {:?} to {:?}; its requests {:?}",
+                    s.id, s.node, s.session, s.index, s.at, s.groups, history
                 ));
             }
         }

@@ -130,6 +130,25 @@ fn self_delivery_catches_a_lost_own_message() {
     assert!(caught(&c, "self-delivery"));
 }
 
+#[test]
+fn self_delivery_orders_a_join_by_the_session_not_by_the_clock() {
+    // A multicast, then a join to its group in the same virtual instant (seed 8832):
+    // the session was not a member when it sent, so not getting it back is right.
+    let mut c = Checker::default();
+    sent(&mut c, 1, "a", 0);
+    c.request(Duration::ZERO, (n("a"), SessionId(1)), g(), Request::Join);
+    let end = EndState {
+        alive: vec![n("a")],
+        ..EndState::default()
+    };
+    c.finish(&end);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    // Its next multicast, after the join, must come back.
+    sent(&mut c, 2, "a", 1);
+    c.finish(&end);
+    assert!(caught(&c, "self-delivery"));
+}
+
 fn members(list: &[(&str, u64)]) -> Vec<Member> {
     list.iter()
         .map(|(node, s)| Member {

@@ -2,7 +2,7 @@
 //! every session's delivery sequence follows, also across partitions (the graph of
 //! "delivered just before" edges of all sessions has no cycle).
 
-use super::{entry_of, payload_id, Invariant, Sent, SessionKey};
+use super::{entry_of, payload_id, Invariant, Sent};
 use crate::event::Event;
 use crate::types::{GroupName, NodeRef, Service, SessionId, Stamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -60,7 +60,7 @@ impl Invariant for TotalOrder {
         &mut self,
         _end: &super::EndState,
         _sent: &BTreeMap<u64, Sent>,
-        _r: &BTreeMap<(SessionKey, GroupName), Vec<(Duration, super::Request)>>,
+        _r: &super::Requests,
         v: &mut Vec<String>,
     ) {
         // Kahn's algorithm: whatever is left has a cycle.
