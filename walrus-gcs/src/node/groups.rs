@@ -26,14 +26,19 @@ impl Node {
                 self.pending_bytes = self.pending_bytes.saturating_sub(op_window_charge(&e.op));
             }
         }
-        let member = Member {
-            node: e.origin.id.clone(),
-            incarnation: e.origin.incarnation,
-            session: e.op.session,
-        };
-        let at = Stamp {
-            view: view.clone(),
-            seq: e.seq,
+        // Joins, leaves and gones name their member and stamp; a message needs neither
+        // (built per entry, they cost two string copies on every delivered message).
+        let member_at = || {
+            let member = Member {
+                node: e.origin.id.clone(),
+                incarnation: e.origin.incarnation,
+                session: e.op.session,
+            };
+            let at = Stamp {
+                view: view.clone(),
+                seq: e.seq,
+            };
+            (member, at)
         };
         match &e.op.kind {
             OpKind::Message {
@@ -78,6 +83,7 @@ impl Node {
                 }
             }
             OpKind::Join(g) => {
+                let (member, at) = member_at();
                 let list = self.groups.entry(g.clone()).or_default();
                 if list.iter().any(|r| r.member == member) {
                     return;
@@ -92,6 +98,7 @@ impl Node {
                 self.announce(g, MembershipReason::Join, at);
             }
             OpKind::Leave(g) => {
+                let (member, at) = member_at();
                 let Some(list) = self.groups.get_mut(g) else {
                     return;
                 };
@@ -120,6 +127,7 @@ impl Node {
                 }
             }
             OpKind::Gone => {
+                let (member, at) = member_at();
                 let mut changed = Vec::new();
                 for (g, list) in self.groups.iter_mut() {
                     let before = list.len();
@@ -245,7 +253,7 @@ impl Node {
         &self,
         view: &ViewId,
         members: usize,
-        reports: impl Iterator<Item = &'a FlushReport>,
+        reports: impl Iterator<Item = &'a [GroupRecord]>,
     ) -> Vec<GroupRecord> {
         let several = members > 1;
         let rejoin = Stamp {
@@ -253,7 +261,7 @@ impl Node {
             seq: 0,
         };
         let mut groups: Vec<GroupRecord> = reports
-            .flat_map(|r| r.groups.iter().cloned())
+            .flat_map(|r| r.iter().cloned())
             .map(|mut g| {
                 if g.alone && several && !planted!(self, merge_by_stamp_only) {
                     g.stamp = rejoin.clone();
