@@ -88,6 +88,7 @@ pub use types::{
 // The one message type between cores, and the payloads of its variants (a transport
 // moves them opaquely; tests and tools build them).
 pub use wire::{
-    Accept, AcceptData, Ack, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install, InstallData,
-    Op, OpKind, Ordered, PeerMessage, Propose, Reject, Run, Submit,
+    Accept, AcceptData, AcceptGroups, Ack, Cut, Entry, FlushReport, GroupRecord, Heartbeat,
+    Install, InstallData, InstallGroups, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Run,
+    Submit,
 };

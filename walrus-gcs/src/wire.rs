@@ -27,14 +27,20 @@ pub enum PeerMessage {
     Propose(Propose),
     /// Member → coordinator: a chunk of the entries of my old view I still hold.
     AcceptData(AcceptData),
+    /// Member → coordinator: a chunk of the group records of my own sessions and clients
+    /// (sent before the `Accept`, whose report counts them).
+    AcceptGroups(AcceptGroups),
     /// Member → coordinator: I accept, here is what I hold of my old view (after the
-    /// `AcceptData` chunks).
+    /// `AcceptData` and `AcceptGroups` chunks).
     Accept(Accept),
     /// Member → coordinator: I refuse this proposal.
     Reject(Reject),
     /// Coordinator → members: a chunk of entries every member of an old view must
     /// deliver before installing (sent before the `Install`).
     InstallData(InstallData),
+    /// Coordinator → members: a chunk of the new view's group table (sent before the
+    /// `Install`, which counts them).
+    InstallGroups(InstallGroups),
     /// Coordinator → members: install the new view.
     Install(Install),
 }
@@ -49,9 +55,11 @@ impl PeerMessage {
             PeerMessage::Ack(m) => m.incarnation,
             PeerMessage::Propose(m) => m.incarnation,
             PeerMessage::AcceptData(m) => m.incarnation,
+            PeerMessage::AcceptGroups(m) => m.incarnation,
             PeerMessage::Accept(m) => m.incarnation,
             PeerMessage::Reject(m) => m.incarnation,
             PeerMessage::InstallData(m) => m.incarnation,
+            PeerMessage::InstallGroups(m) => m.incarnation,
             PeerMessage::Install(m) => m.incarnation,
         }
     }
@@ -65,9 +73,11 @@ impl PeerMessage {
             PeerMessage::Ack(m) => Some(&m.view),
             PeerMessage::Propose(m) => Some(&m.proposal),
             PeerMessage::AcceptData(m) => Some(&m.proposal),
+            PeerMessage::AcceptGroups(m) => Some(&m.proposal),
             PeerMessage::Accept(m) => Some(&m.proposal),
             PeerMessage::Reject(m) => Some(&m.proposal),
             PeerMessage::InstallData(m) => Some(&m.view),
+            PeerMessage::InstallGroups(m) => Some(&m.view),
             PeerMessage::Install(m) => Some(&m.view),
         }
     }
@@ -92,9 +102,11 @@ impl PeerMessage {
             PeerMessage::Ack(_) => "ack",
             PeerMessage::Propose(_) => "propose",
             PeerMessage::AcceptData(_) => "accept-data",
+            PeerMessage::AcceptGroups(_) => "accept-groups",
             PeerMessage::Accept(_) => "accept",
             PeerMessage::Reject(_) => "reject",
             PeerMessage::InstallData(_) => "install-data",
+            PeerMessage::InstallGroups(_) => "install-groups",
             PeerMessage::Install(_) => "install",
         }
     }
@@ -304,9 +316,10 @@ pub struct FlushReport {
     pub delivered: u64,
     /// The highest commit point of the old view it knows.
     pub commit: u64,
-    /// The group memberships of its own sessions as they stand once its held entries are
-    /// delivered, with their join stamps.
-    pub groups: Vec<GroupRecord>,
+    /// How many group records it sent in `AcceptGroups` chunks before this: the group
+    /// memberships of its own sessions (and its clients') as they stand once its held
+    /// entries are delivered, with their join stamps.
+    pub group_count: u64,
     /// How many entries it sent in `AcceptData` chunks before this.
     pub held_count: u64,
     /// The largest view counter it has seen.
@@ -338,6 +351,19 @@ pub struct AcceptData {
     pub proposal: ViewId,
     /// Entries of the sender's old view it still holds.
     pub entries: Vec<Entry>,
+}
+
+/// See [`PeerMessage::AcceptGroups`]. Group records travel in chunks of at most
+/// `max_message_size` bytes, not in the `Accept`: a member serving a few thousand clients
+/// holds more than one frame's worth (about 376 bytes a record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptGroups {
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The proposal being answered.
+    pub proposal: ViewId,
+    /// Group records of the sender's own sessions, in order.
+    pub groups: Vec<GroupRecord>,
 }
 
 /// See [`PeerMessage::Accept`].
@@ -387,6 +413,17 @@ pub struct Cut {
     pub seqs: Vec<u64>,
 }
 
+/// See [`PeerMessage::InstallGroups`]; chunked for the reason [`AcceptGroups`] is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallGroups {
+    /// Sender's (the coordinator's) incarnation.
+    pub incarnation: Incarnation,
+    /// The view being installed.
+    pub view: ViewId,
+    /// The next records of the new view's group table, in the table's order.
+    pub groups: Vec<GroupRecord>,
+}
+
 /// See [`PeerMessage::Install`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Install {
@@ -398,8 +435,9 @@ pub struct Install {
     pub members: Vec<NodeRef>,
     /// For each old view a member comes from, what it delivers first.
     pub cuts: Vec<Cut>,
-    /// Every group membership in the new view, sorted by group then stamp.
-    pub groups: Vec<GroupRecord>,
+    /// How many records the new view's group table has: every group membership in the
+    /// view, sorted by group then stamp, sent before this in `InstallGroups` chunks.
+    pub group_count: u64,
 }
 
 #[cfg(test)]
@@ -466,6 +504,19 @@ mod tests {
             origin: me.clone(),
             op: op.clone(),
         };
+        let record = GroupRecord {
+            group: GroupName::new("g"),
+            stamp: Stamp {
+                view: view.clone(),
+                seq: 1,
+            },
+            alone: false,
+            member: Member {
+                node: NodeId::new("a"),
+                incarnation: Incarnation(1),
+                session: SessionId(1),
+            },
+        };
         let msgs = vec![
             PeerMessage::Heartbeat(Heartbeat {
                 incarnation: Incarnation(1),
@@ -482,6 +533,16 @@ mod tests {
             PeerMessage::Ordered(
                 Ordered::from_entries(Incarnation(1), view.clone(), vec![entry.clone()]).unwrap(),
             ),
+            PeerMessage::InstallGroups(InstallGroups {
+                incarnation: Incarnation(1),
+                view: view.clone(),
+                groups: vec![record.clone()],
+            }),
+            PeerMessage::AcceptGroups(AcceptGroups {
+                incarnation: Incarnation(1),
+                proposal: view.clone(),
+                groups: vec![record],
+            }),
             PeerMessage::Install(Install {
                 incarnation: Incarnation(1),
                 view: view.clone(),
@@ -491,19 +552,7 @@ mod tests {
                     above: 0,
                     seqs: vec![1],
                 }],
-                groups: vec![GroupRecord {
-                    group: GroupName::new("g"),
-                    stamp: Stamp {
-                        view: view.clone(),
-                        seq: 1,
-                    },
-                    alone: false,
-                    member: Member {
-                        node: NodeId::new("a"),
-                        incarnation: Incarnation(1),
-                        session: SessionId(1),
-                    },
-                }],
+                group_count: 1,
             }),
         ];
         for m in msgs {

@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 use walrus_gcs::codec::{self, FRAME_HEADER_LEN, MAX_FRAME};
 use walrus_gcs::{
-    Accept, AcceptData, Ack, Cut, Entry, FlushReport, GroupName, GroupRecord, Heartbeat,
-    Incarnation, Install, InstallData, Member, NodeId, NodeRef, Op, OpKind, Ordered, PeerMessage,
-    Propose, Reject, Run, Service, SessionId, Stamp, Submit, ViewId,
+    Accept, AcceptData, AcceptGroups, Ack, Cut, Entry, FlushReport, GroupName, GroupRecord,
+    Heartbeat, Incarnation, Install, InstallData, InstallGroups, Member, NodeId, NodeRef, Op,
+    OpKind, Ordered, PeerMessage, Propose, Reject, Run, Service, SessionId, Stamp, Submit, ViewId,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -153,16 +153,14 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
             inc(),
             view_id(),
             view_id(),
-            any::<(u64, u64, u64, u64)>(),
-            prop::collection::vec(record(), 0..4)
+            any::<(u64, u64, u64, u64, u64)>(),
         )
             .prop_map(
                 |(
                     incarnation,
                     proposal,
                     old_view,
-                    (delivered, commit, held_count, max_counter),
-                    groups,
+                    (delivered, commit, group_count, held_count, max_counter),
                 )| {
                     PeerMessage::Accept(Accept {
                         incarnation,
@@ -171,7 +169,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                             old_view,
                             delivered,
                             commit,
-                            groups,
+                            group_count,
                             held_count,
                             max_counter,
                         },
@@ -212,17 +210,35 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                     }),
                 0..3
             ),
-            prop::collection::vec(record(), 0..4)
+            any::<u64>(),
         )
-            .prop_map(|(incarnation, view, members, cuts, groups)| {
+            .prop_map(|(incarnation, view, members, cuts, group_count)| {
                 PeerMessage::Install(Install {
                     incarnation,
                     view,
                     members,
                     cuts,
-                    groups,
+                    group_count,
                 })
             }),
+        (inc(), view_id(), prop::collection::vec(record(), 0..4)).prop_map(
+            |(incarnation, proposal, groups)| {
+                PeerMessage::AcceptGroups(AcceptGroups {
+                    incarnation,
+                    proposal,
+                    groups,
+                })
+            }
+        ),
+        (inc(), view_id(), prop::collection::vec(record(), 0..4)).prop_map(
+            |(incarnation, view, groups)| {
+                PeerMessage::InstallGroups(InstallGroups {
+                    incarnation,
+                    view,
+                    groups,
+                })
+            }
+        ),
     ]
 }
 

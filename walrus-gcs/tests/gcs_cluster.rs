@@ -350,3 +350,68 @@ async fn a_second_process_with_the_same_name_is_refused_as_a_duplicate() {
     assert!(real_conn.close_reason().is_none());
     b.shutdown().await;
 }
+
+/// A group table larger than one frame (6,000 records of 200-byte group names, about
+/// 1.4 MB against the codec's 1.06 MiB frame limit: what a few thousand client web hosts
+/// bring) still lets the members change views: its records travel in chunks. Before, the
+/// coordinator's `Install` could not be encoded and no view changed again. n0 holds the
+/// records; n2 stops (the view shrinks) and starts again (it grows), and n2, new, learns
+/// n0's memberships from the install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_table_larger_than_a_frame_does_not_stop_view_changes() {
+    const RECORDS: usize = 6_000;
+    const SESSIONS: usize = 3;
+    let names = ["n0", "n1", "n2"];
+    let ca = Ca::new();
+    let bound = bind(&names);
+    let addrs: Vec<(String, std::net::SocketAddr)> =
+        bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+    let mut nodes = Vec::new();
+    for (name, socket, _) in bound {
+        nodes.push(start_gcs(&ca, &name, socket, &addrs).await);
+    }
+    let refs: Vec<&Gcs> = nodes.iter().collect();
+    wait_view(&refs, &names).await;
+    let group = |i: usize| GroupName::new(format!("{:-<190}{i:0>10}", "a-long-group-name"));
+    let mut sessions = Vec::new();
+    for s in 0..SESSIONS {
+        let session = nodes[0].open_session().await.unwrap();
+        for i in (s..RECORDS).step_by(SESSIONS) {
+            session.join(group(i)).await.unwrap();
+        }
+        sessions.push(session);
+    }
+    // Every join is ordered once the last one's membership event arrives.
+    let last = group(RECORDS - 1);
+    recv_until(
+        &mut sessions[(RECORDS - 1) % SESSIONS],
+        "the last join",
+        |e| matches!(e, Event::Membership { group, .. } if group == last).then_some(()),
+    )
+    .await;
+
+    nodes[2].shutdown().await;
+    let took = wait_view(&refs[..2], &names[..2]).await;
+    eprintln!("view without n2 after {took:?}");
+    drop(refs);
+    drop(nodes.pop()); // lets its socket go
+    nodes.push(start_gcs(&ca, "n2", rebind(addrs[2].1).await, &addrs).await);
+    let refs: Vec<&Gcs> = nodes.iter().collect();
+    let took = wait_view(&refs, &names).await;
+    eprintln!("view with n2 again after {took:?}");
+
+    // n2 knows n0's memberships: joining one of n0's groups lists n0's session first.
+    let mut s2 = nodes[2].open_session().await.unwrap();
+    let probe = group(RECORDS / 2);
+    s2.join(probe.clone()).await.unwrap();
+    let members = recv_until(&mut s2, "the probe group's membership", |e| match e {
+        Event::Membership { group, members, .. } if group == probe => Some(members),
+        _ => None,
+    })
+    .await;
+    let nodes_listed: Vec<String> = members.iter().map(|m| m.node.to_string()).collect();
+    assert_eq!(nodes_listed, ["n0", "n2"]);
+    for g in &nodes {
+        g.shutdown().await;
+    }
+}

@@ -663,8 +663,9 @@ fn is_dns_name(name: &str) -> bool {
 pub const MEASURED_MEMBERS: usize = 9;
 
 /// The most client nodes measured (issue 24: 9 members and 1,000 clients). A view change
-/// carries every client session's group records in one message (376 kB at 1,000 clients),
-/// and a message has a 1.06 MiB frame limit: near 2,800 clients it no longer fits.
+/// of the members carries every client session's group records (376 kB at 1,000 clients,
+/// in chunks of at most 1 MiB since December 2026: before, one message, which stopped
+/// view changes near 2,800 clients).
 pub const MEASURED_CLIENTS: usize = 1000;
 
 impl Config {
@@ -717,10 +718,10 @@ impl Config {
         if clients > MEASURED_CLIENTS {
             out.push(format!(
                 "{clients} nodes are clients of the group-communication layer: measurements \
-                 support at most {MEASURED_CLIENTS} (a view change of the members carries every \
-                 client's group records in one message, about 376 bytes a client, and near \
-                 2,800 clients that message passes the 1.06 MiB frame limit: the members could \
-                 then not change views); split the site into several deployments"
+                 cover at most {MEASURED_CLIENTS} (every client's attach and crash is an \
+                 ordered event for all members, and each view change of the members carries \
+                 every client's group records, about 376 bytes a client); watch the members' \
+                 view-change times and CPU, or split the site into several deployments"
             ));
         }
         for (name, n) in &self.nodes {

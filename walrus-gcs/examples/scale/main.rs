@@ -19,7 +19,7 @@
 //!   coordinator): `detect_ms` (kill → first `Propose`), `failover_ms` (kill → every
 //!   survivor installed the new view), `flush_ms` (first `Propose` → last install: the
 //!   time the group is frozen), and the view change's messages and bytes
-//!   (Propose/Accept/AcceptData/Install/InstallData/Reject); `rejoin`: the same for the
+//!   (Propose/Accept/AcceptData/AcceptGroups/Install/InstallData/InstallGroups/Reject); `rejoin`: the same for the
 //!   restarted node merging back.
 //! - `per_hour`: from those measured costs, for each node crashing (and restarting) once
 //!   a day and once a week: view changes per hour, their messages and bytes, and the

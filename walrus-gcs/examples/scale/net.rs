@@ -74,9 +74,11 @@ pub const VIEW_CHANGE_KINDS: &[&str] = &[
     "propose",
     "accept",
     "accept-data",
+    "accept-groups",
     "reject",
     "install",
     "install-data",
+    "install-groups",
 ];
 
 #[derive(Debug)]

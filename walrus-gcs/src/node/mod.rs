@@ -10,9 +10,10 @@
 //!  every member: deliver entries ≤ commit (their submitter holds them), in seq order
 //!  ─▶ sessions
 //!
-//!  view change: Propose ─▶ members freeze and Accept (with what they hold) ─▶
-//!  coordinator computes each old view's cut ─InstallData + Install─▶ members deliver
-//!  the cut, install the view, and submit again what was not ordered.
+//!  view change: Propose ─▶ members freeze and Accept (with what they hold, entries and
+//!  group records in chunks before it) ─▶ coordinator computes each old view's cut
+//!  ─InstallData + InstallGroups chunks, then Install─▶ members deliver the cut, install
+//!  the view, and submit again what was not ordered.
 //! ```
 //!
 //! See `PROTOCOL.md` for why this is safe.
@@ -44,8 +45,8 @@ use crate::types::{
     ClientMsgId, GroupName, Incarnation, Member, NodeId, NodeRef, Service, SessionId, Stamp, ViewId,
 };
 use crate::wire::{
-    Accept, AcceptData, Ack, Cut, Entry, FlushReport, GroupRecord, Heartbeat, Install, InstallData,
-    Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
+    Accept, AcceptData, AcceptGroups, Ack, Cut, Entry, FlushReport, GroupRecord, Heartbeat,
+    Install, InstallData, InstallGroups, Op, OpKind, Ordered, PeerMessage, Propose, Reject, Submit,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -251,6 +252,13 @@ fn op_size(op: &Op) -> usize {
     }
 }
 
+/// Rough wire size of a group record, for chunking: its three strings plus a generous
+/// allowance for the numbers and length prefixes (bincode's varints take at most 10
+/// bytes each; a record has eight of them).
+fn record_size(r: &GroupRecord) -> usize {
+    r.group.0.len() + r.stamp.view.coordinator.0.len() + r.member.node.0.len() + 96
+}
+
 /// Splits `items` into chunks whose summed size stays under `budget` (at least one each).
 fn chunks<T>(items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     let mut out = Vec::new();
@@ -397,6 +405,7 @@ impl Node {
                 self.evaluate(now);
             }
             PeerMessage::AcceptData(m) => self.on_accept_data(sender, m),
+            PeerMessage::AcceptGroups(m) => self.on_accept_groups(sender, m),
             PeerMessage::Accept(m) => {
                 self.on_accept(now, sender, m);
                 self.evaluate(now);
@@ -406,6 +415,7 @@ impl Node {
                 self.evaluate(now);
             }
             PeerMessage::InstallData(m) => self.on_install_data(&sender, m),
+            PeerMessage::InstallGroups(m) => self.on_install_groups(&sender, m),
             PeerMessage::Install(m) => {
                 self.on_install(now, &sender, m);
                 self.evaluate(now);

@@ -4,11 +4,26 @@
 
 use super::*;
 
+/// The most group records (one per session per group it joined) a node gathers from one
+/// member's flush answer or from an install's chunks: a bound on what a faulty peer's
+/// chunks can make it hold, far above the scale measured (a thousand clients in a few
+/// groups each is a few thousand records). A view change past it does not complete; the
+/// node says so in its log.
+const MAX_GROUP_RECORDS: usize = 1 << 20;
+
 /// What this node froze of its view when it first accepted a proposal.
 #[derive(Debug, Clone)]
 pub(super) struct Frozen {
     pub(super) report: FlushReport,
+    pub(super) held: Held,
+}
+
+/// What a member sends besides its flush report, in chunks before it: the entries of its
+/// old view it holds, and its own sessions' group records.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Held {
     pub(super) entries: Vec<Entry>,
+    pub(super) groups: Vec<GroupRecord>,
 }
 
 /// A proposal of someone else that this node accepted and whose install it awaits.
@@ -20,6 +35,8 @@ pub(super) struct Accepted {
     pub(super) deadline: Instant,
     /// InstallData entries of this node's old view, by sequence number.
     pub(super) data: BTreeMap<u64, Entry>,
+    /// InstallGroups records of the new view's group table, in order.
+    pub(super) groups: Vec<GroupRecord>,
     /// The link to one of the members went down meanwhile: the view is broken once
     /// installed (see [`Node::link_lost`]).
     pub(super) link_lost: bool,
@@ -31,10 +48,11 @@ pub(super) struct Proposal {
     pub(super) id: ViewId,
     pub(super) members: Vec<NodeRef>,
     pub(super) deadline: Instant,
-    /// Entries received in AcceptData chunks, per member.
-    pub(super) data: BTreeMap<NodeRef, Vec<Entry>>,
+    /// Entries and group records received in AcceptData and AcceptGroups chunks, per
+    /// member.
+    pub(super) data: BTreeMap<NodeRef, Held>,
     /// Complete answers, per member.
-    pub(super) reports: BTreeMap<NodeRef, (FlushReport, Vec<Entry>)>,
+    pub(super) reports: BTreeMap<NodeRef, (FlushReport, Held)>,
 }
 
 /// One member's flush answer, as the coordinator groups them by old view.
@@ -141,18 +159,18 @@ impl Node {
             return;
         }
         self.seqr = None;
-        let own = self.own_memberships();
+        let groups = self.own_memberships();
         let entries: Vec<Entry> = self.held.values().cloned().collect();
         self.frozen = Some(Frozen {
             report: FlushReport {
                 old_view: self.view.clone(),
                 delivered: self.delivered,
                 commit: self.commit,
-                groups: own,
+                group_count: groups.len() as u64,
                 held_count: entries.len() as u64,
                 max_counter: self.max_counter,
             },
-            entries,
+            held: Held { entries, groups },
         });
     }
 
@@ -184,7 +202,7 @@ impl Node {
             return;
         };
         let mut reports = BTreeMap::new();
-        reports.insert(self.me.clone(), (frozen.report, frozen.entries));
+        reports.insert(self.me.clone(), (frozen.report, frozen.held));
         self.proposal = Some(Proposal {
             id: id.clone(),
             members: members.clone(),
@@ -237,20 +255,30 @@ impl Node {
             members: m.members.clone(),
             deadline: now + self.config.flush_timeout * 2,
             data: BTreeMap::new(),
+            groups: Vec::new(),
             link_lost: false,
         });
         let Some(frozen) = self.frozen.clone() else {
             return;
         };
-        for chunk in chunks(frozen.entries, self.config.max_message_size, |e| {
-            op_size(&e.op)
-        }) {
+        let budget = self.config.max_message_size;
+        for chunk in chunks(frozen.held.entries, budget, |e| op_size(&e.op)) {
             self.send(
                 from.id.clone(),
                 PeerMessage::AcceptData(AcceptData {
                     incarnation: self.me.incarnation,
                     proposal: m.proposal.clone(),
                     entries: chunk,
+                }),
+            );
+        }
+        for chunk in chunks(frozen.held.groups, budget, record_size) {
+            self.send(
+                from.id.clone(),
+                PeerMessage::AcceptGroups(AcceptGroups {
+                    incarnation: self.me.incarnation,
+                    proposal: m.proposal.clone(),
+                    groups: chunk,
                 }),
             );
         }
@@ -286,11 +314,20 @@ impl Node {
     pub(super) fn on_accept_data(&mut self, from: NodeRef, m: AcceptData) {
         if let Some(p) = self.proposal.as_mut() {
             if p.id == m.proposal && p.members.contains(&from) {
-                let held = p.data.entry(from).or_default();
+                let held = &mut p.data.entry(from).or_default().entries;
                 // A member holds at most the unstable window (plus one chunk of slack).
                 if (held.len() + m.entries.len()) as u64 <= self.config.max_unstable * 2 {
                     held.extend(m.entries);
                 }
+            }
+        }
+    }
+
+    pub(super) fn on_accept_groups(&mut self, from: NodeRef, m: AcceptGroups) {
+        if let Some(p) = self.proposal.as_mut() {
+            if p.id == m.proposal && p.members.contains(&from) {
+                let held = &mut p.data.entry(from.clone()).or_default().groups;
+                gather_records(held, m.groups, &from, "a flush answer");
             }
         }
     }
@@ -303,11 +340,13 @@ impl Node {
         if p.id != m.proposal || !p.members.contains(&from) {
             return;
         }
-        let entries = p.data.remove(&from).unwrap_or_default();
-        if entries.len() as u64 != m.report.held_count {
+        let held = p.data.remove(&from).unwrap_or_default();
+        if held.entries.len() as u64 != m.report.held_count
+            || held.groups.len() as u64 != m.report.group_count
+        {
             return; // a chunk was lost; the proposal will time out
         }
-        p.reports.insert(from, (m.report, entries));
+        p.reports.insert(from, (m.report, held));
         self.try_complete(now);
     }
 
@@ -332,11 +371,11 @@ impl Node {
         };
         // Group the answers by the old view each member leaves.
         let mut by_old: BTreeMap<ViewId, Vec<Answer<'_>>> = BTreeMap::new();
-        for (who, (r, es)) in &p.reports {
+        for (who, (r, held)) in &p.reports {
             by_old
                 .entry(r.old_view.clone())
                 .or_default()
-                .push((who, r, es));
+                .push((who, r, &held.entries));
         }
         let mut cuts = Vec::new();
         let mut data: Vec<(ViewId, Vec<Entry>)> = Vec::new();
@@ -368,14 +407,20 @@ impl Node {
             });
             data.push((old.clone(), chosen));
         }
-        let groups = self.merged_groups(&p.id, p.members.len(), p.reports.values().map(|(r, _)| r));
+        let groups = self.merged_groups(
+            &p.id,
+            p.members.len(),
+            p.reports.values().map(|(_, held)| &held.groups[..]),
+        );
         let install = Install {
             incarnation: self.me.incarnation,
             view: p.id.clone(),
             members: p.members.clone(),
             cuts,
-            groups,
+            group_count: groups.len() as u64,
         };
+        let budget = self.config.max_message_size;
+        let group_chunks = chunks(groups.clone(), budget, record_size);
         for m in &p.members {
             if *m == self.me {
                 continue;
@@ -385,7 +430,7 @@ impl Node {
             };
             if let Some((old, es)) = data.iter().find(|(o, _)| *o == r.old_view) {
                 let mine: Vec<Entry> = es.iter().filter(|e| e.seq > r.delivered).cloned().collect();
-                for chunk in chunks(mine, self.config.max_message_size, |e| op_size(&e.op)) {
+                for chunk in chunks(mine, budget, |e| op_size(&e.op)) {
                     self.send(
                         m.id.clone(),
                         PeerMessage::InstallData(InstallData {
@@ -397,6 +442,16 @@ impl Node {
                     );
                 }
             }
+            for chunk in &group_chunks {
+                self.send(
+                    m.id.clone(),
+                    PeerMessage::InstallGroups(InstallGroups {
+                        incarnation: self.me.incarnation,
+                        view: p.id.clone(),
+                        groups: chunk.clone(),
+                    }),
+                );
+            }
             self.send(m.id.clone(), PeerMessage::Install(install.clone()));
         }
         let my_old = self.view.clone();
@@ -405,7 +460,7 @@ impl Node {
             .find(|(o, _)| *o == my_old)
             .map(|(_, es)| es)
             .unwrap_or_default();
-        self.install(now, install, mine);
+        self.install(now, install, mine, groups);
     }
 
     pub(super) fn on_install_data(&mut self, from: &NodeRef, m: InstallData) {
@@ -423,6 +478,17 @@ impl Node {
         }
     }
 
+    pub(super) fn on_install_groups(&mut self, from: &NodeRef, m: InstallGroups) {
+        if m.view.coordinator != from.id || m.view.incarnation != from.incarnation {
+            return;
+        }
+        if let Some(a) = self.accepted.as_mut() {
+            if a.id == m.view {
+                gather_records(&mut a.groups, m.groups, from, "an install");
+            }
+        }
+    }
+
     pub(super) fn on_install(&mut self, now: Instant, from: &NodeRef, m: Install) {
         if m.view.coordinator != from.id || m.view.incarnation != from.incarnation {
             return;
@@ -430,7 +496,11 @@ impl Node {
         let Some(a) = self.accepted.take() else {
             return;
         };
-        if a.id != m.view || a.members != m.members || self.frozen.is_none() {
+        if a.id != m.view
+            || a.members != m.members
+            || a.groups.len() as u64 != m.group_count
+            || self.frozen.is_none()
+        {
             self.accepted = Some(a);
             return;
         }
@@ -449,14 +519,22 @@ impl Node {
                 }
             }
         }
-        self.install(now, m, entries);
-        if a.link_lost {
+        let link_lost = a.link_lost;
+        self.install(now, m, entries, a.groups);
+        if link_lost {
             self.broken = true;
         }
     }
 
-    /// Delivers the old view's cut, then installs the new view.
-    pub(super) fn install(&mut self, now: Instant, m: Install, cut: Vec<Entry>) {
+    /// Delivers the old view's cut, then installs the new view with its group table
+    /// `groups` (sorted by group then stamp).
+    pub(super) fn install(
+        &mut self,
+        now: Instant,
+        m: Install,
+        cut: Vec<Entry>,
+        groups: Vec<GroupRecord>,
+    ) {
         let old = self.view.clone();
         if !planted!(self, skip_flush) {
             for e in cut {
@@ -501,7 +579,7 @@ impl Node {
         self.seqr = (self.members.first() == Some(&self.me)).then(Sequencer::new);
         self.sent_upto = 0;
         self.submit_base = None;
-        let old_table = self.replace_group_table(m.groups);
+        let old_table = self.replace_group_table(groups);
         self.outputs.push_back(Output::ViewInstalled(change));
         let early = std::mem::take(&mut self.early);
         self.announce_network_changes(&old_table);
@@ -513,4 +591,21 @@ impl Node {
             }
         }
     }
+}
+
+/// Appends a chunk of group records `more` from `from` to `held`, unless that takes it past
+/// [`MAX_GROUP_RECORDS`] (then the chunk is dropped, the count in the answer or install
+/// will not match, and the view change does not complete: logged, since only a faulty
+/// peer or a table far past the measured scale gets there).
+fn gather_records(held: &mut Vec<GroupRecord>, more: Vec<GroupRecord>, from: &NodeRef, what: &str) {
+    if held.len().saturating_add(more.len()) > MAX_GROUP_RECORDS {
+        tracing::warn!(
+            peer = %from,
+            records = held.len().saturating_add(more.len()),
+            limit = MAX_GROUP_RECORDS,
+            "dropping group records of {what}: more than a view change gathers"
+        );
+        return;
+    }
+    held.extend(more);
 }

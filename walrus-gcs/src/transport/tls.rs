@@ -17,8 +17,10 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use super::certs::NodeIdentity;
 use super::Limits;
 
-/// ALPN protocol name of the Walrus GCS transport (version 1).
-pub const ALPN: &[u8] = b"walrus-gcs/1";
+/// ALPN protocol name of the Walrus GCS transport, version 2 (group records travel in
+/// chunks at a view change). Nodes of different versions refuse each other at the TLS
+/// handshake rather than misread each other's frames.
+pub const ALPN: &[u8] = b"walrus-gcs/2";
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -159,7 +159,7 @@ fn merge(a: &mut Node, b: &mut Node, t0: Instant) -> Instant {
             old_view: vid(1, "b"),
             delivered: 0,
             commit: 0,
-            groups: vec![],
+            group_count: 0,
             held_count: 0,
             max_counter: 2,
         },
@@ -188,7 +188,7 @@ fn merge(a: &mut Node, b: &mut Node, t0: Instant) -> Instant {
                 seqs: vec![],
             },
         ],
-        groups: vec![],
+        group_count: 0,
     });
     assert_eq!(
         drain(a),

@@ -170,3 +170,118 @@ fn a_proposal_from_outside_does_not_split_a_view_whose_members_are_alive() {
         "b refused a's proposal with c dead: {answer:?}"
     );
 }
+
+/// Two nodes, each alone, whose sessions joined `groups` groups each, with a frame budget
+/// so small that their group records take several chunks.
+fn alone_with_groups(name: &str, groups: usize, t0: Instant) -> Node {
+    let config = CoreConfig {
+        max_message_size: 512,
+        ..CoreConfig::default()
+    };
+    let peers = vec![id("b"), id("c")];
+    let mut n = Node::new(config, id(name), Incarnation(1), peers, t0);
+    let s = n.open_session(t0);
+    for i in 0..groups {
+        n.join(t0, s, g(&format!("{name}-group-{i}"))).unwrap();
+    }
+    n.handle_timeout(t0);
+    drain(&mut n);
+    n
+}
+
+/// Runs `b` and `c` until they share a view, handing over every message but those
+/// `drop` picks; returns how many messages of each kind went.
+fn merge_counting(
+    b: &mut Node,
+    c: &mut Node,
+    t0: Instant,
+    mut drop: impl FnMut(&PeerMessage) -> bool,
+) -> BTreeMap<&'static str, usize> {
+    let mut kinds = BTreeMap::new();
+    for step in 0..40 {
+        let t = ms(t0, step * 50);
+        b.handle_timeout(t);
+        c.handle_timeout(t);
+        while hand_over(b, c, t, &mut kinds, &mut drop) | hand_over(c, b, t, &mut kinds, &mut drop)
+        {
+        }
+        if b.members().len() == 2 && c.members().len() == 2 && b.view() == c.view() {
+            break;
+        }
+    }
+    kinds
+}
+
+/// Hands every message `src` sends to `dst` but those `drop` picks, counting them by
+/// kind; whether there was any.
+fn hand_over(
+    src: &mut Node,
+    dst: &mut Node,
+    t: Instant,
+    kinds: &mut BTreeMap<&'static str, usize>,
+    drop: &mut impl FnMut(&PeerMessage) -> bool,
+) -> bool {
+    let from = src.id().clone();
+    let mut moved = false;
+    for out in drain(src) {
+        if let Output::Send { msg, .. } = out {
+            *kinds.entry(msg.kind()).or_default() += 1;
+            if !drop(&msg) {
+                dst.handle_message(t, &from, msg);
+            }
+            moved = true;
+        }
+    }
+    moved
+}
+
+/// Group records travel in chunks at a view change: a table many frames long (here a
+/// 512-byte budget, 40 records) reaches every member whole, so a site with thousands of
+/// clients can still change views (one `Install` with every record stopped at the
+/// codec's frame limit, about 2,800 clients).
+#[test]
+fn group_records_larger_than_a_frame_travel_in_chunks() {
+    let t0 = Instant::now();
+    let mut b = alone_with_groups("b", 20, t0);
+    let mut c = alone_with_groups("c", 20, t0);
+    let kinds = merge_counting(&mut b, &mut c, t0, |_| false);
+    assert_eq!(b.members(), &[r("b"), r("c")], "never merged: {kinds:?}");
+    assert!(
+        kinds.get("accept-groups").copied().unwrap_or(0) > 1,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.get("install-groups").copied().unwrap_or(0) > 1,
+        "{kinds:?}"
+    );
+    let records = |n: &Node| -> Vec<GroupRecord> { n.groups.values().flatten().cloned().collect() };
+    assert_eq!(records(&b).len(), 40);
+    assert_eq!(records(&b), records(&c));
+}
+
+/// A member that misses one chunk of the install's group records does not install the
+/// view with part of the table: the install's count does not match, and the next view
+/// change brings the whole table.
+#[test]
+fn a_lost_group_chunk_keeps_the_view_from_installing() {
+    let t0 = Instant::now();
+    let mut b = alone_with_groups("b", 20, t0);
+    let mut c = alone_with_groups("c", 20, t0);
+    let mut dropped = false;
+    merge_counting(&mut b, &mut c, t0, |m| {
+        let first = matches!(m, PeerMessage::InstallGroups(_)) && !dropped;
+        dropped |= first;
+        first
+    });
+    assert!(dropped, "no install-groups chunk was sent");
+    // b coordinated view 2 (first by name); c missed a chunk of it, so it installed
+    // nothing until the next view change brought the whole table.
+    let records = |n: &Node| -> Vec<GroupRecord> { n.groups.values().flatten().cloned().collect() };
+    let c_has = records(&c).len();
+    assert_eq!(c_has, 40, "c installed {} with part of the table", c.view());
+    assert_eq!(records(&b), records(&c));
+    assert!(
+        c.view().counter > 2,
+        "c installed view 2, whose chunk it missed"
+    );
+}
