@@ -64,6 +64,7 @@ struct Totals {
     client_deliveries: u64,
     confirm_delays: BTreeMap<u64, u64>,
     acks: u64,
+    group_chunks: u64,
     delivered_field_bytes: u64,
     violations: u64,
     failed: Vec<u64>,
@@ -132,6 +133,7 @@ fn main() {
                     *t.confirm_delays.entry(*d).or_default() += n;
                 }
                 t.acks += r.acks;
+                t.group_chunks += r.group_chunks;
                 t.delivered_field_bytes += r.delivered_field_bytes;
                 if !r.violations.is_empty() {
                     t.violations += r.violations.len() as u64;
@@ -182,7 +184,7 @@ impl Totals {
 
     fn json(&self, started: std::time::Instant) -> String {
         format!(
-            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"client_confirm_ms\":{},\"acks\":{},\"delivered_field_bytes\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
+            "{{\"seeds\":{},\"virtual_seconds\":{:.0},\"partitions\":{},\"crashes\":{},\"messages_checked\":{},\"violations\":{},\"deliveries_checked\":{},\"views_installed\":{},\"duplicate_scenarios\":{},\"impostor_scenarios\":{},\"isolated_start_scenarios\":{},\"newcomers_refused\":{},\"clients\":{},\"client_failovers\":{},\"client_crashes\":{},\"client_deliveries_checked\":{},\"client_confirm_ms\":{},\"acks\":{},\"group_chunks\":{},\"delivered_field_bytes\":{},\"failed_seeds\":{:?},\"wall_seconds\":{:.1}}}",
             self.seeds,
             self.virtual_seconds,
             self.partitions,
@@ -201,6 +203,7 @@ impl Totals {
             self.client_deliveries,
             self.confirm_json(),
             self.acks,
+            self.group_chunks,
             self.delivered_field_bytes,
             self.failed,
             started.elapsed().as_secs_f64()

@@ -109,10 +109,12 @@ impl Scenario {
 
 impl SimConfig {
     /// The standard run for `seed`: 3–7 nodes, 60 s of faults with 5+ partition cycles and
-    /// 2+ crashes, then the liveness phase.
+    /// 2+ crashes, then the liveness phase. Half the seeds run with 512-byte frames
+    /// (`max_message_size`), so a view change's entries and group records take many
+    /// chunks and the ordering messages carry a few operations each.
     pub fn standard(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-        SimConfig {
+        let mut config = SimConfig {
             seed,
             nodes: rng.random_range(3..=7),
             duration: Duration::from_secs(60),
@@ -129,9 +131,17 @@ impl SimConfig {
             delivery_bound: Duration::from_secs(1),
             scenario: Scenario::for_seed(seed),
             clients: rng.random_range(2..=6),
+        };
+        if rng.random_bool(0.5) {
+            config.core.max_message_size = SMALL_FRAMES;
         }
+        config
     }
 }
+
+/// The frame budget of the seeds that run with small frames (the simulator's payloads are
+/// at most 72 bytes).
+pub const SMALL_FRAMES: usize = 512;
 
 /// The outcome of one run.
 #[derive(Clone, Debug, Default)]
@@ -173,6 +183,9 @@ pub struct SimReport {
     pub client_confirm_delays: BTreeMap<u64, u64>,
     /// `Ack`s the cores sent (after merging within a turn; one per member they go to).
     pub acks: u64,
+    /// `AcceptGroups` and `InstallGroups` chunks the cores sent (a view change's group
+    /// records; many per view change on the seeds with small frames).
+    pub group_chunks: u64,
     /// Bytes their `delivered` fields take on the wire (varints; `PROTOCOL.md`,
     /// "Clients": the cost of confirming once every member delivered).
     pub delivered_field_bytes: u64,
@@ -1044,9 +1057,15 @@ impl Sim {
             let who = self.who(i);
             match out {
                 Output::Send { to, msg } => {
-                    if let PeerMessage::Ack(m) = &msg {
-                        self.report.acks += 1;
-                        self.report.delivered_field_bytes += varint_len(m.delivered);
+                    match &msg {
+                        PeerMessage::Ack(m) => {
+                            self.report.acks += 1;
+                            self.report.delivered_field_bytes += varint_len(m.delivered);
+                        }
+                        PeerMessage::AcceptGroups(_) | PeerMessage::InstallGroups(_) => {
+                            self.report.group_chunks += 1;
+                        }
+                        _ => {}
                     }
                     let Some(y) = self.names.iter().position(|n| *n == to) else {
                         continue;
