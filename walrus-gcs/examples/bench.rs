@@ -97,10 +97,6 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
-// The allocator walrus-node's binary uses (see its main.rs), so the figures are its.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args = Args::parse();
     if args.worker {

@@ -11,12 +11,6 @@ use walrus_actors::reporter::bypass::{self, Bypass};
 use walrus_node::config::Config;
 use walrus_node::status::AdminRequest;
 
-// Every message allocates and frees a few small values on the protocol's thread (names,
-// payloads, frames); with glibc's malloc that was a quarter of the thread's time. mimalloc:
-// 100 B messages 79-91k -> 89-99k msg/s, 1 KiB 51-57k -> 56-67k (bench, issue 24).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `println!` that ends the process quietly when stdout is closed (`walrus-node ... | head`),
 /// as Unix tools do, instead of panicking with "Broken pipe".
 macro_rules! out {
