@@ -259,29 +259,56 @@ fn group_records_larger_than_a_frame_travel_in_chunks() {
     assert_eq!(records(&b), records(&c));
 }
 
-/// A member that misses one chunk of the install's group records does not install the
-/// view with part of the table: the install's count does not match, and the next view
-/// change brings the whole table.
-#[test]
-fn a_lost_group_chunk_keeps_the_view_from_installing() {
+/// `b` and `c`, alone with 20 group records each, merged with the first message of kind
+/// `kind` lost on the way; their group tables afterwards.
+fn merge_losing_first(kind: &str) -> (Node, Vec<GroupRecord>, Vec<GroupRecord>) {
     let t0 = Instant::now();
     let mut b = alone_with_groups("b", 20, t0);
     let mut c = alone_with_groups("c", 20, t0);
     let mut dropped = false;
     merge_counting(&mut b, &mut c, t0, |m| {
-        let first = matches!(m, PeerMessage::InstallGroups(_)) && !dropped;
+        let first = m.kind() == kind && !dropped;
         dropped |= first;
         first
     });
-    assert!(dropped, "no install-groups chunk was sent");
+    assert!(dropped, "no {kind} chunk was sent");
+    let records = |n: &Node| -> Vec<GroupRecord> { n.groups.values().flatten().cloned().collect() };
+    let (rb, rc) = (records(&b), records(&c));
+    (c, rb, rc)
+}
+
+/// A member that misses one chunk of the install's group records does not install the
+/// view with part of the table: the install's count does not match, and the next view
+/// change brings the whole table.
+#[test]
+fn a_lost_group_chunk_keeps_the_view_from_installing() {
+    let (c, b_table, c_table) = merge_losing_first("install-groups");
     // b coordinated view 2 (first by name); c missed a chunk of it, so it installed
     // nothing until the next view change brought the whole table.
-    let records = |n: &Node| -> Vec<GroupRecord> { n.groups.values().flatten().cloned().collect() };
-    let c_has = records(&c).len();
-    assert_eq!(c_has, 40, "c installed {} with part of the table", c.view());
-    assert_eq!(records(&b), records(&c));
+    assert_eq!(
+        c_table.len(),
+        40,
+        "c installed {} with part of the table",
+        c.view()
+    );
+    assert_eq!(b_table, c_table);
     assert!(
         c.view().counter > 2,
         "c installed view 2, whose chunk it missed"
     );
+}
+
+/// A coordinator that misses one chunk of a member's flush answer does not install a
+/// table without that member's records: the answer's count does not match, the proposal
+/// times out, and the next one carries everything.
+#[test]
+fn a_lost_flush_chunk_keeps_the_records_of_its_member() {
+    let (c, b_table, c_table) = merge_losing_first("accept-groups");
+    assert_eq!(
+        b_table.len(),
+        40,
+        "b installed {} without some of c's records",
+        c.view()
+    );
+    assert_eq!(b_table, c_table);
 }
