@@ -56,7 +56,7 @@ async fn next_message(s: &mut Session) -> (NodeId, Option<String>, Vec<u8>) {
                 return (
                     sender.0,
                     client.map(|c| c.client.as_str().to_owned()),
-                    payload,
+                    payload.to_vec(),
                 )
             }
             _ => continue,

@@ -75,8 +75,9 @@ pub mod bytes {
         s.serialize_bytes(v)
     }
 
-    /// Deserializes from bytes (or, for formats without bytes, a sequence of `u8`).
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    /// Deserializes from bytes (or, for formats without bytes, a sequence of `u8`), into a
+    /// `Vec<u8>` or a shared `bytes::Bytes`.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(d: D) -> Result<T, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Vec<u8>;
@@ -98,7 +99,7 @@ pub mod bytes {
                 Ok(out)
             }
         }
-        d.deserialize_byte_buf(V)
+        d.deserialize_byte_buf(V).map(T::from)
     }
 }
 

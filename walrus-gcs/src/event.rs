@@ -95,7 +95,7 @@ pub enum Event {
         groups: Vec<GroupName>,
         /// Application bytes.
         #[serde(with = "crate::codec::bytes")]
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
         /// Set when a client sent it (through the member `sender` names): its id, the
         /// same whichever member the client sent it through.
         client: Option<ClientMsgId>,

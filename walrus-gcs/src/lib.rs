@@ -75,6 +75,9 @@ pub mod sim;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The shared buffer a delivered message's payload comes in ([`Event::Message`]): cloning an
+/// event does not copy it, and it derefs to `&[u8]`.
+pub use bytes::Bytes;
 pub use config::CoreConfig;
 pub use error::GcsError;
 pub use event::{DisconnectReason, Event, MembershipReason, Output, ViewChange};

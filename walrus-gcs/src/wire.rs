@@ -154,7 +154,7 @@ pub enum OpKind {
         groups: Vec<GroupName>,
         /// Application bytes.
         #[serde(with = "crate::codec::bytes")]
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
         /// Set when a member sends it for a client (see `PROTOCOL.md`, "Clients"): the
         /// id under which the client may send it again through another member.
         client: Option<ClientMsgId>,
@@ -467,7 +467,7 @@ mod tests {
                     kind: OpKind::Message {
                         service: Service::Agreed,
                         groups: vec![GroupName::new("Controllers"), GroupName::new("Reporters")],
-                        payload: vec![0xAB; max],
+                        payload: vec![0xAB; max].into(),
                         client: None,
                     },
                 }],
@@ -495,7 +495,7 @@ mod tests {
             kind: OpKind::Message {
                 service: Service::Agreed,
                 groups: vec![GroupName::new("g")],
-                payload: vec![1, 2, 3],
+                payload: vec![1, 2, 3].into(),
                 client: None,
             },
         };

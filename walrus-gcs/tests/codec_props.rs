@@ -46,7 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(service, groups, payload)| OpKind::Message {
                 service,
                 groups,
-                payload,
+                payload: payload.into(),
                 client: None,
             }),
     ];

@@ -122,7 +122,7 @@ fn payloads(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Message { payload, .. } => Some(String::from_utf8(payload.clone()).unwrap()),
+            Event::Message { payload, .. } => Some(String::from_utf8(payload.to_vec()).unwrap()),
             _ => None,
         })
         .collect()
@@ -195,7 +195,7 @@ async fn clients_fail_over_and_lose_nothing_they_were_told_was_delivered() {
         while got.len() < 60 {
             let e = observer.recv().await.expect("observer ended");
             if let Event::Message { payload, .. } = &e {
-                got.push(String::from_utf8(payload.clone()).unwrap());
+                got.push(String::from_utf8(payload.to_vec()).unwrap());
             }
             events.push(e);
         }

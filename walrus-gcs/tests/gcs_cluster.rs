@@ -118,7 +118,10 @@ async fn five_nodes_form_one_view_and_agree_on_the_order() {
                     ..
                 } => {
                     assert_eq!(service, Service::Agreed);
-                    Some((sender.0.to_string(), String::from_utf8(payload).unwrap()))
+                    Some((
+                        sender.0.to_string(),
+                        String::from_utf8(payload.to_vec()).unwrap(),
+                    ))
                 }
                 _ => None,
             })
@@ -199,7 +202,7 @@ async fn peers_removed_and_added_at_runtime_leave_and_join_the_view() {
     .await
     .unwrap();
     recv_until(&mut s0, "n1's multicast", |e| match e {
-        Event::Message { payload, .. } if payload == b"after" => Some(()),
+        Event::Message { payload, .. } if *payload == b"after"[..] => Some(()),
         _ => None,
     })
     .await;

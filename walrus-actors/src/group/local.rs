@@ -362,6 +362,7 @@ impl GroupSession for LocalSession {
         let mut st = self.bus.lock();
         self.alive(&st)?;
         st.seq += 1;
+        let payload = walrus_gcs::Bytes::from(payload);
         let mut to: BTreeSet<SessionId> = BTreeSet::new();
         for g in groups {
             if let Some(members) = st.groups.get(g) {
@@ -443,7 +444,9 @@ mod tests {
         a.multicast(Service::Agreed, std::slice::from_ref(&g), b"x".to_vec())
             .await
             .unwrap();
-        assert!(matches!(b.recv().await, Some(Event::Message { payload, .. }) if payload == b"x"));
+        assert!(
+            matches!(b.recv().await, Some(Event::Message { payload, .. }) if *payload == b"x"[..])
+        );
         bus.crash("a", 1);
         let Some(Event::Membership {
             members, reason, ..

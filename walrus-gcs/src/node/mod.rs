@@ -551,7 +551,7 @@ impl Node {
             OpKind::Message {
                 service,
                 groups,
-                payload,
+                payload: payload.into(),
                 client,
             },
         );
@@ -691,9 +691,13 @@ impl Node {
             .filter(|m| **m != self.me)
             .map(|m| m.id.clone())
             .collect();
-        for to in others {
-            self.send(to, msg.clone());
+        let Some((last, rest)) = others.split_last() else {
+            return;
+        };
+        for to in rest {
+            self.send(to.clone(), msg.clone());
         }
+        self.send(last.clone(), msg);
     }
 }
 

@@ -120,7 +120,7 @@ impl World {
         self.got
             .iter()
             .filter_map(|(_, e)| match e {
-                Event::Message { payload, .. } => Some(payload.clone()),
+                Event::Message { payload, .. } => Some(payload.to_vec()),
                 _ => None,
             })
             .collect()

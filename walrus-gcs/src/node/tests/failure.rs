@@ -307,7 +307,7 @@ fn a_link_that_drops_and_comes_back_at_once_still_changes_the_view() {
     got.sort();
     assert_eq!(
         got,
-        vec![("a", sa, m.clone()), ("b", sb, m)],
+        vec![("a", sa, m.clone().into()), ("b", sb, m.into())],
         "views installed meanwhile: {views:?}"
     );
     assert!(

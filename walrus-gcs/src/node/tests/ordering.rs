@@ -39,7 +39,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         kind: OpKind::Message {
             service: Service::Agreed,
             groups: vec![g("g")],
-            payload: b"hi".to_vec(),
+            payload: b"hi".to_vec().into(),
             client: None,
         },
     };
@@ -86,7 +86,7 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         sender: (id("b"), sb),
         service: Service::Agreed,
         groups: vec![g("g")],
-        payload: b"hi".to_vec(),
+        payload: b"hi".to_vec().into(),
         client: None,
     };
     // The sender holds it now: it commits there at once (two hops for the sender).

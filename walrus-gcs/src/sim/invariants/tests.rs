@@ -51,7 +51,7 @@ fn msg(id: u64, from: &str) -> Event {
         sender: (NodeId::new(from), SessionId(1)),
         service: Service::Agreed,
         groups: vec![g()],
-        payload: id.to_le_bytes().to_vec(),
+        payload: id.to_le_bytes().to_vec().into(),
         client: None,
     }
 }
