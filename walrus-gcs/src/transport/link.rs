@@ -4,6 +4,7 @@
 //! frames for them and takes their events.
 
 use super::*;
+use bytes::Bytes;
 
 /// Accepts connections, checks who they are, and hands them to the peer's task.
 pub(super) async fn accept_loop<M: Message>(shared: Arc<Shared<M>>) {
@@ -467,7 +468,7 @@ async fn write_frames<M: Message>(
     mut rx: mpsc::Receiver<Vec<u8>>,
     queued: Option<&AtomicUsize>,
 ) -> (u32, String) {
-    let mut buf = Vec::with_capacity(shared.limits.write_batch);
+    let mut chunks: Vec<Bytes> = Vec::new();
     loop {
         let Some(first) = rx.recv().await else {
             // The queue's sender was dropped: the link was closed by `send` (overflow)
@@ -475,24 +476,24 @@ async fn write_frames<M: Message>(
             conn.closed().await;
             return (close_code::SHUTDOWN, "link closed locally".into());
         };
-        buf.clear();
         let mut next = Some(first);
-        // Coalesce what is queued into one write (fewer stream operations and packets).
-        while let Some(frame) = next.take() {
+        let mut len = 0;
+        // What is queued goes in one write (fewer stream operations and packets). The
+        // buffers are handed to quinn as they are: it copies them only into packets.
+        while let Some(frames) = next.take() {
             if let Some(q) = queued {
-                q.fetch_sub(frame.len(), Ordering::Relaxed);
+                q.fetch_sub(frames.len(), Ordering::Relaxed);
             }
-            buf.extend_from_slice(&frame);
-            if buf.len() < shared.limits.write_batch {
+            len += frames.len();
+            chunks.push(Bytes::from(frames));
+            if len < shared.limits.write_batch {
                 next = rx.try_recv().ok();
             }
         }
-        if let Err(e) = stream.write_all(&buf).await {
+        if let Err(e) = stream.write_all_chunks(&mut chunks).await {
             return lost(conn, "write", e);
         }
-        if buf.capacity() > 4 * shared.limits.write_batch {
-            buf = Vec::with_capacity(shared.limits.write_batch);
-        }
+        chunks.clear();
     }
 }
 
