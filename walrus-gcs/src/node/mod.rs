@@ -182,6 +182,9 @@ pub struct Node {
     /// Position of the last [`Output::Send`] queued to each peer, where the next
     /// ordering message to it may be merged (see `batch.rs`).
     last_send: BTreeMap<NodeId, u64>,
+    /// Local multicasts were taken since the last [`Node::pump`]: the next
+    /// [`Node::poll_output`] submits them, all at once.
+    pump_due: bool,
     /// Ordering messages of the view this node accepted but has not installed yet (the
     /// sequencer may install it before the coordinator's `Install` reaches us over another
     /// link); replayed after the install. Bounded by `max_unstable`.
@@ -351,6 +354,7 @@ impl Node {
             outputs: VecDeque::new(),
             popped: 0,
             last_send: BTreeMap::new(),
+            pump_due: false,
             early: Vec::new(),
             clients_seen: ClientsSeen::default(),
             to_confirm: VecDeque::new(),
@@ -507,7 +511,9 @@ impl Node {
 
     /// Multicasts `payload` to every session that is a member of at least one of
     /// `groups` when the message takes its place in the order (the sender too, if it is
-    /// one). Refuses payloads over `CoreConfig::max_message_size`.
+    /// one). Refuses payloads over `CoreConfig::max_message_size`. The message is
+    /// submitted when the outputs are next drained ([`Node::poll_output`]), together with
+    /// every other multicast taken meanwhile.
     pub fn multicast(
         &mut self,
         _now: Instant,
@@ -555,7 +561,9 @@ impl Node {
                 client,
             },
         );
-        self.pump();
+        // Submitted when the outputs are drained, with the turn's other multicasts (one
+        // `Submit`, or on the sequencer one `Ordered`, for all of them).
+        self.pump_due = true;
         Ok(())
     }
 
@@ -576,6 +584,9 @@ impl Node {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.pump_due {
+            self.pump();
+        }
         if !self.to_confirm.is_empty() {
             self.confirm_clients();
         }

@@ -271,6 +271,7 @@ impl Node {
     /// Submits every pending op not yet submitted in this view, until nothing new comes
     /// up (a delivery may disconnect a session, which makes a new op).
     pub(super) fn pump(&mut self) {
+        self.pump_due = false;
         loop {
             if self.frozen.is_some() || self.broken {
                 return;

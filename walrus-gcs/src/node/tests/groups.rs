@@ -149,9 +149,10 @@ fn a_session_that_does_not_read_is_disconnected() {
     a.multicast(t0, w, Service::Reliable, &[g("g")], vec![2])
         .unwrap();
     // `s` lags (its reader window is one event): the node holds the group back for at
-    // most `flush_timeout` (see `a_slow_reader_slows_the_senders_instead_of_being_disconnected`)...
-    assert!(a.holding_ack());
+    // most `flush_timeout` (see `a_slow_reader_slows_the_senders_instead_of_being_disconnected`)
+    // (the multicasts are submitted as the outputs are drained)...
     assert_eq!(drain(&mut a), vec![]);
+    assert!(a.holding_ack());
     // ...then lets it go on, and `s` runs into its limit.
     a.handle_timeout(t0 + CoreConfig::default().flush_timeout);
     let outs = drain(&mut a);
