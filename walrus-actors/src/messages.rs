@@ -111,7 +111,7 @@ fn node_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NodeId, D::Error>
     let name = String::deserialize(d)?;
     walrus_gcs::transport::certs::check_node_name(&name)
         .map_err(|_| serde::de::Error::custom("a node name must be a DNS name"))?;
-    Ok(NodeId(name))
+    Ok(NodeId::new(name))
 }
 
 /// A group name of the actors' protocol (one of the constants above).

@@ -5,16 +5,19 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// The configured name of a GCS node (one per host). It is what the node's TLS
 /// certificate names, so the transport can check that a frame's sender is its peer.
+/// Shared (`Arc<str>`): ordered entries, views and events carry it per message, and a
+/// clone is a reference count, not an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId(pub String);
+pub struct NodeId(pub Arc<str>);
 
 impl NodeId {
     /// Makes a node id from its configured name.
     pub fn new(name: impl Into<String>) -> Self {
-        NodeId(name.into())
+        NodeId(Arc::from(name.into()))
     }
 
     /// The configured name.
@@ -83,13 +86,14 @@ impl fmt::Display for ViewId {
 }
 
 /// A named process group that sessions join and leave (open group: non-members may send).
+/// Shared like [`NodeId`]: every message and delivered event names its groups.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct GroupName(pub String);
+pub struct GroupName(pub Arc<str>);
 
 impl GroupName {
     /// Makes a group name.
     pub fn new(name: impl Into<String>) -> Self {
-        GroupName(name.into())
+        GroupName(Arc::from(name.into()))
     }
 
     /// The name.

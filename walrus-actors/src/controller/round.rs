@@ -2940,7 +2940,7 @@ mod tests {
 
     fn member(node: &str, session: u64) -> Member {
         Member {
-            node: walrus_gcs::NodeId(node.to_owned()),
+            node: walrus_gcs::NodeId::new(node),
             incarnation: walrus_gcs::Incarnation(1),
             session: walrus_gcs::SessionId(session),
         }

@@ -121,7 +121,7 @@ impl TcpStreams {
             .map_err(|source| BulkError::Bind { addr, source })?;
         let peers: HashMap<NodeId, SocketAddr> = peers.into_iter().collect();
         let (tx, rx) = mpsc::channel(limits.stream_queue.max(1));
-        let names: Arc<Vec<String>> = Arc::new(peers.keys().map(|p| p.0.clone()).collect());
+        let names: Arc<Vec<String>> = Arc::new(peers.keys().map(|p| p.0.to_string()).collect());
         let accept_task = tokio::spawn(accept_loop(
             listener,
             acceptor,
@@ -157,7 +157,7 @@ impl TcpStreams {
             addr,
             detail,
         };
-        let name = ServerName::try_from(peer.0.clone()).map_err(|e| fail(e.to_string()))?;
+        let name = ServerName::try_from(peer.0.to_string()).map_err(|e| fail(e.to_string()))?;
         let dial = async {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
