@@ -58,7 +58,7 @@
 //!         match event {
 //!             Event::Membership { members, .. } => println!("master: {:?}", members.first()),
 //!             Event::Message { payload, .. } => {
-//!                 assert_eq!(payload, b"report");
+//!                 assert_eq!(&payload[..], b"report");
 //!                 break;
 //!             }
 //!             Event::Disconnected { .. } => break,
