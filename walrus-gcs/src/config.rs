@@ -54,14 +54,16 @@ pub struct CoreConfig {
     /// `max_pending` (like Totem's `window_size` over its per-node `max_messages`), so
     /// the queue every message waits behind stays about this deep however many members
     /// send (Little's law: what is in flight is what every message waits behind).
-    /// Default 384 messages; with small messages the byte window binds first.
+    /// Default 576 messages; with small messages the byte window binds first.
     pub group_window: usize,
     /// The group's send window in bytes, counted as for `max_pending_bytes` (payload plus
     /// 1 KiB a message), divided the same way, at most `max_pending_bytes`. Default
-    /// 384 KiB: 128 KiB each at three members, 64 messages of 1 KiB, 116 of 100 B, 7 of
-    /// 16 KiB, about 4 ms of the group's work each. It sets latency at saturation: with
-    /// 768 messages and 768 KiB of payload (the defaults until December 2026) p99 was
-    /// 34–46 ms at 1 KiB; PROTOCOL.md, "Flow control", has the measured trade-off.
+    /// 576 KiB: 192 KiB each at three members, 96 messages of 1 KiB, 174 of 100 B, 11 of
+    /// 16 KiB. It sets latency at saturation, and below about this much in flight
+    /// throughput falls: 384 KiB (the default until 7 December 2026) held 100 B
+    /// messages to 113–142k msg/s with p99 6–8 ms, 576 KiB gives 126–153k with p99
+    /// 7–10 ms, 768 KiB p99 up to 14 ms at 1 KiB; PROTOCOL.md, "Flow control", has the
+    /// measured trade-off.
     pub group_window_bytes: usize,
 }
 
@@ -79,8 +81,8 @@ impl Default for CoreConfig {
             max_pending_bytes: 256 * 1024,
             max_unstable: 4096,
             max_unstable_bytes: 16 * 1024 * 1024,
-            group_window: 384,
-            group_window_bytes: 384 * 1024,
+            group_window: 576,
+            group_window_bytes: 576 * 1024,
         }
     }
 }

@@ -240,8 +240,8 @@ fn op_window_charge(op: &Op) -> usize {
 /// members, TLS, December 2026) a message took about 9.5 µs plus 7 ns a byte to order
 /// and deliver (100 B 9 µs, 1 KiB 17 µs, 16 KiB 125 µs): the fixed part is the cost of
 /// 1,350 bytes. Charging it makes a window in bytes a window in time, whatever the
-/// message size: the default 128 KiB per member at three members holds 64 messages of
-/// 1 KiB, 116 of 100 B, 7 of 16 KiB, each about 4 ms of work (PROTOCOL.md, "Flow control").
+/// message size: the default 192 KiB per member at three members holds 96 messages of
+/// 1 KiB, 174 of 100 B, 11 of 16 KiB (PROTOCOL.md, "Flow control").
 const MESSAGE_CHARGE: usize = 1024;
 
 /// Rough wire size of an op, for chunking (payload plus a generous header allowance).
