@@ -7,9 +7,18 @@
 //! (`transport::bulk`), and over a plain TCP socket, and prints one JSON line per
 //! transport: the ceiling of what the Replicator's transfers can reach on each.
 //!
+//! With `--ping N`, it measures what one hop costs when nothing else runs: the two nodes
+//! each on a thread of its own with a current-thread runtime (as a GCS node's protocol
+//! runs by default), `a` sends one `--size`-byte message to `b`, `b` sends it back, N
+//! times; then the same over plain UDP sockets between two threads, the machine's floor
+//! (a blocking receive, one thread wake-up per hop). One JSON line each, with the round
+//! trip's p50/p99 and half of it, the one-way hop. The protocol's light-load latency is
+//! a number of such hops (PROTOCOL.md, "Hops").
+//!
 //! ```text
 //! cargo run --release -p walrus-gcs --example transport_bench -- --size 1024 --seconds 5
 //! cargo run --release -p walrus-gcs --example transport_bench -- --streams 1024
+//! cargo run --release -p walrus-gcs --example transport_bench -- --ping 5000 --size 1024
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +45,9 @@ struct Args {
     /// Move this many MiB over one stream of each transport instead of messages.
     #[arg(long)]
     streams: Option<usize>,
+    /// Measure this many round trips of one message, one at a time, instead.
+    #[arg(long)]
+    ping: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,9 +62,21 @@ mod serde_bytes_compat {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    if let Some(n) = args.ping {
+        ping(n, args.size);
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(messages_and_streams(args));
+}
+
+async fn messages_and_streams(args: Args) {
     let ca = certs::create_ca().unwrap();
     let id = |n: &str| NodeIdentity::issued_by(&ca, n).unwrap();
     let sa = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -203,4 +227,109 @@ async fn tcp_stream(total: usize) -> f64 {
     let addr = l.local_addr().unwrap();
     let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
     pump(c.unwrap(), s.unwrap().0, total).await
+}
+
+/// `--ping`: round trips of one message over the transport, then over plain UDP.
+fn ping(n: usize, size: usize) {
+    let ca = certs::create_ca().unwrap();
+    let sa = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sb = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (aa, ab) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+    let config = |me: &str, peer: &str, listen, addr| TransportConfig {
+        me: NodeId::new(me),
+        listen: Listen::Socket(listen),
+        peers: vec![(NodeId::new(peer), addr)],
+        identity: NodeIdentity::issued_by(&ca, me).unwrap(),
+        limits: Limits::default(),
+    };
+    let (ca_cfg, cb_cfg) = (config("a", "b", sa, ab), config("b", "a", sb, aa));
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // b: sends back every message it gets, until a's link goes down.
+    let echo = std::thread::spawn(move || {
+        current().block_on(async move {
+            let (b, mut eb) = Transport::<Msg>::start(cb_cfg).await.unwrap();
+            while let Some(ev) = eb.recv().await {
+                match ev {
+                    TransportEvent::Message { from, msg } => {
+                        let _ = b.send(&from, msg);
+                    }
+                    TransportEvent::LinkDown { .. } => break,
+                    _ => {}
+                }
+            }
+        })
+    });
+    let rtts = current().block_on(async move {
+        let (a, mut ea) = Transport::<Msg>::start(ca_cfg).await.unwrap();
+        while !matches!(ea.recv().await, Some(TransportEvent::LinkUp { .. })) {}
+        let to = NodeId::new("b");
+        let mut rtts = Vec::with_capacity(n);
+        // The first hundred warm up the connection (and are not counted).
+        for k in 0..n + 100 {
+            let t = Instant::now();
+            a.send(&to, Msg(vec![7u8; size])).unwrap();
+            loop {
+                match ea.recv().await {
+                    Some(TransportEvent::Message { .. }) => break,
+                    Some(_) => {}
+                    None => panic!("transport a stopped"),
+                }
+            }
+            if k >= 100 {
+                rtts.push(t.elapsed());
+            }
+        }
+        a.shutdown().await;
+        rtts
+    });
+    echo.join().unwrap();
+    print_rtts("quic", size, rtts);
+    print_rtts("udp", size, udp_ping(n, size));
+}
+
+/// Round trips over two plain UDP sockets, each served by a thread in a blocking receive.
+fn udp_ping(n: usize, size: usize) -> Vec<Duration> {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (aa, ab) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let total = n + 100;
+    let echo = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..total {
+            let (len, from) = b.recv_from(&mut buf).unwrap();
+            b.send_to(&buf[..len], from).unwrap();
+        }
+    });
+    a.connect(ab).unwrap();
+    let _ = aa;
+    let payload = vec![7u8; size];
+    let mut buf = vec![0u8; 65536];
+    let mut rtts = Vec::with_capacity(n);
+    for k in 0..total {
+        let t = Instant::now();
+        a.send(&payload).unwrap();
+        a.recv(&mut buf).unwrap();
+        if k >= 100 {
+            rtts.push(t.elapsed());
+        }
+    }
+    echo.join().unwrap();
+    rtts
+}
+
+fn print_rtts(transport: &str, size: usize, mut rtts: Vec<Duration>) {
+    rtts.sort_unstable();
+    let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize].as_micros();
+    let (p50, p99) = (at(0.5), at(0.99));
+    println!(
+        "{{\"transport\":\"{transport}\",\"mode\":\"ping\",\"size\":{size},\"round_trips\":{},\"rtt_p50_us\":{p50},\"rtt_p99_us\":{p99},\"hop_p50_us\":{},\"hop_p99_us\":{}}}",
+        rtts.len(),
+        p50 / 2,
+        p99 / 2
+    );
 }
