@@ -11,6 +11,9 @@
 //! messages delivered per second at a node, averaged over the nodes that ran to the end;
 //! `p50_us` is the median of the nodes' medians and `p99_us` the largest of their 99th
 //! percentiles, from the send time to delivery at each receiver (sender included).
+//! `p50_us_by_route` has the median of each sender -> receiver pair: the sequencer's
+//! messages take one network hop to the others, everyone else's three (PROTOCOL.md,
+//! "Hops"), which is where light-load latency goes.
 //!
 //! **A run is valid only if the group stayed whole and lost nothing**: no session was
 //! disconnected, no node installed a view without another (but the one `--kill-after`
@@ -341,6 +344,18 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
     if args.rate > 0.0 {
         out["rate_per_node"] = json!(args.rate);
     }
+    // Each route's median (sender -> receiver): a sequencer's messages take one hop to
+    // the others, the others' three (PROTOCOL.md, "Hops").
+    let mut routes = serde_json::Map::new();
+    for r in &reports {
+        let to = r["node"].as_str().unwrap_or("?");
+        if let Some(by) = r["p50_us_by_sender"].as_object() {
+            for (from, p50) in by {
+                routes.insert(format!("{from}->{to}"), p50.clone());
+            }
+        }
+    }
+    out["p50_us_by_route"] = Value::Object(routes);
     out["gcs_thread"] = json!(args.gcs_thread);
     if let Some(n) = args.max_pending {
         out["max_pending"] = json!(n);

@@ -199,7 +199,7 @@ pub async fn run(args: Args) {
     session.join(group.clone()).await.expect("join");
     let sender = session.sender();
     let mut started = false;
-    let mut latencies: Vec<u32> = Vec::new();
+    let mut latencies = Latencies::default();
     let mut delivered: u64 = 0;
     let mut bench_window: Option<(u64, u64)> = None; // (start_us, end_us)
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<u64>(1);
@@ -282,7 +282,7 @@ pub async fn run(args: Args) {
                                 let sent = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
                                 if sent >= start && sent <= end {
                                     delivered += 1;
-                                    latencies.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                                    latencies.record(&from, now.saturating_sub(sent));
                                 }
                             }
                         } else {
@@ -317,16 +317,21 @@ pub async fn run(args: Args) {
                             let ts = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
                             if ts >= start && ts <= end {
                                 delivered += 1;
-                                latencies.push(now.saturating_sub(ts).min(u32::MAX as u64) as u32);
+                                latencies.record(&from, now.saturating_sub(ts));
                             }
                         }
                     }
                 }
-                latencies.sort_unstable();
-                let pct = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied().unwrap_or(0);
                 let secs = bench_window.map(|(s, e)| (e - s) as f64 / 1e6).unwrap_or(1.0);
+                let p50_by_sender: serde_json::Map<String, serde_json::Value> = latencies
+                    .by_sender
+                    .iter_mut()
+                    .map(|(from, l)| (from.clone(), json!(percentile(l, 0.5))))
+                    .collect();
                 emit(json!({"event":"bench","node":args.name,"sent":sent,"delivered":delivered,
-                            "secs":secs,"p50_us":pct(0.5),"p99_us":pct(0.99),
+                            "secs":secs,"p50_us":percentile(&mut latencies.all, 0.5),
+                            "p99_us":percentile(&mut latencies.all, 0.99),
+                            "p50_us_by_sender":p50_by_sender,
                             "received":tally.received,"gaps":tally.gaps}));
             }
             _ = &mut eof_rx => break,
@@ -335,6 +340,30 @@ pub async fn run(args: Args) {
         }
     }
     gcs.shutdown().await;
+}
+
+/// Delivery latencies in microseconds: all of them, and per sender (whose messages take
+/// different numbers of hops: the sequencer's one, the others' three).
+#[derive(Default)]
+struct Latencies {
+    all: Vec<u32>,
+    by_sender: std::collections::BTreeMap<String, Vec<u32>>,
+}
+
+impl Latencies {
+    fn record(&mut self, from: &NodeId, us: u64) {
+        let us = us.min(u32::MAX as u64) as u32;
+        self.all.push(us);
+        self.by_sender.entry(from.to_string()).or_default().push(us);
+    }
+}
+
+/// The `q` quantile of `l` (sorts it), 0 when empty.
+fn percentile(l: &mut [u32], q: f64) -> u32 {
+    l.sort_unstable();
+    l.get(((l.len() as f64 - 1.0) * q).round().max(0.0) as usize)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Per sender: messages received and counter gaps (see the module docs).
