@@ -11,9 +11,10 @@
 //! messages delivered per second at a node, averaged over the nodes that ran to the end;
 //! `p50_us` is the median of the nodes' medians and `p99_us` the largest of their 99th
 //! percentiles, from the send time to delivery at each receiver (sender included).
-//! `p50_us_by_route` has the median of each sender -> receiver pair: the sequencer's
-//! messages take one network hop to the others, everyone else's three (PROTOCOL.md,
-//! "Hops"), which is where light-load latency goes.
+//! `steal_ms` is the processor time the hypervisor took from this machine during the run
+//! (a noisy neighbour shows there). `p50_us_by_route` has the median of each sender ->
+//! receiver pair: the sequencer's messages take one network hop to the others, everyone
+//! else's three (PROTOCOL.md, "Hops"), which is where light-load latency goes.
 //!
 //! **A run is valid only if the group stayed whole and lost nothing**: no session was
 //! disconnected, no node installed a view without another (but the one `--kill-after`
@@ -224,6 +225,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds + args.timeout);
     let victim = args.nodes - 1;
     let mut started_at: Option<Instant> = None;
+    let mut steal_at_start: Option<u64> = None;
     let mut killed_us: Option<u64> = None;
     let mut view_change_us: std::collections::BTreeMap<usize, u64> = Default::default();
     let mut reports: std::collections::BTreeMap<usize, Value> = Default::default();
@@ -277,6 +279,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
                 let n = v["members"].as_array().map_or(0, |a| a.len());
                 if n >= args.nodes {
                     started_at = Some(Instant::now());
+                    steal_at_start = stolen_ms();
                 }
             }
             Some("view") if started_at.is_some() && !is_victim => {
@@ -310,6 +313,9 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
             _ => {}
         }
     }
+    let steal = steal_at_start
+        .zip(stolen_ms())
+        .map(|(a, b)| b.saturating_sub(a));
     judge_deliveries(args, &names, &reports, &mut verdict);
     drop(children);
     let reports: Vec<Value> = reports.into_values().collect();
@@ -357,6 +363,9 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
     }
     out["p50_us_by_route"] = Value::Object(routes);
     out["gcs_thread"] = json!(args.gcs_thread);
+    if let Some(ms) = steal {
+        out["steal_ms"] = json!(ms);
+    }
     if let Some(n) = args.max_pending {
         out["max_pending"] = json!(n);
     }
@@ -378,6 +387,23 @@ fn run(args: &Args, dir: &std::path::Path) -> Value {
         };
     }
     out
+}
+
+/// CPU time this (virtual) machine's processors were ready to run but the hypervisor ran
+/// something else (the `steal` column of `/proc/stat`, all processors together), in
+/// milliseconds; `None` where it cannot be read. A run that lost much of it measured the
+/// host's other tenants as much as us.
+fn stolen_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: u64 = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()?;
+    // `/proc/stat` counts in USER_HZ, 100 a second on Linux.
+    Some(ticks * 10)
 }
 
 /// Every surviving node must have received every message of every surviving sender, in
