@@ -296,7 +296,7 @@ fn ping(n: usize, size: usize) {
 fn udp_ping(n: usize, size: usize) -> Vec<Duration> {
     let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (aa, ab) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let ab = b.local_addr().unwrap();
     let total = n + 100;
     let echo = std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
@@ -306,7 +306,6 @@ fn udp_ping(n: usize, size: usize) -> Vec<Duration> {
         }
     });
     a.connect(ab).unwrap();
-    let _ = aa;
     let payload = vec![7u8; size];
     let mut buf = vec![0u8; 65536];
     let mut rtts = Vec::with_capacity(n);
