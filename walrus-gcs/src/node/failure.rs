@@ -210,6 +210,44 @@ impl Node {
         out
     }
 
+    /// Why `who` is not in the view this node wants, for the log line of a proposal that
+    /// drops a member (an operator's first question when a member leaves).
+    pub(super) fn why_left_out(&self, now: Instant, who: &NodeRef, chosen: &[NodeRef]) -> String {
+        let Some(p) = self.peers.get(&who.id) else {
+            return "not a configured peer".into();
+        };
+        if p.link_down {
+            return "its link is down".into();
+        }
+        if p.incarnation != Some(who.incarnation) {
+            return "it restarted (a new incarnation)".into();
+        }
+        match p.last_heard.map(|t| now.saturating_duration_since(t)) {
+            None => return "never heard".into(),
+            Some(d) if d >= self.config.failure_timeout => {
+                return format!("not heard for {} ms", d.as_millis());
+            }
+            _ => {}
+        }
+        if self.suspects.get(who).is_some_and(|until| now < *until) {
+            return "it did not answer a view proposal in time".into();
+        }
+        let unseen: Vec<&str> = chosen
+            .iter()
+            .filter(|c| !(self.sees(now, c, who) && self.sees(now, who, c)))
+            .map(|c| c.id.as_str())
+            .collect();
+        let row: Vec<&str> = p.row.iter().map(|r| r.id.as_str()).collect();
+        if unseen.is_empty() {
+            return format!("connected now (its last row lists [{}])", row.join(", "));
+        }
+        format!(
+            "not mutually connected with {} (its last row lists [{}])",
+            unseen.join(", "),
+            row.join(", ")
+        )
+    }
+
     /// Does `x` see `y` (per the connectivity matrix as this node knows it)?
     pub(super) fn sees(&self, now: Instant, x: &NodeRef, y: &NodeRef) -> bool {
         if *x == self.me {

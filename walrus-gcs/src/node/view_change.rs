@@ -175,7 +175,22 @@ impl Node {
     }
 
     pub(super) fn propose(&mut self, now: Instant, members: Vec<NodeRef>) {
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        let dropped: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| **m != self.me && !members.contains(m))
+            .map(|m| format!("{} ({})", m.id, self.why_left_out(now, m, &members)))
+            .collect();
+        if !dropped.is_empty() {
+            tracing::info!(
+                node = %self.me,
+                view = %self.view,
+                dropped = %dropped.join("; "),
+                broken = self.broken,
+                peers = %self.peer_report(now),
+                "proposing a view without members of the current one"
+            );
+        } else if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
                 node = %self.me,
                 view = %self.view,
@@ -247,6 +262,7 @@ impl Node {
             return;
         }
         self.freeze();
+        self.note_coordinator_row(&from, &m.members);
         self.proposal = None;
         self.early.clear();
         self.highest = m.proposal.clone();
@@ -292,6 +308,27 @@ impl Node {
                 report,
             }),
         );
+    }
+
+    /// A proposal is its coordinator's freshest word on whom it sees: it proposes only
+    /// nodes alive to it (`candidate`). Its last heartbeat's row may be older: it
+    /// judges itself by whom it hears *now*, the others by the row it sent up to a
+    /// heartbeat interval ago. Without this, a member that heard the coordinator's
+    /// heartbeat before the coordinator heard it (nodes starting together) saw a row
+    /// without itself, wanted a view without the coordinator, and proposed it one
+    /// `settle` after installing the coordinator's view: the group split and merged again
+    /// within a second (issue 24: a few of hundreds of benchmark runs lost messages so). The
+    /// coordinator's next heartbeat replaces the row as usual.
+    fn note_coordinator_row(&mut self, from: &NodeRef, members: &[NodeRef]) {
+        let Some(p) = self.peers.get_mut(&from.id) else {
+            return;
+        };
+        for x in members {
+            if x != from && !p.row.contains(x) {
+                p.row.push(x.clone());
+            }
+        }
+        p.row.sort();
     }
 
     /// Whether accepting `members`, proposed by `from` from outside this node's view,

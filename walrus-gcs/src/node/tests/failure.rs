@@ -365,3 +365,42 @@ fn flap(n: &mut Node, peer: &str, t: Instant) {
     n.handle_link_down(t, &id(peer));
     n.handle_link_up(t, &id(peer));
 }
+
+#[test]
+fn the_reason_a_member_is_left_out_names_what_the_detector_saw() {
+    let t0 = Instant::now();
+    let mut a = node("a", t0);
+    let mut b = node("b", t0);
+    let t = merge(&mut a, &mut b, t0);
+    let who = r("b");
+    assert_eq!(
+        a.why_left_out(t + Duration::from_millis(450), &who, &[r("a")]),
+        format!(
+            "not heard for {} ms",
+            (t + Duration::from_millis(450))
+                .saturating_duration_since(a.peers[&id("b")].last_heard.unwrap())
+                .as_millis()
+        )
+    );
+    assert_eq!(
+        a.why_left_out(t, &who, &[r("a")]),
+        "connected now (its last row lists [a])"
+    );
+    // b's next heartbeat says it lost a: the rows disagree.
+    a.handle_message(
+        t,
+        &id("b"),
+        PeerMessage::Heartbeat(Heartbeat {
+            incarnation: Incarnation(1),
+            view: vid(2, "a"),
+            alive: vec![],
+            max_counter: 2,
+        }),
+    );
+    assert_eq!(
+        a.why_left_out(t, &who, &[r("a")]),
+        "not mutually connected with a (its last row lists [])"
+    );
+    a.handle_link_down(t, &id("b"));
+    assert_eq!(a.why_left_out(t, &who, &[r("a")]), "its link is down");
+}

@@ -312,3 +312,43 @@ fn a_lost_flush_chunk_keeps_the_records_of_its_member() {
     );
     assert_eq!(b_table, c_table);
 }
+
+#[test]
+fn a_proposal_refreshes_its_coordinators_row_so_a_stale_heartbeat_does_not_split_the_view() {
+    let t0 = Instant::now();
+    let mut b = Node::new(
+        CoreConfig::default(),
+        id("b"),
+        Incarnation(1),
+        vec![id("a"), id("b"), id("c")],
+        t0,
+    );
+    let _ = drain(&mut b);
+    let heartbeat = |by: &str, alive: Vec<NodeRef>| {
+        PeerMessage::Heartbeat(Heartbeat {
+            incarnation: Incarnation(1),
+            view: vid(1, by),
+            alive,
+            max_counter: 1,
+        })
+    };
+    // a's last heartbeat went out before a heard b; c's lists both.
+    b.handle_message(t0, &id("a"), heartbeat("a", vec![r("c")]));
+    b.handle_message(t0, &id("c"), heartbeat("c", vec![r("a"), r("b")]));
+    assert_eq!(b.candidate(t0), vec![r("b"), r("c")]);
+    // a has heard b since, and proposes all three: b now knows a sees it.
+    b.handle_message(
+        t0,
+        &id("a"),
+        PeerMessage::Propose(Propose {
+            incarnation: Incarnation(1),
+            proposal: vid(2, "a"),
+            members: vec![r("a"), r("b"), r("c")],
+        }),
+    );
+    assert!(matches!(
+        sent_to(&drain(&mut b), "a"),
+        PeerMessage::Accept(_)
+    ));
+    assert_eq!(b.candidate(t0), vec![r("a"), r("b"), r("c")]);
+}
