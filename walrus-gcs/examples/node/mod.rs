@@ -148,11 +148,14 @@ pub fn forward_json_lines(
     });
 }
 
-/// Runs a node with `args` until SIGTERM or Ctrl-C.
+/// Runs a node with `args` until SIGTERM or Ctrl-C. Logs warnings, and why a view change
+/// drops a member (`RUST_LOG` overrides): a benchmark run that comes out invalid because
+/// a member left says on its standard error why.
 pub async fn run(args: Args) {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,walrus_gcs::node::view_change=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
