@@ -273,7 +273,17 @@ async fn announcements_from_a_node_other_than_the_primary_are_ignored() {
     // A real change afterwards: once the replica has it, the forgery was seen too.
     fs::write(root.join("after.txt"), "x").unwrap();
     wait_same(&root, &r1.join("current"), "after the forgery").await;
-    let st = rep1.status.borrow().clone();
+    // The tree is switched before the status says so (and under load a pull may have
+    // failed and been retried): wait for the status to catch up, or to show the forgery.
+    let st = tokio::time::timeout(
+        Duration::from_secs(30),
+        rep1.status
+            .wait_for(|s| s.lag() == Some(0) || s.newest >= Some(Generation(99))),
+    )
+    .await
+    .expect("the replica's status caught up in 30 s")
+    .unwrap()
+    .clone();
     assert!(st.newest.unwrap() < Generation(99), "{st:?}");
     assert_eq!(st.lag(), Some(0), "{st:?}");
     rep1.stop().await;
