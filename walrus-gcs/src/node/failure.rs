@@ -4,6 +4,30 @@
 
 use super::*;
 
+/// Why a node is not alive to this one ([`Node::dead_because`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dead {
+    NotAPeer,
+    LinkDown,
+    NeverHeard,
+    /// Another incarnation of the name is the one known (it restarted).
+    OtherIncarnation,
+    /// Not heard for this long (at least `failure_timeout`).
+    Silent(std::time::Duration),
+}
+
+impl std::fmt::Display for Dead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dead::NotAPeer => f.write_str("not a configured peer"),
+            Dead::LinkDown => f.write_str("its link is down"),
+            Dead::NeverHeard => f.write_str("never heard"),
+            Dead::OtherIncarnation => f.write_str("it restarted (another incarnation is known)"),
+            Dead::Silent(d) => write!(f, "not heard for {} ms", d.as_millis()),
+        }
+    }
+}
+
 /// What a peer looks like from here.
 #[derive(Debug, Default)]
 pub(super) struct Peer {
@@ -145,16 +169,31 @@ impl Node {
     }
 
     pub(super) fn alive(&self, now: Instant, who: &NodeRef) -> bool {
+        self.dead_because(now, who).is_none()
+    }
+
+    /// Why `who` is not alive to this node (`None`: it is). The one liveness rule: the
+    /// heartbeat rows, the wanted view and the log line of a dropped member all use it.
+    pub(super) fn dead_because(&self, now: Instant, who: &NodeRef) -> Option<Dead> {
         if *who == self.me {
-            return true;
+            return None;
         }
         let Some(p) = self.peers.get(&who.id) else {
-            return false;
+            return Some(Dead::NotAPeer);
         };
-        !p.link_down
-            && p.incarnation == Some(who.incarnation)
-            && p.last_heard
-                .is_some_and(|t| now.saturating_duration_since(t) < self.config.failure_timeout)
+        if p.link_down {
+            return Some(Dead::LinkDown);
+        }
+        match p.incarnation {
+            None => return Some(Dead::NeverHeard),
+            Some(i) if i != who.incarnation => return Some(Dead::OtherIncarnation),
+            Some(_) => {}
+        }
+        let Some(heard) = p.last_heard else {
+            return Some(Dead::NeverHeard);
+        };
+        let silent = now.saturating_duration_since(heard);
+        (silent >= self.config.failure_timeout).then_some(Dead::Silent(silent))
     }
 
     fn alive_peers(&self, now: Instant) -> Vec<NodeRef> {
@@ -213,21 +252,8 @@ impl Node {
     /// Why `who` is not in the view this node wants, for the log line of a proposal that
     /// drops a member (an operator's first question when a member leaves).
     pub(super) fn why_left_out(&self, now: Instant, who: &NodeRef, chosen: &[NodeRef]) -> String {
-        let Some(p) = self.peers.get(&who.id) else {
-            return "not a configured peer".into();
-        };
-        if p.link_down {
-            return "its link is down".into();
-        }
-        if p.incarnation != Some(who.incarnation) {
-            return "it restarted (a new incarnation)".into();
-        }
-        match p.last_heard.map(|t| now.saturating_duration_since(t)) {
-            None => return "never heard".into(),
-            Some(d) if d >= self.config.failure_timeout => {
-                return format!("not heard for {} ms", d.as_millis());
-            }
-            _ => {}
+        if let Some(dead) = self.dead_because(now, who) {
+            return dead.to_string();
         }
         if self.suspects.get(who).is_some_and(|until| now < *until) {
             return "it did not answer a view proposal in time".into();
@@ -237,7 +263,11 @@ impl Node {
             .filter(|c| !(self.sees(now, c, who) && self.sees(now, who, c)))
             .map(|c| c.id.as_str())
             .collect();
-        let row: Vec<&str> = p.row.iter().map(|r| r.id.as_str()).collect();
+        let row: Vec<&str> = self
+            .peers
+            .get(&who.id)
+            .map(|p| p.row.iter().map(|r| r.id.as_str()).collect())
+            .unwrap_or_default();
         if unseen.is_empty() {
             return format!("connected now (its last row lists [{}])", row.join(", "));
         }
