@@ -41,6 +41,11 @@ pub(super) struct Peer {
     pub(super) row: Vec<NodeRef>,
     /// The view it last said it was in, and when we heard that.
     pub(super) view: Option<(ViewId, Instant)>,
+    /// A view this node installed with it as a member, while it had not said it was in
+    /// that view (or a later one) yet: its row lists every member of that view (it
+    /// accepted it: they were all alive to it), and a heartbeat it sent before that view
+    /// only adds to the row (see [`Node::note_view_rows`]).
+    pub(super) row_view: Option<ViewId>,
 }
 
 impl Node {
@@ -83,6 +88,7 @@ impl Node {
                 // A new incarnation: what we knew of the old one is void.
                 peer.incarnation = Some(inc);
                 peer.row.clear();
+                peer.row_view = None;
                 peer.view = None;
             }
         }
@@ -126,7 +132,21 @@ impl Node {
     pub(super) fn on_heartbeat(&mut self, now: Instant, from: &NodeId, m: Heartbeat) {
         self.max_counter = self.max_counter.max(m.max_counter);
         if let Some(peer) = self.peers.get_mut(from) {
-            peer.row = m.alive;
+            match &peer.row_view {
+                Some(v) if m.view < *v => {
+                    // Sent before it installed our view: maybe before it heard everyone.
+                    for x in m.alive {
+                        if !peer.row.contains(&x) {
+                            peer.row.push(x);
+                        }
+                    }
+                    peer.row.sort();
+                }
+                _ => {
+                    peer.row = m.alive;
+                    peer.row_view = None;
+                }
+            }
             peer.view = Some((m.view, now));
         }
         // Not evaluated here: the heartbeat tick does it (keeps large clusters cheap).
@@ -278,6 +298,61 @@ impl Node {
         )
     }
 
+    /// A proposal is its coordinator's freshest word on whom it sees: it proposes only
+    /// nodes alive to it (`candidate`). Its last heartbeat's row may be older: it
+    /// judges itself by whom it hears *now*, the others by the row it sent up to a
+    /// heartbeat interval ago. Without this, a member that heard the coordinator's
+    /// heartbeat before the coordinator heard it (nodes starting together) saw a row
+    /// without itself, wanted a view without the coordinator, and proposed it one
+    /// `settle` after installing the coordinator's view: the group split and merged again
+    /// within a second (issue 24: a few of hundreds of benchmark runs lost messages so). The
+    /// coordinator's next heartbeat replaces the row as usual (it comes after the proposal
+    /// on the same link).
+    pub(super) fn note_coordinator_row(&mut self, from: &NodeRef, members: &[NodeRef]) {
+        if planted!(self, stale_member_rows) {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&from.id) {
+            add_to_row(&mut p.row, from, members);
+        }
+    }
+
+    /// An installed view is the same word from every member: each accepted it, so every
+    /// member was alive to each. Rows of the matrix older than that (a member's heartbeat
+    /// sent before it heard a node that started or healed just then) would make this
+    /// node want a view without that node, and propose it one `settle` later: the same
+    /// split as above, with the stale row a member's instead of the coordinator's (the
+    /// simulator found it once links came up at each end at its own time, as a
+    /// transport's do). So every member's row lists the view's members, and until a
+    /// member says it is in this view (or a later one), its heartbeats only add to its
+    /// row: one sent before it accepted may be older than the view. Liveness
+    /// information only; a member that really lost another says so in its first
+    /// heartbeat of the view.
+    pub(super) fn note_view_rows(&mut self, view: &ViewId, members: &[NodeRef]) {
+        for x in members {
+            if *x == self.me || planted!(self, stale_member_rows) {
+                continue;
+            }
+            let Some(p) = self.peers.get_mut(&x.id) else {
+                continue;
+            };
+            if p.incarnation != Some(x.incarnation) {
+                continue;
+            }
+            if p.view.as_ref().is_some_and(|(v, _)| v >= view) {
+                continue;
+            }
+            add_to_row(&mut p.row, x, members);
+            p.row_view = Some(view.clone());
+        }
+        // Every member answered this view's proposal: none is a suspect any more. A
+        // member that missed an earlier proposal's deadline (its answer was on a link not
+        // up yet) and then proposed the whole view itself would otherwise be left out
+        // of this node's wanted view until its suspicion ran out, and this node, first
+        // of the others, would propose a view without it one `settle` after installing.
+        self.suspects.retain(|s, _| !members.contains(s));
+    }
+
     /// Does `x` see `y` (per the connectivity matrix as this node knows it)?
     pub(super) fn sees(&self, now: Instant, x: &NodeRef, y: &NodeRef) -> bool {
         if *x == self.me {
@@ -318,4 +393,14 @@ impl Node {
                 })
         })
     }
+}
+
+/// Adds `members` but `whose` (a row does not list its own node) to `row`, sorted.
+fn add_to_row(row: &mut Vec<NodeRef>, whose: &NodeRef, members: &[NodeRef]) {
+    for x in members {
+        if x != whose && !row.contains(x) {
+            row.push(x.clone());
+        }
+    }
+    row.sort();
 }

@@ -30,6 +30,12 @@ pub struct PlantedBugs {
     /// which missed the submitter's `Ack`, may flush without. Also sends no extra `Ack`
     /// for the delivered points (so it behaves as the core did before).
     pub confirm_when_stable: bool,
+    /// A node that accepts a proposal or installs a view keeps the heartbeat rows of the
+    /// coordinator and the members as they were (the rule before 7 December 2026): a row
+    /// sent before its node heard a newcomer says they are not connected, so a member
+    /// proposes a smaller view just after installing the whole one (a split right after
+    /// the group formed).
+    pub stale_member_rows: bool,
 }
 
 impl Node {

@@ -310,27 +310,6 @@ impl Node {
         );
     }
 
-    /// A proposal is its coordinator's freshest word on whom it sees: it proposes only
-    /// nodes alive to it (`candidate`). Its last heartbeat's row may be older: it
-    /// judges itself by whom it hears *now*, the others by the row it sent up to a
-    /// heartbeat interval ago. Without this, a member that heard the coordinator's
-    /// heartbeat before the coordinator heard it (nodes starting together) saw a row
-    /// without itself, wanted a view without the coordinator, and proposed it one
-    /// `settle` after installing the coordinator's view: the group split and merged again
-    /// within a second (issue 24: a few of hundreds of benchmark runs lost messages so). The
-    /// coordinator's next heartbeat replaces the row as usual.
-    fn note_coordinator_row(&mut self, from: &NodeRef, members: &[NodeRef]) {
-        let Some(p) = self.peers.get_mut(&from.id) else {
-            return;
-        };
-        for x in members {
-            if x != from && !p.row.contains(x) {
-                p.row.push(x.clone());
-            }
-        }
-        p.row.sort();
-    }
-
     /// Whether accepting `members`, proposed by `from` from outside this node's view,
     /// would leave behind a member of the view that is alive to this node. Such a
     /// proposal comes from a node that cannot yet see the whole view (it just started,
@@ -588,6 +567,7 @@ impl Node {
             delivered: self.delivered_count,
             digest: self.digest,
         };
+        self.note_view_rows(&m.view, &m.members);
         self.view = m.view.clone();
         self.members = m.members;
         self.installed_at = now;

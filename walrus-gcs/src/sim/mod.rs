@@ -8,7 +8,11 @@
 //! sessions, joins and leaves groups, multicasts Reliable and Agreed messages to one or
 //! two groups, and sometimes stops reading (the core must disconnect the session). The
 //! [`invariants::Checker`] sees everything and reports violations; a run ends with a
-//! quiet phase that checks liveness.
+//! quiet phase that checks liveness. It begins with a **calm phase**: the nodes start
+//! within 0, 100, 300 or 1,000 ms of each other, each pair's link comes up at its own
+//! time (each end a little apart), and no fault comes before 3 s; by then they must be
+//! in one view of all of them, and none may install a smaller view before the first
+//! fault ([`invariants::calm_start`]).
 //!
 //! Then, by [`Scenario`], a second process proving one node's name joins the settled
 //! cluster: a **duplicate incarnation** (the node's certificate and name, a newer
@@ -79,6 +83,12 @@ pub struct SimConfig {
     pub scenario: Scenario,
     /// Clients attached to the members (`PROTOCOL.md`, "Clients"; see `sim/tier.rs`).
     pub clients: usize,
+    /// The nodes start at random times within this much of the first (zero: together).
+    pub start_spread: Duration,
+    /// No partition or crash before this time: the nodes started together must form one
+    /// view of all of them by then and not split before the first fault
+    /// ([`invariants::calm_start`]).
+    pub calm: Duration,
 }
 
 /// A scenario run after the liveness phase, on the settled cluster.
@@ -131,13 +141,22 @@ impl SimConfig {
             delivery_bound: Duration::from_secs(1),
             scenario: Scenario::for_seed(seed),
             clients: rng.random_range(2..=6),
+            start_spread: Duration::ZERO,
+            calm: CALM,
         };
         if rng.random_bool(0.5) {
             config.core.max_message_size = SMALL_FRAMES;
         }
+        // Within one heartbeat, a few heartbeats, or a second (issue 24: the split came
+        // from nodes started within a heartbeat of each other).
+        config.start_spread = Duration::from_millis([0, 100, 300, 1000][rng.random_range(0..4)]);
         config
     }
 }
+
+/// The calm phase of a standard run: the latest start (one second at most) and then two
+/// seconds to form the whole view, where a merge takes about half a second.
+pub const CALM: Duration = Duration::from_secs(3);
 
 /// The frame budget of the seeds that run with small frames (the simulator's payloads are
 /// at most 72 bytes).
@@ -189,6 +208,9 @@ pub struct SimReport {
     /// Bytes their `delivered` fields take on the wire (varints; `PROTOCOL.md`,
     /// "Clients": the cost of confirming once every member delivered).
     pub delivered_field_bytes: u64,
+    /// When the nodes started together first formed one view of all of them (virtual
+    /// time; `None` if a fault came first).
+    pub formed_at: Option<Duration>,
     /// What the checkers found.
     pub violations: Vec<String>,
     /// The last lines of the run's trace (faults, views), for a failure report.
@@ -241,6 +263,8 @@ enum Ev {
     },
     Client,
     Fault(Fault),
+    /// The calm phase ends: the nodes started together must be in one whole view.
+    CalmEnd,
     SampleViews,
     SendProbes,
     /// A held newcomer's admission is decided again.
@@ -301,6 +325,9 @@ struct Link {
     /// Latest arrival so far on each lane (data, control): FIFO within a lane, like the
     /// transport's two streams; a control message may overtake data and the reverse.
     last_arrival: [Duration; 2],
+    /// When the sending side's link came up (after a start): what it sends before is
+    /// lost, as a transport that is still dialing (or accepting) has no link to send on.
+    up_at: Duration,
 }
 
 struct SimSession {
@@ -503,15 +530,18 @@ impl Sim {
         let d = self.cfg.duration;
         let cycles = self.cfg.partitions.max(1) as u32;
         let slot = d / cycles;
+        let calm = self.cfg.calm;
         for c in 0..cycles {
-            let start = slot * c
-                + Duration::from_millis(self.rng.random_range(0..=slot.as_millis() as u64 / 3));
+            let start = (slot * c
+                + Duration::from_millis(self.rng.random_range(0..=slot.as_millis() as u64 / 3)))
+            .max(calm);
             let len = Duration::from_millis(self.rng.random_range(500..=4000)).min(slot / 2);
             self.at(start, Ev::Fault(Fault::Partition));
             self.at(start + len, Ev::Fault(Fault::HealAll));
         }
         for _ in 0..self.cfg.crashes {
-            let t = Duration::from_millis(self.rng.random_range(1000..d.as_millis() as u64 - 1000));
+            let t = Duration::from_millis(self.rng.random_range(1000..d.as_millis() as u64 - 1000))
+                .max(calm);
             let who = self.rng.random_range(0..self.cfg.nodes);
             let back = Duration::from_millis(self.rng.random_range(300..=3000));
             self.at(t, Ev::Fault(Fault::Crash(who)));
@@ -522,6 +552,7 @@ impl Sim {
         for i in 0..self.cfg.nodes {
             self.at(d, Ev::Fault(Fault::Restart(i)));
         }
+        self.at(calm, Ev::CalmEnd);
         self.at(d + self.cfg.view_bound, Ev::SampleViews);
         self.at(d + self.cfg.view_bound, Ev::SendProbes);
         let t0 = d + self.cfg.view_bound + self.cfg.delivery_bound;
@@ -587,8 +618,19 @@ impl Sim {
     }
 
     fn run(&mut self) {
+        self.checker.calm.configure(&self.names);
+        // The start times come from their own RNG (the rest of a seed's plan is drawn as
+        // before). A node that starts late is met as a restarted one is: its links come
+        // up on both sides (until then, what is sent to it is lost).
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0xca1_5747);
+        let spread = self.cfg.start_spread.as_millis() as u64;
         for i in 0..self.cfg.nodes {
-            self.start(i);
+            let t = Duration::from_millis(rng.random_range(0..=spread));
+            if t.is_zero() {
+                self.start(i);
+            } else {
+                self.at(t, Ev::Fault(Fault::Restart(i)));
+            }
         }
         self.plan();
         self.run_until(Duration::MAX);
@@ -719,6 +761,12 @@ impl Sim {
                 self.at(t, Ev::Client);
             }
             Ev::Fault(f) => self.fault(f),
+            Ev::CalmEnd => {
+                let now = self.now;
+                self.checker
+                    .calm
+                    .check_formed(now, &mut self.checker.violations);
+            }
             Ev::SampleViews => {
                 let views = self
                     .nodes
@@ -1075,7 +1123,7 @@ impl Sim {
                         continue;
                     };
                     let link = self.links[i][j];
-                    if link.cut {
+                    if link.cut || self.now < link.up_at {
                         continue;
                     }
                     let lat = Duration::from_micros(
@@ -1202,6 +1250,11 @@ impl Sim {
 
     fn start(&mut self, i: usize) {
         self.nodes[i].incarnation += 1;
+        // What was on its way to the address before the process listened is lost (a new
+        // process has new connections).
+        for j in 0..self.nodes.len() {
+            self.links[j][i].epoch += 1;
+        }
         self.nodes[i].host = ClientHost::default();
         let now = self.instant();
         let mut node = Node::new(
@@ -1237,6 +1290,7 @@ impl Sim {
         let n = self.cfg.nodes;
         match f {
             Fault::Partition => {
+                self.checker.calm.fault(self.now);
                 self.report.partitions += 1;
                 let kind = self.rng.random_range(0..4);
                 let notify = self.rng.random_bool(0.5);
@@ -1309,6 +1363,7 @@ impl Sim {
                 else {
                     return;
                 };
+                self.checker.calm.fault(self.now);
                 self.report.crashes += 1;
                 let who = self.who(i);
                 self.log(format!("{who} crashes"));
@@ -1329,11 +1384,24 @@ impl Sim {
                     return;
                 }
                 self.start(i);
+                // A pair's connection comes up after a handshake, or after a backoff when
+                // the first dial found no listener yet; each side learns it at its own
+                // time (the dialer's handshake ends an RTT before the acceptor's) and
+                // sends nothing on it before.
                 for j in 0..n {
                     if j != i {
-                        let d = Duration::from_millis(self.rng.random_range(1..=50));
-                        self.at(self.now + d, Ev::LinkUp { at: j, peer: i });
-                        self.at(self.now + d, Ev::LinkUp { at: i, peer: j });
+                        let pair = if self.rng.random_bool(0.2) {
+                            self.rng.random_range(50..=500)
+                        } else {
+                            self.rng.random_range(1..=50)
+                        };
+                        for (a, b) in [(i, j), (j, i)] {
+                            let d = Duration::from_micros(
+                                pair * 1000 + self.rng.random_range(0..=self.latency_max_ms * 1000),
+                            );
+                            self.links[a][b].up_at = self.now + d;
+                            self.at(self.now + d, Ev::LinkUp { at: a, peer: b });
+                        }
                     }
                 }
             }
@@ -1505,6 +1573,7 @@ impl Sim {
             self.checker.finish(&end);
         }
         self.report.virtual_seconds = self.now.as_secs_f64();
+        self.report.formed_at = self.checker.calm.formed_at();
         self.report.messages = self.checker.messages();
         self.report.deliveries = self.checker.deliveries;
         self.checker.take_client_violations();

@@ -352,3 +352,43 @@ fn a_proposal_refreshes_its_coordinators_row_so_a_stale_heartbeat_does_not_split
     ));
     assert_eq!(b.candidate(t0), vec![r("a"), r("b"), r("c")]);
 }
+
+/// Installing a view is every member's word that all members were alive to it: their
+/// rows list the view's members, a heartbeat sent before the member installed the view
+/// only adds to its row, and no member stays a suspect. Before, `b` wanted {a, b} after
+/// installing {a, b, c} (a's row older than a's hearing `c`; `c` suspected since it
+/// missed an earlier proposal's deadline) and proposed it one `settle` later.
+#[test]
+fn installing_a_view_refreshes_its_members_rows_and_clears_their_suspicion() {
+    let t0 = Instant::now();
+    let mut b = Node::new(
+        CoreConfig::default(),
+        id("b"),
+        Incarnation(1),
+        vec![id("a"), id("b"), id("c")],
+        t0,
+    );
+    let _ = drain(&mut b);
+    let heartbeat = |view: ViewId, alive: Vec<NodeRef>| {
+        PeerMessage::Heartbeat(Heartbeat {
+            incarnation: Incarnation(1),
+            view,
+            alive,
+            max_counter: 1,
+        })
+    };
+    let everyone = vec![r("a"), r("b"), r("c")];
+    b.handle_message(t0, &id("a"), heartbeat(vid(1, "a"), vec![r("b")]));
+    b.handle_message(t0, &id("c"), heartbeat(vid(1, "c"), vec![r("a"), r("b")]));
+    b.suspects.insert(r("c"), ms(t0, 10_000));
+    assert_eq!(b.candidate(t0), vec![r("a"), r("b")]);
+
+    b.note_view_rows(&vid(5, "c"), &everyone);
+    assert_eq!(b.candidate(t0), everyone);
+    // Sent before `a` installed view 5: it only adds.
+    b.handle_message(t0, &id("a"), heartbeat(vid(1, "a"), vec![r("b")]));
+    assert_eq!(b.candidate(t0), everyone);
+    // Sent in view 5: `a` does not hear `c` any more, and that counts.
+    b.handle_message(t0, &id("a"), heartbeat(vid(5, "c"), vec![r("b")]));
+    assert_eq!(b.candidate(t0), vec![r("a"), r("b")]);
+}

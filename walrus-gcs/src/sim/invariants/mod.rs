@@ -7,6 +7,7 @@ use crate::types::{GroupName, NodeRef, Service, SessionId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub(crate) mod calm_start;
 pub mod clients;
 pub mod duplicate_incarnation;
 mod group_membership;
@@ -131,6 +132,9 @@ pub struct Checker {
     pub(crate) isolated: isolated_start::IsolatedStart,
     /// Clients' messages (fed by the simulator's clients, `sim/tier.rs`).
     pub clients: clients::ClientChecks,
+    /// A group started together forms one view and does not split before a fault (fed by
+    /// the simulator's staggered start).
+    pub(crate) calm: calm_start::CalmStart,
 }
 
 impl Default for Checker {
@@ -154,6 +158,7 @@ impl Default for Checker {
             duplicate: duplicate_incarnation::DuplicateIncarnation::default(),
             isolated: isolated_start::IsolatedStart::default(),
             clients: clients::ClientChecks::default(),
+            calm: calm_start::CalmStart::default(),
         }
     }
 }
@@ -191,6 +196,7 @@ impl Checker {
         }
         self.duplicate
             .on_view(at, who, change, &mut self.violations);
+        self.calm.on_view(at, who, change, &mut self.violations);
     }
 
     /// Records a delivery.
