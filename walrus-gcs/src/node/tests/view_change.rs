@@ -316,25 +316,10 @@ fn a_lost_flush_chunk_keeps_the_records_of_its_member() {
 #[test]
 fn a_proposal_refreshes_its_coordinators_row_so_a_stale_heartbeat_does_not_split_the_view() {
     let t0 = Instant::now();
-    let mut b = Node::new(
-        CoreConfig::default(),
-        id("b"),
-        Incarnation(1),
-        vec![id("a"), id("b"), id("c")],
-        t0,
-    );
-    let _ = drain(&mut b);
-    let heartbeat = |by: &str, alive: Vec<NodeRef>| {
-        PeerMessage::Heartbeat(Heartbeat {
-            incarnation: Incarnation(1),
-            view: vid(1, by),
-            alive,
-            max_counter: 1,
-        })
-    };
+    let mut b = b_of_three(t0);
     // a's last heartbeat went out before a heard b; c's lists both.
-    b.handle_message(t0, &id("a"), heartbeat("a", vec![r("c")]));
-    b.handle_message(t0, &id("c"), heartbeat("c", vec![r("a"), r("b")]));
+    b.handle_message(t0, &id("a"), heartbeat(vid(1, "a"), vec![r("c")]));
+    b.handle_message(t0, &id("c"), heartbeat(vid(1, "c"), vec![r("a"), r("b")]));
     assert_eq!(b.candidate(t0), vec![r("b"), r("c")]);
     // a has heard b since, and proposes all three: b now knows a sees it.
     b.handle_message(
@@ -361,22 +346,7 @@ fn a_proposal_refreshes_its_coordinators_row_so_a_stale_heartbeat_does_not_split
 #[test]
 fn installing_a_view_refreshes_its_members_rows_and_clears_their_suspicion() {
     let t0 = Instant::now();
-    let mut b = Node::new(
-        CoreConfig::default(),
-        id("b"),
-        Incarnation(1),
-        vec![id("a"), id("b"), id("c")],
-        t0,
-    );
-    let _ = drain(&mut b);
-    let heartbeat = |view: ViewId, alive: Vec<NodeRef>| {
-        PeerMessage::Heartbeat(Heartbeat {
-            incarnation: Incarnation(1),
-            view,
-            alive,
-            max_counter: 1,
-        })
-    };
+    let mut b = b_of_three(t0);
     let everyone = vec![r("a"), r("b"), r("c")];
     b.handle_message(t0, &id("a"), heartbeat(vid(1, "a"), vec![r("b")]));
     b.handle_message(t0, &id("c"), heartbeat(vid(1, "c"), vec![r("a"), r("b")]));
@@ -391,4 +361,27 @@ fn installing_a_view_refreshes_its_members_rows_and_clears_their_suspicion() {
     // Sent in view 5: `a` does not hear `c` any more, and that counts.
     b.handle_message(t0, &id("a"), heartbeat(vid(5, "c"), vec![r("b")]));
     assert_eq!(b.candidate(t0), vec![r("a"), r("b")]);
+}
+
+/// Node `b` of `a`, `b`, `c`, alone in its first view.
+fn b_of_three(t0: Instant) -> Node {
+    let mut b = Node::new(
+        CoreConfig::default(),
+        id("b"),
+        Incarnation(1),
+        vec![id("a"), id("b"), id("c")],
+        t0,
+    );
+    let _ = drain(&mut b);
+    b
+}
+
+/// A heartbeat of incarnation 1 sent in `view`, listing `alive`.
+fn heartbeat(view: ViewId, alive: Vec<NodeRef>) -> PeerMessage {
+    PeerMessage::Heartbeat(Heartbeat {
+        incarnation: Incarnation(1),
+        view,
+        alive,
+        max_counter: 1,
+    })
 }
