@@ -5,14 +5,15 @@
 //!
 //! One deployment in this process over the real walrus-gcs (QUIC with mutual TLS on
 //! loopback, the `walrus_node::cluster` launcher): Controllers ctl-1, ctl-2, ctl-3 and web
-//! hosts w-1, w-2. ctl-3 is killed and w-2 stopped, the running nodes cut them off (the
-//! partition switch), and both start again: they find only each other, a view of two
-//! that lacks three configured peers. ctl-3 must not be master before its join grace
+//! hosts w-1, w-2. A backup Controller (ctl-3, the last to start, unless the joins of a
+//! loaded start put it first) is killed and w-2 stopped, the running nodes cut them off
+//! (the partition switch), and both start again: they find only each other, a view of two
+//! that lacks three configured peers. The backup must not be master before its join grace
 //! (five gcs failure timeouts, 2 s with the `lan` profile) and must log why; after the
 //! grace it may be the master of its component (paper §6.3). Then the cut heals and the
 //! group is one view with one master.
 //!
-//! A second scenario restarts ctl-3 with every peer reachable: it merges at once, joins
+//! A second scenario restarts a backup with every peer reachable: it merges at once, joins
 //! well before the grace, and is never master.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,7 +25,7 @@ use walrus_testkit::node::master;
 use walrus_testkit::prelude::*;
 use walrus_testkit::wait::poll_until_async as poll_until;
 
-/// What ctl-3 looked like after its restart, sampled every 20 ms.
+/// What the restarted backup looked like after its restart, sampled every 20 ms.
 #[derive(Debug, Default)]
 struct Seen {
     /// When its node first shared a view with another node.
@@ -35,15 +36,16 @@ struct Seen {
     master: Option<Duration>,
 }
 
-async fn watch_ctl3(
+async fn watch(
     cluster: &Cluster<QuicLayers>,
+    node: &str,
     started: Instant,
     for_how_long: Duration,
 ) -> Seen {
     let mut seen = Seen::default();
     while started.elapsed() < for_how_long {
         let t = started.elapsed();
-        if let Some(rt) = cluster.node("ctl-3") {
+        if let Some(rt) = cluster.node(node) {
             if seen.first_shared_view.is_none()
                 && rt.layer().view().is_some_and(|v| v.members.len() > 1)
             {
@@ -86,6 +88,14 @@ async fn start() -> (TempDir, Cluster<QuicLayers>, [TinyHttp; 2]) {
 
 const GRACE: Duration = Duration::from_secs(2);
 
+const CONTROLLERS: [&str; 3] = ["ctl-1", "ctl-2", "ctl-3"];
+
+/// The last Controller that is not `master` (ctl-3, unless the three joins, which come
+/// together once the first whole view is installed, put it first).
+fn a_backup(master: &str) -> &'static str {
+    CONTROLLERS.into_iter().rfind(|c| *c != master).unwrap()
+}
+
 /// Starts a killed node again; its old socket may still be closing (address in use).
 async fn restart(cluster: &mut Cluster<QuicLayers>, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -110,29 +120,27 @@ async fn a_controller_restarted_into_a_partial_view_is_no_master_before_its_grac
         "the test's timing assumes the lan profile"
     );
     let (old_master, _) = master(&cluster).unwrap();
-    assert_ne!(
-        old_master, "ctl-3",
-        "ctl-3 started last; it must be a backup"
-    );
-    cluster.kill_node("ctl-3").await;
+    let backup = a_backup(&old_master);
+    cluster.kill_node(backup).await;
     // Stopped cleanly: its embedded name server's port is free again at once.
     cluster.stop_node("w-2").await;
-    // The running nodes cut ctl-3 and w-2 off before they come back: they hear only
+    // The running nodes cut the backup and w-2 off before they come back: they hear only
     // each other.
-    let side_a = ["ctl-1", "ctl-2", "w-1"];
-    let side_b = ["ctl-3", "w-2"];
-    cluster.partition(&[&side_a, &side_b]);
+    let mut side_a: Vec<&str> = CONTROLLERS.into_iter().filter(|c| *c != backup).collect();
+    side_a.push("w-1");
+    let side_b = [backup, "w-2"];
+    cluster.partition(&[side_a.as_slice(), side_b.as_slice()]);
     // Their sockets close.
     tokio::time::sleep(Duration::from_secs(1)).await;
     restart(&mut cluster, "w-2").await;
     let started = Instant::now();
-    restart(&mut cluster, "ctl-3").await;
-    cluster.partition(&[&side_a, &side_b]);
-    let seen = watch_ctl3(&cluster, started, GRACE + Duration::from_secs(2)).await;
+    restart(&mut cluster, backup).await;
+    cluster.partition(&[side_a.as_slice(), side_b.as_slice()]);
+    let seen = watch(&cluster, backup, started, GRACE + Duration::from_secs(2)).await;
     eprintln!("{{\"partial_view\":\"{seen:?}\"}}");
     let shared = seen
         .first_shared_view
-        .expect("ctl-3 and w-2 never formed a view of two");
+        .expect("the backup and w-2 never formed a view of two");
     assert!(
         shared < GRACE,
         "the view of two came only after the grace ({shared:?}): the test shows nothing"
@@ -140,7 +148,7 @@ async fn a_controller_restarted_into_a_partial_view_is_no_master_before_its_grac
     if let Some(m) = seen.master {
         assert!(
             m >= GRACE,
-            "ctl-3 was master {m:?} after its restart, in a view that lacked three of its \
+            "{backup} was master {m:?} after its restart, in a view that lacked three of its \
              configured peers, before its join grace {GRACE:?}: {seen:?}"
         );
     }
@@ -168,25 +176,23 @@ async fn a_controller_restarted_into_a_partial_view_is_no_master_before_its_grac
 async fn a_controller_restarted_with_every_peer_up_joins_at_once_as_a_backup() {
     let (_dir, mut cluster, _webs) = start().await;
     let (old_master, _) = master(&cluster).unwrap();
-    let backup = ["ctl-1", "ctl-2", "ctl-3"]
-        .into_iter()
-        .rfind(|c| *c != old_master)
-        .unwrap();
-    assert_eq!(backup, "ctl-3");
-    cluster.kill_node("ctl-3").await;
+    let backup = a_backup(&old_master);
+    cluster.kill_node(backup).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
-    restart(&mut cluster, "ctl-3").await;
-    let seen = watch_ctl3(&cluster, started, GRACE + Duration::from_secs(1)).await;
+    restart(&mut cluster, backup).await;
+    let seen = watch(&cluster, backup, started, GRACE + Duration::from_secs(1)).await;
     eprintln!("{{\"full_view\":\"{seen:?}\"}}");
     assert_eq!(
         seen.master, None,
         "the restarted backup was master: {seen:?}"
     );
-    let joined = seen.joined.expect("ctl-3 never joined Controllers");
+    let joined = seen
+        .joined
+        .unwrap_or_else(|| panic!("{backup} never joined Controllers"));
     assert!(
         joined < GRACE,
-        "with every peer up ctl-3 must join as soon as it merged, not after the grace: {seen:?}"
+        "with every peer up {backup} must join as soon as it merged, not after the grace: {seen:?}"
     );
     assert_eq!(master(&cluster).map(|(m, _)| m), Some(old_master));
     cluster.stop_all().await;
