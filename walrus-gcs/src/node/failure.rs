@@ -135,12 +135,7 @@ impl Node {
             match &peer.row_view {
                 Some(v) if m.view < *v => {
                     // Sent before it installed our view: maybe before it heard everyone.
-                    for x in m.alive {
-                        if !peer.row.contains(&x) {
-                            peer.row.push(x);
-                        }
-                    }
-                    peer.row.sort();
+                    add_to_row(&mut peer.row, m.alive);
                 }
                 _ => {
                     peer.row = m.alive;
@@ -313,7 +308,7 @@ impl Node {
             return;
         }
         if let Some(p) = self.peers.get_mut(&from.id) {
-            add_to_row(&mut p.row, from, members);
+            add_to_row(&mut p.row, others(from, members));
         }
     }
 
@@ -342,7 +337,7 @@ impl Node {
             if p.view.as_ref().is_some_and(|(v, _)| v >= view) {
                 continue;
             }
-            add_to_row(&mut p.row, x, members);
+            add_to_row(&mut p.row, others(x, members));
             p.row_view = Some(view.clone());
         }
         // Every member answered this view's proposal: none is a suspect any more. A
@@ -395,12 +390,18 @@ impl Node {
     }
 }
 
-/// Adds `members` but `whose` (a row does not list its own node) to `row`, sorted.
-fn add_to_row(row: &mut Vec<NodeRef>, whose: &NodeRef, members: &[NodeRef]) {
-    for x in members {
-        if x != whose && !row.contains(x) {
-            row.push(x.clone());
+/// Adds the nodes in `more` that `row` lacks, keeping it sorted.
+fn add_to_row(row: &mut Vec<NodeRef>, more: impl IntoIterator<Item = NodeRef>) {
+    for x in more {
+        if !row.contains(&x) {
+            row.push(x);
         }
     }
     row.sort();
+}
+
+/// `members` but `whose` (a row does not list its own node).
+fn others<'m>(whose: &NodeRef, members: &'m [NodeRef]) -> impl Iterator<Item = NodeRef> + 'm {
+    let whose = whose.clone();
+    members.iter().filter(move |x| **x != whose).cloned()
 }
