@@ -65,6 +65,11 @@ pub struct CoreConfig {
     /// 7–10 ms, 768 KiB p99 up to 14 ms at 1 KiB; PROTOCOL.md, "Flow control", has the
     /// measured trade-off.
     pub group_window_bytes: usize,
+    /// How long an `Ack` that no member waits for may wait for one that some member does
+    /// (PROTOCOL.md, "Normal operation"): it only moves the stable point, so entries are
+    /// forgotten up to this much later. Not a timeout: the WAN profile keeps it. Default
+    /// 10 ms.
+    pub ack_delay: Duration,
 }
 
 impl Default for CoreConfig {
@@ -83,6 +88,7 @@ impl Default for CoreConfig {
             max_unstable_bytes: 16 * 1024 * 1024,
             group_window: 576,
             group_window_bytes: 576 * 1024,
+            ack_delay: Duration::from_millis(10),
         }
     }
 }
@@ -98,7 +104,8 @@ impl CoreConfig {
         Self::lan().scaled(10)
     }
 
-    /// This configuration with every time setting multiplied by `factor`.
+    /// This configuration with every timeout (and the heartbeat interval) multiplied by
+    /// `factor`; `ack_delay` stays.
     pub fn scaled(mut self, factor: u32) -> Self {
         self.heartbeat_interval *= factor;
         self.failure_timeout *= factor;

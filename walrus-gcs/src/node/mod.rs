@@ -79,7 +79,7 @@ mod view_change;
 
 pub(crate) use clients::ClientsSeen;
 use failure::Peer;
-use ordering::{AckHold, Acks, Sequencer};
+use ordering::{AckHold, Acks, OwedAck, Sequencer};
 #[cfg(any(test, feature = "testing"))]
 pub use planted::PlantedBugs;
 use view_change::{Accepted, Frozen, Proposal};
@@ -116,8 +116,9 @@ pub struct Node {
     stable: u64,
     /// What each member of the view acknowledged (held and delivered points).
     acks: Acks,
-    /// This node owes the members an `Ack` (sent when the turn's outputs are drained).
-    ack_due: bool,
+    /// The `Ack` this node owes the members (sent when the turn's outputs are drained,
+    /// or later if no member waits for it).
+    owed_ack: OwedAck,
     /// Every member of the view has delivered every entry up to this one (from their
     /// `Ack`s): client messages up to here may be confirmed.
     delivered_all: u64,
@@ -322,7 +323,7 @@ impl Node {
             commit: 0,
             stable: 0,
             acks: Acks::default(),
-            ack_due: false,
+            owed_ack: OwedAck::default(),
             delivered_all: 0,
             delivered_told: 0,
             last_client_seq: 0,
@@ -618,6 +619,9 @@ impl Node {
             t = t.min(d);
         }
         if let Some(d) = self.ack_hold.deadline(self.config.flush_timeout) {
+            t = t.min(d);
+        }
+        if let Some(d) = self.owed_ack.deadline(self.config.ack_delay) {
             t = t.min(d);
         }
         Some(t)

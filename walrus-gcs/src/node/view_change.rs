@@ -581,7 +581,7 @@ impl Node {
         self.commit = 0;
         self.stable = 0;
         self.acks = Acks::default();
-        self.ack_due = false;
+        self.owed_ack = OwedAck::default();
         self.delivered_all = 0;
         self.delivered_told = 0;
         self.last_client_seq = 0;

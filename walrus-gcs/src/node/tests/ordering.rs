@@ -67,20 +67,15 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         }],
     });
     let ack = ack_in_2a;
-    // Not delivered yet: the sender does not hold its sequence number yet. The sequencer
-    // acknowledges what it ordered like any member.
+    // Not delivered yet: the sender does not hold its sequence number yet. The
+    // sequencer holds it but its `Ack` waits: no member needs it to deliver (b needs
+    // its own holding, a b's).
     assert_eq!(
         drain(&mut a),
-        vec![
-            Output::Send {
-                to: id("b"),
-                msg: ordered.clone()
-            },
-            Output::Send {
-                to: id("b"),
-                msg: ack(3, 2)
-            }
-        ]
+        vec![Output::Send {
+            to: id("b"),
+            msg: ordered.clone()
+        }]
     );
     let message = Event::Message {
         sender: (id("b"), sb),
@@ -89,9 +84,9 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
         payload: b"hi".to_vec().into(),
         client: None,
     };
-    // The sender holds it now: it commits there at once (two hops for the sender).
+    // The sender holds it now: it commits there at once (two hops for the sender), and
+    // its `Ack` goes at once (every other member waits for it).
     b.handle_message(t, &id("a"), ordered);
-    b.handle_message(t, &id("a"), ack(3, 2));
     assert_eq!(
         drain(&mut b),
         vec![
@@ -114,6 +109,14 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
             event: message
         }]
     );
+    // The sequencer's own `Ack` goes `ack_delay` after it was owed (for the stable
+    // point), with what it holds and has delivered by then.
+    let owed_at = a.poll_timeout().unwrap();
+    assert_eq!(owed_at, t + CoreConfig::default().ack_delay);
+    a.handle_timeout(owed_at);
+    assert_eq!(sends_to(&drain(&mut a), "b"), vec![ack(3, 3)]);
+    b.handle_message(owed_at, &id("a"), ack(3, 3));
+    assert_eq!(drain(&mut b), vec![]);
 }
 
 /// Nodes `a` (the sequencer) and `b` with `config` in view 2.a, and a session of `b`
@@ -251,10 +254,11 @@ fn one_turn_sends_one_frame_per_peer_for_a_run_of_messages() {
         });
         a.handle_message(t, &id("b"), one);
     }
-    // One `Ordered`, then the sequencer's own `Ack` of it.
+    // One `Ordered` (the sequencer's own `Ack` of b's entries waits: no member needs it
+    // to deliver).
     let to_b = sends_to(&drain(&mut a), "b");
-    let [PeerMessage::Ordered(ordered), PeerMessage::Ack(_)] = &to_b[..] else {
-        panic!("expected one Ordered and one Ack: {to_b:?}");
+    let [PeerMessage::Ordered(ordered)] = &to_b[..] else {
+        panic!("expected one Ordered: {to_b:?}");
     };
     let ordered = ordered.clone();
     assert_eq!((ordered.len(), ordered.runs.len()), (3, 1));
@@ -493,13 +497,25 @@ fn a_client_message_is_confirmed_once_every_member_delivered_it() {
             .unwrap();
         let mut others = Vec::new();
         assert!(forward(&mut b, &mut a, t, &mut others)); // Submit
-        assert!(forward(&mut a, &mut b, t, &mut others)); // Ordered, the sequencer's Ack
-                                                          // b holds and delivers it (stable: both hold it); it reports both points.
+        assert!(forward(&mut a, &mut b, t, &mut others)); // Ordered
+                                                          // b holds and delivers it, and acknowledges both points at once (it is the
+                                                          // origin); the sequencer's `Ack` (it holds it, has not delivered it) comes
+                                                          // `ack_delay` later: then both hold it, so it is stable.
+        let b_outs = drain(&mut b);
+        assert!(!confirmed(&b_outs), "{b_outs:?}");
+        let t = t + CoreConfig::default().ack_delay;
+        a.handle_timeout(t);
+        let [a_ack] = &sends_to(&drain(&mut a), "b")[..] else {
+            panic!("expected the sequencer's Ack");
+        };
+        assert_eq!(*a_ack, ack(3, 2));
+        b.handle_message(t, &id("a"), a_ack.clone());
         let outs = drain(&mut b);
         assert_eq!(confirmed(&outs), planted, "{outs:?}");
         if planted {
             continue;
         }
+        let outs = b_outs;
         assert_eq!(sent_to(&outs, "a"), ack(3, 3));
         a.handle_message(t, &id("b"), ack(3, 3));
         // a delivers it on b's `Ack` and reports that it did.
