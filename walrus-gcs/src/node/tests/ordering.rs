@@ -119,6 +119,49 @@ fn agreed_message_goes_through_the_sequencer_and_commits_when_the_sender_holds_i
     assert_eq!(drain(&mut b), vec![]);
 }
 
+/// An `Ack` no member waits for (the sequencer's, of `b`'s entries) waits for
+/// `ack_delay`, unless `max_unstable / 64` entries are held unacknowledged: then it goes
+/// at once, so the stable point (and the sequencer's window) never lags by more.
+#[test]
+fn an_ack_no_one_waits_for_goes_after_ack_delay_or_after_a_window_share_of_entries() {
+    for (max_unstable, at_once) in [(4096, false), (128, true)] {
+        let t0 = Instant::now();
+        let config = CoreConfig {
+            max_unstable,
+            ..CoreConfig::default()
+        };
+        let (mut a, mut b, t, s) = sender_in_view_of_two(config, t0);
+        // Two entries of b, ordered in one turn (the threshold at 128 is 2).
+        for p in [b"1", b"2"] {
+            b.multicast(t, s, Service::Agreed, &[g("g")], p.to_vec())
+                .unwrap();
+        }
+        let submit = sent_to(&drain(&mut b), "a");
+        a.handle_message(t, &id("b"), submit);
+        let to_b = sends_to(&drain(&mut a), "b");
+        let acks = to_b
+            .iter()
+            .filter(|m| matches!(m, PeerMessage::Ack(_)))
+            .count();
+        assert_eq!(
+            acks,
+            usize::from(at_once),
+            "max_unstable {max_unstable}: {to_b:?}"
+        );
+        if !at_once {
+            let due = t + CoreConfig::default().ack_delay;
+            assert!(a.poll_timeout().unwrap() <= due);
+            a.handle_timeout(due);
+            let to_b = sends_to(&drain(&mut a), "b");
+            let acks: Vec<_> = to_b
+                .iter()
+                .filter(|m| matches!(m, PeerMessage::Ack(_)))
+                .collect();
+            assert_eq!(acks.len(), 1, "the owed Ack goes at its deadline: {to_b:?}");
+        }
+    }
+}
+
 /// Nodes `a` (the sequencer) and `b` with `config` in view 2.a, and a session of `b`
 /// in group "g".
 fn sender_in_view_of_two(config: CoreConfig, t0: Instant) -> (Node, Node, Instant, SessionId) {
