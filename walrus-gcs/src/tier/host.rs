@@ -73,6 +73,11 @@ struct Hosted {
     incarnation: Incarnation,
     /// The client's sessions (as of the requests received) …
     declared: BTreeSet<SessionId>,
+    /// … and those the node disconnected (they fell behind): the client learns it from
+    /// the `Disconnected` it is sent, and what it sent on them meanwhile goes nowhere,
+    /// as a local application's would; it is no breach of the rules. At most
+    /// `HostLimits::sessions_per_client` (the oldest are forgotten).
+    gone: BTreeSet<SessionId>,
     /// … and the node's sessions standing for them (as of the requests applied).
     sessions: BTreeMap<SessionId, SessionId>,
     /// Requests not yet taken by the node (its send window was full), in order.
@@ -126,6 +131,7 @@ impl ClientHost {
             Hosted {
                 incarnation,
                 declared: BTreeSet::new(),
+                gone: BTreeSet::new(),
                 sessions: BTreeMap::new(),
                 backlog: VecDeque::new(),
                 last_counter: 0,
@@ -182,30 +188,38 @@ impl ClientHost {
             .clients
             .get_mut(client)
             .ok_or(HostRefusal::NotAttached)?;
+        let not_open =
+            |session: &SessionId| HostRefusal::Protocol(format!("{session} is not open"));
         match &req {
             ClientRequest::Open { session } => {
                 if h.declared.len() >= limits.sessions_per_client {
                     return Err(HostRefusal::TooManySessions(limits.sessions_per_client));
                 }
-                if !h.declared.insert(*session) {
+                if h.gone.contains(session) || !h.declared.insert(*session) {
                     return Err(HostRefusal::Protocol(format!("{session} opened twice")));
                 }
             }
             ClientRequest::Close { session } => {
+                if h.gone.remove(session) {
+                    return Ok(());
+                }
                 if !h.declared.remove(session) {
-                    return Err(HostRefusal::Protocol(format!("{session} is not open")));
+                    return Err(not_open(session));
                 }
             }
             ClientRequest::Join { session, .. } | ClientRequest::Leave { session, .. } => {
+                if h.gone.contains(session) {
+                    return Ok(());
+                }
                 if !h.declared.contains(session) {
-                    return Err(HostRefusal::Protocol(format!("{session} is not open")));
+                    return Err(not_open(session));
                 }
             }
             ClientRequest::Multicast {
                 session, counter, ..
             } => {
-                if !h.declared.contains(session) {
-                    return Err(HostRefusal::Protocol(format!("{session} is not open")));
+                if !h.declared.contains(session) && !h.gone.contains(session) {
+                    return Err(not_open(session));
                 }
                 if *counter <= h.last_counter {
                     return Err(HostRefusal::Protocol(format!(
@@ -214,6 +228,9 @@ impl ClientHost {
                     )));
                 }
                 h.last_counter = *counter;
+                if h.gone.contains(session) {
+                    return Ok(());
+                }
             }
         }
         if h.backlog.len() >= limits.backlog_per_client {
@@ -329,7 +346,12 @@ impl ClientHost {
                     self.lists.forget_session(session);
                     if let Some(h) = self.clients.get_mut(&client) {
                         h.sessions.remove(&theirs);
-                        h.declared.remove(&theirs);
+                        if h.declared.remove(&theirs) {
+                            h.gone.insert(theirs);
+                            if h.gone.len() > self.limits.sessions_per_client {
+                                h.gone.pop_first();
+                            }
+                        }
                     }
                 }
                 if let Event::Membership {

@@ -28,14 +28,12 @@ fn member() -> NodeId {
 }
 
 fn world(limits: HostLimits) -> World {
+    world_with(CoreConfig::default(), limits)
+}
+
+fn world_with(config: CoreConfig, limits: HostLimits) -> World {
     let now = Instant::now();
-    let node = Node::new(
-        CoreConfig::default(),
-        member(),
-        Incarnation(1),
-        vec![member()],
-        now,
-    );
+    let node = Node::new(config, member(), Incarnation(1), vec![member()], now);
     let client = ClientCore::new(ClientConfig {
         name: NodeId::new("client.a"),
         incarnation: Incarnation(7),
@@ -240,6 +238,70 @@ fn a_client_that_breaks_the_rules_is_refused() {
         w.host.attach(&mut w.node, now, &name, Incarnation(6)),
         Err(HostRefusal::Stale)
     );
+}
+
+/// The node disconnects a client's session that got more than `session_queue_limit`
+/// events at once (here a burst of a local session's messages): what the client sent on
+/// it before hearing so goes nowhere, as a local application's would, and does not
+/// refuse the client. (Simulator seed 8612, 7 December 2026: the member refused the
+/// client, "s2 is not open", and closed its link.)
+#[test]
+fn requests_on_a_session_the_node_disconnected_go_nowhere_and_do_not_refuse_the_client() {
+    let config = CoreConfig {
+        session_queue_limit: 4,
+        ..CoreConfig::default()
+    };
+    let mut w = world_with(config, HostLimits::default());
+    let s = w.client.open_session();
+    w.client.join(s, g()).unwrap();
+    assert!(w.run().is_empty());
+    let local = w.node.open_session(w.now);
+    w.node.join(w.now, local, g()).unwrap();
+    for p in 0..6u8 {
+        // The local session reads as it goes (so its sends are not held back).
+        w.node.mark_read(local, 10);
+        w.node
+            .multicast(w.now, local, Service::Agreed, &[g()], vec![p])
+            .unwrap();
+    }
+    // The node's outputs reach the host, not yet the client: its next requests on the
+    // session are on their way.
+    let name = NodeId::new("client.a");
+    while let Some(out) = w.node.poll_output() {
+        let _ = w.host.on_output(&mut w.node, out);
+    }
+    let multicast = ClientRequest::Multicast {
+        session: s,
+        counter: 1,
+        service: Service::Agreed,
+        groups: vec![g()],
+        payload: b"late".to_vec(),
+    };
+    let leave = ClientRequest::Leave {
+        session: s,
+        group: g(),
+    };
+    for req in [multicast, leave, ClientRequest::Close { session: s }] {
+        assert_eq!(w.host.request(&mut w.node, w.now, &name, req), Ok(()));
+    }
+    assert!(w.run().is_empty());
+    assert!(
+        w.got
+            .iter()
+            .any(|(session, e)| *session == s && matches!(e, Event::Disconnected { .. })),
+        "{:?}",
+        w.got
+    );
+    assert!(!w.messages().contains(&b"late".to_vec()));
+    // A session the client never opened is still a breach.
+    let stranger = ClientRequest::Leave {
+        session: SessionId(99),
+        group: g(),
+    };
+    assert!(matches!(
+        w.host.request(&mut w.node, w.now, &name, stranger),
+        Err(HostRefusal::Protocol(_))
+    ));
 }
 
 /// Bytes from a client are decoded as a `ClientRequest` only, with the codec's size
