@@ -295,3 +295,61 @@ async fn a_member_certificate_cannot_attach_as_a_client() {
     c.shutdown().await;
     nodes[0].shutdown().await;
 }
+
+/// Members whose links and client listeners are on the IPv6 loopback (`[::1]`): a client
+/// attaches to one and its messages reach a member's local session. (Until December 2026
+/// a client's endpoint was bound to `0.0.0.0` and could not reach an IPv6 member.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_attaches_to_members_on_the_ipv6_loopback() {
+    let ca = Ca::new();
+    let names = ["m1", "m2"];
+    let bound: Vec<(String, std::net::UdpSocket, std::net::SocketAddr)> = names
+        .iter()
+        .map(|n| {
+            let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
+            let a = s.local_addr().unwrap();
+            (n.to_string(), s, a)
+        })
+        .collect();
+    let addrs: Vec<(String, std::net::SocketAddr)> =
+        bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+    let mut nodes = Vec::new();
+    let mut listeners = Vec::new();
+    for (name, socket, _) in bound {
+        let gcs = start_gcs(&ca, &name, socket, &addrs).await;
+        let at = gcs
+            .serve_clients(&ca.identity(&name), "[::1]:0".parse().unwrap())
+            .unwrap();
+        listeners.push((NodeId::new(name), at));
+        nodes.push(gcs);
+    }
+    let g = GroupName::new("g");
+    let mut observer = nodes[1].open_session().await.unwrap();
+    observer.join(g.clone()).await.unwrap();
+    wait_members(&mut observer, 1).await;
+
+    let c = Client::attach(client_config(&ca, "client.v6", &[0, 1], &listeners))
+        .await
+        .unwrap();
+    wait_member(&c, "m1").await;
+    let s = c.open_session().await.unwrap();
+    s.join(g.clone()).await.unwrap();
+    wait_members(&mut observer, 2).await;
+    send_range(&s, &g, 0..5).await;
+    let got = tokio::time::timeout(LONG, async {
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            if let Event::Message { payload, .. } = observer.recv().await.expect("session ended") {
+                got.push(String::from_utf8(payload.to_vec()).unwrap());
+            }
+        }
+        got
+    })
+    .await
+    .expect("the client's messages never arrived");
+    assert_eq!(got, ["a000", "a001", "a002", "a003", "a004"]);
+    c.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -178,7 +178,7 @@ impl Client {
         client_config.transport_config(Arc::new(tls::transport_config(
             &config.limits.client_link(),
         )));
-        let bind = SocketAddr::from(([0, 0, 0, 0], 0));
+        let bind = local_bind(config.members.iter().map(|(_, a)| *a));
         let mut endpoint =
             quinn::Endpoint::client(bind).map_err(|e| ClientLinkError::Setup(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
@@ -622,4 +622,48 @@ async fn connect(
     }
     conn.close(quinn::VarInt::from_u32(0), b"link ended");
     let _ = link_tx.send(down);
+}
+
+/// The address a client's endpoint binds to, from its members' addresses: the loopback
+/// of their family when every member is on the loopback (nothing on the network can
+/// reach the client then), the unspecified address of their family otherwise, and the
+/// dual-stack `[::]` when the members are on both families.
+fn local_bind(members: impl Iterator<Item = SocketAddr>) -> SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (mut v4, mut v6, mut loopback) = (false, false, true);
+    for a in members {
+        v4 |= a.is_ipv4();
+        v6 |= a.is_ipv6();
+        loopback &= a.ip().is_loopback();
+    }
+    let ip = match (v4, v6, loopback) {
+        (_, false, true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (_, false, false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (false, true, true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        (_, true, _) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::local_bind;
+    use std::net::SocketAddr;
+
+    fn bind_for(members: &[&str]) -> String {
+        local_bind(members.iter().map(|a| a.parse::<SocketAddr>().unwrap())).to_string()
+    }
+
+    #[test]
+    fn a_client_binds_the_loopback_of_its_members_family_or_everything_it_may_need() {
+        assert_eq!(
+            bind_for(&["127.0.0.1:7000", "127.0.0.2:7000"]),
+            "127.0.0.1:0"
+        );
+        assert_eq!(bind_for(&["[::1]:7000"]), "[::1]:0");
+        assert_eq!(bind_for(&["192.0.2.1:7000", "127.0.0.1:7000"]), "0.0.0.0:0");
+        assert_eq!(bind_for(&["[2001:db8::1]:7000"]), "[::]:0");
+        assert_eq!(bind_for(&["127.0.0.1:7000", "[::1]:7000"]), "[::]:0");
+        assert_eq!(bind_for(&[]), "127.0.0.1:0");
+    }
 }
