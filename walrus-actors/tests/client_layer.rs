@@ -102,6 +102,7 @@ async fn a_client_nodes_sessions_join_multicast_and_fail_over() {
         name: NodeId::new("client.w1"),
         incarnation: None,
         members: listeners.clone(),
+        local: None,
         window: 64,
         retry: Duration::from_millis(50),
         limits: Limits::lan(),

@@ -429,6 +429,7 @@ async fn driver(args: Args) -> Value {
             name: NodeId::new(name),
             incarnation: None,
             members: order,
+            local: None,
             window: 64,
             retry: Duration::from_millis(100),
             limits: Limits::lan(),

@@ -50,6 +50,7 @@ fn client_config(
         name: NodeId::new(name),
         incarnation: None,
         members: order.iter().map(|i| listeners[*i].clone()).collect(),
+        local: None,
         window: 64,
         retry: Duration::from_millis(50),
         limits: Limits::lan(),
@@ -352,4 +353,28 @@ async fn a_client_attaches_to_members_on_the_ipv6_loopback() {
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+/// A client given a local address sends from it (the host's declared address, so the
+/// members' firewalls and logs see that host): its endpoint's socket is bound there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sends_from_the_local_address_it_is_given() {
+    let ca = Ca::new();
+    let (nodes, listeners) = members(&ca, &["m1"]).await;
+    let mut cfg = client_config(&ca, "client.local", &[0], &listeners);
+    let local: std::net::IpAddr = "127.0.0.29".parse().unwrap();
+    cfg.local = Some(local);
+    let c = Client::attach(cfg).await.unwrap();
+    wait_member(&c, "m1").await;
+    // /proc/net/udp lists local addresses as little-endian hex: 127.0.0.29 is 1D00007F.
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    assert!(
+        table.lines().any(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|a| a.starts_with("1D00007F:"))),
+        "no UDP socket bound to {local}:\n{table}"
+    );
+    c.shutdown().await;
+    nodes[0].shutdown().await;
 }

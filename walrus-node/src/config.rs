@@ -635,6 +635,17 @@ impl Locator<'_> {
     }
 }
 
+/// Why a client sending from `client` cannot reach a member at `member`, if it cannot:
+/// another address family, or a loopback source towards another host.
+fn unreachable_from(client: IpAddr, member: IpAddr) -> Option<&'static str> {
+    if client.is_ipv4() != member.is_ipv4() {
+        Some("another address family; give the client an address of the members' family")
+    } else if client.is_loopback() && !member.is_loopback() {
+        Some("a loopback address reaches no other host; give the client its host's address")
+    } else {
+        None
+    }
+}
 fn known<'k>(keys: impl Iterator<Item = &'k String>) -> String {
     let list: Vec<&str> = keys.map(String::as_str).collect();
     if list.is_empty() {
@@ -1743,7 +1754,19 @@ fn validate_nodes(
                         ),
                     ))
                 }
-                Some(_) => {}
+                Some(target) => {
+                    if let Some(why) = unreachable_from(n.address.ip(), target.address.ip()) {
+                        return Err(loc.err(
+                            span,
+                            field,
+                            format!(
+                                "member `{m}` is at {}, and a client sends from its own address                                  ({}): {why}",
+                                target.address.ip(),
+                                n.address.ip()
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -2306,6 +2329,23 @@ mod tests {
             assert!(err.to_string().starts_with("walrus.toml:"), "{err}");
             assert!(err.line.is_some(), "{err}");
         }
+        // A client whose address cannot reach a member: another family, or a loopback
+        // source towards another host (a client sends from its own address).
+        let v6 = text.replace("address = \"127.0.1.2:7400\"", "address = \"[::1]:7400\"");
+        let err = parse(&v6).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-b.attach", "{err}");
+        assert!(err.message.contains("another address family"), "{err}");
+        let remote = text.replace(
+            "address = \"127.0.1.1:7400\"",
+            "address = \"192.0.2.1:7400\"",
+        );
+        let err = parse(&remote).unwrap_err();
+        assert_eq!(err.field, "nodes.eu-b.attach", "{err}");
+        assert!(
+            err.message.contains("member `eu-a` is at 192.0.2.1"),
+            "{err}"
+        );
+        assert!(err.message.contains("reaches no other host"), "{err}");
         // A member with an attach list, a client with a client port.
         let err = parse(&text.replace("[nodes.asia-a]\n", "[nodes.asia-a]\nattach = [\"eu-a\"]\n"))
             .unwrap_err();

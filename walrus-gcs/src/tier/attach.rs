@@ -14,7 +14,7 @@ use crate::transport::{tls, Limits, NodeIdentity};
 use crate::types::{GroupName, Incarnation, NodeId, Service, SessionId};
 use quinn::crypto::rustls::QuicClientConfig;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +33,12 @@ pub struct ClientLinkConfig {
     pub incarnation: Option<Incarnation>,
     /// The members it may attach to and their client listeners, in order of preference.
     pub members: Vec<(NodeId, SocketAddr)>,
+    /// The address it sends from (the port is the system's choice): the host's own
+    /// address, so the members' firewalls and logs see the host the operator declared.
+    /// `None`: the loopback of the members' family when every member is on the
+    /// loopback, else the unspecified address of their family (`[::]`, dual-stack, when
+    /// they are on both).
+    pub local: Option<IpAddr>,
     /// Multicasts not yet confirmed at most.
     pub window: usize,
     /// Wait before connecting to the next member after a link ended.
@@ -178,9 +184,12 @@ impl Client {
         client_config.transport_config(Arc::new(tls::transport_config(
             &config.limits.client_link(),
         )));
-        let bind = local_bind(config.members.iter().map(|(_, a)| *a));
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ClientLinkError::Setup(e.to_string()))?;
+        let bind = match config.local {
+            Some(ip) => SocketAddr::new(ip, 0),
+            None => local_bind(config.members.iter().map(|(_, a)| *a)),
+        };
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientLinkError::Setup(format!("binding {bind}: {e}")))?;
         endpoint.set_default_client_config(client_config);
         let incarnation = config.incarnation.unwrap_or_else(|| {
             Incarnation(
@@ -624,12 +633,12 @@ async fn connect(
     let _ = link_tx.send(down);
 }
 
-/// The address a client's endpoint binds to, from its members' addresses: the loopback
-/// of their family when every member is on the loopback (nothing on the network can
-/// reach the client then), the unspecified address of their family otherwise, and the
-/// dual-stack `[::]` when the members are on both families.
+/// The address a client's endpoint binds to when none is given, from its members'
+/// addresses: the loopback of their family when every member is on the loopback (nothing
+/// on the network can reach the client then), the unspecified address of their family
+/// otherwise, and the dual-stack `[::]` when the members are on both families.
 fn local_bind(members: impl Iterator<Item = SocketAddr>) -> SocketAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::net::{Ipv4Addr, Ipv6Addr};
     let (mut v4, mut v6, mut loopback) = (false, false, true);
     for a in members {
         v4 |= a.is_ipv4();

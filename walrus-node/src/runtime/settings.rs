@@ -322,8 +322,8 @@ pub fn gcs_config(config: &Config, node: &str) -> Result<GcsConfig, RunError> {
     })
 }
 
-/// How client node `node` attaches: its `client.<node>` certificate, and the client
-/// listeners of the members of its `attach` list, in order.
+/// How client node `node` attaches: its `client.<node>` certificate, the client
+/// listeners of the members of its `attach` list, in order, sending from its `address`.
 pub fn client_link_config(config: &Config, node: &str) -> Result<ClientLinkConfig, RunError> {
     let n = config.node(node)?;
     let members = n
@@ -339,6 +339,9 @@ pub fn client_link_config(config: &Config, node: &str) -> Result<ClientLinkConfi
         name: NodeId::new(gcs_name(node, n.tier)),
         incarnation: None,
         members,
+        // From the host's declared address: members' firewalls, logs and partitions by
+        // address see the host the file names.
+        local: Some(n.address.ip()),
         window: CLIENT_WINDOW,
         retry: match config.timing.gcs_profile {
             GcsProfile::Lan => Duration::from_millis(200),

@@ -295,6 +295,8 @@ fn a_client_attaches_in_order_with_its_client_certificate_and_members_never_dial
     certs::write_node_cert(&dir, "client.eu-b").unwrap();
     let link = client_link_config(&c, "eu-b").unwrap();
     assert_eq!(link.name, NodeId::new("client.eu-b"));
+    // It sends from its own declared address (eu-b is 127.0.1.2:7400).
+    assert_eq!(link.local, Some("127.0.1.2".parse().unwrap()));
     let order: Vec<(String, SocketAddr)> = link
         .members
         .iter()
