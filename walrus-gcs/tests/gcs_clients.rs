@@ -23,16 +23,31 @@ const LONG: Duration = Duration::from_secs(30);
 /// Members `names`, each also listening for clients; returns them and their client
 /// listeners' addresses.
 async fn members(ca: &Ca, names: &[&str]) -> (Vec<Gcs>, Vec<(NodeId, std::net::SocketAddr)>) {
-    let bound = bind(names);
+    members_on(ca, names, "127.0.0.1").await
+}
+
+/// [`members`] with every address on loopback address `ip`.
+async fn members_on(
+    ca: &Ca,
+    names: &[&str],
+    ip: &str,
+) -> (Vec<Gcs>, Vec<(NodeId, std::net::SocketAddr)>) {
+    let any: std::net::SocketAddr = std::net::SocketAddr::new(ip.parse().unwrap(), 0);
+    let bound: Vec<(String, std::net::UdpSocket, std::net::SocketAddr)> = names
+        .iter()
+        .map(|n| {
+            let s = std::net::UdpSocket::bind(any).unwrap();
+            let a = s.local_addr().unwrap();
+            (n.to_string(), s, a)
+        })
+        .collect();
     let addrs: Vec<(String, std::net::SocketAddr)> =
         bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
     let mut nodes = Vec::new();
     let mut listeners = Vec::new();
     for (name, socket, _) in bound {
         let gcs = start_gcs(ca, &name, socket, &addrs).await;
-        let at = gcs
-            .serve_clients(&ca.identity(&name), "127.0.0.1:0".parse().unwrap())
-            .unwrap();
+        let at = gcs.serve_clients(&ca.identity(&name), any).unwrap();
         listeners.push((NodeId::new(name), at));
         nodes.push(gcs);
     }
@@ -303,27 +318,7 @@ async fn a_member_certificate_cannot_attach_as_a_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_attaches_to_members_on_the_ipv6_loopback() {
     let ca = Ca::new();
-    let names = ["m1", "m2"];
-    let bound: Vec<(String, std::net::UdpSocket, std::net::SocketAddr)> = names
-        .iter()
-        .map(|n| {
-            let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
-            let a = s.local_addr().unwrap();
-            (n.to_string(), s, a)
-        })
-        .collect();
-    let addrs: Vec<(String, std::net::SocketAddr)> =
-        bound.iter().map(|(n, _, a)| (n.clone(), *a)).collect();
-    let mut nodes = Vec::new();
-    let mut listeners = Vec::new();
-    for (name, socket, _) in bound {
-        let gcs = start_gcs(&ca, &name, socket, &addrs).await;
-        let at = gcs
-            .serve_clients(&ca.identity(&name), "[::1]:0".parse().unwrap())
-            .unwrap();
-        listeners.push((NodeId::new(name), at));
-        nodes.push(gcs);
-    }
+    let (nodes, listeners) = members_on(&ca, &["m1", "m2"], "::1").await;
     let g = GroupName::new("g");
     let mut observer = nodes[1].open_session().await.unwrap();
     observer.join(g.clone()).await.unwrap();
