@@ -162,8 +162,9 @@ pub enum DriverError {
     /// The node's own thread or its runtime could not start (see [`GcsThread::Own`]).
     #[error("thread of the GCS node: {0}")]
     Thread(String),
-    /// The client listener could not start (see [`Gcs::serve_clients`]).
-    #[error("client listener: {0}")]
+    /// The client tier could not start: a member's client listener (see
+    /// [`Gcs::serve_clients`]) or a client's link.
+    #[error("client tier: {0}")]
     Clients(String),
     /// Another live process proves this node's name and keeps it (a cloned host, a copied
     /// configuration, a stolen key): this one is the duplicate, it left the cluster and

@@ -188,8 +188,9 @@ impl Client {
             Some(ip) => SocketAddr::new(ip, 0),
             None => local_bind(config.members.iter().map(|(_, a)| *a)),
         };
-        let mut endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| ClientLinkError::Setup(format!("binding {bind}: {e}")))?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| {
+            ClientLinkError::Setup(format!("binding {bind}, the address it sends from: {e}"))
+        })?;
         endpoint.set_default_client_config(client_config);
         let incarnation = config.incarnation.unwrap_or_else(|| {
             Incarnation(
