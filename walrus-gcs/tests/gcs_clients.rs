@@ -317,6 +317,11 @@ async fn a_member_certificate_cannot_attach_as_a_client() {
 /// a client's endpoint was bound to `0.0.0.0` and could not reach an IPv6 member.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_attaches_to_members_on_the_ipv6_loopback() {
+    if let Err(e) = std::net::UdpSocket::bind("[::1]:0") {
+        // A machine with IPv6 switched off (some containers): nothing to test here.
+        eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]: {e})");
+        return;
+    }
     let ca = Ca::new();
     let (nodes, listeners) = members_on(&ca, &["m1", "m2"], "::1").await;
     let g = GroupName::new("g");
